@@ -1,0 +1,6 @@
+"""Span processors and exporters that turn recorded traces into cassettes."""
+
+from .processor import CassetteSpanProcessor
+from .writer import CassetteWriter
+
+__all__ = ["CassetteSpanProcessor", "CassetteWriter"]

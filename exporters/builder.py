@@ -1,0 +1,141 @@
+"""Turn a finished :class:`TraceRecording` into a cassette document (format version 1)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from timetracer_otel._recording import HttpCall, TraceRecording
+from timetracer_otel.cassette import FORMAT_NAME, FORMAT_VERSION
+from timetracer_otel.cassette.body import BodySink, encode_body, header_value
+
+__all__ = ["build_document", "cassette_id"]
+
+
+def cassette_id(trace_id: int) -> str:
+    """The short id shown on the console and in the file name: the trace id's last 8 hex digits."""
+    return f"{trace_id & 0xFFFFFFFF:08x}"
+
+
+def _ms(nanoseconds: int) -> float:
+    return round(nanoseconds / 1e6, 3)
+
+
+def _headers(pairs: Optional[list[tuple[str, str]]]) -> Optional[list[list[str]]]:
+    return None if pairs is None else [[k, v] for k, v in pairs]
+
+
+def _declares_body(headers: Optional[list]) -> bool:
+    length = header_value(headers or [], "content-length")
+    return bool(header_value(headers or [], "transfer-encoding")) or (length is not None and length.strip() != "0")
+
+
+def _body(sink: Optional[BodySink], headers: Optional[list], limit: int, decoded: bool = False) -> Optional[dict]:
+    """The cassette body; ``complete: false`` when the body was not read to its end."""
+    if sink is None:
+        return None
+    body = encode_body(
+        sink.data,
+        size=sink.size,
+        truncated=sink.truncated,
+        content_encoding=header_value(headers or [], "content-encoding"),
+        decoded=decoded,
+        limit=limit,
+    )
+    if not sink.complete and (sink.size or _declares_body(headers)):
+        body["complete"] = False
+    return body
+
+
+def _http_call(call: HttpCall, origin_ns: int, limit: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": call.kind,
+        "protocol": call.protocol,
+        "library": call.library,
+        "span_id": f"{call.span_id:016x}" if call.span_id else None,
+        "start_offset_ms": _ms(call.started_ns - origin_ns),
+        "request": {
+            "method": call.method,
+            "url": call.url,
+            "headers": _headers(call.request_headers),
+            "body": _body(call.request_body, call.request_headers, limit),
+        },
+        "response": None,
+        "error": call.error,
+    }
+    if call.status is not None:
+        out["response"] = {
+            "status": call.status,
+            "headers": _headers(call.response_headers),
+            "body": _body(call.response_body, call.response_headers, limit, decoded=call.response_decoded),
+        }
+    return out
+
+
+def _attribute(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _span(span: ReadableSpan, origin_ns: int) -> dict[str, Any]:
+    start = span.start_time or origin_ns
+    end = span.end_time or start
+    parent = span.parent
+    return {
+        "span_id": f"{span.context.span_id:016x}",
+        "parent_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "start_offset_ms": _ms(start - origin_ns),
+        "duration_ms": _ms(end - start),
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "status": {"code": span.status.status_code.name, "description": span.status.description},
+        "attributes": {k: _attribute(v) for k, v in (span.attributes or {}).items()},
+        "events": [
+            {
+                "name": event.name,
+                "offset_ms": _ms(event.timestamp - origin_ns),
+                "attributes": {k: _attribute(v) for k, v in (event.attributes or {}).items()},
+            }
+            for event in span.events
+        ],
+    }
+
+
+def build_document(recording: TraceRecording) -> dict[str, Any]:
+    """The cassette document for ``recording`` (not yet redacted)."""
+    calls, spans = recording.snapshot()
+    limit = recording.config.max_body_bytes
+    root = next((s for s in spans if s.context.span_id == recording.root_span_id), None)
+    origin = root.start_time if root is not None and root.start_time else recording.started_ns
+    end = root.end_time if root is not None and root.end_time else max((s.end_time or 0 for s in spans), default=origin)
+    spans.sort(key=lambda s: s.start_time or 0)
+    calls.sort(key=lambda c: c.started_ns)
+    status = recording.status if recording.status is not None else 500
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "id": cassette_id(recording.trace_id),
+        "trace_id": f"{recording.trace_id:032x}",
+        "recorded_at": datetime.fromtimestamp(origin / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z"),
+        "service": recording.service,
+        "duration_ms": _ms(max(end - origin, 0)),
+        "request": {
+            "method": recording.method,
+            "path": recording.path,
+            "route": recording.route,
+            "query": recording.query,
+            "headers": _headers(recording.headers),
+            "body": _body(recording.request_body, recording.headers, limit),
+        },
+        "response": {
+            "status": status,
+            "headers": _headers(recording.response_headers) or [],
+            "body": _body(recording.response_body, recording.response_headers, limit),
+        },
+        "error": recording.error,
+        "calls": [_http_call(c, origin, limit) for c in calls],
+        "spans": [_span(s, origin) for s in spans],
+    }

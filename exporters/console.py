@@ -1,0 +1,33 @@
+"""The line printed for each recorded request, as the user guide shows it."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+__all__ = ["record_line"]
+
+_MAX_PATH_CHARS = 200
+
+
+def _printable(text: str) -> str:
+    """Escape control characters (a path may contain %0A) and bound the length."""
+    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return shown if len(shown) <= _MAX_PATH_CHARS else shown[: _MAX_PATH_CHARS - 3] + "..."
+
+
+def record_line(doc: dict[str, Any], path: str) -> str:
+    """``timetracer [OK] recorded GET /  id=...  status=200  total=145ms  deps=http.client:1`` and the path line."""
+    request, response = doc["request"], doc["response"]
+    status = response["status"]
+    tag = "[OK]" if status < 500 and not doc.get("error") else "[ERR]"
+    kinds = Counter(call["kind"] for call in doc["calls"])
+    deps = ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none"
+    relative = os.path.relpath(path)
+    shown_path = path if relative.startswith("..") else relative
+    return (
+        f"timetracer {tag} recorded {_printable(request['method'])} {_printable(request['path'])}"
+        f"  id={doc['id']}  status={status}  total={round(doc['duration_ms'])}ms  deps={deps}\n"
+        f"  cassette: {shown_path}"
+    )

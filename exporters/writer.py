@@ -1,0 +1,125 @@
+"""The background thread that builds, redacts and writes cassettes, off the request path."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from timetracer_otel._diagnostics import counters, errors, guarded, logger
+from timetracer_otel._recording import TraceRecording
+from timetracer_otel.cassette.naming import cassette_relpath
+from timetracer_otel.cassette.storage import replace, write_new
+from timetracer_otel.redaction import Redactor
+
+from .builder import build_document
+from .console import record_line
+
+__all__ = ["CassetteWriter"]
+
+DEFAULT_QUEUE_SIZE = 1024
+
+
+@lru_cache(maxsize=64)
+def _redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
+    return Redactor(headers, fields)
+
+
+def prepare_document(recording: TraceRecording) -> dict[str, Any]:
+    """Build the cassette document and redact it as the recording's config says."""
+    doc = build_document(recording)
+    config = recording.config
+    if config.redact:
+        _redactor(tuple(config.redact_headers), tuple(config.redact_fields)).document(doc)
+    if config.redact_hook is not None:
+        replaced = config.redact_hook(doc)
+        if replaced is not None:
+            doc = replaced
+    return doc
+
+
+def serialise(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+class CassetteWriter:
+    """A bounded queue of finished recordings and one daemon thread that writes them.
+
+    When the queue is full the recording is dropped and counted: a slow disk slows
+    nothing but the writer. ``flush`` waits until everything queued so far is written.
+    """
+
+    def __init__(self, max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._max_queue = max_queue
+        self._lock = threading.Lock()
+        self._queue: "queue.Queue[Union[TraceRecording, threading.Event]]" = queue.Queue(max_queue)
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread and queue are not ours
+                self._queue = queue.Queue(self._max_queue)
+                self._pid = os.getpid()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="timetracer-writer", daemon=True)
+                self._thread.start()
+
+    def submit(self, recording: TraceRecording) -> None:
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(recording)
+        except queue.Full:
+            counters.add("dropped.queue_full")
+            errors.error("queue_full", "cassette queue is full; recordings are being dropped (disk too slow?)")
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until all recordings submitted before this call are written."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            with guarded("write"):
+                self._write(item)
+
+    def _write(self, recording: TraceRecording) -> None:
+        doc = prepare_document(recording)
+        data = serialise(doc)
+        if recording.written_path is not None:
+            replace(Path(recording.written_path), data)
+            counters.add("rewritten")
+            return
+        relpath = cassette_relpath(
+            doc["request"]["method"],
+            doc["request"]["route"] or doc["request"]["path"],
+            doc["id"],
+            _recorded_day(doc),
+        )
+        root = Path(recording.config.cassette_dir)
+        path = write_new(root, relpath, data)
+        recording.written_path = str(path)
+        counters.add("recorded")
+        logger.info(record_line(doc, str(path)))
+
+
+def _recorded_day(doc: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(doc["recorded_at"].replace("Z", "+00:00"))

@@ -1,0 +1,1 @@
+"""Replay: answering outgoing calls from a cassette."""

@@ -1,0 +1,221 @@
+"""Shared fixtures: a real upstream HTTP server and real uvicorn servers on 127.0.0.1.
+
+Servers listen on sockets the fixtures bind before starting them, so a client can
+connect at once (the kernel queues the connection): no waiting, no sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import uvicorn
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+
+SCHEMA_PATH = Path(timetracer_otel.__file__).parent / "cassette" / "cassette.schema.json"
+
+
+# --------------------------------------------------------------------------- upstream
+@dataclass
+class Upstream:
+    """A real HTTP server on 127.0.0.1 with a few routes the tests call.
+
+    ``gates`` lets a test hold the ``/stream`` route between chunks until the
+    application signals that it has received the previous chunk.
+    """
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+
+    def gate(self, name: str) -> threading.Event:
+        return self.gates.setdefault(name, threading.Event())
+
+
+def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                data = b""
+                while True:
+                    size = int(self.rfile.readline().strip(), 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return data
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for name, value in (headers or {"Content-Type": "application/json"}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _handle(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            body = self._body()
+            state.requests.append(
+                {"method": self.command, "path": url.path, "query": url.query, "headers": dict(self.headers), "body": body}
+            )
+            route = url.path
+            if route == "/json":
+                self._send(200, json.dumps({"login": "octocat", "id": 1, "token": "upstream-secret"}).encode())
+            elif route == "/echo":
+                echo = {
+                    "method": self.command,
+                    "query": url.query,
+                    "body": body.decode("latin-1"),
+                    "content_type": self.headers.get("Content-Type"),
+                }
+                self._send(200, json.dumps(echo).encode())
+            elif route == "/gzip":
+                self._send(
+                    200,
+                    gzip.compress(json.dumps({"compressed": True, "items": list(range(50))}).encode()),
+                    {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                )
+            elif route == "/binary":
+                self._send(200, bytes(range(256)) * 4, {"Content-Type": "application/octet-stream"})
+            elif route == "/bytes":
+                size = int(query.get("size", "0"))
+                self._send(200, (b"0123456789abcdef" * (size // 16 + 1))[:size], {"Content-Type": "application/octet-stream"})
+            elif route.startswith("/status/"):
+                self._send(int(route.rsplit("/", 1)[1]), b'{"status": "set"}')
+            elif route == "/stream":
+                self._stream(int(query.get("chunks", "3")), query.get("gate"))
+            else:
+                self._send(404, b'{"error": "no such route"}')
+
+        def _stream(self, chunks: int, gate: str | None) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for index in range(chunks):
+                if gate is not None and index > 0:
+                    event = state.gate(f"{gate}-{index}")
+                    if not event.wait(10):
+                        break
+                chunk = f"chunk-{index};".encode()
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    state = Upstream(url="")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+# --------------------------------------------------------------------------- uvicorn
+@dataclass
+class RunningServer:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def start_uvicorn(app: Any, **config: Any) -> RunningServer:
+    """Run ``app`` under uvicorn on 127.0.0.1 in a thread; connectable as soon as this returns."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    options = {"log_level": "warning", "lifespan": "off", "timeout_graceful_shutdown": 5, **config}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
+    thread.start()
+    return RunningServer(f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RunningServer]]:
+    """``serve(app)`` starts uvicorn for ``app``; every server is stopped after the test."""
+    running: list[RunningServer] = []
+
+    def _serve(app: Any, **config: Any) -> RunningServer:
+        server = start_uvicorn(app, **config)
+        running.append(server)
+        return server
+
+    yield _serve
+    for server in running:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- cassettes
+@pytest.fixture(autouse=True)
+def _clean_timetracer_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no TIMETRACER_* variables from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("TIMETRACER_"):
+            monkeypatch.delenv(name)
+
+
+def load_cassettes(directory: Path) -> list[dict[str, Any]]:
+    """Flush pending writes, then every cassette under ``directory``, oldest first."""
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    paths = sorted(directory.rglob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    return [json.loads(p.read_text("utf-8")) for p in paths]
+
+
+def _validate_all(directory: Path) -> None:
+    import jsonschema
+
+    timetracer_otel.flush(30)
+    schema = json.loads(SCHEMA_PATH.read_text("utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in directory.rglob("*.json"):
+        errors = sorted(validator.iter_errors(json.loads(path.read_text("utf-8"))), key=str)
+        assert not errors, f"{path} does not match the cassette schema: {errors[0].message} at {list(errors[0].path)}"
+
+
+@pytest.fixture
+def cassette_dir(tmp_path: Path) -> Iterator[Path]:
+    """A cassette directory for the test; every cassette written there is checked against the schema."""
+    directory = tmp_path / "cassettes"
+    yield directory
+    _validate_all(directory)
+
+
+@pytest.fixture
+def record_config(cassette_dir: Path) -> TraceConfig:
+    return TraceConfig(mode="record", cassette_dir=str(cassette_dir))

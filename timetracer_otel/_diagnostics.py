@@ -1,0 +1,101 @@
+"""Logging, counters and the guard that keeps capture failures out of the app.
+
+Capture code runs inside the user's requests. Any exception it raises is caught by
+:func:`guarded`, counted, and logged at most once per minute per kind, so a bug in
+recording never fails a request and never floods the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Iterator
+
+logger = logging.getLogger("timetracer")
+
+_LOG_INTERVAL_SECONDS = 60.0
+
+
+class _StderrUnlessConfigured(logging.StreamHandler):
+    """Print to stderr only while the application has not configured logging itself.
+
+    When the root logger has handlers, records propagate there instead, so a line is
+    never printed twice and the application's own logging setup decides the format.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        self.stream = sys.stderr  # follow redirections (pytest capsys, contextlib.redirect_stderr)
+        super().emit(record)
+
+
+if not any(isinstance(h, _StderrUnlessConfigured) for h in logger.handlers):
+    logger.addHandler(_StderrUnlessConfigured())
+if logger.level == logging.NOTSET:
+    logger.setLevel(logging.INFO)
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+counters = _Counters()
+
+
+class _RateLimitedErrors:
+    """Log an error kind at most once per interval; say how many were held back."""
+
+    def __init__(self, interval: float = _LOG_INTERVAL_SECONDS) -> None:
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def error(self, kind: str, message: str, exc: BaseException | None = None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self._interval:
+                self._suppressed[kind] += 1
+                return
+            self._last[kind] = now
+            held_back = self._suppressed.pop(kind, 0)
+        suffix = f" ({held_back} more since the last report)" if held_back else ""
+        logger.error("timetracer: %s%s", message, suffix, exc_info=exc)
+
+
+errors = _RateLimitedErrors()
+
+
+def report_failure(kind: str, exc: BaseException) -> None:
+    """Count and (rate-limited) log a failure inside timetracer itself."""
+    counters.add(f"errors.{kind}")
+    errors.error(kind, f"{kind} failed: {type(exc).__name__}: {exc}", exc)
+
+
+@contextlib.contextmanager
+def guarded(kind: str) -> Iterator[None]:
+    """Run capture code; swallow, count and log whatever it raises."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - capture must never raise into the app
+        report_failure(kind, exc)

@@ -1,0 +1,142 @@
+"""The state of one request being recorded, reachable from capture code via a contextvar.
+
+The ASGI layer creates a :class:`TraceRecording` per sampled request and sets it as
+current; capture wrappers for client libraries add their calls to whatever recording
+is current in their context, so concurrent requests never see each other's calls.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from opentelemetry import trace
+
+from .cassette.body import BodySink
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from .config import TraceConfig
+
+_current: contextvars.ContextVar[Optional["TraceRecording"]] = contextvars.ContextVar(
+    "timetracer_recording", default=None
+)
+
+Headers = list[tuple[str, str]]
+
+
+def current_recording() -> Optional["TraceRecording"]:
+    """The recording of the request this code runs for, or None."""
+    return _current.get()
+
+
+def exception_info(exc: BaseException) -> dict[str, str]:
+    """``{"type": "module.Class", "message": str(exc)}`` for a cassette."""
+    cls = type(exc)
+    module = cls.__module__
+    qualname = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    return {"type": qualname, "message": str(exc)}
+
+
+@dataclass
+class HttpCall:
+    """One outgoing HTTP call as the client library saw it."""
+
+    library: str
+    method: str
+    url: str
+    request_headers: Headers
+    request_body: BodySink
+    started_ns: int = field(default_factory=time.time_ns)
+    span_id: int = 0
+    status: Optional[int] = None
+    response_headers: Optional[Headers] = None
+    response_body: Optional[BodySink] = None
+    # True when the client library already undid Content-Encoding before we saw the bytes.
+    response_decoded: bool = False
+    error: Optional[dict[str, str]] = None
+
+    protocol = "http"
+    kind = "http.client"
+
+    def seal(self) -> None:
+        self.request_body.seal()
+        if self.response_body is not None:
+            self.response_body.seal()
+
+
+class TraceRecording:
+    """One inbound request: its payloads, the outgoing calls made for it, and its spans."""
+
+    def __init__(
+        self,
+        config: "TraceConfig",
+        *,
+        trace_id: int,
+        root_span_id: int,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        service: str,
+    ) -> None:
+        self.config = config
+        self.trace_id = trace_id
+        self.root_span_id = root_span_id
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.service = service
+        self.route: Optional[str] = None
+        self.started_ns = time.time_ns()
+        self.request_body = BodySink(config.max_body_bytes)
+        self.status: Optional[int] = None
+        self.response_headers: Optional[Headers] = None
+        self.response_body = BodySink(config.max_body_bytes)
+        self.error: Optional[dict[str, str]] = None
+        self.calls: list[Any] = []
+        self.spans: list["ReadableSpan"] = []
+        self.finished = False  # the root span ended; what comes later is a late span
+        self.discarded = False  # finished but not kept (errors_only and the request succeeded)
+        self.written_path: Optional[str] = None  # set by the writer once the cassette exists
+        self._lock = threading.Lock()
+
+    def add_call(self, call: Any) -> None:
+        """Attach an outgoing call to the span that is current for the caller."""
+        span_context = trace.get_current_span().get_span_context()
+        call.span_id = span_context.span_id if span_context.trace_id == self.trace_id else 0
+        with self._lock:
+            self.calls.append(call)
+
+    def add_span(self, span: "ReadableSpan") -> None:
+        with self._lock:
+            self.spans.append(span)
+
+    def snapshot(self) -> tuple[list[Any], list["ReadableSpan"]]:
+        """The calls and spans so far, as lists the caller may iterate freely."""
+        with self._lock:
+            return list(self.calls), list(self.spans)
+
+    def seal(self) -> None:
+        """Freeze all bodies: the request is over, what arrives later is not kept."""
+        self.request_body.seal()
+        self.response_body.seal()
+        for call in self.snapshot()[0]:
+            call.seal()
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or (self.status or 500) >= 500
+
+
+def activate(recording: TraceRecording) -> contextvars.Token:
+    return _current.set(recording)
+
+
+def deactivate(token: contextvars.Token) -> None:
+    _current.reset(token)

@@ -1,0 +1,67 @@
+"""Finding or creating the SDK TracerProvider, and attaching the cassette processor once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Optional
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from timetracer_otel.exporters import CassetteSpanProcessor
+
+_lock = threading.Lock()
+_processors: "weakref.WeakKeyDictionary[TracerProvider, CassetteSpanProcessor]" = weakref.WeakKeyDictionary()
+_private_provider: Optional[TracerProvider] = None
+
+
+def tracer_provider(service_name: Optional[str] = None) -> TracerProvider:
+    """The application's SDK provider if it has one; otherwise one we create and make global.
+
+    A provider the user set is never replaced. If the global provider is not an SDK
+    provider (set by someone else and unusable for processors), timetracer keeps a
+    private one for its own spans.
+    """
+    global _private_provider
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    with _lock:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            return current
+        if _private_provider is None:
+            name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
+            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+            trace.set_tracer_provider(provider)
+            current = trace.get_tracer_provider()
+            _private_provider = current if isinstance(current, TracerProvider) else provider
+        return _private_provider
+
+
+def cassette_processor(provider: TracerProvider) -> CassetteSpanProcessor:
+    """The cassette processor of ``provider``, added to it on first use."""
+    with _lock:
+        processor = _processors.get(provider)
+        if processor is None:
+            processor = CassetteSpanProcessor()
+            provider.add_span_processor(processor)
+            _processors[provider] = processor
+        return processor
+
+
+def service_name(provider: TracerProvider, configured: Optional[str]) -> str:
+    if configured:
+        return configured
+    return str(provider.resource.attributes.get(SERVICE_NAME, "unknown_service"))
+
+
+def flush_processors(timeout: Optional[float]) -> bool:
+    """Flush every cassette processor; True if all finished within ``timeout`` seconds each."""
+    with _lock:
+        processors = list(_processors.values())
+    millis = int((30.0 if timeout is None else timeout) * 1000)
+    return all([p.force_flush(millis) for p in processors])

@@ -1,0 +1,1 @@
+"""Payload capture: what the application sends and receives, recorded without changing it."""

@@ -1,0 +1,142 @@
+"""ASGI capture: tee the inbound request and the response onto the current recording.
+
+The layer passes every message through untouched (the same objects, in the same
+order); it only reads them. It runs inside OpenTelemetry's ASGI middleware, so the
+current span is the request's server span.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Awaitable, Callable, MutableMapping, Optional
+
+from opentelemetry import trace
+
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._recording import TraceRecording, activate, deactivate, exception_info
+from timetracer_otel.config import TraceConfig
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ["RecordingLayer", "route_template"]
+
+
+def _latin1_headers(raw: Any) -> list[tuple[str, str]]:
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
+
+
+def _match_routes(routes: Any, scope: Scope) -> Optional[str]:
+    from starlette.routing import Match, Mount
+
+    partial: Optional[str] = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match == Match.NONE:
+            continue
+        path = getattr(route, "path", None)
+        if isinstance(route, Mount):
+            inner = _match_routes(route.routes, {**scope, **child}) if route.routes else None
+            path = (route.path + inner) if inner else (route.path or "/") + "/{path:path}"
+        if match == Match.FULL:
+            return path
+        partial = partial or path
+    return partial
+
+
+def route_template(scope: Scope, original_scope: Scope) -> Optional[str]:
+    """The route template that served ``scope`` (``/users/{user_id:int}``), if it can be known.
+
+    ``original_scope`` is a copy taken before routing rewrote ``scope``.
+    """
+    route = scope.get("route")
+    if route is not None and isinstance(getattr(route, "path", None), str):
+        return route.path  # FastAPI puts the matched route on the scope
+    routes = getattr(original_scope.get("app"), "routes", None)
+    if routes is None:
+        return None
+    try:
+        return _match_routes(routes, original_scope)
+    except ImportError:
+        return None
+
+
+class RecordingLayer:
+    """Record each sampled HTTP request that passes through, with its response."""
+
+    def __init__(self, app: ASGIApp, config: TraceConfig, begin: Callable[[TraceRecording], None], service: str) -> None:
+        self.app = app
+        self.config = config
+        self._begin = begin
+        self._service = service
+
+    def _start(self, scope: Scope) -> Optional[TraceRecording]:
+        if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
+            return None
+        span = trace.get_current_span()
+        context = span.get_span_context()
+        if not context.is_valid or not span.is_recording():
+            return None
+        recording = TraceRecording(
+            self.config,
+            trace_id=context.trace_id,
+            root_span_id=context.span_id,
+            method=scope.get("method", "GET"),
+            path=scope.get("path", ""),
+            query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+            headers=_latin1_headers(scope.get("headers")),
+            service=self._service,
+        )
+        self._begin(recording)
+        return recording
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        recording: Optional[TraceRecording] = None
+        with guarded("asgi.start"):
+            recording = self._start(scope)
+        if recording is None:
+            await self.app(scope, receive, send)
+            return
+
+        original_scope = dict(scope)
+
+        async def receive_tee() -> Message:
+            message = await receive()
+            with guarded("asgi.request"):
+                if message["type"] == "http.request":
+                    recording.request_body.feed(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        recording.request_body.finish()
+            return message
+
+        async def send_tee(message: Message) -> None:
+            with guarded("asgi.response"):
+                kind = message["type"]
+                if kind == "http.response.start":
+                    recording.status = int(message["status"])
+                    recording.response_headers = _latin1_headers(message.get("headers"))
+                elif kind == "http.response.body":
+                    recording.response_body.feed(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        recording.response_body.finish()
+            await send(message)
+
+        token = activate(recording)
+        try:
+            await self.app(scope, receive_tee, send_tee)
+        except BaseException as exc:
+            with guarded("asgi.error"):
+                recording.error = exception_info(exc)
+                if recording.status is None:
+                    recording.status = 500
+            raise
+        finally:
+            deactivate(token)
+            with guarded("asgi.route"):
+                recording.route = route_template(scope, original_scope)

@@ -1,0 +1,115 @@
+"""requests capture at the transport seam (``HTTPAdapter.send``), under OpenTelemetry's wrapper.
+
+The response's ``raw`` (urllib3) stream is wrapped in a transparent proxy that keeps a
+bounded copy of what the application reads; ``isinstance`` and every attribute still
+behave as the urllib3 response's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+import wrapt
+from requests.adapters import HTTPAdapter
+
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._recording import HttpCall, current_recording, exception_info
+from timetracer_otel.cassette.body import BodySink
+
+from . import _patch
+
+__all__ = ["install", "uninstall"]
+
+
+class _RawTee(wrapt.ObjectProxy):
+    """urllib3 response proxy: what is read through ``stream``/``read`` is also kept."""
+
+    def __init__(self, raw: Any, call: HttpCall) -> None:
+        super().__init__(raw)
+        self._self_call = call
+
+    def _self_keep(self, data: bytes, decode_content: Optional[bool], done: bool) -> None:
+        with guarded("requests.response_body"):
+            sink = self._self_call.response_body
+            if data:
+                decoded = self.__wrapped__.decode_content if decode_content is None else decode_content
+                self._self_call.response_decoded = bool(decoded)
+                sink.feed(data)
+            if done:
+                sink.finish()
+
+    def stream(self, amt: Optional[int] = 2**16, decode_content: Optional[bool] = None) -> Iterator[bytes]:
+        for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
+            self._self_keep(chunk, decode_content, done=False)
+            yield chunk
+        self._self_keep(b"", decode_content, done=True)
+
+    def read(self, amt: Optional[int] = None, decode_content: Optional[bool] = None, **kwargs: Any) -> bytes:
+        data = self.__wrapped__.read(amt=amt, decode_content=decode_content, **kwargs)
+        self._self_keep(data, decode_content, done=amt is None or not data)
+        return data
+
+
+def _request_body(body: Any, sink: BodySink) -> Any:
+    """Keep the request body; an iterable body is teed as it is sent. Returns the body to send."""
+    if body is None:
+        sink.finish()
+    elif isinstance(body, (bytes, bytearray)):
+        sink.feed(bytes(body))
+        sink.finish()
+    elif isinstance(body, str):
+        sink.feed(body.encode("utf-8"))
+        sink.finish()
+    elif hasattr(body, "__iter__") and not hasattr(body, "read"):
+        def tee(chunks: Any = body) -> Iterator[Any]:
+            for chunk in chunks:
+                with guarded("requests.request_body"):
+                    sink.feed(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk))
+                yield chunk
+            sink.finish()
+
+        return tee()
+    return body  # a file object: sent as is, not kept
+
+
+def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    recording = current_recording()
+    if recording is None:
+        return wrapped(*args, **kwargs)
+    call: Optional[HttpCall] = None
+    with guarded("requests.request"):
+        request = args[0] if args else kwargs["request"]
+        sink = BodySink(recording.config.max_body_bytes)
+        request.body = _request_body(request.body, sink)
+        call = HttpCall("requests", request.method, request.url, [(k, v) for k, v in request.headers.items()], sink)
+        recording.add_call(call)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        response = wrapped(*args, **kwargs)
+    except Exception as exc:
+        with guarded("requests.error"):
+            call.error = exception_info(exc)
+        raise
+    with guarded("requests.response"):
+        call.status = response.status_code
+        call.response_headers = _raw_headers(response.raw)
+        call.response_body = BodySink(call.request_body.limit)
+        response.raw = _RawTee(response.raw, call)
+    return response
+
+
+def _raw_headers(raw: Any) -> list[tuple[str, str]]:
+    headers = getattr(raw, "headers", None)
+    if headers is None:
+        return []
+    items = headers.iteritems() if hasattr(headers, "iteritems") else headers.items()
+    return [(str(k), str(v)) for k, v in items]
+
+
+def install() -> None:
+    _patch.install(HTTPAdapter, "send", _send)
+
+
+def uninstall() -> None:
+    _patch.uninstall(HTTPAdapter, "send")

@@ -1,0 +1,196 @@
+"""HTTP bodies: a bounded collector used while recording, and the cassette encoding.
+
+A body is stored as readable JSON when it is JSON and re-serialises to exactly the
+recorded bytes, as text when it is UTF-8, and as base64 otherwise, so replay can give
+back the recorded bytes exactly. Compressed bodies are stored decoded, with the
+encoding named, so cassettes stay readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Any, Iterable, Optional
+
+__all__ = ["BodySink", "encode_body", "decode_body", "header_value", "JSON_FORMATS"]
+
+
+class BodySink:
+    """Collect up to ``limit`` bytes of a body that may arrive in chunks, count the rest.
+
+    ``seal()`` freezes it: chunks that arrive after the recording was finished are not
+    kept, so the writer thread reads a body nobody is still appending to.
+    """
+
+    __slots__ = ("limit", "_data", "size", "_sealed", "complete")
+
+    def __init__(self, limit: int, data: bytes = b"", complete: bool = False) -> None:
+        self.limit = limit
+        self._data = bytearray()
+        self.size = 0
+        self._sealed = False
+        self.complete = False
+        if data:
+            self.feed(data)
+        self.complete = complete
+
+    def feed(self, chunk: bytes) -> None:
+        if self._sealed or not chunk:
+            return
+        self.size += len(chunk)
+        room = self.limit - len(self._data)
+        if room > 0:
+            self._data += chunk[:room]
+
+    def finish(self) -> None:
+        """Mark the body as read to its end."""
+        self.complete = True
+
+    def seal(self) -> None:
+        self._sealed = True
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._data)
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self._data)
+
+
+# name -> json.dumps keyword arguments, tried in this order. A name with the suffix
+# "_nl" means the same followed by one newline.
+JSON_FORMATS: dict[str, dict[str, Any]] = {
+    "compact": {"separators": (",", ":"), "ensure_ascii": False},
+    "compact_ascii": {"separators": (",", ":"), "ensure_ascii": True},
+    "spaced": {"separators": (", ", ": "), "ensure_ascii": False},
+    "spaced_ascii": {"separators": (", ", ": "), "ensure_ascii": True},
+    "indent2": {"indent": 2, "ensure_ascii": False},
+    "indent2_ascii": {"indent": 2, "ensure_ascii": True},
+    "indent4": {"indent": 4, "ensure_ascii": False},
+    "indent4_ascii": {"indent": 4, "ensure_ascii": True},
+}
+
+
+def _dump_json(value: Any, fmt: str) -> str:
+    name, newline = (fmt[:-3], "\n") if fmt.endswith("_nl") else (fmt, "")
+    return json.dumps(value, allow_nan=False, **JSON_FORMATS[name]) + newline
+
+
+def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
+    """The parsed value and the format name that reproduces ``text`` exactly, if any."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "{[":
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
+    for name, kwargs in JSON_FORMATS.items():
+        try:
+            if json.dumps(value, allow_nan=False, **kwargs) == base:
+                return value, name + newline
+        except ValueError:
+            return None
+    return None
+
+
+def _decompress(data: bytes, content_encoding: str, limit: int) -> Optional[tuple[bytes, bool]]:
+    """Decode gzip/deflate ``data``; at most ``limit`` bytes out. None when it cannot."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        decoders = [zlib.decompressobj(16 + zlib.MAX_WBITS)]
+    elif encoding == "deflate":
+        decoders = [zlib.decompressobj(), zlib.decompressobj(-zlib.MAX_WBITS)]
+    else:
+        return None
+    for decoder in decoders:
+        try:
+            out = decoder.decompress(data, limit + 1)
+        except zlib.error:
+            continue
+        return out[:limit], len(out) > limit or bool(decoder.unconsumed_tail)
+    return None
+
+
+def _utf8_prefix(data: bytes, truncated: bool) -> Optional[str]:
+    """``data`` as text, allowing a cut multi-byte character at the end of a truncated body."""
+    for cut in range(0, 4 if truncated else 1):
+        try:
+            return (data[: len(data) - cut] if cut else data).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def header_value(headers: Iterable[tuple[str, str]], name: str) -> Optional[str]:
+    """The first value of header ``name`` (case-insensitive) in a list of pairs."""
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def encode_body(
+    data: bytes,
+    *,
+    size: int,
+    truncated: bool,
+    content_encoding: Optional[str] = None,
+    decoded: bool = False,
+    limit: int,
+) -> dict[str, Any]:
+    """The cassette form of a body.
+
+    ``content_encoding`` is the body's Content-Encoding header; ``decoded`` says the
+    client library already undid it, so ``data`` is plain.
+    """
+    out: dict[str, Any] = {"size": size}
+    if content_encoding and content_encoding.strip().lower() not in ("identity", ""):
+        if decoded:
+            out["content_encoding"] = content_encoding
+        else:
+            plain = None if truncated else _decompress(data, content_encoding, limit)
+            if plain is not None:
+                data, cut = plain
+                out["content_encoding"] = content_encoding
+                truncated = truncated or cut
+    if truncated:
+        out["truncated"] = True
+    if not data:
+        out["encoding"] = "empty"
+        return out
+    text = _utf8_prefix(data, truncated)
+    if text is None:
+        out["encoding"] = "base64"
+        out["base64"] = base64.b64encode(data).decode("ascii")
+        return out
+    parsed = None if truncated else _json_format_of(text)
+    if parsed is not None:
+        out["encoding"] = "json"
+        out["json"], out["json_format"] = parsed
+    else:
+        out["encoding"] = "text"
+        out["text"] = text
+    return out
+
+
+def decode_body(body: dict[str, Any]) -> bytes:
+    """The bytes a cassette body stands for (decoded, when it names a content encoding)."""
+    encoding = body.get("encoding")
+    if encoding == "empty":
+        return b""
+    if encoding == "text":
+        return body["text"].encode("utf-8")
+    if encoding == "json":
+        return _dump_json(body["json"], body.get("json_format", "compact")).encode("utf-8")
+    if encoding == "base64":
+        return base64.b64decode(body["base64"])
+    raise ValueError(f"unknown body encoding {encoding!r}")

@@ -1,0 +1,28 @@
+"""Cassette file names: readable, bounded, and never outside the cassette directory."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+__all__ = ["cassette_relpath", "sanitise"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_MAX_ROUTE_CHARS = 80
+_MAX_METHOD_CHARS = 16
+
+
+def sanitise(text: str, limit: int) -> str:
+    """Keep letters, digits, ``_`` and ``-``; every other run becomes one ``_``; cut at ``limit``."""
+    return _UNSAFE.sub("_", text).strip("_")[:limit]
+
+
+def cassette_relpath(method: str, route: str, cassette_id: str, recorded_at: datetime, suffix: str = ".json") -> str:
+    """``<YYYY-MM-DD>/<METHOD>__<route>__<id><suffix>``, relative to the cassette directory.
+
+    The route ``/`` gives an empty middle part, as in ``GET____a7f2.json``.
+    """
+    safe_method = sanitise(method.upper(), _MAX_METHOD_CHARS) or "UNKNOWN"
+    safe_route = sanitise(route, _MAX_ROUTE_CHARS)
+    safe_id = sanitise(cassette_id, 32) or "0"
+    return f"{recorded_at:%Y-%m-%d}/{safe_method}__{safe_route}__{safe_id}{suffix}"

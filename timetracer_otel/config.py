@@ -1,0 +1,173 @@
+"""Configuration: defaults < ``TIMETRACER_*`` environment < explicit arguments.
+
+Every field can be given to :class:`TraceConfig` directly; a field left out is read
+from its environment variable, and from the built-in default when that is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+__all__ = ["TraceConfig", "MODES", "DEFAULT_MAX_BODY_BYTES"]
+
+MODES = ("off", "record", "replay")
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+def _parse_mode(value: Any) -> str:
+    mode = str(value).strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"invalid mode {value!r}; allowed values: {', '.join(MODES)}")
+    return mode
+
+
+def _parse_rate(value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid sample rate {value!r}; allowed values: a number from 0.0 to 1.0") from None
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"invalid sample rate {value!r}; allowed values: a number from 0.0 to 1.0")
+    return rate
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean {value!r}; allowed values: true, false, 1, 0, yes, no, on, off")
+
+
+def _parse_size(value: Any) -> int:
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid size {value!r}; allowed values: a whole number of bytes >= 0") from None
+    if size < 0:
+        raise ValueError(f"invalid size {value!r}; allowed values: a whole number of bytes >= 0")
+    return size
+
+
+def _parse_names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: Sequence[Any] = value.split(",")
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    else:
+        raise ValueError(f"invalid list {value!r}; allowed values: a comma-separated string or a list of strings")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _parse_optional_str(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    return text or None
+
+
+def _parse_str(value: Any) -> str:
+    return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+
+
+def _parse_callable(value: Any) -> Optional[Callable[[dict], Optional[dict]]]:
+    if value is not None and not callable(value):
+        raise ValueError(f"invalid redact_hook {value!r}; allowed values: a callable or None")
+    return value
+
+
+# field name -> (environment variable or None, parser, default)
+_SPEC: dict[str, tuple[Optional[str], Callable[[Any], Any], Any]] = {
+    "mode": ("TIMETRACER_MODE", _parse_mode, "off"),
+    "cassette_dir": ("TIMETRACER_DIR", _parse_str, "./cassettes"),
+    "cassette_path": ("TIMETRACER_CASSETTE", _parse_optional_str, None),
+    "sample_rate": ("TIMETRACER_SAMPLE_RATE", _parse_rate, 1.0),
+    "errors_only": ("TIMETRACER_ERRORS_ONLY", _parse_bool, False),
+    "exclude_paths": ("TIMETRACER_EXCLUDE_PATHS", _parse_names, ()),
+    "max_body_bytes": ("TIMETRACER_MAX_BODY_BYTES", _parse_size, DEFAULT_MAX_BODY_BYTES),
+    "redact": ("TIMETRACER_REDACT", _parse_bool, True),
+    "redact_headers": ("TIMETRACER_REDACT_HEADERS", _parse_names, ()),
+    "redact_fields": ("TIMETRACER_REDACT_FIELDS", _parse_names, ()),
+    "redact_hook": (None, _parse_callable, None),
+    "service_name": ("TIMETRACER_SERVICE", _parse_optional_str, None),
+}
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """What timetracer does: mode, where cassettes go, what is recorded and what is hidden.
+
+    ``redact_headers`` and ``redact_fields`` add to the built-in secret names;
+    ``redact_hook`` receives each cassette document after built-in redaction and may
+    change it in place or return a replacement. ``redact=False`` turns the built-in
+    redaction off (the hook still runs).
+    """
+
+    mode: str = _UNSET
+    cassette_dir: str = _UNSET
+    cassette_path: Optional[str] = _UNSET
+    sample_rate: float = _UNSET
+    errors_only: bool = _UNSET
+    exclude_paths: Sequence[str] = _UNSET
+    max_body_bytes: int = _UNSET
+    redact: bool = _UNSET
+    redact_headers: Sequence[str] = _UNSET
+    redact_fields: Sequence[str] = _UNSET
+    redact_hook: Optional[Callable[[dict], Optional[dict]]] = field(default=_UNSET, compare=False)
+    service_name: Optional[str] = _UNSET
+
+    def __post_init__(self) -> None:
+        self._resolve(os.environ)
+
+    def _resolve(self, environ: Mapping[str, str]) -> None:
+        for f in fields(self):
+            env_name, parse, default = _SPEC[f.name]
+            given = getattr(self, f.name)
+            if given is not _UNSET:
+                try:
+                    value = parse(given)
+                except ValueError as exc:
+                    raise ValueError(f"TraceConfig({f.name}=...): {exc}") from None
+            elif env_name is not None and env_name in environ:
+                try:
+                    value = parse(environ[env_name])
+                except ValueError as exc:
+                    raise ValueError(f"{env_name}: {exc}") from None
+            else:
+                value = default
+            object.__setattr__(self, f.name, value)
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "TraceConfig":
+        """Build a config from ``environ`` (default ``os.environ``), then ``overrides``."""
+        config = object.__new__(cls)
+        for f in fields(cls):
+            object.__setattr__(config, f.name, overrides.get(f.name, _UNSET))
+        unknown = set(overrides) - set(_SPEC)
+        if unknown:
+            raise TypeError(f"unknown TraceConfig field(s): {', '.join(sorted(unknown))}")
+        config._resolve(os.environ if environ is None else environ)
+        return config
+
+    def is_excluded(self, path: str) -> bool:
+        """True when ``path`` is one of ``exclude_paths`` or below one of them."""
+        for excluded in self.exclude_paths:
+            if path == excluded or path.startswith(excluded.rstrip("/") + "/"):
+                return True
+        return False

@@ -1,0 +1,64 @@
+"""Starlette integration: ``auto_setup(app)`` or ``app.add_middleware(TimeTracerMiddleware)``."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+from timetracer_otel._tracing import cassette_processor, service_name, tracer_provider
+from timetracer_otel.capture.asgi import ASGIApp, Receive, RecordingLayer, Scope, Send
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.plugins import check_plugin_names, enable
+
+__all__ = ["TimeTracerMiddleware", "auto_setup"]
+
+
+class TimeTracerMiddleware:
+    """ASGI middleware that records (or replays) each request, per its :class:`TraceConfig`.
+
+    Built on OpenTelemetry's ASGI middleware: each request gets a server span, and the
+    spans of the whole request become one cassette. If the application already creates
+    server spans (its own OpenTelemetry instrumentation), that span is used instead of
+    a second one. In mode ``off`` requests go straight to the application.
+    """
+
+    def __init__(self, app: ASGIApp, config: Optional[TraceConfig] = None) -> None:
+        self.app = app
+        self.config = config if config is not None else TraceConfig()
+        self._traced: ASGIApp = app
+        self._inner: ASGIApp = app
+        if self.config.mode == "off":
+            return
+        if self.config.mode == "replay":
+            raise NotImplementedError("timetracer: replay mode is not available in this version")
+        provider = tracer_provider(self.config.service_name)
+        processor = cassette_processor(provider)
+        self._inner = RecordingLayer(app, self.config, processor.begin, service_name(provider, self.config.service_name))
+        self._traced = OpenTelemetryMiddleware(self._inner, tracer_provider=provider, exclude_spans=["receive", "send"])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+        elif trace.get_current_span().is_recording():
+            await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
+        else:
+            await self._traced(scope, receive, send)
+
+
+def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional[Iterable[str]] = None) -> TraceConfig:
+    """Add :class:`TimeTracerMiddleware` to ``app`` and enable the named client plugins.
+
+    ``config`` defaults to :meth:`TraceConfig.from_env`. Unknown plugin names raise
+    ``ValueError`` listing the known ones. In mode ``off`` nothing is installed.
+    Returns the config in force.
+    """
+    config = config if config is not None else TraceConfig.from_env()
+    names = check_plugin_names(plugins or ())
+    if config.mode == "off":
+        return config
+    for name in names:
+        enable(name)
+    app.add_middleware(TimeTracerMiddleware, config=config)
+    return config

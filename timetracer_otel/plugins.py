@@ -1,0 +1,115 @@
+"""Client plugins: the standard OpenTelemetry instrumentor plus timetracer's capture, per library.
+
+``enable_httpx()`` (and friends) instrument the library with OpenTelemetry, unless the
+application already did, and put timetracer's capture under the instrumentor's wrapper.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+__all__ = [
+    "PLUGINS",
+    "enable",
+    "disable",
+    "check_plugin_names",
+    "enable_httpx",
+    "disable_httpx",
+    "enable_requests",
+    "disable_requests",
+    "enable_aiohttp",
+    "disable_aiohttp",
+]
+
+
+@dataclass(frozen=True)
+class _Plugin:
+    capture: str  # module with install() / uninstall()
+    instrumentor: str  # "module:Class" of the OpenTelemetry instrumentor
+    extra: str  # pip extra that brings the library and the instrumentor
+
+
+PLUGINS: dict[str, _Plugin] = {
+    "httpx": _Plugin(
+        "timetracer_otel.capture.httpx", "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor", "httpx"
+    ),
+    "requests": _Plugin(
+        "timetracer_otel.capture.requests",
+        "opentelemetry.instrumentation.requests:RequestsInstrumentor",
+        "requests",
+    ),
+    "aiohttp": _Plugin(
+        "timetracer_otel.capture.aiohttp",
+        "opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor",
+        "aiohttp",
+    ),
+}
+
+_lock = threading.Lock()
+_instrumented_by_us: set[str] = set()
+
+
+def check_plugin_names(names: Iterable[str]) -> list[str]:
+    """The names as a list, or ``ValueError`` naming the unknown ones and the known ones."""
+    names = list(names)
+    unknown = [name for name in names if name not in PLUGINS]
+    if unknown:
+        raise ValueError(
+            f"unknown timetracer plugin(s): {', '.join(map(repr, unknown))}; known plugins: {', '.join(PLUGINS)}"
+        )
+    return names
+
+
+def _instrumentor(plugin: _Plugin, name: str) -> Any:
+    module_name, _, class_name = plugin.instrumentor.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)()
+    except ImportError as exc:
+        raise ImportError(
+            f"timetracer plugin {name!r} needs {exc.name}: pip install 'timetracer-otel[{plugin.extra}]'"
+        ) from exc
+
+
+def enable(name: str) -> None:
+    """Record calls made with library ``name`` (one of :data:`PLUGINS`). Idempotent."""
+    (name,) = check_plugin_names([name])
+    plugin = PLUGINS[name]
+    with _lock:
+        instrumentor = _instrumentor(plugin, name)
+        importlib.import_module(plugin.capture).install()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+            _instrumented_by_us.add(name)
+
+
+def disable(name: str) -> None:
+    """Stop recording library ``name``; undo the instrumentation only if timetracer did it."""
+    (name,) = check_plugin_names([name])
+    plugin = PLUGINS[name]
+    with _lock:
+        importlib.import_module(plugin.capture).uninstall()
+        if name in _instrumented_by_us:
+            _instrumentor(plugin, name).uninstrument()
+            _instrumented_by_us.discard(name)
+
+
+def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    def enable_plugin() -> None:
+        enable(name)
+
+    def disable_plugin() -> None:
+        disable(name)
+
+    enable_plugin.__name__, enable_plugin.__qualname__ = f"enable_{name}", f"enable_{name}"
+    disable_plugin.__name__, disable_plugin.__qualname__ = f"disable_{name}", f"disable_{name}"
+    enable_plugin.__doc__ = f"Record {name} calls: OpenTelemetry {name} instrumentation plus payload capture."
+    disable_plugin.__doc__ = f"Stop recording {name} calls."
+    return enable_plugin, disable_plugin
+
+
+enable_httpx, disable_httpx = _pair("httpx")
+enable_requests, disable_requests = _pair("requests")
+enable_aiohttp, disable_aiohttp = _pair("aiohttp")
