@@ -14,9 +14,12 @@ from timetracer_otel.cassette.body import BodySink, encode_body, header_value
 __all__ = ["build_document", "cassette_id"]
 
 
-def cassette_id(trace_id: int) -> str:
-    """The short id shown on the console and in the file name: the trace id's last 8 hex digits."""
-    return f"{trace_id & 0xFFFFFFFF:08x}"
+def cassette_id(root_span_id: int) -> str:
+    """The short id shown on the console and in the file name: the request's server span id, last 8 hex digits.
+
+    Not the trace id: requests that share one incoming ``traceparent`` are distinct cassettes.
+    """
+    return f"{root_span_id & 0xFFFFFFFF:08x}"
 
 
 def _ms(nanoseconds: int) -> float:
@@ -117,7 +120,7 @@ def build_document(recording: TraceRecording) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "id": cassette_id(recording.trace_id),
+        "id": cassette_id(recording.root_span_id),
         "trace_id": f"{recording.trace_id:032x}",
         "recorded_at": datetime.fromtimestamp(origin / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z"),
         "service": recording.service,

@@ -104,9 +104,11 @@ class CassetteWriter:
     def _write(self, recording: TraceRecording) -> None:
         doc = prepare_document(recording)
         data = serialise(doc)
-        if recording.written_path is not None:
-            replace(Path(recording.written_path), data)
-            counters.add("rewritten")
+        target = recording.written_path or recording.fixed_path
+        if target is not None:  # a rewrite for late spans, or a path chosen up front
+            replace(Path(target), data)
+            counters.add("rewritten" if recording.written_path else "recorded")
+            recording.written_path = target
             return
         relpath = cassette_relpath(
             doc["request"]["method"],

@@ -7,6 +7,7 @@ connect at once (the kernel queues the connection): no waiting, no sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -33,7 +34,8 @@ class Upstream:
     """A real HTTP server on 127.0.0.1 with a few routes the tests call.
 
     ``gates`` lets a test hold the ``/stream`` route between chunks until the
-    application signals that it has received the previous chunk.
+    application signals that it has received the previous chunk, and hold ``/slow``
+    before it answers at all (a client read timeout).
     """
 
     url: str
@@ -104,6 +106,9 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
                 self._send(int(route.rsplit("/", 1)[1]), b'{"status": "set"}')
             elif route == "/stream":
                 self._stream(int(query.get("chunks", "3")), query.get("gate"))
+            elif route == "/slow":  # nothing, not even the status line, until the gate opens
+                state.gate(query["gate"]).wait(10)
+                self._send(200, b'{"slow": true}')
             else:
                 self._send(404, b'{"error": "no such route"}')
 
@@ -128,17 +133,30 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[Upstream]:
+class _UpstreamServer(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default listen backlog of 5 stalls bursts of concurrent connections
+
+
+@contextlib.contextmanager
+def running_upstream() -> Iterator[Upstream]:
+    """An upstream server for the block; afterwards its port refuses connections (the upstream is down)."""
     state = Upstream(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    server = _UpstreamServer(("127.0.0.1", 0), _make_handler(state))
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    with running_upstream() as state:
+        yield state
 
 
 # --------------------------------------------------------------------------- uvicorn

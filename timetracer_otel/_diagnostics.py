@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Iterator
+from typing import Callable, Iterator
 
 logger = logging.getLogger("timetracer")
 
@@ -62,16 +62,20 @@ counters = _Counters()
 
 
 class _RateLimitedErrors:
-    """Log an error kind at most once per interval; say how many were held back."""
+    """Log an error kind at most once per interval; say how many were held back.
 
-    def __init__(self, interval: float = _LOG_INTERVAL_SECONDS) -> None:
+    ``clock`` (seconds, monotonic) is a parameter so tests can move time without sleeping.
+    """
+
+    def __init__(self, interval: float = _LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
+        self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
     def error(self, kind: str, message: str, exc: BaseException | None = None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             last = self._last.get(kind)
             if last is not None and now - last < self._interval:

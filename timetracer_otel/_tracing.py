@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from typing import Optional
@@ -34,8 +33,9 @@ def tracer_provider(service_name: Optional[str] = None) -> TracerProvider:
         if isinstance(current, TracerProvider):
             return current
         if _private_provider is None:
-            name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown_service"
-            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+            # Without TIMETRACER_SERVICE, the SDK's own rules name the service:
+            # OTEL_SERVICE_NAME, then service.name in OTEL_RESOURCE_ATTRIBUTES, then "unknown_service".
+            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name} if service_name else {}))
             trace.set_tracer_provider(provider)
             current = trace.get_tracer_provider()
             _private_provider = current if isinstance(current, TracerProvider) else provider

@@ -1,7 +1,8 @@
 """Configuration: defaults < ``TIMETRACER_*`` environment < explicit arguments.
 
 Every field can be given to :class:`TraceConfig` directly; a field left out is read
-from its environment variable, and from the built-in default when that is unset.
+from its environment variable, and from the built-in default when that is unset
+or empty (as in the OpenTelemetry SDK).
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ def _parse_mode(value: Any) -> str:
 
 
 def _parse_rate(value: Any) -> float:
+    error = ValueError(f"invalid sample rate {value!r}; allowed values: a number from 0.0 to 1.0")
+    if isinstance(value, bool):
+        raise error
     try:
         rate = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"invalid sample rate {value!r}; allowed values: a number from 0.0 to 1.0") from None
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"invalid sample rate {value!r}; allowed values: a number from 0.0 to 1.0")
+        raise error from None
+    if not 0.0 <= rate <= 1.0:  # also rejects NaN
+        raise error
     return rate
 
 
@@ -56,12 +60,15 @@ def _parse_bool(value: Any) -> bool:
 
 
 def _parse_size(value: Any) -> int:
+    error = ValueError(f"invalid size {value!r}; allowed values: a whole number of bytes >= 0")
+    if isinstance(value, (bool, float)):  # int(1.5) would silently give 1
+        raise error
     try:
         size = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"invalid size {value!r}; allowed values: a whole number of bytes >= 0") from None
+        raise error from None
     if size < 0:
-        raise ValueError(f"invalid size {value!r}; allowed values: a whole number of bytes >= 0")
+        raise error
     return size
 
 
@@ -106,6 +113,8 @@ _SPEC: dict[str, tuple[Optional[str], Callable[[Any], Any], Any]] = {
     "redact_fields": ("TIMETRACER_REDACT_FIELDS", _parse_names, ()),
     "redact_hook": (None, _parse_callable, None),
     "service_name": ("TIMETRACER_SERVICE", _parse_optional_str, None),
+    "live_plugins": ("TIMETRACER_LIVE_PLUGINS", _parse_names, ()),
+    "replay_ignore_fields": ("TIMETRACER_REPLAY_IGNORE_FIELDS", _parse_names, ()),
 }
 
 
@@ -116,7 +125,10 @@ class TraceConfig:
     ``redact_headers`` and ``redact_fields`` add to the built-in secret names;
     ``redact_hook`` receives each cassette document after built-in redaction and may
     change it in place or return a replacement. ``redact=False`` turns the built-in
-    redaction off (the hook still runs).
+    redaction off (the hook still runs). In replay, ``live_plugins`` names the client
+    libraries whose calls really go out, and ``replay_ignore_fields`` the JSON fields
+    (timestamps, request ids) left out when the replayed response is compared with the
+    recorded one.
     """
 
     mode: str = _UNSET
@@ -131,6 +143,8 @@ class TraceConfig:
     redact_fields: Sequence[str] = _UNSET
     redact_hook: Optional[Callable[[dict], Optional[dict]]] = field(default=_UNSET, compare=False)
     service_name: Optional[str] = _UNSET
+    live_plugins: Sequence[str] = _UNSET
+    replay_ignore_fields: Sequence[str] = _UNSET
 
     def __post_init__(self) -> None:
         self._resolve(os.environ)
@@ -144,7 +158,7 @@ class TraceConfig:
                     value = parse(given)
                 except ValueError as exc:
                     raise ValueError(f"TraceConfig({f.name}=...): {exc}") from None
-            elif env_name is not None and env_name in environ:
+            elif env_name is not None and environ.get(env_name, "").strip():  # empty = unset, as in OTel
                 try:
                     value = parse(environ[env_name])
                 except ValueError as exc:
@@ -166,8 +180,9 @@ class TraceConfig:
         return config
 
     def is_excluded(self, path: str) -> bool:
-        """True when ``path`` is one of ``exclude_paths`` or below one of them."""
+        """True when ``path`` is one of ``exclude_paths`` or below one of them (``/`` is the root only)."""
         for excluded in self.exclude_paths:
-            if path == excluded or path.startswith(excluded.rstrip("/") + "/"):
+            base = excluded.rstrip("/")
+            if path == excluded or (base and (path == base or path.startswith(base + "/"))):
                 return True
         return False

@@ -1,7 +1,8 @@
 """Redaction of secrets in a cassette document, before it is written or exported.
 
 It works on the finished document, never on what the application sees: headers,
-JSON and form bodies, query strings and URL-like span attributes. Field names match
+JSON, form and multipart bodies (JSON cut at the size limit too), query strings,
+URL-like span attributes and error messages quoting a URL. Field names match
 whole keys, case-insensitively, ignoring ``_`` and ``-`` (``api_key`` = ``API-Key``),
 so ``page`` or ``shipping`` never match ``token`` or ``password``.
 """
@@ -32,12 +33,62 @@ DEFAULT_FIELDS = (
     "authorization",
 )
 _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
-# "key": value inside JSON-looking text that does not parse (a truncated body).
-_JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]+)')
+# Span event attributes that hold free text, such as an error message quoting a URL.
+_TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")
+_COLON = re.compile(r"\s*:\s*")
+_SCALAR = re.compile(r"[^,}\]\s]*")
+# name=value in free text: a query string quoted by an error message.
+_TEXT_PAIR = re.compile(r"([A-Za-z0-9_.\-]+)=([^&\s'\"<>()]*)")
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+_PART_NAME = re.compile(r'content-disposition:[^\r\n]*;\s*name="([^"]*)"', re.IGNORECASE)
 
 
 def _field_key(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
+
+
+def _string_end(text: str, start: int) -> int:
+    """The index after the JSON string opening at ``start`` (the text's end if it is cut)."""
+    index = start + 1
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+        elif text[index] == '"':
+            return index + 1
+        else:
+            index += 1
+    return len(text)
+
+
+def _value_end(text: str, start: int) -> int:
+    """The index after the JSON value at ``start``: a string, a whole container, or a scalar."""
+    if start >= len(text):
+        return start
+    if text[start] == '"':
+        return _string_end(text, start)
+    if text[start] not in "{[":
+        scalar = _SCALAR.match(text, start)
+        return scalar.end() if scalar is not None else start
+    depth, index = 0, start
+    while index < len(text):
+        char = text[index]
+        if char == '"':
+            index = _string_end(text, index)
+            continue
+        depth += char in "{["
+        depth -= char in "}]"
+        index += 1
+        if depth == 0:
+            break
+    return index
+
+
+def _json_key(quoted: str) -> str:
+    try:
+        key = json.loads(quoted)
+    except ValueError:
+        return quoted.strip('"')
+    return key if isinstance(key, str) else quoted
 
 
 class Redactor:
@@ -84,13 +135,45 @@ class Redactor:
             parts = parts._replace(netloc=netloc)
         return urlunsplit(parts._replace(query=query))
 
-    def _text_pairs(self, text: str) -> str:
-        def swap(match: re.Match) -> str:
-            if self.is_secret_field(match.group(1)):
-                return f'"{match.group(1)}"{match.group(2)}"{REDACTED}"'
-            return match.group(0)
+    def partial_json(self, text: str) -> str:
+        """Redact secret members of JSON text that does not parse (a body cut at the limit).
 
-        return _JSON_PAIR.sub(swap, text)
+        The value of a secret key goes whole, nested containers included, even when the
+        cut falls inside it.
+        """
+        out: list[str] = []
+        index = 0
+        while index < len(text):
+            if text[index] != '"':
+                out.append(text[index])
+                index += 1
+                continue
+            end = _string_end(text, index)
+            out.append(text[index:end])
+            colon = _COLON.match(text, end)
+            if colon is not None and self.is_secret_field(_json_key(text[index:end])):
+                out.append(f'{colon.group(0)}"{REDACTED}"')
+                end = _value_end(text, colon.end())
+            index = end
+        return "".join(out)
+
+    def free_text(self, text: str) -> str:
+        """Redact ``name=value`` pairs with a secret name in a message (a URL quoted by an error)."""
+        def swap(match: re.Match) -> str:
+            return f"{match.group(1)}={REDACTED}" if self.is_secret_field(match.group(1)) else match.group(0)
+
+        return _TEXT_PAIR.sub(swap, text)
+
+    def multipart(self, text: str, boundary: str) -> str:
+        """Redact the content of form parts whose name is a secret field."""
+        delimiter = f"--{boundary}"
+        parts = text.split(delimiter)
+        for index, part in enumerate(parts):
+            head, blank, content = part.partition("\r\n\r\n")
+            name = _PART_NAME.search(head)
+            if blank and name is not None and self.is_secret_field(name.group(1)):
+                parts[index] = head + blank + REDACTED + ("\r\n" if content.endswith("\r\n") else "")
+        return delimiter.join(parts)
 
     def body(self, body: Optional[dict], headers: Optional[list]) -> None:
         """Redact an encoded cassette body in place."""
@@ -103,15 +186,20 @@ class Redactor:
         if encoding != "text":
             return
         text = body["text"]
-        content_type = (header_value(headers or [], "content-type") or "").lower()
+        raw_type = header_value(headers or [], "content-type") or ""
+        content_type = raw_type.lower()
         if "application/x-www-form-urlencoded" in content_type:
             body["text"] = self.query(text)
+            return
+        boundary = _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None  # case kept
+        if boundary is not None:
+            body["text"] = self.multipart(text, boundary.group(1))
             return
         if text.lstrip()[:1] in ("{", "["):
             try:
                 parsed = json.loads(text)
             except ValueError:
-                body["text"] = self._text_pairs(text)
+                body["text"] = self.partial_json(text)
                 return
             redacted = self.json_value(parsed)
             if redacted != parsed:
@@ -133,16 +221,32 @@ class Redactor:
         for name, value in attributes.items():
             if name in _URL_ATTRIBUTES and isinstance(value, str):
                 attributes[name] = self.query(value) if name == "url.query" else self.url(value)
+            elif name in _TEXT_ATTRIBUTES and isinstance(value, str):
+                attributes[name] = self.free_text(value)
             elif ".header." in name and name.rsplit(".", 1)[-1].replace("_", "-") in self._headers:
                 attributes[name] = [REDACTED] if isinstance(value, (list, tuple)) else REDACTED
+
+    def error(self, error: Optional[dict]) -> None:
+        if error and isinstance(error.get("message"), str):
+            error["message"] = self.free_text(error["message"])
+
+    def span(self, span: dict[str, Any]) -> None:
+        self.attributes(span.get("attributes", {}))
+        status = span.get("status") or {}
+        if isinstance(status.get("description"), str):
+            status["description"] = self.free_text(status["description"])
+        for event in span.get("events", ()):
+            self.attributes(event.get("attributes", {}))
 
     # -- the whole document -------------------------------------------------------
     def document(self, doc: dict[str, Any]) -> dict[str, Any]:
         self.message(doc.get("request"))
         self.message(doc.get("response"))
+        self.error(doc.get("error"))
         for call in doc.get("calls", ()):
             self.message(call.get("request"))
             self.message(call.get("response"))
+            self.error(call.get("error"))
         for span in doc.get("spans", ()):
-            self.attributes(span.get("attributes", {}))
+            self.span(span)
         return doc

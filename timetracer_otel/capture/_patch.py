@@ -1,9 +1,11 @@
-"""Installing capture wrappers *below* OpenTelemetry's wrappers on the same method.
+"""Installing timetracer's wrappers *below* OpenTelemetry's wrappers on the same method.
 
-Capture (and later replay) must sit under the OTel instrumentor's wrapper so that the
-instrumentor's span is current when our code runs. If the method is already wrapped
-(by an instrumentor or anyone using wrapt), our wrapper goes under the innermost one;
-if it is not, ours goes on the method and whatever wraps it later lands on top.
+Capture and replay must sit under the OTel instrumentor's wrapper so that the
+instrumentor's span is current when our code runs (and replayed calls still make
+spans). If the method is already wrapped (by an instrumentor or anyone using wrapt),
+our wrapper goes under the innermost one; if it is not, ours goes on the method and
+whatever wraps it later lands on top. Each of our layers has a name ("capture",
+"replay"); a method carries each layer at most once.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ import wrapt
 __all__ = ["install", "uninstall", "is_installed"]
 
 
+class _Layer(wrapt.FunctionWrapper):
+    """Base of our layers, recognised by ``type()``: wrapt proxies forward ``__class__``."""
 
-class _CaptureWrapper(wrapt.FunctionWrapper):
-    """Our layer. Recognised by ``type()``: wrapt proxies forward attribute lookups and ``__class__``."""
+
+_LAYERS: dict[str, type[_Layer]] = {
+    "capture": type("_CaptureLayer", (_Layer,), {}),
+    "replay": type("_ReplayLayer", (_Layer,), {}),
+}
 
 
 def _chain(owner: type, name: str) -> list[Any]:
@@ -29,28 +36,28 @@ def _chain(owner: type, name: str) -> list[Any]:
     return layers
 
 
-def is_installed(owner: type, name: str) -> bool:
-    return any(type(layer) is _CaptureWrapper for layer in _chain(owner, name))
+def is_installed(owner: type, name: str, layer: str = "capture") -> bool:
+    return any(type(item) is _LAYERS[layer] for item in _chain(owner, name))
 
 
-def install(owner: type, name: str, wrapper: Callable[..., Any]) -> None:
+def install(owner: type, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
     """Wrap ``owner.name`` with ``wrapper(wrapped, instance, args, kwargs)``, under any other wrapper."""
-    if is_installed(owner, name):
+    if is_installed(owner, name, layer):
         return
     layers = _chain(owner, name)
-    ours = _CaptureWrapper(layers[-1], wrapper)
+    ours = _LAYERS[layer](layers[-1], wrapper)
     if len(layers) == 1:
         setattr(owner, name, ours)
     else:
         layers[-2].__wrapped__ = ours
 
 
-def uninstall(owner: type, name: str) -> None:
+def uninstall(owner: type, name: str, layer: str = "capture") -> None:
     layers = _chain(owner, name)
-    for index, layer in enumerate(layers[:-1]):
-        if type(layer) is _CaptureWrapper:
+    for index, item in enumerate(layers[:-1]):
+        if type(item) is _LAYERS[layer]:
             if index == 0:
-                setattr(owner, name, layer.__wrapped__)
+                setattr(owner, name, item.__wrapped__)
             else:
-                layers[index - 1].__wrapped__ = layer.__wrapped__
+                layers[index - 1].__wrapped__ = item.__wrapped__
             return

@@ -1,16 +1,20 @@
 """aiohttp client capture: a TraceConfig of our own, after OpenTelemetry's, on every session.
 
-aiohttp signals give the request (start, body chunks as sent) and the response head.
-The response body is read later from ``response.content``; every read of a
-``StreamReader`` goes through ``_read_nowait_chunk``, which is wrapped to copy the
-chunks of the streams we follow (a small table, swept of finished entries).
+The TraceConfig joins a session at its first request (``ClientSession._request``), so
+sessions created before ``enable_aiohttp()`` are covered too; such a session also gets
+OpenTelemetry's TraceConfig when the library is instrumented, so its calls have client
+spans like everyone else's. aiohttp signals give the request (start, headers and body
+chunks as sent) and the response head. The response body is read later from
+``response.content``; every read of a ``StreamReader`` goes through
+``_read_nowait_chunk``, which is wrapped to copy the chunks of the streams we follow
+(a small table, swept of finished entries).
 """
 
 from __future__ import annotations
 
 import threading
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import aiohttp
 from aiohttp.streams import StreamReader
@@ -43,7 +47,7 @@ def _read_nowait_chunk(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -
             with guarded("aiohttp.response_body"):
                 sink = entry[1].response_body
                 sink.feed(data)
-                if instance.is_eof():
+                if instance.at_eof():  # EOF seen *and* nothing left in the buffer
                     sink.finish()
                     with _followed_lock:
                         _followed.pop(id(instance), None)
@@ -57,13 +61,20 @@ def _headers(raw: Any) -> list[tuple[str, str]]:
 async def _on_request_start(session: Any, context: SimpleNamespace, params: Any) -> None:
     context.timetracer_call = None
     recording = current_recording()
-    if recording is None:
+    if recording is None or not _patch.is_installed(aiohttp.ClientSession, "_request"):  # sessions keep our config
         return
     with guarded("aiohttp.request"):
         headers = [(str(k), str(v)) for k, v in params.headers.items()]
         call = HttpCall("aiohttp", params.method, str(params.url), headers, BodySink(recording.config.max_body_bytes))
         recording.add_call(call)
         context.timetracer_call = call
+
+
+async def _on_request_headers_sent(session: Any, context: SimpleNamespace, params: Any) -> None:
+    call = getattr(context, "timetracer_call", None)
+    if call is not None:
+        with guarded("aiohttp.request_headers"):
+            call.request_headers = [(str(k), str(v)) for k, v in params.headers.items()]  # as sent, not as given
 
 
 async def _on_request_chunk_sent(session: Any, context: SimpleNamespace, params: Any) -> None:
@@ -84,19 +95,30 @@ async def _on_request_end(session: Any, context: SimpleNamespace, params: Any) -
         call.response_headers = _headers(response.raw_headers)
         call.response_body = BodySink(call.request_body.limit)
         call.response_decoded = bool(getattr(session, "auto_decompress", True))
-        _follow(response.content, call)
+        if response.content.at_eof():  # no body at all (HEAD, 204, 304): nothing will be read
+            call.response_body.finish()
+        else:
+            _follow(response.content, call)
 
 
 async def _on_request_exception(session: Any, context: SimpleNamespace, params: Any) -> None:
     call = getattr(context, "timetracer_call", None)
     if call is not None:
         with guarded("aiohttp.error"):
-            call.error = exception_info(params.exception)
+            error = params.exception
+            call.error = exception_info(error)
+            if type(error) is aiohttp.ClientResponseError and error.status and call.status is None:
+                # raise_for_status rejected a response that did arrive: keep its head; its body went unread
+                call.request_body.finish()
+                call.status = error.status
+                call.response_headers = [(str(k), str(v)) for k, v in (error.headers or {}).items()]
+                call.response_body = BodySink(call.request_body.limit)
 
 
 def _trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
     config.on_request_start.append(_on_request_start)
+    config.on_request_headers_sent.append(_on_request_headers_sent)
     config.on_request_chunk_sent.append(_on_request_chunk_sent)
     config.on_request_end.append(_on_request_end)
     config.on_request_exception.append(_on_request_exception)
@@ -107,18 +129,45 @@ def _trace_config() -> aiohttp.TraceConfig:
 _TRACE_CONFIG = _trace_config()
 
 
-def _session_init(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    configs = list(kwargs.get("trace_configs") or [])
+_otel_config: Optional[aiohttp.TraceConfig] = None
+
+
+def _opentelemetry_config() -> Optional[aiohttp.TraceConfig]:
+    """OpenTelemetry's TraceConfig for a session made before instrumentation, if aiohttp is instrumented."""
+    global _otel_config
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor, create_trace_config
+
+    if not AioHttpClientInstrumentor().is_instrumented_by_opentelemetry:
+        return None
+    if _otel_config is None:
+        config = create_trace_config()
+        config._is_instrumented_by_opentelemetry = True  # type: ignore[attr-defined]  # as OpenTelemetry marks it
+        config.freeze()
+        _otel_config = config
+    return _otel_config
+
+
+def _join(session: aiohttp.ClientSession) -> None:
+    configs = list(session.trace_configs)
+    if _TRACE_CONFIG in configs:
+        return
+    if not any(getattr(c, "_is_instrumented_by_opentelemetry", False) for c in configs):
+        configs.extend(filter(None, [_opentelemetry_config()]))
     configs.append(_TRACE_CONFIG)  # last, so OpenTelemetry's span is current in our callbacks
-    kwargs["trace_configs"] = configs
+    session._trace_configs = configs
+
+
+def _request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    with guarded("aiohttp.session"):
+        _join(instance)
     return wrapped(*args, **kwargs)
 
 
 def install() -> None:
-    _patch.install(aiohttp.ClientSession, "__init__", _session_init)
+    _patch.install(aiohttp.ClientSession, "_request", _request)
     _patch.install(StreamReader, "_read_nowait_chunk", _read_nowait_chunk)
 
 
 def uninstall() -> None:
-    _patch.uninstall(aiohttp.ClientSession, "__init__")
+    _patch.uninstall(aiohttp.ClientSession, "_request")
     _patch.uninstall(StreamReader, "_read_nowait_chunk")

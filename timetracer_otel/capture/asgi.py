@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from opentelemetry import trace
 
-from timetracer_otel._diagnostics import guarded
+from timetracer_otel._diagnostics import counters, guarded
 from timetracer_otel._recording import TraceRecording, activate, deactivate, exception_info
 from timetracer_otel.config import TraceConfig
 
@@ -53,8 +53,9 @@ def route_template(scope: Scope, original_scope: Scope) -> Optional[str]:
     ``original_scope`` is a copy taken before routing rewrote ``scope``.
     """
     route = scope.get("route")
-    if route is not None and isinstance(getattr(route, "path", None), str):
-        return route.path  # FastAPI puts the matched route on the scope
+    mounted = scope.get("root_path") != original_scope.get("root_path")  # its path lacks the Mount prefix
+    if route is not None and isinstance(getattr(route, "path", None), str) and not mounted:
+        return route.path  # Starlette and FastAPI put the matched route on the scope
     routes = getattr(original_scope.get("app"), "routes", None)
     if routes is None:
         return None
@@ -75,6 +76,7 @@ class RecordingLayer:
 
     def _start(self, scope: Scope) -> Optional[TraceRecording]:
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
+            counters.add("skipped.sample_rate")
             return None
         span = trace.get_current_span()
         context = span.get_span_context()

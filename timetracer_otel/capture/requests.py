@@ -72,6 +72,11 @@ def _request_body(body: Any, sink: BodySink) -> Any:
     return body  # a file object: sent as is, not kept
 
 
+def _text(value: Any) -> str:
+    """A header name or value as text: requests also accepts bytes, sent as they are."""
+    return bytes(value).decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
     if recording is None:
@@ -81,7 +86,8 @@ def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         request = args[0] if args else kwargs["request"]
         sink = BodySink(recording.config.max_body_bytes)
         request.body = _request_body(request.body, sink)
-        call = HttpCall("requests", request.method, request.url, [(k, v) for k, v in request.headers.items()], sink)
+        headers = [(_text(k), _text(v)) for k, v in request.headers.items()]
+        call = HttpCall("requests", request.method, request.url, headers, sink)
         recording.add_call(call)
     if call is None:
         return wrapped(*args, **kwargs)

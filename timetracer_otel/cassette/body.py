@@ -2,8 +2,8 @@
 
 A body is stored as readable JSON when it is JSON and re-serialises to exactly the
 recorded bytes, as text when it is UTF-8, and as base64 otherwise, so replay can give
-back the recorded bytes exactly. Compressed bodies are stored decoded, with the
-encoding named, so cassettes stay readable.
+back the recorded bytes exactly. gzip/deflate bodies that decode cleanly are stored
+decoded, with the encoding named, so cassettes stay readable; the rest as received.
 """
 
 from __future__ import annotations
@@ -89,34 +89,54 @@ def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
-        return None
-    base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
-    for name, kwargs in JSON_FORMATS.items():
-        try:
+        base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
+        for name, kwargs in JSON_FORMATS.items():
             if json.dumps(value, allow_nan=False, **kwargs) == base:
+                # An escaped lone surrogate ("\ud800") parses to a str that a UTF-8
+                # cassette cannot hold: such a body stays text.
+                if kwargs["ensure_ascii"]:
+                    json.dumps(value, ensure_ascii=False).encode("utf-8")
                 return value, name + newline
-        except ValueError:
-            return None
+    except (ValueError, RecursionError):  # NaN, too deep, a lone surrogate (UnicodeEncodeError)
+        return None
     return None
+
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> Optional[tuple[bytes, bool]]:
+    """Inflate every member of ``data`` (gzip may hold several); at most ``limit`` bytes out.
+
+    None when the bytes do not inflate cleanly, trailing bytes included: such a body is
+    stored as received, which replays exactly. The flag says the output was cut.
+    """
+    out = bytearray()
+    while True:
+        decoder = zlib.decompressobj(wbits)
+        try:
+            out += decoder.decompress(data, limit + 1 - len(out))
+        except zlib.error:
+            return None
+        if len(out) > limit:
+            return bytes(out[:limit]), True
+        data = decoder.unused_data
+        if not data:  # the end, or input that stops mid-stream (a truncated body)
+            return bytes(out), False
+        if wbits != _GZIP_WBITS:  # only gzip has further members; bytes after a deflate stream
+            return None
 
 
 def _decompress(data: bytes, content_encoding: str, limit: int) -> Optional[tuple[bytes, bool]]:
     """Decode gzip/deflate ``data``; at most ``limit`` bytes out. None when it cannot."""
     encoding = content_encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
-        decoders = [zlib.decompressobj(16 + zlib.MAX_WBITS)]
+        wbits = (_GZIP_WBITS,)
     elif encoding == "deflate":
-        decoders = [zlib.decompressobj(), zlib.decompressobj(-zlib.MAX_WBITS)]
+        wbits = (zlib.MAX_WBITS, -zlib.MAX_WBITS)  # zlib-wrapped as the RFC says, or raw
     else:
         return None
-    for decoder in decoders:
-        try:
-            out = decoder.decompress(data, limit + 1)
-        except zlib.error:
-            continue
-        return out[:limit], len(out) > limit or bool(decoder.unconsumed_tail)
-    return None
+    return next((r for r in (_inflate(data, w, limit) for w in wbits) if r is not None), None)
 
 
 def _utf8_prefix(data: bytes, truncated: bool) -> Optional[str]:
@@ -157,7 +177,7 @@ def encode_body(
         if decoded:
             out["content_encoding"] = content_encoding
         else:
-            plain = None if truncated else _decompress(data, content_encoding, limit)
+            plain = _decompress(data, content_encoding, limit)  # a cut stream gives its decoded start
             if plain is not None:
                 data, cut = plain
                 out["content_encoding"] = content_encoding

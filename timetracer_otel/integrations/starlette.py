@@ -31,11 +31,12 @@ class TimeTracerMiddleware:
         self._inner: ASGIApp = app
         if self.config.mode == "off":
             return
-        if self.config.mode == "replay":
-            raise NotImplementedError("timetracer: replay mode is not available in this version")
         provider = tracer_provider(self.config.service_name)
-        processor = cassette_processor(provider)
-        self._inner = RecordingLayer(app, self.config, processor.begin, service_name(provider, self.config.service_name))
+        if self.config.mode == "replay":
+            self._inner = _replay_layer(app, self.config)
+        else:
+            processor = cassette_processor(provider)
+            self._inner = RecordingLayer(app, self.config, processor.begin, service_name(provider, self.config.service_name))
         self._traced = OpenTelemetryMiddleware(self._inner, tracer_provider=provider, exclude_spans=["receive", "send"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,6 +46,16 @@ class TimeTracerMiddleware:
             await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
         else:
             await self._traced(scope, receive, send)
+
+
+def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
+    """The replay layer over ``app``; loading the cassettes here makes a bad path fail at start."""
+    from timetracer_otel.replayers import install_replayers
+    from timetracer_otel.replayers.asgi import CassetteLibrary, ReplayLayer
+
+    library = CassetteLibrary(config.cassette_path)
+    install_replayers()
+    return ReplayLayer(app, config, library)
 
 
 def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional[Iterable[str]] = None) -> TraceConfig:
@@ -58,6 +69,10 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
     names = check_plugin_names(plugins or ())
     if config.mode == "off":
         return config
+    if config.mode == "replay":  # fail at start, not at the first request, if the cassettes are unusable
+        from timetracer_otel.replayers.asgi import CassetteLibrary
+
+        CassetteLibrary(config.cassette_path)
     for name in names:
         enable(name)
     app.add_middleware(TimeTracerMiddleware, config=config)

@@ -1,0 +1,72 @@
+"""What a recorded HTTP call answers: status, headers and body as the client expects them.
+
+Cassettes store compressed bodies decoded; a replayer gives the client the body encoded
+again as its ``Content-Encoding`` says, so the client decodes it to the recorded bytes.
+Recorded transport errors are sorted into kinds (connect, connect timeout, read timeout)
+so a call recorded with one library can fail the same way in another.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import zlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from timetracer_otel.cassette.body import decode_body
+
+__all__ = ["HttpAnswer", "http_answer", "error_kind", "recorded_exception_class"]
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes  # plain, as recorded
+    content_encoding: Optional[str]  # the encoding the recorded body was stored decoded from
+
+    def wire_body(self) -> bytes:
+        """The body encoded as the recorded ``Content-Encoding`` says."""
+        encoding = (self.content_encoding or "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            return gzip.compress(self.body, mtime=0)
+        if encoding == "deflate":
+            return zlib.compress(self.body)
+        return self.body
+
+
+def http_answer(call: dict[str, Any]) -> Optional[HttpAnswer]:
+    """The answer of a recorded call, or None when it recorded an error instead."""
+    response = call.get("response")
+    if not response:
+        return None
+    body = response.get("body") or {"encoding": "empty"}
+    return HttpAnswer(
+        status=int(response["status"]),
+        headers=[(str(k), str(v)) for k, v in response.get("headers") or ()],
+        body=decode_body(body),
+        content_encoding=body.get("content_encoding"),
+    )
+
+
+def error_kind(error: dict[str, str]) -> str:
+    """``connect``, ``connect_timeout``, ``read_timeout`` or ``other`` for a recorded exception type."""
+    name = error.get("type", "").rsplit(".", 1)[-1].lower()
+    if "timeout" in name:
+        return "connect_timeout" if "connect" in name or "pool" in name else "read_timeout"
+    if "connect" in name:
+        return "connect"
+    return "other"
+
+
+def recorded_exception_class(error: dict[str, str], package: str) -> Optional[type[BaseException]]:
+    """The exact recorded exception class, if it belongs to ``package`` and can be imported."""
+    module_name, _, class_name = error.get("type", "").rpartition(".")
+    if not module_name or module_name.split(".")[0] != package:
+        return None
+    try:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError:
+        return None
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None

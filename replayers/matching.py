@@ -1,0 +1,172 @@
+"""Matching outgoing calls to recorded ones: normalised signatures, an O(1) index, and diffs.
+
+A signature is what must be equal for a recorded call to answer a live one. For HTTP it
+is the method, the URL with its query sorted, and the body in canonical form (JSON with
+sorted keys, form fields sorted); headers never count. It does not depend on the client
+library, so a call recorded with ``requests`` answers the same call made with ``httpx``.
+The live call is redacted the way the recording was, so a redacted password still matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+from timetracer_otel.cassette.body import encode_body, header_value
+from timetracer_otel.redaction import Redactor
+
+__all__ = ["CallView", "RecordedCall", "CallIndex", "http_view", "describe_mismatch"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_SHOWN = 200
+
+
+@dataclass(frozen=True)
+class CallView:
+    """A call reduced to what matching compares. ``fields`` are shown in mismatch diffs."""
+
+    protocol: str
+    label: str  # "GET http://host/path?q=1", for messages
+    key: Hashable  # the signature: equal keys answer each other
+    fields: dict[str, Any] = field(compare=False)
+
+
+def _canonical_body(body: Optional[dict], headers: Optional[list]) -> tuple[str, Any]:
+    """(kind, canonical value) of an encoded cassette body."""
+    if not body or body.get("encoding") in (None, "empty"):
+        return "empty", ""
+    if body.get("truncated"):
+        return "truncated", body.get("size")
+    encoding = body["encoding"]
+    if encoding == "json":
+        return "json", json.dumps(body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    if encoding == "text":
+        text = body["text"]
+        content_type = (header_value(headers or [], "content-type") or "").lower()
+        if "application/x-www-form-urlencoded" in content_type:
+            return "form", "&".join(f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True)))
+        try:
+            return "json", json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        except ValueError:
+            return "text", text
+    return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()
+
+
+def http_view(method: str, url: str, body: Optional[dict], headers: Optional[list]) -> CallView:
+    """The view of an HTTP call whose body is already in cassette form (and redacted)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme)
+    query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    kind, canonical = _canonical_body(body, headers)
+    digest = hashlib.sha256(f"{kind}:{canonical}".encode("utf-8")).hexdigest()
+    target = (method.upper(), scheme, host, port, parts.path or "/", query)
+    return CallView(
+        protocol="http",
+        label=f"{method.upper()} {url}",
+        key=("http", *target, digest),
+        fields={
+            "method": method.upper(),
+            "host": f"{host}:{port}",
+            "path": parts.path or "/",
+            "query": dict(query),
+            "body": canonical if kind != "truncated" else f"<{canonical} bytes, truncated in the cassette>",
+        },
+    )
+
+
+def live_http_view(
+    method: str, url: str, body: bytes, headers: list[tuple[str, str]], redactor: Optional[Redactor], limit: int
+) -> CallView:
+    """The view of a live HTTP call, redacted and cut the way a recording would have been.
+
+    A body over ``limit`` matches a recorded body that was truncated at the same size.
+    """
+    encoded = encode_body(body[:limit], size=len(body), truncated=len(body) > limit, limit=limit)
+    if redactor is not None:
+        redactor.body(encoded, [list(h) for h in headers])
+        url = redactor.url(url)
+    return http_view(method, url, encoded, [list(h) for h in headers])
+
+
+@dataclass
+class RecordedCall:
+    """One call of the cassette, with its view, and whether replay has used it."""
+
+    index: int
+    document: dict[str, Any]
+    view: CallView
+    used: bool = False
+
+
+class CallIndex:
+    """Recorded calls by signature; ``take`` gives the first unused one, in recorded order."""
+
+    def __init__(self, calls: list[RecordedCall]) -> None:
+        self.calls = calls
+        self._by_key: dict[Hashable, deque[RecordedCall]] = {}
+        for call in calls:
+            self._by_key.setdefault(call.view.key, deque()).append(call)
+
+    def take(self, view: CallView) -> Optional[RecordedCall]:
+        """The first unused recorded call with ``view``'s signature, marked used; None if none."""
+        queue = self._by_key.get(view.key)
+        if not queue:
+            return None
+        found = queue.popleft()
+        found.used = True
+        return found
+
+    def unused(self) -> list[RecordedCall]:
+        return [c for c in self.calls if not c.used]
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _field_diff(name: str, recorded: Any, live: Any) -> list[str]:
+    if name == "query" and isinstance(recorded, dict) and isinstance(live, dict):
+        lines = []
+        for key in sorted(set(recorded) | set(live)):
+            if recorded.get(key) != live.get(key):
+                lines.append(
+                    f"query {key!r}: recorded {_shown(recorded.get(key, '<absent>'))}, this call {_shown(live.get(key, '<absent>'))}"
+                )
+        return lines
+    if name == "body" and isinstance(recorded, str) and isinstance(live, str) and "\n" not in recorded + live:
+        if len(recorded) > 60 or len(live) > 60:
+            diff = difflib.ndiff([recorded], [live])
+            return ["body differs:"] + [f"  {line[:_MAX_SHOWN]}" for line in diff if line[:1] in "-+?"][:6]
+    return [f"{name}: recorded {_shown(recorded)}, this call {_shown(live)}"]
+
+
+def _similarity(a: CallView, b: CallView) -> int:
+    weights = {"method": 3, "host": 3, "path": 4, "query": 2, "body": 2}
+    return sum(weights.get(name, 1) for name, value in a.fields.items() if b.fields.get(name) == value)
+
+
+def describe_mismatch(view: CallView, calls: list[RecordedCall], limit: int = 3) -> str:
+    """The closest recorded calls of the same protocol and how each differs from ``view``."""
+    candidates = [c for c in calls if c.view.protocol == view.protocol]
+    if not candidates:
+        return f"the cassette has no recorded {view.protocol} calls"
+    ranked = sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))[:limit]
+    lines = ["closest recorded calls:"]
+    for call in ranked:
+        state = "already used" if call.used else "unused"
+        lines.append(f"  #{call.index} {call.view.label} ({state})")
+        for name, recorded in call.view.fields.items():
+            live = view.fields.get(name)
+            if recorded != live:
+                lines.extend(f"      {line}" for line in _field_diff(name, recorded, live))
+        if call.view.key == view.key:
+            lines.append("      same call; every recorded answer for it is used up")
+    return "\n".join(lines)

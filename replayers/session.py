@@ -1,0 +1,116 @@
+"""The replay session: one cassette answering the outgoing calls of one request.
+
+The session lives in a contextvar, so concurrent requests replaying different
+cassettes never see each other's answers. Replayers for each client library ask the
+current session for an answer; a call it cannot answer raises
+:class:`ReplayMismatchError` at the call site. Nothing goes to the network unless the
+library was named live.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import Any, Callable, Iterable, Optional
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import Redactor
+
+from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, http_view, live_http_view
+
+__all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "activate", "deactivate"]
+
+_current: contextvars.ContextVar[Optional["ReplaySession"]] = contextvars.ContextVar(
+    "timetracer_replay_session", default=None
+)
+
+# protocol -> function giving the view of a recorded call document
+_RECORDED_VIEWS: dict[str, Callable[[dict[str, Any]], CallView]] = {
+    "http": lambda call: http_view(
+        call["request"]["method"], call["request"]["url"], call["request"].get("body"), call["request"].get("headers")
+    ),
+}
+
+
+class ReplayMismatchError(Exception):
+    """An outgoing call in replay that the cassette cannot answer.
+
+    ``call`` is the call as made, ``cassette`` the file, ``candidates`` the closest
+    recorded calls with what differs.
+    """
+
+    def __init__(self, call: str, library: str, cassette: str, candidates: str) -> None:
+        self.call = call
+        self.library = library
+        self.cassette = cassette
+        self.candidates = candidates
+        super().__init__(
+            f"timetracer replay: no recorded call matches {call} ({library})\n"
+            f"cassette: {cassette}\n{candidates}"
+        )
+
+
+_G = [None]
+def current_session():
+    return _G[0]
+
+
+def activate(session):
+    prev = _G[0]; _G[0] = session; return prev
+
+
+def deactivate(token):
+    _G[0] = token
+
+
+class ReplaySession:
+    """Answers outgoing calls from one cassette document and keeps account of them."""
+
+    def __init__(
+        self,
+        document: dict[str, Any],
+        path: str,
+        config: Optional[TraceConfig] = None,
+        live_libraries: Iterable[str] = (),
+    ) -> None:
+        config = config if config is not None else TraceConfig(mode="replay")
+        self.document = document
+        self.path = path
+        self.config = config
+        self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
+        self.redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
+        calls = [
+            RecordedCall(index, call, _RECORDED_VIEWS[call["protocol"]](call))
+            for index, call in enumerate(document.get("calls", ()))
+            if call.get("protocol") in _RECORDED_VIEWS
+        ]
+        self.index = CallIndex(calls)
+        self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
+        self.unmatched: list[ReplayMismatchError] = []
+        self._lock = threading.Lock()
+
+    def is_live(self, library: str) -> bool:
+        """True when calls made with ``library`` must go to the real service."""
+        return library in self.live_libraries
+
+    def answer(self, library: str, view: CallView) -> RecordedCall:
+        """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""
+        with self._lock:
+            recorded = self.index.take(view)
+            if recorded is not None:
+                self.answered.append((library, recorded))
+                return recorded
+            error = ReplayMismatchError(view.label, library, self.path, describe_mismatch(view, self.index.calls))
+            self.unmatched.append(error)
+        raise error
+
+    def answer_http(
+        self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """The recorded HTTP call document answering this request."""
+        view = live_http_view(method, url, body, headers, self.redactor, self.config.max_body_bytes)
+        return self.answer(library, view).document
+
+    def unused(self) -> list[RecordedCall]:
+        with self._lock:
+            return self.index.unused()

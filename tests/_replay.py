@@ -1,0 +1,105 @@
+"""What the replay tests share: recording requests to the replay app, replaying them
+(in uvicorn threads or a fresh uvicorn process), and comparing what the app answered."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+from apps.replay_app import create_app
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.replayers import ReplayReport, recent_reports
+
+APPS_DIR = Path(__file__).parent / "apps"
+
+Sent = tuple[str, str, dict[str, Any]]  # (method, path, httpx keyword arguments) of a request to the app
+_SET_BY_SERVER = {"date", "server"}  # uvicorn's own headers, new on every response
+
+
+def send(base_url: str, sent: list[Sent]) -> list[httpx.Response]:
+    """Send the requests to the app one after the other."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        return [client.request(method, path, **options) for method, path, options in sent]
+
+
+def record(serve: Callable[..., Any], upstream_url: str, cassette_dir: Path, sent: list[Sent], **app_options: Any) -> list[httpx.Response]:
+    """The app's responses to ``sent``, recorded into ``cassette_dir`` (written when this returns)."""
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    responses = send(serve(create_app(upstream_url, config, **app_options)).url, sent)
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    return responses
+
+
+def replay_config(cassette: Path, **options: Any) -> TraceConfig:
+    return TraceConfig(mode="replay", cassette_path=str(cassette), **options)
+
+
+def replay(serve: Callable[..., Any], upstream_url: str, config: TraceConfig, sent: list[Sent], **app_options: Any) -> tuple[list[httpx.Response], list[ReplayReport]]:
+    """The app's responses to ``sent`` replayed per ``config``, and the replay reports, once all are final."""
+    with new_reports() as reports:
+        server = serve(create_app(upstream_url, config, **app_options))
+        responses = send(server.url, sent)
+        server.stop()  # waits for the requests' tasks: each report is made after its response went out
+    return responses, reports
+
+
+@contextlib.contextmanager
+def new_reports() -> Iterator[list[ReplayReport]]:
+    """After the block, the list holds the replay reports made during it."""
+    before = recent_reports()
+    found: list[ReplayReport] = []
+    yield found
+    found.extend(r for r in recent_reports() if all(r is not b for b in before))
+
+
+def cassette_files(directory: Path) -> list[Path]:
+    return sorted(directory.rglob("*.json"))
+
+
+def assert_same_response(recorded: httpx.Response, replayed: httpx.Response) -> None:
+    """Same status, same body bytes, same headers but uvicorn's Date and Server."""
+    assert replayed.status_code == recorded.status_code, replayed.text
+    assert replayed.content == recorded.content
+    app_headers = [(k, v) for k, v in recorded.headers.multi_items() if k not in _SET_BY_SERVER]
+    assert [(k, v) for k, v in replayed.headers.multi_items() if k not in _SET_BY_SERVER] == app_headers
+
+
+@dataclass
+class FreshServer:
+    url: str
+    process: subprocess.Popen
+    stderr: str = ""  # filled in once the process has ended
+
+
+@contextlib.contextmanager
+def uvicorn_process(env: dict[str, str]) -> Iterator[FreshServer]:
+    """``uvicorn --factory replay_app:create_app`` in a fresh process, on a socket bound here (connectable at once).
+
+    The process is terminated after the block; then ``stderr`` holds what it printed.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        command = [
+            sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(APPS_DIR), "replay_app:create_app",
+            "--fd", str(sock.fileno()), "--log-level", "warning",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, pass_fds=[sock.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        server = FreshServer(f"http://127.0.0.1:{sock.getsockname()[1]}", process)
+        try:
+            yield server
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            server.stderr = process.communicate(timeout=30)[1]

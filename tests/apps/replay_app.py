@@ -1,0 +1,158 @@
+"""The application the replay tests record and replay: each route calls the upstream and
+returns exactly what it got, so equal responses mean the app got the same bytes.
+
+In-process: ``create_app(upstream_url, config)``. As a fresh process:
+``uvicorn --factory --app-dir tests/apps replay_app:create_app`` with the upstream in
+``REPLAY_APP_UPSTREAM`` and timetracer configured by ``TIMETRACER_*``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import httpx
+import requests
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+CLOSED_PORT_URL = "http://127.0.0.1:1/nothing"
+# (method, upstream path, keyword arguments): the same names work for httpx and requests.
+CALLS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/echo?via=json", {"json": {"name": "ada", "n": 1}}),
+    ("POST", "/echo?via=form", {"data": {"a": "1", "b": "two words"}}),
+    ("POST", "/echo?via=login", {"json": {"user": "ada", "password": "s3cret"}}),
+    ("GET", "/binary", {}),
+    ("GET", "/gzip", {}),
+    ("GET", "/status/404", {}),
+]
+
+
+@dataclass
+class Hold:
+    """Holds ``/pair/{name}`` between its two upstream calls: ``entered`` is set, then it waits for ``release``."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+def seen(response: Any) -> dict[str, Any]:
+    """What the app got from an httpx or requests response: status, every header, the body bytes."""
+    headers = sorted([k.lower(), v] for k, v in response.headers.items())
+    return {"status": response.status_code, "headers": headers, "body": base64.b64encode(response.content).decode()}
+
+
+def _caught(exc: Exception) -> JSONResponse:
+    cls = type(exc)
+    return JSONResponse({"caught": f"{cls.__module__}.{cls.__qualname__}"}, status_code=502)
+
+
+def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]:
+    def failure_target(request: Request) -> str:
+        """The closed port, or with ``?gate=`` the upstream's ``/slow`` (held until the test opens the gate)."""
+        gate = request.query_params.get("gate")
+        return f"{upstream}/slow?gate={gate}" if gate else CLOSED_PORT_URL
+
+    async def async_httpx(request: Request) -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            return JSONResponse([seen(await client.request(m, upstream + p, **kw)) for m, p, kw in CALLS])
+
+    def sync_script(request: Request) -> JSONResponse:
+        library = request.path_params["library"]
+        with requests.Session() if library == "requests" else httpx.Client() as client:
+            return JSONResponse([seen(client.request(m, upstream + p, **kw)) for m, p, kw in CALLS])
+
+    async def stream_httpx(request: Request) -> PlainTextResponse:
+        text = ""
+        async with httpx.AsyncClient() as client, client.stream("GET", f"{upstream}/stream?chunks=3") as response:
+            async for data in response.aiter_bytes():
+                text += data.decode()
+        return PlainTextResponse(text)
+
+    async def fail_httpx(request: Request) -> JSONResponse:
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=0.05)) as client:
+                await client.get(failure_target(request))
+        except httpx.TransportError as exc:
+            return _caught(exc)
+        return JSONResponse({"caught": None})
+
+    def fail_requests(request: Request) -> JSONResponse:
+        try:
+            requests.get(failure_target(request), timeout=(10.0, 0.05))
+        except requests.RequestException as exc:
+            return _caught(exc)
+        return JSONResponse({"caught": None})
+
+    async def lookup(request: Request) -> JSONResponse:
+        name = (await request.json())["name"]
+        async with httpx.AsyncClient() as client:
+            return JSONResponse((await client.get(f"{upstream}/echo", params={"name": name})).json())
+
+    async def pair(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        async with httpx.AsyncClient() as client:
+            first = (await client.get(f"{upstream}/echo", params={"name": name})).json()
+            hold: Optional[Hold] = holds.get(name)
+            if hold is not None:
+                hold.entered.set()
+                await run_in_threadpool(hold.release.wait, 10)
+            second = (await client.get(f"{upstream}/echo", params={"name": name, "step": "2"})).json()
+        return JSONResponse({"first": first["query"], "second": second["query"]})
+
+    async def report(request: Request) -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            first = (await client.get(f"{upstream}/echo?step=1")).json()
+            if changed:  # the code changed: a different second call, whose failure it tolerates
+                with contextlib.suppress(Exception):
+                    await client.get(f"{upstream}/echo?step=3")
+            else:
+                await client.get(f"{upstream}/echo?step=2")
+        body = {"query": first["query"], "timestamp": time.time_ns()}
+        if changed:
+            body["added"] = "new field"
+        return JSONResponse(body)
+
+    def mixed(request: Request) -> JSONResponse:
+        with httpx.Client() as client:
+            via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
+        return JSONResponse({"httpx": via_httpx, "requests": requests.get(f"{upstream}/echo?via=requests").json()})
+
+    return [
+        Route("/async/httpx", async_httpx),
+        Route("/sync/{library}", sync_script),
+        Route("/stream/httpx", stream_httpx),
+        Route("/fail/httpx", fail_httpx),
+        Route("/fail/requests", fail_requests),
+        Route("/lookup", lookup, methods=["POST"]),
+        Route("/pair/{name}", pair),
+        Route("/report", report),
+        Route("/mixed", mixed),
+    ]
+
+
+def create_app(
+    upstream_url: Optional[str] = None,
+    config: Optional[TraceConfig] = None,
+    *,
+    holds: Optional[dict[str, Hold]] = None,
+    changed: bool = False,
+) -> Starlette:
+    """The app, calling ``upstream_url`` (default ``$REPLAY_APP_UPSTREAM``), set up with ``config`` (default: env).
+
+    ``holds`` gates ``/pair/{name}``; ``changed`` makes ``/report`` behave as an edited version of the code.
+    """
+    app = Starlette(routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed))
+    auto_setup(app, config=config, plugins=["httpx", "requests"])
+    return app

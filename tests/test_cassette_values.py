@@ -1,0 +1,102 @@
+"""Typed values survive a JSON round trip with their exact types."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+import uuid
+from collections import OrderedDict
+from decimal import Decimal
+
+import pytest
+from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+
+from timetracer_otel.cassette.values import ValueDecodeError, decode_value, encode_value
+
+
+def _round_trip(value):
+    return decode_value(json.loads(json.dumps(encode_value(value), allow_nan=False)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -(2**70),
+        1.5,
+        1.0,
+        "text",
+        b"\x00\xffbytes",
+        bytearray(b"ba"),
+        (1, "a", b"b"),
+        [1, [2, (3,)]],
+        {"a": 1, "b": [b"x"]},
+        {1: "int key", (1, 2): "tuple key"},
+        {"$type": "looks typed", "other": 1},
+        {1, 2, 3},
+        frozenset({"a"}),
+        dt.datetime(2026, 1, 22, 10, 30, 1, 123456),
+        dt.datetime(2026, 1, 22, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        dt.date(2026, 1, 22),
+        dt.time(23, 59, 59, 5),
+        dt.timedelta(days=-1, seconds=5, microseconds=7),
+        Decimal("12.3400"),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        ObjectId("5f2b3c4d5e6f708192a3b4c5"),
+        Decimal128("1.10"),
+        Int64(7),
+        Binary(b"\x01\x02", 4),
+        Timestamp(1700000000, 3),
+        Regex("^a.*", 2),
+    ],
+)
+def test_value_round_trips_with_its_exact_type(value):
+    result = _round_trip(value)
+    assert result == value
+    assert type(result) is type(value)
+
+
+def test_non_finite_floats_round_trip():
+    assert math.isnan(_round_trip(float("nan")))
+    assert _round_trip(float("inf")) == float("inf")
+    assert _round_trip(float("-inf")) == float("-inf")
+
+
+def test_nested_types_keep_their_types():
+    result = _round_trip({"rows": [(1, Decimal("2.5"), b"\x00")]})
+    assert type(result["rows"][0]) is tuple
+    assert type(result["rows"][0][1]) is Decimal
+    assert type(result["rows"][0][2]) is bytes
+
+
+def test_memoryview_round_trips_as_memoryview():
+    result = _round_trip(memoryview(b"abc"))
+    assert isinstance(result, memoryview) and result.tobytes() == b"abc"
+
+
+def test_subclasses_keep_their_plain_content():
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    assert _round_trip(OrderedDict(a=1)) == {"a": 1}
+    assert _round_trip(Colour.RED) == 1 and type(_round_trip(Colour.RED)) is int
+
+
+def test_unknown_objects_are_kept_as_their_repr():
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    assert encode_value(Opaque())["$type"] == "repr"
+    assert _round_trip(Opaque()) == "<opaque>"
+
+
+def test_unknown_type_tag_is_a_clear_error():
+    with pytest.raises(ValueDecodeError, match="unknown typed value 'martian'"):
+        decode_value({"$type": "martian"})
+    with pytest.raises(ValueDecodeError, match="bad 'decimal' value"):
+        decode_value({"$type": "decimal"})

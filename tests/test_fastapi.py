@@ -1,0 +1,132 @@
+"""FastAPI through ``timetracer_otel.integrations.fastapi.auto_setup``: route templates, bodies, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from conftest import Upstream, load_cassettes
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.fastapi import auto_setup
+
+
+class Item(BaseModel):
+    name: str
+    price: float
+    tags: list[str] = []
+
+
+def _app(upstream: Upstream, config: TraceConfig) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/users/{user_id}")
+    async def get_user(user_id: int) -> dict[str, Any]:
+        async with httpx.AsyncClient() as client:
+            login = (await client.get(f"{upstream.url}/json")).json()["login"]
+        return {"user_id": user_id, "login": login}
+
+    @app.post("/items", status_code=201)
+    async def create_item(item: Item) -> dict[str, Any]:
+        return {"id": 7, **item.model_dump()}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    orders = APIRouter(prefix="/api/v1")
+
+    @orders.get("/orders/{order_id}")
+    def get_order(order_id: str) -> dict[str, str]:
+        return {"order_id": order_id}
+
+    app.include_router(orders)
+    admin = FastAPI()
+
+    @admin.get("/stats/{name}")
+    def stats(name: str) -> dict[str, str]:
+        return {"stat": name}
+
+    app.mount("/admin", admin)
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+@pytest.fixture
+def base_url(serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig) -> str:
+    return serve(_app(upstream, record_config)).url
+
+
+def _only_cassette(directory: Path) -> tuple[dict[str, Any], str]:
+    """The single cassette written and its path relative to ``directory``."""
+    (doc,) = load_cassettes(directory)
+    (path,) = directory.rglob("*.json")
+    return doc, path.relative_to(directory).as_posix()
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "name", "body"),
+    [
+        ("/users/42", "/users/{user_id}", "users_user_id", {"user_id": 42, "login": "octocat"}),
+        ("/api/v1/orders/A-9", "/api/v1/orders/{order_id}", "api_v1_orders_order_id", {"order_id": "A-9"}),
+        ("/admin/stats/cpu", "/admin/stats/{name}", "admin_stats_name", {"stat": "cpu"}),
+    ],
+    ids=["path-param", "router-prefix", "mounted-app"],
+)
+def test_the_route_template_names_the_cassette(
+    base_url: str, cassette_dir: Path, path: str, route: str, name: str, body: dict[str, Any]
+) -> None:
+    response = httpx.get(f"{base_url}{path}")
+    assert response.json() == body
+
+    doc, relpath = _only_cassette(cassette_dir)
+    assert (doc["request"]["path"], doc["request"]["route"]) == (path, route)
+    assert relpath == f"{doc['recorded_at'][:10]}/GET__{name}__{doc['id']}.json"
+    assert doc["response"]["status"] == 200 and doc["response"]["body"]["json"] == body
+
+
+def test_the_user_route_records_its_upstream_call(base_url: str, upstream: Upstream, cassette_dir: Path) -> None:
+    httpx.get(f"{base_url}/users/42")
+    doc, _ = _only_cassette(cassette_dir)
+    (call,) = doc["calls"]
+    assert (call["library"], call["request"]["url"]) == ("httpx", f"{upstream.url}/json")
+    assert call["response"]["status"] == 200
+    assert call["response"]["body"]["json"]["login"] == "octocat"
+
+
+def test_a_pydantic_body_is_recorded_as_sent(base_url: str, cassette_dir: Path) -> None:
+    item = {"name": "lamp", "price": 19.5, "tags": ["home"]}
+    response = httpx.post(f"{base_url}/items", json=item)
+    assert (response.status_code, response.json()) == (201, {"id": 7, **item})
+
+    doc, relpath = _only_cassette(cassette_dir)
+    assert relpath.endswith(f"/POST__items__{doc['id']}.json")
+    assert doc["request"]["body"]["json"] == item
+    assert (doc["response"]["status"], doc["response"]["body"]["json"]) == (201, {"id": 7, **item})
+
+
+def test_a_validation_error_is_recorded_with_its_422(base_url: str, cassette_dir: Path) -> None:
+    response = httpx.post(f"{base_url}/items", json={"name": "lamp", "price": "free"})
+    assert response.status_code == 422
+
+    doc, _ = _only_cassette(cassette_dir)
+    assert doc["request"]["body"]["json"] == {"name": "lamp", "price": "free"}
+    assert doc["response"]["status"] == 422 and doc["error"] is None
+    assert doc["response"]["body"]["json"] == response.json()
+
+
+def test_an_unhandled_exception_is_recorded_as_500(base_url: str, cassette_dir: Path) -> None:
+    response = httpx.get(f"{base_url}/boom")
+    assert response.status_code == 500
+
+    doc, relpath = _only_cassette(cassette_dir)
+    assert relpath.endswith(f"/GET__boom__{doc['id']}.json")
+    assert doc["request"]["route"] == "/boom"
+    assert doc["response"]["status"] == 500
+    assert doc["error"] == {"type": "RuntimeError", "message": "kaboom"}
+    (server,) = [span for span in doc["spans"] if span["kind"] == "SERVER"]
+    assert server["status"]["code"] == "ERROR"

@@ -1,0 +1,163 @@
+"""The plugin facade: names checked up front, enable idempotent, disable really stops, user instrumentation kept."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+
+import aiohttp
+import anyio.to_thread
+import httpx
+import pytest
+import requests
+import wrapt
+from conftest import Upstream, load_cassettes
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel import plugins
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+INSTRUMENTORS = {
+    "httpx": HTTPXClientInstrumentor,
+    "requests": RequestsInstrumentor,
+    "aiohttp": AioHttpClientInstrumentor,
+}
+
+
+async def _get_httpx(url: str) -> Any:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url)).json()
+
+
+async def _get_requests(url: str) -> Any:
+    return await anyio.to_thread.run_sync(lambda: requests.get(url, timeout=10).json())
+
+
+async def _get_aiohttp(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.json()
+
+
+CALLERS: dict[str, Callable[[str], Awaitable[Any]]] = {
+    "httpx": _get_httpx,
+    "requests": _get_requests,
+    "aiohttp": _get_aiohttp,
+}
+
+
+def _reset_plugins() -> None:
+    """No library captured or instrumented, whoever instrumented it."""
+    for name, instrumentor in INSTRUMENTORS.items():
+        plugins.disable(name)
+        if instrumentor().is_instrumented_by_opentelemetry:
+            instrumentor().uninstrument()
+
+
+@pytest.fixture(autouse=True)
+def _clean_plugins() -> Iterator[None]:
+    """Each test starts and ends with no client library instrumented: the facade's state is global."""
+    _reset_plugins()
+    yield
+    _reset_plugins()
+
+
+def _app(upstream: Upstream) -> Starlette:
+    """``GET /call/{library}`` fetches the upstream's ``/json`` with that client library."""
+
+    async def call(request: Request) -> JSONResponse:
+        return JSONResponse(await CALLERS[request.path_params["library"]](f"{upstream.url}/json"))
+
+    return Starlette(routes=[Route("/call/{library}", call)])
+
+
+def _wrappers(owner: type, name: str) -> int:
+    """How many wrapt wrappers are stacked on ``owner.name``."""
+    layer, count = inspect.getattr_static(owner, name), 0
+    while issubclass(type(layer), wrapt.FunctionWrapper):
+        layer, count = layer.__wrapped__, count + 1
+    return count
+
+
+def _recorded(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, library: str, steps: list[Callable[[], None]]
+) -> list[dict[str, Any]]:
+    """Serve the recorded app; before each request run one step. The cassettes, in request order."""
+    app = _app(upstream)
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    url = serve(app).url
+    for index, step in enumerate(steps):
+        step()
+        assert httpx.get(f"{url}/call/{library}", params={"step": index}).json()["login"] == "octocat"
+    return sorted(load_cassettes(cassette_dir), key=lambda doc: doc["request"]["query"])
+
+
+def _client_spans(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [span for span in doc["spans"] if span["kind"] == "CLIENT"]
+
+
+def test_unknown_plugin_names_raise_and_change_nothing(record_config: TraceConfig) -> None:
+    app = Starlette()
+    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, requests, aiohttp"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        auto_setup(app, config=record_config, plugins=["httpx", "nope"])
+    assert app.user_middleware == []
+    assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+    assert _wrappers(httpx.AsyncHTTPTransport, "handle_async_request") == 0
+
+
+def test_mode_off_enables_no_plugin() -> None:
+    app = Starlette()
+    auto_setup(app, config=TraceConfig(mode="off"), plugins=["httpx", "requests", "aiohttp"])
+    assert app.user_middleware == []
+    assert not any(instrumentor().is_instrumented_by_opentelemetry for instrumentor in INSTRUMENTORS.values())
+
+
+def test_enabling_httpx_again_is_idempotent(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """``auto_setup(plugins=["httpx"])`` plus the spec's ``enable_httpx()``: one layer, one span, one call."""
+    plugins.enable_httpx()
+    plugins.enable_httpx()
+    (doc,) = _recorded(serve, upstream, cassette_dir, "httpx", [plugins.enable_httpx])
+
+    # OpenTelemetry's wrapper and timetracer's capture, once each
+    assert _wrappers(httpx.AsyncHTTPTransport, "handle_async_request") == 2
+    assert _wrappers(httpx.HTTPTransport, "handle_request") == 2
+    assert [call["library"] for call in doc["calls"]] == ["httpx"]
+    assert [span["span_id"] for span in _client_spans(doc)] == [doc["calls"][0]["span_id"]]
+
+
+@pytest.mark.parametrize("library", list(CALLERS))
+def test_disable_stops_recording_the_library(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, library: str
+) -> None:
+    enabled, disabled = _recorded(
+        serve,
+        upstream,
+        cassette_dir,
+        library,
+        [getattr(plugins, f"enable_{library}"), getattr(plugins, f"disable_{library}")],
+    )
+    assert [call["library"] for call in enabled["calls"]] == [library]
+    assert len(_client_spans(enabled)) == 1
+    assert disabled["calls"] == [] and _client_spans(disabled) == []
+    assert not INSTRUMENTORS[library]().is_instrumented_by_opentelemetry
+
+
+def test_disable_keeps_the_users_own_instrumentation(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    HTTPXClientInstrumentor().instrument()
+    enabled, disabled = _recorded(serve, upstream, cassette_dir, "httpx", [plugins.enable_httpx, plugins.disable_httpx])
+
+    assert HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+    assert [call["library"] for call in enabled["calls"]] == ["httpx"] and len(_client_spans(enabled)) == 1
+    assert disabled["calls"] == []  # timetracer's capture is gone ...
+    assert len(_client_spans(disabled)) == 1  # ... the user's spans are not

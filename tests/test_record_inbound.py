@@ -1,0 +1,144 @@
+"""Recording never changes what the app receives or sends, and the cassette holds those same bytes.
+
+Every request goes through a real uvicorn on loopback; the app reports a digest of
+the body it read, and the cassette's body (decoded) is compared with the bytes sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import anyio.to_thread
+import httpx
+import pytest
+from conftest import load_cassettes
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES, TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+_GATE_WAIT_SECONDS = 10
+_CHUNKS = [b"chunk-0;", b"chunk-1;", b"chunk-2;"]
+
+
+def _digest(data: bytes) -> dict[str, Any]:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+async def _upload(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse({**_digest(body), "transfer_encoding": request.headers.get("transfer-encoding")})
+
+
+def _app(config: TraceConfig, gates: list[threading.Event]) -> Starlette:
+    """``POST /upload`` digests the body it got; ``GET /stream`` yields chunk i only once gate i is set."""
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def chunks() -> Any:
+            for index, chunk in enumerate(_CHUNKS):
+                if index and not await anyio.to_thread.run_sync(gates[index].wait, _GATE_WAIT_SECONDS):
+                    yield b"gate-timeout"
+                    return
+                yield chunk
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/upload", _upload, methods=["POST"]), Route("/stream", stream)])
+    auto_setup(app, config=config)
+    return app
+
+
+@pytest.fixture
+def app_url(serve: Callable[..., Any], record_config: TraceConfig) -> tuple[str, list[threading.Event]]:
+    gates = [threading.Event() for _ in _CHUNKS]
+    return serve(_app(record_config, gates)).url, gates
+
+
+def _cassette_for(cassette_dir: Path, query: str) -> dict[str, Any]:
+    matching = [c for c in load_cassettes(cassette_dir) if c["request"]["query"] == query]
+    assert len(matching) == 1, f"expected one cassette for ?{query}, got {len(matching)}"
+    return matching[0]
+
+
+_BODIES: dict[str, dict[str, Any]] = {
+    "json": {"json": {"name": "café", "items": [1, 2.5, None, True], "nested": {"ü": "ß"}}},
+    "form": {"data": {"a": "1", "b": "x y&z=ü"}},
+    "multipart": {
+        "data": {"field": "value"},
+        "files": {"file": ("a.bin", bytes(range(256)), "application/octet-stream")},
+    },
+    "binary": {"content": bytes(range(256)) * 64, "headers": {"content-type": "application/octet-stream"}},
+    "non_utf8": {"content": b"caf\xe9 \xff\xfe\x80 end", "headers": {"content-type": "text/plain; charset=latin-1"}},
+}
+
+
+@pytest.mark.parametrize("case", list(_BODIES))
+def test_app_and_cassette_get_the_exact_request_bytes(case: str, app_url: tuple, cassette_dir: Path) -> None:
+    url, _ = app_url
+    with httpx.Client(timeout=15) as client:
+        request = client.build_request("POST", f"{url}/upload?case={case}", **_BODIES[case])
+        sent = request.read()
+        response = client.send(request)
+    assert response.status_code == 200
+    assert response.json()["sha256"] == _digest(sent)["sha256"]
+
+    body = _cassette_for(cassette_dir, f"case={case}")["request"]["body"]
+    assert decode_body(body) == sent
+    assert body["size"] == len(sent)
+    assert "truncated" not in body
+
+
+def test_five_mib_body_reaches_the_app_whole_and_the_cassette_truncated(app_url: tuple, cassette_dir: Path) -> None:
+    url, _ = app_url
+    sent = (b"0123456789abcdef" * 65536) * 5  # 5 MiB
+    response = httpx.post(f"{url}/upload?case=big", content=sent, timeout=15)
+    assert response.json()["sha256"] == _digest(sent)["sha256"]
+
+    body = _cassette_for(cassette_dir, "case=big")["request"]["body"]
+    assert body["truncated"] is True
+    assert body["size"] == len(sent)
+    assert decode_body(body) == sent[:DEFAULT_MAX_BODY_BYTES]
+
+
+def test_chunked_upload_reaches_the_app_and_the_cassette(app_url: tuple, cassette_dir: Path) -> None:
+    url, _ = app_url
+    parts = [b"first part;", b"\x00\x01 second;", b"third" * 1000]
+
+    def generate() -> Iterator[bytes]:
+        yield from parts
+
+    response = httpx.post(f"{url}/upload?case=chunked", content=generate(), timeout=15)
+    sent = b"".join(parts)
+    assert response.json() == {**_digest(sent), "transfer_encoding": "chunked"}
+
+    cassette = _cassette_for(cassette_dir, "case=chunked")
+    assert ["transfer-encoding", "chunked"] in cassette["request"]["headers"]
+    assert decode_body(cassette["request"]["body"]) == sent
+
+
+def test_streaming_response_reaches_the_client_chunk_by_chunk(app_url: tuple, cassette_dir: Path) -> None:
+    """Chunk i is produced only after the client has read chunk i-1: a buffering layer would deadlock."""
+    url, gates = app_url
+    received = []
+    with httpx.Client(timeout=15) as client, client.stream("GET", f"{url}/stream?case=stream") as response:
+        stream = response.iter_raw()
+        for index, expected in enumerate(_CHUNKS):
+            got = b""
+            while len(got) < len(expected) and (piece := next(stream, b"")):
+                got += piece
+            received.append(got)
+            if index + 1 < len(gates):
+                gates[index + 1].set()
+        assert next(stream, b"") == b""
+    assert received == _CHUNKS
+
+    body = _cassette_for(cassette_dir, "case=stream")["response"]["body"]
+    assert decode_body(body) == b"".join(_CHUNKS)
+    assert body.get("complete", True) is True

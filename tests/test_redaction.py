@@ -1,0 +1,367 @@
+"""Redaction: secrets never reach a cassette, and the app and the upstream still see them.
+
+Every secret in these tests contains ``s3cr3t``, so a plain search of the cassette
+file (span attributes, events and all) proves none was written.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import requests
+from conftest import Upstream, load_cassettes
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+from timetracer_otel.redaction import REDACTED
+
+MARK = "s3cr3t"
+SECRET_HEADERS = ("Authorization", "Cookie", "Set-Cookie", "Proxy-Authorization", "X-Api-Key")
+# Keys that contain a secret name but are not one: they keep their values.
+LOOKALIKES = {"page": 3, "message": "hello", "shipping": "express", "tokens_used": 12, "passwords_count": 2}
+LOGIN_BODY = {
+    "user": "ann",
+    "password": f"in-password-{MARK}",
+    "profile": {
+        "Client-Secret": f"in-client-secret-{MARK}",
+        "settings": [{"API_KEY": f"in-api-key-{MARK}", "page": 1}],
+    },
+    "sessions": [{"access_token": f"in-at-{MARK}"}, {"Refresh-Token": f"in-rt-{MARK}"}],
+    "auth": {"Authorization": f"in-authz-{MARK}", "passwd": f"in-passwd-{MARK}", "apikey": f"in-apikey-{MARK}"},
+    **LOOKALIKES,
+}
+VAULT_BODY = {
+    "token": f"up-token-{MARK}",
+    "secret": {"nested": f"up-secret-{MARK}"},
+    "grants": [{"refresh_token": f"up-rt-{MARK}", "shipping": "express"}],
+    **LOOKALIKES,
+}
+
+
+def _headers(prefix: str) -> dict[str, str]:
+    return {name: f"{prefix}-{name.lower()}-{MARK}" for name in SECRET_HEADERS}
+
+
+def _values(pairs: list, name: str) -> list[str]:
+    return [value for key, value in pairs if key.lower() == name.lower()]
+
+
+def _only_cassette(directory: Path) -> tuple[dict[str, Any], str]:
+    """The single cassette written, as a document and as the file's text."""
+    (doc,) = load_cassettes(directory)
+    (path,) = directory.rglob("*.json")
+    return doc, path.read_text("utf-8")
+
+
+def _assert_no_secret(text: str) -> None:
+    at = text.find(MARK)
+    assert at < 0, f"a secret reached the cassette: ...{text[max(at - 200, 0):at + 40]}..."
+
+
+# --------------------------------------------------------------------------- the login exchange
+def _vault_app(log: list[dict[str, Any]]) -> Starlette:
+    """The upstream: logs what it received and answers with secrets in headers and body."""
+
+    async def vault(request: Request) -> Response:
+        log.append({"headers": dict(request.headers), "query": request.url.query, "json": await request.json()})
+        response = JSONResponse(VAULT_BODY)
+        for name, value in _headers("up").items():
+            response.headers.append(name, value)
+        return response
+
+    return Starlette(routes=[Route("/vault", vault, methods=["POST"])])
+
+
+def _login_app(vault_url: str) -> Starlette:
+    """A proxy: forwards the client's headers, body and ``api_key`` to the vault, returns what it got."""
+
+    async def login(request: Request) -> Response:
+        inbound = await request.json()
+        forwarded = {name: request.headers[name] for name in SECRET_HEADERS}
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"{vault_url}/vault",
+                params={"access_token": request.query_params["api_key"], "page": "1"},
+                headers=forwarded,
+                json={"forwarded": inbound, "secret": f"out-secret-{MARK}", **LOOKALIKES},
+            )
+        response = JSONResponse({"received": inbound, "upstream": answer.json()})
+        for name in SECRET_HEADERS:
+            response.headers.append(name, answer.headers[name])
+        return response
+
+    return Starlette(routes=[Route("/login", login, methods=["POST"])])
+
+
+class LoginExchange:
+    """One recorded request through the proxy app, and what each party saw."""
+
+    def __init__(self, response: httpx.Response, vault_log: list[dict[str, Any]], cassette_dir: Path) -> None:
+        self.response = response
+        self.vault_received = vault_log[-1]
+        self.doc, self.text = _only_cassette(cassette_dir)
+
+    @property
+    def call(self) -> dict[str, Any]:
+        (call,) = self.doc["calls"]
+        return call
+
+
+@pytest.fixture
+def login(serve: Callable[..., Any], cassette_dir: Path, monkeypatch: pytest.MonkeyPatch) -> LoginExchange:
+    # The server span also gets the secret headers as attributes, which must be redacted too.
+    monkeypatch.setenv(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ",".join((*SECRET_HEADERS, "X-Note"))
+    )
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ",".join(SECRET_HEADERS))
+    vault_log: list[dict[str, Any]] = []
+    vault = serve(_vault_app(vault_log))
+    app = _login_app(vault.url)
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    response = httpx.post(
+        f"{serve(app).url}/login",
+        params={"api_key": f"in-query-{MARK}", "page": "3"},
+        headers={**_headers("in"), "X-Note": "visible"},
+        json=LOGIN_BODY,
+    )
+    assert response.status_code == 200, response.text
+    return LoginExchange(response, vault_log, cassette_dir)
+
+
+def test_secret_headers_are_redacted_in_both_directions(login: LoginExchange) -> None:
+    messages = {
+        "inbound request": login.doc["request"],
+        "app response": login.doc["response"],
+        "outgoing request": login.call["request"],
+        "upstream response": login.call["response"],
+    }
+    for where, message in messages.items():
+        for name in SECRET_HEADERS:
+            assert _values(message["headers"], name) == [REDACTED], f"{name} in the {where}"
+    assert _values(login.doc["request"]["headers"], "X-Note") == ["visible"]
+
+
+def test_secret_header_span_attributes_are_redacted(login: LoginExchange) -> None:
+    (server,) = [s for s in login.doc["spans"] if s["kind"] == "SERVER"]
+    attributes = server["attributes"]
+    assert attributes["http.request.header.x_note"] == ["visible"]  # header capture is on
+    for name in SECRET_HEADERS:
+        key = name.lower().replace("-", "_")
+        assert attributes[f"http.request.header.{key}"] == [REDACTED]
+        assert attributes[f"http.response.header.{key}"] == [REDACTED]
+
+
+def test_secret_json_fields_are_redacted_at_any_depth_by_whole_key(login: LoginExchange) -> None:
+    request_json = login.doc["request"]["body"]["json"]
+    assert request_json == {
+        "user": "ann",
+        "password": REDACTED,
+        "profile": {"Client-Secret": REDACTED, "settings": [{"API_KEY": REDACTED, "page": 1}]},
+        "sessions": [{"access_token": REDACTED}, {"Refresh-Token": REDACTED}],
+        "auth": {"Authorization": REDACTED, "passwd": REDACTED, "apikey": REDACTED},
+        **LOOKALIKES,
+    }
+    assert login.doc["response"]["body"]["json"] == {
+        "received": request_json,
+        "upstream": {
+            "token": REDACTED,
+            "secret": REDACTED,
+            "grants": [{"refresh_token": REDACTED, "shipping": "express"}],
+            **LOOKALIKES,
+        },
+    }
+    assert login.call["request"]["body"]["json"] == {"forwarded": request_json, "secret": REDACTED, **LOOKALIKES}
+    assert login.call["response"]["body"]["json"] == login.doc["response"]["body"]["json"]["upstream"]
+
+
+def test_secret_query_parameters_are_redacted_in_request_call_and_span_urls(login: LoginExchange) -> None:
+    assert parse_qs(login.doc["request"]["query"]) == {"api_key": [REDACTED], "page": ["3"]}
+    assert parse_qs(urlsplit(login.call["request"]["url"]).query) == {"access_token": [REDACTED], "page": ["1"]}
+    attributes = {span["kind"]: span["attributes"] for span in login.doc["spans"]}
+    server, client = attributes["SERVER"], attributes["CLIENT"]
+    assert parse_qs(urlsplit(server["http.url"]).query) == {"api_key": [REDACTED], "page": ["3"]}
+    assert parse_qs(urlsplit(client["http.url"]).query) == {"access_token": [REDACTED], "page": ["1"]}
+
+
+def test_no_secret_appears_anywhere_in_the_cassette_file(login: LoginExchange) -> None:
+    _assert_no_secret(login.text)
+
+
+def test_redaction_never_alters_what_the_app_and_the_upstream_see(login: LoginExchange) -> None:
+    # The upstream got the client's real headers, body and query, forwarded by the app.
+    assert {name: login.vault_received["headers"][name.lower()] for name in SECRET_HEADERS} == _headers("in")
+    assert login.vault_received["json"]["forwarded"] == LOGIN_BODY
+    assert login.vault_received["json"]["secret"] == f"out-secret-{MARK}"
+    assert parse_qs(login.vault_received["query"]) == {"access_token": [f"in-query-{MARK}"], "page": ["1"]}
+    # The client got the real upstream headers and bodies back through the app.
+    assert login.response.json() == {"received": LOGIN_BODY, "upstream": VAULT_BODY}
+    assert {name: login.response.headers[name] for name in SECRET_HEADERS} == _headers("up")
+
+
+# --------------------------------------------------------------------------- forms and truncated bodies
+async def _form(request: Request) -> Response:
+    """Forward the form's ``password`` to the upstream as ``client_secret``, echo what was seen."""
+    form = await request.form()
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{request.app.state.upstream}/json",
+            params={"api_key": form["password"], "page": "2"},
+            data={"client_secret": form["password"], "name": form["user"]},
+        )
+    return JSONResponse({"password": form["password"], "token": answer.json()["token"]})
+
+
+async def _size(request: Request) -> Response:
+    return JSONResponse({"size": len(await request.body())})
+
+
+def _record(serve: Callable[..., Any], config: TraceConfig, upstream: Optional[Upstream] = None) -> str:
+    """Serve the ``/form`` and ``/size`` app recorded per ``config``; its base URL."""
+    app = Starlette(routes=[Route("/form", _form, methods=["POST"]), Route("/size", _size, methods=["POST"])])
+    app.state.upstream = upstream.url if upstream else None
+    auto_setup(app, config=config, plugins=["httpx"])
+    return serve(app).url
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_form_bodies_and_query_strings_are_redacted(
+    serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path, encoding: str
+) -> None:
+    password = f"form-{encoding}-{MARK}"
+    fields = {"user": "ann", "password": password}
+    files = {"avatar": ("a.txt", b"picture")} if encoding == "multipart" else None
+    url = f"{_record(serve, record_config, upstream)}/form"
+    response = httpx.post(url, params={"token": password, "page": "1"}, data=fields, files=files)
+
+    assert response.json() == {"password": password, "token": "upstream-secret"}
+    (received,) = [r for r in upstream.requests if password in r["query"]]
+    assert parse_qs(received["body"].decode()) == {"client_secret": [password], "name": ["ann"]}
+    doc, text = _only_cassette(cassette_dir)
+    _assert_no_secret(text)
+    assert "upstream-secret" not in text
+    assert parse_qs(doc["request"]["query"]) == {"token": [REDACTED], "page": ["1"]}
+    request_text = doc["request"]["body"]["text"]
+    if encoding == "urlencoded":
+        assert parse_qs(request_text) == {"user": ["ann"], "password": [REDACTED]}
+    else:
+        assert f'name="password"\r\n\r\n{REDACTED}\r\n' in request_text
+        assert 'name="user"\r\n\r\nann\r\n' in request_text and "picture" in request_text
+    (call,) = doc["calls"]
+    assert parse_qs(call["request"]["body"]["text"]) == {"client_secret": [REDACTED], "name": ["ann"]}
+    assert parse_qs(urlsplit(call["request"]["url"]).query) == {"api_key": [REDACTED], "page": ["2"]}
+
+
+def test_a_truncated_json_body_is_redacted_even_where_it_is_cut(serve: Callable[..., Any], cassette_dir: Path) -> None:
+    head = json.dumps(
+        {
+            "message": 'a "token": in a string',
+            "user": {"password": f"t-pw-{MARK}"},
+            "secret": {"k": [f"t-nested-{MARK}"]},
+            "page": 2,
+        }
+    )
+    body = head[:-1] + f', "token": "t-token-{MARK}-{"x" * 100}"}}'
+    limit = body.index(f"t-token-{MARK}") + 4  # the cut falls inside the last secret
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), max_body_bytes=limit)
+    response = httpx.post(f"{_record(serve, config)}/size", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.json() == {"size": len(body)}
+    doc, text = _only_cassette(cassette_dir)
+    _assert_no_secret(text)
+    recorded = doc["request"]["body"]
+    assert recorded["truncated"] is True and recorded["size"] == len(body)
+    assert recorded["text"] == (
+        f'{{"message": "a \\"token\\": in a string", "user": {{"password": "{REDACTED}"}}, '
+        f'"secret": "{REDACTED}", "page": 2, "token": "{REDACTED}"'
+    )
+
+
+def test_error_messages_quoting_a_url_are_redacted(
+    serve: Callable[..., Any], record_config: TraceConfig, cassette_dir: Path
+) -> None:
+    """A connection error from requests quotes the URL, query and all, in the call and the span event."""
+    with socket.socket() as refusing:  # bound, never listening: connections are refused
+        refusing.bind(("127.0.0.1", 0))
+        target = f"http://127.0.0.1:{refusing.getsockname()[1]}/pay?api_key=err-{MARK}&page=1"
+
+        def pay(request: Request) -> Response:
+            try:
+                requests.get(target, timeout=5)
+            except requests.ConnectionError as exc:
+                return JSONResponse({"error": type(exc).__name__}, status_code=502)
+            return JSONResponse({"error": None})
+
+        app = Starlette(routes=[Route("/pay", pay)])
+        auto_setup(app, config=record_config, plugins=["requests"])
+        response = httpx.get(f"{serve(app).url}/pay")
+
+    assert response.json() == {"error": "ConnectionError"}
+    doc, text = _only_cassette(cassette_dir)
+    _assert_no_secret(text)
+    (call,) = doc["calls"]
+    assert f"api_key={REDACTED}&page=1" in call["error"]["message"]
+    events = [e for s in doc["spans"] for e in s["events"] if e["name"] == "exception"]
+    assert events and all(f"api_key={REDACTED}" in e["attributes"]["exception.message"] for e in events)
+
+
+# --------------------------------------------------------------------------- user settings
+def _mask_email_in_place(doc: dict[str, Any], seen: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    seen.append(copy.deepcopy(doc))
+    doc["request"]["body"]["json"]["email"] = "***"
+    return None
+
+
+def _mask_email_in_a_copy(doc: dict[str, Any], seen: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    replacement = copy.deepcopy(doc)
+    _mask_email_in_place(replacement, seen)
+    return replacement
+
+
+@pytest.mark.parametrize("hook", [_mask_email_in_place, _mask_email_in_a_copy])
+def test_user_headers_fields_and_hook_add_to_the_built_in_redaction(
+    serve: Callable[..., Any], cassette_dir: Path, hook: Callable[..., Optional[dict[str, Any]]]
+) -> None:
+    seen: list[dict[str, Any]] = []
+    config = TraceConfig(
+        mode="record",
+        cassette_dir=str(cassette_dir),
+        redact_headers=["X-Session"],
+        redact_fields=["ssn"],
+        redact_hook=lambda doc: hook(doc, seen),
+    )
+    body = {"email": "ann@example.com", "SSN": f"ssn-{MARK}", "password": f"pw-{MARK}", "message": "hi"}
+    headers = {"X-Session": f"xs-{MARK}", "Cookie": f"c-{MARK}"}
+    response = httpx.post(f"{_record(serve, config)}/size", json=body, headers=headers)
+
+    assert response.status_code == 200
+    doc, text = _only_cassette(cassette_dir)
+    _assert_no_secret(text)
+    assert "ann@example.com" not in text
+    assert doc["request"]["body"]["json"] == {"email": "***", "SSN": REDACTED, "password": REDACTED, "message": "hi"}
+    assert _values(doc["request"]["headers"], "x-session") == _values(doc["request"]["headers"], "cookie") == [REDACTED]
+    (before_hook,) = seen  # the hook runs once, after the built-in redaction
+    assert before_hook["request"]["body"]["json"]["password"] == REDACTED
+    assert before_hook["request"]["body"]["json"]["email"] == "ann@example.com"
+
+
+def test_redact_false_keeps_every_value(serve: Callable[..., Any], cassette_dir: Path) -> None:
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), redact=False)
+    body = {"password": f"pw-{MARK}", "nested": [{"token": f"tok-{MARK}"}]}
+    url = f"{_record(serve, config)}/size?api_key=q-{MARK}"
+    httpx.post(url, json=body, headers={"Authorization": f"Bearer {MARK}"})
+
+    doc, _ = _only_cassette(cassette_dir)
+    assert doc["request"]["body"]["json"] == body
+    assert doc["request"]["query"] == f"api_key=q-{MARK}"
+    assert _values(doc["request"]["headers"], "authorization") == [f"Bearer {MARK}"]

@@ -1,0 +1,230 @@
+"""Replay through uvicorn: a recorded request replays to the same response bytes with no call
+reaching the upstream; sessions stay per request; mismatches are explained; the report says how it went."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from _replay import assert_same_response, cassette_files, record, replay, replay_config, send
+from apps.replay_app import CALLS, Hold, create_app, seen
+from conftest import Upstream, load_cassettes
+
+from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
+
+# (path, what the app caught: None when it got responses). "{gate}" holds the upstream's /slow.
+_WAYS = [
+    ("/async/httpx", None),
+    ("/sync/httpx", None),
+    ("/sync/requests", None),
+    ("/stream/httpx", None),
+    ("/fail/httpx", "httpx.ConnectError"),
+    ("/fail/requests", "requests.exceptions.ConnectionError"),
+    ("/fail/httpx?gate={gate}", "httpx.ReadTimeout"),
+    ("/fail/requests?gate={gate}", "requests.exceptions.ReadTimeout"),
+]
+
+
+@pytest.mark.parametrize("path, caught", _WAYS)
+def test_each_way_of_calling_replays_byte_for_byte_without_the_upstream(
+    path: str, caught: str | None, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """httpx async/sync/stream and requests: JSON, form, binary, gzip, 404, connect errors, read timeouts."""
+    gate = f"timeout-{uuid.uuid4().hex}"
+    path = path.format(gate=gate)
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", path, {})])
+    upstream.gate(gate).set()  # lets a held /slow finish; the app timed out long before
+    (doc,) = load_cassettes(cassette_dir)
+    if caught:
+        assert recorded.json() == {"caught": caught}
+        assert [call["error"]["type"] for call in doc["calls"]] == [caught]
+    else:
+        assert recorded.status_code == 200 and all(call["response"] for call in doc["calls"])
+
+    before = len(upstream.requests)
+    (cassette,) = cassette_files(cassette_dir)
+    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("GET", path, {})])
+    assert len(upstream.requests) == before
+    assert_same_response(recorded, replayed)
+    assert report.ok and not report.unused
+    assert report.answered == [f"{c['request']['method']} {c['request']['url']}" for c in doc["calls"]]
+
+
+def test_directory_gives_each_request_the_cassette_of_its_method_route_and_body(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    sent = [
+        ("GET", "/async/httpx", {}),
+        ("GET", "/sync/requests", {}),
+        ("POST", "/lookup", {"json": {"name": "ada"}}),
+        ("POST", "/lookup", {"json": {"name": "bob"}}),
+        ("GET", "/fail/httpx", {}),
+    ]
+    recorded = record(serve, upstream.url, cassette_dir, sent)
+    assert [r.json()["query"] for r in recorded[2:4]] == ["name=ada", "name=bob"]
+    ids = sorted(doc["id"] for doc in load_cassettes(cassette_dir))
+    assert len(set(ids)) == len(sent)
+
+    before = len(upstream.requests)
+    replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), sent)
+    assert len(upstream.requests) == before
+    for old, new in zip(recorded, replayed):
+        assert_same_response(old, new)
+    assert sorted(r.cassette_id for r in reports) == ids  # each cassette used once
+    assert all(r.ok for r in reports)
+
+
+def test_concurrent_requests_each_replay_their_own_cassette(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """/pair/first is held between its two calls until /pair/second has been answered."""
+    sent = [("GET", "/pair/first", {}), ("GET", "/pair/second", {})]
+    recorded = record(serve, upstream.url, cassette_dir, sent)
+    assert recorded[0].json() == {"first": "name=first", "second": "name=first&step=2"}
+
+    hold = Hold()
+    server = serve(create_app(upstream.url, replay_config(cassette_dir), holds={"first": hold}))
+    before = len(upstream.requests)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(send, server.url, sent[:1])
+        assert hold.entered.wait(10), "the first request never reached its hold"
+        (second,) = send(server.url, sent[1:])
+        assert not first.done()  # still held: the two requests overlapped
+        hold.release.set()
+        (first_response,) = first.result(30)
+    assert len(upstream.requests) == before
+    assert_same_response(recorded[0], first_response)
+    assert_same_response(recorded[1], second)
+
+
+def _call(method: str, url: str, options: dict[str, Any]) -> httpx.Response:
+    with httpx.Client() as client:
+        return client.request(method, url, **options)
+
+
+_BINARY = CALLS.index(("GET", "/binary", {}))
+_CHANGES = [  # (a recorded call, changed; the index in CALLS of the closest candidate; the line saying what differs)
+    (("POST", "/echo?via=JSON", {"json": {"name": "ada", "n": 1}}), 0, "query 'via': recorded json, this call JSON"),
+    (("POST", "/echo?via=json", {"json": {"n": 1, "name": "bob"}}), 0, 'body: recorded {"n":1,"name":"ada"}, this call {"n":1,"name":"bob"}'),
+    (("GET", "/binaries", {}), _BINARY, "path: recorded /binary, this call /binaries"),
+]
+
+
+@pytest.mark.parametrize("changed, candidate, difference", _CHANGES, ids=["query", "body", "url"])
+def test_changed_call_raises_mismatch_at_the_call_site(
+    changed: tuple[str, str, dict[str, Any]],
+    candidate: int,
+    difference: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    timetracer_replay: Callable[..., Any],
+) -> None:
+    """The error names the call, the cassette, the closest recorded call and what differs; nothing goes out."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/sync/httpx", {})])
+    (cassette,) = cassette_files(cassette_dir)
+    method, path, options = changed
+    before = len(upstream.requests)
+    with timetracer_replay(cassette) as session, pytest.raises(ReplayMismatchError) as raised:
+        _call(method, upstream.url + path, options)
+    assert len(upstream.requests) == before
+    assert str(raised.value).splitlines()[:5] == [
+        f"timetracer replay: no recorded call matches {method} {upstream.url}{path} (httpx)",
+        f"cassette: {cassette}",
+        "closest recorded calls:",
+        f"  #{candidate} {CALLS[candidate][0]} {upstream.url}{CALLS[candidate][1]} (unused)",
+        f"      {difference}",
+    ]
+    assert session.unmatched == [raised.value]
+
+
+def test_unmatched_call_in_the_app_never_reaches_the_network(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """The middleware has no strict switch: a call the cassette cannot answer fails in the app, and is reported."""
+    record(serve, upstream.url, cassette_dir, [("POST", "/lookup", {"json": {"name": "ada"}})])
+    (cassette,) = cassette_files(cassette_dir)
+    before = len(upstream.requests)
+    (response,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("POST", "/lookup", {"json": {"name": "eve"}})])
+    assert len(upstream.requests) == before
+    assert response.status_code == 500
+    assert report.unmatched == [f"timetracer replay: no recorded call matches GET {upstream.url}/echo?name=eve (httpx)"]
+    assert report.unused == [f"GET {upstream.url}/echo?name=ada"]
+    assert report.error is not None and report.error["type"].endswith("ReplayMismatchError")
+
+
+def test_call_recorded_with_requests_is_answered_for_httpx(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, timetracer_replay: Callable[..., Any]
+) -> None:
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/sync/requests", {})])
+    (cassette,) = cassette_files(cassette_dir)
+    before = len(upstream.requests)
+    with timetracer_replay(cassette) as session:
+        got = [seen(_call(method, upstream.url + path, options)) for method, path, options in CALLS]
+    assert len(upstream.requests) == before
+    assert got == recorded.json()
+    assert {library for library, _ in session.answered} == {"httpx"}
+    assert {call.document["library"] for _, call in session.answered} == {"requests"}
+    assert session.unused() == []
+
+
+def test_redacted_password_still_matches(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, timetracer_replay: Callable[..., Any]
+) -> None:
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/sync/httpx", {})])
+    (doc,) = load_cassettes(cassette_dir)
+    login = CALLS.index(("POST", "/echo?via=login", {"json": {"user": "ada", "password": "s3cret"}}))
+    assert doc["calls"][login]["request"]["body"]["json"] == {"user": "ada", "password": "[REDACTED]"}
+    method, path, options = CALLS[login]
+    with timetracer_replay(cassette_files(cassette_dir)[0]) as session:
+        response = _call(method, upstream.url + path, options)
+    assert seen(response) == recorded.json()[login]
+    assert [call.index for _, call in session.answered] == [login]
+
+
+def _report_of(serve: Callable[..., Any], upstream: Upstream, cassette: Path, changed: bool, ignore: tuple[str, ...]) -> ReplayReport:
+    _, (report,) = replay(serve, upstream.url, replay_config(cassette, replay_ignore_fields=ignore), [("GET", "/report", {})], changed=changed)
+    return report
+
+
+def test_report_of_an_unchanged_app(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both calls answered, none unused; the response is the same once the timestamp is ignored."""
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
+    (cassette,), (doc,) = cassette_files(cassette_dir), load_cassettes(cassette_dir)
+    with caplog.at_level(logging.INFO, logger="timetracer"):
+        report = _report_of(serve, upstream, cassette, changed=False, ignore=("timestamp",))
+    assert report.answered == [f"GET {upstream.url}/echo?step=1", f"GET {upstream.url}/echo?step=2"]
+    assert (report.unmatched, report.unused, report.differences) == ([], [], [])
+    assert report.console_text() == (
+        f"timetracer [OK] replayed GET /report  id={doc['id']}  status=200  calls=2/2  unused=0  response=same\n"
+        f"  cassette: {cassette}"
+    )
+    assert report.console_text() in [r.getMessage() for r in caplog.records if r.name == "timetracer"]
+
+    timestamp = recorded.json()["timestamp"]
+    (difference,) = _report_of(serve, upstream, cassette, changed=False, ignore=()).differences
+    assert difference.startswith(f"body $.timestamp: recorded {timestamp}, replayed ")
+    assert json.loads(difference.rsplit(" ", 1)[1]) > timestamp
+
+
+def test_report_of_a_changed_app(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """The code now makes another second call and adds a field: unmatched, unused and the diff are reported."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
+    (cassette,), (doc,) = cassette_files(cassette_dir), load_cassettes(cassette_dir)
+    report = _report_of(serve, upstream, cassette, changed=True, ignore=("timestamp",))
+    assert not report.ok
+    assert report.console_text().splitlines() == [
+        f"timetracer [DIFF] replayed GET /report  id={doc['id']}  status=200  calls=1/2  unused=1  response=differs",
+        f"  cassette: {cassette}",
+        f"  unmatched: timetracer replay: no recorded call matches GET {upstream.url}/echo?step=3 (httpx)",
+        f"  unused: GET {upstream.url}/echo?step=2",
+        '  body $.added: recorded <absent>, replayed "new field"',
+    ]

@@ -1,0 +1,168 @@
+"""Typed values: Python values in a cassette, so replay gives back the exact types.
+
+JSON keeps ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists and string-keyed
+objects. Everything else is an object with a ``"$type"`` key: bytes, tuples, sets,
+datetimes, Decimal, UUID, BSON types, dicts with other keys. A dict that itself has a
+``"$type"`` key is wrapped too, so no recorded value can be mistaken for an encoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import uuid
+from decimal import Decimal
+from typing import Any, Callable
+
+__all__ = ["encode_value", "decode_value", "ValueDecodeError"]
+
+TYPE_KEY = "$type"
+
+
+class ValueDecodeError(ValueError):
+    """A typed value in a cassette that this version cannot decode."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _encode_float(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    return {TYPE_KEY: "float", "value": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+
+
+def _encode_dict(value: dict) -> Any:
+    if TYPE_KEY not in value and all(type(k) is str for k in value):
+        return {k: encode_value(v) for k, v in value.items()}
+    return {TYPE_KEY: "dict", "items": [[encode_value(k), encode_value(v)] for k, v in value.items()]}
+
+
+def _sorted_items(values: Any) -> list[Any]:
+    items = [encode_value(v) for v in values]
+    try:
+        return sorted(items, key=repr)
+    except TypeError:
+        return items
+
+
+# exact type -> encoder; looked up with type(value), so subclasses (bool, Int64) stay distinct
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    type(None): lambda v: v,
+    bool: lambda v: v,
+    int: lambda v: v,
+    str: lambda v: v,
+    float: _encode_float,
+    list: lambda v: [encode_value(item) for item in v],
+    dict: _encode_dict,
+    tuple: lambda v: {TYPE_KEY: "tuple", "items": [encode_value(item) for item in v]},
+    set: lambda v: {TYPE_KEY: "set", "items": _sorted_items(v)},
+    frozenset: lambda v: {TYPE_KEY: "frozenset", "items": _sorted_items(v)},
+    bytes: lambda v: {TYPE_KEY: "bytes", "base64": _b64(v)},
+    bytearray: lambda v: {TYPE_KEY: "bytearray", "base64": _b64(bytes(v))},
+    memoryview: lambda v: {TYPE_KEY: "memoryview", "base64": _b64(v.tobytes())},
+    dt.datetime: lambda v: {TYPE_KEY: "datetime", "value": v.isoformat()},
+    dt.date: lambda v: {TYPE_KEY: "date", "value": v.isoformat()},
+    dt.time: lambda v: {TYPE_KEY: "time", "value": v.isoformat()},
+    dt.timedelta: lambda v: {TYPE_KEY: "timedelta", "days": v.days, "seconds": v.seconds, "microseconds": v.microseconds},
+    Decimal: lambda v: {TYPE_KEY: "decimal", "value": str(v)},
+    uuid.UUID: lambda v: {TYPE_KEY: "uuid", "value": str(v)},
+}
+
+_DECODERS: dict[str, Callable[[dict], Any]] = {
+    "float": lambda d: float(d["value"]),
+    "dict": lambda d: {decode_value(k): decode_value(v) for k, v in d["items"]},
+    "tuple": lambda d: tuple(decode_value(v) for v in d["items"]),
+    "set": lambda d: {decode_value(v) for v in d["items"]},
+    "frozenset": lambda d: frozenset(decode_value(v) for v in d["items"]),
+    "bytes": lambda d: base64.b64decode(d["base64"]),
+    "bytearray": lambda d: bytearray(base64.b64decode(d["base64"])),
+    "memoryview": lambda d: memoryview(base64.b64decode(d["base64"])),
+    "datetime": lambda d: dt.datetime.fromisoformat(d["value"]),
+    "date": lambda d: dt.date.fromisoformat(d["value"]),
+    "time": lambda d: dt.time.fromisoformat(d["value"]),
+    "timedelta": lambda d: dt.timedelta(days=d["days"], seconds=d["seconds"], microseconds=d["microseconds"]),
+    "decimal": lambda d: Decimal(d["value"]),
+    "uuid": lambda d: uuid.UUID(d["value"]),
+    "repr": lambda d: d["value"],
+}
+
+
+def _register_bson() -> None:
+    """BSON types, when pymongo is installed: their encoders and decoders."""
+    try:
+        import bson
+        from bson.binary import Binary
+        from bson.decimal128 import Decimal128
+        from bson.int64 import Int64
+        from bson.objectid import ObjectId
+        from bson.regex import Regex
+        from bson.timestamp import Timestamp
+    except ImportError:
+        return
+    _ENCODERS.update(
+        {
+            ObjectId: lambda v: {TYPE_KEY: "objectid", "value": str(v)},
+            Decimal128: lambda v: {TYPE_KEY: "decimal128", "value": str(v)},
+            Int64: lambda v: {TYPE_KEY: "int64", "value": int(v)},
+            Binary: lambda v: {TYPE_KEY: "binary", "subtype": v.subtype, "base64": _b64(bytes(v))},
+            Timestamp: lambda v: {TYPE_KEY: "bson_timestamp", "time": v.time, "inc": v.inc},
+            Regex: lambda v: {TYPE_KEY: "regex", "pattern": encode_value(v.pattern), "flags": v.flags},
+            bson.MinKey: lambda v: {TYPE_KEY: "minkey"},
+            bson.MaxKey: lambda v: {TYPE_KEY: "maxkey"},
+        }
+    )
+    _DECODERS.update(
+        {
+            "objectid": lambda d: ObjectId(d["value"]),
+            "decimal128": lambda d: Decimal128(d["value"]),
+            "int64": lambda d: Int64(d["value"]),
+            "binary": lambda d: Binary(base64.b64decode(d["base64"]), d["subtype"]),
+            "bson_timestamp": lambda d: Timestamp(d["time"], d["inc"]),
+            "regex": lambda d: Regex(decode_value(d["pattern"]), d["flags"]),
+            "minkey": lambda d: bson.MinKey(),
+            "maxkey": lambda d: bson.MaxKey(),
+        }
+    )
+
+
+_register_bson()
+
+
+def encode_value(value: Any) -> Any:
+    """``value`` as JSON-compatible data that :func:`decode_value` turns back into an equal value of the same type."""
+    encoder = _ENCODERS.get(type(value))
+    if encoder is not None:
+        return encoder(value)
+    for base, base_encoder in (
+        (dict, _encode_dict),
+        (list, _ENCODERS[list]),
+        (tuple, _ENCODERS[tuple]),
+        (str, _ENCODERS[str]),
+        (int, _ENCODERS[int]),
+        (float, _encode_float),
+    ):
+        if isinstance(value, base):  # a subclass (OrderedDict, an IntEnum): keep its plain content
+            return base_encoder(base(value) if base in (int, float, str) else value)
+    cls = type(value)
+    return {TYPE_KEY: "repr", "type": f"{cls.__module__}.{cls.__qualname__}", "value": repr(value)}
+
+
+def decode_value(data: Any) -> Any:
+    """The Python value ``data`` (from :func:`encode_value`) stands for."""
+    if isinstance(data, list):
+        return [decode_value(item) for item in data]
+    if isinstance(data, dict):
+        kind = data.get(TYPE_KEY)
+        if kind is None:
+            return {k: decode_value(v) for k, v in data.items()}
+        decoder = _DECODERS.get(kind)
+        if decoder is None:
+            raise ValueDecodeError(f"unknown typed value {kind!r}")
+        try:
+            return decoder(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueDecodeError(f"bad {kind!r} value: {exc}") from None
+    return data
