@@ -365,3 +365,18 @@ def test_redact_false_keeps_every_value(serve: Callable[..., Any], cassette_dir:
     assert doc["request"]["body"]["json"] == body
     assert doc["request"]["query"] == f"api_key=q-{MARK}"
     assert _values(doc["request"]["headers"], "authorization") == [f"Bearer {MARK}"]
+
+
+def test_deeply_nested_json_is_redacted_without_recursion_limits():
+    from timetracer_otel.redaction import REDACTED, Redactor
+
+    deep: dict = {"password": "p", "keep": 1}
+    for _ in range(5000):
+        deep = {"child": deep, "token": "t"}
+    redacted = Redactor().json_value(deep)
+    node = redacted
+    for _ in range(5000):
+        assert node["token"] == REDACTED
+        node = node["child"]
+    assert node == {"password": REDACTED, "keep": 1}
+    assert deep["token"] == "t"  # the input is left as it was

@@ -108,14 +108,23 @@ class Redactor:
         return [[k, REDACTED] if k.lower() in self._headers else [k, v] for k, v in pairs]
 
     def json_value(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {
-                k: (REDACTED if isinstance(k, str) and self.is_secret_field(k) else self.json_value(v))
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self.json_value(v) for v in value]
-        return value
+        """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep."""
+        holder = [value]
+        pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+        while pending:
+            parent, key, item = pending.pop()
+            if isinstance(item, dict):
+                parent[key] = copy = {}
+                for name, child in item.items():
+                    if isinstance(name, str) and self.is_secret_field(name):
+                        copy[name] = REDACTED
+                    else:
+                        copy[name] = child
+                        pending.append((copy, name, child))
+            elif isinstance(item, list):
+                parent[key] = copy = list(item)
+                pending.extend((copy, index, child) for index, child in enumerate(item))
+        return holder[0]
 
     def query(self, query: str) -> str:
         if not query:
