@@ -21,7 +21,7 @@ import inspect
 import re
 from http.cookies import CookieError, SimpleCookie
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 from aiohttp import payload
@@ -168,7 +168,8 @@ def _response(
     )
     decompress = options.get("auto_decompress")
     decompress = client._auto_decompress if decompress is None else decompress
-    content = StreamReader(_Delivered(client._loop), options.get("read_bufsize") or client._read_bufsize, loop=client._loop)
+    limit = options.get("read_bufsize") or client._read_bufsize
+    content = StreamReader(_Delivered(client._loop), limit, loop=client._loop)
     content.feed_data(answer.body if decompress else answer.wire_body())
     content.feed_eof()
     response._closed = False

@@ -86,9 +86,11 @@ def live_http_view(
 ) -> CallView:
     """The view of a live HTTP call, redacted and cut the way a recording would have been.
 
-    A body over ``limit`` matches a recorded body that was truncated at the same size.
+    A body over ``limit`` matches a recorded body that was truncated at the same size; a
+    compressed body (``Content-Encoding``) is compared decoded, as the recording stored it.
     """
-    encoded = encode_body(body[:limit], size=len(body), truncated=len(body) > limit, limit=limit)
+    encoding = header_value(headers, "content-encoding")
+    encoded = encode_body(body[:limit], size=len(body), truncated=len(body) > limit, content_encoding=encoding, limit=limit)
     if redactor is not None:
         redactor.body(encoded, [list(h) for h in headers])
         url = redactor.url(url)

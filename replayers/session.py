@@ -50,17 +50,17 @@ class ReplayMismatchError(Exception):
         )
 
 
-_G = [None]
-def current_session():
-    return _G[0]
+def current_session() -> Optional["ReplaySession"]:
+    """The replay session of the request this code runs for, or None."""
+    return _current.get()
 
 
-def activate(session):
-    prev = _G[0]; _G[0] = session; return prev
+def activate(session: "ReplaySession") -> contextvars.Token:
+    return _current.set(session)
 
 
-def deactivate(token):
-    _G[0] = token
+def deactivate(token: contextvars.Token) -> None:
+    _current.reset(token)
 
 
 class ReplaySession:

@@ -1,4 +1,4 @@
-"""The README's first command: examples/starlette_example/run.py records one request end to end."""
+"""The README's first command: examples/starlette_example/run.py records one request, then replays it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 RUN_PY = Path(__file__).resolve().parents[1] / "examples" / "starlette_example" / "run.py"
 
 
-def test_example_records_the_upstream_call_in_a_cassette(cassette_dir: Path, tmp_path: Path) -> None:
-    """run.py exits 0 and names a cassette holding GET / and its /users/octocat call, both 200.
+def test_example_records_then_replays_with_the_upstream_stopped(cassette_dir: Path, tmp_path: Path) -> None:
+    """run.py exits 0, names a cassette holding GET / and its /users/octocat call (both 200),
+    and replays it, with its upstream shut down, to the same bytes.
 
     It runs from another directory than the repository, as a user might.
     """
@@ -22,8 +23,12 @@ def test_example_records_the_upstream_call_in_a_cassette(cassette_dir: Path, tmp
         [sys.executable, str(RUN_PY)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert 'GET /  ->  200 {"user": "octocat"}' in result.stdout
-    assert re.search(r"^timetracer \[OK\] recorded GET /  id=\w+  status=200  .*deps=http\.client:1$", result.stdout, re.M)
+    assert 'record  GET /  ->  200 {"user":"octocat"}' in result.stdout
+    assert 'replay  GET /  ->  200 {"user":"octocat"}' in result.stdout
+    console_line = r"^timetracer \[OK\] recorded GET /  id=(\w+)  status=200  total=\d+ms  deps=http\.client:1$"
+    cassette_id = re.search(console_line, result.stdout, re.M).group(1)
+    replay_line = rf"^timetracer \[OK\] replayed GET /  id={cassette_id}  status=200  calls=1/1  unused=0  response=same$"
+    assert re.search(replay_line, result.stdout, re.M)
 
     path = Path(re.search(r"^cassette  (\S+)", result.stdout, re.M).group(1))
     assert path.is_file() and path.is_relative_to(cassette_dir)

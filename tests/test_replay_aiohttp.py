@@ -7,6 +7,7 @@ second instance of the same app in replay mode with that cassette and sends the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -17,7 +18,7 @@ import aiohttp
 import httpx
 import pytest
 from _outgoing_http import CLOSED_PORT_URL
-from conftest import Upstream, load_cassettes
+from conftest import RunningServer, Upstream, load_cassettes
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -29,7 +30,8 @@ from starlette.routing import Route
 from timetracer_otel._tracing import tracer_provider
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
-from timetracer_otel.replayers import ReplayMismatchError
+from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
+from timetracer_otel.replayers.session import activate, deactivate
 
 
 def _seen(response: aiohttp.ClientResponse, body: bytes) -> dict[str, Any]:
@@ -75,22 +77,17 @@ async def _script(base: str) -> dict[str, Any]:
     return got
 
 
-async def _lookup_aiohttp(session: aiohttp.ClientSession, q: str, name: str) -> Any:
-    async with session.post("/echo", params={"q": q}, json={"name": name}) as response:
-        return await response.json()
-
-
-async def _lookup_httpx(session: aiohttp.ClientSession, q: str, name: str) -> Any:
-    async with httpx.AsyncClient(base_url=str(session._base_url)) as client:
-        return (await client.post("/echo", params={"q": q}, json={"name": name})).json()
-
-
-_LOOKUPS: dict[str, Callable[..., Any]] = {"aiohttp": _lookup_aiohttp, "httpx": _lookup_httpx}
-
-
 def _app(upstream: Upstream, config: TraceConfig, client: str = "aiohttp") -> Starlette:
     """The app under test; ``/lookup`` makes its one call with ``client``."""
     shared: dict[str, aiohttp.ClientSession] = {}
+
+    async def post_aiohttp(q: str, name: str) -> Any:
+        async with shared["session"].post("/echo", params={"q": q}, json={"name": name}) as response:
+            return await response.json()
+
+    async def post_httpx(q: str, name: str) -> Any:
+        async with httpx.AsyncClient(base_url=upstream.url) as session:
+            return (await session.post("/echo", params={"q": q}, json={"name": name})).json()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,7 +102,8 @@ def _app(upstream: Upstream, config: TraceConfig, client: str = "aiohttp") -> St
     async def lookup(request: Request) -> JSONResponse:
         query = request.query_params
         try:
-            return JSONResponse(await _LOOKUPS[client](shared["session"], query["q"], query["name"]))
+            post = post_aiohttp if client == "aiohttp" else post_httpx
+            return JSONResponse(await post(query["q"], query["name"]))
         except ReplayMismatchError as exc:
             return JSONResponse({"mismatch": str(exc)}, status_code=409)
 
@@ -114,7 +112,9 @@ def _app(upstream: Upstream, config: TraceConfig, client: str = "aiohttp") -> St
     return app
 
 
-def _record(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, path: str, client: str = "aiohttp") -> tuple[bytes, Path]:
+def _record(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, path: str, client: str = "aiohttp"
+) -> tuple[bytes, Path]:
     """Record ``path`` live; the app's response bytes and the cassette file."""
     server = serve(_app(upstream, TraceConfig(mode="record", cassette_dir=str(cassette_dir)), client), lifespan="on")
     response = httpx.get(server.url + path, timeout=10)
@@ -125,9 +125,9 @@ def _record(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, p
     return response.content, cassette
 
 
-def _replaying(serve: Callable[..., Any], upstream: Upstream, cassette: Path) -> str:
-    """The URL of a second instance of the app, replaying ``cassette``."""
-    return serve(_app(upstream, TraceConfig(mode="replay", cassette_path=str(cassette))), lifespan="on").url
+def _replaying(serve: Callable[..., Any], upstream: Upstream, cassette: Path) -> RunningServer:
+    """A second instance of the app, replaying ``cassette``."""
+    return serve(_app(upstream, TraceConfig(mode="replay", cassette_path=str(cassette))), lifespan="on")
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_replay_gives_the_app_the_recorded_bytes_without_the_upstream(
     assert got["stream"] == {"text": "chunk-0;chunk-1;chunk-2;", "largest": 4}
     sent = len(upstream.requests)
 
-    replayed = httpx.get(_replaying(serve, upstream, cassette) + "/script", timeout=10)
+    replayed = httpx.get(_replaying(serve, upstream, cassette).url + "/script", timeout=10)
 
     assert (replayed.status_code, replayed.content) == (200, recorded)
     assert len(upstream.requests) == sent
@@ -164,7 +164,7 @@ def test_session_created_before_replay_started_is_answered(
     assert json.loads(recorded)["query"] == "q=1"
     sent = len(upstream.requests)
 
-    replayed = httpx.get(_replaying(serve, upstream, cassette) + "/lookup?q=1&name=ada", timeout=10)
+    replayed = httpx.get(_replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10)
 
     assert (replayed.status_code, replayed.content) == (200, recorded)
     assert len(upstream.requests) == sent
@@ -172,7 +172,10 @@ def test_session_created_before_replay_started_is_answered(
 
 @pytest.mark.parametrize(
     ("query", "differs"),
-    [("q=2&name=ada", "query 'q': recorded 1, this call 2"), ("q=1&name=bob", 'body: recorded {"name":"ada"}, this call {"name":"bob"}')],
+    [
+        ("q=2&name=ada", "query 'q': recorded 1, this call 2"),
+        ("q=1&name=bob", 'body: recorded {"name":"ada"}, this call {"name":"bob"}'),
+    ],
 )
 def test_changed_call_raises_mismatch_at_the_call_site(
     query: str, differs: str, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
@@ -180,14 +183,14 @@ def test_changed_call_raises_mismatch_at_the_call_site(
     _, cassette = _record(serve, upstream, cassette_dir, "/lookup?q=1&name=ada")
     sent = len(upstream.requests)
 
-    replayed = httpx.get(_replaying(serve, upstream, cassette) + "/lookup?" + query, timeout=10)
+    replayed = httpx.get(_replaying(serve, upstream, cassette).url + "/lookup?" + query, timeout=10)
 
     assert replayed.status_code == 409  # the app caught ReplayMismatchError where it made the call
     message = replayed.json()["mismatch"]
     q = query.split("&")[0]
     assert f"no recorded call matches POST {upstream.url}/echo?{q} (aiohttp)" in message
     assert f"#0 POST {upstream.url}/echo?q=1 (unused)" in message
-    assert differs in message
+    assert differs in message, message
     assert len(upstream.requests) == sent
 
 
@@ -195,19 +198,22 @@ def test_replayed_call_still_makes_an_opentelemetry_client_span(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, spans: InMemorySpanExporter
 ) -> None:
     _, cassette = _record(serve, upstream, cassette_dir, "/lookup?q=1&name=ada")
-    url = _replaying(serve, upstream, cassette)
+    server = _replaying(serve, upstream, cassette)
     spans.clear()
 
-    assert httpx.get(url + "/lookup?q=1&name=ada", timeout=10).status_code == 200
-    assert httpx.get(url + "/lookup?q=9&name=ada", timeout=10).status_code == 409
+    assert httpx.get(server.url + "/lookup?q=1&name=ada", timeout=10).status_code == 200
+    assert httpx.get(server.url + "/lookup?q=9&name=ada", timeout=10).status_code == 409
+    server.stop()  # joins the server: its requests, and so their server spans, have ended
 
     finished = spans.get_finished_spans()
-    servers = {s.context.span_id: s for s in finished if s.kind is SpanKind.SERVER}
-    clients = [s for s in finished if s.kind is SpanKind.CLIENT]
-    assert [s.attributes.get("url.full", s.attributes.get("http.url")) for s in clients] == [
-        f"{upstream.url}/echo?q=1",
-        f"{upstream.url}/echo?q=9",
-    ]
+    servers = {s.context.span_id for s in finished if s.kind is SpanKind.SERVER}
+    urls = {
+        s: str(s.attributes.get("url.full", s.attributes.get("http.url")))
+        for s in finished
+        if s.kind is SpanKind.CLIENT
+    }
+    clients = [s for s, url in urls.items() if url.startswith(upstream.url)]  # not the test's own httpx calls
+    assert [urls[s] for s in clients] == [f"{upstream.url}/echo?q=1", f"{upstream.url}/echo?q=9"]
     assert all(s.parent is not None and s.parent.span_id in servers for s in clients)
     answered, unmatched = clients
     assert answered.status.status_code is not StatusCode.ERROR
@@ -220,7 +226,42 @@ def test_call_recorded_with_httpx_is_answered_for_aiohttp(
     recorded, cassette = _record(serve, upstream, cassette_dir, "/lookup?q=1&name=ada", client="httpx")
     sent = len(upstream.requests)
 
-    replayed = httpx.get(_replaying(serve, upstream, cassette) + "/lookup?q=1&name=ada", timeout=10)
+    replayed = httpx.get(_replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10)
 
     assert (replayed.status_code, replayed.content) == (200, recorded)  # what httpx got, now given to aiohttp
     assert len(upstream.requests) == sent
+
+
+@pytest.mark.parametrize(
+    ("recorded", "raised"),
+    [
+        ("httpx.ConnectError", aiohttp.ClientConnectorError),
+        ("httpx.ConnectTimeout", aiohttp.ConnectionTimeoutError),
+        ("requests.exceptions.ReadTimeout", aiohttp.SocketTimeoutError),
+        ("aiohttp.client_exceptions.ServerDisconnectedError", aiohttp.ServerDisconnectedError),
+        ("aiohttp.client_exceptions.UnixClientConnectorError", aiohttp.ClientConnectorError),  # other arguments
+        ("httpx.RemoteProtocolError", aiohttp.ClientConnectionError),
+    ],
+)
+def test_recorded_transport_error_replays_as_aiohttp_exception(recorded: str, raised: type[BaseException]) -> None:
+    """The recorded class when it is aiohttp's and can be rebuilt, else aiohttp's class for the kind of failure."""
+    request = {"method": "GET", "url": CLOSED_PORT_URL, "headers": [], "body": {"size": 0, "encoding": "empty"}}
+    error = {"type": recorded, "message": "recorded failure"}
+    call = {"protocol": "http", "request": request, "response": None, "error": error}
+    replay = ReplaySession({"calls": [call]}, "handmade.json")
+    install_replayers()
+
+    async def call_dead_port() -> BaseException:
+        token = activate(replay)
+        try:
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(BaseException) as caught:
+                    await session.get(CLOSED_PORT_URL)
+        finally:
+            deactivate(token)
+        return caught.value
+
+    replayed = asyncio.run(call_dead_port())
+    assert type(replayed) is raised
+    assert "recorded failure" in str(replayed)  # a live attempt at the dead port would say "Connect call failed"
+    assert len(replay.answered) == 1

@@ -24,6 +24,7 @@ _WAYS = [
     ("/sync/httpx", None),
     ("/sync/requests", None),
     ("/stream/httpx", None),
+    ("/upload/gzip", None),
     ("/fail/httpx", "httpx.ConnectError"),
     ("/fail/requests", "requests.exceptions.ConnectionError"),
     ("/fail/httpx?gate={gate}", "httpx.ReadTimeout"),
@@ -35,7 +36,7 @@ _WAYS = [
 def test_each_way_of_calling_replays_byte_for_byte_without_the_upstream(
     path: str, caught: str | None, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
-    """httpx async/sync/stream and requests: JSON, form, binary, gzip, 404, connect errors, read timeouts."""
+    """httpx async/sync/stream and requests: JSON, form, binary, gzip both ways, 404, connect errors, read timeouts."""
     gate = f"timeout-{uuid.uuid4().hex}"
     path = path.format(gate=gate)
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", path, {})])

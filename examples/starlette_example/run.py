@@ -1,9 +1,12 @@
-"""Record one request end to end: local upstream, the app under uvicorn, one cassette.
+"""Record one request end to end, then replay it with the upstream gone.
 
 1. starts ``upstream.py`` on a free port of 127.0.0.1 (it answers like api.github.com);
 2. runs ``uvicorn app:app`` on a free port of 127.0.0.1 with ``TIMETRACER_MODE=record``;
 3. sends ``GET /``, waits for timetracer's console line, stops uvicorn;
-4. checks the cassette holds the upstream call and prints where it is.
+4. checks the cassette holds the upstream call and prints where it is;
+5. stops the upstream, runs the app again with ``TIMETRACER_MODE=replay`` and
+   ``TIMETRACER_CASSETTE`` set to that cassette, sends ``GET /`` again and checks the
+   response is byte for byte the recorded one.
 
 Cassettes go to ``$TIMETRACER_DIR`` if set, else to ``cassettes/`` next to this file.
 Exits 1 if any step fails. Nothing leaves 127.0.0.1.
@@ -31,6 +34,7 @@ STEP_SECONDS = 30.0
 
 _LISTENING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
 _RECORDED = re.compile(r"^timetracer \[(OK|ERR)\] recorded ")
+_REPLAYED = re.compile(r"^timetracer \[(OK|DIFF)\] replayed ")
 _CASSETTE = re.compile(r"^  cassette: (.+)$")
 
 
@@ -71,9 +75,9 @@ class _Output:
             self.lines.append(line)
 
 
-def _get_json(url: str) -> tuple[int, Any]:
+def _get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=STEP_SECONDS) as response:
-        return response.status, json.loads(response.read())
+        return response.status, response.read()
 
 
 def _check_cassette(path: Path) -> dict[str, Any]:
@@ -101,54 +105,74 @@ def _stop(process: subprocess.Popen[str], output: _Output) -> None:
         raise ExampleFailed(f"uvicorn exited with status {process.returncode}")
 
 
+class _App:
+    """``uvicorn app:app`` in a subprocess with the given timetracer environment."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        command = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", "0"]
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            encoding="utf-8",
+            errors="replace",
+        )
+        self.output = _Output(self.process.stdout)
+
+    def request_root(self) -> tuple[int, bytes, list[str]]:
+        """``GET /`` once uvicorn listens; the status, the body, and timetracer's two console lines."""
+        url = self.output.expect(_LISTENING, STARTUP_SECONDS, "'Uvicorn running on' line").group(1)
+        status, body = _get(url + "/")
+        line = self.output.expect(re.compile(f"{_RECORDED.pattern}|{_REPLAYED.pattern}"), STEP_SECONDS, "timetracer line")
+        cassette_line = self.output.expect(_CASSETTE, STEP_SECONDS, "cassette path line")
+        _stop(self.process, self.output)
+        return status, body, [line.string, cassette_line.string]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
 def main() -> int:
     cassette_dir = Path(os.environ.get("TIMETRACER_DIR") or HERE / "cassettes").resolve()
     upstream_server = upstream.start()
     upstream_url = f"http://127.0.0.1:{upstream_server.server_address[1]}"
-    env = {
-        **os.environ,
-        "TIMETRACER_MODE": "record",
-        "TIMETRACER_DIR": str(cassette_dir),
-        "UPSTREAM_URL": upstream_url,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONIOENCODING": "utf-8",
-    }
-    command = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", "0"]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        encoding="utf-8",
-        errors="replace",
-    )
-    output = _Output(process.stdout)
+    apps: list[_App] = []
     try:
         print(f"upstream  {upstream_url}  (stands in for https://api.github.com)")
-        app_url = output.expect(_LISTENING, STARTUP_SECONDS, "'Uvicorn running on' line").group(1)
-        print(f"app       {app_url}  (uvicorn app:app, TIMETRACER_MODE=record, TIMETRACER_DIR={cassette_dir})")
-        status, body = _get_json(app_url + "/")
-        print(f"GET /  ->  {status} {json.dumps(body)}")
-        if (status, body) != (200, {"user": "octocat"}):
+        recorder = _App({"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "UPSTREAM_URL": upstream_url})
+        apps.append(recorder)
+        status, body, recorded = recorder.request_root()
+        print(f"record  GET /  ->  {status} {body.decode()}")
+        if (status, json.loads(body)) != (200, {"user": "octocat"}):
             raise ExampleFailed('expected 200 {"user": "octocat"}')
-        recorded = output.expect(_RECORDED, STEP_SECONDS, "timetracer console line").string
-        cassette_line = output.expect(_CASSETTE, STEP_SECONDS, "cassette path line")
-        _stop(process, output)
-        shown = Path(cassette_line.group(1))
+        print("\n".join(recorded))
+        shown = Path(_CASSETTE.match(recorded[1]).group(1))
         path = shown if shown.is_absolute() else Path.cwd() / shown
         doc = _check_cassette(path)
+
+        upstream_server.shutdown()
+        upstream_server.server_close()
+        print(f"upstream stopped; replaying {path.name} (calls={len(doc['calls'])} spans={len(doc['spans'])})")
+        replayer = _App({"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(path), "UPSTREAM_URL": upstream_url})
+        apps.append(replayer)
+        replay_status, replay_body, replayed = replayer.request_root()
+        print(f"replay  GET /  ->  {replay_status} {replay_body.decode()}")
+        print("\n".join(replayed))
+        if (replay_status, replay_body) != (status, body) or "[OK]" not in replayed[0]:
+            raise ExampleFailed("the replayed response differs from the recorded one")
     except (ExampleFailed, OSError, ValueError, KeyError) as exc:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        print("\n".join(["uvicorn output:", *output.lines]), file=sys.stderr)
+        for app in apps:
+            app.kill()
+            print("\n".join(["uvicorn output:", *app.output.lines]), file=sys.stderr)
         print(f"example FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:
         upstream_server.shutdown()
-    print(f"uvicorn printed:\n{recorded}\n{cassette_line.string}")
-    print(f"cassette  {path.resolve()}  (calls={len(doc['calls'])} spans={len(doc['spans'])})")
+    print(f"cassette  {path.resolve()}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/binary", {}),
     ("GET", "/gzip", {}),
     ("GET", "/status/404", {}),
+    ("GET", "/stream?chunks=3", {}),  # chunked transfer encoding
 ]
 
 
@@ -79,6 +81,12 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
             async for data in response.aiter_bytes():
                 text += data.decode()
         return PlainTextResponse(text)
+
+    async def gzip_upload(request: Request) -> JSONResponse:
+        """A compressed request body: its bytes change with gzip's timestamp, its content does not."""
+        async with httpx.AsyncClient() as client:
+            packed = gzip.compress(b'{"packed": true}')
+            return JSONResponse(seen(await client.post(f"{upstream}/echo", content=packed, headers={"Content-Encoding": "gzip"})))
 
     async def fail_httpx(request: Request) -> JSONResponse:
         try:
@@ -133,6 +141,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/async/httpx", async_httpx),
         Route("/sync/{library}", sync_script),
         Route("/stream/httpx", stream_httpx),
+        Route("/upload/gzip", gzip_upload),
         Route("/fail/httpx", fail_httpx),
         Route("/fail/requests", fail_requests),
         Route("/lookup", lookup, methods=["POST"]),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Union
 
 from . import FORMAT_NAME, FORMAT_VERSION
 
 __all__ = ["CassetteError", "load_cassette", "cassette_files"]
+
+_LAST_TOKEN = re.compile(r'[^\s,:\[\]{}"]*')
 
 
 class CassetteError(Exception):
@@ -53,6 +56,15 @@ def validate_document(doc: Any, path: Path) -> dict[str, Any]:
     return doc
 
 
+def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
+    where = f"line {exc.lineno} column {exc.colno}: {exc.msg.removesuffix(' starting at')}"
+    # The parser stopped in the file's last token (a cut ``tru``, ``12``, or nothing at all); a strict
+    # JSON string holds no raw newline, so an unterminated one also runs to the end of the file.
+    if _LAST_TOKEN.fullmatch(text[exc.pos :].rstrip()) or exc.msg.startswith("Unterminated string"):
+        return f"is truncated: the JSON ends early ({where})"
+    return f"is not valid JSON at {where}"
+
+
 def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
     """The cassette document at ``path``, checked; :class:`CassetteError` if it is unusable."""
     file = Path(path)
@@ -65,12 +77,15 @@ def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
     except OSError as exc:
         raise CassetteError(file, f"cannot be read ({exc.strerror or exc})") from None
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise CassetteError(file, "is not UTF-8 text") from None
+        raise CassetteError(file, "is not UTF-8 text (a binary or compressed file?)") from None
+    if not text.strip():
+        raise CassetteError(file, "is empty")
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        where = "it ends early (truncated?)" if exc.pos >= len(raw.rstrip()) else f"line {exc.lineno} column {exc.colno}"
-        raise CassetteError(file, f"is not valid JSON: {exc.msg} at {where}") from None
+        raise CassetteError(file, _json_problem(exc, text)) from None
     try:
         return validate_document(doc, file)
     except CassetteError:

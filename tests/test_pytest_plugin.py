@@ -1,0 +1,117 @@
+"""The pytest plugin as a user meets it: the spec's example, recorded once with
+``--timetracer-mode=record`` while the upstream is up, then passing with the upstream down.
+
+The inner runs use ``runpytest_subprocess``: each is a fresh ``pytest`` process that loads the
+plugin from its ``pytest11`` entry point and starts with no OpenTelemetry provider and no
+instrumentation, as on a user's machine. In-process runs would inherit this session's global
+provider and enabled plugins (and would enable every plugin in this process when recording).
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from conftest import running_upstream
+
+pytest_plugins = ["pytester"]
+
+_APP = '''
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+UPSTREAM = "{upstream}"
+
+
+async def get_user(request):
+    user_id = request.path_params["user_id"]
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{{UPSTREAM}}/json", params={{"user": user_id}})
+        github_data = response.json()
+    greeting = f"hello {{github_data['login'].upper()}} #{{user_id}}"
+    return JSONResponse({{"user": github_data["login"], "github": github_data, "greeting": greeting}})
+
+
+app = Starlette(debug=True, routes=[
+    Route("/users/{{user_id:int}}", get_user),
+])
+
+auto_setup(app, plugins=["httpx"])
+'''
+
+# The spec's example as written (import root timetracer_otel), and one test showing the app's code ran.
+_TEST_APP = '''
+from starlette.testclient import TestClient
+from app import app
+
+client = TestClient(app)
+
+def test_with_replay(timetracer_replay):
+    """Test using a pre-recorded cassette."""
+    with timetracer_replay("cassettes/test_user.json"):
+        response = client.get("/users/1")
+        assert response.status_code == 200
+        assert "github" in response.json()
+
+
+def test_the_app_computed_its_answer(timetracer_replay):
+    with timetracer_replay("cassettes/test_user.json"):
+        response = client.get("/users/1")
+    assert response.json()["greeting"] == "hello OCTOCAT #1"
+'''
+
+_TEST_STRICT = '''
+from test_app import client
+
+def test_strict_fails_on_an_unused_call(timetracer_replay):
+    with timetracer_replay("cassettes/test_user.json", strict=True):
+        pass  # the recorded call is never made
+
+
+def test_strict_passes_when_every_call_is_used(timetracer_replay):
+    with timetracer_replay("cassettes/test_user.json", strict=True):
+        assert client.get("/users/1").json()["user"] == "octocat"
+'''
+
+_TEST_RECORD = '''
+import httpx
+
+def test_record_then_replay(timetracer_record):
+    with timetracer_record("echo"):
+        data = httpx.post("{upstream}/echo?q=1", json={{"n": 1}}).json()
+    assert (data["query"], data["body"]) == ("q=1", '{{"n":1}}')
+'''
+
+
+def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pytest.Pytester) -> None:
+    with running_upstream() as live:
+        pytester.makepyfile(app=_APP.format(upstream=live.url), test_app=_TEST_APP, test_record=_TEST_RECORD.format(upstream=live.url))
+        pytester.runpytest_subprocess("--timetracer-mode=record", "test_app.py").assert_outcomes(passed=2)
+        pytester.runpytest_subprocess("test_record.py").assert_outcomes(passed=1)  # no cassette yet: records it
+        assert [(r["path"], r["query"]) for r in live.requests] == [("/json", "user=1")] * 2 + [("/echo", "q=1")]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(live.url + "/json")  # the upstream is down: a call that went out would fail
+
+    cassette = json.loads((pytester.path / "cassettes" / "test_user.json").read_text("utf-8"))
+    assert [call["request"]["url"] for call in cassette["calls"]] == [live.url + "/json?user=1"]
+    assert (pytester.path / "cassettes" / "echo.json").is_file()
+
+    pytester.makepyfile(test_strict=_TEST_STRICT)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "timetracer strict replay of cassettes/test_user.json failed:",
+            f"  recorded but unused: GET {live.url}/json?user=1",
+            "FAILED test_strict.py::test_strict_fails_on_an_unused_call - *",
+        ]
+    )
+
+    live_run = pytester.runpytest_subprocess("--timetracer-mode=off", "test_app.py")
+    live_run.assert_outcomes(failed=2)  # without replay the same tests cannot pass
+    live_run.stdout.fnmatch_lines(["*ConnectError*"])

@@ -1,0 +1,124 @@
+"""An unusable cassette stops the app at start with one error naming the file and the problem;
+``live_plugins`` is the only way a library's calls go out in replay."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pytest
+from _replay import assert_same_response, cassette_files, record, replay, replay_config, uvicorn_process
+from conftest import RunningServer, Upstream, start_uvicorn
+from starlette.applications import Starlette
+
+from timetracer_otel.cassette.reader import CassetteError
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import TimeTracerMiddleware, auto_setup
+
+
+def _without_request_method(good: bytes) -> bytes:
+    doc = json.loads(good)
+    del doc["request"]["method"]
+    return json.dumps(doc).encode()
+
+
+# name -> (the file's bytes made from a good cassette, or None for no file; the problem stated, as a regex)
+_BAD: dict[str, tuple[Optional[Callable[[bytes], bytes]], str]] = {
+    "truncated": (lambda good: good[: len(good) // 2], r"is truncated: the JSON ends early \(line \d+ column \d+: .+\)"),
+    "corrupt": (lambda good: good[:300] + b"\x00\x01garbage" + good[309:], r"is not valid JSON at line \d+ column \d+: .+"),
+    "wrong version": (
+        lambda good: json.dumps({**json.loads(good), "version": 2}).encode(),
+        re.escape("format version 2 is not supported (this timetracer reads version 1)"),
+    ),
+    "not JSON": (lambda good: b"GET / HTTP/1.1\r\n", re.escape("is not valid JSON at line 1 column 1: Expecting value")),
+    "compressed": (gzip.compress, re.escape("is not UTF-8 text (a binary or compressed file?)")),
+    "empty": (lambda good: b"", "is empty"),
+    "not a cassette": (lambda good: b'{"hello": "world"}', re.escape("'format' is None, expected 'timetracer-cassette'")),
+    "no request method": (_without_request_method, re.escape("'request' lacks method")),
+    "missing": (None, "no such file or directory"),
+}
+_START: dict[str, Callable[[TraceConfig], Any]] = {
+    "auto_setup": lambda config: auto_setup(Starlette(), config=config),
+    "middleware": lambda config: TimeTracerMiddleware(Starlette(), config=config),
+}
+
+
+@pytest.fixture(scope="module")
+def good_cassette(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[bytes]:
+    """The bytes of a real cassette, recorded once for the module."""
+    directory = tmp_path_factory.mktemp("cassettes")
+    servers: list[RunningServer] = []
+
+    def serve(app: Any) -> RunningServer:
+        servers.append(start_uvicorn(app))
+        return servers[-1]
+
+    record(serve, upstream.url, directory, [("GET", "/async/httpx", {})])
+    servers[0].stop()
+    (path,) = cassette_files(directory)
+    yield path.read_bytes()
+
+
+def _assert_one_clear_error(raised: pytest.ExceptionInfo[CassetteError], path: Path, problem: str) -> None:
+    assert re.fullmatch(f"timetracer: cannot use cassette {re.escape(str(path))}: {problem}", str(raised.value))
+    error = raised.value
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)  # nothing chained to wade through
+
+
+@pytest.mark.parametrize("start", _START)
+@pytest.mark.parametrize("name", _BAD)
+def test_unusable_cassette_stops_the_app_at_start(name: str, start: str, good_cassette: bytes, tmp_path: Path) -> None:
+    make, problem = _BAD[name]
+    path = tmp_path / "cassette.json"
+    if make is not None:
+        path.write_bytes(make(good_cassette))
+    with pytest.raises(CassetteError) as raised:
+        _START[start](replay_config(path))
+    _assert_one_clear_error(raised, path, problem)
+
+
+def test_directory_names_its_unusable_cassette(good_cassette: bytes, tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_bytes(good_cassette)
+    bad = tmp_path / "day" / "b.json"
+    bad.parent.mkdir()
+    bad.write_bytes(good_cassette[:-20])
+    with pytest.raises(CassetteError) as raised:
+        auto_setup(Starlette(), config=replay_config(tmp_path))
+    _assert_one_clear_error(raised, bad, r"is truncated: .+")
+
+
+def test_empty_directory_and_unset_cassette(tmp_path: Path) -> None:
+    with pytest.raises(CassetteError) as raised:
+        auto_setup(Starlette(), config=replay_config(tmp_path))
+    _assert_one_clear_error(raised, tmp_path, "the directory holds no cassettes")
+    with pytest.raises(CassetteError) as raised:
+        auto_setup(Starlette(), config=TraceConfig(mode="replay"))
+    _assert_one_clear_error(raised, Path("(unset)"), re.escape("replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))"))
+
+
+def test_fresh_process_refuses_to_start(good_cassette: bytes, tmp_path: Path, upstream: Upstream) -> None:
+    """``TIMETRACER_MODE=replay TIMETRACER_CASSETTE=<truncated file> uvicorn ...`` exits, saying why, once."""
+    path = tmp_path / "cassette.json"
+    path.write_bytes(good_cassette[: len(good_cassette) // 2])
+    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(path), "REPLAY_APP_UPSTREAM": upstream.url}
+    with uvicorn_process(env) as server:
+        assert server.process.wait(60) != 0
+    assert server.stderr.count("timetracer: cannot use cassette") == 1, server.stderr
+    assert f"cannot use cassette {path}: is truncated: the JSON ends early" in server.stderr
+
+
+def test_live_plugins_let_httpx_go_out_while_requests_replays(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/mixed", {})])
+    (cassette,) = cassette_files(cassette_dir)
+    before = len(upstream.requests)
+    config = replay_config(cassette, live_plugins=("httpx",))
+    (replayed,), (report,) = replay(serve, upstream.url, config, [("GET", "/mixed", {})])
+    assert [(r["path"], r["query"]) for r in upstream.requests[before:]] == [("/echo", "via=httpx")]
+    assert_same_response(recorded, replayed)
+    assert report.answered == [f"GET {upstream.url}/echo?via=requests"]
+    assert report.unused == [f"GET {upstream.url}/echo?via=httpx"]

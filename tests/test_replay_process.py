@@ -1,0 +1,56 @@
+"""Replay outside the recording process: ``TIMETRACER_MODE=replay uvicorn ...`` in a fresh process,
+and Starlette's TestClient, answer as the recording did without reaching the upstream."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from _replay import assert_same_response, cassette_files, new_reports, record, replay_config, send, uvicorn_process
+from apps.replay_app import create_app
+from conftest import Upstream, load_cassettes
+from starlette.testclient import TestClient
+
+_SENT = [("GET", "/async/httpx", {}), ("GET", "/sync/requests", {}), ("GET", "/fail/httpx", {})]
+
+
+def _recorded(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> list[httpx.Response]:
+    responses = record(serve, upstream.url, cassette_dir, _SENT)
+    assert [r.status_code for r in responses] == [200, 200, 502]
+    return responses
+
+
+@pytest.mark.parametrize("single_file", [True, False], ids=["file", "directory"])
+def test_fresh_uvicorn_process_replays_from_the_environment(
+    single_file: bool, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """One cassette answers the request it was recorded for; a directory answers all three. Each logs its report."""
+    recorded = _recorded(serve, upstream, cassette_dir)
+    sent, expected, cassette = _SENT, recorded, cassette_dir
+    if single_file:
+        (doc,) = [d for d in load_cassettes(cassette_dir) if d["request"]["path"] == "/async/httpx"]
+        (cassette,) = [p for p in cassette_files(cassette_dir) if doc["id"] in p.name]
+        sent, expected = _SENT[:1], recorded[:1]
+    before = len(upstream.requests)
+    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette), "REPLAY_APP_UPSTREAM": upstream.url}
+    with uvicorn_process(env) as server:
+        replayed = send(server.url, sent)
+    assert len(upstream.requests) == before
+    for old, new in zip(expected, replayed):
+        assert_same_response(old, new)
+    reported = re.findall(r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=\d+  calls=(\d+)/\2  unused=0  response=same$", server.stderr, re.M)
+    assert [path for path, _ in reported] == [path for _, path, _ in sent], server.stderr
+
+
+def test_testclient_replays_in_process(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    recorded = _recorded(serve, upstream, cassette_dir)
+    before = len(upstream.requests)
+    with new_reports() as reports, TestClient(create_app(upstream.url, replay_config(cassette_dir))) as client:
+        replayed = [client.request(method, path, **options) for method, path, options in _SENT]
+    assert len(upstream.requests) == before
+    for old, new in zip(recorded, replayed):
+        assert_same_response(old, new)
+    assert [(r.path, r.ok) for r in reports] == [(path, True) for _, path, _ in _SENT]
