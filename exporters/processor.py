@@ -44,14 +44,19 @@ class CassetteSpanProcessor(SpanProcessor):
         self._own(recording.root_span_id, recording)
 
     def _own(self, span_id: int, recording: TraceRecording) -> None:
+        evicted = 0
         with self._lock:
             self._owner[span_id] = recording
-            overflow = len(self._owner) - self._max_open_spans
-            if overflow > 0:
-                for stale in list(self._owner)[:overflow]:
-                    del self._owner[stale]
-        if overflow > 0:
-            counters.add("evicted.open_spans", overflow)
+            while len(self._owner) > self._max_open_spans:
+                stale_id = next(iter(self._owner))
+                stale = self._owner.pop(stale_id)
+                evicted += 1
+                if stale_id == stale.root_span_id and not stale.finished:
+                    stale.discarded = True  # its request can no longer finish: flush must not wait for it
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+        if evicted:
+            counters.add("evicted.open_spans", evicted)
             errors.error("evicted", "too many open spans; the oldest recordings lose spans")
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:

@@ -1,0 +1,101 @@
+"""Spans that end after their request (background work) join its cassette; the span table is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+from _record_support import stat
+from conftest import load_cassettes
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from timetracer_otel._recording import TraceRecording, activate, deactivate
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.exporters import CassetteSpanProcessor
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+def test_a_call_made_after_the_response_is_added_to_the_cassette(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+) -> None:
+    """A task the handler leaves running calls upstream after the response; the cassette is rewritten with it."""
+    release = threading.Event()
+    finished = threading.Event()
+    tasks: set[asyncio.Task] = set()
+
+    async def later() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 10)
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{upstream.url}/echo?late=1")
+        finished.set()
+
+    async def handler(request: Request) -> PlainTextResponse:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{upstream.url}/echo?early=1")
+        task = asyncio.create_task(later())
+        tasks.add(task)
+        return PlainTextResponse("answered")
+
+    app = Starlette(routes=[Route("/", handler)])
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    server = serve(app)
+    rewrites_before = stat("rewritten")
+
+    assert httpx.get(server.url + "/").text == "answered"
+    [first] = load_cassettes(cassette_dir)
+    assert [c["request"]["url"].rsplit("?", 1)[1] for c in first["calls"]] == ["early=1"]
+
+    release.set()
+    assert finished.wait(10), "the background call did not finish"
+    [cassette] = load_cassettes(cassette_dir)
+    assert [c["request"]["url"].rsplit("?", 1)[1] for c in cassette["calls"]] == ["early=1", "late=1"]
+    late_call = cassette["calls"][1]
+    span_ids = {span["span_id"] for span in cassette["spans"]}
+    assert late_call["span_id"] in span_ids
+    assert cassette["id"] == first["id"]
+    assert stat("rewritten") > rewrites_before
+
+
+def test_open_spans_are_bounded_and_the_oldest_evicted(tmp_path: Path) -> None:
+    """Requests whose spans never end cannot grow the processor without bound."""
+    processor = CassetteSpanProcessor(max_open_spans=10)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bound-test")
+    config = TraceConfig(mode="record", cassette_dir=str(tmp_path))
+    evicted_before = stat("evicted.open_spans")
+    roots = []
+    for index in range(25):
+        root = tracer.start_span(f"request {index}")  # a request that hangs, for now
+        roots.append(root)
+        context = root.get_span_context()
+        recording = TraceRecording(
+            config,
+            trace_id=context.trace_id,
+            root_span_id=context.span_id,
+            method="GET",
+            path=f"/{index}",
+            query="",
+            headers=[],
+            service="test",
+        )
+        processor.begin(recording)
+        token = activate(recording)
+        try:
+            tracer.start_span("child that never ends", context=trace.set_span_in_context(root))
+        finally:
+            deactivate(token)
+    assert len(processor._owner) == 10
+    assert stat("evicted.open_spans") - evicted_before == 40
+    for root in roots[-5:]:  # the requests still tracked finish; the evicted ones never will
+        root.end()
+    assert processor.force_flush(5_000), "flush still waits for requests whose spans were evicted"
+    assert len(list(tmp_path.rglob("*.json"))) == 5
