@@ -12,17 +12,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Optional
 from urllib.parse import parse_qsl, urlsplit
 
-from timetracer_otel.cassette.body import encode_body, header_value
+from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.redaction import Redactor
 
 __all__ = ["CallView", "RecordedCall", "CallIndex", "http_view", "describe_mismatch"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _MAX_SHOWN = 200
 
 
@@ -36,19 +38,39 @@ class CallView:
     fields: dict[str, Any] = field(compare=False)
 
 
+def _multipart(data: bytes, content_type: str) -> Optional[str]:
+    """The parts of a multipart body without its random boundary: each part's headers and content digest."""
+    boundary = _BOUNDARY.search(content_type)
+    if boundary is None:
+        return None
+    parts = []
+    for chunk in data.split(b"--" + boundary.group(1).encode("latin-1"))[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
+        chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk
+        head, _, content = chunk.partition(b"\r\n\r\n")
+        parts.append(f"{head.decode('latin-1')}\n{hashlib.sha256(content).hexdigest()}")
+    return "\n--\n".join(parts)
+
+
 def _canonical_body(body: Optional[dict], headers: Optional[list]) -> tuple[str, Any]:
     """(kind, canonical value) of an encoded cassette body."""
     if not body or body.get("encoding") in (None, "empty"):
         return "empty", ""
     if body.get("truncated"):
         return "truncated", body.get("size")
+    content_type = header_value(headers or [], "content-type") or ""
+    if content_type.lower().startswith("multipart/"):
+        parts = _multipart(decode_body(body), content_type)
+        if parts is not None:
+            return "multipart", parts
     encoding = body["encoding"]
     if encoding == "json":
         return "json", json.dumps(body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     if encoding == "text":
         text = body["text"]
-        content_type = (header_value(headers or [], "content-type") or "").lower()
-        if "application/x-www-form-urlencoded" in content_type:
+        if "application/x-www-form-urlencoded" in content_type.lower():
             return "form", "&".join(f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True)))
         try:
             return "json", json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))

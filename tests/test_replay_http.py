@@ -229,3 +229,22 @@ def test_report_of_a_changed_app(serve: Callable[..., Any], upstream: Upstream, 
         f"  unused: GET {upstream.url}/echo?step=2",
         '  body $.added: recorded <absent>, replayed "new field"',
     ]
+
+
+def test_multipart_upload_matches_despite_its_new_random_boundary(
+    upstream: Upstream, tmp_path: Path, timetracer_replay: Callable[..., Any]
+) -> None:
+    """httpx picks a new multipart boundary per request; matching compares the parts, not the boundary."""
+    from timetracer_otel._standalone import record_block
+
+    cassette = tmp_path / "multipart.json"
+    form = {"data": {"k": "v"}, "files": {"file": ("a.txt", b"hello", "text/plain")}}
+    with record_block(cassette, "multipart"):
+        recorded = httpx.post(upstream.url + "/echo", **form)
+    before = len(upstream.requests)
+    with timetracer_replay(cassette):
+        replayed = httpx.post(upstream.url + "/echo", **form)
+        with pytest.raises(ReplayMismatchError, match="no recorded call matches POST"):
+            httpx.post(upstream.url + "/echo", data={"k": "v"}, files={"file": ("a.txt", b"other", "text/plain")})
+    assert len(upstream.requests) == before
+    assert replayed.status_code == 200 and replayed.content == recorded.content
