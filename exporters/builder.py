@@ -7,9 +7,10 @@ from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from timetracer_otel._recording import HttpCall, TraceRecording
+from timetracer_otel._recording import HttpCall, ProtocolCall, TraceRecording
 from timetracer_otel.cassette import FORMAT_NAME, FORMAT_VERSION
 from timetracer_otel.cassette.body import BodySink, encode_body, header_value
+from timetracer_otel.cassette.values import encode_value
 
 __all__ = ["build_document", "cassette_id"]
 
@@ -77,6 +78,23 @@ def _http_call(call: HttpCall, origin_ns: int, limit: int) -> dict[str, Any]:
     return out
 
 
+def _protocol_call(call: ProtocolCall, origin_ns: int) -> dict[str, Any]:
+    return {
+        "kind": call.kind,
+        "protocol": call.protocol,
+        "library": call.library,
+        "span_id": f"{call.span_id:016x}" if call.span_id else None,
+        "start_offset_ms": _ms(call.started_ns - origin_ns),
+        "request": encode_value(call.request),
+        "response": None if call.response is None else encode_value(call.response),
+        "error": call.error,
+    }
+
+
+def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:
+    return _http_call(call, origin_ns, limit) if isinstance(call, HttpCall) else _protocol_call(call, origin_ns)
+
+
 def _attribute(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -139,6 +157,6 @@ def build_document(recording: TraceRecording) -> dict[str, Any]:
             "body": _body(recording.response_body, recording.response_headers, limit),
         },
         "error": recording.error,
-        "calls": [_http_call(c, origin, limit) for c in calls],
+        "calls": [_call(c, origin, limit) for c in calls],
         "spans": [_span(s, origin) for s in spans],
     }

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.redaction import Redactor
 
-__all__ = ["CallView", "RecordedCall", "CallIndex", "http_view", "describe_mismatch"]
+__all__ = ["CallView", "RecordedCall", "CallIndex", "http_view", "recorded_http_view", "describe_mismatch"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -101,6 +101,12 @@ def http_view(method: str, url: str, body: Optional[dict], headers: Optional[lis
             "body": canonical if kind != "truncated" else f"<{canonical} bytes, truncated in the cassette>",
         },
     )
+
+
+def recorded_http_view(call: dict[str, Any]) -> CallView:
+    """The view of a recorded HTTP call document."""
+    request = call["request"]
+    return http_view(request["method"], request["url"], request.get("body"), request.get("headers"))
 
 
 def live_http_view(

@@ -10,13 +10,14 @@ library was named live.
 from __future__ import annotations
 
 import contextvars
+import importlib
 import threading
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor
 
-from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, http_view, live_http_view
+from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
 
 __all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "activate", "deactivate"]
 
@@ -24,12 +25,23 @@ _current: contextvars.ContextVar[Optional["ReplaySession"]] = contextvars.Contex
     "timetracer_replay_session", default=None
 )
 
-# protocol -> function giving the view of a recorded call document
-_RECORDED_VIEWS: dict[str, Callable[[dict[str, Any]], CallView]] = {
-    "http": lambda call: http_view(
-        call["request"]["method"], call["request"]["url"], call["request"].get("body"), call["request"].get("headers")
-    ),
+# protocol -> "module:function" giving the view of a recorded call document. The modules
+# must not import their client library, so any cassette loads wherever timetracer does.
+_RECORDED_VIEWS: dict[str, str] = {
+    "http": "timetracer_otel.replayers.matching:recorded_http_view",
+    "sql": "timetracer_otel.replayers.sql_matching:recorded_view",
+    "redis": "timetracer_otel.replayers.redis_matching:recorded_view",
+    "mongo": "timetracer_otel.replayers.mongo_matching:recorded_view",
 }
+
+
+def _recorded_view(call: dict[str, Any]) -> Optional[CallView]:
+    """The view of a recorded call, or None for a protocol this version does not replay."""
+    target = _RECORDED_VIEWS.get(call.get("protocol", ""))
+    if target is None:
+        return None
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function)(call)
 
 
 class ReplayMismatchError(Exception):
@@ -79,11 +91,8 @@ class ReplaySession:
         self.config = config
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
         self.redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
-        calls = [
-            RecordedCall(index, call, _RECORDED_VIEWS[call["protocol"]](call))
-            for index, call in enumerate(document.get("calls", ()))
-            if call.get("protocol") in _RECORDED_VIEWS
-        ]
+        views = [(index, call, _recorded_view(call)) for index, call in enumerate(document.get("calls", ()))]
+        calls = [RecordedCall(index, call, view) for index, call, view in views if view is not None]
         self.index = CallIndex(calls)
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
         self.unmatched: list[ReplayMismatchError] = []

@@ -69,6 +69,32 @@ class HttpCall:
             self.response_body.seal()
 
 
+@dataclass
+class ProtocolCall:
+    """One outgoing call of a protocol other than HTTP (SQL, Redis, Mongo).
+
+    ``request`` and ``response`` hold plain Python values, exactly as the client library
+    gave and returned them; the cassette stores them as typed values so replay gives back
+    the same types. Their shape is the protocol's own (see each capture module).
+    """
+
+    protocol: str  # "sql", "redis", "mongo"
+    library: str  # "sqlalchemy", "redis", "pymongo", ...
+    request: dict[str, Any]
+    started_ns: int = field(default_factory=time.time_ns)
+    span_id: int = 0
+    response: Optional[dict[str, Any]] = None
+    error: Optional[dict[str, str]] = None
+
+    @property
+    def kind(self) -> str:
+        """The dependency kind shown on the console line: ``sql.client``, ``redis.client``, ..."""
+        return f"{self.protocol}.client"
+
+    def seal(self) -> None:
+        """Nothing streams into a protocol call after it returns."""
+
+
 class TraceRecording:
     """One inbound request: its payloads, the outgoing calls made for it, and its spans."""
 

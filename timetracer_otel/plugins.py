@@ -22,6 +22,14 @@ __all__ = [
     "disable_requests",
     "enable_aiohttp",
     "disable_aiohttp",
+    "enable_sqlalchemy",
+    "disable_sqlalchemy",
+    "enable_redis",
+    "disable_redis",
+    "enable_pymongo",
+    "disable_pymongo",
+    "enable_motor",
+    "disable_motor",
 ]
 
 
@@ -30,6 +38,9 @@ class _Plugin:
     capture: str  # module with install() / uninstall()
     instrumentor: str  # "module:Class" of the OpenTelemetry instrumentor
     extra: str  # pip extra that brings the library and the instrumentor
+    # The instrumentor's declared version range lags the library (SQLAlchemy 2.1): the
+    # capture layer supports the newer versions, so the range check is skipped.
+    skip_dep_check: bool = False
 
 
 PLUGINS: dict[str, _Plugin] = {
@@ -45,6 +56,22 @@ PLUGINS: dict[str, _Plugin] = {
         "timetracer_otel.capture.aiohttp",
         "opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor",
         "aiohttp",
+    ),
+    "sqlalchemy": _Plugin(
+        "timetracer_otel.capture.sqlalchemy",
+        "opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor",
+        "sqlalchemy",
+        skip_dep_check=True,
+    ),
+    "redis": _Plugin(
+        "timetracer_otel.capture.redis", "opentelemetry.instrumentation.redis:RedisInstrumentor", "redis"
+    ),
+    "pymongo": _Plugin(
+        "timetracer_otel.capture.pymongo", "opentelemetry.instrumentation.pymongo:PymongoInstrumentor", "pymongo"
+    ),
+    # Motor drives pymongo underneath: the same command monitoring sees its calls.
+    "motor": _Plugin(
+        "timetracer_otel.capture.pymongo", "opentelemetry.instrumentation.pymongo:PymongoInstrumentor", "motor"
     ),
 }
 
@@ -81,7 +108,7 @@ def enable(name: str) -> None:
         instrumentor = _instrumentor(plugin, name)
         importlib.import_module(plugin.capture).install()
         if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument()
+            instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
             _instrumented_by_us.add(name)
 
 
@@ -113,3 +140,7 @@ def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
 enable_httpx, disable_httpx = _pair("httpx")
 enable_requests, disable_requests = _pair("requests")
 enable_aiohttp, disable_aiohttp = _pair("aiohttp")
+enable_sqlalchemy, disable_sqlalchemy = _pair("sqlalchemy")
+enable_redis, disable_redis = _pair("redis")
+enable_pymongo, disable_pymongo = _pair("pymongo")
+enable_motor, disable_motor = _pair("motor")
