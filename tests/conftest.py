@@ -237,3 +237,17 @@ def cassette_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def record_config(cassette_dir: Path) -> TraceConfig:
     return TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+
+
+@pytest.fixture
+def spans() -> Iterator["InMemorySpanExporter"]:
+    """Every span the global SDK provider finishes during the test."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from timetracer_otel._tracing import tracer_provider
+
+    exporter = InMemorySpanExporter()
+    tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()  # the processor stays on the provider; a shut down exporter keeps nothing

@@ -19,7 +19,6 @@ import httpx
 import pytest
 from _outgoing_http import CLOSED_PORT_URL
 from conftest import RunningServer, Upstream, load_cassettes
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.applications import Starlette
@@ -27,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from timetracer_otel._tracing import tracer_provider
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
@@ -128,15 +126,6 @@ def _record(
 def _replaying(serve: Callable[..., Any], upstream: Upstream, cassette: Path) -> RunningServer:
     """A second instance of the app, replaying ``cassette``."""
     return serve(_app(upstream, TraceConfig(mode="replay", cassette_path=str(cassette))), lifespan="on")
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every span the global SDK provider finishes during the test."""
-    exporter = InMemorySpanExporter()
-    tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()  # the processor stays on the provider; a shut down exporter keeps nothing
 
 
 def test_replay_gives_the_app_the_recorded_bytes_without_the_upstream(

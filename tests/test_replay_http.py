@@ -248,3 +248,30 @@ def test_multipart_upload_matches_despite_its_new_random_boundary(
             httpx.post(upstream.url + "/echo", data={"k": "v"}, files={"file": ("a.txt", b"other", "text/plain")})
     assert len(upstream.requests) == before
     assert replayed.status_code == 200 and replayed.content == recorded.content
+
+
+def test_replayed_calls_still_make_opentelemetry_client_spans(
+    upstream: Upstream, tmp_path: Path, timetracer_replay: Callable[..., Any], spans: Any
+) -> None:
+    """Replay sits under the instrumentors' wrappers: each answered call has its CLIENT span."""
+    import requests
+    from opentelemetry.trace import SpanKind
+
+    from timetracer_otel._standalone import record_block
+
+    cassette = tmp_path / "spans.json"
+    with record_block(cassette, "spans"):
+        httpx.get(upstream.url + "/json?via=httpx")
+        requests.get(upstream.url + "/json?via=requests", timeout=10)
+    spans.clear()
+    before = len(upstream.requests)
+    with timetracer_replay(cassette, strict=True):
+        httpx.get(upstream.url + "/json?via=httpx")
+        requests.get(upstream.url + "/json?via=requests", timeout=10)
+    assert len(upstream.requests) == before
+    client_urls = sorted(
+        str(span.attributes.get("url.full") or span.attributes.get("http.url"))
+        for span in spans.get_finished_spans()
+        if span.kind is SpanKind.CLIENT
+    )
+    assert client_urls == [upstream.url + "/json?via=httpx", upstream.url + "/json?via=requests"]
