@@ -14,11 +14,12 @@ from typing import Any, Optional
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
 from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send, route_template
-from timetracer_otel.cassette.body import BodySink, encode_body
+from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import Redactor
 
-from .matching import http_view
+from .matching import http_view, live_http_view
 from .report import ReplayReport, compare_response, remember
 from .session import ReplaySession, activate, deactivate
 
@@ -37,8 +38,13 @@ class CassetteLibrary:
             raise CassetteError(location, "the directory holds no cassettes")
         self._turn = count()
 
-    def select(self, method: str, path: str, route: Optional[str], body: Optional[bytes]) -> Optional[tuple[str, dict]]:
-        """The cassette for this request: same method, then the exact path, else the same route; then the body."""
+    def select(
+        self, method: str, path: str, route: Optional[str], body: Optional[bytes], headers: list[tuple[str, str]], config: TraceConfig
+    ) -> Optional[tuple[str, dict]]:
+        """The cassette for this request: same method, then the exact path, else the same route; then the body.
+
+        The body is compared as recorded: canonical by content type, redacted and cut per ``config``.
+        """
         if len(self.entries) == 1:
             return self.entries[0]
         same_method = [e for e in self.entries if e[1]["request"]["method"] == method]
@@ -46,7 +52,8 @@ class CassetteLibrary:
             e for e in same_method if route is not None and e[1]["request"].get("route") == route
         ]
         if body is not None and len(candidates) > 1:
-            wanted = http_view(method, "http://request/", _body_document(body), None).key
+            redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
+            wanted = live_http_view(method, "http://request/", body, headers, redactor, config.max_body_bytes).key
             candidates = [
                 e
                 for e in candidates
@@ -59,10 +66,6 @@ class CassetteLibrary:
     @property
     def needs_body(self) -> bool:
         return len(self.entries) > 1
-
-
-def _body_document(body: bytes) -> dict[str, Any]:
-    return encode_body(body, size=len(body), truncated=False, limit=len(body) + 1)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
@@ -96,7 +99,8 @@ class ReplayLayer:
         if self.library.needs_body:
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
-        chosen = self.library.select(method, path, route_template(scope, scope), body)
+        headers_in = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())]
+        chosen = self.library.select(method, path, route_template(scope, scope), body, headers_in, self.config)
         cassette_path, document = chosen if chosen else (None, {"calls": [], "response": {}, "id": None})
         session = ReplaySession(document, cassette_path or "(no cassette recorded for this request)", self.config)
         status: list[int] = []
