@@ -34,7 +34,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from timetracer_otel.capture import _patch
 
 from .http import HttpAnswer, error_kind, http_answer, recorded_exception_class
-from .session import ReplaySession, current_session
+from .session import ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -248,8 +248,10 @@ async def _replay(
 
 
 async def _request(wrapped: Any, instance: aiohttp.ClientSession, args: tuple, kwargs: dict) -> Any:
-    session = current_session()
-    if session is None or session.is_live("aiohttp"):
+    method = args[0] if args else kwargs.get("method")
+    url = args[1] if len(args) > 1 else kwargs.get("str_or_url")
+    session = replay_session_for("aiohttp", lambda: f"{method} {url}")
+    if session is None:
         return await wrapped(*args, **kwargs)
     return await _replay(session, instance, *args, **kwargs)
 

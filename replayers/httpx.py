@@ -6,14 +6,14 @@ clients created before replay started: the patch is on the transport class.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import httpx
 
 from timetracer_otel.capture import _patch
 
 from .http import error_kind, http_answer, recorded_exception_class
-from .session import ReplaySession, current_session
+from .session import ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -45,19 +45,23 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
     )
 
 
+def _session(request: httpx.Request) -> Optional[ReplaySession]:
+    return replay_session_for("httpx", lambda: f"{request.method} {request.url}")
+
+
 def _handle_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    session = current_session()
-    if session is None or session.is_live("httpx"):
-        return wrapped(*args, **kwargs)
     request: httpx.Request = args[0] if args else kwargs["request"]
+    session = _session(request)
+    if session is None:
+        return wrapped(*args, **kwargs)
     return _respond(session, request, request.read())
 
 
 async def _handle_async_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    session = current_session()
-    if session is None or session.is_live("httpx"):
-        return await wrapped(*args, **kwargs)
     request: httpx.Request = args[0] if args else kwargs["request"]
+    session = _session(request)
+    if session is None:
+        return await wrapped(*args, **kwargs)
     return _respond(session, request, await request.aread())
 
 

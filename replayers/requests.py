@@ -19,7 +19,7 @@ from urllib3._collections import HTTPHeaderDict
 from timetracer_otel.capture import _patch
 
 from .http import error_kind, http_answer, recorded_exception_class
-from .session import current_session
+from .session import replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -52,10 +52,10 @@ def _reason(status: int) -> str:
 
 
 def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any:
-    session = current_session()
-    if session is None or session.is_live("requests"):
-        return wrapped(*args, **kwargs)
     request: requests.PreparedRequest = args[0] if args else kwargs["request"]
+    session = replay_session_for("requests", lambda: f"{request.method} {request.url}")
+    if session is None:
+        return wrapped(*args, **kwargs)
     headers = [(str(k), str(v)) for k, v in request.headers.items()]
     call = session.answer_http("requests", request.method or "GET", request.url or "", _body_bytes(request.body), headers)
     answer = http_answer(call)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import os
 import threading
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor
 
 from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
 
-__all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "activate", "deactivate"]
+__all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "replay_session_for", "activate", "deactivate"]
 
 _current: contextvars.ContextVar[Optional["ReplaySession"]] = contextvars.ContextVar(
     "timetracer_replay_session", default=None
@@ -65,6 +66,38 @@ class ReplayMismatchError(Exception):
 def current_session() -> Optional["ReplaySession"]:
     """The replay session of the request this code runs for, or None."""
     return _current.get()
+
+
+def _process_replays() -> bool:
+    """True when the whole process was started to replay (``TIMETRACER_MODE=replay``)."""
+    return os.environ.get("TIMETRACER_MODE", "").strip().lower() == "replay"
+
+
+def _live_in_environment(library: str) -> bool:
+    return library in {name.strip() for name in os.environ.get("TIMETRACER_LIVE_PLUGINS", "").split(",")}
+
+
+def replay_session_for(library: str, describe: Callable[[], str]) -> Optional["ReplaySession"]:
+    """The session that must answer a call of ``library``, or None when the call may go out.
+
+    In a process started with ``TIMETRACER_MODE=replay`` a call outside every replayed
+    request (a thread or task that lost the request's context, startup code) is refused
+    with :class:`ReplayMismatchError` rather than sent, unless ``library`` is live.
+    ``describe()`` names the call for that error.
+    """
+    session = _current.get()
+    if session is not None:
+        return None if session.is_live(library) else session
+    if _process_replays() and not _live_in_environment(library):
+        raise ReplayMismatchError(
+            describe(),
+            library,
+            "(none: this call belongs to no replayed request)",
+            "This process replays (TIMETRACER_MODE=replay), so it is not sent. Calls made from a new thread\n"
+            "or from code outside the request lose the request's replay session: make the call in the\n"
+            f"request's context, or let {library} go live with TIMETRACER_LIVE_PLUGINS={library}.",
+        )
+    return None
 
 
 def activate(session: "ReplaySession") -> contextvars.Token:

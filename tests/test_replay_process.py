@@ -54,3 +54,20 @@ def test_testclient_replays_in_process(serve: Callable[..., Any], upstream: Upst
     for old, new in zip(recorded, replayed):
         assert_same_response(old, new)
     assert [(r.path, r.ok) for r in reports] == [(path, True) for _, path, _ in _SENT]
+
+
+def test_a_replaying_process_refuses_calls_outside_any_replayed_request(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A thread loses the request's replay session: under TIMETRACER_MODE=replay its call is refused, not sent."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/thread", {})])
+    before = len(upstream.requests)
+    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), "REPLAY_APP_UPSTREAM": upstream.url}
+    with uvicorn_process(env) as server:
+        (outcome,) = send(server.url, [("GET", "/thread", {})])
+    assert len(upstream.requests) == before
+    assert outcome.json()["raised"] == "timetracer_otel.replayers.session.ReplayMismatchError"
+    assert outcome.json()["message"].splitlines()[:2] == [
+        f"timetracer replay: no recorded call matches GET {upstream.url}/json?from=thread (httpx)",
+        "cassette: (none: this call belongs to no replayed request)",
+    ]

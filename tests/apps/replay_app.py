@@ -137,7 +137,24 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
             via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
         return JSONResponse({"httpx": via_httpx, "requests": requests.get(f"{upstream}/echo?via=requests").json()})
 
+    def in_a_thread(request: Request) -> JSONResponse:
+        """An upstream call from a plain thread, which does not carry the request's context."""
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["status"] = httpx.get(f"{upstream}/json?from=thread").status_code
+            except Exception as exc:  # noqa: BLE001 - the test reads what happened
+                outcome["raised"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
+                outcome["message"] = str(exc)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(30)
+        return JSONResponse(outcome)
+
     return [
+        Route("/thread", in_a_thread),
         Route("/async/httpx", async_httpx),
         Route("/sync/{library}", sync_script),
         Route("/stream/httpx", stream_httpx),
