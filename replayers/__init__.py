@@ -26,6 +26,7 @@ _REPLAYERS = {
     "httpx": "timetracer_otel.replayers.httpx",
     "requests": "timetracer_otel.replayers.requests",
     "aiohttp": "timetracer_otel.replayers.aiohttp",
+    "redis": "timetracer_otel.replayers.redis",
 }
 
 

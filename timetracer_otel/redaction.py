@@ -253,8 +253,9 @@ class Redactor:
         self.message(doc.get("response"))
         self.error(doc.get("error"))
         for call in doc.get("calls", ()):
-            self.message(call.get("request"))
-            self.message(call.get("response"))
+            if call.get("protocol", "http") == "http":  # other protocols redact their payloads at capture
+                self.message(call.get("request"))
+                self.message(call.get("response"))
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
             self.span(span)

@@ -1,0 +1,183 @@
+"""redis-py replay, sync and asyncio, under OpenTelemetry's wrappers (so spans still appear).
+
+Commands (``Redis.execute_command``), pipelines and transactions (``Pipeline.execute``)
+and the commands a pipeline runs at once while watching keys
+(``Pipeline.immediate_execute_command``) are answered from the cassette with the
+recorded values, and recorded Redis errors are raised as the same exception class.
+These methods are replaced whole, so no connection is taken from the pool and clients
+created before replay are covered. As a safety net, a connection that something else
+tries to open during replay (pub/sub, MONITOR, cluster clients) raises
+:class:`ReplayMismatchError` instead of reaching the network.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Callable, Optional
+
+import redis.asyncio.client
+import redis.asyncio.connection
+import redis.client
+import redis.connection
+import redis.exceptions
+
+from timetracer_otel.capture import _patch
+from timetracer_otel.capture.redis import command_request, pipeline_request, raise_on_error, sends
+from timetracer_otel.cassette.values import decode_value
+
+from .http import recorded_exception_class
+from .redis_matching import UNWATCH_COMMANDS, command_name, request_view
+from .session import ReplayMismatchError, ReplaySession, replay_session_for
+
+__all__ = ["install", "uninstall"]
+
+
+def _session(request: Callable[[], tuple[dict[str, Any], list[Any]]]) -> Optional[ReplaySession]:
+    """The session answering this call, or None to let it through; ``request()`` names it in errors."""
+    return replay_session_for("redis", lambda: request_view(request()[0]).label)
+
+
+def _exception(error: dict[str, Any]) -> Exception:
+    """The recorded exception, as its own class when that is a redis-py or built-in one."""
+    name, message = error.get("type", ""), error.get("message", "")
+    found = getattr(builtins, name, None) if "." not in name else recorded_exception_class(error, "redis")
+    cls = found if isinstance(found, type) and issubclass(found, Exception) else redis.exceptions.RedisError
+    try:
+        return cls(message)
+    except Exception:  # noqa: BLE001 - a class with another constructor (cluster redirections)
+        return redis.exceptions.RedisError(message)
+
+
+def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
+    """The recorded response of ``request``; raises the recorded error instead if it failed."""
+    document = session.answer("redis", request_view(request)).document
+    if document.get("error") or document.get("response") is None:  # no reply: the call was cut short
+        raise _exception(document.get("error") or {"message": "the recording holds no reply for this call"})
+    return decode_value(document["response"])
+
+
+def _command_reply(session: ReplaySession, client: Any, args: tuple) -> Any:
+    request, _ = command_request(client, args, redact=session.redactor is not None)
+    return _recorded(session, request)["reply"]
+
+
+def _immediate_reply(session: ReplaySession, pipe: Any, args: tuple) -> Any:
+    """A command run at once by a pipeline; keeps the pipeline's WATCH state as redis-py would."""
+    reply = _command_reply(session, pipe, args)
+    name = command_name(args[0])
+    if name == "WATCH":
+        pipe.watching = True
+    elif name in UNWATCH_COMMANDS:
+        pipe.watching = False
+    return reply
+
+
+def _pipeline_replies(session: ReplaySession, pipe: Any, args: tuple, kwargs: dict) -> list[Any]:
+    request, _ = pipeline_request(pipe, raise_on_error(args, kwargs), redact=session.redactor is not None)
+    response = _recorded(session, request)
+    replies = response["replies"]
+    for error in response.get("errors", ()):
+        replies[error["index"]] = _exception(error)
+    return replies
+
+
+def _sync(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., Any]:
+    def replay(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        session = _session(lambda: command_request(instance, args, redact=True)) if args else None
+        if session is None:
+            return wrapped(*args, **kwargs)
+        return answer(session, instance, args)
+
+    return replay
+
+
+def _async(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., Any]:
+    async def replay(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        session = _session(lambda: command_request(instance, args, redact=True)) if args else None
+        if session is None:
+            return await wrapped(*args, **kwargs)
+        return answer(session, instance, args)
+
+    return replay
+
+
+def _pipeline_session(pipe: Any, args: tuple, kwargs: dict) -> Optional[ReplaySession]:
+    if not sends(pipe):
+        return None
+    return _session(lambda: pipeline_request(pipe, raise_on_error(args, kwargs), redact=True))
+
+
+def _execute(wrapped: Callable[..., Any], pipe: Any, args: tuple, kwargs: dict) -> Any:
+    session = _pipeline_session(pipe, args, kwargs)
+    if session is None:
+        return wrapped(*args, **kwargs)
+    if pipe.scripts:
+        pipe.load_scripts()
+    try:
+        return _pipeline_replies(session, pipe, args, kwargs)
+    finally:
+        pipe.reset()  # what execute() does last: forget the commands and the WATCH state
+
+
+async def _async_execute(wrapped: Callable[..., Any], pipe: Any, args: tuple, kwargs: dict) -> Any:
+    session = _pipeline_session(pipe, args, kwargs)
+    if session is None:
+        return await wrapped(*args, **kwargs)
+    if pipe.scripts:
+        await pipe.load_scripts()
+    try:
+        return _pipeline_replies(session, pipe, args, kwargs)
+    finally:
+        await pipe.reset()
+
+
+def _refuse(connection: Any) -> None:
+    """Raise instead of letting a connection open during replay."""
+    where = f"{connection.host}:{connection.port}" if hasattr(connection, "host") else getattr(connection, "path", "?")
+    call = f"a connection to the redis server at {where}"
+    session = replay_session_for("redis", lambda: call)
+    if session is not None:
+        error = ReplayMismatchError(
+            call,
+            "redis",
+            session.path,
+            "only commands, pipelines and transactions replay; pub/sub, MONITOR and cluster clients would connect",
+        )
+        session.unmatched.append(error)
+        raise error
+
+
+def _connect(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
+    _refuse(connection)
+    return wrapped(*args, **kwargs)
+
+
+async def _async_connect(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
+    _refuse(connection)
+    return await wrapped(*args, **kwargs)
+
+
+# Where every connection opens: ``connect_check_health`` where redis-py has it (``connect``
+# and lazy reconnects both go through it), else ``connect``.
+_OPEN = "connect_check_health" if hasattr(redis.connection.AbstractConnection, "connect_check_health") else "connect"
+
+_SEAMS = (
+    (redis.client.Redis, "execute_command", _sync(_command_reply)),
+    (redis.client.Pipeline, "immediate_execute_command", _sync(_immediate_reply)),
+    (redis.client.Pipeline, "execute", _execute),
+    (redis.connection.AbstractConnection, _OPEN, _connect),
+    (redis.asyncio.client.Redis, "execute_command", _async(_command_reply)),
+    (redis.asyncio.client.Pipeline, "immediate_execute_command", _async(_immediate_reply)),
+    (redis.asyncio.client.Pipeline, "execute", _async_execute),
+    (redis.asyncio.connection.AbstractConnection, _OPEN, _async_connect),
+)
+
+
+def install() -> None:
+    for owner, name, wrapper in _SEAMS:
+        _patch.install(owner, name, wrapper, layer="replay")
+
+
+def uninstall() -> None:
+    for owner, name, _ in _SEAMS:
+        _patch.uninstall(owner, name, layer="replay")

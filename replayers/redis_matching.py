@@ -1,0 +1,180 @@
+"""Redis calls as cassette data: the request shape, secret redaction, and the matching view.
+
+Capture and replay build a call's request with the same functions here, so a live call
+and its recorded twin get equal keys. This module does not import redis: cassettes load
+wherever timetracer does.
+
+A command's key is its name (upper-cased, whitespace normalised) and its arguments as
+redis-py puts them on the wire: ``str`` as UTF-8, ``int`` and ``float`` as their
+``repr``, bytes-like as bytes. So ``1``, ``"1"`` and ``b"1"`` are the same argument,
+while ``1.0`` is not (it is sent as ``1.0``). ``decode_responses`` is part of the key
+too: the same command answers with bytes or with str depending on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Sequence
+
+from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.redaction import REDACTED
+
+from .matching import CallView
+
+__all__ = [
+    "command_name",
+    "command_entry",
+    "redact_reply",
+    "scrub",
+    "request_view",
+    "recorded_view",
+    "UNWATCH_COMMANDS",
+]
+
+# Pipeline commands after which a connection no longer watches keys (as redis-py's Pipeline).
+UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
+_SECRET_SETTINGS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"})
+_MAX_LABEL = 200
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return value if isinstance(value, str) else ""
+
+
+def command_name(command: Any) -> str:
+    """``"client  list"`` -> ``"CLIENT LIST"``: how the server reads a command name."""
+    return " ".join(_text(command).split()).upper()
+
+
+def _option_secrets(words: list[str], start: int, options: dict[str, tuple[int, int]], stop: str = "") -> list[int]:
+    """Positions of secrets among options from ``start`` on, up to the word ``stop``.
+
+    ``options`` maps an option word to (position of its secret after it, or 0 for none;
+    how many values follow it).
+    """
+    found, index = [], start
+    while index < len(words) and words[index] != stop:
+        secret, width = options.get(words[index], (0, 0))
+        if secret:
+            found.append(index + secret)
+        index += 1 + width
+    return found
+
+
+def _secret_positions(words: list[str]) -> list[int]:
+    """Positions in ``words`` (the command's words, upper-cased) that hold a password."""
+    name, sub = (words + ["", ""])[:2]
+    if name == "AUTH":  # AUTH [username] password
+        return [len(words) - 1] if len(words) > 1 else []
+    if name == "HELLO":  # HELLO protover [AUTH username password] [SETNAME name]
+        return _option_secrets(words, 2, {"AUTH": (2, 2), "SETNAME": (0, 1)})
+    if name == "MIGRATE":  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
+        return _option_secrets(words, 6, {"AUTH": (1, 1), "AUTH2": (2, 2)}, stop="KEYS")
+    if (name, sub) == ("CONFIG", "SET"):  # CONFIG SET name value [name value ...]
+        return [i + 1 for i in range(2, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
+    if (name, sub) == ("SENTINEL", "SET"):  # SENTINEL SET master name value [name value ...]
+        return [i + 1 for i in range(3, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
+    if (name, sub) == ("ACL", "SETUSER"):  # >pw, <pw, #hash, !hash add or remove a password
+        return [i for i in range(3, len(words)) if words[i][:1] in (">", "<", "#", "!")]
+    return []
+
+
+def command_entry(args: Sequence[Any], redact: bool) -> tuple[dict[str, Any], list[Any]]:
+    """``{"command", "args"}`` for ``execute_command(*args)``, and the secret values taken out.
+
+    With ``redact``, the password arguments of AUTH, HELLO ... AUTH, MIGRATE ... AUTH/AUTH2,
+    CONFIG SET requirepass/masterauth/..., SENTINEL SET ... auth-pass and ACL SETUSER
+    rules become ``[REDACTED]``.
+    """
+    command, rest = args[0], list(args[1:])
+    secrets: list[Any] = []
+    if redact:
+        head = command_name(command).split()
+        words = head + [_text(arg).upper() for arg in rest]
+        for position in _secret_positions(words):
+            index = position - len(head)
+            if 0 <= index < len(rest):
+                secrets.append(rest[index])
+                rest[index] = REDACTED
+    return {"command": command, "args": rest}, secrets
+
+
+def redact_reply(command: Any, reply: Any) -> Any:
+    """The reply with secret settings hidden (``CONFIG GET requirepass`` answers the password)."""
+    if command_name(command) != "CONFIG GET" or not isinstance(reply, dict):
+        return reply
+    return {k: REDACTED if _text(k).lower() in _SECRET_SETTINGS else v for k, v in reply.items()}
+
+
+def scrub(message: str, secrets: Sequence[Any]) -> str:
+    """``message`` without the secret values (a pipeline error quotes its command)."""
+    for secret in secrets:
+        text = _text(secret) or str(secret)
+        if text:
+            message = message.replace(text, REDACTED)
+    return message
+
+
+def _wire(value: Any) -> Hashable:
+    """An argument as redis-py sends it; values it refuses to send stay distinct by type."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return str(int(value)).encode("ascii")
+    if isinstance(value, float):
+        return repr(float(value)).encode("ascii")
+    return (type(value).__name__, repr(value))
+
+
+def _shown(value: Any) -> str:
+    text = _text(value) if isinstance(value, (str, bytes, bytearray, memoryview)) else repr(value)
+    return text if text and not any(c.isspace() for c in text) else repr(text)
+
+
+def _words(entry: dict[str, Any]) -> str:
+    return " ".join([command_name(entry["command"]), *map(_shown, entry["args"])])
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
+
+
+def _command_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return (command_name(entry["command"]), tuple(_wire(arg) for arg in entry["args"]))
+
+
+def request_view(request: dict[str, Any]) -> CallView:
+    """The view of a redis call request: a command, or a pipeline with all its commands."""
+    decode = bool(request.get("decode_responses"))
+    if "pipeline" in request:
+        kind = "MULTI/EXEC" if request.get("transaction") else "PIPELINE"
+        commands = [_words(entry) for entry in request["pipeline"]]
+        raise_on_error = bool(request.get("raise_on_error", True))
+        return CallView(
+            protocol="redis",
+            label=_cut(f"{kind} [{'; '.join(commands)}]"),
+            key=("redis", kind, raise_on_error, decode, tuple(_command_key(e) for e in request["pipeline"])),
+            fields={"pipeline": kind, "commands": commands, "raise_on_error": raise_on_error, "decode_responses": decode},
+        )
+    args = request["args"]
+    return CallView(
+        protocol="redis",
+        label=_cut(_words(request)),
+        key=("redis", "command", decode, _command_key(request)),
+        fields={
+            "command": command_name(request["command"]),
+            "key": _shown(args[0]) if args else "",
+            "args": " ".join(map(_shown, args[1:])),
+            "decode_responses": decode,
+        },
+    )
+
+
+def recorded_view(call: dict[str, Any]) -> CallView:
+    """The view of a recorded redis call document."""
+    return request_view(decode_value(call["request"]))

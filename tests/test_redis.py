@@ -1,0 +1,270 @@
+"""Redis through redis-py (sync and asyncio): recorded through uvicorn against the real server
+at 127.0.0.1:6379, replayed with the clients pointed at a closed port and no connection opened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+import redis
+import redis.asyncio
+from _replay import new_reports
+from apps.redis_app import FLAVOURS, create_app
+from conftest import load_cassettes
+
+from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
+from timetracer_otel.replayers.session import activate, deactivate
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CLOSED_URL = "redis://127.0.0.1:1/0"
+REDIS_PORTS = {6379, 1}
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of the test's own; its keys are deleted afterwards."""
+    value = f"tt-test:{uuid.uuid4().hex[:12]}"
+    yield value
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(match=f"{value}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a socket of this process connects to while the test runs."""
+    seen: list[Any] = []
+    real = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        seen.append(address)
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return seen
+
+
+def _redis_connects(seen: list[Any]) -> list[Any]:
+    return [address for address in seen if isinstance(address, tuple) and address[1] in REDIS_PORTS]
+
+
+def _get_all(base_url: str, paths: list[str]) -> list[httpx.Response]:
+    """GET every path at once (one connection each), in the given order of results."""
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            return await asyncio.gather(*(client.get(path) for path in paths))
+
+    return asyncio.run(all_at_once())
+
+
+def _run(serve: Callable[..., Any], config: TraceConfig, url: str, prefix: str, paths: list[str]) -> tuple[list[httpx.Response], Any]:
+    """The app's responses to ``paths`` (sent at once) and its redis clients, after the server stopped."""
+    app = create_app(url, config, prefix)
+    server = serve(app, lifespan="on")
+    responses = _get_all(server.url, paths)
+    server.stop()
+    return responses, app.state.redis_clients
+
+
+def _record(serve: Callable[..., Any], cassette_dir: Path, prefix: str, paths: list[str]) -> list[httpx.Response]:
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    responses, _ = _run(serve, config, REDIS_URL, prefix, paths)
+    assert [r.status_code for r in responses] == [200] * len(paths), [r.text for r in responses]
+    return responses
+
+
+def _replay(serve: Callable[..., Any], cassette_dir: Path, prefix: str, paths: list[str]) -> tuple[list[httpx.Response], Any]:
+    return _run(serve, TraceConfig(mode="replay", cassette_path=str(cassette_dir)), CLOSED_URL, prefix, paths)
+
+
+def _pool_connections(client: Any) -> int:
+    pool = client.connection_pool
+    return len(pool._available_connections) + len(pool._in_use_connections)
+
+
+def _steps(response: httpx.Response) -> dict[str, str]:
+    return {row["step"]: row["value"] for row in response.json()}
+
+
+def _redis_calls(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [call for call in document["calls"] if call["protocol"] == "redis"]
+
+
+def test_record_then_replay_with_no_server_gives_identical_replies(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, connects: list[Any]
+) -> None:
+    paths = [f"/scenario/{flavour}" for flavour in FLAVOURS]
+    recorded = _record(serve, cassette_dir, prefix, paths)
+    assert _redis_connects(connects), "the connect recorder saw no redis connection while recording"
+
+    by_bytes, by_str = _steps(recorded[0]), _steps(recorded[1])
+    assert by_bytes["get"] == "b'hello'" and by_str["get"] == "'hello'"
+    assert by_bytes["incrbyfloat"] == "2.5" and by_bytes["get missing"] == "None"
+    assert by_bytes["hgetall"] == "{b'a': b'1', b'b': b'two'}"
+    assert by_str["smembers"] == "set({'m1', 'm2', 'm3'})"
+    assert by_bytes["zrange withscores"] == "[(b'one', 1.0,), (b'two', 2.5,)]"
+    assert by_str["pipeline"].startswith("[True, 'v', redis.exceptions.ResponseError(WRONGTYPE")
+    assert by_str["pipeline"].endswith(", 1, 2.5]")
+    assert by_bytes["multi/exec"].startswith("[1, redis.exceptions.ResponseError(WRONGTYPE")
+    assert by_bytes["conflict handled"] == "redis.exceptions.WatchError(Watched variable changed.)"
+    assert by_str["wrongtype handled"].startswith("redis.exceptions.ResponseError(WRONGTYPE")
+    assert _steps(recorded[2]) == by_bytes and _steps(recorded[3]) == by_str  # asyncio gives the same types
+
+    connects.clear()
+    replayed, clients = _replay(serve, cassette_dir, prefix, paths)
+    for before, after in zip(recorded, replayed):
+        assert after.status_code == 200, after.text
+        assert after.json() == before.json()
+    assert _redis_connects(connects) == []
+    assert {flavour: _pool_connections(client) for flavour, client in clients.items()} == dict.fromkeys(FLAVOURS, 0)
+
+
+@pytest.mark.parametrize("flavour", ["sync-bytes", "async-bytes"])
+def test_cassette_holds_commands_pipelines_and_errors_as_typed_values(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, flavour: str
+) -> None:
+    _record(serve, cassette_dir, prefix, [f"/scenario/{flavour}"])
+    (document,) = load_cassettes(cassette_dir)
+    calls = _redis_calls(document)
+    spans = {span["span_id"]: span for span in document["spans"]}
+    for call in calls:  # each call hangs under the OpenTelemetry redis span it was made in
+        assert call["kind"] == "redis.client" and call["library"] == "redis"
+        assert spans[call["span_id"]]["kind"] == "CLIENT"
+    requests = [decode_value(call["request"]) for call in calls]
+    key = f"{prefix}:{flavour}"
+    assert requests[0] == {"command": "SET", "args": [f"{key}:s", "hello", "EX", 60], "decode_responses": False}
+    hgetall = calls[[r.get("command") for r in requests].index("HGETALL")]
+    assert decode_value(hgetall["response"]) == {"reply": {b"a": b"1", b"b": b"two"}}
+    pipeline = next(c for c, r in zip(calls, requests) if "pipeline" in r and not r["transaction"])
+    assert [entry["command"] for entry in decode_value(pipeline["request"])["pipeline"]] == ["SET", "GET", "LPUSH", "EXISTS", "ZSCORE"]
+    response = decode_value(pipeline["response"])
+    assert response["replies"] == [True, b"v", None, 1, 2.5]
+    assert response["errors"][0]["index"] == 2 and response["errors"][0]["type"] == "redis.exceptions.ResponseError"
+    watch_conflict = next(c for c, r in zip(calls, requests) if r.get("pipeline") == [{"command": "SET", "args": [f"{key}:w", "mine"]}])
+    assert watch_conflict["error"] == {"type": "redis.exceptions.WatchError", "message": "Watched variable changed."}
+    assert decode_value(watch_conflict["request"])["transaction"] is True
+
+
+def test_fifty_concurrent_replays_get_their_own_replies(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, connects: list[Any]
+) -> None:
+    paths = [f"/item/{number}" for number in range(50)]
+    recorded = _record(serve, cassette_dir, prefix, paths)
+    connects.clear()
+    replayed, _ = _replay(serve, cassette_dir, prefix, paths)
+    for number, (before, after) in enumerate(zip(recorded, replayed)):
+        assert after.status_code == 200, after.text
+        assert after.json() == before.json()
+        value = f"value-{number}"
+        assert _steps(after) == {"set": "True", "incrby": str(number), "pipeline": f"[{value!r}, {len(value)}]"}
+    assert _redis_connects(connects) == []
+
+
+def test_a_changed_key_raises_a_mismatch_naming_the_closest_recorded_command(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str
+) -> None:
+    _record(serve, cassette_dir, prefix, ["/lookup/first"])
+    with new_reports() as reports:
+        (response,), _ = _replay(serve, cassette_dir, prefix, ["/lookup/second"])
+    assert response.status_code == 500
+    assert response.json()["error"] == "ReplayMismatchError"
+    message = response.json()["message"]
+    assert f"no recorded call matches GET {prefix}:lookup:second:k (redis)" in message
+    assert f"#0 GET {prefix}:lookup:first:k (unused)" in message
+    assert f"key: recorded {prefix}:lookup:first:k, this call {prefix}:lookup:second:k" in message
+    assert reports[0].unmatched == [message.splitlines()[0]]
+
+
+def test_replayed_commands_still_make_opentelemetry_client_spans(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, spans: InMemorySpanExporter
+) -> None:
+    _record(serve, cassette_dir, prefix, ["/item/7"])
+    spans.clear()
+    (response,), _ = _replay(serve, cassette_dir, prefix, ["/item/7"])
+    assert response.status_code == 200, response.text
+    finished = spans.get_finished_spans()
+    servers = {s.context.span_id for s in finished if s.kind is SpanKind.SERVER}
+    redis_spans = [s for s in finished if s.kind is SpanKind.CLIENT and s.attributes.get("db.system") == "redis"]
+    assert [s.name for s in redis_spans] == ["SET", "INCRBY", "GET STRLEN"]  # a pipeline span is named by its commands
+    assert all(s.parent is not None and s.parent.span_id in servers for s in redis_spans)
+
+
+def test_passwords_are_redacted_in_the_cassette_and_replay_still_matches(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str
+) -> None:
+    (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
+    (document,) = load_cassettes(cassette_dir)
+    # The calls hold no password. (The app's own response quotes one, and so does the span's
+    # exception event, which the OpenTelemetry instrumentor records: see docs/redis.md.)
+    assert "s3cret" not in json.dumps(document["calls"])
+    requests = [decode_value(call["request"]) for call in _redis_calls(document)]
+    assert requests[0]["args"] == ["default", "[REDACTED]"]
+    assert requests[1]["args"] == ["127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "[REDACTED]", "KEYS", f"{prefix}:auth:none"]
+    assert [entry["args"] for entry in requests[2]["pipeline"]] == [["default", "[REDACTED]"], ["x", "y", "[REDACTED]"]]
+
+    (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/credentials"])
+    assert replayed.status_code == 200, replayed.text
+    assert "pipe-s3cret" in recorded.text  # the app saw the real error message (it quotes the command) ...
+    assert replayed.json() == [  # ... the replay gives it the same one with the password hidden
+        {**row, "value": row["value"].replace("pipe-s3cret", "[REDACTED]")} for row in recorded.json()
+    ]
+
+
+def test_pubsub_in_replay_raises_instead_of_connecting(connects: list[Any]) -> None:
+    """Only commands and pipelines replay; anything that would open a connection raises."""
+    install_replayers()
+    session = ReplaySession({"calls": []}, "empty.json")
+    token = activate(session)
+    try:
+        with pytest.raises(ReplayMismatchError, match="a connection to the redis server at 127.0.0.1:1"):
+            redis.Redis.from_url(CLOSED_URL).pubsub().subscribe("news")
+
+        async def subscribe() -> None:
+            async with redis.asyncio.Redis.from_url(CLOSED_URL) as client, client.pubsub() as pubsub:
+                await pubsub.subscribe("news")
+
+        with pytest.raises(ReplayMismatchError, match="pub/sub, MONITOR and cluster clients"):
+            asyncio.run(subscribe())
+    finally:
+        deactivate(token)
+    assert len(session.unmatched) == 2
+    assert _redis_connects(connects) == []
+
+
+def test_live_redis_goes_to_the_server_while_the_rest_replays(prefix: str) -> None:
+    install_replayers()
+    session = ReplaySession({"calls": []}, "empty.json", live_libraries=["redis"])
+    token = activate(session)
+    try:
+        with redis.Redis.from_url(REDIS_URL, decode_responses=True) as client:
+            client.set(f"{prefix}:live", "real")
+            assert client.get(f"{prefix}:live") == "real"
+    finally:
+        deactivate(token)
+    assert session.unmatched == [] and session.answered == []
+
+
+def test_a_replaying_process_refuses_redis_calls_outside_any_request(
+    monkeypatch: pytest.MonkeyPatch, connects: list[Any]
+) -> None:
+    install_replayers()
+    monkeypatch.setenv("TIMETRACER_MODE", "replay")
+    client = redis.Redis.from_url(CLOSED_URL)
+    with pytest.raises(ReplayMismatchError, match=r"no recorded call matches GET k \(redis\)\ncassette: \(none"):
+        client.get("k")
+    pipe = client.pipeline().set("k", 1).incr("n")
+    with pytest.raises(ReplayMismatchError, match=r"no recorded call matches MULTI/EXEC \[SET k 1; INCRBY n 1\]"):
+        pipe.execute()
+    assert _redis_connects(connects) == []

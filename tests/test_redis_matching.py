@@ -1,0 +1,79 @@
+"""Redis call data without a server: which arguments are passwords, and which calls match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.replayers.redis_matching import command_entry, recorded_view, redact_reply, request_view, scrub
+
+R = "[REDACTED]"
+
+
+@pytest.mark.parametrize(
+    ("args", "redacted"),
+    [
+        (("AUTH", "pw"), [R]),
+        (("AUTH", "alice", b"pw"), ["alice", R]),
+        (("HELLO", 3, "AUTH", "alice", "pw", "SETNAME", "app"), [3, "AUTH", "alice", R, "SETNAME", "app"]),
+        (("hello", 3, "SETNAME", "auth", "auth", "alice", "pw"), [3, "SETNAME", "auth", "auth", "alice", R]),
+        (("CONFIG SET", "requirepass", "pw", "maxmemory", "10mb", "masterauth", b"pw2"), ["requirepass", R, "maxmemory", "10mb", "masterauth", R]),
+        (("config", "set", "REQUIREPASS", "pw"), ["set", "REQUIREPASS", R]),
+        (("MIGRATE", "h", 6379, "", 0, 5000, "COPY", "AUTH", "pw", "KEYS", "AUTH", "b"), ["h", 6379, "", 0, 5000, "COPY", "AUTH", R, "KEYS", "AUTH", "b"]),
+        (("MIGRATE", "h", 6379, "", 0, 5000, "AUTH2", "alice", "pw", "KEYS", "a"), ["h", 6379, "", 0, 5000, "AUTH2", "alice", R, "KEYS", "a"]),
+        (("ACL SETUSER", "alice", "on", ">pw1", "<pw2", "#ab12", "!cd34", "~*", "+@all"), ["alice", "on", R, R, R, R, "~*", "+@all"]),
+        (("SENTINEL SET", "main", "auth-pass", "pw", "quorum", 2), ["main", "auth-pass", R, "quorum", 2]),
+        (("SET", "AUTH", "pw"), ["AUTH", "pw"]),
+        (("HSET", "user:1", "password", "pw"), ["user:1", "password", "pw"]),  # values stored in Redis are data
+    ],
+)
+def test_password_arguments_are_redacted(args: tuple, redacted: list[Any]) -> None:
+    entry, secrets = command_entry(args, redact=True)
+    assert entry == {"command": args[0], "args": redacted}
+    assert [a for a, b in zip(args[1:], redacted) if a != b] == secrets
+    assert command_entry(args, redact=False) == ({"command": args[0], "args": list(args[1:])}, [])
+
+
+def test_secrets_are_hidden_in_config_replies_and_error_messages() -> None:
+    reply = {b"requirepass": b"pw", b"maxmemory": b"0"}
+    assert redact_reply("CONFIG GET", reply) == {b"requirepass": R, b"maxmemory": b"0"}
+    assert redact_reply("GET", reply) is reply
+    assert scrub("Command # 1 (AUTH x pw) of pipeline caused error", ["pw", b""]) == f"Command # 1 (AUTH x {R}) of pipeline caused error"
+
+
+def _key(command: Any, *args: Any, decode: bool = False) -> Any:
+    return request_view({"command": command, "args": list(args), "decode_responses": decode}).key
+
+
+def test_commands_match_as_redis_py_puts_them_on_the_wire() -> None:
+    assert _key("get", 1) == _key("GET", "1") == _key(b"GET", b"1") == _key("GET", bytearray(b"1"))
+    assert _key("GET", 1.0) != _key("GET", 1)  # sent as "1.0"
+    assert _key("GET", "é") == _key("GET", "é".encode())
+    assert _key("client  list") == _key("CLIENT LIST")
+    assert _key("GET", "k", decode=True) != _key("GET", "k")  # the reply types differ
+    assert _key("GET", "a") != _key("GET", "b")
+
+
+def _pipeline(*commands: tuple, transaction: bool = True, raise_on_error: bool = True) -> dict[str, Any]:
+    entries = [{"command": c[0], "args": list(c[1:])} for c in commands]
+    return {"pipeline": entries, "transaction": transaction, "raise_on_error": raise_on_error, "decode_responses": False}
+
+
+def test_a_pipeline_matches_on_its_whole_command_list() -> None:
+    both = request_view(_pipeline(("SET", "k", 1), ("get", "k")))
+    assert both.key == request_view(_pipeline(("set", "k", "1"), ("GET", b"k"))).key
+    assert both.label == "MULTI/EXEC [SET k 1; GET k]"
+    assert both.key != request_view(_pipeline(("GET", "k"), ("SET", "k", 1))).key
+    assert both.key != request_view(_pipeline(("SET", "k", 1))).key
+    assert both.key != request_view(_pipeline(("SET", "k", 1), ("GET", "k"), transaction=False)).key
+    assert both.key != request_view(_pipeline(("SET", "k", 1), ("GET", "k"), raise_on_error=False)).key
+
+
+def test_a_recorded_call_has_the_view_of_its_live_twin() -> None:
+    request = {"command": "SET", "args": [b"\xff", 1, 2.5, "x y"], "decode_responses": False}
+    view = recorded_view({"protocol": "redis", "request": encode_value(request)})
+    assert view.key == request_view(request).key
+    assert view.label == r"SET \xff 1 2.5 'x y'"
+    assert view.fields == {"command": "SET", "key": r"\xff", "args": "1 2.5 'x y'", "decode_responses": False}

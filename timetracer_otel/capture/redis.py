@@ -1,0 +1,197 @@
+"""redis-py capture: commands, pipelines and MULTI/EXEC transactions, sync and asyncio.
+
+The wrappers sit under OpenTelemetry's redis wrappers (``Redis.execute_command``,
+``Pipeline.execute``, ``Pipeline.immediate_execute_command`` and their asyncio twins),
+so the instrumentor's span is current. The instrumentor's hooks never see a pipeline's
+commands; the wrapper reads them from the pipeline's command stack.
+
+A call's request is ``{"command", "args", "decode_responses"}`` for a command, and
+``{"pipeline": [{"command", "args"}, ...], "transaction", "raise_on_error",
+"decode_responses"}`` for a pipeline. The response is ``{"reply": ...}`` or
+``{"replies": [...], "errors": [{"index", "type", "message"}]}``: the values exactly as
+redis-py returned them to the application, after its response callbacks (a copy, so the
+application may change what it got). A Redis error becomes the call's ``error``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Awaitable, Callable, Optional
+
+import redis.asyncio.client
+import redis.client
+
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
+from timetracer_otel.replayers.redis_matching import command_entry, redact_reply, scrub
+
+from . import _patch
+
+__all__ = ["install", "uninstall", "command_request", "pipeline_request", "sends", "raise_on_error"]
+
+_Begin = Callable[[Any, tuple, dict], Optional["_Capture"]]
+
+
+def _decode_responses(client: Any) -> bool:
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None) or {}
+    return bool(kwargs.get("decode_responses", False))
+
+
+def command_request(client: Any, args: tuple, redact: bool) -> tuple[dict[str, Any], list[Any]]:
+    """The request of ``client.execute_command(*args)``, and the secrets redaction took out."""
+    entry, secrets = command_entry(args, redact)
+    return {**entry, "decode_responses": _decode_responses(client)}, secrets
+
+
+def _is_transaction(pipe: Any) -> bool:
+    # sync pipelines keep the flag in ``transaction``, asyncio ones in ``is_transaction``
+    # (where ``transaction`` is the client's method): read the instance's own attributes.
+    attributes = vars(pipe)
+    return bool(attributes.get("is_transaction", attributes.get("transaction"))) or bool(pipe.explicit_transaction)
+
+
+def pipeline_request(pipe: Any, raise_on_error: bool, redact: bool) -> tuple[dict[str, Any], list[Any]]:
+    """The request of ``pipe.execute(raise_on_error)``: every queued command, and the secrets taken out."""
+    entries = [command_entry(args, redact) for args, _options in pipe.command_stack]
+    request = {
+        "pipeline": [entry for entry, _ in entries],
+        "transaction": _is_transaction(pipe),
+        "raise_on_error": raise_on_error,
+        "decode_responses": _decode_responses(pipe),
+    }
+    return request, [secret for _, secrets in entries for secret in secrets]
+
+
+def sends(pipe: Any) -> bool:
+    """Whether ``pipe.execute()`` talks to the server (redis-py returns ``[]`` at once otherwise)."""
+    return bool(pipe.command_stack) or bool(pipe.watching)
+
+
+def raise_on_error(args: tuple, kwargs: dict) -> bool:
+    """The ``raise_on_error`` argument of ``Pipeline.execute``."""
+    return bool(args[0] if args else kwargs.get("raise_on_error", True))
+
+
+def _snapshot(value: Any) -> Any:
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - a value that cannot be copied is kept as it is
+        return value
+
+
+def _error(exc: BaseException, secrets: list[Any]) -> dict[str, str]:
+    info = exception_info(exc)
+    info["message"] = scrub(info["message"], secrets)
+    return info
+
+
+class _Capture:
+    """One call in flight: fills the call's response or error when redis-py returns."""
+
+    def __init__(self, call: ProtocolCall, secrets: list[Any], response: Callable[[Any, list[Any]], dict]) -> None:
+        self.call = call
+        self.secrets = secrets
+        self.response = response
+
+    def failed(self, exc: BaseException) -> None:
+        with guarded("redis.error"):
+            self.call.error = _error(exc, self.secrets)
+
+    def returned(self, value: Any) -> None:
+        with guarded("redis.response"):
+            self.call.response = self.response(value, self.secrets)
+
+
+def _pipeline_response(commands: list[Any], replies: Any, secrets: list[Any]) -> dict[str, Any]:
+    """The replies, with the errors redis-py put among them (``raise_on_error=False``) taken out."""
+    errors = [
+        {"index": index, **_error(reply, secrets)} for index, reply in enumerate(replies) if isinstance(reply, Exception)
+    ]
+    kept = [
+        None if isinstance(reply, Exception) else _snapshot(redact_reply(command, reply))
+        for command, reply in zip(commands, replies)
+    ]
+    return {"replies": kept, "errors": errors} if errors else {"replies": kept}
+
+
+def _start(
+    recording: TraceRecording, request: dict[str, Any], secrets: list[Any], response: Callable[[Any, list[Any]], dict]
+) -> _Capture:
+    call = ProtocolCall("redis", "redis", request)
+    recording.add_call(call)
+    return _Capture(call, secrets, response)
+
+
+def _begin_command(client: Any, args: tuple, kwargs: dict) -> Optional[_Capture]:
+    recording = current_recording()
+    if recording is None or not args:
+        return None
+    with guarded("redis.command"):
+        request, secrets = command_request(client, args, recording.config.redact)
+        command = args[0]
+        return _start(recording, request, secrets, lambda reply, _: {"reply": _snapshot(redact_reply(command, reply))})
+    return None
+
+
+def _begin_pipeline(pipe: Any, args: tuple, kwargs: dict) -> Optional[_Capture]:
+    recording = current_recording()
+    if recording is None or not sends(pipe):
+        return None
+    with guarded("redis.pipeline"):
+        request, secrets = pipeline_request(pipe, raise_on_error(args, kwargs), recording.config.redact)
+        commands = [command_args[0] for command_args, _options in pipe.command_stack]
+        return _start(recording, request, secrets, lambda replies, found: _pipeline_response(commands, replies, found))
+    return None
+
+
+def _sync(begin: _Begin) -> Callable[..., Any]:
+    def capture(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        call = begin(instance, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except Exception as exc:
+            call.failed(exc)
+            raise
+        call.returned(result)
+        return result
+
+    return capture
+
+
+def _async(begin: _Begin) -> Callable[..., Awaitable[Any]]:
+    async def capture(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        call = begin(instance, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except Exception as exc:
+            call.failed(exc)
+            raise
+        call.returned(result)
+        return result
+
+    return capture
+
+
+# (class, method, wrapper): the same seams OpenTelemetry's redis instrumentor wraps
+_SEAMS = (
+    (redis.client.Redis, "execute_command", _sync(_begin_command)),
+    (redis.client.Pipeline, "immediate_execute_command", _sync(_begin_command)),
+    (redis.client.Pipeline, "execute", _sync(_begin_pipeline)),
+    (redis.asyncio.client.Redis, "execute_command", _async(_begin_command)),
+    (redis.asyncio.client.Pipeline, "immediate_execute_command", _async(_begin_command)),
+    (redis.asyncio.client.Pipeline, "execute", _async(_begin_pipeline)),
+)
+
+
+def install() -> None:
+    for owner, name, wrapper in _SEAMS:
+        _patch.install(owner, name, wrapper)
+
+
+def uninstall() -> None:
+    for owner, name, _ in _SEAMS:
+        _patch.uninstall(owner, name)
