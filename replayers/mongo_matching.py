@@ -1,0 +1,86 @@
+"""Matching Mongo commands: the command as the application asked for it, not what changes per run.
+
+A command's signature is its database, its name, and its fields in canonical order,
+less the fields that pymongo or the server make up per run: the session (``lsid``,
+``txnNumber``), cluster time gossip (``$clusterTime``, ``readConcern.afterClusterTime``),
+routing (``$db``, ``$readPreference``), the stable API declaration, ``recoveryToken``,
+and ``maxTimeMS`` (a client-side operation timeout, ``timeoutMS``, recomputes it from the
+time left). The ObjectId ``_id`` of each document of an ``insert`` is generated anew on
+every run, so only its presence counts; replay then gives the live document the recorded
+id. Values nested inside a field keep their order: a sort or a ``$group`` depends on it.
+
+Works on cassette typed values (``timetracer_otel.cassette.values``), so it never imports
+pymongo: any cassette loads wherever timetracer does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .matching import CallView
+
+__all__ = ["command_view", "recorded_view", "VOLATILE_FIELDS"]
+
+VOLATILE_FIELDS = frozenset(
+    {
+        "lsid",
+        "txnNumber",
+        "$clusterTime",
+        "$db",
+        "$readPreference",
+        "apiVersion",
+        "apiStrict",
+        "apiDeprecationErrors",
+        "recoveryToken",
+        "maxTimeMS",
+    }
+)
+_GENERATED_ID = {"$type": "objectid", "value": "<generated>"}
+
+
+def _is_objectid(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("$type") == "objectid"
+
+
+def _without_generated_ids(documents: Any) -> Any:
+    if not isinstance(documents, list):
+        return documents
+    return [
+        {**doc, "_id": _GENERATED_ID} if isinstance(doc, dict) and _is_objectid(doc.get("_id")) else doc
+        for doc in documents
+    ]
+
+
+def _significant(name: str, command: dict[str, Any]) -> dict[str, Any]:
+    """The command's fields that matching compares, top-level keys sorted, nested order kept."""
+    fields = {key: command[key] for key in sorted(command) if key not in VOLATILE_FIELDS}
+    concern = fields.get("readConcern")
+    if isinstance(concern, dict) and "afterClusterTime" in concern:
+        concern = {k: v for k, v in concern.items() if k != "afterClusterTime"}
+        if concern:
+            fields["readConcern"] = concern
+        else:
+            del fields["readConcern"]
+    if name == "insert" and "documents" in fields:
+        fields["documents"] = _without_generated_ids(fields["documents"])
+    return fields
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def command_view(database: str, name: str, command: dict[str, Any]) -> CallView:
+    """The view of a command given as typed values (already redacted like a recording)."""
+    fields = _significant(name, command)
+    target = command.get(name)
+    label = f"{name} {database}.{target}" if isinstance(target, str) else f"{name} {database}"
+    shown = {"database": database, "command": name, **{key: _canonical(value) for key, value in fields.items()}}
+    return CallView(protocol="mongo", label=label, key=("mongo", database, name, _canonical(fields)), fields=shown)
+
+
+def recorded_view(call: dict[str, Any]) -> CallView:
+    """The view of a recorded Mongo call document."""
+    request = call["request"]
+    return command_view(request["database"], request["command_name"], request["command"])

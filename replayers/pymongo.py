@@ -1,0 +1,317 @@
+"""pymongo replay below server selection: no MongoDB, no topology, no socket.
+
+While a replay session is current, a client's topology is never opened and server
+selection returns a stand-in server (a replica set primary at the client's first
+seed address) whose pool hands out connections that never open a socket. pymongo
+still builds, publishes (so spans appear) and checks every command as it would live;
+only the round trip is replaced: the command pymongo publishes is matched against
+the cassette, and the recorded reply is encoded to BSON and returned as the server's
+answer. pymongo then decodes it with the application's codec options, raises
+``OperationFailure``, ``DuplicateKeyError`` and ``BulkWriteError`` from it, and follows
+cursors with ``getMore`` as live. This works for ``MongoClient``, ``AsyncMongoClient``
+and Motor, including clients created before replay started.
+
+The stand-in connection answers its own handshake (unpublished ``hello``) and
+``endSessions``; a client whose topology never opened has no server sessions to end
+and no server cursors to kill, so closing it sends nothing, in replay or after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from itertools import count
+from typing import Any, AsyncIterator, Iterator, Optional
+
+import bson
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from bson.objectid import ObjectId
+from pymongo import common, errors
+from pymongo.asynchronous import command_runner as async_runner
+from pymongo.asynchronous import mongo_client as async_client
+from pymongo.asynchronous import pool as async_pool
+from pymongo.asynchronous import server as async_server
+from pymongo.asynchronous import topology as async_topology
+from pymongo.hello import Hello
+from pymongo.helpers_shared import _SENSITIVE_COMMANDS
+from pymongo.message import _OpMsg
+from pymongo.server_description import ServerDescription
+from pymongo.synchronous import command_runner as sync_runner
+from pymongo.synchronous import mongo_client as sync_client
+from pymongo.synchronous import pool as sync_pool
+from pymongo.synchronous import server as sync_server
+from pymongo.synchronous import topology as sync_topology
+
+from timetracer_otel.capture import _patch
+from timetracer_otel.capture.pymongo import UNRECORDED
+from timetracer_otel.cassette.values import decode_value, encode_value
+
+from .mongo_matching import command_view
+from .session import ReplaySession, current_session
+
+__all__ = ["install", "uninstall"]
+
+_LIBRARY = "pymongo"
+# Replies are encoded the way a server would send what the recording decoded; UUIDs as standard.
+_REPLY_CODEC: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+_SERVERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  # topology -> stand-in server
+_connection_ids = count(1)
+
+
+def _replaying() -> Optional[ReplaySession]:
+    """The session answering pymongo calls now, or None (no replay, or pymongo/Motor named live)."""
+    session = current_session()
+    if session is None or session.is_live(_LIBRARY) or session.is_live("motor"):
+        return None
+    return session
+
+
+def _hello(address: tuple[str, int]) -> dict[str, Any]:
+    """What the stand-in server says about itself: a primary that supports sessions and retryable writes."""
+    host = f"{address[0]}:{address[1]}"
+    return {
+        "helloOk": True,
+        "isWritablePrimary": True,
+        "setName": "timetracer-replay",
+        "hosts": [host],
+        "me": host,
+        "maxBsonObjectSize": common.MAX_BSON_SIZE,
+        "maxMessageSizeBytes": common.MAX_MESSAGE_SIZE,
+        "maxWriteBatchSize": common.MAX_WRITE_BATCH_SIZE,
+        "logicalSessionTimeoutMinutes": 30,
+        "minWireVersion": common.MIN_SUPPORTED_WIRE_VERSION,
+        "maxWireVersion": common.MAX_SUPPORTED_WIRE_VERSION,
+        "ok": 1.0,
+    }
+
+
+# ----------------------------------------------------------------------------- answering
+def _client_error(failure: dict[str, Any]) -> Exception:
+    """The exception pymongo raised in the client (recorded as ``{"errmsg", "errtype"}``)."""
+    cls = getattr(errors, str(failure.get("errtype")), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.PyMongoError)):
+        cls = errors.AutoReconnect
+    return cls(str(failure.get("errmsg") or "recorded without a reply"))
+
+
+def _outcome(response: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], Optional[Exception]]:
+    """(reply document, exception) for a recorded response."""
+    response = response or {}
+    if "reply" in response:
+        return response["reply"] or {"ok": 1.0}, None  # {}: pymongo hides the replies of auth commands
+    failure = response.get("failure") or {}
+    if "ok" in failure:  # the server's error document: pymongo raises from it as it did
+        return failure, None
+    return None, _client_error(failure)
+
+
+def _adopt_generated_ids(command: Any, recorded: dict[str, Any]) -> None:
+    """Give the inserted documents the ObjectIds they had when recorded.
+
+    The ObjectId object pymongo (or the application) generated is changed in place, so
+    every holder of it sees the recorded id: the application's document, ``inserted_id``,
+    ``inserted_ids``.
+    """
+    if next(iter(command), None) != "insert":
+        return
+    for live, old in zip(command.get("documents") or (), recorded.get("documents") or ()):
+        live_id = live.get("_id") if hasattr(live, "get") else None
+        old_id = decode_value(old.get("_id")) if isinstance(old, dict) else None
+        if isinstance(live_id, ObjectId) and isinstance(old_id, ObjectId) and live_id != old_id:
+            live_id._ObjectId__id = old_id.binary  # type: ignore[attr-defined]
+
+
+class _Replaying:
+    """The replay half of a stand-in connection: the session answers instead of a socket."""
+
+    replay_session: ReplaySession
+    hello_reply: dict[str, Any]
+    _reply: Optional[dict[str, Any]] = None
+    _error: Optional[Exception] = None
+
+    def prepare(self, dbname: str, command: Any, published: bool) -> None:
+        """Find the answer to ``command`` before pymongo sends it; raises ReplayMismatchError."""
+        name = next(iter(command))
+        self._reply, self._error = {"ok": 1.0}, None
+        if not published:  # the connection's own handshake
+            self._reply = self.hello_reply
+            return
+        if name in UNRECORDED:
+            return
+        shown = {} if name.lower() in _SENSITIVE_COMMANDS else command  # as pymongo publishes it
+        redactor = self.replay_session.redactor
+        typed = encode_value(redactor.json_value(shown) if redactor is not None else shown)
+        recorded = self.replay_session.answer(_LIBRARY, command_view(dbname, name, typed))
+        _adopt_generated_ids(command, recorded.document["request"]["command"])
+        self._reply, self._error = _outcome(decode_value(recorded.document.get("response")))
+
+    def answer(self) -> _OpMsg:
+        if self._error is not None:
+            raise self._error
+        return _OpMsg(0, bson.encode(self._reply, codec_options=_REPLY_CODEC))
+
+
+class _NoSocket:
+    """Where a connection keeps its socket; nothing is ever opened, so nothing to close."""
+
+    @property
+    def get_conn(self) -> "_NoSocket":
+        return self
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncNoSocket(_NoSocket):
+    async def close(self) -> None:  # type: ignore[override]
+        pass
+
+
+class _Connection(_Replaying, sync_pool.Connection):
+    def send_message(self, message: bytes, max_doc_size: int) -> None:
+        """Nothing leaves the process: the answer was found in ``prepare``."""
+
+    def receive_message(self, request_id: Optional[int]) -> _OpMsg:
+        return self.answer()
+
+
+class _AsyncConnection(_Replaying, async_pool.AsyncConnection):
+    async def send_message(self, message: bytes, max_doc_size: int) -> None:
+        """Nothing leaves the process: the answer was found in ``prepare``."""
+
+    async def receive_message(self, request_id: Optional[int]) -> _OpMsg:
+        return self.answer()
+
+
+def _connection(cls: type, pool: Any, socket: _NoSocket) -> Any:
+    conn = cls(socket, pool, pool.address, next(_connection_ids), False)
+    conn.replay_session = current_session()
+    conn.hello_reply = _hello(pool.address)
+    return conn
+
+
+class _Pool(sync_pool.Pool):
+    """Hands out stand-in connections, handshaken, never authenticated (nothing to authenticate to)."""
+
+    @contextlib.contextmanager
+    def _replay_checkout(self) -> Iterator[_Connection]:
+        conn = _connection(_Connection, self, _NoSocket())
+        conn.hello()
+        conn.ready = True
+        yield conn
+
+    def checkout(self, handler: Any = None) -> Any:
+        return self._replay_checkout()
+
+    def checkin(self, conn: Any) -> None:
+        pass
+
+
+class _AsyncPool(async_pool.Pool):
+    @contextlib.asynccontextmanager
+    async def _replay_checkout(self) -> AsyncIterator[_AsyncConnection]:
+        conn = _connection(_AsyncConnection, self, _AsyncNoSocket())
+        await conn.hello()
+        conn.ready = True
+        yield conn
+
+    def checkout(self, handler: Any = None) -> Any:
+        return self._replay_checkout()
+
+    async def checkin(self, conn: Any) -> None:
+        pass
+
+
+def _server(topology: Any, is_async: bool) -> Any:
+    """The stand-in server of ``topology``, made once."""
+    server = _SERVERS.get(topology)
+    if server is None:
+        address = next(iter(topology._settings.seeds))
+        pool_class, server_class = (_AsyncPool, async_server.Server) if is_async else (_Pool, sync_server.Server)
+        pool = pool_class(address, topology._settings.pool_options)
+        server = _SERVERS.setdefault(topology, server_class(ServerDescription(address, Hello(_hello(address))), pool, None))
+    return server
+
+
+# ----------------------------------------------------------------------------- patches
+def _published(conn: Any, cmd: Any, dbname: str, *args: Any, listeners: Any = None, orig: Any = None, **kwargs: Any) -> tuple[str, Any, bool]:
+    """(database, the command as published, whether it is published) from ``_run_command``'s arguments."""
+    return dbname, orig if orig is not None else cmd, listeners is not None
+
+
+def _run_command(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    if isinstance(args[0], _Replaying):
+        args[0].prepare(*_published(*args, **kwargs))
+    return wrapped(*args, **kwargs)
+
+
+async def _async_run_command(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    if isinstance(args[0], _Replaying):
+        args[0].prepare(*_published(*args, **kwargs))
+    return await wrapped(*args, **kwargs)
+
+
+def _select(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return wrapped(*args, **kwargs) if _replaying() is None else _server(instance, is_async=False)
+
+
+async def _async_select(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return await wrapped(*args, **kwargs) if _replaying() is None else _server(instance, is_async=True)
+
+
+def _unopened_topology(client: Any) -> Any:
+    if client._topology is None:
+        raise errors.ConfigurationError(
+            "timetracer replay: a mongodb+srv:// client resolves DNS on first use; replay it with a mongodb:// URL"
+        )
+    return client._topology
+
+
+def _get_topology(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """In replay the topology is used but never opened: no monitors, no kill-cursors thread."""
+    return wrapped(*args, **kwargs) if _replaying() is None else _unopened_topology(instance)
+
+
+async def _async_get_topology(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return await wrapped(*args, **kwargs) if _replaying() is None else _unopened_topology(instance)
+
+
+def _if_opened(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """Ending sessions and killing cursors: nothing to do for a client that never reached a server."""
+    return wrapped(*args, **kwargs) if instance._opened else None
+
+
+async def _async_if_opened(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return await wrapped(*args, **kwargs) if instance._opened else None
+
+
+_SYNC = (sync_runner, sync_topology.Topology, sync_client.MongoClient)
+_ASYNC = (async_runner, async_topology.Topology, async_client.AsyncMongoClient)
+
+
+def _patches() -> list[tuple[Any, str, Any]]:
+    patches = []
+    for (runner, topology, client), is_async in ((_SYNC, False), (_ASYNC, True)):
+        patches += [
+            (runner, "_run_command", _async_run_command if is_async else _run_command),
+            (topology, "select_server", _async_select if is_async else _select),
+            (topology, "select_server_by_address", _async_select if is_async else _select),
+            (client, "_get_topology", _async_get_topology if is_async else _get_topology),
+            (client, "_end_sessions", _async_if_opened if is_async else _if_opened),
+            (client, "_process_kill_cursors", _async_if_opened if is_async else _if_opened),
+        ]
+    return patches
+
+
+def install() -> None:
+    for owner, name, wrapper in _patches():
+        _patch.install(owner, name, wrapper, layer="replay")
+
+
+def uninstall() -> None:
+    for owner, name, _ in _patches():
+        _patch.uninstall(owner, name, layer="replay")

@@ -1,0 +1,189 @@
+"""Mongo through uvicorn: pymongo, AsyncMongoClient and Motor record against a wire-protocol
+server on loopback, then replay with that server stopped, the client pointed at a closed port,
+and not one connection attempt to either."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pymongo
+import pytest
+from _replay import assert_same_response, cassette_files, new_reports
+from apps.mongo_app import CLOSED_URL, FIRST_ORDER, KINDS, create_app, run, scenario
+from bson import json_util
+from conftest import load_cassettes
+from mongo_server import MongoWireServer, running_mongo
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
+
+_COMMANDS = [
+    "insert", "insert", "update", "find", "getMore", "getMore", "aggregate", "aggregate",
+    "insert",  # the duplicate key: a reply with writeErrors
+    "aggregate",  # the unknown stage: a failed command
+    "insert", "find",
+]  # fmt: skip
+_TYPES = {
+    "_id": "ObjectId", "sku": "str", "qty": "int", "status": "str",
+    "price": "Decimal128", "at": "datetime", "tag": "Binary", "raw": "bytes",
+}  # fmt: skip
+
+
+@pytest.fixture
+def mongo() -> Iterator[MongoWireServer]:
+    with running_mongo() as server:
+        yield server
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a socket of this process tries to connect to, from now to the end of the test."""
+    attempts: list[Any] = []
+    real = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        attempts.append(address)
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+def _ports(addresses: list[Any]) -> set[int]:
+    return {address[1] for address in addresses if isinstance(address, tuple)}
+
+
+def _get(serve: Callable[..., Any], app: Any, path: str) -> tuple[httpx.Response, int]:
+    """The app's response to ``GET path`` and the app's port; the server (and the clients) stopped after."""
+    server = serve(app, lifespan="on")
+    response = httpx.get(server.url + path, timeout=30)
+    server.stop()  # lifespan shutdown closes the Mongo clients
+    return response, int(server.url.rsplit(":", 1)[1])
+
+
+def _record(serve: Callable[..., Any], mongo: MongoWireServer, cassette_dir: Path, kind: str) -> tuple[httpx.Response, dict, Path]:
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    recorded, _ = _get(serve, create_app(mongo.url, config), f"/orders/{kind}")
+    assert recorded.status_code == 200, recorded.text
+    (doc,) = load_cassettes(cassette_dir)
+    (path,) = cassette_files(cassette_dir)
+    return recorded, doc, path
+
+
+def _replay(serve: Callable[..., Any], cassette: Path, kind: str) -> tuple[httpx.Response, ReplayReport, int]:
+    with new_reports() as reports:
+        replayed, port = _get(serve, create_app(CLOSED_URL, TraceConfig(mode="replay", cassette_path=str(cassette))), f"/orders/{kind}")
+    (report,) = reports
+    return replayed, report, port
+
+
+def _assert_recorded(doc: dict[str, Any], path: Path) -> None:
+    """The calls: command and reply documents, typed, redacted, volatile fields kept, each on its span."""
+    calls = doc["calls"]
+    assert [c["request"]["command_name"] for c in calls] == _COMMANDS
+    assert {(c["protocol"], c["library"], c["kind"]) for c in calls} == {("mongo", "pymongo", "mongo.client")}
+    spans = {s["span_id"]: s["name"] for s in doc["spans"]}
+    assert [spans[c["span_id"]] for c in calls] == [f"shop.{name}" for name in _COMMANDS]
+
+    first = calls[0]["request"]["command"]
+    assert {"lsid", "txnNumber", "$clusterTime", "$db"} <= set(first)  # there when recorded, ignored when matching
+    stored = first["documents"][0]
+    assert stored["price"] == {"$type": "decimal128", "value": "12.50"}
+    assert stored["at"] == {"$type": "datetime", "value": FIRST_ORDER["at"].isoformat()}
+    assert stored["tag"] == {"$type": "binary", "subtype": 128, "base64": "AQI="}
+    assert stored["raw"] == {"$type": "bytes", "base64": "/wA="}
+    assert stored["_id"]["$type"] == "objectid"
+    assert calls[4]["response"]["reply"]["cursor"]["id"]["$type"] == "int64"
+
+    duplicate = calls[8]["response"]["reply"]["writeErrors"]
+    assert [e["code"] for e in duplicate] == [11000] and calls[8]["error"] is None
+    failed = calls[9]
+    assert failed["error"] == {"type": "pymongo.errors.OperationFailure", "message": "Unrecognized pipeline stage name: '$bogus'"}
+    assert failed["response"]["failure"]["code"] == 40324
+
+    assert calls[10]["request"]["command"]["documents"][0]["password"] == "[REDACTED]"
+    assert calls[11]["response"]["reply"]["cursor"]["firstBatch"][0]["password"] == "[REDACTED]"
+    assert "s3cret" not in path.read_text("utf-8")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_route_replays_identically_with_no_server_and_no_connection(
+    kind: str, serve: Callable[..., Any], cassette_dir: Path, mongo: MongoWireServer, connects: list[Any]
+) -> None:
+    """sync pymongo in a def route, AsyncMongoClient and Motor in async routes."""
+    recorded, doc, cassette = _record(serve, mongo, cassette_dir, kind)
+    _assert_recorded(doc, cassette)
+    body = json_util.loads(recorded.text)
+    assert body["types"] == _TYPES
+    assert body["duplicate"] == {"code": 11000}
+    assert body["failed"] == {"code": 40324, "message": "Unrecognized pipeline stage name: '$bogus'"}
+    assert len(body["listed"]) == 6 and body["closed"] == 3 and body["user_fields"] == ["_id", "name", "password"]
+    mongo.stop()
+
+    connects.clear()
+    replayed, report, app_port = _replay(serve, cassette, kind)
+    assert_same_response(recorded, replayed)  # inserted ids included: the generated ObjectIds are the recorded ones
+    assert json_util.loads(replayed.text)["types"] == _TYPES
+    assert report.ok and not report.unused and len(report.answered) == len(_COMMANDS)
+    ports = _ports(connects)
+    assert app_port in ports  # the spy saw the test's own request to the app
+    assert not ports & {mongo.port, 1}
+
+
+def test_changed_filter_raises_mismatch_naming_the_closest_command(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    mongo: MongoWireServer,
+    connects: list[Any],
+    timetracer_replay: Callable[..., Any],
+) -> None:
+    _, doc, cassette = _record(serve, mongo, cassette_dir, "sync")
+    mongo.stop()
+    connects.clear()
+    client = pymongo.MongoClient(CLOSED_URL, connect=False)
+    with timetracer_replay(cassette) as session, pytest.raises(ReplayMismatchError) as raised:
+        client["shop"]["users"].find_one({"name": "bob"})
+    client.close()
+    find_users = len(doc["calls"]) - 1
+    assert str(raised.value).splitlines()[:5] == [
+        "timetracer replay: no recorded call matches find shop.users (pymongo)",
+        f"cassette: {cassette}",
+        "closest recorded calls:",
+        f"  #{find_users} find shop.users (unused)",
+        '      filter: recorded {"name":"ada"}, this call {"name":"bob"}',
+    ]
+    assert session.unmatched == [raised.value]
+    assert not _ports(connects) & {mongo.port, 1}
+
+
+def test_recorded_calls_answer_a_client_made_in_the_test(
+    serve: Callable[..., Any], cassette_dir: Path, mongo: MongoWireServer, timetracer_replay: Callable[..., Any]
+) -> None:
+    """The pytest fixture replays too: same replies, same types, the cursor followed across getMore."""
+    recorded, _, cassette = _record(serve, mongo, cassette_dir, "sync")
+    mongo.stop()
+    client = pymongo.MongoClient(CLOSED_URL, connect=False)
+    with timetracer_replay(cassette):
+        result = run(scenario(client["shop"]))
+    client.close()
+    assert json.loads(json_util.dumps(result, json_options=json_util.CANONICAL_JSON_OPTIONS)) == recorded.json()
+
+
+def test_pymongo_named_live_goes_to_the_server(
+    serve: Callable[..., Any], cassette_dir: Path, mongo: MongoWireServer, timetracer_replay: Callable[..., Any]
+) -> None:
+    """Hybrid replay: with pymongo live, commands reach the server even though the cassette could answer them."""
+    _, _, cassette = _record(serve, mongo, cassette_dir, "sync")
+    before = len(mongo.commands)
+    client = pymongo.MongoClient(mongo.url)
+    with timetracer_replay(cassette, live=("pymongo",)) as session:
+        count = client["shop"]["orders"].count_documents({"status": "closed"})
+        missing = client["shop"]["users"].find_one({"name": "bob"})  # recorded nowhere: no mismatch either
+    client.close()
+    assert (count, missing) == (3, None)
+    assert mongo.commands[before:].count("aggregate") == 1 and "find" in mongo.commands[before:]
+    assert not session.answered and not session.unmatched

@@ -1,0 +1,148 @@
+"""pymongo capture from OpenTelemetry's command-monitoring hooks: sync, asyncio and Motor.
+
+``PymongoInstrumentor`` registers one pymongo ``CommandListener`` and gives each event,
+with the client span it made for the command, to its request, response and failed
+hooks. timetracer puts its own hooks in front of the ones the tracer has (the
+application's, if it passed any), so the capture needs no wrapper of its own:
+``AsyncMongoClient`` and Motor (pymongo in a thread, with the request's context)
+publish the same events. The instrumentor's span is never current while its hooks
+run, so the call is attached to it explicitly.
+
+A call's request is ``{"database", "command_name", "command"}``; its response is
+``{"reply": ...}`` when the command got an answer (an ``ok: 0`` reply that pymongo
+was told to accept included) or ``{"failure": ...}`` when pymongo reported it failed:
+the server's error document, or pymongo's ``{"errmsg", "errtype"}`` for an error raised
+in the client. Both are snapshots taken in the hook, secret fields redacted, since
+the application may change the documents afterwards.
+
+Only commands of clients created after the instrumentor is enabled are seen:
+pymongo hands its global listeners to a client when it is constructed.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import weakref
+from typing import Any, Callable, Optional
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+from pymongo import errors, monitoring
+
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._recording import ProtocolCall, current_recording
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import Redactor
+
+from . import _patch
+
+__all__ = ["install", "uninstall", "UNRECORDED"]
+
+# Client housekeeping, not the application's: ending server sessions (random ids) when
+# a client closes. Replay answers it without a recording.
+UNRECORDED = frozenset({"endSessions"})
+
+# span -> (call, redactor) between a command's start and its outcome
+_pending: "weakref.WeakKeyDictionary[Any, tuple[ProtocolCall, Optional[Redactor]]]" = weakref.WeakKeyDictionary()
+
+
+@functools.lru_cache(maxsize=16)
+def _redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
+    return Redactor(headers, fields)
+
+
+def _snapshot(value: Any, redactor: Optional[Redactor]) -> Any:
+    """A copy of a command or reply document that later changes cannot reach, secret fields redacted."""
+    return redactor.json_value(value) if redactor is not None else copy.deepcopy(value)
+
+
+def _recording_redactor(config: TraceConfig) -> Optional[Redactor]:
+    return _redactor(tuple(config.redact_headers), tuple(config.redact_fields)) if config.redact else None
+
+
+def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
+    recording = current_recording()
+    if recording is None or event.command_name in UNRECORDED:
+        return
+    with guarded("pymongo.request"):
+        redactor = _recording_redactor(recording.config)
+        command = _snapshot(event.command, redactor)
+        request = {"database": event.database_name, "command_name": event.command_name, "command": command}
+        call = ProtocolCall("mongo", "pymongo", request)
+        with trace.use_span(span, end_on_exit=False):
+            recording.add_call(call)
+        _pending[span] = (call, redactor)
+
+
+def _succeeded(span: Any, event: monitoring.CommandSucceededEvent) -> None:
+    pending = _pending.pop(span, None)
+    if pending is None:
+        return
+    with guarded("pymongo.response"):
+        call, redactor = pending
+        call.response = {"reply": _snapshot(event.reply, redactor)}
+
+
+def _error_type(failure: Any) -> str:
+    """The exception class named in the cassette: pymongo's own for a client-side error."""
+    if "ok" in failure:  # the server answered with an error document
+        return "pymongo.errors.OperationFailure"
+    name = str(failure.get("errtype", "PyMongoError"))
+    return f"pymongo.errors.{name}" if hasattr(errors, name) else name
+
+
+def _failed(span: Any, event: monitoring.CommandFailedEvent) -> None:
+    pending = _pending.pop(span, None)
+    if pending is None:
+        return
+    with guarded("pymongo.error"):
+        call, redactor = pending
+        failure = _snapshot(event.failure, redactor)
+        call.response = {"failure": failure}
+        call.error = {"type": _error_type(failure), "message": str(failure.get("errmsg", ""))}
+
+
+class _Hook:
+    """timetracer's hook, then the one the tracer had."""
+
+    def __init__(self, ours: Callable[[Any, Any], None], theirs: Callable[[Any, Any], None]) -> None:
+        self.ours = ours
+        self.theirs = theirs
+
+    def __call__(self, span: Any, event: Any) -> None:
+        self.ours(span, event)
+        self.theirs(span, event)
+
+
+_HOOKS = {"start_hook": _started, "success_hook": _succeeded, "failed_hook": _failed}
+
+
+def _chain(tracer: Any) -> None:
+    if tracer is None:
+        return
+    for attribute, hook in _HOOKS.items():
+        current = getattr(tracer, attribute)
+        if not isinstance(current, _Hook):
+            setattr(tracer, attribute, _Hook(hook, current))
+
+
+def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """The instrumentor makes its command tracer here, on the first ``instrument()``."""
+    result = wrapped(*args, **kwargs)
+    _chain(instance._commandtracer_instance)
+    return result
+
+
+def install() -> None:
+    _patch.install(PymongoInstrumentor, "_instrument", _instrument)
+    _chain(PymongoInstrumentor()._commandtracer_instance)  # instrumented before timetracer was enabled
+
+
+def uninstall() -> None:
+    _patch.uninstall(PymongoInstrumentor, "_instrument")
+    tracer = PymongoInstrumentor()._commandtracer_instance
+    for attribute in _HOOKS:
+        current = getattr(tracer, attribute, None)
+        if isinstance(current, _Hook):
+            setattr(tracer, attribute, current.theirs)
