@@ -1,4 +1,4 @@
-"""Finding or creating the SDK TracerProvider, and attaching the cassette processor once."""
+"""Finding or creating the SDK TracerProvider, and attaching the cassette (and OTLP) processors once."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Optional
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters import CassetteSpanProcessor
 
 _lock = threading.Lock()
 _processors: "weakref.WeakKeyDictionary[TracerProvider, CassetteSpanProcessor]" = weakref.WeakKeyDictionary()
+_exporting: "weakref.WeakKeyDictionary[TracerProvider, dict[str, SpanProcessor]]" = weakref.WeakKeyDictionary()
 _private_provider: Optional[TracerProvider] = None
 
 
@@ -50,6 +52,22 @@ def cassette_processor(provider: TracerProvider) -> CassetteSpanProcessor:
             processor = CassetteSpanProcessor()
             provider.add_span_processor(processor)
             _processors[provider] = processor
+        return processor
+
+
+def otlp_processor(provider: TracerProvider, config: TraceConfig) -> SpanProcessor:
+    """The processor sending ``provider``'s spans to ``config.otlp_endpoint``, added on first use.
+
+    One per endpoint: apps and middlewares sharing a provider never export a span twice.
+    """
+    from timetracer_otel.exporters.otlp import otlp_span_processor
+
+    with _lock:
+        per_endpoint = _exporting.setdefault(provider, {})
+        processor = per_endpoint.get(config.otlp_endpoint)
+        if processor is None:
+            processor = per_endpoint[config.otlp_endpoint] = otlp_span_processor(config)
+            provider.add_span_processor(processor)
         return processor
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["TraceConfig", "MODES", "DEFAULT_MAX_BODY_BYTES"]
 
@@ -93,14 +94,33 @@ def _parse_str(value: Any) -> str:
     return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
 
+def _parse_endpoint(value: Any) -> Optional[str]:
+    """An OTLP/HTTP traces URL; a collector address with no path gets the standard ``/v1/traces``."""
+    text = _parse_optional_str(value)
+    if text is None:
+        return None
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"invalid OTLP endpoint {value!r}; allowed values: an http:// or https:// URL")
+    return urlunsplit(parts._replace(path="/v1/traces")) if parts.path in ("", "/") else parts.geturl()
+
+
+def _traces_url(base: str) -> str:
+    """``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base URL: the traces path is always appended to it."""
+    return base.strip() + ("v1/traces" if base.strip().endswith("/") else "/v1/traces")
+
+
 def _parse_callable(value: Any) -> Optional[Callable[[dict], Optional[dict]]]:
     if value is not None and not callable(value):
         raise ValueError(f"invalid redact_hook {value!r}; allowed values: a callable or None")
     return value
 
 
-# field name -> (environment variable or None, parser, default)
-_SPEC: dict[str, tuple[Optional[str], Callable[[Any], Any], Any]] = {
+# Environment variables whose value is adapted before parsing.
+_ENV_ADAPTERS: dict[str, Callable[[str], str]] = {"OTEL_EXPORTER_OTLP_ENDPOINT": _traces_url}
+
+# field name -> (environment variable(s), the first set one wins, or None; parser; default)
+_SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], Any]] = {
     "mode": ("TIMETRACER_MODE", _parse_mode, "off"),
     "cassette_dir": ("TIMETRACER_DIR", _parse_str, "./cassettes"),
     "cassette_path": ("TIMETRACER_CASSETTE", _parse_optional_str, None),
@@ -115,7 +135,19 @@ _SPEC: dict[str, tuple[Optional[str], Callable[[Any], Any], Any]] = {
     "service_name": ("TIMETRACER_SERVICE", _parse_optional_str, None),
     "live_plugins": ("TIMETRACER_LIVE_PLUGINS", _parse_names, ()),
     "replay_ignore_fields": ("TIMETRACER_REPLAY_IGNORE_FIELDS", _parse_names, ()),
+    # The standard OpenTelemetry variables, so one setting serves timetracer and any other OTel code.
+    "otlp_endpoint": (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), _parse_endpoint, None),
+    "export_payloads": ("TIMETRACER_EXPORT_PAYLOADS", _parse_bool, False),
 }
+
+
+def _from_environ(names: Union[None, str, tuple[str, ...]], environ: Mapping[str, str]) -> Optional[tuple[str, str]]:
+    """(variable, value) of the first of ``names`` that is set and not empty (empty = unset, as in OTel)."""
+    for name in (names,) if isinstance(names, str) else names or ():
+        value = environ.get(name, "")
+        if value.strip():
+            return name, _ENV_ADAPTERS.get(name, str)(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -128,7 +160,9 @@ class TraceConfig:
     redaction off (the hook still runs). In replay, ``live_plugins`` names the client
     libraries whose calls really go out, and ``replay_ignore_fields`` the JSON fields
     (timestamps, request ids) left out when the replayed response is compared with the
-    recorded one.
+    recorded one. ``otlp_endpoint`` (default: the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+    or ``OTEL_EXPORTER_OTLP_ENDPOINT``) sends the same spans to a collector over OTLP/HTTP,
+    redacted like cassettes and without payload attributes unless ``export_payloads``.
     """
 
     mode: str = _UNSET
@@ -145,6 +179,8 @@ class TraceConfig:
     service_name: Optional[str] = _UNSET
     live_plugins: Sequence[str] = _UNSET
     replay_ignore_fields: Sequence[str] = _UNSET
+    otlp_endpoint: Optional[str] = _UNSET
+    export_payloads: bool = _UNSET
 
     def __post_init__(self) -> None:
         self._resolve(os.environ)
@@ -158,11 +194,12 @@ class TraceConfig:
                     value = parse(given)
                 except ValueError as exc:
                     raise ValueError(f"TraceConfig({f.name}=...): {exc}") from None
-            elif env_name is not None and environ.get(env_name, "").strip():  # empty = unset, as in OTel
+            elif (found := _from_environ(env_name, environ)) is not None:
+                variable, text = found
                 try:
-                    value = parse(environ[env_name])
+                    value = parse(text)
                 except ValueError as exc:
-                    raise ValueError(f"{env_name}: {exc}") from None
+                    raise ValueError(f"{variable}: {exc}") from None
             else:
                 value = default
             object.__setattr__(self, f.name, value)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+import anyio.to_thread
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-from timetracer_otel._tracing import cassette_processor, service_name, tracer_provider
-from timetracer_otel.capture.asgi import ASGIApp, Receive, RecordingLayer, Scope, Send
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._tracing import cassette_processor, otlp_processor, service_name, tracer_provider
+from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, RecordingLayer, Scope, Send
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.plugins import check_plugin_names, enable
 
 __all__ = ["TimeTracerMiddleware", "auto_setup"]
+
+_SHUTDOWN_FLUSH_MILLIS = 10_000
 
 
 class TimeTracerMiddleware:
@@ -31,7 +35,9 @@ class TimeTracerMiddleware:
         self._inner: ASGIApp = app
         if self.config.mode == "off":
             return
-        provider = tracer_provider(self.config.service_name)
+        provider = self._provider = tracer_provider(self.config.service_name)
+        if self.config.otlp_endpoint:
+            otlp_processor(provider, self.config)
         if self.config.mode == "replay":
             self._inner = _replay_layer(app, self.config)
         else:
@@ -40,12 +46,26 @@ class TimeTracerMiddleware:
         self._traced = OpenTelemetryMiddleware(self._inner, tracer_provider=provider, exclude_spans=["receive", "send"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
+        if scope["type"] == "lifespan" and self._inner is not self.app:
+            await self.app(scope, receive, self._flushing_at_shutdown(send))
+        elif scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
             await self.app(scope, receive, send)
         elif trace.get_current_span().is_recording():
             await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
         else:
             await self._traced(scope, receive, send)
+
+    def _flushing_at_shutdown(self, send: Send) -> Send:
+        """Flush cassettes and exports when the app has shut down: uvicorn then ends the process by
+        re-raising the stop signal, so no ``atexit`` handler (the SDK's flush) ever runs."""
+
+        async def send_flushed(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                with guarded("shutdown.flush"):
+                    await anyio.to_thread.run_sync(self._provider.force_flush, _SHUTDOWN_FLUSH_MILLIS)
+            await send(message)
+
+        return send_flushed
 
 
 def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
@@ -73,6 +93,8 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
         from timetracer_otel.replayers.asgi import CassetteLibrary
 
         CassetteLibrary(config.cassette_path)
+    if config.otlp_endpoint:  # at start too: a missing exporter package fails here, not per request
+        otlp_processor(tracer_provider(config.service_name), config)
     for name in names:
         enable(name)
     app.add_middleware(TimeTracerMiddleware, config=config)
