@@ -27,6 +27,7 @@ _REPLAYERS = {
     "requests": "timetracer_otel.replayers.requests",
     "aiohttp": "timetracer_otel.replayers.aiohttp",
     "redis": "timetracer_otel.replayers.redis",
+    "sqlalchemy": "timetracer_otel.replayers.sqlalchemy",
     "pymongo": "timetracer_otel.replayers.pymongo",
 }
 

@@ -143,6 +143,10 @@ def encode_value(value: Any) -> Any:
         (str, _ENCODERS[str]),
         (int, _ENCODERS[int]),
         (float, _encode_float),
+        (uuid.UUID, _ENCODERS[uuid.UUID]),  # asyncpg's own UUID class
+        (dt.datetime, _ENCODERS[dt.datetime]),  # before date: a datetime is a date
+        (dt.date, _ENCODERS[dt.date]),
+        (Decimal, _ENCODERS[Decimal]),
     ):
         if isinstance(value, base):  # a subclass (OrderedDict, an IntEnum): keep its plain content
             return base_encoder(base(value) if base in (int, float, str) else value)

@@ -1,0 +1,63 @@
+"""Matching SQL calls: the dialect, the operation, the statement with its whitespace
+normalised, and the parameters as typed values (``1`` and ``1.0`` differ, so do
+``b"x"`` and ``"x"``). A ``connect`` call is matched by its dialect alone: the URL is
+not part of it, so a replay may point the engine anywhere (a closed port, a deleted file).
+
+This module must not import SQLAlchemy: cassettes load wherever timetracer does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from timetracer_otel.cassette.values import encode_value
+
+from .matching import CallView
+
+__all__ = ["recorded_view", "live_view"]
+
+_LABEL_CHARS = 200
+
+
+def _canonical(encoded: Any) -> str:
+    return json.dumps(encoded, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _readable(encoded: Any) -> Any:
+    """Encoded parameters as shown in a mismatch: tuples as plain lists, other typed values as encoded."""
+    if isinstance(encoded, list):
+        return [_readable(item) for item in encoded]
+    if isinstance(encoded, dict):
+        if encoded.get("$type") == "tuple":
+            return _readable(encoded["items"])
+        return encoded if "$type" in encoded else {k: _readable(v) for k, v in encoded.items()}
+    return encoded
+
+
+def _view(request: dict[str, Any]) -> CallView:
+    """The view of a request in cassette form (typed values encoded)."""
+    operation, dialect = request.get("operation"), request.get("dialect")
+    if operation == "connect":
+        return CallView("sql", f"connect {dialect}", ("sql", dialect, "connect"), {"operation": operation, "dialect": dialect})
+    statement = " ".join(str(request.get("statement", "")).split())
+    parameters = request.get("parameters")
+    label = f"{operation} {statement}"
+    if len(label) > _LABEL_CHARS:
+        label = label[: _LABEL_CHARS - 3] + "..."
+    return CallView(
+        "sql",
+        label,
+        ("sql", dialect, operation, statement, _canonical(parameters)),
+        {"operation": operation, "dialect": dialect, "statement": statement, "parameters": _readable(parameters)},
+    )
+
+
+def recorded_view(call: dict[str, Any]) -> CallView:
+    """The view of a recorded ``sql`` call document."""
+    return _view(call.get("request") or {})
+
+
+def live_view(request: dict[str, Any]) -> CallView:
+    """The view of a call being made: ``request`` holds plain Python values, as the capture records them."""
+    return _view(encode_value(request))

@@ -1,0 +1,264 @@
+"""SQLAlchemy replay at the DBAPI level: Core, the ORM and ``session.query(...)`` run unchanged.
+
+In a replay session, ``Engine.raw_connection`` never touches the engine's pool: it
+answers the recorded ``connect`` call and hands out a replay DBAPI connection from a
+pool of its own (no connect-time events, so no driver set-up and no probe queries).
+Its cursors answer ``execute``/``executemany`` and the fetches from the cassette.
+
+Connect-time probes: the dialect learns the server version, default schema, isolation
+level, ... in ``initialize()`` on its engine's first connection, usually before any
+request is recorded. Instead of replaying those probes, each recorded ``connect`` call
+holds the dialect's state after ``initialize()``; a dialect that never connected in this
+process gets the attributes it lacks from it. Its own settings (from
+``create_engine`` arguments) are left as they are.
+
+A SQLAlchemy ``Connection`` checked out before the session began is not used for
+statements either: its executions get a replay cursor too.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import importlib
+import threading
+import weakref
+from collections import deque
+from typing import Any, Iterator, Optional
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.pool import NullPool, Pool
+
+from timetracer_otel.capture import _patch
+from timetracer_otel.capture.sqlalchemy import LIBRARY, connect_request, statement_request
+from timetracer_otel.cassette.values import decode_value
+
+from .matching import CallView
+from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .sql_matching import live_view
+
+__all__ = ["install", "uninstall"]
+
+
+def _session(view: CallView) -> Optional[ReplaySession]:
+    return replay_session_for(LIBRARY, lambda: view.label)
+
+
+def _exception_class(error: dict[str, Any], response: Optional[dict[str, Any]], dialect: Dialect) -> type[BaseException]:
+    """The recorded class if it is a builtin exception or imports as one of the driver's errors; else its PEP 249 base."""
+    dbapi = dialect.loaded_dbapi
+    path = error.get("type", "").split(".")
+    builtin = getattr(builtins, path[0], None) if len(path) == 1 else None
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        return builtin
+    for cut in range(len(path) - 1, 0, -1):  # "pkg.module.Outer.Inner": find where the module ends
+        try:
+            found: Any = importlib.import_module(".".join(path[:cut]))
+        except ImportError:
+            continue
+        for name in path[cut:]:
+            found = getattr(found, name, None)
+        if isinstance(found, type) and issubclass(found, dbapi.Error):
+            return found
+        break
+    return getattr(dbapi, (response or {}).get("dbapi_error") or "Error", dbapi.Error)
+
+
+def _raise_recorded(document: dict[str, Any], dialect: Dialect) -> None:
+    """Raise the call's recorded error, if it has one, as the driver's exception class."""
+    error = document.get("error")
+    if not error:
+        return
+    response = decode_value(document.get("response"))
+    cls = _exception_class(error, response, dialect)
+    try:
+        exc = cls(error.get("message", ""))
+    except TypeError:  # a constructor wanting more than a message
+        cls = dialect.loaded_dbapi.Error
+        exc = cls(error.get("message", ""))
+    readonly = {}
+    for name, value in ((response or {}).get("error_attributes") or {}).items():
+        try:
+            setattr(exc, name, value)
+        except (AttributeError, TypeError):
+            readonly[name] = value
+    if readonly and hasattr(exc, "__setstate__"):  # psycopg2's pgcode/pgerror
+        with contextlib.suppress(Exception):
+            exc.__setstate__(readonly)
+    raise exc
+
+
+class _ReplayCursor:
+    """A DBAPI cursor whose executions are answered by the current replay session."""
+
+    def __init__(self, connection: "_ReplayConnection") -> None:
+        self.connection = connection
+        self.arraysize = 1
+        self._reset()
+
+    def _reset(self) -> None:
+        self.description: Optional[list[tuple[Any, ...]]] = None
+        self.rowcount = -1
+        self._rowcount_after_close = -1
+        self.lastrowid: Any = None
+        self._rows: deque[tuple[Any, ...]] = deque()
+        # a streamed result the recording did not fetch to its end: (call label, cassette path)
+        self._incomplete: Optional[tuple[str, str]] = None
+
+    def execute(self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> "_ReplayCursor":
+        self._answer("execute", statement, parameters)
+        return self
+
+    def executemany(self, statement: Any, parameters: Any, *args: Any, **kwargs: Any) -> "_ReplayCursor":
+        self._answer("executemany", statement, parameters if isinstance(parameters, (list, tuple)) else list(parameters))
+        return self
+
+    def _answer(self, operation: str, statement: Any, parameters: Any) -> None:
+        self._reset()
+        dialect = self.connection.dialect
+        view = live_view(statement_request(dialect, operation, statement, parameters))
+        session = _session(view)
+        if session is None:
+            raise ReplayMismatchError(view.label, LIBRARY, "(none)", "a replay connection was used outside its replay session")
+        recorded = session.answer(LIBRARY, view)
+        _raise_recorded(recorded.document, dialect)
+        response = decode_value(recorded.document.get("response")) or {}
+        description = response.get("description")
+        self.description = None if description is None else [tuple(column) for column in description]
+        self.rowcount = response.get("rowcount", -1)
+        self._rowcount_after_close = response.get("rowcount_after_close", self.rowcount)
+        self.lastrowid = response.get("lastrowid")
+        self._rows = deque(tuple(row) for row in response.get("rows") or ())
+        if response.get("streamed") and not response.get("complete"):
+            self._incomplete = (recorded.view.label, session.path)
+
+    def _more(self) -> None:
+        """Past the recorded rows of a result that had more: refuse rather than end it early."""
+        if self._incomplete is not None:
+            label, path = self._incomplete
+            raise ReplayMismatchError(
+                f"{label} (more rows)", LIBRARY, path, "the recording stopped fetching this streamed result here"
+            )
+
+    def fetchone(self) -> Optional[tuple[Any, ...]]:
+        if not self._rows:
+            self._more()
+            return None
+        return self._rows.popleft()
+
+    def fetchmany(self, size: Optional[int] = None) -> list[tuple[Any, ...]]:
+        size = self.arraysize if size is None else size
+        if size > len(self._rows):
+            self._more()
+        return [self._rows.popleft() for _ in range(min(size, len(self._rows)))]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        self._more()
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchone, None)
+
+    def setinputsizes(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def setoutputsize(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def nextset(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+        self.rowcount = self._rowcount_after_close
+
+
+class _ReplayConnection:
+    """A DBAPI connection that reaches nothing: transactions are no-ops, cursors replay.
+
+    The few attributes dialects read on their connection besides the DBAPI methods are
+    here too: psycopg2 logs ``notices`` after each statement; on an error, psycopg's
+    ``is_disconnect`` reads ``closed``/``broken``, asyncpg's ``_connection.is_closed()``.
+    """
+
+    closed = False
+    broken = False
+    autocommit = False
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.notices: list[str] = []
+        self._connection = self
+
+    def is_closed(self) -> bool:
+        return False
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _ReplayCursor:
+        return _ReplayCursor(self)
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_pools: "weakref.WeakKeyDictionary[Pool, Pool]" = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+
+
+def _replay_pool(engine: Engine) -> Pool:
+    """The engine's replay pool: replay connections only, and none of the engine pool's events."""
+    with _pools_lock:
+        pool = _pools.get(engine.pool)
+        if pool is None:
+            dialect = engine.dialect
+            pool = _pools[engine.pool] = NullPool(lambda: _ReplayConnection(dialect))
+        return pool
+
+
+def _initialise(dialect: Dialect, state: dict[str, Any]) -> None:
+    """Give a dialect that never connected what its ``initialize()`` learnt when the cassette was recorded."""
+    known = vars(dialect)
+    for name, value in state.items():
+        if name not in known:
+            setattr(dialect, name, value)
+
+
+def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:
+    view = live_view(connect_request(instance))
+    session = _session(view)
+    if session is None:
+        return wrapped(*args, **kwargs)
+    recorded = session.answer(LIBRARY, view)
+    _raise_recorded(recorded.document, instance.dialect)
+    _initialise(instance.dialect, (decode_value(recorded.document.get("response")) or {}).get("dialect_state") or {})
+    return _replay_pool(instance).connect()
+
+
+def _create_cursor(wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict) -> Any:
+    if isinstance(getattr(instance._dbapi_connection, "dbapi_connection", None), _ReplayConnection):
+        return wrapped(*args, **kwargs)
+    engine = instance.root_connection.engine
+    session = replay_session_for(LIBRARY, lambda: f"a statement on {engine.url.render_as_string(hide_password=True)}")
+    if session is None:
+        return wrapped(*args, **kwargs)
+    # A connection checked out before the session began: its statements are answered, never sent.
+    return _ReplayCursor(_ReplayConnection(instance.dialect))
+
+
+def install() -> None:
+    _patch.install(Engine, "raw_connection", _raw_connection, layer="replay")
+    _patch.install(DefaultExecutionContext, "create_cursor", _create_cursor, layer="replay")
+
+
+def uninstall() -> None:
+    _patch.uninstall(Engine, "raw_connection", layer="replay")
+    _patch.uninstall(DefaultExecutionContext, "create_cursor", layer="replay")

@@ -1,0 +1,345 @@
+"""SQLAlchemy capture at the DBAPI seam: every cursor execution, with its result, as SQLAlchemy saw it.
+
+Two wrappers, on classes, so engines created before the plugin was enabled are covered:
+
+* ``DefaultExecutionContext.create_cursor``: while a request is recorded, the DBAPI
+  cursor is handed to SQLAlchemy inside a tee. Each ``execute``/``executemany`` becomes
+  one ``sql`` call: the statement and parameters exactly as the DBAPI received them,
+  then ``description``, ``rowcount``, ``lastrowid`` and the rows (RETURNING rows too),
+  or the DBAPI error. Rows are fetched right after the execution and served to
+  SQLAlchemy from that buffer, the same row objects in the same order. Server-side and
+  ``stream_results`` cursors are not fetched ahead: their rows are kept as the
+  application fetches them.
+* ``Engine.raw_connection``: each connection checked out for a recorded request becomes
+  a ``connect`` call holding the dialect's connect-time state (server version, default
+  schema, isolation level, ...), so replay can set up a dialect that never met its
+  database.
+
+Engines the OpenTelemetry instrumentor did not see being created get its
+``EngineTracer`` on first use, so their statements have client spans too; each call is
+attached to its statement's span.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import weakref
+from collections import deque
+from typing import Any, Iterator, Optional
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.interfaces import Dialect
+
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
+
+from . import _patch
+
+__all__ = [
+    "install",
+    "uninstall",
+    "dialect_id",
+    "dialect_state",
+    "connect_request",
+    "statement_request",
+    "snapshot",
+]
+
+LIBRARY = "sqlalchemy"
+_PLAIN = (type(None), bool, int, float, str)
+_MISSING = object()
+_WRAPPED = ("adapted", "obj")  # psycopg2 adapters, psycopg's Json/Jsonb
+# True while a connection is being checked out: statements then are the dialect's own
+# connect-time probes (``initialize()``), which replay never sends, so they are not recorded.
+_connecting: contextvars.ContextVar[bool] = contextvars.ContextVar("timetracer_sqlalchemy_connecting", default=False)
+
+
+def dialect_id(dialect: Dialect) -> str:
+    """``postgresql+psycopg``, ``sqlite+pysqlite``: what a statement's answer depends on besides its text."""
+    return f"{dialect.name}+{dialect.driver}"
+
+
+def _plain(value: Any) -> bool:
+    return type(value) in _PLAIN or (type(value) is tuple and all(_plain(item) for item in value))
+
+
+def dialect_state(dialect: Dialect) -> dict[str, Any]:
+    """The dialect's plain-valued attributes: after its first connection, what ``initialize()`` learnt.
+
+    Not ``_has_events``: whether the dialect has event listeners belongs to this process.
+    """
+    return {name: value for name, value in vars(dialect).items() if _plain(value) and name != "_has_events"}
+
+
+def connect_request(engine: Engine) -> dict[str, Any]:
+    return {
+        "operation": "connect",
+        "dialect": dialect_id(engine.dialect),
+        "engine": engine.url.render_as_string(hide_password=True),
+    }
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a parameter or row value as the cassette keeps it.
+
+    Containers are copied (the application may change a JSON value after the statement)
+    with plain ``str`` keys; the drivers' parameter wrappers (psycopg2 ``Binary``, psycopg
+    ``Json``), whose ``repr`` holds a memory address, are replaced by what they wrap.
+    """
+    if isinstance(value, dict):
+        return {(str(k) if isinstance(k, str) else k): snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snapshot(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(snapshot(item) for item in value)
+    if isinstance(value, (bytearray, memoryview)):  # mutable, or a view of a buffer the driver may reuse
+        return type(value)(bytes(value))
+    if type(value) not in _PLAIN:
+        for attribute in _WRAPPED:
+            wrapped = getattr(value, attribute, _MISSING)
+            if wrapped is not _MISSING:
+                return snapshot(wrapped)
+    return value
+
+
+def statement_request(dialect: Dialect, operation: str, statement: Any, parameters: Any) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "dialect": dialect_id(dialect),
+        "statement": statement,
+        "parameters": snapshot(parameters),
+    }
+
+
+def _description(description: Any) -> Optional[list[list[Any]]]:
+    """The cursor description as 7-item lists of plain values (psycopg's ``Column`` objects included)."""
+    if description is None:
+        return None
+    return [[item if type(item) in _PLAIN else repr(item) for item in tuple(column)[:7]] for column in description]
+
+
+def error_response(exc: BaseException, dialect: Dialect) -> Optional[dict[str, Any]]:
+    """What replay needs besides the type and message: the PEP 249 class it derives from, its plain attributes."""
+    dbapi = getattr(dialect, "loaded_dbapi", None)
+    standard = next((cls.__name__ for cls in type(exc).__mro__ if getattr(dbapi, cls.__name__, None) is cls), None)
+    state = exc.__reduce__()[2:3]  # psycopg2 keeps pgcode/pgerror where only pickling sees them
+    found = {**(state[0] if state and isinstance(state[0], dict) else {}), **vars(exc)}
+    attributes = {k: v for k, v in found.items() if isinstance(k, str) and not k.startswith("_") and type(v) in _PLAIN}
+    if standard is None and not attributes:
+        return None
+    return {"dbapi_error": standard, "error_attributes": attributes}
+
+
+# --------------------------------------------------------------------------- the tee cursor
+class _TeeCursor:
+    """A DBAPI cursor that records what goes through it; everything else reaches the real cursor."""
+
+    __slots__ = ("_cursor", "_recording", "_context", "_streams", "_buffer", "_sink", "_response")
+
+    def __init__(self, cursor: Any, recording: TraceRecording, context: DefaultExecutionContext) -> None:
+        object.__setattr__(self, "_cursor", cursor)
+        object.__setattr__(self, "_recording", recording)
+        object.__setattr__(self, "_context", context)
+        options = context.execution_options
+        streams = bool(context._is_server_side or options.get("stream_results") or options.get("yield_per"))
+        object.__setattr__(self, "_streams", streams)
+        object.__setattr__(self, "_buffer", None)  # rows fetched ahead, served to SQLAlchemy
+        object.__setattr__(self, "_sink", None)  # the response of a streamed result, filled as rows are fetched
+        object.__setattr__(self, "_response", None)  # the last execution's response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._cursor, name, value)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchone, None)
+
+    def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        call = self._begin("execute", statement, args[0] if args else None)
+        return self._run(call, self._cursor.execute, statement, *args, **kwargs)
+
+    def executemany(self, statement: Any, parameters: Any, *args: Any, **kwargs: Any) -> Any:
+        parameters = parameters if isinstance(parameters, (list, tuple)) else list(parameters)
+        call = self._begin("executemany", statement, parameters)
+        return self._run(call, self._cursor.executemany, statement, parameters, *args, **kwargs)
+
+    def _begin(self, operation: str, statement: Any, parameters: Any) -> Optional[ProtocolCall]:
+        object.__setattr__(self, "_buffer", None)
+        object.__setattr__(self, "_sink", None)
+        object.__setattr__(self, "_response", None)
+        with guarded("sqlalchemy.request"):
+            call = ProtocolCall("sql", LIBRARY, statement_request(self._context.dialect, operation, statement, parameters))
+            self._recording.add_call(call)
+            span = getattr(self._context, "_otel_span", None)  # the instrumentor's span, started but never current
+            span_context = span.get_span_context() if span is not None else None
+            if span_context is not None and span_context.trace_id == self._recording.trace_id:
+                call.span_id = span_context.span_id
+            return call
+        return None
+
+    def _run(self, call: Optional[ProtocolCall], method: Any, *args: Any, **kwargs: Any) -> Any:
+        if call is None:
+            return method(*args, **kwargs)
+        try:
+            result = method(*args, **kwargs)
+            rows = self._cursor.fetchall() if self._cursor.description is not None and not self._streams else None
+        except Exception as exc:
+            with guarded("sqlalchemy.error"):
+                call.error = exception_info(exc)
+                call.response = error_response(exc, self._context.dialect)
+            raise
+        object.__setattr__(self, "_buffer", None if rows is None else deque(rows))
+        with guarded("sqlalchemy.response"):
+            call.response = self._answer(rows)
+            object.__setattr__(self, "_response", call.response)
+        return self if result is self._cursor else result  # psycopg/sqlite3 return the cursor for chaining
+
+    def close(self) -> None:
+        """Close; a driver that resets ``rowcount`` on close (psycopg) is recorded doing so."""
+        self._cursor.close()
+        response = self._response
+        if response is not None:
+            with guarded("sqlalchemy.close"):
+                if self._cursor.rowcount != response["rowcount"]:
+                    response["rowcount_after_close"] = self._cursor.rowcount
+
+    def _answer(self, rows: Optional[list[Any]]) -> dict[str, Any]:
+        cursor = self._cursor
+        response: dict[str, Any] = {
+            "description": _description(cursor.description),
+            "rowcount": cursor.rowcount,
+            "lastrowid": getattr(cursor, "lastrowid", None),
+        }
+        if rows is not None:
+            response["rows"] = [list(snapshot(tuple(row))) for row in rows]
+        elif self._streams:  # psycopg2's named cursors have a description only once a row is fetched
+            response.update(rows=[], streamed=True, complete=False)
+            object.__setattr__(self, "_sink", response)
+        return response
+
+    def _kept(self, rows: list[Any], finished: bool) -> list[Any]:
+        """Rows of a streamed result, as the application fetched them."""
+        sink = self._sink
+        if sink is not None:
+            with guarded("sqlalchemy.rows"):
+                sink["rows"].extend(list(snapshot(tuple(row))) for row in rows)
+                sink["complete"] = sink["complete"] or finished
+                if sink["description"] is None:
+                    sink["description"] = _description(self._cursor.description)
+        return rows
+
+    def fetchone(self) -> Any:
+        if self._buffer is not None:
+            return self._buffer.popleft() if self._buffer else None
+        row = self._cursor.fetchone()
+        self._kept([] if row is None else [row], row is None)
+        return row
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> list[Any]:
+        if self._buffer is not None:
+            size = args[0] if args else kwargs.get("size", self._cursor.arraysize)
+            return [self._buffer.popleft() for _ in range(min(size, len(self._buffer)))]
+        rows = self._cursor.fetchmany(*args, **kwargs)
+        return self._kept(rows, not rows)
+
+    def fetchall(self) -> list[Any]:
+        if self._buffer is not None:
+            rows = list(self._buffer)
+            self._buffer.clear()
+            return rows
+        return self._kept(self._cursor.fetchall(), True)
+
+
+# --------------------------------------------------------------------------- spans for every engine
+_traced: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_traced_lock = threading.Lock()
+_instruments: dict[str, Any] = {}
+
+
+def _engine_tracer_args() -> tuple[Any, Any]:
+    """The tracer and connection-usage counter the instrumentor gives engines it traces."""
+    if not _instruments:
+        from opentelemetry import metrics, trace
+        from opentelemetry.instrumentation.sqlalchemy import version
+        from opentelemetry.semconv.metrics import MetricInstruments
+
+        name = "opentelemetry.instrumentation.sqlalchemy"
+        _instruments["tracer"] = trace.get_tracer(name, version.__version__)
+        _instruments["usage"] = metrics.get_meter(name, version.__version__).create_up_down_counter(
+            name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
+            unit="connections",
+            description="The number of connections that are currently in state described by the state attribute.",
+        )
+    return _instruments["tracer"], _instruments["usage"]
+
+
+def _ensure_spans(engine: Engine) -> None:
+    """Give ``engine`` the instrumentor's span listeners if it has none (created before ``instrument()``)."""
+    if engine in _traced:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    if not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry:
+        return
+    with _traced_lock:
+        if engine in _traced:
+            return
+        listeners = engine.dispatch.before_cursor_execute
+        if not any(isinstance(getattr(fn, "__self__", None), EngineTracer) for fn in listeners):
+            tracer, usage = _engine_tracer_args()
+            EngineTracer(tracer, engine, usage)
+        _traced.add(engine)
+
+
+# --------------------------------------------------------------------------- the wrappers
+def _create_cursor(wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict) -> Any:
+    cursor = wrapped(*args, **kwargs)
+    recording = current_recording()
+    return cursor if recording is None or _connecting.get() else _TeeCursor(cursor, recording, instance)
+
+
+def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
+    token = _connecting.set(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _connecting.reset(token)
+
+
+def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:
+    with guarded("sqlalchemy.spans"):  # before the pool runs its connect listeners: none is added while they run
+        _ensure_spans(getattr(instance, "_proxied", instance))  # an engine.execution_options() copy: its engine
+    recording = current_recording()
+    if recording is None:
+        return wrapped(*args, **kwargs)
+    call: Optional[ProtocolCall] = None
+    with guarded("sqlalchemy.connect"):
+        call = ProtocolCall("sql", LIBRARY, connect_request(instance))
+        recording.add_call(call)
+    try:
+        connection = _checkout(wrapped, args, kwargs)
+    except Exception as exc:
+        if call is not None:
+            with guarded("sqlalchemy.connect"):
+                call.error = exception_info(exc)
+                call.response = error_response(exc, instance.dialect)
+        raise
+    if call is not None:
+        with guarded("sqlalchemy.connect"):
+            call.response = {"dialect_state": dialect_state(instance.dialect)}
+    return connection
+
+
+def install() -> None:
+    _patch.install(DefaultExecutionContext, "create_cursor", _create_cursor)
+    _patch.install(Engine, "raw_connection", _raw_connection)
+
+
+def uninstall() -> None:
+    _patch.uninstall(DefaultExecutionContext, "create_cursor")
+    _patch.uninstall(Engine, "raw_connection")
