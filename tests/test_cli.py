@@ -1,0 +1,230 @@
+"""The ``timetracer`` command, run as users run it (the installed console script, in a subprocess),
+on cassettes this test records from the replay app against the real upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from _replay import APPS_DIR, Sent, record
+from conftest import Upstream
+
+from timetracer_otel.cli.index import INDEX_NAME
+
+TIMETRACER = Path(sys.executable).with_name("timetracer")  # the console script pip installed beside this python
+_SENT: list[Sent] = [
+    ("GET", "/async/httpx", {}),  # seven calls: JSON, form, binary, gzip, a 404, a stream
+    ("GET", "/fail/httpx", {}),  # the upstream port is closed: 502
+    ("POST", "/lookup", {"json": {"name": "ada"}}),
+    ("POST", "/lookup", {"json": {"name": "Grace"}}),
+    ("GET", "/report", {}),  # answers a fresh timestamp: its replay differs
+]
+_APP = ["--app", "replay_app:create_app", "--factory", "--app-dir", str(APPS_DIR)]
+
+
+def timetracer(*args: str, upstream: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream} if upstream else None
+    return subprocess.run([str(TIMETRACER), *args], capture_output=True, text=True, timeout=25, env=env)
+
+
+def _recorded(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> dict[str, dict[str, Any]]:
+    """Record :data:`_SENT`; the listing (``list --json``) by request, ``/lookup`` by the name it was sent."""
+    record(serve, upstream.url, cassette_dir, _SENT)
+    done = timetracer("list", "--dir", str(cassette_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    by_request = {}
+    for entry in json.loads(done.stdout):
+        body = json.loads((cassette_dir / entry["key"]).read_text("utf-8"))["request"]["body"]
+        name = body["json"]["name"] if entry["path"] == "/lookup" else ""
+        by_request[f"{entry['method']} {entry['path']}{' ' + name if name else ''}"] = entry
+    assert sorted(by_request) == ["GET /async/httpx", "GET /fail/httpx", "GET /report", "POST /lookup Grace", "POST /lookup ada"]
+    return by_request
+
+
+def _ids(done: subprocess.CompletedProcess) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return [entry["id"] for entry in json.loads(done.stdout)]
+
+
+def test_list_filters_sorts_and_prints_a_table(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """Each filter keeps exactly the matching recordings; sorting orders them; the table names every one."""
+    rec = _recorded(serve, upstream, cassette_dir)
+    ids = {name: entry["id"] for name, entry in rec.items()}
+    lookups = {ids["POST /lookup ada"], ids["POST /lookup Grace"]}
+    where = ["--dir", str(cassette_dir), "--json"]
+    assert set(_ids(timetracer("list", *where, "--method", "post"))) == lookups
+    assert _ids(timetracer("list", *where, "--status", "5xx")) == [ids["GET /fail/httpx"]]
+    assert _ids(timetracer("list", *where, "--errors")) == [ids["GET /fail/httpx"]]
+    assert set(_ids(timetracer("list", *where, "--status", "200-299", "--path", "/*/httpx"))) == {ids["GET /async/httpx"]}
+    assert set(_ids(timetracer("list", *where, "--route", "/look*"))) == lookups
+    assert _ids(timetracer("list", *where, "--since", "2999-01-01")) == []
+    assert len(_ids(timetracer("list", *where, "--until", "2999-01-01", "--service", rec["GET /report"]["service"]))) == 5
+    by_duration = [e["duration_ms"] for e in json.loads(timetracer("list", *where, "--sort", "duration", "--desc").stdout)]
+    assert by_duration == sorted(by_duration, reverse=True)
+    by_time = [e["recorded_at"] for e in json.loads(timetracer("list", *where).stdout)]
+    assert by_time == sorted(by_time)
+
+    table = timetracer("list", "--dir", str(cassette_dir), "--sort", "status", "--limit", "4")
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["RECORDED", "(UTC)", "ID", "METHOD", "PATH", "STATUS", "MS", "CALLS", "SERVICE"]
+    assert [row.split()[5] for row in rows] == ["200", "200", "200", "200"]  # the 502 sorts last, past the limit
+    assert table.stderr.strip() == "4 of 5 cassettes"
+    bad = timetracer("list", "--dir", str(cassette_dir), "--status", "2x")
+    assert bad.returncode == 2 and "invalid status '2x'" in bad.stderr
+
+
+def test_the_index_follows_added_changed_and_removed_cassettes(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """After the first listing builds the index, later ones see every change on disk."""
+    rec = _recorded(serve, upstream, cassette_dir)
+    assert (cassette_dir / INDEX_NAME).is_file()
+    report = cassette_dir / rec["GET /report"]["key"]
+    doc = json.loads(report.read_text("utf-8"))
+    doc["response"]["status"] = 503
+    report.write_text(json.dumps(doc, indent=2), "utf-8")  # a changed cassette (other size, other mtime)
+    (cassette_dir / rec["GET /fail/httpx"]["key"]).unlink()
+    broken = cassette_dir / "broken.json"
+    broken.write_text('{"format": "timetracer-cassette", "vers', "utf-8")
+    done = timetracer("list", "--dir", str(cassette_dir), "--json")
+    broken.unlink()  # not a cassette: the schema check after the test would refuse it
+    listed = {e["id"]: e["status"] for e in json.loads(done.stdout)}
+    assert listed == {e["id"]: (503 if name == "GET /report" else 200) for name, e in rec.items() if name != "GET /fail/httpx"}
+    assert "1 file(s) are not usable cassettes" in done.stderr
+    assert "broken.json: is truncated: the JSON ends early" in done.stderr
+
+
+def test_show_prints_request_response_calls_and_the_span_waterfall(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    rec = _recorded(serve, upstream, cassette_dir)
+    entry = rec["GET /async/httpx"]
+    done = timetracer("show", entry["id"], "--dir", str(cassette_dir))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"GET /async/httpx  200  {entry['duration_ms']} ms  id={entry['id']}")
+    assert lines[1] == f"cassette: {cassette_dir / entry['key']}"
+    for path in ("/echo?via=json", "/binary", "/gzip", "/status/404", "/stream?chunks=3"):
+        assert f"{upstream.url}{path}" in done.stdout  # one row per call
+    spans = [line for line in lines[lines.index(next(l for l in lines if l.startswith("spans"))) :] if "│" in line]
+    assert spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]  # the server span spans the request
+    assert [s.split("│")[1].strip() for s in spans[1:]] == ["CLIENT"] * 7
+    assert all(s.startswith("  ") and "(call #" in s for s in spans[1:])  # children, indented, tied to their call
+    assert "chunk-0;chunk-1;chunk-2;" not in done.stdout  # a call's body only on demand
+    full = timetracer("show", str(cassette_dir / entry["key"]), "--payloads")
+    assert "call #6: GET " in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
+    assert timetracer("show", entry["key"], "--dir", str(cassette_dir), "--json").stdout.strip() == (cassette_dir / entry["key"]).read_text("utf-8").strip()
+
+
+def test_diff_names_each_difference_and_exits_1_unless_ignored(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    rec = _recorded(serve, upstream, cassette_dir)
+    a, b = rec["POST /lookup ada"]["id"], rec["POST /lookup Grace"]["id"]
+    done = timetracer("diff", a, b, "--dir", str(cassette_dir))
+    assert done.returncode == 1, done.stderr
+    assert 'request.body.name: "ada" -> "Grace"' in done.stdout.splitlines()
+    assert f'calls[0].request.url: "{upstream.url}/echo?name=ada" -> "{upstream.url}/echo?name=Grace"' in done.stdout
+    assert done.stdout.splitlines()[-1] == "7 differences"
+    same = timetracer("diff", a, a, "--dir", str(cassette_dir))
+    assert (same.returncode, same.stdout.splitlines()[-1]) == (0, "no differences")
+    ignoring = ["--ignore", "name", "--ignore", "query", "--ignore", "content-length", "--ignore", "calls[0].request.url"]
+    quiet = timetracer("diff", a, b, "--dir", str(cassette_dir), *ignoring, "--json")
+    assert (quiet.returncode, json.loads(quiet.stdout)["differences"]) == (0, [])
+    strict = timetracer("diff", a, b, "--dir", str(cassette_dir), *ignoring, "--no-default-ignores", "--json")
+    # each call carries its own span id in traceparent; the upstream's Date may or may not have ticked
+    assert strict.returncode == 1 and "calls[0].request.headers.traceparent" in {d["where"] for d in json.loads(strict.stdout)["differences"]}
+
+
+def test_search_finds_text_in_bodies_headers_and_urls(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    rec = _recorded(serve, upstream, cassette_dir)
+    where = ["--dir", str(cassette_dir), "--json"]
+    (found,) = json.loads(timetracer("search", "grace", *where).stdout)
+    assert found["id"] == rec["POST /lookup Grace"]["id"]
+    assert found["matches"] == ["request.body", "response.body", "calls[0].request.url", "calls[0].response.body"]
+    assert json.loads(timetracer("search", "grace", "--case-sensitive", *where).stdout) == []
+    by_header = {e["id"] for e in json.loads(timetracer("search", "application/octet-stream", *where).stdout)}
+    assert by_header == {rec["GET /async/httpx"]["id"]}  # the /binary call's response header
+    post_only = json.loads(timetracer("search", "python-httpx", "--method", "POST", *where).stdout)
+    assert {e["method"] for e in post_only} == {"POST"} and len(post_only) == 2
+    table = timetracer("search", "Grace", "--dir", str(cassette_dir))
+    assert table.stdout.splitlines()[1].endswith("request.body, response.body, calls[0].request.url, calls[0].response.body")
+
+
+def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """One cassette, then the directory: no call reaches the upstream; only /report's timestamp differs."""
+    rec = _recorded(serve, upstream, cassette_dir)
+    before = len(upstream.requests)
+    one = timetracer("replay", rec["GET /async/httpx"]["id"], "--dir", str(cassette_dir), *_APP, upstream=upstream.url)
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines()[0].startswith("timetracer [OK] replayed GET /async/httpx  id=")
+    assert "calls=7/7  unused=0  response=same" in one.stdout
+
+    every = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    assert every.returncode == 1, every.stderr
+    reports = {(r["path"], r["cassette_id"]): r for r in json.loads(every.stdout)}
+    assert set(reports) == {(e["path"], e["id"]) for e in rec.values()}  # each request answered by its own cassette
+    assert [k for k, r in reports.items() if not r["ok"]] == [("/report", rec["GET /report"]["id"])]
+    assert reports[("/report", rec["GET /report"]["id"])]["differences"][0].startswith("body $.timestamp: recorded ")
+    assert reports[("/fail/httpx", rec["GET /fail/httpx"]["id"])]["status"] == 502
+
+    ignoring = timetracer("replay", str(cassette_dir), *_APP, "--ignore", "timestamp", upstream=upstream.url)
+    assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
+    assert ignoring.stdout.splitlines()[-1] == "replayed 5 cassettes: 5 ok, 0 differ"
+    assert len(upstream.requests) == before
+
+
+_PLAIN_APP = """
+import os
+
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def lookup(request):
+    name = (await request.json())["name"]
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(os.environ["REPLAY_APP_UPSTREAM"] + "/echo", params={"name": name})
+    return JSONResponse(answer.json())
+
+
+app = Starlette(routes=[Route("/lookup", lookup, methods=["POST"])])
+"""
+
+
+def test_replay_wraps_an_app_that_never_set_timetracer_up(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """An app with no timetracer code at all is replayed too: the command puts the replay middleware around it."""
+    rec = _recorded(serve, upstream, cassette_dir)
+    (tmp_path / "plain_app.py").write_text(_PLAIN_APP, "utf-8")
+    before = len(upstream.requests)
+    done = timetracer(
+        "replay", rec["POST /lookup Grace"]["id"], "--dir", str(cassette_dir), "--app", "plain_app:app", "--app-dir", str(tmp_path),
+        "--json", upstream=upstream.url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert (report["ok"], report["answered"]) == (True, [f"GET {upstream.url}/echo?name=Grace"])
+    assert len(upstream.requests) == before
+
+
+def test_unusable_input_is_refused_with_exit_status_2(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path) -> None:
+    rec = _recorded(serve, upstream, cassette_dir)
+    missing = timetracer("show", "feedbeef", "--dir", str(cassette_dir))
+    assert (missing.returncode, missing.stderr.strip()) == (2, f"Error: 'feedbeef' matches no cassette in {cassette_dir}")
+    ambiguous = timetracer("show", "POST__lookup", "--dir", str(cassette_dir))
+    assert ambiguous.returncode == 2 and "matches 2 cassettes" in ambiguous.stderr
+    cut = tmp_path / "cut.json"
+    cut.write_text((cassette_dir / rec["GET /report"]["key"]).read_text("utf-8")[:200], "utf-8")
+    for args in (["show", str(cut)], ["diff", str(cut), rec["GET /report"]["id"], "--dir", str(cassette_dir)]):
+        done = timetracer(*args)
+        assert done.returncode == 2 and f"cannot use cassette {cut}: is truncated" in done.stderr
+    wrong_app = timetracer("replay", rec["GET /report"]["id"], "--dir", str(cassette_dir), "--app", "no_such_module:app")
+    assert wrong_app.returncode == 2 and "No module named 'no_such_module'" in wrong_app.stderr

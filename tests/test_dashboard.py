@@ -1,0 +1,207 @@
+"""The dashboard in headless Chromium (Debian's ``chromium``, driven by Playwright), over cassettes
+this test records from the replay app; and its refusals checked with a plain HTTP client too."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from _replay import APPS_DIR, Sent, record
+from conftest import Upstream
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from timetracer_otel.dashboard import ReplayTarget, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+# A request body that tries to close the <pre> it is shown in and run a script, and a header with markup.
+_ATTACK = "</pre><script>window.__pwned = true</script>"
+_SENT: list[Sent] = [
+    ("GET", "/async/httpx", {}),
+    ("GET", "/fail/httpx", {}),
+    ("POST", "/lookup", {"json": {"name": "ada"}}),
+    ("POST", "/lookup", {"json": {"name": _ATTACK}, "headers": {"x-note": '<img src="x" onerror="window.__pwned = true">'}}),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Never skipped: without chromium this fails and says how to get it (.ci/run installs it).
+    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: apt-get update && apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
+def _dashboard(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Record :data:`_SENT`, serve the dashboard over it; its URL and the cassettes by ``METHOD path[ name]``."""
+    record(serve, upstream.url, cassette_dir, _SENT)
+    target = ReplayTarget("replay_app:create_app", str(APPS_DIR), factory=True)
+    docs = {}
+    for path in cassette_dir.rglob("*.json"):
+        doc = json.loads(path.read_text("utf-8"))
+        name = f" {doc['request']['body']['json']['name'][:3]}" if doc["request"]["path"] == "/lookup" else ""
+        docs[f"{doc['request']['method']} {doc['request']['path']}{name}"] = {**doc, "key": path.relative_to(cassette_dir).as_posix()}
+    assert len(docs) == len(_SENT)
+    return serve(create_app(str(cassette_dir), target)).url, docs
+
+
+def _follow(page: Page, selector: str) -> None:
+    """Click a link or button and wait until the page it leads to has loaded."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
+def _rows(page: Page) -> list[list[str]]:
+    return [[cell.strip() for cell in row.locator("td").all_inner_texts()] for row in page.locator("#recordings tbody tr").all()]
+
+
+def test_the_table_lists_every_recording_and_filters_and_sorts_it(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page
+) -> None:
+    url, docs = _dashboard(serve, upstream, cassette_dir)
+    page.goto(url)
+    assert sorted(row[9] for row in _rows(page)) == sorted(doc["id"] for doc in docs.values())
+    assert page.locator("#count").inner_text().startswith("4 of 4 recordings")
+
+    page.fill("input[name=path]", "/look*")
+    _follow(page, "#apply")
+    assert sorted(row[9] for row in _rows(page)) == sorted(docs[n]["id"] for n in ("POST /lookup ada", "POST /lookup </p"))
+    page.goto(url)
+    page.check("input[name=errors]")
+    _follow(page, "#apply")
+    assert [row[4] for row in _rows(page)] == ["/fail/httpx"]
+
+    page.goto(url)
+    _follow(page, "a.sort >> text=status")
+    assert [row[5] for row in _rows(page)] == ["502", "200", "200", "200"]  # the first click sorts descending
+    _follow(page, "a.sort >> text=status")
+    assert [row[5] for row in _rows(page)] == ["200", "200", "200", "502"]
+
+
+def test_a_recording_shows_its_waterfall_calls_and_payloads(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page
+) -> None:
+    url, docs = _dashboard(serve, upstream, cassette_dir)
+    doc = docs["GET /async/httpx"]
+    page.goto(url)
+    _follow(page, f"#recordings tr:has-text('{doc['id']}') a.detail")
+    assert page.url == f"{url}/cassettes/{doc['key']}"  # the key, never a filesystem path
+    spans = page.locator("#waterfall tbody tr")
+    assert spans.count() == len(doc["spans"]) == 8
+    assert spans.nth(0).locator("td").nth(1).inner_text() == "SERVER"
+    assert [spans.nth(i).locator("td").nth(1).inner_text() for i in range(1, 8)] == ["CLIENT"] * 7
+    widths = [float(w) for w in page.locator("#waterfall svg rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")]
+    assert widths[0] == max(widths)  # the server span's bar is the whole request
+    offsets = [float(x) for x in page.locator("#waterfall svg rect").evaluate_all("rs => rs.map(r => r.getAttribute('x'))")]
+    assert offsets == sorted(offsets) and offsets[0] == 0.0  # the calls run one after the other
+    assert page.locator("details.call").count() == 7
+    stream = page.locator("#call-6")
+    assert f"GET {upstream.url}/stream?chunks=3" in stream.locator("summary").inner_text()
+    stream.locator("summary").click()
+    assert stream.locator("#call-6-response pre.body").inner_text() == "chunk-0;chunk-1;chunk-2;"
+
+
+def test_recorded_markup_is_shown_as_text_and_never_runs(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page
+) -> None:
+    url, docs = _dashboard(serve, upstream, cassette_dir)
+    doc = docs["POST /lookup </p"]
+    response = page.goto(f"{url}/cassettes/{doc['key']}")
+    assert response is not None and "script-src" not in response.headers["content-security-policy"]
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert json.loads(page.locator("#request pre.body").inner_text()) == {"name": _ATTACK}
+    assert page.locator("#request table.headers").inner_text().count('<img src="x" onerror="window.__pwned = true">') == 1
+    assert page.evaluate("document.querySelectorAll('script, img').length") == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.goto(url)  # the table shows the same recording's values escaped too
+    assert page.evaluate("document.querySelectorAll('script, img').length") == 0
+
+
+def _raw_get(url: str, target: str) -> int:
+    """The status of GET ``target`` sent exactly as written (no client normalising the dots away)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", target)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_nothing_outside_the_directory_is_served(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, page: Page
+) -> None:
+    """Dot segments, encoded or not, absolute paths, and a link leading out are all 404; a real key is 200."""
+    url, docs = _dashboard(serve, upstream, cassette_dir)
+    key = docs["GET /fail/httpx"]["key"]
+    outside = tmp_path / "outside.json"
+    shutil.copy(cassette_dir / key, outside)  # a valid cassette, but not in the served directory
+    (cassette_dir / "2026-01-01").mkdir()
+    (cassette_dir / "2026-01-01" / "link.json").symlink_to(outside)
+    attempts = [
+        "/cassettes/../../outside.json", "/cassettes/..%2F..%2Foutside.json", "/cassettes/%2e%2e/%2e%2e/outside.json",
+        f"/cassettes/{outside}", f"/cassettes/{key}/../../../outside.json", "/cassettes/2026-01-01/link.json",
+        "/diff?a=../outside.json&b=../outside.json", f"/diff?a={key}&b=%2e%2e%2Foutside.json",
+        "/static/../app.py", "/static/%2e%2e/app.py", "/cassettes/../../../../etc/passwd",
+    ]  # fmt: skip
+    assert {target: _raw_get(url, target) for target in attempts} == {target: 404 for target in attempts}
+    assert _raw_get(url, f"/cassettes/{key}") == 200
+    assert page.goto(f"{url}/cassettes/..%2F..%2Foutside.json").status == 404  # type: ignore[union-attr]
+    assert "no such cassette in this directory" in page.locator("#problem").inner_text()
+    page.goto(url)
+    assert page.locator("#count").inner_text() == "4 of 4 recordings; 1 file(s) are not usable cassettes"
+    (cassette_dir / "2026-01-01" / "link.json").unlink()  # leave only real cassettes for the schema check
+
+
+def test_two_recordings_diff_and_one_replays_from_the_button(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)  # what the replayed app reads; it is never called
+    url, docs = _dashboard(serve, upstream, cassette_dir)
+    a, b = docs["POST /lookup ada"], docs["POST /lookup </p"]
+    page.goto(url)
+    page.check(f"#recordings tr:has-text('{a['id']}') input[name=a]")
+    page.check(f"#recordings tr:has-text('{b['id']}') input[name=b]")
+    _follow(page, "#diff button")
+    assert page.locator("#verdict").inner_text() == "8 differences"
+    cells = {row[0]: row[1:] for row in (r.locator("td").all_inner_texts() for r in page.locator("#differences tbody tr").all())}
+    assert cells["request.body.name"] == ['"ada"', json.dumps(_ATTACK)]
+    assert cells["request.headers.x-note"] == ['"<absent>"', json.dumps(_SENT[3][2]["headers"]["x-note"])]
+    assert page.evaluate("document.querySelectorAll('script').length") == 0
+
+    before = len(upstream.requests)
+    page.goto(f"{url}/cassettes/{a['key']}")
+    _follow(page, "#replay")
+    assert page.locator("#verdict").inner_text() == "same response, every call answered"
+    assert "recorded 200, replayed 200" in page.locator("#report").inner_text()
+    assert len(upstream.requests) == before  # the upstream's answer came from the cassette
+    forged = page.request.post(f"{url}/replay/{a['key']}", form={"token": "guessed"})
+    assert forged.status == 403
+
+
+def test_requests_for_another_host_are_refused(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """A DNS-rebinding page reaches 127.0.0.1 under its own host name: the dashboard does not answer it."""
+    url, _ = _dashboard(serve, upstream, cassette_dir)
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request("GET", "/", headers={"Host": f"attacker.example:{parts.port}"})
+    refused = connection.getresponse()
+    status, body = refused.status, refused.read()
+    connection.close()
+    assert (status, body) == (400, b"Invalid host header")
+    assert _raw_get(url, "/") == 200

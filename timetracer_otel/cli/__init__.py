@@ -1,0 +1,16 @@
+"""The ``timetracer`` command: list, show, diff, search and replay cassettes, and serve the dashboard."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """Entry point of the ``timetracer`` console script."""
+    try:
+        from ._commands import cli
+    except ImportError as exc:  # click or rich missing: say which extra brings them
+        sys.exit(f"timetracer: the command needs the 'cli' extra: pip install 'timetracer-otel[cli]' ({exc})")
+    cli(prog_name="timetracer")

@@ -1,0 +1,262 @@
+"""The ``timetracer`` commands (click). Each is a thin layer over the modules beside it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
+
+from . import _render
+from .diff import DEFAULT_IGNORED, diff_cassettes
+from .index import CassetteIndex
+from .query import SORT_KEYS, Filters, select
+from .search import matches
+
+_DIFFERENT = 1  # exit status: the cassettes (or the replayed response) differ
+_FAILED = 2  # exit status: bad usage or an unusable cassette, as click's usage errors
+
+
+class _Failure(click.ClickException):
+    exit_code = _FAILED
+
+
+def _dir_option(function: Callable) -> Callable:
+    return click.option(
+        "--dir", "directory", default="./cassettes", envvar="TIMETRACER_DIR", show_default=True,
+        type=click.Path(file_okay=True, dir_okay=True), help="The cassette directory (or TIMETRACER_DIR).",
+    )(function)  # fmt: skip
+
+
+def _filter_options(function: Callable) -> Callable:
+    """The filters of ``list`` and ``search``, passed on as one :class:`Filters` named ``filters``."""
+    options = [
+        click.option("--method", "methods", multiple=True, help="Request method; repeat for several."),
+        click.option("--path", help="Glob on the request path, e.g. '/users/*'."),
+        click.option("--route", help="Glob on the route template, e.g. '/users/{name}'."),
+        click.option("--status", "statuses", multiple=True, help="404, 5xx or 400-499; repeat for several."),
+        click.option("--errors", is_flag=True, help="Only failed requests: status 5xx or an exception."),
+        click.option("--since", help="Recorded at or after: 2026-01-22, 2026-01-22T09:00, or 30m / 2h / 7d ago."),
+        click.option("--until", help="Recorded before (same forms as --since)."),
+        click.option("--service", "services", multiple=True, help="Service name; repeat for several."),
+    ]
+
+    @functools.wraps(function)
+    def wrapper(**kwargs: Any) -> Any:
+        names = ("methods", "path", "route", "statuses", "errors", "since", "until", "services")
+        try:
+            filters = Filters(**{name: kwargs.pop(name) for name in names})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return function(filters=filters, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _json_option(function: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _index(directory: str) -> CassetteIndex:
+    try:
+        index = CassetteIndex(directory).refresh()
+    except CassetteError as exc:
+        raise _Failure(str(exc)) from None
+    if index.problems:
+        click.echo(f"timetracer: {len(index.problems)} file(s) are not usable cassettes:", err=True)
+        for key, problem in sorted(index.problems.items())[:5]:
+            click.echo(f"  {key}: {problem}", err=True)
+    return index
+
+
+def _resolve(reference: str, directory: str) -> Path:
+    """A cassette file: ``reference`` itself when it exists, else a key, id or name prefix in ``directory``."""
+    if Path(reference).exists():
+        return Path(reference)
+    index = _index(directory)
+    found = index.find(reference)
+    if len(found) != 1:
+        problem = "matches no cassette" if not found else f"matches {len(found)} cassettes: {', '.join(sorted(found)[:5])}"
+        raise _Failure(f"{reference!r} {problem} in {directory}")
+    path = index.path_of(found[0])
+    assert path is not None  # found keys come from the same scan
+    return path
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return load_cassette(path)
+    except CassetteError as exc:
+        raise _Failure(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="timetracer-otel", prog_name="timetracer")
+def cli() -> None:
+    """Find, inspect, diff and replay timetracer cassettes."""
+
+
+@cli.command("list")
+@_dir_option
+@_filter_options
+@click.option("--sort", type=click.Choice(list(SORT_KEYS)), default="recorded_at", show_default=True, help="Sort by this column.")
+@click.option("--desc", is_flag=True, help="Sort in descending order.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
+@_json_option
+def list_command(directory: str, filters: Filters, sort: str, desc: bool, limit: Optional[int], as_json: bool) -> None:
+    """List the cassettes in a directory, filtered and sorted."""
+    index = _index(directory)
+    rows = select(index.entries.values(), filters, sort, desc, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    sys.stdout.write("\n".join(_render.list_lines(rows)) + "\n")
+    click.echo(f"{len(rows)} of {len(index.entries)} cassettes", err=True)
+
+
+@cli.command()
+@click.argument("cassette")
+@_dir_option
+@click.option("--payloads", is_flag=True, help="Show every body in full, and each call's headers and bodies.")
+@click.option("--json", "as_json", is_flag=True, help="Print the cassette document.")
+def show(cassette: str, directory: str, payloads: bool, as_json: bool) -> None:
+    """Show a cassette: request, response, calls, spans.
+
+    The spans are drawn as a waterfall; --payloads adds every call's headers and bodies.
+    CASSETTE is a file, or a cassette id, key or file-name prefix in --dir.
+    """
+    path = _resolve(cassette, directory)
+    doc = _load(path)
+    if as_json:
+        _print_json(doc)
+        return
+    _render.show(_render.console(), doc, str(path), payloads)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@_dir_option
+@click.option("--ignore", multiple=True, metavar="FIELD",
+              help="A header or JSON field to leave out (any depth), or a location such as response.body; repeat for several.")  # fmt: skip
+@click.option("--no-default-ignores", is_flag=True, help=f"Compare {', '.join(DEFAULT_IGNORED)} headers too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+def diff(a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ignores: bool, as_json: bool) -> None:
+    """Compare two cassettes; exit status 1 if they differ.
+
+    The request, the response and each call are compared field by field.
+    """
+    path_a, path_b = _resolve(a, directory), _resolve(b, directory)
+    ignored = (*(() if no_default_ignores else DEFAULT_IGNORED), *ignore)
+    found = diff_cassettes(_load(path_a), _load(path_b), ignored)
+    if as_json:
+        _print_json({"a": str(path_a), "b": str(path_b), "differences": [d.to_dict() for d in found]})
+    else:
+        _render.differences(_render.console(), found, str(path_a), str(path_b))
+    sys.exit(_DIFFERENT if found else 0)
+
+
+@cli.command()
+@click.argument("text")
+@_dir_option
+@_filter_options
+@click.option("--case-sensitive", is_flag=True, help="Match case exactly.")
+@_json_option
+def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as_json: bool) -> None:
+    """Find cassettes that contain TEXT.
+
+    Searches the headers, bodies and URLs of the request, the response and every call.
+    """
+    index = _index(directory)
+    found = []
+    for entry in select(index.entries.values(), filters):
+        path = index.path_of(entry["key"])
+        try:
+            places = matches(load_cassette(path), text, case_sensitive) if path is not None else []
+        except CassetteError:  # changed since the scan
+            continue
+        if places:
+            found.append({**entry, "matches": places})
+    if as_json:
+        _print_json(found)
+        return
+    lines = _render.list_lines(found)
+    width = len(lines[0])
+    out = [lines[0].ljust(width) + "  FOUND IN"]
+    out.extend(line.ljust(width) + "  " + ", ".join(entry["matches"]) for line, entry in zip(lines[1:], found))
+    sys.stdout.write("\n".join(out) + "\n")
+    click.echo(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}", err=True)
+
+
+@cli.command()
+@click.argument("cassette")
+@click.option("--app", "app_spec", required=True, metavar="MODULE:APP", help="The ASGI app to replay through, as uvicorn names it.")
+@click.option("--app-dir", type=click.Path(exists=True, file_okay=False), help="Import the app from here (default: the current directory).")
+@click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
+@_dir_option
+@click.option("--ignore", multiple=True, metavar="FIELD", help="A JSON field of the response to leave out of the comparison; repeat for several.")
+@_json_option
+def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, directory: str, ignore: tuple[str, ...], as_json: bool) -> None:
+    """Replay recorded requests through an app, offline.
+
+    Runs each recorded request through the app in this process, with every outgoing call
+    answered from its cassette, and prints the replay report.
+
+    CASSETTE is a cassette file, a directory (every cassette in it), or an id in --dir.
+    Exit status 1 when a response differs from the recording or a call went unanswered.
+    """
+    from .replay import Replayer
+
+    target = Path(cassette) if Path(cassette).is_dir() else _resolve(cassette, directory)
+    try:
+        paths = cassette_files(target)
+        if not paths:
+            raise _Failure(f"{target} holds no cassettes")
+        with Replayer(app_spec, str(paths[0]), app_dir, factory, ignore) as replayer:
+            reports = [replayer.replay(path) for path in paths]
+    except (CassetteError, ValueError, ImportError) as exc:
+        raise _Failure(str(exc)) from None
+    failed = sum(not r.ok for r in reports)
+    if as_json:
+        _print_json([r.to_dict() for r in reports])
+    else:
+        click.echo("\n".join(r.console_text() for r in reports))
+        if len(reports) > 1:
+            click.echo(f"replayed {len(reports)} cassettes: {len(reports) - failed} ok, {failed} differ")
+    sys.exit(_DIFFERENT if failed else 0)
+
+
+@cli.command()
+@_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on (only this machine by default).")
+@click.option("--port", default=8765, show_default=True, type=int, help="The port to listen on.")
+@click.option("--app", "app_spec", metavar="MODULE:APP", help="The app the Replay button replays through.")
+@click.option("--app-dir", type=click.Path(exists=True, file_okay=False), help="Import the app from here (default: the current directory).")
+@click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
+def serve(directory: str, host: str, port: int, app_spec: Optional[str], app_dir: Optional[str], factory: bool) -> None:
+    """Serve the dashboard (on 127.0.0.1 by default).
+
+    A table of the recordings, each one's details and span waterfall, diffs and replays.
+    """
+    import uvicorn
+
+    from timetracer_otel.dashboard import ReplayTarget, create_app
+
+    if not Path(directory).is_dir():
+        raise _Failure(f"{directory} is not a directory")
+    target = ReplayTarget(app_spec, app_dir, factory) if app_spec else None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
+    click.echo(f"timetracer dashboard for {directory}: http://{host}:{port}/", err=True)
+    uvicorn.run(create_app(directory, target, host), host=host, port=port, log_level="warning")
