@@ -14,6 +14,11 @@ and Motor, including clients created before replay started.
 The stand-in connection answers its own handshake (unpublished ``hello``) and
 ``endSessions``; a client whose topology never opened has no server sessions to end
 and no server cursors to kill, so closing it sends nothing, in replay or after.
+
+In a process started with ``TIMETRACER_MODE=replay`` the same holds outside every
+replayed request: a ``MongoClient`` built with ``connect=True`` at import opens no
+topology and no monitor, and a command sent outside a request is refused with
+``ReplayMismatchError`` (``replay_session_for``) instead of reaching a server.
 """
 
 from __future__ import annotations
@@ -48,23 +53,34 @@ from timetracer_otel.capture.pymongo import UNRECORDED
 from timetracer_otel.cassette.values import decode_value, encode_value
 
 from .mongo_matching import command_view
-from .session import ReplaySession, current_session
+from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
 _LIBRARY = "pymongo"
+_LIBRARIES = (_LIBRARY, "motor")  # Motor runs pymongo: either one named live lets the calls through
 # Replies are encoded the way a server would send what the recording decoded; UUIDs as standard.
 _REPLY_CODEC: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 _SERVERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  # topology -> stand-in server
 _connection_ids = count(1)
 
 
-def _replaying() -> Optional[ReplaySession]:
-    """The session answering pymongo calls now, or None (no replay, or pymongo/Motor named live)."""
+def _refused_outside_requests(library: str) -> bool:
+    """Whether ``library``'s calls outside every replayed request are refused (``TIMETRACER_MODE=replay``)."""
+    try:
+        replay_session_for(library, str)  # called with no session current: None, or the refusal
+    except ReplayMismatchError:
+        return True
+    return False
+
+
+def _held() -> bool:
+    """True when no server may be reached now: a replay session answers pymongo, or, outside
+    every request, the process replays (its commands are then refused when sent)."""
     session = current_session()
-    if session is None or session.is_live(_LIBRARY) or session.is_live("motor"):
-        return None
-    return session
+    if session is not None:
+        return not any(session.is_live(library) for library in _LIBRARIES)
+    return all(_refused_outside_requests(library) for library in _LIBRARIES)
 
 
 def _hello(address: tuple[str, int]) -> dict[str, Any]:
@@ -125,7 +141,7 @@ def _adopt_generated_ids(command: Any, recorded: dict[str, Any]) -> None:
 class _Replaying:
     """The replay half of a stand-in connection: the session answers instead of a socket."""
 
-    replay_session: ReplaySession
+    replay_session: Optional[ReplaySession]  # None: made outside every request of a replaying process
     hello_reply: dict[str, Any]
     _reply: Optional[dict[str, Any]] = None
     _error: Optional[Exception] = None
@@ -139,10 +155,14 @@ class _Replaying:
             return
         if name in UNRECORDED:
             return
+        session = self.replay_session
         shown = {} if name.lower() in _SENSITIVE_COMMANDS else command  # as pymongo publishes it
-        redactor = self.replay_session.redactor
-        typed = encode_value(redactor.json_value(shown) if redactor is not None else shown)
-        recorded = self.replay_session.answer(_LIBRARY, command_view(dbname, name, typed))
+        redactor = session.redactor if session is not None else None
+        view = command_view(dbname, name, encode_value(redactor.json_value(shown) if redactor is not None else shown))
+        if session is None:  # outside every replayed request of a replaying process
+            replay_session_for(_LIBRARY, lambda: view.label)  # raises the refusal
+            raise ReplayMismatchError(view.label, _LIBRARY, "(none)", "a replay connection was used outside its replay session")
+        recorded = session.answer(_LIBRARY, view)
         _adopt_generated_ids(command, recorded.document["request"]["command"])
         self._reply, self._error = _outcome(decode_value(recorded.document.get("response")))
 
@@ -256,11 +276,11 @@ async def _async_run_command(wrapped: Any, instance: Any, args: tuple, kwargs: d
 
 
 def _select(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    return wrapped(*args, **kwargs) if _replaying() is None else _server(instance, is_async=False)
+    return _server(instance, is_async=False) if _held() else wrapped(*args, **kwargs)
 
 
 async def _async_select(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    return await wrapped(*args, **kwargs) if _replaying() is None else _server(instance, is_async=True)
+    return _server(instance, is_async=True) if _held() else await wrapped(*args, **kwargs)
 
 
 def _unopened_topology(client: Any) -> Any:
@@ -272,12 +292,16 @@ def _unopened_topology(client: Any) -> Any:
 
 
 def _get_topology(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """In replay the topology is used but never opened: no monitors, no kill-cursors thread."""
-    return wrapped(*args, **kwargs) if _replaying() is None else _unopened_topology(instance)
+    """In replay the topology is used but never opened: no monitors, no kill-cursors thread.
+
+    ``MongoClient(connect=True)`` calls this when it is built, so a client made at import in a
+    replaying process starts nothing either.
+    """
+    return _unopened_topology(instance) if _held() else wrapped(*args, **kwargs)
 
 
 async def _async_get_topology(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    return await wrapped(*args, **kwargs) if _replaying() is None else _unopened_topology(instance)
+    return _unopened_topology(instance) if _held() else await wrapped(*args, **kwargs)
 
 
 def _if_opened(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

@@ -14,6 +14,11 @@ process gets the attributes it lacks from it. Its own settings (from
 
 A SQLAlchemy ``Connection`` checked out before the session began is not used for
 statements either: its executions get a replay cursor too.
+
+Outside every replayed request, in a process started with ``TIMETRACER_MODE=replay``,
+connections and statements are refused (``replay_session_for``), except on SQLite: a
+local file or an in-memory database is no dependency of a request, and the
+application's own set-up there (``create_all()`` at import or start-up) runs for real.
 """
 
 from __future__ import annotations
@@ -24,26 +29,42 @@ import importlib
 import threading
 import weakref
 from collections import deque
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.pool import NullPool, Pool
 
+try:  # SQLAlchemy 2.1 calls it await_; 2.0 only has await_only
+    from sqlalchemy.util import await_
+except ImportError:  # pragma: no cover - SQLAlchemy 2.0
+    from sqlalchemy.util import await_only as await_
+
 from timetracer_otel.capture import _patch
 from timetracer_otel.capture.sqlalchemy import LIBRARY, connect_request, statement_request
 from timetracer_otel.cassette.values import decode_value
 
-from .matching import CallView
-from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 from .sql_matching import live_view
 
 __all__ = ["install", "uninstall"]
 
 
-def _session(view: CallView) -> Optional[ReplaySession]:
-    return replay_session_for(LIBRARY, lambda: view.label)
+def _session(dialect: Dialect, describe: Callable[[], str]) -> Optional[ReplaySession]:
+    """The session answering a call on ``dialect``, or None to let it run for real.
+
+    Outside every replayed request, SQLite runs: a local file is no dependency a request
+    recorded, and schema set-up at import (the spec example's ``create_all()``) must work
+    in a replaying process too. Any other database is refused there (``replay_session_for``).
+    """
+    if dialect.name == "sqlite" and current_session() is None:
+        return None
+    return replay_session_for(LIBRARY, describe)
+
+
+async def _round_trip() -> None:
+    """What an async driver awaits for each statement; here there is no server to wait for."""
 
 
 def _exception_class(error: dict[str, Any], response: Optional[dict[str, Any]], dialect: Dialect) -> type[BaseException]:
@@ -119,7 +140,7 @@ class _ReplayCursor:
         self._reset()
         dialect = self.connection.dialect
         view = live_view(statement_request(dialect, operation, statement, parameters))
-        session = _session(view)
+        session = _session(dialect, lambda: view.label)
         if session is None:
             raise ReplayMismatchError(view.label, LIBRARY, "(none)", "a replay connection was used outside its replay session")
         recorded = session.answer(LIBRARY, view)
@@ -133,6 +154,8 @@ class _ReplayCursor:
         self._rows = deque(tuple(row) for row in response.get("rows") or ())
         if response.get("streamed") and not response.get("complete"):
             self._incomplete = (recorded.view.label, session.path)
+        if dialect.is_async:  # AsyncConnection.execute() refuses a statement that never awaited (AwaitRequired)
+            await_(_round_trip())
 
     def _more(self) -> None:
         """Past the recorded rows of a result that had more: refuse rather than end it early."""
@@ -175,6 +198,9 @@ class _ReplayCursor:
     def close(self) -> None:
         self._rows.clear()
         self.rowcount = self._rowcount_after_close
+
+    async def _async_soft_close(self) -> None:
+        """What ``AsyncConnection.execute()`` awaits on an async driver's cursor; the rows stay readable."""
 
 
 class _ReplayConnection:
@@ -234,7 +260,7 @@ def _initialise(dialect: Dialect, state: dict[str, Any]) -> None:
 
 def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:
     view = live_view(connect_request(instance))
-    session = _session(view)
+    session = _session(instance.dialect, lambda: view.label)
     if session is None:
         return wrapped(*args, **kwargs)
     recorded = session.answer(LIBRARY, view)
@@ -247,7 +273,7 @@ def _create_cursor(wrapped: Any, instance: DefaultExecutionContext, args: tuple,
     if isinstance(getattr(instance._dbapi_connection, "dbapi_connection", None), _ReplayConnection):
         return wrapped(*args, **kwargs)
     engine = instance.root_connection.engine
-    session = replay_session_for(LIBRARY, lambda: f"a statement on {engine.url.render_as_string(hide_password=True)}")
+    session = _session(instance.dialect, lambda: f"a statement on {engine.url.render_as_string(hide_password=True)}")
     if session is None:
         return wrapped(*args, **kwargs)
     # A connection checked out before the session began: its statements are answered, never sent.

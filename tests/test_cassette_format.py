@@ -371,13 +371,13 @@ def test_schema_leaves_calls_of_other_protocols_open(tmp_path: Path) -> None:
     doc = _built_document(tmp_path)
     doc["calls"].append(
         {
-            "kind": "db.client",
-            "protocol": "sql",
-            "library": "sqlalchemy",
+            "kind": "amqp.client",
+            "protocol": "amqp",
+            "library": "aio-pika",
             "span_id": None,
             "start_offset_ms": 1.5,
-            "request": {"statement": "SELECT 1", "parameters": []},
-            "response": {"rows": [[1]]},
+            "request": {"exchange": "orders", "body": [1]},
+            "response": {"ack": True},
             "error": None,
         }
     )

@@ -97,5 +97,9 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
         otlp_processor(tracer_provider(config.service_name), config)
     for name in names:
         enable(name)
+    if config.mode == "replay":  # now, not when the stack is built: clients the app makes next are covered too
+        from timetracer_otel.replayers import install_replayers
+
+        install_replayers()
     app.add_middleware(TimeTracerMiddleware, config=config)
     return config
