@@ -6,6 +6,8 @@ import os
 from collections import Counter
 from typing import Any
 
+from timetracer_otel.cassette.location import is_url
+
 __all__ = ["record_line"]
 
 _MAX_PATH_CHARS = 200
@@ -24,7 +26,7 @@ def record_line(doc: dict[str, Any], path: str) -> str:
     tag = "[OK]" if status < 500 and not doc.get("error") else "[ERR]"
     kinds = Counter(call["kind"] for call in doc["calls"])
     deps = ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none"
-    relative = os.path.relpath(path)
+    relative = path if is_url(path) else os.path.relpath(path)
     shown_path = path if relative.startswith("..") else relative
     return (
         f"timetracer {tag} recorded {_printable(request['method'])} {_printable(request['path'])}"

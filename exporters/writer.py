@@ -8,19 +8,20 @@ import queue
 import threading
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Optional, Union
 
 from timetracer_otel._diagnostics import counters, errors, guarded, logger
 from timetracer_otel._recording import TraceRecording
+from timetracer_otel.cassette.location import CassetteFile, join
+from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cassette.naming import cassette_relpath
-from timetracer_otel.cassette.storage import replace, write_new
+from timetracer_otel.cassette.storage import encode, replace, write_new
 from timetracer_otel.redaction import Redactor
 
 from .builder import build_document
 from .console import record_line
 
-__all__ = ["CassetteWriter"]
+__all__ = ["CassetteWriter", "store"]
 
 DEFAULT_QUEUE_SIZE = 1024
 
@@ -45,6 +46,31 @@ def prepare_document(recording: TraceRecording) -> dict[str, Any]:
 
 def serialise(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+def store(doc: dict[str, Any], root: str, compression: str = "none", skip_identical: bool = False) -> Optional[CassetteFile]:
+    """Write ``doc`` as a new cassette under ``root`` (a directory or ``s3://`` URL), named as the format says.
+
+    ``skip_identical``: write nothing (and return None) when that name already holds this very
+    cassette, so importing the same file twice adds nothing.
+    """
+    relpath = cassette_relpath(
+        doc["request"]["method"],
+        doc["request"]["route"] or doc["request"]["path"],
+        doc["id"],
+        _recorded_day(doc),
+        ".json.gz" if compression == "gzip" else ".json",
+    )
+    if skip_identical and _holds(join(root, relpath), doc):
+        return None
+    return write_new(root, relpath, encode(serialise(doc), relpath))
+
+
+def _holds(file: CassetteFile, doc: dict[str, Any]) -> bool:
+    try:
+        return load_cassette(file) == doc
+    except CassetteError:
+        return False
 
 
 class CassetteWriter:
@@ -103,21 +129,13 @@ class CassetteWriter:
 
     def _write(self, recording: TraceRecording) -> None:
         doc = prepare_document(recording)
-        data = serialise(doc)
         target = recording.written_path or recording.fixed_path
         if target is not None:  # a rewrite for late spans, or a path chosen up front
-            replace(Path(target), data)
+            replace(target, encode(serialise(doc), target))
             counters.add("rewritten" if recording.written_path else "recorded")
             recording.written_path = target
             return
-        relpath = cassette_relpath(
-            doc["request"]["method"],
-            doc["request"]["route"] or doc["request"]["path"],
-            doc["id"],
-            _recorded_day(doc),
-        )
-        root = Path(recording.config.cassette_dir)
-        path = write_new(root, relpath, data)
+        path = store(doc, recording.config.cassette_dir, recording.config.compression)
         recording.written_path = str(path)
         counters.add("recorded")
         logger.info(record_line(doc, str(path)))

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["TraceConfig", "MODES", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["TraceConfig", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES"]
 
 MODES = ("off", "record", "replay")
+COMPRESSIONS = ("none", "gzip")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -34,6 +35,13 @@ def _parse_mode(value: Any) -> str:
     if mode not in MODES:
         raise ValueError(f"invalid mode {value!r}; allowed values: {', '.join(MODES)}")
     return mode
+
+
+def _parse_compression(value: Any) -> str:
+    compression = str(value).strip().lower()
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"invalid compression {value!r}; allowed values: {', '.join(COMPRESSIONS)}")
+    return compression
 
 
 def _parse_rate(value: Any) -> float:
@@ -138,6 +146,7 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     # The standard OpenTelemetry variables, so one setting serves timetracer and any other OTel code.
     "otlp_endpoint": (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), _parse_endpoint, None),
     "export_payloads": ("TIMETRACER_EXPORT_PAYLOADS", _parse_bool, False),
+    "compression": ("TIMETRACER_COMPRESSION", _parse_compression, "none"),
 }
 
 
@@ -163,6 +172,8 @@ class TraceConfig:
     recorded one. ``otlp_endpoint`` (default: the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
     or ``OTEL_EXPORTER_OTLP_ENDPOINT``) sends the same spans to a collector over OTLP/HTTP,
     redacted like cassettes and without payload attributes unless ``export_payloads``.
+    ``cassette_dir`` and ``cassette_path`` may be ``s3://bucket/prefix`` URLs;
+    ``compression="gzip"`` writes ``.json.gz`` cassettes, which every reader accepts.
     """
 
     mode: str = _UNSET
@@ -181,6 +192,7 @@ class TraceConfig:
     replay_ignore_fields: Sequence[str] = _UNSET
     otlp_endpoint: Optional[str] = _UNSET
     export_payloads: bool = _UNSET
+    compression: str = _UNSET
 
     def __post_init__(self) -> None:
         self._resolve(os.environ)

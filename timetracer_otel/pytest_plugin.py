@@ -84,6 +84,8 @@ def timetracer_replay(request: pytest.FixtureRequest) -> Callable[..., ContextMa
 def timetracer_record(request: pytest.FixtureRequest) -> Callable[[str], ContextManager[object]]:
     """``with timetracer_record("name"):`` records the calls made in the block to ``<dir>/name.json``.
 
+    A name ending in ``.json.gz`` is recorded gzip-compressed.
+
     In ``--timetracer-mode=replay`` (default) the block replays that cassette if it
     exists and records it if it does not, like VCR.py's ``once`` mode.
     """
@@ -91,7 +93,7 @@ def timetracer_record(request: pytest.FixtureRequest) -> Callable[[str], Context
     directory = Path(request.config.getoption("--timetracer-dir"))
 
     def use(name: str, *, strict: bool = False) -> ContextManager[object]:
-        cassette = directory / (name if name.endswith(".json") else f"{name}.json")
+        cassette = directory / (name if name.endswith((".json", ".json.gz")) else f"{name}.json")
         if mode == "off":
             return contextlib.nullcontext()
         if mode == "replay" and cassette.exists():

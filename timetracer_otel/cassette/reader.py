@@ -1,14 +1,22 @@
-"""Reading cassettes: one clear :class:`CassetteError` for anything that is not a usable cassette."""
+"""Reading cassettes: one clear :class:`CassetteError` for anything that is not a usable cassette.
+
+Every reader goes through :func:`load_cassette` and :func:`cassette_files`, so each accepts
+local files and ``s3://`` URLs (see :mod:`.location`), plain ``.json`` and gzip-compressed
+``.json.gz`` alike.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Union
 
 from . import FORMAT_NAME, FORMAT_VERSION
+from .location import CassetteFile, is_cassette_name, is_url, list_files, read_bytes
 
 __all__ = ["CassetteError", "load_cassette", "cassette_files"]
 
@@ -24,18 +32,18 @@ class CassetteError(Exception):
         super().__init__(f"timetracer: cannot use cassette {self.path}: {problem}")
 
 
-def _require(condition: bool, path: Path, problem: str) -> None:
+def _require(condition: bool, path: CassetteFile, problem: str) -> None:
     if not condition:
         raise CassetteError(path, problem)
 
 
-def _check_http_message(message: Any, path: Path, where: str, keys: tuple[str, ...]) -> None:
+def _check_http_message(message: Any, path: CassetteFile, where: str, keys: tuple[str, ...]) -> None:
     _require(isinstance(message, dict), path, f"{where} is not an object")
     missing = [key for key in keys if key not in message]
     _require(not missing, path, f"{where} lacks {', '.join(missing)}")
 
 
-def validate_document(doc: Any, path: Path) -> dict[str, Any]:
+def validate_document(doc: Any, path: CassetteFile) -> dict[str, Any]:
     """Check the parts replay relies on; return the document."""
     _require(isinstance(doc, dict), path, "the top level is not a JSON object")
     _require(doc.get("format") == FORMAT_NAME, path, f"'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}")
@@ -65,17 +73,30 @@ def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
     return f"is not valid JSON at {where}"
 
 
-def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """The cassette document at ``path``, checked; :class:`CassetteError` if it is unusable."""
-    file = Path(path)
+def _read(file: CassetteFile) -> bytes:
+    """The file's bytes; a ``*.gz`` file's decompressed (the name says the format, as when writing)."""
     try:
-        raw = file.read_bytes()
+        raw = read_bytes(file)
     except FileNotFoundError:
         raise CassetteError(file, "no such file") from None
     except IsADirectoryError:
         raise CassetteError(file, "is a directory, not a cassette file") from None
     except OSError as exc:
         raise CassetteError(file, f"cannot be read ({exc.strerror or exc})") from None
+    if not str(file).endswith(".gz"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        raise CassetteError(file, "is a truncated gzip file") from None
+    except (OSError, zlib.error) as exc:
+        raise CassetteError(file, f"is not a valid gzip file ({exc})") from None
+
+
+def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
+    """The cassette document at ``path`` (a file or a URL), checked; :class:`CassetteError` if it is unusable."""
+    file: CassetteFile = str(path) if is_url(path) else Path(path)
+    raw = _read(file)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -86,6 +107,8 @@ def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CassetteError(file, _json_problem(exc, text)) from None
+    except RecursionError:
+        raise CassetteError(file, "is nested too deeply to be read") from None
     try:
         return validate_document(doc, file)
     except CassetteError:
@@ -94,11 +117,19 @@ def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
         raise CassetteError(file, f"has an unexpected shape ({type(exc).__name__}: {exc})") from None
 
 
-def cassette_files(path: Union[str, os.PathLike]) -> list[Path]:
-    """``path`` itself if it is a file; every ``*.json`` cassette below it if it is a directory."""
+def cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
+    """``path`` itself if it is a file; every ``*.json`` and ``*.json.gz`` cassette below it if it is a directory.
+
+    A URL gives URLs: the object itself, or the cassettes below the prefix.
+    """
+    if is_url(path):
+        try:
+            return list_files(str(path))
+        except OSError as exc:
+            raise CassetteError(path, f"cannot be listed ({exc})") from None
     root = Path(path)
     if root.is_dir():
-        return sorted(p for p in root.rglob("*.json") if not p.name.startswith("."))
+        return sorted(p for p in root.rglob("*.json*") if is_cassette_name(p.name))
     if not root.exists():
         raise CassetteError(root, "no such file or directory")
     return [root]

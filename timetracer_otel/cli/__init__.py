@@ -1,4 +1,4 @@
-"""The ``timetracer`` command: list, show, diff, search and replay cassettes, and serve the dashboard."""
+"""The ``timetracer`` command: list, show, diff, search, replay, export and import cassettes, and serve the dashboard."""
 
 from __future__ import annotations
 

@@ -10,7 +10,10 @@ from typing import Any, Callable, Optional
 
 import click
 
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
+from timetracer_otel.cassette.location import CassetteFile, is_url, read_bytes
+from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, validate_document
+from timetracer_otel.cassette.storage import replace
+from timetracer_otel.config import COMPRESSIONS
 
 from . import _render
 from .diff import DEFAULT_IGNORED, diff_cassettes
@@ -80,8 +83,10 @@ def _index(directory: str) -> CassetteIndex:
     return index
 
 
-def _resolve(reference: str, directory: str) -> Path:
-    """A cassette file: ``reference`` itself when it exists, else a key, id or name prefix in ``directory``."""
+def _resolve(reference: str, directory: str) -> CassetteFile:
+    """A cassette file: ``reference`` itself when it is a URL or exists, else a key, id or name prefix in ``directory``."""
+    if is_url(reference):
+        return reference
     if Path(reference).exists():
         return Path(reference)
     index = _index(directory)
@@ -94,7 +99,19 @@ def _resolve(reference: str, directory: str) -> Path:
     return path
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _cassettes(reference: str, directory: str) -> list[CassetteFile]:
+    """The cassettes ``reference`` names: a directory or URL prefix (all below it), else one cassette as for ``show``."""
+    target = reference if is_url(reference) or Path(reference).is_dir() else _resolve(reference, directory)
+    try:
+        paths = cassette_files(target)
+    except CassetteError as exc:
+        raise _Failure(str(exc)) from None
+    if not paths:
+        raise _Failure(f"{target} holds no cassettes")
+    return paths
+
+
+def _load(path: CassetteFile) -> dict[str, Any]:
     try:
         return load_cassette(path)
     except CassetteError as exc:
@@ -218,11 +235,8 @@ def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, 
     """
     from .replay import Replayer
 
-    target = Path(cassette) if Path(cassette).is_dir() else _resolve(cassette, directory)
+    paths = _cassettes(cassette, directory)
     try:
-        paths = cassette_files(target)
-        if not paths:
-            raise _Failure(f"{target} holds no cassettes")
         with Replayer(app_spec, str(paths[0]), app_dir, factory, ignore) as replayer:
             reports = [replayer.replay(path) for path in paths]
     except (CassetteError, ValueError, ImportError) as exc:
@@ -253,10 +267,97 @@ def serve(directory: str, host: str, port: int, app_spec: Optional[str], app_dir
 
     from timetracer_otel.dashboard import ReplayTarget, create_app
 
-    if not Path(directory).is_dir():
+    if not is_url(directory) and not Path(directory).is_dir():
         raise _Failure(f"{directory} is not a directory")
     target = ReplayTarget(app_spec, app_dir, factory) if app_spec else None
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
     click.echo(f"timetracer dashboard for {directory}: http://{host}:{port}/", err=True)
     uvicorn.run(create_app(directory, target, host), host=host, port=port, log_level="warning")
+
+
+def _otlp_json() -> Any:
+    try:
+        from timetracer_otel.cassette import otlp_json
+    except ImportError as exc:
+        raise _Failure(f"OTLP JSON needs opentelemetry-proto: pip install 'timetracer-otel[otlp]' ({exc})") from None
+    return otlp_json
+
+
+@cli.command("export")
+@click.argument("cassettes", nargs=-1, required=True)
+@click.option("--otlp-json", "otlp_json", is_flag=True, help="Write OTLP JSON, as the OpenTelemetry Collector's file exporter does.")
+@click.option("-o", "--output", default="-", show_default=True, help="The file (or s3:// URL) to write; - for standard output.")
+@_dir_option
+def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: str) -> None:
+    """Write cassettes as OpenTelemetry data, one line per cassette.
+
+    The spans carry the request, the response and every call as `timetracer.cassette.*`
+    attributes, so `timetracer import` gives the same cassettes back.
+    CASSETTE is a file, a directory or s3:// prefix (every cassette below it), or an id in --dir.
+    """
+    if not otlp_json:
+        raise click.UsageError("choose the format: --otlp-json (the only one so far)")
+    codec = _otlp_json()
+    files = [file for reference in cassettes for file in _cassettes(reference, directory)]
+    lines = []
+    for file in files:
+        doc = _load(file)
+        try:
+            lines.append(codec.to_line(doc) + "\n")
+        except ValueError as exc:
+            raise _Failure(f"{file}: {exc}") from None
+        except (KeyError, TypeError) as exc:
+            raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
+    if output == "-":
+        sys.stdout.write("".join(lines))
+    else:
+        try:
+            replace(output, "".join(lines).encode("utf-8"))
+        except OSError as exc:
+            raise _Failure(f"cannot write {output}: {exc}") from None
+    click.echo(f"exported {len(lines)} cassette(s) as OTLP JSON" + ("" if output == "-" else f" to {output}"), err=True)
+
+
+def _lines(file: str) -> list[tuple[str, str]]:
+    """``(where, text)`` of each line of an OTLP JSON file (local or URL)."""
+    try:
+        text = read_bytes(file).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Failure(f"cannot read {file}: {exc}") from None
+    return [(f"{file} line {number}", line) for number, line in enumerate(text.splitlines(), 1)]
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True)
+@_dir_option
+@click.option("--compression", type=click.Choice(COMPRESSIONS, case_sensitive=False), default="none", envvar="TIMETRACER_COMPRESSION",
+              show_default=True, help="Write .json.gz cassettes with gzip (or TIMETRACER_COMPRESSION).")  # fmt: skip
+def import_command(files: tuple[str, ...], directory: str, compression: str) -> None:
+    """Turn OTLP JSON files (as `export --otlp-json` or a collector's file exporter write them) into cassettes.
+
+    Spans of many traces, in any order and on any line, are regrouped per cassette; the
+    cassettes are written to --dir (a directory or s3:// prefix) under their usual names.
+    A cassette already there is not written twice. Exit status 1 when something could
+    not be imported (an incomplete cassette, a line that is not OTLP JSON).
+    """
+    from timetracer_otel.exporters.writer import store
+
+    imported = _otlp_json().from_lines(line for file in files for line in _lines(file))
+    written = skipped = 0
+    for doc in imported.cassettes:
+        try:
+            validate_document(doc, f"trace {doc.get('trace_id')} cassette {doc.get('id')}")
+            if store(doc, directory, compression, skip_identical=True) is None:
+                skipped += 1
+            else:
+                written += 1
+        except CassetteError as exc:
+            imported.problems.append(str(exc))
+        except OSError as exc:
+            raise _Failure(f"cannot write to {directory}: {exc}") from None
+    for problem in imported.problems:
+        click.echo(f"timetracer: not imported: {problem}", err=True)
+    already = f" ({skipped} already there)" if skipped else ""
+    click.echo(f"imported {written} cassette(s) from {imported.spans_seen} span(s) to {directory}{already}", err=True)
+    sys.exit(_DIFFERENT if imported.problems else 0)

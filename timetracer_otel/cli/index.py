@@ -4,8 +4,9 @@ Listing 50,000 cassettes must not mean parsing 50,000 JSON files. The index keep
 cassette's summary keyed by its path relative to the directory, with the file's mtime
 and size; a scan stats every file and re-reads only those that are new or changed, and
 drops those that are gone. Files are found with :func:`cassette_files` and read with
-:func:`load_cassette`, so whatever locations those accept, the index accepts. A file
-that cannot be stat'ed (a remote object) is re-read on every scan.
+:func:`load_cassette`, so whatever locations those accept, the index accepts: ``.json`` and
+``.json.gz`` files, and ``s3://`` prefixes. Remote objects are not stat'ed and no index is
+saved beside them: they are re-read on every scan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.cassette.storage import replace
 
@@ -45,7 +47,9 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fingerprint(path: Path) -> Optional[list[int]]:
+def _fingerprint(path: CassetteFile) -> Optional[list[int]]:
+    if isinstance(path, str):  # a URL
+        return None
     try:
         stat = os.stat(path)
     except (OSError, TypeError, ValueError):
@@ -54,23 +58,29 @@ def _fingerprint(path: Path) -> Optional[list[int]]:
 
 
 class CassetteIndex:
-    """The cassettes at ``location`` (a directory or one file), each addressed by a key.
+    """The cassettes at ``location`` (a directory, one file, or an ``s3://`` prefix), each addressed by a key.
 
-    A key is the cassette's path relative to the directory, with ``/`` separators. Only
-    keys that a scan found can be resolved, so a key never reaches a file outside.
+    A key is the cassette's path relative to the directory (or prefix), with ``/``
+    separators. Only keys that a scan found can be resolved, so a key never reaches a
+    file outside.
     """
 
     def __init__(self, location: Union[str, os.PathLike]) -> None:
-        self.source = location  # as given, for cassette_files (which may accept more than local paths)
-        self.location = Path(location)
-        self.root = self.location if self.location.is_dir() else self.location.parent
+        self.source = location  # as given, for cassette_files
+        self.location: Optional[Path] = None if is_url(location) else Path(location)  # None for a URL
+        self.root: Union[Path, str] = str(location).rstrip("/") if self.location is None else (
+            self.location if self.location.is_dir() else self.location.parent
+        )  # fmt: skip
         self.entries: dict[str, dict[str, Any]] = {}
         self.problems: dict[str, str] = {}  # key -> why the file is not a usable cassette
-        self._paths: dict[str, Path] = {}
+        self._paths: dict[str, CassetteFile] = {}
+
+    def _local_dir(self) -> bool:
+        return self.location is not None and self.location.is_dir()
 
     @property
     def _index_file(self) -> Optional[Path]:
-        return self.root / INDEX_NAME if self.location.is_dir() else None
+        return Path(self.root, INDEX_NAME) if self._local_dir() else None
 
     def _load_cache(self) -> dict[str, list]:
         index_file = self._index_file
@@ -95,9 +105,12 @@ class CassetteIndex:
         except OSError:
             pass  # a read-only directory: listing still works, it just re-reads changed files each time
 
-    def _key(self, path: Path, prefix: str) -> str:
+    def _key(self, path: CassetteFile) -> str:
         text = str(path)
-        return text[len(prefix) :].replace(os.sep, "/") if text.startswith(prefix) else path.name
+        prefix = f"{self.root}{os.sep if self.location is not None else '/'}"
+        if text.startswith(prefix):
+            return text[len(prefix) :].replace(os.sep, "/")
+        return path.name if isinstance(path, Path) else text.rsplit("/", 1)[-1]
 
     def refresh(self) -> "CassetteIndex":
         """Scan the location: read new and changed cassettes, forget removed ones, save the index."""
@@ -105,11 +118,10 @@ class CassetteIndex:
         files: dict[str, list] = {}
         entries: dict[str, dict[str, Any]] = {}
         problems: dict[str, str] = {}
-        paths: dict[str, Path] = {}
+        paths: dict[str, CassetteFile] = {}
         changed = False
-        prefix = str(self.root) + os.sep
         for path in cassette_files(self.source):
-            key = self._key(path, prefix)
+            key = self._key(path)
             fingerprint = _fingerprint(path)
             cached = cache.get(key)
             if fingerprint is not None and cached is not None and cached[:2] == fingerprint:
@@ -130,7 +142,7 @@ class CassetteIndex:
         return self
 
     @staticmethod
-    def _read(key: str, path: Path) -> Union[list, str]:
+    def _read(key: str, path: CassetteFile) -> Union[list, str]:
         """The summary values of a cassette, or the reason it cannot be used."""
         try:
             summary = summarise(key, load_cassette(path))
@@ -138,12 +150,14 @@ class CassetteIndex:
             return exc.problem
         return [summary[name] for name in FIELDS]
 
-    def _inside(self, path: Path) -> bool:
+    def _inside(self, path: CassetteFile) -> bool:
         """False for a link that leads out of the directory: its target is never read."""
+        if not self._local_dir():  # one file, or a URL: everything found is what was asked for
+            return True
         root = os.path.realpath(self.root)
-        return os.path.realpath(path).startswith(root + os.sep) or not self.location.is_dir()
+        return os.path.realpath(path).startswith(root + os.sep)
 
-    def path_of(self, key: str) -> Optional[Path]:
+    def path_of(self, key: str) -> Optional[CassetteFile]:
         """The file of a key found by the last scan, or None (unknown keys never become paths)."""
         path = self._paths.get(key) if key in self.entries else None
         return path if path is not None and self._inside(path) else None

@@ -17,11 +17,11 @@ import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Optional, Sequence
 from urllib.parse import quote
 
 from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
@@ -102,12 +102,12 @@ class Replayer:
             else:
                 os.environ[name] = value
 
-    def _config(self, existing: Optional[TraceConfig], cassette: Path) -> TraceConfig:
+    def _config(self, existing: Optional[TraceConfig], cassette: CassetteFile) -> TraceConfig:
         base = existing if existing is not None else TraceConfig.from_env()
         ignored = (*base.replay_ignore_fields, *self.ignore)
         return dataclasses.replace(base, mode="replay", cassette_path=str(cassette), replay_ignore_fields=ignored)
 
-    def _target(self, cassette: Path) -> Any:
+    def _target(self, cassette: CassetteFile) -> Any:
         """The app set to replay ``cassette``: its own middleware reconfigured, or a new one around it."""
         app = self.app
         ours = [m for m in getattr(app, "user_middleware", ()) if getattr(m, "cls", None) is TimeTracerMiddleware]
@@ -121,7 +121,7 @@ class Replayer:
             return TimeTracerMiddleware(app.app, self._config(app.config, cassette))
         return TimeTracerMiddleware(app, self._config(None, cassette))
 
-    def replay(self, cassette: Path) -> ReplayReport:
+    def replay(self, cassette: CassetteFile) -> ReplayReport:
         """Send the recorded request of ``cassette`` to the app; the replay report of that request."""
         doc = load_cassette(cassette)
         request = doc["request"]

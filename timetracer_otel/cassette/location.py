@@ -1,0 +1,121 @@
+"""Cassettes in S3 or S3-compatible storage: ``s3://bucket/prefix`` beside local paths.
+
+Objects are read and written with boto3 (the ``s3`` extra). The endpoint comes from the
+standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` variables (or the AWS config file)
+and the credentials from the usual AWS chain. One PUT is atomic, so a reader sees a whole
+cassette or none, as with local files. Every failure is raised as the :class:`OSError` a
+local disk would raise (``FileNotFoundError``, ``PermissionError``, ``FileExistsError``).
+These requests are timetracer's own: they run under OpenTelemetry's
+``suppress_instrumentation``, so a botocore or urllib3 instrumentation makes no spans of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+__all__ = ["CassetteFile", "is_url", "is_cassette_name", "join", "read_bytes", "write", "list_files"]
+
+CassetteFile = Union[Path, str]  # a local file, or the URL of a remote one
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: C:\ is a Windows drive
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+# S3 error codes -> the OSError a local file system raises for the same thing
+_ERRORS: dict[str, type[OSError]] = {
+    "NoSuchKey": FileNotFoundError,
+    "NoSuchBucket": FileNotFoundError,
+    "404": FileNotFoundError,
+    "AccessDenied": PermissionError,
+    "403": PermissionError,
+    "PreconditionFailed": FileExistsError,
+    "412": FileExistsError,
+}
+
+
+def is_url(location: Union[str, os.PathLike]) -> bool:
+    """True for ``s3://...`` (and any other ``scheme://``), False for local paths."""
+    return isinstance(location, str) and bool(_URL.match(location))
+
+
+def is_cassette_name(name: str) -> bool:
+    """``*.json`` and gzip-compressed ``*.json.gz`` files, but no dot files (temporary files, the index)."""
+    return name.endswith((".json", ".json.gz")) and not name.startswith(".")
+
+
+def join(root: Union[str, os.PathLike], relpath: str) -> CassetteFile:
+    """``relpath`` (``/``-separated) inside a directory or below a URL prefix."""
+    return f"{str(root).rstrip('/')}/{relpath}" if is_url(root) else Path(root) / relpath
+
+
+def _split(url: str) -> tuple[str, str]:
+    scheme, _, rest = url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "s3" or not bucket:
+        raise OSError(f"{url}: not an s3://bucket/key URL (the only remote storage supported)")
+    return bucket, key
+
+
+def _client() -> Any:
+    """One boto3 S3 client per process and AWS configuration (clients are thread-safe, not fork-safe)."""
+    settings = (os.getpid(), *sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    with _clients_lock:
+        client = _clients.get(settings)
+        if client is None:
+            try:
+                import boto3
+            except ImportError as exc:
+                raise OSError(f"s3:// cassettes need boto3: pip install 'timetracer-otel[s3]' ({exc})") from None
+            client = _clients[settings] = boto3.session.Session().client("s3")
+        return client
+
+
+@contextlib.contextmanager
+def _request(url: str) -> Iterator[None]:
+    """Timetracer's own request about ``url``: no spans, and failures as the ``OSError`` a disk raises."""
+    try:
+        with suppress_instrumentation():
+            yield
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore errors become what a disk would raise
+        response = getattr(exc, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        raise _ERRORS.get(code, OSError)(f"{url}: {exc}") from exc
+
+
+def read_bytes(file: Union[str, os.PathLike]) -> bytes:
+    """The bytes of a local file or of the object at an ``s3://`` URL."""
+    if not is_url(file):
+        return Path(file).read_bytes()
+    url = str(file)
+    bucket, key = _split(url)
+    with _request(url):
+        return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def write(url: str, data: bytes, exclusive: bool = False) -> None:
+    """Put ``data`` at ``url`` in one request; ``exclusive``: ``FileExistsError`` if it exists (``If-None-Match: *``)."""
+    bucket, key = _split(url)
+    with _request(url):
+        _client().put_object(Bucket=bucket, Key=key, Body=data, **({"IfNoneMatch": "*"} if exclusive else {}))
+
+
+def list_files(url: str) -> list[str]:
+    """``url`` itself if it names an object, else the URLs of the cassettes below the prefix ``url``."""
+    bucket, key = _split(url)
+    client = _client()
+    if key and not key.endswith("/"):
+        with contextlib.suppress(FileNotFoundError), _request(url):  # no such object: a prefix, then
+            client.head_object(Bucket=bucket, Key=key)
+            return [url]
+    prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
+    with _request(url):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
+    return sorted(f"s3://{bucket}/{name}" for name in keys if is_cassette_name(name.rsplit("/", 1)[-1]))
