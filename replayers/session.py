@@ -15,6 +15,7 @@ import os
 import threading
 from typing import Any, Callable, Iterable, Optional
 
+from timetracer_otel._own_io import is_own_io
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor
 
@@ -85,6 +86,8 @@ def replay_session_for(library: str, describe: Callable[[], str]) -> Optional["R
     with :class:`ReplayMismatchError` rather than sent, unless ``library`` is live.
     ``describe()`` names the call for that error.
     """
+    if is_own_io():  # timetracer's own export, never the application's call
+        return None
     session = _current.get()
     if session is not None:
         return None if session.is_live(library) else session

@@ -173,3 +173,23 @@ def test_a_collector_that_is_down_fails_no_request(upstream: Upstream, cassette_
     assert [r.status_code for r in responses] == [200] * 3
     assert len(load_cassettes(cassette_dir)) == 3
     assert "timetracer: OTLP export of" in app.stderr and "to http://127.0.0.1:1/v1/traces failed" in app.stderr, app.stderr
+
+
+def test_a_replaying_process_still_exports_its_spans(receiver: Receiver, upstream: Upstream, cassette_dir: Path) -> None:
+    """Under TIMETRACER_MODE=replay the exporter's own POST (made with requests, outside any request) goes out."""
+    record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "REPLAY_APP_UPSTREAM": upstream.url}
+    with uvicorn_process(record_env) as app:
+        assert [r.status_code for r in send(app.url, [("GET", "/mixed", {})])] == [200]
+    (cassette,) = load_cassettes(cassette_dir)
+    replay_env = {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(cassette_dir),
+        "REPLAY_APP_UPSTREAM": upstream.url,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{receiver.url}/v1/traces",
+    }
+    before = len(upstream.requests)
+    with uvicorn_process(replay_env) as app:
+        assert [r.status_code for r in send(app.url, [("GET", "/mixed", {})])] == [200]
+    assert len(upstream.requests) == before
+    assert "OTLP export" not in app.stderr, app.stderr
+    assert any(span.name == "GET /mixed" for span in receiver.spans), app.stderr
