@@ -251,3 +251,17 @@ def spans() -> Iterator["InMemorySpanExporter"]:
     tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
     yield exporter
     exporter.shutdown()  # the processor stays on the provider; a shut down exporter keeps nothing
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a ``socket.socket`` of this process tries to connect to during the test."""
+    attempts: list[Any] = []
+    real = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        attempts.append(address)
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts

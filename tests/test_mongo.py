@@ -5,7 +5,6 @@ and not one connection attempt to either."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -38,19 +37,6 @@ def mongo() -> Iterator[MongoWireServer]:
     with running_mongo() as server:
         yield server
 
-
-@pytest.fixture
-def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a socket of this process tries to connect to, from now to the end of the test."""
-    attempts: list[Any] = []
-    real = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> None:
-        attempts.append(address)
-        return real(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return attempts
 
 
 def _ports(addresses: list[Any]) -> set[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,19 +39,6 @@ def prefix() -> Iterator[str]:
         if keys:
             client.delete(*keys)
 
-
-@pytest.fixture
-def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a socket of this process connects to while the test runs."""
-    seen: list[Any] = []
-    real = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        seen.append(address)
-        return real(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return seen
 
 
 def _redis_connects(seen: list[Any]) -> list[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import sqlite3
 import uuid
 from pathlib import Path
@@ -48,19 +47,6 @@ def _urls(driver: str, tmp_path: Path) -> tuple[str, str, Path | None]:
         return url, url, path
     return PG.format(driver=driver, port=5432), PG.format(driver=driver, port=1), None
 
-
-@pytest.fixture
-def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a Python socket of this process connects to during the test (asyncpg, aiosqlite: none)."""
-    seen: list[Any] = []
-    real = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        seen.append(address)
-        return real(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return seen
 
 
 def _watch_dialect(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
