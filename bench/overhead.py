@@ -1,0 +1,395 @@
+"""Per-request overhead of timetracer: the reference app (bench/_app.py) under uvicorn, four modes in one run.
+
+    .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 4] [--concurrency 8] [--memory-requests 20000]
+
+Every process is separate: the upstream (bench/_upstream.py), one uvicorn server per
+mode (bare, otel, record, replay) and the load generator (bench/_load.py, started anew
+for each measurement). All four servers run for the whole benchmark; measurements are
+interleaved: each round measures every (mode, route) once, in an order that rotates
+from round to round, so drift in the machine's speed is spread over all modes.
+
+Then three checks on the record mode: which threads touch the cassette directory
+(``strace -f -y`` on the server: none may be the event loop's, the request path);
+peak RSS of each server; and RSS sampled across ``--memory-requests`` recorded requests
+on a fresh server (flat: the largest sample within 10% of the first, after a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+BENCH = Path(__file__).resolve().parent
+MODES = ("bare", "otel", "record", "replay")
+ROUTES = ("/dep", "/plain")
+_STRACE_CALLS = "openat,write,pwrite64,fsync,fdatasync,link,linkat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat"
+
+
+@dataclass
+class Server:
+    """A uvicorn process serving on 127.0.0.1; ``served`` counts the 200 responses the benchmark got from it."""
+
+    name: str
+    url: str
+    process: subprocess.Popen
+    served: int = 0
+
+    def memory_kib(self, field_name: str) -> int:
+        """``VmRSS`` (now) or ``VmHWM`` (peak) of the process, in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"{field_name} not found for pid {self.process.pid}")
+
+
+@contextlib.contextmanager
+def uvicorn_server(name: str, target: str, env: dict[str, str], log: Path, factory: bool = True) -> Iterator[Server]:
+    """``TARGET`` served by uvicorn (bench/_serve.py) on a socket bound here; stopped by SIGTERM (a clean shutdown) after the block."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        command = [sys.executable, str(BENCH / "_serve.py"), target, str(sock.fileno()), *(["--factory"] if factory else [])]
+        with open(log, "ab") as output:
+            process = subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], stdout=output, stderr=output)
+        server = Server(name, f"http://127.0.0.1:{sock.getsockname()[1]}", process)
+    try:
+        yield server
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def load(server: Server, route: str, concurrency: int, seconds: Optional[float] = None, requests: Optional[int] = None) -> dict[str, Any]:
+    """Run the load generator against ``server``; its result (latencies in µs, errors, elapsed seconds)."""
+    limit = ["--seconds", str(seconds)] if seconds is not None else ["--requests", str(requests)]
+    command = [sys.executable, str(BENCH / "_load.py"), server.url + route, "--concurrency", str(concurrency), *limit]
+    result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    server.served += len(result["latencies_us"])
+    return result
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+def _make_database(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL NOT NULL)")
+        db.executemany("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item-{i}", i * 1.25) for i in range(1, 1001)])
+
+
+def _base_env(upstream: str, database: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_"))}
+    return {**env, "BENCH_UPSTREAM": upstream, "BENCH_SQLITE": str(database)}
+
+
+def _files(directory: Path, pattern: str = "*.json") -> list[Path]:
+    return [p for p in directory.rglob(pattern) if not p.name.startswith(".")]
+
+
+def _settled(directory: Path, expected: int, timeout: float = 60.0) -> int:
+    """Wait (polling) until ``expected`` cassettes exist, or their number stops growing for 2 s; returns it."""
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = len(_files(directory))
+        if count >= expected:
+            return count
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since > 2:
+            return count
+        time.sleep(0.1)
+    return last
+
+
+def _replay_cassettes(record_dir: Path, replay_dir: Path) -> None:
+    """Copy one recorded cassette of each route into ``replay_dir``: the replay server answers from them."""
+    replay_dir.mkdir()
+    for route in ROUTES:
+        recorded = sorted(_files(record_dir, f"GET__{route.strip('/')}__*.json"))
+        if not recorded:
+            raise RuntimeError(f"no cassette was recorded for {route}")
+        shutil.copy(recorded[0], replay_dir / recorded[0].name)
+
+
+@dataclass
+class Series:
+    """The measurements of one (mode, route)."""
+
+    latencies_us: list[float] = field(default_factory=list)
+    round_medians_us: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    errors: int = 0
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.latencies_us += result["latencies_us"]
+        self.round_medians_us.append(statistics.median(result["latencies_us"]))
+        self.seconds += result["elapsed_s"]
+        self.errors += result["errors"]
+
+    def summary(self) -> dict[str, float]:
+        medians = self.round_medians_us
+        return {
+            "requests": len(self.latencies_us),
+            "errors": self.errors,
+            "median_us": statistics.median(self.latencies_us),
+            "p99_us": percentile(self.latencies_us, 0.99),
+            "throughput_rps": len(self.latencies_us) / self.seconds,
+            "round_spread": (max(medians) - min(medians)) / statistics.median(medians),  # stability of the rounds
+        }
+
+
+def _interleaved(servers: dict[str, Server], rounds: int, seconds: float, concurrency: int) -> dict[str, dict[str, dict]]:
+    """route -> mode -> summary; ``vs_bare`` and ``vs_otel`` are the medians over rounds of the ratio of round medians.
+
+    Ratios are taken within a round (the modes were measured minutes apart at most), so a
+    change in the machine's load between rounds cancels out.
+    """
+    configs = [(mode, route) for route in ROUTES for mode in MODES]
+    series = {config: Series() for config in configs}
+    for index in range(rounds):
+        shift = index % len(configs)
+        for mode, route in configs[shift:] + configs[:shift]:
+            series[(mode, route)].add(load(servers[mode], route, concurrency, seconds=seconds))
+    table: dict[str, dict[str, dict]] = {}
+    for route in ROUTES:
+        table[route] = {mode: series[(mode, route)].summary() for mode in MODES}
+        for mode in MODES:
+            for base in ("bare", "otel"):
+                pairs = zip(series[(mode, route)].round_medians_us, series[(base, route)].round_medians_us)
+                table[route][mode][f"vs_{base}"] = statistics.median(m / b for m, b in pairs)
+    return table
+
+
+def _traced_threads(pid: int, timeout: float = 10.0) -> bool:
+    """Wait (polling) until every thread of ``pid`` is traced; False if strace did not attach in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        if all(_tracer(task) != 0 for task in tasks):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _tracer(task: Path) -> int:
+    for line in (task / "status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cassette_io_threads(server: Server, cassette_dir: Path, workdir: Path, concurrency: int, requests: int = 1000) -> dict[str, Any]:
+    """Which threads of the record server make file system calls on the cassette directory (strace -f -y).
+
+    The event loop, which runs every request, is the process's main thread (tid = pid).
+    """
+    if shutil.which("strace") is None:
+        return {"checked": False, "reason": "strace is not installed"}
+    log = workdir / "strace.log"
+    before = len(_files(cassette_dir))
+    tracer = subprocess.Popen(["strace", "-f", "-y", "-qq", "-o", str(log), "-e", f"trace={_STRACE_CALLS}", "-p", str(server.process.pid)],
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        if not _traced_threads(server.process.pid):
+            return {"checked": False, "reason": f"strace could not attach: {tracer.stderr.read() if tracer.poll() is not None else 'timeout'}"}
+        load(server, "/dep", concurrency, requests=requests)
+        written = _settled(cassette_dir, before + requests) - before
+    finally:
+        tracer.terminate()
+        tracer.wait(30)
+    by_thread: dict[int, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if str(cassette_dir) in line:
+            tid = int(line.split(None, 1)[0])
+            by_thread[tid] = by_thread.get(tid, 0) + 1
+    pid = server.process.pid
+    return {
+        "checked": True,
+        "requests": requests,
+        "cassettes_written": written,
+        "calls_on_request_thread": by_thread.get(pid, 0),
+        "calls_by_other_threads": {str(tid): n for tid, n in by_thread.items() if tid != pid},
+    }
+
+
+def memory_flat(env: dict[str, str], workdir: Path, concurrency: int, requests: int, batch: int = 1000) -> dict[str, Any]:
+    """RSS of a fresh record server, sampled every ``batch`` requests across ``requests`` (after a warm-up of 2,000)."""
+    cassettes = workdir / "memory-cassettes"
+    record_env = {**env, "BENCH_MODE": "record", "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes)}
+    with uvicorn_server("record-memory", "_app:create_app", record_env, workdir / "memory.log") as server:
+        load(server, "/dep", concurrency, requests=2000)
+        samples = [server.memory_kib("VmRSS")]
+        for _ in range(requests // batch):
+            load(server, "/dep", concurrency, requests=batch)
+            samples.append(server.memory_kib("VmRSS"))
+        served = server.served
+    written = len(_files(cassettes))  # after the server's clean shutdown, which flushes the writer
+    return {
+        "requests": requests,
+        "samples_kib": samples,
+        "growth": max(samples) / samples[0] - 1,
+        "served": served,
+        "cassettes": written,
+    }
+
+
+def _mode_settings(mode: str, record_dir: Path, replay_dir: Path) -> dict[str, str]:
+    if mode == "record":
+        return {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(record_dir)}
+    if mode == "replay":
+        return {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(replay_dir)}
+    return {}
+
+
+def _warm(server: Server, concurrency: int, **limit: float) -> None:
+    for route in ROUTES:
+        load(server, route, concurrency, **limit)
+
+
+def _bytes_per_request(cassette_dir: Path) -> dict[str, float]:
+    out = {}
+    for route in ROUTES:
+        files = _files(cassette_dir, f"GET__{route.strip('/')}__*.json")
+        out[route] = sum(p.stat().st_size for p in files) / max(len(files), 1)
+    return out
+
+
+def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int) -> dict[str, Any]:
+    """Run the whole overhead benchmark; the results as a dict (see :func:`report`)."""
+    workdir = Path(tempfile.mkdtemp(prefix="timetracer-bench-"))
+    try:
+        database = workdir / "items.db"
+        _make_database(database)
+        record_dir, replay_dir = workdir / "record", workdir / "replay"
+        with uvicorn_server("upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False) as upstream:
+            env = _base_env(upstream.url, database)
+            with contextlib.ExitStack() as stack:
+                servers: dict[str, Server] = {}
+                for mode in MODES:
+                    if mode == "replay":  # it answers from cassettes the record server wrote
+                        _warm(servers["record"], concurrency, requests=200)
+                        _settled(record_dir, servers["record"].served)
+                        _replay_cassettes(record_dir, replay_dir)
+                    mode_env = {**env, "BENCH_MODE": mode, **_mode_settings(mode, record_dir, replay_dir)}
+                    servers[mode] = stack.enter_context(uvicorn_server(mode, "_app:create_app", mode_env, workdir / f"{mode}.log"))
+                for server in servers.values():  # warm-up: imports, connection pools, caches
+                    _warm(server, concurrency, seconds=1)
+                table = _interleaved(servers, rounds, seconds, concurrency)
+                io_check = cassette_io_threads(servers["record"], record_dir, workdir, concurrency)
+                peak_rss = {mode: servers[mode].memory_kib("VmHWM") for mode in MODES}
+                record_served = servers["record"].served
+            # the servers have shut down cleanly: the record server flushed its writer
+            recorded = len(_files(record_dir))
+            bytes_per_request = _bytes_per_request(record_dir)
+            shutil.rmtree(record_dir)  # tens of thousands of files: free the space before the memory run
+            memory = memory_flat(env, workdir, concurrency, memory_requests)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "settings": {"rounds": rounds, "seconds": seconds, "concurrency": concurrency},
+        "latency": table,
+        "peak_rss_kib": peak_rss,
+        "cassette_bytes_per_request": bytes_per_request,
+        "record_served": record_served,
+        "record_cassettes": recorded,
+        "cassette_io": io_check,
+        "memory": memory,
+    }
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    """The results as text lines: the latency table, then the checks."""
+    lines = ["route   mode     requests  median µs   p99 µs   req/s   median×bare  median×otel  p99×bare  round spread"]
+    for route, modes in results["latency"].items():
+        bare = modes["bare"]
+        for mode, row in modes.items():
+            lines.append(
+                f"{route:<7} {mode:<7} {row['requests']:>9}  {row['median_us']:>9.0f} {row['p99_us']:>8.0f} {row['throughput_rps']:>7.0f}"
+                f"   {row['vs_bare']:>10.2f} {row['vs_otel']:>12.2f} {row['p99_us'] / bare['p99_us']:>9.2f}  {row['round_spread']:>11.1%}"
+                + (f"  ({row['errors']} errors)" if row["errors"] else "")
+            )
+    lines.append("(median×: the median over rounds of the ratio of round medians; round spread: (max - min) / median of round medians)")
+    rss = ", ".join(f"{mode} {kib / 1024:.1f}" for mode, kib in results["peak_rss_kib"].items())
+    lines.append(f"peak RSS (MiB): {rss}")
+    per_request = ", ".join(f"{route} {size:,.0f}" for route, size in results["cassette_bytes_per_request"].items())
+    lines.append(f"cassette bytes per request: {per_request}")
+    lines.append(
+        f"record server: {results['record_cassettes']:,} cassettes for {results['record_served']:,} requests"
+        " (the rest dropped: the writer's queue was full)"
+    )
+    io = results["cassette_io"]
+    if io["checked"]:
+        lines.append(
+            f"cassette I/O (strace, {io['requests']} requests, {io['cassettes_written']} cassettes): "
+            f"{io['calls_on_request_thread']} calls on the event-loop thread, by other threads {io['calls_by_other_threads']}"
+        )
+    else:
+        lines.append(f"cassette I/O: not checked ({io['reason']})")
+    memory = results["memory"]
+    samples = memory["samples_kib"]
+    lines.append(
+        f"RSS across {memory['requests']:,} recorded requests: {samples[0] / 1024:.1f} -> max {max(samples) / 1024:.1f} "
+        f"-> last {samples[-1] / 1024:.1f} MiB (growth {memory['growth']:+.1%}; {memory['cassettes']:,} cassettes for {memory['served']:,} requests)"
+    )
+    return lines
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """(target, met, evidence) for the targets this benchmark checks."""
+    dep = results["latency"]["/dep"]
+    record_over_otel = dep["record"]["vs_otel"] - 1
+    io = results["cassette_io"]
+    growth = results["memory"]["growth"]
+    return [
+        ("record adds <= 20% over plain OTel (/dep median)", record_over_otel <= 0.20, f"{record_over_otel:+.1%}"),
+        (
+            "no cassette I/O on the request path",
+            io["checked"] and io["calls_on_request_thread"] == 0 and bool(io["calls_by_other_threads"]),
+            f"{io.get('calls_on_request_thread')} on the event loop, {sum(io.get('calls_by_other_threads', {}).values())} on the writer"
+            if io["checked"]
+            else io["reason"],
+        ),
+        ("memory flat (within 10%) across recorded requests", growth <= 0.10, f"{growth:+.1%}"),
+        (
+            "replay of /dep faster than live (same OTel instrumentation, real dependencies)",
+            dep["replay"]["vs_otel"] < 1,
+            f"median x{dep['replay']['vs_otel']:.2f} of otel; x{dep['replay']['vs_bare']:.2f} of the uninstrumented app",
+        ),
+    ]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=4.0, help="per (mode, route) and round")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--memory-requests", type=int, default=20_000)
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    results = measure(args.rounds, args.seconds, args.concurrency, args.memory_requests)
+    print("\n".join(report(results)))
+    for name, met, evidence in targets(results):
+        print(f"{'PASS' if met else 'FAIL'}  {name}: {evidence}")
+
+
+if __name__ == "__main__":
+    main()
