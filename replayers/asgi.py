@@ -34,6 +34,8 @@ class CassetteLibrary:
             raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
         self.location = location
         self.entries: list[tuple[str, dict[str, Any]]] = [(str(p), load_cassette(p)) for p in cassette_files(location)]
+        for path, document in self.entries:  # a call too malformed to match fails now, not mid-request
+            ReplaySession(document, path)
         if not self.entries:
             raise CassetteError(location, "the directory holds no cassettes")
         self._turn = count()

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 from timetracer_otel._own_io import is_own_io
+from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor
 
@@ -44,6 +45,14 @@ def _recorded_view(call: dict[str, Any]) -> Optional[CallView]:
         return None
     module_name, _, function = target.partition(":")
     return getattr(importlib.import_module(module_name), function)(call)
+
+
+def _checked_view(call: dict[str, Any], index: int, path: str) -> Optional[CallView]:
+    """The view of a recorded call; a call too malformed to match is a :class:`CassetteError`."""
+    try:
+        return _recorded_view(call)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CassetteError(path, f"calls[{index}] cannot be replayed ({type(exc).__name__}: {exc})") from None
 
 
 class ReplayMismatchError(Exception):
@@ -127,7 +136,7 @@ class ReplaySession:
         self.config = config
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
         self.redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
-        views = [(index, call, _recorded_view(call)) for index, call in enumerate(document.get("calls", ()))]
+        views = [(index, call, _checked_view(call, index, path)) for index, call in enumerate(document.get("calls", ()))]
         calls = [RecordedCall(index, call, view) for index, call, view in views if view is not None]
         self.index = CallIndex(calls)
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)

@@ -122,3 +122,24 @@ def test_live_plugins_let_httpx_go_out_while_requests_replays(
     assert_same_response(recorded, replayed)
     assert report.answered == [f"GET {upstream.url}/echo?via=requests"]
     assert report.unused == [f"GET {upstream.url}/echo?via=httpx"]
+
+
+def test_a_call_too_malformed_to_match_is_a_cassette_error_at_start(tmp_path: Path) -> None:
+    """A cassette can pass the structural check yet hold a call no matcher can read (found by fuzzing)."""
+    from timetracer_otel.replayers.asgi import CassetteLibrary
+
+    document = {
+        "format": "timetracer-cassette",
+        "version": 1,
+        "request": {"method": "GET", "path": "/", "headers": [], "body": {"encoding": "empty", "size": 0}},
+        "response": {"status": 200, "headers": [], "body": {"encoding": "empty", "size": 0}},
+        "calls": [{"protocol": "http", "request": {"method": ["GET"], "url": "http://127.0.0.1:1/", "body": None}}],
+    }
+    cassette = tmp_path / "malformed.json"
+    cassette.write_text(json.dumps(document))
+    with pytest.raises(CassetteError) as raised:
+        CassetteLibrary(str(cassette))
+    assert str(raised.value) == (
+        f"timetracer: cannot use cassette {cassette}: calls[0] cannot be replayed "
+        "(AttributeError: 'list' object has no attribute 'upper')"
+    )
