@@ -10,6 +10,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Optional, Union
 
+import orjson
+
 from timetracer_otel._diagnostics import counters, errors, guarded, logger
 from timetracer_otel._recording import TraceRecording
 from timetracer_otel.cassette.location import CassetteFile, join
@@ -45,7 +47,16 @@ def prepare_document(recording: TraceRecording) -> dict[str, Any]:
 
 
 def serialise(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    """The cassette file's bytes: UTF-8 JSON indented by two spaces.
+
+    orjson where it can: the standard library encodes indented JSON in pure Python, which
+    was two thirds of the writer's time per cassette. The standard library for what
+    orjson refuses (integers beyond 64 bits).
+    """
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
 
 
 def store(doc: dict[str, Any], root: str, compression: str = "none", skip_identical: bool = False) -> Optional[CassetteFile]:

@@ -389,3 +389,14 @@ def test_documented_example_is_valid() -> None:
     match = re.search(r"```json\n(\{\n  \"format\": \"timetracer-cassette\".*?\n\})\n```", _DOC.read_text("utf-8"), re.S)
     assert match, "no example cassette in docs/cassette-format.md"
     assert _errors(json.loads(match.group(1))) == []
+
+
+def test_serialise_keeps_integers_beyond_64_bits_and_non_ascii_text() -> None:
+    """orjson refuses big integers; the cassette then falls back to the standard library, same layout."""
+    doc = {"big": -(2**70), "text": "naïve ✓", "nested": {"list": [1, 2.5, None, True]}}
+    fast = serialise({k: v for k, v in doc.items() if k != "big"})
+    slow = serialise(doc)
+    assert json.loads(slow) == doc
+    assert fast.endswith(b"\n") and slow.endswith(b"\n")
+    assert "naïve ✓".encode("utf-8") in fast and "naïve ✓".encode("utf-8") in slow
+    assert fast == (json.dumps({k: v for k, v in doc.items() if k != "big"}, ensure_ascii=False, indent=2) + "\n").encode()
