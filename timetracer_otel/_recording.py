@@ -153,7 +153,9 @@ class TraceRecording:
         """Freeze all bodies: the request is over, what arrives later is not kept."""
         self.request_body.seal()
         self.response_body.seal()
-        for call in self.snapshot()[0]:
+        with self._lock:
+            calls = list(self.calls)
+        for call in calls:
             call.seal()
 
     @property
