@@ -1,14 +1,28 @@
-"""Helpers shared by the record tests: counters, and scripts run in a fresh Python process."""
+"""Helpers shared by the record tests: counters, scripts run in a fresh Python process,
+and the barrier app the concurrency tests record."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+# One SSL context for every client: at a thousand clients, each loading the CA bundle is slow.
+SHARED_SSL = ssl.create_default_context()
 
 _TESTS = Path(__file__).parent
 
@@ -29,3 +43,29 @@ def run_python(script: str, *args: str, cwd: Optional[Path] = None) -> subproces
         text=True,
         timeout=25,
     )
+
+
+def barrier_app(config: TraceConfig, upstream_url: str, expected: int, barrier_seconds: float) -> Starlette:
+    """``/items/{i}`` waits until ``expected`` requests arrived, then calls ``upstream /echo?i=<i>``."""
+    arrived = 0
+    everyone: Optional[asyncio.Event] = None
+
+    async def item(request: Request) -> JSONResponse:
+        nonlocal arrived, everyone
+        everyone = everyone or asyncio.Event()
+        arrived += 1
+        if arrived == expected:
+            everyone.set()
+        await asyncio.wait_for(everyone.wait(), barrier_seconds)
+        async with httpx.AsyncClient(timeout=30, verify=SHARED_SSL) as client:
+            echo = (await client.get(f"{upstream_url}/echo", params={"i": request.path_params["i"]})).json()
+        return JSONResponse({"echo": echo["query"]})
+
+    app = Starlette(routes=[Route("/items/{i:int}", item)])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def calls_by_path(cassettes: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Request path -> the URLs of the calls its cassette holds."""
+    return {c["request"]["path"]: [call["request"]["url"] for call in c["calls"]] for c in cassettes}

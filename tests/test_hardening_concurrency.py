@@ -9,54 +9,25 @@ httpx's scheduling, and 1,000 clients each loading the CA bundle are slow too.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import httpx
-from _record_support import stat
+from _record_support import SHARED_SSL, barrier_app, calls_by_path, stat
 from conftest import load_cassettes
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-from test_record_concurrency import _calls_by_path
 
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.integrations.starlette import auto_setup
 
 _COUNT = 1000
 _BARRIER_SECONDS = 30
-_SSL = ssl.create_default_context()
-
-
-def _barrier_app(config: TraceConfig, upstream_url: str) -> Starlette:
-    """``/items/{i}`` waits until ``_COUNT`` requests arrived, then calls ``upstream /echo?i=<i>``."""
-    arrived = 0
-    everyone: Optional[asyncio.Event] = None
-
-    async def item(request: Request) -> JSONResponse:
-        nonlocal arrived, everyone
-        everyone = everyone or asyncio.Event()
-        arrived += 1
-        if arrived == _COUNT:
-            everyone.set()
-        await asyncio.wait_for(everyone.wait(), _BARRIER_SECONDS)
-        async with httpx.AsyncClient(timeout=30, verify=_SSL) as client:
-            echo = (await client.get(f"{upstream_url}/echo", params={"i": request.path_params["i"]})).json()
-        return JSONResponse({"echo": echo["query"]})
-
-    app = Starlette(routes=[Route("/items/{i:int}", item)])
-    auto_setup(app, config=config, plugins=["httpx"])
-    return app
 
 
 async def _get_each(url: str, count: int) -> list[httpx.Response]:
     """``GET /items/<i>`` for every i at once, each on its own connection; the test's client is not traced."""
 
     async def get(i: int) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=60, verify=_SSL) as client:
+        async with httpx.AsyncClient(timeout=60, verify=SHARED_SSL) as client:
             return await client.get(f"{url}/items/{i}")
 
     with suppress_http_instrumentation():
@@ -68,13 +39,13 @@ def test_1000_concurrent_recordings_have_no_cross_talk(
 ) -> None:
     losses = ("dropped.queue_full", "evicted.open_spans", "errors.write")
     before = {name: stat(name) for name in losses}
-    url = serve(_barrier_app(record_config, upstream.url)).url  # its socket listens with a backlog of 2048
+    url = serve(barrier_app(record_config, upstream.url, _COUNT, _BARRIER_SECONDS)).url  # its socket listens with a backlog of 2048
     responses = asyncio.run(_get_each(url, _COUNT))
     assert [r.json() for r in responses] == [{"echo": f"i={i}"} for i in range(_COUNT)]
 
     cassettes = load_cassettes(cassette_dir)
     assert len(cassettes) == _COUNT
-    assert _calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(_COUNT)}
+    assert calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(_COUNT)}
     for cassette in cassettes:
         (call,) = cassette["calls"]
         number = cassette["request"]["path"].rsplit("/", 1)[1]

@@ -11,39 +11,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import httpx
+from _record_support import barrier_app, calls_by_path
 from conftest import load_cassettes
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.integrations.starlette import auto_setup
 
 _BARRIER_SECONDS = 10
 _TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-def _items_app(config: TraceConfig, upstream_url: str, expected: int) -> Starlette:
-    """``/items/{i}`` waits until ``expected`` requests arrived, then calls ``upstream /echo?i=<i>``."""
-    arrived = 0
-    everyone: Optional[asyncio.Event] = None
-
-    async def item(request: Request) -> JSONResponse:
-        nonlocal arrived, everyone
-        everyone = everyone or asyncio.Event()
-        arrived += 1
-        if arrived == expected:
-            everyone.set()
-        await asyncio.wait_for(everyone.wait(), _BARRIER_SECONDS)
-        async with httpx.AsyncClient(timeout=15) as client:
-            echo = (await client.get(f"{upstream_url}/echo", params={"i": request.path_params["i"]})).json()
-        return JSONResponse({"echo": echo["query"]})
-
-    app = Starlette(routes=[Route("/items/{i:int}", item)])
-    auto_setup(app, config=config, plugins=["httpx"])
-    return app
 
 
 async def _get_all(url: str, paths: list[str], headers: Optional[dict[str, str]] = None) -> list[httpx.Response]:
@@ -54,22 +29,17 @@ async def _get_all(url: str, paths: list[str], headers: Optional[dict[str, str]]
             return await asyncio.gather(*(client.get(f"{url}{path}", headers=headers) for path in paths))
 
 
-def _calls_by_path(cassettes: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Request path -> the URLs of the calls its cassette holds."""
-    return {c["request"]["path"]: [call["request"]["url"] for call in c["calls"]] for c in cassettes}
-
-
 def test_200_concurrent_requests_give_200_cassettes_with_their_own_calls(
     serve: Callable[..., Any], upstream: Any, record_config: TraceConfig, cassette_dir: Path
 ) -> None:
     count = 200
-    url = serve(_items_app(record_config, upstream.url, count)).url
+    url = serve(barrier_app(record_config, upstream.url, count, _BARRIER_SECONDS)).url
     responses = asyncio.run(_get_all(url, [f"/items/{i}" for i in range(count)]))
     assert [r.json() for r in responses] == [{"echo": f"i={i}"} for i in range(count)]
 
     cassettes = load_cassettes(cassette_dir)
     assert len(cassettes) == count
-    assert _calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(count)}
+    assert calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(count)}
     for cassette in cassettes:
         (call,) = cassette["calls"]
         assert call["response"]["body"]["json"]["query"] == f"i={cassette['request']['path'].rsplit('/', 1)[1]}"
@@ -78,12 +48,12 @@ def test_200_concurrent_requests_give_200_cassettes_with_their_own_calls(
 def test_requests_sharing_one_traceparent_are_separate_cassettes(
     serve: Callable[..., Any], upstream: Any, record_config: TraceConfig, cassette_dir: Path
 ) -> None:
-    url = serve(_items_app(record_config, upstream.url, 2)).url
+    url = serve(barrier_app(record_config, upstream.url, 2, _BARRIER_SECONDS)).url
     traceparent = {"traceparent": f"00-{_TRACE_ID}-00f067aa0ba902b7-01"}
     responses = asyncio.run(_get_all(url, ["/items/1", "/items/2"], traceparent))
     assert [r.status_code for r in responses] == [200, 200]
 
     cassettes = load_cassettes(cassette_dir)
     assert {c["trace_id"] for c in cassettes} == {_TRACE_ID}
-    assert _calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in (1, 2)}
+    assert calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in (1, 2)}
     assert len({c["id"] for c in cassettes}) == 2
