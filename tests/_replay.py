@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import httpx
 from apps.replay_app import create_app
@@ -81,20 +81,21 @@ class FreshServer:
 
 
 @contextlib.contextmanager
-def uvicorn_process(env: dict[str, str]) -> Iterator[FreshServer]:
-    """``uvicorn --factory replay_app:create_app`` in a fresh process, on a socket bound here (connectable at once).
-
-    The process is terminated after the block; then ``stderr`` holds what it printed.
-    """
+def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path] = None) -> Iterator[FreshServer]:
+    """``command --fd N`` in a fresh process with exactly ``env``, serving on a socket bound
+    here (connectable at once). The process is terminated after the block; then ``stderr``
+    holds what it printed."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
-        command = [
-            sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(APPS_DIR), "replay_app:create_app",
-            "--fd", str(sock.fileno()), "--log-level", "warning",
-        ]  # fmt: skip
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, pass_fds=[sock.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*command, "--fd", str(sock.fileno())],
+            env=env,
+            cwd=cwd,
+            pass_fds=[sock.fileno()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         server = FreshServer(f"http://127.0.0.1:{sock.getsockname()[1]}", process)
         try:
@@ -103,3 +104,11 @@ def uvicorn_process(env: dict[str, str]) -> Iterator[FreshServer]:
             if process.poll() is None:
                 process.terminate()
             server.stderr = process.communicate(timeout=30)[1]
+
+
+def uvicorn_process(env: dict[str, str]) -> contextlib.AbstractContextManager[FreshServer]:
+    """``uvicorn --factory replay_app:create_app`` in a fresh process with ``env`` added to ours."""
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(APPS_DIR), "replay_app:create_app", "--log-level", "warning",
+    ]  # fmt: skip
+    return serving_process(command, {**os.environ, **env})

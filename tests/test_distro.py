@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
+from _replay import FreshServer, serving_process
 from conftest import Upstream, load_cassettes, running_upstream
 from otlp_receiver import running_receiver
 
@@ -24,42 +22,23 @@ SECRETS = ("header-secret", "query-secret")
 SENT = [("/profile/ada?token=query-secret", {"Authorization": "Bearer header-secret"}), ("/profile/grace", {})]
 
 
-@dataclass
-class Instrumented:
-    url: str
-    process: subprocess.Popen
-    stderr: str = ""  # filled in once the process has ended
-
-
-@contextlib.contextmanager
-def instrumented_app(env: dict[str, str], app_name: str = "app") -> Iterator[Instrumented]:
+def instrumented_app(env: dict[str, str], app_name: str = "app") -> contextlib.AbstractContextManager[FreshServer]:
     """``opentelemetry-instrument uvicorn plain_app:<app_name>`` on a socket bound here; stopped after the block.
 
     The process sees no ``OTEL_*`` variable but those in ``env``. Stopping it flushes
     its span processors, so cassettes and exports are complete once the block is left.
+    Its cwd is not the checkout, whose egg-info would list our entry points before any
+    other distribution's.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        command = [
-            str(BIN / "opentelemetry-instrument"), str(BIN / "uvicorn"), "--app-dir", str(APPS_DIR), f"plain_app:{app_name}",
-            "--fd", str(sock.fileno()), "--log-level", "warning",
-        ]  # fmt: skip
-        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        # cwd: not the checkout, whose egg-info would list our entry points before any other distribution's
-        process = subprocess.Popen(
-            command, env={**base, **env}, cwd=APPS_DIR, pass_fds=[sock.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        app = Instrumented(f"http://127.0.0.1:{sock.getsockname()[1]}", process)
-        try:
-            yield app
-        finally:
-            if process.poll() is None:
-                process.terminate()
-            app.stderr = process.communicate(timeout=30)[1]
+    command = [
+        str(BIN / "opentelemetry-instrument"), str(BIN / "uvicorn"), "--app-dir", str(APPS_DIR), f"plain_app:{app_name}",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return serving_process(command, {**base, **env}, cwd=APPS_DIR)
 
 
-def send(app: Instrumented) -> list[httpx.Response]:
+def send(app: FreshServer) -> list[httpx.Response]:
     with httpx.Client(base_url=app.url, timeout=30) as client:
         return [client.get(path, headers=headers) for path, headers in SENT]
 
