@@ -21,7 +21,7 @@ from timetracer_otel.redaction import Redactor
 
 from .matching import http_view, live_http_view
 from .report import ReplayReport, compare_response, remember
-from .session import ReplaySession, activate, deactivate
+from .session import RecordedViews, ReplaySession, activate, deactivate, recorded_views
 
 __all__ = ["CassetteLibrary", "ReplayLayer"]
 
@@ -34,8 +34,8 @@ class CassetteLibrary:
             raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
         self.location = location
         self.entries: list[tuple[str, dict[str, Any]]] = [(str(p), load_cassette(p)) for p in cassette_files(location)]
-        for path, document in self.entries:  # a call too malformed to match fails now, not mid-request
-            ReplaySession(document, path)
+        # Computed once (a call too malformed to match fails now, not mid-request); each request's session reuses them.
+        self.views: dict[str, RecordedViews] = {path: recorded_views(document, path) for path, document in self.entries}
         if not self.entries:
             raise CassetteError(location, "the directory holds no cassettes")
         self._turn = count()
@@ -104,7 +104,12 @@ class ReplayLayer:
         headers_in = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())]
         chosen = self.library.select(method, path, route_template(scope, scope), body, headers_in, self.config)
         cassette_path, document = chosen if chosen else (None, {"calls": [], "response": {}, "id": None})
-        session = ReplaySession(document, cassette_path or "(no cassette recorded for this request)", self.config)
+        session = ReplaySession(
+            document,
+            cassette_path or "(no cassette recorded for this request)",
+            self.config,
+            views=self.library.views.get(cassette_path) if cassette_path else [],
+        )
         status: list[int] = []
         headers: list[tuple[str, str]] = []
         response_body = BodySink(self.config.max_body_bytes)

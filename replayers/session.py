@@ -120,8 +120,21 @@ def deactivate(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
+RecordedViews = list[tuple[int, dict[str, Any], CallView]]
+
+
+def recorded_views(document: dict[str, Any], path: str) -> RecordedViews:
+    """(index, call, view) for each replayable call of a cassette; they do not change, so a
+    caller replaying one cassette many times computes them once."""
+    views = [(index, call, _checked_view(call, index, path)) for index, call in enumerate(document.get("calls", ()))]
+    return [(index, call, view) for index, call, view in views if view is not None]
+
+
 class ReplaySession:
-    """Answers outgoing calls from one cassette document and keeps account of them."""
+    """Answers outgoing calls from one cassette document and keeps account of them.
+
+    ``views`` are the cassette's :func:`recorded_views`, when the caller has them already.
+    """
 
     def __init__(
         self,
@@ -129,6 +142,7 @@ class ReplaySession:
         path: str,
         config: Optional[TraceConfig] = None,
         live_libraries: Iterable[str] = (),
+        views: Optional[RecordedViews] = None,
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -136,9 +150,8 @@ class ReplaySession:
         self.config = config
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
         self.redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
-        views = [(index, call, _checked_view(call, index, path)) for index, call in enumerate(document.get("calls", ()))]
-        calls = [RecordedCall(index, call, view) for index, call, view in views if view is not None]
-        self.index = CallIndex(calls)
+        views = recorded_views(document, path) if views is None else views
+        self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
         self.unmatched: list[ReplayMismatchError] = []
         self._lock = threading.Lock()
