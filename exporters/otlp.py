@@ -18,7 +18,7 @@ from opentelemetry.trace import Status
 from timetracer_otel._diagnostics import counters, errors, report_failure
 from timetracer_otel._own_io import own_io
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.redaction import redactor_for
 
 __all__ = ["PAYLOAD_PREFIX", "RedactingSpanExporter", "redacting_processor", "otlp_span_processor"]
 
@@ -31,7 +31,7 @@ class RedactingSpanExporter(SpanExporter):
     def __init__(self, exporter: SpanExporter, config: TraceConfig) -> None:
         self._exporter = exporter
         self._keep_payloads = config.export_payloads
-        self._redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
+        self._redactor = redactor_for(config)
         # The OTLP exporters keep their URL in `_endpoint`; any other exporter is named by its class.
         self._target = getattr(exporter, "_endpoint", None) or type(exporter).__name__
 

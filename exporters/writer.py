@@ -7,7 +7,6 @@ import os
 import queue
 import threading
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, Optional, Union
 
 import orjson
@@ -18,7 +17,7 @@ from timetracer_otel.cassette.location import CassetteFile, join
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cassette.naming import cassette_relpath
 from timetracer_otel.cassette.storage import encode, replace, write_new
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.redaction import redactor_for
 
 from .builder import build_document
 from .console import record_line
@@ -28,17 +27,13 @@ __all__ = ["CassetteWriter", "store"]
 DEFAULT_QUEUE_SIZE = 1024
 
 
-@lru_cache(maxsize=64)
-def _redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
-    return Redactor(headers, fields)
-
-
 def prepare_document(recording: TraceRecording) -> dict[str, Any]:
     """Build the cassette document and redact it as the recording's config says."""
     doc = build_document(recording)
     config = recording.config
-    if config.redact:
-        _redactor(tuple(config.redact_headers), tuple(config.redact_fields)).document(doc)
+    redactor = redactor_for(config)
+    if redactor is not None:
+        redactor.document(doc)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:

@@ -17,7 +17,7 @@ from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send,
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.redaction import redactor_for
 
 from .matching import http_view, live_http_view
 from .report import ReplayReport, compare_response, remember
@@ -54,7 +54,7 @@ class CassetteLibrary:
             e for e in same_method if route is not None and e[1]["request"].get("route") == route
         ]
         if body is not None and len(candidates) > 1:
-            redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
+            redactor = redactor_for(config)
             wanted = live_http_view(method, "http://request/", body, headers, redactor, config.max_body_bytes).key
             candidates = [
                 e

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.redaction import redactor_for
 
 from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
 
@@ -149,7 +149,7 @@ class ReplaySession:
         self.path = path
         self.config = config
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
-        self.redactor = Redactor(config.redact_headers, config.redact_fields) if config.redact else None
+        self.redactor = redactor_for(config)
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Optional, Union
+from typing import Callable, ContextManager, Iterator, Union
 
 import pytest
 

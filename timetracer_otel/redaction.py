@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Optional
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cassette.body import header_value
 
-__all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS"]
+if TYPE_CHECKING:
+    from .config import TraceConfig
+
+__all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
 REDACTED = "[REDACTED]"
 DEFAULT_HEADERS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key")
@@ -260,3 +264,13 @@ class Redactor:
         for span in doc.get("spans", ()):
             self.span(span)
         return doc
+
+
+@lru_cache(maxsize=64)
+def _cached_redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
+    return Redactor(headers, fields)
+
+
+def redactor_for(config: "TraceConfig") -> Optional[Redactor]:
+    """The redactor a config asks for (one per distinct set of names), or None when redaction is off."""
+    return _cached_redactor(tuple(config.redact_headers), tuple(config.redact_fields)) if config.redact else None

@@ -22,7 +22,6 @@ pymongo hands its global listeners to a client when it is constructed.
 from __future__ import annotations
 
 import copy
-import functools
 import weakref
 from typing import Any, Callable, Optional
 
@@ -32,8 +31,7 @@ from pymongo import errors, monitoring
 
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording
-from timetracer_otel.config import TraceConfig
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.redaction import Redactor, redactor_for
 
 from . import _patch
 
@@ -47,18 +45,9 @@ UNRECORDED = frozenset({"endSessions"})
 _pending: "weakref.WeakKeyDictionary[Any, tuple[ProtocolCall, Optional[Redactor]]]" = weakref.WeakKeyDictionary()
 
 
-@functools.lru_cache(maxsize=16)
-def _redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
-    return Redactor(headers, fields)
-
-
 def _snapshot(value: Any, redactor: Optional[Redactor]) -> Any:
     """A copy of a command or reply document that later changes cannot reach, secret fields redacted."""
     return redactor.json_value(value) if redactor is not None else copy.deepcopy(value)
-
-
-def _recording_redactor(config: TraceConfig) -> Optional[Redactor]:
-    return _redactor(tuple(config.redact_headers), tuple(config.redact_fields)) if config.redact else None
 
 
 def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
@@ -66,7 +55,7 @@ def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
     if recording is None or event.command_name in UNRECORDED:
         return
     with guarded("pymongo.request"):
-        redactor = _recording_redactor(recording.config)
+        redactor = redactor_for(recording.config)
         command = _snapshot(event.command, redactor)
         request = {"database": event.database_name, "command_name": event.command_name, "command": command}
         call = ProtocolCall("mongo", "pymongo", request)
