@@ -117,11 +117,12 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/plain")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for index in range(chunks):
-                if gate is not None and index > 0:
-                    event = state.gate(f"{gate}-{index}")
-                    if not event.wait(10):
-                        break
+            for index in range(chunks + 1):
+                # Chunk i > 0, and the terminator after the last, wait for the client to have read chunk i - 1.
+                if gate is not None and index > 0 and not state.gate(f"{gate}-{index}").wait(10):
+                    break
+                if index == chunks:
+                    break
                 chunk = f"chunk-{index};".encode()
                 self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 self.wfile.flush()

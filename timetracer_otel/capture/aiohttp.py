@@ -37,6 +37,18 @@ def _follow(stream: StreamReader, call: HttpCall) -> None:
         for key in [k for k, (_, c) in _followed.items() if c.response_body is None or c.response_body.sealed]:
             del _followed[key]
         _followed[id(stream)] = (stream, call)
+    # EOF can arrive after the app read the last byte (a chunked body's terminator comes on
+    # its own): no further read reaches ``_read_nowait_chunk`` then, so EOF itself checks.
+    stream.on_eof(lambda: _finish_if_drained(stream, call))
+
+
+def _finish_if_drained(stream: StreamReader, call: HttpCall) -> None:
+    """Mark the body complete once EOF was seen *and* the app read everything buffered."""
+    with guarded("aiohttp.response_eof"):
+        if stream.at_eof() and call.response_body is not None:
+            call.response_body.finish()
+            with _followed_lock:
+                _followed.pop(id(stream), None)
 
 
 def _read_nowait_chunk(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> bytes:
@@ -45,12 +57,8 @@ def _read_nowait_chunk(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -
         entry = _followed.get(id(instance))
         if entry is not None and entry[0] is instance:
             with guarded("aiohttp.response_body"):
-                sink = entry[1].response_body
-                sink.feed(data)
-                if instance.at_eof():  # EOF seen *and* nothing left in the buffer
-                    sink.finish()
-                    with _followed_lock:
-                        _followed.pop(id(instance), None)
+                entry[1].response_body.feed(data)
+            _finish_if_drained(instance, entry[1])
     return data
 
 
