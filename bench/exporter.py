@@ -99,8 +99,9 @@ class _Collector:
     def __init__(self) -> None:
         self.recordings: list[Any] = []
 
-    def submit(self, recording: Any) -> None:
+    def submit(self, recording: Any) -> bool:
         self.recordings.append(recording)
+        return True
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         return True

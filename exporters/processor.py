@@ -17,25 +17,36 @@ from .writer import CassetteWriter
 __all__ = ["CassetteSpanProcessor"]
 
 DEFAULT_MAX_OPEN_SPANS = 100_000
+DEFAULT_GRACE_SECONDS = 1.0
 
 
 class CassetteSpanProcessor(SpanProcessor):
-    """Collect the spans of recorded requests; on the local root's end, queue the cassette.
+    """Collect the spans of recorded requests; once the local root and its children ended, queue the cassette.
 
     A span belongs to the recording that is current where it starts (a contextvar, so
-    concurrent requests, even of the same distributed trace, stay apart). Spans that end
-    after their request was written (background work) cause the cassette to be rewritten
-    with them. Spans of unrecorded requests are ignored at the cost of one dict lookup.
-    The table of open spans is bounded; the oldest entries are evicted and counted.
+    concurrent requests, even of the same distributed trace, stay apart). When the root
+    ends while spans of its request are still open (an inner ASGI middleware ends its span
+    just after the server span; a handler's task is finishing), the cassette waits for
+    them, at most ``grace_seconds``, so it is written once and whole. Spans that end after
+    it was written (background work) cause the cassette to be rewritten with them. Spans
+    of unrecorded requests are ignored at the cost of one dict lookup. The table of open
+    spans is bounded; the oldest entries are evicted and counted.
     """
 
-    def __init__(self, writer: Optional[CassetteWriter] = None, max_open_spans: int = DEFAULT_MAX_OPEN_SPANS) -> None:
+    def __init__(
+        self,
+        writer: Optional[CassetteWriter] = None,
+        max_open_spans: int = DEFAULT_MAX_OPEN_SPANS,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    ) -> None:
         self.writer = writer or CassetteWriter()
         self._max_open_spans = max_open_spans
+        self._grace_seconds = grace_seconds
         self._owner: dict[int, TraceRecording] = {}
         self._lock = threading.Lock()
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
+        self._waiting: set[TraceRecording] = set()  # root ended, spans still open: not yet queued
 
     def begin(self, recording: TraceRecording) -> None:
         """Start collecting for a request whose server span is ``recording.root_span_id``."""
@@ -44,20 +55,26 @@ class CassetteSpanProcessor(SpanProcessor):
         self._own(recording.root_span_id, recording)
 
     def _own(self, span_id: int, recording: TraceRecording) -> None:
-        evicted = 0
+        evicted: list[TraceRecording] = []
         with self._lock:
             self._owner[span_id] = recording
+            if span_id != recording.root_span_id:
+                recording.open_spans += 1
             while len(self._owner) > self._max_open_spans:
                 stale_id = next(iter(self._owner))
                 stale = self._owner.pop(stale_id)
-                evicted += 1
-                if stale_id == stale.root_span_id and not stale.finished:
+                evicted.append(stale)
+                if stale_id != stale.root_span_id:
+                    stale.open_spans -= 1  # its end will never be seen
+                elif not stale.finished:
                     stale.discarded = True  # its request can no longer finish: flush must not wait for it
                     self._in_flight -= 1
                     self._idle.notify_all()
         if evicted:
-            counters.add("evicted.open_spans", evicted)
+            counters.add("evicted.open_spans", len(evicted))
             errors.error("evicted", "too many open spans; the oldest recordings lose spans")
+            for stale in evicted:
+                self._submit_if_done(stale)
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         recording = current_recording()
@@ -65,24 +82,55 @@ class CassetteSpanProcessor(SpanProcessor):
             self._own(span.context.span_id, recording)
 
     def on_end(self, span: ReadableSpan) -> None:
+        span_id = span.context.span_id
         with self._lock:
-            recording = self._owner.pop(span.context.span_id, None)
+            recording = self._owner.pop(span_id, None)
+            if recording is not None and span_id != recording.root_span_id:
+                recording.open_spans -= 1
         if recording is None:
             return
         recording.add_span(span)
-        if span.context.span_id == recording.root_span_id:
+        if span_id == recording.root_span_id:
             self._finish(recording)
-        elif recording.finished and not recording.discarded:
-            counters.add("late_spans")
-            self.writer.submit(recording)
+        else:
+            self._submit_if_done(recording)
+
+    def _submit_if_done(self, recording: TraceRecording) -> None:
+        """Queue a finished recording that was waiting for its last open span, or rewrite one already queued."""
+        with self._lock:
+            if not recording.finished or recording.discarded:
+                return
+            if recording in self._waiting:
+                if recording.open_spans > 0:
+                    return
+                self._waiting.discard(recording)
+            else:
+                counters.add("late_spans")
+        self.writer.submit(recording)
+
+    def _release(self, recording: TraceRecording) -> None:
+        """Queue ``recording`` if it is still waiting for spans (its grace period is over)."""
+        with self._lock:
+            if recording not in self._waiting:
+                return
+            self._waiting.discard(recording)
+        self.writer.submit(recording)
 
     def _finish(self, recording: TraceRecording) -> None:
         recording.seal()
-        recording.finished = True
         try:
-            if recording.config.errors_only and not recording.failed:
+            with self._lock:
+                recording.finished = True
+                if recording.config.errors_only and not recording.failed:
+                    recording.discarded = True
+                elif recording.open_spans > 0:
+                    self._waiting.add(recording)
+            if recording.discarded:
                 counters.add("skipped.errors_only")
-                recording.discarded = True
+            elif recording in self._waiting:
+                if not self.writer.call_later(self._grace_seconds, lambda: self._release(recording)):
+                    with self._lock:  # dropped like a recording that finds the queue full
+                        self._waiting.discard(recording)
             else:
                 self.writer.submit(recording)
         finally:
@@ -96,7 +144,16 @@ class CassetteSpanProcessor(SpanProcessor):
         with self._lock:
             if not self._idle.wait_for(lambda: self._in_flight <= 0, timeout_millis / 1000):
                 return False
+        self._submit_waiting()
         return self.writer.flush(max(deadline - time.monotonic(), 0.0))
 
     def shutdown(self) -> None:
+        self._submit_waiting()
         self.writer.flush(5.0)
+
+    def _submit_waiting(self) -> None:
+        """Queue every recording still waiting for open spans: a flush does not wait out grace periods."""
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), set()
+        for recording in waiting:
+            self.writer.submit(recording)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 import queue
 import threading
+import time
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import orjson
 
@@ -79,17 +82,28 @@ def _holds(file: CassetteFile, doc: dict[str, Any]) -> bool:
         return False
 
 
+class _Later(NamedTuple):
+    """An action the writer thread runs once ``due`` (``time.monotonic()``) has passed."""
+
+    due: float
+    order: int
+    action: Callable[[], None]
+
+
 class CassetteWriter:
     """A bounded queue of finished recordings and one daemon thread that writes them.
 
     When the queue is full the recording is dropped and counted: a slow disk slows
     nothing but the writer. ``flush`` waits until everything queued so far is written.
+    ``call_later`` runs an action on the same thread after a delay, so delayed work
+    needs no thread of its own.
     """
 
     def __init__(self, max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
         self._max_queue = max_queue
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[Union[TraceRecording, threading.Event]]" = queue.Queue(max_queue)
+        self._queue: "queue.Queue[Union[TraceRecording, threading.Event, _Later]]" = queue.Queue(max_queue)
+        self._order = itertools.count()
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
 
@@ -104,13 +118,23 @@ class CassetteWriter:
                 self._thread = threading.Thread(target=self._run, name="timetracer-writer", daemon=True)
                 self._thread.start()
 
-    def submit(self, recording: TraceRecording) -> None:
+    def submit(self, recording: TraceRecording) -> bool:
+        """Queue ``recording`` to be written; False when it was dropped (the queue is full)."""
+        return self._enqueue(recording)
+
+    def call_later(self, delay: float, action: Callable[[], None]) -> bool:
+        """Run ``action`` on the writer thread in ``delay`` seconds; False when it was dropped (the queue is full)."""
+        return self._enqueue(_Later(time.monotonic() + delay, next(self._order), action))
+
+    def _enqueue(self, item: Union[TraceRecording, _Later]) -> bool:
         self._ensure_thread()
         try:
-            self._queue.put_nowait(recording)
+            self._queue.put_nowait(item)
         except queue.Full:
             counters.add("dropped.queue_full")
             errors.error("queue_full", "cassette queue is full; recordings are being dropped (disk too slow?)")
+            return False
+        return True
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until all recordings submitted before this call are written."""
@@ -125,13 +149,22 @@ class CassetteWriter:
         return done.wait(timeout)
 
     def _run(self) -> None:
+        later: list[_Later] = []  # a heap, by due time
         while True:
-            item = self._queue.get()
-            if isinstance(item, threading.Event):
+            try:
+                item = self._queue.get(timeout=max(later[0].due - time.monotonic(), 0) if later else None)
+            except queue.Empty:
+                item = None
+            while later and later[0].due <= time.monotonic():
+                with guarded("write.later"):
+                    heapq.heappop(later).action()
+            if isinstance(item, _Later):
+                heapq.heappush(later, item)
+            elif isinstance(item, threading.Event):
                 item.set()
-                continue
-            with guarded("write"):
-                self._write(item)
+            elif item is not None:
+                with guarded("write"):
+                    self._write(item)
 
     def _write(self, recording: TraceRecording) -> None:
         doc = prepare_document(recording)

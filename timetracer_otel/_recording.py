@@ -129,6 +129,7 @@ class TraceRecording:
         self.spans: list["ReadableSpan"] = []
         self.finished = False  # the root span ended; what comes later is a late span
         self.discarded = False  # finished but not kept (errors_only and the request succeeded)
+        self.open_spans = 0  # spans of this request started and not yet ended (kept by the processor)
         self.written_path: Optional[str] = None  # set by the writer once the cassette exists
         self.fixed_path: Optional[str] = None  # write exactly here instead of the dated directory
         self._lock = threading.Lock()
