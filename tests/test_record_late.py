@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -11,6 +12,7 @@ import httpx
 from _record_support import stat
 from conftest import load_cassettes
 from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -64,35 +66,90 @@ def test_a_call_made_after_the_response_is_added_to_the_cassette(
     assert stat("rewritten") > rewrites_before
 
 
-def test_open_spans_are_bounded_and_the_oldest_evicted(tmp_path: Path) -> None:
-    """Requests whose spans never end cannot grow the processor without bound."""
-    processor = CassetteSpanProcessor(max_open_spans=10)
+def _processor(**options: Any) -> tuple[CassetteSpanProcessor, trace.Tracer]:
+    processor = CassetteSpanProcessor(**options)
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("bound-test")
-    config = TraceConfig(mode="record", cassette_dir=str(tmp_path))
+    return processor, provider.get_tracer("late-test")
+
+
+def _start_request(processor: CassetteSpanProcessor, tracer: trace.Tracer, directory: Path, index: int = 0) -> tuple[trace.Span, trace.Span]:
+    """A recorded request's root span and one child span, both still open."""
+    root = tracer.start_span(f"request {index}")
+    context = root.get_span_context()
+    recording = TraceRecording(
+        TraceConfig(mode="record", cassette_dir=str(directory)),
+        trace_id=context.trace_id,
+        root_span_id=context.span_id,
+        method="GET",
+        path=f"/{index}",
+        query="",
+        headers=[],
+        service="test",
+    )
+    processor.begin(recording)
+    token = activate(recording)
+    try:
+        return root, tracer.start_span(f"child {index}", context=trace.set_span_in_context(root))
+    finally:
+        deactivate(token)
+
+
+def test_a_span_still_open_when_the_request_ends_is_waited_for(tmp_path: Path) -> None:
+    """An inner middleware's span ends just after the server span: the cassette is written once, with it."""
+    processor, tracer = _processor()
+    recorded, rewritten = stat("recorded"), stat("rewritten")
+    root, child = _start_request(processor, tracer, tmp_path)
+    root.end()
+    child.end()
+    assert processor.force_flush(5_000)
+    [cassette] = load_cassettes(tmp_path)
+    assert [span["name"] for span in cassette["spans"]] == ["request 0", "child 0"]
+    assert (stat("recorded") - recorded, stat("rewritten") - rewritten) == (1, 0)
+
+
+def test_a_span_that_never_ends_holds_its_cassette_only_for_the_grace_period(tmp_path: Path) -> None:
+    """No flush: the writer's own timer writes the cassette once the grace period is over."""
+    processor, tracer = _processor(grace_seconds=0.05)
+    written = threading.Event()
+    handler = logging.Handler()
+    handler.emit = lambda record: written.set() if "recorded GET /0" in record.getMessage() else None  # type: ignore[method-assign]
+    logging.getLogger("timetracer").addHandler(handler)
+    try:
+        root, _never_ended = _start_request(processor, tracer, tmp_path)
+        root.end()
+        assert written.wait(10), "the cassette was never written"
+    finally:
+        logging.getLogger("timetracer").removeHandler(handler)
+    [cassette] = load_cassettes(tmp_path)
+    assert [span["name"] for span in cassette["spans"]] == ["request 0"]
+
+
+def test_the_apps_own_opentelemetry_middleware_makes_the_only_server_span(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+) -> None:
+    """auto_setup after ``add_middleware(OpenTelemetryMiddleware)``: one server span, no internal twin, no rewrite."""
+
+    async def handler(request: Request) -> PlainTextResponse:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{upstream.url}/echo")
+        return PlainTextResponse("answered")
+
+    app = Starlette(routes=[Route("/", handler)])
+    app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    rewritten = stat("rewritten")
+    assert httpx.get(serve(app).url + "/").text == "answered"
+    [cassette] = load_cassettes(cassette_dir)
+    assert [(span["name"], span["kind"]) for span in cassette["spans"]] == [("GET /", "SERVER"), ("GET", "CLIENT")]
+    assert stat("rewritten") == rewritten
+
+
+def test_open_spans_are_bounded_and_the_oldest_evicted(tmp_path: Path) -> None:
+    """Requests whose spans never end cannot grow the processor without bound."""
+    processor, tracer = _processor(max_open_spans=10)
     evicted_before = stat("evicted.open_spans")
-    roots = []
-    for index in range(25):
-        root = tracer.start_span(f"request {index}")  # a request that hangs, for now
-        roots.append(root)
-        context = root.get_span_context()
-        recording = TraceRecording(
-            config,
-            trace_id=context.trace_id,
-            root_span_id=context.span_id,
-            method="GET",
-            path=f"/{index}",
-            query="",
-            headers=[],
-            service="test",
-        )
-        processor.begin(recording)
-        token = activate(recording)
-        try:
-            tracer.start_span("child that never ends", context=trace.set_span_in_context(root))
-        finally:
-            deactivate(token)
+    roots = [_start_request(processor, tracer, tmp_path, index)[0] for index in range(25)]
     assert len(processor._owner) == 10
     assert stat("evicted.open_spans") - evicted_before == 40
     for root in roots[-5:]:  # the requests still tracked finish; the evicted ones never will

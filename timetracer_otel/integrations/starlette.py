@@ -7,6 +7,7 @@ from typing import Any, Iterable, Optional
 import anyio.to_thread
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from starlette.middleware import Middleware
 
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._tracing import cassette_processor, otlp_processor, service_name, tracer_provider
@@ -101,5 +102,24 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
         from timetracer_otel.replayers import install_replayers
 
         install_replayers()
-    app.add_middleware(TimeTracerMiddleware, config=config)
+    _add_middleware(app, config)
     return config
+
+
+def _add_middleware(app: Any, config: TraceConfig) -> None:
+    """Add :class:`TimeTracerMiddleware`, just inside the app's own OpenTelemetry ASGI middleware if it has one.
+
+    Outside it, the request would get two spans (ours, then the app's as an internal
+    child that ends after ours); inside, the app's server span is the recording's root.
+    """
+    stack = getattr(app, "user_middleware", None)
+    position = next(
+        (i + 1 for i, m in enumerate(stack or ()) if isinstance(m.cls, type) and issubclass(m.cls, OpenTelemetryMiddleware)),
+        None,
+    )
+    if position is None:
+        app.add_middleware(TimeTracerMiddleware, config=config)
+        return
+    if app.middleware_stack is not None:
+        raise RuntimeError("Cannot add middleware after an application has started")
+    stack.insert(position, Middleware(TimeTracerMiddleware, config=config))
