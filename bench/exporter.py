@@ -1,12 +1,12 @@
 """Cassette exporter throughput (spans per second) on a normal and on a slow disk, and what is dropped.
 
-    .venv/bin/python bench/exporter.py [--seconds 5] [--fsync-delays-ms 0,2,20]
+    .venv/bin/python bench/exporter.py [--seconds 5] [--disk-delays-ms 0,2,20]
 
 Each configuration runs in a fresh process: a real ``TracerProvider`` with timetracer's
 ``CassetteSpanProcessor`` and writer, fed by requests built the way the ASGI layer
 builds them (a server span, an httpx client span and a SQL span, with their payloads:
-three spans per cassette). A slow disk is simulated by making every ``os.fsync`` (one
-per cassette) wait the given delay first, like a slow network volume. Three loads:
+three spans per cassette). A slow disk is simulated by making every cassette file
+written wait the given delay first, like a slow network volume. Three loads:
 
 - ``capacity``: 3,000 finished recordings queued at once; the writer alone writes them;
 - ``1000``: requests made at 1,000 per second in the same process, default queue;
@@ -39,14 +39,17 @@ def _thread_cpu_seconds(native_id: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _slow_fsync(delay: float) -> None:
-    real = os.fsync
+def _slow_disk(delay: float) -> None:
+    """Every cassette file written waits ``delay`` seconds first (the writer thread, not holding the GIL)."""
+    from timetracer_otel.cassette import storage
 
-    def fsync(fd: int) -> None:
+    real = storage._write_temp
+
+    def write_temp(*args: Any) -> str:
         time.sleep(delay)
-        real(fd)
+        return real(*args)
 
-    os.fsync = fsync  # type: ignore[assignment]
+    storage._write_temp = write_temp  # type: ignore[assignment]
 
 
 def _producer(processor: Any) -> Callable[[], None]:
@@ -171,19 +174,19 @@ def _under_load(seconds: float, rate: Optional[float]) -> dict[str, Any]:
 def _run(delay_ms: float, load: str, seconds: float) -> dict[str, Any]:
     """One configuration, in this (fresh) process: ``load`` is ``capacity``, ``max`` or a rate per second."""
     if delay_ms:
-        _slow_fsync(delay_ms / 1000)
+        _slow_disk(delay_ms / 1000)
     if load == "capacity":
         result = _capacity(seconds)
     else:
         result = _under_load(seconds, None if load == "max" else float(load))
-    return {"fsync_delay_ms": delay_ms, "load": load, **result}
+    return {"disk_delay_ms": delay_ms, "load": load, **result}
 
 
 LOADS = ("capacity", "1000", "max")
 
 
 def measure(seconds: float, delays_ms: list[float]) -> list[dict[str, Any]]:
-    """One fresh process per (fsync delay, load); their results."""
+    """One fresh process per (disk delay, load); their results."""
     results = []
     for delay in delays_ms:
         for load in LOADS:
@@ -194,10 +197,10 @@ def measure(seconds: float, delays_ms: list[float]) -> list[dict[str, Any]]:
 
 
 def report(results: list[dict[str, Any]]) -> list[str]:
-    lines = ["fsync delay  load (req/s)  requests  written  dropped  spans/s  writer CPU ms/cassette  request µs: median   p99    max"]
+    lines = ["disk delay   load (req/s)  requests  written  dropped  spans/s  writer CPU ms/cassette  request µs: median   p99    max"]
     for r in results:
         line = (
-            f"{r['fsync_delay_ms']:>8.0f} ms  {r['load']:>12} {r['requests']:>9,} {r['cassettes_written']:>8,} {r['dropped_queue_full']:>8,}"
+            f"{r['disk_delay_ms']:>8.0f} ms  {r['load']:>12} {r['requests']:>9,} {r['cassettes_written']:>8,} {r['dropped_queue_full']:>8,}"
             f" {r['spans_per_second']:>8,.0f}"
         )
         if "request_median_us" in r:
@@ -212,7 +215,7 @@ def report(results: list[dict[str, Any]]) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--fsync-delays-ms", default="0,2,20", help="comma-separated; 0 is the disk as it is")
+    p.add_argument("--disk-delays-ms", default="0,2,20", help="comma-separated; 0 is the disk as it is")
     p.add_argument("--child", nargs=2, metavar=("DELAY_MS", "LOAD"), help=argparse.SUPPRESS)
     return p
 
@@ -222,7 +225,7 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(_run(float(args.child[0]), args.child[1], args.seconds)))
         return
-    print("\n".join(report(measure(args.seconds, [float(d) for d in args.fsync_delays_ms.split(",")]))))
+    print("\n".join(report(measure(args.seconds, [float(d) for d in args.disk_delays_ms.split(",")]))))
 
 
 if __name__ == "__main__":

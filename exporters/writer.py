@@ -57,7 +57,9 @@ def serialise(doc: dict[str, Any]) -> bytes:
         return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
 
 
-def store(doc: dict[str, Any], root: str, compression: str = "none", skip_identical: bool = False) -> Optional[CassetteFile]:
+def store(
+    doc: dict[str, Any], root: str, compression: str = "none", skip_identical: bool = False, durable: bool = False
+) -> Optional[CassetteFile]:
     """Write ``doc`` as a new cassette under ``root`` (a directory or ``s3://`` URL), named as the format says.
 
     ``skip_identical``: write nothing (and return None) when that name already holds this very
@@ -72,7 +74,7 @@ def store(doc: dict[str, Any], root: str, compression: str = "none", skip_identi
     )
     if skip_identical and _holds(join(root, relpath), doc):
         return None
-    return write_new(root, relpath, encode(serialise(doc), relpath))
+    return write_new(root, relpath, encode(serialise(doc), relpath), durable)
 
 
 def _holds(file: CassetteFile, doc: dict[str, Any]) -> bool:
@@ -170,11 +172,12 @@ class CassetteWriter:
         doc = prepare_document(recording)
         target = recording.written_path or recording.fixed_path
         if target is not None:  # a rewrite for late spans, or a path chosen up front
-            replace(target, encode(serialise(doc), target))
+            replace(target, encode(serialise(doc), target), recording.config.fsync)
             counters.add("rewritten" if recording.written_path else "recorded")
             recording.written_path = target
             return
-        path = store(doc, recording.config.cassette_dir, recording.config.compression)
+        config = recording.config
+        path = store(doc, config.cassette_dir, config.compression, durable=config.fsync)
         recording.written_path = str(path)
         counters.add("recorded")
         logger.info(record_line(doc, str(path)))

@@ -21,6 +21,7 @@ ENVIRONMENT = [
     ("TIMETRACER_SAMPLE_RATE", "0.25", "sample_rate", 0.25),
     ("TIMETRACER_ERRORS_ONLY", "true", "errors_only", True),
     ("TIMETRACER_ERRORS_ONLY", "0", "errors_only", False),
+    ("TIMETRACER_FSYNC", "yes", "fsync", True),
     ("TIMETRACER_EXCLUDE_PATHS", "/health, /metrics,,", "exclude_paths", ("/health", "/metrics")),
     ("TIMETRACER_MAX_BODY_BYTES", "2048", "max_body_bytes", 2048),
     ("TIMETRACER_REDACT", "off", "redact", False),

@@ -7,9 +7,8 @@ single PUT is atomic, and "do not overwrite" is a conditional PUT (``If-None-Mat
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
-import tempfile
-from pathlib import Path
 from typing import Callable, Union
 
 from . import location
@@ -17,20 +16,42 @@ from .location import CassetteFile
 
 __all__ = ["encode", "write_new", "replace"]
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
 
 def encode(data: bytes, name: str) -> bytes:
     """The bytes stored in a file called ``name``: gzip for ``*.gz`` (no timestamp, so equal cassettes give equal files)."""
     return gzip.compress(data, mtime=0) if name.endswith(".gz") else data
 
 
-def _write_temp(directory: Path, data: bytes) -> str:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+_temp_names = itertools.count()
+
+
+def _write_temp(directory: str, data: bytes, durable: bool) -> str:
+    """A new file in ``directory`` (made if missing) holding ``data``, fsync'ed when ``durable``.
+
+    One ``open``, ``write`` and ``close`` in the common case: the writer thread shares
+    the GIL with the application, and each system call is a hand-over.
+    """
+    while True:
+        tmp = os.path.join(directory, f".tmp-{os.getpid()}-{next(_temp_names)}.part")
+        try:
+            fd = os.open(tmp, _TEMP_FLAGS, 0o600)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)
+            continue
+        except FileExistsError:  # left by an earlier process with the same pid
+            continue
+        break
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -52,30 +73,30 @@ def _first_free(relpath: str, create: Callable[[str], None]) -> str:
     raise FileExistsError(f"no free cassette name for {relpath}")
 
 
-def write_new(root: Union[str, os.PathLike], relpath: str, data: bytes) -> CassetteFile:
+def write_new(root: Union[str, os.PathLike], relpath: str, data: bytes, durable: bool = False) -> CassetteFile:
     """Write ``data`` at ``root/relpath`` without overwriting; returns the file (a path or URL) used.
 
     If the name is taken (another process recorded the same id), ``-2``, ``-3``, ...
-    is added before the suffix.
+    is added before the suffix. A reader sees the whole file or none, also after a
+    ``kill -9``; ``durable`` adds an fsync, for a power cut too.
     """
     if location.is_url(root):
         return location.join(root, _first_free(relpath, lambda rel: location.write(str(location.join(root, rel)), data, exclusive=True)))
-    tmp = _write_temp(Path(root, relpath).parent, data)
+    tmp = _write_temp(os.path.dirname(os.path.join(root, relpath)), data, durable)
     try:
-        return location.join(root, _first_free(relpath, lambda rel: os.link(tmp, location.join(root, rel))))
+        return location.join(root, _first_free(relpath, lambda rel: os.link(tmp, os.path.join(root, rel))))
     finally:
         os.unlink(tmp)
 
 
-def replace(path: Union[str, os.PathLike], data: bytes) -> None:
+def replace(path: Union[str, os.PathLike], data: bytes, durable: bool = False) -> None:
     """Atomically replace the file at ``path`` (a path or URL) with ``data``."""
     if location.is_url(path):
         location.write(str(path), data)
         return
-    target = Path(path)
-    tmp = _write_temp(target.parent, data)
+    tmp = _write_temp(os.path.dirname(os.fspath(path)) or ".", data, durable)
     try:
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
