@@ -10,6 +10,10 @@ SQLAlchemy; ``/plain`` has no dependencies. Modes:
 - ``record`` / ``replay``: the same OpenTelemetry set-up, plus timetracer
   (``auto_setup(app, plugins=["httpx", "sqlalchemy"])``, configured by ``TIMETRACER_*``).
 
+``BENCH_DISCARD=1`` (record mode, for ``bench/cpu_split.py``): every finished recording
+is dropped where it would be queued for the writer, so capture costs can be told apart
+from writing costs.
+
 Run by uvicorn: ``uvicorn --factory --app-dir bench _app:create_app``.
 """
 
@@ -85,6 +89,12 @@ def create_app() -> Starlette:
         from timetracer_otel.integrations.starlette import auto_setup
 
         auto_setup(app, plugins=["httpx", "sqlalchemy"])
+        if os.environ.get("BENCH_DISCARD") == "1":
+            from opentelemetry import trace
+
+            from timetracer_otel._tracing import cassette_processor
+
+            cassette_processor(trace.get_tracer_provider()).writer.submit = lambda recording: True  # type: ignore
     from sqlalchemy import create_engine  # after the instrumentors, as an application would
 
     state["engine"] = create_engine(f"sqlite:///{os.environ['BENCH_SQLITE']}")

@@ -1,0 +1,104 @@
+"""Where record mode's CPU goes: CPU time per ``/dep`` request, by thread, of three servers.
+
+    .venv/bin/python bench/cpu_split.py [--requests 2000] [--rounds 2] [--concurrency 8]
+
+Servers (bench/_app.py under uvicorn, as in bench/overhead.py): ``otel`` (plain
+OpenTelemetry), ``record`` (timetracer recording), and ``capture only`` (timetracer
+recording, every finished recording dropped instead of written: ``BENCH_DISCARD=1``).
+For each, the user and system CPU time of every thread (``/proc/PID/task/TID/stat``)
+over ``--requests`` requests, divided by the number of requests; for ``record`` the
+count waits until the writer has written what was queued. Rounds alternate the servers.
+
+It separates what the request path costs (the event loop's thread in ``capture only``
+against ``otel``) from what writing costs (the writer thread), and shows what writing
+does to the event loop's own CPU time (``record`` against ``capture only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import overhead
+
+SERVERS = {"otel": ("otel", {}), "capture only": ("record", {"BENCH_DISCARD": "1"}), "record": ("record", {})}
+
+
+def _thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """tid -> (user, system) CPU seconds of every thread of ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def _per_request(before: dict, after: dict, main_tid: int, requests: int) -> dict[str, float]:
+    """µs per request: event loop user/system, all other threads user/system."""
+    split = {"loop_user": 0.0, "loop_system": 0.0, "other_user": 0.0, "other_system": 0.0}
+    for tid, (user, system) in after.items():
+        user0, system0 = before.get(tid, (0.0, 0.0))
+        where = "loop" if tid == main_tid else "other"
+        split[f"{where}_user"] += (user - user0) / requests * 1e6
+        split[f"{where}_system"] += (system - system0) / requests * 1e6
+    return split
+
+
+def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="timetracer-bench-cpu-"))
+    database = workdir / "items.db"
+    overhead._make_database(database)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
+    with overhead.uvicorn_server("upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False) as upstream:
+        env = overhead._base_env(upstream.url, database)
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for name, (mode, extra) in SERVERS.items():
+                directory = workdir / name.replace(" ", "-")
+                settings = overhead._mode_settings(mode, directory, directory)
+                servers[name] = (directory, stack.enter_context(
+                    overhead.uvicorn_server(name, "_app:create_app", {**env, "BENCH_MODE": mode, **settings, **extra}, workdir / f"{mode}.log")
+                ))  # fmt: skip
+            for directory, server in servers.values():
+                overhead._warm(server, concurrency, seconds=1)
+            for _ in range(rounds):
+                for name, (directory, server) in servers.items():
+                    pid = server.process.pid
+                    if name == "record":
+                        overhead._settled(directory, server.served)
+                    before = _thread_cpu(pid)
+                    overhead.load(server, "/dep", concurrency, requests=requests)
+                    if name == "record":
+                        overhead._settled(directory, server.served)
+                    results[name].append(_per_request(before, _thread_cpu(pid), pid, requests))
+    return {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in results.items()}
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    lines = ["server         event loop µs/request (user + system)   other threads µs/request (user + system)   total"]
+    for name, row in results.items():
+        loop, other = row["loop_user"] + row["loop_system"], row["other_user"] + row["other_system"]
+        lines.append(
+            f"{name:<14} {loop:>8.0f} ({row['loop_user']:.0f} + {row['loop_system']:.0f}){'':>18}"
+            f" {other:>8.0f} ({row['other_user']:.0f} + {row['other_system']:.0f}){'':>16} {loop + other:>7.0f}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    print("\n".join(report(measure(args.requests, args.rounds, args.concurrency))))
+
+
+if __name__ == "__main__":
+    main()
