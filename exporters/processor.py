@@ -73,8 +73,8 @@ class CassetteSpanProcessor(SpanProcessor):
         if evicted:
             counters.add("evicted.open_spans", len(evicted))
             errors.error("evicted", "too many open spans; the oldest recordings lose spans")
-            for stale in evicted:
-                self._submit_if_done(stale)
+            for stale in evicted:  # one waiting only for evicted spans need not wait any longer
+                self._submit_if_done(stale, span_ended=False)
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         recording = current_recording()
@@ -95,8 +95,9 @@ class CassetteSpanProcessor(SpanProcessor):
         else:
             self._submit_if_done(recording)
 
-    def _submit_if_done(self, recording: TraceRecording) -> None:
-        """Queue a finished recording that was waiting for its last open span, or rewrite one already queued."""
+    def _submit_if_done(self, recording: TraceRecording, span_ended: bool = True) -> None:
+        """Queue a finished recording that was waiting for its last open span; rewrite one already
+        queued when one of its spans ended late (``span_ended``)."""
         with self._lock:
             if not recording.finished or recording.discarded:
                 return
@@ -104,8 +105,10 @@ class CassetteSpanProcessor(SpanProcessor):
                 if recording.open_spans > 0:
                     return
                 self._waiting.discard(recording)
-            else:
+            elif span_ended:
                 counters.add("late_spans")
+            else:
+                return
         self.writer.submit(recording)
 
     def _release(self, recording: TraceRecording) -> None:

@@ -125,6 +125,20 @@ def test_a_span_that_never_ends_holds_its_cassette_only_for_the_grace_period(tmp
     assert [span["name"] for span in cassette["spans"]] == ["request 0"]
 
 
+def test_evicting_a_written_requests_open_span_does_not_rewrite_its_cassette(tmp_path: Path) -> None:
+    """Eviction is not a span ending: only a span that really ends late rewrites a cassette."""
+    processor, tracer = _processor(max_open_spans=2)
+    recorded, rewritten = stat("recorded"), stat("rewritten")
+    first_root, _never_ended = _start_request(processor, tracer, tmp_path, 1)
+    first_root.end()
+    assert processor.force_flush(5_000)  # written without waiting out the grace period
+    second_root, second_child = _start_request(processor, tracer, tmp_path, 2)  # evicts the first request's span
+    second_child.end()
+    second_root.end()
+    assert processor.force_flush(5_000)
+    assert (stat("recorded") - recorded, stat("rewritten") - rewritten) == (2, 0)
+
+
 def test_the_apps_own_opentelemetry_middleware_makes_the_only_server_span(
     serve: Callable[..., Any], upstream: Any, cassette_dir: Path
 ) -> None:
