@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
+from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import counters, errors, report_failure
 from timetracer_otel._own_io import own_io
 from timetracer_otel.config import TraceConfig
@@ -35,23 +36,24 @@ class RedactingSpanExporter(SpanExporter):
         # The OTLP exporters keep their URL in `_endpoint`; any other exporter is named by its class.
         self._target = getattr(exporter, "_endpoint", None) or type(exporter).__name__
 
-    def _attributes(self, attributes: Any) -> dict[str, Any]:
+    def _attributes(self, attributes: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
         kept = {k: v for k, v in (attributes or {}).items() if self._keep_payloads or not k.startswith(PAYLOAD_PREFIX)}
         if self._redactor is not None:
-            self._redactor.attributes(kept)
+            self._redactor.attributes(kept, secrets)
         return kept
 
     def _clean(self, span: ReadableSpan) -> ReadableSpan:
         description = span.status.description
+        secrets = _span_secrets.secrets_of(span.context.span_id) if self._redactor is not None else ()
         if self._redactor is not None and description:
-            description = self._redactor.free_text(description)
+            description = self._redactor.status_text(description, secrets)
         return ReadableSpan(
             name=span.name,
             context=span.context,
             parent=span.parent,
             resource=span.resource,
-            attributes=self._attributes(span.attributes),
-            events=[Event(e.name, self._attributes(e.attributes), e.timestamp) for e in span.events],
+            attributes=self._attributes(span.attributes, secrets),
+            events=[Event(e.name, self._attributes(e.attributes, secrets), e.timestamp) for e in span.events],
             links=span.links,
             kind=span.kind,
             status=Status(span.status.status_code, description),

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from . import _span_secrets
 from .cassette.body import header_value
 
 if TYPE_CHECKING:
@@ -230,7 +231,8 @@ class Redactor:
             message["url"] = self.url(message["url"])
         self.body(message.get("body"), message.get("headers"))
 
-    def attributes(self, attributes: dict[str, Any]) -> None:
+    def attributes(self, attributes: dict[str, Any], secrets: tuple[str, ...] = ()) -> None:
+        """Redact span or event attributes in place; ``secrets``: values to hide wherever they appear."""
         for name, value in attributes.items():
             if name in _URL_ATTRIBUTES and isinstance(value, str):
                 attributes[name] = self.query(value) if name == "url.query" else self.url(value)
@@ -238,18 +240,25 @@ class Redactor:
                 attributes[name] = self.free_text(value)
             elif ".header." in name and name.rsplit(".", 1)[-1].replace("_", "-") in self._headers:
                 attributes[name] = [REDACTED] if isinstance(value, (list, tuple)) else REDACTED
+            if secrets:
+                attributes[name] = _without_secrets(attributes[name], secrets)
 
     def error(self, error: Optional[dict]) -> None:
         if error and isinstance(error.get("message"), str):
             error["message"] = self.free_text(error["message"])
 
     def span(self, span: dict[str, Any]) -> None:
-        self.attributes(span.get("attributes", {}))
+        secrets = _span_secrets.secrets_of(int(span["span_id"], 16)) if span.get("span_id") else ()
+        self.attributes(span.get("attributes", {}), secrets)
         status = span.get("status") or {}
         if isinstance(status.get("description"), str):
-            status["description"] = self.free_text(status["description"])
+            status["description"] = self.status_text(status["description"], secrets)
         for event in span.get("events", ()):
-            self.attributes(event.get("attributes", {}))
+            self.attributes(event.get("attributes", {}), secrets)
+
+    def status_text(self, text: str, secrets: tuple[str, ...] = ()) -> str:
+        """A span's status description (often an exception message) without secrets."""
+        return _without_secrets(self.free_text(text), secrets)
 
     # -- the whole document -------------------------------------------------------
     def document(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -264,6 +273,16 @@ class Redactor:
         for span in doc.get("spans", ()):
             self.span(span)
         return doc
+
+
+def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (a string or a list of them; anything else is returned as it is) with every secret hidden."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_secrets(v, secrets) for v in value)
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+    return value
 
 
 @lru_cache(maxsize=64)

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Optional
 import redis.asyncio.client
 import redis.client
 
+from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
 from timetracer_otel.replayers.redis_matching import command_entry, redact_reply, scrub
@@ -119,6 +120,7 @@ def _start(
 ) -> _Capture:
     call = ProtocolCall("redis", "redis", request)
     recording.add_call(call)
+    _span_secrets.remember(call.span_id, secrets)  # its span may quote them (an error naming the command)
     return _Capture(call, secrets, response)
 
 

@@ -1,0 +1,41 @@
+"""Secret values capture took out of a call, by the span of that call.
+
+A Redis ``AUTH`` password is redacted from the recorded command at capture, but the
+OpenTelemetry instrumentor's span can still quote it: redis-py's error message for a
+failing pipeline names the command with its arguments, and the span records that
+message as an exception event and as its status. The redactor looks the span up here
+and hides those values in the span's text, for cassettes and OTLP export alike. Bounded:
+the oldest entries go first; spans are exported within seconds of their end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Iterable
+
+__all__ = ["remember", "secrets_of"]
+
+_MAX_SPANS = 10_000
+_secrets: "OrderedDict[int, tuple[str, ...]]" = OrderedDict()
+_lock = threading.Lock()
+
+
+def _text(value: Any) -> str:
+    return bytes(value).decode("utf-8", "replace") if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
+
+
+def remember(span_id: int, values: Iterable[Any]) -> None:
+    """Note that the span ``span_id`` may quote ``values``, which must not leave the process."""
+    texts = tuple(t for t in map(_text, values) if t)
+    if not span_id or not texts:
+        return
+    with _lock:
+        _secrets[span_id] = _secrets.get(span_id, ()) + texts
+        while len(_secrets) > _MAX_SPANS:
+            _secrets.popitem(last=False)
+
+
+def secrets_of(span_id: int) -> tuple[str, ...]:
+    """The values remembered for ``span_id`` (none for almost every span)."""
+    return _secrets.get(span_id, ())
