@@ -159,6 +159,25 @@ def test_the_apps_own_opentelemetry_middleware_makes_the_only_server_span(
     assert stat("rewritten") == rewritten
 
 
+def test_an_outer_span_of_another_provider_is_not_taken_as_the_root(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+) -> None:
+    """Its end would never reach the cassette processor: timetracer makes its own span below it."""
+
+    async def handler(request: Request) -> PlainTextResponse:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{upstream.url}/echo")
+        return PlainTextResponse("answered")
+
+    app = Starlette(routes=[Route("/", handler)])
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=TracerProvider(), exclude_spans=["receive", "send"])
+    assert httpx.get(serve(app).url + "/").text == "answered"
+    [cassette] = load_cassettes(cassette_dir)
+    assert [span["name"] for span in cassette["spans"]] == ["GET /", "GET"]
+    assert [call["request"]["url"] for call in cassette["calls"]] == [f"{upstream.url}/echo"]
+
+
 def test_open_spans_are_bounded_and_the_oldest_evicted(tmp_path: Path) -> None:
     """Requests whose spans never end cannot grow the processor without bound."""
     processor, tracer = _processor(max_open_spans=10)

@@ -51,7 +51,7 @@ class TimeTracerMiddleware:
             await self.app(scope, receive, self._flushing_at_shutdown(send))
         elif scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
             await self.app(scope, receive, send)
-        elif trace.get_current_span().is_recording():
+        elif _ends_through(self._provider, trace.get_current_span()):
             await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
         else:
             await self._traced(scope, receive, send)
@@ -67,6 +67,16 @@ class TimeTracerMiddleware:
             await send(message)
 
         return send_flushed
+
+
+def _ends_through(provider: Any, span: trace.Span) -> bool:
+    """Whether ``span`` is recording and its end reaches ``provider``'s processors (ours among them).
+
+    An outer span from another provider would never tell the cassette processor that the
+    request ended: then timetracer makes its own span below it. (SDK internals; if they
+    change, any recording span is taken, as before.)
+    """
+    return span.is_recording() and getattr(span, "_span_processor", None) is getattr(provider, "_active_span_processor", None)
 
 
 def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
