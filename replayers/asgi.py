@@ -8,6 +8,8 @@ loaded when the middleware is built, so a missing or broken one stops the app at
 
 from __future__ import annotations
 
+import threading
+import weakref
 from itertools import count
 from typing import Any, Optional
 
@@ -23,7 +25,7 @@ from .matching import http_view, live_http_view
 from .report import ReplayReport, compare_response, remember
 from .session import RecordedViews, ReplaySession, activate, deactivate, recorded_views
 
-__all__ = ["CassetteLibrary", "ReplayLayer"]
+__all__ = ["CassetteLibrary", "ReplayLayer", "library_for"]
 
 
 class CassetteLibrary:
@@ -68,6 +70,24 @@ class CassetteLibrary:
     @property
     def needs_body(self) -> bool:
         return len(self.entries) > 1
+
+
+_libraries: dict[int, CassetteLibrary] = {}  # id(config) -> its cassettes, while the config lives
+_libraries_lock = threading.Lock()
+
+
+def library_for(config: TraceConfig) -> CassetteLibrary:
+    """The cassettes ``config.cassette_path`` names, loaded once per config object.
+
+    ``auto_setup`` (and the distro) load them at start, so unusable cassettes stop the
+    app there; the middleware built later for the same config uses the same library.
+    """
+    with _libraries_lock:
+        library = _libraries.get(id(config))
+        if library is None:
+            library = _libraries[id(config)] = CassetteLibrary(config.cassette_path)
+            weakref.finalize(config, _libraries.pop, id(config), None)
+        return library
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:

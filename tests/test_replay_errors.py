@@ -14,7 +14,7 @@ from _replay import assert_same_response, cassette_files, record, replay, replay
 from conftest import RunningServer, Upstream, start_uvicorn
 from starlette.applications import Starlette
 
-from timetracer_otel.cassette.reader import CassetteError
+from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware, auto_setup
 
@@ -97,6 +97,19 @@ def test_empty_directory_and_unset_cassette(tmp_path: Path) -> None:
     with pytest.raises(CassetteError) as raised:
         auto_setup(Starlette(), config=TraceConfig(mode="replay"))
     _assert_one_clear_error(raised, Path("(unset)"), re.escape("replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))"))
+
+
+def test_cassettes_are_read_once_at_start(good_cassette: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto_setup reads them to fail early; the middleware Starlette builds later uses what it read."""
+    from timetracer_otel.replayers import asgi
+
+    (tmp_path / "a.json").write_bytes(good_cassette)
+    reads: list[Any] = []
+    monkeypatch.setattr(asgi, "load_cassette", lambda path: reads.append(path) or load_cassette(path))
+    app = Starlette()
+    auto_setup(app, config=replay_config(tmp_path))
+    app.middleware_stack = app.build_middleware_stack()  # what Starlette does at the first request
+    assert reads == [tmp_path / "a.json"]
 
 
 def test_fresh_process_refuses_to_start(good_cassette: bytes, tmp_path: Path, upstream: Upstream) -> None:

@@ -84,9 +84,9 @@ def setup() -> None:
 def _prepare(config: TraceConfig) -> None:
     if config.mode == "replay":
         from timetracer_otel.replayers import install_replayers
-        from timetracer_otel.replayers.asgi import CassetteLibrary
+        from timetracer_otel.replayers.asgi import library_for
 
-        CassetteLibrary(config.cassette_path)  # unusable cassettes stop the app now, not at the first request
+        library_for(config)  # unusable cassettes stop the app now, not at the first request
         install_replayers()
     else:
         cassette_processor(tracer_provider(config.service_name))
@@ -137,23 +137,18 @@ def _patch_starlette(config: TraceConfig) -> None:
     @functools.wraps(original)
     async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
         if self.middleware_stack is None and "app" not in scope:
-            _add_middleware(self, config)
+            _add_unless_present(self, config)
         await original(self, scope, receive, send)
 
     Starlette.__call__ = __call__
 
 
-def _add_middleware(app: Any, config: TraceConfig) -> None:
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-    from starlette.middleware import Middleware
+def _add_unless_present(app: Any, config: TraceConfig) -> None:
+    """The middleware, as ``auto_setup`` adds it, unless the application called ``auto_setup`` itself."""
+    from timetracer_otel.integrations import starlette
 
-    from timetracer_otel.integrations.starlette import TimeTracerMiddleware
-
-    entries = app.user_middleware
-    if any(entry.cls is TimeTracerMiddleware for entry in entries):
-        return
-    position = max((i + 1 for i, entry in enumerate(entries) if entry.cls is OpenTelemetryMiddleware), default=0)
-    entries.insert(position, Middleware(TimeTracerMiddleware, config=config))
+    if not any(entry.cls is starlette.TimeTracerMiddleware for entry in app.user_middleware):
+        starlette._add_middleware(app, config)
 
 
 class TimeTracerDistro(BaseDistro):

@@ -82,9 +82,9 @@ def _ends_through(provider: Any, span: trace.Span) -> bool:
 def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
     """The replay layer over ``app``; loading the cassettes here makes a bad path fail at start."""
     from timetracer_otel.replayers import install_replayers
-    from timetracer_otel.replayers.asgi import CassetteLibrary, ReplayLayer
+    from timetracer_otel.replayers.asgi import ReplayLayer, library_for
 
-    library = CassetteLibrary(config.cassette_path)
+    library = library_for(config)
     install_replayers()
     return ReplayLayer(app, config, library)
 
@@ -101,9 +101,9 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
     if config.mode == "off":
         return config
     if config.mode == "replay":  # fail at start, not at the first request, if the cassettes are unusable
-        from timetracer_otel.replayers.asgi import CassetteLibrary
+        from timetracer_otel.replayers.asgi import library_for
 
-        CassetteLibrary(config.cassette_path)
+        library_for(config)
     if config.otlp_endpoint:  # at start too: a missing exporter package fails here, not per request
         otlp_processor(tracer_provider(config.service_name), config)
     for name in names:
@@ -117,19 +117,17 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
 
 
 def _add_middleware(app: Any, config: TraceConfig) -> None:
-    """Add :class:`TimeTracerMiddleware`, just inside the app's own OpenTelemetry ASGI middleware if it has one.
+    """Add :class:`TimeTracerMiddleware` to a Starlette app, just inside its own OpenTelemetry ASGI
+    middleware if it has one (the innermost), else outermost.
 
     Outside it, the request would get two spans (ours, then the app's as an internal
     child that ends after ours); inside, the app's server span is the recording's root.
     """
-    stack = getattr(app, "user_middleware", None)
-    position = next(
-        (i + 1 for i, m in enumerate(stack or ()) if isinstance(m.cls, type) and issubclass(m.cls, OpenTelemetryMiddleware)),
-        None,
-    )
-    if position is None:
-        app.add_middleware(TimeTracerMiddleware, config=config)
-        return
     if app.middleware_stack is not None:
         raise RuntimeError("Cannot add middleware after an application has started")
-    stack.insert(position, Middleware(TimeTracerMiddleware, config=config))
+    entries = app.user_middleware
+    position = max(
+        (i + 1 for i, entry in enumerate(entries) if isinstance(entry.cls, type) and issubclass(entry.cls, OpenTelemetryMiddleware)),
+        default=0,
+    )
+    entries.insert(position, Middleware(TimeTracerMiddleware, config=config))
