@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
+import pytest
+from bson import Binary, Decimal128, Regex
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
-from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.replayers.mongo_matching import command_view, recorded_view
+
+
+@pytest.mark.parametrize(
+    "value",
+    [ObjectId("5f2b3c4d5e6f708192a3b4c5"), Decimal128("1.10"), Int64(7), Binary(b"\x01\x02", 4), Timestamp(1700000000, 3), Regex("^a.*", 2)],
+)
+def test_bson_values_round_trip_with_their_exact_type(value: Any) -> None:
+    result = decode_value(json.loads(json.dumps(encode_value(value), allow_nan=False)))
+    assert result == value
+    assert type(result) is type(value)
 
 
 def _view(command: dict[str, Any], database: str = "shop") -> Any:
