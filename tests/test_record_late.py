@@ -139,17 +139,23 @@ def test_evicting_a_written_requests_open_span_does_not_rewrite_its_cassette(tmp
     assert (stat("recorded") - recorded, stat("rewritten") - rewritten) == (2, 0)
 
 
-def test_the_apps_own_opentelemetry_middleware_makes_the_only_server_span(
-    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
-) -> None:
-    """auto_setup after ``add_middleware(OpenTelemetryMiddleware)``: one server span, no internal twin, no rewrite."""
+def _calling_upstream(upstream: Any) -> Starlette:
+    """An app whose one route makes one httpx call to the upstream, then answers "answered"."""
 
     async def handler(request: Request) -> PlainTextResponse:
         async with httpx.AsyncClient() as client:
             await client.get(f"{upstream.url}/echo")
         return PlainTextResponse("answered")
 
-    app = Starlette(routes=[Route("/", handler)])
+    return Starlette(routes=[Route("/", handler)])
+
+
+def test_the_apps_own_opentelemetry_middleware_makes_the_only_server_span(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+) -> None:
+    """auto_setup after ``add_middleware(OpenTelemetryMiddleware)``: one server span, no internal twin, no rewrite."""
+
+    app = _calling_upstream(upstream)
     app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
     auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
     rewritten = stat("rewritten")
@@ -164,12 +170,7 @@ def test_an_outer_span_of_another_provider_is_not_taken_as_the_root(
 ) -> None:
     """Its end would never reach the cassette processor: timetracer makes its own span below it."""
 
-    async def handler(request: Request) -> PlainTextResponse:
-        async with httpx.AsyncClient() as client:
-            await client.get(f"{upstream.url}/echo")
-        return PlainTextResponse("answered")
-
-    app = Starlette(routes=[Route("/", handler)])
+    app = _calling_upstream(upstream)
     auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
     app.add_middleware(OpenTelemetryMiddleware, tracer_provider=TracerProvider(), exclude_spans=["receive", "send"])
     assert httpx.get(serve(app).url + "/").text == "answered"
