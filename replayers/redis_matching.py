@@ -107,12 +107,15 @@ def redact_reply(command: Any, reply: Any) -> Any:
     return {k: REDACTED if _text(k).lower() in _SECRET_SETTINGS else v for k, v in reply.items()}
 
 
+def secret_texts(secrets: Sequence[Any]) -> list[str]:
+    """The secret values as a message quotes them: bytes as UTF-8 text; empty ones left out."""
+    return [text for text in (_text(secret) or str(secret) for secret in secrets) if text]
+
+
 def scrub(message: str, secrets: Sequence[Any]) -> str:
     """``message`` without the secret values (a pipeline error quotes its command)."""
-    for secret in secrets:
-        text = _text(secret) or str(secret)
-        if text:
-            message = message.replace(text, REDACTED)
+    for text in secret_texts(secrets):
+        message = message.replace(text, REDACTED)
     return message
 
 

@@ -132,7 +132,7 @@ def test_values_capture_took_out_of_a_call_are_hidden_in_its_exported_span(recei
     provider = TracerProvider()
     provider.add_span_processor(otlp_span_processor(TraceConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})))
     with provider.get_tracer("test").start_as_current_span("AUTH", record_exception=False, set_status_on_exception=False) as span:
-        _span_secrets.remember(span.get_span_context().span_id, [b"pipe-s3cret"])
+        _span_secrets.remember(span.get_span_context().span_id, ["pipe-s3cret"])
         message = "Command # 1 (AUTH default pipe-s3cret) of pipeline caused error"
         span.add_event("exception", {"exception.message": message, "exception.stacktrace": f"ResponseError: {message}"})
         span.set_status(Status(StatusCode.ERROR, message))

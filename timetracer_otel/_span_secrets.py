@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Iterable
 
 __all__ = ["remember", "secrets_of"]
 
@@ -21,13 +21,9 @@ _secrets: "OrderedDict[int, tuple[str, ...]]" = OrderedDict()
 _lock = threading.Lock()
 
 
-def _text(value: Any) -> str:
-    return bytes(value).decode("utf-8", "replace") if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
-
-
-def remember(span_id: int, values: Iterable[Any]) -> None:
-    """Note that the span ``span_id`` may quote ``values``, which must not leave the process."""
-    texts = tuple(t for t in map(_text, values) if t)
+def remember(span_id: int, texts: Iterable[str]) -> None:
+    """Note that the span ``span_id`` may quote ``texts``, which must not leave the process."""
+    texts = tuple(texts)
     if not span_id or not texts:
         return
     with _lock:

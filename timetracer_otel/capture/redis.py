@@ -24,7 +24,7 @@ import redis.client
 from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
-from timetracer_otel.replayers.redis_matching import command_entry, redact_reply, scrub
+from timetracer_otel.replayers.redis_matching import command_entry, redact_reply, scrub, secret_texts
 
 from . import _patch
 
@@ -120,7 +120,7 @@ def _start(
 ) -> _Capture:
     call = ProtocolCall("redis", "redis", request)
     recording.add_call(call)
-    _span_secrets.remember(call.span_id, secrets)  # its span may quote them (an error naming the command)
+    _span_secrets.remember(call.span_id, secret_texts(secrets))  # its span may quote them (an error naming the command)
     return _Capture(call, secrets, response)
 
 
