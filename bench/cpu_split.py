@@ -25,18 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import overhead
+from _proc import thread_cpu
 
 SERVERS = {"otel": ("otel", {}), "capture only": ("record", {"BENCH_DISCARD": "1"}), "record": ("record", {})}
-
-
-def _thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
-    """tid -> (user, system) CPU seconds of every thread of ``pid``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
-    return out
 
 
 def _per_request(before: dict, after: dict, main_tid: int, requests: int) -> dict[str, float]:
@@ -72,11 +63,11 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
                     pid = server.process.pid
                     if name == "record":
                         overhead._settled(directory, server.served)
-                    before = _thread_cpu(pid)
+                    before = thread_cpu(pid)
                     overhead.load(server, "/dep", concurrency, requests=requests)
                     if name == "record":
                         overhead._settled(directory, server.served)
-                    results[name].append(_per_request(before, _thread_cpu(pid), pid, requests))
+                    results[name].append(_per_request(before, thread_cpu(pid), pid, requests))
     return {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in results.items()}
 
 

@@ -27,16 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional
+
+from _proc import thread_cpu
 
 SPANS_PER_CASSETTE = 3
 _ITEM = json.dumps({"id": 42, "name": "widget", "tags": ["a", "b"], "price": 9.5}).encode()
 
 
 def _thread_cpu_seconds(native_id: int) -> float:
-    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(thread_cpu(os.getpid())[native_id])
 
 
 def _slow_disk(delay: float) -> None:

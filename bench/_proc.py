@@ -1,0 +1,16 @@
+"""CPU time of a process's threads, from ``/proc`` (Linux)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """Thread id -> (user, system) CPU seconds, for every thread of ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
