@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from opentelemetry.sdk.trace import ReadableSpan
-
-from timetracer_otel._recording import HttpCall, ProtocolCall, TraceRecording
 from timetracer_otel.cassette import FORMAT_NAME, FORMAT_VERSION
-from timetracer_otel.cassette.body import BodySink, encode_body, header_value
-from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.cassette.body import encode_body, header_value
+
+from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
 
 __all__ = ["build_document", "cassette_id"]
 
@@ -36,7 +34,7 @@ def _declares_body(headers: Optional[list]) -> bool:
     return bool(header_value(headers or [], "transfer-encoding")) or (length is not None and length.strip() != "0")
 
 
-def _body(sink: Optional[BodySink], headers: Optional[list], limit: int, decoded: bool = False) -> Optional[dict]:
+def _body(sink: Optional[FrozenBody], headers: Optional[list], limit: int, decoded: bool = False) -> Optional[dict]:
     """The cassette body; ``complete: false`` when the body was not read to its end."""
     if sink is None:
         return None
@@ -53,10 +51,10 @@ def _body(sink: Optional[BodySink], headers: Optional[list], limit: int, decoded
     return body
 
 
-def _http_call(call: HttpCall, origin_ns: int, limit: int) -> dict[str, Any]:
+def _http_call(call: FrozenHttpCall, origin_ns: int, limit: int) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "kind": call.kind,
-        "protocol": call.protocol,
+        "kind": "http.client",
+        "protocol": "http",
         "library": call.library,
         "span_id": f"{call.span_id:016x}" if call.span_id else None,
         "start_offset_ms": _ms(call.started_ns - origin_ns),
@@ -78,62 +76,55 @@ def _http_call(call: HttpCall, origin_ns: int, limit: int) -> dict[str, Any]:
     return out
 
 
-def _protocol_call(call: ProtocolCall, origin_ns: int) -> dict[str, Any]:
+def _protocol_call(call: FrozenProtocolCall, origin_ns: int) -> dict[str, Any]:
     return {
-        "kind": call.kind,
+        "kind": f"{call.protocol}.client",
         "protocol": call.protocol,
         "library": call.library,
         "span_id": f"{call.span_id:016x}" if call.span_id else None,
         "start_offset_ms": _ms(call.started_ns - origin_ns),
-        "request": encode_value(call.request),
-        "response": None if call.response is None else encode_value(call.response),
+        "request": call.request,
+        "response": call.response,
         "error": call.error,
     }
 
 
 def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:
-    return _http_call(call, origin_ns, limit) if isinstance(call, HttpCall) else _protocol_call(call, origin_ns)
+    return _http_call(call, origin_ns, limit) if isinstance(call, FrozenHttpCall) else _protocol_call(call, origin_ns)
 
 
 def _attribute(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _span(span: ReadableSpan, origin_ns: int) -> dict[str, Any]:
-    start = span.start_time or origin_ns
-    end = span.end_time or start
-    parent = span.parent
+def _span(span: FrozenSpan, origin_ns: int) -> dict[str, Any]:
+    start = span.start_ns or origin_ns
+    end = span.end_ns or start
     return {
-        "span_id": f"{span.context.span_id:016x}",
-        "parent_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "span_id": f"{span.span_id:016x}",
+        "parent_id": f"{span.parent_id:016x}" if span.parent_id is not None else None,
         "name": span.name,
-        "kind": span.kind.name,
+        "kind": span.kind,
         "start_offset_ms": _ms(start - origin_ns),
         "duration_ms": _ms(end - start),
         "start_time_unix_nano": start,
         "end_time_unix_nano": end,
-        "status": {"code": span.status.status_code.name, "description": span.status.description},
-        "attributes": {k: _attribute(v) for k, v in (span.attributes or {}).items()},
+        "status": {"code": span.status_code, "description": span.status_description},
+        "attributes": {k: _attribute(v) for k, v in span.attributes.items()},
         "events": [
-            {
-                "name": event.name,
-                "offset_ms": _ms(event.timestamp - origin_ns),
-                "attributes": {k: _attribute(v) for k, v in (event.attributes or {}).items()},
-            }
-            for event in span.events
+            {"name": name, "offset_ms": _ms(timestamp - origin_ns), "attributes": {k: _attribute(v) for k, v in attributes.items()}}
+            for name, timestamp, attributes in span.events
         ],
     }
 
 
-def build_document(recording: TraceRecording) -> dict[str, Any]:
-    """The cassette document for ``recording`` (not yet redacted)."""
-    calls, spans = recording.snapshot()
-    limit = recording.config.max_body_bytes
-    root = next((s for s in spans if s.context.span_id == recording.root_span_id), None)
-    origin = root.start_time if root is not None and root.start_time else recording.started_ns
-    end = root.end_time if root is not None and root.end_time else max((s.end_time or 0 for s in spans), default=origin)
-    spans.sort(key=lambda s: s.start_time or 0)
-    calls.sort(key=lambda c: c.started_ns)
+def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
+    """The cassette document for ``recording`` (not yet redacted); ``limit``: the config's ``max_body_bytes``."""
+    spans = sorted(recording.spans, key=lambda s: s.start_ns or 0)
+    calls = sorted(recording.calls, key=lambda c: c.started_ns)
+    root = next((s for s in spans if s.span_id == recording.root_span_id), None)
+    origin = root.start_ns if root is not None and root.start_ns else recording.started_ns
+    end = root.end_ns if root is not None and root.end_ns else max((s.end_ns or 0 for s in spans), default=origin)
     status = recording.status if recording.status is not None else 500
     return {
         "format": FORMAT_NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
+from typing import Optional, Union
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from timetracer_otel._diagnostics import counters, errors
 from timetracer_otel._recording import TraceRecording, current_recording
 
+from .process_writer import ProcessWriter
 from .writer import CassetteWriter
 
 __all__ = ["CassetteSpanProcessor"]
@@ -35,11 +36,11 @@ class CassetteSpanProcessor(SpanProcessor):
 
     def __init__(
         self,
-        writer: Optional[CassetteWriter] = None,
+        writer: Optional[Union[ProcessWriter, CassetteWriter]] = None,
         max_open_spans: int = DEFAULT_MAX_OPEN_SPANS,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
-        self.writer = writer or CassetteWriter()
+        self.writer = writer or ProcessWriter()
         self._max_open_spans = max_open_spans
         self._grace_seconds = grace_seconds
         self._owner: dict[int, TraceRecording] = {}

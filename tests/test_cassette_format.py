@@ -24,7 +24,8 @@ from timetracer_otel._recording import HttpCall, TraceRecording, activate, deact
 from timetracer_otel.cassette.body import JSON_FORMATS, BodySink, decode_body, encode_body
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
-from timetracer_otel.exporters.writer import serialise
+from timetracer_otel.exporters.files import serialise
+from timetracer_otel.exporters.frozen import freeze
 
 _DOC = Path(__file__).resolve().parent.parent / "docs" / "cassette-format.md"
 _LIMIT = 1024
@@ -288,7 +289,7 @@ def _built_document(tmp_path: Path) -> dict[str, Any]:
         deactivate(token)
     for span in (client, failed, root):
         recording.add_span(span)
-    return json.loads(serialise(build_document(recording)))
+    return json.loads(serialise(build_document(freeze(recording), config.max_body_bytes)))
 
 
 def test_schema_ships_in_the_package_and_is_a_valid_schema() -> None:

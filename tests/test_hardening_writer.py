@@ -1,8 +1,8 @@
 """Recording survives a disk that fails mid-run and recovers: requests never fail, later ones are recorded.
 
 Two real failures: the cassette directory replaced by a file (every write fails before
-it starts), and a file-size limit lower than a cassette (every write fails halfway, in a
-fresh process, since the limit applies to the whole process). In both, the requests made
+it starts), and a file-size limit lower than a cassette set on the writer process (every
+write fails halfway; in a fresh process, so that no other test shares that writer). In both, the requests made
 while the disk fails succeed and are counted as ``errors.write``; once the disk is back,
 the next requests are recorded again, and no partial file is left behind.
 """
@@ -61,23 +61,25 @@ def test_directory_replaced_by_a_file_then_restored(serve: Callable[..., Any], r
 
 
 _SIZE_LIMIT_SCRIPT = """
-import json, resource, signal, sys
+import json, resource, sys
 from pathlib import Path
+from opentelemetry import trace
 from conftest import start_uvicorn
 from test_hardening_writer import record_through_failure
 from test_record_safety import safety_app
+from timetracer_otel._tracing import cassette_processor
 from timetracer_otel.config import TraceConfig
 
 cassettes = Path(sys.argv[1])
 server = start_uvicorn(safety_app(TraceConfig(mode="record", cassette_dir=str(cassettes))))
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-report = record_through_failure(
-    server.url,
-    cassettes,
-    lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (512, hard)),  # a cassette is several KiB
-    lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard)),
-)
+
+
+def limit(size):  # on the process that writes the cassettes, started by the first recording
+    resource.prlimit(cassette_processor(trace.get_tracer_provider()).writer.process_id, resource.RLIMIT_FSIZE, (size, hard))
+
+
+report = record_through_failure(server.url, cassettes, lambda: limit(512), lambda: limit(soft))  # a cassette is several KiB
 server.stop()
 print(json.dumps(report))
 """

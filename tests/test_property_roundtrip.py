@@ -29,7 +29,7 @@ from timetracer_otel.cassette.body import JSON_FORMATS, decode_body, encode_body
 from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES
-from timetracer_otel.exporters.writer import serialise
+from timetracer_otel.exporters.files import serialise
 from timetracer_otel.redaction import DEFAULT_FIELDS, DEFAULT_HEADERS
 from timetracer_otel.replayers import install_replayers
 from timetracer_otel.replayers.http import http_answer

@@ -12,8 +12,9 @@ import logging
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 logger = logging.getLogger("timetracer")
 
@@ -65,9 +66,13 @@ class _RateLimitedErrors:
     """Log an error kind at most once per interval; say how many were held back.
 
     ``clock`` (seconds, monotonic) is a parameter so tests can move time without sleeping.
+    ``forward``, when set, receives every error instead (kind, message, traceback text or
+    None): the writer process sends its errors to the application's process, whose
+    limiter and logging decide.
     """
 
     def __init__(self, interval: float = _LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.forward: Optional[Callable[[str, str, Optional[str]], None]] = None
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -75,6 +80,9 @@ class _RateLimitedErrors:
         self._suppressed: Counter[str] = Counter()
 
     def error(self, kind: str, message: str, exc: BaseException | None = None) -> None:
+        if self.forward is not None:
+            self.forward(kind, message, None if exc is None else "".join(traceback.format_exception(exc)))
+            return
         now = self._clock()
         with self._lock:
             last = self._last.get(kind)

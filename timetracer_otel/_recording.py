@@ -8,6 +8,7 @@ is current in their context, so concurrent requests never see each other's calls
 from __future__ import annotations
 
 import contextvars
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ _current: contextvars.ContextVar[Optional["TraceRecording"]] = contextvars.Conte
 )
 
 Headers = list[tuple[str, str]]
+
+# Identifies a recording within its process, also when seeded random numbers repeat trace and span ids.
+_serials = itertools.count(1)
 
 
 def current_recording() -> Optional["TraceRecording"]:
@@ -111,6 +115,7 @@ class TraceRecording:
         service: str,
     ) -> None:
         self.config = config
+        self.serial = next(_serials)
         self.trace_id = trace_id
         self.root_span_id = root_span_id
         self.method = method
@@ -130,7 +135,6 @@ class TraceRecording:
         self.finished = False  # the root span ended; what comes later is a late span
         self.discarded = False  # finished but not kept (errors_only and the request succeeded)
         self.open_spans = 0  # spans of this request started and not yet ended (kept by the processor)
-        self.written_path: Optional[str] = None  # set by the writer once the cassette exists
         self.fixed_path: Optional[str] = None  # write exactly here instead of the dated directory
         self._lock = threading.Lock()
 

@@ -121,6 +121,9 @@ class RecordingLayer:
             with guarded("asgi.response"):
                 kind = message["type"]
                 if kind == "http.response.start":
+                    # Routing is done; an outer OpenTelemetry middleware may end the root span, and
+                    # so freeze the recording, as soon as the body is sent: before this layer returns.
+                    recording.route = route_template(scope, original_scope)
                     recording.status = int(message["status"])
                     recording.response_headers = _latin1_headers(message.get("headers"))
                 elif kind == "http.response.body":
@@ -140,5 +143,6 @@ class RecordingLayer:
             raise
         finally:
             deactivate(token)
-            with guarded("asgi.route"):
-                recording.route = route_template(scope, original_scope)
+            if recording.route is None:
+                with guarded("asgi.route"):
+                    recording.route = route_template(scope, original_scope)

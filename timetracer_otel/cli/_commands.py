@@ -341,7 +341,7 @@ def import_command(files: tuple[str, ...], directory: str, compression: str) -> 
     A cassette already there is not written twice. Exit status 1 when something could
     not be imported (an incomplete cassette, a line that is not OTLP JSON).
     """
-    from timetracer_otel.exporters.writer import store
+    from timetracer_otel.exporters.files import store
 
     imported = _otlp_json().from_lines(line for file in files for line in _lines(file))
     written = skipped = 0

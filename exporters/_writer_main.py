@@ -1,0 +1,139 @@
+"""The writer process: reads frozen recordings from stdin, writes their cassettes, reports on stdout.
+
+Started by :class:`~timetracer_otel.exporters.process_writer.ProcessWriter`. Messages in:
+``("config", id, TraceConfig, environment)``, ``("record", config id, FrozenRecording)``, ``("flush", n)``.
+Reports out, at most every ``_REPORT_SECONDS`` unless a flush asks for one now: the
+counters added since the last report, the log lines and errors to show in the
+application's process (which rate-limits the errors), how many recordings were handled, and the flushes answered. It runs until its
+stdin closes (the application exited or let it go), after writing what it was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import time
+from typing import Any, BinaryIO
+
+from timetracer_otel import _span_secrets
+from timetracer_otel._diagnostics import counters, errors, guarded, logger
+from timetracer_otel.config import TraceConfig
+
+from ._frames import FrameReader, frame
+from .files import CassetteFiles
+from .frozen import FrozenRecording
+
+_REPORT_SECONDS = 0.1
+_READ_BYTES = 1 << 20
+
+
+class _Collect(logging.Handler):
+    """Keeps log lines for the next report: the application's process shows them its own way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[int, str]] = []
+        self._exceptions = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self._exceptions.formatException(record.exc_info)
+        self.lines.append((record.levelno, text))
+
+
+class _Writer:
+    def __init__(self, reports: BinaryIO) -> None:
+        self._reports = reports
+        self._files = CassetteFiles()
+        self._configs: dict[int, TraceConfig] = {}
+        self._log = _Collect()
+        logger.handlers[:] = [self._log]
+        logger.propagate = False
+        self._errors: list[tuple[str, str, str | None]] = []
+        errors.forward = lambda *error: self._errors.append(error)  # rate-limited where they are shown
+        self._environments: dict[int, dict[str, str]] = {}
+        self._environment: int | None = None
+        self._reported_counters: dict[str, int] = {}
+        self._handled = 0
+        self._acks: list[int] = []
+        self._dirty = False
+        self._last_report = 0.0
+
+    def handle(self, message: Any) -> None:
+        kind = message[0]
+        if kind == "record":
+            self._use_environment(message[1])
+            self._record(self._configs[message[1]], message[2])
+        elif kind == "config":
+            self._configs[message[1]], self._environments[message[1]] = message[2], message[3]
+        elif kind == "flush":
+            self._acks.append(message[1])
+        self._dirty = True
+
+    def _use_environment(self, config_id: int) -> None:
+        """The application's environment as it was when it first used this config (AWS settings for S3)."""
+        if self._environment != config_id:
+            os.environ.clear()
+            os.environ.update(self._environments[config_id])
+            self._environment = config_id
+
+    def _record(self, config: TraceConfig, recording: FrozenRecording) -> None:
+        for span_id, texts in recording.secrets.items():  # what the redactor looks up by span
+            _span_secrets.remember(span_id, texts)
+        with guarded("write"):
+            self._files.write(recording, config)
+        self._handled += 1
+
+    def report_due(self) -> float | None:
+        """Seconds until a report is due (0: now), or None when there is nothing to report."""
+        if self._acks:
+            return 0.0
+        if not self._dirty:
+            return None
+        return max(self._last_report + _REPORT_SECONDS - time.monotonic(), 0.0)
+
+    def report(self) -> None:
+        now = counters.snapshot()
+        added = {name: value - self._reported_counters.get(name, 0) for name, value in now.items()}
+        message = {
+            "counters": {name: value for name, value in added.items() if value},
+            "logs": self._log.lines,
+            "errors": self._errors,
+            "handled": self._handled,
+            "acks": self._acks,
+        }
+        self._reports.write(frame(message))
+        self._reported_counters = now
+        self._log.lines, self._errors, self._acks, self._dirty = [], [], [], False
+        self._last_report = time.monotonic()
+
+
+def main() -> None:
+    reports = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the reports
+    writer = _Writer(reports)
+    frames = FrameReader()
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    while True:
+        due = writer.report_due()
+        if due is not None and (due == 0 or not poller.poll(due * 1000)):
+            writer.report()  # due, and nothing more came in meanwhile
+            continue
+        data = os.read(0, _READ_BYTES)
+        if not data:
+            break
+        for message in frames.feed(data):
+            writer.handle(message)
+    if writer.report_due() is not None:
+        try:
+            writer.report()
+        except BrokenPipeError:  # the application is gone; the cassettes are written
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""A finished recording as plain data: what the cassette builder reads, cheap to copy to another process.
+
+:func:`freeze` runs where the recording finishes (usually on the request path), so it only
+copies: spans become tuples, bodies bytes, protocol values their typed-JSON form (the
+writer process cannot import the application's types). Building the document, redaction,
+serialising and writing happen later, wherever the writer runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from timetracer_otel import _span_secrets
+from timetracer_otel._recording import Headers, HttpCall, TraceRecording
+from timetracer_otel.cassette.body import BodySink
+from timetracer_otel.cassette.values import encode_value
+
+__all__ = ["FrozenBody", "FrozenHttpCall", "FrozenProtocolCall", "FrozenSpan", "FrozenRecording", "freeze"]
+
+
+class FrozenBody(NamedTuple):
+    data: bytes
+    size: int
+    truncated: bool
+    complete: bool
+
+
+class FrozenHttpCall(NamedTuple):
+    library: str
+    method: str
+    url: str
+    request_headers: Headers
+    request_body: Optional[FrozenBody]
+    started_ns: int
+    span_id: int
+    status: Optional[int]
+    response_headers: Optional[Headers]
+    response_body: Optional[FrozenBody]
+    response_decoded: bool
+    error: Optional[dict[str, str]]
+
+
+class FrozenProtocolCall(NamedTuple):
+    protocol: str
+    library: str
+    request: Any  # encoded with cassette.values.encode_value
+    started_ns: int
+    span_id: int
+    response: Any  # encoded, or None
+    error: Optional[dict[str, str]]
+
+
+class FrozenSpan(NamedTuple):
+    span_id: int
+    parent_id: Optional[int]
+    name: str
+    kind: str
+    start_ns: Optional[int]
+    end_ns: Optional[int]
+    status_code: str
+    status_description: Optional[str]
+    attributes: dict[str, Any]
+    events: tuple[tuple[str, int, dict[str, Any]], ...]
+
+
+class FrozenRecording(NamedTuple):
+    serial: int  # a rewrite for late spans has the serial of the first write
+    trace_id: int
+    root_span_id: int
+    fixed_path: Optional[str]
+    service: str
+    started_ns: int
+    method: str
+    path: str
+    route: Optional[str]
+    query: str
+    headers: Headers
+    request_body: Optional[FrozenBody]
+    status: Optional[int]
+    response_headers: Optional[Headers]
+    response_body: Optional[FrozenBody]
+    error: Optional[dict[str, str]]
+    calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
+    spans: tuple[FrozenSpan, ...]
+    secrets: dict[int, tuple[str, ...]]  # span id -> texts its span may quote (see _span_secrets)
+
+
+def _body(sink: Optional[BodySink]) -> Optional[FrozenBody]:
+    return None if sink is None else FrozenBody(sink.data, sink.size, sink.truncated, sink.complete)
+
+
+def _call(call: Any) -> Any:
+    if isinstance(call, HttpCall):
+        return FrozenHttpCall(
+            call.library, call.method, call.url, call.request_headers, _body(call.request_body), call.started_ns,
+            call.span_id, call.status, call.response_headers, _body(call.response_body), call.response_decoded, call.error,
+        )  # fmt: skip
+    return FrozenProtocolCall(
+        call.protocol, call.library, encode_value(call.request), call.started_ns, call.span_id,
+        None if call.response is None else encode_value(call.response), call.error,
+    )  # fmt: skip
+
+
+def _span(span: ReadableSpan) -> FrozenSpan:
+    parent = span.parent
+    return FrozenSpan(
+        span.context.span_id,
+        parent.span_id if parent is not None else None,
+        span.name,
+        span.kind.name,
+        span.start_time,
+        span.end_time,
+        span.status.status_code.name,
+        span.status.description,
+        dict(span.attributes or {}),
+        tuple((event.name, event.timestamp, dict(event.attributes or {})) for event in span.events),
+    )
+
+
+def freeze(recording: TraceRecording) -> FrozenRecording:
+    """A copy of ``recording`` as it is now (its bodies are sealed: nothing changes them any more)."""
+    calls, spans = recording.snapshot()
+    secrets = {s.context.span_id: found for s in spans if (found := _span_secrets.secrets_of(s.context.span_id))}
+    return FrozenRecording(
+        recording.serial,
+        recording.trace_id,
+        recording.root_span_id,
+        recording.fixed_path,
+        recording.service,
+        recording.started_ns,
+        recording.method,
+        recording.path,
+        recording.route,
+        recording.query,
+        recording.headers,
+        _body(recording.request_body),
+        recording.status,
+        recording.response_headers,
+        _body(recording.response_body),
+        recording.error,
+        tuple(_call(c) for c in calls),
+        tuple(_span(s) for s in spans),
+        secrets,
+    )

@@ -1,0 +1,356 @@
+"""Cassettes written by a separate process: the application's process only freezes and hands over.
+
+A writer thread in the application's process shares its GIL: under load, every
+millisecond it spent writing cost the event loop about another millisecond
+(docs/performance.md). Here the request path freezes the finished recording, pickles it
+and writes it to a pipe without ever blocking; a writer process builds, redacts and writes
+the cassette, and reports back counters, log lines (the console line among them) and
+flush answers. One helper thread in the application's process reads those reports (at
+most about ten a second), runs the grace timers of :meth:`ProcessWriter.call_later`, and
+finishes writes the full pipe could not take.
+
+Where the writer process cannot serve, :class:`~.writer.CassetteWriter` (a thread) does:
+for a config with a ``redact_hook`` (it must run in the application's process), where no
+child process can be started, and after the writer process died (what it had not
+written is counted as ``dropped.writer_exited``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable, Optional
+
+from timetracer_otel import _diagnostics
+from timetracer_otel._diagnostics import counters, guarded, logger, report_failure
+from timetracer_otel._recording import TraceRecording
+from timetracer_otel.cassette.location import is_url
+from timetracer_otel.config import TraceConfig
+
+from ._frames import FrameReader, frame
+from .frozen import freeze
+from .writer import CassetteWriter, Later, count_drop
+
+__all__ = ["ProcessWriter"]
+
+DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
+_PIPE_BYTES = 1024 * 1024  # Linux lets any process grow a pipe to this size
+_READ_BYTES = 1 << 16
+
+
+def _shipped(config: TraceConfig) -> TraceConfig:
+    """``config`` as the writer process gets it: its directories made absolute."""
+    absolute = {
+        name: os.path.abspath(value)
+        for name in ("cassette_dir", "cassette_path")
+        if (value := getattr(config, name)) is not None and not is_url(value)
+    }
+    return dataclasses.replace(config, **absolute)
+
+
+def _start_process() -> subprocess.Popen:
+    """The writer process, importing timetracer_otel from where this process does."""
+    path = [entry or os.getcwd() for entry in sys.path]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "timetracer_otel.exporters._writer_main"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # a Ctrl-C meant for the application does not cut its last cassettes short
+    )
+
+
+class _Channel:
+    """The pipe to one writer process, its reports, and the helper thread serving both."""
+
+    def __init__(self, max_pending: int, on_exit: "weakref.WeakMethod[Callable[[list[Later]], None]]") -> None:
+        self.process = _start_process()
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._commands = self.process.stdin.fileno()
+        self._reports = self.process.stdout.fileno()
+        os.set_blocking(self._commands, False)
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._commands, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except (ImportError, AttributeError, OSError):  # not Linux, or a lower system limit: the default size
+            pass
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._max_pending = max_pending
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._pending = bytearray()  # what the full pipe did not take yet, in order
+        self._timers: list[Later] = []  # a heap, by due time
+        self._order = itertools.count()
+        self._acks: dict[int, threading.Event] = {}
+        self._flush_ids = itertools.count()
+        self._sent = 0  # recordings handed to the process
+        self._handled = 0  # ... and handled by it, as last reported
+        self.alive = True
+        self._closing = False
+        threading.Thread(target=self._serve, name="timetracer-writer-reports", daemon=True).start()
+
+    def send(self, message: Any, *, recording: bool = False, force: bool = False) -> bool:
+        """Hand ``message`` over without blocking; False when it was not (the process is gone or far behind)."""
+        data = frame(message)
+        with self._lock:
+            if not self.alive:
+                return False
+            if self._pending:
+                if len(self._pending) + len(data) > self._max_pending and not force:
+                    return False
+                self._pending += data
+            else:
+                try:
+                    written = os.write(self._commands, data)
+                except BlockingIOError:
+                    written = 0
+                except BrokenPipeError:
+                    return False  # it exited: the helper thread is told by its reports closing
+                if written < len(data):
+                    self._pending += data[written:]
+                    self._wake_locked()
+            if recording:
+                self._sent += 1
+        return True
+
+    def call_later(self, delay: float, action: Callable[[], None]) -> bool:
+        with self._lock:
+            if not self.alive:
+                return False
+            heapq.heappush(self._timers, Later(time.monotonic() + delay, next(self._order), action))
+            self._wake_locked()
+        return True
+
+    def flush(self, timeout: Optional[float]) -> bool:
+        """Wait until the process has handled everything sent before; False if it did not (in time)."""
+        flush_id = next(self._flush_ids)
+        done = threading.Event()
+        with self._lock:
+            self._acks[flush_id] = done
+        if not self.send(("flush", flush_id), force=True):
+            return False
+        return done.wait(timeout) and self.alive
+
+    def close(self) -> None:
+        """Let the process go: it writes what it has, then exits."""
+        with self._lock:
+            self._closing = True
+            self._wake_locked()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _wake_locked(self) -> None:
+        """Make the helper thread look again (pending bytes, a new timer, closing); called holding the lock."""
+        if not self.alive:
+            return
+        try:
+            os.write(self._wake_write, b"!")
+        except BlockingIOError:  # it has many wake-ups waiting already
+            pass
+
+    def _serve(self) -> None:
+        poller = select.poll()
+        poller.register(self._reports, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        reports = FrameReader()
+        watching_commands = False
+        while True:
+            with self._lock:
+                if self._closing and not self._pending and self.process.stdin is not None and not self.process.stdin.closed:
+                    self.process.stdin.close()
+                want_write = bool(self._pending) and not self.process.stdin.closed
+                timeout = max(self._timers[0].due - time.monotonic(), 0) if self._timers else None
+            if want_write != watching_commands:
+                if want_write:
+                    poller.register(self._commands, select.POLLOUT)
+                else:
+                    poller.unregister(self._commands)
+                watching_commands = want_write
+            for fd, _ in poller.poll(None if timeout is None else timeout * 1000):
+                if fd == self._wake_read:
+                    os.read(self._wake_read, 4096)
+                elif fd == self._commands:
+                    self._drain()
+                elif fd == self._reports:
+                    data = os.read(self._reports, _READ_BYTES)
+                    if not data:
+                        self._exited()
+                        return
+                    for report in reports.feed(data):
+                        self._apply(report)
+            self._run_due_timers()
+
+    def _drain(self) -> None:
+        with self._lock:
+            try:
+                written = os.write(self._commands, self._pending)
+            except BlockingIOError:
+                return
+            except BrokenPipeError:  # it exited: its reports end next
+                self._pending.clear()
+                return
+            del self._pending[:written]
+
+    def _run_due_timers(self) -> None:
+        while True:
+            with self._lock:
+                if not self._timers or self._timers[0].due > time.monotonic():
+                    return
+                action = heapq.heappop(self._timers).action
+            with guarded("write.later"):
+                action()
+
+    def _apply(self, report: dict[str, Any]) -> None:
+        for name, amount in report["counters"].items():
+            counters.add(name, amount)
+        for level, text in report["logs"]:
+            logger.log(level, "%s", text)
+        for kind, message, details in report["errors"]:
+            _diagnostics.errors.error(kind, message if details is None else f"{message}\n{details.rstrip()}")
+        with self._lock:
+            self._handled = report["handled"]
+            acked = [self._acks.pop(flush_id) for flush_id in report["acks"] if flush_id in self._acks]
+        for done in acked:
+            done.set()
+
+    def _exited(self) -> None:
+        with self._lock:
+            self.alive = False
+            lost = self._sent - self._handled
+            self._pending.clear()
+            timers, self._timers = self._timers, []
+            waiting, self._acks = list(self._acks.values()), {}
+            closing = self._closing
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+        code = self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        if not closing:
+            if lost:
+                counters.add("dropped.writer_exited", lost)
+            _diagnostics.errors.error(
+                "writer_exited",
+                f"the cassette writer process exited (code {code}) with {lost} recording(s) not written;"
+                " a thread of this process writes cassettes from now on",
+            )
+        for done in waiting:
+            done.set()
+        on_exit = self._on_exit()
+        if on_exit is not None:
+            on_exit(timers)
+
+
+class ProcessWriter:
+    """Hands finished recordings to a writer process: the interface of :class:`~.writer.CassetteWriter`.
+
+    The process starts with the first recording. When it is far behind (``max_pending_bytes``
+    not yet taken by it), recordings are dropped and counted, as with a full queue.
+    """
+
+    def __init__(self, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES) -> None:
+        self._max_pending = max_pending_bytes
+        self._lock = threading.Lock()
+        self._fallback = CassetteWriter()
+        self._channel: Optional[_Channel] = None
+        self._unavailable = False  # no process could be started, or it died: the thread writes
+        self._pid = os.getpid()
+        self._config_ids: dict[int, tuple[TraceConfig, int]] = {}  # id(config) -> (config, the id it was sent with)
+        self._next_config_id = itertools.count()
+
+    @property
+    def process_id(self) -> Optional[int]:
+        """The writer process's pid, None while there is none."""
+        channel = self._channel
+        return channel.pid if channel is not None and channel.alive else None
+
+    def submit(self, recording: TraceRecording) -> bool:
+        """Hand ``recording`` over to be written; False when it was dropped."""
+        channel = None if recording.config.redact_hook is not None else self._current_channel()
+        if channel is None:  # the hook, a callable, must run in this process
+            return self._fallback.submit(recording)
+        try:
+            config_id = self._config_id(channel, recording.config)
+            if config_id is None:
+                return self._fallback.submit(recording)
+            frozen = freeze(recording)
+            if frozen.fixed_path is not None:
+                frozen = frozen._replace(fixed_path=os.path.abspath(frozen.fixed_path))
+            sent = channel.send(("record", config_id, frozen), recording=True)
+        except Exception as exc:  # noqa: BLE001 - never into the application's request
+            report_failure("handover", exc)
+            return False
+        if sent:
+            return True
+        if not channel.alive:
+            return self._fallback.submit(recording)
+        count_drop()
+        return False
+
+    def call_later(self, delay: float, action: Callable[[], None]) -> bool:
+        """Run ``action`` on a helper thread in ``delay`` seconds."""
+        channel = self._current_channel()
+        if channel is not None and channel.call_later(delay, action):
+            return True
+        return self._fallback.call_later(delay, action)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything submitted before this call is written."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        channel = self._channel
+        done = True
+        if channel is not None and channel.alive and self._pid == os.getpid():
+            done = channel.flush(timeout)
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self._fallback.flush(remaining) and done
+
+    def _current_channel(self) -> Optional[_Channel]:
+        channel = self._channel
+        if channel is not None and channel.alive and self._pid == os.getpid():
+            return channel
+        if self._unavailable and self._pid == os.getpid():
+            return None
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's process and pipe are the parent's
+                self._pid, self._channel, self._unavailable, self._config_ids = os.getpid(), None, False, {}
+            if self._channel is None and not self._unavailable:
+                try:
+                    self._channel = _Channel(self._max_pending, weakref.WeakMethod(self._on_exit))
+                except Exception as exc:  # noqa: BLE001 - no child process here: the thread writes
+                    self._unavailable = True
+                    _diagnostics.errors.error("writer_process", f"cannot start the cassette writer process ({exc}); a thread writes cassettes", exc)
+                else:
+                    weakref.finalize(self, self._channel.close)
+            return self._channel if self._channel is not None and self._channel.alive else None
+
+    def _config_id(self, channel: _Channel, config: TraceConfig) -> Optional[int]:
+        """The id the writer process knows ``config`` by, sending it first; None if it could not be sent."""
+        known = self._config_ids.get(id(config))
+        if known is not None and known[0] is config:
+            return known[1]
+        config_id = next(self._next_config_id)
+        if not channel.send(("config", config_id, _shipped(config), dict(os.environ)), force=True):
+            return None
+        self._config_ids[id(config)] = (config, config_id)
+        return config_id
+
+    def _on_exit(self, timers: list[Later]) -> None:
+        """The process is gone: the thread writes from now on, and runs the timers that were waiting."""
+        self._unavailable = True
+        now = time.monotonic()
+        for timer in timers:
+            self._fallback.call_later(max(timer.due - now, 0.0), timer.action)

@@ -1,0 +1,118 @@
+"""The writer process: cassettes are written outside the application's process, which never waits for it.
+
+Real child processes, stopped (SIGSTOP) or killed (SIGKILL) the way an overloaded or
+crashed writer would be; recordings are made like the ASGI layer makes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+
+import timetracer_otel
+from timetracer_otel._recording import TraceRecording
+from timetracer_otel.cassette.body import BodySink
+from timetracer_otel.cassette.reader import cassette_files, load_cassette
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.exporters import ProcessWriter
+
+_tracer = TracerProvider().get_tracer("test_process_writer")
+
+
+def _recording(config: TraceConfig, number: int, body_bytes: int = 0) -> TraceRecording:
+    """A finished request ``GET /n/<number>`` with its server span and a response body of ``body_bytes``."""
+    with _tracer.start_as_current_span("GET /n", kind=SpanKind.SERVER) as span:
+        context = span.get_span_context()
+        recording = TraceRecording(config, trace_id=context.trace_id, root_span_id=context.span_id, method="GET",
+                                   path=f"/n/{number}", query="", headers=[], service="test")  # fmt: skip
+        recording.status, recording.response_headers = 200, [("content-type", "application/octet-stream")]
+        recording.response_body = BodySink(config.max_body_bytes, b"x" * body_bytes, complete=True)
+    recording.add_span(span)
+    recording.seal()
+    return recording
+
+
+def _written_paths(directory: Path) -> list[str]:
+    return sorted(load_cassette(path)["request"]["path"] for path in cassette_files(directory))
+
+
+def _stat(name: str) -> int:
+    return timetracer_otel.stats().get(name, 0)
+
+
+def test_cassettes_are_written_by_another_process_and_reported_here(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = ProcessWriter()
+    recorded_before = _stat("recorded")
+    with caplog.at_level(logging.INFO, logger="timetracer"):
+        assert writer.submit(_recording(record_config, 1))
+        assert writer.flush(30)
+    assert writer.process_id not in (None, os.getpid())
+    assert _written_paths(cassette_dir) == ["/n/1"]
+    assert _stat("recorded") - recorded_before == 1  # counted there, seen here
+    assert [r.getMessage().split("  id=")[0] for r in caplog.records] == ["timetracer [OK] recorded GET /n/1"]
+
+
+def test_a_stopped_writer_never_blocks_the_application_and_catches_up(record_config: TraceConfig, cassette_dir: Path) -> None:
+    """The pipe and the pending buffer fill; what does not fit is dropped and counted; the rest is written later."""
+    writer = ProcessWriter(max_pending_bytes=2 * 1024 * 1024)
+    assert writer.submit(_recording(record_config, 0))
+    assert writer.flush(30)
+    pid = writer.process_id
+    assert pid is not None
+    dropped_before = _stat("dropped.queue_full")
+    recordings = [_recording(record_config, n, body_bytes=100_000) for n in range(1, 61)]  # 6 MB: more than fits
+    accepted: list[bool] = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        submitting = threading.Thread(target=lambda: accepted.extend(writer.submit(r) for r in recordings))
+        submitting.start()
+        submitting.join(60)  # joins at once unless submit blocks on the stopped writer
+        assert not submitting.is_alive(), "submit blocked while the writer process was stopped"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert 0 < accepted.count(False) < len(recordings)
+    assert _stat("dropped.queue_full") - dropped_before == accepted.count(False)
+    assert writer.flush(60)
+    kept = [f"/n/{n}" for n, ok in zip(range(1, 61), accepted) if ok]
+    assert _written_paths(cassette_dir) == sorted(["/n/0", *kept])
+
+
+def test_a_killed_writer_is_counted_and_a_thread_writes_from_then_on(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = ProcessWriter()
+    assert writer.submit(_recording(record_config, 1))
+    assert writer.flush(30)
+    pid = writer.process_id
+    assert pid is not None
+    exited_before = _stat("dropped.writer_exited")
+    os.kill(pid, signal.SIGKILL)
+    assert not writer.flush(30)  # its answer can never come: the flush learns that it exited
+    assert writer.process_id is None
+    assert writer.submit(_recording(record_config, 2))
+    assert writer.submit(_recording(record_config, 3))
+    assert writer.flush(30)
+    assert _written_paths(cassette_dir) == ["/n/1", "/n/2", "/n/3"]
+    assert _stat("dropped.writer_exited") == exited_before  # it had written all it was given
+    assert sum("cassette writer process exited (code -9)" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_redact_hook_runs_in_the_application_process(cassette_dir: Path) -> None:
+    seen_in: list[int] = []
+
+    def hook(doc: dict) -> None:
+        seen_in.append(os.getpid())
+        doc["request"]["path"] = "/hooked"
+
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), redact_hook=hook)
+    writer = ProcessWriter()
+    assert writer.submit(_recording(config, 1))
+    assert writer.flush(30)
+    assert seen_in == [os.getpid()]
+    assert _written_paths(cassette_dir) == ["/hooked"]
+    assert writer.process_id is None  # nothing needed it
