@@ -6,12 +6,14 @@ Servers (bench/_app.py under uvicorn, as in bench/overhead.py): ``otel`` (plain
 OpenTelemetry), ``record`` (timetracer recording), and ``capture only`` (timetracer
 recording, every finished recording dropped instead of written: ``BENCH_DISCARD=1``).
 For each, the user and system CPU time of every thread (``/proc/PID/task/TID/stat``)
+and of its child processes
 over ``--requests`` requests, divided by the number of requests; for ``record`` the
 count waits until the writer has written what was queued. Rounds alternate the servers.
 
 It separates what the request path costs (the event loop's thread in ``capture only``
-against ``otel``) from what writing costs (the writer thread), and shows what writing
-does to the event loop's own CPU time (``record`` against ``capture only``).
+against ``otel``) from what writing costs (the writer process, a child of the server,
+or the writer thread where one writes), and shows what writing does to the event
+loop's own CPU time (``record`` against ``capture only``).
 """
 
 from __future__ import annotations
@@ -25,17 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import overhead
-from _proc import thread_cpu
+from _proc import children_cpu, thread_cpu
 
 SERVERS = {"otel": ("otel", {}), "capture only": ("record", {"BENCH_DISCARD": "1"}), "record": ("record", {})}
 
 
-def _per_request(before: dict, after: dict, main_tid: int, requests: int) -> dict[str, float]:
-    """µs per request: event loop user/system, all other threads user/system."""
-    split = {"loop_user": 0.0, "loop_system": 0.0, "other_user": 0.0, "other_system": 0.0}
-    for tid, (user, system) in after.items():
-        user0, system0 = before.get(tid, (0.0, 0.0))
-        where = "loop" if tid == main_tid else "other"
+def _cpu(pid: int) -> dict[tuple[str, int], tuple[float, float]]:
+    """(where, id) -> (user, system) seconds: the server's threads, and its child processes (the writer)."""
+    threads = {("loop" if tid == pid else "other", tid): cpu for tid, cpu in thread_cpu(pid).items()}
+    return {**threads, **{("child", child): cpu for child, cpu in children_cpu(pid).items()}}
+
+
+def _per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """µs per request: event loop user/system, the server's other threads, its child processes."""
+    split = {f"{where}_{kind}": 0.0 for where in ("loop", "other", "child") for kind in ("user", "system")}
+    for (where, key), (user, system) in after.items():
+        user0, system0 = before.get((where, key), (0.0, 0.0))
         split[f"{where}_user"] += (user - user0) / requests * 1e6
         split[f"{where}_system"] += (system - system0) / requests * 1e6
     return split
@@ -63,22 +70,20 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
                     pid = server.process.pid
                     if name == "record":
                         overhead._settled(directory, server.served)
-                    before = thread_cpu(pid)
+                    before = _cpu(pid)
                     overhead.load(server, "/dep", concurrency, requests=requests)
                     if name == "record":
                         overhead._settled(directory, server.served)
-                    results[name].append(_per_request(before, thread_cpu(pid), pid, requests))
+                    results[name].append(_per_request(before, _cpu(pid), requests))
     return {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in results.items()}
 
 
 def report(results: dict[str, Any]) -> list[str]:
-    lines = ["server         event loop µs/request (user + system)   other threads µs/request (user + system)   total"]
+    lines = ["server         µs/request (user + system): event loop        other threads       child processes     total"]
     for name, row in results.items():
-        loop, other = row["loop_user"] + row["loop_system"], row["other_user"] + row["other_system"]
-        lines.append(
-            f"{name:<14} {loop:>8.0f} ({row['loop_user']:.0f} + {row['loop_system']:.0f}){'':>18}"
-            f" {other:>8.0f} ({row['other_user']:.0f} + {row['other_system']:.0f}){'':>16} {loop + other:>7.0f}"
-        )
+        parts = [(row[f"{where}_user"], row[f"{where}_system"]) for where in ("loop", "other", "child")]
+        shown = "".join(f" {user + system:>8.0f} ({user:>5.0f} +{system:>5.0f})" for user, system in parts)
+        lines.append(f"{name:<14}{'':>29}{shown} {sum(u + s for u, s in parts):>8.0f}")
     return lines
 
 

@@ -6,11 +6,12 @@ Each configuration runs in a fresh process: a real ``TracerProvider`` with timet
 ``CassetteSpanProcessor`` and writer, fed by requests built the way the ASGI layer
 builds them (a server span, an httpx client span and a SQL span, with their payloads:
 three spans per cassette). A slow disk is simulated by making every cassette file
-written wait the given delay first, like a slow network volume. Three loads:
+written wait the given delay first, like a slow network volume (``bench/sitecustomize.py``,
+which the writer process imports too). Three loads:
 
 - ``capacity``: 3,000 finished recordings queued at once; the writer alone writes them;
 - ``1000``: requests made at 1,000 per second in the same process, default queue;
-- ``max``: requests made back to back by one thread (the writer competes for the GIL).
+- ``max``: requests made back to back by one thread, as fast as it can hand them over.
 
 Reported: spans written per second, cassettes dropped because the queue was full, the
 writer thread's CPU per cassette, and the time each request spent in the producer (the
@@ -29,27 +30,16 @@ import tempfile
 import time
 from typing import Any, Callable, Optional
 
-from _proc import thread_cpu
+from _proc import children_cpu, thread_cpu
 
 SPANS_PER_CASSETTE = 3
 _ITEM = json.dumps({"id": 42, "name": "widget", "tags": ["a", "b"], "price": 9.5}).encode()
 
 
-def _thread_cpu_seconds(native_id: int) -> float:
-    return sum(thread_cpu(os.getpid())[native_id])
-
-
-def _slow_disk(delay: float) -> None:
-    """Every cassette file written waits ``delay`` seconds first (the writer thread, not holding the GIL)."""
-    from timetracer_otel.cassette import storage
-
-    real = storage._write_temp
-
-    def write_temp(*args: Any) -> str:
-        time.sleep(delay)
-        return real(*args)
-
-    storage._write_temp = write_temp  # type: ignore[assignment]
+def _writer_cpu_seconds() -> float:
+    """CPU time of the writer: this process's child processes, and its threads other than the main one."""
+    threads = sum(sum(cpu) for tid, cpu in thread_cpu(os.getpid()).items() if tid != os.getpid())
+    return threads + sum(sum(cpu) for cpu in children_cpu(os.getpid()).values())
 
 
 def _producer(processor: Any) -> Callable[[], None]:
@@ -118,14 +108,13 @@ def _counted(name: str) -> int:
 
 def _capacity(seconds: float, count: int = 3000) -> dict[str, Any]:
     """The writer alone: ``count`` finished recordings queued at once, written while nothing else runs."""
-    from timetracer_otel.exporters import CassetteSpanProcessor
-    from timetracer_otel.exporters.writer import CassetteWriter
+    from timetracer_otel.exporters import CassetteSpanProcessor, ProcessWriter
 
     collector = _Collector()
     one_request = _producer(CassetteSpanProcessor(writer=collector))  # type: ignore[arg-type]
     for _ in range(count):
         one_request()
-    writer = CassetteWriter(max_queue=count + 1)
+    writer = ProcessWriter(max_pending_bytes=1 << 30)
     before = _counted("recorded")
     started = time.perf_counter()
     for recording in collector.recordings:
@@ -143,12 +132,10 @@ def _under_load(seconds: float, rate: Optional[float]) -> dict[str, Any]:
 
     processor = CassetteSpanProcessor()
     one_request = _producer(processor)
-    one_request()  # starts the writer thread
-    assert timetracer_otel.flush(30)
-    writer_thread = processor.writer._thread
-    assert writer_thread is not None and writer_thread.native_id is not None
+    one_request()  # starts the writer process
+    assert processor.force_flush(30_000)
     before = {name: _counted(name) for name in ("recorded", "dropped.queue_full")}
-    cpu_before = _thread_cpu_seconds(writer_thread.native_id)
+    cpu_before = _writer_cpu_seconds()
     durations: list[float] = []
     started = time.perf_counter()
     deadline = started + seconds
@@ -164,7 +151,7 @@ def _under_load(seconds: float, rate: Optional[float]) -> dict[str, Any]:
         "cassettes_written": written,
         "dropped_queue_full": _counted("dropped.queue_full") - before["dropped.queue_full"],
         "spans_per_second": written * SPANS_PER_CASSETTE / seconds,
-        "writer_cpu_ms_per_cassette": (_thread_cpu_seconds(writer_thread.native_id) - cpu_before) * 1000 / max(written, 1),
+        "writer_cpu_ms_per_cassette": (_writer_cpu_seconds() - cpu_before) * 1000 / max(written, 1),
         "request_median_us": statistics.median(durations),
         "request_p99_us": sorted(durations)[int(len(durations) * 0.99)],
         "request_max_us": max(durations),
@@ -173,8 +160,6 @@ def _under_load(seconds: float, rate: Optional[float]) -> dict[str, Any]:
 
 def _run(delay_ms: float, load: str, seconds: float) -> dict[str, Any]:
     """One configuration, in this (fresh) process: ``load`` is ``capacity``, ``max`` or a rate per second."""
-    if delay_ms:
-        _slow_disk(delay_ms / 1000)
     if load == "capacity":
         result = _capacity(seconds)
     else:
@@ -191,7 +176,8 @@ def measure(seconds: float, delays_ms: list[float]) -> list[dict[str, Any]]:
     for delay in delays_ms:
         for load in LOADS:
             command = [sys.executable, __file__, "--child", str(delay), load, "--seconds", str(seconds)]
-            result = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            env = {**os.environ, "BENCH_DISK_DELAY_MS": str(delay)}  # read by bench/sitecustomize.py, also in the writer process
+            result = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
             results.append(json.loads(result.stdout))  # the cassette log lines went to stderr
     return results
 

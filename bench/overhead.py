@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from _proc import children_cpu
+
 BENCH = Path(__file__).resolve().parent
 MODES = ("bare", "otel", "record", "replay")
 ROUTES = ("/dep", "/plain")
@@ -49,11 +51,15 @@ class Server:
     served: int = 0
 
     def memory_kib(self, field_name: str) -> int:
-        """``VmRSS`` (now) or ``VmHWM`` (peak) of the process, in KiB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(f"{field_name}:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"{field_name} not found for pid {self.process.pid}")
+        """``VmRSS`` (now) or ``VmHWM`` (peak) of the process plus its child processes (the cassette writer), in KiB."""
+        return sum(_status_kib(pid, field_name) for pid in (self.process.pid, *children_cpu(self.process.pid)))
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field_name}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not found for pid {pid}")
 
 
 @contextlib.contextmanager
@@ -201,15 +207,16 @@ def _tracer(task: Path) -> int:
 
 
 def cassette_io_threads(server: Server, cassette_dir: Path, workdir: Path, concurrency: int, requests: int = 1000) -> dict[str, Any]:
-    """Which threads of the record server make file system calls on the cassette directory (strace -f -y).
+    """Which threads of the record server, and of its writer process, make file system calls on the cassette directory (strace -f -y).
 
-    The event loop, which runs every request, is the process's main thread (tid = pid).
+    The event loop, which runs every request, is the server process's main thread (tid = pid).
     """
     if shutil.which("strace") is None:
         return {"checked": False, "reason": "strace is not installed"}
     log = workdir / "strace.log"
     before = len(_files(cassette_dir))
-    tracer = subprocess.Popen(["strace", "-f", "-y", "-qq", "-o", str(log), "-e", f"trace={_STRACE_CALLS}", "-p", str(server.process.pid)],
+    traced = [str(server.process.pid), *map(str, children_cpu(server.process.pid))]  # the server and its writer process
+    tracer = subprocess.Popen(["strace", "-f", "-y", "-qq", "-o", str(log), "-e", f"trace={_STRACE_CALLS}", *[a for p in traced for a in ("-p", p)]],
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         if not _traced_threads(server.process.pid):
