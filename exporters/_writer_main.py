@@ -26,6 +26,11 @@ from .files import CassetteFiles
 from .frozen import FrozenRecording
 
 _REPORT_SECONDS = 0.1
+# Cassettes are background work: where the CPUs are busy, the application's requests go first
+# (measured on /dep with 2 CPUs saturated: +28% over plain OpenTelemetry at the same priority,
+# +10% at this one, every cassette still written). A writer starved for good falls behind and
+# the application drops recordings, counted, instead of slowing down.
+_NICENESS = 10
 _READ_BYTES = 1 << 20
 
 
@@ -112,6 +117,8 @@ class _Writer:
 
 
 def main() -> None:
+    if hasattr(os, "nice"):
+        os.nice(_NICENESS)
     reports = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the reports
     writer = _Writer(reports)
@@ -127,7 +134,10 @@ def main() -> None:
         if not data:
             break
         for message in frames.feed(data):
-            writer.handle(message)
+            with guarded("write.message"):
+                writer.handle(message)
+            if writer.report_due() == 0:  # also while a long backlog is being written
+                writer.report()
     if writer.report_due() is not None:
         try:
             writer.report()

@@ -104,7 +104,7 @@ class _Channel:
         """Hand ``message`` over without blocking; False when it was not (the process is gone or far behind)."""
         data = frame(message)
         with self._lock:
-            if not self.alive:
+            if not self.alive or self._closing:
                 return False
             if self._pending:
                 if len(self._pending) + len(data) > self._max_pending and not force:
@@ -190,7 +190,8 @@ class _Channel:
                         self._exited()
                         return
                     for report in reports.feed(data):
-                        self._apply(report)
+                        with guarded("write.report"):  # an application's log handler that fails stops nothing here
+                            self._apply(report)
             self._run_due_timers()
 
     def _drain(self) -> None:

@@ -54,6 +54,8 @@ def test_cassettes_are_written_by_another_process_and_reported_here(record_confi
         assert writer.submit(_recording(record_config, 1))
         assert writer.flush(30)
     assert writer.process_id not in (None, os.getpid())
+    # background work: where the CPUs are busy, the application goes first
+    assert os.getpriority(os.PRIO_PROCESS, writer.process_id) == os.getpriority(os.PRIO_PROCESS, 0) + 10
     assert _written_paths(cassette_dir) == ["/n/1"]
     assert _stat("recorded") - recorded_before == 1  # counted there, seen here
     assert [r.getMessage().split("  id=")[0] for r in caplog.records] == ["timetracer [OK] recorded GET /n/1"]
@@ -116,3 +118,24 @@ def test_a_redact_hook_runs_in_the_application_process(cassette_dir: Path) -> No
     assert seen_in == [os.getpid()]
     assert _written_paths(cassette_dir) == ["/hooked"]
     assert writer.process_id is None  # nothing needed it
+
+
+def test_a_forked_process_starts_its_own_writer(record_config: TraceConfig, cassette_dir: Path) -> None:
+    """Like a gunicorn worker forked after the app was set up: the parent's pipe is not shared."""
+    writer = ProcessWriter()
+    assert writer.submit(_recording(record_config, 1))
+    assert writer.flush(30)
+    parent_writer = writer.process_id
+    child = os.fork()
+    if child == 0:  # the forked process: exit status 0 only if it recorded through a writer of its own
+        try:
+            ok = writer.submit(_recording(record_config, 2)) and writer.flush(30)
+            os._exit(0 if ok and writer.process_id not in (None, parent_writer) else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert writer.submit(_recording(record_config, 3))
+    assert writer.flush(30)
+    assert writer.process_id == parent_writer
+    assert _written_paths(cassette_dir) == ["/n/1", "/n/2", "/n/3"]
