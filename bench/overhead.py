@@ -227,8 +227,10 @@ def cassette_io_threads(server: Server, cassette_dir: Path, workdir: Path, concu
         tracer.terminate()
         tracer.wait(30)
     by_thread: dict[int, int] = {}
+    # A file descriptor (-y) or a path argument in the directory; not the console line written to the server's log.
+    touched = (f"<{cassette_dir}/", f'"{cassette_dir}/')
     for line in log.read_text(errors="replace").splitlines():
-        if str(cassette_dir) in line:
+        if any(mark in line for mark in touched):
             tid = int(line.split(None, 1)[0])
             by_thread[tid] = by_thread.get(tid, 0) + 1
     pid = server.process.pid
