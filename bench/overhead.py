@@ -347,13 +347,13 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append(f"cassette bytes per request: {per_request}")
     lines.append(
         f"record server: {results['record_cassettes']:,} cassettes for {results['record_served']:,} requests"
-        " (the rest dropped: the writer's queue was full)"
+        + (" (the rest dropped: the writer's queue was full)" if results["record_cassettes"] < results["record_served"] else "")
     )
     io = results["cassette_io"]
     if io["checked"]:
         lines.append(
             f"cassette I/O (strace, {io['requests']} requests, {io['cassettes_written']} cassettes): "
-            f"{io['calls_on_request_thread']} calls on the event-loop thread, by other threads {io['calls_by_other_threads']}"
+            f"{io['calls_on_request_thread']} calls on the event-loop thread, by the writer {io['calls_by_other_threads']}"
         )
     else:
         lines.append(f"cassette I/O: not checked ({io['reason']})")
