@@ -14,6 +14,11 @@ def frame(message: Any) -> bytes:
     return len(payload).to_bytes(_HEADER, "big") + payload
 
 
+def unframe(data: bytes) -> Any:
+    """The message of one whole frame."""
+    return pickle.loads(data[_HEADER:])
+
+
 class FrameReader:
     """Collects bytes as they arrive and gives back each whole message once."""
 

@@ -11,8 +11,8 @@ finishes writes the full pipe could not take.
 
 Where the writer process cannot serve, :class:`~.writer.CassetteWriter` (a thread) does:
 for a config with a ``redact_hook`` (it must run in the application's process), where no
-child process can be started, and after the writer process died (what it had not
-written is counted as ``dropped.writer_exited``).
+child process can be started, and after the writer process died (what it had been handed
+and not yet written is handed to the thread).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import multiprocessing.spawn
 import os
 import select
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any, Callable, Optional
 
 from timetracer_otel import _diagnostics
@@ -35,7 +37,7 @@ from timetracer_otel._recording import TraceRecording
 from timetracer_otel.cassette.location import is_url
 from timetracer_otel.config import TraceConfig
 
-from ._frames import FrameReader, frame
+from ._frames import FrameReader, frame, unframe
 from .frozen import freeze
 from .writer import CassetteWriter, Later, count_drop
 
@@ -57,11 +59,16 @@ def _shipped(config: TraceConfig) -> TraceConfig:
 
 
 def _start_process() -> subprocess.Popen:
-    """The writer process, importing timetracer_otel from where this process does."""
+    """The writer process, importing timetracer_otel from where this process does.
+
+    Its interpreter is the one ``multiprocessing`` would start: where Python is embedded
+    (``sys.executable`` is then the host program), ``multiprocessing.set_executable()``
+    names the real one, as for any child process.
+    """
     path = [entry or os.getcwd() for entry in sys.path]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.Popen(
-        [sys.executable, "-m", "timetracer_otel.exporters._writer_main"],
+        [multiprocessing.spawn.get_executable(), "-m", "timetracer_otel.exporters._writer_main"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -72,7 +79,8 @@ def _start_process() -> subprocess.Popen:
 class _Channel:
     """The pipe to one writer process, its reports, and the helper thread serving both."""
 
-    def __init__(self, max_pending: int, on_exit: "weakref.WeakMethod[Callable[[list[Later]], None]]") -> None:
+    def __init__(self, max_pending: int, on_exit: "weakref.WeakMethod[Callable[[list[Later], list[bytes]], None]]") -> None:
+        self._poller = select.poll()  # first: where there is none (Windows), the thread writes
         self.process = _start_process()
         assert self.process.stdin is not None and self.process.stdout is not None
         self._commands = self.process.stdin.fileno()
@@ -94,10 +102,11 @@ class _Channel:
         self._order = itertools.count()
         self._acks: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count()
-        self._sent = 0  # recordings handed to the process
-        self._handled = 0  # ... and handled by it, as last reported
+        self._unhandled: deque[bytes] = deque()  # frames of recordings sent and not yet reported handled
+        self._handled = 0  # recordings handled by the process, as last reported
         self.alive = True
         self._closing = False
+        self._ended = False  # the process exited and what it had not written was handed over
         threading.Thread(target=self._serve, name="timetracer-writer-reports", daemon=True).start()
 
     def send(self, message: Any, *, recording: bool = False, force: bool = False) -> bool:
@@ -115,13 +124,14 @@ class _Channel:
                     written = os.write(self._commands, data)
                 except BlockingIOError:
                     written = 0
-                except BrokenPipeError:
-                    return False  # it exited: the helper thread is told by its reports closing
+                except BrokenPipeError:  # it exited; the helper thread learns it when its reports end
+                    self.alive = False
+                    return False
                 if written < len(data):
                     self._pending += data[written:]
                     self._wake_locked()
             if recording:
-                self._sent += 1
+                self._unhandled.append(data)
         return True
 
     def call_later(self, delay: float, action: Callable[[], None]) -> bool:
@@ -133,14 +143,15 @@ class _Channel:
         return True
 
     def flush(self, timeout: Optional[float]) -> bool:
-        """Wait until the process has handled everything sent before; False if it did not (in time)."""
+        """Wait until the process has handled everything sent before, or (it exited) handed it to the thread."""
         flush_id = next(self._flush_ids)
         done = threading.Event()
         with self._lock:
+            if self._ended:
+                return True
             self._acks[flush_id] = done
-        if not self.send(("flush", flush_id), force=True):
-            return False
-        return done.wait(timeout) and self.alive
+        self.send(("flush", flush_id), force=True)  # if the process is gone, its end sets ``done``
+        return done.wait(timeout)
 
     def close(self) -> None:
         """Let the process go: it writes what it has, then exits."""
@@ -162,7 +173,7 @@ class _Channel:
             pass
 
     def _serve(self) -> None:
-        poller = select.poll()
+        poller = self._poller
         poller.register(self._reports, select.POLLIN)
         poller.register(self._wake_read, select.POLLIN)
         reports = FrameReader()
@@ -201,6 +212,7 @@ class _Channel:
             except BlockingIOError:
                 return
             except BrokenPipeError:  # it exited: its reports end next
+                self.alive = False
                 self._pending.clear()
                 return
             del self._pending[:written]
@@ -222,6 +234,8 @@ class _Channel:
         for kind, message, details in report["errors"]:
             _diagnostics.errors.error(kind, message if details is None else f"{message}\n{details.rstrip()}")
         with self._lock:
+            for _ in range(report["handled"] - self._handled):
+                self._unhandled.popleft()
             self._handled = report["handled"]
             acked = [self._acks.pop(flush_id) for flush_id in report["acks"] if flush_id in self._acks]
         for done in acked:
@@ -230,10 +244,10 @@ class _Channel:
     def _exited(self) -> None:
         with self._lock:
             self.alive = False
-            lost = self._sent - self._handled
+            unhandled = list(self._unhandled)
+            self._unhandled.clear()
             self._pending.clear()
             timers, self._timers = self._timers, []
-            waiting, self._acks = list(self._acks.values()), {}
             closing = self._closing
             os.close(self._wake_read)
             os.close(self._wake_write)
@@ -242,18 +256,20 @@ class _Channel:
             if stream is not None:
                 stream.close()
         if not closing:
-            if lost:
-                counters.add("dropped.writer_exited", lost)
             _diagnostics.errors.error(
                 "writer_exited",
-                f"the cassette writer process exited (code {code}) with {lost} recording(s) not written;"
-                " a thread of this process writes cassettes from now on",
+                f"the cassette writer process exited (code {code}); a thread of this process writes"
+                f" cassettes from now on, beginning with the {len(unhandled)} it had not written",
             )
-        for done in waiting:
-            done.set()
         on_exit = self._on_exit()
         if on_exit is not None:
-            on_exit(timers)
+            with guarded("write.handover"):
+                on_exit(timers, unhandled)
+        with self._lock:  # only after the hand-over: a flush answered now goes on to wait for the thread
+            self._ended = True
+            waiting, self._acks = list(self._acks.values()), {}
+        for done in waiting:
+            done.set()
 
 
 class ProcessWriter:
@@ -271,6 +287,7 @@ class ProcessWriter:
         self._unavailable = False  # no process could be started, or it died: the thread writes
         self._pid = os.getpid()
         self._config_ids: dict[int, tuple[TraceConfig, int]] = {}  # id(config) -> (config, the id it was sent with)
+        self._configs: dict[int, TraceConfig] = {}  # the id it was sent with -> config
         self._next_config_id = itertools.count()
 
     @property
@@ -327,7 +344,7 @@ class ProcessWriter:
             return None
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's process and pipe are the parent's
-                self._pid, self._channel, self._unavailable, self._config_ids = os.getpid(), None, False, {}
+                self._pid, self._channel, self._unavailable, self._config_ids, self._configs = os.getpid(), None, False, {}, {}
             if self._channel is None and not self._unavailable:
                 try:
                     self._channel = _Channel(self._max_pending, weakref.WeakMethod(self._on_exit))
@@ -347,11 +364,15 @@ class ProcessWriter:
         if not channel.send(("config", config_id, _shipped(config), dict(os.environ)), force=True):
             return None
         self._config_ids[id(config)] = (config, config_id)
+        self._configs[config_id] = config
         return config_id
 
-    def _on_exit(self, timers: list[Later]) -> None:
-        """The process is gone: the thread writes from now on, and runs the timers that were waiting."""
+    def _on_exit(self, timers: list[Later], unhandled: list[bytes]) -> None:
+        """The process is gone: the thread writes from now on, first what the process had not, and runs the timers."""
         self._unavailable = True
+        for data in unhandled:
+            _, config_id, recording = unframe(data)
+            self._fallback.submit_frozen(recording, self._configs[config_id])
         now = time.monotonic()
         for timer in timers:
             self._fallback.call_later(max(timer.due - now, 0.0), timer.action)

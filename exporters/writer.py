@@ -17,8 +17,10 @@ from typing import Callable, NamedTuple, Optional, Union
 from timetracer_otel._diagnostics import counters, errors, guarded
 from timetracer_otel._recording import TraceRecording
 
+from timetracer_otel.config import TraceConfig
+
 from .files import CassetteFiles
-from .frozen import freeze
+from .frozen import FrozenRecording, freeze
 
 __all__ = ["CassetteWriter", "Later", "count_drop"]
 
@@ -29,6 +31,13 @@ def count_drop() -> None:
     """Count (and log, rate-limited) a recording dropped because the writer is too far behind."""
     counters.add("dropped.queue_full")
     errors.error("queue_full", "cassette queue is full; recordings are being dropped (disk too slow?)")
+
+
+class _Frozen(NamedTuple):
+    """A recording already frozen (handed back by a writer process that exited), with its config."""
+
+    recording: FrozenRecording
+    config: TraceConfig
 
 
 class Later(NamedTuple):
@@ -51,7 +60,7 @@ class CassetteWriter:
     def __init__(self, max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
         self._max_queue = max_queue
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[Union[TraceRecording, threading.Event, Later]]" = queue.Queue(max_queue)
+        self._queue: "queue.Queue[Union[TraceRecording, _Frozen, threading.Event, Later]]" = queue.Queue(max_queue)
         self._order = itertools.count()
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
@@ -72,11 +81,15 @@ class CassetteWriter:
         """Queue ``recording`` to be written; False when it was dropped (the queue is full)."""
         return self._enqueue(recording)
 
+    def submit_frozen(self, recording: FrozenRecording, config: TraceConfig) -> bool:
+        """Queue a recording frozen earlier; False when it was dropped (the queue is full)."""
+        return self._enqueue(_Frozen(recording, config))
+
     def call_later(self, delay: float, action: Callable[[], None]) -> bool:
         """Run ``action`` on the writer thread in ``delay`` seconds; False when it was dropped (the queue is full)."""
         return self._enqueue(Later(time.monotonic() + delay, next(self._order), action))
 
-    def _enqueue(self, item: Union[TraceRecording, Later]) -> bool:
+    def _enqueue(self, item: Union[TraceRecording, _Frozen, Later]) -> bool:
         self._ensure_thread()
         try:
             self._queue.put_nowait(item)
@@ -115,5 +128,8 @@ class CassetteWriter:
                 with guarded("write"):
                     self._write(item)
 
-    def _write(self, recording: TraceRecording) -> None:
-        self._files.write(freeze(recording), recording.config)
+    def _write(self, item: Union[TraceRecording, _Frozen]) -> None:
+        if isinstance(item, _Frozen):
+            self._files.write(item.recording, item.config)
+        else:
+            self._files.write(freeze(item), item.config)

@@ -7,16 +7,21 @@ crashed writer would be; recordings are made like the ASGI layer makes them.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.spawn
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 import timetracer_otel
+from timetracer_otel import _diagnostics
 from timetracer_otel._recording import TraceRecording
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.reader import cassette_files, load_cassette
@@ -45,6 +50,21 @@ def _written_paths(directory: Path) -> list[str]:
 
 def _stat(name: str) -> int:
     return timetracer_otel.stats().get(name, 0)
+
+
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+    """Log capture with a fresh once-a-minute limiter, so no report is held back by an earlier test."""
+    monkeypatch.setattr(_diagnostics, "errors", _diagnostics._RateLimitedErrors())
+    return caplog
+
+
+@pytest.fixture
+def python_executable() -> Iterator[Callable[[str], None]]:
+    """Set the interpreter child processes start with (``multiprocessing.set_executable``), restored after."""
+    before = multiprocessing.spawn.get_executable()
+    yield multiprocessing.set_executable
+    multiprocessing.set_executable(before)
 
 
 def test_cassettes_are_written_by_another_process_and_reported_here(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -86,22 +106,36 @@ def test_a_stopped_writer_never_blocks_the_application_and_catches_up(record_con
     assert _written_paths(cassette_dir) == sorted(["/n/0", *kept])
 
 
-def test_a_killed_writer_is_counted_and_a_thread_writes_from_then_on(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     writer = ProcessWriter()
     assert writer.submit(_recording(record_config, 1))
     assert writer.flush(30)
     pid = writer.process_id
     assert pid is not None
-    exited_before = _stat("dropped.writer_exited")
+    dropped_before = timetracer_otel.stats()
     os.kill(pid, signal.SIGKILL)
-    assert not writer.flush(30)  # its answer can never come: the flush learns that it exited
+    assert writer.submit(_recording(record_config, 2))  # into the pipe of a dying process, or straight to the thread
+    assert writer.flush(30)  # returns once the process's end is seen and the thread wrote what it had not
     assert writer.process_id is None
-    assert writer.submit(_recording(record_config, 2))
     assert writer.submit(_recording(record_config, 3))
     assert writer.flush(30)
     assert _written_paths(cassette_dir) == ["/n/1", "/n/2", "/n/3"]
-    assert _stat("dropped.writer_exited") == exited_before  # it had written all it was given
+    assert {k: v for k, v in timetracer_otel.stats().items() if k.startswith("dropped.")} == {
+        k: v for k, v in dropped_before.items() if k.startswith("dropped.")
+    }
     assert sum("cassette writer process exited (code -9)" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_writer_that_cannot_start_python_loses_nothing(
+    record_config: TraceConfig, cassette_dir: Path, python_executable: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interpreter that starts but is not a working Python (exits at once): the thread writes what it was sent."""
+    python_executable("/bin/false")
+    writer = ProcessWriter()
+    assert all(writer.submit(_recording(record_config, n)) for n in range(1, 4))
+    assert writer.flush(30)
+    assert _written_paths(cassette_dir) == ["/n/1", "/n/2", "/n/3"]
+    assert sum("cassette writer process exited (code 1)" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_redact_hook_runs_in_the_application_process(cassette_dir: Path) -> None:
@@ -139,3 +173,32 @@ def test_a_forked_process_starts_its_own_writer(record_config: TraceConfig, cass
     assert writer.flush(30)
     assert writer.process_id == parent_writer
     assert _written_paths(cassette_dir) == ["/n/1", "/n/2", "/n/3"]
+
+
+def test_the_writer_starts_the_interpreter_multiprocessing_would(
+    record_config: TraceConfig, cassette_dir: Path, tmp_path: Path, python_executable: Callable[[str], None]
+) -> None:
+    """Where Python is embedded, sys.executable is the host program; set_executable names the real interpreter."""
+    used = tmp_path / "used"
+    wrapper = tmp_path / "embedded-python"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" > {used}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    python_executable(str(wrapper))
+    writer = ProcessWriter()
+    assert writer.submit(_recording(record_config, 1))
+    assert writer.flush(30)
+    assert used.read_text() == "-m timetracer_otel.exporters._writer_main\n"
+    assert _written_paths(cassette_dir) == ["/n/1"]
+
+
+def test_without_an_interpreter_to_start_a_thread_writes(
+    record_config: TraceConfig, cassette_dir: Path, tmp_path: Path, python_executable: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    python_executable(str(tmp_path / "no-such-python"))
+    writer = ProcessWriter()
+    assert writer.submit(_recording(record_config, 1))
+    assert writer.submit(_recording(record_config, 2))
+    assert writer.flush(30)
+    assert writer.process_id is None
+    assert _written_paths(cassette_dir) == ["/n/1", "/n/2"]
+    assert sum("cannot start the cassette writer process" in r.getMessage() for r in caplog.records) == 1
