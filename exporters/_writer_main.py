@@ -17,7 +17,6 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import counters, errors, guarded, logger
 from timetracer_otel.config import TraceConfig
 
@@ -86,8 +85,6 @@ class _Writer:
             self._environment = config_id
 
     def _record(self, config: TraceConfig, recording: FrozenRecording) -> None:
-        for span_id, texts in recording.secrets.items():  # what the redactor looks up by span
-            _span_secrets.remember(span_id, texts)
         with guarded("write"):
             self._files.write(recording, config)
         self._handled += 1

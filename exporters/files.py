@@ -36,7 +36,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     doc = build_document(recording, config.max_body_bytes)
     redactor = redactor_for(config)
     if redactor is not None:
-        redactor.document(doc)
+        redactor.document(doc, recording.secrets)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:

@@ -3,9 +3,11 @@
 A Redis ``AUTH`` password is redacted from the recorded command at capture, but the
 OpenTelemetry instrumentor's span can still quote it: redis-py's error message for a
 failing pipeline names the command with its arguments, and the span records that
-message as an exception event and as its status. The redactor looks the span up here
-and hides those values in the span's text, for cassettes and OTLP export alike. Bounded:
-the oldest entries go first; spans are exported within seconds of their end.
+message as an exception event and as its status. The OTLP exporter looks each span up
+here, and so does freezing a recording, whose copy takes the values along to the
+cassette's redaction (in the writer process, where this table is empty): the redactor
+hides them in the span's text. Bounded: the oldest entries go first; spans are exported
+and recordings frozen within seconds of their end.
 """
 
 from __future__ import annotations

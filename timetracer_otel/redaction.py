@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from . import _span_secrets
 from .cassette.body import header_value
 
 if TYPE_CHECKING:
@@ -247,8 +246,8 @@ class Redactor:
         if error and isinstance(error.get("message"), str):
             error["message"] = self.free_text(error["message"])
 
-    def span(self, span: dict[str, Any]) -> None:
-        secrets = _span_secrets.secrets_of(int(span["span_id"], 16)) if span.get("span_id") else ()
+    def span(self, span: dict[str, Any], secrets: tuple[str, ...] = ()) -> None:
+        """Redact a cassette span; ``secrets``: values capture took out of its call, hidden wherever they appear."""
         self.attributes(span.get("attributes", {}), secrets)
         status = span.get("status") or {}
         if isinstance(status.get("description"), str):
@@ -261,7 +260,9 @@ class Redactor:
         return _without_secrets(self.free_text(text), secrets)
 
     # -- the whole document -------------------------------------------------------
-    def document(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def document(self, doc: dict[str, Any], secrets: Optional[Mapping[int, tuple[str, ...]]] = None) -> dict[str, Any]:
+        """Redact ``doc`` in place; ``secrets``: by span id, the values capture took out of that span's call."""
+        secrets = secrets or {}
         self.message(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))
@@ -271,7 +272,7 @@ class Redactor:
                 self.message(call.get("response"))
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
-            self.span(span)
+            self.span(span, secrets.get(int(span["span_id"], 16), ()) if span.get("span_id") else ())
         return doc
 
 
