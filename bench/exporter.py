@@ -127,7 +127,6 @@ def _capacity(seconds: float, count: int = 3000) -> dict[str, Any]:
 
 def _under_load(seconds: float, rate: Optional[float]) -> dict[str, Any]:
     """Requests made for ``seconds`` at ``rate`` per second (None: back to back) with the default writer."""
-    import timetracer_otel
     from timetracer_otel.exporters import CassetteSpanProcessor
 
     processor = CassetteSpanProcessor()

@@ -35,7 +35,7 @@ class FrameReader:
             end = start + _HEADER + size
             if len(self._buffer) < end:
                 break
-            messages.append(pickle.loads(self._buffer[start + _HEADER : end]))
+            messages.append(unframe(self._buffer[start:end]))
             start = end
         del self._buffer[:start]
         return messages

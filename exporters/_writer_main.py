@@ -52,14 +52,13 @@ class _Writer:
     def __init__(self, reports: BinaryIO) -> None:
         self._reports = reports
         self._files = CassetteFiles()
-        self._configs: dict[int, TraceConfig] = {}
+        self._configs: dict[int, tuple[TraceConfig, dict[str, str]]] = {}  # id -> (config, the app's environment)
         self._log = _Collect()
         logger.handlers[:] = [self._log]
         logger.propagate = False
         self._errors: list[tuple[str, str, str | None]] = []
         errors.forward = lambda *error: self._errors.append(error)  # rate-limited where they are shown
-        self._environments: dict[int, dict[str, str]] = {}
-        self._environment: int | None = None
+        self._environment: int | None = None  # the config whose environment os.environ holds
         self._reported_counters: dict[str, int] = {}
         self._handled = 0
         self._acks: list[int] = []
@@ -69,22 +68,19 @@ class _Writer:
     def handle(self, message: Any) -> None:
         kind = message[0]
         if kind == "record":
-            self._use_environment(message[1])
-            self._record(self._configs[message[1]], message[2])
+            self._record(message[1], message[2])
         elif kind == "config":
-            self._configs[message[1]], self._environments[message[1]] = message[2], message[3]
+            self._configs[message[1]] = (message[2], message[3])
         elif kind == "flush":
             self._acks.append(message[1])
         self._dirty = True
 
-    def _use_environment(self, config_id: int) -> None:
-        """The application's environment as it was when it first used this config (AWS settings for S3)."""
-        if self._environment != config_id:
+    def _record(self, config_id: int, recording: FrozenRecording) -> None:
+        config, environment = self._configs[config_id]
+        if self._environment != config_id:  # the app's environment when it first used this config (AWS settings for S3)
             os.environ.clear()
-            os.environ.update(self._environments[config_id])
+            os.environ.update(environment)
             self._environment = config_id
-
-    def _record(self, config: TraceConfig, recording: FrozenRecording) -> None:
         with guarded("write"):
             self._files.write(recording, config)
         self._handled += 1

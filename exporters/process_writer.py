@@ -180,7 +180,7 @@ class _Channel:
         watching_commands = False
         while True:
             with self._lock:
-                if self._closing and not self._pending and self.process.stdin is not None and not self.process.stdin.closed:
+                if self._closing and not self._pending and not self.process.stdin.closed:
                     self.process.stdin.close()
                 want_write = bool(self._pending) and not self.process.stdin.closed
                 timeout = max(self._timers[0].due - time.monotonic(), 0) if self._timers else None
@@ -287,7 +287,6 @@ class ProcessWriter:
         self._unavailable = False  # no process could be started, or it died: the thread writes
         self._pid = os.getpid()
         self._config_ids: dict[int, tuple[TraceConfig, int]] = {}  # id(config) -> (config, the id it was sent with)
-        self._configs: dict[int, TraceConfig] = {}  # the id it was sent with -> config
         self._next_config_id = itertools.count()
 
     @property
@@ -344,7 +343,7 @@ class ProcessWriter:
             return None
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's process and pipe are the parent's
-                self._pid, self._channel, self._unavailable, self._config_ids, self._configs = os.getpid(), None, False, {}, {}
+                self._pid, self._channel, self._unavailable, self._config_ids = os.getpid(), None, False, {}
             if self._channel is None and not self._unavailable:
                 try:
                     self._channel = _Channel(self._max_pending, weakref.WeakMethod(self._on_exit))
@@ -364,15 +363,15 @@ class ProcessWriter:
         if not channel.send(("config", config_id, _shipped(config), dict(os.environ)), force=True):
             return None
         self._config_ids[id(config)] = (config, config_id)
-        self._configs[config_id] = config
         return config_id
 
     def _on_exit(self, timers: list[Later], unhandled: list[bytes]) -> None:
         """The process is gone: the thread writes from now on, first what the process had not, and runs the timers."""
         self._unavailable = True
+        configs = {config_id: config for config, config_id in self._config_ids.values()}
         for data in unhandled:
             _, config_id, recording = unframe(data)
-            self._fallback.submit_frozen(recording, self._configs[config_id])
+            self._fallback.submit_frozen(recording, configs[config_id])
         now = time.monotonic()
         for timer in timers:
             self._fallback.call_later(max(timer.due - now, 0.0), timer.action)

@@ -16,7 +16,6 @@ from typing import Callable, NamedTuple, Optional, Union
 
 from timetracer_otel._diagnostics import counters, errors, guarded
 from timetracer_otel._recording import TraceRecording
-
 from timetracer_otel.config import TraceConfig
 
 from .files import CassetteFiles

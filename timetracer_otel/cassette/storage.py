@@ -30,8 +30,8 @@ _temp_names = itertools.count()
 def _write_temp(directory: str, data: bytes, durable: bool) -> str:
     """A new file in ``directory`` (made if missing) holding ``data``, fsync'ed when ``durable``.
 
-    One ``open``, ``write`` and ``close`` in the common case: the writer thread shares
-    the GIL with the application, and each system call is a hand-over.
+    One ``open``, ``write`` and ``close`` in the common case: no ``mkstemp`` and no
+    ``mkdir`` for every cassette.
     """
     while True:
         tmp = os.path.join(directory, f".tmp-{os.getpid()}-{next(_temp_names)}.part")
