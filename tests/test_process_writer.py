@@ -76,6 +76,8 @@ def test_cassettes_are_written_by_another_process_and_reported_here(record_confi
     assert writer.process_id not in (None, os.getpid())
     # background work: where the CPUs are busy, the application goes first
     assert os.getpriority(os.PRIO_PROCESS, writer.process_id) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    # a session of its own: a Ctrl-C for the application's process group does not cut its last cassettes short
+    assert os.getsid(writer.process_id) == writer.process_id != os.getsid(0)
     assert _written_paths(cassette_dir) == ["/n/1"]
     assert _stat("recorded") - recorded_before == 1  # counted there, seen here
     assert [r.getMessage().split("  id=")[0] for r in caplog.records] == ["timetracer [OK] recorded GET /n/1"]
