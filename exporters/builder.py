@@ -149,5 +149,6 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         },
         "error": recording.error,
         "calls": [_call(c, origin, limit) for c in calls],
+        "draws": list(recording.draws),
         "spans": [_span(s, origin) for s in spans],
     }

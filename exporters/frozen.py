@@ -85,6 +85,7 @@ class FrozenRecording(NamedTuple):
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
     secrets: dict[int, tuple[str, ...]]  # span id -> texts its span may quote (see _span_secrets)
+    draws: tuple[dict[str, Any], ...]  # the clock, UUID and random values drawn, as the cassette stores them
 
 
 def _body(sink: Optional[BodySink]) -> Optional[FrozenBody]:
@@ -143,4 +144,5 @@ def freeze(recording: TraceRecording) -> FrozenRecording:
         tuple(_call(c) for c in calls),
         tuple(_span(s) for s in spans),
         secrets,
+        tuple(recording.draws.encoded()) if recording.draws is not None else (),
     )

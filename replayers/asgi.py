@@ -19,6 +19,9 @@ from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send,
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import DrawReplayer, real_time_ns
+from timetracer_otel.determinism import activate as activate_draws
+from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.redaction import redactor_for
 
 from .matching import http_view, live_http_view
@@ -144,16 +147,19 @@ class ReplayLayer:
             await send(message)
 
         error: Optional[dict[str, str]] = None
-        token = activate(session)
+        draws = DrawReplayer(document.get("draws"), self.config.draws, real_time_ns) if self.config.draws else None
+        token, draws_token = activate(session), activate_draws(draws)
         try:
             await self.app(scope, receive, send_tee)
         except BaseException as exc:
             error = exception_info(exc)
             raise
         finally:
+            deactivate_draws(draws_token)
             deactivate(token)
             with guarded("replay.report"):
                 report = _report(session, cassette_path, method, path, status, headers, response_body, error)
+                report.extra_draws = dict(draws.extra) if draws is not None else {}
                 remember(report)
                 logger.info(report.console_text())
 

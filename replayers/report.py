@@ -33,6 +33,8 @@ class ReplayReport:
     unused: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     error: Optional[dict[str, str]] = None
+    # source -> draws the replayed request made beyond what was recorded (they got real values)
+    extra_draws: dict[str, int] = field(default_factory=dict)
 
     @property
     def response_matches(self) -> bool:
@@ -57,6 +59,9 @@ class ReplayReport:
         ]
         lines.extend(f"  unmatched: {text}" for text in self.unmatched)
         lines.extend(f"  unused: {text}" for text in self.unused)
+        if self.extra_draws:
+            counts = " ".join(f"{source}={n}" for source, n in sorted(self.extra_draws.items()))
+            lines.append(f"  extra draws (not recorded, real values given): {counts}")
         lines.extend(f"  {text}" for text in self.differences)
         return "\n".join(lines)
 

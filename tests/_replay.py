@@ -106,9 +106,7 @@ def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path]
             server.stderr = process.communicate(timeout=30)[1]
 
 
-def uvicorn_process(env: dict[str, str]) -> contextlib.AbstractContextManager[FreshServer]:
-    """``uvicorn --factory replay_app:create_app`` in a fresh process with ``env`` added to ours."""
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(APPS_DIR), "replay_app:create_app", "--log-level", "warning",
-    ]  # fmt: skip
+def uvicorn_process(env: dict[str, str], app: str = "replay_app:create_app") -> contextlib.AbstractContextManager[FreshServer]:
+    """``uvicorn --factory <app>`` (an app factory in tests/apps) in a fresh process with ``env`` added to ours."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(APPS_DIR), app, "--log-level", "warning"]
     return serving_process(command, {**os.environ, **env})

@@ -189,15 +189,19 @@ def test_redacted_password_still_matches(
     assert [call.index for _, call in session.answered] == [login]
 
 
-def _report_of(serve: Callable[..., Any], upstream: Upstream, cassette: Path, changed: bool, ignore: tuple[str, ...]) -> ReplayReport:
-    _, (report,) = replay(serve, upstream.url, replay_config(cassette, replay_ignore_fields=ignore), [("GET", "/report", {})], changed=changed)
+def _report_of(
+    serve: Callable[..., Any], upstream: Upstream, cassette: Path, changed: bool, ignore: tuple[str, ...], **options: Any
+) -> ReplayReport:
+    config = replay_config(cassette, replay_ignore_fields=ignore, **options)
+    _, (report,) = replay(serve, upstream.url, config, [("GET", "/report", {})], changed=changed)
     return report
 
 
 def test_report_of_an_unchanged_app(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Both calls answered, none unused; the response is the same once the timestamp is ignored."""
+    """Both calls answered, none unused; the response is the same, its timestamp too (the clock is
+    replayed); with the clock left real, the same once the timestamp is ignored."""
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
     (cassette,), (doc,) = cassette_files(cassette_dir), load_cassettes(cassette_dir)
     with caplog.at_level(logging.INFO, logger="timetracer"):
@@ -210,8 +214,10 @@ def test_report_of_an_unchanged_app(
     )
     assert report.console_text() in [r.getMessage() for r in caplog.records if r.name == "timetracer"]
 
+    assert _report_of(serve, upstream, cassette, changed=False, ignore=()).differences == []
+    assert _report_of(serve, upstream, cassette, changed=False, ignore=("timestamp",), draws="none").differences == []
     timestamp = recorded.json()["timestamp"]
-    (difference,) = _report_of(serve, upstream, cassette, changed=False, ignore=()).differences
+    (difference,) = _report_of(serve, upstream, cassette, changed=False, ignore=(), draws="none").differences
     assert difference.startswith(f"body $.timestamp: recorded {timestamp}, replayed ")
     assert json.loads(difference.rsplit(" ", 1)[1]) > timestamp
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from opentelemetry import trace
 
 from .cassette.body import BodySink
+from .determinism import DrawRecorder
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -136,6 +137,8 @@ class TraceRecording:
         self.discarded = False  # finished but not kept (errors_only and the request succeeded)
         self.open_spans = 0  # spans of this request started and not yet ended (kept by the processor)
         self.fixed_path: Optional[str] = None  # write exactly here instead of the dated directory
+        # The clock, UUID and random values the request draws (None: config.draws is empty).
+        self.draws: Optional[DrawRecorder] = DrawRecorder(config.draws) if config.draws else None
         self._lock = threading.Lock()
 
     def add_call(self, call: Any) -> None:

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["TraceConfig", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["TraceConfig", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES", "DRAW_SOURCES"]
 
 MODES = ("off", "record", "replay")
 COMPRESSIONS = ("none", "gzip")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Where the app's non-determinism comes from; each can be left out of recording and replay.
+DRAW_SOURCES = ("clock", "uuid", "random", "urandom", "secrets")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -91,6 +93,17 @@ def _parse_names(value: Any) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def _parse_draws(value: Any) -> tuple[str, ...]:
+    """The sources whose draws are recorded and replayed; ``none`` for none of them."""
+    names = _parse_names(value)
+    if names == ("none",):
+        return ()
+    unknown = [name for name in names if name not in DRAW_SOURCES]
+    if unknown:
+        raise ValueError(f"invalid draw source {unknown[0]!r}; allowed values: {', '.join(DRAW_SOURCES)}, or none")
+    return tuple(dict.fromkeys(names))
+
+
 def _parse_optional_str(value: Any) -> Optional[str]:
     if value is None:
         return None
@@ -143,6 +156,7 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     "service_name": ("TIMETRACER_SERVICE", _parse_optional_str, None),
     "live_plugins": ("TIMETRACER_LIVE_PLUGINS", _parse_names, ()),
     "replay_ignore_fields": ("TIMETRACER_REPLAY_IGNORE_FIELDS", _parse_names, ()),
+    "draws": ("TIMETRACER_DRAWS", _parse_draws, DRAW_SOURCES),
     # The standard OpenTelemetry variables, so one setting serves timetracer and any other OTel code.
     "otlp_endpoint": (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), _parse_endpoint, None),
     "export_payloads": ("TIMETRACER_EXPORT_PAYLOADS", _parse_bool, False),
@@ -170,7 +184,10 @@ class TraceConfig:
     redaction off (the hook still runs). In replay, ``live_plugins`` names the client
     libraries whose calls really go out, and ``replay_ignore_fields`` the JSON fields
     (timestamps, request ids) left out when the replayed response is compared with the
-    recorded one. ``otlp_endpoint`` (default: the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+    recorded one. ``draws`` names the sources of non-determinism whose values a request
+    draws are recorded and handed back in replay (``DRAW_SOURCES``: ``clock``; ``uuid``;
+    ``random``, the ``random`` module's generator; ``urandom``, ``os.urandom`` called
+    directly; ``secrets``, the ``secrets`` module and ``random.SystemRandom``). ``otlp_endpoint`` (default: the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
     or ``OTEL_EXPORTER_OTLP_ENDPOINT``) sends the same spans to a collector over OTLP/HTTP,
     redacted like cassettes and without payload attributes unless ``export_payloads``.
     ``cassette_dir`` and ``cassette_path`` may be ``s3://bucket/prefix`` URLs;
@@ -193,6 +210,7 @@ class TraceConfig:
     service_name: Optional[str] = _UNSET
     live_plugins: Sequence[str] = _UNSET
     replay_ignore_fields: Sequence[str] = _UNSET
+    draws: Sequence[str] = _UNSET
     otlp_endpoint: Optional[str] = _UNSET
     export_payloads: bool = _UNSET
     compression: str = _UNSET

@@ -15,6 +15,8 @@ from opentelemetry import trace
 from timetracer_otel._diagnostics import counters, guarded
 from timetracer_otel._recording import TraceRecording, activate, deactivate, exception_info
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import activate as activate_draws
+from timetracer_otel.determinism import deactivate as deactivate_draws
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -132,7 +134,7 @@ class RecordingLayer:
                         recording.response_body.finish()
             await send(message)
 
-        token = activate(recording)
+        token, draws_token = activate(recording), activate_draws(recording.draws)
         try:
             await self.app(scope, receive_tee, send_tee)
         except BaseException as exc:
@@ -142,6 +144,7 @@ class RecordingLayer:
                     recording.status = 500
             raise
         finally:
+            deactivate_draws(draws_token)
             deactivate(token)
             if recording.route is None:
                 with guarded("asgi.route"):

@@ -13,6 +13,7 @@ from timetracer_otel._diagnostics import guarded
 from timetracer_otel._tracing import cassette_processor, otlp_processor, service_name, tracer_provider
 from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, RecordingLayer, Scope, Send
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.plugins import check_plugin_names, enable
 
 __all__ = ["TimeTracerMiddleware", "auto_setup"]
@@ -36,6 +37,7 @@ class TimeTracerMiddleware:
         self._inner: ASGIApp = app
         if self.config.mode == "off":
             return
+        install_draw_sources(self.config.draws)
         provider = self._provider = tracer_provider(self.config.service_name)
         if self.config.otlp_endpoint:
             otlp_processor(provider, self.config)
@@ -100,6 +102,7 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
     names = check_plugin_names(plugins or ())
     if config.mode == "off":
         return config
+    install_draw_sources(config.draws)  # now: names the app imported from time, uuid, random are reached
     if config.mode == "replay":  # fail at start, not at the first request, if the cassettes are unusable
         from timetracer_otel.replayers.asgi import library_for
 

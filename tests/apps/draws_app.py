@@ -1,0 +1,156 @@
+"""An app that draws from the clock, UUIDs and randomness the way services do: through names
+imported at the top (``from time import time``), model defaults bound at import, a
+``random.Random`` made at import, ``secrets`` tokens, tasks and worker threads.
+
+``/draw/{source}/{n}`` returns what one source gave; ``/gather/{n}`` draws from three tasks
+and a worker thread; ``/extra/{n}`` draws ``$DRAWS_APP_EXTRA`` more values than usual;
+``/outside/{n}`` draws in a thread started without the request's context; ``/many/{n}``
+waits until ``expected`` requests are in flight, then draws (the concurrency tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from os import urandom
+from random import choice, getrandbits, randint
+from random import random as random_float
+from secrets import token_bytes, token_hex
+from time import localtime, strftime, time, time_ns
+from typing import Any, Callable, Optional
+from uuid import uuid1, uuid4
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+@dataclass
+class Order:
+    """A model whose defaults were bound when it was imported, like an ORM's columns."""
+
+    id: uuid.UUID = field(default_factory=uuid4)
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+RNG = random.Random()  # made at import, like Faker's
+SYSTEM = random.SystemRandom()
+
+
+def _utcnow() -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return datetime.utcnow().isoformat()
+
+
+def _clock() -> dict[str, Any]:
+    return {
+        "time": time(), "time_ns": time_ns(), "now": datetime.now().isoformat(), "utc": datetime.now(timezone.utc).isoformat(),
+        "utcnow": _utcnow(), "today": date.today().isoformat(), "datetime_today": datetime.today().isoformat(),
+        "localtime": list(localtime()), "strftime": strftime("%Y-%m-%d %H:%M:%S"), "model": Order().created_at.isoformat(),
+        "hour_window": int(time()) // 3600,
+    }  # fmt: skip
+
+
+def _uuid() -> dict[str, Any]:
+    return {"uuid4": str(uuid4()), "uuid1": str(uuid1()), "module": str(uuid.uuid4()), "model": str(Order().id)}
+
+
+def _random() -> dict[str, Any]:
+    deck = list(range(10))
+    random.shuffle(deck)
+    return {
+        "random": random_float(), "choice": choice("abcdefgh"), "randint": randint(1, 10**6), "getrandbits": getrandbits(64),
+        "shuffle": deck, "sample": random.sample(range(100), 5), "gauss": random.gauss(0, 1), "instance": RNG.random(),
+        "new_instance": random.Random().randint(1, 10**6), "system": SYSTEM.random(),
+    }  # fmt: skip
+
+
+def _urandom() -> dict[str, Any]:
+    return {"urandom": urandom(16).hex(), "os": os.urandom(8).hex()}
+
+
+def _secrets() -> dict[str, Any]:
+    return {
+        "token_hex": token_hex(8), "token_bytes": token_bytes(8).hex(), "urlsafe": secrets.token_urlsafe(8),
+        "choice": secrets.choice("abcdef"), "randbelow": secrets.randbelow(1000),
+    }  # fmt: skip
+
+
+SOURCES: dict[str, Callable[[], dict[str, Any]]] = {
+    "clock": _clock, "uuid": _uuid, "random": _random, "urandom": _urandom, "secrets": _secrets,
+}  # fmt: skip
+
+
+async def draw(request: Request) -> JSONResponse:
+    return JSONResponse(SOURCES[request.path_params["source"]]())
+
+
+async def _part() -> list[Any]:
+    await asyncio.sleep(0)
+    first = str(uuid4())
+    await asyncio.sleep(0)
+    return [first, time_ns(), getrandbits(32)]
+
+
+async def gather(request: Request) -> JSONResponse:
+    tasks = await asyncio.gather(*(_part() for _ in range(3)))
+    worker = await run_in_threadpool(lambda: [str(uuid4()), time_ns(), urandom(4).hex()])
+    return JSONResponse({"tasks": tasks, "worker": worker})
+
+
+async def extra(request: Request) -> JSONResponse:
+    count = 1 + int(os.environ.get("DRAWS_APP_EXTRA", "0"))
+    return JSONResponse({"uuids": [str(uuid4()) for _ in range(count)], "clock": [time_ns() for _ in range(count)]})
+
+
+async def outside(request: Request) -> JSONResponse:
+    drawn: list[Any] = []
+    thread = threading.Thread(target=lambda: drawn.extend([str(uuid4()), time_ns()]))
+    thread.start()
+    thread.join()
+    return JSONResponse({"inside": str(uuid4()), "outside": drawn})
+
+
+def create_app(config: Optional[TraceConfig] = None, expected: int = 0) -> Starlette:
+    """The app, set up by ``config`` (default: the environment); ``expected``: requests ``/many`` waits for."""
+    arrived = 0
+    everyone: Optional[asyncio.Event] = None
+
+    async def many(request: Request) -> JSONResponse:
+        nonlocal arrived, everyone
+        everyone = everyone or asyncio.Event()
+        arrived += 1
+        if arrived == expected:
+            everyone.set()
+        await asyncio.wait_for(everyone.wait(), 30)
+        values: list[Any] = [str(uuid4())]
+        await asyncio.sleep(0)
+        values.append(time_ns())
+        values.extend(await asyncio.gather(_part(), _part()))
+        values.append(await run_in_threadpool(lambda: urandom(8).hex()))
+        return JSONResponse({"n": request.path_params["n"], "values": values})
+
+    app = Starlette(
+        routes=[
+            Route("/draw/{source}/{n:int}", draw),
+            Route("/gather/{n:int}", gather),
+            Route("/extra/{n:int}", extra),
+            Route("/outside/{n:int}", outside),
+            Route("/many/{n:int}", many),
+        ]
+    )
+    auto_setup(app, config=config)
+    return app

@@ -1,0 +1,172 @@
+"""The clock, UUIDs and randomness a request draws are recorded with it and handed back in replay.
+
+The app (tests/apps/draws_app.py) imports its draws by name before timetracer is set up,
+binds model defaults at import and keeps a ``random.Random`` made at import, as services do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from _replay import Sent, assert_same_response, new_reports, send, uvicorn_process
+from apps.draws_app import create_app
+from conftest import load_cassettes
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+
+_SOURCES = ["clock", "uuid", "random", "urandom", "secrets"]
+_APP = "draws_app:create_app"
+
+
+def _record_in_process(cassette_dir: Path, sent: list[Sent], **env: str) -> list[httpx.Response]:
+    """The responses of a fresh uvicorn process recording ``sent`` into ``cassette_dir``."""
+    record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), **env}
+    with uvicorn_process(record_env, _APP) as server:
+        responses = send(server.url, sent)
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    return responses
+
+
+def _replay_in_process(cassette_dir: Path, sent: list[Sent], **env: str) -> tuple[list[httpx.Response], str]:
+    """The responses of a fresh uvicorn process replaying ``sent`` from ``cassette_dir``, and what it logged."""
+    with uvicorn_process({"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), **env}, _APP) as server:
+        responses = send(server.url, sent)
+    return responses, server.stderr
+
+
+def test_every_source_replays_identically_through_names_imported_directly(cassette_dir: Path) -> None:
+    """Two requests per source: each got real, different values when recorded; replay, twice, gives each its own back."""
+    sent: list[Sent] = [("GET", f"/draw/{source}/{n}", {}) for source in _SOURCES for n in (1, 2)]
+    sent += [("GET", "/gather/1", {})]
+    recorded = _record_in_process(cassette_dir, sent)
+    for source in _SOURCES:
+        first, second = (r.json() for r in recorded[2 * _SOURCES.index(source) : 2 * _SOURCES.index(source) + 2])
+        varying = [key for key in first if first[key] != second[key]]
+        assert varying, f"{source}: two requests drew the same values, nothing was drawn"
+    for _ in range(2):
+        replayed, log = _replay_in_process(cassette_dir, sent)
+        for before, after in zip(recorded, replayed):
+            assert_same_response(before, after)
+        assert "extra draws" not in log
+
+
+def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_dir: Path) -> None:
+    recorded = _record_in_process(cassette_dir, [("GET", "/draw/uuid/1", {}), ("GET", "/draw/secrets/1", {})])
+    by_path = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
+    uuids = by_path["/draw/uuid/1"]["draws"]
+    assert [(d["source"], d["kind"], d["caller"]) for d in uuids] == [
+        ("uuid", "uuid4", "draws_app"), ("uuid", "uuid1", "draws_app"), ("uuid", "uuid4", "draws_app"),
+        ("uuid", "uuid4", "draws_app"), ("clock", "time", "draws_app"),  # the model's id and created_at
+    ]  # fmt: skip
+    assert [d["value"] for d in uuids if d["kind"] == "uuid4"][0] == {"$type": "uuid", "value": recorded[0].json()["uuid4"]}
+    secret = by_path["/draw/secrets/1"]["draws"]
+    assert {d["source"] for d in secret} == {"secrets"}
+    assert secret[0]["value"] == {"$type": "bytes", "base64": _b64_of_hex(recorded[1].json()["token_hex"])}
+
+
+def _b64_of_hex(text: str) -> str:
+    import base64
+
+    return base64.b64encode(bytes.fromhex(text)).decode()
+
+
+def test_a_replay_that_draws_more_gets_a_continuing_clock_and_real_values_and_the_report_counts_them(cassette_dir: Path) -> None:
+    (recorded,) = _record_in_process(cassette_dir, [("GET", "/extra/1", {})])
+    (replayed,), log = _replay_in_process(cassette_dir, [("GET", "/extra/1", {})], DRAWS_APP_EXTRA="2")
+    before, after = recorded.json(), replayed.json()
+    assert after["uuids"][0] == before["uuids"][0] and after["clock"][0] == before["clock"][0]
+    assert len(set(after["uuids"])) == 3 and not set(after["uuids"][1:]) & set(before["uuids"])
+    first, *extra = after["clock"]
+    assert first < extra[0] <= extra[1] < time.time_ns(), "the clock continues from the recorded value"
+    assert extra[0] - first < 60 * 10**9, "continues from the recorded value, not from today's time"
+    assert "extra draws (not recorded, real values given): clock=2 uuid=2" in log
+
+
+def test_draws_outside_the_request_stay_real(cassette_dir: Path) -> None:
+    """A thread started without the request's context is not the request's: its values are real in replay."""
+    (recorded,) = _record_in_process(cassette_dir, [("GET", "/outside/1", {})])
+    (replayed,), _ = _replay_in_process(cassette_dir, [("GET", "/outside/1", {})])
+    assert replayed.json()["inside"] == recorded.json()["inside"]
+    assert replayed.json()["outside"][0] != recorded.json()["outside"][0]
+    assert replayed.json()["outside"][1] > recorded.json()["outside"][1]
+    (cassette,) = load_cassettes(cassette_dir)
+    assert [d["kind"] for d in cassette["draws"]] == ["uuid4"]
+
+
+@pytest.mark.parametrize("off", ["uuid", "clock", "none"])
+def test_a_source_turned_off_is_neither_recorded_nor_replayed(cassette_dir: Path, off: str) -> None:
+    sent: list[Sent] = [("GET", "/draw/uuid/1", {}), ("GET", "/draw/clock/1", {})]
+    on = [source for source in _SOURCES if source != off] if off != "none" else []
+    recorded = _record_in_process(cassette_dir, sent, TIMETRACER_DRAWS=",".join(on) or "none")
+    assert {d["source"] for c in load_cassettes(cassette_dir) for d in c["draws"]} <= set(on)
+    replayed, _ = _replay_in_process(cassette_dir, sent)
+    same = [before.content == after.content for before, after in zip(recorded, replayed)]
+    assert same == [off not in ("uuid", "none"), off not in ("clock", "none")]
+
+
+def test_opentelemetry_span_times_stay_real_in_replay(
+    serve: Callable[..., Any], cassette_dir: Path, spans: Any
+) -> None:
+    url = serve(create_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url
+    (recorded,) = send(url, [("GET", "/draw/clock/1", {})])
+    assert timetracer_otel.flush(30)
+    (cassette,) = load_cassettes(cassette_dir)
+    assert cassette["spans"][0]["start_time_unix_nano"] <= recorded.json()["time_ns"] <= cassette["spans"][0]["end_time_unix_nano"]
+
+    spans.clear()
+    replay_started = time.time_ns()
+    with new_reports() as reports:
+        server = serve(create_app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        (replayed,) = send(server.url, [("GET", "/draw/clock/1", {})])
+        server.stop()
+    assert_same_response(recorded, replayed)
+    assert reports[0].ok
+    server_span = next(s for s in spans.get_finished_spans() if s.kind.name == "SERVER")
+    assert server_span.start_time >= replay_started > replayed.json()["time_ns"]
+    assert re.fullmatch(r"[0-9a-f]{32}", format(server_span.context.trace_id, "032x"))
+    assert format(server_span.context.trace_id, "032x") != cassette["trace_id"]
+
+
+_CONCURRENT = 1000
+
+
+async def _get_all(url: str, paths: list[str]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(paths))
+    with suppress_http_instrumentation():
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            return list(await asyncio.gather(*(client.get(f"{url}{path}") for path in paths)))
+
+
+def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Every request is in flight before any draws; each draws from tasks and a worker thread."""
+    paths = [f"/many/{n}" for n in range(_CONCURRENT)]
+    record_config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    recorded = asyncio.run(_get_all(serve(create_app(record_config, _CONCURRENT)).url, paths))
+    assert timetracer_otel.flush(60)
+    cassettes = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
+    assert len(cassettes) == _CONCURRENT
+    for response in recorded:
+        values = response.json()["values"]
+        draws = [d["value"] for d in cassettes[f"/many/{response.json()['n']}"]["draws"]]
+        uuids = [d["value"] for d in draws if isinstance(d, dict) and d.get("$type") == "uuid"]
+        assert uuids == [values[0], values[2][0], values[3][0]] or uuids == [values[0], values[3][0], values[2][0]]
+        assert values[1] in draws and len(draws) == 9
+
+    replay_config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    with new_reports() as reports:
+        server = serve(create_app(replay_config, _CONCURRENT))
+        replayed = asyncio.run(_get_all(server.url, paths))
+        server.stop()
+    assert [json.loads(r.content) for r in replayed] == [json.loads(r.content) for r in recorded]
+    assert reports and not [r for r in reports if r.extra_draws or not r.ok]  # the last 100 are kept

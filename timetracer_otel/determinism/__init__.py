@@ -1,0 +1,12 @@
+"""The app's non-determinism as part of the recording: clock, UUIDs and randomness.
+
+During a recorded request every value the app draws from the clock, from UUIDs and from
+randomness is kept, in order, per calling module; in replay the same request gets the
+same values back, so keys, timestamps, salts and token expiry computed per run are the
+recorded ones and the calls that carry them match. See ``docs/replay.md``.
+"""
+
+from .sources import install, real_time_ns
+from .state import DrawRecorder, DrawReplayer, activate, current, deactivate
+
+__all__ = ["DrawRecorder", "DrawReplayer", "activate", "current", "deactivate", "install", "real_time_ns"]

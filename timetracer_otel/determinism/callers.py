@@ -1,0 +1,56 @@
+"""Who drew a value: the module that asked for it, seen through the standard library's helpers.
+
+``uuid.uuid4()`` draws from ``os.urandom`` and ``secrets.token_hex()`` from
+``random.SystemRandom``: the caller is the first module outside those helpers (the app's
+own code, SQLAlchemy's column defaults, argon2's salt), and the outermost helper names
+the source. Draws by timetracer, OpenTelemetry and ``logging`` have no caller: their
+timestamps and ids stay real.
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+from typing import Optional
+
+__all__ = ["attribute"]
+
+_HELPERS = frozenset({"random", "secrets", "uuid"})
+_OURS = "timetracer_otel.determinism"  # the patched functions themselves: looked through, like a helper
+_OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging")
+
+_APP, _HELPER, _THROUGH, _OWN = range(4)
+_kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
+
+
+def _kind(module: str) -> int:
+    kind = _kinds.get(module)
+    if kind is None:
+        if module in _HELPERS:
+            kind = _HELPER
+        elif module == _OURS or module.startswith(_OURS + "."):
+            kind = _THROUGH
+        elif any(module == prefix or module.startswith(prefix + ".") for prefix in _OWN_PREFIXES):
+            kind = _OWN
+        else:
+            kind = _APP
+        _kinds[module] = kind
+    return kind
+
+
+def attribute(frame: Optional[FrameType]) -> tuple[Optional[str], Optional[str]]:
+    """(caller module, outermost helper module) for a draw made in ``frame``.
+
+    The caller is None for a draw that belongs to timetracer, OpenTelemetry or logging.
+    """
+    helper: Optional[str] = None
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or "__main__"
+        kind = _kind(module)
+        if kind == _APP:
+            return module, helper
+        if kind == _OWN:
+            return None, helper
+        if kind == _HELPER:
+            helper = module
+        frame = frame.f_back
+    return "__main__", helper

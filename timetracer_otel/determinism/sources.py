@@ -1,0 +1,214 @@
+"""Where the app's draws are intercepted, so that names it imported directly are reached too.
+
+- The clock: time-machine swaps the C functions behind ``time.time``, ``time.time_ns``,
+  ``datetime.datetime.now/utcnow/today``, ``datetime.date.today``, ``time.localtime``,
+  ``gmtime`` and ``strftime`` (no argument) and ``clock_gettime(CLOCK_REALTIME)``; each
+  asks the top traveller of its stack for the time. Ours sits at the bottom of that stack
+  (a user's own ``time_machine.travel`` still wins) and answers with the real time outside
+  recorded and replayed requests.
+- UUIDs: ``uuid.uuid1`` and ``uuid.uuid4`` get a new code object, so every reference to
+  them (``from uuid import uuid4``, ``Field(default_factory=uuid.uuid4)``) draws through us.
+- Randomness: ``random.Random.random`` and ``getrandbits`` on the class (every function
+  of the ``random`` module and every ``Random`` instance draws through them),
+  ``os.urandom`` (``secrets``, ``SystemRandom``, salts, tokens). The module-level
+  ``random.random``/``getrandbits`` and ``os.urandom`` are bound objects: they are
+  replaced in the module and in every module that imported them by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import sys
+import threading
+import time
+import types
+import uuid
+from typing import Any, Callable, Optional, Sequence
+
+from timetracer_otel._diagnostics import logger
+
+from .callers import attribute
+from .state import DrawRecorder, DrawReplayer, activate, current, deactivate
+
+__all__ = ["install", "real_time_ns"]
+
+_lock = threading.Lock()
+_installed = False
+_real_time_ns: Callable[[], int] = time.time_ns  # time-machine's original once installed
+
+Fits = Optional[Callable[[Any], bool]]
+
+
+# kind -> its source; os.urandom's depends on the helper it was reached through
+_SOURCE_OF_KIND = {"time": "clock", "uuid1": "uuid", "uuid4": "uuid", "random": "random", "getrandbits": "random"}
+_URANDOM_SOURCE_BY_HELPER = {"uuid": "uuid", "secrets": "secrets", "random": "secrets"}  # random: SystemRandom
+
+
+def _draw(draws: "DrawRecorder | DrawReplayer", kind: str, frame: Any, real: Callable[[], Any], fits: Fits) -> Any:
+    caller, helper = attribute(frame)
+    if caller is None:
+        return real()
+    source = _SOURCE_OF_KIND.get(kind) or _URANDOM_SOURCE_BY_HELPER.get(helper or "", "urandom")
+    if source not in draws.sources:
+        return real()
+    return draws.draw(source, kind, caller, real, fits)
+
+
+def _bare(real: Callable[..., Any], args: tuple) -> Callable[[], Any]:
+    """``real(*args)`` run with no draw state: its inner draws (uuid4's urandom) are its own business."""
+
+    def call() -> Any:
+        token = activate(None)
+        try:
+            return real(*args)
+        finally:
+            deactivate(token)
+
+    return call
+
+
+# --------------------------------------------------------------------------- clock
+class _Clock:
+    """A time-machine traveller: the real time, except for draws in recorded or replayed requests."""
+
+    def time_ns(self) -> int:
+        draws = current()
+        if draws is None:
+            return _real_time_ns()
+        return _draw(draws, "time", sys._getframe(1), _real_time_ns, _is_int)
+
+
+def real_time_ns() -> int:
+    """The real time, whatever travels: for the clock that replay continues after its last recorded value."""
+    return _real_time_ns()
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _install_clock() -> None:
+    global _real_time_ns
+    import _time_machine
+    import time_machine
+
+    if not time_machine.traveller_stack:
+        _time_machine.patch()
+    _real_time_ns = _time_machine.original_time_ns
+    time_machine.traveller_stack.insert(0, _Clock())
+
+
+# --------------------------------------------------------------------------- randomness
+_c_random = random.Random.random  # the C methods, inherited from _random.Random
+_c_getrandbits = random.Random.getrandbits
+_real_urandom = os.urandom
+
+
+def _random(self: random.Random) -> float:
+    draws = current()
+    if draws is None:
+        return _c_random(self)
+    return _draw(draws, "random", sys._getframe(1), lambda: _c_random(self), _is_float)
+
+
+def _getrandbits(self: random.Random, k: int, /) -> int:
+    draws = current()
+    if draws is None:
+        return _c_getrandbits(self, k)
+    return _draw(
+        draws, "getrandbits", sys._getframe(1), lambda: _c_getrandbits(self, k),
+        lambda value: type(value) is int and 0 <= value and value.bit_length() <= k,
+    )  # fmt: skip
+
+
+def _urandom(size: int, /) -> bytes:
+    draws = current()
+    if draws is None:
+        return _real_urandom(size)
+    return _draw(
+        draws, "urandom", sys._getframe(1), lambda: _real_urandom(size),
+        lambda value: type(value) is bytes and len(value) == size,
+    )  # fmt: skip
+
+
+def _is_float(value: Any) -> bool:
+    return type(value) is float
+
+
+def _install_randomness() -> dict[int, tuple[Any, Any]]:
+    """Patch the classes and modules; returns {id(old): (old, new)} for the names bound elsewhere."""
+    old_random, old_getrandbits = random.random, random.getrandbits
+    random.Random.random = _random  # type: ignore[method-assign]
+    random.Random.getrandbits = _getrandbits  # type: ignore[method-assign]
+    random.random, random.getrandbits = random._inst.random, random._inst.getrandbits  # type: ignore[attr-defined]
+    os.urandom = _urandom
+    return {
+        id(old_random): (old_random, random.random),
+        id(old_getrandbits): (old_getrandbits, random.getrandbits),
+        id(_real_urandom): (_real_urandom, _urandom),
+    }
+
+
+# --------------------------------------------------------------------------- uuid
+_real_uuids: dict[str, Callable[..., uuid.UUID]] = {}
+_UUID_CODE = {  # the new bodies; they run with the uuid module's globals
+    "uuid1": ("(node=None, clock_seq=None)", "def uuid1(node=None, clock_seq=None):\n    return _timetracer_uuid('uuid1', node, clock_seq)\n"),
+    "uuid4": ("()", "def uuid4():\n    return _timetracer_uuid('uuid4')\n"),
+}
+
+
+def _uuid(kind: str, *args: Any) -> uuid.UUID:
+    real = _real_uuids[kind]
+    draws = current()
+    if draws is None:
+        return real(*args)
+    return _draw(draws, kind, sys._getframe(1), _bare(real, args), lambda value: isinstance(value, uuid.UUID))
+
+
+def _install_uuids() -> None:
+    uuid.__dict__["_timetracer_uuid"] = _uuid
+    for name, (signature, source) in _UUID_CODE.items():
+        function = getattr(uuid, name)
+        if not isinstance(function, types.FunctionType) or str(inspect.signature(function)) != signature:
+            logger.warning("timetracer: uuid.%s is not the function expected; its values are not recorded", name)
+            continue
+        real = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__, function.__closure__)
+        namespace: dict[str, Any] = {}
+        exec(compile(source, f"<timetracer uuid.{name}>", "exec"), namespace)
+        _real_uuids[name] = real
+        function.__code__ = namespace[name].__code__
+
+
+# --------------------------------------------------------------------------- names imported directly
+def _rebind(replacements: dict[int, tuple[Any, Any]]) -> None:
+    """Replace, in every loaded module but this one, the names bound to a replaced object (``from os import urandom``)."""
+    for module in list(sys.modules.values()):
+        if module is sys.modules[__name__]:
+            continue
+        try:
+            namespace = vars(module)
+        except TypeError:
+            continue
+        if not isinstance(namespace, dict):
+            continue
+        for name, value in list(namespace.items()):
+            hit = replacements.get(id(value))
+            if hit is not None and hit[0] is value:
+                namespace[name] = hit[1]
+
+
+def install(sources: Sequence[str]) -> None:
+    """Intercept the clock, UUIDs and randomness, once per process, if any of ``sources`` is on.
+
+    Outside recorded and replayed requests every function keeps returning real values.
+    """
+    global _installed
+    with _lock:
+        if _installed or not sources:
+            return
+        _installed = True
+        _install_clock()
+        _install_uuids()
+        _rebind(_install_randomness())

@@ -1,0 +1,118 @@
+"""The draws of one request: kept in order while it is recorded, handed back while it is replayed.
+
+Draws are kept per (kind, caller): the app's ``uuid4()`` in its models and SQLAlchemy's
+pool reading the clock are separate streams, so a library that reads the clock once
+more in replay (a new connection) does not shift the values the app gets. The request's
+draw state lives in a contextvar: tasks of one request (``asyncio.gather``) and threads
+started with its context (``run_in_threadpool``) share it, other requests never see it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections import Counter, deque
+from typing import Any, Callable, Iterable, Optional, Union
+
+from timetracer_otel._diagnostics import counters
+from timetracer_otel.cassette.values import decode_value, encode_value
+
+__all__ = ["DrawRecorder", "DrawReplayer", "current", "activate", "deactivate"]
+
+# A request that draws more than this keeps the first ones; the rest are real in replay too.
+MAX_DRAWS_PER_REQUEST = 100_000
+
+Real = Callable[[], Any]
+Fits = Callable[[Any], bool]
+
+
+class DrawRecorder:
+    """Record mode: each value the app draws, with its kind and caller, in the order drawn."""
+
+    def __init__(self, sources: Iterable[str]) -> None:
+        self.sources = frozenset(sources)
+        self.draws: list[tuple[str, str, str, Any]] = []  # (source, kind, caller, value)
+
+    def draw(self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None) -> Any:
+        value = real()
+        if len(self.draws) < MAX_DRAWS_PER_REQUEST:
+            self.draws.append((source, kind, caller, value))  # list.append is atomic: threads of the request may draw
+        else:
+            counters.add("dropped.draws")
+        return value
+
+    def encoded(self) -> list[dict[str, Any]]:
+        """The draws as the cassette stores them."""
+        return [
+            {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
+            for source, kind, caller, value in list(self.draws)
+        ]
+
+
+class DrawReplayer:
+    """Replay mode: each draw gets the next value recorded for its kind and caller.
+
+    A draw with nothing left to give (the replayed code draws more, or differently) is an
+    *extra* draw, counted per source: the clock then continues from the last value handed
+    out plus the real time elapsed since, UUIDs and random values are real.
+    """
+
+    def __init__(self, recorded: Any, sources: Iterable[str], real_clock_ns: Callable[[], int]) -> None:
+        self.sources = frozenset(sources)
+        self.extra: Counter[str] = Counter()
+        self._streams: dict[tuple[str, str], deque[Any]] = {}
+        self._lock = threading.Lock()
+        last_clock: Optional[int] = None
+        for kind, caller, value in _recorded(recorded):
+            self._streams.setdefault((kind, caller), deque()).append(value)
+            if kind == "time" and isinstance(value, int):
+                last_clock = value
+        self._anchor = (last_clock, real_clock_ns())  # (clock value handed out, real time then)
+
+    def draw(self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None) -> Any:
+        with self._lock:
+            stream = self._streams.get((kind, caller))
+            if stream and (fits is None or fits(stream[0])):
+                value = stream.popleft()
+                if kind == "time":
+                    self._anchor = (value, real())
+                return value
+            self.extra[source] += 1
+            now = real()
+            if kind != "time":
+                return now
+            recorded, real_then = self._anchor
+            return now if recorded is None else recorded + max(now - real_then, 0)
+
+
+def _recorded(draws: Any) -> Iterable[tuple[str, str, Any]]:
+    """(kind, caller, value) of each well-formed recorded draw; others are skipped (a draw they
+    would have answered is then an extra draw, and the report says so)."""
+    if not isinstance(draws, list):
+        return
+    for entry in draws:
+        if not isinstance(entry, dict):
+            continue
+        kind, caller = entry.get("kind"), entry.get("caller")
+        if not isinstance(kind, str) or not isinstance(caller, str):
+            continue
+        try:
+            value = decode_value(entry.get("value"))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+        yield kind, caller, value
+
+
+_active: contextvars.ContextVar[Optional[Union[DrawRecorder, DrawReplayer]]] = contextvars.ContextVar(
+    "timetracer_draws", default=None
+)
+
+current = _active.get
+
+
+def activate(draws: Union[DrawRecorder, DrawReplayer, None]) -> contextvars.Token:
+    return _active.set(draws)
+
+
+def deactivate(token: contextvars.Token) -> None:
+    _active.reset(token)
