@@ -139,10 +139,14 @@ def _remember(step: Step, response: httpx.Response, memory: _Memory) -> None:
 
 
 def run_session(base_url: str, steps: list[Step] = STEPS) -> list[Exchange]:
-    """Run ``steps`` against the service at ``base_url``, one after the other."""
+    """Run ``steps`` against the service at ``base_url``, one after the other.
+
+    Each request has a connection of its own: after an exception in the app uvicorn closes
+    the connection its 500 went out on, and a kept-alive connection would race that close.
+    """
     memory = _Memory()
     exchanges: list[Exchange] = []
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+    with httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for step in steps:
             request = client.build_request(
                 step.method,
