@@ -172,6 +172,17 @@ def differences(recorded: Exchange, replayed: Exchange) -> list[str]:
     return found
 
 
+def request_difference(recorded: httpx.Request, replayed: httpx.Request) -> Optional[str]:
+    """How the replayed session's request differs from the recorded one: a value it took from an earlier answer."""
+    parts = {
+        "path": lambda r: r.url.raw_path.decode(),
+        "body": lambda r: r.content,
+        "authorization": lambda r: r.headers.get("authorization"),
+    }
+    changed = [f"{name} recorded {get(recorded)!r:.90}, sent {get(replayed)!r:.90}" for name, get in parts.items() if get(recorded) != get(replayed)]
+    return "request differs (it uses an earlier answer): " + "; ".join(changed) if changed else None
+
+
 def report_blocks(stderr: str) -> list[str]:
     """The ``timetracer [OK]/[DIFF] replayed ...`` reports in a server's log, each with its indented lines."""
     blocks: list[list[str]] = []
@@ -208,6 +219,7 @@ def replay_failures(recording: Recording, replayed: list[Exchange], stderr: str)
         if not found:
             continue
         lines = [f"[{index}] {old.step.name}: {new.request.method} {new.request.url.raw_path.decode()}", *(f"    {d}" for d in found)]
+        lines.append(f"    {request_difference(old.request, new.request) or ''}")
         if len(reports) == len(replayed):
             lines.extend(f"    {line}" for line in reports[index].splitlines())
             lines.append(_whose_cassette(reports[index], index, recording) or "")
