@@ -26,12 +26,14 @@ from typing import Any, Iterator, Optional
 import httpx
 import psycopg
 import pytest
+import redis
 from _real_service_session import HEALTH_PATH, STEPS, Exchange, run_session
 from _replay import _SET_BY_SERVER, FreshServer, serving_process
 from conftest import running_upstream
 
 APPS_DIR = Path(__file__).parent / "apps"
 BIN = Path(sys.executable).parent
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:{port}/3"
 _UVICORN = ["--app-dir", str(APPS_DIR), "--log-level", "warning"]
@@ -56,13 +58,27 @@ def closed_port() -> int:
 def postgres_schema() -> Iterator[str]:
     """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards (other tests share the database)."""
     schema = f"real_service_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
         yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def redis_namespace() -> Iterator[str]:
+    """A key prefix of the service's own in the shared Redis; its keys are deleted afterwards."""
+    prefix = f"real-service-{uuid.uuid4().hex[:12]}:"
+    client = redis.Redis.from_url(REDIS.format(port=6379))
+    try:
+        yield prefix
+    finally:
+        stale = list(client.scan_iter(match=f"{prefix}*"))
+        if stale:
+            client.delete(*stale)
+        client.close()
 
 
 def service_env(launcher: str, mode: str, cassettes: Path, database_url: str, redis_url: str, rates_url: str, prefix: str) -> dict[str, str]:
@@ -118,15 +134,15 @@ class Recording:
 
 def cassettes_by_step(directory: Path) -> dict[str, int]:
     """Cassette path -> step index; requests were sent one at a time, so recording order is step order."""
-    paths = [p for p in directory.rglob("*.json")]
+    paths = list(directory.rglob("*.json"))
     recorded_at = {p: json.loads(p.read_text("utf-8"))["recorded_at"] for p in paths}
     return {str(p): index for index, p in enumerate(sorted(paths, key=recorded_at.__getitem__))}
 
 
 def record(launcher: str, directory: Path) -> Recording:
     """Run the session against the service with PostgreSQL, Redis and the rates API up; check what it answered."""
-    cassettes, prefix = directory / "cassettes", f"real-service-{uuid.uuid4().hex[:12]}:"
-    with postgres_schema() as database_url, running_upstream() as rates:
+    cassettes = directory / "cassettes"
+    with postgres_schema() as database_url, redis_namespace() as prefix, running_upstream() as rates:
         env = service_env(launcher, "record", cassettes, database_url, REDIS.format(port=6379), rates.url, prefix)
         with running_service(launcher, env) as server:
             exchanges = run_session(server.url)
