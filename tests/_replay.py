@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -84,8 +85,12 @@ class FreshServer:
 def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path] = None) -> Iterator[FreshServer]:
     """``command --fd N`` in a fresh process with exactly ``env``, serving on a socket bound
     here (connectable at once). The process is terminated after the block; then ``stderr``
-    holds what it printed."""
-    with socket.socket() as sock:
+    holds what it printed.
+
+    Its output goes to files, not pipes: nobody reads a pipe before the process ends, and a
+    server that logs more than a pipe holds (64 KiB: a few tracebacks) would block in its
+    logging call, mid-request."""
+    with socket.socket() as sock, tempfile.TemporaryFile("w+") as stderr:
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
         process = subprocess.Popen(
@@ -93,8 +98,8 @@ def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path]
             env=env,
             cwd=cwd,
             pass_fds=[sock.fileno()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
             text=True,
         )
         server = FreshServer(f"http://127.0.0.1:{sock.getsockname()[1]}", process)
@@ -103,7 +108,9 @@ def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path]
         finally:
             if process.poll() is None:
                 process.terminate()
-            server.stderr = process.communicate(timeout=30)[1]
+            process.wait(timeout=30)
+            stderr.seek(0)
+            server.stderr = stderr.read()
 
 
 def uvicorn_process(env: dict[str, str], app: str = "replay_app:create_app") -> contextlib.AbstractContextManager[FreshServer]:
