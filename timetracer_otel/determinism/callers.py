@@ -3,8 +3,9 @@
 ``uuid.uuid4()`` draws from ``os.urandom`` and ``secrets.token_hex()`` from
 ``random.SystemRandom``: the caller is the first module outside those helpers (the app's
 own code, SQLAlchemy's column defaults, argon2's salt), and the outermost helper names
-the source. Draws by timetracer, OpenTelemetry and ``logging`` have no caller: their
-timestamps and ids stay real.
+the source. Draws by timetracer, OpenTelemetry, ``logging`` and SQLAlchemy's connection
+pool (the time a connection was opened: replay opens its connections anew) have no
+caller: they stay real.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ __all__ = ["attribute"]
 
 _HELPERS = frozenset({"random", "secrets", "uuid"})
 _OURS = "timetracer_otel.determinism"  # the patched functions themselves: looked through, like a helper
-_OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging")
+_OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging", "sqlalchemy.pool")
 
 _APP, _HELPER, _THROUGH, _OWN = range(4)
 _kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
@@ -40,7 +41,7 @@ def _kind(module: str) -> int:
 def attribute(frame: Optional[FrameType]) -> tuple[Optional[str], Optional[str]]:
     """(caller module, outermost helper module) for a draw made in ``frame``.
 
-    The caller is None for a draw that belongs to timetracer, OpenTelemetry or logging.
+    The caller is None for a draw that stays real (timetracer's, OpenTelemetry's, ...).
     """
     helper: Optional[str] = None
     while frame is not None:
