@@ -44,6 +44,9 @@ LAUNCHERS = {
 }
 _NO_EXPORT = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
 _STARTUP_SECONDS = 30
+# The second replay server runs two hours ahead (Debian's libfaketime): hour-window keys, token
+# expiry and timestamps must still be the recorded ones. Monotonic clocks stay real (timeouts).
+_LATER = ["faketime", "-f", "+2h"]
 
 
 # --------------------------------------------------------------------------- backends
@@ -112,10 +115,13 @@ def _ready(server: FreshServer) -> bool:
 
 
 @contextlib.contextmanager
-def running_service(launcher: str, env: dict[str, str]) -> Iterator[FreshServer]:
-    """The service in a fresh process, serving once its lifespan start-up is done; stopped
-    (SIGTERM: uvicorn's shutdown flushes the cassettes) after the block, then ``stderr`` is set."""
-    with serving_process(LAUNCHERS[launcher], env, cwd=APPS_DIR) as server:
+def running_service(launcher: str, env: dict[str, str], later: bool = False) -> Iterator[FreshServer]:
+    """The service in a fresh process (its clock two hours ahead if ``later``), serving once its
+    lifespan start-up is done; stopped (SIGTERM: uvicorn's shutdown flushes the cassettes) after
+    the block, then ``stderr`` is set."""
+    command = [*_LATER, *LAUNCHERS[launcher]] if later else LAUNCHERS[launcher]
+    env = {**env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"} if later else env
+    with serving_process(command, env, cwd=APPS_DIR) as server:
         if _ready(server):
             yield server
             return
@@ -244,10 +250,11 @@ def replay_failures(recording: Recording, replayed: list[Exchange], stderr: str)
 
 
 def replay_twice(recording: Recording) -> list[str]:
-    """Replay the session in two fresh replay servers, one after the other; what differed in each."""
+    """Replay the session in two fresh replay servers, one after the other, the second two hours
+    later by its clock; what differed in each."""
     failures: list[str] = []
     for run in (1, 2):
-        with running_service(recording.launcher, recording.env) as server:
+        with running_service(recording.launcher, recording.env, later=run == 2) as server:
             replayed = run_session(server.url)
         differing = replay_failures(recording, replayed, server.stderr)
         if differing:
