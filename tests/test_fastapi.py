@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import httpx
 import pytest
@@ -11,6 +11,7 @@ from conftest import Upstream, load_cassettes
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
+from timetracer_otel.capture.asgi import route_template
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.fastapi import auto_setup
 
@@ -45,6 +46,15 @@ def _app(upstream: Upstream, config: TraceConfig) -> FastAPI:
         return {"order_id": order_id}
 
     app.include_router(orders)
+    # Routers included in routers, as services lay out their API (FastAPI 0.165 keeps them nested).
+    invoices, api = APIRouter(prefix="/invoices"), APIRouter(prefix="/api/v2")
+
+    @invoices.get("/{invoice_id}")
+    def get_invoice(invoice_id: str) -> dict[str, str]:
+        return {"invoice_id": invoice_id}
+
+    api.include_router(invoices)
+    app.include_router(api)
     admin = FastAPI()
 
     @admin.get("/stats/{name}")
@@ -73,9 +83,10 @@ def _only_cassette(directory: Path) -> tuple[dict[str, Any], str]:
     [
         ("/users/42", "/users/{user_id}", "users_user_id", {"user_id": 42, "login": "octocat"}),
         ("/api/v1/orders/A-9", "/api/v1/orders/{order_id}", "api_v1_orders_order_id", {"order_id": "A-9"}),
+        ("/api/v2/invoices/7", "/api/v2/invoices/{invoice_id}", "api_v2_invoices_invoice_id", {"invoice_id": "7"}),
         ("/admin/stats/cpu", "/admin/stats/{name}", "admin_stats_name", {"stat": "cpu"}),
     ],
-    ids=["path-param", "router-prefix", "mounted-app"],
+    ids=["path-param", "router-prefix", "nested-routers", "mounted-app"],
 )
 def test_the_route_template_names_the_cassette(
     base_url: str, cassette_dir: Path, path: str, route: str, name: str, body: dict[str, Any]
@@ -130,3 +141,17 @@ def test_an_unhandled_exception_is_recorded_as_500(base_url: str, cassette_dir: 
     assert doc["error"] == {"type": "RuntimeError", "message": "kaboom"}
     (server,) = [span for span in doc["spans"] if span["kind"] == "SERVER"]
     assert server["status"]["code"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [("GET", "/api/v2/invoices/8", "/api/v2/invoices/{invoice_id}"), ("GET", "/api/v1/orders/B-1", "/api/v1/orders/{order_id}"),
+     ("POST", "/api/v2/invoices/8", "/api/v2/invoices/{invoice_id}"), ("GET", "/api/v3/nothing", None)],
+)  # fmt: skip
+def test_before_routing_the_route_is_found_through_nested_routers(
+    upstream: Upstream, record_config: TraceConfig, method: str, path: str, route: Optional[str]
+) -> None:
+    """Replay chooses a cassette before the app routes the request: the template must be found the same way."""
+    app = _app(upstream, record_config)
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "app": app, "headers": [], "query_string": b""}
+    assert route_template(scope, dict(scope)) == route

@@ -31,12 +31,32 @@ def _latin1_headers(raw: Any) -> list[tuple[str, str]]:
     return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
 
 
+def _route_matches(route: Any, scope: Scope) -> tuple[Any, Scope]:
+    """``route.matches(scope)``, also for FastAPI's effective route contexts, which hold a compiled
+    path and methods but no ``matches``."""
+    from starlette.routing import Match, get_route_path
+
+    if hasattr(route, "matches"):
+        return route.matches(scope)
+    found = route.path_regex.match(get_route_path(scope))
+    if found is None:
+        return Match.NONE, {}
+    methods = getattr(route, "methods", None)
+    return (Match.FULL if not methods or scope.get("method") in methods else Match.PARTIAL), {}
+
+
 def _match_routes(routes: Any, scope: Scope) -> Optional[str]:
     from starlette.routing import Match, Mount
 
     partial: Optional[str] = None
     for route in routes:
-        match, child = route.matches(scope)
+        nested = getattr(route, "effective_candidates", None)  # FastAPI's included router, kept nested since 0.165
+        if callable(nested):
+            path = _match_routes(nested(), scope)
+            if path is not None:
+                return path
+            continue
+        match, child = _route_matches(route, scope)
         if match == Match.NONE:
             continue
         path = getattr(route, "path", None)
@@ -49,6 +69,15 @@ def _match_routes(routes: Any, scope: Scope) -> Optional[str]:
     return partial
 
 
+def _fastapi_route(scope: Scope) -> Optional[str]:
+    """The template FastAPI routed to, its included routers' prefixes and all: since 0.165 the
+    matched route's own ``path`` lacks them (``/items/{id}`` for ``/api/v1/items/{id}``)."""
+    state = scope.get("fastapi")
+    context = state.get("effective_route_context") if isinstance(state, dict) else None
+    path = getattr(context, "path_format", None)
+    return path if isinstance(path, str) else None
+
+
 def route_template(scope: Scope, original_scope: Scope) -> Optional[str]:
     """The route template that served ``scope`` (``/users/{user_id:int}``), if it can be known.
 
@@ -56,14 +85,18 @@ def route_template(scope: Scope, original_scope: Scope) -> Optional[str]:
     """
     route = scope.get("route")
     mounted = scope.get("root_path") != original_scope.get("root_path")  # its path lacks the Mount prefix
-    if route is not None and isinstance(getattr(route, "path", None), str) and not mounted:
-        return route.path  # Starlette and FastAPI put the matched route on the scope
+    if route is not None and not mounted:
+        fastapi_path = _fastapi_route(scope)
+        if fastapi_path is not None:
+            return fastapi_path
+        if isinstance(getattr(route, "path", None), str):
+            return route.path  # Starlette and FastAPI put the matched route on the scope
     routes = getattr(original_scope.get("app"), "routes", None)
     if routes is None:
         return None
     try:
         return _match_routes(routes, original_scope)
-    except ImportError:
+    except (ImportError, AttributeError, TypeError):
         return None
 
 
