@@ -3,9 +3,10 @@
     .venv/bin/python bench/run.py [--quick] [--json results.json]
 
 Runs bench/overhead.py (four modes through uvicorn, memory, cassette I/O threads),
-bench/matching.py (replay matching per call) and bench/exporter.py (writer throughput,
-slow disk, drops) with their default settings, or shorter ones with ``--quick`` (a smoke
-run: its figures are not stable). Prints the machine's load before and after: other
+bench/matching.py (replay matching per call), bench/exporter.py (writer throughput,
+slow disk, drops) and bench/draws.py (clock, UUID and random calls, last: it patches
+them in its process) with their default settings, or shorter ones with ``--quick`` (a
+smoke run: its figures are not stable). Prints the machine's load before and after: other
 work on the machine makes every figure worse, and the ratios noisier.
 """
 
@@ -18,6 +19,7 @@ import platform
 import time
 from pathlib import Path
 
+import draws
 import exporter
 import matching
 import overhead
@@ -46,12 +48,14 @@ def main() -> None:
         ),
         "matching": matching.measure(),
         "exporter": exporter.measure(seconds=1.0 if quick else 5.0, delays_ms=[0.0, 2.0, 20.0]),
+        "draws": draws.measure(calls=5_000 if quick else 50_000),
     }
     after = _machine()
     sections = [
         ("Requests through uvicorn (overhead.py)", overhead.report(results["overhead"])),
         ("Replay matching (matching.py)", matching.report(results["matching"])),
         ("Cassette exporter (exporter.py)", exporter.report(results["exporter"])),
+        ("The app's draws (draws.py)", draws.report(results["draws"])),
     ]
     for title, lines in sections:
         print(f"\n== {title}")
