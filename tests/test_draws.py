@@ -43,13 +43,13 @@ def _replay_in_process(cassette_dir: Path, sent: list[Sent], **env: str) -> tupl
     return responses, server.stderr
 
 
-def test_every_source_replays_identically_through_names_imported_directly(cassette_dir: Path) -> None:
+def _replays_identically(cassette_dir: Path, sources: list[str], **env: str) -> None:
     """Two requests per source: each got real, different values when recorded; replay, twice, gives each its own back."""
-    sent: list[Sent] = [("GET", f"/draw/{source}/{n}", {}) for source in _SOURCES for n in (1, 2)]
+    sent: list[Sent] = [("GET", f"/draw/{source}/{n}", {}) for source in sources for n in (1, 2)]
     sent += [("GET", "/gather/1", {})]
-    recorded = _record_in_process(cassette_dir, sent)
-    for source in _SOURCES:
-        first, second = (r.json() for r in recorded[2 * _SOURCES.index(source) : 2 * _SOURCES.index(source) + 2])
+    recorded = _record_in_process(cassette_dir, sent, **env)
+    for index, source in enumerate(sources):
+        first, second = (r.json() for r in recorded[2 * index : 2 * index + 2])
         varying = [key for key in first if first[key] != second[key]]
         assert varying, f"{source}: two requests drew the same values, nothing was drawn"
     for _ in range(2):
@@ -59,8 +59,28 @@ def test_every_source_replays_identically_through_names_imported_directly(casset
         assert "extra draws" not in log
 
 
+def test_every_source_replays_identically_through_names_imported_directly(cassette_dir: Path) -> None:
+    _replays_identically(cassette_dir, [source for source in _SOURCES if source != "secrets"])
+
+
+def test_secrets_draws_are_hidden_in_the_cassette_and_replay_with_fresh_values(cassette_dir: Path) -> None:
+    """Tokens drawn from ``secrets`` never reach the cassette in clear: replay gives new ones and says so."""
+    (recorded,) = _record_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
+    (cassette,) = load_cassettes(cassette_dir)
+    assert {d["source"] for d in cassette["draws"]} == {"secrets"}
+    assert {json.dumps(d["value"]) for d in cassette["draws"]} == {'"[REDACTED]"'}
+    assert _b64_of_hex(recorded.json()["token_hex"]) not in json.dumps(cassette)
+    (replayed,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
+    assert replayed.json()["token_hex"] != recorded.json()["token_hex"]
+    assert re.search(r"extra draws \(not recorded, real values given\): secrets=[1-9]", log)  # choice() may draw again
+
+
+def test_with_redaction_off_secrets_draws_replay_identically(cassette_dir: Path) -> None:
+    _replays_identically(cassette_dir, ["secrets"], TIMETRACER_REDACT="false")
+
+
 def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_dir: Path) -> None:
-    recorded = _record_in_process(cassette_dir, [("GET", "/draw/uuid/1", {}), ("GET", "/draw/secrets/1", {})])
+    recorded = _record_in_process(cassette_dir, [("GET", "/draw/uuid/1", {}), ("GET", "/draw/urandom/1", {})])
     by_path = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     uuids = by_path["/draw/uuid/1"]["draws"]
     assert [(d["source"], d["kind"], d["caller"]) for d in uuids] == [
@@ -68,9 +88,9 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
         ("uuid", "uuid4", "draws_app"), ("clock", "time", "draws_app"),  # the model's id and created_at
     ]  # fmt: skip
     assert [d["value"] for d in uuids if d["kind"] == "uuid4"][0] == {"$type": "uuid", "value": recorded[0].json()["uuid4"]}
-    secret = by_path["/draw/secrets/1"]["draws"]
-    assert {d["source"] for d in secret} == {"secrets"}
-    assert secret[0]["value"] == {"$type": "bytes", "base64": _b64_of_hex(recorded[1].json()["token_hex"])}
+    urandom = by_path["/draw/urandom/1"]["draws"]
+    assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2
+    assert urandom[0]["value"] == {"$type": "bytes", "base64": _b64_of_hex(recorded[1].json()["urandom"])}
 
 
 def _b64_of_hex(text: str) -> str:

@@ -273,7 +273,15 @@ class Redactor:
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
             self.span(span, secrets.get(int(span["span_id"], 16), ()) if span.get("span_id") else ())
+        self.draws(doc.get("draws"))
         return doc
+
+    def draws(self, draws: Any) -> None:
+        """Values drawn from ``secrets`` (or ``random.SystemRandom``) are tokens and keys: hidden.
+        In replay such a draw finds no value and gets a fresh one (an extra draw)."""
+        for draw in draws if isinstance(draws, list) else ():
+            if isinstance(draw, dict) and draw.get("source") == "secrets":
+                draw["value"] = REDACTED
 
 
 def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:

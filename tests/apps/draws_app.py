@@ -74,7 +74,7 @@ def _random() -> dict[str, Any]:
     return {
         "random": random_float(), "choice": choice("abcdefgh"), "randint": randint(1, 10**6), "getrandbits": getrandbits(64),
         "shuffle": deck, "sample": random.sample(range(100), 5), "gauss": random.gauss(0, 1), "instance": RNG.random(),
-        "new_instance": random.Random().randint(1, 10**6), "system": SYSTEM.random(),
+        "new_instance": random.Random().randint(1, 10**6),
     }  # fmt: skip
 
 
@@ -85,7 +85,7 @@ def _urandom() -> dict[str, Any]:
 def _secrets() -> dict[str, Any]:
     return {
         "token_hex": token_hex(8), "token_bytes": token_bytes(8).hex(), "urlsafe": secrets.token_urlsafe(8),
-        "choice": secrets.choice("abcdef"), "randbelow": secrets.randbelow(1000),
+        "choice": secrets.choice("abcdef"), "randbelow": secrets.randbelow(1000), "system_random": SYSTEM.random(),
     }  # fmt: skip
 
 
