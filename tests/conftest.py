@@ -213,12 +213,19 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
 
 
 # --------------------------------------------------------------------------- cassettes
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests' secret key lives (made by the first recording), never the developer's own key."""
+    return tmp_path_factory.mktemp("timetracer-key") / "key"
+
+
 @pytest.fixture(autouse=True)
-def _clean_timetracer_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see no TIMETRACER_* variables from the developer's shell."""
+def _clean_timetracer_env(monkeypatch: pytest.MonkeyPatch, key_file: Path) -> None:
+    """Tests see no TIMETRACER_* variables from the developer's shell; the secret key is the tests' own."""
     for name in list(os.environ):
         if name.startswith("TIMETRACER_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(key_file))
 
 
 def load_cassettes(directory: Path) -> list[dict[str, Any]]:
