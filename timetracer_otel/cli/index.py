@@ -81,6 +81,7 @@ class CassetteIndex:
         self.entries: dict[str, dict[str, Any]] = {}
         self.problems: dict[str, str] = {}  # key -> why the file is not a usable cassette
         self._paths: dict[str, CassetteFile] = {}
+        self._real_root: Optional[str] = None
 
     def _local_dir(self) -> bool:
         return self.location is not None and self.location.is_dir()
@@ -172,10 +173,11 @@ class CassetteIndex:
 
     def _inside(self, path: CassetteFile) -> bool:
         """False for a link that leads out of the directory: its target is never read."""
-        if not self._local_dir():  # one file, or a URL: everything found is what was asked for
-            return True
-        root = os.path.realpath(self.root)
-        return os.path.realpath(path).startswith(root + os.sep)
+        if self._real_root is None:
+            if not self._local_dir():  # one file, or a URL: everything found is what was asked for
+                return True
+            self._real_root = os.path.realpath(self.root)  # once: a scan asks for every new file
+        return os.path.realpath(path).startswith(self._real_root + os.sep)
 
     def path_of(self, key: str) -> Optional[CassetteFile]:
         """The file of a key found by the last scan, or None (unknown keys never become paths)."""
