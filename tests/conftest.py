@@ -103,6 +103,9 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
                     "content_type": self.headers.get("Content-Type"),
                 }
                 self._send(200, json.dumps(echo).encode())
+            elif route == "/auth":  # the one right password is "right"
+                right = json.loads(body or b"{}").get("password") == "right"
+                self._send(200 if right else 401, json.dumps({"authenticated": right}).encode())
             elif route == "/gzip":
                 self._send(
                     200,

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -67,7 +68,14 @@ def _create(path: Path) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=16)
+_found: dict[tuple[Optional[str], Optional[str], bool], Optional[Key]] = {}
+_found_lock = threading.Lock()
+
+
+class _Absent(Exception):
+    """No key file yet: asked again next time, as recording may make one meanwhile."""
+
+
 def _load(secret_key: Optional[str], key_file: Optional[str], create: bool) -> Optional[Key]:
     if secret_key:
         return Key(secret_key.encode("utf-8"), "TIMETRACER_SECRET_KEY")
@@ -78,7 +86,7 @@ def _load(secret_key: Optional[str], key_file: Optional[str], create: bool) -> O
             created = _create(path)
         text = path.read_text("ascii").strip()
     except FileNotFoundError:
-        return None
+        raise _Absent() from None
     except (OSError, UnicodeDecodeError) as exc:
         logger.warning("timetracer: the secret key file %s cannot be used (%s): requests are not fingerprinted", path, exc)
         return None
@@ -94,6 +102,15 @@ def _load(secret_key: Optional[str], key_file: Optional[str], create: bool) -> O
 def key_for(config: "TraceConfig", create: bool = False) -> Optional[Key]:
     """The key ``config`` names, or None when there is none; ``create``: make the key file if missing (recording).
 
-    Looked up once per process and setting; problems are logged once, never raised.
+    Found once per process and setting (a key file that does not exist yet is looked for
+    again); problems are logged once, never raised.
     """
-    return _load(config.secret_key, config.key_file, create)
+    setting = (config.secret_key, config.key_file, create)
+    with _found_lock:
+        if setting in _found:
+            return _found[setting]
+        try:
+            key = _found[setting] = _load(*setting)
+        except _Absent:
+            return None
+        return key
