@@ -216,10 +216,16 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
 
 
 # --------------------------------------------------------------------------- cassettes
-@pytest.fixture(scope="session")
-def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the tests' secret key lives (made by the first recording), never the developer's own key."""
-    return tmp_path_factory.mktemp("timetracer-key") / "key"
+@pytest.fixture(scope="session", autouse=True)
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the tests' secret key lives (made by the first recording), never the developer's own key: set
+    for the whole session, so module fixtures that record use it too, and so do processes started without
+    TIMETRACER_* variables (the default key file is under XDG_CONFIG_HOME)."""
+    path = tmp_path_factory.mktemp("config") / "timetracer" / "key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIMETRACER_KEY_FILE", str(path))
+        patch.setenv("XDG_CONFIG_HOME", str(path.parent.parent))
+        yield path
 
 
 @pytest.fixture(autouse=True)

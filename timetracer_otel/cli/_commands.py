@@ -17,7 +17,7 @@ from timetracer_otel.config import COMPRESSIONS
 
 from . import _render
 from .diff import DEFAULT_IGNORED, diff_cassettes
-from .index import CassetteIndex
+from .index import CassetteIndex, listing
 from .query import SORT_KEYS, Filters, select
 from .search import matches
 
@@ -141,7 +141,7 @@ def list_command(directory: str, filters: Filters, sort: str, desc: bool, limit:
     index = _index(directory)
     rows = select(index.entries.values(), filters, sort, desc, limit)
     if as_json:
-        _print_json(rows)
+        _print_json([listing(row) for row in rows])
         return
     sys.stdout.write("\n".join(_render.list_lines(rows)) + "\n")
     click.echo(f"{len(rows)} of {len(index.entries)} cassettes", err=True)
@@ -209,7 +209,7 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
         except CassetteError:  # changed since the scan
             continue
         if places:
-            found.append({**entry, "matches": places})
+            found.append({**listing(entry), "matches": places})
     if as_json:
         _print_json(found)
         return

@@ -22,15 +22,18 @@ from timetracer_otel.cassette.storage import replace
 from timetracer_otel.replayers.matching import body_digest
 from timetracer_otel.replayers.session import recorded_views
 
-__all__ = ["INDEX_NAME", "FIELDS", "CassetteIndex", "summarise"]
+__all__ = ["INDEX_NAME", "FIELDS", "LISTED", "CassetteIndex", "listing", "summarise"]
 
 INDEX_NAME = ".timetracer-index"  # no .json suffix: it is not a cassette, and a dot file is skipped by scans
 _INDEX_VERSION = 2  # 2: a cassette whose calls cannot be replayed is a problem; body digest and fingerprint
 _OUTSIDE = "is a link to a file outside the cassette directory"
-FIELDS = (
-    "key", "id", "recorded_at", "service", "method", "path", "route", "query", "status", "duration_ms", "calls", "error",
-    "body_digest", "fingerprint",
-)  # fmt: skip
+LISTED = ("key", "id", "recorded_at", "service", "method", "path", "route", "query", "status", "duration_ms", "calls", "error")
+FIELDS = (*LISTED, "body_digest", "fingerprint")  # the last two choose a request's cassette in replay
+
+
+def listing(entry: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an index entry that listings show."""
+    return {name: entry[name] for name in LISTED}
 
 
 def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
