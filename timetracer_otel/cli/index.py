@@ -3,9 +3,10 @@
 Listing 50,000 cassettes, or starting to replay them, must not mean parsing 50,000 JSON
 files. The index keeps each cassette's summary keyed by its path relative to the
 directory, with the file's mtime and size; a scan stats every file and re-reads (and
-checks, as replay would) only those that are new or changed, and drops those that are gone. Files are found with :func:`cassette_files` and read with
-:func:`load_cassette`, so whatever locations those accept, the index accepts: ``.json`` and
-``.json.gz`` files, and ``s3://`` prefixes. Remote objects are not stat'ed and no index is
+checks, as replay would) only those that are new or changed, and drops those that are
+gone. Files are found with :func:`cassette_files` and read with :func:`load_cassette`, so
+whatever locations those accept, the index accepts: ``.json`` and ``.json.gz`` files, and
+``s3://`` prefixes. Remote objects are not stat'ed and no index is
 saved beside them: they are re-read on every scan.
 """
 
