@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import json
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -218,10 +219,13 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
 # --------------------------------------------------------------------------- cassettes
 @pytest.fixture(scope="session", autouse=True)
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the tests' secret key lives (made by the first recording), never the developer's own key: set
+    """The tests' secret key, never the developer's own key: set
     for the whole session, so module fixtures that record use it too, and so do processes started without
     TIMETRACER_* variables (the default key file is under XDG_CONFIG_HOME)."""
     path = tmp_path_factory.mktemp("config") / "timetracer" / "key"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(secrets.token_hex(32) + "\n", "ascii")  # made here: the console lines tests expect stay alone
+    path.chmod(0o600)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TIMETRACER_KEY_FILE", str(path))
         patch.setenv("XDG_CONFIG_HOME", str(path.parent.parent))

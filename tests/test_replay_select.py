@@ -4,6 +4,7 @@ secrets told apart by their fingerprint, cassettes read when chosen, and an hone
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import datetime
 from pathlib import Path
@@ -89,13 +90,32 @@ def test_a_wrong_and_a_right_password_are_told_apart_by_their_fingerprint(
         assert re.fullmatch(rf"hmac-sha256:{key_id}:[0-9a-f]{{64}}", doc["request"]["fingerprint"])
     assert wrong["request"]["fingerprint"] != right["request"]["fingerprint"]
     assert not any('"right"' in path.read_text("utf-8") for path in (wrong_path, right_path))
-    assert (key_file.stat().st_mode & 0o777, cassette_dir in key_file.parents) == (0o600, False)
 
     replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), [_login("right"), _login("wrong")])
     assert [r.cassette_id for r in reports] == [right["id"], wrong["id"]]
     assert_same_response(recorded[1], replayed[0])
     assert_same_response(recorded[0], replayed[1])
     assert all(r.ok and not r.notes for r in reports)
+
+
+def test_the_first_recording_makes_the_key_outside_the_cassette_directory(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """By default in $XDG_CONFIG_HOME/timetracer: 32 random bytes in hex, mode 0600 in a 0700 directory, its
+    location logged once; the cassettes name its id."""
+    monkeypatch.delenv("TIMETRACER_KEY_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    key_file = tmp_path / "config" / "timetracer" / "key"
+    with caplog.at_level(logging.INFO, logger="timetracer"):
+        record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text("ascii"))
+    assert (key_file.stat().st_mode & 0o777, key_file.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert [r.getMessage() for r in caplog.records if "secret key" in r.getMessage()] == [
+        f"timetracer: created the secret key {key_file} (keep it: replay needs it to tell requests apart by their secrets)"
+    ]
+    key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
+    assert {doc["request"]["fingerprint"].split(":")[1] for _, doc in _in_recording_order(cassette_dir)} == {key_id}
 
 
 @pytest.mark.parametrize("without", ["no key", "another key"])

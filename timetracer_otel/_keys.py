@@ -4,8 +4,8 @@ One key serves everything timetracer keys (the request fingerprints today), so i
 in one place: ``TIMETRACER_SECRET_KEY`` when set, else a key file kept outside every
 cassette directory (``TIMETRACER_KEY_FILE``, by default ``$XDG_CONFIG_HOME/timetracer/key``
 or ``~/.config/timetracer/key``). Recording makes the file on first use (32 random bytes,
-hex, mode 0600, created atomically so concurrent processes agree on one key); replay only
-reads it. The key id, a short keyed hash, is stored beside what the key produced, so a
+hex, mode 0600, created atomically so concurrent processes agree on one key, its location
+logged by the process that made it); replay only reads it. The key id, a short keyed hash, is stored beside what the key produced, so a
 process holding another key knows its results cannot be compared.
 """
 
@@ -93,9 +93,8 @@ def _load(secret_key: Optional[str], key_file: Optional[str], create: bool) -> O
     if not text:
         logger.warning("timetracer: the secret key file %s is empty: requests are not fingerprinted", path)
         return None
-    if create:  # said once per process that records: where the key to keep is
-        verb = "created the secret key" if created else "request fingerprints use the secret key in"
-        logger.info("timetracer: %s %s (keep it: replay needs it to tell requests apart by their secrets)", verb, path)
+    if created:
+        logger.info("timetracer: created the secret key %s (keep it: replay needs it to tell requests apart by their secrets)", path)
     return Key(text.encode("utf-8"), str(path))
 
 
