@@ -68,7 +68,7 @@ def _create(path: Path) -> bool:
     return True
 
 
-_found: dict[tuple[Optional[str], Optional[str], bool], Optional[Key]] = {}
+_found: dict[tuple[Optional[str], str, bool], Optional[Key]] = {}
 _found_lock = threading.Lock()
 
 
@@ -76,10 +76,10 @@ class _Absent(Exception):
     """No key file yet: asked again next time, as recording may make one meanwhile."""
 
 
-def _load(secret_key: Optional[str], key_file: Optional[str], create: bool) -> Optional[Key]:
+def _load(secret_key: Optional[str], key_file: str, create: bool) -> Optional[Key]:
     if secret_key:
         return Key(secret_key.encode("utf-8"), "TIMETRACER_SECRET_KEY")
-    path = Path(key_file) if key_file else default_key_file()
+    path = Path(key_file)
     created = False
     try:
         if create and not path.exists():
@@ -104,7 +104,7 @@ def key_for(config: "TraceConfig", create: bool = False) -> Optional[Key]:
     Found once per process and setting (a key file that does not exist yet is looked for
     again); problems are logged once, never raised.
     """
-    setting = (config.secret_key, config.key_file, create)
+    setting = (config.secret_key, config.key_file or str(default_key_file()), create)
     with _found_lock:
         if setting in _found:
             return _found[setting]
