@@ -14,6 +14,8 @@ from typing import Any, Optional
 import orjson
 
 from timetracer_otel._diagnostics import counters, logger
+from timetracer_otel._fingerprint import fingerprint
+from timetracer_otel._keys import key_for
 from timetracer_otel.cassette.location import CassetteFile, join
 from timetracer_otel.cassette.naming import cassette_relpath
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
@@ -32,10 +34,17 @@ _REMEMBERED_PATHS = 4096
 
 
 def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[str, Any]:
-    """Build the cassette document and redact it as ``config`` says."""
+    """Build the cassette document and redact it as ``config`` says.
+
+    Before redaction, the request gets the fingerprint of what redaction removes from it,
+    so replay can tell apart requests that differ only in their secrets.
+    """
     doc = build_document(recording, config.max_body_bytes)
     redactor = redactor_for(config)
     if redactor is not None:
+        key = key_for(config, create=True)
+        if key is not None:
+            doc["request"]["fingerprint"] = fingerprint(redactor.secrets(doc["request"]), key)
         redactor.document(doc, recording.secrets)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)

@@ -1,78 +1,30 @@
 """Replay mode for the ASGI middleware: each incoming request runs with its cassette.
 
 ``TIMETRACER_CASSETTE`` names one cassette (every request replays it) or a directory:
-then each request replays the cassette recorded for the same method and route (the
-exact path preferred) and, where several differ by body, the same body. Cassettes are
-loaded when the middleware is built, so a missing or broken one stops the app at start.
+then :class:`~.selection.CassetteLibrary` chooses each request's cassette. The library is
+built when the middleware is, so a missing or broken cassette stops the app at start.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from itertools import count
-from typing import Any, Optional
+from typing import Optional
 
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
-from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send, route_template
+from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.cassette.body import BodySink
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
-from timetracer_otel.redaction import redactor_for
 
-from .matching import http_view, live_http_view
 from .report import ReplayReport, compare_response, remember
-from .session import RecordedViews, ReplaySession, activate, deactivate, recorded_views
+from .selection import CassetteLibrary, Choice, LiveRequest
+from .session import ReplaySession, activate, deactivate
 
-__all__ = ["CassetteLibrary", "ReplayLayer", "library_for"]
-
-
-class CassetteLibrary:
-    """The cassettes a replaying app answers from, and the choice of one per request."""
-
-    def __init__(self, location: Optional[str]) -> None:
-        if not location:
-            raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
-        self.location = location
-        self.entries: list[tuple[str, dict[str, Any]]] = [(str(p), load_cassette(p)) for p in cassette_files(location)]
-        # Computed once (a call too malformed to match fails now, not mid-request); each request's session reuses them.
-        self.views: dict[str, RecordedViews] = {path: recorded_views(document, path) for path, document in self.entries}
-        if not self.entries:
-            raise CassetteError(location, "the directory holds no cassettes")
-        self._turn = count()
-
-    def select(
-        self, method: str, path: str, route: Optional[str], body: Optional[bytes], headers: list[tuple[str, str]], config: TraceConfig
-    ) -> Optional[tuple[str, dict]]:
-        """The cassette for this request: same method, then the exact path, else the same route; then the body.
-
-        The body is compared as recorded: canonical by content type, redacted and cut per ``config``.
-        """
-        if len(self.entries) == 1:
-            return self.entries[0]
-        same_method = [e for e in self.entries if e[1]["request"]["method"] == method]
-        candidates = [e for e in same_method if e[1]["request"]["path"] == path] or [
-            e for e in same_method if route is not None and e[1]["request"].get("route") == route
-        ]
-        if body is not None and len(candidates) > 1:
-            redactor = redactor_for(config)
-            wanted = live_http_view(method, "http://request/", body, headers, redactor, config.max_body_bytes).key
-            candidates = [
-                e
-                for e in candidates
-                if http_view(method, "http://request/", e[1]["request"]["body"], e[1]["request"]["headers"]).key == wanted
-            ] or candidates
-        if not candidates:
-            return None
-        return candidates[next(self._turn) % len(candidates)]
-
-    @property
-    def needs_body(self) -> bool:
-        return len(self.entries) > 1
+__all__ = ["ReplayLayer", "library_for"]
 
 
 _libraries: dict[int, CassetteLibrary] = {}  # id(config) -> its cassettes, while the config lives
@@ -80,10 +32,11 @@ _libraries_lock = threading.Lock()
 
 
 def library_for(config: TraceConfig) -> CassetteLibrary:
-    """The cassettes ``config.cassette_path`` names, loaded once per config object.
+    """The cassettes ``config.cassette_path`` names, indexed once per config object.
 
-    ``auto_setup`` (and the distro) load them at start, so unusable cassettes stop the
-    app there; the middleware built later for the same config uses the same library.
+    ``auto_setup`` (and the distro) build the library at start, so unusable cassettes stop
+    the app there; the middleware built later for the same config, and ``timetracer
+    replay`` sending the recorded requests, use the same library (and its turn counters).
     """
     with _libraries_lock:
         library = _libraries.get(id(config))
@@ -124,15 +77,8 @@ class ReplayLayer:
         if self.library.needs_body:
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
-        headers_in = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())]
-        chosen = self.library.select(method, path, route_template(scope, scope), body, headers_in, self.config)
-        cassette_path, document = chosen if chosen else (None, {"calls": [], "response": {}, "id": None})
-        session = ReplaySession(
-            document,
-            cassette_path or "(no cassette recorded for this request)",
-            self.config,
-            views=self.library.views.get(cassette_path) if cassette_path else [],
-        )
+        choice = self.library.select(LiveRequest.from_scope(scope, body), self.config)
+        session = ReplaySession(choice.document, choice.path or "(no cassette recorded for this request)", self.config, views=choice.views)
         status: list[int] = []
         headers: list[tuple[str, str]] = []
         response_body = BodySink(self.config.max_body_bytes)
@@ -147,7 +93,7 @@ class ReplayLayer:
             await send(message)
 
         error: Optional[dict[str, str]] = None
-        draws = DrawReplayer(document.get("draws"), self.config.draws, real_time_ns) if self.config.draws else None
+        draws = DrawReplayer(choice.document.get("draws"), self.config.draws, real_time_ns) if self.config.draws else None
         token, draws_token = activate(session), activate_draws(draws)
         try:
             await self.app(scope, receive, send_tee)
@@ -158,8 +104,8 @@ class ReplayLayer:
             deactivate_draws(draws_token)
             deactivate(token)
             with guarded("replay.report"):
-                report = _report(session, cassette_path, method, path, status, headers, response_body, error)
-                report.extra_draws = dict(draws.extra) if draws is not None else {}
+                report = _report(session, choice, method, path, status, headers, response_body, error)
+                report.extra_draws = dict(draws.extra) if draws is not None else {}  # draws made beyond the recorded ones
                 remember(report)
                 logger.info(report.console_text())
 
@@ -176,7 +122,7 @@ def _replaying(buffered: list[Message], receive: Receive) -> Receive:
 
 def _report(
     session: ReplaySession,
-    cassette_path: Optional[str],
+    choice: Choice,
     method: str,
     path: str,
     status: list[int],
@@ -187,7 +133,7 @@ def _report(
     document = session.document
     replayed_status = status[0] if status else (500 if error else None)
     report = ReplayReport(
-        cassette=cassette_path,
+        cassette=choice.path,
         method=method,
         path=path,
         cassette_id=document.get("id"),
@@ -197,9 +143,10 @@ def _report(
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
         unused=[call.view.label for call in session.unused()],
         error=error,
+        notes=choice.notes,
     )
-    if cassette_path is not None:
-        report.differences = compare_response(
+    if choice.path is not None:
+        comparison = compare_response(
             document["response"],
             replayed_status,
             headers,
@@ -209,6 +156,7 @@ def _report(
             session.config.replay_ignore_fields,
             session.config.max_body_bytes,
         )
+        report.differences, report.unverified = comparison.differences, comparison.unverified
     else:
         report.differences = ["no cassette was recorded for this request"]
     return report

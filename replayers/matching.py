@@ -21,7 +21,9 @@ from urllib.parse import parse_qsl, urlsplit
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.redaction import Redactor
 
-__all__ = ["CallView", "RecordedCall", "CallIndex", "http_view", "recorded_http_view", "describe_mismatch"]
+__all__ = [
+    "CallView", "RecordedCall", "CallIndex", "body_digest", "live_body", "http_view", "recorded_http_view", "describe_mismatch",
+]  # fmt: skip
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -79,6 +81,21 @@ def _canonical_body(body: Optional[dict], headers: Optional[list]) -> tuple[str,
     return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()
 
 
+def _digest(kind: str, canonical: Any) -> str:
+    return hashlib.sha256(f"{kind}:{canonical}".encode("utf-8")).hexdigest()
+
+
+def body_digest(body: Optional[dict], headers: Optional[list]) -> str:
+    """The body's part of a signature, as a SHA-256: equal for bodies that match (a body in cassette form, redacted)."""
+    return _digest(*_canonical_body(body, headers))
+
+
+def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[str, Any]:
+    """A live body in cassette form, cut at ``limit`` and decoded as the recording would have stored it (not redacted)."""
+    encoding = header_value(headers, "content-encoding")
+    return encode_body(body[:limit], size=len(body), truncated=len(body) > limit, content_encoding=encoding, limit=limit)
+
+
 def http_view(method: str, url: str, body: Optional[dict], headers: Optional[list]) -> CallView:
     """The view of an HTTP call whose body is already in cassette form (and redacted)."""
     parts = urlsplit(url)
@@ -87,7 +104,7 @@ def http_view(method: str, url: str, body: Optional[dict], headers: Optional[lis
     port = parts.port or _DEFAULT_PORTS.get(scheme)
     query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
     kind, canonical = _canonical_body(body, headers)
-    digest = hashlib.sha256(f"{kind}:{canonical}".encode("utf-8")).hexdigest()
+    digest = _digest(kind, canonical)
     target = (method.upper(), scheme, host, port, parts.path or "/", query)
     return CallView(
         protocol="http",
@@ -117,8 +134,7 @@ def live_http_view(
     A body over ``limit`` matches a recorded body that was truncated at the same size; a
     compressed body (``Content-Encoding``) is compared decoded, as the recording stored it.
     """
-    encoding = header_value(headers, "content-encoding")
-    encoded = encode_body(body[:limit], size=len(body), truncated=len(body) > limit, content_encoding=encoding, limit=limit)
+    encoded = live_body(body, headers, limit)
     if redactor is not None:
         redactor.body(encoded, [list(h) for h in headers])
         url = redactor.url(url)

@@ -1,5 +1,9 @@
 """The replay report: which calls were answered, missed or left unused, and whether the
-response equals the recorded one (status and body, ignoring configured JSON fields)."""
+response equals the recorded one (status and body, ignoring configured JSON fields).
+
+A value redacted in the recording cannot be compared: when the replayed response has it
+too (redacted the same way), it is listed as unverified, never counted as the same.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
 from timetracer_otel.cassette.body import encode_body, header_value
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.redaction import REDACTED, Redactor
 
-__all__ = ["ReplayReport", "compare_response", "recent_reports"]
+__all__ = ["ReplayReport", "ResponseComparison", "compare_response", "recent_reports"]
 
 _MAX_DIFF_LINES = 20
 _recent: deque["ReplayReport"] = deque(maxlen=100)
@@ -33,35 +37,49 @@ class ReplayReport:
     unused: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     error: Optional[dict[str, str]] = None
+    unverified: list[str] = field(default_factory=list)  # response parts redacted on both sides: not compared
+    notes: list[str] = field(default_factory=list)  # why the cassette may not be the request's own (see selection)
     # source -> draws the replayed request made beyond what was recorded (they got real values)
     extra_draws: dict[str, int] = field(default_factory=dict)
 
     @property
     def response_matches(self) -> bool:
+        """Nothing compared differs (parts that could not be compared are in ``unverified``)."""
         return not self.differences
 
     @property
+    def verdict(self) -> str:
+        """``ok``: all compared equal and nothing unverified; ``unverified``: nothing differs but some parts
+        could not be compared; ``diff``: the response differs or a call went unanswered."""
+        if not self.response_matches or self.unmatched:
+            return "diff"
+        return "unverified" if self.unverified else "ok"
+
+    @property
     def ok(self) -> bool:
-        """The response is as recorded and every outgoing call was answered."""
-        return self.response_matches and not self.unmatched
+        """The response is as recorded in every part, and every outgoing call was answered."""
+        return self.verdict == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "response_matches": self.response_matches, "ok": self.ok}
+        return {**asdict(self), "response_matches": self.response_matches, "verdict": self.verdict, "ok": self.ok}
 
     def console_text(self) -> str:
-        tag = "[OK]" if self.ok else "[DIFF]"
+        tag = f"[{self.verdict.upper()}]"
         calls = len(self.answered) + len(self.unmatched)
+        unverified = f"  unverified={len(self.unverified)}" if self.unverified else ""
         lines = [
             f"timetracer {tag} replayed {self.method} {self.path}  id={self.cassette_id or '-'}  status={self.status}"
             f"  calls={len(self.answered)}/{calls}  unused={len(self.unused)}"
-            f"  response={'same' if self.response_matches else 'differs'}",
+            f"  response={'same' if self.response_matches else 'differs'}{unverified}",
             f"  cassette: {self.cassette or '(none matched this request)'}",
         ]
+        lines.extend(f"  note: {text}" for text in self.notes)
         lines.extend(f"  unmatched: {text}" for text in self.unmatched)
         lines.extend(f"  unused: {text}" for text in self.unused)
         if self.extra_draws:
             counts = " ".join(f"{source}={n}" for source, n in sorted(self.extra_draws.items()))
             lines.append(f"  extra draws (not recorded, real values given): {counts}")
+        lines.extend(f"  unverified: {text}" for text in self.unverified)
         lines.extend(f"  {text}" for text in self.differences)
         return "\n".join(lines)
 
@@ -99,6 +117,25 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
         yield f"{path}: recorded {json.dumps(recorded)[:120]}, replayed {json.dumps(replayed)[:120]}"
 
 
+def _redacted_on_both_sides(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
+    """The JSON paths where both bodies hold the redaction marker."""
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        for key in recorded.keys() & replayed.keys():
+            yield from _redacted_on_both_sides(recorded[key], replayed[key], f"{path}.{key}")
+    elif isinstance(recorded, list) and isinstance(replayed, list):
+        for index, (a, b) in enumerate(zip(recorded, replayed)):
+            yield from _redacted_on_both_sides(a, b, f"{path}[{index}]")
+    elif recorded == REDACTED and replayed == REDACTED:
+        yield path
+
+
+def _redacted_headers(recorded: list, replayed: list) -> list[str]:
+    """Header names whose value is redacted in the recording and in the replayed response."""
+    ours = {name.lower() for name, value in replayed if value == REDACTED}
+    names = [name.lower() for name, value in recorded if value == REDACTED and name.lower() in ours]
+    return [f"header {name}" for name in dict.fromkeys(names)]
+
+
 def _as_text(body: dict[str, Any]) -> str:
     if body.get("encoding") == "json":
         return json.dumps(body["json"], indent=2, sort_keys=True, ensure_ascii=False)
@@ -107,6 +144,14 @@ def _as_text(body: dict[str, Any]) -> str:
     if body.get("encoding") == "base64":
         return f"<{body.get('size')} binary bytes, base64 {body['base64'][:60]}...>"
     return ""
+
+
+@dataclass
+class ResponseComparison:
+    """How a replayed response compares with the recorded one."""
+
+    differences: list[str]  # empty when every compared part is equal
+    unverified: list[str]  # parts redacted on both sides, which could not be compared
 
 
 def compare_response(
@@ -118,12 +163,18 @@ def compare_response(
     redactor: Optional[Redactor],
     ignore_fields: Iterable[str] = (),
     limit: int = 1024 * 1024,
-) -> list[str]:
-    """Differences between the recorded response and the replayed one; empty when equal.
+) -> ResponseComparison:
+    """Compare the replayed response with the recorded one: status and body; headers only for what could not be compared.
 
     ``body`` is the replayed body as kept (at most ``limit`` bytes), ``size`` its full length.
+    The replayed response is redacted as the recording was first, so a redacted value equals
+    the marker on both sides: it is reported as unverified, not as equal.
     """
     differences: list[str] = []
+    replayed_headers = [list(h) for h in headers]
+    if redactor is not None:
+        replayed_headers = redactor.headers(replayed_headers) or []
+    unverified = _redacted_headers(recorded.get("headers") or [], replayed_headers)
     if status != recorded.get("status"):
         differences.append(f"status: recorded {recorded.get('status')}, replayed {status}")
     recorded_body = recorded.get("body") or {"encoding": "empty"}
@@ -139,16 +190,22 @@ def compare_response(
     if recorded_body.get("truncated") or replayed_body.get("truncated"):
         if recorded_body.get("size") != replayed_body.get("size"):
             differences.append(f"body size: recorded {recorded_body.get('size')}, replayed {replayed_body.get('size')}")
-        return differences
+        else:
+            unverified.append(f"body after byte {limit} (cut in the recording: only the sizes were compared)")
+        return ResponseComparison(differences, unverified)
     ignored = frozenset(ignore_fields)
     if recorded_body.get("encoding") == "json" and replayed_body.get("encoding") == "json":
-        found = list(_json_differences(_without(recorded_body["json"], ignored), _without(replayed_body["json"], ignored)))
+        recorded_json, replayed_json = _without(recorded_body["json"], ignored), _without(replayed_body["json"], ignored)
+        found = list(_json_differences(recorded_json, replayed_json))
         differences.extend(f"body {line}" for line in found[:_MAX_DIFF_LINES])
-        return differences
+        unverified.extend(f"body {path}" for path in _redacted_on_both_sides(recorded_json, replayed_json))
+        return ResponseComparison(differences, unverified)
     if {k: v for k, v in recorded_body.items() if k != "size"} != {k: v for k, v in replayed_body.items() if k != "size"}:
         diff = difflib.unified_diff(
             _as_text(recorded_body).splitlines(), _as_text(replayed_body).splitlines(), "recorded", "replayed", lineterm=""
         )
         differences.append("body differs:")
         differences.extend(f"  {line}" for line in list(diff)[:_MAX_DIFF_LINES])
-    return differences
+    elif REDACTED in _as_text(recorded_body):
+        unverified.append("body (its redacted parts)")
+    return ResponseComparison(differences, unverified)

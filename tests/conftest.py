@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import json
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -103,6 +104,9 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
                     "content_type": self.headers.get("Content-Type"),
                 }
                 self._send(200, json.dumps(echo).encode())
+            elif route == "/auth":  # the one right password is "right"
+                right = json.loads(body or b"{}").get("password") == "right"
+                self._send(200 if right else 401, json.dumps({"authenticated": right}).encode())
             elif route == "/gzip":
                 self._send(
                     200,
@@ -213,12 +217,28 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
 
 
 # --------------------------------------------------------------------------- cassettes
+@pytest.fixture(scope="session", autouse=True)
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' secret key, never the developer's own key: set
+    for the whole session, so module fixtures that record use it too, and so do processes started without
+    TIMETRACER_* variables (the default key file is under XDG_CONFIG_HOME)."""
+    path = tmp_path_factory.mktemp("config") / "timetracer" / "key"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(secrets.token_hex(32) + "\n", "ascii")  # made here: the console lines tests expect stay alone
+    path.chmod(0o600)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIMETRACER_KEY_FILE", str(path))
+        patch.setenv("XDG_CONFIG_HOME", str(path.parent.parent))
+        yield path
+
+
 @pytest.fixture(autouse=True)
-def _clean_timetracer_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see no TIMETRACER_* variables from the developer's shell."""
+def _clean_timetracer_env(monkeypatch: pytest.MonkeyPatch, key_file: Path) -> None:
+    """Tests see no TIMETRACER_* variables from the developer's shell; the secret key is the tests' own."""
     for name in list(os.environ):
         if name.startswith("TIMETRACER_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(key_file))
 
 
 def load_cassettes(directory: Path) -> list[dict[str, Any]]:

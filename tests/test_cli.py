@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -176,6 +177,21 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
     assert ignoring.stdout.splitlines()[-1] == "replayed 5 cassettes: 5 ok, 0 differ"
     assert len(upstream.requests) == before
+
+
+def test_replay_of_a_directory_sends_the_requests_in_recording_order(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Two signatures interleaved, files named in the reverse of recording order: the command goes by
+    recorded_at, and each request is answered by the cassette it was sent from."""
+    record(serve, upstream.url, cassette_dir, [("POST", "/lookup", {"json": {"name": name}}) for name in ["ada", "bob", "ada"]])
+    found = [(json.loads(path.read_text("utf-8")), path) for path in cassette_dir.rglob("*.json")]
+    found.sort(key=lambda item: datetime.fromisoformat(item[0]["recorded_at"].replace("Z", "+00:00")))
+    renamed = [path.rename(path.with_name(f"{len(found) - n}.json")) for n, (_, path) in enumerate(found)]
+    done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = json.loads(done.stdout)
+    assert [(r["cassette"], r["cassette_id"], r["ok"]) for r in reports] == [(str(p), doc["id"], True) for (doc, _), p in zip(found, renamed)]
 
 
 _PLAIN_APP = """

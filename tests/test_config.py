@@ -115,6 +115,7 @@ def test_from_env_rejects_unknown_fields() -> None:
 @pytest.mark.parametrize("variable", ["TIMETRACER_MODE", "TIMETRACER_SAMPLE_RATE", "TIMETRACER_ERRORS_ONLY"])
 def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     """As in the OpenTelemetry SDK: ``TIMETRACER_MODE=`` in a compose file means "not set"."""
+    monkeypatch.delenv("TIMETRACER_KEY_FILE")  # the tests' own key: nothing else is set here
     monkeypatch.setenv(variable, "  ")
     assert TraceConfig() == TraceConfig.from_env({})
 
@@ -161,3 +162,15 @@ def test_invalid_arguments_name_the_field_and_the_allowed_values(arguments: dict
 )
 def test_excluded_paths_match_whole_segments(path: str, excluded: bool) -> None:
     assert TraceConfig(exclude_paths=["/health", "/metrics/"]).is_excluded(path) is excluded
+
+
+def test_the_secret_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not by repr, nor by the error for a key too short to be one."""
+    secret = "a-secret-of-32-characters-000000"
+    config = TraceConfig(secret_key=secret)
+    assert config.secret_key == secret and secret not in repr(config)
+    monkeypatch.setenv("TIMETRACER_SECRET_KEY", "short-one")
+    with pytest.raises(ValueError) as raised:
+        TraceConfig()
+    assert str(raised.value).startswith("TIMETRACER_SECRET_KEY: the secret key is too short (9 characters, at least 16)")
+    assert "short-one" not in str(raised.value)

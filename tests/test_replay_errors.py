@@ -100,12 +100,14 @@ def test_empty_directory_and_unset_cassette(tmp_path: Path) -> None:
 
 
 def test_cassettes_are_read_once_at_start(good_cassette: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto_setup reads them to fail early; the middleware Starlette builds later uses what it read."""
-    from timetracer_otel.replayers import asgi
+    """auto_setup checks them to fail early; the middleware Starlette builds later uses that library, reading nothing."""
+    from timetracer_otel.cli import index
+    from timetracer_otel.replayers import selection
 
     (tmp_path / "a.json").write_bytes(good_cassette)
     reads: list[Any] = []
-    monkeypatch.setattr(asgi, "load_cassette", lambda path: reads.append(path) or load_cassette(path))
+    for module in (index, selection):
+        monkeypatch.setattr(module, "load_cassette", lambda path: reads.append(path) or load_cassette(path))
     app = Starlette()
     auto_setup(app, config=replay_config(tmp_path))
     app.middleware_stack = app.build_middleware_stack()  # what Starlette does at the first request
@@ -139,7 +141,7 @@ def test_live_plugins_let_httpx_go_out_while_requests_replays(
 
 def test_a_call_too_malformed_to_match_is_a_cassette_error_at_start(tmp_path: Path) -> None:
     """A cassette can pass the structural check yet hold a call no matcher can read (found by fuzzing)."""
-    from timetracer_otel.replayers.asgi import CassetteLibrary
+    from timetracer_otel.replayers.selection import CassetteLibrary
 
     document = {
         "format": "timetracer-cassette",

@@ -25,7 +25,7 @@ from timetracer_otel.cassette.location import read_bytes
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.cassette.storage import encode, write_new
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.replayers.asgi import CassetteLibrary
+from timetracer_otel.replayers.selection import CassetteLibrary
 
 _SENT: list[Sent] = [
     ("GET", "/mixed", {}),  # httpx and requests

@@ -131,6 +131,20 @@ def _traces_url(base: str) -> str:
     return base.strip() + ("v1/traces" if base.strip().endswith("/") else "/v1/traces")
 
 
+_MIN_KEY_CHARS = 16
+
+
+def _parse_secret(value: Any) -> Optional[str]:
+    """A secret key: at least 16 characters. The message never quotes the value."""
+    text = _parse_optional_str(value)
+    if text is not None and len(text) < _MIN_KEY_CHARS:
+        raise ValueError(
+            f"the secret key is too short ({len(text)} characters, at least {_MIN_KEY_CHARS}); "
+            "make one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return text
+
+
 def _parse_callable(value: Any) -> Optional[Callable[[dict], Optional[dict]]]:
     if value is not None and not callable(value):
         raise ValueError(f"invalid redact_hook {value!r}; allowed values: a callable or None")
@@ -162,6 +176,8 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     "export_payloads": ("TIMETRACER_EXPORT_PAYLOADS", _parse_bool, False),
     "compression": ("TIMETRACER_COMPRESSION", _parse_compression, "none"),
     "fsync": ("TIMETRACER_FSYNC", _parse_bool, False),
+    "secret_key": ("TIMETRACER_SECRET_KEY", _parse_secret, None),
+    "key_file": ("TIMETRACER_KEY_FILE", _parse_optional_str, None),
 }
 
 
@@ -194,6 +210,9 @@ class TraceConfig:
     ``compression="gzip"`` writes ``.json.gz`` cassettes, which every reader accepts.
     A cassette file is whole or absent even if the process is killed; ``fsync=True``
     makes it survive a power cut too, at about half a millisecond of disk time each.
+    ``secret_key`` (never shown by ``repr``) keys the fingerprint of the secrets redaction
+    removes from a request; without it, the key in ``key_file`` (default
+    ``~/.config/timetracer/key``, made on first record) does.
     """
 
     mode: str = _UNSET
@@ -215,6 +234,8 @@ class TraceConfig:
     export_payloads: bool = _UNSET
     compression: str = _UNSET
     fsync: bool = _UNSET
+    secret_key: Optional[str] = field(default=_UNSET, repr=False)
+    key_file: Optional[str] = _UNSET
 
     def __post_init__(self) -> None:
         self._resolve(os.environ)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .cassette.body import header_value
@@ -148,6 +148,20 @@ class Redactor:
             parts = parts._replace(netloc=netloc)
         return urlunsplit(parts._replace(query=query))
 
+    def _partial_secrets(self, text: str) -> Iterator[tuple[str, int, int]]:
+        """(key, start, end) of each secret member's value in JSON text that does not parse."""
+        index = 0
+        while index < len(text):
+            if text[index] != '"':
+                index += 1
+                continue
+            end = _string_end(text, index)
+            colon = _COLON.match(text, end)
+            if colon is not None and self.is_secret_field(key := _json_key(text[index:end])):
+                end = _value_end(text, colon.end())
+                yield key, colon.end(), end
+            index = end
+
     def partial_json(self, text: str) -> str:
         """Redact secret members of JSON text that does not parse (a body cut at the limit).
 
@@ -155,19 +169,11 @@ class Redactor:
         cut falls inside it.
         """
         out: list[str] = []
-        index = 0
-        while index < len(text):
-            if text[index] != '"':
-                out.append(text[index])
-                index += 1
-                continue
-            end = _string_end(text, index)
-            out.append(text[index:end])
-            colon = _COLON.match(text, end)
-            if colon is not None and self.is_secret_field(_json_key(text[index:end])):
-                out.append(f'{colon.group(0)}"{REDACTED}"')
-                end = _value_end(text, colon.end())
-            index = end
+        done = 0
+        for _, start, end in self._partial_secrets(text):
+            out.append(text[done:start] + f'"{REDACTED}"')
+            done = end
+        out.append(text[done:])
         return "".join(out)
 
     def free_text(self, text: str) -> str:
@@ -177,16 +183,33 @@ class Redactor:
 
         return _TEXT_PAIR.sub(swap, text)
 
-    def multipart(self, text: str, boundary: str) -> str:
-        """Redact the content of form parts whose name is a secret field."""
-        delimiter = f"--{boundary}"
-        parts = text.split(delimiter)
+    def _secret_parts(self, parts: list[str]) -> Iterator[tuple[int, str, str, str]]:
+        """(index, name, head with its blank line, content) of each form part whose name is a secret field."""
         for index, part in enumerate(parts):
             head, blank, content = part.partition("\r\n\r\n")
             name = _PART_NAME.search(head)
             if blank and name is not None and self.is_secret_field(name.group(1)):
-                parts[index] = head + blank + REDACTED + ("\r\n" if content.endswith("\r\n") else "")
+                yield index, name.group(1), head + blank, content
+
+    def multipart(self, text: str, boundary: str) -> str:
+        """Redact the content of form parts whose name is a secret field."""
+        delimiter = f"--{boundary}"
+        parts = text.split(delimiter)
+        for index, _, head, content in self._secret_parts(parts):
+            parts[index] = head + REDACTED + ("\r\n" if content.endswith("\r\n") else "")
         return delimiter.join(parts)
+
+    @staticmethod
+    def _text_kind(text: str, headers: Optional[list]) -> tuple[str, Optional[str]]:
+        """How a text body is redacted: ("form" | "multipart" | "json" | "plain", the multipart boundary)."""
+        raw_type = header_value(headers or [], "content-type") or ""
+        content_type = raw_type.lower()
+        if "application/x-www-form-urlencoded" in content_type:
+            return "form", None
+        boundary = _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None  # case kept
+        if boundary is not None:
+            return "multipart", boundary.group(1)
+        return ("json" if text.lstrip()[:1] in ("{", "[") else "plain"), None
 
     def body(self, body: Optional[dict], headers: Optional[list]) -> None:
         """Redact an encoded cassette body in place."""
@@ -199,16 +222,12 @@ class Redactor:
         if encoding != "text":
             return
         text = body["text"]
-        raw_type = header_value(headers or [], "content-type") or ""
-        content_type = raw_type.lower()
-        if "application/x-www-form-urlencoded" in content_type:
+        kind, boundary = self._text_kind(text, headers)
+        if kind == "form":
             body["text"] = self.query(text)
-            return
-        boundary = _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None  # case kept
-        if boundary is not None:
-            body["text"] = self.multipart(text, boundary.group(1))
-            return
-        if text.lstrip()[:1] in ("{", "["):
+        elif kind == "multipart":
+            body["text"] = self.multipart(text, boundary or "")
+        elif kind == "json":
             try:
                 parsed = json.loads(text)
             except ValueError:
@@ -218,6 +237,53 @@ class Redactor:
             if redacted != parsed:
                 del body["text"]
                 body.update(encoding="json", json=redacted, json_format="compact")
+
+    def _json_secrets(self, value: Any) -> Iterator[tuple[str, str]]:
+        """(path, value) of each member :meth:`json_value` would replace."""
+        pending: list[tuple[str, Any]] = [("$", value)]
+        while pending:
+            path, item = pending.pop()
+            members = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+            for name, child in members:
+                where = f"{path}.{name}" if isinstance(item, dict) else f"{path}[{name}]"
+                if isinstance(name, str) and self.is_secret_field(name):
+                    yield where, child if isinstance(child, str) else json.dumps(child, sort_keys=True, ensure_ascii=False)
+                else:
+                    pending.append((where, child))
+
+    def _body_secrets(self, body: Optional[dict], headers: Optional[list]) -> Iterator[tuple[str, str]]:
+        if not body:
+            return
+        if body.get("encoding") == "json":
+            yield from self._json_secrets(body["json"])
+            return
+        if body.get("encoding") != "text":
+            return
+        text = body["text"]
+        kind, boundary = self._text_kind(text, headers)
+        if kind == "form":
+            yield from ((name, value) for name, value in parse_qsl(text, keep_blank_values=True) if self.is_secret_field(name))
+        elif kind == "multipart":
+            yield from ((name, content) for _, name, _, content in self._secret_parts(text.split(f"--{boundary}")))
+        elif kind == "json":
+            try:
+                yield from self._json_secrets(json.loads(text))
+            except ValueError:
+                yield from ((key, text[start:end]) for key, start, end in self._partial_secrets(text))
+
+    def secrets(self, message: Optional[dict]) -> list[tuple[str, str]]:
+        """(where, value) of each value :meth:`message` would replace in an inbound request, sorted.
+
+        Taken before redaction, to fingerprint what redaction removes: the same names and
+        decisions as redaction, so the two never disagree about what is secret.
+        """
+        if not message:
+            return []
+        headers = message.get("headers")
+        found = [(f"header {k.lower()}", v) for k, v in headers or () if k.lower() in self._headers]
+        found += [(f"query {k}", v) for k, v in parse_qsl(message.get("query") or "", keep_blank_values=True) if self.is_secret_field(k)]
+        found += [(f"body {where}", value) for where, value in self._body_secrets(message.get("body"), headers)]
+        return sorted(found)
 
     def message(self, message: Optional[dict]) -> None:
         """Redact an HTTP request or response of the document in place."""

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import gzip
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -132,6 +133,21 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
             body["added"] = "new field"
         return JSONResponse(body)
 
+    async def login(request: Request) -> JSONResponse:
+        """The upstream decides: 200 for the right password, 401 otherwise."""
+        sent = await request.json()
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(f"{upstream}/auth", json={"user": sent["user"], "password": sent["password"]})
+        return JSONResponse({"user": sent["user"], **answer.json()}, status_code=answer.status_code)
+
+    async def token(request: Request) -> JSONResponse:
+        """A fresh access token and session cookie on every call: secrets the recording cannot keep."""
+        async with httpx.AsyncClient() as client:
+            login = (await client.get(f"{upstream}/json")).json()["login"]
+        response = JSONResponse({"user": login, "access_token": secrets.token_hex(16)})
+        response.set_cookie("session", secrets.token_hex(16))
+        return response
+
     def mixed(request: Request) -> JSONResponse:
         with httpx.Client() as client:
             via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
@@ -165,6 +181,8 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/pair/{name}", pair),
         Route("/report", report),
         Route("/mixed", mixed),
+        Route("/login", login, methods=["POST"]),
+        Route("/token", token),
     ]
 
 

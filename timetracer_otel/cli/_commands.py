@@ -17,7 +17,7 @@ from timetracer_otel.config import COMPRESSIONS
 
 from . import _render
 from .diff import DEFAULT_IGNORED, diff_cassettes
-from .index import CassetteIndex
+from .index import CassetteIndex, listing
 from .query import SORT_KEYS, Filters, select
 from .search import matches
 
@@ -99,9 +99,14 @@ def _resolve(reference: str, directory: str) -> CassetteFile:
     return path
 
 
+def _location(reference: str, directory: str) -> CassetteFile:
+    """What ``reference`` names: a directory or URL prefix as it is, else one cassette as for ``show``."""
+    return reference if is_url(reference) or Path(reference).is_dir() else _resolve(reference, directory)
+
+
 def _cassettes(reference: str, directory: str) -> list[CassetteFile]:
     """The cassettes ``reference`` names: a directory or URL prefix (all below it), else one cassette as for ``show``."""
-    target = reference if is_url(reference) or Path(reference).is_dir() else _resolve(reference, directory)
+    target = _location(reference, directory)
     try:
         paths = cassette_files(target)
     except CassetteError as exc:
@@ -136,7 +141,7 @@ def list_command(directory: str, filters: Filters, sort: str, desc: bool, limit:
     index = _index(directory)
     rows = select(index.entries.values(), filters, sort, desc, limit)
     if as_json:
-        _print_json(rows)
+        _print_json([listing(row) for row in rows])
         return
     sys.stdout.write("\n".join(_render.list_lines(rows)) + "\n")
     click.echo(f"{len(rows)} of {len(index.entries)} cassettes", err=True)
@@ -204,7 +209,7 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
         except CassetteError:  # changed since the scan
             continue
         if places:
-            found.append({**entry, "matches": places})
+            found.append({**listing(entry), "matches": places})
     if as_json:
         _print_json(found)
         return
@@ -227,28 +232,29 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
 def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, directory: str, ignore: tuple[str, ...], as_json: bool) -> None:
     """Replay recorded requests through an app, offline.
 
-    Runs each recorded request through the app in this process, with every outgoing call
-    answered from its cassette, and prints the replay report.
+    Runs each recorded request through the app in this process, in recording order, with
+    every outgoing call answered from its cassette, and prints the replay report.
 
     CASSETTE is a cassette file, a directory (every cassette in it), or an id in --dir.
-    Exit status 1 when a response differs from the recording or a call went unanswered.
+    Exit status 1 when a response differs from the recording or a call went unanswered
+    (a response whose only unchecked parts are redacted values is not a failure).
     """
     from .replay import Replayer
 
-    paths = _cassettes(cassette, directory)
     try:
-        with Replayer(app_spec, str(paths[0]), app_dir, factory, ignore) as replayer:
-            reports = [replayer.replay(path) for path in paths]
+        with Replayer(app_spec, str(_location(cassette, directory)), app_dir, factory, ignore) as replayer:
+            reports = [replayer.replay(path) for path in replayer.cassettes()]
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
-    failed = sum(not r.ok for r in reports)
+    verdicts = [r.verdict for r in reports]
     if as_json:
         _print_json([r.to_dict() for r in reports])
     else:
         click.echo("\n".join(r.console_text() for r in reports))
         if len(reports) > 1:
-            click.echo(f"replayed {len(reports)} cassettes: {len(reports) - failed} ok, {failed} differ")
-    sys.exit(_DIFFERENT if failed else 0)
+            unverified = f"{verdicts.count('unverified')} unverified, " if "unverified" in verdicts else ""
+            click.echo(f"replayed {len(reports)} cassettes: {verdicts.count('ok')} ok, {unverified}{verdicts.count('diff')} differ")
+    sys.exit(_DIFFERENT if "diff" in verdicts else 0)
 
 
 @cli.command()

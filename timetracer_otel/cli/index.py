@@ -1,11 +1,12 @@
 """The cassette index: one summary line per cassette, cached beside the cassettes.
 
-Listing 50,000 cassettes must not mean parsing 50,000 JSON files. The index keeps each
-cassette's summary keyed by its path relative to the directory, with the file's mtime
-and size; a scan stats every file and re-reads only those that are new or changed, and
-drops those that are gone. Files are found with :func:`cassette_files` and read with
-:func:`load_cassette`, so whatever locations those accept, the index accepts: ``.json`` and
-``.json.gz`` files, and ``s3://`` prefixes. Remote objects are not stat'ed and no index is
+Listing 50,000 cassettes, or starting to replay them, must not mean parsing 50,000 JSON
+files. The index keeps each cassette's summary keyed by its path relative to the
+directory, with the file's mtime and size; a scan stats every file and re-reads (and
+checks, as replay would) only those that are new or changed, and drops those that are
+gone. Files are found with :func:`cassette_files` and read with :func:`load_cassette`, so
+whatever locations those accept, the index accepts: ``.json`` and ``.json.gz`` files, and
+``s3://`` prefixes. Remote objects are not stat'ed and no index is
 saved beside them: they are re-read on every scan.
 """
 
@@ -19,17 +20,25 @@ from typing import Any, Optional, Union
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
 from timetracer_otel.cassette.storage import replace
+from timetracer_otel.replayers.matching import body_digest
+from timetracer_otel.replayers.session import recorded_views
 
-__all__ = ["INDEX_NAME", "FIELDS", "CassetteIndex", "summarise"]
+__all__ = ["INDEX_NAME", "FIELDS", "LISTED", "CassetteIndex", "listing", "summarise"]
 
 INDEX_NAME = ".timetracer-index"  # no .json suffix: it is not a cassette, and a dot file is skipped by scans
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: a cassette whose calls cannot be replayed is a problem; body digest and fingerprint
 _OUTSIDE = "is a link to a file outside the cassette directory"
-FIELDS = ("key", "id", "recorded_at", "service", "method", "path", "route", "query", "status", "duration_ms", "calls", "error")
+LISTED = ("key", "id", "recorded_at", "service", "method", "path", "route", "query", "status", "duration_ms", "calls", "error")
+FIELDS = (*LISTED, "body_digest", "fingerprint")  # the last two choose a request's cassette in replay
+
+
+def listing(entry: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an index entry that listings show."""
+    return {name: entry[name] for name in LISTED}
 
 
 def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """The listing fields of one cassette document."""
+    """The listing fields of one cassette document, and what replay chooses it by (request body digest, fingerprint)."""
     request, response, error = doc["request"], doc["response"], doc.get("error")
     return {
         "key": key,
@@ -44,6 +53,8 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": doc.get("duration_ms"),
         "calls": len(doc["calls"]),
         "error": error.get("type") if isinstance(error, dict) else None,
+        "body_digest": body_digest(request["body"], request["headers"]),
+        "fingerprint": request.get("fingerprint"),
     }
 
 
@@ -74,6 +85,7 @@ class CassetteIndex:
         self.entries: dict[str, dict[str, Any]] = {}
         self.problems: dict[str, str] = {}  # key -> why the file is not a usable cassette
         self._paths: dict[str, CassetteFile] = {}
+        self._real_root: Optional[str] = None
 
     def _local_dir(self) -> bool:
         return self.location is not None and self.location.is_dir()
@@ -143,19 +155,33 @@ class CassetteIndex:
 
     @staticmethod
     def _read(key: str, path: CassetteFile) -> Union[list, str]:
-        """The summary values of a cassette, or the reason it cannot be used."""
+        """The summary values of a cassette, or the reason it cannot be used (replay included: every call is readable)."""
         try:
-            summary = summarise(key, load_cassette(path))
+            doc = load_cassette(path)
+            recorded_views(doc, str(path))
+            summary = summarise(key, doc)
         except CassetteError as exc:
             return exc.problem
         return [summary[name] for name in FIELDS]
 
+    def files(self) -> dict[str, CassetteFile]:
+        """The file of each usable cassette found by the last scan, by key."""
+        return {key: self._paths[key] for key in self.entries}
+
+    def first_problem(self) -> Optional[CassetteError]:
+        """The first unusable file of the last scan (by key), as the error reading it raised; None if all are usable."""
+        if not self.problems:
+            return None
+        key = min(self.problems)
+        return CassetteError(self._paths[key], self.problems[key])
+
     def _inside(self, path: CassetteFile) -> bool:
         """False for a link that leads out of the directory: its target is never read."""
-        if not self._local_dir():  # one file, or a URL: everything found is what was asked for
-            return True
-        root = os.path.realpath(self.root)
-        return os.path.realpath(path).startswith(root + os.sep)
+        if self._real_root is None:
+            if not self._local_dir():  # one file, or a URL: everything found is what was asked for
+                return True
+            self._real_root = os.path.realpath(self.root)  # once: a scan asks for every new file
+        return os.path.realpath(path).startswith(self._real_root + os.sep)
 
     def path_of(self, key: str) -> Optional[CassetteFile]:
         """The file of a key found by the last scan, or None (unknown keys never become paths)."""

@@ -3,9 +3,12 @@ its outgoing calls answered from the cassette, and yields the replay report.
 
 The app module is imported once, after ``TIMETRACER_MODE=replay`` and
 ``TIMETRACER_CASSETTE`` are set, so an app that calls ``auto_setup`` at import configures
-itself for replay. Then, per cassette, the app's ``TimeTracerMiddleware`` is given a
-replay config naming that one cassette (an app without the middleware is wrapped in
-one), so each request is answered from its own recording, never from a look-alike.
+itself for replay. The app's ``TimeTracerMiddleware`` is then given a replay config naming
+the cassette or directory (an app without the middleware is wrapped in one), and the
+recorded requests are sent in recording order: the middleware chooses each request's
+cassette as a replaying server would (:mod:`timetracer_otel.replayers.selection`), and
+with the turn counter of each signature, the Nth request sent with a signature gets the
+Nth cassette recorded with it, its own.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ from typing import Any, Optional, Sequence
 from urllib.parse import quote
 
 from timetracer_otel.cassette.body import decode_body
-from timetracer_otel.cassette.location import CassetteFile
-from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
 from timetracer_otel.replayers import ReplayReport, recent_reports
+from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 
 __all__ = ["import_app", "Replayer"]
@@ -48,33 +50,33 @@ def import_app(spec: str, app_dir: Optional[str] = None, factory: bool = False) 
     return app() if factory else app
 
 
-class _Switch:
-    """The ASGI app the test client talks to; ``target`` changes per cassette, the client stays."""
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.target(scope, receive, send)
-
-
 def _request_body(body: dict[str, Any]) -> bytes:
     """The bytes the app received: a body stored decoded is encoded again as its Content-Encoding says."""
     return HttpAnswer(0, [], decode_body(body), body.get("content_encoding")).wire_body()
 
 
 class Replayer:
-    """Replays cassettes through one app: ``with Replayer(spec, first) as r: r.replay(path)``."""
+    """Replays recorded requests through one app: ``with Replayer(spec, location) as r:``
+    then ``r.replay(path)`` for each path of ``r.cassettes()``.
+
+    ``location`` is a cassette, a directory or an ``s3://`` prefix.
+    """
 
     def __init__(
-        self, spec: str, first_cassette: str, app_dir: Optional[str] = None, factory: bool = False, ignore: Sequence[str] = ()
+        self, spec: str, location: str, app_dir: Optional[str] = None, factory: bool = False, ignore: Sequence[str] = ()
     ) -> None:
-        self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": first_cassette}
+        self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": location}
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
-        self.app = import_app(spec, app_dir, factory)
-        self.ignore = tuple(ignore)
-        self._switch = _Switch(self.app)
+        try:
+            app = import_app(spec, app_dir, factory)
+            self.ignore = tuple(ignore)
+            self.config = self._config(app, location)
+            self.library = library_for(self.config)  # now: unusable cassettes stop here, before anything is sent
+            self.app = self._target(app)
+        except BaseException:
+            self._restore_env()
+            raise
         self._stack = contextlib.ExitStack()
         self._client: Any = None
 
@@ -88,7 +90,7 @@ class Replayer:
         logger.setLevel(logging.WARNING)  # the report is printed by the caller, not logged a second time
         self._stack.callback(logger.setLevel, level)
         self._stack.callback(self._restore_env)
-        client = TestClient(self._switch, raise_server_exceptions=False, follow_redirects=False)
+        client = TestClient(self.app, raise_server_exceptions=False, follow_redirects=False)
         self._client = self._stack.enter_context(client)  # runs the app's lifespan once, as a server would
         return self
 
@@ -102,30 +104,40 @@ class Replayer:
             else:
                 os.environ[name] = value
 
-    def _config(self, existing: Optional[TraceConfig], cassette: CassetteFile) -> TraceConfig:
+    @staticmethod
+    def _ours(app: Any) -> list[Any]:
+        return [m for m in getattr(app, "user_middleware", ()) if getattr(m, "cls", None) is TimeTracerMiddleware]
+
+    def _config(self, app: Any, location: str) -> TraceConfig:
+        """The replay config for ``location``, built on the app's own timetracer config when it has one."""
+        ours = self._ours(app)
+        existing = None
+        if ours:
+            existing = ours[0].kwargs.get("config", ours[0].args[0] if ours[0].args else None)
+        elif isinstance(app, TimeTracerMiddleware):
+            existing = app.config
         base = existing if existing is not None else TraceConfig.from_env()
         ignored = (*base.replay_ignore_fields, *self.ignore)
-        return dataclasses.replace(base, mode="replay", cassette_path=str(cassette), replay_ignore_fields=ignored)
+        return dataclasses.replace(base, mode="replay", cassette_path=location, replay_ignore_fields=ignored)
 
-    def _target(self, cassette: CassetteFile) -> Any:
-        """The app set to replay ``cassette``: its own middleware reconfigured, or a new one around it."""
-        app = self.app
-        ours = [m for m in getattr(app, "user_middleware", ()) if getattr(m, "cls", None) is TimeTracerMiddleware]
+    def _target(self, app: Any) -> Any:
+        """The app set to replay with :attr:`config`: its own middleware reconfigured, or a new one around it."""
+        ours = self._ours(app)
         if ours:
             for middleware in ours:
-                existing = middleware.kwargs.get("config", middleware.args[0] if middleware.args else None)
-                middleware.args, middleware.kwargs = (), {**middleware.kwargs, "config": self._config(existing, cassette)}
+                middleware.args, middleware.kwargs = (), {**middleware.kwargs, "config": self.config}
             app.middleware_stack = None  # Starlette builds the stack again, with the new config, on the next request
             return app
-        if isinstance(app, TimeTracerMiddleware):
-            return TimeTracerMiddleware(app.app, self._config(app.config, cassette))
-        return TimeTracerMiddleware(app, self._config(None, cassette))
+        return TimeTracerMiddleware(app.app if isinstance(app, TimeTracerMiddleware) else app, self.config)
 
-    def replay(self, cassette: CassetteFile) -> ReplayReport:
+    def cassettes(self) -> list[str]:
+        """The cassettes at the location, in recording order: the order to send their requests in."""
+        return self.library.in_recording_order()
+
+    def replay(self, cassette: str) -> ReplayReport:
         """Send the recorded request of ``cassette`` to the app; the replay report of that request."""
-        doc = load_cassette(cassette)
+        doc, _ = self.library.load(cassette)
         request = doc["request"]
-        self._switch.target = self._target(cassette)
         url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (f"?{request['query']}" if request.get("query") else "")
         headers = [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT]
         before = recent_reports()
@@ -134,11 +146,10 @@ class Replayer:
         if made:
             return made[-1]
         return ReplayReport(
-            cassette=str(cassette),
+            cassette=cassette,
             method=request["method"],
             path=request["path"],
             cassette_id=doc.get("id"),
             recorded_status=doc["response"]["status"],
             differences=["the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)"],
         )
-

@@ -1,0 +1,249 @@
+"""Which cassette answers a replayed request: chosen from an index, loaded when chosen.
+
+A request is answered by a cassette with the same signature: the method; the exact path,
+else the route template; the request body in canonical form (redacted and cut as
+recorded); and the fingerprint of the secrets redaction removed, when this process holds
+the key the recording used. Where a part finds no cassette it is left out (another path
+of the same route, a body or secrets never recorded) and the report says so for secrets.
+Cassettes sharing a signature are used in recording order (``recorded_at``, then file
+name), with a turn counter per signature: the Nth request with signature S gets the Nth
+cassette recorded with S, and after the last one the first again.
+
+At start only the directory's index is read (``.timetracer-index``, kept by
+:class:`~timetracer_otel.cli.index.CassetteIndex`, which parses and checks each new or
+changed cassette once), so an unusable cassette still stops the app at start. A cassette
+document is parsed again when a request chooses it; the last few chosen stay in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NamedTuple, Optional
+
+from timetracer_otel._fingerprint import fingerprint, key_id_of
+from timetracer_otel._keys import key_for
+from timetracer_otel.capture.asgi import Scope, route_template
+from timetracer_otel.cassette.reader import CassetteError, load_cassette
+from timetracer_otel.cli.index import CassetteIndex
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import REDACTED, redactor_for
+
+from .matching import body_digest, live_body
+from .session import RecordedViews, recorded_views
+
+__all__ = ["CassetteLibrary", "Choice", "LiveRequest"]
+
+_CACHED_DOCUMENTS = 32
+_NO_CASSETTE: dict[str, Any] = {"calls": [], "response": {}, "id": None}
+
+
+class LiveRequest(NamedTuple):
+    """The parts of an incoming request a cassette is chosen by."""
+
+    method: str
+    path: str
+    route: Optional[str]
+    query: str
+    headers: list[tuple[str, str]]
+    body: Optional[bytes]  # None when the library does not need it (see CassetteLibrary.needs_body)
+
+    @classmethod
+    def from_scope(cls, scope: Scope, body: Optional[bytes]) -> "LiveRequest":
+        headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())]
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        return cls(scope.get("method", "GET"), scope.get("path", ""), route_template(scope, scope), query, headers, body)
+
+
+@dataclass
+class Choice:
+    """The cassette answering one request (``path`` None when none fits), and what the report should say about the choice."""
+
+    path: Optional[str]
+    document: dict[str, Any]
+    views: RecordedViews
+    notes: list[str]
+
+
+class _Entry(NamedTuple):
+    path: str
+    body: str  # the request body's digest (matching.body_digest)
+    fingerprint: Optional[str]
+
+
+class _Turns:
+    """The cassettes of one signature, in recording order, and how many requests took one."""
+
+    __slots__ = ("entries", "fingerprints", "taken")
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        self.fingerprints: frozenset[str] = frozenset()
+        self.taken = 0
+
+    def take(self) -> _Entry:
+        """The next cassette in turn; after the last, the first again (call with the library's lock held)."""
+        entry = self.entries[self.taken % len(self.entries)]
+        self.taken += 1
+        return entry
+
+
+class _Group:
+    """The cassettes of one method and path (or route), indexed by body and fingerprint when first asked for."""
+
+    __slots__ = ("entries", "_turns")
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        self._turns: Optional[dict[tuple[Optional[str], Optional[str]], _Turns]] = None
+
+    def turns(self, body: Optional[str], fingerprint: Optional[str]) -> Optional[_Turns]:
+        """The cassettes with this body digest and fingerprint (None: any); None when there are none."""
+        if self._turns is None:
+            self._turns = {}
+            for entry in self.entries:
+                for key in {(entry.body, entry.fingerprint), (entry.body, None), (None, entry.fingerprint), (None, None)}:
+                    self._turns.setdefault(key, _Turns()).entries.append(entry)
+            for turns in self._turns.values():
+                turns.fingerprints = frozenset(e.fingerprint for e in turns.entries if e.fingerprint is not None)
+        return self._turns.get((body, fingerprint))
+
+
+class _Documents:
+    """The most recently chosen cassettes, parsed, with their call views."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._cache: OrderedDict[str, tuple[dict[str, Any], RecordedViews]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> tuple[dict[str, Any], RecordedViews]:
+        with self._lock:
+            found = self._cache.get(path)
+            if found is not None:
+                self._cache.move_to_end(path)
+                return found
+        document = load_cassette(path)  # outside the lock: other requests choose meanwhile
+        found = (document, recorded_views(document, path))
+        with self._lock:
+            self._cache[path] = found
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return found
+
+
+def _instant(recorded_at: Any) -> str:
+    """``recorded_at`` as a string that sorts in time order ("" when absent or unreadable: first)."""
+    try:
+        when = datetime.fromisoformat(str(recorded_at).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class CassetteLibrary:
+    """The cassettes at ``location`` (a cassette, a directory or an ``s3://`` prefix) and the choice of one per request.
+
+    :class:`~timetracer_otel.cassette.reader.CassetteError` when the location is unset, holds
+    no cassettes, or holds a file that is not a usable cassette (the first one is named).
+    """
+
+    def __init__(self, location: Optional[str]) -> None:
+        if not location:
+            raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
+        self.location = location
+        index = CassetteIndex(location).refresh()
+        problem = index.first_problem()
+        if problem is not None:
+            raise problem
+        if not index.entries:
+            raise CassetteError(location, "the directory holds no cassettes")
+        files = index.files()
+        rows = sorted(index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"]))
+        self._entries = [_Entry(str(files[row["key"]]), row["body_digest"], row["fingerprint"]) for row in rows]
+        self._by_path: dict[tuple[str, str], _Group] = {}
+        self._by_route: dict[tuple[str, str], _Group] = {}
+        for row, entry in zip(rows, self._entries):
+            self._by_path.setdefault((row["method"], row["path"]), _Group()).entries.append(entry)
+            if row["route"] is not None:
+                self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(entry)
+        self._documents = _Documents(_CACHED_DOCUMENTS)
+        self._lock = threading.Lock()
+
+    @property
+    def needs_body(self) -> bool:
+        """True when the request body takes part in the choice (more than one cassette)."""
+        return len(self._entries) > 1
+
+    def in_recording_order(self) -> list[str]:
+        """Every cassette, in the order the requests were recorded."""
+        return [entry.path for entry in self._entries]
+
+    def load(self, path: str) -> tuple[dict[str, Any], RecordedViews]:
+        """The document of a cassette of this library and its call views (kept for the next few requests)."""
+        return self._documents.get(path)
+
+    def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
+        """The cassette for ``request``; its body is compared redacted and cut per ``config``, its secrets by fingerprint."""
+        if len(self._entries) == 1:
+            return self._chosen(self._entries[0], [])
+        group = self._by_path.get((request.method, request.path))
+        if group is None and request.route is not None:
+            group = self._by_route.get((request.method, request.route))
+        if group is None:
+            return Choice(None, _NO_CASSETTE, [], [])
+        redactor = redactor_for(config)
+        body = live_body(request.body, request.headers, config.max_body_bytes) if request.body is not None else None
+        message = {"headers": [list(h) for h in request.headers], "query": request.query, "body": body}
+        secrets = redactor.secrets(message) if redactor is not None else []
+        if redactor is not None and body is not None:
+            redactor.body(body, message["headers"])
+        with self._lock:
+            digest = body_digest(body, message["headers"]) if body is not None else None
+            same_body = group.turns(digest, None)
+            digest = digest if same_body is not None else None
+            candidates = same_body or group.turns(None, None)
+            assert candidates is not None  # every group has (None, None)
+            printed, unknown = self._fingerprint(candidates, secrets, config)
+            exact = group.turns(digest, printed) if printed is not None else None
+            entry = (exact or candidates).take()
+        return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
+
+    @staticmethod
+    def _fingerprint(candidates: _Turns, secrets: list[tuple[str, str]], config: TraceConfig) -> tuple[Optional[str], str]:
+        """(the request's fingerprint, or None and why it has none) for comparing with the candidates'."""
+        if not candidates.fingerprints:
+            return None, ""
+        if redactor_for(config) is None:
+            return None, "redaction is off in this replay"
+        key = key_for(config)
+        recorded_ids = sorted({key_id_of(f) for f in candidates.fingerprints} - {None})
+        if key is None:
+            return None, f"this process has no secret key (they were fingerprinted with key {', '.join(recorded_ids)})"
+        if key.key_id not in recorded_ids:
+            return None, f"they were fingerprinted with key {', '.join(recorded_ids)}, this process has key {key.key_id}"
+        if secrets and all(value == REDACTED for _, value in secrets):
+            return None, "this request carries redacted placeholders, not secret values"
+        return fingerprint(secrets, key), ""
+
+    def _chosen(self, entry: _Entry, notes: list[str]) -> Choice:
+        document, views = self.load(entry.path)
+        return Choice(entry.path, document, views, notes)
+
+
+def _notes(candidates: _Turns, secrets: list[tuple[str, str]], printed: Optional[str], exact: bool, unknown: str) -> list[str]:
+    """What the report says when the secrets could not decide between cassettes."""
+    if printed is None and unknown and len(candidates.fingerprints) > 1:
+        return [
+            f"{len(candidates.entries)} cassettes of this request differ in their secret values and {unknown}: "
+            "the request could not be told apart by its secrets; taken in recording order"
+        ]
+    if printed is not None and not exact:
+        names = ", ".join(sorted({where for where, _ in secrets})) or "none"
+        return [
+            f"no cassette of this request was recorded with these secret values (secrets: {names}): "
+            f"taken in recording order from {len(candidates.entries)} recorded with others"
+        ]
+    return []

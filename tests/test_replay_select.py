@@ -1,0 +1,203 @@
+"""Which cassette answers a replayed request, in a directory: per-signature turns in recording order,
+secrets told apart by their fingerprint, cassettes read when chosen, and an honest report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from _replay import Sent, assert_same_response, cassette_files, record, replay, replay_config, send
+from apps.replay_app import create_app
+from conftest import Upstream
+from starlette.applications import Starlette
+
+from timetracer_otel._keys import Key
+from timetracer_otel.cassette.reader import CassetteError
+from timetracer_otel.integrations.starlette import auto_setup
+from timetracer_otel.replayers.selection import CassetteLibrary
+
+
+def _lookup(name: str) -> Sent:
+    return ("POST", "/lookup", {"json": {"name": name}})
+
+
+def _login(password: str) -> Sent:
+    return ("POST", "/login", {"json": {"user": "ada", "password": password}})
+
+
+def _in_recording_order(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    found = [(path, json.loads(path.read_text("utf-8"))) for path in cassette_files(directory)]
+    return sorted(found, key=lambda item: datetime.fromisoformat(item[1]["recorded_at"].replace("Z", "+00:00")))
+
+
+def _ids_by_name(directory: Path) -> dict[str, list[str]]:
+    """The ids of the /lookup cassettes by the name looked up, in recording order."""
+    ids: dict[str, list[str]] = {}
+    for _, doc in _in_recording_order(directory):
+        ids.setdefault(doc["request"]["body"]["json"]["name"], []).append(doc["id"])
+    return ids
+
+
+def _names_against_recording_order(directory: Path) -> list[Path]:
+    """Rename the cassettes so that file-name order is the reverse of recording order; the new paths, in recording order."""
+    recorded = _in_recording_order(directory)
+    renamed = []
+    for position, (path, _) in enumerate(recorded):
+        renamed.append(path.with_name(f"{len(recorded) - position:03d}.json"))
+        path.rename(renamed[-1])
+    assert sorted(renamed) == renamed[::-1]
+    return renamed
+
+
+def test_each_signature_takes_its_cassettes_in_turn(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """Recorded ada, bob, ada, bob, ada; replayed in another interleaving: the Nth request of a signature gets the
+    Nth cassette recorded with it, whatever the other signature did meanwhile; after the last, the first again."""
+    record(serve, upstream.url, cassette_dir, [_lookup(name) for name in ["ada", "bob", "ada", "bob", "ada"]])
+    ada, bob = _ids_by_name(cassette_dir)["ada"], _ids_by_name(cassette_dir)["bob"]
+    sent = [_lookup(name) for name in ["ada", "ada", "bob", "ada", "bob", "ada", "bob"]]
+    replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), sent)
+    assert [r.cassette_id for r in reports] == [ada[0], ada[1], bob[0], ada[2], bob[1], ada[0], bob[0]]
+    assert [r.json()["query"] for r in replayed] == [f"name={options['json']['name']}" for _, _, options in sent]
+    assert all(r.ok for r in reports)
+
+
+def test_cassettes_are_taken_in_recording_order_not_file_name_order(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    record(serve, upstream.url, cassette_dir, [_lookup("ada")] * 3)
+    recorded_ids = _ids_by_name(cassette_dir)["ada"]
+    renamed = _names_against_recording_order(cassette_dir)
+    _, reports = replay(serve, upstream.url, replay_config(cassette_dir), [_lookup("ada")] * 3)
+    assert [r.cassette_id for r in reports] == recorded_ids
+    assert [r.cassette for r in reports] == [str(path) for path in renamed]
+
+
+def test_a_wrong_and_a_right_password_are_told_apart_by_their_fingerprint(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path
+) -> None:
+    """The cassettes differ only in the redacted password; replayed the other way round, each login gets its own."""
+    recorded = record(serve, upstream.url, cassette_dir, [_login("wrong"), _login("right")])
+    assert [r.status_code for r in recorded] == [401, 200]
+    (wrong_path, wrong), (right_path, right) = _in_recording_order(cassette_dir)
+    assert wrong["request"]["body"]["json"] == right["request"]["body"]["json"] == {"user": "ada", "password": "[REDACTED]"}
+    key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
+    for doc in (wrong, right):
+        assert re.fullmatch(rf"hmac-sha256:{key_id}:[0-9a-f]{{64}}", doc["request"]["fingerprint"])
+    assert wrong["request"]["fingerprint"] != right["request"]["fingerprint"]
+    assert not any('"right"' in path.read_text("utf-8") for path in (wrong_path, right_path))
+
+    replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), [_login("right"), _login("wrong")])
+    assert [r.cassette_id for r in reports] == [right["id"], wrong["id"]]
+    assert_same_response(recorded[1], replayed[0])
+    assert_same_response(recorded[0], replayed[1])
+    assert all(r.ok and not r.notes for r in reports)
+
+
+def test_the_first_recording_makes_the_key_outside_the_cassette_directory(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """By default in $XDG_CONFIG_HOME/timetracer: 32 random bytes in hex, mode 0600 in a 0700 directory, its
+    location logged once; the cassettes name its id."""
+    monkeypatch.delenv("TIMETRACER_KEY_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    key_file = tmp_path / "config" / "timetracer" / "key"
+    with caplog.at_level(logging.INFO, logger="timetracer"):
+        record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text("ascii"))
+    assert (key_file.stat().st_mode & 0o777, key_file.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert [r.getMessage() for r in caplog.records if "secret key" in r.getMessage()] == [
+        f"timetracer: created the secret key {key_file} (keep it: replay needs it to tell requests apart by their secrets)"
+    ]
+    key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
+    assert {doc["request"]["fingerprint"].split(":")[1] for _, doc in _in_recording_order(cassette_dir)} == {key_id}
+
+
+@pytest.mark.parametrize("without", ["no key", "another key"])
+def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_them_apart(
+    without: str, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path, tmp_path: Path
+) -> None:
+    record(serve, upstream.url, cassette_dir, [_login("wrong"), _login("right")])
+    (_, wrong), (_, right) = _in_recording_order(cassette_dir)
+    key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
+    if without == "no key":
+        config = replay_config(cassette_dir, key_file=str(tmp_path / "no-key-here"))
+        reason = f"this process has no secret key (they were fingerprinted with key {key_id})"
+    else:
+        other = "another-key-of-32-characters-000"
+        config = replay_config(cassette_dir, secret_key=other)
+        reason = f"they were fingerprinted with key {key_id}, this process has key {Key(other.encode(), '').key_id}"
+    replayed, reports = replay(serve, upstream.url, config, [_login("right"), _login("wrong")])
+    assert [r.cassette_id for r in reports] == [wrong["id"], right["id"]]  # recording order: the right password got a 401
+    assert [r.status_code for r in replayed] == [401, 200]
+    note = (
+        f"2 cassettes of this request differ in their secret values and {reason}: "
+        "the request could not be told apart by its secrets; taken in recording order"
+    )
+    for report in reports:
+        assert report.notes == [note]
+        assert report.console_text().splitlines()[2] == f"  note: {note}"
+
+
+def test_a_cassette_is_read_when_chosen_and_no_other_is(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """After start, 200 cassettes no request chooses are deleted and the chosen one is edited: the replay
+    still answers, with the edit: cassettes are read when a request chooses them, not held from the start."""
+    recorded = record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
+    by_name = {doc["request"]["body"]["json"]["name"]: (path, doc) for path, doc in _in_recording_order(cassette_dir)}
+    bob_path, bob = by_name["bob"]
+    unchosen = []
+    for n in range(200):  # the same request recorded at other paths: valid cassettes no request asks for
+        doc = {**bob, "id": f"{n:08x}", "request": {**bob["request"], "path": f"/lookup/{n}", "route": f"/lookup/{n}"}}
+        unchosen.append(cassette_dir / "other" / f"POST__lookup__{n:08x}.json")
+        unchosen[-1].parent.mkdir(exist_ok=True)
+        unchosen[-1].write_text(json.dumps(doc), "utf-8")
+
+    server = serve(create_app(upstream.url, replay_config(cassette_dir)))
+    for path in unchosen:
+        path.unlink()
+    (call,) = bob["calls"]
+    call["response"]["body"]["json"]["query"] = "name=edited-after-start"
+    bob_path.write_text(json.dumps(bob), "utf-8")
+
+    ada_again, bob_again = send(server.url, [_lookup("ada"), _lookup("bob")])
+    assert_same_response(recorded[0], ada_again)
+    assert bob_again.json()["query"] == "name=edited-after-start"
+
+
+def test_a_cassette_broken_since_the_index_was_saved_still_stops_the_start(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
+    CassetteLibrary(str(cassette_dir))  # both checked, and the index saved beside them
+    assert (cassette_dir / ".timetracer-index").is_file()
+    (_, _), (bob_path, _) = _in_recording_order(cassette_dir)
+    bob_path.write_bytes(bob_path.read_bytes()[:300])
+    with pytest.raises(CassetteError) as raised:
+        auto_setup(Starlette(), config=replay_config(cassette_dir))
+    assert re.fullmatch(rf"timetracer: cannot use cassette {re.escape(str(bob_path))}: is truncated: .+", str(raised.value))
+    bob_path.unlink()  # only whole cassettes for the schema check
+
+
+def test_a_value_redacted_on_both_sides_is_unverified_not_the_same(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """/token answers a fresh access token and session cookie: both redacted, so the report cannot say they are the same."""
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/token", {})])
+    ((cassette, doc),) = _in_recording_order(cassette_dir)
+    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("GET", "/token", {})])
+    assert replayed.json()["access_token"] != recorded.json()["access_token"]
+    assert (report.differences, report.unverified) == ([], ["header set-cookie", "body $.access_token"])
+    assert (report.response_matches, report.verdict, report.ok) == (True, "unverified", False)
+    assert report.console_text().splitlines() == [
+        f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=2",
+        f"  cassette: {cassette}",
+        "  unverified: header set-cookie",
+        "  unverified: body $.access_token",
+    ]

@@ -1,0 +1,39 @@
+"""The keyed fingerprint of the secrets redaction removes from an inbound request.
+
+Two requests that differ only in a redacted value (a wrong and a right password, another
+``Authorization`` header) look the same in their cassettes. The fingerprint, an
+HMAC-SHA256 under timetracer's key of every value redaction removes (with where it was),
+tells them apart in replay without storing the values: it cannot be reversed, and without
+the key it cannot be checked against guesses either. See :meth:`~timetracer_otel.redaction.Redactor.secrets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any, Optional
+
+from timetracer_otel._keys import Key
+
+__all__ = ["SCHEME", "fingerprint", "key_id_of"]
+
+SCHEME = "hmac-sha256"
+
+
+def fingerprint(secrets: list[tuple[str, str]], key: Key) -> str:
+    """``hmac-sha256:<key id>:<64 hex digits>`` of an inbound request's :meth:`Redactor.secrets`.
+
+    A request without secrets has a fingerprint too (of nothing), so it is told apart from one with them.
+    """
+    data = json.dumps(secrets, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return f"{SCHEME}:{key.key_id}:{hmac.new(key.material, data, hashlib.sha256).hexdigest()}"
+
+
+def key_id_of(value: Any) -> Optional[str]:
+    """The key id in a fingerprint, or None for anything that is not one."""
+    if not isinstance(value, str):
+        return None
+    scheme, _, rest = value.partition(":")
+    key_id, _, digest = rest.partition(":")
+    return key_id if scheme == SCHEME and key_id and digest else None
