@@ -237,7 +237,8 @@ def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, 
 
     paths = _cassettes(cassette, directory)
     try:
-        with Replayer(app_spec, str(paths[0]), app_dir, factory, ignore) as replayer:
+        whole = cassette if is_url(cassette) or Path(cassette).is_dir() else None  # its process cassette answers startup
+        with Replayer(app_spec, str(paths[0]), app_dir, factory, ignore, process_cassettes=whole) as replayer:
             reports = [replayer.replay(path) for path in paths]
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None

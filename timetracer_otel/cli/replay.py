@@ -25,7 +25,7 @@ from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
-from timetracer_otel.replayers import ReplayReport, recent_reports
+from timetracer_otel.replayers import ReplayReport, process, recent_reports
 from timetracer_otel.replayers.http import HttpAnswer
 
 __all__ = ["import_app", "Replayer"]
@@ -67,11 +67,20 @@ class Replayer:
     """Replays cassettes through one app: ``with Replayer(spec, first) as r: r.replay(path)``."""
 
     def __init__(
-        self, spec: str, first_cassette: str, app_dir: Optional[str] = None, factory: bool = False, ignore: Sequence[str] = ()
+        self,
+        spec: str,
+        first_cassette: str,
+        app_dir: Optional[str] = None,
+        factory: bool = False,
+        ignore: Sequence[str] = (),
+        process_cassettes: Optional[str] = None,
     ) -> None:
+        """``process_cassettes``: the directory whose process cassette answers the app's calls outside requests."""
         self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": first_cassette}
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
+        if process_cassettes is not None:
+            process.start(TraceConfig(mode="replay", cassette_path=process_cassettes))
         self.app = import_app(spec, app_dir, factory)
         self.ignore = tuple(ignore)
         self._switch = _Switch(self.app)
