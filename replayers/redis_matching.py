@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Optional, Sequence
 
-from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.redaction import REDACTED
 
 from .matching import CallView
@@ -188,18 +188,23 @@ def recorded_view(call: dict[str, Any]) -> CallView:
     return request_view(decode_value(call["request"]))
 
 
+def _answer(reply: Any) -> dict[str, Any]:
+    return {"protocol": "redis", "request": None, "response": encode_value({"reply": reply}), "error": None}
+
+
 def usual_answer(view: CallView) -> Optional[dict[str, Any]]:
     """The call document a server's usual answer gives for a command that carries no data, or None.
 
     ``PING`` (without a message) answers ``True``; ``SELECT``, ``AUTH``, ``CLIENT SETNAME``
-    and ``CLIENT SETINFO`` answer ``OK``, which redis-py returns as ``True``. Answering
-    ``AUTH`` takes its password nowhere and tells nothing about it.
+    and ``CLIENT SETINFO`` answer ``OK``, which redis-py returns as ``True`` (as ``OK`` itself
+    when the subcommand is a separate argument: no response callback applies then).
+    Answering ``AUTH`` takes its password nowhere and tells nothing about it.
     """
     if view.key[1] != "command":  # a pipeline: its commands may carry anything
         return None
-    name, args = view.key[3]
-    if name == "CLIENT" and args:  # execute_command("CLIENT", "SETNAME", ...)
-        name, args = command_name(f"CLIENT {_text(args[0])}"), args[1:]
+    decode, (name, args) = view.key[2], view.key[3]
+    if name == "CLIENT" and args and command_name(_text(args[0])) in ("SETNAME", "SETINFO"):
+        return _answer("OK" if decode else b"OK")
     if (name == "PING" and not args) or name in _NO_DATA_COMMANDS:
-        return {"protocol": "redis", "request": None, "response": {"reply": True}, "error": None}
+        return _answer(True)
     return None
