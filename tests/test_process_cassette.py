@@ -252,3 +252,11 @@ def test_commands_that_return_data_get_no_usual_answer() -> None:
     with redis.Redis.from_url(REDIS.format(port=CLOSED)) as client:
         for args in (("PING", "hello"), ("HELLO", 3), ("GET", "k"), ("ECHO", "x")):
             assert usual_answer(request_view(command_request(client, args, redact=True)[0])) is None
+
+
+def test_the_documented_process_cassette_matches_the_schema() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "cassette-format.md").read_text("utf-8")
+    section = text[text.index("## Process cassettes") : text.index("## Validating a cassette")]
+    example = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text("utf-8")))
+    assert example["scope"] == "process" and list(validator.iter_errors(example)) == []
