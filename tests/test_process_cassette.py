@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -260,3 +261,12 @@ def test_the_documented_process_cassette_matches_the_schema() -> None:
     example = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text("utf-8")))
     assert example["scope"] == "process" and list(validator.iter_errors(example)) == []
+
+
+def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cassette(cassette_dir: Path, suffix: str) -> None:
+    """``timetracer replay DIR`` runs the app's lifespan once: its process cassette answers startup."""
+    _record(cassette_dir, suffix)
+    command = [str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", "startup_app:traced", "--app-dir", str(APPS_DIR), "--factory"]
+    done = subprocess.run(command, env={**os.environ, **_deps(suffix, CLOSED, CLOSED)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout
