@@ -118,8 +118,29 @@ def _span(span: FrozenSpan, origin_ns: int) -> dict[str, Any]:
     }
 
 
+def _recorded_at(nanoseconds: int) -> str:
+    return datetime.fromtimestamp(nanoseconds / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _process_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
+    """The process cassette: the calls made outside every request, offsets from the recording's start."""
+    calls = sorted(recording.calls, key=lambda c: c.started_ns)
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "scope": "process",
+        "id": cassette_id(recording.root_span_id),
+        "recorded_at": _recorded_at(recording.started_ns),
+        "service": recording.service,
+        "calls": [_call(c, recording.started_ns, limit) for c in calls],
+        "dropped_calls": recording.dropped_calls,
+    }
+
+
 def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
     """The cassette document for ``recording`` (not yet redacted); ``limit``: the config's ``max_body_bytes``."""
+    if recording.scope == "process":
+        return _process_document(recording, limit)
     spans = sorted(recording.spans, key=lambda s: s.start_ns or 0)
     calls = sorted(recording.calls, key=lambda c: c.started_ns)
     root = next((s for s in spans if s.span_id == recording.root_span_id), None)
@@ -131,7 +152,7 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         "version": FORMAT_VERSION,
         "id": cassette_id(recording.root_span_id),
         "trace_id": f"{recording.trace_id:032x}",
-        "recorded_at": datetime.fromtimestamp(origin / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z"),
+        "recorded_at": _recorded_at(origin),
         "service": recording.service,
         "duration_ms": _ms(max(end - origin, 0)),
         "request": {

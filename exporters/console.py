@@ -8,7 +8,7 @@ from typing import Any
 
 from timetracer_otel.cassette.location import is_url
 
-__all__ = ["record_line"]
+__all__ = ["record_line", "process_line"]
 
 _MAX_PATH_CHARS = 200
 
@@ -19,17 +19,31 @@ def _printable(text: str) -> str:
     return shown if len(shown) <= _MAX_PATH_CHARS else shown[: _MAX_PATH_CHARS - 3] + "..."
 
 
+def _deps(doc: dict[str, Any]) -> str:
+    kinds = Counter(call["kind"] for call in doc["calls"])
+    return ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none"
+
+
+def _shown_path(path: str) -> str:
+    relative = path if is_url(path) else os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def record_line(doc: dict[str, Any], path: str) -> str:
     """``timetracer [OK] recorded GET /  id=...  status=200  total=145ms  deps=http.client:1`` and the path line."""
     request, response = doc["request"], doc["response"]
     status = response["status"]
     tag = "[OK]" if status < 500 and not doc.get("error") else "[ERR]"
-    kinds = Counter(call["kind"] for call in doc["calls"])
-    deps = ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none"
-    relative = path if is_url(path) else os.path.relpath(path)
-    shown_path = path if relative.startswith("..") else relative
     return (
         f"timetracer {tag} recorded {_printable(request['method'])} {_printable(request['path'])}"
-        f"  id={doc['id']}  status={status}  total={round(doc['duration_ms'])}ms  deps={deps}\n"
-        f"  cassette: {shown_path}"
+        f"  id={doc['id']}  status={status}  total={round(doc['duration_ms'])}ms  deps={_deps(doc)}\n"
+        f"  cassette: {_shown_path(path)}"
+    )
+
+
+def process_line(doc: dict[str, Any], path: str) -> str:
+    """``timetracer [OK] recorded calls outside requests  id=...  deps=redis.client:2`` and the path line."""
+    return (
+        f"timetracer [OK] recorded calls outside requests  id={doc['id']}  deps={_deps(doc)}\n"
+        f"  cassette: {_shown_path(path)}"
     )

@@ -24,7 +24,7 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import redactor_for
 
 from .builder import build_document
-from .console import record_line
+from .console import process_line, record_line
 from .frozen import FrozenRecording
 
 __all__ = ["CassetteFiles", "prepare_document", "serialise", "store"]
@@ -111,6 +111,8 @@ class CassetteFiles:
         if target is not None:  # a rewrite for late spans, or a path chosen up front
             replace(target, encode(serialise(doc), target), config.fsync)
             counters.add("rewritten" if written else "recorded")
+            if not written and doc.get("scope") == "process":
+                logger.info(process_line(doc, target))
         else:
             target = str(store(doc, config.cassette_dir, config.compression, durable=config.fsync))
             counters.add("recorded")

@@ -86,6 +86,8 @@ class FrozenRecording(NamedTuple):
     spans: tuple[FrozenSpan, ...]
     secrets: dict[int, tuple[str, ...]]  # span id -> texts its span may quote (see _span_secrets)
     draws: tuple[dict[str, Any], ...]  # the clock, UUID and random values drawn, as the cassette stores them
+    scope: str  # "request", or "process": the calls made outside every request
+    dropped_calls: int  # calls not kept (a process recording is bounded)
 
 
 def _body(sink: Optional[BodySink]) -> Optional[FrozenBody]:
@@ -145,4 +147,6 @@ def freeze(recording: TraceRecording) -> FrozenRecording:
         tuple(_span(s) for s in spans),
         secrets,
         tuple(recording.draws.encoded()) if recording.draws is not None else (),
+        recording.scope,
+        recording.dropped_calls,
     )

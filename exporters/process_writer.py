@@ -305,7 +305,7 @@ class ProcessWriter:
             if config_id is None:
                 return self._fallback.submit(recording)
             frozen = freeze(recording)
-            if frozen.fixed_path is not None:
+            if frozen.fixed_path is not None and not is_url(frozen.fixed_path):
                 frozen = frozen._replace(fixed_path=os.path.abspath(frozen.fixed_path))
             sent = channel.send(("record", config_id, frozen), recording=True)
         except Exception as exc:  # noqa: BLE001 - never into the application's request

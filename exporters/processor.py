@@ -9,8 +9,9 @@ from typing import Optional, Union
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from timetracer_otel import _process_recording
 from timetracer_otel._diagnostics import counters, errors
-from timetracer_otel._recording import TraceRecording, current_recording
+from timetracer_otel._recording import TraceRecording, request_recording
 
 from .process_writer import ProcessWriter
 from .writer import CassetteWriter
@@ -78,7 +79,7 @@ class CassetteSpanProcessor(SpanProcessor):
                 self._submit_if_done(stale, span_ended=False)
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
-        recording = current_recording()
+        recording = request_recording()
         if recording is not None and span.context.trace_id == recording.trace_id:
             self._own(span.context.span_id, recording)
 
@@ -152,6 +153,7 @@ class CassetteSpanProcessor(SpanProcessor):
         return self.writer.flush(max(deadline - time.monotonic(), 0.0))
 
     def shutdown(self) -> None:
+        _process_recording.save()  # with what came after the last write (a process without lifespan events: the only one)
         self._submit_waiting()
         self.writer.flush(5.0)
 

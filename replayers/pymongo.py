@@ -17,8 +17,9 @@ and no server cursors to kill, so closing it sends nothing, in replay or after.
 
 In a process started with ``TIMETRACER_MODE=replay`` the same holds outside every
 replayed request: a ``MongoClient`` built with ``connect=True`` at import opens no
-topology and no monitor, and a command sent outside a request is refused with
-``ReplayMismatchError`` (``replay_session_for``) instead of reaching a server.
+topology and no monitor, and a command sent outside a request is answered by the
+process session or refused with ``ReplayMismatchError`` (``replay_session_for``)
+instead of reaching a server.
 """
 
 from __future__ import annotations
@@ -65,22 +66,21 @@ _SERVERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  #
 _connection_ids = count(1)
 
 
-def _refused_outside_requests(library: str) -> bool:
-    """Whether ``library``'s calls outside every replayed request are refused (``TIMETRACER_MODE=replay``)."""
+def _replayed_outside_requests(library: str) -> bool:
+    """Whether ``library``'s calls outside every replayed request are answered or refused (``TIMETRACER_MODE=replay``)."""
     try:
-        replay_session_for(library, str)  # called with no session current: None, or the refusal
+        return replay_session_for(library, str) is not None  # with no session current: the process session or None
     except ReplayMismatchError:
         return True
-    return False
 
 
 def _held() -> bool:
     """True when no server may be reached now: a replay session answers pymongo, or, outside
-    every request, the process replays (its commands are then refused when sent)."""
+    every request, the process replays (its commands are then answered or refused when sent)."""
     session = current_session()
     if session is not None:
         return not any(session.is_live(library) for library in _LIBRARIES)
-    return all(_refused_outside_requests(library) for library in _LIBRARIES)
+    return all(_replayed_outside_requests(library) for library in _LIBRARIES)
 
 
 def _hello(address: tuple[str, int]) -> dict[str, Any]:
@@ -155,12 +155,13 @@ class _Replaying:
             return
         if name in UNRECORDED:
             return
-        session = self.replay_session
         shown = {} if name.lower() in _SENSITIVE_COMMANDS else command  # as pymongo publishes it
+        session = self.replay_session
+        if session is None:  # outside every replayed request of a replaying process: the process session, or the refusal
+            session = replay_session_for(_LIBRARY, lambda: command_view(dbname, name, encode_value(shown)).label)
         redactor = session.redactor if session is not None else None
         view = command_view(dbname, name, encode_value(redactor.json_value(shown) if redactor is not None else shown))
-        if session is None:  # outside every replayed request of a replaying process
-            replay_session_for(_LIBRARY, lambda: view.label)  # raises the refusal
+        if session is None:
             raise ReplayMismatchError(view.label, _LIBRARY, "(none)", "a replay connection was used outside its replay session")
         recorded = session.answer(_LIBRARY, view)
         _adopt_generated_ids(command, recorded.document["request"]["command"])

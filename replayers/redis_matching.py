@@ -13,9 +13,9 @@ too: the same command answers with bytes or with str depending on it.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Optional, Sequence
 
-from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.redaction import REDACTED
 
 from .matching import CallView
@@ -27,6 +27,7 @@ __all__ = [
     "scrub",
     "request_view",
     "recorded_view",
+    "usual_answer",
     "UNWATCH_COMMANDS",
 ]
 
@@ -34,6 +35,10 @@ __all__ = [
 UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
 _SECRET_SETTINGS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"})
 _MAX_LABEL = 200
+# Commands that carry no data: what redis-py returns for their reply (after its response callbacks).
+# Not HELLO: it answers the server's identity and version, and redis-py's own handshake sends it
+# on connecting, which a replay never does.
+_NO_DATA_COMMANDS = frozenset({"SELECT", "AUTH", "CLIENT SETNAME", "CLIENT SETINFO"})
 
 
 def _text(value: Any) -> str:
@@ -181,3 +186,25 @@ def request_view(request: dict[str, Any]) -> CallView:
 def recorded_view(call: dict[str, Any]) -> CallView:
     """The view of a recorded redis call document."""
     return request_view(decode_value(call["request"]))
+
+
+def _answer(reply: Any) -> dict[str, Any]:
+    return {"protocol": "redis", "request": None, "response": encode_value({"reply": reply}), "error": None}
+
+
+def usual_answer(view: CallView) -> Optional[dict[str, Any]]:
+    """The call document a server's usual answer gives for a command that carries no data, or None.
+
+    ``PING`` (without a message) answers ``True``; ``SELECT``, ``AUTH``, ``CLIENT SETNAME``
+    and ``CLIENT SETINFO`` answer ``OK``, which redis-py returns as ``True`` (as ``OK`` itself
+    when the subcommand is a separate argument: no response callback applies then).
+    Answering ``AUTH`` takes its password nowhere and tells nothing about it.
+    """
+    if view.key[1] != "command":  # a pipeline: its commands may carry anything
+        return None
+    decode, (name, args) = view.key[2], view.key[3]
+    if name == "CLIENT" and args and command_name(_text(args[0])) in ("SETNAME", "SETINFO"):
+        return _answer("OK" if decode else b"OK")
+    if (name == "PING" and not args) or name in _NO_DATA_COMMANDS:
+        return _answer(True)
+    return None

@@ -16,8 +16,9 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 from timetracer_otel._own_io import is_own_io
+from timetracer_otel._recording import in_request
 from timetracer_otel.cassette.reader import CassetteError
-from timetracer_otel.config import TraceConfig
+from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.redaction import redactor_for
 
 from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
@@ -78,11 +79,6 @@ def current_session() -> Optional["ReplaySession"]:
     return _current.get()
 
 
-def _process_replays() -> bool:
-    """True when the whole process was started to replay (``TIMETRACER_MODE=replay``)."""
-    return os.environ.get("TIMETRACER_MODE", "").strip().lower() == "replay"
-
-
 def _live_in_environment(library: str) -> bool:
     return library in {name.strip() for name in os.environ.get("TIMETRACER_LIVE_PLUGINS", "").split(",")}
 
@@ -90,26 +86,28 @@ def _live_in_environment(library: str) -> bool:
 def replay_session_for(library: str, describe: Callable[[], str]) -> Optional["ReplaySession"]:
     """The session that must answer a call of ``library``, or None when the call may go out.
 
-    In a process started with ``TIMETRACER_MODE=replay`` a call outside every replayed
-    request (a thread or task that lost the request's context, startup code) is refused
-    with :class:`ReplayMismatchError` rather than sent, unless ``library`` is live.
-    ``describe()`` names the call for that error.
+    In a process started with ``TIMETRACER_MODE=replay``, a call outside every request
+    (lifespan, import time, a thread or task without a request's context) is answered by
+    the process session (:mod:`.process`), and a call in a request that is not replayed
+    (an excluded path) is refused with :class:`ReplayMismatchError` rather than sent,
+    unless ``library`` is live. ``describe()`` names the call for that error.
     """
     if is_own_io():  # timetracer's own export, never the application's call
         return None
     session = _current.get()
-    if session is not None:
-        return None if session.is_live(library) else session
-    if _process_replays() and not _live_in_environment(library):
-        raise ReplayMismatchError(
-            describe(),
-            library,
-            "(none: this call belongs to no replayed request)",
-            "This process replays (TIMETRACER_MODE=replay), so it is not sent. Calls made from a new thread\n"
-            "or from code outside the request lose the request's replay session: make the call in the\n"
-            f"request's context, or let {library} go live with TIMETRACER_LIVE_PLUGINS={library}.",
-        )
-    return None
+    if session is None and process_mode() == "replay" and not _live_in_environment(library):
+        if in_request():
+            raise ReplayMismatchError(
+                describe(),
+                library,
+                "(none: this call belongs to no replayed request)",
+                "This process replays (TIMETRACER_MODE=replay), so it is not sent. The request it was made for\n"
+                f"is not replayed (an excluded path?): let {library} go live with TIMETRACER_LIVE_PLUGINS={library}.",
+            )
+        from .process import process_session  # it builds on this module
+
+        session = process_session()
+    return None if session is None or session.is_live(library) else session
 
 
 def activate(session: "ReplaySession") -> contextvars.Token:
@@ -167,9 +165,20 @@ class ReplaySession:
             if recorded is not None:
                 self.answered.append((library, recorded))
                 return recorded
-            error = ReplayMismatchError(view.label, library, self.path, describe_mismatch(view, self.index.calls))
+            unrecorded = self._unrecorded_answer(view)
+            if unrecorded is not None:
+                return unrecorded
+            error = ReplayMismatchError(view.label, library, self.path, self._mismatch(library, view))
             self.unmatched.append(error)
         raise error
+
+    def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
+        """An answer for a call the cassette does not hold; a request's session has none."""
+        return None
+
+    def _mismatch(self, library: str, view: CallView) -> str:
+        """What the error for an unanswered call says after naming it."""
+        return describe_mismatch(view, self.index.calls)
 
     def answer_http(
         self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]

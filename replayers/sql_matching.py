@@ -9,13 +9,13 @@ This module must not import SQLAlchemy: cassettes load wherever timetracer does.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 from timetracer_otel.cassette.values import encode_value
 
 from .matching import CallView
 
-__all__ = ["recorded_view", "live_view"]
+__all__ = ["recorded_view", "live_view", "usual_answer"]
 
 _LABEL_CHARS = 200
 
@@ -61,3 +61,20 @@ def recorded_view(call: dict[str, Any]) -> CallView:
 def live_view(request: dict[str, Any]) -> CallView:
     """The view of a call being made: ``request`` holds plain Python values, as the capture records them."""
     return _view(encode_value(request))
+
+
+def usual_answer(view: CallView) -> Optional[dict[str, Any]]:
+    """The call document for a call that carries no data, or None.
+
+    A ``connect`` is answered without the recorded dialect state: the dialect keeps what
+    it has until a request's recorded ``connect`` brings that state. ``SELECT 1`` (a
+    liveness check) answers one row holding 1. The dialect's connect-time probes
+    (``select version()``, ``show standard_conforming_strings``, ...) never reach a
+    replay connection, so they need no answer.
+    """
+    if view.fields["operation"] == "connect":
+        return {"protocol": "sql", "request": None, "response": {"dialect_state": {}}, "error": None}
+    if view.fields["operation"] == "execute" and view.fields["statement"].lower().rstrip("; ") == "select 1":
+        description = [["?column?", None, None, None, None, None, None]]
+        return {"protocol": "sql", "request": None, "response": {"description": description, "rowcount": 1, "rows": [[1]]}, "error": None}
+    return None

@@ -251,7 +251,7 @@ def test_a_replaying_process_refuses_redis_calls_outside_any_request(
     install_replayers()
     monkeypatch.setenv("TIMETRACER_MODE", "replay")
     client = redis.Redis.from_url(CLOSED_URL)
-    with pytest.raises(ReplayMismatchError, match=r"no recorded call matches GET k \(redis\)\ncassette: \(none"):
+    with pytest.raises(ReplayMismatchError, match=r"no recorded call matches GET k \(redis\)\ncassette: \(no process cassette\)"):
         client.get("k")
     pipe = client.pipeline().set("k", 1).incr("n")
     with pytest.raises(ReplayMismatchError, match=r"no recorded call matches MULTI/EXEC \[SET k 1; INCRBY n 1\]"):

@@ -59,7 +59,8 @@ def test_testclient_replays_in_process(serve: Callable[..., Any], upstream: Upst
 def test_a_replaying_process_refuses_calls_outside_any_replayed_request(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
-    """A thread loses the request's replay session: under TIMETRACER_MODE=replay its call is refused, not sent."""
+    """A thread loses the request's replay session: under TIMETRACER_MODE=replay its call goes to the process
+    session, and with no process cassette (recorded in a process not started to record) it is refused, not sent."""
     record(serve, upstream.url, cassette_dir, [("GET", "/thread", {})])
     before = len(upstream.requests)
     env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), "REPLAY_APP_UPSTREAM": upstream.url}
@@ -69,5 +70,6 @@ def test_a_replaying_process_refuses_calls_outside_any_replayed_request(
     assert outcome.json()["raised"] == "timetracer_otel.replayers.session.ReplayMismatchError"
     assert outcome.json()["message"].splitlines()[:2] == [
         f"timetracer replay: no recorded call matches GET {upstream.url}/json?from=thread (httpx)",
-        "cassette: (none: this call belongs to no replayed request)",
+        "cassette: (no process cassette)",
     ]
+    assert "no process cassette answered it" in outcome.json()["message"]

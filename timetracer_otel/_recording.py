@@ -3,6 +3,9 @@
 The ASGI layer creates a :class:`TraceRecording` per sampled request and sets it as
 current; capture wrappers for client libraries add their calls to whatever recording
 is current in their context, so concurrent requests never see each other's calls.
+Code running outside every request (lifespan, import time, threads without the
+request's context) records into the process recording, when the process has one
+(:mod:`._process_recording`); a request that is not recorded records nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from opentelemetry import trace
 
+from ._own_io import is_own_io
 from .cassette.body import BodySink
 from .determinism import DrawRecorder
 
@@ -27,6 +31,11 @@ if TYPE_CHECKING:
 _current: contextvars.ContextVar[Optional["TraceRecording"]] = contextvars.ContextVar(
     "timetracer_recording", default=None
 )
+# True inside an inbound request (an ASGI scope other than lifespan), recorded or not.
+_in_request: contextvars.ContextVar[bool] = contextvars.ContextVar("timetracer_in_request", default=False)
+# Where calls made outside every request go (set by _process_recording), or None.
+_process: Optional["TraceRecording"] = None
+_process_lock = threading.Lock()
 
 Headers = list[tuple[str, str]]
 
@@ -35,7 +44,29 @@ _serials = itertools.count(1)
 
 
 def current_recording() -> Optional["TraceRecording"]:
-    """The recording of the request this code runs for, or None."""
+    """The recording of the request this code runs for; outside every request, the process recording; or None."""
+    recording = _current.get()
+    if recording is not None or _process is None or _in_request.get() or is_own_io():
+        return recording
+    return _process
+
+
+def process_recording() -> Optional["TraceRecording"]:
+    """The recording of calls made outside every request, if this process keeps one."""
+    return _process
+
+
+def use_process_recording(recording: "TraceRecording") -> "TraceRecording":
+    """Make ``recording`` the process recording, unless there is one already; return the one in use."""
+    global _process
+    with _process_lock:
+        if _process is None:
+            _process = recording
+        return _process
+
+
+def request_recording() -> Optional["TraceRecording"]:
+    """The recording of the request this code runs for, or None (never the process recording)."""
     return _current.get()
 
 
@@ -102,6 +133,9 @@ class ProtocolCall:
 
 class TraceRecording:
     """One inbound request: its payloads, the outgoing calls made for it, and its spans."""
+
+    scope = "request"  # what the cassette records: one request, or the process outside its requests
+    dropped_calls = 0  # calls not kept (a process recording is bounded)
 
     def __init__(
         self,
@@ -177,3 +211,17 @@ def activate(recording: TraceRecording) -> contextvars.Token:
 
 def deactivate(token: contextvars.Token) -> None:
     _current.reset(token)
+
+
+def enter_request() -> contextvars.Token:
+    """Mark the code that follows as serving an inbound request: its calls never go to the process recording."""
+    return _in_request.set(True)
+
+
+def leave_request(token: contextvars.Token) -> None:
+    _in_request.reset(token)
+
+
+def in_request() -> bool:
+    """True in code serving an inbound request (recorded, replayed, or neither)."""
+    return _in_request.get()

@@ -10,6 +10,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from timetracer_otel import _process_recording
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters import CassetteSpanProcessor
 
@@ -53,6 +54,14 @@ def cassette_processor(provider: TracerProvider) -> CassetteSpanProcessor:
             provider.add_span_processor(processor)
             _processors[provider] = processor
         return processor
+
+
+def record_process(config: TraceConfig) -> None:
+    """Record calls outside requests from now on, written by the cassette processor (only in a process started to record)."""
+    if not _process_recording.wanted(config):
+        return
+    provider = tracer_provider(config.service_name)
+    _process_recording.start(config, service_name(provider, config.service_name), cassette_processor(provider).writer)
 
 
 def otlp_processor(provider: TracerProvider, config: TraceConfig) -> SpanProcessor:

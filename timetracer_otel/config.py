@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["TraceConfig", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES", "DRAW_SOURCES"]
+__all__ = ["TraceConfig", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES", "DRAW_SOURCES", "process_mode"]
 
 MODES = ("off", "record", "replay")
 COMPRESSIONS = ("none", "gzip")
@@ -179,6 +179,15 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     "secret_key": ("TIMETRACER_SECRET_KEY", _parse_secret, None),
     "key_file": ("TIMETRACER_KEY_FILE", _parse_optional_str, None),
 }
+
+
+def process_mode() -> str:
+    """The mode the process was started in (``TIMETRACER_MODE``), ``""`` when unset.
+
+    Calls outside every request are recorded or replayed only in a process started so: in
+    a process that merely hosts a recording app (a test run), they are the host's own.
+    """
+    return os.environ.get("TIMETRACER_MODE", "").strip().lower()
 
 
 def _from_environ(names: Union[None, str, tuple[str, ...]], environ: Mapping[str, str]) -> Optional[tuple[str, str]]:

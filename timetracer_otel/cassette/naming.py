@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-__all__ = ["cassette_relpath", "sanitise"]
+__all__ = ["cassette_relpath", "process_cassette_relpath", "is_process_cassette_name", "sanitise"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_ROUTE_CHARS = 80
 _MAX_METHOD_CHARS = 16
+# Lower case: a request cassette's name starts with its upper-cased method, so the two never meet.
+_PROCESS_PREFIX = "process__"
 
 
 def sanitise(text: str, limit: int) -> str:
@@ -26,3 +28,15 @@ def cassette_relpath(method: str, route: str, cassette_id: str, recorded_at: dat
     safe_route = sanitise(route, _MAX_ROUTE_CHARS)
     safe_id = sanitise(cassette_id, 32) or "0"
     return f"{recorded_at:%Y-%m-%d}/{safe_method}__{safe_route}__{safe_id}{suffix}"
+
+
+def process_cassette_relpath(service: str, cassette_id: str, recorded_at: datetime, suffix: str = ".json") -> str:
+    """``<YYYY-MM-DD>/process__<service>__<id><suffix>``: the calls one process made outside its requests."""
+    safe_service = sanitise(service, _MAX_ROUTE_CHARS)
+    safe_id = sanitise(cassette_id, 32) or "0"
+    return f"{recorded_at:%Y-%m-%d}/{_PROCESS_PREFIX}{safe_service}__{safe_id}{suffix}"
+
+
+def is_process_cassette_name(name: str) -> bool:
+    """True for a file name :func:`process_cassette_relpath` gives (a process cassette, not a request's)."""
+    return name.startswith(_PROCESS_PREFIX)

@@ -2,7 +2,9 @@
 
 Every reader goes through :func:`load_cassette` and :func:`cassette_files`, so each accepts
 local files and ``s3://`` URLs (see :mod:`.location`), plain ``.json`` and gzip-compressed
-``.json.gz`` alike.
+``.json.gz`` alike. Request cassettes and process cassettes (the calls a process made
+outside its requests) share the format but not the readers: listing a directory gives
+one kind or the other, and loading a file checks it is the kind asked for.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import orjson
 
 from . import FORMAT_NAME, FORMAT_VERSION
 from .location import CassetteFile, is_cassette_name, is_url, list_files, read_bytes
+from .naming import is_process_cassette_name
 
-__all__ = ["CassetteError", "load_cassette", "cassette_files"]
+__all__ = ["CassetteError", "load_cassette", "cassette_files", "process_cassette_files", "SCOPES"]
+
+SCOPES = ("request", "process")  # what a cassette records; a document without "scope" records a request
 
 _LAST_TOKEN = re.compile(r'[^\s,:\[\]{}"]*')
 
@@ -45,8 +50,16 @@ def _check_http_message(message: Any, path: CassetteFile, where: str, keys: tupl
     _require(not missing, path, f"{where} lacks {', '.join(missing)}")
 
 
-def validate_document(doc: Any, path: CassetteFile) -> dict[str, Any]:
-    """Check the parts replay relies on; return the document."""
+def _check_scope(doc: dict[str, Any], path: CassetteFile, scope: str) -> None:
+    found = doc.get("scope", "request")
+    _require(found in SCOPES, path, f"'scope' is {found!r}, expected 'process' or none")
+    if found == "process":
+        _require(scope == "process", path, "is a process cassette (the calls made outside requests), not a request's")
+    _require(found == scope, path, "is a request's cassette, not a process cassette")
+
+
+def validate_document(doc: Any, path: CassetteFile, scope: str = "request") -> dict[str, Any]:
+    """Check the parts replay relies on, and that the document records ``scope``; return the document."""
     _require(isinstance(doc, dict), path, "the top level is not a JSON object")
     _require(doc.get("format") == FORMAT_NAME, path, f"'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}")
     version = doc.get("version")
@@ -55,8 +68,10 @@ def validate_document(doc: Any, path: CassetteFile) -> dict[str, Any]:
         path,
         f"format version {version!r} is not supported (this timetracer reads version {FORMAT_VERSION})",
     )
-    _check_http_message(doc.get("request"), path, "'request'", ("method", "path", "headers", "body"))
-    _check_http_message(doc.get("response"), path, "'response'", ("status", "headers", "body"))
+    _check_scope(doc, path, scope)
+    if scope == "request":
+        _check_http_message(doc.get("request"), path, "'request'", ("method", "path", "headers", "body"))
+        _check_http_message(doc.get("response"), path, "'response'", ("status", "headers", "body"))
     calls = doc.get("calls")
     _require(isinstance(calls, list), path, "'calls' is not a list")
     for index, call in enumerate(calls):
@@ -95,8 +110,9 @@ def _read(file: CassetteFile) -> bytes:
         raise CassetteError(file, f"is not a valid gzip file ({exc})") from None
 
 
-def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """The cassette document at ``path`` (a file or a URL), checked; :class:`CassetteError` if it is unusable."""
+def load_cassette(path: Union[str, os.PathLike], scope: str = "request") -> dict[str, Any]:
+    """The cassette document at ``path`` (a file or a URL), checked; :class:`CassetteError` if it is unusable
+    or records another ``scope`` than asked for."""
     file: CassetteFile = str(path) if is_url(path) else Path(path)
     raw = _read(file)
     try:
@@ -104,7 +120,7 @@ def load_cassette(path: Union[str, os.PathLike]) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         doc = _parsed(file, raw)
     try:
-        return validate_document(doc, file)
+        return validate_document(doc, file, scope)
     except CassetteError:
         raise
     except Exception as exc:  # noqa: BLE001 - any shape error becomes the one clear error
@@ -127,19 +143,38 @@ def _parsed(file: CassetteFile, raw: bytes) -> Any:
         raise CassetteError(file, "is nested too deeply to be read") from None
 
 
-def cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
-    """``path`` itself if it is a file; every ``*.json`` and ``*.json.gz`` cassette below it if it is a directory.
-
-    A URL gives URLs: the object itself, or the cassettes below the prefix.
-    """
+def _below(path: Union[str, os.PathLike]) -> Optional[list[CassetteFile]]:
+    """Every cassette file below a directory or URL prefix (both kinds); None when ``path`` is a file."""
     if is_url(path):
         try:
-            return list_files(str(path))
+            found = list_files(str(path))
         except OSError as exc:
             raise CassetteError(path, f"cannot be listed ({exc})") from None
+        return None if found == [path] else found
     root = Path(path)
     if root.is_dir():
         return sorted((p for p in root.rglob("*.json*") if is_cassette_name(p.name)), key=lambda p: p.parts)  # as Path order, faster
     if not root.exists():
         raise CassetteError(root, "no such file or directory")
-    return [root]
+    return None
+
+
+def _name(file: CassetteFile) -> str:
+    return file.name if isinstance(file, Path) else file.rsplit("/", 1)[-1]
+
+
+def cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
+    """``path`` itself if it is a file; every request cassette (``*.json``, ``*.json.gz``) below it if it is a directory.
+
+    A URL gives URLs: the object itself, or the request cassettes below the prefix.
+    """
+    found = _below(path)
+    if found is None:
+        return [str(path)] if is_url(path) else [Path(path)]
+    return [file for file in found if not is_process_cassette_name(_name(file))]
+
+
+def process_cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
+    """The process cassettes below a directory or URL prefix; none for a file (a cassette given alone)."""
+    found = _below(path)
+    return [] if found is None else [file for file in found if is_process_cassette_name(_name(file))]

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
-from timetracer_otel.replayers import ReplayReport, recent_reports
+from timetracer_otel.replayers import ReplayReport, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 
@@ -69,6 +69,7 @@ class Replayer:
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
         try:
+            process.start(TraceConfig(mode="replay", cassette_path=location))  # its process cassette answers startup
             app = import_app(spec, app_dir, factory)
             self.ignore = tuple(ignore)
             self.config = self._config(app, location)

@@ -9,8 +9,10 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 
+from timetracer_otel import _process_recording
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._tracing import cassette_processor, otlp_processor, service_name, tracer_provider
+from timetracer_otel._recording import enter_request, leave_request
+from timetracer_otel._tracing import cassette_processor, otlp_processor, record_process, service_name, tracer_provider
 from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, RecordingLayer, Scope, Send
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import install as install_draw_sources
@@ -19,6 +21,7 @@ from timetracer_otel.plugins import check_plugin_names, enable
 __all__ = ["TimeTracerMiddleware", "auto_setup"]
 
 _SHUTDOWN_FLUSH_MILLIS = 10_000
+_STARTUP_WRITE_SECONDS = 10.0
 
 
 class TimeTracerMiddleware:
@@ -45,30 +48,40 @@ class TimeTracerMiddleware:
             self._inner = _replay_layer(app, self.config)
         else:
             processor = cassette_processor(provider)
+            record_process(self.config)
             self._inner = RecordingLayer(app, self.config, processor.begin, service_name(provider, self.config.service_name))
         self._traced = OpenTelemetryMiddleware(self._inner, tracer_provider=provider, exclude_spans=["receive", "send"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" and self._inner is not self.app:
-            await self.app(scope, receive, self._flushing_at_shutdown(send))
-        elif scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
-            await self.app(scope, receive, send)
-        elif _ends_through(self._provider, trace.get_current_span()):
-            await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
-        else:
-            await self._traced(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send if self._inner is self.app else self._writing_at_lifespan_ends(send))
+            return
+        token = enter_request()  # recorded or not, replayed or not: no call made here belongs to the process
+        try:
+            if scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
+                await self.app(scope, receive, send)
+            elif _ends_through(self._provider, trace.get_current_span()):
+                await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
+            else:
+                await self._traced(scope, receive, send)
+        finally:
+            leave_request(token)
 
-    def _flushing_at_shutdown(self, send: Send) -> Send:
-        """Flush cassettes and exports when the app has shut down: uvicorn then ends the process by
-        re-raising the stop signal, so no ``atexit`` handler (the SDK's flush) ever runs."""
+    def _writing_at_lifespan_ends(self, send: Send) -> Send:
+        """Write the process cassette once startup completed, before the server takes requests (a process
+        killed later still has it). At shutdown, write it again and flush cassettes and exports: uvicorn
+        then ends the process by re-raising the stop signal, so no ``atexit`` handler (the SDK's flush) runs."""
 
-        async def send_flushed(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
+        async def send_written(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                await anyio.to_thread.run_sync(_process_recording.save, _STARTUP_WRITE_SECONDS)
+            elif message["type"] == "lifespan.shutdown.complete":
                 with guarded("shutdown.flush"):
+                    _process_recording.save()
                     await anyio.to_thread.run_sync(self._provider.force_flush, _SHUTDOWN_FLUSH_MILLIS)
             await send(message)
 
-        return send_flushed
+        return send_written
 
 
 def _ends_through(provider: Any, span: trace.Span) -> bool:
@@ -83,10 +96,11 @@ def _ends_through(provider: Any, span: trace.Span) -> bool:
 
 def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
     """The replay layer over ``app``; loading the cassettes here makes a bad path fail at start."""
-    from timetracer_otel.replayers import install_replayers
+    from timetracer_otel.replayers import install_replayers, process
     from timetracer_otel.replayers.asgi import ReplayLayer, library_for
 
     library = library_for(config)
+    process.start(config)
     install_replayers()
     return ReplayLayer(app, config, library)
 
@@ -104,11 +118,14 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
         return config
     install_draw_sources(config.draws)  # now: names the app imported from time, uuid, random are reached
     if config.mode == "replay":  # fail at start, not at the first request, if the cassettes are unusable
+        from timetracer_otel.replayers import process
         from timetracer_otel.replayers.asgi import library_for
 
         library_for(config)
+        process.start(config)
     if config.otlp_endpoint:  # at start too: a missing exporter package fails here, not per request
         otlp_processor(tracer_provider(config.service_name), config)
+    record_process(config)  # now: calls the app makes after this, outside requests, are recorded
     for name in names:
         enable(name)
     if config.mode == "replay":  # now, not when the stack is built: clients the app makes next are covered too

@@ -1,0 +1,112 @@
+"""The process session: answers the calls a replaying process makes outside every request.
+
+Startup (lifespan), code run at import, tasks and threads without a request's context:
+their calls were recorded into the process cassette, written beside the request cassettes
+(``<dir>/<YYYY-MM-DD>/process__<service>__<id>.json``). When ``TIMETRACER_CASSETTE`` names
+a directory holding several (several recording runs), the most recently recorded one
+answers. Its calls are answered in recorded order, as a request's are.
+
+A call it does not hold, or every call when there is no process cassette (a recording
+older than process cassettes, a cassette file given alone), gets the usual answer if it
+carries no data: a Redis ``PING``, ``SELECT`` or ``AUTH``, a SQL ``connect`` or
+``SELECT 1``. Any other raises :class:`ReplayMismatchError`, naming the call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from datetime import datetime
+from typing import Any, Optional
+
+from timetracer_otel.cassette.location import CassetteFile
+from timetracer_otel.cassette.reader import load_cassette, process_cassette_files
+from timetracer_otel.config import TraceConfig
+
+from .matching import CallView, RecordedCall, describe_mismatch
+from .session import ReplaySession
+
+__all__ = ["ProcessSession", "find_process_cassette", "start", "process_session"]
+
+NO_CASSETTE = "(no process cassette)"
+
+# protocol -> "module:function" giving the usual answer of a call that carries no data
+_USUAL_ANSWERS = {
+    "redis": "timetracer_otel.replayers.redis_matching:usual_answer",
+    "sql": "timetracer_otel.replayers.sql_matching:usual_answer",
+}
+
+_lock = threading.Lock()
+_session: Optional["ProcessSession"] = None
+
+
+def _usual_answer(view: CallView) -> Optional[dict[str, Any]]:
+    target = _USUAL_ANSWERS.get(view.protocol)
+    if target is None:
+        return None
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function)(view)
+
+
+def _recorded_at(document: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(document["recorded_at"].replace("Z", "+00:00"))
+
+
+def find_process_cassette(location: Optional[str]) -> Optional[tuple[CassetteFile, dict[str, Any]]]:
+    """The most recently recorded process cassette below ``location`` (a directory or URL prefix), loaded;
+    None for a cassette file or a directory without one."""
+    if not location:
+        return None
+    found = [(file, load_cassette(file, scope="process")) for file in process_cassette_files(location)]
+    return max(found, key=lambda entry: (_recorded_at(entry[1]), str(entry[0])), default=None)
+
+
+class ProcessSession(ReplaySession):
+    """The process cassette's calls, and the usual answers for calls that carry no data."""
+
+    def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
+        document = _usual_answer(view)
+        return None if document is None else RecordedCall(-1, document, view, used=True)
+
+    def _mismatch(self, library: str, view: CallView) -> str:
+        live = f"or let {library} go live with TIMETRACER_LIVE_PLUGINS={library}."
+        if self.path == NO_CASSETTE:
+            return (
+                "This call was made outside every request and no process cassette answered it: replay with\n"
+                "TIMETRACER_CASSETTE naming the directory the app recorded into (TIMETRACER_MODE=record keeps these\n"
+                f"calls in a process cassette there), {live}"
+            )
+        return (
+            f"{describe_mismatch(view, self.index.calls)}\n"
+            f"This call was made outside every request and the process cassette does not answer it; {live}"
+        )
+
+
+def _empty(config: TraceConfig) -> ProcessSession:
+    return ProcessSession({"calls": []}, NO_CASSETTE, config)
+
+
+def start(config: TraceConfig) -> None:
+    """Answer calls outside requests from the process cassette beside ``config.cassette_path``.
+
+    Called where the request cassettes are loaded, so a broken process cassette stops the
+    app at start too. The first process cassette found stays in use.
+    """
+    global _session
+    if _session is not None and _session.path != NO_CASSETTE:
+        return
+    found = find_process_cassette(config.cassette_path)
+    with _lock:
+        if found is not None and (_session is None or _session.path == NO_CASSETTE):
+            _session = ProcessSession(found[1], str(found[0]), config)
+        elif _session is None:
+            _session = _empty(config)
+
+
+def process_session() -> ReplaySession:
+    """The session answering calls outside every request (with usual answers only until :func:`start` found a cassette)."""
+    global _session
+    with _lock:
+        if _session is None:
+            _session = _empty(TraceConfig(mode="replay"))
+        return _session

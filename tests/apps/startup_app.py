@@ -1,0 +1,92 @@
+"""An application whose startup needs its dependencies: the process-cassette tests.
+
+Its lifespan pings Redis, creates its PostgreSQL table with ``metadata.create_all``
+(async SQLAlchemy, asyncpg), warms a cache with a Redis GET and SET, and starts a
+background task that increments a Redis counter. ``/state`` answers what startup and the
+background task got; ``/items`` reads the cache and counts the table's rows in a request.
+With ``STARTUP_APP_WORK=checks`` startup only checks its dependencies: a Redis PING and a
+``SELECT 1`` on an engine with ``pool_pre_ping``.
+
+``STARTUP_APP_REDIS`` and ``STARTUP_APP_POSTGRES`` are the URLs, ``STARTUP_APP_SUFFIX``
+names the test's keys and table. ``uvicorn --factory startup_app:traced`` sets timetracer
+up with ``auto_setup``; ``startup_app:plain`` has no timetracer code (the distro's case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any, AsyncIterator
+
+import redis.asyncio
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+SUFFIX = os.environ.get("STARTUP_APP_SUFFIX", "")
+METADATA = MetaData()
+ITEMS = Table(f"tt_startup_{SUFFIX}", METADATA, Column("id", Integer, primary_key=True), Column("name", String(40)))
+
+
+def key(name: str) -> str:
+    return f"tt-startup:{SUFFIX}:{name}"
+
+
+async def _full_startup(app: Starlette) -> None:
+    cache = app.state.redis
+    app.state.found["ping"] = await cache.ping()
+    async with app.state.engine.begin() as conn:
+        await conn.run_sync(METADATA.create_all)
+    warm = await cache.get(key("config"))
+    if warm is None:
+        await cache.set(key("config"), "warm-v1")
+        warm = await cache.get(key("config"))
+    app.state.found["cache"] = warm
+    app.state.background = asyncio.create_task(cache.incr(key("ticks")))
+
+
+async def _checks(app: Starlette) -> None:
+    app.state.found["ping"] = await app.state.redis.ping()
+    async with app.state.engine.connect() as conn:
+        app.state.found["select1"] = (await conn.execute(text("SELECT 1"))).scalar_one()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    app.state.redis = redis.asyncio.Redis.from_url(os.environ["STARTUP_APP_REDIS"], decode_responses=True)
+    app.state.engine = create_async_engine(os.environ["STARTUP_APP_POSTGRES"], pool_pre_ping=True)
+    app.state.found = {}
+    app.state.background = None
+    await (_checks if os.environ.get("STARTUP_APP_WORK") == "checks" else _full_startup)(app)
+    yield
+    await app.state.redis.aclose()
+    await app.state.engine.dispose()
+
+
+async def state(request: Request) -> JSONResponse:
+    found: dict[str, Any] = dict(request.app.state.found)
+    if request.app.state.background is not None:
+        found["ticks"] = await request.app.state.background
+    return JSONResponse({name: repr(value) for name, value in found.items()})
+
+
+async def items(request: Request) -> JSONResponse:
+    async with request.app.state.engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(ITEMS))).scalar_one()
+    return JSONResponse({"cache": await request.app.state.redis.get(key("config")), "count": count})
+
+
+def plain() -> Starlette:
+    return Starlette(routes=[Route("/state", state), Route("/items", items)], lifespan=lifespan)
+
+
+def traced() -> Starlette:
+    from timetracer_otel.integrations.starlette import auto_setup
+
+    app = plain()
+    auto_setup(app, plugins=["redis", "sqlalchemy"])
+    return app

@@ -1,0 +1,272 @@
+"""The process cassette: the calls an app makes outside its requests (lifespan startup, a background
+task), recorded by a process started to record and answered in a fresh process that replays with
+Redis and PostgreSQL unreachable; without one, dependency checks get their usual answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import jsonschema
+import pytest
+import redis
+import sqlalchemy
+from _replay import assert_same_response, send, serving_process, uvicorn_process
+from click.testing import CliRunner
+from conftest import SCHEMA_PATH
+
+from timetracer_otel import _diagnostics
+from timetracer_otel._process_recording import MAX_CALLS, ProcessRecording
+from timetracer_otel._recording import ProtocolCall
+from timetracer_otel.capture.redis import command_request
+from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, process_cassette_files
+from timetracer_otel.cli._commands import cli
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.exporters.writer import CassetteWriter
+from timetracer_otel.replayers import install_replayers
+from timetracer_otel.replayers.process import find_process_cassette
+from timetracer_otel.replayers.redis_matching import request_view, usual_answer
+
+PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
+REDIS = "redis://127.0.0.1:{port}/0"
+CLOSED = 1  # nothing listens there: a replay that tried to connect would fail
+SENT = [("GET", "/state", {}), ("GET", "/items", {})]
+BIN = Path(sys.executable).parent
+APPS_DIR = Path(__file__).parent / "apps"
+REPORT = r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=200  calls=(\d+)/\2  unused=0  response=same$"
+
+
+@pytest.fixture
+def suffix() -> Iterator[str]:
+    """This test's Redis keys and PostgreSQL table, removed afterwards."""
+    suffix = uuid.uuid4().hex[:12]
+    yield suffix
+    engine = sqlalchemy.create_engine(PG.format(driver="psycopg", port=5432))
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS tt_startup_{suffix}"))
+    engine.dispose()
+    with redis.Redis.from_url(REDIS.format(port=6379)) as client:
+        keys = list(client.scan_iter(f"tt-startup:{suffix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def _deps(suffix: str, redis_port: int, postgres_port: int, **extra: str) -> dict[str, str]:
+    return {
+        "STARTUP_APP_REDIS": REDIS.format(port=redis_port),
+        "STARTUP_APP_POSTGRES": PG.format(driver="asyncpg", port=postgres_port),
+        "STARTUP_APP_SUFFIX": suffix,
+        **extra,
+    }
+
+
+def _record_env(cassette_dir: Path, suffix: str, **extra: str) -> dict[str, str]:
+    return {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "TIMETRACER_SERVICE": "startup-app", **_deps(suffix, 6379, 5432, **extra)}
+
+
+def _replay_env(cassette: Path, suffix: str, **extra: str) -> dict[str, str]:
+    return {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette), **_deps(suffix, CLOSED, CLOSED, **extra)}
+
+
+def _record(cassette_dir: Path, suffix: str, sent: list = SENT, **extra: str) -> list[httpx.Response]:
+    """The app's responses, recorded in a fresh uvicorn process that has shut down when this returns."""
+    with uvicorn_process(_record_env(cassette_dir, suffix, **extra), "startup_app:traced") as server:
+        responses = send(server.url, sent)
+    assert [r.status_code for r in responses] == [200] * len(sent), server.stderr
+    return responses
+
+
+def _labels(doc: dict[str, Any]) -> list[str]:
+    """Each call of a cassette as ``redis GET key`` or ``sql <operation> <statement's first words>``."""
+    labels = []
+    for call in doc["calls"]:
+        request = call["request"]
+        if call["protocol"] == "redis":
+            labels.append(" ".join(["redis", request["command"], *map(str, request["args"])]))
+        else:
+            labels.append(" ".join(["sql", request["operation"], *str(request.get("statement", "")).split()[:2]]).upper())
+    return labels
+
+
+def _startup_labels(suffix: str) -> list[str]:
+    key = f"tt-startup:{suffix}:config"
+    return [
+        "redis PING",
+        "SQL CONNECT",
+        "SQL EXECUTE SELECT PG_CATALOG.PG_CLASS.RELNAME",
+        "SQL EXECUTE CREATE TABLE",
+        f"redis GET {key}",
+        f"redis SET {key} warm-v1",
+        f"redis GET {key}",
+    ]
+
+
+def test_startup_and_background_calls_replay_from_the_process_cassette(cassette_dir: Path, suffix: str) -> None:
+    """One process cassette, beside (not among) the request cassettes, holds startup's PING, create_all and
+    cache warming and the background task's INCRBY; a fresh process with Redis and PostgreSQL at a closed
+    port starts from it and replays both requests identically."""
+    recorded = _record(cassette_dir, suffix)
+    assert recorded[0].json() == {"ping": "True", "cache": "'warm-v1'", "ticks": "1"}
+    (process_file,) = process_cassette_files(cassette_dir)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d/process__startup-app__[0-9a-f]{8}\.json", process_file.relative_to(cassette_dir).as_posix())
+    assert sorted(p.name.split("__")[1] for p in cassette_files(cassette_dir)) == ["items", "state"]
+    doc = load_cassette(process_file, scope="process")
+    assert (doc["scope"], doc["service"], doc["dropped_calls"]) == ("process", "startup-app", 0)
+    assert _labels(doc) == [*_startup_labels(suffix), f"redis INCRBY tt-startup:{suffix}:ticks 1"]
+
+    with uvicorn_process(_replay_env(cassette_dir, suffix), "startup_app:traced") as server:
+        replayed = send(server.url, SENT)
+    for old, new in zip(recorded, replayed):
+        assert_same_response(old, new)
+    assert [path for path, _ in re.findall(REPORT, server.stderr, re.M)] == ["/state", "/items"], server.stderr
+    assert "ReplayMismatchError" not in server.stderr
+
+
+def test_the_process_cassette_is_on_disk_once_startup_completed(cassette_dir: Path, suffix: str) -> None:
+    """Written before the first request is served: a process killed afterwards leaves it whole."""
+    with uvicorn_process(_record_env(cassette_dir, suffix), "startup_app:traced") as server:
+        (response,) = send(server.url, SENT[:1])
+        (process_file,) = process_cassette_files(cassette_dir)
+        server.process.kill()
+        server.process.wait(timeout=30)
+    assert response.status_code == 200
+    assert _labels(load_cassette(process_file, scope="process"))[:7] == _startup_labels(suffix)
+
+
+def test_without_a_process_cassette_dependency_checks_get_their_usual_answers(cassette_dir: Path, suffix: str) -> None:
+    """A request cassette given alone: startup's PING and SELECT 1 (engine with pool_pre_ping) are answered
+    as the servers answered them, nothing listening."""
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="checks")
+    assert recorded.json() == {"ping": "True", "select1": "1"}
+    (request_file,) = cassette_files(cassette_dir)
+    with uvicorn_process(_replay_env(request_file, suffix, STARTUP_APP_WORK="checks"), "startup_app:traced") as server:
+        (replayed,) = send(server.url, SENT[:1])
+    assert_same_response(recorded, replayed)
+    assert re.findall(REPORT, server.stderr, re.M) == [("/state", "0")], server.stderr
+
+
+def test_without_a_process_cassette_create_all_stops_the_app_naming_the_call(cassette_dir: Path, suffix: str) -> None:
+    """PING gets its usual answer; create_all's first statement carries data: startup fails, naming it."""
+    _record(cassette_dir, suffix)
+    for process_file in process_cassette_files(cassette_dir):
+        Path(process_file).unlink()
+    with uvicorn_process(_replay_env(cassette_dir, suffix), "startup_app:traced") as server:
+        assert server.process.wait(timeout=60) != 0
+    lines = server.stderr.splitlines()
+    mismatch = next(line for line in lines if "no recorded call matches" in line)
+    assert re.search(r"ReplayMismatchError: timetracer replay: no recorded call matches execute SELECT pg_catalog\.pg_class\.relname", mismatch)
+    assert "cassette: (no process cassette)" in lines
+    assert "This call was made outside every request and no process cassette answered it: replay with" in lines
+
+
+def _distro_app(env: dict[str, str]) -> Any:
+    """``opentelemetry-instrument uvicorn --factory startup_app:plain``: the app has no timetracer code."""
+    command = [
+        str(BIN / "opentelemetry-instrument"), str(BIN / "uvicorn"), "--factory", "--app-dir", str(APPS_DIR),
+        "startup_app:plain", "--log-level", "warning",
+    ]  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return serving_process(command, {**base, "OTEL_TRACES_EXPORTER": "none", **env}, cwd=APPS_DIR)
+
+
+def test_the_distro_records_and_replays_the_process_cassette(cassette_dir: Path, suffix: str) -> None:
+    """The same through ``opentelemetry-instrument``: startup recorded, then answered with nothing reachable."""
+    with _distro_app(_record_env(cassette_dir, suffix)) as server:
+        recorded = send(server.url, SENT)
+    assert [r.status_code for r in recorded] == [200, 200], server.stderr
+    (process_file,) = process_cassette_files(cassette_dir)
+    assert _labels(load_cassette(process_file, scope="process"))[:7] == _startup_labels(suffix)
+    with _distro_app(_replay_env(cassette_dir, suffix)) as server:
+        replayed = send(server.url, SENT)
+    for old, new in zip(recorded, replayed):
+        assert_same_response(old, new)
+    assert [path for path, _ in re.findall(REPORT, server.stderr, re.M)] == ["/state", "/items"], server.stderr
+
+
+# --------------------------------------------------------------------------- the cassette itself
+def _process_recording(cassette_dir: Path, writer: CassetteWriter, calls: int) -> ProcessRecording:
+    recording = ProcessRecording(TraceConfig(mode="record", cassette_dir=str(cassette_dir)), "svc", writer)
+    for number in range(calls):
+        recording.add_call(ProtocolCall("redis", "redis", {"command": "GET", "args": [f"k{number}"], "decode_responses": False}, response={"reply": None}))
+    return recording
+
+
+def test_a_process_recording_keeps_at_most_max_calls_and_counts_the_rest(cassette_dir: Path) -> None:
+    before = _diagnostics.counters.snapshot().get("dropped.process_calls", 0)
+    writer = CassetteWriter()
+    recording = _process_recording(cassette_dir, writer, MAX_CALLS + 3)
+    writer.submit(recording)
+    assert writer.flush(30)
+    doc = load_cassette(recording.fixed_path, scope="process")
+    assert (len(doc["calls"]), doc["dropped_calls"]) == (MAX_CALLS, 3)
+    assert _diagnostics.counters.snapshot()["dropped.process_calls"] - before == 3
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text("utf-8")))
+    assert list(validator.iter_errors(doc)) == []
+
+
+def test_request_cassette_readers_leave_the_process_cassette_alone(cassette_dir: Path) -> None:
+    """Listings skip it, loading it as a request's cassette says what it is, ``timetracer list`` shows no row for it."""
+    writer = CassetteWriter()
+    recording = _process_recording(cassette_dir, writer, 1)
+    writer.submit(recording)
+    assert writer.flush(30)
+    assert cassette_files(cassette_dir) == [] and process_cassette_files(cassette_dir) == [Path(recording.fixed_path)]
+    with pytest.raises(CassetteError, match="is a process cassette"):
+        load_cassette(recording.fixed_path)
+    listed = CliRunner().invoke(cli, ["list", "--dir", str(cassette_dir)])
+    assert "process__" not in listed.output and recording.fixed_path not in listed.output
+
+
+def test_the_most_recently_recorded_process_cassette_answers(cassette_dir: Path) -> None:
+    """Several recording runs in one directory: the latest ``recorded_at`` wins, whatever the names."""
+    writer = CassetteWriter()
+    first, second = (_process_recording(cassette_dir, writer, 1) for _ in range(2))
+    first.started_ns = second.started_ns + 10**9  # the first made is the most recently recorded
+    for recording in (first, second):
+        writer.submit(recording)
+    assert writer.flush(30)
+    found = find_process_cassette(str(cassette_dir))
+    assert found is not None and str(found[0]) == first.fixed_path
+
+
+@pytest.mark.parametrize("args", [("PING",), ("SELECT", 0), ("CLIENT SETNAME", "tt-process"), ("CLIENT", "SETNAME", "tt-process")])
+def test_without_a_process_cassette_redis_checks_answer_what_a_real_server_did(args: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside requests in a replaying process, with nothing listening, the reply redis-py returns is
+    the one it returns from the real server, with and without ``decode_responses``."""
+    install_replayers()
+    for decode in (False, True):
+        with redis.Redis.from_url(REDIS.format(port=6379), decode_responses=decode) as client:
+            live = client.execute_command(*args)
+        with monkeypatch.context() as replaying, redis.Redis.from_url(REDIS.format(port=CLOSED), decode_responses=decode) as client:
+            replaying.setenv("TIMETRACER_MODE", "replay")
+            assert client.execute_command(*args) == live
+
+
+def test_commands_that_return_data_get_no_usual_answer() -> None:
+    with redis.Redis.from_url(REDIS.format(port=CLOSED)) as client:
+        for args in (("PING", "hello"), ("HELLO", 3), ("GET", "k"), ("ECHO", "x")):
+            assert usual_answer(request_view(command_request(client, args, redact=True)[0])) is None
+
+
+def test_the_documented_process_cassette_matches_the_schema() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "cassette-format.md").read_text("utf-8")
+    section = text[text.index("## Process cassettes") : text.index("## Validating a cassette")]
+    example = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text("utf-8")))
+    assert example["scope"] == "process" and list(validator.iter_errors(example)) == []
+
+
+def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cassette(cassette_dir: Path, suffix: str) -> None:
+    """``timetracer replay DIR`` runs the app's lifespan once: its process cassette answers startup."""
+    _record(cassette_dir, suffix)
+    command = [str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", "startup_app:traced", "--app-dir", str(APPS_DIR), "--factory"]
+    done = subprocess.run(command, env={**os.environ, **_deps(suffix, CLOSED, CLOSED)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout

@@ -1,0 +1,89 @@
+"""The process recording: the calls an app makes outside every request, for the process cassette.
+
+Lifespan startup and shutdown, code run at import after timetracer was set up, tasks and
+threads that carry no request's context: a replay must answer their calls too, or an app
+whose startup pings Redis or creates its tables cannot start with its dependencies
+unreachable. In a process started to record (``TIMETRACER_MODE=record``) and set up by
+``auto_setup``, ``TimeTracerMiddleware`` or the distro, these calls go to one recording
+per process. It is written as the process cassette once the lifespan startup completed
+(a process killed later still has it), and rewritten in place at shutdown with what came
+after. It keeps at most :data:`MAX_CALLS` calls: a process calling in the background
+forever drops the rest and counts them (``dropped.process_calls``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any, Optional, Protocol
+
+from ._diagnostics import counters, guarded
+from ._recording import TraceRecording, process_recording, use_process_recording
+from .cassette.location import is_url, join
+from .cassette.naming import process_cassette_relpath
+from .config import TraceConfig, process_mode
+
+__all__ = ["MAX_CALLS", "ProcessRecording", "wanted", "start", "save"]
+
+MAX_CALLS = 1000
+
+
+class Writer(Protocol):
+    """What writes the process cassette: the cassette processor's writer."""
+
+    def submit(self, recording: TraceRecording) -> bool: ...
+
+    def flush(self, timeout: Optional[float] = None) -> bool: ...
+
+
+class ProcessRecording(TraceRecording):
+    """The calls made outside every request, and the writer that writes them."""
+
+    scope = "process"
+
+    def __init__(self, config: TraceConfig, service: str, writer: Writer) -> None:
+        cassette_number = int.from_bytes(os.urandom(4), "big")
+        super().__init__(
+            config, trace_id=0, root_span_id=cassette_number, method="", path="", query="", headers=[], service=service
+        )
+        self.draws = None  # the clock, UUIDs and randomness are recorded per request only
+        self.dropped_calls = 0
+        self.writer = writer
+        started = datetime.fromtimestamp(self.started_ns / 1e9, tz=timezone.utc)
+        suffix = ".json.gz" if config.compression == "gzip" else ".json"
+        path = join(config.cassette_dir, process_cassette_relpath(service, f"{cassette_number:08x}", started, suffix))
+        self.fixed_path = str(path) if is_url(config.cassette_dir) else os.path.abspath(path)
+
+    def add_call(self, call: Any) -> None:
+        """Keep ``call`` (it belongs to no span of a recorded request) unless :data:`MAX_CALLS` are kept already."""
+        with self._lock:
+            if len(self.calls) < MAX_CALLS:
+                self.calls.append(call)
+                return
+            self.dropped_calls += 1
+        counters.add("dropped.process_calls")
+
+
+def wanted(config: TraceConfig) -> bool:
+    """Whether setting up ``config`` starts the process recording: it records, and so does the process."""
+    return config.mode == "record" and process_mode() == "record"
+
+
+def start(config: TraceConfig, service: str, writer: Writer) -> TraceRecording:
+    """Record calls outside requests from now on; the first start in the process decides where they go."""
+    return use_process_recording(ProcessRecording(config, service, writer))
+
+
+def save(timeout: Optional[float] = None) -> None:
+    """Write the process cassette if the recording holds calls (the first time a new file, then a rewrite).
+
+    ``timeout``: wait that long for the file to be written (after startup, so that a process
+    killed before its first request still leaves it); else only hand it over.
+    """
+    recording = process_recording()
+    if not isinstance(recording, ProcessRecording) or not (recording.calls or recording.dropped_calls):
+        return
+    with guarded("process.save"):
+        recording.writer.submit(recording)
+        if timeout is not None:
+            recording.writer.flush(timeout)
