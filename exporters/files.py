@@ -42,9 +42,10 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     doc = build_document(recording, config.max_body_bytes)
     redactor = redactor_for(config)
     if redactor is not None:
-        key = key_for(config, create=True)
+        request = doc.get("request")  # a process cassette has none
+        key = key_for(config, create=True) if request is not None else None
         if key is not None:
-            doc["request"]["fingerprint"] = fingerprint(redactor.secrets(doc["request"]), key)
+            request["fingerprint"] = fingerprint(redactor.secrets(request), key)
         redactor.document(doc, recording.secrets)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)

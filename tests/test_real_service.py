@@ -31,6 +31,8 @@ from _real_service_session import HEALTH_PATH, STEPS, Exchange, run_session
 from _replay import _SET_BY_SERVER, FreshServer, serving_process
 from conftest import running_upstream
 
+from timetracer_otel.cassette.reader import cassette_files
+
 APPS_DIR = Path(__file__).parent / "apps"
 BIN = Path(sys.executable).parent
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -140,7 +142,7 @@ class Recording:
 
 def cassettes_by_step(directory: Path) -> dict[str, int]:
     """Cassette path -> step index; requests were sent one at a time, so recording order is step order."""
-    paths = list(directory.rglob("*.json"))
+    paths = cassette_files(directory)  # the request cassettes: not the process cassette beside them
     recorded_at = {p: json.loads(p.read_text("utf-8"))["recorded_at"] for p in paths}
     return {str(p): index for index, p in enumerate(sorted(paths, key=recorded_at.__getitem__))}
 
