@@ -15,6 +15,7 @@ import orjson
 
 from timetracer_otel._diagnostics import counters, logger
 from timetracer_otel._fingerprint import fingerprint
+from timetracer_otel.sealing import Sealer
 from timetracer_otel._keys import key_for
 from timetracer_otel.cassette.location import CassetteFile, join
 from timetracer_otel.cassette.naming import cassette_relpath
@@ -36,16 +37,19 @@ _REMEMBERED_PATHS = 4096
 def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[str, Any]:
     """Build the cassette document and redact it as ``config`` says.
 
-    Before redaction, the request gets the fingerprint of what redaction removes from it,
-    so replay can tell apart requests that differ only in their secrets.
+    With timetracer's key, the request first gets the fingerprint of what redaction removes
+    from it (replay tells apart requests that differ only in their secrets), and the values
+    redaction removes are sealed with the key rather than dropped.
     """
     doc = build_document(recording, config.max_body_bytes)
     redactor = redactor_for(config)
     if redactor is not None:
+        key = key_for(config, create=True)
         request = doc.get("request")  # a process cassette has none
-        key = key_for(config, create=True) if request is not None else None
         if key is not None:
-            request["fingerprint"] = fingerprint(redactor.secrets(request), key)
+            if request is not None:
+                request["fingerprint"] = fingerprint(redactor.secrets(request), key)
+            redactor = redactor.sealing(Sealer(key))
         redactor.document(doc, recording.secrets)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)

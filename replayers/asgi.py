@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
 from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import Redactor
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 
-from .report import ReplayReport, compare_response, remember
+from .report import ReplayReport, ResponseComparison, compare_response, remember
 from .selection import CassetteLibrary, Choice, LiveRequest
 from .session import ReplaySession, activate, deactivate
 
@@ -41,7 +42,7 @@ def library_for(config: TraceConfig) -> CassetteLibrary:
     with _libraries_lock:
         library = _libraries.get(id(config))
         if library is None:
-            library = _libraries[id(config)] = CassetteLibrary(config.cassette_path)
+            library = _libraries[id(config)] = CassetteLibrary(config.cassette_path, config)
             weakref.finalize(config, _libraries.pop, id(config), None)
         return library
 
@@ -146,17 +147,29 @@ def _report(
         notes=choice.notes,
     )
     if choice.path is not None:
-        comparison = compare_response(
-            document["response"],
-            replayed_status,
-            headers,
-            body.data,
-            body.size,
-            session.redactor,
-            session.config.replay_ignore_fields,
-            session.config.max_body_bytes,
-        )
+        comparison = _compared(choice, session, replayed_status, headers, body)
         report.differences, report.unverified = comparison.differences, comparison.unverified
     else:
         report.differences = ["no cassette was recorded for this request"]
     return report
+
+
+def _compared(
+    choice: Choice, session: ReplaySession, status: Optional[int], headers: list[tuple[str, str]], body: BodySink
+) -> ResponseComparison:
+    """The replayed response against the recorded one. With the key that sealed the cassette the real
+    values are compared, so secrets are verified too; what differs is always shown redacted."""
+    config = session.config
+
+    def compare(recorded: dict[str, Any], redactor: Optional[Redactor]) -> ResponseComparison:
+        return compare_response(
+            recorded["response"], status, headers, body.data, body.size, redactor, config.replay_ignore_fields, config.max_body_bytes
+        )
+
+    shown = compare(choice.redacted_document, session.redactor)
+    if choice.shown is None:
+        return shown
+    real = compare(choice.document, None)
+    if not real.differences:
+        return real
+    return ResponseComparison(shown.differences or ["body: a sealed secret differs (its values are not shown)"], [])

@@ -24,6 +24,7 @@ from timetracer_otel.cassette.reader import load_cassette, process_cassette_file
 from timetracer_otel.config import TraceConfig
 
 from .matching import CallView, RecordedCall, describe_mismatch
+from .opening import open_for_replay
 from .session import ReplaySession
 
 __all__ = ["ProcessSession", "find_process_cassette", "start", "process_session"]
@@ -98,7 +99,8 @@ def start(config: TraceConfig) -> None:
     found = find_process_cassette(config.cassette_path)
     with _lock:
         if found is not None and (_session is None or _session.path == NO_CASSETTE):
-            _session = ProcessSession(found[1], str(found[0]), config)
+            opened = open_for_replay(found[1], str(found[0]), config)
+            _session = ProcessSession(opened.answers, str(found[0]), config, views=opened.views(str(found[0])))
         elif _session is None:
             _session = _empty(config)
 

@@ -32,6 +32,7 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import REDACTED, redactor_for
 
 from .matching import body_digest, live_body
+from .opening import Opened, open_for_replay
 from .session import RecordedViews, recorded_views
 
 __all__ = ["CassetteLibrary", "Choice", "LiveRequest"]
@@ -62,9 +63,14 @@ class Choice:
     """The cassette answering one request (``path`` None when none fits), and what the report should say about the choice."""
 
     path: Optional[str]
-    document: dict[str, Any]
+    document: dict[str, Any]  # sealed secrets opened when this process holds the key
     views: RecordedViews
     notes: list[str]
+    shown: Optional[dict[str, Any]] = None  # the document with every secret as [REDACTED], when it differs
+
+    @property
+    def redacted_document(self) -> dict[str, Any]:
+        return self.document if self.shown is None else self.shown
 
 
 class _Entry(NamedTuple):
@@ -114,19 +120,20 @@ class _Group:
 class _Documents:
     """The most recently chosen cassettes, parsed, with their call views."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, config: TraceConfig) -> None:
         self._size = size
-        self._cache: OrderedDict[str, tuple[dict[str, Any], RecordedViews]] = OrderedDict()
+        self._config = config
+        self._cache: OrderedDict[str, tuple[Opened, RecordedViews]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> tuple[dict[str, Any], RecordedViews]:
+    def get(self, path: str) -> tuple[Opened, RecordedViews]:
         with self._lock:
             found = self._cache.get(path)
             if found is not None:
                 self._cache.move_to_end(path)
                 return found
-        document = load_cassette(path)  # outside the lock: other requests choose meanwhile
-        found = (document, recorded_views(document, path))
+        opened = open_for_replay(load_cassette(path), path, self._config)  # outside the lock: others choose meanwhile
+        found = (opened, opened.views(path))
         with self._lock:
             self._cache[path] = found
             while len(self._cache) > self._size:
@@ -150,7 +157,8 @@ class CassetteLibrary:
     no cassettes, or holds a file that is not a usable cassette (the first one is named).
     """
 
-    def __init__(self, location: Optional[str]) -> None:
+    def __init__(self, location: Optional[str], config: Optional[TraceConfig] = None) -> None:
+        """``config``: whose key opens sealed secrets (default: the environment's)."""
         if not location:
             raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
         self.location = location
@@ -169,7 +177,7 @@ class CassetteLibrary:
             self._by_path.setdefault((row["method"], row["path"]), _Group()).entries.append(entry)
             if row["route"] is not None:
                 self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(entry)
-        self._documents = _Documents(_CACHED_DOCUMENTS)
+        self._documents = _Documents(_CACHED_DOCUMENTS, config if config is not None else TraceConfig(mode="replay"))
         self._lock = threading.Lock()
 
     @property
@@ -181,8 +189,8 @@ class CassetteLibrary:
         """Every cassette, in the order the requests were recorded."""
         return [entry.path for entry in self._entries]
 
-    def load(self, path: str) -> tuple[dict[str, Any], RecordedViews]:
-        """The document of a cassette of this library and its call views (kept for the next few requests)."""
+    def load(self, path: str) -> tuple[Opened, RecordedViews]:
+        """A cassette of this library opened for replay, and its call views (kept for the next few requests)."""
         return self._documents.get(path)
 
     def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
@@ -229,8 +237,8 @@ class CassetteLibrary:
         return fingerprint(secrets, key), ""
 
     def _chosen(self, entry: _Entry, notes: list[str]) -> Choice:
-        document, views = self.load(entry.path)
-        return Choice(entry.path, document, views, notes)
+        opened, views = self.load(entry.path)
+        return Choice(entry.path, opened.answers, views, notes, opened.shown if opened.unsealed else None)
 
 
 def _notes(candidates: _Turns, secrets: list[tuple[str, str]], printed: Optional[str], exact: bool, unknown: str) -> list[str]:

@@ -121,10 +121,12 @@ def deactivate(token: contextvars.Token) -> None:
 RecordedViews = list[tuple[int, dict[str, Any], CallView]]
 
 
-def recorded_views(document: dict[str, Any], path: str) -> RecordedViews:
+def recorded_views(document: dict[str, Any], path: str, answers: Optional[dict[str, Any]] = None) -> RecordedViews:
     """(index, call, view) for each replayable call of a cassette; they do not change, so a
-    caller replaying one cassette many times computes them once."""
-    views = [(index, call, _checked_view(call, index, path)) for index, call in enumerate(document.get("calls", ()))]
+    caller replaying one cassette many times computes them once. ``answers``: the same
+    document with its sealed secrets opened, whose calls answer (views are of ``document``)."""
+    calls = (answers or document).get("calls", ())
+    views = [(index, calls[index], _checked_view(call, index, path)) for index, call in enumerate(document.get("calls", ()))]
     return [(index, call, view) for index, call, view in views if view is not None]
 
 

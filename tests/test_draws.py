@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.sealing import redacted
 
 _SOURCES = ["clock", "uuid", "random", "urandom", "secrets"]
 _APP = "draws_app:create_app"
@@ -63,15 +64,19 @@ def test_every_source_replays_identically_through_names_imported_directly(casset
     _replays_identically(cassette_dir, [source for source in _SOURCES if source != "secrets"])
 
 
-def test_secrets_draws_are_hidden_in_the_cassette_and_replay_with_fresh_values(cassette_dir: Path) -> None:
-    """Tokens drawn from ``secrets`` never reach the cassette in clear: replay gives new ones and says so."""
+def test_secrets_draws_are_sealed_and_replay_identically_only_with_the_key(cassette_dir: Path, tmp_path: Path) -> None:
+    """Tokens drawn from ``secrets`` never reach the cassette in clear: sealed with the key, replayed with it;
+    a process without the key gets new ones and says so."""
     (recorded,) = _record_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
     (cassette,) = load_cassettes(cassette_dir)
     assert {d["source"] for d in cassette["draws"]} == {"secrets"}
-    assert {json.dumps(d["value"]) for d in cassette["draws"]} == {'"[REDACTED]"'}
+    assert {json.dumps(d["value"]) for d in redacted(cassette)["draws"]} == {'"[REDACTED]"'}
     assert _b64_of_hex(recorded.json()["token_hex"]) not in json.dumps(cassette)
-    (replayed,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
-    assert replayed.json()["token_hex"] != recorded.json()["token_hex"]
+    (with_key,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
+    assert_same_response(recorded, with_key)
+    assert "extra draws" not in log
+    (without_key,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})], TIMETRACER_KEY_FILE=str(tmp_path / "none"))
+    assert without_key.json()["token_hex"] != recorded.json()["token_hex"]
     assert re.search(r"extra draws \(not recorded, real values given\): secrets=[1-9]", log)  # choice() may draw again
 
 

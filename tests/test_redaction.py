@@ -25,6 +25,7 @@ from starlette.routing import Route
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.redaction import REDACTED
+from timetracer_otel.sealing import redacted
 
 MARK = "s3cr3t"
 SECRET_HEADERS = ("Authorization", "Cookie", "Set-Cookie", "Proxy-Authorization", "X-Api-Key")
@@ -58,10 +59,11 @@ def _values(pairs: list, name: str) -> list[str]:
 
 
 def _only_cassette(directory: Path) -> tuple[dict[str, Any], str]:
-    """The single cassette written, as a document and as the file's text."""
+    """The single cassette written, as a document read without the key (sealed values as [REDACTED]),
+    and as the file's text."""
     (doc,) = load_cassettes(directory)
     (path,) = directory.rglob("*.json")
-    return doc, path.read_text("utf-8")
+    return redacted(doc), path.read_text("utf-8")
 
 
 def _assert_no_secret(text: str) -> None:
@@ -350,8 +352,8 @@ def test_user_headers_fields_and_hook_add_to_the_built_in_redaction(
     assert "ann@example.com" not in text
     assert doc["request"]["body"]["json"] == {"email": "***", "SSN": REDACTED, "password": REDACTED, "message": "hi"}
     assert _values(doc["request"]["headers"], "x-session") == _values(doc["request"]["headers"], "cookie") == [REDACTED]
-    (before_hook,) = seen  # the hook runs once, after the built-in redaction
-    assert before_hook["request"]["body"]["json"]["password"] == REDACTED
+    (before_hook,) = seen  # the hook runs once, after the built-in redaction (which sealed with the test's key)
+    assert redacted(before_hook)["request"]["body"]["json"]["password"] == REDACTED
     assert before_hook["request"]["body"]["json"]["email"] == "ann@example.com"
 
 

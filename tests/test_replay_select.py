@@ -20,6 +20,7 @@ from timetracer_otel._keys import Key
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.replayers.selection import CassetteLibrary
+from timetracer_otel.sealing import redacted
 
 
 def _lookup(name: str) -> Sent:
@@ -31,7 +32,8 @@ def _login(password: str) -> Sent:
 
 
 def _in_recording_order(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
-    found = [(path, json.loads(path.read_text("utf-8"))) for path in cassette_files(directory)]
+    """The cassettes as read without the key (sealed values as [REDACTED]), in recording order."""
+    found = [(path, redacted(json.loads(path.read_text("utf-8")))) for path in cassette_files(directory)]
     return sorted(found, key=lambda item: datetime.fromisoformat(item[1]["recorded_at"].replace("Z", "+00:00")))
 
 
@@ -118,20 +120,14 @@ def test_the_first_recording_makes_the_key_outside_the_cassette_directory(
     assert {doc["request"]["fingerprint"].split(":")[1] for _, doc in _in_recording_order(cassette_dir)} == {key_id}
 
 
-@pytest.mark.parametrize("without", ["no key", "another key"])
 def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_them_apart(
-    without: str, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path, tmp_path: Path
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path, tmp_path: Path
 ) -> None:
     record(serve, upstream.url, cassette_dir, [_login("wrong"), _login("right")])
     (_, wrong), (_, right) = _in_recording_order(cassette_dir)
     key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
-    if without == "no key":
-        config = replay_config(cassette_dir, key_file=str(tmp_path / "no-key-here"))
-        reason = f"this process has no secret key (they were fingerprinted with key {key_id})"
-    else:
-        other = "another-key-of-32-characters-000"
-        config = replay_config(cassette_dir, secret_key=other)
-        reason = f"they were fingerprinted with key {key_id}, this process has key {Key(other.encode(), '').key_id}"
+    config = replay_config(cassette_dir, key_file=str(tmp_path / "no-key-here"))
+    reason = f"this process has no secret key (they were fingerprinted with key {key_id})"
     replayed, reports = replay(serve, upstream.url, config, [_login("right"), _login("wrong")])
     assert [r.cassette_id for r in reports] == [wrong["id"], right["id"]]  # recording order: the right password got a 401
     assert [r.status_code for r in replayed] == [401, 200]
@@ -142,6 +138,22 @@ def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_th
     for report in reports:
         assert report.notes == [note]
         assert report.console_text().splitlines()[2] == f"  note: {note}"
+
+
+def test_a_cassette_sealed_with_another_key_is_refused_naming_the_key_it_needs(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path
+) -> None:
+    record(serve, upstream.url, cassette_dir, [_login("right")])
+    ((path, _),) = _in_recording_order(cassette_dir)
+    key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
+    other = "another-key-of-32-characters-000"
+    library = CassetteLibrary(str(cassette_dir), replay_config(cassette_dir, secret_key=other))
+    with pytest.raises(CassetteError) as refused:
+        library.load(str(path))
+    assert str(refused.value) == (
+        f"timetracer: cannot use cassette {path}: holds sealed secrets this process cannot open: it is sealed with key {key_id}, and this process has "
+        f"key {Key(other.encode(), '').key_id}; replay with that key (TIMETRACER_SECRET_KEY or TIMETRACER_KEY_FILE)"
+    )
 
 
 def test_a_cassette_is_read_when_chosen_and_no_other_is(
@@ -186,19 +198,31 @@ def test_a_cassette_broken_since_the_index_was_saved_still_stops_the_start(
 
 
 def test_a_value_redacted_on_both_sides_is_unverified_not_the_same(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
 ) -> None:
-    """/token answers a fresh access token and session cookie: both redacted, so the report cannot say they are the same."""
+    """/token answers a fresh access token and session cookie, drawn from ``secrets``: sealed in the cassette.
+    Replayed without the key, they are new and redacted on both sides, so the report cannot say they are the same."""
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/token", {})])
     ((cassette, doc),) = _in_recording_order(cassette_dir)
-    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("GET", "/token", {})])
+    config = replay_config(cassette, key_file=str(tmp_path / "no-key-here"))
+    (replayed,), (report,) = replay(serve, upstream.url, config, [("GET", "/token", {})])
     assert replayed.json()["access_token"] != recorded.json()["access_token"]
     assert (report.differences, report.unverified) == ([], ["header set-cookie", "body $.access_token"])
     assert (report.response_matches, report.verdict, report.ok) == (True, "unverified", False)
     assert report.console_text().splitlines() == [
         f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=2",
         f"  cassette: {cassette}",
-        "  extra draws (not recorded, real values given): secrets=2",  # tokens are never in a cassette in clear
+        "  extra draws (not recorded, real values given): secrets=2",  # their sealed values cannot be opened
         "  unverified: header set-cookie",
         "  unverified: body $.access_token",
     ]
+
+
+def test_with_the_key_sealed_values_are_replayed_and_verified(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+    """The same /token replayed with the key that sealed it: the same token and cookie, compared for real."""
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/token", {})])
+    ((cassette, doc),) = _in_recording_order(cassette_dir)
+    assert recorded.json()["access_token"] not in cassette.read_text("utf-8")
+    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("GET", "/token", {})])
+    assert_same_response(recorded, replayed)
+    assert (report.differences, report.unverified, report.extra_draws, report.verdict) == ([], [], {}, "ok")

@@ -40,10 +40,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @contextlib.contextmanager
 def _replaying(cassette: PathLike, strict: bool, live: tuple[str, ...]) -> Iterator[object]:
     from timetracer_otel.replayers import install_replayers
+    from timetracer_otel.replayers.opening import open_for_replay
     from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
 
     install_replayers()
-    session = ReplaySession(load_cassette(cassette), str(cassette), TraceConfig(mode="replay"), live_libraries=live)
+    config = TraceConfig(mode="replay")
+    opened = open_for_replay(load_cassette(cassette), str(cassette), config)
+    session = ReplaySession(opened.answers, str(cassette), config, live_libraries=live, views=opened.views(str(cassette)))
     token = activate(session)
     try:
         yield session

@@ -13,12 +13,13 @@ import json
 import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
 
 if TYPE_CHECKING:
     from .config import TraceConfig
+    from .sealing import Sealer
 
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
@@ -96,11 +97,24 @@ def _json_key(quoted: str) -> str:
 
 
 class Redactor:
-    """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document."""
+    """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document,
+    or with the value sealed (see :mod:`timetracer_otel.sealing`) where replay needs it back."""
 
-    def __init__(self, extra_headers: Iterable[str] = (), extra_fields: Iterable[str] = ()) -> None:
-        self._headers = frozenset(h.lower() for h in (*DEFAULT_HEADERS, *extra_headers))
-        self._fields = frozenset(_field_key(f) for f in (*DEFAULT_FIELDS, *extra_fields))
+    def __init__(self, extra_headers: Iterable[str] = (), extra_fields: Iterable[str] = (), sealer: Optional["Sealer"] = None) -> None:
+        self._names = (tuple(extra_headers), tuple(extra_fields))
+        self._headers = frozenset(h.lower() for h in (*DEFAULT_HEADERS, *self._names[0]))
+        self._fields = frozenset(_field_key(f) for f in (*DEFAULT_FIELDS, *self._names[1]))
+        self._sealer = sealer
+
+    def sealing(self, sealer: "Sealer") -> "Redactor":
+        """The same redaction, sealing the values replay needs instead of dropping them."""
+        return Redactor(*self._names, sealer=sealer)
+
+    def _hidden(self, text: str, kind: str = "s") -> str:
+        return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
+
+    def _hidden_value(self, value: Any) -> Any:
+        return REDACTED if self._sealer is None else self._sealer.seal_json(value)
 
     # -- primitives ---------------------------------------------------------------
     def is_secret_field(self, name: str) -> bool:
@@ -109,7 +123,7 @@ class Redactor:
     def headers(self, pairs: Optional[list]) -> Optional[list]:
         if not pairs:
             return pairs
-        return [[k, REDACTED] if k.lower() in self._headers else [k, v] for k, v in pairs]
+        return [[k, self._hidden(v)] if k.lower() in self._headers else [k, v] for k, v in pairs]
 
     def json_value(self, value: Any) -> Any:
         """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep."""
@@ -121,7 +135,7 @@ class Redactor:
                 parent[key] = copy = {}
                 for name, child in item.items():
                     if isinstance(name, str) and self.is_secret_field(name):
-                        copy[name] = REDACTED
+                        copy[name] = self._hidden_value(child)
                     else:
                         copy[name] = child
                         pending.append((copy, name, child))
@@ -131,12 +145,20 @@ class Redactor:
         return holder[0]
 
     def query(self, query: str) -> str:
+        """Secret values of a query string (or form body) replaced where they stand; the rest is kept byte for byte.
+
+        A sealed value holds the value as it was encoded, so opening it restores the query exactly.
+        """
         if not query:
             return query
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if not any(self.is_secret_field(k) for k, _ in pairs):
-            return query
-        return urlencode([(k, REDACTED if self.is_secret_field(k) else v) for k, v in pairs])
+        pairs = query.split("&")
+        changed = False
+        for index, pair in enumerate(pairs):
+            name, equals, value = pair.partition("=")
+            if equals and self.is_secret_field(unquote_plus(name)):
+                pairs[index] = f"{name}={quote(self._hidden(value), safe='')}"
+                changed = True
+        return "&".join(pairs) if changed else query
 
     def url(self, url: str) -> str:
         parts = urlsplit(url)
@@ -144,7 +166,7 @@ class Redactor:
         if query == parts.query and not parts.password:
             return url
         if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+            netloc = parts.netloc.replace(f":{parts.password}@", f":{self._hidden(parts.password)}@", 1)
             parts = parts._replace(netloc=netloc)
         return urlunsplit(parts._replace(query=query))
 
@@ -171,7 +193,7 @@ class Redactor:
         out: list[str] = []
         done = 0
         for _, start, end in self._partial_secrets(text):
-            out.append(text[done:start] + f'"{REDACTED}"')
+            out.append(text[done:start] + f'"{self._hidden(text[start:end], "r")}"')
             done = end
         out.append(text[done:])
         return "".join(out)
@@ -196,7 +218,8 @@ class Redactor:
         delimiter = f"--{boundary}"
         parts = text.split(delimiter)
         for index, _, head, content in self._secret_parts(parts):
-            parts[index] = head + REDACTED + ("\r\n" if content.endswith("\r\n") else "")
+            ending = "\r\n" if content.endswith("\r\n") else ""
+            parts[index] = head + self._hidden(content[: len(content) - len(ending)]) + ending
         return delimiter.join(parts)
 
     @staticmethod
@@ -343,11 +366,11 @@ class Redactor:
         return doc
 
     def draws(self, draws: Any) -> None:
-        """Values drawn from ``secrets`` (or ``random.SystemRandom``) are tokens and keys: hidden.
-        In replay such a draw finds no value and gets a fresh one (an extra draw)."""
+        """Values drawn from ``secrets`` (or ``random.SystemRandom``) are tokens and keys: hidden (sealed
+        with a key). In replay without the key such a draw finds no value and gets a fresh one (an extra draw)."""
         for draw in draws if isinstance(draws, list) else ():
             if isinstance(draw, dict) and draw.get("source") == "secrets":
-                draw["value"] = REDACTED
+                draw["value"] = self._hidden_value(draw["value"])
 
 
 def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:

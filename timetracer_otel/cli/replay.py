@@ -136,8 +136,9 @@ class Replayer:
         return self.library.in_recording_order()
 
     def replay(self, cassette: str) -> ReplayReport:
-        """Send the recorded request of ``cassette`` to the app; the replay report of that request."""
-        doc, _ = self.library.load(cassette)
+        """Send the recorded request of ``cassette`` to the app (its sealed secrets opened when this
+        process holds the key); the replay report of that request."""
+        doc = self.library.load(cassette)[0].answers
         request = doc["request"]
         url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (f"?{request['query']}" if request.get("query") else "")
         headers = [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT]

@@ -1,0 +1,136 @@
+"""Sealed secrets: what redaction takes out of a cassette, encrypted with timetracer's key.
+
+With a key (``TIMETRACER_SECRET_KEY`` or the key file, see :mod:`timetracer_otel._keys`),
+redaction writes ``[SEALED:<key id>:<data>]`` where it would write ``[REDACTED]``: the
+value, AES-256-GCM encrypted under a key derived from timetracer's key, padded to a
+multiple of 16 bytes so only its length bucket shows. Replay with the same key opens them,
+so the app, the replayed inbound request and the report see the real values; without it
+they read as ``[REDACTED]``, exactly as an unsealed cassette would. A cassette sealed with
+another key than the replaying process's is refused with the key id it needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+from typing import Any, Callable, Optional
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from timetracer_otel._keys import Key
+
+__all__ = ["Sealer", "SealError", "redacted", "unsealed", "is_sealed", "key_ids", "sealer_for"]
+
+REDACTED = "[REDACTED]"
+# A token, raw or percent-encoded (in a form body or query), with the JSON quotes around it if any.
+_TOKEN = re.compile(r'("?)(?:\[|%5B)SEALED(?::|%3A)([0-9a-f]{8})(?::|%3A)([A-Za-z0-9_-]+)(?:\]|%5D)("?)')
+_AAD = b"timetracer sealed value v1"
+# What a token stands for, the first byte of its plaintext:
+TEXT = "s"  # a string, put back as it is
+JSON = "j"  # a JSON value (a number, an object, ...) that was a whole member: put back as that value
+RAW_JSON = "r"  # raw JSON text that stood where the token and its quotes stand (a body cut at the limit)
+
+
+class SealError(ValueError):
+    """A sealed value this process cannot open: another key, or damaged data."""
+
+
+def _pad(data: bytes) -> bytes:
+    data += b"\x80"
+    return data + b"\x00" * (-len(data) % 16)
+
+
+def _unpad(data: bytes) -> bytes:
+    return data.rstrip(b"\x00")[:-1]
+
+
+class Sealer:
+    """Seals and opens values with one key."""
+
+    def __init__(self, key: Key) -> None:
+        self.key_id = key.key_id
+        self._aead = AESGCM(hmac.new(key.material, b"timetracer seal", hashlib.sha256).digest())
+
+    def seal(self, text: str, kind: str = TEXT) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, _pad((kind + text).encode("utf-8")), _AAD)
+        data = base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")  # no "=": nothing to escape in a query
+        return f"[SEALED:{self.key_id}:{data}]"
+
+    def seal_json(self, value: Any) -> str:
+        """A whole JSON member's value: a string stays a string, anything else is put back as JSON."""
+        return self.seal(value) if isinstance(value, str) else self.seal(json.dumps(value, ensure_ascii=False), JSON)
+
+    def open(self, key_id: str, data: str) -> tuple[str, str]:
+        """(kind, text) of a token's data; :class:`SealError` for another key or damaged data."""
+        if key_id != self.key_id:
+            raise SealError(f"it is sealed with key {key_id}, and this process has key {self.key_id}")
+        try:
+            raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+            plain = _unpad(self._aead.decrypt(raw[:12], raw[12:], _AAD)).decode("utf-8")
+        except (InvalidTag, ValueError, binascii.Error) as exc:
+            raise SealError(f"a value sealed with key {key_id} is damaged ({type(exc).__name__})") from None
+        return plain[:1], plain[1:]
+
+
+def is_sealed(text: str) -> bool:
+    return "SEALED" in text and _TOKEN.search(text) is not None
+
+
+def key_ids(document: Any) -> set[str]:
+    """The ids of the keys that sealed values in ``document``."""
+    found: set[str] = set()
+    _strings(document, lambda text: found.update(m.group(2) for m in _TOKEN.finditer(text)) or text)
+    return found
+
+
+def _strings(value: Any, change: Callable[[str], Any]) -> Any:
+    """``value`` with ``change`` applied to every string in it (containers copied where something changed)."""
+    if isinstance(value, str):
+        return change(value) if "SEALED" in value else value
+    if isinstance(value, dict):
+        items = {k: _strings(v, change) for k, v in value.items()}
+        return items if any(items[k] is not value[k] for k in value) else value
+    if isinstance(value, list):
+        items = [_strings(v, change) for v in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value
+
+
+def redacted(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with every sealed value read as ``[REDACTED]`` (what a process without the key sees)."""
+
+    def hide(text: str) -> str:
+        return _TOKEN.sub(lambda m: m.group(1) + ("%5BREDACTED%5D" if m.group(0).lstrip('"').startswith("%") else REDACTED) + m.group(4), text)
+
+    return _strings(document, hide)
+
+
+def unsealed(document: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    """``document`` with every sealed value opened; :class:`SealError` if one cannot be."""
+
+    def open_all(text: str) -> Any:
+        whole = _TOKEN.fullmatch(text)
+        if whole is not None and not whole.group(1) and not whole.group(4):
+            kind, plain = sealer.open(whole.group(2), whole.group(3))
+            return json.loads(plain) if kind == JSON else plain
+        return _TOKEN.sub(lambda m: _opened(m, sealer), text)
+
+    return _strings(document, open_all)
+
+
+def _opened(match: re.Match, sealer: Sealer) -> str:
+    kind, plain = sealer.open(match.group(2), match.group(3))
+    if kind == RAW_JSON and match.group(1) and match.group(4):
+        return plain  # the quotes stood for the raw text's own delimiters
+    return match.group(1) + plain + match.group(4)
+
+
+def sealer_for(key: Optional[Key]) -> Optional[Sealer]:
+    return Sealer(key) if key is not None else None
