@@ -58,6 +58,11 @@ def _shipped(config: TraceConfig) -> TraceConfig:
     return dataclasses.replace(config, **absolute)
 
 
+def _is_auto_instrumentation(entry: str) -> bool:
+    """``opentelemetry-instrument`` puts its ``sitecustomize`` on the path: the writer must not instrument itself."""
+    return os.path.normpath(entry).endswith(os.path.join("opentelemetry", "instrumentation", "auto_instrumentation"))
+
+
 def _start_process() -> subprocess.Popen:
     """The writer process, importing timetracer_otel from where this process does.
 
@@ -65,7 +70,7 @@ def _start_process() -> subprocess.Popen:
     (``sys.executable`` is then the host program), ``multiprocessing.set_executable()``
     names the real one, as for any child process.
     """
-    path = [entry or os.getcwd() for entry in sys.path]
+    path = [entry or os.getcwd() for entry in sys.path if not _is_auto_instrumentation(entry)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.Popen(
         [multiprocessing.spawn.get_executable(), "-m", "timetracer_otel.exporters._writer_main"],

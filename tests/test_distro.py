@@ -184,3 +184,20 @@ def test_choosing_the_timetracer_distro_beside_another_one(other_distro: str, up
     cassettes = load_cassettes(cassette_dir)
     assert_recorded(cassettes, responses, upstream.url)
     assert_exported_same_traces(cassettes, receiver)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
+def test_the_writer_process_does_not_instrument_itself(upstream: Upstream, cassette_dir: Path) -> None:
+    """``opentelemetry-instrument`` puts its sitecustomize on PYTHONPATH; the cassette writer's path leaves it out,
+    so OpenTelemetry's start-up (and its warnings) run once, in the app."""
+    with instrumented_app(record_env(upstream, cassette_dir)) as app:
+        send(app)
+        (writer,) = _children(app.process.pid)
+        assert b"_writer_main" in Path(f"/proc/{writer}/cmdline").read_bytes()
+        environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{writer}/environ").read_bytes().split(b"\0") if b"=" in item)
+    entries = environ[b"PYTHONPATH"].decode().split(os.pathsep)
+    assert entries and not [e for e in entries if e.rstrip("/").endswith("auto_instrumentation")]
+    assert len(load_cassettes(cassette_dir)) == len(SENT)
