@@ -79,12 +79,23 @@ def test_strict_passes_when_every_call_is_used(timetracer_replay):
 '''
 
 _TEST_RECORD = '''
+import datetime
+import json
+import uuid
+
 import httpx
 
 def test_record_then_replay(timetracer_record):
     with timetracer_record("echo"):
         data = httpx.post("{upstream}/echo?q=1", json={{"n": 1}}).json()
     assert (data["query"], data["body"]) == ("q=1", '{{"n":1}}')
+
+
+def test_a_call_carrying_a_new_uuid_and_the_time_replays(timetracer_record):
+    with timetracer_record("order"):
+        order = {{"id": str(uuid.uuid4()), "at": datetime.datetime.now().isoformat()}}
+        data = httpx.post("{upstream}/echo", json=order).json()
+    assert json.loads(data["body"]) == order
 '''
 
 
@@ -92,8 +103,8 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
     with running_upstream() as live:
         pytester.makepyfile(app=_APP.format(upstream=live.url), test_app=_TEST_APP, test_record=_TEST_RECORD.format(upstream=live.url))
         pytester.runpytest_subprocess("--timetracer-mode=record", "test_app.py").assert_outcomes(passed=2)
-        pytester.runpytest_subprocess("test_record.py").assert_outcomes(passed=1)  # no cassette yet: records it
-        assert [(r["path"], r["query"]) for r in live.requests] == [("/json", "user=1")] * 2 + [("/echo", "q=1")]
+        pytester.runpytest_subprocess("test_record.py").assert_outcomes(passed=2)  # no cassettes yet: records them
+        assert [(r["path"], r["query"]) for r in live.requests] == [("/json", "user=1")] * 2 + [("/echo", "q=1"), ("/echo", "")]
     with pytest.raises(httpx.ConnectError):
         httpx.get(live.url + "/json")  # the upstream is down: a call that went out would fail
 
@@ -103,7 +114,7 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
 
     pytester.makepyfile(test_strict=_TEST_STRICT)
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=5, failed=1)  # the order replays: its uuid4() and now() are the recorded ones
     result.stdout.fnmatch_lines(
         [
             "timetracer strict replay of cassettes/test_user.json failed:",

@@ -1,7 +1,8 @@
 """Recording the outgoing calls of a block of code that is not an ASGI request (pytest).
 
-The block gets a root span of its own; the calls made inside it become a cassette
-written at exactly the given path, ready for ``timetracer_replay``.
+The block gets a root span of its own; the calls made inside it, and the clock, UUID and
+random values drawn in it, become a cassette written at exactly the given path, ready for
+``timetracer_replay``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from . import plugins
 from ._recording import TraceRecording, activate, deactivate
 from ._tracing import cassette_processor, service_name, tracer_provider
 from .config import TraceConfig
+from .determinism import activate as activate_draws
+from .determinism import deactivate as deactivate_draws
+from .determinism import install as install_draw_sources
 
 
 @contextlib.contextmanager
@@ -45,9 +49,11 @@ def record_block(path: Path, label: str) -> Iterator[TraceRecording]:
         recording.fixed_path = str(path)
         recording.status = 200
         processor.begin(recording)
-        token = activate(recording)
+        install_draw_sources(config.draws)
+        token, draws_token = activate(recording), activate_draws(recording.draws)
         try:
             yield recording
         finally:
+            deactivate_draws(draws_token)
             deactivate(token)
     processor.force_flush()

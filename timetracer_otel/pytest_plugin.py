@@ -1,7 +1,8 @@
 """The pytest plugin: ``timetracer_replay`` and ``timetracer_record`` fixtures.
 
 ``--timetracer-mode=replay`` (the default) answers the app's outgoing calls from the
-cassette; ``record`` makes the same tests record their cassettes live; ``off`` runs them
+cassette, and the clock, UUID and random values drawn in the block as they were recorded;
+``record`` makes the same tests record their cassettes live; ``off`` runs them
 live without touching cassettes. The test client's own request still reaches the app:
 only the calls the app makes are replayed.
 """
@@ -39,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @contextlib.contextmanager
 def _replaying(cassette: PathLike, strict: bool, live: tuple[str, ...]) -> Iterator[object]:
+    from timetracer_otel.determinism import DrawReplayer, install as install_draw_sources, real_time_ns
+    from timetracer_otel.determinism import activate as activate_draws
+    from timetracer_otel.determinism import deactivate as deactivate_draws
     from timetracer_otel.replayers import install_replayers
     from timetracer_otel.replayers.opening import open_for_replay
     from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
@@ -47,10 +51,13 @@ def _replaying(cassette: PathLike, strict: bool, live: tuple[str, ...]) -> Itera
     config = TraceConfig(mode="replay")
     opened = open_for_replay(load_cassette(cassette), str(cassette), config)
     session = ReplaySession(opened.answers, str(cassette), config, live_libraries=live, views=opened.views(str(cassette)))
-    token = activate(session)
+    install_draw_sources(config.draws)
+    draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
+    token, draws_token = activate(session), activate_draws(draws)
     try:
         yield session
     finally:
+        deactivate_draws(draws_token)
         deactivate(token)
     if strict and (session.unmatched or session.unused()):
         lines = [f"timetracer strict replay of {cassette} failed:"]
