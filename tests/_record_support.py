@@ -45,18 +45,28 @@ def run_python(script: str, *args: str, cwd: Optional[Path] = None) -> subproces
     )
 
 
+class Barrier:
+    """Holds each request until ``expected`` requests arrived, so they really overlap in one event loop."""
+
+    def __init__(self, expected: int, seconds: float) -> None:
+        self._expected, self._seconds = expected, seconds
+        self._arrived = 0
+        self._everyone: Optional[asyncio.Event] = None
+
+    async def wait(self) -> None:
+        self._everyone = self._everyone or asyncio.Event()
+        self._arrived += 1
+        if self._arrived == self._expected:
+            self._everyone.set()
+        await asyncio.wait_for(self._everyone.wait(), self._seconds)
+
+
 def barrier_app(config: TraceConfig, upstream_url: str, expected: int, barrier_seconds: float) -> Starlette:
     """``/items/{i}`` waits until ``expected`` requests arrived, then calls ``upstream /echo?i=<i>``."""
-    arrived = 0
-    everyone: Optional[asyncio.Event] = None
+    barrier = Barrier(expected, barrier_seconds)
 
     async def item(request: Request) -> JSONResponse:
-        nonlocal arrived, everyone
-        everyone = everyone or asyncio.Event()
-        arrived += 1
-        if arrived == expected:
-            everyone.set()
-        await asyncio.wait_for(everyone.wait(), barrier_seconds)
+        await barrier.wait()
         async with httpx.AsyncClient(timeout=30, verify=SHARED_SSL) as client:
             echo = (await client.get(f"{upstream_url}/echo", params={"i": request.path_params["i"]})).json()
         return JSONResponse({"echo": echo["query"]})

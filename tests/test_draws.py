@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import httpx
 import pytest
+from _record_support import Barrier
 from _replay import Sent, assert_same_response, new_reports, send, uvicorn_process
 from apps.draws_app import create_app
 from conftest import load_cassettes
@@ -177,7 +178,7 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
     """Every request is in flight before any draws; each draws from tasks and a worker thread."""
     paths = [f"/many/{n}" for n in range(_CONCURRENT)]
     record_config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
-    recorded = asyncio.run(_get_all(serve(create_app(record_config, _CONCURRENT)).url, paths))
+    recorded = asyncio.run(_get_all(serve(create_app(record_config, Barrier(_CONCURRENT, 30).wait)).url, paths))
     assert timetracer_otel.flush(60)
     cassettes = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     assert len(cassettes) == _CONCURRENT
@@ -190,7 +191,7 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
 
     replay_config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
     with new_reports() as reports:
-        server = serve(create_app(replay_config, _CONCURRENT))
+        server = serve(create_app(replay_config, Barrier(_CONCURRENT, 30).wait))
         replayed = asyncio.run(_get_all(server.url, paths))
         server.stop()
     assert [json.loads(r.content) for r in replayed] == [json.loads(r.content) for r in recorded]

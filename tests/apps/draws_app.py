@@ -5,7 +5,7 @@ imported at the top (``from time import time``), model defaults bound at import,
 ``/draw/{source}/{n}`` returns what one source gave; ``/gather/{n}`` draws from three tasks
 and a worker thread; ``/extra/{n}`` draws ``$DRAWS_APP_EXTRA`` more values than usual;
 ``/outside/{n}`` draws in a thread started without the request's context; ``/many/{n}``
-waits until ``expected`` requests are in flight, then draws (the concurrency tests).
+waits at a barrier the test gives, then draws (the concurrency test).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from random import choice, getrandbits, randint
 from random import random as random_float
 from secrets import token_bytes, token_hex
 from time import localtime, strftime, time, time_ns
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 from uuid import uuid1, uuid4
 
 from starlette.applications import Starlette
@@ -124,18 +124,15 @@ async def outside(request: Request) -> JSONResponse:
     return JSONResponse({"inside": str(uuid4()), "outside": drawn})
 
 
-def create_app(config: Optional[TraceConfig] = None, expected: int = 0) -> Starlette:
-    """The app, set up by ``config`` (default: the environment); ``expected``: requests ``/many`` waits for."""
-    arrived = 0
-    everyone: Optional[asyncio.Event] = None
+async def _at_once() -> None:
+    """No barrier: ``/many`` draws at once."""
+
+
+def create_app(config: Optional[TraceConfig] = None, barrier: Callable[[], Awaitable[None]] = _at_once) -> Starlette:
+    """The app, set up by ``config`` (default: the environment); ``/many`` awaits ``barrier()`` before it draws."""
 
     async def many(request: Request) -> JSONResponse:
-        nonlocal arrived, everyone
-        everyone = everyone or asyncio.Event()
-        arrived += 1
-        if arrived == expected:
-            everyone.set()
-        await asyncio.wait_for(everyone.wait(), 30)
+        await barrier()
         values: list[Any] = [str(uuid4())]
         await asyncio.sleep(0)
         values.append(time_ns())
