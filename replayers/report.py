@@ -19,6 +19,8 @@ from timetracer_otel.redaction import REDACTED, Redactor
 __all__ = ["ReplayReport", "ResponseComparison", "compare_response", "recent_reports"]
 
 _MAX_DIFF_LINES = 20
+# Headers set from the body (compared itself) or by the server, not by the app.
+_NOT_COMPARED = frozenset({"content-length", "date", "server"})
 _recent: deque["ReplayReport"] = deque(maxlen=100)
 
 
@@ -136,6 +138,26 @@ def _redacted_headers(recorded: list, replayed: list) -> list[str]:
     return [f"header {name}" for name in dict.fromkeys(names)]
 
 
+def _header_differences(recorded: list, replayed: list, ignored: frozenset[str]) -> Iterable[str]:
+    """``header <name>: recorded ..., replayed ...`` for each header the app sent otherwise (names in
+    ``ignored`` and those the body or the server decide left out)."""
+
+    left_out = _NOT_COMPARED | {name.lower() for name in ignored}
+
+    def by_name(pairs: list) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name, value in pairs:
+            if name.lower() not in left_out:
+                found.setdefault(name.lower(), []).append(value)
+        return found
+
+    old, new = by_name(recorded), by_name(replayed)
+    for name in sorted(old.keys() | new.keys()):
+        if old.get(name) != new.get(name):
+            shown = [json.dumps(", ".join(values))[:120] if values else "<absent>" for values in (old.get(name), new.get(name))]
+            yield f"header {name}: recorded {shown[0]}, replayed {shown[1]}"
+
+
 def _as_text(body: dict[str, Any]) -> str:
     if body.get("encoding") == "json":
         return json.dumps(body["json"], indent=2, sort_keys=True, ensure_ascii=False)
@@ -164,7 +186,7 @@ def compare_response(
     ignore_fields: Iterable[str] = (),
     limit: int = 1024 * 1024,
 ) -> ResponseComparison:
-    """Compare the replayed response with the recorded one: status and body; headers only for what could not be compared.
+    """Compare the replayed response with the recorded one: status, the headers the app sent, and body.
 
     ``body`` is the replayed body as kept (at most ``limit`` bytes), ``size`` its full length.
     The replayed response is redacted as the recording was first, so a redacted value equals
@@ -175,8 +197,10 @@ def compare_response(
     if redactor is not None:
         replayed_headers = redactor.headers(replayed_headers) or []
     unverified = _redacted_headers(recorded.get("headers") or [], replayed_headers)
+    ignored = frozenset(ignore_fields)
     if status != recorded.get("status"):
         differences.append(f"status: recorded {recorded.get('status')}, replayed {status}")
+    differences.extend(_header_differences(recorded.get("headers") or [], replayed_headers, ignored))
     recorded_body = recorded.get("body") or {"encoding": "empty"}
     replayed_body = encode_body(
         body[:limit],
@@ -193,7 +217,6 @@ def compare_response(
         else:
             unverified.append(f"body after byte {limit} (cut in the recording: only the sizes were compared)")
         return ResponseComparison(differences, unverified)
-    ignored = frozenset(ignore_fields)
     if recorded_body.get("encoding") == "json" and replayed_body.get("encoding") == "json":
         recorded_json, replayed_json = _without(recorded_body["json"], ignored), _without(replayed_body["json"], ignored)
         found = list(_json_differences(recorded_json, replayed_json))

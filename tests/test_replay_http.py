@@ -224,7 +224,8 @@ def test_report_of_an_unchanged_app(
 
 
 def test_report_of_a_changed_app(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
-    """The code now makes another second call and adds a field: unmatched, unused and the diff are reported."""
+    """The code now makes another second call, sends another header and adds a field: unmatched, unused and
+    the differences are reported; a header named in the ignored fields is not compared."""
     record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
     (cassette,), (doc,) = cassette_files(cassette_dir), load_cassettes(cassette_dir)
     report = _report_of(serve, upstream, cassette, changed=True, ignore=("timestamp",))
@@ -234,8 +235,11 @@ def test_report_of_a_changed_app(serve: Callable[..., Any], upstream: Upstream, 
         f"  cassette: {cassette}",
         f"  unmatched: timetracer replay: no recorded call matches GET {upstream.url}/echo?step=3 (httpx)",
         f"  unused: GET {upstream.url}/echo?step=2",
+        '  header x-version: recorded "1", replayed "2"',
         '  body $.added: recorded <absent>, replayed "new field"',
     ]
+    ignoring = _report_of(serve, upstream, cassette, changed=True, ignore=("timestamp", "X-Version"))
+    assert ignoring.differences == ['body $.added: recorded <absent>, replayed "new field"']
 
 
 def test_multipart_upload_matches_despite_its_new_random_boundary(

@@ -131,7 +131,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         body = {"query": first["query"], "timestamp": time.time_ns()}
         if changed:
             body["added"] = "new field"
-        return JSONResponse(body)
+        return JSONResponse(body, headers={"x-version": "2" if changed else "1"})
 
     async def login(request: Request) -> JSONResponse:
         """The upstream decides: 200 for the right password, 401 otherwise."""
