@@ -42,6 +42,8 @@ def _write_temp(directory: str, data: bytes, durable: bool) -> str:
             continue
         except FileExistsError:  # left by an earlier process with the same pid
             continue
+        except OSError as exc:  # name the directory the user chose, not our temporary file
+            raise type(exc)(exc.errno, exc.strerror, directory) from None
         break
     try:
         try:
