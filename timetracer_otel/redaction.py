@@ -2,9 +2,9 @@
 
 It works on the finished document, never on what the application sees: headers,
 JSON, form and multipart bodies (JSON cut at the size limit too), query strings,
-URL-like span attributes and error messages quoting a URL. Field names match
-whole keys, case-insensitively, ignoring ``_`` and ``-`` (``api_key`` = ``API-Key``),
-so ``page`` or ``shipping`` never match ``token`` or ``password``.
+URL-like span attributes and error messages quoting a URL, and the payloads of SQL,
+Redis and Mongo calls (see :mod:`timetracer_otel.protocol_redaction`). Which names are
+secret is decided by :class:`~timetracer_otel.secret_names.SecretNames` alone.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
+from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames  # noqa: F401 - the defaults are part of this API
 
 if TYPE_CHECKING:
     from .config import TraceConfig
@@ -24,19 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
 REDACTED = "[REDACTED]"
-DEFAULT_HEADERS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key")
-DEFAULT_FIELDS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "api_key",
-    "apikey",
-    "client_secret",
-    "authorization",
-)
 _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
 # Span event attributes that hold free text, such as an error message quoting a URL.
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")
@@ -46,10 +34,6 @@ _SCALAR = re.compile(r"[^,}\]\s]*")
 _TEXT_PAIR = re.compile(r"([A-Za-z0-9_.\-]+)=([^&\s'\"<>()]*)")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _PART_NAME = re.compile(r'content-disposition:[^\r\n]*;\s*name="([^"]*)"', re.IGNORECASE)
-
-
-def _field_key(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
 
 
 def _string_end(text: str, start: int) -> int:
@@ -100,15 +84,13 @@ class Redactor:
     """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document,
     or with the value sealed (see :mod:`timetracer_otel.sealing`) where replay needs it back."""
 
-    def __init__(self, extra_headers: Iterable[str] = (), extra_fields: Iterable[str] = (), sealer: Optional["Sealer"] = None) -> None:
-        self._names = (tuple(extra_headers), tuple(extra_fields))
-        self._headers = frozenset(h.lower() for h in (*DEFAULT_HEADERS, *self._names[0]))
-        self._fields = frozenset(_field_key(f) for f in (*DEFAULT_FIELDS, *self._names[1]))
+    def __init__(self, names: Optional[SecretNames] = None, sealer: Optional["Sealer"] = None) -> None:
+        self.names = names or SecretNames()
         self._sealer = sealer
 
     def sealing(self, sealer: "Sealer") -> "Redactor":
         """The same redaction, sealing the values replay needs instead of dropping them."""
-        return Redactor(*self._names, sealer=sealer)
+        return Redactor(self.names, sealer=sealer)
 
     def _hidden(self, text: str, kind: str = "s") -> str:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
@@ -118,12 +100,12 @@ class Redactor:
 
     # -- primitives ---------------------------------------------------------------
     def is_secret_field(self, name: str) -> bool:
-        return _field_key(name) in self._fields
+        return self.names.field(name)
 
     def headers(self, pairs: Optional[list]) -> Optional[list]:
         if not pairs:
             return pairs
-        return [[k, self._hidden(v)] if k.lower() in self._headers else [k, v] for k, v in pairs]
+        return [[k, self._hidden(v)] if self.names.header(k) else [k, v] for k, v in pairs]
 
     def json_value(self, value: Any) -> Any:
         """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep."""
@@ -303,7 +285,7 @@ class Redactor:
         if not message:
             return []
         headers = message.get("headers")
-        found = [(f"header {k.lower()}", v) for k, v in headers or () if k.lower() in self._headers]
+        found = [(f"header {k.lower()}", v) for k, v in headers or () if self.names.header(k)]
         found += [(f"query {k}", v) for k, v in parse_qsl(message.get("query") or "", keep_blank_values=True) if self.is_secret_field(k)]
         found += [(f"body {where}", value) for where, value in self._body_secrets(message.get("body"), headers)]
         return sorted(found)
@@ -326,7 +308,7 @@ class Redactor:
                 attributes[name] = self.query(value) if name == "url.query" else self.url(value)
             elif name in _TEXT_ATTRIBUTES and isinstance(value, str):
                 attributes[name] = self.free_text(value)
-            elif ".header." in name and name.rsplit(".", 1)[-1].replace("_", "-") in self._headers:
+            elif ".header." in name and self.names.header(name.rsplit(".", 1)[-1]):
                 attributes[name] = [REDACTED] if isinstance(value, (list, tuple)) else REDACTED
             if secrets:
                 attributes[name] = _without_secrets(attributes[name], secrets)
@@ -384,10 +366,12 @@ def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
 
 
 @lru_cache(maxsize=64)
-def _cached_redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
-    return Redactor(headers, fields)
+def _cached_redactor(headers: tuple[str, ...], fields: tuple[str, ...], exempt: tuple[str, ...]) -> Redactor:
+    return Redactor(SecretNames(headers, fields, exempt))
 
 
 def redactor_for(config: "TraceConfig") -> Optional[Redactor]:
     """The redactor a config asks for (one per distinct set of names), or None when redaction is off."""
-    return _cached_redactor(tuple(config.redact_headers), tuple(config.redact_fields)) if config.redact else None
+    if not config.redact:
+        return None
+    return _cached_redactor(tuple(config.redact_headers), tuple(config.redact_fields), tuple(config.redact_exempt))
