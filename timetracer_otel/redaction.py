@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
+from .protocol_redaction import redact_call, redact_request
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames  # noqa: F401 - the defaults are part of this API
 
 if TYPE_CHECKING:
@@ -330,6 +331,10 @@ class Redactor:
         """A span's status description (often an exception message) without secrets."""
         return _without_secrets(self.free_text(text), secrets)
 
+    def protocol_request(self, protocol: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A live SQL, Redis or Mongo request in cassette form (typed values), hidden in place as a recording's is."""
+        return redact_request(protocol, request, self.names, self._hidden_value)
+
     # -- the whole document -------------------------------------------------------
     def document(self, doc: dict[str, Any], secrets: Optional[Mapping[int, tuple[str, ...]]] = None) -> dict[str, Any]:
         """Redact ``doc`` in place; ``secrets``: by span id, the values capture took out of that span's call."""
@@ -338,9 +343,11 @@ class Redactor:
         self.message(doc.get("response"))
         self.error(doc.get("error"))
         for call in doc.get("calls", ()):
-            if call.get("protocol", "http") == "http":  # other protocols redact their payloads at capture
+            if call.get("protocol", "http") == "http":
                 self.message(call.get("request"))
                 self.message(call.get("response"))
+            else:
+                redact_call(call, self.names, self._hidden_value)
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
             self.span(span, secrets.get(int(span["span_id"], 16), ()) if span.get("span_id") else ())
