@@ -9,6 +9,7 @@ secret is decided by :class:`~timetracer_otel.secret_names.SecretNames` alone.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from functools import lru_cache
@@ -205,6 +206,38 @@ class Redactor:
             parts[index] = head + self._hidden(content[: len(content) - len(ending)]) + ending
         return delimiter.join(parts)
 
+    def binary_multipart(self, data: bytes, boundary: str) -> Optional[list[dict[str, str]]]:
+        """A binary multipart body as segments with the content of secret parts hidden; None when it has none.
+
+        A sealed value must stay visible in the document to be opened, so it cannot sit inside
+        base64: the other bytes stay base64, around the hidden contents.
+        """
+        delimiter = f"--{boundary}"
+        parts = data.decode("latin-1").split(delimiter)  # one character per byte: the bytes come back exactly
+        secret = {index: (head, content) for index, _, head, content in self._secret_parts(parts)}
+        if not secret:
+            return None
+        segments: list[dict[str, str]] = []
+        kept: list[str] = []
+        for index, part in enumerate(parts):
+            kept.append(delimiter if index else "")
+            if index not in secret:
+                kept.append(part)
+                continue
+            head, content = secret[index]
+            ending = "\r\n" if content.endswith("\r\n") else ""
+            segments += [_latin1_segment("".join(kept) + head), self._hidden_segment(content[: len(content) - len(ending)])]
+            kept = [ending]
+        return [*segments, _latin1_segment("".join(kept))]
+
+    def _hidden_segment(self, content: str) -> dict[str, str]:
+        """A secret part's content (bytes as latin-1 text), hidden: as text when it is UTF-8, else its base64."""
+        raw = content.encode("latin-1")
+        try:
+            return {"text": self._hidden(raw.decode("utf-8"))}
+        except UnicodeDecodeError:
+            return {"base64": self._hidden(base64.b64encode(raw).decode("ascii"))}
+
     @staticmethod
     def _text_kind(text: str, headers: Optional[list]) -> tuple[str, Optional[str]]:
         """How a text body is redacted: ("form" | "multipart" | "json" | "plain", the multipart boundary)."""
@@ -224,6 +257,13 @@ class Redactor:
         encoding = body.get("encoding")
         if encoding == "json":
             body["json"] = self.json_value(body["json"])
+            return
+        if encoding == "base64":
+            kind, boundary = self._text_kind("", headers)
+            segments = self.binary_multipart(base64.b64decode(body["base64"]), boundary or "") if kind == "multipart" else None
+            if segments is not None:
+                del body["base64"]
+                body.update(encoding="segments", segments=segments)
             return
         if encoding != "text":
             return
@@ -262,6 +302,12 @@ class Redactor:
             return
         if body.get("encoding") == "json":
             yield from self._json_secrets(body["json"])
+            return
+        if body.get("encoding") == "base64":
+            kind, boundary = self._text_kind("", headers)
+            if kind == "multipart":
+                parts = base64.b64decode(body["base64"]).decode("latin-1").split(f"--{boundary}")
+                yield from ((name, content) for _, name, _, content in self._secret_parts(parts))
             return
         if body.get("encoding") != "text":
             return
@@ -360,6 +406,10 @@ class Redactor:
         for draw in draws if isinstance(draws, list) else ():
             if isinstance(draw, dict) and draw.get("source") == "secrets":
                 draw["value"] = self._hidden_value(draw["value"])
+
+
+def _latin1_segment(text: str) -> dict[str, str]:
+    return {"base64": base64.b64encode(text.encode("latin-1")).decode("ascii")}
 
 
 def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
