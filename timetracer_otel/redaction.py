@@ -13,12 +13,12 @@ import base64
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
 from .protocol_redaction import redact_call, redact_request
-from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames  # noqa: F401 - the defaults are part of this API
+from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 
 if TYPE_CHECKING:
     from .config import TraceConfig
