@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import json
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,8 +25,12 @@ from mongo_server import running_mongo
 from sqlalchemy import create_engine
 
 import timetracer_otel
+from timetracer_otel._keys import Key
+from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import Redactor
 from timetracer_otel.replayers import ReplayReport
+from timetracer_otel.sealing import Sealer, redacted, unsealed
 from timetracer_otel.secret_names import SecretNames
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -138,3 +143,30 @@ def test_exempt_names_and_added_patterns() -> None:
     assert (names.field("page_token"), names.field("Token-Type"), names.field("next_token")) == (False, False, True)
     assert names.field("card_number") and names.header("X-Tenant-Id") and names.header("X-CSRF-Token")
     assert names.header("cookie") and not names.header("content-type")
+
+
+def test_sealed_typed_values_open_to_the_same_typed_values() -> None:
+    """A secret bytes argument, tuple parameter or bytes-keyed hash reply seals whole and opens back exactly."""
+    sealer = Sealer(Key(b"k" * 32, "test"))
+    redactor = Redactor().sealing(sealer)
+    statement = "UPDATE t SET name = $1, hashed_password = $2 WHERE id = $3"
+    calls = [
+        {"protocol": "redis", "request": {"command": "HSET", "args": ["u:1", b"password", b"\xff\x00x"]}, "response": {"reply": 1}},
+        {"protocol": "redis", "request": {"command": "HGETALL", "args": [b"u:1"]}, "response": {"reply": {b"password": b"\xff"}}},
+        {"protocol": "redis", "request": {"command": "HMGET", "args": ["u:1", "name", "api_key"]}, "response": {"reply": ["ann", "k"]}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": statement, "parameters": ("ann", b"\x01h", 7)}},
+        {"protocol": "sql", "request": {"operation": "executemany", "statement": "INSERT INTO t (name, token) VALUES (?, ?)", "parameters": [("a", 1), ("b", 2)]}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "SELECT 1", "parameters": {"password": "p"}},
+         "response": {"description": [["name"], ["hashed_password"]], "rows": [["ann", Decimal("1.5")]]}},
+        {"protocol": "mongo", "request": {"command": {"insert": "u", "documents": [{"n": 1, "secret": {"deep": (1, 2)}}]}}, "response": {"reply": {"ok": 1.0}}},
+    ]  # fmt: skip
+    original = [encode_value(call) for call in calls]
+    doc = {"calls": json.loads(json.dumps(original))}
+    redactor.document(doc)
+    shown = json.dumps(redacted(doc))
+    hidden = [encode_value(b)["base64"] for b in (b"\xff\x00x", b"\xff", b"\x01h")]
+    for secret in [*hidden, '"1.5"', '"deep"', '"k"', '"p"', '"a", 1']:
+        assert secret not in shown, secret
+    assert json.dumps(doc).count("[SEALED:") == 9
+    assert unsealed(doc, sealer)["calls"] == original
+    assert [decode_value(call) for call in unsealed(doc, sealer)["calls"]] == calls
