@@ -26,7 +26,7 @@ from timetracer_otel.capture.redis import command_request, pipeline_request, rai
 from timetracer_otel.cassette.values import decode_value
 
 from .http import recorded_exception_class
-from .redis_matching import UNWATCH_COMMANDS, command_name, request_view
+from .redis_matching import UNWATCH_COMMANDS, command_name, live_view, request_view
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -50,7 +50,7 @@ def _exception(error: dict[str, Any]) -> Exception:
 
 def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
     """The recorded response of ``request``; raises the recorded error instead if it failed."""
-    document = session.answer("redis", request_view(request)).document
+    document = session.answer("redis", live_view(request, session.redactor)).document
     if document.get("error") or document.get("response") is None:  # no reply: the call was cut short
         raise _exception(document.get("error") or {"message": "the recording holds no reply for this call"})
     return decode_value(document["response"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Hashable, Optional, Sequence
 
 from timetracer_otel.cassette.values import decode_value, encode_value
-from timetracer_otel.redaction import REDACTED
+from timetracer_otel.redaction import REDACTED, Redactor
 
 from .matching import CallView
 
@@ -26,6 +26,7 @@ __all__ = [
     "redact_reply",
     "scrub",
     "request_view",
+    "live_view",
     "recorded_view",
     "usual_answer",
     "UNWATCH_COMMANDS",
@@ -181,6 +182,13 @@ def request_view(request: dict[str, Any]) -> CallView:
             "decode_responses": decode,
         },
     )
+
+
+def live_view(request: dict[str, Any], redactor: Optional[Redactor]) -> CallView:
+    """The view of a call being made, its secret hash fields hidden by ``redactor`` as the recording's were."""
+    if redactor is None:
+        return request_view(request)
+    return request_view(decode_value(redactor.protocol_request("redis", encode_value(request))))
 
 
 def recorded_view(call: dict[str, Any]) -> CallView:

@@ -165,6 +165,8 @@ def _as_text(body: dict[str, Any]) -> str:
         return body["text"]
     if body.get("encoding") == "base64":
         return f"<{body.get('size')} binary bytes, base64 {body['base64'][:60]}...>"
+    if body.get("encoding") == "segments":
+        return f"<{body.get('size')} binary bytes, secret parts redacted>"
     return ""
 
 

@@ -12,6 +12,7 @@ import json
 from typing import Any, Optional
 
 from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.redaction import Redactor
 
 from .matching import CallView
 
@@ -58,9 +59,11 @@ def recorded_view(call: dict[str, Any]) -> CallView:
     return _view(call.get("request") or {})
 
 
-def live_view(request: dict[str, Any]) -> CallView:
-    """The view of a call being made: ``request`` holds plain Python values, as the capture records them."""
-    return _view(encode_value(request))
+def live_view(request: dict[str, Any], redactor: Optional[Redactor] = None) -> CallView:
+    """The view of a call being made: ``request`` holds plain Python values, as the capture records them;
+    hidden by ``redactor`` as the recording's was (secret parameters)."""
+    encoded = encode_value(request)
+    return _view(redactor.protocol_request("sql", encoded) if redactor is not None else encoded)
 
 
 def usual_answer(view: CallView) -> Optional[dict[str, Any]]:

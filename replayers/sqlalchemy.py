@@ -139,8 +139,9 @@ class _ReplayCursor:
     def _answer(self, operation: str, statement: Any, parameters: Any) -> None:
         self._reset()
         dialect = self.connection.dialect
-        view = live_view(statement_request(dialect, operation, statement, parameters))
-        session = _session(dialect, lambda: view.label)
+        request = statement_request(dialect, operation, statement, parameters)
+        session = _session(dialect, lambda: live_view(request).label)
+        view = live_view(request, session.redactor if session is not None else None)
         if session is None:
             raise ReplayMismatchError(view.label, LIBRARY, "(none)", "a replay connection was used outside its replay session")
         recorded = session.answer(LIBRARY, view)

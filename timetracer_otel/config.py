@@ -166,6 +166,7 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     "redact": ("TIMETRACER_REDACT", _parse_bool, True),
     "redact_headers": ("TIMETRACER_REDACT_HEADERS", _parse_names, ()),
     "redact_fields": ("TIMETRACER_REDACT_FIELDS", _parse_names, ()),
+    "redact_exempt": ("TIMETRACER_REDACT_EXEMPT", _parse_names, ()),
     "redact_hook": (None, _parse_callable, None),
     "service_name": ("TIMETRACER_SERVICE", _parse_optional_str, None),
     "live_plugins": ("TIMETRACER_LIVE_PLUGINS", _parse_names, ()),
@@ -203,7 +204,9 @@ def _from_environ(names: Union[None, str, tuple[str, ...]], environ: Mapping[str
 class TraceConfig:
     """What timetracer does: mode, where cassettes go, what is recorded and what is hidden.
 
-    ``redact_headers`` and ``redact_fields`` add to the built-in secret names;
+    ``redact_headers`` and ``redact_fields`` add names or glob patterns to the built-in
+    secret ones (``*password*``, ``*token*``, ...); ``redact_exempt`` names (or patterns)
+    that stay in clear even though a pattern matches them (``token_type``, ``page_token``);
     ``redact_hook`` receives each cassette document after built-in redaction and may
     change it in place or return a replacement. ``redact=False`` turns the built-in
     redaction off (the hook still runs). In replay, ``live_plugins`` names the client
@@ -234,6 +237,7 @@ class TraceConfig:
     redact: bool = _UNSET
     redact_headers: Sequence[str] = _UNSET
     redact_fields: Sequence[str] = _UNSET
+    redact_exempt: Sequence[str] = _UNSET
     redact_hook: Optional[Callable[[dict], Optional[dict]]] = field(default=_UNSET, compare=False)
     service_name: Optional[str] = _UNSET
     live_plugins: Sequence[str] = _UNSET

@@ -2,20 +2,23 @@
 
 It works on the finished document, never on what the application sees: headers,
 JSON, form and multipart bodies (JSON cut at the size limit too), query strings,
-URL-like span attributes and error messages quoting a URL. Field names match
-whole keys, case-insensitively, ignoring ``_`` and ``-`` (``api_key`` = ``API-Key``),
-so ``page`` or ``shipping`` never match ``token`` or ``password``.
+URL-like span attributes and error messages quoting a URL, and the payloads of SQL,
+Redis and Mongo calls (see :mod:`timetracer_otel.protocol_redaction`). Which names are
+secret is decided by :class:`~timetracer_otel.secret_names.SecretNames` alone.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
+from .protocol_redaction import redact_call, redact_request
+from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 
 if TYPE_CHECKING:
     from .config import TraceConfig
@@ -24,19 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
 REDACTED = "[REDACTED]"
-DEFAULT_HEADERS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key")
-DEFAULT_FIELDS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "api_key",
-    "apikey",
-    "client_secret",
-    "authorization",
-)
 _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
 # Span event attributes that hold free text, such as an error message quoting a URL.
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")
@@ -46,10 +36,6 @@ _SCALAR = re.compile(r"[^,}\]\s]*")
 _TEXT_PAIR = re.compile(r"([A-Za-z0-9_.\-]+)=([^&\s'\"<>()]*)")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _PART_NAME = re.compile(r'content-disposition:[^\r\n]*;\s*name="([^"]*)"', re.IGNORECASE)
-
-
-def _field_key(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
 
 
 def _string_end(text: str, start: int) -> int:
@@ -100,15 +86,13 @@ class Redactor:
     """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document,
     or with the value sealed (see :mod:`timetracer_otel.sealing`) where replay needs it back."""
 
-    def __init__(self, extra_headers: Iterable[str] = (), extra_fields: Iterable[str] = (), sealer: Optional["Sealer"] = None) -> None:
-        self._names = (tuple(extra_headers), tuple(extra_fields))
-        self._headers = frozenset(h.lower() for h in (*DEFAULT_HEADERS, *self._names[0]))
-        self._fields = frozenset(_field_key(f) for f in (*DEFAULT_FIELDS, *self._names[1]))
+    def __init__(self, names: Optional[SecretNames] = None, sealer: Optional["Sealer"] = None) -> None:
+        self.names = names or SecretNames()
         self._sealer = sealer
 
     def sealing(self, sealer: "Sealer") -> "Redactor":
         """The same redaction, sealing the values replay needs instead of dropping them."""
-        return Redactor(*self._names, sealer=sealer)
+        return Redactor(self.names, sealer=sealer)
 
     def _hidden(self, text: str, kind: str = "s") -> str:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
@@ -118,12 +102,12 @@ class Redactor:
 
     # -- primitives ---------------------------------------------------------------
     def is_secret_field(self, name: str) -> bool:
-        return _field_key(name) in self._fields
+        return self.names.field(name)
 
     def headers(self, pairs: Optional[list]) -> Optional[list]:
         if not pairs:
             return pairs
-        return [[k, self._hidden(v)] if k.lower() in self._headers else [k, v] for k, v in pairs]
+        return [[k, self._hidden(v)] if self.names.header(k) else [k, v] for k, v in pairs]
 
     def json_value(self, value: Any) -> Any:
         """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep."""
@@ -222,6 +206,38 @@ class Redactor:
             parts[index] = head + self._hidden(content[: len(content) - len(ending)]) + ending
         return delimiter.join(parts)
 
+    def binary_multipart(self, data: bytes, boundary: str) -> Optional[list[dict[str, str]]]:
+        """A binary multipart body as segments with the content of secret parts hidden; None when it has none.
+
+        A sealed value must stay visible in the document to be opened, so it cannot sit inside
+        base64: the other bytes stay base64, around the hidden contents.
+        """
+        delimiter = f"--{boundary}"
+        parts = data.decode("latin-1").split(delimiter)  # one character per byte: the bytes come back exactly
+        secret = {index: (head, content) for index, _, head, content in self._secret_parts(parts)}
+        if not secret:
+            return None
+        segments: list[dict[str, str]] = []
+        kept: list[str] = []
+        for index, part in enumerate(parts):
+            kept.append(delimiter if index else "")
+            if index not in secret:
+                kept.append(part)
+                continue
+            head, content = secret[index]
+            ending = "\r\n" if content.endswith("\r\n") else ""
+            segments += [_latin1_segment("".join(kept) + head), self._hidden_segment(content[: len(content) - len(ending)])]
+            kept = [ending]
+        return [*segments, _latin1_segment("".join(kept))]
+
+    def _hidden_segment(self, content: str) -> dict[str, str]:
+        """A secret part's content (bytes as latin-1 text), hidden: as text when it is UTF-8, else its base64."""
+        raw = content.encode("latin-1")
+        try:
+            return {"text": self._hidden(raw.decode("utf-8"))}
+        except UnicodeDecodeError:
+            return {"base64": self._hidden(base64.b64encode(raw).decode("ascii"))}
+
     @staticmethod
     def _text_kind(text: str, headers: Optional[list]) -> tuple[str, Optional[str]]:
         """How a text body is redacted: ("form" | "multipart" | "json" | "plain", the multipart boundary)."""
@@ -241,6 +257,13 @@ class Redactor:
         encoding = body.get("encoding")
         if encoding == "json":
             body["json"] = self.json_value(body["json"])
+            return
+        if encoding == "base64":
+            kind, boundary = self._text_kind("", headers)
+            segments = self.binary_multipart(base64.b64decode(body["base64"]), boundary or "") if kind == "multipart" else None
+            if segments is not None:
+                del body["base64"]
+                body.update(encoding="segments", segments=segments)
             return
         if encoding != "text":
             return
@@ -280,6 +303,12 @@ class Redactor:
         if body.get("encoding") == "json":
             yield from self._json_secrets(body["json"])
             return
+        if body.get("encoding") == "base64":
+            kind, boundary = self._text_kind("", headers)
+            if kind == "multipart":
+                parts = base64.b64decode(body["base64"]).decode("latin-1").split(f"--{boundary}")
+                yield from ((name, content) for _, name, _, content in self._secret_parts(parts))
+            return
         if body.get("encoding") != "text":
             return
         text = body["text"]
@@ -303,7 +332,7 @@ class Redactor:
         if not message:
             return []
         headers = message.get("headers")
-        found = [(f"header {k.lower()}", v) for k, v in headers or () if k.lower() in self._headers]
+        found = [(f"header {k.lower()}", v) for k, v in headers or () if self.names.header(k)]
         found += [(f"query {k}", v) for k, v in parse_qsl(message.get("query") or "", keep_blank_values=True) if self.is_secret_field(k)]
         found += [(f"body {where}", value) for where, value in self._body_secrets(message.get("body"), headers)]
         return sorted(found)
@@ -326,7 +355,7 @@ class Redactor:
                 attributes[name] = self.query(value) if name == "url.query" else self.url(value)
             elif name in _TEXT_ATTRIBUTES and isinstance(value, str):
                 attributes[name] = self.free_text(value)
-            elif ".header." in name and name.rsplit(".", 1)[-1].replace("_", "-") in self._headers:
+            elif ".header." in name and self.names.header(name.rsplit(".", 1)[-1]):
                 attributes[name] = [REDACTED] if isinstance(value, (list, tuple)) else REDACTED
             if secrets:
                 attributes[name] = _without_secrets(attributes[name], secrets)
@@ -348,6 +377,10 @@ class Redactor:
         """A span's status description (often an exception message) without secrets."""
         return _without_secrets(self.free_text(text), secrets)
 
+    def protocol_request(self, protocol: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A live SQL, Redis or Mongo request in cassette form (typed values), hidden in place as a recording's is."""
+        return redact_request(protocol, request, self.names, self._hidden_value)
+
     # -- the whole document -------------------------------------------------------
     def document(self, doc: dict[str, Any], secrets: Optional[Mapping[int, tuple[str, ...]]] = None) -> dict[str, Any]:
         """Redact ``doc`` in place; ``secrets``: by span id, the values capture took out of that span's call."""
@@ -356,9 +389,11 @@ class Redactor:
         self.message(doc.get("response"))
         self.error(doc.get("error"))
         for call in doc.get("calls", ()):
-            if call.get("protocol", "http") == "http":  # other protocols redact their payloads at capture
+            if call.get("protocol", "http") == "http":
                 self.message(call.get("request"))
                 self.message(call.get("response"))
+            else:
+                redact_call(call, self.names, self._hidden_value)
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
             self.span(span, secrets.get(int(span["span_id"], 16), ()) if span.get("span_id") else ())
@@ -373,6 +408,10 @@ class Redactor:
                 draw["value"] = self._hidden_value(draw["value"])
 
 
+def _latin1_segment(text: str) -> dict[str, str]:
+    return {"base64": base64.b64encode(text.encode("latin-1")).decode("ascii")}
+
+
 def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
     """``value`` (a string or a list of them; anything else is returned as it is) with every secret hidden."""
     if isinstance(value, (list, tuple)):
@@ -384,10 +423,12 @@ def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
 
 
 @lru_cache(maxsize=64)
-def _cached_redactor(headers: tuple[str, ...], fields: tuple[str, ...]) -> Redactor:
-    return Redactor(headers, fields)
+def _cached_redactor(headers: tuple[str, ...], fields: tuple[str, ...], exempt: tuple[str, ...]) -> Redactor:
+    return Redactor(SecretNames(headers, fields, exempt))
 
 
 def redactor_for(config: "TraceConfig") -> Optional[Redactor]:
     """The redactor a config asks for (one per distinct set of names), or None when redaction is off."""
-    return _cached_redactor(tuple(config.redact_headers), tuple(config.redact_fields)) if config.redact else None
+    if not config.redact:
+        return None
+    return _cached_redactor(tuple(config.redact_headers), tuple(config.redact_fields), tuple(config.redact_exempt))

@@ -12,8 +12,9 @@ A call's request is ``{"database", "command_name", "command"}``; its response is
 ``{"reply": ...}`` when the command got an answer (an ``ok: 0`` reply that pymongo
 was told to accept included) or ``{"failure": ...}`` when pymongo reported it failed:
 the server's error document, or pymongo's ``{"errmsg", "errtype"}`` for an error raised
-in the client. Both are snapshots taken in the hook, secret fields redacted, since
-the application may change the documents afterwards.
+in the client. Both are snapshots taken in the hook, since the application may change
+the documents afterwards; their secret fields are hidden (sealed with the key) by the
+cassette writer, off the request path.
 
 Only commands of clients created after the instrumentor is enabled are seen:
 pymongo hands its global listeners to a client when it is constructed.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
@@ -31,7 +32,6 @@ from pymongo import errors, monitoring
 
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording
-from timetracer_otel.redaction import Redactor, redactor_for
 
 from . import _patch
 
@@ -41,13 +41,8 @@ __all__ = ["install", "uninstall", "UNRECORDED"]
 # a client closes. Replay answers it without a recording.
 UNRECORDED = frozenset({"endSessions"})
 
-# span -> (call, redactor) between a command's start and its outcome
-_pending: "weakref.WeakKeyDictionary[Any, tuple[ProtocolCall, Optional[Redactor]]]" = weakref.WeakKeyDictionary()
-
-
-def _snapshot(value: Any, redactor: Optional[Redactor]) -> Any:
-    """A copy of a command or reply document that later changes cannot reach, secret fields redacted."""
-    return redactor.json_value(value) if redactor is not None else copy.deepcopy(value)
+# span -> call between a command's start and its outcome
+_pending: "weakref.WeakKeyDictionary[Any, ProtocolCall]" = weakref.WeakKeyDictionary()
 
 
 def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
@@ -55,22 +50,20 @@ def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
     if recording is None or event.command_name in UNRECORDED:
         return
     with guarded("pymongo.request"):
-        redactor = redactor_for(recording.config)
-        command = _snapshot(event.command, redactor)
+        command = copy.deepcopy(event.command)
         request = {"database": event.database_name, "command_name": event.command_name, "command": command}
         call = ProtocolCall("mongo", "pymongo", request)
         with trace.use_span(span, end_on_exit=False):
             recording.add_call(call)
-        _pending[span] = (call, redactor)
+        _pending[span] = call
 
 
 def _succeeded(span: Any, event: monitoring.CommandSucceededEvent) -> None:
-    pending = _pending.pop(span, None)
-    if pending is None:
+    call = _pending.pop(span, None)
+    if call is None:
         return
     with guarded("pymongo.response"):
-        call, redactor = pending
-        call.response = {"reply": _snapshot(event.reply, redactor)}
+        call.response = {"reply": copy.deepcopy(event.reply)}
 
 
 def _error_type(failure: Any) -> str:
@@ -82,12 +75,11 @@ def _error_type(failure: Any) -> str:
 
 
 def _failed(span: Any, event: monitoring.CommandFailedEvent) -> None:
-    pending = _pending.pop(span, None)
-    if pending is None:
+    call = _pending.pop(span, None)
+    if call is None:
         return
     with guarded("pymongo.error"):
-        call, redactor = pending
-        failure = _snapshot(event.failure, redactor)
+        failure = copy.deepcopy(event.failure)
         call.response = {"failure": failure}
         call.error = {"type": _error_type(failure), "message": str(failure.get("errmsg", ""))}
 

@@ -11,6 +11,8 @@ A call's request is ``{"command", "args", "decode_responses"}`` for a command, a
 ``{"replies": [...], "errors": [{"index", "type", "message"}]}``: the values exactly as
 redis-py returned them to the application, after its response callbacks (a copy, so the
 application may change what it got). A Redis error becomes the call's ``error``.
+Passwords of ``AUTH`` and the like are taken out here (the span may quote them); hash
+fields named like secrets are hidden by the cassette writer, off the request path.
 """
 
 from __future__ import annotations

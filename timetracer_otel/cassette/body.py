@@ -202,6 +202,14 @@ def encode_body(
     return out
 
 
+def _segment(segment: dict[str, str]) -> bytes:
+    """A segment's bytes; a hidden value read without the key (``[REDACTED]``) stands as its marker."""
+    if "text" in segment:
+        return segment["text"].encode("utf-8")
+    value = segment["base64"]
+    return value.encode("ascii") if value.startswith("[") else base64.b64decode(value)
+
+
 def decode_body(body: dict[str, Any]) -> bytes:
     """The bytes a cassette body stands for (decoded, when it names a content encoding)."""
     encoding = body.get("encoding")
@@ -213,4 +221,6 @@ def decode_body(body: dict[str, Any]) -> bytes:
         return _dump_json(body["json"], body.get("json_format", "compact")).encode("utf-8")
     if encoding == "base64":
         return base64.b64decode(body["base64"])
+    if encoding == "segments":  # a binary body with redacted parts (see Redactor.binary_multipart)
+        return b"".join(_segment(segment) for segment in body["segments"])
     raise ValueError(f"unknown body encoding {encoding!r}")

@@ -60,7 +60,7 @@ def _body(body: Any) -> Any:
         value: Any = body["json"]
     elif encoding == "text":
         value = body["text"]
-    elif encoding == "base64":
+    elif encoding in ("base64", "segments"):
         value = f"<{body.get('size')} bytes, sha256 {hashlib.sha256(decode_body(body)).hexdigest()[:16]}>"
     else:
         value = ""

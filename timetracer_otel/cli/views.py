@@ -95,7 +95,7 @@ def body_text(body: Optional[dict[str, Any]]) -> str:
         text = json.dumps(body["json"], indent=2, ensure_ascii=False)
     elif encoding == "text":
         text = body["text"]
-    elif encoding == "base64":
+    elif encoding in ("base64", "segments"):
         data = decode_body(body)
         text = f"<{body.get('size', len(data))} bytes of binary> {data[:48].hex(' ')}{' …' if len(data) > 48 else ''}"
     else:

@@ -1,0 +1,172 @@
+"""One request with a secret in every place a cassette keeps one (see ``apps/secrets_app.py``),
+recorded through uvicorn with real PostgreSQL, Redis, an upstream and the loopback Mongo server.
+
+The cassette file (plain and gzip) holds none of the secret values in clear, while the app
+got them all; replay with the key answers the app with the real values (what each store
+gives back equals what it stored), and replay without the key still matches every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+from _replay import new_reports, send
+from apps.secrets_app import Deps, Secrets, accounts, create_app
+from conftest import Upstream
+from mongo_server import running_mongo
+from sqlalchemy import create_engine
+
+import timetracer_otel
+from timetracer_otel._keys import Key
+from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.redaction import Redactor
+from timetracer_otel.replayers import ReplayReport
+from timetracer_otel.sealing import Sealer, redacted, unsealed
+from timetracer_otel.secret_names import SecretNames
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/0"
+ALL_TRUE = {"inbound": True, "outbound": True, "sql": True, "redis": True, "mongo": True}
+
+
+@pytest.fixture
+def secrets() -> Secrets:
+    return Secrets(uuid.uuid4().hex)
+
+
+@pytest.fixture
+def deps(upstream: Upstream) -> Iterator[Deps]:
+    suffix = uuid.uuid4().hex[:12]
+    postgres = create_engine(PG)
+    accounts(suffix).metadata.create_all(postgres)
+    with running_mongo() as mongo:
+        try:
+            yield Deps(upstream.url, PG, REDIS, mongo.url, suffix)
+        finally:
+            accounts(suffix).metadata.drop_all(postgres)
+            postgres.dispose()
+            with contextlib.closing(redis.Redis.from_url(REDIS)) as client:
+                client.delete(f"tt-names:{suffix}:user:1")
+
+
+def _request(secrets: Secrets) -> tuple[str, str, dict[str, Any]]:
+    return (
+        "POST",
+        "/account",
+        {
+            "params": {"api_key": secrets.inbound_query},
+            "headers": {"Authorization": f"Bearer {secrets.inbound_auth}", "X-Session-Token": secrets.inbound_token},
+            "json": {"user": "ann", "current_password": secrets.current, "new_password": secrets.new},
+        },
+    )
+
+
+def _run(serve: Callable[..., Any], deps: Deps, secrets: Secrets, config: TraceConfig) -> dict[str, Any]:
+    server = serve(create_app(deps, secrets, config))
+    (response,) = send(server.url, [_request(secrets)])
+    server.stop()
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _record(serve: Callable[..., Any], deps: Deps, secrets: Secrets, directory: Path, compression: str) -> Path:
+    assert _run(serve, deps, secrets, TraceConfig(mode="record", cassette_dir=str(directory), compression=compression)) == ALL_TRUE
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    (path,) = [p for p in directory.rglob("*") if p.is_file()]
+    return path
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_no_secret_is_in_the_cassette_in_clear(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, compression: str
+) -> None:
+    path = _record(serve, deps, secrets, cassette_dir, compression)
+    data = gzip.decompress(path.read_bytes()) if compression == "gzip" else path.read_bytes()
+    doc = json.loads(data)
+    protocols = sorted({call["protocol"] for call in doc["calls"]})
+    assert protocols == ["http", "mongo", "redis", "sql"]
+    for value in [*secrets.values(), "upstream-secret"]:
+        assert value.encode() not in data, f"{value} is in the cassette in clear"
+    # the multipart body with a binary part kept its bytes around the sealed password part
+    multipart = [c for c in doc["calls"] if c["protocol"] == "http" and "multipart" in json.dumps(c["request"]["headers"])]
+    assert [c["request"]["body"]["encoding"] for c in multipart] == ["segments"]
+
+
+def _replay(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette: Path) -> tuple[dict[str, Any], ReplayReport]:
+    """The app's answer replayed from ``cassette``, and the report, which says every call was answered."""
+    with new_reports() as reports:
+        answered = _run(serve, deps, secrets, TraceConfig(mode="replay", cassette_path=str(cassette)))
+    (report,) = reports
+    assert (report.unmatched, report.unused, report.error) == ([], [], None)
+    return answered, report
+
+
+def test_replay_with_the_key_answers_the_real_values(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path) -> None:
+    cassette = _record(serve, deps, secrets, cassette_dir, "none")
+    answered, report = _replay(serve, deps, secrets, cassette)
+    assert answered == ALL_TRUE and report.response_matches
+
+
+def test_replay_without_the_key_matches_every_call(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cassette = _record(serve, deps, secrets, cassette_dir, "none")
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-key"))
+    answered, report = _replay(serve, deps, secrets, cassette)
+    # every call matched; what the upstream and the stores gave back reads as [REDACTED]
+    assert answered == {"inbound": True, "outbound": False, "sql": False, "redis": False, "mongo": False}
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("password", True), ("current_password", True), ("New-Password", True), ("hashed_password", True),
+        ("client_secret", True), ("refresh_token", True), ("X-API-Key", True), ("ssh_private_key", True),
+        ("authorization", True), ("page", False), ("message", False), ("shipping", False), ("author", False),
+    ],
+)  # fmt: skip
+def test_field_names_match_by_pattern(name: str, secret: bool) -> None:
+    assert SecretNames().field(name) is secret
+
+
+def test_exempt_names_and_added_patterns() -> None:
+    names = SecretNames(headers=["x-tenant-*"], fields=["card_*"], exempt=["page_token", "token_type"])
+    assert (names.field("page_token"), names.field("Token-Type"), names.field("next_token")) == (False, False, True)
+    assert names.field("card_number") and names.header("X-Tenant-Id") and names.header("X-CSRF-Token")
+    assert names.header("cookie") and not names.header("content-type")
+
+
+def test_sealed_typed_values_open_to_the_same_typed_values() -> None:
+    """A secret bytes argument, tuple parameter or bytes-keyed hash reply seals whole and opens back exactly."""
+    sealer = Sealer(Key(b"k" * 32, "test"))
+    redactor = Redactor().sealing(sealer)
+    statement = "UPDATE t SET name = $1, hashed_password = $2 WHERE id = $3"
+    calls = [
+        {"protocol": "redis", "request": {"command": "HSET", "args": ["u:1", b"password", b"\xff\x00x"]}, "response": {"reply": 1}},
+        {"protocol": "redis", "request": {"command": "HGETALL", "args": [b"u:1"]}, "response": {"reply": {b"password": b"\xff"}}},
+        {"protocol": "redis", "request": {"command": "HMGET", "args": ["u:1", "name", "api_key"]}, "response": {"reply": ["ann", "k"]}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": statement, "parameters": ("ann", b"\x01h", 7)}},
+        {"protocol": "sql", "request": {"operation": "executemany", "statement": "INSERT INTO t (name, token) VALUES (?, ?)", "parameters": [("a", 1), ("b", 2)]}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "SELECT 1", "parameters": {"password": "p"}},
+         "response": {"description": [["name"], ["hashed_password"]], "rows": [["ann", Decimal("1.5")]]}},
+        {"protocol": "mongo", "request": {"command": {"insert": "u", "documents": [{"n": 1, "secret": {"deep": (1, 2)}}]}}, "response": {"reply": {"ok": 1.0}}},
+    ]  # fmt: skip
+    original = [encode_value(call) for call in calls]
+    doc = {"calls": json.loads(json.dumps(original))}
+    redactor.document(doc)
+    shown = json.dumps(redacted(doc))
+    hidden = [encode_value(b)["base64"] for b in (b"\xff\x00x", b"\xff", b"\x01h")]
+    for secret in [*hidden, '"1.5"', '"deep"', '"k"', '"p"', '"a", 1']:
+        assert secret not in shown, secret
+    assert json.dumps(doc).count("[SEALED:") == 9
+    assert unsealed(doc, sealer)["calls"] == original
+    assert [decode_value(call) for call in unsealed(doc, sealer)["calls"]] == calls

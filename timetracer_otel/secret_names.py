@@ -1,0 +1,55 @@
+"""Which names hold secrets: one decision for every place a value is found by its name.
+
+Headers, JSON and form fields, query parameters, multipart parts, SQL parameters and
+columns, Redis hash fields and Mongo document fields all ask :class:`SecretNames`, so
+redaction, the fingerprint of a request's secrets and replay's live views never
+disagree. Names are compared case-insensitively with ``_`` and ``-`` ignored
+(``API-Key`` is ``api_key``) against glob patterns (``*password*`` catches
+``new_password`` and ``hashed_password``). Exempt names win over patterns: a pattern
+as wide as ``*token*`` also catches ``page_token``, which an application may need to
+see in clear; exempting it keeps it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from functools import lru_cache
+from typing import Iterable, Pattern
+
+__all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS"]
+
+DEFAULT_FIELDS = ("*password*", "*passwd*", "*secret*", "*token*", "*api_key*", "*apikey*", "*private_key*", "authorization")
+DEFAULT_HEADERS = (*DEFAULT_FIELDS, "cookie", "set-cookie", "proxy-authorization", "x-*-token")
+
+
+def normal(name: str) -> str:
+    """``API-Key`` -> ``apikey``: the form names and patterns are compared in."""
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def _compiled(patterns: Iterable[str]) -> Pattern[str]:
+    """One regular expression matching any of ``patterns`` (globs, compared in :func:`normal` form)."""
+    parts = [fnmatch.translate(normal(p)) for p in patterns if p.strip()]
+    return re.compile("|".join(parts) or r"(?!)")
+
+
+class SecretNames:
+    """Decides whether a field or header name holds a secret."""
+
+    def __init__(self, headers: Iterable[str] = (), fields: Iterable[str] = (), exempt: Iterable[str] = ()) -> None:
+        self._headers = _compiled((*DEFAULT_HEADERS, *headers))
+        self._fields = _compiled((*DEFAULT_FIELDS, *fields))
+        self._exempt = _compiled(exempt)
+
+    @lru_cache(maxsize=4096)
+    def field(self, name: str) -> bool:
+        """Whether a field (JSON, form, query, multipart, SQL, Redis hash, Mongo) named ``name`` is secret."""
+        key = normal(name)
+        return self._fields.match(key) is not None and self._exempt.match(key) is None
+
+    @lru_cache(maxsize=1024)
+    def header(self, name: str) -> bool:
+        """Whether a header (or a span attribute naming one) called ``name`` is secret."""
+        key = normal(name)
+        return self._headers.match(key) is not None and self._exempt.match(key) is None
