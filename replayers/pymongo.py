@@ -160,7 +160,8 @@ class _Replaying:
         if session is None:  # outside every replayed request of a replaying process: the process session, or the refusal
             session = replay_session_for(_LIBRARY, lambda: command_view(dbname, name, encode_value(shown)).label)
         redactor = session.redactor if session is not None else None
-        view = command_view(dbname, name, encode_value(redactor.json_value(shown) if redactor is not None else shown))
+        matched = redactor.json_value(shown) if redactor is not None else shown
+        view = command_view(dbname, name, encode_value(session.scrubbed(matched) if session is not None else matched))
         if session is None:
             raise ReplayMismatchError(view.label, _LIBRARY, "(none)", "a replay connection was used outside its replay session")
         recorded = session.answer(_LIBRARY, view)

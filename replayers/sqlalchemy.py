@@ -139,11 +139,12 @@ class _ReplayCursor:
     def _answer(self, operation: str, statement: Any, parameters: Any) -> None:
         self._reset()
         dialect = self.connection.dialect
-        view = live_view(statement_request(dialect, operation, statement, parameters))
+        request = statement_request(dialect, operation, statement, parameters)
+        view = live_view(request)
         session = _session(dialect, lambda: view.label)
         if session is None:
             raise ReplayMismatchError(view.label, LIBRARY, "(none)", "a replay connection was used outside its replay session")
-        recorded = session.answer(LIBRARY, view)
+        recorded = session.answer(LIBRARY, live_view(session.scrubbed(request)) if session.values else view)
         _raise_recorded(recorded.document, dialect)
         response = decode_value(recorded.document.get("response")) or {}
         description = response.get("description")

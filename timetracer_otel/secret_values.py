@@ -107,8 +107,8 @@ def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()
             found |= message_values(redactor, call.get("request"))
             found |= message_values(redactor, call.get("response"))
     for draw in doc.get("draws") or ():
-        if isinstance(draw, dict) and draw.get("source") == "secrets":
-            found.add(draw.get("value"))
+        if isinstance(draw, dict) and draw.get("source") == "secrets" and isinstance(draw.get("value"), str):
+            found.add(draw["value"])
     for text in _free_texts(doc):
         found |= shaped_secrets(text)
     return usable(found)
