@@ -4,6 +4,7 @@ the OTLP export; ``timetracer replay`` without the key needs the token supplied.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import anyio
 import httpx
 import pytest
 import timetracer_otel
@@ -22,6 +24,7 @@ from otlp_receiver import running_receiver
 from timetracer_otel._keys import Key
 from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.dashboard._replay import ReplayTarget, run_replay
 from timetracer_otel.sealing import Sealer, is_sealed, unsealed
 
 TOKEN = "tok-3f9a1c77e2b04d18"
@@ -127,3 +130,23 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
     expected = "2 of 3 requests were sent with supplied credentials (their own could not be unsealed)"
     assert (expected in summary.stdout) is not key
     assert len(upstream.requests) == before
+
+
+def test_the_dashboard_replay_sends_the_credentials_it_was_started_with(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``timetracer serve --replay-header``: the Replay button's child process sends the token
+    where the cassette's reads redacted (no key), and its report says so."""
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _record(serve, upstream, cassette_dir, db_url)
+    (me,) = [p for p in cassette_dir.rglob("*.json") if json.loads(p.read_bytes())["request"]["path"] == "/me"]
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-such-key"))
+    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
+    monkeypatch.setenv("TOKEN_APP_DB", db_url)
+    target = ReplayTarget("token_app:create_app", str(APPS_DIR), True)
+    without = anyio.run(run_replay, target, me)
+    supplied = anyio.run(run_replay, dataclasses.replace(target, headers=(f"Authorization=Bearer {TOKEN}",)), me)
+    assert without.report is not None and supplied.report is not None, without.problem + supplied.problem
+    assert (without.report["status"], without.report["supplied_credentials"]) == (401, [])
+    assert (supplied.report["status"], supplied.report["verdict"]) == (200, "ok")
+    assert supplied.report["supplied_credentials"] == ["header authorization"]

@@ -283,7 +283,11 @@ def replay(
 @click.option("--app", "app_spec", metavar="MODULE:APP", help="The app the Replay button replays through.")
 @click.option("--app-dir", type=click.Path(exists=True, file_okay=False), help="Import the app from here (default: the current directory).")
 @click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
-def serve(directory: str, host: str, port: int, app_spec: Optional[str], app_dir: Optional[str], factory: bool) -> None:
+@click.option("--replay-header", "headers", multiple=True, metavar="NAME=VALUE", help="The Replay button sends it as timetracer replay --header does.")
+@click.option("--replay-cookie", "cookies", multiple=True, metavar="NAME=VALUE", help="The Replay button sends it as timetracer replay --cookie does.")
+def serve(
+    directory: str, host: str, port: int, app_spec: Optional[str], app_dir: Optional[str], factory: bool, headers: tuple[str, ...], cookies: tuple[str, ...]
+) -> None:
     """Serve the dashboard (on 127.0.0.1 by default).
 
     A table of the recordings, each one's details and span waterfall, diffs and replays.
@@ -294,7 +298,13 @@ def serve(directory: str, host: str, port: int, app_spec: Optional[str], app_dir
 
     if not is_url(directory) and not Path(directory).is_dir():
         raise _Failure(f"{directory} is not a directory")
-    target = ReplayTarget(app_spec, app_dir, factory) if app_spec else None
+    from ._credentials import Credentials
+
+    try:
+        Credentials.parse(headers, cookies)  # refused now rather than at each replay
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
+    target = ReplayTarget(app_spec, app_dir, factory, headers, cookies) if app_spec else None
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
     click.echo(f"timetracer dashboard for {directory}: http://{host}:{port}/", err=True)
