@@ -151,30 +151,44 @@ class ValueScrubber:
     def _holds_secret(self, data: bytes) -> bool:
         return any(secret in data for secret in self._bytes)
 
+    def _bytes_value(self, value: Any) -> Any:
+        """A cassette's typed bytes (hidden whole when they hold a secret), or None for any other dict."""
+        if value.get("$type") not in _BYTES_TYPES or not isinstance(value.get("base64"), str):
+            return None
+        try:
+            data = base64.b64decode(value["base64"])
+        except (binascii.Error, ValueError):
+            return value
+        return self._whole(value) if self._holds_secret(data) else value
+
     def value(self, value: Any) -> Any:
-        """A copy of ``value`` with every secret hidden (containers are copied where something changed)."""
+        """A copy of ``value`` with every secret hidden; iterative, so no depth is too deep."""
         if not self:
             return value
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, (bytes, bytearray)):
-            return REDACTED if self._holds_secret(bytes(value)) else value
-        if isinstance(value, dict):
-            if value.get("$type") in _BYTES_TYPES and isinstance(value.get("base64"), str):
-                try:
-                    data = base64.b64decode(value["base64"])
-                except (binascii.Error, ValueError):
-                    return value
-                return self._whole(value) if self._holds_secret(data) else value
-            items = {k: v if k in _STRUCTURAL else self.value(v) for k, v in value.items()}
-            return items if any(items[k] is not value[k] for k in value) else value
-        if isinstance(value, (list, tuple)):
-            items = [self.value(v) for v in value]
-            if all(a is b for a, b in zip(items, value)):
-                return value
-            return tuple(items) if isinstance(value, tuple) else items
-        return value
-
+        holder: list[Any] = [value]
+        pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+        tuples: list[tuple[Any, Any]] = []  # made tuples again once their items are done, the deepest first
+        while pending:
+            parent, key, item = pending.pop()
+            if isinstance(item, str):
+                parent[key] = self.text(item)
+            elif isinstance(item, (bytes, bytearray)):
+                parent[key] = REDACTED if self._holds_secret(bytes(item)) else item
+            elif isinstance(item, dict):
+                typed = self._bytes_value(item)
+                if typed is not None:
+                    parent[key] = typed
+                    continue
+                parent[key] = copy = dict(item)
+                pending.extend((copy, name, child) for name, child in item.items() if name not in _STRUCTURAL)
+            elif isinstance(item, (list, tuple)):
+                parent[key] = copy = list(item)
+                pending.extend((copy, index, child) for index, child in enumerate(item))
+                if isinstance(item, tuple):
+                    tuples.append((parent, key))
+        for parent, key in reversed(tuples):
+            parent[key] = tuple(parent[key])
+        return holder[0]
 
 def remember_inbound(recording: Any) -> None:
     """Note the inbound request's secret values (headers, query) for its trace, so the OTLP
