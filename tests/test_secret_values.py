@@ -150,3 +150,26 @@ def test_the_dashboard_replay_sends_the_credentials_it_was_started_with(
     assert (without.report["status"], without.report["supplied_credentials"]) == (401, [])
     assert (supplied.report["status"], supplied.report["verdict"]) == (200, "ok")
     assert supplied.report["supplied_credentials"] == ["header authorization"]
+
+
+def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_values_are_not_searched() -> None:
+    """A document as the builder makes it: each cookie's value (not only the whole header) is found;
+    typed bytes holding it are hidden whole, a string holding it in place; a 5-character value is left."""
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.redaction import Redactor
+
+    doc = {
+        "request": {"method": "GET", "path": "/cart", "query": "", "headers": [["Cookie", "session=sess-91c2a7; theme=dark5"]], "body": None},
+        "response": {"status": 200, "headers": [["Set-Cookie", "csrf=csrf-77ab01e; Path=/"]], "body": None},
+        "calls": [
+            {"protocol": "redis", "request": encode_value({"command": "GET", "args": [b"cart:sess-91c2a7"]}), "response": None, "error": None},
+            {"protocol": "mongo", "request": {"command": {"find": "carts", "filter": {"session": "sess-91c2a7", "csrf": "csrf-77ab01e"}}},
+             "response": None, "error": None},  # fmt: skip
+        ],
+        "spans": [{"span_id": "00000000000000aa", "attributes": {"note": "theme=dark5 for sess-91c2a7"}, "events": []}],
+    }
+    Redactor().document(doc)
+    redis, mongo = doc["calls"]
+    assert redis["request"]["args"] == ["[REDACTED]"]
+    assert mongo["request"]["command"]["filter"] == {"session": "[REDACTED]", "csrf": "[REDACTED]"}
+    assert doc["spans"][0]["attributes"]["note"] == "theme=dark5 for [REDACTED]"
