@@ -84,7 +84,7 @@ class FrozenRecording(NamedTuple):
     error: Optional[dict[str, str]]
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
-    secrets: dict[int, tuple[str, ...]]  # span id -> texts its span may quote (see _span_secrets)
+    secrets: tuple[str, ...]  # values its spans may quote (see _span_secrets)
     draws: tuple[dict[str, Any], ...]  # the clock, UUID and random values drawn, as the cassette stores them
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
@@ -125,7 +125,7 @@ def _span(span: ReadableSpan) -> FrozenSpan:
 def freeze(recording: TraceRecording) -> FrozenRecording:
     """A copy of ``recording`` as it is now (its bodies are sealed: nothing changes them any more)."""
     calls, spans = recording.snapshot()
-    secrets = {s.context.span_id: found for s in spans if (found := _span_secrets.secrets_of(s.context.span_id))}
+    secrets = _span_secrets.secrets_of(recording.trace_id, *(s.context.span_id for s in spans))
     return FrozenRecording(
         recording.serial,
         recording.trace_id,

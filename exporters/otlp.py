@@ -20,6 +20,7 @@ from timetracer_otel._diagnostics import counters, errors, report_failure
 from timetracer_otel._own_io import own_io
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import redactor_for
+from timetracer_otel.secret_values import ValueScrubber
 
 __all__ = ["PAYLOAD_PREFIX", "RedactingSpanExporter", "redacting_processor", "otlp_span_processor"]
 
@@ -36,24 +37,28 @@ class RedactingSpanExporter(SpanExporter):
         # The OTLP exporters keep their URL in `_endpoint`; any other exporter is named by its class.
         self._target = getattr(exporter, "_endpoint", None) or type(exporter).__name__
 
-    def _attributes(self, attributes: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
+    def _attributes(self, attributes: Any, values: ValueScrubber) -> dict[str, Any]:
         kept = {k: v for k, v in (attributes or {}).items() if self._keep_payloads or not k.startswith(PAYLOAD_PREFIX)}
         if self._redactor is not None:
-            self._redactor.attributes(kept, secrets)
+            self._redactor.attributes(kept)
+            kept = values.value(kept)
         return kept
 
     def _clean(self, span: ReadableSpan) -> ReadableSpan:
         description = span.status.description
-        secrets = _span_secrets.secrets_of(span.context.span_id) if self._redactor is not None else ()
+        # The values the request's spans may quote (its credentials, what capture took out), and any
+        # bearer token or JWT in the text itself: never sealed here, a collector has no key.
+        secrets = _span_secrets.secrets_of(span.context.span_id, span.context.trace_id) if self._redactor is not None else ()
+        values = ValueScrubber(secrets, shapes=self._redactor is not None)
         if self._redactor is not None and description:
-            description = self._redactor.status_text(description, secrets)
+            description = values.text(self._redactor.free_text(description))
         return ReadableSpan(
             name=span.name,
             context=span.context,
             parent=span.parent,
             resource=span.resource,
-            attributes=self._attributes(span.attributes, secrets),
-            events=[Event(e.name, self._attributes(e.attributes, secrets), e.timestamp) for e in span.events],
+            attributes=self._attributes(span.attributes, values),
+            events=[Event(e.name, self._attributes(e.attributes, values), e.timestamp) for e in span.events],
             links=span.links,
             kind=span.kind,
             status=Status(span.status.status_code, description),

@@ -78,8 +78,12 @@ class ReplayLayer:
         if self.library.needs_body:
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
-        choice = self.library.select(LiveRequest.from_scope(scope, body), self.config)
-        session = ReplaySession(choice.document, choice.path or "(no cassette recorded for this request)", self.config, views=choice.views)
+        live = LiveRequest.from_scope(scope, body)
+        choice = self.library.select(live, self.config)
+        inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
+        session = ReplaySession(
+            choice.document, choice.path or "(no cassette recorded for this request)", self.config, views=choice.views, inbound=inbound
+        )
         status: list[int] = []
         headers: list[tuple[str, str]] = []
         response_body = BodySink(self.config.max_body_bytes)

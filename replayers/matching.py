@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.redaction import Redactor
+from timetracer_otel.secret_values import ValueScrubber
 
 __all__ = [
     "CallView", "RecordedCall", "CallIndex", "body_digest", "live_body", "http_view", "recorded_http_view", "describe_mismatch",
@@ -127,7 +128,13 @@ def recorded_http_view(call: dict[str, Any]) -> CallView:
 
 
 def live_http_view(
-    method: str, url: str, body: bytes, headers: list[tuple[str, str]], redactor: Optional[Redactor], limit: int
+    method: str,
+    url: str,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    redactor: Optional[Redactor],
+    limit: int,
+    values: Optional[ValueScrubber] = None,
 ) -> CallView:
     """The view of a live HTTP call, redacted and cut the way a recording would have been.
 
@@ -138,6 +145,8 @@ def live_http_view(
     if redactor is not None:
         redactor.body(encoded, [list(h) for h in headers])
         url = redactor.url(url)
+    if values:  # the secret values the recording hid by value, hidden the same way
+        encoded, url = values.value(encoded), values.text(url)
     return http_view(method, url, encoded, [list(h) for h in headers])
 
 

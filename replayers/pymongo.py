@@ -160,7 +160,7 @@ class _Replaying:
         if session is None:  # outside every replayed request of a replaying process: the process session, or the refusal
             session = replay_session_for(_LIBRARY, lambda: command_view(dbname, name, encode_value(shown)).label)
         redactor = session.redactor if session is not None else None
-        encoded = {"command": encode_value(shown)}
+        encoded = {"command": encode_value(session.scrubbed(shown) if session is not None else shown)}
         view = command_view(dbname, name, (redactor.protocol_request("mongo", encoded) if redactor is not None else encoded)["command"])
         if session is None:
             raise ReplayMismatchError(view.label, _LIBRARY, "(none)", "a replay connection was used outside its replay session")

@@ -50,7 +50,7 @@ def _exception(error: dict[str, Any]) -> Exception:
 
 def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
     """The recorded response of ``request``; raises the recorded error instead if it failed."""
-    document = session.answer("redis", live_view(request, session.redactor)).document
+    document = session.answer("redis", live_view(session.scrubbed(request), session.redactor)).document
     if document.get("error") or document.get("response") is None:  # no reply: the call was cut short
         raise _exception(document.get("error") or {"message": "the recording holds no reply for this call"})
     return decode_value(document["response"])

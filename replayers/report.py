@@ -43,6 +43,8 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)  # why the cassette may not be the request's own (see selection)
     # source -> draws the replayed request made beyond what was recorded (they got real values)
     extra_draws: dict[str, int] = field(default_factory=dict)
+    # credentials `timetracer replay --header/--cookie` supplied: the recorded ones could not be unsealed
+    supplied_credentials: list[str] = field(default_factory=list)
 
     @property
     def response_matches(self) -> bool:
@@ -76,6 +78,8 @@ class ReplayReport:
             f"  cassette: {self.cassette or '(none matched this request)'}",
         ]
         lines.extend(f"  note: {text}" for text in self.notes)
+        if self.supplied_credentials:
+            lines.append(f"  supplied credentials (the recorded ones could not be unsealed): {'; '.join(self.supplied_credentials)}")
         lines.extend(f"  unmatched: {text}" for text in self.unmatched)
         lines.extend(f"  unused: {text}" for text in self.unused)
         if self.extra_draws:

@@ -33,7 +33,7 @@ from timetracer_otel.redaction import REDACTED, redactor_for
 
 from .matching import body_digest, live_body
 from .opening import Opened, open_for_replay
-from .session import RecordedViews, recorded_views
+from .session import RecordedViews
 
 __all__ = ["CassetteLibrary", "Choice", "LiveRequest"]
 

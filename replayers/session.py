@@ -20,6 +20,7 @@ from timetracer_otel._recording import in_request
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.redaction import redactor_for
+from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
 from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
 
@@ -143,6 +144,7 @@ class ReplaySession:
         config: Optional[TraceConfig] = None,
         live_libraries: Iterable[str] = (),
         views: Optional[RecordedViews] = None,
+        inbound: Optional[dict[str, Any]] = None,
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -150,6 +152,11 @@ class ReplaySession:
         self.config = config
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
         self.redactor = redactor_for(config)
+        # The recording hid its secrets wherever they appeared (see secret_values); a live call is
+        # hidden the same way before it is matched. The values: the cassette's (opened, with the key)
+        # and those of the request the app received (``inbound``, which may carry supplied credentials).
+        found = collect(self.redactor, document, message_values(self.redactor, inbound)) if self.redactor is not None else ()
+        self.values = ValueScrubber(found)
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
@@ -186,8 +193,12 @@ class ReplaySession:
         self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]
     ) -> dict[str, Any]:
         """The recorded HTTP call document answering this request."""
-        view = live_http_view(method, url, body, headers, self.redactor, self.config.max_body_bytes)
+        view = live_http_view(method, url, body, headers, self.redactor, self.config.max_body_bytes, self.values)
         return self.answer(library, view).document
+
+    def scrubbed(self, request: Any) -> Any:
+        """A live call (in cassette or plain form) with the recording's secret values hidden as replay's views show them."""
+        return self.values.value(request)
 
     def unused(self) -> list[RecordedCall]:
         with self._lock:

@@ -144,7 +144,7 @@ class _ReplayCursor:
         view = live_view(request, session.redactor if session is not None else None)
         if session is None:
             raise ReplayMismatchError(view.label, LIBRARY, "(none)", "a replay connection was used outside its replay session")
-        recorded = session.answer(LIBRARY, view)
+        recorded = session.answer(LIBRARY, live_view(session.scrubbed(request), session.redactor) if session.values else view)
         _raise_recorded(recorded.document, dialect)
         response = decode_value(recorded.document.get("response")) or {}
         description = response.get("description")

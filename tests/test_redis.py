@@ -197,7 +197,7 @@ def test_passwords_are_redacted_in_the_cassette_and_replay_still_matches(
     # (The app's own response quotes it: that is the app's data, see docs/redis.md.)
     assert "s3cret" not in json.dumps(document["calls"])
     assert "s3cret" not in json.dumps(document["spans"])
-    assert any("[REDACTED]" in json.dumps(span["events"]) for span in document["spans"])
+    assert any("[SEALED:" in json.dumps(span["events"]) for span in document["spans"])  # sealed: the tests record with a key
     requests = [decode_value(call["request"]) for call in _redis_calls(document)]
     assert requests[0]["args"] == ["default", "[REDACTED]"]
     assert requests[1]["args"] == ["127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "[REDACTED]", "KEYS", f"{prefix}:auth:none"]

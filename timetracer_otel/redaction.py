@@ -13,12 +13,13 @@ import base64
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
 from .protocol_redaction import redact_call, redact_request
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
+from .secret_values import ValueScrubber, collect
 
 if TYPE_CHECKING:
     from .config import TraceConfig
@@ -348,8 +349,8 @@ class Redactor:
             message["url"] = self.url(message["url"])
         self.body(message.get("body"), message.get("headers"))
 
-    def attributes(self, attributes: dict[str, Any], secrets: tuple[str, ...] = ()) -> None:
-        """Redact span or event attributes in place; ``secrets``: values to hide wherever they appear."""
+    def attributes(self, attributes: dict[str, Any]) -> None:
+        """Redact span or event attributes in place (by name; values are :mod:`.secret_values`' job)."""
         for name, value in attributes.items():
             if name in _URL_ATTRIBUTES and isinstance(value, str):
                 attributes[name] = self.query(value) if name == "url.query" else self.url(value)
@@ -357,34 +358,29 @@ class Redactor:
                 attributes[name] = self.free_text(value)
             elif ".header." in name and self.names.header(name.rsplit(".", 1)[-1]):
                 attributes[name] = [REDACTED] if isinstance(value, (list, tuple)) else REDACTED
-            if secrets:
-                attributes[name] = _without_secrets(attributes[name], secrets)
 
     def error(self, error: Optional[dict]) -> None:
         if error and isinstance(error.get("message"), str):
             error["message"] = self.free_text(error["message"])
 
-    def span(self, span: dict[str, Any], secrets: tuple[str, ...] = ()) -> None:
-        """Redact a cassette span; ``secrets``: values capture took out of its call, hidden wherever they appear."""
-        self.attributes(span.get("attributes", {}), secrets)
+    def span(self, span: dict[str, Any]) -> None:
+        """Redact a cassette span by name."""
+        self.attributes(span.get("attributes", {}))
         status = span.get("status") or {}
         if isinstance(status.get("description"), str):
-            status["description"] = self.status_text(status["description"], secrets)
+            status["description"] = self.free_text(status["description"])
         for event in span.get("events", ()):
-            self.attributes(event.get("attributes", {}), secrets)
-
-    def status_text(self, text: str, secrets: tuple[str, ...] = ()) -> str:
-        """A span's status description (often an exception message) without secrets."""
-        return _without_secrets(self.free_text(text), secrets)
+            self.attributes(event.get("attributes", {}))
 
     def protocol_request(self, protocol: str, request: dict[str, Any]) -> dict[str, Any]:
         """A live SQL, Redis or Mongo request in cassette form (typed values), hidden in place as a recording's is."""
         return redact_request(protocol, request, self.names, self._hidden_value)
 
     # -- the whole document -------------------------------------------------------
-    def document(self, doc: dict[str, Any], secrets: Optional[Mapping[int, tuple[str, ...]]] = None) -> dict[str, Any]:
-        """Redact ``doc`` in place; ``secrets``: by span id, the values capture took out of that span's call."""
-        secrets = secrets or {}
+    def document(self, doc: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`);
+        ``secrets``: values capture took out of the document's calls."""
+        found = collect(self, doc, secrets)  # before redaction by name takes them out
         self.message(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))
@@ -396,8 +392,9 @@ class Redactor:
                 redact_call(call, self.names, self._hidden_value)
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
-            self.span(span, secrets.get(int(span["span_id"], 16), ()) if span.get("span_id") else ())
+            self.span(span)
         self.draws(doc.get("draws"))
+        doc.update(ValueScrubber(found, self._sealer).value(doc))
         return doc
 
     def draws(self, draws: Any) -> None:
@@ -410,16 +407,6 @@ class Redactor:
 
 def _latin1_segment(text: str) -> dict[str, str]:
     return {"base64": base64.b64encode(text.encode("latin-1")).decode("ascii")}
-
-
-def _without_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` (a string or a list of them; anything else is returned as it is) with every secret hidden."""
-    if isinstance(value, (list, tuple)):
-        return type(value)(_without_secrets(v, secrets) for v in value)
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-    return value
 
 
 @lru_cache(maxsize=64)

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from timetracer_otel._diagnostics import counters, guarded
 from timetracer_otel._recording import TraceRecording, activate, deactivate, exception_info
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.secret_values import remember_inbound
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 
@@ -127,6 +128,7 @@ class RecordingLayer:
             headers=_latin1_headers(scope.get("headers")),
             service=self._service,
         )
+        remember_inbound(recording)
         self._begin(recording)
         return recording
 

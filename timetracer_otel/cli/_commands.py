@@ -228,8 +228,20 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
 @click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
 @_dir_option
 @click.option("--ignore", multiple=True, metavar="FIELD", help="A JSON field of the response to leave out of the comparison; repeat for several.")
+@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="Send this header where a request's own cannot be unsealed (it reads [REDACTED]); repeatable.")
+@click.option("--cookie", "cookies", multiple=True, metavar="NAME=VALUE", help="Send this cookie where a request's Cookie cannot be unsealed; repeatable.")
 @_json_option
-def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, directory: str, ignore: tuple[str, ...], as_json: bool) -> None:
+def replay(
+    cassette: str,
+    app_spec: str,
+    app_dir: Optional[str],
+    factory: bool,
+    directory: str,
+    ignore: tuple[str, ...],
+    headers: tuple[str, ...],
+    cookies: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Replay recorded requests through an app, offline.
 
     Runs each recorded request through the app in this process, in recording order, with
@@ -238,11 +250,15 @@ def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, 
     CASSETTE is a cassette file, a directory (every cassette in it), or an id in --dir.
     Exit status 1 when a response differs from the recording or a call went unanswered
     (a response whose only unchecked parts are redacted values is not a failure).
+    Without the key that sealed them, recorded credentials read [REDACTED]: --header and
+    --cookie supply them, and the report names the requests that needed them.
     """
+    from ._credentials import Credentials
     from .replay import Replayer
 
     try:
-        with Replayer(app_spec, str(_location(cassette, directory)), app_dir, factory, ignore) as replayer:
+        credentials = Credentials.parse(headers, cookies)
+        with Replayer(app_spec, str(_location(cassette, directory)), app_dir, factory, ignore, credentials) as replayer:
             reports = [replayer.replay(path) for path in replayer.cassettes()]
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
@@ -254,6 +270,9 @@ def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, 
         if len(reports) > 1:
             unverified = f"{verdicts.count('unverified')} unverified, " if "unverified" in verdicts else ""
             click.echo(f"replayed {len(reports)} cassettes: {verdicts.count('ok')} ok, {unverified}{verdicts.count('diff')} differ")
+        supplied = sum(1 for r in reports if r.supplied_credentials)
+        if supplied:
+            click.echo(f"{supplied} of {len(reports)} requests were sent with supplied credentials (their own could not be unsealed)")
     sys.exit(_DIFFERENT if "diff" in verdicts else 0)
 
 
@@ -264,7 +283,11 @@ def replay(cassette: str, app_spec: str, app_dir: Optional[str], factory: bool, 
 @click.option("--app", "app_spec", metavar="MODULE:APP", help="The app the Replay button replays through.")
 @click.option("--app-dir", type=click.Path(exists=True, file_okay=False), help="Import the app from here (default: the current directory).")
 @click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
-def serve(directory: str, host: str, port: int, app_spec: Optional[str], app_dir: Optional[str], factory: bool) -> None:
+@click.option("--replay-header", "headers", multiple=True, metavar="NAME=VALUE", help="The Replay button sends it as timetracer replay --header does.")
+@click.option("--replay-cookie", "cookies", multiple=True, metavar="NAME=VALUE", help="The Replay button sends it as timetracer replay --cookie does.")
+def serve(
+    directory: str, host: str, port: int, app_spec: Optional[str], app_dir: Optional[str], factory: bool, headers: tuple[str, ...], cookies: tuple[str, ...]
+) -> None:
     """Serve the dashboard (on 127.0.0.1 by default).
 
     A table of the recordings, each one's details and span waterfall, diffs and replays.
@@ -275,7 +298,13 @@ def serve(directory: str, host: str, port: int, app_spec: Optional[str], app_dir
 
     if not is_url(directory) and not Path(directory).is_dir():
         raise _Failure(f"{directory} is not a directory")
-    target = ReplayTarget(app_spec, app_dir, factory) if app_spec else None
+    from ._credentials import Credentials
+
+    try:
+        Credentials.parse(headers, cookies)  # refused now rather than at each replay
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
+    target = ReplayTarget(app_spec, app_dir, factory, headers, cookies) if app_spec else None
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
     click.echo(f"timetracer dashboard for {directory}: http://{host}:{port}/", err=True)

@@ -30,6 +30,8 @@ from timetracer_otel.replayers import ReplayReport, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 
+from ._credentials import Credentials
+
 __all__ = ["import_app", "Replayer"]
 
 _NOT_SENT = {"content-length", "transfer-encoding"}  # the client sets them for the body it sends
@@ -63,8 +65,15 @@ class Replayer:
     """
 
     def __init__(
-        self, spec: str, location: str, app_dir: Optional[str] = None, factory: bool = False, ignore: Sequence[str] = ()
+        self,
+        spec: str,
+        location: str,
+        app_dir: Optional[str] = None,
+        factory: bool = False,
+        ignore: Sequence[str] = (),
+        credentials: Credentials = Credentials(),
     ) -> None:
+        self.credentials = credentials
         self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": location}
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
@@ -141,11 +150,12 @@ class Replayer:
         doc = self.library.load(cassette)[0].answers
         request = doc["request"]
         url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (f"?{request['query']}" if request.get("query") else "")
-        headers = [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT]
+        headers, supplied = self.credentials.apply([(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT])
         before = recent_reports()
         self._client.request(request["method"], url, headers=headers, content=_request_body(request["body"]))
         made = [r for r in recent_reports() if all(r is not b for b in before)]
         if made:
+            made[-1].supplied_credentials = supplied
             return made[-1]
         return ReplayReport(
             cassette=cassette,

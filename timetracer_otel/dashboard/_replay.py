@@ -27,6 +27,8 @@ class ReplayTarget:
     app: str  # module:attribute
     app_dir: Optional[str] = None
     factory: bool = False
+    headers: tuple[str, ...] = ()  # NAME=VALUE, for requests whose own cannot be unsealed (timetracer replay --header)
+    cookies: tuple[str, ...] = ()  # NAME=VALUE (timetracer replay --cookie)
 
     def command(self, cassette: Path) -> list[str]:
         command = [sys.executable, "-m", "timetracer_otel.cli", "replay", str(cassette), "--app", self.app, "--json"]
@@ -34,6 +36,8 @@ class ReplayTarget:
             command += ["--app-dir", self.app_dir]
         if self.factory:
             command.append("--factory")
+        command += [arg for header in self.headers for arg in ("--header", header)]
+        command += [arg for cookie in self.cookies for arg in ("--cookie", cookie)]
         return command
 
 

@@ -1,0 +1,202 @@
+"""Secrets found by value: a secret seen once is hidden wherever else it appears.
+
+Redaction by name takes a bearer token out of an ``Authorization`` header, but the same
+token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
+or an error message. :func:`collect` gathers the values redaction by name takes out of a
+cassette (plus bearer tokens and JWTs quoted in error text, and what capture remembered),
+and :class:`ValueScrubber` hides every verbatim occurrence of them: a whole value is
+sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
+occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
+cassette's typed ``bytes``) holding a secret are hidden whole. Without a sealer each one
+reads ``[REDACTED]``; replay scrubs its live calls the same way before matching them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from urllib.parse import urlsplit
+
+from .sealing import REDACTED, is_sealed
+from .sealing import _TOKEN as _SEALED_TOKEN
+
+if TYPE_CHECKING:
+    from .redaction import Redactor
+    from .sealing import Sealer
+
+__all__ = ["MIN_LENGTH", "ValueScrubber", "collect", "message_values", "shaped_secrets"]
+
+MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
+_BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# Members holding ids and format markers, never payload: a secret is not searched there.
+_STRUCTURAL = frozenset(
+    ("id", "span_id", "trace_id", "parent_span_id", "parent_id", "fingerprint", "recorded_at", "format_version",
+     "encoding", "json_format", "$type", "protocol", "library", "scope", "kind", "content_encoding")
+)  # fmt: skip
+_BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
+_TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace", "exception.type")
+
+
+def _header_values(name: str, value: str) -> list[str]:
+    """The secrets in a secret header: the credentials without their scheme, each cookie's value."""
+    name = name.lower()
+    if name in ("authorization", "proxy-authorization"):
+        return [value, value.partition(" ")[2].strip()]
+    if name in ("cookie", "set-cookie"):
+        pairs = value.split(";")[:1] if name == "set-cookie" else value.split(";")
+        return [value, *(pair.partition("=")[2].strip() for pair in pairs)]
+    return [value]
+
+
+def message_values(redactor: "Redactor", message: Optional[dict]) -> set[str]:
+    """The values redaction by name takes out of an HTTP message (a request, a response, a call's side)."""
+    if not message:
+        return set()
+    url = message.get("url")
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        message = {**message, "query": parts.query}
+        found = {parts.password} if parts.password else set()
+    else:
+        found = set()
+    for where, value in redactor.secrets(message):
+        if where.startswith("header "):
+            found.update(_header_values(where[len("header ") :], value))
+        else:
+            found.add(value)
+    return found
+
+
+def shaped_secrets(text: str) -> set[str]:
+    """Bearer tokens and JWTs quoted in free text (an exception message, a log line)."""
+    if "earer" not in text and "eyJ" not in text:
+        return set()
+    return {m.group(1) for m in _BEARER.finditer(text)} | {m.group(0) for m in _JWT.finditer(text)}
+
+
+def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
+    """Error messages, span statuses and exception events: where tokens show up unannounced."""
+    errors = [doc.get("error"), *(call.get("error") for call in doc.get("calls", ()))]
+    for error in errors:
+        if isinstance(error, dict):
+            yield from (v for v in error.values() if isinstance(v, str))
+    for span in doc.get("spans", ()):
+        description = (span.get("status") or {}).get("description")
+        if isinstance(description, str):
+            yield description
+        for event in span.get("events", ()):
+            yield from (v for k, v in (event.get("attributes") or {}).items() if k in _TEXT_ATTRIBUTES and isinstance(v, str))
+
+
+def usable(values: Iterable[Any]) -> frozenset[str]:
+    """The values worth searching for: strings long enough, not placeholders or sealed tokens."""
+    return frozenset(v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH and v != REDACTED and not is_sealed(v))
+
+
+def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()) -> frozenset[str]:
+    """The secret values of a cassette document, before redaction: ``extra`` (what capture
+    remembered), what redaction by name takes out, secret draws, and tokens quoted in errors."""
+    found: set[str] = set(extra)
+    found |= message_values(redactor, doc.get("request"))
+    found |= message_values(redactor, doc.get("response"))
+    for call in doc.get("calls", ()):
+        if call.get("protocol", "http") == "http":
+            found |= message_values(redactor, call.get("request"))
+            found |= message_values(redactor, call.get("response"))
+    for draw in doc.get("draws") or ():
+        if isinstance(draw, dict) and draw.get("source") == "secrets" and isinstance(draw.get("value"), str):
+            found.add(draw["value"])
+    for text in _free_texts(doc):
+        found |= shaped_secrets(text)
+    return usable(found)
+
+
+class ValueScrubber:
+    """Hides known secret values wherever they appear in a value (a document, a call, attributes)."""
+
+    def __init__(self, values: Iterable[str], sealer: Optional["Sealer"] = None, shapes: bool = False) -> None:
+        self.values = usable(values)
+        self._sealer = sealer
+        self._shapes = shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
+        ordered = sorted(self.values, key=len, reverse=True)  # the longest first: a cookie header before its value
+        # Sealed tokens are matched first and kept: a secret is never searched inside one.
+        secrets = "|".join(map(re.escape, ordered))
+        self._pattern = re.compile(f"(?P<token>{_SEALED_TOKEN.pattern})" + (f"|(?P<secret>{secrets})" if secrets else ""))
+        self._bytes = [v.encode("utf-8") for v in ordered]
+
+    def __bool__(self) -> bool:
+        return bool(self.values) or self._shapes
+
+    def _whole(self, value: Any) -> Any:
+        return REDACTED if self._sealer is None else self._sealer.seal_json(value)
+
+    def _part(self, text: str) -> str:
+        return REDACTED if self._sealer is None else self._sealer.seal(text)
+
+    def text(self, text: str) -> str:
+        """``text`` with each secret hidden: sealed whole when it is the whole text, else in place."""
+        if self._shapes:
+            extra = usable(shaped_secrets(text)) - self.values
+            if extra:
+                return ValueScrubber(self.values | extra, self._sealer).text(text)
+        if text in self.values:
+            return self._whole(text)
+        if not self.values:
+            return text
+        return self._pattern.sub(lambda m: m.group(0) if m.group("token") else self._part(m.group(0)), text)
+
+    def _holds_secret(self, data: bytes) -> bool:
+        return any(secret in data for secret in self._bytes)
+
+    def _bytes_value(self, value: Any) -> Any:
+        """A cassette's typed bytes (hidden whole when they hold a secret), or None for any other dict."""
+        if value.get("$type") not in _BYTES_TYPES or not isinstance(value.get("base64"), str):
+            return None
+        try:
+            data = base64.b64decode(value["base64"])
+        except (binascii.Error, ValueError):
+            return value
+        return self._whole(value) if self._holds_secret(data) else value
+
+    def value(self, value: Any) -> Any:
+        """A copy of ``value`` with every secret hidden; iterative, so no depth is too deep."""
+        if not self:
+            return value
+        holder: list[Any] = [value]
+        pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+        tuples: list[tuple[Any, Any]] = []  # made tuples again once their items are done, the deepest first
+        while pending:
+            parent, key, item = pending.pop()
+            if isinstance(item, str):
+                parent[key] = self.text(item)
+            elif isinstance(item, (bytes, bytearray)):
+                parent[key] = REDACTED if self._holds_secret(bytes(item)) else item
+            elif isinstance(item, dict):
+                typed = self._bytes_value(item)
+                if typed is not None:
+                    parent[key] = typed
+                    continue
+                parent[key] = copy = dict(item)
+                pending.extend((copy, name, child) for name, child in item.items() if name not in _STRUCTURAL)
+            elif isinstance(item, (list, tuple)):
+                parent[key] = copy = list(item)
+                pending.extend((copy, index, child) for index, child in enumerate(item))
+                if isinstance(item, tuple):
+                    tuples.append((parent, key))
+        for parent, key in reversed(tuples):
+            parent[key] = tuple(parent[key])
+        return holder[0]
+
+def remember_inbound(recording: Any) -> None:
+    """Note the inbound request's secret values (headers, query) for its trace, so the OTLP
+    export hides them in every span of the request (see :mod:`._span_secrets`)."""
+    from ._span_secrets import remember
+    from .redaction import redactor_for
+
+    redactor = redactor_for(recording.config)
+    if redactor is not None:
+        message = {"headers": [list(h) for h in recording.headers or ()], "query": recording.query}
+        remember(recording.trace_id, usable(message_values(redactor, message)))
