@@ -170,3 +170,26 @@ def test_sealed_typed_values_open_to_the_same_typed_values() -> None:
     assert json.dumps(doc).count("[SEALED:") == 9
     assert unsealed(doc, sealer)["calls"] == original
     assert [decode_value(call) for call in unsealed(doc, sealer)["calls"]] == calls
+
+
+def test_a_secret_found_in_a_database_call_is_hidden_wherever_else_it_appears() -> None:
+    """A Redis hash password, a SQL ``hashed_password`` column and a Mongo ``secret`` field, quoted again by
+    another call's URL, body and statement: none stays in clear, and each opens back with the key."""
+    sealer = Sealer(Key(b"k" * 32, "test"))
+    calls = [
+        {"protocol": "redis", "request": {"command": "HSET", "args": ["u:1", "password", "redis-pass-4711"]}, "response": {"reply": 1}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "SELECT name, hashed_password FROM u", "parameters": {}},
+         "response": {"description": [["name"], ["hashed_password"]], "rows": [["ann", "$argon2id$sql-hash-0815"]]}},
+        {"protocol": "mongo", "request": {"command": {"insert": "u", "documents": [{"secret": "mongo-secret-0042"}]}}, "response": {"reply": {"ok": 1.0}}},
+        {"protocol": "http", "request": {"method": "POST", "url": "http://127.0.0.1:9/audit?q=redis-pass-4711",
+         "headers": [["content-type", "text/plain"]], "body": {"encoding": "text", "text": "hash $argon2id$sql-hash-0815", "size": 28}},
+         "response": None},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "SELECT 'mongo-secret-0042'", "parameters": {}}},
+    ]  # fmt: skip
+    doc = {"calls": json.loads(json.dumps([encode_value(call) for call in calls]))}
+    original = json.loads(json.dumps(doc))
+    Redactor().sealing(sealer).document(doc)
+    text = json.dumps(doc)
+    for secret in ("redis-pass-4711", "$argon2id$sql-hash-0815", "mongo-secret-0042"):
+        assert secret not in text, secret
+    assert unsealed(doc, sealer) == original

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from .secret_names import SecretNames
 
-__all__ = ["Hide", "redact_call", "redact_request"]
+__all__ = ["Hide", "redact_call", "redact_request", "secret_texts"]
 
 Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
 _TYPE = "$type"
@@ -192,3 +192,18 @@ def redact_request(protocol: str, request: dict[str, Any], names: SecretNames, h
     """A live call's request in cassette form, hidden the way :func:`redact_call` hides a recorded one (in place)."""
     _BY_PROTOCOL[protocol](request, None, names, hide)
     return request
+
+
+def secret_texts(call: dict[str, Any], names: SecretNames) -> set[str]:
+    """The text of each value :func:`redact_call` would hide in ``call`` (which is left as it is),
+    so the same values can be hidden wherever else the cassette quotes them."""
+    found: set[str] = set()
+
+    def note(value: Any) -> Any:
+        text = _text(value)
+        if text is not None:
+            found.add(text)
+        return value
+
+    redact_call(call, names, note)
+    return found

@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 from urllib.parse import urlsplit
 
+from .protocol_redaction import secret_texts
 from .sealing import REDACTED, is_sealed
 from .sealing import _TOKEN as _SEALED_TOKEN
 
@@ -98,7 +99,8 @@ def usable(values: Iterable[Any]) -> frozenset[str]:
 
 def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()) -> frozenset[str]:
     """The secret values of a cassette document, before redaction: ``extra`` (what capture
-    remembered), what redaction by name takes out, secret draws, and tokens quoted in errors."""
+    remembered), what redaction by name takes out (of HTTP messages and of SQL, Redis and
+    Mongo calls), secret draws, and tokens quoted in errors."""
     found: set[str] = set(extra)
     found |= message_values(redactor, doc.get("request"))
     found |= message_values(redactor, doc.get("response"))
@@ -106,6 +108,8 @@ def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()
         if call.get("protocol", "http") == "http":
             found |= message_values(redactor, call.get("request"))
             found |= message_values(redactor, call.get("response"))
+        else:
+            found |= secret_texts(call, redactor.names)
     for draw in doc.get("draws") or ():
         if isinstance(draw, dict) and draw.get("source") == "secrets" and isinstance(draw.get("value"), str):
             found.add(draw["value"])
