@@ -34,6 +34,7 @@ class RedactingSpanExporter(SpanExporter):
         self._exporter = exporter
         self._keep_payloads = config.export_payloads
         self._redactor = redactor_for(config)
+        _span_secrets.start_exporting()
         # The OTLP exporters keep their URL in `_endpoint`; any other exporter is named by its class.
         self._target = getattr(exporter, "_endpoint", None) or type(exporter).__name__
 

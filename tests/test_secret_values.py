@@ -91,6 +91,27 @@ def test_a_token_seen_once_is_sealed_wherever_it_appears_and_never_exported(
     assert f"Bearer {TOKEN} and token {JWT}" in boom["error"]["message"]
 
 
+def test_a_password_seen_only_in_the_request_body_is_not_exported(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """The app quotes the body's password in its exception: the span event the collector gets hides it."""
+    password = "pw-only-in-the-body-5150"
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    create_schema(db_url, TOKEN, "ada")
+    with running_receiver() as receiver:
+        config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), otlp_endpoint=receiver.url)
+        processor = otlp_processor(tracer_provider(), config)
+        try:
+            server = serve(create_app(upstream.url, config, db_url))
+            assert httpx.post(f"{server.url}/login", json={"user": "ada", "password": password}, timeout=30).status_code == 500
+            assert timetracer_otel.flush(30) and processor.force_flush()
+        finally:
+            processor.shutdown()
+    assert receiver.bodies and not [body for body in receiver.bodies if password.encode() in body]
+    assert any(b"no account matches the password" in body for body in receiver.bodies)
+    assert not [data for data in _cassette_bytes(cassette_dir).values() if password.encode() in data]
+
+
 def _replay(cassette_dir: Path, upstream: Upstream, db_url: str, *options: str, key: bool) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
     env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream.url, "TOKEN_APP_DB": db_url}
     if not key:

@@ -17,11 +17,22 @@ import threading
 from collections import OrderedDict
 from typing import Iterable
 
-__all__ = ["remember", "secrets_of"]
+__all__ = ["remember", "secrets_of", "exporting", "start_exporting"]
 
 _MAX_SPANS = 10_000
 _secrets: "OrderedDict[int, tuple[str, ...]]" = OrderedDict()
 _lock = threading.Lock()
+_exporting = False  # an OTLP export redacts spans in this process: the inbound request's values are noted
+
+
+def start_exporting() -> None:
+    """Called by the redacting OTLP exporter: from now on, inbound requests note their secret values."""
+    global _exporting
+    _exporting = True
+
+
+def exporting() -> bool:
+    return _exporting
 
 
 def remember(owner: int, texts: Iterable[str]) -> None:

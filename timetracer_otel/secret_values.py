@@ -194,13 +194,25 @@ class ValueScrubber:
             parent[key] = tuple(parent[key])
         return holder[0]
 
-def remember_inbound(recording: Any) -> None:
-    """Note the inbound request's secret values (headers, query) for its trace, so the OTLP
-    export hides them in every span of the request (see :mod:`._span_secrets`)."""
-    from ._span_secrets import remember
+
+def remember_inbound(recording: Any, with_body: bool = False) -> None:
+    """Note the inbound request's secret values (headers, query; the body once it has been read)
+    for its trace, so the OTLP export hides them in every span of the request (see
+    :mod:`._span_secrets`). Nothing is done unless this process exports spans."""
+    from ._span_secrets import exporting, remember
+    from .cassette.body import encode_body, header_value
     from .redaction import redactor_for
 
     redactor = redactor_for(recording.config)
-    if redactor is not None:
-        message = {"headers": [list(h) for h in recording.headers or ()], "query": recording.query}
-        remember(recording.trace_id, usable(message_values(redactor, message)))
+    if redactor is None or not exporting():
+        return
+    headers = [list(h) for h in recording.headers or ()]
+    message: dict[str, Any] = {"headers": headers, "query": recording.query}
+    if with_body:
+        sink = recording.request_body
+        body = encode_body(
+            sink.data, size=sink.size, truncated=sink.truncated,
+            content_encoding=header_value(headers, "content-encoding"), limit=recording.config.max_body_bytes,
+        )  # fmt: skip
+        message = {"headers": headers, "body": body}
+    remember(recording.trace_id, usable(message_values(redactor, message)))

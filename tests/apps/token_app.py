@@ -57,7 +57,10 @@ def _routes(upstream_url: str, engine: Engine) -> list[Route]:
     async def public(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    return [Route("/me", me), Route("/boom", boom), Route("/public", public)]
+    async def login(request: Request) -> JSONResponse:  # quotes the password it was sent, as careless code does
+        raise RuntimeError(f"no account matches the password {(await request.json())['password']}")
+
+    return [Route("/me", me), Route("/boom", boom), Route("/public", public), Route("/login", login, methods=["POST"])]
 
 
 def create_app(upstream_url: Optional[str] = None, config: Optional[TraceConfig] = None, db_url: Optional[str] = None) -> Starlette:

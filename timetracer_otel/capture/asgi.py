@@ -152,6 +152,7 @@ class RecordingLayer:
                     recording.request_body.feed(message.get("body", b""))
                     if not message.get("more_body", False):
                         recording.request_body.finish()
+                        remember_inbound(recording, with_body=True)
             return message
 
         async def send_tee(message: Message) -> None:
