@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import logging
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 import redis
 from _replay import new_reports, send
@@ -28,6 +32,7 @@ import timetracer_otel
 from timetracer_otel._keys import Key
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.dashboard.app import create_app as create_dashboard
 from timetracer_otel.redaction import Redactor
 from timetracer_otel.replayers import ReplayReport
 from timetracer_otel.sealing import Sealer, redacted, unsealed
@@ -193,3 +198,32 @@ def test_a_secret_found_in_a_database_call_is_hidden_wherever_else_it_appears() 
     for secret in ("redis-pass-4711", "$argon2id$sql-hash-0815", "mongo-secret-0042"):
         assert secret not in text, secret
     assert unsealed(doc, sealer) == original
+
+
+def test_no_secret_reaches_the_console_line_the_cli_or_the_dashboard(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What people read: the record line, ``timetracer show``, ``list``, ``search`` (for a secret and for a
+    sealed value's key id) and the dashboard's table and cassette page."""
+    with caplog.at_level(logging.INFO, logger="timetracer"):
+        path = _record(serve, deps, secrets, cassette_dir, "none")
+    timetracer = Path(sys.executable).with_name("timetracer")
+    outputs = ["\n".join(r.getMessage() for r in caplog.records)]
+    where = ["--dir", str(cassette_dir)]
+
+    def run(*command: str) -> str:
+        done = subprocess.run([str(timetracer), *command], capture_output=True, text=True, timeout=60)
+        return done.stdout + done.stderr
+
+    cassette_id = path.stem.rsplit("__", 1)[1]
+    outputs += [run("show", str(path)), run("list", *where), run("search", "SEALED", *where)]
+    assert cassette_id in outputs[3], "search finds the sealed values themselves"
+    for value in secrets.values():  # the search term is echoed back; no cassette matches it
+        assert cassette_id not in run("search", value, *where)
+    dashboard = serve(create_dashboard(str(cassette_dir))).url
+    key = path.relative_to(cassette_dir).as_posix()
+    outputs += [httpx.get(f"{dashboard}{page}", timeout=30).text for page in ("/", f"/cassettes/{key}")]
+    assert "/account" in outputs[-1]
+    for output in outputs:
+        for value in [*secrets.values(), "upstream-secret"]:
+            assert value not in output, f"{value} shown in clear"
