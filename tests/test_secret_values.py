@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from timetracer_otel._keys import Key
 from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.dashboard._replay import ReplayTarget, run_replay
+from timetracer_otel.dashboard.app import create_app as create_dashboard
 from timetracer_otel.sealing import Sealer, is_sealed, unsealed
 
 TOKEN = "tok-3f9a1c77e2b04d18"
@@ -194,3 +196,24 @@ def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_v
     assert redis["request"]["args"] == ["[REDACTED]"]
     assert mongo["request"]["command"]["filter"] == {"session": "[REDACTED]", "csrf": "[REDACTED]"}
     assert doc["spans"][0]["attributes"]["note"] == "theme=dark5 for [REDACTED]"
+
+
+def test_the_dashboard_replay_page_names_the_supplied_credentials(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Replay button, pressed as a browser would (the page's form token, a POST): the result page
+    lists the credential it had to supply."""
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _record(serve, upstream, cassette_dir, db_url)
+    (me,) = [p for p in cassette_dir.rglob("*.json") if json.loads(p.read_bytes())["request"]["path"] == "/me"]
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-such-key"))
+    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
+    monkeypatch.setenv("TOKEN_APP_DB", db_url)
+    target = ReplayTarget("token_app:create_app", str(APPS_DIR), True, headers=(f"Authorization=Bearer {TOKEN}",))
+    url = serve(create_dashboard(str(cassette_dir), target)).url
+    key = me.relative_to(cassette_dir).as_posix()
+    with httpx.Client(base_url=url, timeout=60) as client:
+        token = re.search(r'name="token" value="([^"]+)"', client.get(f"/cassettes/{key}").text).group(1)  # type: ignore[union-attr]
+        page = client.post(f"/replay/{key}", data={"token": token}).text
+    assert re.search(r"<th>supplied credential</th><td[^>]*>header authorization</td>", page), page
+    assert TOKEN not in page
