@@ -155,17 +155,22 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
     assert len(upstream.requests) == before
 
 
-def test_the_dashboard_replay_sends_the_credentials_it_was_started_with(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``timetracer serve --replay-header``: the Replay button's child process sends the token
-    where the cassette's reads redacted (no key), and its report says so."""
+@pytest.fixture
+def me_without_the_key(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The recorded ``/me`` cassette, in a test process that has no key and sets up what the replayed app reads."""
     db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     _record(serve, upstream, cassette_dir, db_url)
     (me,) = [p for p in cassette_dir.rglob("*.json") if json.loads(p.read_bytes())["request"]["path"] == "/me"]
     monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-such-key"))
     monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
     monkeypatch.setenv("TOKEN_APP_DB", db_url)
+    return me
+
+
+def test_the_dashboard_replay_sends_the_credentials_it_was_started_with(me_without_the_key: Path) -> None:
+    """``timetracer serve --replay-header``: the Replay button's child process sends the token
+    where the cassette's reads redacted (no key), and its report says so."""
+    me = me_without_the_key
     target = ReplayTarget("token_app:create_app", str(APPS_DIR), True)
     without = anyio.run(run_replay, target, me)
     supplied = anyio.run(run_replay, dataclasses.replace(target, headers=(f"Authorization=Bearer {TOKEN}",)), me)
@@ -199,16 +204,11 @@ def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_v
 
 
 def test_the_dashboard_replay_page_names_the_supplied_credentials(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Any], cassette_dir: Path, me_without_the_key: Path
 ) -> None:
     """The Replay button, pressed as a browser would (the page's form token, a POST): the result page
     lists the credential it had to supply."""
-    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    _record(serve, upstream, cassette_dir, db_url)
-    (me,) = [p for p in cassette_dir.rglob("*.json") if json.loads(p.read_bytes())["request"]["path"] == "/me"]
-    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-such-key"))
-    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
-    monkeypatch.setenv("TOKEN_APP_DB", db_url)
+    me = me_without_the_key
     target = ReplayTarget("token_app:create_app", str(APPS_DIR), True, headers=(f"Authorization=Bearer {TOKEN}",))
     url = serve(create_dashboard(str(cassette_dir), target)).url
     key = me.relative_to(cassette_dir).as_posix()
