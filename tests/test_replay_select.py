@@ -114,7 +114,7 @@ def test_the_first_recording_makes_the_key_outside_the_cassette_directory(
     assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text("ascii"))
     assert (key_file.stat().st_mode & 0o777, key_file.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     assert [r.getMessage() for r in caplog.records if "secret key" in r.getMessage()] == [
-        f"timetracer: created the secret key {key_file} (keep it: replay needs it to tell requests apart by their secrets)"
+        f"timetracer: created the secret key {key_file} (keep it: replay needs it to open sealed secrets and tell requests apart by them)"
     ]
     key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
     assert {doc["request"]["fingerprint"].split(":")[1] for _, doc in _in_recording_order(cassette_dir)} == {key_id}

@@ -94,7 +94,7 @@ def _load(secret_key: Optional[str], key_file: str, create: bool) -> Optional[Ke
         logger.warning("timetracer: the secret key file %s is empty: requests are not fingerprinted", path)
         return None
     if created:
-        logger.info("timetracer: created the secret key %s (keep it: replay needs it to tell requests apart by their secrets)", path)
+        logger.info("timetracer: created the secret key %s (keep it: replay needs it to open sealed secrets and tell requests apart by them)", path)
     return Key(text.encode("utf-8"), str(path))
 
 
