@@ -31,7 +31,7 @@ SCHEMA_PATH = Path(timetracer_otel.__file__).parent / "cassette" / "cassette.sch
 
 # PyMongo support needs pymongo 4.20 (replay runs its command runner), and pymongo 4.20
 # needs Python 3.11: on 3.10 the pymongo extra installs nothing and these are not collected.
-MONGO_TESTS = ["test_mongo.py", "test_mongo_matching.py", "test_mixed_protocols.py"]
+MONGO_TESTS = ["test_mongo.py", "test_mongo_matching.py", "test_mixed_protocols.py", "test_secret_corpus.py"]
 collect_ignore = [] if sys.version_info >= (3, 11) else MONGO_TESTS
 
 
