@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
 from .protocol_redaction import redact_call, redact_request
+from .sealing import REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 from .secret_values import ValueScrubber, collect
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
-REDACTED = "[REDACTED]"
 _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
 # Span event attributes that hold free text, such as an error message quoting a URL.
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")

@@ -18,18 +18,18 @@ import hmac
 import json
 import os
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from timetracer_otel._keys import Key
 
-__all__ = ["Sealer", "SealError", "redacted", "unsealed", "is_sealed", "key_ids", "sealer_for"]
+__all__ = ["REDACTED", "SEALED_TOKEN", "Sealer", "SealError", "redacted", "unsealed", "is_sealed"]
 
-REDACTED = "[REDACTED]"
+REDACTED = "[REDACTED]"  # what stands for a secret that is not sealed (no key), and what a sealed one reads as without it
 # A token, raw or percent-encoded (in a form body or query), with the JSON quotes around it if any.
-_TOKEN = re.compile(r'("?)(?:\[|%5B)SEALED(?::|%3A)([0-9a-f]{8})(?::|%3A)([A-Za-z0-9_-]+)(?:\]|%5D)("?)')
+SEALED_TOKEN = re.compile(r'("?)(?:\[|%5B)SEALED(?::|%3A)([0-9a-f]{8})(?::|%3A)([A-Za-z0-9_-]+)(?:\]|%5D)("?)')
 _AAD = b"timetracer sealed value v1"
 # What a token stands for, the first byte of its plaintext:
 TEXT = "s"  # a string, put back as it is
@@ -80,34 +80,35 @@ class Sealer:
 
 
 def is_sealed(text: str) -> bool:
-    return "SEALED" in text and _TOKEN.search(text) is not None
-
-
-def key_ids(document: Any) -> set[str]:
-    """The ids of the keys that sealed values in ``document``."""
-    found: set[str] = set()
-    _strings(document, lambda text: found.update(m.group(2) for m in _TOKEN.finditer(text)) or text)
-    return found
+    return "SEALED" in text and SEALED_TOKEN.search(text) is not None
 
 
 def _strings(value: Any, change: Callable[[str], Any]) -> Any:
-    """``value`` with ``change`` applied to every string in it (containers copied where something changed)."""
-    if isinstance(value, str):
-        return change(value) if "SEALED" in value else value
-    if isinstance(value, dict):
-        items = {k: _strings(v, change) for k, v in value.items()}
-        return items if any(items[k] is not value[k] for k in value) else value
-    if isinstance(value, list):
-        items = [_strings(v, change) for v in value]
-        return items if any(a is not b for a, b in zip(items, value)) else value
-    return value
+    """``value`` with ``change`` applied to every string holding a sealed value: a copy, or ``value``
+    itself when none does. Iterative, so a deeply nested document cannot exhaust the stack."""
+    holder: list[Any] = [value]
+    pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+    changed = False
+    while pending:
+        parent, key, item = pending.pop()
+        if isinstance(item, str):
+            if "SEALED" in item:
+                parent[key] = change(item)
+                changed = changed or parent[key] != item
+        elif isinstance(item, dict):
+            parent[key] = copy = dict(item)
+            pending.extend((copy, name, child) for name, child in item.items())
+        elif isinstance(item, list):
+            parent[key] = copy = list(item)
+            pending.extend((copy, index, child) for index, child in enumerate(item))
+    return holder[0] if changed else value
 
 
 def redacted(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` with every sealed value read as ``[REDACTED]`` (what a process without the key sees)."""
 
     def hide(text: str) -> str:
-        return _TOKEN.sub(lambda m: m.group(1) + ("%5BREDACTED%5D" if m.group(0).lstrip('"').startswith("%") else REDACTED) + m.group(4), text)
+        return SEALED_TOKEN.sub(lambda m: m.group(1) + ("%5BREDACTED%5D" if m.group(0).lstrip('"').startswith("%") else REDACTED) + m.group(4), text)
 
     return _strings(document, hide)
 
@@ -116,11 +117,11 @@ def unsealed(document: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     """``document`` with every sealed value opened; :class:`SealError` if one cannot be."""
 
     def open_all(text: str) -> Any:
-        whole = _TOKEN.fullmatch(text)
+        whole = SEALED_TOKEN.fullmatch(text)
         if whole is not None and not whole.group(1) and not whole.group(4):
             kind, plain = sealer.open(whole.group(2), whole.group(3))
             return json.loads(plain) if kind == JSON else plain
-        return _TOKEN.sub(lambda m: _opened(m, sealer), text)
+        return SEALED_TOKEN.sub(lambda m: _opened(m, sealer), text)
 
     return _strings(document, open_all)
 
@@ -131,6 +132,3 @@ def _opened(match: re.Match, sealer: Sealer) -> str:
         return plain  # the quotes stood for the raw text's own delimiters
     return match.group(1) + plain + match.group(4)
 
-
-def sealer_for(key: Optional[Key]) -> Optional[Sealer]:
-    return Sealer(key) if key is not None else None

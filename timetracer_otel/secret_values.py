@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 from urllib.parse import urlsplit
 
 from .protocol_redaction import secret_texts
-from .sealing import REDACTED, is_sealed
-from .sealing import _TOKEN as _SEALED_TOKEN
+from .sealing import REDACTED, SEALED_TOKEN, is_sealed
 
 if TYPE_CHECKING:
     from .redaction import Redactor
@@ -128,7 +127,7 @@ class ValueScrubber:
         ordered = sorted(self.values, key=len, reverse=True)  # the longest first: a cookie header before its value
         # Sealed tokens are matched first and kept: a secret is never searched inside one.
         secrets = "|".join(map(re.escape, ordered))
-        self._pattern = re.compile(f"(?P<token>{_SEALED_TOKEN.pattern})" + (f"|(?P<secret>{secrets})" if secrets else ""))
+        self._pattern = re.compile(f"(?P<token>{SEALED_TOKEN.pattern})" + (f"|(?P<secret>{secrets})" if secrets else ""))
         self._bytes = [v.encode("utf-8") for v in ordered]
 
     def __bool__(self) -> bool:
