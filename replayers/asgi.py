@@ -21,6 +21,7 @@ from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 
+from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
 from .selection import CassetteLibrary, Choice, LiveRequest
 from .session import ReplaySession, activate, deactivate
@@ -33,7 +34,8 @@ _libraries_lock = threading.Lock()
 
 
 def library_for(config: TraceConfig) -> CassetteLibrary:
-    """The cassettes ``config.cassette_path`` names, indexed once per config object.
+    """The cassettes ``config.cassette_path`` names, indexed once per config object, and the
+    process cassette beside them answering calls outside requests from now on.
 
     ``auto_setup`` (and the distro) build the library at start, so unusable cassettes stop
     the app there; the middleware built later for the same config, and ``timetracer
@@ -44,7 +46,8 @@ def library_for(config: TraceConfig) -> CassetteLibrary:
         if library is None:
             library = _libraries[id(config)] = CassetteLibrary(config.cassette_path, config)
             weakref.finalize(config, _libraries.pop, id(config), None)
-        return library
+    process.start(config)  # once per process: a later call keeps the process cassette found first
+    return library
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
@@ -170,10 +173,10 @@ def _compared(
             recorded["response"], status, headers, body.data, body.size, redactor, config.replay_ignore_fields, config.max_body_bytes
         )
 
-    shown = compare(choice.redacted_document, session.redactor)
     if choice.shown is None:
-        return shown
+        return compare(choice.document, session.redactor)
     real = compare(choice.document, None)
     if not real.differences:
         return real
+    shown = compare(choice.shown, session.redactor)
     return ResponseComparison(shown.differences or ["body: a sealed secret differs (its values are not shown)"], [])

@@ -68,10 +68,6 @@ class Choice:
     notes: list[str]
     shown: Optional[dict[str, Any]] = None  # the document with every secret as [REDACTED], when it differs
 
-    @property
-    def redacted_document(self) -> dict[str, Any]:
-        return self.document if self.shown is None else self.shown
-
 
 class _Entry(NamedTuple):
     path: str

@@ -40,7 +40,6 @@ from timetracer_otel import plugins
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._tracing import cassette_processor, record_process, tracer_provider
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.exporters.otlp import redacting_processor
 
 __all__ = ["TimeTracerDistro", "TimeTracerConfigurator", "TimeTracerExporter", "setup"]
@@ -83,13 +82,11 @@ def setup() -> None:
 
 
 def _prepare(config: TraceConfig) -> None:
-    install_draw_sources(config.draws)
     if config.mode == "replay":
-        from timetracer_otel.replayers import install_replayers, process
+        from timetracer_otel.replayers import install_replayers
         from timetracer_otel.replayers.asgi import library_for
 
         library_for(config)  # unusable cassettes stop the app now, not at the first request
-        process.start(config)
         install_replayers()
     else:
         cassette_processor(tracer_provider(config.service_name))

@@ -96,11 +96,10 @@ def _ends_through(provider: Any, span: trace.Span) -> bool:
 
 def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
     """The replay layer over ``app``; loading the cassettes here makes a bad path fail at start."""
-    from timetracer_otel.replayers import install_replayers, process
+    from timetracer_otel.replayers import install_replayers
     from timetracer_otel.replayers.asgi import ReplayLayer, library_for
 
     library = library_for(config)
-    process.start(config)
     install_replayers()
     return ReplayLayer(app, config, library)
 
@@ -116,13 +115,10 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
     names = check_plugin_names(plugins or ())
     if config.mode == "off":
         return config
-    install_draw_sources(config.draws)  # now: names the app imported from time, uuid, random are reached
     if config.mode == "replay":  # fail at start, not at the first request, if the cassettes are unusable
-        from timetracer_otel.replayers import process
         from timetracer_otel.replayers.asgi import library_for
 
         library_for(config)
-        process.start(config)
     if config.otlp_endpoint:  # at start too: a missing exporter package fails here, not per request
         otlp_processor(tracer_provider(config.service_name), config)
     record_process(config)  # now: calls the app makes after this, outside requests, are recorded
