@@ -124,14 +124,16 @@ class CassetteSpanProcessor(SpanProcessor):
     def _finish(self, recording: TraceRecording) -> None:
         recording.seal()
         try:
+            skipped = recording.config.errors_only and not recording.failed and not recording.discarded
             with self._lock:
                 recording.finished = True
-                if recording.config.errors_only and not recording.failed:
-                    recording.discarded = True
-                elif recording.open_spans > 0:
+                # discarded already: its owner chose not to keep it (an empty pytest fixture recording)
+                recording.discarded = recording.discarded or skipped
+                if not recording.discarded and recording.open_spans > 0:
                     self._waiting.add(recording)
             if recording.discarded:
-                counters.add("skipped.errors_only")
+                if skipped:
+                    counters.add("skipped.errors_only")
             elif recording in self._waiting:
                 if not self.writer.call_later(self._grace_seconds, lambda: self._release(recording)):
                     with self._lock:  # dropped like a recording that finds the queue full
@@ -142,6 +144,11 @@ class CassetteSpanProcessor(SpanProcessor):
             with self._lock:  # only now: a flush that sees no request in flight finds it queued
                 self._in_flight -= 1
                 self._idle.notify_all()
+
+    def flush_recording(self, recording: TraceRecording, timeout_millis: int = 30_000) -> bool:
+        """Write the finished ``recording`` now, without waiting for its open spans or for other recordings."""
+        self._release(recording)
+        return self.writer.flush(timeout_millis / 1000)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait for requests being recorded to finish, then for their cassettes to be written."""

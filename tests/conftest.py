@@ -33,6 +33,7 @@ SCHEMA_PATH = Path(timetracer_otel.__file__).parent / "cassette" / "cassette.sch
 # needs Python 3.11: on 3.10 the pymongo extra installs nothing and these are not collected.
 MONGO_TESTS = ["test_mongo.py", "test_mongo_matching.py", "test_mixed_protocols.py", "test_secret_corpus.py"]
 collect_ignore = [] if sys.version_info >= (3, 11) else MONGO_TESTS
+collect_ignore_glob = ["apps/*"]  # the apps tests drive, with test suites of their own (tests/apps/real_service_tests)
 
 
 def pytest_report_header() -> list[str]:

@@ -117,7 +117,7 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
     result.assert_outcomes(passed=5, failed=1)  # the order replays: its uuid4() and now() are the recorded ones
     result.stdout.fnmatch_lines(
         [
-            "timetracer strict replay of cassettes/test_user.json failed:",
+            "timetracer replay of cassettes/test_user.json failed:",
             f"  recorded but unused: GET {live.url}/json?user=1",
             "FAILED test_strict.py::test_strict_fails_on_an_unused_call - *",
         ]

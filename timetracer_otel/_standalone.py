@@ -1,8 +1,9 @@
-"""Recording the outgoing calls of a block of code that is not an ASGI request (pytest).
+"""Recording the outgoing calls of code that is not an ASGI request (pytest tests and fixtures).
 
-The block gets a root span of its own; the calls made inside it, and the clock, UUID and
-random values drawn in it, become a cassette written at exactly the given path, ready for
-``timetracer_replay``.
+A :class:`BlockRecording` gets a root span of its own; the calls made while it is active,
+and the clock, UUID and random values drawn then, become a cassette written at exactly the
+given path, ready for replay. It may be activated several times before it is finished: a
+pytest fixture's set-up and, much later, its teardown go to one cassette.
 """
 
 from __future__ import annotations
@@ -10,50 +11,92 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import plugins
 from ._recording import TraceRecording, activate, deactivate
 from ._tracing import cassette_processor, service_name, tracer_provider
 from .config import TraceConfig
+from .determinism import DrawRecorder
 from .determinism import activate as activate_draws
 from .determinism import deactivate as deactivate_draws
 from .determinism import install as install_draw_sources
 
 
-@contextlib.contextmanager
-def record_block(path: Path, label: str) -> Iterator[TraceRecording]:
-    """Record the calls of every installed client library made in the block to ``path``."""
-    config = TraceConfig(mode="record", cassette_dir=str(path.parent))
+def _enable_installed_plugins() -> None:
     for name in plugins.PLUGINS:
         if importlib.util.find_spec(name) is not None:
             with contextlib.suppress(ImportError):  # the library is here, its instrumentor is not
                 plugins.enable(name)
-    provider = tracer_provider(config.service_name)
-    processor = cassette_processor(provider)
-    tracer = provider.get_tracer("timetracer_otel.pytest")
-    with tracer.start_as_current_span(label, kind=trace.SpanKind.INTERNAL) as span:
-        context = span.get_span_context()
-        recording = TraceRecording(
+
+
+class BlockRecording:
+    """The cassette of a stretch of code, recorded while it is active; :meth:`finish` writes it."""
+
+    def __init__(self, path: Path, label: str, keep_empty: bool = True, seed: Optional[str] = None) -> None:
+        config = TraceConfig(mode="record", cassette_dir=str(path.parent))
+        _enable_installed_plugins()
+        provider = tracer_provider(config.service_name)
+        self._processor = cassette_processor(provider)
+        self._span = provider.get_tracer("timetracer_otel.pytest").start_span(label, kind=trace.SpanKind.INTERNAL)
+        span_context = self._span.get_span_context()
+        self.recording = TraceRecording(
             config,
-            trace_id=context.trace_id,
-            root_span_id=context.span_id,
+            trace_id=span_context.trace_id,
+            root_span_id=span_context.span_id,
             method="PYTEST",
             path=label,
             query="",
             headers=[],
             service=service_name(provider, config.service_name),
         )
-        recording.fixed_path = str(path)
-        recording.status = 200
-        processor.begin(recording)
+        if seed is not None and config.draws:  # randomness reproducible from the seed (see DrawRecorder)
+            self.recording.draws = DrawRecorder(config.draws, seed)
+        self.recording.fixed_path = str(path)
+        self.recording.status = 200
+        self._keep_empty = keep_empty
+        self._processor.begin(self.recording)
         install_draw_sources(config.draws)
-        token, draws_token = activate(recording), activate_draws(recording.draws)
-        try:
-            yield recording
-        finally:
-            deactivate_draws(draws_token)
-            deactivate(token)
-    processor.force_flush()
+        self._tokens: list[tuple[object, object, object]] = []
+
+    def activate(self) -> None:
+        """Make the calls and draws that follow (in this context and those copied from it) part of this cassette."""
+        span_token = otel_context.attach(trace.set_span_in_context(self._span))
+        self._tokens.append((span_token, activate(self.recording), activate_draws(self.recording.draws)))
+
+    def deactivate(self) -> None:
+        span_token, token, draws_token = self._tokens.pop()
+        deactivate_draws(draws_token)  # type: ignore[arg-type]
+        deactivate(token)  # type: ignore[arg-type]
+        otel_context.detach(span_token)  # type: ignore[arg-type]
+
+    @property
+    def empty(self) -> bool:
+        """No call was made and nothing was drawn."""
+        draws = self.recording.draws
+        return not self.recording.calls and (draws is None or not draws.encoded())
+
+    def finish(self, error: Optional[BaseException] = None) -> bool:
+        """End the recording and wait until its cassette is written; False when it was empty and not kept."""
+        if error is not None:
+            self.recording.status = 500
+        kept = self._keep_empty or not self.empty
+        self.recording.discarded = not kept
+        self._span.end()
+        self._processor.flush_recording(self.recording)  # other blocks (a fixture's) may still be open
+        return kept
+
+
+@contextlib.contextmanager
+def record_block(path: Path, label: str) -> Iterator[TraceRecording]:
+    """Record the calls of every installed client library made in the block to ``path``."""
+    block = BlockRecording(path, label)
+    block.activate()
+    try:
+        yield block.recording
+    finally:
+        block.deactivate()
+        block.finish()

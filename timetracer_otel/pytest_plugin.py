@@ -1,113 +1,357 @@
-"""The pytest plugin: ``timetracer_replay`` and ``timetracer_record`` fixtures.
+"""The pytest plugin: a cassette per test, per fixture scope, or per ``with`` block.
 
-``--timetracer-mode=replay`` (the default) answers the app's outgoing calls from the
-cassette, and the clock, UUID and random values drawn in the block as they were recorded;
-``record`` makes the same tests record their cassettes live; ``off`` runs them
-live without touching cassettes. The test client's own request still reaches the app:
-only the calls the app makes are replayed.
+Tests opt in with ``timetracer_autouse = true`` in the pytest configuration or the
+``timetracer`` marker (on a test, a class, a module through ``pytestmark``). Each such test
+gets ``<dir>/<module path>/<test name>.json``, holding every call the test causes (its
+body, its function-scoped fixtures, the app behind ``TestClient``) and the clock, UUID and
+random values drawn meanwhile. A fixture of a wider scope gets a cassette per scope
+instance, ``<scope dir>/@fixtures/<name>.json``: its set-up and teardown, recorded when it
+first runs and replayed whenever it runs again. The ``timetracer_replay`` and
+``timetracer_record`` fixtures give a cassette to a ``with`` block instead.
+
+``--timetracer-mode``: ``once`` records missing cassettes and replays the others (the
+default, except where the ``CI`` environment variable is set: there ``none``); ``none``
+(or ``replay``) only replays and fails a test whose cassette is missing; ``all`` (or
+``record``) re-records everything; ``rewrite`` re-records and removes the cassettes no
+test owns any more; ``off`` runs live. While a test replays, no connection leaves the
+process. A report at the end of the run counts what was replayed and recorded, and names
+stale cassettes (``--timetracer-prune`` removes them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
+from collections import Counter
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator, Union
+from typing import Any, Callable, ContextManager, Generator, Iterator, Optional, Union
 
 import pytest
 
-from timetracer_otel.cassette.reader import load_cassette
-from timetracer_otel.config import TraceConfig
+from timetracer_otel._pytest.blocks import RECORD, REPLAY, BlockOutcome, CassetteBlock
+from timetracer_otel._pytest.naming import cassette_of_fixture, cassette_of_test, cassettes_of_module
+from timetracer_otel._pytest.network import NetworkGuard
+from timetracer_otel._pytest.report import RunReport
 
 __all__ = ["timetracer_replay", "timetracer_record"]
 
 PathLike = Union[str, Path]
+
+_MODES = {"once": "once", "none": "none", "replay": "none", "all": "all", "record": "all", "rewrite": "rewrite", "off": "off"}
+_MARKER = "timetracer"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("timetracer")
     group.addoption(
         "--timetracer-mode",
-        choices=("replay", "record", "off"),
-        default="replay",
-        help="timetracer fixtures: replay cassettes (default), record them live, or run live (off)",
+        choices=tuple(_MODES),
+        default=None,
+        help="once: record missing cassettes, replay the rest (default; 'none' where CI is set); "
+        "none/replay: replay only; all/record: re-record; rewrite: re-record and remove stale; off: run live",
     )
+    group.addoption("--timetracer-dir", default=None, help="directory of the cassettes (default: cassettes, from the rootdir)")
     group.addoption(
-        "--timetracer-dir",
-        default="cassettes",
-        help="directory for timetracer_record(name) cassettes (default: ./cassettes)",
+        "--timetracer-prune", action="store_true", help="remove the stale cassettes the report names at the end of the run"
     )
+    parser.addini("timetracer_autouse", "give every test a cassette of its own", type="bool", default=False)
+    parser.addini("timetracer_mode", "default --timetracer-mode", default="")
+    parser.addini("timetracer_dir", "default --timetracer-dir", default="cassettes")
+    parser.addini("timetracer_allowed_hosts", "hosts a replaying test may still connect to", type="args", default=[])
 
 
-@contextlib.contextmanager
-def _replaying(cassette: PathLike, strict: bool, live: tuple[str, ...]) -> Iterator[object]:
-    from timetracer_otel.determinism import DrawReplayer, install as install_draw_sources, real_time_ns
-    from timetracer_otel.determinism import activate as activate_draws
-    from timetracer_otel.determinism import deactivate as deactivate_draws
-    from timetracer_otel.replayers import install_replayers
-    from timetracer_otel.replayers.opening import open_for_replay
-    from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
+class _Run:
+    """The plugin's state for one pytest run."""
 
-    install_replayers()
-    config = TraceConfig(mode="replay")
-    opened = open_for_replay(load_cassette(cassette), str(cassette), config)
-    session = ReplaySession(opened.answers, str(cassette), config, live_libraries=live, views=opened.views(str(cassette)))
-    install_draw_sources(config.draws)
-    draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
-    token, draws_token = activate(session), activate_draws(draws)
+    def __init__(self, config: pytest.Config) -> None:
+        chosen = config.getoption("--timetracer-mode") or config.getini("timetracer_mode")
+        default = "none" if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no") else "once"
+        self.mode = _MODES.get(str(chosen).strip().lower() or default)
+        if self.mode is None:
+            raise pytest.UsageError(f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}")
+        directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
+        self.directory = directory if directory.is_absolute() else config.rootpath / directory
+        self.autouse: bool = config.getini("timetracer_autouse")
+        # One id for the whole run, shared by pytest-xdist's workers.
+        self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
+        self.guard: Optional[NetworkGuard] = None
+        if self.mode != "off":
+            self.guard = NetworkGuard(config.getini("timetracer_allowed_hosts"))
+            self.guard.install()
+        self.report = RunReport(self.mode, _shown(self.directory))
+        self.fixture_blocks: dict[Any, CassetteBlock] = {}  # by the fixturedef whose scope instance it records
+        self.fixture_paths: Counter[Path] = Counter()
+
+    def action(self, path: Path) -> Optional[str]:
+        """RECORD or REPLAY for the cassette at ``path``; None when it is missing and this mode only replays."""
+        if self.mode in ("all", "rewrite"):
+            return RECORD
+        if path.exists():
+            return REPLAY
+        return RECORD if self.mode == "once" else None
+
+    def opted_in(self, item: pytest.Item) -> bool:
+        return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
+
+    def close(self) -> None:
+        if self.guard is not None:
+            self.guard.uninstall()
+
+
+_RUN = pytest.StashKey[_Run]()
+_TEST_BLOCK = pytest.StashKey[Optional[CassetteBlock]]()
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+def _shown(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{_MARKER}(strict=False, live=()): give this test a cassette of its own (see timetracer's pytest docs)"
+    )
+    config.stash[_RUN] = _Run(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(_RUN, None)
+    if run is not None:
+        run.close()
+
+
+def _marker_options(item: pytest.Item) -> dict[str, Any]:
+    marker = item.get_closest_marker(_MARKER)
+    return dict(marker.kwargs) if marker is not None else {}
+
+
+_DESELECTED = pytest.StashKey[set[Path]]()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """A deselected test still owns its cassette, and its module was not run whole."""
+    for item in items:
+        run = item.config.stash[_RUN]
+        item.config.stash.setdefault(_DESELECTED, set()).add(item.path)
+        if run.opted_in(item):
+            run.report.owned.add(str(cassette_of_test(run.directory, item.nodeid)))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note the cassettes the collected tests own, and the directories of modules run whole: there a
+    cassette nothing owns is stale."""
+    config = session.config
+    run = config.stash[_RUN]
+    partial = config.stash.get(_DESELECTED, set()) | {
+        (config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args if "::" in arg
+    }
+    for item in session.items:
+        if run.opted_in(item):
+            run.report.owned.add(str(cassette_of_test(run.directory, item.nodeid)))
+            if item.path.resolve() not in partial:
+                run.report.scopes.add(str(cassettes_of_module(run.directory, item.nodeid)))
+
+
+# ----------------------------------------------------------------------------- a test's cassette
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    run = item.config.stash[_RUN]
+    item.stash[_TEST_BLOCK] = None
+    if run.opted_in(item):
+        path = cassette_of_test(run.directory, item.nodeid)
+        action = run.action(path)
+        if action is None:
+            run.report.missing(str(path))
+            pytest.fail(
+                f"timetracer: no cassette for this test at {_shown(path)} and --timetracer-mode={run.mode} only replays: "
+                "record it with pytest --timetracer-mode=once",
+                pytrace=False,
+            )
+        options = _marker_options(item)
+        block = CassetteBlock(path, item.nodeid, action, live=tuple(options.get("live", ())), guard=run.guard)
+        block.activate()
+        item.stash[_TEST_BLOCK] = block
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when in ("setup", "call") and report.failed:
+        item.stash[_CALL_FAILED] = True
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: Optional[pytest.Item]) -> Generator[None, None, None]:
     try:
-        yield session
+        return (yield)
     finally:
-        deactivate_draws(draws_token)
-        deactivate(token)
-    if strict and (session.unmatched or session.unused()):
-        lines = [f"timetracer strict replay of {cassette} failed:"]
-        lines += [f"  unmatched: {str(e).splitlines()[0]}" for e in session.unmatched]
-        lines += [f"  recorded but unused: {c.view.label}" for c in session.unused()]
-        pytest.fail("\n".join(lines), pytrace=False)
+        block = item.stash.get(_TEST_BLOCK, None)
+        if block is not None:
+            item.stash[_TEST_BLOCK] = None
+            block.deactivate()
+            outcome = block.close()
+            run = item.config.stash[_RUN]
+            run.report.add(outcome, is_test=True)
+            if not item.stash.get(_CALL_FAILED, False):
+                _fail_unless_faithful(outcome, strict=bool(_marker_options(item).get("strict", False)))
 
 
-def _recording(cassette: PathLike, nodeid: str) -> ContextManager[object]:
-    from timetracer_otel._standalone import record_block
+def _fail_unless_faithful(outcome: BlockOutcome, strict: bool) -> None:
+    """Fail a test whose replay was not faithful, even where the code under test caught the error."""
+    lines = [f"  refused connection: {target}" for target in outcome.refused]
+    lines += [f"  unmatched: {line}" for line in outcome.unmatched]
+    if strict:
+        lines += [f"  recorded but unused: {label}" for label in outcome.unused]
+    if lines:
+        pytest.fail("\n".join([f"timetracer replay of {_shown(Path(outcome.path))} failed:", *lines]), pytrace=False)
 
-    return record_block(Path(cassette), label=nodeid)
+
+# ----------------------------------------------------------------------------- fixtures of wider scopes
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    run = request.config.stash[_RUN]
+    item = getattr(request, "_pyfuncitem", None)
+    if fixturedef.scope == "function" or item is None or not run.opted_in(item):
+        return (yield)
+    path = cassette_of_fixture(run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None))
+    run.fixture_paths[path] += 1
+    if run.fixture_paths[path] > 1:  # the same scope instance again (a parametrised dependency changed)
+        path = path.with_name(f"{path.stem}#{run.fixture_paths[path]}.json")
+    # replay-only and no cassette: the fixture made no call when it was recorded, and may make none now
+    # Seeded with the run's id: each pytest-xdist worker setting this fixture up draws the same values.
+    seed = f"{run.uid}\0{path}"
+    block = CassetteBlock(path, f"fixture {fixturedef.argname}", run.action(path) or REPLAY, keep_empty=False, seed=seed, guard=run.guard)
+    run.fixture_blocks[fixturedef] = block
+    block.activate()
+    try:
+        result = yield
+    finally:
+        block.deactivate()
+    fixturedef.addfinalizer(block.activate)  # runs first at teardown: the fixture's own teardown comes next
+    return result
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    run = request.config.stash.get(_RUN, None)
+    block = run.fixture_blocks.pop(fixturedef, None) if run is not None else None
+    if block is None:
+        return
+    with contextlib.suppress(IndexError, ValueError):  # not reactivated: its set-up failed
+        block.deactivate()
+    outcome = block.close()
+    run.report.add(outcome, is_test=False)  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------- the report, xdist
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash[_RUN]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller reports
+        workeroutput["timetracer"] = run.report.as_data()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    run = config.stash[_RUN]
+    if run.mode == "off" or hasattr(config, "workerinput"):
+        return
+    report = run.report
+    if not any(report.tests.values()) and not any(report.fixtures.values()):
+        return
+    terminalreporter.section("timetracer")
+    for line in report.lines():
+        terminalreporter.write_line(line)
+    stale = report.stale()
+    if stale and (config.getoption("--timetracer-prune") or run.mode == "rewrite"):
+        for path in stale:
+            Path(path).unlink(missing_ok=True)
+        terminalreporter.write_line(f"removed {len(stale)} stale cassettes (no test owns them any more)")
+    elif stale:
+        terminalreporter.write_line(f"stale: {len(stale)} cassettes no test owns any more (remove them with --timetracer-prune):")
+        for path in stale:
+            terminalreporter.write_line(f"  {_shown(Path(path))}")
+
+
+class _XdistController:
+    """Merges the workers' reports (registered only where pytest-xdist is installed)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        data = getattr(node, "workeroutput", {}).get("timetracer")
+        if data is not None:
+            self.run.report.merge(data)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistController(config.stash[_RUN]), "timetracer-xdist")
+
+
+# ----------------------------------------------------------------------------- explicit blocks
+@contextlib.contextmanager
+def _block(path: Path, label: str, action: str, run: _Run, strict: bool, live: tuple[str, ...]) -> Iterator[object]:
+    block = CassetteBlock(path, label, action, live=live, guard=run.guard)
+    block.activate()
+    error: Optional[BaseException] = None
+    try:
+        yield block
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        block.deactivate()
+        outcome = block.close(error)
+        run.report.add(outcome, is_test=True)
+    _fail_unless_faithful(outcome, strict)
+
+
+def _explicit(request: pytest.FixtureRequest, path: Path, strict: bool, live: tuple[str, ...]) -> ContextManager[object]:
+    run = request.config.stash[_RUN]
+    if run.mode == "off":
+        return contextlib.nullcontext()
+    action = run.action(path)
+    if action is None:
+        pytest.fail(
+            f"timetracer: no cassette at {path} and --timetracer-mode={run.mode} only replays: "
+            "record it with pytest --timetracer-mode=once",
+            pytrace=False,
+        )
+    return _block(path, request.node.nodeid, action, run, strict, live)
 
 
 @pytest.fixture
 def timetracer_replay(request: pytest.FixtureRequest) -> Callable[..., ContextManager[object]]:
-    """``with timetracer_replay("cassettes/x.json", strict=False, live=()):`` replays the app's calls.
+    """``with timetracer_replay("cassettes/x.json", strict=False, live=()):`` replays the calls made in the block.
 
-    In ``--timetracer-mode=record`` the block runs live and (re)writes that cassette.
+    A missing cassette is recorded (``--timetracer-mode=once``); ``all`` re-records it.
     """
-    mode = request.config.getoption("--timetracer-mode")
 
     def use(cassette: PathLike, *, strict: bool = False, live: tuple[str, ...] = ()) -> ContextManager[object]:
-        if mode == "record":
-            return _recording(cassette, request.node.nodeid)
-        if mode == "off":
-            return contextlib.nullcontext()
-        return _replaying(cassette, strict, tuple(live))
+        return _explicit(request, Path(cassette), strict, tuple(live))
 
     return use
 
 
 @pytest.fixture
-def timetracer_record(request: pytest.FixtureRequest) -> Callable[[str], ContextManager[object]]:
-    """``with timetracer_record("name"):`` records the calls made in the block to ``<dir>/name.json``.
+def timetracer_record(request: pytest.FixtureRequest) -> Callable[..., ContextManager[object]]:
+    """``with timetracer_record("name"):`` records, then replays, the calls made in the block as ``<dir>/name.json``.
 
     A name ending in ``.json.gz`` is recorded gzip-compressed.
-
-    In ``--timetracer-mode=replay`` (default) the block replays that cassette if it
-    exists and records it if it does not, like VCR.py's ``once`` mode.
     """
-    mode = request.config.getoption("--timetracer-mode")
-    directory = Path(request.config.getoption("--timetracer-dir"))
+    directory = request.config.stash[_RUN].directory
 
     def use(name: str, *, strict: bool = False) -> ContextManager[object]:
         cassette = directory / (name if name.endswith((".json", ".json.gz")) else f"{name}.json")
-        if mode == "off":
-            return contextlib.nullcontext()
-        if mode == "replay" and cassette.exists():
-            return _replaying(cassette, strict, ())
-        return _recording(cassette, request.node.nodeid)
+        return _explicit(request, cassette, strict, ())
 
     return use

@@ -39,6 +39,7 @@ _installed = False
 _real_time_ns: Callable[[], int] = time.time_ns  # time-machine's original once installed
 
 Fits = Optional[Callable[[Any], bool]]
+Seeded = Optional[Callable[[random.Random], Any]]  # the same kind of value, from a seeded generator
 
 
 # kind -> its source; os.urandom's depends on the helper it was reached through
@@ -46,14 +47,16 @@ _SOURCE_OF_KIND = {"time": "clock", "uuid1": "uuid", "uuid4": "uuid", "random": 
 _URANDOM_SOURCE_BY_HELPER = {"uuid": "uuid", "secrets": "secrets", "random": "secrets"}  # random: SystemRandom
 
 
-def _draw(draws: "DrawRecorder | DrawReplayer", kind: str, frame: Any, real: Callable[[], Any], fits: Fits) -> Any:
+def _draw(
+    draws: "DrawRecorder | DrawReplayer", kind: str, frame: Any, real: Callable[[], Any], fits: Fits, seeded: Seeded = None
+) -> Any:
     caller, helper = attribute(frame)
     if caller is None:
         return real()
     source = _SOURCE_OF_KIND.get(kind) or _URANDOM_SOURCE_BY_HELPER.get(helper or "", "urandom")
     if source not in draws.sources:
         return real()
-    return draws.draw(source, kind, caller, real, fits)
+    return draws.draw(source, kind, caller, real, fits, seeded)
 
 
 def _bare(real: Callable[..., Any], args: tuple) -> Callable[[], Any]:
@@ -110,7 +113,7 @@ def _random(self: random.Random) -> float:
     draws = current()
     if draws is None:
         return _c_random(self)
-    return _draw(draws, "random", sys._getframe(1), lambda: _c_random(self), _is_float)
+    return _draw(draws, "random", sys._getframe(1), lambda: _c_random(self), _is_float, _c_random)
 
 
 def _getrandbits(self: random.Random, k: int, /) -> int:
@@ -120,6 +123,7 @@ def _getrandbits(self: random.Random, k: int, /) -> int:
     return _draw(
         draws, "getrandbits", sys._getframe(1), lambda: _c_getrandbits(self, k),
         lambda value: type(value) is int and 0 <= value and value.bit_length() <= k,
+        lambda seeded: _c_getrandbits(seeded, k),
     )  # fmt: skip
 
 
@@ -130,6 +134,7 @@ def _urandom(size: int, /) -> bytes:
     return _draw(
         draws, "urandom", sys._getframe(1), lambda: _real_urandom(size),
         lambda value: type(value) is bytes and len(value) == size,
+        lambda seeded: _c_getrandbits(seeded, size * 8).to_bytes(size, "little") if size else b"",
     )  # fmt: skip
 
 
@@ -164,7 +169,8 @@ def _uuid(kind: str, *args: Any) -> uuid.UUID:
     draws = current()
     if draws is None:
         return real(*args)
-    return _draw(draws, kind, sys._getframe(1), _bare(real, args), lambda value: isinstance(value, uuid.UUID))
+    seeded = (lambda rng: uuid.UUID(int=_c_getrandbits(rng, 128), version=4)) if kind == "uuid4" else None
+    return _draw(draws, kind, sys._getframe(1), _bare(real, args), lambda value: isinstance(value, uuid.UUID), seeded)
 
 
 def _install_uuids() -> None:

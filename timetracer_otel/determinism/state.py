@@ -10,6 +10,8 @@ started with its context (``run_in_threadpool``) share it, other requests never 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import random
 import threading
 from collections import Counter, deque
 from typing import Any, Callable, Iterable, Optional, Union
@@ -24,22 +26,40 @@ MAX_DRAWS_PER_REQUEST = 100_000
 
 Real = Callable[[], Any]
 Fits = Callable[[Any], bool]
+Seeded = Callable[[random.Random], Any]
 
 
 class DrawRecorder:
-    """Record mode: each value the app draws, with its kind and caller, in the order drawn."""
+    """Record mode: each value the app draws, with its kind and caller, in the order drawn.
 
-    def __init__(self, sources: Iterable[str]) -> None:
+    With a ``seed``, random values and ``uuid4()`` come from a generator seeded with it, its
+    kind and its caller, instead of the system's: two processes recording the same code with
+    the same seed draw the same values (pytest-xdist workers setting up one fixture). The
+    clock stays real.
+    """
+
+    def __init__(self, sources: Iterable[str], seed: Optional[str] = None) -> None:
         self.sources = frozenset(sources)
         self.draws: list[tuple[str, str, str, Any]] = []  # (source, kind, caller, value)
+        self._seed = seed
+        self._generators: dict[tuple[str, str], random.Random] = {}
 
-    def draw(self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None) -> Any:
-        value = real()
+    def draw(
+        self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None, seeded: Optional[Seeded] = None
+    ) -> Any:
+        value = real() if self._seed is None or seeded is None else seeded(self._generator(kind, caller))
         if len(self.draws) < MAX_DRAWS_PER_REQUEST:
             self.draws.append((source, kind, caller, value))  # list.append is atomic: threads of the request may draw
         else:
             counters.add("dropped.draws")
         return value
+
+    def _generator(self, kind: str, caller: str) -> random.Random:
+        generator = self._generators.get((kind, caller))
+        if generator is None:
+            digest = hashlib.sha256(f"{self._seed}\0{kind}\0{caller}".encode()).digest()
+            generator = self._generators[(kind, caller)] = random.Random(digest)
+        return generator
 
     def encoded(self) -> list[dict[str, Any]]:
         """The draws as the cassette stores them."""
@@ -69,7 +89,9 @@ class DrawReplayer:
                 last_clock = value
         self._anchor = (last_clock, real_clock_ns())  # (clock value handed out, real time then)
 
-    def draw(self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None) -> Any:
+    def draw(
+        self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None, seeded: Optional[Seeded] = None
+    ) -> Any:
         with self._lock:
             stream = self._streams.get((kind, caller))
             if stream and (fits is None or fits(stream[0])):

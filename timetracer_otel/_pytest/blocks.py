@@ -1,0 +1,121 @@
+"""One cassette over a stretch of a pytest run (a test, or one instance of a fixture scope).
+
+A block records or replays. It can be made active several times before it is closed, in
+the thread that runs the test: a module fixture's set-up and its teardown, tests apart,
+go to one cassette. Whatever runs in a context copied from an active one (the app behind
+``TestClient`` or ``httpx.ASGITransport``, threads started with ``asyncio.to_thread``)
+records or replays into it too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from timetracer_otel._standalone import BlockRecording
+from timetracer_otel.cassette.reader import load_cassette
+from timetracer_otel.config import TraceConfig
+
+from .network import NetworkGuard
+
+__all__ = ["BlockOutcome", "CassetteBlock", "RECORD", "REPLAY"]
+
+RECORD, REPLAY = "record", "replay"
+
+
+@dataclass
+class BlockOutcome:
+    """What a closed block did, for the failure message and the session report."""
+
+    path: str
+    action: str  # RECORD or REPLAY
+    written: bool = True  # RECORD: the cassette was written (an empty fixture cassette is not)
+    answered: int = 0
+    unused: list[str] = field(default_factory=list)  # labels of recorded calls never made
+    unmatched: list[str] = field(default_factory=list)  # first lines of the mismatch errors
+    refused: list[str] = field(default_factory=list)  # connections the network guard refused
+
+
+class _Replay:
+    """A cassette answering calls and draws, with the network closed while it is active."""
+
+    def __init__(self, path: Path, live: tuple[str, ...], guard: Optional[NetworkGuard]) -> None:
+        from timetracer_otel.determinism import DrawReplayer, install as install_draw_sources, real_time_ns
+        from timetracer_otel.replayers import install_replayers
+        from timetracer_otel.replayers.opening import open_for_replay
+        from timetracer_otel.replayers.session import ReplaySession
+
+        install_replayers()
+        config = TraceConfig(mode="replay")
+        # No cassette (a fixture that made no call when it was recorded): every call it makes now is unanswered.
+        document = load_cassette(path) if path.exists() else {"calls": [], "draws": []}
+        opened = open_for_replay(document, str(path), config)
+        self.session = ReplaySession(opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path)))
+        install_draw_sources(config.draws)
+        self.draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
+        self._guard = guard if not live else None  # a live library needs the network
+        self._label = str(path)
+        self._tokens: list[tuple[contextvars.Token, contextvars.Token, Optional[str]]] = []
+
+    def activate(self) -> None:
+        from timetracer_otel.determinism import activate as activate_draws
+        from timetracer_otel.replayers.session import activate
+
+        previous = None
+        if self._guard is not None:
+            previous, self._guard.reason = self._guard.reason, self._label
+        self._tokens.append((activate(self.session), activate_draws(self.draws), previous))
+
+    def deactivate(self) -> None:
+        from timetracer_otel.determinism import deactivate as deactivate_draws
+        from timetracer_otel.replayers.session import deactivate
+
+        token, draws_token, previous = self._tokens.pop()
+        deactivate_draws(draws_token)
+        deactivate(token)
+        if self._guard is not None:
+            self._guard.reason = previous
+
+
+class CassetteBlock:
+    """Records to, or replays from, the cassette at ``path``; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        label: str,
+        action: str,
+        *,
+        live: tuple[str, ...] = (),
+        keep_empty: bool = True,
+        seed: Optional[str] = None,
+        guard: Optional[NetworkGuard] = None,
+    ) -> None:
+        self.path = path
+        self.action = action
+        self._guard = guard
+        self._recording = BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
+        self._replay = _Replay(path, live, guard) if action == REPLAY else None
+
+    def activate(self) -> None:
+        (self._recording or self._replay).activate()  # type: ignore[union-attr]
+
+    def deactivate(self) -> None:
+        (self._recording or self._replay).deactivate()  # type: ignore[union-attr]
+
+    def close(self, error: Optional[BaseException] = None) -> BlockOutcome:
+        """Write the recorded cassette, or account for the replayed one."""
+        outcome = BlockOutcome(str(self.path), self.action)
+        if self._recording is not None:
+            outcome.written = self._recording.finish(error)
+            return outcome
+        assert self._replay is not None
+        session = self._replay.session
+        outcome.answered = len(session.answered)
+        outcome.unused = [call.view.label for call in session.unused()]
+        outcome.unmatched = [str(error).splitlines()[0] for error in session.unmatched]
+        if self._guard is not None:
+            outcome.refused = self._guard.take_refused(str(self.path))
+        return outcome

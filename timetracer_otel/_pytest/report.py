@@ -1,0 +1,91 @@
+"""The session report: what the run replayed and recorded, what went unused, which cassettes are stale.
+
+Under pytest-xdist each worker keeps its own :class:`RunReport` and hands it to the
+controller as plain data (:meth:`RunReport.as_data`), which merges them and reports once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .blocks import RECORD, REPLAY, BlockOutcome
+
+__all__ = ["RunReport"]
+
+
+@dataclass
+class RunReport:
+    """Outcomes of the run's blocks, and the cassettes its tests and fixtures own."""
+
+    mode: str
+    directory: str
+    tests: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, "missing": 0})
+    fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0})
+    answered: int = 0
+    unused: int = 0
+    used: set[str] = field(default_factory=set)  # cassettes read or written by this run
+    owned: set[str] = field(default_factory=set)  # cassettes of every collected test, run or deselected
+    scopes: set[str] = field(default_factory=set)  # directories whose tests were all collected
+
+    def add(self, outcome: BlockOutcome, is_test: bool) -> None:
+        (self.tests if is_test else self.fixtures)[outcome.action] += 1
+        self.answered += outcome.answered
+        self.unused += len(outcome.unused)
+        if outcome.action == REPLAY or outcome.written:
+            self.used.add(outcome.path)
+
+    def missing(self, path: str) -> None:
+        self.tests["missing"] += 1
+        self.owned.add(path)
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "tests": self.tests,
+            "fixtures": self.fixtures,
+            "answered": self.answered,
+            "unused": self.unused,
+            "used": sorted(self.used),
+            "owned": sorted(self.owned),
+            "scopes": sorted(self.scopes),
+        }
+
+    def merge(self, data: dict[str, Any]) -> None:
+        for mine, theirs in ((self.tests, data["tests"]), (self.fixtures, data["fixtures"])):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
+        self.answered += data["answered"]
+        self.unused += data["unused"]
+        self.used.update(data["used"])
+        self.owned.update(data["owned"])
+        self.scopes.update(data["scopes"])
+
+    def stale(self) -> list[str]:
+        """Cassettes under the directories of the collected test modules that no test or fixture of the run owns."""
+        kept = self.used | self.owned
+        found: set[str] = set()
+        for scope in self.scopes:
+            root = Path(scope)
+            if root.is_dir():
+                found.update(str(path) for path in _cassettes_in(root) if str(path) not in kept)
+        return sorted(found)
+
+    def lines(self) -> list[str]:
+        tests, fixtures = self.tests, self.fixtures
+        lines = [
+            f"mode {self.mode}, cassettes in {self.directory}",
+            f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
+            + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
+            f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
+            f"calls: {self.answered} answered from cassettes, {self.unused} recorded but not made",
+        ]
+        return lines
+
+
+def _cassettes_in(root: Path) -> Iterable[Path]:
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if name.endswith((".json", ".json.gz")):
+                yield Path(directory, name)
