@@ -126,3 +126,49 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
     live_run = pytester.runpytest_subprocess("--timetracer-mode=off", "test_app.py")
     live_run.assert_outcomes(failed=2)  # without replay the same tests cannot pass
     live_run.stdout.fnmatch_lines(["*ConnectError*"])
+
+
+_TEST_MARKED = '''
+import socket
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.timetracer
+
+
+@pytest.mark.parametrize("path", ["a/b", "x:y"])
+def test_each_parameter_has_its_cassette(path):
+    assert httpx.get("{upstream}/echo", params={{"p": path}}).json()["query"] == httpx.QueryParams({{"p": path}}).__str__()
+
+
+def test_a_connection_the_cassette_cannot_answer_fails_the_test_even_when_caught():
+    if {replaying}:
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+        except ConnectionRefusedError:
+            pass  # the code under test copes with a service being down: the test must still fail
+'''
+
+
+def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay(pytester: pytest.Pytester) -> None:
+    with running_upstream() as live:
+        port = int(live.url.rsplit(":", 1)[1])
+        pytester.makepyfile(test_marked=_TEST_MARKED.format(upstream=live.url, replaying=False, port=port))
+        pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=3)
+        assert sorted(str(p.relative_to(pytester.path / "cassettes")) for p in (pytester.path / "cassettes").rglob("*.json")) == [
+            "test_marked/test_a_connection_the_cassette_cannot_answer_fails_the_test_even_when_caught.json",
+            "test_marked/test_each_parameter_has_its_cassette[a_b]-99f15b61.json",
+            "test_marked/test_each_parameter_has_its_cassette[x_y]-fd5e754d.json",
+        ]
+        pytester.makepyfile(test_marked=_TEST_MARKED.format(upstream=live.url, replaying=True, port=port))
+        result = pytester.runpytest_subprocess("--timetracer-mode=none")  # the upstream is still up: only the guard stops it
+        assert len(live.requests) == 2  # the two recorded calls, none in replay
+    result.assert_outcomes(passed=3, errors=1)  # the swallowed refusal fails it at teardown
+    result.stdout.fnmatch_lines(
+        [
+            "*timetracer replay of cassettes/test_marked/test_a_connection_*.json failed:",
+            f"  refused connection: 127.0.0.1:{port}",
+            "*tests: 3 replayed, 0 recorded*",
+        ]
+    )

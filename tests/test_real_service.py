@@ -14,30 +14,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import httpx
-import psycopg
 import pytest
-import redis
 from _real_service_session import HEALTH_PATH, STEPS, Exchange, run_session
 from _replay import _SET_BY_SERVER, FreshServer, serving_process
+from _services import REDIS, closed_port, postgres_schema, redis_namespace
 from conftest import running_upstream
 
 from timetracer_otel.cassette.reader import cassette_files
 
 APPS_DIR = Path(__file__).parent / "apps"
 BIN = Path(sys.executable).parent
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-REDIS = "redis://127.0.0.1:{port}/3"
 _UVICORN = ["--app-dir", str(APPS_DIR), "--log-level", "warning"]
 # How the service is started: with its own auto_setup line, or with no timetracer code under the distro.
 LAUNCHERS = {
@@ -49,41 +43,6 @@ _STARTUP_SECONDS = 30
 # The second replay server runs two hours ahead (Debian's libfaketime): hour-window keys, token
 # expiry and timestamps must still be the recorded ones. Monotonic clocks stay real (timeouts).
 _LATER = ["faketime", "-f", "+2h"]
-
-
-# --------------------------------------------------------------------------- backends
-def closed_port() -> int:
-    """A loopback port nothing listens on: a connection attempt there is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards (other tests share the database)."""
-    schema = f"real_service_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-@contextlib.contextmanager
-def redis_namespace() -> Iterator[str]:
-    """A key prefix of the service's own in the shared Redis; its keys are deleted afterwards."""
-    prefix = f"real-service-{uuid.uuid4().hex[:12]}:"
-    client = redis.Redis.from_url(REDIS.format(port=6379))
-    try:
-        yield prefix
-    finally:
-        stale = list(client.scan_iter(match=f"{prefix}*"))
-        if stale:
-            client.delete(*stale)
-        client.close()
 
 
 def service_env(launcher: str, mode: str, cassettes: Path, database_url: str, redis_url: str, rates_url: str, prefix: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ stale cassettes (``--timetracer-prune`` removes them).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import uuid
 from collections import Counter
@@ -71,6 +72,7 @@ class _Run:
         if self.mode is None:
             raise pytest.UsageError(f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}")
         directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
+        self.rootpath = config.rootpath.resolve()
         self.directory = directory if directory.is_absolute() else config.rootpath / directory
         self.autouse: bool = config.getini("timetracer_autouse")
         # One id for the whole run, shared by pytest-xdist's workers.
@@ -102,6 +104,7 @@ class _Run:
 _RUN = pytest.StashKey[_Run]()
 _TEST_BLOCK = pytest.StashKey[Optional[CassetteBlock]]()
 _CALL_FAILED = pytest.StashKey[bool]()
+_MISSING = pytest.StashKey[Path]()
 
 
 def _shown(path: Path) -> str:
@@ -115,6 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{_MARKER}(strict=False, live=()): give this test a cassette of its own (see timetracer's pytest docs)"
     )
     config.stash[_RUN] = _Run(config)
+    config.pluginmanager.register(_MissingCassettes(), "timetracer-missing-cassettes")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -164,18 +168,30 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     if run.opted_in(item):
         path = cassette_of_test(run.directory, item.nodeid)
         action = run.action(path)
-        if action is None:
+        if action is None:  # failed inside every wrapper (_MissingCassettes), so theirs set up and tear down
             run.report.missing(str(path))
-            pytest.fail(
-                f"timetracer: no cassette for this test at {_shown(path)} and --timetracer-mode={run.mode} only replays: "
-                "record it with pytest --timetracer-mode=once",
-                pytrace=False,
-            )
+            item.stash[_MISSING] = path
+            return (yield)
         options = _marker_options(item)
         block = CassetteBlock(path, item.nodeid, action, live=tuple(options.get("live", ())), guard=run.guard)
         block.activate()
         item.stash[_TEST_BLOCK] = block
     return (yield)
+
+
+class _MissingCassettes:
+    """Fails the set-up of a test whose cassette is missing in a replay-only run."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        path = item.stash.get(_MISSING, None)
+        if path is not None:
+            mode = item.config.stash[_RUN].mode
+            pytest.fail(
+                f"timetracer: no cassette for this test at {_shown(path)} and --timetracer-mode={mode} only replays: "
+                "record it with pytest --timetracer-mode=once",
+                pytrace=False,
+            )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -217,7 +233,7 @@ def _fail_unless_faithful(outcome: BlockOutcome, strict: bool) -> None:
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
     run = request.config.stash[_RUN]
     item = getattr(request, "_pyfuncitem", None)
-    if fixturedef.scope == "function" or item is None or not run.opted_in(item):
+    if fixturedef.scope == "function" or item is None or not run.opted_in(item) or not _project_fixture(fixturedef, run):
         return (yield)
     path = cassette_of_fixture(run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None))
     run.fixture_paths[path] += 1
@@ -235,6 +251,15 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
         block.deactivate()
     fixturedef.addfinalizer(block.activate)  # runs first at teardown: the fixture's own teardown comes next
     return result
+
+
+def _project_fixture(fixturedef: pytest.FixtureDef[Any], run: _Run) -> bool:
+    """A fixture of the project's own (a conftest or test module), not of an installed pytest plugin."""
+    try:
+        path = Path(inspect.getfile(fixturedef.func)).resolve()
+    except (TypeError, OSError):
+        return False
+    return path.is_relative_to(run.rootpath) and not {"site-packages", "dist-packages"} & set(path.parts)
 
 
 def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:

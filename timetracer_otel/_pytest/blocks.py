@@ -31,7 +31,7 @@ class BlockOutcome:
 
     path: str
     action: str  # RECORD or REPLAY
-    written: bool = True  # RECORD: the cassette was written (an empty fixture cassette is not)
+    kept: bool = True  # a cassette file was written or read (an empty fixture's is not written, so not read)
     answered: int = 0
     unused: list[str] = field(default_factory=list)  # labels of recorded calls never made
     unmatched: list[str] = field(default_factory=list)  # first lines of the mismatch errors
@@ -109,9 +109,10 @@ class CassetteBlock:
         """Write the recorded cassette, or account for the replayed one."""
         outcome = BlockOutcome(str(self.path), self.action)
         if self._recording is not None:
-            outcome.written = self._recording.finish(error)
+            outcome.kept = self._recording.finish(error)
             return outcome
         assert self._replay is not None
+        outcome.kept = self.path.exists()
         session = self._replay.session
         outcome.answered = len(session.answered)
         outcome.unused = [call.view.label for call in session.unused()]

@@ -31,11 +31,11 @@ class RunReport:
     scopes: set[str] = field(default_factory=set)  # directories whose tests were all collected
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
-        (self.tests if is_test else self.fixtures)[outcome.action] += 1
+        if outcome.kept:
+            (self.tests if is_test else self.fixtures)[outcome.action] += 1
+            self.used.add(outcome.path)
         self.answered += outcome.answered
         self.unused += len(outcome.unused)
-        if outcome.action == REPLAY or outcome.written:
-            self.used.add(outcome.path)
 
     def missing(self, path: str) -> None:
         self.tests["missing"] += 1

@@ -1,0 +1,58 @@
+"""The machine's PostgreSQL and Redis, shared by every test: a schema or a key prefix per use, and a port nothing answers on."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import uuid
+from typing import Iterator
+
+import psycopg
+import redis
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:{port}/3"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a connection attempt there is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def postgres_schemas(*suffixes: str) -> Iterator[str]:
+    """A fresh schema name; a schema of that name plus each suffix exists in the block and is dropped after it."""
+    base = f"real_service_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        for suffix in suffixes:
+            conn.execute(f"CREATE SCHEMA {base}{suffix}")
+    try:
+        yield base
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            for suffix in suffixes:
+                conn.execute(f"DROP SCHEMA {base}{suffix} CASCADE")
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards (other tests share the database)."""
+    with postgres_schemas("") as schema:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+
+
+@contextlib.contextmanager
+def redis_namespace() -> Iterator[str]:
+    """A key prefix of its own in the shared Redis; its keys are deleted afterwards."""
+    prefix = f"real-service-{uuid.uuid4().hex[:12]}:"
+    client = redis.Redis.from_url(REDIS.format(port=6379))
+    try:
+        yield prefix
+    finally:
+        stale = list(client.scan_iter(match=f"{prefix}*"))
+        if stale:
+            client.delete(*stale)
+        client.close()
