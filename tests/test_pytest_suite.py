@@ -1,4 +1,4 @@
-"""Acceptance: a service's own test suite (tests/apps/real_service_tests, 52 tests of
+"""Acceptance: a service's own test suite (tests/apps/real_service_tests, 53 tests of
 tests/apps/real_service) taken offline with the pytest plugin, as a user would.
 
 The suite is copied with the service into a scratch project whose ``pytest.ini`` only adds
@@ -25,7 +25,7 @@ from _services import POSTGRES, REDIS, closed_port, postgres_schemas, redis_name
 from conftest import running_upstream
 
 APPS_DIR = Path(__file__).parent / "apps"
-TESTS = 52
+TESTS = 53
 _RUN_SECONDS = 300
 _INI = "[pytest]\ntimetracer_autouse = true\nasyncio_default_fixture_loop_scope = function\n"
 
@@ -72,7 +72,7 @@ def project(directory: Path, schema: str, redis_port: int, postgres_port: int, p
         "REDIS_URL": REDIS.format(port=redis_port),
         "CACHE_PREFIX": prefix,
         "RATES_API_URL": rates_url,
-        "SECRET_KEY": "a-secret-only-this-suite-knows",
+        "SECRET_KEY": "a-secret-only-this-suite-knows-and-no-one-else",
     }
     return Project(directory, env)
 
@@ -108,7 +108,7 @@ def test_the_suite_replays_offline_twice_and_with_two_workers(recorded: Recorded
 
     first = suite.pytest("--timetracer-mode=none")
     _assert_all_passed(first)
-    assert "tests: 52 replayed, 0 recorded" in first.stdout
+    assert "tests: 53 replayed, 0 recorded" in first.stdout
     assert "recorded but not made" in first.stdout and ", 0 recorded but not made" in first.stdout
     assert "stale: 1 cassettes no test owns any more (remove them with --timetracer-prune):" in first.stdout
     assert "cassettes/test_items/test_that_was_removed.json" in first.stdout

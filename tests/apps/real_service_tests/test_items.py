@@ -1,6 +1,8 @@
 import uuid
 from decimal import Decimal
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from real_service import cache
@@ -108,3 +110,12 @@ def test_price_quote_from_the_rates_api(client: TestClient, normal_user_token_he
     quote = client.get(f"{ITEMS}{item['id']}/price", headers=normal_user_token_headers, params={"currency": "JPY"}).json()
     assert quote["item_id"] == item["id"] and quote["currency"] == "JPY"
     assert "symbols=JPY" in quote["rates"]["query"]
+
+
+@pytest.mark.asyncio
+async def test_read_items_through_the_asgi_transport(client: TestClient, normal_user_token_headers: dict[str, str]) -> None:
+    item = _create(client, normal_user_token_headers)
+    transport = httpx.ASGITransport(app=client.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as asgi_client:
+        response = await asgi_client.get(f"{ITEMS}{item['id']}", headers=normal_user_token_headers)
+    assert response.json() == item
