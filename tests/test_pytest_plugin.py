@@ -99,7 +99,8 @@ def test_a_call_carrying_a_new_uuid_and_the_time_replays(timetracer_record):
 '''
 
 
-def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pytest.Pytester) -> None:
+def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # the default mode: once (record what is missing)
     with running_upstream() as live:
         pytester.makepyfile(app=_APP.format(upstream=live.url), test_app=_TEST_APP, test_record=_TEST_RECORD.format(upstream=live.url))
         pytester.runpytest_subprocess("--timetracer-mode=record", "test_app.py").assert_outcomes(passed=2)
@@ -122,6 +123,12 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
             "FAILED test_strict.py::test_strict_fails_on_an_unused_call - *",
         ]
     )
+
+    (pytester.path / "cassettes" / "echo.json").unlink()
+    monkeypatch.setenv("CI", "true")  # where CI is set, the default mode only replays
+    in_ci = pytester.runpytest_subprocess("test_record.py")
+    in_ci.assert_outcomes(passed=1, failed=1)
+    in_ci.stdout.fnmatch_lines(["*no cassette at *echo.json and --timetracer-mode=none only replays: record it with pytest --timetracer-mode=once*"])
 
     live_run = pytester.runpytest_subprocess("--timetracer-mode=off", "test_app.py")
     live_run.assert_outcomes(failed=2)  # without replay the same tests cannot pass
