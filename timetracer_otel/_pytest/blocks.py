@@ -99,6 +99,11 @@ class CassetteBlock:
         self._recording = BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
         self._replay = _Replay(path, live, guard) if action == REPLAY else None
 
+    @property
+    def state(self) -> object:
+        """The replay session (replaying) or the recording (recording): what ``with timetracer_replay(...) as x`` gives."""
+        return self._replay.session if self._replay is not None else self._recording.recording  # type: ignore[union-attr]
+
     def activate(self) -> None:
         (self._recording or self._replay).activate()  # type: ignore[union-attr]
 

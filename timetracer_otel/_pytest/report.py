@@ -25,6 +25,7 @@ class RunReport:
     tests: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, "missing": 0})
     fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0})
     answered: int = 0
+    unmatched: int = 0
     unused: int = 0
     used: set[str] = field(default_factory=set)  # cassettes read or written by this run
     owned: set[str] = field(default_factory=set)  # cassettes of every collected test, run or deselected
@@ -35,6 +36,7 @@ class RunReport:
             (self.tests if is_test else self.fixtures)[outcome.action] += 1
             self.used.add(outcome.path)
         self.answered += outcome.answered
+        self.unmatched += len(outcome.unmatched)
         self.unused += len(outcome.unused)
 
     def missing(self, path: str) -> None:
@@ -46,6 +48,7 @@ class RunReport:
             "tests": self.tests,
             "fixtures": self.fixtures,
             "answered": self.answered,
+            "unmatched": self.unmatched,
             "unused": self.unused,
             "used": sorted(self.used),
             "owned": sorted(self.owned),
@@ -57,6 +60,7 @@ class RunReport:
             for key, count in theirs.items():
                 mine[key] = mine.get(key, 0) + count
         self.answered += data["answered"]
+        self.unmatched += data["unmatched"]
         self.unused += data["unused"]
         self.used.update(data["used"])
         self.owned.update(data["owned"])
@@ -74,14 +78,13 @@ class RunReport:
 
     def lines(self) -> list[str]:
         tests, fixtures = self.tests, self.fixtures
-        lines = [
+        return [
             f"mode {self.mode}, cassettes in {self.directory}",
             f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
-            f"calls: {self.answered} answered from cassettes, {self.unused} recorded but not made",
+            f"calls: {self.answered} answered from cassettes, {self.unmatched} not answered, {self.unused} recorded but not made",
         ]
-        return lines
 
 
 def _cassettes_in(root: Path) -> Iterable[Path]:
