@@ -77,10 +77,7 @@ class _Run:
         self.autouse: bool = config.getini("timetracer_autouse")
         # One id for the whole run, shared by pytest-xdist's workers.
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
-        self.guard: Optional[NetworkGuard] = None
-        if self.mode != "off":
-            self.guard = NetworkGuard(config.getini("timetracer_allowed_hosts"))
-            self.guard.install()
+        self.guard = NetworkGuard(config.getini("timetracer_allowed_hosts"))
         self.report = RunReport(self.mode, _shown(self.directory))
         self.fixture_blocks: dict[Any, CassetteBlock] = {}  # by the fixturedef whose scope instance it records
         self.fixture_paths: Counter[Path] = Counter()
@@ -97,8 +94,7 @@ class _Run:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
 
     def close(self) -> None:
-        if self.guard is not None:
-            self.guard.uninstall()
+        self.guard.uninstall()
 
 
 _RUN = pytest.StashKey[_Run]()

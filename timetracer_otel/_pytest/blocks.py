@@ -65,6 +65,7 @@ class _Replay:
 
         previous = None
         if self._guard is not None:
+            self._guard.install()
             previous, self._guard.reason = self._guard.reason, self._label
         self._tokens.append((activate(self.session), activate_draws(self.draws), previous))
 

@@ -39,6 +39,9 @@ class NetworkGuard:
         self._originals: dict[str, Callable[..., Any]] = {}
 
     def install(self) -> None:
+        """Wrap ``socket.socket.connect`` (once; the first replay does it, so a run that never replays is untouched)."""
+        if self._originals:
+            return
         for name in ("connect", "connect_ex"):
             original = getattr(socket.socket, name)
             self._originals[name] = original
