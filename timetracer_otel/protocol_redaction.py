@@ -6,9 +6,10 @@ way before matching it, so a recorded ``[REDACTED]`` meets a live one. Each hidd
 value is a whole typed value (``{"$type": "bytes", ...}`` included): sealed with
 ``Sealer.seal_json``, it opens back to the same typed value.
 
-* SQL: named parameters (``%(password)s``, ``:password``) by name; positional ones by
-  the column list of a simple ``INSERT ... (cols) VALUES (?, ...)`` or
-  ``UPDATE ... SET col = ?, ...`` (else kept); result columns by their name.
+* SQL: parameters named like a secret (``%(password)s``, ``:password``), and parameters and
+  string literals that meet a secret column in the statement (``INSERT`` column lists,
+  ``SET col = ?``, ``WHERE col = ?``, ``col IN (...)``, see :mod:`._sql_columns`); result
+  columns by their name.
 * Redis: hash fields (``HSET``/``HMSET``/``HSETNX`` arguments, ``HGET``/``HMGET``/``HGETALL`` replies).
 * Mongo: document fields at any depth, in commands and replies.
 """
@@ -17,18 +18,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any, Callable, Optional
 
+from ._sql_columns import Ref, columns_of
 from .secret_names import SecretNames
 
 __all__ = ["Hide", "redact_call", "redact_request", "secret_texts"]
 
 Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
 _TYPE = "$type"
-_PLACEHOLDER = re.compile(r"^(?:%s|\?|\$\d+|:\d+)$")
-_INSERT = re.compile(r"^\s*insert\s+into\s+[^\s(]+\s*\(([^()]*)\)\s*values\s*\(([^()]*)\)", re.IGNORECASE | re.DOTALL)
-_UPDATE = re.compile(r"^\s*update\s+\S+\s+set\s+(.*?)(?:\s+where\s|\s+returning\s|$)", re.IGNORECASE | re.DOTALL)
 _HASH_WRITES = frozenset({"HSET", "HMSET", "HSETNX"})
 
 
@@ -60,58 +58,47 @@ def _hide_at(items: list[Any], positions: list[int], hide: Hide) -> None:
 
 
 # --------------------------------------------------------------------------- SQL
-def _column(name: str) -> str:
-    return name.strip().strip('"`[]').rsplit(".", 1)[-1]
-
-
-def _positional_columns(statement: str) -> Optional[list[str]]:
-    """The column each positional parameter goes to, in order, for a simple INSERT or UPDATE; else None."""
-    insert = _INSERT.match(statement)
-    if insert is not None:
-        columns, values = insert.group(1).split(","), [v.strip() for v in insert.group(2).split(",")]
-        if len(columns) == len(values) and all(_PLACEHOLDER.match(v) for v in values):
-            return [_column(c) for c in columns]
-        return None
-    update = _UPDATE.match(statement)
-    if update is None:
-        return None
-    columns = []
-    for assignment in update.group(1).split(","):
-        column, equals, value = assignment.partition("=")
-        if not equals or not _PLACEHOLDER.match(value.strip()):
-            return None  # an expression: its parameters cannot be told apart simply
-        columns.append(_column(column))
-    return columns
-
-
-def _sql_parameters(parameters: Any, statement: str, names: SecretNames, hide: Hide) -> None:
+def _sql_parameters(parameters: Any, secret: set[Ref], names: SecretNames, hide: Hide) -> None:
+    """Hide, in place, the parameters named like a secret or meeting a secret column (``secret``)."""
     if isinstance(parameters, dict) and _TYPE not in parameters:
         for name in parameters:
-            if names.field(name):
+            if name in secret or names.field(name):
                 parameters[name] = hide(parameters[name])
         return
     items = _items(parameters)
-    if items is None:
-        return
-    columns = _positional_columns(statement)
-    if columns is not None and len(columns) <= len(items):
-        _hide_at(items, [i for i, column in enumerate(columns) if names.field(column)], hide)
+    if items is not None:
+        _hide_at(items, [ref for ref in secret if isinstance(ref, int)], hide)
+
+
+def _statement(statement: str, literals: list[tuple[int, int]], hide: Hide) -> str:
+    """``statement`` with the content of each secret string literal hidden in place."""
+    for start, end in reversed(literals):
+        statement = statement[:start] + str(hide(statement[start:end])) + statement[end:]
+    return statement
 
 
 def _sql(request: dict[str, Any], response: Optional[dict[str, Any]], names: SecretNames, hide: Hide) -> None:
-    statement = str(request.get("statement") or "")
+    statement = request.get("statement")
+    if isinstance(statement, str):
+        columns = columns_of(statement)
+        secret = {ref for ref, met in columns.parameters.items() if any(map(names.field, met))}
+        literals = [(start, end) for start, end, met in columns.literals if any(map(names.field, met))]
+        if literals:
+            request["statement"] = _statement(statement, literals, hide)
+    else:
+        secret = set()
     parameters = request.get("parameters")
     if request.get("operation") == "executemany":
         for each in _items(parameters) or ():
-            _sql_parameters(each, statement, names, hide)
+            _sql_parameters(each, secret, names, hide)
     else:
-        _sql_parameters(parameters, statement, names, hide)
+        _sql_parameters(parameters, secret, names, hide)
     description = (response or {}).get("description")
     if not isinstance(description, list):
         return
-    secret = [i for i, column in enumerate(description) if isinstance(column, list) and column and names.field(str(column[0]))]
-    for row in (response or {}).get("rows") or () if secret else ():
-        _hide_at(_items(row) or [], secret, hide)
+    secret_columns = [i for i, column in enumerate(description) if isinstance(column, list) and column and names.field(str(column[0]))]
+    for row in (response or {}).get("rows") or () if secret_columns else ():
+        _hide_at(_items(row) or [], secret_columns, hide)
 
 
 # --------------------------------------------------------------------------- Redis
