@@ -10,7 +10,9 @@ value is a whole typed value (``{"$type": "bytes", ...}`` included): sealed with
   string literals that meet a secret column in the statement (``INSERT`` column lists,
   ``SET col = ?``, ``WHERE col = ?``, ``col IN (...)``, see :mod:`._sql_columns`); result
   columns by their name.
-* Redis: hash fields (``HSET``/``HMSET``/``HSETNX`` arguments, ``HGET``/``HMGET``/``HGETALL`` replies).
+* Redis: passwords (``AUTH``, ``HELLO ... AUTH``, ``MIGRATE ... AUTH``, ``CONFIG SET requirepass``
+  and the other secret settings, also in ``CONFIG GET`` replies, ``ACL SETUSER`` rules) and hash
+  fields (``HSET``/``HMSET``/``HSETNX`` arguments, ``HGET``/``HMGET``/``HGETALL`` replies).
 * Mongo: document fields at any depth, in commands and replies.
 """
 
@@ -28,6 +30,8 @@ __all__ = ["Hide", "redact_call", "redact_request", "secret_texts"]
 Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
 _TYPE = "$type"
 _HASH_WRITES = frozenset({"HSET", "HMSET", "HSETNX"})
+_PASSWORD_COMMANDS = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG", "SENTINEL", "ACL"})
+_SECRET_SETTINGS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"})
 
 
 def _text(value: Any) -> Optional[str]:
@@ -106,11 +110,68 @@ def _command(entry: dict[str, Any]) -> str:
     return " ".join((_text(entry.get("command")) or "").split()).upper()
 
 
+def _option_secrets(words: list[str], start: int, options: dict[str, tuple[int, int]], stop: str = "") -> list[int]:
+    """Positions of secrets among options from ``start`` on, up to the word ``stop``.
+
+    ``options`` maps an option word to (position of its secret after it, or 0 for none;
+    how many values follow it).
+    """
+    found, index = [], start
+    while index < len(words) and words[index] != stop:
+        secret, width = options.get(words[index], (0, 0))
+        if secret:
+            found.append(index + secret)
+        index += 1 + width
+    return found
+
+
+def _password_positions(words: list[str]) -> list[int]:
+    """Positions in ``words`` (the command's words, upper-cased) that hold a password."""
+    name, sub = (words + ["", ""])[:2]
+    if name == "AUTH":  # AUTH [username] password
+        return [len(words) - 1] if len(words) > 1 else []
+    if name == "HELLO":  # HELLO protover [AUTH username password] [SETNAME name]
+        return _option_secrets(words, 2, {"AUTH": (2, 2), "SETNAME": (0, 1)})
+    if name == "MIGRATE":  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
+        return _option_secrets(words, 6, {"AUTH": (1, 1), "AUTH2": (2, 2)}, stop="KEYS")
+    if (name, sub) == ("CONFIG", "SET"):  # CONFIG SET name value [name value ...]
+        return [i + 1 for i in range(2, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
+    if (name, sub) == ("SENTINEL", "SET"):  # SENTINEL SET master name value [name value ...]
+        return [i + 1 for i in range(3, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
+    if (name, sub) == ("ACL", "SETUSER"):  # >pw, <pw, #hash, !hash add or remove a password
+        return [i for i in range(3, len(words)) if words[i][:1] in (">", "<", "#", "!")]
+    return []
+
+
+def _passwords(name: str, args: list[Any], hide: Hide) -> None:
+    """Hide, in place, the password arguments of AUTH, HELLO ... AUTH, MIGRATE ... AUTH/AUTH2,
+    CONFIG SET requirepass/masterauth/..., SENTINEL SET ... auth-pass and ACL SETUSER rules."""
+    head = name.split()
+    if not head or head[0] not in _PASSWORD_COMMANDS:
+        return
+    words = head + [(_text(arg) or "").upper() for arg in args]
+    _hide_at(args, [position - len(head) for position in _password_positions(words) if position >= len(head)], hide)
+
+
+def _secret_settings(reply: Any, hide: Hide) -> None:
+    """``CONFIG GET`` answers the password too: hide, in place, the secret settings of its reply."""
+    pairs = reply["items"] if isinstance(reply, dict) and reply.get(_TYPE) == "dict" else None
+    if pairs is not None:
+        for pair in pairs:
+            if (_text(pair[0]) or "").lower() in _SECRET_SETTINGS:
+                pair[1] = hide(pair[1])
+    elif isinstance(reply, dict) and _TYPE not in reply:
+        for name in reply:
+            if name.lower() in _SECRET_SETTINGS:
+                reply[name] = hide(reply[name])
+
+
 def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: Hide) -> Any:
-    """Hide the secret hash fields of one command in place; returns its reply with them hidden."""
+    """Hide the passwords and secret hash fields of one command in place; returns its reply with them hidden."""
     name, args = _command(entry), entry.get("args")
     if not isinstance(args, list):
         return reply
+    _passwords(name, args, hide)
     if name in _HASH_WRITES:
         _hide_at(args, [i + 1 for i in range(1, len(args) - 1, 2) if names.field(_text(args[i]) or "")], hide)
     elif name == "HGET" and len(args) == 2 and names.field(_text(args[1]) or "") and reply is not None:
@@ -119,6 +180,8 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: Hi
         _hide_at(reply, [i - 1 for i in range(1, len(args)) if names.field(_text(args[i]) or "")], hide)
     elif name == "HGETALL":
         _mongo(reply, names, hide)  # a hash reply is a field -> value mapping, like a document
+    elif name == "CONFIG GET":
+        _secret_settings(reply, hide)
     return reply
 
 
