@@ -18,7 +18,10 @@ import redis.asyncio
 from _replay import new_reports
 from apps.redis_app import FLAVOURS, create_app
 from conftest import load_cassettes
+from otlp_receiver import running_receiver
 
+import timetracer_otel
+from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
@@ -191,7 +194,16 @@ def test_replayed_commands_still_make_opentelemetry_client_spans(
 def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_them(
     serve: Callable[..., Any], cassette_dir: Path, prefix: str
 ) -> None:
-    (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
+    with running_receiver() as receiver:
+        processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url))
+        try:
+            (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
+            assert timetracer_otel.flush(30) and processor.force_flush()
+        finally:
+            processor.shutdown()
+    # The collector got the failing pipeline's span, its error message without the password.
+    assert any(b"of pipeline caused error" in body for body in receiver.bodies)
+    assert not [body for body in receiver.bodies if b"s3cret" in body]
     (document,) = load_cassettes(cassette_dir)
     # Neither the calls nor the spans hold a password; the span of the failing pipeline
     # recorded the error message quoting it (its exception event and status), hidden there too.

@@ -13,7 +13,7 @@ import base64
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
@@ -377,10 +377,9 @@ class Redactor:
         return redact_request(protocol, request, self.names, self._hidden_value)
 
     # -- the whole document -------------------------------------------------------
-    def document(self, doc: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
-        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`);
-        ``secrets``: values capture took out of the document's calls."""
-        found = collect(self, doc, secrets)  # before redaction by name takes them out
+    def document(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`)."""
+        found = collect(self, doc)  # before redaction by name takes them out
         self.message(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))
