@@ -29,7 +29,7 @@ from timetracer_otel.secret_values import ValueScrubber, collect
 from .builder import build_document
 from .frozen import freeze
 
-__all__ = ["PAYLOAD_PREFIX", "RedactingSpanExporter", "redacting_processor", "otlp_span_processor"]
+__all__ = ["PAYLOAD_PREFIX", "RedactingSpanExporter", "redacting_processor", "otlp_span_processor", "secret_values"]
 
 PAYLOAD_PREFIX = "timetracer."
 _HOLD_SECONDS = 60.0  # a request running longer has its spans sent with the values known so far
@@ -46,7 +46,7 @@ class _Trace:
         self.roots_seen: set[int] = set()
 
 
-def _secret_values(recording: TraceRecording, redactor: Redactor) -> frozenset[str]:
+def secret_values(recording: TraceRecording, redactor: Redactor) -> frozenset[str]:
     """What redaction takes out of ``recording``'s cassette, wherever it stands (see :func:`collect`)."""
     return collect(redactor, build_document(freeze(recording), recording.config.max_body_bytes))
 
@@ -130,7 +130,7 @@ class RedactingSpanExporter(SpanExporter):
             counters.add("otlp.dropped_unknown", len(held.spans))
             errors.error("otlp_unknown", "too many requests pending export; spans whose secrets are unknown are dropped")
             return []
-        values = frozenset().union(*(_secret_values(r, self._redactor) for r in recordings))
+        values = frozenset().union(*(secret_values(r, self._redactor) for r in recordings))
         self._values[trace_id] = values
         while len(self._values) > _REMEMBERED_TRACES:
             self._values.popitem(last=False)

@@ -137,7 +137,7 @@ def _replay(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette: P
 def test_replay_with_the_key_answers_the_real_values(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path) -> None:
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     answered, report = _replay(serve, deps, secrets, cassette)
-    assert answered == ALL_TRUE and report.response_matches
+    assert answered == ALL_TRUE and report.response_matches and report.notes == []
 
 
 def test_replay_without_the_key_matches_every_call(
@@ -146,6 +146,7 @@ def test_replay_without_the_key_matches_every_call(
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-key"))
     answered, report = _replay(serve, deps, secrets, cassette)
+    assert [note for note in report.notes if note.startswith("unverifiable without the key")]  # the report says why it differs
     # every call matched; what the upstream and the stores gave back reads as [REDACTED]
     assert answered == {"inbound": True, "outbound": False, "sql": False, "redis": False, "mongo": False, "errors": False}
 
