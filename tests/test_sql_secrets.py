@@ -71,3 +71,22 @@ def test_a_live_statement_is_hidden_as_the_recorded_one_was() -> None:
     live = decode_value(Redactor().protocol_request("sql", encode_value(request)))
     assert live == _hidden(statement, parameters)
     assert live["parameters"] == ("a", R, "b", R) and "lit-pass-1" not in live["statement"]
+
+
+def test_a_value_an_sql_error_quotes_under_a_secret_column_is_hidden_everywhere() -> None:
+    """PostgreSQL's DETAIL names the column: the value is hidden there, in the span's status, and
+    wherever else the cassette quotes it."""
+    message = 'duplicate key value violates unique constraint "u_api_key_key"\nDETAIL:  Key (api_key)=(k-1234567890) already exists.'
+    pair = "Key (org, api_key)=(acme, k-1234567890)"
+    doc = {
+        "calls": [
+            {"protocol": "sql", "request": {"operation": "execute", "statement": "UPDATE u SET api_key = other", "parameters": []},
+             "response": None, "error": {"type": "psycopg.errors.UniqueViolation", "message": message}},
+            {"protocol": "redis", "request": {"command": "GET", "args": ["cache:k-1234567890"]}, "response": {"reply": None}},
+        ],
+        "spans": [{"span_id": "00000000000000aa", "status": {"code": "ERROR", "description": pair}, "attributes": {}, "events": []}],
+    }  # fmt: skip
+    Redactor().document(doc)
+    assert "k-1234567890" not in json.dumps(doc)
+    assert doc["calls"][0]["error"]["message"].endswith(f"Key (api_key)=({R}) already exists.")
+    assert doc["spans"][0]["status"]["description"] == f"Key (org, api_key)=(acme, {R})"

@@ -113,7 +113,7 @@ def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()
         if isinstance(draw, dict) and draw.get("source") == "secrets" and isinstance(draw.get("value"), str):
             found.add(draw["value"])
     for text in _free_texts(doc):
-        found |= shaped_secrets(text)
+        found |= shaped_secrets(text) | redactor.text_secrets(text)
     return usable(found)
 
 
