@@ -5,7 +5,9 @@
 One request is built the way the ASGI layer records it (a server span, a SQL span per
 secret pair, their payloads) and frozen once; then, per cassette, the writer's work is
 timed: building the document, redacting and sealing it (by name, then by value), and
-serialising it. Half of the sealed values are secret headers of the inbound request
+serialising it. Also timed: what the OTLP exporter does per recorded request, in its own
+thread of the application's process, to find the values its spans must not carry (freezing
+the recording, building its document, collecting the values). Half of the sealed values are secret headers of the inbound request
 (found by name), the other half the same tokens as SQL parameters (found by value). A key
 is made for the run, so every secret is sealed (AES-256-GCM), as when recording with one.
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import statistics
 import tempfile
 import time
+from typing import Any, Callable
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -29,11 +33,13 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
 from timetracer_otel.exporters.files import prepare_document, serialise
 from timetracer_otel.exporters.frozen import FrozenRecording, freeze
+from timetracer_otel.exporters.otlp import secret_values
+from timetracer_otel.redaction import redactor_for
 
 _TOKEN = "tok-{:04d}-4f1c9a2be07d"
 
 
-def _frozen(pairs: int, config: TraceConfig) -> FrozenRecording:
+def _recording(pairs: int, config: TraceConfig) -> TraceRecording:
     """A request with ``pairs`` secret headers, each token also looked up by one SQL call."""
     finished = InMemorySpanExporter()
     provider = TracerProvider()
@@ -55,16 +61,23 @@ def _frozen(pairs: int, config: TraceConfig) -> FrozenRecording:
         recording.status, recording.response_headers = 200, [("content-type", "application/json")]
     for span in finished.get_finished_spans():
         recording.add_span(span)
-    return freeze(recording)
+    return recording
 
 
-def _per_cassette_ms(work, cassettes: int) -> float:
+def _per_cassette_ms(work: Callable[[Any], Any], inputs: list[Any]) -> float:
+    """The median time of ``work`` on each of ``inputs`` (redaction changes the document it is given in place)."""
     times = []
-    for _ in range(cassettes):
+    for item in inputs:
         start = time.perf_counter()
-        work()
+        work(item)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+def _copies(frozen: FrozenRecording, count: int) -> list[FrozenRecording]:
+    """What the writer process gets for each cassette: the frozen recording, unpickled."""
+    data = pickle.dumps(frozen)
+    return [pickle.loads(data) for _ in range(count)]
 
 
 def main() -> None:
@@ -76,16 +89,20 @@ def main() -> None:
                          redact_headers=tuple(f"x-secret-{i}" for i in range(50)))  # fmt: skip
     key_for(config, create=True)  # made now: its announcement comes before the table
     print(f"median per cassette over {args.cassettes} cassettes (ms)")
-    print(f"{'sealed':>6}  {'build':>7}  {'redact+seal':>11}  {'serialise':>9}  {'total':>7}  {'bytes':>7}")
+    print(f"{'sealed':>6}  {'build':>7}  {'redact+seal':>11}  {'serialise':>9}  {'total':>7}  {'bytes':>7}  {'export scan':>11}")
+    redactor = redactor_for(config)
+    assert redactor is not None
     for sealed in (0, 10, 100):
-        frozen = _frozen(sealed // 2, config)
-        doc = prepare_document(frozen, config)
+        recording = _recording(sealed // 2, config)
+        frozen = freeze(recording)
+        doc = prepare_document(_copies(frozen, 1)[0], config)
         assert str(doc).count("[SEALED:") == sealed, "every secret sealed, once"
-        build = _per_cassette_ms(lambda: build_document(frozen, config.max_body_bytes), args.cassettes)
-        prepare = _per_cassette_ms(lambda: prepare_document(frozen, config), args.cassettes)
-        write = _per_cassette_ms(lambda: serialise(doc), args.cassettes)
+        build = _per_cassette_ms(lambda item: build_document(item, config.max_body_bytes), _copies(frozen, args.cassettes))
+        prepare = _per_cassette_ms(lambda item: prepare_document(item, config), _copies(frozen, args.cassettes))
+        write = _per_cassette_ms(serialise, [doc] * args.cassettes)
         size = len(serialise(doc))
-        print(f"{sealed:>6}  {build:>7.3f}  {prepare - build:>11.3f}  {write:>9.3f}  {prepare + write:>7.3f}  {size:>7}")
+        scan = _per_cassette_ms(lambda item: secret_values(item, redactor), [recording] * args.cassettes)
+        print(f"{sealed:>6}  {build:>7.3f}  {prepare - build:>11.3f}  {write:>9.3f}  {prepare + write:>7.3f}  {size:>7}  {scan:>11.3f}")
 
 
 if __name__ == "__main__":

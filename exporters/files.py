@@ -50,7 +50,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
             if request is not None:
                 request["fingerprint"] = fingerprint(redactor.secrets(request), key)
             redactor = redactor.sealing(Sealer(key))
-        redactor.document(doc, recording.secrets)
+        redactor.document(doc)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:

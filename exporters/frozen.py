@@ -12,7 +12,6 @@ from typing import Any, NamedTuple, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from timetracer_otel import _span_secrets
 from timetracer_otel._recording import Headers, HttpCall, TraceRecording
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.values import encode_value
@@ -84,7 +83,6 @@ class FrozenRecording(NamedTuple):
     error: Optional[dict[str, str]]
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
-    secrets: tuple[str, ...]  # values its spans may quote (see _span_secrets)
     draws: tuple[dict[str, Any], ...]  # the clock, UUID and random values drawn, as the cassette stores them
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
@@ -125,7 +123,6 @@ def _span(span: ReadableSpan) -> FrozenSpan:
 def freeze(recording: TraceRecording) -> FrozenRecording:
     """A copy of ``recording`` as it is now (its bodies are sealed: nothing changes them any more)."""
     calls, spans = recording.snapshot()
-    secrets = _span_secrets.secrets_of(recording.trace_id, *(s.context.span_id for s in spans))
     return FrozenRecording(
         recording.serial,
         recording.trace_id,
@@ -145,7 +142,6 @@ def freeze(recording: TraceRecording) -> FrozenRecording:
         recording.error,
         tuple(_call(c) for c in calls),
         tuple(_span(s) for s in spans),
-        secrets,
         tuple(recording.draws.encoded()) if recording.draws is not None else (),
         recording.scope,
         recording.dropped_calls,

@@ -24,6 +24,7 @@ __all__ = ["Opened", "open_for_replay"]
 class Opened(NamedTuple):
     answers: dict[str, Any]  # the real values where the key opened them, else as ``shown``
     shown: dict[str, Any]  # every secret as [REDACTED]
+    locked: bool = False  # it holds sealed secrets and this process has no key: the app gets [REDACTED]
 
     @property
     def unsealed(self) -> bool:
@@ -42,7 +43,7 @@ def open_for_replay(document: dict[str, Any], path: str, config: TraceConfig) ->
         return Opened(document, document)
     key = key_for(config)
     if key is None:
-        return Opened(shown, shown)
+        return Opened(shown, shown, locked=True)
     try:
         return Opened(unsealed(document, Sealer(key)), shown)
     except SealError as exc:

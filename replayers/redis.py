@@ -24,17 +24,18 @@ import redis.exceptions
 from timetracer_otel.capture import _patch
 from timetracer_otel.capture.redis import command_request, pipeline_request, raise_on_error, sends
 from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.redaction import Redactor
 
 from .http import recorded_exception_class
-from .redis_matching import UNWATCH_COMMANDS, command_name, live_view, request_view
+from .redis_matching import UNWATCH_COMMANDS, command_name, live_view
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
 
-def _session(request: Callable[[], tuple[dict[str, Any], list[Any]]]) -> Optional[ReplaySession]:
-    """The session answering this call, or None to let it through; ``request()`` names it in errors."""
-    return replay_session_for("redis", lambda: request_view(request()[0]).label)
+def _session(request: Callable[[], dict[str, Any]]) -> Optional[ReplaySession]:
+    """The session answering this call, or None to let it through; ``request()``, its passwords hidden, names it in errors."""
+    return replay_session_for("redis", lambda: live_view(request(), Redactor()).label)
 
 
 def _exception(error: dict[str, Any]) -> Exception:
@@ -57,8 +58,7 @@ def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]
 
 
 def _command_reply(session: ReplaySession, client: Any, args: tuple) -> Any:
-    request, _ = command_request(client, args, redact=session.redactor is not None)
-    return _recorded(session, request)["reply"]
+    return _recorded(session, command_request(client, args))["reply"]
 
 
 def _immediate_reply(session: ReplaySession, pipe: Any, args: tuple) -> Any:
@@ -73,8 +73,7 @@ def _immediate_reply(session: ReplaySession, pipe: Any, args: tuple) -> Any:
 
 
 def _pipeline_replies(session: ReplaySession, pipe: Any, args: tuple, kwargs: dict) -> list[Any]:
-    request, _ = pipeline_request(pipe, raise_on_error(args, kwargs), redact=session.redactor is not None)
-    response = _recorded(session, request)
+    response = _recorded(session, pipeline_request(pipe, raise_on_error(args, kwargs)))
     replies = response["replies"]
     for error in response.get("errors", ()):
         replies[error["index"]] = _exception(error)
@@ -83,7 +82,7 @@ def _pipeline_replies(session: ReplaySession, pipe: Any, args: tuple, kwargs: di
 
 def _sync(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., Any]:
     def replay(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        session = _session(lambda: command_request(instance, args, redact=True)) if args else None
+        session = _session(lambda: command_request(instance, args)) if args else None
         if session is None:
             return wrapped(*args, **kwargs)
         return answer(session, instance, args)
@@ -93,7 +92,7 @@ def _sync(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., A
 
 def _async(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., Any]:
     async def replay(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        session = _session(lambda: command_request(instance, args, redact=True)) if args else None
+        session = _session(lambda: command_request(instance, args)) if args else None
         if session is None:
             return await wrapped(*args, **kwargs)
         return answer(session, instance, args)
@@ -104,7 +103,7 @@ def _async(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., 
 def _pipeline_session(pipe: Any, args: tuple, kwargs: dict) -> Optional[ReplaySession]:
     if not sends(pipe):
         return None
-    return _session(lambda: pipeline_request(pipe, raise_on_error(args, kwargs), redact=True))
+    return _session(lambda: pipeline_request(pipe, raise_on_error(args, kwargs)))
 
 
 def _execute(wrapped: Callable[..., Any], pipe: Any, args: tuple, kwargs: dict) -> Any:

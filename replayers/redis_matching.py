@@ -16,15 +16,13 @@ from __future__ import annotations
 from typing import Any, Hashable, Optional, Sequence
 
 from timetracer_otel.cassette.values import decode_value, encode_value
-from timetracer_otel.redaction import REDACTED, Redactor
+from timetracer_otel.redaction import Redactor
 
 from .matching import CallView
 
 __all__ = [
     "command_name",
     "command_entry",
-    "redact_reply",
-    "scrub",
     "request_view",
     "live_view",
     "recorded_view",
@@ -34,7 +32,6 @@ __all__ = [
 
 # Pipeline commands after which a connection no longer watches keys (as redis-py's Pipeline).
 UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
-_SECRET_SETTINGS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"})
 _MAX_LABEL = 200
 # Commands that carry no data: what redis-py returns for their reply (after its response callbacks).
 # Not HELLO: it answers the server's identity and version, and redis-py's own handshake sends it
@@ -53,76 +50,10 @@ def command_name(command: Any) -> str:
     return " ".join(_text(command).split()).upper()
 
 
-def _option_secrets(words: list[str], start: int, options: dict[str, tuple[int, int]], stop: str = "") -> list[int]:
-    """Positions of secrets among options from ``start`` on, up to the word ``stop``.
-
-    ``options`` maps an option word to (position of its secret after it, or 0 for none;
-    how many values follow it).
-    """
-    found, index = [], start
-    while index < len(words) and words[index] != stop:
-        secret, width = options.get(words[index], (0, 0))
-        if secret:
-            found.append(index + secret)
-        index += 1 + width
-    return found
-
-
-def _secret_positions(words: list[str]) -> list[int]:
-    """Positions in ``words`` (the command's words, upper-cased) that hold a password."""
-    name, sub = (words + ["", ""])[:2]
-    if name == "AUTH":  # AUTH [username] password
-        return [len(words) - 1] if len(words) > 1 else []
-    if name == "HELLO":  # HELLO protover [AUTH username password] [SETNAME name]
-        return _option_secrets(words, 2, {"AUTH": (2, 2), "SETNAME": (0, 1)})
-    if name == "MIGRATE":  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
-        return _option_secrets(words, 6, {"AUTH": (1, 1), "AUTH2": (2, 2)}, stop="KEYS")
-    if (name, sub) == ("CONFIG", "SET"):  # CONFIG SET name value [name value ...]
-        return [i + 1 for i in range(2, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
-    if (name, sub) == ("SENTINEL", "SET"):  # SENTINEL SET master name value [name value ...]
-        return [i + 1 for i in range(3, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
-    if (name, sub) == ("ACL", "SETUSER"):  # >pw, <pw, #hash, !hash add or remove a password
-        return [i for i in range(3, len(words)) if words[i][:1] in (">", "<", "#", "!")]
-    return []
-
-
-def command_entry(args: Sequence[Any], redact: bool) -> tuple[dict[str, Any], list[Any]]:
-    """``{"command", "args"}`` for ``execute_command(*args)``, and the secret values taken out.
-
-    With ``redact``, the password arguments of AUTH, HELLO ... AUTH, MIGRATE ... AUTH/AUTH2,
-    CONFIG SET requirepass/masterauth/..., SENTINEL SET ... auth-pass and ACL SETUSER
-    rules become ``[REDACTED]``.
-    """
-    command, rest = args[0], list(args[1:])
-    secrets: list[Any] = []
-    if redact:
-        head = command_name(command).split()
-        words = head + [_text(arg).upper() for arg in rest]
-        for position in _secret_positions(words):
-            index = position - len(head)
-            if 0 <= index < len(rest):
-                secrets.append(rest[index])
-                rest[index] = REDACTED
-    return {"command": command, "args": rest}, secrets
-
-
-def redact_reply(command: Any, reply: Any) -> Any:
-    """The reply with secret settings hidden (``CONFIG GET requirepass`` answers the password)."""
-    if command_name(command) != "CONFIG GET" or not isinstance(reply, dict):
-        return reply
-    return {k: REDACTED if _text(k).lower() in _SECRET_SETTINGS else v for k, v in reply.items()}
-
-
-def secret_texts(secrets: Sequence[Any]) -> list[str]:
-    """The secret values as a message quotes them: bytes as UTF-8 text; empty ones left out."""
-    return [text for text in (_text(secret) or str(secret) for secret in secrets) if text]
-
-
-def scrub(message: str, secrets: Sequence[Any]) -> str:
-    """``message`` without the secret values (a pipeline error quotes its command)."""
-    for text in secret_texts(secrets):
-        message = message.replace(text, REDACTED)
-    return message
+def command_entry(args: Sequence[Any]) -> dict[str, Any]:
+    """``{"command", "args"}`` for ``execute_command(*args)``; passwords among them are hidden by
+    the cassette's redaction (:mod:`timetracer_otel.protocol_redaction`), sealed with the key."""
+    return {"command": args[0], "args": list(args[1:])}
 
 
 def _wire(value: Any) -> Hashable:

@@ -38,6 +38,10 @@ from .session import RecordedViews
 __all__ = ["CassetteLibrary", "Choice", "LiveRequest"]
 
 _CACHED_DOCUMENTS = 32
+_LOCKED = (
+    "unverifiable without the key: the cassette's secrets are sealed and this process has no key, "
+    "so the app got [REDACTED] in their place (credentials, password hashes); differences may come from that"
+)
 _NO_CASSETTE: dict[str, Any] = {"calls": [], "response": {}, "id": None}
 
 
@@ -234,6 +238,8 @@ class CassetteLibrary:
 
     def _chosen(self, entry: _Entry, notes: list[str]) -> Choice:
         opened, views = self.load(entry.path)
+        if opened.locked:
+            notes = [*notes, _LOCKED]
         return Choice(entry.path, opened.answers, views, notes, opened.shown if opened.unsealed else None)
 
 

@@ -173,6 +173,24 @@ class MongoWireServer:
                 reply.setdefault("upserted", []).append({"index": index, "_id": new["_id"]})
         return reply
 
+    def findAndModify(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        ns = f"{db}.{cmd['findAndModify']}"
+        docs = self.collections.setdefault(ns, [])
+        query = cmd.get("query") or {}
+        hit = next((i for i, d in enumerate(docs) if matches(d, query)), None)
+        if hit is not None:
+            before, docs[hit] = docs[hit], _updated(docs[hit], cmd["update"])
+            return {"lastErrorObject": {"n": 1, "updatedExisting": True}, "value": docs[hit] if cmd.get("new") else before}
+        if not cmd.get("upsert"):
+            return {"lastErrorObject": {"n": 0, "updatedExisting": False}, "value": None}
+        new = _updated(dict(query), cmd["update"])
+        new["_id"] = new.get("_id") or ObjectId()
+        if any(d.get("_id") == new["_id"] for d in docs):
+            raise CommandError(11000, "DuplicateKey", f"E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {new['_id']!r} }}")
+        docs.append(new)
+        upserted = {"n": 1, "updatedExisting": False, "upserted": new["_id"]}
+        return {"lastErrorObject": upserted, "value": new if cmd.get("new") else None}
+
     def delete(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         docs = self.collections.setdefault(f"{db}.{cmd['delete']}", [])
         removed = 0
@@ -214,7 +232,7 @@ class MongoWireServer:
 
     def _handler(self, name: str) -> Any:
         handlers = {"hello": self.hello, "isMaster": self.hello, "ismaster": self.hello, "ping": self.ping, "endSessions": self.ping}
-        commands = ("insert", "update", "delete", "count", "find", "aggregate", "getMore", "killCursors")
+        commands = ("insert", "update", "findAndModify", "delete", "count", "find", "aggregate", "getMore", "killCursors")
         return handlers.get(name) or (getattr(self, name) if name in commands else None)
 
     def _keep(self, ns: str, remaining: list[dict[str, Any]]) -> int:

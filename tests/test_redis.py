@@ -18,11 +18,15 @@ import redis.asyncio
 from _replay import new_reports
 from apps.redis_app import FLAVOURS, create_app
 from conftest import load_cassettes
+from otlp_receiver import running_receiver
 
+import timetracer_otel
+from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
 from timetracer_otel.replayers.session import activate, deactivate
+from timetracer_otel.sealing import redacted
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CLOSED_URL = "redis://127.0.0.1:1/0"
@@ -187,10 +191,19 @@ def test_replayed_commands_still_make_opentelemetry_client_spans(
     assert all(s.parent is not None and s.parent.span_id in servers for s in redis_spans)
 
 
-def test_passwords_are_redacted_in_the_cassette_and_replay_still_matches(
+def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_them(
     serve: Callable[..., Any], cassette_dir: Path, prefix: str
 ) -> None:
-    (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
+    with running_receiver() as receiver:
+        processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url))
+        try:
+            (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
+            assert timetracer_otel.flush(30) and processor.force_flush()
+        finally:
+            processor.shutdown()
+    # The collector got the failing pipeline's span, its error message without the password.
+    assert any(b"of pipeline caused error" in body for body in receiver.bodies)
+    assert not [body for body in receiver.bodies if b"s3cret" in body]
     (document,) = load_cassettes(cassette_dir)
     # Neither the calls nor the spans hold a password; the span of the failing pipeline
     # recorded the error message quoting it (its exception event and status), hidden there too.
@@ -198,17 +211,14 @@ def test_passwords_are_redacted_in_the_cassette_and_replay_still_matches(
     assert "s3cret" not in json.dumps(document["calls"])
     assert "s3cret" not in json.dumps(document["spans"])
     assert any("[SEALED:" in json.dumps(span["events"]) for span in document["spans"])  # sealed: the tests record with a key
-    requests = [decode_value(call["request"]) for call in _redis_calls(document)]
-    assert requests[0]["args"] == ["default", "[REDACTED]"]
-    assert requests[1]["args"] == ["127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "[REDACTED]", "KEYS", f"{prefix}:auth:none"]
-    assert [entry["args"] for entry in requests[2]["pipeline"]] == [["default", "[REDACTED]"], ["x", "y", "[REDACTED]"]]
+    shown = [decode_value(call["request"]) for call in _redis_calls(redacted(document))]
+    assert shown[0]["args"] == ["default", "[REDACTED]"]
+    assert shown[1]["args"] == ["127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "[REDACTED]", "KEYS", f"{prefix}:auth:none"]
+    assert [entry["args"] for entry in shown[2]["pipeline"]] == [["default", "[REDACTED]"], ["x", "y", "[REDACTED]"]]
 
     (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/credentials"])
-    assert replayed.status_code == 200, replayed.text
     assert "pipe-s3cret" in recorded.text  # the app saw the real error message (it quotes the command) ...
-    assert replayed.json() == [  # ... the replay gives it the same one with the password hidden
-        {**row, "value": row["value"].replace("pipe-s3cret", "[REDACTED]")} for row in recorded.json()
-    ]
+    assert (replayed.status_code, replayed.json()) == (200, recorded.json())  # ... and the replay, with the key, too
 
 
 def test_pubsub_in_replay_raises_instead_of_connecting(connects: list[Any]) -> None:

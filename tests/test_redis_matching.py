@@ -1,4 +1,5 @@
-"""Redis call data without a server: which arguments are passwords, and which calls match."""
+"""Redis call data without a server: which arguments are passwords (hidden by the cassette's
+redaction, sealed with the key), and which calls match."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ from typing import Any
 
 import pytest
 
-from timetracer_otel.cassette.values import encode_value
-from timetracer_otel.replayers.redis_matching import command_entry, recorded_view, redact_reply, request_view, scrub
+import json
+
+from timetracer_otel._keys import Key
+from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.redaction import Redactor
+from timetracer_otel.replayers.redis_matching import command_entry, recorded_view, request_view
+from timetracer_otel.sealing import Sealer, unsealed
 
 R = "[REDACTED]"
 
@@ -26,21 +32,34 @@ R = "[REDACTED]"
         (("ACL SETUSER", "alice", "on", ">pw1", "<pw2", "#ab12", "!cd34", "~*", "+@all"), ["alice", "on", R, R, R, R, "~*", "+@all"]),
         (("SENTINEL SET", "main", "auth-pass", "pw", "quorum", 2), ["main", "auth-pass", R, "quorum", 2]),
         (("SET", "AUTH", "pw"), ["AUTH", "pw"]),
-        (("HSET", "user:1", "password", "pw"), ["user:1", "password", "pw"]),  # values stored in Redis are data
+        (("HSET", "user:1", "password", "pw"), ["user:1", "password", R]),  # a hash field named like a secret
+        (("SET", "user:1", "password"), ["user:1", "password"]),
     ],
 )
-def test_password_arguments_are_redacted(args: tuple, redacted: list[Any]) -> None:
-    entry, secrets = command_entry(args, redact=True)
-    assert entry == {"command": args[0], "args": redacted}
-    assert [a for a, b in zip(args[1:], redacted) if a != b] == secrets
-    assert command_entry(args, redact=False) == ({"command": args[0], "args": list(args[1:])}, [])
+def test_password_arguments_are_redacted_and_sealed_with_the_key(args: tuple, redacted: list[Any]) -> None:
+    """Capture keeps the command whole; the cassette's redaction hides the passwords (a live command in
+    replay is hidden the same way before matching), and with the key they are sealed and open back."""
+    request = encode_value(command_entry(args))
+    assert decode_value(Redactor().protocol_request("redis", json.loads(json.dumps(request)))) == {"command": args[0], "args": redacted}
+    sealer = Sealer(Key(b"k" * 32, "test"))
+    call = {"protocol": "redis", "request": json.loads(json.dumps(request)), "response": {"reply": True}}
+    doc = Redactor().sealing(sealer).document({"calls": [call]})
+    assert json.dumps(doc).count("[SEALED:") == sum(a != b for a, b in zip(args[1:], redacted))
+    assert unsealed(doc, sealer)["calls"][0]["request"] == request
 
 
 def test_secrets_are_hidden_in_config_replies_and_error_messages() -> None:
-    reply = {b"requirepass": b"pw", b"maxmemory": b"0"}
-    assert redact_reply("CONFIG GET", reply) == {b"requirepass": R, b"maxmemory": b"0"}
-    assert redact_reply("GET", reply) is reply
-    assert scrub("Command # 1 (AUTH x pw) of pipeline caused error", ["pw", b""]) == f"Command # 1 (AUTH x {R}) of pipeline caused error"
+    """``CONFIG GET`` answers the password; a pipeline's error quotes its commands: both lose it."""
+    config = {"protocol": "redis", "request": encode_value({"command": "CONFIG GET", "args": ["*"]}),
+              "response": encode_value({"reply": {b"requirepass": b"pw-4711-x", b"maxmemory": b"0"}})}  # fmt: skip
+    pipeline = {
+        "protocol": "redis",
+        "request": encode_value({"pipeline": [{"command": "AUTH", "args": ["x", "pw-4711-x"]}]}),
+        "error": {"type": "redis.exceptions.ResponseError", "message": "Command # 1 (AUTH x pw-4711-x) of pipeline caused error"},
+    }
+    doc = Redactor().document({"calls": [config, pipeline]})
+    assert decode_value(doc["calls"][0]["response"]) == {"reply": {b"requirepass": R, b"maxmemory": b"0"}}
+    assert doc["calls"][1]["error"]["message"] == f"Command # 1 (AUTH x {R}) of pipeline caused error"
 
 
 def _key(command: Any, *args: Any, decode: bool = False) -> Any:

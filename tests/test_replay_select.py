@@ -136,7 +136,7 @@ def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_th
         "the request could not be told apart by its secrets; taken in recording order"
     )
     for report in reports:
-        assert report.notes == [note]
+        assert report.notes[0] == note and report.notes[1].startswith("unverifiable without the key: ")
         assert report.console_text().splitlines()[2] == f"  note: {note}"
 
 
@@ -209,9 +209,11 @@ def test_a_value_redacted_on_both_sides_is_unverified_not_the_same(
     assert replayed.json()["access_token"] != recorded.json()["access_token"]
     assert (report.differences, report.unverified) == ([], ["header set-cookie", "body $.access_token"])
     assert (report.response_matches, report.verdict, report.ok) == (True, "unverified", False)
+    assert [note.split(":")[0] for note in report.notes] == ["unverifiable without the key"]
     assert report.console_text().splitlines() == [
         f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=2",
         f"  cassette: {cassette}",
+        f"  note: {report.notes[0]}",
         "  extra draws (not recorded, real values given): secrets=2",  # their sealed values cannot be opened
         "  unverified: header set-cookie",
         "  unverified: body $.access_token",

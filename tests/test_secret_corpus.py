@@ -26,10 +26,12 @@ from _replay import new_reports, send
 from apps.secrets_app import Deps, Secrets, accounts, create_app
 from conftest import Upstream
 from mongo_server import running_mongo
+from otlp_receiver import running_receiver
 from sqlalchemy import create_engine
 
 import timetracer_otel
 from timetracer_otel._keys import Key
+from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.dashboard.app import create_app as create_dashboard
@@ -40,7 +42,9 @@ from timetracer_otel.secret_names import SecretNames
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
-ALL_TRUE = {"inbound": True, "outbound": True, "sql": True, "redis": True, "mongo": True}
+ALL_TRUE = {"inbound": True, "outbound": True, "sql": True, "redis": True, "mongo": True, "errors": True}
+# What each library's span records of the failing call quoting the API key: the export must carry these texts.
+ERRORS = (b"Illegal header value", b"Max retries exceeded", b"404, message=", b"already exists", b"of pipeline caused error", b"E11000")
 
 
 @pytest.fixture
@@ -60,7 +64,7 @@ def deps(upstream: Upstream) -> Iterator[Deps]:
             accounts(suffix).metadata.drop_all(postgres)
             postgres.dispose()
             with contextlib.closing(redis.Redis.from_url(REDIS)) as client:
-                client.delete(f"tt-names:{suffix}:user:1")
+                client.delete(f"tt-names:{suffix}:user:1", f"tt-names:{suffix}:note")
 
 
 def _request(secrets: Secrets) -> tuple[str, str, dict[str, Any]]:
@@ -91,10 +95,25 @@ def _record(serve: Callable[..., Any], deps: Deps, secrets: Secrets, directory: 
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_no_secret_is_in_the_cassette_in_clear(
-    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, compression: str
+def test_no_secret_is_in_the_cassette_or_the_otlp_export_in_clear(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, compression: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _record(serve, deps, secrets, cassette_dir, compression)
+    """Nor in the protobuf a collector gets: its spans carry each library's error quoting the API key
+    (found only in an SQL row), the app's span quoting a hash before any statement did, the
+    statements, without any of the values. The span processor exports each span as soon as it
+    ends, so a span that quotes a value before the request finds it secret is held until it does."""
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
+    with running_receiver() as receiver:
+        processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url))
+        try:
+            path = _record(serve, deps, secrets, cassette_dir, compression)
+            assert processor.force_flush()
+        finally:
+            processor.shutdown()
+    exported = b"".join(receiver.bodies)
+    assert [text for text in (*ERRORS, b"about to store", b"ON CONFLICT") if text not in exported] == []
+    assert [value for value in [*secrets.values(), "upstream-secret"] if value.encode() in exported] == []
     data = gzip.decompress(path.read_bytes()) if compression == "gzip" else path.read_bytes()
     doc = json.loads(data)
     protocols = sorted({call["protocol"] for call in doc["calls"]})
@@ -118,7 +137,7 @@ def _replay(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette: P
 def test_replay_with_the_key_answers_the_real_values(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path) -> None:
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     answered, report = _replay(serve, deps, secrets, cassette)
-    assert answered == ALL_TRUE and report.response_matches
+    assert answered == ALL_TRUE and report.response_matches and report.notes == []
 
 
 def test_replay_without_the_key_matches_every_call(
@@ -127,8 +146,9 @@ def test_replay_without_the_key_matches_every_call(
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-key"))
     answered, report = _replay(serve, deps, secrets, cassette)
+    assert [note for note in report.notes if note.startswith("unverifiable without the key")]  # the report says why it differs
     # every call matched; what the upstream and the stores gave back reads as [REDACTED]
-    assert answered == {"inbound": True, "outbound": False, "sql": False, "redis": False, "mongo": False}
+    assert answered == {"inbound": True, "outbound": False, "sql": False, "redis": False, "mongo": False, "errors": False}
 
 
 @pytest.mark.parametrize(

@@ -1,51 +1,71 @@
-"""Secret values a request's spans may quote, by trace id (or by the span of one call).
+"""The recordings whose secrets an OTLP export must hide, by trace id.
 
-Redaction works on finished spans, long after the values it must hide were seen: the
-inbound request's credentials (noted by trace id when the request starts), a Redis
-``AUTH`` password taken out of the recorded command at capture (noted by the call's span:
-redis-py's error message for a failing pipeline names the command with its arguments).
-The OTLP exporter looks each span up here by its span and trace ids, and so does freezing
-a recording, whose copy takes the values along to the cassette's redaction (in the writer
-process, where this table is empty); :mod:`timetracer_otel.secret_values` hides them.
-Bounded: the oldest entries go first; spans are exported and recordings frozen within
-seconds of their end.
+A span sent to a collector may quote a value redaction takes out of its request's cassette:
+the request's credentials, a password hash in an SQL row, a Redis password in a pipeline's
+error. Each redacting exporter (:mod:`timetracer_otel.exporters.otlp`) has a
+:class:`Watched` table here: recorded requests are noted in it when they start, the exporter
+holds their spans until the request is over, finds the values in the recording (in the span
+processor's thread) and forgets the trace. Noting costs one dict insertion per recorded
+request on the request path, and nothing when no exporter watches. Bounded: the oldest
+entries go first.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Iterable
+from typing import TYPE_CHECKING
 
-__all__ = ["remember", "secrets_of", "exporting", "start_exporting"]
+if TYPE_CHECKING:
+    from ._recording import TraceRecording
 
-_MAX_SPANS = 10_000
-_secrets: "OrderedDict[int, tuple[str, ...]]" = OrderedDict()
-_lock = threading.Lock()
-_exporting = False  # an OTLP export redacts spans in this process: the inbound request's values are noted
+__all__ = ["Watched", "watch", "start_watching", "stop_watching"]
 
-
-def start_exporting() -> None:
-    """Called by the redacting OTLP exporter: from now on, inbound requests note their secret values."""
-    global _exporting
-    _exporting = True
+_MAX_TRACES = 4096
 
 
-def exporting() -> bool:
-    return _exporting
+class Watched:
+    """The recordings of one exporter's pending traces."""
+
+    def __init__(self) -> None:
+        self._recordings: "OrderedDict[int, tuple[TraceRecording, ...]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, recording: "TraceRecording") -> None:
+        with self._lock:
+            self._recordings[recording.trace_id] = self._recordings.get(recording.trace_id, ()) + (recording,)
+            while len(self._recordings) > _MAX_TRACES:
+                self._recordings.popitem(last=False)
+
+    def of(self, trace_id: int) -> tuple["TraceRecording", ...]:
+        """The recordings noted for ``trace_id`` (two requests may share one) and not yet forgotten."""
+        return self._recordings.get(trace_id, ())
+
+    def forget(self, trace_id: int) -> None:
+        with self._lock:
+            self._recordings.pop(trace_id, None)
 
 
-def remember(owner: int, texts: Iterable[str]) -> None:
-    """Note that the span or trace ``owner`` may quote ``texts``, which must not leave the process."""
-    texts = tuple(texts)
-    if not owner or not texts:
-        return
-    with _lock:
-        _secrets[owner] = _secrets.get(owner, ()) + texts
-        while len(_secrets) > _MAX_SPANS:
-            _secrets.popitem(last=False)
+_tables: tuple[Watched, ...] = ()
+_tables_lock = threading.Lock()
 
 
-def secrets_of(*owners: int) -> tuple[str, ...]:
-    """The values remembered for any of ``owners`` (span and trace ids)."""
-    return tuple(text for owner in owners for text in _secrets.get(owner, ()))
+def start_watching() -> Watched:
+    """A new table, filled with every recording started from now on."""
+    global _tables
+    table = Watched()
+    with _tables_lock:
+        _tables = (*_tables, table)
+    return table
+
+
+def stop_watching(table: Watched) -> None:
+    global _tables
+    with _tables_lock:
+        _tables = tuple(t for t in _tables if t is not table)
+
+
+def watch(recording: "TraceRecording") -> None:
+    """Note ``recording`` for every exporter: spans of its trace may quote its secrets."""
+    for table in _tables:
+        table.add(recording)

@@ -13,7 +13,7 @@ import base64
 import json
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value
@@ -35,6 +35,8 @@ _COLON = re.compile(r"\s*:\s*")
 _SCALAR = re.compile(r"[^,}\]\s]*")
 # name=value in free text: a query string quoted by an error message.
 _TEXT_PAIR = re.compile(r"([A-Za-z0-9_.\-]+)=([^&\s'\"<>()]*)")
+# PostgreSQL's DETAIL of a key violation: "Key (api_key)=(sk-...) already exists.", "Key (a, b)=(1, x)".
+_KEY_DETAIL = re.compile(r"Key \(([^()]*)\)=\(([^()]*)\)")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _PART_NAME = re.compile(r'content-disposition:[^\r\n]*;\s*name="([^"]*)"', re.IGNORECASE)
 
@@ -183,12 +185,35 @@ class Redactor:
         out.append(text[done:])
         return "".join(out)
 
-    def free_text(self, text: str) -> str:
-        """Redact ``name=value`` pairs with a secret name in a message (a URL quoted by an error)."""
-        def swap(match: re.Match) -> str:
-            return f"{match.group(1)}={REDACTED}" if self.is_secret_field(match.group(1)) else match.group(0)
+    def _named_in_text(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of each value a message quotes under a secret name: ``name=value`` (a URL
+        quoted by an error), PostgreSQL's ``Key (column)=(value)``; in order, none overlapping."""
+        spans = [match.span(2) for match in _TEXT_PAIR.finditer(text) if self.is_secret_field(match.group(1))]
+        for match in _KEY_DETAIL.finditer(text) if "Key (" in text else ():
+            columns = [column.strip().strip('"') for column in match.group(1).split(",")]
+            values = match.group(2).split(", ")
+            if len(values) != len(columns):  # a value holding ", ": the whole tuple goes if a column is secret
+                columns, values = [c for c in columns if self.is_secret_field(c)][:1], [match.group(2)]
+            start = match.start(2)
+            for column, value in zip(columns, values):
+                if self.is_secret_field(column):
+                    spans.append((start, start + len(value)))
+                start += len(value) + 2
+        kept: list[tuple[int, int]] = []
+        for start, end in sorted(spans):
+            if not kept or start >= kept[-1][1]:
+                kept.append((start, end))
+        return kept
 
-        return _TEXT_PAIR.sub(swap, text)
+    def text_secrets(self, text: str) -> set[str]:
+        """The values :meth:`free_text` hides in ``text``."""
+        return {text[start:end] for start, end in self._named_in_text(text)}
+
+    def free_text(self, text: str) -> str:
+        """Redact the values a message quotes under a secret name (see :meth:`_named_in_text`)."""
+        for start, end in reversed(self._named_in_text(text)):
+            text = text[:start] + REDACTED + text[end:]
+        return text
 
     def _secret_parts(self, parts: list[str]) -> Iterator[tuple[int, str, str, str]]:
         """(index, name, head with its blank line, content) of each form part whose name is a secret field."""
@@ -377,10 +402,9 @@ class Redactor:
         return redact_request(protocol, request, self.names, self._hidden_value)
 
     # -- the whole document -------------------------------------------------------
-    def document(self, doc: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
-        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`);
-        ``secrets``: values capture took out of the document's calls."""
-        found = collect(self, doc, secrets)  # before redaction by name takes them out
+    def document(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`)."""
+        found = collect(self, doc)  # before redaction by name takes them out
         self.message(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))

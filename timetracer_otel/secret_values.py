@@ -3,7 +3,7 @@
 Redaction by name takes a bearer token out of an ``Authorization`` header, but the same
 token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
 or an error message. :func:`collect` gathers the values redaction by name takes out of a
-cassette (plus bearer tokens and JWTs quoted in error text, and what capture remembered),
+cassette (plus bearer tokens and JWTs quoted in error text),
 and :class:`ValueScrubber` hides every verbatim occurrence of them: a whole value is
 sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
 occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
@@ -97,8 +97,8 @@ def usable(values: Iterable[Any]) -> frozenset[str]:
 
 
 def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()) -> frozenset[str]:
-    """The secret values of a cassette document, before redaction: ``extra`` (what capture
-    remembered), what redaction by name takes out (of HTTP messages and of SQL, Redis and
+    """The secret values of a cassette document, before redaction: ``extra`` (the live
+    request's, in replay), what redaction by name takes out (of HTTP messages and of SQL, Redis and
     Mongo calls), secret draws, and tokens quoted in errors."""
     found: set[str] = set(extra)
     found |= message_values(redactor, doc.get("request"))
@@ -113,7 +113,7 @@ def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()
         if isinstance(draw, dict) and draw.get("source") == "secrets" and isinstance(draw.get("value"), str):
             found.add(draw["value"])
     for text in _free_texts(doc):
-        found |= shaped_secrets(text)
+        found |= shaped_secrets(text) | redactor.text_secrets(text)
     return usable(found)
 
 
@@ -192,26 +192,3 @@ class ValueScrubber:
         for parent, key in reversed(tuples):
             parent[key] = tuple(parent[key])
         return holder[0]
-
-
-def remember_inbound(recording: Any, with_body: bool = False) -> None:
-    """Note the inbound request's secret values (headers, query; the body once it has been read)
-    for its trace, so the OTLP export hides them in every span of the request (see
-    :mod:`._span_secrets`). Nothing is done unless this process exports spans."""
-    from ._span_secrets import exporting, remember
-    from .cassette.body import encode_body, header_value
-    from .redaction import redactor_for
-
-    redactor = redactor_for(recording.config)
-    if redactor is None or not exporting():
-        return
-    headers = [list(h) for h in recording.headers or ()]
-    message: dict[str, Any] = {"headers": headers, "query": recording.query}
-    if with_body:
-        sink = recording.request_body
-        body = encode_body(
-            sink.data, size=sink.size, truncated=sink.truncated,
-            content_encoding=header_value(headers, "content-encoding"), limit=recording.config.max_body_bytes,
-        )  # fmt: skip
-        message = {"headers": headers, "body": body}
-    remember(recording.trace_id, usable(message_values(redactor, message)))

@@ -12,10 +12,10 @@ from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 from opentelemetry import trace
 
+from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import counters, guarded
 from timetracer_otel._recording import TraceRecording, activate, deactivate, exception_info
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.secret_values import remember_inbound
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 
@@ -128,7 +128,7 @@ class RecordingLayer:
             headers=_latin1_headers(scope.get("headers")),
             service=self._service,
         )
-        remember_inbound(recording)
+        _span_secrets.watch(recording)
         self._begin(recording)
         return recording
 
@@ -152,7 +152,6 @@ class RecordingLayer:
                     recording.request_body.feed(message.get("body", b""))
                     if not message.get("more_body", False):
                         recording.request_body.finish()
-                        remember_inbound(recording, with_body=True)
             return message
 
         async def send_tee(message: Message) -> None:

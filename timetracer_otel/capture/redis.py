@@ -11,8 +11,9 @@ A call's request is ``{"command", "args", "decode_responses"}`` for a command, a
 ``{"replies": [...], "errors": [{"index", "type", "message"}]}``: the values exactly as
 redis-py returned them to the application, after its response callbacks (a copy, so the
 application may change what it got). A Redis error becomes the call's ``error``.
-Passwords of ``AUTH`` and the like are taken out here (the span may quote them); hash
-fields named like secrets are hidden by the cassette writer, off the request path.
+Passwords (``AUTH`` and the like) and hash fields named like secrets are hidden by the
+cassette writer, off the request path, sealed with the key; the values are hidden wherever
+else the cassette or the OTLP export quotes them (a pipeline error names its commands).
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from typing import Any, Awaitable, Callable, Optional
 import redis.asyncio.client
 import redis.client
 
-from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
-from timetracer_otel.replayers.redis_matching import command_entry, redact_reply, scrub, secret_texts
+from timetracer_otel.replayers.redis_matching import command_entry
 
 from . import _patch
 
@@ -40,10 +40,9 @@ def _decode_responses(client: Any) -> bool:
     return bool(kwargs.get("decode_responses", False))
 
 
-def command_request(client: Any, args: tuple, redact: bool) -> tuple[dict[str, Any], list[Any]]:
-    """The request of ``client.execute_command(*args)``, and the secrets redaction took out."""
-    entry, secrets = command_entry(args, redact)
-    return {**entry, "decode_responses": _decode_responses(client)}, secrets
+def command_request(client: Any, args: tuple) -> dict[str, Any]:
+    """The request of ``client.execute_command(*args)``."""
+    return {**command_entry(args), "decode_responses": _decode_responses(client)}
 
 
 def _is_transaction(pipe: Any) -> bool:
@@ -53,16 +52,14 @@ def _is_transaction(pipe: Any) -> bool:
     return bool(attributes.get("is_transaction", attributes.get("transaction"))) or bool(pipe.explicit_transaction)
 
 
-def pipeline_request(pipe: Any, raise_on_error: bool, redact: bool) -> tuple[dict[str, Any], list[Any]]:
-    """The request of ``pipe.execute(raise_on_error)``: every queued command, and the secrets taken out."""
-    entries = [command_entry(args, redact) for args, _options in pipe.command_stack]
-    request = {
-        "pipeline": [entry for entry, _ in entries],
+def pipeline_request(pipe: Any, raise_on_error: bool) -> dict[str, Any]:
+    """The request of ``pipe.execute(raise_on_error)``: every queued command."""
+    return {
+        "pipeline": [command_entry(args) for args, _options in pipe.command_stack],
         "transaction": _is_transaction(pipe),
         "raise_on_error": raise_on_error,
         "decode_responses": _decode_responses(pipe),
     }
-    return request, [secret for _, secrets in entries for secret in secrets]
 
 
 def sends(pipe: Any) -> bool:
@@ -82,48 +79,33 @@ def _snapshot(value: Any) -> Any:
         return value
 
 
-def _error(exc: BaseException, secrets: list[Any]) -> dict[str, str]:
-    info = exception_info(exc)
-    info["message"] = scrub(info["message"], secrets)
-    return info
-
-
 class _Capture:
     """One call in flight: fills the call's response or error when redis-py returns."""
 
-    def __init__(self, call: ProtocolCall, secrets: list[Any], response: Callable[[Any, list[Any]], dict]) -> None:
+    def __init__(self, call: ProtocolCall, response: Callable[[Any], dict]) -> None:
         self.call = call
-        self.secrets = secrets
         self.response = response
 
     def failed(self, exc: BaseException) -> None:
         with guarded("redis.error"):
-            self.call.error = _error(exc, self.secrets)
+            self.call.error = exception_info(exc)
 
     def returned(self, value: Any) -> None:
         with guarded("redis.response"):
-            self.call.response = self.response(value, self.secrets)
+            self.call.response = self.response(value)
 
 
-def _pipeline_response(commands: list[Any], replies: Any, secrets: list[Any]) -> dict[str, Any]:
+def _pipeline_response(replies: Any) -> dict[str, Any]:
     """The replies, with the errors redis-py put among them (``raise_on_error=False``) taken out."""
-    errors = [
-        {"index": index, **_error(reply, secrets)} for index, reply in enumerate(replies) if isinstance(reply, Exception)
-    ]
-    kept = [
-        None if isinstance(reply, Exception) else _snapshot(redact_reply(command, reply))
-        for command, reply in zip(commands, replies)
-    ]
+    errors = [{"index": index, **exception_info(reply)} for index, reply in enumerate(replies) if isinstance(reply, Exception)]
+    kept = [None if isinstance(reply, Exception) else _snapshot(reply) for reply in replies]
     return {"replies": kept, "errors": errors} if errors else {"replies": kept}
 
 
-def _start(
-    recording: TraceRecording, request: dict[str, Any], secrets: list[Any], response: Callable[[Any, list[Any]], dict]
-) -> _Capture:
+def _start(recording: TraceRecording, request: dict[str, Any], response: Callable[[Any], dict]) -> _Capture:
     call = ProtocolCall("redis", "redis", request)
     recording.add_call(call)
-    _span_secrets.remember(call.span_id, secret_texts(secrets))  # its span may quote them (an error naming the command)
-    return _Capture(call, secrets, response)
+    return _Capture(call, response)
 
 
 def _begin_command(client: Any, args: tuple, kwargs: dict) -> Optional[_Capture]:
@@ -131,9 +113,7 @@ def _begin_command(client: Any, args: tuple, kwargs: dict) -> Optional[_Capture]
     if recording is None or not args:
         return None
     with guarded("redis.command"):
-        request, secrets = command_request(client, args, recording.config.redact)
-        command = args[0]
-        return _start(recording, request, secrets, lambda reply, _: {"reply": _snapshot(redact_reply(command, reply))})
+        return _start(recording, command_request(client, args), lambda reply: {"reply": _snapshot(reply)})
     return None
 
 
@@ -142,9 +122,7 @@ def _begin_pipeline(pipe: Any, args: tuple, kwargs: dict) -> Optional[_Capture]:
     if recording is None or not sends(pipe):
         return None
     with guarded("redis.pipeline"):
-        request, secrets = pipeline_request(pipe, raise_on_error(args, kwargs), recording.config.redact)
-        commands = [command_args[0] for command_args, _options in pipe.command_stack]
-        return _start(recording, request, secrets, lambda replies, found: _pipeline_response(commands, replies, found))
+        return _start(recording, pipeline_request(pipe, raise_on_error(args, kwargs)), _pipeline_response)
     return None
 
 

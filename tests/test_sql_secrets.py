@@ -1,0 +1,92 @@
+"""SQL parameters and string literals are found secret by the column they meet in the statement,
+whatever the placeholder style, and a live statement is hidden exactly as the recorded one was."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.redaction import REDACTED, Redactor
+
+S = "s3cret-value"  # what each statement below must hide
+
+
+def _hidden(statement: str, parameters: Any, operation: str = "execute") -> dict[str, Any]:
+    """The call's request (decoded) after redaction, as a cassette without a key keeps it."""
+    request = encode_value({"operation": operation, "dialect": "postgresql+psycopg2", "statement": statement, "parameters": parameters})
+    call = {"protocol": "sql", "request": request, "response": None}
+    Redactor().document({"calls": [call]})
+    return decode_value(call["request"])
+
+
+R = REDACTED
+
+
+@pytest.mark.parametrize(
+    ("statement", "parameters", "operation", "expected"),
+    [
+        ("INSERT INTO u (name, password) VALUES (%s, %s)", [("a", S), ("b", S)], "executemany", [("a", R), ("b", R)]),
+        ("INSERT INTO u (name, password) VALUES (%s, %s), (%s, %s)", ("a", S, "b", S), "execute", ("a", R, "b", R)),
+        ("UPDATE u SET password_hash=%s, x=%s WHERE id=%s", (S, "x", 7), "execute", (R, "x", 7)),
+        ("SELECT id FROM u WHERE token = %s AND name = %s", (S, "ann"), "execute", (R, "ann")),
+        ("SELECT id FROM u WHERE lower(u.api_key) = lower(?) OR name IN (?, ?)", (S, "a", "b"), "execute", (R, "a", "b")),
+        ("SELECT id FROM u WHERE name = ? AND refresh_token IN (?, ?)", ("ann", S, S), "execute", ("ann", R, R)),
+        ("SELECT id FROM u WHERE name = $2 AND token = $1", (S, "ann"), "execute", (R, "ann")),
+        ("INSERT INTO u (name, hashed_password) VALUES (?, ?) RETURNING id, hashed_password", ("ann", S), "execute", ("ann", R)),
+        ("INSERT INTO u (id, secret) VALUES (:id, :v) ON CONFLICT (id) DO UPDATE SET secret = EXCLUDED.secret", {"id": 1, "v": S}, "execute", {"id": 1, "v": R}),
+        ("INSERT INTO u (id) VALUES (%(id)s) ON CONFLICT (id) DO UPDATE SET password = %(p)s", {"id": 1, "p": S}, "execute", {"id": 1, "p": R}),
+        ("UPDATE u SET note = %(note)s WHERE id = %(id)s", {"note": "n", "id": 1, "new_password": S}, "execute", {"note": "n", "id": 1, "new_password": R}),
+        ("SELECT data ? %s FROM u WHERE password = %s", ("k", S), "execute", ("k", R)),  # PostgreSQL's jsonb "?" is no parameter
+    ],
+)  # fmt: skip
+def test_parameters_meeting_a_secret_column_are_hidden(statement: str, parameters: Any, operation: str, expected: Any) -> None:
+    assert _hidden(statement, parameters, operation)["parameters"] == expected
+
+
+def test_string_literals_meeting_a_secret_column_are_hidden_in_place() -> None:
+    statement = "INSERT INTO u (name, hashed_password) VALUES ('ann', 'argon-it''s'), ('bob', 'x') -- 'c'"
+    assert _hidden(statement, ())["statement"] == f"INSERT INTO u (name, hashed_password) VALUES ('ann', '{R}'), ('bob', '{R}') -- 'c'"
+    where = _hidden("SELECT 1 FROM u WHERE \"token\" = 'tok-1234567' AND note = 'token'", ())["statement"]
+    assert where == f"SELECT 1 FROM u WHERE \"token\" = '{R}' AND note = 'token'"
+
+
+def test_a_literal_found_by_its_column_is_hidden_wherever_else_it_appears() -> None:
+    calls = [
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "UPDATE u SET token = 'tok-literal-99'", "parameters": []}},
+        {"protocol": "redis", "request": {"command": "SET", "args": ["last", "tok-literal-99"]}, "response": {"reply": True}},
+    ]
+    doc = {"calls": json.loads(json.dumps([encode_value(call) for call in calls]))}
+    Redactor().document(doc)
+    assert "tok-literal-99" not in json.dumps(doc)
+
+
+def test_a_live_statement_is_hidden_as_the_recorded_one_was() -> None:
+    """What replay matches a live call on equals what the cassette kept."""
+    statement = "INSERT INTO u (name, password) VALUES (%s, %s), (%s, 'lit-pass-1') ON CONFLICT (name) DO UPDATE SET password = %s"
+    parameters = ("a", S, "b", S)
+    request = {"operation": "execute", "dialect": "postgresql+psycopg2", "statement": statement, "parameters": parameters}
+    live = decode_value(Redactor().protocol_request("sql", encode_value(request)))
+    assert live == _hidden(statement, parameters)
+    assert live["parameters"] == ("a", R, "b", R) and "lit-pass-1" not in live["statement"]
+
+
+def test_a_value_an_sql_error_quotes_under_a_secret_column_is_hidden_everywhere() -> None:
+    """PostgreSQL's DETAIL names the column: the value is hidden there, in the span's status, and
+    wherever else the cassette quotes it."""
+    message = 'duplicate key value violates unique constraint "u_api_key_key"\nDETAIL:  Key (api_key)=(k-1234567890) already exists.'
+    pair = "Key (org, api_key)=(acme, k-1234567890)"
+    doc = {
+        "calls": [
+            {"protocol": "sql", "request": {"operation": "execute", "statement": "UPDATE u SET api_key = other", "parameters": []},
+             "response": None, "error": {"type": "psycopg.errors.UniqueViolation", "message": message}},
+            {"protocol": "redis", "request": {"command": "GET", "args": ["cache:k-1234567890"]}, "response": {"reply": None}},
+        ],
+        "spans": [{"span_id": "00000000000000aa", "status": {"code": "ERROR", "description": pair}, "attributes": {}, "events": []}],
+    }  # fmt: skip
+    Redactor().document(doc)
+    assert "k-1234567890" not in json.dumps(doc)
+    assert doc["calls"][0]["error"]["message"].endswith(f"Key (api_key)=({R}) already exists.")
+    assert doc["spans"][0]["status"]["description"] == f"Key (org, api_key)=(acme, {R})"

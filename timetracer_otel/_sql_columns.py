@@ -1,0 +1,197 @@
+"""Which column each parameter and string literal of an SQL statement stands for.
+
+A secret SQL value is found by its column's name (a ``password_hash`` column): this module
+says, from the statement's text alone, which columns each placeholder and literal meets.
+Text alone, because replay must hide a live statement exactly as the recording hid it, and
+a live call has only its text. The statement is tokenized by sqlparse's lexer (strings,
+quoted names, comments and every placeholder style); then:
+
+* ``INSERT INTO t (a, b) VALUES (x, y), (...)``: the n-th value of each row goes to the n-th column;
+* a comparison or assignment, ``col = x``, ``x <> col``, ``col IN (x, y)``, ``col LIKE x``
+  (``UPDATE ... SET``, ``ON CONFLICT ... DO UPDATE SET`` and ``WHERE`` alike): the values on
+  one side go to the columns named on the other (``lower(token) = lower(?)`` included).
+
+Placeholders are referred to by position (``?`` and ``%s`` in order, ``$1`` and ``:1`` by
+number, from 0) or by name (``%(name)s``, ``:name``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple, Optional, Union
+
+from sqlparse import tokens as T
+from sqlparse.lexer import Lexer
+
+__all__ = ["Columns", "columns_of"]
+
+Ref = Union[int, str]  # a positional parameter's index, or a named parameter's name
+_BOUNDARIES = frozenset(
+    ("AND", "OR", "NOT", "WHERE", "ON", "SET", "FROM", "VALUES", "RETURNING", "GROUP BY", "ORDER BY", "LIMIT", "OFFSET",
+     "HAVING", "WHEN", "THEN", "ELSE", "END", "CASE", "JOIN", "USING", "DO", "UNION", "AS", "BETWEEN", "IS", "SELECT",
+     "INSERT", "UPDATE", "DELETE", "INTO", "CONFLICT", "NOTHING", "DISTINCT")
+)  # fmt: skip
+_COMPARISONS = frozenset(("IN", "LIKE", "ILIKE"))
+_CACHED_LENGTH = 4096  # longer statements (bulk inserts with inline values) are analysed each time, not kept
+
+
+class Columns(NamedTuple):
+    """The columns each parameter and each string literal of a statement meets."""
+
+    parameters: dict[Ref, frozenset[str]]
+    literals: tuple[tuple[int, int, frozenset[str]], ...]  # (start, end) of the literal's content in the text
+
+
+class _Token(NamedTuple):
+    kind: object
+    text: str
+    start: int
+
+    @property
+    def word(self) -> str:
+        return " ".join(self.text.upper().split())
+
+    def opens(self) -> int:
+        """+1 for an opening parenthesis, -1 for a closing one, else 0."""
+        if self.kind in T.Punctuation:
+            return (self.text == "(") - (self.text == ")")
+        return 0
+
+    def is_value(self) -> bool:
+        return self.kind in T.Name.Placeholder or self.kind in T.Literal.String.Single
+
+    def is_boundary(self) -> bool:
+        if self.kind in T.Punctuation:
+            return self.text in (",", ";")
+        if self.kind in T.Operator.Comparison or self.kind in T.Keyword.DML:
+            return True
+        return self.kind in T.Keyword and self.word in _BOUNDARIES
+
+
+def _tokens(statement: str) -> list[_Token]:
+    found, offset = [], 0
+    for kind, text in Lexer.get_default_instance().get_tokens(statement):
+        if kind not in T.Whitespace and kind not in T.Comment and kind not in T.Newline:
+            found.append(_Token(kind, text, offset))
+        offset += len(text)
+    return found
+
+
+def _column(token: _Token) -> str:
+    return token.text.strip('"`[]')
+
+
+def _identifiers(tokens: list[_Token], start: int, end: int) -> frozenset[str]:
+    """Column names in ``tokens[start:end]``: names that are neither a function (before ``(``) nor a qualifier (before ``.``)."""
+    names = set()
+    for index in range(start, end):
+        token = tokens[index]
+        following = tokens[index + 1].text if index + 1 < len(tokens) else ""
+        named = token.kind in T.Name and token.kind not in T.Name.Placeholder and token.kind not in T.Name.Builtin
+        keyword = token.kind in T.Keyword and not token.is_boundary()  # ``key``, ``data``: words sqlparse knows
+        if (named or keyword or token.kind in T.Literal.String.Symbol) and following not in ("(", "."):
+            names.add(_column(token))
+    return frozenset(names)
+
+
+def _operand(tokens: list[_Token], operator: int, step: int) -> tuple[int, int]:
+    """The span (start, end) of the operand before (``step`` -1) or after (+1) ``tokens[operator]``."""
+    depth, index = 0, operator + step
+    while 0 <= index < len(tokens):
+        token = tokens[index]
+        depth += token.opens() * step
+        if depth < 0 or (depth == 0 and token.is_boundary()):
+            break
+        index += step
+    return (index + 1, operator) if step < 0 else (operator + 1, index)
+
+
+def _meets(target: dict[int, set[str]], tokens: list[_Token], start: int, end: int, columns: frozenset[str]) -> None:
+    for index in range(start, end):
+        if columns and tokens[index].is_value():
+            target.setdefault(index, set()).update(columns)
+
+
+def _comparisons(tokens: list[_Token], target: dict[int, set[str]]) -> None:
+    for index, token in enumerate(tokens):
+        if token.kind in T.Operator.Comparison or (token.kind in T.Keyword and token.word in _COMPARISONS):
+            left, right = _operand(tokens, index, -1), _operand(tokens, index, +1)
+            _meets(target, tokens, *left, _identifiers(tokens, *right))
+            _meets(target, tokens, *right, _identifiers(tokens, *left))
+
+
+def _closing(tokens: list[_Token], opening: int) -> int:
+    """The index of the parenthesis closing ``tokens[opening]`` (or the end)."""
+    depth = 0
+    for index in range(opening, len(tokens)):
+        depth += tokens[index].opens()
+        if depth == 0:
+            return index
+    return len(tokens)
+
+
+def _items(tokens: list[_Token], opening: int, closing: int) -> list[tuple[int, int]]:
+    """The spans of the comma-separated items inside a parenthesis."""
+    spans, depth, start = [], 0, opening + 1
+    for index in range(opening + 1, closing):
+        depth += tokens[index].opens()
+        if depth == 0 and tokens[index].text == ",":
+            spans.append((start, index))
+            start = index + 1
+    return [*spans, (start, closing)]
+
+
+def _inserts(tokens: list[_Token], target: dict[int, set[str]]) -> None:
+    """``INSERT INTO t (cols) VALUES (row), (row)``: each row's n-th value meets the n-th column."""
+    for index, token in enumerate(tokens):
+        if token.word != "INSERT":
+            continue
+        opening = next((i for i in range(index + 1, len(tokens)) if tokens[i].text == "(" or tokens[i].word == "VALUES"), len(tokens))
+        if opening == len(tokens) or tokens[opening].text != "(":
+            continue
+        closing = _closing(tokens, opening)
+        columns = [_identifiers(tokens, start, end) for start, end in _items(tokens, opening, closing)]
+        row = closing + 2 if closing + 2 < len(tokens) and tokens[closing + 1].word == "VALUES" else len(tokens)
+        while row < len(tokens) and tokens[row].text == "(":
+            end = _closing(tokens, row)
+            for names, (start, stop) in zip(columns, _items(tokens, row, end)):
+                _meets(target, tokens, start, stop, names)
+            row = end + 2 if end + 1 < len(tokens) and tokens[end + 1].text == "," else len(tokens)
+
+
+def _reference(text: str, style: str, counter: list[int]) -> Optional[Ref]:
+    if text in ("?", "%s"):
+        if text != style:  # a "?" in a %s statement is an operator (PostgreSQL's jsonb ?), not a parameter
+            return None
+        counter[0] += 1
+        return counter[0] - 1
+    name = text[2:-2] if text.startswith("%(") else text[1:]
+    return int(name) - 1 if name.isdigit() else name
+
+
+def _analyse(statement: str) -> Columns:
+    tokens = _tokens(statement)
+    target: dict[int, set[str]] = {}
+    _inserts(tokens, target)
+    _comparisons(tokens, target)
+    style = "%s" if any(t.text == "%s" for t in tokens if t.kind in T.Name.Placeholder) else "?"
+    counter = [0]
+    parameters: dict[Ref, frozenset[str]] = {}
+    literals = []
+    for index, token in enumerate(tokens):
+        columns = frozenset(target.get(index, ()))
+        if token.kind in T.Name.Placeholder:
+            ref = _reference(token.text, style, counter)
+            if ref is not None:
+                parameters[ref] = parameters.get(ref, frozenset()) | columns
+        elif token.kind in T.Literal.String.Single and columns:
+            literals.append((token.start + 1, token.start + len(token.text) - 1, columns))
+    return Columns({ref: names for ref, names in parameters.items() if names}, tuple(literals))
+
+
+_cached = lru_cache(maxsize=1024)(_analyse)
+
+
+def columns_of(statement: str) -> Columns:
+    """The columns each parameter and string literal of ``statement`` meets (see the module's docstring)."""
+    return _cached(statement) if len(statement) <= _CACHED_LENGTH else _analyse(statement)
