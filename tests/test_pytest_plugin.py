@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import json
 
+import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see below)
 import httpx
 import pytest
 from conftest import running_upstream
 
 pytest_plugins = ["pytester"]
+
+# pytester removes the modules a test imported first. httpx imports httpcore on its first
+# transport and maps httpcore's exception classes once: were that first import here, later
+# tests would get httpcore classes httpx no longer maps. So httpcore is imported up front.
 
 _APP = '''
 import httpx
