@@ -49,7 +49,7 @@ def _replaying(cassette: PathLike, strict: bool, live: tuple[str, ...]) -> Itera
 
     install_replayers()
     config = TraceConfig(mode="replay")
-    opened = open_for_replay(load_cassette(cassette), str(cassette), config)
+    opened = open_for_replay(load_cassette(cassette, limits=config.read_limits), str(cassette), config)
     session = ReplaySession(opened.answers, str(cassette), config, live_libraries=live, views=opened.views(str(cassette)))
     install_draw_sources(config.draws)
     draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
