@@ -14,7 +14,7 @@ from typing import Any, Callable
 from _replay import APPS_DIR, Sent, record
 from conftest import Upstream
 
-from timetracer_otel.cli.index import INDEX_NAME
+from timetracer_otel.cli.index import CassetteIndex
 
 TIMETRACER = Path(sys.executable).with_name("timetracer")  # the console script pip installed beside this python
 _SENT: list[Sent] = [
@@ -81,7 +81,9 @@ def test_list_filters_sorts_and_prints_a_table(serve: Callable[..., Any], upstre
 def test_the_index_follows_added_changed_and_removed_cassettes(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
     """After the first listing builds the index, later ones see every change on disk."""
     rec = _recorded(serve, upstream, cassette_dir)
-    assert (cassette_dir / INDEX_NAME).is_file()
+    index_file = CassetteIndex(cassette_dir).index_file
+    assert index_file is not None and index_file.is_file() and cassette_dir not in index_file.parents
+    assert [path.name for path in cassette_dir.rglob("*") if path.name.startswith(".")] == []  # nothing for git status to show
     report = cassette_dir / rec["GET /report"]["key"]
     doc = json.loads(report.read_text("utf-8"))
     doc["response"]["status"] = 503

@@ -155,12 +155,15 @@ def test_nothing_outside_the_directory_is_served(
     (cassette_dir / "2026-01-01" / "link.json").symlink_to(outside)
     attempts = [
         "/cassettes/../../outside.json", "/cassettes/..%2F..%2Foutside.json", "/cassettes/%2e%2e/%2e%2e/outside.json",
-        f"/cassettes/{outside}", f"/cassettes/{key}/../../../outside.json", "/cassettes/2026-01-01/link.json",
+        f"/cassettes/{outside}", f"/cassettes/{key}/../../../outside.json",
         "/diff?a=../outside.json&b=../outside.json", f"/diff?a={key}&b=%2e%2e%2Foutside.json",
         "/static/../app.py", "/static/%2e%2e/app.py", "/cassettes/../../../../etc/passwd",
+        "/download/../outside.json?part=request", f"/download/{key}?part=../../outside.json",
     ]  # fmt: skip
     assert {target: _raw_get(url, target) for target in attempts} == {target: 404 for target in attempts}
     assert _raw_get(url, f"/cassettes/{key}") == 200
+    assert page.goto(f"{url}/cassettes/2026-01-01/link.json").status == 422  # type: ignore[union-attr]  # named, never followed
+    assert page.locator("#problem").inner_text() == "cannot use cassette 2026-01-01/link.json: is a link to a file outside the cassette directory"
     assert page.goto(f"{url}/cassettes/..%2F..%2Foutside.json").status == 404  # type: ignore[union-attr]
     assert "no such cassette in this directory" in page.locator("#problem").inner_text()
     page.goto(url)
