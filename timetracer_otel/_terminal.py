@@ -44,12 +44,19 @@ def _line(text: str, escape: Callable[[str], str] = _escape) -> str:
 
 def printable(text: str, multiline: bool = False) -> str:
     """``text`` with control, format and surrogate characters written as escapes (``\\x1b``,
-    ``\\u202e``); with ``multiline``, newlines and tabs are kept (a body), else escaped too (a cell)."""
+    ``\\u202e``); with ``multiline``, newlines, tabs and CRLF line ends are kept (a body), else
+    escaped too (a cell)."""
     if text.isprintable():
         return text
     if not multiline:
         return _line(text)
-    return "\n".join("\t".join(_line(part) for part in line.split("\t")) for line in text.split("\n"))
+    return "\n".join(_body_line(line) for line in text.split("\n"))
+
+
+def _body_line(line: str) -> str:
+    """One line of a body: tabs kept, and the CR of a CRLF (harmless before the newline)."""
+    end = "\r" if line.endswith("\r") else ""
+    return "\t".join(_line(part) for part in line[: len(line) - len(end)].split("\t")) + end
 
 
 def printable_json(text: str) -> str:

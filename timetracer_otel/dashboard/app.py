@@ -9,13 +9,15 @@ so a large or hostile cassette slows only the page that shows it.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
@@ -27,7 +29,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.cassette.naming import sanitise
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.diff import DEFAULT_IGNORED, diff_cassettes, show_value
 from timetracer_otel.cli.index import CassetteIndex
@@ -57,6 +61,25 @@ def _filters(params: dict[str, str]) -> Filters:
         errors=params["errors"] == "1", since=params["since"] or None, until=params["until"] or None,
         services=[params["service"]] if params["service"] else [],
     )  # fmt: skip
+
+
+def _shown(value: Any) -> Any:
+    """What a page prints of a value: text with control, bidi and surrogate characters escaped, as on a terminal
+    (the page's own markup, a macro's output, stays as it is)."""
+    return printable(value, multiline=True) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
+def _url_part(key: str) -> str:
+    """A key in a URL; a file name that is not UTF-8 keeps its bytes (``%FF``)."""
+    return quote(os.fsencode(key), safe="/")
+
+
+def _key(request: Request, prefix: str) -> str:
+    """The key a URL names, from the raw path: a file name that is not UTF-8 comes back byte for byte."""
+    raw = request.scope.get("raw_path")
+    if raw is None or not raw.startswith(prefix.encode("ascii")):
+        return request.path_params["key"]
+    return os.fsdecode(unquote_to_bytes(raw[len(prefix) :].split(b"?", 1)[0]))
 
 
 def _part(doc: dict[str, Any], name: str) -> tuple[Any, str]:
@@ -93,7 +116,10 @@ class _Pages:
         self.directory = directory
         self.target = target
         self.token = secrets.token_urlsafe(32)  # the Replay form's token: another site cannot read it, so cannot post
-        self.env = Environment(loader=PackageLoader("timetracer_otel.dashboard", "templates"), autoescape=True, undefined=StrictUndefined)
+        self.env = Environment(
+            loader=PackageLoader("timetracer_otel.dashboard", "templates"), autoescape=True, undefined=StrictUndefined, finalize=_shown
+        )
+        self.env.filters["urlencode"] = _url_part
         self._scan_lock = threading.Lock()
 
     def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -182,7 +208,7 @@ class _Pages:
         """One body of a recording, whole, as a file (never shown as a page)."""
         _, doc = self._document(key)
         data, suffix = _part(doc, part)
-        name = f"{doc.get('id') or 'cassette'}-{part}.{suffix}"
+        name = f"{sanitise(doc.get('id') or '', 32) or 'cassette'}-{sanitise(part, 40)}.{suffix}"
         headers = {"content-disposition": f'attachment; filename="{name}"'}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
@@ -200,7 +226,7 @@ class _Pages:
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
         if not secrets.compare_digest(form.get("token", [""])[0], self.token):
             return self.render("error.html", status_code=403, message="This replay was not asked for from the dashboard.")
-        key = request.path_params["key"]
+        key = _key(request, "/replay/")
         path, doc = await run_in_threadpool(self._document, key)
         if self.target is None:
             return self.render("error.html", status_code=400, message="Start the dashboard with --app MODULE:APP to replay.")
@@ -232,8 +258,8 @@ def create_app(directory: str, target: Optional[ReplayTarget] = None, host: str 
     pages = _Pages(directory, target, limits if limits is not None else ReadLimits.from_env())
     routes = [
         Route("/", _in_thread(lambda request: pages.table(request.query_params))),
-        Route("/cassettes/{key:path}", _in_thread(lambda request: pages.detail(request.path_params["key"]))),
-        Route("/download/{key:path}", _in_thread(lambda request: pages.download(request.path_params["key"], request.query_params.get("part", "")))),
+        Route("/cassettes/{key:path}", _in_thread(lambda request: pages.detail(_key(request, "/cassettes/")))),
+        Route("/download/{key:path}", _in_thread(lambda request: pages.download(_key(request, "/download/"), request.query_params.get("part", "")))),
         Route("/diff", _in_thread(lambda request: pages.diff(request.query_params))),
         Route("/replay/{key:path}", pages.replay, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("timetracer_otel.dashboard", "static")]), name="static"),
