@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel._diagnostics import logger
+from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
 from timetracer_otel.config import ReadLimits, TraceConfig
 
@@ -65,7 +66,7 @@ def find_process_cassette(location: Optional[str], limits: Optional[ReadLimits] 
         try:
             found.append((file, load_cassette(file, scope="process", limits=limits)))
         except CassetteError as error:
-            logger.warning("%s; the replay goes on without it", error)
+            logger.warning("%s; the replay goes on without it", printable(str(error)))
     return max(found, key=lambda entry: (_recorded_at(entry[1]), str(entry[0])), default=None)
 
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
 
 from timetracer_otel._diagnostics import logger
+from timetracer_otel._terminal import printable
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel.capture.asgi import Scope, route_template
@@ -170,7 +171,7 @@ class CassetteLibrary:
         if not index.entries:
             raise CassetteError(location, "the directory holds no cassettes")
         for error in self.unusable:
-            logger.warning("%s; the replay goes on without it", error)
+            logger.warning("%s; the replay goes on without it", printable(str(error)))
         files = index.files()
         rows = sorted(index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"]))
         self._entries = [_Entry(str(files[row["key"]]), row["body_digest"], row["fingerprint"]) for row in rows]

@@ -24,6 +24,8 @@ SCOPES = ("request", "process")  # what a cassette records; a document without "
 
 _ENCODINGS = ("empty", "text", "json", "base64", "segments")
 _PROTOCOL = re.compile(r"[a-z][a-z0-9_.-]*")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _ID_CHARS = 64
 _SHOWN_CHARS = 40
@@ -102,6 +104,20 @@ def _optional(message: dict[str, Any], key: str, where: str, check: Callable[[An
 def _boolean(value: Any, where: str) -> None:
     if not isinstance(value, bool):
         _fail(value, where, "true or false")
+
+
+def _hex(pattern: re.Pattern[str], digits: int, nullable: bool = False) -> Callable[[Any, str], None]:
+    """A check of an id: ``digits`` lower-case hex digits (or null when ``nullable``)."""
+
+    def check(value: Any, where: str) -> None:
+        if not (nullable and value is None) and not (isinstance(value, str) and pattern.fullmatch(value)):
+            _fail(value, where, f"{digits} hex digits" + (" or null" if nullable else ""))
+
+    return check
+
+
+_span_id = _hex(_SPAN_ID, 16)
+_span_id_or_null = _hex(_SPAN_ID, 16, nullable=True)
 
 
 def _time(value: Any, where: str) -> None:
@@ -209,7 +225,7 @@ def _call(value: Any, where: str) -> None:
         _fail(protocol, f"{where}.protocol", "a protocol name such as http, sql, redis or mongo")
     for key in ("kind", "library"):
         _optional(call, key, where, _string)
-    _optional(call, "span_id", where, lambda v, at: _string(v, at, nullable=True))
+    _optional(call, "span_id", where, _span_id_or_null)
     _optional(call, "start_offset_ms", where, lambda v, at: _number(v, at, nullable=True))
     _optional(call, "error", where, _error)
     if protocol == "http":
@@ -222,8 +238,8 @@ def _call(value: Any, where: str) -> None:
 def _span(value: Any, where: str) -> None:
     span = _object(value, where)
     _required(span, where, "span_id", "parent_id", "name", "kind", "start_offset_ms", "duration_ms", "status")
-    _string(span["span_id"], f"{where}.span_id", empty=False)
-    _string(span["parent_id"], f"{where}.parent_id", nullable=True)
+    _span_id(span["span_id"], f"{where}.span_id")
+    _span_id_or_null(span["parent_id"], f"{where}.parent_id")
     _string(span["name"], f"{where}.name")
     _string(span["kind"], f"{where}.kind")
     _number(span["start_offset_ms"], f"{where}.start_offset_ms")
@@ -284,6 +300,7 @@ def validate_document(doc: Any, path: Union[str, os.PathLike], scope: str = "req
     _identity(doc, path, scope)
     try:
         _optional(doc, "id", "", _id)
+        _optional(doc, "trace_id", "", _hex(_TRACE_ID, 32))
         _optional(doc, "service", "", lambda v, at: _string(v, at, nullable=True))
         _optional(doc, "duration_ms", "", lambda v, at: _number(v, at, lowest=0, nullable=True))
         _optional(doc, "error", "", _error)

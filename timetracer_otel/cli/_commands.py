@@ -255,12 +255,13 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
             found.append({**listing(entry), "matches": places})
     if as_json:
         _print_json(found)
-    else:
+    elif found:
         lines = _render.list_lines(found)
         width = len(lines[0])
         out = [lines[0].ljust(width) + "  FOUND IN"]
         out.extend(line.ljust(width) + "  " + ", ".join(entry["matches"]) for line, entry in zip(lines[1:], found))
         sys.stdout.write("\n".join(out) + "\n")
+    if not as_json:
         click.echo(printable(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}"), err=True)
     if not found:
         sys.exit(_DIFFERENT)

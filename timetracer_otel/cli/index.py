@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -78,6 +79,21 @@ def index_home() -> Path:
     """Where indexes are saved: ``$XDG_CACHE_HOME/timetracer/index``, or ``~/.cache/timetracer/index``."""
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base, "timetracer", "index")
+
+
+def _encoded(index: dict[str, Any]) -> bytes:
+    """The index as JSON: orjson's, unless a file name is not UTF-8 (its bytes kept as ``\\udcff`` escapes)."""
+    try:
+        return orjson.dumps(index)
+    except TypeError:
+        return json.dumps(index, separators=(",", ":")).encode("ascii")
+
+
+def _decoded(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # escapes of file names that are not UTF-8
+        return json.loads(data)
 
 
 def _stamp(path: Union[str, os.PathLike]) -> Optional[_Stamp]:
@@ -150,8 +166,8 @@ class CassetteIndex:
         if stamp is None or stamp == self._saved_stamp:
             return self._saved if stamp is not None else {}
         try:
-            saved = orjson.loads(index_file.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            saved = _decoded(index_file.read_bytes())
+        except (OSError, ValueError):
             return {}
         if time.time() - stamp[0] / 1e9 > _DAY_SECONDS:
             with contextlib.suppress(OSError):
@@ -167,7 +183,7 @@ class CassetteIndex:
     def _save(self, index_file: Optional[Path], files: dict[str, list]) -> None:
         if index_file is None:
             return
-        data = orjson.dumps({"version": _INDEX_VERSION, "fields": list(FIELDS), "limits": self._limits_key(), "files": files})
+        data = _encoded({"version": _INDEX_VERSION, "fields": list(FIELDS), "limits": self._limits_key(), "files": files})
         try:
             index_file.parent.mkdir(parents=True, exist_ok=True)
             _prune(index_file.parent)

@@ -82,6 +82,12 @@ def _key(request: Request, prefix: str) -> str:
     return os.fsdecode(unquote_to_bytes(raw[len(prefix) :].split(b"?", 1)[0]))
 
 
+def _query(request: Request) -> dict[str, str]:
+    """The first value of each query parameter; a key of a file name that is not UTF-8 comes back byte for byte."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return {name: values[0] for name, values in parse_qs(query, encoding="utf-8", errors="surrogateescape").items()}
+
+
 def _part(doc: dict[str, Any], name: str) -> tuple[Any, str]:
     """The body (or non-HTTP value) a download names, and its file suffix: ``request``, ``response``,
     ``calls.3.request``...; 404 for any other name."""
@@ -212,7 +218,7 @@ class _Pages:
         headers = {"content-disposition": f'attachment; filename="{name}"'}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
-    def diff(self, query: QueryParams) -> HTMLResponse:
+    def diff(self, query: dict[str, str]) -> HTMLResponse:
         a, b = query.get("a", ""), query.get("b", "")
         if not a or not b:
             return self.render("error.html", status_code=400, message="Choose two recordings (a and b) to compare.")
@@ -260,7 +266,7 @@ def create_app(directory: str, target: Optional[ReplayTarget] = None, host: str 
         Route("/", _in_thread(lambda request: pages.table(request.query_params))),
         Route("/cassettes/{key:path}", _in_thread(lambda request: pages.detail(_key(request, "/cassettes/")))),
         Route("/download/{key:path}", _in_thread(lambda request: pages.download(_key(request, "/download/"), request.query_params.get("part", "")))),
-        Route("/diff", _in_thread(lambda request: pages.diff(request.query_params))),
+        Route("/diff", _in_thread(lambda request: pages.diff(_query(request)))),
         Route("/replay/{key:path}", pages.replay, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("timetracer_otel.dashboard", "static")]), name="static"),
     ]
