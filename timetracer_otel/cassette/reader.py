@@ -15,7 +15,6 @@ the field and the problem.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import zlib
 from pathlib import Path
@@ -29,7 +28,9 @@ from .naming import is_process_cassette_name
 from .safe_json import JSONProblem, loads
 from .validation import SCOPES, validate_document
 
-__all__ = ["CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "walk", "SCOPES"]
+__all__ = [
+    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "walk", "directory_entries", "SCOPES",
+]  # fmt: skip
 
 _GZIP = 31  # zlib's wbits for one gzip member
 
@@ -98,35 +99,41 @@ def _below(path: Union[str, os.PathLike]) -> Optional[list[CassetteFile]]:
     return None
 
 
-def _note_mtime(directories: dict[str, int], path: str, stat: Any) -> None:
-    with contextlib.suppress(OSError):  # gone: its parent's mtime says so
-        directories[path] = stat(path).st_mtime_ns
+def directory_entries(directory: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(name, path) of the files named like a cassette, and of the subdirectories, directly in ``directory``.
 
-
-def walk(top: str, directories: Optional[dict[str, int]] = None) -> list[tuple[tuple[str, ...], str]]:
-    """(path parts below ``top``, full path) of every file below directory ``top`` named like a
-    cassette (both kinds), in order. Dot directories (``.git``) and links to directories are not
-    entered. ``directories``, when given, receives each directory's mtime (in ns), read before
-    its entries: a file added, removed or renamed since changes it."""
-    found: list[tuple[tuple[str, ...], str]] = []
-    pending: list[tuple[str, tuple[str, ...]]] = [(top, ())]
-    if directories is not None:
-        _note_mtime(directories, top, os.stat)
-    while pending:
-        directory, parts = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue  # unreadable, or gone since it was listed
+    Dot entries (``.git``) and links to directories are left out; ``OSError`` when it cannot be listed.
+    """
+    files, subdirectories = [], []
+    with os.scandir(directory) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                pending.append((entry.path, (*parts, entry.name)))
-                if directories is not None:
-                    _note_mtime(directories, entry.path, lambda _: entry.stat(follow_symlinks=False))
+                subdirectories.append((entry.name, entry.path))
             elif is_cassette_name(entry.name):
-                found.append(((*parts, entry.name), entry.path))
+                files.append((entry.name, entry.path))
+    return files, subdirectories
+
+
+def walk(top: str, directories: Optional[dict[str, int]] = None) -> list[tuple[tuple[str, ...], str]]:
+    """(path parts below ``top``, full path) of every file below directory ``top`` named like a
+    cassette (both kinds), in order (see :func:`directory_entries`). ``directories``, when given,
+    receives each directory's mtime (in ns), read before its entries: a file added, removed or
+    renamed since changes it."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    pending: list[tuple[str, tuple[str, ...]]] = [(top, ())]
+    while pending:
+        directory, parts = pending.pop()
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+            files, subdirectories = directory_entries(directory)
+        except OSError:
+            continue  # unreadable, or gone since it was listed
+        if directories is not None:
+            directories[directory] = mtime
+        found.extend(((*parts, name), path) for name, path in files)
+        pending.extend((path, (*parts, name)) for name, path in subdirectories)
     return sorted(found)
 
 

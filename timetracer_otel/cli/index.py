@@ -30,7 +30,7 @@ import orjson
 
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.naming import is_process_cassette_name
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, walk
+from timetracer_otel.cassette.reader import CassetteError, cassette_files, directory_entries, load_cassette, walk
 from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import ReadLimits
 from timetracer_otel.replayers.matching import body_digest
@@ -119,6 +119,37 @@ def _prune(home: Path) -> None:
                     os.unlink(entry.path)
 
 
+class _Tables:
+    """What scans found, by key: each local file's record (as saved), each file, and the usable and
+    unusable ones. A rescan works on a copy, so a reader of the last one never sees it change."""
+
+    def __init__(self, previous: Optional["_Tables"] = None) -> None:
+        self.records: dict[str, list] = dict(previous.records) if previous else {}
+        self.paths: dict[str, CassetteFile] = dict(previous.paths) if previous else {}  # a local file as a str (Paths are slow to make)
+        self.entries: dict[str, dict[str, Any]] = dict(previous.entries) if previous else {}
+        self.problems: dict[str, str] = dict(previous.problems) if previous else {}  # key -> why it is not a usable cassette
+        self.rows: dict[str, tuple[list, dict[str, Any]]] = dict(previous.rows) if previous else {}  # key -> (record, its entry)
+
+    def put(self, key: str, path: CassetteFile, record: list, local: bool) -> None:
+        if local:
+            self.records[key] = record
+        self.paths[key] = path
+        if isinstance(record[2], str):
+            self.problems[key] = record[2]
+            self.entries.pop(key, None)
+            return
+        self.problems.pop(key, None)
+        row = self.rows.get(key)
+        if row is None or row[0] is not record:  # an entry is made once per record: 50,000 dicts take time
+            row = self.rows[key] = (record, dict(zip(FIELDS, record[2])))
+        self.entries[key] = row[1]
+
+    def drop(self, keys: list[str]) -> None:
+        for key in keys:
+            for table in (self.records, self.paths, self.entries, self.problems, self.rows):
+                table.pop(key, None)
+
+
 class CassetteIndex:
     """The cassettes at ``location`` (a directory, one file, or an ``s3://`` prefix), each addressed by a key.
 
@@ -134,16 +165,22 @@ class CassetteIndex:
         self.root: Union[Path, str] = str(location).rstrip("/") if self.location is None else (
             self.location if self.location.is_dir() else self.location.parent
         )  # fmt: skip
-        self.entries: dict[str, dict[str, Any]] = {}
-        self.problems: dict[str, str] = {}  # key -> why the file is not a usable cassette
-        self._paths: dict[str, CassetteFile] = {}  # key -> file: a local one as a str (Path objects are slow to make)
+        self._tables = _Tables()
         self._real_root: Optional[str] = None
         self._saved: dict[str, list] = {}  # the records last loaded or saved...
         self._saved_stamp: Optional[_Stamp] = None  # ...and the index file's stamp then: unchanged, it is not read again
-        self._rows: dict[str, tuple[list, dict[str, Any]]] = {}  # key -> (record, entry made from it), reused while the record is
-        self._scanned_at = 0.0  # when the last scan began (time.monotonic())...
-        self._scanned_wall = 0  # ...and by the wall clock (ns), as file times go
-        self._directories: dict[str, int] = {}  # the mtime of each directory when the last scan read it
+        self._scanned_at = 0.0  # when the last full scan began (time.monotonic())
+        self._directories: dict[str, tuple[int, int]] = {}  # directory -> (its mtime, the time it was read), in ns
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The summary of each usable cassette found, by key."""
+        return self._tables.entries
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Why each unusable file found is not a usable cassette, by key."""
+        return self._tables.problems
 
     def _local_dir(self) -> bool:
         return self.location is not None and self.location.is_dir()
@@ -195,11 +232,13 @@ class CassetteIndex:
             os.unlink(os.path.join(self.root, _LEGACY_NAME))  # an older version's index, in the cassette directory
 
     def _files(self) -> list[tuple[str, CassetteFile]]:
-        """(key, file) of every request cassette at the location, in key order."""
+        """(key, file) of every request cassette at the location, in key order; the directories' mtimes noted."""
         if self._local_dir():
-            self._directories = {}
-            found = walk(str(self.root), self._directories)
-            return [("/".join(parts), path) for parts, path in found if not is_process_cassette_name(parts[-1])]
+            found: dict[str, int] = {}
+            read_at = time.time_ns()
+            files = walk(str(self.root), found)
+            self._directories = {directory: (mtime, read_at) for directory, mtime in found.items()}
+            return [("/".join(parts), path) for parts, path in files if not is_process_cassette_name(parts[-1])]
         return [(self._key(path), path) for path in cassette_files(self.source)]
 
     def _key(self, path: CassetteFile) -> str:
@@ -208,61 +247,95 @@ class CassetteIndex:
         prefix = f"{self.root}/"
         return text[len(prefix) :] if text.startswith(prefix) else text.rsplit("/", 1)[-1]
 
-    def _unchanged(self, recent: float) -> bool:
-        """True when the last scan began less than ``recent`` seconds ago and no directory changed since.
+    def _prefix(self, directory: str) -> str:
+        """What the keys of the files below ``directory`` start with."""
+        relative = os.path.relpath(directory, self.root)
+        return "" if relative == "." else relative.replace(os.sep, "/") + "/"
 
-        A directory modified within a second of that scan is taken as changed: a file system's
-        mtime is coarse, so a file added just after the scan could leave it the same.
-        """
-        if not self._directories or time.monotonic() - self._scanned_at >= recent:
-            return False
-        settled = self._scanned_wall - 1_000_000_000
-        for directory, mtime in self._directories.items():
+    def _changed_directories(self) -> list[str]:
+        """The directories modified since they were read, shallowest first. One modified within a
+        second before it was read counts as changed too: an mtime is coarse, so a file added
+        just after the reading could leave it the same."""
+        changed = []
+        for directory, (mtime, read_at) in self._directories.items():
             stamp = _stamp(directory)
-            if mtime > settled or stamp is None or stamp[0] != mtime:
-                return False
-        return True
+            if stamp is None or stamp[0] != mtime or mtime > read_at - 1_000_000_000:
+                changed.append(directory)
+        return sorted(changed, key=lambda directory: directory.count(os.sep))
 
     def refresh(self, recent: float = 0.0) -> "CassetteIndex":
         """Scan the location: read new and changed cassettes, forget removed ones, save the index.
 
-        ``recent`` (seconds): skip the scan when the last one is younger and no directory has
-        changed since. Cassettes added, removed or renamed are then still seen at once (their
-        directory changes); a file rewritten in place, up to ``recent`` seconds later.
+        ``recent`` (seconds): within that long of the last full scan, read again only the
+        directories that changed since they were read. Cassettes added, removed or renamed are
+        seen at once (their directory changes); a file rewritten in place, at the next full scan.
         """
-        if recent and self._unchanged(recent):
-            return self
-        self._scanned_at, self._scanned_wall = time.monotonic(), time.time_ns()
         index_file = self.index_file
-        saved = self._load_saved(index_file)
-        local = self.location is not None
-        files: dict[str, list] = {}
-        entries: dict[str, dict[str, Any]] = {}
-        problems: dict[str, str] = {}
-        paths: dict[str, CassetteFile] = {}
-        rows: dict[str, tuple[list, dict[str, Any]]] = {}
-        changed = False
-        for key, path in self._files():
-            stamp = _stamp(path) if local else None
-            record = saved.get(key)
-            if stamp is None or record is None or (record[0], record[1]) != stamp:
-                record = [*(stamp or (None, None)), self._read(key, path) if self._inside(path) else _OUTSIDE]
-                changed = True
-            if stamp is not None:
-                files[key] = record
-            paths[key] = path
-            if isinstance(record[2], str):
-                problems[key] = record[2]
-                continue
-            row = self._rows.get(key)
-            if row is None or row[0] is not record:
-                row = (record, dict(zip(FIELDS, record[2])))
-            rows[key] = row
-            entries[key] = row[1]
-        if changed or files.keys() != saved.keys():
-            self._save(index_file, files)
-        self.entries, self.problems, self._paths, self._rows = entries, problems, paths, rows
+        if recent and self._directories and time.monotonic() - self._scanned_at < recent:
+            changed = self._changed_directories()
+            if not changed:
+                return self
+            saved = self._tables.records
+            tables = _Tables(self._tables)
+            for directory in changed:
+                self._rescan(directory, tables, saved)
+        else:
+            self._scanned_at = time.monotonic()
+            saved = self._load_saved(index_file)
+            tables = _Tables()
+            tables.rows = self._tables.rows  # entries of unchanged records are kept
+            for key, path in self._files():
+                self._put(tables, key, path, saved)
+            tables.rows = {key: tables.rows[key] for key in tables.entries}
+        if tables.records != saved:
+            self._save(index_file, tables.records)
+        self._tables = tables
         return self
+
+    def _put(self, tables: _Tables, key: str, path: CassetteFile, saved: dict[str, list]) -> None:
+        """The file's record in ``tables``: the saved one while the file has the same mtime and size, else read now."""
+        local = self.location is not None
+        stamp = _stamp(path) if local else None
+        record = saved.get(key)
+        if stamp is None or record is None or (record[0], record[1]) != stamp:
+            record = [*(stamp or (None, None)), self._read(key, path) if self._inside(path) else _OUTSIDE]
+        tables.put(key, path, record, local)
+
+    def _rescan(self, directory: str, tables: _Tables, saved: dict[str, list]) -> None:
+        """Read ``directory`` again: its files (the ``saved`` record of each unchanged one kept), and
+        the directories new below it; forget what went away."""
+        if directory not in self._directories:
+            return  # forgotten with a directory above it
+        prefix = self._prefix(directory)
+        known = {other for other in self._directories if os.path.dirname(other) == directory}
+        tables.drop([key for key in tables.paths if key.startswith(prefix) and "/" not in key[len(prefix) :]])
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+            read_at = time.time_ns()
+            files, subdirectories = directory_entries(directory)
+        except OSError:  # gone: so is everything below it
+            self._forget(directory, tables)
+            return
+        self._directories[directory] = (mtime, read_at)
+        for name, path in files:
+            if not is_process_cassette_name(name):
+                self._put(tables, prefix + name, path, saved)
+        present = {path for _, path in subdirectories}
+        for gone in known - present:
+            self._forget(gone, tables)
+        for name, path in subdirectories:
+            if path not in known:
+                found: dict[str, int] = {}
+                for parts, file in walk(path, found):
+                    if not is_process_cassette_name(parts[-1]):
+                        self._put(tables, prefix + name + "/" + "/".join(parts), file, saved)
+                self._directories.update({below: (mtime, read_at) for below, mtime in found.items()})
+
+    def _forget(self, directory: str, tables: _Tables) -> None:
+        prefix = self._prefix(directory)
+        tables.drop([key for key in tables.paths if key.startswith(prefix)])
+        for below in [other for other in self._directories if other == directory or other.startswith(directory + os.sep)]:
+            del self._directories[below]
 
     def _read(self, key: str, path: CassetteFile) -> Union[list, str]:
         """The summary values of a cassette, or the reason it cannot be used (replay included: every call is readable)."""
@@ -275,7 +348,7 @@ class CassetteIndex:
         return [summary[name] for name in FIELDS]
 
     def _file(self, key: str) -> CassetteFile:
-        path = self._paths[key]
+        path = self._tables.paths[key]
         return Path(path) if self.location is not None else path
 
     def files(self) -> dict[str, CassetteFile]:

@@ -46,7 +46,9 @@ from ._security import SecurityHeaders, allowed_hosts
 __all__ = ["create_app", "ReplayTarget"]
 
 _PAGE_SIZE = 200
-_RESCAN_SECONDS = 5.0  # a cassette rewritten in place shows in the table within this; added or removed ones at once
+# A page reads again only the directories that changed (cassettes added, removed or renamed show
+# at once); every file is looked at again at most this often (a cassette rewritten in place shows then).
+_FULL_SCAN_SECONDS = 60.0
 _FILTER_FIELDS = ("method", "path", "route", "status", "errors", "since", "until", "service", "text")
 _COLUMNS = (("recorded_at", "recorded (UTC)"), ("method", "method"), ("path", "path"), ("status", "status"),
             ("duration", "ms"), ("calls", "calls"), ("service", "service"), ("id", "id"))  # fmt: skip
@@ -110,7 +112,7 @@ def _part(doc: dict[str, Any], name: str) -> tuple[Any, str]:
 
 
 class _Pages:
-    """The request handlers, over one cassette directory.
+    """The request handlers, over one cassette directory, scanned when they are made.
 
     Each handler hands its work (scanning, reading, rendering) to a worker thread; the index
     is shared, so scans take turns.
@@ -127,6 +129,7 @@ class _Pages:
         )
         self.env.filters["urlencode"] = _url_part
         self._scan_lock = threading.Lock()
+        self._scanned()  # now, so the first page is as quick as the next
 
     def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(directory=self.directory, **context)
@@ -134,7 +137,7 @@ class _Pages:
 
     def _scanned(self) -> CassetteIndex:
         with self._scan_lock:
-            return self.index.refresh(_RESCAN_SECONDS)
+            return self.index.refresh(_FULL_SCAN_SECONDS)
 
     def _document(self, key: str) -> tuple[Path, dict[str, Any]]:
         """The cassette of an index key; 404 for anything the index does not hold, 422 for an unusable file."""
