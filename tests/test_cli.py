@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 from _replay import APPS_DIR, Sent, record
 from conftest import Upstream
 
@@ -297,3 +299,31 @@ def test_show_cuts_a_long_body_and_payloads_shows_it_all(tmp_path: Path, upstrea
     assert short.stdout.count("… the rest is cut (--payloads shows all)") == 2  # the request's body and the response's
     full = subprocess.run([str(TIMETRACER), "show", str(path), "--payloads"], capture_output=True, text=True, timeout=25, env=env)
     assert "x" * 5000 in full.stdout.replace("\n", "") and "the rest is cut" not in full.stdout
+
+
+def test_a_recent_index_reads_again_only_the_directories_that_changed(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the dashboard refreshes: added, removed and broken cassettes are seen at once, and no other is read again."""
+    from timetracer_otel.cli import index as index_module
+
+    record(serve, upstream.url, cassette_dir, _SENT[2:4])
+    index = CassetteIndex(cassette_dir).refresh()
+    (day,) = [path for path in cassette_dir.iterdir() if path.is_dir()]
+    first, second = sorted(day.iterdir())
+    reads: list[str] = []
+    original = index_module.load_cassette
+    monkeypatch.setattr(index_module, "load_cassette", lambda path, **limits: reads.append(Path(path).name) or original(path, **limits))
+    doc = json.loads(first.read_text("utf-8"))
+    (cassette_dir / "later" / "deeper").mkdir(parents=True)
+    (cassette_dir / "later" / "deeper" / "copy.json").write_text(json.dumps({**doc, "id": "0000c0de"}), "utf-8")
+    (day / "broken.json").write_text('{"format": "timetracer-cassette"', "utf-8")
+    second.unlink()
+    index.refresh(recent=60)
+    assert sorted(reads) == ["broken.json", "copy.json"]
+    assert sorted(index.entries) == sorted([f"{day.name}/{first.name}", "later/deeper/copy.json"])
+    assert list(index.problems) == [f"{day.name}/broken.json"]
+    shutil.rmtree(cassette_dir / "later")
+    (day / "broken.json").unlink()
+    index.refresh(recent=60)
+    assert list(index.entries) == [f"{day.name}/{first.name}"] and index.problems == {} and sorted(reads) == ["broken.json", "copy.json"]
