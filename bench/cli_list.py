@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--dir", help="write the cassettes here (default: a temporary directory, removed afterwards)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
+        os.environ["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")  # the commands' index goes where the cassettes go
         directory = Path(options.dir or scratch) / "cassettes"
         started = time.perf_counter()
         write_cassettes(directory, options.count)

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=10, help="later loads to time")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
+        os.environ["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")  # the commands' index goes where the cassettes go
         directory = Path(options.dir or scratch) / "cassettes"
         started = time.perf_counter()
         write_cassettes(directory, options.count)

@@ -194,7 +194,7 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     # Bounds on reading one cassette (every reader: replay, the CLI, the dashboard, import).
     "read_max_bytes": ("TIMETRACER_READ_MAX_BYTES", _parse_whole("size", 1, unit="bytes"), 64 * 1024 * 1024),
     "read_max_depth": ("TIMETRACER_READ_MAX_DEPTH", _parse_whole("depth", 1, _MOST_DEPTH), 256),
-    "read_max_digits": ("TIMETRACER_READ_MAX_DIGITS", _parse_whole("number of digits", 1), 4300),
+    "read_max_digits": ("TIMETRACER_READ_MAX_DIGITS", _parse_whole("number of digits", 20), 4300),
     "show_max_body_bytes": ("TIMETRACER_SHOW_MAX_BODY_BYTES", _parse_whole("size", 1, unit="bytes"), 256 * 1024),
 }
 
