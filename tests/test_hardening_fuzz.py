@@ -296,8 +296,11 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
     wrong = directory / "wrong-types"
     wrong.mkdir()
     for number, path in enumerate(_fields(lookup)):
-        target = _with(lookup, path, _wrong(_value_at(lookup, path)))
-        (wrong / f"{number:03d}-{'.'.join(map(str, path))[:80]}.json").write_text(json.dumps(target), "utf-8")
+        value = _value_at(lookup, path)
+        name = f"{number:03d}-{'.'.join(map(str, path))[:80]}"
+        (wrong / f"{name}.json").write_text(json.dumps(_with(lookup, path, _wrong(value))), "utf-8")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # and a number no float holds
+            (wrong / f"{name}-huge.json").write_text(json.dumps(_with(lookup, path, int("9" * 400))), "utf-8")
     names = [*hostile, "oversized.json", "fifo.json", "zero.json"]
     return Corpus(
         directory,
@@ -392,7 +395,7 @@ def test_each_wrong_typed_field_is_named_or_harmless(corpus: Corpus, driven: dic
                 (line,) = result["stderr"].splitlines()
                 assert line.startswith((f"Error: timetracer: cannot use cassette {path}: ", f"Error: {path}: cannot be exported")), (path.name, reader, line)
         if start["exit"] == 2:
-            field = path.name.split("-", 1)[1].removesuffix(".json").split(".")
+            field = path.name.split("-", 1)[1].removesuffix(".json").removesuffix("-huge").split(".")
             assert "\n" not in start["stderr"] and field[-1] in start["stderr"], (path.name, start["stderr"])
             named += 1
     assert named > len(corpus.wrong_types) // 2  # most fields are used, and each of those is checked
