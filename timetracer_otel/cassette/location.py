@@ -113,7 +113,7 @@ def read_bytes(file: Union[str, os.PathLike], limit: Optional[int] = None) -> by
                 raise OSError(errno.EINVAL, "not a regular file", str(file))
             if limit is not None and found.st_size > limit:
                 raise TooLarge(found.st_size)
-            data = stream.read() if limit is None else stream.read(limit + 1)
+            data = stream.read() if limit is None else _bounded_read(stream, found.st_size, limit)
     else:
         url = str(file)
         bucket, key = _split(url)
@@ -123,9 +123,18 @@ def read_bytes(file: Union[str, os.PathLike], limit: Optional[int] = None) -> by
             if limit is not None and size > limit:
                 answer["Body"].close()
                 raise TooLarge(size)
-            data = answer["Body"].read() if limit is None else answer["Body"].read(limit + 1)
+            data = answer["Body"].read() if limit is None else _bounded_read(answer["Body"], size, limit)
     if limit is not None and len(data) > limit:  # it grew while being read
         raise TooLarge(len(data))
+    return data
+
+
+def _bounded_read(stream: Any, size: int, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``stream``, which said it holds ``size``: a read sized by
+    the file (asking for the limit at once would allocate it), then whatever it grew by."""
+    data = stream.read(min(size, limit) + 1)
+    if len(data) > size:
+        data += stream.read(limit + 1 - len(data))
     return data
 
 
