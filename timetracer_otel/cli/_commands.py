@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import json
 import os
 import socket
@@ -356,7 +357,8 @@ def serve(
     except ValueError as exc:
         raise _Failure(str(exc)) from None
     target = ReplayTarget(app_spec, app_dir, factory, headers, cookies) if app_spec else None
-    app = create_app(directory, target, host, _limits())
+    app = create_app(directory, target, host, _limits())  # scans the directory
+    gc.freeze()  # the index lives as long as the server: the collector need not walk it at every page
     listening = _listen(host, port)  # before the URL is printed: it is this dashboard's
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
