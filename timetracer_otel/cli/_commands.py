@@ -432,7 +432,7 @@ def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: 
         except (KeyError, TypeError) as exc:
             raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
     if output == "-":
-        sys.stdout.write("".join(lines))
+        sys.stdout.write(printable_json("".join(lines)))  # the same JSON, with no character a terminal acts on
     else:
         try:
             replace(output, "".join(lines).encode("utf-8"))
