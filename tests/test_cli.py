@@ -269,6 +269,11 @@ def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Pat
     for args, message in expected.items():
         done = timetracer(*args)
         assert (done.returncode, done.stderr) == (2, f"Error: {message}\n"), args
+    limited = subprocess.run(
+        [str(TIMETRACER), "show", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=25,
+        env={**os.environ, "TIMETRACER_READ_MAX_BYTES": "10"},
+    )  # fmt: skip
+    assert limited.stderr == f"Error: timetracer: cannot use cassette {tmp_path / 'other.json'}: is 18 bytes; TIMETRACER_READ_MAX_BYTES allows 10\n"
     (tmp_path / "other.json").unlink()
     (tmp_path / "notes.json").unlink()
     nothing = timetracer("search", "needle", "--dir", str(tmp_path))
