@@ -18,18 +18,16 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
-from cli_list import write_cassettes
+from cli_list import many_cassettes
 
 _FIRST_LOAD_SECONDS = 1.0
 _LATER_LOAD_SECONDS = 0.3
@@ -87,13 +85,8 @@ def main() -> None:
     parser.add_argument("--dir", help="write the cassettes here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--loads", type=int, default=10, help="later loads to time")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        os.environ["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")  # the commands' index goes where the cassettes go
-        directory = Path(options.dir or scratch) / "cassettes"
-        started = time.perf_counter()
-        write_cassettes(directory, options.count)
+    with many_cassettes(options.count, options.dir) as directory:
         large = _write_large(directory, 50)
-        print(f"wrote {options.count} cassettes and one of 50 MB in {time.perf_counter() - started:.1f} s to {directory}")
         started = time.perf_counter()
         subprocess.run([str(Path(sys.executable).with_name("timetracer")), "list", "--dir", str(directory)], capture_output=True, check=True)
         print(f"timetracer list, building the index:     {time.perf_counter() - started:6.2f} s")
