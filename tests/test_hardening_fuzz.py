@@ -49,6 +49,7 @@ import timetracer_otel
 from timetracer_otel._standalone import record_block
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette import otlp_json
+from timetracer_otel.cassette.body import encode_body
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli import _render
 from timetracer_otel.cli.diff import diff_cassettes
@@ -173,6 +174,17 @@ def _tree_mutations(draw: st.DrawFn, original: bytes) -> bytes:
 @given(st.data())
 def test_mutated_real_cassettes_give_a_document_or_cassette_error(real_cassette: bytes, target: Path, data: st.DataObject) -> None:
     _only_cassette_error(target, data.draw(_byte_mutations(real_cassette) | _tree_mutations(real_cassette)))
+
+
+def test_a_json_body_nested_deeper_than_readers_take_is_recorded_as_text(real_cassette: bytes, target: Path) -> None:
+    """What the recorder writes, every reader takes: such a body is kept as text, and the cassette loads."""
+    deep = "[" * 300 + "]" * 300
+    body = encode_body(deep.encode(), size=len(deep), truncated=False, limit=1 << 20)
+    assert body["encoding"] == "text"
+    document = json.loads(real_cassette)
+    document["calls"][0]["response"]["body"] = body
+    target.write_text(json.dumps(document), "utf-8")
+    assert load_cassette(target)["calls"][0]["response"]["body"]["text"] == deep
 
 
 # --------------------------------------------------------------------------- the corpus, through every reader

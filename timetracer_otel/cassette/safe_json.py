@@ -19,7 +19,7 @@ import orjson
 
 from timetracer_otel.config import ReadLimits
 
-__all__ = ["JSONProblem", "loads", "describe_path"]
+__all__ = ["JSONProblem", "loads", "nesting", "describe_path"]
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
@@ -47,6 +47,11 @@ def _nesting(skeleton: bytes) -> int:
     if not brackets:
         return 0
     return max(accumulate(array("b", brackets.translate(_STEPS))))
+
+
+def nesting(text: bytes) -> int:
+    """How deeply the JSON ``text`` nests (its strings left out)."""
+    return _nesting(_STRING.sub(b"", text))
 
 
 def describe_path(parts: Sequence[Union[str, int]]) -> str:
