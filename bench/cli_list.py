@@ -12,6 +12,7 @@ warm runs with a filter and with --json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator, Optional
 
 _ROUTES = [("GET", "/users/{name}", "/users/octocat"), ("POST", "/orders", "/orders"), ("GET", "/news", "/news"),
            ("DELETE", "/orders/{id}", "/orders/42"), ("GET", "/", "/")]  # fmt: skip
@@ -73,16 +75,25 @@ def timed(*args: str) -> tuple[float, int]:
     return time.perf_counter() - started, done.stdout.count("\n")
 
 
+@contextlib.contextmanager
+def many_cassettes(count: int, where: Optional[str]) -> Iterator[Path]:
+    """A directory of ``count`` cassettes (below ``where``, default a temporary directory removed
+    afterwards); the commands run meanwhile keep their index there too. Prints how long writing took."""
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")
+        directory = Path(where or scratch) / "cassettes"
+        started = time.perf_counter()
+        write_cassettes(directory, count)
+        print(f"wrote {count} cassettes in {time.perf_counter() - started:.1f} s to {directory}")
+        yield directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--dir", help="write the cassettes here (default: a temporary directory, removed afterwards)")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        directory = Path(options.dir or scratch) / "cassettes"
-        started = time.perf_counter()
-        write_cassettes(directory, options.count)
-        print(f"wrote {options.count} cassettes in {time.perf_counter() - started:.1f} s to {directory}")
+    with many_cassettes(options.count, options.dir) as directory:
         cold, lines = timed("--dir", str(directory))
         print(f"list, no index yet (reads every file):  {cold:6.2f} s  ({lines - 1} rows)")
         for attempt in range(3):

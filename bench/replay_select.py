@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def main() -> None:
         print(json.dumps(measure(options.measure, options.requests)))
         return
     with tempfile.TemporaryDirectory() as temporary:
+        os.environ["XDG_CACHE_HOME"] = str(Path(temporary) / "cache")  # the commands' index goes where the cassettes go
         directory = Path(options.dir or temporary)
         started = time.perf_counter()
         write_cassettes(directory, options.count)

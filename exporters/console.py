@@ -1,4 +1,4 @@
-"""The line printed for each recorded request, as the user guide shows it."""
+"""The line printed for each recorded request (docs/starlette.md shows it)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.location import is_url
 
 __all__ = ["record_line", "process_line"]
@@ -14,8 +15,8 @@ _MAX_PATH_CHARS = 200
 
 
 def _printable(text: str) -> str:
-    """Escape control characters (a path may contain %0A) and bound the length."""
-    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    """Control characters escaped (a path may contain %0A or %1B) and the length bounded."""
+    shown = printable(text)
     return shown if len(shown) <= _MAX_PATH_CHARS else shown[: _MAX_PATH_CHARS - 3] + "..."
 
 

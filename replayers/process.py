@@ -20,8 +20,10 @@ from datetime import datetime
 from typing import Any, Optional
 
 from timetracer_otel.cassette.location import CassetteFile
-from timetracer_otel.cassette.reader import load_cassette, process_cassette_files
-from timetracer_otel.config import TraceConfig
+from timetracer_otel._diagnostics import logger
+from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
+from timetracer_otel.config import ReadLimits, TraceConfig
 
 from .matching import CallView, RecordedCall, describe_mismatch
 from .opening import open_for_replay
@@ -53,12 +55,18 @@ def _recorded_at(document: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(document["recorded_at"].replace("Z", "+00:00"))
 
 
-def find_process_cassette(location: Optional[str]) -> Optional[tuple[CassetteFile, dict[str, Any]]]:
-    """The most recently recorded process cassette below ``location`` (a directory or URL prefix), loaded;
-    None for a cassette file or a directory without one."""
+def find_process_cassette(location: Optional[str], limits: Optional[ReadLimits] = None) -> Optional[tuple[CassetteFile, dict[str, Any]]]:
+    """The most recently recorded usable process cassette below ``location`` (a directory or URL prefix),
+    loaded within ``limits``; None for a cassette file or a directory without one. Unusable ones are
+    named in a warning and left out."""
     if not location:
         return None
-    found = [(file, load_cassette(file, scope="process")) for file in process_cassette_files(location)]
+    found = []
+    for file in process_cassette_files(location):
+        try:
+            found.append((file, load_cassette(file, scope="process", limits=limits)))
+        except CassetteError as error:
+            logger.warning("%s; the replay goes on without it", printable(str(error)))
     return max(found, key=lambda entry: (_recorded_at(entry[1]), str(entry[0])), default=None)
 
 
@@ -90,13 +98,12 @@ def _empty(config: TraceConfig) -> ProcessSession:
 def start(config: TraceConfig) -> None:
     """Answer calls outside requests from the process cassette beside ``config.cassette_path``.
 
-    Called where the request cassettes are loaded, so a broken process cassette stops the
-    app at start too. The first process cassette found stays in use.
+    Called where the request cassettes are loaded. The first process cassette found stays in use.
     """
     global _session
     if _session is not None and _session.path != NO_CASSETTE:
         return
-    found = find_process_cassette(config.cassette_path)
+    found = find_process_cassette(config.cassette_path, config.read_limits)
     with _lock:
         if found is not None and (_session is None or _session.path == NO_CASSETTE):
             opened = open_for_replay(found[1], str(found[0]), config)

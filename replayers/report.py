@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
+from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.body import encode_body, header_value
 from timetracer_otel.redaction import REDACTED, Redactor
 
@@ -87,7 +88,7 @@ class ReplayReport:
             lines.append(f"  extra draws (not recorded, real values given): {counts}")
         lines.extend(f"  unverified: {text}" for text in self.unverified)
         lines.extend(f"  {text}" for text in self.differences)
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # recorded paths and values: escaped
 
 
 def remember(report: ReplayReport) -> None:

@@ -9,10 +9,12 @@ Cassettes sharing a signature are used in recording order (``recorded_at``, then
 name), with a turn counter per signature: the Nth request with signature S gets the Nth
 cassette recorded with S, and after the last one the first again.
 
-At start only the directory's index is read (``.timetracer-index``, kept by
+At start only the directory's index is read (kept by
 :class:`~timetracer_otel.cli.index.CassetteIndex`, which parses and checks each new or
-changed cassette once), so an unusable cassette still stops the app at start. A cassette
-document is parsed again when a request chooses it; the last few chosen stay in memory.
+changed cassette once). A file in the directory that is not a usable cassette is left out
+and named, with its reason, in a warning at start; one given alone stops the app there.
+A cassette document is parsed again when a request chooses it; the last few chosen stay
+in memory.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
 
+from timetracer_otel._diagnostics import logger
+from timetracer_otel._terminal import printable
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel.capture.asgi import Scope, route_template
@@ -132,7 +136,7 @@ class _Documents:
             if found is not None:
                 self._cache.move_to_end(path)
                 return found
-        opened = open_for_replay(load_cassette(path), path, self._config)  # outside the lock: others choose meanwhile
+        opened = open_for_replay(load_cassette(path, limits=self._config.read_limits), path, self._config)  # outside the lock: others choose meanwhile
         found = (opened, opened.views(path))
         with self._lock:
             self._cache[path] = found
@@ -154,7 +158,8 @@ class CassetteLibrary:
     """The cassettes at ``location`` (a cassette, a directory or an ``s3://`` prefix) and the choice of one per request.
 
     :class:`~timetracer_otel.cassette.reader.CassetteError` when the location is unset, holds
-    no cassettes, or holds a file that is not a usable cassette (the first one is named).
+    no cassettes, is a file that is not a usable cassette, or holds no usable one (the first
+    unusable file is named). Unusable files beside usable ones are left out: ``unusable``.
     """
 
     def __init__(self, location: Optional[str], config: Optional[TraceConfig] = None) -> None:
@@ -162,12 +167,15 @@ class CassetteLibrary:
         if not location:
             raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
         self.location = location
-        index = CassetteIndex(location).refresh()
-        problem = index.first_problem()
-        if problem is not None:
-            raise problem
+        config = config if config is not None else TraceConfig(mode="replay")
+        index = CassetteIndex(location, config.read_limits).refresh()
+        self.unusable = index.unusable()
+        if self.unusable and not index.entries:
+            raise self.unusable[0]  # a file given alone, or a directory holding nothing usable
         if not index.entries:
             raise CassetteError(location, "the directory holds no cassettes")
+        for error in self.unusable:
+            logger.warning("%s; the replay goes on without it", printable(str(error)))
         files = index.files()
         rows = sorted(index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"]))
         self._entries = [_Entry(str(files[row["key"]]), row["body_digest"], row["fingerprint"]) for row in rows]
@@ -177,7 +185,7 @@ class CassetteLibrary:
             self._by_path.setdefault((row["method"], row["path"]), _Group()).entries.append(entry)
             if row["route"] is not None:
                 self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(entry)
-        self._documents = _Documents(_CACHED_DOCUMENTS, config if config is not None else TraceConfig(mode="replay"))
+        self._documents = _Documents(_CACHED_DOCUMENTS, config)
         self._lock = threading.Lock()
 
     @property

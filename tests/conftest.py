@@ -222,7 +222,8 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tests' secret key, never the developer's own key: set
     for the whole session, so module fixtures that record use it too, and so do processes started without
-    TIMETRACER_* variables (the default key file is under XDG_CONFIG_HOME)."""
+    TIMETRACER_* variables (the default key file is under XDG_CONFIG_HOME). The cassette indexes go to
+    the session's own cache (XDG_CACHE_HOME) too, not the developer's."""
     path = tmp_path_factory.mktemp("config") / "timetracer" / "key"
     path.parent.mkdir(mode=0o700)
     path.write_text(secrets.token_hex(32) + "\n", "ascii")  # made here: the console lines tests expect stay alone
@@ -230,6 +231,7 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TIMETRACER_KEY_FILE", str(path))
         patch.setenv("XDG_CONFIG_HOME", str(path.parent.parent))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         yield path
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 from _replay import APPS_DIR, Sent, record
 from conftest import Upstream
 
-from timetracer_otel.cli.index import INDEX_NAME
+from timetracer_otel.cli.index import CassetteIndex
 
 TIMETRACER = Path(sys.executable).with_name("timetracer")  # the console script pip installed beside this python
 _SENT: list[Sent] = [
@@ -81,7 +84,9 @@ def test_list_filters_sorts_and_prints_a_table(serve: Callable[..., Any], upstre
 def test_the_index_follows_added_changed_and_removed_cassettes(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
     """After the first listing builds the index, later ones see every change on disk."""
     rec = _recorded(serve, upstream, cassette_dir)
-    assert (cassette_dir / INDEX_NAME).is_file()
+    index_file = CassetteIndex(cassette_dir).index_file
+    assert index_file is not None and index_file.is_file() and cassette_dir not in index_file.parents
+    assert [path.name for path in cassette_dir.rglob("*") if path.name.startswith(".")] == []  # nothing for git status to show
     report = cassette_dir / rec["GET /report"]["key"]
     doc = json.loads(report.read_text("utf-8"))
     doc["response"]["status"] = 503
@@ -244,3 +249,86 @@ def test_unusable_input_is_refused_with_exit_status_2(serve: Callable[..., Any],
         assert done.returncode == 2 and f"cannot use cassette {cut}: is truncated" in done.stderr
     wrong_app = timetracer("replay", rec["GET /report"]["id"], "--dir", str(cassette_dir), "--app", "no_such_module:app")
     assert wrong_app.returncode == 2 and "No module named 'no_such_module'" in wrong_app.stderr
+
+
+def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Path) -> None:
+    """As a new user meets them: a file that is not there, no cassette directory, a file that is not
+    JSON, JSON that is no cassette, a search that finds nothing."""
+    (tmp_path / "notes.json").write_text("hello world\n", "utf-8")
+    (tmp_path / "other.json").write_text('{"hello": "world"}', "utf-8")
+    missing_dir = str(tmp_path / "nowhere")
+    expected = {
+        ("show", "missing.json", "--dir", missing_dir): "timetracer: cannot use cassette missing.json: no such file",
+        ("show", "feedbeef", "--dir", missing_dir):
+            f"timetracer: 'feedbeef' is no file, and the cassette directory {missing_dir} does not exist: name one with --dir DIR or TIMETRACER_DIR",
+        ("list", "--dir", missing_dir): f"timetracer: the cassette directory {missing_dir} does not exist: name one with --dir DIR or TIMETRACER_DIR",
+        ("show", str(tmp_path / "notes.json")): f"timetracer: cannot use cassette {tmp_path / 'notes.json'}: is not valid JSON at line 1 column 1: Expecting value",
+        ("show", str(tmp_path / "other.json")):
+            f"timetracer: cannot use cassette {tmp_path / 'other.json'}: is JSON but not a timetracer cassette (it has no 'format' field, expected 'timetracer-cassette')",
+    }  # fmt: skip
+    for args, message in expected.items():
+        done = timetracer(*args)
+        assert (done.returncode, done.stderr) == (2, f"Error: {message}\n"), args
+    limited = subprocess.run(
+        [str(TIMETRACER), "show", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=25,
+        env={**os.environ, "TIMETRACER_READ_MAX_BYTES": "10"},
+    )  # fmt: skip
+    assert limited.stderr == f"Error: timetracer: cannot use cassette {tmp_path / 'other.json'}: is 18 bytes; TIMETRACER_READ_MAX_BYTES allows 10\n"
+    (tmp_path / "other.json").unlink()
+    (tmp_path / "notes.json").unlink()
+    nothing = timetracer("search", "needle", "--dir", str(tmp_path))
+    assert (nothing.returncode, nothing.stdout, nothing.stderr) == (1, "", "0 of 0 cassettes contain 'needle'\n")  # as grep
+
+
+def test_serve_listens_before_it_prints_its_url_and_names_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = timetracer("serve", "--dir", str(tmp_path), "--port", str(port))
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    prefix = f"Error: timetracer: port {port} is in use on 127.0.0.1: try --port "
+    assert line.startswith(prefix), line
+    with socket.socket() as suggested:
+        suggested.bind(("127.0.0.1", int(line.removeprefix(prefix))))  # free, as it says
+
+
+def test_show_cuts_a_long_body_and_payloads_shows_it_all(tmp_path: Path, upstream: Upstream, serve: Callable[..., Any]) -> None:
+    record(serve, upstream.url, tmp_path, [("POST", "/lookup", {"json": {"name": "x" * 5000}})])
+    (path,) = tmp_path.rglob("*.json")
+    env = {**os.environ, "TIMETRACER_SHOW_MAX_BODY_BYTES": "1000"}
+    short = subprocess.run([str(TIMETRACER), "show", str(path)], capture_output=True, text=True, timeout=25, env=env)
+    unwrapped = short.stdout.replace("\n", "")  # long lines are wrapped at 160 columns
+    assert short.returncode == 0 and "x" * 900 in unwrapped and "x" * 1000 not in unwrapped
+    assert short.stdout.count("… the rest is cut (--payloads shows all)") == 2  # the request's body and the response's
+    full = subprocess.run([str(TIMETRACER), "show", str(path), "--payloads"], capture_output=True, text=True, timeout=25, env=env)
+    assert "x" * 5000 in full.stdout.replace("\n", "") and "the rest is cut" not in full.stdout
+
+
+def test_a_recent_index_reads_again_only_the_directories_that_changed(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the dashboard refreshes: added, removed and broken cassettes are seen at once, and no other is read again."""
+    from timetracer_otel.cli import index as index_module
+
+    record(serve, upstream.url, cassette_dir, _SENT[2:4])
+    index = CassetteIndex(cassette_dir).refresh()
+    (day,) = [path for path in cassette_dir.iterdir() if path.is_dir()]
+    first, second = sorted(day.iterdir())
+    reads: list[str] = []
+    original = index_module.load_cassette
+    monkeypatch.setattr(index_module, "load_cassette", lambda path, **limits: reads.append(Path(path).name) or original(path, **limits))
+    doc = json.loads(first.read_text("utf-8"))
+    (cassette_dir / "later" / "deeper").mkdir(parents=True)
+    (cassette_dir / "later" / "deeper" / "copy.json").write_text(json.dumps({**doc, "id": "0000c0de"}), "utf-8")
+    (day / "broken.json").write_text('{"format": "timetracer-cassette"', "utf-8")
+    second.unlink()
+    index.refresh(recent=60)
+    assert sorted(reads) == ["broken.json", "copy.json"]
+    assert sorted(index.entries) == sorted([f"{day.name}/{first.name}", "later/deeper/copy.json"])
+    assert list(index.problems) == [f"{day.name}/broken.json"]
+    shutil.rmtree(cassette_dir / "later")
+    (day / "broken.json").unlink()
+    index.refresh(recent=60)
+    assert list(index.entries) == [f"{day.name}/{first.name}"] and index.problems == {} and sorted(reads) == ["broken.json", "copy.json"]

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES, TraceConfig
+from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES, ReadLimits, TraceConfig
 
 # Both entry points must read the environment the same way.
 BUILDERS: dict[str, Callable[..., TraceConfig]] = {"TraceConfig()": TraceConfig, "from_env()": TraceConfig.from_env}
@@ -28,6 +28,10 @@ ENVIRONMENT = [
     ("TIMETRACER_REDACT_HEADERS", "X-Session,X-Tenant-Key", "redact_headers", ("X-Session", "X-Tenant-Key")),
     ("TIMETRACER_REDACT_FIELDS", "ssn, card_number", "redact_fields", ("ssn", "card_number")),
     ("TIMETRACER_SERVICE", "checkout", "service_name", "checkout"),
+    ("TIMETRACER_READ_MAX_BYTES", "1048576", "read_max_bytes", 1048576),
+    ("TIMETRACER_READ_MAX_DEPTH", "64", "read_max_depth", 64),
+    ("TIMETRACER_READ_MAX_DIGITS", "100", "read_max_digits", 100),
+    ("TIMETRACER_SHOW_MAX_BODY_BYTES", "4096", "show_max_body_bytes", 4096),
 ]
 
 _RATE = "allowed values: a number from 0.0 to 1.0"
@@ -44,6 +48,10 @@ INVALID_ENVIRONMENT = [
     ("TIMETRACER_REDACT", "sometimes", f"TIMETRACER_REDACT: invalid boolean 'sometimes'; {_BOOLEAN}"),
     ("TIMETRACER_MAX_BODY_BYTES", "1MB", f"TIMETRACER_MAX_BODY_BYTES: invalid size '1MB'; {_SIZE}"),
     ("TIMETRACER_MAX_BODY_BYTES", "-1", f"TIMETRACER_MAX_BODY_BYTES: invalid size '-1'; {_SIZE}"),
+    # orjson refuses deeper nesting, and Python's recursion gives out near it: no limit beyond
+    ("TIMETRACER_READ_MAX_DEPTH", "2000", "TIMETRACER_READ_MAX_DEPTH: invalid depth '2000'; allowed values: a whole number from 1 to 1024"),
+    ("TIMETRACER_READ_MAX_BYTES", "0", "TIMETRACER_READ_MAX_BYTES: invalid size '0'; allowed values: a whole number of bytes >= 1"),
+    ("TIMETRACER_READ_MAX_DIGITS", "5", "TIMETRACER_READ_MAX_DIGITS: invalid number of digits '5'; allowed values: a whole number >= 20"),
 ]
 
 
@@ -174,3 +182,12 @@ def test_the_secret_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
         TraceConfig()
     assert str(raised.value).startswith("TIMETRACER_SECRET_KEY: the secret key is too short (9 characters, at least 16)")
     assert "short-one" not in str(raised.value)
+
+
+def test_the_read_limits_are_read_alone_as_the_config_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI and the dashboard read only these: an unrelated bad variable does not stop them."""
+    assert ReadLimits.from_env({}) == TraceConfig.from_env({}).read_limits == ReadLimits(64 * 1024 * 1024, 256, 4300, 256 * 1024)
+    monkeypatch.setenv("TIMETRACER_READ_MAX_DEPTH", "32")
+    monkeypatch.setenv("TIMETRACER_MODE", "recrod")
+    assert ReadLimits.from_env().max_depth == 32
+    assert TraceConfig(mode="off").read_limits.max_depth == 32

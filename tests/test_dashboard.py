@@ -3,6 +3,7 @@ this test records from the replay app; and its refusals checked with a plain HTT
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import shutil
@@ -15,6 +16,7 @@ from _replay import APPS_DIR, Sent, record
 from conftest import Upstream
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from timetracer_otel.config import ReadLimits
 from timetracer_otel.dashboard import ReplayTarget, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -155,12 +157,15 @@ def test_nothing_outside_the_directory_is_served(
     (cassette_dir / "2026-01-01" / "link.json").symlink_to(outside)
     attempts = [
         "/cassettes/../../outside.json", "/cassettes/..%2F..%2Foutside.json", "/cassettes/%2e%2e/%2e%2e/outside.json",
-        f"/cassettes/{outside}", f"/cassettes/{key}/../../../outside.json", "/cassettes/2026-01-01/link.json",
+        f"/cassettes/{outside}", f"/cassettes/{key}/../../../outside.json",
         "/diff?a=../outside.json&b=../outside.json", f"/diff?a={key}&b=%2e%2e%2Foutside.json",
         "/static/../app.py", "/static/%2e%2e/app.py", "/cassettes/../../../../etc/passwd",
+        "/download/../outside.json?part=request", f"/download/{key}?part=../../outside.json",
     ]  # fmt: skip
     assert {target: _raw_get(url, target) for target in attempts} == {target: 404 for target in attempts}
     assert _raw_get(url, f"/cassettes/{key}") == 200
+    assert page.goto(f"{url}/cassettes/2026-01-01/link.json").status == 422  # type: ignore[union-attr]  # named, never followed
+    assert page.locator("#problem").inner_text() == "cannot use cassette 2026-01-01/link.json: is a link to a file outside the cassette directory"
     assert page.goto(f"{url}/cassettes/..%2F..%2Foutside.json").status == 404  # type: ignore[union-attr]
     assert "no such cassette in this directory" in page.locator("#problem").inner_text()
     page.goto(url)
@@ -205,3 +210,20 @@ def test_requests_for_another_host_are_refused(serve: Callable[..., Any], upstre
     connection.close()
     assert (status, body) == (400, b"Invalid host header")
     assert _raw_get(url, "/") == 200
+
+
+def test_a_long_body_is_cut_and_links_to_the_whole_of_it(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page
+) -> None:
+    name = "x" * 5000
+    record(serve, upstream.url, cassette_dir, [("POST", "/lookup", {"json": {"name": name}})])
+    (path,) = cassette_dir.rglob("*.json")
+    limits = dataclasses.replace(ReadLimits.from_env(), show_body_bytes=1000)
+    url = serve(create_app(str(cassette_dir), limits=limits)).url
+    page.goto(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}")
+    assert len(page.locator("#request pre.body").inner_text()) == 1000
+    assert page.locator("#request p.cut").inner_text() == "… cut after 1000 characters: download the whole of it"
+    download = page.request.get(url + page.locator("#request p.cut a").get_attribute("href"))  # type: ignore[operator]
+    assert download.status == 200 and json.loads(download.body()) == {"name": name}
+    assert download.headers["content-disposition"].startswith("attachment;")
+    assert page.locator("#call-0-request p.cut").count() == 0  # the call's request is short: whole, no link

@@ -104,7 +104,7 @@ def test_import_writes_each_cassette_once_and_names_what_is_incomplete(
     partial.write_text("\n".join([json.dumps(first), json.dumps(second), '{"resourceSpans": [{"cut']) + "\n", "utf-8")
     done = timetracer("import", str(partial), "--dir", str(tmp_path / "partial"))
     assert done.returncode == 1
-    assert f"{partial} line 3: not OTLP JSON traces" in done.stderr
+    assert f"{partial} line 3 is truncated: the JSON ends early" in done.stderr
     assert f"trace {lost['traceId']} server span " in done.stderr
     assert f"incomplete cassette, {len(spans)} of {len(spans) + 1} spans" in done.stderr
     assert len(cassette_files(tmp_path / "partial")) == 1  # the complete one

@@ -183,17 +183,21 @@ def test_a_cassette_is_read_when_chosen_and_no_other_is(
     assert bob_again.json()["query"] == "name=edited-after-start"
 
 
-def test_a_cassette_broken_since_the_index_was_saved_still_stops_the_start(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+def test_a_cassette_broken_since_the_index_was_saved_is_left_out_and_named(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
-    CassetteLibrary(str(cassette_dir))  # both checked, and the index saved beside them
-    assert (cassette_dir / ".timetracer-index").is_file()
-    (_, _), (bob_path, _) = _in_recording_order(cassette_dir)
+    """One bad file does not stop a directory's replay: the app starts without it, says so once, and
+    the other cassette answers its request."""
+    recorded = record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
+    CassetteLibrary(str(cassette_dir))  # both checked, and the index saved
+    (ada_path, _), (bob_path, _) = _in_recording_order(cassette_dir)
     bob_path.write_bytes(bob_path.read_bytes()[:300])
-    with pytest.raises(CassetteError) as raised:
-        auto_setup(Starlette(), config=replay_config(cassette_dir))
-    assert re.fullmatch(rf"timetracer: cannot use cassette {re.escape(str(bob_path))}: is truncated: .+", str(raised.value))
+    with caplog.at_level(logging.WARNING, logger="timetracer"):
+        server = serve(create_app(upstream.url, replay_config(cassette_dir)))
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.fullmatch(rf"timetracer: cannot use cassette {re.escape(str(bob_path))}: is truncated: .+; the replay goes on without it", warning)
+    (ada_again,) = send(server.url, [_lookup("ada")])
+    assert_same_response(recorded[0], ada_again)
     bob_path.unlink()  # only whole cassettes for the schema check
 
 

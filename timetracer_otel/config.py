@@ -12,13 +12,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["TraceConfig", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES", "DRAW_SOURCES", "process_mode"]
+__all__ = ["TraceConfig", "ReadLimits", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES", "DRAW_SOURCES", "process_mode"]
 
 MODES = ("off", "record", "replay")
 COMPRESSIONS = ("none", "gzip")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Where the app's non-determinism comes from; each can be left out of recording and replay.
 DRAW_SOURCES = ("clock", "uuid", "random", "urandom", "secrets")
+# orjson refuses documents nested deeper than this; the standard parser's recursion gives out about there too.
+_MOST_DEPTH = 1024
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -70,17 +72,27 @@ def _parse_bool(value: Any) -> bool:
     raise ValueError(f"invalid boolean {value!r}; allowed values: true, false, 1, 0, yes, no, on, off")
 
 
-def _parse_size(value: Any) -> int:
-    error = ValueError(f"invalid size {value!r}; allowed values: a whole number of bytes >= 0")
-    if isinstance(value, (bool, float)):  # int(1.5) would silently give 1
-        raise error
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        raise error from None
-    if size < 0:
-        raise error
-    return size
+def _parse_whole(noun: str, lowest: int, highest: Optional[int] = None, unit: str = "") -> Callable[[Any], int]:
+    """A parser of whole numbers from ``lowest`` to ``highest`` (unbounded when None), named ``noun`` in its error."""
+    allowed = "a whole number" + (f" of {unit}" if unit else "")
+    allowed += f" from {lowest} to {highest}" if highest is not None else f" >= {lowest}"
+
+    def parse(value: Any) -> int:
+        error = ValueError(f"invalid {noun} {value!r}; allowed values: {allowed}")
+        if isinstance(value, (bool, float)):  # int(1.5) would silently give 1
+            raise error
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise error from None
+        if number < lowest or (highest is not None and number > highest):
+            raise error
+        return number
+
+    return parse
+
+
+_parse_size = _parse_whole("size", 0, unit="bytes")
 
 
 def _parse_names(value: Any) -> tuple[str, ...]:
@@ -179,6 +191,11 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     "fsync": ("TIMETRACER_FSYNC", _parse_bool, False),
     "secret_key": ("TIMETRACER_SECRET_KEY", _parse_secret, None),
     "key_file": ("TIMETRACER_KEY_FILE", _parse_optional_str, None),
+    # Bounds on reading one cassette (every reader: replay, the CLI, the dashboard, import).
+    "read_max_bytes": ("TIMETRACER_READ_MAX_BYTES", _parse_whole("size", 1, unit="bytes"), 64 * 1024 * 1024),
+    "read_max_depth": ("TIMETRACER_READ_MAX_DEPTH", _parse_whole("depth", 1, _MOST_DEPTH), 256),
+    "read_max_digits": ("TIMETRACER_READ_MAX_DIGITS", _parse_whole("number of digits", 20), 4300),
+    "show_max_body_bytes": ("TIMETRACER_SHOW_MAX_BODY_BYTES", _parse_whole("size", 1, unit="bytes"), 256 * 1024),
 }
 
 
@@ -198,6 +215,46 @@ def _from_environ(names: Union[None, str, tuple[str, ...]], environ: Mapping[str
         if value.strip():
             return name, _ENV_ADAPTERS.get(name, str)(value)
     return None
+
+
+def _setting(name: str, given: Any, environ: Mapping[str, str]) -> Any:
+    """The value of field ``name``: ``given`` unless unset, else its environment variable, else its default."""
+    env_name, parse, default = _SPEC[name]
+    if given is not _UNSET:
+        try:
+            return parse(given)
+        except ValueError as exc:
+            raise ValueError(f"TraceConfig({name}=...): {exc}") from None
+    found = _from_environ(env_name, environ)
+    if found is None:
+        return default
+    variable, text = found
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{variable}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much one cassette may cost its readers, so that a hostile or broken file costs no more.
+
+    ``max_bytes``: the largest file read, and what a ``.json.gz`` may expand to;
+    ``max_depth``: how deeply its JSON may nest; ``max_digits``: the longest number in it;
+    ``show_body_bytes``: how much of a body ``timetracer show`` and the dashboard print
+    (the rest is a download, or ``show --payloads``).
+    """
+
+    max_bytes: int
+    max_depth: int
+    max_digits: int
+    show_body_bytes: int
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ReadLimits":
+        """The limits set by ``TIMETRACER_READ_MAX_*`` and ``TIMETRACER_SHOW_MAX_BODY_BYTES`` (default ``os.environ``)."""
+        names = ("read_max_bytes", "read_max_depth", "read_max_digits", "show_max_body_bytes")
+        return cls(*(_setting(name, _UNSET, os.environ if environ is None else environ) for name in names))
 
 
 @dataclass(frozen=True)
@@ -224,7 +281,8 @@ class TraceConfig:
     makes it survive a power cut too, at about half a millisecond of disk time each.
     ``secret_key`` (never shown by ``repr``) keys the fingerprint of the secrets redaction
     removes from a request; without it, the key in ``key_file`` (default
-    ``~/.config/timetracer/key``, made on first record) does.
+    ``~/.config/timetracer/key``, made on first record) does. ``read_max_*`` bound what
+    reading one cassette may cost (see :class:`ReadLimits`).
     """
 
     mode: str = _UNSET
@@ -249,28 +307,22 @@ class TraceConfig:
     fsync: bool = _UNSET
     secret_key: Optional[str] = field(default=_UNSET, repr=False)
     key_file: Optional[str] = _UNSET
+    read_max_bytes: int = _UNSET
+    read_max_depth: int = _UNSET
+    read_max_digits: int = _UNSET
+    show_max_body_bytes: int = _UNSET
 
     def __post_init__(self) -> None:
         self._resolve(os.environ)
 
     def _resolve(self, environ: Mapping[str, str]) -> None:
         for f in fields(self):
-            env_name, parse, default = _SPEC[f.name]
-            given = getattr(self, f.name)
-            if given is not _UNSET:
-                try:
-                    value = parse(given)
-                except ValueError as exc:
-                    raise ValueError(f"TraceConfig({f.name}=...): {exc}") from None
-            elif (found := _from_environ(env_name, environ)) is not None:
-                variable, text = found
-                try:
-                    value = parse(text)
-                except ValueError as exc:
-                    raise ValueError(f"{variable}: {exc}") from None
-            else:
-                value = default
-            object.__setattr__(self, f.name, value)
+            object.__setattr__(self, f.name, _setting(f.name, getattr(self, f.name), environ))
+
+    @property
+    def read_limits(self) -> "ReadLimits":
+        """The bounds on reading and showing cassettes this config sets."""
+        return ReadLimits(self.read_max_bytes, self.read_max_depth, self.read_max_digits, self.show_max_body_bytes)
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "TraceConfig":

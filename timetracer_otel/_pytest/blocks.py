@@ -50,7 +50,7 @@ class _Replay:
         install_replayers()
         config = TraceConfig(mode="replay")
         # No cassette (a fixture that made no call when it was recorded): every call it makes now is unanswered.
-        document = load_cassette(path) if path.exists() else {"calls": [], "draws": []}
+        document = load_cassette(path, limits=config.read_limits) if path.exists() else {"calls": [], "draws": []}
         opened = open_for_replay(document, str(path), config)
         self.session = ReplaySession(opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path)))
         install_draw_sources(config.draws)

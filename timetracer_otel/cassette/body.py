@@ -13,7 +13,13 @@ import json
 import zlib
 from typing import Any, Iterable, Optional
 
+from .safe_json import nesting
+
 __all__ = ["BodySink", "encode_body", "decode_body", "header_value", "JSON_FORMATS"]
+
+# Deeper JSON bodies are kept as text: the cassette nests a body a few levels down, and readers
+# take 256 levels by default (TIMETRACER_READ_MAX_DEPTH).
+_MOST_JSON_DEPTH = 200
 
 
 class BodySink:
@@ -87,6 +93,8 @@ def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
     stripped = text.strip()
     if not stripped or stripped[0] not in "{[":
         return None
+    if text.count("[") + text.count("{") > _MOST_JSON_DEPTH and nesting(text.encode("utf-8", "surrogatepass")) > _MOST_JSON_DEPTH:
+        return None  # kept as text: the cassette stays within what readers take (TIMETRACER_READ_MAX_DEPTH)
     try:
         value = json.loads(text)
         base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")

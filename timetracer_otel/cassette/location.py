@@ -12,18 +12,21 @@ These requests are timetracer's own: they run under OpenTelemetry's
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-__all__ = ["CassetteFile", "is_url", "is_cassette_name", "join", "read_bytes", "write", "list_files"]
+__all__ = ["CassetteFile", "TooLarge", "is_url", "is_cassette_name", "join", "read_bytes", "write", "list_files"]
 
 CassetteFile = Union[Path, str]  # a local file, or the URL of a remote one
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: C:\ is a Windows drive
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 # S3 error codes -> the OSError a local file system raises for the same thing
@@ -36,6 +39,14 @@ _ERRORS: dict[str, type[OSError]] = {
     "PreconditionFailed": FileExistsError,
     "412": FileExistsError,
 }
+
+
+class TooLarge(OSError):
+    """A file larger than a reader takes; ``size`` is its size in bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
 
 
 def is_url(location: Union[str, os.PathLike]) -> bool:
@@ -89,14 +100,42 @@ def _request(url: str) -> Iterator[None]:
         raise _ERRORS.get(code, OSError)(f"{url}: {exc}") from exc
 
 
-def read_bytes(file: Union[str, os.PathLike]) -> bytes:
-    """The bytes of a local file or of the object at an ``s3://`` URL."""
+def read_bytes(file: Union[str, os.PathLike], limit: Optional[int] = None) -> bytes:
+    """The bytes of a local file or of the object at an ``s3://`` URL; :class:`TooLarge`, before
+    reading it, when it holds more than ``limit`` bytes."""
     if not is_url(file):
-        return Path(file).read_bytes()
-    url = str(file)
-    bucket, key = _split(url)
-    with _request(url):
-        return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        # O_NONBLOCK: a FIFO (or a device) named like a cassette must not hang the reader.
+        with open(os.open(file, _READ_FLAGS), "rb") as stream:
+            found = os.fstat(stream.fileno())
+            if stat.S_ISDIR(found.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", str(file))
+            if not stat.S_ISREG(found.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(file))
+            if limit is not None and found.st_size > limit:
+                raise TooLarge(found.st_size)
+            data = stream.read() if limit is None else _bounded_read(stream, found.st_size, limit)
+    else:
+        url = str(file)
+        bucket, key = _split(url)
+        with _request(url):
+            answer = _client().get_object(Bucket=bucket, Key=key)
+            size = answer.get("ContentLength", 0)
+            if limit is not None and size > limit:
+                answer["Body"].close()
+                raise TooLarge(size)
+            data = answer["Body"].read() if limit is None else _bounded_read(answer["Body"], size, limit)
+    if limit is not None and len(data) > limit:  # it grew while being read
+        raise TooLarge(len(data))
+    return data
+
+
+def _bounded_read(stream: Any, size: int, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``stream``, which said it holds ``size``: a read sized by
+    the file (asking for the limit at once would allocate it), then whatever it grew by."""
+    data = stream.read(min(size, limit) + 1)
+    if len(data) > size:
+        data += stream.read(limit + 1 - len(data))
+    return data
 
 
 def write(url: str, data: bytes, exclusive: bool = False) -> None:

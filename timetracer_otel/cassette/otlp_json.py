@@ -30,6 +30,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from timetracer_otel.config import ReadLimits
+
+from .safe_json import JSONProblem, loads
+
 __all__ = ["PREFIX", "to_request", "to_line", "Imported", "from_lines"]
 
 PREFIX = "timetracer.cassette."
@@ -192,17 +196,19 @@ def _base64_to_hex(text: str) -> str:
     return base64.b64decode(text).hex()
 
 
-def _requests(lines: Iterable[tuple[str, str]], imported: Imported) -> Iterable[ExportTraceServiceRequest]:
+def _requests(lines: Iterable[tuple[str, bytes]], imported: Imported, limits: ReadLimits) -> Iterable[ExportTraceServiceRequest]:
     for where, line in lines:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = loads(line, limits)
             if not isinstance(data, dict) or "resourceSpans" not in data:
                 continue  # a metrics or logs line of the same file
             yield json_format.ParseDict(_convert_ids(data, _hex_to_base64), ExportTraceServiceRequest(), ignore_unknown_fields=True)
-        except (ValueError, json_format.ParseError) as exc:
-            imported.problems.append(f"{where}: not OTLP JSON traces ({exc})")
+        except JSONProblem as exc:
+            imported.problems.append(f"{where} {exc}")
+        except (ValueError, TypeError, AttributeError, RecursionError, json_format.ParseError) as exc:
+            imported.problems.append(f"{where}: not OTLP JSON traces ({type(exc).__name__}: {exc})")
 
 
 def _span_dict(span: Span, attributes: dict[str, Any], origin: int) -> dict[str, Any]:
@@ -225,12 +231,12 @@ def _span_dict(span: Span, attributes: dict[str, Any], origin: int) -> dict[str,
     }
 
 
-def _collect(parts: _Parts, span: Span, attributes: dict[str, Any]) -> None:
+def _collect(parts: _Parts, span: Span, attributes: dict[str, Any], limits: ReadLimits) -> None:
     parts.spans.setdefault(int(attributes[_INDEX]), (span, attributes))
-    for position, call in json.loads(attributes.get(_CALLS, "[]")):
+    for position, call in loads(str(attributes.get(_CALLS, "[]")).encode("utf-8"), limits):
         parts.calls.setdefault(int(position), call)
     if _DOCUMENT in attributes:
-        header = json.loads(attributes[_DOCUMENT])
+        header = loads(str(attributes[_DOCUMENT]).encode("utf-8"), limits)
         if not isinstance(header, dict):
             raise ValueError("the cassette document is not a JSON object")
         parts.header = header
@@ -252,15 +258,16 @@ def _assemble(name: str, parts: _Parts) -> dict[str, Any]:
     return {**parts.header, "calls": [parts.calls[i] for i in range(call_count)], "spans": spans}
 
 
-def from_lines(lines: Iterable[tuple[str, str]]) -> Imported:
-    """The cassettes in OTLP JSON ``lines`` (each ``(where, text)``, ``where`` naming it in problems).
+def from_lines(lines: Iterable[tuple[str, bytes]], limits: ReadLimits) -> Imported:
+    """The cassettes in OTLP JSON ``lines`` (each ``(where, line)``, ``where`` naming it in problems),
+    each line and the JSON in its attributes read within ``limits``.
 
     Spans of one cassette may come in any order, on any lines; spans that carry no
     cassette are ignored; a span seen twice (a file imported twice) counts once.
     """
     imported = Imported()
     found: dict[tuple[bytes, str], _Parts] = {}
-    for request in _requests(lines, imported):
+    for request in _requests(lines, imported, limits):
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
@@ -269,7 +276,7 @@ def from_lines(lines: Iterable[tuple[str, str]]) -> Imported:
                     if _ROOT not in attributes or _INDEX not in attributes:
                         continue  # not a span of a cassette
                     try:
-                        _collect(found.setdefault((span.trace_id, attributes[_ROOT]), _Parts()), span, attributes)
+                        _collect(found.setdefault((span.trace_id, attributes[_ROOT]), _Parts()), span, attributes, limits)
                     except (ValueError, TypeError, KeyError) as exc:
                         imported.problems.append(f"span {span.span_id.hex()}: unusable {PREFIX}* attributes ({exc})")
     for (trace_id, root), parts in found.items():

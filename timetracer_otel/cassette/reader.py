@@ -5,146 +5,82 @@ local files and ``s3://`` URLs (see :mod:`.location`), plain ``.json`` and gzip-
 ``.json.gz`` alike. Request cassettes and process cassettes (the calls a process made
 outside its requests) share the format but not the readers: listing a directory gives
 one kind or the other, and loading a file checks it is the kind asked for.
+
+A cassette is untrusted input (it travels: buckets, CI artifacts, laptops). Reading one
+costs at most what :class:`~timetracer_otel.config.ReadLimits` allows (its size, what it
+expands to, its nesting and its numbers), and every field readers use is checked
+(:mod:`.validation`), so anything wrong is one :class:`CassetteError` naming the file,
+the field and the problem.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-import re
 import zlib
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import orjson
+from timetracer_otel.config import ReadLimits
 
-from . import FORMAT_NAME, FORMAT_VERSION
-from .location import CassetteFile, is_cassette_name, is_url, list_files, read_bytes
+from .errors import CassetteError
+from .location import CassetteFile, TooLarge, is_cassette_name, is_url, list_files, read_bytes
 from .naming import is_process_cassette_name
+from .safe_json import JSONProblem, loads
+from .validation import SCOPES, validate_document
 
-__all__ = ["CassetteError", "load_cassette", "cassette_files", "process_cassette_files", "SCOPES"]
+__all__ = [
+    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "walk", "directory_entries", "SCOPES",
+]  # fmt: skip
 
-SCOPES = ("request", "process")  # what a cassette records; a document without "scope" records a request
-
-# Integers orjson reads as floats: beyond 64 bits unsigned, or below -2**63 (nanosecond times fit).
-_LONG_INTEGER = re.compile(rb"\d{20}|-\d{19}")
-_LAST_TOKEN = re.compile(r'[^\s,:\[\]{}"]*')
-
-
-class CassetteError(Exception):
-    """A cassette file that cannot be used: missing, unreadable, not JSON, or not a cassette."""
-
-    def __init__(self, path: Union[str, os.PathLike], problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"timetracer: cannot use cassette {self.path}: {problem}")
+_GZIP = 31  # zlib's wbits for one gzip member
 
 
-def _require(condition: bool, path: CassetteFile, problem: str) -> None:
-    if not condition:
-        raise CassetteError(path, problem)
+def _gunzip(data: bytes, file: CassetteFile, limits: ReadLimits) -> bytearray:
+    """The decompressed bytes of every gzip member of ``data``, streamed: a small file that expands
+    beyond ``limits.max_bytes`` stops there, without the memory or time to expand it all."""
+    out = bytearray()
+    try:
+        while data:
+            member = zlib.decompressobj(_GZIP)
+            while data and not member.eof:
+                out += member.decompress(data, limits.max_bytes + 1 - len(out))
+                if len(out) > limits.max_bytes:
+                    raise CassetteError(file, f"expands beyond TIMETRACER_READ_MAX_BYTES ({limits.max_bytes} bytes) when decompressed")
+                data = member.unconsumed_tail
+            if not member.eof:
+                raise CassetteError(file, "is a truncated gzip file")
+            data = member.unused_data
+    except zlib.error as exc:
+        raise CassetteError(file, f"is not a valid gzip file ({exc})") from None
+    return out
 
 
-def _check_http_message(message: Any, path: CassetteFile, where: str, keys: tuple[str, ...]) -> None:
-    _require(isinstance(message, dict), path, f"{where} is not an object")
-    missing = [key for key in keys if key not in message]
-    _require(not missing, path, f"{where} lacks {', '.join(missing)}")
-
-
-def _check_scope(doc: dict[str, Any], path: CassetteFile, scope: str) -> None:
-    found = doc.get("scope", "request")
-    _require(found in SCOPES, path, f"'scope' is {found!r}, expected 'process' or none")
-    if found == "process":
-        _require(scope == "process", path, "is a process cassette (the calls made outside requests), not a request's")
-    _require(found == scope, path, "is a request's cassette, not a process cassette")
-
-
-def validate_document(doc: Any, path: CassetteFile, scope: str = "request") -> dict[str, Any]:
-    """Check the parts replay relies on, and that the document records ``scope``; return the document."""
-    _require(isinstance(doc, dict), path, "the top level is not a JSON object")
-    _require(doc.get("format") == FORMAT_NAME, path, f"'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}")
-    version = doc.get("version")
-    _require(
-        version == FORMAT_VERSION,
-        path,
-        f"format version {version!r} is not supported (this timetracer reads version {FORMAT_VERSION})",
-    )
-    _check_scope(doc, path, scope)
-    if scope == "request":
-        _check_http_message(doc.get("request"), path, "'request'", ("method", "path", "headers", "body"))
-        _check_http_message(doc.get("response"), path, "'response'", ("status", "headers", "body"))
-    calls = doc.get("calls")
-    _require(isinstance(calls, list), path, "'calls' is not a list")
-    for index, call in enumerate(calls):
-        _require(isinstance(call, dict) and "protocol" in call, path, f"calls[{index}] has no 'protocol'")
-        if call["protocol"] == "http":
-            _check_http_message(call.get("request"), path, f"calls[{index}].request", ("method", "url", "body"))
-    return doc
-
-
-def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
-    where = f"line {exc.lineno} column {exc.colno}: {exc.msg.removesuffix(' starting at')}"
-    # The parser stopped in the file's last token (a cut ``tru``, ``12``, or nothing at all); a strict
-    # JSON string holds no raw newline, so an unterminated one also runs to the end of the file.
-    if _LAST_TOKEN.fullmatch(text[exc.pos :].rstrip()) or exc.msg.startswith("Unterminated string"):
-        return f"is truncated: the JSON ends early ({where})"
-    return f"is not valid JSON at {where}"
-
-
-def _read(file: CassetteFile) -> bytes:
+def _read(file: CassetteFile, limits: ReadLimits) -> Union[bytes, bytearray]:
     """The file's bytes; a ``*.gz`` file's decompressed (the name says the format, as when writing)."""
     try:
-        raw = read_bytes(file)
+        raw = read_bytes(file, limits.max_bytes)
+    except TooLarge as exc:
+        raise CassetteError(file, f"is {exc.size} bytes; TIMETRACER_READ_MAX_BYTES allows {limits.max_bytes}") from None
     except FileNotFoundError:
         raise CassetteError(file, "no such file") from None
     except IsADirectoryError:
         raise CassetteError(file, "is a directory, not a cassette file") from None
     except OSError as exc:
         raise CassetteError(file, f"cannot be read ({exc.strerror or exc})") from None
-    if not str(file).endswith(".gz"):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except EOFError:
-        raise CassetteError(file, "is a truncated gzip file") from None
-    except (OSError, zlib.error) as exc:
-        raise CassetteError(file, f"is not a valid gzip file ({exc})") from None
+    return _gunzip(raw, file, limits) if str(file).endswith(".gz") else raw
 
 
-def load_cassette(path: Union[str, os.PathLike], scope: str = "request") -> dict[str, Any]:
-    """The cassette document at ``path`` (a file or a URL), checked; :class:`CassetteError` if it is unusable
-    or records another ``scope`` than asked for."""
+def load_cassette(path: Union[str, os.PathLike], scope: str = "request", limits: Optional[ReadLimits] = None) -> dict[str, Any]:
+    """The cassette document at ``path`` (a file or a URL), checked; :class:`CassetteError` if it is
+    unusable, records another ``scope`` than asked for, or goes beyond ``limits`` (default: the environment's)."""
     file: CassetteFile = str(path) if is_url(path) else Path(path)
-    raw = _read(file)
+    limits = limits if limits is not None else ReadLimits.from_env()
+    raw = _read(file, limits)
     try:
-        # orjson is several times faster, but reads an integer beyond 64 bits as a float: such text, and
-        # anything orjson refuses, gets the standard parser (and its messages).
-        doc = _parsed(file, raw) if _LONG_INTEGER.search(raw) else orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        doc = _parsed(file, raw)
-    try:
-        return validate_document(doc, file, scope)
-    except CassetteError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any shape error becomes the one clear error
-        raise CassetteError(file, f"has an unexpected shape ({type(exc).__name__}: {exc})") from None
-
-
-def _parsed(file: CassetteFile, raw: bytes) -> Any:
-    """The standard library's reading of ``raw`` (integers beyond 64 bits, NaN, deep nesting), or why it is no JSON."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CassetteError(file, "is not UTF-8 text (a binary or compressed file?)") from None
-    if not text.strip():
-        raise CassetteError(file, "is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CassetteError(file, _json_problem(exc, text)) from None
-    except RecursionError:
-        raise CassetteError(file, "is nested too deeply to be read") from None
+        doc = loads(raw, limits)
+    except JSONProblem as exc:
+        raise CassetteError(file, str(exc)) from None
+    return validate_document(doc, file, scope)
 
 
 def _below(path: Union[str, os.PathLike]) -> Optional[list[CassetteFile]]:
@@ -157,10 +93,48 @@ def _below(path: Union[str, os.PathLike]) -> Optional[list[CassetteFile]]:
         return None if found == [path] else found
     root = Path(path)
     if root.is_dir():
-        return sorted((p for p in root.rglob("*.json*") if is_cassette_name(p.name)), key=lambda p: p.parts)  # as Path order, faster
+        return [Path(path) for _, path in walk(str(root))]
     if not root.exists():
         raise CassetteError(root, "no such file or directory")
     return None
+
+
+def directory_entries(directory: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(name, path) of the files named like a cassette, and of the subdirectories, directly in ``directory``.
+
+    Dot entries (``.git``) and links to directories are left out; ``OSError`` when it cannot be listed.
+    """
+    files, subdirectories = [], []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                subdirectories.append((entry.name, entry.path))
+            elif is_cassette_name(entry.name):
+                files.append((entry.name, entry.path))
+    return files, subdirectories
+
+
+def walk(top: str, directories: Optional[dict[str, int]] = None) -> list[tuple[tuple[str, ...], str]]:
+    """(path parts below ``top``, full path) of every file below directory ``top`` named like a
+    cassette (both kinds), in order (see :func:`directory_entries`). ``directories``, when given,
+    receives each directory's mtime (in ns), read before its entries: a file added, removed or
+    renamed since changes it."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    pending: list[tuple[str, tuple[str, ...]]] = [(top, ())]
+    while pending:
+        directory, parts = pending.pop()
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+            files, subdirectories = directory_entries(directory)
+        except OSError:
+            continue  # unreadable, or gone since it was listed
+        if directories is not None:
+            directories[directory] = mtime
+        found.extend(((*parts, name), path) for name, path in files)
+        pending.extend((path, (*parts, name)) for name, path in subdirectories)
+    return sorted(found)
 
 
 def _name(file: CassetteFile) -> str:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import gc
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import click
 
-from timetracer_otel.cassette.location import CassetteFile, is_url, read_bytes
+from timetracer_otel._terminal import printable, printable_json
+from timetracer_otel.cassette.location import CassetteFile, TooLarge, is_url, read_bytes
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, validate_document
 from timetracer_otel.cassette.storage import replace
-from timetracer_otel.config import COMPRESSIONS
+from timetracer_otel.config import COMPRESSIONS, ReadLimits
 
 from . import _render
 from .diff import DEFAULT_IGNORED, diff_cassettes
@@ -21,12 +26,25 @@ from .index import CassetteIndex, listing
 from .query import SORT_KEYS, Filters, select
 from .search import matches
 
-_DIFFERENT = 1  # exit status: the cassettes (or the replayed response) differ
+_DIFFERENT = 1  # exit status: the cassettes (or the replayed response) differ; search found nothing
 _FAILED = 2  # exit status: bad usage or an unusable cassette, as click's usage errors
+_PORTS_TRIED = 100  # when the port asked for is taken: how many after it to look for a free one
 
 
 class _Failure(click.ClickException):
+    """The one line a command fails with; what it quotes (file names, recorded values) is escaped."""
+
     exit_code = _FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message))
+
+
+def _limits() -> ReadLimits:
+    try:
+        return ReadLimits.from_env()
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
 
 
 def _dir_option(function: Callable) -> Callable:
@@ -68,29 +86,52 @@ def _json_option(function: Callable) -> Callable:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(printable_json(json.dumps(value, indent=2, ensure_ascii=False, default=str)) + "\n")
 
 
-def _index(directory: str) -> CassetteIndex:
+def _no_directory(directory: str) -> Optional[str]:
+    """Why ``directory`` cannot be listed, when it is a local path that is no directory."""
+    if is_url(directory) or Path(directory).is_dir():
+        return None
+    what = "is a file, not a directory" if Path(directory).exists() else "does not exist"
+    return f"the cassette directory {directory} {what}: name one with --dir DIR or TIMETRACER_DIR"
+
+
+def _index(directory: str, limits: ReadLimits) -> CassetteIndex:
+    """The index of ``directory``, current; its unusable files named on stderr, each with its reason."""
+    problem = _no_directory(directory)
+    if problem is not None:
+        raise _Failure(f"timetracer: {problem}")
     try:
-        index = CassetteIndex(directory).refresh()
+        index = CassetteIndex(directory, limits).refresh()
     except CassetteError as exc:
         raise _Failure(str(exc)) from None
     if index.problems:
         click.echo(f"timetracer: {len(index.problems)} file(s) are not usable cassettes:", err=True)
-        for key, problem in sorted(index.problems.items())[:5]:
-            click.echo(f"  {key}: {problem}", err=True)
+        for key, problem in sorted(index.problems.items()):
+            click.echo(printable(f"  {key}: {problem}"), err=True)
     return index
 
 
-def _resolve(reference: str, directory: str) -> CassetteFile:
+def _names_a_file(reference: str) -> bool:
+    return os.sep in reference or reference.endswith((".json", ".json.gz"))
+
+
+def _resolve(reference: str, directory: str, limits: ReadLimits) -> CassetteFile:
     """A cassette file: ``reference`` itself when it is a URL or exists, else a key, id or name prefix in ``directory``."""
     if is_url(reference):
         return reference
     if Path(reference).exists():
         return Path(reference)
-    index = _index(directory)
+    problem = _no_directory(directory)
+    if problem is not None:
+        if _names_a_file(reference):
+            raise _Failure(str(CassetteError(reference, "no such file")))
+        raise _Failure(f"timetracer: {reference!r} is no file, and {problem}")
+    index = _index(directory, limits)
     found = index.find(reference)
+    if not found and _names_a_file(reference):
+        raise _Failure(str(CassetteError(reference, f"no such file, nor a cassette of that name in {directory}")))
     if len(found) != 1:
         problem = "matches no cassette" if not found else f"matches {len(found)} cassettes: {', '.join(sorted(found)[:5])}"
         raise _Failure(f"{reference!r} {problem} in {directory}")
@@ -99,14 +140,14 @@ def _resolve(reference: str, directory: str) -> CassetteFile:
     return path
 
 
-def _location(reference: str, directory: str) -> CassetteFile:
+def _location(reference: str, directory: str, limits: ReadLimits) -> CassetteFile:
     """What ``reference`` names: a directory or URL prefix as it is, else one cassette as for ``show``."""
-    return reference if is_url(reference) or Path(reference).is_dir() else _resolve(reference, directory)
+    return reference if is_url(reference) or Path(reference).is_dir() else _resolve(reference, directory, limits)
 
 
-def _cassettes(reference: str, directory: str) -> list[CassetteFile]:
+def _cassettes(reference: str, directory: str, limits: ReadLimits) -> list[CassetteFile]:
     """The cassettes ``reference`` names: a directory or URL prefix (all below it), else one cassette as for ``show``."""
-    target = _location(reference, directory)
+    target = _location(reference, directory, limits)
     try:
         paths = cassette_files(target)
     except CassetteError as exc:
@@ -116,9 +157,9 @@ def _cassettes(reference: str, directory: str) -> list[CassetteFile]:
     return paths
 
 
-def _load(path: CassetteFile) -> dict[str, Any]:
+def _load(path: CassetteFile, limits: ReadLimits) -> dict[str, Any]:
     try:
-        return load_cassette(path)
+        return load_cassette(path, limits=limits)
     except CassetteError as exc:
         raise _Failure(str(exc)) from None
 
@@ -138,7 +179,7 @@ def cli() -> None:
 @_json_option
 def list_command(directory: str, filters: Filters, sort: str, desc: bool, limit: Optional[int], as_json: bool) -> None:
     """List the cassettes in a directory, filtered and sorted."""
-    index = _index(directory)
+    index = _index(directory, _limits())
     rows = select(index.entries.values(), filters, sort, desc, limit)
     if as_json:
         _print_json([listing(row) for row in rows])
@@ -158,12 +199,13 @@ def show(cassette: str, directory: str, payloads: bool, as_json: bool) -> None:
     The spans are drawn as a waterfall; --payloads adds every call's headers and bodies.
     CASSETTE is a file, or a cassette id, key or file-name prefix in --dir.
     """
-    path = _resolve(cassette, directory)
-    doc = _load(path)
+    limits = _limits()
+    path = _resolve(cassette, directory, limits)
+    doc = _load(path, limits)
     if as_json:
         _print_json(doc)
         return
-    _render.show(_render.console(), doc, str(path), payloads)
+    _render.show(_render.console(), doc, str(path), payloads, limits.show_body_bytes)
 
 
 @cli.command()
@@ -179,9 +221,10 @@ def diff(a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ign
 
     The request, the response and each call are compared field by field.
     """
-    path_a, path_b = _resolve(a, directory), _resolve(b, directory)
+    limits = _limits()
+    path_a, path_b = _resolve(a, directory, limits), _resolve(b, directory, limits)
     ignored = (*(() if no_default_ignores else DEFAULT_IGNORED), *ignore)
-    found = diff_cassettes(_load(path_a), _load(path_b), ignored)
+    found = diff_cassettes(_load(path_a, limits), _load(path_b, limits), ignored)
     if as_json:
         _print_json({"a": str(path_a), "b": str(path_b), "differences": [d.to_dict() for d in found]})
     else:
@@ -196,29 +239,33 @@ def diff(a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ign
 @click.option("--case-sensitive", is_flag=True, help="Match case exactly.")
 @_json_option
 def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as_json: bool) -> None:
-    """Find cassettes that contain TEXT.
+    """Find cassettes that contain TEXT; exit status 1 if none does, as grep's.
 
     Searches the headers, bodies and URLs of the request, the response and every call.
     """
-    index = _index(directory)
+    limits = _limits()
+    index = _index(directory, limits)
     found = []
     for entry in select(index.entries.values(), filters):
         path = index.path_of(entry["key"])
         try:
-            places = matches(load_cassette(path), text, case_sensitive) if path is not None else []
+            places = matches(load_cassette(path, limits=limits), text, case_sensitive) if path is not None else []
         except CassetteError:  # changed since the scan
             continue
         if places:
             found.append({**listing(entry), "matches": places})
     if as_json:
         _print_json(found)
-        return
-    lines = _render.list_lines(found)
-    width = len(lines[0])
-    out = [lines[0].ljust(width) + "  FOUND IN"]
-    out.extend(line.ljust(width) + "  " + ", ".join(entry["matches"]) for line, entry in zip(lines[1:], found))
-    sys.stdout.write("\n".join(out) + "\n")
-    click.echo(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}", err=True)
+    elif found:
+        lines = _render.list_lines(found)
+        width = len(lines[0])
+        out = [lines[0].ljust(width) + "  FOUND IN"]
+        out.extend(line.ljust(width) + "  " + ", ".join(entry["matches"]) for line, entry in zip(lines[1:], found))
+        sys.stdout.write("\n".join(out) + "\n")
+    if not as_json:
+        click.echo(printable(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}"), err=True)
+    if not found:
+        sys.exit(_DIFFERENT)
 
 
 @cli.command()
@@ -248,8 +295,9 @@ def replay(
     every outgoing call answered from its cassette, and prints the replay report.
 
     CASSETTE is a cassette file, a directory (every cassette in it), or an id in --dir.
-    Exit status 1 when a response differs from the recording or a call went unanswered
-    (a response whose only unchecked parts are redacted values is not a failure).
+    Exit status 1 when a response differs from the recording, a call went unanswered, or a
+    file in the directory is not a usable cassette (it is named, and the others replayed;
+    a response whose only unchecked parts are redacted values is not a failure).
     Without the key that sealed them, recorded credentials read [REDACTED]: --header and
     --cookie supply them, and the report names the requests that needed them.
     """
@@ -258,8 +306,10 @@ def replay(
 
     try:
         credentials = Credentials.parse(headers, cookies)
-        with Replayer(app_spec, str(_location(cassette, directory)), app_dir, factory, ignore, credentials) as replayer:
+        location = str(_location(cassette, directory, _limits()))
+        with Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer:
             reports = [replayer.replay(path) for path in replayer.cassettes()]
+            unusable = len(replayer.library.unusable)  # each named in a warning when the replay began
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     verdicts = [r.verdict for r in reports]
@@ -267,13 +317,14 @@ def replay(
         _print_json([r.to_dict() for r in reports])
     else:
         click.echo("\n".join(r.console_text() for r in reports))
-        if len(reports) > 1:
+        if len(reports) > 1 or unusable:
             unverified = f"{verdicts.count('unverified')} unverified, " if "unverified" in verdicts else ""
-            click.echo(f"replayed {len(reports)} cassettes: {verdicts.count('ok')} ok, {unverified}{verdicts.count('diff')} differ")
+            left_out = f"; {unusable} file(s) left out, not usable cassettes" if unusable else ""
+            click.echo(f"replayed {len(reports)} cassettes: {verdicts.count('ok')} ok, {unverified}{verdicts.count('diff')} differ{left_out}")
         supplied = sum(1 for r in reports if r.supplied_credentials)
         if supplied:
             click.echo(f"{supplied} of {len(reports)} requests were sent with supplied credentials (their own could not be unsealed)")
-    sys.exit(_DIFFERENT if "diff" in verdicts else 0)
+    sys.exit(_DIFFERENT if "diff" in verdicts or unusable else 0)
 
 
 @cli.command()
@@ -296,8 +347,9 @@ def serve(
 
     from timetracer_otel.dashboard import ReplayTarget, create_app
 
-    if not is_url(directory) and not Path(directory).is_dir():
-        raise _Failure(f"{directory} is not a directory")
+    problem = _no_directory(directory)
+    if problem is not None:
+        raise _Failure(f"timetracer: {problem}")
     from ._credentials import Credentials
 
     try:
@@ -305,10 +357,44 @@ def serve(
     except ValueError as exc:
         raise _Failure(str(exc)) from None
     target = ReplayTarget(app_spec, app_dir, factory, headers, cookies) if app_spec else None
+    app = create_app(directory, target, host, _limits())  # scans the directory
+    gc.freeze()  # the index lives as long as the server: the collector need not walk it at every page
+    listening = _listen(host, port)  # before the URL is printed: it is this dashboard's
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
-    click.echo(f"timetracer dashboard for {directory}: http://{host}:{port}/", err=True)
-    uvicorn.run(create_app(directory, target, host), host=host, port=port, log_level="warning")
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(printable(f"timetracer dashboard for {directory}: http://{shown_host}:{listening.getsockname()[1]}/"), err=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` and listening (``OSError`` when it cannot be)."""
+    family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    listening = socket.socket(family, kind, protocol)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        listening.bind(address)
+        listening.listen()
+    except OSError:
+        listening.close()
+        raise
+    return listening
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The dashboard's socket; a failure is one line saying what to do (another port, when this one is taken)."""
+    try:
+        return _bound(host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise _Failure(f"timetracer: cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    for candidate in range(port + 1, min(port + _PORTS_TRIED, 65535) + 1):
+        try:
+            _bound(host, candidate).close()
+        except OSError:
+            continue
+        raise _Failure(f"timetracer: port {port} is in use on {host}: try --port {candidate}")
+    raise _Failure(f"timetracer: port {port} is in use on {host}: try --port 0 (any free port)")
 
 
 def _otlp_json() -> Any:
@@ -334,10 +420,11 @@ def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: 
     if not otlp_json:
         raise click.UsageError("choose the format: --otlp-json (the only one so far)")
     codec = _otlp_json()
-    files = [file for reference in cassettes for file in _cassettes(reference, directory)]
+    limits = _limits()
+    files = [file for reference in cassettes for file in _cassettes(reference, directory, limits)]
     lines = []
     for file in files:
-        doc = _load(file)
+        doc = _load(file, limits)
         try:
             lines.append(codec.to_line(doc) + "\n")
         except ValueError as exc:
@@ -345,7 +432,7 @@ def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: 
         except (KeyError, TypeError) as exc:
             raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
     if output == "-":
-        sys.stdout.write("".join(lines))
+        sys.stdout.write(printable_json("".join(lines)))  # the same JSON, with no character a terminal acts on
     else:
         try:
             replace(output, "".join(lines).encode("utf-8"))
@@ -354,13 +441,15 @@ def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: 
     click.echo(f"exported {len(lines)} cassette(s) as OTLP JSON" + ("" if output == "-" else f" to {output}"), err=True)
 
 
-def _lines(file: str) -> list[tuple[str, str]]:
-    """``(where, text)`` of each line of an OTLP JSON file (local or URL)."""
+def _lines(file: str, limits: ReadLimits) -> list[tuple[str, bytes]]:
+    """``(where, line)`` of each line of an OTLP JSON file (local or URL), no larger than ``limits`` allow."""
     try:
-        text = read_bytes(file).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _Failure(f"cannot read {file}: {exc}") from None
-    return [(f"{file} line {number}", line) for number, line in enumerate(text.splitlines(), 1)]
+        data = read_bytes(file, limits.max_bytes)
+    except TooLarge as exc:
+        raise _Failure(f"cannot read {file}: it is {exc.size} bytes; TIMETRACER_READ_MAX_BYTES allows {limits.max_bytes}") from None
+    except OSError as exc:
+        raise _Failure(f"cannot read {file}: {exc.strerror or exc}") from None
+    return [(f"{file} line {number}", line) for number, line in enumerate(data.split(b"\n"), 1)]
 
 
 @cli.command("import")
@@ -378,7 +467,8 @@ def import_command(files: tuple[str, ...], directory: str, compression: str) -> 
     """
     from timetracer_otel.exporters.files import store
 
-    imported = _otlp_json().from_lines(line for file in files for line in _lines(file))
+    limits = _limits()
+    imported = _otlp_json().from_lines((line for file in files for line in _lines(file, limits)), limits)
     written = skipped = 0
     for doc in imported.cassettes:
         try:
@@ -392,7 +482,7 @@ def import_command(files: tuple[str, ...], directory: str, compression: str) -> 
         except OSError as exc:
             raise _Failure(f"cannot write to {directory}: {exc}") from None
     for problem in imported.problems:
-        click.echo(f"timetracer: not imported: {problem}", err=True)
+        click.echo(printable(f"timetracer: not imported: {problem}"), err=True)
     already = f" ({skipped} already there)" if skipped else ""
     click.echo(f"imported {written} cassette(s) from {imported.spans_seen} span(s) to {directory}{already}", err=True)
     sys.exit(_DIFFERENT if imported.problems else 0)

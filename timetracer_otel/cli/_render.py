@@ -1,23 +1,31 @@
 """Terminal output of the commands. Recorded values are always wrapped in ``Text``, never
-parsed as rich markup: a recorded ``[bold]`` stays the characters it was."""
+parsed as rich markup (a recorded ``[bold]`` stays the characters it was), and go through
+:func:`printable` first (a recorded ESC is shown as ``\\x1b``, never sent to the terminal)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from timetracer_otel._terminal import printable
+
 from .diff import Difference
-from .views import body_text, call_rows, total_ms, value_text, waterfall
+from .views import Shown, body_text, call_rows, total_ms, value_text, waterfall
 
 __all__ = ["console", "list_lines", "show", "differences"]
 
 _BAR_CELLS = 40
 _PREVIEW_LINES = 20
 _LIST_COLUMNS = ("RECORDED (UTC)", "ID", "METHOD", "PATH", "STATUS", "MS", "CALLS", "SERVICE")
+
+
+def _text(value: Any, style: str = "", multiline: bool = False) -> Text:
+    """A recorded value as terminal text: escaped, and never read as markup."""
+    return Text(printable(str(value), multiline), style=style)
 
 
 def console() -> Console:
@@ -29,14 +37,14 @@ def _cells(entry: dict[str, Any]) -> tuple[str, ...]:
     """The listing's columns of one summary, in :data:`_LIST_COLUMNS` order."""
     duration = entry["duration_ms"]
     return (
-        (entry["recorded_at"] or "")[:19].replace("T", " "),
-        entry["id"] or "",
-        entry["method"],
-        entry["path"] + (f"?{entry['query']}" if entry["query"] else ""),
+        printable((entry["recorded_at"] or "")[:19].replace("T", " ")),
+        printable(entry["id"] or ""),
+        printable(entry["method"]),
+        printable(entry["path"] + (f"?{entry['query']}" if entry["query"] else "")),
         f"{entry['status']}{'!' if entry['error'] else ''}",
         f"{duration:.1f}" if duration is not None else "",
         str(entry["calls"]),
-        entry["service"] or "",
+        printable(entry["service"] or ""),
     )
 
 
@@ -53,22 +61,27 @@ def _status_style(status: Any) -> str:
 
 
 def _headers(pairs: Any) -> Text:
-    return Text("\n".join(f"{name}: {value}" for name, value in pairs or ()) or "(no headers)", style="dim")
+    return Text("\n".join(f"{printable(name)}: {printable(value)}" for name, value in pairs or ()) or "(no headers)", style="dim")
 
 
-def _body(body: Any, full: bool) -> Text:
-    text = body_text(body)
-    if not text:
-        return Text("(empty body)", style="dim")
-    lines = text.splitlines()
+def _shown(shown: Shown, full: bool) -> Text:
+    """A body or value: its first lines unless ``full``, and a note where the rest was left out."""
+    lines = shown.text.splitlines()
+    text, note = shown.text, "… the rest is cut (--payloads shows all)" if shown.cut else ""
     if not full and len(lines) > _PREVIEW_LINES:
-        hidden = len(lines) - _PREVIEW_LINES
-        return Text("\n".join(lines[:_PREVIEW_LINES])) + Text(f"\n… {hidden} more lines (--payloads shows all)", style="dim")
-    return Text(text)
+        text = "\n".join(lines[:_PREVIEW_LINES])
+        note = note or f"… {len(lines) - _PREVIEW_LINES} more lines (--payloads shows all)"
+    return _text(text, multiline=True) + Text(f"\n{note}" if note else "", style="dim")
 
 
-def _message(title: str, line: Text, message: dict[str, Any], full: bool) -> Group:
-    return Group(Text(title, style="bold"), line, _headers(message.get("headers")), _body(message.get("body"), full), Text(""))
+def _body(body: Any, limit: Optional[int]) -> Text:
+    """A body: in full when ``limit`` is None, else its first lines and characters."""
+    shown = body_text(body, limit)
+    return _shown(shown, limit is None) if shown.text else Text("(empty body)", style="dim")
+
+
+def _message(title: str, line: Text, message: dict[str, Any], limit: Optional[int]) -> Group:
+    return Group(Text(title, style="bold"), line, _headers(message.get("headers")), _body(message.get("body"), limit), Text(""))
 
 
 def _bar(offset: float, duration: float, total: float) -> Text:
@@ -84,11 +97,11 @@ def _waterfall(doc: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify, no_wrap=name != "span")  # type: ignore[arg-type]
     for row in waterfall(doc):
         failed = row["status"]["code"] == "ERROR"
-        name = Text("  " * row["depth"] + row["name"], style="red" if failed else "")
+        name = _text("  " * row["depth"] + row["name"], style="red" if failed else "")
         if row["call"] is not None:
             name += Text(f"  (call #{row['call']})", style="dim")
         table.add_row(
-            name, Text(row["kind"]), Text(f"{row['start_offset_ms']:.1f}"), Text(f"{row['duration_ms']:.1f}"),
+            name, _text(row["kind"]), Text(f"{row['start_offset_ms']:.1f}"), Text(f"{row['duration_ms']:.1f}"),
             _bar(row["start_offset_ms"], row["duration_ms"], total),
         )  # fmt: skip
     return table
@@ -101,48 +114,56 @@ def _calls(doc: dict[str, Any]) -> Table:
     for row in call_rows(doc):
         duration = row["duration_ms"]
         table.add_row(
-            Text(str(row["index"])), Text(row["library"] or ""), Text(row["label"]),
-            Text(row["outcome"], style="red" if row["failed"] else "green"),
+            Text(str(row["index"])), _text(row["library"] or ""), _text(row["label"]),
+            _text(row["outcome"], style="red" if row["failed"] else "green"),
             Text(f"{row['offset_ms']:.1f}" if row["offset_ms"] is not None else ""),
             Text(f"{duration:.1f}" if duration is not None else ""),
         )  # fmt: skip
     return table
 
 
+def _error(error: dict[str, Any]) -> Text:
+    return _text(f"error: {error.get('type')}: {error.get('message')}", style="red")
+
+
 def _call_payloads(doc: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for row, call in zip(call_rows(doc), doc.get("calls", [])):
-        out.append(Text(f"call #{row['index']}: {row['label']}", style="bold underline"))
+        out.append(_text(f"call #{row['index']}: {row['label']}", style="bold underline"))
         if call.get("protocol") != "http":
-            out.extend([Text("request", style="bold"), Text(value_text(call.get("request"))),
-                        Text("response", style="bold"), Text(value_text(call.get("response")))])  # fmt: skip
+            out.extend([Text("request", style="bold"), _shown(value_text(call.get("request")), True),
+                        Text("response", style="bold"), _shown(value_text(call.get("response")), True)])  # fmt: skip
         else:
-            out.append(_message("request", Text(row["label"]), call.get("request") or {}, True))
+            out.append(_message("request", _text(row["label"]), call.get("request") or {}, None))
             if call.get("response"):
                 response = call["response"]
-                out.append(_message("response", Text(str(response.get("status")), style=_status_style(response.get("status"))), response, True))
+                out.append(_message("response", Text(str(response.get("status")), style=_status_style(response.get("status"))), response, None))
         if call.get("error"):
-            out.append(Text(f"error: {call['error'].get('type')}: {call['error'].get('message')}", style="red"))
+            out.append(_error(call["error"]))
         out.append(Text(""))
     return out
 
 
-def show(out: Console, doc: dict[str, Any], where: str, payloads: bool) -> None:
-    """A cassette: request, response, calls, the span waterfall; every call's payloads with ``payloads``."""
+def show(out: Console, doc: dict[str, Any], where: str, payloads: bool, limit: int) -> None:
+    """A cassette: request, response, calls, the span waterfall; every call's payloads with ``payloads``.
+
+    Bodies are cut at ``limit`` characters and 20 lines, unless ``payloads``.
+    """
     request, response = doc["request"], doc["response"]
     target = request["path"] + (f"?{request['query']}" if request.get("query") else "")
     status = response["status"]
-    head = Text(f"{request['method']} {target}", style="bold") + Text(f"  {status}", style=_status_style(status))
-    head += Text(f"  {doc.get('duration_ms')} ms  id={doc.get('id')}  service={doc.get('service')}  recorded {doc.get('recorded_at')}")
+    head = _text(f"{request['method']} {target}", style="bold") + Text(f"  {status}", style=_status_style(status))
+    head += _text(f"  {doc.get('duration_ms')} ms  id={doc.get('id')}  service={doc.get('service')}  recorded {doc.get('recorded_at')}")
     out.print(head)
-    out.print(Text(f"cassette: {where}", style="dim"))
+    out.print(_text(f"cassette: {where}", style="dim"))
     if request.get("route"):
-        out.print(Text(f"route: {request['route']}", style="dim"))
+        out.print(_text(f"route: {request['route']}", style="dim"))
     if doc.get("error"):
-        out.print(Text(f"error: {doc['error'].get('type')}: {doc['error'].get('message')}", style="red"))
+        out.print(_error(doc["error"]))
     out.print()
-    out.print(_message("request", Text(f"{request['method']} {target}"), request, payloads))
-    out.print(_message("response", Text(str(status), style=_status_style(status)), response, payloads))
+    shown = None if payloads else limit
+    out.print(_message("request", _text(f"{request['method']} {target}"), request, shown))
+    out.print(_message("response", Text(str(status), style=_status_style(status)), response, shown))
     if doc.get("calls"):
         out.print(_calls(doc))
         out.print()
@@ -155,8 +176,8 @@ def show(out: Console, doc: dict[str, Any], where: str, payloads: bool) -> None:
 
 def differences(out: Console, found: Sequence[Difference], a: str, b: str) -> None:
     """The differences between cassettes ``a`` and ``b``, one line each."""
-    out.print(Text(f"a: {a}\nb: {b}", style="dim"))
+    out.print(_text(f"a: {a}\nb: {b}", style="dim", multiline=True))
     for difference in found:
-        out.print(Text(difference.where, style="bold") + Text(": ") + Text(difference.change()))
+        out.print(_text(difference.where, style="bold") + Text(": ") + _text(difference.change()))
     out.print(Text(f"{len(found)} difference{'s' if len(found) != 1 else ''}" if found else "no differences",
                    style="red" if found else "green"))  # fmt: skip

@@ -1,35 +1,52 @@
-"""The cassette index: one summary line per cassette, cached beside the cassettes.
+"""The cassette index: one summary line per cassette, cached outside the cassette directory.
 
 Listing 50,000 cassettes, or starting to replay them, must not mean parsing 50,000 JSON
 files. The index keeps each cassette's summary keyed by its path relative to the
 directory, with the file's mtime and size; a scan stats every file and re-reads (and
 checks, as replay would) only those that are new or changed, and drops those that are
-gone. Files are found with :func:`cassette_files` and read with :func:`load_cassette`, so
-whatever locations those accept, the index accepts: ``.json`` and ``.json.gz`` files, and
-``s3://`` prefixes. Remote objects are not stat'ed and no index is
-saved beside them: they are re-read on every scan.
+gone. Files are found with :func:`walk` or :func:`cassette_files` and read with
+:func:`load_cassette`, so whatever locations those accept, the index accepts: ``.json``
+and ``.json.gz`` files, and ``s3://`` prefixes. Remote objects are not stat'ed and no
+index is saved for them: they are re-read on every scan.
+
+The index of a directory is saved in the user's cache (``$XDG_CACHE_HOME/timetracer/index``,
+else ``~/.cache/timetracer/index``), named by a digest of the directory's real path: the
+cassette directory stays as recorded (nothing for ``git status`` to show, works read-only),
+and an index cannot arrive with cassettes from elsewhere and vouch for them. Index files
+unused for :data:`_UNUSED_DAYS` days are removed when another is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import orjson
+
 from timetracer_otel.cassette.location import CassetteFile, is_url
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette
+from timetracer_otel.cassette.naming import is_process_cassette_name
+from timetracer_otel.cassette.reader import CassetteError, cassette_files, directory_entries, load_cassette, walk
 from timetracer_otel.cassette.storage import replace
+from timetracer_otel.config import ReadLimits
 from timetracer_otel.replayers.matching import body_digest
 from timetracer_otel.replayers.session import recorded_views
 
-__all__ = ["INDEX_NAME", "FIELDS", "LISTED", "CassetteIndex", "listing", "summarise"]
+__all__ = ["FIELDS", "LISTED", "CassetteIndex", "index_home", "listing", "summarise"]
 
-INDEX_NAME = ".timetracer-index"  # no .json suffix: it is not a cassette, and a dot file is skipped by scans
-_INDEX_VERSION = 2  # 2: a cassette whose calls cannot be replayed is a problem; body digest and fingerprint
+_INDEX_VERSION = 3  # 3: kept in the user's cache, read limits, every field checked
+_LEGACY_NAME = ".timetracer-index"  # where versions before 3 kept it: in the cassette directory
+_UNUSED_DAYS = 30
+_DAY_SECONDS = 86_400
 _OUTSIDE = "is a link to a file outside the cassette directory"
 LISTED = ("key", "id", "recorded_at", "service", "method", "path", "route", "query", "status", "duration_ms", "calls", "error")
 FIELDS = (*LISTED, "body_digest", "fingerprint")  # the last two choose a request's cassette in replay
+
+_Stamp = tuple[int, int]  # a file's (mtime in ns, size)
 
 
 def listing(entry: dict[str, Any]) -> dict[str, Any]:
@@ -58,14 +75,79 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fingerprint(path: CassetteFile) -> Optional[list[int]]:
-    if isinstance(path, str):  # a URL
-        return None
+def index_home() -> Path:
+    """Where indexes are saved: ``$XDG_CACHE_HOME/timetracer/index``, or ``~/.cache/timetracer/index``."""
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "timetracer", "index")
+
+
+def _encoded(index: dict[str, Any]) -> bytes:
+    """The index as JSON: orjson's, unless a file name is not UTF-8 (its bytes kept as ``\\udcff`` escapes)."""
+    try:
+        return orjson.dumps(index)
+    except TypeError:
+        return json.dumps(index, separators=(",", ":")).encode("ascii")
+
+
+def _decoded(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # escapes of file names that are not UTF-8
+        return json.loads(data)
+
+
+def _stamp(path: Union[str, os.PathLike]) -> Optional[_Stamp]:
     try:
         stat = os.stat(path)
-    except (OSError, TypeError, ValueError):
+    except (OSError, ValueError):
         return None
-    return [stat.st_mtime_ns, stat.st_size]
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _usable(record: Any) -> bool:
+    """A saved record as this version writes it: [mtime, size, summary values or the problem]."""
+    return isinstance(record, list) and len(record) == 3 and (isinstance(record[2], str) or (isinstance(record[2], list) and len(record[2]) == len(FIELDS)))
+
+
+def _prune(home: Path) -> None:
+    """Remove index files no scan has used for :data:`_UNUSED_DAYS` days (their directories are likely gone)."""
+    oldest = time.time() - _UNUSED_DAYS * _DAY_SECONDS
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(home):
+            if entry.stat().st_mtime < oldest:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+class _Tables:
+    """What scans found, by key: each local file's record (as saved), each file, and the usable and
+    unusable ones. A rescan works on a copy, so a reader of the last one never sees it change."""
+
+    def __init__(self, previous: Optional["_Tables"] = None) -> None:
+        self.records: dict[str, list] = dict(previous.records) if previous else {}
+        self.paths: dict[str, CassetteFile] = dict(previous.paths) if previous else {}  # a local file as a str (Paths are slow to make)
+        self.entries: dict[str, dict[str, Any]] = dict(previous.entries) if previous else {}
+        self.problems: dict[str, str] = dict(previous.problems) if previous else {}  # key -> why it is not a usable cassette
+        self.rows: dict[str, tuple[list, dict[str, Any]]] = dict(previous.rows) if previous else {}  # key -> (record, its entry)
+
+    def put(self, key: str, path: CassetteFile, record: list, local: bool) -> None:
+        if local:
+            self.records[key] = record
+        self.paths[key] = path
+        if isinstance(record[2], str):
+            self.problems[key] = record[2]
+            self.entries.pop(key, None)
+            return
+        self.problems.pop(key, None)
+        row = self.rows.get(key)
+        if row is None or row[0] is not record:  # an entry is made once per record: 50,000 dicts take time
+            row = self.rows[key] = (record, dict(zip(FIELDS, record[2])))
+        self.entries[key] = row[1]
+
+    def drop(self, keys: list[str]) -> None:
+        for key in keys:
+            for table in (self.records, self.paths, self.entries, self.problems, self.rows):
+                table.pop(key, None)
 
 
 class CassetteIndex:
@@ -73,107 +155,209 @@ class CassetteIndex:
 
     A key is the cassette's path relative to the directory (or prefix), with ``/``
     separators. Only keys that a scan found can be resolved, so a key never reaches a
-    file outside.
+    file outside. ``limits`` bound reading each cassette (default: the environment's).
     """
 
-    def __init__(self, location: Union[str, os.PathLike]) -> None:
+    def __init__(self, location: Union[str, os.PathLike], limits: Optional[ReadLimits] = None) -> None:
         self.source = location  # as given, for cassette_files
+        self.limits = limits if limits is not None else ReadLimits.from_env()
         self.location: Optional[Path] = None if is_url(location) else Path(location)  # None for a URL
         self.root: Union[Path, str] = str(location).rstrip("/") if self.location is None else (
             self.location if self.location.is_dir() else self.location.parent
         )  # fmt: skip
-        self.entries: dict[str, dict[str, Any]] = {}
-        self.problems: dict[str, str] = {}  # key -> why the file is not a usable cassette
-        self._paths: dict[str, CassetteFile] = {}
+        self._tables = _Tables()
         self._real_root: Optional[str] = None
+        self._saved: dict[str, list] = {}  # the records last loaded or saved...
+        self._saved_stamp: Optional[_Stamp] = None  # ...and the index file's stamp then: unchanged, it is not read again
+        self._scanned_at = 0.0  # when the last full scan began (time.monotonic())
+        self._directories: dict[str, tuple[int, int]] = {}  # directory -> (its mtime, the time it was read), in ns
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The summary of each usable cassette found, by key."""
+        return self._tables.entries
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Why each unusable file found is not a usable cassette, by key."""
+        return self._tables.problems
 
     def _local_dir(self) -> bool:
         return self.location is not None and self.location.is_dir()
 
     @property
-    def _index_file(self) -> Optional[Path]:
-        return Path(self.root, INDEX_NAME) if self._local_dir() else None
+    def index_file(self) -> Optional[Path]:
+        """The file this directory's index is saved in; None for a single file or a URL."""
+        if not self._local_dir():
+            return None
+        digest = hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:32]
+        return index_home() / digest
 
-    def _load_cache(self) -> dict[str, list]:
-        index_file = self._index_file
+    def _limits_key(self) -> list[int]:
+        return [self.limits.max_bytes, self.limits.max_depth, self.limits.max_digits]
+
+    def _load_saved(self, index_file: Optional[Path]) -> dict[str, list]:
         if index_file is None:
             return {}
+        stamp = _stamp(index_file)
+        if stamp is None or stamp == self._saved_stamp:
+            return self._saved if stamp is not None else {}
         try:
-            cached = json.loads(index_file.read_bytes())
+            saved = _decoded(index_file.read_bytes())
         except (OSError, ValueError):
             return {}
-        if not isinstance(cached, dict) or cached.get("version") != _INDEX_VERSION or cached.get("fields") != list(FIELDS):
+        if time.time() - stamp[0] / 1e9 > _DAY_SECONDS:
+            with contextlib.suppress(OSError):
+                os.utime(index_file)  # in use: not pruned
+            stamp = _stamp(index_file)
+        header = (saved.get("version"), saved.get("fields"), saved.get("limits")) if isinstance(saved, dict) else None
+        files = saved.get("files") if header == (_INDEX_VERSION, list(FIELDS), self._limits_key()) else None
+        if not isinstance(files, dict):
             return {}
-        files = cached.get("files")
-        return files if isinstance(files, dict) else {}
+        self._saved, self._saved_stamp = {key: record for key, record in files.items() if _usable(record)}, stamp
+        return self._saved
 
-    def _save_cache(self, files: dict[str, list]) -> None:
-        index_file = self._index_file
+    def _save(self, index_file: Optional[Path], files: dict[str, list]) -> None:
         if index_file is None:
             return
-        data = json.dumps({"version": _INDEX_VERSION, "fields": list(FIELDS), "files": files}, separators=(",", ":"))
+        data = _encoded({"version": _INDEX_VERSION, "fields": list(FIELDS), "limits": self._limits_key(), "files": files})
         try:
-            replace(index_file, data.encode("utf-8"))
+            index_file.parent.mkdir(parents=True, exist_ok=True)
+            _prune(index_file.parent)
+            replace(index_file, data)
         except OSError:
-            pass  # a read-only directory: listing still works, it just re-reads changed files each time
+            return  # an unwritable cache: listing still works, it just re-reads changed files each time
+        self._saved, self._saved_stamp = files, _stamp(index_file)
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.root, _LEGACY_NAME))  # an older version's index, in the cassette directory
+
+    def _files(self) -> list[tuple[str, CassetteFile]]:
+        """(key, file) of every request cassette at the location, in key order; the directories' mtimes noted."""
+        if self._local_dir():
+            found: dict[str, int] = {}
+            read_at = time.time_ns()
+            files = walk(str(self.root), found)
+            self._directories = {directory: (mtime, read_at) for directory, mtime in found.items()}
+            return [("/".join(parts), path) for parts, path in files if not is_process_cassette_name(parts[-1])]
+        return [(self._key(path), path) for path in cassette_files(self.source)]
 
     def _key(self, path: CassetteFile) -> str:
+        """The key of a file found below a URL prefix, or of a file given alone: its path below the root."""
         text = str(path)
-        prefix = f"{self.root}{os.sep if self.location is not None else '/'}"
-        if text.startswith(prefix):
-            return text[len(prefix) :].replace(os.sep, "/")
-        return path.name if isinstance(path, Path) else text.rsplit("/", 1)[-1]
+        prefix = f"{self.root}/"
+        return text[len(prefix) :] if text.startswith(prefix) else text.rsplit("/", 1)[-1]
 
-    def refresh(self) -> "CassetteIndex":
-        """Scan the location: read new and changed cassettes, forget removed ones, save the index."""
-        cache = self._load_cache()
-        files: dict[str, list] = {}
-        entries: dict[str, dict[str, Any]] = {}
-        problems: dict[str, str] = {}
-        paths: dict[str, CassetteFile] = {}
-        changed = False
-        for path in cassette_files(self.source):
-            key = self._key(path)
-            fingerprint = _fingerprint(path)
-            cached = cache.get(key)
-            if fingerprint is not None and cached is not None and cached[:2] == fingerprint:
-                record = cached
-            else:
-                record = [*(fingerprint or [None, None]), self._read(key, path) if self._inside(path) else _OUTSIDE]
-                changed = True
-            if fingerprint is not None:
-                files[key] = record
-            paths[key] = path
-            if isinstance(record[2], list):
-                entries[key] = dict(zip(FIELDS, record[2]))
-            else:
-                problems[key] = record[2]
-        if changed or files.keys() != cache.keys():
-            self._save_cache(files)
-        self.entries, self.problems, self._paths = entries, problems, paths
+    def _prefix(self, directory: str) -> str:
+        """What the keys of the files below ``directory`` start with."""
+        relative = os.path.relpath(directory, self.root)
+        return "" if relative == "." else relative.replace(os.sep, "/") + "/"
+
+    def _changed_directories(self) -> list[str]:
+        """The directories modified since they were read, shallowest first. One modified within a
+        second before it was read counts as changed too: an mtime is coarse, so a file added
+        just after the reading could leave it the same."""
+        changed = []
+        for directory, (mtime, read_at) in self._directories.items():
+            stamp = _stamp(directory)
+            if stamp is None or stamp[0] != mtime or mtime > read_at - 1_000_000_000:
+                changed.append(directory)
+        return sorted(changed, key=lambda directory: directory.count(os.sep))
+
+    def refresh(self, recent: float = 0.0) -> "CassetteIndex":
+        """Scan the location: read new and changed cassettes, forget removed ones, save the index.
+
+        ``recent`` (seconds): within that long of the last full scan, read again only the
+        directories that changed since they were read. Cassettes added, removed or renamed are
+        seen at once (their directory changes); a file rewritten in place, at the next full scan.
+        """
+        index_file = self.index_file
+        if recent and self._directories and time.monotonic() - self._scanned_at < recent:
+            changed = self._changed_directories()
+            if not changed:
+                return self
+            saved = self._tables.records
+            tables = _Tables(self._tables)
+            for directory in changed:
+                self._rescan(directory, tables, saved)
+        else:
+            self._scanned_at = time.monotonic()
+            saved = self._load_saved(index_file)
+            tables = _Tables()
+            tables.rows = self._tables.rows  # entries of unchanged records are kept
+            for key, path in self._files():
+                self._put(tables, key, path, saved)
+            tables.rows = {key: tables.rows[key] for key in tables.entries}
+        if tables.records != saved:
+            self._save(index_file, tables.records)
+        self._tables = tables
         return self
 
-    @staticmethod
-    def _read(key: str, path: CassetteFile) -> Union[list, str]:
+    def _put(self, tables: _Tables, key: str, path: CassetteFile, saved: dict[str, list]) -> None:
+        """The file's record in ``tables``: the saved one while the file has the same mtime and size, else read now."""
+        local = self.location is not None
+        stamp = _stamp(path) if local else None
+        record = saved.get(key)
+        if stamp is None or record is None or (record[0], record[1]) != stamp:
+            record = [*(stamp or (None, None)), self._read(key, path) if self._inside(path) else _OUTSIDE]
+        tables.put(key, path, record, local)
+
+    def _rescan(self, directory: str, tables: _Tables, saved: dict[str, list]) -> None:
+        """Read ``directory`` again: its files (the ``saved`` record of each unchanged one kept), and
+        the directories new below it; forget what went away."""
+        if directory not in self._directories:
+            return  # forgotten with a directory above it
+        prefix = self._prefix(directory)
+        known = {other for other in self._directories if os.path.dirname(other) == directory}
+        tables.drop([key for key in tables.paths if key.startswith(prefix) and "/" not in key[len(prefix) :]])
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+            read_at = time.time_ns()
+            files, subdirectories = directory_entries(directory)
+        except OSError:  # gone: so is everything below it
+            self._forget(directory, tables)
+            return
+        self._directories[directory] = (mtime, read_at)
+        for name, path in files:
+            if not is_process_cassette_name(name):
+                self._put(tables, prefix + name, path, saved)
+        present = {path for _, path in subdirectories}
+        for gone in known - present:
+            self._forget(gone, tables)
+        for name, path in subdirectories:
+            if path not in known:
+                found: dict[str, int] = {}
+                for parts, file in walk(path, found):
+                    if not is_process_cassette_name(parts[-1]):
+                        self._put(tables, prefix + name + "/" + "/".join(parts), file, saved)
+                self._directories.update({below: (mtime, read_at) for below, mtime in found.items()})
+
+    def _forget(self, directory: str, tables: _Tables) -> None:
+        prefix = self._prefix(directory)
+        tables.drop([key for key in tables.paths if key.startswith(prefix)])
+        for below in [other for other in self._directories if other == directory or other.startswith(directory + os.sep)]:
+            del self._directories[below]
+
+    def _read(self, key: str, path: CassetteFile) -> Union[list, str]:
         """The summary values of a cassette, or the reason it cannot be used (replay included: every call is readable)."""
         try:
-            doc = load_cassette(path)
+            doc = load_cassette(path, limits=self.limits)
             recorded_views(doc, str(path))
             summary = summarise(key, doc)
         except CassetteError as exc:
             return exc.problem
         return [summary[name] for name in FIELDS]
 
+    def _file(self, key: str) -> CassetteFile:
+        path = self._tables.paths[key]
+        return Path(path) if self.location is not None else path
+
     def files(self) -> dict[str, CassetteFile]:
         """The file of each usable cassette found by the last scan, by key."""
-        return {key: self._paths[key] for key in self.entries}
+        return {key: self._file(key) for key in self.entries}
 
-    def first_problem(self) -> Optional[CassetteError]:
-        """The first unusable file of the last scan (by key), as the error reading it raised; None if all are usable."""
-        if not self.problems:
-            return None
-        key = min(self.problems)
-        return CassetteError(self._paths[key], self.problems[key])
+    def unusable(self) -> list[CassetteError]:
+        """Every unusable file of the last scan, in key order, as the error reading it raised."""
+        return [CassetteError(self._file(key), self.problems[key]) for key in sorted(self.problems)]
 
     def _inside(self, path: CassetteFile) -> bool:
         """False for a link that leads out of the directory: its target is never read."""
@@ -185,8 +369,14 @@ class CassetteIndex:
 
     def path_of(self, key: str) -> Optional[CassetteFile]:
         """The file of a key found by the last scan, or None (unknown keys never become paths)."""
-        path = self._paths.get(key) if key in self.entries else None
-        return path if path is not None and self._inside(path) else None
+        if key not in self.entries:
+            return None
+        path = self._file(key)
+        return path if self._inside(path) else None
+
+    def problem_of(self, key: str) -> Optional[str]:
+        """Why the file of a key found by the last scan is not a usable cassette; None if it is, or is unknown."""
+        return self.problems.get(key)
 
     def find(self, reference: str) -> list[str]:
         """The keys that ``reference`` names: a key, a cassette id, or the start of a key or file name."""

@@ -23,6 +23,8 @@ import warnings
 from typing import Any, Optional, Sequence
 from urllib.parse import quote
 
+import httpx
+
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
@@ -152,16 +154,25 @@ class Replayer:
         url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (f"?{request['query']}" if request.get("query") else "")
         headers, supplied = self.credentials.apply([(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT])
         before = recent_reports()
-        self._client.request(request["method"], url, headers=headers, content=_request_body(request["body"]))
+        try:  # header bytes as received: ASGI gives them as latin-1
+            sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            self._client.request(request["method"], url, headers=sent, content=_request_body(request["body"]))
+        except (ValueError, httpx.InvalidURL) as exc:  # a cassette no client could have sent
+            return self._unreplayed(cassette, doc, f"the recorded request cannot be sent ({type(exc).__name__}: {exc})")
         made = [r for r in recent_reports() if all(r is not b for b in before)]
         if made:
             made[-1].supplied_credentials = supplied
             return made[-1]
+        return self._unreplayed(cassette, doc, "the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)")
+
+    @staticmethod
+    def _unreplayed(cassette: str, doc: dict[str, Any], why: str) -> ReplayReport:
+        request = doc["request"]
         return ReplayReport(
             cassette=cassette,
             method=request["method"],
             path=request["path"],
             cassette_id=doc.get("id"),
             recorded_status=doc["response"]["status"],
-            differences=["the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)"],
+            differences=[why],
         )

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from timetracer_otel.cassette.body import decode_body
 
-__all__ = ["waterfall", "call_rows", "body_text", "call_label", "total_ms", "value_text"]
+__all__ = ["Shown", "waterfall", "call_rows", "body_text", "call_label", "total_ms", "value_text"]
 
 _LABEL_CHARS = 160
 
@@ -48,8 +48,7 @@ def call_label(call: dict[str, Any]) -> str:
     request = call.get("request") or {}
     if call.get("protocol") == "http":
         return _cut(f"{request.get('method', '?')} {request.get('url', '?')}")
-    brief = json.dumps(request, ensure_ascii=False, separators=(",", ":"), default=str)
-    return _cut(f"{call.get('protocol')} {brief}")
+    return _cut(f"{call.get('protocol')} {_json_text(request, _LABEL_CHARS, indent=None).text}")
 
 
 def call_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,10 +78,36 @@ def call_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def body_text(body: Optional[dict[str, Any]]) -> str:
-    """A body as a person reads it: JSON indented, text as is, binary as a hex preview."""
+class Shown(NamedTuple):
+    """Text to show, and whether it was cut at the limit asked for (the rest is a download, or ``--payloads``)."""
+
+    text: str
+    cut: bool
+
+
+def _within(text: str, limit: Optional[int]) -> Shown:
+    return Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True)
+
+
+def _json_text(value: Any, limit: Optional[int], indent: Optional[int] = 2) -> Shown:
+    """``value`` as JSON (indented, or compact with ``indent=None``), made only as far as ``limit``
+    characters: a huge value costs no more than a small one."""
+    encoder = json.JSONEncoder(indent=indent, separators=None if indent else (",", ":"), ensure_ascii=False, default=str)
+    if limit is None:
+        return Shown(encoder.encode(value), False)
+    chunks, size = [], 0
+    for chunk in encoder.iterencode(value):  # made piece by piece (the one-shot encoder makes it all)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return _within("".join(chunks), limit)
+
+
+def body_text(body: Optional[dict[str, Any]], limit: Optional[int] = None) -> Shown:
+    """A body as a person reads it: JSON indented, text as is, binary as a hex preview; cut at ``limit`` characters."""
     if not body or body.get("encoding") == "empty":
-        return ""
+        return Shown("", False)
     notes = []
     if body.get("content_encoding"):
         notes.append(f"(stored decoded from Content-Encoding: {body['content_encoding']})")
@@ -92,17 +117,17 @@ def body_text(body: Optional[dict[str, Any]]) -> str:
         notes.append("(not read to its end)")
     encoding = body.get("encoding")
     if encoding == "json":
-        text = json.dumps(body["json"], indent=2, ensure_ascii=False)
+        shown = _json_text(body["json"], limit)
     elif encoding == "text":
-        text = body["text"]
+        shown = _within(body["text"], limit)
     elif encoding in ("base64", "segments"):
         data = decode_body(body)
-        text = f"<{body.get('size', len(data))} bytes of binary> {data[:48].hex(' ')}{' …' if len(data) > 48 else ''}"
+        shown = Shown(f"<{body.get('size', len(data))} bytes of binary> {data[:48].hex(' ')}{' …' if len(data) > 48 else ''}", False)
     else:
-        text = json.dumps(body, ensure_ascii=False)
-    return "\n".join([*notes, text])
+        shown = _json_text(body, limit)
+    return Shown("\n".join([*notes, shown.text]), shown.cut)
 
 
-def value_text(value: Any) -> str:
-    """A non-HTTP call's request or response (typed values) as indented JSON."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+def value_text(value: Any, limit: Optional[int] = None) -> Shown:
+    """A non-HTTP call's request or response (typed values) as indented JSON, cut at ``limit`` characters."""
+    return _json_text(value, limit)

@@ -3,31 +3,42 @@
 Cassettes are addressed only by their key in the directory's index (their path relative
 to the directory, as a scan found it); anything else is a 404, so no parameter can reach
 a file outside the directory. Every recorded value goes through Jinja2's autoescaping.
+Reading the directory and the cassettes runs in worker threads, never on the event loop,
+so a large or hostile cassette slows only the page that shows it.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import threading
 from pathlib import Path
-from typing import Any, Optional
-from urllib.parse import parse_qs, urlencode
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.cassette.naming import sanitise
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.diff import DEFAULT_IGNORED, diff_cassettes, show_value
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.cli.query import SORT_KEYS, Filters, is_error, select
 from timetracer_otel.cli.search import matches
 from timetracer_otel.cli.views import body_text, call_rows, total_ms, value_text, waterfall
+from timetracer_otel.config import ReadLimits
 
 from ._replay import ReplayTarget, run_replay
 from ._security import SecurityHeaders, allowed_hosts
@@ -35,9 +46,13 @@ from ._security import SecurityHeaders, allowed_hosts
 __all__ = ["create_app", "ReplayTarget"]
 
 _PAGE_SIZE = 200
+# A page reads again only the directories that changed (cassettes added, removed or renamed show
+# at once); every file is looked at again at most this often (a cassette rewritten in place shows then).
+_FULL_SCAN_SECONDS = 60.0
 _FILTER_FIELDS = ("method", "path", "route", "status", "errors", "since", "until", "service", "text")
 _COLUMNS = (("recorded_at", "recorded (UTC)"), ("method", "method"), ("path", "path"), ("status", "status"),
             ("duration", "ms"), ("calls", "calls"), ("service", "service"), ("id", "id"))  # fmt: skip
+_PARTS = ("request", "response")
 
 
 def _filters(params: dict[str, str]) -> Filters:
@@ -50,42 +65,103 @@ def _filters(params: dict[str, str]) -> Filters:
     )  # fmt: skip
 
 
-class _Pages:
-    """The request handlers, over one cassette directory."""
+def _shown(value: Any) -> Any:
+    """What a page prints of a value: text with control, bidi and surrogate characters escaped, as on a terminal
+    (the page's own markup, a macro's output, stays as it is)."""
+    return printable(value, multiline=True) if isinstance(value, str) and not isinstance(value, Markup) else value
 
-    def __init__(self, directory: str, target: Optional[ReplayTarget]) -> None:
-        self.index = CassetteIndex(directory)
+
+def _url_part(key: str) -> str:
+    """A key in a URL; a file name that is not UTF-8 keeps its bytes (``%FF``)."""
+    return quote(os.fsencode(key), safe="/")
+
+
+def _key(request: Request, prefix: str) -> str:
+    """The key a URL names, from the raw path: a file name that is not UTF-8 comes back byte for byte."""
+    raw = request.scope.get("raw_path")
+    if raw is None or not raw.startswith(prefix.encode("ascii")):
+        return request.path_params["key"]
+    return os.fsdecode(unquote_to_bytes(raw[len(prefix) :].split(b"?", 1)[0]))
+
+
+def _query(request: Request) -> dict[str, str]:
+    """The first value of each query parameter; a key of a file name that is not UTF-8 comes back byte for byte."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return {name: values[0] for name, values in parse_qs(query, encoding="utf-8", errors="surrogateescape").items()}
+
+
+def _part(doc: dict[str, Any], name: str) -> tuple[Any, str]:
+    """The body (or non-HTTP value) a download names, and its file suffix: ``request``, ``response``,
+    ``calls.3.request``...; 404 for any other name."""
+    where = name.split(".")
+    if len(where) == 3 and where[0] == "calls" and where[1].isdigit() and where[2] in _PARTS:
+        calls = doc.get("calls", [])
+        index = int(where[1])
+        if index >= len(calls):
+            raise HTTPException(404, "no such call in this recording")
+        call, message_name = calls[index], where[2]
+        if call.get("protocol") != "http":
+            return value_text(call.get(message_name)).text.encode("utf-8"), "json"
+        message = call.get(message_name)
+    elif len(where) == 1 and where[0] in _PARTS:
+        message = doc[where[0]]
+    else:
+        raise HTTPException(404, "no such part of a recording")
+    body = message.get("body") if isinstance(message, dict) else None
+    return (decode_body(body) if body else b""), "bin"
+
+
+class _Pages:
+    """The request handlers, over one cassette directory, scanned when they are made.
+
+    Each handler hands its work (scanning, reading, rendering) to a worker thread; the index
+    is shared, so scans take turns.
+    """
+
+    def __init__(self, directory: str, target: Optional[ReplayTarget], limits: ReadLimits) -> None:
+        self.index = CassetteIndex(directory, limits)
+        self.limits = limits
         self.directory = directory
         self.target = target
         self.token = secrets.token_urlsafe(32)  # the Replay form's token: another site cannot read it, so cannot post
-        self.env = Environment(loader=PackageLoader("timetracer_otel.dashboard", "templates"), autoescape=True, undefined=StrictUndefined)
+        self.env = Environment(
+            loader=PackageLoader("timetracer_otel.dashboard", "templates"), autoescape=True, undefined=StrictUndefined, finalize=_shown
+        )
+        self.env.filters["urlencode"] = _url_part
+        self._scan_lock = threading.Lock()
+        self._scanned()  # now, so the first page is as quick as the next
 
-    def _render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(directory=self.directory, **context)
         return HTMLResponse(html, status_code=status_code)
 
-    def _document(self, key: str) -> tuple[Path, dict[str, Any]]:
-        """The cassette of an index key; 404 for anything the index does not hold."""
-        path = self.index.path_of(key)
-        if path is None:
-            path = self.index.refresh().path_of(key)
-        if path is None:
-            raise HTTPException(404, "no such cassette in this directory")
-        try:
-            return path, load_cassette(path)
-        except CassetteError:
-            raise HTTPException(404, "no such cassette in this directory") from None
+    def _scanned(self) -> CassetteIndex:
+        with self._scan_lock:
+            return self.index.refresh(_FULL_SCAN_SECONDS)
 
-    async def table(self, request: Request) -> HTMLResponse:
-        params = {name: request.query_params.get(name, "").strip() for name in _FILTER_FIELDS}
-        sort = request.query_params.get("sort", "recorded_at")
-        descending = request.query_params.get("desc", "1" if sort == "recorded_at" else "") == "1"
-        offset_text = request.query_params.get("offset", "")
+    def _document(self, key: str) -> tuple[Path, dict[str, Any]]:
+        """The cassette of an index key; 404 for anything the index does not hold, 422 for an unusable file."""
+        index = self.index if key in self.index.entries or key in self.index.problems else self._scanned()
+        path, problem = index.path_of(key), index.problem_of(key)
+        if problem is None and path is not None:
+            try:
+                return Path(path), load_cassette(path, limits=self.limits)
+            except CassetteError as exc:  # changed since the scan
+                problem = exc.problem
+        if problem is not None:
+            raise HTTPException(422, f"cannot use cassette {key}: {problem}")
+        raise HTTPException(404, "no such cassette in this directory")
+
+    def table(self, query: QueryParams) -> HTMLResponse:
+        params = {name: query.get(name, "").strip() for name in _FILTER_FIELDS}
+        sort = query.get("sort", "recorded_at")
+        descending = query.get("desc", "1" if sort == "recorded_at" else "") == "1"
+        offset_text = query.get("offset", "")
         offset = int(offset_text) if offset_text.isdigit() else 0
         problem = ""
-        self.index.refresh()
+        index = self._scanned()
         try:
-            rows = select(self.index.entries.values(), _filters(params), sort if sort in SORT_KEYS else "recorded_at", descending)
+            rows = select(index.entries.values(), _filters(params), sort if sort in SORT_KEYS else "recorded_at", descending)
         except ValueError as exc:
             problem, rows = str(exc), []
         if params["text"]:
@@ -99,27 +175,26 @@ class _Pages:
         def page(start: int) -> str:
             return "?" + urlencode({**kept, "sort": sort, "desc": "1" if descending else "", "offset": start})
 
-        return self._render(
+        return self.render(
             "table.html",
             status_code=400 if problem else 200,
-            rows=rows[offset : offset + _PAGE_SIZE], total=len(self.index.entries), matched=len(rows), offset=offset,
+            rows=rows[offset : offset + _PAGE_SIZE], total=len(index.entries), matched=len(rows), offset=offset,
             previous=page(max(0, offset - _PAGE_SIZE)) if offset else None,
             next=page(offset + _PAGE_SIZE) if offset + _PAGE_SIZE < len(rows) else None,
             params=params, columns=_COLUMNS, links=links, sort=sort, descending=descending, problem=problem,
-            methods=sorted({e["method"] for e in self.index.entries.values()}),
-            services=sorted({e["service"] for e in self.index.entries.values() if e["service"]}),
-            unusable=len(self.index.problems), is_error=is_error,
+            methods=sorted({e["method"] for e in index.entries.values()}),
+            services=sorted({e["service"] for e in index.entries.values() if e["service"]}),
+            unusable=sorted(index.problems.items())[:_PAGE_SIZE], unusable_count=len(index.problems), is_error=is_error,
         )  # fmt: skip
 
     def _contains(self, key: str, text: str) -> bool:
         path = self.index.path_of(key)
         try:
-            return path is not None and bool(matches(load_cassette(path), text))
+            return path is not None and bool(matches(load_cassette(path, limits=self.limits), text))
         except CassetteError:
             return False
 
-    async def detail(self, request: Request) -> HTMLResponse:
-        key = request.path_params["key"]
+    def detail(self, key: str) -> HTMLResponse:
         _, doc = self._document(key)
         total = total_ms(doc)
         spans = [
@@ -131,50 +206,70 @@ class _Pages:
             }
             for row in waterfall(doc)
         ]
-        return self._render(
+        limit = self.limits.show_body_bytes
+        return self.render(
             "detail.html", key=key, doc=doc, spans=spans, calls=list(zip(call_rows(doc), doc.get("calls", []))),
-            body_text=body_text, value_text=value_text, target=self.target, token=self.token,
+            body_text=lambda body: body_text(body, limit), value_text=lambda value: value_text(value, limit),
+            limit=limit, target=self.target, token=self.token,
         )  # fmt: skip
 
-    async def diff(self, request: Request) -> HTMLResponse:
-        a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
+    def download(self, key: str, part: str) -> Response:
+        """One body of a recording, whole, as a file (never shown as a page)."""
+        _, doc = self._document(key)
+        data, suffix = _part(doc, part)
+        name = f"{sanitise(doc.get('id') or '', 32) or 'cassette'}-{sanitise(part, 40)}.{suffix}"
+        headers = {"content-disposition": f'attachment; filename="{name}"'}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    def diff(self, query: dict[str, str]) -> HTMLResponse:
+        a, b = query.get("a", ""), query.get("b", "")
         if not a or not b:
-            return self._render("error.html", status_code=400, message="Choose two recordings (a and b) to compare.")
-        ignore_text = request.query_params.get("ignore", ", ".join(DEFAULT_IGNORED))
+            return self.render("error.html", status_code=400, message="Choose two recordings (a and b) to compare.")
+        ignore_text = query.get("ignore", ", ".join(DEFAULT_IGNORED))
         ignore = [name.strip() for name in ignore_text.split(",")]
         (_, doc_a), (_, doc_b) = self._document(a), self._document(b)
         found = diff_cassettes(doc_a, doc_b, ignore)
-        return self._render("diff.html", a=a, b=b, doc_a=doc_a, doc_b=doc_b, found=found, ignore=ignore_text, show=show_value)
+        return self.render("diff.html", a=a, b=b, doc_a=doc_a, doc_b=doc_b, found=found, ignore=ignore_text, show=show_value)
 
     async def replay(self, request: Request) -> HTMLResponse:
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
         if not secrets.compare_digest(form.get("token", [""])[0], self.token):
-            return self._render("error.html", status_code=403, message="This replay was not asked for from the dashboard.")
-        key = request.path_params["key"]
-        path, doc = self._document(key)
+            return self.render("error.html", status_code=403, message="This replay was not asked for from the dashboard.")
+        key = _key(request, "/replay/")
+        path, doc = await run_in_threadpool(self._document, key)
         if self.target is None:
-            return self._render("error.html", status_code=400, message="Start the dashboard with --app MODULE:APP to replay.")
+            return self.render("error.html", status_code=400, message="Start the dashboard with --app MODULE:APP to replay.")
         outcome = await run_replay(self.target, path)
-        return self._render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target)
+        return await run_in_threadpool(lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target))
+
+
+def _in_thread(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+    """An endpoint running ``handler`` in a worker thread: the event loop keeps serving meanwhile."""
+
+    async def endpoint(request: Request) -> Response:
+        return await run_in_threadpool(handler, request)
+
+    return endpoint
 
 
 async def _error(request: Request, exc: Exception) -> HTMLResponse:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-    env = request.app.state.pages.env
-    return HTMLResponse(env.get_template("error.html").render(directory=request.app.state.pages.directory, message=detail), status_code=status)
+    return request.app.state.pages.render("error.html", status_code=status, message=detail)
 
 
-def create_app(directory: str, target: Optional[ReplayTarget] = None, host: str = "127.0.0.1") -> Starlette:
+def create_app(directory: str, target: Optional[ReplayTarget] = None, host: str = "127.0.0.1", limits: Optional[ReadLimits] = None) -> Starlette:
     """The dashboard over the cassettes in ``directory``; the Replay button uses ``target`` when given.
 
     ``host`` is the address it is served on: requests naming any other host are refused.
+    ``limits`` bound reading each cassette and how much of a body a page shows (default: the environment's).
     """
-    pages = _Pages(directory, target)
+    pages = _Pages(directory, target, limits if limits is not None else ReadLimits.from_env())
     routes = [
-        Route("/", pages.table),
-        Route("/cassettes/{key:path}", pages.detail),
-        Route("/diff", pages.diff),
+        Route("/", _in_thread(lambda request: pages.table(request.query_params))),
+        Route("/cassettes/{key:path}", _in_thread(lambda request: pages.detail(_key(request, "/cassettes/")))),
+        Route("/download/{key:path}", _in_thread(lambda request: pages.download(_key(request, "/download/"), request.query_params.get("part", "")))),
+        Route("/diff", _in_thread(lambda request: pages.diff(_query(request)))),
         Route("/replay/{key:path}", pages.replay, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("timetracer_otel.dashboard", "static")]), name="static"),
     ]
