@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import click
 
+from timetracer_otel import __version__
 from timetracer_otel.cassette.location import CassetteFile, is_url, read_bytes
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, validate_document
 from timetracer_otel.cassette.storage import replace
@@ -124,7 +125,7 @@ def _load(path: CassetteFile) -> dict[str, Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="timetracer-otel", prog_name="timetracer")
+@click.version_option(__version__, prog_name="timetracer")
 def cli() -> None:
     """Find, inspect, diff and replay timetracer cassettes."""
 
