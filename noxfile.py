@@ -4,13 +4,14 @@ then the wheel, built from a clean checkout, installed and tried on each of them
 - ``tests-3.11`` runs the whole suite; ``tests-3.10``, ``tests-3.12`` and ``tests-3.13`` a
   representative part of it (recording, replay, the databases, the pytest plugin, the CLI);
 - ``build`` makes the sdist and the wheel from the repository's tracked files only;
-- ``wheel-3.x`` installs that wheel in a new virtual environment and imports it, runs
-  ``timetracer --help`` and records and replays the example;
+- ``wheel-3.x`` installs that wheel with pip in a new virtual environment and imports it,
+  runs ``timetracer --help`` and records and replays the example;
 - ``summary`` prints one line per Python and the totals.
 
 Interpreters are pyenv's when it has them (``$PYENV_ROOT/versions/3.x.y``), else
 ``python3.x`` on PATH. One that cannot be found skips its sessions, and fails them when
-``CI`` is set. ``nox -s tests-3.12 -- tests/test_redis.py`` runs chosen tests on one Python.
+``CI`` is set; one that answers with another version fails. ``nox -s tests-3.12 --
+tests/test_redis.py`` runs chosen tests on one Python.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import nox
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 FULL_SUITE_PYTHON = "3.11"
 # What every other Python runs: each plugin recording and replaying, the databases, the
-# pytest plugin, the CLI, the cassette format, the app's draws and the README's example.
+# pytest plugin, the CLI, the cassette format and the app's draws (the wheel sessions run
+# the README's example on each).
 REPRESENTATIVE = [
     "tests/test_record_httpx.py",
     "tests/test_record_requests.py",
@@ -50,7 +52,6 @@ REPRESENTATIVE = [
     "tests/test_cassette_format.py",
     "tests/test_cassette_values.py",
     "tests/test_draws.py",
-    "tests/test_example.py",
     # A load test (1000 concurrent requests, half a minute): how many, not which Python.
     "--deselect=tests/test_draws.py::test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws",
 ]
@@ -59,7 +60,7 @@ ROOT = Path(__file__).resolve().parent
 DIST = ROOT / ".nox" / "dist"
 
 nox.options.sessions = ["tests", "build", "wheel", "summary"]
-nox.options.default_venv_backend = "venv"  # each Python's own venv and bundled pip, as a user gets
+nox.options.default_venv_backend = "venv"  # the wheel: each Python's own venv and bundled pip, as a user gets
 nox.options.download_python = "never"  # a missing interpreter is reported, not fetched
 nox.options.error_on_missing_interpreters = "CI" in os.environ
 nox.options.reuse_venv = "yes"  # local re-runs; CI starts from a fresh clone
@@ -75,37 +76,44 @@ def interpreter(version: str) -> Optional[str]:
     if patches:
         return str(root / f"{version}.{max(patches)}" / "bin" / f"python{version}")
     elsewhere = os.pathsep.join(entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry) != _LINKS)
-    return shutil.which(f"python{version}", path=elsewhere)
+    found = shutil.which(f"python{version}", path=elsewhere)
+    return found if found and _version_of(found) == version else None  # a pyenv shim may run another Python
 
 
-def _expose_interpreters() -> None:
+def _version_of(python: str) -> Optional[str]:
+    """The 3.x that ``python`` runs, or None if it does not run."""
+    ran = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
+    return ran.stdout.strip() if ran.returncode == 0 else None
+
+
+def _expose_interpreters() -> dict[str, Optional[str]]:
     """Link each found interpreter as ``python3.x`` in a directory put first on PATH, where nox looks.
 
     pyenv's shims answer only for its active versions, so they cannot stand for the others.
     """
     _LINKS.mkdir(parents=True, exist_ok=True)
-    for version in PYTHONS:
-        link, target = _LINKS / f"python{version}", interpreter(version)
+    found = {version: interpreter(version) for version in PYTHONS}
+    for version, target in found.items():
+        link = _LINKS / f"python{version}"
         link.unlink(missing_ok=True)
         if target:
             link.symlink_to(target)
     os.environ["PATH"] = f"{_LINKS}{os.pathsep}{os.environ['PATH']}"
+    return found
 
 
-_expose_interpreters()
+_INTERPRETERS = _expose_interpreters()
 
 
 @dataclass
 class _Outcome:
-    """What one session found, for the summary."""
+    """What one Python's sessions found, for the summary."""
 
     python: str  # the full version, 3.x.y
+    tests: str = "not run"
+    wheel: str = "not tried"
     passed: int = 0
     failed: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-    scope: str = ""
-    wheel: str = ""
 
 
 _OUTCOMES: dict[str, _Outcome] = {}  # by "3.x"; sessions run one after the other in this process
@@ -113,19 +121,22 @@ _OUTCOMES: dict[str, _Outcome] = {}  # by "3.x"; sessions run one after the othe
 
 def _outcome(session: nox.Session) -> _Outcome:
     """This Python's entry, named in the log with the interpreter the venv was made from."""
-    found = session.run("python", "-c", "import platform, sys; print(platform.python_version(), sys._base_executable)", silent=True)
+    found = session.run("python", "-c", "import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))", silent=True)
     version, executable = found.split()
     session.log(f"Python {version}: {executable}")
+    if not version.startswith(f"{session.python}."):
+        session.error(f"the interpreter found for {session.python} is Python {version}")
     return _OUTCOMES.setdefault(str(session.python), _Outcome(version))
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS, venv_backend="uv|venv")  # uv installs the suite's dependencies in seconds, pip in minutes
 def tests(session: nox.Session) -> None:
     """The whole suite on 3.11, the representative part on the others (or the tests given after --)."""
-    session.install("-e", ".[all,test]")
     outcome = _outcome(session)
+    outcome.tests = "failed before any test ran"
+    session.install("-e", ".[all,test]")
     chosen = session.posargs or ([] if session.python == FULL_SUITE_PYTHON else REPRESENTATIVE)
-    outcome.scope = "chosen tests" if session.posargs else "whole suite" if not chosen else "representative part"
+    scope = "chosen tests" if session.posargs else "representative part" if chosen else "whole suite"
     report = Path(session.create_tmp()) / "junit.xml"
     report.unlink(missing_ok=True)
     try:
@@ -136,7 +147,8 @@ def tests(session: nox.Session) -> None:
             failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
             skipped = int(suite.get("skipped", 0))
             outcome.passed, outcome.failed = int(suite.get("tests", 0)) - failed - skipped, failed
-            outcome.skipped, outcome.seconds = skipped, float(suite.get("time", 0))
+            seconds = float(suite.get("time", 0))
+            outcome.tests = f"{outcome.passed} passed, {failed} failed, {skipped} skipped ({scope}, {seconds:.0f} s)"
 
 
 @nox.session(python=FULL_SUITE_PYTHON)
@@ -159,7 +171,7 @@ def wheel(session: nox.Session) -> None:
     (built,) = DIST.glob("timetracer_otel-*.whl")
     outcome = _outcome(session)
     outcome.wheel = "failed"
-    session.install(f"{built}[starlette,httpx,cli]", "uvicorn")
+    session.install(f"{built}[starlette,httpx,cli]")
     with tempfile.TemporaryDirectory(prefix="timetracer-smoke-") as elsewhere, session.chdir(elsewhere):  # not the source tree
         where = session.run("python", "-c", "import timetracer_otel; print(timetracer_otel.__file__)", silent=True)
         if not Path(where.strip()).is_relative_to(session.virtualenv.location):
@@ -176,14 +188,10 @@ def summary(session: nox.Session) -> None:
     lines = []
     for version in PYTHONS:
         found = _OUTCOMES.get(version)
-        if found is None:
-            lines.append(f"Python {version}: not run (not selected, or no interpreter)")
-            continue
-        tests_part = (
-            f"{found.passed} passed, {found.failed} failed, {found.skipped} skipped ({found.scope}, {found.seconds:.0f} s)"
-            if found.scope else "tests not run"
-        )
-        lines.append(f"Python {found.python}: {tests_part}; wheel: {found.wheel or 'not tried'}")
+        if found:
+            lines.append(f"Python {found.python}: {found.tests}; wheel: {found.wheel}")
+        else:
+            lines.append(f"Python {version}: " + ("not run" if _INTERPRETERS[version] else "no interpreter found"))
     passed = sum(found.passed for found in _OUTCOMES.values())
     failed = sum(found.failed for found in _OUTCOMES.values())
     print("\n".join(["", "per-Python summary", *lines, f"summary: {passed} passed, {failed} failed"]), flush=True)
