@@ -137,7 +137,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[all,test]")
     chosen = session.posargs or ([] if session.python == FULL_SUITE_PYTHON else REPRESENTATIVE)
     scope = "chosen tests" if session.posargs else "representative part" if chosen else "whole suite"
-    report = Path(session.create_tmp()) / "junit.xml"
+    report = Path(session.virtualenv.location) / "junit.xml"  # not create_tmp(): it moves TMPDIR into the repository
     report.unlink(missing_ok=True)
     try:
         session.run("python", "-m", "pytest", f"--junitxml={report}", *chosen)
