@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Optional
 from urllib.parse import parse_qsl, urlsplit
 
-from timetracer_otel.cassette.body import decode_body, encode_body, header_value
+from timetracer_otel.cassette.body import decode_body, encode_body, header_value, load_json
 from timetracer_otel.redaction import Redactor
 from timetracer_otel.secret_values import ValueScrubber
 
@@ -76,7 +76,7 @@ def _canonical_body(body: Optional[dict], headers: Optional[list]) -> tuple[str,
         if "application/x-www-form-urlencoded" in content_type.lower():
             return "form", "&".join(f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True)))
         try:
-            return "json", json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            return "json", json.dumps(load_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         except ValueError:
             return "text", text
     return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import socket
-import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,17 +28,7 @@ from timetracer_otel.config import TraceConfig
 
 SCHEMA_PATH = Path(timetracer_otel.__file__).parent / "cassette" / "cassette.schema.json"
 
-# PyMongo support needs pymongo 4.20 (replay runs its command runner), and pymongo 4.20
-# needs Python 3.11: on 3.10 the pymongo extra installs nothing and these are not collected.
-MONGO_TESTS = ["test_mongo.py", "test_mongo_matching.py", "test_mixed_protocols.py", "test_secret_corpus.py"]
-collect_ignore = [] if sys.version_info >= (3, 11) else MONGO_TESTS
 collect_ignore_glob = ["apps/*"]  # the apps tests drive, with test suites of their own (tests/apps/real_service_tests)
-
-
-def pytest_report_header() -> list[str]:
-    if collect_ignore:
-        return [f"timetracer: Python {sys.version.split()[0]} has no PyMongo support; not collected: {', '.join(collect_ignore)}"]
-    return []
 
 
 # --------------------------------------------------------------------------- upstream

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from timetracer_otel._recording import HttpCall, TraceRecording, activate, deactivate
-from timetracer_otel.cassette.body import JSON_FORMATS, BodySink, decode_body, encode_body
+from timetracer_otel.cassette.body import JSON_FORMATS, MAX_JSON_DEPTH, BodySink, decode_body, encode_body
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
 from timetracer_otel.exporters.files import serialise
@@ -80,7 +80,6 @@ def test_json_body_keeps_its_exact_format(fmt: str) -> None:
         b'{"a":1}\r\n',
         b' {"a":1}',
         b'{"a":"\\ud800"}',  # a lone surrogate: valid JSON text, not storable as a UTF-8 str
-        b"[" * 5000 + b"]" * 5000,  # deeper than Python's recursion limit
         b'"just a string"',
     ],
     ids=lambda d: repr(d[:24]),
@@ -90,6 +89,31 @@ def test_json_that_python_would_write_differently_stays_text(data: bytes) -> Non
     body = _encode(data, limit=len(data))
     assert body["encoding"] == "text"
     assert _replayed(body) == data
+
+
+def _nested(depth: int, inside: str = "0") -> bytes:
+    """JSON ``depth`` levels deep, arrays and objects taking turns: [{"k":[{"k":...}]}]."""
+    text = inside
+    for level in range(depth):
+        text = f"[{text}]" if level % 2 else f'{{"k":{text}}}'
+    return text.encode()
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 990, 5000, 100_000])
+def test_json_nested_deeper_than_the_bound_is_text_on_every_python(depth: int) -> None:
+    """The codec's own depth bound decides, not the interpreter's recursion limit (which 3.13 raised)."""
+    data = _nested(depth)
+    body = _encode(data, limit=len(data))
+    assert (body["encoding"], body["text"]) == ("text", data.decode())
+    assert _replayed(body) == data
+
+
+def test_json_nested_up_to_the_bound_is_json() -> None:
+    """Brackets inside strings are not nesting: a deep-looking string in a shallow document stays JSON."""
+    for data in (_nested(MAX_JSON_DEPTH), _nested(MAX_JSON_DEPTH - 1, inside=json.dumps("[{" * 5000 + '\\"]'))):
+        body = _encode(data, limit=len(data))
+        assert (body["encoding"], body["json_format"]) == ("json", "compact")
+        assert _replayed(body) == data
 
 
 # --------------------------------------------------------------------------- text, binary, empty

@@ -190,6 +190,24 @@ def test_redacted_password_still_matches(
     assert [call.index for _, call in session.answered] == [login]
 
 
+def test_json_nested_past_the_bound_is_recorded_as_text_and_replays(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A body deeper than MAX_JSON_DEPTH, in and out: kept as text with its secret hidden, and matched in replay."""
+    deep = ('{"password": "s3cret", "tree": ' + "[" * 5000 + "]" * 5000 + "}").encode()
+    sent = [("POST", "/forward", {"content": deep, "headers": {"content-type": "application/json"}})]
+    (recorded,) = record(serve, upstream.url, cassette_dir, sent)
+    (doc,) = load_cassettes(cassette_dir)
+    for body in (doc["request"]["body"], doc["calls"][0]["request"]["body"]):
+        assert body["encoding"] == "text" and body["text"].endswith("]" * 5000 + "}") and "s3cret" not in body["text"]
+
+    before = len(upstream.requests)
+    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette_files(cassette_dir)[0]), sent)
+    assert len(upstream.requests) == before
+    assert_same_response(recorded, replayed)
+    assert report.ok and report.answered == [f"POST {upstream.url}/echo"]
+
+
 def _report_of(
     serve: Callable[..., Any], upstream: Upstream, cassette: Path, changed: bool, ignore: tuple[str, ...], **options: Any
 ) -> ReplayReport:

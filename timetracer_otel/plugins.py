@@ -7,7 +7,6 @@ application already did, and put timetracer's capture under the instrumentor's w
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -42,8 +41,6 @@ class _Plugin:
     # The instrumentor's declared version range lags the library (SQLAlchemy 2.1): the
     # capture layer supports the newer versions, so the range check is skipped.
     skip_dep_check: bool = False
-    # The oldest Python the supported library versions run on, when newer than ours.
-    python: tuple[int, int] = (3, 10)
 
 
 PLUGINS: dict[str, _Plugin] = {
@@ -69,19 +66,12 @@ PLUGINS: dict[str, _Plugin] = {
     "redis": _Plugin(
         "timetracer_otel.capture.redis", "opentelemetry.instrumentation.redis:RedisInstrumentor", "redis"
     ),
-    # Replay needs pymongo 4.20 (its command runner), which needs Python 3.11.
     "pymongo": _Plugin(
-        "timetracer_otel.capture.pymongo",
-        "opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
-        "pymongo",
-        python=(3, 11),
+        "timetracer_otel.capture.pymongo", "opentelemetry.instrumentation.pymongo:PymongoInstrumentor", "pymongo"
     ),
     # Motor drives pymongo underneath: the same command monitoring sees its calls.
     "motor": _Plugin(
-        "timetracer_otel.capture.pymongo",
-        "opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
-        "motor",
-        python=(3, 11),
+        "timetracer_otel.capture.pymongo", "opentelemetry.instrumentation.pymongo:PymongoInstrumentor", "motor"
     ),
 }
 
@@ -101,10 +91,6 @@ def check_plugin_names(names: Iterable[str]) -> list[str]:
 
 
 def _instrumentor(plugin: _Plugin, name: str) -> Any:
-    if sys.version_info < plugin.python:
-        wanted = ".".join(map(str, plugin.python))
-        running = ".".join(map(str, sys.version_info[:3]))
-        raise RuntimeError(f"timetracer plugin {name!r} needs Python {wanted} or later (this is {running})")
     module_name, _, class_name = plugin.instrumentor.partition(":")
     try:
         return getattr(importlib.import_module(module_name), class_name)()

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
-from .cassette.body import header_value
+from .cassette.body import header_value, load_json
 from .protocol_redaction import redact_call, redact_request
 from .sealing import REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
@@ -301,7 +301,7 @@ class Redactor:
             body["text"] = self.multipart(text, boundary or "")
         elif kind == "json":
             try:
-                parsed = json.loads(text)
+                parsed = load_json(text)
             except ValueError:
                 body["text"] = self.partial_json(text)
                 return
@@ -345,7 +345,7 @@ class Redactor:
             yield from ((name, content) for _, name, _, content in self._secret_parts(text.split(f"--{boundary}")))
         elif kind == "json":
             try:
-                yield from self._json_secrets(json.loads(text))
+                yield from self._json_secrets(load_json(text))
             except ValueError:
                 yield from ((key, text[start:end]) for key, start, end in self._partial_secrets(text))
 

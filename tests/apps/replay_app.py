@@ -23,7 +23,7 @@ import requests
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from timetracer_otel.config import TraceConfig
@@ -109,6 +109,12 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         async with httpx.AsyncClient() as client:
             return JSONResponse((await client.get(f"{upstream}/echo", params={"name": name})).json())
 
+    async def forward(request: Request) -> Response:
+        """Posts the request's body, as it came, to the upstream's ``/echo`` and answers with the bytes it got."""
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(f"{upstream}/echo", content=await request.body(), headers={"content-type": "application/json"})
+        return Response(answer.content, media_type="application/json")
+
     async def pair(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         async with httpx.AsyncClient() as client:
@@ -178,6 +184,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/fail/httpx", fail_httpx),
         Route("/fail/requests", fail_requests),
         Route("/lookup", lookup, methods=["POST"]),
+        Route("/forward", forward, methods=["POST"]),
         Route("/pair/{name}", pair),
         Route("/report", report),
         Route("/mixed", mixed),

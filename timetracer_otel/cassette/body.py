@@ -1,9 +1,10 @@
 """HTTP bodies: a bounded collector used while recording, and the cassette encoding.
 
-A body is stored as readable JSON when it is JSON and re-serialises to exactly the
-recorded bytes, as text when it is UTF-8, and as base64 otherwise, so replay can give
-back the recorded bytes exactly. gzip/deflate bodies that decode cleanly are stored
-decoded, with the encoding named, so cassettes stay readable; the rest as received.
+A body is stored as readable JSON when it is JSON, at most ``MAX_JSON_DEPTH`` levels
+deep, and re-serialises to exactly the recorded bytes, as text when it is UTF-8, and as
+base64 otherwise, so replay can give back the recorded bytes exactly. gzip/deflate
+bodies that decode cleanly are stored decoded, with the encoding named, so cassettes stay
+readable; the rest as received.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any, Iterable, Optional
 
 from .safe_json import nesting
 
-__all__ = ["BodySink", "encode_body", "decode_body", "header_value", "JSON_FORMATS"]
+__all__ = ["BodySink", "encode_body", "decode_body", "header_value", "load_json", "JSON_FORMATS", "MAX_JSON_DEPTH"]
 
-# Deeper JSON bodies are kept as text: the cassette nests a body a few levels down, and readers
-# take 256 levels by default (TIMETRACER_READ_MAX_DEPTH).
-_MOST_JSON_DEPTH = 200
+# A body nested deeper is not treated as JSON: stored, redacted and matched as text. The bound
+# is timetracer's own, so a body is handled the same way on every Python (3.13's parser reads
+# depths that raise RecursionError before it), and a cassette holding it stays well inside
+# what orjson writes (254 levels).
+MAX_JSON_DEPTH = 100
 
 
 class BodySink:
@@ -88,15 +91,20 @@ def _dump_json(value: Any, fmt: str) -> str:
     return json.dumps(value, allow_nan=False, **JSON_FORMATS[name]) + newline
 
 
+def load_json(text: str) -> Any:
+    """``json.loads(text)``; ``ValueError`` as well for JSON nested deeper than ``MAX_JSON_DEPTH``."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and nesting(text.encode("utf-8", "surrogatepass")) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
 def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
     """The parsed value and the format name that reproduces ``text`` exactly, if any."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "{[":
         return None
-    if text.count("[") + text.count("{") > _MOST_JSON_DEPTH and nesting(text.encode("utf-8", "surrogatepass")) > _MOST_JSON_DEPTH:
-        return None  # kept as text: the cassette stays within what readers take (TIMETRACER_READ_MAX_DEPTH)
     try:
-        value = json.loads(text)
+        value = load_json(text)
         base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
         for name, kwargs in JSON_FORMATS.items():
             if json.dumps(value, allow_nan=False, **kwargs) == base:
@@ -105,7 +113,7 @@ def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
                 if kwargs["ensure_ascii"]:
                     json.dumps(value, ensure_ascii=False).encode("utf-8")
                 return value, name + newline
-    except (ValueError, RecursionError):  # NaN, too deep, a lone surrogate (UnicodeEncodeError)
+    except ValueError:  # too deep, NaN, a lone surrogate (UnicodeEncodeError)
         return None
     return None
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterable, Optional
 
 from google.protobuf import json_format
@@ -30,6 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from timetracer_otel import __version__
 from timetracer_otel.config import ReadLimits
 
 from .safe_json import JSONProblem, loads
@@ -122,10 +122,7 @@ def _span(trace_id: bytes, span: dict[str, Any], origin: int, extra: dict[str, A
 
 
 def _scope() -> InstrumentationScope:
-    try:
-        return InstrumentationScope(name="timetracer_otel", version=version("timetracer-otel"))
-    except PackageNotFoundError:
-        return InstrumentationScope(name="timetracer_otel")
+    return InstrumentationScope(name="timetracer_otel", version=__version__)
 
 
 def to_request(doc: dict[str, Any]) -> ExportTraceServiceRequest:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import click
 
+from timetracer_otel import __version__
 from timetracer_otel._terminal import printable, printable_json
 from timetracer_otel.cassette.location import CassetteFile, TooLarge, is_url, read_bytes
 from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, validate_document
@@ -165,7 +166,7 @@ def _load(path: CassetteFile, limits: ReadLimits) -> dict[str, Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="timetracer-otel", prog_name="timetracer")
+@click.version_option(__version__, prog_name="timetracer")
 def cli() -> None:
     """Find, inspect, diff and replay timetracer cassettes."""
 
