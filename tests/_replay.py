@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -101,16 +103,34 @@ def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path]
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             text=True,
+            start_new_session=True,  # its own process group: a wrapper's child (faketime's) is stopped too
         )
         server = FreshServer(f"http://127.0.0.1:{sock.getsockname()[1]}", process)
         try:
             yield server
         finally:
-            if process.poll() is None:
-                process.terminate()
-            process.wait(timeout=30)
+            _stop_group(process)
             stderr.seek(0)
             server.stderr = stderr.read()
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process and everything it started; return once all have exited (their
+    logs complete). faketime forks the command and does not pass signals on, so terminating
+    faketime alone would leave the server running, its last lines unwritten."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)  # raises once no process of the group is left
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"the processes of {process.args[0]} did not exit within 30 s of SIGTERM")
 
 
 def uvicorn_process(env: dict[str, str], app: str = "replay_app:create_app") -> contextlib.AbstractContextManager[FreshServer]:
