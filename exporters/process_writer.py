@@ -335,7 +335,9 @@ class ProcessWriter:
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self._channel
         done = True
-        if channel is not None and channel.alive and self._pid == os.getpid():
+        # Also when the process just exited: its flush returns once what it had not written was
+        # handed to the thread, so the thread's flush below covers those recordings too.
+        if channel is not None and self._pid == os.getpid():
             done = channel.flush(timeout)
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return self._fallback.flush(remaining) and done
