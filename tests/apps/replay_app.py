@@ -153,6 +153,12 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
             via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
         return JSONResponse({"httpx": via_httpx, "requests": requests.get(f"{upstream}/echo?via=requests").json()})
 
+    async def crash(request: Request) -> JSONResponse:
+        """An exception out of the app after an upstream call: the client gets a 500."""
+        async with httpx.AsyncClient() as client:
+            login = (await client.get(f"{upstream}/json")).json()["login"]
+        raise LookupError(f"no profile page for {login}")
+
     def in_a_thread(request: Request) -> JSONResponse:
         """An upstream call from a plain thread, which does not carry the request's context."""
         outcome: dict[str, Any] = {}
@@ -183,6 +189,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/mixed", mixed),
         Route("/login", login, methods=["POST"]),
         Route("/token", token),
+        Route("/crash", crash),
     ]
 
 
