@@ -22,7 +22,7 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.redaction import redactor_for
 from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
-from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
+from .matching import CallIndex, CallView, RecordedCall, call_differences, closest_call, describe_mismatch, live_http_view
 
 __all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "replay_session_for", "activate", "deactivate"]
 
@@ -161,6 +161,9 @@ class ReplaySession:
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
         self.unmatched: list[ReplayMismatchError] = []
+        # Every call the app made, in order, beside the recorded call that answered it (or the closest one
+        # and how it differs): the report's call-by-call comparison.
+        self.made: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     def is_live(self, library: str) -> bool:
@@ -173,13 +176,25 @@ class ReplaySession:
             recorded = self.index.take(view)
             if recorded is not None:
                 self.answered.append((library, recorded))
+                self.made.append({"replayed": view.label, "recorded": recorded.index, "closest": None, "differences": []})
                 return recorded
             unrecorded = self._unrecorded_answer(view)
             if unrecorded is not None:
                 return unrecorded
             error = ReplayMismatchError(view.label, library, self.path, self._mismatch(library, view))
+            closest = closest_call(view, self.index.calls)
             self.unmatched.append(error)
+            self.made.append({
+                "replayed": view.label, "recorded": None, "closest": None if closest is None else closest.index,
+                "differences": [] if closest is None else call_differences(view, closest),
+            })  # fmt: skip
         raise error
+
+    def refuse(self, error: ReplayMismatchError) -> None:
+        """Note a call refused before it could be matched (a connection replay never opens)."""
+        with self._lock:
+            self.unmatched.append(error)
+            self.made.append({"replayed": error.call, "recorded": None, "closest": None, "differences": [error.candidates]})
 
     def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
         """An answer for a call the cassette does not hold; a request's session has none."""

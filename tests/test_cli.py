@@ -112,15 +112,16 @@ def test_show_prints_request_response_calls_and_the_span_waterfall(
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"GET /async/httpx  200  {entry['duration_ms']} ms  id={entry['id']}")
     assert lines[1] == f"cassette: {cassette_dir / entry['key']}"
-    for path in ("/echo?via=json", "/binary", "/gzip", "/status/404", "/stream?chunks=3"):
-        assert f"{upstream.url}{path}" in done.stdout  # one row per call
+    host = upstream.url.removeprefix("http://")
+    for path in ("POST {}/echo?via=json", "GET {}/binary", "GET {}/gzip", "GET {}/status/404", "GET {}/stream?chunks=3"):
+        assert f"httpx {path.format(host)}" in done.stdout  # one row per call: its library, method and target
     spans = [line for line in lines[lines.index(next(l for l in lines if l.startswith("spans"))) :] if "│" in line]
     assert spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]  # the server span spans the request
     assert [s.split("│")[1].strip() for s in spans[1:]] == ["CLIENT"] * 7
     assert all(s.startswith("  ") and "(call #" in s for s in spans[1:])  # children, indented, tied to their call
     assert "chunk-0;chunk-1;chunk-2;" not in done.stdout  # a call's body only on demand
     full = timetracer("show", str(cassette_dir / entry["key"]), "--payloads")
-    assert "call #6: GET " in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
+    assert f"call #6: httpx GET {host}/stream?chunks=3" in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
     assert timetracer("show", entry["key"], "--dir", str(cassette_dir), "--json").stdout.strip() == (cassette_dir / entry["key"]).read_text("utf-8").strip()
 
 

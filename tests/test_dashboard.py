@@ -202,6 +202,10 @@ def test_two_recordings_diff_and_one_replays_from_the_button(
     _follow(page, "#replay")
     assert page.locator("#verdict").inner_text() == "same response, every call answered"
     assert "recorded 200, replayed 200" in page.locator("#report").inner_text()
+    assert page.locator("#changed").inner_text() == "every call as recorded"
+    assert [_cells(row)[1:] for row in page.locator("#calls tbody tr").all()] == [
+        [f"httpx GET {upstream.url.removeprefix('http://')}/echo?name=ada", f"GET {upstream.url}/echo?name=ada", "same"]
+    ]
     assert len(upstream.requests) == before  # the upstream's answer came from the cassette
     forged = page.request.post(f"{url}/replay/{a['key']}", form={"token": "guessed"})
     assert forged.status == 403
@@ -290,3 +294,22 @@ def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_t
     assert 'raise LookupError(f"no profile page for {login}")' in traceback and "replay_app.py" in traceback
     assert traceback.rstrip().endswith("LookupError: no profile page for octocat")
     assert "The client received 500 with an empty body." in page.locator("#failure").inner_text()
+
+
+def test_a_replay_through_changed_code_names_the_call_that_changed(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
+    record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
+    (path,) = cassette_dir.rglob("*.json")
+    url = serve(create_app(str(cassette_dir), ReplayTarget("replay_app:create_changed_app", str(APPS_DIR), factory=True))).url
+    page.goto(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}")
+    _follow(page, "#replay")
+    host = upstream.url.removeprefix("http://")
+    assert page.locator("#verdict").inner_text() == "differs"
+    assert page.locator("#changed").inner_text() == f"call #1 changed: httpx GET {host}/echo?step=2 → GET {upstream.url}/echo?step=3"
+    assert [_cells(row) for row in page.locator("#calls tbody tr").all()] == [
+        ["0", f"httpx GET {host}/echo?step=1", f"GET {upstream.url}/echo?step=1", "same"],
+        ["1", f"httpx GET {host}/echo?step=2", f"GET {upstream.url}/echo?step=3", "query 'step': recorded 2, this call 3"],
+    ]
+    assert "body $.added: recorded <absent>, replayed \"new field\"" in page.locator("#differences").inner_text()

@@ -207,3 +207,8 @@ def create_app(
     app = Starlette(routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed))
     auto_setup(app, config=config, plugins=["httpx", "requests"])
     return app
+
+
+def create_changed_app() -> Starlette:
+    """The app as an edited version of its code (``changed``), for ``--factory``: upstream from ``$REPLAY_APP_UPSTREAM``."""
+    return create_app(changed=True)

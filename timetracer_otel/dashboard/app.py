@@ -41,7 +41,7 @@ from timetracer_otel.cli.call_views import call_view
 from timetracer_otel.cli.views import body_text, call_rows, exception_event, total_ms, value_text, waterfall
 from timetracer_otel.config import ReadLimits
 
-from ._replay import ReplayTarget, run_replay
+from ._replay import ReplayTarget, call_pairs, run_replay
 from ._security import SecurityHeaders, allowed_hosts
 
 __all__ = ["create_app", "ReplayTarget"]
@@ -245,7 +245,11 @@ class _Pages:
         if self.target is None:
             return self.render("error.html", status_code=400, message="Start the dashboard with --app MODULE:APP to replay.")
         outcome = await run_replay(self.target, path)
-        return await run_in_threadpool(lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target))
+        labels = [row["label"] for row in call_rows(doc)]
+        pairs = call_pairs(outcome.report, labels) if outcome.report else []
+        return await run_in_threadpool(
+            lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target, pairs=pairs)
+        )
 
 
 def _in_thread(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
