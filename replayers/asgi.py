@@ -150,7 +150,7 @@ def _report(
         answered=[call.view.label for _, call in session.answered],
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
         unused=[call.view.label for call in session.unused()],
-        calls=[*session.made, *({"replayed": None, "recorded": c.index, "closest": None, "differences": []} for c in session.unused())],
+        calls=[*session.made, *({"library": None, "replayed": None, "recorded": c.index, "closest": None, "differences": []} for c in session.unused())],
         error=error,
         notes=choice.notes,
     )

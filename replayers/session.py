@@ -176,7 +176,7 @@ class ReplaySession:
             recorded = self.index.take(view)
             if recorded is not None:
                 self.answered.append((library, recorded))
-                self.made.append({"replayed": view.label, "recorded": recorded.index, "closest": None, "differences": []})
+                self.made.append({"library": library, "replayed": view.label, "recorded": recorded.index, "closest": None, "differences": []})
                 return recorded
             unrecorded = self._unrecorded_answer(view)
             if unrecorded is not None:
@@ -185,7 +185,7 @@ class ReplaySession:
             closest = closest_call(view, self.index.calls)
             self.unmatched.append(error)
             self.made.append({
-                "replayed": view.label, "recorded": None, "closest": None if closest is None else closest.index,
+                "library": library, "replayed": view.label, "recorded": None, "closest": None if closest is None else closest.index,
                 "differences": [] if closest is None else call_differences(view, closest),
             })  # fmt: skip
         raise error
@@ -194,7 +194,7 @@ class ReplaySession:
         """Note a call refused before it could be matched (a connection replay never opens)."""
         with self._lock:
             self.unmatched.append(error)
-            self.made.append({"replayed": error.call, "recorded": None, "closest": None, "differences": [error.candidates]})
+            self.made.append({"library": error.library, "replayed": error.call, "recorded": None, "closest": None, "differences": [error.candidates]})
 
     def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
         """An answer for a call the cassette does not hold; a request's session has none."""

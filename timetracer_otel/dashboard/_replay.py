@@ -8,6 +8,7 @@ dashboard down with it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Optional
 
 import anyio
 
-__all__ = ["ReplayTarget", "ReplayOutcome", "run_replay", "CallPair", "call_pairs"]
+__all__ = ["ReplayTarget", "ReplayOutcome", "run_replay", "CallPair", "call_pairs", "response_rows"]
 
 _TIMEOUT_SECONDS = 120
 
@@ -89,5 +90,19 @@ def call_pairs(report: dict[str, Any], labels: list[str]) -> list[CallPair]:
             state = "not made"
         else:
             state = "same" if recorded is not None else "changed"
-        pairs.append(CallPair(index, label, entry.get("replayed") or "", state, tuple(entry.get("differences") or ())))
+        replayed = " ".join(str(part) for part in (entry.get("library"), entry.get("replayed")) if part)
+        pairs.append(CallPair(index, label, replayed, state, tuple(entry.get("differences") or ())))
     return pairs
+
+
+_COMPARED = re.compile(r"^(.+?): recorded (.*), replayed (.*)$")
+
+
+def response_rows(differences: list[str]) -> list[tuple[str, str, str]]:
+    """The report's response differences as (where, recorded, replayed); a line of another shape
+    (a text body's unified diff) as (line, "", "")."""
+    rows = []
+    for line in differences:
+        found = _COMPARED.match(line)
+        rows.append(found.groups() if found else (line, "", ""))
+    return rows

@@ -41,7 +41,7 @@ from timetracer_otel.cli.call_views import call_view
 from timetracer_otel.cli.views import body_text, call_rows, exception_event, total_ms, value_text, waterfall
 from timetracer_otel.config import ReadLimits
 
-from ._replay import ReplayTarget, call_pairs, run_replay
+from ._replay import ReplayTarget, call_pairs, response_rows, run_replay
 from ._security import SecurityHeaders, allowed_hosts
 
 __all__ = ["create_app", "ReplayTarget"]
@@ -248,7 +248,7 @@ class _Pages:
         labels = [row["label"] for row in call_rows(doc)]
         pairs = call_pairs(outcome.report, labels) if outcome.report else []
         return await run_in_threadpool(
-            lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target, pairs=pairs)
+            lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target, pairs=pairs, response_rows=response_rows)
         )
 
 
