@@ -160,7 +160,8 @@ def _call_payloads(doc: dict[str, Any]) -> list[Any]:
         if call.get("protocol") != "http":
             out.extend(_call_view(call_view(call)))
         else:
-            out.append(_message("request", _text(row["label"]), call.get("request") or {}, None))
+            request = call.get("request") or {}
+            out.append(_message("request", _text(f"{request.get('method')} {request.get('url')}"), request, None))
             if call.get("response"):
                 response = call["response"]
                 out.append(_message("response", Text(str(response.get("status")), style=_status_style(response.get("status"))), response, None))
