@@ -1,6 +1,6 @@
 """One line naming a call or a span by its library and its target, as ``timetracer show`` and the
 dashboard print it: ``httpx GET api.example.com/users/octocat``, ``sql SELECT FROM users``,
-``redis INCRBY hits``, ``pymongo find shop.users``.
+``redis INCRBY hits`` (a pipeline by its commands: ``redis MULTI/EXEC SET, GET``), ``pymongo find shop.users``.
 
 A label is made from the cassette's recorded values only, never by decoding them into objects,
 so any document that passed validation gets one.
@@ -94,7 +94,8 @@ def _redis(request: dict[str, Any]) -> str:
     pipeline = request.get("pipeline")
     if isinstance(pipeline, list):
         name = "MULTI/EXEC" if request.get("transaction") else "pipeline"
-        return f"redis {name} {', '.join(_redis_command(command) for command in pipeline[:8])}{' …' if len(pipeline) > 8 else ''}"
+        names = [_text_of(command.get("command", "?")) if isinstance(command, dict) else "?" for command in pipeline[:8]]
+        return f"redis {name} {', '.join(names)}{' …' if len(pipeline) > 8 else ''}"
     return f"redis {_redis_command(request)}"
 
 
