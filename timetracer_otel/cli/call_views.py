@@ -54,7 +54,7 @@ def _decoded(value: Any, limit: Optional[int]) -> tuple[Any, Optional[Shown]]:
         return None, raw
     try:
         return decode_value(value), None
-    except (ValueDecodeError, RecursionError, ValueError, TypeError):
+    except (ValueDecodeError, RecursionError, ValueError, TypeError, ArithmeticError):  # Decimal('x'), a huge timedelta
         return None, raw
 
 

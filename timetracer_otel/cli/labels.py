@@ -53,8 +53,11 @@ def _text_of(value: Any) -> str:
 
 def _http(call: dict[str, Any], request: dict[str, Any]) -> str:
     url = str(request.get("url", "?"))
-    parts = urlsplit(url)
-    target = f"{parts.netloc}{parts.path or '/'}{'?' + parts.query if parts.query else ''}" if parts.netloc else url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL (a damaged cassette): shown as it is
+        parts = None
+    target = f"{parts.netloc}{parts.path or '/'}{'?' + parts.query if parts.query else ''}" if parts and parts.netloc else url
     return f"{call.get('library') or 'http'} {request.get('method', '?')} {target}"
 
 

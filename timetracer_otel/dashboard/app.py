@@ -198,6 +198,10 @@ class _Pages:
 
     def detail(self, key: str) -> HTMLResponse:
         _, doc = self._document(key)
+        return self.render_detail(key, doc)
+
+    def render_detail(self, key: str, doc: dict[str, Any]) -> HTMLResponse:
+        """The page of recording ``doc`` (a validated cassette), found under ``key``."""
         total = total_ms(doc)
         spans = [
             {
