@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from _replay import APPS_DIR, Sent, record
+from _mixed_deps import deps, mongo  # noqa: F401 - fixtures
+from _replay import APPS_DIR, Sent, record, send
+from apps.mixed_app import Deps
+from apps.mixed_app import create_app as mixed_app
 from conftest import Upstream
 
+import timetracer_otel
 from timetracer_otel.cli.index import CassetteIndex
+from timetracer_otel.config import TraceConfig
 
 TIMETRACER = Path(sys.executable).with_name("timetracer")  # the console script pip installed beside this python
 _SENT: list[Sent] = [
@@ -123,6 +128,33 @@ def test_show_prints_request_response_calls_and_the_span_waterfall(
     full = timetracer("show", str(cassette_dir / entry["key"]), "--payloads")
     assert f"call #6: httpx GET {host}/stream?chunks=3" in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
     assert timetracer("show", entry["key"], "--dir", str(cassette_dir), "--json").stdout.strip() == (cassette_dir / entry["key"]).read_text("utf-8").strip()
+
+
+def test_show_names_each_call_by_library_and_target_and_prints_a_failure_with_its_traceback(
+    serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path
+) -> None:
+    record(serve, upstream.url, cassette_dir, [("GET", "/crash", {})])
+    mixed = serve(mixed_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on")
+    send(mixed.url, [("GET", "/mixed/sequence", {})])
+    mixed.stop()
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    (crash,) = cassette_dir.rglob("GET__crash__*.json")
+    done = timetracer("show", str(crash))
+    lines = done.stdout.splitlines()
+    assert lines[3:5] == ["error: LookupError: no profile page for octocat", "Traceback (most recent call last):"]
+    assert '    raise LookupError(f"no profile page for {login}")' in lines and "LookupError: no profile page for octocat" in lines[5:]
+    (sequence,) = cassette_dir.rglob("GET__mixed_sequence__*.json")
+    full = timetracer("show", str(sequence), "--payloads").stdout
+    table, key = f"tt_mixed_{deps.suffix}", f"tt-mixed:{deps.suffix}"
+    for label in (f"sql INSERT INTO {table}  (call #2)", f"redis INCRBY {key}:hits  (call #4)", "redis MULTI/EXEC SET, GET, INCRBYFLOAT  (call #7)",
+                  f"pymongo find mixed.events_{deps.suffix}  (call #9)", "sql SELECT FROM items  (call #13)"):  # fmt: skip
+        assert label in full  # each span named by its call
+    inserted = [line.rstrip() for line in full.split(f"call #2: sql INSERT INTO {table}\n", 1)[1].split("\n\n", 1)[0].splitlines()]
+    assert inserted[-4:] == [
+        "id ┃ amount        ┃ at", "━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━",
+        "1  │ 12.50 Decimal │ 2026-01-22 10:30:00.123000+00:00 datetime", "{'rowcount': 1, 'lastrowid': None}",
+    ]  # fmt: skip
+    assert f"call #4: redis INCRBY {key}:hits\nrequest\nINCRBY {key}:hits 1\nresponse\n{{'reply': 1}}" in full
 
 
 def test_diff_names_each_difference_and_exits_1_unless_ignored(
