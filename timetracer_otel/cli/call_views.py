@@ -70,7 +70,7 @@ def _python_text(value: Any, limit: Optional[int]) -> Shown:
     return Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True)
 
 
-def cell(value: Any) -> Cell:
+def _cell(value: Any) -> Cell:
     """A decoded value in a table: text as it reads (``NULL`` for None, bytes as ``b'...'``) and its type."""
     if value is None:
         text = "NULL"
@@ -92,7 +92,7 @@ def _sql_result(response: dict[str, Any], limit: Optional[int]) -> Optional[SqlR
     decoded, raw = _decoded(rows, limit)
     if raw is not None or not isinstance(decoded, list):
         return None
-    shown = [[cell(value) for value in row] if isinstance(row, (list, tuple)) else [cell(row)] for row in decoded[:_MAX_ROWS]]
+    shown = [[_cell(value) for value in row] if isinstance(row, (list, tuple)) else [_cell(row)] for row in decoded[:_MAX_ROWS]]
     return SqlResult(columns, shown, max(0, len(decoded) - _MAX_ROWS))
 
 
