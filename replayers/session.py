@@ -13,7 +13,7 @@ import contextvars
 import importlib
 import os
 import threading
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
@@ -24,7 +24,7 @@ from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
 from .matching import CallIndex, CallView, RecordedCall, call_differences, closest_call, describe_mismatch, live_http_view
 
-__all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "replay_session_for", "activate", "deactivate"]
+__all__ = ["ReplaySession", "ReplayMismatchError", "call_entry", "current_session", "replay_session_for", "activate", "deactivate"]
 
 _current: contextvars.ContextVar[Optional["ReplaySession"]] = contextvars.ContextVar(
     "timetracer_replay_session", default=None
@@ -73,6 +73,13 @@ class ReplayMismatchError(Exception):
             f"timetracer replay: no recorded call matches {call} ({library})\n"
             f"cassette: {cassette}\n{candidates}"
         )
+
+
+def call_entry(
+    library: Optional[str], replayed: Optional[str], recorded: Optional[int] = None, closest: Optional[int] = None, differences: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One entry of the report's call-by-call comparison (:attr:`ReplayReport.calls`)."""
+    return {"library": library, "replayed": replayed, "recorded": recorded, "closest": closest, "differences": list(differences)}
 
 
 def current_session() -> Optional["ReplaySession"]:
@@ -176,7 +183,7 @@ class ReplaySession:
             recorded = self.index.take(view)
             if recorded is not None:
                 self.answered.append((library, recorded))
-                self.made.append({"library": library, "replayed": view.label, "recorded": recorded.index, "closest": None, "differences": []})
+                self.made.append(call_entry(library, view.label, recorded.index))
                 return recorded
             unrecorded = self._unrecorded_answer(view)
             if unrecorded is not None:
@@ -184,17 +191,17 @@ class ReplaySession:
             error = ReplayMismatchError(view.label, library, self.path, self._mismatch(library, view))
             closest = closest_call(view, self.index.calls)
             self.unmatched.append(error)
-            self.made.append({
-                "library": library, "replayed": view.label, "recorded": None, "closest": None if closest is None else closest.index,
-                "differences": [] if closest is None else call_differences(view, closest),
-            })  # fmt: skip
+            if closest is None:
+                self.made.append(call_entry(library, view.label))
+            else:
+                self.made.append(call_entry(library, view.label, closest=closest.index, differences=call_differences(view, closest)))
         raise error
 
     def refuse(self, error: ReplayMismatchError) -> None:
         """Note a call refused before it could be matched (a connection replay never opens)."""
         with self._lock:
             self.unmatched.append(error)
-            self.made.append({"library": error.library, "replayed": error.call, "recorded": None, "closest": None, "differences": [error.candidates]})
+            self.made.append(call_entry(error.library, error.call, differences=[error.candidates]))
 
     def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
         """An answer for a call the cassette does not hold; a request's session has none."""
