@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from _mixed_deps import deps, mongo  # noqa: F401 - fixtures
-from _replay import APPS_DIR, Sent, record, send
+from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
+from _replay import APPS_DIR, Sent, record
 from apps.mixed_app import Deps
-from apps.mixed_app import create_app as mixed_app
 from conftest import Upstream
 
-import timetracer_otel
 from timetracer_otel.cli.index import CassetteIndex
-from timetracer_otel.config import TraceConfig
 
 TIMETRACER = Path(sys.executable).with_name("timetracer")  # the console script pip installed beside this python
 _SENT: list[Sent] = [
@@ -133,11 +130,7 @@ def test_show_prints_request_response_calls_and_the_span_waterfall(
 def test_show_names_each_call_by_library_and_target_and_prints_a_failure_with_its_traceback(
     serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path
 ) -> None:
-    record(serve, upstream.url, cassette_dir, [("GET", "/crash", {})])
-    mixed = serve(mixed_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on")
-    send(mixed.url, [("GET", "/mixed/sequence", {})])
-    mixed.stop()
-    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    record_crash_and_mixed(serve, upstream, deps, cassette_dir)
     (crash,) = cassette_dir.rglob("GET__crash__*.json")
     done = timetracer("show", str(crash))
     lines = done.stdout.splitlines()

@@ -12,15 +12,13 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from _mixed_deps import deps, mongo  # noqa: F401 - fixtures
-from _replay import APPS_DIR, Sent, record, send
+from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
+from _replay import APPS_DIR, Sent, record
 from apps.mixed_app import Deps
-from apps.mixed_app import create_app as mixed_app
 from conftest import Upstream
 from playwright.sync_api import Browser, Page, sync_playwright
 
-import timetracer_otel
-from timetracer_otel.config import ReadLimits, TraceConfig
+from timetracer_otel.config import ReadLimits
 from timetracer_otel.dashboard import ReplayTarget, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -248,11 +246,7 @@ def _cells(row: Any) -> list[str]:
 def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_traceback(
     serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path, page: Page
 ) -> None:
-    record(serve, upstream.url, cassette_dir, [("GET", "/crash", {})])
-    mixed = serve(mixed_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on")
-    send(mixed.url, [("GET", "/mixed/sequence", {})])
-    mixed.stop()
-    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    record_crash_and_mixed(serve, upstream, deps, cassette_dir)
     url = serve(create_app(str(cassette_dir))).url
     page.goto(url)
     rows = {cells[4]: cells for cells in map(_cells, page.locator("#recordings tbody tr").all())}
