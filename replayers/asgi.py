@@ -24,7 +24,7 @@ from timetracer_otel.determinism import deactivate as deactivate_draws
 from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
 from .selection import CassetteLibrary, Choice, LiveRequest
-from .session import ReplaySession, activate, deactivate
+from .session import ReplaySession, activate, call_entry, deactivate
 
 __all__ = ["ReplayLayer", "library_for"]
 
@@ -150,6 +150,7 @@ def _report(
         answered=[call.view.label for _, call in session.answered],
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
         unused=[call.view.label for call in session.unused()],
+        calls=[*session.made, *(call_entry(None, None, c.index) for c in session.unused())],
         error=error,
         notes=choice.notes,
     )

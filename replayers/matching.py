@@ -24,6 +24,7 @@ from timetracer_otel.secret_values import ValueScrubber
 
 __all__ = [
     "CallView", "RecordedCall", "CallIndex", "body_digest", "live_body", "http_view", "recorded_http_view", "describe_mismatch",
+    "closest_call", "call_differences",
 ]  # fmt: skip
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -208,20 +209,38 @@ def _similarity(a: CallView, b: CallView) -> int:
     return sum(weights.get(name, 1) for name, value in a.fields.items() if b.fields.get(name) == value)
 
 
+def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
+    """The recorded calls of ``view``'s protocol, the most alike first (unused before used)."""
+    candidates = [c for c in calls if c.view.protocol == view.protocol]
+    return sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))
+
+
+def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
+    """How the live call ``view`` differs from ``recorded``, one line per field (``path: recorded ..., this call ...``)."""
+    lines = []
+    for name, value in recorded.view.fields.items():
+        live = view.fields.get(name)
+        if value != live:
+            lines.extend(_field_diff(name, value, live))
+    if recorded.view.key == view.key:
+        lines.append("same call; every recorded answer for it is used up")
+    return lines
+
+
+def closest_call(view: CallView, calls: list[RecordedCall]) -> Optional[RecordedCall]:
+    """The recorded call most like ``view``, or None when the cassette has none of its protocol."""
+    ranked = _ranked(view, calls)
+    return ranked[0] if ranked else None
+
+
 def describe_mismatch(view: CallView, calls: list[RecordedCall], limit: int = 3) -> str:
     """The closest recorded calls of the same protocol and how each differs from ``view``."""
-    candidates = [c for c in calls if c.view.protocol == view.protocol]
-    if not candidates:
+    ranked = _ranked(view, calls)[:limit]
+    if not ranked:
         return f"the cassette has no recorded {view.protocol} calls"
-    ranked = sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))[:limit]
     lines = ["closest recorded calls:"]
     for call in ranked:
         state = "already used" if call.used else "unused"
         lines.append(f"  #{call.index} {call.view.label} ({state})")
-        for name, recorded in call.view.fields.items():
-            live = view.fields.get(name)
-            if recorded != live:
-                lines.extend(f"      {line}" for line in _field_diff(name, recorded, live))
-        if call.view.key == view.key:
-            lines.append("      same call; every recorded answer for it is used up")
+        lines.extend(f"      {line}" for line in call_differences(view, call))
     return "\n".join(lines)

@@ -142,7 +142,7 @@ def _refuse(connection: Any) -> None:
             session.path,
             "only commands, pipelines and transactions replay; pub/sub, MONITOR and cluster clients would connect",
         )
-        session.unmatched.append(error)
+        session.refuse(error)
         raise error
 
 

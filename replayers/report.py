@@ -38,6 +38,9 @@ class ReplayReport:
     answered: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    # call by call: each call made (``library``, ``replayed``: its label) with the index of the recorded call that answered
+    # it, or None and the ``closest`` recorded one with the ``differences``; then the recorded calls left unused
+    calls: list[dict[str, Any]] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     error: Optional[dict[str, str]] = None
     unverified: list[str] = field(default_factory=list)  # response parts redacted on both sides: not compared

@@ -13,7 +13,7 @@ import contextvars
 import importlib
 import os
 import threading
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
@@ -22,9 +22,9 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.redaction import redactor_for
 from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
-from .matching import CallIndex, CallView, RecordedCall, describe_mismatch, live_http_view
+from .matching import CallIndex, CallView, RecordedCall, call_differences, closest_call, describe_mismatch, live_http_view
 
-__all__ = ["ReplaySession", "ReplayMismatchError", "current_session", "replay_session_for", "activate", "deactivate"]
+__all__ = ["ReplaySession", "ReplayMismatchError", "call_entry", "current_session", "replay_session_for", "activate", "deactivate"]
 
 _current: contextvars.ContextVar[Optional["ReplaySession"]] = contextvars.ContextVar(
     "timetracer_replay_session", default=None
@@ -73,6 +73,13 @@ class ReplayMismatchError(Exception):
             f"timetracer replay: no recorded call matches {call} ({library})\n"
             f"cassette: {cassette}\n{candidates}"
         )
+
+
+def call_entry(
+    library: Optional[str], replayed: Optional[str], recorded: Optional[int] = None, closest: Optional[int] = None, differences: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One entry of the report's call-by-call comparison (:attr:`ReplayReport.calls`)."""
+    return {"library": library, "replayed": replayed, "recorded": recorded, "closest": closest, "differences": list(differences)}
 
 
 def current_session() -> Optional["ReplaySession"]:
@@ -161,6 +168,9 @@ class ReplaySession:
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
         self.unmatched: list[ReplayMismatchError] = []
+        # Every call the app made, in order, beside the recorded call that answered it (or the closest one
+        # and how it differs): the report's call-by-call comparison.
+        self.made: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     def is_live(self, library: str) -> bool:
@@ -173,13 +183,25 @@ class ReplaySession:
             recorded = self.index.take(view)
             if recorded is not None:
                 self.answered.append((library, recorded))
+                self.made.append(call_entry(library, view.label, recorded.index))
                 return recorded
             unrecorded = self._unrecorded_answer(view)
             if unrecorded is not None:
                 return unrecorded
             error = ReplayMismatchError(view.label, library, self.path, self._mismatch(library, view))
+            closest = closest_call(view, self.index.calls)
             self.unmatched.append(error)
+            if closest is None:
+                self.made.append(call_entry(library, view.label))
+            else:
+                self.made.append(call_entry(library, view.label, closest=closest.index, differences=call_differences(view, closest)))
         raise error
+
+    def refuse(self, error: ReplayMismatchError) -> None:
+        """Note a call refused before it could be matched (a connection replay never opens)."""
+        with self._lock:
+            self.unmatched.append(error)
+            self.made.append(call_entry(error.library, error.call, differences=[error.candidates]))
 
     def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
         """An answer for a call the cassette does not hold; a request's session has none."""

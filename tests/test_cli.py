@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
 from _replay import APPS_DIR, Sent, record
+from apps.mixed_app import Deps
 from conftest import Upstream
 
 from timetracer_otel.cli.index import CassetteIndex
@@ -112,16 +114,40 @@ def test_show_prints_request_response_calls_and_the_span_waterfall(
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"GET /async/httpx  200  {entry['duration_ms']} ms  id={entry['id']}")
     assert lines[1] == f"cassette: {cassette_dir / entry['key']}"
-    for path in ("/echo?via=json", "/binary", "/gzip", "/status/404", "/stream?chunks=3"):
-        assert f"{upstream.url}{path}" in done.stdout  # one row per call
+    host = upstream.url.removeprefix("http://")
+    for path in ("POST {}/echo?via=json", "GET {}/binary", "GET {}/gzip", "GET {}/status/404", "GET {}/stream?chunks=3"):
+        assert f"httpx {path.format(host)}" in done.stdout  # one row per call: its library, method and target
     spans = [line for line in lines[lines.index(next(l for l in lines if l.startswith("spans"))) :] if "│" in line]
     assert spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]  # the server span spans the request
     assert [s.split("│")[1].strip() for s in spans[1:]] == ["CLIENT"] * 7
     assert all(s.startswith("  ") and "(call #" in s for s in spans[1:])  # children, indented, tied to their call
     assert "chunk-0;chunk-1;chunk-2;" not in done.stdout  # a call's body only on demand
     full = timetracer("show", str(cassette_dir / entry["key"]), "--payloads")
-    assert "call #6: GET " in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
+    assert f"call #6: httpx GET {host}/stream?chunks=3" in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
     assert timetracer("show", entry["key"], "--dir", str(cassette_dir), "--json").stdout.strip() == (cassette_dir / entry["key"]).read_text("utf-8").strip()
+
+
+def test_show_names_each_call_by_library_and_target_and_prints_a_failure_with_its_traceback(
+    serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path
+) -> None:
+    record_crash_and_mixed(serve, upstream, deps, cassette_dir)
+    (crash,) = cassette_dir.rglob("GET__crash__*.json")
+    done = timetracer("show", str(crash))
+    lines = done.stdout.splitlines()
+    assert lines[3:5] == ["error: LookupError: no profile page for octocat", "Traceback (most recent call last):"]
+    assert '    raise LookupError(f"no profile page for {login}")' in lines and "LookupError: no profile page for octocat" in lines[5:]
+    (sequence,) = cassette_dir.rglob("GET__mixed_sequence__*.json")
+    full = timetracer("show", str(sequence), "--payloads").stdout
+    table, key = f"tt_mixed_{deps.suffix}", f"tt-mixed:{deps.suffix}"
+    for label in (f"sql INSERT INTO {table}  (call #2)", f"redis INCRBY {key}:hits  (call #4)", "redis MULTI/EXEC SET, GET, INCRBYFLOAT  (call #7)",
+                  f"pymongo find mixed.events_{deps.suffix}  (call #9)", "sql SELECT FROM items  (call #13)"):  # fmt: skip
+        assert label in full  # each span named by its call
+    inserted = [line.rstrip() for line in full.split(f"call #2: sql INSERT INTO {table}\n", 1)[1].split("\n\n", 1)[0].splitlines()]
+    assert inserted[-4:] == [
+        "id ┃ amount        ┃ at", "━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━",
+        "1  │ 12.50 Decimal │ 2026-01-22 10:30:00.123000+00:00 datetime", "{'rowcount': 1, 'lastrowid': None}",
+    ]  # fmt: skip
+    assert f"call #4: redis INCRBY {key}:hits\nrequest\nINCRBY {key}:hits 1\nresponse\n{{'reply': 1}}" in full
 
 
 def test_diff_names_each_difference_and_exits_1_unless_ignored(

@@ -12,7 +12,9 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
 from _replay import APPS_DIR, Sent, record
+from apps.mixed_app import Deps
 from conftest import Upstream
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -77,12 +79,12 @@ def test_the_table_lists_every_recording_and_filters_and_sorts_it(
 ) -> None:
     url, docs = _dashboard(serve, upstream, cassette_dir)
     page.goto(url)
-    assert sorted(row[9] for row in _rows(page)) == sorted(doc["id"] for doc in docs.values())
+    assert sorted(row[10] for row in _rows(page)) == sorted(doc["id"] for doc in docs.values())
     assert page.locator("#count").inner_text().startswith("4 of 4 recordings")
 
     page.fill("input[name=path]", "/look*")
     _follow(page, "#apply")
-    assert sorted(row[9] for row in _rows(page)) == sorted(docs[n]["id"] for n in ("POST /lookup ada", "POST /lookup </p"))
+    assert sorted(row[10] for row in _rows(page)) == sorted(docs[n]["id"] for n in ("POST /lookup ada", "POST /lookup </p"))
     page.goto(url)
     page.check("input[name=errors]")
     _follow(page, "#apply")
@@ -103,18 +105,22 @@ def test_a_recording_shows_its_waterfall_calls_and_payloads(
     page.goto(url)
     _follow(page, f"#recordings tr:has-text('{doc['id']}') a.detail")
     assert page.url == f"{url}/cassettes/{doc['key']}"  # the key, never a filesystem path
-    spans = page.locator("#waterfall tbody tr")
+    spans = page.locator("#waterfall details.span")
     assert spans.count() == len(doc["spans"]) == 8
-    assert spans.nth(0).locator("td").nth(1).inner_text() == "SERVER"
-    assert [spans.nth(i).locator("td").nth(1).inner_text() for i in range(1, 8)] == ["CLIENT"] * 7
+    assert spans.locator(".kind").all_inner_texts() == ["SERVER"] + ["CLIENT"] * 7
+    labels = [label.strip() for label in spans.locator(".label").all_inner_texts()]
+    host = upstream.url.removeprefix("http://")
+    assert labels[0] == "GET /async/httpx" and labels[1] == f"httpx POST {host}/echo?via=json"  # library, method, target
+    assert page.locator("#waterfall .ticks span").all_inner_texts()[0] == "0.0 ms"  # the time axis
     widths = [float(w) for w in page.locator("#waterfall svg rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")]
     assert widths[0] == max(widths)  # the server span's bar is the whole request
     offsets = [float(x) for x in page.locator("#waterfall svg rect").evaluate_all("rs => rs.map(r => r.getAttribute('x'))")]
     assert offsets == sorted(offsets) and offsets[0] == 0.0  # the calls run one after the other
-    assert page.locator("details.call").count() == 7
+    assert page.locator("#waterfall section.call").count() == 7  # every call inside its span
     stream = page.locator("#call-6")
-    assert f"GET {upstream.url}/stream?chunks=3" in stream.locator("summary").inner_text()
-    stream.locator("summary").click()
+    assert not stream.is_visible()  # the span is closed until opened
+    assert stream.locator(".call-label").text_content() == f"httpx GET {host}/stream?chunks=3"
+    page.click("details.span:has(#call-6) > summary")
     assert stream.locator("#call-6-response pre.body").inner_text() == "chunk-0;chunk-1;chunk-2;"
 
 
@@ -194,6 +200,10 @@ def test_two_recordings_diff_and_one_replays_from_the_button(
     _follow(page, "#replay")
     assert page.locator("#verdict").inner_text() == "same response, every call answered"
     assert "recorded 200, replayed 200" in page.locator("#report").inner_text()
+    assert page.locator("#changed").inner_text() == "every call as recorded"
+    assert [_cells(row)[1:] for row in page.locator("#calls tbody tr").all()] == [
+        [f"httpx GET {upstream.url.removeprefix('http://')}/echo?name=ada", f"httpx GET {upstream.url}/echo?name=ada", "same"]
+    ]
     assert len(upstream.requests) == before  # the upstream's answer came from the cassette
     forged = page.request.post(f"{url}/replay/{a['key']}", form={"token": "guessed"})
     assert forged.status == 403
@@ -227,3 +237,74 @@ def test_a_long_body_is_cut_and_links_to_the_whole_of_it(
     assert download.status == 200 and json.loads(download.body()) == {"name": name}
     assert download.headers["content-disposition"].startswith("attachment;")
     assert page.locator("#call-0-request p.cut").count() == 0  # the call's request is short: whole, no link
+
+
+def _cells(row: Any) -> list[str]:
+    return [cell.strip() for cell in row.locator("td").all_inner_texts()]
+
+
+def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_traceback(
+    serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path, page: Page
+) -> None:
+    record_crash_and_mixed(serve, upstream, deps, cassette_dir)
+    url = serve(create_app(str(cassette_dir))).url
+    page.goto(url)
+    rows = {cells[4]: cells for cells in map(_cells, page.locator("#recordings tbody tr").all())}
+    assert rows["/crash"][5:7] == ["500 ⚠ LookupError", "/crash"]  # the status with the exception, the route
+    assert rows["/mixed/sequence"][5:7] == ["200", "/mixed/sequence"]
+
+    _follow(page, "#recordings a.detail >> text='/mixed/sequence'")
+    labels = [label.strip() for label in page.locator("#waterfall details.span .label").all_inner_texts()]
+    table, key, host = f"tt_mixed_{deps.suffix}", f"tt-mixed:{deps.suffix}", upstream.url.removeprefix("http://")
+    assert labels == [
+        "GET /mixed/sequence", f"httpx GET {host}/json?route=sequence", "sql connect postgresql+asyncpg",
+        f"sql INSERT INTO {table}", f"sql SELECT FROM {table}", f"redis INCRBY {key}:hits", f"redis HSET {key}:sequence",
+        f"redis HGETALL {key}:sequence", "redis MULTI/EXEC SET, GET, INCRBYFLOAT",
+        f"pymongo insert mixed.events_{deps.suffix}", f"pymongo find mixed.events_{deps.suffix}",
+        f"pymongo aggregate mixed.events_{deps.suffix}", "sql connect sqlite+aiosqlite", "sql INSERT INTO items",
+        "sql SELECT FROM items", f"httpx POST {host}/echo",
+    ]  # fmt: skip
+    page.locator("#waterfall details.span").evaluate_all("spans => spans.forEach(s => s.open = true)")
+    inserted = page.locator("#call-2-response table.rows")  # INSERT ... RETURNING id, amount, at
+    assert inserted.locator("th").all_inner_texts() == ["id", "amount", "at"]
+    assert _cells(inserted.locator("tbody tr")) == ["1", "12.50 Decimal", "2026-01-22 10:30:00.123000+00:00 datetime"]
+    assert page.locator("#call-2-request pre.body").nth(1).inner_text() == (
+        "('sequence',\n Decimal('12.50'),\n datetime.datetime(2026, 1, 22, 10, 30, 0, 123000, tzinfo=datetime.timezone.utc))"
+    )  # the parameters as the driver got them
+    assert page.locator("#call-13-response table.rows th").all_inner_texts() == ["id", "n", "label"]
+    assert page.locator("#call-4-request pre.body").inner_text() == f"INCRBY {key}:hits 1"
+    assert page.locator("#call-7-request pre.body").inner_text() == (
+        f"MULTI\nSET {key}:sequence:raw b'\\x00\\xffbin'\nGET {key}:sequence:raw\nINCRBYFLOAT {key}:f 0.5\nEXEC"
+    )
+    found = page.locator("#call-9-request pre.body").inner_text()
+    assert found == f"{{'find': 'events_{deps.suffix}', 'filter': {{'route': 'sequence'}}}}"  # no session fields
+    assert "Decimal128('9.99')" in page.locator("#call-9-response pre.body").inner_text()
+
+    page.goto(url)
+    _follow(page, "#recordings a.detail >> text='/crash'")
+    assert page.locator("#failure p.problem").inner_text() == "LookupError: no profile page for octocat"
+    traceback = page.locator("#failure pre.traceback").inner_text()
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert 'raise LookupError(f"no profile page for {login}")' in traceback and "replay_app.py" in traceback
+    assert traceback.rstrip().endswith("LookupError: no profile page for octocat")
+    assert "The client received 500 with an empty body." in page.locator("#failure").inner_text()
+
+
+def test_a_replay_through_changed_code_names_the_call_that_changed(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
+    record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
+    (path,) = cassette_dir.rglob("*.json")
+    url = serve(create_app(str(cassette_dir), ReplayTarget("replay_app:create_changed_app", str(APPS_DIR), factory=True))).url
+    page.goto(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}")
+    _follow(page, "#replay")
+    host = upstream.url.removeprefix("http://")
+    assert page.locator("#verdict").inner_text() == "differs"
+    assert page.locator("#changed").inner_text() == f"call #1 changed: httpx GET {host}/echo?step=2 → httpx GET {upstream.url}/echo?step=3"
+    assert [_cells(row) for row in page.locator("#calls tbody tr").all()] == [
+        ["0", f"httpx GET {host}/echo?step=1", f"httpx GET {upstream.url}/echo?step=1", "same"],
+        ["1", f"httpx GET {host}/echo?step=2", f"httpx GET {upstream.url}/echo?step=3", "query 'step': recorded 2, this call 3"],
+    ]
+    rows = [_cells(row) for row in page.locator("#differences tbody tr").all()]
+    assert ["header x-version", '"1"', '"2"'] in rows and ["body $.added", "<absent>", '"new field"'] in rows  # side by side

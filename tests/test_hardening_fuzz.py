@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gzip
 import html
 import io
@@ -30,6 +31,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,8 @@ from timetracer_otel.cli import _render
 from timetracer_otel.cli.diff import diff_cassettes
 from timetracer_otel.cli.index import summarise
 from timetracer_otel.cli.search import matches
-from timetracer_otel.config import TraceConfig
+from timetracer_otel.config import ReadLimits, TraceConfig
+from timetracer_otel.dashboard.app import _Pages
 from timetracer_otel.replayers.session import recorded_views
 
 _FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -78,9 +81,18 @@ def target(tmp_path: Path) -> Path:
     return tmp_path / "fuzzed.json"
 
 
+@functools.cache
+def _pages() -> _Pages:
+    """The dashboard's pages over an empty directory: a recording's page is rendered from a document."""
+    return _Pages(tempfile.mkdtemp(prefix="fuzz-dashboard-"), None, ReadLimits.from_env())
+
+
 def _every_reader_takes(path: Path, document: dict[str, Any]) -> None:
-    """What each reader does with a document that loaded: listing, show, search, diff, export, replay's views."""
+    """What each reader does with a document that loaded: listing, show, the dashboard's page, search, diff,
+    export, replay's views."""
     _render.list_lines([summarise("fuzzed.json", document)])
+    page = _pages().render_detail("fuzzed.json", document)
+    assert page.status_code == 200 and _UNSAFE.search(page.body.decode("utf-8")) is None
     for payloads in (False, True):
         _render.show(Console(file=io.StringIO(), width=160), document, str(path), payloads, 200)
     matches(document, "a")
@@ -105,6 +117,32 @@ def _only_cassette_error(path: Path, data: bytes) -> None:
     else:
         assert isinstance(document, dict) and isinstance(document["calls"], list)
         _every_reader_takes(path, document)
+
+
+def test_hostile_values_in_database_calls_are_shown_escaped_or_as_their_json(real_cassette: bytes, target: Path) -> None:
+    """Typed values that do not decode, escape sequences in statements, commands and rows, and a URL that is
+    not one: show, the dashboard's page and the other readers take them, and print nothing a terminal acts on."""
+    document = json.loads(real_cassette)
+    document["calls"][0]["request"]["url"] = "http://[" + _ESCAPES
+    bad = [{"$type": "decimal", "value": "not a number"}, {"$type": "timedelta", "days": 10**12, "seconds": 0, "microseconds": 0},
+           {"$type": "uuid", "value": _ESCAPES}, {"$type": "nope"}, {"$type": "dict", "items": [[[1], 2]]}]  # fmt: skip
+    document["calls"] += [
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "SELECT " + _ESCAPES, "parameters": bad},
+         "response": {"description": [[_ESCAPES], "x", []], "rows": [[_ESCAPES, {"$type": "bytes", "base64": "G10w"}, 1], bad]}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": 5}, "response": {"description": 5, "rows": {"a": 1}}},
+        {"protocol": "redis", "request": {"command": _ESCAPES, "args": [_ESCAPES, *bad]}, "response": {"reply": _ESCAPES}},
+        {"protocol": "redis", "request": {"pipeline": [5, {"command": None, "args": "x"}], "transaction": True}, "response": None},
+        {"protocol": "mongo", "request": {"database": _ESCAPES, "command_name": _ESCAPES, "command": {_ESCAPES: _ESCAPES}},
+         "response": {"failure": bad}},
+    ]  # fmt: skip
+    target.write_text(json.dumps(document), "utf-8")
+    loaded = load_cassette(target)
+    _every_reader_takes(target, loaded)
+    out = io.StringIO()
+    _render.show(Console(file=out, width=160), loaded, str(target), True, 200)
+    assert _UNSAFE.search(out.getvalue()) is None and "SELECT \\x1b]0;owned\\x07" in out.getvalue()  # the statement, escaped
+    page = _pages().render_detail("fuzzed.json", loaded).body.decode("utf-8")
+    assert '"value": "not a number"' in html.unescape(page)  # a value that does not decode: its JSON
 
 
 _TOKENS = [b"{", b"}", b"[", b"]", b":", b",", b'"format"', b'"timetracer-cassette"', b'"version"', b"1", b"-0.5e9",

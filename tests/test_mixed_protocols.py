@@ -31,16 +31,15 @@ import redis
 from _replay import APPS_DIR, assert_same_response, cassette_files, send
 from apps.mixed_app import ITEMS, ROUTES, Deps, create_app, deps_json, ledger
 from conftest import SCHEMA_PATH, Upstream, load_cassettes
-from mongo_server import MongoWireServer, running_mongo
-from sqlalchemy import create_engine, insert, inspect
+from _mixed_deps import PG, REDIS, deps, mongo  # noqa: F401 - fixtures
+from mongo_server import MongoWireServer
+from sqlalchemy import create_engine, inspect
 from starlette.testclient import TestClient
 
 from timetracer_otel.cassette import values
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.replayers import ReplayMismatchError, install_replayers
 
-PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
-REDIS = "redis://127.0.0.1:{port}/0"
 CLOSED = 1
 _REFUSED = "timetracer_otel.replayers.session.ReplayMismatchError: timetracer replay: no recorded call matches"
 
@@ -53,34 +52,6 @@ def report(event, args):
 sys.addaudithook(report)
 """
 _CONNECTS = re.compile(r"^connect-audit (.*)$", re.M)
-
-
-@pytest.fixture
-def mongo() -> Iterator[MongoWireServer]:
-    with running_mongo() as server:
-        yield server
-
-
-@pytest.fixture
-def deps(upstream: Upstream, mongo: MongoWireServer, tmp_path: Path) -> Iterator[Deps]:
-    """Live dependencies with this test's own names: the PostgreSQL table, a seeded SQLite file; cleaned up after."""
-    suffix = uuid.uuid4().hex[:12]
-    postgres_url, redis_url = PG.format(driver="asyncpg", port=5432), REDIS.format(port=6379)
-    found = Deps(upstream.url, postgres_url, str(tmp_path / "mixed.db"), redis_url, mongo.url, suffix)
-    postgres = create_engine(PG.format(driver="psycopg", port=5432))
-    ledger(suffix).metadata.create_all(postgres)
-    lite = create_engine(f"sqlite:///{found.sqlite}")
-    with lite.begin() as conn:
-        ITEMS.metadata.create_all(conn)
-        conn.execute(insert(ITEMS), [{"n": n, "label": f"item-{n}"} for n in range(4)])
-    lite.dispose()
-    try:
-        yield found
-    finally:
-        ledger(suffix).metadata.drop_all(postgres)
-        postgres.dispose()
-        with contextlib.closing(redis.Redis.from_url(found.redis)) as client:
-            client.delete(*client.keys(f"tt-mixed:{suffix}:*") or ["tt-mixed:none"])
 
 
 def _unreachable(deps: Deps, mongo_url: str) -> Deps:

@@ -159,6 +159,12 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
             via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
         return JSONResponse({"httpx": via_httpx, "requests": requests.get(f"{upstream}/echo?via=requests").json()})
 
+    async def crash(request: Request) -> JSONResponse:
+        """An exception out of the app after an upstream call: the client gets a 500."""
+        async with httpx.AsyncClient() as client:
+            login = (await client.get(f"{upstream}/json")).json()["login"]
+        raise LookupError(f"no profile page for {login}")
+
     def in_a_thread(request: Request) -> JSONResponse:
         """An upstream call from a plain thread, which does not carry the request's context."""
         outcome: dict[str, Any] = {}
@@ -190,6 +196,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/mixed", mixed),
         Route("/login", login, methods=["POST"]),
         Route("/token", token),
+        Route("/crash", crash),
     ]
 
 
@@ -207,3 +214,8 @@ def create_app(
     app = Starlette(routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed))
     auto_setup(app, config=config, plugins=["httpx", "requests"])
     return app
+
+
+def create_changed_app() -> Starlette:
+    """The app as an edited version of its code (``changed``), for ``--factory``: upstream from ``$REPLAY_APP_UPSTREAM``."""
+    return create_app(changed=True)

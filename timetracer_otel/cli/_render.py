@@ -14,7 +14,8 @@ from rich.text import Text
 from timetracer_otel._terminal import printable
 
 from .diff import Difference
-from .views import Shown, body_text, call_rows, total_ms, value_text, waterfall
+from .call_views import CallView, SqlResult, call_view
+from .views import Shown, body_text, call_rows, exception_event, total_ms, waterfall
 
 __all__ = ["console", "list_lines", "show", "differences"]
 
@@ -97,7 +98,7 @@ def _waterfall(doc: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify, no_wrap=name != "span")  # type: ignore[arg-type]
     for row in waterfall(doc):
         failed = row["status"]["code"] == "ERROR"
-        name = _text("  " * row["depth"] + row["name"], style="red" if failed else "")
+        name = _text("  " * row["depth"] + row["label"], style="red" if failed else "")
         if row["call"] is not None:
             name += Text(f"  (call #{row['call']})", style="dim")
         table.add_row(
@@ -109,12 +110,12 @@ def _waterfall(doc: dict[str, Any]) -> Table:
 
 def _calls(doc: dict[str, Any]) -> Table:
     table = Table(title="calls", title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("#", "library", "call", "outcome", "start ms", "ms"):
+    for name in ("#", "call", "outcome", "start ms", "ms"):
         table.add_column(name, justify="right" if name in ("#", "start ms", "ms") else "left")
     for row in call_rows(doc):
         duration = row["duration_ms"]
         table.add_row(
-            Text(str(row["index"])), _text(row["library"] or ""), _text(row["label"]),
+            Text(str(row["index"])), _text(row["label"]),
             _text(row["outcome"], style="red" if row["failed"] else "green"),
             Text(f"{row['offset_ms']:.1f}" if row["offset_ms"] is not None else ""),
             Text(f"{duration:.1f}" if duration is not None else ""),
@@ -122,8 +123,34 @@ def _calls(doc: dict[str, Any]) -> Table:
     return table
 
 
-def _error(error: dict[str, Any]) -> Text:
-    return _text(f"error: {error.get('type')}: {error.get('message')}", style="red")
+def _error(error: dict[str, Any], event: Optional[dict[str, Any]] = None) -> Text:
+    """An exception: its type and message, and the traceback OpenTelemetry recorded with it, if any."""
+    line = _text(f"error: {error.get('type')}: {error.get('message')}", style="red")
+    trace = (event or {}).get("exception.stacktrace")
+    return line + Text("\n") + _text(str(trace).rstrip(), style="dim", multiline=True) if trace else line
+
+
+def _result(result: SqlResult) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in result.columns:
+        table.add_column(_text(column))
+    for row in result.rows:
+        table.add_row(*(_text(cell.text) + (Text(f" {cell.type}", style="dim") if cell.type else Text("")) for cell in row))
+    if result.more:
+        table.caption = f"… and {result.more} more rows"
+    return table
+
+
+def _call_view(view: CallView) -> list[Any]:
+    """A non-HTTP call's statement or command, parameters, result rows and reply."""
+    out: list[Any] = [Text("request", style="bold"), _shown(view.request, True)]
+    if view.parameters is not None:
+        out.extend([Text("parameters", style="bold"), _shown(view.parameters, True)])
+    out.append(Text("response", style="bold"))
+    if view.result is not None:
+        out.append(_result(view.result))
+    out.append(_shown(view.response, True))
+    return out
 
 
 def _call_payloads(doc: dict[str, Any]) -> list[Any]:
@@ -131,15 +158,15 @@ def _call_payloads(doc: dict[str, Any]) -> list[Any]:
     for row, call in zip(call_rows(doc), doc.get("calls", [])):
         out.append(_text(f"call #{row['index']}: {row['label']}", style="bold underline"))
         if call.get("protocol") != "http":
-            out.extend([Text("request", style="bold"), _shown(value_text(call.get("request")), True),
-                        Text("response", style="bold"), _shown(value_text(call.get("response")), True)])  # fmt: skip
+            out.extend(_call_view(call_view(call)))
         else:
-            out.append(_message("request", _text(row["label"]), call.get("request") or {}, None))
+            request = call.get("request") or {}
+            out.append(_message("request", _text(f"{request.get('method')} {request.get('url')}"), request, None))
             if call.get("response"):
                 response = call["response"]
                 out.append(_message("response", Text(str(response.get("status")), style=_status_style(response.get("status"))), response, None))
         if call.get("error"):
-            out.append(_error(call["error"]))
+            out.append(_error(call["error"], exception_event(doc, call.get("span_id"))))
         out.append(Text(""))
     return out
 
@@ -159,7 +186,7 @@ def show(out: Console, doc: dict[str, Any], where: str, payloads: bool, limit: i
     if request.get("route"):
         out.print(_text(f"route: {request['route']}", style="dim"))
     if doc.get("error"):
-        out.print(_error(doc["error"]))
+        out.print(_error(doc["error"], exception_event(doc)))
     out.print()
     shown = None if payloads else limit
     out.print(_message("request", _text(f"{request['method']} {target}"), request, shown))

@@ -10,9 +10,9 @@ from typing import Any, NamedTuple, Optional
 
 from timetracer_otel.cassette.body import decode_body
 
-__all__ = ["Shown", "waterfall", "call_rows", "body_text", "call_label", "total_ms", "value_text"]
+from .labels import call_label, span_label
 
-_LABEL_CHARS = 160
+__all__ = ["Shown", "waterfall", "call_rows", "body_text", "total_ms", "value_text", "exception_event"]
 
 
 def total_ms(doc: dict[str, Any]) -> float:
@@ -22,33 +22,23 @@ def total_ms(doc: dict[str, Any]) -> float:
 
 
 def waterfall(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The spans as a tree in start order: each with its ``depth`` and the index of its call, if any."""
+    """The spans as a tree in start order: each with its ``depth``, its ``label`` and the index of its call, if any."""
     spans = doc.get("spans", [])
     known = {s["span_id"] for s in spans}
     children: dict[Optional[str], list[dict[str, Any]]] = {}
     for span in sorted(spans, key=lambda s: s["start_offset_ms"]):
         parent = span["parent_id"] if span["parent_id"] in known else None
         children.setdefault(parent, []).append(span)
-    call_of = {c.get("span_id"): i for i, c in enumerate(doc.get("calls", [])) if c.get("span_id")}
+    calls = doc.get("calls", [])
+    call_of = {c.get("span_id"): i for i, c in enumerate(calls) if c.get("span_id")}
     rows: list[dict[str, Any]] = []
     stack = [(span, 0) for span in reversed(children.get(None, []))]
     while stack:  # iterative: a deep chain of spans cannot exhaust the recursion limit
         span, depth = stack.pop()
-        rows.append({**span, "depth": depth, "call": call_of.get(span["span_id"])})
+        call = call_of.get(span["span_id"])
+        rows.append({**span, "depth": depth, "call": call, "label": span_label(span, None if call is None else calls[call], doc)})
         stack.extend((child, depth + 1) for child in reversed(children.get(span["span_id"], [])))
     return rows
-
-
-def _cut(text: str, limit: int = _LABEL_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def call_label(call: dict[str, Any]) -> str:
-    """``GET http://host/path`` for HTTP; the protocol, library and request in brief for the rest."""
-    request = call.get("request") or {}
-    if call.get("protocol") == "http":
-        return _cut(f"{request.get('method', '?')} {request.get('url', '?')}")
-    return _cut(f"{call.get('protocol')} {_json_text(request, _LABEL_CHARS, indent=None).text}")
 
 
 def call_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -131,3 +121,16 @@ def body_text(body: Optional[dict[str, Any]], limit: Optional[int] = None) -> Sh
 def value_text(value: Any, limit: Optional[int] = None) -> Shown:
     """A non-HTTP call's request or response (typed values) as indented JSON, cut at ``limit`` characters."""
     return _json_text(value, limit)
+
+
+def exception_event(doc: dict[str, Any], span_id: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The attributes of the first ``exception`` event (type, message, stacktrace) OpenTelemetry recorded
+    on span ``span_id``, or on any span of the request when None; None when there is none."""
+    for span in doc.get("spans", ()):
+        if span_id is not None and span["span_id"] != span_id:
+            continue
+        for event in span.get("events") or ():
+            attributes = event.get("attributes") if isinstance(event, dict) else None
+            if isinstance(attributes, dict) and event.get("name") == "exception":
+                return attributes
+    return None

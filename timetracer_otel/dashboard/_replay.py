@@ -8,6 +8,7 @@ dashboard down with it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Optional
 
 import anyio
 
-__all__ = ["ReplayTarget", "ReplayOutcome", "run_replay"]
+__all__ = ["ReplayTarget", "ReplayOutcome", "run_replay", "CallPair", "call_pairs", "response_rows"]
 
 _TIMEOUT_SECONDS = 120
 
@@ -60,3 +61,48 @@ async def run_replay(target: ReplayTarget, cassette: Path) -> ReplayOutcome:
     except ValueError:
         return ReplayOutcome(None, stderr or f"timetracer replay exited with status {done.returncode}")
     return ReplayOutcome(report, stderr)
+
+
+@dataclass(frozen=True)
+class CallPair:
+    """One row of the call-by-call comparison: the recorded call and the call the replay made in its place."""
+
+    index: Optional[int]  # the recorded call's index (the closest one for a call nothing answered)
+    recorded: str  # its label, or "" when the replay made a call the recording has nothing like
+    replayed: str  # the replayed call's label, or "" when the replay did not make this recorded call
+    state: str  # "same", "changed" (no recorded call matched it), "not made" (left unused)
+    differences: tuple[str, ...]
+
+
+def call_pairs(report: dict[str, Any], labels: list[str]) -> list[CallPair]:
+    """The report's calls beside the recorded calls (``labels``: each recorded call's label, by index)."""
+    entries = list(report.get("calls") or ())
+    # A recorded call left unused is shown once, beside the replayed call it is closest to, if any.
+    paired = {entry.get("closest") for entry in entries if entry.get("replayed") is not None and entry.get("recorded") is None}
+    pairs = []
+    for entry in entries:
+        if entry.get("replayed") is None and entry.get("recorded") in paired:
+            continue
+        recorded, closest = entry.get("recorded"), entry.get("closest")
+        index = recorded if recorded is not None else closest
+        label = labels[index] if isinstance(index, int) and 0 <= index < len(labels) else ""
+        if entry.get("replayed") is None:
+            state = "not made"
+        else:
+            state = "same" if recorded is not None else "changed"
+        replayed = " ".join(str(part) for part in (entry.get("library"), entry.get("replayed")) if part)
+        pairs.append(CallPair(index, label, replayed, state, tuple(entry.get("differences") or ())))
+    return pairs
+
+
+_COMPARED = re.compile(r"^(.+?): recorded (.*), replayed (.*)$")
+
+
+def response_rows(differences: list[str]) -> list[tuple[str, str, str]]:
+    """The report's response differences as (where, recorded, replayed); a line of another shape
+    (a text body's unified diff) as (line, "", "")."""
+    rows = []
+    for line in differences:
+        found = _COMPARED.match(line)
+        rows.append(found.groups() if found else (line, "", ""))
+    return rows

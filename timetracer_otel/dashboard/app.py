@@ -37,10 +37,11 @@ from timetracer_otel.cli.diff import DEFAULT_IGNORED, diff_cassettes, show_value
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.cli.query import SORT_KEYS, Filters, is_error, select
 from timetracer_otel.cli.search import matches
-from timetracer_otel.cli.views import body_text, call_rows, total_ms, value_text, waterfall
+from timetracer_otel.cli.call_views import call_view
+from timetracer_otel.cli.views import body_text, call_rows, exception_event, total_ms, value_text, waterfall
 from timetracer_otel.config import ReadLimits
 
-from ._replay import ReplayTarget, run_replay
+from ._replay import ReplayTarget, call_pairs, response_rows, run_replay
 from ._security import SecurityHeaders, allowed_hosts
 
 __all__ = ["create_app", "ReplayTarget"]
@@ -51,8 +52,9 @@ _PAGE_SIZE = 200
 _FULL_SCAN_SECONDS = 60.0
 _FILTER_FIELDS = ("method", "path", "route", "status", "errors", "since", "until", "service", "text")
 _COLUMNS = (("recorded_at", "recorded (UTC)"), ("method", "method"), ("path", "path"), ("status", "status"),
-            ("duration", "ms"), ("calls", "calls"), ("service", "service"), ("id", "id"))  # fmt: skip
+            ("route", "route"), ("duration", "ms"), ("calls", "calls"), ("service", "service"), ("id", "id"))  # fmt: skip
 _PARTS = ("request", "response")
+_TICKS = 5  # time axis labels: at 0, 1/4, 1/2, 3/4 and the whole of the request
 
 
 def _filters(params: dict[str, str]) -> Filters:
@@ -196,6 +198,10 @@ class _Pages:
 
     def detail(self, key: str) -> HTMLResponse:
         _, doc = self._document(key)
+        return self.render_detail(key, doc)
+
+    def render_detail(self, key: str, doc: dict[str, Any]) -> HTMLResponse:
+        """The page of recording ``doc`` (a validated cassette), found under ``key``."""
         total = total_ms(doc)
         spans = [
             {
@@ -207,9 +213,12 @@ class _Pages:
             for row in waterfall(doc)
         ]
         limit = self.limits.show_body_bytes
+        calls = list(zip(call_rows(doc), doc.get("calls", [])))
+        in_spans = {span["call"] for span in spans if span["call"] is not None}
         return self.render(
-            "detail.html", key=key, doc=doc, spans=spans, calls=list(zip(call_rows(doc), doc.get("calls", []))),
-            body_text=lambda body: body_text(body, limit), value_text=lambda value: value_text(value, limit),
+            "detail.html", key=key, doc=doc, spans=spans, calls=calls, outside=[c for c in calls if c[0]["index"] not in in_spans],
+            ticks=[total * i / (_TICKS - 1) for i in range(_TICKS)], exception_event=exception_event,
+            body_text=lambda body: body_text(body, limit), call_view=lambda call: call_view(call, limit),
             limit=limit, target=self.target, token=self.token,
         )  # fmt: skip
 
@@ -240,7 +249,11 @@ class _Pages:
         if self.target is None:
             return self.render("error.html", status_code=400, message="Start the dashboard with --app MODULE:APP to replay.")
         outcome = await run_replay(self.target, path)
-        return await run_in_threadpool(lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target))
+        labels = [row["label"] for row in call_rows(doc)]
+        pairs = call_pairs(outcome.report, labels) if outcome.report else []
+        return await run_in_threadpool(
+            lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target, pairs=pairs, response_rows=response_rows)
+        )
 
 
 def _in_thread(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
