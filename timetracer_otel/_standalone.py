@@ -77,7 +77,7 @@ class BlockRecording:
     def empty(self) -> bool:
         """No call was made and nothing was drawn."""
         draws = self.recording.draws
-        return not self.recording.calls and (draws is None or not draws.encoded())
+        return not self.recording.calls and (draws is None or not draws.draws)
 
     def finish(self, error: Optional[BaseException] = None) -> bool:
         """End the recording and wait until its cassette is written; False when it was empty and not kept."""

@@ -182,12 +182,15 @@ class _MissingCassettes:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         path = item.stash.get(_MISSING, None)
         if path is not None:
-            mode = item.config.stash[_RUN].mode
-            pytest.fail(
-                f"timetracer: no cassette for this test at {_shown(path)} and --timetracer-mode={mode} only replays: "
-                "record it with pytest --timetracer-mode=once",
-                pytrace=False,
-            )
+            _fail_missing("for this test at", path, item.config.stash[_RUN].mode)
+
+
+def _fail_missing(where: str, path: Path, mode: str) -> None:
+    pytest.fail(
+        f"timetracer: no cassette {where} {_shown(path)} and --timetracer-mode={mode} only replays: "
+        "record it with pytest --timetracer-mode=once",
+        pytrace=False,
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -236,10 +239,11 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     run.fixture_paths[path] += 1
     if run.fixture_paths[path] > 1:  # the same scope instance again (a parametrised dependency changed)
         path = path.with_name(f"{path.stem}#{run.fixture_paths[path]}.json")
-    # replay-only and no cassette: the fixture made no call when it was recorded, and may make none now
+    # Replay-only and no cassette: the fixture made no call when it was recorded, and may make none now.
+    action = run.action(path) or REPLAY
     # Seeded with the run's id: each pytest-xdist worker setting this fixture up draws the same values.
     seed = f"{run.uid}\0{path}"
-    block = CassetteBlock(path, f"fixture {fixturedef.argname}", run.action(path) or REPLAY, keep_empty=False, seed=seed, guard=run.guard)
+    block = CassetteBlock(path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed, guard=run.guard)
     run.fixture_blocks[fixturedef] = block
     block.activate()
     try:
@@ -343,11 +347,7 @@ def _explicit(request: pytest.FixtureRequest, path: Path, strict: bool, live: tu
         return contextlib.nullcontext()
     action = run.action(path)
     if action is None:
-        pytest.fail(
-            f"timetracer: no cassette at {path} and --timetracer-mode={run.mode} only replays: "
-            "record it with pytest --timetracer-mode=once",
-            pytrace=False,
-        )
+        _fail_missing("at", path, run.mode)
     return _block(path, request.node.nodeid, action, run, strict, live)
 
 

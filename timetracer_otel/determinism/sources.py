@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 from timetracer_otel._diagnostics import logger
 
 from .callers import attribute
-from .state import DrawRecorder, DrawReplayer, activate, current, deactivate
+from .state import DrawRecorder, DrawReplayer, Fits, Seeded, activate, current, deactivate
 
 __all__ = ["install", "real_time_ns"]
 
@@ -38,8 +38,6 @@ _lock = threading.Lock()
 _installed = False
 _real_time_ns: Callable[[], int] = time.time_ns  # time-machine's original once installed
 
-Fits = Optional[Callable[[Any], bool]]
-Seeded = Optional[Callable[[random.Random], Any]]  # the same kind of value, from a seeded generator
 
 
 # kind -> its source; os.urandom's depends on the helper it was reached through
@@ -48,7 +46,12 @@ _URANDOM_SOURCE_BY_HELPER = {"uuid": "uuid", "secrets": "secrets", "random": "se
 
 
 def _draw(
-    draws: "DrawRecorder | DrawReplayer", kind: str, frame: Any, real: Callable[[], Any], fits: Fits, seeded: Seeded = None
+    draws: "DrawRecorder | DrawReplayer",
+    kind: str,
+    frame: Any,
+    real: Callable[[], Any],
+    fits: Optional[Fits],
+    seeded: Optional[Seeded] = None,
 ) -> Any:
     caller, helper = attribute(frame)
     if caller is None:
