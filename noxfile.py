@@ -24,7 +24,6 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import nox
 
@@ -60,7 +59,9 @@ ROOT = Path(__file__).resolve().parent
 DIST = ROOT / ".nox" / "dist"
 
 nox.options.sessions = ["tests", "build", "wheel", "summary"]
-nox.options.default_venv_backend = "venv"  # the wheel: each Python's own venv and bundled pip, as a user gets
+nox.options.default_venv_backend = (
+    "venv"  # the wheel: each Python's own venv and bundled pip, as a user gets
+)
 nox.options.download_python = "never"  # a missing interpreter is reported, not fetched
 nox.options.error_on_missing_interpreters = "CI" in os.environ
 nox.options.reuse_venv = "yes"  # local re-runs; CI starts from a fresh clone
@@ -69,24 +70,36 @@ nox.options.reuse_venv = "yes"  # local re-runs; CI starts from a fresh clone
 _LINKS = ROOT / ".nox" / "interpreters"
 
 
-def interpreter(version: str) -> Optional[str]:
+def interpreter(version: str) -> str | None:
     """The newest pyenv-installed ``version`` (3.x.y: no free-threaded or dev build), else ``python{version}`` on PATH."""
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    patches = [int(path.name.rsplit(".", 1)[1]) for path in root.glob(f"{version}.*") if re.fullmatch(rf"{re.escape(version)}\.\d+", path.name)]
+    patches = [
+        int(path.name.rsplit(".", 1)[1])
+        for path in root.glob(f"{version}.*")
+        if re.fullmatch(rf"{re.escape(version)}\.\d+", path.name)
+    ]
     if patches:
         return str(root / f"{version}.{max(patches)}" / "bin" / f"python{version}")
-    elsewhere = os.pathsep.join(entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry) != _LINKS)
+    elsewhere = os.pathsep.join(
+        entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry) != _LINKS
+    )
     found = shutil.which(f"python{version}", path=elsewhere)
-    return found if found and _version_of(found) == version else None  # a pyenv shim may run another Python
+    return (
+        found if found and _version_of(found) == version else None
+    )  # a pyenv shim may run another Python
 
 
-def _version_of(python: str) -> Optional[str]:
+def _version_of(python: str) -> str | None:
     """The 3.x that ``python`` runs, or None if it does not run."""
-    ran = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
+    ran = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    )
     return ran.stdout.strip() if ran.returncode == 0 else None
 
 
-def _expose_interpreters() -> dict[str, Optional[str]]:
+def _expose_interpreters() -> dict[str, str | None]:
     """Link each found interpreter as ``python3.x`` in a directory put first on PATH, where nox looks.
 
     pyenv's shims answer only for its active versions, so they cannot stand for the others.
@@ -121,7 +134,12 @@ _OUTCOMES: dict[str, _Outcome] = {}  # by "3.x"; sessions run one after the othe
 
 def _outcome(session: nox.Session) -> _Outcome:
     """This Python's entry, named in the log with the interpreter the venv was made from."""
-    found = session.run("python", "-c", "import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))", silent=True)
+    found = session.run(
+        "python",
+        "-c",
+        "import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))",
+        silent=True,
+    )
     version, executable = found.split()
     session.log(f"Python {version}: {executable}")
     if not version.startswith(f"{session.python}."):
@@ -129,15 +147,21 @@ def _outcome(session: nox.Session) -> _Outcome:
     return _OUTCOMES.setdefault(str(session.python), _Outcome(version))
 
 
-@nox.session(python=PYTHONS, venv_backend="uv|venv")  # uv installs the suite's dependencies in seconds, pip in minutes
+@nox.session(
+    python=PYTHONS, venv_backend="uv|venv"
+)  # uv installs the suite's dependencies in seconds, pip in minutes
 def tests(session: nox.Session) -> None:
     """The whole suite on 3.11, the representative part on the others (or the tests given after --)."""
     outcome = _outcome(session)
     outcome.tests = "failed before any test ran"
     session.install("-e", ".[all,test]")
     chosen = session.posargs or ([] if session.python == FULL_SUITE_PYTHON else REPRESENTATIVE)
-    scope = "chosen tests" if session.posargs else "representative part" if chosen else "whole suite"
-    report = Path(session.virtualenv.location) / "junit.xml"  # not create_tmp(): it moves TMPDIR into the repository
+    scope = (
+        "chosen tests" if session.posargs else "representative part" if chosen else "whole suite"
+    )
+    report = (
+        Path(session.virtualenv.location) / "junit.xml"
+    )  # not create_tmp(): it moves TMPDIR into the repository
     report.unlink(missing_ok=True)
     try:
         session.run("python", "-m", "pytest", f"--junitxml={report}", *chosen)
@@ -155,7 +179,9 @@ def tests(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """The sdist, and the wheel built from it, of the tracked files only: what a clean checkout holds."""
     session.install("build")
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout.decode()
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True
+    ).stdout.decode()
     shutil.rmtree(DIST, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="timetracer-checkout-") as checkout:
         for name in filter(None, tracked.split("\0")):
@@ -172,12 +198,22 @@ def wheel(session: nox.Session) -> None:
     outcome = _outcome(session)
     outcome.wheel = "failed"
     session.install(f"{built}[starlette,httpx,cli]")
-    with tempfile.TemporaryDirectory(prefix="timetracer-smoke-") as elsewhere, session.chdir(elsewhere):  # not the source tree
-        where = session.run("python", "-c", "import timetracer_otel; print(timetracer_otel.__file__)", silent=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="timetracer-smoke-") as elsewhere,
+        session.chdir(elsewhere),
+    ):  # not the source tree
+        where = session.run(
+            "python", "-c", "import timetracer_otel; print(timetracer_otel.__file__)", silent=True
+        )
         if not Path(where.strip()).is_relative_to(session.virtualenv.location):
-            session.error(f"timetracer_otel was imported from {where.strip()}, not from the installed wheel")
+            session.error(
+                f"timetracer_otel was imported from {where.strip()}, not from the installed wheel"
+            )
         session.run("timetracer", "--help")
-        env = {"TIMETRACER_DIR": elsewhere, "XDG_CONFIG_HOME": elsewhere}  # its cassette and key stay here
+        env = {
+            "TIMETRACER_DIR": elsewhere,
+            "XDG_CONFIG_HOME": elsewhere,
+        }  # its cassette and key stay here
         session.run("python", str(ROOT / "examples" / "starlette_example" / "run.py"), env=env)
     outcome.wheel = f"ok ({built.name})"
 
@@ -191,7 +227,13 @@ def summary(session: nox.Session) -> None:
         if found:
             lines.append(f"Python {found.python}: {found.tests}; wheel: {found.wheel}")
         else:
-            lines.append(f"Python {version}: " + ("not run" if _INTERPRETERS[version] else "no interpreter found"))
+            lines.append(
+                f"Python {version}: "
+                + ("not run" if _INTERPRETERS[version] else "no interpreter found")
+            )
     passed = sum(found.passed for found in _OUTCOMES.values())
     failed = sum(found.failed for found in _OUTCOMES.values())
-    print("\n".join(["", "per-Python summary", *lines, f"summary: {passed} passed, {failed} failed"]), flush=True)
+    print(
+        "\n".join(["", "per-Python summary", *lines, f"summary: {passed} passed, {failed} failed"]),
+        flush=True,
+    )

@@ -20,7 +20,8 @@ Run by uvicorn: ``uvicorn --factory --app-dir bench _app:create_app``.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -60,7 +61,9 @@ def _opentelemetry(app: Starlette) -> None:
     trace.set_tracer_provider(provider)
     HTTPXClientInstrumentor().instrument()
     SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
-    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider, exclude_spans=["receive", "send"])
+    app.add_middleware(
+        OpenTelemetryMiddleware, tracer_provider=provider, exclude_spans=["receive", "send"]
+    )
 
 
 def create_app() -> Starlette:
@@ -76,7 +79,9 @@ def create_app() -> Starlette:
 
         item = (await state["client"].get(f"{upstream}/item", params={"id": 42})).json()
         with state["engine"].connect() as connection:
-            name, price = connection.execute(text("SELECT name, price FROM items WHERE id = :id"), {"id": 42}).one()
+            name, price = connection.execute(
+                text("SELECT name, price FROM items WHERE id = :id"), {"id": 42}
+            ).one()
         return JSONResponse({"upstream": item, "name": name, "price": price})
 
     async def plain(request: Request) -> JSONResponse:

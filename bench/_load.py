@@ -14,11 +14,17 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Optional
 from urllib.parse import urlsplit
 
 
-async def _connection(host: str, port: int, target: str, stop_at: float, budget: Optional[list[int]], latencies: list[float]) -> int:
+async def _connection(
+    host: str,
+    port: int,
+    target: str,
+    stop_at: float,
+    budget: list[int] | None,
+    latencies: list[float],
+) -> int:
     reader, writer = await asyncio.open_connection(host, port)
     request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("ascii")
     errors = 0
@@ -32,7 +38,9 @@ async def _connection(host: str, port: int, target: str, stop_at: float, budget:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
-                int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
             )
             await reader.readexactly(length)
             if head[9:12] == b"200":
@@ -44,7 +52,7 @@ async def _connection(host: str, port: int, target: str, stop_at: float, budget:
     return errors
 
 
-async def run(url: str, concurrency: int, seconds: Optional[float], requests: Optional[int]) -> dict:
+async def run(url: str, concurrency: int, seconds: float | None, requests: int | None) -> dict:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     latencies: list[float] = []
@@ -52,7 +60,10 @@ async def run(url: str, concurrency: int, seconds: Optional[float], requests: Op
     stop_at = started + (seconds if seconds is not None else 3600)
     budget = [requests] if requests is not None else None
     outcomes = await asyncio.gather(
-        *(_connection(parts.hostname, parts.port, target, stop_at, budget, latencies) for _ in range(concurrency)),
+        *(
+            _connection(parts.hostname, parts.port, target, stop_at, budget, latencies)
+            for _ in range(concurrency)
+        ),
         return_exceptions=True,
     )
     errors = sum(o if isinstance(o, int) else 1 for o in outcomes)

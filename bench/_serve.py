@@ -24,7 +24,9 @@ def main() -> None:
     parser.add_argument("--factory", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    config = uvicorn.Config(args.target, factory=args.factory, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        args.target, factory=args.factory, log_level="warning", access_log=False
+    )
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.fd)])
 
 

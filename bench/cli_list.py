@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 _ROUTES = [("GET", "/users/{name}", "/users/octocat"), ("POST", "/orders", "/orders"), ("GET", "/news", "/news"),
            ("DELETE", "/orders/{id}", "/orders/42"), ("GET", "/", "/")]  # fmt: skip
@@ -29,7 +29,12 @@ _STATUSES = [200, 200, 200, 201, 404, 500, 502]
 
 
 def _template() -> dict:
-    body = {"size": 30, "encoding": "json", "json": {"user": "octocat", "note": "hi"}, "json_format": "compact"}
+    body = {
+        "size": 30,
+        "encoding": "json",
+        "json": {"user": "octocat", "note": "hi"},
+        "json_format": "compact",
+    }
     call = {
         "kind": "http.client", "protocol": "http", "library": "httpx", "span_id": "42936ea839f7eca4", "start_offset_ms": 21.296,
         "request": {"method": "GET", "url": "http://127.0.0.1:8001/users/octocat", "headers": [["Accept", "*/*"]],
@@ -58,7 +63,9 @@ def write_cassettes(directory: Path, count: int) -> None:
         doc = copy.copy(template)
         doc["id"] = f"{n:08x}"
         day = n % 50
-        doc["recorded_at"] = f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T{n % 24:02d}:{n % 60:02d}:{n % 59:02d}.{n % 999999:06d}Z"
+        doc["recorded_at"] = (
+            f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T{n % 24:02d}:{n % 60:02d}:{n % 59:02d}.{n % 999999:06d}Z"
+        )
         doc["request"] = {**template["request"], "method": method, "path": path, "route": route}
         doc["response"] = {**template["response"], "status": _STATUSES[n % len(_STATUSES)]}
         folder = directory / doc["recorded_at"][:10]
@@ -76,7 +83,7 @@ def timed(*args: str) -> tuple[float, int]:
 
 
 @contextlib.contextmanager
-def many_cassettes(count: int, where: Optional[str]) -> Iterator[Path]:
+def many_cassettes(count: int, where: str | None) -> Iterator[Path]:
     """A directory of ``count`` cassettes (below ``where``, default a temporary directory removed
     afterwards); the commands run meanwhile keep their index there too. Prints how long writing took."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -91,19 +98,26 @@ def many_cassettes(count: int, where: Optional[str]) -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=50_000)
-    parser.add_argument("--dir", help="write the cassettes here (default: a temporary directory, removed afterwards)")
+    parser.add_argument(
+        "--dir",
+        help="write the cassettes here (default: a temporary directory, removed afterwards)",
+    )
     options = parser.parse_args()
     with many_cassettes(options.count, options.dir) as directory:
         cold, lines = timed("--dir", str(directory))
         print(f"list, no index yet (reads every file):  {cold:6.2f} s  ({lines - 1} rows)")
         for attempt in range(3):
             warm, lines = timed("--dir", str(directory))
-            print(f"list, index current (run {attempt + 1}):          {warm:6.2f} s  ({lines - 1} rows)")
+            print(
+                f"list, index current (run {attempt + 1}):          {warm:6.2f} s  ({lines - 1} rows)"
+            )
         for path in sorted(directory.rglob("*.json"))[:100]:
             os.utime(path)
         changed, _ = timed("--dir", str(directory))
         print(f"list, after 100 cassettes changed:       {changed:6.2f} s")
-        filtered, lines = timed("--dir", str(directory), "--status", "5xx", "--sort", "duration", "--desc")
+        filtered, lines = timed(
+            "--dir", str(directory), "--status", "5xx", "--sort", "duration", "--desc"
+        )
         print(f"list --status 5xx --sort duration --desc: {filtered:5.2f} s  ({lines - 1} rows)")
         as_json, _ = timed("--dir", str(directory), "--json")
         print(f"list --json:                             {as_json:6.2f} s")

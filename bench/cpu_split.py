@@ -29,18 +29,28 @@ from typing import Any
 import overhead
 from _proc import children_cpu, thread_cpu
 
-SERVERS = {"otel": ("otel", {}), "capture only": ("record", {"BENCH_DISCARD": "1"}), "record": ("record", {})}
+SERVERS = {
+    "otel": ("otel", {}),
+    "capture only": ("record", {"BENCH_DISCARD": "1"}),
+    "record": ("record", {}),
+}
 
 
 def _cpu(pid: int) -> dict[tuple[str, int], tuple[float, float]]:
     """(where, id) -> (user, system) seconds: the server's threads, and its child processes (the writer)."""
-    threads = {("loop" if tid == pid else "other", tid): cpu for tid, cpu in thread_cpu(pid).items()}
+    threads = {
+        ("loop" if tid == pid else "other", tid): cpu for tid, cpu in thread_cpu(pid).items()
+    }
     return {**threads, **{("child", child): cpu for child, cpu in children_cpu(pid).items()}}
 
 
 def _per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
     """µs per request: event loop user/system, the server's other threads, its child processes."""
-    split = {f"{where}_{kind}": 0.0 for where in ("loop", "other", "child") for kind in ("user", "system")}
+    split = {
+        f"{where}_{kind}": 0.0
+        for where in ("loop", "other", "child")
+        for kind in ("user", "system")
+    }
     for (where, key), (user, system) in after.items():
         user0, system0 = before.get((where, key), (0.0, 0.0))
         split[f"{where}_user"] += (user - user0) / requests * 1e6
@@ -53,7 +63,9 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
     database = workdir / "items.db"
     overhead._make_database(database)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in SERVERS}
-    with overhead.uvicorn_server("upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False) as upstream:
+    with overhead.uvicorn_server(
+        "upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False
+    ) as upstream:
         env = overhead._base_env(upstream.url, database)
         with contextlib.ExitStack() as stack:
             servers = {}
@@ -63,7 +75,7 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
                 servers[name] = (directory, stack.enter_context(
                     overhead.uvicorn_server(name, "_app:create_app", {**env, "BENCH_MODE": mode, **settings, **extra}, workdir / f"{mode}.log")
                 ))  # fmt: skip
-            for directory, server in servers.values():
+            for _directory, server in servers.values():
                 overhead._warm(server, concurrency, seconds=1)
             for _ in range(rounds):
                 for name, (directory, server) in servers.items():
@@ -75,14 +87,23 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
                     if name == "record":
                         overhead._settled(directory, server.served)
                     results[name].append(_per_request(before, _cpu(pid), requests))
-    return {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in results.items()}
+    return {
+        name: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        for name, rows in results.items()
+    }
 
 
 def report(results: dict[str, Any]) -> list[str]:
-    lines = ["server         µs/request (user + system): event loop        other threads       child processes     total"]
+    lines = [
+        "server         µs/request (user + system): event loop        other threads       child processes     total"
+    ]
     for name, row in results.items():
-        parts = [(row[f"{where}_user"], row[f"{where}_system"]) for where in ("loop", "other", "child")]
-        shown = "".join(f" {user + system:>8.0f} ({user:>5.0f} +{system:>5.0f})" for user, system in parts)
+        parts = [
+            (row[f"{where}_user"], row[f"{where}_system"]) for where in ("loop", "other", "child")
+        ]
+        shown = "".join(
+            f" {user + system:>8.0f} ({user:>5.0f} +{system:>5.0f})" for user, system in parts
+        )
         lines.append(f"{name:<14}{'':>29}{shown} {sum(u + s for u, s in parts):>8.0f}")
     return lines
 

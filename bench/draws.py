@@ -19,13 +19,23 @@ import os
 import random
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from timetracer_otel.config import DRAW_SOURCES
-from timetracer_otel.determinism import DrawRecorder, DrawReplayer, activate, deactivate, install, real_time_ns
+from timetracer_otel.determinism import (
+    DrawRecorder,
+    DrawReplayer,
+    activate,
+    deactivate,
+    install,
+    real_time_ns,
+)
 from timetracer_otel.determinism.state import MAX_DRAWS_PER_REQUEST
 
-FUNCTIONS: dict[str, Callable[[], Any]] = {  # looked up per call, as an app's module-level call does
+FUNCTIONS: dict[
+    str, Callable[[], Any]
+] = {  # looked up per call, as an app's module-level call does
     "time.time()": lambda: time.time(),
     "time.time_ns()": lambda: time.time_ns(),
     "datetime.now()": lambda: datetime.datetime.now(),
@@ -37,7 +47,9 @@ STATES = ("unpatched", "outside", "record", "replay")
 _RUNS = 5
 
 
-def _best_ns_per_call(function: Callable[[], Any], calls: int, state: Callable[[], Any] = lambda: None) -> float:
+def _best_ns_per_call(
+    function: Callable[[], Any], calls: int, state: Callable[[], Any] = lambda: None
+) -> float:
     """The fastest of the runs, each with a fresh draw state (``state()``: None, a recorder or a replayer)."""
     best = float("inf")
     for _ in range(_RUNS):
@@ -76,8 +88,14 @@ def measure(calls: int = 50_000) -> dict[str, dict[str, float]]:
     for name, function in FUNCTIONS.items():
         recorded = _recorded(function, calls)
         results[name]["outside"] = _best_ns_per_call(function, calls)
-        results[name]["record"] = _best_ns_per_call(function, calls, lambda: DrawRecorder(DRAW_SOURCES))
-        results[name]["replay"] = _best_ns_per_call(function, calls, lambda: DrawReplayer(recorded, DRAW_SOURCES, real_time_ns))
+        results[name]["record"] = _best_ns_per_call(
+            function, calls, lambda: DrawRecorder(DRAW_SOURCES)
+        )
+        results[name]["replay"] = _best_ns_per_call(
+            function,
+            calls,
+            lambda recorded=recorded: DrawReplayer(recorded, DRAW_SOURCES, real_time_ns),
+        )
     return results
 
 

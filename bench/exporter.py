@@ -28,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from _proc import children_cpu, thread_cpu
 
@@ -47,14 +48,22 @@ def _producer(processor: Any) -> Callable[[], None]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
 
-    from timetracer_otel._recording import HttpCall, ProtocolCall, TraceRecording, activate, deactivate
+    from timetracer_otel._recording import (
+        HttpCall,
+        ProtocolCall,
+        TraceRecording,
+        activate,
+        deactivate,
+    )
     from timetracer_otel.cassette.body import BodySink
     from timetracer_otel.config import TraceConfig
 
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
-    config = TraceConfig(mode="record", cassette_dir=tempfile.mkdtemp(prefix="timetracer-bench-exporter-"))
+    config = TraceConfig(
+        mode="record", cassette_dir=tempfile.mkdtemp(prefix="timetracer-bench-exporter-")
+    )
     limit = config.max_body_bytes
 
     def one_request() -> None:
@@ -67,17 +76,49 @@ def _producer(processor: Any) -> Callable[[], None]:
             token = activate(recording)
             try:
                 with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT) as span:
-                    span.set_attributes({"http.request.method": "GET", "url.full": "http://upstream/item?id=42", "http.response.status_code": 200})
-                    call = HttpCall("httpx", "GET", "http://upstream/item?id=42", [("accept", "*/*")], BodySink(limit, complete=True))
+                    span.set_attributes(
+                        {
+                            "http.request.method": "GET",
+                            "url.full": "http://upstream/item?id=42",
+                            "http.response.status_code": 200,
+                        }
+                    )
+                    call = HttpCall(
+                        "httpx",
+                        "GET",
+                        "http://upstream/item?id=42",
+                        [("accept", "*/*")],
+                        BodySink(limit, complete=True),
+                    )
                     recording.add_call(call)
                     call.status, call.response_headers = 200, [("content-type", "application/json")]
                     call.response_body = BodySink(limit, _ITEM, complete=True)
                 with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as span:
-                    span.set_attributes({"db.system": "sqlite", "db.statement": "SELECT name, price FROM items WHERE id = ?"})
-                    request = {"operation": "execute", "dialect": "sqlite+pysqlite", "statement": "SELECT name, price FROM items WHERE id = ?", "parameters": (42,)}
-                    response = {"description": [["name", None, None, None, None, None, None]], "rowcount": -1, "lastrowid": 0, "rows": [["item-42", 52.5]]}
-                    recording.add_call(ProtocolCall("sql", "sqlalchemy", request, response=response))
-                recording.status, recording.response_headers = 200, [("content-type", "application/json")]
+                    span.set_attributes(
+                        {
+                            "db.system": "sqlite",
+                            "db.statement": "SELECT name, price FROM items WHERE id = ?",
+                        }
+                    )
+                    request = {
+                        "operation": "execute",
+                        "dialect": "sqlite+pysqlite",
+                        "statement": "SELECT name, price FROM items WHERE id = ?",
+                        "parameters": (42,),
+                    }
+                    response = {
+                        "description": [["name", None, None, None, None, None, None]],
+                        "rowcount": -1,
+                        "lastrowid": 0,
+                        "rows": [["item-42", 52.5]],
+                    }
+                    recording.add_call(
+                        ProtocolCall("sql", "sqlalchemy", request, response=response)
+                    )
+                recording.status, recording.response_headers = (
+                    200,
+                    [("content-type", "application/json")],
+                )
                 recording.response_body.feed(_ITEM)
                 recording.response_body.finish()
             finally:
@@ -96,7 +137,7 @@ class _Collector:
         self.recordings.append(recording)
         return True
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         return True
 
 
@@ -122,10 +163,15 @@ def _capacity(seconds: float, count: int = 3000) -> dict[str, Any]:
     writer.flush(seconds)
     elapsed = time.perf_counter() - started
     written = _counted("recorded") - before
-    return {"requests": count, "cassettes_written": written, "dropped_queue_full": 0, "spans_per_second": written * SPANS_PER_CASSETTE / elapsed}
+    return {
+        "requests": count,
+        "cassettes_written": written,
+        "dropped_queue_full": 0,
+        "spans_per_second": written * SPANS_PER_CASSETTE / elapsed,
+    }
 
 
-def _under_load(seconds: float, rate: Optional[float]) -> dict[str, Any]:
+def _under_load(seconds: float, rate: float | None) -> dict[str, Any]:
     """Requests made for ``seconds`` at ``rate`` per second (None: back to back) with the default writer."""
     from timetracer_otel.exporters import CassetteSpanProcessor
 
@@ -174,15 +220,35 @@ def measure(seconds: float, delays_ms: list[float]) -> list[dict[str, Any]]:
     results = []
     for delay in delays_ms:
         for load in LOADS:
-            command = [sys.executable, __file__, "--child", str(delay), load, "--seconds", str(seconds)]
-            env = {**os.environ, "BENCH_DISK_DELAY_MS": str(delay)}  # read by bench/sitecustomize.py, also in the writer process
-            result = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(delay),
+                load,
+                "--seconds",
+                str(seconds),
+            ]
+            env = {
+                **os.environ,
+                "BENCH_DISK_DELAY_MS": str(delay),
+            }  # read by bench/sitecustomize.py, also in the writer process
+            result = subprocess.run(
+                command,
+                check=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=env,
+            )
             results.append(json.loads(result.stdout))  # the cassette log lines went to stderr
     return results
 
 
 def report(results: list[dict[str, Any]]) -> list[str]:
-    lines = ["disk delay   load (req/s)  requests  written  dropped  spans/s  writer CPU ms/cassette  request µs: median   p99    max"]
+    lines = [
+        "disk delay   load (req/s)  requests  written  dropped  spans/s  writer CPU ms/cassette  request µs: median   p99    max"
+    ]
     for r in results:
         line = (
             f"{r['disk_delay_ms']:>8.0f} ms  {r['load']:>12} {r['requests']:>9,} {r['cassettes_written']:>8,} {r['dropped_queue_full']:>8,}"
@@ -200,7 +266,9 @@ def report(results: list[dict[str, Any]]) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--disk-delays-ms", default="0,2,20", help="comma-separated; 0 is the disk as it is")
+    p.add_argument(
+        "--disk-delays-ms", default="0,2,20", help="comma-separated; 0 is the disk as it is"
+    )
     p.add_argument("--child", nargs=2, metavar=("DELAY_MS", "LOAD"), help=argparse.SUPPRESS)
     return p
 
@@ -210,7 +278,9 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(_run(float(args.child[0]), args.child[1], args.seconds)))
         return
-    print("\n".join(report(measure(args.seconds, [float(d) for d in args.disk_delays_ms.split(",")]))))
+    print(
+        "\n".join(report(measure(args.seconds, [float(d) for d in args.disk_delays_ms.split(",")])))
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ _HEADERS = [("accept", "application/json"), ("user-agent", "bench")]
 
 
 _RUNS = 3  # the best of these is reported: the least disturbed by the rest of the machine
-_CALLS_PER_SIZE = 30_000  # every size answers this many calls in all (300 cassettes of 100, 3 of 10,000)
+_CALLS_PER_SIZE = (
+    30_000  # every size answers this many calls in all (300 cassettes of 100, 3 of 10,000)
+)
 
 
 def _urls(shape: str, size: int, cassette: int) -> list[str]:
@@ -46,8 +48,17 @@ def _document(urls: list[str]) -> dict[str, Any]:
             "kind": "http.client",
             "protocol": "http",
             "library": "httpx",
-            "request": {"method": "GET", "url": url, "headers": [list(h) for h in _HEADERS], "body": {"size": 0, "encoding": "empty"}},
-            "response": {"status": 200, "headers": [["content-type", "application/json"]], "body": body},
+            "request": {
+                "method": "GET",
+                "url": url,
+                "headers": [list(h) for h in _HEADERS],
+                "body": {"size": 0, "encoding": "empty"},
+            },
+            "response": {
+                "status": 200,
+                "headers": [["content-type", "application/json"]],
+                "body": body,
+            },
             "error": None,
         }
         for url in urls
@@ -55,7 +66,9 @@ def _document(urls: list[str]) -> dict[str, Any]:
     return {"calls": calls, "request": {}, "response": {}}
 
 
-def _replay(cassettes: list[tuple[dict[str, Any], list[str]]], config: TraceConfig) -> tuple[float, float]:
+def _replay(
+    cassettes: list[tuple[dict[str, Any], list[str]]], config: TraceConfig
+) -> tuple[float, float]:
     """Seconds spent indexing the cassettes and answering their calls (in the given URL orders).
 
     The garbage collector is off while timing, as in ``timeit``: its passes scan the whole
@@ -86,10 +99,17 @@ def measure() -> dict[str, dict[str, dict[str, float]]]:
         results[shape] = {}
         for size in SIZES:
             count = _CALLS_PER_SIZE // size
-            documents = [(_document(urls), urls) for urls in (_urls(shape, size, c) for c in range(count))]
-            shuffled = [(document, random.Random(c).sample(urls, size)) for c, (document, urls) in enumerate(documents)]
+            documents = [
+                (_document(urls), urls) for urls in (_urls(shape, size, c) for c in range(count))
+            ]
+            shuffled = [
+                (document, random.Random(c).sample(urls, size))
+                for c, (document, urls) in enumerate(documents)
+            ]
             calls = count * size
-            index_s, in_order_s = map(min, zip(*(_replay(documents, config) for _ in range(_RUNS))))
+            index_s, in_order_s = map(
+                min, zip(*(_replay(documents, config) for _ in range(_RUNS)), strict=False)
+            )
             shuffled_s = min(_replay(shuffled, config)[1] for _ in range(_RUNS))
             results[shape][str(size)] = {
                 "index_us": index_s / calls * 1e6,
@@ -119,7 +139,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     for shape, sizes in results.items():
         small, large = sizes[str(SIZES[0])], sizes[str(SIZES[-1])]
         for order in ("answer_in_order_us", "answer_shuffled_us"):
-            ratios.append((shape, order, (large["index_us"] + large[order]) / (small["index_us"] + small[order])))
+            ratios.append(
+                (
+                    shape,
+                    order,
+                    (large["index_us"] + large[order]) / (small["index_us"] + small[order]),
+                )
+            )
     worst = max(ratios, key=lambda r: r[2])
     evidence = f"per-call cost at {SIZES[-1]:,} / at {SIZES[0]:,}: worst {worst[2]:.2f}x ({worst[0]}, {worst[1].split('_', 1)[1][:-3]})"
     return [("matching O(1) amortised", worst[2] <= 2.0, evidence)]

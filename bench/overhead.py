@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from _proc import children_cpu
 
@@ -52,7 +53,10 @@ class Server:
 
     def memory_kib(self, field_name: str) -> int:
         """``VmRSS`` (now) or ``VmHWM`` (peak) of the process plus its child processes (the cassette writer), in KiB."""
-        return sum(_status_kib(pid, field_name) for pid in (self.process.pid, *children_cpu(self.process.pid)))
+        return sum(
+            _status_kib(pid, field_name)
+            for pid in (self.process.pid, *children_cpu(self.process.pid))
+        )
 
 
 def _status_kib(pid: int, field_name: str) -> int:
@@ -63,14 +67,24 @@ def _status_kib(pid: int, field_name: str) -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_server(name: str, target: str, env: dict[str, str], log: Path, factory: bool = True) -> Iterator[Server]:
+def uvicorn_server(
+    name: str, target: str, env: dict[str, str], log: Path, factory: bool = True
+) -> Iterator[Server]:
     """``TARGET`` served by uvicorn (bench/_serve.py) on a socket bound here; stopped by SIGTERM (a clean shutdown) after the block."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
-        command = [sys.executable, str(BENCH / "_serve.py"), target, str(sock.fileno()), *(["--factory"] if factory else [])]
+        command = [
+            sys.executable,
+            str(BENCH / "_serve.py"),
+            target,
+            str(sock.fileno()),
+            *(["--factory"] if factory else []),
+        ]
         with open(log, "ab") as output:
-            process = subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], stdout=output, stderr=output)
+            process = subprocess.Popen(
+                command, env=env, pass_fds=[sock.fileno()], stdout=output, stderr=output
+            )
         server = Server(name, f"http://127.0.0.1:{sock.getsockname()[1]}", process)
     try:
         yield server
@@ -79,10 +93,23 @@ def uvicorn_server(name: str, target: str, env: dict[str, str], log: Path, facto
         process.wait(60)
 
 
-def load(server: Server, route: str, concurrency: int, seconds: Optional[float] = None, requests: Optional[int] = None) -> dict[str, Any]:
+def load(
+    server: Server,
+    route: str,
+    concurrency: int,
+    seconds: float | None = None,
+    requests: int | None = None,
+) -> dict[str, Any]:
     """Run the load generator against ``server``; its result (latencies in µs, errors, elapsed seconds)."""
     limit = ["--seconds", str(seconds)] if seconds is not None else ["--requests", str(requests)]
-    command = [sys.executable, str(BENCH / "_load.py"), server.url + route, "--concurrency", str(concurrency), *limit]
+    command = [
+        sys.executable,
+        str(BENCH / "_load.py"),
+        server.url + route,
+        "--concurrency",
+        str(concurrency),
+        *limit,
+    ]
     result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     server.served += len(result["latencies_us"])
     return result
@@ -95,8 +122,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def _make_database(path: Path) -> None:
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL NOT NULL)")
-        db.executemany("INSERT INTO items VALUES (?, ?, ?)", [(i, f"item-{i}", i * 1.25) for i in range(1, 1001)])
+        db.execute(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL NOT NULL)"
+        )
+        db.executemany(
+            "INSERT INTO items VALUES (?, ?, ?)",
+            [(i, f"item-{i}", i * 1.25) for i in range(1, 1001)],
+        )
 
 
 def _base_env(upstream: str, database: Path) -> dict[str, str]:
@@ -159,11 +191,14 @@ class Series:
             "mean_us": statistics.fmean(self.latencies_us),
             "p99_us": percentile(self.latencies_us, 0.99),
             "throughput_rps": len(self.latencies_us) / self.seconds,
-            "round_spread": (max(medians) - min(medians)) / statistics.median(medians),  # stability of the rounds
+            "round_spread": (max(medians) - min(medians))
+            / statistics.median(medians),  # stability of the rounds
         }
 
 
-def _interleaved(servers: dict[str, Server], rounds: int, seconds: float, concurrency: int) -> dict[str, dict[str, dict]]:
+def _interleaved(
+    servers: dict[str, Server], rounds: int, seconds: float, concurrency: int
+) -> dict[str, dict[str, dict]]:
     """route -> mode -> summary; ``vs_bare`` and ``vs_otel`` are the medians over rounds of the ratio of round
     medians, ``mean_vs_otel`` the same for round means.
 
@@ -181,9 +216,17 @@ def _interleaved(servers: dict[str, Server], rounds: int, seconds: float, concur
         table[route] = {mode: series[(mode, route)].summary() for mode in MODES}
         for mode in MODES:
             for base in ("bare", "otel"):
-                pairs = zip(series[(mode, route)].round_medians_us, series[(base, route)].round_medians_us)
+                pairs = zip(
+                    series[(mode, route)].round_medians_us,
+                    series[(base, route)].round_medians_us,
+                    strict=False,
+                )
                 table[route][mode][f"vs_{base}"] = statistics.median(m / b for m, b in pairs)
-            means = zip(series[(mode, route)].round_means_us, series[("otel", route)].round_means_us)
+            means = zip(
+                series[(mode, route)].round_means_us,
+                series[("otel", route)].round_means_us,
+                strict=False,
+            )
             table[route][mode]["mean_vs_otel"] = statistics.median(m / b for m, b in means)
     return table
 
@@ -206,7 +249,9 @@ def _tracer(task: Path) -> int:
     return 0
 
 
-def cassette_io_threads(server: Server, cassette_dir: Path, workdir: Path, concurrency: int, requests: int = 1000) -> dict[str, Any]:
+def cassette_io_threads(
+    server: Server, cassette_dir: Path, workdir: Path, concurrency: int, requests: int = 1000
+) -> dict[str, Any]:
     """Which threads of the record server, and of its writer process, make file system calls on the cassette directory (strace -f -y).
 
     The event loop, which runs every request, is the server process's main thread (tid = pid).
@@ -215,12 +260,18 @@ def cassette_io_threads(server: Server, cassette_dir: Path, workdir: Path, concu
         return {"checked": False, "reason": "strace is not installed"}
     log = workdir / "strace.log"
     before = len(_files(cassette_dir))
-    traced = [str(server.process.pid), *map(str, children_cpu(server.process.pid))]  # the server and its writer process
+    traced = [
+        str(server.process.pid),
+        *map(str, children_cpu(server.process.pid)),
+    ]  # the server and its writer process
     tracer = subprocess.Popen(["strace", "-f", "-y", "-qq", "-o", str(log), "-e", f"trace={_STRACE_CALLS}", *[a for p in traced for a in ("-p", p)]],
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         if not _traced_threads(server.process.pid):
-            return {"checked": False, "reason": f"strace could not attach: {tracer.stderr.read() if tracer.poll() is not None else 'timeout'}"}
+            return {
+                "checked": False,
+                "reason": f"strace could not attach: {tracer.stderr.read() if tracer.poll() is not None else 'timeout'}",
+            }
         load(server, "/dep", concurrency, requests=requests)
         written = _settled(cassette_dir, before + requests) - before
     finally:
@@ -243,11 +294,20 @@ def cassette_io_threads(server: Server, cassette_dir: Path, workdir: Path, concu
     }
 
 
-def memory_flat(env: dict[str, str], workdir: Path, concurrency: int, requests: int, batch: int = 1000) -> dict[str, Any]:
+def memory_flat(
+    env: dict[str, str], workdir: Path, concurrency: int, requests: int, batch: int = 1000
+) -> dict[str, Any]:
     """RSS of a fresh record server, sampled every ``batch`` requests across ``requests`` (after a warm-up of 2,000)."""
     cassettes = workdir / "memory-cassettes"
-    record_env = {**env, "BENCH_MODE": "record", "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes)}
-    with uvicorn_server("record-memory", "_app:create_app", record_env, workdir / "memory.log") as server:
+    record_env = {
+        **env,
+        "BENCH_MODE": "record",
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(cassettes),
+    }
+    with uvicorn_server(
+        "record-memory", "_app:create_app", record_env, workdir / "memory.log"
+    ) as server:
         load(server, "/dep", concurrency, requests=2000)
         samples = [server.memory_kib("VmRSS")]
         for _ in range(requests // batch):
@@ -292,7 +352,9 @@ def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int)
         database = workdir / "items.db"
         _make_database(database)
         record_dir, replay_dir = workdir / "record", workdir / "replay"
-        with uvicorn_server("upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False) as upstream:
+        with uvicorn_server(
+            "upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False
+        ) as upstream:
             env = _base_env(upstream.url, database)
             with contextlib.ExitStack() as stack:
                 servers: dict[str, Server] = {}
@@ -301,8 +363,14 @@ def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int)
                         _warm(servers["record"], concurrency, requests=200)
                         _settled(record_dir, servers["record"].served)
                         _replay_cassettes(record_dir, replay_dir)
-                    mode_env = {**env, "BENCH_MODE": mode, **_mode_settings(mode, record_dir, replay_dir)}
-                    servers[mode] = stack.enter_context(uvicorn_server(mode, "_app:create_app", mode_env, workdir / f"{mode}.log"))
+                    mode_env = {
+                        **env,
+                        "BENCH_MODE": mode,
+                        **_mode_settings(mode, record_dir, replay_dir),
+                    }
+                    servers[mode] = stack.enter_context(
+                        uvicorn_server(mode, "_app:create_app", mode_env, workdir / f"{mode}.log")
+                    )
                 for server in servers.values():  # warm-up: imports, connection pools, caches
                     _warm(server, concurrency, seconds=1)
                 table = _interleaved(servers, rounds, seconds, concurrency)
@@ -312,7 +380,9 @@ def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int)
             # the servers have shut down cleanly: the record server flushed its writer
             recorded = len(_files(record_dir))
             bytes_per_request = _bytes_per_request(record_dir)
-            shutil.rmtree(record_dir)  # tens of thousands of files: free the space before the memory run
+            shutil.rmtree(
+                record_dir
+            )  # tens of thousands of files: free the space before the memory run
             memory = memory_flat(env, workdir, concurrency, memory_requests)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -330,7 +400,9 @@ def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int)
 
 def report(results: dict[str, Any]) -> list[str]:
     """The results as text lines: the latency table, then the checks."""
-    lines = ["route   mode     requests  median µs   mean µs   p99 µs   req/s   median×bare  median×otel  mean×otel  p99×bare  round spread"]
+    lines = [
+        "route   mode     requests  median µs   mean µs   p99 µs   req/s   median×bare  median×otel  mean×otel  p99×bare  round spread"
+    ]
     for route, modes in results["latency"].items():
         bare = modes["bare"]
         for mode, row in modes.items():
@@ -340,14 +412,22 @@ def report(results: dict[str, Any]) -> list[str]:
                 f" {row['p99_us'] / bare['p99_us']:>9.2f}  {row['round_spread']:>11.1%}"
                 + (f"  ({row['errors']} errors)" if row["errors"] else "")
             )
-    lines.append("(median×: the median over rounds of the ratio of round medians; round spread: (max - min) / median of round medians)")
+    lines.append(
+        "(median×: the median over rounds of the ratio of round medians; round spread: (max - min) / median of round medians)"
+    )
     rss = ", ".join(f"{mode} {kib / 1024:.1f}" for mode, kib in results["peak_rss_kib"].items())
     lines.append(f"peak RSS (MiB): {rss}")
-    per_request = ", ".join(f"{route} {size:,.0f}" for route, size in results["cassette_bytes_per_request"].items())
+    per_request = ", ".join(
+        f"{route} {size:,.0f}" for route, size in results["cassette_bytes_per_request"].items()
+    )
     lines.append(f"cassette bytes per request: {per_request}")
     lines.append(
         f"record server: {results['record_cassettes']:,} cassettes for {results['record_served']:,} requests"
-        + (" (the rest dropped: the writer's queue was full)" if results["record_cassettes"] < results["record_served"] else "")
+        + (
+            " (the rest dropped: the writer's queue was full)"
+            if results["record_cassettes"] < results["record_served"]
+            else ""
+        )
     )
     io = results["cassette_io"]
     if io["checked"]:
@@ -373,10 +453,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     io = results["cassette_io"]
     growth = results["memory"]["growth"]
     return [
-        ("record adds <= 20% over plain OTel (/dep median)", record_over_otel <= 0.20, f"{record_over_otel:+.1%}"),
+        (
+            "record adds <= 20% over plain OTel (/dep median)",
+            record_over_otel <= 0.20,
+            f"{record_over_otel:+.1%}",
+        ),
         (
             "no cassette I/O on the request path",
-            io["checked"] and io["calls_on_request_thread"] == 0 and bool(io["calls_by_other_threads"]),
+            io["checked"]
+            and io["calls_on_request_thread"] == 0
+            and bool(io["calls_by_other_threads"]),
             f"{io.get('calls_on_request_thread')} on the event loop, {sum(io.get('calls_by_other_threads', {}).values())} on the writer"
             if io["checked"]
             else io["reason"],

@@ -44,7 +44,9 @@ def write_cassettes(directory: Path, count: int) -> None:
         path = route.replace("{id}", str(n % 500))
         doc = copy.copy(template)
         doc["id"] = f"{n:08x}"
-        doc["recorded_at"] = f"2026-01-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{n % 59:02d}.{n:06d}Z"
+        doc["recorded_at"] = (
+            f"2026-01-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{n % 59:02d}.{n:06d}Z"
+        )
         body = {"size": 20, "encoding": "json", "json": {"page": n % 10}, "json_format": "compact"}
         secret = [("header authorization", f"Bearer user-{n % 2}")]
         doc["request"] = {
@@ -53,7 +55,9 @@ def write_cassettes(directory: Path, count: int) -> None:
         }  # fmt: skip
         folder = directory / doc["recorded_at"][:10]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"POST__{route.strip('/').split('/')[0]}_id__{doc['id']}.json").write_text(json.dumps(doc, indent=2), "utf-8")
+        (folder / f"POST__{route.strip('/').split('/')[0]}_id__{doc['id']}.json").write_text(
+            json.dumps(doc, indent=2), "utf-8"
+        )
 
 
 def _rss_mib() -> float:
@@ -82,14 +86,23 @@ def measure(directory: str, requests: int) -> dict:
         for n in range(requests):
             route = _ROUTES[n % len(_ROUTES)]
             body = json.dumps({"page": (n // 7) % 10}).encode()
-            headers = [("content-type", "application/json"), ("authorization", f"Bearer user-{n % 2}")]
-            sent.append(LiveRequest("POST", route.replace("{id}", str((n * 7) % 500)), route, "", headers, body))
+            headers = [
+                ("content-type", "application/json"),
+                ("authorization", f"Bearer user-{n % 2}"),
+            ]
+            sent.append(
+                LiveRequest(
+                    "POST", route.replace("{id}", str((n * 7) % 500)), route, "", headers, body
+                )
+            )
         started = time.perf_counter()
         for request in sent:
             library.select(request, config)
         result["select_us"] = (time.perf_counter() - started) / requests * 1e6
         result["rss_after_select_mib"] = _rss_mib()
-        paths = library.in_recording_order()[:: max(1, len(library.in_recording_order()) // requests)][:requests]
+        paths = library.in_recording_order()[
+            :: max(1, len(library.in_recording_order()) // requests)
+        ][:requests]
         started = time.perf_counter()
         for path in paths:
             library.load(path)
@@ -104,7 +117,9 @@ def measure(directory: str, requests: int) -> dict:
 
 def _run(directory: Path, requests: int) -> dict:
     command = [sys.executable, __file__, "--measure", str(directory), "--requests", str(requests)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+    )
     return json.loads(done.stdout)
 
 
@@ -112,25 +127,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--dir", help="write the cassettes here (default: a temporary directory, removed afterwards)")
+    parser.add_argument(
+        "--dir",
+        help="write the cassettes here (default: a temporary directory, removed afterwards)",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.measure:
         print(json.dumps(measure(options.measure, options.requests)))
         return
     with tempfile.TemporaryDirectory() as temporary:
-        os.environ["XDG_CACHE_HOME"] = str(Path(temporary) / "cache")  # the commands' index goes where the cassettes go
+        os.environ["XDG_CACHE_HOME"] = str(
+            Path(temporary) / "cache"
+        )  # the commands' index goes where the cassettes go
         directory = Path(options.dir or temporary)
         started = time.perf_counter()
         write_cassettes(directory, options.count)
         size = sum(f.stat().st_size for f in directory.rglob("*.json"))
-        print(f"wrote {options.count} cassettes ({size / 2**20:.0f} MiB) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"wrote {options.count} cassettes ({size / 2**20:.0f} MiB) in {time.perf_counter() - started:.1f} s"
+        )
         cold = _run(directory, 0)
         warm = _run(directory, options.requests)
         print(f"python + timetracer imported:  peak RSS {cold['rss_imports_mib']:.0f} MiB")
-        print(f"start, no index yet:           {cold['build_s']:.2f} s, peak RSS {cold['rss_after_build_mib']:.0f} MiB")
-        print(f"start, index current:          {warm['build_s']:.2f} s, peak RSS {warm['rss_after_build_mib']:.0f} MiB")
-        print(f"held by the library once built: {warm['held_mib']:.1f} MiB ({warm['held_mib'] * 2**20 / options.count:.0f} bytes a cassette)")
+        print(
+            f"start, no index yet:           {cold['build_s']:.2f} s, peak RSS {cold['rss_after_build_mib']:.0f} MiB"
+        )
+        print(
+            f"start, index current:          {warm['build_s']:.2f} s, peak RSS {warm['rss_after_build_mib']:.0f} MiB"
+        )
+        print(
+            f"held by the library once built: {warm['held_mib']:.1f} MiB ({warm['held_mib'] * 2**20 / options.count:.0f} bytes a cassette)"
+        )
         print(
             f"choosing ({options.requests} requests):   {warm['select_us']:.0f} us each, of which loading the cassette "
             f"{warm['load_us']:.0f} us; peak RSS {warm['rss_after_select_mib']:.0f} MiB"

@@ -40,9 +40,13 @@ def _check(version: str, newest_pip: bool) -> tuple[bool, str]:
         pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
         if newest_pip:
             subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
-        pip_version = subprocess.run([*pip, "--version"], check=True, capture_output=True, text=True).stdout.split()[1]
+        pip_version = subprocess.run(
+            [*pip, "--version"], check=True, capture_output=True, text=True
+        ).stdout.split()[1]
         started = time.perf_counter()
-        run = subprocess.run([*pip, "install", "--dry-run", ".[all,test]"], cwd=ROOT, capture_output=True, text=True)
+        run = subprocess.run(
+            [*pip, "install", "--dry-run", ".[all,test]"], cwd=ROOT, capture_output=True, text=True
+        )
         seconds = time.perf_counter() - started
     output = run.stdout + run.stderr
     where = f"Python {version} (pip {pip_version}): "
@@ -50,16 +54,28 @@ def _check(version: str, newest_pip: bool) -> tuple[bool, str]:
         return False, where + f"pip failed ({run.returncode}):\n{output[-2000:]}"
     backtracked = sorted(set(_BACKTRACKED.findall(output)))
     resolved = _RESOLVED.search(output)
-    opentelemetry = sorted(name for name in resolved.group(1).split() if name.startswith("opentelemetry")) if resolved else []
+    opentelemetry = (
+        sorted(name for name in resolved.group(1).split() if name.startswith("opentelemetry"))
+        if resolved
+        else []
+    )
     trains = sorted({name.rsplit("-", 1)[1] for name in opentelemetry})
     outcome = f"backtracked on {', '.join(backtracked)}" if backtracked else "no backtracking"
-    return not backtracked, where + f"{outcome}, {seconds:.0f} s, {len(opentelemetry)} OpenTelemetry packages at {' / '.join(trains)}"
+    return (
+        not backtracked,
+        where
+        + f"{outcome}, {seconds:.0f} s, {len(opentelemetry)} OpenTelemetry packages at {' / '.join(trains)}",
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--python", action="append", choices=PYTHONS, help="only this Python (repeatable)")
-    parser.add_argument("--newest-pip", action="store_true", help="upgrade pip in each new venv first")
+    parser.add_argument(
+        "--python", action="append", choices=PYTHONS, help="only this Python (repeatable)"
+    )
+    parser.add_argument(
+        "--newest-pip", action="store_true", help="upgrade pip in each new venv first"
+    )
     args = parser.parse_args()
     results = [_check(version, args.newest_pip) for version in args.python or PYTHONS]
     for passed, line in results:

@@ -35,16 +35,24 @@ def _machine() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs, to check the benchmark works")
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs, to check the benchmark works"
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
     quick = args.quick
     started, before = time.time(), _machine()
-    print(f"machine: {before['cpus']} CPUs, Python {before['python']}, load average before: {before['loadavg']}", flush=True)
+    print(
+        f"machine: {before['cpus']} CPUs, Python {before['python']}, load average before: {before['loadavg']}",
+        flush=True,
+    )
 
     results = {
         "overhead": overhead.measure(
-            rounds=1 if quick else 5, seconds=1.0 if quick else 4.0, concurrency=8, memory_requests=2_000 if quick else 20_000
+            rounds=1 if quick else 5,
+            seconds=1.0 if quick else 4.0,
+            concurrency=8,
+            memory_requests=2_000 if quick else 20_000,
         ),
         "matching": matching.measure(),
         "exporter": exporter.measure(seconds=1.0 if quick else 5.0, delays_ms=[0.0, 2.0, 20.0]),
@@ -61,11 +69,15 @@ def main() -> None:
         print(f"\n== {title}")
         print("\n".join(lines))
     print("\n== Targets")
-    for name, met, evidence in overhead.targets(results["overhead"]) + matching.targets(results["matching"]):
+    for name, met, evidence in overhead.targets(results["overhead"]) + matching.targets(
+        results["matching"]
+    ):
         print(f"{'PASS' if met else 'FAIL'}  {name}: {evidence}")
     print(f"\nload average after: {after['loadavg']}; {time.time() - started:.0f} s in all")
     if args.json:
-        args.json.write_text(json.dumps({"machine": {"before": before, "after": after}, **results}, indent=2))
+        args.json.write_text(
+            json.dumps({"machine": {"before": before, "after": after}, **results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

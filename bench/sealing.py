@@ -20,7 +20,8 @@ import pickle
 import statistics
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -55,8 +56,17 @@ def _recording(pairs: int, config: TraceConfig) -> TraceRecording:
             with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as span:
                 statement = "SELECT login FROM sessions WHERE token = ?"
                 span.set_attributes({"db.system": "sqlite", "db.statement": statement})
-                request = {"operation": "execute", "dialect": "sqlite+pysqlite", "statement": statement, "parameters": (_TOKEN.format(i),)}
-                response = {"description": [["login", None, None, None, None, None, None]], "rowcount": -1, "rows": [[f"user-{i}"]]}
+                request = {
+                    "operation": "execute",
+                    "dialect": "sqlite+pysqlite",
+                    "statement": statement,
+                    "parameters": (_TOKEN.format(i),),
+                }
+                response = {
+                    "description": [["login", None, None, None, None, None, None]],
+                    "rowcount": -1,
+                    "rows": [[f"user-{i}"]],
+                }
                 recording.add_call(ProtocolCall("sql", "sqlalchemy", request, response=response))
         recording.status, recording.response_headers = 200, [("content-type", "application/json")]
     for span in finished.get_finished_spans():
@@ -89,7 +99,9 @@ def main() -> None:
                          redact_headers=tuple(f"x-secret-{i}" for i in range(50)))  # fmt: skip
     key_for(config, create=True)  # made now: its announcement comes before the table
     print(f"median per cassette over {args.cassettes} cassettes (ms)")
-    print(f"{'sealed':>6}  {'build':>7}  {'redact+seal':>11}  {'serialise':>9}  {'total':>7}  {'bytes':>7}  {'export scan':>11}")
+    print(
+        f"{'sealed':>6}  {'build':>7}  {'redact+seal':>11}  {'serialise':>9}  {'total':>7}  {'bytes':>7}  {'export scan':>11}"
+    )
     redactor = redactor_for(config)
     assert redactor is not None
     for sealed in (0, 10, 100):
@@ -97,12 +109,21 @@ def main() -> None:
         frozen = freeze(recording)
         doc = prepare_document(_copies(frozen, 1)[0], config)
         assert str(doc).count("[SEALED:") == sealed, "every secret sealed, once"
-        build = _per_cassette_ms(lambda item: build_document(item, config.max_body_bytes), _copies(frozen, args.cassettes))
-        prepare = _per_cassette_ms(lambda item: prepare_document(item, config), _copies(frozen, args.cassettes))
+        build = _per_cassette_ms(
+            lambda item: build_document(item, config.max_body_bytes),
+            _copies(frozen, args.cassettes),
+        )
+        prepare = _per_cassette_ms(
+            lambda item: prepare_document(item, config), _copies(frozen, args.cassettes)
+        )
         write = _per_cassette_ms(serialise, [doc] * args.cassettes)
         size = len(serialise(doc))
-        scan = _per_cassette_ms(lambda item: secret_values(item, redactor), [recording] * args.cassettes)
-        print(f"{sealed:>6}  {build:>7.3f}  {prepare - build:>11.3f}  {write:>9.3f}  {prepare + write:>7.3f}  {size:>7}  {scan:>11.3f}")
+        scan = _per_cassette_ms(
+            lambda item: secret_values(item, redactor), [recording] * args.cassettes
+        )
+        print(
+            f"{sealed:>6}  {build:>7.3f}  {prepare - build:>11.3f}  {write:>9.3f}  {prepare + write:>7.3f}  {size:>7}  {scan:>11.3f}"
+        )
 
 
 if __name__ == "__main__":

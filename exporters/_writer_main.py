@@ -52,12 +52,16 @@ class _Writer:
     def __init__(self, reports: BinaryIO) -> None:
         self._reports = reports
         self._files = CassetteFiles()
-        self._configs: dict[int, tuple[TraceConfig, dict[str, str]]] = {}  # id -> (config, the app's environment)
+        self._configs: dict[
+            int, tuple[TraceConfig, dict[str, str]]
+        ] = {}  # id -> (config, the app's environment)
         self._log = _Collect()
         logger.handlers[:] = [self._log]
         logger.propagate = False
         self._errors: list[tuple[str, str, str | None]] = []
-        errors.forward = lambda *error: self._errors.append(error)  # rate-limited where they are shown
+        errors.forward = lambda *error: self._errors.append(
+            error
+        )  # rate-limited where they are shown
         self._environment: int | None = None  # the config whose environment os.environ holds
         self._reported_counters: dict[str, int] = {}
         self._handled = 0
@@ -77,7 +81,9 @@ class _Writer:
 
     def _record(self, config_id: int, recording: FrozenRecording) -> None:
         config, environment = self._configs[config_id]
-        if self._environment != config_id:  # the app's environment when it first used this config (AWS settings for S3)
+        if (
+            self._environment != config_id
+        ):  # the app's environment when it first used this config (AWS settings for S3)
             os.environ.clear()
             os.environ.update(environment)
             self._environment = config_id

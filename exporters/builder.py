@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 from timetracer_otel.cassette import FORMAT_NAME, FORMAT_VERSION
 from timetracer_otel.cassette.body import encode_body, header_value
@@ -25,16 +25,20 @@ def _ms(nanoseconds: int) -> float:
     return round(nanoseconds / 1e6, 3)
 
 
-def _headers(pairs: Optional[list[tuple[str, str]]]) -> Optional[list[list[str]]]:
+def _headers(pairs: list[tuple[str, str]] | None) -> list[list[str]] | None:
     return None if pairs is None else [[k, v] for k, v in pairs]
 
 
-def _declares_body(headers: Optional[list]) -> bool:
+def _declares_body(headers: list | None) -> bool:
     length = header_value(headers or [], "content-length")
-    return bool(header_value(headers or [], "transfer-encoding")) or (length is not None and length.strip() != "0")
+    return bool(header_value(headers or [], "transfer-encoding")) or (
+        length is not None and length.strip() != "0"
+    )
 
 
-def _body(sink: Optional[FrozenBody], headers: Optional[list], limit: int, decoded: bool = False) -> Optional[dict]:
+def _body(
+    sink: FrozenBody | None, headers: list | None, limit: int, decoded: bool = False
+) -> dict | None:
     """The cassette body; ``complete: false`` when the body was not read to its end."""
     if sink is None:
         return None
@@ -71,7 +75,9 @@ def _http_call(call: FrozenHttpCall, origin_ns: int, limit: int) -> dict[str, An
         out["response"] = {
             "status": call.status,
             "headers": _headers(call.response_headers),
-            "body": _body(call.response_body, call.response_headers, limit, decoded=call.response_decoded),
+            "body": _body(
+                call.response_body, call.response_headers, limit, decoded=call.response_decoded
+            ),
         }
     return out
 
@@ -90,7 +96,11 @@ def _protocol_call(call: FrozenProtocolCall, origin_ns: int) -> dict[str, Any]:
 
 
 def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:
-    return _http_call(call, origin_ns, limit) if isinstance(call, FrozenHttpCall) else _protocol_call(call, origin_ns)
+    return (
+        _http_call(call, origin_ns, limit)
+        if isinstance(call, FrozenHttpCall)
+        else _protocol_call(call, origin_ns)
+    )
 
 
 def _attribute(value: Any) -> Any:
@@ -112,14 +122,22 @@ def _span(span: FrozenSpan, origin_ns: int) -> dict[str, Any]:
         "status": {"code": span.status_code, "description": span.status_description},
         "attributes": {k: _attribute(v) for k, v in span.attributes.items()},
         "events": [
-            {"name": name, "offset_ms": _ms(timestamp - origin_ns), "attributes": {k: _attribute(v) for k, v in attributes.items()}}
+            {
+                "name": name,
+                "offset_ms": _ms(timestamp - origin_ns),
+                "attributes": {k: _attribute(v) for k, v in attributes.items()},
+            }
             for name, timestamp, attributes in span.events
         ],
     }
 
 
 def _recorded_at(nanoseconds: int) -> str:
-    return datetime.fromtimestamp(nanoseconds / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(nanoseconds / 1e9, tz=timezone.utc)
+        .isoformat()
+        .replace("+00:00", "Z")
+    )
 
 
 def _process_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
@@ -145,7 +163,11 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
     calls = sorted(recording.calls, key=lambda c: c.started_ns)
     root = next((s for s in spans if s.span_id == recording.root_span_id), None)
     origin = root.start_ns if root is not None and root.start_ns else recording.started_ns
-    end = root.end_ns if root is not None and root.end_ns else max((s.end_ns or 0 for s in spans), default=origin)
+    end = (
+        root.end_ns
+        if root is not None and root.end_ns
+        else max((s.end_ns or 0 for s in spans), default=origin)
+    )
     status = recording.status if recording.status is not None else 500
     return {
         "format": FORMAT_NAME,

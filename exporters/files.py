@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 import orjson
 
 from timetracer_otel._diagnostics import counters, logger
 from timetracer_otel._fingerprint import fingerprint
-from timetracer_otel.sealing import Sealer
 from timetracer_otel._keys import key_for
 from timetracer_otel.cassette.location import CassetteFile, join
 from timetracer_otel.cassette.naming import cassette_relpath
@@ -23,6 +22,7 @@ from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cassette.storage import encode, replace, write_new
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import redactor_for
+from timetracer_otel.sealing import Sealer
 
 from .builder import build_document
 from .console import process_line, record_line
@@ -72,8 +72,12 @@ def serialise(doc: dict[str, Any]) -> bytes:
 
 
 def store(
-    doc: dict[str, Any], root: str, compression: str = "none", skip_identical: bool = False, durable: bool = False
-) -> Optional[CassetteFile]:
+    doc: dict[str, Any],
+    root: str,
+    compression: str = "none",
+    skip_identical: bool = False,
+    durable: bool = False,
+) -> CassetteFile | None:
     """Write ``doc`` as a new cassette under ``root`` (a directory or ``s3://`` URL), named as the format says.
 
     ``skip_identical``: write nothing (and return None) when that name already holds this very
@@ -106,7 +110,7 @@ class CassetteFiles:
     """Writes cassettes and remembers where the recent ones went, so late spans rewrite the same file."""
 
     def __init__(self) -> None:
-        self._paths: "OrderedDict[int, str]" = OrderedDict()
+        self._paths: OrderedDict[int, str] = OrderedDict()
 
     def write(self, recording: FrozenRecording, config: TraceConfig) -> None:
         """Write (or rewrite) ``recording``'s cassette; count it, and log the console line for a new one."""

@@ -8,7 +8,7 @@ serialising and writing happen later, wherever the writer runs.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -16,7 +16,14 @@ from timetracer_otel._recording import Headers, HttpCall, TraceRecording
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.values import encode_value
 
-__all__ = ["FrozenBody", "FrozenHttpCall", "FrozenProtocolCall", "FrozenSpan", "FrozenRecording", "freeze"]
+__all__ = [
+    "FrozenBody",
+    "FrozenHttpCall",
+    "FrozenProtocolCall",
+    "FrozenSpan",
+    "FrozenRecording",
+    "freeze",
+]
 
 
 class FrozenBody(NamedTuple):
@@ -31,14 +38,14 @@ class FrozenHttpCall(NamedTuple):
     method: str
     url: str
     request_headers: Headers
-    request_body: Optional[FrozenBody]
+    request_body: FrozenBody | None
     started_ns: int
     span_id: int
-    status: Optional[int]
-    response_headers: Optional[Headers]
-    response_body: Optional[FrozenBody]
+    status: int | None
+    response_headers: Headers | None
+    response_body: FrozenBody | None
     response_decoded: bool
-    error: Optional[dict[str, str]]
+    error: dict[str, str] | None
 
 
 class FrozenProtocolCall(NamedTuple):
@@ -48,18 +55,18 @@ class FrozenProtocolCall(NamedTuple):
     started_ns: int
     span_id: int
     response: Any  # encoded, or None
-    error: Optional[dict[str, str]]
+    error: dict[str, str] | None
 
 
 class FrozenSpan(NamedTuple):
     span_id: int
-    parent_id: Optional[int]
+    parent_id: int | None
     name: str
     kind: str
-    start_ns: Optional[int]
-    end_ns: Optional[int]
+    start_ns: int | None
+    end_ns: int | None
     status_code: str
-    status_description: Optional[str]
+    status_description: str | None
     attributes: dict[str, Any]
     events: tuple[tuple[str, int, dict[str, Any]], ...]
 
@@ -68,27 +75,29 @@ class FrozenRecording(NamedTuple):
     serial: int  # a rewrite for late spans has the serial of the first write
     trace_id: int
     root_span_id: int
-    fixed_path: Optional[str]
+    fixed_path: str | None
     service: str
     started_ns: int
     method: str
     path: str
-    route: Optional[str]
+    route: str | None
     query: str
     headers: Headers
-    request_body: Optional[FrozenBody]
-    status: Optional[int]
-    response_headers: Optional[Headers]
-    response_body: Optional[FrozenBody]
-    error: Optional[dict[str, str]]
+    request_body: FrozenBody | None
+    status: int | None
+    response_headers: Headers | None
+    response_body: FrozenBody | None
+    error: dict[str, str] | None
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
-    draws: tuple[dict[str, Any], ...]  # the clock, UUID and random values drawn, as the cassette stores them
+    draws: tuple[
+        dict[str, Any], ...
+    ]  # the clock, UUID and random values drawn, as the cassette stores them
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
 
 
-def _body(sink: Optional[BodySink]) -> Optional[FrozenBody]:
+def _body(sink: BodySink | None) -> FrozenBody | None:
     return None if sink is None else FrozenBody(sink.data, sink.size, sink.truncated, sink.complete)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -29,7 +30,13 @@ from timetracer_otel.secret_values import ValueScrubber, collect
 from .builder import build_document
 from .frozen import freeze
 
-__all__ = ["PAYLOAD_PREFIX", "RedactingSpanExporter", "redacting_processor", "otlp_span_processor", "secret_values"]
+__all__ = [
+    "PAYLOAD_PREFIX",
+    "RedactingSpanExporter",
+    "redacting_processor",
+    "otlp_span_processor",
+    "secret_values",
+]
 
 PAYLOAD_PREFIX = "timetracer."
 _HOLD_SECONDS = 60.0  # a request running longer has its spans sent with the values known so far
@@ -66,15 +73,21 @@ class RedactingSpanExporter(SpanExporter):
         self._keep_payloads = config.export_payloads
         self._redactor = redactor_for(config)
         self._lock = threading.Lock()
-        self._held: "OrderedDict[int, _Trace]" = OrderedDict()
+        self._held: OrderedDict[int, _Trace] = OrderedDict()
         self._held_spans = 0
-        self._values: "OrderedDict[int, frozenset[str]]" = OrderedDict()  # of released traces, for their late spans
+        self._values: OrderedDict[int, frozenset[str]] = (
+            OrderedDict()
+        )  # of released traces, for their late spans
         self._watched = _span_secrets.start_watching() if self._redactor is not None else None
         # The OTLP exporters keep their URL in `_endpoint`; any other exporter is named by its class.
         self._target = getattr(exporter, "_endpoint", None) or type(exporter).__name__
 
     def _attributes(self, attributes: Any, values: ValueScrubber) -> dict[str, Any]:
-        kept = {k: v for k, v in (attributes or {}).items() if self._keep_payloads or not k.startswith(PAYLOAD_PREFIX)}
+        kept = {
+            k: v
+            for k, v in (attributes or {}).items()
+            if self._keep_payloads or not k.startswith(PAYLOAD_PREFIX)
+        }
         if self._redactor is not None:
             self._redactor.attributes(kept)
             kept = values.value(kept)
@@ -90,7 +103,10 @@ class RedactingSpanExporter(SpanExporter):
             parent=span.parent,
             resource=span.resource,
             attributes=self._attributes(span.attributes, values),
-            events=[Event(e.name, self._attributes(e.attributes, values), e.timestamp) for e in span.events],
+            events=[
+                Event(e.name, self._attributes(e.attributes, values), e.timestamp)
+                for e in span.events
+            ],
             links=span.links,
             kind=span.kind,
             status=Status(span.status.status_code, description),
@@ -99,7 +115,9 @@ class RedactingSpanExporter(SpanExporter):
             instrumentation_scope=span.instrumentation_scope,
         )
 
-    def _ready(self, spans: Sequence[ReadableSpan], everything: bool = False) -> list[tuple[ReadableSpan, frozenset[str]]]:
+    def _ready(
+        self, spans: Sequence[ReadableSpan], everything: bool = False
+    ) -> list[tuple[ReadableSpan, frozenset[str]]]:
         """The spans that may leave now, each with the secret values of its trace; the others are held."""
         ready: list[tuple[ReadableSpan, frozenset[str]]] = []
         now = time.monotonic()
@@ -112,23 +130,35 @@ class RedactingSpanExporter(SpanExporter):
                     continue
                 held = self._held.get(trace_id) or self._held.setdefault(trace_id, _Trace(now))
                 held.spans.append(span)
-                held.roots_seen.update(r.root_span_id for r in recordings if r.root_span_id == span.context.span_id)
+                held.roots_seen.update(
+                    r.root_span_id for r in recordings if r.root_span_id == span.context.span_id
+                )
                 self._held_spans += 1
             for trace_id, held in list(self._held.items()):
                 recordings = self._watched.of(trace_id) if self._watched is not None else ()
                 over = held.roots_seen >= {r.root_span_id for r in recordings}
-                if over or everything or now - held.since > _HOLD_SECONDS or self._held_spans > _MAX_HELD_SPANS:
+                if (
+                    over
+                    or everything
+                    or now - held.since > _HOLD_SECONDS
+                    or self._held_spans > _MAX_HELD_SPANS
+                ):
                     ready += self._release(trace_id, held, recordings)
         return ready
 
-    def _release(self, trace_id: int, held: _Trace, recordings: Sequence[TraceRecording]) -> list[tuple[ReadableSpan, frozenset[str]]]:
+    def _release(
+        self, trace_id: int, held: _Trace, recordings: Sequence[TraceRecording]
+    ) -> list[tuple[ReadableSpan, frozenset[str]]]:
         """The held spans of ``trace_id`` with its secret values; none when its recordings were
         evicted (too many pending traces): what they must hide is unknown, so they are dropped."""
         del self._held[trace_id]
         self._held_spans -= len(held.spans)
         if not recordings or self._redactor is None or self._watched is None:
             counters.add("otlp.dropped_unknown", len(held.spans))
-            errors.error("otlp_unknown", "too many requests pending export; spans whose secrets are unknown are dropped")
+            errors.error(
+                "otlp_unknown",
+                "too many requests pending export; spans whose secrets are unknown are dropped",
+            )
             return []
         values = frozenset().union(*(secret_values(r, self._redactor) for r in recordings))
         self._values[trace_id] = values
@@ -141,7 +171,10 @@ class RedactingSpanExporter(SpanExporter):
         try:
             ready = self._ready(spans, everything)
             # Never sealed here: a collector has no key; bearer tokens and JWTs in the text go too.
-            cleaned = [self._clean(span, ValueScrubber(values, shapes=self._redactor is not None)) for span, values in ready]
+            cleaned = [
+                self._clean(span, ValueScrubber(values, shapes=self._redactor is not None))
+                for span, values in ready
+            ]
         except Exception as exc:  # noqa: BLE001 - a span we cannot redact is never sent as it is
             report_failure("otlp.redact", exc)
             return SpanExportResult.FAILURE
@@ -153,7 +186,10 @@ class RedactingSpanExporter(SpanExporter):
             counters.add("otlp.exported", len(cleaned))
         else:
             counters.add("otlp.failed", len(cleaned))
-            errors.error("otlp", f"OTLP export of {len(cleaned)} span(s) to {self._target} failed; they are dropped")
+            errors.error(
+                "otlp",
+                f"OTLP export of {len(cleaned)} span(s) to {self._target} failed; they are dropped",
+            )
         return result
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -185,5 +221,7 @@ def otlp_span_processor(config: TraceConfig) -> BatchSpanProcessor:
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
-        raise ImportError(f"OTLP export needs {exc.name}: pip install 'timetracer-otel[otlp]'") from exc
+        raise ImportError(
+            f"OTLP export needs {exc.name}: pip install 'timetracer-otel[otlp]'"
+        ) from exc
     return redacting_processor(OTLPSpanExporter(endpoint=config.otlp_endpoint), config)

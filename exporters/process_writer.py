@@ -29,7 +29,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from timetracer_otel import _diagnostics
 from timetracer_otel._diagnostics import counters, guarded, logger, report_failure
@@ -60,7 +61,9 @@ def _shipped(config: TraceConfig) -> TraceConfig:
 
 def _is_auto_instrumentation(entry: str) -> bool:
     """``opentelemetry-instrument`` puts its ``sitecustomize`` on the path: the writer must not instrument itself."""
-    return os.path.normpath(entry).endswith(os.path.join("opentelemetry", "instrumentation", "auto_instrumentation"))
+    return os.path.normpath(entry).endswith(
+        os.path.join("opentelemetry", "instrumentation", "auto_instrumentation")
+    )
 
 
 def _start_process() -> subprocess.Popen:
@@ -84,7 +87,11 @@ def _start_process() -> subprocess.Popen:
 class _Channel:
     """The pipe to one writer process, its reports, and the helper thread serving both."""
 
-    def __init__(self, max_pending: int, on_exit: "weakref.WeakMethod[Callable[[list[Later], list[bytes]], None]]") -> None:
+    def __init__(
+        self,
+        max_pending: int,
+        on_exit: weakref.WeakMethod[Callable[[list[Later], list[bytes]], None]],
+    ) -> None:
         self._poller = select.poll()  # first: where there is none (Windows), the thread writes
         self.process = _start_process()
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -95,7 +102,11 @@ class _Channel:
             import fcntl
 
             fcntl.fcntl(self._commands, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        except (ImportError, AttributeError, OSError):  # not Linux, or a lower system limit: the default size
+        except (
+            ImportError,
+            AttributeError,
+            OSError,
+        ):  # not Linux, or a lower system limit: the default size
             pass
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
@@ -107,7 +118,9 @@ class _Channel:
         self._order = itertools.count()
         self._acks: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count()
-        self._unhandled: deque[bytes] = deque()  # frames of recordings sent and not yet reported handled
+        self._unhandled: deque[bytes] = (
+            deque()
+        )  # frames of recordings sent and not yet reported handled
         self._handled = 0  # recordings handled by the process, as last reported
         self.alive = True
         self._closing = False
@@ -129,7 +142,9 @@ class _Channel:
                     written = os.write(self._commands, data)
                 except BlockingIOError:
                     written = 0
-                except BrokenPipeError:  # it exited; the helper thread learns it when its reports end
+                except (
+                    BrokenPipeError
+                ):  # it exited; the helper thread learns it when its reports end
                     self.alive = False
                     return False
                 if written < len(data):
@@ -147,7 +162,7 @@ class _Channel:
             self._wake_locked()
         return True
 
-    def flush(self, timeout: Optional[float]) -> bool:
+    def flush(self, timeout: float | None) -> bool:
         """Wait until the process has handled everything sent before, or (it exited) handed it to the thread."""
         flush_id = next(self._flush_ids)
         done = threading.Event()
@@ -206,7 +221,9 @@ class _Channel:
                         self._exited()
                         return
                     for report in reports.feed(data):
-                        with guarded("write.report"):  # an application's log handler that fails stops nothing here
+                        with guarded(
+                            "write.report"
+                        ):  # an application's log handler that fails stops nothing here
                             self._apply(report)
             self._run_due_timers()
 
@@ -237,12 +254,16 @@ class _Channel:
         for level, text in report["logs"]:
             logger.log(level, "%s", text)
         for kind, message, details in report["errors"]:
-            _diagnostics.errors.error(kind, message if details is None else f"{message}\n{details.rstrip()}")
+            _diagnostics.errors.error(
+                kind, message if details is None else f"{message}\n{details.rstrip()}"
+            )
         with self._lock:
             for _ in range(report["handled"] - self._handled):
                 self._unhandled.popleft()
             self._handled = report["handled"]
-            acked = [self._acks.pop(flush_id) for flush_id in report["acks"] if flush_id in self._acks]
+            acked = [
+                self._acks.pop(flush_id) for flush_id in report["acks"] if flush_id in self._acks
+            ]
         for done in acked:
             done.set()
 
@@ -270,7 +291,9 @@ class _Channel:
         if on_exit is not None:
             with guarded("write.handover"):
                 on_exit(timers, unhandled)
-        with self._lock:  # only after the hand-over: a flush answered now goes on to wait for the thread
+        with (
+            self._lock
+        ):  # only after the hand-over: a flush answered now goes on to wait for the thread
             self._ended = True
             waiting, self._acks = list(self._acks.values()), {}
         for done in waiting:
@@ -288,14 +311,16 @@ class ProcessWriter:
         self._max_pending = max_pending_bytes
         self._lock = threading.Lock()
         self._fallback = CassetteWriter()
-        self._channel: Optional[_Channel] = None
+        self._channel: _Channel | None = None
         self._unavailable = False  # no process could be started, or it died: the thread writes
         self._pid = os.getpid()
-        self._config_ids: dict[int, tuple[TraceConfig, int]] = {}  # id(config) -> (config, the id it was sent with)
+        self._config_ids: dict[
+            int, tuple[TraceConfig, int]
+        ] = {}  # id(config) -> (config, the id it was sent with)
         self._next_config_id = itertools.count()
 
     @property
-    def process_id(self) -> Optional[int]:
+    def process_id(self) -> int | None:
         """The writer process's pid, None while there is none."""
         channel = self._channel
         return channel.pid if channel is not None and channel.alive else None
@@ -330,7 +355,7 @@ class ProcessWriter:
             return True
         return self._fallback.call_later(delay, action)
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted before this call is written."""
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self._channel
@@ -342,7 +367,7 @@ class ProcessWriter:
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return self._fallback.flush(remaining) and done
 
-    def _current_channel(self) -> Optional[_Channel]:
+    def _current_channel(self) -> _Channel | None:
         channel = self._channel
         if channel is not None and channel.alive and self._pid == os.getpid():
             return channel
@@ -350,18 +375,27 @@ class ProcessWriter:
             return None
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's process and pipe are the parent's
-                self._pid, self._channel, self._unavailable, self._config_ids = os.getpid(), None, False, {}
+                self._pid, self._channel, self._unavailable, self._config_ids = (
+                    os.getpid(),
+                    None,
+                    False,
+                    {},
+                )
             if self._channel is None and not self._unavailable:
                 try:
                     self._channel = _Channel(self._max_pending, weakref.WeakMethod(self._on_exit))
                 except Exception as exc:  # noqa: BLE001 - no child process here: the thread writes
                     self._unavailable = True
-                    _diagnostics.errors.error("writer_process", f"cannot start the cassette writer process ({exc}); a thread writes cassettes", exc)
+                    _diagnostics.errors.error(
+                        "writer_process",
+                        f"cannot start the cassette writer process ({exc}); a thread writes cassettes",
+                        exc,
+                    )
                 else:
                     weakref.finalize(self, self._channel.close)
             return self._channel if self._channel is not None and self._channel.alive else None
 
-    def _config_id(self, channel: _Channel, config: TraceConfig) -> Optional[int]:
+    def _config_id(self, channel: _Channel, config: TraceConfig) -> int | None:
         """The id the writer process knows ``config`` by, sending it first; None if it could not be sent."""
         known = self._config_ids.get(id(config))
         if known is not None and known[0] is config:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional, Union
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -37,7 +36,7 @@ class CassetteSpanProcessor(SpanProcessor):
 
     def __init__(
         self,
-        writer: Optional[Union[ProcessWriter, CassetteWriter]] = None,
+        writer: ProcessWriter | CassetteWriter | None = None,
         max_open_spans: int = DEFAULT_MAX_OPEN_SPANS,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
@@ -69,7 +68,9 @@ class CassetteSpanProcessor(SpanProcessor):
                 if stale_id != stale.root_span_id:
                     stale.open_spans -= 1  # its end will never be seen
                 elif not stale.finished:
-                    stale.discarded = True  # its request can no longer finish: flush must not wait for it
+                    stale.discarded = (
+                        True  # its request can no longer finish: flush must not wait for it
+                    )
                     self._in_flight -= 1
                     self._idle.notify_all()
         if evicted:
@@ -78,7 +79,7 @@ class CassetteSpanProcessor(SpanProcessor):
             for stale in evicted:  # one waiting only for evicted spans need not wait any longer
                 self._submit_if_done(stale, span_ended=False)
 
-    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         recording = request_recording()
         if recording is not None and span.context.trace_id == recording.trace_id:
             self._own(span.context.span_id, recording)
@@ -124,7 +125,9 @@ class CassetteSpanProcessor(SpanProcessor):
     def _finish(self, recording: TraceRecording) -> None:
         recording.seal()
         try:
-            skipped = recording.config.errors_only and not recording.failed and not recording.discarded
+            skipped = (
+                recording.config.errors_only and not recording.failed and not recording.discarded
+            )
             with self._lock:
                 recording.finished = True
                 # discarded already: its owner chose not to keep it (an empty pytest fixture recording)
@@ -135,7 +138,9 @@ class CassetteSpanProcessor(SpanProcessor):
                 if skipped:
                     counters.add("skipped.errors_only")
             elif recording in self._waiting:
-                if not self.writer.call_later(self._grace_seconds, lambda: self._release(recording)):
+                if not self.writer.call_later(
+                    self._grace_seconds, lambda: self._release(recording)
+                ):
                     with self._lock:  # dropped like a recording that finds the queue full
                         self._waiting.discard(recording)
             else:

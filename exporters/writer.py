@@ -12,7 +12,8 @@ import os
 import queue
 import threading
 import time
-from typing import Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 from timetracer_otel._diagnostics import counters, errors, guarded
 from timetracer_otel._recording import TraceRecording
@@ -29,7 +30,9 @@ DEFAULT_QUEUE_SIZE = 1024
 def count_drop() -> None:
     """Count (and log, rate-limited) a recording dropped because the writer is too far behind."""
     counters.add("dropped.queue_full")
-    errors.error("queue_full", "cassette queue is full; recordings are being dropped (disk too slow?)")
+    errors.error(
+        "queue_full", "cassette queue is full; recordings are being dropped (disk too slow?)"
+    )
 
 
 class _Frozen(NamedTuple):
@@ -59,9 +62,11 @@ class CassetteWriter:
     def __init__(self, max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
         self._max_queue = max_queue
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[Union[TraceRecording, _Frozen, threading.Event, Later]]" = queue.Queue(max_queue)
+        self._queue: queue.Queue[TraceRecording | _Frozen | threading.Event | Later] = queue.Queue(
+            max_queue
+        )
         self._order = itertools.count()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._files = CassetteFiles()
 
@@ -73,7 +78,9 @@ class CassetteWriter:
                 self._queue = queue.Queue(self._max_queue)
                 self._pid = os.getpid()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="timetracer-writer", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="timetracer-writer", daemon=True
+                )
                 self._thread.start()
 
     def submit(self, recording: TraceRecording) -> bool:
@@ -88,7 +95,7 @@ class CassetteWriter:
         """Run ``action`` on the writer thread in ``delay`` seconds; False when it was dropped (the queue is full)."""
         return self._enqueue(Later(time.monotonic() + delay, next(self._order), action))
 
-    def _enqueue(self, item: Union[TraceRecording, _Frozen, Later]) -> bool:
+    def _enqueue(self, item: TraceRecording | _Frozen | Later) -> bool:
         self._ensure_thread()
         try:
             self._queue.put_nowait(item)
@@ -97,7 +104,7 @@ class CassetteWriter:
             return False
         return True
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until all recordings submitted before this call are written."""
         thread = self._thread
         if thread is None or not thread.is_alive():
@@ -113,7 +120,9 @@ class CassetteWriter:
         later: list[Later] = []  # a heap, by due time
         while True:
             try:
-                item = self._queue.get(timeout=max(later[0].due - time.monotonic(), 0) if later else None)
+                item = self._queue.get(
+                    timeout=max(later[0].due - time.monotonic(), 0) if later else None
+                )
             except queue.Empty:
                 item = None
             while later and later[0].due <= time.monotonic():
@@ -127,7 +136,7 @@ class CassetteWriter:
                 with guarded("write"):
                     self._write(item)
 
-    def _write(self, item: Union[TraceRecording, _Frozen]) -> None:
+    def _write(self, item: TraceRecording | _Frozen) -> None:
         if isinstance(item, _Frozen):
             self._files.write(item.recording, item.config)
         else:

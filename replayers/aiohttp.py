@@ -40,7 +40,9 @@ __all__ = ["install", "uninstall"]
 
 _BY_KIND: dict[str, type[BaseException]] = {
     "connect": aiohttp.ClientConnectorError,
-    "connect_timeout": getattr(aiohttp, "ConnectionTimeoutError", asyncio.TimeoutError),  # aiohttp >= 3.10
+    "connect_timeout": getattr(
+        aiohttp, "ConnectionTimeoutError", asyncio.TimeoutError
+    ),  # aiohttp >= 3.10
     "read_timeout": getattr(aiohttp, "SocketTimeoutError", asyncio.TimeoutError),
     "other": aiohttp.ClientConnectionError,
 }
@@ -68,7 +70,7 @@ class _Delivered(BaseProtocol):
         pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _keywords(cls: type) -> tuple[tuple[str, bool], ...]:
     """(name, required) of the keyword parameters of ``cls.__init__`` after ``method, url``."""
     parameters = list(inspect.signature(cls.__init__).parameters.values())[3:]
@@ -84,7 +86,9 @@ def _construct(cls: type, method: str, url: Any, **known: Any) -> Any:
 
     The constructors of ``ClientRequest`` and ``ClientResponse`` change between aiohttp versions.
     """
-    kwargs = {name: known.get(name) for name, required in _keywords(cls) if name in known or required}
+    kwargs = {
+        name: known.get(name) for name, required in _keywords(cls) if name in known or required
+    }
     return cls(method, url, **kwargs)
 
 
@@ -96,7 +100,11 @@ def _json_payload(client: aiohttp.ClientSession, value: Any) -> payload.Payload:
 
 
 def _client_request(
-    client: aiohttp.ClientSession, method: str, url: Any, headers: CIMultiDict, options: dict[str, Any]
+    client: aiohttp.ClientSession,
+    method: str,
+    url: Any,
+    headers: CIMultiDict,
+    options: dict[str, Any],
 ) -> ClientRequest:
     """The ``ClientRequest`` aiohttp would send: final URL, headers with the body's, the body payload."""
     data, json_value = options.get("data"), options.get("json")
@@ -104,7 +112,9 @@ def _client_request(
         raise ValueError("data and json parameters can not be used at the same time")
     if json_value is not None:
         data = _json_payload(client, json_value)
-    skip = {istr(name) for name in options.get("skip_auto_headers") or ()} | set(client._skip_auto_headers or ())
+    skip = {istr(name) for name in options.get("skip_auto_headers") or ()} | set(
+        client._skip_auto_headers or ()
+    )
     return _construct(
         client._request_class,
         method,
@@ -177,7 +187,9 @@ def _response(
     response.status = answer.status
     response.reason = http.client.responses.get(answer.status, "")
     response._headers = CIMultiDictProxy(CIMultiDict(answer.headers))
-    response._raw_headers = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers)
+    response._raw_headers = tuple(
+        (k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers
+    )
     response.content = content
     content.on_eof(response._response_eof)
     response.cookies = _cookies(answer.headers)
@@ -197,7 +209,10 @@ def _exception(cls: type[BaseException], message: str, request: ClientRequest) -
 
 def _recorded_error(call: dict[str, Any], request: ClientRequest) -> BaseException:
     """The recorded transport error: the same class if it is aiohttp's, else aiohttp's for its kind."""
-    error = call.get("error") or {"type": "aiohttp.ClientConnectionError", "message": "recorded without a response"}
+    error = call.get("error") or {
+        "type": "aiohttp.ClientConnectionError",
+        "message": "recorded without a response",
+    }
     by_kind = _BY_KIND[error_kind(error)]
     message = error.get("message", "")
     try:
@@ -214,7 +229,11 @@ async def _raise_for_status(response: aiohttp.ClientResponse, check: Any) -> Non
 
 
 async def _replay(
-    replay: ReplaySession, client: aiohttp.ClientSession, method: str, str_or_url: Any, **options: Any
+    replay: ReplaySession,
+    client: aiohttp.ClientSession,
+    method: str,
+    str_or_url: Any,
+    **options: Any,
 ) -> aiohttp.ClientResponse:
     """What ``ClientSession._request`` does, with the cassette in place of the connection."""
     if client.closed:
@@ -225,13 +244,19 @@ async def _replay(
     traced_url = url.update_query(options.get("params") or {})
     traces: list[Trace] = []
     for config in client._trace_configs:
-        trace = Trace(client, config, config.trace_config_ctx(trace_request_ctx=options.get("trace_request_ctx")))
+        trace = Trace(
+            client,
+            config,
+            config.trace_config_ctx(trace_request_ctx=options.get("trace_request_ctx")),
+        )
         await trace.send_request_start(method, traced_url, headers)
         traces.append(trace)
     try:
         request = _client_request(client, method, url, headers, options)
         body = await _body_bytes(request.body)
-        call = replay.answer_http("aiohttp", method, str(traced_url), body, list(request.headers.items()))
+        call = replay.answer_http(
+            "aiohttp", method, str(traced_url), body, list(request.headers.items())
+        )
         answer = http_answer(call)
         if answer is None:
             raise _recorded_error(call, request)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
 from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.redaction import Redactor
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
+from timetracer_otel.redaction import Redactor
 
 from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
@@ -77,7 +77,7 @@ class ReplayLayer:
             await self.app(scope, receive, send)
             return
         method, path = scope.get("method", "GET"), scope.get("path", "")
-        body: Optional[bytes] = None
+        body: bytes | None = None
         if self.library.needs_body:
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
@@ -85,7 +85,11 @@ class ReplayLayer:
         choice = self.library.select(live, self.config)
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(
-            choice.document, choice.path or "(no cassette recorded for this request)", self.config, views=choice.views, inbound=inbound
+            choice.document,
+            choice.path or "(no cassette recorded for this request)",
+            self.config,
+            views=choice.views,
+            inbound=inbound,
         )
         status: list[int] = []
         headers: list[tuple[str, str]] = []
@@ -95,13 +99,20 @@ class ReplayLayer:
             with guarded("replay.response"):
                 if message["type"] == "http.response.start":
                     status.append(int(message["status"]))
-                    headers.extend((bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ()))
+                    headers.extend(
+                        (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                        for k, v in message.get("headers", ())
+                    )
                 elif message["type"] == "http.response.body":
                     response_body.feed(message.get("body", b""))
             await send(message)
 
-        error: Optional[dict[str, str]] = None
-        draws = DrawReplayer(choice.document.get("draws"), self.config.draws, real_time_ns) if self.config.draws else None
+        error: dict[str, str] | None = None
+        draws = (
+            DrawReplayer(choice.document.get("draws"), self.config.draws, real_time_ns)
+            if self.config.draws
+            else None
+        )
         token, draws_token = activate(session), activate_draws(draws)
         try:
             await self.app(scope, receive, send_tee)
@@ -112,8 +123,12 @@ class ReplayLayer:
             deactivate_draws(draws_token)
             deactivate(token)
             with guarded("replay.report"):
-                report = _report(session, choice, method, path, status, headers, response_body, error)
-                report.extra_draws = dict(draws.extra) if draws is not None else {}  # draws made beyond the recorded ones
+                report = _report(
+                    session, choice, method, path, status, headers, response_body, error
+                )
+                report.extra_draws = (
+                    dict(draws.extra) if draws is not None else {}
+                )  # draws made beyond the recorded ones
                 remember(report)
                 logger.info(report.console_text())
 
@@ -136,7 +151,7 @@ def _report(
     status: list[int],
     headers: list[tuple[str, str]],
     body: BodySink,
-    error: Optional[dict[str, str]],
+    error: dict[str, str] | None,
 ) -> ReplayReport:
     document = session.document
     replayed_status = status[0] if status else (500 if error else None)
@@ -163,15 +178,26 @@ def _report(
 
 
 def _compared(
-    choice: Choice, session: ReplaySession, status: Optional[int], headers: list[tuple[str, str]], body: BodySink
+    choice: Choice,
+    session: ReplaySession,
+    status: int | None,
+    headers: list[tuple[str, str]],
+    body: BodySink,
 ) -> ResponseComparison:
     """The replayed response against the recorded one. With the key that sealed the cassette the real
     values are compared, so secrets are verified too; what differs is always shown redacted."""
     config = session.config
 
-    def compare(recorded: dict[str, Any], redactor: Optional[Redactor]) -> ResponseComparison:
+    def compare(recorded: dict[str, Any], redactor: Redactor | None) -> ResponseComparison:
         return compare_response(
-            recorded["response"], status, headers, body.data, body.size, redactor, config.replay_ignore_fields, config.max_body_bytes
+            recorded["response"],
+            status,
+            headers,
+            body.data,
+            body.size,
+            redactor,
+            config.replay_ignore_fields,
+            config.max_body_bytes,
         )
 
     if choice.shown is None:
@@ -180,4 +206,6 @@ def _compared(
     if not real.differences:
         return real
     shown = compare(choice.shown, session.redactor)
-    return ResponseComparison(shown.differences or ["body: a sealed secret differs (its values are not shown)"], [])
+    return ResponseComparison(
+        shown.differences or ["body: a sealed secret differs (its values are not shown)"], []
+    )

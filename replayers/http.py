@@ -12,7 +12,7 @@ import gzip
 import importlib
 import zlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from timetracer_otel.cassette.body import decode_body
 
@@ -24,7 +24,7 @@ class HttpAnswer:
     status: int
     headers: list[tuple[str, str]]
     body: bytes  # plain, as recorded
-    content_encoding: Optional[str]  # the encoding the recorded body was stored decoded from
+    content_encoding: str | None  # the encoding the recorded body was stored decoded from
 
     def wire_body(self) -> bytes:
         """The body encoded as the recorded ``Content-Encoding`` says."""
@@ -36,7 +36,7 @@ class HttpAnswer:
         return self.body
 
 
-def http_answer(call: dict[str, Any]) -> Optional[HttpAnswer]:
+def http_answer(call: dict[str, Any]) -> HttpAnswer | None:
     """The answer of a recorded call, or None when it recorded an error instead."""
     response = call.get("response")
     if not response:
@@ -60,7 +60,7 @@ def error_kind(error: dict[str, str]) -> str:
     return "other"
 
 
-def recorded_exception_class(error: dict[str, str], package: str) -> Optional[type[BaseException]]:
+def recorded_exception_class(error: dict[str, str], package: str) -> type[BaseException] | None:
     """The exact recorded exception class, if it belongs to ``package`` and can be imported."""
     module_name, _, class_name = error.get("type", "").rpartition(".")
     if not module_name or module_name.split(".")[0] != package:

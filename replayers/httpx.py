@@ -6,7 +6,7 @@ clients created before replay started: the patch is on the transport class.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 
@@ -33,7 +33,10 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
     call = session.answer_http("httpx", request.method, str(request.url), body, _headers(request))
     answer = http_answer(call)
     if answer is None:
-        error = call.get("error") or {"type": "httpx.TransportError", "message": "recorded without a response"}
+        error = call.get("error") or {
+            "type": "httpx.TransportError",
+            "message": "recorded without a response",
+        }
         cls = recorded_exception_class(error, "httpx") or _BY_KIND[error_kind(error)]
         raise cls(error.get("message", ""), request=request)
     return httpx.Response(
@@ -45,7 +48,7 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
     )
 
 
-def _session(request: httpx.Request) -> Optional[ReplaySession]:
+def _session(request: httpx.Request) -> ReplaySession | None:
     return replay_session_for("httpx", lambda: f"{request.method} {request.url}")
 
 
@@ -67,7 +70,9 @@ async def _handle_async_request(wrapped: Any, instance: Any, args: tuple, kwargs
 
 def install() -> None:
     _patch.install(httpx.HTTPTransport, "handle_request", _handle_request, layer="replay")
-    _patch.install(httpx.AsyncHTTPTransport, "handle_async_request", _handle_async_request, layer="replay")
+    _patch.install(
+        httpx.AsyncHTTPTransport, "handle_async_request", _handle_async_request, layer="replay"
+    )
 
 
 def uninstall() -> None:

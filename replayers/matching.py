@@ -14,8 +14,9 @@ import hashlib
 import json
 import re
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Optional
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value, load_json
@@ -42,7 +43,7 @@ class CallView:
     fields: dict[str, Any] = field(compare=False)
 
 
-def _multipart(data: bytes, content_type: str) -> Optional[str]:
+def _multipart(data: bytes, content_type: str) -> str | None:
     """The parts of a multipart body without its random boundary: each part's headers and content digest."""
     boundary = _BOUNDARY.search(content_type)
     if boundary is None:
@@ -58,7 +59,7 @@ def _multipart(data: bytes, content_type: str) -> Optional[str]:
     return "\n--\n".join(parts)
 
 
-def _canonical_body(body: Optional[dict], headers: Optional[list]) -> tuple[str, Any]:
+def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
     """(kind, canonical value) of an encoded cassette body."""
     if not body or body.get("encoding") in (None, "empty"):
         return "empty", ""
@@ -71,23 +72,29 @@ def _canonical_body(body: Optional[dict], headers: Optional[list]) -> tuple[str,
             return "multipart", parts
     encoding = body["encoding"]
     if encoding == "json":
-        return "json", json.dumps(body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return "json", json.dumps(
+            body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
     if encoding == "text":
         text = body["text"]
         if "application/x-www-form-urlencoded" in content_type.lower():
-            return "form", "&".join(f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True)))
+            return "form", "&".join(
+                f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True))
+            )
         try:
-            return "json", json.dumps(load_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            return "json", json.dumps(
+                load_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            )
         except ValueError:
             return "text", text
     return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()
 
 
 def _digest(kind: str, canonical: Any) -> str:
-    return hashlib.sha256(f"{kind}:{canonical}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{kind}:{canonical}".encode()).hexdigest()
 
 
-def body_digest(body: Optional[dict], headers: Optional[list]) -> str:
+def body_digest(body: dict | None, headers: list | None) -> str:
     """The body's part of a signature, as a SHA-256: equal for bodies that match (a body in cassette form, redacted)."""
     return _digest(*_canonical_body(body, headers))
 
@@ -95,10 +102,16 @@ def body_digest(body: Optional[dict], headers: Optional[list]) -> str:
 def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[str, Any]:
     """A live body in cassette form, cut at ``limit`` and decoded as the recording would have stored it (not redacted)."""
     encoding = header_value(headers, "content-encoding")
-    return encode_body(body[:limit], size=len(body), truncated=len(body) > limit, content_encoding=encoding, limit=limit)
+    return encode_body(
+        body[:limit],
+        size=len(body),
+        truncated=len(body) > limit,
+        content_encoding=encoding,
+        limit=limit,
+    )
 
 
-def http_view(method: str, url: str, body: Optional[dict], headers: Optional[list]) -> CallView:
+def http_view(method: str, url: str, body: dict | None, headers: list | None) -> CallView:
     """The view of an HTTP call whose body is already in cassette form (and redacted)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -117,7 +130,9 @@ def http_view(method: str, url: str, body: Optional[dict], headers: Optional[lis
             "host": f"{host}:{port}",
             "path": parts.path or "/",
             "query": dict(query),
-            "body": canonical if kind != "truncated" else f"<{canonical} bytes, truncated in the cassette>",
+            "body": canonical
+            if kind != "truncated"
+            else f"<{canonical} bytes, truncated in the cassette>",
         },
     )
 
@@ -133,9 +148,9 @@ def live_http_view(
     url: str,
     body: bytes,
     headers: list[tuple[str, str]],
-    redactor: Optional[Redactor],
+    redactor: Redactor | None,
     limit: int,
-    values: Optional[ValueScrubber] = None,
+    values: ValueScrubber | None = None,
 ) -> CallView:
     """The view of a live HTTP call, redacted and cut the way a recording would have been.
 
@@ -170,7 +185,7 @@ class CallIndex:
         for call in calls:
             self._by_key.setdefault(call.view.key, deque()).append(call)
 
-    def take(self, view: CallView) -> Optional[RecordedCall]:
+    def take(self, view: CallView) -> RecordedCall | None:
         """The first unused recorded call with ``view``'s signature, marked used; None if none."""
         queue = self._by_key.get(view.key)
         if not queue:
@@ -184,7 +199,9 @@ class CallIndex:
 
 
 def _shown(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = (
+        value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    )
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
@@ -197,16 +214,25 @@ def _field_diff(name: str, recorded: Any, live: Any) -> list[str]:
                     f"query {key!r}: recorded {_shown(recorded.get(key, '<absent>'))}, this call {_shown(live.get(key, '<absent>'))}"
                 )
         return lines
-    if name == "body" and isinstance(recorded, str) and isinstance(live, str) and "\n" not in recorded + live:
+    if (
+        name == "body"
+        and isinstance(recorded, str)
+        and isinstance(live, str)
+        and "\n" not in recorded + live
+    ):
         if len(recorded) > 60 or len(live) > 60:
             diff = difflib.ndiff([recorded], [live])
-            return ["body differs:"] + [f"  {line[:_MAX_SHOWN]}" for line in diff if line[:1] in "-+?"][:6]
+            return ["body differs:"] + [
+                f"  {line[:_MAX_SHOWN]}" for line in diff if line[:1] in "-+?"
+            ][:6]
     return [f"{name}: recorded {_shown(recorded)}, this call {_shown(live)}"]
 
 
 def _similarity(a: CallView, b: CallView) -> int:
     weights = {"method": 3, "host": 3, "path": 4, "query": 2, "body": 2}
-    return sum(weights.get(name, 1) for name, value in a.fields.items() if b.fields.get(name) == value)
+    return sum(
+        weights.get(name, 1) for name, value in a.fields.items() if b.fields.get(name) == value
+    )
 
 
 def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
@@ -227,7 +253,7 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
     return lines
 
 
-def closest_call(view: CallView, calls: list[RecordedCall]) -> Optional[RecordedCall]:
+def closest_call(view: CallView, calls: list[RecordedCall]) -> RecordedCall | None:
     """The recorded call most like ``view``, or None when the cassette has none of its protocol."""
     ranked = _ranked(view, calls)
     return ranked[0] if ranked else None

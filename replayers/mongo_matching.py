@@ -47,7 +47,9 @@ def _without_generated_ids(documents: Any) -> Any:
     if not isinstance(documents, list):
         return documents
     return [
-        {**doc, "_id": _GENERATED_ID} if isinstance(doc, dict) and _is_objectid(doc.get("_id")) else doc
+        {**doc, "_id": _GENERATED_ID}
+        if isinstance(doc, dict) and _is_objectid(doc.get("_id"))
+        else doc
         for doc in documents
     ]
 
@@ -76,8 +78,17 @@ def command_view(database: str, name: str, command: dict[str, Any]) -> CallView:
     fields = _significant(name, command)
     target = command.get(name)
     label = f"{name} {database}.{target}" if isinstance(target, str) else f"{name} {database}"
-    shown = {"database": database, "command": name, **{key: _canonical(value) for key, value in fields.items()}}
-    return CallView(protocol="mongo", label=label, key=("mongo", database, name, _canonical(fields)), fields=shown)
+    shown = {
+        "database": database,
+        "command": name,
+        **{key: _canonical(value) for key, value in fields.items()},
+    }
+    return CallView(
+        protocol="mongo",
+        label=label,
+        key=("mongo", database, name, _canonical(fields)),
+        fields=shown,
+    )
 
 
 def recorded_view(call: dict[str, Any]) -> CallView:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from timetracer_otel._keys import key_for
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.sealing import SealError, Sealer, redacted, unsealed
+from timetracer_otel.sealing import Sealer, SealError, redacted, unsealed
 
 from .session import RecordedViews, recorded_views
 
@@ -24,7 +24,9 @@ __all__ = ["Opened", "open_for_replay"]
 class Opened(NamedTuple):
     answers: dict[str, Any]  # the real values where the key opened them, else as ``shown``
     shown: dict[str, Any]  # every secret as [REDACTED]
-    locked: bool = False  # it holds sealed secrets and this process has no key: the app gets [REDACTED]
+    locked: bool = (
+        False  # it holds sealed secrets and this process has no key: the app gets [REDACTED]
+    )
 
     @property
     def unsealed(self) -> bool:
@@ -48,5 +50,6 @@ def open_for_replay(document: dict[str, Any], path: str, config: TraceConfig) ->
         return Opened(unsealed(document, Sealer(key)), shown)
     except SealError as exc:
         raise CassetteError(
-            path, f"holds sealed secrets this process cannot open: {exc}; replay with that key (TIMETRACER_SECRET_KEY or TIMETRACER_KEY_FILE)"
+            path,
+            f"holds sealed secrets this process cannot open: {exc}; replay with that key (TIMETRACER_SECRET_KEY or TIMETRACER_KEY_FILE)",
         ) from None

@@ -17,11 +17,11 @@ from __future__ import annotations
 import importlib
 import threading
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
-from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
 from timetracer_otel.config import ReadLimits, TraceConfig
 
@@ -40,10 +40,10 @@ _USUAL_ANSWERS = {
 }
 
 _lock = threading.Lock()
-_session: Optional["ProcessSession"] = None
+_session: ProcessSession | None = None
 
 
-def _usual_answer(view: CallView) -> Optional[dict[str, Any]]:
+def _usual_answer(view: CallView) -> dict[str, Any] | None:
     target = _USUAL_ANSWERS.get(view.protocol)
     if target is None:
         return None
@@ -55,7 +55,9 @@ def _recorded_at(document: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(document["recorded_at"].replace("Z", "+00:00"))
 
 
-def find_process_cassette(location: Optional[str], limits: Optional[ReadLimits] = None) -> Optional[tuple[CassetteFile, dict[str, Any]]]:
+def find_process_cassette(
+    location: str | None, limits: ReadLimits | None = None
+) -> tuple[CassetteFile, dict[str, Any]] | None:
     """The most recently recorded usable process cassette below ``location`` (a directory or URL prefix),
     loaded within ``limits``; None for a cassette file or a directory without one. Unusable ones are
     named in a warning and left out."""
@@ -73,7 +75,7 @@ def find_process_cassette(location: Optional[str], limits: Optional[ReadLimits] 
 class ProcessSession(ReplaySession):
     """The process cassette's calls, and the usual answers for calls that carry no data."""
 
-    def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
+    def _unrecorded_answer(self, view: CallView) -> RecordedCall | None:
         document = _usual_answer(view)
         return None if document is None else RecordedCall(-1, document, view, used=True)
 
@@ -107,7 +109,9 @@ def start(config: TraceConfig) -> None:
     with _lock:
         if found is not None and (_session is None or _session.path == NO_CASSETTE):
             opened = open_for_replay(found[1], str(found[0]), config)
-            _session = ProcessSession(opened.answers, str(found[0]), config, views=opened.views(str(found[0])))
+            _session = ProcessSession(
+                opened.answers, str(found[0]), config, views=opened.views(str(found[0]))
+            )
         elif _session is None:
             _session = _empty(config)
 

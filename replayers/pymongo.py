@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import AsyncIterator, Iterator
 from itertools import count
-from typing import Any, AsyncIterator, Iterator, Optional
+from typing import Any
 
 import bson
 from bson.binary import UuidRepresentation
@@ -62,14 +63,18 @@ _LIBRARY = "pymongo"
 _LIBRARIES = (_LIBRARY, "motor")  # Motor runs pymongo: either one named live lets the calls through
 # Replies are encoded the way a server would send what the recording decoded; UUIDs as standard.
 _REPLY_CODEC: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
-_SERVERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  # topology -> stand-in server
+_SERVERS: weakref.WeakKeyDictionary[Any, Any] = (
+    weakref.WeakKeyDictionary()
+)  # topology -> stand-in server
 _connection_ids = count(1)
 
 
 def _replayed_outside_requests(library: str) -> bool:
     """Whether ``library``'s calls outside every replayed request are answered or refused (``TIMETRACER_MODE=replay``)."""
     try:
-        return replay_session_for(library, str) is not None  # with no session current: the process session or None
+        return (
+            replay_session_for(library, str) is not None
+        )  # with no session current: the process session or None
     except ReplayMismatchError:
         return True
 
@@ -111,11 +116,15 @@ def _client_error(failure: dict[str, Any]) -> Exception:
     return cls(str(failure.get("errmsg") or "recorded without a reply"))
 
 
-def _outcome(response: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], Optional[Exception]]:
+def _outcome(
+    response: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, Exception | None]:
     """(reply document, exception) for a recorded response."""
     response = response or {}
     if "reply" in response:
-        return response["reply"] or {"ok": 1.0}, None  # {}: pymongo hides the replies of auth commands
+        return response["reply"] or {
+            "ok": 1.0
+        }, None  # {}: pymongo hides the replies of auth commands
     failure = response.get("failure") or {}
     if "ok" in failure:  # the server's error document: pymongo raises from it as it did
         return failure, None
@@ -131,7 +140,9 @@ def _adopt_generated_ids(command: Any, recorded: dict[str, Any]) -> None:
     """
     if next(iter(command), None) != "insert":
         return
-    for live, old in zip(command.get("documents") or (), recorded.get("documents") or ()):
+    for live, old in zip(
+        command.get("documents") or (), recorded.get("documents") or (), strict=False
+    ):
         live_id = live.get("_id") if hasattr(live, "get") else None
         old_id = decode_value(old.get("_id")) if isinstance(old, dict) else None
         if isinstance(live_id, ObjectId) and isinstance(old_id, ObjectId) and live_id != old_id:
@@ -141,10 +152,10 @@ def _adopt_generated_ids(command: Any, recorded: dict[str, Any]) -> None:
 class _Replaying:
     """The replay half of a stand-in connection: the session answers instead of a socket."""
 
-    replay_session: Optional[ReplaySession]  # None: made outside every request of a replaying process
+    replay_session: ReplaySession | None  # None: made outside every request of a replaying process
     hello_reply: dict[str, Any]
-    _reply: Optional[dict[str, Any]] = None
-    _error: Optional[Exception] = None
+    _reply: dict[str, Any] | None = None
+    _error: Exception | None = None
 
     def prepare(self, dbname: str, command: Any, published: bool) -> None:
         """Find the answer to ``command`` before pymongo sends it; raises ReplayMismatchError."""
@@ -157,13 +168,30 @@ class _Replaying:
             return
         shown = {} if name.lower() in _SENSITIVE_COMMANDS else command  # as pymongo publishes it
         session = self.replay_session
-        if session is None:  # outside every replayed request of a replaying process: the process session, or the refusal
-            session = replay_session_for(_LIBRARY, lambda: command_view(dbname, name, encode_value(shown)).label)
+        if (
+            session is None
+        ):  # outside every replayed request of a replaying process: the process session, or the refusal
+            session = replay_session_for(
+                _LIBRARY, lambda: command_view(dbname, name, encode_value(shown)).label
+            )
         redactor = session.redactor if session is not None else None
-        encoded = {"command": encode_value(session.scrubbed(shown) if session is not None else shown)}
-        view = command_view(dbname, name, (redactor.protocol_request("mongo", encoded) if redactor is not None else encoded)["command"])
+        encoded = {
+            "command": encode_value(session.scrubbed(shown) if session is not None else shown)
+        }
+        view = command_view(
+            dbname,
+            name,
+            (redactor.protocol_request("mongo", encoded) if redactor is not None else encoded)[
+                "command"
+            ],
+        )
         if session is None:
-            raise ReplayMismatchError(view.label, _LIBRARY, "(none)", "a replay connection was used outside its replay session")
+            raise ReplayMismatchError(
+                view.label,
+                _LIBRARY,
+                "(none)",
+                "a replay connection was used outside its replay session",
+            )
         recorded = session.answer(_LIBRARY, view)
         _adopt_generated_ids(command, recorded.document["request"]["command"])
         self._reply, self._error = _outcome(decode_value(recorded.document.get("response")))
@@ -178,10 +206,10 @@ class _NoSocket:
     """Where a connection keeps its socket; nothing is ever opened, so nothing to close."""
 
     @property
-    def get_conn(self) -> "_NoSocket":
+    def get_conn(self) -> _NoSocket:
         return self
 
-    def settimeout(self, timeout: Optional[float]) -> None:
+    def settimeout(self, timeout: float | None) -> None:
         pass
 
     def close(self) -> None:
@@ -197,7 +225,7 @@ class _Connection(_Replaying, sync_pool.Connection):
     def send_message(self, message: bytes, max_doc_size: int) -> None:
         """Nothing leaves the process: the answer was found in ``prepare``."""
 
-    def receive_message(self, request_id: Optional[int]) -> _OpMsg:
+    def receive_message(self, request_id: int | None) -> _OpMsg:
         return self.answer()
 
 
@@ -205,7 +233,7 @@ class _AsyncConnection(_Replaying, async_pool.AsyncConnection):
     async def send_message(self, message: bytes, max_doc_size: int) -> None:
         """Nothing leaves the process: the answer was found in ``prepare``."""
 
-    async def receive_message(self, request_id: Optional[int]) -> _OpMsg:
+    async def receive_message(self, request_id: int | None) -> _OpMsg:
         return self.answer()
 
 
@@ -253,14 +281,26 @@ def _server(topology: Any, is_async: bool) -> Any:
     server = _SERVERS.get(topology)
     if server is None:
         address = next(iter(topology._settings.seeds))
-        pool_class, server_class = (_AsyncPool, async_server.Server) if is_async else (_Pool, sync_server.Server)
+        pool_class, server_class = (
+            (_AsyncPool, async_server.Server) if is_async else (_Pool, sync_server.Server)
+        )
         pool = pool_class(address, topology._settings.pool_options)
-        server = _SERVERS.setdefault(topology, server_class(ServerDescription(address, Hello(_hello(address))), pool, None))
+        server = _SERVERS.setdefault(
+            topology, server_class(ServerDescription(address, Hello(_hello(address))), pool, None)
+        )
     return server
 
 
 # ----------------------------------------------------------------------------- patches
-def _published(conn: Any, cmd: Any, dbname: str, *args: Any, listeners: Any = None, orig: Any = None, **kwargs: Any) -> tuple[str, Any, bool]:
+def _published(
+    conn: Any,
+    cmd: Any,
+    dbname: str,
+    *args: Any,
+    listeners: Any = None,
+    orig: Any = None,
+    **kwargs: Any,
+) -> tuple[str, Any, bool]:
     """(database, the command as published, whether it is published) from ``_run_command``'s arguments."""
     return dbname, orig if orig is not None else cmd, listeners is not None
 

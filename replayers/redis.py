@@ -13,7 +13,8 @@ tries to open during replay (pub/sub, MONITOR, cluster clients) raises
 from __future__ import annotations
 
 import builtins
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio.client
 import redis.asyncio.connection
@@ -33,7 +34,7 @@ from .session import ReplayMismatchError, ReplaySession, replay_session_for
 __all__ = ["install", "uninstall"]
 
 
-def _session(request: Callable[[], dict[str, Any]]) -> Optional[ReplaySession]:
+def _session(request: Callable[[], dict[str, Any]]) -> ReplaySession | None:
     """The session answering this call, or None to let it through; ``request()``, its passwords hidden, names it in errors."""
     return replay_session_for("redis", lambda: live_view(request(), Redactor()).label)
 
@@ -41,8 +42,16 @@ def _session(request: Callable[[], dict[str, Any]]) -> Optional[ReplaySession]:
 def _exception(error: dict[str, Any]) -> Exception:
     """The recorded exception, as its own class when that is a redis-py or built-in one."""
     name, message = error.get("type", ""), error.get("message", "")
-    found = getattr(builtins, name, None) if "." not in name else recorded_exception_class(error, "redis")
-    cls = found if isinstance(found, type) and issubclass(found, Exception) else redis.exceptions.RedisError
+    found = (
+        getattr(builtins, name, None)
+        if "." not in name
+        else recorded_exception_class(error, "redis")
+    )
+    cls = (
+        found
+        if isinstance(found, type) and issubclass(found, Exception)
+        else redis.exceptions.RedisError
+    )
     try:
         return cls(message)
     except Exception:  # noqa: BLE001 - a class with another constructor (cluster redirections)
@@ -51,9 +60,15 @@ def _exception(error: dict[str, Any]) -> Exception:
 
 def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
     """The recorded response of ``request``; raises the recorded error instead if it failed."""
-    document = session.answer("redis", live_view(session.scrubbed(request), session.redactor)).document
-    if document.get("error") or document.get("response") is None:  # no reply: the call was cut short
-        raise _exception(document.get("error") or {"message": "the recording holds no reply for this call"})
+    document = session.answer(
+        "redis", live_view(session.scrubbed(request), session.redactor)
+    ).document
+    if (
+        document.get("error") or document.get("response") is None
+    ):  # no reply: the call was cut short
+        raise _exception(
+            document.get("error") or {"message": "the recording holds no reply for this call"}
+        )
     return decode_value(document["response"])
 
 
@@ -100,7 +115,7 @@ def _async(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., 
     return replay
 
 
-def _pipeline_session(pipe: Any, args: tuple, kwargs: dict) -> Optional[ReplaySession]:
+def _pipeline_session(pipe: Any, args: tuple, kwargs: dict) -> ReplaySession | None:
     if not sends(pipe):
         return None
     return _session(lambda: pipeline_request(pipe, raise_on_error(args, kwargs)))
@@ -132,7 +147,11 @@ async def _async_execute(wrapped: Callable[..., Any], pipe: Any, args: tuple, kw
 
 def _refuse(connection: Any) -> None:
     """Raise instead of letting a connection open during replay."""
-    where = f"{connection.host}:{connection.port}" if hasattr(connection, "host") else getattr(connection, "path", "?")
+    where = (
+        f"{connection.host}:{connection.port}"
+        if hasattr(connection, "host")
+        else getattr(connection, "path", "?")
+    )
     call = f"a connection to the redis server at {where}"
     session = replay_session_for("redis", lambda: call)
     if session is not None:
@@ -151,14 +170,20 @@ def _connect(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: 
     return wrapped(*args, **kwargs)
 
 
-async def _async_connect(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
+async def _async_connect(
+    wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict
+) -> Any:
     _refuse(connection)
     return await wrapped(*args, **kwargs)
 
 
 # Where every connection opens: ``connect_check_health`` where redis-py has it (``connect``
 # and lazy reconnects both go through it), else ``connect``.
-_OPEN = "connect_check_health" if hasattr(redis.connection.AbstractConnection, "connect_check_health") else "connect"
+_OPEN = (
+    "connect_check_health"
+    if hasattr(redis.connection.AbstractConnection, "connect_check_health")
+    else "connect"
+)
 
 _SEAMS = (
     (redis.client.Redis, "execute_command", _sync(_command_reply)),

@@ -13,7 +13,8 @@ too: the same command answers with bytes or with str depending on it.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Optional, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.redaction import Redactor
@@ -98,8 +99,19 @@ def request_view(request: dict[str, Any]) -> CallView:
         return CallView(
             protocol="redis",
             label=_cut(f"{kind} [{'; '.join(commands)}]"),
-            key=("redis", kind, raise_on_error, decode, tuple(_command_key(e) for e in request["pipeline"])),
-            fields={"pipeline": kind, "commands": commands, "raise_on_error": raise_on_error, "decode_responses": decode},
+            key=(
+                "redis",
+                kind,
+                raise_on_error,
+                decode,
+                tuple(_command_key(e) for e in request["pipeline"]),
+            ),
+            fields={
+                "pipeline": kind,
+                "commands": commands,
+                "raise_on_error": raise_on_error,
+                "decode_responses": decode,
+            },
         )
     args = request["args"]
     return CallView(
@@ -115,7 +127,7 @@ def request_view(request: dict[str, Any]) -> CallView:
     )
 
 
-def live_view(request: dict[str, Any], redactor: Optional[Redactor]) -> CallView:
+def live_view(request: dict[str, Any], redactor: Redactor | None) -> CallView:
     """The view of a call being made, its secret hash fields hidden by ``redactor`` as the recording's were."""
     if redactor is None:
         return request_view(request)
@@ -128,10 +140,15 @@ def recorded_view(call: dict[str, Any]) -> CallView:
 
 
 def _answer(reply: Any) -> dict[str, Any]:
-    return {"protocol": "redis", "request": None, "response": encode_value({"reply": reply}), "error": None}
+    return {
+        "protocol": "redis",
+        "request": None,
+        "response": encode_value({"reply": reply}),
+        "error": None,
+    }
 
 
-def usual_answer(view: CallView) -> Optional[dict[str, Any]]:
+def usual_answer(view: CallView) -> dict[str, Any] | None:
     """The call document a server's usual answer gives for a command that carries no data, or None.
 
     ``PING`` (without a message) answers ``True``; ``SELECT``, ``AUTH``, ``CLIENT SETNAME``

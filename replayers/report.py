@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import json
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.body import encode_body, header_value
@@ -22,19 +23,19 @@ __all__ = ["ReplayReport", "ResponseComparison", "compare_response", "recent_rep
 _MAX_DIFF_LINES = 20
 # Headers set from the body (compared itself) or by the server, not by the app.
 _NOT_COMPARED = frozenset({"content-length", "date", "server"})
-_recent: deque["ReplayReport"] = deque(maxlen=100)
+_recent: deque[ReplayReport] = deque(maxlen=100)
 
 
 @dataclass
 class ReplayReport:
     """What happened when one request was replayed."""
 
-    cassette: Optional[str]
+    cassette: str | None
     method: str
     path: str
-    cassette_id: Optional[str] = None
-    recorded_status: Optional[int] = None
-    status: Optional[int] = None
+    cassette_id: str | None = None
+    recorded_status: int | None = None
+    status: int | None = None
     answered: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
@@ -42,9 +43,13 @@ class ReplayReport:
     # it, or None and the ``closest`` recorded one with the ``differences``; then the recorded calls left unused
     calls: list[dict[str, Any]] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
-    error: Optional[dict[str, str]] = None
-    unverified: list[str] = field(default_factory=list)  # response parts redacted on both sides: not compared
-    notes: list[str] = field(default_factory=list)  # why the cassette may not be the request's own (see selection)
+    error: dict[str, str] | None = None
+    unverified: list[str] = field(
+        default_factory=list
+    )  # response parts redacted on both sides: not compared
+    notes: list[str] = field(
+        default_factory=list
+    )  # why the cassette may not be the request's own (see selection)
     # source -> draws the replayed request made beyond what was recorded (they got real values)
     extra_draws: dict[str, int] = field(default_factory=dict)
     # credentials `timetracer replay --header/--cookie` supplied: the recorded ones could not be unsealed
@@ -69,7 +74,12 @@ class ReplayReport:
         return self.verdict == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "response_matches": self.response_matches, "verdict": self.verdict, "ok": self.ok}
+        return {
+            **asdict(self),
+            "response_matches": self.response_matches,
+            "verdict": self.verdict,
+            "ok": self.ok,
+        }
 
     def console_text(self) -> str:
         tag = f"[{self.verdict.upper()}]"
@@ -83,7 +93,9 @@ class ReplayReport:
         ]
         lines.extend(f"  note: {text}" for text in self.notes)
         if self.supplied_credentials:
-            lines.append(f"  supplied credentials (the recorded ones could not be unsealed): {'; '.join(self.supplied_credentials)}")
+            lines.append(
+                f"  supplied credentials (the recorded ones could not be unsealed): {'; '.join(self.supplied_credentials)}"
+            )
         lines.extend(f"  unmatched: {text}" for text in self.unmatched)
         lines.extend(f"  unused: {text}" for text in self.unused)
         if self.extra_draws:
@@ -120,8 +132,10 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
                 yield f"{path}.{key}: recorded <absent>, replayed {json.dumps(replayed[key])[:120]}"
             else:
                 yield from _json_differences(recorded[key], replayed[key], f"{path}.{key}")
-    elif isinstance(recorded, list) and isinstance(replayed, list) and len(recorded) == len(replayed):
-        for index, (a, b) in enumerate(zip(recorded, replayed)):
+    elif (
+        isinstance(recorded, list) and isinstance(replayed, list) and len(recorded) == len(replayed)
+    ):
+        for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):
             yield from _json_differences(a, b, f"{path}[{index}]")
     elif recorded != replayed or type(recorded) is not type(replayed):
         yield f"{path}: recorded {json.dumps(recorded)[:120]}, replayed {json.dumps(replayed)[:120]}"
@@ -133,7 +147,7 @@ def _redacted_on_both_sides(recorded: Any, replayed: Any, path: str = "$") -> It
         for key in recorded.keys() & replayed.keys():
             yield from _redacted_on_both_sides(recorded[key], replayed[key], f"{path}.{key}")
     elif isinstance(recorded, list) and isinstance(replayed, list):
-        for index, (a, b) in enumerate(zip(recorded, replayed)):
+        for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):
             yield from _redacted_on_both_sides(a, b, f"{path}[{index}]")
     elif recorded == REDACTED and replayed == REDACTED:
         yield path
@@ -162,7 +176,10 @@ def _header_differences(recorded: list, replayed: list, ignored: frozenset[str])
     old, new = by_name(recorded), by_name(replayed)
     for name in sorted(old.keys() | new.keys()):
         if old.get(name) != new.get(name):
-            shown = [json.dumps(", ".join(values))[:120] if values else "<absent>" for values in (old.get(name), new.get(name))]
+            shown = [
+                json.dumps(", ".join(values))[:120] if values else "<absent>"
+                for values in (old.get(name), new.get(name))
+            ]
             yield f"header {name}: recorded {shown[0]}, replayed {shown[1]}"
 
 
@@ -188,11 +205,11 @@ class ResponseComparison:
 
 def compare_response(
     recorded: dict[str, Any],
-    status: Optional[int],
+    status: int | None,
     headers: list[tuple[str, str]],
     body: bytes,
     size: int,
-    redactor: Optional[Redactor],
+    redactor: Redactor | None,
     ignore_fields: Iterable[str] = (),
     limit: int = 1024 * 1024,
 ) -> ResponseComparison:
@@ -210,7 +227,9 @@ def compare_response(
     ignored = frozenset(ignore_fields)
     if status != recorded.get("status"):
         differences.append(f"status: recorded {recorded.get('status')}, replayed {status}")
-    differences.extend(_header_differences(recorded.get("headers") or [], replayed_headers, ignored))
+    differences.extend(
+        _header_differences(recorded.get("headers") or [], replayed_headers, ignored)
+    )
     recorded_body = recorded.get("body") or {"encoding": "empty"}
     replayed_body = encode_body(
         body[:limit],
@@ -223,19 +242,34 @@ def compare_response(
         redactor.body(replayed_body, [list(h) for h in headers])
     if recorded_body.get("truncated") or replayed_body.get("truncated"):
         if recorded_body.get("size") != replayed_body.get("size"):
-            differences.append(f"body size: recorded {recorded_body.get('size')}, replayed {replayed_body.get('size')}")
+            differences.append(
+                f"body size: recorded {recorded_body.get('size')}, replayed {replayed_body.get('size')}"
+            )
         else:
-            unverified.append(f"body after byte {limit} (cut in the recording: only the sizes were compared)")
+            unverified.append(
+                f"body after byte {limit} (cut in the recording: only the sizes were compared)"
+            )
         return ResponseComparison(differences, unverified)
     if recorded_body.get("encoding") == "json" and replayed_body.get("encoding") == "json":
-        recorded_json, replayed_json = _without(recorded_body["json"], ignored), _without(replayed_body["json"], ignored)
+        recorded_json, replayed_json = (
+            _without(recorded_body["json"], ignored),
+            _without(replayed_body["json"], ignored),
+        )
         found = list(_json_differences(recorded_json, replayed_json))
         differences.extend(f"body {line}" for line in found[:_MAX_DIFF_LINES])
-        unverified.extend(f"body {path}" for path in _redacted_on_both_sides(recorded_json, replayed_json))
+        unverified.extend(
+            f"body {path}" for path in _redacted_on_both_sides(recorded_json, replayed_json)
+        )
         return ResponseComparison(differences, unverified)
-    if {k: v for k, v in recorded_body.items() if k != "size"} != {k: v for k, v in replayed_body.items() if k != "size"}:
+    if {k: v for k, v in recorded_body.items() if k != "size"} != {
+        k: v for k, v in replayed_body.items() if k != "size"
+    }:
         diff = difflib.unified_diff(
-            _as_text(recorded_body).splitlines(), _as_text(replayed_body).splitlines(), "recorded", "replayed", lineterm=""
+            _as_text(recorded_body).splitlines(),
+            _as_text(replayed_body).splitlines(),
+            "recorded",
+            "replayed",
+            lineterm="",
         )
         differences.append("body differs:")
         differences.extend(f"  {line}" for line in list(diff)[:_MAX_DIFF_LINES])

@@ -41,7 +41,9 @@ def _body_bytes(body: Any) -> bytes:
     if hasattr(body, "read"):
         data = body.read()
         return data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    return b"".join(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body)
+    return b"".join(
+        chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body
+    )
 
 
 def _reason(status: int) -> str:
@@ -57,10 +59,15 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
     if session is None:
         return wrapped(*args, **kwargs)
     headers = [(str(k), str(v)) for k, v in request.headers.items()]
-    call = session.answer_http("requests", request.method or "GET", request.url or "", _body_bytes(request.body), headers)
+    call = session.answer_http(
+        "requests", request.method or "GET", request.url or "", _body_bytes(request.body), headers
+    )
     answer = http_answer(call)
     if answer is None:
-        error = call.get("error") or {"type": "requests.exceptions.ConnectionError", "message": "recorded without a response"}
+        error = call.get("error") or {
+            "type": "requests.exceptions.ConnectionError",
+            "message": "recorded without a response",
+        }
         cls = recorded_exception_class(error, "requests") or _BY_KIND[error_kind(error)]
         raise cls(error.get("message", ""), request=request)
     header_dict = HTTPHeaderDict()

@@ -23,12 +23,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from timetracer_otel._diagnostics import logger
-from timetracer_otel._terminal import printable
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
+from timetracer_otel._terminal import printable
 from timetracer_otel.capture.asgi import Scope, route_template
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
@@ -54,33 +54,45 @@ class LiveRequest(NamedTuple):
 
     method: str
     path: str
-    route: Optional[str]
+    route: str | None
     query: str
     headers: list[tuple[str, str]]
-    body: Optional[bytes]  # None when the library does not need it (see CassetteLibrary.needs_body)
+    body: bytes | None  # None when the library does not need it (see CassetteLibrary.needs_body)
 
     @classmethod
-    def from_scope(cls, scope: Scope, body: Optional[bytes]) -> "LiveRequest":
-        headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())]
+    def from_scope(cls, scope: Scope, body: bytes | None) -> LiveRequest:
+        headers = [
+            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+            for k, v in scope.get("headers", ())
+        ]
         query = bytes(scope.get("query_string", b"")).decode("latin-1")
-        return cls(scope.get("method", "GET"), scope.get("path", ""), route_template(scope, scope), query, headers, body)
+        return cls(
+            scope.get("method", "GET"),
+            scope.get("path", ""),
+            route_template(scope, scope),
+            query,
+            headers,
+            body,
+        )
 
 
 @dataclass
 class Choice:
     """The cassette answering one request (``path`` None when none fits), and what the report should say about the choice."""
 
-    path: Optional[str]
+    path: str | None
     document: dict[str, Any]  # sealed secrets opened when this process holds the key
     views: RecordedViews
     notes: list[str]
-    shown: Optional[dict[str, Any]] = None  # the document with every secret as [REDACTED], when it differs
+    shown: dict[str, Any] | None = (
+        None  # the document with every secret as [REDACTED], when it differs
+    )
 
 
 class _Entry(NamedTuple):
     path: str
     body: str  # the request body's digest (matching.body_digest)
-    fingerprint: Optional[str]
+    fingerprint: str | None
 
 
 class _Turns:
@@ -107,17 +119,24 @@ class _Group:
 
     def __init__(self) -> None:
         self.entries: list[_Entry] = []
-        self._turns: Optional[dict[tuple[Optional[str], Optional[str]], _Turns]] = None
+        self._turns: dict[tuple[str | None, str | None], _Turns] | None = None
 
-    def turns(self, body: Optional[str], fingerprint: Optional[str]) -> Optional[_Turns]:
+    def turns(self, body: str | None, fingerprint: str | None) -> _Turns | None:
         """The cassettes with this body digest and fingerprint (None: any); None when there are none."""
         if self._turns is None:
             self._turns = {}
             for entry in self.entries:
-                for key in {(entry.body, entry.fingerprint), (entry.body, None), (None, entry.fingerprint), (None, None)}:
+                for key in {
+                    (entry.body, entry.fingerprint),
+                    (entry.body, None),
+                    (None, entry.fingerprint),
+                    (None, None),
+                }:
                     self._turns.setdefault(key, _Turns()).entries.append(entry)
             for turns in self._turns.values():
-                turns.fingerprints = frozenset(e.fingerprint for e in turns.entries if e.fingerprint is not None)
+                turns.fingerprints = frozenset(
+                    e.fingerprint for e in turns.entries if e.fingerprint is not None
+                )
         return self._turns.get((body, fingerprint))
 
 
@@ -136,7 +155,9 @@ class _Documents:
             if found is not None:
                 self._cache.move_to_end(path)
                 return found
-        opened = open_for_replay(load_cassette(path, limits=self._config.read_limits), path, self._config)  # outside the lock: others choose meanwhile
+        opened = open_for_replay(
+            load_cassette(path, limits=self._config.read_limits), path, self._config
+        )  # outside the lock: others choose meanwhile
         found = (opened, opened.views(path))
         with self._lock:
             self._cache[path] = found
@@ -151,7 +172,11 @@ def _instant(recorded_at: Any) -> str:
         when = datetime.fromisoformat(str(recorded_at).replace("Z", "+00:00"))
     except ValueError:
         return ""
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return (
+        (when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+        .astimezone(timezone.utc)
+        .isoformat(timespec="microseconds")
+    )
 
 
 class CassetteLibrary:
@@ -162,10 +187,13 @@ class CassetteLibrary:
     unusable file is named). Unusable files beside usable ones are left out: ``unusable``.
     """
 
-    def __init__(self, location: Optional[str], config: Optional[TraceConfig] = None) -> None:
+    def __init__(self, location: str | None, config: TraceConfig | None = None) -> None:
         """``config``: whose key opens sealed secrets (default: the environment's)."""
         if not location:
-            raise CassetteError("(unset)", "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))")
+            raise CassetteError(
+                "(unset)",
+                "replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))",
+            )
         self.location = location
         config = config if config is not None else TraceConfig(mode="replay")
         index = CassetteIndex(location, config.read_limits).refresh()
@@ -177,14 +205,20 @@ class CassetteLibrary:
         for error in self.unusable:
             logger.warning("%s; the replay goes on without it", printable(str(error)))
         files = index.files()
-        rows = sorted(index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"]))
-        self._entries = [_Entry(str(files[row["key"]]), row["body_digest"], row["fingerprint"]) for row in rows]
+        rows = sorted(
+            index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"])
+        )
+        self._entries = [
+            _Entry(str(files[row["key"]]), row["body_digest"], row["fingerprint"]) for row in rows
+        ]
         self._by_path: dict[tuple[str, str], _Group] = {}
         self._by_route: dict[tuple[str, str], _Group] = {}
-        for row, entry in zip(rows, self._entries):
+        for row, entry in zip(rows, self._entries, strict=False):
             self._by_path.setdefault((row["method"], row["path"]), _Group()).entries.append(entry)
             if row["route"] is not None:
-                self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(entry)
+                self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(
+                    entry
+                )
         self._documents = _Documents(_CACHED_DOCUMENTS, config)
         self._lock = threading.Lock()
 
@@ -211,8 +245,16 @@ class CassetteLibrary:
         if group is None:
             return Choice(None, _NO_CASSETTE, [], [])
         redactor = redactor_for(config)
-        body = live_body(request.body, request.headers, config.max_body_bytes) if request.body is not None else None
-        message = {"headers": [list(h) for h in request.headers], "query": request.query, "body": body}
+        body = (
+            live_body(request.body, request.headers, config.max_body_bytes)
+            if request.body is not None
+            else None
+        )
+        message = {
+            "headers": [list(h) for h in request.headers],
+            "query": request.query,
+            "body": body,
+        }
         secrets = redactor.secrets(message) if redactor is not None else []
         if redactor is not None and body is not None:
             redactor.body(body, message["headers"])
@@ -228,7 +270,9 @@ class CassetteLibrary:
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
 
     @staticmethod
-    def _fingerprint(candidates: _Turns, secrets: list[tuple[str, str]], config: TraceConfig) -> tuple[Optional[str], str]:
+    def _fingerprint(
+        candidates: _Turns, secrets: list[tuple[str, str]], config: TraceConfig
+    ) -> tuple[str | None, str]:
         """(the request's fingerprint, or None and why it has none) for comparing with the candidates'."""
         if not candidates.fingerprints:
             return None, ""
@@ -237,9 +281,15 @@ class CassetteLibrary:
         key = key_for(config)
         recorded_ids = sorted({key_id_of(f) for f in candidates.fingerprints} - {None})
         if key is None:
-            return None, f"this process has no secret key (they were fingerprinted with key {', '.join(recorded_ids)})"
+            return (
+                None,
+                f"this process has no secret key (they were fingerprinted with key {', '.join(recorded_ids)})",
+            )
         if key.key_id not in recorded_ids:
-            return None, f"they were fingerprinted with key {', '.join(recorded_ids)}, this process has key {key.key_id}"
+            return (
+                None,
+                f"they were fingerprinted with key {', '.join(recorded_ids)}, this process has key {key.key_id}",
+            )
         if secrets and all(value == REDACTED for _, value in secrets):
             return None, "this request carries redacted placeholders, not secret values"
         return fingerprint(secrets, key), ""
@@ -248,10 +298,18 @@ class CassetteLibrary:
         opened, views = self.load(entry.path)
         if opened.locked:
             notes = [*notes, _LOCKED]
-        return Choice(entry.path, opened.answers, views, notes, opened.shown if opened.unsealed else None)
+        return Choice(
+            entry.path, opened.answers, views, notes, opened.shown if opened.unsealed else None
+        )
 
 
-def _notes(candidates: _Turns, secrets: list[tuple[str, str]], printed: Optional[str], exact: bool, unknown: str) -> list[str]:
+def _notes(
+    candidates: _Turns,
+    secrets: list[tuple[str, str]],
+    printed: str | None,
+    exact: bool,
+    unknown: str,
+) -> list[str]:
     """What the report says when the secrets could not decide between cassettes."""
     if printed is None and unknown and len(candidates.fingerprints) > 1:
         return [

@@ -13,7 +13,8 @@ import contextvars
 import importlib
 import os
 import threading
-from typing import Any, Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
@@ -22,11 +23,27 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.redaction import redactor_for
 from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
-from .matching import CallIndex, CallView, RecordedCall, call_differences, closest_call, describe_mismatch, live_http_view
+from .matching import (
+    CallIndex,
+    CallView,
+    RecordedCall,
+    call_differences,
+    closest_call,
+    describe_mismatch,
+    live_http_view,
+)
 
-__all__ = ["ReplaySession", "ReplayMismatchError", "call_entry", "current_session", "replay_session_for", "activate", "deactivate"]
+__all__ = [
+    "ReplaySession",
+    "ReplayMismatchError",
+    "call_entry",
+    "current_session",
+    "replay_session_for",
+    "activate",
+    "deactivate",
+]
 
-_current: contextvars.ContextVar[Optional["ReplaySession"]] = contextvars.ContextVar(
+_current: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
     "timetracer_replay_session", default=None
 )
 
@@ -40,7 +57,7 @@ _RECORDED_VIEWS: dict[str, str] = {
 }
 
 
-def _recorded_view(call: dict[str, Any]) -> Optional[CallView]:
+def _recorded_view(call: dict[str, Any]) -> CallView | None:
     """The view of a recorded call, or None for a protocol this version does not replay."""
     target = _RECORDED_VIEWS.get(call.get("protocol", ""))
     if target is None:
@@ -49,12 +66,14 @@ def _recorded_view(call: dict[str, Any]) -> Optional[CallView]:
     return getattr(importlib.import_module(module_name), function)(call)
 
 
-def _checked_view(call: dict[str, Any], index: int, path: str) -> Optional[CallView]:
+def _checked_view(call: dict[str, Any], index: int, path: str) -> CallView | None:
     """The view of a recorded call; a call too malformed to match is a :class:`CassetteError`."""
     try:
         return _recorded_view(call)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise CassetteError(path, f"calls[{index}] cannot be replayed ({type(exc).__name__}: {exc})") from None
+        raise CassetteError(
+            path, f"calls[{index}] cannot be replayed ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 class ReplayMismatchError(Exception):
@@ -76,22 +95,34 @@ class ReplayMismatchError(Exception):
 
 
 def call_entry(
-    library: Optional[str], replayed: Optional[str], recorded: Optional[int] = None, closest: Optional[int] = None, differences: Sequence[str] = ()
+    library: str | None,
+    replayed: str | None,
+    recorded: int | None = None,
+    closest: int | None = None,
+    differences: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One entry of the report's call-by-call comparison (:attr:`ReplayReport.calls`)."""
-    return {"library": library, "replayed": replayed, "recorded": recorded, "closest": closest, "differences": list(differences)}
+    return {
+        "library": library,
+        "replayed": replayed,
+        "recorded": recorded,
+        "closest": closest,
+        "differences": list(differences),
+    }
 
 
-def current_session() -> Optional["ReplaySession"]:
+def current_session() -> ReplaySession | None:
     """The replay session of the request this code runs for, or None."""
     return _current.get()
 
 
 def _live_in_environment(library: str) -> bool:
-    return library in {name.strip() for name in os.environ.get("TIMETRACER_LIVE_PLUGINS", "").split(",")}
+    return library in {
+        name.strip() for name in os.environ.get("TIMETRACER_LIVE_PLUGINS", "").split(",")
+    }
 
 
-def replay_session_for(library: str, describe: Callable[[], str]) -> Optional["ReplaySession"]:
+def replay_session_for(library: str, describe: Callable[[], str]) -> ReplaySession | None:
     """The session that must answer a call of ``library``, or None when the call may go out.
 
     In a process started with ``TIMETRACER_MODE=replay``, a call outside every request
@@ -118,7 +149,7 @@ def replay_session_for(library: str, describe: Callable[[], str]) -> Optional["R
     return None if session is None or session.is_live(library) else session
 
 
-def activate(session: "ReplaySession") -> contextvars.Token:
+def activate(session: ReplaySession) -> contextvars.Token:
     return _current.set(session)
 
 
@@ -129,12 +160,17 @@ def deactivate(token: contextvars.Token) -> None:
 RecordedViews = list[tuple[int, dict[str, Any], CallView]]
 
 
-def recorded_views(document: dict[str, Any], path: str, answers: Optional[dict[str, Any]] = None) -> RecordedViews:
+def recorded_views(
+    document: dict[str, Any], path: str, answers: dict[str, Any] | None = None
+) -> RecordedViews:
     """(index, call, view) for each replayable call of a cassette; they do not change, so a
     caller replaying one cassette many times computes them once. ``answers``: the same
     document with its sealed secrets opened, whose calls answer (views are of ``document``)."""
     calls = (answers or document).get("calls", ())
-    views = [(index, calls[index], _checked_view(call, index, path)) for index, call in enumerate(document.get("calls", ()))]
+    views = [
+        (index, calls[index], _checked_view(call, index, path))
+        for index, call in enumerate(document.get("calls", ()))
+    ]
     return [(index, call, view) for index, call, view in views if view is not None]
 
 
@@ -148,10 +184,10 @@ class ReplaySession:
         self,
         document: dict[str, Any],
         path: str,
-        config: Optional[TraceConfig] = None,
+        config: TraceConfig | None = None,
         live_libraries: Iterable[str] = (),
-        views: Optional[RecordedViews] = None,
-        inbound: Optional[dict[str, Any]] = None,
+        views: RecordedViews | None = None,
+        inbound: dict[str, Any] | None = None,
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -162,7 +198,11 @@ class ReplaySession:
         # The recording hid its secrets wherever they appeared (see secret_values); a live call is
         # hidden the same way before it is matched. The values: the cassette's (opened, with the key)
         # and those of the request the app received (``inbound``, which may carry supplied credentials).
-        found = collect(self.redactor, document, message_values(self.redactor, inbound)) if self.redactor is not None else ()
+        found = (
+            collect(self.redactor, document, message_values(self.redactor, inbound))
+            if self.redactor is not None
+            else ()
+        )
         self.values = ValueScrubber(found)
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
@@ -188,13 +228,22 @@ class ReplaySession:
             unrecorded = self._unrecorded_answer(view)
             if unrecorded is not None:
                 return unrecorded
-            error = ReplayMismatchError(view.label, library, self.path, self._mismatch(library, view))
+            error = ReplayMismatchError(
+                view.label, library, self.path, self._mismatch(library, view)
+            )
             closest = closest_call(view, self.index.calls)
             self.unmatched.append(error)
             if closest is None:
                 self.made.append(call_entry(library, view.label))
             else:
-                self.made.append(call_entry(library, view.label, closest=closest.index, differences=call_differences(view, closest)))
+                self.made.append(
+                    call_entry(
+                        library,
+                        view.label,
+                        closest=closest.index,
+                        differences=call_differences(view, closest),
+                    )
+                )
         raise error
 
     def refuse(self, error: ReplayMismatchError) -> None:
@@ -203,7 +252,7 @@ class ReplaySession:
             self.unmatched.append(error)
             self.made.append(call_entry(error.library, error.call, differences=[error.candidates]))
 
-    def _unrecorded_answer(self, view: CallView) -> Optional[RecordedCall]:
+    def _unrecorded_answer(self, view: CallView) -> RecordedCall | None:
         """An answer for a call the cassette does not hold; a request's session has none."""
         return None
 
@@ -215,7 +264,9 @@ class ReplaySession:
         self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]
     ) -> dict[str, Any]:
         """The recorded HTTP call document answering this request."""
-        view = live_http_view(method, url, body, headers, self.redactor, self.config.max_body_bytes, self.values)
+        view = live_http_view(
+            method, url, body, headers, self.redactor, self.config.max_body_bytes, self.values
+        )
         return self.answer(library, view).document
 
     def scrubbed(self, request: Any) -> Any:

@@ -9,7 +9,7 @@ This module must not import SQLAlchemy: cassettes load wherever timetracer does.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.redaction import Redactor
@@ -40,7 +40,12 @@ def _view(request: dict[str, Any]) -> CallView:
     """The view of a request in cassette form (typed values encoded)."""
     operation, dialect = request.get("operation"), request.get("dialect")
     if operation == "connect":
-        return CallView("sql", f"connect {dialect}", ("sql", dialect, "connect"), {"operation": operation, "dialect": dialect})
+        return CallView(
+            "sql",
+            f"connect {dialect}",
+            ("sql", dialect, "connect"),
+            {"operation": operation, "dialect": dialect},
+        )
     statement = " ".join(str(request.get("statement", "")).split())
     parameters = request.get("parameters")
     label = f"{operation} {statement}"
@@ -50,7 +55,12 @@ def _view(request: dict[str, Any]) -> CallView:
         "sql",
         label,
         ("sql", dialect, operation, statement, _canonical(parameters)),
-        {"operation": operation, "dialect": dialect, "statement": statement, "parameters": _readable(parameters)},
+        {
+            "operation": operation,
+            "dialect": dialect,
+            "statement": statement,
+            "parameters": _readable(parameters),
+        },
     )
 
 
@@ -59,14 +69,14 @@ def recorded_view(call: dict[str, Any]) -> CallView:
     return _view(call.get("request") or {})
 
 
-def live_view(request: dict[str, Any], redactor: Optional[Redactor] = None) -> CallView:
+def live_view(request: dict[str, Any], redactor: Redactor | None = None) -> CallView:
     """The view of a call being made: ``request`` holds plain Python values, as the capture records them;
     hidden by ``redactor`` as the recording's was (secret parameters)."""
     encoded = encode_value(request)
     return _view(redactor.protocol_request("sql", encoded) if redactor is not None else encoded)
 
 
-def usual_answer(view: CallView) -> Optional[dict[str, Any]]:
+def usual_answer(view: CallView) -> dict[str, Any] | None:
     """The call document for a call that carries no data, or None.
 
     A ``connect`` is answered without the recorded dialect state: the dialect keeps what
@@ -76,8 +86,21 @@ def usual_answer(view: CallView) -> Optional[dict[str, Any]]:
     replay connection, so they need no answer.
     """
     if view.fields["operation"] == "connect":
-        return {"protocol": "sql", "request": None, "response": {"dialect_state": {}}, "error": None}
-    if view.fields["operation"] == "execute" and view.fields["statement"].lower().rstrip("; ") == "select 1":
+        return {
+            "protocol": "sql",
+            "request": None,
+            "response": {"dialect_state": {}},
+            "error": None,
+        }
+    if (
+        view.fields["operation"] == "execute"
+        and view.fields["statement"].lower().rstrip("; ") == "select 1"
+    ):
         description = [["?column?", None, None, None, None, None, None]]
-        return {"protocol": "sql", "request": None, "response": {"description": description, "rowcount": 1, "rows": [[1]]}, "error": None}
+        return {
+            "protocol": "sql",
+            "request": None,
+            "response": {"description": description, "rowcount": 1, "rows": [[1]]},
+            "error": None,
+        }
     return None

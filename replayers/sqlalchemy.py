@@ -29,7 +29,8 @@ import importlib
 import threading
 import weakref
 from collections import deque
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
@@ -51,7 +52,7 @@ from .sql_matching import live_view
 __all__ = ["install", "uninstall"]
 
 
-def _session(dialect: Dialect, describe: Callable[[], str]) -> Optional[ReplaySession]:
+def _session(dialect: Dialect, describe: Callable[[], str]) -> ReplaySession | None:
     """The session answering a call on ``dialect``, or None to let it run for real.
 
     Outside every replayed request, SQLite runs: a local file is no dependency a request
@@ -67,7 +68,9 @@ async def _round_trip() -> None:
     """What an async driver awaits for each statement; here there is no server to wait for."""
 
 
-def _exception_class(error: dict[str, Any], response: Optional[dict[str, Any]], dialect: Dialect) -> type[BaseException]:
+def _exception_class(
+    error: dict[str, Any], response: dict[str, Any] | None, dialect: Dialect
+) -> type[BaseException]:
     """The recorded class if it is a builtin exception or imports as one of the driver's errors; else its PEP 249 base."""
     dbapi = dialect.loaded_dbapi
     path = error.get("type", "").split(".")
@@ -114,26 +117,34 @@ def _raise_recorded(document: dict[str, Any], dialect: Dialect) -> None:
 class _ReplayCursor:
     """A DBAPI cursor whose executions are answered by the current replay session."""
 
-    def __init__(self, connection: "_ReplayConnection") -> None:
+    def __init__(self, connection: _ReplayConnection) -> None:
         self.connection = connection
         self.arraysize = 1
         self._reset()
 
     def _reset(self) -> None:
-        self.description: Optional[list[tuple[Any, ...]]] = None
+        self.description: list[tuple[Any, ...]] | None = None
         self.rowcount = -1
         self._rowcount_after_close = -1
         self.lastrowid: Any = None
         self._rows: deque[tuple[Any, ...]] = deque()
         # a streamed result the recording did not fetch to its end: (call label, cassette path)
-        self._incomplete: Optional[tuple[str, str]] = None
+        self._incomplete: tuple[str, str] | None = None
 
-    def execute(self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> "_ReplayCursor":
+    def execute(
+        self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any
+    ) -> _ReplayCursor:
         self._answer("execute", statement, parameters)
         return self
 
-    def executemany(self, statement: Any, parameters: Any, *args: Any, **kwargs: Any) -> "_ReplayCursor":
-        self._answer("executemany", statement, parameters if isinstance(parameters, (list, tuple)) else list(parameters))
+    def executemany(
+        self, statement: Any, parameters: Any, *args: Any, **kwargs: Any
+    ) -> _ReplayCursor:
+        self._answer(
+            "executemany",
+            statement,
+            parameters if isinstance(parameters, (list, tuple)) else list(parameters),
+        )
         return self
 
     def _answer(self, operation: str, statement: Any, parameters: Any) -> None:
@@ -143,19 +154,31 @@ class _ReplayCursor:
         session = _session(dialect, lambda: live_view(request).label)
         view = live_view(request, session.redactor if session is not None else None)
         if session is None:
-            raise ReplayMismatchError(view.label, LIBRARY, "(none)", "a replay connection was used outside its replay session")
-        recorded = session.answer(LIBRARY, live_view(session.scrubbed(request), session.redactor) if session.values else view)
+            raise ReplayMismatchError(
+                view.label,
+                LIBRARY,
+                "(none)",
+                "a replay connection was used outside its replay session",
+            )
+        recorded = session.answer(
+            LIBRARY,
+            live_view(session.scrubbed(request), session.redactor) if session.values else view,
+        )
         _raise_recorded(recorded.document, dialect)
         response = decode_value(recorded.document.get("response")) or {}
         description = response.get("description")
-        self.description = None if description is None else [tuple(column) for column in description]
+        self.description = (
+            None if description is None else [tuple(column) for column in description]
+        )
         self.rowcount = response.get("rowcount", -1)
         self._rowcount_after_close = response.get("rowcount_after_close", self.rowcount)
         self.lastrowid = response.get("lastrowid")
         self._rows = deque(tuple(row) for row in response.get("rows") or ())
         if response.get("streamed") and not response.get("complete"):
             self._incomplete = (recorded.view.label, session.path)
-        if dialect.is_async:  # AsyncConnection.execute() refuses a statement that never awaited (AwaitRequired)
+        if (
+            dialect.is_async
+        ):  # AsyncConnection.execute() refuses a statement that never awaited (AwaitRequired)
             await_(_round_trip())
 
     def _more(self) -> None:
@@ -163,16 +186,19 @@ class _ReplayCursor:
         if self._incomplete is not None:
             label, path = self._incomplete
             raise ReplayMismatchError(
-                f"{label} (more rows)", LIBRARY, path, "the recording stopped fetching this streamed result here"
+                f"{label} (more rows)",
+                LIBRARY,
+                path,
+                "the recording stopped fetching this streamed result here",
             )
 
-    def fetchone(self) -> Optional[tuple[Any, ...]]:
+    def fetchone(self) -> tuple[Any, ...] | None:
         if not self._rows:
             self._more()
             return None
         return self._rows.popleft()
 
-    def fetchmany(self, size: Optional[int] = None) -> list[tuple[Any, ...]]:
+    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
         size = self.arraysize if size is None else size
         if size > len(self._rows):
             self._more()
@@ -237,7 +263,7 @@ class _ReplayConnection:
         pass
 
 
-_pools: "weakref.WeakKeyDictionary[Pool, Pool]" = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[Pool, Pool] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
 
@@ -266,15 +292,23 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
         return wrapped(*args, **kwargs)
     recorded = session.answer(LIBRARY, view)
     _raise_recorded(recorded.document, instance.dialect)
-    _initialise(instance.dialect, (decode_value(recorded.document.get("response")) or {}).get("dialect_state") or {})
+    _initialise(
+        instance.dialect,
+        (decode_value(recorded.document.get("response")) or {}).get("dialect_state") or {},
+    )
     return _replay_pool(instance).connect()
 
 
-def _create_cursor(wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict) -> Any:
+def _create_cursor(
+    wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict
+) -> Any:
     if isinstance(getattr(instance._dbapi_connection, "dbapi_connection", None), _ReplayConnection):
         return wrapped(*args, **kwargs)
     engine = instance.root_connection.engine
-    session = _session(instance.dialect, lambda: f"a statement on {engine.url.render_as_string(hide_password=True)}")
+    session = _session(
+        instance.dialect,
+        lambda: f"a statement on {engine.url.render_as_string(hide_password=True)}",
+    )
     if session is None:
         return wrapped(*args, **kwargs)
     # A connection checked out before the session began: its statements are answered, never sent.

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -37,7 +38,9 @@ def deps(upstream: Upstream, mongo: MongoWireServer, tmp_path: Path) -> Iterator
     """Live dependencies with this test's own names: the PostgreSQL table, a seeded SQLite file; cleaned up after."""
     suffix = uuid.uuid4().hex[:12]
     postgres_url, redis_url = PG.format(driver="asyncpg", port=5432), REDIS.format(port=6379)
-    found = Deps(upstream.url, postgres_url, str(tmp_path / "mixed.db"), redis_url, mongo.url, suffix)
+    found = Deps(
+        upstream.url, postgres_url, str(tmp_path / "mixed.db"), redis_url, mongo.url, suffix
+    )
     postgres = create_engine(PG.format(driver="psycopg", port=5432))
     ledger(suffix).metadata.create_all(postgres)
     lite = create_engine(f"sqlite:///{found.sqlite}")
@@ -54,11 +57,15 @@ def deps(upstream: Upstream, mongo: MongoWireServer, tmp_path: Path) -> Iterator
             client.delete(*client.keys(f"tt-mixed:{suffix}:*") or ["tt-mixed:none"])
 
 
-def record_crash_and_mixed(serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path) -> None:
+def record_crash_and_mixed(
+    serve: Callable[..., Any], upstream: Upstream, deps: Deps, cassette_dir: Path
+) -> None:
     """Record ``GET /crash`` of the replay app (an upstream call, then ``LookupError``) and ``GET /mixed/sequence``
     (HTTP, PostgreSQL, Redis, Mongo, SQLite, HTTP) into ``cassette_dir``."""
     record(serve, upstream.url, cassette_dir, [("GET", "/crash", {})])
-    mixed = serve(create_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on")
+    mixed = serve(
+        create_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on"
+    )
     send(mixed.url, [("GET", "/mixed/sequence", {})])
     mixed.stop()
     assert timetracer_otel.flush(30), "cassette writer did not drain"

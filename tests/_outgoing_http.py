@@ -13,8 +13,9 @@ import contextlib
 import importlib
 import json
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from conftest import Upstream, load_cassettes
 from starlette.applications import Starlette
@@ -60,14 +61,21 @@ def only_cassette(directory: Path, method: str, route: str) -> dict[str, Any]:
     """The one cassette written, after checking it sits at ``<day>/<METHOD>__<route>__<id>.json``."""
     (doc,) = load_cassettes(directory)
     (path,) = directory.rglob("*.json")
-    assert path.relative_to(directory).as_posix() == f"{doc['recorded_at'][:10]}/{method}__{route}__{doc['id']}.json"
+    assert (
+        path.relative_to(directory).as_posix()
+        == f"{doc['recorded_at'][:10]}/{method}__{route}__{doc['id']}.json"
+    )
     return doc
 
 
 def cassette_for(directory: Path, target: str) -> dict[str, Any]:
     """The one cassette of the request to ``target`` (path and query) among all written."""
     path, _, query = target.partition("?")
-    (doc,) = [d for d in load_cassettes(directory) if (d["request"]["path"], d["request"]["query"]) == (path, query)]
+    (doc,) = [
+        d
+        for d in load_cassettes(directory)
+        if (d["request"]["path"], d["request"]["query"]) == (path, query)
+    ]
     return doc
 
 
@@ -80,18 +88,24 @@ def check_call_spans(doc: dict[str, Any]) -> None:
     assert all(s["parent_id"] == server["span_id"] for s in clients)
 
 
-def check_script(doc: dict[str, Any], upstream: Upstream, library: str, app_saw: list[dict[str, Any]]) -> None:
+def check_script(
+    doc: dict[str, Any], upstream: Upstream, library: str, app_saw: list[dict[str, Any]]
+) -> None:
     """The cassette holds the script's calls in order, with what was sent and what the app received."""
     calls = doc["calls"]
     assert [(c["request"]["method"], c["request"]["url"]) for c in calls] == [
         (method, upstream.url + path) for method, path, _ in SCRIPT
     ]
     assert {c["library"] for c in calls} == {library}
-    for call, got in zip(calls, app_saw):
+    for call, got in zip(calls, app_saw, strict=False):
         response = call["response"]
         assert response["status"] == got["status"]
-        assert _header(response["headers"], "content-type") == _header(got["headers"], "content-type")
-        if call["request"]["url"] != upstream.url + "/json":  # its token field is redacted in the cassette
+        assert _header(response["headers"], "content-type") == _header(
+            got["headers"], "content-type"
+        )
+        if (
+            call["request"]["url"] != upstream.url + "/json"
+        ):  # its token field is redacted in the cassette
             assert decode_body(response["body"]) == base64.b64decode(got["body"])
     get_json, post_json, post_form, binary, gzipped, not_found, head = calls
 
@@ -102,8 +116,14 @@ def check_script(doc: dict[str, Any], upstream: Upstream, library: str, app_saw:
     assert _header(post_json["request"]["headers"], "content-type") == "application/json"
     assert json.loads(post_json["response"]["body"]["json"]["body"]) == {"name": "ada", "n": 1}
 
-    assert post_form["request"]["body"] == {"size": 15, "encoding": "text", "text": "a=1&b=two+words"}
-    assert post_form["response"]["body"]["json"]["content_type"].startswith("application/x-www-form-urlencoded")
+    assert post_form["request"]["body"] == {
+        "size": 15,
+        "encoding": "text",
+        "text": "a=1&b=two+words",
+    }
+    assert post_form["response"]["body"]["json"]["content_type"].startswith(
+        "application/x-www-form-urlencoded"
+    )
 
     assert binary["response"]["body"]["encoding"] == "base64"
     assert base64.b64decode(binary["response"]["body"]["base64"]) == BINARY
@@ -111,11 +131,17 @@ def check_script(doc: dict[str, Any], upstream: Upstream, library: str, app_saw:
 
     assert gzipped["response"]["body"]["content_encoding"] == "gzip"
     assert gzipped["response"]["body"]["json"] == {"compressed": True, "items": list(range(50))}
-    assert json.loads(base64.b64decode(app_saw[4]["body"])) == {"compressed": True, "items": list(range(50))}
+    assert json.loads(base64.b64decode(app_saw[4]["body"])) == {
+        "compressed": True,
+        "items": list(range(50)),
+    }
 
     assert not_found["response"]["status"] == 404 and not_found["error"] is None
     assert head["response"]["status"] == 501
-    assert head["response"]["body"] == {"size": 0, "encoding": "empty"}  # complete: there is nothing to read
+    assert head["response"]["body"] == {
+        "size": 0,
+        "encoding": "empty",
+    }  # complete: there is nothing to read
     check_call_spans(doc)
 
 
@@ -177,7 +203,11 @@ def check_stream(doc: dict[str, Any], got: dict[str, Any]) -> None:
 
 
 def record_with_early_client(
-    serve: Callable[..., Any], get: Callable[[str], Any], routes: list, config: TraceConfig, name: str
+    serve: Callable[..., Any],
+    get: Callable[[str], Any],
+    routes: list,
+    config: TraceConfig,
+    name: str,
 ) -> dict[str, Any]:
     """Record ``/client/use`` with a client that ``/client/create`` made before ``enable(name)``."""
     with uninstrumented(name):
@@ -193,7 +223,12 @@ def record_with_early_client(
 
 
 def record_when_app_instrumented_first(
-    serve: Callable[..., Any], get: Callable[[str], Any], routes: list, config: TraceConfig, name: str, path: str
+    serve: Callable[..., Any],
+    get: Callable[[str], Any],
+    routes: list,
+    config: TraceConfig,
+    name: str,
+    path: str,
 ) -> dict[str, Any]:
     """Record ``path`` when the app ran the library's OpenTelemetry instrumentor before timetracer."""
     with uninstrumented(name) as instrumentor:

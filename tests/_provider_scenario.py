@@ -40,7 +40,12 @@ def main(scenario: str, cassette_dir: Path) -> dict[str, Any]:
         users_provider.add_span_processor(SimpleSpanProcessor(users_exporter))
         trace.set_tracer_provider(users_provider)
     app = Starlette(routes=[Route("/", _home)])
-    auto_setup(app, config=TraceConfig(mode="off" if scenario == "off" else "record", cassette_dir=str(cassette_dir)))
+    auto_setup(
+        app,
+        config=TraceConfig(
+            mode="off" if scenario == "off" else "record", cassette_dir=str(cassette_dir)
+        ),
+    )
     server = start_uvicorn(app)
     status = httpx.get(f"{server.url}/").status_code
     timetracer_otel.flush()
@@ -51,10 +56,16 @@ def main(scenario: str, cassette_dir: Path) -> dict[str, Any]:
         "provider": type(provider).__name__,
         "is_users_provider": provider is users_provider,
         "provider_service": (
-            provider.resource.attributes.get(SERVICE_NAME) if isinstance(provider, TracerProvider) else None
+            provider.resource.attributes.get(SERVICE_NAME)
+            if isinstance(provider, TracerProvider)
+            else None
         ),
-        "users_spans": [[span.name, span.kind.name] for span in users_exporter.get_finished_spans()],
-        "cassette_services": [json.loads(p.read_text("utf-8"))["service"] for p in cassette_dir.rglob("*.json")],
+        "users_spans": [
+            [span.name, span.kind.name] for span in users_exporter.get_finished_spans()
+        ],
+        "cassette_services": [
+            json.loads(p.read_text("utf-8"))["service"] for p in cassette_dir.rglob("*.json")
+        ],
         "middleware": len(app.user_middleware),
     }
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -30,14 +31,24 @@ def _library(location: str) -> dict[str, Any]:
         library = CassetteLibrary(location)
     except CassetteError as exc:
         return {"exit": 2, "stdout": "", "stderr": str(exc), "exception": None}
-    return {"exit": 0, "stdout": "\n".join(library.in_recording_order()), "stderr": "\n".join(map(str, library.unusable)), "exception": None}
+    return {
+        "exit": 0,
+        "stdout": "\n".join(library.in_recording_order()),
+        "stderr": "\n".join(map(str, library.unusable)),
+        "exception": None,
+    }
 
 
 def _command(runner: CliRunner, args: list[str]) -> Callable[[], dict[str, Any]]:
     def run() -> dict[str, Any]:
         result = runner.invoke(cli, args, catch_exceptions=True)
         unexpected = result.exception if not isinstance(result.exception, SystemExit) else None
-        return {"exit": result.exit_code, "stdout": result.stdout, "stderr": result.stderr, "exception": repr(unexpected) if unexpected else None}
+        return {
+            "exit": result.exit_code,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "exception": repr(unexpected) if unexpected else None,
+        }
 
     return run
 
@@ -50,7 +61,11 @@ def main() -> None:
         (corpus, "list", _command(runner, ["list", "--dir", corpus])),
         (corpus, "list --json", _command(runner, ["list", "--dir", corpus, "--json"])),
         (corpus, "search", _command(runner, ["search", "lookup", "--dir", corpus])),
-        (corpus, "search --json", _command(runner, ["search", "lookup", "--dir", corpus, "--json"])),
+        (
+            corpus,
+            "search --json",
+            _command(runner, ["search", "lookup", "--dir", corpus, "--json"]),
+        ),
         (corpus, "replay", _command(runner, ["replay", corpus, *replay, "--json"])),
         (corpus, "replay start", lambda: _library(corpus)),
     ]
@@ -63,7 +78,9 @@ def main() -> None:
             (file, "export", _command(runner, ["export", "--otlp-json", file])),
             (file, "replay start", lambda file=file: _library(file)),  # type: ignore[misc]
         ]
-        if os.path.dirname(file) == corpus:  # the hostile files; the many with one wrong-typed field are replayed above
+        if (
+            os.path.dirname(file) == corpus
+        ):  # the hostile files; the many with one wrong-typed field are replayed above
             readers += [
                 (file, "import", _command(runner, ["import", file, "--dir", out])),
                 (file, "replay", _command(runner, ["replay", file, *replay])),

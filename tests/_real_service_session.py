@@ -12,18 +12,24 @@ and the comparison shows every step that differs, not only the first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 
 API = "/api/v1"
 HEALTH_PATH = f"{API}/utils/health-check/"
 
-ALICE = {"email": "alice@example.com", "password": "correct horse battery", "full_name": "Alice Liddell"}
+ALICE = {
+    "email": "alice@example.com",
+    "password": "correct horse battery",
+    "full_name": "Alice Liddell",
+}
 BOB = {"email": "bob@example.com", "password": "hunter2hunter2", "full_name": "Bob Builder"}
 ALICE_NEW_PASSWORD = "staple battery horse"
 NO_SUCH_ITEM = "00000000-0000-4000-8000-000000000000"
-FORGED_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.Zm9yZ2Vk"  # a well-formed JWT signed with no one's key
+FORGED_TOKEN = (
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.Zm9yZ2Vk"  # a well-formed JWT signed with no one's key
+)
 LOGIN = f"{API}/login/access-token"
 
 
@@ -39,11 +45,13 @@ class Step:
     method: str
     path: str  # str.format fields name remembered values: "/items/{item1}"
     status: int  # what the service answers when it works: the recording is checked against it
-    auth: Optional[str] = None
+    auth: str | None = None
     json: Any = None
-    form: Optional[dict[str, str]] = None
-    params: Optional[dict[str, Any]] = None
-    keep: dict[str, str] = field(default_factory=dict)  # remembered name -> top-level JSON field of the response
+    form: dict[str, str] | None = None
+    params: dict[str, Any] | None = None
+    keep: dict[str, str] = field(
+        default_factory=dict
+    )  # remembered name -> top-level JSON field of the response
 
 
 STEPS: list[Step] = [
@@ -146,7 +154,9 @@ def run_session(base_url: str, steps: list[Step] = STEPS) -> list[Exchange]:
     """
     memory = _Memory()
     exchanges: list[Exchange] = []
-    with httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+    with httpx.Client(
+        base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as client:
         for step in steps:
             request = client.build_request(
                 step.method,
@@ -157,6 +167,14 @@ def run_session(base_url: str, steps: list[Step] = STEPS) -> list[Exchange]:
                 headers=_authorization(step, memory),
             )
             response = client.send(request)
-            exchanges.append(Exchange(step, request, response.status_code, response.headers.multi_items(), response.content))
+            exchanges.append(
+                Exchange(
+                    step,
+                    request,
+                    response.status_code,
+                    response.headers.multi_items(),
+                    response.content,
+                )
+            )
             _remember(step, response, memory)
     return exchanges

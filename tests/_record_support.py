@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -32,7 +32,7 @@ def stat(name: str) -> int:
     return timetracer_otel.stats().get(name, 0)
 
 
-def run_python(script: str, *args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+def run_python(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``script`` in a new interpreter (fresh logging and counters) that can import the test modules."""
     path = os.pathsep.join(filter(None, [str(_TESTS), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
@@ -51,7 +51,7 @@ class Barrier:
     def __init__(self, expected: int, seconds: float) -> None:
         self._expected, self._seconds = expected, seconds
         self._arrived = 0
-        self._everyone: Optional[asyncio.Event] = None
+        self._everyone: asyncio.Event | None = None
 
     async def wait(self) -> None:
         self._everyone = self._everyone or asyncio.Event()
@@ -61,14 +61,18 @@ class Barrier:
         await asyncio.wait_for(self._everyone.wait(), self._seconds)
 
 
-def barrier_app(config: TraceConfig, upstream_url: str, expected: int, barrier_seconds: float) -> Starlette:
+def barrier_app(
+    config: TraceConfig, upstream_url: str, expected: int, barrier_seconds: float
+) -> Starlette:
     """``/items/{i}`` waits until ``expected`` requests arrived, then calls ``upstream /echo?i=<i>``."""
     barrier = Barrier(expected, barrier_seconds)
 
     async def item(request: Request) -> JSONResponse:
         await barrier.wait()
         async with httpx.AsyncClient(timeout=30, verify=SHARED_SSL) as client:
-            echo = (await client.get(f"{upstream_url}/echo", params={"i": request.path_params["i"]})).json()
+            echo = (
+                await client.get(f"{upstream_url}/echo", params={"i": request.path_params["i"]})
+            ).json()
         return JSONResponse({"echo": echo["query"]})
 
     app = Starlette(routes=[Route("/items/{i:int}", item)])
@@ -78,4 +82,6 @@ def barrier_app(config: TraceConfig, upstream_url: str, expected: int, barrier_s
 
 def calls_by_path(cassettes: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Request path -> the URLs of the calls its cassette holds."""
-    return {c["request"]["path"]: [call["request"]["url"] for call in c["calls"]] for c in cassettes}
+    return {
+        c["request"]["path"]: [call["request"]["url"] for call in c["calls"]] for c in cassettes
+    }

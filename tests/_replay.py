@@ -11,9 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import httpx
 from apps.replay_app import create_app
@@ -24,7 +25,9 @@ from timetracer_otel.replayers import ReplayReport, recent_reports
 
 APPS_DIR = Path(__file__).parent / "apps"
 
-Sent = tuple[str, str, dict[str, Any]]  # (method, path, httpx keyword arguments) of a request to the app
+Sent = tuple[
+    str, str, dict[str, Any]
+]  # (method, path, httpx keyword arguments) of a request to the app
 _SET_BY_SERVER = {"date", "server"}  # uvicorn's own headers, new on every response
 
 
@@ -34,7 +37,13 @@ def send(base_url: str, sent: list[Sent]) -> list[httpx.Response]:
         return [client.request(method, path, **options) for method, path, options in sent]
 
 
-def record(serve: Callable[..., Any], upstream_url: str, cassette_dir: Path, sent: list[Sent], **app_options: Any) -> list[httpx.Response]:
+def record(
+    serve: Callable[..., Any],
+    upstream_url: str,
+    cassette_dir: Path,
+    sent: list[Sent],
+    **app_options: Any,
+) -> list[httpx.Response]:
     """The app's responses to ``sent``, recorded into ``cassette_dir`` (written when this returns)."""
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
     responses = send(serve(create_app(upstream_url, config, **app_options)).url, sent)
@@ -46,7 +55,13 @@ def replay_config(cassette: Path, **options: Any) -> TraceConfig:
     return TraceConfig(mode="replay", cassette_path=str(cassette), **options)
 
 
-def replay(serve: Callable[..., Any], upstream_url: str, config: TraceConfig, sent: list[Sent], **app_options: Any) -> tuple[list[httpx.Response], list[ReplayReport]]:
+def replay(
+    serve: Callable[..., Any],
+    upstream_url: str,
+    config: TraceConfig,
+    sent: list[Sent],
+    **app_options: Any,
+) -> tuple[list[httpx.Response], list[ReplayReport]]:
     """The app's responses to ``sent`` replayed per ``config``, and the replay reports, once all are final."""
     with new_reports() as reports:
         server = serve(create_app(upstream_url, config, **app_options))
@@ -73,7 +88,9 @@ def assert_same_response(recorded: httpx.Response, replayed: httpx.Response) -> 
     assert replayed.status_code == recorded.status_code, replayed.text
     assert replayed.content == recorded.content
     app_headers = [(k, v) for k, v in recorded.headers.multi_items() if k not in _SET_BY_SERVER]
-    assert [(k, v) for k, v in replayed.headers.multi_items() if k not in _SET_BY_SERVER] == app_headers
+    assert [
+        (k, v) for k, v in replayed.headers.multi_items() if k not in _SET_BY_SERVER
+    ] == app_headers
 
 
 @dataclass
@@ -84,7 +101,9 @@ class FreshServer:
 
 
 @contextlib.contextmanager
-def serving_process(command: list[str], env: dict[str, str], cwd: Optional[Path] = None) -> Iterator[FreshServer]:
+def serving_process(
+    command: list[str], env: dict[str, str], cwd: Path | None = None
+) -> Iterator[FreshServer]:
     """``command --fd N`` in a fresh process with exactly ``env``, serving on a socket bound
     here (connectable at once). The process is terminated after the block; then ``stderr``
     holds what it printed.
@@ -133,7 +152,19 @@ def _stop_group(process: subprocess.Popen) -> None:
     raise AssertionError(f"the processes of {process.args[0]} did not exit within 30 s of SIGTERM")
 
 
-def uvicorn_process(env: dict[str, str], app: str = "replay_app:create_app") -> contextlib.AbstractContextManager[FreshServer]:
+def uvicorn_process(
+    env: dict[str, str], app: str = "replay_app:create_app"
+) -> contextlib.AbstractContextManager[FreshServer]:
     """``uvicorn --factory <app>`` (an app factory in tests/apps) in a fresh process with ``env`` added to ours."""
-    command = [sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(APPS_DIR), app, "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "--app-dir",
+        str(APPS_DIR),
+        app,
+        "--log-level",
+        "warning",
+    ]
     return serving_process(command, {**os.environ, **env})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import redis

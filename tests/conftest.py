@@ -14,21 +14,27 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import uvicorn
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
 
 SCHEMA_PATH = Path(timetracer_otel.__file__).parent / "cassette" / "cassette.schema.json"
 
-collect_ignore_glob = ["apps/*"]  # the apps tests drive, with test suites of their own (tests/apps/real_service_tests)
+collect_ignore_glob = [
+    "apps/*"
+]  # the apps tests drive, with test suites of their own (tests/apps/real_service_tests)
 
 
 # --------------------------------------------------------------------------- upstream
@@ -81,11 +87,20 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             body = self._body()
             state.requests.append(
-                {"method": self.command, "path": url.path, "query": url.query, "headers": dict(self.headers), "body": body}
+                {
+                    "method": self.command,
+                    "path": url.path,
+                    "query": url.query,
+                    "headers": dict(self.headers),
+                    "body": body,
+                }
             )
             route = url.path
             if route == "/json":
-                self._send(200, json.dumps({"login": "octocat", "id": 1, "token": "upstream-secret"}).encode())
+                self._send(
+                    200,
+                    json.dumps({"login": "octocat", "id": 1, "token": "upstream-secret"}).encode(),
+                )
             elif route == "/echo":
                 echo = {
                     "method": self.command,
@@ -100,14 +115,20 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
             elif route == "/gzip":
                 self._send(
                     200,
-                    gzip.compress(json.dumps({"compressed": True, "items": list(range(50))}).encode()),
+                    gzip.compress(
+                        json.dumps({"compressed": True, "items": list(range(50))}).encode()
+                    ),
                     {"Content-Type": "application/json", "Content-Encoding": "gzip"},
                 )
             elif route == "/binary":
                 self._send(200, bytes(range(256)) * 4, {"Content-Type": "application/octet-stream"})
             elif route == "/bytes":
                 size = int(query.get("size", "0"))
-                self._send(200, (b"0123456789abcdef" * (size // 16 + 1))[:size], {"Content-Type": "application/octet-stream"})
+                self._send(
+                    200,
+                    (b"0123456789abcdef" * (size // 16 + 1))[:size],
+                    {"Content-Type": "application/octet-stream"},
+                )
             elif route.startswith("/status/"):
                 self._send(int(route.rsplit("/", 1)[1]), b'{"status": "set"}')
             elif route == "/stream":
@@ -141,7 +162,9 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
 
 
 class _UpstreamServer(ThreadingHTTPServer):
-    request_queue_size = 1024  # the default listen backlog of 5 stalls bursts of concurrent connections
+    request_queue_size = (
+        1024  # the default listen backlog of 5 stalls bursts of concurrent connections
+    )
 
 
 @contextlib.contextmanager
@@ -215,7 +238,9 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     the session's own cache (XDG_CACHE_HOME) too, not the developer's."""
     path = tmp_path_factory.mktemp("config") / "timetracer" / "key"
     path.parent.mkdir(mode=0o700)
-    path.write_text(secrets.token_hex(32) + "\n", "ascii")  # made here: the console lines tests expect stay alone
+    path.write_text(
+        secrets.token_hex(32) + "\n", "ascii"
+    )  # made here: the console lines tests expect stay alone
     path.chmod(0o600)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TIMETRACER_KEY_FILE", str(path))
@@ -248,7 +273,9 @@ def _validate_all(directory: Path) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     for path in directory.rglob("*.json"):
         errors = sorted(validator.iter_errors(json.loads(path.read_text("utf-8"))), key=str)
-        assert not errors, f"{path} does not match the cassette schema: {errors[0].message} at {list(errors[0].path)}"
+        assert not errors, (
+            f"{path} does not match the cassette schema: {errors[0].message} at {list(errors[0].path)}"
+        )
 
 
 @pytest.fixture
@@ -265,7 +292,7 @@ def record_config(cassette_dir: Path) -> TraceConfig:
 
 
 @pytest.fixture
-def spans() -> Iterator["InMemorySpanExporter"]:
+def spans() -> Iterator[InMemorySpanExporter]:
     """Every span the global SDK provider finishes during the test."""
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

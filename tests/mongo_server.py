@@ -18,7 +18,8 @@ import socket
 import socketserver
 import struct
 import threading
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import bson
 from bson.codec_options import CodecOptions
@@ -40,7 +41,9 @@ class CommandError(Exception):
 
 # ----------------------------------------------------------------------------- queries
 def _compare(value: Any, condition: Any) -> bool:
-    if not (isinstance(condition, dict) and condition and all(k.startswith("$") for k in condition)):
+    if not (
+        isinstance(condition, dict) and condition and all(k.startswith("$") for k in condition)
+    ):
         return value == condition
     tests = {
         "$gt": lambda x: value is not None and value > x,
@@ -64,12 +67,18 @@ def matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
 
 def _sorted(docs: list[dict[str, Any]], spec: dict[str, int]) -> list[dict[str, Any]]:
     for field, direction in reversed(list(spec.items())):
-        docs = sorted(docs, key=lambda d: (d.get(field) is not None, d.get(field)), reverse=direction < 0)
+        docs = sorted(
+            docs, key=lambda d: (d.get(field) is not None, d.get(field)), reverse=direction < 0
+        )
     return docs
 
 
 def _value(doc: dict[str, Any], expression: Any) -> Any:
-    return doc.get(expression[1:]) if isinstance(expression, str) and expression.startswith("$") else expression
+    return (
+        doc.get(expression[1:])
+        if isinstance(expression, str) and expression.startswith("$")
+        else expression
+    )
 
 
 def _group(docs: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -85,7 +94,7 @@ def _group(docs: list[dict[str, Any]], spec: dict[str, Any]) -> list[dict[str, A
 
 def _aggregate(docs: list[dict[str, Any]], pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for stage in pipeline:
-        (name, spec), = stage.items()
+        ((name, spec),) = stage.items()
         if name == "$match":
             docs = [d for d in docs if matches(d, spec)]
         elif name == "$group":
@@ -95,7 +104,9 @@ def _aggregate(docs: list[dict[str, Any]], pipeline: list[dict[str, Any]]) -> li
         elif name == "$limit":
             docs = docs[:spec]
         else:
-            raise CommandError(40324, "Location40324", f"Unrecognized pipeline stage name: '{name}'")
+            raise CommandError(
+                40324, "Location40324", f"Unrecognized pipeline stage name: '{name}'"
+            )
     return docs
 
 
@@ -124,7 +135,7 @@ class MongoWireServer:
         self.commands: list[str] = []  # names of the commands received, in order
         self.lock = threading.Lock()
         self._cursor_ids = itertools.count(7_000_000_001)
-        self._tcp: Optional[socketserver.ThreadingTCPServer] = None
+        self._tcp: socketserver.ThreadingTCPServer | None = None
         self._open: set[socket.socket] = set()
         self.port = 0
 
@@ -135,7 +146,9 @@ class MongoWireServer:
     # -- commands ----------------------------------------------------------------
     def hello(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         me = f"127.0.0.1:{self.port}"
-        writable = "ismaster" if "ismaster" in (k.lower() for k in cmd) else "isWritablePrimary"  # legacy or hello
+        writable = (
+            "ismaster" if "ismaster" in (k.lower() for k in cmd) else "isWritablePrimary"
+        )  # legacy or hello
         return {
             "helloOk": True, writable: True, "setName": "rs0", "setVersion": 1, "hosts": [me], "primary": me, "me": me,
             "electionId": ObjectId("7fffffff0000000000000001"), "maxBsonObjectSize": 16 * 1024 * 1024,
@@ -161,7 +174,9 @@ class MongoWireServer:
         docs = self.collections.setdefault(f"{db}.{cmd['update']}", [])
         reply: dict[str, Any] = {"n": 0, "nModified": 0}
         for index, statement in enumerate(cmd["updates"]):
-            hits = [i for i, d in enumerate(docs) if matches(d, statement["q"])][: None if statement.get("multi") else 1]
+            hits = [i for i, d in enumerate(docs) if matches(d, statement["q"])][
+                : None if statement.get("multi") else 1
+            ]
             for i in hits:
                 docs[i] = _updated(docs[i], statement["u"])
             reply["n"] += len(hits)
@@ -180,13 +195,20 @@ class MongoWireServer:
         hit = next((i for i, d in enumerate(docs) if matches(d, query)), None)
         if hit is not None:
             before, docs[hit] = docs[hit], _updated(docs[hit], cmd["update"])
-            return {"lastErrorObject": {"n": 1, "updatedExisting": True}, "value": docs[hit] if cmd.get("new") else before}
+            return {
+                "lastErrorObject": {"n": 1, "updatedExisting": True},
+                "value": docs[hit] if cmd.get("new") else before,
+            }
         if not cmd.get("upsert"):
             return {"lastErrorObject": {"n": 0, "updatedExisting": False}, "value": None}
         new = _updated(dict(query), cmd["update"])
         new["_id"] = new.get("_id") or ObjectId()
         if any(d.get("_id") == new["_id"] for d in docs):
-            raise CommandError(11000, "DuplicateKey", f"E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {new['_id']!r} }}")
+            raise CommandError(
+                11000,
+                "DuplicateKey",
+                f"E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {new['_id']!r} }}",
+            )
         docs.append(new)
         upserted = {"n": 1, "updatedExisting": False, "upserted": new["_id"]}
         return {"lastErrorObject": upserted, "value": new if cmd.get("new") else None}
@@ -195,13 +217,20 @@ class MongoWireServer:
         docs = self.collections.setdefault(f"{db}.{cmd['delete']}", [])
         removed = 0
         for statement in cmd["deletes"]:
-            hits = [d for d in docs if matches(d, statement["q"])][: 1 if statement.get("limit") else None]
+            hits = [d for d in docs if matches(d, statement["q"])][
+                : 1 if statement.get("limit") else None
+            ]
             docs[:] = [d for d in docs if all(d is not h for h in hits)]
             removed += len(hits)
         return {"n": removed}
 
     def count(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
-        return {"n": sum(matches(d, cmd.get("query") or {}) for d in self.collections.get(f"{db}.{cmd['count']}", []))}
+        return {
+            "n": sum(
+                matches(d, cmd.get("query") or {})
+                for d in self.collections.get(f"{db}.{cmd['count']}", [])
+            )
+        }
 
     def find(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         ns = f"{db}.{cmd['find']}"
@@ -209,7 +238,12 @@ class MongoWireServer:
         docs = _sorted(docs, cmd.get("sort") or {})[cmd.get("skip", 0) :]
         limit = abs(cmd.get("limit", 0))
         docs = docs[:limit] if limit else docs
-        return self._first_batch(ns, docs, cmd.get("batchSize"), single=bool(cmd.get("singleBatch")) or cmd.get("limit", 0) < 0)
+        return self._first_batch(
+            ns,
+            docs,
+            cmd.get("batchSize"),
+            single=bool(cmd.get("singleBatch")) or cmd.get("limit", 0) < 0,
+        )
 
     def aggregate(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         ns = f"{db}.{cmd['aggregate']}"
@@ -225,14 +259,35 @@ class MongoWireServer:
 
     def killCursors(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         killed = [c for c in cmd["cursors"] if self.cursors.pop(int(c), None) is not None]
-        return {"cursorsKilled": killed, "cursorsNotFound": [], "cursorsAlive": [], "cursorsUnknown": []}
+        return {
+            "cursorsKilled": killed,
+            "cursorsNotFound": [],
+            "cursorsAlive": [],
+            "cursorsUnknown": [],
+        }
 
     def ping(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     def _handler(self, name: str) -> Any:
-        handlers = {"hello": self.hello, "isMaster": self.hello, "ismaster": self.hello, "ping": self.ping, "endSessions": self.ping}
-        commands = ("insert", "update", "findAndModify", "delete", "count", "find", "aggregate", "getMore", "killCursors")
+        handlers = {
+            "hello": self.hello,
+            "isMaster": self.hello,
+            "ismaster": self.hello,
+            "ping": self.ping,
+            "endSessions": self.ping,
+        }
+        commands = (
+            "insert",
+            "update",
+            "findAndModify",
+            "delete",
+            "count",
+            "find",
+            "aggregate",
+            "getMore",
+            "killCursors",
+        )
         return handlers.get(name) or (getattr(self, name) if name in commands else None)
 
     def _keep(self, ns: str, remaining: list[dict[str, Any]]) -> int:
@@ -242,7 +297,9 @@ class MongoWireServer:
         self.cursors[cursor_id] = (ns, remaining)
         return cursor_id
 
-    def _first_batch(self, ns: str, docs: list[dict[str, Any]], batch_size: Optional[int], single: bool) -> dict[str, Any]:
+    def _first_batch(
+        self, ns: str, docs: list[dict[str, Any]], batch_size: int | None, single: bool
+    ) -> dict[str, Any]:
         size = 101 if batch_size is None else batch_size or len(docs)
         cursor_id = 0 if single else self._keep(ns, docs[size:])
         return {"cursor": {"firstBatch": docs[:size], "id": Int64(cursor_id), "ns": ns}}
@@ -259,7 +316,10 @@ class MongoWireServer:
                 reply = {**handler(cmd["$db"], cmd), "ok": 1.0}
             except CommandError as exc:
                 reply = dict(exc.reply)
-        reply["$clusterTime"] = {"clusterTime": now, "signature": {"hash": b"\0" * 20, "keyId": Int64(0)}}
+        reply["$clusterTime"] = {
+            "clusterTime": now,
+            "signature": {"hash": b"\0" * 20, "keyId": Int64(0)},
+        }
         reply["operationTime"] = now
         return reply
 
@@ -273,14 +333,18 @@ class MongoWireServer:
             length, request_id, _, opcode = _HEADER.unpack(header)
             body = stream.read(length - _HEADER.size)
             if opcode != _OP_MSG:
-                raise ValueError(f"unsupported opcode {opcode}: this test server speaks OP_MSG only")
+                raise ValueError(
+                    f"unsupported opcode {opcode}: this test server speaks OP_MSG only"
+                )
             flags, cmd = _parse_op_msg(body)
             reply = self.handle(cmd)
             if not flags & _MORE_TO_COME:
                 payload = struct.pack("<IB", 0, 0) + bson.encode(reply)
-                sock.sendall(_HEADER.pack(_HEADER.size + len(payload), 0, request_id, _OP_MSG) + payload)
+                sock.sendall(
+                    _HEADER.pack(_HEADER.size + len(payload), 0, request_id, _OP_MSG) + payload
+                )
 
-    def start(self) -> "MongoWireServer":
+    def start(self) -> MongoWireServer:
         server = self
 
         class Handler(socketserver.BaseRequestHandler):

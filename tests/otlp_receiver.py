@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator, Optional
+from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 
@@ -32,7 +36,7 @@ class Receiver:
     url: str = ""
     bodies: list[bytes] = field(default_factory=list)
     spans: list[ReceivedSpan] = field(default_factory=list)
-    hold: Optional[threading.Event] = None
+    hold: threading.Event | None = None
     entered: threading.Event = field(default_factory=threading.Event)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
@@ -94,7 +98,7 @@ def _handler(state: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def running_receiver(hold: Optional[threading.Event] = None) -> Iterator[Receiver]:
+def running_receiver(hold: threading.Event | None = None) -> Iterator[Receiver]:
     """A collector on 127.0.0.1 for the block; ``url`` is its base address (``/v1/traces`` is the path)."""
     state = Receiver(hold=hold)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))

@@ -12,8 +12,9 @@ import importlib.resources
 import json
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import jsonschema
 import pytest
@@ -21,7 +22,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from timetracer_otel._recording import HttpCall, TraceRecording, activate, deactivate
-from timetracer_otel.cassette.body import JSON_FORMATS, MAX_JSON_DEPTH, BodySink, decode_body, encode_body
+from timetracer_otel.cassette.body import (
+    JSON_FORMATS,
+    MAX_JSON_DEPTH,
+    BodySink,
+    decode_body,
+    encode_body,
+)
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
 from timetracer_otel.exporters.files import serialise
@@ -31,14 +38,21 @@ _DOC = Path(__file__).resolve().parent.parent / "docs" / "cassette-format.md"
 _LIMIT = 1024
 
 
-def _encode(data: bytes, limit: int = _LIMIT, content_encoding: Optional[str] = None, decoded: bool = False) -> dict:
+def _encode(
+    data: bytes, limit: int = _LIMIT, content_encoding: str | None = None, decoded: bool = False
+) -> dict:
     """Encode ``data`` as a recording would: fed in chunks through a BodySink of ``limit``."""
     sink = BodySink(limit)
     for start in range(0, len(data), 100):
         sink.feed(data[start : start + 100])
     sink.finish()
     return encode_body(
-        sink.data, size=sink.size, truncated=sink.truncated, content_encoding=content_encoding, decoded=decoded, limit=limit
+        sink.data,
+        size=sink.size,
+        truncated=sink.truncated,
+        content_encoding=content_encoding,
+        decoded=decoded,
+        limit=limit,
     )
 
 
@@ -52,7 +66,14 @@ def _replayed(body: dict) -> bytes:
 
 
 # --------------------------------------------------------------------------- JSON
-_VALUE = {"name": "Zoë ☃", "tags": ["a", "ü", ""], "n": 1.5, "i": -3, "big": 2**70, "nested": {"k": None, "b": True}}
+_VALUE = {
+    "name": "Zoë ☃",
+    "tags": ["a", "ü", ""],
+    "n": 1.5,
+    "i": -3,
+    "big": 2**70,
+    "nested": {"k": None, "b": True},
+}
 _FORMAT_NAMES = [name + newline for name in JSON_FORMATS for newline in ("", "_nl")]
 
 
@@ -110,21 +131,32 @@ def test_json_nested_deeper_than_the_bound_is_text_on_every_python(depth: int) -
 
 def test_json_nested_up_to_the_bound_is_json() -> None:
     """Brackets inside strings are not nesting: a deep-looking string in a shallow document stays JSON."""
-    for data in (_nested(MAX_JSON_DEPTH), _nested(MAX_JSON_DEPTH - 1, inside=json.dumps("[{" * 5000 + '\\"]'))):
+    for data in (
+        _nested(MAX_JSON_DEPTH),
+        _nested(MAX_JSON_DEPTH - 1, inside=json.dumps("[{" * 5000 + '\\"]')),
+    ):
         body = _encode(data, limit=len(data))
         assert (body["encoding"], body["json_format"]) == ("json", "compact")
         assert _replayed(body) == data
 
 
 # --------------------------------------------------------------------------- text, binary, empty
-@pytest.mark.parametrize("data", ["plain text\r\nline two\x00\t", "naïve café ✓ 😀", "\ufeffwith BOM"], ids=repr)
+@pytest.mark.parametrize(
+    "data", ["plain text\r\nline two\x00\t", "naïve café ✓ 😀", "\ufeffwith BOM"], ids=repr
+)
 def test_utf8_body_is_text(data: str) -> None:
     body = _encode(data.encode("utf-8"))
-    assert (body["encoding"], body["text"], body["size"]) == ("text", data, len(data.encode("utf-8")))
+    assert (body["encoding"], body["text"], body["size"]) == (
+        "text",
+        data,
+        len(data.encode("utf-8")),
+    )
     assert _replayed(body) == data.encode("utf-8")
 
 
-@pytest.mark.parametrize("data", [b"caf\xe9", bytes(range(256)), b"\xff\xfe\x00a", b"ok\xed\xa0\x80"], ids=repr)
+@pytest.mark.parametrize(
+    "data", [b"caf\xe9", bytes(range(256)), b"\xff\xfe\x00a", b"ok\xed\xa0\x80"], ids=repr
+)
 def test_non_utf8_body_is_base64(data: bytes) -> None:
     """Latin-1, binary and UTF-8-encoded surrogates are not text; base64 keeps every byte."""
     body = _encode(data)
@@ -177,7 +209,9 @@ def test_compressed_body_is_stored_decoded(case: str) -> None:
     ],
     ids=["not-gzip", "gzip-trailing-junk", "deflate-trailing-junk", "br", "stacked"],
 )
-def test_body_that_does_not_decode_cleanly_is_stored_as_received(content_encoding: str, wire: bytes) -> None:
+def test_body_that_does_not_decode_cleanly_is_stored_as_received(
+    content_encoding: str, wire: bytes
+) -> None:
     """Without a clean decode the wire bytes are kept, and no content_encoding claims otherwise."""
     body = _encode(wire, content_encoding=content_encoding)
     assert "content_encoding" not in body
@@ -208,7 +242,12 @@ def test_truncated_text_stays_valid_utf8(text: str, limit: int, kept: str) -> No
     """A cut inside a multi-byte character drops the partial character; the body is marked truncated."""
     data = text.encode("utf-8")
     body = _encode(data, limit=limit)
-    assert (body["encoding"], body["text"], body["truncated"], body["size"]) == ("text", kept, True, len(data))
+    assert (body["encoding"], body["text"], body["truncated"], body["size"]) == (
+        "text",
+        kept,
+        True,
+        len(data),
+    )
     assert data.startswith(_replayed(body))
 
 
@@ -236,7 +275,9 @@ def test_decompression_bomb_is_bounded_by_the_limit(compress: Callable[[bytes], 
     limit = 64 * 1024
     wire = compress(bytes(32 * 1024 * 1024))
     assert len(wire) < limit  # the stream itself is not cut: the decoder is what is bounded
-    body = _encode(wire, limit=limit, content_encoding="gzip" if compress is gzip.compress else "deflate")
+    body = _encode(
+        wire, limit=limit, content_encoding="gzip" if compress is gzip.compress else "deflate"
+    )
     assert (body["truncated"], body["size"]) == (True, len(wire))
     assert _replayed(body) == bytes(limit)
 
@@ -267,7 +308,9 @@ def test_sealed_body_sink_ignores_late_chunks() -> None:
 # --------------------------------------------------------------------------- schema
 def _schema() -> dict[str, Any]:
     """The schema as the installed package ships it."""
-    resource = importlib.resources.files("timetracer_otel.cassette").joinpath("cassette.schema.json")
+    resource = importlib.resources.files("timetracer_otel.cassette").joinpath(
+        "cassette.schema.json"
+    )
     return json.loads(resource.read_text("utf-8"))
 
 
@@ -294,19 +337,33 @@ def _built_document(tmp_path: Path) -> dict[str, Any]:
         token = activate(recording)
         recording.request_body = BodySink(64, b'{"a": 1}\n', complete=True)
         with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT) as client:
-            call = HttpCall("httpx", "GET", "http://127.0.0.1:9/x?q=1", [("accept", "*/*")], BodySink(64, complete=True))
+            call = HttpCall(
+                "httpx",
+                "GET",
+                "http://127.0.0.1:9/x?q=1",
+                [("accept", "*/*")],
+                BodySink(64, complete=True),
+            )
             recording.add_call(call)
             call.status = 200
-            call.response_headers = [("content-type", "application/octet-stream"), ("content-encoding", "gzip")]
+            call.response_headers = [
+                ("content-type", "application/octet-stream"),
+                ("content-encoding", "gzip"),
+            ]
             call.response_body = BodySink(64, gzip.compress(bytes(range(128, 160))), complete=True)
             client.add_event("retry", {"attempt": 1, "hosts": ("a", "b")})
         with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT) as failed:
-            call = HttpCall("requests", "GET", "http://127.0.0.1:9/down", [], BodySink(64, complete=True))
+            call = HttpCall(
+                "requests", "GET", "http://127.0.0.1:9/down", [], BodySink(64, complete=True)
+            )
             recording.add_call(call)
             call.error = {"type": "requests.exceptions.ConnectionError", "message": "refused"}
             failed.set_status(Status(StatusCode.ERROR, "refused"))
         recording.status = 201
-        recording.response_headers = [("content-type", "text/plain"), ("transfer-encoding", "chunked")]
+        recording.response_headers = [
+            ("content-type", "text/plain"),
+            ("transfer-encoding", "chunked"),
+        ]
         recording.response_body = BodySink(64, "é".encode() * 40)  # cut at 64 bytes, never finished
         root.set_attribute("http.route", "/items/{item_id}")
         recording.route = "/items/{item_id}"
@@ -321,7 +378,9 @@ def test_schema_ships_in_the_package_and_is_a_valid_schema() -> None:
 
 
 def test_schema_names_every_json_format_the_codec_writes() -> None:
-    body_formats = _schema()["$defs"]["body"]["allOf"][1]["then"]["properties"]["json_format"]["enum"]
+    body_formats = _schema()["$defs"]["body"]["allOf"][1]["then"]["properties"]["json_format"][
+        "enum"
+    ]
     assert sorted(body_formats) == sorted(_FORMAT_NAMES)
 
 
@@ -411,7 +470,11 @@ def test_schema_leaves_calls_of_other_protocols_open(tmp_path: Path) -> None:
 
 def test_documented_example_is_valid() -> None:
     """The example cassette in docs/cassette-format.md matches the schema (docs cannot drift)."""
-    match = re.search(r"```json\n(\{\n  \"format\": \"timetracer-cassette\".*?\n\})\n```", _DOC.read_text("utf-8"), re.S)
+    match = re.search(
+        r"```json\n(\{\n  \"format\": \"timetracer-cassette\".*?\n\})\n```",
+        _DOC.read_text("utf-8"),
+        re.S,
+    )
     assert match, "no example cassette in docs/cassette-format.md"
     assert _errors(json.loads(match.group(1))) == []
 
@@ -423,5 +486,11 @@ def test_serialise_keeps_integers_beyond_64_bits_and_non_ascii_text() -> None:
     slow = serialise(doc)
     assert json.loads(slow) == doc
     assert fast.endswith(b"\n") and slow.endswith(b"\n")
-    assert "naïve ✓".encode("utf-8") in fast and "naïve ✓".encode("utf-8") in slow
-    assert fast == (json.dumps({k: v for k, v in doc.items() if k != "big"}, ensure_ascii=False, indent=2) + "\n").encode()
+    assert "naïve ✓".encode() in fast and "naïve ✓".encode() in slow
+    assert (
+        fast
+        == (
+            json.dumps({k: v for k, v in doc.items() if k != "big"}, ensure_ascii=False, indent=2)
+            + "\n"
+        ).encode()
+    )

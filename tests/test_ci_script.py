@@ -40,7 +40,9 @@ def test_readme_starts_with_the_example_and_the_test_command() -> None:
     example, tests = _readme_commands()
     assert example.startswith("python3 -m venv .venv && .venv/bin/pip install -e ")
     assert example.endswith(" && .venv/bin/python examples/starlette_example/run.py")
-    assert tests == "python3 -m venv .venv && .venv/bin/pip install -e '.[all,test]' && .venv/bin/nox"
+    assert (
+        tests == "python3 -m venv .venv && .venv/bin/pip install -e '.[all,test]' && .venv/bin/nox"
+    )
 
 
 def test_ci_runs_the_readme_test_command_last_and_unchanged() -> None:
@@ -60,7 +62,11 @@ def test_the_supported_pythons_are_the_ones_ci_tests() -> None:
     assert re.split(r", | and ", claimed) == PYTHONS
     installed = metadata("timetracer-otel")
     classifiers = installed.get_all("Classifier")
-    assert [c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)] == PYTHONS
+    assert [
+        c.rsplit(" :: ", 1)[1]
+        for c in classifiers
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ] == PYTHONS
     assert installed["Requires-Python"] == f">={PYTHONS[0]}"
     assert NOX["nox.options.sessions"] == ["tests", "build", "wheel", "summary"]
     assert NOX["FULL_SUITE_PYTHON"] in PYTHONS

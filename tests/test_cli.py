@@ -9,9 +9,10 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
@@ -21,7 +22,9 @@ from conftest import Upstream
 
 from timetracer_otel.cli.index import CassetteIndex
 
-TIMETRACER = Path(sys.executable).with_name("timetracer")  # the console script pip installed beside this python
+TIMETRACER = Path(sys.executable).with_name(
+    "timetracer"
+)  # the console script pip installed beside this python
 _SENT: list[Sent] = [
     ("GET", "/async/httpx", {}),  # seven calls: JSON, form, binary, gzip, a 404, a stream
     ("GET", "/fail/httpx", {}),  # the upstream port is closed: 502
@@ -34,10 +37,14 @@ _APP = ["--app", "replay_app:create_app", "--factory", "--app-dir", str(APPS_DIR
 
 def timetracer(*args: str, upstream: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream} if upstream else None
-    return subprocess.run([str(TIMETRACER), *args], capture_output=True, text=True, timeout=25, env=env)
+    return subprocess.run(
+        [str(TIMETRACER), *args], capture_output=True, text=True, timeout=25, env=env
+    )
 
 
-def _recorded(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> dict[str, dict[str, Any]]:
+def _recorded(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> dict[str, dict[str, Any]]:
     """Record :data:`_SENT`; the listing (``list --json``) by request, ``/lookup`` by the name it was sent."""
     record(serve, upstream.url, cassette_dir, _SENT)
     done = timetracer("list", "--dir", str(cassette_dir), "--json")
@@ -47,7 +54,13 @@ def _recorded(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path)
         body = json.loads((cassette_dir / entry["key"]).read_text("utf-8"))["request"]["body"]
         name = body["json"]["name"] if entry["path"] == "/lookup" else ""
         by_request[f"{entry['method']} {entry['path']}{' ' + name if name else ''}"] = entry
-    assert sorted(by_request) == ["GET /async/httpx", "GET /fail/httpx", "GET /report", "POST /lookup Grace", "POST /lookup ada"]
+    assert sorted(by_request) == [
+        "GET /async/httpx",
+        "GET /fail/httpx",
+        "GET /report",
+        "POST /lookup Grace",
+        "POST /lookup ada",
+    ]
     return by_request
 
 
@@ -56,7 +69,9 @@ def _ids(done: subprocess.CompletedProcess) -> list[str]:
     return [entry["id"] for entry in json.loads(done.stdout)]
 
 
-def test_list_filters_sorts_and_prints_a_table(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_list_filters_sorts_and_prints_a_table(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """Each filter keeps exactly the matching recordings; sorting orders them; the table names every one."""
     rec = _recorded(serve, upstream, cassette_dir)
     ids = {name: entry["id"] for name, entry in rec.items()}
@@ -65,41 +80,87 @@ def test_list_filters_sorts_and_prints_a_table(serve: Callable[..., Any], upstre
     assert set(_ids(timetracer("list", *where, "--method", "post"))) == lookups
     assert _ids(timetracer("list", *where, "--status", "5xx")) == [ids["GET /fail/httpx"]]
     assert _ids(timetracer("list", *where, "--errors")) == [ids["GET /fail/httpx"]]
-    assert set(_ids(timetracer("list", *where, "--status", "200-299", "--path", "/*/httpx"))) == {ids["GET /async/httpx"]}
+    assert set(_ids(timetracer("list", *where, "--status", "200-299", "--path", "/*/httpx"))) == {
+        ids["GET /async/httpx"]
+    }
     assert set(_ids(timetracer("list", *where, "--route", "/look*"))) == lookups
     assert _ids(timetracer("list", *where, "--since", "2999-01-01")) == []
-    assert len(_ids(timetracer("list", *where, "--until", "2999-01-01", "--service", rec["GET /report"]["service"]))) == 5
-    by_duration = [e["duration_ms"] for e in json.loads(timetracer("list", *where, "--sort", "duration", "--desc").stdout)]
+    assert (
+        len(
+            _ids(
+                timetracer(
+                    "list",
+                    *where,
+                    "--until",
+                    "2999-01-01",
+                    "--service",
+                    rec["GET /report"]["service"],
+                )
+            )
+        )
+        == 5
+    )
+    by_duration = [
+        e["duration_ms"]
+        for e in json.loads(timetracer("list", *where, "--sort", "duration", "--desc").stdout)
+    ]
     assert by_duration == sorted(by_duration, reverse=True)
     by_time = [e["recorded_at"] for e in json.loads(timetracer("list", *where).stdout)]
     assert by_time == sorted(by_time)
 
     table = timetracer("list", "--dir", str(cassette_dir), "--sort", "status", "--limit", "4")
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["RECORDED", "(UTC)", "ID", "METHOD", "PATH", "STATUS", "MS", "CALLS", "SERVICE"]
-    assert [row.split()[5] for row in rows] == ["200", "200", "200", "200"]  # the 502 sorts last, past the limit
+    assert header.split() == [
+        "RECORDED",
+        "(UTC)",
+        "ID",
+        "METHOD",
+        "PATH",
+        "STATUS",
+        "MS",
+        "CALLS",
+        "SERVICE",
+    ]
+    assert [row.split()[5] for row in rows] == [
+        "200",
+        "200",
+        "200",
+        "200",
+    ]  # the 502 sorts last, past the limit
     assert table.stderr.strip() == "4 of 5 cassettes"
     bad = timetracer("list", "--dir", str(cassette_dir), "--status", "2x")
     assert bad.returncode == 2 and "invalid status '2x'" in bad.stderr
 
 
-def test_the_index_follows_added_changed_and_removed_cassettes(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_the_index_follows_added_changed_and_removed_cassettes(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """After the first listing builds the index, later ones see every change on disk."""
     rec = _recorded(serve, upstream, cassette_dir)
     index_file = CassetteIndex(cassette_dir).index_file
-    assert index_file is not None and index_file.is_file() and cassette_dir not in index_file.parents
-    assert [path.name for path in cassette_dir.rglob("*") if path.name.startswith(".")] == []  # nothing for git status to show
+    assert (
+        index_file is not None and index_file.is_file() and cassette_dir not in index_file.parents
+    )
+    assert [
+        path.name for path in cassette_dir.rglob("*") if path.name.startswith(".")
+    ] == []  # nothing for git status to show
     report = cassette_dir / rec["GET /report"]["key"]
     doc = json.loads(report.read_text("utf-8"))
     doc["response"]["status"] = 503
-    report.write_text(json.dumps(doc, indent=2), "utf-8")  # a changed cassette (other size, other mtime)
+    report.write_text(
+        json.dumps(doc, indent=2), "utf-8"
+    )  # a changed cassette (other size, other mtime)
     (cassette_dir / rec["GET /fail/httpx"]["key"]).unlink()
     broken = cassette_dir / "broken.json"
     broken.write_text('{"format": "timetracer-cassette", "vers', "utf-8")
     done = timetracer("list", "--dir", str(cassette_dir), "--json")
     broken.unlink()  # not a cassette: the schema check after the test would refuse it
     listed = {e["id"]: e["status"] for e in json.loads(done.stdout)}
-    assert listed == {e["id"]: (503 if name == "GET /report" else 200) for name, e in rec.items() if name != "GET /fail/httpx"}
+    assert listed == {
+        e["id"]: (503 if name == "GET /report" else 200)
+        for name, e in rec.items()
+        if name != "GET /fail/httpx"
+    }
     assert "1 file(s) are not usable cassettes" in done.stderr
     assert "broken.json: is truncated: the JSON ends early" in done.stderr
 
@@ -112,19 +173,43 @@ def test_show_prints_request_response_calls_and_the_span_waterfall(
     done = timetracer("show", entry["id"], "--dir", str(cassette_dir))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"GET /async/httpx  200  {entry['duration_ms']} ms  id={entry['id']}")
+    assert lines[0].startswith(
+        f"GET /async/httpx  200  {entry['duration_ms']} ms  id={entry['id']}"
+    )
     assert lines[1] == f"cassette: {cassette_dir / entry['key']}"
     host = upstream.url.removeprefix("http://")
-    for path in ("POST {}/echo?via=json", "GET {}/binary", "GET {}/gzip", "GET {}/status/404", "GET {}/stream?chunks=3"):
-        assert f"httpx {path.format(host)}" in done.stdout  # one row per call: its library, method and target
-    spans = [line for line in lines[lines.index(next(l for l in lines if l.startswith("spans"))) :] if "│" in line]
-    assert spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]  # the server span spans the request
+    for path in (
+        "POST {}/echo?via=json",
+        "GET {}/binary",
+        "GET {}/gzip",
+        "GET {}/status/404",
+        "GET {}/stream?chunks=3",
+    ):
+        assert (
+            f"httpx {path.format(host)}" in done.stdout
+        )  # one row per call: its library, method and target
+    spans = [
+        line
+        for line in lines[lines.index(next(line for line in lines if line.startswith("spans"))) :]
+        if "│" in line
+    ]
+    assert (
+        spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]
+    )  # the server span spans the request
     assert [s.split("│")[1].strip() for s in spans[1:]] == ["CLIENT"] * 7
-    assert all(s.startswith("  ") and "(call #" in s for s in spans[1:])  # children, indented, tied to their call
+    assert all(
+        s.startswith("  ") and "(call #" in s for s in spans[1:]
+    )  # children, indented, tied to their call
     assert "chunk-0;chunk-1;chunk-2;" not in done.stdout  # a call's body only on demand
     full = timetracer("show", str(cassette_dir / entry["key"]), "--payloads")
-    assert f"call #6: httpx GET {host}/stream?chunks=3" in full.stdout and "chunk-0;chunk-1;chunk-2;" in full.stdout
-    assert timetracer("show", entry["key"], "--dir", str(cassette_dir), "--json").stdout.strip() == (cassette_dir / entry["key"]).read_text("utf-8").strip()
+    assert (
+        f"call #6: httpx GET {host}/stream?chunks=3" in full.stdout
+        and "chunk-0;chunk-1;chunk-2;" in full.stdout
+    )
+    assert (
+        timetracer("show", entry["key"], "--dir", str(cassette_dir), "--json").stdout.strip()
+        == (cassette_dir / entry["key"]).read_text("utf-8").strip()
+    )
 
 
 def test_show_names_each_call_by_library_and_target_and_prints_a_failure_with_its_traceback(
@@ -134,20 +219,34 @@ def test_show_names_each_call_by_library_and_target_and_prints_a_failure_with_it
     (crash,) = cassette_dir.rglob("GET__crash__*.json")
     done = timetracer("show", str(crash))
     lines = done.stdout.splitlines()
-    assert lines[3:5] == ["error: LookupError: no profile page for octocat", "Traceback (most recent call last):"]
-    assert '    raise LookupError(f"no profile page for {login}")' in lines and "LookupError: no profile page for octocat" in lines[5:]
+    assert lines[3:5] == [
+        "error: LookupError: no profile page for octocat",
+        "Traceback (most recent call last):",
+    ]
+    assert (
+        '    raise LookupError(f"no profile page for {login}")' in lines
+        and "LookupError: no profile page for octocat" in lines[5:]
+    )
     (sequence,) = cassette_dir.rglob("GET__mixed_sequence__*.json")
     full = timetracer("show", str(sequence), "--payloads").stdout
     table, key = f"tt_mixed_{deps.suffix}", f"tt-mixed:{deps.suffix}"
     for label in (f"sql INSERT INTO {table}  (call #2)", f"redis INCRBY {key}:hits  (call #4)", "redis MULTI/EXEC SET, GET, INCRBYFLOAT  (call #7)",
                   f"pymongo find mixed.events_{deps.suffix}  (call #9)", "sql SELECT FROM items  (call #13)"):  # fmt: skip
         assert label in full  # each span named by its call
-    inserted = [line.rstrip() for line in full.split(f"call #2: sql INSERT INTO {table}\n", 1)[1].split("\n\n", 1)[0].splitlines()]
+    inserted = [
+        line.rstrip()
+        for line in full.split(f"call #2: sql INSERT INTO {table}\n", 1)[1]
+        .split("\n\n", 1)[0]
+        .splitlines()
+    ]
     assert inserted[-4:] == [
         "id ┃ amount        ┃ at", "━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━",
         "1  │ 12.50 Decimal │ 2026-01-22 10:30:00.123000+00:00 datetime", "{'rowcount': 1, 'lastrowid': None}",
     ]  # fmt: skip
-    assert f"call #4: redis INCRBY {key}:hits\nrequest\nINCRBY {key}:hits 1\nresponse\n{{'reply': 1}}" in full
+    assert (
+        f"call #4: redis INCRBY {key}:hits\nrequest\nINCRBY {key}:hits 1\nresponse\n{{'reply': 1}}"
+        in full
+    )
 
 
 def test_diff_names_each_difference_and_exits_1_unless_ignored(
@@ -158,31 +257,58 @@ def test_diff_names_each_difference_and_exits_1_unless_ignored(
     done = timetracer("diff", a, b, "--dir", str(cassette_dir))
     assert done.returncode == 1, done.stderr
     assert 'request.body.name: "ada" -> "Grace"' in done.stdout.splitlines()
-    assert f'calls[0].request.url: "{upstream.url}/echo?name=ada" -> "{upstream.url}/echo?name=Grace"' in done.stdout
+    assert (
+        f'calls[0].request.url: "{upstream.url}/echo?name=ada" -> "{upstream.url}/echo?name=Grace"'
+        in done.stdout
+    )
     assert done.stdout.splitlines()[-1] == "7 differences"
     same = timetracer("diff", a, a, "--dir", str(cassette_dir))
     assert (same.returncode, same.stdout.splitlines()[-1]) == (0, "no differences")
-    ignoring = ["--ignore", "name", "--ignore", "query", "--ignore", "content-length", "--ignore", "calls[0].request.url"]
+    ignoring = [
+        "--ignore",
+        "name",
+        "--ignore",
+        "query",
+        "--ignore",
+        "content-length",
+        "--ignore",
+        "calls[0].request.url",
+    ]
     quiet = timetracer("diff", a, b, "--dir", str(cassette_dir), *ignoring, "--json")
     assert (quiet.returncode, json.loads(quiet.stdout)["differences"]) == (0, [])
-    strict = timetracer("diff", a, b, "--dir", str(cassette_dir), *ignoring, "--no-default-ignores", "--json")
+    strict = timetracer(
+        "diff", a, b, "--dir", str(cassette_dir), *ignoring, "--no-default-ignores", "--json"
+    )
     # each call carries its own span id in traceparent; the upstream's Date may or may not have ticked
-    assert strict.returncode == 1 and "calls[0].request.headers.traceparent" in {d["where"] for d in json.loads(strict.stdout)["differences"]}
+    assert strict.returncode == 1 and "calls[0].request.headers.traceparent" in {
+        d["where"] for d in json.loads(strict.stdout)["differences"]
+    }
 
 
-def test_search_finds_text_in_bodies_headers_and_urls(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_search_finds_text_in_bodies_headers_and_urls(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     rec = _recorded(serve, upstream, cassette_dir)
     where = ["--dir", str(cassette_dir), "--json"]
     (found,) = json.loads(timetracer("search", "grace", *where).stdout)
     assert found["id"] == rec["POST /lookup Grace"]["id"]
-    assert found["matches"] == ["request.body", "response.body", "calls[0].request.url", "calls[0].response.body"]
+    assert found["matches"] == [
+        "request.body",
+        "response.body",
+        "calls[0].request.url",
+        "calls[0].response.body",
+    ]
     assert json.loads(timetracer("search", "grace", "--case-sensitive", *where).stdout) == []
-    by_header = {e["id"] for e in json.loads(timetracer("search", "application/octet-stream", *where).stdout)}
+    by_header = {
+        e["id"] for e in json.loads(timetracer("search", "application/octet-stream", *where).stdout)
+    }
     assert by_header == {rec["GET /async/httpx"]["id"]}  # the /binary call's response header
     post_only = json.loads(timetracer("search", "python-httpx", "--method", "POST", *where).stdout)
     assert {e["method"] for e in post_only} == {"POST"} and len(post_only) == 2
     table = timetracer("search", "Grace", "--dir", str(cassette_dir))
-    assert table.stdout.splitlines()[1].endswith("request.body, response.body, calls[0].request.url, calls[0].response.body")
+    assert table.stdout.splitlines()[1].endswith(
+        "request.body, response.body, calls[0].request.url, calls[0].response.body"
+    )
 
 
 def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
@@ -191,7 +317,14 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     """One cassette, then the directory: no call reaches the upstream; only /report's timestamp differs."""
     rec = _recorded(serve, upstream, cassette_dir)
     before = len(upstream.requests)
-    one = timetracer("replay", rec["GET /async/httpx"]["id"], "--dir", str(cassette_dir), *_APP, upstream=upstream.url)
+    one = timetracer(
+        "replay",
+        rec["GET /async/httpx"]["id"],
+        "--dir",
+        str(cassette_dir),
+        *_APP,
+        upstream=upstream.url,
+    )
     assert one.returncode == 0, one.stderr
     assert one.stdout.splitlines()[0].startswith("timetracer [OK] replayed GET /async/httpx  id=")
     assert "calls=7/7  unused=0  response=same" in one.stdout
@@ -199,12 +332,18 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     every = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
     assert every.returncode == 1, every.stderr
     reports = {(r["path"], r["cassette_id"]): r for r in json.loads(every.stdout)}
-    assert set(reports) == {(e["path"], e["id"]) for e in rec.values()}  # each request answered by its own cassette
+    assert set(reports) == {
+        (e["path"], e["id"]) for e in rec.values()
+    }  # each request answered by its own cassette
     assert [k for k, r in reports.items() if not r["ok"]] == [("/report", rec["GET /report"]["id"])]
-    assert reports[("/report", rec["GET /report"]["id"])]["differences"][0].startswith("body $.timestamp: recorded ")
+    assert reports[("/report", rec["GET /report"]["id"])]["differences"][0].startswith(
+        "body $.timestamp: recorded "
+    )
     assert reports[("/fail/httpx", rec["GET /fail/httpx"]["id"])]["status"] == 502
 
-    ignoring = timetracer("replay", str(cassette_dir), *_APP, "--ignore", "timestamp", upstream=upstream.url)
+    ignoring = timetracer(
+        "replay", str(cassette_dir), *_APP, "--ignore", "timestamp", upstream=upstream.url
+    )
     assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
     assert ignoring.stdout.splitlines()[-1] == "replayed 5 cassettes: 5 ok, 0 differ"
     assert len(upstream.requests) == before
@@ -215,14 +354,25 @@ def test_replay_of_a_directory_sends_the_requests_in_recording_order(
 ) -> None:
     """Two signatures interleaved, files named in the reverse of recording order: the command goes by
     recorded_at, and each request is answered by the cassette it was sent from."""
-    record(serve, upstream.url, cassette_dir, [("POST", "/lookup", {"json": {"name": name}}) for name in ["ada", "bob", "ada"]])
+    record(
+        serve,
+        upstream.url,
+        cassette_dir,
+        [("POST", "/lookup", {"json": {"name": name}}) for name in ["ada", "bob", "ada"]],
+    )
     found = [(json.loads(path.read_text("utf-8")), path) for path in cassette_dir.rglob("*.json")]
-    found.sort(key=lambda item: datetime.fromisoformat(item[0]["recorded_at"].replace("Z", "+00:00")))
-    renamed = [path.rename(path.with_name(f"{len(found) - n}.json")) for n, (_, path) in enumerate(found)]
+    found.sort(
+        key=lambda item: datetime.fromisoformat(item[0]["recorded_at"].replace("Z", "+00:00"))
+    )
+    renamed = [
+        path.rename(path.with_name(f"{len(found) - n}.json")) for n, (_, path) in enumerate(found)
+    ]
     done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
     assert done.returncode == 0, done.stdout + done.stderr
     reports = json.loads(done.stdout)
-    assert [(r["cassette"], r["cassette_id"], r["ok"]) for r in reports] == [(str(p), doc["id"], True) for (doc, _), p in zip(found, renamed)]
+    assert [(r["cassette"], r["cassette_id"], r["ok"]) for r in reports] == [
+        (str(p), doc["id"], True) for (doc, _), p in zip(found, renamed, strict=False)
+    ]
 
 
 _PLAIN_APP = """
@@ -262,18 +412,33 @@ def test_replay_wraps_an_app_that_never_set_timetracer_up(
     assert len(upstream.requests) == before
 
 
-def test_unusable_input_is_refused_with_exit_status_2(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path) -> None:
+def test_unusable_input_is_refused_with_exit_status_2(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
     rec = _recorded(serve, upstream, cassette_dir)
     missing = timetracer("show", "feedbeef", "--dir", str(cassette_dir))
-    assert (missing.returncode, missing.stderr.strip()) == (2, f"Error: 'feedbeef' matches no cassette in {cassette_dir}")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        f"Error: 'feedbeef' matches no cassette in {cassette_dir}",
+    )
     ambiguous = timetracer("show", "POST__lookup", "--dir", str(cassette_dir))
     assert ambiguous.returncode == 2 and "matches 2 cassettes" in ambiguous.stderr
     cut = tmp_path / "cut.json"
     cut.write_text((cassette_dir / rec["GET /report"]["key"]).read_text("utf-8")[:200], "utf-8")
-    for args in (["show", str(cut)], ["diff", str(cut), rec["GET /report"]["id"], "--dir", str(cassette_dir)]):
+    for args in (
+        ["show", str(cut)],
+        ["diff", str(cut), rec["GET /report"]["id"], "--dir", str(cassette_dir)],
+    ):
         done = timetracer(*args)
         assert done.returncode == 2 and f"cannot use cassette {cut}: is truncated" in done.stderr
-    wrong_app = timetracer("replay", rec["GET /report"]["id"], "--dir", str(cassette_dir), "--app", "no_such_module:app")
+    wrong_app = timetracer(
+        "replay",
+        rec["GET /report"]["id"],
+        "--dir",
+        str(cassette_dir),
+        "--app",
+        "no_such_module:app",
+    )
     assert wrong_app.returncode == 2 and "No module named 'no_such_module'" in wrong_app.stderr
 
 
@@ -299,14 +464,23 @@ def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Pat
         [str(TIMETRACER), "show", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=25,
         env={**os.environ, "TIMETRACER_READ_MAX_BYTES": "10"},
     )  # fmt: skip
-    assert limited.stderr == f"Error: timetracer: cannot use cassette {tmp_path / 'other.json'}: is 18 bytes; TIMETRACER_READ_MAX_BYTES allows 10\n"
+    assert (
+        limited.stderr
+        == f"Error: timetracer: cannot use cassette {tmp_path / 'other.json'}: is 18 bytes; TIMETRACER_READ_MAX_BYTES allows 10\n"
+    )
     (tmp_path / "other.json").unlink()
     (tmp_path / "notes.json").unlink()
     nothing = timetracer("search", "needle", "--dir", str(tmp_path))
-    assert (nothing.returncode, nothing.stdout, nothing.stderr) == (1, "", "0 of 0 cassettes contain 'needle'\n")  # as grep
+    assert (nothing.returncode, nothing.stdout, nothing.stderr) == (
+        1,
+        "",
+        "0 of 0 cassettes contain 'needle'\n",
+    )  # as grep
 
 
-def test_serve_listens_before_it_prints_its_url_and_names_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
+def test_serve_listens_before_it_prints_its_url_and_names_a_free_port_when_its_own_is_taken(
+    tmp_path: Path,
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -320,20 +494,35 @@ def test_serve_listens_before_it_prints_its_url_and_names_a_free_port_when_its_o
         suggested.bind(("127.0.0.1", int(line.removeprefix(prefix))))  # free, as it says
 
 
-def test_show_cuts_a_long_body_and_payloads_shows_it_all(tmp_path: Path, upstream: Upstream, serve: Callable[..., Any]) -> None:
+def test_show_cuts_a_long_body_and_payloads_shows_it_all(
+    tmp_path: Path, upstream: Upstream, serve: Callable[..., Any]
+) -> None:
     record(serve, upstream.url, tmp_path, [("POST", "/lookup", {"json": {"name": "x" * 5000}})])
     (path,) = tmp_path.rglob("*.json")
     env = {**os.environ, "TIMETRACER_SHOW_MAX_BODY_BYTES": "1000"}
-    short = subprocess.run([str(TIMETRACER), "show", str(path)], capture_output=True, text=True, timeout=25, env=env)
+    short = subprocess.run(
+        [str(TIMETRACER), "show", str(path)], capture_output=True, text=True, timeout=25, env=env
+    )
     unwrapped = short.stdout.replace("\n", "")  # long lines are wrapped at 160 columns
     assert short.returncode == 0 and "x" * 900 in unwrapped and "x" * 1000 not in unwrapped
-    assert short.stdout.count("… the rest is cut (--payloads shows all)") == 2  # the request's body and the response's
-    full = subprocess.run([str(TIMETRACER), "show", str(path), "--payloads"], capture_output=True, text=True, timeout=25, env=env)
+    assert (
+        short.stdout.count("… the rest is cut (--payloads shows all)") == 2
+    )  # the request's body and the response's
+    full = subprocess.run(
+        [str(TIMETRACER), "show", str(path), "--payloads"],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        env=env,
+    )
     assert "x" * 5000 in full.stdout.replace("\n", "") and "the rest is cut" not in full.stdout
 
 
 def test_a_recent_index_reads_again_only_the_directories_that_changed(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """As the dashboard refreshes: added, removed and broken cassettes are seen at once, and no other is read again."""
     from timetracer_otel.cli import index as index_module
@@ -344,10 +533,16 @@ def test_a_recent_index_reads_again_only_the_directories_that_changed(
     first, second = sorted(day.iterdir())
     reads: list[str] = []
     original = index_module.load_cassette
-    monkeypatch.setattr(index_module, "load_cassette", lambda path, **limits: reads.append(Path(path).name) or original(path, **limits))
+    monkeypatch.setattr(
+        index_module,
+        "load_cassette",
+        lambda path, **limits: reads.append(Path(path).name) or original(path, **limits),
+    )
     doc = json.loads(first.read_text("utf-8"))
     (cassette_dir / "later" / "deeper").mkdir(parents=True)
-    (cassette_dir / "later" / "deeper" / "copy.json").write_text(json.dumps({**doc, "id": "0000c0de"}), "utf-8")
+    (cassette_dir / "later" / "deeper" / "copy.json").write_text(
+        json.dumps({**doc, "id": "0000c0de"}), "utf-8"
+    )
     (day / "broken.json").write_text('{"format": "timetracer-cassette"', "utf-8")
     second.unlink()
     index.refresh(recent=60)
@@ -357,4 +552,8 @@ def test_a_recent_index_reads_again_only_the_directories_that_changed(
     shutil.rmtree(cassette_dir / "later")
     (day / "broken.json").unlink()
     index.refresh(recent=60)
-    assert list(index.entries) == [f"{day.name}/{first.name}"] and index.problems == {} and sorted(reads) == ["broken.json", "copy.json"]
+    assert (
+        list(index.entries) == [f"{day.name}/{first.name}"]
+        and index.problems == {}
+        and sorted(reads) == ["broken.json", "copy.json"]
+    )

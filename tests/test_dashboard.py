@@ -7,8 +7,9 @@ import dataclasses
 import http.client
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -30,14 +31,23 @@ _SENT: list[Sent] = [
     ("GET", "/async/httpx", {}),
     ("GET", "/fail/httpx", {}),
     ("POST", "/lookup", {"json": {"name": "ada"}}),
-    ("POST", "/lookup", {"json": {"name": _ATTACK}, "headers": {"x-note": '<img src="x" onerror="window.__pwned = true">'}}),
+    (
+        "POST",
+        "/lookup",
+        {
+            "json": {"name": _ATTACK},
+            "headers": {"x-note": '<img src="x" onerror="window.__pwned = true">'},
+        },
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     # Never skipped: without chromium this fails and says how to get it (.ci/run installs it).
-    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: apt-get update && apt-get install -y chromium"
+    assert CHROMIUM.exists(), (
+        "the browser tests need Debian's chromium: apt-get update && apt-get install -y chromium"
+    )
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=_ARGS)
         yield launched
@@ -51,15 +61,24 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def _dashboard(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+def _dashboard(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> tuple[str, dict[str, dict[str, Any]]]:
     """Record :data:`_SENT`, serve the dashboard over it; its URL and the cassettes by ``METHOD path[ name]``."""
     record(serve, upstream.url, cassette_dir, _SENT)
     target = ReplayTarget("replay_app:create_app", str(APPS_DIR), factory=True)
     docs = {}
     for path in cassette_dir.rglob("*.json"):
         doc = json.loads(path.read_text("utf-8"))
-        name = f" {doc['request']['body']['json']['name'][:3]}" if doc["request"]["path"] == "/lookup" else ""
-        docs[f"{doc['request']['method']} {doc['request']['path']}{name}"] = {**doc, "key": path.relative_to(cassette_dir).as_posix()}
+        name = (
+            f" {doc['request']['body']['json']['name'][:3]}"
+            if doc["request"]["path"] == "/lookup"
+            else ""
+        )
+        docs[f"{doc['request']['method']} {doc['request']['path']}{name}"] = {
+            **doc,
+            "key": path.relative_to(cassette_dir).as_posix(),
+        }
     assert len(docs) == len(_SENT)
     return serve(create_app(str(cassette_dir), target)).url, docs
 
@@ -71,7 +90,10 @@ def _follow(page: Page, selector: str) -> None:
 
 
 def _rows(page: Page) -> list[list[str]]:
-    return [[cell.strip() for cell in row.locator("td").all_inner_texts()] for row in page.locator("#recordings tbody tr").all()]
+    return [
+        [cell.strip() for cell in row.locator("td").all_inner_texts()]
+        for row in page.locator("#recordings tbody tr").all()
+    ]
 
 
 def test_the_table_lists_every_recording_and_filters_and_sorts_it(
@@ -84,7 +106,9 @@ def test_the_table_lists_every_recording_and_filters_and_sorts_it(
 
     page.fill("input[name=path]", "/look*")
     _follow(page, "#apply")
-    assert sorted(row[10] for row in _rows(page)) == sorted(docs[n]["id"] for n in ("POST /lookup ada", "POST /lookup </p"))
+    assert sorted(row[10] for row in _rows(page)) == sorted(
+        docs[n]["id"] for n in ("POST /lookup ada", "POST /lookup </p")
+    )
     page.goto(url)
     page.check("input[name=errors]")
     _follow(page, "#apply")
@@ -92,7 +116,12 @@ def test_the_table_lists_every_recording_and_filters_and_sorts_it(
 
     page.goto(url)
     _follow(page, "a.sort >> text=status")
-    assert [row[5] for row in _rows(page)] == ["502", "200", "200", "200"]  # the first click sorts descending
+    assert [row[5] for row in _rows(page)] == [
+        "502",
+        "200",
+        "200",
+        "200",
+    ]  # the first click sorts descending
     _follow(page, "a.sort >> text=status")
     assert [row[5] for row in _rows(page)] == ["200", "200", "200", "502"]
 
@@ -110,11 +139,23 @@ def test_a_recording_shows_its_waterfall_calls_and_payloads(
     assert spans.locator(".kind").all_inner_texts() == ["SERVER"] + ["CLIENT"] * 7
     labels = [label.strip() for label in spans.locator(".label").all_inner_texts()]
     host = upstream.url.removeprefix("http://")
-    assert labels[0] == "GET /async/httpx" and labels[1] == f"httpx POST {host}/echo?via=json"  # library, method, target
+    assert (
+        labels[0] == "GET /async/httpx" and labels[1] == f"httpx POST {host}/echo?via=json"
+    )  # library, method, target
     assert page.locator("#waterfall .ticks span").all_inner_texts()[0] == "0.0 ms"  # the time axis
-    widths = [float(w) for w in page.locator("#waterfall svg rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")]
+    widths = [
+        float(w)
+        for w in page.locator("#waterfall svg rect").evaluate_all(
+            "rs => rs.map(r => r.getAttribute('width'))"
+        )
+    ]
     assert widths[0] == max(widths)  # the server span's bar is the whole request
-    offsets = [float(x) for x in page.locator("#waterfall svg rect").evaluate_all("rs => rs.map(r => r.getAttribute('x'))")]
+    offsets = [
+        float(x)
+        for x in page.locator("#waterfall svg rect").evaluate_all(
+            "rs => rs.map(r => r.getAttribute('x'))"
+        )
+    ]
     assert offsets == sorted(offsets) and offsets[0] == 0.0  # the calls run one after the other
     assert page.locator("#waterfall section.call").count() == 7  # every call inside its span
     stream = page.locator("#call-6")
@@ -133,7 +174,12 @@ def test_recorded_markup_is_shown_as_text_and_never_runs(
     assert response is not None and "script-src" not in response.headers["content-security-policy"]
     assert "default-src 'none'" in response.headers["content-security-policy"]
     assert json.loads(page.locator("#request pre.body").inner_text()) == {"name": _ATTACK}
-    assert page.locator("#request table.headers").inner_text().count('<img src="x" onerror="window.__pwned = true">') == 1
+    assert (
+        page.locator("#request table.headers")
+        .inner_text()
+        .count('<img src="x" onerror="window.__pwned = true">')
+        == 1
+    )
     assert page.evaluate("document.querySelectorAll('script, img').length") == 0
     assert page.evaluate("typeof window.__pwned") == "undefined"
     page.goto(url)  # the table shows the same recording's values escaped too
@@ -168,21 +214,37 @@ def test_nothing_outside_the_directory_is_served(
         "/static/../app.py", "/static/%2e%2e/app.py", "/cassettes/../../../../etc/passwd",
         "/download/../outside.json?part=request", f"/download/{key}?part=../../outside.json",
     ]  # fmt: skip
-    assert {target: _raw_get(url, target) for target in attempts} == {target: 404 for target in attempts}
+    assert {target: _raw_get(url, target) for target in attempts} == {
+        target: 404 for target in attempts
+    }
     assert _raw_get(url, f"/cassettes/{key}") == 200
     assert page.goto(f"{url}/cassettes/2026-01-01/link.json").status == 422  # type: ignore[union-attr]  # named, never followed
-    assert page.locator("#problem").inner_text() == "cannot use cassette 2026-01-01/link.json: is a link to a file outside the cassette directory"
+    assert (
+        page.locator("#problem").inner_text()
+        == "cannot use cassette 2026-01-01/link.json: is a link to a file outside the cassette directory"
+    )
     assert page.goto(f"{url}/cassettes/..%2F..%2Foutside.json").status == 404  # type: ignore[union-attr]
     assert "no such cassette in this directory" in page.locator("#problem").inner_text()
     page.goto(url)
-    assert page.locator("#count").inner_text() == "4 of 4 recordings; 1 file(s) are not usable cassettes"
-    (cassette_dir / "2026-01-01" / "link.json").unlink()  # leave only real cassettes for the schema check
+    assert (
+        page.locator("#count").inner_text()
+        == "4 of 4 recordings; 1 file(s) are not usable cassettes"
+    )
+    (
+        cassette_dir / "2026-01-01" / "link.json"
+    ).unlink()  # leave only real cassettes for the schema check
 
 
 def test_two_recordings_diff_and_one_replays_from_the_button(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    page: Page,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)  # what the replayed app reads; it is never called
+    monkeypatch.setenv(
+        "REPLAY_APP_UPSTREAM", upstream.url
+    )  # what the replayed app reads; it is never called
     url, docs = _dashboard(serve, upstream, cassette_dir)
     a, b = docs["POST /lookup ada"], docs["POST /lookup </p"]
     page.goto(url)
@@ -190,9 +252,17 @@ def test_two_recordings_diff_and_one_replays_from_the_button(
     page.check(f"#recordings tr:has-text('{b['id']}') input[name=b]")
     _follow(page, "#diff button")
     assert page.locator("#verdict").inner_text() == "8 differences"
-    cells = {row[0]: row[1:] for row in (r.locator("td").all_inner_texts() for r in page.locator("#differences tbody tr").all())}
+    cells = {
+        row[0]: row[1:]
+        for row in (
+            r.locator("td").all_inner_texts() for r in page.locator("#differences tbody tr").all()
+        )
+    }
     assert cells["request.body.name"] == ['"ada"', json.dumps(_ATTACK)]
-    assert cells["request.headers.x-note"] == ['"<absent>"', json.dumps(_SENT[3][2]["headers"]["x-note"])]
+    assert cells["request.headers.x-note"] == [
+        '"<absent>"',
+        json.dumps(_SENT[3][2]["headers"]["x-note"]),
+    ]
     assert page.evaluate("document.querySelectorAll('script').length") == 0
 
     before = len(upstream.requests)
@@ -202,14 +272,20 @@ def test_two_recordings_diff_and_one_replays_from_the_button(
     assert "recorded 200, replayed 200" in page.locator("#report").inner_text()
     assert page.locator("#changed").inner_text() == "every call as recorded"
     assert [_cells(row)[1:] for row in page.locator("#calls tbody tr").all()] == [
-        [f"httpx GET {upstream.url.removeprefix('http://')}/echo?name=ada", f"httpx GET {upstream.url}/echo?name=ada", "same"]
+        [
+            f"httpx GET {upstream.url.removeprefix('http://')}/echo?name=ada",
+            f"httpx GET {upstream.url}/echo?name=ada",
+            "same",
+        ]
     ]
     assert len(upstream.requests) == before  # the upstream's answer came from the cassette
     forged = page.request.post(f"{url}/replay/{a['key']}", form={"token": "guessed"})
     assert forged.status == 403
 
 
-def test_requests_for_another_host_are_refused(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_requests_for_another_host_are_refused(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """A DNS-rebinding page reaches 127.0.0.1 under its own host name: the dashboard does not answer it."""
     url, _ = _dashboard(serve, upstream, cassette_dir)
     parts = urlsplit(url)
@@ -232,11 +308,16 @@ def test_a_long_body_is_cut_and_links_to_the_whole_of_it(
     url = serve(create_app(str(cassette_dir), limits=limits)).url
     page.goto(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}")
     assert len(page.locator("#request pre.body").inner_text()) == 1000
-    assert page.locator("#request p.cut").inner_text() == "… cut after 1000 characters: download the whole of it"
+    assert (
+        page.locator("#request p.cut").inner_text()
+        == "… cut after 1000 characters: download the whole of it"
+    )
     download = page.request.get(url + page.locator("#request p.cut a").get_attribute("href"))  # type: ignore[operator]
     assert download.status == 200 and json.loads(download.body()) == {"name": name}
     assert download.headers["content-disposition"].startswith("attachment;")
-    assert page.locator("#call-0-request p.cut").count() == 0  # the call's request is short: whole, no link
+    assert (
+        page.locator("#call-0-request p.cut").count() == 0
+    )  # the call's request is short: whole, no link
 
 
 def _cells(row: Any) -> list[str]:
@@ -250,12 +331,21 @@ def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_t
     url = serve(create_app(str(cassette_dir))).url
     page.goto(url)
     rows = {cells[4]: cells for cells in map(_cells, page.locator("#recordings tbody tr").all())}
-    assert rows["/crash"][5:7] == ["500 ⚠ LookupError", "/crash"]  # the status with the exception, the route
+    assert rows["/crash"][5:7] == [
+        "500 ⚠ LookupError",
+        "/crash",
+    ]  # the status with the exception, the route
     assert rows["/mixed/sequence"][5:7] == ["200", "/mixed/sequence"]
 
     _follow(page, "#recordings a.detail >> text='/mixed/sequence'")
-    labels = [label.strip() for label in page.locator("#waterfall details.span .label").all_inner_texts()]
-    table, key, host = f"tt_mixed_{deps.suffix}", f"tt-mixed:{deps.suffix}", upstream.url.removeprefix("http://")
+    labels = [
+        label.strip() for label in page.locator("#waterfall details.span .label").all_inner_texts()
+    ]
+    table, key, host = (
+        f"tt_mixed_{deps.suffix}",
+        f"tt-mixed:{deps.suffix}",
+        upstream.url.removeprefix("http://"),
+    )
     assert labels == [
         "GET /mixed/sequence", f"httpx GET {host}/json?route=sequence", "sql connect postgresql+asyncpg",
         f"sql INSERT INTO {table}", f"sql SELECT FROM {table}", f"redis INCRBY {key}:hits", f"redis HSET {key}:sequence",
@@ -264,10 +354,16 @@ def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_t
         f"pymongo aggregate mixed.events_{deps.suffix}", "sql connect sqlite+aiosqlite", "sql INSERT INTO items",
         "sql SELECT FROM items", f"httpx POST {host}/echo",
     ]  # fmt: skip
-    page.locator("#waterfall details.span").evaluate_all("spans => spans.forEach(s => s.open = true)")
+    page.locator("#waterfall details.span").evaluate_all(
+        "spans => spans.forEach(s => s.open = true)"
+    )
     inserted = page.locator("#call-2-response table.rows")  # INSERT ... RETURNING id, amount, at
     assert inserted.locator("th").all_inner_texts() == ["id", "amount", "at"]
-    assert _cells(inserted.locator("tbody tr")) == ["1", "12.50 Decimal", "2026-01-22 10:30:00.123000+00:00 datetime"]
+    assert _cells(inserted.locator("tbody tr")) == [
+        "1",
+        "12.50 Decimal",
+        "2026-01-22 10:30:00.123000+00:00 datetime",
+    ]
     assert page.locator("#call-2-request pre.body").nth(1).inner_text() == (
         "('sequence',\n Decimal('12.50'),\n datetime.datetime(2026, 1, 22, 10, 30, 0, 123000, tzinfo=datetime.timezone.utc))"
     )  # the parameters as the driver got them
@@ -277,34 +373,63 @@ def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_t
         f"MULTI\nSET {key}:sequence:raw b'\\x00\\xffbin'\nGET {key}:sequence:raw\nINCRBYFLOAT {key}:f 0.5\nEXEC"
     )
     found = page.locator("#call-9-request pre.body").inner_text()
-    assert found == f"{{'find': 'events_{deps.suffix}', 'filter': {{'route': 'sequence'}}}}"  # no session fields
+    assert (
+        found == f"{{'find': 'events_{deps.suffix}', 'filter': {{'route': 'sequence'}}}}"
+    )  # no session fields
     assert "Decimal128('9.99')" in page.locator("#call-9-response pre.body").inner_text()
 
     page.goto(url)
     _follow(page, "#recordings a.detail >> text='/crash'")
-    assert page.locator("#failure p.problem").inner_text() == "LookupError: no profile page for octocat"
+    assert (
+        page.locator("#failure p.problem").inner_text()
+        == "LookupError: no profile page for octocat"
+    )
     traceback = page.locator("#failure pre.traceback").inner_text()
     assert traceback.startswith("Traceback (most recent call last):")
-    assert 'raise LookupError(f"no profile page for {login}")' in traceback and "replay_app.py" in traceback
+    assert (
+        'raise LookupError(f"no profile page for {login}")' in traceback
+        and "replay_app.py" in traceback
+    )
     assert traceback.rstrip().endswith("LookupError: no profile page for octocat")
     assert "The client received 500 with an empty body." in page.locator("#failure").inner_text()
 
 
 def test_a_replay_through_changed_code_names_the_call_that_changed(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, page: Page, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    page: Page,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
     record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
     (path,) = cassette_dir.rglob("*.json")
-    url = serve(create_app(str(cassette_dir), ReplayTarget("replay_app:create_changed_app", str(APPS_DIR), factory=True))).url
+    url = serve(
+        create_app(
+            str(cassette_dir),
+            ReplayTarget("replay_app:create_changed_app", str(APPS_DIR), factory=True),
+        )
+    ).url
     page.goto(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}")
     _follow(page, "#replay")
     host = upstream.url.removeprefix("http://")
     assert page.locator("#verdict").inner_text() == "differs"
-    assert page.locator("#changed").inner_text() == f"call #1 changed: httpx GET {host}/echo?step=2 → httpx GET {upstream.url}/echo?step=3"
+    assert (
+        page.locator("#changed").inner_text()
+        == f"call #1 changed: httpx GET {host}/echo?step=2 → httpx GET {upstream.url}/echo?step=3"
+    )
     assert [_cells(row) for row in page.locator("#calls tbody tr").all()] == [
         ["0", f"httpx GET {host}/echo?step=1", f"httpx GET {upstream.url}/echo?step=1", "same"],
-        ["1", f"httpx GET {host}/echo?step=2", f"httpx GET {upstream.url}/echo?step=3", "query 'step': recorded 2, this call 3"],
+        [
+            "1",
+            f"httpx GET {host}/echo?step=2",
+            f"httpx GET {upstream.url}/echo?step=3",
+            "query 'step': recorded 2, this call 3",
+        ],
     ]
     rows = [_cells(row) for row in page.locator("#differences tbody tr").all()]
-    assert ["header x-version", '"1"', '"2"'] in rows and ["body $.added", "<absent>", '"new field"'] in rows  # side by side
+    assert ["header x-version", '"1"', '"2"'] in rows and [
+        "body $.added",
+        "<absent>",
+        '"new field"',
+    ] in rows  # side by side

@@ -19,10 +19,15 @@ BIN = Path(sys.executable).parent
 APPS_DIR = Path(__file__).parent / "apps"
 SECRETS = ("header-secret", "query-secret")
 # (path, headers) of each request sent to the app
-SENT = [("/profile/ada?token=query-secret", {"Authorization": "Bearer header-secret"}), ("/profile/grace", {})]
+SENT = [
+    ("/profile/ada?token=query-secret", {"Authorization": "Bearer header-secret"}),
+    ("/profile/grace", {}),
+]
 
 
-def instrumented_app(env: dict[str, str], app_name: str = "app") -> contextlib.AbstractContextManager[FreshServer]:
+def instrumented_app(
+    env: dict[str, str], app_name: str = "app"
+) -> contextlib.AbstractContextManager[FreshServer]:
     """``opentelemetry-instrument uvicorn plain_app:<app_name>`` on a socket bound here; stopped after the block.
 
     The process sees no ``OTEL_*`` variable but those in ``env``. Stopping it flushes
@@ -44,15 +49,22 @@ def send(app: FreshServer) -> list[httpx.Response]:
 
 
 def record_env(upstream: Upstream, cassette_dir: Path, **otel: str) -> dict[str, str]:
-    return {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "PLAIN_APP_UPSTREAM": upstream.url, **otel}
+    return {
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(cassette_dir),
+        "PLAIN_APP_UPSTREAM": upstream.url,
+        **otel,
+    }
 
 
-def assert_recorded(cassettes: list[dict[str, Any]], responses: list[httpx.Response], upstream_url: str) -> None:
+def assert_recorded(
+    cassettes: list[dict[str, Any]], responses: list[httpx.Response], upstream_url: str
+) -> None:
     """One cassette per request, each holding the app's two upstream calls and the response it sent."""
     assert [r.status_code for r in responses] == [200, 200], responses[0].text
     by_path = {c["request"]["path"]: c for c in cassettes}
     assert sorted(by_path) == ["/profile/ada", "/profile/grace"]
-    for (path, _), response in zip(SENT, responses):
+    for (path, _), response in zip(SENT, responses, strict=False):
         cassette = by_path[path.split("?")[0]]
         assert cassette["request"]["route"] == "/profile/{name}"
         assert [(c["library"], c["request"]["url"]) for c in cassette["calls"]] == [
@@ -69,7 +81,9 @@ def assert_exported_same_traces(cassettes: list[dict[str, Any]], receiver: Any) 
         assert {s.span_id for s in received} == {s["span_id"] for s in cassette["spans"]}
         assert {s.service for s in received} == {cassette["service"]} == {"plain-app"}
     server = [s for s in receiver.spans if "http.request.header.authorization" in s.attributes]
-    assert [s.attributes["http.request.header.authorization"] for s in server] == [["[REDACTED]"]]  # sent once
+    assert [s.attributes["http.request.header.authorization"] for s in server] == [
+        ["[REDACTED]"]
+    ]  # sent once
     assert not [k for s in receiver.spans for k in s.attributes if k.startswith("timetracer.")]
     for secret in SECRETS:
         assert all(secret.encode() not in body for body in receiver.bodies), secret
@@ -83,9 +97,13 @@ _EXPORT = {
 
 
 @pytest.mark.parametrize("app_name", ["app", "fastapi_app"], ids=["starlette", "fastapi"])
-def test_records_and_exports_an_app_without_timetracer_code(app_name: str, upstream: Upstream, cassette_dir: Path) -> None:
+def test_records_and_exports_an_app_without_timetracer_code(
+    app_name: str, upstream: Upstream, cassette_dir: Path
+) -> None:
     with running_receiver() as receiver:
-        env = record_env(upstream, cassette_dir, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **_EXPORT)
+        env = record_env(
+            upstream, cassette_dir, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **_EXPORT
+        )
         with instrumented_app(env, app_name) as app:
             responses = send(app)
     cassettes = load_cassettes(cassette_dir)
@@ -100,17 +118,33 @@ def test_replays_with_the_upstream_down(cassette_dir: Path) -> None:
     with running_upstream() as upstream:
         with instrumented_app(record_env(upstream, cassette_dir)) as app:
             recorded = send(app)
-    replay = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), "PLAIN_APP_UPSTREAM": upstream.url}
+    replay = {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(cassette_dir),
+        "PLAIN_APP_UPSTREAM": upstream.url,
+    }
     with instrumented_app(replay) as app:
         replayed = send(app)
-    assert [(r.status_code, r.json()) for r in replayed] == [(r.status_code, r.json()) for r in recorded]
-    reports = [line for line in app.stderr.splitlines() if line.startswith("timetracer [OK] replayed GET /profile/")]
-    assert len(reports) == len(SENT) and all("calls=2/2" in r and "response=same" in r for r in reports), app.stderr
+    assert [(r.status_code, r.json()) for r in replayed] == [
+        (r.status_code, r.json()) for r in recorded
+    ]
+    reports = [
+        line
+        for line in app.stderr.splitlines()
+        if line.startswith("timetracer [OK] replayed GET /profile/")
+    ]
+    assert len(reports) == len(SENT) and all(
+        "calls=2/2" in r and "response=same" in r for r in reports
+    ), app.stderr
 
 
 def test_unusable_cassettes_stop_the_app_at_start(tmp_path: Path) -> None:
     """Not a replay that could reach the network: the process ends before serving anything."""
-    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(tmp_path / "missing"), "PLAIN_APP_UPSTREAM": "http://127.0.0.1:1"}
+    env = {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(tmp_path / "missing"),
+        "PLAIN_APP_UPSTREAM": "http://127.0.0.1:1",
+    }
     with instrumented_app(env) as app:
         assert app.process.wait(30) != 0
     assert "timetracer: " in app.stderr and str(tmp_path / "missing") in app.stderr, app.stderr
@@ -118,22 +152,36 @@ def test_unusable_cassettes_stop_the_app_at_start(tmp_path: Path) -> None:
 
 def test_a_collector_that_is_down_fails_no_request(upstream: Upstream, cassette_dir: Path) -> None:
     """Requests succeed and are recorded; the failed export is logged. (A short export timeout keeps the exit quick.)"""
-    closed = {**_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    closed = {
+        **_EXPORT,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+    }
     with instrumented_app(record_env(upstream, cassette_dir, **closed)) as app:
         responses = send(app)
     assert_recorded(load_cassettes(cassette_dir), responses, upstream.url)
-    assert "timetracer: OTLP export of" in app.stderr and "to http://127.0.0.1:1/v1/traces failed" in app.stderr, app.stderr
+    assert (
+        "timetracer: OTLP export of" in app.stderr
+        and "to http://127.0.0.1:1/v1/traces failed" in app.stderr
+    ), app.stderr
 
 
-def test_an_exporter_that_is_not_installed_stops_no_recording(upstream: Upstream, cassette_dir: Path) -> None:
+def test_an_exporter_that_is_not_installed_stops_no_recording(
+    upstream: Upstream, cassette_dir: Path
+) -> None:
     """gRPC asked for, its exporter absent: the SDK setup fails, is logged, and cassettes are still recorded."""
-    with instrumented_app(record_env(upstream, cassette_dir, OTEL_EXPORTER_OTLP_PROTOCOL="grpc", **_EXPORT)) as app:
+    with instrumented_app(
+        record_env(upstream, cassette_dir, OTEL_EXPORTER_OTLP_PROTOCOL="grpc", **_EXPORT)
+    ) as app:
         responses = send(app)
-    assert "timetracer: OpenTelemetry SDK setup failed (Requested component 'otlp_proto_grpc' not found" in app.stderr
+    assert (
+        "timetracer: OpenTelemetry SDK setup failed (Requested component 'otlp_proto_grpc' not found"
+        in app.stderr
+    )
     assert_recorded(load_cassettes(cassette_dir), responses, upstream.url)
 
 
-_OTHER_DISTRO = '''
+_OTHER_DISTRO = """
 import os
 from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
@@ -147,7 +195,7 @@ class Distro(BaseDistro):  # what opentelemetry-distro does
 
 class Configurator(_OTelSDKConfigurator):
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -167,37 +215,60 @@ def test_with_another_distribution_in_charge_the_timetracer_exporter_records(
     other_distro: str, upstream: Upstream, cassette_dir: Path
 ) -> None:
     """Its configurator builds the SDK; naming the ``timetracer`` exporter is enough to record."""
-    env = record_env(upstream, cassette_dir, PYTHONPATH=other_distro, OTEL_TRACES_EXPORTER="timetracer")
+    env = record_env(
+        upstream, cassette_dir, PYTHONPATH=other_distro, OTEL_TRACES_EXPORTER="timetracer"
+    )
     with instrumented_app(env) as app:
         responses = send(app)
     assert "Configuration of timetracer not loaded, other already loaded" in app.stderr, app.stderr
     assert_recorded(load_cassettes(cassette_dir), responses, upstream.url)
 
 
-def test_choosing_the_timetracer_distro_beside_another_one(other_distro: str, upstream: Upstream, cassette_dir: Path) -> None:
+def test_choosing_the_timetracer_distro_beside_another_one(
+    other_distro: str, upstream: Upstream, cassette_dir: Path
+) -> None:
     """``OTEL_PYTHON_DISTRO=timetracer`` brings our configurator too, though the other one is listed first."""
     with running_receiver() as receiver:
-        otel = {**_EXPORT, "OTEL_PYTHON_DISTRO": "timetracer", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
-        with instrumented_app(record_env(upstream, cassette_dir, PYTHONPATH=other_distro, **otel)) as app:
+        otel = {
+            **_EXPORT,
+            "OTEL_PYTHON_DISTRO": "timetracer",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        }
+        with instrumented_app(
+            record_env(upstream, cassette_dir, PYTHONPATH=other_distro, **otel)
+        ) as app:
             responses = send(app)
-    assert "Configuration of other not loaded because timetracer is set by OTEL_PYTHON_CONFIGURATOR" in app.stderr
+    assert (
+        "Configuration of other not loaded because timetracer is set by OTEL_PYTHON_CONFIGURATOR"
+        in app.stderr
+    )
     cassettes = load_cassettes(cassette_dir)
     assert_recorded(cassettes, responses, upstream.url)
     assert_exported_same_traces(cassettes, receiver)
 
 
 def _children(pid: int) -> list[int]:
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
 
 
-def test_the_writer_process_does_not_instrument_itself(upstream: Upstream, cassette_dir: Path) -> None:
+def test_the_writer_process_does_not_instrument_itself(
+    upstream: Upstream, cassette_dir: Path
+) -> None:
     """``opentelemetry-instrument`` puts its sitecustomize on PYTHONPATH; the cassette writer's path leaves it out,
     so OpenTelemetry's start-up (and its warnings) run once, in the app."""
     with instrumented_app(record_env(upstream, cassette_dir)) as app:
         send(app)
         (writer,) = _children(app.process.pid)
         assert b"_writer_main" in Path(f"/proc/{writer}/cmdline").read_bytes()
-        environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{writer}/environ").read_bytes().split(b"\0") if b"=" in item)
+        environ = dict(
+            item.split(b"=", 1)
+            for item in Path(f"/proc/{writer}/environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
     entries = environ[b"PYTHONPATH"].decode().split(os.pathsep)
     assert entries and not [e for e in entries if e.rstrip("/").endswith("auto_instrumentation")]
     assert len(load_cassettes(cassette_dir)) == len(SENT)

@@ -10,8 +10,9 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -38,9 +39,13 @@ def _record_in_process(cassette_dir: Path, sent: list[Sent], **env: str) -> list
     return responses
 
 
-def _replay_in_process(cassette_dir: Path, sent: list[Sent], **env: str) -> tuple[list[httpx.Response], str]:
+def _replay_in_process(
+    cassette_dir: Path, sent: list[Sent], **env: str
+) -> tuple[list[httpx.Response], str]:
     """The responses of a fresh uvicorn process replaying ``sent`` from ``cassette_dir``, and what it logged."""
-    with uvicorn_process({"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), **env}, _APP) as server:
+    with uvicorn_process(
+        {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), **env}, _APP
+    ) as server:
         responses = send(server.url, sent)
     return responses, server.stderr
 
@@ -56,16 +61,20 @@ def _replays_identically(cassette_dir: Path, sources: list[str], **env: str) -> 
         assert varying, f"{source}: two requests drew the same values, nothing was drawn"
     for _ in range(2):
         replayed, log = _replay_in_process(cassette_dir, sent)
-        for before, after in zip(recorded, replayed):
+        for before, after in zip(recorded, replayed, strict=False):
             assert_same_response(before, after)
         assert "extra draws" not in log
 
 
-def test_every_source_replays_identically_through_names_imported_directly(cassette_dir: Path) -> None:
+def test_every_source_replays_identically_through_names_imported_directly(
+    cassette_dir: Path,
+) -> None:
     _replays_identically(cassette_dir, [source for source in _SOURCES if source != "secrets"])
 
 
-def test_secrets_draws_are_sealed_and_replay_identically_only_with_the_key(cassette_dir: Path, tmp_path: Path) -> None:
+def test_secrets_draws_are_sealed_and_replay_identically_only_with_the_key(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
     """Tokens drawn from ``secrets`` never reach the cassette in clear: sealed with the key, replayed with it;
     a process without the key gets new ones and says so."""
     (recorded,) = _record_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
@@ -76,9 +85,13 @@ def test_secrets_draws_are_sealed_and_replay_identically_only_with_the_key(casse
     (with_key,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
     assert_same_response(recorded, with_key)
     assert "extra draws" not in log
-    (without_key,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})], TIMETRACER_KEY_FILE=str(tmp_path / "none"))
+    (without_key,), log = _replay_in_process(
+        cassette_dir, [("GET", "/draw/secrets/1", {})], TIMETRACER_KEY_FILE=str(tmp_path / "none")
+    )
     assert without_key.json()["token_hex"] != recorded.json()["token_hex"]
-    assert re.search(r"extra draws \(not recorded, real values given\): secrets=[1-9]", log)  # choice() may draw again
+    assert re.search(
+        r"extra draws \(not recorded, real values given\): secrets=[1-9]", log
+    )  # choice() may draw again
 
 
 def test_with_redaction_off_secrets_draws_replay_identically(cassette_dir: Path) -> None:
@@ -86,17 +99,25 @@ def test_with_redaction_off_secrets_draws_replay_identically(cassette_dir: Path)
 
 
 def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_dir: Path) -> None:
-    recorded = _record_in_process(cassette_dir, [("GET", "/draw/uuid/1", {}), ("GET", "/draw/urandom/1", {})])
+    recorded = _record_in_process(
+        cassette_dir, [("GET", "/draw/uuid/1", {}), ("GET", "/draw/urandom/1", {})]
+    )
     by_path = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     uuids = by_path["/draw/uuid/1"]["draws"]
     assert [(d["source"], d["kind"], d["caller"]) for d in uuids] == [
         ("uuid", "uuid4", "draws_app"), ("uuid", "uuid1", "draws_app"), ("uuid", "uuid4", "draws_app"),
         ("uuid", "uuid4", "draws_app"), ("clock", "time", "draws_app"),  # the model's id and created_at
     ]  # fmt: skip
-    assert [d["value"] for d in uuids if d["kind"] == "uuid4"][0] == {"$type": "uuid", "value": recorded[0].json()["uuid4"]}
+    assert [d["value"] for d in uuids if d["kind"] == "uuid4"][0] == {
+        "$type": "uuid",
+        "value": recorded[0].json()["uuid4"],
+    }
     urandom = by_path["/draw/urandom/1"]["draws"]
     assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2
-    assert urandom[0]["value"] == {"$type": "bytes", "base64": _b64_of_hex(recorded[1].json()["urandom"])}
+    assert urandom[0]["value"] == {
+        "$type": "bytes",
+        "base64": _b64_of_hex(recorded[1].json()["urandom"]),
+    }
 
 
 def _b64_of_hex(text: str) -> str:
@@ -105,14 +126,20 @@ def _b64_of_hex(text: str) -> str:
     return base64.b64encode(bytes.fromhex(text)).decode()
 
 
-def test_a_replay_that_draws_more_gets_a_continuing_clock_and_real_values_and_the_report_counts_them(cassette_dir: Path) -> None:
+def test_a_replay_that_draws_more_gets_a_continuing_clock_and_real_values_and_the_report_counts_them(
+    cassette_dir: Path,
+) -> None:
     (recorded,) = _record_in_process(cassette_dir, [("GET", "/extra/1", {})])
-    (replayed,), log = _replay_in_process(cassette_dir, [("GET", "/extra/1", {})], DRAWS_APP_EXTRA="2")
+    (replayed,), log = _replay_in_process(
+        cassette_dir, [("GET", "/extra/1", {})], DRAWS_APP_EXTRA="2"
+    )
     before, after = recorded.json(), replayed.json()
     assert after["uuids"][0] == before["uuids"][0] and after["clock"][0] == before["clock"][0]
     assert len(set(after["uuids"])) == 3 and not set(after["uuids"][1:]) & set(before["uuids"])
     first, *extra = after["clock"]
-    assert first < extra[0] <= extra[1] < time.time_ns(), "the clock continues from the recorded value"
+    assert first < extra[0] <= extra[1] < time.time_ns(), (
+        "the clock continues from the recorded value"
+    )
     assert extra[0] - first < 60 * 10**9, "continues from the recorded value, not from today's time"
     assert "extra draws (not recorded, real values given): clock=2 uuid=2" in log
 
@@ -135,7 +162,9 @@ def test_a_source_turned_off_is_neither_recorded_nor_replayed(cassette_dir: Path
     recorded = _record_in_process(cassette_dir, sent, TIMETRACER_DRAWS=",".join(on) or "none")
     assert {d["source"] for c in load_cassettes(cassette_dir) for d in c["draws"]} <= set(on)
     replayed, _ = _replay_in_process(cassette_dir, sent)
-    same = [before.content == after.content for before, after in zip(recorded, replayed)]
+    same = [
+        before.content == after.content for before, after in zip(recorded, replayed, strict=False)
+    ]
     assert same == [off not in ("uuid", "none"), off not in ("clock", "none")]
 
 
@@ -146,7 +175,11 @@ def test_opentelemetry_span_times_stay_real_in_replay(
     (recorded,) = send(url, [("GET", "/draw/clock/1", {})])
     assert timetracer_otel.flush(30)
     (cassette,) = load_cassettes(cassette_dir)
-    assert cassette["spans"][0]["start_time_unix_nano"] <= recorded.json()["time_ns"] <= cassette["spans"][0]["end_time_unix_nano"]
+    assert (
+        cassette["spans"][0]["start_time_unix_nano"]
+        <= recorded.json()["time_ns"]
+        <= cassette["spans"][0]["end_time_unix_nano"]
+    )
 
     spans.clear()
     replay_started = time.time_ns()
@@ -178,7 +211,9 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
     """Every request is in flight before any draws; each draws from tasks and a worker thread."""
     paths = [f"/many/{n}" for n in range(_CONCURRENT)]
     record_config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
-    recorded = asyncio.run(_get_all(serve(create_app(record_config, Barrier(_CONCURRENT, 30).wait)).url, paths))
+    recorded = asyncio.run(
+        _get_all(serve(create_app(record_config, Barrier(_CONCURRENT, 30).wait)).url, paths)
+    )
     assert timetracer_otel.flush(60)
     cassettes = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     assert len(cassettes) == _CONCURRENT
@@ -186,7 +221,11 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
         values = response.json()["values"]
         draws = [d["value"] for d in cassettes[f"/many/{response.json()['n']}"]["draws"]]
         uuids = [d["value"] for d in draws if isinstance(d, dict) and d.get("$type") == "uuid"]
-        assert uuids == [values[0], values[2][0], values[3][0]] or uuids == [values[0], values[3][0], values[2][0]]
+        assert uuids == [values[0], values[2][0], values[3][0]] or uuids == [
+            values[0],
+            values[3][0],
+            values[2][0],
+        ]
         assert values[1] in draws and len(draws) == 9
 
     replay_config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
@@ -195,4 +234,6 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
         replayed = asyncio.run(_get_all(server.url, paths))
         server.stop()
     assert [json.loads(r.content) for r in replayed] == [json.loads(r.content) for r in recorded]
-    assert reports and not [r for r in reports if r.extra_draws or not r.ok]  # the last 100 are kept
+    assert reports and not [
+        r for r in reports if r.extra_draws or not r.ok
+    ]  # the last 100 are kept

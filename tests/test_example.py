@@ -12,7 +12,9 @@ from pathlib import Path
 RUN_PY = Path(__file__).resolve().parents[1] / "examples" / "starlette_example" / "run.py"
 
 
-def test_example_records_then_replays_with_the_upstream_stopped(cassette_dir: Path, tmp_path: Path) -> None:
+def test_example_records_then_replays_with_the_upstream_stopped(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
     """run.py exits 0, names a cassette holding GET / and its /users/octocat call (both 200),
     and replays it, with its upstream shut down, to the same bytes.
 
@@ -20,7 +22,12 @@ def test_example_records_then_replays_with_the_upstream_stopped(cassette_dir: Pa
     """
     env = {**os.environ, "TIMETRACER_DIR": str(cassette_dir)}
     result = subprocess.run(
-        [sys.executable, str(RUN_PY)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(RUN_PY)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'record  GET /  ->  200 {"user":"octocat"}' in result.stdout
@@ -32,9 +39,15 @@ def test_example_records_then_replays_with_the_upstream_stopped(cassette_dir: Pa
 
     path = Path(re.search(r"^cassette  (\S+)", result.stdout, re.M).group(1))
     assert path.is_file() and path.is_relative_to(cassette_dir)
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/GET____\w+\.json", path.relative_to(cassette_dir).as_posix())
+    assert re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}/GET____\w+\.json", path.relative_to(cassette_dir).as_posix()
+    )
     doc = json.loads(path.read_text("utf-8"))
-    assert (doc["request"]["method"], doc["request"]["path"], doc["response"]["status"]) == ("GET", "/", 200)
+    assert (doc["request"]["method"], doc["request"]["path"], doc["response"]["status"]) == (
+        "GET",
+        "/",
+        200,
+    )
     assert doc["response"]["body"]["json"] == {"user": "octocat"}
     [call] = doc["calls"]
     assert call["request"]["method"] == "GET"

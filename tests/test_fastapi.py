@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import httpx
 import pytest
@@ -82,8 +83,18 @@ def _only_cassette(directory: Path) -> tuple[dict[str, Any], str]:
     ("path", "route", "name", "body"),
     [
         ("/users/42", "/users/{user_id}", "users_user_id", {"user_id": 42, "login": "octocat"}),
-        ("/api/v1/orders/A-9", "/api/v1/orders/{order_id}", "api_v1_orders_order_id", {"order_id": "A-9"}),
-        ("/api/v2/invoices/7", "/api/v2/invoices/{invoice_id}", "api_v2_invoices_invoice_id", {"invoice_id": "7"}),
+        (
+            "/api/v1/orders/A-9",
+            "/api/v1/orders/{order_id}",
+            "api_v1_orders_order_id",
+            {"order_id": "A-9"},
+        ),
+        (
+            "/api/v2/invoices/7",
+            "/api/v2/invoices/{invoice_id}",
+            "api_v2_invoices_invoice_id",
+            {"invoice_id": "7"},
+        ),
         ("/admin/stats/cpu", "/admin/stats/{name}", "admin_stats_name", {"stat": "cpu"}),
     ],
     ids=["path-param", "router-prefix", "nested-routers", "mounted-app"],
@@ -100,7 +111,9 @@ def test_the_route_template_names_the_cassette(
     assert doc["response"]["status"] == 200 and doc["response"]["body"]["json"] == body
 
 
-def test_the_user_route_records_its_upstream_call(base_url: str, upstream: Upstream, cassette_dir: Path) -> None:
+def test_the_user_route_records_its_upstream_call(
+    base_url: str, upstream: Upstream, cassette_dir: Path
+) -> None:
     httpx.get(f"{base_url}/users/42")
     doc, _ = _only_cassette(cassette_dir)
     (call,) = doc["calls"]
@@ -149,9 +162,17 @@ def test_an_unhandled_exception_is_recorded_as_500(base_url: str, cassette_dir: 
      ("POST", "/api/v2/invoices/8", "/api/v2/invoices/{invoice_id}"), ("GET", "/api/v3/nothing", None)],
 )  # fmt: skip
 def test_before_routing_the_route_is_found_through_nested_routers(
-    upstream: Upstream, record_config: TraceConfig, method: str, path: str, route: Optional[str]
+    upstream: Upstream, record_config: TraceConfig, method: str, path: str, route: str | None
 ) -> None:
     """Replay chooses a cassette before the app routes the request: the template must be found the same way."""
     app = _app(upstream, record_config)
-    scope = {"type": "http", "method": method, "path": path, "root_path": "", "app": app, "headers": [], "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": "",
+        "app": app,
+        "headers": [],
+        "query_string": b"",
+    }
     assert route_template(scope, dict(scope)) == route

@@ -9,8 +9,9 @@ httpx's scheduling, and 1,000 clients each loading the CA bundle are slow too.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from _record_support import SHARED_SSL, barrier_app, calls_by_path, stat
@@ -39,18 +40,26 @@ def test_1000_concurrent_recordings_have_no_cross_talk(
 ) -> None:
     losses = ("dropped.queue_full", "evicted.open_spans", "errors.write")
     before = {name: stat(name) for name in losses}
-    url = serve(barrier_app(record_config, upstream.url, _COUNT, _BARRIER_SECONDS)).url  # its socket listens with a backlog of 2048
+    url = serve(
+        barrier_app(record_config, upstream.url, _COUNT, _BARRIER_SECONDS)
+    ).url  # its socket listens with a backlog of 2048
     responses = asyncio.run(_get_each(url, _COUNT))
     assert [r.json() for r in responses] == [{"echo": f"i={i}"} for i in range(_COUNT)]
 
     cassettes = load_cassettes(cassette_dir)
     assert len(cassettes) == _COUNT
-    assert calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(_COUNT)}
+    assert calls_by_path(cassettes) == {
+        f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(_COUNT)
+    }
     for cassette in cassettes:
         (call,) = cassette["calls"]
         number = cassette["request"]["path"].rsplit("/", 1)[1]
         assert call["response"]["body"]["json"]["query"] == f"i={number}"
         assert cassette["response"]["body"]["json"] == {"echo": f"i={number}"}
-        assert call["span_id"] in {span["span_id"] for span in cassette["spans"]}  # its own span, in its own trace
+        assert call["span_id"] in {
+            span["span_id"] for span in cassette["spans"]
+        }  # its own span, in its own trace
     assert len({c["trace_id"] for c in cassettes}) == _COUNT
-    assert {name: stat(name) for name in losses} == before  # nothing dropped, evicted or failed to write
+    assert {
+        name: stat(name) for name in losses
+    } == before  # nothing dropped, evicted or failed to write

@@ -39,7 +39,9 @@ def create_app() -> Starlette:
 
     async def relay(request: Request) -> JSONResponse:
         async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.get(f"{upstream}/bytes", params={"size": _BODY_BYTES, "i": request.path_params["i"]})
+            response = await client.get(
+                f"{upstream}/bytes", params={"size": _BODY_BYTES, "i": request.path_params["i"]}
+            )
         return JSONResponse({"size": len(response.content)})
 
     app = Starlette(routes=[Route("/relay/{i:int}", relay)])
@@ -53,8 +55,19 @@ def _recording_server(sock: socket.socket, cassettes: Path, upstream_url: str) -
         sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(Path(__file__).parent),
         "test_hardening_crash:create_app", "--fd", str(sock.fileno()), "--log-level", "warning",
     ]  # fmt: skip
-    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes), "HARDENING_UPSTREAM": upstream_url}
-    return subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(cassettes),
+        "HARDENING_UPSTREAM": upstream_url,
+    }
+    return subprocess.Popen(
+        command,
+        env=env,
+        pass_fds=[sock.fileno()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def _load_until_killed(url: str, process: subprocess.Popen, cassettes: Path) -> int:
@@ -73,19 +86,30 @@ async def _load_until_killed(url: str, process: subprocess.Popen, cassettes: Pat
                 return
             assert response.status_code == 200, response.text
             answered += 1
-            if answered >= _KILL_AFTER_RESPONSES and len(list(cassettes.rglob("*.json"))) >= _KILL_AFTER_CASSETTES:
+            if (
+                answered >= _KILL_AFTER_RESPONSES
+                and len(list(cassettes.rglob("*.json"))) >= _KILL_AFTER_CASSETTES
+            ):
                 if not killed.is_set():
-                    process.send_signal(signal.SIGKILL)  # requests are in flight and cassettes queued
+                    process.send_signal(
+                        signal.SIGKILL
+                    )  # requests are in flight and cassettes queued
                     killed.set()
 
     with suppress_http_instrumentation():
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=_CLIENTS)) as client:
+        async with httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=_CLIENTS)
+        ) as client:
             await asyncio.gather(*(client_loop(client) for _ in range(_CLIENTS)))
     return answered
 
 
-def test_kill_9_during_heavy_recording_leaves_only_whole_cassettes(upstream, cassette_dir: Path) -> None:
-    with socket.socket() as sock:  # closed here once the server has it: a killed server refuses at once
+def test_kill_9_during_heavy_recording_leaves_only_whole_cassettes(
+    upstream, cassette_dir: Path
+) -> None:
+    with (
+        socket.socket() as sock
+    ):  # closed here once the server has it: a killed server refuses at once
         sock.bind(("127.0.0.1", 0))
         sock.listen(256)
         process = _recording_server(sock, cassette_dir, upstream.url)
@@ -106,5 +130,7 @@ def test_kill_9_during_heavy_recording_leaves_only_whole_cassettes(upstream, cas
         assert call["response"]["body"]["size"] == _BODY_BYTES
         assert len(call["response"]["body"]["text"]) == _BODY_BYTES  # nothing cut short
     leftovers = [p for p in cassette_dir.rglob("*") if p.is_file() and p.suffix != ".json"]
-    assert all(p.name.startswith(".tmp-") and p.name.endswith(".part") for p in leftovers), leftovers
+    assert all(p.name.startswith(".tmp-") and p.name.endswith(".part") for p in leftovers), (
+        leftovers
+    )
     assert cassette_files(cassette_dir) == written  # temporary files are never taken for cassettes

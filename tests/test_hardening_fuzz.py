@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -61,7 +62,12 @@ from timetracer_otel.config import ReadLimits, TraceConfig
 from timetracer_otel.dashboard.app import _Pages
 from timetracer_otel.replayers.session import recorded_views
 
-_FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +125,9 @@ def _only_cassette_error(path: Path, data: bytes) -> None:
         _every_reader_takes(path, document)
 
 
-def test_hostile_values_in_database_calls_are_shown_escaped_or_as_their_json(real_cassette: bytes, target: Path) -> None:
+def test_hostile_values_in_database_calls_are_shown_escaped_or_as_their_json(
+    real_cassette: bytes, target: Path
+) -> None:
     """Typed values that do not decode, escape sequences in statements, commands and rows, and a URL that is
     not one: show, the dashboard's page and the other readers take them, and print nothing a terminal acts on."""
     document = json.loads(real_cassette)
@@ -140,9 +148,13 @@ def test_hostile_values_in_database_calls_are_shown_escaped_or_as_their_json(rea
     _every_reader_takes(target, loaded)
     out = io.StringIO()
     _render.show(Console(file=out, width=160), loaded, str(target), True, 200)
-    assert _UNSAFE.search(out.getvalue()) is None and "SELECT \\x1b]0;owned\\x07" in out.getvalue()  # the statement, escaped
+    assert (
+        _UNSAFE.search(out.getvalue()) is None and "SELECT \\x1b]0;owned\\x07" in out.getvalue()
+    )  # the statement, escaped
     page = _pages().render_detail("fuzzed.json", loaded).body.decode("utf-8")
-    assert '"value": "not a number"' in html.unescape(page)  # a value that does not decode: its JSON
+    assert '"value": "not a number"' in html.unescape(
+        page
+    )  # a value that does not decode: its JSON
 
 
 _TOKENS = [b"{", b"}", b"[", b"]", b":", b",", b'"format"', b'"timetracer-cassette"', b'"version"', b"1", b"-0.5e9",
@@ -159,7 +171,9 @@ _deep = st.builds(
 
 
 @_FUZZ
-@given(st.one_of(st.binary(max_size=4096), st.binary(max_size=512).map(gzip.compress), _soups, _deep))
+@given(
+    st.one_of(st.binary(max_size=4096), st.binary(max_size=512).map(gzip.compress), _soups, _deep)
+)
 def test_random_bytes_give_only_cassette_error(target: Path, data: bytes) -> None:
     _only_cassette_error(target, data)
 
@@ -183,7 +197,9 @@ def _byte_mutations(draw: st.DrawFn, original: bytes) -> bytes:
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -210,11 +226,17 @@ def _tree_mutations(draw: st.DrawFn, original: bytes) -> bytes:
 
 @_FUZZ
 @given(st.data())
-def test_mutated_real_cassettes_give_a_document_or_cassette_error(real_cassette: bytes, target: Path, data: st.DataObject) -> None:
-    _only_cassette_error(target, data.draw(_byte_mutations(real_cassette) | _tree_mutations(real_cassette)))
+def test_mutated_real_cassettes_give_a_document_or_cassette_error(
+    real_cassette: bytes, target: Path, data: st.DataObject
+) -> None:
+    _only_cassette_error(
+        target, data.draw(_byte_mutations(real_cassette) | _tree_mutations(real_cassette))
+    )
 
 
-def test_a_json_body_nested_deeper_than_readers_take_is_recorded_as_text(real_cassette: bytes, target: Path) -> None:
+def test_a_json_body_nested_deeper_than_readers_take_is_recorded_as_text(
+    real_cassette: bytes, target: Path
+) -> None:
     """What the recorder writes, every reader takes: such a body is kept as text, and the cassette loads."""
     deep = "[" * 300 + "]" * 300
     body = encode_body(deep.encode(), size=len(deep), truncated=False, limit=1 << 20)
@@ -227,11 +249,17 @@ def test_a_json_body_nested_deeper_than_readers_take_is_recorded_as_text(real_ca
 
 # --------------------------------------------------------------------------- the corpus, through every reader
 _MIB = 1 << 20
-_MEMORY_LIMIT = 1024 * _MIB  # address space of each reader's process: a 4 GiB gzip bomb expanded whole would not fit
+_MEMORY_LIMIT = (
+    1024 * _MIB
+)  # address space of each reader's process: a 4 GiB gzip bomb expanded whole would not fit
 _TIMEOUT_SECONDS = 300  # for all of one process's readers together
 # What a terminal acts on: C0 controls but the newline, DEL, C1 controls, bidi overrides, and surrogates (not UTF-8).
-_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_ESCAPES = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202etxt.exe"  # retitle, clear, C1 CSI, right-to-left override
+_UNSAFE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_ESCAPES = (
+    "\x1b]0;owned\x07\x1b[2J\x9b31m\u202etxt.exe"  # retitle, clear, C1 CSI, right-to-left override
+)
 _NOT_UTF8_VALID = os.fsdecode(b"\xff\xfe-valid.json")
 _NOT_UTF8_BROKEN = os.fsdecode(b"broken-\xe9.json")
 
@@ -248,11 +276,15 @@ class Corpus:
 def recorded_pair(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """Two cassettes recorded from the replay app, so a directory replay through it answers them."""
     directory = tmp_path_factory.mktemp("recorded")
-    server = start_uvicorn(create_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(directory))))
+    server = start_uvicorn(
+        create_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(directory)))
+    )
     send(server.url, [("GET", "/async/httpx", {}), ("POST", "/lookup", {"json": {"name": "ada"}})])
     assert timetracer_otel.flush(30)
     server.stop()
-    found = sorted(cassette_files(directory), key=lambda path: json.loads(path.read_bytes())["request"]["path"])
+    found = sorted(
+        cassette_files(directory), key=lambda path: json.loads(path.read_bytes())["request"]["path"]
+    )
     return [path.read_bytes() for path in found]
 
 
@@ -278,7 +310,13 @@ def _wrong(value: Any) -> Any:
 
 def _fields(node: Any, path: tuple = ()) -> Iterator[tuple]:
     """The path of every field of a document, not into JSON bodies and span attributes (any value is right there)."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for key, value in items:
         yield (*path, key)
         if key not in ("json", "attributes"):
@@ -300,7 +338,11 @@ def _escaping(document: dict[str, Any]) -> dict[str, Any]:
     changed["service"] = _ESCAPES
     changed["request"]["path"] += _ESCAPES
     changed["request"]["headers"].append(["x-note" + _ESCAPES, _ESCAPES])
-    changed["response"]["body"] = {"size": 40, "encoding": "text", "text": f"line one\n{_ESCAPES}\nlast"}
+    changed["response"]["body"] = {
+        "size": 40,
+        "encoding": "text",
+        "text": f"line one\n{_ESCAPES}\nlast",
+    }
     changed["error"] = {"type": "Boom" + _ESCAPES, "message": _ESCAPES}
     changed["calls"][0]["request"]["url"] += _ESCAPES
     changed["spans"][0]["name"] += _ESCAPES
@@ -326,11 +368,24 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         "other.json": b'{"hello": "world"}',
         "list.json": b"[1, 2, 3]",
         "otlp.json": b'{"resourceSpans": []}',
-        "huge-status.json": json.dumps(huge).replace('"HUGE"', "9" * 5000).replace('"HUGER"', "1" * 50).encode(),
-        "huge-in-range.json": json.dumps(huge).replace('"HUGE"', "2" * 4000).replace('"HUGER"', "12.5").encode(),
-        "infinite.json": json.dumps(huge).replace('"HUGE"', "200").replace('"HUGER"', "1e999").encode(),
+        "huge-status.json": json.dumps(huge)
+        .replace('"HUGE"', "9" * 5000)
+        .replace('"HUGER"', "1" * 50)
+        .encode(),
+        "huge-in-range.json": json.dumps(huge)
+        .replace('"HUGE"', "2" * 4000)
+        .replace('"HUGER"', "12.5")
+        .encode(),
+        "infinite.json": json.dumps(huge)
+        .replace('"HUGE"', "200")
+        .replace('"HUGER"', "1e999")
+        .encode(),
         "deep.json": b"[" * 100_000 + b"]" * 100_000,
-        "deep-body.json": json.dumps(lookup)[:-1].encode() + b', "deep": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001,
+        "deep-body.json": json.dumps(lookup)[:-1].encode()
+        + b', "deep": '
+        + b'{"a":' * 100_000
+        + b"1"
+        + b"}" * 100_001,
         "bomb.json.gz": _gzip_bomb(),
         "broken-" + _ESCAPES + ".json": recorded_pair[1][:100],
         _NOT_UTF8_BROKEN: random.Random(16).randbytes(512),
@@ -348,12 +403,21 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         value = _value_at(lookup, path)
         name = f"{number:03d}-{'.'.join(map(str, path))[:80]}"
         (wrong / f"{name}.json").write_text(json.dumps(_with(lookup, path, _wrong(value))), "utf-8")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):  # and a number no float holds
-            (wrong / f"{name}-huge.json").write_text(json.dumps(_with(lookup, path, int("9" * 400))), "utf-8")
+        if isinstance(value, (int, float)) and not isinstance(
+            value, bool
+        ):  # and a number no float holds
+            (wrong / f"{name}-huge.json").write_text(
+                json.dumps(_with(lookup, path, int("9" * 400))), "utf-8"
+            )
     names = [*hostile, "oversized.json", "fifo.json", "zero.json"]
     return Corpus(
         directory,
-        {"valid.json": valid[0]["id"], "valid-lookup.json.gz": lookup["id"], _NOT_UTF8_VALID: "0000abcd", "escapes.json": lookup["id"]},
+        {
+            "valid.json": valid[0]["id"],
+            "valid-lookup.json.gz": lookup["id"],
+            _NOT_UTF8_VALID: "0000abcd",
+            "escapes.json": lookup["id"],
+        },
         [directory / name for name in names],
         sorted(wrong.iterdir()),
     )
@@ -377,12 +441,27 @@ def _environment(upstream: str = "http://127.0.0.1:9") -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def driven(corpus: Corpus, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
+def driven(
+    corpus: Corpus, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], dict[str, Any]]:
     """What every reader did with every file of the corpus (see _read_every_way.py), keyed by (file, reader)."""
-    files = [str(path) for path in (*corpus.hostile, *(corpus.directory / name for name in corpus.valid), *corpus.wrong_types)]
+    files = [
+        str(path)
+        for path in (
+            *corpus.hostile,
+            *(corpus.directory / name for name in corpus.valid),
+            *corpus.wrong_types,
+        )
+    ]
     command = [sys.executable, str(Path(__file__).with_name("_read_every_way.py")), str(corpus.directory),
                str(corpus.directory / "valid.json"), str(APPS_DIR), str(tmp_path_factory.mktemp("imported")), *files]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, timeout=_TIMEOUT_SECONDS, env=_environment(upstream.url), preexec_fn=_limited)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        timeout=_TIMEOUT_SECONDS,
+        env=_environment(upstream.url),
+        preexec_fn=_limited,
+    )
     assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-3000:]
     results = [json.loads(line) for line in done.stdout.decode("utf-8").splitlines()]
     return {(result["file"], result["reader"]): result for result in results}
@@ -392,7 +471,9 @@ def _shown_path(path: Path) -> str:
     return printable(str(path))
 
 
-def test_every_reader_refuses_each_hostile_file_in_one_line_naming_it(corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_every_reader_refuses_each_hostile_file_in_one_line_naming_it(
+    corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     for path in corpus.hostile:
         if path.name == "escapes.json":
             continue  # usable: shown, below
@@ -400,38 +481,78 @@ def test_every_reader_refuses_each_hostile_file_in_one_line_naming_it(corpus: Co
             result = driven[(str(path), reader)]
             assert (result["exception"], result["exit"]) == (None, 2), (path.name, reader, result)
             (line,) = result["stderr"].splitlines()
-            assert line.startswith(f"Error: timetracer: cannot use cassette {_shown_path(path)}: "), (path.name, reader, line)
+            assert line.startswith(
+                f"Error: timetracer: cannot use cassette {_shown_path(path)}: "
+            ), (path.name, reader, line)
         start = driven[(str(path), "replay start")]
-        assert start["exit"] == 2 and start["stderr"].startswith(f"timetracer: cannot use cassette {path}: "), (path.name, start)
+        assert start["exit"] == 2 and start["stderr"].startswith(
+            f"timetracer: cannot use cassette {path}: "
+        ), (path.name, start)
         assert "\n" not in start["stderr"]
         imported = driven[(str(path), "import")]
-        assert imported["exception"] is None and imported["exit"] in (0, 1, 2), (path.name, imported)
-        for line in imported["stderr"].splitlines()[:-1] if imported["exit"] != 2 else imported["stderr"].splitlines():
+        assert imported["exception"] is None and imported["exit"] in (0, 1, 2), (
+            path.name,
+            imported,
+        )
+        for line in (
+            imported["stderr"].splitlines()[:-1]
+            if imported["exit"] != 2
+            else imported["stderr"].splitlines()
+        ):
             assert _shown_path(path) in line, (path.name, line)
 
 
-def test_what_each_problem_says(corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_what_each_problem_says(
+    corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     def problem(name: str) -> str:
         return driven[(str(corpus.directory / name), "replay start")]["stderr"].split(": ", 2)[2]
 
     assert problem("truncated.json").startswith("is truncated: the JSON ends early")
     assert problem("request.json") == "is not valid JSON at line 1 column 1: Expecting value"
     assert problem("empty.json") == "is empty"
-    assert problem("other.json") == "is JSON but not a timetracer cassette (it has no 'format' field, expected 'timetracer-cassette')"
-    assert problem("list.json") == "is JSON but not a timetracer cassette (the top level is a list, expected an object)"
-    assert problem("otlp.json") == "is OTLP JSON, not a cassette: turn it into cassettes with timetracer import"
-    assert problem("huge-status.json") == "holds a number of 5000 digits at response.status; TIMETRACER_READ_MAX_DIGITS allows 4300"
-    assert problem("huge-in-range.json") == "response.status is an integer of 13286 bits, expected an integer from 100 to 599"
+    assert (
+        problem("other.json")
+        == "is JSON but not a timetracer cassette (it has no 'format' field, expected 'timetracer-cassette')"
+    )
+    assert (
+        problem("list.json")
+        == "is JSON but not a timetracer cassette (the top level is a list, expected an object)"
+    )
+    assert (
+        problem("otlp.json")
+        == "is OTLP JSON, not a cassette: turn it into cassettes with timetracer import"
+    )
+    assert (
+        problem("huge-status.json")
+        == "holds a number of 5000 digits at response.status; TIMETRACER_READ_MAX_DIGITS allows 4300"
+    )
+    assert (
+        problem("huge-in-range.json")
+        == "response.status is an integer of 13286 bits, expected an integer from 100 to 599"
+    )
     assert problem("infinite.json") == "duration_ms is inf, expected a number >= 0 or null"
-    assert problem("deep.json") == "is nested 100000 levels deep; TIMETRACER_READ_MAX_DEPTH allows 256"
-    assert problem("deep-body.json") == "is nested 100001 levels deep; TIMETRACER_READ_MAX_DEPTH allows 256"
-    assert problem("bomb.json.gz") == "expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when decompressed"
-    assert problem("oversized.json") == "is 68157440 bytes; TIMETRACER_READ_MAX_BYTES allows 67108864"
+    assert (
+        problem("deep.json") == "is nested 100000 levels deep; TIMETRACER_READ_MAX_DEPTH allows 256"
+    )
+    assert (
+        problem("deep-body.json")
+        == "is nested 100001 levels deep; TIMETRACER_READ_MAX_DEPTH allows 256"
+    )
+    assert (
+        problem("bomb.json.gz")
+        == "expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when decompressed"
+    )
+    assert (
+        problem("oversized.json") == "is 68157440 bytes; TIMETRACER_READ_MAX_BYTES allows 67108864"
+    )
     assert problem("fifo.json") == "cannot be read (not a regular file)"
     assert problem("random.json.gz") == "is not UTF-8 text (a binary file?)"
 
 
-def test_each_wrong_typed_field_is_named_or_harmless(corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_each_wrong_typed_field_is_named_or_harmless(
+    corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     """A field of the wrong type is named by the error (``calls[0].request.url is 12345, expected ...``), or
     is one no reader relies on and the cassette is shown; nothing fails otherwise."""
     named = 0
@@ -439,15 +560,33 @@ def test_each_wrong_typed_field_is_named_or_harmless(corpus: Corpus, driven: dic
         start = driven[(str(path), "replay start")]
         for reader in ("show", "show --payloads", "show --json", "diff", "export"):
             result = driven[(str(path), reader)]
-            assert result["exception"] is None and result["exit"] in (0, 1, 2), (path.name, reader, result)
-            if result["exit"] == 2:  # one line naming the file (export says what it could not write, too)
+            assert result["exception"] is None and result["exit"] in (0, 1, 2), (
+                path.name,
+                reader,
+                result,
+            )
+            if (
+                result["exit"] == 2
+            ):  # one line naming the file (export says what it could not write, too)
                 (line,) = result["stderr"].splitlines()
-                assert line.startswith((f"Error: timetracer: cannot use cassette {path}: ", f"Error: {path}: cannot be exported")), (path.name, reader, line)
+                assert line.startswith(
+                    (
+                        f"Error: timetracer: cannot use cassette {path}: ",
+                        f"Error: {path}: cannot be exported",
+                    )
+                ), (path.name, reader, line)
         if start["exit"] == 2:
-            field = path.name.split("-", 1)[1].removesuffix(".json").removesuffix("-huge").split(".")
-            assert "\n" not in start["stderr"] and field[-1] in start["stderr"], (path.name, start["stderr"])
+            field = (
+                path.name.split("-", 1)[1].removesuffix(".json").removesuffix("-huge").split(".")
+            )
+            assert "\n" not in start["stderr"] and field[-1] in start["stderr"], (
+                path.name,
+                start["stderr"],
+            )
             named += 1
-    assert named > len(corpus.wrong_types) // 2  # most fields are used, and each of those is checked
+    assert (
+        named > len(corpus.wrong_types) // 2
+    )  # most fields are used, and each of those is checked
 
 
 def test_valid_cassettes_beside_the_hostile_ones_are_listed_searched_and_replayed(
@@ -455,45 +594,91 @@ def test_valid_cassettes_beside_the_hostile_ones_are_listed_searched_and_replaye
 ) -> None:
     where = str(corpus.directory)
     listed = json.loads(driven[(where, "list --json")]["stdout"])
-    assert sorted(entry["id"] for entry in listed if "/" not in entry["key"]) == sorted(corpus.valid.values())
+    assert sorted(entry["id"] for entry in listed if "/" not in entry["key"]) == sorted(
+        corpus.valid.values()
+    )
     unusable = driven[(where, "list")]["stderr"].splitlines()
-    assert unusable[0] == f"timetracer: {len(unusable) - 2} file(s) are not usable cassettes:"  # and the count line
-    assert len(unusable) - 2 == len(corpus.hostile) - 1 + sum(driven[(str(p), "replay start")]["exit"] == 2 for p in corpus.wrong_types)
+    assert (
+        unusable[0] == f"timetracer: {len(unusable) - 2} file(s) are not usable cassettes:"
+    )  # and the count line
+    assert len(unusable) - 2 == len(corpus.hostile) - 1 + sum(
+        driven[(str(p), "replay start")]["exit"] == 2 for p in corpus.wrong_types
+    )
     found = json.loads(driven[(where, "search --json")]["stdout"])
-    assert sorted(entry["key"] for entry in found if "/" not in entry["key"]) == sorted([_NOT_UTF8_VALID, "escapes.json", "valid-lookup.json.gz"])
+    assert sorted(entry["key"] for entry in found if "/" not in entry["key"]) == sorted(
+        [_NOT_UTF8_VALID, "escapes.json", "valid-lookup.json.gz"]
+    )
     start = driven[(where, "replay start")]
     replayable = [Path(path) for path in start["stdout"].splitlines()]
-    assert start["exit"] == 0 and sorted(path.name for path in replayable if path.parent == corpus.directory) == sorted(corpus.valid)
+    assert start["exit"] == 0 and sorted(
+        path.name for path in replayable if path.parent == corpus.directory
+    ) == sorted(corpus.valid)
     replayed = driven[(where, "replay")]
     assert replayed["exit"] == 1, replayed["stderr"]  # unusable files were left out
     reports = {Path(report["cassette"]).name: report for report in json.loads(replayed["stdout"])}
-    assert reports["valid.json"]["ok"] and reports["valid-lookup.json.gz"]["ok"], (reports["valid.json"], reports["valid-lookup.json.gz"])
-    assert all(line.endswith("; the replay goes on without it") for line in replayed["stderr"].splitlines() if "cannot use cassette" in line)
+    assert reports["valid.json"]["ok"] and reports["valid-lookup.json.gz"]["ok"], (
+        reports["valid.json"],
+        reports["valid-lookup.json.gz"],
+    )
+    assert all(
+        line.endswith("; the replay goes on without it")
+        for line in replayed["stderr"].splitlines()
+        if "cannot use cassette" in line
+    )
 
 
-def test_no_recorded_value_reaches_the_terminal_unescaped(corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_no_recorded_value_reaches_the_terminal_unescaped(
+    corpus: Corpus, driven: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     for (file, reader), result in driven.items():
         if reader == "replay start":
             continue  # no command: what the driver found
         for stream in ("stdout", "stderr"):
             unsafe = _UNSAFE.search(result[stream])
-            assert unsafe is None, (file, reader, stream, result[stream][max(0, unsafe.start() - 60) : unsafe.start() + 20])
+            assert unsafe is None, (
+                file,
+                reader,
+                stream,
+                result[stream][max(0, unsafe.start() - 60) : unsafe.start() + 20],
+            )
     shown = driven[(str(corpus.directory / "escapes.json"), "show --payloads")]
-    assert shown["exit"] == 0 and "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202etxt.exe" in shown["stdout"]
+    assert (
+        shown["exit"] == 0 and "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202etxt.exe" in shown["stdout"]
+    )
     listing = driven[(str(corpus.directory), "list")]["stdout"]
-    assert "\\xff\\xfe-valid.json" not in listing and "0000abcd" in listing  # the table shows ids, the name is in --json
+    assert (
+        "\\xff\\xfe-valid.json" not in listing and "0000abcd" in listing
+    )  # the table shows ids, the name is in --json
     as_json = json.loads(driven[(str(corpus.directory), "list --json")]["stdout"])
-    assert _NOT_UTF8_VALID in {entry["key"] for entry in as_json}  # the name's bytes survive the JSON, as \udcff escapes
+    assert _NOT_UTF8_VALID in {
+        entry["key"] for entry in as_json
+    }  # the name's bytes survive the JSON, as \udcff escapes
 
 
 def test_the_console_script_prints_names_that_are_not_utf8(corpus: Corpus) -> None:
     """Through the real standard streams (strict UTF-8), not a test runner's: no UnicodeEncodeError."""
     script = Path(sys.executable).with_name("timetracer")
-    listing = subprocess.run([script, "list", "--dir", corpus.directory, "--json"], capture_output=True, timeout=60, env=_environment())
+    listing = subprocess.run(
+        [script, "list", "--dir", corpus.directory, "--json"],
+        capture_output=True,
+        timeout=60,
+        env=_environment(),
+    )
     assert listing.returncode == 0, listing.stderr
-    assert b"broken-\\xe9.json: " in listing.stderr and b"\\udcff\\udcfe-valid.json" in listing.stdout
-    shown = subprocess.run([script, "show", os.fsencode(corpus.directory / _NOT_UTF8_BROKEN)], capture_output=True, timeout=60, env=_environment())
-    assert shown.returncode == 2 and shown.stderr.decode("ascii").startswith("Error: timetracer: cannot use cassette ") and b"broken-\\xe9.json" in shown.stderr
+    assert (
+        b"broken-\\xe9.json: " in listing.stderr and b"\\udcff\\udcfe-valid.json" in listing.stdout
+    )
+    shown = subprocess.run(
+        [script, "show", os.fsencode(corpus.directory / _NOT_UTF8_BROKEN)],
+        capture_output=True,
+        timeout=60,
+        env=_environment(),
+    )
+    assert (
+        shown.returncode == 2
+        and shown.stderr.decode("ascii").startswith("Error: timetracer: cannot use cassette ")
+        and b"broken-\\xe9.json" in shown.stderr
+    )
 
 
 @contextlib.contextmanager
@@ -501,7 +686,13 @@ def _dashboard(directory: Path) -> Iterator[str]:
     """``timetracer serve`` on any free port, under the memory limit; its URL, read from the line it prints once listening."""
     script = Path(sys.executable).with_name("timetracer")
     command = [script, "serve", "--dir", directory, "--port", "0"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=_environment(), preexec_fn=_limited)
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=_environment(),
+        preexec_fn=_limited,
+    )
     assert process.stderr is not None
     first = process.stderr.readline().decode()
     drained: list[bytes] = []
@@ -517,7 +708,9 @@ def _dashboard(directory: Path) -> Iterator[str]:
     assert process.returncode in (0, -signal.SIGTERM), b"".join(drained)[-3000:]
 
 
-def test_the_dashboard_serves_the_valid_cassettes_and_names_each_hostile_file(corpus: Corpus) -> None:
+def test_the_dashboard_serves_the_valid_cassettes_and_names_each_hostile_file(
+    corpus: Corpus,
+) -> None:
     with _dashboard(corpus.directory) as url, httpx.Client(base_url=url, timeout=120) as client:
         table = client.get("/")
         assert table.status_code == 200
@@ -537,7 +730,15 @@ def test_the_dashboard_serves_the_valid_cassettes_and_names_each_hostile_file(co
                 page = client.get(target)
                 assert page.status_code in (200, 422), (target, page.status_code, page.text[-500:])
                 if page.status_code == 422:
-                    problem = page.text.split('<p class="problem" id="problem">', 1)[1].split("</p>", 1)[0]
-                    assert html.unescape(problem).startswith(f"cannot use cassette {shown}: ") and "\n" not in problem, (target, problem)
-                    assert f"<td class=\"mono\">{html.escape(shown)}</td>" in table.text or "wrong-types/" in key, key
+                    problem = page.text.split('<p class="problem" id="problem">', 1)[1].split(
+                        "</p>", 1
+                    )[0]
+                    assert (
+                        html.unescape(problem).startswith(f"cannot use cassette {shown}: ")
+                        and "\n" not in problem
+                    ), (target, problem)
+                    assert (
+                        f'<td class="mono">{html.escape(shown)}</td>' in table.text
+                        or "wrong-types/" in key
+                    ), key
         assert client.get("/", params={"text": "lookup"}).status_code == 200

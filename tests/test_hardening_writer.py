@@ -10,8 +10,9 @@ the next requests are recorded again, and no partial file is left behind.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from _record_support import run_python, stat
@@ -20,15 +21,23 @@ from test_record_safety import safety_app
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
 
-_EXPECTED = {"queries": ["n=0", "n=1", "n=2", "n=6", "n=7", "n=8"], "write_errors": 3, "leftovers": []}
+_EXPECTED = {
+    "queries": ["n=0", "n=1", "n=2", "n=6", "n=7", "n=8"],
+    "write_errors": 3,
+    "leftovers": [],
+}
 
 
-def record_through_failure(url: str, cassettes: Path, break_disk: Callable[[], None], repair_disk: Callable[[], None]) -> dict[str, Any]:
+def record_through_failure(
+    url: str, cassettes: Path, break_disk: Callable[[], None], repair_disk: Callable[[], None]
+) -> dict[str, Any]:
     """Send ``/?n=0..2``, break the disk, ``n=3..5``, repair it, ``n=6..8``; report what was written."""
     with httpx.Client(timeout=15) as client:
 
         def send(numbers: range) -> None:
-            assert [client.get(f"{url}/", params={"n": n}).status_code for n in numbers] == [200] * len(numbers)
+            assert [client.get(f"{url}/", params={"n": n}).status_code for n in numbers] == [
+                200
+            ] * len(numbers)
             assert timetracer_otel.flush(30)
 
         errors_before = stat("errors.write")
@@ -39,13 +48,19 @@ def record_through_failure(url: str, cassettes: Path, break_disk: Callable[[], N
         repair_disk()
         send(range(6, 9))
     return {
-        "queries": sorted(json.loads(p.read_text("utf-8"))["request"]["query"] for p in cassettes.rglob("*.json")),
+        "queries": sorted(
+            json.loads(p.read_text("utf-8"))["request"]["query"] for p in cassettes.rglob("*.json")
+        ),
         "write_errors": write_errors,
-        "leftovers": sorted(p.name for p in cassettes.rglob("*") if p.is_file() and p.suffix != ".json"),
+        "leftovers": sorted(
+            p.name for p in cassettes.rglob("*") if p.is_file() and p.suffix != ".json"
+        ),
     }
 
 
-def test_directory_replaced_by_a_file_then_restored(serve: Callable[..., Any], record_config: TraceConfig, cassette_dir: Path) -> None:
+def test_directory_replaced_by_a_file_then_restored(
+    serve: Callable[..., Any], record_config: TraceConfig, cassette_dir: Path
+) -> None:
     url = serve(safety_app(record_config)).url
     moved = cassette_dir.with_name("moved-away")
 
@@ -89,4 +104,6 @@ def test_writes_failing_halfway_then_succeeding_again(cassette_dir: Path) -> Non
     result = run_python(_SIZE_LIMIT_SCRIPT, str(cassette_dir))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == _EXPECTED
-    assert result.stderr.count("timetracer: write failed: OSError: [Errno 27] File too large") == 1  # reported once
+    assert (
+        result.stderr.count("timetracer: write failed: OSError: [Errno 27] File too large") == 1
+    )  # reported once

@@ -20,18 +20,18 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import jsonschema
 import pymongo
 import pytest
-import redis
+from _mixed_deps import PG, REDIS, deps, mongo  # noqa: F401 - fixtures
 from _replay import APPS_DIR, assert_same_response, cassette_files, send
 from apps.mixed_app import ITEMS, ROUTES, Deps, create_app, deps_json, ledger
 from conftest import SCHEMA_PATH, Upstream, load_cassettes
-from _mixed_deps import PG, REDIS, deps, mongo  # noqa: F401 - fixtures
 from mongo_server import MongoWireServer
 from sqlalchemy import create_engine, inspect
 from starlette.testclient import TestClient
@@ -56,17 +56,22 @@ _CONNECTS = re.compile(r"^connect-audit (.*)$", re.M)
 
 def _unreachable(deps: Deps, mongo_url: str) -> Deps:
     """PostgreSQL and Redis at a closed port, Mongo at ``mongo_url``; the same file and upstream."""
-    closed_postgres, closed_redis = PG.format(driver="asyncpg", port=CLOSED), REDIS.format(port=CLOSED)
+    closed_postgres, closed_redis = (
+        PG.format(driver="asyncpg", port=CLOSED),
+        REDIS.format(port=CLOSED),
+    )
     return dataclasses.replace(deps, postgres=closed_postgres, redis=closed_redis, mongo=mongo_url)
 
 
 def _record(serve: Callable[..., Any], deps: Deps, cassette_dir: Path) -> dict[str, httpx.Response]:
     """The responses to every mixed route, recorded; the app (and its clients) closed after."""
-    server = serve(create_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on")
+    server = serve(
+        create_app(deps, TraceConfig(mode="record", cassette_dir=str(cassette_dir))), lifespan="on"
+    )
     responses = send(server.url, [("GET", path, {}) for path in ROUTES])
     server.stop()
     assert [r.status_code for r in responses] == [200] * len(ROUTES), responses[0].text
-    return dict(zip(ROUTES, responses))
+    return dict(zip(ROUTES, responses, strict=False))
 
 
 def _runs(calls: list[dict[str, Any]]) -> list[str]:
@@ -79,19 +84,42 @@ def _assert_recorded(cassettes: list[dict[str, Any]]) -> None:
     """Each route's calls, in the order they were made, on the client spans that made them."""
     by_path = {doc["request"]["path"]: doc for doc in cassettes}
     assert sorted(by_path) == sorted(ROUTES)
-    assert _runs(by_path["/mixed/sequence"]["calls"]) == ["http", "sql", "redis", "mongo", "sql", "http"]
-    assert _runs(by_path["/mixed/reverse"]["calls"]) == ["http", "sql", "mongo", "redis", "sql", "http"]
+    assert _runs(by_path["/mixed/sequence"]["calls"]) == [
+        "http",
+        "sql",
+        "redis",
+        "mongo",
+        "sql",
+        "http",
+    ]
+    assert _runs(by_path["/mixed/reverse"]["calls"]) == [
+        "http",
+        "sql",
+        "mongo",
+        "redis",
+        "sql",
+        "http",
+    ]
     assert _runs(by_path["/mixed/sync"]["calls"]) == ["mongo", "sql", "http", "redis"]
     gathered = by_path["/mixed/gather"]["calls"]
-    assert {c["protocol"] for c in gathered} == {"http", "sql", "redis", "mongo"} and gathered[-1]["protocol"] == "http"
+    assert {c["protocol"] for c in gathered} == {"http", "sql", "redis", "mongo"} and gathered[-1][
+        "protocol"
+    ] == "http"
     for doc in cassettes:
         spans = {s["span_id"]: s for s in doc["spans"]}
         assert all(spans[c["span_id"]]["kind"] == "CLIENT" for c in doc["calls"])
         libraries = {(c["protocol"], c["library"]) for c in doc["calls"]}
-        assert libraries <= {("http", "httpx"), ("sql", "sqlalchemy"), ("redis", "redis"), ("mongo", "pymongo")}
+        assert libraries <= {
+            ("http", "httpx"),
+            ("sql", "sqlalchemy"),
+            ("redis", "redis"),
+            ("mongo", "pymongo"),
+        }
         dialects = {c["request"]["dialect"] for c in doc["calls"] if c["protocol"] == "sql"}
         sync = doc["request"]["path"] == "/mixed/sync"
-        assert dialects == ({"sqlite+pysqlite"} if sync else {"postgresql+asyncpg", "sqlite+aiosqlite"})
+        assert dialects == (
+            {"sqlite+pysqlite"} if sync else {"postgresql+asyncpg", "sqlite+aiosqlite"}
+        )
 
 
 class _Tripwire:
@@ -103,7 +131,7 @@ class _Tripwire:
         self._sock.listen(64)
         self.port = self._sock.getsockname()[1]
 
-    def __enter__(self) -> "_Tripwire":
+    def __enter__(self) -> _Tripwire:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -141,7 +169,11 @@ def _audited_uvicorn(env: dict[str, str], stderr: list[str]) -> Iterator[str]:
             "--fd", str(sock.fileno()), "--log-level", "warning",
         ]  # fmt: skip
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, pass_fds=[sock.fileno()], stderr=subprocess.PIPE, text=True
+            command,
+            env={**os.environ, **env},
+            pass_fds=[sock.fileno()],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             yield f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -158,13 +190,19 @@ def test_audit_sees_every_socket_connect_of_the_process() -> None:
             f"socket.create_connection(('127.0.0.1', {wire.port})).close()\n"
             f"asyncio.run(asyncio.open_connection('127.0.0.1', {wire.port}))\n"
         )
-        done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, timeout=30
+        )
         assert wire.connections() == 2
     assert _CONNECTS.findall(done.stderr) == [f"('127.0.0.1', {wire.port})"] * 2
 
 
 def test_mixed_requests_replay_in_a_fresh_process_with_nothing_reachable(
-    serve: Callable[..., Any], deps: Deps, mongo: MongoWireServer, upstream: Upstream, cassette_dir: Path
+    serve: Callable[..., Any],
+    deps: Deps,
+    mongo: MongoWireServer,
+    upstream: Upstream,
+    cassette_dir: Path,
 ) -> None:
     """Byte-identical responses, ``response=same`` for every route, and not one socket connect:
     PostgreSQL and Redis at a closed port, the SQLite file deleted, the Mongo server stopped and the
@@ -186,7 +224,7 @@ def test_mixed_requests_replay_in_a_fresh_process_with_nothing_reachable(
         with _audited_uvicorn(env, stderr) as url:
             replayed = send(url, [("GET", path, {}) for path in (*ROUTES, "/outside")])
         assert wire.connections() == 0
-    for path, response in zip(ROUTES, replayed):
+    for path, response in zip(ROUTES, replayed, strict=False):
         assert_same_response(recorded[path], response)
     report = r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=200  calls=(\d+)/\2  unused=0  response=same$"
     assert [path for path, _ in re.findall(report, stderr[0], re.M)] == list(ROUTES), stderr[0]
@@ -194,8 +232,13 @@ def test_mixed_requests_replay_in_a_fresh_process_with_nothing_reachable(
     assert len(upstream.requests) == before
 
     outside = replayed[-1].json()
-    assert outside["sqlite"] == "ran: 0"  # create_all() at start made the file again, empty: rows came from cassettes
-    assert outside["postgres"] == f"{_REFUSED} execute SELECT count(*) AS count_1 FROM tt_mixed_{deps.suffix} (sqlalchemy)"  # the connect: its usual answer
+    assert (
+        outside["sqlite"] == "ran: 0"
+    )  # create_all() at start made the file again, empty: rows came from cassettes
+    assert (
+        outside["postgres"]
+        == f"{_REFUSED} execute SELECT count(*) AS count_1 FROM tt_mixed_{deps.suffix} (sqlalchemy)"
+    )  # the connect: its usual answer
     assert outside["mongo"] == f"{_REFUSED} find mixed.events_{deps.suffix} (pymongo)"
     assert outside["redis"] == f"{_REFUSED} GET tt-mixed:{deps.suffix}:hits (redis)"
     assert outside["http"] == f"{_REFUSED} GET {deps.upstream}/json?route=outside (httpx)"
@@ -219,7 +262,12 @@ def test_a_mixed_route_replays_through_the_pytest_fixture(
     with timetracer_replay(cassette, strict=True) as session, TestClient(app) as client:
         replayed = client.get("/mixed/gather")
     assert replayed.content == recorded.content
-    assert {library for library, _ in session.answered} == {"httpx", "sqlalchemy", "redis", "pymongo"}
+    assert {library for library, _ in session.answered} == {
+        "httpx",
+        "sqlalchemy",
+        "redis",
+        "pymongo",
+    }
     assert len(upstream.requests) == before
 
 
@@ -232,18 +280,38 @@ def _first(doc: dict[str, Any], protocol: str, has: str) -> dict[str, Any]:
 _BROKEN_CALLS: dict[str, Callable[[dict[str, Any]], None]] = {
     "sql kind": lambda d: _first(d, "sql", "statement").update(kind="db.client"),
     "sql operation": lambda d: _first(d, "sql", "statement")["request"].update(operation="query"),
-    "sql statement without parameters": lambda d: _first(d, "sql", "statement")["request"].pop("parameters"),
+    "sql statement without parameters": lambda d: _first(d, "sql", "statement")["request"].pop(
+        "parameters"
+    ),
     "sql connect without engine": lambda d: _first(d, "sql", "engine")["request"].pop("engine"),
-    "sql rows as objects": lambda d: _first(d, "sql", "statement")["response"].update(rows=[{"id": 1}]),
-    "sql response mixing state and rows": lambda d: _first(d, "sql", "engine")["response"].update(rows=[]),
-    "bytes without base64": lambda d: _first(d, "redis", "command")["request"].update(args=[{"$type": "bytes", "value": "AA=="}]),
-    "unknown typed value": lambda d: _first(d, "sql", "statement")["request"].update(parameters={"$type": "pickle"}),
+    "sql rows as objects": lambda d: _first(d, "sql", "statement")["response"].update(
+        rows=[{"id": 1}]
+    ),
+    "sql response mixing state and rows": lambda d: _first(d, "sql", "engine")["response"].update(
+        rows=[]
+    ),
+    "bytes without base64": lambda d: _first(d, "redis", "command")["request"].update(
+        args=[{"$type": "bytes", "value": "AA=="}]
+    ),
+    "unknown typed value": lambda d: _first(d, "sql", "statement")["request"].update(
+        parameters={"$type": "pickle"}
+    ),
     "redis command without args": lambda d: _first(d, "redis", "command")["request"].pop("args"),
-    "redis pipeline without transaction": lambda d: _first(d, "redis", "pipeline")["request"].pop("transaction"),
-    "redis reply and replies": lambda d: _first(d, "redis", "command")["response"].update(replies=[1]),
-    "mongo command as text": lambda d: _first(d, "mongo", "command")["request"].update(command="find"),
-    "mongo objectid not hex": lambda d: _first(d, "mongo", "command")["response"]["reply"].update(n={"$type": "objectid", "value": "x"}),
-    "mongo reply and failure": lambda d: _first(d, "mongo", "command")["response"].update(failure={"ok": 0.0}),
+    "redis pipeline without transaction": lambda d: _first(d, "redis", "pipeline")["request"].pop(
+        "transaction"
+    ),
+    "redis reply and replies": lambda d: _first(d, "redis", "command")["response"].update(
+        replies=[1]
+    ),
+    "mongo command as text": lambda d: _first(d, "mongo", "command")["request"].update(
+        command="find"
+    ),
+    "mongo objectid not hex": lambda d: _first(d, "mongo", "command")["response"]["reply"].update(
+        n={"$type": "objectid", "value": "x"}
+    ),
+    "mongo reply and failure": lambda d: _first(d, "mongo", "command")["response"].update(
+        failure={"ok": 0.0}
+    ),
 }
 
 
@@ -272,14 +340,18 @@ def test_documented_calls_and_typed_values_match_the_schema() -> None:
     calls = text[text.index("## `calls`") : text.index("## Typed values")]
     typed = text[text.index("| `$type` |") : text.index("## `spans`")]  # the table of typed values
     documented = [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", calls, re.S)]
-    examples = [json.loads(example) for example in re.findall(r"\| `(\{\"\$type\".*?\})` \|", typed)]
+    examples = [
+        json.loads(example) for example in re.findall(r"\| `(\{\"\$type\".*?\})` \|", typed)
+    ]
     assert sorted({call["protocol"] for call in documented}) == ["mongo", "redis", "sql"]
     rows = re.findall(r"^\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)*) \|", typed, re.M)
     written = set(values._DECODERS)  # every $type values.py reads (and so writes)
     assert {name for row in rows for name in re.findall(r"`(\w+)`", row)} == written
     assert set(schema["$defs"]["typed"]["properties"]["$type"]["enum"]) == written
     for name, instances in (("call", documented), ("typedValue", examples)):
-        validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"})
+        validator = jsonschema.Draft202012Validator(
+            {"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
+        )
         assert [instance for instance in instances if not validator.is_valid(instance)] == []
 
 
@@ -300,11 +372,15 @@ def test_outside_requests_a_replaying_process_runs_sqlite_and_refuses_postgresql
     postgres = create_engine(PG.format(driver="psycopg", port=5432))
     opened: list[Any] = []
     real_connect = postgres.dialect.connect
-    monkeypatch.setattr(postgres.dialect, "connect", lambda *a, **k: opened.append(a) or real_connect(*a, **k))
+    monkeypatch.setattr(
+        postgres.dialect, "connect", lambda *a, **k: opened.append(a) or real_connect(*a, **k)
+    )
     with pytest.raises(ReplayMismatchError) as raised:
         table.metadata.create_all(postgres)
     first, cassette = str(raised.value).splitlines()[:2]
-    assert first.startswith("timetracer replay: no recorded call matches execute SELECT pg_catalog.pg_class.relname")
+    assert first.startswith(
+        "timetracer replay: no recorded call matches execute SELECT pg_catalog.pg_class.relname"
+    )
     assert cassette == "cassette: (no process cassette)"
     assert opened == []
 
@@ -317,7 +393,9 @@ def test_outside_requests_a_replaying_process_runs_sqlite_and_refuses_postgresql
         postgres.dispose()
 
 
-def test_a_mongo_client_made_in_a_replaying_process_never_connects(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_mongo_client_made_in_a_replaying_process_never_connects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``MongoClient(url)`` (connect=True) starts no monitor and its commands are refused, not sent;
     named live, the same client connects at once."""
     install_replayers()
@@ -356,6 +434,8 @@ def test_an_async_mongo_client_in_a_replaying_process_is_refused_outside_request
             await client.close()
 
     with _Tripwire() as wire:
-        with pytest.raises(ReplayMismatchError, match=r"no recorded call matches find shop\.orders \(pymongo\)"):
+        with pytest.raises(
+            ReplayMismatchError, match=r"no recorded call matches find shop\.orders \(pymongo\)"
+        ):
             asyncio.run(find(wire.mongo_url()))
         assert wire.connections() == 0

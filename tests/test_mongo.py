@@ -5,8 +5,9 @@ and not one connection attempt to either."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pymongo
@@ -18,8 +19,8 @@ from conftest import load_cassettes
 from mongo_server import MongoWireServer, running_mongo
 
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.sealing import is_sealed
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
+from timetracer_otel.sealing import is_sealed
 
 _COMMANDS = [
     "insert", "insert", "update", "find", "getMore", "getMore", "aggregate", "aggregate",
@@ -39,7 +40,6 @@ def mongo() -> Iterator[MongoWireServer]:
         yield server
 
 
-
 def _ports(addresses: list[Any]) -> set[int]:
     return {address[1] for address in addresses if isinstance(address, tuple)}
 
@@ -52,7 +52,9 @@ def _get(serve: Callable[..., Any], app: Any, path: str) -> tuple[httpx.Response
     return response, int(server.url.rsplit(":", 1)[1])
 
 
-def _record(serve: Callable[..., Any], mongo: MongoWireServer, cassette_dir: Path, kind: str) -> tuple[httpx.Response, dict, Path]:
+def _record(
+    serve: Callable[..., Any], mongo: MongoWireServer, cassette_dir: Path, kind: str
+) -> tuple[httpx.Response, dict, Path]:
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
     recorded, _ = _get(serve, create_app(mongo.url, config), f"/orders/{kind}")
     assert recorded.status_code == 200, recorded.text
@@ -61,9 +63,15 @@ def _record(serve: Callable[..., Any], mongo: MongoWireServer, cassette_dir: Pat
     return recorded, doc, path
 
 
-def _replay(serve: Callable[..., Any], cassette: Path, kind: str) -> tuple[httpx.Response, ReplayReport, int]:
+def _replay(
+    serve: Callable[..., Any], cassette: Path, kind: str
+) -> tuple[httpx.Response, ReplayReport, int]:
     with new_reports() as reports:
-        replayed, port = _get(serve, create_app(CLOSED_URL, TraceConfig(mode="replay", cassette_path=str(cassette))), f"/orders/{kind}")
+        replayed, port = _get(
+            serve,
+            create_app(CLOSED_URL, TraceConfig(mode="replay", cassette_path=str(cassette))),
+            f"/orders/{kind}",
+        )
     (report,) = reports
     return replayed, report, port
 
@@ -72,12 +80,16 @@ def _assert_recorded(doc: dict[str, Any], path: Path) -> None:
     """The calls: command and reply documents, typed, redacted, volatile fields kept, each on its span."""
     calls = doc["calls"]
     assert [c["request"]["command_name"] for c in calls] == _COMMANDS
-    assert {(c["protocol"], c["library"], c["kind"]) for c in calls} == {("mongo", "pymongo", "mongo.client")}
+    assert {(c["protocol"], c["library"], c["kind"]) for c in calls} == {
+        ("mongo", "pymongo", "mongo.client")
+    }
     spans = {s["span_id"]: s["name"] for s in doc["spans"]}
     assert [spans[c["span_id"]] for c in calls] == [f"shop.{name}" for name in _COMMANDS]
 
     first = calls[0]["request"]["command"]
-    assert {"lsid", "txnNumber", "$clusterTime", "$db"} <= set(first)  # there when recorded, ignored when matching
+    assert {"lsid", "txnNumber", "$clusterTime", "$db"} <= set(
+        first
+    )  # there when recorded, ignored when matching
     stored = first["documents"][0]
     assert stored["price"] == {"$type": "decimal128", "value": "12.50"}
     assert stored["at"] == {"$type": "datetime", "value": FIRST_ORDER["at"].isoformat()}
@@ -89,17 +101,26 @@ def _assert_recorded(doc: dict[str, Any], path: Path) -> None:
     duplicate = calls[8]["response"]["reply"]["writeErrors"]
     assert [e["code"] for e in duplicate] == [11000] and calls[8]["error"] is None
     failed = calls[9]
-    assert failed["error"] == {"type": "pymongo.errors.OperationFailure", "message": "Unrecognized pipeline stage name: '$bogus'"}
+    assert failed["error"] == {
+        "type": "pymongo.errors.OperationFailure",
+        "message": "Unrecognized pipeline stage name: '$bogus'",
+    }
     assert failed["response"]["failure"]["code"] == 40324
 
-    assert is_sealed(calls[10]["request"]["command"]["documents"][0]["password"])  # the tests' key seals it
+    assert is_sealed(
+        calls[10]["request"]["command"]["documents"][0]["password"]
+    )  # the tests' key seals it
     assert is_sealed(calls[11]["response"]["reply"]["cursor"]["firstBatch"][0]["password"])
     assert "s3cret" not in path.read_text("utf-8")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_route_replays_identically_with_no_server_and_no_connection(
-    kind: str, serve: Callable[..., Any], cassette_dir: Path, mongo: MongoWireServer, connects: list[Any]
+    kind: str,
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    mongo: MongoWireServer,
+    connects: list[Any],
 ) -> None:
     """sync pymongo in a def route, AsyncMongoClient and Motor in async routes."""
     recorded, doc, cassette = _record(serve, mongo, cassette_dir, kind)
@@ -107,13 +128,22 @@ def test_route_replays_identically_with_no_server_and_no_connection(
     body = json_util.loads(recorded.text)
     assert body["types"] == _TYPES
     assert body["duplicate"] == {"code": 11000}
-    assert body["failed"] == {"code": 40324, "message": "Unrecognized pipeline stage name: '$bogus'"}
-    assert len(body["listed"]) == 6 and body["closed"] == 3 and body["user_fields"] == ["_id", "name", "password"]
+    assert body["failed"] == {
+        "code": 40324,
+        "message": "Unrecognized pipeline stage name: '$bogus'",
+    }
+    assert (
+        len(body["listed"]) == 6
+        and body["closed"] == 3
+        and body["user_fields"] == ["_id", "name", "password"]
+    )
     mongo.stop()
 
     connects.clear()
     replayed, report, app_port = _replay(serve, cassette, kind)
-    assert_same_response(recorded, replayed)  # inserted ids included: the generated ObjectIds are the recorded ones
+    assert_same_response(
+        recorded, replayed
+    )  # inserted ids included: the generated ObjectIds are the recorded ones
     assert json_util.loads(replayed.text)["types"] == _TYPES
     assert report.ok and not report.unused and len(report.answered) == len(_COMMANDS)
     ports = _ports(connects)
@@ -148,7 +178,10 @@ def test_changed_filter_raises_mismatch_naming_the_closest_command(
 
 
 def test_recorded_calls_answer_a_client_made_in_the_test(
-    serve: Callable[..., Any], cassette_dir: Path, mongo: MongoWireServer, timetracer_replay: Callable[..., Any]
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    mongo: MongoWireServer,
+    timetracer_replay: Callable[..., Any],
 ) -> None:
     """The pytest fixture replays too: same replies, same types, the cursor followed across getMore."""
     recorded, _, cassette = _record(serve, mongo, cassette_dir, "sync")
@@ -157,11 +190,17 @@ def test_recorded_calls_answer_a_client_made_in_the_test(
     with timetracer_replay(cassette):
         result = run(scenario(client["shop"]))
     client.close()
-    assert json.loads(json_util.dumps(result, json_options=json_util.CANONICAL_JSON_OPTIONS)) == recorded.json()
+    assert (
+        json.loads(json_util.dumps(result, json_options=json_util.CANONICAL_JSON_OPTIONS))
+        == recorded.json()
+    )
 
 
 def test_pymongo_named_live_goes_to_the_server(
-    serve: Callable[..., Any], cassette_dir: Path, mongo: MongoWireServer, timetracer_replay: Callable[..., Any]
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    mongo: MongoWireServer,
+    timetracer_replay: Callable[..., Any],
 ) -> None:
     """Hybrid replay: with pymongo live, commands reach the server even though the cassette could answer them."""
     _, _, cassette = _record(serve, mongo, cassette_dir, "sync")
@@ -169,7 +208,9 @@ def test_pymongo_named_live_goes_to_the_server(
     client = pymongo.MongoClient(mongo.url)
     with timetracer_replay(cassette, live=("pymongo",)) as session:
         count = client["shop"]["orders"].count_documents({"status": "closed"})
-        missing = client["shop"]["users"].find_one({"name": "bob"})  # recorded nowhere: no mismatch either
+        missing = client["shop"]["users"].find_one(
+            {"name": "bob"}
+        )  # recorded nowhere: no mismatch either
     client.close()
     assert (count, missing) == (3, None)
     assert mongo.commands[before:].count("aggregate") == 1 and "find" in mongo.commands[before:]

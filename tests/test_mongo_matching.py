@@ -19,7 +19,14 @@ from timetracer_otel.replayers.mongo_matching import command_view, recorded_view
 
 @pytest.mark.parametrize(
     "value",
-    [ObjectId("5f2b3c4d5e6f708192a3b4c5"), Decimal128("1.10"), Int64(7), Binary(b"\x01\x02", 4), Timestamp(1700000000, 3), Regex("^a.*", 2)],
+    [
+        ObjectId("5f2b3c4d5e6f708192a3b4c5"),
+        Decimal128("1.10"),
+        Int64(7),
+        Binary(b"\x01\x02", 4),
+        Timestamp(1700000000, 3),
+        Regex("^a.*", 2),
+    ],
 )
 def test_bson_values_round_trip_with_their_exact_type(value: Any) -> None:
     result = decode_value(json.loads(json.dumps(encode_value(value), allow_nan=False)))
@@ -36,7 +43,10 @@ def _session(number: int) -> dict[str, Any]:
     return {
         "lsid": {"id": uuid.uuid4()},
         "txnNumber": Int64(number),
-        "$clusterTime": {"clusterTime": Timestamp(1_700_000_000 + number, number), "signature": {"hash": bytes(20), "keyId": Int64(0)}},
+        "$clusterTime": {
+            "clusterTime": Timestamp(1_700_000_000 + number, number),
+            "signature": {"hash": bytes(20), "keyId": Int64(0)},
+        },
         "$db": "shop",
         "$readPreference": {"mode": "primaryPreferred"} if number % 2 else {"mode": "primary"},
         "apiVersion": "1",
@@ -48,7 +58,15 @@ def _session(number: int) -> dict[str, Any]:
 def test_volatile_fields_and_top_level_order_do_not_count() -> None:
     find = {"find": "orders", "filter": {"status": "open"}, "sort": {"sku": 1}, "batchSize": 2}
     first = _view({**find, **_session(1)})
-    second = _view({"find": "orders", **_session(2), "batchSize": 2, "sort": {"sku": 1}, "filter": {"status": "open"}})
+    second = _view(
+        {
+            "find": "orders",
+            **_session(2),
+            "batchSize": 2,
+            "sort": {"sku": 1},
+            "filter": {"status": "open"},
+        }
+    )
     assert first.key == second.key
     assert first.label == "find shop.orders"
     assert first.fields == {
@@ -67,27 +85,56 @@ def test_what_the_application_asked_for_counts() -> None:
     changes = [
         {"find": "orders", "filter": {"status": "closed"}, "sort": {"sku": 1, "qty": -1}},
         {"find": "archive", "filter": {"status": "open"}, "sort": {"sku": 1, "qty": -1}},
-        {"find": "orders", "filter": {"status": "open"}, "sort": {"qty": -1, "sku": 1}},  # nested order is meaning
+        {
+            "find": "orders",
+            "filter": {"status": "open"},
+            "sort": {"qty": -1, "sku": 1},
+        },  # nested order is meaning
         {"find": "orders", "filter": {"status": "open"}, "sort": {"sku": 1, "qty": -1}, "limit": 1},
     ]
     assert all(_view(changed).key != base.key for changed in changes)
-    assert _view({"find": "orders", "filter": {"status": "open"}, "sort": {"sku": 1, "qty": -1}}, database="other").key != base.key
-    assert _view({"find": "orders", "filter": {"at": dt.datetime(2026, 1, 1)}}).key != _view({"find": "orders", "filter": {"at": "2026-01-01T00:00:00"}}).key
+    assert (
+        _view(
+            {"find": "orders", "filter": {"status": "open"}, "sort": {"sku": 1, "qty": -1}},
+            database="other",
+        ).key
+        != base.key
+    )
+    assert (
+        _view({"find": "orders", "filter": {"at": dt.datetime(2026, 1, 1)}}).key
+        != _view({"find": "orders", "filter": {"at": "2026-01-01T00:00:00"}}).key
+    )
 
 
 def test_generated_insert_ids_do_not_count_but_chosen_ids_do() -> None:
     def insert(*ids: Any) -> Any:
-        return _view({"insert": "orders", "ordered": True, "documents": [{"sku": "A", "_id": i} for i in ids]})
+        return _view(
+            {
+                "insert": "orders",
+                "ordered": True,
+                "documents": [{"sku": "A", "_id": i} for i in ids],
+            }
+        )
 
     assert insert(ObjectId(), ObjectId()).key == insert(ObjectId(), ObjectId()).key
     assert insert(ObjectId()).key != insert(ObjectId(), ObjectId()).key
     assert insert("order-1").key != insert("order-2").key
     update = {"update": "orders", "updates": [{"q": {"_id": ObjectId()}, "u": {"$set": {"n": 1}}}]}
-    assert _view(update).key != _view({**update, "updates": [{"q": {"_id": ObjectId()}, "u": {"$set": {"n": 1}}}]}).key
+    assert (
+        _view(update).key
+        != _view({**update, "updates": [{"q": {"_id": ObjectId()}, "u": {"$set": {"n": 1}}}]}).key
+    )
 
 
 def test_recorded_call_has_the_view_of_the_same_live_command() -> None:
     command = {"aggregate": "orders", "pipeline": [{"$match": {"qty": {"$gte": 1}}}], "cursor": {}}
-    call = {"protocol": "mongo", "request": {"database": "shop", "command_name": "aggregate", "command": encode_value({**command, **_session(3)})}}
+    call = {
+        "protocol": "mongo",
+        "request": {
+            "database": "shop",
+            "command_name": "aggregate",
+            "command": encode_value({**command, **_session(3)}),
+        },
+    }
     assert recorded_view(call).key == _view({**command, **_session(4)}).key
     assert recorded_view(call).label == "aggregate shop.orders"

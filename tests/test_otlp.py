@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from _replay import send, uvicorn_process
 from conftest import Upstream, load_cassettes
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from otlp_receiver import Receiver, running_receiver
 from starlette.applications import Starlette
@@ -34,14 +34,29 @@ ENDPOINTS = [
     ({}, None, None),
     ({}, "http://collector:4318", "http://collector:4318/v1/traces"),
     ({}, "https://collector/custom/path", "https://collector/custom/path"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, None, "http://collector:4318/v1/traces"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://gateway/otlp/"}, None, "http://gateway/otlp/v1/traces"),
     (
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4318/v1/traces"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+        None,
+        "http://collector:4318/v1/traces",
+    ),
+    (
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://gateway/otlp/"},
+        None,
+        "http://gateway/otlp/v1/traces",
+    ),
+    (
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4318/v1/traces",
+        },
         None,
         "http://t:4318/v1/traces",
     ),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318"}, "http://mine:4318", "http://mine:4318/v1/traces"),
+    (
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://base:4318"},
+        "http://mine:4318",
+        "http://mine:4318/v1/traces",
+    ),
 ]
 
 
@@ -54,9 +69,14 @@ def test_the_endpoint_comes_from_the_config_or_the_standard_variables(
 
 
 def test_bad_endpoints_and_the_payload_switch() -> None:
-    with pytest.raises(ValueError, match=r"^OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: invalid OTLP endpoint 'localhost:4318'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: invalid OTLP endpoint 'localhost:4318'",
+    ):
         TraceConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "localhost:4318"})
-    with pytest.raises(ValueError, match=r"^TraceConfig\(otlp_endpoint=...\): invalid OTLP endpoint"):
+    with pytest.raises(
+        ValueError, match=r"^TraceConfig\(otlp_endpoint=...\): invalid OTLP endpoint"
+    ):
         TraceConfig(otlp_endpoint="ftp://collector")
     assert TraceConfig.from_env({}).export_payloads is False
     assert TraceConfig.from_env({"TIMETRACER_EXPORT_PAYLOADS": "true"}).export_payloads is True
@@ -71,7 +91,12 @@ def receiver() -> Iterator[Receiver]:
 def _app(upstream: Upstream, config: TraceConfig) -> Starlette:
     async def profile(request: Request) -> JSONResponse:
         async with httpx.AsyncClient() as client:
-            user = (await client.get(f"{upstream.url}/json", headers={"Authorization": request.headers["authorization"]})).json()
+            user = (
+                await client.get(
+                    f"{upstream.url}/json",
+                    headers={"Authorization": request.headers["authorization"]},
+                )
+            ).json()
         return JSONResponse({"login": user["login"]})
 
     app = Starlette(routes=[Route("/profile", profile)])
@@ -80,7 +105,11 @@ def _app(upstream: Upstream, config: TraceConfig) -> Starlette:
 
 
 def test_auto_setup_exports_the_spans_of_each_cassette(
-    receiver: Receiver, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "authorization")
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), otlp_endpoint=receiver.url)
@@ -88,7 +117,10 @@ def test_auto_setup_exports_the_spans_of_each_cassette(
     try:
         server = serve(_app(upstream, config))
         # urllib: the test's own request makes no client span (httpx is instrumented), so the trace is the app's alone
-        request = urllib.request.Request(f"{server.url}/profile?token=query-secret", headers={"Authorization": "Bearer header-secret"})
+        request = urllib.request.Request(
+            f"{server.url}/profile?token=query-secret",
+            headers={"Authorization": "Bearer header-secret"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read()) == {"login": "octocat"}
         (cassette,) = load_cassettes(cassette_dir)
@@ -107,12 +139,21 @@ def _span_with_payload(provider: TracerProvider) -> None:
         span.set_attribute("timetracer.response.body", '{"card": "4111"}')
         span.set_attribute("http.request.header.authorization", ["Bearer header-secret"])
         span.set_attribute("url.full", "http://shop/pay?token=query-secret&page=2")
-        span.add_event("exception", {"exception.message": "GET http://shop/pay?token=query-secret failed"})
+        span.add_event(
+            "exception", {"exception.message": "GET http://shop/pay?token=query-secret failed"}
+        )
 
 
-@pytest.mark.parametrize("opted_in", [False, True], ids=["default", "TIMETRACER_EXPORT_PAYLOADS=true"])
-def test_payload_attributes_leave_only_when_asked_secrets_never(receiver: Receiver, opted_in: bool) -> None:
-    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, **({"TIMETRACER_EXPORT_PAYLOADS": "true"} if opted_in else {})}
+@pytest.mark.parametrize(
+    "opted_in", [False, True], ids=["default", "TIMETRACER_EXPORT_PAYLOADS=true"]
+)
+def test_payload_attributes_leave_only_when_asked_secrets_never(
+    receiver: Receiver, opted_in: bool
+) -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        **({"TIMETRACER_EXPORT_PAYLOADS": "true"} if opted_in else {}),
+    }
     provider = TracerProvider()  # not the global one: nothing else of the session goes through it
     processor = otlp_span_processor(TraceConfig.from_env(environ))
     provider.add_span_processor(processor)
@@ -125,7 +166,9 @@ def test_payload_attributes_leave_only_when_asked_secrets_never(receiver: Receiv
     assert not [secret for secret in SECRETS for body in receiver.bodies if secret.encode() in body]
 
 
-def test_a_full_queue_drops_spans_instead_of_holding_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_queue_drops_spans_instead_of_holding_the_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """While the collector holds an export, spans beyond the bounded queue are dropped, not waited for."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "8")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
@@ -144,7 +187,9 @@ def test_a_full_queue_drops_spans_instead_of_holding_the_app(monkeypatch: pytest
     assert len(receiver.spans) == 4 + 8
 
 
-def test_standard_variables_alone_export_from_a_fresh_process(receiver: Receiver, upstream: Upstream, cassette_dir: Path) -> None:
+def test_standard_variables_alone_export_from_a_fresh_process(
+    receiver: Receiver, upstream: Upstream, cassette_dir: Path
+) -> None:
     """The replay app (``auto_setup`` from the environment) under uvicorn; stopping it flushes the exports."""
     env = {
         "TIMETRACER_MODE": "record",
@@ -156,7 +201,9 @@ def test_standard_variables_alone_export_from_a_fresh_process(receiver: Receiver
         assert [r.status_code for r in send(app.url, [("GET", "/mixed", {})])] == [200]
     (cassette,) = load_cassettes(cassette_dir)
     assert [c["library"] for c in cassette["calls"]] == ["httpx", "requests"]
-    assert {s.span_id for s in receiver.trace(cassette["trace_id"])} == {s["span_id"] for s in cassette["spans"]}
+    assert {s.span_id for s in receiver.trace(cassette["trace_id"])} == {
+        s["span_id"] for s in cassette["spans"]
+    }
 
 
 def test_a_collector_that_is_down_fails_no_request(upstream: Upstream, cassette_dir: Path) -> None:
@@ -172,12 +219,21 @@ def test_a_collector_that_is_down_fails_no_request(upstream: Upstream, cassette_
         responses = send(app.url, [("GET", "/mixed", {})] * 3)
     assert [r.status_code for r in responses] == [200] * 3
     assert len(load_cassettes(cassette_dir)) == 3
-    assert "timetracer: OTLP export of" in app.stderr and "to http://127.0.0.1:1/v1/traces failed" in app.stderr, app.stderr
+    assert (
+        "timetracer: OTLP export of" in app.stderr
+        and "to http://127.0.0.1:1/v1/traces failed" in app.stderr
+    ), app.stderr
 
 
-def test_a_replaying_process_still_exports_its_spans(receiver: Receiver, upstream: Upstream, cassette_dir: Path) -> None:
+def test_a_replaying_process_still_exports_its_spans(
+    receiver: Receiver, upstream: Upstream, cassette_dir: Path
+) -> None:
     """Under TIMETRACER_MODE=replay the exporter's own POST (made with requests, outside any request) goes out."""
-    record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "REPLAY_APP_UPSTREAM": upstream.url}
+    record_env = {
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(cassette_dir),
+        "REPLAY_APP_UPSTREAM": upstream.url,
+    }
     with uvicorn_process(record_env) as app:
         assert [r.status_code for r in send(app.url, [("GET", "/mixed", {})])] == [200]
     (cassette,) = load_cassettes(cassette_dir)

@@ -5,8 +5,9 @@ replayed with the upstream down: the same calls answer the same bytes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from _replay import Sent, assert_same_response, record, replay, replay_config
 from conftest import load_cassettes, running_upstream
@@ -37,20 +38,34 @@ def _scatter(lines: list[str]) -> list[str]:
         for scope in resource["scopeSpans"]
         for span in scope["spans"]
     ]
-    spans.sort(key=lambda pair: (pair[1]["spanId"][::-1]))  # any order that is not the recorded one
+    spans.sort(key=lambda pair: pair[1]["spanId"][::-1])  # any order that is not the recorded one
     batches = [spans[i : i + 2] for i in range(0, len(spans), 2)]
-    foreign = {"resource": {}, "scopeSpans": [{"spans": [{"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "not ours"}]}]}
-    out = [json.dumps({"resourceSpans": [{"resource": r, "scopeSpans": [{"spans": [s]}]} for r, s in batch]}) for batch in batches]
+    foreign = {
+        "resource": {},
+        "scopeSpans": [{"spans": [{"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "not ours"}]}],
+    }
+    out = [
+        json.dumps(
+            {"resourceSpans": [{"resource": r, "scopeSpans": [{"spans": [s]}]} for r, s in batch]}
+        )
+        for batch in batches
+    ]
     return [json.dumps({"resourceMetrics": []}), json.dumps({"resourceSpans": [foreign]}), *out]
 
 
-def test_export_import_round_trip_replays_byte_for_byte(serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path) -> None:
+def test_export_import_round_trip_replays_byte_for_byte(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path
+) -> None:
     """Many traces in one file, spans scattered over lines: the imported cassettes equal the recorded ones and replay."""
     with running_upstream() as upstream:
         recorded = record(serve, upstream.url, cassette_dir, _SENT)
     originals = _by_id(load_cassettes(cassette_dir))
     assert len(originals) == len(_SENT) and all(doc["calls"] for doc in originals.values())
-    assert any(span["events"] and span["status"]["description"] for doc in originals.values() for span in doc["spans"])
+    assert any(
+        span["events"] and span["status"]["description"]
+        for doc in originals.values()
+        for span in doc["spans"]
+    )
 
     exported = tmp_path / "traces.json"
     done = timetracer("export", "--otlp-json", str(cassette_dir), "-o", str(exported))
@@ -60,8 +75,12 @@ def test_export_import_round_trip_replays_byte_for_byte(serve: Callable[..., Any
     first = json.loads(lines[0])["resourceSpans"][0]
     server = next(s for s in first["scopeSpans"][0]["spans"] if s["kind"] == _SERVER_KIND)
     doc = originals[server["spanId"][-8:]]
-    assert server["traceId"] == doc["trace_id"] and server["startTimeUnixNano"] == str(doc["spans"][0]["start_time_unix_nano"])
-    assert {"key": "service.name", "value": {"stringValue": doc["service"]}} in first["resource"]["attributes"]
+    assert server["traceId"] == doc["trace_id"] and server["startTimeUnixNano"] == str(
+        doc["spans"][0]["start_time_unix_nano"]
+    )
+    assert {"key": "service.name", "value": {"stringValue": doc["service"]}} in first["resource"][
+        "attributes"
+    ]
 
     collector_file = tmp_path / "collector.json"
     collector_file.write_text("\n".join(_scatter(lines)) + "\n", "utf-8")
@@ -70,14 +89,16 @@ def test_export_import_round_trip_replays_byte_for_byte(serve: Callable[..., Any
     assert done.returncode == 0, done.stderr
     assert f"imported {len(_SENT)} cassette(s)" in done.stderr
     imported = _by_id(load_cassettes(imported_dir))
-    assert imported == originals  # every field carried: request, response, typed calls, spans, events
+    assert (
+        imported == originals
+    )  # every field carried: request, response, typed calls, spans, events
     assert sorted(p.relative_to(imported_dir) for p in imported_dir.rglob("*.json")) == sorted(
         p.relative_to(cassette_dir) for p in cassette_dir.rglob("*.json")
     )  # the same names
 
     # The upstream is down: every call is answered from the imported cassettes.
     replayed, reports = replay(serve, upstream.url, replay_config(imported_dir), _SENT)
-    for old, new in zip(recorded, replayed):
+    for old, new in zip(recorded, replayed, strict=False):
         assert_same_response(old, new)
     assert all(r.ok and not r.unused and not r.unmatched for r in reports)
     assert sorted(r.cassette_id for r in reports) == sorted(originals)
@@ -88,7 +109,9 @@ def test_import_writes_each_cassette_once_and_names_what_is_incomplete(
 ) -> None:
     record(serve, upstream.url, cassette_dir, _SENT[:2])
     exported = tmp_path / "traces.json"
-    assert timetracer("export", "--otlp-json", str(cassette_dir), "-o", str(exported)).returncode == 0
+    assert (
+        timetracer("export", "--otlp-json", str(cassette_dir), "-o", str(exported)).returncode == 0
+    )
     target = tmp_path / "imported"
     assert timetracer("import", str(exported), "--dir", str(target)).returncode == 0
     again = timetracer("import", str(exported), "--dir", str(target))
@@ -101,7 +124,10 @@ def test_import_writes_each_cassette_once_and_names_what_is_incomplete(
     lost = next(s for s in spans if s["kind"] != _SERVER_KIND)
     spans.remove(lost)
     partial = tmp_path / "partial.json"
-    partial.write_text("\n".join([json.dumps(first), json.dumps(second), '{"resourceSpans": [{"cut']) + "\n", "utf-8")
+    partial.write_text(
+        "\n".join([json.dumps(first), json.dumps(second), '{"resourceSpans": [{"cut']) + "\n",
+        "utf-8",
+    )
     done = timetracer("import", str(partial), "--dir", str(tmp_path / "partial"))
     assert done.returncode == 1
     assert f"{partial} line 3 is truncated: the JSON ends early" in done.stderr
@@ -110,7 +136,9 @@ def test_import_writes_each_cassette_once_and_names_what_is_incomplete(
     assert len(cassette_files(tmp_path / "partial")) == 1  # the complete one
 
 
-def test_export_needs_a_format_and_a_cassette_with_its_server_span(cassette_dir: Path, upstream: Any, serve: Callable[..., Any]) -> None:
+def test_export_needs_a_format_and_a_cassette_with_its_server_span(
+    cassette_dir: Path, upstream: Any, serve: Callable[..., Any]
+) -> None:
     record(serve, upstream.url, cassette_dir, _SENT[:1])
     (path,) = cassette_files(cassette_dir)
     no_format = timetracer("export", str(path))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import anyio.to_thread
@@ -88,7 +89,11 @@ def _wrappers(owner: type, name: str) -> int:
 
 
 def _recorded(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, library: str, steps: list[Callable[[], None]]
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    library: str,
+    steps: list[Callable[[], None]],
 ) -> list[dict[str, Any]]:
     """Serve the recorded app; before each request run one step. The cassettes, in request order."""
     app = _app(upstream)
@@ -96,7 +101,9 @@ def _recorded(
     url = serve(app).url
     for index, step in enumerate(steps):
         step()
-        assert httpx.get(f"{url}/call/{library}", params={"step": index}).json()["login"] == "octocat"
+        assert (
+            httpx.get(f"{url}/call/{library}", params={"step": index}).json()["login"] == "octocat"
+        )
     return sorted(load_cassettes(cassette_dir), key=lambda doc: doc["request"]["query"])
 
 
@@ -118,10 +125,14 @@ def test_mode_off_enables_no_plugin() -> None:
     app = Starlette()
     auto_setup(app, config=TraceConfig(mode="off"), plugins=["httpx", "requests", "aiohttp"])
     assert app.user_middleware == []
-    assert not any(instrumentor().is_instrumented_by_opentelemetry for instrumentor in INSTRUMENTORS.values())
+    assert not any(
+        instrumentor().is_instrumented_by_opentelemetry for instrumentor in INSTRUMENTORS.values()
+    )
 
 
-def test_enabling_httpx_again_is_idempotent(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_enabling_httpx_again_is_idempotent(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """``auto_setup(plugins=["httpx"])`` plus the spec's ``enable_httpx()``: one layer, one span, one call."""
     plugins.enable_httpx()
     plugins.enable_httpx()
@@ -155,9 +166,13 @@ def test_disable_keeps_the_users_own_instrumentation(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
     HTTPXClientInstrumentor().instrument()
-    enabled, disabled = _recorded(serve, upstream, cassette_dir, "httpx", [plugins.enable_httpx, plugins.disable_httpx])
+    enabled, disabled = _recorded(
+        serve, upstream, cassette_dir, "httpx", [plugins.enable_httpx, plugins.disable_httpx]
+    )
 
     assert HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
-    assert [call["library"] for call in enabled["calls"]] == ["httpx"] and len(_client_spans(enabled)) == 1
+    assert [call["library"] for call in enabled["calls"]] == ["httpx"] and len(
+        _client_spans(enabled)
+    ) == 1
     assert disabled["calls"] == []  # timetracer's capture is gone ...
     assert len(_client_spans(disabled)) == 1  # ... the user's spans are not

@@ -10,8 +10,9 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import jsonschema
@@ -26,7 +27,12 @@ from timetracer_otel import _diagnostics
 from timetracer_otel._process_recording import MAX_CALLS, ProcessRecording
 from timetracer_otel._recording import ProtocolCall
 from timetracer_otel.capture.redis import command_request
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, process_cassette_files
+from timetracer_otel.cassette.reader import (
+    CassetteError,
+    cassette_files,
+    load_cassette,
+    process_cassette_files,
+)
 from timetracer_otel.cli._commands import cli
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.writer import CassetteWriter
@@ -68,16 +74,29 @@ def _deps(suffix: str, redis_port: int, postgres_port: int, **extra: str) -> dic
 
 
 def _record_env(cassette_dir: Path, suffix: str, **extra: str) -> dict[str, str]:
-    return {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "TIMETRACER_SERVICE": "startup-app", **_deps(suffix, 6379, 5432, **extra)}
+    return {
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(cassette_dir),
+        "TIMETRACER_SERVICE": "startup-app",
+        **_deps(suffix, 6379, 5432, **extra),
+    }
 
 
 def _replay_env(cassette: Path, suffix: str, **extra: str) -> dict[str, str]:
-    return {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette), **_deps(suffix, CLOSED, CLOSED, **extra)}
+    return {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(cassette),
+        **_deps(suffix, CLOSED, CLOSED, **extra),
+    }
 
 
-def _record(cassette_dir: Path, suffix: str, sent: list = SENT, **extra: str) -> list[httpx.Response]:
+def _record(
+    cassette_dir: Path, suffix: str, sent: list = SENT, **extra: str
+) -> list[httpx.Response]:
     """The app's responses, recorded in a fresh uvicorn process that has shut down when this returns."""
-    with uvicorn_process(_record_env(cassette_dir, suffix, **extra), "startup_app:traced") as server:
+    with uvicorn_process(
+        _record_env(cassette_dir, suffix, **extra), "startup_app:traced"
+    ) as server:
         responses = send(server.url, sent)
     assert [r.status_code for r in responses] == [200] * len(sent), server.stderr
     return responses
@@ -91,7 +110,11 @@ def _labels(doc: dict[str, Any]) -> list[str]:
         if call["protocol"] == "redis":
             labels.append(" ".join(["redis", request["command"], *map(str, request["args"])]))
         else:
-            labels.append(" ".join(["sql", request["operation"], *str(request.get("statement", "")).split()[:2]]).upper())
+            labels.append(
+                " ".join(
+                    ["sql", request["operation"], *str(request.get("statement", "")).split()[:2]]
+                ).upper()
+            )
     return labels
 
 
@@ -108,14 +131,19 @@ def _startup_labels(suffix: str) -> list[str]:
     ]
 
 
-def test_startup_and_background_calls_replay_from_the_process_cassette(cassette_dir: Path, suffix: str) -> None:
+def test_startup_and_background_calls_replay_from_the_process_cassette(
+    cassette_dir: Path, suffix: str
+) -> None:
     """One process cassette, beside (not among) the request cassettes, holds startup's PING, create_all and
     cache warming and the background task's INCRBY; a fresh process with Redis and PostgreSQL at a closed
     port starts from it and replays both requests identically."""
     recorded = _record(cassette_dir, suffix)
     assert recorded[0].json() == {"ping": "True", "cache": "'warm-v1'", "ticks": "1"}
     (process_file,) = process_cassette_files(cassette_dir)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d/process__startup-app__[0-9a-f]{8}\.json", process_file.relative_to(cassette_dir).as_posix())
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d/process__startup-app__[0-9a-f]{8}\.json",
+        process_file.relative_to(cassette_dir).as_posix(),
+    )
     assert sorted(p.name.split("__")[1] for p in cassette_files(cassette_dir)) == ["items", "state"]
     doc = load_cassette(process_file, scope="process")
     assert (doc["scope"], doc["service"], doc["dropped_calls"]) == ("process", "startup-app", 0)
@@ -123,13 +151,17 @@ def test_startup_and_background_calls_replay_from_the_process_cassette(cassette_
 
     with uvicorn_process(_replay_env(cassette_dir, suffix), "startup_app:traced") as server:
         replayed = send(server.url, SENT)
-    for old, new in zip(recorded, replayed):
+    for old, new in zip(recorded, replayed, strict=False):
         assert_same_response(old, new)
-    assert [path for path, _ in re.findall(REPORT, server.stderr, re.M)] == ["/state", "/items"], server.stderr
+    assert [path for path, _ in re.findall(REPORT, server.stderr, re.M)] == ["/state", "/items"], (
+        server.stderr
+    )
     assert "ReplayMismatchError" not in server.stderr
 
 
-def test_the_process_cassette_is_on_disk_once_startup_completed(cassette_dir: Path, suffix: str) -> None:
+def test_the_process_cassette_is_on_disk_once_startup_completed(
+    cassette_dir: Path, suffix: str
+) -> None:
     """Written before the first request is served: a process killed afterwards leaves it whole."""
     with uvicorn_process(_record_env(cassette_dir, suffix), "startup_app:traced") as server:
         (response,) = send(server.url, SENT[:1])
@@ -140,19 +172,25 @@ def test_the_process_cassette_is_on_disk_once_startup_completed(cassette_dir: Pa
     assert _labels(load_cassette(process_file, scope="process"))[:7] == _startup_labels(suffix)
 
 
-def test_without_a_process_cassette_dependency_checks_get_their_usual_answers(cassette_dir: Path, suffix: str) -> None:
+def test_without_a_process_cassette_dependency_checks_get_their_usual_answers(
+    cassette_dir: Path, suffix: str
+) -> None:
     """A request cassette given alone: startup's PING and SELECT 1 (engine with pool_pre_ping) are answered
     as the servers answered them, nothing listening."""
     (recorded,) = _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="checks")
     assert recorded.json() == {"ping": "True", "select1": "1"}
     (request_file,) = cassette_files(cassette_dir)
-    with uvicorn_process(_replay_env(request_file, suffix, STARTUP_APP_WORK="checks"), "startup_app:traced") as server:
+    with uvicorn_process(
+        _replay_env(request_file, suffix, STARTUP_APP_WORK="checks"), "startup_app:traced"
+    ) as server:
         (replayed,) = send(server.url, SENT[:1])
     assert_same_response(recorded, replayed)
     assert re.findall(REPORT, server.stderr, re.M) == [("/state", "0")], server.stderr
 
 
-def test_without_a_process_cassette_create_all_stops_the_app_naming_the_call(cassette_dir: Path, suffix: str) -> None:
+def test_without_a_process_cassette_create_all_stops_the_app_naming_the_call(
+    cassette_dir: Path, suffix: str
+) -> None:
     """PING gets its usual answer; create_all's first statement carries data: startup fails, naming it."""
     _record(cassette_dir, suffix)
     for process_file in process_cassette_files(cassette_dir):
@@ -161,9 +199,15 @@ def test_without_a_process_cassette_create_all_stops_the_app_naming_the_call(cas
         assert server.process.wait(timeout=60) != 0
     lines = server.stderr.splitlines()
     mismatch = next(line for line in lines if "no recorded call matches" in line)
-    assert re.search(r"ReplayMismatchError: timetracer replay: no recorded call matches execute SELECT pg_catalog\.pg_class\.relname", mismatch)
+    assert re.search(
+        r"ReplayMismatchError: timetracer replay: no recorded call matches execute SELECT pg_catalog\.pg_class\.relname",
+        mismatch,
+    )
     assert "cassette: (no process cassette)" in lines
-    assert "This call was made outside every request and no process cassette answered it: replay with" in lines
+    assert (
+        "This call was made outside every request and no process cassette answered it: replay with"
+        in lines
+    )
 
 
 def _distro_app(env: dict[str, str]) -> Any:
@@ -176,7 +220,9 @@ def _distro_app(env: dict[str, str]) -> Any:
     return serving_process(command, {**base, "OTEL_TRACES_EXPORTER": "none", **env}, cwd=APPS_DIR)
 
 
-def test_the_distro_records_and_replays_the_process_cassette(cassette_dir: Path, suffix: str) -> None:
+def test_the_distro_records_and_replays_the_process_cassette(
+    cassette_dir: Path, suffix: str
+) -> None:
     """The same through ``opentelemetry-instrument``: startup recorded, then answered with nothing reachable."""
     with _distro_app(_record_env(cassette_dir, suffix)) as server:
         recorded = send(server.url, SENT)
@@ -185,20 +231,33 @@ def test_the_distro_records_and_replays_the_process_cassette(cassette_dir: Path,
     assert _labels(load_cassette(process_file, scope="process"))[:7] == _startup_labels(suffix)
     with _distro_app(_replay_env(cassette_dir, suffix)) as server:
         replayed = send(server.url, SENT)
-    for old, new in zip(recorded, replayed):
+    for old, new in zip(recorded, replayed, strict=False):
         assert_same_response(old, new)
-    assert [path for path, _ in re.findall(REPORT, server.stderr, re.M)] == ["/state", "/items"], server.stderr
+    assert [path for path, _ in re.findall(REPORT, server.stderr, re.M)] == ["/state", "/items"], (
+        server.stderr
+    )
 
 
 # --------------------------------------------------------------------------- the cassette itself
 def _process_recording(cassette_dir: Path, writer: CassetteWriter, calls: int) -> ProcessRecording:
-    recording = ProcessRecording(TraceConfig(mode="record", cassette_dir=str(cassette_dir)), "svc", writer)
+    recording = ProcessRecording(
+        TraceConfig(mode="record", cassette_dir=str(cassette_dir)), "svc", writer
+    )
     for number in range(calls):
-        recording.add_call(ProtocolCall("redis", "redis", {"command": "GET", "args": [f"k{number}"], "decode_responses": False}, response={"reply": None}))
+        recording.add_call(
+            ProtocolCall(
+                "redis",
+                "redis",
+                {"command": "GET", "args": [f"k{number}"], "decode_responses": False},
+                response={"reply": None},
+            )
+        )
     return recording
 
 
-def test_a_process_recording_keeps_at_most_max_calls_and_counts_the_rest(cassette_dir: Path) -> None:
+def test_a_process_recording_keeps_at_most_max_calls_and_counts_the_rest(
+    cassette_dir: Path,
+) -> None:
     before = _diagnostics.counters.snapshot().get("dropped.process_calls", 0)
     writer = CassetteWriter()
     recording = _process_recording(cassette_dir, writer, MAX_CALLS + 3)
@@ -217,7 +276,9 @@ def test_request_cassette_readers_leave_the_process_cassette_alone(cassette_dir:
     recording = _process_recording(cassette_dir, writer, 1)
     writer.submit(recording)
     assert writer.flush(30)
-    assert cassette_files(cassette_dir) == [] and process_cassette_files(cassette_dir) == [Path(recording.fixed_path)]
+    assert cassette_files(cassette_dir) == [] and process_cassette_files(cassette_dir) == [
+        Path(recording.fixed_path)
+    ]
     with pytest.raises(CassetteError, match="is a process cassette"):
         load_cassette(recording.fixed_path)
     listed = CliRunner().invoke(cli, ["list", "--dir", str(cassette_dir)])
@@ -236,15 +297,28 @@ def test_the_most_recently_recorded_process_cassette_answers(cassette_dir: Path)
     assert found is not None and str(found[0]) == first.fixed_path
 
 
-@pytest.mark.parametrize("args", [("PING",), ("SELECT", 0), ("CLIENT SETNAME", "tt-process"), ("CLIENT", "SETNAME", "tt-process")])
-def test_without_a_process_cassette_redis_checks_answer_what_a_real_server_did(args: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("PING",),
+        ("SELECT", 0),
+        ("CLIENT SETNAME", "tt-process"),
+        ("CLIENT", "SETNAME", "tt-process"),
+    ],
+)
+def test_without_a_process_cassette_redis_checks_answer_what_a_real_server_did(
+    args: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Outside requests in a replaying process, with nothing listening, the reply redis-py returns is
     the one it returns from the real server, with and without ``decode_responses``."""
     install_replayers()
     for decode in (False, True):
         with redis.Redis.from_url(REDIS.format(port=6379), decode_responses=decode) as client:
             live = client.execute_command(*args)
-        with monkeypatch.context() as replaying, redis.Redis.from_url(REDIS.format(port=CLOSED), decode_responses=decode) as client:
+        with (
+            monkeypatch.context() as replaying,
+            redis.Redis.from_url(REDIS.format(port=CLOSED), decode_responses=decode) as client,
+        ):
             replaying.setenv("TIMETRACER_MODE", "replay")
             assert client.execute_command(*args) == live
 
@@ -263,10 +337,27 @@ def test_the_documented_process_cassette_matches_the_schema() -> None:
     assert example["scope"] == "process" and list(validator.iter_errors(example)) == []
 
 
-def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cassette(cassette_dir: Path, suffix: str) -> None:
+def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cassette(
+    cassette_dir: Path, suffix: str
+) -> None:
     """``timetracer replay DIR`` runs the app's lifespan once: its process cassette answers startup."""
     _record(cassette_dir, suffix)
-    command = [str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", "startup_app:traced", "--app-dir", str(APPS_DIR), "--factory"]
-    done = subprocess.run(command, env={**os.environ, **_deps(suffix, CLOSED, CLOSED)}, capture_output=True, text=True, timeout=120)
+    command = [
+        str(BIN / "timetracer"),
+        "replay",
+        str(cassette_dir),
+        "--app",
+        "startup_app:traced",
+        "--app-dir",
+        str(APPS_DIR),
+        "--factory",
+    ]
+    done = subprocess.run(
+        command,
+        env={**os.environ, **_deps(suffix, CLOSED, CLOSED)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout

@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,7 +37,10 @@ def _recording(config: TraceConfig, number: int, body_bytes: int = 0) -> TraceRe
         context = span.get_span_context()
         recording = TraceRecording(config, trace_id=context.trace_id, root_span_id=context.span_id, method="GET",
                                    path=f"/n/{number}", query="", headers=[], service="test")  # fmt: skip
-        recording.status, recording.response_headers = 200, [("content-type", "application/octet-stream")]
+        recording.status, recording.response_headers = (
+            200,
+            [("content-type", "application/octet-stream")],
+        )
         recording.response_body = BodySink(config.max_body_bytes, b"x" * body_bytes, complete=True)
     recording.add_span(span)
     recording.seal()
@@ -53,7 +56,9 @@ def _stat(name: str) -> int:
 
 
 @pytest.fixture
-def caplog(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+def caplog(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> pytest.LogCaptureFixture:
     """Log capture with a fresh once-a-minute limiter, so no report is held back by an earlier test."""
     monkeypatch.setattr(_diagnostics, "errors", _diagnostics._RateLimitedErrors())
     return caplog
@@ -67,7 +72,9 @@ def python_executable() -> Iterator[Callable[[str], None]]:
     multiprocessing.set_executable(before)
 
 
-def test_cassettes_are_written_by_another_process_and_reported_here(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_cassettes_are_written_by_another_process_and_reported_here(
+    record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = ProcessWriter()
     recorded_before = _stat("recorded")
     with caplog.at_level(logging.INFO, logger="timetracer"):
@@ -75,15 +82,22 @@ def test_cassettes_are_written_by_another_process_and_reported_here(record_confi
         assert writer.flush(30)
     assert writer.process_id not in (None, os.getpid())
     # background work: where the CPUs are busy, the application goes first
-    assert os.getpriority(os.PRIO_PROCESS, writer.process_id) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    assert (
+        os.getpriority(os.PRIO_PROCESS, writer.process_id)
+        == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    )
     # a session of its own: a Ctrl-C for the application's process group does not cut its last cassettes short
     assert os.getsid(writer.process_id) == writer.process_id != os.getsid(0)
     assert _written_paths(cassette_dir) == ["/n/1"]
     assert _stat("recorded") - recorded_before == 1  # counted there, seen here
-    assert [r.getMessage().split("  id=")[0] for r in caplog.records] == ["timetracer [OK] recorded GET /n/1"]
+    assert [r.getMessage().split("  id=")[0] for r in caplog.records] == [
+        "timetracer [OK] recorded GET /n/1"
+    ]
 
 
-def test_a_stopped_writer_never_blocks_the_application_and_catches_up(record_config: TraceConfig, cassette_dir: Path) -> None:
+def test_a_stopped_writer_never_blocks_the_application_and_catches_up(
+    record_config: TraceConfig, cassette_dir: Path
+) -> None:
     """The pipe and the pending buffer fill; what does not fit is dropped and counted; the rest is written later."""
     writer = ProcessWriter(max_pending_bytes=2 * 1024 * 1024)
     assert writer.submit(_recording(record_config, 0))
@@ -91,11 +105,15 @@ def test_a_stopped_writer_never_blocks_the_application_and_catches_up(record_con
     pid = writer.process_id
     assert pid is not None
     dropped_before = _stat("dropped.queue_full")
-    recordings = [_recording(record_config, n, body_bytes=100_000) for n in range(1, 61)]  # 6 MB: more than fits
+    recordings = [
+        _recording(record_config, n, body_bytes=100_000) for n in range(1, 61)
+    ]  # 6 MB: more than fits
     accepted: list[bool] = []
     os.kill(pid, signal.SIGSTOP)
     try:
-        submitting = threading.Thread(target=lambda: accepted.extend(writer.submit(r) for r in recordings))
+        submitting = threading.Thread(
+            target=lambda: accepted.extend(writer.submit(r) for r in recordings)
+        )
         submitting.start()
         submitting.join(60)  # joins at once unless submit blocks on the stopped writer
         assert not submitting.is_alive(), "submit blocked while the writer process was stopped"
@@ -104,11 +122,13 @@ def test_a_stopped_writer_never_blocks_the_application_and_catches_up(record_con
     assert 0 < accepted.count(False) < len(recordings)
     assert _stat("dropped.queue_full") - dropped_before == accepted.count(False)
     assert writer.flush(60)
-    kept = [f"/n/{n}" for n, ok in zip(range(1, 61), accepted) if ok]
+    kept = [f"/n/{n}" for n, ok in zip(range(1, 61), accepted, strict=False) if ok]
     assert _written_paths(cassette_dir) == sorted(["/n/0", *kept])
 
 
-def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(
+    record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = ProcessWriter()
     assert writer.submit(_recording(record_config, 1))
     assert writer.flush(30)
@@ -116,8 +136,12 @@ def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(record_confi
     assert pid is not None
     dropped_before = timetracer_otel.stats()
     os.kill(pid, signal.SIGKILL)
-    assert writer.submit(_recording(record_config, 2))  # into the pipe of a dying process, or straight to the thread
-    assert writer.flush(30)  # returns once the process's end is seen and the thread wrote what it had not
+    assert writer.submit(
+        _recording(record_config, 2)
+    )  # into the pipe of a dying process, or straight to the thread
+    assert writer.flush(
+        30
+    )  # returns once the process's end is seen and the thread wrote what it had not
     assert writer.process_id is None
     assert writer.submit(_recording(record_config, 3))
     assert writer.flush(30)
@@ -125,11 +149,17 @@ def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(record_confi
     assert {k: v for k, v in timetracer_otel.stats().items() if k.startswith("dropped.")} == {
         k: v for k, v in dropped_before.items() if k.startswith("dropped.")
     }
-    assert sum("cassette writer process exited (code -9)" in r.getMessage() for r in caplog.records) == 1
+    assert (
+        sum("cassette writer process exited (code -9)" in r.getMessage() for r in caplog.records)
+        == 1
+    )
 
 
 def test_a_writer_that_cannot_start_python_loses_nothing(
-    record_config: TraceConfig, cassette_dir: Path, python_executable: Callable[[str], None], caplog: pytest.LogCaptureFixture
+    record_config: TraceConfig,
+    cassette_dir: Path,
+    python_executable: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An interpreter that starts but is not a working Python (exits at once): the thread writes what it was sent."""
     python_executable("/bin/false")
@@ -137,7 +167,10 @@ def test_a_writer_that_cannot_start_python_loses_nothing(
     assert all(writer.submit(_recording(record_config, n)) for n in range(1, 4))
     assert writer.flush(30)
     assert _written_paths(cassette_dir) == ["/n/1", "/n/2", "/n/3"]
-    assert sum("cassette writer process exited (code 1)" in r.getMessage() for r in caplog.records) == 1
+    assert (
+        sum("cassette writer process exited (code 1)" in r.getMessage() for r in caplog.records)
+        == 1
+    )
 
 
 def test_a_redact_hook_runs_in_the_application_process(cassette_dir: Path) -> None:
@@ -156,14 +189,18 @@ def test_a_redact_hook_runs_in_the_application_process(cassette_dir: Path) -> No
     assert writer.process_id is None  # nothing needed it
 
 
-def test_a_forked_process_starts_its_own_writer(record_config: TraceConfig, cassette_dir: Path) -> None:
+def test_a_forked_process_starts_its_own_writer(
+    record_config: TraceConfig, cassette_dir: Path
+) -> None:
     """Like a gunicorn worker forked after the app was set up: the parent's pipe is not shared."""
     writer = ProcessWriter()
     assert writer.submit(_recording(record_config, 1))
     assert writer.flush(30)
     parent_writer = writer.process_id
     child = os.fork()
-    if child == 0:  # the forked process: exit status 0 only if it recorded through a writer of its own
+    if (
+        child == 0
+    ):  # the forked process: exit status 0 only if it recorded through a writer of its own
         try:
             ok = writer.submit(_recording(record_config, 2)) and writer.flush(30)
             os._exit(0 if ok and writer.process_id not in (None, parent_writer) else 1)
@@ -178,7 +215,10 @@ def test_a_forked_process_starts_its_own_writer(record_config: TraceConfig, cass
 
 
 def test_the_writer_starts_the_interpreter_multiprocessing_would(
-    record_config: TraceConfig, cassette_dir: Path, tmp_path: Path, python_executable: Callable[[str], None]
+    record_config: TraceConfig,
+    cassette_dir: Path,
+    tmp_path: Path,
+    python_executable: Callable[[str], None],
 ) -> None:
     """Where Python is embedded, sys.executable is the host program; set_executable names the real interpreter."""
     used = tmp_path / "used"
@@ -194,7 +234,11 @@ def test_the_writer_starts_the_interpreter_multiprocessing_would(
 
 
 def test_without_an_interpreter_to_start_a_thread_writes(
-    record_config: TraceConfig, cassette_dir: Path, tmp_path: Path, python_executable: Callable[[str], None], caplog: pytest.LogCaptureFixture
+    record_config: TraceConfig,
+    cassette_dir: Path,
+    tmp_path: Path,
+    python_executable: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     python_executable(str(tmp_path / "no-such-python"))
     writer = ProcessWriter()
@@ -203,4 +247,7 @@ def test_without_an_interpreter_to_start_a_thread_writes(
     assert writer.flush(30)
     assert writer.process_id is None
     assert _written_paths(cassette_dir) == ["/n/1", "/n/2"]
-    assert sum("cannot start the cassette writer process" in r.getMessage() for r in caplog.records) == 1
+    assert (
+        sum("cannot start the cassette writer process" in r.getMessage() for r in caplog.records)
+        == 1
+    )

@@ -46,7 +46,10 @@ def test_an_existing_sdk_provider_is_reused(cassette_dir: Path) -> None:
         ({"TIMETRACER_SERVICE": "tt-service"}, "tt-service"),
         ({"OTEL_SERVICE_NAME": "otel-service"}, "otel-service"),
         ({"TIMETRACER_SERVICE": "tt-service", "OTEL_SERVICE_NAME": "otel-service"}, "tt-service"),
-        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=attr-service,deployment.environment=test"}, "attr-service"),
+        (
+            {"OTEL_RESOURCE_ATTRIBUTES": "service.name=attr-service,deployment.environment=test"},
+            "attr-service",
+        ),
         ({}, f"unknown_service:{os.path.basename(sys.executable)}"),  # the SDK's own default
     ],
     ids=["timetracer", "otel", "timetracer-wins", "otel-resource-attributes", "default"],
@@ -55,7 +58,11 @@ def test_without_a_provider_one_is_created_with_the_service_name(
     cassette_dir: Path, environment: dict[str, str], service: str
 ) -> None:
     report = _run("record", cassette_dir, **environment)
-    assert (report["status"], report["provider"], report["provider_service"]) == (200, "TracerProvider", service)
+    assert (report["status"], report["provider"], report["provider_service"]) == (
+        200,
+        "TracerProvider",
+        service,
+    )
     assert report["cassette_services"] == [service]
 
 

@@ -22,7 +22,7 @@ pytest_plugins = ["pytester"]
 # transport and maps httpcore's exception classes once: were that first import here, later
 # tests would get httpcore classes httpx no longer maps. So httpcore is imported up front.
 
-_APP = '''
+_APP = """
 import httpx
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -47,7 +47,7 @@ app = Starlette(debug=True, routes=[
 ])
 
 auto_setup(app, plugins=["httpx"])
-'''
+"""
 
 # The spec's example as written (import root timetracer_otel), and one test showing the app's code ran.
 _TEST_APP = '''
@@ -70,7 +70,7 @@ def test_the_app_computed_its_answer(timetracer_replay):
     assert response.json()["greeting"] == "hello OCTOCAT #1"
 '''
 
-_TEST_STRICT = '''
+_TEST_STRICT = """
 from test_app import client
 
 def test_strict_fails_on_an_unused_call(timetracer_replay):
@@ -81,9 +81,9 @@ def test_strict_fails_on_an_unused_call(timetracer_replay):
 def test_strict_passes_when_every_call_is_used(timetracer_replay):
     with timetracer_replay("cassettes/test_user.json", strict=True):
         assert client.get("/users/1").json()["user"] == "octocat"
-'''
+"""
 
-_TEST_RECORD = '''
+_TEST_RECORD = """
 import datetime
 import json
 import uuid
@@ -101,16 +101,29 @@ def test_a_call_carrying_a_new_uuid_and_the_time_replays(timetracer_record):
         order = {{"id": str(uuid.uuid4()), "at": datetime.datetime.now().isoformat()}}
         data = httpx.post("{upstream}/echo", json=order).json()
     assert json.loads(data["body"]) == order
-'''
+"""
 
 
-def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spec_example_records_then_replays_with_the_upstream_down(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CI", raising=False)  # the default mode: once (record what is missing)
     with running_upstream() as live:
-        pytester.makepyfile(app=_APP.format(upstream=live.url), test_app=_TEST_APP, test_record=_TEST_RECORD.format(upstream=live.url))
-        pytester.runpytest_subprocess("--timetracer-mode=record", "test_app.py").assert_outcomes(passed=2)
-        pytester.runpytest_subprocess("test_record.py").assert_outcomes(passed=2)  # no cassettes yet: records them
-        assert [(r["path"], r["query"]) for r in live.requests] == [("/json", "user=1")] * 2 + [("/echo", "q=1"), ("/echo", "")]
+        pytester.makepyfile(
+            app=_APP.format(upstream=live.url),
+            test_app=_TEST_APP,
+            test_record=_TEST_RECORD.format(upstream=live.url),
+        )
+        pytester.runpytest_subprocess("--timetracer-mode=record", "test_app.py").assert_outcomes(
+            passed=2
+        )
+        pytester.runpytest_subprocess("test_record.py").assert_outcomes(
+            passed=2
+        )  # no cassettes yet: records them
+        assert [(r["path"], r["query"]) for r in live.requests] == [("/json", "user=1")] * 2 + [
+            ("/echo", "q=1"),
+            ("/echo", ""),
+        ]
     with pytest.raises(httpx.ConnectError):
         httpx.get(live.url + "/json")  # the upstream is down: a call that went out would fail
 
@@ -120,7 +133,9 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
 
     pytester.makepyfile(test_strict=_TEST_STRICT)
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=5, failed=1)  # the order replays: its uuid4() and now() are the recorded ones
+    result.assert_outcomes(
+        passed=5, failed=1
+    )  # the order replays: its uuid4() and now() are the recorded ones
     result.stdout.fnmatch_lines(
         [
             "timetracer replay of cassettes/test_user.json failed:",
@@ -133,14 +148,18 @@ def test_spec_example_records_then_replays_with_the_upstream_down(pytester: pyte
     monkeypatch.setenv("CI", "true")  # where CI is set, the default mode only replays
     in_ci = pytester.runpytest_subprocess("test_record.py")
     in_ci.assert_outcomes(passed=1, failed=1)
-    in_ci.stdout.fnmatch_lines(["*no cassette at *echo.json and --timetracer-mode=none only replays: record it with pytest --timetracer-mode=once*"])
+    in_ci.stdout.fnmatch_lines(
+        [
+            "*no cassette at *echo.json and --timetracer-mode=none only replays: record it with pytest --timetracer-mode=once*"
+        ]
+    )
 
     live_run = pytester.runpytest_subprocess("--timetracer-mode=off", "test_app.py")
     live_run.assert_outcomes(failed=2)  # without replay the same tests cannot pass
     live_run.stdout.fnmatch_lines(["*ConnectError*"])
 
 
-_TEST_MARKED = '''
+_TEST_MARKED = """
 import socket
 
 import httpx
@@ -160,21 +179,32 @@ def test_a_connection_the_cassette_cannot_answer_fails_the_test_even_when_caught
             socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
         except ConnectionRefusedError:
             pass  # the code under test copes with a service being down: the test must still fail
-'''
+"""
 
 
-def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay(pytester: pytest.Pytester) -> None:
+def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay(
+    pytester: pytest.Pytester,
+) -> None:
     with running_upstream() as live:
         port = int(live.url.rsplit(":", 1)[1])
-        pytester.makepyfile(test_marked=_TEST_MARKED.format(upstream=live.url, replaying=False, port=port))
+        pytester.makepyfile(
+            test_marked=_TEST_MARKED.format(upstream=live.url, replaying=False, port=port)
+        )
         pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=3)
-        assert sorted(str(p.relative_to(pytester.path / "cassettes")) for p in (pytester.path / "cassettes").rglob("*.json")) == [
+        assert sorted(
+            str(p.relative_to(pytester.path / "cassettes"))
+            for p in (pytester.path / "cassettes").rglob("*.json")
+        ) == [
             "test_marked/test_a_connection_the_cassette_cannot_answer_fails_the_test_even_when_caught.json",
             "test_marked/test_each_parameter_has_its_cassette[a_b]-99f15b61.json",
             "test_marked/test_each_parameter_has_its_cassette[x_y]-fd5e754d.json",
         ]
-        pytester.makepyfile(test_marked=_TEST_MARKED.format(upstream=live.url, replaying=True, port=port))
-        result = pytester.runpytest_subprocess("--timetracer-mode=none")  # the upstream is still up: only the guard stops it
+        pytester.makepyfile(
+            test_marked=_TEST_MARKED.format(upstream=live.url, replaying=True, port=port)
+        )
+        result = pytester.runpytest_subprocess(
+            "--timetracer-mode=none"
+        )  # the upstream is still up: only the guard stops it
         assert len(live.requests) == 2  # the two recorded calls, none in replay
     result.assert_outcomes(passed=3, errors=1)  # the swallowed refusal fails it at teardown
     result.stdout.fnmatch_lines(

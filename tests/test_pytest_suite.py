@@ -16,9 +16,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from _services import POSTGRES, REDIS, closed_port, postgres_schemas, redis_namespace
@@ -38,8 +38,24 @@ class Project:
     env: dict[str, str]
 
     def pytest(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", *args]
-        return subprocess.run(command, cwd=self.directory, env=self.env, capture_output=True, text=True, timeout=_RUN_SECONDS)
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            *args,
+        ]
+        return subprocess.run(
+            command,
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=_RUN_SECONDS,
+        )
 
     def cassettes(self) -> set[str]:
         root = self.directory / "cassettes"
@@ -56,14 +72,18 @@ def _assert_all_passed(result: subprocess.CompletedProcess[str]) -> None:
     assert outcomes(result) == {"passed": TESTS}, result.stdout[-6000:] + result.stderr[-3000:]
 
 
-def project(directory: Path, schema: str, redis_port: int, postgres_port: int, prefix: str, rates_url: str) -> Project:
+def project(
+    directory: Path, schema: str, redis_port: int, postgres_port: int, prefix: str, rates_url: str
+) -> Project:
     """The service and its suite copied to ``directory``, to run against the given services."""
     shutil.copytree(APPS_DIR / "real_service", directory / "real_service")
     for source in (APPS_DIR / "real_service_tests").iterdir():
         if source.suffix == ".py":
             shutil.copy(source, directory)
     (directory / "pytest.ini").write_text(_INI)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_", "PYTEST_"))}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_", "PYTEST_"))
+    }
     env = {
         **base,
         "PYTHONPATH": str(directory),
@@ -92,13 +112,18 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             for name, extra in (("serial", ()), ("workers", ("-n", "2"))):
                 live = project(tmp_path_factory.mktemp(name), schema, 6379, 5432, prefix, rates.url)
                 _assert_all_passed(live.pytest("--timetracer-mode=all", *extra))
-                projects.append(Project(live.directory, {**live.env, **project_env_down(live.env, down)}))
+                projects.append(
+                    Project(live.directory, {**live.env, **project_env_down(live.env, down)})
+                )
         yield Recorded(*projects)  # the rates API is stopped now
 
 
 def project_env_down(env: dict[str, str], port: int) -> dict[str, str]:
     """PostgreSQL and Redis moved to ``port``, where nothing answers."""
-    return {"TEST_DATABASE_URL": env["TEST_DATABASE_URL"].replace(":5432/", f":{port}/"), "REDIS_URL": REDIS.format(port=port)}
+    return {
+        "TEST_DATABASE_URL": env["TEST_DATABASE_URL"].replace(":5432/", f":{port}/"),
+        "REDIS_URL": REDIS.format(port=port),
+    }
 
 
 def test_the_suite_replays_offline_twice_and_with_two_workers(recorded: Recorded) -> None:
@@ -110,7 +135,10 @@ def test_the_suite_replays_offline_twice_and_with_two_workers(recorded: Recorded
     _assert_all_passed(first)
     assert "tests: 53 replayed, 0 recorded" in first.stdout
     assert ", 0 not answered, 0 recorded but not made" in first.stdout
-    assert "stale: 1 cassettes no test owns any more (remove them with --timetracer-prune):" in first.stdout
+    assert (
+        "stale: 1 cassettes no test owns any more (remove them with --timetracer-prune):"
+        in first.stdout
+    )
     assert "cassettes/test_items/test_that_was_removed.json" in first.stdout
 
     second = suite.pytest("--timetracer-mode=none", "--timetracer-prune")
@@ -120,7 +148,9 @@ def test_the_suite_replays_offline_twice_and_with_two_workers(recorded: Recorded
     _assert_all_passed(suite.pytest("--timetracer-mode=none", "-n", "2"))
 
 
-def test_cassettes_recorded_with_two_workers_are_those_of_a_serial_run_and_replay(recorded: Recorded) -> None:
+def test_cassettes_recorded_with_two_workers_are_those_of_a_serial_run_and_replay(
+    recorded: Recorded,
+) -> None:
     assert recorded.workers.cassettes() == recorded.serial.cassettes()
     assert len(recorded.serial.cassettes()) > TESTS  # the fixtures' cassettes too
     _assert_all_passed(recorded.workers.pytest("--timetracer-mode=none", "-n", "2"))
@@ -131,12 +161,19 @@ def test_without_replay_the_suite_cannot_pass_with_the_services_down(recorded: R
     assert outcomes(result).get("passed", 0) == 0, result.stdout[-3000:]
 
 
-def test_a_change_to_one_call_fails_exactly_the_tests_that_depend_on_it(recorded: Recorded, tmp_path: Path) -> None:
+def test_a_change_to_one_call_fails_exactly_the_tests_that_depend_on_it(
+    recorded: Recorded, tmp_path: Path
+) -> None:
     changed = Project(tmp_path, {**recorded.serial.env, "PYTHONPATH": str(tmp_path)})
     shutil.copytree(recorded.serial.directory, tmp_path, dirs_exist_ok=True)
     cache_module = tmp_path / "real_service" / "cache.py"
     source = cache_module.read_text()
-    cache_module.write_text(source.replace('return key("items", owner_id, skip, limit)', 'return key("items", "v2", owner_id, skip, limit)'))
+    cache_module.write_text(
+        source.replace(
+            'return key("items", owner_id, skip, limit)',
+            'return key("items", "v2", owner_id, skip, limit)',
+        )
+    )
     assert cache_module.read_text() != source
 
     result = changed.pytest("--timetracer-mode=none")
@@ -148,19 +185,32 @@ def test_a_change_to_one_call_fails_exactly_the_tests_that_depend_on_it(recorded
         "test_items.py::test_read_items_is_cached_until_a_write",
     }, result.stdout[-6000:]
     assert outcomes(result) == {"passed": TESTS - 4, "failed": 4}
-    assert re.search(r"no recorded call matches (GET|SETEX) \S+:items:v2:\S+ \(redis\)", result.stdout)
-    assert re.search(r"closest recorded calls:\n.*#\d+ (GET|SETEX) \S+:items:[0-9a-f-]{36}:", result.stdout)
+    assert re.search(
+        r"no recorded call matches (GET|SETEX) \S+:items:v2:\S+ \(redis\)", result.stdout
+    )
+    assert re.search(
+        r"closest recorded calls:\n.*#\d+ (GET|SETEX) \S+:items:[0-9a-f-]{36}:", result.stdout
+    )
 
 
 def test_a_test_without_its_cassette_fails_in_a_replay_only_run(recorded: Recorded) -> None:
-    cassette = recorded.serial.directory / "cassettes" / "test_login" / "test_forged_token_is_rejected.json"
+    cassette = (
+        recorded.serial.directory
+        / "cassettes"
+        / "test_login"
+        / "test_forged_token_is_rejected.json"
+    )
     kept = cassette.read_bytes()
     cassette.unlink()
     try:
-        result = recorded.serial.pytest("--timetracer-mode=none", "test_login.py::test_forged_token_is_rejected")
+        result = recorded.serial.pytest(
+            "--timetracer-mode=none", "test_login.py::test_forged_token_is_rejected"
+        )
     finally:
         cassette.write_bytes(kept)
-    assert outcomes(result) == {"errors": 1} or outcomes(result) == {"error": 1}, result.stdout[-3000:]
+    assert outcomes(result) == {"errors": 1} or outcomes(result) == {"error": 1}, result.stdout[
+        -3000:
+    ]
     assert (
         "no cassette for this test at cassettes/test_login/test_forged_token_is_rejected.json and "
         "--timetracer-mode=none only replays: record it with pytest --timetracer-mode=once"

@@ -17,9 +17,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import httpx
 import pytest
@@ -36,16 +37,33 @@ _UVICORN = ["--app-dir", str(APPS_DIR), "--log-level", "warning"]
 # How the service is started: with its own auto_setup line, or with no timetracer code under the distro.
 LAUNCHERS = {
     "auto_setup": [sys.executable, "-m", "uvicorn", "real_service.main:app", *_UVICORN],
-    "opentelemetry-instrument": [str(BIN / "opentelemetry-instrument"), str(BIN / "uvicorn"), "real_service.plain:app", *_UVICORN],
+    "opentelemetry-instrument": [
+        str(BIN / "opentelemetry-instrument"),
+        str(BIN / "uvicorn"),
+        "real_service.plain:app",
+        *_UVICORN,
+    ],
 }
-_NO_EXPORT = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+_NO_EXPORT = {
+    "OTEL_TRACES_EXPORTER": "none",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "none",
+}
 _STARTUP_SECONDS = 30
 # The second replay server runs two hours ahead (Debian's libfaketime): hour-window keys, token
 # expiry and timestamps must still be the recorded ones. Monotonic clocks stay real (timeouts).
 _LATER = ["faketime", "-f", "+2h"]
 
 
-def service_env(launcher: str, mode: str, cassettes: Path, database_url: str, redis_url: str, rates_url: str, prefix: str) -> dict[str, str]:
+def service_env(
+    launcher: str,
+    mode: str,
+    cassettes: Path,
+    database_url: str,
+    redis_url: str,
+    rates_url: str,
+    prefix: str,
+) -> dict[str, str]:
     """The service's environment: ours without TIMETRACER_* and OTEL_*, plus its configuration."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_"))}
     return {
@@ -76,7 +94,9 @@ def _ready(server: FreshServer) -> bool:
 
 
 @contextlib.contextmanager
-def running_service(launcher: str, env: dict[str, str], later: bool = False) -> Iterator[FreshServer]:
+def running_service(
+    launcher: str, env: dict[str, str], later: bool = False
+) -> Iterator[FreshServer]:
     """The service in a fresh process (its clock two hours ahead if ``later``), serving once its
     lifespan start-up is done; stopped (SIGTERM: uvicorn's shutdown flushes the cassettes) after
     the block, then ``stderr`` is set."""
@@ -86,7 +106,9 @@ def running_service(launcher: str, env: dict[str, str], later: bool = False) -> 
         if _ready(server):
             yield server
             return
-    raise AssertionError(f"{launcher}: the service did not start (exit status {server.process.returncode}):\n{server.stderr[-6000:]}")
+    raise AssertionError(
+        f"{launcher}: the service did not start (exit status {server.process.returncode}):\n{server.stderr[-6000:]}"
+    )
 
 
 # --------------------------------------------------------------------------- recording
@@ -109,17 +131,35 @@ def cassettes_by_step(directory: Path) -> dict[str, int]:
 def record(launcher: str, directory: Path) -> Recording:
     """Run the session against the service with PostgreSQL, Redis and the rates API up; check what it answered."""
     cassettes = directory / "cassettes"
-    with postgres_schema() as database_url, redis_namespace() as prefix, running_upstream() as rates:
-        env = service_env(launcher, "record", cassettes, database_url, REDIS.format(port=6379), rates.url, prefix)
+    with (
+        postgres_schema() as database_url,
+        redis_namespace() as prefix,
+        running_upstream() as rates,
+    ):
+        env = service_env(
+            launcher, "record", cassettes, database_url, REDIS.format(port=6379), rates.url, prefix
+        )
         with running_service(launcher, env) as server:
             exchanges = run_session(server.url)
-    unexpected = [f"{e.step.name}: {e.status} (wanted {e.step.status}) {e.body[:300]!r}" for e in exchanges if e.status != e.step.status]
-    assert not unexpected, "the service misbehaved while recording:\n" + "\n".join(unexpected) + f"\n{server.stderr[-3000:]}"
+    unexpected = [
+        f"{e.step.name}: {e.status} (wanted {e.step.status}) {e.body[:300]!r}"
+        for e in exchanges
+        if e.status != e.step.status
+    ]
+    assert not unexpected, (
+        "the service misbehaved while recording:\n"
+        + "\n".join(unexpected)
+        + f"\n{server.stderr[-3000:]}"
+    )
     step_of = cassettes_by_step(cassettes)
-    assert len(step_of) == len(STEPS), f"{len(step_of)} cassettes for {len(STEPS)} requests:\n{server.stderr[-3000:]}"
+    assert len(step_of) == len(STEPS), (
+        f"{len(step_of)} cassettes for {len(STEPS)} requests:\n{server.stderr[-3000:]}"
+    )
     unreachable = closed_port()
     database = f"postgresql+psycopg://postgres@127.0.0.1:{unreachable}/test"
-    replay_env = service_env(launcher, "replay", cassettes, database, REDIS.format(port=unreachable), rates.url, prefix)
+    replay_env = service_env(
+        launcher, "replay", cassettes, database, REDIS.format(port=unreachable), rates.url, prefix
+    )
     return Recording(launcher, cassettes, exchanges, replay_env, step_of)
 
 
@@ -130,9 +170,12 @@ def auto_setup_recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
 
 # --------------------------------------------------------------------------- comparing
 def _first_difference(recorded: bytes, replayed: bytes) -> str:
-    at = next((i for i, (a, b) in enumerate(zip(recorded, replayed)) if a != b), min(len(recorded), len(replayed)))
+    at = next(
+        (i for i, (a, b) in enumerate(zip(recorded, replayed, strict=False)) if a != b),
+        min(len(recorded), len(replayed)),
+    )
     start = max(at - 16, 0)
-    return f"first difference at byte {at}: recorded {recorded[start:at + 48]!r}, replayed {replayed[start:at + 48]!r}"
+    return f"first difference at byte {at}: recorded {recorded[start : at + 48]!r}, replayed {replayed[start : at + 48]!r}"
 
 
 def _app_headers(exchange: Exchange) -> dict[str, list[str]]:
@@ -151,18 +194,26 @@ def differences(recorded: Exchange, replayed: Exchange) -> list[str]:
     if recorded.body != replayed.body:
         found.append(f"body: {_first_difference(recorded.body, replayed.body)}")
     old, new = _app_headers(recorded), _app_headers(replayed)
-    found.extend(f"header {name}: recorded {old.get(name)}, replayed {new.get(name)}" for name in sorted({*old, *new}) if old.get(name) != new.get(name))
+    found.extend(
+        f"header {name}: recorded {old.get(name)}, replayed {new.get(name)}"
+        for name in sorted({*old, *new})
+        if old.get(name) != new.get(name)
+    )
     return found
 
 
-def request_difference(recorded: httpx.Request, replayed: httpx.Request) -> Optional[str]:
+def request_difference(recorded: httpx.Request, replayed: httpx.Request) -> str | None:
     """How the replayed session's request differs from the recorded one: a value it took from an earlier answer."""
     parts = {
         "path": lambda r: r.url.raw_path.decode(),
         "body": lambda r: r.content,
         "authorization": lambda r: r.headers.get("authorization"),
     }
-    changed = [f"{name} recorded {get(recorded)!r:.90}, sent {get(replayed)!r:.90}" for name, get in parts.items() if get(recorded) != get(replayed)]
+    changed = [
+        f"{name} recorded {get(recorded)!r:.90}, sent {get(replayed)!r:.90}"
+        for name, get in parts.items()
+        if get(recorded) != get(replayed)
+    ]
     return "request differs (it uses an earlier answer): " + "; ".join(changed) if changed else None
 
 
@@ -181,7 +232,7 @@ def report_blocks(stderr: str) -> list[str]:
     return ["\n".join(block) for block in blocks]
 
 
-def _whose_cassette(report: str, index: int, recording: Recording) -> Optional[str]:
+def _whose_cassette(report: str, index: int, recording: Recording) -> str | None:
     """A note when the report's cassette was recorded for another step than this one."""
     for line in report.splitlines():
         if line.startswith("  cassette: "):
@@ -196,12 +247,17 @@ def replay_failures(recording: Recording, replayed: list[Exchange], stderr: str)
     reports = report_blocks(stderr)
     paragraphs = []
     if len(reports) != len(replayed):
-        paragraphs.append(f"(the server logged {len(reports)} replay reports for {len(replayed)} requests)")
-    for index, (old, new) in enumerate(zip(recording.exchanges, replayed)):
+        paragraphs.append(
+            f"(the server logged {len(reports)} replay reports for {len(replayed)} requests)"
+        )
+    for index, (old, new) in enumerate(zip(recording.exchanges, replayed, strict=False)):
         found = differences(old, new)
         if not found:
             continue
-        lines = [f"[{index}] {old.step.name}: {new.request.method} {new.request.url.raw_path.decode()}", *(f"    {d}" for d in found)]
+        lines = [
+            f"[{index}] {old.step.name}: {new.request.method} {new.request.url.raw_path.decode()}",
+            *(f"    {d}" for d in found),
+        ]
         lines.append(f"    {request_difference(old.request, new.request) or ''}")
         if len(reports) == len(replayed):
             lines.extend(f"    {line}" for line in reports[index].splitlines())
@@ -219,26 +275,45 @@ def replay_twice(recording: Recording) -> list[str]:
             replayed = run_session(server.url)
         differing = replay_failures(recording, replayed, server.stderr)
         if differing:
-            failures.append(f"=== {recording.launcher}, replay server {run}: {len(differing)} of {len(STEPS)} steps differ")
+            failures.append(
+                f"=== {recording.launcher}, replay server {run}: {len(differing)} of {len(STEPS)} steps differ"
+            )
             failures.extend(differing)
     return failures
 
 
 # --------------------------------------------------------------------------- the tests
-def test_a_replaying_server_answers_the_session_as_recorded(auto_setup_recording: Recording) -> None:
+def test_a_replaying_server_answers_the_session_as_recorded(
+    auto_setup_recording: Recording,
+) -> None:
     failures = replay_twice(auto_setup_recording)
     assert not failures, "\n".join(failures)
 
 
-def test_timetracer_replay_answers_every_cassette_as_recorded(auto_setup_recording: Recording) -> None:
+def test_timetracer_replay_answers_every_cassette_as_recorded(
+    auto_setup_recording: Recording,
+) -> None:
     """``timetracer replay DIR --app ...`` sends each cassette's recorded request; every report must be OK."""
     recording = auto_setup_recording
-    command = [str(BIN / "timetracer"), "replay", str(recording.cassettes), "--app", "real_service.main:app", "--app-dir", str(APPS_DIR), "--json"]
-    done = subprocess.run(command, env=recording.env, cwd=APPS_DIR, capture_output=True, text=True, timeout=120)
+    command = [
+        str(BIN / "timetracer"),
+        "replay",
+        str(recording.cassettes),
+        "--app",
+        "real_service.main:app",
+        "--app-dir",
+        str(APPS_DIR),
+        "--json",
+    ]
+    done = subprocess.run(
+        command, env=recording.env, cwd=APPS_DIR, capture_output=True, text=True, timeout=120
+    )
     try:  # exit status 1 is also Python's for an uncaught exception: then stdout holds no reports
         reports: list[dict[str, Any]] = json.loads(done.stdout)
     except ValueError:
-        raise AssertionError(f"timetracer replay exited {done.returncode} with no report:\n{done.stderr[-6000:]}") from None
+        raise AssertionError(
+            f"timetracer replay exited {done.returncode} with no report:\n{done.stderr[-6000:]}"
+        ) from None
     assert len(reports) == len(STEPS), f"{len(reports)} reports for {len(STEPS)} cassettes"
     failed = []
     for report in reports:
@@ -247,9 +322,12 @@ def test_timetracer_replay_answers_every_cassette_as_recorded(auto_setup_recordi
             details = [f"unmatched: {u}" for u in report["unmatched"]] + report["differences"]
             failed.append(
                 f"[{index}] {STEPS[index].name if index >= 0 else '?'}: {report['method']} {report['path']}  "
-                f"status recorded {report['recorded_status']}, replayed {report['status']}\n" + "\n".join(f"    {d}" for d in details)
+                f"status recorded {report['recorded_status']}, replayed {report['status']}\n"
+                + "\n".join(f"    {d}" for d in details)
             )
-    assert not failed and done.returncode == 0, f"{len(failed)} of {len(reports)} cassettes replay differently:\n" + "\n".join(failed)
+    assert not failed and done.returncode == 0, (
+        f"{len(failed)} of {len(reports)} cassettes replay differently:\n" + "\n".join(failed)
+    )
 
 
 def test_opentelemetry_instrument_records_and_replays_the_session(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -53,13 +54,20 @@ def _routes(upstream: Upstream) -> list[Route]:
             got = []
             for method, path, kw in SCRIPT:
                 async with session.request(method, upstream.url + path, **kw) as response:
-                    got.append(seen(response.status, response.headers.items(), await _read(response, reader)))
+                    got.append(
+                        seen(
+                            response.status, response.headers.items(), await _read(response, reader)
+                        )
+                    )
         return JSONResponse(got)
 
     async def stream(request: Request) -> JSONResponse:
         gated = GatedStream(upstream)
         timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(gated.url) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(gated.url) as response,
+        ):
             async for data in _READERS[request.query_params["reader"]](response.content):
                 gated.received(data)
         return JSONResponse(gated.result())
@@ -69,7 +77,10 @@ def _routes(upstream: Upstream) -> list[Route]:
             for part in UPLOAD_PARTS:
                 yield part
 
-        async with aiohttp.ClientSession() as session, session.post(upstream.url + "/echo", data=parts()) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(upstream.url + "/echo", data=parts()) as response,
+        ):
             return JSONResponse(await response.json())
 
     async def unreachable(request: Request) -> JSONResponse:
@@ -86,7 +97,9 @@ def _routes(upstream: Upstream) -> list[Route]:
 
     async def use_client(request: Request) -> JSONResponse:
         async with early.pop("session") as session, session.get(upstream.url + "/json") as response:
-            return JSONResponse(seen(response.status, response.headers.items(), await response.read()))
+            return JSONResponse(
+                seen(response.status, response.headers.items(), await response.read())
+            )
 
     return [
         Route("/script", script),
@@ -115,10 +128,16 @@ def _serve_recorded(serve: Callable[..., Any], upstream: Upstream, config: Trace
 
 @pytest.mark.parametrize("reader", ["read", "any", "chunked"])
 def test_every_call_of_a_request_is_recorded_in_order(
-    reader: str, serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+    reader: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
 ) -> None:
     """JSON, form, binary, gzip, 404, whichever way the app reads the bodies."""
-    status, app_saw = _get(_serve_recorded(serve, upstream, record_config) + f"/script?reader={reader}")
+    status, app_saw = _get(
+        _serve_recorded(serve, upstream, record_config) + f"/script?reader={reader}"
+    )
     assert status == 200
     _get(upstream.url + "/json")  # outside any app request: recorded nowhere
     check_script(only_cassette(cassette_dir, "GET", "script"), upstream, "aiohttp", app_saw)
@@ -126,7 +145,11 @@ def test_every_call_of_a_request_is_recorded_in_order(
 
 @pytest.mark.parametrize("reader", ["any", "chunked"])
 def test_streamed_response_reaches_the_app_chunk_by_chunk(
-    reader: str, serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+    reader: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
 ) -> None:
     """``iter_any`` and ``iter_chunked``: the read hook must not hold data back."""
     status, got = _get(_serve_recorded(serve, upstream, record_config) + f"/stream?reader={reader}")
@@ -157,7 +180,9 @@ def test_capture_does_not_change_what_the_app_gets(
     serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
 ) -> None:
     recorded = _get(_serve_recorded(serve, upstream, record_config) + "/script?reader=chunked")
-    plain = _get(_serve_recorded(serve, upstream, TraceConfig(mode="off")) + "/script?reader=chunked")
+    plain = _get(
+        _serve_recorded(serve, upstream, TraceConfig(mode="off")) + "/script?reader=chunked"
+    )
     assert recorded == plain
     assert len(load_cassettes(cassette_dir)) == 1
 

@@ -7,8 +7,9 @@ really overlap inside one event loop before any of them calls upstream.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import httpx
 from _record_support import barrier_app, calls_by_path
@@ -21,12 +22,16 @@ _BARRIER_SECONDS = 10
 _TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-async def _get_all(url: str, paths: list[str], headers: Optional[dict[str, str]] = None) -> list[httpx.Response]:
+async def _get_all(
+    url: str, paths: list[str], headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
     """GET all ``paths`` at once; the test's own client is kept out of tracing (it would replace ``traceparent``)."""
     limits = httpx.Limits(max_connections=len(paths))
     with suppress_http_instrumentation():
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-            return await asyncio.gather(*(client.get(f"{url}{path}", headers=headers) for path in paths))
+            return await asyncio.gather(
+                *(client.get(f"{url}{path}", headers=headers) for path in paths)
+            )
 
 
 def test_200_concurrent_requests_give_200_cassettes_with_their_own_calls(
@@ -39,10 +44,15 @@ def test_200_concurrent_requests_give_200_cassettes_with_their_own_calls(
 
     cassettes = load_cassettes(cassette_dir)
     assert len(cassettes) == count
-    assert calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(count)}
+    assert calls_by_path(cassettes) == {
+        f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in range(count)
+    }
     for cassette in cassettes:
         (call,) = cassette["calls"]
-        assert call["response"]["body"]["json"]["query"] == f"i={cassette['request']['path'].rsplit('/', 1)[1]}"
+        assert (
+            call["response"]["body"]["json"]["query"]
+            == f"i={cassette['request']['path'].rsplit('/', 1)[1]}"
+        )
 
 
 def test_requests_sharing_one_traceparent_are_separate_cassettes(
@@ -55,5 +65,7 @@ def test_requests_sharing_one_traceparent_are_separate_cassettes(
 
     cassettes = load_cassettes(cassette_dir)
     assert {c["trace_id"] for c in cassettes} == {_TRACE_ID}
-    assert calls_by_path(cassettes) == {f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in (1, 2)}
+    assert calls_by_path(cassettes) == {
+        f"/items/{i}": [f"{upstream.url}/echo?i={i}"] for i in (1, 2)
+    }
     assert len({c["id"] for c in cassettes}) == 2

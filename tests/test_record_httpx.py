@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -37,7 +38,9 @@ def _seen(response: httpx.Response) -> dict[str, Any]:
 
 def _sync_script(upstream: Upstream) -> list[dict[str, Any]]:
     with httpx.Client() as client:
-        return [_seen(client.request(method, upstream.url + path, **kw)) for method, path, kw in SCRIPT]
+        return [
+            _seen(client.request(method, upstream.url + path, **kw)) for method, path, kw in SCRIPT
+        ]
 
 
 def _routes(upstream: Upstream) -> list[Route]:
@@ -46,7 +49,9 @@ def _routes(upstream: Upstream) -> list[Route]:
 
     async def script_async(request: Request) -> JSONResponse:
         async with httpx.AsyncClient() as client:
-            return JSONResponse([_seen(await client.request(m, upstream.url + p, **kw)) for m, p, kw in SCRIPT])
+            return JSONResponse(
+                [_seen(await client.request(m, upstream.url + p, **kw)) for m, p, kw in SCRIPT]
+            )
 
     def script_sync(request: Request) -> JSONResponse:
         return JSONResponse(_sync_script(upstream))
@@ -78,7 +83,9 @@ def _routes(upstream: Upstream) -> list[Route]:
 
     def upload_sync(request: Request) -> JSONResponse:
         with httpx.Client() as client:
-            return JSONResponse(client.post(upstream.url + "/echo", content=iter(UPLOAD_PARTS)).json())
+            return JSONResponse(
+                client.post(upstream.url + "/echo", content=iter(UPLOAD_PARTS)).json()
+            )
 
     async def unreachable(request: Request) -> JSONResponse:
         async with httpx.AsyncClient() as client:
@@ -122,18 +129,28 @@ def _serve_recorded(serve: Callable[..., Any], upstream: Upstream, config: Trace
 
 @pytest.mark.parametrize("flavor", ["async", "sync", "thread"])
 def test_every_call_of_a_request_is_recorded_in_order(
-    flavor: str, serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+    flavor: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
 ) -> None:
     """AsyncClient, Client in a def endpoint, Client in the threadpool: JSON, form, binary, gzip, 404."""
     response = _get(_serve_recorded(serve, upstream, record_config) + f"/script-{flavor}")
     assert response.status_code == 200
     _get(upstream.url + "/json")  # outside any app request: recorded nowhere
-    check_script(only_cassette(cassette_dir, "GET", f"script-{flavor}"), upstream, "httpx", response.json())
+    check_script(
+        only_cassette(cassette_dir, "GET", f"script-{flavor}"), upstream, "httpx", response.json()
+    )
 
 
 @pytest.mark.parametrize("flavor", ["async", "sync"])
 def test_streamed_response_reaches_the_app_chunk_by_chunk(
-    flavor: str, serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+    flavor: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
 ) -> None:
     """``client.stream`` with ``aiter_bytes``/``iter_bytes``: the tee must not buffer the body."""
     response = _get(_serve_recorded(serve, upstream, record_config) + f"/stream-{flavor}")
@@ -143,7 +160,11 @@ def test_streamed_response_reaches_the_app_chunk_by_chunk(
 
 @pytest.mark.parametrize("flavor", ["async", "sync"])
 def test_streamed_upload_is_sent_and_recorded(
-    flavor: str, serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+    flavor: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
 ) -> None:
     response = _get(_serve_recorded(serve, upstream, record_config) + f"/upload-{flavor}")
     check_upload(only_cassette(cassette_dir, "GET", f"upload-{flavor}"), response.json())
@@ -178,5 +199,7 @@ def test_app_instrumented_with_opentelemetry_first(
     serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig
 ) -> None:
     """``HTTPXClientInstrumentor().instrument()`` before timetracer: still one client span per call."""
-    doc = record_when_app_instrumented_first(serve, _get, _routes(upstream), record_config, "httpx", "/script-async")
+    doc = record_when_app_instrumented_first(
+        serve, _get, _routes(upstream), record_config, "httpx", "/script-async"
+    )
     assert len(doc["calls"]) == len(SCRIPT)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -34,7 +35,9 @@ def _digest(data: bytes) -> dict[str, Any]:
 
 async def _upload(request: Request) -> JSONResponse:
     body = await request.body()
-    return JSONResponse({**_digest(body), "transfer_encoding": request.headers.get("transfer-encoding")})
+    return JSONResponse(
+        {**_digest(body), "transfer_encoding": request.headers.get("transfer-encoding")}
+    )
 
 
 def _app(config: TraceConfig, gates: list[threading.Event]) -> Starlette:
@@ -43,7 +46,9 @@ def _app(config: TraceConfig, gates: list[threading.Event]) -> Starlette:
     async def stream(request: Request) -> StreamingResponse:
         async def chunks() -> Any:
             for index, chunk in enumerate(_CHUNKS):
-                if index and not await anyio.to_thread.run_sync(gates[index].wait, _GATE_WAIT_SECONDS):
+                if index and not await anyio.to_thread.run_sync(
+                    gates[index].wait, _GATE_WAIT_SECONDS
+                ):
                     yield b"gate-timeout"
                     return
                 yield chunk
@@ -56,7 +61,9 @@ def _app(config: TraceConfig, gates: list[threading.Event]) -> Starlette:
 
 
 @pytest.fixture
-def app_url(serve: Callable[..., Any], record_config: TraceConfig) -> tuple[str, list[threading.Event]]:
+def app_url(
+    serve: Callable[..., Any], record_config: TraceConfig
+) -> tuple[str, list[threading.Event]]:
     gates = [threading.Event() for _ in _CHUNKS]
     return serve(_app(record_config, gates)).url, gates
 
@@ -74,13 +81,21 @@ _BODIES: dict[str, dict[str, Any]] = {
         "data": {"field": "value"},
         "files": {"file": ("a.bin", bytes(range(256)), "application/octet-stream")},
     },
-    "binary": {"content": bytes(range(256)) * 64, "headers": {"content-type": "application/octet-stream"}},
-    "non_utf8": {"content": b"caf\xe9 \xff\xfe\x80 end", "headers": {"content-type": "text/plain; charset=latin-1"}},
+    "binary": {
+        "content": bytes(range(256)) * 64,
+        "headers": {"content-type": "application/octet-stream"},
+    },
+    "non_utf8": {
+        "content": b"caf\xe9 \xff\xfe\x80 end",
+        "headers": {"content-type": "text/plain; charset=latin-1"},
+    },
 }
 
 
 @pytest.mark.parametrize("case", list(_BODIES))
-def test_app_and_cassette_get_the_exact_request_bytes(case: str, app_url: tuple, cassette_dir: Path) -> None:
+def test_app_and_cassette_get_the_exact_request_bytes(
+    case: str, app_url: tuple, cassette_dir: Path
+) -> None:
     url, _ = app_url
     with httpx.Client(timeout=15) as client:
         request = client.build_request("POST", f"{url}/upload?case={case}", **_BODIES[case])
@@ -95,7 +110,9 @@ def test_app_and_cassette_get_the_exact_request_bytes(case: str, app_url: tuple,
     assert "truncated" not in body
 
 
-def test_five_mib_body_reaches_the_app_whole_and_the_cassette_truncated(app_url: tuple, cassette_dir: Path) -> None:
+def test_five_mib_body_reaches_the_app_whole_and_the_cassette_truncated(
+    app_url: tuple, cassette_dir: Path
+) -> None:
     url, _ = app_url
     sent = (b"0123456789abcdef" * 65536) * 5  # 5 MiB
     response = httpx.post(f"{url}/upload?case=big", content=sent, timeout=15)
@@ -107,7 +124,9 @@ def test_five_mib_body_reaches_the_app_whole_and_the_cassette_truncated(app_url:
     assert decode_body(body) == sent[:DEFAULT_MAX_BODY_BYTES]
 
 
-def test_chunked_upload_reaches_the_app_and_the_cassette(app_url: tuple, cassette_dir: Path) -> None:
+def test_chunked_upload_reaches_the_app_and_the_cassette(
+    app_url: tuple, cassette_dir: Path
+) -> None:
     url, _ = app_url
     parts = [b"first part;", b"\x00\x01 second;", b"third" * 1000]
 
@@ -123,11 +142,16 @@ def test_chunked_upload_reaches_the_app_and_the_cassette(app_url: tuple, cassett
     assert decode_body(cassette["request"]["body"]) == sent
 
 
-def test_streaming_response_reaches_the_client_chunk_by_chunk(app_url: tuple, cassette_dir: Path) -> None:
+def test_streaming_response_reaches_the_client_chunk_by_chunk(
+    app_url: tuple, cassette_dir: Path
+) -> None:
     """Chunk i is produced only after the client has read chunk i-1: a buffering layer would deadlock."""
     url, gates = app_url
     received = []
-    with httpx.Client(timeout=15) as client, client.stream("GET", f"{url}/stream?case=stream") as response:
+    with (
+        httpx.Client(timeout=15) as client,
+        client.stream("GET", f"{url}/stream?case=stream") as response,
+    ):
         stream = response.iter_raw()
         for index, expected in enumerate(_CHUNKS):
             got = b""

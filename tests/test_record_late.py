@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from _record_support import stat
@@ -47,7 +48,9 @@ def test_a_call_made_after_the_response_is_added_to_the_cassette(
         return PlainTextResponse("answered")
 
     app = Starlette(routes=[Route("/", handler)])
-    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    auto_setup(
+        app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"]
+    )
     server = serve(app)
     rewrites_before = stat("rewritten")
 
@@ -58,7 +61,10 @@ def test_a_call_made_after_the_response_is_added_to_the_cassette(
     release.set()
     assert finished.wait(10), "the background call did not finish"
     [cassette] = load_cassettes(cassette_dir)
-    assert [c["request"]["url"].rsplit("?", 1)[1] for c in cassette["calls"]] == ["early=1", "late=1"]
+    assert [c["request"]["url"].rsplit("?", 1)[1] for c in cassette["calls"]] == [
+        "early=1",
+        "late=1",
+    ]
     late_call = cassette["calls"][1]
     span_ids = {span["span_id"] for span in cassette["spans"]}
     assert late_call["span_id"] in span_ids
@@ -73,7 +79,9 @@ def _processor(**options: Any) -> tuple[CassetteSpanProcessor, trace.Tracer]:
     return processor, provider.get_tracer("late-test")
 
 
-def _start_request(processor: CassetteSpanProcessor, tracer: trace.Tracer, directory: Path, index: int = 0) -> tuple[trace.Span, trace.Span]:
+def _start_request(
+    processor: CassetteSpanProcessor, tracer: trace.Tracer, directory: Path, index: int = 0
+) -> tuple[trace.Span, trace.Span]:
     """A recorded request's root span and one child span, both still open."""
     root = tracer.start_span(f"request {index}")
     context = root.get_span_context()
@@ -108,12 +116,16 @@ def test_a_span_still_open_when_the_request_ends_is_waited_for(tmp_path: Path) -
     assert (stat("recorded") - recorded, stat("rewritten") - rewritten) == (1, 0)
 
 
-def test_a_span_that_never_ends_holds_its_cassette_only_for_the_grace_period(tmp_path: Path) -> None:
+def test_a_span_that_never_ends_holds_its_cassette_only_for_the_grace_period(
+    tmp_path: Path,
+) -> None:
     """No flush: the writer's own timer writes the cassette once the grace period is over."""
     processor, tracer = _processor(grace_seconds=0.05)
     written = threading.Event()
     handler = logging.Handler()
-    handler.emit = lambda record: written.set() if "recorded GET /0" in record.getMessage() else None  # type: ignore[method-assign]
+    handler.emit = lambda record: (
+        written.set() if "recorded GET /0" in record.getMessage() else None
+    )  # type: ignore[method-assign]
     logging.getLogger("timetracer").addHandler(handler)
     try:
         root, _never_ended = _start_request(processor, tracer, tmp_path)
@@ -125,14 +137,18 @@ def test_a_span_that_never_ends_holds_its_cassette_only_for_the_grace_period(tmp
     assert [span["name"] for span in cassette["spans"]] == ["request 0"]
 
 
-def test_evicting_a_written_requests_open_span_does_not_rewrite_its_cassette(tmp_path: Path) -> None:
+def test_evicting_a_written_requests_open_span_does_not_rewrite_its_cassette(
+    tmp_path: Path,
+) -> None:
     """Eviction is not a span ending: only a span that really ends late rewrites a cassette."""
     processor, tracer = _processor(max_open_spans=2)
     recorded, rewritten = stat("recorded"), stat("rewritten")
     first_root, _never_ended = _start_request(processor, tracer, tmp_path, 1)
     first_root.end()
     assert processor.force_flush(5_000)  # written without waiting out the grace period
-    second_root, second_child = _start_request(processor, tracer, tmp_path, 2)  # evicts the first request's span
+    second_root, second_child = _start_request(
+        processor, tracer, tmp_path, 2
+    )  # evicts the first request's span
     second_child.end()
     second_root.end()
     assert processor.force_flush(5_000)
@@ -157,11 +173,16 @@ def test_the_apps_own_opentelemetry_middleware_makes_the_only_server_span(
 
     app = _calling_upstream(upstream)
     app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
-    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    auto_setup(
+        app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"]
+    )
     rewritten = stat("rewritten")
     assert httpx.get(serve(app).url + "/").text == "answered"
     [cassette] = load_cassettes(cassette_dir)
-    assert [(span["name"], span["kind"]) for span in cassette["spans"]] == [("GET /", "SERVER"), ("GET", "CLIENT")]
+    assert [(span["name"], span["kind"]) for span in cassette["spans"]] == [
+        ("GET /", "SERVER"),
+        ("GET", "CLIENT"),
+    ]
     assert stat("rewritten") == rewritten
 
 
@@ -171,8 +192,12 @@ def test_an_outer_span_of_another_provider_is_not_taken_as_the_root(
     """Its end would never reach the cassette processor: timetracer makes its own span below it."""
 
     app = _calling_upstream(upstream)
-    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
-    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=TracerProvider(), exclude_spans=["receive", "send"])
+    auto_setup(
+        app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"]
+    )
+    app.add_middleware(
+        OpenTelemetryMiddleware, tracer_provider=TracerProvider(), exclude_spans=["receive", "send"]
+    )
     assert httpx.get(serve(app).url + "/").text == "answered"
     [cassette] = load_cassettes(cassette_dir)
     assert [span["name"] for span in cassette["spans"]] == ["GET /", "GET"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -54,7 +55,6 @@ def policy_app(config: TraceConfig, upstream_url: str) -> Starlette:
     return app
 
 
-
 @pytest.mark.parametrize(("rate", "expected"), [(0.0, 0), (1.0, 5)])
 def test_sample_rate_decides_how_many_are_written(
     rate: float, expected: int, serve: Callable[..., Any], upstream: Any, cassette_dir: Path
@@ -75,14 +75,18 @@ def test_errors_only_writes_server_errors_and_exceptions(
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), errors_only=True)
     url = serve(policy_app(config, upstream.url)).url
     with httpx.Client(timeout=15) as client:
-        statuses = {path: client.get(f"{url}{path}") for path in ("/", "/missing", "/fail", "/boom")}
+        statuses = {
+            path: client.get(f"{url}{path}") for path in ("/", "/missing", "/fail", "/boom")
+        }
     assert {path: r.status_code for path, r in statuses.items()} == {
         "/": 200,
         "/missing": 404,
         "/fail": 503,
         "/boom": 500,
     }
-    assert statuses["/boom"].text == "Internal Server Error"  # Starlette's own 500 still reaches the client
+    assert (
+        statuses["/boom"].text == "Internal Server Error"
+    )  # Starlette's own 500 still reaches the client
 
     cassettes = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     assert set(cassettes) == {"/fail", "/boom"}
@@ -99,7 +103,10 @@ def test_excluded_paths_write_nothing_and_have_no_span(
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), exclude_paths=["/health"])
     url = serve(policy_app(config, upstream.url)).url
     with httpx.Client(timeout=15) as client:
-        spans = {path: client.get(f"{url}{path}").json()["span"] for path in ("/health", "/health/deep", "/healthz")}
+        spans = {
+            path: client.get(f"{url}{path}").json()["span"]
+            for path in ("/health", "/health/deep", "/healthz")
+        }
     assert spans == {"/health": False, "/health/deep": False, "/healthz": True}
     assert [c["request"]["path"] for c in load_cassettes(cassette_dir)] == ["/healthz"]
 
@@ -125,7 +132,7 @@ def test_mode_off_middleware_passes_the_original_callables(serve: Callable[..., 
         await middleware(scope, receive, send)
 
     assert httpx.get(serve(outer).url + "/", timeout=15).text == "off"
-    assert all(a is b for a, b in zip(seen["inner"], seen["outer"]))
+    assert all(a is b for a, b in zip(seen["inner"], seen["outer"], strict=False))
     assert seen["span"] is False
 
 
@@ -151,7 +158,11 @@ def console() -> Iterator[_Records]:
 
 
 def test_console_line_per_recorded_request(
-    serve: Callable[..., Any], upstream: Any, record_config: TraceConfig, cassette_dir: Path, console: _Records
+    serve: Callable[..., Any],
+    upstream: Any,
+    record_config: TraceConfig,
+    cassette_dir: Path,
+    console: _Records,
 ) -> None:
     url = serve(policy_app(record_config, upstream.url)).url
     httpx.get(f"{url}/", timeout=15)
@@ -166,7 +177,10 @@ def test_console_line_per_recorded_request(
     for cassette in cassettes:
         match = lines[cassette["request"]["path"]]
         assert match["id"] == cassette["id"]
-        assert Path(match["cassette"]).name == f"GET__{cassette['request']['path'].strip('/')}__{cassette['id']}.json"
+        assert (
+            Path(match["cassette"]).name
+            == f"GET__{cassette['request']['path'].strip('/')}__{cassette['id']}.json"
+        )
         assert Path(match["cassette"]).is_file()
 
     logging.getLogger("timetracer").setLevel(logging.WARNING)
@@ -203,5 +217,7 @@ def test_console_line_on_default_stderr_handler(tmp_path: Path, upstream: Any) -
     match = re.fullmatch(_LINE + "\n", recorded)
     assert match, recorded
     assert (match["tag"], match["path"], match["deps"]) == ("OK", "/", "http.client:1")
-    assert re.fullmatch(rf"cassettes/\d{{4}}-\d\d-\d\d/GET____{match['id']}\.json", match["cassette"])
+    assert re.fullmatch(
+        rf"cassettes/\d{{4}}-\d\d-\d\d/GET____{match['id']}\.json", match["cassette"]
+    )
     assert (tmp_path / match["cassette"]).is_file()

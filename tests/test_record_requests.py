@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -37,7 +38,9 @@ def _seen(response: requests.Response) -> dict[str, Any]:
 
 def _script(upstream: Upstream) -> list[dict[str, Any]]:
     with requests.Session() as session:
-        return [_seen(session.request(method, upstream.url + path, **kw)) for method, path, kw in SCRIPT]
+        return [
+            _seen(session.request(method, upstream.url + path, **kw)) for method, path, kw in SCRIPT
+        ]
 
 
 def _routes(upstream: Upstream) -> list[Route]:
@@ -58,7 +61,9 @@ def _routes(upstream: Upstream) -> list[Route]:
         return JSONResponse(gated.result())
 
     def upload(request: Request) -> JSONResponse:
-        return JSONResponse(requests.post(upstream.url + "/echo", data=iter(UPLOAD_PARTS), timeout=5).json())
+        return JSONResponse(
+            requests.post(upstream.url + "/echo", data=iter(UPLOAD_PARTS), timeout=5).json()
+        )
 
     def unreachable(request: Request) -> JSONResponse:
         try:
@@ -97,7 +102,11 @@ def _serve_recorded(serve: Callable[..., Any], upstream: Upstream, config: Trace
 
 @pytest.mark.parametrize("route", ["script", "script-thread"])
 def test_every_call_of_a_request_is_recorded_in_order(
-    route: str, serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+    route: str,
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
 ) -> None:
     """In a def endpoint and from the threadpool: JSON, form, binary, gzip, 404."""
     response = _get(_serve_recorded(serve, upstream, record_config) + f"/{route}")
@@ -127,7 +136,9 @@ def test_transport_error_is_recorded_and_still_reaches_the_app(
 ) -> None:
     response = _get(_serve_recorded(serve, upstream, record_config) + "/unreachable")
     assert (response.status_code, response.json()) == (502, {"caught": "ConnectionError"})
-    check_transport_error(only_cassette(cassette_dir, "GET", "unreachable"), "requests.exceptions.ConnectionError")
+    check_transport_error(
+        only_cassette(cassette_dir, "GET", "unreachable"), "requests.exceptions.ConnectionError"
+    )
 
 
 def test_capture_does_not_change_what_the_app_gets(
@@ -151,5 +162,7 @@ def test_app_instrumented_with_opentelemetry_first(
     serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig
 ) -> None:
     """``RequestsInstrumentor().instrument()`` before timetracer: still one client span per call."""
-    doc = record_when_app_instrumented_first(serve, _get, _routes(upstream), record_config, "requests", "/script")
+    doc = record_when_app_instrumented_first(
+        serve, _get, _routes(upstream), record_config, "requests", "/script"
+    )
     assert len(doc["calls"]) == len(SCRIPT)

@@ -9,8 +9,9 @@ import json
 import re
 import socket
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -44,10 +45,16 @@ def safety_app(config: TraceConfig, upstream_url: str = "") -> Starlette:
         return Response(await request.body(), media_type="application/octet-stream")
 
     def raw_header(request: Request) -> PlainTextResponse:
-        requests.get(f"{upstream_url}/echo", headers={"X-Raw": b"caf\xe9"}, timeout=15).raise_for_status()
+        requests.get(
+            f"{upstream_url}/echo", headers={"X-Raw": b"caf\xe9"}, timeout=15
+        ).raise_for_status()
         return PlainTextResponse("sent")
 
-    routes = [Route("/", home), Route("/echo", echo, methods=["POST"]), Route("/raw-header", raw_header)]
+    routes = [
+        Route("/", home),
+        Route("/echo", echo, methods=["POST"]),
+        Route("/raw-header", raw_header),
+    ]
     app = Starlette(routes=routes)
     auto_setup(app, config=config, plugins=["requests"])
     return app
@@ -57,7 +64,9 @@ def _raw_get(url: str, target: str, extra_headers: bytes = b"") -> bytes:
     """Send ``GET <target>`` exactly as given; return the whole response."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n".encode("ascii")
+        request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n".encode(
+            "ascii"
+        )
         sock.sendall(request + extra_headers + b"\r\n")
         response = b""
         while chunk := sock.recv(65536):
@@ -70,7 +79,11 @@ def _status(response: bytes) -> int:
 
 
 def _timetracer_messages(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "timetracer" and r.getMessage().startswith(prefix)]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "timetracer" and r.getMessage().startswith(prefix)
+    ]
 
 
 _HOSTILE = {
@@ -120,7 +133,10 @@ def _get_many(url: str, count: int) -> list[int]:
 
 
 def test_unwritable_directory_is_logged_once_per_minute(
-    serve: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture, log_clock: list[float]
+    serve: Callable[..., Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    log_clock: list[float],
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -141,7 +157,9 @@ def test_unwritable_directory_is_logged_once_per_minute(
     log_clock[0] += 2
     assert _get_many(url, 1) == [200]
     assert timetracer_otel.flush(30)
-    assert _timetracer_messages(caplog, "timetracer: write failed")[1].endswith("(20 more since the last report)")
+    assert _timetracer_messages(caplog, "timetracer: write failed")[1].endswith(
+        "(20 more since the last report)"
+    )
     assert stat("errors.write") - errors_before == 22
 
 
@@ -180,7 +198,9 @@ def test_failing_redact_hook_writes_nothing_and_is_counted(
     def hook(doc: dict) -> None:
         raise ValueError("hook bug")
 
-    url = serve(safety_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir), redact_hook=hook))).url
+    url = serve(
+        safety_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir), redact_hook=hook))
+    ).url
     errors_before = stat("errors.write")
     assert _get_many(url, 3) == [200] * 3
     assert load_cassettes(cassette_dir) == []  # nothing unredacted is written

@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -30,7 +31,13 @@ from timetracer_otel.sealing import redacted
 MARK = "s3cr3t"
 SECRET_HEADERS = ("Authorization", "Cookie", "Set-Cookie", "Proxy-Authorization", "X-Api-Key")
 # Keys that contain a secret name but are not one: they keep their values.
-LOOKALIKES = {"page": 3, "message": "hello", "shipping": "express", "keyboard": "qwerty", "passage": 2}
+LOOKALIKES = {
+    "page": 3,
+    "message": "hello",
+    "shipping": "express",
+    "keyboard": "qwerty",
+    "passage": 2,
+}
 LOGIN_BODY = {
     "user": "ann",
     "password": f"in-password-{MARK}",
@@ -39,7 +46,11 @@ LOGIN_BODY = {
         "settings": [{"API_KEY": f"in-api-key-{MARK}", "page": 1}],
     },
     "sessions": [{"access_token": f"in-at-{MARK}"}, {"Refresh-Token": f"in-rt-{MARK}"}],
-    "auth": {"Authorization": f"in-authz-{MARK}", "passwd": f"in-passwd-{MARK}", "apikey": f"in-apikey-{MARK}"},
+    "auth": {
+        "Authorization": f"in-authz-{MARK}",
+        "passwd": f"in-passwd-{MARK}",
+        "apikey": f"in-apikey-{MARK}",
+    },
     **LOOKALIKES,
 }
 VAULT_BODY = {
@@ -68,7 +79,7 @@ def _only_cassette(directory: Path) -> tuple[dict[str, Any], str]:
 
 def _assert_no_secret(text: str) -> None:
     at = text.find(MARK)
-    assert at < 0, f"a secret reached the cassette: ...{text[max(at - 200, 0):at + 40]}..."
+    assert at < 0, f"a secret reached the cassette: ...{text[max(at - 200, 0) : at + 40]}..."
 
 
 # --------------------------------------------------------------------------- the login exchange
@@ -76,7 +87,13 @@ def _vault_app(log: list[dict[str, Any]]) -> Starlette:
     """The upstream: logs what it received and answers with secrets in headers and body."""
 
     async def vault(request: Request) -> Response:
-        log.append({"headers": dict(request.headers), "query": request.url.query, "json": await request.json()})
+        log.append(
+            {
+                "headers": dict(request.headers),
+                "query": request.url.query,
+                "json": await request.json(),
+            }
+        )
         response = JSONResponse(VAULT_BODY)
         for name, value in _headers("up").items():
             response.headers.append(name, value)
@@ -109,7 +126,9 @@ def _login_app(vault_url: str) -> Starlette:
 class LoginExchange:
     """One recorded request through the proxy app, and what each party saw."""
 
-    def __init__(self, response: httpx.Response, vault_log: list[dict[str, Any]], cassette_dir: Path) -> None:
+    def __init__(
+        self, response: httpx.Response, vault_log: list[dict[str, Any]], cassette_dir: Path
+    ) -> None:
         self.response = response
         self.vault_received = vault_log[-1]
         self.doc, self.text = _only_cassette(cassette_dir)
@@ -121,16 +140,23 @@ class LoginExchange:
 
 
 @pytest.fixture
-def login(serve: Callable[..., Any], cassette_dir: Path, monkeypatch: pytest.MonkeyPatch) -> LoginExchange:
+def login(
+    serve: Callable[..., Any], cassette_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> LoginExchange:
     # The server span also gets the secret headers as attributes, which must be redacted too.
     monkeypatch.setenv(
-        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ",".join((*SECRET_HEADERS, "X-Note"))
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+        ",".join((*SECRET_HEADERS, "X-Note")),
     )
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ",".join(SECRET_HEADERS))
+    monkeypatch.setenv(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ",".join(SECRET_HEADERS)
+    )
     vault_log: list[dict[str, Any]] = []
     vault = serve(_vault_app(vault_log))
     app = _login_app(vault.url)
-    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    auto_setup(
+        app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"]
+    )
     response = httpx.post(
         f"{serve(app).url}/login",
         params={"api_key": f"in-query-{MARK}", "page": "3"},
@@ -183,17 +209,31 @@ def test_secret_json_fields_are_redacted_at_any_depth_by_pattern(login: LoginExc
             **LOOKALIKES,
         },
     }
-    assert login.call["request"]["body"]["json"] == {"forwarded": request_json, "secret": REDACTED, **LOOKALIKES}
-    assert login.call["response"]["body"]["json"] == login.doc["response"]["body"]["json"]["upstream"]
+    assert login.call["request"]["body"]["json"] == {
+        "forwarded": request_json,
+        "secret": REDACTED,
+        **LOOKALIKES,
+    }
+    assert (
+        login.call["response"]["body"]["json"] == login.doc["response"]["body"]["json"]["upstream"]
+    )
 
 
-def test_secret_query_parameters_are_redacted_in_request_call_and_span_urls(login: LoginExchange) -> None:
+def test_secret_query_parameters_are_redacted_in_request_call_and_span_urls(
+    login: LoginExchange,
+) -> None:
     assert parse_qs(login.doc["request"]["query"]) == {"api_key": [REDACTED], "page": ["3"]}
-    assert parse_qs(urlsplit(login.call["request"]["url"]).query) == {"access_token": [REDACTED], "page": ["1"]}
+    assert parse_qs(urlsplit(login.call["request"]["url"]).query) == {
+        "access_token": [REDACTED],
+        "page": ["1"],
+    }
     attributes = {span["kind"]: span["attributes"] for span in login.doc["spans"]}
     server, client = attributes["SERVER"], attributes["CLIENT"]
     assert parse_qs(urlsplit(server["http.url"]).query) == {"api_key": [REDACTED], "page": ["3"]}
-    assert parse_qs(urlsplit(client["http.url"]).query) == {"access_token": [REDACTED], "page": ["1"]}
+    assert parse_qs(urlsplit(client["http.url"]).query) == {
+        "access_token": [REDACTED],
+        "page": ["1"],
+    }
 
 
 def test_no_secret_appears_anywhere_in_the_cassette_file(login: LoginExchange) -> None:
@@ -202,10 +242,15 @@ def test_no_secret_appears_anywhere_in_the_cassette_file(login: LoginExchange) -
 
 def test_redaction_never_alters_what_the_app_and_the_upstream_see(login: LoginExchange) -> None:
     # The upstream got the client's real headers, body and query, forwarded by the app.
-    assert {name: login.vault_received["headers"][name.lower()] for name in SECRET_HEADERS} == _headers("in")
+    assert {
+        name: login.vault_received["headers"][name.lower()] for name in SECRET_HEADERS
+    } == _headers("in")
     assert login.vault_received["json"]["forwarded"] == LOGIN_BODY
     assert login.vault_received["json"]["secret"] == f"out-secret-{MARK}"
-    assert parse_qs(login.vault_received["query"]) == {"access_token": [f"in-query-{MARK}"], "page": ["1"]}
+    assert parse_qs(login.vault_received["query"]) == {
+        "access_token": [f"in-query-{MARK}"],
+        "page": ["1"],
+    }
     # The client got the real upstream headers and bodies back through the app.
     assert login.response.json() == {"received": LOGIN_BODY, "upstream": VAULT_BODY}
     assert {name: login.response.headers[name] for name in SECRET_HEADERS} == _headers("up")
@@ -228,9 +273,13 @@ async def _size(request: Request) -> Response:
     return JSONResponse({"size": len(await request.body())})
 
 
-def _record(serve: Callable[..., Any], config: TraceConfig, upstream: Optional[Upstream] = None) -> str:
+def _record(
+    serve: Callable[..., Any], config: TraceConfig, upstream: Upstream | None = None
+) -> str:
     """Serve the ``/form`` and ``/size`` app recorded per ``config``; its base URL."""
-    app = Starlette(routes=[Route("/form", _form, methods=["POST"]), Route("/size", _size, methods=["POST"])])
+    app = Starlette(
+        routes=[Route("/form", _form, methods=["POST"]), Route("/size", _size, methods=["POST"])]
+    )
     app.state.upstream = upstream.url if upstream else None
     auto_setup(app, config=config, plugins=["httpx"])
     return serve(app).url
@@ -238,7 +287,11 @@ def _record(serve: Callable[..., Any], config: TraceConfig, upstream: Optional[U
 
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
 def test_form_bodies_and_query_strings_are_redacted(
-    serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path, encoding: str
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    record_config: TraceConfig,
+    cassette_dir: Path,
+    encoding: str,
 ) -> None:
     password = f"form-{encoding}-{MARK}"
     fields = {"user": "ann", "password": password}
@@ -260,11 +313,19 @@ def test_form_bodies_and_query_strings_are_redacted(
         assert f'name="password"\r\n\r\n{REDACTED}\r\n' in request_text
         assert 'name="user"\r\n\r\nann\r\n' in request_text and "picture" in request_text
     (call,) = doc["calls"]
-    assert parse_qs(call["request"]["body"]["text"]) == {"client_secret": [REDACTED], "name": ["ann"]}
-    assert parse_qs(urlsplit(call["request"]["url"]).query) == {"api_key": [REDACTED], "page": ["2"]}
+    assert parse_qs(call["request"]["body"]["text"]) == {
+        "client_secret": [REDACTED],
+        "name": ["ann"],
+    }
+    assert parse_qs(urlsplit(call["request"]["url"]).query) == {
+        "api_key": [REDACTED],
+        "page": ["2"],
+    }
 
 
-def test_a_truncated_json_body_is_redacted_even_where_it_is_cut(serve: Callable[..., Any], cassette_dir: Path) -> None:
+def test_a_truncated_json_body_is_redacted_even_where_it_is_cut(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
     head = json.dumps(
         {
             "message": 'a "token": in a string',
@@ -276,7 +337,9 @@ def test_a_truncated_json_body_is_redacted_even_where_it_is_cut(serve: Callable[
     body = head[:-1] + f', "token": "t-token-{MARK}-{"x" * 100}"}}'
     limit = body.index(f"t-token-{MARK}") + 4  # the cut falls inside the last secret
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), max_body_bytes=limit)
-    response = httpx.post(f"{_record(serve, config)}/size", content=body, headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{_record(serve, config)}/size", content=body, headers={"Content-Type": "application/json"}
+    )
 
     assert response.json() == {"size": len(body)}
     doc, text = _only_cassette(cassette_dir)
@@ -314,17 +377,19 @@ def test_error_messages_quoting_a_url_are_redacted(
     (call,) = doc["calls"]
     assert f"api_key={REDACTED}&page=1" in call["error"]["message"]
     events = [e for s in doc["spans"] for e in s["events"] if e["name"] == "exception"]
-    assert events and all(f"api_key={REDACTED}" in e["attributes"]["exception.message"] for e in events)
+    assert events and all(
+        f"api_key={REDACTED}" in e["attributes"]["exception.message"] for e in events
+    )
 
 
 # --------------------------------------------------------------------------- user settings
-def _mask_email_in_place(doc: dict[str, Any], seen: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+def _mask_email_in_place(doc: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, Any] | None:
     seen.append(copy.deepcopy(doc))
     doc["request"]["body"]["json"]["email"] = "***"
     return None
 
 
-def _mask_email_in_a_copy(doc: dict[str, Any], seen: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+def _mask_email_in_a_copy(doc: dict[str, Any], seen: list[dict[str, Any]]) -> dict[str, Any] | None:
     replacement = copy.deepcopy(doc)
     _mask_email_in_place(replacement, seen)
     return replacement
@@ -332,7 +397,7 @@ def _mask_email_in_a_copy(doc: dict[str, Any], seen: list[dict[str, Any]]) -> Op
 
 @pytest.mark.parametrize("hook", [_mask_email_in_place, _mask_email_in_a_copy])
 def test_user_headers_fields_and_hook_add_to_the_built_in_redaction(
-    serve: Callable[..., Any], cassette_dir: Path, hook: Callable[..., Optional[dict[str, Any]]]
+    serve: Callable[..., Any], cassette_dir: Path, hook: Callable[..., dict[str, Any] | None]
 ) -> None:
     seen: list[dict[str, Any]] = []
     config = TraceConfig(
@@ -342,7 +407,12 @@ def test_user_headers_fields_and_hook_add_to_the_built_in_redaction(
         redact_fields=["ssn"],
         redact_hook=lambda doc: hook(doc, seen),
     )
-    body = {"email": "ann@example.com", "SSN": f"ssn-{MARK}", "password": f"pw-{MARK}", "message": "hi"}
+    body = {
+        "email": "ann@example.com",
+        "SSN": f"ssn-{MARK}",
+        "password": f"pw-{MARK}",
+        "message": "hi",
+    }
     headers = {"X-Session": f"xs-{MARK}", "Cookie": f"c-{MARK}"}
     response = httpx.post(f"{_record(serve, config)}/size", json=body, headers=headers)
 
@@ -350,9 +420,20 @@ def test_user_headers_fields_and_hook_add_to_the_built_in_redaction(
     doc, text = _only_cassette(cassette_dir)
     _assert_no_secret(text)
     assert "ann@example.com" not in text
-    assert doc["request"]["body"]["json"] == {"email": "***", "SSN": REDACTED, "password": REDACTED, "message": "hi"}
-    assert _values(doc["request"]["headers"], "x-session") == _values(doc["request"]["headers"], "cookie") == [REDACTED]
-    (before_hook,) = seen  # the hook runs once, after the built-in redaction (which sealed with the test's key)
+    assert doc["request"]["body"]["json"] == {
+        "email": "***",
+        "SSN": REDACTED,
+        "password": REDACTED,
+        "message": "hi",
+    }
+    assert (
+        _values(doc["request"]["headers"], "x-session")
+        == _values(doc["request"]["headers"], "cookie")
+        == [REDACTED]
+    )
+    (before_hook,) = (
+        seen  # the hook runs once, after the built-in redaction (which sealed with the test's key)
+    )
     assert redacted(before_hook)["request"]["body"]["json"]["password"] == REDACTED
     assert before_hook["request"]["body"]["json"]["email"] == "ann@example.com"
 

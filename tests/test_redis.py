@@ -6,18 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 import redis
 import redis.asyncio
 from _replay import new_reports
 from apps.redis_app import FLAVOURS, create_app
 from conftest import load_cassettes
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from otlp_receiver import running_receiver
 
 import timetracer_otel
@@ -44,7 +45,6 @@ def prefix() -> Iterator[str]:
             client.delete(*keys)
 
 
-
 def _redis_connects(seen: list[Any]) -> list[Any]:
     return [address for address in seen if isinstance(address, tuple) and address[1] in REDIS_PORTS]
 
@@ -59,7 +59,9 @@ def _get_all(base_url: str, paths: list[str]) -> list[httpx.Response]:
     return asyncio.run(all_at_once())
 
 
-def _run(serve: Callable[..., Any], config: TraceConfig, url: str, prefix: str, paths: list[str]) -> tuple[list[httpx.Response], Any]:
+def _run(
+    serve: Callable[..., Any], config: TraceConfig, url: str, prefix: str, paths: list[str]
+) -> tuple[list[httpx.Response], Any]:
     """The app's responses to ``paths`` (sent at once) and its redis clients, after the server stopped."""
     app = create_app(url, config, prefix)
     server = serve(app, lifespan="on")
@@ -68,15 +70,25 @@ def _run(serve: Callable[..., Any], config: TraceConfig, url: str, prefix: str, 
     return responses, app.state.redis_clients
 
 
-def _record(serve: Callable[..., Any], cassette_dir: Path, prefix: str, paths: list[str]) -> list[httpx.Response]:
+def _record(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, paths: list[str]
+) -> list[httpx.Response]:
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
     responses, _ = _run(serve, config, REDIS_URL, prefix, paths)
     assert [r.status_code for r in responses] == [200] * len(paths), [r.text for r in responses]
     return responses
 
 
-def _replay(serve: Callable[..., Any], cassette_dir: Path, prefix: str, paths: list[str]) -> tuple[list[httpx.Response], Any]:
-    return _run(serve, TraceConfig(mode="replay", cassette_path=str(cassette_dir)), CLOSED_URL, prefix, paths)
+def _replay(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, paths: list[str]
+) -> tuple[list[httpx.Response], Any]:
+    return _run(
+        serve,
+        TraceConfig(mode="replay", cassette_path=str(cassette_dir)),
+        CLOSED_URL,
+        prefix,
+        paths,
+    )
 
 
 def _pool_connections(client: Any) -> int:
@@ -110,15 +122,19 @@ def test_record_then_replay_with_no_server_gives_identical_replies(
     assert by_bytes["multi/exec"].startswith("[1, redis.exceptions.ResponseError(WRONGTYPE")
     assert by_bytes["conflict handled"] == "redis.exceptions.WatchError(Watched variable changed.)"
     assert by_str["wrongtype handled"].startswith("redis.exceptions.ResponseError(WRONGTYPE")
-    assert _steps(recorded[2]) == by_bytes and _steps(recorded[3]) == by_str  # asyncio gives the same types
+    assert (
+        _steps(recorded[2]) == by_bytes and _steps(recorded[3]) == by_str
+    )  # asyncio gives the same types
 
     connects.clear()
     replayed, clients = _replay(serve, cassette_dir, prefix, paths)
-    for before, after in zip(recorded, replayed):
+    for before, after in zip(recorded, replayed, strict=False):
         assert after.status_code == 200, after.text
         assert after.json() == before.json()
     assert _redis_connects(connects) == []
-    assert {flavour: _pool_connections(client) for flavour, client in clients.items()} == dict.fromkeys(FLAVOURS, 0)
+    assert {
+        flavour: _pool_connections(client) for flavour, client in clients.items()
+    } == dict.fromkeys(FLAVOURS, 0)
 
 
 @pytest.mark.parametrize("flavour", ["sync-bytes", "async-bytes"])
@@ -134,16 +150,38 @@ def test_cassette_holds_commands_pipelines_and_errors_as_typed_values(
         assert spans[call["span_id"]]["kind"] == "CLIENT"
     requests = [decode_value(call["request"]) for call in calls]
     key = f"{prefix}:{flavour}"
-    assert requests[0] == {"command": "SET", "args": [f"{key}:s", "hello", "EX", 60], "decode_responses": False}
+    assert requests[0] == {
+        "command": "SET",
+        "args": [f"{key}:s", "hello", "EX", 60],
+        "decode_responses": False,
+    }
     hgetall = calls[[r.get("command") for r in requests].index("HGETALL")]
     assert decode_value(hgetall["response"]) == {"reply": {b"a": b"1", b"b": b"two"}}
-    pipeline = next(c for c, r in zip(calls, requests) if "pipeline" in r and not r["transaction"])
-    assert [entry["command"] for entry in decode_value(pipeline["request"])["pipeline"]] == ["SET", "GET", "LPUSH", "EXISTS", "ZSCORE"]
+    pipeline = next(
+        c for c, r in zip(calls, requests, strict=False) if "pipeline" in r and not r["transaction"]
+    )
+    assert [entry["command"] for entry in decode_value(pipeline["request"])["pipeline"]] == [
+        "SET",
+        "GET",
+        "LPUSH",
+        "EXISTS",
+        "ZSCORE",
+    ]
     response = decode_value(pipeline["response"])
     assert response["replies"] == [True, b"v", None, 1, 2.5]
-    assert response["errors"][0]["index"] == 2 and response["errors"][0]["type"] == "redis.exceptions.ResponseError"
-    watch_conflict = next(c for c, r in zip(calls, requests) if r.get("pipeline") == [{"command": "SET", "args": [f"{key}:w", "mine"]}])
-    assert watch_conflict["error"] == {"type": "redis.exceptions.WatchError", "message": "Watched variable changed."}
+    assert (
+        response["errors"][0]["index"] == 2
+        and response["errors"][0]["type"] == "redis.exceptions.ResponseError"
+    )
+    watch_conflict = next(
+        c
+        for c, r in zip(calls, requests, strict=False)
+        if r.get("pipeline") == [{"command": "SET", "args": [f"{key}:w", "mine"]}]
+    )
+    assert watch_conflict["error"] == {
+        "type": "redis.exceptions.WatchError",
+        "message": "Watched variable changed.",
+    }
     assert decode_value(watch_conflict["request"])["transaction"] is True
 
 
@@ -154,11 +192,15 @@ def test_fifty_concurrent_replays_get_their_own_replies(
     recorded = _record(serve, cassette_dir, prefix, paths)
     connects.clear()
     replayed, _ = _replay(serve, cassette_dir, prefix, paths)
-    for number, (before, after) in enumerate(zip(recorded, replayed)):
+    for number, (before, after) in enumerate(zip(recorded, replayed, strict=False)):
         assert after.status_code == 200, after.text
         assert after.json() == before.json()
         value = f"value-{number}"
-        assert _steps(after) == {"set": "True", "incrby": str(number), "pipeline": f"[{value!r}, {len(value)}]"}
+        assert _steps(after) == {
+            "set": "True",
+            "incrby": str(number),
+            "pipeline": f"[{value!r}, {len(value)}]",
+        }
     assert _redis_connects(connects) == []
 
 
@@ -186,8 +228,16 @@ def test_replayed_commands_still_make_opentelemetry_client_spans(
     assert response.status_code == 200, response.text
     finished = spans.get_finished_spans()
     servers = {s.context.span_id for s in finished if s.kind is SpanKind.SERVER}
-    redis_spans = [s for s in finished if s.kind is SpanKind.CLIENT and s.attributes.get("db.system") == "redis"]
-    assert [s.name for s in redis_spans] == ["SET", "INCRBY", "GET STRLEN"]  # a pipeline span is named by its commands
+    redis_spans = [
+        s
+        for s in finished
+        if s.kind is SpanKind.CLIENT and s.attributes.get("db.system") == "redis"
+    ]
+    assert [s.name for s in redis_spans] == [
+        "SET",
+        "INCRBY",
+        "GET STRLEN",
+    ]  # a pipeline span is named by its commands
     assert all(s.parent is not None and s.parent.span_id in servers for s in redis_spans)
 
 
@@ -195,7 +245,9 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
     serve: Callable[..., Any], cassette_dir: Path, prefix: str
 ) -> None:
     with running_receiver() as receiver:
-        processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url))
+        processor = otlp_processor(
+            tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url)
+        )
         try:
             (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
             assert timetracer_otel.flush(30) and processor.force_flush()
@@ -210,15 +262,36 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
     # (The app's own response quotes it: that is the app's data, see docs/redis.md.)
     assert "s3cret" not in json.dumps(document["calls"])
     assert "s3cret" not in json.dumps(document["spans"])
-    assert any("[SEALED:" in json.dumps(span["events"]) for span in document["spans"])  # sealed: the tests record with a key
+    assert any(
+        "[SEALED:" in json.dumps(span["events"]) for span in document["spans"]
+    )  # sealed: the tests record with a key
     shown = [decode_value(call["request"]) for call in _redis_calls(redacted(document))]
     assert shown[0]["args"] == ["default", "[REDACTED]"]
-    assert shown[1]["args"] == ["127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "[REDACTED]", "KEYS", f"{prefix}:auth:none"]
-    assert [entry["args"] for entry in shown[2]["pipeline"]] == [["default", "[REDACTED]"], ["x", "y", "[REDACTED]"]]
+    assert shown[1]["args"] == [
+        "127.0.0.1",
+        1,
+        "",
+        0,
+        100,
+        "AUTH2",
+        "u",
+        "[REDACTED]",
+        "KEYS",
+        f"{prefix}:auth:none",
+    ]
+    assert [entry["args"] for entry in shown[2]["pipeline"]] == [
+        ["default", "[REDACTED]"],
+        ["x", "y", "[REDACTED]"],
+    ]
 
     (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/credentials"])
-    assert "pipe-s3cret" in recorded.text  # the app saw the real error message (it quotes the command) ...
-    assert (replayed.status_code, replayed.json()) == (200, recorded.json())  # ... and the replay, with the key, too
+    assert (
+        "pipe-s3cret" in recorded.text
+    )  # the app saw the real error message (it quotes the command) ...
+    assert (replayed.status_code, replayed.json()) == (
+        200,
+        recorded.json(),
+    )  # ... and the replay, with the key, too
 
 
 def test_pubsub_in_replay_raises_instead_of_connecting(connects: list[Any]) -> None:
@@ -227,11 +300,16 @@ def test_pubsub_in_replay_raises_instead_of_connecting(connects: list[Any]) -> N
     session = ReplaySession({"calls": []}, "empty.json")
     token = activate(session)
     try:
-        with pytest.raises(ReplayMismatchError, match="a connection to the redis server at 127.0.0.1:1"):
+        with pytest.raises(
+            ReplayMismatchError, match="a connection to the redis server at 127.0.0.1:1"
+        ):
             redis.Redis.from_url(CLOSED_URL).pubsub().subscribe("news")
 
         async def subscribe() -> None:
-            async with redis.asyncio.Redis.from_url(CLOSED_URL) as client, client.pubsub() as pubsub:
+            async with (
+                redis.asyncio.Redis.from_url(CLOSED_URL) as client,
+                client.pubsub() as pubsub,
+            ):
                 await pubsub.subscribe("news")
 
         with pytest.raises(ReplayMismatchError, match="pub/sub, MONITOR and cluster clients"):
@@ -261,9 +339,14 @@ def test_a_replaying_process_refuses_redis_calls_outside_any_request(
     install_replayers()
     monkeypatch.setenv("TIMETRACER_MODE", "replay")
     client = redis.Redis.from_url(CLOSED_URL)
-    with pytest.raises(ReplayMismatchError, match=r"no recorded call matches GET k \(redis\)\ncassette: \(no process cassette\)"):
+    with pytest.raises(
+        ReplayMismatchError,
+        match=r"no recorded call matches GET k \(redis\)\ncassette: \(no process cassette\)",
+    ):
         client.get("k")
     pipe = client.pipeline().set("k", 1).incr("n")
-    with pytest.raises(ReplayMismatchError, match=r"no recorded call matches MULTI/EXEC \[SET k 1; INCRBY n 1\]"):
+    with pytest.raises(
+        ReplayMismatchError, match=r"no recorded call matches MULTI/EXEC \[SET k 1; INCRBY n 1\]"
+    ):
         pipe.execute()
     assert _redis_connects(connects) == []

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import gzip
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -42,10 +43,14 @@ async def _script(base: str) -> dict[str, Any]:
     got: dict[str, Any] = {}
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/json") as response:
-            got["json"] = (await response.json())["login"]  # the token field is redacted in the cassette
+            got["json"] = (await response.json())[
+                "login"
+            ]  # the token field is redacted in the cassette
         async with session.post(base + "/echo?via=json", json={"name": "ada", "n": 1}) as response:
             got["post_json"] = await response.json()
-        async with session.post(base + "/echo?via=form", data={"a": "1", "b": "two words"}) as response:
+        async with session.post(
+            base + "/echo?via=form", data={"a": "1", "b": "two words"}
+        ) as response:
             got["post_form"] = await response.text()
         async with session.get(base + "/gzip") as response:
             got["gzip"] = _seen(response, await response.read())
@@ -80,7 +85,9 @@ def _app(upstream: Upstream, config: TraceConfig, client: str = "aiohttp") -> St
     shared: dict[str, aiohttp.ClientSession] = {}
 
     async def post_aiohttp(q: str, name: str) -> Any:
-        async with shared["session"].post("/echo", params={"q": q}, json={"name": name}) as response:
+        async with shared["session"].post(
+            "/echo", params={"q": q}, json={"name": name}
+        ) as response:
             return await response.json()
 
     async def post_httpx(q: str, name: str) -> Any:
@@ -111,10 +118,17 @@ def _app(upstream: Upstream, config: TraceConfig, client: str = "aiohttp") -> St
 
 
 def _record(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, path: str, client: str = "aiohttp"
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    path: str,
+    client: str = "aiohttp",
 ) -> tuple[bytes, Path]:
     """Record ``path`` live; the app's response bytes and the cassette file."""
-    server = serve(_app(upstream, TraceConfig(mode="record", cassette_dir=str(cassette_dir)), client), lifespan="on")
+    server = serve(
+        _app(upstream, TraceConfig(mode="record", cassette_dir=str(cassette_dir)), client),
+        lifespan="on",
+    )
     response = httpx.get(server.url + path, timeout=10)
     assert response.status_code == 200, response.text
     (doc,) = load_cassettes(cassette_dir)
@@ -125,7 +139,9 @@ def _record(
 
 def _replaying(serve: Callable[..., Any], upstream: Upstream, cassette: Path) -> RunningServer:
     """A second instance of the app, replaying ``cassette``."""
-    return serve(_app(upstream, TraceConfig(mode="replay", cassette_path=str(cassette))), lifespan="on")
+    return serve(
+        _app(upstream, TraceConfig(mode="replay", cassette_path=str(cassette))), lifespan="on"
+    )
 
 
 def test_replay_gives_the_app_the_recorded_bytes_without_the_upstream(
@@ -153,7 +169,9 @@ def test_session_created_before_replay_started_is_answered(
     assert json.loads(recorded)["query"] == "q=1"
     sent = len(upstream.requests)
 
-    replayed = httpx.get(_replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10)
+    replayed = httpx.get(
+        _replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10
+    )
 
     assert (replayed.status_code, replayed.content) == (200, recorded)
     assert len(upstream.requests) == sent
@@ -201,7 +219,9 @@ def test_replayed_call_still_makes_an_opentelemetry_client_span(
         for s in finished
         if s.kind is SpanKind.CLIENT
     }
-    clients = [s for s, url in urls.items() if url.startswith(upstream.url)]  # not the test's own httpx calls
+    clients = [
+        s for s, url in urls.items() if url.startswith(upstream.url)
+    ]  # not the test's own httpx calls
     assert [urls[s] for s in clients] == [f"{upstream.url}/echo?q=1", f"{upstream.url}/echo?q=9"]
     assert all(s.parent is not None and s.parent.span_id in servers for s in clients)
     answered, unmatched = clients
@@ -212,12 +232,19 @@ def test_replayed_call_still_makes_an_opentelemetry_client_span(
 def test_call_recorded_with_httpx_is_answered_for_aiohttp(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
-    recorded, cassette = _record(serve, upstream, cassette_dir, "/lookup?q=1&name=ada", client="httpx")
+    recorded, cassette = _record(
+        serve, upstream, cassette_dir, "/lookup?q=1&name=ada", client="httpx"
+    )
     sent = len(upstream.requests)
 
-    replayed = httpx.get(_replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10)
+    replayed = httpx.get(
+        _replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10
+    )
 
-    assert (replayed.status_code, replayed.content) == (200, recorded)  # what httpx got, now given to aiohttp
+    assert (replayed.status_code, replayed.content) == (
+        200,
+        recorded,
+    )  # what httpx got, now given to aiohttp
     assert len(upstream.requests) == sent
 
 
@@ -228,13 +255,23 @@ def test_call_recorded_with_httpx_is_answered_for_aiohttp(
         ("httpx.ConnectTimeout", aiohttp.ConnectionTimeoutError),
         ("requests.exceptions.ReadTimeout", aiohttp.SocketTimeoutError),
         ("aiohttp.client_exceptions.ServerDisconnectedError", aiohttp.ServerDisconnectedError),
-        ("aiohttp.client_exceptions.UnixClientConnectorError", aiohttp.ClientConnectorError),  # other arguments
+        (
+            "aiohttp.client_exceptions.UnixClientConnectorError",
+            aiohttp.ClientConnectorError,
+        ),  # other arguments
         ("httpx.RemoteProtocolError", aiohttp.ClientConnectionError),
     ],
 )
-def test_recorded_transport_error_replays_as_aiohttp_exception(recorded: str, raised: type[BaseException]) -> None:
+def test_recorded_transport_error_replays_as_aiohttp_exception(
+    recorded: str, raised: type[BaseException]
+) -> None:
     """The recorded class when it is aiohttp's and can be rebuilt, else aiohttp's class for the kind of failure."""
-    request = {"method": "GET", "url": CLOSED_PORT_URL, "headers": [], "body": {"size": 0, "encoding": "empty"}}
+    request = {
+        "method": "GET",
+        "url": CLOSED_PORT_URL,
+        "headers": [],
+        "body": {"size": 0, "encoding": "empty"},
+    }
     error = {"type": recorded, "message": "recorded failure"}
     call = {"protocol": "http", "request": request, "response": None, "error": error}
     replay = ReplaySession({"calls": [call]}, "handmade.json")
@@ -252,5 +289,7 @@ def test_recorded_transport_error_replays_as_aiohttp_exception(recorded: str, ra
 
     replayed = asyncio.run(call_dead_port())
     assert type(replayed) is raised
-    assert "recorded failure" in str(replayed)  # a live attempt at the dead port would say "Connect call failed"
+    assert "recorded failure" in str(
+        replayed
+    )  # a live attempt at the dead port would say "Connect call failed"
     assert len(replay.answered) == 1

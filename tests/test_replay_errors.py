@@ -8,11 +8,19 @@ import gzip
 import json
 import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import pytest
-from _replay import assert_same_response, cassette_files, record, replay, replay_config, uvicorn_process
+from _replay import (
+    assert_same_response,
+    cassette_files,
+    record,
+    replay,
+    replay_config,
+    uvicorn_process,
+)
 from conftest import RunningServer, Upstream, start_uvicorn
 from starlette.applications import Starlette
 
@@ -28,19 +36,30 @@ def _without_request_method(good: bytes) -> bytes:
 
 
 # name -> (the file's bytes made from a good cassette, or None for no file; the problem stated, as a regex)
-_BAD: dict[str, tuple[Optional[Callable[[bytes], bytes]], str]] = {
-    "truncated": (lambda good: good[: len(good) // 2], r"is truncated: the JSON ends early \(line \d+ column \d+: .+\)"),
-    "corrupt": (lambda good: good[:300] + b"\x00\x01garbage" + good[309:], r"is not valid JSON at line \d+ column \d+: .+"),
+_BAD: dict[str, tuple[Callable[[bytes], bytes] | None, str]] = {
+    "truncated": (
+        lambda good: good[: len(good) // 2],
+        r"is truncated: the JSON ends early \(line \d+ column \d+: .+\)",
+    ),
+    "corrupt": (
+        lambda good: good[:300] + b"\x00\x01garbage" + good[309:],
+        r"is not valid JSON at line \d+ column \d+: .+",
+    ),
     "wrong version": (
         lambda good: json.dumps({**json.loads(good), "version": 2}).encode(),
         re.escape("format version 2 is not supported (this timetracer reads version 1)"),
     ),
-    "not JSON": (lambda good: b"GET / HTTP/1.1\r\n", re.escape("is not valid JSON at line 1 column 1: Expecting value")),
+    "not JSON": (
+        lambda good: b"GET / HTTP/1.1\r\n",
+        re.escape("is not valid JSON at line 1 column 1: Expecting value"),
+    ),
     "compressed": (gzip.compress, re.escape("is gzip-compressed: name it *.json.gz to read it")),
     "empty": (lambda good: b"", "is empty"),
     "not a cassette": (
         lambda good: b'{"hello": "world"}',
-        re.escape("is JSON but not a timetracer cassette (it has no 'format' field, expected 'timetracer-cassette')"),
+        re.escape(
+            "is JSON but not a timetracer cassette (it has no 'format' field, expected 'timetracer-cassette')"
+        ),
     ),
     "no request method": (_without_request_method, re.escape("request lacks method")),
     "missing": (None, "no such file or directory"),
@@ -67,15 +86,23 @@ def good_cassette(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) 
     yield path.read_bytes()
 
 
-def _assert_one_clear_error(raised: pytest.ExceptionInfo[CassetteError], path: Path, problem: str) -> None:
-    assert re.fullmatch(f"timetracer: cannot use cassette {re.escape(str(path))}: {problem}", str(raised.value))
+def _assert_one_clear_error(
+    raised: pytest.ExceptionInfo[CassetteError], path: Path, problem: str
+) -> None:
+    assert re.fullmatch(
+        f"timetracer: cannot use cassette {re.escape(str(path))}: {problem}", str(raised.value)
+    )
     error = raised.value
-    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)  # nothing chained to wade through
+    assert error.__cause__ is None and (
+        error.__context__ is None or error.__suppress_context__
+    )  # nothing chained to wade through
 
 
 @pytest.mark.parametrize("start", _START)
 @pytest.mark.parametrize("name", _BAD)
-def test_unusable_cassette_stops_the_app_at_start(name: str, start: str, good_cassette: bytes, tmp_path: Path) -> None:
+def test_unusable_cassette_stops_the_app_at_start(
+    name: str, start: str, good_cassette: bytes, tmp_path: Path
+) -> None:
     make, problem = _BAD[name]
     path = tmp_path / "cassette.json"
     if make is not None:
@@ -95,9 +122,14 @@ def test_a_directory_replays_without_its_unusable_cassette_and_names_it(
     with caplog.at_level(logging.WARNING, logger="timetracer"):
         auto_setup(Starlette(), config=replay_config(tmp_path))
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert re.fullmatch(rf"timetracer: cannot use cassette {re.escape(str(bad))}: is truncated: .+; the replay goes on without it", warning)
+    assert re.fullmatch(
+        rf"timetracer: cannot use cassette {re.escape(str(bad))}: is truncated: .+; the replay goes on without it",
+        warning,
+    )
     (tmp_path / "a.json").unlink()
-    with pytest.raises(CassetteError) as raised:  # nothing usable left: the start stops, naming the file
+    with pytest.raises(
+        CassetteError
+    ) as raised:  # nothing usable left: the start stops, naming the file
         auto_setup(Starlette(), config=replay_config(tmp_path))
     _assert_one_clear_error(raised, bad, r"is truncated: .+")
 
@@ -108,10 +140,16 @@ def test_empty_directory_and_unset_cassette(tmp_path: Path) -> None:
     _assert_one_clear_error(raised, tmp_path, "the directory holds no cassettes")
     with pytest.raises(CassetteError) as raised:
         auto_setup(Starlette(), config=TraceConfig(mode="replay"))
-    _assert_one_clear_error(raised, Path("(unset)"), re.escape("replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))"))
+    _assert_one_clear_error(
+        raised,
+        Path("(unset)"),
+        re.escape("replay mode needs TIMETRACER_CASSETTE (or TraceConfig(cassette_path=...))"),
+    )
 
 
-def test_cassettes_are_read_once_at_start(good_cassette: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cassettes_are_read_once_at_start(
+    good_cassette: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """auto_setup checks them to fail early; the middleware Starlette builds later uses that library, reading nothing."""
     from timetracer_otel.cli import index
     from timetracer_otel.replayers import selection
@@ -119,18 +157,28 @@ def test_cassettes_are_read_once_at_start(good_cassette: bytes, tmp_path: Path, 
     (tmp_path / "a.json").write_bytes(good_cassette)
     reads: list[Any] = []
     for module in (index, selection):
-        monkeypatch.setattr(module, "load_cassette", lambda path, **limits: reads.append(Path(path)) or load_cassette(path, **limits))
+        monkeypatch.setattr(
+            module,
+            "load_cassette",
+            lambda path, **limits: reads.append(Path(path)) or load_cassette(path, **limits),
+        )
     app = Starlette()
     auto_setup(app, config=replay_config(tmp_path))
     app.middleware_stack = app.build_middleware_stack()  # what Starlette does at the first request
     assert reads == [tmp_path / "a.json"]
 
 
-def test_fresh_process_refuses_to_start(good_cassette: bytes, tmp_path: Path, upstream: Upstream) -> None:
+def test_fresh_process_refuses_to_start(
+    good_cassette: bytes, tmp_path: Path, upstream: Upstream
+) -> None:
     """``TIMETRACER_MODE=replay TIMETRACER_CASSETTE=<truncated file> uvicorn ...`` exits, saying why, once."""
     path = tmp_path / "cassette.json"
     path.write_bytes(good_cassette[: len(good_cassette) // 2])
-    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(path), "REPLAY_APP_UPSTREAM": upstream.url}
+    env = {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(path),
+        "REPLAY_APP_UPSTREAM": upstream.url,
+    }
     with uvicorn_process(env) as server:
         assert server.process.wait(60) != 0
     assert server.stderr.count("timetracer: cannot use cassette") == 1, server.stderr
@@ -158,12 +206,22 @@ def test_a_call_too_malformed_to_match_is_a_cassette_error_at_start(tmp_path: Pa
     document = {
         "format": "timetracer-cassette",
         "version": 1,
-        "request": {"method": "GET", "path": "/", "headers": [], "body": {"encoding": "empty", "size": 0}},
+        "request": {
+            "method": "GET",
+            "path": "/",
+            "headers": [],
+            "body": {"encoding": "empty", "size": 0},
+        },
         "response": {"status": 200, "headers": [], "body": {"encoding": "empty", "size": 0}},
-        "calls": [{"protocol": "redis", "request": {"command": "GET", "args": [{"$type": "nope"}]}}],
+        "calls": [
+            {"protocol": "redis", "request": {"command": "GET", "args": [{"$type": "nope"}]}}
+        ],
     }
     cassette = tmp_path / "malformed.json"
     cassette.write_text(json.dumps(document))
     with pytest.raises(CassetteError) as raised:
         CassetteLibrary(str(cassette))
-    assert str(raised.value) == f"timetracer: cannot use cassette {cassette}: calls[0] cannot be replayed (ValueDecodeError: unknown typed value 'nope')"
+    assert (
+        str(raised.value)
+        == f"timetracer: cannot use cassette {cassette}: calls[0] cannot be replayed (ValueDecodeError: unknown typed value 'nope')"
+    )

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -16,8 +17,8 @@ from _replay import assert_same_response, cassette_files, record, replay, replay
 from apps.replay_app import CALLS, Hold, create_app, seen
 from conftest import Upstream, load_cassettes
 
-from timetracer_otel.sealing import redacted
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
+from timetracer_otel.sealing import redacted
 
 # (path, what the app caught: None when it got responses). "{gate}" holds the upstream's /slow.
 _WAYS = [
@@ -51,11 +52,15 @@ def test_each_way_of_calling_replays_byte_for_byte_without_the_upstream(
 
     before = len(upstream.requests)
     (cassette,) = cassette_files(cassette_dir)
-    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("GET", path, {})])
+    (replayed,), (report,) = replay(
+        serve, upstream.url, replay_config(cassette), [("GET", path, {})]
+    )
     assert len(upstream.requests) == before
     assert_same_response(recorded, replayed)
     assert report.ok and not report.unused
-    assert report.answered == [f"{c['request']['method']} {c['request']['url']}" for c in doc["calls"]]
+    assert report.answered == [
+        f"{c['request']['method']} {c['request']['url']}" for c in doc["calls"]
+    ]
 
 
 def test_directory_gives_each_request_the_cassette_of_its_method_route_and_body(
@@ -76,7 +81,7 @@ def test_directory_gives_each_request_the_cassette_of_its_method_route_and_body(
     before = len(upstream.requests)
     replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), sent)
     assert len(upstream.requests) == before
-    for old, new in zip(recorded, replayed):
+    for old, new in zip(recorded, replayed, strict=False):
         assert_same_response(old, new)
     assert sorted(r.cassette_id for r in reports) == ids  # each cassette used once
     assert all(r.ok for r in reports)
@@ -112,8 +117,16 @@ def _call(method: str, url: str, options: dict[str, Any]) -> httpx.Response:
 
 _BINARY = CALLS.index(("GET", "/binary", {}))
 _CHANGES = [  # (a recorded call, changed; the index in CALLS of the closest candidate; the line saying what differs)
-    (("POST", "/echo?via=JSON", {"json": {"name": "ada", "n": 1}}), 0, "query 'via': recorded json, this call JSON"),
-    (("POST", "/echo?via=json", {"json": {"n": 1, "name": "bob"}}), 0, 'body: recorded {"n":1,"name":"ada"}, this call {"n":1,"name":"bob"}'),
+    (
+        ("POST", "/echo?via=JSON", {"json": {"name": "ada", "n": 1}}),
+        0,
+        "query 'via': recorded json, this call JSON",
+    ),
+    (
+        ("POST", "/echo?via=json", {"json": {"n": 1, "name": "bob"}}),
+        0,
+        'body: recorded {"n":1,"name":"ada"}, this call {"n":1,"name":"bob"}',
+    ),
     (("GET", "/binaries", {}), _BINARY, "path: recorded /binary, this call /binaries"),
 ]
 
@@ -153,16 +166,26 @@ def test_unmatched_call_in_the_app_never_reaches_the_network(
     record(serve, upstream.url, cassette_dir, [("POST", "/lookup", {"json": {"name": "ada"}})])
     (cassette,) = cassette_files(cassette_dir)
     before = len(upstream.requests)
-    (response,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("POST", "/lookup", {"json": {"name": "eve"}})])
+    (response,), (report,) = replay(
+        serve,
+        upstream.url,
+        replay_config(cassette),
+        [("POST", "/lookup", {"json": {"name": "eve"}})],
+    )
     assert len(upstream.requests) == before
     assert response.status_code == 500
-    assert report.unmatched == [f"timetracer replay: no recorded call matches GET {upstream.url}/echo?name=eve (httpx)"]
+    assert report.unmatched == [
+        f"timetracer replay: no recorded call matches GET {upstream.url}/echo?name=eve (httpx)"
+    ]
     assert report.unused == [f"GET {upstream.url}/echo?name=ada"]
     assert report.error is not None and report.error["type"].endswith("ReplayMismatchError")
 
 
 def test_call_recorded_with_requests_is_answered_for_httpx(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, timetracer_replay: Callable[..., Any]
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    timetracer_replay: Callable[..., Any],
 ) -> None:
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/sync/requests", {})])
     (cassette,) = cassette_files(cassette_dir)
@@ -177,12 +200,20 @@ def test_call_recorded_with_requests_is_answered_for_httpx(
 
 
 def test_redacted_password_still_matches(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, timetracer_replay: Callable[..., Any]
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    timetracer_replay: Callable[..., Any],
 ) -> None:
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/sync/httpx", {})])
     (doc,) = load_cassettes(cassette_dir)
-    login = CALLS.index(("POST", "/echo?via=login", {"json": {"user": "ada", "password": "s3cret"}}))
-    assert redacted(doc)["calls"][login]["request"]["body"]["json"] == {"user": "ada", "password": "[REDACTED]"}  # sealed
+    login = CALLS.index(
+        ("POST", "/echo?via=login", {"json": {"user": "ada", "password": "s3cret"}})
+    )
+    assert redacted(doc)["calls"][login]["request"]["body"]["json"] == {
+        "user": "ada",
+        "password": "[REDACTED]",
+    }  # sealed
     method, path, options = CALLS[login]
     with timetracer_replay(cassette_files(cassette_dir)[0]) as session:
         response = _call(method, upstream.url + path, options)
@@ -195,21 +226,34 @@ def test_json_nested_past_the_bound_is_recorded_as_text_and_replays(
 ) -> None:
     """A body deeper than MAX_JSON_DEPTH, in and out: kept as text with its secret hidden, and matched in replay."""
     deep = ('{"password": "s3cret", "tree": ' + "[" * 5000 + "]" * 5000 + "}").encode()
-    sent = [("POST", "/forward", {"content": deep, "headers": {"content-type": "application/json"}})]
+    sent = [
+        ("POST", "/forward", {"content": deep, "headers": {"content-type": "application/json"}})
+    ]
     (recorded,) = record(serve, upstream.url, cassette_dir, sent)
     (doc,) = load_cassettes(cassette_dir)
     for body in (doc["request"]["body"], doc["calls"][0]["request"]["body"]):
-        assert body["encoding"] == "text" and body["text"].endswith("]" * 5000 + "}") and "s3cret" not in body["text"]
+        assert (
+            body["encoding"] == "text"
+            and body["text"].endswith("]" * 5000 + "}")
+            and "s3cret" not in body["text"]
+        )
 
     before = len(upstream.requests)
-    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette_files(cassette_dir)[0]), sent)
+    (replayed,), (report,) = replay(
+        serve, upstream.url, replay_config(cassette_files(cassette_dir)[0]), sent
+    )
     assert len(upstream.requests) == before
     assert_same_response(recorded, replayed)
     assert report.ok and report.answered == [f"POST {upstream.url}/echo"]
 
 
 def _report_of(
-    serve: Callable[..., Any], upstream: Upstream, cassette: Path, changed: bool, ignore: tuple[str, ...], **options: Any
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette: Path,
+    changed: bool,
+    ignore: tuple[str, ...],
+    **options: Any,
 ) -> ReplayReport:
     config = replay_config(cassette, replay_ignore_fields=ignore, **options)
     _, (report,) = replay(serve, upstream.url, config, [("GET", "/report", {})], changed=changed)
@@ -217,7 +261,10 @@ def _report_of(
 
 
 def test_report_of_an_unchanged_app(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Both calls answered, none unused; the response is the same, its timestamp too (the clock is
     replayed); with the clock left real, the same once the timestamp is ignored."""
@@ -231,17 +278,28 @@ def test_report_of_an_unchanged_app(
         f"timetracer [OK] replayed GET /report  id={doc['id']}  status=200  calls=2/2  unused=0  response=same\n"
         f"  cassette: {cassette}"
     )
-    assert report.console_text() in [r.getMessage() for r in caplog.records if r.name == "timetracer"]
+    assert report.console_text() in [
+        r.getMessage() for r in caplog.records if r.name == "timetracer"
+    ]
 
     assert _report_of(serve, upstream, cassette, changed=False, ignore=()).differences == []
-    assert _report_of(serve, upstream, cassette, changed=False, ignore=("timestamp",), draws="none").differences == []
+    assert (
+        _report_of(
+            serve, upstream, cassette, changed=False, ignore=("timestamp",), draws="none"
+        ).differences
+        == []
+    )
     timestamp = recorded.json()["timestamp"]
-    (difference,) = _report_of(serve, upstream, cassette, changed=False, ignore=(), draws="none").differences
+    (difference,) = _report_of(
+        serve, upstream, cassette, changed=False, ignore=(), draws="none"
+    ).differences
     assert difference.startswith(f"body $.timestamp: recorded {timestamp}, replayed ")
     assert json.loads(difference.rsplit(" ", 1)[1]) > timestamp
 
 
-def test_report_of_a_changed_app(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_report_of_a_changed_app(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """The code now makes another second call, sends another header and adds a field: unmatched, unused and
     the differences are reported; a header named in the ignored fields is not compared."""
     record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
@@ -256,7 +314,9 @@ def test_report_of_a_changed_app(serve: Callable[..., Any], upstream: Upstream, 
         '  header x-version: recorded "1", replayed "2"',
         '  body $.added: recorded <absent>, replayed "new field"',
     ]
-    ignoring = _report_of(serve, upstream, cassette, changed=True, ignore=("timestamp", "X-Version"))
+    ignoring = _report_of(
+        serve, upstream, cassette, changed=True, ignore=("timestamp", "X-Version")
+    )
     assert ignoring.differences == ['body $.added: recorded <absent>, replayed "new field"']
 
 
@@ -274,7 +334,11 @@ def test_multipart_upload_matches_despite_its_new_random_boundary(
     with timetracer_replay(cassette):
         replayed = httpx.post(upstream.url + "/echo", **form)
         with pytest.raises(ReplayMismatchError, match="no recorded call matches POST"):
-            httpx.post(upstream.url + "/echo", data={"k": "v"}, files={"file": ("a.txt", b"other", "text/plain")})
+            httpx.post(
+                upstream.url + "/echo",
+                data={"k": "v"},
+                files={"file": ("a.txt", b"other", "text/plain")},
+            )
     assert len(upstream.requests) == before
     assert replayed.status_code == 200 and replayed.content == recorded.content
 

@@ -4,12 +4,21 @@ and Starlette's TestClient, answer as the recording did without reaching the ups
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
-from _replay import assert_same_response, cassette_files, new_reports, record, replay_config, send, uvicorn_process
+from _replay import (
+    assert_same_response,
+    cassette_files,
+    new_reports,
+    record,
+    replay_config,
+    send,
+    uvicorn_process,
+)
 from apps.replay_app import create_app
 from conftest import Upstream, load_cassettes
 from starlette.testclient import TestClient
@@ -17,7 +26,9 @@ from starlette.testclient import TestClient
 _SENT = [("GET", "/async/httpx", {}), ("GET", "/sync/requests", {}), ("GET", "/fail/httpx", {})]
 
 
-def _recorded(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> list[httpx.Response]:
+def _recorded(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> list[httpx.Response]:
     responses = record(serve, upstream.url, cassette_dir, _SENT)
     assert [r.status_code for r in responses] == [200, 200, 502]
     return responses
@@ -35,23 +46,36 @@ def test_fresh_uvicorn_process_replays_from_the_environment(
         (cassette,) = [p for p in cassette_files(cassette_dir) if doc["id"] in p.name]
         sent, expected = _SENT[:1], recorded[:1]
     before = len(upstream.requests)
-    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette), "REPLAY_APP_UPSTREAM": upstream.url}
+    env = {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(cassette),
+        "REPLAY_APP_UPSTREAM": upstream.url,
+    }
     with uvicorn_process(env) as server:
         replayed = send(server.url, sent)
     assert len(upstream.requests) == before
-    for old, new in zip(expected, replayed):
+    for old, new in zip(expected, replayed, strict=False):
         assert_same_response(old, new)
-    reported = re.findall(r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=\d+  calls=(\d+)/\2  unused=0  response=same$", server.stderr, re.M)
+    reported = re.findall(
+        r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=\d+  calls=(\d+)/\2  unused=0  response=same$",
+        server.stderr,
+        re.M,
+    )
     assert [path for path, _ in reported] == [path for _, path, _ in sent], server.stderr
 
 
-def test_testclient_replays_in_process(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_testclient_replays_in_process(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     recorded = _recorded(serve, upstream, cassette_dir)
     before = len(upstream.requests)
-    with new_reports() as reports, TestClient(create_app(upstream.url, replay_config(cassette_dir))) as client:
+    with (
+        new_reports() as reports,
+        TestClient(create_app(upstream.url, replay_config(cassette_dir))) as client,
+    ):
         replayed = [client.request(method, path, **options) for method, path, options in _SENT]
     assert len(upstream.requests) == before
-    for old, new in zip(recorded, replayed):
+    for old, new in zip(recorded, replayed, strict=False):
         assert_same_response(old, new)
     assert [(r.path, r.ok) for r in reports] == [(path, True) for _, path, _ in _SENT]
 
@@ -63,7 +87,11 @@ def test_a_replaying_process_refuses_calls_outside_any_replayed_request(
     session, and with no process cassette (recorded in a process not started to record) it is refused, not sent."""
     record(serve, upstream.url, cassette_dir, [("GET", "/thread", {})])
     before = len(upstream.requests)
-    env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir), "REPLAY_APP_UPSTREAM": upstream.url}
+    env = {
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(cassette_dir),
+        "REPLAY_APP_UPSTREAM": upstream.url,
+    }
     with uvicorn_process(env) as server:
         (outcome,) = send(server.url, [("GET", "/thread", {})])
     assert len(upstream.requests) == before

@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from _replay import Sent, assert_same_response, cassette_files, record, replay, replay_config, send
 from apps.replay_app import create_app
 from conftest import Upstream
-from starlette.applications import Starlette
 
 from timetracer_otel._keys import Key
 from timetracer_otel.cassette.reader import CassetteError
-from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.replayers.selection import CassetteLibrary
 from timetracer_otel.sealing import redacted
 
@@ -33,8 +32,13 @@ def _login(password: str) -> Sent:
 
 def _in_recording_order(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The cassettes as read without the key (sealed values as [REDACTED]), in recording order."""
-    found = [(path, redacted(json.loads(path.read_text("utf-8")))) for path in cassette_files(directory)]
-    return sorted(found, key=lambda item: datetime.fromisoformat(item[1]["recorded_at"].replace("Z", "+00:00")))
+    found = [
+        (path, redacted(json.loads(path.read_text("utf-8")))) for path in cassette_files(directory)
+    ]
+    return sorted(
+        found,
+        key=lambda item: datetime.fromisoformat(item[1]["recorded_at"].replace("Z", "+00:00")),
+    )
 
 
 def _ids_by_name(directory: Path) -> dict[str, list[str]]:
@@ -56,15 +60,32 @@ def _names_against_recording_order(directory: Path) -> list[Path]:
     return renamed
 
 
-def test_each_signature_takes_its_cassettes_in_turn(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_each_signature_takes_its_cassettes_in_turn(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """Recorded ada, bob, ada, bob, ada; replayed in another interleaving: the Nth request of a signature gets the
     Nth cassette recorded with it, whatever the other signature did meanwhile; after the last, the first again."""
-    record(serve, upstream.url, cassette_dir, [_lookup(name) for name in ["ada", "bob", "ada", "bob", "ada"]])
+    record(
+        serve,
+        upstream.url,
+        cassette_dir,
+        [_lookup(name) for name in ["ada", "bob", "ada", "bob", "ada"]],
+    )
     ada, bob = _ids_by_name(cassette_dir)["ada"], _ids_by_name(cassette_dir)["bob"]
     sent = [_lookup(name) for name in ["ada", "ada", "bob", "ada", "bob", "ada", "bob"]]
     replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), sent)
-    assert [r.cassette_id for r in reports] == [ada[0], ada[1], bob[0], ada[2], bob[1], ada[0], bob[0]]
-    assert [r.json()["query"] for r in replayed] == [f"name={options['json']['name']}" for _, _, options in sent]
+    assert [r.cassette_id for r in reports] == [
+        ada[0],
+        ada[1],
+        bob[0],
+        ada[2],
+        bob[1],
+        ada[0],
+        bob[0],
+    ]
+    assert [r.json()["query"] for r in replayed] == [
+        f"name={options['json']['name']}" for _, _, options in sent
+    ]
     assert all(r.ok for r in reports)
 
 
@@ -86,14 +107,20 @@ def test_a_wrong_and_a_right_password_are_told_apart_by_their_fingerprint(
     recorded = record(serve, upstream.url, cassette_dir, [_login("wrong"), _login("right")])
     assert [r.status_code for r in recorded] == [401, 200]
     (wrong_path, wrong), (right_path, right) = _in_recording_order(cassette_dir)
-    assert wrong["request"]["body"]["json"] == right["request"]["body"]["json"] == {"user": "ada", "password": "[REDACTED]"}
+    assert (
+        wrong["request"]["body"]["json"]
+        == right["request"]["body"]["json"]
+        == {"user": "ada", "password": "[REDACTED]"}
+    )
     key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
     for doc in (wrong, right):
         assert re.fullmatch(rf"hmac-sha256:{key_id}:[0-9a-f]{{64}}", doc["request"]["fingerprint"])
     assert wrong["request"]["fingerprint"] != right["request"]["fingerprint"]
     assert not any('"right"' in path.read_text("utf-8") for path in (wrong_path, right_path))
 
-    replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), [_login("right"), _login("wrong")])
+    replayed, reports = replay(
+        serve, upstream.url, replay_config(cassette_dir), [_login("right"), _login("wrong")]
+    )
     assert [r.cassette_id for r in reports] == [right["id"], wrong["id"]]
     assert_same_response(recorded[1], replayed[0])
     assert_same_response(recorded[0], replayed[1])
@@ -112,16 +139,25 @@ def test_the_first_recording_makes_the_key_outside_the_cassette_directory(
     with caplog.at_level(logging.INFO, logger="timetracer"):
         record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
     assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text("ascii"))
-    assert (key_file.stat().st_mode & 0o777, key_file.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert (key_file.stat().st_mode & 0o777, key_file.parent.stat().st_mode & 0o777) == (
+        0o600,
+        0o700,
+    )
     assert [r.getMessage() for r in caplog.records if "secret key" in r.getMessage()] == [
         f"timetracer: created the secret key {key_file} (keep it: replay needs it to open sealed secrets and tell requests apart by them)"
     ]
     key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
-    assert {doc["request"]["fingerprint"].split(":")[1] for _, doc in _in_recording_order(cassette_dir)} == {key_id}
+    assert {
+        doc["request"]["fingerprint"].split(":")[1] for _, doc in _in_recording_order(cassette_dir)
+    } == {key_id}
 
 
 def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_them_apart(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path, tmp_path: Path
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    key_file: Path,
+    tmp_path: Path,
 ) -> None:
     record(serve, upstream.url, cassette_dir, [_login("wrong"), _login("right")])
     (_, wrong), (_, right) = _in_recording_order(cassette_dir)
@@ -129,14 +165,19 @@ def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_th
     config = replay_config(cassette_dir, key_file=str(tmp_path / "no-key-here"))
     reason = f"this process has no secret key (they were fingerprinted with key {key_id})"
     replayed, reports = replay(serve, upstream.url, config, [_login("right"), _login("wrong")])
-    assert [r.cassette_id for r in reports] == [wrong["id"], right["id"]]  # recording order: the right password got a 401
+    assert [r.cassette_id for r in reports] == [
+        wrong["id"],
+        right["id"],
+    ]  # recording order: the right password got a 401
     assert [r.status_code for r in replayed] == [401, 200]
     note = (
         f"2 cassettes of this request differ in their secret values and {reason}: "
         "the request could not be told apart by its secrets; taken in recording order"
     )
     for report in reports:
-        assert report.notes[0] == note and report.notes[1].startswith("unverifiable without the key: ")
+        assert report.notes[0] == note and report.notes[1].startswith(
+            "unverifiable without the key: "
+        )
         assert report.console_text().splitlines()[2] == f"  note: {note}"
 
 
@@ -162,11 +203,20 @@ def test_a_cassette_is_read_when_chosen_and_no_other_is(
     """After start, 200 cassettes no request chooses are deleted and the chosen one is edited: the replay
     still answers, with the edit: cassettes are read when a request chooses them, not held from the start."""
     recorded = record(serve, upstream.url, cassette_dir, [_lookup("ada"), _lookup("bob")])
-    by_name = {doc["request"]["body"]["json"]["name"]: (path, doc) for path, doc in _in_recording_order(cassette_dir)}
+    by_name = {
+        doc["request"]["body"]["json"]["name"]: (path, doc)
+        for path, doc in _in_recording_order(cassette_dir)
+    }
     bob_path, bob = by_name["bob"]
     unchosen = []
-    for n in range(200):  # the same request recorded at other paths: valid cassettes no request asks for
-        doc = {**bob, "id": f"{n:08x}", "request": {**bob["request"], "path": f"/lookup/{n}", "route": f"/lookup/{n}"}}
+    for n in range(
+        200
+    ):  # the same request recorded at other paths: valid cassettes no request asks for
+        doc = {
+            **bob,
+            "id": f"{n:08x}",
+            "request": {**bob["request"], "path": f"/lookup/{n}", "route": f"/lookup/{n}"},
+        }
         unchosen.append(cassette_dir / "other" / f"POST__lookup__{n:08x}.json")
         unchosen[-1].parent.mkdir(exist_ok=True)
         unchosen[-1].write_text(json.dumps(doc), "utf-8")
@@ -184,7 +234,10 @@ def test_a_cassette_is_read_when_chosen_and_no_other_is(
 
 
 def test_a_cassette_broken_since_the_index_was_saved_is_left_out_and_named(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """One bad file does not stop a directory's replay: the app starts without it, says so once, and
     the other cassette answers its request."""
@@ -195,7 +248,10 @@ def test_a_cassette_broken_since_the_index_was_saved_is_left_out_and_named(
     with caplog.at_level(logging.WARNING, logger="timetracer"):
         server = serve(create_app(upstream.url, replay_config(cassette_dir)))
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert re.fullmatch(rf"timetracer: cannot use cassette {re.escape(str(bob_path))}: is truncated: .+; the replay goes on without it", warning)
+    assert re.fullmatch(
+        rf"timetracer: cannot use cassette {re.escape(str(bob_path))}: is truncated: .+; the replay goes on without it",
+        warning,
+    )
     (ada_again,) = send(server.url, [_lookup("ada")])
     assert_same_response(recorded[0], ada_again)
     bob_path.unlink()  # only whole cassettes for the schema check
@@ -211,24 +267,39 @@ def test_a_value_redacted_on_both_sides_is_unverified_not_the_same(
     config = replay_config(cassette, key_file=str(tmp_path / "no-key-here"))
     (replayed,), (report,) = replay(serve, upstream.url, config, [("GET", "/token", {})])
     assert replayed.json()["access_token"] != recorded.json()["access_token"]
-    assert (report.differences, report.unverified) == ([], ["header set-cookie", "body $.access_token"])
+    assert (report.differences, report.unverified) == (
+        [],
+        ["header set-cookie", "body $.access_token"],
+    )
     assert (report.response_matches, report.verdict, report.ok) == (True, "unverified", False)
     assert [note.split(":")[0] for note in report.notes] == ["unverifiable without the key"]
-    assert report.console_text().splitlines() == [
-        f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=2",
-        f"  cassette: {cassette}",
-        f"  note: {report.notes[0]}",
-        "  extra draws (not recorded, real values given): secrets=2",  # their sealed values cannot be opened
-        "  unverified: header set-cookie",
-        "  unverified: body $.access_token",
-    ]
+    assert (
+        report.console_text().splitlines()
+        == [
+            f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=2",
+            f"  cassette: {cassette}",
+            f"  note: {report.notes[0]}",
+            "  extra draws (not recorded, real values given): secrets=2",  # their sealed values cannot be opened
+            "  unverified: header set-cookie",
+            "  unverified: body $.access_token",
+        ]
+    )
 
 
-def test_with_the_key_sealed_values_are_replayed_and_verified(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path) -> None:
+def test_with_the_key_sealed_values_are_replayed_and_verified(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
     """The same /token replayed with the key that sealed it: the same token and cookie, compared for real."""
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/token", {})])
     ((cassette, doc),) = _in_recording_order(cassette_dir)
     assert recorded.json()["access_token"] not in cassette.read_text("utf-8")
-    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), [("GET", "/token", {})])
+    (replayed,), (report,) = replay(
+        serve, upstream.url, replay_config(cassette), [("GET", "/token", {})]
+    )
     assert_same_response(recorded, replayed)
-    assert (report.differences, report.unverified, report.extra_draws, report.verdict) == ([], [], {}, "ok")
+    assert (report.differences, report.unverified, report.extra_draws, report.verdict) == (
+        [],
+        [],
+        {},
+        "ok",
+    )

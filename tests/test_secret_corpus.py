@@ -15,9 +15,10 @@ import logging
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -42,9 +43,23 @@ from timetracer_otel.secret_names import SecretNames
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
-ALL_TRUE = {"inbound": True, "outbound": True, "sql": True, "redis": True, "mongo": True, "errors": True}
+ALL_TRUE = {
+    "inbound": True,
+    "outbound": True,
+    "sql": True,
+    "redis": True,
+    "mongo": True,
+    "errors": True,
+}
 # What each library's span records of the failing call quoting the API key: the export must carry these texts.
-ERRORS = (b"Illegal header value", b"Max retries exceeded", b"404, message=", b"already exists", b"of pipeline caused error", b"E11000")
+ERRORS = (
+    b"Illegal header value",
+    b"Max retries exceeded",
+    b"404, message=",
+    b"already exists",
+    b"of pipeline caused error",
+    b"E11000",
+)
 
 
 @pytest.fixture
@@ -73,13 +88,22 @@ def _request(secrets: Secrets) -> tuple[str, str, dict[str, Any]]:
         "/account",
         {
             "params": {"api_key": secrets.inbound_query},
-            "headers": {"Authorization": f"Bearer {secrets.inbound_auth}", "X-Session-Token": secrets.inbound_token},
-            "json": {"user": "ann", "current_password": secrets.current, "new_password": secrets.new},
+            "headers": {
+                "Authorization": f"Bearer {secrets.inbound_auth}",
+                "X-Session-Token": secrets.inbound_token,
+            },
+            "json": {
+                "user": "ann",
+                "current_password": secrets.current,
+                "new_password": secrets.new,
+            },
         },
     )
 
 
-def _run(serve: Callable[..., Any], deps: Deps, secrets: Secrets, config: TraceConfig) -> dict[str, Any]:
+def _run(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, config: TraceConfig
+) -> dict[str, Any]:
     server = serve(create_app(deps, secrets, config))
     (response,) = send(server.url, [_request(secrets)])
     server.stop()
@@ -87,8 +111,18 @@ def _run(serve: Callable[..., Any], deps: Deps, secrets: Secrets, config: TraceC
     return response.json()
 
 
-def _record(serve: Callable[..., Any], deps: Deps, secrets: Secrets, directory: Path, compression: str) -> Path:
-    assert _run(serve, deps, secrets, TraceConfig(mode="record", cassette_dir=str(directory), compression=compression)) == ALL_TRUE
+def _record(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, directory: Path, compression: str
+) -> Path:
+    assert (
+        _run(
+            serve,
+            deps,
+            secrets,
+            TraceConfig(mode="record", cassette_dir=str(directory), compression=compression),
+        )
+        == ALL_TRUE
+    )
     assert timetracer_otel.flush(30), "cassette writer did not drain"
     (path,) = [p for p in directory.rglob("*") if p.is_file()]
     return path
@@ -96,7 +130,12 @@ def _record(serve: Callable[..., Any], deps: Deps, secrets: Secrets, directory: 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_no_secret_is_in_the_cassette_or_the_otlp_export_in_clear(
-    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Any],
+    deps: Deps,
+    secrets: Secrets,
+    cassette_dir: Path,
+    compression: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Nor in the protobuf a collector gets: its spans carry each library's error quoting the API key
     (found only in an SQL row), the app's span quoting a hash before any statement did, the
@@ -105,15 +144,21 @@ def test_no_secret_is_in_the_cassette_or_the_otlp_export_in_clear(
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
     with running_receiver() as receiver:
-        processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url))
+        processor = otlp_processor(
+            tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url)
+        )
         try:
             path = _record(serve, deps, secrets, cassette_dir, compression)
             assert processor.force_flush()
         finally:
             processor.shutdown()
     exported = b"".join(receiver.bodies)
-    assert [text for text in (*ERRORS, b"about to store", b"ON CONFLICT") if text not in exported] == []
-    assert [value for value in [*secrets.values(), "upstream-secret"] if value.encode() in exported] == []
+    assert [
+        text for text in (*ERRORS, b"about to store", b"ON CONFLICT") if text not in exported
+    ] == []
+    assert [
+        value for value in [*secrets.values(), "upstream-secret"] if value.encode() in exported
+    ] == []
     data = gzip.decompress(path.read_bytes()) if compression == "gzip" else path.read_bytes()
     doc = json.loads(data)
     protocols = sorted({call["protocol"] for call in doc["calls"]})
@@ -121,34 +166,58 @@ def test_no_secret_is_in_the_cassette_or_the_otlp_export_in_clear(
     for value in [*secrets.values(), "upstream-secret"]:
         assert value.encode() not in data, f"{value} is in the cassette in clear"
     # the multipart body with a binary part kept its bytes around the sealed password part
-    multipart = [c for c in doc["calls"] if c["protocol"] == "http" and "multipart" in json.dumps(c["request"]["headers"])]
+    multipart = [
+        c
+        for c in doc["calls"]
+        if c["protocol"] == "http" and "multipart" in json.dumps(c["request"]["headers"])
+    ]
     assert [c["request"]["body"]["encoding"] for c in multipart] == ["segments"]
 
 
-def _replay(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette: Path) -> tuple[dict[str, Any], ReplayReport]:
+def _replay(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette: Path
+) -> tuple[dict[str, Any], ReplayReport]:
     """The app's answer replayed from ``cassette``, and the report, which says every call was answered."""
     with new_reports() as reports:
-        answered = _run(serve, deps, secrets, TraceConfig(mode="replay", cassette_path=str(cassette)))
+        answered = _run(
+            serve, deps, secrets, TraceConfig(mode="replay", cassette_path=str(cassette))
+        )
     (report,) = reports
     assert (report.unmatched, report.unused, report.error) == ([], [], None)
     return answered, report
 
 
-def test_replay_with_the_key_answers_the_real_values(serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path) -> None:
+def test_replay_with_the_key_answers_the_real_values(
+    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path
+) -> None:
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     answered, report = _replay(serve, deps, secrets, cassette)
     assert answered == ALL_TRUE and report.response_matches and report.notes == []
 
 
 def test_replay_without_the_key_matches_every_call(
-    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Any],
+    deps: Deps,
+    secrets: Secrets,
+    cassette_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-key"))
     answered, report = _replay(serve, deps, secrets, cassette)
-    assert [note for note in report.notes if note.startswith("unverifiable without the key")]  # the report says why it differs
+    assert [
+        note for note in report.notes if note.startswith("unverifiable without the key")
+    ]  # the report says why it differs
     # every call matched; what the upstream and the stores gave back reads as [REDACTED]
-    assert answered == {"inbound": True, "outbound": False, "sql": False, "redis": False, "mongo": False, "errors": False}
+    assert answered == {
+        "inbound": True,
+        "outbound": False,
+        "sql": False,
+        "redis": False,
+        "mongo": False,
+        "errors": False,
+    }
 
 
 @pytest.mark.parametrize(
@@ -164,9 +233,17 @@ def test_field_names_match_by_pattern(name: str, secret: bool) -> None:
 
 
 def test_exempt_names_and_added_patterns() -> None:
-    names = SecretNames(headers=["x-tenant-*"], fields=["card_*"], exempt=["page_token", "token_type"])
-    assert (names.field("page_token"), names.field("Token-Type"), names.field("next_token")) == (False, False, True)
-    assert names.field("card_number") and names.header("X-Tenant-Id") and names.header("X-CSRF-Token")
+    names = SecretNames(
+        headers=["x-tenant-*"], fields=["card_*"], exempt=["page_token", "token_type"]
+    )
+    assert (names.field("page_token"), names.field("Token-Type"), names.field("next_token")) == (
+        False,
+        False,
+        True,
+    )
+    assert (
+        names.field("card_number") and names.header("X-Tenant-Id") and names.header("X-CSRF-Token")
+    )
     assert names.header("cookie") and not names.header("content-type")
 
 
@@ -221,7 +298,11 @@ def test_a_secret_found_in_a_database_call_is_hidden_wherever_else_it_appears() 
 
 
 def test_no_secret_reaches_the_console_line_the_cli_or_the_dashboard(
-    serve: Callable[..., Any], deps: Deps, secrets: Secrets, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+    serve: Callable[..., Any],
+    deps: Deps,
+    secrets: Secrets,
+    cassette_dir: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """What people read: the record line, ``timetracer show``, ``list``, ``search`` (for a secret and for a
     sealed value's key id) and the dashboard's table and cassette page."""
@@ -232,7 +313,9 @@ def test_no_secret_reaches_the_console_line_the_cli_or_the_dashboard(
     where = ["--dir", str(cassette_dir)]
 
     def run(*command: str) -> str:
-        done = subprocess.run([str(timetracer), *command], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(timetracer), *command], capture_output=True, text=True, timeout=60
+        )
         return done.stdout + done.stderr
 
     cassette_id = path.stem.rsplit("__", 1)[1]
@@ -242,7 +325,9 @@ def test_no_secret_reaches_the_console_line_the_cli_or_the_dashboard(
         assert cassette_id not in run("search", value, *where)
     dashboard = serve(create_dashboard(str(cassette_dir))).url
     key = path.relative_to(cassette_dir).as_posix()
-    outputs += [httpx.get(f"{dashboard}{page}", timeout=30).text for page in ("/", f"/cassettes/{key}")]
+    outputs += [
+        httpx.get(f"{dashboard}{page}", timeout=30).text for page in ("/", f"/cassettes/{key}")
+    ]
     assert "/account" in outputs[-1]
     for output in outputs:
         for value in [*secrets.values(), "upstream-secret"]:

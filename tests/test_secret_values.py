@@ -11,17 +11,18 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 import httpx
 import pytest
-import timetracer_otel
 from apps.token_app import JWT, create_app, create_schema
 from conftest import Upstream
 from otlp_receiver import running_receiver
 
+import timetracer_otel
 from timetracer_otel._keys import Key
 from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.config import TraceConfig
@@ -32,11 +33,17 @@ from timetracer_otel.sealing import Sealer, is_sealed, unsealed
 TOKEN = "tok-3f9a1c77e2b04d18"
 TIMETRACER = Path(sys.executable).with_name("timetracer")
 APPS_DIR = Path(__file__).parent / "apps"
-_SENT = [("/me", {"Authorization": f"Bearer {TOKEN}"}), ("/boom", {"Authorization": f"Bearer {TOKEN}"}), ("/public", {})]
+_SENT = [
+    ("/me", {"Authorization": f"Bearer {TOKEN}"}),
+    ("/boom", {"Authorization": f"Bearer {TOKEN}"}),
+    ("/public", {}),
+]
 _CLEAR = (TOKEN, JWT, "upstream-secret")  # the upstream's JSON answer has a "token" member too
 
 
-def _record(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, db_url: str, **options: Any) -> list[int]:
+def _record(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, db_url: str, **options: Any
+) -> list[int]:
     create_schema(db_url, TOKEN, "ada")
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), **options)
     server = serve(create_app(upstream.url, config, db_url))
@@ -57,7 +64,11 @@ def _cassette_bytes(cassette_dir: Path) -> dict[str, bytes]:
 
 
 def test_a_token_seen_once_is_sealed_wherever_it_appears_and_never_exported(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, key_file: Path
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    tmp_path: Path,
+    key_file: Path,
 ) -> None:
     """Gzip cassettes and the OTLP protobuf hold no token in clear; the SQL parameter is sealed whole,
     the literal statement, the upstream URL and the error messages carry sealed tokens that open to it."""
@@ -65,18 +76,33 @@ def test_a_token_seen_once_is_sealed_wherever_it_appears_and_never_exported(
         config = {"compression": "gzip", "otlp_endpoint": receiver.url}
         processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", **config))
         try:
-            statuses = _record(serve, upstream, cassette_dir, f"sqlite:///{tmp_path / 'db.sqlite'}", **config)
+            statuses = _record(
+                serve, upstream, cassette_dir, f"sqlite:///{tmp_path / 'db.sqlite'}", **config
+            )
             assert processor.force_flush()
         finally:
             processor.shutdown()
     assert statuses == [200, 500, 200]
     cassettes = _cassette_bytes(cassette_dir)
     assert sorted(cassettes) == ["/boom", "/me", "/public"]
-    assert [(path, secret) for path, data in cassettes.items() for secret in _CLEAR if secret.encode() in data] == []
-    assert receiver.bodies and [secret for secret in _CLEAR for body in receiver.bodies if secret.encode() in body] == []
+    assert [
+        (path, secret)
+        for path, data in cassettes.items()
+        for secret in _CLEAR
+        if secret.encode() in data
+    ] == []
+    assert (
+        receiver.bodies
+        and [secret for secret in _CLEAR for body in receiver.bodies if secret.encode() in body]
+        == []
+    )
 
     me = json.loads(cassettes["/me"])
-    selects = [c["request"] for c in me["calls"] if c["protocol"] == "sql" and "sessions" in str(c["request"].get("statement"))]
+    selects = [
+        c["request"]
+        for c in me["calls"]
+        if c["protocol"] == "sql" and "sessions" in str(c["request"].get("statement"))
+    ]
     by_parameter, literal = selects
     (parameter,) = by_parameter["parameters"]["items"]  # sqlite's positional parameters: a tuple
     assert is_sealed(parameter) and parameter.startswith("[SEALED:") and parameter.endswith("]")
@@ -86,7 +112,11 @@ def test_a_token_seen_once_is_sealed_wherever_it_appears_and_never_exported(
 
     sealer = Sealer(Key(key_file.read_text("ascii").strip().encode("utf-8"), str(key_file)))
     opened = unsealed(me, sealer)
-    opened_selects = [c["request"] for c in opened["calls"] if c["protocol"] == "sql" and "sessions" in str(c["request"].get("statement"))]
+    opened_selects = [
+        c["request"]
+        for c in opened["calls"]
+        if c["protocol"] == "sql" and "sessions" in str(c["request"].get("statement"))
+    ]
     assert opened_selects[0]["parameters"]["items"] == [TOKEN]
     assert f"token = '{TOKEN}'" in opened_selects[1]["statement"]
     boom = unsealed(json.loads(cassettes["/boom"]), sealer)
@@ -101,24 +131,44 @@ def test_a_password_seen_only_in_the_request_body_is_not_exported(
     db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     create_schema(db_url, TOKEN, "ada")
     with running_receiver() as receiver:
-        config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), otlp_endpoint=receiver.url)
+        config = TraceConfig(
+            mode="record", cassette_dir=str(cassette_dir), otlp_endpoint=receiver.url
+        )
         processor = otlp_processor(tracer_provider(), config)
         try:
             server = serve(create_app(upstream.url, config, db_url))
-            assert httpx.post(f"{server.url}/login", json={"user": "ada", "password": password}, timeout=30).status_code == 500
+            assert (
+                httpx.post(
+                    f"{server.url}/login", json={"user": "ada", "password": password}, timeout=30
+                ).status_code
+                == 500
+            )
             assert timetracer_otel.flush(30) and processor.force_flush()
         finally:
             processor.shutdown()
     assert receiver.bodies and not [body for body in receiver.bodies if password.encode() in body]
     assert any(b"no account matches the password" in body for body in receiver.bodies)
-    assert not [data for data in _cassette_bytes(cassette_dir).values() if password.encode() in data]
+    assert not [
+        data for data in _cassette_bytes(cassette_dir).values() if password.encode() in data
+    ]
 
 
-def _replay(cassette_dir: Path, upstream: Upstream, db_url: str, *options: str, key: bool) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+def _replay(
+    cassette_dir: Path, upstream: Upstream, db_url: str, *options: str, key: bool
+) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
     env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream.url, "TOKEN_APP_DB": db_url}
     if not key:
         env["TIMETRACER_KEY_FILE"] = str(cassette_dir / "no-such-key")
-    command = [str(TIMETRACER), "replay", str(cassette_dir), "--app", "token_app:create_app", "--factory", "--app-dir", str(APPS_DIR)]
+    command = [
+        str(TIMETRACER),
+        "replay",
+        str(cassette_dir),
+        "--app",
+        "token_app:create_app",
+        "--factory",
+        "--app-dir",
+        str(APPS_DIR),
+    ]
     done = subprocess.run([*command, *options], capture_output=True, text=True, timeout=60, env=env)
     reports = {r["path"]: r for r in json.loads(done.stdout)} if "--json" in options else {}
     return done, reports
@@ -138,7 +188,9 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
     assert (plain.returncode, reports["/me"]["verdict"]) == ((0, "ok") if key else (1, "diff"))
 
     header = f"Authorization=Bearer {TOKEN}"
-    supplied, reports = _replay(cassette_dir, upstream, db_url, "--header", header, "--json", key=key)
+    supplied, reports = _replay(
+        cassette_dir, upstream, db_url, "--header", header, "--json", key=key
+    )
     assert supplied.returncode == 0, supplied.stdout + supplied.stderr
     assert {path: (r["status"], r["verdict"], r["unmatched"]) for path, r in reports.items()} == {
         "/me": (200, "ok", []),
@@ -147,54 +199,108 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
     }
     assert len(reports["/me"]["answered"]) == 4  # connect, two SELECTs, the upstream call
     needed = [] if key else ["header authorization"]
-    assert [reports[p]["supplied_credentials"] for p in ("/me", "/boom", "/public")] == [needed, needed, []]
+    assert [reports[p]["supplied_credentials"] for p in ("/me", "/boom", "/public")] == [
+        needed,
+        needed,
+        [],
+    ]
 
     summary, _ = _replay(cassette_dir, upstream, db_url, "--header", header, key=key)
-    expected = "2 of 3 requests were sent with supplied credentials (their own could not be unsealed)"
+    expected = (
+        "2 of 3 requests were sent with supplied credentials (their own could not be unsealed)"
+    )
     assert (expected in summary.stdout) is not key
     assert len(upstream.requests) == before
 
 
 @pytest.fixture
-def me_without_the_key(serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def me_without_the_key(
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
     """The recorded ``/me`` cassette, in a test process that has no key and sets up what the replayed app reads."""
     db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     _record(serve, upstream, cassette_dir, db_url)
-    (me,) = [p for p in cassette_dir.rglob("*.json") if json.loads(p.read_bytes())["request"]["path"] == "/me"]
+    (me,) = [
+        p
+        for p in cassette_dir.rglob("*.json")
+        if json.loads(p.read_bytes())["request"]["path"] == "/me"
+    ]
     monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-such-key"))
     monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
     monkeypatch.setenv("TOKEN_APP_DB", db_url)
     return me
 
 
-def test_the_dashboard_replay_sends_the_credentials_it_was_started_with(me_without_the_key: Path) -> None:
+def test_the_dashboard_replay_sends_the_credentials_it_was_started_with(
+    me_without_the_key: Path,
+) -> None:
     """``timetracer serve --replay-header``: the Replay button's child process sends the token
     where the cassette's reads redacted (no key), and its report says so."""
     me = me_without_the_key
     target = ReplayTarget("token_app:create_app", str(APPS_DIR), True)
     without = anyio.run(run_replay, target, me)
-    supplied = anyio.run(run_replay, dataclasses.replace(target, headers=(f"Authorization=Bearer {TOKEN}",)), me)
-    assert without.report is not None and supplied.report is not None, without.problem + supplied.problem
+    supplied = anyio.run(
+        run_replay, dataclasses.replace(target, headers=(f"Authorization=Bearer {TOKEN}",)), me
+    )
+    assert without.report is not None and supplied.report is not None, (
+        without.problem + supplied.problem
+    )
     assert (without.report["status"], without.report["supplied_credentials"]) == (401, [])
     assert (supplied.report["status"], supplied.report["verdict"]) == (200, "ok")
     assert supplied.report["supplied_credentials"] == ["header authorization"]
 
 
-def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_values_are_not_searched() -> None:
+def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_values_are_not_searched() -> (
+    None
+):
     """A document as the builder makes it: each cookie's value (not only the whole header) is found;
     typed bytes holding it are hidden whole, a string holding it in place; a 5-character value is left."""
     from timetracer_otel.cassette.values import encode_value
     from timetracer_otel.redaction import Redactor
 
     doc = {
-        "request": {"method": "GET", "path": "/cart", "query": "", "headers": [["Cookie", "session=sess-91c2a7; theme=dark5"]], "body": None},
-        "response": {"status": 200, "headers": [["Set-Cookie", "csrf=csrf-77ab01e; Path=/"]], "body": None},
+        "request": {
+            "method": "GET",
+            "path": "/cart",
+            "query": "",
+            "headers": [["Cookie", "session=sess-91c2a7; theme=dark5"]],
+            "body": None,
+        },
+        "response": {
+            "status": 200,
+            "headers": [["Set-Cookie", "csrf=csrf-77ab01e; Path=/"]],
+            "body": None,
+        },
         "calls": [
-            {"protocol": "redis", "request": encode_value({"command": "GET", "args": [b"cart:sess-91c2a7"]}), "response": None, "error": None},
-            {"protocol": "mongo", "request": {"command": {"find": "carts", "filter": {"session": "sess-91c2a7", "csrf": "csrf-77ab01e"}}},
-             "response": None, "error": None},  # fmt: skip
+            {
+                "protocol": "redis",
+                "request": encode_value({"command": "GET", "args": [b"cart:sess-91c2a7"]}),
+                "response": None,
+                "error": None,
+            },
+            {
+                "protocol": "mongo",
+                "request": {
+                    "command": {
+                        "find": "carts",
+                        "filter": {"session": "sess-91c2a7", "csrf": "csrf-77ab01e"},
+                    }
+                },
+                "response": None,
+                "error": None,
+            },  # fmt: skip
         ],
-        "spans": [{"span_id": "00000000000000aa", "attributes": {"note": "theme=dark5 for sess-91c2a7"}, "events": []}],
+        "spans": [
+            {
+                "span_id": "00000000000000aa",
+                "attributes": {"note": "theme=dark5 for sess-91c2a7"},
+                "events": [],
+            }
+        ],
     }
     Redactor().document(doc)
     redis, mongo = doc["calls"]
@@ -209,11 +315,15 @@ def test_the_dashboard_replay_page_names_the_supplied_credentials(
     """The Replay button, pressed as a browser would (the page's form token, a POST): the result page
     lists the credential it had to supply."""
     me = me_without_the_key
-    target = ReplayTarget("token_app:create_app", str(APPS_DIR), True, headers=(f"Authorization=Bearer {TOKEN}",))
+    target = ReplayTarget(
+        "token_app:create_app", str(APPS_DIR), True, headers=(f"Authorization=Bearer {TOKEN}",)
+    )
     url = serve(create_dashboard(str(cassette_dir), target)).url
     key = me.relative_to(cassette_dir).as_posix()
     with httpx.Client(base_url=url, timeout=60) as client:
-        token = re.search(r'name="token" value="([^"]+)"', client.get(f"/cassettes/{key}").text).group(1)  # type: ignore[union-attr]
+        token = re.search(
+            r'name="token" value="([^"]+)"', client.get(f"/cassettes/{key}").text
+        ).group(1)  # type: ignore[union-attr]
         page = client.post(f"/replay/{key}", data={"token": token}).text
     assert re.search(r"<th>supplied credential</th><td[^>]*>header authorization</td>", page), page
     assert TOKEN not in page

@@ -16,7 +16,14 @@ S = "s3cret-value"  # what each statement below must hide
 
 def _hidden(statement: str, parameters: Any, operation: str = "execute") -> dict[str, Any]:
     """The call's request (decoded) after redaction, as a cassette without a key keeps it."""
-    request = encode_value({"operation": operation, "dialect": "postgresql+psycopg2", "statement": statement, "parameters": parameters})
+    request = encode_value(
+        {
+            "operation": operation,
+            "dialect": "postgresql+psycopg2",
+            "statement": statement,
+            "parameters": parameters,
+        }
+    )
     call = {"protocol": "sql", "request": request, "response": None}
     Redactor().document({"calls": [call]})
     return decode_value(call["request"])
@@ -42,21 +49,41 @@ R = REDACTED
         ("SELECT data ? %s FROM u WHERE password = %s", ("k", S), "execute", ("k", R)),  # PostgreSQL's jsonb "?" is no parameter
     ],
 )  # fmt: skip
-def test_parameters_meeting_a_secret_column_are_hidden(statement: str, parameters: Any, operation: str, expected: Any) -> None:
+def test_parameters_meeting_a_secret_column_are_hidden(
+    statement: str, parameters: Any, operation: str, expected: Any
+) -> None:
     assert _hidden(statement, parameters, operation)["parameters"] == expected
 
 
 def test_string_literals_meeting_a_secret_column_are_hidden_in_place() -> None:
-    statement = "INSERT INTO u (name, hashed_password) VALUES ('ann', 'argon-it''s'), ('bob', 'x') -- 'c'"
-    assert _hidden(statement, ())["statement"] == f"INSERT INTO u (name, hashed_password) VALUES ('ann', '{R}'), ('bob', '{R}') -- 'c'"
-    where = _hidden("SELECT 1 FROM u WHERE \"token\" = 'tok-1234567' AND note = 'token'", ())["statement"]
+    statement = (
+        "INSERT INTO u (name, hashed_password) VALUES ('ann', 'argon-it''s'), ('bob', 'x') -- 'c'"
+    )
+    assert (
+        _hidden(statement, ())["statement"]
+        == f"INSERT INTO u (name, hashed_password) VALUES ('ann', '{R}'), ('bob', '{R}') -- 'c'"
+    )
+    where = _hidden("SELECT 1 FROM u WHERE \"token\" = 'tok-1234567' AND note = 'token'", ())[
+        "statement"
+    ]
     assert where == f"SELECT 1 FROM u WHERE \"token\" = '{R}' AND note = 'token'"
 
 
 def test_a_literal_found_by_its_column_is_hidden_wherever_else_it_appears() -> None:
     calls = [
-        {"protocol": "sql", "request": {"operation": "execute", "statement": "UPDATE u SET token = 'tok-literal-99'", "parameters": []}},
-        {"protocol": "redis", "request": {"command": "SET", "args": ["last", "tok-literal-99"]}, "response": {"reply": True}},
+        {
+            "protocol": "sql",
+            "request": {
+                "operation": "execute",
+                "statement": "UPDATE u SET token = 'tok-literal-99'",
+                "parameters": [],
+            },
+        },
+        {
+            "protocol": "redis",
+            "request": {"command": "SET", "args": ["last", "tok-literal-99"]},
+            "response": {"reply": True},
+        },
     ]
     doc = {"calls": json.loads(json.dumps([encode_value(call) for call in calls]))}
     Redactor().document(doc)
@@ -67,7 +94,12 @@ def test_a_live_statement_is_hidden_as_the_recorded_one_was() -> None:
     """What replay matches a live call on equals what the cassette kept."""
     statement = "INSERT INTO u (name, password) VALUES (%s, %s), (%s, 'lit-pass-1') ON CONFLICT (name) DO UPDATE SET password = %s"
     parameters = ("a", S, "b", S)
-    request = {"operation": "execute", "dialect": "postgresql+psycopg2", "statement": statement, "parameters": parameters}
+    request = {
+        "operation": "execute",
+        "dialect": "postgresql+psycopg2",
+        "statement": statement,
+        "parameters": parameters,
+    }
     live = decode_value(Redactor().protocol_request("sql", encode_value(request)))
     assert live == _hidden(statement, parameters)
     assert live["parameters"] == ("a", R, "b", R) and "lit-pass-1" not in live["statement"]

@@ -7,17 +7,18 @@ import asyncio
 import inspect
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy
-from sqlalchemy.orm import Session
 from _replay import Sent, assert_same_response, new_reports, send
 from apps.sql_app import ORDER, create_app, create_schema, drop_schema, item_work, schema
 from conftest import load_cassettes
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from sqlalchemy.orm import Session
 
 import timetracer_otel
 from timetracer_otel.cassette.values import decode_value
@@ -30,7 +31,12 @@ from timetracer_otel.replayers.sql_matching import live_view, recorded_view
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
 DB_PORTS = {5432, 1}
 DRIVERS = ["psycopg", "psycopg2", "asyncpg", "pysqlite", "aiosqlite"]
-SENT: list[Sent] = [("POST", "/orders/a", {}), ("GET", "/stream/all", {}), ("GET", "/stream/2", {}), ("GET", "/items/1", {})]
+SENT: list[Sent] = [
+    ("POST", "/orders/a", {}),
+    ("GET", "/stream/all", {}),
+    ("GET", "/stream/2", {}),
+    ("GET", "/items/1", {}),
+]
 
 
 @pytest.fixture
@@ -48,7 +54,6 @@ def _urls(driver: str, tmp_path: Path) -> tuple[str, str, Path | None]:
     return PG.format(driver=driver, port=5432), PG.format(driver=driver, port=1), None
 
 
-
 def _watch_dialect(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The DBAPI connections the engine's dialect opens (libpq's sockets are not Python's)."""
     opened: list[Any] = []
@@ -63,7 +68,12 @@ def _watch_dialect(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def _record(
-    serve: Callable[..., Any], url: str, directory: Path, suffix: str, sent: list[Sent], engine: Any = None
+    serve: Callable[..., Any],
+    url: str,
+    directory: Path,
+    suffix: str,
+    sent: list[Sent],
+    engine: Any = None,
 ) -> list[httpx.Response]:
     config = TraceConfig(mode="record", cassette_dir=str(directory))
     responses = send(serve(create_app(url, config, suffix, engine)).url, sent)
@@ -71,7 +81,9 @@ def _record(
     return responses
 
 
-def _replay(serve: Callable[..., Any], app: Any, sent: list[Sent]) -> tuple[list[httpx.Response], list[Any]]:
+def _replay(
+    serve: Callable[..., Any], app: Any, sent: list[Sent]
+) -> tuple[list[httpx.Response], list[Any]]:
     """Responses and replay reports (final once the server stopped)."""
     with new_reports() as reports:
         server = serve(app)
@@ -100,21 +112,29 @@ def test_requests_replay_with_no_database(
     finally:
         drop_schema(url, suffix)
     assert [r.status_code for r in recorded] == [200] * len(SENT), recorded[0].text
-    assert recorded[0].json()["integrity_error"].endswith(("IntegrityError", "UniqueViolation", "UniqueViolationError"))
+    assert (
+        recorded[0]
+        .json()["integrity_error"]
+        .endswith(("IntegrityError", "UniqueViolation", "UniqueViolationError"))
+    )
     if db_file is not None:
         db_file.unlink()
     connects.clear()
 
-    app = create_app(replay_url, TraceConfig(mode="replay", cassette_path=str(cassette_dir)), suffix)
+    app = create_app(
+        replay_url, TraceConfig(mode="replay", cassette_path=str(cassette_dir)), suffix
+    )
     opened = _watch_dialect(app.state.engine, monkeypatch)
     replayed, reports = _replay(serve, app, SENT)
 
-    for before, after in zip(recorded, replayed):
+    for before, after in zip(recorded, replayed, strict=False):
         assert_same_response(before, after)
     assert sorted(r.path for r in reports) == sorted(path for _, path, _ in SENT)
     assert all((r.unmatched, r.unused, r.differences) == ([], [], []) for r in reports), reports
     assert opened == []
-    assert [address for address in connects if isinstance(address, tuple) and address[1] in DB_PORTS] == []
+    assert [
+        address for address in connects if isinstance(address, tuple) and address[1] in DB_PORTS
+    ] == []
     if db_file is not None:
         assert not db_file.exists()
 
@@ -122,7 +142,11 @@ def test_requests_replay_with_no_database(
 def _calls(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The document's SQL calls, with request and response decoded."""
     return [
-        {**call, "request": decode_value(call["request"]), "response": decode_value(call["response"])}
+        {
+            **call,
+            "request": decode_value(call["request"]),
+            "response": decode_value(call["response"]),
+        }
         for call in doc["calls"]
         if call["protocol"] == "sql"
     ]
@@ -149,19 +173,49 @@ def test_cassette_holds_statements_parameters_rows_and_errors(
         "engine": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     }
     state = connect["response"]["dialect_state"]
-    assert isinstance(state["server_version_info"], tuple) and state["default_schema_name"] == "public"
-    assert not any("pg_catalog.version" in str(r.get("statement")) or "current_schema" in str(r.get("statement")) for r in requests)
+    assert (
+        isinstance(state["server_version_info"], tuple) and state["default_schema_name"] == "public"
+    )
+    assert not any(
+        "pg_catalog.version" in str(r.get("statement"))
+        or "current_schema" in str(r.get("statement"))
+        for r in requests
+    )
 
-    insert = next(c for c in calls if str(c["request"].get("statement")).startswith(f"INSERT INTO tt_orders_{suffix} (tag, amount"))
+    insert = next(
+        c
+        for c in calls
+        if str(c["request"].get("statement")).startswith(
+            f"INSERT INTO tt_orders_{suffix} (tag, amount"
+        )
+    )
     assert insert["request"]["parameters"] == {"tag": "a", **ORDER}
-    assert [type(v) for v in insert["request"]["parameters"].values()] == [str, *(type(v) for v in ORDER.values())]
-    assert insert["response"]["rows"] == [[1]] and insert["response"]["rowcount"] == 1  # RETURNING id
+    assert [type(v) for v in insert["request"]["parameters"].values()] == [
+        str,
+        *(type(v) for v in ORDER.values()),
+    ]
+    assert (
+        insert["response"]["rows"] == [[1]] and insert["response"]["rowcount"] == 1
+    )  # RETURNING id
 
-    many = next(c for c in calls if c["request"]["operation"] == "executemany" and "UPDATE" in c["request"]["statement"])
-    assert many["request"]["parameters"] == [{"which": 0, "new_label": "zero"}, {"which": 1, "new_label": "one"}]
+    many = next(
+        c
+        for c in calls
+        if c["request"]["operation"] == "executemany" and "UPDATE" in c["request"]["statement"]
+    )
+    assert many["request"]["parameters"] == [
+        {"which": 0, "new_label": "zero"},
+        {"which": 1, "new_label": "one"},
+    ]
     assert (many["response"]["rowcount"], many["response"]["description"]) == (2, None)
 
-    returning = next(c for c in calls if str(c["request"].get("statement")).endswith("RETURNING " + ", ".join(f"tt_items_{suffix}.{n}" for n in ("id", "n", "label"))))
+    returning = next(
+        c
+        for c in calls
+        if str(c["request"].get("statement")).endswith(
+            "RETURNING " + ", ".join(f"tt_items_{suffix}.{n}" for n in ("id", "n", "label"))
+        )
+    )
     assert [column[0] for column in returning["response"]["description"]] == ["id", "n", "label"]
     assert returning["response"]["rows"] == [[5, 20, "returned"]]
 
@@ -173,10 +227,15 @@ def test_cassette_holds_statements_parameters_rows_and_errors(
     for call in calls:
         span = spans[call["span_id"]]
         first_word = call["request"].get("statement", "connect").split()[0]
-        assert span["kind"] == "CLIENT" and span["name"].split()[0] == first_word, (span["name"], first_word)
+        assert span["kind"] == "CLIENT" and span["name"].split()[0] == first_word, (
+            span["name"],
+            first_word,
+        )
 
 
-@pytest.mark.parametrize("made", ["unseen by the instrumentor", "by the instrumented create_engine"])
+@pytest.mark.parametrize(
+    "made", ["unseen by the instrumentor", "by the instrumented create_engine"]
+)
 def test_each_statement_has_one_client_span(
     made: str, serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, suffix: str
 ) -> None:
@@ -185,11 +244,18 @@ def test_each_statement_has_one_client_span(
     url = f"sqlite:///{tmp_path / 'app.db'}"
     create_schema(url, suffix, items=2)
     enable_sqlalchemy()
-    make = sqlalchemy.create_engine if made.startswith("by") else inspect.unwrap(sqlalchemy.create_engine)
+    make = (
+        sqlalchemy.create_engine
+        if made.startswith("by")
+        else inspect.unwrap(sqlalchemy.create_engine)
+    )
     engine = make(url)
     _record(serve, url, cassette_dir, suffix, [("GET", "/items/1", {})], engine)
     listeners = engine.dispatch.before_cursor_execute
-    assert len([fn for fn in listeners if isinstance(getattr(fn, "__self__", None), EngineTracer)]) == 1
+    assert (
+        len([fn for fn in listeners if isinstance(getattr(fn, "__self__", None), EngineTracer)])
+        == 1
+    )
     (doc,) = load_cassettes(cassette_dir)
     connect, select = _calls(doc)
     client_spans = [span for span in doc["spans"] if span["kind"] == "CLIENT"]
@@ -211,7 +277,11 @@ def test_fifty_concurrent_replays_on_an_async_engine_get_their_own_rows(
         drop_schema(url, suffix)
     assert [r.json()[0][1:] for r in recorded] == [[f"int:{n}", f"item-{n}"] for n in range(50)]
 
-    app = create_app(PG.format(driver="asyncpg", port=1), TraceConfig(mode="replay", cassette_path=str(cassette_dir)), suffix)
+    app = create_app(
+        PG.format(driver="asyncpg", port=1),
+        TraceConfig(mode="replay", cassette_path=str(cassette_dir)),
+        suffix,
+    )
 
     async def all_at_once(base_url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
@@ -221,12 +291,14 @@ def test_fifty_concurrent_replays_on_an_async_engine_get_their_own_rows(
         server = serve(app)
         replayed = asyncio.run(all_at_once(server.url))
         server.stop()
-    for before, after in zip(recorded, replayed):
+    for before, after in zip(recorded, replayed, strict=False):
         assert_same_response(before, after)
     assert len(reports) == 50 and all(r.ok and not r.unused for r in reports)
 
 
-def test_pooled_connections_are_not_used_in_replay(serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, suffix: str) -> None:
+def test_pooled_connections_are_not_used_in_replay(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, suffix: str
+) -> None:
     """A connection pooled before replay stays idle: the answer is the recorded row, not today's."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
     create_schema(url, suffix, items=2)
@@ -265,7 +337,9 @@ def test_a_connection_checked_out_before_the_session_runs_nothing(
         finally:
             deactivate(token)
     assert answer == recorded.json()
-    assert statements == [] and [call.view.label.split()[0] for _, call in session.answered] == ["execute"]
+    assert statements == [] and [call.view.label.split()[0] for _, call in session.answered] == [
+        "execute"
+    ]
 
 
 def test_a_changed_parameter_is_a_mismatch_naming_the_closest_call(
@@ -283,7 +357,12 @@ def test_a_changed_parameter_is_a_mismatch_naming_the_closest_call(
     assert report.unmatched == [f"timetracer replay: no recorded call matches {label} (sqlalchemy)"]
     assert report.error["type"] == "timetracer_otel.replayers.session.ReplayMismatchError"
     message = report.error["message"]
-    assert "(unused)" in message and "parameters: recorded [" in message and '"a"' in message and '"b"' in message
+    assert (
+        "(unused)" in message
+        and "parameters: recorded [" in message
+        and '"a"' in message
+        and '"b"' in message
+    )
 
 
 def _key(request: dict[str, Any]) -> Any:
@@ -291,13 +370,23 @@ def _key(request: dict[str, Any]) -> Any:
 
 
 def test_matching_normalises_whitespace_but_keeps_parameter_types() -> None:
-    base = {"operation": "execute", "dialect": "sqlite+pysqlite", "statement": "SELECT ?", "parameters": (1,)}
+    base = {
+        "operation": "execute",
+        "dialect": "sqlite+pysqlite",
+        "statement": "SELECT ?",
+        "parameters": (1,),
+    }
     assert _key({**base, "statement": " SELECT\n\t ?  "}) == _key(base)
     assert _key({**base, "parameters": (1.0,)}) != _key(base)
     assert _key({**base, "parameters": ("1",)}) != _key(base)
     assert _key({**base, "parameters": [b"x"]}) != _key({**base, "parameters": ["x"]})
     assert _key({**base, "dialect": "postgresql+psycopg"}) != _key(base)
-    recorded = {"protocol": "sql", "request": {**base, "parameters": {"$type": "tuple", "items": [1]}}}
+    recorded = {
+        "protocol": "sql",
+        "request": {**base, "parameters": {"$type": "tuple", "items": [1]}},
+    }
     assert recorded_view(recorded).key == _key(base)
     connect = {"operation": "connect", "dialect": "sqlite+pysqlite"}
-    assert _key({**connect, "engine": "sqlite:////a.db"}) == _key({**connect, "engine": "sqlite:////elsewhere.db"})
+    assert _key({**connect, "engine": "sqlite:////a.db"}) == _key(
+        {**connect, "engine": "sqlite:////elsewhere.db"}
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ._diagnostics import counters
 from .config import TraceConfig
 
@@ -11,7 +9,7 @@ __all__ = ["TraceConfig", "flush", "stats", "__version__"]
 __version__ = "0.1.0"
 
 
-def flush(timeout: Optional[float] = 30.0) -> bool:
+def flush(timeout: float | None = 30.0) -> bool:
     """Write every finished recording to disk now; True if all were written within ``timeout``."""
     from ._tracing import flush_processors
 

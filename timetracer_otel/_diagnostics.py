@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger("timetracer")
 
@@ -71,8 +71,10 @@ class _RateLimitedErrors:
     limiter and logging decide.
     """
 
-    def __init__(self, interval: float = _LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.forward: Optional[Callable[[str, str, Optional[str]], None]] = None
+    def __init__(
+        self, interval: float = _LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.forward: Callable[[str, str, str | None], None] | None = None
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -81,7 +83,9 @@ class _RateLimitedErrors:
 
     def error(self, kind: str, message: str, exc: BaseException | None = None) -> None:
         if self.forward is not None:
-            self.forward(kind, message, None if exc is None else "".join(traceback.format_exception(exc)))
+            self.forward(
+                kind, message, None if exc is None else "".join(traceback.format_exception(exc))
+            )
             return
         now = self._clock()
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any, Optional
+from typing import Any
 
 from timetracer_otel._keys import Key
 
@@ -30,7 +30,7 @@ def fingerprint(secrets: list[tuple[str, str]], key: Key) -> str:
     return f"{SCHEME}:{key.key_id}:{hmac.new(key.material, data, hashlib.sha256).hexdigest()}"
 
 
-def key_id_of(value: Any) -> Optional[str]:
+def key_id_of(value: Any) -> str | None:
     """The key id in a fingerprint, or None for anything that is not one."""
     if not isinstance(value, str):
         return None

@@ -19,7 +19,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from timetracer_otel._diagnostics import logger
 
@@ -46,7 +46,9 @@ class Key:
 
 def default_key_file() -> Path:
     """``$XDG_CONFIG_HOME/timetracer/key``, or ``~/.config/timetracer/key``."""
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".config")
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.join(
+        os.path.expanduser("~"), ".config"
+    )
     return Path(base, "timetracer", "key")
 
 
@@ -68,7 +70,7 @@ def _create(path: Path) -> bool:
     return True
 
 
-_found: dict[tuple[Optional[str], str, bool], Optional[Key]] = {}
+_found: dict[tuple[str | None, str, bool], Key | None] = {}
 _found_lock = threading.Lock()
 
 
@@ -76,7 +78,7 @@ class _Absent(Exception):
     """No key file yet: asked again next time, as recording may make one meanwhile."""
 
 
-def _load(secret_key: Optional[str], key_file: str, create: bool) -> Optional[Key]:
+def _load(secret_key: str | None, key_file: str, create: bool) -> Key | None:
     if secret_key:
         return Key(secret_key.encode("utf-8"), "TIMETRACER_SECRET_KEY")
     path = Path(key_file)
@@ -88,17 +90,26 @@ def _load(secret_key: Optional[str], key_file: str, create: bool) -> Optional[Ke
     except FileNotFoundError:
         raise _Absent() from None
     except (OSError, UnicodeDecodeError) as exc:
-        logger.warning("timetracer: the secret key file %s cannot be used (%s): requests are not fingerprinted", path, exc)
+        logger.warning(
+            "timetracer: the secret key file %s cannot be used (%s): requests are not fingerprinted",
+            path,
+            exc,
+        )
         return None
     if not text:
-        logger.warning("timetracer: the secret key file %s is empty: requests are not fingerprinted", path)
+        logger.warning(
+            "timetracer: the secret key file %s is empty: requests are not fingerprinted", path
+        )
         return None
     if created:
-        logger.info("timetracer: created the secret key %s (keep it: replay needs it to open sealed secrets and tell requests apart by them)", path)
+        logger.info(
+            "timetracer: created the secret key %s (keep it: replay needs it to open sealed secrets and tell requests apart by them)",
+            path,
+        )
     return Key(text.encode("utf-8"), str(path))
 
 
-def key_for(config: "TraceConfig", create: bool = False) -> Optional[Key]:
+def key_for(config: TraceConfig, create: bool = False) -> Key | None:
     """The key ``config`` names, or None when there is none; ``create``: make the key file if missing (recording).
 
     Found once per process and setting (a key file that does not exist yet is looked for

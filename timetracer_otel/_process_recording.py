@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from ._diagnostics import counters, guarded
 from ._recording import TraceRecording, process_recording, use_process_recording
@@ -33,7 +33,7 @@ class Writer(Protocol):
 
     def submit(self, recording: TraceRecording) -> bool: ...
 
-    def flush(self, timeout: Optional[float] = None) -> bool: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
 
 
 class ProcessRecording(TraceRecording):
@@ -44,14 +44,24 @@ class ProcessRecording(TraceRecording):
     def __init__(self, config: TraceConfig, service: str, writer: Writer) -> None:
         cassette_number = int.from_bytes(os.urandom(4), "big")
         super().__init__(
-            config, trace_id=0, root_span_id=cassette_number, method="", path="", query="", headers=[], service=service
+            config,
+            trace_id=0,
+            root_span_id=cassette_number,
+            method="",
+            path="",
+            query="",
+            headers=[],
+            service=service,
         )
         self.draws = None  # the clock, UUIDs and randomness are recorded per request only
         self.dropped_calls = 0
         self.writer = writer
         started = datetime.fromtimestamp(self.started_ns / 1e9, tz=timezone.utc)
         suffix = ".json.gz" if config.compression == "gzip" else ".json"
-        path = join(config.cassette_dir, process_cassette_relpath(service, f"{cassette_number:08x}", started, suffix))
+        path = join(
+            config.cassette_dir,
+            process_cassette_relpath(service, f"{cassette_number:08x}", started, suffix),
+        )
         self.fixed_path = str(path) if is_url(config.cassette_dir) else os.path.abspath(path)
 
     def add_call(self, call: Any) -> None:
@@ -74,14 +84,16 @@ def start(config: TraceConfig, service: str, writer: Writer) -> TraceRecording:
     return use_process_recording(ProcessRecording(config, service, writer))
 
 
-def save(timeout: Optional[float] = None) -> None:
+def save(timeout: float | None = None) -> None:
     """Write the process cassette if the recording holds calls (the first time a new file, then a rewrite).
 
     ``timeout``: wait that long for the file to be written (after startup, so that a process
     killed before its first request still leaves it); else only hand it over.
     """
     recording = process_recording()
-    if not isinstance(recording, ProcessRecording) or not (recording.calls or recording.dropped_calls):
+    if not isinstance(recording, ProcessRecording) or not (
+        recording.calls or recording.dropped_calls
+    ):
         return
     with guarded("process.save"):
         recording.writer.submit(recording)

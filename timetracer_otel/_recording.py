@@ -15,7 +15,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
@@ -28,13 +28,15 @@ if TYPE_CHECKING:
 
     from .config import TraceConfig
 
-_current: contextvars.ContextVar[Optional["TraceRecording"]] = contextvars.ContextVar(
+_current: contextvars.ContextVar[TraceRecording | None] = contextvars.ContextVar(
     "timetracer_recording", default=None
 )
 # True inside an inbound request (an ASGI scope other than lifespan), recorded or not.
-_in_request: contextvars.ContextVar[bool] = contextvars.ContextVar("timetracer_in_request", default=False)
+_in_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "timetracer_in_request", default=False
+)
 # Where calls made outside every request go (set by _process_recording), or None.
-_process: Optional["TraceRecording"] = None
+_process: TraceRecording | None = None
 _process_lock = threading.Lock()
 
 Headers = list[tuple[str, str]]
@@ -43,7 +45,7 @@ Headers = list[tuple[str, str]]
 _serials = itertools.count(1)
 
 
-def current_recording() -> Optional["TraceRecording"]:
+def current_recording() -> TraceRecording | None:
     """The recording of the request this code runs for; outside every request, the process recording; or None."""
     recording = _current.get()
     if recording is not None or _process is None or _in_request.get() or is_own_io():
@@ -51,12 +53,12 @@ def current_recording() -> Optional["TraceRecording"]:
     return _process
 
 
-def process_recording() -> Optional["TraceRecording"]:
+def process_recording() -> TraceRecording | None:
     """The recording of calls made outside every request, if this process keeps one."""
     return _process
 
 
-def use_process_recording(recording: "TraceRecording") -> "TraceRecording":
+def use_process_recording(recording: TraceRecording) -> TraceRecording:
     """Make ``recording`` the process recording, unless there is one already; return the one in use."""
     global _process
     with _process_lock:
@@ -65,7 +67,7 @@ def use_process_recording(recording: "TraceRecording") -> "TraceRecording":
         return _process
 
 
-def request_recording() -> Optional["TraceRecording"]:
+def request_recording() -> TraceRecording | None:
     """The recording of the request this code runs for, or None (never the process recording)."""
     return _current.get()
 
@@ -74,7 +76,9 @@ def exception_info(exc: BaseException) -> dict[str, str]:
     """``{"type": "module.Class", "message": str(exc)}`` for a cassette."""
     cls = type(exc)
     module = cls.__module__
-    qualname = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    qualname = (
+        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    )
     return {"type": qualname, "message": str(exc)}
 
 
@@ -89,12 +93,12 @@ class HttpCall:
     request_body: BodySink
     started_ns: int = field(default_factory=time.time_ns)
     span_id: int = 0
-    status: Optional[int] = None
-    response_headers: Optional[Headers] = None
-    response_body: Optional[BodySink] = None
+    status: int | None = None
+    response_headers: Headers | None = None
+    response_body: BodySink | None = None
     # True when the client library already undid Content-Encoding before we saw the bytes.
     response_decoded: bool = False
-    error: Optional[dict[str, str]] = None
+    error: dict[str, str] | None = None
 
     protocol = "http"
     kind = "http.client"
@@ -119,8 +123,8 @@ class ProtocolCall:
     request: dict[str, Any]
     started_ns: int = field(default_factory=time.time_ns)
     span_id: int = 0
-    response: Optional[dict[str, Any]] = None
-    error: Optional[dict[str, str]] = None
+    response: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
 
     @property
     def kind(self) -> str:
@@ -139,7 +143,7 @@ class TraceRecording:
 
     def __init__(
         self,
-        config: "TraceConfig",
+        config: TraceConfig,
         *,
         trace_id: int,
         root_span_id: int,
@@ -158,21 +162,23 @@ class TraceRecording:
         self.query = query
         self.headers = headers
         self.service = service
-        self.route: Optional[str] = None
+        self.route: str | None = None
         self.started_ns = time.time_ns()
         self.request_body = BodySink(config.max_body_bytes)
-        self.status: Optional[int] = None
-        self.response_headers: Optional[Headers] = None
+        self.status: int | None = None
+        self.response_headers: Headers | None = None
         self.response_body = BodySink(config.max_body_bytes)
-        self.error: Optional[dict[str, str]] = None
+        self.error: dict[str, str] | None = None
         self.calls: list[Any] = []
-        self.spans: list["ReadableSpan"] = []
+        self.spans: list[ReadableSpan] = []
         self.finished = False  # the root span ended; what comes later is a late span
         self.discarded = False  # finished but not kept (errors_only and the request succeeded)
-        self.open_spans = 0  # spans of this request started and not yet ended (kept by the processor)
-        self.fixed_path: Optional[str] = None  # write exactly here instead of the dated directory
+        self.open_spans = (
+            0  # spans of this request started and not yet ended (kept by the processor)
+        )
+        self.fixed_path: str | None = None  # write exactly here instead of the dated directory
         # The clock, UUID and random values the request draws (None: config.draws is empty).
-        self.draws: Optional[DrawRecorder] = DrawRecorder(config.draws) if config.draws else None
+        self.draws: DrawRecorder | None = DrawRecorder(config.draws) if config.draws else None
         self._lock = threading.Lock()
 
     def add_call(self, call: Any) -> None:
@@ -182,11 +188,11 @@ class TraceRecording:
         with self._lock:
             self.calls.append(call)
 
-    def add_span(self, span: "ReadableSpan") -> None:
+    def add_span(self, span: ReadableSpan) -> None:
         with self._lock:
             self.spans.append(span)
 
-    def snapshot(self) -> tuple[list[Any], list["ReadableSpan"]]:
+    def snapshot(self) -> tuple[list[Any], list[ReadableSpan]]:
         """The calls and spans so far, as lists the caller may iterate freely."""
         with self._lock:
             return list(self.calls), list(self.spans)

@@ -28,16 +28,18 @@ class Watched:
     """The recordings of one exporter's pending traces."""
 
     def __init__(self) -> None:
-        self._recordings: "OrderedDict[int, tuple[TraceRecording, ...]]" = OrderedDict()
+        self._recordings: OrderedDict[int, tuple[TraceRecording, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, recording: "TraceRecording") -> None:
+    def add(self, recording: TraceRecording) -> None:
         with self._lock:
-            self._recordings[recording.trace_id] = self._recordings.get(recording.trace_id, ()) + (recording,)
+            self._recordings[recording.trace_id] = self._recordings.get(recording.trace_id, ()) + (
+                recording,
+            )
             while len(self._recordings) > _MAX_TRACES:
                 self._recordings.popitem(last=False)
 
-    def of(self, trace_id: int) -> tuple["TraceRecording", ...]:
+    def of(self, trace_id: int) -> tuple[TraceRecording, ...]:
         """The recordings noted for ``trace_id`` (two requests may share one) and not yet forgotten."""
         return self._recordings.get(trace_id, ())
 
@@ -65,7 +67,7 @@ def stop_watching(table: Watched) -> None:
         _tables = tuple(t for t in _tables if t is not table)
 
 
-def watch(recording: "TraceRecording") -> None:
+def watch(recording: TraceRecording) -> None:
     """Note ``recording`` for every exporter: spans of its trace may quote its secrets."""
     for table in _tables:
         table.add(recording)

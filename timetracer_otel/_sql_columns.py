@@ -18,28 +18,32 @@ number, from 0) or by name (``%(name)s``, ``:name``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 from sqlparse import tokens as T
 from sqlparse.lexer import Lexer
 
 __all__ = ["Columns", "columns_of"]
 
-Ref = Union[int, str]  # a positional parameter's index, or a named parameter's name
+Ref = int | str  # a positional parameter's index, or a named parameter's name
 _BOUNDARIES = frozenset(
     ("AND", "OR", "NOT", "WHERE", "ON", "SET", "FROM", "VALUES", "RETURNING", "GROUP BY", "ORDER BY", "LIMIT", "OFFSET",
      "HAVING", "WHEN", "THEN", "ELSE", "END", "CASE", "JOIN", "USING", "DO", "UNION", "AS", "BETWEEN", "IS", "SELECT",
      "INSERT", "UPDATE", "DELETE", "INTO", "CONFLICT", "NOTHING", "DISTINCT")
 )  # fmt: skip
 _COMPARISONS = frozenset(("IN", "LIKE", "ILIKE"))
-_CACHED_LENGTH = 4096  # longer statements (bulk inserts with inline values) are analysed each time, not kept
+_CACHED_LENGTH = (
+    4096  # longer statements (bulk inserts with inline values) are analysed each time, not kept
+)
 
 
 class Columns(NamedTuple):
     """The columns each parameter and each string literal of a statement meets."""
 
     parameters: dict[Ref, frozenset[str]]
-    literals: tuple[tuple[int, int, frozenset[str]], ...]  # (start, end) of the literal's content in the text
+    literals: tuple[
+        tuple[int, int, frozenset[str]], ...
+    ]  # (start, end) of the literal's content in the text
 
 
 class _Token(NamedTuple):
@@ -87,9 +91,18 @@ def _identifiers(tokens: list[_Token], start: int, end: int) -> frozenset[str]:
     for index in range(start, end):
         token = tokens[index]
         following = tokens[index + 1].text if index + 1 < len(tokens) else ""
-        named = token.kind in T.Name and token.kind not in T.Name.Placeholder and token.kind not in T.Name.Builtin
-        keyword = token.kind in T.Keyword and not token.is_boundary()  # ``key``, ``data``: words sqlparse knows
-        if (named or keyword or token.kind in T.Literal.String.Symbol) and following not in ("(", "."):
+        named = (
+            token.kind in T.Name
+            and token.kind not in T.Name.Placeholder
+            and token.kind not in T.Name.Builtin
+        )
+        keyword = (
+            token.kind in T.Keyword and not token.is_boundary()
+        )  # ``key``, ``data``: words sqlparse knows
+        if (named or keyword or token.kind in T.Literal.String.Symbol) and following not in (
+            "(",
+            ".",
+        ):
             names.add(_column(token))
     return frozenset(names)
 
@@ -106,7 +119,9 @@ def _operand(tokens: list[_Token], operator: int, step: int) -> tuple[int, int]:
     return (index + 1, operator) if step < 0 else (operator + 1, index)
 
 
-def _meets(target: dict[int, set[str]], tokens: list[_Token], start: int, end: int, columns: frozenset[str]) -> None:
+def _meets(
+    target: dict[int, set[str]], tokens: list[_Token], start: int, end: int, columns: frozenset[str]
+) -> None:
     for index in range(start, end):
         if columns and tokens[index].is_value():
             target.setdefault(index, set()).update(columns)
@@ -114,7 +129,9 @@ def _meets(target: dict[int, set[str]], tokens: list[_Token], start: int, end: i
 
 def _comparisons(tokens: list[_Token], target: dict[int, set[str]]) -> None:
     for index, token in enumerate(tokens):
-        if token.kind in T.Operator.Comparison or (token.kind in T.Keyword and token.word in _COMPARISONS):
+        if token.kind in T.Operator.Comparison or (
+            token.kind in T.Keyword and token.word in _COMPARISONS
+        ):
             left, right = _operand(tokens, index, -1), _operand(tokens, index, +1)
             _meets(target, tokens, *left, _identifiers(tokens, *right))
             _meets(target, tokens, *right, _identifiers(tokens, *left))
@@ -146,22 +163,37 @@ def _inserts(tokens: list[_Token], target: dict[int, set[str]]) -> None:
     for index, token in enumerate(tokens):
         if token.word != "INSERT":
             continue
-        opening = next((i for i in range(index + 1, len(tokens)) if tokens[i].text == "(" or tokens[i].word == "VALUES"), len(tokens))
+        opening = next(
+            (
+                i
+                for i in range(index + 1, len(tokens))
+                if tokens[i].text == "(" or tokens[i].word == "VALUES"
+            ),
+            len(tokens),
+        )
         if opening == len(tokens) or tokens[opening].text != "(":
             continue
         closing = _closing(tokens, opening)
-        columns = [_identifiers(tokens, start, end) for start, end in _items(tokens, opening, closing)]
-        row = closing + 2 if closing + 2 < len(tokens) and tokens[closing + 1].word == "VALUES" else len(tokens)
+        columns = [
+            _identifiers(tokens, start, end) for start, end in _items(tokens, opening, closing)
+        ]
+        row = (
+            closing + 2
+            if closing + 2 < len(tokens) and tokens[closing + 1].word == "VALUES"
+            else len(tokens)
+        )
         while row < len(tokens) and tokens[row].text == "(":
             end = _closing(tokens, row)
-            for names, (start, stop) in zip(columns, _items(tokens, row, end)):
+            for names, (start, stop) in zip(columns, _items(tokens, row, end), strict=False):
                 _meets(target, tokens, start, stop, names)
             row = end + 2 if end + 1 < len(tokens) and tokens[end + 1].text == "," else len(tokens)
 
 
-def _reference(text: str, style: str, counter: list[int]) -> Optional[Ref]:
+def _reference(text: str, style: str, counter: list[int]) -> Ref | None:
     if text in ("?", "%s"):
-        if text != style:  # a "?" in a %s statement is an operator (PostgreSQL's jsonb ?), not a parameter
+        if (
+            text != style
+        ):  # a "?" in a %s statement is an operator (PostgreSQL's jsonb ?), not a parameter
             return None
         counter[0] += 1
         return counter[0] - 1

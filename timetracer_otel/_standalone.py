@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,12 +36,16 @@ def _enable_installed_plugins() -> None:
 class BlockRecording:
     """The cassette of a stretch of code, recorded while it is active; :meth:`finish` writes it."""
 
-    def __init__(self, path: Path, label: str, keep_empty: bool = True, seed: Optional[str] = None) -> None:
+    def __init__(
+        self, path: Path, label: str, keep_empty: bool = True, seed: str | None = None
+    ) -> None:
         config = TraceConfig(mode="record", cassette_dir=str(path.parent))
         _enable_installed_plugins()
         provider = tracer_provider(config.service_name)
         self._processor = cassette_processor(provider)
-        self._span = provider.get_tracer("timetracer_otel.pytest").start_span(label, kind=trace.SpanKind.INTERNAL)
+        self._span = provider.get_tracer("timetracer_otel.pytest").start_span(
+            label, kind=trace.SpanKind.INTERNAL
+        )
         span_context = self._span.get_span_context()
         self.recording = TraceRecording(
             config,
@@ -53,7 +57,9 @@ class BlockRecording:
             headers=[],
             service=service_name(provider, config.service_name),
         )
-        if seed is not None and config.draws:  # randomness reproducible from the seed (see DrawRecorder)
+        if (
+            seed is not None and config.draws
+        ):  # randomness reproducible from the seed (see DrawRecorder)
             self.recording.draws = DrawRecorder(config.draws, seed)
         self.recording.fixed_path = str(path)
         self.recording.status = 200
@@ -65,7 +71,9 @@ class BlockRecording:
     def activate(self) -> None:
         """Make the calls and draws that follow (in this context and those copied from it) part of this cassette."""
         span_token = otel_context.attach(trace.set_span_in_context(self._span))
-        self._tokens.append((span_token, activate(self.recording), activate_draws(self.recording.draws)))
+        self._tokens.append(
+            (span_token, activate(self.recording), activate_draws(self.recording.draws))
+        )
 
     def deactivate(self) -> None:
         span_token, token, draws_token = self._tokens.pop()
@@ -79,14 +87,16 @@ class BlockRecording:
         draws = self.recording.draws
         return not self.recording.calls and (draws is None or not draws.draws)
 
-    def finish(self, error: Optional[BaseException] = None) -> bool:
+    def finish(self, error: BaseException | None = None) -> bool:
         """End the recording and wait until its cassette is written; False when it was empty and not kept."""
         if error is not None:
             self.recording.status = 500
         kept = self._keep_empty or not self.empty
         self.recording.discarded = not kept
         self._span.end()
-        self._processor.flush_recording(self.recording)  # other blocks (a fixture's) may still be open
+        self._processor.flush_recording(
+            self.recording
+        )  # other blocks (a fixture's) may still be open
         return kept
 
 

@@ -9,7 +9,7 @@ quoting a recorded value, prints text through :func:`printable`.
 from __future__ import annotations
 
 import unicodedata
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["printable", "printable_json"]
 
@@ -28,18 +28,31 @@ def _escape(char: str) -> str:
     code = ord(char)
     if code in _FILE_NAME_BYTES:
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
 
 
 def _json_escape(char: str) -> str:
     data = char.encode("utf-16-be", "surrogatepass")
-    return "".join(f"\\u{int.from_bytes(data[i : i + 2], 'big'):04x}" for i in range(0, len(data), 2))
+    return "".join(
+        f"\\u{int.from_bytes(data[i : i + 2], 'big'):04x}" for i in range(0, len(data), 2)
+    )
 
 
 def _line(text: str, escape: Callable[[str], str] = _escape) -> str:
     if text.isprintable():  # the usual case, checked at C speed
         return text
-    return "".join(char if char.isprintable() or unicodedata.category(char) not in _ESCAPED_CATEGORIES else escape(char) for char in text)
+    return "".join(
+        char
+        if char.isprintable() or unicodedata.category(char) not in _ESCAPED_CATEGORIES
+        else escape(char)
+        for char in text
+    )
 
 
 def printable(text: str, multiline: bool = False) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Optional
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -15,12 +14,16 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters import CassetteSpanProcessor
 
 _lock = threading.Lock()
-_processors: "weakref.WeakKeyDictionary[TracerProvider, CassetteSpanProcessor]" = weakref.WeakKeyDictionary()
-_exporting: "weakref.WeakKeyDictionary[TracerProvider, dict[str, SpanProcessor]]" = weakref.WeakKeyDictionary()
-_private_provider: Optional[TracerProvider] = None
+_processors: weakref.WeakKeyDictionary[TracerProvider, CassetteSpanProcessor] = (
+    weakref.WeakKeyDictionary()
+)
+_exporting: weakref.WeakKeyDictionary[TracerProvider, dict[str, SpanProcessor]] = (
+    weakref.WeakKeyDictionary()
+)
+_private_provider: TracerProvider | None = None
 
 
-def tracer_provider(service_name: Optional[str] = None) -> TracerProvider:
+def tracer_provider(service_name: str | None = None) -> TracerProvider:
     """The application's SDK provider if it has one; otherwise one we create and make global.
 
     A provider the user set is never replaced. If the global provider is not an SDK
@@ -38,7 +41,9 @@ def tracer_provider(service_name: Optional[str] = None) -> TracerProvider:
         if _private_provider is None:
             # Without TIMETRACER_SERVICE, the SDK's own rules name the service:
             # OTEL_SERVICE_NAME, then service.name in OTEL_RESOURCE_ATTRIBUTES, then "unknown_service".
-            provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name} if service_name else {}))
+            provider = TracerProvider(
+                resource=Resource.create({SERVICE_NAME: service_name} if service_name else {})
+            )
             trace.set_tracer_provider(provider)
             current = trace.get_tracer_provider()
             _private_provider = current if isinstance(current, TracerProvider) else provider
@@ -61,7 +66,9 @@ def record_process(config: TraceConfig) -> None:
     if not _process_recording.wanted(config):
         return
     provider = tracer_provider(config.service_name)
-    _process_recording.start(config, service_name(provider, config.service_name), cassette_processor(provider).writer)
+    _process_recording.start(
+        config, service_name(provider, config.service_name), cassette_processor(provider).writer
+    )
 
 
 def otlp_processor(provider: TracerProvider, config: TraceConfig) -> SpanProcessor:
@@ -80,13 +87,13 @@ def otlp_processor(provider: TracerProvider, config: TraceConfig) -> SpanProcess
         return processor
 
 
-def service_name(provider: TracerProvider, configured: Optional[str]) -> str:
+def service_name(provider: TracerProvider, configured: str | None) -> str:
     if configured:
         return configured
     return str(provider.resource.attributes.get(SERVICE_NAME, "unknown_service"))
 
 
-def flush_processors(timeout: Optional[float]) -> bool:
+def flush_processors(timeout: float | None) -> bool:
     """Flush every cassette processor; True if all finished within ``timeout`` seconds each."""
     with _lock:
         processors = list(_processors.values())

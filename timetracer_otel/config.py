@@ -8,11 +8,20 @@ or empty (as in the OpenTelemetry SDK).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["TraceConfig", "ReadLimits", "MODES", "COMPRESSIONS", "DEFAULT_MAX_BODY_BYTES", "DRAW_SOURCES", "process_mode"]
+__all__ = [
+    "TraceConfig",
+    "ReadLimits",
+    "MODES",
+    "COMPRESSIONS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DRAW_SOURCES",
+    "process_mode",
+]
 
 MODES = ("off", "record", "replay")
 COMPRESSIONS = ("none", "gzip")
@@ -44,7 +53,9 @@ def _parse_mode(value: Any) -> str:
 def _parse_compression(value: Any) -> str:
     compression = str(value).strip().lower()
     if compression not in COMPRESSIONS:
-        raise ValueError(f"invalid compression {value!r}; allowed values: {', '.join(COMPRESSIONS)}")
+        raise ValueError(
+            f"invalid compression {value!r}; allowed values: {', '.join(COMPRESSIONS)}"
+        )
     return compression
 
 
@@ -69,10 +80,14 @@ def _parse_bool(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"invalid boolean {value!r}; allowed values: true, false, 1, 0, yes, no, on, off")
+    raise ValueError(
+        f"invalid boolean {value!r}; allowed values: true, false, 1, 0, yes, no, on, off"
+    )
 
 
-def _parse_whole(noun: str, lowest: int, highest: Optional[int] = None, unit: str = "") -> Callable[[Any], int]:
+def _parse_whole(
+    noun: str, lowest: int, highest: int | None = None, unit: str = ""
+) -> Callable[[Any], int]:
     """A parser of whole numbers from ``lowest`` to ``highest`` (unbounded when None), named ``noun`` in its error."""
     allowed = "a whole number" + (f" of {unit}" if unit else "")
     allowed += f" from {lowest} to {highest}" if highest is not None else f" >= {lowest}"
@@ -101,7 +116,9 @@ def _parse_names(value: Any) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
     else:
-        raise ValueError(f"invalid list {value!r}; allowed values: a comma-separated string or a list of strings")
+        raise ValueError(
+            f"invalid list {value!r}; allowed values: a comma-separated string or a list of strings"
+        )
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
@@ -112,11 +129,13 @@ def _parse_draws(value: Any) -> tuple[str, ...]:
         return ()
     unknown = [name for name in names if name not in DRAW_SOURCES]
     if unknown:
-        raise ValueError(f"invalid draw source {unknown[0]!r}; allowed values: {', '.join(DRAW_SOURCES)}, or none")
+        raise ValueError(
+            f"invalid draw source {unknown[0]!r}; allowed values: {', '.join(DRAW_SOURCES)}, or none"
+        )
     return tuple(dict.fromkeys(names))
 
 
-def _parse_optional_str(value: Any) -> Optional[str]:
+def _parse_optional_str(value: Any) -> str | None:
     if value is None:
         return None
     text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
@@ -127,15 +146,19 @@ def _parse_str(value: Any) -> str:
     return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
 
-def _parse_endpoint(value: Any) -> Optional[str]:
+def _parse_endpoint(value: Any) -> str | None:
     """An OTLP/HTTP traces URL; a collector address with no path gets the standard ``/v1/traces``."""
     text = _parse_optional_str(value)
     if text is None:
         return None
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"invalid OTLP endpoint {value!r}; allowed values: an http:// or https:// URL")
-    return urlunsplit(parts._replace(path="/v1/traces")) if parts.path in ("", "/") else parts.geturl()
+        raise ValueError(
+            f"invalid OTLP endpoint {value!r}; allowed values: an http:// or https:// URL"
+        )
+    return (
+        urlunsplit(parts._replace(path="/v1/traces")) if parts.path in ("", "/") else parts.geturl()
+    )
 
 
 def _traces_url(base: str) -> str:
@@ -146,7 +169,7 @@ def _traces_url(base: str) -> str:
 _MIN_KEY_CHARS = 16
 
 
-def _parse_secret(value: Any) -> Optional[str]:
+def _parse_secret(value: Any) -> str | None:
     """A secret key: at least 16 characters. The message never quotes the value."""
     text = _parse_optional_str(value)
     if text is not None and len(text) < _MIN_KEY_CHARS:
@@ -157,7 +180,7 @@ def _parse_secret(value: Any) -> Optional[str]:
     return text
 
 
-def _parse_callable(value: Any) -> Optional[Callable[[dict], Optional[dict]]]:
+def _parse_callable(value: Any) -> Callable[[dict], dict | None] | None:
     if value is not None and not callable(value):
         raise ValueError(f"invalid redact_hook {value!r}; allowed values: a callable or None")
     return value
@@ -167,7 +190,7 @@ def _parse_callable(value: Any) -> Optional[Callable[[dict], Optional[dict]]]:
 _ENV_ADAPTERS: dict[str, Callable[[str], str]] = {"OTEL_EXPORTER_OTLP_ENDPOINT": _traces_url}
 
 # field name -> (environment variable(s), the first set one wins, or None; parser; default)
-_SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], Any]] = {
+_SPEC: dict[str, tuple[None | str | tuple[str, ...], Callable[[Any], Any], Any]] = {
     "mode": ("TIMETRACER_MODE", _parse_mode, "off"),
     "cassette_dir": ("TIMETRACER_DIR", _parse_str, "./cassettes"),
     "cassette_path": ("TIMETRACER_CASSETTE", _parse_optional_str, None),
@@ -185,17 +208,29 @@ _SPEC: dict[str, tuple[Union[None, str, tuple[str, ...]], Callable[[Any], Any], 
     "replay_ignore_fields": ("TIMETRACER_REPLAY_IGNORE_FIELDS", _parse_names, ()),
     "draws": ("TIMETRACER_DRAWS", _parse_draws, DRAW_SOURCES),
     # The standard OpenTelemetry variables, so one setting serves timetracer and any other OTel code.
-    "otlp_endpoint": (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), _parse_endpoint, None),
+    "otlp_endpoint": (
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        _parse_endpoint,
+        None,
+    ),
     "export_payloads": ("TIMETRACER_EXPORT_PAYLOADS", _parse_bool, False),
     "compression": ("TIMETRACER_COMPRESSION", _parse_compression, "none"),
     "fsync": ("TIMETRACER_FSYNC", _parse_bool, False),
     "secret_key": ("TIMETRACER_SECRET_KEY", _parse_secret, None),
     "key_file": ("TIMETRACER_KEY_FILE", _parse_optional_str, None),
     # Bounds on reading one cassette (every reader: replay, the CLI, the dashboard, import).
-    "read_max_bytes": ("TIMETRACER_READ_MAX_BYTES", _parse_whole("size", 1, unit="bytes"), 64 * 1024 * 1024),
+    "read_max_bytes": (
+        "TIMETRACER_READ_MAX_BYTES",
+        _parse_whole("size", 1, unit="bytes"),
+        64 * 1024 * 1024,
+    ),
     "read_max_depth": ("TIMETRACER_READ_MAX_DEPTH", _parse_whole("depth", 1, _MOST_DEPTH), 256),
     "read_max_digits": ("TIMETRACER_READ_MAX_DIGITS", _parse_whole("number of digits", 20), 4300),
-    "show_max_body_bytes": ("TIMETRACER_SHOW_MAX_BODY_BYTES", _parse_whole("size", 1, unit="bytes"), 256 * 1024),
+    "show_max_body_bytes": (
+        "TIMETRACER_SHOW_MAX_BODY_BYTES",
+        _parse_whole("size", 1, unit="bytes"),
+        256 * 1024,
+    ),
 }
 
 
@@ -208,7 +243,9 @@ def process_mode() -> str:
     return os.environ.get("TIMETRACER_MODE", "").strip().lower()
 
 
-def _from_environ(names: Union[None, str, tuple[str, ...]], environ: Mapping[str, str]) -> Optional[tuple[str, str]]:
+def _from_environ(
+    names: None | str | tuple[str, ...], environ: Mapping[str, str]
+) -> tuple[str, str] | None:
     """(variable, value) of the first of ``names`` that is set and not empty (empty = unset, as in OTel)."""
     for name in (names,) if isinstance(names, str) else names or ():
         value = environ.get(name, "")
@@ -251,10 +288,12 @@ class ReadLimits:
     show_body_bytes: int
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ReadLimits":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReadLimits:
         """The limits set by ``TIMETRACER_READ_MAX_*`` and ``TIMETRACER_SHOW_MAX_BODY_BYTES`` (default ``os.environ``)."""
         names = ("read_max_bytes", "read_max_depth", "read_max_digits", "show_max_body_bytes")
-        return cls(*(_setting(name, _UNSET, os.environ if environ is None else environ) for name in names))
+        return cls(
+            *(_setting(name, _UNSET, os.environ if environ is None else environ) for name in names)
+        )
 
 
 @dataclass(frozen=True)
@@ -287,7 +326,7 @@ class TraceConfig:
 
     mode: str = _UNSET
     cassette_dir: str = _UNSET
-    cassette_path: Optional[str] = _UNSET
+    cassette_path: str | None = _UNSET
     sample_rate: float = _UNSET
     errors_only: bool = _UNSET
     exclude_paths: Sequence[str] = _UNSET
@@ -296,17 +335,17 @@ class TraceConfig:
     redact_headers: Sequence[str] = _UNSET
     redact_fields: Sequence[str] = _UNSET
     redact_exempt: Sequence[str] = _UNSET
-    redact_hook: Optional[Callable[[dict], Optional[dict]]] = field(default=_UNSET, compare=False)
-    service_name: Optional[str] = _UNSET
+    redact_hook: Callable[[dict], dict | None] | None = field(default=_UNSET, compare=False)
+    service_name: str | None = _UNSET
     live_plugins: Sequence[str] = _UNSET
     replay_ignore_fields: Sequence[str] = _UNSET
     draws: Sequence[str] = _UNSET
-    otlp_endpoint: Optional[str] = _UNSET
+    otlp_endpoint: str | None = _UNSET
     export_payloads: bool = _UNSET
     compression: str = _UNSET
     fsync: bool = _UNSET
-    secret_key: Optional[str] = field(default=_UNSET, repr=False)
-    key_file: Optional[str] = _UNSET
+    secret_key: str | None = field(default=_UNSET, repr=False)
+    key_file: str | None = _UNSET
     read_max_bytes: int = _UNSET
     read_max_depth: int = _UNSET
     read_max_digits: int = _UNSET
@@ -320,12 +359,14 @@ class TraceConfig:
             object.__setattr__(self, f.name, _setting(f.name, getattr(self, f.name), environ))
 
     @property
-    def read_limits(self) -> "ReadLimits":
+    def read_limits(self) -> ReadLimits:
         """The bounds on reading and showing cassettes this config sets."""
-        return ReadLimits(self.read_max_bytes, self.read_max_depth, self.read_max_digits, self.show_max_body_bytes)
+        return ReadLimits(
+            self.read_max_bytes, self.read_max_depth, self.read_max_digits, self.show_max_body_bytes
+        )
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "TraceConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TraceConfig:
         """Build a config from ``environ`` (default ``os.environ``), then ``overrides``."""
         config = object.__new__(cls)
         for f in fields(cls):

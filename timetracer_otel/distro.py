@@ -22,8 +22,9 @@ import importlib
 import importlib.util
 import os
 import threading
+from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import (
@@ -54,7 +55,7 @@ def _stop(exc: Exception) -> NoReturn:
     raise SystemExit(text if text.startswith("timetracer:") else f"timetracer: {text}") from exc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config() -> TraceConfig:
     """The environment's config. OTLP export is ``OTEL_TRACES_EXPORTER``'s business here, not the middleware's."""
     try:
@@ -96,7 +97,10 @@ def _prepare(config: TraceConfig) -> None:
 
 
 def _disabled() -> set[str]:
-    return {name.strip() for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")}
+    return {
+        name.strip()
+        for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")
+    }
 
 
 def _install_capture(config: TraceConfig) -> None:
@@ -194,11 +198,17 @@ class TimeTracerConfigurator(_OTelSDKConfigurator):
 
     def _configure(self, **kwargs: Any) -> None:
         config = _config()
-        options: dict[str, Any] = {"export_span_processor": functools.partial(_export_processor, config)}
+        options: dict[str, Any] = {
+            "export_span_processor": functools.partial(_export_processor, config)
+        }
         if config.service_name:
             options["resource_attributes"] = {SERVICE_NAME: config.service_name}
         try:
             super()._configure(**options, **kwargs)
-        except RuntimeError as exc:  # e.g. OTEL_TRACES_EXPORTER names an exporter that is not installed
-            logger.error("timetracer: OpenTelemetry SDK setup failed (%s); recording goes on without it", exc)
+        except (
+            RuntimeError
+        ) as exc:  # e.g. OTEL_TRACES_EXPORTER names an exporter that is not installed
+            logger.error(
+                "timetracer: OpenTelemetry SDK setup failed (%s); recording goes on without it", exc
+            )
         setup()

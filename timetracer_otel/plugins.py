@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 __all__ = [
     "PLUGINS",
@@ -45,7 +46,9 @@ class _Plugin:
 
 PLUGINS: dict[str, _Plugin] = {
     "httpx": _Plugin(
-        "timetracer_otel.capture.httpx", "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor", "httpx"
+        "timetracer_otel.capture.httpx",
+        "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor",
+        "httpx",
     ),
     "requests": _Plugin(
         "timetracer_otel.capture.requests",
@@ -64,14 +67,20 @@ PLUGINS: dict[str, _Plugin] = {
         skip_dep_check=True,
     ),
     "redis": _Plugin(
-        "timetracer_otel.capture.redis", "opentelemetry.instrumentation.redis:RedisInstrumentor", "redis"
+        "timetracer_otel.capture.redis",
+        "opentelemetry.instrumentation.redis:RedisInstrumentor",
+        "redis",
     ),
     "pymongo": _Plugin(
-        "timetracer_otel.capture.pymongo", "opentelemetry.instrumentation.pymongo:PymongoInstrumentor", "pymongo"
+        "timetracer_otel.capture.pymongo",
+        "opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
+        "pymongo",
     ),
     # Motor drives pymongo underneath: the same command monitoring sees its calls.
     "motor": _Plugin(
-        "timetracer_otel.capture.pymongo", "opentelemetry.instrumentation.pymongo:PymongoInstrumentor", "motor"
+        "timetracer_otel.capture.pymongo",
+        "opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
+        "motor",
     ),
 }
 
@@ -132,7 +141,9 @@ def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
 
     enable_plugin.__name__, enable_plugin.__qualname__ = f"enable_{name}", f"enable_{name}"
     disable_plugin.__name__, disable_plugin.__qualname__ = f"disable_{name}", f"disable_{name}"
-    enable_plugin.__doc__ = f"Record {name} calls: OpenTelemetry {name} instrumentation plus payload capture."
+    enable_plugin.__doc__ = (
+        f"Record {name} calls: OpenTelemetry {name} instrumentation plus payload capture."
+    )
     disable_plugin.__doc__ = f"Stop recording {name} calls."
     return enable_plugin, disable_plugin
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ._sql_columns import Ref, columns_of
 from .secret_names import SecretNames
@@ -31,10 +32,12 @@ Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
 _TYPE = "$type"
 _HASH_WRITES = frozenset({"HSET", "HMSET", "HSETNX"})
 _PASSWORD_COMMANDS = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG", "SENTINEL", "ACL"})
-_SECRET_SETTINGS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"})
+_SECRET_SETTINGS = frozenset(
+    {"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"}
+)
 
 
-def _text(value: Any) -> Optional[str]:
+def _text(value: Any) -> str | None:
     """A name given as a typed value: a string, or bytes (encoded) as UTF-8; else None."""
     if isinstance(value, str):
         return value
@@ -46,7 +49,7 @@ def _text(value: Any) -> Optional[str]:
     return None
 
 
-def _items(value: Any) -> Optional[list[Any]]:
+def _items(value: Any) -> list[Any] | None:
     """The items of a list or an encoded tuple (which can be changed in place), else None."""
     if isinstance(value, list):
         return value
@@ -81,12 +84,16 @@ def _statement(statement: str, literals: list[tuple[int, int]], hide: Hide) -> s
     return statement
 
 
-def _sql(request: dict[str, Any], response: Optional[dict[str, Any]], names: SecretNames, hide: Hide) -> None:
+def _sql(
+    request: dict[str, Any], response: dict[str, Any] | None, names: SecretNames, hide: Hide
+) -> None:
     statement = request.get("statement")
     if isinstance(statement, str):
         columns = columns_of(statement)
         secret = {ref for ref, met in columns.parameters.items() if any(map(names.field, met))}
-        literals = [(start, end) for start, end, met in columns.literals if any(map(names.field, met))]
+        literals = [
+            (start, end) for start, end, met in columns.literals if any(map(names.field, met))
+        ]
         if literals:
             request["statement"] = _statement(statement, literals, hide)
     else:
@@ -100,7 +107,11 @@ def _sql(request: dict[str, Any], response: Optional[dict[str, Any]], names: Sec
     description = (response or {}).get("description")
     if not isinstance(description, list):
         return
-    secret_columns = [i for i, column in enumerate(description) if isinstance(column, list) and column and names.field(str(column[0]))]
+    secret_columns = [
+        i
+        for i, column in enumerate(description)
+        if isinstance(column, list) and column and names.field(str(column[0]))
+    ]
     for row in (response or {}).get("rows") or () if secret_columns else ():
         _hide_at(_items(row) or [], secret_columns, hide)
 
@@ -110,7 +121,9 @@ def _command(entry: dict[str, Any]) -> str:
     return " ".join((_text(entry.get("command")) or "").split()).upper()
 
 
-def _option_secrets(words: list[str], start: int, options: dict[str, tuple[int, int]], stop: str = "") -> list[int]:
+def _option_secrets(
+    words: list[str], start: int, options: dict[str, tuple[int, int]], stop: str = ""
+) -> list[int]:
     """Positions of secrets among options from ``start`` on, up to the word ``stop``.
 
     ``options`` maps an option word to (position of its secret after it, or 0 for none;
@@ -132,7 +145,9 @@ def _password_positions(words: list[str]) -> list[int]:
         return [len(words) - 1] if len(words) > 1 else []
     if name == "HELLO":  # HELLO protover [AUTH username password] [SETNAME name]
         return _option_secrets(words, 2, {"AUTH": (2, 2), "SETNAME": (0, 1)})
-    if name == "MIGRATE":  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
+    if (
+        name == "MIGRATE"
+    ):  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
         return _option_secrets(words, 6, {"AUTH": (1, 1), "AUTH2": (2, 2)}, stop="KEYS")
     if (name, sub) == ("CONFIG", "SET"):  # CONFIG SET name value [name value ...]
         return [i + 1 for i in range(2, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
@@ -150,7 +165,11 @@ def _passwords(name: str, args: list[Any], hide: Hide) -> None:
     if not head or head[0] not in _PASSWORD_COMMANDS:
         return
     words = head + [(_text(arg) or "").upper() for arg in args]
-    _hide_at(args, [position - len(head) for position in _password_positions(words) if position >= len(head)], hide)
+    _hide_at(
+        args,
+        [position - len(head) for position in _password_positions(words) if position >= len(head)],
+        hide,
+    )
 
 
 def _secret_settings(reply: Any, hide: Hide) -> None:
@@ -173,11 +192,22 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: Hi
         return reply
     _passwords(name, args, hide)
     if name in _HASH_WRITES:
-        _hide_at(args, [i + 1 for i in range(1, len(args) - 1, 2) if names.field(_text(args[i]) or "")], hide)
-    elif name == "HGET" and len(args) == 2 and names.field(_text(args[1]) or "") and reply is not None:
+        _hide_at(
+            args,
+            [i + 1 for i in range(1, len(args) - 1, 2) if names.field(_text(args[i]) or "")],
+            hide,
+        )
+    elif (
+        name == "HGET"
+        and len(args) == 2
+        and names.field(_text(args[1]) or "")
+        and reply is not None
+    ):
         return hide(reply)
     elif name == "HMGET" and isinstance(reply, list):
-        _hide_at(reply, [i - 1 for i in range(1, len(args)) if names.field(_text(args[i]) or "")], hide)
+        _hide_at(
+            reply, [i - 1 for i in range(1, len(args)) if names.field(_text(args[i]) or "")], hide
+        )
     elif name == "HGETALL":
         _mongo(reply, names, hide)  # a hash reply is a field -> value mapping, like a document
     elif name == "CONFIG GET":
@@ -185,12 +215,16 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: Hi
     return reply
 
 
-def _redis(request: dict[str, Any], response: Optional[dict[str, Any]], names: SecretNames, hide: Hide) -> None:
+def _redis(
+    request: dict[str, Any], response: dict[str, Any] | None, names: SecretNames, hide: Hide
+) -> None:
     response = response if isinstance(response, dict) else {}
     if "pipeline" in request:
         replies = response.get("replies") or []
         for index, entry in enumerate(request["pipeline"]):
-            reply = _redis_entry(entry, replies[index] if index < len(replies) else None, names, hide)
+            reply = _redis_entry(
+                entry, replies[index] if index < len(replies) else None, names, hide
+            )
             if index < len(replies):
                 replies[index] = reply
     elif "reply" in response:
@@ -223,7 +257,9 @@ def _mongo(value: Any, names: SecretNames, hide: Hide) -> None:
                     pending.append(child)
 
 
-def _mongo_call(request: dict[str, Any], response: Optional[dict[str, Any]], names: SecretNames, hide: Hide) -> None:
+def _mongo_call(
+    request: dict[str, Any], response: dict[str, Any] | None, names: SecretNames, hide: Hide
+) -> None:
     _mongo(request.get("command"), names, hide)
     _mongo(response, names, hide)
 
@@ -238,7 +274,9 @@ def redact_call(call: dict[str, Any], names: SecretNames, hide: Hide) -> None:
         redact(call["request"], call.get("response"), names, hide)
 
 
-def redact_request(protocol: str, request: dict[str, Any], names: SecretNames, hide: Hide) -> dict[str, Any]:
+def redact_request(
+    protocol: str, request: dict[str, Any], names: SecretNames, hide: Hide
+) -> dict[str, Any]:
     """A live call's request in cassette form, hidden the way :func:`redact_call` hides a recorded one (in place)."""
     _BY_PROTOCOL[protocol](request, None, names, hide)
     return request

@@ -25,21 +25,35 @@ import inspect
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Generator, Iterator, Optional, Union
+from typing import Any
 
 import pytest
 
 from timetracer_otel._pytest.blocks import RECORD, REPLAY, BlockOutcome, CassetteBlock
-from timetracer_otel._pytest.naming import cassette_of_fixture, cassette_of_test, cassettes_of_module
+from timetracer_otel._pytest.naming import (
+    cassette_of_fixture,
+    cassette_of_test,
+    cassettes_of_module,
+)
 from timetracer_otel._pytest.network import NetworkGuard
 from timetracer_otel._pytest.report import RunReport
 
 __all__ = ["timetracer_replay", "timetracer_record"]
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
-_MODES = {"once": "once", "none": "none", "replay": "none", "all": "all", "record": "all", "rewrite": "rewrite", "off": "off"}
+_MODES = {
+    "once": "once",
+    "none": "none",
+    "replay": "none",
+    "all": "all",
+    "record": "all",
+    "rewrite": "rewrite",
+    "off": "off",
+}
 _MARKER = "timetracer"
 
 
@@ -52,14 +66,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="once: record missing cassettes, replay the rest (default; 'none' where CI is set); "
         "none/replay: replay only; all/record: re-record; rewrite: re-record and remove stale; off: run live",
     )
-    group.addoption("--timetracer-dir", default=None, help="directory of the cassettes (default: cassettes, from the rootdir)")
     group.addoption(
-        "--timetracer-prune", action="store_true", help="remove the stale cassettes the report names at the end of the run"
+        "--timetracer-dir",
+        default=None,
+        help="directory of the cassettes (default: cassettes, from the rootdir)",
     )
-    parser.addini("timetracer_autouse", "give every test a cassette of its own", type="bool", default=False)
+    group.addoption(
+        "--timetracer-prune",
+        action="store_true",
+        help="remove the stale cassettes the report names at the end of the run",
+    )
+    parser.addini(
+        "timetracer_autouse", "give every test a cassette of its own", type="bool", default=False
+    )
     parser.addini("timetracer_mode", "default --timetracer-mode", default="")
     parser.addini("timetracer_dir", "default --timetracer-dir", default="cassettes")
-    parser.addini("timetracer_allowed_hosts", "hosts a replaying test may still connect to", type="args", default=[])
+    parser.addini(
+        "timetracer_allowed_hosts",
+        "hosts a replaying test may still connect to",
+        type="args",
+        default=[],
+    )
 
 
 class _Run:
@@ -67,10 +94,16 @@ class _Run:
 
     def __init__(self, config: pytest.Config) -> None:
         chosen = config.getoption("--timetracer-mode") or config.getini("timetracer_mode")
-        default = "none" if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no") else "once"
+        default = (
+            "none"
+            if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+            else "once"
+        )
         self.mode = _MODES.get(str(chosen).strip().lower() or default)
         if self.mode is None:
-            raise pytest.UsageError(f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}")
+            raise pytest.UsageError(
+                f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}"
+            )
         directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
         self.rootpath = config.rootpath.resolve()
         self.directory = directory if directory.is_absolute() else config.rootpath / directory
@@ -79,10 +112,12 @@ class _Run:
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
         self.guard = NetworkGuard(config.getini("timetracer_allowed_hosts"))
         self.report = RunReport(self.mode, _shown(self.directory))
-        self.fixture_blocks: dict[Any, CassetteBlock] = {}  # by the fixturedef whose scope instance it records
+        self.fixture_blocks: dict[
+            Any, CassetteBlock
+        ] = {}  # by the fixturedef whose scope instance it records
         self.fixture_paths: Counter[Path] = Counter()
 
-    def action(self, path: Path) -> Optional[str]:
+    def action(self, path: Path) -> str | None:
         """RECORD or REPLAY for the cassette at ``path``; None when it is missing and this mode only replays."""
         if self.mode in ("all", "rewrite"):
             return RECORD
@@ -98,7 +133,7 @@ class _Run:
 
 
 _RUN = pytest.StashKey[_Run]()
-_TEST_BLOCK = pytest.StashKey[Optional[CassetteBlock]]()
+_TEST_BLOCK = pytest.StashKey[CassetteBlock | None]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _MISSING = pytest.StashKey[Path]()
 
@@ -111,7 +146,8 @@ def _shown(path: Path) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{_MARKER}(strict=False, live=()): give this test a cassette of its own (see timetracer's pytest docs)"
+        "markers",
+        f"{_MARKER}(strict=False, live=()): give this test a cassette of its own (see timetracer's pytest docs)",
     )
     config.stash[_RUN] = _Run(config)
     config.pluginmanager.register(_MissingCassettes(), "timetracer-missing-cassettes")
@@ -147,7 +183,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     run = config.stash[_RUN]
     partial = config.stash.get(_DESELECTED, set()) | {
-        (config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args if "::" in arg
+        (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        for arg in config.args
+        if "::" in arg
     }
     for item in session.items:
         if run.opted_in(item):
@@ -164,12 +202,16 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     if run.opted_in(item):
         path = cassette_of_test(run.directory, item.nodeid)
         action = run.action(path)
-        if action is None:  # failed inside every wrapper (_MissingCassettes), so theirs set up and tear down
+        if (
+            action is None
+        ):  # failed inside every wrapper (_MissingCassettes), so theirs set up and tear down
             run.report.missing(str(path))
             item.stash[_MISSING] = path
             return (yield)
         options = _marker_options(item)
-        block = CassetteBlock(path, item.nodeid, action, live=tuple(options.get("live", ())), guard=run.guard)
+        block = CassetteBlock(
+            path, item.nodeid, action, live=tuple(options.get("live", ())), guard=run.guard
+        )
         block.activate()
         item.stash[_TEST_BLOCK] = block
     return (yield)
@@ -194,7 +236,9 @@ def _fail_missing(where: str, path: Path, mode: str) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when in ("setup", "call") and report.failed:
         item.stash[_CALL_FAILED] = True
@@ -202,7 +246,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: Optional[pytest.Item]) -> Generator[None, None, None]:
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
     try:
         return (yield)
     finally:
@@ -214,7 +260,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: Optional[pytest.Item]) 
             run = item.config.stash[_RUN]
             run.report.add(outcome, is_test=True)
             if not item.stash.get(_CALL_FAILED, False):
-                _fail_unless_faithful(outcome, strict=bool(_marker_options(item).get("strict", False)))
+                _fail_unless_faithful(
+                    outcome, strict=bool(_marker_options(item).get("strict", False))
+                )
 
 
 def _fail_unless_faithful(outcome: BlockOutcome, strict: bool) -> None:
@@ -225,32 +273,50 @@ def _fail_unless_faithful(outcome: BlockOutcome, strict: bool) -> None:
         lines += [f"  unmatched: {line}" for line in outcome.unmatched]
         lines += [f"  recorded but unused: {label}" for label in outcome.unused]
     if lines:
-        pytest.fail("\n".join([f"timetracer replay of {_shown(Path(outcome.path))} failed:", *lines]), pytrace=False)
+        pytest.fail(
+            "\n".join([f"timetracer replay of {_shown(Path(outcome.path))} failed:", *lines]),
+            pytrace=False,
+        )
 
 
 # ----------------------------------------------------------------------------- fixtures of wider scopes
 @pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
     run = request.config.stash[_RUN]
     item = getattr(request, "_pyfuncitem", None)
-    if fixturedef.scope == "function" or item is None or not run.opted_in(item) or not _project_fixture(fixturedef, run):
+    if (
+        fixturedef.scope == "function"
+        or item is None
+        or not run.opted_in(item)
+        or not _project_fixture(fixturedef, run)
+    ):
         return (yield)
-    path = cassette_of_fixture(run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None))
+    path = cassette_of_fixture(
+        run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None)
+    )
     run.fixture_paths[path] += 1
-    if run.fixture_paths[path] > 1:  # the same scope instance again (a parametrised dependency changed)
+    if (
+        run.fixture_paths[path] > 1
+    ):  # the same scope instance again (a parametrised dependency changed)
         path = path.with_name(f"{path.stem}#{run.fixture_paths[path]}.json")
     # Replay-only and no cassette: the fixture made no call when it was recorded, and may make none now.
     action = run.action(path) or REPLAY
     # Seeded with the run's id: each pytest-xdist worker setting this fixture up draws the same values.
     seed = f"{run.uid}\0{path}"
-    block = CassetteBlock(path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed, guard=run.guard)
+    block = CassetteBlock(
+        path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed, guard=run.guard
+    )
     run.fixture_blocks[fixturedef] = block
     block.activate()
     try:
         result = yield
     finally:
         block.deactivate()
-    fixturedef.addfinalizer(block.activate)  # runs first at teardown: the fixture's own teardown comes next
+    fixturedef.addfinalizer(
+        block.activate
+    )  # runs first at teardown: the fixture's own teardown comes next
     return result
 
 
@@ -260,10 +326,14 @@ def _project_fixture(fixturedef: pytest.FixtureDef[Any], run: _Run) -> bool:
         path = Path(inspect.getfile(fixturedef.func)).resolve()
     except (TypeError, OSError):
         return False
-    return path.is_relative_to(run.rootpath) and not {"site-packages", "dist-packages"} & set(path.parts)
+    return path.is_relative_to(run.rootpath) and not {"site-packages", "dist-packages"} & set(
+        path.parts
+    )
 
 
-def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+def pytest_fixture_post_finalizer(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
     run = request.config.stash.get(_RUN, None)
     block = run.fixture_blocks.pop(fixturedef, None) if run is not None else None
     if block is None:
@@ -296,9 +366,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if stale and (config.getoption("--timetracer-prune") or run.mode == "rewrite"):
         for path in stale:
             Path(path).unlink(missing_ok=True)
-        terminalreporter.write_line(f"removed {len(stale)} stale cassettes (no test owns them any more)")
+        terminalreporter.write_line(
+            f"removed {len(stale)} stale cassettes (no test owns them any more)"
+        )
     elif stale:
-        terminalreporter.write_line(f"stale: {len(stale)} cassettes no test owns any more (remove them with --timetracer-prune):")
+        terminalreporter.write_line(
+            f"stale: {len(stale)} cassettes no test owns any more (remove them with --timetracer-prune):"
+        )
         for path in stale:
             terminalreporter.write_line(f"  {_shown(Path(path))}")
 
@@ -325,10 +399,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 # ----------------------------------------------------------------------------- explicit blocks
 @contextlib.contextmanager
-def _block(path: Path, label: str, action: str, run: _Run, strict: bool, live: tuple[str, ...]) -> Iterator[object]:
+def _block(
+    path: Path, label: str, action: str, run: _Run, strict: bool, live: tuple[str, ...]
+) -> Iterator[object]:
     block = CassetteBlock(path, label, action, live=live, guard=run.guard)
     block.activate()
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     try:
         yield block.state
     except BaseException as exc:
@@ -341,7 +417,9 @@ def _block(path: Path, label: str, action: str, run: _Run, strict: bool, live: t
     _fail_unless_faithful(outcome, strict)
 
 
-def _explicit(request: pytest.FixtureRequest, path: Path, strict: bool, live: tuple[str, ...]) -> ContextManager[object]:
+def _explicit(
+    request: pytest.FixtureRequest, path: Path, strict: bool, live: tuple[str, ...]
+) -> AbstractContextManager[object]:
     run = request.config.stash[_RUN]
     if run.mode == "off":
         return contextlib.nullcontext()
@@ -352,27 +430,33 @@ def _explicit(request: pytest.FixtureRequest, path: Path, strict: bool, live: tu
 
 
 @pytest.fixture
-def timetracer_replay(request: pytest.FixtureRequest) -> Callable[..., ContextManager[object]]:
+def timetracer_replay(
+    request: pytest.FixtureRequest,
+) -> Callable[..., AbstractContextManager[object]]:
     """``with timetracer_replay("cassettes/x.json", strict=False, live=()):`` replays the calls made in the block.
 
     A missing cassette is recorded (``--timetracer-mode=once``); ``all`` re-records it.
     """
 
-    def use(cassette: PathLike, *, strict: bool = False, live: tuple[str, ...] = ()) -> ContextManager[object]:
+    def use(
+        cassette: PathLike, *, strict: bool = False, live: tuple[str, ...] = ()
+    ) -> AbstractContextManager[object]:
         return _explicit(request, Path(cassette), strict, tuple(live))
 
     return use
 
 
 @pytest.fixture
-def timetracer_record(request: pytest.FixtureRequest) -> Callable[..., ContextManager[object]]:
+def timetracer_record(
+    request: pytest.FixtureRequest,
+) -> Callable[..., AbstractContextManager[object]]:
     """``with timetracer_record("name"):`` records, then replays, the calls made in the block as ``<dir>/name.json``.
 
     A name ending in ``.json.gz`` is recorded gzip-compressed.
     """
     directory = request.config.stash[_RUN].directory
 
-    def use(name: str, *, strict: bool = False) -> ContextManager[object]:
+    def use(name: str, *, strict: bool = False) -> AbstractContextManager[object]:
         cassette = directory / (name if name.endswith((".json", ".json.gz")) else f"{name}.json")
         return _explicit(request, cassette, strict, ())
 

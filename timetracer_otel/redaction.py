@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value, load_json
@@ -89,11 +90,11 @@ class Redactor:
     """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document,
     or with the value sealed (see :mod:`timetracer_otel.sealing`) where replay needs it back."""
 
-    def __init__(self, names: Optional[SecretNames] = None, sealer: Optional["Sealer"] = None) -> None:
+    def __init__(self, names: SecretNames | None = None, sealer: Sealer | None = None) -> None:
         self.names = names or SecretNames()
         self._sealer = sealer
 
-    def sealing(self, sealer: "Sealer") -> "Redactor":
+    def sealing(self, sealer: Sealer) -> Redactor:
         """The same redaction, sealing the values replay needs instead of dropping them."""
         return Redactor(self.names, sealer=sealer)
 
@@ -107,7 +108,7 @@ class Redactor:
     def is_secret_field(self, name: str) -> bool:
         return self.names.field(name)
 
-    def headers(self, pairs: Optional[list]) -> Optional[list]:
+    def headers(self, pairs: list | None) -> list | None:
         if not pairs:
             return pairs
         return [[k, self._hidden(v)] if self.names.header(k) else [k, v] for k, v in pairs]
@@ -153,7 +154,9 @@ class Redactor:
         if query == parts.query and not parts.password:
             return url
         if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", f":{self._hidden(parts.password)}@", 1)
+            netloc = parts.netloc.replace(
+                f":{parts.password}@", f":{self._hidden(parts.password)}@", 1
+            )
             parts = parts._replace(netloc=netloc)
         return urlunsplit(parts._replace(query=query))
 
@@ -188,14 +191,23 @@ class Redactor:
     def _named_in_text(self, text: str) -> list[tuple[int, int]]:
         """(start, end) of each value a message quotes under a secret name: ``name=value`` (a URL
         quoted by an error), PostgreSQL's ``Key (column)=(value)``; in order, none overlapping."""
-        spans = [match.span(2) for match in _TEXT_PAIR.finditer(text) if self.is_secret_field(match.group(1))]
+        spans = [
+            match.span(2)
+            for match in _TEXT_PAIR.finditer(text)
+            if self.is_secret_field(match.group(1))
+        ]
         for match in _KEY_DETAIL.finditer(text) if "Key (" in text else ():
             columns = [column.strip().strip('"') for column in match.group(1).split(",")]
             values = match.group(2).split(", ")
-            if len(values) != len(columns):  # a value holding ", ": the whole tuple goes if a column is secret
-                columns, values = [c for c in columns if self.is_secret_field(c)][:1], [match.group(2)]
+            if len(values) != len(
+                columns
+            ):  # a value holding ", ": the whole tuple goes if a column is secret
+                columns, values = (
+                    [c for c in columns if self.is_secret_field(c)][:1],
+                    [match.group(2)],
+                )
             start = match.start(2)
-            for column, value in zip(columns, values):
+            for column, value in zip(columns, values, strict=False):
                 if self.is_secret_field(column):
                     spans.append((start, start + len(value)))
                 start += len(value) + 2
@@ -232,14 +244,16 @@ class Redactor:
             parts[index] = head + self._hidden(content[: len(content) - len(ending)]) + ending
         return delimiter.join(parts)
 
-    def binary_multipart(self, data: bytes, boundary: str) -> Optional[list[dict[str, str]]]:
+    def binary_multipart(self, data: bytes, boundary: str) -> list[dict[str, str]] | None:
         """A binary multipart body as segments with the content of secret parts hidden; None when it has none.
 
         A sealed value must stay visible in the document to be opened, so it cannot sit inside
         base64: the other bytes stay base64, around the hidden contents.
         """
         delimiter = f"--{boundary}"
-        parts = data.decode("latin-1").split(delimiter)  # one character per byte: the bytes come back exactly
+        parts = data.decode("latin-1").split(
+            delimiter
+        )  # one character per byte: the bytes come back exactly
         secret = {index: (head, content) for index, _, head, content in self._secret_parts(parts)}
         if not secret:
             return None
@@ -252,7 +266,10 @@ class Redactor:
                 continue
             head, content = secret[index]
             ending = "\r\n" if content.endswith("\r\n") else ""
-            segments += [_latin1_segment("".join(kept) + head), self._hidden_segment(content[: len(content) - len(ending)])]
+            segments += [
+                _latin1_segment("".join(kept) + head),
+                self._hidden_segment(content[: len(content) - len(ending)]),
+            ]
             kept = [ending]
         return [*segments, _latin1_segment("".join(kept))]
 
@@ -265,18 +282,20 @@ class Redactor:
             return {"base64": self._hidden(base64.b64encode(raw).decode("ascii"))}
 
     @staticmethod
-    def _text_kind(text: str, headers: Optional[list]) -> tuple[str, Optional[str]]:
+    def _text_kind(text: str, headers: list | None) -> tuple[str, str | None]:
         """How a text body is redacted: ("form" | "multipart" | "json" | "plain", the multipart boundary)."""
         raw_type = header_value(headers or [], "content-type") or ""
         content_type = raw_type.lower()
         if "application/x-www-form-urlencoded" in content_type:
             return "form", None
-        boundary = _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None  # case kept
+        boundary = (
+            _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None
+        )  # case kept
         if boundary is not None:
             return "multipart", boundary.group(1)
         return ("json" if text.lstrip()[:1] in ("{", "[") else "plain"), None
 
-    def body(self, body: Optional[dict], headers: Optional[list]) -> None:
+    def body(self, body: dict | None, headers: list | None) -> None:
         """Redact an encoded cassette body in place."""
         if not body:
             return
@@ -286,7 +305,11 @@ class Redactor:
             return
         if encoding == "base64":
             kind, boundary = self._text_kind("", headers)
-            segments = self.binary_multipart(base64.b64decode(body["base64"]), boundary or "") if kind == "multipart" else None
+            segments = (
+                self.binary_multipart(base64.b64decode(body["base64"]), boundary or "")
+                if kind == "multipart"
+                else None
+            )
             if segments is not None:
                 del body["base64"]
                 body.update(encoding="segments", segments=segments)
@@ -315,15 +338,26 @@ class Redactor:
         pending: list[tuple[str, Any]] = [("$", value)]
         while pending:
             path, item = pending.pop()
-            members = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+            members = (
+                item.items()
+                if isinstance(item, dict)
+                else enumerate(item)
+                if isinstance(item, list)
+                else ()
+            )
             for name, child in members:
                 where = f"{path}.{name}" if isinstance(item, dict) else f"{path}[{name}]"
                 if isinstance(name, str) and self.is_secret_field(name):
-                    yield where, child if isinstance(child, str) else json.dumps(child, sort_keys=True, ensure_ascii=False)
+                    yield (
+                        where,
+                        child
+                        if isinstance(child, str)
+                        else json.dumps(child, sort_keys=True, ensure_ascii=False),
+                    )
                 else:
                     pending.append((where, child))
 
-    def _body_secrets(self, body: Optional[dict], headers: Optional[list]) -> Iterator[tuple[str, str]]:
+    def _body_secrets(self, body: dict | None, headers: list | None) -> Iterator[tuple[str, str]]:
         if not body:
             return
         if body.get("encoding") == "json":
@@ -340,16 +374,25 @@ class Redactor:
         text = body["text"]
         kind, boundary = self._text_kind(text, headers)
         if kind == "form":
-            yield from ((name, value) for name, value in parse_qsl(text, keep_blank_values=True) if self.is_secret_field(name))
+            yield from (
+                (name, value)
+                for name, value in parse_qsl(text, keep_blank_values=True)
+                if self.is_secret_field(name)
+            )
         elif kind == "multipart":
-            yield from ((name, content) for _, name, _, content in self._secret_parts(text.split(f"--{boundary}")))
+            yield from (
+                (name, content)
+                for _, name, _, content in self._secret_parts(text.split(f"--{boundary}"))
+            )
         elif kind == "json":
             try:
                 yield from self._json_secrets(load_json(text))
             except ValueError:
-                yield from ((key, text[start:end]) for key, start, end in self._partial_secrets(text))
+                yield from (
+                    (key, text[start:end]) for key, start, end in self._partial_secrets(text)
+                )
 
-    def secrets(self, message: Optional[dict]) -> list[tuple[str, str]]:
+    def secrets(self, message: dict | None) -> list[tuple[str, str]]:
         """(where, value) of each value :meth:`message` would replace in an inbound request, sorted.
 
         Taken before redaction, to fingerprint what redaction removes: the same names and
@@ -359,11 +402,18 @@ class Redactor:
             return []
         headers = message.get("headers")
         found = [(f"header {k.lower()}", v) for k, v in headers or () if self.names.header(k)]
-        found += [(f"query {k}", v) for k, v in parse_qsl(message.get("query") or "", keep_blank_values=True) if self.is_secret_field(k)]
-        found += [(f"body {where}", value) for where, value in self._body_secrets(message.get("body"), headers)]
+        found += [
+            (f"query {k}", v)
+            for k, v in parse_qsl(message.get("query") or "", keep_blank_values=True)
+            if self.is_secret_field(k)
+        ]
+        found += [
+            (f"body {where}", value)
+            for where, value in self._body_secrets(message.get("body"), headers)
+        ]
         return sorted(found)
 
-    def message(self, message: Optional[dict]) -> None:
+    def message(self, message: dict | None) -> None:
         """Redact an HTTP request or response of the document in place."""
         if not message:
             return
@@ -384,7 +434,7 @@ class Redactor:
             elif ".header." in name and self.names.header(name.rsplit(".", 1)[-1]):
                 attributes[name] = [REDACTED] if isinstance(value, (list, tuple)) else REDACTED
 
-    def error(self, error: Optional[dict]) -> None:
+    def error(self, error: dict | None) -> None:
         if error and isinstance(error.get("message"), str):
             error["message"] = self.free_text(error["message"])
 
@@ -434,12 +484,16 @@ def _latin1_segment(text: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=64)
-def _cached_redactor(headers: tuple[str, ...], fields: tuple[str, ...], exempt: tuple[str, ...]) -> Redactor:
+def _cached_redactor(
+    headers: tuple[str, ...], fields: tuple[str, ...], exempt: tuple[str, ...]
+) -> Redactor:
     return Redactor(SecretNames(headers, fields, exempt))
 
 
-def redactor_for(config: "TraceConfig") -> Optional[Redactor]:
+def redactor_for(config: TraceConfig) -> Redactor | None:
     """The redactor a config asks for (one per distinct set of names), or None when redaction is off."""
     if not config.redact:
         return None
-    return _cached_redactor(tuple(config.redact_headers), tuple(config.redact_fields), tuple(config.redact_exempt))
+    return _cached_redactor(
+        tuple(config.redact_headers), tuple(config.redact_fields), tuple(config.redact_exempt)
+    )

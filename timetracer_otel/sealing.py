@@ -18,7 +18,8 @@ import hmac
 import json
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,12 +30,18 @@ __all__ = ["REDACTED", "SEALED_TOKEN", "Sealer", "SealError", "redacted", "unsea
 
 REDACTED = "[REDACTED]"  # what stands for a secret that is not sealed (no key), and what a sealed one reads as without it
 # A token, raw or percent-encoded (in a form body or query), with the JSON quotes around it if any.
-SEALED_TOKEN = re.compile(r'("?)(?:\[|%5B)SEALED(?::|%3A)([0-9a-f]{8})(?::|%3A)([A-Za-z0-9_-]+)(?:\]|%5D)("?)')
+SEALED_TOKEN = re.compile(
+    r'("?)(?:\[|%5B)SEALED(?::|%3A)([0-9a-f]{8})(?::|%3A)([A-Za-z0-9_-]+)(?:\]|%5D)("?)'
+)
 _AAD = b"timetracer sealed value v1"
 # What a token stands for, the first byte of its plaintext:
 TEXT = "s"  # a string, put back as it is
-JSON = "j"  # a JSON value (a number, an object, ...) that was a whole member: put back as that value
-RAW_JSON = "r"  # raw JSON text that stood where the token and its quotes stand (a body cut at the limit)
+JSON = (
+    "j"  # a JSON value (a number, an object, ...) that was a whole member: put back as that value
+)
+RAW_JSON = (
+    "r"  # raw JSON text that stood where the token and its quotes stand (a body cut at the limit)
+)
 
 
 class SealError(ValueError):
@@ -60,22 +67,32 @@ class Sealer:
     def seal(self, text: str, kind: str = TEXT) -> str:
         nonce = os.urandom(12)
         sealed = self._aead.encrypt(nonce, _pad((kind + text).encode("utf-8")), _AAD)
-        data = base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")  # no "=": nothing to escape in a query
+        data = (
+            base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
+        )  # no "=": nothing to escape in a query
         return f"[SEALED:{self.key_id}:{data}]"
 
     def seal_json(self, value: Any) -> str:
         """A whole JSON member's value: a string stays a string, anything else is put back as JSON."""
-        return self.seal(value) if isinstance(value, str) else self.seal(json.dumps(value, ensure_ascii=False), JSON)
+        return (
+            self.seal(value)
+            if isinstance(value, str)
+            else self.seal(json.dumps(value, ensure_ascii=False), JSON)
+        )
 
     def open(self, key_id: str, data: str) -> tuple[str, str]:
         """(kind, text) of a token's data; :class:`SealError` for another key or damaged data."""
         if key_id != self.key_id:
-            raise SealError(f"it is sealed with key {key_id}, and this process has key {self.key_id}")
+            raise SealError(
+                f"it is sealed with key {key_id}, and this process has key {self.key_id}"
+            )
         try:
             raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
             plain = _unpad(self._aead.decrypt(raw[:12], raw[12:], _AAD)).decode("utf-8")
         except (InvalidTag, ValueError, binascii.Error) as exc:
-            raise SealError(f"a value sealed with key {key_id} is damaged ({type(exc).__name__})") from None
+            raise SealError(
+                f"a value sealed with key {key_id} is damaged ({type(exc).__name__})"
+            ) from None
         return plain[:1], plain[1:]
 
 
@@ -108,7 +125,14 @@ def redacted(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` with every sealed value read as ``[REDACTED]`` (what a process without the key sees)."""
 
     def hide(text: str) -> str:
-        return SEALED_TOKEN.sub(lambda m: m.group(1) + ("%5BREDACTED%5D" if m.group(0).lstrip('"').startswith("%") else REDACTED) + m.group(4), text)
+        return SEALED_TOKEN.sub(
+            lambda m: (
+                m.group(1)
+                + ("%5BREDACTED%5D" if m.group(0).lstrip('"').startswith("%") else REDACTED)
+                + m.group(4)
+            ),
+            text,
+        )
 
     return _strings(document, hide)
 
@@ -131,4 +155,3 @@ def _opened(match: re.Match, sealer: Sealer) -> str:
     if kind == RAW_JSON and match.group(1) and match.group(4):
         return plain  # the quotes stood for the raw text's own delimiters
     return match.group(1) + plain + match.group(4)
-

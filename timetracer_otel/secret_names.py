@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable, Pattern
+from re import Pattern
 
 __all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS"]
 
-DEFAULT_FIELDS = ("*password*", "*passwd*", "*secret*", "*token*", "*api_key*", "*apikey*", "*private_key*", "authorization")
+DEFAULT_FIELDS = (
+    "*password*",
+    "*passwd*",
+    "*secret*",
+    "*token*",
+    "*api_key*",
+    "*apikey*",
+    "*private_key*",
+    "authorization",
+)
 DEFAULT_HEADERS = (*DEFAULT_FIELDS, "cookie", "set-cookie", "proxy-authorization", "x-*-token")
 
 
@@ -37,19 +47,23 @@ def _compiled(patterns: Iterable[str]) -> Pattern[str]:
 class SecretNames:
     """Decides whether a field or header name holds a secret."""
 
-    def __init__(self, headers: Iterable[str] = (), fields: Iterable[str] = (), exempt: Iterable[str] = ()) -> None:
+    def __init__(
+        self, headers: Iterable[str] = (), fields: Iterable[str] = (), exempt: Iterable[str] = ()
+    ) -> None:
         self._headers = _compiled((*DEFAULT_HEADERS, *headers))
         self._fields = _compiled((*DEFAULT_FIELDS, *fields))
         self._exempt = _compiled(exempt)
+        # Per instance: names repeat across every call, and a method cache would keep the
+        # instance alive for the life of the process.
+        self.field = lru_cache(maxsize=4096)(self._field)
+        self.header = lru_cache(maxsize=1024)(self._header)
 
-    @lru_cache(maxsize=4096)
-    def field(self, name: str) -> bool:
+    def _field(self, name: str) -> bool:
         """Whether a field (JSON, form, query, multipart, SQL, Redis hash, Mongo) named ``name`` is secret."""
         key = normal(name)
         return self._fields.match(key) is not None and self._exempt.match(key) is None
 
-    @lru_cache(maxsize=1024)
-    def header(self, name: str) -> bool:
+    def _header(self, name: str) -> bool:
         """Whether a header (or a span attribute naming one) called ``name`` is secret."""
         key = normal(name)
         return self._headers.match(key) is not None and self._exempt.match(key) is None

@@ -16,7 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .protocol_redaction import secret_texts
@@ -51,7 +52,7 @@ def _header_values(name: str, value: str) -> list[str]:
     return [value]
 
 
-def message_values(redactor: "Redactor", message: Optional[dict]) -> set[str]:
+def message_values(redactor: Redactor, message: dict | None) -> set[str]:
     """The values redaction by name takes out of an HTTP message (a request, a response, a call's side)."""
     if not message:
         return set()
@@ -88,15 +89,23 @@ def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
         if isinstance(description, str):
             yield description
         for event in span.get("events", ()):
-            yield from (v for k, v in (event.get("attributes") or {}).items() if k in _TEXT_ATTRIBUTES and isinstance(v, str))
+            yield from (
+                v
+                for k, v in (event.get("attributes") or {}).items()
+                if k in _TEXT_ATTRIBUTES and isinstance(v, str)
+            )
 
 
 def usable(values: Iterable[Any]) -> frozenset[str]:
     """The values worth searching for: strings long enough, not placeholders or sealed tokens."""
-    return frozenset(v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH and v != REDACTED and not is_sealed(v))
+    return frozenset(
+        v
+        for v in values
+        if isinstance(v, str) and len(v) >= MIN_LENGTH and v != REDACTED and not is_sealed(v)
+    )
 
 
-def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()) -> frozenset[str]:
+def collect(redactor: Redactor, doc: dict[str, Any], extra: Iterable[str] = ()) -> frozenset[str]:
     """The secret values of a cassette document, before redaction: ``extra`` (the live
     request's, in replay), what redaction by name takes out (of HTTP messages and of SQL, Redis and
     Mongo calls), secret draws, and tokens quoted in errors."""
@@ -110,7 +119,11 @@ def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()
         else:
             found |= secret_texts(call, redactor.names)
     for draw in doc.get("draws") or ():
-        if isinstance(draw, dict) and draw.get("source") == "secrets" and isinstance(draw.get("value"), str):
+        if (
+            isinstance(draw, dict)
+            and draw.get("source") == "secrets"
+            and isinstance(draw.get("value"), str)
+        ):
             found.add(draw["value"])
     for text in _free_texts(doc):
         found |= shaped_secrets(text) | redactor.text_secrets(text)
@@ -120,14 +133,22 @@ def collect(redactor: "Redactor", doc: dict[str, Any], extra: Iterable[str] = ()
 class ValueScrubber:
     """Hides known secret values wherever they appear in a value (a document, a call, attributes)."""
 
-    def __init__(self, values: Iterable[str], sealer: Optional["Sealer"] = None, shapes: bool = False) -> None:
+    def __init__(
+        self, values: Iterable[str], sealer: Sealer | None = None, shapes: bool = False
+    ) -> None:
         self.values = usable(values)
         self._sealer = sealer
-        self._shapes = shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
-        ordered = sorted(self.values, key=len, reverse=True)  # the longest first: a cookie header before its value
+        self._shapes = (
+            shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
+        )
+        ordered = sorted(
+            self.values, key=len, reverse=True
+        )  # the longest first: a cookie header before its value
         # Sealed tokens are matched first and kept: a secret is never searched inside one.
         secrets = "|".join(map(re.escape, ordered))
-        self._pattern = re.compile(f"(?P<token>{SEALED_TOKEN.pattern})" + (f"|(?P<secret>{secrets})" if secrets else ""))
+        self._pattern = re.compile(
+            f"(?P<token>{SEALED_TOKEN.pattern})" + (f"|(?P<secret>{secrets})" if secrets else "")
+        )
         self._bytes = [v.encode("utf-8") for v in ordered]
 
     def __bool__(self) -> bool:
@@ -149,7 +170,9 @@ class ValueScrubber:
             return self._whole(text)
         if not self.values:
             return text
-        return self._pattern.sub(lambda m: m.group(0) if m.group("token") else self._part(m.group(0)), text)
+        return self._pattern.sub(
+            lambda m: m.group(0) if m.group("token") else self._part(m.group(0)), text
+        )
 
     def _holds_secret(self, data: bytes) -> bool:
         return any(secret in data for secret in self._bytes)
@@ -170,7 +193,9 @@ class ValueScrubber:
             return value
         holder: list[Any] = [value]
         pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
-        tuples: list[tuple[Any, Any]] = []  # made tuples again once their items are done, the deepest first
+        tuples: list[
+            tuple[Any, Any]
+        ] = []  # made tuples again once their items are done, the deepest first
         while pending:
             parent, key, item = pending.pop()
             if isinstance(item, str):
@@ -183,7 +208,9 @@ class ValueScrubber:
                     parent[key] = typed
                     continue
                 parent[key] = copy = dict(item)
-                pending.extend((copy, name, child) for name, child in item.items() if name not in _STRUCTURAL)
+                pending.extend(
+                    (copy, name, child) for name, child in item.items() if name not in _STRUCTURAL
+                )
             elif isinstance(item, (list, tuple)):
                 parent[key] = copy = list(item)
                 pending.extend((copy, index, child) for index, child in enumerate(item))

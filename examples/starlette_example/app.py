@@ -23,9 +23,12 @@ async def homepage(request):
     return JSONResponse({"user": data["login"]})
 
 
-app = Starlette(debug=True, routes=[
-    Route("/", homepage),
-])
+app = Starlette(
+    debug=True,
+    routes=[
+        Route("/", homepage),
+    ],
+)
 
 # Configure in one line
 auto_setup(app, plugins=["httpx"])

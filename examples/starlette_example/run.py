@@ -24,7 +24,7 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 import upstream
 
@@ -47,7 +47,7 @@ class _Output:
 
     def __init__(self, stream: IO[str]) -> None:
         self.lines: list[str] = []
-        self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
 
     def _pump(self, stream: IO[str]) -> None:
@@ -109,7 +109,18 @@ class _App:
     """``uvicorn app:app`` in a subprocess with the given timetracer environment."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", "0"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--app-dir",
+            str(HERE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ]
         self.process = subprocess.Popen(
             command,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **env},
@@ -125,7 +136,9 @@ class _App:
         """``GET /`` once uvicorn listens; the status, the body, and timetracer's two console lines."""
         url = self.output.expect(_LISTENING, STARTUP_SECONDS, "'Uvicorn running on' line").group(1)
         status, body = _get(url + "/")
-        line = self.output.expect(re.compile(f"{_RECORDED.pattern}|{_REPLAYED.pattern}"), STEP_SECONDS, "timetracer line")
+        line = self.output.expect(
+            re.compile(f"{_RECORDED.pattern}|{_REPLAYED.pattern}"), STEP_SECONDS, "timetracer line"
+        )
         cassette_line = self.output.expect(_CASSETTE, STEP_SECONDS, "cassette path line")
         _stop(self.process, self.output)
         return status, body, [line.string, cassette_line.string]
@@ -143,7 +156,13 @@ def main() -> int:
     apps: list[_App] = []
     try:
         print(f"upstream  {upstream_url}  (stands in for https://api.github.com)")
-        recorder = _App({"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir), "UPSTREAM_URL": upstream_url})
+        recorder = _App(
+            {
+                "TIMETRACER_MODE": "record",
+                "TIMETRACER_DIR": str(cassette_dir),
+                "UPSTREAM_URL": upstream_url,
+            }
+        )
         apps.append(recorder)
         status, body, recorded = recorder.request_root()
         print(f"record  GET /  ->  {status} {body.decode()}")
@@ -156,8 +175,16 @@ def main() -> int:
 
         upstream_server.shutdown()
         upstream_server.server_close()
-        print(f"upstream stopped; replaying {path.name} (calls={len(doc['calls'])} spans={len(doc['spans'])})")
-        replayer = _App({"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(path), "UPSTREAM_URL": upstream_url})
+        print(
+            f"upstream stopped; replaying {path.name} (calls={len(doc['calls'])} spans={len(doc['spans'])})"
+        )
+        replayer = _App(
+            {
+                "TIMETRACER_MODE": "replay",
+                "TIMETRACER_CASSETTE": str(path),
+                "UPSTREAM_URL": upstream_url,
+            }
+        )
         apps.append(replayer)
         replay_status, replay_body, replayed = replayer.request_root()
         print(f"replay  GET /  ->  {replay_status} {replay_body.decode()}")

@@ -17,6 +17,7 @@ import secrets
 import threading
 import uuid
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from os import urandom
@@ -24,7 +25,7 @@ from random import choice, getrandbits, randint
 from random import random as random_float
 from secrets import token_bytes, token_hex
 from time import localtime, strftime, time, time_ns
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any
 from uuid import uuid1, uuid4
 
 from starlette.applications import Starlette
@@ -65,7 +66,12 @@ def _clock() -> dict[str, Any]:
 
 
 def _uuid() -> dict[str, Any]:
-    return {"uuid4": str(uuid4()), "uuid1": str(uuid1()), "module": str(uuid.uuid4()), "model": str(Order().id)}
+    return {
+        "uuid4": str(uuid4()),
+        "uuid1": str(uuid1()),
+        "module": str(uuid.uuid4()),
+        "model": str(Order().id),
+    }
 
 
 def _random() -> dict[str, Any]:
@@ -113,7 +119,9 @@ async def gather(request: Request) -> JSONResponse:
 
 async def extra(request: Request) -> JSONResponse:
     count = 1 + int(os.environ.get("DRAWS_APP_EXTRA", "0"))
-    return JSONResponse({"uuids": [str(uuid4()) for _ in range(count)], "clock": [time_ns() for _ in range(count)]})
+    return JSONResponse(
+        {"uuids": [str(uuid4()) for _ in range(count)], "clock": [time_ns() for _ in range(count)]}
+    )
 
 
 async def outside(request: Request) -> JSONResponse:
@@ -128,7 +136,9 @@ async def _at_once() -> None:
     """No barrier: ``/many`` draws at once."""
 
 
-def create_app(config: Optional[TraceConfig] = None, barrier: Callable[[], Awaitable[None]] = _at_once) -> Starlette:
+def create_app(
+    config: TraceConfig | None = None, barrier: Callable[[], Awaitable[None]] = _at_once
+) -> Starlette:
     """The app, set up by ``config`` (default: the environment); ``/many`` awaits ``barrier()`` before it draws."""
 
     async def many(request: Request) -> JSONResponse:

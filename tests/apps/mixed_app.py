@@ -24,15 +24,28 @@ import datetime as dt
 import json
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any
 
 import httpx
 import pymongo
 import redis
 import redis.asyncio
 from bson.decimal128 import Decimal128
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, create_engine, func, insert, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,7 +61,11 @@ AT = dt.datetime(2026, 1, 22, 10, 30, 0, 123000)
 AT_UTC = AT.replace(tzinfo=dt.timezone.utc)
 
 ITEMS = Table(
-    "items", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer), Column("label", String(40))
+    "items",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("n", Integer),
+    Column("label", String(40)),
 )
 
 
@@ -89,7 +106,9 @@ class _Clients:
         self.redis = redis.asyncio.Redis.from_url(deps.redis)
         self.sync_redis = redis.Redis.from_url(deps.redis)
         self.mongo = pymongo.AsyncMongoClient(deps.mongo)
-        self.sync_mongo: pymongo.MongoClient = pymongo.MongoClient(deps.mongo)  # connect=True: starts at once
+        self.sync_mongo: pymongo.MongoClient = pymongo.MongoClient(
+            deps.mongo
+        )  # connect=True: starts at once
 
     def key(self, name: str) -> str:
         return f"tt-mixed:{self.deps.suffix}:{name}"
@@ -122,7 +141,9 @@ class _Clients:
         row = insert(table).values(route=route, amount=Decimal("12.50"), at=AT_UTC)
         async with self.postgres.begin() as conn:
             added = await conn.execute(row.returning(table.c.id, table.c.amount, table.c.at))
-            totals = await conn.execute(select(func.count(), func.sum(table.c.amount)).where(table.c.route == route))
+            totals = await conn.execute(
+                select(func.count(), func.sum(table.c.amount)).where(table.c.route == route)
+            )
             return repr((tuple(added.one()), tuple(totals.one())))
 
     async def sql_sqlite(self, route: str) -> str:
@@ -136,12 +157,16 @@ class _Clients:
         await self.redis.hset(self.key(route), mapping={"route": route, "n": 1})
         fields = await self.redis.hgetall(self.key(route))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.key(f"{route}:raw"), b"\x00\xffbin").get(self.key(f"{route}:raw")).incrbyfloat(self.key("f"), 0.5)
+        pipe.set(self.key(f"{route}:raw"), b"\x00\xffbin").get(
+            self.key(f"{route}:raw")
+        ).incrbyfloat(self.key("f"), 0.5)
         return repr((hits, fields, await pipe.execute()))
 
     async def mongo_work(self, route: str) -> str:
         events = self.events(self.mongo)
-        added = await events.insert_one({"route": route, "at": AT, "price": Decimal128("9.99"), "raw": b"\x01"})
+        added = await events.insert_one(
+            {"route": route, "at": AT, "price": Decimal128("9.99"), "raw": b"\x01"}
+        )
         found = await events.find({"route": route}).to_list(None)
         return repr((added.inserted_id, found, await events.count_documents({})))
 
@@ -154,7 +179,11 @@ def _clients(request: Request) -> _Clients:
 async def sequence(request: Request) -> JSONResponse:
     """HTTP, PostgreSQL, Redis, Mongo, SQLite, HTTP: one after the other."""
     c, route = _clients(request), "sequence"
-    out = {"get": await c.http_get(route), "postgres": await c.sql_postgres(route), "redis": await c.redis_work(route)}
+    out = {
+        "get": await c.http_get(route),
+        "postgres": await c.sql_postgres(route),
+        "redis": await c.redis_work(route),
+    }
     out.update(mongo=await c.mongo_work(route), sqlite=await c.sql_sqlite(route))
     out["echo"] = await c.http_echo(out)
     return JSONResponse(out)
@@ -172,8 +201,20 @@ async def reverse(request: Request) -> JSONResponse:
 async def gather(request: Request) -> JSONResponse:
     """All five at once, their calls interleaved as the event loop runs them; then HTTP with the results."""
     c, route = _clients(request), "gather"
-    steps = (c.http_get(route), c.sql_postgres(route), c.redis_work(route), c.mongo_work(route), c.sql_sqlite(route))
-    out = dict(zip(("get", "postgres", "redis", "mongo", "sqlite"), await asyncio.gather(*steps)))
+    steps = (
+        c.http_get(route),
+        c.sql_postgres(route),
+        c.redis_work(route),
+        c.mongo_work(route),
+        c.sql_sqlite(route),
+    )
+    out = dict(
+        zip(
+            ("get", "postgres", "redis", "mongo", "sqlite"),
+            await asyncio.gather(*steps),
+            strict=False,
+        )
+    )
     out["echo"] = await c.http_echo(out)
     return JSONResponse(out)
 
@@ -185,7 +226,9 @@ def sync(request: Request) -> JSONResponse:
     updated = events.update_many({"route": "sequence"}, {"$set": {"seen": True}})
     out = {"mongo": repr((updated.modified_count, events.find_one({"seen": True})))}
     with c.lite.connect() as conn:
-        out["sqlite"] = repr([tuple(row) for row in conn.execute(select(ITEMS.c.label).where(ITEMS.c.n == 100))])
+        out["sqlite"] = repr(
+            [tuple(row) for row in conn.execute(select(ITEMS.c.label).where(ITEMS.c.n == 100))]
+        )
     with httpx.Client() as client:
         out["get"] = client.get(f"{c.deps.upstream}/json", params={"route": "sync"}).json()["login"]
     out["redis"] = repr(c.sync_redis.mget(c.key("hits"), c.key("sequence:raw")))
@@ -215,7 +258,9 @@ def _outside_calls(c: _Clients) -> dict[str, str]:
         "sqlite": _outcome(sqlite),
         "mongo": _outcome(lambda: c.events(c.sync_mongo).find_one({"route": "sequence"})),
         "redis": _outcome(lambda: c.sync_redis.get(c.key("hits"))),
-        "http": _outcome(lambda: httpx.get(f"{c.deps.upstream}/json", params={"route": "outside"}).status_code),
+        "http": _outcome(
+            lambda: httpx.get(f"{c.deps.upstream}/json", params={"route": "outside"}).status_code
+        ),
     }
 
 
@@ -227,7 +272,7 @@ def outside(request: Request) -> JSONResponse:
     return JSONResponse(found)
 
 
-def create_app(deps: Deps, config: Optional[TraceConfig] = None) -> Starlette:
+def create_app(deps: Deps, config: TraceConfig | None = None) -> Starlette:
     """The app; ``app.state.clients`` holds its engines and clients."""
 
     @contextlib.asynccontextmanager
@@ -235,9 +280,14 @@ def create_app(deps: Deps, config: Optional[TraceConfig] = None) -> Starlette:
         yield
         await app.state.clients.close()
 
-    routes = [Route(path, endpoint) for path, endpoint in zip(ROUTES, (sequence, reverse, gather, sync))]
+    routes = [
+        Route(path, endpoint)
+        for path, endpoint in zip(ROUTES, (sequence, reverse, gather, sync), strict=False)
+    ]
     app = Starlette(routes=[*routes, Route("/outside", outside)], lifespan=lifespan)
-    auto_setup(app, config=config, plugins=PLUGINS)  # before the Mongo clients: pymongo hands them its listeners
+    auto_setup(
+        app, config=config, plugins=PLUGINS
+    )  # before the Mongo clients: pymongo hands them its listeners
     app.state.clients = _Clients(deps)
     return app
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import inspect
-from typing import Any, AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator
+from typing import Any
 
 import motor.motor_asyncio
 import pymongo
@@ -55,11 +56,21 @@ Scenario = Generator[Any, Any, dict[str, Any]]
 def scenario(db: Any) -> Scenario:
     orders = db["orders"]
     first = yield orders.insert_one(dict(FIRST_ORDER))
-    more = yield orders.insert_many([{"sku": f"B-{n}", "qty": n, "status": "open" if n % 2 else "closed"} for n in range(1, 6)])
-    updated = yield orders.update_one({"sku": "B-1"}, {"$inc": {"qty": 10}, "$set": {"status": "closed"}})
-    listed = yield orders.find({}, sort=[("sku", 1)], batch_size=2)  # six documents: find, then two getMore
+    more = yield orders.insert_many(
+        [{"sku": f"B-{n}", "qty": n, "status": "open" if n % 2 else "closed"} for n in range(1, 6)]
+    )
+    updated = yield orders.update_one(
+        {"sku": "B-1"}, {"$inc": {"qty": 10}, "$set": {"status": "closed"}}
+    )
+    listed = yield orders.find(
+        {}, sort=[("sku", 1)], batch_size=2
+    )  # six documents: find, then two getMore
     totals = yield orders.aggregate(
-        [{"$match": {"qty": {"$gte": 1}}}, {"$group": {"_id": "$status", "qty": {"$sum": "$qty"}}}, {"$sort": {"_id": 1}}]
+        [
+            {"$match": {"qty": {"$gte": 1}}},
+            {"$group": {"_id": "$status", "qty": {"$sum": "$qty"}}},
+            {"$sort": {"_id": 1}},
+        ]
     )
     closed = yield orders.count_documents({"status": "closed"})
     try:
@@ -118,7 +129,10 @@ async def arun(steps: Scenario) -> dict[str, Any]:
 
 
 def _json(result: dict[str, Any]) -> Response:
-    return Response(json_util.dumps(result, json_options=json_util.CANONICAL_JSON_OPTIONS), media_type="application/json")
+    return Response(
+        json_util.dumps(result, json_options=json_util.CANONICAL_JSON_OPTIONS),
+        media_type="application/json",
+    )
 
 
 def create_app(mongo_url: str, config: TraceConfig) -> Starlette:
@@ -138,9 +152,12 @@ def create_app(mongo_url: str, config: TraceConfig) -> Starlette:
         await clients["async"].close()
 
     app = Starlette(
-        routes=[Route("/orders/sync", sync_orders), Route("/orders/{kind}", async_orders)], lifespan=lifespan
+        routes=[Route("/orders/sync", sync_orders), Route("/orders/{kind}", async_orders)],
+        lifespan=lifespan,
     )
-    auto_setup(app, config=config, plugins=["pymongo", "motor"])  # before the clients: pymongo hands them its listeners
+    auto_setup(
+        app, config=config, plugins=["pymongo", "motor"]
+    )  # before the clients: pymongo hands them its listeners
     clients.update(
         {
             "sync": pymongo.MongoClient(mongo_url, connect=False),

@@ -23,7 +23,9 @@ async def profile(request: Request) -> JSONResponse:
     headers = {"Authorization": request.headers.get("authorization", "")}
     async with httpx.AsyncClient() as client:
         user = (await client.get(f"{UPSTREAM}/json", headers=headers)).json()
-        echo = (await client.post(f"{UPSTREAM}/echo", json={"name": request.path_params["name"]})).json()
+        echo = (
+            await client.post(f"{UPSTREAM}/echo", json={"name": request.path_params["name"]})
+        ).json()
     return JSONResponse({"login": user["login"], "echo": echo})
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -63,7 +64,9 @@ def scenario(client: Any, key: Callable[[str], str]) -> Scenario:
     yield "zrange withscores", client.zrange(key("z"), 0, -1, withscores=True)
     yield "expire", client.expire(key("s"), 120)
     pipe = client.pipeline(transaction=False)
-    pipe.set(key("p"), "v").get(key("p")).lpush(key("s"), "wrong").exists(key("p"), key("nothing")).zscore(key("z"), "two")
+    pipe.set(key("p"), "v").get(key("p")).lpush(key("s"), "wrong").exists(
+        key("p"), key("nothing")
+    ).zscore(key("z"), "two")
     yield "pipeline", pipe.execute(raise_on_error=False)
     tx = client.pipeline(transaction=True)
     tx.incr(key("t")).lpush(key("s"), "wrong").expire(key("t"), 60).ttl(key("t"))
@@ -100,10 +103,20 @@ def lookup(client: Any, key: Callable[[str], str]) -> Scenario:
 
 def credentials(client: Any, key: Callable[[str], str]) -> Scenario:
     """Commands carrying passwords, alone and in a pipeline whose error quotes its command."""
-    yield "auth", client.execute_command("AUTH", "default", "s3cret-pw")  # the default user has no password
-    yield "migrate", client.execute_command("MIGRATE", "127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "mig-s3cret", "KEYS", key("none"))
+    yield (
+        "auth",
+        client.execute_command("AUTH", "default", "s3cret-pw"),
+    )  # the default user has no password
+    yield (
+        "migrate",
+        client.execute_command(
+            "MIGRATE", "127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "mig-s3cret", "KEYS", key("none")
+        ),
+    )
     pipe = client.pipeline(transaction=False)
-    pipe.execute_command("AUTH", "default", "pipe-s3cret").execute_command("AUTH", "x", "y", "pipe-s3cret")
+    pipe.execute_command("AUTH", "default", "pipe-s3cret").execute_command(
+        "AUTH", "x", "y", "pipe-s3cret"
+    )
     try:
         yield "pipeline auth", pipe.execute()
     except redis.ResponseError as exc:
@@ -150,9 +163,15 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
 
     async def respond(flavour: str, steps: Scenario) -> JSONResponse:
         try:
-            rows = await arun(steps) if flavour.startswith("async") else await run_in_threadpool(run, steps)
+            rows = (
+                await arun(steps)
+                if flavour.startswith("async")
+                else await run_in_threadpool(run, steps)
+            )
         except Exception as exc:  # noqa: BLE001 - the tests read what went wrong from the response
-            return JSONResponse({"error": type(exc).__qualname__, "message": str(exc)}, status_code=500)
+            return JSONResponse(
+                {"error": type(exc).__qualname__, "message": str(exc)}, status_code=500
+            )
         return JSONResponse(rows)
 
     async def scenario_route(request: Request) -> JSONResponse:
@@ -161,10 +180,14 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
 
     async def item_route(request: Request) -> JSONResponse:
         number = int(request.path_params["number"])
-        return await respond("async-str", item(clients["async-str"], keys("item", str(number)), number))
+        return await respond(
+            "async-str", item(clients["async-str"], keys("item", str(number)), number)
+        )
 
     async def lookup_route(request: Request) -> JSONResponse:
-        return await respond("async-str", lookup(clients["async-str"], keys("lookup", request.path_params["name"])))
+        return await respond(
+            "async-str", lookup(clients["async-str"], keys("lookup", request.path_params["name"]))
+        )
 
     async def credentials_route(request: Request) -> JSONResponse:
         return await respond("sync-str", credentials(clients["sync-str"], keys("auth")))
@@ -190,4 +213,3 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
     app.state.redis_clients = clients
     auto_setup(app, config=config, plugins=["redis"])
     return app
-

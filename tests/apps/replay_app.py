@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 import requests
@@ -53,7 +53,11 @@ class Hold:
 def seen(response: Any) -> dict[str, Any]:
     """What the app got from an httpx or requests response: status, every header, the body bytes."""
     headers = sorted([k.lower(), v] for k, v in response.headers.items())
-    return {"status": response.status_code, "headers": headers, "body": base64.b64encode(response.content).decode()}
+    return {
+        "status": response.status_code,
+        "headers": headers,
+        "body": base64.b64encode(response.content).decode(),
+    }
 
 
 def _caught(exc: Exception) -> JSONResponse:
@@ -69,7 +73,9 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
 
     async def async_httpx(request: Request) -> JSONResponse:
         async with httpx.AsyncClient() as client:
-            return JSONResponse([seen(await client.request(m, upstream + p, **kw)) for m, p, kw in CALLS])
+            return JSONResponse(
+                [seen(await client.request(m, upstream + p, **kw)) for m, p, kw in CALLS]
+            )
 
     def sync_script(request: Request) -> JSONResponse:
         library = request.path_params["library"]
@@ -78,7 +84,10 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
 
     async def stream_httpx(request: Request) -> PlainTextResponse:
         text = ""
-        async with httpx.AsyncClient() as client, client.stream("GET", f"{upstream}/stream?chunks=3") as response:
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream("GET", f"{upstream}/stream?chunks=3") as response,
+        ):
             async for data in response.aiter_bytes():
                 text += data.decode()
         return PlainTextResponse(text)
@@ -87,7 +96,13 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         """A compressed request body: its bytes change with gzip's timestamp, its content does not."""
         async with httpx.AsyncClient() as client:
             packed = gzip.compress(b'{"packed": true}')
-            return JSONResponse(seen(await client.post(f"{upstream}/echo", content=packed, headers={"Content-Encoding": "gzip"})))
+            return JSONResponse(
+                seen(
+                    await client.post(
+                        f"{upstream}/echo", content=packed, headers={"Content-Encoding": "gzip"}
+                    )
+                )
+            )
 
     async def fail_httpx(request: Request) -> JSONResponse:
         try:
@@ -107,23 +122,31 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
     async def lookup(request: Request) -> JSONResponse:
         name = (await request.json())["name"]
         async with httpx.AsyncClient() as client:
-            return JSONResponse((await client.get(f"{upstream}/echo", params={"name": name})).json())
+            return JSONResponse(
+                (await client.get(f"{upstream}/echo", params={"name": name})).json()
+            )
 
     async def forward(request: Request) -> Response:
         """Posts the request's body, as it came, to the upstream's ``/echo`` and answers with the bytes it got."""
         async with httpx.AsyncClient() as client:
-            answer = await client.post(f"{upstream}/echo", content=await request.body(), headers={"content-type": "application/json"})
+            answer = await client.post(
+                f"{upstream}/echo",
+                content=await request.body(),
+                headers={"content-type": "application/json"},
+            )
         return Response(answer.content, media_type="application/json")
 
     async def pair(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         async with httpx.AsyncClient() as client:
             first = (await client.get(f"{upstream}/echo", params={"name": name})).json()
-            hold: Optional[Hold] = holds.get(name)
+            hold: Hold | None = holds.get(name)
             if hold is not None:
                 hold.entered.set()
                 await run_in_threadpool(hold.release.wait, 10)
-            second = (await client.get(f"{upstream}/echo", params={"name": name, "step": "2"})).json()
+            second = (
+                await client.get(f"{upstream}/echo", params={"name": name, "step": "2"})
+            ).json()
         return JSONResponse({"first": first["query"], "second": second["query"]})
 
     async def report(request: Request) -> JSONResponse:
@@ -143,7 +166,9 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         """The upstream decides: 200 for the right password, 401 otherwise."""
         sent = await request.json()
         async with httpx.AsyncClient() as client:
-            answer = await client.post(f"{upstream}/auth", json={"user": sent["user"], "password": sent["password"]})
+            answer = await client.post(
+                f"{upstream}/auth", json={"user": sent["user"], "password": sent["password"]}
+            )
         return JSONResponse({"user": sent["user"], **answer.json()}, status_code=answer.status_code)
 
     async def token(request: Request) -> JSONResponse:
@@ -157,7 +182,9 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
     def mixed(request: Request) -> JSONResponse:
         with httpx.Client() as client:
             via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
-        return JSONResponse({"httpx": via_httpx, "requests": requests.get(f"{upstream}/echo?via=requests").json()})
+        return JSONResponse(
+            {"httpx": via_httpx, "requests": requests.get(f"{upstream}/echo?via=requests").json()}
+        )
 
     async def crash(request: Request) -> JSONResponse:
         """An exception out of the app after an upstream call: the client gets a 500."""
@@ -201,17 +228,19 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
 
 
 def create_app(
-    upstream_url: Optional[str] = None,
-    config: Optional[TraceConfig] = None,
+    upstream_url: str | None = None,
+    config: TraceConfig | None = None,
     *,
-    holds: Optional[dict[str, Hold]] = None,
+    holds: dict[str, Hold] | None = None,
     changed: bool = False,
 ) -> Starlette:
     """The app, calling ``upstream_url`` (default ``$REPLAY_APP_UPSTREAM``), set up with ``config`` (default: env).
 
     ``holds`` gates ``/pair/{name}``; ``changed`` makes ``/report`` behave as an edited version of the code.
     """
-    app = Starlette(routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed))
+    app = Starlette(
+        routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed)
+    )
     auto_setup(app, config=config, plugins=["httpx", "requests"])
     return app
 

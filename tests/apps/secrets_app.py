@@ -26,7 +26,7 @@ answers ``true`` everywhere). :class:`Secrets` holds the values, unique per test
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import httpx
@@ -86,33 +86,68 @@ def accounts(suffix: str) -> Table:
 
 def _outbound(deps: Deps, secrets: Secrets) -> bool:
     with httpx.Client(base_url=deps.upstream, timeout=10) as client:
-        got = client.get("/json", params={"access_token": secrets.outbound_query}, headers={"Authorization": f"Bearer {secrets.outbound_auth}"})
+        got = client.get(
+            "/json",
+            params={"access_token": secrets.outbound_query},
+            headers={"Authorization": f"Bearer {secrets.outbound_auth}"},
+        )
         form = client.post("/status/200", data={"user": "ann", "password": secrets.form})
         files = {"file": ("blob.bin", bytes(range(256)), "application/octet-stream")}
-        multipart = client.post("/status/200", data={"user": "ann", "password": secrets.multipart}, files=files)
-    return got.json()["token"] == "upstream-secret" and form.status_code == multipart.status_code == 200
+        multipart = client.post(
+            "/status/200", data={"user": "ann", "password": secrets.multipart}, files=files
+        )
+    return (
+        got.json()["token"] == "upstream-secret"
+        and form.status_code == multipart.status_code == 200
+    )
 
 
 def _sql(deps: Deps, secrets: Secrets) -> bool:
     table = accounts(deps.suffix)
     name = table.name
     engine = create_engine(deps.postgres)
-    with trace.get_tracer("secrets_app").start_as_current_span("prepare") as span:  # quotes a hash no statement has yet
+    with trace.get_tracer("secrets_app").start_as_current_span(
+        "prepare"
+    ) as span:  # quotes a hash no statement has yet
         span.add_event("note", {"detail": f"about to store {secrets.early}"})
     try:
         with engine.begin() as conn:
             conn.execute(insert(table).values(name="named", hashed_password=secrets.named_hash))
             run = conn.exec_driver_sql
-            run(f"INSERT INTO {name} (name, hashed_password) VALUES (%s, %s)", ("positional", secrets.positional_hash))
-            run(f"INSERT INTO {name} (name, hashed_password) VALUES (%s, %s)", [("many_1", secrets.many_1), ("many_2", secrets.many_2)])
-            run(f"INSERT INTO {name} (name, hashed_password) VALUES (%s, %s), (%s, %s)", ("multi", secrets.multi, "early", secrets.early))
-            run(f"UPDATE {name} SET hashed_password=%s, name=%s WHERE name=%s", (secrets.updated, "updated", "multi"))
-            run(f"INSERT INTO {name} (name, hashed_password) VALUES ('literal', '{secrets.literal}')")
-            returned = run(f"INSERT INTO {name} (name, hashed_password) VALUES (%(n)s, %(h)s) RETURNING hashed_password", {"n": "returning", "h": secrets.returning}).scalar()
+            run(
+                f"INSERT INTO {name} (name, hashed_password) VALUES (%s, %s)",
+                ("positional", secrets.positional_hash),
+            )
+            run(
+                f"INSERT INTO {name} (name, hashed_password) VALUES (%s, %s)",
+                [("many_1", secrets.many_1), ("many_2", secrets.many_2)],
+            )
+            run(
+                f"INSERT INTO {name} (name, hashed_password) VALUES (%s, %s), (%s, %s)",
+                ("multi", secrets.multi, "early", secrets.early),
+            )
+            run(
+                f"UPDATE {name} SET hashed_password=%s, name=%s WHERE name=%s",
+                (secrets.updated, "updated", "multi"),
+            )
+            run(
+                f"INSERT INTO {name} (name, hashed_password) VALUES ('literal', '{secrets.literal}')"
+            )
+            returned = run(
+                f"INSERT INTO {name} (name, hashed_password) VALUES (%(n)s, %(h)s) RETURNING hashed_password",
+                {"n": "returning", "h": secrets.returning},
+            ).scalar()
             upsert = f"INSERT INTO {name} (id, name, hashed_password) VALUES (%(id)s, %(n)s, %(h)s) ON CONFLICT (id) DO UPDATE SET hashed_password = EXCLUDED.hashed_password"
             run(upsert, {"id": 1, "n": "named", "h": secrets.conflict})
-            found = run(f"SELECT name FROM {name} WHERE hashed_password = %s AND name = %s", (secrets.updated, "updated")).scalar()
-            rows = dict(conn.execute(select(table.c.name, table.c.hashed_password).order_by(table.c.id)).all())
+            found = run(
+                f"SELECT name FROM {name} WHERE hashed_password = %s AND name = %s",
+                (secrets.updated, "updated"),
+            ).scalar()
+            rows = dict(
+                conn.execute(
+                    select(table.c.name, table.c.hashed_password).order_by(table.c.id)
+                ).all()
+            )
             conn.execute(text(f"DELETE FROM {name}"))
     finally:
         engine.dispose()
@@ -123,7 +158,7 @@ def _sql(deps: Deps, secrets: Secrets) -> bool:
     return (returned, found, rows) == (secrets.returning, "updated", stored)
 
 
-def _stored_key(deps: Deps, secrets: Secrets) -> tuple[Optional[str], bool]:
+def _stored_key(deps: Deps, secrets: Secrets) -> tuple[str | None, bool]:
     """The API key as the app reads it from its ``api_key`` column, and whether storing it again fails."""
     table = accounts(deps.suffix)
     engine = create_engine(deps.postgres)
@@ -133,7 +168,9 @@ def _stored_key(deps: Deps, secrets: Secrets) -> tuple[Optional[str], bool]:
             key = conn.execute(select(table.c.api_key)).scalar()
             try:
                 with conn.begin_nested():  # DETAIL:  Key (api_key)=(...) already exists.
-                    conn.exec_driver_sql(f"INSERT INTO {table.name} (name, api_key) VALUES (%s, %s)", ("again", key))
+                    conn.exec_driver_sql(
+                        f"INSERT INTO {table.name} (name, api_key) VALUES (%s, %s)", ("again", key)
+                    )
                 duplicate = False
             except sqlalchemy.exc.IntegrityError:
                 duplicate = True
@@ -147,7 +184,9 @@ async def _errors_quoting(key: str, deps: Deps) -> bool:
     """Whether a failing call of each library, quoting ``key`` in its error, failed as it does for real."""
     failed = []
     try:
-        httpx.get(f"{deps.upstream}/json", headers={"X-Request-Note": f"{key}\n"})  # a key read from a file, newline kept
+        httpx.get(
+            f"{deps.upstream}/json", headers={"X-Request-Note": f"{key}\n"}
+        )  # a key read from a file, newline kept
     except httpx.LocalProtocolError:
         failed.append("httpx")
     try:
@@ -155,7 +194,10 @@ async def _errors_quoting(key: str, deps: Deps) -> bool:
     except requests.ConnectionError:
         failed.append("requests")
     try:
-        async with aiohttp.ClientSession(raise_for_status=True) as session, session.get(f"{deps.upstream}/status/404", params={"key": key}):
+        async with (
+            aiohttp.ClientSession(raise_for_status=True) as session,
+            session.get(f"{deps.upstream}/status/404", params={"key": key}),
+        ):
             pass
     except aiohttp.ClientResponseError:
         failed.append("aiohttp")
@@ -172,7 +214,9 @@ async def _errors_quoting(key: str, deps: Deps) -> bool:
     try:
         keys = mongo.test[f"keys_{deps.suffix}"]
         keys.insert_one({"_id": key, "owner": "ann"})
-        keys.find_one_and_update({"_id": key, "owner": "bob"}, {"$set": {"seen": 1}}, upsert=True)  # E11000 ... dup key
+        keys.find_one_and_update(
+            {"_id": key, "owner": "bob"}, {"$set": {"seen": 1}}, upsert=True
+        )  # E11000 ... dup key
     except pymongo.errors.OperationFailure:
         failed.append("pymongo")
     finally:
@@ -187,11 +231,16 @@ def _redis(deps: Deps, secrets: Secrets) -> bool:
         stored = client.hgetall(key)
         one = client.hget(key, "password")
         client.delete(key)
-    return stored == {b"name": b"ann", b"password": secrets.redis.encode()} and one == secrets.redis.encode()
+    return (
+        stored == {b"name": b"ann", b"password": secrets.redis.encode()}
+        and one == secrets.redis.encode()
+    )
 
 
 def _mongo(deps: Deps, secrets: Secrets) -> bool:
-    client: pymongo.MongoClient[Any] = pymongo.MongoClient(deps.mongo, serverSelectionTimeoutMS=5000)
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        deps.mongo, serverSelectionTimeoutMS=5000
+    )
     try:
         collection = client.test[f"names_{deps.suffix}"]
         collection.insert_one({"name": "ann", "password": secrets.mongo})
@@ -202,7 +251,7 @@ def _mongo(deps: Deps, secrets: Secrets) -> bool:
     return found == {"name": "ann", "password": secrets.mongo}
 
 
-def create_app(deps: Deps, secrets: Secrets, config: Optional[TraceConfig] = None) -> Starlette:
+def create_app(deps: Deps, secrets: Secrets, config: TraceConfig | None = None) -> Starlette:
     async def account(request: Request) -> JSONResponse:
         body = await request.json()
         inbound = (
@@ -211,10 +260,16 @@ def create_app(deps: Deps, secrets: Secrets, config: Optional[TraceConfig] = Non
             and request.query_params["api_key"] == secrets.inbound_query
             and (body["current_password"], body["new_password"]) == (secrets.current, secrets.new)
         )
-        checks = {"inbound": inbound, "outbound": _outbound(deps, secrets), "sql": _sql(deps, secrets)}
+        checks = {
+            "inbound": inbound,
+            "outbound": _outbound(deps, secrets),
+            "sql": _sql(deps, secrets),
+        }
         checks.update(redis=_redis(deps, secrets), mongo=_mongo(deps, secrets))
         key, duplicate = _stored_key(deps, secrets)
-        quoted = await _errors_quoting(key or "", deps)  # without the key, replay reads it [REDACTED]: still quoted
+        quoted = await _errors_quoting(
+            key or "", deps
+        )  # without the key, replay reads it [REDACTED]: still quoted
         checks["errors"] = quoted and duplicate and key == secrets.api_key
         return JSONResponse(checks)
 

@@ -15,7 +15,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -104,7 +104,9 @@ def create_schema(url: str, suffix: str, items: int = 0) -> None:
         tables.metadata.drop_all(conn)
         tables.metadata.create_all(conn)
         if items:
-            conn.execute(insert(tables.items), [{"n": n, "label": f"item-{n}"} for n in range(items)])
+            conn.execute(
+                insert(tables.items), [{"n": n, "label": f"item-{n}"} for n in range(items)]
+            )
     engine.dispose()
 
 
@@ -142,7 +144,12 @@ def orders_work(session: Session, tables: Schema, tag: str) -> dict[str, Any]:
     session.commit()
     [found] = session.query(order_class).filter_by(tag=tag).all()
     out["orm"] = {name: shown(getattr(found, name)) for name in ("id", "tag", *ORDER)}
-    out["core"] = shown([tuple(row) for row in session.execute(select(orders.c.tag, orders.c.amount, orders.c.payload))])
+    out["core"] = shown(
+        [
+            tuple(row)
+            for row in session.execute(select(orders.c.tag, orders.c.amount, orders.c.payload))
+        ]
+    )
     inserted = session.execute(insert(items), [{"n": n, "label": f"{tag}-{n}"} for n in range(3)])
     out["insert_many_rowcount"] = inserted.rowcount
     single = session.execute(insert(items).values(n=10, label=f"{tag}-10"))
@@ -152,7 +159,9 @@ def orders_work(session: Session, tables: Schema, tag: str) -> dict[str, Any]:
         [{"which": 0, "new_label": "zero"}, {"which": 1, "new_label": "one"}],
     )
     out["executemany_rowcount"] = changed.rowcount
-    returned = session.execute(insert(items).values(n=20, label="returned").returning(items.c.id, items.c.n, items.c.label))
+    returned = session.execute(
+        insert(items).values(n=20, label="returned").returning(items.c.id, items.c.n, items.c.label)
+    )
     out["returning"] = shown([tuple(row) for row in returned])
     out["count"] = session.execute(select(func.count()).select_from(items)).scalar_one()
     session.commit()
@@ -170,13 +179,17 @@ def orders_work(session: Session, tables: Schema, tag: str) -> dict[str, Any]:
 
 
 def item_work(session: Session, tables: Schema, n: int) -> Any:
-    return shown([tuple(row) for row in session.execute(select(tables.items).where(tables.items.c.n == n))])
+    return shown(
+        [tuple(row) for row in session.execute(select(tables.items).where(tables.items.c.n == n))]
+    )
 
 
-def stream_work(session: Session, tables: Schema, take: Optional[int]) -> Any:
+def stream_work(session: Session, tables: Schema, take: int | None) -> Any:
     """A streamed result (server-side cursor where the driver has them), read fully or only its first rows."""
-    result = session.connection().execution_options(stream_results=True, max_row_buffer=2).execute(
-        select(tables.items.c.n, tables.items.c.label).order_by(tables.items.c.n)
+    result = (
+        session.connection()
+        .execution_options(stream_results=True, max_row_buffer=2)
+        .execute(select(tables.items.c.n, tables.items.c.label).order_by(tables.items.c.n))
     )
     rows = [tuple(row) for row in (result.fetchmany(take) if take else result)]
     result.close()
@@ -208,7 +221,7 @@ def _routes(engine: Any, tables: Schema) -> list[Route]:
     ]
 
 
-def create_app(url: str, config: TraceConfig, suffix: str, engine: Optional[Any] = None) -> Starlette:
+def create_app(url: str, config: TraceConfig, suffix: str, engine: Any | None = None) -> Starlette:
     """The app on a database at ``url`` (an async driver gives an async engine), or on ``engine``.
 
     ``app.state.engine`` is the engine underneath (the ``sync_engine`` of an async one).

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
@@ -29,7 +30,12 @@ from starlette.routing import Route
 
 SUFFIX = os.environ.get("STARTUP_APP_SUFFIX", "")
 METADATA = MetaData()
-ITEMS = Table(f"tt_startup_{SUFFIX}", METADATA, Column("id", Integer, primary_key=True), Column("name", String(40)))
+ITEMS = Table(
+    f"tt_startup_{SUFFIX}",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(40)),
+)
 
 
 def key(name: str) -> str:
@@ -57,7 +63,9 @@ async def _checks(app: Starlette) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    app.state.redis = redis.asyncio.Redis.from_url(os.environ["STARTUP_APP_REDIS"], decode_responses=True)
+    app.state.redis = redis.asyncio.Redis.from_url(
+        os.environ["STARTUP_APP_REDIS"], decode_responses=True
+    )
     app.state.engine = create_async_engine(os.environ["STARTUP_APP_POSTGRES"], pool_pre_ping=True)
     app.state.found = {}
     app.state.background = None

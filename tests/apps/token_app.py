@@ -9,7 +9,6 @@ schema is the test's to make (``create_schema``): in replay no database is reach
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -29,10 +28,12 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlLW9mLWFkYQ"
 def create_schema(db_url: str, token: str, login: str) -> None:
     with create_engine(db_url).begin() as connection:
         connection.execute(text("CREATE TABLE sessions (token TEXT PRIMARY KEY, login TEXT)"))
-        connection.execute(text("INSERT INTO sessions VALUES (:token, :login)"), {"token": token, "login": login})
+        connection.execute(
+            text("INSERT INTO sessions VALUES (:token, :login)"), {"token": token, "login": login}
+        )
 
 
-def _token(request: Request) -> Optional[str]:
+def _token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token if scheme == "Bearer" and token else None
 
@@ -43,8 +44,12 @@ def _routes(upstream_url: str, engine: Engine) -> list[Route]:
         if token is None:
             return JSONResponse({"error": "unauthenticated"}, status_code=401)
         with engine.connect() as connection:
-            login = connection.execute(text("SELECT login FROM sessions WHERE token = :token"), {"token": token}).scalar()
-            seen = connection.execute(text(f"SELECT count(*) FROM sessions WHERE token = '{token}'")).scalar()  # noqa: S608
+            login = connection.execute(
+                text("SELECT login FROM sessions WHERE token = :token"), {"token": token}
+            ).scalar()
+            seen = connection.execute(
+                text(f"SELECT count(*) FROM sessions WHERE token = '{token}'")
+            ).scalar()  # noqa: S608
         if login is None:
             return JSONResponse({"error": "unknown token"}, status_code=401)
         async with httpx.AsyncClient() as client:
@@ -57,13 +62,24 @@ def _routes(upstream_url: str, engine: Engine) -> list[Route]:
     async def public(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    async def login(request: Request) -> JSONResponse:  # quotes the password it was sent, as careless code does
+    async def login(
+        request: Request,
+    ) -> JSONResponse:  # quotes the password it was sent, as careless code does
         raise RuntimeError(f"no account matches the password {(await request.json())['password']}")
 
-    return [Route("/me", me), Route("/boom", boom), Route("/public", public), Route("/login", login, methods=["POST"])]
+    return [
+        Route("/me", me),
+        Route("/boom", boom),
+        Route("/public", public),
+        Route("/login", login, methods=["POST"]),
+    ]
 
 
-def create_app(upstream_url: Optional[str] = None, config: Optional[TraceConfig] = None, db_url: Optional[str] = None) -> Starlette:
+def create_app(
+    upstream_url: str | None = None,
+    config: TraceConfig | None = None,
+    db_url: str | None = None,
+) -> Starlette:
     engine = create_engine(db_url or os.environ["TOKEN_APP_DB"])
     app = Starlette(routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], engine))
     auto_setup(app, config=config, plugins=["httpx", "sqlalchemy"])

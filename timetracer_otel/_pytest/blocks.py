@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import load_cassette
@@ -31,7 +30,9 @@ class BlockOutcome:
 
     path: str
     action: str  # RECORD or REPLAY
-    kept: bool = True  # a cassette file was written or read (an empty fixture's is not written, so not read)
+    kept: bool = (
+        True  # a cassette file was written or read (an empty fixture's is not written, so not read)
+    )
     answered: int = 0
     unused: list[str] = field(default_factory=list)  # labels of recorded calls never made
     unmatched: list[str] = field(default_factory=list)  # first lines of the mismatch errors
@@ -41,8 +42,14 @@ class BlockOutcome:
 class _Replay:
     """A cassette answering calls and draws, with the network closed while it is active."""
 
-    def __init__(self, path: Path, live: tuple[str, ...], guard: Optional[NetworkGuard]) -> None:
-        from timetracer_otel.determinism import DrawReplayer, install as install_draw_sources, real_time_ns
+    def __init__(self, path: Path, live: tuple[str, ...], guard: NetworkGuard | None) -> None:
+        from timetracer_otel.determinism import (
+            DrawReplayer,
+            real_time_ns,
+        )
+        from timetracer_otel.determinism import (
+            install as install_draw_sources,
+        )
         from timetracer_otel.replayers import install_replayers
         from timetracer_otel.replayers.opening import open_for_replay
         from timetracer_otel.replayers.session import ReplaySession
@@ -50,14 +57,20 @@ class _Replay:
         install_replayers()
         config = TraceConfig(mode="replay")
         # No cassette (a fixture that made no call when it was recorded): every call it makes now is unanswered.
-        document = load_cassette(path, limits=config.read_limits) if path.exists() else {"calls": [], "draws": []}
+        document = (
+            load_cassette(path, limits=config.read_limits)
+            if path.exists()
+            else {"calls": [], "draws": []}
+        )
         opened = open_for_replay(document, str(path), config)
-        self.session = ReplaySession(opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path)))
+        self.session = ReplaySession(
+            opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path))
+        )
         install_draw_sources(config.draws)
         self.draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
         self._guard = guard if not live else None  # a live library needs the network
         self._label = str(path)
-        self._tokens: list[tuple[contextvars.Token, contextvars.Token, Optional[str]]] = []
+        self._tokens: list[tuple[contextvars.Token, contextvars.Token, str | None]] = []
 
     def activate(self) -> None:
         from timetracer_otel.determinism import activate as activate_draws
@@ -91,13 +104,15 @@ class CassetteBlock:
         *,
         live: tuple[str, ...] = (),
         keep_empty: bool = True,
-        seed: Optional[str] = None,
-        guard: Optional[NetworkGuard] = None,
+        seed: str | None = None,
+        guard: NetworkGuard | None = None,
     ) -> None:
         self.path = path
         self.action = action
         self._guard = guard
-        self._recording = BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
+        self._recording = (
+            BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
+        )
         self._replay = _Replay(path, live, guard) if action == REPLAY else None
 
     @property
@@ -111,7 +126,7 @@ class CassetteBlock:
     def deactivate(self) -> None:
         (self._recording or self._replay).deactivate()  # type: ignore[union-attr]
 
-    def close(self, error: Optional[BaseException] = None) -> BlockOutcome:
+    def close(self, error: BaseException | None = None) -> BlockOutcome:
         """Write the recorded cassette, or account for the replayed one."""
         outcome = BlockOutcome(str(self.path), self.action)
         if self._recording is not None:

@@ -14,10 +14,18 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["safe_part", "cassette_of_test", "cassette_of_fixture", "cassettes_of_module", "FIXTURES_DIR"]
+__all__ = [
+    "safe_part",
+    "cassette_of_test",
+    "cassette_of_fixture",
+    "cassettes_of_module",
+    "FIXTURES_DIR",
+]
 
 FIXTURES_DIR = "@fixtures"  # beside a scope's tests: the cassettes of the fixtures of that scope
-_MAX_PART_BYTES = 120  # a file name stays far below every file system's 255 bytes, suffixes included
+_MAX_PART_BYTES = (
+    120  # a file name stays far below every file system's 255 bytes, suffixes included
+)
 # Forbidden in file names on Windows or anywhere, and control characters.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
@@ -53,7 +61,9 @@ def cassette_of_test(directory: Path, nodeid: str) -> Path:
     return directory.joinpath(*parts[:-1], f"{parts[-1]}.json")
 
 
-def cassette_of_fixture(directory: Path, scope_nodeid: str, fixture: str, param: Any = None) -> Path:
+def cassette_of_fixture(
+    directory: Path, scope_nodeid: str, fixture: str, param: Any = None
+) -> Path:
     """The cassette of one instance of a fixture whose scope is the node ``scope_nodeid`` ("" for the session)."""
     name = fixture if param is None else f"{fixture}[{param}]"
     return directory.joinpath(*_node_parts(scope_nodeid), FIXTURES_DIR, f"{safe_part(name)}.json")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from timetracer_otel._own_io import is_own_io
 
@@ -33,7 +34,7 @@ class NetworkGuard:
 
     def __init__(self, allowed_hosts: Iterable[str] = ()) -> None:
         self.allowed_hosts = frozenset(allowed_hosts)
-        self.reason: Optional[str] = None  # what replays now, named in the error
+        self.reason: str | None = None  # what replays now, named in the error
         self._refused: list[tuple[str, str]] = []  # (reason, target)
         self._lock = threading.Lock()
         self._originals: dict[str, Callable[..., Any]] = {}
@@ -64,10 +65,18 @@ class NetworkGuard:
 
         def connect(sock: socket.socket, address: Any, *args: Any) -> Any:
             reason = guard.reason
-            if reason is not None and sock.family != getattr(socket, "AF_NETLINK", None) and not is_own_io():
+            if (
+                reason is not None
+                and sock.family != getattr(socket, "AF_NETLINK", None)
+                and not is_own_io()
+            ):
                 host = _host(address)
                 if host not in guard.allowed_hosts:
-                    target = f"{host}:{address[1]}" if isinstance(address, tuple) and len(address) > 1 else host
+                    target = (
+                        f"{host}:{address[1]}"
+                        if isinstance(address, tuple) and len(address) > 1
+                        else host
+                    )
                     with guard._lock:
                         guard._refused.append((reason, target))
                     raise NetworkBlockedError(

@@ -7,9 +7,10 @@ controller as plain data (:meth:`RunReport.as_data`), which merges them and repo
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .blocks import RECORD, REPLAY, BlockOutcome
 
@@ -28,7 +29,9 @@ class RunReport:
     unmatched: int = 0
     unused: int = 0
     used: set[str] = field(default_factory=set)  # cassettes read or written by this run
-    owned: set[str] = field(default_factory=set)  # cassettes of every collected test, run or deselected
+    owned: set[str] = field(
+        default_factory=set
+    )  # cassettes of every collected test, run or deselected
     scopes: set[str] = field(default_factory=set)  # directories whose tests were all collected
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:

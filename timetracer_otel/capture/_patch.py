@@ -11,7 +11,8 @@ whatever wraps it later lands on top. Each of our layers has a name ("capture",
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import wrapt
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 from aiohttp.streams import StreamReader
@@ -34,7 +34,11 @@ _followed_lock = threading.Lock()
 
 def _follow(stream: StreamReader, call: HttpCall) -> None:
     with _followed_lock:
-        for key in [k for k, (_, c) in _followed.items() if c.response_body is None or c.response_body.sealed]:
+        for key in [
+            k
+            for k, (_, c) in _followed.items()
+            if c.response_body is None or c.response_body.sealed
+        ]:
             del _followed[key]
         _followed[id(stream)] = (stream, call)
     # EOF can arrive after the app read the last byte (a chunked body's terminator comes on
@@ -69,11 +73,19 @@ def _headers(raw: Any) -> list[tuple[str, str]]:
 async def _on_request_start(session: Any, context: SimpleNamespace, params: Any) -> None:
     context.timetracer_call = None
     recording = current_recording()
-    if recording is None or not _patch.is_installed(aiohttp.ClientSession, "_request"):  # sessions keep our config
+    if recording is None or not _patch.is_installed(
+        aiohttp.ClientSession, "_request"
+    ):  # sessions keep our config
         return
     with guarded("aiohttp.request"):
         headers = [(str(k), str(v)) for k, v in params.headers.items()]
-        call = HttpCall("aiohttp", params.method, str(params.url), headers, BodySink(recording.config.max_body_bytes))
+        call = HttpCall(
+            "aiohttp",
+            params.method,
+            str(params.url),
+            headers,
+            BodySink(recording.config.max_body_bytes),
+        )
         recording.add_call(call)
         context.timetracer_call = call
 
@@ -82,7 +94,9 @@ async def _on_request_headers_sent(session: Any, context: SimpleNamespace, param
     call = getattr(context, "timetracer_call", None)
     if call is not None:
         with guarded("aiohttp.request_headers"):
-            call.request_headers = [(str(k), str(v)) for k, v in params.headers.items()]  # as sent, not as given
+            call.request_headers = [
+                (str(k), str(v)) for k, v in params.headers.items()
+            ]  # as sent, not as given
 
 
 async def _on_request_chunk_sent(session: Any, context: SimpleNamespace, params: Any) -> None:
@@ -137,13 +151,16 @@ def _trace_config() -> aiohttp.TraceConfig:
 _TRACE_CONFIG = _trace_config()
 
 
-_otel_config: Optional[aiohttp.TraceConfig] = None
+_otel_config: aiohttp.TraceConfig | None = None
 
 
-def _opentelemetry_config() -> Optional[aiohttp.TraceConfig]:
+def _opentelemetry_config() -> aiohttp.TraceConfig | None:
     """OpenTelemetry's TraceConfig for a session made before instrumentation, if aiohttp is instrumented."""
     global _otel_config
-    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor, create_trace_config
+    from opentelemetry.instrumentation.aiohttp_client import (
+        AioHttpClientInstrumentor,
+        create_trace_config,
+    )
 
     if not AioHttpClientInstrumentor().is_instrumented_by_opentelemetry:
         return None

@@ -8,7 +8,8 @@ current span is the request's server span.
 from __future__ import annotations
 
 import random
-from typing import Any, Awaitable, Callable, MutableMapping, Optional
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from opentelemetry import trace
 
@@ -46,12 +47,14 @@ def _route_matches(route: Any, scope: Scope) -> tuple[Any, Scope]:
     return (Match.FULL if not methods or scope.get("method") in methods else Match.PARTIAL), {}
 
 
-def _match_routes(routes: Any, scope: Scope) -> Optional[str]:
+def _match_routes(routes: Any, scope: Scope) -> str | None:
     from starlette.routing import Match, Mount
 
-    partial: Optional[str] = None
+    partial: str | None = None
     for route in routes:
-        nested = getattr(route, "effective_candidates", None)  # FastAPI's included router, kept nested since 0.165
+        nested = getattr(
+            route, "effective_candidates", None
+        )  # FastAPI's included router, kept nested since 0.165
         if callable(nested):
             path = _match_routes(nested(), scope)
             if path is not None:
@@ -70,7 +73,7 @@ def _match_routes(routes: Any, scope: Scope) -> Optional[str]:
     return partial
 
 
-def _fastapi_route(scope: Scope) -> Optional[str]:
+def _fastapi_route(scope: Scope) -> str | None:
     """The template FastAPI routed to, its included routers' prefixes and all: since 0.165 the
     matched route's own ``path`` lacks them (``/items/{id}`` for ``/api/v1/items/{id}``)."""
     state = scope.get("fastapi")
@@ -79,13 +82,15 @@ def _fastapi_route(scope: Scope) -> Optional[str]:
     return path if isinstance(path, str) else None
 
 
-def route_template(scope: Scope, original_scope: Scope) -> Optional[str]:
+def route_template(scope: Scope, original_scope: Scope) -> str | None:
     """The route template that served ``scope`` (``/users/{user_id:int}``), if it can be known.
 
     ``original_scope`` is a copy taken before routing rewrote ``scope``.
     """
     route = scope.get("route")
-    mounted = scope.get("root_path") != original_scope.get("root_path")  # its path lacks the Mount prefix
+    mounted = scope.get("root_path") != original_scope.get(
+        "root_path"
+    )  # its path lacks the Mount prefix
     if route is not None and not mounted:
         fastapi_path = _fastapi_route(scope)
         if fastapi_path is not None:
@@ -104,13 +109,19 @@ def route_template(scope: Scope, original_scope: Scope) -> Optional[str]:
 class RecordingLayer:
     """Record each sampled HTTP request that passes through, with its response."""
 
-    def __init__(self, app: ASGIApp, config: TraceConfig, begin: Callable[[TraceRecording], None], service: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: TraceConfig,
+        begin: Callable[[TraceRecording], None],
+        service: str,
+    ) -> None:
         self.app = app
         self.config = config
         self._begin = begin
         self._service = service
 
-    def _start(self, scope: Scope) -> Optional[TraceRecording]:
+    def _start(self, scope: Scope) -> TraceRecording | None:
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
             counters.add("skipped.sample_rate")
             return None
@@ -136,7 +147,7 @@ class RecordingLayer:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        recording: Optional[TraceRecording] = None
+        recording: TraceRecording | None = None
         with guarded("asgi.start"):
             recording = self._start(scope)
         if recording is None:

@@ -9,7 +9,8 @@ decoded.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterator, Optional
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 
@@ -62,7 +63,7 @@ def _headers(headers: httpx.Headers) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]
 
 
-def _begin(args: tuple, kwargs: dict, is_async: bool) -> Optional[HttpCall]:
+def _begin(args: tuple, kwargs: dict, is_async: bool) -> HttpCall | None:
     """Start recording this call if its request is being recorded; None otherwise."""
     recording = current_recording()
     if recording is None:
@@ -74,7 +75,9 @@ def _begin(args: tuple, kwargs: dict, is_async: bool) -> Optional[HttpCall]:
             body.feed(request.content)
             body.finish()
         except httpx.RequestNotRead:  # a streaming upload: keep what is sent as it is sent
-            request.stream = _AsyncTee(request.stream, body) if is_async else _SyncTee(request.stream, body)
+            request.stream = (
+                _AsyncTee(request.stream, body) if is_async else _SyncTee(request.stream, body)
+            )
         call = HttpCall("httpx", request.method, str(request.url), _headers(request.headers), body)
         recording.add_call(call)
         return call
@@ -91,7 +94,9 @@ def _responded(call: HttpCall, response: httpx.Response, is_async: bool) -> None
         call.status = response.status_code
         call.response_headers = _headers(response.headers)
         sink = call.response_body = BodySink(call.request_body.limit)
-        response.stream = _AsyncTee(response.stream, sink) if is_async else _SyncTee(response.stream, sink)
+        response.stream = (
+            _AsyncTee(response.stream, sink) if is_async else _SyncTee(response.stream, sink)
+        )
 
 
 def _handle_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

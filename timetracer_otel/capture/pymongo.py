@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
@@ -42,7 +43,7 @@ __all__ = ["install", "uninstall", "UNRECORDED"]
 UNRECORDED = frozenset({"endSessions"})
 
 # span -> call between a command's start and its outcome
-_pending: "weakref.WeakKeyDictionary[Any, ProtocolCall]" = weakref.WeakKeyDictionary()
+_pending: weakref.WeakKeyDictionary[Any, ProtocolCall] = weakref.WeakKeyDictionary()
 
 
 def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
@@ -51,7 +52,11 @@ def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
         return
     with guarded("pymongo.request"):
         command = copy.deepcopy(event.command)
-        request = {"database": event.database_name, "command_name": event.command_name, "command": command}
+        request = {
+            "database": event.database_name,
+            "command_name": event.command_name,
+            "command": command,
+        }
         call = ProtocolCall("mongo", "pymongo", request)
         with trace.use_span(span, end_on_exit=False):
             recording.add_call(call)
@@ -87,7 +92,9 @@ def _failed(span: Any, event: monitoring.CommandFailedEvent) -> None:
 class _Hook:
     """timetracer's hook, then the one the tracer had."""
 
-    def __init__(self, ours: Callable[[Any, Any], None], theirs: Callable[[Any, Any], None]) -> None:
+    def __init__(
+        self, ours: Callable[[Any, Any], None], theirs: Callable[[Any, Any], None]
+    ) -> None:
         self.ours = ours
         self.theirs = theirs
 
@@ -117,7 +124,9 @@ def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 def install() -> None:
     _patch.install(PymongoInstrumentor, "_instrument", _instrument)
-    _chain(PymongoInstrumentor()._commandtracer_instance)  # instrumented before timetracer was enabled
+    _chain(
+        PymongoInstrumentor()._commandtracer_instance
+    )  # instrumented before timetracer was enabled
 
 
 def uninstall() -> None:

@@ -19,13 +19,19 @@ else the cassette or the OTLP export quotes them (a pipeline error names its com
 from __future__ import annotations
 
 import copy
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any, Optional
 
 import redis.asyncio.client
 import redis.client
 
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
+from timetracer_otel._recording import (
+    ProtocolCall,
+    TraceRecording,
+    current_recording,
+    exception_info,
+)
 from timetracer_otel.replayers.redis_matching import command_entry
 
 from . import _patch
@@ -49,7 +55,9 @@ def _is_transaction(pipe: Any) -> bool:
     # sync pipelines keep the flag in ``transaction``, asyncio ones in ``is_transaction``
     # (where ``transaction`` is the client's method): read the instance's own attributes.
     attributes = vars(pipe)
-    return bool(attributes.get("is_transaction", attributes.get("transaction"))) or bool(pipe.explicit_transaction)
+    return bool(attributes.get("is_transaction", attributes.get("transaction"))) or bool(
+        pipe.explicit_transaction
+    )
 
 
 def pipeline_request(pipe: Any, raise_on_error: bool) -> dict[str, Any]:
@@ -97,32 +105,42 @@ class _Capture:
 
 def _pipeline_response(replies: Any) -> dict[str, Any]:
     """The replies, with the errors redis-py put among them (``raise_on_error=False``) taken out."""
-    errors = [{"index": index, **exception_info(reply)} for index, reply in enumerate(replies) if isinstance(reply, Exception)]
+    errors = [
+        {"index": index, **exception_info(reply)}
+        for index, reply in enumerate(replies)
+        if isinstance(reply, Exception)
+    ]
     kept = [None if isinstance(reply, Exception) else _snapshot(reply) for reply in replies]
     return {"replies": kept, "errors": errors} if errors else {"replies": kept}
 
 
-def _start(recording: TraceRecording, request: dict[str, Any], response: Callable[[Any], dict]) -> _Capture:
+def _start(
+    recording: TraceRecording, request: dict[str, Any], response: Callable[[Any], dict]
+) -> _Capture:
     call = ProtocolCall("redis", "redis", request)
     recording.add_call(call)
     return _Capture(call, response)
 
 
-def _begin_command(client: Any, args: tuple, kwargs: dict) -> Optional[_Capture]:
+def _begin_command(client: Any, args: tuple, kwargs: dict) -> _Capture | None:
     recording = current_recording()
     if recording is None or not args:
         return None
     with guarded("redis.command"):
-        return _start(recording, command_request(client, args), lambda reply: {"reply": _snapshot(reply)})
+        return _start(
+            recording, command_request(client, args), lambda reply: {"reply": _snapshot(reply)}
+        )
     return None
 
 
-def _begin_pipeline(pipe: Any, args: tuple, kwargs: dict) -> Optional[_Capture]:
+def _begin_pipeline(pipe: Any, args: tuple, kwargs: dict) -> _Capture | None:
     recording = current_recording()
     if recording is None or not sends(pipe):
         return None
     with guarded("redis.pipeline"):
-        return _start(recording, pipeline_request(pipe, raise_on_error(args, kwargs)), _pipeline_response)
+        return _start(
+            recording, pipeline_request(pipe, raise_on_error(args, kwargs)), _pipeline_response
+        )
     return None
 
 

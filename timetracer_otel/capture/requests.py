@@ -7,7 +7,8 @@ behave as the urllib3 response's.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import wrapt
 from requests.adapters import HTTPAdapter
@@ -28,23 +29,29 @@ class _RawTee(wrapt.ObjectProxy):
         super().__init__(raw)
         self._self_call = call
 
-    def _self_keep(self, data: bytes, decode_content: Optional[bool], done: bool) -> None:
+    def _self_keep(self, data: bytes, decode_content: bool | None, done: bool) -> None:
         with guarded("requests.response_body"):
             sink = self._self_call.response_body
             if data:
-                decoded = self.__wrapped__.decode_content if decode_content is None else decode_content
+                decoded = (
+                    self.__wrapped__.decode_content if decode_content is None else decode_content
+                )
                 self._self_call.response_decoded = bool(decoded)
                 sink.feed(data)
             if done:
                 sink.finish()
 
-    def stream(self, amt: Optional[int] = 2**16, decode_content: Optional[bool] = None) -> Iterator[bytes]:
+    def stream(
+        self, amt: int | None = 2**16, decode_content: bool | None = None
+    ) -> Iterator[bytes]:
         for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
             self._self_keep(chunk, decode_content, done=False)
             yield chunk
         self._self_keep(b"", decode_content, done=True)
 
-    def read(self, amt: Optional[int] = None, decode_content: Optional[bool] = None, **kwargs: Any) -> bytes:
+    def read(
+        self, amt: int | None = None, decode_content: bool | None = None, **kwargs: Any
+    ) -> bytes:
         data = self.__wrapped__.read(amt=amt, decode_content=decode_content, **kwargs)
         self._self_keep(data, decode_content, done=amt is None or not data)
         return data
@@ -61,6 +68,7 @@ def _request_body(body: Any, sink: BodySink) -> Any:
         sink.feed(body.encode("utf-8"))
         sink.finish()
     elif hasattr(body, "__iter__") and not hasattr(body, "read"):
+
         def tee(chunks: Any = body) -> Iterator[Any]:
             for chunk in chunks:
                 with guarded("requests.request_body"):
@@ -81,7 +89,7 @@ def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
     if recording is None:
         return wrapped(*args, **kwargs)
-    call: Optional[HttpCall] = None
+    call: HttpCall | None = None
     with guarded("requests.request"):
         request = args[0] if args else kwargs["request"]
         sink = BodySink(recording.config.max_body_bytes)

@@ -26,14 +26,20 @@ import contextvars
 import threading
 import weakref
 from collections import deque
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import ProtocolCall, TraceRecording, current_recording, exception_info
+from timetracer_otel._recording import (
+    ProtocolCall,
+    TraceRecording,
+    current_recording,
+    exception_info,
+)
 
 from . import _patch
 
@@ -53,7 +59,9 @@ _MISSING = object()
 _WRAPPED = ("adapted", "obj")  # psycopg2 adapters, psycopg's Json/Jsonb
 # True while a connection is being checked out: statements then are the dialect's own
 # connect-time probes (``initialize()``), which replay never sends, so they are not recorded.
-_connecting: contextvars.ContextVar[bool] = contextvars.ContextVar("timetracer_sqlalchemy_connecting", default=False)
+_connecting: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "timetracer_sqlalchemy_connecting", default=False
+)
 
 
 def dialect_id(dialect: Dialect) -> str:
@@ -70,7 +78,11 @@ def dialect_state(dialect: Dialect) -> dict[str, Any]:
 
     Not ``_has_events``: whether the dialect has event listeners belongs to this process.
     """
-    return {name: value for name, value in vars(dialect).items() if _plain(value) and name != "_has_events"}
+    return {
+        name: value
+        for name, value in vars(dialect).items()
+        if _plain(value) and name != "_has_events"
+    }
 
 
 def connect_request(engine: Engine) -> dict[str, Any]:
@@ -94,7 +106,9 @@ def snapshot(value: Any) -> Any:
         return [snapshot(item) for item in value]
     if isinstance(value, tuple):
         return tuple(snapshot(item) for item in value)
-    if isinstance(value, (bytearray, memoryview)):  # mutable, or a view of a buffer the driver may reuse
+    if isinstance(
+        value, (bytearray, memoryview)
+    ):  # mutable, or a view of a buffer the driver may reuse
         return type(value)(bytes(value))
     if type(value) not in _PLAIN:
         for attribute in _WRAPPED:
@@ -104,7 +118,9 @@ def snapshot(value: Any) -> Any:
     return value
 
 
-def statement_request(dialect: Dialect, operation: str, statement: Any, parameters: Any) -> dict[str, Any]:
+def statement_request(
+    dialect: Dialect, operation: str, statement: Any, parameters: Any
+) -> dict[str, Any]:
     return {
         "operation": operation,
         "dialect": dialect_id(dialect),
@@ -113,20 +129,30 @@ def statement_request(dialect: Dialect, operation: str, statement: Any, paramete
     }
 
 
-def _description(description: Any) -> Optional[list[list[Any]]]:
+def _description(description: Any) -> list[list[Any]] | None:
     """The cursor description as 7-item lists of plain values (psycopg's ``Column`` objects included)."""
     if description is None:
         return None
-    return [[item if type(item) in _PLAIN else repr(item) for item in tuple(column)[:7]] for column in description]
+    return [
+        [item if type(item) in _PLAIN else repr(item) for item in tuple(column)[:7]]
+        for column in description
+    ]
 
 
-def error_response(exc: BaseException, dialect: Dialect) -> Optional[dict[str, Any]]:
+def error_response(exc: BaseException, dialect: Dialect) -> dict[str, Any] | None:
     """What replay needs besides the type and message: the PEP 249 class it derives from, its plain attributes."""
     dbapi = getattr(dialect, "loaded_dbapi", None)
-    standard = next((cls.__name__ for cls in type(exc).__mro__ if getattr(dbapi, cls.__name__, None) is cls), None)
+    standard = next(
+        (cls.__name__ for cls in type(exc).__mro__ if getattr(dbapi, cls.__name__, None) is cls),
+        None,
+    )
     state = exc.__reduce__()[2:3]  # psycopg2 keeps pgcode/pgerror where only pickling sees them
     found = {**(state[0] if state and isinstance(state[0], dict) else {}), **vars(exc)}
-    attributes = {k: v for k, v in found.items() if isinstance(k, str) and not k.startswith("_") and type(v) in _PLAIN}
+    attributes = {
+        k: v
+        for k, v in found.items()
+        if isinstance(k, str) and not k.startswith("_") and type(v) in _PLAIN
+    }
     if standard is None and not attributes:
         return None
     return {"dbapi_error": standard, "error_attributes": attributes}
@@ -138,15 +164,21 @@ class _TeeCursor:
 
     __slots__ = ("_cursor", "_recording", "_context", "_streams", "_buffer", "_sink", "_response")
 
-    def __init__(self, cursor: Any, recording: TraceRecording, context: DefaultExecutionContext) -> None:
+    def __init__(
+        self, cursor: Any, recording: TraceRecording, context: DefaultExecutionContext
+    ) -> None:
         object.__setattr__(self, "_cursor", cursor)
         object.__setattr__(self, "_recording", recording)
         object.__setattr__(self, "_context", context)
         options = context.execution_options
-        streams = bool(context._is_server_side or options.get("stream_results") or options.get("yield_per"))
+        streams = bool(
+            context._is_server_side or options.get("stream_results") or options.get("yield_per")
+        )
         object.__setattr__(self, "_streams", streams)
         object.__setattr__(self, "_buffer", None)  # rows fetched ahead, served to SQLAlchemy
-        object.__setattr__(self, "_sink", None)  # the response of a streamed result, filled as rows are fetched
+        object.__setattr__(
+            self, "_sink", None
+        )  # the response of a streamed result, filled as rows are fetched
         object.__setattr__(self, "_response", None)  # the last execution's response
 
     def __getattr__(self, name: str) -> Any:
@@ -167,26 +199,36 @@ class _TeeCursor:
         call = self._begin("executemany", statement, parameters)
         return self._run(call, self._cursor.executemany, statement, parameters, *args, **kwargs)
 
-    def _begin(self, operation: str, statement: Any, parameters: Any) -> Optional[ProtocolCall]:
+    def _begin(self, operation: str, statement: Any, parameters: Any) -> ProtocolCall | None:
         object.__setattr__(self, "_buffer", None)
         object.__setattr__(self, "_sink", None)
         object.__setattr__(self, "_response", None)
         with guarded("sqlalchemy.request"):
-            call = ProtocolCall("sql", LIBRARY, statement_request(self._context.dialect, operation, statement, parameters))
+            call = ProtocolCall(
+                "sql",
+                LIBRARY,
+                statement_request(self._context.dialect, operation, statement, parameters),
+            )
             self._recording.add_call(call)
-            span = getattr(self._context, "_otel_span", None)  # the instrumentor's span, started but never current
+            span = getattr(
+                self._context, "_otel_span", None
+            )  # the instrumentor's span, started but never current
             span_context = span.get_span_context() if span is not None else None
             if span_context is not None and span_context.trace_id == self._recording.trace_id:
                 call.span_id = span_context.span_id
             return call
         return None
 
-    def _run(self, call: Optional[ProtocolCall], method: Any, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, call: ProtocolCall | None, method: Any, *args: Any, **kwargs: Any) -> Any:
         if call is None:
             return method(*args, **kwargs)
         try:
             result = method(*args, **kwargs)
-            rows = self._cursor.fetchall() if self._cursor.description is not None and not self._streams else None
+            rows = (
+                self._cursor.fetchall()
+                if self._cursor.description is not None and not self._streams
+                else None
+            )
         except Exception as exc:
             with guarded("sqlalchemy.error"):
                 call.error = exception_info(exc)
@@ -196,7 +238,9 @@ class _TeeCursor:
         with guarded("sqlalchemy.response"):
             call.response = self._answer(rows)
             object.__setattr__(self, "_response", call.response)
-        return self if result is self._cursor else result  # psycopg/sqlite3 return the cursor for chaining
+        return (
+            self if result is self._cursor else result
+        )  # psycopg/sqlite3 return the cursor for chaining
 
     def close(self) -> None:
         """Close; a driver that resets ``rowcount`` on close (psycopg) is recorded doing so."""
@@ -207,7 +251,7 @@ class _TeeCursor:
                 if self._cursor.rowcount != response["rowcount"]:
                     response["rowcount_after_close"] = self._cursor.rowcount
 
-    def _answer(self, rows: Optional[list[Any]]) -> dict[str, Any]:
+    def _answer(self, rows: list[Any] | None) -> dict[str, Any]:
         cursor = self._cursor
         response: dict[str, Any] = {
             "description": _description(cursor.description),
@@ -216,7 +260,9 @@ class _TeeCursor:
         }
         if rows is not None:
             response["rows"] = [list(snapshot(tuple(row))) for row in rows]
-        elif self._streams:  # psycopg2's named cursors have a description only once a row is fetched
+        elif (
+            self._streams
+        ):  # psycopg2's named cursors have a description only once a row is fetched
             response.update(rows=[], streamed=True, complete=False)
             object.__setattr__(self, "_sink", response)
         return response
@@ -255,7 +301,7 @@ class _TeeCursor:
 
 
 # --------------------------------------------------------------------------- spans for every engine
-_traced: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_traced: weakref.WeakSet[Engine] = weakref.WeakSet()
 _traced_lock = threading.Lock()
 _instruments: dict[str, Any] = {}
 
@@ -297,10 +343,16 @@ def _ensure_spans(engine: Engine) -> None:
 
 
 # --------------------------------------------------------------------------- the wrappers
-def _create_cursor(wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict) -> Any:
+def _create_cursor(
+    wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict
+) -> Any:
     cursor = wrapped(*args, **kwargs)
     recording = current_recording()
-    return cursor if recording is None or _connecting.get() else _TeeCursor(cursor, recording, instance)
+    return (
+        cursor
+        if recording is None or _connecting.get()
+        else _TeeCursor(cursor, recording, instance)
+    )
 
 
 def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
@@ -312,12 +364,16 @@ def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:
-    with guarded("sqlalchemy.spans"):  # before the pool runs its connect listeners: none is added while they run
-        _ensure_spans(getattr(instance, "_proxied", instance))  # an engine.execution_options() copy: its engine
+    with guarded(
+        "sqlalchemy.spans"
+    ):  # before the pool runs its connect listeners: none is added while they run
+        _ensure_spans(
+            getattr(instance, "_proxied", instance)
+        )  # an engine.execution_options() copy: its engine
     recording = current_recording()
     if recording is None:
         return wrapped(*args, **kwargs)
-    call: Optional[ProtocolCall] = None
+    call: ProtocolCall | None = None
     with guarded("sqlalchemy.connect"):
         call = ProtocolCall("sql", LIBRARY, connect_request(instance))
         recording.add_call(call)

@@ -12,11 +12,20 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from .safe_json import nesting
 
-__all__ = ["BodySink", "encode_body", "decode_body", "header_value", "load_json", "JSON_FORMATS", "MAX_JSON_DEPTH"]
+__all__ = [
+    "BodySink",
+    "encode_body",
+    "decode_body",
+    "header_value",
+    "load_json",
+    "JSON_FORMATS",
+    "MAX_JSON_DEPTH",
+]
 
 # A body nested deeper is not treated as JSON: stored, redacted and matched as text. The bound
 # is timetracer's own, so a body is handled the same way on every Python (3.13's parser reads
@@ -93,12 +102,15 @@ def _dump_json(value: Any, fmt: str) -> str:
 
 def load_json(text: str) -> Any:
     """``json.loads(text)``; ``ValueError`` as well for JSON nested deeper than ``MAX_JSON_DEPTH``."""
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and nesting(text.encode("utf-8", "surrogatepass")) > MAX_JSON_DEPTH:
+    if (
+        text.count("[") + text.count("{") > MAX_JSON_DEPTH
+        and nesting(text.encode("utf-8", "surrogatepass")) > MAX_JSON_DEPTH
+    ):
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return json.loads(text)
 
 
-def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
+def _json_format_of(text: str) -> tuple[Any, str] | None:
     """The parsed value and the format name that reproduces ``text`` exactly, if any."""
     stripped = text.strip()
     if not stripped or stripped[0] not in "{[":
@@ -121,7 +133,7 @@ def _json_format_of(text: str) -> Optional[tuple[Any, str]]:
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
-def _inflate(data: bytes, wbits: int, limit: int) -> Optional[tuple[bytes, bool]]:
+def _inflate(data: bytes, wbits: int, limit: int) -> tuple[bytes, bool] | None:
     """Inflate every member of ``data`` (gzip may hold several); at most ``limit`` bytes out.
 
     None when the bytes do not inflate cleanly, trailing bytes included: such a body is
@@ -143,7 +155,7 @@ def _inflate(data: bytes, wbits: int, limit: int) -> Optional[tuple[bytes, bool]
             return None
 
 
-def _decompress(data: bytes, content_encoding: str, limit: int) -> Optional[tuple[bytes, bool]]:
+def _decompress(data: bytes, content_encoding: str, limit: int) -> tuple[bytes, bool] | None:
     """Decode gzip/deflate ``data``; at most ``limit`` bytes out. None when it cannot."""
     encoding = content_encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
@@ -155,7 +167,7 @@ def _decompress(data: bytes, content_encoding: str, limit: int) -> Optional[tupl
     return next((r for r in (_inflate(data, w, limit) for w in wbits) if r is not None), None)
 
 
-def _utf8_prefix(data: bytes, truncated: bool) -> Optional[str]:
+def _utf8_prefix(data: bytes, truncated: bool) -> str | None:
     """``data`` as text, allowing a cut multi-byte character at the end of a truncated body."""
     for cut in range(0, 4 if truncated else 1):
         try:
@@ -165,7 +177,7 @@ def _utf8_prefix(data: bytes, truncated: bool) -> Optional[str]:
     return None
 
 
-def header_value(headers: Iterable[tuple[str, str]], name: str) -> Optional[str]:
+def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The first value of header ``name`` (case-insensitive) in a list of pairs."""
     name = name.lower()
     for key, value in headers:
@@ -179,7 +191,7 @@ def encode_body(
     *,
     size: int,
     truncated: bool,
-    content_encoding: Optional[str] = None,
+    content_encoding: str | None = None,
     decoded: bool = False,
     limit: int,
 ) -> dict[str, Any]:
@@ -193,7 +205,9 @@ def encode_body(
         if decoded:
             out["content_encoding"] = content_encoding
         else:
-            plain = _decompress(data, content_encoding, limit)  # a cut stream gives its decoded start
+            plain = _decompress(
+                data, content_encoding, limit
+            )  # a cut stream gives its decoded start
             if plain is not None:
                 data, cut = plain
                 out["content_encoding"] = content_encoding

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Union
 
 __all__ = ["CassetteError"]
 
@@ -14,7 +13,7 @@ class CassetteError(Exception):
     ``path`` is the file (or URL), ``problem`` what is wrong with it, naming the field when one is.
     """
 
-    def __init__(self, path: Union[str, os.PathLike], problem: str) -> None:
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
         super().__init__(f"timetracer: cannot use cassette {self.path}: {problem}")

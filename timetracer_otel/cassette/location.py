@@ -17,14 +17,24 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-__all__ = ["CassetteFile", "TooLarge", "is_url", "is_cassette_name", "join", "read_bytes", "write", "list_files"]
+__all__ = [
+    "CassetteFile",
+    "TooLarge",
+    "is_url",
+    "is_cassette_name",
+    "join",
+    "read_bytes",
+    "write",
+    "list_files",
+]
 
-CassetteFile = Union[Path, str]  # a local file, or the URL of a remote one
+CassetteFile = Path | str  # a local file, or the URL of a remote one
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: C:\ is a Windows drive
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _clients: dict[tuple, Any] = {}
@@ -49,7 +59,7 @@ class TooLarge(OSError):
         self.size = size
 
 
-def is_url(location: Union[str, os.PathLike]) -> bool:
+def is_url(location: str | os.PathLike) -> bool:
     """True for ``s3://...`` (and any other ``scheme://``), False for local paths."""
     return isinstance(location, str) and bool(_URL.match(location))
 
@@ -59,7 +69,7 @@ def is_cassette_name(name: str) -> bool:
     return name.endswith((".json", ".json.gz")) and not name.startswith(".")
 
 
-def join(root: Union[str, os.PathLike], relpath: str) -> CassetteFile:
+def join(root: str | os.PathLike, relpath: str) -> CassetteFile:
     """``relpath`` (``/``-separated) inside a directory or below a URL prefix."""
     return f"{str(root).rstrip('/')}/{relpath}" if is_url(root) else Path(root) / relpath
 
@@ -81,7 +91,9 @@ def _client() -> Any:
             try:
                 import boto3
             except ImportError as exc:
-                raise OSError(f"s3:// cassettes need boto3: pip install 'timetracer-otel[s3]' ({exc})") from None
+                raise OSError(
+                    f"s3:// cassettes need boto3: pip install 'timetracer-otel[s3]' ({exc})"
+                ) from None
             client = _clients[settings] = boto3.session.Session().client("s3")
         return client
 
@@ -100,7 +112,7 @@ def _request(url: str) -> Iterator[None]:
         raise _ERRORS.get(code, OSError)(f"{url}: {exc}") from exc
 
 
-def read_bytes(file: Union[str, os.PathLike], limit: Optional[int] = None) -> bytes:
+def read_bytes(file: str | os.PathLike, limit: int | None = None) -> bytes:
     """The bytes of a local file or of the object at an ``s3://`` URL; :class:`TooLarge`, before
     reading it, when it holds more than ``limit`` bytes."""
     if not is_url(file):
@@ -123,7 +135,11 @@ def read_bytes(file: Union[str, os.PathLike], limit: Optional[int] = None) -> by
             if limit is not None and size > limit:
                 answer["Body"].close()
                 raise TooLarge(size)
-            data = answer["Body"].read() if limit is None else _bounded_read(answer["Body"], size, limit)
+            data = (
+                answer["Body"].read()
+                if limit is None
+                else _bounded_read(answer["Body"], size, limit)
+            )
     if limit is not None and len(data) > limit:  # it grew while being read
         raise TooLarge(len(data))
     return data
@@ -142,7 +158,9 @@ def write(url: str, data: bytes, exclusive: bool = False) -> None:
     """Put ``data`` at ``url`` in one request; ``exclusive``: ``FileExistsError`` if it exists (``If-None-Match: *``)."""
     bucket, key = _split(url)
     with _request(url):
-        _client().put_object(Bucket=bucket, Key=key, Body=data, **({"IfNoneMatch": "*"} if exclusive else {}))
+        _client().put_object(
+            Bucket=bucket, Key=key, Body=data, **({"IfNoneMatch": "*"} if exclusive else {})
+        )
 
 
 def list_files(url: str) -> list[str]:
@@ -150,11 +168,16 @@ def list_files(url: str) -> list[str]:
     bucket, key = _split(url)
     client = _client()
     if key and not key.endswith("/"):
-        with contextlib.suppress(FileNotFoundError), _request(url):  # no such object: a prefix, then
+        with (
+            contextlib.suppress(FileNotFoundError),
+            _request(url),
+        ):  # no such object: a prefix, then
             client.head_object(Bucket=bucket, Key=key)
             return [url]
     prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""
     with _request(url):
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
-    return sorted(f"s3://{bucket}/{name}" for name in keys if is_cassette_name(name.rsplit("/", 1)[-1]))
+    return sorted(
+        f"s3://{bucket}/{name}" for name in keys if is_cassette_name(name.rsplit("/", 1)[-1])
+    )

@@ -19,7 +19,9 @@ def sanitise(text: str, limit: int) -> str:
     return _UNSAFE.sub("_", text).strip("_")[:limit]
 
 
-def cassette_relpath(method: str, route: str, cassette_id: str, recorded_at: datetime, suffix: str = ".json") -> str:
+def cassette_relpath(
+    method: str, route: str, cassette_id: str, recorded_at: datetime, suffix: str = ".json"
+) -> str:
     """``<YYYY-MM-DD>/<METHOD>__<route>__<id><suffix>``, relative to the cassette directory.
 
     The route ``/`` gives an empty middle part, as in ``GET____a7f2.json``.
@@ -30,7 +32,9 @@ def cassette_relpath(method: str, route: str, cassette_id: str, recorded_at: dat
     return f"{recorded_at:%Y-%m-%d}/{safe_method}__{safe_route}__{safe_id}{suffix}"
 
 
-def process_cassette_relpath(service: str, cassette_id: str, recorded_at: datetime, suffix: str = ".json") -> str:
+def process_cassette_relpath(
+    service: str, cassette_id: str, recorded_at: datetime, suffix: str = ".json"
+) -> str:
     """``<YYYY-MM-DD>/process__<service>__<id><suffix>``: the calls one process made outside its requests."""
     safe_service = sanitise(service, _MAX_ROUTE_CHARS)
     safe_id = sanitise(cassette_id, 32) or "0"

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
@@ -117,7 +124,10 @@ def _span(trace_id: bytes, span: dict[str, Any], origin: int, extra: dict[str, A
             )
             for event in span["events"]
         ],
-        status=Status(code=Status.StatusCode.Value(f"STATUS_CODE_{span['status']['code']}"), message=span["status"]["description"] or ""),
+        status=Status(
+            code=Status.StatusCode.Value(f"STATUS_CODE_{span['status']['code']}"),
+            message=span["status"]["description"] or "",
+        ),
     )
 
 
@@ -143,16 +153,25 @@ def to_request(doc: dict[str, Any]) -> ExportTraceServiceRequest:
         if span["span_id"] in calls:
             extra[_CALLS] = _json(calls.pop(span["span_id"]))
         if index == root_index:
-            extra.update({_DOCUMENT: _json(header), _SPAN_COUNT: len(spans), _CALL_COUNT: len(doc["calls"])})
+            extra.update(
+                {_DOCUMENT: _json(header), _SPAN_COUNT: len(spans), _CALL_COUNT: len(doc["calls"])}
+            )
         out.append(_span(trace_id, span, root["start_time_unix_nano"], extra))
     resource = Resource(attributes=_key_values({"service.name": doc["service"]}))
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=_scope(), spans=out)])])
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=_scope(), spans=out)])
+        ]
+    )
 
 
 def _convert_ids(node: Any, convert: Callable[[str], str]) -> Any:
     """``node`` (a JSON value) with every trace/span id field passed through ``convert``."""
     if isinstance(node, dict):
-        return {k: convert(v) if k in _ID_FIELDS and isinstance(v, str) else _convert_ids(v, convert) for k, v in node.items()}
+        return {
+            k: convert(v) if k in _ID_FIELDS and isinstance(v, str) else _convert_ids(v, convert)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_convert_ids(item, convert) for item in node]
     return node
@@ -171,7 +190,7 @@ class _Parts:
 
     spans: dict[int, tuple[Span, dict[str, Any]]] = field(default_factory=dict)
     calls: dict[int, Any] = field(default_factory=dict)
-    header: Optional[dict[str, Any]] = None
+    header: dict[str, Any] | None = None
     counts: tuple[int, int] = (0, 0)
     origin: int = 0  # the server span's start: offsets count from it
 
@@ -193,7 +212,9 @@ def _base64_to_hex(text: str) -> str:
     return base64.b64decode(text).hex()
 
 
-def _requests(lines: Iterable[tuple[str, bytes]], imported: Imported, limits: ReadLimits) -> Iterable[ExportTraceServiceRequest]:
+def _requests(
+    lines: Iterable[tuple[str, bytes]], imported: Imported, limits: ReadLimits
+) -> Iterable[ExportTraceServiceRequest]:
     for where, line in lines:
         if not line.strip():
             continue
@@ -201,10 +222,20 @@ def _requests(lines: Iterable[tuple[str, bytes]], imported: Imported, limits: Re
             data = loads(line, limits)
             if not isinstance(data, dict) or "resourceSpans" not in data:
                 continue  # a metrics or logs line of the same file
-            yield json_format.ParseDict(_convert_ids(data, _hex_to_base64), ExportTraceServiceRequest(), ignore_unknown_fields=True)
+            yield json_format.ParseDict(
+                _convert_ids(data, _hex_to_base64),
+                ExportTraceServiceRequest(),
+                ignore_unknown_fields=True,
+            )
         except JSONProblem as exc:
             imported.problems.append(f"{where} {exc}")
-        except (ValueError, TypeError, AttributeError, RecursionError, json_format.ParseError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+            json_format.ParseError,
+        ) as exc:
             imported.problems.append(f"{where}: not OTLP JSON traces ({type(exc).__name__}: {exc})")
 
 
@@ -214,15 +245,24 @@ def _span_dict(span: Span, attributes: dict[str, Any], origin: int) -> dict[str,
         "span_id": span.span_id.hex(),
         "parent_id": span.parent_span_id.hex() or None,
         "name": span.name,
-        "kind": Span.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_").replace("UNSPECIFIED", "INTERNAL"),
+        "kind": Span.SpanKind.Name(span.kind)
+        .removeprefix("SPAN_KIND_")
+        .replace("UNSPECIFIED", "INTERNAL"),
         "start_offset_ms": _ms(start - origin),
         "duration_ms": _ms(end - start),
         "start_time_unix_nano": start,
         "end_time_unix_nano": end,
-        "status": {"code": Status.StatusCode.Name(span.status.code).removeprefix("STATUS_CODE_"), "description": span.status.message or None},
+        "status": {
+            "code": Status.StatusCode.Name(span.status.code).removeprefix("STATUS_CODE_"),
+            "description": span.status.message or None,
+        },
         "attributes": {k: v for k, v in attributes.items() if not k.startswith(PREFIX)},
         "events": [
-            {"name": event.name, "offset_ms": _ms(event.time_unix_nano - origin), "attributes": _attributes(event.attributes)}
+            {
+                "name": event.name,
+                "offset_ms": _ms(event.time_unix_nano - origin),
+                "attributes": _attributes(event.attributes),
+            }
             for event in span.events
         ],
     }
@@ -244,14 +284,21 @@ def _collect(parts: _Parts, span: Span, attributes: dict[str, Any], limits: Read
 def _assemble(name: str, parts: _Parts) -> dict[str, Any]:
     """The cassette, or ``ValueError`` saying what is missing."""
     if parts.header is None:
-        raise ValueError(f"{name}: the server span, which carries the cassette document, is missing")
+        raise ValueError(
+            f"{name}: the server span, which carries the cassette document, is missing"
+        )
     span_count, call_count = parts.counts
-    if sorted(parts.spans) != list(range(span_count)) or sorted(parts.calls) != list(range(call_count)):
+    if sorted(parts.spans) != list(range(span_count)) or sorted(parts.calls) != list(
+        range(call_count)
+    ):
         raise ValueError(
             f"{name}: incomplete cassette, {len(parts.spans)} of {span_count} spans "
             f"and {len(parts.calls)} of {call_count} calls found"
         )
-    spans = [_span_dict(span, attributes, parts.origin) for span, attributes in (parts.spans[i] for i in range(span_count))]
+    spans = [
+        _span_dict(span, attributes, parts.origin)
+        for span, attributes in (parts.spans[i] for i in range(span_count))
+    ]
     return {**parts.header, "calls": [parts.calls[i] for i in range(call_count)], "spans": spans}
 
 
@@ -273,12 +320,21 @@ def from_lines(lines: Iterable[tuple[str, bytes]], limits: ReadLimits) -> Import
                     if _ROOT not in attributes or _INDEX not in attributes:
                         continue  # not a span of a cassette
                     try:
-                        _collect(found.setdefault((span.trace_id, attributes[_ROOT]), _Parts()), span, attributes, limits)
+                        _collect(
+                            found.setdefault((span.trace_id, attributes[_ROOT]), _Parts()),
+                            span,
+                            attributes,
+                            limits,
+                        )
                     except (ValueError, TypeError, KeyError) as exc:
-                        imported.problems.append(f"span {span.span_id.hex()}: unusable {PREFIX}* attributes ({exc})")
+                        imported.problems.append(
+                            f"span {span.span_id.hex()}: unusable {PREFIX}* attributes ({exc})"
+                        )
     for (trace_id, root), parts in found.items():
         try:
-            imported.cassettes.append(_assemble(f"trace {trace_id.hex()} server span {root}", parts))
+            imported.cassettes.append(
+                _assemble(f"trace {trace_id.hex()} server span {root}", parts)
+            )
         except ValueError as exc:
             imported.problems.append(str(exc))
     return imported

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from timetracer_otel.config import ReadLimits
 
@@ -45,7 +45,10 @@ def _gunzip(data: bytes, file: CassetteFile, limits: ReadLimits) -> bytearray:
             while data and not member.eof:
                 out += member.decompress(data, limits.max_bytes + 1 - len(out))
                 if len(out) > limits.max_bytes:
-                    raise CassetteError(file, f"expands beyond TIMETRACER_READ_MAX_BYTES ({limits.max_bytes} bytes) when decompressed")
+                    raise CassetteError(
+                        file,
+                        f"expands beyond TIMETRACER_READ_MAX_BYTES ({limits.max_bytes} bytes) when decompressed",
+                    )
                 data = member.unconsumed_tail
             if not member.eof:
                 raise CassetteError(file, "is a truncated gzip file")
@@ -55,12 +58,14 @@ def _gunzip(data: bytes, file: CassetteFile, limits: ReadLimits) -> bytearray:
     return out
 
 
-def _read(file: CassetteFile, limits: ReadLimits) -> Union[bytes, bytearray]:
+def _read(file: CassetteFile, limits: ReadLimits) -> bytes | bytearray:
     """The file's bytes; a ``*.gz`` file's decompressed (the name says the format, as when writing)."""
     try:
         raw = read_bytes(file, limits.max_bytes)
     except TooLarge as exc:
-        raise CassetteError(file, f"is {exc.size} bytes; TIMETRACER_READ_MAX_BYTES allows {limits.max_bytes}") from None
+        raise CassetteError(
+            file, f"is {exc.size} bytes; TIMETRACER_READ_MAX_BYTES allows {limits.max_bytes}"
+        ) from None
     except FileNotFoundError:
         raise CassetteError(file, "no such file") from None
     except IsADirectoryError:
@@ -70,7 +75,9 @@ def _read(file: CassetteFile, limits: ReadLimits) -> Union[bytes, bytearray]:
     return _gunzip(raw, file, limits) if str(file).endswith(".gz") else raw
 
 
-def load_cassette(path: Union[str, os.PathLike], scope: str = "request", limits: Optional[ReadLimits] = None) -> dict[str, Any]:
+def load_cassette(
+    path: str | os.PathLike, scope: str = "request", limits: ReadLimits | None = None
+) -> dict[str, Any]:
     """The cassette document at ``path`` (a file or a URL), checked; :class:`CassetteError` if it is
     unusable, records another ``scope`` than asked for, or goes beyond ``limits`` (default: the environment's)."""
     file: CassetteFile = str(path) if is_url(path) else Path(path)
@@ -83,7 +90,7 @@ def load_cassette(path: Union[str, os.PathLike], scope: str = "request", limits:
     return validate_document(doc, file, scope)
 
 
-def _below(path: Union[str, os.PathLike]) -> Optional[list[CassetteFile]]:
+def _below(path: str | os.PathLike) -> list[CassetteFile] | None:
     """Every cassette file below a directory or URL prefix (both kinds); None when ``path`` is a file."""
     if is_url(path):
         try:
@@ -116,7 +123,7 @@ def directory_entries(directory: str) -> tuple[list[tuple[str, str]], list[tuple
     return files, subdirectories
 
 
-def walk(top: str, directories: Optional[dict[str, int]] = None) -> list[tuple[tuple[str, ...], str]]:
+def walk(top: str, directories: dict[str, int] | None = None) -> list[tuple[tuple[str, ...], str]]:
     """(path parts below ``top``, full path) of every file below directory ``top`` named like a
     cassette (both kinds), in order (see :func:`directory_entries`). ``directories``, when given,
     receives each directory's mtime (in ns), read before its entries: a file added, removed or
@@ -141,7 +148,7 @@ def _name(file: CassetteFile) -> str:
     return file.name if isinstance(file, Path) else file.rsplit("/", 1)[-1]
 
 
-def cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
+def cassette_files(path: str | os.PathLike) -> list[CassetteFile]:
     """``path`` itself if it is a file; every request cassette (``*.json``, ``*.json.gz``) below it if it is a directory.
 
     A URL gives URLs: the object itself, or the request cassettes below the prefix.
@@ -152,7 +159,9 @@ def cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
     return [file for file in found if not is_process_cassette_name(_name(file))]
 
 
-def process_cassette_files(path: Union[str, os.PathLike]) -> list[CassetteFile]:
+def process_cassette_files(path: str | os.PathLike) -> list[CassetteFile]:
     """The process cassettes below a directory or URL prefix; none for a file (a cassette given alone)."""
     found = _below(path)
-    return [] if found is None else [file for file in found if is_process_cassette_name(_name(file))]
+    return (
+        [] if found is None else [file for file in found if is_process_cassette_name(_name(file))]
+    )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 from array import array
+from collections.abc import Sequence
 from itertools import accumulate
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import orjson
 
@@ -24,7 +25,9 @@ __all__ = ["JSONProblem", "loads", "nesting", "describe_path"]
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as signed bytes: +1 opens, -1 closes
-_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")  # every digit a 0: runs are found with ``in``
+_DIGITS = bytes.maketrans(
+    b"0123456789", b"0000000000"
+)  # every digit a 0: runs are found with ``in``
 _LAST_TOKEN = re.compile(r'[^\s,:\[\]{}"]*')
 _KEY_CHARS = 40
 
@@ -54,7 +57,7 @@ def nesting(text: bytes) -> int:
     return _nesting(_STRING.sub(b"", text))
 
 
-def describe_path(parts: Sequence[Union[str, int]]) -> str:
+def describe_path(parts: Sequence[str | int]) -> str:
     """``calls[0].request.status`` from its keys and indices (long keys cut)."""
     text = ""
     for part in parts:
@@ -66,9 +69,9 @@ def describe_path(parts: Sequence[Union[str, int]]) -> str:
     return text or "the top level"
 
 
-def _long_number(document: Any) -> Optional[tuple[str, int]]:
+def _long_number(document: Any) -> tuple[str, int] | None:
     """Where the first number beyond the limit is, and its digits (iterative: any depth); None if none is."""
-    stack: list[tuple[Any, tuple[Union[str, int], ...]]] = [(document, ())]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
     while stack:
         node, path = stack.pop()
         if isinstance(node, _LongNumber):
@@ -76,7 +79,9 @@ def _long_number(document: Any) -> Optional[tuple[str, int]]:
         if isinstance(node, dict):
             stack.extend((value, (*path, key)) for key, value in reversed(list(node.items())))
         elif isinstance(node, list):
-            stack.extend((value, (*path, index)) for index, value in reversed(list(enumerate(node))))
+            stack.extend(
+                (value, (*path, index)) for index, value in reversed(list(enumerate(node)))
+            )
     return None
 
 
@@ -86,7 +91,9 @@ def _syntax_problem(exc: json.JSONDecodeError, text: str) -> str:
     # at all) was cut short; a strict JSON string holds no raw newline, so an unterminated one also
     # runs to the end of the text.
     started = text.lstrip()[:1] in ("{", "[")
-    if started and (_LAST_TOKEN.fullmatch(text[exc.pos :].rstrip()) or exc.msg.startswith("Unterminated string")):
+    if started and (
+        _LAST_TOKEN.fullmatch(text[exc.pos :].rstrip()) or exc.msg.startswith("Unterminated string")
+    ):
         return f"is truncated: the JSON ends early ({where})"
     return f"is not valid JSON at {where}"
 
@@ -135,7 +142,9 @@ def loads(raw: bytes, limits: ReadLimits) -> Any:
         skeleton = _STRING.sub(b"", raw)
         depth = _nesting(skeleton)
         if depth > limits.max_depth:
-            raise JSONProblem(f"is nested {depth} levels deep; TIMETRACER_READ_MAX_DEPTH allows {limits.max_depth}")
+            raise JSONProblem(
+                f"is nested {depth} levels deep; TIMETRACER_READ_MAX_DEPTH allows {limits.max_depth}"
+            )
         long_integer, long_number = _runs(skeleton, limits)
     if long_integer:
         document = _standard(raw, limits)
@@ -147,5 +156,7 @@ def loads(raw: bytes, limits: ReadLimits) -> Any:
     found = _long_number(document) if long_number else None
     if found is not None:
         where, digits = found
-        raise JSONProblem(f"holds a number of {digits} digits at {where}; TIMETRACER_READ_MAX_DIGITS allows {limits.max_digits}")
+        raise JSONProblem(
+            f"holds a number of {digits} digits at {where}; TIMETRACER_READ_MAX_DIGITS allows {limits.max_digits}"
+        )
     return document

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
-from typing import Callable, Union
+from collections.abc import Callable
 
 from . import location
 from .location import CassetteFile
@@ -75,7 +75,9 @@ def _first_free(relpath: str, create: Callable[[str], None]) -> str:
     raise FileExistsError(f"no free cassette name for {relpath}")
 
 
-def write_new(root: Union[str, os.PathLike], relpath: str, data: bytes, durable: bool = False) -> CassetteFile:
+def write_new(
+    root: str | os.PathLike, relpath: str, data: bytes, durable: bool = False
+) -> CassetteFile:
     """Write ``data`` at ``root/relpath`` without overwriting; returns the file (a path or URL) used.
 
     If the name is taken (another process recorded the same id), ``-2``, ``-3``, ...
@@ -83,15 +85,23 @@ def write_new(root: Union[str, os.PathLike], relpath: str, data: bytes, durable:
     ``kill -9``; ``durable`` adds an fsync, for a power cut too.
     """
     if location.is_url(root):
-        return location.join(root, _first_free(relpath, lambda rel: location.write(str(location.join(root, rel)), data, exclusive=True)))
+        return location.join(
+            root,
+            _first_free(
+                relpath,
+                lambda rel: location.write(str(location.join(root, rel)), data, exclusive=True),
+            ),
+        )
     tmp = _write_temp(os.path.dirname(os.path.join(root, relpath)), data, durable)
     try:
-        return location.join(root, _first_free(relpath, lambda rel: os.link(tmp, os.path.join(root, rel))))
+        return location.join(
+            root, _first_free(relpath, lambda rel: os.link(tmp, os.path.join(root, rel)))
+        )
     finally:
         os.unlink(tmp)
 
 
-def replace(path: Union[str, os.PathLike], data: bytes, durable: bool = False) -> None:
+def replace(path: str | os.PathLike, data: bytes, durable: bool = False) -> None:
     """Atomically replace the file at ``path`` (a path or URL) with ``data``."""
     if location.is_url(path):
         location.write(str(path), data)

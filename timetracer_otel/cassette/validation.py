@@ -12,19 +12,25 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 from . import FORMAT_NAME, FORMAT_VERSION
 from .errors import CassetteError
 
 __all__ = ["SCOPES", "validate_document"]
 
-SCOPES = ("request", "process")  # what a cassette records; a document without "scope" records a request
+SCOPES = (
+    "request",
+    "process",
+)  # what a cassette records; a document without "scope" records a request
 
 _ENCODINGS = ("empty", "text", "json", "base64", "segments")
 _PROTOCOL = re.compile(r"[a-z][a-z0-9_.-]*")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # and a length divisible by 4 (a repeated group is slow on 50 MB)
+_BASE64 = re.compile(
+    r"[A-Za-z0-9+/]*={0,2}"
+)  # and a length divisible by 4 (a repeated group is slow on 50 MB)
 _ID_CHARS = 64
 _MOST = 2**64 - 1  # the largest integer a count, size or time may be (OTLP's fixed64)
 _SHOWN_CHARS = 40
@@ -61,19 +67,33 @@ def _string(value: Any, where: str, empty: bool = True, nullable: bool = False) 
     if nullable and value is None:
         return
     if not isinstance(value, str) or (not empty and not value):
-        _fail(value, where, ("a non-empty string" if not empty else "a string") + (" or null" if nullable else ""))
+        _fail(
+            value,
+            where,
+            ("a non-empty string" if not empty else "a string") + (" or null" if nullable else ""),
+        )
 
 
-def _number(value: Any, where: str, lowest: Optional[float] = None, nullable: bool = False) -> None:
+def _number(value: Any, where: str, lowest: float | None = None, nullable: bool = False) -> None:
     """A number readers can compute with as a float: finite, and an integer no larger than a float holds."""
     if nullable and value is None:
         return
     try:
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        number = (
+            float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else math.nan
+        )
     except OverflowError:
         number = math.inf
     if not math.isfinite(number) or (lowest is not None and number < lowest):
-        _fail(value, where, "a number" + (f" >= {lowest:g}" if lowest is not None else "") + (" or null" if nullable else ""))
+        _fail(
+            value,
+            where,
+            "a number"
+            + (f" >= {lowest:g}" if lowest is not None else "")
+            + (" or null" if nullable else ""),
+        )
 
 
 def _integer(value: Any, where: str, lowest: int, highest: int = _MOST) -> None:
@@ -99,7 +119,9 @@ def _required(message: dict[str, Any], where: str, *keys: str) -> None:
         raise _Invalid(where, f"lacks {', '.join(missing)}")
 
 
-def _optional(message: dict[str, Any], key: str, where: str, check: Callable[[Any, str], Any]) -> None:
+def _optional(
+    message: dict[str, Any], key: str, where: str, check: Callable[[Any, str], Any]
+) -> None:
     """``check`` the field ``key`` of ``message`` if it has one (``where`` is the message's place, "" at the top)."""
     if key in message:
         check(message[key], f"{where}.{key}" if where else key)
@@ -115,7 +137,9 @@ def _hex(digits: int, nullable: bool = False) -> Callable[[Any, str], None]:
     pattern = re.compile(f"[0-9a-f]{{{digits}}}")
 
     def check(value: Any, where: str) -> None:
-        if not (nullable and value is None) and not (isinstance(value, str) and pattern.fullmatch(value)):
+        if not (nullable and value is None) and not (
+            isinstance(value, str) and pattern.fullmatch(value)
+        ):
             _fail(value, where, f"{digits} hex digits" + (" or null" if nullable else ""))
 
     return check
@@ -137,7 +161,11 @@ def _time(value: Any, where: str) -> None:
 
 def _headers(value: Any, where: str) -> None:
     for index, pair in enumerate(_list(value, where)):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair)):
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(part, str) for part in pair)
+        ):
             _fail(pair, f"{where}[{index}]", "a [name, value] pair of strings")
 
 
@@ -242,7 +270,17 @@ def _call(value: Any, where: str) -> None:
 
 def _span(value: Any, where: str) -> None:
     span = _object(value, where)
-    _required(span, where, "span_id", "parent_id", "name", "kind", "start_offset_ms", "duration_ms", "status")
+    _required(
+        span,
+        where,
+        "span_id",
+        "parent_id",
+        "name",
+        "kind",
+        "start_offset_ms",
+        "duration_ms",
+        "status",
+    )
     _span_id(span["span_id"], f"{where}.span_id")
     _span_id_or_null(span["parent_id"], f"{where}.parent_id")
     _string(span["name"], f"{where}.name")
@@ -271,37 +309,56 @@ def _id(value: Any, where: str) -> None:
         _fail(value, where, f"a string of at most {_ID_CHARS} characters")
 
 
-def _items(doc: dict[str, Any], key: str, check: Callable[[Any, str], None], required: bool = False) -> None:
+def _items(
+    doc: dict[str, Any], key: str, check: Callable[[Any, str], None], required: bool = False
+) -> None:
     if key not in doc and not required:
         return
     for index, item in enumerate(_list(doc.get(key), key)):
         check(item, f"{key}[{index}]")
 
 
-def _identity(doc: dict[str, Any], path: Union[str, os.PathLike], scope: str) -> None:
+def _identity(doc: dict[str, Any], path: str | os.PathLike, scope: str) -> None:
     """A timetracer cassette, of a version this code reads, recording ``scope``."""
     if doc.get("format") != FORMAT_NAME:
         if "resourceSpans" in doc:
-            raise CassetteError(path, "is OTLP JSON, not a cassette: turn it into cassettes with timetracer import")
-        found = f"its 'format' is {_shown(doc['format'])}" if "format" in doc else "it has no 'format' field"
-        raise CassetteError(path, f"is JSON but not a timetracer cassette ({found}, expected {FORMAT_NAME!r})")
+            raise CassetteError(
+                path, "is OTLP JSON, not a cassette: turn it into cassettes with timetracer import"
+            )
+        found = (
+            f"its 'format' is {_shown(doc['format'])}"
+            if "format" in doc
+            else "it has no 'format' field"
+        )
+        raise CassetteError(
+            path, f"is JSON but not a timetracer cassette ({found}, expected {FORMAT_NAME!r})"
+        )
     version = doc.get("version")
     if version != FORMAT_VERSION:
-        raise CassetteError(path, f"format version {_shown(version)} is not supported (this timetracer reads version {FORMAT_VERSION})")
+        raise CassetteError(
+            path,
+            f"format version {_shown(version)} is not supported (this timetracer reads version {FORMAT_VERSION})",
+        )
     found = doc.get("scope", "request")
     if found not in SCOPES:
         raise CassetteError(path, f"'scope' is {_shown(found)}, expected 'process' or none")
     if found != scope:
         raise CassetteError(
-            path, "is a process cassette (the calls made outside requests), not a request's" if found == "process" else "is a request's cassette, not a process cassette"
+            path,
+            "is a process cassette (the calls made outside requests), not a request's"
+            if found == "process"
+            else "is a request's cassette, not a process cassette",
         )
 
 
-def validate_document(doc: Any, path: Union[str, os.PathLike], scope: str = "request") -> dict[str, Any]:
+def validate_document(doc: Any, path: str | os.PathLike, scope: str = "request") -> dict[str, Any]:
     """``doc`` if it is a cassette recording ``scope`` whose every field readers use is usable;
     else :class:`CassetteError` naming the field and what is wrong with it."""
     if not isinstance(doc, dict):
-        raise CassetteError(path, f"is JSON but not a timetracer cassette (the top level is {_shown(doc)}, expected an object)")
+        raise CassetteError(
+            path,
+            f"is JSON but not a timetracer cassette (the top level is {_shown(doc)}, expected an object)",
+        )
     _identity(doc, path, scope)
     try:
         _optional(doc, "id", "", _id)
@@ -324,4 +381,3 @@ def validate_document(doc: Any, path: Union[str, os.PathLike], scope: str = "req
     except _Invalid as exc:
         raise CassetteError(path, str(exc)) from None
     return doc
-

@@ -12,8 +12,9 @@ import base64
 import datetime as dt
 import math
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["encode_value", "decode_value", "ValueDecodeError"]
 
@@ -31,13 +32,19 @@ def _b64(data: bytes) -> str:
 def _encode_float(value: float) -> Any:
     if math.isfinite(value):
         return value
-    return {TYPE_KEY: "float", "value": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    return {
+        TYPE_KEY: "float",
+        "value": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"),
+    }
 
 
 def _encode_dict(value: dict) -> Any:
     if TYPE_KEY not in value and all(type(k) is str for k in value):
         return {k: encode_value(v) for k, v in value.items()}
-    return {TYPE_KEY: "dict", "items": [[encode_value(k), encode_value(v)] for k, v in value.items()]}
+    return {
+        TYPE_KEY: "dict",
+        "items": [[encode_value(k), encode_value(v)] for k, v in value.items()],
+    }
 
 
 def _sorted_items(values: Any) -> list[Any]:
@@ -66,7 +73,12 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     dt.datetime: lambda v: {TYPE_KEY: "datetime", "value": v.isoformat()},
     dt.date: lambda v: {TYPE_KEY: "date", "value": v.isoformat()},
     dt.time: lambda v: {TYPE_KEY: "time", "value": v.isoformat()},
-    dt.timedelta: lambda v: {TYPE_KEY: "timedelta", "days": v.days, "seconds": v.seconds, "microseconds": v.microseconds},
+    dt.timedelta: lambda v: {
+        TYPE_KEY: "timedelta",
+        "days": v.days,
+        "seconds": v.seconds,
+        "microseconds": v.microseconds,
+    },
     Decimal: lambda v: {TYPE_KEY: "decimal", "value": str(v)},
     uuid.UUID: lambda v: {TYPE_KEY: "uuid", "value": str(v)},
 }
@@ -83,7 +95,9 @@ _DECODERS: dict[str, Callable[[dict], Any]] = {
     "datetime": lambda d: dt.datetime.fromisoformat(d["value"]),
     "date": lambda d: dt.date.fromisoformat(d["value"]),
     "time": lambda d: dt.time.fromisoformat(d["value"]),
-    "timedelta": lambda d: dt.timedelta(days=d["days"], seconds=d["seconds"], microseconds=d["microseconds"]),
+    "timedelta": lambda d: dt.timedelta(
+        days=d["days"], seconds=d["seconds"], microseconds=d["microseconds"]
+    ),
     "decimal": lambda d: Decimal(d["value"]),
     "uuid": lambda d: uuid.UUID(d["value"]),
     "repr": lambda d: d["value"],
@@ -109,7 +123,11 @@ def _register_bson() -> None:
             Int64: lambda v: {TYPE_KEY: "int64", "value": int(v)},
             Binary: lambda v: {TYPE_KEY: "binary", "subtype": v.subtype, "base64": _b64(bytes(v))},
             Timestamp: lambda v: {TYPE_KEY: "bson_timestamp", "time": v.time, "inc": v.inc},
-            Regex: lambda v: {TYPE_KEY: "regex", "pattern": encode_value(v.pattern), "flags": v.flags},
+            Regex: lambda v: {
+                TYPE_KEY: "regex",
+                "pattern": encode_value(v.pattern),
+                "flags": v.flags,
+            },
             bson.MinKey: lambda v: {TYPE_KEY: "minkey"},
             bson.MaxKey: lambda v: {TYPE_KEY: "maxkey"},
         }

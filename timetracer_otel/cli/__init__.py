@@ -12,5 +12,7 @@ def main() -> None:
     try:
         from ._commands import cli
     except ImportError as exc:  # click or rich missing: say which extra brings them
-        sys.exit(f"timetracer: the command needs the 'cli' extra: pip install 'timetracer-otel[cli]' ({exc})")
+        sys.exit(
+            f"timetracer: the command needs the 'cli' extra: pip install 'timetracer-otel[cli]' ({exc})"
+        )
     cli(prog_name="timetracer")

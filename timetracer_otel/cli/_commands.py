@@ -9,15 +9,21 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import click
 
 from timetracer_otel import __version__
 from timetracer_otel._terminal import printable, printable_json
 from timetracer_otel.cassette.location import CassetteFile, TooLarge, is_url, read_bytes
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, load_cassette, validate_document
+from timetracer_otel.cassette.reader import (
+    CassetteError,
+    cassette_files,
+    load_cassette,
+    validate_document,
+)
 from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import COMPRESSIONS, ReadLimits
 
@@ -58,14 +64,25 @@ def _dir_option(function: Callable) -> Callable:
 def _filter_options(function: Callable) -> Callable:
     """The filters of ``list`` and ``search``, passed on as one :class:`Filters` named ``filters``."""
     options = [
-        click.option("--method", "methods", multiple=True, help="Request method; repeat for several."),
+        click.option(
+            "--method", "methods", multiple=True, help="Request method; repeat for several."
+        ),
         click.option("--path", help="Glob on the request path, e.g. '/users/*'."),
         click.option("--route", help="Glob on the route template, e.g. '/users/{name}'."),
-        click.option("--status", "statuses", multiple=True, help="404, 5xx or 400-499; repeat for several."),
-        click.option("--errors", is_flag=True, help="Only failed requests: status 5xx or an exception."),
-        click.option("--since", help="Recorded at or after: 2026-01-22, 2026-01-22T09:00, or 30m / 2h / 7d ago."),
+        click.option(
+            "--status", "statuses", multiple=True, help="404, 5xx or 400-499; repeat for several."
+        ),
+        click.option(
+            "--errors", is_flag=True, help="Only failed requests: status 5xx or an exception."
+        ),
+        click.option(
+            "--since",
+            help="Recorded at or after: 2026-01-22, 2026-01-22T09:00, or 30m / 2h / 7d ago.",
+        ),
         click.option("--until", help="Recorded before (same forms as --since)."),
-        click.option("--service", "services", multiple=True, help="Service name; repeat for several."),
+        click.option(
+            "--service", "services", multiple=True, help="Service name; repeat for several."
+        ),
     ]
 
     @functools.wraps(function)
@@ -83,14 +100,18 @@ def _filter_options(function: Callable) -> Callable:
 
 
 def _json_option(function: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        function
+    )
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(printable_json(json.dumps(value, indent=2, ensure_ascii=False, default=str)) + "\n")
+    sys.stdout.write(
+        printable_json(json.dumps(value, indent=2, ensure_ascii=False, default=str)) + "\n"
+    )
 
 
-def _no_directory(directory: str) -> Optional[str]:
+def _no_directory(directory: str) -> str | None:
     """Why ``directory`` cannot be listed, when it is a local path that is no directory."""
     if is_url(directory) or Path(directory).is_dir():
         return None
@@ -132,9 +153,19 @@ def _resolve(reference: str, directory: str, limits: ReadLimits) -> CassetteFile
     index = _index(directory, limits)
     found = index.find(reference)
     if not found and _names_a_file(reference):
-        raise _Failure(str(CassetteError(reference, f"no such file, nor a cassette of that name in {directory}")))
+        raise _Failure(
+            str(
+                CassetteError(
+                    reference, f"no such file, nor a cassette of that name in {directory}"
+                )
+            )
+        )
     if len(found) != 1:
-        problem = "matches no cassette" if not found else f"matches {len(found)} cassettes: {', '.join(sorted(found)[:5])}"
+        problem = (
+            "matches no cassette"
+            if not found
+            else f"matches {len(found)} cassettes: {', '.join(sorted(found)[:5])}"
+        )
         raise _Failure(f"{reference!r} {problem} in {directory}")
     path = index.path_of(found[0])
     assert path is not None  # found keys come from the same scan
@@ -143,7 +174,11 @@ def _resolve(reference: str, directory: str, limits: ReadLimits) -> CassetteFile
 
 def _location(reference: str, directory: str, limits: ReadLimits) -> CassetteFile:
     """What ``reference`` names: a directory or URL prefix as it is, else one cassette as for ``show``."""
-    return reference if is_url(reference) or Path(reference).is_dir() else _resolve(reference, directory, limits)
+    return (
+        reference
+        if is_url(reference) or Path(reference).is_dir()
+        else _resolve(reference, directory, limits)
+    )
 
 
 def _cassettes(reference: str, directory: str, limits: ReadLimits) -> list[CassetteFile]:
@@ -174,11 +209,19 @@ def cli() -> None:
 @cli.command("list")
 @_dir_option
 @_filter_options
-@click.option("--sort", type=click.Choice(list(SORT_KEYS)), default="recorded_at", show_default=True, help="Sort by this column.")
+@click.option(
+    "--sort",
+    type=click.Choice(list(SORT_KEYS)),
+    default="recorded_at",
+    show_default=True,
+    help="Sort by this column.",
+)
 @click.option("--desc", is_flag=True, help="Sort in descending order.")
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
 @_json_option
-def list_command(directory: str, filters: Filters, sort: str, desc: bool, limit: Optional[int], as_json: bool) -> None:
+def list_command(
+    directory: str, filters: Filters, sort: str, desc: bool, limit: int | None, as_json: bool
+) -> None:
     """List the cassettes in a directory, filtered and sorted."""
     index = _index(directory, _limits())
     rows = select(index.entries.values(), filters, sort, desc, limit)
@@ -192,7 +235,9 @@ def list_command(directory: str, filters: Filters, sort: str, desc: bool, limit:
 @cli.command()
 @click.argument("cassette")
 @_dir_option
-@click.option("--payloads", is_flag=True, help="Show every body in full, and each call's headers and bodies.")
+@click.option(
+    "--payloads", is_flag=True, help="Show every body in full, and each call's headers and bodies."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the cassette document.")
 def show(cassette: str, directory: str, payloads: bool, as_json: bool) -> None:
     """Show a cassette: request, response, calls, spans.
@@ -215,9 +260,13 @@ def show(cassette: str, directory: str, payloads: bool, as_json: bool) -> None:
 @_dir_option
 @click.option("--ignore", multiple=True, metavar="FIELD",
               help="A header or JSON field to leave out (any depth), or a location such as response.body; repeat for several.")  # fmt: skip
-@click.option("--no-default-ignores", is_flag=True, help=f"Compare {', '.join(DEFAULT_IGNORED)} headers too.")
+@click.option(
+    "--no-default-ignores", is_flag=True, help=f"Compare {', '.join(DEFAULT_IGNORED)} headers too."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
-def diff(a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ignores: bool, as_json: bool) -> None:
+def diff(
+    a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ignores: bool, as_json: bool
+) -> None:
     """Compare two cassettes; exit status 1 if they differ.
 
     The request, the response and each call are compared field by field.
@@ -227,7 +276,9 @@ def diff(a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ign
     ignored = (*(() if no_default_ignores else DEFAULT_IGNORED), *ignore)
     found = diff_cassettes(_load(path_a, limits), _load(path_b, limits), ignored)
     if as_json:
-        _print_json({"a": str(path_a), "b": str(path_b), "differences": [d.to_dict() for d in found]})
+        _print_json(
+            {"a": str(path_a), "b": str(path_b), "differences": [d.to_dict() for d in found]}
+        )
     else:
         _render.differences(_render.console(), found, str(path_a), str(path_b))
     sys.exit(_DIFFERENT if found else 0)
@@ -239,7 +290,9 @@ def diff(a: str, b: str, directory: str, ignore: tuple[str, ...], no_default_ign
 @_filter_options
 @click.option("--case-sensitive", is_flag=True, help="Match case exactly.")
 @_json_option
-def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as_json: bool) -> None:
+def search(
+    text: str, directory: str, filters: Filters, case_sensitive: bool, as_json: bool
+) -> None:
     """Find cassettes that contain TEXT; exit status 1 if none does, as grep's.
 
     Searches the headers, bodies and URLs of the request, the response and every call.
@@ -250,7 +303,11 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
     for entry in select(index.entries.values(), filters):
         path = index.path_of(entry["key"])
         try:
-            places = matches(load_cassette(path, limits=limits), text, case_sensitive) if path is not None else []
+            places = (
+                matches(load_cassette(path, limits=limits), text, case_sensitive)
+                if path is not None
+                else []
+            )
         except CassetteError:  # changed since the scan
             continue
         if places:
@@ -261,28 +318,60 @@ def search(text: str, directory: str, filters: Filters, case_sensitive: bool, as
         lines = _render.list_lines(found)
         width = len(lines[0])
         out = [lines[0].ljust(width) + "  FOUND IN"]
-        out.extend(line.ljust(width) + "  " + ", ".join(entry["matches"]) for line, entry in zip(lines[1:], found))
+        out.extend(
+            line.ljust(width) + "  " + ", ".join(entry["matches"])
+            for line, entry in zip(lines[1:], found, strict=False)
+        )
         sys.stdout.write("\n".join(out) + "\n")
     if not as_json:
-        click.echo(printable(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}"), err=True)
+        click.echo(
+            printable(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}"), err=True
+        )
     if not found:
         sys.exit(_DIFFERENT)
 
 
 @cli.command()
 @click.argument("cassette")
-@click.option("--app", "app_spec", required=True, metavar="MODULE:APP", help="The ASGI app to replay through, as uvicorn names it.")
-@click.option("--app-dir", type=click.Path(exists=True, file_okay=False), help="Import the app from here (default: the current directory).")
+@click.option(
+    "--app",
+    "app_spec",
+    required=True,
+    metavar="MODULE:APP",
+    help="The ASGI app to replay through, as uvicorn names it.",
+)
+@click.option(
+    "--app-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Import the app from here (default: the current directory).",
+)
 @click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
 @_dir_option
-@click.option("--ignore", multiple=True, metavar="FIELD", help="A JSON field of the response to leave out of the comparison; repeat for several.")
-@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="Send this header where a request's own cannot be unsealed (it reads [REDACTED]); repeatable.")
-@click.option("--cookie", "cookies", multiple=True, metavar="NAME=VALUE", help="Send this cookie where a request's Cookie cannot be unsealed; repeatable.")
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="FIELD",
+    help="A JSON field of the response to leave out of the comparison; repeat for several.",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Send this header where a request's own cannot be unsealed (it reads [REDACTED]); repeatable.",
+)
+@click.option(
+    "--cookie",
+    "cookies",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Send this cookie where a request's Cookie cannot be unsealed; repeatable.",
+)
 @_json_option
 def replay(
     cassette: str,
     app_spec: str,
-    app_dir: Optional[str],
+    app_dir: str | None,
     factory: bool,
     directory: str,
     ignore: tuple[str, ...],
@@ -310,7 +399,9 @@ def replay(
         location = str(_location(cassette, directory, _limits()))
         with Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer:
             reports = [replayer.replay(path) for path in replayer.cassettes()]
-            unusable = len(replayer.library.unusable)  # each named in a warning when the replay began
+            unusable = len(
+                replayer.library.unusable
+            )  # each named in a warning when the replay began
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     verdicts = [r.verdict for r in reports]
@@ -319,26 +410,62 @@ def replay(
     else:
         click.echo("\n".join(r.console_text() for r in reports))
         if len(reports) > 1 or unusable:
-            unverified = f"{verdicts.count('unverified')} unverified, " if "unverified" in verdicts else ""
+            unverified = (
+                f"{verdicts.count('unverified')} unverified, " if "unverified" in verdicts else ""
+            )
             left_out = f"; {unusable} file(s) left out, not usable cassettes" if unusable else ""
-            click.echo(f"replayed {len(reports)} cassettes: {verdicts.count('ok')} ok, {unverified}{verdicts.count('diff')} differ{left_out}")
+            click.echo(
+                f"replayed {len(reports)} cassettes: {verdicts.count('ok')} ok, {unverified}{verdicts.count('diff')} differ{left_out}"
+            )
         supplied = sum(1 for r in reports if r.supplied_credentials)
         if supplied:
-            click.echo(f"{supplied} of {len(reports)} requests were sent with supplied credentials (their own could not be unsealed)")
+            click.echo(
+                f"{supplied} of {len(reports)} requests were sent with supplied credentials (their own could not be unsealed)"
+            )
     sys.exit(_DIFFERENT if "diff" in verdicts or unusable else 0)
 
 
 @cli.command()
 @_dir_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on (only this machine by default).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (only this machine by default).",
+)
 @click.option("--port", default=8765, show_default=True, type=int, help="The port to listen on.")
-@click.option("--app", "app_spec", metavar="MODULE:APP", help="The app the Replay button replays through.")
-@click.option("--app-dir", type=click.Path(exists=True, file_okay=False), help="Import the app from here (default: the current directory).")
+@click.option(
+    "--app", "app_spec", metavar="MODULE:APP", help="The app the Replay button replays through."
+)
+@click.option(
+    "--app-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Import the app from here (default: the current directory).",
+)
 @click.option("--factory", is_flag=True, help="MODULE:APP is a function that returns the app.")
-@click.option("--replay-header", "headers", multiple=True, metavar="NAME=VALUE", help="The Replay button sends it as timetracer replay --header does.")
-@click.option("--replay-cookie", "cookies", multiple=True, metavar="NAME=VALUE", help="The Replay button sends it as timetracer replay --cookie does.")
+@click.option(
+    "--replay-header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="The Replay button sends it as timetracer replay --header does.",
+)
+@click.option(
+    "--replay-cookie",
+    "cookies",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="The Replay button sends it as timetracer replay --cookie does.",
+)
 def serve(
-    directory: str, host: str, port: int, app_spec: Optional[str], app_dir: Optional[str], factory: bool, headers: tuple[str, ...], cookies: tuple[str, ...]
+    directory: str,
+    host: str,
+    port: int,
+    app_spec: str | None,
+    app_dir: str | None,
+    factory: bool,
+    headers: tuple[str, ...],
+    cookies: tuple[str, ...],
 ) -> None:
     """Serve the dashboard (on 127.0.0.1 by default).
 
@@ -362,18 +489,30 @@ def serve(
     gc.freeze()  # the index lives as long as the server: the collector need not walk it at every page
     listening = _listen(host, port)  # before the URL is printed: it is this dashboard's
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)", err=True)
+        click.echo(
+            f"timetracer: serving on {host}: other machines can open the dashboard (and its Replay button)",
+            err=True,
+        )
     shown_host = f"[{host}]" if ":" in host else host
-    click.echo(printable(f"timetracer dashboard for {directory}: http://{shown_host}:{listening.getsockname()[1]}/"), err=True)
+    click.echo(
+        printable(
+            f"timetracer dashboard for {directory}: http://{shown_host}:{listening.getsockname()[1]}/"
+        ),
+        err=True,
+    )
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
 
 
 def _bound(host: str, port: int) -> socket.socket:
     """A socket bound to ``host``:``port`` and listening (``OSError`` when it cannot be)."""
-    family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    family, kind, protocol, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     listening = socket.socket(family, kind, protocol)
     try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        listening.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as uvicorn: a port in TIME_WAIT is free
         listening.bind(address)
         listening.listen()
     except OSError:
@@ -388,7 +527,9 @@ def _listen(host: str, port: int) -> socket.socket:
         return _bound(host, port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
-            raise _Failure(f"timetracer: cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+            raise _Failure(
+                f"timetracer: cannot listen on {host} port {port}: {exc.strerror or exc}"
+            ) from None
     for candidate in range(port + 1, min(port + _PORTS_TRIED, 65535) + 1):
         try:
             _bound(host, candidate).close()
@@ -402,14 +543,27 @@ def _otlp_json() -> Any:
     try:
         from timetracer_otel.cassette import otlp_json
     except ImportError as exc:
-        raise _Failure(f"OTLP JSON needs opentelemetry-proto: pip install 'timetracer-otel[otlp]' ({exc})") from None
+        raise _Failure(
+            f"OTLP JSON needs opentelemetry-proto: pip install 'timetracer-otel[otlp]' ({exc})"
+        ) from None
     return otlp_json
 
 
 @cli.command("export")
 @click.argument("cassettes", nargs=-1, required=True)
-@click.option("--otlp-json", "otlp_json", is_flag=True, help="Write OTLP JSON, as the OpenTelemetry Collector's file exporter does.")
-@click.option("-o", "--output", default="-", show_default=True, help="The file (or s3:// URL) to write; - for standard output.")
+@click.option(
+    "--otlp-json",
+    "otlp_json",
+    is_flag=True,
+    help="Write OTLP JSON, as the OpenTelemetry Collector's file exporter does.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    show_default=True,
+    help="The file (or s3:// URL) to write; - for standard output.",
+)
 @_dir_option
 def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: str) -> None:
     """Write cassettes as OpenTelemetry data, one line per cassette.
@@ -433,13 +587,19 @@ def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: 
         except (KeyError, TypeError) as exc:
             raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
     if output == "-":
-        sys.stdout.write(printable_json("".join(lines)))  # the same JSON, with no character a terminal acts on
+        sys.stdout.write(
+            printable_json("".join(lines))
+        )  # the same JSON, with no character a terminal acts on
     else:
         try:
             replace(output, "".join(lines).encode("utf-8"))
         except OSError as exc:
             raise _Failure(f"cannot write {output}: {exc}") from None
-    click.echo(f"exported {len(lines)} cassette(s) as OTLP JSON" + ("" if output == "-" else f" to {output}"), err=True)
+    click.echo(
+        f"exported {len(lines)} cassette(s) as OTLP JSON"
+        + ("" if output == "-" else f" to {output}"),
+        err=True,
+    )
 
 
 def _lines(file: str, limits: ReadLimits) -> list[tuple[str, bytes]]:
@@ -447,7 +607,9 @@ def _lines(file: str, limits: ReadLimits) -> list[tuple[str, bytes]]:
     try:
         data = read_bytes(file, limits.max_bytes)
     except TooLarge as exc:
-        raise _Failure(f"cannot read {file}: it is {exc.size} bytes; TIMETRACER_READ_MAX_BYTES allows {limits.max_bytes}") from None
+        raise _Failure(
+            f"cannot read {file}: it is {exc.size} bytes; TIMETRACER_READ_MAX_BYTES allows {limits.max_bytes}"
+        ) from None
     except OSError as exc:
         raise _Failure(f"cannot read {file}: {exc.strerror or exc}") from None
     return [(f"{file} line {number}", line) for number, line in enumerate(data.split(b"\n"), 1)]
@@ -469,7 +631,9 @@ def import_command(files: tuple[str, ...], directory: str, compression: str) -> 
     from timetracer_otel.exporters.files import store
 
     limits = _limits()
-    imported = _otlp_json().from_lines((line for file in files for line in _lines(file, limits)), limits)
+    imported = _otlp_json().from_lines(
+        (line for file in files for line in _lines(file, limits)), limits
+    )
     written = skipped = 0
     for doc in imported.cassettes:
         try:
@@ -485,5 +649,8 @@ def import_command(files: tuple[str, ...], directory: str, compression: str) -> 
     for problem in imported.problems:
         click.echo(printable(f"timetracer: not imported: {problem}"), err=True)
     already = f" ({skipped} already there)" if skipped else ""
-    click.echo(f"imported {written} cassette(s) from {imported.spans_seen} span(s) to {directory}{already}", err=True)
+    click.echo(
+        f"imported {written} cassette(s) from {imported.spans_seen} span(s) to {directory}{already}",
+        err=True,
+    )
     sys.exit(_DIFFERENT if imported.problems else 0)

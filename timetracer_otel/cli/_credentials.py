@@ -9,8 +9,8 @@ added, so anonymous requests stay anonymous and unsealed ones keep their recorde
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from timetracer_otel.sealing import REDACTED
 
@@ -33,7 +33,7 @@ class Credentials:
     cookies: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, headers: Sequence[str] = (), cookies: Sequence[str] = ()) -> "Credentials":
+    def parse(cls, headers: Sequence[str] = (), cookies: Sequence[str] = ()) -> Credentials:
         """From ``NAME=VALUE`` options; :class:`ValueError` for one without ``=``."""
         return cls(_pairs(headers, "--header"), _pairs(cookies, "--cookie"))
 
@@ -46,7 +46,9 @@ class Credentials:
             if supplied.lower() == name.lower():
                 return f"header {name.lower()}", value
         if name.lower() == "cookie" and self.cookies:
-            return f"cookie {', '.join(n for n, _ in self.cookies)}", "; ".join(f"{n}={v}" for n, v in self.cookies)
+            return f"cookie {', '.join(n for n, _ in self.cookies)}", "; ".join(
+                f"{n}={v}" for n, v in self.cookies
+            )
         return None
 
     def apply(self, headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:

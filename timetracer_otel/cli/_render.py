@@ -5,7 +5,8 @@ parsed as rich markup (a recorded ``[bold]`` stays the characters it was), and g
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -13,8 +14,8 @@ from rich.text import Text
 
 from timetracer_otel._terminal import printable
 
-from .diff import Difference
 from .call_views import CallView, SqlResult, call_view
+from .diff import Difference
 from .views import Shown, body_text, call_rows, exception_event, total_ms, waterfall
 
 __all__ = ["console", "list_lines", "show", "differences"]
@@ -52,17 +53,29 @@ def _cells(entry: dict[str, Any]) -> tuple[str, ...]:
 def list_lines(entries: Sequence[dict[str, Any]]) -> list[str]:
     """The listing as aligned plain columns: fast for 50,000 rows, and easy to grep or cut."""
     rows = [_cells(e) for e in entries]
-    widths = [max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(_LIST_COLUMNS)]
+    widths = [
+        max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(_LIST_COLUMNS)
+    ]
     template = "  ".join(f"{{:<{width}}}" for width in widths)
     return [template.format(*row).rstrip() for row in (_LIST_COLUMNS, *rows)]
 
 
 def _status_style(status: Any) -> str:
-    return "red" if isinstance(status, int) and status >= 500 else "yellow" if isinstance(status, int) and status >= 400 else "green"
+    return (
+        "red"
+        if isinstance(status, int) and status >= 500
+        else "yellow"
+        if isinstance(status, int) and status >= 400
+        else "green"
+    )
 
 
 def _headers(pairs: Any) -> Text:
-    return Text("\n".join(f"{printable(name)}: {printable(value)}" for name, value in pairs or ()) or "(no headers)", style="dim")
+    return Text(
+        "\n".join(f"{printable(name)}: {printable(value)}" for name, value in pairs or ())
+        or "(no headers)",
+        style="dim",
+    )
 
 
 def _shown(shown: Shown, full: bool) -> Text:
@@ -75,14 +88,20 @@ def _shown(shown: Shown, full: bool) -> Text:
     return _text(text, multiline=True) + Text(f"\n{note}" if note else "", style="dim")
 
 
-def _body(body: Any, limit: Optional[int]) -> Text:
+def _body(body: Any, limit: int | None) -> Text:
     """A body: in full when ``limit`` is None, else its first lines and characters."""
     shown = body_text(body, limit)
     return _shown(shown, limit is None) if shown.text else Text("(empty body)", style="dim")
 
 
-def _message(title: str, line: Text, message: dict[str, Any], limit: Optional[int]) -> Group:
-    return Group(Text(title, style="bold"), line, _headers(message.get("headers")), _body(message.get("body"), limit), Text(""))
+def _message(title: str, line: Text, message: dict[str, Any], limit: int | None) -> Group:
+    return Group(
+        Text(title, style="bold"),
+        line,
+        _headers(message.get("headers")),
+        _body(message.get("body"), limit),
+        Text(""),
+    )
 
 
 def _bar(offset: float, duration: float, total: float) -> Text:
@@ -94,7 +113,13 @@ def _bar(offset: float, duration: float, total: float) -> Text:
 def _waterfall(doc: dict[str, Any]) -> Table:
     total = total_ms(doc)
     table = Table(title="spans", title_justify="left", show_edge=False, pad_edge=False)
-    for name, justify in (("span", "left"), ("kind", "left"), ("start ms", "right"), ("ms", "right"), ("timeline", "left")):
+    for name, justify in (
+        ("span", "left"),
+        ("kind", "left"),
+        ("start ms", "right"),
+        ("ms", "right"),
+        ("timeline", "left"),
+    ):
         table.add_column(name, justify=justify, no_wrap=name != "span")  # type: ignore[arg-type]
     for row in waterfall(doc):
         failed = row["status"]["code"] == "ERROR"
@@ -123,11 +148,15 @@ def _calls(doc: dict[str, Any]) -> Table:
     return table
 
 
-def _error(error: dict[str, Any], event: Optional[dict[str, Any]] = None) -> Text:
+def _error(error: dict[str, Any], event: dict[str, Any] | None = None) -> Text:
     """An exception: its type and message, and the traceback OpenTelemetry recorded with it, if any."""
     line = _text(f"error: {error.get('type')}: {error.get('message')}", style="red")
     trace = (event or {}).get("exception.stacktrace")
-    return line + Text("\n") + _text(str(trace).rstrip(), style="dim", multiline=True) if trace else line
+    return (
+        line + Text("\n") + _text(str(trace).rstrip(), style="dim", multiline=True)
+        if trace
+        else line
+    )
 
 
 def _result(result: SqlResult) -> Table:
@@ -135,7 +164,12 @@ def _result(result: SqlResult) -> Table:
     for column in result.columns:
         table.add_column(_text(column))
     for row in result.rows:
-        table.add_row(*(_text(cell.text) + (Text(f" {cell.type}", style="dim") if cell.type else Text("")) for cell in row))
+        table.add_row(
+            *(
+                _text(cell.text) + (Text(f" {cell.type}", style="dim") if cell.type else Text(""))
+                for cell in row
+            )
+        )
     if result.more:
         table.caption = f"… and {result.more} more rows"
     return table
@@ -155,16 +189,29 @@ def _call_view(view: CallView) -> list[Any]:
 
 def _call_payloads(doc: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
-    for row, call in zip(call_rows(doc), doc.get("calls", [])):
+    for row, call in zip(call_rows(doc), doc.get("calls", []), strict=False):
         out.append(_text(f"call #{row['index']}: {row['label']}", style="bold underline"))
         if call.get("protocol") != "http":
             out.extend(_call_view(call_view(call)))
         else:
             request = call.get("request") or {}
-            out.append(_message("request", _text(f"{request.get('method')} {request.get('url')}"), request, None))
+            out.append(
+                _message(
+                    "request", _text(f"{request.get('method')} {request.get('url')}"), request, None
+                )
+            )
             if call.get("response"):
                 response = call["response"]
-                out.append(_message("response", Text(str(response.get("status")), style=_status_style(response.get("status"))), response, None))
+                out.append(
+                    _message(
+                        "response",
+                        Text(
+                            str(response.get("status")), style=_status_style(response.get("status"))
+                        ),
+                        response,
+                        None,
+                    )
+                )
         if call.get("error"):
             out.append(_error(call["error"], exception_event(doc, call.get("span_id"))))
         out.append(Text(""))
@@ -179,8 +226,12 @@ def show(out: Console, doc: dict[str, Any], where: str, payloads: bool, limit: i
     request, response = doc["request"], doc["response"]
     target = request["path"] + (f"?{request['query']}" if request.get("query") else "")
     status = response["status"]
-    head = _text(f"{request['method']} {target}", style="bold") + Text(f"  {status}", style=_status_style(status))
-    head += _text(f"  {doc.get('duration_ms')} ms  id={doc.get('id')}  service={doc.get('service')}  recorded {doc.get('recorded_at')}")
+    head = _text(f"{request['method']} {target}", style="bold") + Text(
+        f"  {status}", style=_status_style(status)
+    )
+    head += _text(
+        f"  {doc.get('duration_ms')} ms  id={doc.get('id')}  service={doc.get('service')}  recorded {doc.get('recorded_at')}"
+    )
     out.print(head)
     out.print(_text(f"cassette: {where}", style="dim"))
     if request.get("route"):

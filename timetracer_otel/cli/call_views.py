@@ -10,7 +10,7 @@ as the cassette's JSON instead, cut at the show limit.
 from __future__ import annotations
 
 import pprint
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from timetracer_otel.cassette.values import ValueDecodeError, decode_value
 
@@ -22,7 +22,9 @@ _MAX_ROWS = 200
 _CELL_CHARS = 400
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 # Fields pymongo adds to every command and reply: session and cluster bookkeeping, not the application's.
-_MONGO_NOISE = frozenset({"lsid", "txnNumber", "$clusterTime", "$db", "operationTime", "$readPreference", "signature"})
+_MONGO_NOISE = frozenset(
+    {"lsid", "txnNumber", "$clusterTime", "$db", "operationTime", "$readPreference", "signature"}
+)
 
 
 class Cell(NamedTuple):
@@ -42,23 +44,29 @@ class CallView(NamedTuple):
     """What the dashboard and ``show --payloads`` print of one non-HTTP call."""
 
     request: Shown  # the statement, the command line or the command document
-    parameters: Optional[Shown]  # SQL parameters
-    result: Optional[SqlResult]  # SQL rows, when the statement returned some
+    parameters: Shown | None  # SQL parameters
+    result: SqlResult | None  # SQL rows, when the statement returned some
     response: Shown  # the reply (for SQL: rowcount and the rest of the cursor's state)
 
 
-def _decoded(value: Any, limit: Optional[int]) -> tuple[Any, Optional[Shown]]:
+def _decoded(value: Any, limit: int | None) -> tuple[Any, Shown | None]:
     """The Python value ``value`` stands for, or (None, its JSON text) when it does not decode or is too large."""
     raw = value_text(value, limit)
     if raw.cut:
         return None, raw
     try:
         return decode_value(value), None
-    except (ValueDecodeError, RecursionError, ValueError, TypeError, ArithmeticError):  # Decimal('x'), a huge timedelta
+    except (
+        ValueDecodeError,
+        RecursionError,
+        ValueError,
+        TypeError,
+        ArithmeticError,
+    ):  # Decimal('x'), a huge timedelta
         return None, raw
 
 
-def _python_text(value: Any, limit: Optional[int]) -> Shown:
+def _python_text(value: Any, limit: int | None) -> Shown:
     """``value`` (cassette form) laid out as Python: ``{'price': Decimal128('9.99'), ...}``."""
     decoded, raw = _decoded(value, limit)
     if raw is not None:
@@ -84,62 +92,94 @@ def _cell(value: Any) -> Cell:
     return Cell(text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…", kind)
 
 
-def _sql_result(response: dict[str, Any], limit: Optional[int]) -> Optional[SqlResult]:
+def _sql_result(response: dict[str, Any], limit: int | None) -> SqlResult | None:
     description, rows = response.get("description"), response.get("rows")
     if not isinstance(description, list) or not isinstance(rows, list):
         return None
-    columns = [str(column[0]) if isinstance(column, list) and column else "?" for column in description]
+    columns = [
+        str(column[0]) if isinstance(column, list) and column else "?" for column in description
+    ]
     decoded, raw = _decoded(rows, limit)
     if raw is not None or not isinstance(decoded, list):
         return None
-    shown = [[_cell(value) for value in row] if isinstance(row, (list, tuple)) else [_cell(row)] for row in decoded[:_MAX_ROWS]]
+    shown = [
+        [_cell(value) for value in row] if isinstance(row, (list, tuple)) else [_cell(row)]
+        for row in decoded[:_MAX_ROWS]
+    ]
     return SqlResult(columns, shown, max(0, len(decoded) - _MAX_ROWS))
 
 
-def _sql(request: dict[str, Any], response: Any, limit: Optional[int]) -> CallView:
+def _sql(request: dict[str, Any], response: Any, limit: int | None) -> CallView:
     if request.get("operation") == "connect":
-        return CallView(Shown(f"connect {request.get('engine', request.get('dialect', ''))}", False), None, None, _python_text(response, limit))
+        return CallView(
+            Shown(f"connect {request.get('engine', request.get('dialect', ''))}", False),
+            None,
+            None,
+            _python_text(response, limit),
+        )
     statement = request.get("statement")
     text = statement if isinstance(statement, str) else ""
-    shown_statement = Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True)
+    shown_statement = (
+        Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True)
+    )
     parameters = _python_text(request.get("parameters"), limit) if "parameters" in request else None
     result = _sql_result(response, limit) if isinstance(response, dict) else None
-    rest = {k: v for k, v in response.items() if k not in ("description", "rows") or result is None} if isinstance(response, dict) else response
+    rest = (
+        {k: v for k, v in response.items() if k not in ("description", "rows") or result is None}
+        if isinstance(response, dict)
+        else response
+    )
     return CallView(shown_statement, parameters, result, _python_text(rest, limit))
 
 
-def _redis_line(command: Any, limit: Optional[int]) -> str:
+def _redis_line(command: Any, limit: int | None) -> str:
     if not isinstance(command, dict):
         return _python_text(command, limit).text
     args, _ = _decoded(command.get("args", []), limit)
     words = [str(command.get("command", "?"))]
-    words += [value if isinstance(value, str) and value and " " not in value else repr(value) for value in (args or [])]
+    words += [
+        value if isinstance(value, str) and value and " " not in value else repr(value)
+        for value in (args or [])
+    ]
     return " ".join(words)
 
 
-def _redis(request: dict[str, Any], response: Any, limit: Optional[int]) -> CallView:
+def _redis(request: dict[str, Any], response: Any, limit: int | None) -> CallView:
     pipeline = request.get("pipeline")
     if isinstance(pipeline, list):
         head = "MULTI" if request.get("transaction") else "pipeline"
-        lines = [head, *(_redis_line(command, limit) for command in pipeline), "EXEC" if request.get("transaction") else "end"]
+        lines = [
+            head,
+            *(_redis_line(command, limit) for command in pipeline),
+            "EXEC" if request.get("transaction") else "end",
+        ]
     else:
         lines = [_redis_line(request, limit)]
     text = "\n".join(lines)
-    return CallView(Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True), None, None, _python_text(response, limit))
+    return CallView(
+        Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True),
+        None,
+        None,
+        _python_text(response, limit),
+    )
 
 
 def _without_noise(value: Any) -> Any:
-    return {k: v for k, v in value.items() if k not in _MONGO_NOISE} if isinstance(value, dict) else value
+    return (
+        {k: v for k, v in value.items() if k not in _MONGO_NOISE}
+        if isinstance(value, dict)
+        else value
+    )
 
 
-def _mongo(request: dict[str, Any], response: Any, limit: Optional[int]) -> CallView:
+def _mongo(request: dict[str, Any], response: Any, limit: int | None) -> CallView:
     command = _without_noise(request.get("command"))
     if isinstance(response, dict):
         response = {k: _without_noise(v) for k, v in response.items()}
     return CallView(_python_text(command, limit), None, None, _python_text(response, limit))
 
 
-def call_view(call: dict[str, Any], limit: Optional[int] = None) -> CallView:
+def call_view(call: dict[str, Any], limit: int | None = None) -> CallView:
     """A non-HTTP call laid out for reading; values cut at ``limit`` characters."""
     request, response = call.get("request"), call.get("response")
     if isinstance(request, dict):

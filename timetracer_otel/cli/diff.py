@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from timetracer_otel.cassette.body import decode_body
 
@@ -47,7 +48,11 @@ def _headers(pairs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in pairs or ():
         key = str(name).lower()
-        out[key] = [*out[key], value] if isinstance(out.get(key), list) else ([out[key], value] if key in out else value)
+        out[key] = (
+            [*out[key], value]
+            if isinstance(out.get(key), list)
+            else ([out[key], value] if key in out else value)
+        )
     return out
 
 
@@ -64,7 +69,11 @@ def _body(body: Any) -> Any:
         value = f"<{body.get('size')} bytes, sha256 {hashlib.sha256(decode_body(body)).hexdigest()[:16]}>"
     else:
         value = ""
-    return {"truncated": True, "size": body.get("size"), "start": value} if body.get("truncated") else value
+    return (
+        {"truncated": True, "size": body.get("size"), "start": value}
+        if body.get("truncated")
+        else value
+    )
 
 
 def _message(message: Any, fields: tuple[str, ...]) -> Any:
@@ -105,21 +114,30 @@ def _walk(a: Any, b: Any, where: str, names: frozenset[str]) -> Iterator[Differe
         for key in [*a, *(k for k in b if k not in a)]:
             if str(key).lower() in names:
                 continue
-            yield from _walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{where}.{key}" if where else str(key), names)
+            yield from _walk(
+                a.get(key, _ABSENT),
+                b.get(key, _ABSENT),
+                f"{where}.{key}" if where else str(key),
+                names,
+            )
     elif isinstance(a, list) and isinstance(b, list):
         for index in range(max(len(a), len(b))):
             left = a[index] if index < len(a) else _ABSENT
             right = b[index] if index < len(b) else _ABSENT
             yield from _walk(left, right, f"{where}[{index}]", names)
     elif a is _ABSENT or b is _ABSENT or a != b or type(a) is not type(b):
-        yield Difference(where, "<absent>" if a is _ABSENT else a, "<absent>" if b is _ABSENT else b)
+        yield Difference(
+            where, "<absent>" if a is _ABSENT else a, "<absent>" if b is _ABSENT else b
+        )
 
 
 def _under(where: str, location: str) -> bool:
     return where == location or where.startswith(location + ".") or where.startswith(location + "[")
 
 
-def diff_cassettes(a: dict[str, Any], b: dict[str, Any], ignore: Iterable[str] = DEFAULT_IGNORED) -> list[Difference]:
+def diff_cassettes(
+    a: dict[str, Any], b: dict[str, Any], ignore: Iterable[str] = DEFAULT_IGNORED
+) -> list[Difference]:
     """Every difference between cassettes ``a`` and ``b``, in document order; empty when they agree."""
     ignored = [name.strip() for name in ignore if name.strip()]
     names = frozenset(n.lower() for n in ignored if "." not in n and "[" not in n)

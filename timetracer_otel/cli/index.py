@@ -24,13 +24,19 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import orjson
 
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.naming import is_process_cassette_name
-from timetracer_otel.cassette.reader import CassetteError, cassette_files, directory_entries, load_cassette, walk
+from timetracer_otel.cassette.reader import (
+    CassetteError,
+    cassette_files,
+    directory_entries,
+    load_cassette,
+    walk,
+)
 from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import ReadLimits
 from timetracer_otel.replayers.matching import body_digest
@@ -43,8 +49,25 @@ _LEGACY_NAME = ".timetracer-index"  # where versions before 3 kept it: in the ca
 _UNUSED_DAYS = 30
 _DAY_SECONDS = 86_400
 _OUTSIDE = "is a link to a file outside the cassette directory"
-LISTED = ("key", "id", "recorded_at", "service", "method", "path", "route", "query", "status", "duration_ms", "calls", "error")
-FIELDS = (*LISTED, "body_digest", "fingerprint")  # the last two choose a request's cassette in replay
+LISTED = (
+    "key",
+    "id",
+    "recorded_at",
+    "service",
+    "method",
+    "path",
+    "route",
+    "query",
+    "status",
+    "duration_ms",
+    "calls",
+    "error",
+)
+FIELDS = (
+    *LISTED,
+    "body_digest",
+    "fingerprint",
+)  # the last two choose a request's cassette in replay
 
 _Stamp = tuple[int, int]  # a file's (mtime in ns, size)
 
@@ -77,7 +100,9 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def index_home() -> Path:
     """Where indexes are saved: ``$XDG_CACHE_HOME/timetracer/index``, or ``~/.cache/timetracer/index``."""
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
     return Path(base, "timetracer", "index")
 
 
@@ -96,7 +121,7 @@ def _decoded(data: bytes) -> Any:
         return json.loads(data)
 
 
-def _stamp(path: Union[str, os.PathLike]) -> Optional[_Stamp]:
+def _stamp(path: str | os.PathLike) -> _Stamp | None:
     try:
         stat = os.stat(path)
     except (OSError, ValueError):
@@ -106,7 +131,14 @@ def _stamp(path: Union[str, os.PathLike]) -> Optional[_Stamp]:
 
 def _usable(record: Any) -> bool:
     """A saved record as this version writes it: [mtime, size, summary values or the problem]."""
-    return isinstance(record, list) and len(record) == 3 and (isinstance(record[2], str) or (isinstance(record[2], list) and len(record[2]) == len(FIELDS)))
+    return (
+        isinstance(record, list)
+        and len(record) == 3
+        and (
+            isinstance(record[2], str)
+            or (isinstance(record[2], list) and len(record[2]) == len(FIELDS))
+        )
+    )
 
 
 def _prune(home: Path) -> None:
@@ -123,12 +155,18 @@ class _Tables:
     """What scans found, by key: each local file's record (as saved), each file, and the usable and
     unusable ones. A rescan works on a copy, so a reader of the last one never sees it change."""
 
-    def __init__(self, previous: Optional["_Tables"] = None) -> None:
+    def __init__(self, previous: _Tables | None = None) -> None:
         self.records: dict[str, list] = dict(previous.records) if previous else {}
-        self.paths: dict[str, CassetteFile] = dict(previous.paths) if previous else {}  # a local file as a str (Paths are slow to make)
+        self.paths: dict[str, CassetteFile] = (
+            dict(previous.paths) if previous else {}
+        )  # a local file as a str (Paths are slow to make)
         self.entries: dict[str, dict[str, Any]] = dict(previous.entries) if previous else {}
-        self.problems: dict[str, str] = dict(previous.problems) if previous else {}  # key -> why it is not a usable cassette
-        self.rows: dict[str, tuple[list, dict[str, Any]]] = dict(previous.rows) if previous else {}  # key -> (record, its entry)
+        self.problems: dict[str, str] = (
+            dict(previous.problems) if previous else {}
+        )  # key -> why it is not a usable cassette
+        self.rows: dict[str, tuple[list, dict[str, Any]]] = (
+            dict(previous.rows) if previous else {}
+        )  # key -> (record, its entry)
 
     def put(self, key: str, path: CassetteFile, record: list, local: bool) -> None:
         if local:
@@ -140,8 +178,10 @@ class _Tables:
             return
         self.problems.pop(key, None)
         row = self.rows.get(key)
-        if row is None or row[0] is not record:  # an entry is made once per record: 50,000 dicts take time
-            row = self.rows[key] = (record, dict(zip(FIELDS, record[2])))
+        if (
+            row is None or row[0] is not record
+        ):  # an entry is made once per record: 50,000 dicts take time
+            row = self.rows[key] = (record, dict(zip(FIELDS, record[2], strict=False)))
         self.entries[key] = row[1]
 
     def drop(self, keys: list[str]) -> None:
@@ -158,19 +198,23 @@ class CassetteIndex:
     file outside. ``limits`` bound reading each cassette (default: the environment's).
     """
 
-    def __init__(self, location: Union[str, os.PathLike], limits: Optional[ReadLimits] = None) -> None:
+    def __init__(self, location: str | os.PathLike, limits: ReadLimits | None = None) -> None:
         self.source = location  # as given, for cassette_files
         self.limits = limits if limits is not None else ReadLimits.from_env()
-        self.location: Optional[Path] = None if is_url(location) else Path(location)  # None for a URL
-        self.root: Union[Path, str] = str(location).rstrip("/") if self.location is None else (
+        self.location: Path | None = None if is_url(location) else Path(location)  # None for a URL
+        self.root: Path | str = str(location).rstrip("/") if self.location is None else (
             self.location if self.location.is_dir() else self.location.parent
         )  # fmt: skip
         self._tables = _Tables()
-        self._real_root: Optional[str] = None
+        self._real_root: str | None = None
         self._saved: dict[str, list] = {}  # the records last loaded or saved...
-        self._saved_stamp: Optional[_Stamp] = None  # ...and the index file's stamp then: unchanged, it is not read again
+        self._saved_stamp: _Stamp | None = (
+            None  # ...and the index file's stamp then: unchanged, it is not read again
+        )
         self._scanned_at = 0.0  # when the last full scan began (time.monotonic())
-        self._directories: dict[str, tuple[int, int]] = {}  # directory -> (its mtime, the time it was read), in ns
+        self._directories: dict[
+            str, tuple[int, int]
+        ] = {}  # directory -> (its mtime, the time it was read), in ns
 
     @property
     def entries(self) -> dict[str, dict[str, Any]]:
@@ -186,7 +230,7 @@ class CassetteIndex:
         return self.location is not None and self.location.is_dir()
 
     @property
-    def index_file(self) -> Optional[Path]:
+    def index_file(self) -> Path | None:
         """The file this directory's index is saved in; None for a single file or a URL."""
         if not self._local_dir():
             return None
@@ -196,7 +240,7 @@ class CassetteIndex:
     def _limits_key(self) -> list[int]:
         return [self.limits.max_bytes, self.limits.max_depth, self.limits.max_digits]
 
-    def _load_saved(self, index_file: Optional[Path]) -> dict[str, list]:
+    def _load_saved(self, index_file: Path | None) -> dict[str, list]:
         if index_file is None:
             return {}
         stamp = _stamp(index_file)
@@ -210,17 +254,35 @@ class CassetteIndex:
             with contextlib.suppress(OSError):
                 os.utime(index_file)  # in use: not pruned
             stamp = _stamp(index_file)
-        header = (saved.get("version"), saved.get("fields"), saved.get("limits")) if isinstance(saved, dict) else None
-        files = saved.get("files") if header == (_INDEX_VERSION, list(FIELDS), self._limits_key()) else None
+        header = (
+            (saved.get("version"), saved.get("fields"), saved.get("limits"))
+            if isinstance(saved, dict)
+            else None
+        )
+        files = (
+            saved.get("files")
+            if header == (_INDEX_VERSION, list(FIELDS), self._limits_key())
+            else None
+        )
         if not isinstance(files, dict):
             return {}
-        self._saved, self._saved_stamp = {key: record for key, record in files.items() if _usable(record)}, stamp
+        self._saved, self._saved_stamp = (
+            {key: record for key, record in files.items() if _usable(record)},
+            stamp,
+        )
         return self._saved
 
-    def _save(self, index_file: Optional[Path], files: dict[str, list]) -> None:
+    def _save(self, index_file: Path | None, files: dict[str, list]) -> None:
         if index_file is None:
             return
-        data = _encoded({"version": _INDEX_VERSION, "fields": list(FIELDS), "limits": self._limits_key(), "files": files})
+        data = _encoded(
+            {
+                "version": _INDEX_VERSION,
+                "fields": list(FIELDS),
+                "limits": self._limits_key(),
+                "files": files,
+            }
+        )
         try:
             index_file.parent.mkdir(parents=True, exist_ok=True)
             _prune(index_file.parent)
@@ -229,7 +291,9 @@ class CassetteIndex:
             return  # an unwritable cache: listing still works, it just re-reads changed files each time
         self._saved, self._saved_stamp = files, _stamp(index_file)
         with contextlib.suppress(OSError):
-            os.unlink(os.path.join(self.root, _LEGACY_NAME))  # an older version's index, in the cassette directory
+            os.unlink(
+                os.path.join(self.root, _LEGACY_NAME)
+            )  # an older version's index, in the cassette directory
 
     def _files(self) -> list[tuple[str, CassetteFile]]:
         """(key, file) of every request cassette at the location, in key order; the directories' mtimes noted."""
@@ -238,7 +302,11 @@ class CassetteIndex:
             read_at = time.time_ns()
             files = walk(str(self.root), found)
             self._directories = {directory: (mtime, read_at) for directory, mtime in found.items()}
-            return [("/".join(parts), path) for parts, path in files if not is_process_cassette_name(parts[-1])]
+            return [
+                ("/".join(parts), path)
+                for parts, path in files
+                if not is_process_cassette_name(parts[-1])
+            ]
         return [(self._key(path), path) for path in cassette_files(self.source)]
 
     def _key(self, path: CassetteFile) -> str:
@@ -263,7 +331,7 @@ class CassetteIndex:
                 changed.append(directory)
         return sorted(changed, key=lambda directory: directory.count(os.sep))
 
-    def refresh(self, recent: float = 0.0) -> "CassetteIndex":
+    def refresh(self, recent: float = 0.0) -> CassetteIndex:
         """Scan the location: read new and changed cassettes, forget removed ones, save the index.
 
         ``recent`` (seconds): within that long of the last full scan, read again only the
@@ -298,7 +366,10 @@ class CassetteIndex:
         stamp = _stamp(path) if local else None
         record = saved.get(key)
         if stamp is None or record is None or (record[0], record[1]) != stamp:
-            record = [*(stamp or (None, None)), self._read(key, path) if self._inside(path) else _OUTSIDE]
+            record = [
+                *(stamp or (None, None)),
+                self._read(key, path) if self._inside(path) else _OUTSIDE,
+            ]
         tables.put(key, path, record, local)
 
     def _rescan(self, directory: str, tables: _Tables, saved: dict[str, list]) -> None:
@@ -308,7 +379,13 @@ class CassetteIndex:
             return  # forgotten with a directory above it
         prefix = self._prefix(directory)
         known = {other for other in self._directories if os.path.dirname(other) == directory}
-        tables.drop([key for key in tables.paths if key.startswith(prefix) and "/" not in key[len(prefix) :]])
+        tables.drop(
+            [
+                key
+                for key in tables.paths
+                if key.startswith(prefix) and "/" not in key[len(prefix) :]
+            ]
+        )
         try:
             mtime = os.stat(directory).st_mtime_ns
             read_at = time.time_ns()
@@ -329,15 +406,21 @@ class CassetteIndex:
                 for parts, file in walk(path, found):
                     if not is_process_cassette_name(parts[-1]):
                         self._put(tables, prefix + name + "/" + "/".join(parts), file, saved)
-                self._directories.update({below: (mtime, read_at) for below, mtime in found.items()})
+                self._directories.update(
+                    {below: (mtime, read_at) for below, mtime in found.items()}
+                )
 
     def _forget(self, directory: str, tables: _Tables) -> None:
         prefix = self._prefix(directory)
         tables.drop([key for key in tables.paths if key.startswith(prefix)])
-        for below in [other for other in self._directories if other == directory or other.startswith(directory + os.sep)]:
+        for below in [
+            other
+            for other in self._directories
+            if other == directory or other.startswith(directory + os.sep)
+        ]:
             del self._directories[below]
 
-    def _read(self, key: str, path: CassetteFile) -> Union[list, str]:
+    def _read(self, key: str, path: CassetteFile) -> list | str:
         """The summary values of a cassette, or the reason it cannot be used (replay included: every call is readable)."""
         try:
             doc = load_cassette(path, limits=self.limits)
@@ -367,14 +450,14 @@ class CassetteIndex:
             self._real_root = os.path.realpath(self.root)  # once: a scan asks for every new file
         return os.path.realpath(path).startswith(self._real_root + os.sep)
 
-    def path_of(self, key: str) -> Optional[CassetteFile]:
+    def path_of(self, key: str) -> CassetteFile | None:
         """The file of a key found by the last scan, or None (unknown keys never become paths)."""
         if key not in self.entries:
             return None
         path = self._file(key)
         return path if self._inside(path) else None
 
-    def problem_of(self, key: str) -> Optional[str]:
+    def problem_of(self, key: str) -> str | None:
         """Why the file of a key found by the last scan is not a usable cassette; None if it is, or is unknown."""
         return self.problems.get(key)
 
@@ -385,5 +468,7 @@ class CassetteIndex:
         return [
             key
             for key, entry in self.entries.items()
-            if entry["id"] == reference or key.startswith(reference) or key.rsplit("/", 1)[-1].startswith(reference)
+            if entry["id"] == reference
+            or key.startswith(reference)
+            or key.rsplit("/", 1)[-1].startswith(reference)
         ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["call_label", "span_label"]
@@ -27,7 +27,10 @@ _TABLE_AFTER = {
     "UPDATE": re.compile(rf"^\s*UPDATE\s+(?:OR\s+\w+\s+)?{_NAME}", re.IGNORECASE),
 }
 _JOINER = {"SELECT": "FROM", "DELETE": "FROM", "INSERT": "INTO", "REPLACE": "INTO", "UPDATE": ""}
-_DDL_OBJECT = re.compile(rf"^\s*(?:CREATE|DROP|ALTER|TRUNCATE)\s+(?:TEMP\w*\s+)?(?:TABLE|INDEX|VIEW|SCHEMA)?\s*(?:IF\s+(?:NOT\s+)?EXISTS\s+)?{_NAME}", re.IGNORECASE)
+_DDL_OBJECT = re.compile(
+    rf"^\s*(?:CREATE|DROP|ALTER|TRUNCATE)\s+(?:TEMP\w*\s+)?(?:TABLE|INDEX|VIEW|SCHEMA)?\s*(?:IF\s+(?:NOT\s+)?EXISTS\s+)?{_NAME}",
+    re.IGNORECASE,
+)
 
 
 def _cut(text: str, limit: int = _LABEL_CHARS) -> str:
@@ -37,7 +40,11 @@ def _cut(text: str, limit: int = _LABEL_CHARS) -> str:
 
 def _text_of(value: Any) -> str:
     """A Redis argument or Mongo name as a person reads it: a string as is, bytes as UTF-8 where they are."""
-    if isinstance(value, dict) and value.get("$type") == "bytes" and isinstance(value.get("base64"), str):
+    if (
+        isinstance(value, dict)
+        and value.get("$type") == "bytes"
+        and isinstance(value.get("base64"), str)
+    ):
         try:
             data = base64.b64decode(value["base64"], validate=True)
         except (binascii.Error, ValueError):
@@ -57,7 +64,11 @@ def _http(call: dict[str, Any], request: dict[str, Any]) -> str:
         parts = urlsplit(url)
     except ValueError:  # not a URL (a damaged cassette): shown as it is
         parts = None
-    target = f"{parts.netloc}{parts.path or '/'}{'?' + parts.query if parts.query else ''}" if parts and parts.netloc else url
+    target = (
+        f"{parts.netloc}{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+        if parts and parts.netloc
+        else url
+    )
     return f"{call.get('library') or 'http'} {request.get('method', '?')} {target}"
 
 
@@ -73,7 +84,11 @@ def _sql_summary(statement: str) -> str:
     if found is None:
         return verb if pattern else _cut(statement, 60)
     table = found.group(1).strip('"`[]')
-    return " ".join(part for part in (verb, _JOINER.get(verb, ""), table) if part) if pattern else _cut(statement[: found.end()], 60)
+    return (
+        " ".join(part for part in (verb, _JOINER.get(verb, ""), table) if part)
+        if pattern
+        else _cut(statement[: found.end()], 60)
+    )
 
 
 def _sql(request: dict[str, Any]) -> str:
@@ -97,7 +112,10 @@ def _redis(request: dict[str, Any]) -> str:
     pipeline = request.get("pipeline")
     if isinstance(pipeline, list):
         name = "MULTI/EXEC" if request.get("transaction") else "pipeline"
-        names = [_text_of(command.get("command", "?")) if isinstance(command, dict) else "?" for command in pipeline[:8]]
+        names = [
+            _text_of(command.get("command", "?")) if isinstance(command, dict) else "?"
+            for command in pipeline[:8]
+        ]
         return f"redis {name} {', '.join(names)}{' …' if len(pipeline) > 8 else ''}"
     return f"redis {_redis_command(request)}"
 
@@ -130,7 +148,7 @@ def call_label(call: dict[str, Any]) -> str:
     return _cut(label)
 
 
-def span_label(span: dict[str, Any], call: Optional[dict[str, Any]], doc: dict[str, Any]) -> str:
+def span_label(span: dict[str, Any], call: dict[str, Any] | None, doc: dict[str, Any]) -> str:
     """A span's label: its call's label, the request's method and route for the server span, else its name."""
     if call is not None:
         return call_label(call)

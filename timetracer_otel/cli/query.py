@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 __all__ = ["Filters", "SORT_KEYS", "parse_status", "parse_time", "select", "is_error"]
 
@@ -15,7 +16,7 @@ _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def _time_key(recorded_at: Optional[str]) -> str:
+def _time_key(recorded_at: str | None) -> str:
     """``recorded_at`` in a form that sorts as time does (``...:08Z`` is ``...:08.000000Z``)."""
     text = recorded_at or ""
     return text[:19] + (text[19:-1] or ".000000") if text.endswith("Z") else text
@@ -44,10 +45,12 @@ def parse_status(text: str) -> Callable[[int], bool]:
         return lambda status: low <= status <= high
     if re.fullmatch(r"\d{3}", spec):
         return lambda status: status == int(spec)
-    raise ValueError(f"invalid status {text!r}; use a code (404), a class (5xx) or a range (400-499)")
+    raise ValueError(
+        f"invalid status {text!r}; use a code (404), a class (5xx) or a range (400-499)"
+    )
 
 
-def parse_time(text: str, now: Optional[datetime] = None) -> datetime:
+def parse_time(text: str, now: datetime | None = None) -> datetime:
     """An ISO date or date-time (UTC unless it says otherwise), or a span back from now: ``30m``, ``2h``, ``7d``."""
     spec = text.strip()
     relative = _RELATIVE.fullmatch(spec)
@@ -57,8 +60,14 @@ def parse_time(text: str, now: Optional[datetime] = None) -> datetime:
     try:
         moment = datetime.fromisoformat(spec.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"invalid time {text!r}; use 2026-01-22, 2026-01-22T09:15:00 or 30m, 2h, 7d ago") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        raise ValueError(
+            f"invalid time {text!r}; use 2026-01-22, 2026-01-22T09:15:00 or 30m, 2h, 7d ago"
+        ) from None
+    return (
+        moment.replace(tzinfo=timezone.utc)
+        if moment.tzinfo is None
+        else moment.astimezone(timezone.utc)
+    )
 
 
 def _as_key(moment: datetime) -> str:
@@ -75,12 +84,12 @@ class Filters:
     """Which summaries to keep; every field left empty keeps everything."""
 
     methods: Sequence[str] = ()
-    path: Optional[str] = None  # glob on the request path
-    route: Optional[str] = None  # glob on the route template
+    path: str | None = None  # glob on the request path
+    route: str | None = None  # glob on the route template
     statuses: Sequence[str] = ()  # any of: 200, 5xx, 400-499
     errors: bool = False
-    since: Optional[str] = None
-    until: Optional[str] = None
+    since: str | None = None
+    until: str | None = None
     services: Sequence[str] = ()
     _tests: list[Callable[[dict[str, Any]], bool]] = field(init=False, repr=False)
 
@@ -117,11 +126,17 @@ class Filters:
 
 
 def select(
-    entries: Iterable[dict[str, Any]], filters: Filters, sort: str = "recorded_at", descending: bool = False, limit: Optional[int] = None
+    entries: Iterable[dict[str, Any]],
+    filters: Filters,
+    sort: str = "recorded_at",
+    descending: bool = False,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """The summaries that pass ``filters``, sorted by ``sort`` (a key of :data:`SORT_KEYS`), at most ``limit``."""
     if sort not in SORT_KEYS:
         raise ValueError(f"invalid sort {sort!r}; allowed values: {', '.join(SORT_KEYS)}")
     key = SORT_KEYS[sort]
-    rows = sorted((e for e in entries if filters(e)), key=lambda e: (key(e), e["key"]), reverse=descending)
+    rows = sorted(
+        (e for e in entries if filters(e)), key=lambda e: (key(e), e["key"]), reverse=descending
+    )
     return rows if limit is None else rows[:limit]

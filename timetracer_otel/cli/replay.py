@@ -20,7 +20,8 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -39,7 +40,7 @@ __all__ = ["import_app", "Replayer"]
 _NOT_SENT = {"content-length", "transfer-encoding"}  # the client sets them for the body it sends
 
 
-def import_app(spec: str, app_dir: Optional[str] = None, factory: bool = False) -> Any:
+def import_app(spec: str, app_dir: str | None = None, factory: bool = False) -> Any:
     """The ASGI app named ``module:attribute`` (as uvicorn names it), importable from ``app_dir`` or the cwd."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -70,7 +71,7 @@ class Replayer:
         self,
         spec: str,
         location: str,
-        app_dir: Optional[str] = None,
+        app_dir: str | None = None,
         factory: bool = False,
         ignore: Sequence[str] = (),
         credentials: Credentials = Credentials(),
@@ -80,11 +81,15 @@ class Replayer:
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
         try:
-            process.start(TraceConfig(mode="replay", cassette_path=location))  # its process cassette answers startup
+            process.start(
+                TraceConfig(mode="replay", cassette_path=location)
+            )  # its process cassette answers startup
             app = import_app(spec, app_dir, factory)
             self.ignore = tuple(ignore)
             self.config = self._config(app, location)
-            self.library = library_for(self.config)  # now: unusable cassettes stop here, before anything is sent
+            self.library = library_for(
+                self.config
+            )  # now: unusable cassettes stop here, before anything is sent
             self.app = self._target(app)
         except BaseException:
             self._restore_env()
@@ -92,18 +97,26 @@ class Replayer:
         self._stack = contextlib.ExitStack()
         self._client: Any = None
 
-    def __enter__(self) -> "Replayer":
-        with warnings.catch_warnings():  # Starlette >= 1.x suggests httpx2 for its test client; httpx works
-            warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    def __enter__(self) -> Replayer:
+        with (
+            warnings.catch_warnings()
+        ):  # Starlette >= 1.x suggests httpx2 for its test client; httpx works
+            warnings.filterwarnings(
+                "ignore", message="Using `httpx` with `starlette.testclient` is deprecated"
+            )
             from starlette.testclient import TestClient
 
         logger = logging.getLogger("timetracer")
         level = logger.level
-        logger.setLevel(logging.WARNING)  # the report is printed by the caller, not logged a second time
+        logger.setLevel(
+            logging.WARNING
+        )  # the report is printed by the caller, not logged a second time
         self._stack.callback(logger.setLevel, level)
         self._stack.callback(self._restore_env)
         client = TestClient(self.app, raise_server_exceptions=False, follow_redirects=False)
-        self._client = self._stack.enter_context(client)  # runs the app's lifespan once, as a server would
+        self._client = self._stack.enter_context(
+            client
+        )  # runs the app's lifespan once, as a server would
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -118,7 +131,11 @@ class Replayer:
 
     @staticmethod
     def _ours(app: Any) -> list[Any]:
-        return [m for m in getattr(app, "user_middleware", ()) if getattr(m, "cls", None) is TimeTracerMiddleware]
+        return [
+            m
+            for m in getattr(app, "user_middleware", ())
+            if getattr(m, "cls", None) is TimeTracerMiddleware
+        ]
 
     def _config(self, app: Any, location: str) -> TraceConfig:
         """The replay config for ``location``, built on the app's own timetracer config when it has one."""
@@ -130,17 +147,26 @@ class Replayer:
             existing = app.config
         base = existing if existing is not None else TraceConfig.from_env()
         ignored = (*base.replay_ignore_fields, *self.ignore)
-        return dataclasses.replace(base, mode="replay", cassette_path=location, replay_ignore_fields=ignored)
+        return dataclasses.replace(
+            base, mode="replay", cassette_path=location, replay_ignore_fields=ignored
+        )
 
     def _target(self, app: Any) -> Any:
         """The app set to replay with :attr:`config`: its own middleware reconfigured, or a new one around it."""
         ours = self._ours(app)
         if ours:
             for middleware in ours:
-                middleware.args, middleware.kwargs = (), {**middleware.kwargs, "config": self.config}
-            app.middleware_stack = None  # Starlette builds the stack again, with the new config, on the next request
+                middleware.args, middleware.kwargs = (
+                    (),
+                    {**middleware.kwargs, "config": self.config},
+                )
+            app.middleware_stack = (
+                None  # Starlette builds the stack again, with the new config, on the next request
+            )
             return app
-        return TimeTracerMiddleware(app.app if isinstance(app, TimeTracerMiddleware) else app, self.config)
+        return TimeTracerMiddleware(
+            app.app if isinstance(app, TimeTracerMiddleware) else app, self.config
+        )
 
     def cassettes(self) -> list[str]:
         """The cassettes at the location, in recording order: the order to send their requests in."""
@@ -151,19 +177,31 @@ class Replayer:
         process holds the key); the replay report of that request."""
         doc = self.library.load(cassette)[0].answers
         request = doc["request"]
-        url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (f"?{request['query']}" if request.get("query") else "")
-        headers, supplied = self.credentials.apply([(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT])
+        url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (
+            f"?{request['query']}" if request.get("query") else ""
+        )
+        headers, supplied = self.credentials.apply(
+            [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT]
+        )
         before = recent_reports()
         try:  # header bytes as received: ASGI gives them as latin-1
             sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-            self._client.request(request["method"], url, headers=sent, content=_request_body(request["body"]))
+            self._client.request(
+                request["method"], url, headers=sent, content=_request_body(request["body"])
+            )
         except (ValueError, httpx.InvalidURL) as exc:  # a cassette no client could have sent
-            return self._unreplayed(cassette, doc, f"the recorded request cannot be sent ({type(exc).__name__}: {exc})")
+            return self._unreplayed(
+                cassette, doc, f"the recorded request cannot be sent ({type(exc).__name__}: {exc})"
+            )
         made = [r for r in recent_reports() if all(r is not b for b in before)]
         if made:
             made[-1].supplied_credentials = supplied
             return made[-1]
-        return self._unreplayed(cassette, doc, "the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)")
+        return self._unreplayed(
+            cassette,
+            doc,
+            "the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)",
+        )
 
     @staticmethod
     def _unreplayed(cassette: str, doc: dict[str, Any], why: str) -> ReplayReport:

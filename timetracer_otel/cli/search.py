@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from timetracer_otel.cassette.body import decode_body
 
@@ -41,7 +42,9 @@ def places(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for index, call in enumerate(doc.get("calls", [])):
         where = f"calls[{index}]"
         if call.get("protocol") == "http":
-            yield from _message(call.get("request"), f"{where}.request", (call.get("request") or {}).get("url", ""))
+            yield from _message(
+                call.get("request"), f"{where}.request", (call.get("request") or {}).get("url", "")
+            )
             yield from _message(call.get("response"), f"{where}.response", "")
         else:
             for part in ("request", "response"):
@@ -53,4 +56,6 @@ def places(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
 def matches(doc: dict[str, Any], text: str, case_sensitive: bool = False) -> list[str]:
     """Where ``text`` occurs in ``doc`` (``request.body``, ``calls[0].response.headers``, ...)."""
     needle = text if case_sensitive else text.lower()
-    return [where for where, hay in places(doc) if needle in (hay if case_sensitive else hay.lower())]
+    return [
+        where for where, hay in places(doc) if needle in (hay if case_sensitive else hay.lower())
+    ]

@@ -6,13 +6,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from timetracer_otel.cassette.body import decode_body
 
 from .labels import call_label, span_label
 
-__all__ = ["Shown", "waterfall", "call_rows", "body_text", "total_ms", "value_text", "exception_event"]
+__all__ = [
+    "Shown",
+    "waterfall",
+    "call_rows",
+    "body_text",
+    "total_ms",
+    "value_text",
+    "exception_event",
+]
 
 
 def total_ms(doc: dict[str, Any]) -> float:
@@ -25,7 +33,7 @@ def waterfall(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The spans as a tree in start order: each with its ``depth``, its ``label`` and the index of its call, if any."""
     spans = doc.get("spans", [])
     known = {s["span_id"] for s in spans}
-    children: dict[Optional[str], list[dict[str, Any]]] = {}
+    children: dict[str | None, list[dict[str, Any]]] = {}
     for span in sorted(spans, key=lambda s: s["start_offset_ms"]):
         parent = span["parent_id"] if span["parent_id"] in known else None
         children.setdefault(parent, []).append(span)
@@ -36,7 +44,14 @@ def waterfall(doc: dict[str, Any]) -> list[dict[str, Any]]:
     while stack:  # iterative: a deep chain of spans cannot exhaust the recursion limit
         span, depth = stack.pop()
         call = call_of.get(span["span_id"])
-        rows.append({**span, "depth": depth, "call": call, "label": span_label(span, None if call is None else calls[call], doc)})
+        rows.append(
+            {
+                **span,
+                "depth": depth,
+                "call": call,
+                "label": span_label(span, None if call is None else calls[call], doc),
+            }
+        )
         stack.extend((child, depth + 1) for child in reversed(children.get(span["span_id"], [])))
     return rows
 
@@ -60,7 +75,8 @@ def call_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "library": call.get("library"),
                 "label": call_label(call),
                 "outcome": outcome,
-                "failed": bool(error) or (isinstance(response, dict) and response.get("status", 0) >= 400),
+                "failed": bool(error)
+                or (isinstance(response, dict) and response.get("status", 0) >= 400),
                 "offset_ms": call.get("start_offset_ms"),
                 "duration_ms": durations.get(call.get("span_id")),
             }
@@ -75,18 +91,22 @@ class Shown(NamedTuple):
     cut: bool
 
 
-def _within(text: str, limit: Optional[int]) -> Shown:
+def _within(text: str, limit: int | None) -> Shown:
     return Shown(text, False) if limit is None or len(text) <= limit else Shown(text[:limit], True)
 
 
-def _json_text(value: Any, limit: Optional[int], indent: Optional[int] = 2) -> Shown:
+def _json_text(value: Any, limit: int | None, indent: int | None = 2) -> Shown:
     """``value`` as JSON (indented, or compact with ``indent=None``), made only as far as ``limit``
     characters: a huge value costs no more than a small one."""
-    encoder = json.JSONEncoder(indent=indent, separators=None if indent else (",", ":"), ensure_ascii=False, default=str)
+    encoder = json.JSONEncoder(
+        indent=indent, separators=None if indent else (",", ":"), ensure_ascii=False, default=str
+    )
     if limit is None:
         return Shown(encoder.encode(value), False)
     chunks, size = [], 0
-    for chunk in encoder.iterencode(value):  # made piece by piece (the one-shot encoder makes it all)
+    for chunk in encoder.iterencode(
+        value
+    ):  # made piece by piece (the one-shot encoder makes it all)
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
@@ -94,7 +114,7 @@ def _json_text(value: Any, limit: Optional[int], indent: Optional[int] = 2) -> S
     return _within("".join(chunks), limit)
 
 
-def body_text(body: Optional[dict[str, Any]], limit: Optional[int] = None) -> Shown:
+def body_text(body: dict[str, Any] | None, limit: int | None = None) -> Shown:
     """A body as a person reads it: JSON indented, text as is, binary as a hex preview; cut at ``limit`` characters."""
     if not body or body.get("encoding") == "empty":
         return Shown("", False)
@@ -112,18 +132,21 @@ def body_text(body: Optional[dict[str, Any]], limit: Optional[int] = None) -> Sh
         shown = _within(body["text"], limit)
     elif encoding in ("base64", "segments"):
         data = decode_body(body)
-        shown = Shown(f"<{body.get('size', len(data))} bytes of binary> {data[:48].hex(' ')}{' …' if len(data) > 48 else ''}", False)
+        shown = Shown(
+            f"<{body.get('size', len(data))} bytes of binary> {data[:48].hex(' ')}{' …' if len(data) > 48 else ''}",
+            False,
+        )
     else:
         shown = _json_text(body, limit)
     return Shown("\n".join([*notes, shown.text]), shown.cut)
 
 
-def value_text(value: Any, limit: Optional[int] = None) -> Shown:
+def value_text(value: Any, limit: int | None = None) -> Shown:
     """A non-HTTP call's request or response (typed values) as indented JSON, cut at ``limit`` characters."""
     return _json_text(value, limit)
 
 
-def exception_event(doc: dict[str, Any], span_id: Optional[str] = None) -> Optional[dict[str, Any]]:
+def exception_event(doc: dict[str, Any], span_id: str | None = None) -> dict[str, Any] | None:
     """The attributes of the first ``exception`` event (type, message, stacktrace) OpenTelemetry recorded
     on span ``span_id``, or on any span of the request when None; None when there is none."""
     for span in doc.get("spans", ()):

@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import anyio
 
@@ -26,13 +26,24 @@ class ReplayTarget:
     """The app the dashboard replays through, fixed when it starts (never taken from a request)."""
 
     app: str  # module:attribute
-    app_dir: Optional[str] = None
+    app_dir: str | None = None
     factory: bool = False
-    headers: tuple[str, ...] = ()  # NAME=VALUE, for requests whose own cannot be unsealed (timetracer replay --header)
+    headers: tuple[
+        str, ...
+    ] = ()  # NAME=VALUE, for requests whose own cannot be unsealed (timetracer replay --header)
     cookies: tuple[str, ...] = ()  # NAME=VALUE (timetracer replay --cookie)
 
     def command(self, cassette: Path) -> list[str]:
-        command = [sys.executable, "-m", "timetracer_otel.cli", "replay", str(cassette), "--app", self.app, "--json"]
+        command = [
+            sys.executable,
+            "-m",
+            "timetracer_otel.cli",
+            "replay",
+            str(cassette),
+            "--app",
+            self.app,
+            "--json",
+        ]
         if self.app_dir:
             command += ["--app-dir", self.app_dir]
         if self.factory:
@@ -44,7 +55,7 @@ class ReplayTarget:
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    report: Optional[dict[str, Any]]  # ReplayReport.to_dict(), or None when the replay could not run
+    report: dict[str, Any] | None  # ReplayReport.to_dict(), or None when the replay could not run
     problem: str  # what the command printed on stderr
 
 
@@ -59,7 +70,9 @@ async def run_replay(target: ReplayTarget, cassette: Path) -> ReplayOutcome:
     try:
         (report,) = json.loads(done.stdout)
     except ValueError:
-        return ReplayOutcome(None, stderr or f"timetracer replay exited with status {done.returncode}")
+        return ReplayOutcome(
+            None, stderr or f"timetracer replay exited with status {done.returncode}"
+        )
     return ReplayOutcome(report, stderr)
 
 
@@ -67,9 +80,11 @@ async def run_replay(target: ReplayTarget, cassette: Path) -> ReplayOutcome:
 class CallPair:
     """One row of the call-by-call comparison: the recorded call and the call the replay made in its place."""
 
-    index: Optional[int]  # the recorded call's index (the closest one for a call nothing answered)
+    index: int | None  # the recorded call's index (the closest one for a call nothing answered)
     recorded: str  # its label, or "" when the replay made a call the recording has nothing like
-    replayed: str  # the replayed call's label, or "" when the replay did not make this recorded call
+    replayed: (
+        str  # the replayed call's label, or "" when the replay did not make this recorded call
+    )
     state: str  # "same", "changed" (no recorded call matched it), "not made" (left unused)
     differences: tuple[str, ...]
 
@@ -78,7 +93,11 @@ def call_pairs(report: dict[str, Any], labels: list[str]) -> list[CallPair]:
     """The report's calls beside the recorded calls (``labels``: each recorded call's label, by index)."""
     entries = list(report.get("calls") or ())
     # A recorded call left unused is shown once, beside the replayed call it is closest to, if any.
-    paired = {entry.get("closest") for entry in entries if entry.get("replayed") is not None and entry.get("recorded") is None}
+    paired = {
+        entry.get("closest")
+        for entry in entries
+        if entry.get("replayed") is not None and entry.get("recorded") is None
+    }
     pairs = []
     for entry in entries:
         if entry.get("replayed") is None and entry.get("recorded") in paired:
@@ -90,7 +109,9 @@ def call_pairs(report: dict[str, Any], labels: list[str]) -> list[CallPair]:
             state = "not made"
         else:
             state = "same" if recorded is not None else "changed"
-        replayed = " ".join(str(part) for part in (entry.get("library"), entry.get("replayed")) if part)
+        replayed = " ".join(
+            str(part) for part in (entry.get("library"), entry.get("replayed")) if part
+        )
         pairs.append(CallPair(index, label, replayed, state, tuple(entry.get("differences") or ())))
     return pairs
 

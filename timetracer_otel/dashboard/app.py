@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote_to_bytes, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -33,12 +34,19 @@ from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.cassette.naming import sanitise
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
+from timetracer_otel.cli.call_views import call_view
 from timetracer_otel.cli.diff import DEFAULT_IGNORED, diff_cassettes, show_value
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.cli.query import SORT_KEYS, Filters, is_error, select
 from timetracer_otel.cli.search import matches
-from timetracer_otel.cli.call_views import call_view
-from timetracer_otel.cli.views import body_text, call_rows, exception_event, total_ms, value_text, waterfall
+from timetracer_otel.cli.views import (
+    body_text,
+    call_rows,
+    exception_event,
+    total_ms,
+    value_text,
+    waterfall,
+)
 from timetracer_otel.config import ReadLimits
 
 from ._replay import ReplayTarget, call_pairs, response_rows, run_replay
@@ -50,7 +58,17 @@ _PAGE_SIZE = 200
 # A page reads again only the directories that changed (cassettes added, removed or renamed show
 # at once); every file is looked at again at most this often (a cassette rewritten in place shows then).
 _FULL_SCAN_SECONDS = 60.0
-_FILTER_FIELDS = ("method", "path", "route", "status", "errors", "since", "until", "service", "text")
+_FILTER_FIELDS = (
+    "method",
+    "path",
+    "route",
+    "status",
+    "errors",
+    "since",
+    "until",
+    "service",
+    "text",
+)
 _COLUMNS = (("recorded_at", "recorded (UTC)"), ("method", "method"), ("path", "path"), ("status", "status"),
             ("route", "route"), ("duration", "ms"), ("calls", "calls"), ("service", "service"), ("id", "id"))  # fmt: skip
 _PARTS = ("request", "response")
@@ -70,7 +88,11 @@ def _filters(params: dict[str, str]) -> Filters:
 def _shown(value: Any) -> Any:
     """What a page prints of a value: text with control, bidi and surrogate characters escaped, as on a terminal
     (the page's own markup, a macro's output, stays as it is)."""
-    return printable(value, multiline=True) if isinstance(value, str) and not isinstance(value, Markup) else value
+    return (
+        printable(value, multiline=True)
+        if isinstance(value, str) and not isinstance(value, Markup)
+        else value
+    )
 
 
 def _url_part(key: str) -> str:
@@ -89,7 +111,10 @@ def _key(request: Request, prefix: str) -> str:
 def _query(request: Request) -> dict[str, str]:
     """The first value of each query parameter; a key of a file name that is not UTF-8 comes back byte for byte."""
     query = request.scope.get("query_string", b"").decode("latin-1")
-    return {name: values[0] for name, values in parse_qs(query, encoding="utf-8", errors="surrogateescape").items()}
+    return {
+        name: values[0]
+        for name, values in parse_qs(query, encoding="utf-8", errors="surrogateescape").items()
+    }
 
 
 def _part(doc: dict[str, Any], name: str) -> tuple[Any, str]:
@@ -120,14 +145,19 @@ class _Pages:
     is shared, so scans take turns.
     """
 
-    def __init__(self, directory: str, target: Optional[ReplayTarget], limits: ReadLimits) -> None:
+    def __init__(self, directory: str, target: ReplayTarget | None, limits: ReadLimits) -> None:
         self.index = CassetteIndex(directory, limits)
         self.limits = limits
         self.directory = directory
         self.target = target
-        self.token = secrets.token_urlsafe(32)  # the Replay form's token: another site cannot read it, so cannot post
+        self.token = secrets.token_urlsafe(
+            32
+        )  # the Replay form's token: another site cannot read it, so cannot post
         self.env = Environment(
-            loader=PackageLoader("timetracer_otel.dashboard", "templates"), autoescape=True, undefined=StrictUndefined, finalize=_shown
+            loader=PackageLoader("timetracer_otel.dashboard", "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+            finalize=_shown,
         )
         self.env.filters["urlencode"] = _url_part
         self._scan_lock = threading.Lock()
@@ -143,7 +173,11 @@ class _Pages:
 
     def _document(self, key: str) -> tuple[Path, dict[str, Any]]:
         """The cassette of an index key; 404 for anything the index does not hold, 422 for an unusable file."""
-        index = self.index if key in self.index.entries or key in self.index.problems else self._scanned()
+        index = (
+            self.index
+            if key in self.index.entries or key in self.index.problems
+            else self._scanned()
+        )
         path, problem = index.path_of(key), index.problem_of(key)
         if problem is None and path is not None:
             try:
@@ -163,19 +197,29 @@ class _Pages:
         problem = ""
         index = self._scanned()
         try:
-            rows = select(index.entries.values(), _filters(params), sort if sort in SORT_KEYS else "recorded_at", descending)
+            rows = select(
+                index.entries.values(),
+                _filters(params),
+                sort if sort in SORT_KEYS else "recorded_at",
+                descending,
+            )
         except ValueError as exc:
             problem, rows = str(exc), []
         if params["text"]:
             rows = [row for row in rows if self._contains(row["key"], params["text"])]
         kept = {k: v for k, v in params.items() if v}
         links = {
-            column: "?" + urlencode({**kept, "sort": column, "desc": "" if column == sort and descending else "1"})
+            column: "?"
+            + urlencode(
+                {**kept, "sort": column, "desc": "" if column == sort and descending else "1"}
+            )
             for column, _ in _COLUMNS
         }
 
         def page(start: int) -> str:
-            return "?" + urlencode({**kept, "sort": sort, "desc": "1" if descending else "", "offset": start})
+            return "?" + urlencode(
+                {**kept, "sort": sort, "desc": "1" if descending else "", "offset": start}
+            )
 
         return self.render(
             "table.html",
@@ -213,7 +257,7 @@ class _Pages:
             for row in waterfall(doc)
         ]
         limit = self.limits.show_body_bytes
-        calls = list(zip(call_rows(doc), doc.get("calls", [])))
+        calls = list(zip(call_rows(doc), doc.get("calls", []), strict=False))
         in_spans = {span["call"] for span in spans if span["call"] is not None}
         return self.render(
             "detail.html", key=key, doc=doc, spans=spans, calls=calls, outside=[c for c in calls if c[0]["index"] not in in_spans],
@@ -233,26 +277,53 @@ class _Pages:
     def diff(self, query: dict[str, str]) -> HTMLResponse:
         a, b = query.get("a", ""), query.get("b", "")
         if not a or not b:
-            return self.render("error.html", status_code=400, message="Choose two recordings (a and b) to compare.")
+            return self.render(
+                "error.html", status_code=400, message="Choose two recordings (a and b) to compare."
+            )
         ignore_text = query.get("ignore", ", ".join(DEFAULT_IGNORED))
         ignore = [name.strip() for name in ignore_text.split(",")]
         (_, doc_a), (_, doc_b) = self._document(a), self._document(b)
         found = diff_cassettes(doc_a, doc_b, ignore)
-        return self.render("diff.html", a=a, b=b, doc_a=doc_a, doc_b=doc_b, found=found, ignore=ignore_text, show=show_value)
+        return self.render(
+            "diff.html",
+            a=a,
+            b=b,
+            doc_a=doc_a,
+            doc_b=doc_b,
+            found=found,
+            ignore=ignore_text,
+            show=show_value,
+        )
 
     async def replay(self, request: Request) -> HTMLResponse:
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
         if not secrets.compare_digest(form.get("token", [""])[0], self.token):
-            return self.render("error.html", status_code=403, message="This replay was not asked for from the dashboard.")
+            return self.render(
+                "error.html",
+                status_code=403,
+                message="This replay was not asked for from the dashboard.",
+            )
         key = _key(request, "/replay/")
         path, doc = await run_in_threadpool(self._document, key)
         if self.target is None:
-            return self.render("error.html", status_code=400, message="Start the dashboard with --app MODULE:APP to replay.")
+            return self.render(
+                "error.html",
+                status_code=400,
+                message="Start the dashboard with --app MODULE:APP to replay.",
+            )
         outcome = await run_replay(self.target, path)
         labels = [row["label"] for row in call_rows(doc)]
         pairs = call_pairs(outcome.report, labels) if outcome.report else []
         return await run_in_threadpool(
-            lambda: self.render("replay.html", key=key, doc=doc, outcome=outcome, target=self.target, pairs=pairs, response_rows=response_rows)
+            lambda: self.render(
+                "replay.html",
+                key=key,
+                doc=doc,
+                outcome=outcome,
+                target=self.target,
+                pairs=pairs,
+                response_rows=response_rows,
+            )
         )
 
 
@@ -271,7 +342,12 @@ async def _error(request: Request, exc: Exception) -> HTMLResponse:
     return request.app.state.pages.render("error.html", status_code=status, message=detail)
 
 
-def create_app(directory: str, target: Optional[ReplayTarget] = None, host: str = "127.0.0.1", limits: Optional[ReadLimits] = None) -> Starlette:
+def create_app(
+    directory: str,
+    target: ReplayTarget | None = None,
+    host: str = "127.0.0.1",
+    limits: ReadLimits | None = None,
+) -> Starlette:
     """The dashboard over the cassettes in ``directory``; the Replay button uses ``target`` when given.
 
     ``host`` is the address it is served on: requests naming any other host are refused.
@@ -280,13 +356,32 @@ def create_app(directory: str, target: Optional[ReplayTarget] = None, host: str 
     pages = _Pages(directory, target, limits if limits is not None else ReadLimits.from_env())
     routes = [
         Route("/", _in_thread(lambda request: pages.table(request.query_params))),
-        Route("/cassettes/{key:path}", _in_thread(lambda request: pages.detail(_key(request, "/cassettes/")))),
-        Route("/download/{key:path}", _in_thread(lambda request: pages.download(_key(request, "/download/"), request.query_params.get("part", "")))),
+        Route(
+            "/cassettes/{key:path}",
+            _in_thread(lambda request: pages.detail(_key(request, "/cassettes/"))),
+        ),
+        Route(
+            "/download/{key:path}",
+            _in_thread(
+                lambda request: pages.download(
+                    _key(request, "/download/"), request.query_params.get("part", "")
+                )
+            ),
+        ),
         Route("/diff", _in_thread(lambda request: pages.diff(_query(request)))),
         Route("/replay/{key:path}", pages.replay, methods=["POST"]),
-        Mount("/static", StaticFiles(packages=[("timetracer_otel.dashboard", "static")]), name="static"),
+        Mount(
+            "/static",
+            StaticFiles(packages=[("timetracer_otel.dashboard", "static")]),
+            name="static",
+        ),
     ]
-    middleware = [Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))]
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _error})
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)),
+    ]
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers={HTTPException: _error}
+    )
     app.state.pages = pages
     return app

@@ -9,4 +9,12 @@ recorded ones and the calls that carry them match. See ``docs/replay.md``.
 from .sources import install, real_time_ns
 from .state import DrawRecorder, DrawReplayer, activate, current, deactivate
 
-__all__ = ["DrawRecorder", "DrawReplayer", "activate", "current", "deactivate", "install", "real_time_ns"]
+__all__ = [
+    "DrawRecorder",
+    "DrawReplayer",
+    "activate",
+    "current",
+    "deactivate",
+    "install",
+    "real_time_ns",
+]

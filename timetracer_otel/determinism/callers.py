@@ -11,12 +11,13 @@ caller: they stay real.
 from __future__ import annotations
 
 from types import FrameType
-from typing import Optional
 
 __all__ = ["attribute"]
 
 _HELPERS = frozenset({"random", "secrets", "uuid"})
-_OURS = "timetracer_otel.determinism"  # the patched functions themselves: looked through, like a helper
+_OURS = (
+    "timetracer_otel.determinism"  # the patched functions themselves: looked through, like a helper
+)
 _OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging", "sqlalchemy.pool")
 
 _APP, _HELPER, _THROUGH, _OWN = range(4)
@@ -38,12 +39,12 @@ def _kind(module: str) -> int:
     return kind
 
 
-def attribute(frame: Optional[FrameType]) -> tuple[Optional[str], Optional[str]]:
+def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
     """(caller module, outermost helper module) for a draw made in ``frame``.
 
     The caller is None for a draw that stays real (timetracer's, OpenTelemetry's, ...).
     """
-    helper: Optional[str] = None
+    helper: str | None = None
     while frame is not None:
         module = frame.f_globals.get("__name__") or "__main__"
         kind = _kind(module)

@@ -25,7 +25,8 @@ import threading
 import time
 import types
 import uuid
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from timetracer_otel._diagnostics import logger
 
@@ -39,19 +40,28 @@ _installed = False
 _real_time_ns: Callable[[], int] = time.time_ns  # time-machine's original once installed
 
 
-
 # kind -> its source; os.urandom's depends on the helper it was reached through
-_SOURCE_OF_KIND = {"time": "clock", "uuid1": "uuid", "uuid4": "uuid", "random": "random", "getrandbits": "random"}
-_URANDOM_SOURCE_BY_HELPER = {"uuid": "uuid", "secrets": "secrets", "random": "secrets"}  # random: SystemRandom
+_SOURCE_OF_KIND = {
+    "time": "clock",
+    "uuid1": "uuid",
+    "uuid4": "uuid",
+    "random": "random",
+    "getrandbits": "random",
+}
+_URANDOM_SOURCE_BY_HELPER = {
+    "uuid": "uuid",
+    "secrets": "secrets",
+    "random": "secrets",
+}  # random: SystemRandom
 
 
 def _draw(
-    draws: "DrawRecorder | DrawReplayer",
+    draws: DrawRecorder | DrawReplayer,
     kind: str,
     frame: Any,
     real: Callable[[], Any],
-    fits: Optional[Fits],
-    seeded: Optional[Seeded] = None,
+    fits: Fits | None,
+    seeded: Seeded | None = None,
 ) -> Any:
     caller, helper = attribute(frame)
     if caller is None:
@@ -162,7 +172,10 @@ def _install_randomness() -> dict[int, tuple[Any, Any]]:
 # --------------------------------------------------------------------------- uuid
 _real_uuids: dict[str, Callable[..., uuid.UUID]] = {}
 _UUID_CODE = {  # the new bodies; they run with the uuid module's globals
-    "uuid1": ("(node=None, clock_seq=None)", "def uuid1(node=None, clock_seq=None):\n    return _timetracer_uuid('uuid1', node, clock_seq)\n"),
+    "uuid1": (
+        "(node=None, clock_seq=None)",
+        "def uuid1(node=None, clock_seq=None):\n    return _timetracer_uuid('uuid1', node, clock_seq)\n",
+    ),
     "uuid4": ("()", "def uuid4():\n    return _timetracer_uuid('uuid4')\n"),
 }
 
@@ -172,18 +185,41 @@ def _uuid(kind: str, *args: Any) -> uuid.UUID:
     draws = current()
     if draws is None:
         return real(*args)
-    seeded = (lambda rng: uuid.UUID(int=_c_getrandbits(rng, 128), version=4)) if kind == "uuid4" else None
-    return _draw(draws, kind, sys._getframe(1), _bare(real, args), lambda value: isinstance(value, uuid.UUID), seeded)
+    seeded = (
+        (lambda rng: uuid.UUID(int=_c_getrandbits(rng, 128), version=4))
+        if kind == "uuid4"
+        else None
+    )
+    return _draw(
+        draws,
+        kind,
+        sys._getframe(1),
+        _bare(real, args),
+        lambda value: isinstance(value, uuid.UUID),
+        seeded,
+    )
 
 
 def _install_uuids() -> None:
     uuid.__dict__["_timetracer_uuid"] = _uuid
     for name, (signature, source) in _UUID_CODE.items():
         function = getattr(uuid, name)
-        if not isinstance(function, types.FunctionType) or str(inspect.signature(function)) != signature:
-            logger.warning("timetracer: uuid.%s is not the function expected; its values are not recorded", name)
+        if (
+            not isinstance(function, types.FunctionType)
+            or str(inspect.signature(function)) != signature
+        ):
+            logger.warning(
+                "timetracer: uuid.%s is not the function expected; its values are not recorded",
+                name,
+            )
             continue
-        real = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__, function.__closure__)
+        real = types.FunctionType(
+            function.__code__,
+            function.__globals__,
+            name,
+            function.__defaults__,
+            function.__closure__,
+        )
         namespace: dict[str, Any] = {}
         exec(compile(source, f"<timetracer uuid.{name}>", "exec"), namespace)
         _real_uuids[name] = real

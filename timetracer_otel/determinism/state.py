@@ -14,7 +14,8 @@ import hashlib
 import random
 import threading
 from collections import Counter, deque
-from typing import Any, Callable, Iterable, Optional, Union
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from timetracer_otel._diagnostics import counters
 from timetracer_otel.cassette.values import decode_value, encode_value
@@ -38,18 +39,30 @@ class DrawRecorder:
     clock stays real.
     """
 
-    def __init__(self, sources: Iterable[str], seed: Optional[str] = None) -> None:
+    def __init__(self, sources: Iterable[str], seed: str | None = None) -> None:
         self.sources = frozenset(sources)
         self.draws: list[tuple[str, str, str, Any]] = []  # (source, kind, caller, value)
         self._seed = seed
         self._generators: dict[tuple[str, str], random.Random] = {}
 
     def draw(
-        self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None, seeded: Optional[Seeded] = None
+        self,
+        source: str,
+        kind: str,
+        caller: str,
+        real: Real,
+        fits: Fits | None = None,
+        seeded: Seeded | None = None,
     ) -> Any:
-        value = real() if self._seed is None or seeded is None else seeded(self._generator(kind, caller))
+        value = (
+            real()
+            if self._seed is None or seeded is None
+            else seeded(self._generator(kind, caller))
+        )
         if len(self.draws) < MAX_DRAWS_PER_REQUEST:
-            self.draws.append((source, kind, caller, value))  # list.append is atomic: threads of the request may draw
+            self.draws.append(
+                (source, kind, caller, value)
+            )  # list.append is atomic: threads of the request may draw
         else:
             counters.add("dropped.draws")
         return value
@@ -77,12 +90,14 @@ class DrawReplayer:
     out plus the real time elapsed since, UUIDs and random values are real.
     """
 
-    def __init__(self, recorded: Any, sources: Iterable[str], real_clock_ns: Callable[[], int]) -> None:
+    def __init__(
+        self, recorded: Any, sources: Iterable[str], real_clock_ns: Callable[[], int]
+    ) -> None:
         self.sources = frozenset(sources)
         self.extra: Counter[str] = Counter()
         self._streams: dict[tuple[str, str], deque[Any]] = {}
         self._lock = threading.Lock()
-        last_clock: Optional[int] = None
+        last_clock: int | None = None
         for kind, caller, value in _recorded(recorded):
             self._streams.setdefault((kind, caller), deque()).append(value)
             if kind == "time" and isinstance(value, int):
@@ -90,7 +105,13 @@ class DrawReplayer:
         self._anchor = (last_clock, real_clock_ns())  # (clock value handed out, real time then)
 
     def draw(
-        self, source: str, kind: str, caller: str, real: Real, fits: Optional[Fits] = None, seeded: Optional[Seeded] = None
+        self,
+        source: str,
+        kind: str,
+        caller: str,
+        real: Real,
+        fits: Fits | None = None,
+        seeded: Seeded | None = None,
     ) -> Any:
         with self._lock:
             stream = self._streams.get((kind, caller))
@@ -125,14 +146,14 @@ def _recorded(draws: Any) -> Iterable[tuple[str, str, Any]]:
         yield kind, caller, value
 
 
-_active: contextvars.ContextVar[Optional[Union[DrawRecorder, DrawReplayer]]] = contextvars.ContextVar(
+_active: contextvars.ContextVar[DrawRecorder | DrawReplayer | None] = contextvars.ContextVar(
     "timetracer_draws", default=None
 )
 
 current = _active.get
 
 
-def activate(draws: Union[DrawRecorder, DrawReplayer, None]) -> contextvars.Token:
+def activate(draws: DrawRecorder | DrawReplayer | None) -> contextvars.Token:
     return _active.set(draws)
 
 

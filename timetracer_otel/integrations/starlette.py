@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import anyio.to_thread
 from opentelemetry import trace
@@ -12,7 +13,13 @@ from starlette.middleware import Middleware
 from timetracer_otel import _process_recording
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import enter_request, leave_request
-from timetracer_otel._tracing import cassette_processor, otlp_processor, record_process, service_name, tracer_provider
+from timetracer_otel._tracing import (
+    cassette_processor,
+    otlp_processor,
+    record_process,
+    service_name,
+    tracer_provider,
+)
 from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, RecordingLayer, Scope, Send
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import install as install_draw_sources
@@ -33,7 +40,7 @@ class TimeTracerMiddleware:
     a second one. In mode ``off`` requests go straight to the application.
     """
 
-    def __init__(self, app: ASGIApp, config: Optional[TraceConfig] = None) -> None:
+    def __init__(self, app: ASGIApp, config: TraceConfig | None = None) -> None:
         self.app = app
         self.config = config if config is not None else TraceConfig()
         self._traced: ASGIApp = app
@@ -49,19 +56,35 @@ class TimeTracerMiddleware:
         else:
             processor = cassette_processor(provider)
             record_process(self.config)
-            self._inner = RecordingLayer(app, self.config, processor.begin, service_name(provider, self.config.service_name))
-        self._traced = OpenTelemetryMiddleware(self._inner, tracer_provider=provider, exclude_spans=["receive", "send"])
+            self._inner = RecordingLayer(
+                app, self.config, processor.begin, service_name(provider, self.config.service_name)
+            )
+        self._traced = OpenTelemetryMiddleware(
+            self._inner, tracer_provider=provider, exclude_spans=["receive", "send"]
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, send if self._inner is self.app else self._writing_at_lifespan_ends(send))
+            await self.app(
+                scope,
+                receive,
+                send if self._inner is self.app else self._writing_at_lifespan_ends(send),
+            )
             return
-        token = enter_request()  # recorded or not, replayed or not: no call made here belongs to the process
+        token = (
+            enter_request()
+        )  # recorded or not, replayed or not: no call made here belongs to the process
         try:
-            if scope["type"] != "http" or self._inner is self.app or self.config.is_excluded(scope.get("path", "")):
+            if (
+                scope["type"] != "http"
+                or self._inner is self.app
+                or self.config.is_excluded(scope.get("path", ""))
+            ):
                 await self.app(scope, receive, send)
             elif _ends_through(self._provider, trace.get_current_span()):
-                await self._inner(scope, receive, send)  # an outer instrumentation already made the server span
+                await self._inner(
+                    scope, receive, send
+                )  # an outer instrumentation already made the server span
             else:
                 await self._traced(scope, receive, send)
         finally:
@@ -78,7 +101,9 @@ class TimeTracerMiddleware:
             elif message["type"] == "lifespan.shutdown.complete":
                 with guarded("shutdown.flush"):
                     _process_recording.save()
-                    await anyio.to_thread.run_sync(self._provider.force_flush, _SHUTDOWN_FLUSH_MILLIS)
+                    await anyio.to_thread.run_sync(
+                        self._provider.force_flush, _SHUTDOWN_FLUSH_MILLIS
+                    )
             await send(message)
 
         return send_written
@@ -91,7 +116,9 @@ def _ends_through(provider: Any, span: trace.Span) -> bool:
     request ended: then timetracer makes its own span below it. (SDK internals; if they
     change, any recording span is taken, as before.)
     """
-    return span.is_recording() and getattr(span, "_span_processor", None) is getattr(provider, "_active_span_processor", None)
+    return span.is_recording() and getattr(span, "_span_processor", None) is getattr(
+        provider, "_active_span_processor", None
+    )
 
 
 def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
@@ -104,7 +131,9 @@ def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
     return ReplayLayer(app, config, library)
 
 
-def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional[Iterable[str]] = None) -> TraceConfig:
+def auto_setup(
+    app: Any, config: TraceConfig | None = None, plugins: Iterable[str] | None = None
+) -> TraceConfig:
     """Add :class:`TimeTracerMiddleware` to ``app`` and enable the named client plugins.
 
     ``config`` defaults to :meth:`TraceConfig.from_env`. Unknown plugin names raise
@@ -115,7 +144,9 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
     names = check_plugin_names(plugins or ())
     if config.mode == "off":
         return config
-    if config.mode == "replay":  # fail at start, not at the first request, if the cassettes are unusable
+    if (
+        config.mode == "replay"
+    ):  # fail at start, not at the first request, if the cassettes are unusable
         from timetracer_otel.replayers.asgi import library_for
 
         library_for(config)
@@ -124,7 +155,9 @@ def auto_setup(app: Any, config: Optional[TraceConfig] = None, plugins: Optional
     record_process(config)  # now: calls the app makes after this, outside requests, are recorded
     for name in names:
         enable(name)
-    if config.mode == "replay":  # now, not when the stack is built: clients the app makes next are covered too
+    if (
+        config.mode == "replay"
+    ):  # now, not when the stack is built: clients the app makes next are covered too
         from timetracer_otel.replayers import install_replayers
 
         install_replayers()
@@ -143,7 +176,11 @@ def _add_middleware(app: Any, config: TraceConfig) -> None:
         raise RuntimeError("Cannot add middleware after an application has started")
     entries = app.user_middleware
     position = max(
-        (i + 1 for i, entry in enumerate(entries) if isinstance(entry.cls, type) and issubclass(entry.cls, OpenTelemetryMiddleware)),
+        (
+            i + 1
+            for i, entry in enumerate(entries)
+            if isinstance(entry.cls, type) and issubclass(entry.cls, OpenTelemetryMiddleware)
+        ),
         default=0,
     )
     entries.insert(position, Middleware(TimeTracerMiddleware, config=config))

@@ -26,7 +26,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine.dispose()
 
 
-async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+async def request_id(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
     """Every response names its request, so a client's bug report can be found in the logs."""
     response = await call_next(request)
     response.headers["X-Request-ID"] = request.headers.get("X-Request-ID") or uuid.uuid4().hex
@@ -34,9 +36,17 @@ async def request_id(request: Request, call_next: Callable[[Request], Awaitable[
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title=settings.PROJECT_NAME, openapi_url=f"{settings.API_V1_STR}/openapi.json", lifespan=lifespan)
+    app = FastAPI(
+        title=settings.PROJECT_NAME,
+        openapi_url=f"{settings.API_V1_STR}/openapi.json",
+        lifespan=lifespan,
+    )
     app.add_middleware(
-        CORSMiddleware, allow_origins=[settings.FRONTEND_HOST], allow_credentials=True, allow_methods=["*"], allow_headers=["*"]
+        CORSMiddleware,
+        allow_origins=[settings.FRONTEND_HOST],
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
     )
     app.middleware("http")(request_id)
     app.include_router(api_router, prefix=settings.API_V1_STR)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Optional
 
 import redis
 
 from .config import settings
 
-redis_client: "redis.Redis[str]" = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+redis_client: redis.Redis[str] = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 
 def key(*parts: object) -> str:
@@ -31,7 +30,7 @@ def items_key(owner_id: uuid.UUID, skip: int, limit: int) -> str:
     return key("items", owner_id, skip, limit)
 
 
-def get_cached(cache_key: str) -> Optional[str]:
+def get_cached(cache_key: str) -> str | None:
     return redis_client.get(cache_key)
 
 

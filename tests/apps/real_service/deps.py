@@ -51,7 +51,9 @@ def rate_limited_user(current_user: CurrentUser, response: Response) -> User:
     used = cache.hit_rate_limit(current_user.id)
     remaining = max(settings.RATE_LIMIT_PER_HOUR - used, 0)
     if used > settings.RATE_LIMIT_PER_HOUR:
-        raise HTTPException(status_code=429, detail="Rate limit exceeded", headers={"Retry-After": "3600"})
+        raise HTTPException(
+            status_code=429, detail="Rate limit exceeded", headers={"Retry-After": "3600"}
+        )
     response.headers["X-RateLimit-Limit"] = str(settings.RATE_LIMIT_PER_HOUR)
     response.headers["X-RateLimit-Remaining"] = str(remaining)
     return current_user

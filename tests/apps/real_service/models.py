@@ -5,7 +5,7 @@
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import EmailStr
 from sqlalchemy import DateTime
@@ -23,17 +23,17 @@ def _timestamp() -> Any:
 class UserBase(SQLModel):
     email: EmailStr = Field(unique=True, index=True, max_length=255)
     is_active: bool = True
-    full_name: Optional[str] = Field(default=None, max_length=255)
+    full_name: str | None = Field(default=None, max_length=255)
 
 
 class UserRegister(SQLModel):
     email: EmailStr = Field(max_length=255)
     password: str = Field(min_length=8, max_length=128)
-    full_name: Optional[str] = Field(default=None, max_length=255)
+    full_name: str | None = Field(default=None, max_length=255)
 
 
 class UserUpdateMe(SQLModel):
-    full_name: Optional[str] = Field(default=None, max_length=255)
+    full_name: str | None = Field(default=None, max_length=255)
 
 
 class UpdatePassword(SQLModel):
@@ -57,8 +57,8 @@ class UserPublic(UserBase):
 
 class ItemBase(SQLModel):
     title: str = Field(min_length=1, max_length=255)
-    description: Optional[str] = Field(default=None, max_length=255)
-    price: Optional[Decimal] = Field(default=None, max_digits=10, decimal_places=2, ge=0)
+    description: str | None = Field(default=None, max_length=255)
+    price: Decimal | None = Field(default=None, max_digits=10, decimal_places=2, ge=0)
 
 
 class ItemCreate(ItemBase):
@@ -66,9 +66,9 @@ class ItemCreate(ItemBase):
 
 
 class ItemUpdate(SQLModel):
-    title: Optional[str] = Field(default=None, min_length=1, max_length=255)
-    description: Optional[str] = Field(default=None, max_length=255)
-    price: Optional[Decimal] = Field(default=None, max_digits=10, decimal_places=2, ge=0)
+    title: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=255)
+    price: Decimal | None = Field(default=None, max_digits=10, decimal_places=2, ge=0)
 
 
 class Item(ItemBase, table=True):
@@ -76,7 +76,7 @@ class Item(ItemBase, table=True):
     owner_id: uuid.UUID = Field(foreign_key="user.id", nullable=False, ondelete="CASCADE")
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
-    owner: Optional[User] = Relationship(back_populates="items")
+    owner: User | None = Relationship(back_populates="items")
 
 
 class ItemPublic(ItemBase):
@@ -108,4 +108,4 @@ class Token(SQLModel):
 
 
 class TokenPayload(SQLModel):
-    sub: Optional[str] = None
+    sub: str | None = None

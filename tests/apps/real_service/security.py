@@ -19,7 +19,9 @@ DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$gibHTyzcDT+/GPkrMsYDjQ$PPBvfCTZzSIW
 
 def create_access_token(subject: str | Any, expires_delta: timedelta) -> str:
     expire = datetime.now(timezone.utc) + expires_delta
-    return jwt.encode({"exp": expire, "sub": str(subject)}, settings.SECRET_KEY, algorithm=ALGORITHM)
+    return jwt.encode(
+        {"exp": expire, "sub": str(subject)}, settings.SECRET_KEY, algorithm=ALGORITHM
+    )
 
 
 def decode_access_token(token: str) -> dict[str, Any]:

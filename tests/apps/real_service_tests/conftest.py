@@ -13,13 +13,22 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, delete
 
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-os.environ["DATABASE_URL"] = f"{os.environ['TEST_DATABASE_URL']}?options=-csearch_path%3D{os.environ['TEST_DATABASE_SCHEMA']}_{_worker}"
+os.environ["DATABASE_URL"] = (
+    f"{os.environ['TEST_DATABASE_URL']}?options=-csearch_path%3D{os.environ['TEST_DATABASE_SCHEMA']}_{_worker}"
+)
 
 from real_service.db import engine, init_db  # noqa: E402  (the settings are read at import)
 from real_service.main import app  # noqa: E402
 from real_service.models import Item, User  # noqa: E402
 from real_service.routes.login import get_user_by_email  # noqa: E402
-from utils import ADMIN_EMAIL, ADMIN_PASSWORD, create_user, login_headers, random_email, random_lower_string  # noqa: E402
+from utils import (  # noqa: E402
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    create_user,
+    login_headers,
+    random_email,
+    random_lower_string,
+)  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

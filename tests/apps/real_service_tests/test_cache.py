@@ -32,7 +32,11 @@ def test_invalidate_items_forgets_every_page() -> None:
     for skip in (0, 10, 20):
         cache.set_cached(cache.items_key(owner, skip, 10), "[]")
     cache.invalidate_items(owner)
-    assert [cache.get_cached(cache.items_key(owner, skip, 10)) for skip in (0, 10, 20)] == [None, None, None]
+    assert [cache.get_cached(cache.items_key(owner, skip, 10)) for skip in (0, 10, 20)] == [
+        None,
+        None,
+        None,
+    ]
 
 
 def test_keys_carry_the_deployment_prefix() -> None:

@@ -2,11 +2,10 @@
 
 import uuid
 
-from sqlmodel import Session, func, select
-
 from real_service.models import Item, User
 from real_service.routes.login import authenticate, get_user_by_email
 from real_service.security import get_password_hash, verify_password
+from sqlmodel import Session, func, select
 from utils import create_user, random_email, random_lower_string, random_title
 
 
@@ -81,7 +80,9 @@ def test_count_items_of_a_user(db: Session) -> None:
     user = create_user(db, random_email(), random_lower_string())
     db.add_all([Item(title=random_title(), owner_id=user.id) for _ in range(4)])
     db.commit()
-    assert db.exec(select(func.count()).select_from(Item).where(Item.owner_id == user.id)).one() == 4
+    assert (
+        db.exec(select(func.count()).select_from(Item).where(Item.owner_id == user.id)).one() == 4
+    )
 
 
 def test_deleting_a_user_deletes_their_items(db: Session) -> None:

@@ -1,6 +1,5 @@
 from fastapi.testclient import TestClient
 from sqlmodel import Session
-
 from utils import ADMIN_EMAIL, ADMIN_PASSWORD, API, create_user, random_email, random_lower_string
 
 LOGIN = f"{API}/login/access-token"
@@ -21,7 +20,9 @@ def test_get_access_token_incorrect_password(client: TestClient) -> None:
 
 
 def test_login_with_an_unknown_email(client: TestClient) -> None:
-    response = client.post(LOGIN, data={"username": random_email(), "password": random_lower_string()})
+    response = client.post(
+        LOGIN, data={"username": random_email(), "password": random_lower_string()}
+    )
     assert response.status_code == 400
 
 
@@ -53,5 +54,7 @@ def test_a_new_user_logs_in(client: TestClient, db: Session) -> None:
     password = random_lower_string()
     user = create_user(db, random_email(), password, full_name="New User")
     response = client.post(LOGIN, data={"username": user.email, "password": password})
-    me = client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"})
+    me = client.get(
+        f"{API}/users/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
+    )
     assert me.json()["id"] == str(user.id)

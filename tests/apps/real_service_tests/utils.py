@@ -2,14 +2,12 @@
 
 import random
 import string
-from typing import Optional
 
 from faker import Faker
 from fastapi.testclient import TestClient
-from sqlmodel import Session
-
 from real_service.models import User
 from real_service.security import get_password_hash
+from sqlmodel import Session
 
 API = "/api/v1"
 ADMIN_EMAIL = "admin@example.com"
@@ -30,8 +28,19 @@ def random_title() -> str:
     return fake.sentence(nb_words=4).rstrip(".")
 
 
-def create_user(session: Session, email: str, password: str, full_name: Optional[str] = None, is_active: bool = True) -> User:
-    user = User(email=email, hashed_password=get_password_hash(password), full_name=full_name, is_active=is_active)
+def create_user(
+    session: Session,
+    email: str,
+    password: str,
+    full_name: str | None = None,
+    is_active: bool = True,
+) -> User:
+    user = User(
+        email=email,
+        hashed_password=get_password_hash(password),
+        full_name=full_name,
+        is_active=is_active,
+    )
     session.add(user)
     session.commit()
     session.refresh(user)
@@ -39,6 +48,8 @@ def create_user(session: Session, email: str, password: str, full_name: Optional
 
 
 def login_headers(client: TestClient, email: str, password: str) -> dict[str, str]:
-    response = client.post(f"{API}/login/access-token", data={"username": email, "password": password})
+    response = client.post(
+        f"{API}/login/access-token", data={"username": email, "password": password}
+    )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}

@@ -12,7 +12,17 @@ from sqlmodel import Session, col, func, select
 from .. import cache
 from ..config import settings
 from ..deps import LimitedUser, SessionDep
-from ..models import Item, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, PriceQuote, User, utcnow
+from ..models import (
+    Item,
+    ItemCreate,
+    ItemPublic,
+    ItemsPublic,
+    ItemUpdate,
+    Message,
+    PriceQuote,
+    User,
+    utcnow,
+)
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -28,16 +38,27 @@ def owned_item(session: Session, current_user: User, id: uuid.UUID) -> Item:
 
 
 @router.get("/", response_model=ItemsPublic)
-def read_items(session: SessionDep, current_user: LimitedUser, skip: int = 0, limit: int = 100) -> Any:
+def read_items(
+    session: SessionDep, current_user: LimitedUser, skip: int = 0, limit: int = 100
+) -> Any:
     cache_key = cache.items_key(current_user.id, skip, limit)
     cached = cache.get_cached(cache_key)
     if cached is not None:
         return ItemsPublic.model_validate_json(cached)
-    count = session.exec(select(func.count()).select_from(Item).where(Item.owner_id == current_user.id)).one()
+    count = session.exec(
+        select(func.count()).select_from(Item).where(Item.owner_id == current_user.id)
+    ).one()
     statement = (
-        select(Item).where(Item.owner_id == current_user.id).order_by(col(Item.created_at).desc()).offset(skip).limit(limit)
+        select(Item)
+        .where(Item.owner_id == current_user.id)
+        .order_by(col(Item.created_at).desc())
+        .offset(skip)
+        .limit(limit)
     )
-    page = ItemsPublic(data=[ItemPublic.model_validate(item) for item in session.exec(statement).all()], count=count)
+    page = ItemsPublic(
+        data=[ItemPublic.model_validate(item) for item in session.exec(statement).all()],
+        count=count,
+    )
     cache.set_cached(cache_key, page.model_dump_json())
     return page
 
@@ -58,7 +79,9 @@ def read_item(session: SessionDep, current_user: LimitedUser, id: uuid.UUID) -> 
 
 
 @router.put("/{id}", response_model=ItemPublic)
-def update_item(session: SessionDep, current_user: LimitedUser, id: uuid.UUID, item_in: ItemUpdate) -> Any:
+def update_item(
+    session: SessionDep, current_user: LimitedUser, id: uuid.UUID, item_in: ItemUpdate
+) -> Any:
     item = owned_item(session, current_user, id)
     item.sqlmodel_update(item_in.model_dump(exclude_unset=True), update={"updated_at": utcnow()})
     session.add(item)
@@ -78,7 +101,9 @@ def delete_item(session: SessionDep, current_user: LimitedUser, id: uuid.UUID) -
 
 
 @router.get("/{id}/price", response_model=PriceQuote)
-async def quote_item(session: SessionDep, current_user: LimitedUser, id: uuid.UUID, currency: str = "EUR") -> Any:
+async def quote_item(
+    session: SessionDep, current_user: LimitedUser, id: uuid.UUID, currency: str = "EUR"
+) -> Any:
     """The item's price in another currency, with the rates the rates API gives today."""
     item = owned_item(session, current_user, id)
     try:

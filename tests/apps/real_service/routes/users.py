@@ -17,8 +17,12 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.post("/signup", response_model=UserPublic)
 def register_user(session: SessionDep, user_in: UserRegister) -> Any:
     if get_user_by_email(session, user_in.email):
-        raise HTTPException(status_code=400, detail="The user with this email already exists in the system")
-    user = User.model_validate(user_in, update={"hashed_password": get_password_hash(user_in.password)})
+        raise HTTPException(
+            status_code=400, detail="The user with this email already exists in the system"
+        )
+    user = User.model_validate(
+        user_in, update={"hashed_password": get_password_hash(user_in.password)}
+    )
     session.add(user)
     session.commit()
     session.refresh(user)
@@ -32,7 +36,9 @@ def read_user_me(current_user: LimitedUser) -> Any:
 
 @router.patch("/me", response_model=UserPublic)
 def update_user_me(session: SessionDep, user_in: UserUpdateMe, current_user: LimitedUser) -> Any:
-    current_user.sqlmodel_update(user_in.model_dump(exclude_unset=True), update={"updated_at": utcnow()})
+    current_user.sqlmodel_update(
+        user_in.model_dump(exclude_unset=True), update={"updated_at": utcnow()}
+    )
     session.add(current_user)
     session.commit()
     session.refresh(current_user)
@@ -44,7 +50,9 @@ def update_password_me(session: SessionDep, body: UpdatePassword, current_user: 
     if not verify_password(body.current_password, current_user.hashed_password):
         raise HTTPException(status_code=400, detail="Incorrect password")
     if body.current_password == body.new_password:
-        raise HTTPException(status_code=400, detail="New password cannot be the same as the current one")
+        raise HTTPException(
+            status_code=400, detail="New password cannot be the same as the current one"
+        )
     current_user.hashed_password = get_password_hash(body.new_password)
     current_user.updated_at = utcnow()
     session.add(current_user)
