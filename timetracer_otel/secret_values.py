@@ -212,8 +212,8 @@ class ValueScrubber:
                     (copy, name, child) for name, child in item.items() if name not in _STRUCTURAL
                 )
             elif isinstance(item, (list, tuple)):
-                parent[key] = copy = list(item)
-                pending.extend((copy, index, child) for index, child in enumerate(item))
+                parent[key] = items = list(item)
+                pending.extend((items, index, child) for index, child in enumerate(item))
                 if isinstance(item, tuple):
                     tuples.append((parent, key))
         for parent, key in reversed(tuples):

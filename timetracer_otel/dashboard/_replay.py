@@ -122,8 +122,8 @@ _COMPARED = re.compile(r"^(.+?): recorded (.*), replayed (.*)$")
 def response_rows(differences: list[str]) -> list[tuple[str, str, str]]:
     """The report's response differences as (where, recorded, replayed); a line of another shape
     (a text body's unified diff) as (line, "", "")."""
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for line in differences:
         found = _COMPARED.match(line)
-        rows.append(found.groups() if found else (line, "", ""))
+        rows.append((found[1], found[2], found[3]) if found else (line, "", ""))
     return rows
