@@ -32,6 +32,7 @@ class ReplayTarget:
         str, ...
     ] = ()  # NAME=VALUE, for requests whose own cannot be unsealed (timetracer replay --header)
     cookies: tuple[str, ...] = ()  # NAME=VALUE (timetracer replay --cookie)
+    credentials: str | None = None  # MODULE:FUNCTION (timetracer replay --credentials)
 
     def command(self, cassette: Path) -> list[str]:
         command = [
@@ -50,6 +51,8 @@ class ReplayTarget:
             command.append("--factory")
         command += [arg for header in self.headers for arg in ("--header", header)]
         command += [arg for cookie in self.cookies for arg in ("--cookie", cookie)]
+        if self.credentials:
+            command += ["--credentials", self.credentials]
         return command
 
 
