@@ -89,7 +89,7 @@ def _text(value: Any) -> str:
 
 def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
-    request = args[0] if args else kwargs.get("request")
+    request: Any = args[0] if args else kwargs.get("request")
     if recording is None or is_app_under_test(str(getattr(request, "url", ""))):
         return wrapped(*args, **kwargs)
     call: HttpCall | None = None
