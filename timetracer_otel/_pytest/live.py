@@ -70,6 +70,10 @@ async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     return result
 
 
+def _wrap_test_client(module: Any) -> None:
+    wrapt.wrap_function_wrapper(module, "_TestClientTransport.handle_request", _serving_in_process)
+
+
 def _serving_in_process(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """``TestClient``'s transport: the app it calls serves a request (its calls are dependencies)."""
     token = _apps_under_test.serving_request()
@@ -110,13 +114,10 @@ def install() -> None:
     wrapt.wrap_function_wrapper(uvicorn.server, "Server.startup", _startup)
     wrapt.wrap_function_wrapper(uvicorn.server, "Server.shutdown", _shutdown)
     # An app reached in-process serves requests too: what it calls is a dependency even
-    # when a uvicorn server of the test process (a fake upstream) answers it.
-    with contextlib.suppress(ImportError):
-        import starlette.testclient
-
-        wrapt.wrap_function_wrapper(
-            starlette.testclient, "_TestClientTransport.handle_request", _serving_in_process
-        )
+    # when a uvicorn server of the test process (a fake upstream) answers it. TestClient is
+    # wrapped when the suite imports it, not imported here: its import warns on recent
+    # Starlette, which a suite running with warnings as errors would fail on.
+    wrapt.register_post_import_hook(_wrap_test_client, "starlette.testclient")
     with contextlib.suppress(ImportError):
         import httpx
 
