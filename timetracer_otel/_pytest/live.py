@@ -33,13 +33,11 @@ class _InRunningBlock:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        block = running_block()
-        if block is None:
-            await self.app(scope, receive, send)
-            return
+        # Whatever the app calls while it serves a request is a dependency, block or none.
         serving = _apps_under_test.serving_request() if scope["type"] != "lifespan" else None
+        block = running_block()
         try:
-            with block.serving():
+            with block.serving() if block is not None else contextlib.nullcontext():
                 await self.app(scope, receive, send)
         finally:
             if serving is not None:
