@@ -63,3 +63,23 @@ def test_a_suite_with_warnings_as_errors_records_and_replays(tmp_path: Path) -> 
     replayed = _pytest(tmp_path, down, "none")
     assert "2 passed" in replayed.stdout, replayed.stdout[-4000:]
     assert "tests: 2 replayed" in replayed.stdout, replayed.stdout[-4000:]
+
+
+def test_a_cassette_that_cannot_be_read_fails_its_test_set_up_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """A broken cassette is an error of that test's set-up saying why, not an exception escaping
+    the plugin's hook wrapper (which left pytest's other wrappers unset and their teardown failing
+    with an opaque KeyError); the other test still replays."""
+    (tmp_path / "pytest.ini").write_text(_INI)
+    (tmp_path / "test_db.py").write_text(_TESTS)
+    with postgres_schema() as url:
+        assert "2 passed" in _pytest(tmp_path, url, "all").stdout
+    cassette = tmp_path / "cassettes" / "test_db" / "test_reads_the_database.json"
+    cassette.write_text('{"format": "timetracer-cassette", "calls": [')
+    down = url.replace(POSTGRES.split("@")[1].split("/")[0], f"127.0.0.1:{closed_port()}")
+    replayed = _pytest(tmp_path, down, "none")
+    assert "1 passed, 1 error" in replayed.stdout, replayed.stdout[-4000:]
+    assert "ERROR at setup of test_reads_the_database" in replayed.stdout
+    assert "test_reads_the_database.json" in replayed.stdout and "JSON" in replayed.stdout
+    assert "KeyError" not in replayed.stdout + replayed.stderr

@@ -142,7 +142,7 @@ class _Run:
 _RUN = pytest.StashKey[_Run]()
 _TEST_BLOCK = pytest.StashKey[CassetteBlock | None]()
 _CALL_FAILED = pytest.StashKey[bool]()
-_MISSING = pytest.StashKey[Path]()
+_SETUP_FAILURE = pytest.StashKey[BaseException]()
 
 
 def _shown(path: Path) -> str:
@@ -157,7 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_MARKER}(strict=False, live=()): give this test a cassette of its own (see timetracer's pytest docs)",
     )
     config.stash[_RUN] = _Run(config)
-    config.pluginmanager.register(_MissingCassettes(), "timetracer-missing-cassettes")
+    config.pluginmanager.register(_SetupFailures(), "timetracer-setup-failures")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -207,29 +207,36 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     run = item.config.stash[_RUN]
     item.stash[_TEST_BLOCK] = None
     if run.opted_in(item):
-        path = cassette_of_test(run.directory, item.nodeid)
-        action = run.action(path)
-        if (
-            action is None
-        ):  # failed inside every wrapper (_MissingCassettes), so theirs set up and tear down
-            run.report.missing(str(path))
-            item.stash[_MISSING] = path
-            return (yield)
-        options = _marker_options(item)
-        block = run.block(path, item.nodeid, action, live=tuple(options.get("live", ())))
-        block.activate()
-        item.stash[_TEST_BLOCK] = block
+        # A failure here is raised by _SetupFailures, inside every wrapper: raised from this
+        # wrapper, the wrappers after it would never set up, and their teardown would fail.
+        try:
+            _begin_test_block(item, run)
+        except (Exception, pytest.fail.Exception) as exc:
+            item.stash[_SETUP_FAILURE] = exc
     return (yield)
 
 
-class _MissingCassettes:
-    """Fails the set-up of a test whose cassette is missing in a replay-only run."""
+def _begin_test_block(item: pytest.Item, run: _Run) -> None:
+    path = cassette_of_test(run.directory, item.nodeid)
+    action = run.action(path)
+    if action is None:
+        run.report.missing(str(path))
+        _fail_missing("for this test at", path, run.mode)
+    options = _marker_options(item)
+    block = run.block(path, item.nodeid, action, live=tuple(options.get("live", ())))
+    block.activate()
+    item.stash[_TEST_BLOCK] = block
+
+
+class _SetupFailures:
+    """Fails the set-up of a test whose cassette could not be opened (missing in a replay-only
+    run, unreadable, refused), from a plain hook that runs after every wrapper set up."""
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        path = item.stash.get(_MISSING, None)
-        if path is not None:
-            _fail_missing("for this test at", path, item.config.stash[_RUN].mode)
+        failure = item.stash.get(_SETUP_FAILURE, None)
+        if failure is not None:
+            raise failure
 
 
 def _fail_missing(where: str, path: Path, mode: str) -> NoReturn:
