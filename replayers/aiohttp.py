@@ -31,7 +31,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
 
 from .http import HttpAnswer, error_kind, http_answer, recorded_exception_class
 from .session import ReplaySession, replay_session_for
@@ -282,8 +282,8 @@ async def _request(wrapped: Any, instance: aiohttp.ClientSession, args: tuple, k
 
 
 def install() -> None:
-    _patch.install(aiohttp.ClientSession, "_request", _request, layer="replay")
+    wrapper_layers.install(aiohttp.ClientSession, "_request", _request, layer="replay")
 
 
 def uninstall() -> None:
-    _patch.uninstall(aiohttp.ClientSession, "_request", layer="replay")
+    wrapper_layers.uninstall(aiohttp.ClientSession, "_request", layer="replay")

@@ -35,8 +35,8 @@ NO_CASSETTE = "(no process cassette)"
 
 # protocol -> "module:function" giving the usual answer of a call that carries no data
 _USUAL_ANSWERS = {
-    "redis": "timetracer_otel.replayers.redis_matching:usual_answer",
-    "sql": "timetracer_otel.replayers.sql_matching:usual_answer",
+    "redis": "timetracer_otel.protocols.redis:usual_answer",
+    "sql": "timetracer_otel.protocols.sql:usual_answer",
 }
 
 _lock = threading.Lock()

@@ -50,11 +50,11 @@ from pymongo.synchronous import pool as sync_pool
 from pymongo.synchronous import server as sync_server
 from pymongo.synchronous import topology as sync_topology
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
 from timetracer_otel.capture.pymongo import UNRECORDED
 from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.protocols.mongo import command_view
 
-from .mongo_matching import command_view
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -375,9 +375,9 @@ def _patches() -> list[tuple[Any, str, Any]]:
 
 def install() -> None:
     for owner, name, wrapper in _patches():
-        _patch.install(owner, name, wrapper, layer="replay")
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
 
 
 def uninstall() -> None:
     for owner, name, _ in _patches():
-        _patch.uninstall(owner, name, layer="replay")
+        wrapper_layers.uninstall(owner, name, layer="replay")

@@ -22,13 +22,13 @@ import redis.client
 import redis.connection
 import redis.exceptions
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
 from timetracer_otel.capture.redis import command_request, pipeline_request, raise_on_error, sends
 from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.protocols.redis import UNWATCH_COMMANDS, command_name, live_view
 from timetracer_otel.redaction import Redactor
 
 from .http import recorded_exception_class
-from .redis_matching import UNWATCH_COMMANDS, command_name, live_view
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -199,9 +199,9 @@ _SEAMS = (
 
 def install() -> None:
     for owner, name, wrapper in _SEAMS:
-        _patch.install(owner, name, wrapper, layer="replay")
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
 
 
 def uninstall() -> None:
     for owner, name, _ in _SEAMS:
-        _patch.uninstall(owner, name, layer="replay")
+        wrapper_layers.uninstall(owner, name, layer="replay")

@@ -51,9 +51,9 @@ _current: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
 # must not import their client library, so any cassette loads wherever timetracer does.
 _RECORDED_VIEWS: dict[str, str] = {
     "http": "timetracer_otel.replayers.matching:recorded_http_view",
-    "sql": "timetracer_otel.replayers.sql_matching:recorded_view",
-    "redis": "timetracer_otel.replayers.redis_matching:recorded_view",
-    "mongo": "timetracer_otel.replayers.mongo_matching:recorded_view",
+    "sql": "timetracer_otel.protocols.sql:recorded_view",
+    "redis": "timetracer_otel.protocols.redis:recorded_view",
+    "mongo": "timetracer_otel.protocols.mongo:recorded_view",
 }
 
 

@@ -42,12 +42,12 @@ try:  # SQLAlchemy 2.1 calls it await_; 2.0 only has await_only
 except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
 from timetracer_otel.capture.sqlalchemy import LIBRARY, connect_request, statement_request
 from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.protocols.sql import live_view
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
-from .sql_matching import live_view
 
 __all__ = ["install", "uninstall"]
 
@@ -316,10 +316,10 @@ def _create_cursor(
 
 
 def install() -> None:
-    _patch.install(Engine, "raw_connection", _raw_connection, layer="replay")
-    _patch.install(DefaultExecutionContext, "create_cursor", _create_cursor, layer="replay")
+    wrapper_layers.install(Engine, "raw_connection", _raw_connection, layer="replay")
+    wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor, layer="replay")
 
 
 def uninstall() -> None:
-    _patch.uninstall(Engine, "raw_connection", layer="replay")
-    _patch.uninstall(DefaultExecutionContext, "create_cursor", layer="replay")
+    wrapper_layers.uninstall(Engine, "raw_connection", layer="replay")
+    wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor", layer="replay")

@@ -14,7 +14,7 @@ from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
 from timetracer_otel.cassette.values import decode_value, encode_value
-from timetracer_otel.replayers.mongo_matching import command_view, recorded_view
+from timetracer_otel.protocols.mongo import command_view, recorded_view
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,9 @@ from timetracer_otel.cassette.reader import (
 from timetracer_otel.cli._commands import cli
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.writer import CassetteWriter
+from timetracer_otel.protocols.redis import request_view, usual_answer
 from timetracer_otel.replayers import install_replayers
 from timetracer_otel.replayers.process import find_process_cassette
-from timetracer_otel.replayers.redis_matching import request_view, usual_answer
 
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
 REDIS = "redis://127.0.0.1:{port}/0"

@@ -31,22 +31,22 @@ from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES
 from timetracer_otel.exporters.files import serialise
-from timetracer_otel.replayers import install_replayers
-from timetracer_otel.replayers.http import http_answer
-from timetracer_otel.replayers.redis_matching import (
+from timetracer_otel.protocols.redis import (
     command_entry,
     request_view,
 )
-from timetracer_otel.replayers.redis_matching import (
+from timetracer_otel.protocols.redis import (
     recorded_view as redis_recorded_view,
 )
-from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
-from timetracer_otel.replayers.sql_matching import (
+from timetracer_otel.protocols.sql import (
     live_view as sql_live_view,
 )
-from timetracer_otel.replayers.sql_matching import (
+from timetracer_otel.protocols.sql import (
     recorded_view as sql_recorded_view,
 )
+from timetracer_otel.replayers import install_replayers
+from timetracer_otel.replayers.http import http_answer
+from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
 from timetracer_otel.secret_names import SecretNames
 
 _CODEC = settings(max_examples=200, deadline=None, database=None)

@@ -10,8 +10,8 @@ import pytest
 
 from timetracer_otel._keys import Key
 from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.protocols.redis import command_entry, recorded_view, request_view
 from timetracer_otel.redaction import Redactor
-from timetracer_otel.replayers.redis_matching import command_entry, recorded_view, request_view
 from timetracer_otel.sealing import Sealer, unsealed
 
 R = "[REDACTED]"

@@ -24,9 +24,9 @@ import timetracer_otel
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.plugins import enable_sqlalchemy
+from timetracer_otel.protocols.sql import live_view, recorded_view
 from timetracer_otel.replayers import ReplaySession, install_replayers
 from timetracer_otel.replayers.session import activate, deactivate
-from timetracer_otel.replayers.sql_matching import live_view, recorded_view
 
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
 DB_PORTS = {5432, 1}

@@ -31,10 +31,9 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 from pymongo import errors, monitoring
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording
-
-from . import _patch
 
 __all__ = ["install", "uninstall", "UNRECORDED"]
 
@@ -123,14 +122,14 @@ def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def install() -> None:
-    _patch.install(PymongoInstrumentor, "_instrument", _instrument)
+    wrapper_layers.install(PymongoInstrumentor, "_instrument", _instrument)
     _chain(
         PymongoInstrumentor()._commandtracer_instance
     )  # instrumented before timetracer was enabled
 
 
 def uninstall() -> None:
-    _patch.uninstall(PymongoInstrumentor, "_instrument")
+    wrapper_layers.uninstall(PymongoInstrumentor, "_instrument")
     tracer = PymongoInstrumentor()._commandtracer_instance
     for attribute in _HOOKS:
         current = getattr(tracer, attribute, None)

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import redis.asyncio.client
 import redis.client
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
@@ -32,9 +33,7 @@ from timetracer_otel._recording import (
     current_recording,
     exception_info,
 )
-from timetracer_otel.replayers.redis_matching import command_entry
-
-from . import _patch
+from timetracer_otel.protocols.redis import command_entry
 
 __all__ = ["install", "uninstall", "command_request", "pipeline_request", "sends", "raise_on_error"]
 
@@ -189,9 +188,9 @@ _SEAMS = (
 
 def install() -> None:
     for owner, name, wrapper in _SEAMS:
-        _patch.install(owner, name, wrapper)
+        wrapper_layers.install(owner, name, wrapper)
 
 
 def uninstall() -> None:
     for owner, name, _ in _SEAMS:
-        _patch.uninstall(owner, name)
+        wrapper_layers.uninstall(owner, name)

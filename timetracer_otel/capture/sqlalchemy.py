@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
@@ -40,8 +41,6 @@ from timetracer_otel._recording import (
     current_recording,
     exception_info,
 )
-
-from . import _patch
 
 __all__ = [
     "install",
@@ -392,10 +391,10 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
 
 
 def install() -> None:
-    _patch.install(DefaultExecutionContext, "create_cursor", _create_cursor)
-    _patch.install(Engine, "raw_connection", _raw_connection)
+    wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
+    wrapper_layers.install(Engine, "raw_connection", _raw_connection)
 
 
 def uninstall() -> None:
-    _patch.uninstall(DefaultExecutionContext, "create_cursor")
-    _patch.uninstall(Engine, "raw_connection")
+    wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor")
+    wrapper_layers.uninstall(Engine, "raw_connection")

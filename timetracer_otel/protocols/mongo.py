@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .matching import CallView
+from timetracer_otel.replayers.matching import CallView
 
 __all__ = ["command_view", "recorded_view", "VOLATILE_FIELDS"]
 

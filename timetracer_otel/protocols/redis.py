@@ -18,8 +18,7 @@ from typing import Any
 
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.redaction import Redactor
-
-from .matching import CallView
+from timetracer_otel.replayers.matching import CallView
 
 __all__ = [
     "command_name",

@@ -13,8 +13,7 @@ from typing import Any
 
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.redaction import Redactor
-
-from .matching import CallView
+from timetracer_otel.replayers.matching import CallView
 
 __all__ = ["recorded_view", "live_view", "usual_answer"]
 
