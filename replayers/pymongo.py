@@ -51,9 +51,8 @@ from pymongo.synchronous import server as sync_server
 from pymongo.synchronous import topology as sync_topology
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel.capture.pymongo import UNRECORDED
 from timetracer_otel.cassette.values import decode_value, encode_value
-from timetracer_otel.protocols.mongo import command_view
+from timetracer_otel.protocols.mongo import UNRECORDED, command_view
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 

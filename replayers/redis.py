@@ -23,9 +23,16 @@ import redis.connection
 import redis.exceptions
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel.capture.redis import command_request, pipeline_request, raise_on_error, sends
 from timetracer_otel.cassette.values import decode_value
-from timetracer_otel.protocols.redis import UNWATCH_COMMANDS, command_name, live_view
+from timetracer_otel.protocols.redis import (
+    UNWATCH_COMMANDS,
+    command_name,
+    command_request,
+    live_view,
+    pipeline_request,
+    raise_on_error,
+    sends,
+)
 from timetracer_otel.redaction import Redactor
 
 from .http import recorded_exception_class

@@ -10,7 +10,6 @@ library was named live.
 from __future__ import annotations
 
 import contextvars
-import importlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -20,17 +19,17 @@ from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
+from timetracer_otel.protocols import CallView, recorded_view
+from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import redactor_for
 from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
 from .matching import (
     CallIndex,
-    CallView,
     RecordedCall,
     call_differences,
     closest_call,
     describe_mismatch,
-    live_http_view,
 )
 
 __all__ = [
@@ -47,29 +46,11 @@ _current: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
     "timetracer_replay_session", default=None
 )
 
-# protocol -> "module:function" giving the view of a recorded call document. The modules
-# must not import their client library, so any cassette loads wherever timetracer does.
-_RECORDED_VIEWS: dict[str, str] = {
-    "http": "timetracer_otel.replayers.matching:recorded_http_view",
-    "sql": "timetracer_otel.protocols.sql:recorded_view",
-    "redis": "timetracer_otel.protocols.redis:recorded_view",
-    "mongo": "timetracer_otel.protocols.mongo:recorded_view",
-}
-
-
-def _recorded_view(call: dict[str, Any]) -> CallView | None:
-    """The view of a recorded call, or None for a protocol this version does not replay."""
-    target = _RECORDED_VIEWS.get(call.get("protocol", ""))
-    if target is None:
-        return None
-    module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)(call)
-
 
 def _checked_view(call: dict[str, Any], index: int, path: str) -> CallView | None:
     """The view of a recorded call; a call too malformed to match is a :class:`CassetteError`."""
     try:
-        return _recorded_view(call)
+        return recorded_view(call)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CassetteError(
             path, f"calls[{index}] cannot be replayed ({type(exc).__name__}: {exc})"

@@ -43,11 +43,12 @@ except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel.capture.sqlalchemy import LIBRARY, connect_request, statement_request
 from timetracer_otel.cassette.values import decode_value
-from timetracer_otel.protocols.sql import live_view
+from timetracer_otel.protocols.sql import connect_request, live_view, statement_request
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
+
+LIBRARY = "sqlalchemy"
 
 __all__ = ["install", "uninstall"]
 

@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from timetracer_otel._standalone import record_block
-from timetracer_otel.capture.sqlalchemy import snapshot
 from timetracer_otel.cassette.body import JSON_FORMATS, decode_body, encode_body
 from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.cassette.values import decode_value, encode_value
@@ -44,6 +43,7 @@ from timetracer_otel.protocols.sql import (
 from timetracer_otel.protocols.sql import (
     recorded_view as sql_recorded_view,
 )
+from timetracer_otel.protocols.sql import snapshot
 from timetracer_otel.replayers import install_replayers
 from timetracer_otel.replayers.http import http_answer
 from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
