@@ -48,9 +48,9 @@ from timetracer_otel.protocols.sql import connect_request, live_view, statement_
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 
-LIBRARY = "sqlalchemy"
-
 __all__ = ["install", "uninstall"]
+
+LIBRARY = "sqlalchemy"
 
 
 def _session(dialect: Dialect, describe: Callable[[], str]) -> ReplaySession | None:

@@ -6,7 +6,7 @@ makes its spans, the module that captures its calls, the module that answers the
 replay, and the protocol its calls speak (the shared module in
 :mod:`timetracer_otel.protocols`). :mod:`timetracer_otel.plugins`, the replayers and
 the replay session all read this table, so adding a library is one entry here plus its
-two modules. This module imports nothing: reading the table loads no library.
+two modules. Reading the table imports no library.
 """
 
 from __future__ import annotations
