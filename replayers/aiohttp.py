@@ -32,6 +32,7 @@ from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel.cassette.calls import CassetteCall
 
 from .http import HttpAnswer, error_kind, http_answer, recorded_exception_class
 from .session import ReplaySession, replay_session_for
@@ -207,9 +208,9 @@ def _exception(cls: type[BaseException], message: str, request: ClientRequest) -
     return cls(message)
 
 
-def _recorded_error(call: dict[str, Any], request: ClientRequest) -> BaseException:
+def _recorded_error(call: CassetteCall, request: ClientRequest) -> BaseException:
     """The recorded transport error: the same class if it is aiohttp's, else aiohttp's for its kind."""
-    error = call.get("error") or {
+    error = call.error or {
         "type": "aiohttp.ClientConnectionError",
         "message": "recorded without a response",
     }

@@ -12,9 +12,9 @@ import gzip
 import importlib
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.cassette.calls import CassetteCall, ErrorInfo
 
 __all__ = ["HttpAnswer", "http_answer", "error_kind", "recorded_exception_class"]
 
@@ -36,21 +36,20 @@ class HttpAnswer:
         return self.body
 
 
-def http_answer(call: dict[str, Any]) -> HttpAnswer | None:
+def http_answer(call: CassetteCall) -> HttpAnswer | None:
     """The answer of a recorded call, or None when it recorded an error instead."""
-    response = call.get("response")
-    if not response:
+    response = call.http_response()
+    if response is None:
         return None
-    body = response.get("body") or {"encoding": "empty"}
     return HttpAnswer(
-        status=int(response["status"]),
-        headers=[(str(k), str(v)) for k, v in response.get("headers") or ()],
-        body=decode_body(body),
-        content_encoding=body.get("content_encoding"),
+        status=response.status,
+        headers=response.headers,
+        body=decode_body(response.body),
+        content_encoding=response.body.get("content_encoding"),
     )
 
 
-def error_kind(error: dict[str, str]) -> str:
+def error_kind(error: ErrorInfo) -> str:
     """``connect``, ``connect_timeout``, ``read_timeout`` or ``other`` for a recorded exception type."""
     name = error.get("type", "").rsplit(".", 1)[-1].lower()
     if "timeout" in name:
@@ -60,7 +59,7 @@ def error_kind(error: dict[str, str]) -> str:
     return "other"
 
 
-def recorded_exception_class(error: dict[str, str], package: str) -> type[BaseException] | None:
+def recorded_exception_class(error: ErrorInfo, package: str) -> type[BaseException] | None:
     """The exact recorded exception class, if it belongs to ``package`` and can be imported."""
     module_name, _, class_name = error.get("type", "").rpartition(".")
     if not module_name or module_name.split(".")[0] != package:

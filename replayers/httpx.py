@@ -33,7 +33,7 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
     call = session.answer_http("httpx", request.method, str(request.url), body, _headers(request))
     answer = http_answer(call)
     if answer is None:
-        error = call.get("error") or {
+        error = call.error or {
             "type": "httpx.TransportError",
             "message": "recorded without a response",
         }

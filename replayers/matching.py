@@ -13,6 +13,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols import CallView
 
 __all__ = ["RecordedCall", "CallIndex", "describe_mismatch", "closest_call", "call_differences"]
@@ -25,7 +26,7 @@ class RecordedCall:
     """One call of the cassette, with its view, and whether replay has used it."""
 
     index: int
-    document: dict[str, Any]
+    call: CassetteCall
     view: CallView
     used: bool = False
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
 from timetracer_otel.config import ReadLimits, TraceConfig
@@ -63,7 +64,9 @@ class ProcessSession(ReplaySession):
 
     def _unrecorded_answer(self, view: CallView) -> RecordedCall | None:
         document = usual_answer(view)
-        return None if document is None else RecordedCall(-1, document, view, used=True)
+        return (
+            None if document is None else RecordedCall(-1, CassetteCall(document), view, used=True)
+        )
 
     def _mismatch(self, library: str, view: CallView) -> str:
         live = f"or let {library} go live with TIMETRACER_LIVE_PLUGINS={library}."

@@ -192,8 +192,8 @@ class _Replaying:
                 "a replay connection was used outside its replay session",
             )
         recorded = session.answer(_LIBRARY, view)
-        _adopt_generated_ids(command, recorded.document["request"]["command"])
-        self._reply, self._error = _outcome(decode_value(recorded.document.get("response")))
+        _adopt_generated_ids(command, recorded.call.mongo_request().command)
+        self._reply, self._error = _outcome(recorded.call.decoded_response())
 
     def answer(self) -> _OpMsg:
         if self._error is not None:

@@ -23,7 +23,6 @@ import redis.connection
 import redis.exceptions
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.protocols.redis import (
     UNWATCH_COMMANDS,
     command_name,
@@ -67,16 +66,10 @@ def _exception(error: dict[str, Any]) -> Exception:
 
 def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
     """The recorded response of ``request``; raises the recorded error instead if it failed."""
-    document = session.answer(
-        "redis", live_view(session.scrubbed(request), session.redactor)
-    ).document
-    if (
-        document.get("error") or document.get("response") is None
-    ):  # no reply: the call was cut short
-        raise _exception(
-            document.get("error") or {"message": "the recording holds no reply for this call"}
-        )
-    return decode_value(document["response"])
+    call = session.answer("redis", live_view(session.scrubbed(request), session.redactor)).call
+    if call.error or call.response is None:  # no reply: the call was cut short
+        raise _exception(call.error or {"message": "the recording holds no reply for this call"})
+    return call.decoded_response()
 
 
 def _command_reply(session: ReplaySession, client: Any, args: tuple) -> Any:

@@ -64,7 +64,7 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
     )
     answer = http_answer(call)
     if answer is None:
-        error = call.get("error") or {
+        error = call.error or {
             "type": "requests.exceptions.ConnectionError",
             "message": "recorded without a response",
         }

@@ -17,6 +17,7 @@ from typing import Any
 
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
+from timetracer_otel.cassette.calls import CassetteCall, calls_of
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.protocols import CallView, recorded_view
@@ -47,7 +48,7 @@ _current: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
 )
 
 
-def _checked_view(call: dict[str, Any], index: int, path: str) -> CallView | None:
+def _checked_view(call: CassetteCall, index: int, path: str) -> CallView | None:
     """The view of a recorded call; a call too malformed to match is a :class:`CassetteError`."""
     try:
         return recorded_view(call)
@@ -138,7 +139,7 @@ def deactivate(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
-RecordedViews = list[tuple[int, dict[str, Any], CallView]]
+RecordedViews = list[tuple[int, CassetteCall, CallView]]
 
 
 def recorded_views(
@@ -147,10 +148,10 @@ def recorded_views(
     """(index, call, view) for each replayable call of a cassette; they do not change, so a
     caller replaying one cassette many times computes them once. ``answers``: the same
     document with its sealed secrets opened, whose calls answer (views are of ``document``)."""
-    calls = (answers or document).get("calls", ())
+    calls = calls_of(answers or document)
     views = [
         (index, calls[index], _checked_view(call, index, path))
-        for index, call in enumerate(document.get("calls", ()))
+        for index, call in enumerate(calls_of(document))
     ]
     return [(index, call, view) for index, call, view in views if view is not None]
 
@@ -243,12 +244,12 @@ class ReplaySession:
 
     def answer_http(
         self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> dict[str, Any]:
-        """The recorded HTTP call document answering this request."""
+    ) -> CassetteCall:
+        """The recorded HTTP call answering this request."""
         view = live_http_view(
             method, url, body, headers, self.redactor, self.config.max_body_bytes, self.values
         )
-        return self.answer(library, view).document
+        return self.answer(library, view).call
 
     def scrubbed(self, request: Any) -> Any:
         """A live call (in cassette or plain form) with the recording's secret values hidden as replay's views show them."""

@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import connect_request, live_view, statement_request
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
@@ -91,12 +91,12 @@ def _exception_class(
     return getattr(dbapi, (response or {}).get("dbapi_error") or "Error", dbapi.Error)
 
 
-def _raise_recorded(document: dict[str, Any], dialect: Dialect) -> None:
+def _raise_recorded(call: CassetteCall, dialect: Dialect) -> None:
     """Raise the call's recorded error, if it has one, as the driver's exception class."""
-    error = document.get("error")
+    error = call.error
     if not error:
         return
-    response = decode_value(document.get("response"))
+    response = call.decoded_response()
     cls = _exception_class(error, response, dialect)
     try:
         exc = cls(error.get("message", ""))
@@ -165,8 +165,8 @@ class _ReplayCursor:
             LIBRARY,
             live_view(session.scrubbed(request), session.redactor) if session.values else view,
         )
-        _raise_recorded(recorded.document, dialect)
-        response = decode_value(recorded.document.get("response")) or {}
+        _raise_recorded(recorded.call, dialect)
+        response = recorded.call.decoded_response() or {}
         description = response.get("description")
         self.description = (
             None if description is None else [tuple(column) for column in description]
@@ -292,10 +292,10 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
     if session is None:
         return wrapped(*args, **kwargs)
     recorded = session.answer(LIBRARY, view)
-    _raise_recorded(recorded.document, instance.dialect)
+    _raise_recorded(recorded.call, instance.dialect)
     _initialise(
         instance.dialect,
-        (decode_value(recorded.document.get("response")) or {}).get("dialect_state") or {},
+        (recorded.call.decoded_response() or {}).get("dialect_state") or {},
     )
     return _replay_pool(instance).connect()
 

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from sqlalchemy.orm import Session
 
 import timetracer_otel
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.plugins import enable_sqlalchemy
@@ -385,7 +386,7 @@ def test_matching_normalises_whitespace_but_keeps_parameter_types() -> None:
         "protocol": "sql",
         "request": {**base, "parameters": {"$type": "tuple", "items": [1]}},
     }
-    assert recorded_view(recorded).key == _key(base)
+    assert recorded_view(CassetteCall(recorded)).key == _key(base)
     connect = {"operation": "connect", "dialect": "sqlite+pysqlite"}
     assert _key({**connect, "engine": "sqlite:////a.db"}) == _key(
         {**connect, "engine": "sqlite:////elsewhere.db"}

@@ -8,7 +8,7 @@ a live call and of its recorded twin with it, so the two sides agree without imp
 each other. These modules never import a client library: any cassette loads wherever
 timetracer does.
 
-A protocol module defines ``recorded_view(call)``; it may define
+A protocol module defines ``recorded_view(call)`` (a :class:`~timetracer_otel.cassette.calls.CassetteCall`); it may define
 ``redact(request, response, names, hide)`` (secrets found by name in typed values; HTTP
 messages are redacted by :class:`~timetracer_otel.redaction.Redactor` itself) and
 ``usual_answer(view)`` (the answer to a call that carries no data, for a process
@@ -21,6 +21,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.libraries import LIBRARIES
 from timetracer_otel.secret_names import SecretNames
 
@@ -48,14 +49,13 @@ def protocol_module(protocol: str) -> ModuleType | None:
     return importlib.import_module(f"{__name__}.{protocol}")
 
 
-def _hook(protocol: Any, name: str) -> Any:
-    module = protocol_module(protocol) if isinstance(protocol, str) else None
-    return getattr(module, name, None)
+def _hook(protocol: str, name: str) -> Any:
+    return getattr(protocol_module(protocol), name, None)
 
 
-def recorded_view(call: dict[str, Any]) -> CallView | None:
-    """The view of a recorded call document, or None for a protocol this version does not replay."""
-    view = _hook(call.get("protocol", ""), "recorded_view")
+def recorded_view(call: CassetteCall) -> CallView | None:
+    """The view of a recorded call, or None for a protocol this version does not replay."""
+    view = _hook(call.protocol, "recorded_view")
     return None if view is None else view(call)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value, load_json
+from timetracer_otel.cassette.calls import CassetteCall
 
 from .view import CallView
 
@@ -125,12 +126,10 @@ def request_view(method: str, url: str, body: dict | None, headers: list | None)
     )
 
 
-def recorded_view(call: dict[str, Any]) -> CallView:
-    """The view of a recorded HTTP call document."""
-    request = call["request"]
-    return request_view(
-        request["method"], request["url"], request.get("body"), request.get("headers")
-    )
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded HTTP call."""
+    request = call.http_request()
+    return request_view(request.method, request.url, request.body, request.headers)
 
 
 def live_view(

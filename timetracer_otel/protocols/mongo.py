@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
@@ -124,7 +125,7 @@ def command_view(database: str, name: str, command: dict[str, Any]) -> CallView:
     )
 
 
-def recorded_view(call: dict[str, Any]) -> CallView:
-    """The view of a recorded Mongo call document."""
-    request = call["request"]
-    return command_view(request["database"], request["command_name"], request["command"])
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded Mongo call."""
+    request = call.mongo_request()
+    return command_view(request.database, request.command_name, request.command)

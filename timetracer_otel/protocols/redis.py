@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.secret_names import SecretNames
 
@@ -197,9 +198,9 @@ def live_view(request: dict[str, Any], redactor: Redactor | None) -> CallView:
     return request_view(decode_value(redactor.protocol_request("redis", encode_value(request))))
 
 
-def recorded_view(call: dict[str, Any]) -> CallView:
-    """The view of a recorded redis call document."""
-    return request_view(decode_value(call["request"]))
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded redis call."""
+    return request_view(call.decoded_request())
 
 
 def _answer(reply: Any) -> dict[str, Any]:

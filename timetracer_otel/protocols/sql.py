@@ -24,6 +24,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.secret_names import SecretNames
 
@@ -199,9 +200,9 @@ def _view(request: dict[str, Any]) -> CallView:
     )
 
 
-def recorded_view(call: dict[str, Any]) -> CallView:
-    """The view of a recorded ``sql`` call document."""
-    return _view(call.get("request") or {})
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded ``sql`` call."""
+    return _view(call.request or {})
 
 
 def live_view(request: dict[str, Any], redactor: Redactor | None = None) -> CallView:
