@@ -52,6 +52,7 @@ from pymongo.synchronous import topology as sync_topology
 
 from timetracer_otel import wrapper_layers
 from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.libraries import LIBRARIES
 from timetracer_otel.protocols.mongo import UNRECORDED, command_view
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
@@ -59,7 +60,9 @@ from .session import ReplayMismatchError, ReplaySession, current_session, replay
 __all__ = ["install", "uninstall"]
 
 _LIBRARY = "pymongo"
-_LIBRARIES = (_LIBRARY, "motor")  # Motor runs pymongo: either one named live lets the calls through
+# Every library this module replays (pymongo, and Motor, which runs it): either one named
+# live lets the calls through.
+_LIBRARIES = tuple(library.name for library in LIBRARIES.values() if library.replay == __name__)
 # Replies are encoded the way a server would send what the recording decoded; UUIDs as standard.
 _REPLY_CODEC: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 _SERVERS: weakref.WeakKeyDictionary[Any, Any] = (

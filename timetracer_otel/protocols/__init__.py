@@ -8,7 +8,8 @@ a live call and of its recorded twin with it, so the two sides agree without imp
 each other. These modules never import a client library: any cassette loads wherever
 timetracer does.
 
-A protocol module defines ``recorded_view(call)`` (a :class:`~timetracer_otel.cassette.calls.CassetteCall`); it may define
+A protocol module defines ``recorded_view(call)`` (``call``: a
+:class:`~timetracer_otel.cassette.calls.CassetteCall`); it may define
 ``redact(request, response, names, hide)`` (secrets found by name in typed values; HTTP
 messages are redacted by :class:`~timetracer_otel.redaction.Redactor` itself) and
 ``usual_answer(view)`` (the answer to a call that carries no data, for a process
