@@ -276,7 +276,7 @@ async def _replay(
 async def _request(wrapped: Any, instance: aiohttp.ClientSession, args: tuple, kwargs: dict) -> Any:
     method = args[0] if args else kwargs.get("method")
     url = args[1] if len(args) > 1 else kwargs.get("str_or_url")
-    session = replay_session_for("aiohttp", lambda: f"{method} {url}")
+    session = replay_session_for("aiohttp", lambda: f"{method} {url}", str(url))
     if session is None:
         return await wrapped(*args, **kwargs)
     return await _replay(session, instance, *args, **kwargs)

@@ -49,7 +49,7 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
 
 
 def _session(request: httpx.Request) -> ReplaySession | None:
-    return replay_session_for("httpx", lambda: f"{request.method} {request.url}")
+    return replay_session_for("httpx", lambda: f"{request.method} {request.url}", str(request.url))
 
 
 def _handle_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

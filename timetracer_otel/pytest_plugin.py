@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from timetracer_otel._pytest.blocks import RECORD, REPLAY, BlockOutcome, CassetteBlock
+from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
     cassette_of_test,
@@ -125,6 +126,11 @@ class _Run:
             return REPLAY
         return RECORD if self.mode == "once" else None
 
+    def block(self, path: Path, label: str, action: str, **options: Any) -> CassetteBlock:
+        """A test's or fixture's cassette; from the first one on, apps served by uvicorn in this process are apps under test."""
+        install_live_servers()
+        return CassetteBlock(path, label, action, guard=self.guard, **options)
+
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
 
@@ -209,9 +215,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
             item.stash[_MISSING] = path
             return (yield)
         options = _marker_options(item)
-        block = CassetteBlock(
-            path, item.nodeid, action, live=tuple(options.get("live", ())), guard=run.guard
-        )
+        block = run.block(path, item.nodeid, action, live=tuple(options.get("live", ())))
         block.activate()
         item.stash[_TEST_BLOCK] = block
     return (yield)
@@ -305,9 +309,7 @@ def pytest_fixture_setup(
     action = run.action(path) or REPLAY
     # Seeded with the run's id: each pytest-xdist worker setting this fixture up draws the same values.
     seed = f"{run.uid}\0{path}"
-    block = CassetteBlock(
-        path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed, guard=run.guard
-    )
+    block = run.block(path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed)
     run.fixture_blocks[fixturedef] = block
     block.activate()
     try:
@@ -402,7 +404,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _block(
     path: Path, label: str, action: str, run: _Run, strict: bool, live: tuple[str, ...]
 ) -> Iterator[object]:
-    block = CassetteBlock(path, label, action, live=live, guard=run.guard)
+    block = run.block(path, label, action, live=live)
     block.activate()
     error: BaseException | None = None
     try:

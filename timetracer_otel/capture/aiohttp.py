@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp.streams import StreamReader
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
@@ -72,9 +73,13 @@ def _headers(raw: Any) -> list[tuple[str, str]]:
 async def _on_request_start(session: Any, context: SimpleNamespace, params: Any) -> None:
     context.timetracer_call = None
     recording = current_recording()
-    if recording is None or not wrapper_layers.is_installed(
-        aiohttp.ClientSession, "_request"
-    ):  # sessions keep our config
+    if (
+        recording is None
+        or not wrapper_layers.is_installed(
+            aiohttp.ClientSession, "_request"
+        )  # sessions keep our config
+        or is_app_under_test(str(params.url))
+    ):
         return
     with guarded("aiohttp.request"):
         headers = [(str(k), str(v)) for k, v in params.headers.items()]

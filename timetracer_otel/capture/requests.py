@@ -14,6 +14,7 @@ import wrapt
 from requests.adapters import HTTPAdapter
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
@@ -86,11 +87,11 @@ def _text(value: Any) -> str:
 
 def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
-    if recording is None:
+    request = args[0] if args else kwargs.get("request")
+    if recording is None or is_app_under_test(str(getattr(request, "url", ""))):
         return wrapped(*args, **kwargs)
     call: HttpCall | None = None
     with guarded("requests.request"):
-        request = args[0] if args else kwargs["request"]
         sink = BodySink(recording.config.max_body_bytes)
         request.body = _request_body(request.body, sink)
         headers = [(_text(k), _text(v)) for k, v in request.headers.items()]
