@@ -33,14 +33,16 @@ class _InRunningBlock:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        block = running_block()
-        if block is None:
-            await self.app(scope, receive, send)
-            return
+        # Serving a request whether a block runs or not: what the app calls then (a fake
+        # upstream served in this process too) is a dependency, never a test driving an app.
         serving = _apps_under_test.serving_request() if scope["type"] != "lifespan" else None
         try:
-            with block.serving():
+            block = running_block()
+            if block is None:
                 await self.app(scope, receive, send)
+            else:
+                with block.serving():
+                    await self.app(scope, receive, send)
         finally:
             if serving is not None:
                 _apps_under_test.end_serving(serving)
