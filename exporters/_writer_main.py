@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import sys
 import time
 from typing import Any, BinaryIO
 
@@ -145,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

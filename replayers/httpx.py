@@ -37,7 +37,10 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
             "type": "httpx.TransportError",
             "message": "recorded without a response",
         }
-        cls = recorded_exception_class(error, "httpx") or _BY_KIND[error_kind(error)]
+        cls = (
+            recorded_exception_class(error, "httpx", httpx.RequestError)
+            or _BY_KIND[error_kind(error)]
+        )
         raise cls(error.get("message", ""), request=request)
     return httpx.Response(
         answer.status,

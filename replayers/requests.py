@@ -70,7 +70,10 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
             "type": "requests.exceptions.ConnectionError",
             "message": "recorded without a response",
         }
-        cls = recorded_exception_class(error, "requests") or _BY_KIND[error_kind(error)]
+        cls = (
+            recorded_exception_class(error, "requests", rex.RequestException)
+            or _BY_KIND[error_kind(error)]
+        )
         raise cls(error.get("message", ""), request=request)
     header_dict = HTTPHeaderDict()
     for name, value in answer.headers:

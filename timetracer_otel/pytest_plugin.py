@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -100,11 +100,12 @@ class _Run:
             if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
             else "once"
         )
-        self.mode = _MODES.get(str(chosen).strip().lower() or default)
-        if self.mode is None:
+        mode = _MODES.get(str(chosen).strip().lower() or default)
+        if mode is None:
             raise pytest.UsageError(
                 f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}"
             )
+        self.mode = mode
         directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
         self.rootpath = config.rootpath.resolve()
         self.directory = directory if directory.is_absolute() else config.rootpath / directory
@@ -231,7 +232,7 @@ class _MissingCassettes:
             _fail_missing("for this test at", path, item.config.stash[_RUN].mode)
 
 
-def _fail_missing(where: str, path: Path, mode: str) -> None:
+def _fail_missing(where: str, path: Path, mode: str) -> NoReturn:
     pytest.fail(
         f"timetracer: no cassette {where} {_shown(path)} and --timetracer-mode={mode} only replays: "
         "record it with pytest --timetracer-mode=once",

@@ -60,8 +60,10 @@ def _read_nowait_chunk(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -
     if _followed:
         entry = _followed.get(id(instance))
         if entry is not None and entry[0] is instance:
+            sink = entry[1].response_body
             with guarded("aiohttp.response_body"):
-                entry[1].response_body.feed(data)
+                if sink is not None:  # as _follow, which drops such a call
+                    sink.feed(data)
             _finish_if_drained(instance, entry[1])
     return data
 
