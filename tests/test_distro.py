@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,26 @@ def test_replays_with_the_upstream_down(cassette_dir: Path) -> None:
     assert len(reports) == len(SENT) and all(
         "calls=2/2" in r and "response=same" in r for r in reports
     ), app.stderr
+
+
+@pytest.mark.parametrize("app_name", ["app", "fastapi_app"], ids=["starlette", "fastapi"])
+def test_timetracer_replay_answers_as_recorded_when_the_app_raises(
+    app_name: str, cassette_dir: Path
+) -> None:
+    """The app raised behind the recording middleware; ``timetracer replay --app`` must observe
+    it at the same place (inside Starlette's error middleware), not the 500 page outside it."""
+    with running_upstream() as upstream:
+        with instrumented_app(record_env(upstream, cassette_dir), app_name) as app:
+            # one connection each: uvicorn closes the one whose request raised
+            assert httpx.get(f"{app.url}/broken", timeout=30).status_code == 500
+            assert httpx.get(f"{app.url}/profile/grace", timeout=30).status_code == 200
+    replay = subprocess.run(
+        [str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", f"plain_app:{app_name}",
+         "--app-dir", str(APPS_DIR)],
+        env={**os.environ, "PLAIN_APP_UPSTREAM": upstream.url},
+        cwd=APPS_DIR, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "replayed 2 cassettes: 2 ok, 0 differ" in replay.stdout, replay.stdout + replay.stderr
 
 
 def test_unusable_cassettes_stop_the_app_at_start(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Applications with no timetracer code: ``opentelemetry-instrument`` alone records and replays them.
 
 ``/profile/{name}`` calls the upstream named by ``PLAIN_APP_UPSTREAM`` twice with httpx,
-forwarding the caller's Authorization header, and answers with what it got. ``app`` is
-Starlette, ``fastapi_app`` the same route on FastAPI.
+forwarding the caller's Authorization header, and answers with what it got. ``/broken``
+calls it once, then raises: Starlette's error middleware answers 500. ``app`` is
+Starlette, ``fastapi_app`` the same routes on FastAPI.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ async def profile(request: Request) -> JSONResponse:
     return JSONResponse({"login": user["login"], "echo": echo})
 
 
-app = Starlette(routes=[Route("/profile/{name}", profile)])
+async def broken(request: Request) -> JSONResponse:
+    async with httpx.AsyncClient() as client:
+        await client.get(f"{UPSTREAM}/json")
+    raise RuntimeError("the app fails after its call")
+
+
+app = Starlette(routes=[Route("/profile/{name}", profile), Route("/broken", broken)])
 fastapi_app = FastAPI()
 fastapi_app.add_api_route("/profile/{name}", profile)
+fastapi_app.add_api_route("/broken", broken)

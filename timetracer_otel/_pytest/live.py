@@ -33,16 +33,12 @@ class _InRunningBlock:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # Serving a request whether a block runs or not: what the app calls then (a fake
-        # upstream served in this process too) is a dependency, never a test driving an app.
+        # Whatever the app calls while it serves a request is a dependency, block or none.
         serving = _apps_under_test.serving_request() if scope["type"] != "lifespan" else None
+        block = running_block()
         try:
-            block = running_block()
-            if block is None:
+            with block.serving() if block is not None else contextlib.nullcontext():
                 await self.app(scope, receive, send)
-            else:
-                with block.serving():
-                    await self.app(scope, receive, send)
         finally:
             if serving is not None:
                 _apps_under_test.end_serving(serving)
@@ -70,6 +66,10 @@ async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     for port in instance._timetracer_ports:
         _apps_under_test.serve(port)
     return result
+
+
+def _wrap_test_client(module: Any) -> None:
+    wrapt.wrap_function_wrapper(module, "_TestClientTransport.handle_request", _serving_in_process)
 
 
 def _serving_in_process(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -112,13 +112,10 @@ def install() -> None:
     wrapt.wrap_function_wrapper(uvicorn.server, "Server.startup", _startup)
     wrapt.wrap_function_wrapper(uvicorn.server, "Server.shutdown", _shutdown)
     # An app reached in-process serves requests too: what it calls is a dependency even
-    # when a uvicorn server of the test process (a fake upstream) answers it.
-    with contextlib.suppress(ImportError):
-        import starlette.testclient
-
-        wrapt.wrap_function_wrapper(
-            starlette.testclient, "_TestClientTransport.handle_request", _serving_in_process
-        )
+    # when a uvicorn server of the test process (a fake upstream) answers it. TestClient is
+    # wrapped when the suite imports it, not imported here: its import warns on recent
+    # Starlette, which a suite running with warnings as errors would fail on.
+    wrapt.register_post_import_hook(_wrap_test_client, "starlette.testclient")
     with contextlib.suppress(ImportError):
         import httpx
 

@@ -26,6 +26,7 @@ import httpx
 
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations import starlette as starlette_integration
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
 from timetracer_otel.replayers import ReplayReport, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
@@ -142,9 +143,15 @@ class Replayer:
         )
 
     def _target(self, app: Any) -> Any:
-        """The app set to replay with :attr:`config`: its own middleware reconfigured, or a new one around it."""
-        ours = self._ours(app)
-        if ours:
+        """The app set to replay with :attr:`config`: a Starlette app gets the middleware where
+        recording puts it (its own, reconfigured, or one added as ``auto_setup`` and
+        ``opentelemetry-instrument`` add it); any other app, a new one around it.
+
+        The place matters: inside Starlette's error middleware, recording saw the app raise, not
+        the 500 page that middleware sends; replay observes the same place to compare.
+        """
+        if isinstance(getattr(app, "user_middleware", None), list):
+            ours = self._ours(app)
             for middleware in ours:
                 middleware.args, middleware.kwargs = (
                     (),
@@ -153,6 +160,8 @@ class Replayer:
             app.middleware_stack = (
                 None  # Starlette builds the stack again, with the new config, on the next request
             )
+            if not ours:
+                starlette_integration._add_middleware(app, self.config)
             return app
         return TimeTracerMiddleware(
             app.app if isinstance(app, TimeTracerMiddleware) else app, self.config
