@@ -51,6 +51,7 @@ REPRESENTATIVE = [
     "tests/test_pytest_plugin.py",
     "tests/test_cli.py",
     "tests/test_plugins.py",
+    "tests/test_library_units.py",
     "tests/test_cassette_format.py",
     "tests/test_cassette_values.py",
     "tests/test_draws.py",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from timetracer_otel.libraries import LIBRARIES
+
 from .report import ReplayReport, recent_reports
 from .session import ReplayMismatchError, ReplaySession, current_session
 
@@ -21,25 +23,15 @@ __all__ = [
     "recent_reports",
 ]
 
-# library -> replayer module; a library that is not installed is skipped
-_REPLAYERS = {
-    "httpx": "timetracer_otel.replayers.httpx",
-    "requests": "timetracer_otel.replayers.requests",
-    "aiohttp": "timetracer_otel.replayers.aiohttp",
-    "redis": "timetracer_otel.replayers.redis",
-    "sqlalchemy": "timetracer_otel.replayers.sqlalchemy",
-    "pymongo": "timetracer_otel.replayers.pymongo",
-}
-
 
 def install_replayers() -> list[str]:
     """Patch every installed client library for replay (idempotent); returns the libraries patched."""
     installed = []
-    for library, module_name in _REPLAYERS.items():
+    for library in LIBRARIES.values():
         try:
-            importlib.import_module(library)
+            importlib.import_module(library.name)
         except ImportError:
             continue
-        importlib.import_module(module_name).install()
-        installed.append(library)
+        importlib.import_module(library.replay).install()
+        installed.append(library.name)
     return installed

@@ -31,7 +31,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
+from timetracer_otel.cassette.calls import CassetteCall
 
 from .http import HttpAnswer, error_kind, http_answer, recorded_exception_class
 from .session import ReplaySession, replay_session_for
@@ -207,9 +208,9 @@ def _exception(cls: type[BaseException], message: str, request: ClientRequest) -
     return cls(message)
 
 
-def _recorded_error(call: dict[str, Any], request: ClientRequest) -> BaseException:
+def _recorded_error(call: CassetteCall, request: ClientRequest) -> BaseException:
     """The recorded transport error: the same class if it is aiohttp's, else aiohttp's for its kind."""
-    error = call.get("error") or {
+    error = call.error or {
         "type": "aiohttp.ClientConnectionError",
         "message": "recorded without a response",
     }
@@ -284,8 +285,8 @@ async def _request(wrapped: Any, instance: aiohttp.ClientSession, args: tuple, k
 
 
 def install() -> None:
-    _patch.install(aiohttp.ClientSession, "_request", _request, layer="replay")
+    wrapper_layers.install(aiohttp.ClientSession, "_request", _request, layer="replay")
 
 
 def uninstall() -> None:
-    _patch.uninstall(aiohttp.ClientSession, "_request", layer="replay")
+    wrapper_layers.uninstall(aiohttp.ClientSession, "_request", layer="replay")

@@ -13,12 +13,12 @@ from typing import Any
 
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
-from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
+from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.redaction import Redactor
 
 from . import process

@@ -12,9 +12,10 @@ import gzip
 import importlib
 import zlib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.cassette.calls import CassetteCall, ErrorInfo
 
 __all__ = ["HttpAnswer", "http_answer", "error_kind", "recorded_exception_class"]
 
@@ -36,21 +37,20 @@ class HttpAnswer:
         return self.body
 
 
-def http_answer(call: dict[str, Any]) -> HttpAnswer | None:
+def http_answer(call: CassetteCall) -> HttpAnswer | None:
     """The answer of a recorded call, or None when it recorded an error instead."""
-    response = call.get("response")
-    if not response:
+    response = call.http_response()
+    if response is None:
         return None
-    body = response.get("body") or {"encoding": "empty"}
     return HttpAnswer(
-        status=int(response["status"]),
-        headers=[(str(k), str(v)) for k, v in response.get("headers") or ()],
-        body=decode_body(body),
-        content_encoding=body.get("content_encoding"),
+        status=response.status,
+        headers=response.headers,
+        body=decode_body(response.body),
+        content_encoding=response.body.get("content_encoding"),
     )
 
 
-def error_kind(error: dict[str, str]) -> str:
+def error_kind(error: ErrorInfo) -> str:
     """``connect``, ``connect_timeout``, ``read_timeout`` or ``other`` for a recorded exception type."""
     name = error.get("type", "").rsplit(".", 1)[-1].lower()
     if "timeout" in name:
@@ -64,7 +64,7 @@ _Error = TypeVar("_Error", bound=BaseException)
 
 
 def recorded_exception_class(
-    error: dict[str, str], package: str, base: type[_Error]
+    error: ErrorInfo, package: str, base: type[_Error]
 ) -> type[_Error] | None:
     """The exact recorded exception class, if it belongs to ``package``, can be imported and is a ``base``."""
     module_name, _, class_name = error.get("type", "").rpartition(".")

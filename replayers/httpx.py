@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
 
 from .http import error_kind, http_answer, recorded_exception_class
 from .session import ReplaySession, replay_session_for
@@ -33,7 +33,7 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
     call = session.answer_http("httpx", request.method, str(request.url), body, _headers(request))
     answer = http_answer(call)
     if answer is None:
-        error = call.get("error") or {
+        error = call.error or {
             "type": "httpx.TransportError",
             "message": "recorded without a response",
         }
@@ -72,12 +72,12 @@ async def _handle_async_request(wrapped: Any, instance: Any, args: tuple, kwargs
 
 
 def install() -> None:
-    _patch.install(httpx.HTTPTransport, "handle_request", _handle_request, layer="replay")
-    _patch.install(
+    wrapper_layers.install(httpx.HTTPTransport, "handle_request", _handle_request, layer="replay")
+    wrapper_layers.install(
         httpx.AsyncHTTPTransport, "handle_async_request", _handle_async_request, layer="replay"
     )
 
 
 def uninstall() -> None:
-    _patch.uninstall(httpx.HTTPTransport, "handle_request", layer="replay")
-    _patch.uninstall(httpx.AsyncHTTPTransport, "handle_async_request", layer="replay")
+    wrapper_layers.uninstall(httpx.HTTPTransport, "handle_request", layer="replay")
+    wrapper_layers.uninstall(httpx.AsyncHTTPTransport, "handle_async_request", layer="replay")

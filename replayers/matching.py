@@ -1,169 +1,24 @@
-"""Matching outgoing calls to recorded ones: normalised signatures, an O(1) index, and diffs.
+"""Matching outgoing calls to recorded ones: an O(1) index by signature, and what differs.
 
-A signature is what must be equal for a recorded call to answer a live one. For HTTP it
-is the method, the URL with its query sorted, and the body in canonical form (JSON with
-sorted keys, form fields sorted); headers never count. It does not depend on the client
-library, so a call recorded with ``requests`` answers the same call made with ``httpx``.
-The live call is redacted the way the recording was, so a redacted password still matches.
+A call's signature is its protocol's view (:mod:`timetracer_otel.protocols`): what must
+be equal for a recorded call to answer a live one.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
-import re
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from timetracer_otel.cassette.body import decode_body, encode_body, header_value, load_json
-from timetracer_otel.redaction import Redactor
-from timetracer_otel.secret_values import ValueScrubber
+from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.protocols import CallView
 
-__all__ = [
-    "CallView", "RecordedCall", "CallIndex", "body_digest", "live_body", "http_view", "recorded_http_view", "describe_mismatch",
-    "closest_call", "call_differences",
-]  # fmt: skip
+__all__ = ["RecordedCall", "CallIndex", "describe_mismatch", "closest_call", "call_differences"]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _MAX_SHOWN = 200
-
-
-@dataclass(frozen=True)
-class CallView:
-    """A call reduced to what matching compares. ``fields`` are shown in mismatch diffs."""
-
-    protocol: str
-    label: str  # "GET http://host/path?q=1", for messages
-    key: Hashable  # the signature: equal keys answer each other
-    fields: dict[str, Any] = field(compare=False)
-
-
-def _multipart(data: bytes, content_type: str) -> str | None:
-    """The parts of a multipart body without its random boundary: each part's headers and content digest."""
-    boundary = _BOUNDARY.search(content_type)
-    if boundary is None:
-        return None
-    parts = []
-    for chunk in data.split(b"--" + boundary.group(1).encode("latin-1"))[1:]:
-        if chunk.startswith(b"--"):
-            break
-        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
-        chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk
-        head, _, content = chunk.partition(b"\r\n\r\n")
-        parts.append(f"{head.decode('latin-1')}\n{hashlib.sha256(content).hexdigest()}")
-    return "\n--\n".join(parts)
-
-
-def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
-    """(kind, canonical value) of an encoded cassette body."""
-    if not body or body.get("encoding") in (None, "empty"):
-        return "empty", ""
-    if body.get("truncated"):
-        return "truncated", body.get("size")
-    content_type = header_value(headers or [], "content-type") or ""
-    if content_type.lower().startswith("multipart/"):
-        parts = _multipart(decode_body(body), content_type)
-        if parts is not None:
-            return "multipart", parts
-    encoding = body["encoding"]
-    if encoding == "json":
-        return "json", json.dumps(
-            body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
-    if encoding == "text":
-        text = body["text"]
-        if "application/x-www-form-urlencoded" in content_type.lower():
-            return "form", "&".join(
-                f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True))
-            )
-        try:
-            return "json", json.dumps(
-                load_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-            )
-        except ValueError:
-            return "text", text
-    return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()
-
-
-def _digest(kind: str, canonical: Any) -> str:
-    return hashlib.sha256(f"{kind}:{canonical}".encode()).hexdigest()
-
-
-def body_digest(body: dict | None, headers: list | None) -> str:
-    """The body's part of a signature, as a SHA-256: equal for bodies that match (a body in cassette form, redacted)."""
-    return _digest(*_canonical_body(body, headers))
-
-
-def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[str, Any]:
-    """A live body in cassette form, cut at ``limit`` and decoded as the recording would have stored it (not redacted)."""
-    encoding = header_value(headers, "content-encoding")
-    return encode_body(
-        body[:limit],
-        size=len(body),
-        truncated=len(body) > limit,
-        content_encoding=encoding,
-        limit=limit,
-    )
-
-
-def http_view(method: str, url: str, body: dict | None, headers: list | None) -> CallView:
-    """The view of an HTTP call whose body is already in cassette form (and redacted)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port or _DEFAULT_PORTS.get(scheme)
-    query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
-    kind, canonical = _canonical_body(body, headers)
-    digest = _digest(kind, canonical)
-    target = (method.upper(), scheme, host, port, parts.path or "/", query)
-    return CallView(
-        protocol="http",
-        label=f"{method.upper()} {url}",
-        key=("http", *target, digest),
-        fields={
-            "method": method.upper(),
-            "host": f"{host}:{port}",
-            "path": parts.path or "/",
-            "query": dict(query),
-            "body": canonical
-            if kind != "truncated"
-            else f"<{canonical} bytes, truncated in the cassette>",
-        },
-    )
-
-
-def recorded_http_view(call: dict[str, Any]) -> CallView:
-    """The view of a recorded HTTP call document."""
-    request = call["request"]
-    return http_view(request["method"], request["url"], request.get("body"), request.get("headers"))
-
-
-def live_http_view(
-    method: str,
-    url: str,
-    body: bytes,
-    headers: list[tuple[str, str]],
-    redactor: Redactor | None,
-    limit: int,
-    values: ValueScrubber | None = None,
-) -> CallView:
-    """The view of a live HTTP call, redacted and cut the way a recording would have been.
-
-    A body over ``limit`` matches a recorded body that was truncated at the same size; a
-    compressed body (``Content-Encoding``) is compared decoded, as the recording stored it.
-    """
-    encoded = live_body(body, headers, limit)
-    if redactor is not None:
-        redactor.body(encoded, [list(h) for h in headers])
-        url = redactor.url(url)
-    if values:  # the secret values the recording hid by value, hidden the same way
-        encoded, url = values.value(encoded), values.text(url)
-    return http_view(method, url, encoded, [list(h) for h in headers])
 
 
 @dataclass
@@ -171,7 +26,7 @@ class RecordedCall:
     """One call of the cassette, with its view, and whether replay has used it."""
 
     index: int
-    document: dict[str, Any]
+    call: CassetteCall
     view: CallView
     used: bool = False
 

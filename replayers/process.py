@@ -14,18 +14,19 @@ carries no data: a Redis ``PING``, ``SELECT`` or ``AUTH``, a SQL ``connect`` or
 
 from __future__ import annotations
 
-import importlib
 import threading
 from datetime import datetime
 from typing import Any
 
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
 from timetracer_otel.config import ReadLimits, TraceConfig
+from timetracer_otel.protocols import CallView, usual_answer
 
-from .matching import CallView, RecordedCall, describe_mismatch
+from .matching import RecordedCall, describe_mismatch
 from .opening import open_for_replay
 from .session import ReplaySession
 
@@ -33,22 +34,8 @@ __all__ = ["ProcessSession", "find_process_cassette", "start", "process_session"
 
 NO_CASSETTE = "(no process cassette)"
 
-# protocol -> "module:function" giving the usual answer of a call that carries no data
-_USUAL_ANSWERS = {
-    "redis": "timetracer_otel.replayers.redis_matching:usual_answer",
-    "sql": "timetracer_otel.replayers.sql_matching:usual_answer",
-}
-
 _lock = threading.Lock()
 _session: ProcessSession | None = None
-
-
-def _usual_answer(view: CallView) -> dict[str, Any] | None:
-    target = _USUAL_ANSWERS.get(view.protocol)
-    if target is None:
-        return None
-    module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)(view)
 
 
 def _recorded_at(document: dict[str, Any]) -> datetime:
@@ -76,8 +63,10 @@ class ProcessSession(ReplaySession):
     """The process cassette's calls, and the usual answers for calls that carry no data."""
 
     def _unrecorded_answer(self, view: CallView) -> RecordedCall | None:
-        document = _usual_answer(view)
-        return None if document is None else RecordedCall(-1, document, view, used=True)
+        document = usual_answer(view)
+        return (
+            None if document is None else RecordedCall(-1, CassetteCall(document), view, used=True)
+        )
 
     def _mismatch(self, library: str, view: CallView) -> str:
         live = f"or let {library} go live with TIMETRACER_LIVE_PLUGINS={library}."

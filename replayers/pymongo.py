@@ -50,17 +50,19 @@ from pymongo.synchronous import pool as sync_pool
 from pymongo.synchronous import server as sync_server
 from pymongo.synchronous import topology as sync_topology
 
-from timetracer_otel.capture import _patch
-from timetracer_otel.capture.pymongo import UNRECORDED
+from timetracer_otel import wrapper_layers
 from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.libraries import LIBRARIES
+from timetracer_otel.protocols.mongo import UNRECORDED, command_view
 
-from .mongo_matching import command_view
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
 _LIBRARY = "pymongo"
-_LIBRARIES = (_LIBRARY, "motor")  # Motor runs pymongo: either one named live lets the calls through
+# Every library this module replays (pymongo, and Motor, which runs it): either one named
+# live lets the calls through.
+_LIBRARIES = tuple(library.name for library in LIBRARIES.values() if library.replay == __name__)
 # Replies are encoded the way a server would send what the recording decoded; UUIDs as standard.
 _REPLY_CODEC: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 _SERVERS: weakref.WeakKeyDictionary[Any, Any] = (
@@ -193,8 +195,8 @@ class _Replaying:
                 "a replay connection was used outside its replay session",
             )
         recorded = session.answer(_LIBRARY, view)
-        _adopt_generated_ids(command, recorded.document["request"]["command"])
-        self._reply, self._error = _outcome(decode_value(recorded.document.get("response")))
+        _adopt_generated_ids(command, recorded.call.mongo_request().command)
+        self._reply, self._error = _outcome(recorded.call.decoded_response())
 
     def answer(self) -> _OpMsg:
         if self._error is not None:
@@ -378,9 +380,9 @@ def _patches() -> list[tuple[Any, str, Any]]:
 
 def install() -> None:
     for owner, name, wrapper in _patches():
-        _patch.install(owner, name, wrapper, layer="replay")
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
 
 
 def uninstall() -> None:
     for owner, name, _ in _patches():
-        _patch.uninstall(owner, name, layer="replay")
+        wrapper_layers.uninstall(owner, name, layer="replay")

@@ -22,13 +22,19 @@ import redis.client
 import redis.connection
 import redis.exceptions
 
-from timetracer_otel.capture import _patch
-from timetracer_otel.capture.redis import command_request, pipeline_request, raise_on_error, sends
-from timetracer_otel.cassette.values import decode_value
+from timetracer_otel import wrapper_layers
+from timetracer_otel.protocols.redis import (
+    UNWATCH_COMMANDS,
+    command_name,
+    command_request,
+    live_view,
+    pipeline_request,
+    raise_on_error,
+    sends,
+)
 from timetracer_otel.redaction import Redactor
 
 from .http import recorded_exception_class
-from .redis_matching import UNWATCH_COMMANDS, command_name, live_view
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -60,16 +66,10 @@ def _exception(error: dict[str, Any]) -> Exception:
 
 def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
     """The recorded response of ``request``; raises the recorded error instead if it failed."""
-    document = session.answer(
-        "redis", live_view(session.scrubbed(request), session.redactor)
-    ).document
-    if (
-        document.get("error") or document.get("response") is None
-    ):  # no reply: the call was cut short
-        raise _exception(
-            document.get("error") or {"message": "the recording holds no reply for this call"}
-        )
-    return decode_value(document["response"])
+    call = session.answer("redis", live_view(session.scrubbed(request), session.redactor)).call
+    if call.error or call.response is None:  # no reply: the call was cut short
+        raise _exception(call.error or {"message": "the recording holds no reply for this call"})
+    return call.decoded_response()
 
 
 def _command_reply(session: ReplaySession, client: Any, args: tuple) -> Any:
@@ -199,9 +199,9 @@ _SEAMS = (
 
 def install() -> None:
     for owner, name, wrapper in _SEAMS:
-        _patch.install(owner, name, wrapper, layer="replay")
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
 
 
 def uninstall() -> None:
     for owner, name, _ in _SEAMS:
-        _patch.uninstall(owner, name, layer="replay")
+        wrapper_layers.uninstall(owner, name, layer="replay")

@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import HTTPResponse
 from urllib3._collections import HTTPHeaderDict
 
-from timetracer_otel.capture import _patch
+from timetracer_otel import wrapper_layers
 
 from .http import error_kind, http_answer, recorded_exception_class
 from .session import replay_session_for
@@ -66,7 +66,7 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
     )
     answer = http_answer(call)
     if answer is None:
-        error = call.get("error") or {
+        error = call.error or {
             "type": "requests.exceptions.ConnectionError",
             "message": "recorded without a response",
         }
@@ -92,8 +92,8 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
 
 
 def install() -> None:
-    _patch.install(HTTPAdapter, "send", _send, layer="replay")
+    wrapper_layers.install(HTTPAdapter, "send", _send, layer="replay")
 
 
 def uninstall() -> None:
-    _patch.uninstall(HTTPAdapter, "send", layer="replay")
+    wrapper_layers.uninstall(HTTPAdapter, "send", layer="replay")

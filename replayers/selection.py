@@ -29,13 +29,13 @@ from timetracer_otel._diagnostics import logger
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel._terminal import printable
-from timetracer_otel.capture.asgi import Scope, route_template
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.inbound import Scope, route_template
+from timetracer_otel.protocols.http import body_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
-from .matching import body_digest, live_body
 from .opening import Opened, open_for_replay
 from .session import RecordedViews
 
@@ -91,7 +91,7 @@ class Choice:
 
 class _Entry(NamedTuple):
     path: str
-    body: str  # the request body's digest (matching.body_digest)
+    body: str  # the request body's digest (protocols.http.body_digest)
     fingerprint: str | None
 
 

@@ -10,7 +10,6 @@ library was named live.
 from __future__ import annotations
 
 import contextvars
-import importlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -19,19 +18,20 @@ from typing import Any
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
+from timetracer_otel.cassette.calls import CassetteCall, calls_of
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
+from timetracer_otel.protocols import CallView, recorded_view
+from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import redactor_for
 from timetracer_otel.secret_values import ValueScrubber, collect, message_values
 
 from .matching import (
     CallIndex,
-    CallView,
     RecordedCall,
     call_differences,
     closest_call,
     describe_mismatch,
-    live_http_view,
 )
 
 __all__ = [
@@ -48,29 +48,11 @@ _current: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
     "timetracer_replay_session", default=None
 )
 
-# protocol -> "module:function" giving the view of a recorded call document. The modules
-# must not import their client library, so any cassette loads wherever timetracer does.
-_RECORDED_VIEWS: dict[str, str] = {
-    "http": "timetracer_otel.replayers.matching:recorded_http_view",
-    "sql": "timetracer_otel.replayers.sql_matching:recorded_view",
-    "redis": "timetracer_otel.replayers.redis_matching:recorded_view",
-    "mongo": "timetracer_otel.replayers.mongo_matching:recorded_view",
-}
 
-
-def _recorded_view(call: dict[str, Any]) -> CallView | None:
-    """The view of a recorded call, or None for a protocol this version does not replay."""
-    target = _RECORDED_VIEWS.get(call.get("protocol", ""))
-    if target is None:
-        return None
-    module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)(call)
-
-
-def _checked_view(call: dict[str, Any], index: int, path: str) -> CallView | None:
+def _checked_view(call: CassetteCall, index: int, path: str) -> CallView | None:
     """The view of a recorded call; a call too malformed to match is a :class:`CassetteError`."""
     try:
-        return _recorded_view(call)
+        return recorded_view(call)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CassetteError(
             path, f"calls[{index}] cannot be replayed ({type(exc).__name__}: {exc})"
@@ -162,7 +144,7 @@ def deactivate(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
-RecordedViews = list[tuple[int, dict[str, Any], CallView]]
+RecordedViews = list[tuple[int, CassetteCall, CallView]]
 
 
 def recorded_views(
@@ -171,10 +153,10 @@ def recorded_views(
     """(index, call, view) for each replayable call of a cassette; they do not change, so a
     caller replaying one cassette many times computes them once. ``answers``: the same
     document with its sealed secrets opened, whose calls answer (views are of ``document``)."""
-    calls = (answers or document).get("calls", ())
+    calls = calls_of(answers or document)
     views = [
         (index, calls[index], _checked_view(call, index, path))
-        for index, call in enumerate(document.get("calls", ()))
+        for index, call in enumerate(calls_of(document))
     ]
     return [(index, call, view) for index, call, view in views if view is not None]
 
@@ -267,12 +249,12 @@ class ReplaySession:
 
     def answer_http(
         self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> dict[str, Any]:
-        """The recorded HTTP call document answering this request."""
+    ) -> CassetteCall:
+        """The recorded HTTP call answering this request."""
         view = live_http_view(
             method, url, body, headers, self.redactor, self.config.max_body_bytes, self.values
         )
-        return self.answer(library, view).document
+        return self.answer(library, view).call
 
     def scrubbed(self, request: Any) -> Any:
         """A live call (in cassette or plain form) with the recording's secret values hidden as replay's views show them."""

@@ -42,14 +42,15 @@ try:  # SQLAlchemy 2.1 calls it await_; 2.0 only has await_only
 except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
-from timetracer_otel.capture import _patch
-from timetracer_otel.capture.sqlalchemy import LIBRARY, connect_request, statement_request
-from timetracer_otel.cassette.values import decode_value
+from timetracer_otel import wrapper_layers
+from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.protocols.sql import connect_request, live_view, statement_request
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
-from .sql_matching import live_view
 
 __all__ = ["install", "uninstall"]
+
+LIBRARY = "sqlalchemy"
 
 
 def _session(dialect: Dialect, describe: Callable[[], str]) -> ReplaySession | None:
@@ -90,12 +91,12 @@ def _exception_class(
     return getattr(dbapi, (response or {}).get("dbapi_error") or "Error", dbapi.Error)
 
 
-def _raise_recorded(document: dict[str, Any], dialect: Dialect) -> None:
+def _raise_recorded(call: CassetteCall, dialect: Dialect) -> None:
     """Raise the call's recorded error, if it has one, as the driver's exception class."""
-    error = document.get("error")
+    error = call.error
     if not error:
         return
-    response = decode_value(document.get("response"))
+    response = call.decoded_response()
     cls = _exception_class(error, response, dialect)
     try:
         exc = cls(error.get("message", ""))
@@ -164,8 +165,8 @@ class _ReplayCursor:
             LIBRARY,
             live_view(session.scrubbed(request), session.redactor) if session.values else view,
         )
-        _raise_recorded(recorded.document, dialect)
-        response = decode_value(recorded.document.get("response")) or {}
+        _raise_recorded(recorded.call, dialect)
+        response = recorded.call.decoded_response() or {}
         description = response.get("description")
         self.description = (
             None if description is None else [tuple(column) for column in description]
@@ -293,10 +294,10 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
     if session is None:
         return wrapped(*args, **kwargs)
     recorded = session.answer(LIBRARY, view)
-    _raise_recorded(recorded.document, instance.dialect)
+    _raise_recorded(recorded.call, instance.dialect)
     _initialise(
         instance.dialect,
-        (decode_value(recorded.document.get("response")) or {}).get("dialect_state") or {},
+        (recorded.call.decoded_response() or {}).get("dialect_state") or {},
     )
     return _replay_pool(instance).connect()
 
@@ -318,10 +319,10 @@ def _create_cursor(
 
 
 def install() -> None:
-    _patch.install(Engine, "raw_connection", _raw_connection, layer="replay")
-    _patch.install(DefaultExecutionContext, "create_cursor", _create_cursor, layer="replay")
+    wrapper_layers.install(Engine, "raw_connection", _raw_connection, layer="replay")
+    wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor, layer="replay")
 
 
 def uninstall() -> None:
-    _patch.uninstall(Engine, "raw_connection", layer="replay")
-    _patch.uninstall(DefaultExecutionContext, "create_cursor", layer="replay")
+    wrapper_layers.uninstall(Engine, "raw_connection", layer="replay")
+    wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor", layer="replay")

@@ -12,8 +12,8 @@ from conftest import Upstream, load_cassettes
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
-from timetracer_otel.capture.asgi import route_template
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.inbound import route_template
 from timetracer_otel.integrations.fastapi import auto_setup
 
 

@@ -13,8 +13,9 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value, encode_value
-from timetracer_otel.replayers.mongo_matching import command_view, recorded_view
+from timetracer_otel.protocols.mongo import command_view, recorded_view
 
 
 @pytest.mark.parametrize(
@@ -136,5 +137,5 @@ def test_recorded_call_has_the_view_of_the_same_live_command() -> None:
             "command": encode_value({**command, **_session(3)}),
         },
     }
-    assert recorded_view(call).key == _view({**command, **_session(4)}).key
-    assert recorded_view(call).label == "aggregate shop.orders"
+    assert recorded_view(CassetteCall(call)).key == _view({**command, **_session(4)}).key
+    assert recorded_view(CassetteCall(call)).label == "aggregate shop.orders"

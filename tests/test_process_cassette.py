@@ -26,7 +26,6 @@ from conftest import SCHEMA_PATH
 from timetracer_otel import _diagnostics
 from timetracer_otel._process_recording import MAX_CALLS, ProcessRecording
 from timetracer_otel._recording import ProtocolCall
-from timetracer_otel.capture.redis import command_request
 from timetracer_otel.cassette.reader import (
     CassetteError,
     cassette_files,
@@ -36,9 +35,9 @@ from timetracer_otel.cassette.reader import (
 from timetracer_otel.cli._commands import cli
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.writer import CassetteWriter
+from timetracer_otel.protocols.redis import command_request, request_view, usual_answer
 from timetracer_otel.replayers import install_replayers
 from timetracer_otel.replayers.process import find_process_cassette
-from timetracer_otel.replayers.redis_matching import request_view, usual_answer
 
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
 REDIS = "redis://127.0.0.1:{port}/0"

@@ -25,28 +25,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from timetracer_otel._standalone import record_block
-from timetracer_otel.capture.sqlalchemy import snapshot
 from timetracer_otel.cassette.body import JSON_FORMATS, decode_body, encode_body
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES
 from timetracer_otel.exporters.files import serialise
-from timetracer_otel.replayers import install_replayers
-from timetracer_otel.replayers.http import http_answer
-from timetracer_otel.replayers.redis_matching import (
+from timetracer_otel.protocols.redis import (
     command_entry,
     request_view,
 )
-from timetracer_otel.replayers.redis_matching import (
+from timetracer_otel.protocols.redis import (
     recorded_view as redis_recorded_view,
 )
-from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
-from timetracer_otel.replayers.sql_matching import (
+from timetracer_otel.protocols.sql import (
     live_view as sql_live_view,
 )
-from timetracer_otel.replayers.sql_matching import (
+from timetracer_otel.protocols.sql import (
     recorded_view as sql_recorded_view,
 )
+from timetracer_otel.protocols.sql import snapshot
+from timetracer_otel.replayers import install_replayers
+from timetracer_otel.replayers.http import http_answer
+from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
 from timetracer_otel.secret_names import SecretNames
 
 _CODEC = settings(max_examples=200, deadline=None, database=None)
@@ -195,7 +196,15 @@ def test_compressed_body_is_stored_decoded_and_replayed_encoded(data: bytes, enc
     )
     assert (stored.get("content_encoding"), decode_body(stored)) == (encoding, data)
     answer = http_answer(
-        {"response": {"status": 200, "headers": [["Content-Encoding", encoding]], "body": stored}}
+        CassetteCall(
+            {
+                "response": {
+                    "status": 200,
+                    "headers": [["Content-Encoding", encoding]],
+                    "body": stored,
+                }
+            }
+        )
     )
     assert answer is not None
     assert zlib.decompress(answer.wire_body(), 47) == data  # 47: gzip or zlib header, detected
@@ -227,7 +236,9 @@ def test_sql_parameters_match_their_recording(parameters: Any) -> None:
         "statement": "SELECT *\n  FROM t WHERE a = ?",
         "parameters": snapshot(parameters),
     }
-    recorded = sql_recorded_view({"request": _through_cassette(encode_value(request))})
+    recorded = sql_recorded_view(
+        CassetteCall({"request": _through_cassette(encode_value(request))})
+    )
     assert recorded.key == sql_live_view(request).key
 
 
@@ -248,7 +259,9 @@ def test_redis_commands_match_their_recording(
     command: str, args: list[Any], decode_responses: bool
 ) -> None:
     request = {**command_entry((command, *args)), "decode_responses": decode_responses}
-    recorded = redis_recorded_view({"request": _through_cassette(encode_value(request))})
+    recorded = redis_recorded_view(
+        CassetteCall({"request": _through_cassette(encode_value(request))})
+    )
     assert recorded.key == request_view(request).key
 
 

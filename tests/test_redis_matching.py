@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from timetracer_otel._keys import Key
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.protocols.redis import command_entry, recorded_view, request_view
 from timetracer_otel.redaction import Redactor
-from timetracer_otel.replayers.redis_matching import command_entry, recorded_view, request_view
 from timetracer_otel.sealing import Sealer, unsealed
 
 R = "[REDACTED]"
@@ -142,7 +143,7 @@ def test_a_pipeline_matches_on_its_whole_command_list() -> None:
 
 def test_a_recorded_call_has_the_view_of_its_live_twin() -> None:
     request = {"command": "SET", "args": [b"\xff", 1, 2.5, "x y"], "decode_responses": False}
-    view = recorded_view({"protocol": "redis", "request": encode_value(request)})
+    view = recorded_view(CassetteCall({"protocol": "redis", "request": encode_value(request)}))
     assert view.key == request_view(request).key
     assert view.label == r"SET \xff 1 2.5 'x y'"
     assert view.fields == {

@@ -195,7 +195,7 @@ def test_call_recorded_with_requests_is_answered_for_httpx(
     assert len(upstream.requests) == before
     assert got == recorded.json()
     assert {library for library, _ in session.answered} == {"httpx"}
-    assert {call.document["library"] for _, call in session.answered} == {"requests"}
+    assert {recorded.call.library for _, recorded in session.answered} == {"requests"}
     assert session.unused() == []
 
 

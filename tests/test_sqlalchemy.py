@@ -21,12 +21,13 @@ from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from sqlalchemy.orm import Session
 
 import timetracer_otel
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.plugins import enable_sqlalchemy
+from timetracer_otel.protocols.sql import live_view, recorded_view
 from timetracer_otel.replayers import ReplaySession, install_replayers
 from timetracer_otel.replayers.session import activate, deactivate
-from timetracer_otel.replayers.sql_matching import live_view, recorded_view
 
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
 DB_PORTS = {5432, 1}
@@ -385,7 +386,7 @@ def test_matching_normalises_whitespace_but_keeps_parameter_types() -> None:
         "protocol": "sql",
         "request": {**base, "parameters": {"$type": "tuple", "items": [1]}},
     }
-    assert recorded_view(recorded).key == _key(base)
+    assert recorded_view(CassetteCall(recorded)).key == _key(base)
     connect = {"operation": "connect", "dialect": "sqlite+pysqlite"}
     assert _key({**connect, "engine": "sqlite:////a.db"}) == _key(
         {**connect, "engine": "sqlite:////elsewhere.db"}

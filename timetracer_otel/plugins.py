@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
+
+from timetracer_otel.libraries import LIBRARIES, Library
 
 __all__ = [
     "PLUGINS",
@@ -34,55 +35,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class _Plugin:
-    capture: str  # module with install() / uninstall()
-    instrumentor: str  # "module:Class" of the OpenTelemetry instrumentor
-    extra: str  # pip extra that brings the library and the instrumentor
-    # The instrumentor's declared version range lags the library (SQLAlchemy 2.1): the
-    # capture layer supports the newer versions, so the range check is skipped.
-    skip_dep_check: bool = False
-
-
-PLUGINS: dict[str, _Plugin] = {
-    "httpx": _Plugin(
-        "timetracer_otel.capture.httpx",
-        "opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor",
-        "httpx",
-    ),
-    "requests": _Plugin(
-        "timetracer_otel.capture.requests",
-        "opentelemetry.instrumentation.requests:RequestsInstrumentor",
-        "requests",
-    ),
-    "aiohttp": _Plugin(
-        "timetracer_otel.capture.aiohttp",
-        "opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor",
-        "aiohttp",
-    ),
-    "sqlalchemy": _Plugin(
-        "timetracer_otel.capture.sqlalchemy",
-        "opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor",
-        "sqlalchemy",
-        skip_dep_check=True,
-    ),
-    "redis": _Plugin(
-        "timetracer_otel.capture.redis",
-        "opentelemetry.instrumentation.redis:RedisInstrumentor",
-        "redis",
-    ),
-    "pymongo": _Plugin(
-        "timetracer_otel.capture.pymongo",
-        "opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
-        "pymongo",
-    ),
-    # Motor drives pymongo underneath: the same command monitoring sees its calls.
-    "motor": _Plugin(
-        "timetracer_otel.capture.pymongo",
-        "opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
-        "motor",
-    ),
-}
+# plugin name -> its declaration (timetracer_otel.libraries)
+PLUGINS: dict[str, Library] = LIBRARIES
 
 _lock = threading.Lock()
 _instrumented_by_us: set[str] = set()
@@ -99,7 +53,7 @@ def check_plugin_names(names: Iterable[str]) -> list[str]:
     return names
 
 
-def _instrumentor(plugin: _Plugin, name: str) -> Any:
+def _instrumentor(plugin: Library, name: str) -> Any:
     module_name, _, class_name = plugin.instrumentor.partition(":")
     try:
         return getattr(importlib.import_module(module_name), class_name)()

@@ -3,7 +3,7 @@
 It works on the finished document, never on what the application sees: headers,
 JSON, form and multipart bodies (JSON cut at the size limit too), query strings,
 URL-like span attributes and error messages quoting a URL, and the payloads of SQL,
-Redis and Mongo calls (see :mod:`timetracer_otel.protocol_redaction`). Which names are
+Redis and Mongo calls (see :mod:`timetracer_otel.protocols`). Which names are
 secret is decided by :class:`~timetracer_otel.secret_names.SecretNames` alone.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 from .cassette.body import header_value, load_json
-from .protocol_redaction import redact_call, redact_request
+from .protocols import redact_call, redact_request
 from .sealing import REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 from .secret_values import ValueScrubber, collect

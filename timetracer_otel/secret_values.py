@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-from .protocol_redaction import secret_texts
+from .protocols import secret_texts
 from .sealing import REDACTED, SEALED_TOKEN, is_sealed
 
 if TYPE_CHECKING:

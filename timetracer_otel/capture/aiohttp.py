@@ -19,12 +19,11 @@ from typing import Any
 import aiohttp
 from aiohttp.streams import StreamReader
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
-
-from . import _patch
 
 __all__ = ["install", "uninstall"]
 
@@ -78,7 +77,9 @@ async def _on_request_start(session: Any, context: SimpleNamespace, params: Any)
     recording = current_recording()
     if (
         recording is None
-        or not _patch.is_installed(aiohttp.ClientSession, "_request")  # sessions keep our config
+        or not wrapper_layers.is_installed(
+            aiohttp.ClientSession, "_request"
+        )  # sessions keep our config
         or is_app_under_test(str(params.url))
     ):
         return
@@ -194,10 +195,10 @@ def _request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def install() -> None:
-    _patch.install(aiohttp.ClientSession, "_request", _request)
-    _patch.install(StreamReader, "_read_nowait_chunk", _read_nowait_chunk)
+    wrapper_layers.install(aiohttp.ClientSession, "_request", _request)
+    wrapper_layers.install(StreamReader, "_read_nowait_chunk", _read_nowait_chunk)
 
 
 def uninstall() -> None:
-    _patch.uninstall(aiohttp.ClientSession, "_request")
-    _patch.uninstall(StreamReader, "_read_nowait_chunk")
+    wrapper_layers.uninstall(aiohttp.ClientSession, "_request")
+    wrapper_layers.uninstall(StreamReader, "_read_nowait_chunk")

@@ -8,7 +8,7 @@ current span is the request's server span.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -19,91 +19,13 @@ from timetracer_otel._recording import TraceRecording, activate, deactivate, exc
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
+from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send, route_template
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-__all__ = ["RecordingLayer", "route_template"]
+__all__ = ["RecordingLayer"]
 
 
 def _latin1_headers(raw: Any) -> list[tuple[str, str]]:
     return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
-
-
-def _route_matches(route: Any, scope: Scope) -> tuple[Any, Scope]:
-    """``route.matches(scope)``, also for FastAPI's effective route contexts, which hold a compiled
-    path and methods but no ``matches``."""
-    from starlette.routing import Match, get_route_path
-
-    if hasattr(route, "matches"):
-        return route.matches(scope)
-    found = route.path_regex.match(get_route_path(scope))
-    if found is None:
-        return Match.NONE, {}
-    methods = getattr(route, "methods", None)
-    return (Match.FULL if not methods or scope.get("method") in methods else Match.PARTIAL), {}
-
-
-def _match_routes(routes: Any, scope: Scope) -> str | None:
-    from starlette.routing import Match, Mount
-
-    partial: str | None = None
-    for route in routes:
-        nested = getattr(
-            route, "effective_candidates", None
-        )  # FastAPI's included router, kept nested since 0.165
-        if callable(nested):
-            path = _match_routes(nested(), scope)
-            if path is not None:
-                return path
-            continue
-        match, child = _route_matches(route, scope)
-        if match == Match.NONE:
-            continue
-        path = getattr(route, "path", None)
-        if isinstance(route, Mount):
-            inner = _match_routes(route.routes, {**scope, **child}) if route.routes else None
-            path = (route.path + inner) if inner else (route.path or "/") + "/{path:path}"
-        if match == Match.FULL:
-            return path
-        partial = partial or path
-    return partial
-
-
-def _fastapi_route(scope: Scope) -> str | None:
-    """The template FastAPI routed to, its included routers' prefixes and all: since 0.165 the
-    matched route's own ``path`` lacks them (``/items/{id}`` for ``/api/v1/items/{id}``)."""
-    state = scope.get("fastapi")
-    context = state.get("effective_route_context") if isinstance(state, dict) else None
-    path = getattr(context, "path_format", None)
-    return path if isinstance(path, str) else None
-
-
-def route_template(scope: Scope, original_scope: Scope) -> str | None:
-    """The route template that served ``scope`` (``/users/{user_id:int}``), if it can be known.
-
-    ``original_scope`` is a copy taken before routing rewrote ``scope``.
-    """
-    route = scope.get("route")
-    mounted = scope.get("root_path") != original_scope.get(
-        "root_path"
-    )  # its path lacks the Mount prefix
-    if route is not None and not mounted:
-        fastapi_path = _fastapi_route(scope)
-        if fastapi_path is not None:
-            return fastapi_path
-        if isinstance(getattr(route, "path", None), str):
-            return route.path  # Starlette and FastAPI put the matched route on the scope
-    routes = getattr(original_scope.get("app"), "routes", None)
-    if routes is None:
-        return None
-    try:
-        return _match_routes(routes, original_scope)
-    except (ImportError, AttributeError, TypeError):
-        return None
 
 
 class RecordingLayer:

@@ -14,12 +14,11 @@ from typing import Any
 
 import httpx
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
-
-from . import _patch
 
 __all__ = ["install", "uninstall"]
 
@@ -129,10 +128,10 @@ async def _handle_async_request(wrapped: Any, instance: Any, args: tuple, kwargs
 
 
 def install() -> None:
-    _patch.install(httpx.HTTPTransport, "handle_request", _handle_request)
-    _patch.install(httpx.AsyncHTTPTransport, "handle_async_request", _handle_async_request)
+    wrapper_layers.install(httpx.HTTPTransport, "handle_request", _handle_request)
+    wrapper_layers.install(httpx.AsyncHTTPTransport, "handle_async_request", _handle_async_request)
 
 
 def uninstall() -> None:
-    _patch.uninstall(httpx.HTTPTransport, "handle_request")
-    _patch.uninstall(httpx.AsyncHTTPTransport, "handle_async_request")
+    wrapper_layers.uninstall(httpx.HTTPTransport, "handle_request")
+    wrapper_layers.uninstall(httpx.AsyncHTTPTransport, "handle_async_request")

@@ -31,16 +31,12 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 from pymongo import errors, monitoring
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording
+from timetracer_otel.protocols.mongo import UNRECORDED, command_request
 
-from . import _patch
-
-__all__ = ["install", "uninstall", "UNRECORDED"]
-
-# Client housekeeping, not the application's: ending server sessions (random ids) when
-# a client closes. Replay answers it without a recording.
-UNRECORDED = frozenset({"endSessions"})
+__all__ = ["install", "uninstall"]
 
 # span -> call between a command's start and its outcome
 _pending: weakref.WeakKeyDictionary[Any, ProtocolCall] = weakref.WeakKeyDictionary()
@@ -52,11 +48,7 @@ def _started(span: Any, event: monitoring.CommandStartedEvent) -> None:
         return
     with guarded("pymongo.request"):
         command = copy.deepcopy(event.command)
-        request = {
-            "database": event.database_name,
-            "command_name": event.command_name,
-            "command": command,
-        }
+        request = command_request(event.database_name, event.command_name, command)
         call = ProtocolCall("mongo", "pymongo", request)
         with trace.use_span(span, end_on_exit=False):
             recording.add_call(call)
@@ -127,14 +119,14 @@ def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def install() -> None:
-    _patch.install(PymongoInstrumentor, "_instrument", _instrument)
+    wrapper_layers.install(PymongoInstrumentor, "_instrument", _instrument)
     _chain(
         PymongoInstrumentor()._commandtracer_instance
     )  # instrumented before timetracer was enabled
 
 
 def uninstall() -> None:
-    _patch.uninstall(PymongoInstrumentor, "_instrument")
+    wrapper_layers.uninstall(PymongoInstrumentor, "_instrument")
     tracer = PymongoInstrumentor()._commandtracer_instance
     for attribute in _HOOKS:
         current = getattr(tracer, attribute, None)

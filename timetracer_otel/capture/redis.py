@@ -5,12 +5,10 @@ The wrappers sit under OpenTelemetry's redis wrappers (``Redis.execute_command``
 so the instrumentor's span is current. The instrumentor's hooks never see a pipeline's
 commands; the wrapper reads them from the pipeline's command stack.
 
-A call's request is ``{"command", "args", "decode_responses"}`` for a command, and
-``{"pipeline": [{"command", "args"}, ...], "transaction", "raise_on_error",
-"decode_responses"}`` for a pipeline. The response is ``{"reply": ...}`` or
-``{"replies": [...], "errors": [{"index", "type", "message"}]}``: the values exactly as
-redis-py returned them to the application, after its response callbacks (a copy, so the
-application may change what it got). A Redis error becomes the call's ``error``.
+A call's request and response have the shape :mod:`timetracer_otel.protocols.redis`
+gives them; the replies are the values exactly as redis-py returned them to the
+application, after its response callbacks (a copy, so the application may change what
+it got). A Redis error becomes the call's ``error``.
 Passwords (``AUTH`` and the like) and hash fields named like secrets are hidden by the
 cassette writer, off the request path, sealed with the key; the values are hidden wherever
 else the cassette or the OTLP export quotes them (a pipeline error names its commands).
@@ -25,6 +23,7 @@ from typing import Any, Optional
 import redis.asyncio.client
 import redis.client
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
@@ -32,52 +31,11 @@ from timetracer_otel._recording import (
     current_recording,
     exception_info,
 )
-from timetracer_otel.replayers.redis_matching import command_entry
+from timetracer_otel.protocols.redis import command_request, pipeline_request, raise_on_error, sends
 
-from . import _patch
-
-__all__ = ["install", "uninstall", "command_request", "pipeline_request", "sends", "raise_on_error"]
+__all__ = ["install", "uninstall"]
 
 _Begin = Callable[[Any, tuple, dict], Optional["_Capture"]]
-
-
-def _decode_responses(client: Any) -> bool:
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None) or {}
-    return bool(kwargs.get("decode_responses", False))
-
-
-def command_request(client: Any, args: tuple) -> dict[str, Any]:
-    """The request of ``client.execute_command(*args)``."""
-    return {**command_entry(args), "decode_responses": _decode_responses(client)}
-
-
-def _is_transaction(pipe: Any) -> bool:
-    # sync pipelines keep the flag in ``transaction``, asyncio ones in ``is_transaction``
-    # (where ``transaction`` is the client's method): read the instance's own attributes.
-    attributes = vars(pipe)
-    return bool(attributes.get("is_transaction", attributes.get("transaction"))) or bool(
-        pipe.explicit_transaction
-    )
-
-
-def pipeline_request(pipe: Any, raise_on_error: bool) -> dict[str, Any]:
-    """The request of ``pipe.execute(raise_on_error)``: every queued command."""
-    return {
-        "pipeline": [command_entry(args) for args, _options in pipe.command_stack],
-        "transaction": _is_transaction(pipe),
-        "raise_on_error": raise_on_error,
-        "decode_responses": _decode_responses(pipe),
-    }
-
-
-def sends(pipe: Any) -> bool:
-    """Whether ``pipe.execute()`` talks to the server (redis-py returns ``[]`` at once otherwise)."""
-    return bool(pipe.command_stack) or bool(pipe.watching)
-
-
-def raise_on_error(args: tuple, kwargs: dict) -> bool:
-    """The ``raise_on_error`` argument of ``Pipeline.execute``."""
-    return bool(args[0] if args else kwargs.get("raise_on_error", True))
 
 
 def _snapshot(value: Any) -> Any:
@@ -189,9 +147,9 @@ _SEAMS = (
 
 def install() -> None:
     for owner, name, wrapper in _SEAMS:
-        _patch.install(owner, name, wrapper)
+        wrapper_layers.install(owner, name, wrapper)
 
 
 def uninstall() -> None:
     for owner, name, _ in _SEAMS:
-        _patch.uninstall(owner, name)
+        wrapper_layers.uninstall(owner, name)

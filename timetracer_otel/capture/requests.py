@@ -13,12 +13,11 @@ from typing import Any
 import wrapt
 from requests.adapters import HTTPAdapter
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
-
-from . import _patch
 
 __all__ = ["install", "uninstall"]
 
@@ -124,8 +123,8 @@ def _raw_headers(raw: Any) -> list[tuple[str, str]]:
 
 
 def install() -> None:
-    _patch.install(HTTPAdapter, "send", _send)
+    wrapper_layers.install(HTTPAdapter, "send", _send)
 
 
 def uninstall() -> None:
-    _patch.uninstall(HTTPAdapter, "send")
+    wrapper_layers.uninstall(HTTPAdapter, "send")

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 
+from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
@@ -40,23 +41,20 @@ from timetracer_otel._recording import (
     current_recording,
     exception_info,
 )
-
-from . import _patch
+from timetracer_otel.protocols.sql import (
+    PLAIN,
+    connect_request,
+    snapshot,
+    statement_request,
+)
 
 __all__ = [
     "install",
     "uninstall",
-    "dialect_id",
     "dialect_state",
-    "connect_request",
-    "statement_request",
-    "snapshot",
 ]
 
 LIBRARY = "sqlalchemy"
-_PLAIN = (type(None), bool, int, float, str)
-_MISSING = object()
-_WRAPPED = ("adapted", "obj")  # psycopg2 adapters, psycopg's Json/Jsonb
 # True while a connection is being checked out: statements then are the dialect's own
 # connect-time probes (``initialize()``), which replay never sends, so they are not recorded.
 _connecting: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -64,13 +62,8 @@ _connecting: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def dialect_id(dialect: Dialect) -> str:
-    """``postgresql+psycopg``, ``sqlite+pysqlite``: what a statement's answer depends on besides its text."""
-    return f"{dialect.name}+{dialect.driver}"
-
-
 def _plain(value: Any) -> bool:
-    return type(value) in _PLAIN or (type(value) is tuple and all(_plain(item) for item in value))
+    return type(value) in PLAIN or (type(value) is tuple and all(_plain(item) for item in value))
 
 
 def dialect_state(dialect: Dialect) -> dict[str, Any]:
@@ -85,56 +78,12 @@ def dialect_state(dialect: Dialect) -> dict[str, Any]:
     }
 
 
-def connect_request(engine: Engine) -> dict[str, Any]:
-    return {
-        "operation": "connect",
-        "dialect": dialect_id(engine.dialect),
-        "engine": engine.url.render_as_string(hide_password=True),
-    }
-
-
-def snapshot(value: Any) -> Any:
-    """A copy of a parameter or row value as the cassette keeps it.
-
-    Containers are copied (the application may change a JSON value after the statement)
-    with plain ``str`` keys; the drivers' parameter wrappers (psycopg2 ``Binary``, psycopg
-    ``Json``), whose ``repr`` holds a memory address, are replaced by what they wrap.
-    """
-    if isinstance(value, dict):
-        return {(str(k) if isinstance(k, str) else k): snapshot(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [snapshot(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(snapshot(item) for item in value)
-    if isinstance(
-        value, (bytearray, memoryview)
-    ):  # mutable, or a view of a buffer the driver may reuse
-        return type(value)(bytes(value))
-    if type(value) not in _PLAIN:
-        for attribute in _WRAPPED:
-            wrapped = getattr(value, attribute, _MISSING)
-            if wrapped is not _MISSING:
-                return snapshot(wrapped)
-    return value
-
-
-def statement_request(
-    dialect: Dialect, operation: str, statement: Any, parameters: Any
-) -> dict[str, Any]:
-    return {
-        "operation": operation,
-        "dialect": dialect_id(dialect),
-        "statement": statement,
-        "parameters": snapshot(parameters),
-    }
-
-
 def _description(description: Any) -> list[list[Any]] | None:
     """The cursor description as 7-item lists of plain values (psycopg's ``Column`` objects included)."""
     if description is None:
         return None
     return [
-        [item if type(item) in _PLAIN else repr(item) for item in tuple(column)[:7]]
+        [item if type(item) in PLAIN else repr(item) for item in tuple(column)[:7]]
         for column in description
     ]
 
@@ -151,7 +100,7 @@ def error_response(exc: BaseException, dialect: Dialect) -> dict[str, Any] | Non
     attributes = {
         k: v
         for k, v in found.items()
-        if isinstance(k, str) and not k.startswith("_") and type(v) in _PLAIN
+        if isinstance(k, str) and not k.startswith("_") and type(v) in PLAIN
     }
     if standard is None and not attributes:
         return None
@@ -392,10 +341,10 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
 
 
 def install() -> None:
-    _patch.install(DefaultExecutionContext, "create_cursor", _create_cursor)
-    _patch.install(Engine, "raw_connection", _raw_connection)
+    wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
+    wrapper_layers.install(Engine, "raw_connection", _raw_connection)
 
 
 def uninstall() -> None:
-    _patch.uninstall(DefaultExecutionContext, "create_cursor")
-    _patch.uninstall(Engine, "raw_connection")
+    wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor")
+    wrapper_layers.uninstall(Engine, "raw_connection")

@@ -39,7 +39,7 @@ from timetracer_otel.cassette.reader import (
 )
 from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import ReadLimits
-from timetracer_otel.replayers.matching import body_digest
+from timetracer_otel.protocols.http import body_digest
 from timetracer_otel.replayers.session import recorded_views
 
 __all__ = ["FIELDS", "LISTED", "CassetteIndex", "index_home", "listing", "summarise"]

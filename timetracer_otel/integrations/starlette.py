@@ -20,9 +20,10 @@ from timetracer_otel._tracing import (
     service_name,
     tracer_provider,
 )
-from timetracer_otel.capture.asgi import ASGIApp, Message, Receive, RecordingLayer, Scope, Send
+from timetracer_otel.capture.asgi import RecordingLayer
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import install as install_draw_sources
+from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.plugins import check_plugin_names, enable
 
 __all__ = ["TimeTracerMiddleware", "auto_setup"]

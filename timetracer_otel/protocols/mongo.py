@@ -1,4 +1,10 @@
-"""Matching Mongo commands: the command as the application asked for it, not what changes per run.
+"""Mongo commands as cassette data: the request shape, secret redaction, and the matching view.
+
+A call's request is ``{"database", "command_name", "command"}``; its response is
+``{"reply": ...}`` or ``{"failure": ...}``. Secrets (:func:`redact`): document fields
+named like a secret, at any depth, in commands and replies.
+
+Matching compares the command as the application asked for it, not what changes per run.
 
 A command's signature is its database, its name, and its fields in canonical order,
 less the fields that pymongo or the server make up per run: the session (``lsid``,
@@ -18,9 +24,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .matching import CallView
+from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.secret_names import SecretNames
 
-__all__ = ["command_view", "recorded_view", "VOLATILE_FIELDS"]
+from . import typed
+from .view import CallView
+
+__all__ = [
+    "UNRECORDED",
+    "VOLATILE_FIELDS",
+    "command_request",
+    "command_view",
+    "recorded_view",
+    "redact",
+]
+
+# Client housekeeping, not the application's: ending server sessions (random ids) when
+# a client closes. Capture leaves it out; replay answers it without a recording.
+UNRECORDED = frozenset({"endSessions"})
 
 VOLATILE_FIELDS = frozenset(
     {
@@ -37,6 +58,19 @@ VOLATILE_FIELDS = frozenset(
     }
 )
 _GENERATED_ID = {"$type": "objectid", "value": "<generated>"}
+
+
+def command_request(database: str, name: str, command: Any) -> dict[str, Any]:
+    """The request of command ``name`` (its document, ``command``) sent to ``database``."""
+    return {"database": database, "command_name": name, "command": command}
+
+
+def redact(
+    request: dict[str, Any], response: dict[str, Any] | None, names: SecretNames, hide: typed.Hide
+) -> None:
+    """Hide, in place, the fields named like a secret in a command and its reply (in cassette form)."""
+    typed.hide_named_fields(request.get("command"), names, hide)
+    typed.hide_named_fields(response, names, hide)
 
 
 def _is_objectid(value: Any) -> bool:
@@ -91,7 +125,7 @@ def command_view(database: str, name: str, command: dict[str, Any]) -> CallView:
     )
 
 
-def recorded_view(call: dict[str, Any]) -> CallView:
-    """The view of a recorded Mongo call document."""
-    request = call["request"]
-    return command_view(request["database"], request["command_name"], request["command"])
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded Mongo call."""
+    request = call.mongo_request()
+    return command_view(request.database, request.command_name, request.command)

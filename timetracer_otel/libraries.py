@@ -1,0 +1,105 @@
+"""Every client library timetracer records and replays, declared once.
+
+A :class:`Library` names everything about one library: the plugin name users enable,
+the pip extra and minimum versions that bring it, the OpenTelemetry instrumentor that
+makes its spans, the module that captures its calls, the module that answers them in
+replay, and the protocol its calls speak (the shared module in
+:mod:`timetracer_otel.protocols`). :mod:`timetracer_otel.plugins`, the replayers and
+the replay session all read this table, so adding a library is one entry here plus its
+two modules. Reading the table imports no library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Library", "LIBRARIES"]
+
+
+@dataclass(frozen=True)
+class Library:
+    name: str  # the plugin name, and the module whose presence means the library is installed
+    extra: str  # pip extra that brings the library and the instrumentor
+    requires: tuple[str, ...]  # the library's requirements in that extra (pyproject.toml agrees)
+    instrumentor: str  # "module:Class" of the OpenTelemetry instrumentor
+    capture: str  # module with install() / uninstall(), recording the calls under the instrumentor
+    replay: str  # module with install() / uninstall(), answering the calls from a cassette
+    protocol: str  # timetracer_otel.protocols.<protocol>: request shape, redaction, matching view
+    # The instrumentor's declared version range lags the library (SQLAlchemy 2.1): the
+    # capture layer supports the newer versions, so the range check is skipped.
+    skip_dep_check: bool = False
+
+
+def _declared(*libraries: Library) -> dict[str, Library]:
+    return {library.name: library for library in libraries}
+
+
+LIBRARIES: dict[str, Library] = _declared(
+    Library(
+        name="httpx",
+        extra="httpx",
+        requires=("httpx>=0.25", "sniffio>=1.3"),
+        instrumentor="opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor",
+        capture="timetracer_otel.capture.httpx",
+        replay="timetracer_otel.replayers.httpx",
+        protocol="http",
+    ),
+    Library(
+        name="requests",
+        extra="requests",
+        requires=("requests>=2.28",),
+        instrumentor="opentelemetry.instrumentation.requests:RequestsInstrumentor",
+        capture="timetracer_otel.capture.requests",
+        replay="timetracer_otel.replayers.requests",
+        protocol="http",
+    ),
+    Library(
+        name="aiohttp",
+        extra="aiohttp",
+        requires=("aiohttp>=3.9",),
+        instrumentor="opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor",
+        capture="timetracer_otel.capture.aiohttp",
+        replay="timetracer_otel.replayers.aiohttp",
+        protocol="http",
+    ),
+    Library(
+        name="sqlalchemy",
+        extra="sqlalchemy",
+        requires=("sqlalchemy[asyncio]>=2.0",),
+        instrumentor="opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor",
+        capture="timetracer_otel.capture.sqlalchemy",
+        replay="timetracer_otel.replayers.sqlalchemy",
+        protocol="sql",
+        skip_dep_check=True,
+    ),
+    Library(
+        name="redis",
+        extra="redis",
+        requires=("redis>=5",),
+        instrumentor="opentelemetry.instrumentation.redis:RedisInstrumentor",
+        capture="timetracer_otel.capture.redis",
+        replay="timetracer_otel.replayers.redis",
+        protocol="redis",
+    ),
+    Library(
+        name="pymongo",
+        extra="pymongo",
+        # 4.18: the command runner replay stands in below
+        requires=("pymongo>=4.18",),
+        instrumentor="opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
+        capture="timetracer_otel.capture.pymongo",
+        replay="timetracer_otel.replayers.pymongo",
+        protocol="mongo",
+    ),
+    Library(
+        name="motor",
+        extra="motor",
+        # Motor drives pymongo underneath: pymongo's command monitoring sees its calls, and
+        # pymongo's replayer answers them.
+        requires=("motor>=3.7", "pymongo>=4.18"),
+        instrumentor="opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
+        capture="timetracer_otel.capture.pymongo",
+        replay="timetracer_otel.replayers.pymongo",
+        protocol="mongo",
+    ),
+)

@@ -1,0 +1,155 @@
+"""HTTP calls as cassette data: the matching view, shared by every HTTP client library.
+
+A call's signature is the method, the URL with its query sorted, and the body in
+canonical form (JSON with sorted keys, form fields sorted, multipart parts without their
+random boundary); headers never count. It does not depend on the client library, so a
+call recorded with ``requests`` answers the same call made with ``httpx``. A live call is
+redacted the way the recording was, so a redacted password still matches. The request
+and response shapes are :mod:`timetracer_otel.cassette.body`'s; their secrets are hidden
+by :class:`~timetracer_otel.redaction.Redactor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from timetracer_otel.cassette.body import decode_body, encode_body, header_value, load_json
+from timetracer_otel.cassette.calls import CassetteCall
+
+from .view import CallView
+
+if TYPE_CHECKING:
+    from timetracer_otel.redaction import Redactor
+    from timetracer_otel.secret_values import ValueScrubber
+
+__all__ = ["body_digest", "live_body", "request_view", "recorded_view", "live_view"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+
+
+def _multipart(data: bytes, content_type: str) -> str | None:
+    """The parts of a multipart body without its random boundary: each part's headers and content digest."""
+    boundary = _BOUNDARY.search(content_type)
+    if boundary is None:
+        return None
+    parts = []
+    for chunk in data.split(b"--" + boundary.group(1).encode("latin-1"))[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
+        chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk
+        head, _, content = chunk.partition(b"\r\n\r\n")
+        parts.append(f"{head.decode('latin-1')}\n{hashlib.sha256(content).hexdigest()}")
+    return "\n--\n".join(parts)
+
+
+def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
+    """(kind, canonical value) of an encoded cassette body."""
+    if not body or body.get("encoding") in (None, "empty"):
+        return "empty", ""
+    if body.get("truncated"):
+        return "truncated", body.get("size")
+    content_type = header_value(headers or [], "content-type") or ""
+    if content_type.lower().startswith("multipart/"):
+        parts = _multipart(decode_body(body), content_type)
+        if parts is not None:
+            return "multipart", parts
+    encoding = body["encoding"]
+    if encoding == "json":
+        return "json", json.dumps(
+            body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+    if encoding == "text":
+        text = body["text"]
+        if "application/x-www-form-urlencoded" in content_type.lower():
+            return "form", "&".join(
+                f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True))
+            )
+        try:
+            return "json", json.dumps(
+                load_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            )
+        except ValueError:
+            return "text", text
+    return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()
+
+
+def _digest(kind: str, canonical: Any) -> str:
+    return hashlib.sha256(f"{kind}:{canonical}".encode()).hexdigest()
+
+
+def body_digest(body: dict | None, headers: list | None) -> str:
+    """The body's part of a signature, as a SHA-256: equal for bodies that match (a body in cassette form, redacted)."""
+    return _digest(*_canonical_body(body, headers))
+
+
+def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[str, Any]:
+    """A live body in cassette form, cut at ``limit`` and decoded as the recording would have stored it (not redacted)."""
+    encoding = header_value(headers, "content-encoding")
+    return encode_body(
+        body[:limit],
+        size=len(body),
+        truncated=len(body) > limit,
+        content_encoding=encoding,
+        limit=limit,
+    )
+
+
+def request_view(method: str, url: str, body: dict | None, headers: list | None) -> CallView:
+    """The view of an HTTP call whose body is already in cassette form (and redacted)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme)
+    query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    kind, canonical = _canonical_body(body, headers)
+    digest = _digest(kind, canonical)
+    target = (method.upper(), scheme, host, port, parts.path or "/", query)
+    return CallView(
+        protocol="http",
+        label=f"{method.upper()} {url}",
+        key=("http", *target, digest),
+        fields={
+            "method": method.upper(),
+            "host": f"{host}:{port}",
+            "path": parts.path or "/",
+            "query": dict(query),
+            "body": canonical
+            if kind != "truncated"
+            else f"<{canonical} bytes, truncated in the cassette>",
+        },
+    )
+
+
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded HTTP call."""
+    request = call.http_request()
+    return request_view(request.method, request.url, request.body, request.headers)
+
+
+def live_view(
+    method: str,
+    url: str,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    redactor: Redactor | None,
+    limit: int,
+    values: ValueScrubber | None = None,
+) -> CallView:
+    """The view of a live HTTP call, redacted and cut the way a recording would have been.
+
+    A body over ``limit`` matches a recorded body that was truncated at the same size; a
+    compressed body (``Content-Encoding``) is compared decoded, as the recording stored it.
+    """
+    encoded = live_body(body, headers, limit)
+    if redactor is not None:
+        redactor.body(encoded, [list(h) for h in headers])
+        url = redactor.url(url)
+    if values:  # the secret values the recording hid by value, hidden the same way
+        encoded, url = values.value(encoded), values.text(url)
+    return request_view(method, url, encoded, [list(h) for h in headers])

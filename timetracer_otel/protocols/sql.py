@@ -1,0 +1,242 @@
+"""SQL calls as cassette data: the request shape, secret redaction, and the matching view.
+
+A call's request is ``{"operation", "dialect", "statement", "parameters"}`` for a
+cursor execution (the statement and parameters exactly as the DBAPI received them) and
+``{"operation": "connect", "dialect", "engine"}`` for a connection checked out.
+
+Matching compares the dialect, the operation, the statement with its whitespace
+normalised, and the parameters as typed values (``1`` and ``1.0`` differ, so do
+``b"x"`` and ``"x"``). A ``connect`` call is matched by its dialect alone: the URL is
+not part of it, so a replay may point the engine anywhere (a closed port, a deleted file).
+
+Secrets (:func:`redact`): parameters named like a secret (``%(password)s``, ``:password``),
+and parameters and string literals that meet a secret column in the statement (``INSERT``
+column lists, ``SET col = ?``, ``WHERE col = ?``, ``col IN (...)``, see
+:mod:`timetracer_otel._sql_columns`); result columns by their name.
+
+This module must not import SQLAlchemy: cassettes load wherever timetracer does (the
+engines and dialects it reads are SQLAlchemy's).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from timetracer_otel._sql_columns import Ref, columns_of
+from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.secret_names import SecretNames
+
+from . import typed
+from .view import CallView
+
+if TYPE_CHECKING:
+    from timetracer_otel.redaction import Redactor
+
+__all__ = [
+    "PLAIN",
+    "dialect_id",
+    "snapshot",
+    "connect_request",
+    "statement_request",
+    "redact",
+    "recorded_view",
+    "live_view",
+    "usual_answer",
+]
+
+PLAIN = (type(None), bool, int, float, str)
+_MISSING = object()
+_WRAPPED = ("adapted", "obj")  # psycopg2 adapters, psycopg's Json/Jsonb
+
+_LABEL_CHARS = 200
+
+
+def dialect_id(dialect: Any) -> str:
+    """``postgresql+psycopg``, ``sqlite+pysqlite``: what a statement's answer depends on besides its text."""
+    return f"{dialect.name}+{dialect.driver}"
+
+
+def connect_request(engine: Any) -> dict[str, Any]:
+    return {
+        "operation": "connect",
+        "dialect": dialect_id(engine.dialect),
+        "engine": engine.url.render_as_string(hide_password=True),
+    }
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a parameter or row value as the cassette keeps it.
+
+    Containers are copied (the application may change a JSON value after the statement)
+    with plain ``str`` keys; the drivers' parameter wrappers (psycopg2 ``Binary``, psycopg
+    ``Json``), whose ``repr`` holds a memory address, are replaced by what they wrap.
+    """
+    if isinstance(value, dict):
+        return {(str(k) if isinstance(k, str) else k): snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snapshot(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(snapshot(item) for item in value)
+    if isinstance(
+        value, (bytearray, memoryview)
+    ):  # mutable, or a view of a buffer the driver may reuse
+        return type(value)(bytes(value))
+    if type(value) not in PLAIN:
+        for attribute in _WRAPPED:
+            wrapped = getattr(value, attribute, _MISSING)
+            if wrapped is not _MISSING:
+                return snapshot(wrapped)
+    return value
+
+
+def statement_request(
+    dialect: Any, operation: str, statement: Any, parameters: Any
+) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "dialect": dialect_id(dialect),
+        "statement": statement,
+        "parameters": snapshot(parameters),
+    }
+
+
+# --------------------------------------------------------------------------- secrets
+def _sql_parameters(
+    parameters: Any, secret: set[Ref], names: SecretNames, hide: typed.Hide
+) -> None:
+    """Hide, in place, the parameters named like a secret or meeting a secret column (``secret``)."""
+    if isinstance(parameters, dict) and typed.TYPE not in parameters:
+        for name in parameters:
+            if name in secret or names.field(name):
+                parameters[name] = hide(parameters[name])
+        return
+    items = typed.items(parameters)
+    if items is not None:
+        typed.hide_at(items, [ref for ref in secret if isinstance(ref, int)], hide)
+
+
+def _statement(statement: str, literals: list[tuple[int, int]], hide: typed.Hide) -> str:
+    """``statement`` with the content of each secret string literal hidden in place."""
+    for start, end in reversed(literals):
+        statement = statement[:start] + str(hide(statement[start:end])) + statement[end:]
+    return statement
+
+
+def redact(
+    request: dict[str, Any], response: dict[str, Any] | None, names: SecretNames, hide: typed.Hide
+) -> None:
+    """Hide a call's secret parameters, literals and result columns in place (in cassette form)."""
+    statement = request.get("statement")
+    if isinstance(statement, str):
+        columns = columns_of(statement)
+        secret = {ref for ref, met in columns.parameters.items() if any(map(names.field, met))}
+        literals = [
+            (start, end) for start, end, met in columns.literals if any(map(names.field, met))
+        ]
+        if literals:
+            request["statement"] = _statement(statement, literals, hide)
+    else:
+        secret = set()
+    parameters = request.get("parameters")
+    if request.get("operation") == "executemany":
+        for each in typed.items(parameters) or ():
+            _sql_parameters(each, secret, names, hide)
+    else:
+        _sql_parameters(parameters, secret, names, hide)
+    description = (response or {}).get("description")
+    if not isinstance(description, list):
+        return
+    secret_columns = [
+        i
+        for i, column in enumerate(description)
+        if isinstance(column, list) and column and names.field(str(column[0]))
+    ]
+    for row in (response or {}).get("rows") or () if secret_columns else ():
+        typed.hide_at(typed.items(row) or [], secret_columns, hide)
+
+
+def _canonical(encoded: Any) -> str:
+    return json.dumps(encoded, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _readable(encoded: Any) -> Any:
+    """Encoded parameters as shown in a mismatch: tuples as plain lists, other typed values as encoded."""
+    if isinstance(encoded, list):
+        return [_readable(item) for item in encoded]
+    if isinstance(encoded, dict):
+        if encoded.get("$type") == "tuple":
+            return _readable(encoded["items"])
+        return encoded if "$type" in encoded else {k: _readable(v) for k, v in encoded.items()}
+    return encoded
+
+
+def _view(request: dict[str, Any]) -> CallView:
+    """The view of a request in cassette form (typed values encoded)."""
+    operation, dialect = request.get("operation"), request.get("dialect")
+    if operation == "connect":
+        return CallView(
+            "sql",
+            f"connect {dialect}",
+            ("sql", dialect, "connect"),
+            {"operation": operation, "dialect": dialect},
+        )
+    statement = " ".join(str(request.get("statement", "")).split())
+    parameters = request.get("parameters")
+    label = f"{operation} {statement}"
+    if len(label) > _LABEL_CHARS:
+        label = label[: _LABEL_CHARS - 3] + "..."
+    return CallView(
+        "sql",
+        label,
+        ("sql", dialect, operation, statement, _canonical(parameters)),
+        {
+            "operation": operation,
+            "dialect": dialect,
+            "statement": statement,
+            "parameters": _readable(parameters),
+        },
+    )
+
+
+def recorded_view(call: CassetteCall) -> CallView:
+    """The view of a recorded ``sql`` call."""
+    return _view(call.request or {})
+
+
+def live_view(request: dict[str, Any], redactor: Redactor | None = None) -> CallView:
+    """The view of a call being made: ``request`` holds plain Python values, as the capture records them;
+    hidden by ``redactor`` as the recording's was (secret parameters)."""
+    encoded = encode_value(request)
+    return _view(redactor.protocol_request("sql", encoded) if redactor is not None else encoded)
+
+
+def usual_answer(view: CallView) -> dict[str, Any] | None:
+    """The call document for a call that carries no data, or None.
+
+    A ``connect`` is answered without the recorded dialect state: the dialect keeps what
+    it has until a request's recorded ``connect`` brings that state. ``SELECT 1`` (a
+    liveness check) answers one row holding 1. The dialect's connect-time probes
+    (``select version()``, ``show standard_conforming_strings``, ...) never reach a
+    replay connection, so they need no answer.
+    """
+    if view.fields["operation"] == "connect":
+        return {
+            "protocol": "sql",
+            "request": None,
+            "response": {"dialect_state": {}},
+            "error": None,
+        }
+    if (
+        view.fields["operation"] == "execute"
+        and view.fields["statement"].lower().rstrip("; ") == "select 1"
+    ):
+        description = [["?column?", None, None, None, None, None, None]]
+        return {
+            "protocol": "sql",
+            "request": None,
+            "response": {"description": description, "rowcount": 1, "rows": [[1]]},
+            "error": None,
+        }
+    return None

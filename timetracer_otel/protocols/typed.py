@@ -1,0 +1,70 @@
+"""Reading and hiding parts of a call held as cassette typed values (``{"$type": ...}``).
+
+Each protocol's redaction works on its call in cassette form; these are the helpers they
+share: a name given as a typed value, the items of a list or encoded tuple, and hiding
+values in place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from timetracer_otel.secret_names import SecretNames
+
+__all__ = ["Hide", "TYPE", "text", "items", "hide_at", "hide_named_fields"]
+
+Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
+TYPE = "$type"
+
+
+def text(value: Any) -> str | None:
+    """A name given as a typed value: a string, or bytes (encoded) as UTF-8; else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get(TYPE) == "bytes":
+        try:
+            return base64.b64decode(value["base64"]).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
+
+
+def items(value: Any) -> list[Any] | None:
+    """The items of a list or an encoded tuple (which can be changed in place), else None."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and value.get(TYPE) == "tuple":
+        return value["items"]
+    return None
+
+
+def hide_at(values: list[Any], positions: list[int], hide: Hide) -> None:
+    for index in positions:
+        if 0 <= index < len(values):
+            values[index] = hide(values[index])
+
+
+def hide_named_fields(value: Any, names: SecretNames, hide: Hide) -> None:
+    """Hide, in place, every member with a secret name in a document of typed values, at any depth."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict) and item.get(TYPE) == "dict":
+            for pair in item["items"]:
+                if names.field(text(pair[0]) or ""):
+                    pair[1] = hide(pair[1])
+                else:
+                    pending.append(pair[1])
+        elif isinstance(item, dict) and TYPE in item:
+            pending.extend(v for v in item.values() if isinstance(v, (list, dict)))
+        elif isinstance(item, dict):
+            for name, child in item.items():
+                if names.field(name):
+                    item[name] = hide(child)
+                else:
+                    pending.append(child)
