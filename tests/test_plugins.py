@@ -121,6 +121,22 @@ def test_unknown_plugin_names_raise_and_change_nothing(record_config: TraceConfi
     assert _wrappers(httpx.AsyncHTTPTransport, "handle_async_request") == 0
 
 
+def test_auto_setup_without_plugins_records_every_installed_library(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """``auto_setup(app)`` alone records the calls of every installed client library, as replay
+    answers every installed library: a cassette of such an app replays."""
+    app = _app(upstream)
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    url = serve(app).url
+    for library in CALLERS:
+        assert httpx.get(f"{url}/call/{library}").json()["login"] == "octocat"
+    docs = sorted(load_cassettes(cassette_dir), key=lambda doc: doc["request"]["path"])
+    assert [[call["library"] for call in doc["calls"]] for doc in docs] == [
+        [library] for library in sorted(CALLERS)
+    ]
+
+
 def test_mode_off_enables_no_plugin() -> None:
     app = Starlette()
     auto_setup(app, config=TraceConfig(mode="off"), plugins=["httpx", "requests", "aiohttp"])

@@ -9,7 +9,6 @@ pytest fixture's set-up and, much later, its teardown go to one cassette.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,13 +25,6 @@ from .determinism import deactivate as deactivate_draws
 from .determinism import install as install_draw_sources
 
 
-def _enable_installed_plugins() -> None:
-    for name in plugins.PLUGINS:
-        if importlib.util.find_spec(name) is not None:
-            with contextlib.suppress(ImportError):  # the library is here, its instrumentor is not
-                plugins.enable(name)
-
-
 class BlockRecording:
     """The cassette of a stretch of code, recorded while it is active; :meth:`finish` writes it."""
 
@@ -40,7 +32,7 @@ class BlockRecording:
         self, path: Path, label: str, keep_empty: bool = True, seed: str | None = None
     ) -> None:
         config = TraceConfig(mode="record", cassette_dir=str(path.parent))
-        _enable_installed_plugins()
+        plugins.enable_installed()
         provider = tracer_provider(config.service_name)
         self._processor = cassette_processor(provider)
         self._span = provider.get_tracer("timetracer_otel.pytest").start_span(

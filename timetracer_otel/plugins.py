@@ -7,6 +7,7 @@ application already did, and put timetracer's capture under the instrumentor's w
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,6 +17,7 @@ from timetracer_otel.libraries import LIBRARIES, Library
 __all__ = [
     "PLUGINS",
     "enable",
+    "enable_installed",
     "disable",
     "check_plugin_names",
     "enable_httpx",
@@ -73,6 +75,21 @@ def enable(name: str) -> None:
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
             _instrumented_by_us.add(name)
+
+
+def enable_installed() -> list[str]:
+    """Enable every plugin whose library is installed (as ``opentelemetry-instrument`` does);
+    the names enabled. A library whose OpenTelemetry instrumentor is missing is left out."""
+    enabled = []
+    for name in PLUGINS:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            enable(name)
+        except ImportError:  # the library is here, its instrumentor is not
+            continue
+        enabled.append(name)
+    return enabled
 
 
 def disable(name: str) -> None:

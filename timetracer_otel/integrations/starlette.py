@@ -24,7 +24,7 @@ from timetracer_otel.capture.asgi import RecordingLayer
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
-from timetracer_otel.plugins import check_plugin_names, enable
+from timetracer_otel.plugins import check_plugin_names, enable, enable_installed
 
 __all__ = ["TimeTracerMiddleware", "auto_setup"]
 
@@ -135,14 +135,16 @@ def _replay_layer(app: ASGIApp, config: TraceConfig) -> ASGIApp:
 def auto_setup(
     app: Any, config: TraceConfig | None = None, plugins: Iterable[str] | None = None
 ) -> TraceConfig:
-    """Add :class:`TimeTracerMiddleware` to ``app`` and enable the named client plugins.
+    """Add :class:`TimeTracerMiddleware` to ``app`` and enable the client plugins: those named,
+    or without ``plugins`` every one whose library is installed (as replay answers every
+    installed library, so that what replay answers was recorded).
 
     ``config`` defaults to :meth:`TraceConfig.from_env`. Unknown plugin names raise
     ``ValueError`` listing the known ones. In mode ``off`` nothing is installed.
     Returns the config in force.
     """
     config = config if config is not None else TraceConfig.from_env()
-    names = check_plugin_names(plugins or ())
+    names = check_plugin_names(plugins) if plugins is not None else None
     if config.mode == "off":
         return config
     if (
@@ -154,7 +156,9 @@ def auto_setup(
     if config.otlp_endpoint:  # at start too: a missing exporter package fails here, not per request
         otlp_processor(tracer_provider(config.service_name), config)
     record_process(config)  # now: calls the app makes after this, outside requests, are recorded
-    for name in names:
+    if names is None:
+        enable_installed()
+    for name in names or ():
         enable(name)
     if (
         config.mode == "replay"
