@@ -110,6 +110,18 @@ def load_json(text: str) -> Any:
     return json.loads(text)
 
 
+def _candidates(text: str) -> list[str]:
+    """The formats that may reproduce ``text``, in :data:`JSON_FORMATS` order: only an indented one
+    writes a line break; ASCII text without ``\\u`` escapes dumps the same either way (the first name
+    wins, as it would); text that is not ASCII cannot come from ``ensure_ascii``."""
+    indented, either = "\n" in text, text.isascii() and "\\u" in text
+    return [
+        name
+        for name, kwargs in JSON_FORMATS.items()
+        if ("indent" in kwargs) == indented and (either or not kwargs["ensure_ascii"])
+    ]
+
+
 def _json_format_of(text: str) -> tuple[Any, str] | None:
     """The parsed value and the format name that reproduces ``text`` exactly, if any."""
     stripped = text.strip()
@@ -118,7 +130,8 @@ def _json_format_of(text: str) -> tuple[Any, str] | None:
     try:
         value = load_json(text)
         base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
-        for name, kwargs in JSON_FORMATS.items():
+        for name in _candidates(base):
+            kwargs = JSON_FORMATS[name]
             if json.dumps(value, allow_nan=False, **kwargs) == base:
                 # An escaped lone surrogate ("\ud800") parses to a str that a UTF-8
                 # cassette cannot hold: such a body stays text.
