@@ -38,14 +38,17 @@ class BodySink:
     """Collect up to ``limit`` bytes of a body that may arrive in chunks, count the rest.
 
     ``seal()`` freezes it: chunks that arrive after the recording was finished are not
-    kept, so the writer thread reads a body nobody is still appending to.
+    kept, so the writer thread reads a body nobody is still appending to. Chunks that are
+    ``bytes`` are kept as they are (nobody can change them): a body sent in one chunk is
+    never copied on the request path; the others are copied once.
     """
 
-    __slots__ = ("limit", "_data", "size", "_sealed", "complete")
+    __slots__ = ("limit", "_chunks", "_kept", "size", "_sealed", "complete")
 
     def __init__(self, limit: int, data: bytes = b"", complete: bool = False) -> None:
         self.limit = limit
-        self._data = bytearray()
+        self._chunks: list[bytes] = []
+        self._kept = 0
         self.size = 0
         self._sealed = False
         self.complete = False
@@ -57,9 +60,11 @@ class BodySink:
         if self._sealed or not chunk:
             return
         self.size += len(chunk)
-        room = self.limit - len(self._data)
+        room = self.limit - self._kept
         if room > 0:
-            self._data += chunk[:room]
+            part = chunk if len(chunk) <= room else chunk[:room]
+            self._chunks.append(part if type(part) is bytes else bytes(part))
+            self._kept += len(part)
 
     def finish(self) -> None:
         """Mark the body as read to its end."""
@@ -74,11 +79,11 @@ class BodySink:
 
     @property
     def data(self) -> bytes:
-        return bytes(self._data)
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
 
     @property
     def truncated(self) -> bool:
-        return self.size > len(self._data)
+        return self.size > self._kept
 
 
 # name -> json.dumps keyword arguments, tried in this order. A name with the suffix
