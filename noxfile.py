@@ -1,12 +1,14 @@
-"""The test sessions CI runs (`nox`, the README's test command): the suite on every supported Python,
-then the wheel, built from a clean checkout, installed and tried on each of them.
+"""The sessions CI runs (`nox`, the README's test command): lint, the suite on every supported
+Python, then the wheel, built from a clean checkout, installed and tried on each of them.
 
+- ``lint`` runs ``ruff check``, ``ruff format --check`` and ``mypy`` (configured in
+  pyproject.toml; their versions pinned in the ``test`` extra);
 - ``tests-3.11`` runs the whole suite; ``tests-3.10``, ``tests-3.12`` and ``tests-3.13`` a
   representative part of it (recording, replay, the databases, the pytest plugin, the CLI);
 - ``build`` makes the sdist and the wheel from the repository's tracked files only;
 - ``wheel-3.x`` installs that wheel with pip in a new virtual environment and imports it,
   runs ``timetracer --help`` and records and replays the example;
-- ``summary`` prints one line per Python and the totals.
+- ``summary`` prints the lint outcome, one line per Python and the totals.
 
 Interpreters are pyenv's when it has them (``$PYENV_ROOT/versions/3.x.y``), else
 ``python3.x`` on PATH. One that cannot be found skips its sessions, and fails them when
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 FULL_SUITE_PYTHON = "3.11"
@@ -58,7 +61,7 @@ REPRESENTATIVE = [
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / ".nox" / "dist"
 
-nox.options.sessions = ["tests", "build", "wheel", "summary"]
+nox.options.sessions = ["lint", "tests", "build", "wheel", "summary"]
 nox.options.default_venv_backend = (
     "venv"  # the wheel: each Python's own venv and bundled pip, as a user gets
 )
@@ -130,6 +133,7 @@ class _Outcome:
 
 
 _OUTCOMES: dict[str, _Outcome] = {}  # by "3.x"; sessions run one after the other in this process
+_LINTED: dict[str, str] = {}  # check -> "ok" or "failed", for the summary
 
 
 def _outcome(session: nox.Session) -> _Outcome:
@@ -145,6 +149,28 @@ def _outcome(session: nox.Session) -> _Outcome:
     if not version.startswith(f"{session.python}."):
         session.error(f"the interpreter found for {session.python} is Python {version}")
     return _OUTCOMES.setdefault(str(session.python), _Outcome(version))
+
+
+_CHECKS = {
+    "ruff check": ["ruff", "check", "."],
+    "ruff format": ["ruff", "format", "--check", "."],
+    "mypy": ["mypy"],
+}
+
+
+@nox.session(python=FULL_SUITE_PYTHON, venv_backend="uv|venv")
+def lint(session: nox.Session) -> None:
+    """ruff's lint and format check, and mypy: each runs even when one before it failed."""
+    session.install("-e", ".[all,test]")  # mypy reads the dependencies' own types
+    for name, command in _CHECKS.items():
+        try:
+            session.run(*command)
+            _LINTED[name] = "ok"
+        except CommandFailed:
+            _LINTED[name] = "failed"
+    failed = [name for name, outcome in _LINTED.items() if outcome == "failed"]
+    if failed:
+        session.error(f"{', '.join(failed)} failed")
 
 
 @nox.session(
@@ -220,7 +246,8 @@ def wheel(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def summary(session: nox.Session) -> None:
-    """One line per Python this run tried, then the totals."""
+    """The lint outcome, one line per Python this run tried, then the totals."""
+    linted = ", ".join(f"{name} {outcome}" for name, outcome in _LINTED.items()) or "not run"
     lines = []
     for version in PYTHONS:
         found = _OUTCOMES.get(version)
@@ -234,6 +261,14 @@ def summary(session: nox.Session) -> None:
     passed = sum(found.passed for found in _OUTCOMES.values())
     failed = sum(found.failed for found in _OUTCOMES.values())
     print(
-        "\n".join(["", "per-Python summary", *lines, f"summary: {passed} passed, {failed} failed"]),
+        "\n".join(
+            [
+                "",
+                f"lint: {linted}",
+                "per-Python summary",
+                *lines,
+                f"summary: {passed} passed, {failed} failed",
+            ]
+        ),
         flush=True,
     )

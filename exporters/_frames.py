@@ -14,7 +14,7 @@ def frame(message: Any) -> bytes:
     return len(payload).to_bytes(_HEADER, "big") + payload
 
 
-def unframe(data: bytes) -> Any:
+def unframe(data: bytes | bytearray) -> Any:
     """The message of one whole frame."""
     return pickle.loads(data[_HEADER:])
 

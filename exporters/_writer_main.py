@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import select
-import sys
 import time
 from typing import Any, BinaryIO
 
@@ -169,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

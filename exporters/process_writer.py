@@ -110,7 +110,8 @@ class _Channel:
             os.close(urgent_read)
         os.set_blocking(self._urgent, False)
         assert self.process.stdin is not None and self.process.stdout is not None
-        self._commands = self.process.stdin.fileno()
+        self._stdin = self.process.stdin
+        self._commands = self._stdin.fileno()
         self._reports = self.process.stdout.fileno()
         os.set_blocking(self._commands, False)
         try:
@@ -227,9 +228,9 @@ class _Channel:
         watching_commands = False
         while True:
             with self._lock:
-                if self._closing and not self._pending and not self.process.stdin.closed:
-                    self.process.stdin.close()
-                want_write = bool(self._pending) and not self.process.stdin.closed
+                if self._closing and not self._pending and not self._stdin.closed:
+                    self._stdin.close()
+                want_write = bool(self._pending) and not self._stdin.closed
                 timeout = max(self._timers[0].due - time.monotonic(), 0) if self._timers else None
             if want_write != watching_commands:
                 if want_write:

@@ -71,7 +71,7 @@ class _Delivered(BaseProtocol):
 
 
 @functools.cache
-def _keywords(cls: type) -> tuple[tuple[str, bool], ...]:
+def _keywords(cls: type[Any]) -> tuple[tuple[str, bool], ...]:
     """(name, required) of the keyword parameters of ``cls.__init__`` after ``method, url``."""
     parameters = list(inspect.signature(cls.__init__).parameters.values())[3:]
     return tuple(
@@ -138,7 +138,7 @@ async def _body_bytes(body: Any) -> bytes:
     if not isinstance(body, payload.Payload):
         return bytes(body)
     written = _Written()
-    await body.write(written)
+    await body.write(written)  # type: ignore[arg-type]  # payloads call only the writer's write()
     close = getattr(body, "close", None)  # aiohttp >= 3.12 closes a payload once it is sent
     if close is not None:
         await close()
@@ -216,7 +216,9 @@ def _recorded_error(call: dict[str, Any], request: ClientRequest) -> BaseExcepti
     by_kind = _BY_KIND[error_kind(error)]
     message = error.get("message", "")
     try:
-        return _exception(recorded_exception_class(error, "aiohttp") or by_kind, message, request)
+        return _exception(
+            recorded_exception_class(error, "aiohttp", BaseException) or by_kind, message, request
+        )
     except TypeError:  # an aiohttp class built from other arguments
         return _exception(by_kind, message, request)
 
@@ -275,7 +277,7 @@ async def _replay(
 async def _request(wrapped: Any, instance: aiohttp.ClientSession, args: tuple, kwargs: dict) -> Any:
     method = args[0] if args else kwargs.get("method")
     url = args[1] if len(args) > 1 else kwargs.get("str_or_url")
-    session = replay_session_for("aiohttp", lambda: f"{method} {url}")
+    session = replay_session_for("aiohttp", lambda: f"{method} {url}", str(url))
     if session is None:
         return await wrapped(*args, **kwargs)
     return await _replay(session, instance, *args, **kwargs)

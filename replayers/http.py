@@ -12,7 +12,7 @@ import gzip
 import importlib
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from timetracer_otel.cassette.body import decode_body
 
@@ -60,8 +60,13 @@ def error_kind(error: dict[str, str]) -> str:
     return "other"
 
 
-def recorded_exception_class(error: dict[str, str], package: str) -> type[BaseException] | None:
-    """The exact recorded exception class, if it belongs to ``package`` and can be imported."""
+_Error = TypeVar("_Error", bound=BaseException)
+
+
+def recorded_exception_class(
+    error: dict[str, str], package: str, base: type[_Error]
+) -> type[_Error] | None:
+    """The exact recorded exception class, if it belongs to ``package``, can be imported and is a ``base``."""
     module_name, _, class_name = error.get("type", "").rpartition(".")
     if not module_name or module_name.split(".")[0] != package:
         return None
@@ -69,4 +74,4 @@ def recorded_exception_class(error: dict[str, str], package: str) -> type[BaseEx
         found = getattr(importlib.import_module(module_name), class_name, None)
     except ImportError:
         return None
-    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+    return found if isinstance(found, type) and issubclass(found, base) else None

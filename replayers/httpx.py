@@ -37,7 +37,10 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
             "type": "httpx.TransportError",
             "message": "recorded without a response",
         }
-        cls = recorded_exception_class(error, "httpx") or _BY_KIND[error_kind(error)]
+        cls = (
+            recorded_exception_class(error, "httpx", httpx.RequestError)
+            or _BY_KIND[error_kind(error)]
+        )
         raise cls(error.get("message", ""), request=request)
     return httpx.Response(
         answer.status,
@@ -49,7 +52,7 @@ def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> htt
 
 
 def _session(request: httpx.Request) -> ReplaySession | None:
-    return replay_session_for("httpx", lambda: f"{request.method} {request.url}")
+    return replay_session_for("httpx", lambda: f"{request.method} {request.url}", str(request.url))
 
 
 def _handle_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

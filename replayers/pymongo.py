@@ -199,6 +199,7 @@ class _Replaying:
     def answer(self) -> _OpMsg:
         if self._error is not None:
             raise self._error
+        assert self._reply is not None  # prepare() sets one of the two
         return _OpMsg(0, bson.encode(self._reply, codec_options=_REPLY_CODEC))
 
 
@@ -281,13 +282,15 @@ def _server(topology: Any, is_async: bool) -> Any:
     server = _SERVERS.get(topology)
     if server is None:
         address = next(iter(topology._settings.seeds))
-        pool_class, server_class = (
-            (_AsyncPool, async_server.Server) if is_async else (_Pool, sync_server.Server)
+        options = topology._settings.pool_options
+        description = ServerDescription(address, Hello(_hello(address)))
+        # Never opened, so it has no monitor (the stubs ask for one).
+        made = (
+            async_server.Server(description, _AsyncPool(address, options), None)  # type: ignore[arg-type]
+            if is_async
+            else sync_server.Server(description, _Pool(address, options), None)  # type: ignore[arg-type]
         )
-        pool = pool_class(address, topology._settings.pool_options)
-        server = _SERVERS.setdefault(
-            topology, server_class(ServerDescription(address, Hello(_hello(address))), pool, None)
-        )
+        server = _SERVERS.setdefault(topology, made)
     return server
 
 

@@ -45,7 +45,7 @@ def _exception(error: dict[str, Any]) -> Exception:
     found = (
         getattr(builtins, name, None)
         if "." not in name
-        else recorded_exception_class(error, "redis")
+        else recorded_exception_class(error, "redis", BaseException)
     )
     cls = (
         found

@@ -156,9 +156,12 @@ def usual_answer(view: CallView) -> dict[str, Any] | None:
     when the subcommand is a separate argument: no response callback applies then).
     Answering ``AUTH`` takes its password nowhere and tells nothing about it.
     """
-    if view.key[1] != "command":  # a pipeline: its commands may carry anything
+    key = view.key
+    if (
+        not isinstance(key, tuple) or key[1] != "command"
+    ):  # a pipeline: its commands may carry anything
         return None
-    decode, (name, args) = view.key[2], view.key[3]
+    decode, (name, args) = key[2], key[3]
     if name == "CLIENT" and args and command_name(_text(args[0])) in ("SETNAME", "SETINFO"):
         return _answer("OK" if decode else b"OK")
     if (name == "PING" and not args) or name in _NO_DATA_COMMANDS:

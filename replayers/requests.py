@@ -55,7 +55,9 @@ def _reason(status: int) -> str:
 
 def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any:
     request: requests.PreparedRequest = args[0] if args else kwargs["request"]
-    session = replay_session_for("requests", lambda: f"{request.method} {request.url}")
+    session = replay_session_for(
+        "requests", lambda: f"{request.method} {request.url}", str(request.url)
+    )
     if session is None:
         return wrapped(*args, **kwargs)
     headers = [(str(k), str(v)) for k, v in request.headers.items()]
@@ -68,7 +70,10 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
             "type": "requests.exceptions.ConnectionError",
             "message": "recorded without a response",
         }
-        cls = recorded_exception_class(error, "requests") or _BY_KIND[error_kind(error)]
+        cls = (
+            recorded_exception_class(error, "requests", rex.RequestException)
+            or _BY_KIND[error_kind(error)]
+        )
         raise cls(error.get("message", ""), request=request)
     header_dict = HTTPHeaderDict()
     for name, value in answer.headers:

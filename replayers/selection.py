@@ -251,16 +251,13 @@ class CassetteLibrary:
             if request.body is not None
             else None
         )
-        message = {
-            "headers": [list(h) for h in request.headers],
-            "query": request.query,
-            "body": body,
-        }
+        headers = [list(h) for h in request.headers]
+        message = {"headers": headers, "query": request.query, "body": body}
         secrets = redactor.secrets(message) if redactor is not None else []
         if redactor is not None and body is not None:
-            redactor.body(body, message["headers"])
+            redactor.body(body, headers)
         with self._lock:
-            digest = body_digest(body, message["headers"]) if body is not None else None
+            digest = body_digest(body, headers) if body is not None else None
             same_body = group.turns(digest, None)
             digest = digest if same_body is not None else None
             candidates = same_body or group.turns(None, None)
@@ -280,7 +277,9 @@ class CassetteLibrary:
         if redactor_for(config) is None:
             return None, "redaction is off in this replay"
         key = key_for(config)
-        recorded_ids = sorted({key_id_of(f) for f in candidates.fingerprints} - {None})
+        recorded_ids = sorted(
+            {key_id for key_id in map(key_id_of, candidates.fingerprints) if key_id is not None}
+        )
         if key is None:
             return (
                 None,

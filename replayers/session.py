@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
 from timetracer_otel.cassette.reader import CassetteError
@@ -123,16 +124,20 @@ def _live_in_environment(library: str) -> bool:
     }
 
 
-def replay_session_for(library: str, describe: Callable[[], str]) -> ReplaySession | None:
+def replay_session_for(
+    library: str, describe: Callable[[], str], url: str | None = None
+) -> ReplaySession | None:
     """The session that must answer a call of ``library``, or None when the call may go out.
 
     In a process started with ``TIMETRACER_MODE=replay``, a call outside every request
     (lifespan, import time, a thread or task without a request's context) is answered by
     the process session (:mod:`.process`), and a call in a request that is not replayed
     (an excluded path) is refused with :class:`ReplayMismatchError` rather than sent,
-    unless ``library`` is live. ``describe()`` names the call for that error.
+    unless ``library`` is live. ``describe()`` names the call for that error. An HTTP call
+    to ``url`` served by an app under test of this process (a live server thread) goes
+    out: the app behind it replays its own calls.
     """
-    if is_own_io():  # timetracer's own export, never the application's call
+    if is_own_io() or (url is not None and is_app_under_test(url)):
         return None
     session = _current.get()
     if session is None and process_mode() == "replay" and not _live_in_environment(library):

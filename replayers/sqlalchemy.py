@@ -273,7 +273,9 @@ def _replay_pool(engine: Engine) -> Pool:
         pool = _pools.get(engine.pool)
         if pool is None:
             dialect = engine.dialect
-            pool = _pools[engine.pool] = NullPool(lambda: _ReplayConnection(dialect))
+            # SQLAlchemy's DBAPIConnection protocol also asks for __getattr__, which no
+            # DBAPI connection class defines.
+            pool = _pools[engine.pool] = NullPool(lambda: _ReplayConnection(dialect))  # type: ignore[arg-type]
         return pool
 
 

@@ -68,7 +68,7 @@ def test_the_supported_pythons_are_the_ones_ci_tests() -> None:
         if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
     ] == PYTHONS
     assert installed["Requires-Python"] == f">={PYTHONS[0]}"
-    assert NOX["nox.options.sessions"] == ["tests", "build", "wheel", "summary"]
+    assert NOX["nox.options.sessions"] == ["lint", "tests", "build", "wheel", "summary"]
     assert NOX["FULL_SUITE_PYTHON"] in PYTHONS
 
 

@@ -10,6 +10,7 @@ provider and enabled plugins (and would enable every plugin in this process when
 from __future__ import annotations
 
 import json
+import socket
 
 import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see below)
 import httpx
@@ -86,6 +87,7 @@ def test_strict_passes_when_every_call_is_used(timetracer_replay):
 _TEST_RECORD = """
 import datetime
 import json
+import socket
 import uuid
 
 import httpx
@@ -213,4 +215,110 @@ def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay
             f"  refused connection: 127.0.0.1:{port}",
             "*tests: 3 replayed, 0 recorded*",
         ]
+    )
+
+
+# Two servers in the test process, both uvicorn in a thread: the app under test (a live
+# server the tests call over HTTP) and a fake upstream the app calls, started only while
+# recording. The app is also reached through TestClient.
+_TEST_LIVE = """
+import os
+import threading
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+UPSTREAM = "http://127.0.0.1:{upstream_port}"
+pytestmark = pytest.mark.timetracer
+
+
+async def rate(request):
+    return JSONResponse({{"rate": 1.25}})
+
+
+async def price(request):
+    async with httpx.AsyncClient() as client:
+        rate = (await client.get(f"{{UPSTREAM}}/rate")).json()["rate"]
+    return JSONResponse({{"price": 8 * rate}})
+
+
+app = Starlette(routes=[Route("/price", price)])
+
+
+class Server(uvicorn.Server):
+    def __init__(self, config):
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def serve(asgi_app, port):
+    server = Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.ready.wait(30)
+    return server, thread, server.servers[0].sockets[0].getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def upstream():
+    if os.environ.get("UPSTREAM_UP") != "1":
+        yield
+        return
+    server, thread, _ = serve(Starlette(routes=[Route("/rate", rate)]), {upstream_port})
+    yield
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def live_url():
+    server, thread, port = serve(app, 0)
+    yield f"http://127.0.0.1:{{port}}"
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_through_the_live_server(live_url):
+    assert httpx.get(f"{{live_url}}/price").json() == {{"price": 10.0}}
+
+
+def test_through_the_test_client():
+    assert TestClient(app).get("/price").json() == {{"price": 10.0}}
+"""
+
+
+def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app in a uvicorn thread runs in replay too: the tests' requests reach it and are
+    not in any cassette; its call to the fake upstream (uvicorn in the same process) is
+    recorded and answered, in the live server and behind TestClient alike."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        upstream_port = probe.getsockname()[1]
+    pytester.makepyfile(test_live=_TEST_LIVE.format(upstream_port=upstream_port))
+    monkeypatch.setenv("UPSTREAM_UP", "1")
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+
+    cassettes = pytester.path / "cassettes" / "test_live"
+    for test in ("test_through_the_live_server", "test_through_the_test_client"):
+        cassette = json.loads((cassettes / f"{test}.json").read_text("utf-8"))
+        assert [call["request"]["url"] for call in cassette["calls"]] == [
+            f"http://127.0.0.1:{upstream_port}/rate"
+        ]
+
+    monkeypatch.setenv("UPSTREAM_UP", "0")  # the upstream is not started: only the cassette answers
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=2)
+    replayed.stdout.fnmatch_lines(
+        ["*tests: 2 replayed, 0 recorded*", "*calls: 2 answered from cassettes, 0 not answered*"]
     )

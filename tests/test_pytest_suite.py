@@ -1,4 +1,4 @@
-"""Acceptance: a service's own test suite (tests/apps/real_service_tests, 53 tests of
+"""Acceptance: a service's own test suite (tests/apps/real_service_tests, 55 tests of
 tests/apps/real_service) taken offline with the pytest plugin, as a user would.
 
 The suite is copied with the service into a scratch project whose ``pytest.ini`` only adds
@@ -11,6 +11,7 @@ service that alters one Redis key fails exactly the tests that depend on it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from _services import POSTGRES, REDIS, closed_port, postgres_schemas, redis_name
 from conftest import running_upstream
 
 APPS_DIR = Path(__file__).parent / "apps"
-TESTS = 53
+TESTS = 55
 _RUN_SECONDS = 300
 _INI = "[pytest]\ntimetracer_autouse = true\nasyncio_default_fixture_loop_scope = function\n"
 
@@ -133,7 +134,7 @@ def test_the_suite_replays_offline_twice_and_with_two_workers(recorded: Recorded
 
     first = suite.pytest("--timetracer-mode=none")
     _assert_all_passed(first)
-    assert "tests: 53 replayed, 0 recorded" in first.stdout
+    assert f"tests: {TESTS} replayed, 0 recorded" in first.stdout
     assert ", 0 not answered, 0 recorded but not made" in first.stdout
     assert (
         "stale: 1 cassettes no test owns any more (remove them with --timetracer-prune):"
@@ -154,6 +155,25 @@ def test_cassettes_recorded_with_two_workers_are_those_of_a_serial_run_and_repla
     assert recorded.workers.cassettes() == recorded.serial.cassettes()
     assert len(recorded.serial.cassettes()) > TESTS  # the fixtures' cassettes too
     _assert_all_passed(recorded.workers.pytest("--timetracer-mode=none", "-n", "2"))
+
+
+def test_a_live_server_threads_calls_are_in_the_cassette_of_the_test_that_sent_the_request(
+    recorded: Recorded,
+) -> None:
+    """The app served by uvicorn in a thread: its start-up is the fixture's, each request's
+    calls the test's; the test's own HTTP requests to it are neither recorded nor answered."""
+    root = recorded.serial.directory / "cassettes" / "test_live_server"
+    started = json.loads((root / "@fixtures" / "live_url.json").read_text())
+    assert [call["request"].get("command") for call in started["calls"]][:1] == ["PING"]
+    test = json.loads(
+        (root / "test_an_item_made_through_the_live_server_is_in_the_database.json").read_text()
+    )
+    assert {call["library"] for call in test["calls"]} == {"sqlalchemy", "redis"}
+    statements = [call["request"].get("statement", "") for call in test["calls"]]
+    assert any(statement.startswith("INSERT INTO item ") for statement in statements)
+    # The app's INSERT (the server thread), then the test's own SELECT of the row (its thread).
+    inserted = next(i for i, s in enumerate(statements) if s.startswith("INSERT INTO item "))
+    assert any(s.startswith("SELECT item.") for s in statements[inserted + 1 :])
 
 
 def test_without_replay_the_suite_cannot_pass_with_the_services_down(recorded: Recorded) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -294,6 +295,40 @@ def test_a_secret_found_in_a_database_call_is_hidden_wherever_else_it_appears() 
     text = json.dumps(doc)
     for secret in ("redis-pass-4711", "$argon2id$sql-hash-0815", "mongo-secret-0042"):
         assert secret not in text, secret
+    assert unsealed(doc, sealer) == original
+
+
+def test_a_secret_is_found_percent_encoded_and_json_escaped_too() -> None:
+    """A password with a space, a slash, a quote and an accent, taken out of a JSON login body by
+    name, is also hidden where another call quotes it percent-encoded (a query string, a form body)
+    or escaped in a JSON string, and opens back to exactly what was there with the key."""
+    password = 'pa ss/wörd"&+1'
+    login = json.dumps({"username": "ann", "password": password})
+    calls = [
+        {"protocol": "http", "request": {"method": "POST", "url": "http://127.0.0.1:9/login", "headers": [["content-type", "application/json"]],
+         "body": {"encoding": "json", "json": json.loads(login), "size": len(login)}}, "response": None},
+        {"protocol": "http", "request": {"method": "GET", "url": f"http://127.0.0.1:9/check?p={quote(password, safe='')}", "headers": [],
+         "body": None}, "response": None},
+        {"protocol": "http", "request": {"method": "POST", "url": "http://127.0.0.1:9/form", "headers": [["content-type", "application/x-www-form-urlencoded"]],
+         "body": {"encoding": "text", "text": f"note=x&p2={quote_plus(password)}", "size": 40}}, "response": None},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "INSERT INTO log (line) VALUES (%(line)s)",
+         "parameters": {"line": "login " + json.dumps({"pw": password})}}},
+        {"protocol": "sql", "request": {"operation": "execute", "statement": "INSERT INTO log (line) VALUES (%(line)s)",
+         "parameters": {"line": "login " + json.dumps({"pw": password}, ensure_ascii=False)}}},
+    ]  # fmt: skip
+    doc = {"calls": json.loads(json.dumps([encode_value(call) for call in calls]))}
+    original = json.loads(json.dumps(doc))
+    sealer = Sealer(Key(b"k" * 32, "test"))
+    Redactor().sealing(sealer).document(doc)
+    text = json.dumps(doc, ensure_ascii=False)
+    for spelling in (
+        password,
+        quote(password, safe=""),
+        quote_plus(password),
+        json.dumps(password)[1:-1],
+    ):
+        assert spelling not in text, spelling
+    assert "pa ss" not in text and "pa%20ss" not in text and "pa+ss" not in text
     assert unsealed(doc, sealer) == original
 
 

@@ -213,6 +213,48 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
     assert len(upstream.requests) == before
 
 
+def test_a_credentials_hook_chooses_the_token_of_each_request_that_needs_one(
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--credentials MODULE:FUNCTION`` without the key: the hook is asked for the requests whose
+    Authorization reads redacted, they replay as recorded, and the report names the hook; a hook
+    that fails stops the replay with its error, naming the hook and the request."""
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _record(serve, upstream, cassette_dir, db_url)
+    monkeypatch.setenv("REPLAY_TOKEN", TOKEN)
+    hooked, reports = _replay(
+        cassette_dir,
+        upstream,
+        db_url,
+        "--credentials",
+        "token_credentials:bearer_for",
+        "--json",
+        key=False,
+    )
+    assert hooked.returncode == 0, hooked.stdout + hooked.stderr
+    assert {path: (r["status"], r["verdict"]) for path, r in reports.items()} == {
+        "/me": (200, "ok"),
+        "/boom": (500, "ok"),
+        "/public": (200, "ok"),
+    }
+    by_hook = ["header authorization from token_credentials:bearer_for"]
+    assert [reports[p]["supplied_credentials"] for p in ("/me", "/boom", "/public")] == [
+        by_hook,
+        by_hook,
+        [],
+    ]
+
+    failed, _ = _replay(
+        cassette_dir, upstream, db_url, "--credentials", "token_credentials:broken", key=False
+    )
+    assert failed.returncode != 0
+    assert "--credentials token_credentials:broken failed for GET /me: KeyError" in failed.stderr
+
+
 @pytest.fixture
 def me_without_the_key(
     serve: Callable[..., Any],

@@ -70,13 +70,18 @@ class BlockRecording:
 
     def activate(self) -> None:
         """Make the calls and draws that follow (in this context and those copied from it) part of this cassette."""
-        span_token = otel_context.attach(trace.set_span_in_context(self._span))
-        self._tokens.append(
-            (span_token, activate(self.recording), activate_draws(self.recording.draws))
-        )
+        self._tokens.append(self.enter())
 
     def deactivate(self) -> None:
-        span_token, token, draws_token = self._tokens.pop()
+        self.exit(self._tokens.pop())
+
+    def enter(self) -> tuple[object, object, object]:
+        """:meth:`activate` for one context only (another thread's): give the tokens back to :meth:`exit`."""
+        span_token = otel_context.attach(trace.set_span_in_context(self._span))
+        return span_token, activate(self.recording), activate_draws(self.recording.draws)
+
+    def exit(self, tokens: tuple[object, object, object]) -> None:
+        span_token, token, draws_token = tokens
         deactivate_draws(draws_token)  # type: ignore[arg-type]
         deactivate(token)  # type: ignore[arg-type]
         otel_context.detach(span_token)  # type: ignore[arg-type]

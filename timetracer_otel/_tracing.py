@@ -17,7 +17,7 @@ _lock = threading.Lock()
 _processors: weakref.WeakKeyDictionary[TracerProvider, CassetteSpanProcessor] = (
     weakref.WeakKeyDictionary()
 )
-_exporting: weakref.WeakKeyDictionary[TracerProvider, dict[str, SpanProcessor]] = (
+_exporting: weakref.WeakKeyDictionary[TracerProvider, dict[str | None, SpanProcessor]] = (
     weakref.WeakKeyDictionary()
 )
 _private_provider: TracerProvider | None = None

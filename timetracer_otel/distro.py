@@ -145,7 +145,7 @@ def _patch_starlette(config: TraceConfig) -> None:
             _add_unless_present(self, config)
         await original(self, scope, receive, send)
 
-    Starlette.__call__ = __call__
+    Starlette.__call__ = __call__  # type: ignore[method-assign]  # on the class: every app it makes
 
 
 def _add_unless_present(app: Any, config: TraceConfig) -> None:

@@ -28,11 +28,12 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from timetracer_otel._pytest.blocks import RECORD, REPLAY, BlockOutcome, CassetteBlock
+from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
     cassette_of_test,
@@ -99,11 +100,12 @@ class _Run:
             if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
             else "once"
         )
-        self.mode = _MODES.get(str(chosen).strip().lower() or default)
-        if self.mode is None:
+        mode = _MODES.get(str(chosen).strip().lower() or default)
+        if mode is None:
             raise pytest.UsageError(
                 f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}"
             )
+        self.mode = mode
         directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
         self.rootpath = config.rootpath.resolve()
         self.directory = directory if directory.is_absolute() else config.rootpath / directory
@@ -124,6 +126,11 @@ class _Run:
         if path.exists():
             return REPLAY
         return RECORD if self.mode == "once" else None
+
+    def block(self, path: Path, label: str, action: str, **options: Any) -> CassetteBlock:
+        """A test's or fixture's cassette; from the first one on, apps served by uvicorn in this process are apps under test."""
+        install_live_servers()
+        return CassetteBlock(path, label, action, guard=self.guard, **options)
 
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
@@ -209,9 +216,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
             item.stash[_MISSING] = path
             return (yield)
         options = _marker_options(item)
-        block = CassetteBlock(
-            path, item.nodeid, action, live=tuple(options.get("live", ())), guard=run.guard
-        )
+        block = run.block(path, item.nodeid, action, live=tuple(options.get("live", ())))
         block.activate()
         item.stash[_TEST_BLOCK] = block
     return (yield)
@@ -227,7 +232,7 @@ class _MissingCassettes:
             _fail_missing("for this test at", path, item.config.stash[_RUN].mode)
 
 
-def _fail_missing(where: str, path: Path, mode: str) -> None:
+def _fail_missing(where: str, path: Path, mode: str) -> NoReturn:
     pytest.fail(
         f"timetracer: no cassette {where} {_shown(path)} and --timetracer-mode={mode} only replays: "
         "record it with pytest --timetracer-mode=once",
@@ -305,9 +310,7 @@ def pytest_fixture_setup(
     action = run.action(path) or REPLAY
     # Seeded with the run's id: each pytest-xdist worker setting this fixture up draws the same values.
     seed = f"{run.uid}\0{path}"
-    block = CassetteBlock(
-        path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed, guard=run.guard
-    )
+    block = run.block(path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed)
     run.fixture_blocks[fixturedef] = block
     block.activate()
     try:
@@ -402,7 +405,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _block(
     path: Path, label: str, action: str, run: _Run, strict: bool, live: tuple[str, ...]
 ) -> Iterator[object]:
-    block = CassetteBlock(path, label, action, live=live, guard=run.guard)
+    block = run.block(path, label, action, live=live)
     block.activate()
     error: BaseException | None = None
     try:

@@ -128,8 +128,8 @@ class Redactor:
                         copy[name] = child
                         pending.append((copy, name, child))
             elif isinstance(item, list):
-                parent[key] = copy = list(item)
-                pending.extend((copy, index, child) for index, child in enumerate(item))
+                parent[key] = items = list(item)
+                pending.extend((items, index, child) for index, child in enumerate(item))
         return holder[0]
 
     def query(self, query: str) -> str:

@@ -116,8 +116,8 @@ def _strings(value: Any, change: Callable[[str], Any]) -> Any:
             parent[key] = copy = dict(item)
             pending.extend((copy, name, child) for name, child in item.items())
         elif isinstance(item, list):
-            parent[key] = copy = list(item)
-            pending.extend((copy, index, child) for index, child in enumerate(item))
+            parent[key] = items = list(item)
+            pending.extend((items, index, child) for index, child in enumerate(item))
     return holder[0] if changed else value
 
 

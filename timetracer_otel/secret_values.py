@@ -4,7 +4,8 @@ Redaction by name takes a bearer token out of an ``Authorization`` header, but t
 token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
 or an error message. :func:`collect` gathers the values redaction by name takes out of a
 cassette (plus bearer tokens and JWTs quoted in error text),
-and :class:`ValueScrubber` hides every verbatim occurrence of them: a whole value is
+and :class:`ValueScrubber` hides every occurrence of them, verbatim, percent-encoded or
+JSON-escaped (:func:`spellings`): a whole value is
 sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
 occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
 cassette's typed ``bytes``) holding a secret are hidden whole. Without a sealer each one
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from .protocol_redaction import secret_texts
 from .sealing import REDACTED, SEALED_TOKEN, is_sealed
@@ -96,6 +98,23 @@ def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
             )
 
 
+def spellings(values: Iterable[str]) -> set[str]:
+    """Each value as it is written where it gets quoted: as it is, percent-encoded (a URL, a
+    form body: ``quote`` and ``quote_plus``), and escaped inside a JSON string (ASCII-only or
+    not). A password with a space, a slash or an accent is thus found in another call's
+    query string or in a JSON body that quotes it, not only verbatim."""
+    found = set()
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        found.add(value)
+        if value.isascii() and value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            continue  # written the same everywhere: the usual token
+        found.update((quote(value, safe=""), quote_plus(value, safe="")))
+        found.update((json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]))
+    return found
+
+
 def usable(values: Iterable[Any]) -> frozenset[str]:
     """The values worth searching for: strings long enough, not placeholders or sealed tokens."""
     return frozenset(
@@ -136,7 +155,7 @@ class ValueScrubber:
     def __init__(
         self, values: Iterable[str], sealer: Sealer | None = None, shapes: bool = False
     ) -> None:
-        self.values = usable(values)
+        self.values = usable(spellings(values))
         self._sealer = sealer
         self._shapes = (
             shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
@@ -212,8 +231,8 @@ class ValueScrubber:
                     (copy, name, child) for name, child in item.items() if name not in _STRUCTURAL
                 )
             elif isinstance(item, (list, tuple)):
-                parent[key] = copy = list(item)
-                pending.extend((copy, index, child) for index, child in enumerate(item))
+                parent[key] = items = list(item)
+                pending.extend((items, index, child) for index, child in enumerate(item))
                 if isinstance(item, tuple):
                     tuples.append((parent, key))
         for parent, key in reversed(tuples):

@@ -4,12 +4,15 @@ A block records or replays. It can be made active several times before it is clo
 the thread that runs the test: a module fixture's set-up and its teardown, tests apart,
 go to one cassette. Whatever runs in a context copied from an active one (the app behind
 ``TestClient`` or ``httpx.ASGITransport``, threads started with ``asyncio.to_thread``)
-records or replays into it too.
+records or replays into it too, and so does an app under test served by uvicorn in a
+thread of its own while the block is the innermost active one (:mod:`.live`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from timetracer_otel.config import TraceConfig
 
 from .network import NetworkGuard
 
-__all__ = ["BlockOutcome", "CassetteBlock", "RECORD", "REPLAY"]
+__all__ = ["BlockOutcome", "CassetteBlock", "RECORD", "REPLAY", "running_block"]
 
 RECORD, REPLAY = "record", "replay"
 
@@ -73,24 +76,32 @@ class _Replay:
         self._tokens: list[tuple[contextvars.Token, contextvars.Token, str | None]] = []
 
     def activate(self) -> None:
-        from timetracer_otel.determinism import activate as activate_draws
-        from timetracer_otel.replayers.session import activate
-
         previous = None
         if self._guard is not None:
             self._guard.install()
             previous, self._guard.reason = self._guard.reason, self._label
-        self._tokens.append((activate(self.session), activate_draws(self.draws), previous))
+        self._tokens.append((*self.enter(), previous))
 
     def deactivate(self) -> None:
+        token, draws_token, previous = self._tokens.pop()
+        self.exit((token, draws_token))
+        if self._guard is not None:
+            self._guard.reason = previous
+
+    def enter(self) -> tuple[contextvars.Token, contextvars.Token]:
+        """Answer the calls and draws of this context only (another thread's); the network stays as it is."""
+        from timetracer_otel.determinism import activate as activate_draws
+        from timetracer_otel.replayers.session import activate
+
+        return activate(self.session), activate_draws(self.draws)
+
+    def exit(self, tokens: tuple[contextvars.Token, contextvars.Token]) -> None:
         from timetracer_otel.determinism import deactivate as deactivate_draws
         from timetracer_otel.replayers.session import deactivate
 
-        token, draws_token, previous = self._tokens.pop()
+        token, draws_token = tokens
         deactivate_draws(draws_token)
         deactivate(token)
-        if self._guard is not None:
-            self._guard.reason = previous
 
 
 class CassetteBlock:
@@ -122,9 +133,22 @@ class CassetteBlock:
 
     def activate(self) -> None:
         (self._recording or self._replay).activate()  # type: ignore[union-attr]
+        _running.append(self)
 
     def deactivate(self) -> None:
+        _running.remove(self)
         (self._recording or self._replay).deactivate()  # type: ignore[union-attr]
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Make this block's cassette record or answer the calls of this context (an app
+        under test serving a request in its own thread) until the block ends."""
+        part = self._recording or self._replay
+        tokens = part.enter()  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            part.exit(tokens)  # type: ignore[union-attr, arg-type]
 
     def close(self, error: BaseException | None = None) -> BlockOutcome:
         """Write the recorded cassette, or account for the replayed one."""
@@ -141,3 +165,12 @@ class CassetteBlock:
         if self._guard is not None:
             outcome.refused = self._guard.take_refused(str(self.path))
         return outcome
+
+
+# The active blocks, innermost last (activated in pytest's thread).
+_running: list[CassetteBlock] = []
+
+
+def running_block() -> CassetteBlock | None:
+    """The innermost active block: the cassette of whatever the test run does now."""
+    return _running[-1] if _running else None

@@ -3,8 +3,8 @@
 Calls of the libraries timetracer replays never reach a socket. Anything else that tries
 (a client library timetracer does not cover, a call outside every cassette) gets
 :class:`NetworkBlockedError` at the call site instead of a hang or a timeout, and the
-test fails at teardown even if the code caught it. Own traffic (the OTLP export) and
-hosts the user allowed pass.
+test fails at teardown even if the code caught it. Own traffic (the OTLP export), an app
+under test served in this process (a live server thread) and hosts the user allowed pass.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from timetracer_otel._apps_under_test import is_app_address
 from timetracer_otel._own_io import is_own_io
 
 __all__ = ["NetworkBlockedError", "NetworkGuard"]
@@ -71,12 +72,9 @@ class NetworkGuard:
                 and not is_own_io()
             ):
                 host = _host(address)
-                if host not in guard.allowed_hosts:
-                    target = (
-                        f"{host}:{address[1]}"
-                        if isinstance(address, tuple) and len(address) > 1
-                        else host
-                    )
+                port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
+                if host not in guard.allowed_hosts and not is_app_address(host, port):
+                    target = host if port is None else f"{host}:{port}"
                     with guard._lock:
                         guard._refused.append((reason, target))
                     raise NetworkBlockedError(

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp.streams import StreamReader
 
+from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
@@ -60,8 +61,10 @@ def _read_nowait_chunk(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -
     if _followed:
         entry = _followed.get(id(instance))
         if entry is not None and entry[0] is instance:
+            sink = entry[1].response_body
             with guarded("aiohttp.response_body"):
-                entry[1].response_body.feed(data)
+                if sink is not None:  # as _follow, which drops such a call
+                    sink.feed(data)
             _finish_if_drained(instance, entry[1])
     return data
 
@@ -73,9 +76,11 @@ def _headers(raw: Any) -> list[tuple[str, str]]:
 async def _on_request_start(session: Any, context: SimpleNamespace, params: Any) -> None:
     context.timetracer_call = None
     recording = current_recording()
-    if recording is None or not _patch.is_installed(
-        aiohttp.ClientSession, "_request"
-    ):  # sessions keep our config
+    if (
+        recording is None
+        or not _patch.is_installed(aiohttp.ClientSession, "_request")  # sessions keep our config
+        or is_app_under_test(str(params.url))
+    ):
         return
     with guarded("aiohttp.request"):
         headers = [(str(k), str(v)) for k, v in params.headers.items()]

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
@@ -70,6 +71,8 @@ def _begin(args: tuple, kwargs: dict, is_async: bool) -> HttpCall | None:
         return None
     with guarded("httpx.request"):
         request: httpx.Request = args[0] if args else kwargs["request"]
+        if is_app_under_test(str(request.url)):
+            return None
         body = BodySink(recording.config.max_body_bytes)
         try:
             body.feed(request.content)

@@ -103,7 +103,11 @@ class _Hook:
         self.theirs(span, event)
 
 
-_HOOKS = {"start_hook": _started, "success_hook": _succeeded, "failed_hook": _failed}
+_HOOKS: dict[str, Callable[[Any, Any], None]] = {
+    "start_hook": _started,
+    "success_hook": _succeeded,
+    "failed_hook": _failed,
+}
 
 
 def _chain(tracer: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import wrapt
 from requests.adapters import HTTPAdapter
 
+from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
 from timetracer_otel.cassette.body import BodySink
@@ -25,13 +26,14 @@ __all__ = ["install", "uninstall"]
 class _RawTee(wrapt.ObjectProxy):
     """urllib3 response proxy: what is read through ``stream``/``read`` is also kept."""
 
-    def __init__(self, raw: Any, call: HttpCall) -> None:
+    def __init__(self, raw: Any, call: HttpCall, sink: BodySink) -> None:
         super().__init__(raw)
         self._self_call = call
+        self._self_sink = sink  # the call's response body
 
     def _self_keep(self, data: bytes, decode_content: bool | None, done: bool) -> None:
         with guarded("requests.response_body"):
-            sink = self._self_call.response_body
+            sink = self._self_sink
             if data:
                 decoded = (
                     self.__wrapped__.decode_content if decode_content is None else decode_content
@@ -87,11 +89,11 @@ def _text(value: Any) -> str:
 
 def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
-    if recording is None:
+    request: Any = args[0] if args else kwargs.get("request")
+    if recording is None or is_app_under_test(str(getattr(request, "url", ""))):
         return wrapped(*args, **kwargs)
     call: HttpCall | None = None
     with guarded("requests.request"):
-        request = args[0] if args else kwargs["request"]
         sink = BodySink(recording.config.max_body_bytes)
         request.body = _request_body(request.body, sink)
         headers = [(_text(k), _text(v)) for k, v in request.headers.items()]
@@ -108,8 +110,8 @@ def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     with guarded("requests.response"):
         call.status = response.status_code
         call.response_headers = _raw_headers(response.raw)
-        call.response_body = BodySink(call.request_body.limit)
-        response.raw = _RawTee(response.raw, call)
+        call.response_body = sink = BodySink(call.request_body.limit)
+        response.raw = _RawTee(response.raw, call, sink)
     return response
 
 

@@ -176,6 +176,7 @@ def _inflate(data: bytes, wbits: int, limit: int) -> tuple[bytes, bool] | None:
 def _decompress(data: bytes, content_encoding: str, limit: int) -> tuple[bytes, bool] | None:
     """Decode gzip/deflate ``data``; at most ``limit`` bytes out. None when it cannot."""
     encoding = content_encoding.strip().lower()
+    wbits: tuple[int, ...]
     if encoding in ("gzip", "x-gzip"):
         wbits = (_GZIP_WBITS,)
     elif encoding == "deflate":

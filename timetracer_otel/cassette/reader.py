@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def load_cassette(
     return validate_document(doc, file, scope)
 
 
-def _below(path: str | os.PathLike) -> list[CassetteFile] | None:
+def _below(path: str | os.PathLike) -> Sequence[CassetteFile] | None:
     """Every cassette file below a directory or URL prefix (both kinds); None when ``path`` is a file."""
     if is_url(path):
         try:

@@ -98,7 +98,7 @@ def _syntax_problem(exc: json.JSONDecodeError, text: str) -> str:
     return f"is not valid JSON at {where}"
 
 
-def _standard(raw: bytes, limits: ReadLimits) -> Any:
+def _standard(raw: bytes | bytearray, limits: ReadLimits) -> Any:
     """The standard library's reading (NaN, integers beyond 64 bits, its messages); long numbers become markers."""
     try:
         text = raw.decode("utf-8")
@@ -127,14 +127,14 @@ def _standard(raw: bytes, limits: ReadLimits) -> Any:
         raise JSONProblem(f"holds a number this Python cannot read ({exc})") from None
 
 
-def _runs(text: bytes, limits: ReadLimits) -> tuple[bool, bool]:
+def _runs(text: bytes | bytearray, limits: ReadLimits) -> tuple[bool, bool]:
     """Whether ``text`` holds a number orjson would read as a float (beyond 64 bits), and one beyond the limit."""
     digits = text.translate(_DIGITS)
     beyond_64_bits = b"00000000000000000000" in digits or b"-0000000000000000000" in digits
     return beyond_64_bits, beyond_64_bits and b"0" * (limits.max_digits + 1) in digits
 
 
-def loads(raw: bytes, limits: ReadLimits) -> Any:
+def loads(raw: bytes | bytearray, limits: ReadLimits) -> Any:
     """The JSON value in ``raw``; :class:`JSONProblem` when it is no JSON or goes beyond ``limits``."""
     long_integer, long_number = _runs(raw, limits)
     if long_integer or raw.count(b"[") + raw.count(b"{") > limits.max_depth:

@@ -154,7 +154,7 @@ def encode_value(value: Any) -> Any:
     encoder = _ENCODERS.get(type(value))
     if encoder is not None:
         return encoder(value)
-    for base, base_encoder in (
+    bases: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
         (dict, _encode_dict),
         (list, _ENCODERS[list]),
         (tuple, _ENCODERS[tuple]),
@@ -165,7 +165,8 @@ def encode_value(value: Any) -> Any:
         (dt.datetime, _ENCODERS[dt.datetime]),  # before date: a datetime is a date
         (dt.date, _ENCODERS[dt.date]),
         (Decimal, _ENCODERS[Decimal]),
-    ):
+    )
+    for base, base_encoder in bases:
         if isinstance(value, base):  # a subclass (OrderedDict, an IntEnum): keep its plain content
             return base_encoder(base(value) if base in (int, float, str) else value)
     cls = type(value)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["main"]
+from ._credentials import RedactedRequest
+
+__all__ = ["RedactedRequest", "main"]
 
 
 def main() -> None:

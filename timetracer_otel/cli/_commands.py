@@ -367,6 +367,12 @@ def search(
     metavar="NAME=VALUE",
     help="Send this cookie where a request's Cookie cannot be unsealed; repeatable.",
 )
+@click.option(
+    "--credentials",
+    "credentials_hook",
+    metavar="MODULE:FUNCTION",
+    help="A function choosing, per request, the values of its headers that cannot be unsealed.",
+)
 @_json_option
 def replay(
     cassette: str,
@@ -377,6 +383,7 @@ def replay(
     ignore: tuple[str, ...],
     headers: tuple[str, ...],
     cookies: tuple[str, ...],
+    credentials_hook: str | None,
     as_json: bool,
 ) -> None:
     """Replay recorded requests through an app, offline.
@@ -389,13 +396,15 @@ def replay(
     file in the directory is not a usable cassette (it is named, and the others replayed;
     a response whose only unchecked parts are redacted values is not a failure).
     Without the key that sealed them, recorded credentials read [REDACTED]: --header and
-    --cookie supply them, and the report names the requests that needed them.
+    --cookie supply them, or --credentials names a function that does per request (it gets
+    the request's method, path, query and headers, and returns {header name: value}); the
+    report names the requests that needed them.
     """
     from ._credentials import Credentials
     from .replay import Replayer
 
     try:
-        credentials = Credentials.parse(headers, cookies)
+        credentials = Credentials.parse(headers, cookies, credentials_hook)
         location = str(_location(cassette, directory, _limits()))
         with Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer:
             reports = [replayer.replay(path) for path in replayer.cassettes()]
@@ -457,6 +466,12 @@ def replay(
     metavar="NAME=VALUE",
     help="The Replay button sends it as timetracer replay --cookie does.",
 )
+@click.option(
+    "--replay-credentials",
+    "credentials_hook",
+    metavar="MODULE:FUNCTION",
+    help="The Replay button asks it for credentials as timetracer replay --credentials does.",
+)
 def serve(
     directory: str,
     host: str,
@@ -466,6 +481,7 @@ def serve(
     factory: bool,
     headers: tuple[str, ...],
     cookies: tuple[str, ...],
+    credentials_hook: str | None,
 ) -> None:
     """Serve the dashboard (on 127.0.0.1 by default).
 
@@ -484,7 +500,11 @@ def serve(
         Credentials.parse(headers, cookies)  # refused now rather than at each replay
     except ValueError as exc:
         raise _Failure(str(exc)) from None
-    target = ReplayTarget(app_spec, app_dir, factory, headers, cookies) if app_spec else None
+    target = (
+        ReplayTarget(app_spec, app_dir, factory, headers, cookies, credentials_hook)
+        if app_spec
+        else None
+    )
     app = create_app(directory, target, host, _limits())  # scans the directory
     gc.freeze()  # the index lives as long as the server: the collector need not walk it at every page
     listening = _listen(host, port)  # before the URL is printed: it is this dashboard's

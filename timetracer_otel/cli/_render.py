@@ -123,11 +123,11 @@ def _waterfall(doc: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify, no_wrap=name != "span")  # type: ignore[arg-type]
     for row in waterfall(doc):
         failed = row["status"]["code"] == "ERROR"
-        name = _text("  " * row["depth"] + row["label"], style="red" if failed else "")
+        label = _text("  " * row["depth"] + row["label"], style="red" if failed else "")
         if row["call"] is not None:
-            name += Text(f"  (call #{row['call']})", style="dim")
+            label += Text(f"  (call #{row['call']})", style="dim")
         table.add_row(
-            name, _text(row["kind"]), Text(f"{row['start_offset_ms']:.1f}"), Text(f"{row['duration_ms']:.1f}"),
+            label, _text(row["kind"]), Text(f"{row['start_offset_ms']:.1f}"), Text(f"{row['duration_ms']:.1f}"),
             _bar(row["start_offset_ms"], row["duration_ms"], total),
         )  # fmt: skip
     return table

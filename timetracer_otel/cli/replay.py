@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +31,8 @@ from timetracer_otel.replayers import ReplayReport, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 
-from ._credentials import Credentials
+from ._credentials import Credentials, RedactedRequest
+from ._imports import import_object
 
 __all__ = ["import_app", "Replayer"]
 
@@ -42,16 +41,7 @@ _NOT_SENT = {"content-length", "transfer-encoding"}  # the client sets them for 
 
 def import_app(spec: str, app_dir: str | None = None, factory: bool = False) -> Any:
     """The ASGI app named ``module:attribute`` (as uvicorn names it), importable from ``app_dir`` or the cwd."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"invalid app {spec!r}; use module:attribute, e.g. myservice.main:app")
-    sys.path.insert(0, os.path.abspath(app_dir or "."))
-    app: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        try:
-            app = getattr(app, part)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    app = import_object(spec, app_dir)
     return app() if factory else app
 
 
@@ -76,7 +66,6 @@ class Replayer:
         ignore: Sequence[str] = (),
         credentials: Credentials = Credentials(),
     ) -> None:
-        self.credentials = credentials
         self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": location}
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
@@ -85,6 +74,7 @@ class Replayer:
                 TraceConfig(mode="replay", cassette_path=location)
             )  # its process cassette answers startup
             app = import_app(spec, app_dir, factory)
+            self.credentials = credentials.loaded(app_dir)
             self.ignore = tuple(ignore)
             self.config = self._config(app, location)
             self.library = library_for(
@@ -181,7 +171,8 @@ class Replayer:
             f"?{request['query']}" if request.get("query") else ""
         )
         headers, supplied = self.credentials.apply(
-            [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT]
+            [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT],
+            RedactedRequest(request["method"], request["path"], request.get("query") or ""),
         )
         before = recent_reports()
         try:  # header bytes as received: ASGI gives them as latin-1

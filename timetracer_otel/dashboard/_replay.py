@@ -32,6 +32,7 @@ class ReplayTarget:
         str, ...
     ] = ()  # NAME=VALUE, for requests whose own cannot be unsealed (timetracer replay --header)
     cookies: tuple[str, ...] = ()  # NAME=VALUE (timetracer replay --cookie)
+    credentials: str | None = None  # MODULE:FUNCTION (timetracer replay --credentials)
 
     def command(self, cassette: Path) -> list[str]:
         command = [
@@ -50,6 +51,8 @@ class ReplayTarget:
             command.append("--factory")
         command += [arg for header in self.headers for arg in ("--header", header)]
         command += [arg for cookie in self.cookies for arg in ("--cookie", cookie)]
+        if self.credentials:
+            command += ["--credentials", self.credentials]
         return command
 
 
@@ -122,8 +125,8 @@ _COMPARED = re.compile(r"^(.+?): recorded (.*), replayed (.*)$")
 def response_rows(differences: list[str]) -> list[tuple[str, str, str]]:
     """The report's response differences as (where, recorded, replayed); a line of another shape
     (a text body's unified diff) as (line, "", "")."""
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for line in differences:
         found = _COMPARED.match(line)
-        rows.append(found.groups() if found else (line, "", ""))
+        rows.append((found[1], found[2], found[3]) if found else (line, "", ""))
     return rows

@@ -113,7 +113,8 @@ def _install_clock() -> None:
     if not time_machine.traveller_stack:
         _time_machine.patch()
     _real_time_ns = _time_machine.original_time_ns
-    time_machine.traveller_stack.insert(0, _Clock())
+    # Typed for time-machine's own Traveller; its C clock patch asks the one on top only for time_ns().
+    time_machine.traveller_stack.insert(0, _Clock())  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- randomness
@@ -158,9 +159,10 @@ def _is_float(value: Any) -> bool:
 def _install_randomness() -> dict[int, tuple[Any, Any]]:
     """Patch the classes and modules; returns {id(old): (old, new)} for the names bound elsewhere."""
     old_random, old_getrandbits = random.random, random.getrandbits
-    random.Random.random = _random  # type: ignore[method-assign]
-    random.Random.getrandbits = _getrandbits  # type: ignore[method-assign]
-    random.random, random.getrandbits = random._inst.random, random._inst.getrandbits  # type: ignore[attr-defined]
+    # Typed on _random.Random, which declares them; replaced on this subclass only.
+    random.Random.random = _random  # type: ignore[method-assign, assignment]
+    random.Random.getrandbits = _getrandbits  # type: ignore[method-assign, assignment]
+    random.random, random.getrandbits = random._inst.random, random._inst.getrandbits
     os.urandom = _urandom
     return {
         id(old_random): (old_random, random.random),
