@@ -38,7 +38,7 @@ def _recordings(count: int, env: dict[str, str], cassette_dir: str) -> dict[str,
     """``count`` finished recordings of each route, made by the reference app in record mode."""
     os.environ.update(env)
     os.environ.update({"BENCH_MODE": "record", "TIMETRACER_MODE": "record",
-                       "TIMETRACER_CASSETTE_DIR": cassette_dir})  # fmt: skip
+                       "TIMETRACER_DIR": cassette_dir})  # fmt: skip
     import _app
     import httpx
     from opentelemetry import trace

@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import select
+import sys
 import time
 from typing import Any, BinaryIO
 
