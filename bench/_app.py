@@ -8,7 +8,9 @@ SQLAlchemy; ``/plain`` has no dependencies. Modes:
   exporter that drops the batches), the ASGI middleware, the httpx and SQLAlchemy
   instrumentors; no timetracer;
 - ``record`` / ``replay``: the same OpenTelemetry set-up, plus timetracer
-  (``auto_setup(app, plugins=["httpx", "sqlalchemy"])``, configured by ``TIMETRACER_*``).
+  (``auto_setup(app, plugins=["httpx", "sqlalchemy"])``, configured by ``TIMETRACER_*``);
+- ``peer``: no OpenTelemetry; the ``timetracer`` 1.6.0 package's own Starlette
+  ``auto_setup`` with the same plugins (run by the interpreter of its venv, bench/_peer.py).
 
 ``BENCH_DISCARD=1`` (record mode, for ``bench/cpu_split.py``): every finished recording
 is dropped where it would be queued for the writer, so capture costs can be told apart
@@ -29,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-MODES = ("bare", "otel", "record", "replay")
+MODES = ("bare", "otel", "record", "replay", "peer")
 
 
 class _DroppingExporter:
@@ -88,8 +90,12 @@ def create_app() -> Starlette:
         return JSONResponse({"ok": True})
 
     app = Starlette(routes=[Route("/dep", dep), Route("/plain", plain)])
-    if mode != "bare":
+    if mode not in ("bare", "peer"):
         _opentelemetry(app)
+    if mode == "peer":
+        from timetracer.integrations.starlette import auto_setup as peer_setup
+
+        peer_setup(app, plugins=["httpx", "sqlalchemy"])
     if mode in ("record", "replay"):
         from timetracer_otel.integrations.starlette import auto_setup
 

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _peer import PEER, peer_python
 from _proc import children_cpu
 
 BENCH = Path(__file__).resolve().parent
-MODES = ("bare", "otel", "record", "replay")
+MODES = ("bare", "otel", "record", "replay", "peer")
+RECORDING = ("record", "peer")  # the modes that write a cassette per request
 ROUTES = ("/dep", "/plain")
 _STRACE_CALLS = "openat,write,pwrite64,fsync,fdatasync,link,linkat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat"
 
@@ -68,14 +70,19 @@ def _status_kib(pid: int, field_name: str) -> int:
 
 @contextlib.contextmanager
 def uvicorn_server(
-    name: str, target: str, env: dict[str, str], log: Path, factory: bool = True
+    name: str,
+    target: str,
+    env: dict[str, str],
+    log: Path,
+    factory: bool = True,
+    python: str = sys.executable,
 ) -> Iterator[Server]:
     """``TARGET`` served by uvicorn (bench/_serve.py) on a socket bound here; stopped by SIGTERM (a clean shutdown) after the block."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
         command = [
-            sys.executable,
+            python,
             str(BENCH / "_serve.py"),
             target,
             str(sock.fileno()),
@@ -324,9 +331,9 @@ def memory_flat(
     }
 
 
-def _mode_settings(mode: str, record_dir: Path, replay_dir: Path) -> dict[str, str]:
-    if mode == "record":
-        return {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(record_dir)}
+def _mode_settings(mode: str, workdir: Path, replay_dir: Path) -> dict[str, str]:
+    if mode in RECORDING:
+        return {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(workdir / mode)}
     if mode == "replay":
         return {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(replay_dir)}
     return {}
@@ -366,23 +373,31 @@ def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int)
                     mode_env = {
                         **env,
                         "BENCH_MODE": mode,
-                        **_mode_settings(mode, record_dir, replay_dir),
+                        **_mode_settings(mode, workdir, replay_dir),
                     }
+                    python = peer_python() if mode == "peer" else sys.executable
                     servers[mode] = stack.enter_context(
-                        uvicorn_server(mode, "_app:create_app", mode_env, workdir / f"{mode}.log")
+                        uvicorn_server(
+                            mode,
+                            "_app:create_app",
+                            mode_env,
+                            workdir / f"{mode}.log",
+                            python=python,
+                        )
                     )
                 for server in servers.values():  # warm-up: imports, connection pools, caches
                     _warm(server, concurrency, seconds=1)
                 table = _interleaved(servers, rounds, seconds, concurrency)
                 io_check = cassette_io_threads(servers["record"], record_dir, workdir, concurrency)
                 peak_rss = {mode: servers[mode].memory_kib("VmHWM") for mode in MODES}
-                record_served = servers["record"].served
+                served = {mode: servers[mode].served for mode in RECORDING}
             # the servers have shut down cleanly: the record server flushed its writer
-            recorded = len(_files(record_dir))
+            recorded = {mode: len(_files(workdir / mode)) for mode in RECORDING}
             bytes_per_request = _bytes_per_request(record_dir)
-            shutil.rmtree(
-                record_dir
-            )  # tens of thousands of files: free the space before the memory run
+            for (
+                mode
+            ) in RECORDING:  # tens of thousands of files: free the space before the memory run
+                shutil.rmtree(workdir / mode, ignore_errors=True)
             memory = memory_flat(env, workdir, concurrency, memory_requests)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -391,8 +406,8 @@ def measure(rounds: int, seconds: float, concurrency: int, memory_requests: int)
         "latency": table,
         "peak_rss_kib": peak_rss,
         "cassette_bytes_per_request": bytes_per_request,
-        "record_served": record_served,
-        "record_cassettes": recorded,
+        "served": served,
+        "cassettes": recorded,
         "cassette_io": io_check,
         "memory": memory,
     }
@@ -421,14 +436,11 @@ def report(results: dict[str, Any]) -> list[str]:
         f"{route} {size:,.0f}" for route, size in results["cassette_bytes_per_request"].items()
     )
     lines.append(f"cassette bytes per request: {per_request}")
-    lines.append(
-        f"record server: {results['record_cassettes']:,} cassettes for {results['record_served']:,} requests"
-        + (
-            " (the rest dropped: the writer's queue was full)"
-            if results["record_cassettes"] < results["record_served"]
-            else ""
+    for mode in RECORDING:
+        lines.append(
+            f"{mode} server: {results['cassettes'][mode]:,} cassettes for {results['served'][mode]:,} requests"
         )
-    )
+    lines += added_costs(results)
     io = results["cassette_io"]
     if io["checked"]:
         lines.append(
@@ -446,13 +458,82 @@ def report(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _added(results: dict[str, Any], route: str, mode: str, base: str, p99: bool = False) -> float:
+    """What ``mode`` adds over ``base`` on ``route``: the median over rounds of round-median ratios,
+    minus one; ``p99``: the ratio of the whole run's 99th percentiles instead."""
+    rows = results["latency"][route]
+    if p99:
+        return rows[mode]["p99_us"] / rows[base]["p99_us"] - 1
+    return rows[mode][f"vs_{base}"] - 1
+
+
+def added_costs(results: dict[str, Any]) -> list[str]:
+    """Each instrumented mode's added latency over the uninstrumented app and over plain OTel."""
+    lines = [
+        "added cost     route   over bare: median    p99   over otel: median    p99   recorded",
+    ]
+    for route in ROUTES:
+        for mode in ("otel", "record", "replay", "peer"):
+            recorded = (
+                f"{results['cassettes'][mode]:,} of {results['served'][mode]:,}"
+                if mode in RECORDING
+                else ""
+            )
+            over_otel = (
+                f"{_added(results, route, mode, 'otel'):>+14.1%} {_added(results, route, mode, 'otel', True):>+7.1%}"
+                if mode != "otel"
+                else f"{'':>14} {'':>7}"
+            )
+            lines.append(
+                f"{mode:<14} {route:<7} {_added(results, route, mode, 'bare'):>+17.1%} {_added(results, route, mode, 'bare', True):>+7.1%}"
+                f"{over_otel}   {recorded}"
+            )
+    lines.append(
+        f"(peer: the {PEER} PyPI package's Starlette auto_setup on the same app, without OpenTelemetry)"
+    )
+    return lines
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """(target, met, evidence) for the targets this benchmark checks."""
     dep = results["latency"]["/dep"]
     record_over_otel = dep["record"]["vs_otel"] - 1
     io = results["cassette_io"]
     growth = results["memory"]["growth"]
-    return [
+    checks = []
+    for route in ROUTES:
+        own = _added(results, route, "record", "otel")
+        peer = _added(results, route, "peer", "bare")
+        total = _added(results, route, "record", "bare")
+        checks += [
+            (
+                f"timetracer's own share (record over otel) <= 25% of what {PEER} adds ({route} median)",
+                own <= 0.25 * peer,
+                f"{own:+.1%} against {peer:+.1%} (limit {0.25 * peer:+.1%})",
+            ),
+            (
+                f"record in all (otel + timetracer) adds no more than {PEER} ({route} median)",
+                total <= peer,
+                f"{total:+.1%} against {peer:+.1%}",
+            ),
+        ]
+    replay_plain = results["latency"]["/plain"]["replay"]["vs_otel"]
+    checks.append(
+        (
+            "replay of /plain costs <= 1.1x plain OTel (median)",
+            replay_plain <= 1.1,
+            f"x{replay_plain:.2f}",
+        )
+    )
+    every = all(results["cassettes"][m] >= results["served"][m] for m in ("record",))
+    checks.append(
+        (
+            "every request recorded (record server)",
+            every,
+            f"{results['cassettes']['record']:,} cassettes for {results['served']['record']:,} requests",
+        )
+    )
+    return checks + [
         (
             "record adds <= 20% over plain OTel (/dep median)",
             record_over_otel <= 0.20,

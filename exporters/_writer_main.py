@@ -1,6 +1,7 @@
 """The writer process: reads frozen recordings from stdin, writes their cassettes, reports on stdout.
 
-Started by :class:`~timetracer_otel.exporters.process_writer.ProcessWriter`. Messages in:
+Started by :class:`~timetracer_otel.exporters.process_writer.ProcessWriter`, with the file
+descriptor of a pipe that wakes it for a flush as its argument. Messages in:
 ``("config", id, TraceConfig, environment)``, ``("record", config id, FrozenRecording)``, ``("flush", n)``.
 Reports out, at most every ``_REPORT_SECONDS`` unless a flush asks for one now: the
 counters added since the last report, the log lines and errors to show in the
@@ -10,9 +11,11 @@ stdin closes (the application exited or let it go), after writing what it was se
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
+import sys
 import time
 from typing import Any, BinaryIO
 
@@ -30,6 +33,13 @@ _REPORT_SECONDS = 0.1
 # the application drops recordings, counted, instead of slowing down.
 _NICENESS = 10
 _READ_BYTES = 1 << 20
+# Waking up costs more CPU than writing a small cassette (the caches are cold after a sleep): after a
+# batch the writer lets the next recordings gather for this long, unless a flush wakes it (its
+# second pipe). They wait in the pipe meanwhile, so they are written even if the application is killed.
+_GATHER_SECONDS = 0.02
+_GC_THRESHOLD = (
+    20_000  # allocations between collections of the youngest generation (Python's default: 700)
+)
 
 
 class _Collect(logging.Handler):
@@ -46,15 +56,19 @@ class _Collect(logging.Handler):
             text += "\n" + self._exceptions.formatException(record.exc_info)
         self.lines.append((record.levelno, text))
 
+    def info(self, text: str) -> None:
+        """A line at INFO without a log record: the application's process logs it (the console line)."""
+        self.lines.append((logging.INFO, text))
+
 
 class _Writer:
     def __init__(self, reports: BinaryIO) -> None:
         self._reports = reports
-        self._files = CassetteFiles()
+        self._log = _Collect()
+        self._files = CassetteFiles(announce=self._log.info)
         self._configs: dict[
             int, tuple[TraceConfig, dict[str, str]]
         ] = {}  # id -> (config, the app's environment)
-        self._log = _Collect()
         logger.handlers[:] = [self._log]
         logger.propagate = False
         self._errors: list[tuple[str, str, str | None]] = []
@@ -120,9 +134,18 @@ def main() -> None:
     reports = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the reports
     writer = _Writer(reports)
+    # Cassette documents are trees that reference counting frees; the collector would only walk
+    # the modules loaded by now, again and again: they are set aside, and it runs less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD)
     frames = FrameReader()
     poller = select.poll()
     poller.register(0, select.POLLIN)
+    urgent_fd = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    urgent = select.poll()
+    if urgent_fd is not None:
+        urgent.register(urgent_fd, select.POLLIN)
     while True:
         due = writer.report_due()
         if due is not None and (due == 0 or not poller.poll(due * 1000)):
@@ -136,6 +159,8 @@ def main() -> None:
                 writer.handle(message)
             if writer.report_due() == 0:  # also while a long backlog is being written
                 writer.report()
+        if urgent_fd is not None and urgent.poll(_GATHER_SECONDS * 1000):
+            os.read(urgent_fd, 4096)  # a flush: read now
     if writer.report_due() is not None:
         try:
             writer.report()

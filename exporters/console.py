@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from timetracer_otel._terminal import printable
@@ -25,9 +26,19 @@ def _deps(doc: dict[str, Any]) -> str:
     return ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none"
 
 
+@lru_cache(maxsize=256)
+def _shown_folder(folder: str, cwd: str) -> str:
+    relative = os.path.relpath(folder, cwd)
+    return folder if relative.startswith("..") else relative
+
+
 def _shown_path(path: str) -> str:
-    relative = path if is_url(path) else os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+    """Relative to the working directory when below it; each folder worked out once."""
+    if is_url(path):
+        return path
+    folder, name = os.path.split(path)
+    shown = _shown_folder(folder, os.getcwd())
+    return name if shown == "." else os.path.join(shown, name)
 
 
 def record_line(doc: dict[str, Any], path: str) -> str:

@@ -7,21 +7,23 @@ The same code runs in the writer process and, where that process cannot serve (a
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from timetracer_otel._diagnostics import counters, logger
 from timetracer_otel._fingerprint import fingerprint
-from timetracer_otel._keys import key_for
+from timetracer_otel._keys import Key, key_for
 from timetracer_otel.cassette.location import CassetteFile, join
 from timetracer_otel.cassette.naming import cassette_relpath
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cassette.storage import encode, replace, write_new
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.redaction import redactor_for
+from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.sealing import Sealer
 
 from .builder import build_document
@@ -34,6 +36,36 @@ __all__ = ["CassetteFiles", "prepare_document", "serialise", "store"]
 _REMEMBERED_PATHS = 4096
 
 
+class _Redaction(NamedTuple):
+    """What redaction needs for one config, found once: looking up the key and deriving the sealing
+    key for every cassette cost more than redacting a small one."""
+
+    by_name: Redactor | None
+    key: Key | None
+    sealing: Redactor | None  # ``by_name`` sealing with ``key``
+
+
+_redactions: dict[int, tuple[Any, _Redaction]] = {}  # id(config) -> (config, its redaction)
+_redactions_lock = threading.Lock()
+_MAX_REDACTIONS = 64
+
+
+def _redaction(config: TraceConfig) -> _Redaction:
+    """The redaction ``config`` asks for; kept once its key is found (a key file may appear later)."""
+    known = _redactions.get(id(config))
+    if known is not None and known[0] is config:
+        return known[1]
+    by_name = redactor_for(config)
+    key = key_for(config, create=True) if by_name is not None else None
+    found = _Redaction(by_name, key, by_name.sealing(Sealer(key)) if by_name and key else None)
+    if by_name is None or key is not None:
+        with _redactions_lock:
+            if len(_redactions) >= _MAX_REDACTIONS:
+                _redactions.clear()
+            _redactions[id(config)] = (config, found)
+    return found
+
+
 def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[str, Any]:
     """Build the cassette document and redact it as ``config`` says.
 
@@ -42,15 +74,12 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     redaction removes are sealed with the key rather than dropped.
     """
     doc = build_document(recording, config.max_body_bytes)
-    redactor = redactor_for(config)
-    if redactor is not None:
-        key = key_for(config, create=True)
+    redaction = _redaction(config)
+    if redaction.by_name is not None:
         request = doc.get("request")  # a process cassette has none
-        if key is not None:
-            if request is not None:
-                request["fingerprint"] = fingerprint(redactor.secrets(request), key)
-            redactor = redactor.sealing(Sealer(key))
-        redactor.document(doc)
+        if redaction.key is not None and request is not None:
+            request["fingerprint"] = fingerprint(redaction.by_name.secrets(request), redaction.key)
+        (redaction.sealing or redaction.by_name).document(doc)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:
@@ -109,8 +138,9 @@ def _recorded_day(doc: dict[str, Any]) -> datetime:
 class CassetteFiles:
     """Writes cassettes and remembers where the recent ones went, so late spans rewrite the same file."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: Callable[[str], None] = logger.info) -> None:
         self._paths: OrderedDict[int, str] = OrderedDict()
+        self._announce = announce  # the console line of a new cassette
 
     def write(self, recording: FrozenRecording, config: TraceConfig) -> None:
         """Write (or rewrite) ``recording``'s cassette; count it, and log the console line for a new one."""
@@ -121,11 +151,11 @@ class CassetteFiles:
             replace(target, encode(serialise(doc), target), config.fsync)
             counters.add("rewritten" if written else "recorded")
             if not written and doc.get("scope") == "process":
-                logger.info(process_line(doc, target))
+                self._announce(process_line(doc, target))
         else:
             target = str(store(doc, config.cassette_dir, config.compression, durable=config.fsync))
             counters.add("recorded")
-            logger.info(record_line(doc, target))
+            self._announce(record_line(doc, target))
         self._paths[recording.serial] = target
         self._paths.move_to_end(recording.serial)
         while len(self._paths) > _REMEMBERED_PATHS:

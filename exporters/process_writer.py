@@ -66,17 +66,24 @@ def _is_auto_instrumentation(entry: str) -> bool:
     )
 
 
-def _start_process() -> subprocess.Popen:
+def _start_process(urgent: int) -> subprocess.Popen:
     """The writer process, importing timetracer_otel from where this process does.
 
     Its interpreter is the one ``multiprocessing`` would start: where Python is embedded
     (``sys.executable`` is then the host program), ``multiprocessing.set_executable()``
-    names the real one, as for any child process.
+    names the real one, as for any child process. ``urgent``: the read end of the pipe that
+    wakes it for a flush.
     """
     path = [entry or os.getcwd() for entry in sys.path if not _is_auto_instrumentation(entry)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.Popen(
-        [multiprocessing.spawn.get_executable(), "-m", "timetracer_otel.exporters._writer_main"],
+        [
+            multiprocessing.spawn.get_executable(),
+            "-m",
+            "timetracer_otel.exporters._writer_main",
+            str(urgent),
+        ],
+        pass_fds=[urgent],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -93,7 +100,15 @@ class _Channel:
         on_exit: weakref.WeakMethod[Callable[[list[Later], list[bytes]], None]],
     ) -> None:
         self._poller = select.poll()  # first: where there is none (Windows), the thread writes
-        self.process = _start_process()
+        urgent_read, self._urgent = os.pipe()
+        try:
+            self.process = _start_process(urgent_read)
+        except BaseException:
+            os.close(self._urgent)
+            raise
+        finally:
+            os.close(urgent_read)
+        os.set_blocking(self._urgent, False)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin = self.process.stdin
         self._commands = self._stdin.fileno()
@@ -128,8 +143,13 @@ class _Channel:
         self._ended = False  # the process exited and what it had not written was handed over
         threading.Thread(target=self._serve, name="timetracer-writer-reports", daemon=True).start()
 
-    def send(self, message: Any, *, recording: bool = False, force: bool = False) -> bool:
-        """Hand ``message`` over without blocking; False when it was not (the process is gone or far behind)."""
+    def send(
+        self, message: Any, *, recording: bool = False, force: bool = False, urgent: bool = False
+    ) -> bool:
+        """Hand ``message`` over without blocking; False when it was not (the process is gone or far behind).
+
+        ``urgent``: wake the process to read it now, where it may be letting recordings gather.
+        """
         data = frame(message)
         with self._lock:
             if not self.alive or self._closing:
@@ -153,6 +173,11 @@ class _Channel:
                     self._wake_locked()
             if recording:
                 self._unhandled.append(data)
+            if urgent:
+                try:
+                    os.write(self._urgent, b"!")
+                except (BlockingIOError, BrokenPipeError):  # woken already, or gone
+                    pass
         return True
 
     def call_later(self, delay: float, action: Callable[[], None]) -> bool:
@@ -171,7 +196,9 @@ class _Channel:
             if self._ended:
                 return True
             self._acks[flush_id] = done
-        self.send(("flush", flush_id), force=True)  # if the process is gone, its end sets ``done``
+        self.send(
+            ("flush", flush_id), force=True, urgent=True
+        )  # if the process is gone, its end sets ``done``
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -278,6 +305,7 @@ class _Channel:
             closing = self._closing
             os.close(self._wake_read)
             os.close(self._wake_write)
+            os.close(self._urgent)
         code = self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:

@@ -81,7 +81,8 @@ class ReplayLayer:
         if self.library.needs_body:
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
-        live = LiveRequest.from_scope(scope, body)
+        # the route, like the body, takes part in the choice only among several cassettes
+        live = LiveRequest.from_scope(scope, body, routed=self.library.needs_body)
         choice = self.library.select(live, self.config)
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(

@@ -60,7 +60,8 @@ class LiveRequest(NamedTuple):
     body: bytes | None  # None when the library does not need it (see CassetteLibrary.needs_body)
 
     @classmethod
-    def from_scope(cls, scope: Scope, body: bytes | None) -> LiveRequest:
+    def from_scope(cls, scope: Scope, body: bytes | None, routed: bool = True) -> LiveRequest:
+        """``routed``: work out the route template (a library of one cassette chooses without it)."""
         headers = [
             (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
             for k, v in scope.get("headers", ())
@@ -69,7 +70,7 @@ class LiveRequest(NamedTuple):
         return cls(
             scope.get("method", "GET"),
             scope.get("path", ""),
-            route_template(scope, scope),
+            route_template(scope, scope) if routed else None,
             query,
             headers,
             body,

@@ -10,6 +10,7 @@ library was named live.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -182,15 +183,7 @@ class ReplaySession:
         self.config = config
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
         self.redactor = redactor_for(config)
-        # The recording hid its secrets wherever they appeared (see secret_values); a live call is
-        # hidden the same way before it is matched. The values: the cassette's (opened, with the key)
-        # and those of the request the app received (``inbound``, which may carry supplied credentials).
-        found = (
-            collect(self.redactor, document, message_values(self.redactor, inbound))
-            if self.redactor is not None
-            else ()
-        )
-        self.values = ValueScrubber(found)
+        self._inbound = inbound
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
@@ -199,6 +192,19 @@ class ReplaySession:
         # and how it differs): the report's call-by-call comparison.
         self.made: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def values(self) -> ValueScrubber:
+        """The recording hid its secrets wherever they appeared (see secret_values); a live call is
+        hidden the same way before it is matched. The values: the cassette's (opened, with the key)
+        and those of the request the app received (``inbound``, which may carry supplied credentials).
+        Found when the first call is made: a request that makes none does not need them."""
+        found = (
+            collect(self.redactor, self.document, message_values(self.redactor, self._inbound))
+            if self.redactor is not None
+            else ()
+        )
+        return ValueScrubber(found)
 
     def is_live(self, library: str) -> bool:
         """True when calls made with ``library`` must go to the real service."""

@@ -38,14 +38,17 @@ class BodySink:
     """Collect up to ``limit`` bytes of a body that may arrive in chunks, count the rest.
 
     ``seal()`` freezes it: chunks that arrive after the recording was finished are not
-    kept, so the writer thread reads a body nobody is still appending to.
+    kept, so the writer thread reads a body nobody is still appending to. Chunks that are
+    ``bytes`` are kept as they are (nobody can change them): a body sent in one chunk is
+    never copied on the request path; the others are copied once.
     """
 
-    __slots__ = ("limit", "_data", "size", "_sealed", "complete")
+    __slots__ = ("limit", "_chunks", "_kept", "size", "_sealed", "complete")
 
     def __init__(self, limit: int, data: bytes = b"", complete: bool = False) -> None:
         self.limit = limit
-        self._data = bytearray()
+        self._chunks: list[bytes] = []
+        self._kept = 0
         self.size = 0
         self._sealed = False
         self.complete = False
@@ -57,9 +60,11 @@ class BodySink:
         if self._sealed or not chunk:
             return
         self.size += len(chunk)
-        room = self.limit - len(self._data)
+        room = self.limit - self._kept
         if room > 0:
-            self._data += chunk[:room]
+            part = chunk if len(chunk) <= room else chunk[:room]
+            self._chunks.append(part if type(part) is bytes else bytes(part))
+            self._kept += len(part)
 
     def finish(self) -> None:
         """Mark the body as read to its end."""
@@ -74,11 +79,11 @@ class BodySink:
 
     @property
     def data(self) -> bytes:
-        return bytes(self._data)
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
 
     @property
     def truncated(self) -> bool:
-        return self.size > len(self._data)
+        return self.size > self._kept
 
 
 # name -> json.dumps keyword arguments, tried in this order. A name with the suffix
@@ -110,6 +115,18 @@ def load_json(text: str) -> Any:
     return json.loads(text)
 
 
+def _candidates(text: str) -> list[str]:
+    """The formats that may reproduce ``text``, in :data:`JSON_FORMATS` order: only an indented one
+    writes a line break; ASCII text without ``\\u`` escapes dumps the same either way (the first name
+    wins, as it would); text that is not ASCII cannot come from ``ensure_ascii``."""
+    indented, either = "\n" in text, text.isascii() and "\\u" in text
+    return [
+        name
+        for name, kwargs in JSON_FORMATS.items()
+        if ("indent" in kwargs) == indented and (either or not kwargs["ensure_ascii"])
+    ]
+
+
 def _json_format_of(text: str) -> tuple[Any, str] | None:
     """The parsed value and the format name that reproduces ``text`` exactly, if any."""
     stripped = text.strip()
@@ -118,7 +135,8 @@ def _json_format_of(text: str) -> tuple[Any, str] | None:
     try:
         value = load_json(text)
         base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
-        for name, kwargs in JSON_FORMATS.items():
+        for name in _candidates(base):
+            kwargs = JSON_FORMATS[name]
             if json.dumps(value, allow_nan=False, **kwargs) == base:
                 # An escaped lone surrogate ("\ud800") parses to a str that a UTF-8
                 # cassette cannot hold: such a body stays text.

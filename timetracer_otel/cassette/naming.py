@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 
 __all__ = ["cassette_relpath", "process_cassette_relpath", "is_process_cassette_name", "sanitise"]
 
@@ -26,10 +27,15 @@ def cassette_relpath(
 
     The route ``/`` gives an empty middle part, as in ``GET____a7f2.json``.
     """
-    safe_method = sanitise(method.upper(), _MAX_METHOD_CHARS) or "UNKNOWN"
-    safe_route = sanitise(route, _MAX_ROUTE_CHARS)
     safe_id = sanitise(cassette_id, 32) or "0"
-    return f"{recorded_at:%Y-%m-%d}/{safe_method}__{safe_route}__{safe_id}{suffix}"
+    return f"{recorded_at:%Y-%m-%d}/{_request_prefix(method, route)}{safe_id}{suffix}"
+
+
+@lru_cache(maxsize=1024)
+def _request_prefix(method: str, route: str) -> str:
+    """``<METHOD>__<route>__``: the same few for every cassette of a service, so worked out once each."""
+    safe_method = sanitise(method.upper(), _MAX_METHOD_CHARS) or "UNKNOWN"
+    return f"{safe_method}__{sanitise(route, _MAX_ROUTE_CHARS)}__"
 
 
 def process_cassette_relpath(

@@ -80,7 +80,7 @@ def write_new(
 ) -> CassetteFile:
     """Write ``data`` at ``root/relpath`` without overwriting; returns the file (a path or URL) used.
 
-    If the name is taken (another process recorded the same id), ``-2``, ``-3``, ...
+    A local file is returned as its path (a string). If the name is taken (another process recorded the same id), ``-2``, ``-3``, ...
     is added before the suffix. A reader sees the whole file or none, also after a
     ``kill -9``; ``durable`` adds an fsync, for a power cut too.
     """
@@ -94,7 +94,7 @@ def write_new(
         )
     tmp = _write_temp(os.path.dirname(os.path.join(root, relpath)), data, durable)
     try:
-        return location.join(
+        return os.path.join(
             root, _first_free(relpath, lambda rel: os.link(tmp, os.path.join(root, rel)))
         )
     finally:
