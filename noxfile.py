@@ -88,9 +88,8 @@ def interpreter(version: str) -> str | None:
         entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry) != _LINKS
     )
     found = shutil.which(f"python{version}", path=elsewhere)
-    return (
-        found if found and _version_of(found) == version else None
-    )  # a pyenv shim may run another Python
+    # a pyenv shim may run another Python
+    return found if found and _version_of(found) == version else None
 
 
 def _version_of(python: str) -> str | None:
@@ -174,9 +173,8 @@ def lint(session: nox.Session) -> None:
         session.error(f"{', '.join(failed)} failed")
 
 
-@nox.session(
-    python=PYTHONS, venv_backend="uv|venv"
-)  # uv installs the suite's dependencies in seconds, pip in minutes
+# uv installs the suite's dependencies in seconds, pip in minutes
+@nox.session(python=PYTHONS, venv_backend="uv|venv")
 def tests(session: nox.Session) -> None:
     """The whole suite on 3.11, the representative part on the others (or the tests given after --)."""
     outcome = _outcome(session)
@@ -186,9 +184,8 @@ def tests(session: nox.Session) -> None:
     scope = (
         "chosen tests" if session.posargs else "representative part" if chosen else "whole suite"
     )
-    report = (
-        Path(session.virtualenv.location) / "junit.xml"
-    )  # not create_tmp(): it moves TMPDIR into the repository
+    # not create_tmp(): it moves TMPDIR into the repository
+    report = Path(session.virtualenv.location) / "junit.xml"
     report.unlink(missing_ok=True)
     try:
         session.run("python", "-m", "pytest", f"--junitxml={report}", *chosen)
@@ -225,10 +222,11 @@ def wheel(session: nox.Session) -> None:
     outcome = _outcome(session)
     outcome.wheel = "failed"
     session.install(f"{built}[starlette,httpx,cli]")
+    # not the source tree
     with (
         tempfile.TemporaryDirectory(prefix="timetracer-smoke-") as elsewhere,
         session.chdir(elsewhere),
-    ):  # not the source tree
+    ):
         where = session.run(
             "python", "-c", "import timetracer_otel; print(timetracer_otel.__file__)", silent=True
         )
@@ -237,10 +235,11 @@ def wheel(session: nox.Session) -> None:
                 f"timetracer_otel was imported from {where.strip()}, not from the installed wheel"
             )
         session.run("timetracer", "--help")
+        # its cassette and key stay here
         env = {
             "TIMETRACER_DIR": elsewhere,
             "XDG_CONFIG_HOME": elsewhere,
-        }  # its cassette and key stay here
+        }
         session.run("python", str(ROOT / "examples" / "starlette_example" / "run.py"), env=env)
     outcome.wheel = f"ok ({built.name})"
 

@@ -229,10 +229,11 @@ def measure(seconds: float, delays_ms: list[float]) -> list[dict[str, Any]]:
                 "--seconds",
                 str(seconds),
             ]
+            # read by bench/sitecustomize.py, also in the writer process
             env = {
                 **os.environ,
                 "BENCH_DISK_DELAY_MS": str(delay),
-            }  # read by bench/sitecustomize.py, also in the writer process
+            }
             result = subprocess.run(
                 command,
                 check=True,

@@ -267,10 +267,11 @@ def cassette_io_threads(
         return {"checked": False, "reason": "strace is not installed"}
     log = workdir / "strace.log"
     before = len(_files(cassette_dir))
+    # the server and its writer process
     traced = [
         str(server.process.pid),
         *map(str, children_cpu(server.process.pid)),
-    ]  # the server and its writer process
+    ]
     tracer = subprocess.Popen(["strace", "-f", "-y", "-qq", "-o", str(log), "-e", f"trace={_STRACE_CALLS}", *[a for p in traced for a in ("-p", p)]],
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:

@@ -137,9 +137,8 @@ def main() -> None:
         print(json.dumps(measure(options.measure, options.requests)))
         return
     with tempfile.TemporaryDirectory() as temporary:
-        os.environ["XDG_CACHE_HOME"] = str(
-            Path(temporary) / "cache"
-        )  # the commands' index goes where the cassettes go
+        # the commands' index goes where the cassettes go
+        os.environ["XDG_CACHE_HOME"] = str(Path(temporary) / "cache")
         directory = Path(options.dir or temporary)
         started = time.perf_counter()
         write_cassettes(directory, options.count)

@@ -97,9 +97,8 @@ def _writer_cpu(config: Any, records: list[bytes], rate: float, warm_up: int = 2
         if "BENCH_PROFILE_TO" in os.environ
         else []
     )
-    urgent, _never_written = (
-        os.pipe()
-    )  # as ProcessWriter starts it: recordings gather between reads
+    # as ProcessWriter starts it: recordings gather between reads
+    urgent, _never_written = os.pipe()
     process = subprocess.Popen(
         [sys.executable, *profile, "-m", "timetracer_otel.exporters._writer_main", str(urgent)],
         pass_fds=[urgent],
@@ -167,9 +166,8 @@ def main() -> None:
             "upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False
         ) as upstream:
             env = _base_env(upstream.url, database)
-            time.sleep(
-                1.0
-            )  # uvicorn binds at once (inherited socket); this lets it start accepting
+            # uvicorn binds at once (inherited socket); this lets it start accepting
+            time.sleep(1.0)
             made = _recordings(args.cassettes, env, str(workdir / "cassettes"))
             config = made["/dep"][0].config
             framed = {route: _messages(recordings) for route, recordings in made.items()}

@@ -72,9 +72,8 @@ class _Writer:
         logger.handlers[:] = [self._log]
         logger.propagate = False
         self._errors: list[tuple[str, str, str | None]] = []
-        errors.forward = lambda *error: self._errors.append(
-            error
-        )  # rate-limited where they are shown
+        # rate-limited where they are shown
+        errors.forward = lambda *error: self._errors.append(error)
         self._environment: int | None = None  # the config whose environment os.environ holds
         self._reported_counters: dict[str, int] = {}
         self._handled = 0
@@ -94,9 +93,8 @@ class _Writer:
 
     def _record(self, config_id: int, recording: FrozenRecording) -> None:
         config, environment = self._configs[config_id]
-        if (
-            self._environment != config_id
-        ):  # the app's environment when it first used this config (AWS settings for S3)
+        # the app's environment when it first used this config (AWS settings for S3)
+        if self._environment != config_id:
             os.environ.clear()
             os.environ.update(environment)
             self._environment = config_id

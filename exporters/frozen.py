@@ -90,9 +90,8 @@ class FrozenRecording(NamedTuple):
     error: dict[str, str] | None
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
-    draws: tuple[
-        dict[str, Any], ...
-    ]  # the clock, UUID and random values drawn, as the cassette stores them
+    # the clock, UUID and random values drawn, as the cassette stores them
+    draws: tuple[dict[str, Any], ...]
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
 

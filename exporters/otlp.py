@@ -75,9 +75,8 @@ class RedactingSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._held: OrderedDict[int, _Trace] = OrderedDict()
         self._held_spans = 0
-        self._values: OrderedDict[int, frozenset[str]] = (
-            OrderedDict()
-        )  # of released traces, for their late spans
+        # of released traces, for their late spans
+        self._values: OrderedDict[int, frozenset[str]] = OrderedDict()
         self._watched = _span_secrets.start_watching() if self._redactor is not None else None
         # The OTLP exporters keep their URL in `_endpoint`; any other exporter is named by its class.
         self._target = getattr(exporter, "_endpoint", None) or type(exporter).__name__

@@ -118,11 +118,12 @@ class _Channel:
             import fcntl
 
             fcntl.fcntl(self._commands, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        # not Linux, or a lower system limit: the default size
         except (
             ImportError,
             AttributeError,
             OSError,
-        ):  # not Linux, or a lower system limit: the default size
+        ):
             pass
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
@@ -134,9 +135,8 @@ class _Channel:
         self._order = itertools.count()
         self._acks: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count()
-        self._unhandled: deque[bytes] = (
-            deque()
-        )  # frames of recordings sent and not yet reported handled
+        # frames of recordings sent and not yet reported handled
+        self._unhandled: deque[bytes] = deque()
         self._handled = 0  # recordings handled by the process, as last reported
         self.alive = True
         self._closing = False
@@ -163,9 +163,8 @@ class _Channel:
                     written = os.write(self._commands, data)
                 except BlockingIOError:
                     written = 0
-                except (
-                    BrokenPipeError
-                ):  # it exited; the helper thread learns it when its reports end
+                # it exited; the helper thread learns it when its reports end
+                except BrokenPipeError:
                     self.alive = False
                     return False
                 if written < len(data):
@@ -196,9 +195,8 @@ class _Channel:
             if self._ended:
                 return True
             self._acks[flush_id] = done
-        self.send(
-            ("flush", flush_id), force=True, urgent=True
-        )  # if the process is gone, its end sets ``done``
+        # if the process is gone, its end sets ``done``
+        self.send(("flush", flush_id), force=True, urgent=True)
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -249,9 +247,8 @@ class _Channel:
                         self._exited()
                         return
                     for report in reports.feed(data):
-                        with guarded(
-                            "write.report"
-                        ):  # an application's log handler that fails stops nothing here
+                        # an application's log handler that fails stops nothing here
+                        with guarded("write.report"):
                             self._apply(report)
             self._run_due_timers()
 
@@ -320,9 +317,8 @@ class _Channel:
         if on_exit is not None:
             with guarded("write.handover"):
                 on_exit(timers, unhandled)
-        with (
-            self._lock
-        ):  # only after the hand-over: a flush answered now goes on to wait for the thread
+        # only after the hand-over: a flush answered now goes on to wait for the thread
+        with self._lock:
             self._ended = True
             waiting, self._acks = list(self._acks.values()), {}
         for done in waiting:

@@ -127,9 +127,8 @@ class ReplayLayer:
                 report = _report(
                     session, choice, method, path, status, headers, response_body, error
                 )
-                report.extra_draws = (
-                    dict(draws.extra) if draws is not None else {}
-                )  # draws made beyond the recorded ones
+                # draws made beyond the recorded ones
+                report.extra_draws = dict(draws.extra) if draws is not None else {}
                 remember(report)
                 logger.info(report.console_text())
 

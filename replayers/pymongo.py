@@ -65,18 +65,16 @@ _LIBRARY = "pymongo"
 _LIBRARIES = tuple(library.name for library in LIBRARIES.values() if library.replay == __name__)
 # Replies are encoded the way a server would send what the recording decoded; UUIDs as standard.
 _REPLY_CODEC: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
-_SERVERS: weakref.WeakKeyDictionary[Any, Any] = (
-    weakref.WeakKeyDictionary()
-)  # topology -> stand-in server
+# topology -> stand-in server
+_SERVERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _connection_ids = count(1)
 
 
 def _replayed_outside_requests(library: str) -> bool:
     """Whether ``library``'s calls outside every replayed request are answered or refused (``TIMETRACER_MODE=replay``)."""
     try:
-        return (
-            replay_session_for(library, str) is not None
-        )  # with no session current: the process session or None
+        # with no session current: the process session or None
+        return replay_session_for(library, str) is not None
     except ReplayMismatchError:
         return True
 
@@ -170,9 +168,8 @@ class _Replaying:
             return
         shown = {} if name.lower() in _SENSITIVE_COMMANDS else command  # as pymongo publishes it
         session = self.replay_session
-        if (
-            session is None
-        ):  # outside every replayed request of a replaying process: the process session, or the refusal
+        # outside every replayed request of a replaying process: the process session, or the refusal
+        if session is None:
             session = replay_session_for(
                 _LIBRARY, lambda: command_view(dbname, name, encode_value(shown)).label
             )

@@ -44,12 +44,10 @@ class ReplayReport:
     calls: list[dict[str, Any]] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     error: dict[str, str] | None = None
-    unverified: list[str] = field(
-        default_factory=list
-    )  # response parts redacted on both sides: not compared
-    notes: list[str] = field(
-        default_factory=list
-    )  # why the cassette may not be the request's own (see selection)
+    # response parts redacted on both sides: not compared
+    unverified: list[str] = field(default_factory=list)
+    # why the cassette may not be the request's own (see selection)
+    notes: list[str] = field(default_factory=list)
     # source -> draws the replayed request made beyond what was recorded (they got real values)
     extra_draws: dict[str, int] = field(default_factory=dict)
     # credentials `timetracer replay --header/--cookie` supplied: the recorded ones could not be unsealed

@@ -156,9 +156,10 @@ class _Documents:
             if found is not None:
                 self._cache.move_to_end(path)
                 return found
+        # outside the lock: others choose meanwhile
         opened = open_for_replay(
             load_cassette(path, limits=self._config.read_limits), path, self._config
-        )  # outside the lock: others choose meanwhile
+        )
         found = (opened, opened.views(path))
         with self._lock:
             self._cache[path] = found

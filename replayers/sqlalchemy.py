@@ -177,9 +177,8 @@ class _ReplayCursor:
         self._rows = deque(tuple(row) for row in response.get("rows") or ())
         if response.get("streamed") and not response.get("complete"):
             self._incomplete = (recorded.view.label, session.path)
-        if (
-            dialect.is_async
-        ):  # AsyncConnection.execute() refuses a statement that never awaited (AwaitRequired)
+        # AsyncConnection.execute() refuses a statement that never awaited (AwaitRequired)
+        if dialect.is_async:
             await_(_round_trip())
 
     def _more(self) -> None:

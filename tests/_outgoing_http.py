@@ -103,9 +103,8 @@ def check_script(
         assert _header(response["headers"], "content-type") == _header(
             got["headers"], "content-type"
         )
-        if (
-            call["request"]["url"] != upstream.url + "/json"
-        ):  # its token field is redacted in the cassette
+        # its token field is redacted in the cassette
+        if call["request"]["url"] != upstream.url + "/json":
             assert decode_body(response["body"]) == base64.b64decode(got["body"])
     get_json, post_json, post_form, binary, gzipped, not_found, head = calls
 
@@ -138,10 +137,11 @@ def check_script(
 
     assert not_found["response"]["status"] == 404 and not_found["error"] is None
     assert head["response"]["status"] == 501
+    # complete: there is nothing to read
     assert head["response"]["body"] == {
         "size": 0,
         "encoding": "empty",
-    }  # complete: there is nothing to read
+    }
     check_call_spans(doc)
 
 

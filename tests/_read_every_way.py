@@ -78,9 +78,8 @@ def main() -> None:
             (file, "export", _command(runner, ["export", "--otlp-json", file])),
             (file, "replay start", lambda file=file: _library(file)),  # type: ignore[misc]
         ]
-        if (
-            os.path.dirname(file) == corpus
-        ):  # the hostile files; the many with one wrong-typed field are replayed above
+        # the hostile files; the many with one wrong-typed field are replayed above
+        if os.path.dirname(file) == corpus:
             readers += [
                 (file, "import", _command(runner, ["import", file, "--dir", out])),
                 (file, "replay", _command(runner, ["replay", file, *replay])),

@@ -49,9 +49,8 @@ class Step:
     json: Any = None
     form: dict[str, str] | None = None
     params: dict[str, Any] | None = None
-    keep: dict[str, str] = field(
-        default_factory=dict
-    )  # remembered name -> top-level JSON field of the response
+    # remembered name -> top-level JSON field of the response
+    keep: dict[str, str] = field(default_factory=dict)
 
 
 STEPS: list[Step] = [

@@ -25,9 +25,8 @@ from timetracer_otel.replayers import ReplayReport, recent_reports
 
 APPS_DIR = Path(__file__).parent / "apps"
 
-Sent = tuple[
-    str, str, dict[str, Any]
-]  # (method, path, httpx keyword arguments) of a request to the app
+# (method, path, httpx keyword arguments) of a request to the app
+Sent = tuple[str, str, dict[str, Any]]
 _SET_BY_SERVER = {"date", "server"}  # uvicorn's own headers, new on every response
 
 

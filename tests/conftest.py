@@ -32,9 +32,8 @@ from timetracer_otel.config import TraceConfig
 
 SCHEMA_PATH = Path(timetracer_otel.__file__).parent / "cassette" / "cassette.schema.json"
 
-collect_ignore_glob = [
-    "apps/*"
-]  # the apps tests drive, with test suites of their own (tests/apps/real_service_tests)
+# the apps tests drive, with test suites of their own (tests/apps/real_service_tests)
+collect_ignore_glob = ["apps/*"]
 
 
 # --------------------------------------------------------------------------- upstream
@@ -238,9 +237,8 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     the session's own cache (XDG_CACHE_HOME) too, not the developer's."""
     path = tmp_path_factory.mktemp("config") / "timetracer" / "key"
     path.parent.mkdir(mode=0o700)
-    path.write_text(
-        secrets.token_hex(32) + "\n", "ascii"
-    )  # made here: the console lines tests expect stay alone
+    # made here: the console lines tests expect stay alone
+    path.write_text(secrets.token_hex(32) + "\n", "ascii")
     path.chmod(0o600)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TIMETRACER_KEY_FILE", str(path))

@@ -146,9 +146,8 @@ class MongoWireServer:
     # -- commands ----------------------------------------------------------------
     def hello(self, db: str, cmd: dict[str, Any]) -> dict[str, Any]:
         me = f"127.0.0.1:{self.port}"
-        writable = (
-            "ismaster" if "ismaster" in (k.lower() for k in cmd) else "isWritablePrimary"
-        )  # legacy or hello
+        # legacy or hello
+        writable = "ismaster" if "ismaster" in (k.lower() for k in cmd) else "isWritablePrimary"
         return {
             "helloOk": True, writable: True, "setName": "rs0", "setVersion": 1, "hosts": [me], "primary": me, "me": me,
             "electionId": ObjectId("7fffffff0000000000000001"), "maxBsonObjectSize": 16 * 1024 * 1024,

@@ -22,9 +22,8 @@ from conftest import Upstream
 
 from timetracer_otel.cli.index import CassetteIndex
 
-TIMETRACER = Path(sys.executable).with_name(
-    "timetracer"
-)  # the console script pip installed beside this python
+# the console script pip installed beside this python
+TIMETRACER = Path(sys.executable).with_name("timetracer")
 _SENT: list[Sent] = [
     ("GET", "/async/httpx", {}),  # seven calls: JSON, form, binary, gzip, a 404, a stream
     ("GET", "/fail/httpx", {}),  # the upstream port is closed: 502
@@ -121,12 +120,13 @@ def test_list_filters_sorts_and_prints_a_table(
         "CALLS",
         "SERVICE",
     ]
+    # the 502 sorts last, past the limit
     assert [row.split()[5] for row in rows] == [
         "200",
         "200",
         "200",
         "200",
-    ]  # the 502 sorts last, past the limit
+    ]
     assert table.stderr.strip() == "4 of 5 cassettes"
     bad = timetracer("list", "--dir", str(cassette_dir), "--status", "2x")
     assert bad.returncode == 2 and "invalid status '2x'" in bad.stderr
@@ -147,9 +147,8 @@ def test_the_index_follows_added_changed_and_removed_cassettes(
     report = cassette_dir / rec["GET /report"]["key"]
     doc = json.loads(report.read_text("utf-8"))
     doc["response"]["status"] = 503
-    report.write_text(
-        json.dumps(doc, indent=2), "utf-8"
-    )  # a changed cassette (other size, other mtime)
+    # a changed cassette (other size, other mtime)
+    report.write_text(json.dumps(doc, indent=2), "utf-8")
     (cassette_dir / rec["GET /fail/httpx"]["key"]).unlink()
     broken = cassette_dir / "broken.json"
     broken.write_text('{"format": "timetracer-cassette", "vers', "utf-8")
@@ -185,21 +184,18 @@ def test_show_prints_request_response_calls_and_the_span_waterfall(
         "GET {}/status/404",
         "GET {}/stream?chunks=3",
     ):
-        assert (
-            f"httpx {path.format(host)}" in done.stdout
-        )  # one row per call: its library, method and target
+        # one row per call: its library, method and target
+        assert f"httpx {path.format(host)}" in done.stdout
     spans = [
         line
         for line in lines[lines.index(next(line for line in lines if line.startswith("spans"))) :]
         if "│" in line
     ]
-    assert (
-        spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]
-    )  # the server span spans the request
+    # the server span spans the request
+    assert spans[0].split("│")[0].strip() == "GET /async/httpx" and "████" in spans[0]
     assert [s.split("│")[1].strip() for s in spans[1:]] == ["CLIENT"] * 7
-    assert all(
-        s.startswith("  ") and "(call #" in s for s in spans[1:]
-    )  # children, indented, tied to their call
+    # children, indented, tied to their call
+    assert all(s.startswith("  ") and "(call #" in s for s in spans[1:])
     assert "chunk-0;chunk-1;chunk-2;" not in done.stdout  # a call's body only on demand
     full = timetracer("show", str(cassette_dir / entry["key"]), "--payloads")
     assert (
@@ -332,9 +328,8 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     every = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
     assert every.returncode == 1, every.stderr
     reports = {(r["path"], r["cassette_id"]): r for r in json.loads(every.stdout)}
-    assert set(reports) == {
-        (e["path"], e["id"]) for e in rec.values()
-    }  # each request answered by its own cassette
+    # each request answered by its own cassette
+    assert set(reports) == {(e["path"], e["id"]) for e in rec.values()}
     assert [k for k, r in reports.items() if not r["ok"]] == [("/report", rec["GET /report"]["id"])]
     assert reports[("/report", rec["GET /report"]["id"])]["differences"][0].startswith(
         "body $.timestamp: recorded "
@@ -471,11 +466,12 @@ def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Pat
     (tmp_path / "other.json").unlink()
     (tmp_path / "notes.json").unlink()
     nothing = timetracer("search", "needle", "--dir", str(tmp_path))
+    # as grep
     assert (nothing.returncode, nothing.stdout, nothing.stderr) == (
         1,
         "",
         "0 of 0 cassettes contain 'needle'\n",
-    )  # as grep
+    )
 
 
 def test_serve_listens_before_it_prints_its_url_and_names_a_free_port_when_its_own_is_taken(
@@ -505,9 +501,8 @@ def test_show_cuts_a_long_body_and_payloads_shows_it_all(
     )
     unwrapped = short.stdout.replace("\n", "")  # long lines are wrapped at 160 columns
     assert short.returncode == 0 and "x" * 900 in unwrapped and "x" * 1000 not in unwrapped
-    assert (
-        short.stdout.count("… the rest is cut (--payloads shows all)") == 2
-    )  # the request's body and the response's
+    # the request's body and the response's
+    assert short.stdout.count("… the rest is cut (--payloads shows all)") == 2
     full = subprocess.run(
         [str(TIMETRACER), "show", str(path), "--payloads"],
         capture_output=True,

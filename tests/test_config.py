@@ -166,9 +166,8 @@ def test_explicit_arguments_beat_the_environment(
     assert (config.mode, config.sample_rate, config.errors_only) == ("off", 1.0, True)
     assert tuple(config.exclude_paths) == ("/ping",)
     assert config.cassette_dir == "/tmp/x"
-    assert (
-        config.max_body_bytes == 2048 and config.service_name == "checkout"
-    )  # not given: still the environment
+    # not given: still the environment
+    assert config.max_body_bytes == 2048 and config.service_name == "checkout"
 
 
 def test_from_env_reads_the_mapping_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:

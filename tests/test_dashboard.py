@@ -116,12 +116,13 @@ def test_the_table_lists_every_recording_and_filters_and_sorts_it(
 
     page.goto(url)
     _follow(page, "a.sort >> text=status")
+    # the first click sorts descending
     assert [row[5] for row in _rows(page)] == [
         "502",
         "200",
         "200",
         "200",
-    ]  # the first click sorts descending
+    ]
     _follow(page, "a.sort >> text=status")
     assert [row[5] for row in _rows(page)] == ["200", "200", "200", "502"]
 
@@ -139,9 +140,8 @@ def test_a_recording_shows_its_waterfall_calls_and_payloads(
     assert spans.locator(".kind").all_inner_texts() == ["SERVER"] + ["CLIENT"] * 7
     labels = [label.strip() for label in spans.locator(".label").all_inner_texts()]
     host = upstream.url.removeprefix("http://")
-    assert (
-        labels[0] == "GET /async/httpx" and labels[1] == f"httpx POST {host}/echo?via=json"
-    )  # library, method, target
+    # library, method, target
+    assert labels[0] == "GET /async/httpx" and labels[1] == f"httpx POST {host}/echo?via=json"
     assert page.locator("#waterfall .ticks span").all_inner_texts()[0] == "0.0 ms"  # the time axis
     widths = [
         float(w)
@@ -242,9 +242,8 @@ def test_two_recordings_diff_and_one_replays_from_the_button(
     page: Page,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(
-        "REPLAY_APP_UPSTREAM", upstream.url
-    )  # what the replayed app reads; it is never called
+    # what the replayed app reads; it is never called
+    monkeypatch.setenv("REPLAY_APP_UPSTREAM", upstream.url)
     url, docs = _dashboard(serve, upstream, cassette_dir)
     a, b = docs["POST /lookup ada"], docs["POST /lookup </p"]
     page.goto(url)
@@ -315,9 +314,8 @@ def test_a_long_body_is_cut_and_links_to_the_whole_of_it(
     download = page.request.get(url + page.locator("#request p.cut a").get_attribute("href"))  # type: ignore[operator]
     assert download.status == 200 and json.loads(download.body()) == {"name": name}
     assert download.headers["content-disposition"].startswith("attachment;")
-    assert (
-        page.locator("#call-0-request p.cut").count() == 0
-    )  # the call's request is short: whole, no link
+    # the call's request is short: whole, no link
+    assert page.locator("#call-0-request p.cut").count() == 0
 
 
 def _cells(row: Any) -> list[str]:
@@ -331,10 +329,11 @@ def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_t
     url = serve(create_app(str(cassette_dir))).url
     page.goto(url)
     rows = {cells[4]: cells for cells in map(_cells, page.locator("#recordings tbody tr").all())}
+    # the status with the exception, the route
     assert rows["/crash"][5:7] == [
         "500 ⚠ LookupError",
         "/crash",
-    ]  # the status with the exception, the route
+    ]
     assert rows["/mixed/sequence"][5:7] == ["200", "/mixed/sequence"]
 
     _follow(page, "#recordings a.detail >> text='/mixed/sequence'")
@@ -364,18 +363,18 @@ def test_calls_of_every_protocol_read_as_what_they_did_and_a_failure_shows_its_t
         "12.50 Decimal",
         "2026-01-22 10:30:00.123000+00:00 datetime",
     ]
+    # the parameters as the driver got them
     assert page.locator("#call-2-request pre.body").nth(1).inner_text() == (
         "('sequence',\n Decimal('12.50'),\n datetime.datetime(2026, 1, 22, 10, 30, 0, 123000, tzinfo=datetime.timezone.utc))"
-    )  # the parameters as the driver got them
+    )
     assert page.locator("#call-13-response table.rows th").all_inner_texts() == ["id", "n", "label"]
     assert page.locator("#call-4-request pre.body").inner_text() == f"INCRBY {key}:hits 1"
     assert page.locator("#call-7-request pre.body").inner_text() == (
         f"MULTI\nSET {key}:sequence:raw b'\\x00\\xffbin'\nGET {key}:sequence:raw\nINCRBYFLOAT {key}:f 0.5\nEXEC"
     )
     found = page.locator("#call-9-request pre.body").inner_text()
-    assert (
-        found == f"{{'find': 'events_{deps.suffix}', 'filter': {{'route': 'sequence'}}}}"
-    )  # no session fields
+    # no session fields
+    assert found == f"{{'find': 'events_{deps.suffix}', 'filter': {{'route': 'sequence'}}}}"
     assert "Decimal128('9.99')" in page.locator("#call-9-response pre.body").inner_text()
 
     page.goto(url)

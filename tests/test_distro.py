@@ -82,9 +82,8 @@ def assert_exported_same_traces(cassettes: list[dict[str, Any]], receiver: Any) 
         assert {s.span_id for s in received} == {s["span_id"] for s in cassette["spans"]}
         assert {s.service for s in received} == {cassette["service"]} == {"plain-app"}
     server = [s for s in receiver.spans if "http.request.header.authorization" in s.attributes]
-    assert [s.attributes["http.request.header.authorization"] for s in server] == [
-        ["[REDACTED]"]
-    ]  # sent once
+    # sent once
+    assert [s.attributes["http.request.header.authorization"] for s in server] == [["[REDACTED]"]]
     assert not [k for s in receiver.spans for k in s.attributes if k.startswith("timetracer.")]
     for secret in SECRETS:
         assert all(secret.encode() not in body for body in receiver.bodies), secret

@@ -89,9 +89,8 @@ def test_secrets_draws_are_sealed_and_replay_identically_only_with_the_key(
         cassette_dir, [("GET", "/draw/secrets/1", {})], TIMETRACER_KEY_FILE=str(tmp_path / "none")
     )
     assert without_key.json()["token_hex"] != recorded.json()["token_hex"]
-    assert re.search(
-        r"extra draws \(not recorded, real values given\): secrets=[1-9]", log
-    )  # choice() may draw again
+    # choice() may draw again
+    assert re.search(r"extra draws \(not recorded, real values given\): secrets=[1-9]", log)
 
 
 def test_with_redaction_off_secrets_draws_replay_identically(cassette_dir: Path) -> None:
@@ -234,6 +233,5 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
         replayed = asyncio.run(_get_all(server.url, paths))
         server.stop()
     assert [json.loads(r.content) for r in replayed] == [json.loads(r.content) for r in recorded]
-    assert reports and not [
-        r for r in reports if r.extra_draws or not r.ok
-    ]  # the last 100 are kept
+    # the last 100 are kept
+    assert reports and not [r for r in reports if r.extra_draws or not r.ok]

@@ -56,9 +56,8 @@ def test_1000_concurrent_recordings_have_no_cross_talk(
         number = cassette["request"]["path"].rsplit("/", 1)[1]
         assert call["response"]["body"]["json"]["query"] == f"i={number}"
         assert cassette["response"]["body"]["json"] == {"echo": f"i={number}"}
-        assert call["span_id"] in {
-            span["span_id"] for span in cassette["spans"]
-        }  # its own span, in its own trace
+        # its own span, in its own trace
+        assert call["span_id"] in {span["span_id"] for span in cassette["spans"]}
     assert len({c["trace_id"] for c in cassettes}) == _COUNT
     assert {
         name: stat(name) for name in losses

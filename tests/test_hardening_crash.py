@@ -91,9 +91,8 @@ async def _load_until_killed(url: str, process: subprocess.Popen, cassettes: Pat
                 and len(list(cassettes.rglob("*.json"))) >= _KILL_AFTER_CASSETTES
             ):
                 if not killed.is_set():
-                    process.send_signal(
-                        signal.SIGKILL
-                    )  # requests are in flight and cassettes queued
+                    # requests are in flight and cassettes queued
+                    process.send_signal(signal.SIGKILL)
                     killed.set()
 
     with suppress_http_instrumentation():
@@ -107,9 +106,8 @@ async def _load_until_killed(url: str, process: subprocess.Popen, cassettes: Pat
 def test_kill_9_during_heavy_recording_leaves_only_whole_cassettes(
     upstream, cassette_dir: Path
 ) -> None:
-    with (
-        socket.socket() as sock
-    ):  # closed here once the server has it: a killed server refuses at once
+    # closed here once the server has it: a killed server refuses at once
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(256)
         process = _recording_server(sock, cassette_dir, upstream.url)

@@ -148,13 +148,11 @@ def test_hostile_values_in_database_calls_are_shown_escaped_or_as_their_json(
     _every_reader_takes(target, loaded)
     out = io.StringIO()
     _render.show(Console(file=out, width=160), loaded, str(target), True, 200)
-    assert (
-        _UNSAFE.search(out.getvalue()) is None and "SELECT \\x1b]0;owned\\x07" in out.getvalue()
-    )  # the statement, escaped
+    # the statement, escaped
+    assert _UNSAFE.search(out.getvalue()) is None and "SELECT \\x1b]0;owned\\x07" in out.getvalue()
     page = _pages().render_detail("fuzzed.json", loaded).body.decode("utf-8")
-    assert '"value": "not a number"' in html.unescape(
-        page
-    )  # a value that does not decode: its JSON
+    # a value that does not decode: its JSON
+    assert '"value": "not a number"' in html.unescape(page)
 
 
 _TOKENS = [b"{", b"}", b"[", b"]", b":", b",", b'"format"', b'"timetracer-cassette"', b'"version"', b"1", b"-0.5e9",
@@ -249,9 +247,8 @@ def test_a_json_body_nested_deeper_than_readers_take_is_recorded_as_text(
 
 # --------------------------------------------------------------------------- the corpus, through every reader
 _MIB = 1 << 20
-_MEMORY_LIMIT = (
-    1024 * _MIB
-)  # address space of each reader's process: a 4 GiB gzip bomb expanded whole would not fit
+# address space of each reader's process: a 4 GiB gzip bomb expanded whole would not fit
+_MEMORY_LIMIT = 1024 * _MIB
 _TIMEOUT_SECONDS = 300  # for all of one process's readers together
 # What a terminal acts on: C0 controls but the newline, DEL, C1 controls, bidi overrides, and surrogates (not UTF-8).
 _UNSAFE = re.compile(
@@ -403,9 +400,8 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         value = _value_at(lookup, path)
         name = f"{number:03d}-{'.'.join(map(str, path))[:80]}"
         (wrong / f"{name}.json").write_text(json.dumps(_with(lookup, path, _wrong(value))), "utf-8")
-        if isinstance(value, (int, float)) and not isinstance(
-            value, bool
-        ):  # and a number no float holds
+        # and a number no float holds
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             (wrong / f"{name}-huge.json").write_text(
                 json.dumps(_with(lookup, path, int("9" * 400))), "utf-8"
             )
@@ -565,9 +561,8 @@ def test_each_wrong_typed_field_is_named_or_harmless(
                 reader,
                 result,
             )
-            if (
-                result["exit"] == 2
-            ):  # one line naming the file (export says what it could not write, too)
+            # one line naming the file (export says what it could not write, too)
+            if result["exit"] == 2:
                 (line,) = result["stderr"].splitlines()
                 assert line.startswith(
                     (
@@ -584,9 +579,8 @@ def test_each_wrong_typed_field_is_named_or_harmless(
                 start["stderr"],
             )
             named += 1
-    assert (
-        named > len(corpus.wrong_types) // 2
-    )  # most fields are used, and each of those is checked
+    # most fields are used, and each of those is checked
+    assert named > len(corpus.wrong_types) // 2
 
 
 def test_valid_cassettes_beside_the_hostile_ones_are_listed_searched_and_replayed(
@@ -598,9 +592,8 @@ def test_valid_cassettes_beside_the_hostile_ones_are_listed_searched_and_replaye
         corpus.valid.values()
     )
     unusable = driven[(where, "list")]["stderr"].splitlines()
-    assert (
-        unusable[0] == f"timetracer: {len(unusable) - 2} file(s) are not usable cassettes:"
-    )  # and the count line
+    # and the count line
+    assert unusable[0] == f"timetracer: {len(unusable) - 2} file(s) are not usable cassettes:"
     assert len(unusable) - 2 == len(corpus.hostile) - 1 + sum(
         driven[(str(p), "replay start")]["exit"] == 2 for p in corpus.wrong_types
     )
@@ -646,13 +639,11 @@ def test_no_recorded_value_reaches_the_terminal_unescaped(
         shown["exit"] == 0 and "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202etxt.exe" in shown["stdout"]
     )
     listing = driven[(str(corpus.directory), "list")]["stdout"]
-    assert (
-        "\\xff\\xfe-valid.json" not in listing and "0000abcd" in listing
-    )  # the table shows ids, the name is in --json
+    # the table shows ids, the name is in --json
+    assert "\\xff\\xfe-valid.json" not in listing and "0000abcd" in listing
     as_json = json.loads(driven[(str(corpus.directory), "list --json")]["stdout"])
-    assert _NOT_UTF8_VALID in {
-        entry["key"] for entry in as_json
-    }  # the name's bytes survive the JSON, as \udcff escapes
+    # the name's bytes survive the JSON, as \udcff escapes
+    assert _NOT_UTF8_VALID in {entry["key"] for entry in as_json}
 
 
 def test_the_console_script_prints_names_that_are_not_utf8(corpus: Corpus) -> None:

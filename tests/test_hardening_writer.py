@@ -104,6 +104,5 @@ def test_writes_failing_halfway_then_succeeding_again(cassette_dir: Path) -> Non
     result = run_python(_SIZE_LIMIT_SCRIPT, str(cassette_dir))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == _EXPECTED
-    assert (
-        result.stderr.count("timetracer: write failed: OSError: [Errno 27] File too large") == 1
-    )  # reported once
+    # reported once
+    assert result.stderr.count("timetracer: write failed: OSError: [Errno 27] File too large") == 1

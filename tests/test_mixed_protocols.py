@@ -232,13 +232,13 @@ def test_mixed_requests_replay_in_a_fresh_process_with_nothing_reachable(
     assert len(upstream.requests) == before
 
     outside = replayed[-1].json()
-    assert (
-        outside["sqlite"] == "ran: 0"
-    )  # create_all() at start made the file again, empty: rows came from cassettes
+    # create_all() at start made the file again, empty: rows came from cassettes
+    assert outside["sqlite"] == "ran: 0"
+    # the connect: its usual answer
     assert (
         outside["postgres"]
         == f"{_REFUSED} execute SELECT count(*) AS count_1 FROM tt_mixed_{deps.suffix} (sqlalchemy)"
-    )  # the connect: its usual answer
+    )
     assert outside["mongo"] == f"{_REFUSED} find mixed.events_{deps.suffix} (pymongo)"
     assert outside["redis"] == f"{_REFUSED} GET tt-mixed:{deps.suffix}:hits (redis)"
     assert outside["http"] == f"{_REFUSED} GET {deps.upstream}/json?route=outside (httpx)"

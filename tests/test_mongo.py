@@ -87,9 +87,8 @@ def _assert_recorded(doc: dict[str, Any], path: Path) -> None:
     assert [spans[c["span_id"]] for c in calls] == [f"shop.{name}" for name in _COMMANDS]
 
     first = calls[0]["request"]["command"]
-    assert {"lsid", "txnNumber", "$clusterTime", "$db"} <= set(
-        first
-    )  # there when recorded, ignored when matching
+    # there when recorded, ignored when matching
+    assert {"lsid", "txnNumber", "$clusterTime", "$db"} <= set(first)
     stored = first["documents"][0]
     assert stored["price"] == {"$type": "decimal128", "value": "12.50"}
     assert stored["at"] == {"$type": "datetime", "value": FIRST_ORDER["at"].isoformat()}
@@ -107,9 +106,8 @@ def _assert_recorded(doc: dict[str, Any], path: Path) -> None:
     }
     assert failed["response"]["failure"]["code"] == 40324
 
-    assert is_sealed(
-        calls[10]["request"]["command"]["documents"][0]["password"]
-    )  # the tests' key seals it
+    # the tests' key seals it
+    assert is_sealed(calls[10]["request"]["command"]["documents"][0]["password"])
     assert is_sealed(calls[11]["response"]["reply"]["cursor"]["firstBatch"][0]["password"])
     assert "s3cret" not in path.read_text("utf-8")
 
@@ -141,9 +139,8 @@ def test_route_replays_identically_with_no_server_and_no_connection(
 
     connects.clear()
     replayed, report, app_port = _replay(serve, cassette, kind)
-    assert_same_response(
-        recorded, replayed
-    )  # inserted ids included: the generated ObjectIds are the recorded ones
+    # inserted ids included: the generated ObjectIds are the recorded ones
+    assert_same_response(recorded, replayed)
     assert json_util.loads(replayed.text)["types"] == _TYPES
     assert report.ok and not report.unused and len(report.answered) == len(_COMMANDS)
     ports = _ports(connects)
@@ -208,9 +205,8 @@ def test_pymongo_named_live_goes_to_the_server(
     client = pymongo.MongoClient(mongo.url)
     with timetracer_replay(cassette, live=("pymongo",)) as session:
         count = client["shop"]["orders"].count_documents({"status": "closed"})
-        missing = client["shop"]["users"].find_one(
-            {"name": "bob"}
-        )  # recorded nowhere: no mismatch either
+        # recorded nowhere: no mismatch either
+        missing = client["shop"]["users"].find_one({"name": "bob"})
     client.close()
     assert (count, missing) == (3, None)
     assert mongo.commands[before:].count("aggregate") == 1 and "find" in mongo.commands[before:]

@@ -89,12 +89,12 @@ def test_export_import_round_trip_replays_byte_for_byte(
     assert done.returncode == 0, done.stderr
     assert f"imported {len(_SENT)} cassette(s)" in done.stderr
     imported = _by_id(load_cassettes(imported_dir))
-    assert (
-        imported == originals
-    )  # every field carried: request, response, typed calls, spans, events
+    # every field carried: request, response, typed calls, spans, events
+    assert imported == originals
+    # the same names
     assert sorted(p.relative_to(imported_dir) for p in imported_dir.rglob("*.json")) == sorted(
         p.relative_to(cassette_dir) for p in cassette_dir.rglob("*.json")
-    )  # the same names
+    )
 
     # The upstream is down: every call is answered from the imported cassettes.
     replayed, reports = replay(serve, upstream.url, replay_config(imported_dir), _SENT)

@@ -105,9 +105,8 @@ def test_a_stopped_writer_never_blocks_the_application_and_catches_up(
     pid = writer.process_id
     assert pid is not None
     dropped_before = _stat("dropped.queue_full")
-    recordings = [
-        _recording(record_config, n, body_bytes=100_000) for n in range(1, 61)
-    ]  # 6 MB: more than fits
+    # 6 MB: more than fits
+    recordings = [_recording(record_config, n, body_bytes=100_000) for n in range(1, 61)]
     accepted: list[bool] = []
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -136,12 +135,10 @@ def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(
     assert pid is not None
     dropped_before = timetracer_otel.stats()
     os.kill(pid, signal.SIGKILL)
-    assert writer.submit(
-        _recording(record_config, 2)
-    )  # into the pipe of a dying process, or straight to the thread
-    assert writer.flush(
-        30
-    )  # returns once the process's end is seen and the thread wrote what it had not
+    # into the pipe of a dying process, or straight to the thread
+    assert writer.submit(_recording(record_config, 2))
+    # returns once the process's end is seen and the thread wrote what it had not
+    assert writer.flush(30)
     assert writer.process_id is None
     assert writer.submit(_recording(record_config, 3))
     assert writer.flush(30)
@@ -198,9 +195,8 @@ def test_a_forked_process_starts_its_own_writer(
     assert writer.flush(30)
     parent_writer = writer.process_id
     child = os.fork()
-    if (
-        child == 0
-    ):  # the forked process: exit status 0 only if it recorded through a writer of its own
+    # the forked process: exit status 0 only if it recorded through a writer of its own
+    if child == 0:
         try:
             ok = writer.submit(_recording(record_config, 2)) and writer.flush(30)
             os._exit(0 if ok and writer.process_id not in (None, parent_writer) else 1)
@@ -229,9 +225,8 @@ def test_the_writer_starts_the_interpreter_multiprocessing_would(
     writer = ProcessWriter()
     assert writer.submit(_recording(record_config, 1))
     assert writer.flush(30)
-    assert used.read_text().startswith(
-        "-m timetracer_otel.exporters._writer_main "
-    )  # and the pipe that wakes it for a flush
+    # and the pipe that wakes it for a flush
+    assert used.read_text().startswith("-m timetracer_otel.exporters._writer_main ")
     assert _written_paths(cassette_dir) == ["/n/1"]
 
 

@@ -119,9 +119,8 @@ def test_spec_example_records_then_replays_with_the_upstream_down(
         pytester.runpytest_subprocess("--timetracer-mode=record", "test_app.py").assert_outcomes(
             passed=2
         )
-        pytester.runpytest_subprocess("test_record.py").assert_outcomes(
-            passed=2
-        )  # no cassettes yet: records them
+        # no cassettes yet: records them
+        pytester.runpytest_subprocess("test_record.py").assert_outcomes(passed=2)
         assert [(r["path"], r["query"]) for r in live.requests] == [("/json", "user=1")] * 2 + [
             ("/echo", "q=1"),
             ("/echo", ""),
@@ -135,9 +134,8 @@ def test_spec_example_records_then_replays_with_the_upstream_down(
 
     pytester.makepyfile(test_strict=_TEST_STRICT)
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(
-        passed=5, failed=1
-    )  # the order replays: its uuid4() and now() are the recorded ones
+    # the order replays: its uuid4() and now() are the recorded ones
+    result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(
         [
             "timetracer replay of cassettes/test_user.json failed:",
@@ -204,9 +202,8 @@ def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay
         pytester.makepyfile(
             test_marked=_TEST_MARKED.format(upstream=live.url, replaying=True, port=port)
         )
-        result = pytester.runpytest_subprocess(
-            "--timetracer-mode=none"
-        )  # the upstream is still up: only the guard stops it
+        # the upstream is still up: only the guard stops it
+        result = pytester.runpytest_subprocess("--timetracer-mode=none")
         assert len(live.requests) == 2  # the two recorded calls, none in replay
     result.assert_outcomes(passed=3, errors=1)  # the swallowed refusal fails it at teardown
     result.stdout.fnmatch_lines(

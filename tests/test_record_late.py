@@ -146,9 +146,8 @@ def test_evicting_a_written_requests_open_span_does_not_rewrite_its_cassette(
     first_root, _never_ended = _start_request(processor, tracer, tmp_path, 1)
     first_root.end()
     assert processor.force_flush(5_000)  # written without waiting out the grace period
-    second_root, second_child = _start_request(
-        processor, tracer, tmp_path, 2
-    )  # evicts the first request's span
+    # evicts the first request's span
+    second_root, second_child = _start_request(processor, tracer, tmp_path, 2)
     second_child.end()
     second_root.end()
     assert processor.force_flush(5_000)

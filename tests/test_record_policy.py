@@ -84,9 +84,8 @@ def test_errors_only_writes_server_errors_and_exceptions(
         "/fail": 503,
         "/boom": 500,
     }
-    assert (
-        statuses["/boom"].text == "Internal Server Error"
-    )  # Starlette's own 500 still reaches the client
+    # Starlette's own 500 still reaches the client
+    assert statuses["/boom"].text == "Internal Server Error"
 
     cassettes = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     assert set(cassettes) == {"/fail", "/boom"}

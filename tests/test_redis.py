@@ -122,9 +122,8 @@ def test_record_then_replay_with_no_server_gives_identical_replies(
     assert by_bytes["multi/exec"].startswith("[1, redis.exceptions.ResponseError(WRONGTYPE")
     assert by_bytes["conflict handled"] == "redis.exceptions.WatchError(Watched variable changed.)"
     assert by_str["wrongtype handled"].startswith("redis.exceptions.ResponseError(WRONGTYPE")
-    assert (
-        _steps(recorded[2]) == by_bytes and _steps(recorded[3]) == by_str
-    )  # asyncio gives the same types
+    # asyncio gives the same types
+    assert _steps(recorded[2]) == by_bytes and _steps(recorded[3]) == by_str
 
     connects.clear()
     replayed, clients = _replay(serve, cassette_dir, prefix, paths)
@@ -233,11 +232,12 @@ def test_replayed_commands_still_make_opentelemetry_client_spans(
         for s in finished
         if s.kind is SpanKind.CLIENT and s.attributes.get("db.system") == "redis"
     ]
+    # a pipeline span is named by its commands
     assert [s.name for s in redis_spans] == [
         "SET",
         "INCRBY",
         "GET STRLEN",
-    ]  # a pipeline span is named by its commands
+    ]
     assert all(s.parent is not None and s.parent.span_id in servers for s in redis_spans)
 
 
@@ -262,9 +262,8 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
     # (The app's own response quotes it: that is the app's data, see docs/redis.md.)
     assert "s3cret" not in json.dumps(document["calls"])
     assert "s3cret" not in json.dumps(document["spans"])
-    assert any(
-        "[SEALED:" in json.dumps(span["events"]) for span in document["spans"]
-    )  # sealed: the tests record with a key
+    # sealed: the tests record with a key
+    assert any("[SEALED:" in json.dumps(span["events"]) for span in document["spans"])
     shown = [decode_value(call["request"]) for call in _redis_calls(redacted(document))]
     assert shown[0]["args"] == ["default", "[REDACTED]"]
     assert shown[1]["args"] == [
@@ -285,13 +284,13 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
     ]
 
     (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/credentials"])
-    assert (
-        "pipe-s3cret" in recorded.text
-    )  # the app saw the real error message (it quotes the command) ...
+    # the app saw the real error message (it quotes the command) ...
+    assert "pipe-s3cret" in recorded.text
+    # ... and the replay, with the key, too
     assert (replayed.status_code, replayed.json()) == (
         200,
         recorded.json(),
-    )  # ... and the replay, with the key, too
+    )
 
 
 def test_pubsub_in_replay_raises_instead_of_connecting(connects: list[Any]) -> None:

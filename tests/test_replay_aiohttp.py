@@ -43,9 +43,8 @@ async def _script(base: str) -> dict[str, Any]:
     got: dict[str, Any] = {}
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/json") as response:
-            got["json"] = (await response.json())[
-                "login"
-            ]  # the token field is redacted in the cassette
+            # the token field is redacted in the cassette
+            got["json"] = (await response.json())["login"]
         async with session.post(base + "/echo?via=json", json={"name": "ada", "n": 1}) as response:
             got["post_json"] = await response.json()
         async with session.post(
@@ -219,9 +218,8 @@ def test_replayed_call_still_makes_an_opentelemetry_client_span(
         for s in finished
         if s.kind is SpanKind.CLIENT
     }
-    clients = [
-        s for s, url in urls.items() if url.startswith(upstream.url)
-    ]  # not the test's own httpx calls
+    # not the test's own httpx calls
+    clients = [s for s, url in urls.items() if url.startswith(upstream.url)]
     assert [urls[s] for s in clients] == [f"{upstream.url}/echo?q=1", f"{upstream.url}/echo?q=9"]
     assert all(s.parent is not None and s.parent.span_id in servers for s in clients)
     answered, unmatched = clients
@@ -241,10 +239,11 @@ def test_call_recorded_with_httpx_is_answered_for_aiohttp(
         _replaying(serve, upstream, cassette).url + "/lookup?q=1&name=ada", timeout=10
     )
 
+    # what httpx got, now given to aiohttp
     assert (replayed.status_code, replayed.content) == (
         200,
         recorded,
-    )  # what httpx got, now given to aiohttp
+    )
     assert len(upstream.requests) == sent
 
 
@@ -289,7 +288,6 @@ def test_recorded_transport_error_replays_as_aiohttp_exception(
 
     replayed = asyncio.run(call_dead_port())
     assert type(replayed) is raised
-    assert "recorded failure" in str(
-        replayed
-    )  # a live attempt at the dead port would say "Connect call failed"
+    # a live attempt at the dead port would say "Connect call failed"
+    assert "recorded failure" in str(replayed)
     assert len(replay.answered) == 1

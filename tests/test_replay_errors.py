@@ -93,9 +93,8 @@ def _assert_one_clear_error(
         f"timetracer: cannot use cassette {re.escape(str(path))}: {problem}", str(raised.value)
     )
     error = raised.value
-    assert error.__cause__ is None and (
-        error.__context__ is None or error.__suppress_context__
-    )  # nothing chained to wade through
+    # nothing chained to wade through
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
 
 
 @pytest.mark.parametrize("start", _START)

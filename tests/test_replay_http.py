@@ -210,10 +210,11 @@ def test_redacted_password_still_matches(
     login = CALLS.index(
         ("POST", "/echo?via=login", {"json": {"user": "ada", "password": "s3cret"}})
     )
+    # sealed
     assert redacted(doc)["calls"][login]["request"]["body"]["json"] == {
         "user": "ada",
         "password": "[REDACTED]",
-    }  # sealed
+    }
     method, path, options = CALLS[login]
     with timetracer_replay(cassette_files(cassette_dir)[0]) as session:
         response = _call(method, upstream.url + path, options)

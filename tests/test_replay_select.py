@@ -165,10 +165,11 @@ def test_without_the_recording_key_the_report_says_the_secrets_could_not_tell_th
     config = replay_config(cassette_dir, key_file=str(tmp_path / "no-key-here"))
     reason = f"this process has no secret key (they were fingerprinted with key {key_id})"
     replayed, reports = replay(serve, upstream.url, config, [_login("right"), _login("wrong")])
+    # recording order: the right password got a 401
     assert [r.cassette_id for r in reports] == [
         wrong["id"],
         right["id"],
-    ]  # recording order: the right password got a 401
+    ]
     assert [r.status_code for r in replayed] == [401, 200]
     note = (
         f"2 cassettes of this request differ in their secret values and {reason}: "
@@ -209,9 +210,8 @@ def test_a_cassette_is_read_when_chosen_and_no_other_is(
     }
     bob_path, bob = by_name["bob"]
     unchosen = []
-    for n in range(
-        200
-    ):  # the same request recorded at other paths: valid cassettes no request asks for
+    # the same request recorded at other paths: valid cassettes no request asks for
+    for n in range(200):
         doc = {
             **bob,
             "id": f"{n:08x}",

@@ -207,9 +207,8 @@ def test_replay_without_the_key_matches_every_call(
     cassette = _record(serve, deps, secrets, cassette_dir, "none")
     monkeypatch.setenv("TIMETRACER_KEY_FILE", str(tmp_path / "no-key"))
     answered, report = _replay(serve, deps, secrets, cassette)
-    assert [
-        note for note in report.notes if note.startswith("unverifiable without the key")
-    ]  # the report says why it differs
+    # the report says why it differs
+    assert [note for note in report.notes if note.startswith("unverifiable without the key")]
     # every call matched; what the upstream and the stores gave back reads as [REDACTED]
     assert answered == {
         "inbound": True,

@@ -195,9 +195,8 @@ def test_cassette_holds_statements_parameters_rows_and_errors(
         str,
         *(type(v) for v in ORDER.values()),
     ]
-    assert (
-        insert["response"]["rows"] == [[1]] and insert["response"]["rowcount"] == 1
-    )  # RETURNING id
+    # RETURNING id
+    assert insert["response"]["rows"] == [[1]] and insert["response"]["rowcount"] == 1
 
     many = next(
         c

@@ -123,9 +123,8 @@ def test_complete_api_example_replays_without_its_database_or_upstream(
         with _uvicorn(
             app_dir, {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}, record_log
         ) as url:
-            (missing,) = _get(
-                url, ["/users/2"]
-            )  # answered once the app is imported: its table exists
+            # answered once the app is imported: its table exists
+            (missing,) = _get(url, ["/users/2"])
             with contextlib.closing(sqlite3.connect(database)) as db, db:
                 db.execute(
                     "INSERT INTO users (id, username, github_url) VALUES (1, 'octocat', ?)",

@@ -267,9 +267,8 @@ def test_a_failed_write_is_counted_logged_once_and_never_fails_the_request(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     target = f"s3://{bucket}-missing/recorded" if where == "s3" else str(blocker / "cassettes")
-    monkeypatch.setattr(
-        _diagnostics, "errors", _diagnostics._RateLimitedErrors()
-    )  # no report held back by an earlier test
+    # no report held back by an earlier test
+    monkeypatch.setattr(_diagnostics, "errors", _diagnostics._RateLimitedErrors())
     before = timetracer_otel.stats().get("errors.write", 0)
     with caplog.at_level(logging.ERROR, logger="timetracer"):
         responses = _record(

@@ -41,9 +41,8 @@ class Columns(NamedTuple):
     """The columns each parameter and each string literal of a statement meets."""
 
     parameters: dict[Ref, frozenset[str]]
-    literals: tuple[
-        tuple[int, int, frozenset[str]], ...
-    ]  # (start, end) of the literal's content in the text
+    # (start, end) of the literal's content in the text
+    literals: tuple[tuple[int, int, frozenset[str]], ...]
 
 
 class _Token(NamedTuple):
@@ -96,9 +95,8 @@ def _identifiers(tokens: list[_Token], start: int, end: int) -> frozenset[str]:
             and token.kind not in T.Name.Placeholder
             and token.kind not in T.Name.Builtin
         )
-        keyword = (
-            token.kind in T.Keyword and not token.is_boundary()
-        )  # ``key``, ``data``: words sqlparse knows
+        # ``key``, ``data``: words sqlparse knows
+        keyword = token.kind in T.Keyword and not token.is_boundary()
         if (named or keyword or token.kind in T.Literal.String.Symbol) and following not in (
             "(",
             ".",
@@ -191,9 +189,8 @@ def _inserts(tokens: list[_Token], target: dict[int, set[str]]) -> None:
 
 def _reference(text: str, style: str, counter: list[int]) -> Ref | None:
     if text in ("?", "%s"):
-        if (
-            text != style
-        ):  # a "?" in a %s statement is an operator (PostgreSQL's jsonb ?), not a parameter
+        # a "?" in a %s statement is an operator (PostgreSQL's jsonb ?), not a parameter
+        if text != style:
             return None
         counter[0] += 1
         return counter[0] - 1

@@ -49,9 +49,8 @@ class BlockRecording:
             headers=[],
             service=service_name(provider, config.service_name),
         )
-        if (
-            seed is not None and config.draws
-        ):  # randomness reproducible from the seed (see DrawRecorder)
+        # randomness reproducible from the seed (see DrawRecorder)
+        if seed is not None and config.draws:
             self.recording.draws = DrawRecorder(config.draws, seed)
         self.recording.fixed_path = str(path)
         self.recording.status = 200
@@ -91,9 +90,8 @@ class BlockRecording:
         kept = self._keep_empty or not self.empty
         self.recording.discarded = not kept
         self._span.end()
-        self._processor.flush_recording(
-            self.recording
-        )  # other blocks (a fixture's) may still be open
+        # other blocks (a fixture's) may still be open
+        self._processor.flush_recording(self.recording)
         return kept
 
 

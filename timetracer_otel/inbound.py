@@ -37,9 +37,8 @@ def _match_routes(routes: Any, scope: Scope) -> str | None:
 
     partial: str | None = None
     for route in routes:
-        nested = getattr(
-            route, "effective_candidates", None
-        )  # FastAPI's included router, kept nested since 0.165
+        # FastAPI's included router, kept nested since 0.165
+        nested = getattr(route, "effective_candidates", None)
         if callable(nested):
             path = _match_routes(nested(), scope)
             if path is not None:
@@ -73,9 +72,8 @@ def route_template(scope: Scope, original_scope: Scope) -> str | None:
     ``original_scope`` is a copy taken before routing rewrote ``scope``.
     """
     route = scope.get("route")
-    mounted = scope.get("root_path") != original_scope.get(
-        "root_path"
-    )  # its path lacks the Mount prefix
+    # its path lacks the Mount prefix
+    mounted = scope.get("root_path") != original_scope.get("root_path")
     if route is not None and not mounted:
         fastapi_path = _fastapi_route(scope)
         if fastapi_path is not None:

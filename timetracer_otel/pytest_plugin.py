@@ -309,9 +309,8 @@ def pytest_fixture_setup(
         run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None)
     )
     run.fixture_paths[path] += 1
-    if (
-        run.fixture_paths[path] > 1
-    ):  # the same scope instance again (a parametrised dependency changed)
+    # the same scope instance again (a parametrised dependency changed)
+    if run.fixture_paths[path] > 1:
         path = path.with_name(f"{path.stem}#{run.fixture_paths[path]}.json")
     # Replay-only and no cassette: the fixture made no call when it was recorded, and may make none now.
     action = run.action(path) or REPLAY
@@ -324,9 +323,8 @@ def pytest_fixture_setup(
         result = yield
     finally:
         block.deactivate()
-    fixturedef.addfinalizer(
-        block.activate
-    )  # runs first at teardown: the fixture's own teardown comes next
+    # runs first at teardown: the fixture's own teardown comes next
+    fixturedef.addfinalizer(block.activate)
     return result
 
 

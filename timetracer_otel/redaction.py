@@ -199,9 +199,8 @@ class Redactor:
         for match in _KEY_DETAIL.finditer(text) if "Key (" in text else ():
             columns = [column.strip().strip('"') for column in match.group(1).split(",")]
             values = match.group(2).split(", ")
-            if len(values) != len(
-                columns
-            ):  # a value holding ", ": the whole tuple goes if a column is secret
+            # a value holding ", ": the whole tuple goes if a column is secret
+            if len(values) != len(columns):
                 columns, values = (
                     [c for c in columns if self.is_secret_field(c)][:1],
                     [match.group(2)],
@@ -251,9 +250,8 @@ class Redactor:
         base64: the other bytes stay base64, around the hidden contents.
         """
         delimiter = f"--{boundary}"
-        parts = data.decode("latin-1").split(
-            delimiter
-        )  # one character per byte: the bytes come back exactly
+        # one character per byte: the bytes come back exactly
+        parts = data.decode("latin-1").split(delimiter)
         secret = {index: (head, content) for index, _, head, content in self._secret_parts(parts)}
         if not secret:
             return None
@@ -288,9 +286,8 @@ class Redactor:
         content_type = raw_type.lower()
         if "application/x-www-form-urlencoded" in content_type:
             return "form", None
-        boundary = (
-            _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None
-        )  # case kept
+        # case kept
+        boundary = _BOUNDARY.search(raw_type) if content_type.startswith("multipart/") else None
         if boundary is not None:
             return "multipart", boundary.group(1)
         return ("json" if text.lstrip()[:1] in ("{", "[") else "plain"), None

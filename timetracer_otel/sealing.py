@@ -67,9 +67,8 @@ class Sealer:
     def seal(self, text: str, kind: str = TEXT) -> str:
         nonce = os.urandom(12)
         sealed = self._aead.encrypt(nonce, _pad((kind + text).encode("utf-8")), _AAD)
-        data = (
-            base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
-        )  # no "=": nothing to escape in a query
+        # no "=": nothing to escape in a query
+        data = base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
         return f"[SEALED:{self.key_id}:{data}]"
 
     def seal_json(self, value: Any) -> str:

@@ -160,9 +160,8 @@ class ValueScrubber:
         self._shapes = (
             shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
         )
-        ordered = sorted(
-            self.values, key=len, reverse=True
-        )  # the longest first: a cookie header before its value
+        # the longest first: a cookie header before its value
+        ordered = sorted(self.values, key=len, reverse=True)
         # Sealed tokens are matched first and kept: a secret is never searched inside one.
         secrets = "|".join(map(re.escape, ordered))
         self._pattern = re.compile(

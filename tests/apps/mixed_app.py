@@ -106,9 +106,8 @@ class _Clients:
         self.redis = redis.asyncio.Redis.from_url(deps.redis)
         self.sync_redis = redis.Redis.from_url(deps.redis)
         self.mongo = pymongo.AsyncMongoClient(deps.mongo)
-        self.sync_mongo: pymongo.MongoClient = pymongo.MongoClient(
-            deps.mongo
-        )  # connect=True: starts at once
+        # connect=True: starts at once
+        self.sync_mongo: pymongo.MongoClient = pymongo.MongoClient(deps.mongo)
 
     def key(self, name: str) -> str:
         return f"tt-mixed:{self.deps.suffix}:{name}"
@@ -285,9 +284,8 @@ def create_app(deps: Deps, config: TraceConfig | None = None) -> Starlette:
         for path, endpoint in zip(ROUTES, (sequence, reverse, gather, sync), strict=False)
     ]
     app = Starlette(routes=[*routes, Route("/outside", outside)], lifespan=lifespan)
-    auto_setup(
-        app, config=config, plugins=PLUGINS
-    )  # before the Mongo clients: pymongo hands them its listeners
+    # before the Mongo clients: pymongo hands them its listeners
+    auto_setup(app, config=config, plugins=PLUGINS)
     app.state.clients = _Clients(deps)
     return app
 

@@ -62,9 +62,8 @@ def scenario(db: Any) -> Scenario:
     updated = yield orders.update_one(
         {"sku": "B-1"}, {"$inc": {"qty": 10}, "$set": {"status": "closed"}}
     )
-    listed = yield orders.find(
-        {}, sort=[("sku", 1)], batch_size=2
-    )  # six documents: find, then two getMore
+    # six documents: find, then two getMore
+    listed = yield orders.find({}, sort=[("sku", 1)], batch_size=2)
     totals = yield orders.aggregate(
         [
             {"$match": {"qty": {"$gte": 1}}},
@@ -155,9 +154,8 @@ def create_app(mongo_url: str, config: TraceConfig) -> Starlette:
         routes=[Route("/orders/sync", sync_orders), Route("/orders/{kind}", async_orders)],
         lifespan=lifespan,
     )
-    auto_setup(
-        app, config=config, plugins=["pymongo", "motor"]
-    )  # before the clients: pymongo hands them its listeners
+    # before the clients: pymongo hands them its listeners
+    auto_setup(app, config=config, plugins=["pymongo", "motor"])
     clients.update(
         {
             "sync": pymongo.MongoClient(mongo_url, connect=False),

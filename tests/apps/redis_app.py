@@ -103,10 +103,11 @@ def lookup(client: Any, key: Callable[[str], str]) -> Scenario:
 
 def credentials(client: Any, key: Callable[[str], str]) -> Scenario:
     """Commands carrying passwords, alone and in a pipeline whose error quotes its command."""
+    # the default user has no password
     yield (
         "auth",
         client.execute_command("AUTH", "default", "s3cret-pw"),
-    )  # the default user has no password
+    )
     yield (
         "migrate",
         client.execute_command(

@@ -184,9 +184,8 @@ async def _errors_quoting(key: str, deps: Deps) -> bool:
     """Whether a failing call of each library, quoting ``key`` in its error, failed as it does for real."""
     failed = []
     try:
-        httpx.get(
-            f"{deps.upstream}/json", headers={"X-Request-Note": f"{key}\n"}
-        )  # a key read from a file, newline kept
+        # a key read from a file, newline kept
+        httpx.get(f"{deps.upstream}/json", headers={"X-Request-Note": f"{key}\n"})
     except httpx.LocalProtocolError:
         failed.append("httpx")
     try:
@@ -214,9 +213,8 @@ async def _errors_quoting(key: str, deps: Deps) -> bool:
     try:
         keys = mongo.test[f"keys_{deps.suffix}"]
         keys.insert_one({"_id": key, "owner": "ann"})
-        keys.find_one_and_update(
-            {"_id": key, "owner": "bob"}, {"$set": {"seen": 1}}, upsert=True
-        )  # E11000 ... dup key
+        # E11000 ... dup key
+        keys.find_one_and_update({"_id": key, "owner": "bob"}, {"$set": {"seen": 1}}, upsert=True)
     except pymongo.errors.OperationFailure:
         failed.append("pymongo")
     finally:
@@ -267,9 +265,8 @@ def create_app(deps: Deps, secrets: Secrets, config: TraceConfig | None = None) 
         }
         checks.update(redis=_redis(deps, secrets), mongo=_mongo(deps, secrets))
         key, duplicate = _stored_key(deps, secrets)
-        quoted = await _errors_quoting(
-            key or "", deps
-        )  # without the key, replay reads it [REDACTED]: still quoted
+        # without the key, replay reads it [REDACTED]: still quoted
+        quoted = await _errors_quoting(key or "", deps)
         checks["errors"] = quoted and duplicate and key == secrets.api_key
         return JSONResponse(checks)
 

@@ -29,9 +29,8 @@ class RunReport:
     unmatched: int = 0
     unused: int = 0
     used: set[str] = field(default_factory=set)  # cassettes read or written by this run
-    owned: set[str] = field(
-        default_factory=set
-    )  # cassettes of every collected test, run or deselected
+    # cassettes of every collected test, run or deselected
+    owned: set[str] = field(default_factory=set)
     scopes: set[str] = field(default_factory=set)  # directories whose tests were all collected
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:

@@ -100,9 +100,8 @@ async def _on_request_headers_sent(session: Any, context: SimpleNamespace, param
     call = getattr(context, "timetracer_call", None)
     if call is not None:
         with guarded("aiohttp.request_headers"):
-            call.request_headers = [
-                (str(k), str(v)) for k, v in params.headers.items()
-            ]  # as sent, not as given
+            # as sent, not as given
+            call.request_headers = [(str(k), str(v)) for k, v in params.headers.items()]
 
 
 async def _on_request_chunk_sent(session: Any, context: SimpleNamespace, params: Any) -> None:

@@ -120,9 +120,8 @@ def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 def install() -> None:
     wrapper_layers.install(PymongoInstrumentor, "_instrument", _instrument)
-    _chain(
-        PymongoInstrumentor()._commandtracer_instance
-    )  # instrumented before timetracer was enabled
+    # instrumented before timetracer was enabled
+    _chain(PymongoInstrumentor()._commandtracer_instance)
 
 
 def uninstall() -> None:

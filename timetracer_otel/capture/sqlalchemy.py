@@ -125,9 +125,8 @@ class _TeeCursor:
         )
         object.__setattr__(self, "_streams", streams)
         object.__setattr__(self, "_buffer", None)  # rows fetched ahead, served to SQLAlchemy
-        object.__setattr__(
-            self, "_sink", None
-        )  # the response of a streamed result, filled as rows are fetched
+        # the response of a streamed result, filled as rows are fetched
+        object.__setattr__(self, "_sink", None)
         object.__setattr__(self, "_response", None)  # the last execution's response
 
     def __getattr__(self, name: str) -> Any:
@@ -159,9 +158,8 @@ class _TeeCursor:
                 statement_request(self._context.dialect, operation, statement, parameters),
             )
             self._recording.add_call(call)
-            span = getattr(
-                self._context, "_otel_span", None
-            )  # the instrumentor's span, started but never current
+            # the instrumentor's span, started but never current
+            span = getattr(self._context, "_otel_span", None)
             span_context = span.get_span_context() if span is not None else None
             if span_context is not None and span_context.trace_id == self._recording.trace_id:
                 call.span_id = span_context.span_id
@@ -187,9 +185,8 @@ class _TeeCursor:
         with guarded("sqlalchemy.response"):
             call.response = self._answer(rows)
             object.__setattr__(self, "_response", call.response)
-        return (
-            self if result is self._cursor else result
-        )  # psycopg/sqlite3 return the cursor for chaining
+        # psycopg/sqlite3 return the cursor for chaining
+        return self if result is self._cursor else result
 
     def close(self) -> None:
         """Close; a driver that resets ``rowcount`` on close (psycopg) is recorded doing so."""
@@ -209,9 +206,8 @@ class _TeeCursor:
         }
         if rows is not None:
             response["rows"] = [list(snapshot(tuple(row))) for row in rows]
-        elif (
-            self._streams
-        ):  # psycopg2's named cursors have a description only once a row is fetched
+        # psycopg2's named cursors have a description only once a row is fetched
+        elif self._streams:
             response.update(rows=[], streamed=True, complete=False)
             object.__setattr__(self, "_sink", response)
         return response
@@ -313,12 +309,10 @@ def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:
-    with guarded(
-        "sqlalchemy.spans"
-    ):  # before the pool runs its connect listeners: none is added while they run
-        _ensure_spans(
-            getattr(instance, "_proxied", instance)
-        )  # an engine.execution_options() copy: its engine
+    # before the pool runs its connect listeners: none is added while they run
+    with guarded("sqlalchemy.spans"):
+        # an engine.execution_options() copy: its engine
+        _ensure_spans(getattr(instance, "_proxied", instance))
     recording = current_recording()
     if recording is None:
         return wrapped(*args, **kwargs)

@@ -224,9 +224,8 @@ def encode_body(
         if decoded:
             out["content_encoding"] = content_encoding
         else:
-            plain = _decompress(
-                data, content_encoding, limit
-            )  # a cut stream gives its decoded start
+            # a cut stream gives its decoded start
+            plain = _decompress(data, content_encoding, limit)
             if plain is not None:
                 data, cut = plain
                 out["content_encoding"] = content_encoding

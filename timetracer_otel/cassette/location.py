@@ -168,10 +168,11 @@ def list_files(url: str) -> list[str]:
     bucket, key = _split(url)
     client = _client()
     if key and not key.endswith("/"):
+        # no such object: a prefix, then
         with (
             contextlib.suppress(FileNotFoundError),
             _request(url),
-        ):  # no such object: a prefix, then
+        ):
             client.head_object(Bucket=bucket, Key=key)
             return [url]
     prefix = f"{key.rstrip('/')}/" if key.strip("/") else ""

@@ -25,9 +25,8 @@ __all__ = ["JSONProblem", "loads", "nesting", "describe_path"]
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as signed bytes: +1 opens, -1 closes
-_DIGITS = bytes.maketrans(
-    b"0123456789", b"0000000000"
-)  # every digit a 0: runs are found with ``in``
+# every digit a 0: runs are found with ``in``
+_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
 _LAST_TOKEN = re.compile(r'[^\s,:\[\]{}"]*')
 _KEY_CHARS = 40
 

@@ -21,16 +21,16 @@ from .errors import CassetteError
 
 __all__ = ["SCOPES", "validate_document"]
 
+# what a cassette records; a document without "scope" records a request
 SCOPES = (
     "request",
     "process",
-)  # what a cassette records; a document without "scope" records a request
+)
 
 _ENCODINGS = ("empty", "text", "json", "base64", "segments")
 _PROTOCOL = re.compile(r"[a-z][a-z0-9_.-]*")
-_BASE64 = re.compile(
-    r"[A-Za-z0-9+/]*={0,2}"
-)  # and a length divisible by 4 (a repeated group is slow on 50 MB)
+# and a length divisible by 4 (a repeated group is slow on 50 MB)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _ID_CHARS = 64
 _MOST = 2**64 - 1  # the largest integer a count, size or time may be (OTLP's fixed64)
 _SHOWN_CHARS = 40

@@ -408,9 +408,8 @@ def replay(
         location = str(_location(cassette, directory, _limits()))
         with Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer:
             reports = [replayer.replay(path) for path in replayer.cassettes()]
-            unusable = len(
-                replayer.library.unusable
-            )  # each named in a warning when the replay began
+            # each named in a warning when the replay began
+            unusable = len(replayer.library.unusable)
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     verdicts = [r.verdict for r in reports]
@@ -530,9 +529,8 @@ def _bound(host: str, port: int) -> socket.socket:
     )[0]
     listening = socket.socket(family, kind, protocol)
     try:
-        listening.setsockopt(
-            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-        )  # as uvicorn: a port in TIME_WAIT is free
+        # as uvicorn: a port in TIME_WAIT is free
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listening.bind(address)
         listening.listen()
     except OSError:
@@ -607,9 +605,8 @@ def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: 
         except (KeyError, TypeError) as exc:
             raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
     if output == "-":
-        sys.stdout.write(
-            printable_json("".join(lines))
-        )  # the same JSON, with no character a terminal acts on
+        # the same JSON, with no character a terminal acts on
+        sys.stdout.write(printable_json("".join(lines)))
     else:
         try:
             replace(output, "".join(lines).encode("utf-8"))

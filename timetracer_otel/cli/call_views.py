@@ -56,13 +56,14 @@ def _decoded(value: Any, limit: int | None) -> tuple[Any, Shown | None]:
         return None, raw
     try:
         return decode_value(value), None
+    # Decimal('x'), a huge timedelta
     except (
         ValueDecodeError,
         RecursionError,
         ValueError,
         TypeError,
         ArithmeticError,
-    ):  # Decimal('x'), a huge timedelta
+    ):
         return None, raw
 
 

@@ -63,11 +63,12 @@ LISTED = (
     "calls",
     "error",
 )
+# the last two choose a request's cassette in replay
 FIELDS = (
     *LISTED,
     "body_digest",
     "fingerprint",
-)  # the last two choose a request's cassette in replay
+)
 
 _Stamp = tuple[int, int]  # a file's (mtime in ns, size)
 
@@ -157,16 +158,13 @@ class _Tables:
 
     def __init__(self, previous: _Tables | None = None) -> None:
         self.records: dict[str, list] = dict(previous.records) if previous else {}
-        self.paths: dict[str, CassetteFile] = (
-            dict(previous.paths) if previous else {}
-        )  # a local file as a str (Paths are slow to make)
+        # a local file as a str (Paths are slow to make)
+        self.paths: dict[str, CassetteFile] = dict(previous.paths) if previous else {}
         self.entries: dict[str, dict[str, Any]] = dict(previous.entries) if previous else {}
-        self.problems: dict[str, str] = (
-            dict(previous.problems) if previous else {}
-        )  # key -> why it is not a usable cassette
-        self.rows: dict[str, tuple[list, dict[str, Any]]] = (
-            dict(previous.rows) if previous else {}
-        )  # key -> (record, its entry)
+        # key -> why it is not a usable cassette
+        self.problems: dict[str, str] = dict(previous.problems) if previous else {}
+        # key -> (record, its entry)
+        self.rows: dict[str, tuple[list, dict[str, Any]]] = dict(previous.rows) if previous else {}
 
     def put(self, key: str, path: CassetteFile, record: list, local: bool) -> None:
         if local:
@@ -178,9 +176,8 @@ class _Tables:
             return
         self.problems.pop(key, None)
         row = self.rows.get(key)
-        if (
-            row is None or row[0] is not record
-        ):  # an entry is made once per record: 50,000 dicts take time
+        # an entry is made once per record: 50,000 dicts take time
+        if row is None or row[0] is not record:
             row = self.rows[key] = (record, dict(zip(FIELDS, record[2], strict=False)))
         self.entries[key] = row[1]
 
@@ -291,9 +288,8 @@ class CassetteIndex:
             return  # an unwritable cache: listing still works, it just re-reads changed files each time
         self._saved, self._saved_stamp = files, _stamp(index_file)
         with contextlib.suppress(OSError):
-            os.unlink(
-                os.path.join(self.root, _LEGACY_NAME)
-            )  # an older version's index, in the cassette directory
+            # an older version's index, in the cassette directory
+            os.unlink(os.path.join(self.root, _LEGACY_NAME))
 
     def _files(self) -> list[tuple[str, CassetteFile]]:
         """(key, file) of every request cassette at the location, in key order; the directories' mtimes noted."""

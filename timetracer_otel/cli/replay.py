@@ -71,16 +71,14 @@ class Replayer:
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
         try:
-            process.start(
-                TraceConfig(mode="replay", cassette_path=location)
-            )  # its process cassette answers startup
+            # its process cassette answers startup
+            process.start(TraceConfig(mode="replay", cassette_path=location))
             app = import_app(spec, app_dir, factory)
             self.credentials = credentials.loaded(app_dir)
             self.ignore = tuple(ignore)
             self.config = self._config(app, location)
-            self.library = library_for(
-                self.config
-            )  # now: unusable cassettes stop here, before anything is sent
+            # now: unusable cassettes stop here, before anything is sent
+            self.library = library_for(self.config)
             self.app = self._target(app)
         except BaseException:
             self._restore_env()
@@ -89,9 +87,8 @@ class Replayer:
         self._client: Any = None
 
     def __enter__(self) -> Replayer:
-        with (
-            warnings.catch_warnings()
-        ):  # Starlette >= 1.x suggests httpx2 for its test client; httpx works
+        # Starlette >= 1.x suggests httpx2 for its test client; httpx works
+        with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message="Using `httpx` with `starlette.testclient` is deprecated"
             )
@@ -99,15 +96,13 @@ class Replayer:
 
         logger = logging.getLogger("timetracer")
         level = logger.level
-        logger.setLevel(
-            logging.WARNING
-        )  # the report is printed by the caller, not logged a second time
+        # the report is printed by the caller, not logged a second time
+        logger.setLevel(logging.WARNING)
         self._stack.callback(logger.setLevel, level)
         self._stack.callback(self._restore_env)
         client = TestClient(self.app, raise_server_exceptions=False, follow_redirects=False)
-        self._client = self._stack.enter_context(
-            client
-        )  # runs the app's lifespan once, as a server would
+        # runs the app's lifespan once, as a server would
+        self._client = self._stack.enter_context(client)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

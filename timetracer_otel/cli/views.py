@@ -104,9 +104,8 @@ def _json_text(value: Any, limit: int | None, indent: int | None = 2) -> Shown:
     if limit is None:
         return Shown(encoder.encode(value), False)
     chunks, size = [], 0
-    for chunk in encoder.iterencode(
-        value
-    ):  # made piece by piece (the one-shot encoder makes it all)
+    # made piece by piece (the one-shot encoder makes it all)
+    for chunk in encoder.iterencode(value):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:

@@ -150,9 +150,8 @@ class _Pages:
         self.limits = limits
         self.directory = directory
         self.target = target
-        self.token = secrets.token_urlsafe(
-            32
-        )  # the Replay form's token: another site cannot read it, so cannot post
+        # the Replay form's token: another site cannot read it, so cannot post
+        self.token = secrets.token_urlsafe(32)
         self.env = Environment(
             loader=PackageLoader("timetracer_otel.dashboard", "templates"),
             autoescape=True,

@@ -48,11 +48,12 @@ _SOURCE_OF_KIND = {
     "random": "random",
     "getrandbits": "random",
 }
+# random: SystemRandom
 _URANDOM_SOURCE_BY_HELPER = {
     "uuid": "uuid",
     "secrets": "secrets",
     "random": "secrets",
-}  # random: SystemRandom
+}
 
 
 def _draw(

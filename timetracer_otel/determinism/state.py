@@ -60,9 +60,8 @@ class DrawRecorder:
             else seeded(self._generator(kind, caller))
         )
         if len(self.draws) < MAX_DRAWS_PER_REQUEST:
-            self.draws.append(
-                (source, kind, caller, value)
-            )  # list.append is atomic: threads of the request may draw
+            # list.append is atomic: threads of the request may draw
+            self.draws.append((source, kind, caller, value))
         else:
             counters.add("dropped.draws")
         return value

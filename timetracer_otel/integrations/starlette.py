@@ -72,9 +72,8 @@ class TimeTracerMiddleware:
                 send if self._inner is self.app else self._writing_at_lifespan_ends(send),
             )
             return
-        token = (
-            enter_request()
-        )  # recorded or not, replayed or not: no call made here belongs to the process
+        # recorded or not, replayed or not: no call made here belongs to the process
+        token = enter_request()
         try:
             if (
                 scope["type"] != "http"
@@ -83,9 +82,8 @@ class TimeTracerMiddleware:
             ):
                 await self.app(scope, receive, send)
             elif _ends_through(self._provider, trace.get_current_span()):
-                await self._inner(
-                    scope, receive, send
-                )  # an outer instrumentation already made the server span
+                # an outer instrumentation already made the server span
+                await self._inner(scope, receive, send)
             else:
                 await self._traced(scope, receive, send)
         finally:
@@ -147,9 +145,8 @@ def auto_setup(
     names = check_plugin_names(plugins) if plugins is not None else None
     if config.mode == "off":
         return config
-    if (
-        config.mode == "replay"
-    ):  # fail at start, not at the first request, if the cassettes are unusable
+    # fail at start, not at the first request, if the cassettes are unusable
+    if config.mode == "replay":
         from timetracer_otel.replayers.asgi import library_for
 
         library_for(config)
@@ -160,9 +157,8 @@ def auto_setup(
         enable_installed()
     for name in names or ():
         enable(name)
-    if (
-        config.mode == "replay"
-    ):  # now, not when the stack is built: clients the app makes next are covered too
+    # now, not when the stack is built: clients the app makes next are covered too
+    if config.mode == "replay":
         from timetracer_otel.replayers import install_replayers
 
         install_replayers()

@@ -221,9 +221,8 @@ def usual_answer(view: CallView) -> dict[str, Any] | None:
     Answering ``AUTH`` takes its password nowhere and tells nothing about it.
     """
     key = view.key
-    if (
-        not isinstance(key, tuple) or key[1] != "command"
-    ):  # a pipeline: its commands may carry anything
+    # a pipeline: its commands may carry anything
+    if not isinstance(key, tuple) or key[1] != "command":
         return None
     decode, (name, args) = key[2], key[3]
     if name == "CLIENT" and args and command_name(_text(args[0])) in ("SETNAME", "SETINFO"):
@@ -262,9 +261,8 @@ def _password_positions(words: list[str]) -> list[int]:
         return [len(words) - 1] if len(words) > 1 else []
     if name == "HELLO":  # HELLO protover [AUTH username password] [SETNAME name]
         return _option_secrets(words, 2, {"AUTH": (2, 2), "SETNAME": (0, 1)})
-    if (
-        name == "MIGRATE"
-    ):  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
+    # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS ...]
+    if name == "MIGRATE":
         return _option_secrets(words, 6, {"AUTH": (1, 1), "AUTH2": (2, 2)}, stop="KEYS")
     if (name, sub) == ("CONFIG", "SET"):  # CONFIG SET name value [name value ...]
         return [i + 1 for i in range(2, len(words) - 1, 2) if words[i].lower() in _SECRET_SETTINGS]
@@ -328,9 +326,8 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
             hide,
         )
     elif name == "HGETALL":
-        typed.hide_named_fields(
-            reply, names, hide
-        )  # a hash reply is a field -> value mapping, like a document
+        # a hash reply is a field -> value mapping, like a document
+        typed.hide_named_fields(reply, names, hide)
     elif name == "CONFIG GET":
         _secret_settings(reply, hide)
     return reply

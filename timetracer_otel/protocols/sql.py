@@ -79,9 +79,8 @@ def snapshot(value: Any) -> Any:
         return [snapshot(item) for item in value]
     if isinstance(value, tuple):
         return tuple(snapshot(item) for item in value)
-    if isinstance(
-        value, (bytearray, memoryview)
-    ):  # mutable, or a view of a buffer the driver may reuse
+    # mutable, or a view of a buffer the driver may reuse
+    if isinstance(value, (bytearray, memoryview)):
         return type(value)(bytes(value))
     if type(value) not in PLAIN:
         for attribute in _WRAPPED:
