@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from timetracer_otel._standalone import record_block
@@ -212,6 +212,8 @@ def test_compressed_body_is_stored_decoded_and_replayed_encoded(data: bytes, enc
 
 @_CODEC
 @given(_sql_rows)
+# fromisoformat drops an offset's microseconds: found by this test in CI
+@example([(dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=1))),)])
 def test_sql_rows_keep_their_values_and_types(rows: list[tuple[Any, ...]]) -> None:
     """Rows as the capture keeps them (``snapshot``) and as the replay cursor hands them out (tuples)."""
     response = {

@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["encode_value", "decode_value", "ValueDecodeError"]
 
@@ -83,6 +84,23 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     uuid.UUID: lambda v: {TYPE_KEY: "uuid", "value": str(v)},
 }
 
+_T = TypeVar("_T", dt.datetime, dt.time)
+_FRACTIONAL_OFFSET = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)\.(\d{6})$")
+
+
+def _offset_kept(parsed: _T, text: str) -> _T:
+    """``fromisoformat`` drops the microseconds of a UTC offset that has some (CPython): put the
+    offset ``isoformat`` wrote back, so the value replays equal."""
+    match = _FRACTIONAL_OFFSET.search(text)
+    if match is None:
+        return parsed
+    sign, hours, minutes, seconds, micros = match.groups()
+    offset = dt.timedelta(
+        hours=int(hours), minutes=int(minutes), seconds=int(seconds), microseconds=int(micros)
+    )
+    return parsed.replace(tzinfo=dt.timezone(-offset if sign == "-" else offset))
+
+
 _DECODERS: dict[str, Callable[[dict], Any]] = {
     "float": lambda d: float(d["value"]),
     "dict": lambda d: {decode_value(k): decode_value(v) for k, v in d["items"]},
@@ -92,9 +110,9 @@ _DECODERS: dict[str, Callable[[dict], Any]] = {
     "bytes": lambda d: base64.b64decode(d["base64"]),
     "bytearray": lambda d: bytearray(base64.b64decode(d["base64"])),
     "memoryview": lambda d: memoryview(base64.b64decode(d["base64"])),
-    "datetime": lambda d: dt.datetime.fromisoformat(d["value"]),
+    "datetime": lambda d: _offset_kept(dt.datetime.fromisoformat(d["value"]), d["value"]),
     "date": lambda d: dt.date.fromisoformat(d["value"]),
-    "time": lambda d: dt.time.fromisoformat(d["value"]),
+    "time": lambda d: _offset_kept(dt.time.fromisoformat(d["value"]), d["value"]),
     "timedelta": lambda d: dt.timedelta(
         days=d["days"], seconds=d["seconds"], microseconds=d["microseconds"]
     ),
