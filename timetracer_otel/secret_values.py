@@ -155,7 +155,8 @@ class ValueScrubber:
     def __init__(
         self, values: Iterable[str], sealer: Sealer | None = None, shapes: bool = False
     ) -> None:
-        self.values = usable(spellings(values))
+        self._given = usable(values)
+        self.values = usable(spellings(self._given))
         self._sealer = sealer
         self._shapes = (
             shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
@@ -183,7 +184,7 @@ class ValueScrubber:
         if self._shapes:
             extra = usable(shaped_secrets(text)) - self.values
             if extra:
-                return ValueScrubber(self.values | extra, self._sealer).text(text)
+                return ValueScrubber(self._given | extra, self._sealer).text(text)
         if text in self.values:
             return self._whole(text)
         if not self.values:
