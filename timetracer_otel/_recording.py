@@ -46,9 +46,12 @@ _serials = itertools.count(1)
 
 
 def current_recording() -> TraceRecording | None:
-    """The recording of the request this code runs for; outside every request, the process recording; or None."""
+    """The recording of the request this code runs for; outside every request, the process recording; or None
+    (also for timetracer's own I/O, which no recording keeps)."""
+    if is_own_io():
+        return None
     recording = _current.get()
-    if recording is not None or _process is None or _in_request.get() or is_own_io():
+    if recording is not None or _process is None or _in_request.get():
         return recording
     return _process
 

@@ -6,17 +6,43 @@ spans). If the method is already wrapped (by an instrumentor or anyone using wra
 our wrapper goes under the innermost one; if it is not, ours goes on the method and
 whatever wraps it later lands on top. Each of our layers has a name ("capture",
 "replay"); a method carries each layer at most once.
+
+Client libraries stack (requests sends through urllib3): the layer that records or
+answers a call, or lets it go live, marks it with :func:`handling`, and the layers of the
+libraries under it stand aside (:func:`handled_by`), so a call is recorded, and answered,
+once, as the library the application called.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import wrapt
 
-__all__ = ["install", "uninstall", "is_installed"]
+__all__ = ["install", "uninstall", "is_installed", "handling", "handled_by"]
+
+_handled_by: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "timetracer_call_handled_by", default=None
+)
+
+
+@contextlib.contextmanager
+def handling(library: str) -> Iterator[None]:
+    """The call made in the block is ``library``'s: layers of the libraries it calls stand aside."""
+    token = _handled_by.set(_handled_by.get() or library)
+    try:
+        yield
+    finally:
+        _handled_by.reset(token)
+
+
+def handled_by() -> str | None:
+    """The library whose layer has the call being made (an outer library's, or this one's own), or None."""
+    return _handled_by.get()
 
 
 class _Layer(wrapt.FunctionWrapper):
