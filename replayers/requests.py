@@ -15,7 +15,7 @@ from requests.adapters import HTTPAdapter
 from timetracer_otel import wrapper_layers
 
 from .http import error_kind, http_answer, recorded_exception_class, request_body_bytes
-from .session import replay_session_for
+from .session import ReplaySession, goes_live, replay_session_for
 from .urllib3 import urllib3_response
 
 __all__ = ["install", "uninstall"]
@@ -29,17 +29,21 @@ _BY_KIND: dict[str, type[rex.RequestException]] = {
 
 
 def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any:
-    with wrapper_layers.handling("requests"):  # live (hybrid), urllib3's replayer lets it through
-        return _answer(wrapped, instance, args, kwargs)
-
-
-def _answer(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any:
     request: requests.PreparedRequest = args[0] if args else kwargs["request"]
     session = replay_session_for(
         "requests", lambda: f"{request.method} {request.url}", str(request.url)
     )
-    if session is None:
-        return wrapped(*args, **kwargs)
+    if session is not None:
+        return _answer(session, instance, request)
+    if goes_live("requests"):
+        with wrapper_layers.handling("requests"):  # urllib3's replayer under it lets it go too
+            return wrapped(*args, **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _answer(
+    session: ReplaySession, instance: HTTPAdapter, request: requests.PreparedRequest
+) -> Any:
     headers = [(str(k), str(v)) for k, v in request.headers.items()]
     call = session.answer_http(
         "requests",

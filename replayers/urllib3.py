@@ -10,9 +10,11 @@ library layered on urllib3 answers itself (requests) pass through.
 
 from __future__ import annotations
 
+import ast
 import http
 import inspect
 import io
+import re
 from typing import Any
 
 from urllib3 import exceptions
@@ -72,24 +74,48 @@ def urllib3_response(
     )
 
 
-def _recorded_error(error: dict[str, str], pool: HTTPConnectionPool, url: str) -> Exception:
-    """The recorded exception: its urllib3 class (or the nearest for another library's), its message.
+# A MaxRetryError's message ends with the cause's repr: "(Caused by NewConnectionError('...'))".
+_CAUSE = re.compile(r"\(Caused by (\w+)\((.*)\)\)$", re.DOTALL)
 
-    urllib3's exception classes take the pool, the connection or the cause as arguments; the
-    recorded message stands for them, and the attributes they set are the pool and URL of
-    this call (a connection or a cause, which replay has not, are None).
+
+def _rebuilt(
+    cls: type[exceptions.HTTPError], message: str, pool: HTTPConnectionPool, url: str
+) -> exceptions.HTTPError:
+    """An instance of ``cls`` saying ``message``.
+
+    urllib3's exception classes take the pool, the connection or the cause as arguments;
+    the recorded message stands for them, and the attributes they set are this call's pool
+    and URL, the cause read back from the message, and no connection (replay has none).
     """
-    cls = (
-        recorded_exception_class(error, "urllib3", exceptions.HTTPError)
-        or _BY_KIND[error_kind(error)]
-    )
     exc = cls.__new__(cls)
-    Exception.__init__(exc, error.get("message", ""))
-    known = {"pool": pool, "url": url, "conn": None, "reason": None}
+    Exception.__init__(exc, message)
+    known = {"pool": pool, "url": url, "conn": None, "reason": _cause(message, pool, url)}
     for name in inspect.signature(cls.__init__).parameters:
         if name in known:
             setattr(exc, name, known[name])
     return exc
+
+
+def _cause(message: str, pool: HTTPConnectionPool, url: str) -> exceptions.HTTPError | None:
+    """The urllib3 exception a MaxRetryError's message names as its cause, or None."""
+    found = _CAUSE.search(message)
+    cls = getattr(exceptions, found.group(1), None) if found else None
+    if found is None or not (isinstance(cls, type) and issubclass(cls, exceptions.HTTPError)):
+        return None
+    try:
+        text = ast.literal_eval(found.group(2))
+    except (ValueError, SyntaxError):
+        text = found.group(2)
+    return _rebuilt(cls, str(text), pool, url)
+
+
+def _recorded_error(error: dict[str, str], pool: HTTPConnectionPool, url: str) -> Exception:
+    """The recorded exception: its urllib3 class (or the nearest for another library's), its message."""
+    cls = (
+        recorded_exception_class(error, "urllib3", exceptions.HTTPError)
+        or _BY_KIND[error_kind(error)]
+    )
+    return _rebuilt(cls, error.get("message", ""), pool, url)
 
 
 def _urlopen(wrapped: Any, instance: HTTPConnectionPool, args: tuple, kwargs: dict) -> Any:

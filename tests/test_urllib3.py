@@ -31,6 +31,7 @@ from moto.server import ThreadedMotoServer
 
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.protocols.http import absolute_url
 
 _AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -164,7 +165,9 @@ def test_every_way_of_calling_urllib3_is_recorded_once_as_the_library_the_app_ca
 
     errors = docs["/errors?gate=rec"]["calls"]
     assert [c["error"]["type"] for c in errors] == _ERRORS
-    assert [e["raised"] for e in responses[3].json()] == _ERRORS
+    app_saw = responses[3].json()
+    assert [e["raised"] for e in app_saw] == _ERRORS
+    assert app_saw[1]["reason"] == "urllib3.exceptions.NewConnectionError"  # replayed alike
     assert all(c["response"] is None for c in errors)
 
     assert _urls(docs["/requests"]) == [
@@ -284,3 +287,20 @@ def test_requests_named_live_goes_to_the_network_past_the_urllib3_replayer(
     )
     assert len(upstream.requests) == before + 2
     assert_same_response(recorded, replayed)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "port", "target", "url"),
+    [
+        ("http", "127.0.0.1", 8080, "/a?b=1", "http://127.0.0.1:8080/a?b=1"),
+        ("https", "example.com", 443, "/", "https://example.com/"),
+        ("http", "::1", 80, "/x", "http://[::1]/x"),
+        ("http", "proxy", 3128, "http://example.com/y", "http://example.com/y"),
+    ],
+    ids=["port", "default-port", "ipv6", "through-a-proxy"],
+)
+def test_a_pool_request_is_named_by_its_absolute_url(
+    scheme: str, host: str, port: int, target: str, url: str
+) -> None:
+    """What capture records and replay matches for a pool's ``urlopen(method, target)``."""
+    assert absolute_url(scheme, host, port, target) == url

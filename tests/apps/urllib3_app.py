@@ -51,12 +51,18 @@ def seen(response: urllib3.BaseHTTPResponse, body: bytes | None = None) -> dict[
     return {"status": response.status, "headers": headers, "body": base64.b64encode(data).decode()}
 
 
+def _name(exc: BaseException) -> str:
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
+
+
 def raised(call: Callable[[], Any]) -> dict[str, Any]:
-    """The class and message of what ``call`` raised, or what it returned."""
+    """The class and message of what ``call`` raised (and of its ``reason``), or what it returned."""
     try:
         return {"returned": repr(call())}
     except Exception as exc:  # noqa: BLE001 - the test compares what was raised
-        return {"raised": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)}
+        reason = getattr(exc, "reason", None)
+        because = {"reason": _name(reason), "reason_message": str(reason)} if reason else {}
+        return {"raised": _name(exc), "message": str(exc), **because}
 
 
 def create_app(upstream: str, s3_url: str, config: TraceConfig | None = None) -> Starlette:
