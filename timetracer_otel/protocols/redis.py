@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.secret_names import SecretNames
 
@@ -204,12 +204,7 @@ def recorded_view(call: CassetteCall) -> CallView:
 
 
 def _answer(reply: Any) -> dict[str, Any]:
-    return {
-        "protocol": "redis",
-        "request": None,
-        "response": encode_value({"reply": reply}),
-        "error": None,
-    }
+    return call_document("redis", None, encode_value({"reply": reply}))
 
 
 def usual_answer(view: CallView) -> dict[str, Any] | None:
