@@ -24,7 +24,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
-from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.secret_names import SecretNames
 
@@ -221,21 +221,13 @@ def usual_answer(view: CallView) -> dict[str, Any] | None:
     replay connection, so they need no answer.
     """
     if view.fields["operation"] == "connect":
-        return {
-            "protocol": "sql",
-            "request": None,
-            "response": {"dialect_state": {}},
-            "error": None,
-        }
+        return call_document("sql", None, {"dialect_state": {}})
     if (
         view.fields["operation"] == "execute"
         and view.fields["statement"].lower().rstrip("; ") == "select 1"
     ):
         description = [["?column?", None, None, None, None, None, None]]
-        return {
-            "protocol": "sql",
-            "request": None,
-            "response": {"description": description, "rowcount": 1, "rows": [[1]]},
-            "error": None,
-        }
+        return call_document(
+            "sql", None, {"description": description, "rowcount": 1, "rows": [[1]]}
+        )
     return None
