@@ -15,7 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from _outgoing_http import check_call_spans, check_script
+import urllib3
+from _outgoing_http import (
+    GatedStream,
+    check_call_spans,
+    check_script,
+    check_stream,
+    make_app,
+    only_cassette,
+)
 from _replay import (
     CONNECTS,
     assert_same_response,
@@ -28,6 +36,9 @@ from _replay import (
 from apps.urllib3_app import CONCURRENT, create_app
 from conftest import Upstream, load_cassettes, running_upstream
 from moto.server import ThreadedMotoServer
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
@@ -304,3 +315,22 @@ def test_a_pool_request_is_named_by_its_absolute_url(
 ) -> None:
     """What capture records and replay matches for a pool's ``urlopen(method, target)``."""
     assert absolute_url(scheme, host, port, target) == url
+
+
+def test_a_streamed_response_reaches_the_app_chunk_by_chunk(
+    serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+) -> None:
+    """``preload_content=False`` with ``stream()``: the teed reads must not read ahead."""
+
+    def stream(request: Request) -> JSONResponse:
+        gated = GatedStream(upstream)
+        response = urllib3.request("GET", gated.url, preload_content=False, timeout=5)
+        for data in response.stream():
+            gated.received(data)
+        return JSONResponse(gated.result())
+
+    app = make_app([Route("/stream", stream)], record_config, "urllib3")
+    response = httpx.get(serve(app).url + "/stream", timeout=30)
+    assert response.status_code == 200, response.text
+    assert timetracer_otel.flush(30)
+    check_stream(only_cassette(cassette_dir, "GET", "stream"), response.json())
