@@ -39,6 +39,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import (
     ASYNCPG,
     ASYNCPG_METHODS,
+    ASYNCPG_STATEMENT_METHODS,
     asyncpg_arguments,
     asyncpg_request,
     live_view,
@@ -151,8 +152,22 @@ class _ReplayConnection:
     execute = _through(_Connection, "execute")
     executemany = _through(_Connection, "executemany")
     prepare = _through(_Connection, "prepare")
-    if hasattr(_Connection, "fetchmany"):
-        fetchmany = _through(_Connection, "fetchmany")
+    fetchmany = _through(_Connection, "fetchmany")
+
+    def cursor(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a cursor's rows are fetched as the application goes, and no recording holds them."""
+        request = asyncpg_request("fetch", (query, *args), {})
+        label = f"cursor {live_view(request).label.removeprefix('fetch ')}"
+        session = _session(lambda: label)
+        error = ReplayMismatchError(
+            label,
+            LIBRARY,
+            session.path if session else "(none)",
+            "asyncpg cursors are not replayed",
+        )
+        if session is not None:
+            session.refuse(error)
+        raise error
 
     def transaction(
         self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
@@ -203,8 +218,7 @@ class _ReplayStatement:
     fetchrow = _through(_Statement, "fetchrow")
     fetchval = _through(_Statement, "fetchval")
     executemany = _through(_Statement, "executemany")
-    if hasattr(_Statement, "fetchmany"):
-        fetchmany = _through(_Statement, "fetchmany")
+    fetchmany = _through(_Statement, "fetchmany")
 
 
 class _Acquire:
@@ -342,11 +356,8 @@ _OPENERS: list[tuple[Any, str, Callable[..., Any]]] = [
 
 
 def _methods() -> list[tuple[type, str]]:
-    return [
-        (owner, method)
-        for owner in (_Connection, _Statement)
-        for method in ASYNCPG_METHODS
-        if hasattr(owner, method)
+    return [(_Connection, method) for method in ASYNCPG_METHODS] + [
+        (_Statement, method) for method in ASYNCPG_STATEMENT_METHODS
     ]
 
 

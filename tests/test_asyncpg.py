@@ -115,6 +115,7 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
         ("execute", "INSERT"),
         ("executemany", "INSERT"),
         ("fetch", "SELECT"),
+        ("fetchmany", "INSERT"),
         ("fetchval", "SELECT"),
         ("fetchval", "SELECT"),
         ("prepare", "SELECT"),
@@ -133,16 +134,19 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
     many = calls[2]["request"]["parameters"]
     assert many == [{"$type": "tuple", "items": [f"m1-{i}"]} for i in range(3)]
     assert calls[1]["response"]["status"] == "INSERT 0 1"
-    violation = calls[15]
+    violation = calls[16]
     assert violation["error"]["type"] == "asyncpg.exceptions.UniqueViolationError"
     assert violation["response"]["error_attributes"]["sqlstate"] == "23505"
     assert violation["response"]["error_attributes"]["constraint_name"] == "users_pkey"
     spans = {s["span_id"]: s for s in by_path["/calls/1"][0]["spans"]}
-    assert all(
-        spans[c["span_id"]]["kind"] == "CLIENT"
-        for c in calls
-        if c["request"]["operation"] != "prepare"
-    )
+    # OpenTelemetry's instrumentor makes no span for prepare() nor Connection.fetchmany(): the request's
+    kinds = [(c["request"]["operation"], spans[c["span_id"]]["kind"]) for c in calls]
+    assert {kind for operation, kind in kinds if operation in ("prepare", "fetchmany")} == {
+        "SERVER"
+    }
+    assert {kind for operation, kind in kinds if operation not in ("prepare", "fetchmany")} == {
+        "CLIENT"
+    }
 
     (kinds,) = _sql_calls(by_path["/kinds"][0])[:1]
     row = kinds["response"]["rows"][0]
@@ -317,3 +321,27 @@ def test_outside_requests_a_replaying_process_opens_a_stand_in_pool_and_refuses_
     )
     monkeypatch.setenv("TIMETRACER_LIVE_PLUGINS", "asyncpg")
     assert asyncio.run(start_up(DSN)) == (1, "text")
+
+
+def test_a_cursor_on_a_replay_connection_is_refused_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``asyncpg.connect`` in a replaying process gives a stand-in; its cursors raise ReplayMismatchError."""
+    from timetracer_otel.replayers import ReplayMismatchError, install_replayers
+
+    install_replayers()
+    monkeypatch.setenv("TIMETRACER_MODE", "replay")
+
+    async def use_a_cursor() -> str:
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{closed_port()}/test")
+        try:
+            conn.cursor("SELECT n FROM generate_series(1, $1) AS n", 3)
+        except ReplayMismatchError as exc:
+            return str(exc).splitlines()[0]
+        finally:
+            await conn.close()
+        return "not refused"
+
+    assert asyncio.run(use_a_cursor()) == (
+        "timetracer replay: no recorded call matches cursor SELECT n FROM generate_series(1, $1) AS n (asyncpg)"
+    )

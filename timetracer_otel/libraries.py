@@ -75,7 +75,8 @@ LIBRARIES: dict[str, Library] = _declared(
     Library(
         name="asyncpg",
         extra="asyncpg",
-        requires=("asyncpg>=0.29",),
+        # 0.30: Connection.fetchmany and PreparedStatement.fetchmany
+        requires=("asyncpg>=0.30",),
         instrumentor="opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor",
         capture="timetracer_otel.capture.asyncpg",
         replay="timetracer_otel.replayers.asyncpg",

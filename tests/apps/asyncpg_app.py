@@ -93,6 +93,11 @@ async def calls(request: Request) -> JSONResponse:
         out["fetch"] = repr(
             await conn.fetch("SELECT body FROM notes WHERE body LIKE $1 ORDER BY body", f"m{n}-%")
         )
+        out["fetchmany"] = repr(
+            await conn.fetchmany(
+                "INSERT INTO notes (body) VALUES ($1) RETURNING body", [(f"f{n}-a",), (f"f{n}-b",)]
+            )
+        )
         out["fetchval"] = repr(
             await conn.fetchval("SELECT count(*) FROM notes WHERE body = $1", f"n{n}")
         )

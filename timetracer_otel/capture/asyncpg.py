@@ -3,7 +3,8 @@
 The wrappers sit under OpenTelemetry's asyncpg wrappers on the same methods
 (``Connection.fetch``/``fetchrow``/``fetchval``/``execute``/``executemany``/``fetchmany``
 and ``PreparedStatement``'s), so each call is attached to the instrumentor's client span;
-``Connection.prepare``, which has no span, is recorded too (its errors are the statement's).
+``Connection.prepare`` (its errors are the statement's) and ``Connection.fetchmany``, which
+the instrumentor makes no span for, are recorded too, on the span current where they are made.
 Pools and transactions need nothing of their own: ``pool.fetch`` runs ``Connection.fetch``,
 ``BEGIN``/``COMMIT``/``ROLLBACK`` are ``Connection.execute`` calls; the statements a pool runs
 to reset a connection it takes back are its own, not recorded.
@@ -35,6 +36,7 @@ from timetracer_otel._recording import (
 )
 from timetracer_otel.protocols.sql import (
     ASYNCPG_METHODS,
+    ASYNCPG_STATEMENT_METHODS,
     asyncpg_arguments,
     asyncpg_request,
     error_attributes,
@@ -127,12 +129,8 @@ async def _housekeeping(
 
 
 def _methods() -> list[tuple[type, str]]:
-    """The recorded methods this asyncpg has (``fetchmany`` came in 0.30)."""
-    return [
-        (owner, method)
-        for owner in (_Connection, _Statement)
-        for method in ASYNCPG_METHODS
-        if hasattr(owner, method) and not (owner is _Statement and method in ("execute", "prepare"))
+    return [(_Connection, method) for method in ASYNCPG_METHODS] + [
+        (_Statement, method) for method in ASYNCPG_STATEMENT_METHODS
     ]
 
 

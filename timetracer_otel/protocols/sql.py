@@ -54,6 +54,7 @@ __all__ = [
     "usual_answer",
     "ASYNCPG",
     "ASYNCPG_METHODS",
+    "ASYNCPG_STATEMENT_METHODS",
     "asyncpg_arguments",
     "asyncpg_request",
 ]
@@ -286,6 +287,8 @@ ASYNCPG_METHODS: dict[str, str | None] = {
     "fetchmany": "many",
     "prepare": None,
 }
+# The methods of those a PreparedStatement has.
+ASYNCPG_STATEMENT_METHODS = ("fetch", "fetchrow", "fetchval", "executemany", "fetchmany")
 
 
 def asyncpg_arguments(method: str, args: tuple, kwargs: dict, prepared: bool) -> tuple[tuple, dict]:
