@@ -12,7 +12,10 @@ constraint, ...). Transactions are asyncpg's ``Transaction``: its ``BEGIN``/``CO
 ``ROLLBACK`` are recorded statements like any other. A connection made before the session
 began is answered the same way, never sent to.
 
-What the stand-ins do not answer: cursors, ``COPY``, listeners, type codecs (answers come
+A cursor serves the rows the recording fetched through it, in order; past them, on a cursor
+the recording did not read to its end, it raises :class:`ReplayMismatchError`.
+
+What the stand-ins do not answer: ``COPY``, listeners, type codecs (answers come
 decoded as recorded, so ``set_type_codec`` does nothing), a pool's ``init``/``setup``
 callbacks (never called: the connection they set up does not exist). Anything that would still
 open a connection in a replay session raises :class:`ReplayMismatchError` instead.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -38,7 +42,7 @@ from timetracer_otel import wrapper_layers
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import (
     ASYNCPG,
-    ASYNCPG_METHODS,
+    ASYNCPG_CONNECTION_METHODS,
     ASYNCPG_STATEMENT_METHODS,
     asyncpg_arguments,
     asyncpg_request,
@@ -132,6 +136,86 @@ def _replay(owner: type, method: str) -> Callable[..., Any]:
     return replay
 
 
+# --------------------------------------------------------------------------- cursors
+class _ReplayCursor:
+    """A cursor, or its iterator, serving the rows the recording fetched, in order.
+
+    Past them, on a cursor the recording did not read to its end (or moved ``forward()`` on,
+    which replay refuses), :class:`ReplayMismatchError`: its next rows were never recorded.
+    """
+
+    def __init__(self, call: CassetteCall, label: str, path: str) -> None:
+        self._call = call
+        self._label, self._path = label, path
+        response = call.decoded_response() or {}
+        self._rows = deque(_records(response)) if "rows" in response else deque()
+        self._complete = bool(response.get("complete")) and not call.error
+
+    def _more(self, what: str) -> ReplayMismatchError:
+        return ReplayMismatchError(
+            f"{self._label} ({what})",
+            LIBRARY,
+            self._path,
+            "the recording stopped fetching this cursor here",
+        )
+
+    def _take(self, n: int) -> list[Any]:
+        taken = [self._rows.popleft() for _ in range(min(n, len(self._rows)))]
+        if len(taken) < n and not self._complete:
+            if self._call.error:
+                raise _error(self._call)
+            raise self._more("more rows")
+        return taken
+
+    def __aiter__(self) -> _ReplayCursor:
+        return self
+
+    async def __anext__(self) -> Any:
+        taken = self._take(1)
+        if not taken:
+            raise StopAsyncIteration
+        return taken[0]
+
+    async def fetch(self, n: int, *, timeout: float | None = None) -> list[Any]:
+        return self._take(n)
+
+    async def fetchrow(self, *, timeout: float | None = None) -> Any:
+        taken = self._take(1)
+        return taken[0] if taken else None
+
+    async def forward(self, n: int, *, timeout: float | None = None) -> int:
+        raise self._more("forward")
+
+
+class _ReplayCursorFactory:
+    """What ``cursor()`` gives in replay: iterated, or awaited for a cursor."""
+
+    def __init__(self, cursor: _ReplayCursor) -> None:
+        self._cursor = cursor
+
+    def __aiter__(self) -> _ReplayCursor:
+        return self._cursor
+
+    def __await__(self) -> Generator[Any, None, _ReplayCursor]:
+        return self._open().__await__()
+
+    async def _open(self) -> _ReplayCursor:
+        if self._cursor._call.error and not self._cursor._rows:
+            raise _error(self._cursor._call)
+        return self._cursor
+
+
+def _cursor(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    request = asyncpg_request("cursor", args, kwargs)
+    session = _session(lambda: live_view(request).label)
+    if session is None:
+        if isinstance(instance, _ReplayConnection):
+            raise ReplayMismatchError(live_view(request).label, LIBRARY, "(none)", _OUTSIDE)
+        return wrapped(*args, **kwargs)
+    recorded = session.answer(LIBRARY, live_view(session.scrubbed(request), session.redactor))
+    return _ReplayCursorFactory(_ReplayCursor(recorded.call, recorded.view.label, session.path))
+
+
 # --------------------------------------------------------------------------- stand-ins
 class _ReplayConnection:
     """What ``asyncpg.connect()`` gives in replay: asyncpg's methods, answered from the cassette."""
@@ -154,20 +238,10 @@ class _ReplayConnection:
     prepare = _through(_Connection, "prepare")
     fetchmany = _through(_Connection, "fetchmany")
 
-    def cursor(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        """Refused: a cursor's rows are fetched as the application goes, and no recording holds them."""
-        request = asyncpg_request("fetch", (query, *args), {})
-        label = f"cursor {live_view(request).label.removeprefix('fetch ')}"
-        session = _session(lambda: label)
-        error = ReplayMismatchError(
-            label,
-            LIBRARY,
-            session.path if session else "(none)",
-            "asyncpg cursors are not replayed",
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return inspect.getattr_static(_Connection, "cursor").__get__(self, _Connection)(
+            *args, **kwargs
         )
-        if session is not None:
-            session.refuse(error)
-        raise error
 
     def transaction(
         self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
@@ -356,7 +430,7 @@ _OPENERS: list[tuple[Any, str, Callable[..., Any]]] = [
 
 
 def _methods() -> list[tuple[type, str]]:
-    return [(_Connection, method) for method in ASYNCPG_METHODS] + [
+    return [(_Connection, method) for method in ASYNCPG_CONNECTION_METHODS] + [
         (_Statement, method) for method in ASYNCPG_STATEMENT_METHODS
     ]
 
@@ -364,6 +438,7 @@ def _methods() -> list[tuple[type, str]]:
 def install() -> None:
     for owner, method in _methods():
         wrapper_layers.install(owner, method, _replay(owner, method), layer="replay")
+    wrapper_layers.install(_Connection, "cursor", _cursor, layer="replay")
     for owner, name, wrapper in _OPENERS:
         wrapper_layers.install(owner, name, wrapper, layer="replay")
 
@@ -371,5 +446,6 @@ def install() -> None:
 def uninstall() -> None:
     for owner, method in _methods():
         wrapper_layers.uninstall(owner, method, layer="replay")
+    wrapper_layers.uninstall(_Connection, "cursor", layer="replay")
     for owner, name, _ in _OPENERS:
         wrapper_layers.uninstall(owner, name, layer="replay")

@@ -130,7 +130,14 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
         ("execute", "INSERT"),
         ("execute", "ROLLBACK;"),
         ("fetchval", "SELECT"),
+        ("execute", "BEGIN;"),
+        ("cursor", "SELECT"),
+        ("cursor", "SELECT"),
+        ("execute", "COMMIT;"),
     ]
+    iterated, fetched = (call["response"] for call in calls[-3:-1])
+    assert (iterated["rows"], iterated["complete"]) == ([[n, n * 2] for n in range(1, 6)], True)
+    assert (fetched["rows"], fetched["complete"]) == ([[1, 2], [2, 4], [3, 6]], False)
     many = calls[2]["request"]["parameters"]
     assert many == [{"$type": "tuple", "items": [f"m1-{i}"]} for i in range(3)]
     assert calls[1]["response"]["status"] == "INSERT 0 1"
@@ -139,14 +146,12 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
     assert violation["response"]["error_attributes"]["sqlstate"] == "23505"
     assert violation["response"]["error_attributes"]["constraint_name"] == "users_pkey"
     spans = {s["span_id"]: s for s in by_path["/calls/1"][0]["spans"]}
-    # OpenTelemetry's instrumentor makes no span for prepare() nor Connection.fetchmany(): the request's
+    # OpenTelemetry's instrumentor makes no span for prepare(), Connection.fetchmany() nor a cursor
+    # (it makes one per fetch): they are on the request's
+    own = ("prepare", "fetchmany", "cursor")
     kinds = [(c["request"]["operation"], spans[c["span_id"]]["kind"]) for c in calls]
-    assert {kind for operation, kind in kinds if operation in ("prepare", "fetchmany")} == {
-        "SERVER"
-    }
-    assert {kind for operation, kind in kinds if operation not in ("prepare", "fetchmany")} == {
-        "CLIENT"
-    }
+    assert {kind for operation, kind in kinds if operation in own} == {"SERVER"}
+    assert {kind for operation, kind in kinds if operation not in own} == {"CLIENT"}
 
     (kinds,) = _sql_calls(by_path["/kinds"][0])[:1]
     row = kinds["response"]["rows"][0]
@@ -323,25 +328,41 @@ def test_outside_requests_a_replaying_process_opens_a_stand_in_pool_and_refuses_
     assert asyncio.run(start_up(DSN)) == (1, "text")
 
 
-def test_a_cursor_on_a_replay_connection_is_refused_not_sent(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``asyncpg.connect`` in a replaying process gives a stand-in; its cursors raise ReplayMismatchError."""
-    from timetracer_otel.replayers import ReplayMismatchError, install_replayers
+def test_a_cursor_read_past_its_recorded_rows_is_a_mismatch() -> None:
+    """The rows the recording fetched come back as Records; the next one was never recorded."""
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
+    from timetracer_otel.replayers.session import activate, deactivate
+
+    series = "SELECT n FROM generate_series(1, $1) AS n"
+    response = {"description": [["n"]], "rowcount": -1, "lastrowid": None, "rows": [[1], [2]]}
+    call = {
+        "protocol": "sql",
+        "library": "asyncpg",
+        "request": encode_value(asyncpg_request("cursor", (series, 9), {})),
+        "response": {**response, "streamed": True, "complete": False},
+        "error": None,
+    }
+
+    async def read() -> tuple[list[Any], str]:
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{closed_port()}/test")
+        cursor = await conn.cursor(series, 9)
+        rows = await cursor.fetch(2)
+        try:
+            await cursor.fetchrow()
+        except ReplayMismatchError as exc:
+            return rows, str(exc).splitlines()[0]
+        return rows, "answered"
 
     install_replayers()
-    monkeypatch.setenv("TIMETRACER_MODE", "replay")
-
-    async def use_a_cursor() -> str:
-        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{closed_port()}/test")
-        try:
-            conn.cursor("SELECT n FROM generate_series(1, $1) AS n", 3)
-        except ReplayMismatchError as exc:
-            return str(exc).splitlines()[0]
-        finally:
-            await conn.close()
-        return "not refused"
-
-    assert asyncio.run(use_a_cursor()) == (
-        "timetracer replay: no recorded call matches cursor SELECT n FROM generate_series(1, $1) AS n (asyncpg)"
+    token = activate(ReplaySession({"calls": [call]}, "in-memory"))
+    try:
+        rows, error = asyncio.run(read())
+    finally:
+        deactivate(token)
+    assert [dict(row) for row in rows] == [{"n": 1}, {"n": 2}]
+    assert isinstance(rows[0], asyncpg.Record)
+    assert (
+        error
+        == f"timetracer replay: no recorded call matches cursor {series} (more rows) (asyncpg)"
     )

@@ -2,8 +2,9 @@
 
 A pool is created in the lifespan, before any request (``asyncpg.create_pool``), and the
 routes use it every way asyncpg offers: the pool's shortcuts, ``pool.acquire()`` with
-``fetch``/``fetchrow``/``fetchval``/``execute``/``executemany``, prepared statements,
-transactions (one committed, one rolled back by a unique violation), and a connection of
+``fetch``/``fetchrow``/``fetchval``/``execute``/``executemany``/``fetchmany``, prepared
+statements, transactions (one committed, one rolled back by a unique violation), cursors in a
+transaction (iterated, and fetched from in part), and a connection of
 its own (``asyncpg.connect``). It answers with the ``repr`` of what asyncpg gave it (and of
 every way of reading a ``Record``), so equal responses mean equal values of equal types.
 
@@ -127,6 +128,11 @@ async def calls(request: Request) -> JSONResponse:
                 "SELECT count(*) FROM notes WHERE body IN ($1, $2)", f"t{n}", f"r{n}"
             )
         )
+        async with conn.transaction():  # a cursor read to its end, and one read in part
+            series = "SELECT n, n * 2 AS twice FROM generate_series(1, $1) AS n"
+            out["cursor_iterated"] = repr([r async for r in conn.cursor(series, 5, prefetch=2)])
+            cursor = await conn.cursor(series, 6)
+            out["cursor_fetched"] = repr((await cursor.fetch(2), await cursor.fetchrow()))
     return JSONResponse(out)
 
 

@@ -6,7 +6,8 @@ cursor execution (the statement and parameters exactly as the DBAPI received the
 
 A driver used without SQLAlchemy speaks the same protocol under its own dialect
 (``postgresql+asyncpg``), its operations named by its own methods (``fetch``,
-``fetchrow``, ``fetchval``, ``execute``, ``executemany``, ``prepare``): its
+``fetchrow``, ``fetchval``, ``execute``, ``executemany``, ``fetchmany``, ``prepare``,
+``cursor``: its rows as the application fetched them, as a streamed result): its
 statements are SQL with positional parameters, its answers rows with a description,
 so matching and redaction are the same.
 
@@ -54,6 +55,7 @@ __all__ = [
     "usual_answer",
     "ASYNCPG",
     "ASYNCPG_METHODS",
+    "ASYNCPG_CONNECTION_METHODS",
     "ASYNCPG_STATEMENT_METHODS",
     "asyncpg_arguments",
     "asyncpg_request",
@@ -286,8 +288,18 @@ ASYNCPG_METHODS: dict[str, str | None] = {
     "executemany": "many",
     "fetchmany": "many",
     "prepare": None,
+    "cursor": "args",
 }
-# The methods of those a PreparedStatement has.
+# The coroutine methods of those a Connection has (``cursor`` returns a cursor factory), and a PreparedStatement.
+ASYNCPG_CONNECTION_METHODS = (
+    "fetch",
+    "fetchrow",
+    "fetchval",
+    "execute",
+    "executemany",
+    "fetchmany",
+    "prepare",
+)
 ASYNCPG_STATEMENT_METHODS = ("fetch", "fetchrow", "fetchval", "executemany", "fetchmany")
 
 
