@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from _replay import (
     assert_same_response,
     send,
     serving_process,
+    uvicorn_process,
 )
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
 from apps.asyncpg_app import create_app, create_tables
@@ -67,22 +69,22 @@ def _record(
 
 
 def _replay_fresh(
-    cassette: Path, schema: str, run: Callable[[str], list[httpx.Response]]
+    cassette: Path, schema: str, run: Callable[[str], list[httpx.Response]], **env: str
 ) -> tuple[list[httpx.Response], str]:
     """``run(url)``'s responses from the app in a fresh replaying uvicorn process whose DSN is a closed port,
     and what that process printed (its socket connects audited)."""
-    env = {
-        **{k: v for k, v in __import__("os").environ.items() if not k.startswith("TIMETRACER_")},
+    replay_env = {
         "TIMETRACER_MODE": "replay",
         "TIMETRACER_CASSETTE": str(cassette),
         "ASYNCPG_APP_DSN": f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
         "ASYNCPG_APP_SCHEMA": schema,
+        **env,
     }
     command = [
         sys.executable, "-c", AUDIT_HOOK + "from uvicorn.main import main\nmain()",
         "--factory", "--app-dir", str(APPS_DIR), "asyncpg_app:from_environment", "--log-level", "warning",
     ]  # fmt: skip
-    with serving_process(command, env) as server:
+    with serving_process(command, {**os.environ, **replay_env}) as server:
         try:
             responses = run(server.url)
         except httpx.HTTPError:
@@ -366,3 +368,34 @@ def test_a_cursor_read_past_its_recorded_rows_is_a_mismatch() -> None:
         error
         == f"timetracer replay: no recorded call matches cursor {series} (more rows) (asyncpg)"
     )
+
+
+def test_a_statement_at_start_up_is_kept_in_the_process_cassette_and_replayed(
+    cassette_dir: Path, schema: str
+) -> None:
+    """Recorded by a process started to record, the lifespan's statement on its new pool goes to the
+    process cassette; a replaying process answers it from there, its pool opening nothing."""
+    record_env = {
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(cassette_dir),
+        "ASYNCPG_APP_DSN": DSN,
+        "ASYNCPG_APP_SCHEMA": schema,
+        "ASYNCPG_APP_AT_START": "1",
+    }
+    with uvicorn_process(record_env, "asyncpg_app:from_environment") as server:
+        (recorded,) = send(server.url, [("GET", "/kinds", {})])
+    assert recorded.json()["at_start"] == "1", server.stderr
+    (process,) = cassette_dir.rglob("process__*.json")
+    calls = json.loads(process.read_text("utf-8"))["calls"]
+    assert [
+        (c["library"], c["request"]["operation"], c["request"]["statement"]) for c in calls
+    ] == [("asyncpg", "fetchval", "SELECT count(*) FROM kinds")]
+
+    (replayed,), stderr = _replay_fresh(
+        cassette_dir,
+        schema,
+        lambda url: send(url, [("GET", "/kinds", {})]),
+        ASYNCPG_APP_AT_START="1",
+    )
+    assert_same_response(recorded, replayed)
+    assert CONNECTS.findall(stderr) == []

@@ -1,7 +1,8 @@
 """The application of the asyncpg tests: asyncpg used directly, as FastAPI services do.
 
-A pool is created in the lifespan, before any request (``asyncpg.create_pool``), and the
-routes use it every way asyncpg offers: the pool's shortcuts, ``pool.acquire()`` with
+A pool is created in the lifespan, before any request (``asyncpg.create_pool``), and used
+there once if asked (``query_at_start``: a statement the process cassette keeps); the routes
+use it every way asyncpg offers: the pool's shortcuts, ``pool.acquire()`` with
 ``fetch``/``fetchrow``/``fetchval``/``execute``/``executemany``/``fetchmany``, prepared
 statements, transactions (one committed, one rolled back by a unique violation), cursors in a
 transaction (iterated, and fetched from in part), and a connection of
@@ -10,7 +11,8 @@ every way of reading a ``Record``), so equal responses mean equal values of equa
 
 The tables live in the schema ``ASYNCPG_APP_SCHEMA`` names (the test creates them with
 :func:`create_tables`). ``from_environment()`` is the ``uvicorn --factory`` entry
-(``ASYNCPG_APP_DSN``, ``ASYNCPG_APP_SCHEMA``; the config comes from ``TIMETRACER_*``).
+(``ASYNCPG_APP_DSN``, ``ASYNCPG_APP_SCHEMA``, ``ASYNCPG_APP_AT_START``; the config comes from
+``TIMETRACER_*``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ async def kinds(request: Request) -> JSONResponse:
             "fetch": repr(await pool.fetch(KINDS, 1)),
             "fetchval": repr(await pool.fetchval("SELECT t FROM kinds WHERE id = $1", 1)),
             "missing": repr(await pool.fetchrow(KINDS, 2)),
+            "at_start": repr(getattr(request.app.state, "kinds_at_start", None)),
         }
     )
 
@@ -171,12 +174,16 @@ async def direct(request: Request) -> JSONResponse:
         await conn.close()
 
 
-def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Starlette:
+def create_app(
+    dsn: str, schema: str, config: TraceConfig | None = None, query_at_start: bool = False
+) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await asyncpg.create_pool(
             dsn, server_settings={"search_path": schema}, min_size=2, max_size=10
         )
+        if query_at_start:  # outside every request: the process cassette's
+            app.state.kinds_at_start = await app.state.pool.fetchval("SELECT count(*) FROM kinds")
         yield
         await app.state.pool.close()
 
@@ -194,4 +201,8 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Star
 
 
 def from_environment() -> Starlette:
-    return create_app(os.environ["ASYNCPG_APP_DSN"], os.environ["ASYNCPG_APP_SCHEMA"])
+    return create_app(
+        os.environ["ASYNCPG_APP_DSN"],
+        os.environ["ASYNCPG_APP_SCHEMA"],
+        query_at_start=bool(os.environ.get("ASYNCPG_APP_AT_START")),
+    )
