@@ -67,18 +67,21 @@ def _recordings(count: int, env: dict[str, str], cassette_dir: str) -> dict[str,
 def _messages(recordings: list[Any]) -> list[bytes]:
     """The frames the application sends for ``recordings``, one each, after the config's (config id 0)."""
     from timetracer_otel.exporters._frames import frame
+    from timetracer_otel.exporters._messages import RecordMessage
     from timetracer_otel.exporters.frozen import freeze
 
-    return [frame(("record", 0, freeze(r))) for r in recordings]
+    return [frame(RecordMessage(0, freeze(r))) for r in recordings]
 
 
 def _config_frame(config: Any) -> bytes:
     """The config message, with a new cassette directory: every run writes new files."""
     from timetracer_otel.exporters._frames import frame
+    from timetracer_otel.exporters._messages import ConfigMessage
     from timetracer_otel.exporters.process_writer import _shipped
 
+    os.makedirs(config.cassette_dir, exist_ok=True)  # nothing was written there: submit was kept
     fresh = dataclasses.replace(config, cassette_dir=tempfile.mkdtemp(dir=config.cassette_dir))
-    return frame(("config", 0, _shipped(fresh), dict(os.environ)))
+    return frame(ConfigMessage(0, _shipped(fresh), dict(os.environ)))
 
 
 def _process_cpu(pid: int) -> float:
@@ -113,7 +116,7 @@ def _writer_cpu(config: Any, records: list[bytes], rate: float, warm_up: int = 2
         handled = max(
             [
                 handled,
-                *(r["handled"] for r in reports.feed(os.read(process.stdout.fileno(), 1 << 16))),
+                *(r.handled for r in reports.feed(os.read(process.stdout.fileno(), 1 << 16))),
             ]
         )
     drain = threading.Thread(target=process.stdout.read)  # its reports, so it never waits on them

@@ -1,12 +1,10 @@
 """The writer process: reads frozen recordings from stdin, writes their cassettes, reports on stdout.
 
 Started by :class:`~timetracer_otel.exporters.process_writer.ProcessWriter`, with the file
-descriptor of a pipe that wakes it for a flush as its argument. Messages in:
-``("config", id, TraceConfig, environment)``, ``("record", config id, FrozenRecording)``, ``("flush", n)``.
-Reports out, at most every ``_REPORT_SECONDS`` unless a flush asks for one now: the
-counters added since the last report, the log lines and errors to show in the
-application's process (which rate-limits the errors), how many recordings were handled, and the flushes answered. It runs until its
-stdin closes (the application exited or let it go), after writing what it was sent.
+descriptor of a pipe that wakes it for a flush as its argument. It reads the messages of
+:mod:`._messages` and sends a :class:`~._messages.Report` at most every ``_REPORT_SECONDS``
+unless a flush asks for one now. It runs until its stdin closes (the application exited
+or let it go), after writing what it was sent.
 """
 
 from __future__ import annotations
@@ -17,14 +15,14 @@ import os
 import select
 import sys
 import time
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from timetracer_otel._diagnostics import counters, errors, guarded, logger
 from timetracer_otel.config import TraceConfig
 
 from ._frames import FrameReader, frame
+from ._messages import ConfigMessage, FlushMessage, Message, RecordMessage, Report
 from .files import CassetteFiles
-from .frozen import FrozenRecording
 
 _REPORT_SECONDS = 0.1
 # Cassettes are background work: where the CPUs are busy, the application's requests go first
@@ -81,25 +79,24 @@ class _Writer:
         self._dirty = False
         self._last_report = 0.0
 
-    def handle(self, message: Any) -> None:
-        kind = message[0]
-        if kind == "record":
-            self._record(message[1], message[2])
-        elif kind == "config":
-            self._configs[message[1]] = (message[2], message[3])
-        elif kind == "flush":
-            self._acks.append(message[1])
+    def handle(self, message: Message) -> None:
+        if isinstance(message, RecordMessage):
+            self._record(message)
+        elif isinstance(message, ConfigMessage):
+            self._configs[message.config_id] = (message.config, message.environment)
+        elif isinstance(message, FlushMessage):
+            self._acks.append(message.flush_id)
         self._dirty = True
 
-    def _record(self, config_id: int, recording: FrozenRecording) -> None:
-        config, environment = self._configs[config_id]
+    def _record(self, message: RecordMessage) -> None:
+        config, environment = self._configs[message.config_id]
         # the app's environment when it first used this config (AWS settings for S3)
-        if self._environment != config_id:
+        if self._environment != message.config_id:
             os.environ.clear()
             os.environ.update(environment)
-            self._environment = config_id
+            self._environment = message.config_id
         with guarded("write"):
-            self._files.write(recording, config)
+            self._files.write(message.recording, config)
         self._handled += 1
 
     def report_due(self) -> float | None:
@@ -113,14 +110,14 @@ class _Writer:
     def report(self) -> None:
         now = counters.snapshot()
         added = {name: value - self._reported_counters.get(name, 0) for name, value in now.items()}
-        message = {
-            "counters": {name: value for name, value in added.items() if value},
-            "logs": self._log.lines,
-            "errors": self._errors,
-            "handled": self._handled,
-            "acks": self._acks,
-        }
-        self._reports.write(frame(message))
+        report = Report(
+            counters={name: value for name, value in added.items() if value},
+            logs=self._log.lines,
+            errors=self._errors,
+            handled=self._handled,
+            acks=self._acks,
+        )
+        self._reports.write(frame(report))
         self._reported_counters = now
         self._log.lines, self._errors, self._acks, self._dirty = [], [], [], False
         self._last_report = time.monotonic()

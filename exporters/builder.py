@@ -7,6 +7,7 @@ from typing import Any
 
 from timetracer_otel.cassette import FORMAT_NAME, FORMAT_VERSION
 from timetracer_otel.cassette.body import encode_body, header_value
+from timetracer_otel.cassette.calls import call_document
 
 from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
 
@@ -56,43 +57,42 @@ def _body(
 
 
 def _http_call(call: FrozenHttpCall, origin_ns: int, limit: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "kind": "http.client",
-        "protocol": "http",
-        "library": call.library,
-        "span_id": f"{call.span_id:016x}" if call.span_id else None,
-        "start_offset_ms": _ms(call.started_ns - origin_ns),
-        "request": {
-            "method": call.method,
-            "url": call.url,
-            "headers": _headers(call.request_headers),
-            "body": _body(call.request_body, call.request_headers, limit),
-        },
-        "response": None,
-        "error": call.error,
+    request = {
+        "method": call.method,
+        "url": call.url,
+        "headers": _headers(call.request_headers),
+        "body": _body(call.request_body, call.request_headers, limit),
     }
+    response = None
     if call.status is not None:
-        out["response"] = {
+        response = {
             "status": call.status,
             "headers": _headers(call.response_headers),
             "body": _body(
                 call.response_body, call.response_headers, limit, decoded=call.response_decoded
             ),
         }
-    return out
+    return call_document(
+        "http",
+        request,
+        response,
+        call.error,
+        library=call.library,
+        span_id=call.span_id,
+        start_offset_ms=_ms(call.started_ns - origin_ns),
+    )
 
 
 def _protocol_call(call: FrozenProtocolCall, origin_ns: int) -> dict[str, Any]:
-    return {
-        "kind": f"{call.protocol}.client",
-        "protocol": call.protocol,
-        "library": call.library,
-        "span_id": f"{call.span_id:016x}" if call.span_id else None,
-        "start_offset_ms": _ms(call.started_ns - origin_ns),
-        "request": call.request,
-        "response": call.response,
-        "error": call.error,
-    }
+    return call_document(
+        call.protocol,
+        call.request,
+        call.response,
+        call.error,
+        library=call.library,
+        span_id=call.span_id,
+        start_offset_ms=_ms(call.started_ns - origin_ns),
+    )
 
 
 def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:

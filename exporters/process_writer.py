@@ -6,8 +6,7 @@ millisecond it spent writing cost the event loop about another millisecond
 and writes it to a pipe without ever blocking; a writer process builds, redacts and writes
 the cassette, and reports back counters, log lines (the console line among them) and
 flush answers. One helper thread in the application's process reads those reports (at
-most about ten a second), runs the grace timers of :meth:`ProcessWriter.call_later`, and
-finishes writes the full pipe could not take.
+most about ten a second) and finishes writes the full pipe could not take.
 
 Where the writer process cannot serve, :class:`~.writer.CassetteWriter` (a thread) does:
 for a config with a ``redact_hook`` (it must run in the application's process), where no
@@ -18,7 +17,6 @@ and not yet written is handed to the thread).
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import itertools
 import multiprocessing.spawn
 import os
@@ -30,7 +28,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from timetracer_otel import _diagnostics
 from timetracer_otel._diagnostics import counters, guarded, logger, report_failure
@@ -39,8 +36,9 @@ from timetracer_otel.cassette.location import is_url
 from timetracer_otel.config import TraceConfig
 
 from ._frames import FrameReader, frame, unframe
+from ._messages import ConfigMessage, FlushMessage, Message, RecordMessage, Report
 from .frozen import freeze
-from .writer import CassetteWriter, Later, count_drop
+from .writer import CassetteWriter, count_drop
 
 __all__ = ["ProcessWriter"]
 
@@ -97,7 +95,7 @@ class _Channel:
     def __init__(
         self,
         max_pending: int,
-        on_exit: weakref.WeakMethod[Callable[[list[Later], list[bytes]], None]],
+        on_exit: weakref.WeakMethod[Callable[[list[bytes]], None]],
     ) -> None:
         self._poller = select.poll()  # first: where there is none (Windows), the thread writes
         urgent_read, self._urgent = os.pipe()
@@ -131,8 +129,6 @@ class _Channel:
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._pending = bytearray()  # what the full pipe did not take yet, in order
-        self._timers: list[Later] = []  # a heap, by due time
-        self._order = itertools.count()
         self._acks: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count()
         # frames of recordings sent and not yet reported handled
@@ -143,9 +139,7 @@ class _Channel:
         self._ended = False  # the process exited and what it had not written was handed over
         threading.Thread(target=self._serve, name="timetracer-writer-reports", daemon=True).start()
 
-    def send(
-        self, message: Any, *, recording: bool = False, force: bool = False, urgent: bool = False
-    ) -> bool:
+    def send(self, message: Message, *, force: bool = False, urgent: bool = False) -> bool:
         """Hand ``message`` over without blocking; False when it was not (the process is gone or far behind).
 
         ``urgent``: wake the process to read it now, where it may be letting recordings gather.
@@ -170,21 +164,13 @@ class _Channel:
                 if written < len(data):
                     self._pending += data[written:]
                     self._wake_locked()
-            if recording:
+            if isinstance(message, RecordMessage):
                 self._unhandled.append(data)
             if urgent:
                 try:
                     os.write(self._urgent, b"!")
                 except (BlockingIOError, BrokenPipeError):  # woken already, or gone
                     pass
-        return True
-
-    def call_later(self, delay: float, action: Callable[[], None]) -> bool:
-        with self._lock:
-            if not self.alive:
-                return False
-            heapq.heappush(self._timers, Later(time.monotonic() + delay, next(self._order), action))
-            self._wake_locked()
         return True
 
     def flush(self, timeout: float | None) -> bool:
@@ -196,7 +182,7 @@ class _Channel:
                 return True
             self._acks[flush_id] = done
         # if the process is gone, its end sets ``done``
-        self.send(("flush", flush_id), force=True, urgent=True)
+        self.send(FlushMessage(flush_id), force=True, urgent=True)
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -210,7 +196,7 @@ class _Channel:
         return self.process.pid
 
     def _wake_locked(self) -> None:
-        """Make the helper thread look again (pending bytes, a new timer, closing); called holding the lock."""
+        """Make the helper thread look again (pending bytes, closing); called holding the lock."""
         if not self.alive:
             return
         try:
@@ -229,14 +215,13 @@ class _Channel:
                 if self._closing and not self._pending and not self._stdin.closed:
                     self._stdin.close()
                 want_write = bool(self._pending) and not self._stdin.closed
-                timeout = max(self._timers[0].due - time.monotonic(), 0) if self._timers else None
             if want_write != watching_commands:
                 if want_write:
                     poller.register(self._commands, select.POLLOUT)
                 else:
                     poller.unregister(self._commands)
                 watching_commands = want_write
-            for fd, _ in poller.poll(None if timeout is None else timeout * 1000):
+            for fd, _ in poller.poll():
                 if fd == self._wake_read:
                     os.read(self._wake_read, 4096)
                 elif fd == self._commands:
@@ -250,7 +235,6 @@ class _Channel:
                         # an application's log handler that fails stops nothing here
                         with guarded("write.report"):
                             self._apply(report)
-            self._run_due_timers()
 
     def _drain(self) -> None:
         with self._lock:
@@ -264,31 +248,20 @@ class _Channel:
                 return
             del self._pending[:written]
 
-    def _run_due_timers(self) -> None:
-        while True:
-            with self._lock:
-                if not self._timers or self._timers[0].due > time.monotonic():
-                    return
-                action = heapq.heappop(self._timers).action
-            with guarded("write.later"):
-                action()
-
-    def _apply(self, report: dict[str, Any]) -> None:
-        for name, amount in report["counters"].items():
+    def _apply(self, report: Report) -> None:
+        for name, amount in report.counters.items():
             counters.add(name, amount)
-        for level, text in report["logs"]:
+        for level, text in report.logs:
             logger.log(level, "%s", text)
-        for kind, message, details in report["errors"]:
+        for kind, message, details in report.errors:
             _diagnostics.errors.error(
                 kind, message if details is None else f"{message}\n{details.rstrip()}"
             )
         with self._lock:
-            for _ in range(report["handled"] - self._handled):
+            for _ in range(report.handled - self._handled):
                 self._unhandled.popleft()
-            self._handled = report["handled"]
-            acked = [
-                self._acks.pop(flush_id) for flush_id in report["acks"] if flush_id in self._acks
-            ]
+            self._handled = report.handled
+            acked = [self._acks.pop(flush_id) for flush_id in report.acks if flush_id in self._acks]
         for done in acked:
             done.set()
 
@@ -298,7 +271,6 @@ class _Channel:
             unhandled = list(self._unhandled)
             self._unhandled.clear()
             self._pending.clear()
-            timers, self._timers = self._timers, []
             closing = self._closing
             os.close(self._wake_read)
             os.close(self._wake_write)
@@ -316,7 +288,7 @@ class _Channel:
         on_exit = self._on_exit()
         if on_exit is not None:
             with guarded("write.handover"):
-                on_exit(timers, unhandled)
+                on_exit(unhandled)
         # only after the hand-over: a flush answered now goes on to wait for the thread
         with self._lock:
             self._ended = True
@@ -326,7 +298,7 @@ class _Channel:
 
 
 class ProcessWriter:
-    """Hands finished recordings to a writer process: the interface of :class:`~.writer.CassetteWriter`.
+    """Hands finished recordings to a writer process; a :class:`~timetracer_otel._recording.RecordingWriter`.
 
     The process starts with the first recording. When it is far behind (``max_pending_bytes``
     not yet taken by it), recordings are dropped and counted, as with a full queue.
@@ -362,7 +334,7 @@ class ProcessWriter:
             frozen = freeze(recording)
             if frozen.fixed_path is not None and not is_url(frozen.fixed_path):
                 frozen = frozen._replace(fixed_path=os.path.abspath(frozen.fixed_path))
-            sent = channel.send(("record", config_id, frozen), recording=True)
+            sent = channel.send(RecordMessage(config_id, frozen))
         except Exception as exc:  # noqa: BLE001 - never into the application's request
             report_failure("handover", exc)
             return False
@@ -372,13 +344,6 @@ class ProcessWriter:
             return self._fallback.submit(recording)
         count_drop()
         return False
-
-    def call_later(self, delay: float, action: Callable[[], None]) -> bool:
-        """Run ``action`` on a helper thread in ``delay`` seconds."""
-        channel = self._current_channel()
-        if channel is not None and channel.call_later(delay, action):
-            return True
-        return self._fallback.call_later(delay, action)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted before this call is written."""
@@ -426,18 +391,17 @@ class ProcessWriter:
         if known is not None and known[0] is config:
             return known[1]
         config_id = next(self._next_config_id)
-        if not channel.send(("config", config_id, _shipped(config), dict(os.environ)), force=True):
+        if not channel.send(
+            ConfigMessage(config_id, _shipped(config), dict(os.environ)), force=True
+        ):
             return None
         self._config_ids[id(config)] = (config, config_id)
         return config_id
 
-    def _on_exit(self, timers: list[Later], unhandled: list[bytes]) -> None:
-        """The process is gone: the thread writes from now on, first what the process had not, and runs the timers."""
+    def _on_exit(self, unhandled: list[bytes]) -> None:
+        """The process is gone: the thread writes from now on, first what the process had not."""
         self._unavailable = True
         configs = {config_id: config for config, config_id in self._config_ids.values()}
         for data in unhandled:
-            _, config_id, recording = unframe(data)
-            self._fallback.submit_frozen(recording, configs[config_id])
-        now = time.monotonic()
-        for timer in timers:
-            self._fallback.call_later(max(timer.due - now, 0.0), timer.action)
+            message: RecordMessage = unframe(data)
+            self._fallback.submit_frozen(message.recording, configs[message.config_id])

@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from timetracer_otel import _process_recording
 from timetracer_otel._diagnostics import counters, errors
-from timetracer_otel._recording import TraceRecording, request_recording
+from timetracer_otel._recording import RecordingWriter, TraceRecording, request_recording
 
+from ._timers import Timers
 from .process_writer import ProcessWriter
-from .writer import CassetteWriter
 
 __all__ = ["CassetteSpanProcessor"]
 
@@ -36,11 +36,12 @@ class CassetteSpanProcessor(SpanProcessor):
 
     def __init__(
         self,
-        writer: ProcessWriter | CassetteWriter | None = None,
+        writer: RecordingWriter | None = None,
         max_open_spans: int = DEFAULT_MAX_OPEN_SPANS,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
-        self.writer = writer or ProcessWriter()
+        self.writer: RecordingWriter = writer or ProcessWriter()
+        self._grace_timers = Timers("timetracer-grace")
         self._max_open_spans = max_open_spans
         self._grace_seconds = grace_seconds
         self._owner: dict[int, TraceRecording] = {}
@@ -138,11 +139,7 @@ class CassetteSpanProcessor(SpanProcessor):
                 if skipped:
                     counters.add("skipped.errors_only")
             elif recording in self._waiting:
-                if not self.writer.call_later(
-                    self._grace_seconds, lambda: self._release(recording)
-                ):
-                    with self._lock:  # dropped like a recording that finds the queue full
-                        self._waiting.discard(recording)
+                self._grace_timers.call_later(self._grace_seconds, lambda: self._release(recording))
             else:
                 self.writer.submit(recording)
         finally:

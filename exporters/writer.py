@@ -6,13 +6,9 @@ process and falls back to this thread where it cannot.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 import queue
 import threading
-import time
-from collections.abc import Callable
 from typing import NamedTuple
 
 from timetracer_otel._diagnostics import counters, errors, guarded
@@ -22,7 +18,7 @@ from timetracer_otel.config import TraceConfig
 from .files import CassetteFiles
 from .frozen import FrozenRecording, freeze
 
-__all__ = ["CassetteWriter", "Later", "count_drop"]
+__all__ = ["CassetteWriter", "count_drop"]
 
 DEFAULT_QUEUE_SIZE = 1024
 
@@ -42,30 +38,19 @@ class _Frozen(NamedTuple):
     config: TraceConfig
 
 
-class Later(NamedTuple):
-    """An action the writer thread runs once ``due`` (``time.monotonic()``) has passed."""
-
-    due: float
-    order: int
-    action: Callable[[], None]
-
-
 class CassetteWriter:
     """A bounded queue of finished recordings and one daemon thread that writes them.
 
     When the queue is full the recording is dropped and counted: a slow disk slows
     nothing but the writer. ``flush`` waits until everything queued so far is written.
-    ``call_later`` runs an action on the same thread after a delay, so delayed work
-    needs no thread of its own.
     """
 
     def __init__(self, max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
         self._max_queue = max_queue
         self._lock = threading.Lock()
-        self._queue: queue.Queue[TraceRecording | _Frozen | threading.Event | Later] = queue.Queue(
+        self._queue: queue.Queue[TraceRecording | _Frozen | threading.Event] = queue.Queue(
             max_queue
         )
-        self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._files = CassetteFiles()
@@ -91,11 +76,7 @@ class CassetteWriter:
         """Queue a recording frozen earlier; False when it was dropped (the queue is full)."""
         return self._enqueue(_Frozen(recording, config))
 
-    def call_later(self, delay: float, action: Callable[[], None]) -> bool:
-        """Run ``action`` on the writer thread in ``delay`` seconds; False when it was dropped (the queue is full)."""
-        return self._enqueue(Later(time.monotonic() + delay, next(self._order), action))
-
-    def _enqueue(self, item: TraceRecording | _Frozen | Later) -> bool:
+    def _enqueue(self, item: TraceRecording | _Frozen) -> bool:
         self._ensure_thread()
         try:
             self._queue.put_nowait(item)
@@ -117,22 +98,11 @@ class CassetteWriter:
         return done.wait(timeout)
 
     def _run(self) -> None:
-        later: list[Later] = []  # a heap, by due time
         while True:
-            try:
-                item = self._queue.get(
-                    timeout=max(later[0].due - time.monotonic(), 0) if later else None
-                )
-            except queue.Empty:
-                item = None
-            while later and later[0].due <= time.monotonic():
-                with guarded("write.later"):
-                    heapq.heappop(later).action()
-            if isinstance(item, Later):
-                heapq.heappush(later, item)
-            elif isinstance(item, threading.Event):
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
                 item.set()
-            elif item is not None:
+            else:
                 with guarded("write"):
                     self._write(item)
 

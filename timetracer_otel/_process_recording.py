@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from ._diagnostics import counters, guarded
-from ._recording import TraceRecording, process_recording, use_process_recording
+from ._recording import (
+    RecordingWriter,
+    TraceRecording,
+    process_recording,
+    use_process_recording,
+)
 from .cassette.location import is_url, join
 from .cassette.naming import process_cassette_relpath
 from .config import TraceConfig, process_mode
@@ -28,20 +33,12 @@ __all__ = ["MAX_CALLS", "ProcessRecording", "wanted", "start", "save"]
 MAX_CALLS = 1000
 
 
-class Writer(Protocol):
-    """What writes the process cassette: the cassette processor's writer."""
-
-    def submit(self, recording: TraceRecording) -> bool: ...
-
-    def flush(self, timeout: float | None = None) -> bool: ...
-
-
 class ProcessRecording(TraceRecording):
     """The calls made outside every request, and the writer that writes them."""
 
     scope = "process"
 
-    def __init__(self, config: TraceConfig, service: str, writer: Writer) -> None:
+    def __init__(self, config: TraceConfig, service: str, writer: RecordingWriter) -> None:
         cassette_number = int.from_bytes(os.urandom(4), "big")
         super().__init__(
             config,
@@ -79,7 +76,7 @@ def wanted(config: TraceConfig) -> bool:
     return config.mode == "record" and process_mode() == "record"
 
 
-def start(config: TraceConfig, service: str, writer: Writer) -> TraceRecording:
+def start(config: TraceConfig, service: str, writer: RecordingWriter) -> TraceRecording:
     """Record calls outside requests from now on; the first start in the process decides where they go."""
     return use_process_recording(ProcessRecording(config, service, writer))
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 
@@ -232,6 +232,21 @@ class TraceRecording:
     @property
     def failed(self) -> bool:
         return self.error is not None or (self.status or 500) >= 500
+
+
+class RecordingWriter(Protocol):
+    """Where finished recordings go to become cassettes (the cassette processor's one seam).
+
+    Shaped like OpenTelemetry's ``SpanExporter``: ``submit`` hands a recording over
+    without blocking the request (False: dropped, and counted), ``flush`` waits until
+    everything handed over before is written. A thread
+    (:class:`~timetracer_otel.exporters.writer.CassetteWriter`) and a writer process
+    (:class:`~timetracer_otel.exporters.process_writer.ProcessWriter`) implement it.
+    """
+
+    def submit(self, recording: TraceRecording) -> bool: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
 
 
 def activate(recording: TraceRecording) -> contextvars.Token:

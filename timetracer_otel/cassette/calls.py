@@ -1,12 +1,12 @@
-"""A recorded outgoing call, read through typed accessors.
+"""A recorded outgoing call: laid out by :func:`call_document`, read back through :class:`CassetteCall`.
 
-``exporters/builder.py`` lays each call out (``{"kind", "protocol", "library",
-"span_id", "start_offset_ms", "request", "response", "error"}``, see
-``docs/cassette-format.md``); replay and the protocol views read one back only through
-:class:`CassetteCall`, so the layout is known in those two places. A loaded cassette was
-checked by :mod:`.validation`, so the accessors trust its shape; a call made up in
-memory (a usual answer) has the same keys. Typed values stay encoded (``{"$type": ...}``)
-unless a ``decoded_`` accessor is asked.
+A call is ``{"kind", "protocol", "library", "span_id", "start_offset_ms", "request",
+"response", "error"}`` (``docs/cassette-format.md``). The cassette builder and the
+calls replay makes up in memory (a usual answer) lay it out with :func:`call_document`;
+replay and the protocol views read it only through :class:`CassetteCall`, so the layout
+is known in this module alone. A loaded cassette was checked by :mod:`.validation`, so
+the accessors trust its shape. Typed values stay encoded (``{"$type": ...}``) unless a
+``decoded_`` accessor is asked.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from typing import Any, NamedTuple
 
 from .values import decode_value
 
-__all__ = ["CassetteCall", "ErrorInfo", "HttpRequest", "HttpResponse", "MongoRequest", "calls_of"]
+__all__ = [
+    "CassetteCall",
+    "ErrorInfo",
+    "HttpRequest",
+    "HttpResponse",
+    "MongoRequest",
+    "call_document",
+    "calls_of",
+]
 
 ErrorInfo = dict[str, Any]  # {"type": "module.Class", "message": ...}: what the call raised
 
@@ -40,6 +48,30 @@ class MongoRequest(NamedTuple):
     database: str
     command_name: str
     command: Any  # typed values
+
+
+def call_document(
+    protocol: str,
+    request: Any,
+    response: Any,
+    error: ErrorInfo | None = None,
+    *,
+    library: str | None = None,
+    span_id: int | None = None,
+    start_offset_ms: float | None = None,
+) -> dict[str, Any]:
+    """A call as the cassette keeps it: ``request`` and ``response`` in cassette form (typed
+    values encoded, bodies from :mod:`.body`), ``span_id`` of its client span, if any."""
+    return {
+        "kind": f"{protocol}.client",
+        "protocol": protocol,
+        "library": library,
+        "span_id": f"{span_id:016x}" if span_id else None,
+        "start_offset_ms": start_offset_ms,
+        "request": request,
+        "response": response,
+        "error": error,
+    }
 
 
 @dataclass(frozen=True)

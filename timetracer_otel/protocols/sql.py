@@ -31,7 +31,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
-from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.secret_names import SecretNames
 
@@ -255,19 +255,17 @@ def usual_answer(view: CallView) -> dict[str, Any] | None:
     replay connection, so they need no answer.
     """
     if view.fields["operation"] == "connect":
-        return {
-            "protocol": "sql",
-            "request": None,
-            "response": {"dialect_state": {}},
-            "error": None,
-        }
+        return call_document("sql", None, {"dialect_state": {}})
     if (
         view.fields["operation"] in _LIVENESS_OPERATIONS
         and view.fields["statement"].lower().rstrip("; ") == "select 1"
     ):
         description = [["?column?", None, None, None, None, None, None]]
-        response = {"description": description, "rowcount": 1, "rows": [[1]], "status": "SELECT 1"}
-        return {"protocol": "sql", "request": None, "response": response, "error": None}
+        return call_document(
+            "sql",
+            None,
+            {"description": description, "rowcount": 1, "rows": [[1]], "status": "SELECT 1"},
+        )
     return None
 
 
