@@ -386,18 +386,19 @@ class _ReplayPool:
 
 
 # --------------------------------------------------------------------------- opening
-def _describe_open(kwargs: dict[str, Any]) -> Callable[[], str]:
-    return lambda: f"connect {ASYNCPG}"
+def _opening() -> str:
+    """How a connection being opened is named in a refusal."""
+    return f"connect {ASYNCPG}"
 
 
 def _create_pool(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    if _session(_describe_open(kwargs)) is None:
+    if _session(_opening) is None:
         return wrapped(*args, **kwargs)
     return _ReplayPool(kwargs.get("min_size", 10), kwargs.get("max_size", 10))
 
 
 async def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    if _session(_describe_open(kwargs)) is None:
+    if _session(_opening) is None:
         return await wrapped(*args, **kwargs)
     return _ReplayConnection()
 
@@ -405,11 +406,11 @@ async def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwar
 async def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     """Below every way in: a connection something still opens in a replay session (a ``connect``
     imported before timetracer was set up) is refused, not opened."""
-    session = _session(_describe_open(kwargs))
+    session = _session(_opening)
     if session is None:
         return await wrapped(*args, **kwargs)
     error = ReplayMismatchError(
-        f"connect {ASYNCPG}",
+        _opening(),
         LIBRARY,
         session.path,
         "asyncpg was about to open a connection during replay (asyncpg.connect or create_pool\n"
