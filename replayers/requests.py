@@ -13,6 +13,7 @@ import requests.exceptions as rex
 from requests.adapters import HTTPAdapter
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._recording import outer_call
 
 from .http import error_kind, http_answer, recorded_exception_class, request_body_bytes
 from .session import ReplaySession, goes_live, replay_session_for
@@ -36,7 +37,7 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
     if session is not None:
         return _answer(session, instance, request)
     if goes_live("requests"):
-        with wrapper_layers.handling("requests"):  # urllib3's replayer under it lets it go too
+        with outer_call():  # urllib3's replayer, which requests sends through, lets it go too
             return wrapped(*args, **kwargs)
     return wrapped(*args, **kwargs)
 

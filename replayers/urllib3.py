@@ -23,6 +23,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.response import HTTPResponse
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._recording import in_outer_call
 from timetracer_otel.protocols.http import absolute_url
 
 from .http import HttpAnswer, error_kind, http_answer, recorded_exception_class, request_body_bytes
@@ -119,7 +120,7 @@ def _recorded_error(error: dict[str, str], pool: HTTPConnectionPool, url: str) -
 
 
 def _urlopen(wrapped: Any, instance: HTTPConnectionPool, args: tuple, kwargs: dict) -> Any:
-    if wrapper_layers.handled_by() is not None:
+    if in_outer_call():  # requests' call, let go live by its replayer
         return wrapped(*args, **kwargs)
     try:
         bound = _URLOPEN.bind(instance, *args, **kwargs)

@@ -29,7 +29,14 @@ import jsonschema
 import pymongo
 import pytest
 from _mixed_deps import PG, REDIS, deps, mongo  # noqa: F401 - fixtures
-from _replay import APPS_DIR, AUDIT_HOOK, CONNECTS, assert_same_response, cassette_files, send
+from _replay import (
+    APPS_DIR,
+    AUDIT_HOOK,
+    CONNECTS,
+    assert_same_response,
+    cassette_files,
+    send,
+)
 from apps.mixed_app import ITEMS, ROUTES, Deps, create_app, deps_json, ledger
 from conftest import SCHEMA_PATH, Upstream, load_cassettes
 from mongo_server import MongoWireServer

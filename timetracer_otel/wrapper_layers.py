@@ -6,43 +6,17 @@ spans). If the method is already wrapped (by an instrumentor or anyone using wra
 our wrapper goes under the innermost one; if it is not, ours goes on the method and
 whatever wraps it later lands on top. Each of our layers has a name ("capture",
 "replay"); a method carries each layer at most once.
-
-Client libraries stack (requests sends through urllib3): the layer that records or
-answers a call, or lets it go live, marks it with :func:`handling`, and the layers of the
-libraries under it stand aside (:func:`handled_by`), so a call is recorded, and answered,
-once, as the library the application called.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import wrapt
 
-__all__ = ["install", "uninstall", "is_installed", "handling", "handled_by"]
-
-_handled_by: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "timetracer_call_handled_by", default=None
-)
-
-
-@contextlib.contextmanager
-def handling(library: str) -> Iterator[None]:
-    """The call made in the block is ``library``'s: layers of the libraries it calls stand aside."""
-    token = _handled_by.set(_handled_by.get() or library)
-    try:
-        yield
-    finally:
-        _handled_by.reset(token)
-
-
-def handled_by() -> str | None:
-    """The library whose layer has the call being made (an outer library's, or this one's own), or None."""
-    return _handled_by.get()
+__all__ = ["install", "uninstall", "is_installed", "original"]
 
 
 class _Layer(wrapt.FunctionWrapper):
@@ -55,7 +29,7 @@ _LAYERS: dict[str, type[_Layer]] = {
 }
 
 
-def _chain(owner: type, name: str) -> list[Any]:
+def _chain(owner: Any, name: str) -> list[Any]:
     """The attribute and every wrapt layer under it, outermost first."""
     layers = [inspect.getattr_static(owner, name)]
     while issubclass(type(layers[-1]), wrapt.FunctionWrapper):
@@ -63,12 +37,17 @@ def _chain(owner: type, name: str) -> list[Any]:
     return layers
 
 
-def is_installed(owner: type, name: str, layer: str = "capture") -> bool:
+def original(owner: Any, name: str) -> Any:
+    """``owner.name`` under every wrapper: the library's own function."""
+    return _chain(owner, name)[-1]
+
+
+def is_installed(owner: Any, name: str, layer: str = "capture") -> bool:
     return any(type(item) is _LAYERS[layer] for item in _chain(owner, name))
 
 
-def install(owner: type, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
-    """Wrap ``owner.name`` with ``wrapper(wrapped, instance, args, kwargs)``, under any other wrapper."""
+def install(owner: Any, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
+    """Wrap ``owner.name`` (a class's method or a module's function) with ``wrapper(wrapped, instance, args, kwargs)``, under any other wrapper."""
     if is_installed(owner, name, layer):
         return
     layers = _chain(owner, name)
@@ -79,7 +58,7 @@ def install(owner: type, name: str, wrapper: Callable[..., Any], layer: str = "c
         layers[-2].__wrapped__ = ours
 
 
-def uninstall(owner: type, name: str, layer: str = "capture") -> None:
+def uninstall(owner: Any, name: str, layer: str = "capture") -> None:
     layers = _chain(owner, name)
     for index, item in enumerate(layers[:-1]):
         if type(item) is _LAYERS[layer]:

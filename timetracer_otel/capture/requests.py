@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import HttpCall, current_recording, exception_info
+from timetracer_otel._recording import HttpCall, current_recording, exception_info, outer_call
 from timetracer_otel.cassette.body import BodySink
 
 from . import header_text, tee_request_body
@@ -61,11 +61,6 @@ class _RawTee(wrapt.ObjectProxy):
 
 
 def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    with wrapper_layers.handling("requests"):  # urllib3's capture, under this one, stands aside
-        return _recorded_send(wrapped, args, kwargs)
-
-
-def _recorded_send(wrapped: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
     request: Any = args[0] if args else kwargs.get("request")
     if recording is None or is_app_under_test(str(getattr(request, "url", ""))):
@@ -80,7 +75,8 @@ def _recorded_send(wrapped: Any, args: tuple, kwargs: dict) -> Any:
     if call is None:
         return wrapped(*args, **kwargs)
     try:
-        response = wrapped(*args, **kwargs)
+        with outer_call():  # urllib3, which requests sends through, records nothing of it
+            response = wrapped(*args, **kwargs)
     except Exception as exc:
         with guarded("requests.error"):
             call.error = exception_info(exc)

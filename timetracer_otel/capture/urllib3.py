@@ -5,7 +5,7 @@ pool's own ``urlopen``), once per hop: ``PoolManager`` follows redirects itself,
 hop is a call. A pool's own retries and redirects call ``urlopen`` again from inside:
 those stand aside, the outer call records the outcome the application gets. Calls made
 for a library layered on urllib3 that records them itself (requests) stand aside too
-(:func:`wrapper_layers.handled_by`).
+(:func:`~timetracer_otel._recording.in_outer_call`).
 
 A response read with ``preload_content=True`` was read inside ``urlopen``: its body is
 kept as urllib3 holds it. Otherwise the response's two raw reads (``_raw_read``, and
@@ -26,7 +26,13 @@ from urllib3.response import BaseHTTPResponse
 from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import HttpCall, current_recording, exception_info
+from timetracer_otel._recording import (
+    HttpCall,
+    current_recording,
+    exception_info,
+    in_outer_call,
+    outer_call,
+)
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.protocols.http import absolute_url
 
@@ -111,7 +117,7 @@ def _responded(call: HttpCall, response: BaseHTTPResponse, arguments: dict[str, 
 
 
 def _urlopen(wrapped: Any, instance: HTTPConnectionPool, args: tuple, kwargs: dict) -> Any:
-    if wrapper_layers.handled_by() is not None:
+    if in_outer_call():
         return wrapped(*args, **kwargs)
     try:
         bound = _URLOPEN.bind(instance, *args, **kwargs)
@@ -123,7 +129,7 @@ def _urlopen(wrapped: Any, instance: HTTPConnectionPool, args: tuple, kwargs: di
     if call is None:
         return wrapped(*args, **kwargs)
     try:
-        with wrapper_layers.handling("urllib3"):  # the pool's own retries and redirects stand aside
+        with outer_call():  # the pool's own retries and redirects record nothing of it
             response = wrapped(*bound.args[1:], **bound.kwargs)
     except Exception as exc:
         with guarded("urllib3.error"):
