@@ -113,7 +113,7 @@ def _client_spans(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_unknown_plugin_names_raise_and_change_nothing(record_config: TraceConfig) -> None:
     app = Starlette()
-    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, requests, aiohttp, sqlalchemy, redis, pymongo, motor"
+    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, requests, aiohttp, sqlalchemy, redis, pymongo, motor, grpc"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         auto_setup(app, config=record_config, plugins=["httpx", "nope"])
     assert app.user_middleware == []

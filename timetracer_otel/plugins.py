@@ -34,6 +34,8 @@ __all__ = [
     "disable_pymongo",
     "enable_motor",
     "disable_motor",
+    "enable_grpc",
+    "disable_grpc",
 ]
 
 
@@ -126,3 +128,4 @@ enable_sqlalchemy, disable_sqlalchemy = _pair("sqlalchemy")
 enable_redis, disable_redis = _pair("redis")
 enable_pymongo, disable_pymongo = _pair("pymongo")
 enable_motor, disable_motor = _pair("motor")
+enable_grpc, disable_grpc = _pair("grpc")

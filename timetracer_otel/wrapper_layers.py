@@ -16,7 +16,7 @@ from typing import Any
 
 import wrapt
 
-__all__ = ["install", "uninstall", "is_installed"]
+__all__ = ["install", "uninstall", "is_installed", "original"]
 
 
 class _Layer(wrapt.FunctionWrapper):
@@ -39,6 +39,11 @@ def _chain(owner: type, name: str) -> list[Any]:
 
 def is_installed(owner: type, name: str, layer: str = "capture") -> bool:
     return any(type(item) is _LAYERS[layer] for item in _chain(owner, name))
+
+
+def original(owner: type, name: str) -> Any:
+    """``owner.name`` as it was before anyone wrapped it: to call the library itself from a layer."""
+    return _chain(owner, name)[-1]
 
 
 def install(owner: type, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:

@@ -1,0 +1,212 @@
+"""gRPC client replay (grpcio, sync channels), under OpenTelemetry's interceptor (so spans still appear).
+
+The channel's own multi-callables (``grpc._channel._UnaryUnaryMultiCallable.__call__``,
+``with_call``, ``future`` and those of the other three call shapes) are replaced whole:
+each call is answered from the cassette and nothing is handed to gRPC's core, so no
+connection is opened (a channel connects on its first call, never on creation). A call
+that ended with a status other than ``OK`` raises a ``grpc.RpcError`` with the recorded
+code, details and metadata, as gRPC does; a streaming call yields the recorded messages
+and then raises it.
+
+The request messages of a streaming call are all taken from the application's iterator
+before the call is matched: a call whose requests wait for its responses (a chat over
+one stream) cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import grpc._channel
+import grpc._common
+
+from timetracer_otel import wrapper_layers
+from timetracer_otel._grpc_messages import (
+    message_entry,
+    message_from,
+    metadata_from,
+    metadata_pairs,
+)
+from timetracer_otel.protocols.grpc import call_request, live_view
+
+from .session import ReplaySession, replay_session_for
+
+__all__ = ["install", "uninstall"]
+
+_METADATA_ARG = 2  # (request, timeout, metadata, ...): the position of ``metadata``
+
+
+class _Replayed(grpc.RpcError, grpc.Call, grpc.Future):
+    """A recorded call, ended: its response messages (an iterator of them), its status, and, when
+    the status is not ``OK``, the ``RpcError`` gRPC raised (as ``grpc._channel`` makes one object
+    of all three)."""
+
+    def __init__(self, response: dict[str, Any], messages: list[Any]) -> None:
+        super().__init__(response.get("details", ""))
+        self._code = grpc.StatusCode[response["code"]]
+        self._details = response.get("details", "")
+        self._initial = metadata_from(response.get("initial_metadata"))
+        self._trailing = metadata_from(response.get("trailing_metadata"))
+        self._messages = messages
+        self._next = 0
+
+    @property
+    def failed(self) -> bool:
+        return self._code is not grpc.StatusCode.OK
+
+    def __str__(self) -> str:
+        return (
+            f"<{type(self).__name__} of RPC that terminated with:\n"
+            f"\tstatus = {self._code}\n\tdetails = {self._details!r}\n>"
+        )
+
+    # grpc.Call
+    def initial_metadata(self) -> Any:
+        return self._initial
+
+    def trailing_metadata(self) -> Any:
+        return self._trailing
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def debug_error_string(self) -> str:
+        return f"replayed by timetracer: {self._code.name} {self._details!r}"
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float:
+        return 0.0  # the call has ended
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False  # the call has ended: gRPC does not take callbacks then
+
+    # grpc.Future
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.failed:
+            raise self
+        return self._messages[0] if self._messages else None
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return self if self.failed else None
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__ if self.failed else None
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
+
+    # the response stream
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._next < len(self._messages):
+            self._next += 1
+            return self._messages[self._next - 1]
+        if self.failed:
+            raise self
+        raise StopIteration
+
+    def next(self) -> Any:
+        return self.__next__()
+
+
+def _failure(error: dict[str, Any]) -> Exception:
+    """A recorded error that is not a gRPC status (raised in the client): its built-in class if it has one."""
+    found = getattr(builtins, str(error.get("type", "")), None)
+    cls = found if isinstance(found, type) and issubclass(found, Exception) else RuntimeError
+    return cls(error.get("message", ""))
+
+
+def _request(multicallable: Any, args: tuple, kwargs: dict, streaming: bool) -> dict[str, Any]:
+    """The live call's request in plain form; a stream's request messages are all taken now."""
+    name = "request_iterator" if streaming else "request"
+    head = kwargs[name] if name in kwargs else args[0]
+    metadata = args[_METADATA_ARG] if len(args) > _METADATA_ARG else kwargs.get("metadata")
+    serializer = multicallable._request_serializer
+    messages = list(head) if streaming else [head]
+    return call_request(
+        grpc._common.decode(multicallable._method),
+        metadata_pairs(metadata),
+        [message_entry(message, serializer) for message in messages],
+    )
+
+
+def _answer(session: ReplaySession, multicallable: Any, request: dict[str, Any]) -> _Replayed:
+    call = session.answer("grpc", live_view(session.scrubbed(request), session.redactor)).call
+    if call.response is None:  # raised in the client, or cut short
+        raise _failure(call.error or {"message": "the recording holds no answer for this call"})
+    response = call.decoded_response()
+    deserializer = multicallable._response_deserializer
+    return _Replayed(response, [message_from(m, deserializer) for m in response["messages"]])
+
+
+def _replaying(streaming: bool, give: Callable[[_Replayed], Any]) -> Callable[..., Any]:
+    """A replay wrapper: the answer to the call, given to the application by ``give``."""
+
+    def replay(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        method = grpc._common.decode(instance._method)
+        session = replay_session_for("grpc", lambda: method)
+        if session is None:
+            return wrapped(*args, **kwargs)
+        return give(_answer(session, instance, _request(instance, args, kwargs, streaming)))
+
+    return replay
+
+
+def _response(replayed: _Replayed) -> Any:
+    """What ``__call__`` of a unary-response call returns, or raises."""
+    return replayed.result()
+
+
+def _with_call(replayed: _Replayed) -> tuple[Any, grpc.Call]:
+    return replayed.result(), replayed
+
+
+def _call(replayed: _Replayed) -> _Replayed:
+    """What ``future()`` and a streaming-response call return: the call itself."""
+    return replayed
+
+
+_channel = grpc._channel
+_SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
+    (_channel._UnaryUnaryMultiCallable, "__call__", _replaying(False, _response)),
+    (_channel._UnaryUnaryMultiCallable, "with_call", _replaying(False, _with_call)),
+    (_channel._UnaryUnaryMultiCallable, "future", _replaying(False, _call)),
+    (_channel._UnaryStreamMultiCallable, "__call__", _replaying(False, _call)),
+    (_channel._SingleThreadedUnaryStreamMultiCallable, "__call__", _replaying(False, _call)),
+    (_channel._StreamUnaryMultiCallable, "__call__", _replaying(True, _response)),
+    (_channel._StreamUnaryMultiCallable, "with_call", _replaying(True, _with_call)),
+    (_channel._StreamUnaryMultiCallable, "future", _replaying(True, _call)),
+    (_channel._StreamStreamMultiCallable, "__call__", _replaying(True, _call)),
+)
+
+
+def install() -> None:
+    for owner, name, wrapper in _SEAMS:
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
+
+
+def uninstall() -> None:
+    for owner, name, _ in _SEAMS:
+        wrapper_layers.uninstall(owner, name, layer="replay")
