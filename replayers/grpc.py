@@ -8,6 +8,9 @@ that ended with a status other than ``OK`` raises a ``grpc.RpcError`` with the r
 code, details and metadata, as gRPC does; a streaming call yields the recorded messages
 and then raises it.
 
+A channel never connects in replay: asked for its connectivity (``channel.subscribe``,
+``grpc.channel_ready_future``), it reports ``READY`` at once, as the recorded channel was.
+
 The request messages of a streaming call are all taken from the application's iterator
 before the call is matched: a call whose requests wait for its responses (a chat over
 one stream) cannot be replayed.
@@ -174,6 +177,15 @@ def _replaying(streaming: bool, give: Callable[[_Replayed], Any]) -> Callable[..
     return replay
 
 
+def _subscribe(wrapped: Callable[..., Any], channel: Any, args: tuple, kwargs: dict) -> Any:
+    """``Channel.subscribe(callback, try_to_connect)``: ``READY``, without connecting."""
+    session = replay_session_for("grpc", lambda: "the connectivity of a gRPC channel")
+    if session is None:
+        return wrapped(*args, **kwargs)
+    callback = args[0] if args else kwargs["callback"]
+    callback(grpc.ChannelConnectivity.READY)
+
+
 def _response(replayed: _Replayed) -> Any:
     """What ``__call__`` of a unary-response call returns, or raises."""
     return replayed.result()
@@ -199,6 +211,7 @@ _SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (_channel._StreamUnaryMultiCallable, "with_call", _replaying(True, _with_call)),
     (_channel._StreamUnaryMultiCallable, "future", _replaying(True, _call)),
     (_channel._StreamStreamMultiCallable, "__call__", _replaying(True, _call)),
+    (_channel.Channel, "subscribe", _subscribe),
 )
 
 

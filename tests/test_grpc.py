@@ -98,6 +98,7 @@ def _grpc_calls(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _expected_scenario(outcome: dict[str, Any]) -> None:
     """What the real server answered, as the app saw it."""
+    assert outcome["first_only"]["text"] == "first!"
     assert outcome["call"] == {"type": "ttecho.EchoReply", **_reply("plain", "1")}
     reply, code, initial, trailing = outcome["with_call"]
     assert (reply["text"], code) == ("with-call!", "OK")
@@ -165,6 +166,7 @@ def test_the_cassette_holds_messages_metadata_and_status_under_their_client_span
     calls = _grpc_calls(document)
     spans = {span["span_id"]: span for span in document["spans"]}
     assert [call["request"]["method"] for call in calls] == [
+        "/ttecho.Echo/Count",
         "/ttecho.Echo/Say",
         "/ttecho.Echo/Say",
         "/ttecho.Echo/Say",
@@ -181,7 +183,9 @@ def test_the_cassette_holds_messages_metadata_and_status_under_their_client_span
         assert (span["kind"], span["name"]) == ("CLIENT", call["request"]["method"])
 
     shown = [decode_value(call) for call in _grpc_calls(redacted(document))]
-    plain = shown[0]["request"]
+    first_only = shown[0]["response"]  # the app read one message and let the stream go
+    assert (first_only["code"], len(first_only["messages"])) == ("CANCELLED", 1)
+    plain = shown[1]["request"]
     assert plain["messages"] == [
         {
             "type": "ttecho.EchoRequest",
@@ -196,22 +200,22 @@ def test_the_cassette_holds_messages_metadata_and_status_under_their_client_span
     metadata = dict(plain["metadata"])
     assert metadata["authorization"] == "[REDACTED]" and metadata["x-tenant"] == "acme"
     assert "traceparent" in metadata  # OpenTelemetry's interceptor added it before the call
-    with_call = shown[1]["response"]
+    with_call = shown[2]["response"]
     assert with_call["code"] == "OK" and with_call["details"] == ""
     assert with_call["initial_metadata"] == [["served-by", "echo"]]
     assert with_call["trailing_metadata"] == [["tenant", "acme"], ["checksum-bin", b"\x00\xff"]]
     assert with_call["messages"][0]["json"]["session_token"] == "[REDACTED]"
-    assert len(shown[4]["request"]["messages"]) == 2  # the client stream, every message sent
-    assert len(shown[5]["response"]["messages"]) == 3
-    not_found = shown[6]
+    assert len(shown[5]["request"]["messages"]) == 2  # the client stream, every message sent
+    assert len(shown[6]["response"]["messages"]) == 3
+    not_found = shown[7]
     assert not_found["error"] == {"type": "grpc.RpcError", "message": "no echo for missing"}
     assert not_found["response"]["code"] == "NOT_FOUND"
     assert not_found["response"]["trailing_metadata"] == [
         ["why", "no such text"],
         ["retry-token", "[REDACTED]"],
     ]
-    assert len(shown[7]["response"]["messages"]) == 2  # read before the stream failed
-    assert shown[8]["response"]["code"] == "DEADLINE_EXCEEDED"
+    assert len(shown[8]["response"]["messages"]) == 2  # read before the stream failed
+    assert shown[9]["response"]["code"] == "DEADLINE_EXCEEDED"
     # nothing secret in clear anywhere: sealed with the tests' key
     text = json.dumps(document)
     for secret in ("client-s3cret", "client-token-1", "srv-s3cret", "srv-token-plain"):

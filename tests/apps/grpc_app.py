@@ -72,7 +72,13 @@ def scenario(stub: Any) -> dict[str, Any]:
         call = stub.Chat(iter([_request("x"), _request("y"), _request("z")]), metadata=METADATA)
         return [*call, call.code().name, call.trailing_metadata()]
 
+    def first_only() -> Any:
+        for reply in stub.Count(_request("first", count=3)):
+            return reply  # the rest of the stream is never read
+        return None
+
     return {
+        "first_only": _outcome(first_only),
         "call": _outcome(lambda: stub.Say(_request("plain", count=1), metadata=METADATA)),
         "with_call": _outcome(with_call),
         "future": _outcome(lambda: stub.Say.future(_request("future")).result()),
@@ -91,7 +97,7 @@ def scenario(stub: Any) -> dict[str, Any]:
     }
 
 
-def create_app(target: str, config: TraceConfig | None) -> Starlette:
+def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False) -> Starlette:
     app_state: dict[str, Any] = {}
 
     async def scenario_route(request: Request) -> JSONResponse:
@@ -117,6 +123,8 @@ def create_app(target: str, config: TraceConfig | None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if wait_ready:  # as services do at start: the channel connected before the first request
+            await run_in_threadpool(grpc.channel_ready_future(app_state["channel"]).result, 10)
         yield
         app_state["channel"].close()
 
@@ -136,4 +144,6 @@ def create_app(target: str, config: TraceConfig | None) -> Starlette:
 
 
 def from_environment() -> Starlette:
-    return create_app(os.environ["GRPC_APP_TARGET"], None)  # TIMETRACER_* from the environment
+    return create_app(
+        os.environ["GRPC_APP_TARGET"], None, wait_ready=True
+    )  # TIMETRACER_* from the environment

@@ -10,8 +10,9 @@ channels made before the instrumentor ran are recorded too (under the request's 
 A call's request and response have the shape :mod:`timetracer_otel.protocols.grpc`
 gives them. Streamed request messages are recorded as gRPC takes them from the
 application's iterator, response messages as the application reads them; the status
-(code, details, trailing metadata) when the call ends, whether it returned or raised. A
-unary call made with ``__call__`` is made with ``with_call`` underneath, which returns the
+(code, details, trailing metadata) when the call ends, whether it returned or raised; a
+stream the application stops reading is recorded as cancelled after the messages it read,
+which is what gRPC ends it with. A unary call made with ``__call__`` is made with ``with_call`` underneath, which returns the
 same response and also the call's metadata. Secrets in metadata and messages are hidden by
 the cassette writer, off the request path.
 """
@@ -35,6 +36,8 @@ from timetracer_otel.protocols.grpc import call_request, call_response
 __all__ = ["install", "uninstall"]
 
 _METADATA_ARG = 2  # (request, timeout, metadata, ...): the position of ``metadata``
+# A stream's status until it ends: the application may stop reading it (gRPC then cancels it).
+_UNREAD = "Locally cancelled by application!"
 
 
 def _metadata(args: tuple, kwargs: dict) -> Any:
@@ -220,6 +223,7 @@ def _stream(streaming: bool) -> Callable[..., Any]:
         except Exception as exc:
             started.failed(exc)
             raise
+        started.call.response = call_response("CANCELLED", _UNREAD, [], [], started.received)
         return _Responses(rendezvous, started)
 
     return capture
