@@ -8,6 +8,9 @@ that ended with a status other than ``OK`` raises a ``grpc.RpcError`` with the r
 code, details and metadata, as gRPC does; a streaming call yields the recorded messages
 and then raises it.
 
+grpc.aio channels are not recorded: in replay their calls raise
+:class:`ReplayMismatchError` at the call site instead of reaching the network.
+
 A channel never connects in replay: asked for its connectivity (``channel.subscribe``,
 ``grpc.channel_ready_future``), it reports ``READY`` at once, as the recorded channel was.
 
@@ -25,6 +28,7 @@ from typing import Any
 import grpc
 import grpc._channel
 import grpc._common
+import grpc.aio._channel
 
 from timetracer_otel import wrapper_layers
 from timetracer_otel._grpc_messages import (
@@ -35,7 +39,7 @@ from timetracer_otel._grpc_messages import (
 )
 from timetracer_otel.protocols.grpc import call_request, live_view
 
-from .session import ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -186,6 +190,19 @@ def _subscribe(wrapped: Callable[..., Any], channel: Any, args: tuple, kwargs: d
     callback(grpc.ChannelConnectivity.READY)
 
 
+def _refuse_aio(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    """A grpc.aio call: never recorded, so in replay it is refused rather than sent."""
+    method = grpc._common.decode(instance._method)
+    session = replay_session_for("grpc", lambda: method)
+    if session is None:
+        return wrapped(*args, **kwargs)
+    error = ReplayMismatchError(
+        method, "grpc", session.path, "grpc.aio calls are not recorded, so they do not replay"
+    )
+    session.refuse(error)
+    raise error
+
+
 def _response(replayed: _Replayed) -> Any:
     """What ``__call__`` of a unary-response call returns, or raises."""
     return replayed.result()
@@ -212,6 +229,15 @@ _SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (_channel._StreamUnaryMultiCallable, "future", _replaying(True, _call)),
     (_channel._StreamStreamMultiCallable, "__call__", _replaying(True, _call)),
     (_channel.Channel, "subscribe", _subscribe),
+    *(
+        (multicallable, "__call__", _refuse_aio)
+        for multicallable in (
+            grpc.aio._channel.UnaryUnaryMultiCallable,
+            grpc.aio._channel.UnaryStreamMultiCallable,
+            grpc.aio._channel.StreamUnaryMultiCallable,
+            grpc.aio._channel.StreamStreamMultiCallable,
+        )
+    ),
 )
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 import httpx
 import pytest
 from _grpc_echo import generated, running_echo_server
@@ -26,6 +28,8 @@ from opentelemetry.trace import SpanKind
 
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
+from timetracer_otel.replayers.session import activate, deactivate
 from timetracer_otel.sealing import redacted
 
 generated()
@@ -73,7 +77,7 @@ def _get_all(base_url: str, paths: list[str]) -> list[httpx.Response]:
 
 @contextlib.contextmanager
 def _listener(target: str) -> Iterator[socket.socket]:
-    """A plain listening socket on ``target`` (the stopped server's address)."""
+    """A plain listening socket on ``target`` (the stopped server's address; port 0: any free port)."""
     host, port = target.rsplit(":", 1)
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -270,3 +274,64 @@ def test_replayed_calls_still_make_opentelemetry_client_spans(
     clients = [s for s in finished if s.kind is SpanKind.CLIENT]
     assert [s.name for s in clients] == ["/ttecho.Echo/Say"]
     assert clients[0].parent is not None and clients[0].parent.span_id in servers
+
+
+def _stub(channel: Any) -> Any:
+    import echo_pb2_grpc
+
+    return echo_pb2_grpc.EchoStub(channel)
+
+
+def _say(text: str) -> Any:
+    import echo_pb2
+
+    return echo_pb2.EchoRequest(text=text)
+
+
+@contextlib.contextmanager
+def _replaying(**options: Any) -> Iterator[ReplaySession]:
+    install_replayers()
+    session = ReplaySession({"calls": []}, "empty.json", **options)
+    token = activate(session)
+    try:
+        yield session
+    finally:
+        deactivate(token)
+
+
+def test_grpc_aio_calls_are_refused_in_replay_instead_of_sent() -> None:
+    with _listener("127.0.0.1:0") as listener:
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+
+        async def call() -> None:
+            async with grpc.aio.insecure_channel(target) as channel:
+                await _stub(channel).Say(_say("hi"))
+
+        with _replaying() as session, pytest.raises(ReplayMismatchError) as raised:
+            asyncio.run(call())
+        assert _no_connection_waiting(listener)
+    assert "no recorded call matches /ttecho.Echo/Say (grpc)" in str(raised.value)
+    assert "grpc.aio calls are not recorded, so they do not replay" in str(raised.value)
+    assert len(session.unmatched) == 1
+
+
+def test_live_grpc_goes_to_the_server_while_the_rest_replays(echo: str) -> None:
+    with _replaying(live_libraries=["grpc"]) as session, grpc.insecure_channel(echo) as channel:
+        assert _stub(channel).Say(_say("live")).text == "live!"
+    assert session.unmatched == [] and session.answered == []
+
+
+def test_a_replaying_process_refuses_grpc_calls_outside_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install_replayers()
+    monkeypatch.setenv("TIMETRACER_MODE", "replay")
+    with _listener("127.0.0.1:0") as listener:
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+        with grpc.insecure_channel(target) as channel, pytest.raises(ReplayMismatchError) as raised:
+            _stub(channel).Say(_say("hi"))
+        assert _no_connection_waiting(listener)
+    assert str(raised.value).splitlines()[:2] == [
+        'timetracer replay: no recorded call matches /ttecho.Echo/Say {"text": "hi"} (grpc)',
+        "cassette: (no process cassette)",
+    ]
