@@ -35,7 +35,7 @@ from timetracer_otel.sealing import redacted
 generated()
 from apps.grpc_app import create_app  # noqa: E402 - echo_pb2 is importable once generated
 
-SCENARIO = [("GET", "/scenario", {})]
+SCENARIO = [("GET", "/scenario", {}), ("GET", "/aio/scenario", {})]
 
 
 @pytest.fixture
@@ -125,6 +125,26 @@ def _expected_scenario(outcome: dict[str, Any]) -> None:
     assert "Deadline Exceeded" in deadline["details"]  # gRPC words it as the stream stood
 
 
+def _expected_aio_scenario(outcome: dict[str, Any]) -> None:
+    """What the real server answered the aio channel, as the app saw it."""
+    assert outcome["await"] == {"type": "ttecho.EchoReply", **_reply("aio", "1")}
+    reply, code, trailing = outcome["call_object"]
+    assert (reply["text"], code) == ("aio-call!", "OK")
+    assert trailing == [["tenant", "acme"], ["checksum-bin", "00ff"]]
+    assert [r.get("index", "0") for r in outcome["unary_stream"]] == ["0", "1", "2"]
+    assert outcome["stream_unary"] == {"type": "ttecho.EchoReply", "text": "m+n", "index": "2"}
+    *replies, code, trailing = outcome["stream_stream"]
+    assert [r["text"] for r in replies] == ["p!", "q!"]
+    assert (code, trailing) == ("OK", [["chatted", "2"]])
+    assert outcome["not_found"] == {
+        "error": "NOT_FOUND",
+        "details": "no echo for aio-missing",
+        "trailing": [["why", "no such text"], ["retry-token", "srv-s3cret"]],
+    }
+    assert outcome["stream_fails"]["error"] == "NOT_FOUND"
+    assert outcome["deadline"]["error"] == "DEADLINE_EXCEEDED"
+
+
 def _reply(text: str, index: str) -> dict[str, Any]:
     import base64
     import hashlib
@@ -142,8 +162,9 @@ def test_record_then_a_fresh_replay_process_answers_every_call_with_the_server_s
     serve: Callable[..., Any], cassette_dir: Path
 ) -> None:
     with running_echo_server() as target:
-        (recorded,) = _record(serve, target, cassette_dir, ["/scenario"])
-    _expected_scenario(recorded.json())
+        recorded = _record(serve, target, cassette_dir, ["/scenario", "/aio/scenario"])
+    _expected_scenario(recorded[0].json())
+    _expected_aio_scenario(recorded[1].json())
     load_cassettes(cassette_dir)
     env = {
         "TIMETRACER_MODE": "replay",
@@ -155,11 +176,13 @@ def test_record_then_a_fresh_replay_process_answers_every_call_with_the_server_s
     }
     with _listener(target) as listener:
         with uvicorn_process(env, app="grpc_app:from_environment") as server:
-            (replayed,) = send(server.url, SCENARIO)
-        assert replayed.status_code == 200, server.stderr
-        assert replayed.json() == recorded.json()
+            replayed = send(server.url, SCENARIO)
+        for before, after in zip(recorded, replayed, strict=True):
+            assert after.status_code == 200, server.stderr
+            assert after.json() == before.json()
         assert _no_connection_waiting(listener), "the replaying process connected to the server"
-    assert "timetracer [OK] replayed GET /scenario" in server.stderr, server.stderr
+    for path in ("/scenario", "/aio/scenario"):
+        assert f"timetracer [OK] replayed GET {path} " in server.stderr, server.stderr
 
 
 def test_the_cassette_holds_messages_metadata_and_status_under_their_client_spans(
@@ -299,7 +322,7 @@ def _replaying(**options: Any) -> Iterator[ReplaySession]:
         deactivate(token)
 
 
-def test_grpc_aio_calls_are_refused_in_replay_instead_of_sent() -> None:
+def test_an_unanswerable_grpc_aio_call_raises_a_mismatch_and_connects_nowhere() -> None:
     with _listener("127.0.0.1:0") as listener:
         target = f"127.0.0.1:{listener.getsockname()[1]}"
 
@@ -310,8 +333,11 @@ def test_grpc_aio_calls_are_refused_in_replay_instead_of_sent() -> None:
         with _replaying() as session, pytest.raises(ReplayMismatchError) as raised:
             asyncio.run(call())
         assert _no_connection_waiting(listener)
-    assert "no recorded call matches /ttecho.Echo/Say (grpc)" in str(raised.value)
-    assert "grpc.aio calls are not recorded, so they do not replay" in str(raised.value)
+    assert str(raised.value).splitlines() == [
+        'timetracer replay: no recorded call matches /ttecho.Echo/Say {"text": "hi"} (grpc)',
+        "cassette: empty.json",
+        "the cassette has no recorded grpc calls",
+    ]
     assert len(session.unmatched) == 1
 
 
@@ -335,3 +361,29 @@ def test_a_replaying_process_refuses_grpc_calls_outside_any_request(
         'timetracer replay: no recorded call matches /ttecho.Echo/Say {"text": "hi"} (grpc)',
         "cassette: (no process cassette)",
     ]
+
+
+def test_grpc_aio_calls_are_recorded_under_their_client_spans_and_replayed(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    with running_echo_server() as target:
+        (recorded,) = _record(serve, target, cassette_dir, ["/aio/scenario"])
+    _expected_aio_scenario(recorded.json())
+    (document,) = load_cassettes(cassette_dir)
+    calls = _grpc_calls(document)
+    spans = {span["span_id"]: span for span in document["spans"]}
+    methods = [call["request"]["method"].rsplit("/", 1)[1] for call in calls]
+    assert methods == ["Say", "Say", "Count", "Join", "Chat", "Say", "Count", "Say"]
+    for call in calls:  # under the span of OpenTelemetry's aio interceptor
+        span = spans[call["span_id"]]
+        assert (span["kind"], span["name"]) == ("CLIENT", call["request"]["method"])
+    shown = [decode_value(call) for call in _grpc_calls(redacted(document))]
+    assert [m["json"]["text"] for m in shown[3]["request"]["messages"]] == ["m", "n"]
+    assert [m["json"]["text"] for m in shown[4]["request"]["messages"]] == ["p", "q"]  # written
+    assert dict(shown[0]["request"]["metadata"])["authorization"] == "[REDACTED]"
+    assert shown[5]["error"] == {"type": "grpc.RpcError", "message": "no echo for aio-missing"}
+    assert len(shown[6]["response"]["messages"]) == 2  # read before the stream failed
+
+    (replayed,) = _replay(serve, target, cassette_dir, ["/aio/scenario"])
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json() == recorded.json()

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import echo_pb2
 import echo_pb2_grpc
 import grpc
+import grpc.aio
 from google.protobuf import json_format
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +42,8 @@ def shown(value: Any) -> Any:
             "details": value.details(),
             "trailing": shown(value.trailing_metadata()),
         }
+    if isinstance(value, grpc.aio.Metadata):
+        return shown(list(value))
     if hasattr(value, "DESCRIPTOR"):
         return {"type": value.DESCRIPTOR.full_name, **json_format.MessageToDict(value)}
     if isinstance(value, bytes):
@@ -97,11 +101,63 @@ def scenario(stub: Any) -> dict[str, Any]:
     }
 
 
+async def _aio_outcome(step: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return shown(await step())
+    except grpc.RpcError as exc:
+        return shown(exc)
+
+
+async def _requests(*texts: str) -> AsyncIterator[Any]:
+    for text in texts:
+        yield _request(text)
+
+
+async def aio_scenario(stub: Any) -> dict[str, Any]:
+    """The same with a grpc.aio channel: awaited calls, async iterators, and a call written to."""
+
+    async def call_object() -> Any:
+        call = stub.Say(_request("aio-call", count=2), metadata=METADATA)
+        reply = await call
+        return [reply, (await call.code()).name, await call.trailing_metadata()]
+
+    async def chat() -> Any:
+        call = stub.Chat(metadata=METADATA)
+        for text in ("p", "q"):
+            await call.write(_request(text))
+        await call.done_writing()
+        replies = [reply async for reply in call]
+        return [*replies, (await call.code()).name, await call.trailing_metadata()]
+
+    async def counted(**fields: Any) -> Any:
+        return [reply async for reply in stub.Count(_request("aio-count", **fields))]
+
+    return {
+        "await": await _aio_outcome(lambda: stub.Say(_request("aio", count=1), metadata=METADATA)),
+        "call_object": await _aio_outcome(call_object),
+        "unary_stream": await _aio_outcome(lambda: counted(count=3)),
+        "stream_unary": await _aio_outcome(lambda: stub.Join(_requests("m", "n"))),
+        "stream_stream": await _aio_outcome(chat),
+        "not_found": await _aio_outcome(
+            lambda: stub.Say(_request("aio-missing", fail_with=echo_pb2.NOT_FOUND))
+        ),
+        "stream_fails": await _aio_outcome(lambda: counted(count=2, fail_with=echo_pb2.NOT_FOUND)),
+        "deadline": await _aio_outcome(
+            lambda: stub.Say(
+                _request("aio-slow", fail_with=echo_pb2.DEADLINE_EXCEEDED), timeout=0.3
+            )
+        ),
+    }
+
+
 def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False) -> Starlette:
     app_state: dict[str, Any] = {}
 
     async def scenario_route(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(scenario, app_state["stub"]))
+
+    async def aio_scenario_route(request: Request) -> JSONResponse:
+        return JSONResponse(await aio_scenario(app_state["aio_stub"]))
 
     async def item_route(request: Request) -> JSONResponse:
         number = int(request.path_params["number"])
@@ -125,18 +181,25 @@ def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if wait_ready:  # as services do at start: the channel connected before the first request
             await run_in_threadpool(grpc.channel_ready_future(app_state["channel"]).result, 10)
+        # an aio channel belongs to the running loop: made here
+        app_state["aio_channel"] = grpc.aio.insecure_channel(target)
+        app_state["aio_stub"] = echo_pb2_grpc.EchoStub(app_state["aio_channel"])
         yield
         app_state["channel"].close()
+        await app_state["aio_channel"].close()
 
     app = Starlette(
         routes=[
             Route("/scenario", scenario_route),
+            Route("/aio/scenario", aio_scenario_route),
             Route("/item/{number}", item_route),
             Route("/lookup/{text}", lookup_route),
         ],
         lifespan=lifespan,
     )
     auto_setup(app, config=config, plugins=["grpc"])
+    # the grpc plugin instruments sync channels; the app instruments its aio channels itself
+    GrpcAioInstrumentorClient().instrument()
     # after the instrumentor: its channels call through OpenTelemetry's interceptor
     app_state["channel"] = grpc.insecure_channel(target)
     app_state["stub"] = echo_pb2_grpc.EchoStub(app_state["channel"])

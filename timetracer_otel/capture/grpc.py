@@ -1,4 +1,4 @@
-"""gRPC client capture (grpcio, sync channels): the four call shapes, their metadata and status.
+"""gRPC client capture (grpcio, sync and grpc.aio channels): the four call shapes, their metadata and status.
 
 OpenTelemetry's ``GrpcInstrumentorClient`` wraps ``grpc.insecure_channel`` and
 ``grpc.secure_channel`` so that every channel they make calls through its interceptor,
@@ -12,19 +12,23 @@ gives them. Streamed request messages are recorded as gRPC takes them from the
 application's iterator, response messages as the application reads them; the status
 (code, details, trailing metadata) when the call ends, whether it returned or raised; a
 stream the application stops reading is recorded as cancelled after the messages it read,
-which is what gRPC ends it with. A unary call made with ``__call__`` is made with ``with_call`` underneath, which returns the
-same response and also the call's metadata. Secrets in metadata and messages are hidden by
+which is what gRPC ends it with. A unary call made with ``__call__`` is made with
+``with_call`` underneath, which returns the same response and also the call's metadata.
+grpc.aio calls are captured at their call objects (see below); their client spans come
+from ``GrpcAioInstrumentorClient`` when the application enables it. Secrets in metadata and messages are hidden by
 the cassette writer, off the request path.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import grpc._channel
 import grpc._common
+import grpc.aio._call
 import wrapt
 
 from timetracer_otel import wrapper_layers
@@ -47,9 +51,9 @@ def _metadata(args: tuple, kwargs: dict) -> Any:
 class _Capture:
     """One call in flight: its request messages as they are sent, then its outcome."""
 
-    def __init__(self, call: ProtocolCall, multicallable: Any) -> None:
+    def __init__(self, call: ProtocolCall, serializing: Any) -> None:
         self.call = call
-        self.multicallable = multicallable
+        self.serializing = serializing  # the multi-callable or call holding the serializers
         self.received: list[dict[str, Any]] = []
 
     def entry(self, message: Any, serializer: Any) -> dict[str, Any] | None:
@@ -58,7 +62,7 @@ class _Capture:
         return None
 
     def sent(self, message: Any) -> None:
-        entry = self.entry(message, self.multicallable._request_serializer)
+        entry = self.entry(message, self.serializing._request_serializer)
         if entry is not None:
             self.call.request["messages"].append(entry)
 
@@ -70,16 +74,23 @@ class _Capture:
     def ended(self, outcome: Any) -> None:
         """``outcome``: the ``grpc.Call`` that ended (an ``RpcError`` is one too)."""
         with guarded("grpc.status"):
-            code = outcome.code()
-            self.call.response = call_response(
-                code.name,
-                outcome.details() or "",
-                metadata_pairs(outcome.initial_metadata()),
-                metadata_pairs(outcome.trailing_metadata()),
-                self.received,
+            self.ended_with(
+                outcome.code(),
+                outcome.details(),
+                outcome.initial_metadata(),
+                outcome.trailing_metadata(),
             )
-            if code is not grpc.StatusCode.OK:
-                self.call.error = {"type": "grpc.RpcError", "message": outcome.details() or ""}
+
+    def ended_with(self, code: grpc.StatusCode, details: Any, initial: Any, trailing: Any) -> None:
+        self.call.response = call_response(
+            code.name,
+            details or "",
+            metadata_pairs(initial),
+            metadata_pairs(trailing),
+            self.received,
+        )
+        if code is not grpc.StatusCode.OK:
+            self.call.error = {"type": "grpc.RpcError", "message": details or ""}
 
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
@@ -229,6 +240,83 @@ def _stream(streaming: bool) -> Callable[..., Any]:
     return capture
 
 
+# --------------------------------------------------------------------------- grpc.aio
+# An aio call is an object of grpc.aio._call, made by the channel's multi-callable (or, with
+# interceptors, by the last one's continuation, inside OpenTelemetry's span when
+# GrpcAioInstrumentorClient is on); its tasks run in the context it was made in. The capture
+# notes the call when it is made, each message it writes and reads, and its status when its
+# response task or its stream ends.
+_aio_calls: weakref.WeakKeyDictionary[Any, _Capture] = weakref.WeakKeyDictionary()
+_AIO_METHOD_ARG = (
+    6  # (request, deadline, metadata, credentials, wait_for_ready, channel, method, ...)
+)
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _aio_made(unary_request: bool, stream_response: bool) -> Callable[..., Any]:
+    def capture(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        recording = current_recording()
+        started = None
+        if recording is not None:
+            with guarded("grpc.request"):
+                method = grpc._common.decode(_arg(args, kwargs, _AIO_METHOD_ARG, "method"))
+                metadata = metadata_pairs(_arg(args, kwargs, _METADATA_ARG, "metadata"))
+                call = ProtocolCall("grpc", "grpc", call_request(method, metadata, []))
+                recording.add_call(call)
+                started = _aio_calls[instance] = _Capture(call, instance)
+                if stream_response:
+                    call.response = call_response("CANCELLED", _UNREAD, [], [], started.received)
+        result = wrapped(*args, **kwargs)
+        if started is not None and unary_request:
+            started.sent(_arg(args, kwargs, 0, "request"))
+        return result
+
+    return capture
+
+
+async def _aio_status(capture: _Capture, call: Any) -> None:
+    with guarded("grpc.status"):
+        capture.ended_with(
+            await call.code(),
+            await call.details(),
+            await call.initial_metadata(),
+            await call.trailing_metadata(),
+        )
+
+
+async def _aio_response(wrapped: Callable[..., Any], call: Any, args: tuple, kwargs: dict) -> Any:
+    """The task that ends a unary-response call: its response (EOF when it failed), then its status."""
+    response = await wrapped(*args, **kwargs)
+    capture = _aio_calls.get(call)
+    if capture is not None:
+        if response is not grpc.aio.EOF:
+            capture.got(response)
+        await _aio_status(capture, call)
+    return response
+
+
+async def _aio_read(wrapped: Callable[..., Any], call: Any, args: tuple, kwargs: dict) -> Any:
+    message = await wrapped(*args, **kwargs)
+    capture = _aio_calls.get(call)
+    if capture is not None:
+        if message is grpc.aio.EOF:
+            await _aio_status(capture, call)
+        else:
+            capture.got(message)
+    return message
+
+
+async def _aio_write(wrapped: Callable[..., Any], call: Any, args: tuple, kwargs: dict) -> Any:
+    capture = _aio_calls.get(call)
+    if capture is not None:
+        capture.sent(_arg(args, kwargs, 0, "request"))
+    return await wrapped(*args, **kwargs)
+
+
+_aio = grpc.aio._call
 _channel = grpc._channel
 # (class, method, wrapper): the channel's own multi-callables, which the interceptor calls
 _SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
@@ -241,6 +329,14 @@ _SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (_channel._StreamUnaryMultiCallable, "with_call", _with_call(True)),
     (_channel._StreamUnaryMultiCallable, "future", _future(True)),
     (_channel._StreamStreamMultiCallable, "__call__", _stream(True)),
+    (_aio.UnaryUnaryCall, "__init__", _aio_made(unary_request=True, stream_response=False)),
+    (_aio.UnaryStreamCall, "__init__", _aio_made(unary_request=True, stream_response=True)),
+    (_aio.StreamUnaryCall, "__init__", _aio_made(unary_request=False, stream_response=False)),
+    (_aio.StreamStreamCall, "__init__", _aio_made(unary_request=False, stream_response=True)),
+    (_aio.UnaryUnaryCall, "_invoke", _aio_response),
+    (_aio.StreamUnaryCall, "_conduct_rpc", _aio_response),
+    (_aio._StreamResponseMixin, "_read", _aio_read),
+    (_aio._StreamRequestMixin, "_write", _aio_write),
 )
 
 
