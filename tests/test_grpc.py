@@ -265,10 +265,11 @@ def test_a_changed_request_raises_a_mismatch_naming_the_method_and_the_closest_c
     assert reports[0].unmatched == [message.splitlines()[0]]
 
 
+@pytest.mark.parametrize("route", ["/item", "/aio/item"], ids=["sync", "aio"])
 def test_concurrent_requests_record_and_replay_only_their_own_calls(
-    serve: Callable[..., Any], cassette_dir: Path
+    serve: Callable[..., Any], cassette_dir: Path, route: str
 ) -> None:
-    paths = [f"/item/{number}" for number in range(20)]
+    paths = [f"{route}/{number}" for number in range(20)]
     with running_echo_server() as target:
         recorded = _record(serve, target, cassette_dir, paths)
     documents = load_cassettes(cassette_dir)

@@ -167,6 +167,11 @@ def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False
             )
         )
 
+    async def aio_item_route(request: Request) -> JSONResponse:
+        number = int(request.path_params["number"])
+        stub = app_state["aio_stub"]
+        return JSONResponse(shown(await stub.Say(_request(f"item-{number}", count=number))))
+
     async def lookup_route(request: Request) -> JSONResponse:
         text = request.path_params["text"]
         try:
@@ -193,6 +198,7 @@ def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False
             Route("/scenario", scenario_route),
             Route("/aio/scenario", aio_scenario_route),
             Route("/item/{number}", item_route),
+            Route("/aio/item/{number}", aio_item_route),
             Route("/lookup/{text}", lookup_route),
         ],
         lifespan=lifespan,
