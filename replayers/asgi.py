@@ -11,6 +11,7 @@ import threading
 import weakref
 from typing import Any
 
+from timetracer_otel import _network_guard
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
 from timetracer_otel.cassette.body import BodySink
@@ -28,6 +29,11 @@ from .session import ReplaySession, activate, call_entry, deactivate
 
 __all__ = ["ReplayLayer", "library_for"]
 
+
+_REFUSAL_HINT = (
+    "Let it through with TIMETRACER_ALLOWED_HOSTS=host:port, or name the client libraries that go "
+    "live in TIMETRACER_LIVE_PLUGINS."
+)
 
 _libraries: dict[int, CassetteLibrary] = {}  # id(config) -> its cassettes, while the config lives
 _libraries_lock = threading.Lock()
@@ -114,19 +120,31 @@ class ReplayLayer:
             if self.config.draws
             else None
         )
+        # a live library needs the network; every other connection is one the cassette cannot answer
+        closure = (
+            None
+            if session.live_libraries
+            else _network_guard.Closure(
+                f"{method} {path}", _REFUSAL_HINT, frozenset(self.config.allowed_hosts)
+            )
+        )
         token, draws_token = activate(session), activate_draws(draws)
+        closed = _network_guard.close_in_context(closure) if closure is not None else None
         try:
             await self.app(scope, receive, send_tee)
         except BaseException as exc:
             error = exception_info(exc)
             raise
         finally:
+            if closed is not None:
+                _network_guard.reopen_context(closed)
             deactivate_draws(draws_token)
             deactivate(token)
             with guarded("replay.report"):
                 report = _report(
                     session, choice, method, path, status, headers, response_body, error
                 )
+                report.refused = list(closure.refused) if closure is not None else []
                 # draws made beyond the recorded ones
                 report.extra_draws = dict(draws.extra) if draws is not None else {}
                 remember(report)

@@ -4,15 +4,21 @@ Commands (``Redis.execute_command``), pipelines and transactions (``Pipeline.exe
 and the commands a pipeline runs at once while watching keys
 (``Pipeline.immediate_execute_command``) are answered from the cassette with the
 recorded values, and recorded Redis errors are raised as the same exception class.
-These methods are replaced whole, so no connection is taken from the pool and clients
-created before replay are covered. As a safety net, a connection that something else
-tries to open during replay (pub/sub, MONITOR, cluster clients) raises
+On a pub/sub connection, commands (``PubSub.execute_command``) are matched and sent
+nowhere, and reads (``PubSub.parse_response``) hand back the recorded messages in order;
+once they are used up, a read with a timeout finds nothing when it is over, and a
+blocking read (``listen()``) raises :class:`ReplayMismatchError`, since it would wait for
+ever. These methods are replaced whole, so no connection is taken from the pool and
+clients created before replay are covered. As a safety net, a connection that something
+else tries to open during replay (MONITOR, cluster clients) raises
 :class:`ReplayMismatchError` instead of reaching the network.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +29,15 @@ import redis.connection
 import redis.exceptions
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.redis import (
     UNWATCH_COMMANDS,
     command_name,
     command_request,
     live_view,
     pipeline_request,
+    pubsub_read_request,
+    pubsub_request,
     raise_on_error,
     sends,
 )
@@ -64,12 +73,18 @@ def _exception(error: dict[str, Any]) -> Exception:
         return redis.exceptions.RedisError(message)
 
 
-def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
-    """The recorded response of ``request``; raises the recorded error instead if it failed."""
-    call = session.answer("redis", live_view(session.scrubbed(request), session.redactor)).call
+def _response(call: CassetteCall) -> dict[str, Any]:
+    """A recorded call's response; raises the recorded error instead if it failed."""
     if call.error or call.response is None:  # no reply: the call was cut short
         raise _exception(call.error or {"message": "the recording holds no reply for this call"})
     return call.decoded_response()
+
+
+def _recorded(session: ReplaySession, request: dict[str, Any]) -> dict[str, Any]:
+    """The recorded response of ``request``; raises the recorded error instead if it failed."""
+    return _response(
+        session.answer("redis", live_view(session.scrubbed(request), session.redactor)).call
+    )
 
 
 def _command_reply(session: ReplaySession, client: Any, args: tuple) -> Any:
@@ -93,6 +108,50 @@ def _pipeline_replies(session: ReplaySession, pipe: Any, args: tuple, kwargs: di
     for error in response.get("errors", ()):
         replies[error["index"]] = _exception(error)
     return replies
+
+
+def _pubsub_sent(session: ReplaySession, pubsub: Any, args: tuple) -> None:
+    """A pub/sub command: matched, sent nowhere (its answers come as messages, read apart)."""
+    _recorded(session, pubsub_request(pubsub, args))
+
+
+def _read_arguments(args: tuple, kwargs: dict) -> tuple[bool, float | None]:
+    """``block`` and ``timeout`` of ``PubSub.parse_response(block=True, timeout=0)``."""
+    block = args[0] if args else kwargs.get("block", True)
+    timeout = args[1] if len(args) > 1 else kwargs.get("timeout", 0)
+    return bool(block), timeout
+
+
+def _next_message(session: ReplaySession, pubsub: Any, block: bool) -> tuple[bool, Any]:
+    """(found, the next recorded message read from ``pubsub``); a blocking read that finds
+    none raises :class:`ReplayMismatchError` instead of waiting for ever."""
+    view = live_view(pubsub_read_request(pubsub), session.redactor)
+    recorded = session.answer("redis", view) if block else session.take("redis", view)
+    if recorded is None:
+        return False, None
+    return True, _response(recorded.call)["reply"]
+
+
+def _sync_read(wrapped: Callable[..., Any], pubsub: Any, args: tuple, kwargs: dict) -> Any:
+    session = _session(lambda: pubsub_read_request(pubsub))
+    if session is None:
+        return wrapped(*args, **kwargs)
+    block, timeout = _read_arguments(args, kwargs)
+    found, message = _next_message(session, pubsub, block)
+    if not found and timeout:
+        time.sleep(timeout)  # nothing came within the timeout, as when it was recorded
+    return message
+
+
+async def _async_read(wrapped: Callable[..., Any], pubsub: Any, args: tuple, kwargs: dict) -> Any:
+    session = _session(lambda: pubsub_read_request(pubsub))
+    if session is None:
+        return await wrapped(*args, **kwargs)
+    block, timeout = _read_arguments(args, kwargs)
+    found, message = _next_message(session, pubsub, block)
+    if not found and timeout:
+        await asyncio.sleep(timeout)  # nothing came within the timeout, as when it was recorded
+    return message
 
 
 def _sync(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., Any]:
@@ -159,7 +218,7 @@ def _refuse(connection: Any) -> None:
             call,
             "redis",
             session.path,
-            "only commands, pipelines and transactions replay; pub/sub, MONITOR and cluster clients would connect",
+            "only commands, pipelines, transactions and pub/sub replay; MONITOR and cluster clients would connect",
         )
         session.refuse(error)
         raise error
@@ -189,10 +248,14 @@ _SEAMS = (
     (redis.client.Redis, "execute_command", _sync(_command_reply)),
     (redis.client.Pipeline, "immediate_execute_command", _sync(_immediate_reply)),
     (redis.client.Pipeline, "execute", _execute),
+    (redis.client.PubSub, "execute_command", _sync(_pubsub_sent)),
+    (redis.client.PubSub, "parse_response", _sync_read),
     (redis.connection.AbstractConnection, _OPEN, _connect),
     (redis.asyncio.client.Redis, "execute_command", _async(_command_reply)),
     (redis.asyncio.client.Pipeline, "immediate_execute_command", _async(_immediate_reply)),
     (redis.asyncio.client.Pipeline, "execute", _async_execute),
+    (redis.asyncio.client.PubSub, "execute_command", _async(_pubsub_sent)),
+    (redis.asyncio.client.PubSub, "parse_response", _async_read),
     (redis.asyncio.connection.AbstractConnection, _OPEN, _async_connect),
 )
 

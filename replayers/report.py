@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,6 +39,8 @@ class ReplayReport:
     answered: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    # "host:port" of each connection refused (a client timetracer does not replay tried to go out)
+    refused: list[str] = field(default_factory=list)
     # call by call: each call made (``library``, ``replayed``: its label) with the index of the recorded call that answered
     # it, or None and the ``closest`` recorded one with the ``differences``; then the recorded calls left unused
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -62,7 +64,7 @@ class ReplayReport:
     def verdict(self) -> str:
         """``ok``: all compared equal and nothing unverified; ``unverified``: nothing differs but some parts
         could not be compared; ``diff``: the response differs or a call went unanswered."""
-        if not self.response_matches or self.unmatched:
+        if not self.response_matches or self.unmatched or self.refused:
             return "diff"
         return "unverified" if self.unverified else "ok"
 
@@ -95,6 +97,10 @@ class ReplayReport:
                 f"  supplied credentials (the recorded ones could not be unsealed): {'; '.join(self.supplied_credentials)}"
             )
         lines.extend(f"  unmatched: {text}" for text in self.unmatched)
+        lines.extend(
+            f"  refused connection: {target}" + (f" ({times} times)" if times > 1 else "")
+            for target, times in Counter(self.refused).items()
+        )
         lines.extend(f"  unused: {text}" for text in self.unused)
         if self.extra_draws:
             counts = " ".join(f"{source}={n}" for source, n in sorted(self.extra_draws.items()))

@@ -210,14 +210,22 @@ class ReplaySession:
         """True when calls made with ``library`` must go to the real service."""
         return library in self.live_libraries
 
-    def answer(self, library: str, view: CallView) -> RecordedCall:
-        """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""
+    def take(self, library: str, view: CallView) -> RecordedCall | None:
+        """The recorded call answering ``view``, or None without counting a mismatch: for a read
+        that may find nothing (a pub/sub message), where finding nothing is an answer too."""
         with self._lock:
             recorded = self.index.take(view)
             if recorded is not None:
                 self.answered.append((library, recorded))
                 self.made.append(call_entry(library, view.label, recorded.index))
-                return recorded
+            return recorded
+
+    def answer(self, library: str, view: CallView) -> RecordedCall:
+        """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""
+        recorded = self.take(library, view)
+        if recorded is not None:
+            return recorded
+        with self._lock:
             unrecorded = self._unrecorded_answer(view)
             if unrecorded is not None:
                 return unrecorded

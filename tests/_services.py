@@ -1,4 +1,4 @@
-"""The machine's PostgreSQL and Redis, shared by every test: a schema or a key prefix per use, and a port nothing answers on."""
+"""The machine's PostgreSQL, MariaDB and Redis, shared by every test: a schema, a database or a key prefix per use, and a port nothing answers on."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg
+import pymysql
 import redis
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:{port}/3"
+MARIADB = "127.0.0.1:3306"  # root, no password
 
 
 def closed_port() -> int:
@@ -42,6 +44,20 @@ def postgres_schema() -> Iterator[str]:
     """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards (other tests share the database)."""
     with postgres_schemas("") as schema:
         yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+
+
+@contextlib.contextmanager
+def mariadb_database() -> Iterator[str]:
+    """``host:port/name`` of a fresh MariaDB database, dropped afterwards."""
+    name = f"tt_{uuid.uuid4().hex[:12]}"
+    host, port = MARIADB.split(":")
+    with pymysql.connect(host=host, port=int(port), user="root", autocommit=True) as conn:
+        conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{MARIADB}/{name}"
+    finally:
+        with pymysql.connect(host=host, port=int(port), user="root", autocommit=True) as conn:
+            conn.cursor().execute(f"DROP DATABASE {name}")
 
 
 @contextlib.contextmanager

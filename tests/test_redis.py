@@ -293,26 +293,45 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
     )
 
 
-def test_pubsub_in_replay_raises_instead_of_connecting(connects: list[Any]) -> None:
-    """Only commands and pipelines replay; anything that would open a connection raises."""
+def test_pubsub_records_its_commands_and_messages_and_replays_them_with_no_server(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, connects: list[Any]
+) -> None:
+    paths = [f"/news/{flavour}" for flavour in FLAVOURS]
+    recorded = _record(serve, cassette_dir, prefix, paths)
+    sync_bytes, async_str = _steps(recorded[0]), _steps(recorded[3])
+    assert sync_bytes["first read"].startswith("{'type': 'subscribe'")
+    assert sync_bytes["second read"].endswith("'data': b'hello'}")
+    assert async_str["second read"].endswith("'data': 'hello'}")
+    assert sync_bytes["nothing more"] == "None"
+    document = next(d for d in load_cassettes(cassette_dir) if d["request"]["path"] == paths[0])
+    requests = [decode_value(call["request"]) for call in _redis_calls(document)]
+    assert [request.get("pubsub") for request in requests] == [
+        True,  # SUBSCRIBE
+        None,  # PUBLISH, on the client
+        "message",  # the confirmation
+        "message",  # the message (the read that found nothing is no call)
+        True,  # UNSUBSCRIBE
+    ]
+
+    connects.clear()
+    replayed, _ = _replay(serve, cassette_dir, prefix, paths)
+    assert [r.json() for r in replayed] == [r.json() for r in recorded]
+    assert _redis_connects(connects) == []
+
+
+def test_a_blocking_pubsub_read_with_no_recorded_message_left_raises_instead_of_waiting(
+    connects: list[Any],
+) -> None:
     install_replayers()
     session = ReplaySession({"calls": []}, "empty.json")
     token = activate(session)
     try:
-        with pytest.raises(
-            ReplayMismatchError, match="a connection to the redis server at 127.0.0.1:1"
-        ):
-            redis.Redis.from_url(CLOSED_URL).pubsub().subscribe("news")
-
-        async def subscribe() -> None:
-            async with (
-                redis.asyncio.Redis.from_url(CLOSED_URL) as client,
-                client.pubsub() as pubsub,
-            ):
-                await pubsub.subscribe("news")
-
-        with pytest.raises(ReplayMismatchError, match="pub/sub, MONITOR and cluster clients"):
-            asyncio.run(subscribe())
+        pubsub = redis.Redis.from_url(CLOSED_URL).pubsub()
+        with pytest.raises(ReplayMismatchError, match=r"\(pub/sub\) SUBSCRIBE news"):
+            pubsub.subscribe("news")
+        with pytest.raises(ReplayMismatchError, match=r"\(pub/sub message\)"):
+            pubsub.parse_response(block=True)
+        assert pubsub.get_message(timeout=0) is None  # a read that may find nothing finds nothing
     finally:
         deactivate(token)
     assert len(session.unmatched) == 2

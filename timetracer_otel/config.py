@@ -205,6 +205,7 @@ _SPEC: dict[str, tuple[None | str | tuple[str, ...], Callable[[Any], Any], Any]]
     "redact_hook": (None, _parse_callable, None),
     "service_name": ("TIMETRACER_SERVICE", _parse_optional_str, None),
     "live_plugins": ("TIMETRACER_LIVE_PLUGINS", _parse_names, ()),
+    "allowed_hosts": ("TIMETRACER_ALLOWED_HOSTS", _parse_names, ()),
     "replay_ignore_fields": ("TIMETRACER_REPLAY_IGNORE_FIELDS", _parse_names, ()),
     "draws": ("TIMETRACER_DRAWS", _parse_draws, DRAW_SOURCES),
     # The standard OpenTelemetry variables, so one setting serves timetracer and any other OTel code.
@@ -306,7 +307,8 @@ class TraceConfig:
     ``redact_hook`` receives each cassette document after built-in redaction and may
     change it in place or return a replacement. ``redact=False`` turns the built-in
     redaction off (the hook still runs). In replay, ``live_plugins`` names the client
-    libraries whose calls really go out, and ``replay_ignore_fields`` the JSON fields
+    libraries whose calls really go out (any other connection a replayed request opens is
+    refused, except to ``allowed_hosts``: ``host`` or ``host:port``), and ``replay_ignore_fields`` the JSON fields
     (timestamps, request ids) left out when the replayed response is compared with the
     recorded one. ``draws`` names the sources of non-determinism whose values a request
     draws are recorded and handed back in replay (``DRAW_SOURCES``: ``clock``; ``uuid``;
@@ -338,6 +340,7 @@ class TraceConfig:
     redact_hook: Callable[[dict], dict | None] | None = field(default=_UNSET, compare=False)
     service_name: str | None = _UNSET
     live_plugins: Sequence[str] = _UNSET
+    allowed_hosts: Sequence[str] = _UNSET
     replay_ignore_fields: Sequence[str] = _UNSET
     draws: Sequence[str] = _UNSET
     otlp_endpoint: str | None = _UNSET

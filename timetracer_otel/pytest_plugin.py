@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from timetracer_otel import _network_guard
 from timetracer_otel._pytest.blocks import RECORD, REPLAY, BlockOutcome, CassetteBlock
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
@@ -39,7 +40,6 @@ from timetracer_otel._pytest.naming import (
     cassette_of_test,
     cassettes_of_module,
 )
-from timetracer_otel._pytest.network import NetworkGuard
 from timetracer_otel._pytest.report import RunReport
 
 __all__ = ["timetracer_replay", "timetracer_record"]
@@ -112,7 +112,7 @@ class _Run:
         self.autouse: bool = config.getini("timetracer_autouse")
         # One id for the whole run, shared by pytest-xdist's workers.
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
-        self.guard = NetworkGuard(config.getini("timetracer_allowed_hosts"))
+        self.allowed_hosts = frozenset(config.getini("timetracer_allowed_hosts"))
         self.report = RunReport(self.mode, _shown(self.directory))
         self.fixture_blocks: dict[
             Any, CassetteBlock
@@ -130,13 +130,13 @@ class _Run:
     def block(self, path: Path, label: str, action: str, **options: Any) -> CassetteBlock:
         """A test's or fixture's cassette; from the first one on, apps served by uvicorn in this process are apps under test."""
         install_live_servers()
-        return CassetteBlock(path, label, action, guard=self.guard, **options)
+        return CassetteBlock(path, label, action, allowed_hosts=self.allowed_hosts, **options)
 
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
 
     def close(self) -> None:
-        self.guard.uninstall()
+        _network_guard.uninstall()
 
 
 _RUN = pytest.StashKey[_Run]()

@@ -124,6 +124,19 @@ def credentials(client: Any, key: Callable[[str], str]) -> Scenario:
         yield "pipeline auth refused", exc
 
 
+def news(client: Any, key: Callable[[str], str]) -> Scenario:
+    """Pub/sub: subscribe, publish, read the confirmation and the message, unsubscribe."""
+    pubsub = client.pubsub()
+    yield "subscribe", pubsub.subscribe(key("news"))
+    yield "publish", client.publish(key("news"), "hello")
+    yield "first read", pubsub.get_message(timeout=5)
+    yield "second read", pubsub.get_message(timeout=5)
+    yield "nothing more", pubsub.get_message(timeout=0.05)
+    yield "unsubscribe", pubsub.unsubscribe(key("news"))
+    closing = pubsub.aclose() if isinstance(client, redis.asyncio.Redis) else pubsub.close()
+    yield "close", closing
+
+
 def _row(name: str, value: Any) -> dict[str, str]:
     return {"step": name, "value": shown(value)}
 
@@ -190,6 +203,10 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
             "async-str", lookup(clients["async-str"], keys("lookup", request.path_params["name"]))
         )
 
+    async def news_route(request: Request) -> JSONResponse:
+        flavour = request.path_params["flavour"]
+        return await respond(flavour, news(clients[flavour], keys("news", flavour)))
+
     async def credentials_route(request: Request) -> JSONResponse:
         return await respond("sync-str", credentials(clients["sync-str"], keys("auth")))
 
@@ -208,6 +225,7 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
             Route("/item/{number}", item_route),
             Route("/lookup/{name}", lookup_route),
             Route("/credentials", credentials_route),
+            Route("/news/{flavour}", news_route),
         ],
         lifespan=lifespan,
     )

@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from timetracer_otel import _network_guard
 from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import load_cassette
 from timetracer_otel.config import TraceConfig
-
-from .network import NetworkGuard
 
 __all__ = ["BlockOutcome", "CassetteBlock", "RECORD", "REPLAY", "running_block"]
 
@@ -42,10 +41,15 @@ class BlockOutcome:
     refused: list[str] = field(default_factory=list)  # connections the network guard refused
 
 
+_REFUSAL_HINT = (
+    "Record it with --timetracer-mode=once, or allow the host with timetracer_allowed_hosts."
+)
+
+
 class _Replay:
     """A cassette answering calls and draws, with the network closed while it is active."""
 
-    def __init__(self, path: Path, live: tuple[str, ...], guard: NetworkGuard | None) -> None:
+    def __init__(self, path: Path, live: tuple[str, ...], allowed_hosts: frozenset[str]) -> None:
         from timetracer_otel.determinism import (
             DrawReplayer,
             real_time_ns,
@@ -71,22 +75,25 @@ class _Replay:
         )
         install_draw_sources(config.draws)
         self.draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
-        self._guard = guard if not live else None  # a live library needs the network
-        self._label = str(path)
-        self._tokens: list[tuple[contextvars.Token, contextvars.Token, str | None]] = []
+        # a live library needs the network
+        self.closure = (
+            None if live else _network_guard.Closure(str(path), _REFUSAL_HINT, allowed_hosts)
+        )
+        self._tokens: list[
+            tuple[contextvars.Token, contextvars.Token, _network_guard.Closure | None]
+        ] = []
 
     def activate(self) -> None:
-        previous = None
-        if self._guard is not None:
-            self._guard.install()
-            previous, self._guard.reason = self._guard.reason, self._label
+        previous = (
+            _network_guard.close_everywhere(self.closure) if self.closure is not None else None
+        )
         self._tokens.append((*self.enter(), previous))
 
     def deactivate(self) -> None:
         token, draws_token, previous = self._tokens.pop()
         self.exit((token, draws_token))
-        if self._guard is not None:
-            self._guard.reason = previous
+        if self.closure is not None:
+            _network_guard.close_everywhere(previous)
 
     def enter(self) -> tuple[contextvars.Token, contextvars.Token]:
         """Answer the calls and draws of this context only (another thread's); the network stays as it is."""
@@ -116,15 +123,14 @@ class CassetteBlock:
         live: tuple[str, ...] = (),
         keep_empty: bool = True,
         seed: str | None = None,
-        guard: NetworkGuard | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.path = path
         self.action = action
-        self._guard = guard
         self._recording = (
             BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
         )
-        self._replay = _Replay(path, live, guard) if action == REPLAY else None
+        self._replay = _Replay(path, live, allowed_hosts) if action == REPLAY else None
 
     @property
     def state(self) -> object:
@@ -162,8 +168,8 @@ class CassetteBlock:
         outcome.answered = len(session.answered)
         outcome.unused = [call.view.label for call in session.unused()]
         outcome.unmatched = [str(error).splitlines()[0] for error in session.unmatched]
-        if self._guard is not None:
-            outcome.refused = self._guard.take_refused(str(self.path))
+        if self._replay.closure is not None:
+            outcome.refused = list(self._replay.closure.refused)
         return outcome
 
 

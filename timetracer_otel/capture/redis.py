@@ -1,9 +1,12 @@
-"""redis-py capture: commands, pipelines and MULTI/EXEC transactions, sync and asyncio.
+"""redis-py capture: commands, pipelines, MULTI/EXEC transactions and pub/sub, sync and asyncio.
 
 The wrappers sit under OpenTelemetry's redis wrappers (``Redis.execute_command``,
 ``Pipeline.execute``, ``Pipeline.immediate_execute_command`` and their asyncio twins),
 so the instrumentor's span is current. The instrumentor's hooks never see a pipeline's
-commands; the wrapper reads them from the pipeline's command stack.
+commands; the wrapper reads them from the pipeline's command stack. On a pub/sub
+connection (which the instrumentor leaves alone), each command sent
+(``PubSub.execute_command``: ``SUBSCRIBE``, ``PING``, ...) and each message read
+(``PubSub.parse_response``; a read that found none is not a call) is a call, in order.
 
 A call's request and response have the shape :mod:`timetracer_otel.protocols.redis`
 gives them; the replies are the values exactly as redis-py returned them to the
@@ -31,7 +34,14 @@ from timetracer_otel._recording import (
     current_recording,
     exception_info,
 )
-from timetracer_otel.protocols.redis import command_request, pipeline_request, raise_on_error, sends
+from timetracer_otel.protocols.redis import (
+    command_request,
+    pipeline_request,
+    pubsub_read_request,
+    pubsub_request,
+    raise_on_error,
+    sends,
+)
 
 __all__ = ["install", "uninstall"]
 
@@ -91,6 +101,39 @@ def _begin_command(client: Any, args: tuple, kwargs: dict) -> _Capture | None:
     return None
 
 
+def _begin_pubsub_command(pubsub: Any, args: tuple, kwargs: dict) -> _Capture | None:
+    recording = current_recording()
+    if recording is None or not args:
+        return None
+    with guarded("redis.pubsub"):
+        return _start(recording, pubsub_request(pubsub, args), lambda _sent: {"reply": None})
+    return None
+
+
+def _read(pubsub: Any, message: Any) -> None:
+    """Keep a message read from ``pubsub``: a read that found none is no call (how often an
+    application polls is its own business)."""
+    recording = current_recording()
+    if recording is None or message is None:
+        return
+    with guarded("redis.pubsub"):
+        _start(recording, pubsub_read_request(pubsub), lambda m: {"reply": _snapshot(m)}).returned(
+            message
+        )
+
+
+def _sync_read(wrapped: Callable[..., Any], pubsub: Any, args: tuple, kwargs: dict) -> Any:
+    message = wrapped(*args, **kwargs)
+    _read(pubsub, message)
+    return message
+
+
+async def _async_read(wrapped: Callable[..., Any], pubsub: Any, args: tuple, kwargs: dict) -> Any:
+    message = await wrapped(*args, **kwargs)
+    _read(pubsub, message)
+    return message
+
+
 def _begin_pipeline(pipe: Any, args: tuple, kwargs: dict) -> _Capture | None:
     recording = current_recording()
     if recording is None or not sends(pipe):
@@ -134,14 +177,18 @@ def _async(begin: _Begin) -> Callable[..., Awaitable[Any]]:
     return capture
 
 
-# (class, method, wrapper): the same seams OpenTelemetry's redis instrumentor wraps
+# (class, method, wrapper): the seams OpenTelemetry's redis instrumentor wraps, and pub/sub's
 _SEAMS = (
     (redis.client.Redis, "execute_command", _sync(_begin_command)),
     (redis.client.Pipeline, "immediate_execute_command", _sync(_begin_command)),
     (redis.client.Pipeline, "execute", _sync(_begin_pipeline)),
+    (redis.client.PubSub, "execute_command", _sync(_begin_pubsub_command)),
+    (redis.client.PubSub, "parse_response", _sync_read),
     (redis.asyncio.client.Redis, "execute_command", _async(_begin_command)),
     (redis.asyncio.client.Pipeline, "immediate_execute_command", _async(_begin_command)),
     (redis.asyncio.client.Pipeline, "execute", _async(_begin_pipeline)),
+    (redis.asyncio.client.PubSub, "execute_command", _async(_begin_pubsub_command)),
+    (redis.asyncio.client.PubSub, "parse_response", _async_read),
 )
 
 

@@ -7,7 +7,11 @@ wherever timetracer does (the client and pipeline objects it reads are redis-py'
 A call's request is ``{"command", "args", "decode_responses"}`` for a command, and
 ``{"pipeline": [{"command", "args"}, ...], "transaction", "raise_on_error",
 "decode_responses"}`` for a pipeline. The response is ``{"reply": ...}`` or
-``{"replies": [...], "errors": [{"index", "type", "message"}]}``.
+``{"replies": [...], "errors": [{"index", "type", "message"}]}``. On a pub/sub
+connection a command (``SUBSCRIBE``, ``PING``, ...) adds ``"pubsub": true`` (its reply is
+``None``: the server's answers arrive as messages), and each message read from it is
+``{"pubsub": "message", "decode_responses"}`` with the message, as redis-py parsed it,
+for reply.
 
 Secrets (:func:`redact`): passwords (``AUTH``, ``HELLO ... AUTH``, ``MIGRATE ... AUTH``,
 ``CONFIG SET requirepass`` and the other secret settings, also in ``CONFIG GET`` replies,
@@ -18,11 +22,15 @@ A command's key is its name (upper-cased, whitespace normalised) and its argumen
 redis-py puts them on the wire: ``str`` as UTF-8, ``int`` and ``float`` as their
 ``repr``, bytes-like as bytes. So ``1``, ``"1"`` and ``b"1"`` are the same argument,
 while ``1.0`` is not (it is sent as ``1.0``). ``decode_responses`` is part of the key
-too: the same command answers with bytes or with str depending on it.
+too: the same command answers with bytes or with str depending on it. A message that
+Celery (kombu) queues is matched without the sending process's identity, which no two
+processes share: ``headers.origin`` (``gen<pid>@<host>``) and ``properties.reply_to``
+(a UUID of the process, thread and app object).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +48,8 @@ __all__ = [
     "command_name",
     "command_entry",
     "command_request",
+    "pubsub_request",
+    "pubsub_read_request",
     "pipeline_request",
     "sends",
     "raise_on_error",
@@ -92,6 +102,16 @@ def command_request(client: Any, args: tuple) -> dict[str, Any]:
     return {**command_entry(args), "decode_responses": _decode_responses(client)}
 
 
+def pubsub_request(pubsub: Any, args: tuple) -> dict[str, Any]:
+    """The request of ``pubsub.execute_command(*args)``: sent without waiting for an answer."""
+    return {**command_request(pubsub, args), "pubsub": True}
+
+
+def pubsub_read_request(pubsub: Any) -> dict[str, Any]:
+    """The request of reading the next message from ``pubsub`` (``parse_response``)."""
+    return {"pubsub": "message", "decode_responses": _decode_responses(pubsub)}
+
+
 def _is_transaction(pipe: Any) -> bool:
     # sync pipelines keep the flag in ``transaction``, asyncio ones in ``is_transaction``
     # (where ``transaction`` is the client's method): read the instance's own attributes.
@@ -121,12 +141,31 @@ def raise_on_error(args: tuple, kwargs: dict) -> bool:
     return bool(args[0] if args else kwargs.get("raise_on_error", True))
 
 
+_KOMBU_MESSAGE = b'{"body": '
+
+
+def _kombu_message(data: bytes) -> Hashable | None:
+    """A kombu message's key without its producer's process identity; None for any other value."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    headers, properties = message.get("headers"), message.get("properties")
+    if not (isinstance(headers, dict) and isinstance(properties, dict)):
+        return None
+    headers.pop("origin", None)
+    properties.pop("reply_to", None)
+    return ("kombu message", json.dumps(message, sort_keys=True))
+
+
 def _wire(value: Any) -> Hashable:
     """An argument as redis-py sends it; values it refuses to send stay distinct by type."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
+        data = bytes(value)
+        return (data.startswith(_KOMBU_MESSAGE) and _kombu_message(data)) or data
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        data = value.encode("utf-8", "surrogatepass")
+        return (data.startswith(_KOMBU_MESSAGE) and _kombu_message(data)) or data
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int):
@@ -177,11 +216,19 @@ def request_view(request: dict[str, Any]) -> CallView:
                 "decode_responses": decode,
             },
         )
+    if request.get("pubsub") == "message":
+        return CallView(
+            protocol="redis",
+            label="(pub/sub message)",
+            key=("redis", "pubsub message", decode),
+            fields={"command": "(pub/sub message)", "decode_responses": decode},
+        )
     args = request["args"]
+    kind = "pubsub" if request.get("pubsub") else "command"
     return CallView(
         protocol="redis",
-        label=_cut(_words(request)),
-        key=("redis", "command", decode, _command_key(request)),
+        label=_cut(("(pub/sub) " if request.get("pubsub") else "") + _words(request)),
+        key=("redis", kind, decode, _command_key(request)),
         fields={
             "command": command_name(request["command"]),
             "key": _shown(args[0]) if args else "",

@@ -1,0 +1,114 @@
+"""Celery on Redis (broker and result backend), the most common job queue of Python
+services: tasks queued while requests are recorded replay in a fresh process without
+queueing anything, although every process sends its own identity with each message."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+TIMETRACER = Path(sys.executable).with_name("timetracer")
+
+_SERVICE = """
+import os
+
+from celery import Celery
+from celery.result import AsyncResult
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+celery = Celery("service", broker=os.environ["BROKER_URL"], backend=os.environ["BROKER_URL"])
+celery.conf.task_default_queue = os.environ["QUEUE"]
+
+
+@celery.task
+def send_welcome(address: str) -> str:
+    return f"welcome sent to {address}"
+
+
+async def signup(request: Request) -> JSONResponse:
+    address = (await request.json())["email"]
+    job = send_welcome.delay(address)
+    return JSONResponse({"email": address, "job": job.id}, status_code=202)
+
+
+async def job_state(request: Request) -> JSONResponse:
+    return JSONResponse({"state": AsyncResult(request.path_params["job"], app=celery).state})
+
+
+app = Starlette(routes=[Route("/signup", signup, methods=["POST"]), Route("/jobs/{job}", job_state)])
+"""
+
+
+@pytest.fixture
+def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A queue of the test's own in the shared Redis, deleted afterwards."""
+    name = f"tt-celery-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("QUEUE", name)
+    monkeypatch.setenv("BROKER_URL", REDIS_URL)
+    yield name
+    with redis.Redis.from_url(REDIS_URL) as client:
+        client.delete(name, f"_kombu.binding.{name}")
+
+
+def _service(directory: Path) -> Any:
+    (directory / "celery_service.py").write_text(_SERVICE, "utf-8")
+    sys.path.insert(0, str(directory))
+    try:
+        return importlib.import_module("celery_service")
+    finally:
+        sys.path.remove(str(directory))
+        sys.modules.pop("celery_service", None)
+
+
+def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, queue: str
+) -> None:
+    service = _service(tmp_path)
+    auto_setup(service.app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    server = serve(service.app)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        first = client.post("/signup", json={"email": "ada@example.com"})
+        second = client.post("/signup", json={"email": "grace@example.com"})
+        state = client.get(f"/jobs/{first.json()['job']}")
+    assert (first.status_code, second.status_code, state.json()) == (202, 202, {"state": "PENDING"})
+    assert timetracer_otel.flush(30)
+    with redis.Redis.from_url(REDIS_URL) as client:
+        queued = client.llen(queue)
+        messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    assert queued == 2
+    assert {m["headers"]["origin"] for m in messages} == {f"gen{os.getpid()}@{os.uname().nodename}"}
+
+    done = subprocess.run(
+        [str(TIMETRACER), "replay", str(cassette_dir), "--app", "celery_service:app",
+         "--app-dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = json.loads(done.stdout)
+    assert [(r["method"], r["path"], r["verdict"]) for r in reports] == [
+        ("POST", "/signup", "ok"),
+        ("POST", "/signup", "ok"),
+        ("GET", f"/jobs/{first.json()['job']}", "ok"),
+    ]
+    assert all(r["refused"] == [] and r["unmatched"] == [] for r in reports)
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.llen(queue) == queued  # nothing was queued by the replay

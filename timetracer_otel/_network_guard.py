@@ -1,0 +1,130 @@
+"""No connection leaves a replay: ``socket.connect`` refuses at once, with the reason.
+
+Calls of the libraries timetracer replays never reach a socket. Anything else that tries
+(a client library timetracer does not cover, such as a message broker's; a call outside
+every cassette) gets :class:`NetworkBlockedError` at the call site instead of going out
+unseen, and the replay reports it even if the code caught it. While a :class:`Closure`
+is in force, everywhere (a replaying pytest block: the test's threads carry no context)
+or in one context (a request the replay middleware serves), connections are refused,
+except own traffic (the OTLP export), an app under test served in this process (a live
+server thread) and the closure's allowed hosts.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from timetracer_otel._apps_under_test import is_app_address
+from timetracer_otel._own_io import is_own_io
+
+__all__ = [
+    "Closure",
+    "NetworkBlockedError",
+    "close_everywhere",
+    "close_in_context",
+    "install",
+    "reopen_context",
+    "uninstall",
+]
+
+
+class NetworkBlockedError(ConnectionRefusedError):
+    """A connection attempted while replaying: it is never made."""
+
+
+@dataclass(eq=False)
+class Closure:
+    """The network closed for one replay: ``label`` names it in the refusal, ``hint`` says the way out."""
+
+    label: str
+    hint: str
+    allowed_hosts: frozenset[str] = frozenset()
+    refused: list[str] = field(default_factory=list)  # "host:port" of each refused connection
+
+    def allows(self, host: str, port: Any) -> bool:
+        return (
+            host in self.allowed_hosts
+            or (port is not None and f"{host}:{port}" in self.allowed_hosts)
+            or is_app_address(host, port)
+        )
+
+
+_everywhere: Closure | None = None
+_in_context: contextvars.ContextVar[Closure | None] = contextvars.ContextVar(
+    "timetracer_network_closure", default=None
+)
+_lock = threading.Lock()
+_originals: dict[str, Callable[..., Any]] = {}
+
+
+def close_everywhere(closure: Closure | None) -> Closure | None:
+    """Refuse connections in every thread under ``closure`` (None: no longer); returns the one it replaces."""
+    global _everywhere
+    install()
+    previous, _everywhere = _everywhere, closure
+    return previous
+
+
+def close_in_context(closure: Closure) -> contextvars.Token:
+    """Refuse connections made in this context (and the tasks and threads it hands it to)."""
+    install()
+    return _in_context.set(closure)
+
+
+def reopen_context(token: contextvars.Token) -> None:
+    _in_context.reset(token)
+
+
+def install() -> None:
+    """Wrap ``socket.socket.connect`` and ``connect_ex``, once: a process that never replays is untouched."""
+    if _originals:
+        return
+    with _lock:
+        if _originals:
+            return
+        for name in ("connect", "connect_ex"):
+            original = getattr(socket.socket, name)
+            _originals[name] = original
+            setattr(socket.socket, name, _guarded(original))
+
+
+def uninstall() -> None:
+    with _lock:
+        for name, original in _originals.items():
+            setattr(socket.socket, name, original)
+        _originals.clear()
+
+
+def _host(address: Any) -> str:
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)  # a Unix socket path
+
+
+def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
+    def connect(sock: socket.socket, address: Any, *args: Any) -> Any:
+        closure = _everywhere or _in_context.get()
+        if (
+            closure is not None
+            and sock.family != getattr(socket, "AF_NETLINK", None)
+            and not is_own_io()
+        ):
+            host = _host(address)
+            port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
+            if not closure.allows(host, port):
+                target = host if port is None else f"{host}:{port}"
+                with _lock:
+                    closure.refused.append(target)
+                raise NetworkBlockedError(
+                    f"timetracer: no connection to {target} while replaying {closure.label}: the "
+                    "cassette answers the calls it recorded, and this one it cannot (a library "
+                    f"timetracer does not replay, or a call the recording did not make). {closure.hint}"
+                )
+        return original(sock, address, *args)
+
+    return connect
