@@ -14,7 +14,8 @@ replayed aio call makes no client span) and returns a call answered from the cas
 (:class:`_AioReplayed`), which raises ``grpc.aio.AioRpcError`` for a status other than ``OK``.
 
 A channel never connects in replay: asked for its connectivity (``channel.subscribe``,
-``grpc.channel_ready_future``), it reports ``READY`` at once, as the recorded channel was.
+``grpc.channel_ready_future``; an aio channel's ``get_state``, ``channel_ready``), it
+reports ``READY`` at once, as the recorded channel was.
 
 The request messages of a streaming call are all taken from the application's iterator
 before the call is matched: a call whose requests wait for its responses (a chat over
@@ -340,6 +341,12 @@ def _aio_replaying(streaming: bool) -> Callable[..., Any]:
     return replay
 
 
+def _aio_state(wrapped: Callable[..., Any], channel: Any, args: tuple, kwargs: dict) -> Any:
+    """An aio ``Channel.get_state(try_to_connect)`` (``channel_ready`` asks it): ``READY``, without connecting."""
+    session = replay_session_for("grpc", lambda: "the connectivity of a gRPC channel")
+    return wrapped(*args, **kwargs) if session is None else grpc.ChannelConnectivity.READY
+
+
 def _response(replayed: _Replayed) -> Any:
     """What ``__call__`` of a unary-response call returns, or raises."""
     return replayed.result()
@@ -366,6 +373,7 @@ _SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
     (_channel._StreamUnaryMultiCallable, "future", _replaying(True, _call)),
     (_channel._StreamStreamMultiCallable, "__call__", _replaying(True, _call)),
     (_channel.Channel, "subscribe", _subscribe),
+    (grpc.aio._channel.Channel, "get_state", _aio_state),
     (grpc.aio._channel.UnaryUnaryMultiCallable, "__call__", _aio_replaying(False)),
     (grpc.aio._channel.UnaryStreamMultiCallable, "__call__", _aio_replaying(False)),
     (grpc.aio._channel.StreamUnaryMultiCallable, "__call__", _aio_replaying(True)),

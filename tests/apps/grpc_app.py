@@ -11,6 +11,7 @@ tests/_grpc_echo.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -189,6 +190,8 @@ def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False
         # an aio channel belongs to the running loop: made here
         app_state["aio_channel"] = grpc.aio.insecure_channel(target)
         app_state["aio_stub"] = echo_pb2_grpc.EchoStub(app_state["aio_channel"])
+        if wait_ready:
+            await asyncio.wait_for(app_state["aio_channel"].channel_ready(), 10)
         yield
         app_state["channel"].close()
         await app_state["aio_channel"].close()
