@@ -32,6 +32,7 @@ import grpc
 import grpc._channel
 import grpc._common
 import grpc.aio._channel
+from grpc._cython import cygrpc
 
 from timetracer_otel import wrapper_layers
 from timetracer_otel._grpc_messages import (
@@ -49,6 +50,11 @@ __all__ = ["install", "uninstall"]
 _METADATA_ARG = 2  # (request, timeout, metadata, ...): the position of ``metadata``
 
 
+def _metadatums(pairs: Any) -> tuple[Any, ...]:
+    """Recorded metadata as a sync call gives it: ``(key, value)`` named tuples (``.key``, ``.value``)."""
+    return tuple(cygrpc._Metadatum(key, value) for key, value in metadata_from(pairs))
+
+
 class _Replayed(grpc.RpcError, grpc.Call, grpc.Future):
     """A recorded call, ended: its response messages (an iterator of them), its status, and, when
     the status is not ``OK``, the ``RpcError`` gRPC raised (as ``grpc._channel`` makes one object
@@ -58,8 +64,8 @@ class _Replayed(grpc.RpcError, grpc.Call, grpc.Future):
         super().__init__(response.get("details", ""))
         self._code = grpc.StatusCode[response["code"]]
         self._details = response.get("details", "")
-        self._initial = metadata_from(response.get("initial_metadata"))
-        self._trailing = metadata_from(response.get("trailing_metadata"))
+        self._initial = _metadatums(response.get("initial_metadata"))
+        self._trailing = _metadatums(response.get("trailing_metadata"))
         self._messages = messages
         self._next = 0
 

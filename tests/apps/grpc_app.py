@@ -70,7 +70,8 @@ def scenario(stub: Any) -> dict[str, Any]:
 
     def with_call() -> Any:
         reply, call = stub.Say.with_call(_request("with-call", count=2), metadata=METADATA)
-        return [reply, call.code().name, call.initial_metadata(), call.trailing_metadata()]
+        trailing = [(entry.key, entry.value) for entry in call.trailing_metadata()]
+        return [reply, call.code().name, call.initial_metadata(), trailing]
 
     def chat() -> Any:
         # (a server-streaming call comes back from OpenTelemetry's interceptor as a plain generator)
