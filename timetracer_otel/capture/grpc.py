@@ -21,6 +21,7 @@ the cassette writer, off the request path.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -161,41 +162,28 @@ class _Responses(wrapt.ObjectProxy):
         return self.__next__()
 
 
-def _blocking(streaming: bool) -> Callable[..., Any]:
-    """``__call__`` of a unary-response call: made with ``with_call`` to see its metadata."""
+def _unary_response(streaming: bool, returns_call: bool) -> Callable[..., Any]:
+    """``with_call`` (``returns_call``) or ``__call__`` of a unary-response call; ``__call__`` is
+    made with ``with_call`` underneath: the same response, and the call's metadata too."""
 
     def capture(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
         started = _begin(instance, args, kwargs)
         if started is None:
             return wrapped(*args, **kwargs)
         args, kwargs = _with_sent(started, args, kwargs, streaming)
-        with_call = wrapper_layers.original(type(instance), "with_call")
+        with_call = (
+            wrapped
+            if returns_call
+            else functools.partial(wrapper_layers.original(type(instance), "with_call"), instance)
+        )
         try:
-            response, call = with_call(instance, *args, **kwargs)
+            response, call = with_call(*args, **kwargs)
         except Exception as exc:
             started.failed(exc)
             raise
         started.got(response)
         started.ended(call)
-        return response
-
-    return capture
-
-
-def _with_call(streaming: bool) -> Callable[..., Any]:
-    def capture(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        started = _begin(instance, args, kwargs)
-        if started is None:
-            return wrapped(*args, **kwargs)
-        args, kwargs = _with_sent(started, args, kwargs, streaming)
-        try:
-            response, call = wrapped(*args, **kwargs)
-        except Exception as exc:
-            started.failed(exc)
-            raise
-        started.got(response)
-        started.ended(call)
-        return response, call
+        return (response, call) if returns_call else response
 
     return capture
 
@@ -320,13 +308,13 @@ _aio = grpc.aio._call
 _channel = grpc._channel
 # (class, method, wrapper): the channel's own multi-callables, which the interceptor calls
 _SEAMS: tuple[tuple[type, str, Callable[..., Any]], ...] = (
-    (_channel._UnaryUnaryMultiCallable, "__call__", _blocking(False)),
-    (_channel._UnaryUnaryMultiCallable, "with_call", _with_call(False)),
+    (_channel._UnaryUnaryMultiCallable, "__call__", _unary_response(False, returns_call=False)),
+    (_channel._UnaryUnaryMultiCallable, "with_call", _unary_response(False, returns_call=True)),
     (_channel._UnaryUnaryMultiCallable, "future", _future(False)),
     (_channel._UnaryStreamMultiCallable, "__call__", _stream(False)),
     (_channel._SingleThreadedUnaryStreamMultiCallable, "__call__", _stream(False)),
-    (_channel._StreamUnaryMultiCallable, "__call__", _blocking(True)),
-    (_channel._StreamUnaryMultiCallable, "with_call", _with_call(True)),
+    (_channel._StreamUnaryMultiCallable, "__call__", _unary_response(True, returns_call=False)),
+    (_channel._StreamUnaryMultiCallable, "with_call", _unary_response(True, returns_call=True)),
     (_channel._StreamUnaryMultiCallable, "future", _future(True)),
     (_channel._StreamStreamMultiCallable, "__call__", _stream(True)),
     (_aio.UnaryUnaryCall, "__init__", _aio_made(unary_request=True, stream_response=False)),
