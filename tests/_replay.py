@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,16 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.replayers import ReplayReport, recent_reports
 
 APPS_DIR = Path(__file__).parent / "apps"
+
+# Put before a script: it reports every socket connect of the process (asyncio's too) on stderr.
+AUDIT_HOOK = """
+import os, sys
+def report(event, args):
+    if event == "socket.connect":
+        os.write(2, ("connect-audit %r\\n" % (args[1],)).encode())
+sys.addaudithook(report)
+"""
+CONNECTS = re.compile(r"^connect-audit (.*)$", re.M)
 
 # (method, path, httpx keyword arguments) of a request to the app
 Sent = tuple[str, str, dict[str, Any]]

@@ -29,7 +29,14 @@ import jsonschema
 import pymongo
 import pytest
 from _mixed_deps import PG, REDIS, deps, mongo  # noqa: F401 - fixtures
-from _replay import APPS_DIR, assert_same_response, cassette_files, send
+from _replay import (
+    APPS_DIR,
+    AUDIT_HOOK,
+    CONNECTS,
+    assert_same_response,
+    cassette_files,
+    send,
+)
 from apps.mixed_app import ITEMS, ROUTES, Deps, create_app, deps_json, ledger
 from conftest import SCHEMA_PATH, Upstream, load_cassettes
 from mongo_server import MongoWireServer
@@ -42,16 +49,6 @@ from timetracer_otel.replayers import ReplayMismatchError, install_replayers
 
 CLOSED = 1
 _REFUSED = "timetracer_otel.replayers.session.ReplayMismatchError: timetracer replay: no recorded call matches"
-
-# Put before a script: it reports every socket connect of the process (asyncio's too) on stderr.
-_AUDIT_HOOK = """
-import os, sys
-def report(event, args):
-    if event == "socket.connect":
-        os.write(2, ("connect-audit %r\\n" % (args[1],)).encode())
-sys.addaudithook(report)
-"""
-_CONNECTS = re.compile(r"^connect-audit (.*)$", re.M)
 
 
 def _unreachable(deps: Deps, mongo_url: str) -> Deps:
@@ -164,7 +161,7 @@ def _audited_uvicorn(env: dict[str, str], stderr: list[str]) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
         command = [
-            sys.executable, "-c", _AUDIT_HOOK + "from uvicorn.main import main\nmain()",
+            sys.executable, "-c", AUDIT_HOOK + "from uvicorn.main import main\nmain()",
             "--factory", "--app-dir", str(APPS_DIR), "mixed_app:from_environment",
             "--fd", str(sock.fileno()), "--log-level", "warning",
         ]  # fmt: skip
@@ -185,7 +182,7 @@ def _audited_uvicorn(env: dict[str, str], stderr: list[str]) -> Iterator[str]:
 def test_audit_sees_every_socket_connect_of_the_process() -> None:
     """The proof below rests on this: plain and asyncio sockets both report their connects."""
     with _Tripwire() as wire:
-        code = _AUDIT_HOOK + (
+        code = AUDIT_HOOK + (
             "import asyncio, socket\n"
             f"socket.create_connection(('127.0.0.1', {wire.port})).close()\n"
             f"asyncio.run(asyncio.open_connection('127.0.0.1', {wire.port}))\n"
@@ -194,7 +191,7 @@ def test_audit_sees_every_socket_connect_of_the_process() -> None:
             [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, timeout=30
         )
         assert wire.connections() == 2
-    assert _CONNECTS.findall(done.stderr) == [f"('127.0.0.1', {wire.port})"] * 2
+    assert CONNECTS.findall(done.stderr) == [f"('127.0.0.1', {wire.port})"] * 2
 
 
 def test_mixed_requests_replay_in_a_fresh_process_with_nothing_reachable(
@@ -228,7 +225,7 @@ def test_mixed_requests_replay_in_a_fresh_process_with_nothing_reachable(
         assert_same_response(recorded[path], response)
     report = r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=200  calls=(\d+)/\2  unused=0  response=same$"
     assert [path for path, _ in re.findall(report, stderr[0], re.M)] == list(ROUTES), stderr[0]
-    assert _CONNECTS.findall(stderr[0]) == []
+    assert CONNECTS.findall(stderr[0]) == []
     assert len(upstream.requests) == before
 
     outside = replayed[-1].json()

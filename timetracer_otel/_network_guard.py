@@ -59,7 +59,9 @@ _in_context: contextvars.ContextVar[Closure | None] = contextvars.ContextVar(
     "timetracer_network_closure", default=None
 )
 _lock = threading.Lock()
-_originals: dict[str, Callable[..., Any]] = {}
+_METHODS = ("connect", "connect_ex")
+_originals: dict[str, Callable[..., Any]] = {}  # what each wrapper calls
+_installed: dict[str, Callable[..., Any]] = {}  # the wrappers, to tell whether they are in place
 
 
 def close_everywhere(closure: Closure | None) -> Closure | None:
@@ -81,23 +83,29 @@ def reopen_context(token: contextvars.Token) -> None:
 
 
 def install() -> None:
-    """Wrap ``socket.socket.connect`` and ``connect_ex``, once: a process that never replays is untouched."""
-    if _originals:
+    """Wrap ``socket.socket.connect`` and ``connect_ex`` (a process that never replays is untouched).
+
+    Again whenever the wrapper is no longer in place: something that patched the socket
+    methods before the first replay (a test's connection recorder) may put its own back.
+    """
+    if all(getattr(socket.socket, name) is _installed.get(name) for name in _METHODS):
         return
     with _lock:
-        if _originals:
-            return
-        for name in ("connect", "connect_ex"):
-            original = getattr(socket.socket, name)
-            _originals[name] = original
-            setattr(socket.socket, name, _guarded(original))
+        for name in _METHODS:
+            current = getattr(socket.socket, name)
+            if current is not _installed.get(name):
+                _originals[name] = current
+                _installed[name] = _guarded(current)
+                setattr(socket.socket, name, _installed[name])
 
 
 def uninstall() -> None:
     with _lock:
         for name, original in _originals.items():
-            setattr(socket.socket, name, original)
+            if getattr(socket.socket, name) is _installed.get(name):
+                setattr(socket.socket, name, original)
         _originals.clear()
+        _installed.clear()
 
 
 def _host(address: Any) -> str:

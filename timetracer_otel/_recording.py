@@ -10,10 +10,12 @@ request's context) records into the process recording, when the process has one
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +37,10 @@ _current: contextvars.ContextVar[TraceRecording | None] = contextvars.ContextVar
 _in_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "timetracer_in_request", default=False
 )
+# True while a library records one call whole: the library it drives underneath records nothing of it.
+_outer_call: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "timetracer_outer_call", default=False
+)
 # Where calls made outside every request go (set by _process_recording), or None.
 _process: TraceRecording | None = None
 _process_lock = threading.Lock()
@@ -51,6 +57,23 @@ def current_recording() -> TraceRecording | None:
     if recording is not None or _process is None or _in_request.get() or is_own_io():
         return recording
     return _process
+
+
+@contextlib.contextmanager
+def outer_call() -> Iterator[None]:
+    """Mark the block as part of one call being recorded (a SQLAlchemy statement, its connect, its
+    commit), or as a library's own housekeeping (a pool resetting a connection): a driver below it
+    (asyncpg under SQLAlchemy) records nothing, so each call is kept once."""
+    token = _outer_call.set(True)
+    try:
+        yield
+    finally:
+        _outer_call.reset(token)
+
+
+def in_outer_call() -> bool:
+    """True inside :func:`outer_call`: a driver's own capture stands aside."""
+    return _outer_call.get()
 
 
 def process_recording() -> TraceRecording | None:

@@ -73,6 +73,16 @@ LIBRARIES: dict[str, Library] = _declared(
         skip_dep_check=True,
     ),
     Library(
+        name="asyncpg",
+        extra="asyncpg",
+        # 0.30: Connection.fetchmany and PreparedStatement.fetchmany
+        requires=("asyncpg>=0.30",),
+        instrumentor="opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor",
+        capture="timetracer_otel.capture.asyncpg",
+        replay="timetracer_otel.replayers.asyncpg",
+        protocol="sql",
+    ),
+    Library(
         name="redis",
         extra="redis",
         requires=("redis>=5",),

@@ -29,7 +29,7 @@ _LAYERS: dict[str, type[_Layer]] = {
 }
 
 
-def _chain(owner: type, name: str) -> list[Any]:
+def _chain(owner: Any, name: str) -> list[Any]:
     """The attribute and every wrapt layer under it, outermost first."""
     layers = [inspect.getattr_static(owner, name)]
     while issubclass(type(layers[-1]), wrapt.FunctionWrapper):
@@ -37,17 +37,22 @@ def _chain(owner: type, name: str) -> list[Any]:
     return layers
 
 
-def is_installed(owner: type, name: str, layer: str = "capture") -> bool:
+def original(owner: Any, name: str) -> Any:
+    """``owner.name`` under every wrapper: the library's own function."""
+    return _chain(owner, name)[-1]
+
+
+def is_installed(owner: Any, name: str, layer: str = "capture") -> bool:
     return any(type(item) is _LAYERS[layer] for item in _chain(owner, name))
 
 
-def original(owner: type, name: str) -> Any:
+def original(owner: Any, name: str) -> Any:
     """``owner.name`` as it was before anyone wrapped it: to call the library itself from a layer."""
     return _chain(owner, name)[-1]
 
 
-def install(owner: type, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
-    """Wrap ``owner.name`` with ``wrapper(wrapped, instance, args, kwargs)``, under any other wrapper."""
+def install(owner: Any, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
+    """Wrap ``owner.name`` (a class's method or a module's function) with ``wrapper(wrapped, instance, args, kwargs)``, under any other wrapper."""
     if is_installed(owner, name, layer):
         return
     layers = _chain(owner, name)
@@ -58,7 +63,7 @@ def install(owner: type, name: str, wrapper: Callable[..., Any], layer: str = "c
         layers[-2].__wrapped__ = ours
 
 
-def uninstall(owner: type, name: str, layer: str = "capture") -> None:
+def uninstall(owner: Any, name: str, layer: str = "capture") -> None:
     layers = _chain(owner, name)
     for index, item in enumerate(layers[:-1]):
         if type(item) is _LAYERS[layer]:

@@ -55,7 +55,8 @@ from starlette.routing import Route
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
-PLUGINS = ["httpx", "sqlalchemy", "redis", "pymongo"]
+# asyncpg too: SQLAlchemy's statements on it are recorded once, as SQLAlchemy's
+PLUGINS = ["httpx", "sqlalchemy", "asyncpg", "redis", "pymongo"]
 ROUTES = ("/mixed/sequence", "/mixed/reverse", "/mixed/gather", "/mixed/sync")
 AT = dt.datetime(2026, 1, 22, 10, 30, 0, 123000)
 AT_UTC = AT.replace(tzinfo=dt.timezone.utc)

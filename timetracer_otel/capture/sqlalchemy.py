@@ -15,6 +15,10 @@ Two wrappers, on classes, so engines created before the plugin was enabled are c
   schema, isolation level, ...), so replay can set up a dialect that never met its
   database.
 
+What SQLAlchemy runs on the driver meanwhile (the statement, the checkout's probes, commit and
+rollback) is inside :func:`~timetracer_otel._recording.outer_call`, so a driver recorded on its
+own (asyncpg) does not record it a second time.
+
 Engines the OpenTelemetry instrumentor did not see being created get its
 ``EngineTracer`` on first use, so their statements have client spans too; each call is
 attached to its statement's span.
@@ -22,7 +26,6 @@ attached to its statement's span.
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import weakref
 from collections import deque
@@ -30,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 
 from timetracer_otel import wrapper_layers
@@ -40,10 +43,13 @@ from timetracer_otel._recording import (
     TraceRecording,
     current_recording,
     exception_info,
+    in_outer_call,
+    outer_call,
 )
 from timetracer_otel.protocols.sql import (
     PLAIN,
     connect_request,
+    error_attributes,
     snapshot,
     statement_request,
 )
@@ -55,11 +61,6 @@ __all__ = [
 ]
 
 LIBRARY = "sqlalchemy"
-# True while a connection is being checked out: statements then are the dialect's own
-# connect-time probes (``initialize()``), which replay never sends, so they are not recorded.
-_connecting: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "timetracer_sqlalchemy_connecting", default=False
-)
 
 
 def _plain(value: Any) -> bool:
@@ -95,13 +96,7 @@ def error_response(exc: BaseException, dialect: Dialect) -> dict[str, Any] | Non
         (cls.__name__ for cls in type(exc).__mro__ if getattr(dbapi, cls.__name__, None) is cls),
         None,
     )
-    state = exc.__reduce__()[2:3]  # psycopg2 keeps pgcode/pgerror where only pickling sees them
-    found = {**(state[0] if state and isinstance(state[0], dict) else {}), **vars(exc)}
-    attributes = {
-        k: v
-        for k, v in found.items()
-        if isinstance(k, str) and not k.startswith("_") and type(v) in PLAIN
-    }
+    attributes = error_attributes(exc)
     if standard is None and not attributes:
         return None
     return {"dbapi_error": standard, "error_attributes": attributes}
@@ -170,7 +165,8 @@ class _TeeCursor:
         if call is None:
             return method(*args, **kwargs)
         try:
-            result = method(*args, **kwargs)
+            with outer_call():
+                result = method(*args, **kwargs)
             rows = (
                 self._cursor.fetchall()
                 if self._cursor.description is not None and not self._streams
@@ -293,19 +289,22 @@ def _create_cursor(
 ) -> Any:
     cursor = wrapped(*args, **kwargs)
     recording = current_recording()
+    # inside a checkout: the dialect's own connect-time probes (``initialize()``), which
+    # replay never sends, so they are not recorded
     return (
-        cursor
-        if recording is None or _connecting.get()
-        else _TeeCursor(cursor, recording, instance)
+        cursor if recording is None or in_outer_call() else _TeeCursor(cursor, recording, instance)
     )
 
 
 def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
-    token = _connecting.set(True)
-    try:
+    with outer_call():
         return wrapped(*args, **kwargs)
-    finally:
-        _connecting.reset(token)
+
+
+def _transaction_end(wrapped: Any, instance: Dialect, args: tuple, kwargs: dict) -> Any:
+    """``do_commit``/``do_rollback``: the driver's COMMIT and ROLLBACK belong to SQLAlchemy's calls."""
+    with outer_call():
+        return wrapped(*args, **kwargs)
 
 
 def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:
@@ -334,11 +333,18 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
     return connection
 
 
+_TRANSACTION_ENDS = ("do_commit", "do_rollback")
+
+
 def install() -> None:
     wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
     wrapper_layers.install(Engine, "raw_connection", _raw_connection)
+    for name in _TRANSACTION_ENDS:
+        wrapper_layers.install(DefaultDialect, name, _transaction_end)
 
 
 def uninstall() -> None:
     wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor")
     wrapper_layers.uninstall(Engine, "raw_connection")
+    for name in _TRANSACTION_ENDS:
+        wrapper_layers.uninstall(DefaultDialect, name)

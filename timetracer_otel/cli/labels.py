@@ -97,7 +97,7 @@ def _sql(request: dict[str, Any]) -> str:
         return f"sql connect {request.get('dialect', '')}".rstrip()
     statement = request.get("statement")
     summary = _sql_summary(statement) if isinstance(statement, str) else "?"
-    many = " (many)" if request.get("operation") == "executemany" else ""
+    many = " (many)" if request.get("operation") in ("executemany", "fetchmany") else ""
     return f"sql {summary}{many}"
 
 

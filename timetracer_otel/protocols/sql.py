@@ -4,6 +4,13 @@ A call's request is ``{"operation", "dialect", "statement", "parameters"}`` for 
 cursor execution (the statement and parameters exactly as the DBAPI received them) and
 ``{"operation": "connect", "dialect", "engine"}`` for a connection checked out.
 
+A driver used without SQLAlchemy speaks the same protocol under its own dialect
+(``postgresql+asyncpg``), its operations named by its own methods (``fetch``,
+``fetchrow``, ``fetchval``, ``execute``, ``executemany``, ``fetchmany``, ``prepare``,
+``cursor``: its rows as the application fetched them, as a streamed result): its
+statements are SQL with positional parameters, its answers rows with a description,
+so matching and redaction are the same.
+
 Matching compares the dialect, the operation, the statement with its whitespace
 normalised, and the parameters as typed values (``1`` and ``1.0`` differ, so do
 ``b"x"`` and ``"x"``). A ``connect`` call is matched by its dialect alone: the URL is
@@ -40,10 +47,18 @@ __all__ = [
     "snapshot",
     "connect_request",
     "statement_request",
+    "driver_request",
+    "error_attributes",
     "redact",
     "recorded_view",
     "live_view",
     "usual_answer",
+    "ASYNCPG",
+    "ASYNCPG_METHODS",
+    "ASYNCPG_CONNECTION_METHODS",
+    "ASYNCPG_STATEMENT_METHODS",
+    "asyncpg_arguments",
+    "asyncpg_request",
 ]
 
 PLAIN = (type(None), bool, int, float, str)
@@ -90,14 +105,33 @@ def snapshot(value: Any) -> Any:
     return value
 
 
+def driver_request(dialect: str, operation: str, statement: Any, parameters: Any) -> dict[str, Any]:
+    """A statement's request on ``dialect`` (``name+driver``): what capture records and replay matches."""
+    return {
+        "operation": operation,
+        "dialect": dialect,
+        "statement": statement,
+        "parameters": snapshot(parameters),
+    }
+
+
 def statement_request(
     dialect: Any, operation: str, statement: Any, parameters: Any
 ) -> dict[str, Any]:
+    return driver_request(dialect_id(dialect), operation, statement, parameters)
+
+
+def error_attributes(exc: BaseException) -> dict[str, Any]:
+    """The plain public attributes of a driver's error (SQLSTATE, detail, constraint, ...), for replay to set again.
+
+    psycopg2 keeps ``pgcode``/``pgerror`` where only pickling sees them, hence ``__reduce__``.
+    """
+    state = exc.__reduce__()[2:3]
+    found = {**(state[0] if state and isinstance(state[0], dict) else {}), **vars(exc)}
     return {
-        "operation": operation,
-        "dialect": dialect_id(dialect),
-        "statement": statement,
-        "parameters": snapshot(parameters),
+        k: v
+        for k, v in found.items()
+        if isinstance(k, str) and not k.startswith("_") and type(v) in PLAIN
     }
 
 
@@ -139,7 +173,7 @@ def redact(
     else:
         secret = set()
     parameters = request.get("parameters")
-    if request.get("operation") == "executemany":
+    if request.get("operation") in ("executemany", "fetchmany"):
         for each in typed.items(parameters) or ():
             _sql_parameters(each, secret, names, hide)
     else:
@@ -216,18 +250,83 @@ def usual_answer(view: CallView) -> dict[str, Any] | None:
 
     A ``connect`` is answered without the recorded dialect state: the dialect keeps what
     it has until a request's recorded ``connect`` brings that state. ``SELECT 1`` (a
-    liveness check) answers one row holding 1. The dialect's connect-time probes
+    liveness check, also asyncpg's ``fetchval("SELECT 1")``) answers one row holding 1. The dialect's connect-time probes
     (``select version()``, ``show standard_conforming_strings``, ...) never reach a
     replay connection, so they need no answer.
     """
     if view.fields["operation"] == "connect":
         return call_document("sql", None, {"dialect_state": {}})
     if (
-        view.fields["operation"] == "execute"
+        view.fields["operation"] in _LIVENESS_OPERATIONS
         and view.fields["statement"].lower().rstrip("; ") == "select 1"
     ):
         description = [["?column?", None, None, None, None, None, None]]
         return call_document(
-            "sql", None, {"description": description, "rowcount": 1, "rows": [[1]]}
+            "sql",
+            None,
+            {"description": description, "rowcount": 1, "rows": [[1]], "status": "SELECT 1"},
         )
     return None
+
+
+# A liveness check is run with a DBAPI ``execute``, or with asyncpg's own methods.
+_LIVENESS_OPERATIONS = frozenset(("execute", "fetch", "fetchrow", "fetchval"))
+
+
+# --------------------------------------------------------------------------- asyncpg's calls
+ASYNCPG = "postgresql+asyncpg"
+# Each recorded method of asyncpg's Connection and PreparedStatement, and how its parameters are
+# passed: the positional arguments after the query ("args"), one iterable of argument sequences
+# ("many"), or none (prepare).
+ASYNCPG_METHODS: dict[str, str | None] = {
+    "fetch": "args",
+    "fetchrow": "args",
+    "fetchval": "args",
+    "execute": "args",
+    "executemany": "many",
+    "fetchmany": "many",
+    "prepare": None,
+    "cursor": "args",
+}
+# The coroutine methods of those a Connection has (``cursor`` returns a cursor factory), and a PreparedStatement.
+ASYNCPG_CONNECTION_METHODS = (
+    "fetch",
+    "fetchrow",
+    "fetchval",
+    "execute",
+    "executemany",
+    "fetchmany",
+    "prepare",
+)
+ASYNCPG_STATEMENT_METHODS = ("fetch", "fetchrow", "fetchval", "executemany", "fetchmany")
+
+
+def asyncpg_arguments(method: str, args: tuple, kwargs: dict, prepared: bool) -> tuple[tuple, dict]:
+    """The call's arguments with a "many" method's iterable made a list, so it can be both recorded and sent."""
+    if ASYNCPG_METHODS[method] != "many":
+        return args, kwargs
+    position = 0 if prepared else 1
+    if len(args) > position:
+        return (*args[:position], list(args[position]), *args[position + 1 :]), kwargs
+    if "args" in kwargs:
+        return args, {**kwargs, "args": list(kwargs["args"])}
+    return args, kwargs
+
+
+def asyncpg_request(
+    method: str, args: tuple, kwargs: dict, statement: str | None = None
+) -> dict[str, Any]:
+    """The request of ``Connection.<method>(query, ...)``, or, given the prepared ``statement``'s
+    query, of ``PreparedStatement.<method>(...)``: both match a call of the same method and text."""
+    if statement is None:
+        if args:
+            statement, args = args[0], args[1:]
+        else:
+            statement = kwargs.get("query", kwargs.get("command"))
+    shape = ASYNCPG_METHODS[method]
+    parameters: Any = None
+    if shape == "args":
+        parameters = tuple(args)
+    elif shape == "many":
+        parameters = [tuple(each) for each in (args[0] if args else kwargs.get("args", ()))]
+    return driver_request(ASYNCPG, method, statement, parameters)
