@@ -46,11 +46,6 @@ def is_installed(owner: Any, name: str, layer: str = "capture") -> bool:
     return any(type(item) is _LAYERS[layer] for item in _chain(owner, name))
 
 
-def original(owner: Any, name: str) -> Any:
-    """``owner.name`` as it was before anyone wrapped it: to call the library itself from a layer."""
-    return _chain(owner, name)[-1]
-
-
 def install(owner: Any, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
     """Wrap ``owner.name`` (a class's method or a module's function) with ``wrapper(wrapped, instance, args, kwargs)``, under any other wrapper."""
     if is_installed(owner, name, layer):
