@@ -283,6 +283,20 @@ def test_a_live_call_and_its_recording_share_their_key() -> None:
     )
 
 
+def test_savepoints_match_whatever_number_the_connection_gave_them() -> None:
+    """asyncpg numbers savepoints by a counter its prepared statements advance too: a pool
+    connection used before (by earlier tests) numbers them otherwise than a replay connection."""
+
+    def key(statement: str) -> Any:
+        return live_view(asyncpg_request("execute", (statement,), {})).key
+
+    assert key("SAVEPOINT __asyncpg_savepoint_31c__;") == key("SAVEPOINT __asyncpg_savepoint_1__;")
+    assert key("RELEASE SAVEPOINT __asyncpg_savepoint_31c__;") != key(
+        "SAVEPOINT __asyncpg_savepoint_1__;"
+    )
+    assert key("SAVEPOINT mine_1;") != key("SAVEPOINT mine_2;")  # the application's own names
+
+
 def test_records_come_back_as_asyncpg_records() -> None:
     """The replay's rows are asyncpg's own Record class."""
     from timetracer_otel.replayers.asyncpg import _records

@@ -121,4 +121,14 @@ LIBRARIES: dict[str, Library] = _declared(
         replay="timetracer_otel.replayers.pymongo",
         protocol="mongo",
     ),
+    Library(
+        name="grpc",
+        extra="grpc",
+        # protobuf: messages are recorded as JSON (json_format) and rebuilt from their type
+        requires=("grpcio>=1.62", "protobuf>=5.26"),
+        instrumentor="opentelemetry.instrumentation.grpc:GrpcInstrumentorClient",
+        capture="timetracer_otel.capture.grpc",
+        replay="timetracer_otel.replayers.grpc",
+        protocol="grpc",
+    ),
 )

@@ -38,6 +38,8 @@ __all__ = [
     "disable_pymongo",
     "enable_motor",
     "disable_motor",
+    "enable_grpc",
+    "disable_grpc",
 ]
 
 
@@ -132,3 +134,4 @@ enable_asyncpg, disable_asyncpg = _pair("asyncpg")
 enable_redis, disable_redis = _pair("redis")
 enable_pymongo, disable_pymongo = _pair("pymongo")
 enable_motor, disable_motor = _pair("motor")
+enable_grpc, disable_grpc = _pair("grpc")

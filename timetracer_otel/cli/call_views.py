@@ -1,6 +1,7 @@
 """A non-HTTP call's request and response as a person reads them: a SQL statement with its
 parameters and its rows as a table under the column names, a Redis command line, a Mongo
-command without the driver's session fields; every value as the Python value the application
+command without the driver's session fields, a gRPC method with its metadata and messages (each
+as its JSON, its type name and bytes left out); every value as the Python value the application
 got (``Decimal('12.50')`` shows as 12.50, typed ``Decimal``), decoded from the cassette's typed values.
 
 A value that does not decode (a hostile or damaged cassette), or is too large to lay out, is shown
@@ -180,6 +181,26 @@ def _mongo(request: dict[str, Any], response: Any, limit: int | None) -> CallVie
     return CallView(_python_text(command, limit), None, None, _python_text(response, limit))
 
 
+def _grpc_messages(value: Any) -> Any:
+    """A gRPC request or response with each message as its JSON (its bytes, if any, are the same message)."""
+    if not isinstance(value, dict) or not isinstance(value.get("messages"), list):
+        return value
+    messages = [
+        message.get("json", message) if isinstance(message, dict) else message
+        for message in value["messages"]
+    ]
+    return {**value, "messages": messages}
+
+
+def _grpc(request: dict[str, Any], response: Any, limit: int | None) -> CallView:
+    return CallView(
+        _python_text(_grpc_messages(request), limit),
+        None,
+        None,
+        _python_text(_grpc_messages(response), limit),
+    )
+
+
 def call_view(call: dict[str, Any], limit: int | None = None) -> CallView:
     """A non-HTTP call laid out for reading; values cut at ``limit`` characters."""
     request, response = call.get("request"), call.get("response")
@@ -190,4 +211,6 @@ def call_view(call: dict[str, Any], limit: int | None = None) -> CallView:
             return _redis(request, response, limit)
         if call.get("protocol") == "mongo":
             return _mongo(request, response, limit)
+        if call.get("protocol") == "grpc":
+            return _grpc(request, response, limit)
     return CallView(value_text(request, limit), None, None, value_text(response, limit))

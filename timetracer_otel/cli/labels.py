@@ -1,6 +1,7 @@
 """One line naming a call or a span by its library and its target, as ``timetracer show`` and the
 dashboard print it: ``httpx GET api.example.com/users/octocat``, ``sql SELECT FROM users``,
-``redis INCRBY hits`` (a pipeline by its commands: ``redis MULTI/EXEC SET, GET``), ``pymongo find shop.users``.
+``redis INCRBY hits`` (a pipeline by its commands: ``redis MULTI/EXEC SET, GET``), ``pymongo find shop.users``,
+``grpc /shop.Catalog/GetItem NOT_FOUND`` (the status shown when it is not ``OK``).
 
 A label is made from the cassette's recorded values only, never by decoding them into objects,
 so any document that passed validation gets one.
@@ -130,6 +131,13 @@ def _mongo(call: dict[str, Any], request: dict[str, Any]) -> str:
     return f"{call.get('library') or 'mongo'} {name} {target}"
 
 
+def _grpc(call: dict[str, Any], request: dict[str, Any]) -> str:
+    response = call.get("response")
+    code = response.get("code") if isinstance(response, dict) else None
+    status = f" {_text_of(code)}" if code not in (None, "OK") else ""
+    return f"grpc {_text_of(request.get('method', '?'))}{status}"
+
+
 def call_label(call: dict[str, Any]) -> str:
     """The library (or protocol) and the call's target, in one line of at most 160 characters."""
     request = call.get("request")
@@ -143,6 +151,8 @@ def call_label(call: dict[str, Any]) -> str:
         label = _redis(request)
     elif protocol == "mongo":
         label = _mongo(call, request)
+    elif protocol == "grpc":
+        label = _grpc(call, request)
     else:
         label = f"{protocol} {call.get('library') or ''}".rstrip()
     return _cut(label)

@@ -13,7 +13,9 @@ so matching and redaction are the same.
 
 Matching compares the dialect, the operation, the statement with its whitespace
 normalised, and the parameters as typed values (``1`` and ``1.0`` differ, so do
-``b"x"`` and ``"x"``). A ``connect`` call is matched by its dialect alone: the URL is
+``b"x"`` and ``"x"``). The savepoint names asyncpg makes up (``__asyncpg_savepoint_31c__``,
+numbered by a counter of the connection that its prepared statements advance too) are
+compared without their number: a replay connection starts counting afresh. A ``connect`` call is matched by its dialect alone: the URL is
 not part of it, so a replay may point the engine anywhere (a closed port, a deleted file).
 
 Secrets (:func:`redact`): parameters named like a secret (``%(password)s``, ``:password``),
@@ -28,6 +30,7 @@ engines and dialects it reads are SQLAlchemy's).
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
@@ -205,6 +208,9 @@ def _readable(encoded: Any) -> Any:
     return encoded
 
 
+_GENERATED_NAMES = re.compile(r"__asyncpg_savepoint_[0-9a-f]+__")
+
+
 def _view(request: dict[str, Any]) -> CallView:
     """The view of a request in cassette form (typed values encoded)."""
     operation, dialect = request.get("operation"), request.get("dialect")
@@ -220,10 +226,11 @@ def _view(request: dict[str, Any]) -> CallView:
     label = f"{operation} {statement}"
     if len(label) > _LABEL_CHARS:
         label = label[: _LABEL_CHARS - 3] + "..."
+    signature = _GENERATED_NAMES.sub("__asyncpg_savepoint__", statement)
     return CallView(
         "sql",
         label,
-        ("sql", dialect, operation, statement, _canonical(parameters)),
+        ("sql", dialect, operation, signature, _canonical(parameters)),
         {
             "operation": operation,
             "dialect": dialect,
