@@ -5,7 +5,7 @@ The suite is copied with the service into a scratch project whose ``pytest.ini``
 ``timetracer_autouse = true``. It is recorded against PostgreSQL, Redis and an HTTP
 upstream on 127.0.0.1, serially and with pytest-xdist's ``-n 2``; then, with PostgreSQL and
 Redis on a port nothing answers and the upstream stopped, it passes from its cassettes,
-twice serially and with ``-n 2``, while ``--timetracer-mode=off`` fails. A change to the
+with ``-n 2`` and serially, while ``--timetracer-mode=off`` fails. A change to the
 service that alters one Redis key fails exactly the tests that depend on it.
 """
 
@@ -127,34 +127,34 @@ def project_env_down(env: dict[str, str], port: int) -> dict[str, str]:
     }
 
 
-def test_the_suite_replays_offline_twice_and_with_two_workers(recorded: Recorded) -> None:
+def test_the_suite_replays_offline_with_two_workers_and_serially(recorded: Recorded) -> None:
     suite = recorded.serial
     stale = suite.directory / "cassettes" / "test_items" / "test_that_was_removed.json"
     shutil.copy(suite.directory / "cassettes" / "test_items" / "test_read_item.json", stale)
 
-    first = suite.pytest("--timetracer-mode=none")
-    _assert_all_passed(first)
-    assert f"tests: {TESTS} replayed, 0 recorded" in first.stdout
-    assert ", 0 not answered, 0 recorded but not made" in first.stdout
+    workers = suite.pytest("--timetracer-mode=none", "-n", "2")
+    _assert_all_passed(workers)
+    assert f"tests: {TESTS} replayed, 0 recorded" in workers.stdout
+    assert ", 0 not answered, 0 recorded but not made" in workers.stdout
     assert (
         "stale: 1 cassettes no test owns any more (remove them with --timetracer-prune):"
-        in first.stdout
+        in workers.stdout
     )
-    assert "cassettes/test_items/test_that_was_removed.json" in first.stdout
+    assert "cassettes/test_items/test_that_was_removed.json" in workers.stdout
 
-    second = suite.pytest("--timetracer-mode=none", "--timetracer-prune")
-    _assert_all_passed(second)
-    assert "removed 1 stale cassettes" in second.stdout and not stale.exists()
+    serial = suite.pytest("--timetracer-mode=none", "--timetracer-prune")
+    _assert_all_passed(serial)
+    assert f"tests: {TESTS} replayed, 0 recorded" in serial.stdout
+    assert ", 0 not answered, 0 recorded but not made" in serial.stdout
+    assert "removed 1 stale cassettes" in serial.stdout and not stale.exists()
 
-    _assert_all_passed(suite.pytest("--timetracer-mode=none", "-n", "2"))
 
-
-def test_cassettes_recorded_with_two_workers_are_those_of_a_serial_run_and_replay(
+def test_cassettes_recorded_with_two_workers_are_those_of_a_serial_run(
     recorded: Recorded,
 ) -> None:
+    """So they replay as the serial run's do, with or without workers (above)."""
     assert recorded.workers.cassettes() == recorded.serial.cassettes()
     assert len(recorded.serial.cassettes()) > TESTS  # the fixtures' cassettes too
-    _assert_all_passed(recorded.workers.pytest("--timetracer-mode=none", "-n", "2"))
 
 
 def test_a_live_server_threads_calls_are_in_the_cassette_of_the_test_that_sent_the_request(
