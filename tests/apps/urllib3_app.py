@@ -70,7 +70,8 @@ def create_app(upstream: str, s3_url: str, config: TraceConfig | None = None) ->
     host, port = upstream.removeprefix("http://").split(":")
     connection_pool = urllib3.HTTPConnectionPool(host, int(port))
     together = threading.Barrier(CONCURRENT)
-    s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
+    # a session of its own: the default one keeps the credentials an earlier user of it found
+    s3 = boto3.Session().client("s3", endpoint_url=s3_url, region_name="us-east-1")
 
     def script(request: Request) -> JSONResponse:
         return JSONResponse(
