@@ -2,7 +2,8 @@
 
 In a replay session, ``psycopg.connect()`` and ``Connection.connect()`` (what
 ``psycopg_pool.ConnectionPool`` calls in its own threads, answered by the process session)
-give a :class:`_ReplayConnection` without a socket. Its cursors answer each ``execute`` and
+give a :class:`_ReplayConnection` without a socket; ``AsyncConnection.connect()`` (also
+``AsyncConnectionPool``'s) a :class:`_ReplayAsyncConnection` answering the same way, awaited. Its cursors answer each ``execute`` and
 ``executemany`` from the session, build the rows with the application's row factory
 (``dict_row``, ``namedtuple_row``, ... read the recorded column names as from a real result),
 and raise a recorded error as psycopg's own class (``psycopg.errors.UniqueViolation``) with
@@ -19,7 +20,7 @@ answer for it: ``COPY`` (``cursor.copy()``), server-side cursors (``conn.cursor(
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import psycopg
@@ -342,6 +343,112 @@ class _ReplayConnection:
             self.close()
 
 
+# --------------------------------------------------------------------------- asyncio
+class _ReplayAsyncCursor:
+    """What a replay ``AsyncConnection``'s ``cursor()`` gives: the same answers, awaited."""
+
+    def __init__(self, connection: _ReplayAsyncConnection, row_factory: Any) -> None:
+        self.connection = connection
+        self._cursor = _ReplayCursor(connection._sync, row_factory)
+
+    def __getattr__(self, name: str) -> Any:
+        # description, rowcount, rownumber, statusmessage, pgresult, nextset, close, copy, stream, ...
+        return getattr(self._cursor, name)
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _ReplayAsyncCursor:
+        self._cursor.execute(query, params, **kwargs)
+        return self
+
+    async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        self._cursor.executemany(query, params_seq, **kwargs)
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int = 0) -> list[Any]:
+        return self._cursor.fetchmany(size)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def scroll(self, value: int, mode: str = "relative") -> None:
+        self._cursor.scroll(value, mode)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._rows()
+
+    async def _rows(self) -> AsyncIterator[Any]:
+        for row in self._cursor:
+            yield row
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    async def __aenter__(self) -> _ReplayAsyncCursor:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._cursor.close()
+
+
+class _ReplayAsyncTransaction:
+    """``await conn.transaction()``'s ``async with``: nothing to send, as :class:`_ReplayTransaction`."""
+
+    def __init__(self, connection: _ReplayAsyncConnection) -> None:
+        self.connection = connection
+
+    async def __aenter__(self) -> _ReplayAsyncTransaction:
+        return self
+
+    async def __aexit__(self, kind: Any, exc: Any, traceback: Any) -> bool:
+        return isinstance(exc, psycopg.Rollback) and exc.transaction in (None, self)
+
+
+class _ReplayAsyncConnection:
+    """What ``psycopg.AsyncConnection.connect()`` gives in replay: the asyncio API over :class:`_ReplayConnection`'s answers."""
+
+    def __init__(self, row_factory: Any = None, autocommit: bool = False) -> None:
+        self._sync = _ReplayConnection(row_factory, autocommit)
+
+    def __getattr__(self, name: str) -> Any:
+        # row_factory, autocommit, pgconn, info, adapters, closed, broken, pipeline, ...
+        return getattr(self._sync, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_sync":
+            object.__setattr__(self, name, value)
+        else:  # autocommit, row_factory, and what a pool sets (_pool, _expire_at, ...)
+            setattr(self._sync, name, value)
+
+    def cursor(self, name: str = "", *, row_factory: Any = None, **kwargs: Any) -> Any:
+        self._sync.cursor(name)  # refuses a named cursor, a closed connection
+        return _ReplayAsyncCursor(self, row_factory or self._sync.row_factory)
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _ReplayAsyncCursor:
+        return await self.cursor().execute(query, params, **kwargs)
+
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Any:
+        return _ReplayAsyncTransaction(self)
+
+    async def commit(self) -> None:
+        pass
+
+    async def rollback(self) -> None:
+        pass
+
+    async def set_autocommit(self, value: bool) -> None:
+        self._sync.autocommit = value
+
+    async def close(self) -> None:
+        self._sync.close()
+
+    async def __aenter__(self) -> _ReplayAsyncConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._sync.__exit__(*exc_info)
+
+
 # --------------------------------------------------------------------------- opening
 def _opening() -> str:
     return f"connect {PSYCOPG}"
@@ -351,6 +458,14 @@ def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: di
     if _session(_opening) is None:
         return wrapped(*args, **kwargs)
     return _ReplayConnection(kwargs.get("row_factory"), bool(kwargs.get("autocommit")))
+
+
+async def _connect_async(
+    wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict
+) -> Any:
+    if _session(_opening) is None:
+        return await wrapped(*args, **kwargs)
+    return _ReplayAsyncConnection(kwargs.get("row_factory"), bool(kwargs.get("autocommit")))
 
 
 def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -370,6 +485,8 @@ _OPENERS: list[tuple[Any, str, Callable[..., Any]]] = [
     (psycopg, "connect", _connect),
     (psycopg.Connection, "connect", _connect),
     (psycopg.Connection, "_connect_gen", _refuse),
+    (psycopg.AsyncConnection, "connect", _connect_async),
+    (psycopg.AsyncConnection, "_connect_gen", _refuse),
 ]
 
 

@@ -41,6 +41,7 @@ SENT: list[Sent] = [
     ("GET", "/calls/1", {}),
     ("POST", "/users/ann", {}),
     ("POST", "/users/ann", {}),
+    ("GET", "/async/2", {}),
 ]
 _REPORT = re.compile(
     r"^timetracer \[(\w+)\] replayed (\w+) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$",
@@ -102,7 +103,7 @@ def test_every_way_of_calling_psycopg_is_recorded_on_its_client_span(
     transactions' statements and the unique violation: one ``sql`` call each, in order, on the
     instrumentor's CLIENT span, with typed rows, status and the error's diagnostics."""
     responses = _record(serve, schema, cassette_dir, SENT)
-    assert [r.status_code for r in responses] == [200, 200, 200, 409]
+    assert [r.status_code for r in responses] == [200, 200, 200, 409, 200]
     by_path: dict[str, list[dict[str, Any]]] = {}
     for doc in load_cassettes(cassette_dir):
         by_path.setdefault(doc["request"]["path"], []).append(doc)
@@ -191,13 +192,41 @@ def test_requests_replay_in_a_fresh_process_with_postgresql_unreachable(
     assert kinds["dict"].startswith("{'id': 1, 'u': UUID('6f1c1f9e-9b3a-4a57-8f0e-2f5d0c7a1b23')")
     assert kinds["namedtuple"].startswith("[Row(id=1, u=UUID(")
     assert "UniqueViolation" in replayed[3].json()["error"]
+    assert replayed[4].json()["fetches"].startswith("({'n': 1, 'times': 2}, [{'n': 2, 'times': 4}]")
+    assert "UniqueViolation" in replayed[4].json()["rolled_back"]
+    assert replayed[4].json()["after"] == "[Row(c=0)]"
 
 
-def test_twenty_five_concurrent_requests_record_and_replay_their_own_calls(
+def test_the_asyncio_api_is_recorded_on_its_client_spans(
     serve: Callable[..., Any], cassette_dir: Path, schema: str
 ) -> None:
-    """25 requests at once on the pool: each cassette holds its own statement, and each replay gets its own row."""
-    paths = [f"/item/{n}" for n in range(25)]
+    """AsyncConnectionPool and AsyncConnection.connect: each execute and executemany one call, in order."""
+    (response,) = _record(serve, schema, cassette_dir, [("GET", "/async/3", {})])
+    assert response.status_code == 200
+    (doc,) = load_cassettes(cassette_dir)
+    calls = _sql_calls(doc)
+    assert [(c["library"], c["request"]["operation"]) for c in calls] == [
+        ("psycopg", "execute"),
+        ("psycopg", "execute"),
+        ("psycopg", "executemany"),
+        ("psycopg", "execute"),
+        ("psycopg", "execute"),
+        ("psycopg", "execute"),
+        ("psycopg", "execute"),
+    ]
+    assert calls[1]["response"]["rows"] == [[1, 3], [2, 6], [3, 9]]
+    assert calls[5]["error"]["type"] == "psycopg.errors.UniqueViolation"
+    spans = {s["span_id"]: s for s in doc["spans"]}
+    assert {spans[c["span_id"]]["kind"] for c in calls} == {"CLIENT"}
+
+
+@pytest.mark.parametrize("route", ["/item", "/async-item"])
+def test_twenty_five_concurrent_requests_record_and_replay_their_own_calls(
+    serve: Callable[..., Any], cassette_dir: Path, schema: str, route: str
+) -> None:
+    """25 requests at once on the pool (sync routes in threads, or async on the AsyncConnectionPool):
+    each cassette holds its own statement, and each replay gets its own row."""
+    paths = [f"{route}/{n}" for n in range(25)]
 
     async def all_at_once(base_url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
@@ -212,7 +241,7 @@ def test_twenty_five_concurrent_requests_record_and_replay_their_own_calls(
     assert sorted(
         (doc["request"]["path"], [c["request"]["parameters"]["items"] for c in doc["calls"]])
         for doc in load_cassettes(cassette_dir)
-    ) == sorted((f"/item/{n}", [[n]]) for n in range(25))
+    ) == sorted((f"{route}/{n}", [[n]]) for n in range(25))
 
     replayed, stderr = _replay_fresh(
         cassette_dir, schema, lambda url: asyncio.run(all_at_once(url))

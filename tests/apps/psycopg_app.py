@@ -1,12 +1,12 @@
 """The application of the psycopg tests: psycopg 3 used directly, with synchronous routes.
 
-A ``psycopg_pool.ConnectionPool`` is opened in the lifespan, before any request (its
+A ``psycopg_pool.ConnectionPool`` and an ``AsyncConnectionPool`` are opened in the lifespan, before any request (its
 connections made in the pool's own threads); the routes use it, and connections of their own
 (``psycopg.connect``), every way psycopg offers: ``conn.execute``, cursors with
 ``execute``/``executemany``/``fetchone``/``fetchmany``/``fetchall``/iteration, ``RETURNING``,
 ``executemany(..., returning=True)``, the ``dict_row`` and ``namedtuple_row`` row factories,
 transactions (``conn.transaction()`` committed, one rolled back by a unique violation,
-``commit()``), and PostgreSQL's types. It answers with the ``repr`` of what psycopg gave it, so
+``commit()``), and PostgreSQL's types; one route does the same with the asyncio API. It answers with the ``repr`` of what psycopg gave it, so
 equal responses mean equal values of equal types. One route runs SQLAlchemy on psycopg.
 
 The tables live in the schema ``PSYCOPG_APP_SCHEMA`` names (the test creates them with
@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row, namedtuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from sqlalchemy import create_engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -127,6 +127,15 @@ def item(request: Request) -> JSONResponse:
     return JSONResponse({"n": n, "value": value})
 
 
+async def async_item(request: Request) -> JSONResponse:
+    """``item`` on the ``AsyncConnectionPool``."""
+    n = int(request.path_params["n"])
+    async with request.app.state.async_pool.connection() as conn:
+        cursor = await conn.execute("SELECT %s::int * 10 + 1", (n,))
+        (value,) = await cursor.fetchone() or (None,)
+    return JSONResponse({"n": n, "value": value})
+
+
 def add_user(request: Request) -> JSONResponse:
     name = request.path_params["name"]
     try:
@@ -175,6 +184,41 @@ def through_sqlalchemy(request: Request) -> JSONResponse:
     return JSONResponse({"rows": repr([tuple(row) for row in rows])})
 
 
+async def asynchronous(request: Request) -> JSONResponse:
+    """The asyncio API: ``AsyncConnectionPool``, ``AsyncConnection.connect``, async cursors."""
+    n = int(request.path_params["n"])
+    out: dict[str, str] = {}
+    async with request.app.state.async_pool.connection() as conn:
+        cursor = await conn.execute(KINDS, (1,))
+        out["row"] = repr(await cursor.fetchone())
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT n, n * %s AS times FROM generate_series(1, 3) AS n", (n,))
+            out["fetches"] = repr(
+                (await cur.fetchone(), await cur.fetchmany(1), await cur.fetchall())
+            )
+            await cur.executemany(
+                "INSERT INTO notes (body) VALUES (%s)", [(f"a{n}-{i}",) for i in range(2)]
+            )
+            await cur.execute(
+                "SELECT body FROM notes WHERE body LIKE %s ORDER BY body", (f"a{n}-%",)
+            )
+            out["iterated"] = repr([row async for row in cur])
+    async with await psycopg.AsyncConnection.connect(
+        request.app.state.dsn, row_factory=namedtuple_row, **request.app.state.options
+    ) as conn:
+        try:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO notes (body) VALUES (%s)", (f"ax{n}",))
+                await conn.execute(
+                    "INSERT INTO users (id, name, password_hash) VALUES (0, 'x', 'x'), (0, 'y', 'y')"
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            out["rolled_back"] = repr((type(exc), str(exc), exc.sqlstate, exc.diag.constraint_name))
+        cursor = await conn.execute("SELECT count(*) AS c FROM notes WHERE body = %s", (f"ax{n}",))
+        out["after"] = repr(await cursor.fetchall())
+    return JSONResponse(out)
+
+
 def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Starlette:
     options = {"options": f"-c search_path={schema}"}
 
@@ -182,17 +226,22 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Star
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = ConnectionPool(dsn, kwargs=options, min_size=2, max_size=10, open=False)
         pool.open(wait=True)
-        app.state.pool = pool
+        async_pool = AsyncConnectionPool(dsn, kwargs=options, min_size=2, open=False)
+        await async_pool.open(wait=True)
+        app.state.pool, app.state.async_pool = pool, async_pool
         yield
         pool.close()
+        await async_pool.close()
 
     routes = [
         Route("/kinds", kinds),
         Route("/calls/{n:int}", calls),
         Route("/item/{n:int}", item),
+        Route("/async-item/{n:int}", async_item),
         Route("/users/{name}", add_user, methods=["POST"]),
         Route("/refused", refused),
         Route("/sqlalchemy", through_sqlalchemy),
+        Route("/async/{n:int}", asynchronous),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dsn, app.state.options = dsn, options
