@@ -30,6 +30,7 @@ import psycopg.rows
 from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import PSYCOPG, live_view, psycopg_request
 
@@ -147,6 +148,8 @@ class _ReplayCursor:
 
     def _select(self, index: int) -> None:
         self._index, self._position = index, 0
+        if index:  # the first set's count is the call's (an executemany's total)
+            self._rowcount = self._results[index].rowcount
         self._make_row = self.row_factory(self)
 
     @property
@@ -454,8 +457,14 @@ def _opening() -> str:
     return f"connect {PSYCOPG}"
 
 
+def _replaying_connect() -> bool:
+    """Whether a connection being opened is replay's to stand in for: not one SQLAlchemy opens
+    live (named in ``TIMETRACER_LIVE_PLUGINS``), inside its ``outer_call()``."""
+    return not in_outer_call() and _session(_opening) is not None
+
+
 def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-    if _session(_opening) is None:
+    if not _replaying_connect():
         return wrapped(*args, **kwargs)
     return _ReplayConnection(kwargs.get("row_factory"), bool(kwargs.get("autocommit")))
 
@@ -463,15 +472,14 @@ def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: di
 async def _connect_async(
     wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict
 ) -> Any:
-    if _session(_opening) is None:
+    if not _replaying_connect():
         return await wrapped(*args, **kwargs)
     return _ReplayAsyncConnection(kwargs.get("row_factory"), bool(kwargs.get("autocommit")))
 
 
 def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     """Below every way in: a connection still being opened in a replay session is refused, not opened."""
-    session = _session(_opening)
-    if session is None:
+    if not _replaying_connect():
         return wrapped(*args, **kwargs)
     raise _refusal(
         _opening(),

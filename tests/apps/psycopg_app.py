@@ -98,7 +98,7 @@ def calls(request: Request) -> JSONResponse:
             )
             returned = [cur.fetchall()]
             while cur.nextset():
-                returned.append(cur.fetchall())
+                returned.append((cur.rowcount, cur.statusmessage, cur.fetchall()))
             out["returning"] = repr(returned)
         with conn.transaction():
             conn.execute("INSERT INTO notes (body) VALUES (%s)", (f"t{n}",))

@@ -62,7 +62,8 @@ def _request(operation: str, args: tuple, kwargs: dict) -> dict[str, Any]:
 
 def _result(cursor: Any, result: Any, encoding: str) -> dict[str, Any]:
     """One result set as the cassette keeps it: column names and type OIDs, rows as tuples, status."""
-    kept: dict[str, Any] = {"description": None, "rowcount": result.command_tuples or -1}
+    tuples = result.command_tuples
+    kept: dict[str, Any] = {"description": None, "rowcount": -1 if tuples is None else tuples}
     status = result.command_status
     if status is not None:
         kept["status"] = status.decode(encoding)
