@@ -39,6 +39,7 @@ REPRESENTATIVE = [
     "tests/test_record_httpx.py",
     "tests/test_record_requests.py",
     "tests/test_record_aiohttp.py",
+    "tests/test_urllib3.py",
     "tests/test_record_inbound.py",
     "tests/test_replay_http.py",
     "tests/test_replay_aiohttp.py",

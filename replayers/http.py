@@ -12,12 +12,18 @@ import gzip
 import importlib
 import zlib
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.cassette.calls import CassetteCall, ErrorInfo
 
-__all__ = ["HttpAnswer", "http_answer", "error_kind", "recorded_exception_class"]
+__all__ = [
+    "HttpAnswer",
+    "http_answer",
+    "error_kind",
+    "recorded_exception_class",
+    "request_body_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,22 @@ class HttpAnswer:
         if encoding == "deflate":
             return zlib.compress(self.body)
         return self.body
+
+
+def request_body_bytes(body: Any) -> bytes:
+    """The bytes a request body given as bytes, text, a file or an iterable of chunks sends (requests, urllib3)."""
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if hasattr(body, "read"):
+        data = body.read()
+        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return b"".join(
+        chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body
+    )
 
 
 def http_answer(call: CassetteCall) -> HttpAnswer | None:

@@ -6,20 +6,18 @@ The answer is built as a urllib3 response and passed through the adapter's own
 
 from __future__ import annotations
 
-import http
-import io
 from typing import Any
 
 import requests
 import requests.exceptions as rex
 from requests.adapters import HTTPAdapter
-from urllib3 import HTTPResponse
-from urllib3._collections import HTTPHeaderDict
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._recording import outer_call
 
-from .http import error_kind, http_answer, recorded_exception_class
-from .session import replay_session_for
+from .http import error_kind, http_answer, recorded_exception_class, request_body_bytes
+from .session import ReplaySession, goes_live, replay_session_for
+from .urllib3 import urllib3_response
 
 __all__ = ["install", "uninstall"]
 
@@ -31,38 +29,29 @@ _BY_KIND: dict[str, type[rex.RequestException]] = {
 }
 
 
-def _body_bytes(body: Any) -> bytes:
-    if body is None:
-        return b""
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, (bytes, bytearray)):
-        return bytes(body)
-    if hasattr(body, "read"):
-        data = body.read()
-        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    return b"".join(
-        chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk) for chunk in body
-    )
-
-
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
 def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any:
     request: requests.PreparedRequest = args[0] if args else kwargs["request"]
     session = replay_session_for(
         "requests", lambda: f"{request.method} {request.url}", str(request.url)
     )
-    if session is None:
-        return wrapped(*args, **kwargs)
+    if session is not None:
+        return _answer(session, instance, request)
+    if goes_live("requests"):
+        with outer_call():  # urllib3's replayer, which requests sends through, lets it go too
+            return wrapped(*args, **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _answer(
+    session: ReplaySession, instance: HTTPAdapter, request: requests.PreparedRequest
+) -> Any:
     headers = [(str(k), str(v)) for k, v in request.headers.items()]
     call = session.answer_http(
-        "requests", request.method or "GET", request.url or "", _body_bytes(request.body), headers
+        "requests",
+        request.method or "GET",
+        request.url or "",
+        request_body_bytes(request.body),
+        headers,
     )
     answer = http_answer(call)
     if answer is None:
@@ -75,18 +64,12 @@ def _send(wrapped: Any, instance: HTTPAdapter, args: tuple, kwargs: dict) -> Any
             or _BY_KIND[error_kind(error)]
         )
         raise cls(error.get("message", ""), request=request)
-    header_dict = HTTPHeaderDict()
-    for name, value in answer.headers:
-        header_dict.add(name, value)
-    raw = HTTPResponse(
-        body=io.BytesIO(answer.wire_body()),
-        headers=header_dict,
-        status=answer.status,
-        reason=_reason(answer.status),
+    raw = urllib3_response(
+        answer,
+        request.method or "GET",
+        request.url or "",
         preload_content=False,
         decode_content=False,
-        enforce_content_length=False,
-        request_url=request.url,
     )
     return instance.build_response(request, raw)
 

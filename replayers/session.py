@@ -137,6 +137,14 @@ def replay_session_for(
     return None if session is None or session.is_live(library) else session
 
 
+def goes_live(library: str) -> bool:
+    """True when the replay in force lets ``library``'s calls go to the real service (hybrid mode)."""
+    session = _current.get()
+    if session is not None:
+        return session.is_live(library)
+    return process_mode() == "replay" and _live_in_environment(library)
+
+
 def activate(session: ReplaySession) -> contextvars.Token:
     return _current.set(session)
 

@@ -166,10 +166,23 @@ def uvicorn_process(
     env: dict[str, str], app: str = "replay_app:create_app"
 ) -> contextlib.AbstractContextManager[FreshServer]:
     """``uvicorn --factory <app>`` (an app factory in tests/apps) in a fresh process with ``env`` added to ours."""
-    command = [
+    return serving_process(_uvicorn(["-m", "uvicorn"], app), {**os.environ, **env})
+
+
+def audited_uvicorn_process(
+    env: dict[str, str], app: str
+) -> contextlib.AbstractContextManager[FreshServer]:
+    """:func:`uvicorn_process` with :data:`AUDIT_HOOK` installed first: its ``stderr`` names every
+    socket the process connected (:data:`CONNECTS` finds them)."""
+    command = _uvicorn(["-c", AUDIT_HOOK + "from uvicorn.main import main\nmain()"], app)
+    return serving_process(command, {**os.environ, **env})
+
+
+def _uvicorn(start: list[str], app: str) -> list[str]:
+    """The command running uvicorn (``python *start``) on the app factory ``app`` of tests/apps."""
+    return [
         sys.executable,
-        "-m",
-        "uvicorn",
+        *start,
         "--factory",
         "--app-dir",
         str(APPS_DIR),
@@ -177,4 +190,3 @@ def uvicorn_process(
         "--log-level",
         "warning",
     ]
-    return serving_process(command, {**os.environ, **env})

@@ -24,6 +24,7 @@ from otlp_receiver import running_receiver
 import timetracer_otel
 from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.cli.labels import call_label
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
 from timetracer_otel.replayers.session import activate, deactivate
@@ -311,6 +312,11 @@ def test_pubsub_records_its_commands_and_messages_and_replays_them_with_no_serve
         "message",  # the confirmation
         "message",  # the message (the read that found nothing is no call)
         True,  # UNSUBSCRIBE
+    ]
+    assert [call_label(call) for call in _redis_calls(document)][::2] == [
+        f"redis pub/sub SUBSCRIBE {prefix}:news:sync-bytes:news",
+        "redis pub/sub message",
+        f"redis pub/sub UNSUBSCRIBE {prefix}:news:sync-bytes:news",
     ]
 
     connects.clear()

@@ -52,9 +52,12 @@ _serials = itertools.count(1)
 
 
 def current_recording() -> TraceRecording | None:
-    """The recording of the request this code runs for; outside every request, the process recording; or None."""
+    """The recording of the request this code runs for; outside every request, the process recording; or None
+    (also for timetracer's own I/O, which no recording keeps)."""
+    if is_own_io():
+        return None
     recording = _current.get()
-    if recording is not None or _process is None or _in_request.get() or is_own_io():
+    if recording is not None or _process is None or _in_request.get():
         return recording
     return _process
 
@@ -62,8 +65,10 @@ def current_recording() -> TraceRecording | None:
 @contextlib.contextmanager
 def outer_call() -> Iterator[None]:
     """Mark the block as part of one call being recorded (a SQLAlchemy statement, its connect, its
-    commit), or as a library's own housekeeping (a pool resetting a connection): a driver below it
-    (asyncpg under SQLAlchemy) records nothing, so each call is kept once."""
+    commit; a requests call; a urllib3 pool's own retries), or as a library's own housekeeping (a
+    pool resetting a connection): a driver below it (asyncpg under SQLAlchemy, urllib3 under
+    requests) records nothing, so each call is kept once. Replay marks a call it lets go live
+    (hybrid mode) alike, so the replayer of the library below lets it go too."""
     token = _outer_call.set(True)
     try:
         yield

@@ -63,6 +63,15 @@ LIBRARIES: dict[str, Library] = _declared(
         protocol="http",
     ),
     Library(
+        name="urllib3",
+        extra="urllib3",
+        requires=("urllib3>=2",),
+        instrumentor="opentelemetry.instrumentation.urllib3:URLLib3Instrumentor",
+        capture="timetracer_otel.capture.urllib3",
+        replay="timetracer_otel.replayers.urllib3",
+        protocol="http",
+    ),
+    Library(
         name="sqlalchemy",
         extra="sqlalchemy",
         requires=("sqlalchemy[asyncio]>=2.0",),

@@ -26,6 +26,8 @@ __all__ = [
     "disable_requests",
     "enable_aiohttp",
     "disable_aiohttp",
+    "enable_urllib3",
+    "disable_urllib3",
     "enable_sqlalchemy",
     "disable_sqlalchemy",
     "enable_asyncpg",
@@ -128,6 +130,7 @@ def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
 enable_httpx, disable_httpx = _pair("httpx")
 enable_requests, disable_requests = _pair("requests")
 enable_aiohttp, disable_aiohttp = _pair("aiohttp")
+enable_urllib3, disable_urllib3 = _pair("urllib3")
 enable_sqlalchemy, disable_sqlalchemy = _pair("sqlalchemy")
 enable_asyncpg, disable_asyncpg = _pair("asyncpg")
 enable_psycopg, disable_psycopg = _pair("psycopg")

@@ -16,8 +16,10 @@ from requests.adapters import HTTPAdapter
 from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import HttpCall, current_recording, exception_info
+from timetracer_otel._recording import HttpCall, current_recording, exception_info, outer_call
 from timetracer_otel.cassette.body import BodySink
+
+from . import header_text, tee_request_body
 
 __all__ = ["install", "uninstall"]
 
@@ -58,34 +60,6 @@ class _RawTee(wrapt.ObjectProxy):
         return data
 
 
-def _request_body(body: Any, sink: BodySink) -> Any:
-    """Keep the request body; an iterable body is teed as it is sent. Returns the body to send."""
-    if body is None:
-        sink.finish()
-    elif isinstance(body, (bytes, bytearray)):
-        sink.feed(bytes(body))
-        sink.finish()
-    elif isinstance(body, str):
-        sink.feed(body.encode("utf-8"))
-        sink.finish()
-    elif hasattr(body, "__iter__") and not hasattr(body, "read"):
-
-        def tee(chunks: Any = body) -> Iterator[Any]:
-            for chunk in chunks:
-                with guarded("requests.request_body"):
-                    sink.feed(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk))
-                yield chunk
-            sink.finish()
-
-        return tee()
-    return body  # a file object: sent as is, not kept
-
-
-def _text(value: Any) -> str:
-    """A header name or value as text: requests also accepts bytes, sent as they are."""
-    return bytes(value).decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     recording = current_recording()
     request: Any = args[0] if args else kwargs.get("request")
@@ -94,14 +68,15 @@ def _send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     call: HttpCall | None = None
     with guarded("requests.request"):
         sink = BodySink(recording.config.max_body_bytes)
-        request.body = _request_body(request.body, sink)
-        headers = [(_text(k), _text(v)) for k, v in request.headers.items()]
+        request.body = tee_request_body(request.body, sink, "requests.request_body")
+        headers = [(header_text(k), header_text(v)) for k, v in request.headers.items()]
         call = HttpCall("requests", request.method, request.url, headers, sink)
         recording.add_call(call)
     if call is None:
         return wrapped(*args, **kwargs)
     try:
-        response = wrapped(*args, **kwargs)
+        with outer_call():  # urllib3, which requests sends through, records nothing of it
+            response = wrapped(*args, **kwargs)
     except Exception as exc:
         with guarded("requests.error"):
             call.error = exception_info(exc)

@@ -6,7 +6,8 @@ and the credentials from the usual AWS chain. One PUT is atomic, so a reader see
 cassette or none, as with local files. Every failure is raised as the :class:`OSError` a
 local disk would raise (``FileNotFoundError``, ``PermissionError``, ``FileExistsError``).
 These requests are timetracer's own: they run under OpenTelemetry's
-``suppress_instrumentation``, so a botocore or urllib3 instrumentation makes no spans of them.
+``suppress_instrumentation``, so a botocore or urllib3 instrumentation makes no spans of them,
+and as timetracer's own I/O, so the urllib3 plugin neither records nor replays them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from timetracer_otel._own_io import own_io
 
 __all__ = [
     "CassetteFile",
@@ -100,9 +103,10 @@ def _client() -> Any:
 
 @contextlib.contextmanager
 def _request(url: str) -> Iterator[None]:
-    """Timetracer's own request about ``url``: no spans, and failures as the ``OSError`` a disk raises."""
+    """Timetracer's own request about ``url``: no spans, not recorded nor replayed, and failures as the
+    ``OSError`` a disk raises."""
     try:
-        with suppress_instrumentation():
+        with suppress_instrumentation(), own_io():
             yield
     except OSError:
         raise

@@ -118,7 +118,9 @@ def _redis(request: dict[str, Any]) -> str:
             for command in pipeline[:8]
         ]
         return f"redis {name} {', '.join(names)}{' …' if len(pipeline) > 8 else ''}"
-    return f"redis {_redis_command(request)}"
+    if request.get("pubsub") == "message":
+        return "redis pub/sub message"
+    return f"redis {'pub/sub ' if request.get('pubsub') else ''}{_redis_command(request)}"
 
 
 def _mongo(call: dict[str, Any], request: dict[str, Any]) -> str:

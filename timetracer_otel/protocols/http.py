@@ -26,10 +26,20 @@ if TYPE_CHECKING:
     from timetracer_otel.redaction import Redactor
     from timetracer_otel.secret_values import ValueScrubber
 
-__all__ = ["body_digest", "live_body", "request_view", "recorded_view", "live_view"]
+__all__ = ["absolute_url", "body_digest", "live_body", "request_view", "recorded_view", "live_view"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+
+
+def absolute_url(scheme: str, host: str, port: int | None, target: str) -> str:
+    """The URL of a request for ``target`` (a path, or already a URL) on a connection to ``host:port``,
+    as connection-pool clients (urllib3) send it; the scheme's default port left out."""
+    if not target.startswith("/"):
+        return target
+    host = f"[{host}]" if ":" in host else host
+    shown_port = "" if port is None or port == _DEFAULT_PORTS.get(scheme) else f":{port}"
+    return f"{scheme}://{host}{shown_port}{target}"
 
 
 def _multipart(data: bytes, content_type: str) -> str | None:
