@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
 from timetracer_otel import wrapper_layers
+from timetracer_otel._recording import outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import connect_request, live_view, statement_request
 
@@ -291,7 +292,10 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
     view = live_view(connect_request(instance))
     session = _session(instance.dialect, lambda: view.label)
     if session is None:
-        return wrapped(*args, **kwargs)
+        with (
+            outer_call()
+        ):  # SQLAlchemy live: so is the driver it connects with (psycopg's replay stands aside)
+            return wrapped(*args, **kwargs)
     recorded = session.answer(LIBRARY, view)
     _raise_recorded(recorded.call, instance.dialect)
     _initialise(

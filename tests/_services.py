@@ -11,6 +11,8 @@ import psycopg
 import pymysql
 import redis
 
+from timetracer_otel._own_io import own_io
+
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:{port}/3"
@@ -24,19 +26,23 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def _postgres_admin(statements: list[str]) -> None:
+    """The test's own statements: live and unrecorded even where the test has psycopg replaying
+    (``TIMETRACER_MODE=replay`` set while its schema is dropped)."""
+    with own_io(), psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
 @contextlib.contextmanager
 def postgres_schemas(*suffixes: str) -> Iterator[str]:
     """A fresh schema name; a schema of that name plus each suffix exists in the block and is dropped after it."""
     base = f"real_service_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-        for suffix in suffixes:
-            conn.execute(f"CREATE SCHEMA {base}{suffix}")
+    _postgres_admin([f"CREATE SCHEMA {base}{suffix}" for suffix in suffixes])
     try:
         yield base
     finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            for suffix in suffixes:
-                conn.execute(f"DROP SCHEMA {base}{suffix} CASCADE")
+        _postgres_admin([f"DROP SCHEMA {base}{suffix} CASCADE" for suffix in suffixes])
 
 
 @contextlib.contextmanager

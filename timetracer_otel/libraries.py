@@ -92,6 +92,15 @@ LIBRARIES: dict[str, Library] = _declared(
         protocol="sql",
     ),
     Library(
+        name="psycopg",
+        extra="psycopg",
+        requires=("psycopg>=3.2",),
+        instrumentor="opentelemetry.instrumentation.psycopg:PsycopgInstrumentor",
+        capture="timetracer_otel.capture.psycopg",
+        replay="timetracer_otel.replayers.psycopg",
+        protocol="sql",
+    ),
+    Library(
         name="redis",
         extra="redis",
         requires=("redis>=5",),

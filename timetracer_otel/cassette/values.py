@@ -13,6 +13,7 @@ import datetime as dt
 import math
 import re
 import uuid
+import zoneinfo
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -57,6 +58,21 @@ def _sorted_items(values: Any) -> list[Any]:
 
 
 # exact type -> encoder; looked up with type(value), so subclasses (bool, Int64) stay distinct
+def _encode_datetime(value: dt.datetime) -> dict[str, Any]:
+    """Its ISO text, and the name of its time zone when it has one (psycopg's ``ZoneInfo('Etc/UTC')``
+    is not the ``timezone.utc`` the offset alone gives back)."""
+    encoded = {TYPE_KEY: "datetime", "value": value.isoformat()}
+    if isinstance(value.tzinfo, zoneinfo.ZoneInfo) and value.tzinfo.key:
+        encoded["zone"] = value.tzinfo.key
+    return encoded
+
+
+def _decode_datetime(encoded: dict[str, Any]) -> dt.datetime:
+    parsed = _offset_kept(dt.datetime.fromisoformat(encoded["value"]), encoded["value"])
+    zone = encoded.get("zone")
+    return parsed.astimezone(zoneinfo.ZoneInfo(zone)) if zone else parsed
+
+
 _ENCODERS: dict[type, Callable[[Any], Any]] = {
     type(None): lambda v: v,
     bool: lambda v: v,
@@ -71,7 +87,7 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     bytes: lambda v: {TYPE_KEY: "bytes", "base64": _b64(v)},
     bytearray: lambda v: {TYPE_KEY: "bytearray", "base64": _b64(bytes(v))},
     memoryview: lambda v: {TYPE_KEY: "memoryview", "base64": _b64(v.tobytes())},
-    dt.datetime: lambda v: {TYPE_KEY: "datetime", "value": v.isoformat()},
+    dt.datetime: lambda v: _encode_datetime(v),
     dt.date: lambda v: {TYPE_KEY: "date", "value": v.isoformat()},
     dt.time: lambda v: {TYPE_KEY: "time", "value": v.isoformat()},
     dt.timedelta: lambda v: {
@@ -110,7 +126,7 @@ _DECODERS: dict[str, Callable[[dict], Any]] = {
     "bytes": lambda d: base64.b64decode(d["base64"]),
     "bytearray": lambda d: bytearray(base64.b64decode(d["base64"])),
     "memoryview": lambda d: memoryview(base64.b64decode(d["base64"])),
-    "datetime": lambda d: _offset_kept(dt.datetime.fromisoformat(d["value"]), d["value"]),
+    "datetime": _decode_datetime,
     "date": lambda d: dt.date.fromisoformat(d["value"]),
     "time": lambda d: _offset_kept(dt.time.fromisoformat(d["value"]), d["value"]),
     "timedelta": lambda d: dt.timedelta(

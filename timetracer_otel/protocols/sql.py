@@ -62,6 +62,8 @@ __all__ = [
     "ASYNCPG_STATEMENT_METHODS",
     "asyncpg_arguments",
     "asyncpg_request",
+    "PSYCOPG",
+    "psycopg_request",
 ]
 
 PLAIN = (type(None), bool, int, float, str)
@@ -337,3 +339,25 @@ def asyncpg_request(
     elif shape == "many":
         parameters = [tuple(each) for each in (args[0] if args else kwargs.get("args", ()))]
     return driver_request(ASYNCPG, method, statement, parameters)
+
+
+# --------------------------------------------------------------------------- psycopg's calls
+PSYCOPG = "postgresql+psycopg"
+
+
+def psycopg_statement(query: Any) -> Any:
+    """A psycopg query as text: ``sql.SQL``/``Composed`` rendered without a connection, bytes decoded."""
+    if isinstance(query, (bytes, bytearray, memoryview)):
+        return bytes(query).decode()
+    as_string = getattr(query, "as_string", None)
+    return as_string(None) if callable(as_string) else query
+
+
+def psycopg_request(operation: str, query: Any, parameters: Any) -> dict[str, Any]:
+    """The request of a psycopg cursor's ``execute(query, params)`` or ``executemany(query, params_seq)``
+    (the sequence made a list of the parameter sets, so it can be both recorded and sent)."""
+    if operation == "executemany":
+        parameters = [each if isinstance(each, dict) else tuple(each) for each in parameters]
+    elif parameters is not None and not isinstance(parameters, dict):
+        parameters = tuple(parameters)
+    return driver_request(PSYCOPG, operation, psycopg_statement(query), parameters)
