@@ -23,7 +23,6 @@ open a connection in a replay session raises :class:`ReplayMismatchError` instea
 
 from __future__ import annotations
 
-import builtins
 import inspect
 from collections import deque
 from collections.abc import Callable, Generator
@@ -49,7 +48,7 @@ from timetracer_otel.protocols.sql import (
     live_view,
 )
 
-from .http import recorded_exception_class
+from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -78,16 +77,10 @@ def _through(owner: type, name: str) -> Callable[..., Any]:
 def _error(call: CassetteCall) -> Exception:
     """The recorded error as asyncpg's class (or a builtin), with its PostgreSQL fields set again."""
     error = call.error or {}
-    name, message = error.get("type", ""), error.get("message", "")
-    found = (
-        getattr(builtins, name, None)
-        if "." not in name
-        else recorded_exception_class(error, "asyncpg", Exception)
-    )
-    cls = found if isinstance(found, type) and issubclass(found, Exception) else None
+    cls = recorded_error_class(error, "asyncpg", asyncpg.exceptions.PostgresError)
     attributes = (call.decoded_response() or {}).get("error_attributes") or {}
     # a PostgreSQL error's text is its message field, its str() adds the detail and hint fields
-    exc = (cls or asyncpg.exceptions.PostgresError)(attributes.get("message", message))
+    exc = cls(attributes.get("message", error.get("message", "")))
     for attribute, value in attributes.items():
         try:
             setattr(exc, attribute, value)

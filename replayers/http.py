@@ -8,6 +8,7 @@ so a call recorded with one library can fail the same way in another.
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import importlib
 import zlib
@@ -97,3 +98,16 @@ def recorded_exception_class(
     except ImportError:
         return None
     return found if isinstance(found, type) and issubclass(found, base) else None
+
+
+def recorded_error_class(
+    error: ErrorInfo, package: str, default: type[Exception]
+) -> type[Exception]:
+    """The recorded class when it is a built-in exception or one of ``package``'s, else ``default``."""
+    name = error.get("type", "")
+    found = (
+        getattr(builtins, name, None)
+        if "." not in name
+        else recorded_exception_class(error, package, Exception)
+    )
+    return found if isinstance(found, type) and issubclass(found, Exception) else default

@@ -19,7 +19,6 @@ answer for it: ``COPY`` (``cursor.copy()``), server-side cursors (``conn.cursor(
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -34,7 +33,7 @@ from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import PSYCOPG, live_view, psycopg_request
 
-from .http import recorded_exception_class
+from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -60,13 +59,8 @@ def _refusal(what: str, why: str) -> ReplayMismatchError:
 def _error(call: CassetteCall) -> Exception:
     """The recorded error as psycopg's class (or a builtin), its PostgreSQL diagnostics set again."""
     error = call.error or {}
-    name, message = error.get("type", ""), error.get("message", "")
-    found = (
-        getattr(builtins, name, None)
-        if "." not in name
-        else recorded_exception_class(error, "psycopg", Exception)
-    )
-    cls = found if isinstance(found, type) and issubclass(found, Exception) else psycopg.Error
+    message = error.get("message", "")
+    cls = recorded_error_class(error, "psycopg", psycopg.Error)
     attributes = (call.decoded_response() or {}).get("error_attributes") or {}
     if not issubclass(cls, psycopg.Error):
         return cls(message)

@@ -17,7 +17,6 @@ else tries to open during replay (MONITOR, cluster clients) raises
 from __future__ import annotations
 
 import asyncio
-import builtins
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +42,7 @@ from timetracer_otel.protocols.redis import (
 )
 from timetracer_otel.redaction import Redactor
 
-from .http import recorded_exception_class
+from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -56,17 +55,8 @@ def _session(request: Callable[[], dict[str, Any]]) -> ReplaySession | None:
 
 def _exception(error: dict[str, Any]) -> Exception:
     """The recorded exception, as its own class when that is a redis-py or built-in one."""
-    name, message = error.get("type", ""), error.get("message", "")
-    found = (
-        getattr(builtins, name, None)
-        if "." not in name
-        else recorded_exception_class(error, "redis", BaseException)
-    )
-    cls = (
-        found
-        if isinstance(found, type) and issubclass(found, Exception)
-        else redis.exceptions.RedisError
-    )
+    message = error.get("message", "")
+    cls = recorded_error_class(error, "redis", redis.exceptions.RedisError)
     try:
         return cls(message)
     except Exception:  # noqa: BLE001 - a class with another constructor (cluster redirections)
