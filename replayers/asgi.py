@@ -77,6 +77,7 @@ class ReplayLayer:
         self.app = app
         self.config = config
         self.library = library
+        self._allowed_hosts = frozenset(config.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,9 +125,7 @@ class ReplayLayer:
         closure = (
             None
             if session.live_libraries
-            else _network_guard.Closure(
-                f"{method} {path}", _REFUSAL_HINT, frozenset(self.config.allowed_hosts)
-            )
+            else _network_guard.Closure(f"{method} {path}", _REFUSAL_HINT, self._allowed_hosts)
         )
         token, draws_token = activate(session), activate_draws(draws)
         closed = _network_guard.close_in_context(closure) if closure is not None else None
