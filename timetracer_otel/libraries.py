@@ -45,6 +45,17 @@ LIBRARIES: dict[str, Library] = _declared(
         protocol="http",
     ),
     Library(
+        name="httpx2",
+        extra="httpx2",
+        # httpx's transport API in its own module; OpenTelemetry's httpx package has its
+        # instrumentor since 0.65b0. Python 3.11 and later, as httpx2 itself.
+        requires=("httpx2>=2.16; python_version >= '3.11'",),
+        instrumentor="opentelemetry.instrumentation.httpx:HTTPX2ClientInstrumentor",
+        capture="timetracer_otel.capture.httpx2",
+        replay="timetracer_otel.replayers.httpx2",
+        protocol="http",
+    ),
+    Library(
         name="requests",
         extra="requests",
         requires=("requests>=2.28",),

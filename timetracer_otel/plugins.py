@@ -6,10 +6,11 @@ application already did, and put timetracer's capture under the instrumentor's w
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from timetracer_otel.libraries import LIBRARIES, Library
@@ -22,6 +23,8 @@ __all__ = [
     "check_plugin_names",
     "enable_httpx",
     "disable_httpx",
+    "enable_httpx2",
+    "disable_httpx2",
     "enable_requests",
     "disable_requests",
     "enable_aiohttp",
@@ -63,14 +66,21 @@ def check_plugin_names(names: Iterable[str]) -> list[str]:
     return names
 
 
-def _instrumentor(plugin: Library, name: str) -> Any:
-    module_name, _, class_name = plugin.instrumentor.partition(":")
+@contextlib.contextmanager
+def _needs_extra(plugin: Library) -> Iterator[None]:
+    """An ImportError inside names the pip extra that brings what is missing."""
     try:
-        return getattr(importlib.import_module(module_name), class_name)()
+        yield
     except ImportError as exc:
         raise ImportError(
-            f"timetracer plugin {name!r} needs {exc.name}: pip install 'timetracer-otel[{plugin.extra}]'"
+            f"timetracer plugin {plugin.name!r} needs {exc.name}: pip install 'timetracer-otel[{plugin.extra}]'"
         ) from exc
+
+
+def _instrumentor(plugin: Library) -> Any:
+    module_name, _, class_name = plugin.instrumentor.partition(":")
+    with _needs_extra(plugin):
+        return getattr(importlib.import_module(module_name), class_name)()
 
 
 def enable(name: str) -> None:
@@ -78,8 +88,9 @@ def enable(name: str) -> None:
     (name,) = check_plugin_names([name])
     plugin = PLUGINS[name]
     with _lock:
-        instrumentor = _instrumentor(plugin, name)
-        importlib.import_module(plugin.capture).install()
+        instrumentor = _instrumentor(plugin)
+        with _needs_extra(plugin):  # a capture imports its library when installed
+            importlib.import_module(plugin.capture).install()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
             _instrumented_by_us.add(name)
@@ -107,7 +118,7 @@ def disable(name: str) -> None:
     with _lock:
         importlib.import_module(plugin.capture).uninstall()
         if name in _instrumented_by_us:
-            _instrumentor(plugin, name).uninstrument()
+            _instrumentor(plugin).uninstrument()
             _instrumented_by_us.discard(name)
 
 
@@ -128,6 +139,7 @@ def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
 
 
 enable_httpx, disable_httpx = _pair("httpx")
+enable_httpx2, disable_httpx2 = _pair("httpx2")
 enable_requests, disable_requests = _pair("requests")
 enable_aiohttp, disable_aiohttp = _pair("aiohttp")
 enable_urllib3, disable_urllib3 = _pair("urllib3")
