@@ -83,8 +83,9 @@ def test_each_declaration_names_modules_that_exist(name: str) -> None:
         assert importlib.util.find_spec(module) is not None, module
         assert hasattr(importlib.import_module(module), "install"), module
     assert protocols.protocol_module(library.protocol) is not None
-    module, _, cls = library.instrumentor.partition(":")
-    assert hasattr(importlib.import_module(module), cls)
+    for instrumentor in library.instrumentors:
+        module, _, cls = instrumentor.partition(":")
+        assert hasattr(importlib.import_module(module), cls)
 
 
 def _pinned(requirement: Requirement) -> tuple[str, frozenset[str], str]:

@@ -52,7 +52,8 @@ __all__ = [
 PLUGINS: dict[str, Library] = LIBRARIES
 
 _lock = threading.Lock()
-_instrumented_by_us: set[str] = set()
+# (plugin name, instrumentor class) for each instrumentation timetracer turned on
+_instrumented_by_us: set[tuple[str, type]] = set()
 
 
 def check_plugin_names(names: Iterable[str]) -> list[str]:
@@ -77,10 +78,12 @@ def _needs_extra(plugin: Library) -> Iterator[None]:
         ) from exc
 
 
-def _instrumentor(plugin: Library) -> Any:
-    module_name, _, class_name = plugin.instrumentor.partition(":")
+def _instrumentors(plugin: Library) -> list[Any]:
     with _needs_extra(plugin):
-        return getattr(importlib.import_module(module_name), class_name)()
+        return [
+            getattr(importlib.import_module(module_name), class_name)()
+            for module_name, _, class_name in (i.partition(":") for i in plugin.instrumentors)
+        ]
 
 
 def enable(name: str) -> None:
@@ -88,12 +91,13 @@ def enable(name: str) -> None:
     (name,) = check_plugin_names([name])
     plugin = PLUGINS[name]
     with _lock:
-        instrumentor = _instrumentor(plugin)
+        instrumentors = _instrumentors(plugin)
         with _needs_extra(plugin):  # a capture imports its library when installed
             importlib.import_module(plugin.capture).install()
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
-            _instrumented_by_us.add(name)
+        for instrumentor in instrumentors:
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
+                _instrumented_by_us.add((name, type(instrumentor)))
 
 
 def enable_installed() -> list[str]:
@@ -117,9 +121,10 @@ def disable(name: str) -> None:
     plugin = PLUGINS[name]
     with _lock:
         importlib.import_module(plugin.capture).uninstall()
-        if name in _instrumented_by_us:
-            _instrumentor(plugin).uninstrument()
-            _instrumented_by_us.discard(name)
+        for instrumentor in _instrumentors(plugin):
+            if (name, type(instrumentor)) in _instrumented_by_us:
+                instrumentor.uninstrument()
+                _instrumented_by_us.discard((name, type(instrumentor)))
 
 
 def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
