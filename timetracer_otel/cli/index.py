@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.naming import is_process_cassette_name
 from timetracer_otel.cassette.reader import (
@@ -80,22 +81,23 @@ def listing(entry: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The listing fields of one cassette document, and what replay chooses it by (request body digest, fingerprint)."""
-    request, response, error = doc["request"], doc["response"], doc.get("error")
+    cassette = Cassette(doc)
+    request, error = cassette.request, cassette.error
     return {
         "key": key,
-        "id": doc.get("id"),
+        "id": cassette.id,
         "recorded_at": doc.get("recorded_at"),
-        "service": doc.get("service"),
-        "method": request["method"],
-        "path": request["path"],
-        "route": request.get("route"),
-        "query": request.get("query", ""),
-        "status": response["status"],
-        "duration_ms": doc.get("duration_ms"),
-        "calls": len(doc["calls"]),
+        "service": cassette.service,
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "query": request.query,
+        "status": cassette.response.status,
+        "duration_ms": cassette.duration_ms,
+        "calls": len(cassette.calls),
         "error": error.get("type") if isinstance(error, dict) else None,
-        "body_digest": body_digest(request["body"], request["headers"]),
-        "fingerprint": request.get("fingerprint"),
+        "body_digest": body_digest(request.body, request.headers),
+        "fingerprint": request.fingerprint,
     }
 
 
