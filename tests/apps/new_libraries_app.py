@@ -32,7 +32,6 @@ import grpc.aio
 import httpx
 import redis.asyncio
 from google.protobuf import json_format
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -147,9 +146,7 @@ def create_app(deps: Deps, config: TraceConfig | None = None) -> Starlette:
         await app.state.clients.close()
 
     app = Starlette(routes=[Route("/mixed/{rid}", mixed)], lifespan=lifespan)
-    auto_setup(app, config=config, plugins=PLUGINS)
-    # the grpc plugin instruments sync channels; the app instruments its aio channels itself
-    GrpcAioInstrumentorClient().instrument()
+    auto_setup(app, config=config, plugins=PLUGINS)  # grpc: the aio channel's client spans too
     app.state.clients = _Clients(deps)
     return app
 
