@@ -1,7 +1,9 @@
-"""Requests whose bodies hold a sealed secret (a sign-up's JSON password, a login form's) are
-chosen by their body in a replayed directory, whatever order they arrive in: concurrent
-clients of a real service never repeat the recording's order. The app is a sign-up service on
-real PostgreSQL (SQLAlchemy on asyncpg, ``uuid4()``/``now()`` defaults) and Redis."""
+"""A replayed directory chooses each request's cassette by its body, even one holding a sealed
+secret (a sign-up's JSON password, a login form's), and by its query string (a page of a
+list), whatever order requests arrive in: concurrent clients of a real service never repeat
+the recording's order, and a developer replays the one request they care about. The app is a
+sign-up service on real PostgreSQL (SQLAlchemy on asyncpg, ``uuid4()``/``now()`` defaults)
+and Redis."""
 
 from __future__ import annotations
 
@@ -86,4 +88,38 @@ def test_sealed_bodies_choose_their_own_cassette_in_any_order(
         [recorded[1], recorded[0], recorded[3], recorded[2]], replayed, strict=True
     ):
         assert_same_response(before, after)
+    assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
+
+
+def test_a_query_string_chooses_its_own_cassette(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path
+) -> None:
+    """Recorded the first page, the same page again (from the Redis cache), then the second page;
+    replayed the second page alone, first: it gets the cassette recorded with its query."""
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    app = create_app(_POSTGRES, schema, _REDIS, _PREFIX, recording)
+    first, second = (
+        ("GET", "/users/", {"params": {"page": page, "items_per_page": 1}}) for page in (1, 2)
+    )
+    recorded = send(serve(app).url, [_sign_up("ada"), _sign_up("bob"), first, first, second])
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert [user["username"] for r in recorded[2:] for user in r.json()["data"]] == [
+        "ada",
+        "ada",
+        "bob",
+    ]
+    second_id = _ids_in_recording_order(cassette_dir)[-1]
+
+    closed = closed_port()
+    offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
+    app = create_app(
+        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
+    )
+    with new_reports() as reports:
+        server = serve(app)
+        (replayed,) = send(server.url, [second])
+        server.stop()
+
+    assert [r.cassette_id for r in reports] == [second_id]
+    assert_same_response(recorded[4], replayed)
     assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]

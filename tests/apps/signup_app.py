@@ -1,6 +1,7 @@
 """A sign-up service shaped like the FastAPI boilerplates: SQLAlchemy ORM on asyncpg with
 ``uuid4()`` and ``datetime.now()`` defaults, a Redis cache, a JSON sign-up and a form login,
-both carrying a password that redaction seals in the cassette.
+both carrying a password that redaction seals in the cassette, and a user list paged by its
+query string and cached in Redis per page.
 
 ``create_app(postgres_url, schema, redis_url, prefix, config)``; ``create_tables`` makes the
 table outside any request.
@@ -9,11 +10,12 @@ table outside any request.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import datetime, timezone
 
 import redis.asyncio as aioredis
-from sqlalchemy import DateTime, String, select
+from sqlalchemy import DateTime, String, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.applications import Starlette
@@ -99,9 +101,26 @@ def create_app(
         await cache.incr(f"{prefix}:logins:{user.username}")
         return JSONResponse(_shown(user))
 
+    async def list_users(request: Request) -> JSONResponse:
+        page = int(request.query_params.get("page", 1))
+        per_page = int(request.query_params.get("items_per_page", 10))
+        key = f"{prefix}:users:page_{page}:items_per_page_{per_page}"
+        cached = await cache.get(key)
+        if cached is not None:
+            return JSONResponse(json.loads(cached))
+        async with sessions() as db:
+            users = await db.scalars(
+                select(User).order_by(User.username).offset((page - 1) * per_page).limit(per_page)
+            )
+            total = await db.scalar(select(func.count()).select_from(User))
+        shown = {"data": [_shown(user) for user in users], "total_count": total, "page": page}
+        await cache.set(key, json.dumps(shown), ex=60)
+        return JSONResponse(shown)
+
     app = Starlette(
         routes=[
             Route("/users", sign_up, methods=["POST"]),
+            Route("/users/", list_users),
             Route("/login", login, methods=["POST"]),
         ]
     )
