@@ -5,9 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from timetracer_otel.cassette import FORMAT_NAME, FORMAT_VERSION
 from timetracer_otel.cassette.body import encode_body, header_value
 from timetracer_otel.cassette.calls import call_document
+from timetracer_otel.cassette.document import (
+    InboundRequest,
+    InboundResponse,
+    process_document,
+    request_document,
+)
 
 from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
 
@@ -143,16 +148,13 @@ def _recorded_at(nanoseconds: int) -> str:
 def _process_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
     """The process cassette: the calls made outside every request, offsets from the recording's start."""
     calls = sorted(recording.calls, key=lambda c: c.started_ns)
-    return {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "scope": "process",
-        "id": cassette_id(recording.root_span_id),
-        "recorded_at": _recorded_at(recording.started_ns),
-        "service": recording.service,
-        "calls": [_call(c, recording.started_ns, limit) for c in calls],
-        "dropped_calls": recording.dropped_calls,
-    }
+    return process_document(
+        cassette_id=cassette_id(recording.root_span_id),
+        recorded_at=_recorded_at(recording.started_ns),
+        service=recording.service,
+        calls=[_call(c, recording.started_ns, limit) for c in calls],
+        dropped_calls=recording.dropped_calls,
+    )
 
 
 def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
@@ -168,30 +170,28 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         if root is not None and root.end_ns
         else max((s.end_ns or 0 for s in spans), default=origin)
     )
-    status = recording.status if recording.status is not None else 500
-    return {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "id": cassette_id(recording.root_span_id),
-        "trace_id": f"{recording.trace_id:032x}",
-        "recorded_at": _recorded_at(origin),
-        "service": recording.service,
-        "duration_ms": _ms(max(end - origin, 0)),
-        "request": {
-            "method": recording.method,
-            "path": recording.path,
-            "route": recording.route,
-            "query": recording.query,
-            "headers": _headers(recording.headers),
-            "body": _body(recording.request_body, recording.headers, limit),
-        },
-        "response": {
-            "status": status,
-            "headers": _headers(recording.response_headers) or [],
-            "body": _body(recording.response_body, recording.response_headers, limit),
-        },
-        "error": recording.error,
-        "calls": [_call(c, origin, limit) for c in calls],
-        "draws": list(recording.draws),
-        "spans": [_span(s, origin) for s in spans],
-    }
+    return request_document(
+        cassette_id=cassette_id(recording.root_span_id),
+        trace_id=f"{recording.trace_id:032x}",
+        recorded_at=_recorded_at(origin),
+        service=recording.service,
+        duration_ms=_ms(max(end - origin, 0)),
+        request=InboundRequest(
+            method=recording.method,
+            path=recording.path,
+            route=recording.route,
+            query=recording.query,
+            headers=_headers(recording.headers) or [],
+            body=_body(recording.request_body, recording.headers, limit),
+            fingerprint=None,  # set once redaction knows the secrets
+        ),
+        response=InboundResponse(
+            status=recording.status if recording.status is not None else 500,
+            headers=_headers(recording.response_headers) or [],
+            body=_body(recording.response_body, recording.response_headers, limit),
+        ),
+        error=recording.error,
+        calls=[_call(c, origin, limit) for c in calls],
+        draws=list(recording.draws),
+        spans=[_span(s, origin) for s in spans],
+    )

@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import is_url
 
 __all__ = ["record_line", "process_line"]
@@ -21,8 +22,8 @@ def _printable(text: str) -> str:
     return shown if len(shown) <= _MAX_PATH_CHARS else shown[: _MAX_PATH_CHARS - 3] + "..."
 
 
-def _deps(doc: dict[str, Any]) -> str:
-    kinds = Counter(call["kind"] for call in doc["calls"])
+def _deps(cassette: Cassette) -> str:
+    kinds = Counter(call.kind for call in cassette.calls)
     return ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none"
 
 
@@ -43,12 +44,13 @@ def _shown_path(path: str) -> str:
 
 def record_line(doc: dict[str, Any], path: str) -> str:
     """``timetracer [OK] recorded GET /  id=...  status=200  total=145ms  deps=http.client:1`` and the path line."""
-    request, response = doc["request"], doc["response"]
-    status = response["status"]
-    tag = "[OK]" if status < 500 and not doc.get("error") else "[ERR]"
+    cassette = Cassette(doc)
+    request, status = cassette.request, cassette.response.status
+    tag = "[OK]" if status < 500 and not cassette.error else "[ERR]"
     return (
-        f"timetracer {tag} recorded {_printable(request['method'])} {_printable(request['path'])}"
-        f"  id={doc['id']}  status={status}  total={round(doc['duration_ms'])}ms  deps={_deps(doc)}\n"
+        f"timetracer {tag} recorded {_printable(request.method)} {_printable(request.path)}"
+        f"  id={cassette.id}  status={status}  total={round(cassette.duration_ms or 0)}ms"
+        f"  deps={_deps(cassette)}\n"
         f"  cassette: {_shown_path(path)}"
     )
 
@@ -56,6 +58,6 @@ def record_line(doc: dict[str, Any], path: str) -> str:
 def process_line(doc: dict[str, Any], path: str) -> str:
     """``timetracer [OK] recorded calls outside requests  id=...  deps=redis.client:2`` and the path line."""
     return (
-        f"timetracer [OK] recorded calls outside requests  id={doc['id']}  deps={_deps(doc)}\n"
+        f"timetracer [OK] recorded calls outside requests  id={doc['id']}  deps={_deps(Cassette(doc))}\n"
         f"  cassette: {_shown_path(path)}"
     )

@@ -10,7 +10,6 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -18,6 +17,7 @@ import orjson
 from timetracer_otel._diagnostics import counters, logger
 from timetracer_otel._fingerprint import fingerprint
 from timetracer_otel._keys import Key, key_for
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile, join
 from timetracer_otel.cassette.naming import cassette_relpath
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
@@ -112,11 +112,13 @@ def store(
     ``skip_identical``: write nothing (and return None) when that name already holds this very
     cassette, so importing the same file twice adds nothing.
     """
+    cassette = Cassette(doc)
+    request = cassette.request
     relpath = cassette_relpath(
-        doc["request"]["method"],
-        doc["request"]["route"] or doc["request"]["path"],
-        doc["id"],
-        _recorded_day(doc),
+        request.method,
+        request.route or request.path,
+        str(cassette.id),
+        cassette.recorded_at,
         ".json.gz" if compression == "gzip" else ".json",
     )
     if skip_identical and _holds(join(root, relpath), doc):
@@ -129,10 +131,6 @@ def _holds(file: CassetteFile, doc: dict[str, Any]) -> bool:
         return load_cassette(file) == doc
     except CassetteError:
         return False
-
-
-def _recorded_day(doc: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(doc["recorded_at"].replace("Z", "+00:00"))
 
 
 class CassetteFiles:
@@ -150,7 +148,7 @@ class CassetteFiles:
         if target is not None:  # a rewrite for late spans, or a path chosen up front
             replace(target, encode(serialise(doc), target), config.fsync)
             counters.add("rewritten" if written else "recorded")
-            if not written and doc.get("scope") == "process":
+            if not written and Cassette(doc).is_process:
                 self._announce(process_line(doc, target))
         else:
             target = str(store(doc, config.cassette_dir, config.compression, durable=config.fsync))

@@ -15,6 +15,7 @@ from timetracer_otel import _network_guard
 from timetracer_otel._diagnostics import guarded, logger
 from timetracer_otel._recording import exception_info
 from timetracer_otel.cassette.body import BodySink
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
@@ -117,7 +118,7 @@ class ReplayLayer:
 
         error: dict[str, str] | None = None
         draws = (
-            DrawReplayer(choice.document.get("draws"), self.config.draws, real_time_ns)
+            DrawReplayer(Cassette(choice.document).draws, self.config.draws, real_time_ns)
             if self.config.draws
             else None
         )
@@ -170,14 +171,14 @@ def _report(
     body: BodySink,
     error: dict[str, str] | None,
 ) -> ReplayReport:
-    document = session.document
+    cassette = Cassette(session.document)
     replayed_status = status[0] if status else (500 if error else None)
     report = ReplayReport(
         cassette=choice.path,
         method=method,
         path=path,
-        cassette_id=document.get("id"),
-        recorded_status=document.get("response", {}).get("status"),
+        cassette_id=cassette.id,
+        recorded_status=cassette.response.status if choice.path is not None else None,
         status=replayed_status,
         answered=[call.view.label for _, call in session.answered],
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
@@ -207,7 +208,7 @@ def _compared(
 
     def compare(recorded: dict[str, Any], redactor: Redactor | None) -> ResponseComparison:
         return compare_response(
-            recorded["response"],
+            Cassette(recorded).response,
             status,
             headers,
             body.data,

@@ -2,82 +2,105 @@
 
 Covers every ``httpx.Client``/``AsyncClient`` using the default transport, including
 clients created before replay started: the patch is on the transport class.
+:class:`TransportReplay` serves httpx2 too (``replayers/httpx2.py``), which has httpx's
+transport API in a module of its own; the library is imported when replay is installed.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-import httpx
 
 from timetracer_otel import wrapper_layers
 
 from .http import error_kind, http_answer, recorded_exception_class
 from .session import ReplaySession, replay_session_for
 
-__all__ = ["install", "uninstall"]
+__all__ = ["TransportReplay", "install", "uninstall"]
 
-_BY_KIND: dict[str, type[httpx.TransportError]] = {
-    "connect": httpx.ConnectError,
-    "connect_timeout": httpx.ConnectTimeout,
-    "read_timeout": httpx.ReadTimeout,
-    "other": httpx.TransportError,
+# a recorded transport error's kind -> the library's class for it
+_ERROR_CLASSES = {
+    "connect": "ConnectError",
+    "connect_timeout": "ConnectTimeout",
+    "read_timeout": "ReadTimeout",
+    "other": "TransportError",
 }
 
 
-def _headers(request: httpx.Request) -> list[tuple[str, str]]:
+def _headers(request: Any) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
 
 
-def _respond(session: ReplaySession, request: httpx.Request, body: bytes) -> httpx.Response:
-    call = session.answer_http("httpx", request.method, str(request.url), body, _headers(request))
-    answer = http_answer(call)
-    if answer is None:
-        error = call.error or {
-            "type": "httpx.TransportError",
-            "message": "recorded without a response",
-        }
-        cls = (
-            recorded_exception_class(error, "httpx", httpx.RequestError)
-            or _BY_KIND[error_kind(error)]
+class TransportReplay:
+    """Answers the calls sent through the default transports of ``library`` (``httpx``, ``httpx2``)."""
+
+    def __init__(self, library: str) -> None:
+        self._library = library
+        self._module: Any = None
+
+    def _respond(self, session: ReplaySession, request: Any, body: bytes) -> Any:
+        module = self._module
+        call = session.answer_http(
+            self._library, request.method, str(request.url), body, _headers(request)
         )
-        raise cls(error.get("message", ""), request=request)
-    return httpx.Response(
-        answer.status,
-        headers=answer.headers,
-        stream=httpx.ByteStream(answer.wire_body()),
-        request=request,
-        extensions={"http_version": b"HTTP/1.1"},
-    )
+        answer = http_answer(call)
+        if answer is None:
+            error = call.error or {
+                "type": f"{self._library}.TransportError",
+                "message": "recorded without a response",
+            }
+            cls = recorded_exception_class(error, self._library, module.RequestError) or getattr(
+                module, _ERROR_CLASSES[error_kind(error)]
+            )
+            raise cls(error.get("message", ""), request=request)
+        return module.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=module.ByteStream(answer.wire_body()),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    def _session(self, request: Any) -> ReplaySession | None:
+        return replay_session_for(
+            self._library, lambda: f"{request.method} {request.url}", str(request.url)
+        )
+
+    def _handle_request(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        request = args[0] if args else kwargs["request"]
+        session = self._session(request)
+        if session is None:
+            return wrapped(*args, **kwargs)
+        return self._respond(session, request, request.read())
+
+    async def _handle_async_request(
+        self, wrapped: Any, instance: Any, args: tuple, kwargs: dict
+    ) -> Any:
+        request = args[0] if args else kwargs["request"]
+        session = self._session(request)
+        if session is None:
+            return await wrapped(*args, **kwargs)
+        return self._respond(session, request, await request.aread())
+
+    def install(self) -> None:
+        module = self._module = importlib.import_module(self._library)
+        wrapper_layers.install(
+            module.HTTPTransport, "handle_request", self._handle_request, layer="replay"
+        )
+        wrapper_layers.install(
+            module.AsyncHTTPTransport,
+            "handle_async_request",
+            self._handle_async_request,
+            layer="replay",
+        )
+
+    def uninstall(self) -> None:
+        module = self._module
+        if module is None:  # never installed
+            return
+        wrapper_layers.uninstall(module.HTTPTransport, "handle_request", layer="replay")
+        wrapper_layers.uninstall(module.AsyncHTTPTransport, "handle_async_request", layer="replay")
 
 
-def _session(request: httpx.Request) -> ReplaySession | None:
-    return replay_session_for("httpx", lambda: f"{request.method} {request.url}", str(request.url))
-
-
-def _handle_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    request: httpx.Request = args[0] if args else kwargs["request"]
-    session = _session(request)
-    if session is None:
-        return wrapped(*args, **kwargs)
-    return _respond(session, request, request.read())
-
-
-async def _handle_async_request(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    request: httpx.Request = args[0] if args else kwargs["request"]
-    session = _session(request)
-    if session is None:
-        return await wrapped(*args, **kwargs)
-    return _respond(session, request, await request.aread())
-
-
-def install() -> None:
-    wrapper_layers.install(httpx.HTTPTransport, "handle_request", _handle_request, layer="replay")
-    wrapper_layers.install(
-        httpx.AsyncHTTPTransport, "handle_async_request", _handle_async_request, layer="replay"
-    )
-
-
-def uninstall() -> None:
-    wrapper_layers.uninstall(httpx.HTTPTransport, "handle_request", layer="replay")
-    wrapper_layers.uninstall(httpx.AsyncHTTPTransport, "handle_async_request", layer="replay")
+_httpx = TransportReplay("httpx")
+install, uninstall = _httpx.install, _httpx.uninstall

@@ -15,12 +15,12 @@ carries no data: a Redis ``PING``, ``SELECT`` or ``AUTH``, a SQL ``connect`` or
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from typing import Any
 
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
 from timetracer_otel.config import ReadLimits, TraceConfig
@@ -38,10 +38,6 @@ _lock = threading.Lock()
 _session: ProcessSession | None = None
 
 
-def _recorded_at(document: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(document["recorded_at"].replace("Z", "+00:00"))
-
-
 def find_process_cassette(
     location: str | None, limits: ReadLimits | None = None
 ) -> tuple[CassetteFile, dict[str, Any]] | None:
@@ -56,7 +52,9 @@ def find_process_cassette(
             found.append((file, load_cassette(file, scope="process", limits=limits)))
         except CassetteError as error:
             logger.warning("%s; the replay goes on without it", printable(str(error)))
-    return max(found, key=lambda entry: (_recorded_at(entry[1]), str(entry[0])), default=None)
+    return max(
+        found, key=lambda entry: (Cassette(entry[1]).recorded_at, str(entry[0])), default=None
+    )
 
 
 class ProcessSession(ReplaySession):

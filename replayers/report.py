@@ -16,6 +16,7 @@ from typing import Any
 
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value
+from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.redaction import REDACTED, Redactor
 
 __all__ = ["ReplayReport", "ResponseComparison", "compare_response", "recent_reports"]
@@ -221,7 +222,7 @@ def _same_bytes(recorded: dict[str, Any], body: bytes, size: int) -> bool:
 
 
 def compare_response(
-    recorded: dict[str, Any],
+    recorded: InboundResponse,
     status: int | None,
     headers: list[tuple[str, str]],
     body: bytes,
@@ -240,14 +241,12 @@ def compare_response(
     replayed_headers = [list(h) for h in headers]
     if redactor is not None:
         replayed_headers = redactor.headers(replayed_headers) or []
-    unverified = _redacted_headers(recorded.get("headers") or [], replayed_headers)
+    unverified = _redacted_headers(recorded.headers, replayed_headers)
     ignored = frozenset(ignore_fields)
-    if status != recorded.get("status"):
-        differences.append(f"status: recorded {recorded.get('status')}, replayed {status}")
-    differences.extend(
-        _header_differences(recorded.get("headers") or [], replayed_headers, ignored)
-    )
-    recorded_body = recorded.get("body") or {"encoding": "empty"}
+    if status != recorded.status:
+        differences.append(f"status: recorded {recorded.status}, replayed {status}")
+    differences.extend(_header_differences(recorded.headers, replayed_headers, ignored))
+    recorded_body = recorded.body or {"encoding": "empty"}
     if _same_bytes(recorded_body, body, size):
         return ResponseComparison(differences, unverified)
     replayed_body = encode_body(

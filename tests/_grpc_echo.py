@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import socket
 import sys
 import tempfile
 import threading
@@ -42,6 +44,11 @@ def generated() -> Path:
     assert status == 0, f"protoc failed ({status})"
     sys.path.insert(0, str(out))
     return out
+
+
+def pythonpath() -> str:
+    """``PYTHONPATH`` for a fresh process that imports ``echo_pb2``: ours with the generated directory first."""
+    return os.pathsep.join([str(generated()), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def _servicer() -> Any:
@@ -114,3 +121,27 @@ def running_echo_server() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.stop(None).wait()
+
+
+@contextlib.contextmanager
+def listening_on(target: str) -> Iterator[socket.socket]:
+    """A plain listening socket on ``target`` (a stopped server's address; port 0: any free port).
+
+    gRPC's C core opens its sockets where Python's audit hooks do not see them: that a replaying
+    process made no gRPC connection shows as no connection waiting here once it has exited."""
+    host, port = target.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(16)
+        sock.setblocking(False)
+        yield sock
+
+
+def no_connection_waiting(sock: socket.socket) -> bool:
+    try:
+        connection, _ = sock.accept()
+    except BlockingIOError:
+        return True
+    connection.close()
+    return False

@@ -246,7 +246,8 @@ def uninstrumented(name: str) -> Iterator[Any]:
 
     Yields the library's OpenTelemetry instrumentor; leaves the library uninstrumented again.
     """
-    module, _, cls = plugins.PLUGINS[name].instrumentor.partition(":")
+    (first,) = plugins.PLUGINS[name].instrumentors  # HTTP clients have one
+    module, _, cls = first.partition(":")
     instrumentor = getattr(importlib.import_module(module), cls)()
 
     def reset() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -35,6 +36,12 @@ def report(event, args):
 sys.addaudithook(report)
 """
 CONNECTS = re.compile(r"^connect-audit (.*)$", re.M)
+# A replaying process's report of a GET whose calls were all answered, none left unused, and whose
+# response was the recorded one: the path and the number of calls.
+ALL_ANSWERED = re.compile(
+    r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=200  calls=(\d+)/\2  unused=0  response=same$",
+    re.M,
+)
 
 # (method, path, httpx keyword arguments) of a request to the app
 Sent = tuple[str, str, dict[str, Any]]
@@ -45,6 +52,16 @@ def send(base_url: str, sent: list[Sent]) -> list[httpx.Response]:
     """Send the requests to the app one after the other."""
     with httpx.Client(base_url=base_url, timeout=30) as client:
         return [client.request(method, path, **options) for method, path, options in sent]
+
+
+def get_at_once(base_url: str, paths: list[str], timeout: float = 30) -> list[httpx.Response]:
+    """GET every path at once (one connection each), in the given order of results."""
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
+            return await asyncio.gather(*(client.get(path) for path in paths))
+
+    return asyncio.run(all_at_once())
 
 
 def record(

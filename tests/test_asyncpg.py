@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,12 @@ import asyncpg
 import httpx
 import pytest
 from _replay import (
-    APPS_DIR,
-    AUDIT_HOOK,
     CONNECTS,
     Sent,
     assert_same_response,
+    audited_uvicorn_process,
+    get_at_once,
     send,
-    serving_process,
     uvicorn_process,
 )
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
@@ -80,11 +77,7 @@ def _replay_fresh(
         "ASYNCPG_APP_SCHEMA": schema,
         **env,
     }
-    command = [
-        sys.executable, "-c", AUDIT_HOOK + "from uvicorn.main import main\nmain()",
-        "--factory", "--app-dir", str(APPS_DIR), "asyncpg_app:from_environment", "--log-level", "warning",
-    ]  # fmt: skip
-    with serving_process(command, {**os.environ, **replay_env}) as server:
+    with audited_uvicorn_process(replay_env, "asyncpg_app:from_environment") as server:
         try:
             responses = run(server.url)
         except httpx.HTTPError:
@@ -219,13 +212,9 @@ def test_fifty_concurrent_requests_record_and_replay_their_own_calls(
     """50 requests at once on the pool: each cassette holds its own statement, and each replay gets its own row."""
     paths = [f"/item/{n}" for n in range(50)]
 
-    async def all_at_once(base_url: str) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-            return await asyncio.gather(*(client.get(path) for path in paths))
-
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
     server = serve(create_app(DSN, schema, config), lifespan="on")
-    recorded = asyncio.run(all_at_once(server.url))
+    recorded = get_at_once(server.url, paths, timeout=60)
     server.stop()
     assert timetracer_otel.flush(30)
     assert [r.json() for r in recorded] == [{"n": n, "value": n * 10 + 1} for n in range(50)]
@@ -236,7 +225,7 @@ def test_fifty_concurrent_requests_record_and_replay_their_own_calls(
     ) == sorted((f"/item/{n}", [[n]]) for n in range(50))
 
     replayed, stderr = _replay_fresh(
-        cassette_dir, schema, lambda url: asyncio.run(all_at_once(url))
+        cassette_dir, schema, lambda url: get_at_once(url, paths, timeout=60)
     )
     for before, after in zip(recorded, replayed, strict=True):
         assert_same_response(before, after)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,14 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
-from _grpc_echo import generated, running_echo_server
-from _replay import cassette_files, new_reports, send, uvicorn_process
+from _grpc_echo import (
+    generated,
+    listening_on,
+    no_connection_waiting,
+    pythonpath,
+    running_echo_server,
+)
+from _replay import cassette_files, get_at_once, new_reports, send, uvicorn_process
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -49,7 +53,7 @@ def _record(
 ) -> list[httpx.Response]:
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
     server = serve(create_app(target, config), lifespan="on")
-    responses = _get_all(server.url, paths)
+    responses = get_at_once(server.url, paths)
     server.stop()
     assert [r.status_code for r in responses] == [200] * len(paths), [r.text for r in responses]
     return responses
@@ -60,40 +64,9 @@ def _replay(
 ) -> list[httpx.Response]:
     config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
     server = serve(create_app(target, config), lifespan="on")
-    responses = _get_all(server.url, paths)
+    responses = get_at_once(server.url, paths)
     server.stop()
     return responses
-
-
-def _get_all(base_url: str, paths: list[str]) -> list[httpx.Response]:
-    """GET every path at once (one connection each), in the given order of results."""
-
-    async def all_at_once() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            return await asyncio.gather(*(client.get(path) for path in paths))
-
-    return asyncio.run(all_at_once())
-
-
-@contextlib.contextmanager
-def _listener(target: str) -> Iterator[socket.socket]:
-    """A plain listening socket on ``target`` (the stopped server's address; port 0: any free port)."""
-    host, port = target.rsplit(":", 1)
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port)))
-        sock.listen(16)
-        sock.setblocking(False)
-        yield sock
-
-
-def _no_connection_waiting(sock: socket.socket) -> bool:
-    try:
-        connection, _ = sock.accept()
-    except BlockingIOError:
-        return True
-    connection.close()
-    return False
 
 
 def _grpc_calls(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,17 +143,15 @@ def test_record_then_a_fresh_replay_process_answers_every_call_with_the_server_s
         "TIMETRACER_MODE": "replay",
         "TIMETRACER_CASSETTE": str(cassette_dir),
         "GRPC_APP_TARGET": target,
-        "PYTHONPATH": os.pathsep.join(
-            [str(generated()), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
+        "PYTHONPATH": pythonpath(),
     }
-    with _listener(target) as listener:
+    with listening_on(target) as listener:
         with uvicorn_process(env, app="grpc_app:from_environment") as server:
             replayed = send(server.url, SCENARIO)
         for before, after in zip(recorded, replayed, strict=True):
             assert after.status_code == 200, server.stderr
             assert after.json() == before.json()
-        assert _no_connection_waiting(listener), "the replaying process connected to the server"
+        assert no_connection_waiting(listener), "the replaying process connected to the server"
     for path in ("/scenario", "/aio/scenario"):
         assert f"timetracer [OK] replayed GET {path} " in server.stderr, server.stderr
 
@@ -329,7 +300,7 @@ def _replaying(**options: Any) -> Iterator[ReplaySession]:
 
 
 def test_an_unanswerable_grpc_aio_call_raises_a_mismatch_and_connects_nowhere() -> None:
-    with _listener("127.0.0.1:0") as listener:
+    with listening_on("127.0.0.1:0") as listener:
         target = f"127.0.0.1:{listener.getsockname()[1]}"
 
         async def call() -> None:
@@ -338,7 +309,7 @@ def test_an_unanswerable_grpc_aio_call_raises_a_mismatch_and_connects_nowhere() 
 
         with _replaying() as session, pytest.raises(ReplayMismatchError) as raised:
             asyncio.run(call())
-        assert _no_connection_waiting(listener)
+        assert no_connection_waiting(listener)
     assert str(raised.value).splitlines() == [
         'timetracer replay: no recorded call matches /ttecho.Echo/Say {"text": "hi"} (grpc)',
         "cassette: empty.json",
@@ -358,11 +329,11 @@ def test_a_replaying_process_refuses_grpc_calls_outside_any_request(
 ) -> None:
     install_replayers()
     monkeypatch.setenv("TIMETRACER_MODE", "replay")
-    with _listener("127.0.0.1:0") as listener:
+    with listening_on("127.0.0.1:0") as listener:
         target = f"127.0.0.1:{listener.getsockname()[1]}"
         with grpc.insecure_channel(target) as channel, pytest.raises(ReplayMismatchError) as raised:
             _stub(channel).Say(_say("hi"))
-        assert _no_connection_waiting(listener)
+        assert no_connection_waiting(listener)
     assert str(raised.value).splitlines()[:2] == [
         'timetracer replay: no recorded call matches /ttecho.Echo/Say {"text": "hi"} (grpc)',
         "cassette: (no process cassette)",

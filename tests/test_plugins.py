@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,9 +16,10 @@ import pytest
 import requests
 import urllib3
 import wrapt
+from apps.replay_app import HTTPX_CLIENTS
 from conftest import Upstream, load_cassettes
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 from starlette.applications import Starlette
@@ -31,15 +33,21 @@ from timetracer_otel.integrations.starlette import auto_setup
 
 INSTRUMENTORS = {
     "httpx": HTTPXClientInstrumentor,
+    **({"httpx2": HTTPX2ClientInstrumentor} if "httpx2" in HTTPX_CLIENTS else {}),
     "requests": RequestsInstrumentor,
     "aiohttp": AioHttpClientInstrumentor,
     "urllib3": URLLib3Instrumentor,
 }
 
 
-async def _get_httpx(url: str) -> Any:
-    async with httpx.AsyncClient() as client:
-        return (await client.get(url)).json()
+def _get_with(client: str) -> Callable[[str], Awaitable[Any]]:
+    """A GET with httpx or httpx2's ``AsyncClient``."""
+
+    async def get(url: str) -> Any:
+        async with importlib.import_module(client).AsyncClient() as session:
+            return (await session.get(url)).json()
+
+    return get
 
 
 async def _get_requests(url: str) -> Any:
@@ -56,7 +64,7 @@ async def _get_urllib3(url: str) -> Any:
 
 
 CALLERS: dict[str, Callable[[str], Awaitable[Any]]] = {
-    "httpx": _get_httpx,
+    **{client: _get_with(client) for client in HTTPX_CLIENTS},
     "requests": _get_requests,
     "aiohttp": _get_aiohttp,
     "urllib3": _get_urllib3,
@@ -121,7 +129,7 @@ def _client_spans(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_unknown_plugin_names_raise_and_change_nothing(record_config: TraceConfig) -> None:
     app = Starlette()
-    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, requests, aiohttp, urllib3, sqlalchemy, asyncpg, psycopg, redis, pymongo, motor, grpc"
+    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, httpx2, requests, aiohttp, urllib3, sqlalchemy, asyncpg, psycopg, redis, pymongo, motor, grpc"
     # counted, not assumed 0: a replay test earlier in the process leaves its replay layer
     layers = _wrappers(httpx.AsyncHTTPTransport, "handle_async_request")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):

@@ -15,6 +15,7 @@ import socket
 import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see below)
 import httpx
 import pytest
+from apps.replay_app import HTTPX_CLIENTS
 from conftest import running_upstream
 
 pytest_plugins = ["pytester"]
@@ -219,6 +220,8 @@ def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay
 # server the tests call over HTTP) and a fake upstream the app calls, started only while
 # recording. The app is also reached through TestClient.
 _TEST_LIVE = """
+import asyncio
+import importlib
 import os
 import threading
 
@@ -290,6 +293,18 @@ def test_through_the_live_server(live_url):
 
 def test_through_the_test_client():
     assert TestClient(app).get("/price").json() == {{"price": 10.0}}
+
+
+@pytest.mark.parametrize("client", {clients!r})
+def test_through_an_asgi_transport(client):
+    module = importlib.import_module(client)
+
+    async def get():
+        transport = module.ASGITransport(app=app)
+        async with module.AsyncClient(transport=transport, base_url="http://app") as session:
+            return (await session.get("/price")).json()
+
+    assert asyncio.run(get()) == {{"price": 10.0}}
 """
 
 
@@ -298,16 +313,24 @@ def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
 ) -> None:
     """The app in a uvicorn thread runs in replay too: the tests' requests reach it and are
     not in any cassette; its call to the fake upstream (uvicorn in the same process) is
-    recorded and answered, in the live server and behind TestClient alike."""
+    recorded and answered, in the live server and behind TestClient or an ``ASGITransport``
+    (httpx's and httpx2's) alike."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         upstream_port = probe.getsockname()[1]
-    pytester.makepyfile(test_live=_TEST_LIVE.format(upstream_port=upstream_port))
+    pytester.makepyfile(
+        test_live=_TEST_LIVE.format(upstream_port=upstream_port, clients=HTTPX_CLIENTS)
+    )
     monkeypatch.setenv("UPSTREAM_UP", "1")
-    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+    tests = [
+        "test_through_the_live_server",
+        "test_through_the_test_client",
+        *(f"test_through_an_asgi_transport[{client}]" for client in HTTPX_CLIENTS),
+    ]
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=len(tests))
 
     cassettes = pytester.path / "cassettes" / "test_live"
-    for test in ("test_through_the_live_server", "test_through_the_test_client"):
+    for test in tests:
         cassette = json.loads((cassettes / f"{test}.json").read_text("utf-8"))
         assert [call["request"]["url"] for call in cassette["calls"]] == [
             f"http://127.0.0.1:{upstream_port}/rate"
@@ -315,7 +338,10 @@ def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
 
     monkeypatch.setenv("UPSTREAM_UP", "0")  # the upstream is not started: only the cassette answers
     replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
-    replayed.assert_outcomes(passed=2)
+    replayed.assert_outcomes(passed=len(tests))
     replayed.stdout.fnmatch_lines(
-        ["*tests: 2 replayed, 0 recorded*", "*calls: 2 answered from cassettes, 0 not answered*"]
+        [
+            f"*tests: {len(tests)} replayed, 0 recorded*",
+            f"*calls: {len(tests)} answered from cassettes, 0 not answered*",
+        ]
     )

@@ -3,7 +3,6 @@ at 127.0.0.1:6379, replayed with the clients pointed at a closed port and no con
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
-from _replay import new_reports
+from _replay import get_at_once, new_reports
 from apps.redis_app import FLAVOURS, create_app
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -50,23 +49,13 @@ def _redis_connects(seen: list[Any]) -> list[Any]:
     return [address for address in seen if isinstance(address, tuple) and address[1] in REDIS_PORTS]
 
 
-def _get_all(base_url: str, paths: list[str]) -> list[httpx.Response]:
-    """GET every path at once (one connection each), in the given order of results."""
-
-    async def all_at_once() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            return await asyncio.gather(*(client.get(path) for path in paths))
-
-    return asyncio.run(all_at_once())
-
-
 def _run(
     serve: Callable[..., Any], config: TraceConfig, url: str, prefix: str, paths: list[str]
 ) -> tuple[list[httpx.Response], Any]:
     """The app's responses to ``paths`` (sent at once) and its redis clients, after the server stopped."""
     app = create_app(url, config, prefix)
     server = serve(app, lifespan="on")
-    responses = _get_all(server.url, paths)
+    responses = get_at_once(server.url, paths)
     server.stop()
     return responses, app.state.redis_clients
 

@@ -3,6 +3,7 @@ reaching the upstream; sessions stay per request; mismatches are explained; the 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import uuid
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from _replay import assert_same_response, cassette_files, record, replay, replay_config, send
-from apps.replay_app import CALLS, Hold, create_app, seen
+from apps.replay_app import CALLS, HTTPX_CLIENTS, Hold, create_app, seen
 from conftest import Upstream, load_cassettes
 
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
@@ -22,14 +23,20 @@ from timetracer_otel.sealing import redacted
 
 # (path, what the app caught: None when it got responses). "{gate}" holds the upstream's /slow.
 _WAYS = [
-    ("/async/httpx", None),
-    ("/sync/httpx", None),
+    *(
+        way
+        for client in HTTPX_CLIENTS
+        for way in [
+            (f"/async/{client}", None),
+            (f"/sync/{client}", None),
+            (f"/stream/{client}", None),
+            (f"/fail/{client}", f"{client}.ConnectError"),
+            (f"/fail/{client}?gate={{gate}}", f"{client}.ReadTimeout"),
+        ]
+    ),
     ("/sync/requests", None),
-    ("/stream/httpx", None),
     ("/upload/gzip", None),
-    ("/fail/httpx", "httpx.ConnectError"),
     ("/fail/requests", "requests.exceptions.ConnectionError"),
-    ("/fail/httpx?gate={gate}", "httpx.ReadTimeout"),
     ("/fail/requests?gate={gate}", "requests.exceptions.ReadTimeout"),
 ]
 
@@ -110,9 +117,9 @@ def test_concurrent_requests_each_replay_their_own_cassette(
     assert_same_response(recorded[1], second)
 
 
-def _call(method: str, url: str, options: dict[str, Any]) -> httpx.Response:
-    with httpx.Client() as client:
-        return client.request(method, url, **options)
+def _call(method: str, url: str, options: dict[str, Any], client: str = "httpx") -> Any:
+    with importlib.import_module(client).Client() as session:
+        return session.request(method, url, **options)
 
 
 _BINARY = CALLS.index(("GET", "/binary", {}))
@@ -181,21 +188,30 @@ def test_unmatched_call_in_the_app_never_reaches_the_network(
     assert report.error is not None and report.error["type"].endswith("ReplayMismatchError")
 
 
-def test_call_recorded_with_requests_is_answered_for_httpx(
+# (the library a call was recorded with, the one it answers in replay)
+_ACROSS = [("requests", "httpx")] + (
+    [("httpx", "httpx2"), ("httpx2", "httpx")] if "httpx2" in HTTPX_CLIENTS else []
+)
+
+
+@pytest.mark.parametrize("recorded_with, answered_for", _ACROSS)
+def test_a_call_recorded_with_one_http_client_is_answered_for_another(
+    recorded_with: str,
+    answered_for: str,
     serve: Callable[..., Any],
     upstream: Upstream,
     cassette_dir: Path,
     timetracer_replay: Callable[..., Any],
 ) -> None:
-    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/sync/requests", {})])
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", f"/sync/{recorded_with}", {})])
     (cassette,) = cassette_files(cassette_dir)
     before = len(upstream.requests)
     with timetracer_replay(cassette) as session:
-        got = [seen(_call(method, upstream.url + path, options)) for method, path, options in CALLS]
+        got = [seen(_call(m, upstream.url + path, kw, answered_for)) for m, path, kw in CALLS]
     assert len(upstream.requests) == before
     assert got == recorded.json()
-    assert {library for library, _ in session.answered} == {"httpx"}
-    assert {recorded.call.library for _, recorded in session.answered} == {"requests"}
+    assert {library for library, _ in session.answered} == {answered_for}
+    assert {recorded.call.library for _, recorded in session.answered} == {recorded_with}
     assert session.unused() == []
 
 

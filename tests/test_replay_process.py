@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from _replay import (
+    CONNECTS,
     assert_same_response,
+    audited_uvicorn_process,
     cassette_files,
     new_reports,
     record,
@@ -19,18 +21,21 @@ from _replay import (
     send,
     uvicorn_process,
 )
-from apps.replay_app import create_app
+from apps.replay_app import HTTPX_CLIENTS, create_app
 from conftest import Upstream, load_cassettes
 from starlette.testclient import TestClient
 
-_SENT = [("GET", "/async/httpx", {}), ("GET", "/sync/requests", {}), ("GET", "/fail/httpx", {})]
+_SENT = [
+    ("GET", "/sync/requests", {}),
+    *(("GET", f"/{way}/{client}", {}) for client in HTTPX_CLIENTS for way in ("async", "fail")),
+]
 
 
 def _recorded(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> list[httpx.Response]:
     responses = record(serve, upstream.url, cassette_dir, _SENT)
-    assert [r.status_code for r in responses] == [200, 200, 502]
+    assert [r.status_code for r in responses] == [200, *[200, 502] * len(HTTPX_CLIENTS)]
     return responses
 
 
@@ -38,22 +43,24 @@ def _recorded(
 def test_fresh_uvicorn_process_replays_from_the_environment(
     single_file: bool, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
-    """One cassette answers the request it was recorded for; a directory answers all three. Each logs its report."""
+    """One cassette answers the request it was recorded for; a directory answers them all, with
+    no socket connected. Each logs its report."""
     recorded = _recorded(serve, upstream, cassette_dir)
     sent, expected, cassette = _SENT, recorded, cassette_dir
     if single_file:
         (doc,) = [d for d in load_cassettes(cassette_dir) if d["request"]["path"] == "/async/httpx"]
         (cassette,) = [p for p in cassette_files(cassette_dir) if doc["id"] in p.name]
-        sent, expected = _SENT[:1], recorded[:1]
+        sent, expected = _SENT[1:2], recorded[1:2]
     before = len(upstream.requests)
     env = {
         "TIMETRACER_MODE": "replay",
         "TIMETRACER_CASSETTE": str(cassette),
         "REPLAY_APP_UPSTREAM": upstream.url,
     }
-    with uvicorn_process(env) as server:
+    with audited_uvicorn_process(env, "replay_app:create_app") as server:
         replayed = send(server.url, sent)
     assert len(upstream.requests) == before
+    assert CONNECTS.findall(server.stderr) == [], server.stderr
     for old, new in zip(expected, replayed, strict=False):
         assert_same_response(old, new)
     reported = re.findall(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from _outgoing_http import (
     only_cassette,
 )
 from _replay import (
+    ALL_ANSWERED,
     CONNECTS,
     assert_same_response,
     audited_uvicorn_process,
@@ -33,6 +33,7 @@ from _replay import (
     replay_config,
     send,
 )
+from _s3 import aws, moto, s3_url  # noqa: F401 - fixtures
 from apps.urllib3_app import CONCURRENT, create_app
 from conftest import Upstream, load_cassettes, running_upstream
 from moto.server import ThreadedMotoServer
@@ -44,12 +45,6 @@ import timetracer_otel
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.protocols.http import absolute_url
 
-_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
-    "AWS_SESSION_TOKEN": "testing-session-token",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 _ERRORS = [
     "urllib3.exceptions.NewConnectionError",
     "urllib3.exceptions.MaxRetryError",
@@ -58,33 +53,10 @@ _ERRORS = [
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Fake credentials, as botocore reads them; no AWS config file."""
-    for name, value in {**_AWS, "AWS_CONFIG_FILE": "/nonexistent"}.items():
-        monkeypatch.setenv(name, value)
-    return _AWS
-
-
-@pytest.fixture
-def moto() -> Iterator[ThreadedMotoServer]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def own_upstream() -> Iterator[Upstream]:
     """An upstream of this test only: stopped while the test replays."""
     with running_upstream() as state:
         yield state
-
-
-def _s3_url(moto: ThreadedMotoServer) -> str:
-    host, port = moto.get_host_and_port()
-    return f"http://{host}:{port}"
 
 
 def _sent(gate: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -109,10 +81,10 @@ def _together(base_url: str) -> list[httpx.Response]:
 
 
 def _record(
-    serve: Callable[..., Any], upstream: Upstream, s3_url: str, cassette_dir: Path, gate: str
+    serve: Callable[..., Any], upstream: Upstream, s3: str, cassette_dir: Path, gate: str
 ) -> tuple[list[httpx.Response], list[httpx.Response]]:
     config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
-    server = serve(create_app(upstream.url, s3_url, config))
+    server = serve(create_app(upstream.url, s3, config))
     responses = send(server.url, _sent(gate))
     upstream.gate(gate).set()  # the timed-out call's upstream handler may finish
     together = _together(server.url)
@@ -144,7 +116,7 @@ def test_every_way_of_calling_urllib3_is_recorded_once_as_the_library_the_app_ca
     """urllib3 calls as urllib3 (each with its client span), requests' as requests only, boto3's
     as urllib3 with the AWS signature and session token redacted, concurrent requests apart."""
     upstream = own_upstream
-    responses, together = _record(serve, upstream, _s3_url(moto), cassette_dir, "rec")
+    responses, together = _record(serve, upstream, s3_url(moto), cassette_dir, "rec")
     docs = _by_target(cassette_dir)
 
     script = docs["/script"]
@@ -188,7 +160,7 @@ def test_every_way_of_calling_urllib3_is_recorded_once_as_the_library_the_app_ca
     check_call_spans(docs["/requests"])
 
     s3 = docs["/s3?key=note.txt"]
-    bucket = f"{_s3_url(moto)}/timetracer-urllib3"
+    bucket = f"{s3_url(moto)}/timetracer-urllib3"
     assert [(method, url) for _, method, url in _urls(s3)] == [
         ("PUT", bucket),
         ("PUT", bucket + "/note.txt"),
@@ -224,15 +196,15 @@ def test_a_fresh_replaying_process_answers_every_call_byte_for_byte_without_a_so
 ) -> None:
     """The upstream and moto stopped, botocore signing with a new clock: every route answers as recorded,
     the recorded urllib3 errors are raised again as their own classes, and no socket connects."""
-    s3_url = _s3_url(moto)
+    s3 = s3_url(moto)
     with running_upstream() as upstream:
-        recorded, together = _record(serve, upstream, s3_url, cassette_dir, "fresh")
+        recorded, together = _record(serve, upstream, s3, cassette_dir, "fresh")
     moto.stop()
     env = {
         "TIMETRACER_MODE": "replay",
         "TIMETRACER_CASSETTE": str(cassette_dir),
         "URLLIB3_APP_UPSTREAM": upstream.url,
-        "URLLIB3_APP_S3": s3_url,
+        "URLLIB3_APP_S3": s3,
         **aws,
     }
     with audited_uvicorn_process(env, "urllib3_app:from_environment") as server:
@@ -241,11 +213,7 @@ def test_a_fresh_replaying_process_answers_every_call_byte_for_byte_without_a_so
     assert CONNECTS.findall(server.stderr) == [], server.stderr
     for old, new in zip([*recorded, *together], [*replayed, *replayed_together], strict=True):
         assert_same_response(old, new)
-    reported = re.findall(
-        r"^timetracer \[OK\] replayed GET (\S+)  id=\w+  status=200  calls=(\d+)/\2  unused=0  response=same$",
-        server.stderr,
-        re.M,
-    )
+    reported = ALL_ANSWERED.findall(server.stderr)
     assert sorted(path for path, _ in reported) == sorted(
         [path.split("?")[0] for _, path, _ in _sent("fresh")]
         + [f"/together/w{i}" for i in range(CONCURRENT)]
@@ -260,12 +228,12 @@ def test_a_changed_call_raises_replay_mismatch_at_its_call_site(
     cassette_dir: Path,
 ) -> None:
     record = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
-    send(serve(create_app(upstream.url, _s3_url(moto), record)).url, [("GET", "/one?who=ada", {})])
+    send(serve(create_app(upstream.url, s3_url(moto), record)).url, [("GET", "/one?who=ada", {})])
     assert timetracer_otel.flush(30)
     (cassette,) = cassette_files(cassette_dir)
     before = len(upstream.requests)
     with new_reports() as reports:
-        server = serve(create_app(upstream.url, _s3_url(moto), replay_config(cassette)))
+        server = serve(create_app(upstream.url, s3_url(moto), replay_config(cassette)))
         (outcome,) = send(server.url, [("GET", "/one?who=bob", {})])
         server.stop()
     assert len(upstream.requests) == before
@@ -287,14 +255,14 @@ def test_requests_named_live_goes_to_the_network_past_the_urllib3_replayer(
     """``TIMETRACER_LIVE_PLUGINS=requests``: urllib3 is what requests sends through, yet not what the app called."""
     record = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
     (recorded,) = send(
-        serve(create_app(upstream.url, _s3_url(moto), record)).url, [("GET", "/requests", {})]
+        serve(create_app(upstream.url, s3_url(moto), record)).url, [("GET", "/requests", {})]
     )
     assert timetracer_otel.flush(30)
     (cassette,) = cassette_files(cassette_dir)
     before = len(upstream.requests)
     config = replay_config(cassette, live_plugins=("requests",))
     (replayed,) = send(
-        serve(create_app(upstream.url, _s3_url(moto), config)).url, [("GET", "/requests", {})]
+        serve(create_app(upstream.url, s3_url(moto), config)).url, [("GET", "/requests", {})]
     )
     assert len(upstream.requests) == before + 2
     assert_same_response(recorded, replayed)

@@ -116,7 +116,10 @@ def _install_capture(config: TraceConfig) -> None:
         if entry_point.name in disabled:
             continue
         for name, plugin in plugins.PLUGINS.items():
-            if plugin.instrumentor != entry_point.value or importlib.util.find_spec(name) is None:
+            if (
+                entry_point.value not in plugin.instrumentors
+                or importlib.util.find_spec(name) is None
+            ):
                 continue
             with guarded(f"distro.{name}"):
                 if plugin.skip_dep_check:

@@ -1,8 +1,8 @@
 """Every client library timetracer records and replays, declared once.
 
 A :class:`Library` names everything about one library: the plugin name users enable,
-the pip extra and minimum versions that bring it, the OpenTelemetry instrumentor that
-makes its spans, the module that captures its calls, the module that answers them in
+the pip extra and minimum versions that bring it, the OpenTelemetry instrumentors that
+make its spans, the module that captures its calls, the module that answers them in
 replay, and the protocol its calls speak (the shared module in
 :mod:`timetracer_otel.protocols`). :mod:`timetracer_otel.plugins`, the replayers and
 the replay session all read this table, so adding a library is one entry here plus its
@@ -21,7 +21,9 @@ class Library:
     name: str  # the plugin name, and the module whose presence means the library is installed
     extra: str  # pip extra that brings the library and the instrumentor
     requires: tuple[str, ...]  # the library's requirements in that extra (pyproject.toml agrees)
-    instrumentor: str  # "module:Class" of the OpenTelemetry instrumentor
+    # "module:Class" of each OpenTelemetry instrumentor making the library's client spans
+    # (grpc: one for sync channels, one for grpc.aio)
+    instrumentors: tuple[str, ...]
     capture: str  # module with install() / uninstall(), recording the calls under the instrumentor
     replay: str  # module with install() / uninstall(), answering the calls from a cassette
     protocol: str  # timetracer_otel.protocols.<protocol>: request shape, redaction, matching view
@@ -39,16 +41,27 @@ LIBRARIES: dict[str, Library] = _declared(
         name="httpx",
         extra="httpx",
         requires=("httpx>=0.25", "sniffio>=1.3"),
-        instrumentor="opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor",),
         capture="timetracer_otel.capture.httpx",
         replay="timetracer_otel.replayers.httpx",
+        protocol="http",
+    ),
+    Library(
+        name="httpx2",
+        extra="httpx2",
+        # httpx's transport API in its own module; OpenTelemetry's httpx package has its
+        # instrumentor since 0.65b0. Python 3.11 and later, as httpx2 itself.
+        requires=("httpx2>=2.16; python_version >= '3.11'",),
+        instrumentors=("opentelemetry.instrumentation.httpx:HTTPX2ClientInstrumentor",),
+        capture="timetracer_otel.capture.httpx2",
+        replay="timetracer_otel.replayers.httpx2",
         protocol="http",
     ),
     Library(
         name="requests",
         extra="requests",
         requires=("requests>=2.28",),
-        instrumentor="opentelemetry.instrumentation.requests:RequestsInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.requests:RequestsInstrumentor",),
         capture="timetracer_otel.capture.requests",
         replay="timetracer_otel.replayers.requests",
         protocol="http",
@@ -57,7 +70,7 @@ LIBRARIES: dict[str, Library] = _declared(
         name="aiohttp",
         extra="aiohttp",
         requires=("aiohttp>=3.9",),
-        instrumentor="opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor",),
         capture="timetracer_otel.capture.aiohttp",
         replay="timetracer_otel.replayers.aiohttp",
         protocol="http",
@@ -66,7 +79,7 @@ LIBRARIES: dict[str, Library] = _declared(
         name="urllib3",
         extra="urllib3",
         requires=("urllib3>=2",),
-        instrumentor="opentelemetry.instrumentation.urllib3:URLLib3Instrumentor",
+        instrumentors=("opentelemetry.instrumentation.urllib3:URLLib3Instrumentor",),
         capture="timetracer_otel.capture.urllib3",
         replay="timetracer_otel.replayers.urllib3",
         protocol="http",
@@ -75,7 +88,7 @@ LIBRARIES: dict[str, Library] = _declared(
         name="sqlalchemy",
         extra="sqlalchemy",
         requires=("sqlalchemy[asyncio]>=2.0",),
-        instrumentor="opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.sqlalchemy:SQLAlchemyInstrumentor",),
         capture="timetracer_otel.capture.sqlalchemy",
         replay="timetracer_otel.replayers.sqlalchemy",
         protocol="sql",
@@ -86,7 +99,7 @@ LIBRARIES: dict[str, Library] = _declared(
         extra="asyncpg",
         # 0.30: Connection.fetchmany and PreparedStatement.fetchmany
         requires=("asyncpg>=0.30",),
-        instrumentor="opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor",),
         capture="timetracer_otel.capture.asyncpg",
         replay="timetracer_otel.replayers.asyncpg",
         protocol="sql",
@@ -95,7 +108,7 @@ LIBRARIES: dict[str, Library] = _declared(
         name="psycopg",
         extra="psycopg",
         requires=("psycopg>=3.2",),
-        instrumentor="opentelemetry.instrumentation.psycopg:PsycopgInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.psycopg:PsycopgInstrumentor",),
         capture="timetracer_otel.capture.psycopg",
         replay="timetracer_otel.replayers.psycopg",
         protocol="sql",
@@ -104,7 +117,7 @@ LIBRARIES: dict[str, Library] = _declared(
         name="redis",
         extra="redis",
         requires=("redis>=5",),
-        instrumentor="opentelemetry.instrumentation.redis:RedisInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.redis:RedisInstrumentor",),
         capture="timetracer_otel.capture.redis",
         replay="timetracer_otel.replayers.redis",
         protocol="redis",
@@ -114,7 +127,7 @@ LIBRARIES: dict[str, Library] = _declared(
         extra="pymongo",
         # 4.18: the command runner replay stands in below
         requires=("pymongo>=4.18",),
-        instrumentor="opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.pymongo:PymongoInstrumentor",),
         capture="timetracer_otel.capture.pymongo",
         replay="timetracer_otel.replayers.pymongo",
         protocol="mongo",
@@ -125,7 +138,7 @@ LIBRARIES: dict[str, Library] = _declared(
         # Motor drives pymongo underneath: pymongo's command monitoring sees its calls, and
         # pymongo's replayer answers them.
         requires=("motor>=3.7", "pymongo>=4.18"),
-        instrumentor="opentelemetry.instrumentation.pymongo:PymongoInstrumentor",
+        instrumentors=("opentelemetry.instrumentation.pymongo:PymongoInstrumentor",),
         capture="timetracer_otel.capture.pymongo",
         replay="timetracer_otel.replayers.pymongo",
         protocol="mongo",
@@ -135,7 +148,10 @@ LIBRARIES: dict[str, Library] = _declared(
         extra="grpc",
         # protobuf: messages are recorded as JSON (json_format) and rebuilt from their type
         requires=("grpcio>=1.62", "protobuf>=5.26"),
-        instrumentor="opentelemetry.instrumentation.grpc:GrpcInstrumentorClient",
+        instrumentors=(
+            "opentelemetry.instrumentation.grpc:GrpcInstrumentorClient",
+            "opentelemetry.instrumentation.grpc:GrpcAioInstrumentorClient",
+        ),
         capture="timetracer_otel.capture.grpc",
         replay="timetracer_otel.replayers.grpc",
         protocol="grpc",

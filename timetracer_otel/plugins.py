@@ -6,10 +6,11 @@ application already did, and put timetracer's capture under the instrumentor's w
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from timetracer_otel.libraries import LIBRARIES, Library
@@ -22,6 +23,8 @@ __all__ = [
     "check_plugin_names",
     "enable_httpx",
     "disable_httpx",
+    "enable_httpx2",
+    "disable_httpx2",
     "enable_requests",
     "disable_requests",
     "enable_aiohttp",
@@ -49,7 +52,8 @@ __all__ = [
 PLUGINS: dict[str, Library] = LIBRARIES
 
 _lock = threading.Lock()
-_instrumented_by_us: set[str] = set()
+# (plugin name, instrumentor class) for each instrumentation timetracer turned on
+_instrumented_by_us: set[tuple[str, type]] = set()
 
 
 def check_plugin_names(names: Iterable[str]) -> list[str]:
@@ -63,14 +67,23 @@ def check_plugin_names(names: Iterable[str]) -> list[str]:
     return names
 
 
-def _instrumentor(plugin: Library, name: str) -> Any:
-    module_name, _, class_name = plugin.instrumentor.partition(":")
+@contextlib.contextmanager
+def _needs_extra(plugin: Library) -> Iterator[None]:
+    """An ImportError inside names the pip extra that brings what is missing."""
     try:
-        return getattr(importlib.import_module(module_name), class_name)()
+        yield
     except ImportError as exc:
         raise ImportError(
-            f"timetracer plugin {name!r} needs {exc.name}: pip install 'timetracer-otel[{plugin.extra}]'"
+            f"timetracer plugin {plugin.name!r} needs {exc.name}: pip install 'timetracer-otel[{plugin.extra}]'"
         ) from exc
+
+
+def _instrumentors(plugin: Library) -> list[Any]:
+    with _needs_extra(plugin):
+        return [
+            getattr(importlib.import_module(module_name), class_name)()
+            for module_name, _, class_name in (i.partition(":") for i in plugin.instrumentors)
+        ]
 
 
 def enable(name: str) -> None:
@@ -78,11 +91,13 @@ def enable(name: str) -> None:
     (name,) = check_plugin_names([name])
     plugin = PLUGINS[name]
     with _lock:
-        instrumentor = _instrumentor(plugin, name)
-        importlib.import_module(plugin.capture).install()
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
-            _instrumented_by_us.add(name)
+        instrumentors = _instrumentors(plugin)
+        with _needs_extra(plugin):  # a capture imports its library when installed
+            importlib.import_module(plugin.capture).install()
+        for instrumentor in instrumentors:
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
+                _instrumented_by_us.add((name, type(instrumentor)))
 
 
 def enable_installed() -> list[str]:
@@ -106,9 +121,10 @@ def disable(name: str) -> None:
     plugin = PLUGINS[name]
     with _lock:
         importlib.import_module(plugin.capture).uninstall()
-        if name in _instrumented_by_us:
-            _instrumentor(plugin, name).uninstrument()
-            _instrumented_by_us.discard(name)
+        for instrumentor in _instrumentors(plugin):
+            if (name, type(instrumentor)) in _instrumented_by_us:
+                instrumentor.uninstrument()
+                _instrumented_by_us.discard((name, type(instrumentor)))
 
 
 def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -128,6 +144,7 @@ def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
 
 
 enable_httpx, disable_httpx = _pair("httpx")
+enable_httpx2, disable_httpx2 = _pair("httpx2")
 enable_requests, disable_requests = _pair("requests")
 enable_aiohttp, disable_aiohttp = _pair("aiohttp")
 enable_urllib3, disable_urllib3 = _pair("urllib3")

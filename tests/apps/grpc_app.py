@@ -22,7 +22,6 @@ import echo_pb2_grpc
 import grpc
 import grpc.aio
 from google.protobuf import json_format
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -207,10 +206,9 @@ def create_app(target: str, config: TraceConfig | None, wait_ready: bool = False
         ],
         lifespan=lifespan,
     )
+    # the grpc plugin instruments sync and aio channels; the channel is made after it, so it
+    # calls through OpenTelemetry's interceptor
     auto_setup(app, config=config, plugins=["grpc"])
-    # the grpc plugin instruments sync channels; the app instruments its aio channels itself
-    GrpcAioInstrumentorClient().instrument()
-    # after the instrumentor: its channels call through OpenTelemetry's interceptor
     app_state["channel"] = grpc.insecure_channel(target)
     app_state["stub"] = echo_pb2_grpc.EchoStub(app_state["channel"])
     return app

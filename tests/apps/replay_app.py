@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import importlib
 import os
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
 CLOSED_PORT_URL = "http://127.0.0.1:1/nothing"
+# The httpx family: one API, two modules (httpx2 needs Python 3.11). Routes named
+# ``/{client}`` take either.
+HTTPX_CLIENTS = ("httpx", "httpx2") if sys.version_info >= (3, 11) else ("httpx",)
 # (method, upstream path, keyword arguments): the same names work for httpx and requests.
 CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/echo?via=json", {"json": {"name": "ada", "n": 1}}),
@@ -65,32 +70,56 @@ def _caught(exc: Exception) -> JSONResponse:
     return JSONResponse({"caught": f"{cls.__module__}.{cls.__qualname__}"}, status_code=502)
 
 
+def _client_routes(name: str, upstream: str, failure_target: Any) -> list[Route]:
+    """``/async/{name}``, ``/stream/{name}`` and ``/fail/{name}``: httpx's ways, with httpx or httpx2."""
+    lib = importlib.import_module(name)
+
+    async def async_httpx(request: Request) -> JSONResponse:
+        async with lib.AsyncClient() as client:
+            return JSONResponse(
+                [seen(await client.request(m, upstream + p, **kw)) for m, p, kw in CALLS]
+            )
+
+    async def stream_httpx(request: Request) -> PlainTextResponse:
+        text = ""
+        async with (
+            lib.AsyncClient() as client,
+            client.stream("GET", f"{upstream}/stream?chunks=3") as response,
+        ):
+            async for data in response.aiter_bytes():
+                text += data.decode()
+        return PlainTextResponse(text)
+
+    async def fail_httpx(request: Request) -> JSONResponse:
+        try:
+            async with lib.AsyncClient(timeout=lib.Timeout(10.0, read=0.05)) as client:
+                await client.get(failure_target(request))
+        except lib.TransportError as exc:
+            return _caught(exc)
+        return JSONResponse({"caught": None})
+
+    return [
+        Route(f"/async/{name}", async_httpx),
+        Route(f"/stream/{name}", stream_httpx),
+        Route(f"/fail/{name}", fail_httpx),
+    ]
+
+
 def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]:
     def failure_target(request: Request) -> str:
         """The closed port, or with ``?gate=`` the upstream's ``/slow`` (held until the test opens the gate)."""
         gate = request.query_params.get("gate")
         return f"{upstream}/slow?gate={gate}" if gate else CLOSED_PORT_URL
 
-    async def async_httpx(request: Request) -> JSONResponse:
-        async with httpx.AsyncClient() as client:
-            return JSONResponse(
-                [seen(await client.request(m, upstream + p, **kw)) for m, p, kw in CALLS]
-            )
-
     def sync_script(request: Request) -> JSONResponse:
         library = request.path_params["library"]
-        with requests.Session() if library == "requests" else httpx.Client() as client:
-            return JSONResponse([seen(client.request(m, upstream + p, **kw)) for m, p, kw in CALLS])
-
-    async def stream_httpx(request: Request) -> PlainTextResponse:
-        text = ""
-        async with (
-            httpx.AsyncClient() as client,
-            client.stream("GET", f"{upstream}/stream?chunks=3") as response,
+        assert library in ("requests", *HTTPX_CLIENTS), library
+        with (
+            requests.Session()
+            if library == "requests"
+            else importlib.import_module(library).Client() as client
         ):
-            async for data in response.aiter_bytes():
-                text += data.decode()
-        return PlainTextResponse(text)
+            return JSONResponse([seen(client.request(m, upstream + p, **kw)) for m, p, kw in CALLS])
 
     async def gzip_upload(request: Request) -> JSONResponse:
         """A compressed request body: its bytes change with gzip's timestamp, its content does not."""
@@ -103,14 +132,6 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
                     )
                 )
             )
-
-    async def fail_httpx(request: Request) -> JSONResponse:
-        try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=0.05)) as client:
-                await client.get(failure_target(request))
-        except httpx.TransportError as exc:
-            return _caught(exc)
-        return JSONResponse({"caught": None})
 
     def fail_requests(request: Request) -> JSONResponse:
         try:
@@ -210,11 +231,13 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
 
     return [
         Route("/thread", in_a_thread),
-        Route("/async/httpx", async_httpx),
+        *(
+            route
+            for name in HTTPX_CLIENTS
+            for route in _client_routes(name, upstream, failure_target)
+        ),
         Route("/sync/{library}", sync_script),
-        Route("/stream/httpx", stream_httpx),
         Route("/upload/gzip", gzip_upload),
-        Route("/fail/httpx", fail_httpx),
         Route("/fail/requests", fail_requests),
         Route("/lookup", lookup, methods=["POST"]),
         Route("/forward", forward, methods=["POST"]),
@@ -241,7 +264,7 @@ def create_app(
     app = Starlette(
         routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed)
     )
-    auto_setup(app, config=config, plugins=["httpx", "requests"])
+    auto_setup(app, config=config, plugins=[*HTTPX_CLIENTS, "requests"])
     return app
 
 

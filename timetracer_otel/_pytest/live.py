@@ -72,6 +72,12 @@ def _wrap_test_client(module: Any) -> None:
     wrapt.wrap_function_wrapper(module, "_TestClientTransport.handle_request", _serving_in_process)
 
 
+def _wrap_asgi_transport(module: Any) -> None:
+    wrapt.wrap_function_wrapper(
+        module, "ASGITransport.handle_async_request", _serving_in_process_async
+    )
+
+
 def _serving_in_process(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """``TestClient``'s transport: the app it calls serves a request (its calls are dependencies)."""
     token = _apps_under_test.serving_request()
@@ -82,7 +88,7 @@ def _serving_in_process(wrapped: Any, instance: Any, args: tuple, kwargs: dict) 
 
 
 async def _serving_in_process_async(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """``httpx.ASGITransport``: as :func:`_serving_in_process`."""
+    """``httpx.ASGITransport`` (or httpx2's): as :func:`_serving_in_process`."""
     token = _apps_under_test.serving_request()
     try:
         return await wrapped(*args, **kwargs)
@@ -116,9 +122,5 @@ def install() -> None:
     # wrapped when the suite imports it, not imported here: its import warns on recent
     # Starlette, which a suite running with warnings as errors would fail on.
     wrapt.register_post_import_hook(_wrap_test_client, "starlette.testclient")
-    with contextlib.suppress(ImportError):
-        import httpx
-
-        wrapt.wrap_function_wrapper(
-            httpx, "ASGITransport.handle_async_request", _serving_in_process_async
-        )
+    for client in ("httpx", "httpx2"):
+        wrapt.register_post_import_hook(_wrap_asgi_transport, client)

@@ -15,7 +15,7 @@ stream the application stops reading is recorded as cancelled after the messages
 which is what gRPC ends it with. A unary call made with ``__call__`` is made with
 ``with_call`` underneath, which returns the same response and also the call's metadata.
 grpc.aio calls are captured at their call objects (see below); their client spans come
-from ``GrpcAioInstrumentorClient`` when the application enables it. Secrets in metadata and messages are hidden by
+from ``GrpcAioInstrumentorClient``, which the plugin enables. Secrets in metadata and messages are hidden by
 the cassette writer, off the request path.
 """
 

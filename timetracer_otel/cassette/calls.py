@@ -85,6 +85,11 @@ class CassetteCall:
         return str(self.document.get("protocol", ""))
 
     @property
+    def kind(self) -> str:
+        """``<protocol>.client``: what the console line counts."""
+        return str(self.document.get("kind", ""))
+
+    @property
     def library(self) -> str | None:
         return self.document.get("library")
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.naming import is_process_cassette_name
 from timetracer_otel.cassette.reader import (
@@ -45,9 +46,8 @@ from timetracer_otel.sealing import redacted
 
 __all__ = ["FIELDS", "LISTED", "CassetteIndex", "index_home", "listing", "summarise"]
 
-_INDEX_VERSION = (
-    4  # 3: kept in the user's cache, read limits, every field checked; 4: content digest
-)
+# 3: kept in the user's cache, read limits, every field checked; 4: query and body digested redacted
+_INDEX_VERSION = 4
 _LEGACY_NAME = ".timetracer-index"  # where versions before 3 kept it: in the cassette directory
 _UNUSED_DAYS = 30
 _DAY_SECONDS = 86_400
@@ -83,24 +83,25 @@ def listing(entry: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The listing fields of one cassette document, and what replay chooses it by (query and body digest, fingerprint)."""
-    request, response, error = doc["request"], doc["response"], doc.get("error")
+    cassette = Cassette(doc)
+    request, error = cassette.request, cassette.error
     # digested as replay digests a live request: redacted, so a sealed secret (unique per cassette) reads [REDACTED]
-    shown = redacted(request)
+    shown = redacted(doc["request"])
     return {
         "key": key,
-        "id": doc.get("id"),
+        "id": cassette.id,
         "recorded_at": doc.get("recorded_at"),
-        "service": doc.get("service"),
-        "method": request["method"],
-        "path": request["path"],
-        "route": request.get("route"),
-        "query": request.get("query", ""),
-        "status": response["status"],
-        "duration_ms": doc.get("duration_ms"),
-        "calls": len(doc["calls"]),
+        "service": cassette.service,
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "query": request.query,
+        "status": cassette.response.status,
+        "duration_ms": cassette.duration_ms,
+        "calls": len(cassette.calls),
         "error": error.get("type") if isinstance(error, dict) else None,
         "content_digest": content_digest(shown.get("query", ""), shown["body"], shown["headers"]),
-        "fingerprint": request.get("fingerprint"),
+        "fingerprint": request.fingerprint,
     }
 
 

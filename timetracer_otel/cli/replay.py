@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations import starlette as starlette_integration
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
@@ -46,8 +47,10 @@ def import_app(spec: str, app_dir: str | None = None, factory: bool = False) -> 
     return app() if factory else app
 
 
-def _request_body(body: dict[str, Any]) -> bytes:
+def _request_body(body: dict[str, Any] | None) -> bytes:
     """The bytes the app received: a body stored decoded is encoded again as its Content-Encoding says."""
+    if body is None:
+        return b""
     return HttpAnswer(0, [], decode_body(body), body.get("content_encoding")).wire_body()
 
 
@@ -169,24 +172,26 @@ class Replayer:
     def replay(self, cassette: str) -> ReplayReport:
         """Send the recorded request of ``cassette`` to the app (its sealed secrets opened when this
         process holds the key); the replay report of that request."""
-        doc = self.library.load(cassette)[0].answers
-        request = doc["request"]
-        url = quote(request["path"], safe="/:@!$&'()*+,;=-._~") + (
-            f"?{request['query']}" if request.get("query") else ""
+        recorded = Cassette(self.library.load(cassette)[0].answers)
+        request = recorded.request
+        url = quote(request.path, safe="/:@!$&'()*+,;=-._~") + (
+            f"?{request.query}" if request.query else ""
         )
         headers, supplied = self.credentials.apply(
-            [(k, v) for k, v in request["headers"] if k.lower() not in _NOT_SENT],
-            RedactedRequest(request["method"], request["path"], request.get("query") or ""),
+            [(k, v) for k, v in request.headers if k.lower() not in _NOT_SENT],
+            RedactedRequest(request.method, request.path, request.query),
         )
         before = recent_reports()
         try:  # header bytes as received: ASGI gives them as latin-1
             sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
             self._client.request(
-                request["method"], url, headers=sent, content=_request_body(request["body"])
+                request.method, url, headers=sent, content=_request_body(request.body)
             )
         except (ValueError, httpx.InvalidURL) as exc:  # a cassette no client could have sent
             return self._unreplayed(
-                cassette, doc, f"the recorded request cannot be sent ({type(exc).__name__}: {exc})"
+                cassette,
+                recorded,
+                f"the recorded request cannot be sent ({type(exc).__name__}: {exc})",
             )
         made = [r for r in recent_reports() if all(r is not b for b in before)]
         if made:
@@ -194,18 +199,17 @@ class Replayer:
             return made[-1]
         return self._unreplayed(
             cassette,
-            doc,
+            recorded,
             "the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)",
         )
 
     @staticmethod
-    def _unreplayed(cassette: str, doc: dict[str, Any], why: str) -> ReplayReport:
-        request = doc["request"]
+    def _unreplayed(cassette: str, recorded: Cassette, why: str) -> ReplayReport:
         return ReplayReport(
             cassette=cassette,
-            method=request["method"],
-            path=request["path"],
-            cassette_id=doc.get("id"),
-            recorded_status=doc["response"]["status"],
+            method=recorded.request.method,
+            path=recorded.request.path,
+            cassette_id=recorded.id,
+            recorded_status=recorded.response.status,
             differences=[why],
         )

@@ -1,0 +1,177 @@
+"""A cassette document: laid out by the functions here, read back through :class:`Cassette`.
+
+A request's cassette is ``{"format", "version", "id", "trace_id", "recorded_at",
+"service", "duration_ms", "request", "response", "error", "calls", "draws", "spans"}``;
+the process cassette (calls made outside every request) is ``{"format", "version",
+"scope": "process", "id", "recorded_at", "service", "calls", "dropped_calls"}``
+(``docs/cassette-format.md``). The cassette builder lays documents out with
+:func:`request_document` and :func:`process_document`; what acts on a loaded cassette
+(replay, the writer's console line and file name, ``timetracer replay``, the index)
+reads it through :class:`Cassette`, and its calls through :class:`.calls.CassetteCall`,
+so the layout is known here and in :mod:`.calls` alone. Redaction, search and display
+walk the document as data. A loaded cassette was checked by :mod:`.validation`, so the
+accessors trust its shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from . import FORMAT_NAME, FORMAT_VERSION
+from .calls import CassetteCall, ErrorInfo, calls_of
+
+__all__ = [
+    "Cassette",
+    "InboundRequest",
+    "InboundResponse",
+    "process_document",
+    "request_document",
+]
+
+Headers = list[list[str]]  # [[name, value], ...] as received or sent
+Body = dict[str, Any]  # a body in cassette form (cassette.body)
+
+
+class InboundRequest(NamedTuple):
+    """The request the application received."""
+
+    method: str
+    path: str
+    route: str | None  # the route template, None when no route matched
+    query: str
+    headers: Headers
+    body: Body | None
+    fingerprint: str | None  # keyed digest of its secrets (sealing), when a key was at hand
+
+
+class InboundResponse(NamedTuple):
+    """The response the application sent."""
+
+    status: int
+    headers: Headers
+    body: Body | None
+
+
+def request_document(
+    *,
+    cassette_id: str,
+    trace_id: str,
+    recorded_at: str,
+    service: str | None,
+    duration_ms: float,
+    request: InboundRequest,
+    response: InboundResponse,
+    error: ErrorInfo | None,
+    calls: list[dict[str, Any]],
+    draws: list[Any],
+    spans: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A request's cassette, calls laid out by :func:`.calls.call_document`."""
+    inbound: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "query": request.query,
+        "headers": request.headers,
+        "body": request.body,
+    }
+    if request.fingerprint is not None:
+        inbound["fingerprint"] = request.fingerprint
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "id": cassette_id,
+        "trace_id": trace_id,
+        "recorded_at": recorded_at,
+        "service": service,
+        "duration_ms": duration_ms,
+        "request": inbound,
+        "response": {"status": response.status, "headers": response.headers, "body": response.body},
+        "error": error,
+        "calls": calls,
+        "draws": draws,
+        "spans": spans,
+    }
+
+
+def process_document(
+    *,
+    cassette_id: str,
+    recorded_at: str,
+    service: str | None,
+    calls: list[dict[str, Any]],
+    dropped_calls: int,
+) -> dict[str, Any]:
+    """The process cassette: the calls made outside every request."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "scope": "process",
+        "id": cassette_id,
+        "recorded_at": recorded_at,
+        "service": service,
+        "calls": calls,
+        "dropped_calls": dropped_calls,
+    }
+
+
+@dataclass(frozen=True)
+class Cassette:
+    """A cassette document, read."""
+
+    document: dict[str, Any]
+
+    @property
+    def id(self) -> str | None:
+        return self.document.get("id")
+
+    @property
+    def is_process(self) -> bool:
+        """The process cassette, which has no request."""
+        return self.document.get("scope") == "process"
+
+    @property
+    def recorded_at(self) -> datetime:
+        return datetime.fromisoformat(str(self.document["recorded_at"]).replace("Z", "+00:00"))
+
+    @property
+    def service(self) -> str | None:
+        return self.document.get("service")
+
+    @property
+    def duration_ms(self) -> float | None:
+        return self.document.get("duration_ms")
+
+    @property
+    def request(self) -> InboundRequest:
+        request = self.document["request"]
+        return InboundRequest(
+            request["method"],
+            request["path"],
+            request.get("route"),
+            request.get("query") or "",
+            request.get("headers") or [],
+            request.get("body"),
+            request.get("fingerprint"),
+        )
+
+    @property
+    def response(self) -> InboundResponse:
+        response = self.document["response"]
+        return InboundResponse(
+            int(response["status"]), response.get("headers") or [], response.get("body")
+        )
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        return self.document.get("error")
+
+    @property
+    def calls(self) -> list[CassetteCall]:
+        return calls_of(self.document)
+
+    @property
+    def draws(self) -> list[Any]:
+        return list(self.document.get("draws") or ())
