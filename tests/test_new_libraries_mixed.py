@@ -1,4 +1,4 @@
-"""asyncpg, psycopg, boto3 on urllib3 and grpc.aio in one request with httpx and Redis, 100 requests
+"""asyncpg, psycopg, boto3 on urllib3, grpc.aio and httpx2 in one request with httpx and Redis, 100 requests
 at once: recorded through uvicorn against the real servers (PostgreSQL, Redis, a moto S3 server, an
 Echo gRPC server, the upstream), each request's cassette holding its own calls only; replayed, all
 100 at once, by a fresh ``TIMETRACER_MODE=replay`` process with every server stopped or out of
@@ -49,7 +49,8 @@ PATHS = [f"/mixed/{rid}" for rid in RIDS]
 RID = re.compile(r"req-\d{3}")
 # (protocol, library) of the calls each request makes
 CALLS = sorted(
-    [("http", "httpx"), ("redis", "redis"), ("redis", "redis"), ("sql", "asyncpg")]
+    [("http", "httpx"), ("http", "httpx2"), ("redis", "redis"), ("redis", "redis")]
+    + [("sql", "asyncpg")]
     + [("sql", "psycopg"), ("http", "urllib3"), ("http", "urllib3"), ("grpc", "grpc")]
 )
 
@@ -81,7 +82,7 @@ def _check_response(response: httpx.Response, rid: str) -> None:
     assert response.status_code == 200, response.text
     got, n = response.json(), int(rid.rsplit("-", 1)[1])
     etag = '"' + hashlib.md5(f"body of {rid}".encode()).hexdigest() + '"'
-    assert {k: v for k, v in got.items() if k not in ("http", "grpc")} == {
+    assert {k: v for k, v in got.items() if k not in ("http", "http2", "grpc")} == {
         "rid": rid,
         "redis": repr((True, rid.encode())),
         "asyncpg": f"<Record rid='{rid}' n={n * 10}>",
@@ -89,6 +90,7 @@ def _check_response(response: httpx.Response, rid: str) -> None:
         "s3": repr((etag, etag, f"body of {rid}".encode())),
     }
     assert (got["http"]["query"], json.loads(got["http"]["body"])) == (f"rid={rid}", {"rid": rid})
+    assert got["http2"]["query"] == f"via={rid}"
     reply = got["grpc"]
     assert (reply["text"], reply["index"], reply["sessionToken"]) == (
         f"{rid}!",

@@ -1,8 +1,8 @@
-"""The application of the mixed new-libraries test: asyncpg, psycopg, boto3 (urllib3) and grpc.aio
-beside httpx and Redis, in one request.
+"""The application of the mixed new-libraries test: asyncpg, psycopg, boto3 (urllib3), grpc.aio
+and httpx2 beside httpx and Redis, in one request.
 
-``GET /mixed/{rid}`` makes, all at once (``asyncio.gather``), an httpx call to the upstream, a
-Redis SET then GET, an asyncpg ``fetchrow`` and a psycopg query on pools, a boto3 S3 put then get
+``GET /mixed/{rid}`` makes, all at once (``asyncio.gather``), an httpx and an httpx2 call to the
+upstream, a Redis SET then GET, an asyncpg ``fetchrow`` and a psycopg query on pools, a boto3 S3 put then get
 on a thread (boto3 is sync: ``asyncio.to_thread``, as async apps call it), and a grpc.aio unary
 call; each carries the request id ``rid``. The clients are shared by every request, as a
 service's are: made with the app, or (the pools, the httpx client, the aio channel) in the
@@ -30,6 +30,7 @@ import echo_pb2
 import echo_pb2_grpc
 import grpc.aio
 import httpx
+import httpx2
 import redis.asyncio
 from google.protobuf import json_format
 from psycopg_pool import AsyncConnectionPool
@@ -41,7 +42,7 @@ from starlette.routing import Route
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
-PLUGINS = ["httpx", "redis", "asyncpg", "psycopg", "urllib3", "grpc"]
+PLUGINS = ["httpx", "httpx2", "redis", "asyncpg", "psycopg", "urllib3", "grpc"]
 BUCKET = "timetracer-mixed"
 
 
@@ -76,6 +77,7 @@ class _Clients:
 
     async def open(self) -> None:
         self.http_client = httpx.AsyncClient()
+        self.http2_client = httpx2.AsyncClient()
         self.asyncpg = await asyncpg.create_pool(self.deps.postgres, min_size=2, max_size=10)
         self.psycopg = AsyncConnectionPool(self.deps.postgres, min_size=2, max_size=10, open=False)
         await self.psycopg.open(wait=True)
@@ -89,12 +91,17 @@ class _Clients:
         await self.asyncpg.close()
         await self.redis.aclose()
         await self.http_client.aclose()
+        await self.http2_client.aclose()
         self.s3.close()
 
     async def http(self, rid: str) -> Any:
         response = await self.http_client.post(
             f"{self.deps.upstream}/echo", params={"rid": rid}, json={"rid": rid}
         )
+        return response.json()
+
+    async def http2(self, rid: str) -> Any:
+        response = await self.http2_client.get(f"{self.deps.upstream}/echo", params={"via": rid})
         return response.json()
 
     async def redis_set_get(self, rid: str) -> str:
@@ -126,9 +133,10 @@ async def mixed(request: Request) -> JSONResponse:
     c: _Clients = request.app.state.clients
     rid = request.path_params["rid"]
     n = int(rid.rsplit("-", 1)[1])
-    names = ("http", "redis", "asyncpg", "psycopg", "s3", "grpc")
+    names = ("http", "http2", "redis", "asyncpg", "psycopg", "s3", "grpc")
     results = await asyncio.gather(
         c.http(rid),
+        c.http2(rid),
         c.redis_set_get(rid),
         c.asyncpg_row(rid, n),
         c.psycopg_row(rid, n),
