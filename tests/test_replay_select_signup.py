@@ -27,9 +27,8 @@ from timetracer_otel.config import TraceConfig
 _POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 _REDIS = REDIS.format(port=6379)
 _PREFIX = "tt-signup"
-_PASSWORD = (
-    "Passw0rd!x"  # one for every user, as a suite's users often share: their fingerprints are equal
-)
+# one for every user, as a suite's users often share: their fingerprints are equal
+_PASSWORD = "Passw0rd!x"
 
 
 def _sign_up(name: str) -> Sent:
