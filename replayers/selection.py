@@ -1,10 +1,11 @@
 """Which cassette answers a replayed request: chosen from an index, loaded when chosen.
 
 A request is answered by a cassette with the same signature: the method; the exact path,
-else the route template; the request body in canonical form (redacted and cut as
-recorded); and the fingerprint of the secrets redaction removed, when this process holds
-the key the recording used. Where a part finds no cassette it is left out (another path
-of the same route, a body or secrets never recorded) and the report says so for secrets.
+else the route template; the query string and request body in canonical form (redacted and
+cut as recorded); and the fingerprint of the secrets redaction removed, when this process
+holds the key the recording used. Where a part finds no cassette it is left out (another
+path of the same route, a query and body or secrets never recorded) and the report says so
+for secrets.
 Cassettes sharing a signature are used in recording order (``recorded_at``, then file
 name), with a turn counter per signature: the Nth request with signature S gets the Nth
 cassette recorded with S, and after the last one the first again.
@@ -33,7 +34,7 @@ from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.inbound import Scope, route_template
-from timetracer_otel.protocols.http import body_digest, live_body
+from timetracer_otel.protocols.http import content_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
 from .opening import Opened, open_for_replay
@@ -92,7 +93,7 @@ class Choice:
 
 class _Entry(NamedTuple):
     path: str
-    body: str  # the request body's digest (protocols.http.body_digest)
+    content: str  # the query string's and request body's digest (protocols.http.content_digest)
     fingerprint: str | None
 
 
@@ -114,7 +115,7 @@ class _Turns:
 
 
 class _Group:
-    """The cassettes of one method and path (or route), indexed by body and fingerprint when first asked for."""
+    """The cassettes of one method and path (or route), indexed by content and fingerprint when first asked for."""
 
     __slots__ = ("entries", "_turns")
 
@@ -122,14 +123,14 @@ class _Group:
         self.entries: list[_Entry] = []
         self._turns: dict[tuple[str | None, str | None], _Turns] | None = None
 
-    def turns(self, body: str | None, fingerprint: str | None) -> _Turns | None:
-        """The cassettes with this body digest and fingerprint (None: any); None when there are none."""
+    def turns(self, content: str | None, fingerprint: str | None) -> _Turns | None:
+        """The cassettes with this content digest and fingerprint (None: any); None when there are none."""
         if self._turns is None:
             self._turns = {}
             for entry in self.entries:
                 for key in {
-                    (entry.body, entry.fingerprint),
-                    (entry.body, None),
+                    (entry.content, entry.fingerprint),
+                    (entry.content, None),
                     (None, entry.fingerprint),
                     (None, None),
                 }:
@@ -138,7 +139,7 @@ class _Group:
                 turns.fingerprints = frozenset(
                     e.fingerprint for e in turns.entries if e.fingerprint is not None
                 )
-        return self._turns.get((body, fingerprint))
+        return self._turns.get((content, fingerprint))
 
 
 class _Documents:
@@ -211,7 +212,8 @@ class CassetteLibrary:
             index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"])
         )
         self._entries = [
-            _Entry(str(files[row["key"]]), row["body_digest"], row["fingerprint"]) for row in rows
+            _Entry(str(files[row["key"]]), row["content_digest"], row["fingerprint"])
+            for row in rows
         ]
         self._by_path: dict[tuple[str, str], _Group] = {}
         self._by_route: dict[tuple[str, str], _Group] = {}
@@ -238,7 +240,7 @@ class CassetteLibrary:
         return self._documents.get(path)
 
     def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
-        """The cassette for ``request``; its body is compared redacted and cut per ``config``, its secrets by fingerprint."""
+        """The cassette for ``request``; its query and body are compared redacted and cut per ``config``, its secrets by fingerprint."""
         if len(self._entries) == 1:
             return self._chosen(self._entries[0], [])
         group = self._by_path.get((request.method, request.path))
@@ -255,13 +257,14 @@ class CassetteLibrary:
         headers = [list(h) for h in request.headers]
         message = {"headers": headers, "query": request.query, "body": body}
         secrets = redactor.secrets(message) if redactor is not None else []
+        query = redactor.query(request.query) if redactor is not None else request.query
         if redactor is not None and body is not None:
             redactor.body(body, headers)
         with self._lock:
-            digest = body_digest(body, headers) if body is not None else None
-            same_body = group.turns(digest, None)
-            digest = digest if same_body is not None else None
-            candidates = same_body or group.turns(None, None)
+            digest = content_digest(query, body, headers) if body is not None else None
+            same_content = group.turns(digest, None)
+            digest = digest if same_content is not None else None
+            candidates = same_content or group.turns(None, None)
             assert candidates is not None  # every group has (None, None)
             printed, unknown = self._fingerprint(candidates, secrets, config)
             exact = group.turns(digest, printed) if printed is not None else None

@@ -40,12 +40,14 @@ from timetracer_otel.cassette.reader import (
 )
 from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import ReadLimits
-from timetracer_otel.protocols.http import body_digest
+from timetracer_otel.protocols.http import content_digest
 from timetracer_otel.replayers.session import recorded_views
+from timetracer_otel.sealing import redacted
 
 __all__ = ["FIELDS", "LISTED", "CassetteIndex", "index_home", "listing", "summarise"]
 
-_INDEX_VERSION = 3  # 3: kept in the user's cache, read limits, every field checked
+# 3: kept in the user's cache, read limits, every field checked; 4: query and body digested redacted
+_INDEX_VERSION = 4
 _LEGACY_NAME = ".timetracer-index"  # where versions before 3 kept it: in the cassette directory
 _UNUSED_DAYS = 30
 _DAY_SECONDS = 86_400
@@ -67,7 +69,7 @@ LISTED = (
 # the last two choose a request's cassette in replay
 FIELDS = (
     *LISTED,
-    "body_digest",
+    "content_digest",
     "fingerprint",
 )
 
@@ -80,9 +82,11 @@ def listing(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """The listing fields of one cassette document, and what replay chooses it by (request body digest, fingerprint)."""
+    """The listing fields of one cassette document, and what replay chooses it by (query and body digest, fingerprint)."""
     cassette = Cassette(doc)
     request, error = cassette.request, cassette.error
+    # digested as replay digests a live request: redacted, so a sealed secret (unique per cassette) reads [REDACTED]
+    shown = redacted(doc["request"])
     return {
         "key": key,
         "id": cassette.id,
@@ -96,7 +100,7 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": cassette.duration_ms,
         "calls": len(cassette.calls),
         "error": error.get("type") if isinstance(error, dict) else None,
-        "body_digest": body_digest(request.body, request.headers),
+        "content_digest": content_digest(shown.get("query", ""), shown["body"], shown["headers"]),
         "fingerprint": request.fingerprint,
     }
 

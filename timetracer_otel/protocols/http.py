@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from timetracer_otel.redaction import Redactor
     from timetracer_otel.secret_values import ValueScrubber
 
-__all__ = ["absolute_url", "body_digest", "live_body", "request_view", "recorded_view", "live_view"]
+__all__ = [
+    "absolute_url",
+    "body_digest",
+    "content_digest",
+    "live_body",
+    "request_view",
+    "recorded_view",
+    "live_view",
+]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -96,6 +104,15 @@ def _digest(kind: str, canonical: Any) -> str:
 def body_digest(body: dict | None, headers: list | None) -> str:
     """The body's part of a signature, as a SHA-256: equal for bodies that match (a body in cassette form, redacted)."""
     return _digest(*_canonical_body(body, headers))
+
+
+def content_digest(query: str, body: dict | None, headers: list | None) -> str:
+    """An inbound request's query string and body, as a SHA-256: equal for requests whose query
+    parameters (sorted) and bodies (as :func:`body_digest`) match, both redacted."""
+    pairs = sorted(parse_qsl(query, keep_blank_values=True))
+    return _digest(
+        "content", f"{json.dumps(pairs, ensure_ascii=False)}\n{body_digest(body, headers)}"
+    )
 
 
 def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[str, Any]:

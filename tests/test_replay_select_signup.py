@@ -1,0 +1,124 @@
+"""A replayed directory chooses each request's cassette by its body, even one holding a sealed
+secret (a sign-up's JSON password, a login form's), and by its query string (a page of a
+list), whatever order requests arrive in: concurrent clients of a real service never repeat
+the recording's order, and a developer replays the one request they care about. The app is a
+sign-up service on real PostgreSQL (SQLAlchemy on asyncpg, ``uuid4()``/``now()`` defaults)
+and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from _replay import Sent, assert_same_response, cassette_files, new_reports, replay_config, send
+from _services import REDIS, closed_port, postgres_schemas
+from apps.signup_app import create_app, create_tables
+
+import timetracer_otel
+from timetracer_otel._own_io import own_io
+from timetracer_otel.config import TraceConfig
+
+_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+_REDIS = REDIS.format(port=6379)
+_PREFIX = "tt-signup"
+# one for every user, as a suite's users often share: their fingerprints are equal
+_PASSWORD = "Passw0rd!x"
+
+
+def _sign_up(name: str) -> Sent:
+    body = {"username": name, "email": f"{name}@example.com", "password": _PASSWORD}
+    return ("POST", "/users", {"json": body})
+
+
+def _login(name: str) -> Sent:
+    return ("POST", "/login", {"data": {"username": name, "password": _PASSWORD}})
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A PostgreSQL schema holding the app's table; the app's Redis keys are removed afterwards."""
+    with postgres_schemas("") as name:
+        with own_io():
+            asyncio.run(create_tables(_POSTGRES, name))
+        yield name
+    with own_io(), redis.Redis.from_url(_REDIS) as client:
+        for key in client.scan_iter(f"{_PREFIX}:*"):
+            client.delete(key)
+
+
+def _ids_in_recording_order(directory: Path) -> list[str]:
+    docs = [json.loads(path.read_text("utf-8")) for path in cassette_files(directory)]
+    docs.sort(key=lambda doc: datetime.fromisoformat(doc["recorded_at"].replace("Z", "+00:00")))
+    return [doc["id"] for doc in docs]
+
+
+def test_sealed_bodies_choose_their_own_cassette_in_any_order(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path
+) -> None:
+    """Recorded ada's then bob's sign-up and login, with the same password; replayed bob first: each
+    request gets the cassette recorded with its body, so every call matches and each answer is the recorded one."""
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    app = create_app(_POSTGRES, schema, _REDIS, _PREFIX, recording)
+    sent = [_sign_up("ada"), _sign_up("bob"), _login("ada"), _login("bob")]
+    recorded = send(serve(app).url, sent)
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert [r.status_code for r in recorded] == [201, 201, 200, 200]
+    assert all(_PASSWORD not in path.read_text("utf-8") for path in cassette_files(cassette_dir))
+    ada_up, bob_up, ada_in, bob_in = _ids_in_recording_order(cassette_dir)
+
+    closed = closed_port()
+    offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
+    app = create_app(
+        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
+    )
+    with new_reports() as reports:
+        server = serve(app)
+        replayed = send(server.url, [sent[1], sent[0], sent[3], sent[2]])
+        server.stop()
+
+    assert [r.cassette_id for r in reports] == [bob_up, ada_up, bob_in, ada_in]
+    for before, after in zip(
+        [recorded[1], recorded[0], recorded[3], recorded[2]], replayed, strict=True
+    ):
+        assert_same_response(before, after)
+    assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
+
+
+def test_a_query_string_chooses_its_own_cassette(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path
+) -> None:
+    """Recorded the first page, the same page again (from the Redis cache), then the second page;
+    replayed the second page alone, first: it gets the cassette recorded with its query."""
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    app = create_app(_POSTGRES, schema, _REDIS, _PREFIX, recording)
+    first, second = (
+        ("GET", "/users/", {"params": {"page": page, "items_per_page": 1}}) for page in (1, 2)
+    )
+    recorded = send(serve(app).url, [_sign_up("ada"), _sign_up("bob"), first, first, second])
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert [user["username"] for r in recorded[2:] for user in r.json()["data"]] == [
+        "ada",
+        "ada",
+        "bob",
+    ]
+    second_id = _ids_in_recording_order(cassette_dir)[-1]
+
+    closed = closed_port()
+    offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
+    app = create_app(
+        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
+    )
+    with new_reports() as reports:
+        server = serve(app)
+        (replayed,) = send(server.url, [second])
+        server.stop()
+
+    assert [r.cassette_id for r in reports] == [second_id]
+    assert_same_response(recorded[4], replayed)
+    assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
