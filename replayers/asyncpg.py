@@ -46,6 +46,7 @@ from timetracer_otel.protocols.sql import (
     asyncpg_arguments,
     asyncpg_request,
     live_view,
+    recorded_response,
 )
 
 from .http import recorded_error_class
@@ -118,10 +119,11 @@ def _replay(owner: type, method: str) -> Callable[..., Any]:
             if isinstance(connection, _ReplayConnection):
                 raise ReplayMismatchError(live_view(request).label, LIBRARY, "(none)", _OUTSIDE)
             return await wrapped(*args, **kwargs)
-        call = session.answer(LIBRARY, live_view(session.scrubbed(request), session.redactor)).call
-        if call.error:
-            raise _error(call)
-        response = call.decoded_response() or {}
+        view = live_view(session.scrubbed(request), session.redactor)
+        recorded = session.answer(LIBRARY, view)
+        if recorded.call.error:
+            raise _error(recorded.call)
+        response = recorded_response(recorded.call, recorded.view, view)
         if method == "prepare":
             return _ReplayStatement(instance, request["statement"])
         return _result(method, response, kwargs.get("column", 0))
@@ -137,10 +139,9 @@ class _ReplayCursor:
     which replay refuses), :class:`ReplayMismatchError`: its next rows were never recorded.
     """
 
-    def __init__(self, call: CassetteCall, label: str, path: str) -> None:
+    def __init__(self, call: CassetteCall, response: dict[str, Any], label: str, path: str) -> None:
         self._call = call
         self._label, self._path = label, path
-        response = call.decoded_response() or {}
         self._rows = deque(_records(response)) if "rows" in response else deque()
         self._complete = bool(response.get("complete")) and not call.error
 
@@ -205,8 +206,12 @@ def _cursor(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
         if isinstance(instance, _ReplayConnection):
             raise ReplayMismatchError(live_view(request).label, LIBRARY, "(none)", _OUTSIDE)
         return wrapped(*args, **kwargs)
-    recorded = session.answer(LIBRARY, live_view(session.scrubbed(request), session.redactor))
-    return _ReplayCursorFactory(_ReplayCursor(recorded.call, recorded.view.label, session.path))
+    view = live_view(session.scrubbed(request), session.redactor)
+    recorded = session.answer(LIBRARY, view)
+    response = recorded_response(recorded.call, recorded.view, view)
+    return _ReplayCursorFactory(
+        _ReplayCursor(recorded.call, response, recorded.view.label, session.path)
+    )
 
 
 # --------------------------------------------------------------------------- stand-ins

@@ -31,7 +31,7 @@ from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 from timetracer_otel import wrapper_layers
 from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.protocols.sql import PSYCOPG, live_view, psycopg_request
+from timetracer_otel.protocols.sql import PSYCOPG, live_view, psycopg_request, recorded_response
 
 from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
@@ -132,10 +132,11 @@ class _ReplayCursor:
         session = _session(lambda: live_view(request).label)
         if session is None:
             raise ReplayMismatchError(live_view(request).label, LIBRARY, "(none)", _OUTSIDE)
-        call = session.answer(LIBRARY, live_view(session.scrubbed(request), session.redactor)).call
-        if call.error:
-            raise _error(call)
-        response = call.decoded_response() or {}
+        view = live_view(session.scrubbed(request), session.redactor)
+        recorded = session.answer(LIBRARY, view)
+        if recorded.call.error:
+            raise _error(recorded.call)
+        response = recorded_response(recorded.call, recorded.view, view)
         self._results = [_Result(each) for each in response.get("results") or [response]]
         self._rowcount = int(response.get("rowcount", -1))
         self._select(0)

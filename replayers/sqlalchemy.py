@@ -45,7 +45,12 @@ except ImportError:  # pragma: no cover - SQLAlchemy 2.0
 from timetracer_otel import wrapper_layers
 from timetracer_otel._recording import outer_call
 from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.protocols.sql import connect_request, live_view, statement_request
+from timetracer_otel.protocols.sql import (
+    connect_request,
+    live_view,
+    recorded_response,
+    statement_request,
+)
 
 from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
 
@@ -162,12 +167,11 @@ class _ReplayCursor:
                 "(none)",
                 "a replay connection was used outside its replay session",
             )
-        recorded = session.answer(
-            LIBRARY,
-            live_view(session.scrubbed(request), session.redactor) if session.values else view,
-        )
+        if session.values:
+            view = live_view(session.scrubbed(request), session.redactor)
+        recorded = session.answer(LIBRARY, view)
         _raise_recorded(recorded.call, dialect)
-        response = recorded.call.decoded_response() or {}
+        response = recorded_response(recorded.call, recorded.view, view)
         description = response.get("description")
         self.description = (
             None if description is None else [tuple(column) for column in description]

@@ -15,7 +15,10 @@ Matching compares the dialect, the operation, the statement with its whitespace
 normalised, and the parameters as typed values (``1`` and ``1.0`` differ, so do
 ``b"x"`` and ``"x"``). The savepoint names asyncpg makes up (``__asyncpg_savepoint_31c__``,
 numbered by a counter of the connection that its prepared statements advance too) are
-compared without their number: a replay connection starts counting afresh. A ``connect`` call is matched by its dialect alone: the URL is
+compared without their number: a replay connection starts counting afresh. The top-level
+``SELECT`` and ``GROUP BY`` lists are compared in any order (an ORM may build them from a set,
+in another order each process), the answer's columns then put in the live order by the
+replayer (:mod:`timetracer_otel._sql_lists`). A ``connect`` call is matched by its dialect alone: the URL is
 not part of it, so a replay may point the engine anywhere (a closed port, a deleted file).
 
 Secrets (:func:`redact`): parameters named like a secret (``%(password)s``, ``:password``),
@@ -34,6 +37,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
+from timetracer_otel._sql_lists import live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.secret_names import SecretNames
@@ -56,6 +60,7 @@ __all__ = [
     "recorded_view",
     "live_view",
     "usual_answer",
+    "recorded_response",
     "ASYNCPG",
     "ASYNCPG_METHODS",
     "ASYNCPG_CONNECTION_METHODS",
@@ -228,7 +233,7 @@ def _view(request: dict[str, Any]) -> CallView:
     label = f"{operation} {statement}"
     if len(label) > _LABEL_CHARS:
         label = label[: _LABEL_CHARS - 3] + "..."
-    signature = _GENERATED_NAMES.sub("__asyncpg_savepoint__", statement)
+    signature = _GENERATED_NAMES.sub("__asyncpg_savepoint__", order_free(statement))
     return CallView(
         "sql",
         label,
@@ -252,6 +257,15 @@ def live_view(request: dict[str, Any], redactor: Redactor | None = None) -> Call
     hidden by ``redactor`` as the recording's was (secret parameters)."""
     encoded = encode_value(request)
     return _view(redactor.protocol_request("sql", encoded) if redactor is not None else encoded)
+
+
+def recorded_response(recorded: CassetteCall, answered: CallView, live: CallView) -> dict[str, Any]:
+    """The decoded response of ``recorded`` (whose view is ``answered``) for the ``live`` call
+    it answers: its columns in the live statement's ``SELECT`` order."""
+    response = recorded.decoded_response() or {}
+    if "statement" not in answered.fields or "statement" not in live.fields:
+        return response
+    return live_columns(answered.fields["statement"], live.fields["statement"], response)
 
 
 def usual_answer(view: CallView) -> dict[str, Any] | None:

@@ -1,0 +1,113 @@
+"""SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does): recorded by one
+process, replayed by another whose string hashes order the set otherwise, with PostgreSQL
+unreachable. Every call is answered and every row's columns come back in the replaying
+process's order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _replay import APPS_DIR, CONNECTS, Sent, audited_uvicorn_process, send, uvicorn_process
+from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
+from apps.set_order_app import create_tables
+
+from timetracer_otel._sql_lists import order_free
+
+SENT: list[Sent] = [
+    ("GET", "/authors/ada", {}),
+    ("GET", "/authors/nobody", {}),
+    ("GET", "/authors", {}),
+]
+RECORD_SEED = "0"
+_REPORT = re.compile(
+    r"^timetracer \[(\w+)\] replayed .*  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$", re.M
+)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    with postgres_schemas("") as name:
+        asyncio.run(create_tables(POSTGRES_ADMIN, name))
+        yield name
+
+
+def _order(seed: str) -> list[str]:
+    """The app's column order in a process with ``PYTHONHASHSEED=seed``."""
+    probe = f"import sys; sys.path.insert(0, {str(APPS_DIR)!r}); import set_order_app; print(set_order_app.SELECTED)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONHASHSEED": seed},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.replace("'", '"'))
+
+
+def _replay_seed() -> str:
+    """A hash seed under which the app selects its columns in another order than the recording's."""
+    recorded = _order(RECORD_SEED)
+    return next(seed for seed in map(str, range(1, 50)) if _order(seed) != recorded)
+
+
+def test_lists_built_from_a_set_replay_in_another_process_order(
+    cassette_dir: Path, schema: str
+) -> None:
+    env = {"SET_ORDER_APP_SCHEMA": schema, "TIMETRACER_DIR": str(cassette_dir)}
+    record_env = {**env, "TIMETRACER_MODE": "record", "PYTHONHASHSEED": RECORD_SEED}
+    record_env["SET_ORDER_APP_DSN"] = POSTGRES_ADMIN
+    with uvicorn_process(record_env, "set_order_app:from_environment") as server:
+        recorded = send(server.url, SENT)
+    assert [r.status_code for r in recorded] == [200, 200, 200], server.stderr
+    assert recorded[0].json()["fetchrow"]["name"] == "ada"
+
+    replay_env = {
+        **env,
+        "TIMETRACER_MODE": "replay",
+        "TIMETRACER_CASSETTE": str(cassette_dir),
+        "PYTHONHASHSEED": _replay_seed(),
+        "SET_ORDER_APP_DSN": f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
+    }
+    with audited_uvicorn_process(replay_env, "set_order_app:from_environment") as server:
+        replayed = send(server.url, SENT)
+    for before, after in zip(recorded, replayed, strict=True):
+        assert (after.status_code, after.text) == (before.status_code, before.text), server.stderr
+    reports = _REPORT.findall(server.stderr)
+    assert [
+        (ok, made == recorded_calls, unused, same)
+        for ok, made, recorded_calls, unused, same in reports
+    ] == [("OK", True, "0", "same")] * len(SENT), server.stderr
+    assert not CONNECTS.findall(server.stderr)
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        (
+            'SELECT "a","b" FROM t GROUP BY a, b LIMIT 2',
+            'SELECT "b","a" FROM t GROUP BY b,a LIMIT 2',
+            True,
+        ),
+        ("SELECT DISTINCT a, b FROM t", "SELECT DISTINCT b, a FROM t", True),
+        ("SELECT a, b FROM t ORDER BY a, b", "SELECT a, b FROM t ORDER BY b, a", False),
+        ("SELECT f(a, b) FROM t", "SELECT f(b, a) FROM t", False),
+        ("SELECT 'a, b' FROM t", "SELECT 'b, a' FROM t", False),
+        ("SELECT x FROM (SELECT a, b FROM t) s", "SELECT x FROM (SELECT b, a FROM t) s", False),
+        ("SELECT t.*, u.* FROM t, u", "SELECT u.*, t.* FROM t, u", False),
+        ("SELECT a, b FROM t; SELECT 1", "SELECT b, a FROM t; SELECT 1", False),
+    ],
+)
+def test_only_a_statements_own_select_and_group_by_lists_are_order_free(
+    one: str, other: str, same: bool
+) -> None:
+    """Order matters everywhere else: ORDER BY, a function's arguments, quoted text, a
+    subquery, ``*`` (columns not told apart by expression), a script of statements."""
+    assert (order_free(one) == order_free(other)) is same

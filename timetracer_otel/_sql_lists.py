@@ -1,0 +1,125 @@
+"""A statement's order-free lists: its top-level ``SELECT`` list and ``GROUP BY`` list.
+
+Some ORMs build these lists from a Python ``set`` (Tortoise ORM selects a model's columns
+from ``Model._meta.db_fields``), so their order changes from one process to the next with
+string hash randomisation: ``SELECT "id","name" FROM "author"`` is recorded and
+``SELECT "name","id" FROM "author"`` replayed. Neither list's order changes which rows come
+back, only the order of their columns, so matching compares these lists as sets
+(:func:`order_free`) and the answer's columns are put in the live statement's order
+(:func:`live_columns`). A ``SELECT`` list with a ``*`` is kept as written: its columns
+cannot be told apart by expression.
+
+Statements are scanned at their top level only (outside parentheses and quotes), with their
+whitespace already normalised.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["order_free", "live_columns"]
+
+_SELECT = re.compile(r"select\s+(?:all\s+|distinct\s+(?!on\b))?", re.IGNORECASE)
+_FROM = re.compile(r"\bfrom\b", re.IGNORECASE)
+_GROUP_BY = re.compile(r"\bgroup\s+by\b\s*", re.IGNORECASE)
+_AFTER_GROUP_BY = re.compile(
+    r"\b(?:having|window|order\s+by|limit|offset|fetch|for|union|intersect|except)\b|;",
+    re.IGNORECASE,
+)
+
+
+def _top_level(statement: str) -> list[bool]:
+    """For each character: whether it is outside every parenthesis and quoted text."""
+    mask, depth, quote = [], 0, ""
+    for char in statement:
+        if quote:
+            mask.append(False)
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+            mask.append(False)
+        else:
+            depth += (char == "(") - (char == ")")
+            mask.append(depth == 0 and char not in "()")
+    return mask
+
+
+def _first(pattern: re.Pattern[str], statement: str, mask: list[bool], start: int) -> int:
+    """Where ``pattern`` first matches at the top level from ``start`` (the end if nowhere)."""
+    for match in pattern.finditer(statement, start):
+        if mask[match.start()]:
+            return match.start()
+    return len(statement)
+
+
+def _items(statement: str, mask: list[bool], start: int, end: int) -> list[str]:
+    cuts = [i for i in range(start, end) if statement[i] == "," and mask[i]]
+    bounds = zip([start - 1, *cuts], [*cuts, end], strict=True)
+    return [statement[a + 1 : b].strip() for a, b in bounds]
+
+
+_List = tuple[int, int, list[str]]  # where a list starts and ends in its statement, and its items
+
+
+def _select_list(statement: str, mask: list[bool]) -> _List | None:
+    select = _SELECT.match(statement)
+    if select is None:
+        return None
+    end = _first(_FROM, statement, mask, select.end())
+    items = _items(statement, mask, select.end(), end)
+    return None if any(item.endswith("*") for item in items) else (select.end(), end, items)
+
+
+def _group_by_list(statement: str, mask: list[bool]) -> _List | None:
+    for match in _GROUP_BY.finditer(statement):
+        if mask[match.start()]:
+            end = _first(_AFTER_GROUP_BY, statement, mask, match.end())
+            return match.end(), end, _items(statement, mask, match.end(), end)
+    return None
+
+
+def _one_statement(statement: str, mask: list[bool]) -> bool:
+    """Whether ``statement`` is a single statement (a script's results are left as recorded)."""
+    body = statement.rstrip("; ")
+    return not any(char == ";" and mask[i] for i, char in enumerate(body))
+
+
+def order_free(statement: str) -> str:
+    """``statement`` with its ``SELECT`` and ``GROUP BY`` lists sorted: the same for any order of them."""
+    mask = _top_level(statement)
+    if not _one_statement(statement, mask):
+        return statement
+    lists = [
+        found for found in (_select_list(statement, mask), _group_by_list(statement, mask)) if found
+    ]
+    for start, end, items in reversed(lists):
+        tail = " " if end < len(statement) else ""
+        statement = statement[:start] + ",".join(sorted(items)) + tail + statement[end:]
+    return statement
+
+
+def _select_of(statement: str) -> _List | None:
+    mask = _top_level(statement)
+    return _select_list(statement, mask) if _one_statement(statement, mask) else None
+
+
+def live_columns(recorded: str, live: str, response: dict[str, Any]) -> dict[str, Any]:
+    """``response`` (rows and description) with its columns in ``live``'s ``SELECT`` order.
+
+    ``recorded`` is the statement that was answered and ``live`` the one being answered,
+    equal but for the order of their lists.
+    """
+    recorded_list, live_list = _select_of(recorded), _select_of(live)
+    description, rows = response.get("description"), response.get("rows")
+    if recorded_list is None or live_list is None or description is None:
+        return response
+    before, after = recorded_list[2], live_list[2]
+    if before == after or sorted(before) != sorted(after) or len(description) != len(before):
+        return response
+    free = list(range(len(before)))
+    order = [free.pop(next(i for i, at in enumerate(free) if before[at] == item)) for item in after]
+    reordered = {**response, "description": [description[i] for i in order]}
+    if rows is not None:
+        reordered["rows"] = [[row[i] for i in order] for row in rows]
+    return reordered
