@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,49 @@ def test_enabling_httpx_again_is_idempotent(
     assert _wrappers(httpx.AsyncHTTPTransport, "handle_async_request") == 2
     assert _wrappers(httpx.HTTPTransport, "handle_request") == 2
     assert [call["library"] for call in doc["calls"]] == ["httpx"]
+    assert [span["span_id"] for span in _client_spans(doc)] == [doc["calls"][0]["span_id"]]
+
+
+_ALIASED_APP = """
+import sys
+
+import httpx2
+
+httpx2.alias_httpx()  # an app moving from httpx: its `import httpx` is httpx2
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+async def home(request):
+    async with httpx.AsyncClient() as client:
+        return PlainTextResponse((await client.get(sys.argv[1] + "/json")).text)
+
+
+app = Starlette(routes=[Route("/", home)])
+auto_setup(app, config=TraceConfig(mode="record", cassette_dir=sys.argv[2]))
+with TestClient(app) as client:
+    assert client.get("/").status_code == 200
+"""
+
+
+@pytest.mark.skipif("httpx2" not in HTTPX_CLIENTS, reason="httpx2 needs Python 3.11")
+def test_an_app_importing_httpx2_as_httpx_gets_one_client_span_per_call(
+    upstream: Upstream, cassette_dir: Path
+) -> None:
+    """``httpx2.alias_httpx()``: httpx's plugin is httpx2's, enabled once, under httpx2's name."""
+    subprocess.run(
+        [sys.executable, "-c", _ALIASED_APP, upstream.url, str(cassette_dir)],
+        check=True,
+        timeout=60,
+    )
+    (doc,) = load_cassettes(cassette_dir)
+    assert [call["library"] for call in doc["calls"]] == ["httpx2"]
     assert [span["span_id"] for span in _client_spans(doc)] == [doc["calls"][0]["span_id"]]
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from _replay import Sent, assert_same_response, cassette_files, new_reports, replay_config, send
@@ -23,6 +24,7 @@ from apps.signup_app import create_app, create_tables
 import timetracer_otel
 from timetracer_otel._own_io import own_io
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.replayers import ReplayReport
 
 _POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 _REDIS = REDIS.format(port=6379)
@@ -58,6 +60,22 @@ def _ids_in_recording_order(directory: Path) -> list[str]:
     return [doc["id"] for doc in docs]
 
 
+def _replayed_offline(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path, sent: list[Sent]
+) -> tuple[list[httpx.Response], list[ReplayReport]]:
+    """``sent`` replayed from ``cassette_dir`` by a server whose PostgreSQL and Redis are a closed port."""
+    closed = closed_port()
+    offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
+    app = create_app(
+        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
+    )
+    with new_reports() as reports:
+        server = serve(app)
+        replayed = send(server.url, sent)
+        server.stop()
+    return replayed, list(reports)
+
+
 def test_sealed_bodies_choose_their_own_cassette_in_any_order(
     serve: Callable[..., Any], schema: str, cassette_dir: Path
 ) -> None:
@@ -72,15 +90,9 @@ def test_sealed_bodies_choose_their_own_cassette_in_any_order(
     assert all(_PASSWORD not in path.read_text("utf-8") for path in cassette_files(cassette_dir))
     ada_up, bob_up, ada_in, bob_in = _ids_in_recording_order(cassette_dir)
 
-    closed = closed_port()
-    offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
-    app = create_app(
-        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
+    replayed, reports = _replayed_offline(
+        serve, schema, cassette_dir, [sent[1], sent[0], sent[3], sent[2]]
     )
-    with new_reports() as reports:
-        server = serve(app)
-        replayed = send(server.url, [sent[1], sent[0], sent[3], sent[2]])
-        server.stop()
 
     assert [r.cassette_id for r in reports] == [bob_up, ada_up, bob_in, ada_in]
     for before, after in zip(
@@ -109,15 +121,7 @@ def test_a_query_string_chooses_its_own_cassette(
     ]
     second_id = _ids_in_recording_order(cassette_dir)[-1]
 
-    closed = closed_port()
-    offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
-    app = create_app(
-        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
-    )
-    with new_reports() as reports:
-        server = serve(app)
-        (replayed,) = send(server.url, [second])
-        server.stop()
+    (replayed,), reports = _replayed_offline(serve, schema, cassette_dir, [second])
 
     assert [r.cassette_id for r in reports] == [second_id]
     assert_same_response(recorded[4], replayed)

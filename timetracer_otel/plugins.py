@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -100,12 +101,19 @@ def enable(name: str) -> None:
                 _instrumented_by_us.add((name, type(instrumentor)))
 
 
+def _aliased(name: str) -> bool:
+    """``name`` is another library's module (``httpx2.alias_httpx()`` makes ``httpx`` httpx2):
+    that library's plugin records it, and a second instrumentor would add a second span."""
+    module = sys.modules.get(name)
+    return module is not None and module.__name__ != name
+
+
 def enable_installed() -> list[str]:
     """Enable every plugin whose library is installed (as ``opentelemetry-instrument`` does);
     the names enabled. A library whose OpenTelemetry instrumentor is missing is left out."""
     enabled = []
     for name in PLUGINS:
-        if importlib.util.find_spec(name) is None:
+        if importlib.util.find_spec(name) is None or _aliased(name):
             continue
         try:
             enable(name)
