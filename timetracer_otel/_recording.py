@@ -10,12 +10,10 @@ request's context) records into the process recording, when the process has one
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,18 +60,22 @@ def current_recording() -> TraceRecording | None:
     return _process
 
 
-@contextlib.contextmanager
-def outer_call() -> Iterator[None]:
+class outer_call:  # noqa: N801 - used as a function: ``with outer_call():``
     """Mark the block as part of one call being recorded (a SQLAlchemy statement, its connect, its
     commit; a requests call; a urllib3 pool's own retries), or as a library's own housekeeping (a
     pool resetting a connection): a driver below it (asyncpg under SQLAlchemy, urllib3 under
     requests) records nothing, so each call is kept once. Replay marks a call it lets go live
-    (hybrid mode) alike, so the replayer of the library below lets it go too."""
-    token = _outer_call.set(True)
-    try:
-        yield
-    finally:
-        _outer_call.reset(token)
+    (hybrid mode) alike, so the replayer of the library below lets it go too.
+
+    A class rather than a generator-based context manager: it runs for every statement."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _outer_call.set(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _outer_call.reset(self._token)
 
 
 def in_outer_call() -> bool:
