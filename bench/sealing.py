@@ -33,7 +33,7 @@ from timetracer_otel._recording import ProtocolCall, TraceRecording
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
 from timetracer_otel.exporters.files import prepare_document, serialise
-from timetracer_otel.exporters.frozen import FrozenRecording, freeze
+from timetracer_otel.exporters.frozen import FrozenRecording, freeze, thaw
 from timetracer_otel.exporters.otlp import secret_values
 from timetracer_otel.redaction import redactor_for
 
@@ -106,7 +106,7 @@ def main() -> None:
     assert redactor is not None
     for sealed in (0, 10, 100):
         recording = _recording(sealed // 2, config)
-        frozen = freeze(recording)
+        frozen = thaw(freeze(recording))
         doc = prepare_document(_copies(frozen, 1)[0], config)
         assert str(doc).count("[SEALED:") == sealed, "every secret sealed, once"
         build = _per_cassette_ms(

@@ -70,7 +70,7 @@ def _messages(recordings: list[Any]) -> list[bytes]:
     from timetracer_otel.exporters._messages import RecordMessage
     from timetracer_otel.exporters.frozen import freeze
 
-    return [frame(RecordMessage(0, freeze(r))) for r in recordings]
+    return [frame(RecordMessage(0, freeze(r)), encode_foreign=True) for r in recordings]
 
 
 def _config_frame(config: Any) -> bytes:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from timetracer_otel.config import TraceConfig
 
-from .frozen import FrozenRecording
+from .frozen import Wire
 
 __all__ = ["ConfigMessage", "RecordMessage", "FlushMessage", "Message", "Report"]
 
@@ -30,7 +30,7 @@ class RecordMessage(NamedTuple):
     """A finished recording to build, redact and write."""
 
     config_id: int
-    recording: FrozenRecording
+    recording: Wire  # frozen.freeze's; frozen.thaw names its fields
 
 
 class FlushMessage(NamedTuple):

@@ -23,6 +23,7 @@ from timetracer_otel.config import TraceConfig
 from ._frames import FrameReader, frame
 from ._messages import ConfigMessage, FlushMessage, Message, RecordMessage, Report
 from .files import CassetteFiles
+from .frozen import thaw
 
 _REPORT_SECONDS = 0.1
 # Cassettes are background work: where the CPUs are busy, the application's requests go first
@@ -96,7 +97,7 @@ class _Writer:
             os.environ.update(environment)
             self._environment = message.config_id
         with guarded("write"):
-            self._files.write(message.recording, config)
+            self._files.write(thaw(message.recording), config)
         self._handled += 1
 
     def report_due(self) -> float | None:

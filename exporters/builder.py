@@ -13,6 +13,7 @@ from timetracer_otel.cassette.document import (
     process_document,
     request_document,
 )
+from timetracer_otel.cassette.values import encode_value
 
 from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
 
@@ -91,8 +92,8 @@ def _http_call(call: FrozenHttpCall, origin_ns: int, limit: int) -> dict[str, An
 def _protocol_call(call: FrozenProtocolCall, origin_ns: int) -> dict[str, Any]:
     return call_document(
         call.protocol,
-        call.request,
-        call.response,
+        encode_value(call.request),
+        None if call.response is None else encode_value(call.response),
         call.error,
         library=call.library,
         span_id=call.span_id,
@@ -192,6 +193,9 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         ),
         error=recording.error,
         calls=[_call(c, origin, limit) for c in calls],
-        draws=list(recording.draws),
+        draws=[
+            {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
+            for source, kind, caller, value in recording.draws
+        ],
         spans=[_span(s, origin) for s in spans],
     )

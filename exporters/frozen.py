@@ -1,9 +1,13 @@
 """A finished recording as plain data: what the cassette builder reads, cheap to copy to another process.
 
 :func:`freeze` runs where the recording finishes (usually on the request path), so it only
-copies: spans become tuples, bodies bytes, protocol values their typed-JSON form (the
-writer process cannot import the application's types). Building the document, redaction,
-serialising and writing happen later, wherever the writer runs.
+copies, into nested plain tuples (the *wire form*): spans and calls become tuples, bodies
+bytes; protocol values and draws stay the Python values captured (already copies). Plain
+tuples pickle several times faster than named ones, and the pickler of
+:mod:`._frames` turns any value of an application's own type into its typed-JSON form on
+the way, as the writer process cannot import it. :func:`thaw` gives the wire form its
+field names again; building the document (where protocol values are encoded), redaction,
+serialising and writing happen there, wherever the writer runs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from timetracer_otel._recording import Headers, HttpCall, TraceRecording
 from timetracer_otel.cassette.body import BodySink
-from timetracer_otel.cassette.values import encode_value
 
 __all__ = [
     "FrozenBody",
@@ -22,8 +25,12 @@ __all__ = [
     "FrozenProtocolCall",
     "FrozenSpan",
     "FrozenRecording",
+    "Wire",
     "freeze",
+    "thaw",
 ]
+
+Wire = tuple  # a FrozenRecording's fields, nested records as plain tuples too
 
 
 class FrozenBody(NamedTuple):
@@ -51,10 +58,10 @@ class FrozenHttpCall(NamedTuple):
 class FrozenProtocolCall(NamedTuple):
     protocol: str
     library: str
-    request: Any  # encoded with cassette.values.encode_value
+    request: Any  # as captured; the builder encodes it (cassette.values.encode_value)
     started_ns: int
     span_id: int
-    response: Any  # encoded, or None
+    response: Any  # as captured, or None
     error: dict[str, str] | None
 
 
@@ -90,48 +97,79 @@ class FrozenRecording(NamedTuple):
     error: dict[str, str] | None
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
-    # the clock, UUID and random values drawn, as the cassette stores them
-    draws: tuple[dict[str, Any], ...]
+    # the clock, UUID and random values drawn: (source, kind, caller, value)
+    draws: tuple[tuple[str, str, str, Any], ...]
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
 
 
-def _body(sink: BodySink | None) -> FrozenBody | None:
-    return None if sink is None else FrozenBody(sink.data, sink.size, sink.truncated, sink.complete)
+def _body(sink: BodySink | None) -> tuple | None:
+    return None if sink is None else (sink.data, sink.size, sink.truncated, sink.complete)
 
 
-def _call(call: Any) -> Any:
+def _call(call: Any) -> tuple:
     if isinstance(call, HttpCall):
-        return FrozenHttpCall(
+        return (
             call.library, call.method, call.url, call.request_headers, _body(call.request_body), call.started_ns,
             call.span_id, call.status, call.response_headers, _body(call.response_body), call.response_decoded, call.error,
         )  # fmt: skip
-    return FrozenProtocolCall(
-        call.protocol, call.library, encode_value(call.request), call.started_ns, call.span_id,
-        None if call.response is None else encode_value(call.response), call.error,
-    )  # fmt: skip
-
-
-def _span(span: ReadableSpan) -> FrozenSpan:
-    parent = span.parent
-    return FrozenSpan(
-        span.context.span_id,
-        parent.span_id if parent is not None else None,
-        span.name,
-        span.kind.name,
-        span.start_time,
-        span.end_time,
-        span.status.status_code.name,
-        span.status.description,
-        dict(span.attributes or {}),
-        tuple((event.name, event.timestamp, dict(event.attributes or {})) for event in span.events),
+    return (
+        call.protocol,
+        call.library,
+        call.request,
+        call.started_ns,
+        call.span_id,
+        call.response,
+        call.error,
     )
 
 
-def freeze(recording: TraceRecording) -> FrozenRecording:
-    """A copy of ``recording`` as it is now (its bodies are sealed: nothing changes them any more)."""
+_names: dict[
+    Any, str
+] = {}  # SpanKind / StatusCode member -> its name, without the enum's descriptor
+
+
+def _name(member: Any) -> str:
+    name = _names.get(member)
+    if name is None:
+        name = _names[member] = member.name
+    return name
+
+
+def _attributes(attributes: Any) -> dict[str, Any]:
+    """A plain copy. The SDK's ``BoundedAttributes`` keeps a dict, copied in one step; copying the
+    mapping itself calls its Python ``__iter__`` and ``__getitem__`` for every key."""
+    if not attributes:
+        return {}
+    inner = getattr(attributes, "_dict", None)
+    return dict(inner if type(inner) is dict else attributes)
+
+
+def _span(span: ReadableSpan) -> tuple:
+    parent = span.parent
+    status = span.status
+    events = span.events
+    return (
+        span.context.span_id,
+        parent.span_id if parent is not None else None,
+        span.name,
+        _name(span.kind),
+        span.start_time,
+        span.end_time,
+        _name(status.status_code),
+        status.description,
+        # the SDK's own attributes, not the read-only view ``span.attributes`` wraps them in
+        _attributes(getattr(span, "_attributes", None) or span.attributes),
+        tuple((event.name, event.timestamp, _attributes(event.attributes)) for event in events)
+        if events
+        else (),
+    )
+
+
+def freeze(recording: TraceRecording) -> Wire:
+    """A copy of ``recording`` as it is now (its bodies are sealed: nothing changes them any more), in wire form."""
     calls, spans = recording.snapshot()
-    return FrozenRecording(
+    return (
         recording.serial,
         recording.trace_id,
         recording.root_span_id,
@@ -148,9 +186,34 @@ def freeze(recording: TraceRecording) -> FrozenRecording:
         recording.response_headers,
         _body(recording.response_body),
         recording.error,
-        tuple(_call(c) for c in calls),
-        tuple(_span(s) for s in spans),
-        tuple(recording.draws.encoded()) if recording.draws is not None else (),
+        tuple([_call(c) for c in calls]),
+        tuple([_span(s) for s in spans]),
+        tuple(recording.draws.draws) if recording.draws is not None else (),
         recording.scope,
         recording.dropped_calls,
+    )
+
+
+def _thawed_body(body: tuple | None) -> FrozenBody | None:
+    return None if body is None else FrozenBody._make(body)
+
+
+def _thawed_call(call: tuple) -> FrozenHttpCall | FrozenProtocolCall:
+    if len(call) == len(FrozenProtocolCall._fields):  # an HTTP call has more fields
+        return FrozenProtocolCall._make(call)
+    thawed = FrozenHttpCall._make(call)
+    return thawed._replace(
+        request_body=_thawed_body(thawed.request_body),
+        response_body=_thawed_body(thawed.response_body),
+    )
+
+
+def thaw(wire: Wire) -> FrozenRecording:
+    """The recording :func:`freeze` copied, with its field names."""
+    recording = FrozenRecording._make(wire)
+    return recording._replace(
+        request_body=_thawed_body(recording.request_body),
+        response_body=_thawed_body(recording.response_body),
+        calls=tuple(_thawed_call(c) for c in recording.calls),
+        spans=tuple(FrozenSpan._make(s) for s in recording.spans),
     )

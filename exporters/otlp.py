@@ -28,7 +28,7 @@ from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.secret_values import ValueScrubber, collect
 
 from .builder import build_document
-from .frozen import freeze
+from .frozen import freeze, thaw
 
 __all__ = [
     "PAYLOAD_PREFIX",
@@ -55,7 +55,9 @@ class _Trace:
 
 def secret_values(recording: TraceRecording, redactor: Redactor) -> frozenset[str]:
     """What redaction takes out of ``recording``'s cassette, wherever it stands (see :func:`collect`)."""
-    return collect(redactor, build_document(freeze(recording), recording.config.max_body_bytes))
+    return collect(
+        redactor, build_document(thaw(freeze(recording)), recording.config.max_body_bytes)
+    )
 
 
 class RedactingSpanExporter(SpanExporter):

@@ -37,7 +37,7 @@ from timetracer_otel.config import TraceConfig
 
 from ._frames import FrameReader, frame, unframe
 from ._messages import ConfigMessage, FlushMessage, Message, RecordMessage, Report
-from .frozen import freeze
+from .frozen import freeze, thaw
 from .writer import CassetteWriter, count_drop
 
 __all__ = ["ProcessWriter"]
@@ -144,7 +144,7 @@ class _Channel:
 
         ``urgent``: wake the process to read it now, where it may be letting recordings gather.
         """
-        data = frame(message)
+        data = frame(message, encode_foreign=isinstance(message, RecordMessage))
         with self._lock:
             if not self.alive or self._closing:
                 return False
@@ -331,10 +331,7 @@ class ProcessWriter:
             config_id = self._config_id(channel, recording.config)
             if config_id is None:
                 return self._fallback.submit(recording)
-            frozen = freeze(recording)
-            if frozen.fixed_path is not None and not is_url(frozen.fixed_path):
-                frozen = frozen._replace(fixed_path=os.path.abspath(frozen.fixed_path))
-            sent = channel.send(RecordMessage(config_id, frozen))
+            sent = channel.send(RecordMessage(config_id, freeze(recording)))
         except Exception as exc:  # noqa: BLE001 - never into the application's request
             report_failure("handover", exc)
             return False
@@ -404,4 +401,4 @@ class ProcessWriter:
         configs = {config_id: config for config, config_id in self._config_ids.values()}
         for data in unhandled:
             message: RecordMessage = unframe(data)
-            self._fallback.submit_frozen(message.recording, configs[message.config_id])
+            self._fallback.submit_frozen(thaw(message.recording), configs[message.config_id])

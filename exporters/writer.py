@@ -16,7 +16,7 @@ from timetracer_otel._recording import TraceRecording
 from timetracer_otel.config import TraceConfig
 
 from .files import CassetteFiles
-from .frozen import FrozenRecording, freeze
+from .frozen import FrozenRecording, freeze, thaw
 
 __all__ = ["CassetteWriter", "count_drop"]
 
@@ -110,4 +110,4 @@ class CassetteWriter:
         if isinstance(item, _Frozen):
             self._files.write(item.recording, item.config)
         else:
-            self._files.write(freeze(item), item.config)
+            self._files.write(thaw(freeze(item)), item.config)

@@ -32,7 +32,7 @@ from timetracer_otel.cassette.body import (
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
 from timetracer_otel.exporters.files import serialise
-from timetracer_otel.exporters.frozen import freeze
+from timetracer_otel.exporters.frozen import freeze, thaw
 
 _DOC = Path(__file__).resolve().parent.parent / "docs" / "cassette-format.md"
 _LIMIT = 1024
@@ -370,7 +370,7 @@ def _built_document(tmp_path: Path) -> dict[str, Any]:
         deactivate(token)
     for span in (client, failed, root):
         recording.add_span(span)
-    return json.loads(serialise(build_document(freeze(recording), config.max_body_bytes)))
+    return json.loads(serialise(build_document(thaw(freeze(recording)), config.max_body_bytes)))
 
 
 def test_schema_ships_in_the_package_and_is_a_valid_schema() -> None:

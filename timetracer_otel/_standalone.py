@@ -9,6 +9,7 @@ pytest fixture's set-up and, much later, its teardown go to one cassette.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from opentelemetry import trace
 from . import plugins
 from ._recording import TraceRecording, activate, deactivate
 from ._tracing import cassette_processor, service_name, tracer_provider
+from .cassette.location import is_url
 from .config import TraceConfig
 from .determinism import DrawRecorder
 from .determinism import activate as activate_draws
@@ -52,7 +54,8 @@ class BlockRecording:
         # randomness reproducible from the seed (see DrawRecorder)
         if seed is not None and config.draws:
             self.recording.draws = DrawRecorder(config.draws, seed)
-        self.recording.fixed_path = str(path)
+        # absolute: the writer process may run in another directory
+        self.recording.fixed_path = str(path) if is_url(str(path)) else os.path.abspath(path)
         self.recording.status = 200
         self._keep_empty = keep_empty
         self._processor.begin(self.recording)

@@ -18,13 +18,23 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-__all__ = ["encode_value", "decode_value", "ValueDecodeError"]
+__all__ = ["encode_value", "decode_value", "Encoded", "ValueDecodeError"]
 
 TYPE_KEY = "$type"
 
 
 class ValueDecodeError(ValueError):
     """A typed value in a cassette that this version cannot decode."""
+
+
+class Encoded:
+    """A value already turned into its typed-JSON form, standing in for it: where a value of the
+    application's own type crosses to a process that cannot import it (the writer process)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def _b64(data: bytes) -> str:
@@ -98,6 +108,7 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     },
     Decimal: lambda v: {TYPE_KEY: "decimal", "value": str(v)},
     uuid.UUID: lambda v: {TYPE_KEY: "uuid", "value": str(v)},
+    Encoded: lambda v: v.value,
 }
 
 _T = TypeVar("_T", dt.datetime, dt.time)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from timetracer_otel._diagnostics import counters
-from timetracer_otel.cassette.values import decode_value, encode_value
+from timetracer_otel.cassette.values import decode_value
 
 __all__ = ["DrawRecorder", "DrawReplayer", "current", "activate", "deactivate"]
 
@@ -72,13 +72,6 @@ class DrawRecorder:
             digest = hashlib.sha256(f"{self._seed}\0{kind}\0{caller}".encode()).digest()
             generator = self._generators[(kind, caller)] = random.Random(digest)
         return generator
-
-    def encoded(self) -> list[dict[str, Any]]:
-        """The draws as the cassette stores them."""
-        return [
-            {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
-            for source, kind, caller, value in list(self.draws)
-        ]
 
 
 class DrawReplayer:
