@@ -79,6 +79,18 @@ def dialect_state(dialect: Dialect) -> dict[str, Any]:
     }
 
 
+# dialect -> its state once connected: SQLAlchemy's pool runs ``initialize()`` once, at its first connection
+_connected_states: weakref.WeakKeyDictionary[Dialect, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _connected_state(dialect: Dialect) -> dict[str, Any]:
+    """:func:`dialect_state` after a connection was checked out: read once per dialect, a copy each time."""
+    state = _connected_states.get(dialect)
+    if state is None:
+        state = _connected_states[dialect] = dialect_state(dialect)
+    return dict(state)
+
+
 def _description(description: Any) -> list[list[Any]] | None:
     """The cursor description as 7-item lists of plain values (psycopg's ``Column`` objects included)."""
     if description is None:
@@ -329,7 +341,7 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
         raise
     if call is not None:
         with guarded("sqlalchemy.connect"):
-            call.response = {"dialect_state": dialect_state(instance.dialect)}
+            call.response = {"dialect_state": _connected_state(instance.dialect)}
     return connection
 
 

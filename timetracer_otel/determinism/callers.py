@@ -45,9 +45,12 @@ def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
     The caller is None for a draw that stays real (timetracer's, OpenTelemetry's, ...).
     """
     helper: str | None = None
+    kinds = _kinds
     while frame is not None:
         module = frame.f_globals.get("__name__") or "__main__"
-        kind = _kind(module)
+        kind = kinds.get(module)  # _kind's own first step, without a call for each frame
+        if kind is None:
+            kind = _kind(module)
         if kind == _APP:
             return module, helper
         if kind == _OWN:
