@@ -124,18 +124,6 @@ def _call(call: Any) -> tuple:
     )
 
 
-_names: dict[
-    Any, str
-] = {}  # SpanKind / StatusCode member -> its name, without the enum's descriptor
-
-
-def _name(member: Any) -> str:
-    name = _names.get(member)
-    if name is None:
-        name = _names[member] = member.name
-    return name
-
-
 def _attributes(attributes: Any) -> dict[str, Any]:
     """A plain copy. The SDK's ``BoundedAttributes`` keeps a dict, copied in one step; copying the
     mapping itself calls its Python ``__iter__`` and ``__getitem__`` for every key."""
@@ -149,14 +137,14 @@ def _span(span: ReadableSpan) -> tuple:
     parent = span.parent
     status = span.status
     events = span.events
-    return (
+    return (  # the enums' names: their ``_name_``, not the slower ``name`` descriptor
         span.context.span_id,
         parent.span_id if parent is not None else None,
         span.name,
-        _name(span.kind),
+        span.kind._name_,
         span.start_time,
         span.end_time,
-        _name(status.status_code),
+        status.status_code._name_,
         status.description,
         # the SDK's own attributes, not the read-only view ``span.attributes`` wraps them in
         _attributes(getattr(span, "_attributes", None) or span.attributes),
