@@ -31,7 +31,7 @@ from timetracer_otel.determinism import (
     install,
     real_time_ns,
 )
-from timetracer_otel.determinism.state import MAX_DRAWS_PER_REQUEST
+from timetracer_otel.determinism.state import MAX_DRAWS_PER_REQUEST, encode_draws
 
 FUNCTIONS: dict[
     str, Callable[[], Any]
@@ -75,7 +75,7 @@ def _recorded(function: Callable[[], Any], calls: int) -> list[dict[str, Any]]:
             function()
     finally:
         deactivate(token)
-    return recorder.encoded()
+    return encode_draws(recorder.draws)
 
 
 def measure(calls: int = 50_000) -> dict[str, dict[str, float]]:

@@ -14,6 +14,7 @@ from timetracer_otel.cassette.document import (
     request_document,
 )
 from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.determinism.state import encode_draws
 
 from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
 
@@ -193,9 +194,6 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         ),
         error=recording.error,
         calls=[_call(c, origin, limit) for c in calls],
-        draws=[
-            {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
-            for source, kind, caller, value in recording.draws
-        ],
+        draws=encode_draws(recording.draws),
         spans=[_span(s, origin) for s in spans],
     )

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from timetracer_otel._diagnostics import counters
-from timetracer_otel.cassette.values import decode_value
+from timetracer_otel.cassette.values import decode_value, encode_value
 
-__all__ = ["DrawRecorder", "DrawReplayer", "current", "activate", "deactivate"]
+__all__ = ["DrawRecorder", "DrawReplayer", "encode_draws", "current", "activate", "deactivate"]
 
 # A request that draws more than this keeps the first ones; the rest are real in replay too.
 MAX_DRAWS_PER_REQUEST = 100_000
@@ -72,6 +72,15 @@ class DrawRecorder:
             digest = hashlib.sha256(f"{self._seed}\0{kind}\0{caller}".encode()).digest()
             generator = self._generators[(kind, caller)] = random.Random(digest)
         return generator
+
+
+def encode_draws(draws: Iterable[tuple[str, str, str, Any]]) -> list[dict[str, Any]]:
+    """Draws as the cassette stores them (what :class:`DrawReplayer` reads): ``DrawRecorder.draws``,
+    encoded where the cassette is built."""
+    return [
+        {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
+        for source, kind, caller, value in draws
+    ]
 
 
 class DrawReplayer:
