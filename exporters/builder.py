@@ -94,7 +94,7 @@ def _protocol_call(call: FrozenProtocolCall, origin_ns: int) -> dict[str, Any]:
     return call_document(
         call.protocol,
         encode_value(call.request),
-        None if call.response is None else encode_value(call.response),
+        encode_value(call.response),
         call.error,
         library=call.library,
         span_id=call.span_id,

@@ -127,7 +127,7 @@ class guarded:  # noqa: N801 - used as a function: ``with guarded("httpx.request
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> bool:
         # capture must never raise into the app
-        if exc is None or not isinstance(exc, Exception):
+        if not isinstance(exc, Exception):  # None too: nothing was raised
             return False
         report_failure(self._kind, exc)
         return True

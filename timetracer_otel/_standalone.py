@@ -19,7 +19,6 @@ from opentelemetry import trace
 from . import plugins
 from ._recording import TraceRecording, activate, deactivate
 from ._tracing import cassette_processor, service_name, tracer_provider
-from .cassette.location import is_url
 from .config import TraceConfig
 from .determinism import DrawRecorder
 from .determinism import activate as activate_draws
@@ -55,7 +54,7 @@ class BlockRecording:
         if seed is not None and config.draws:
             self.recording.draws = DrawRecorder(config.draws, seed)
         # absolute: the writer process may run in another directory
-        self.recording.fixed_path = str(path) if is_url(str(path)) else os.path.abspath(path)
+        self.recording.fixed_path = os.path.abspath(path)
         self.recording.status = 200
         self._keep_empty = keep_empty
         self._processor.begin(self.recording)
