@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 import orjson
 
 from timetracer_otel._diagnostics import counters, logger
-from timetracer_otel._fingerprint import fingerprint
 from timetracer_otel._keys import Key, key_for
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile, join
@@ -76,10 +75,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     doc = build_document(recording, config.max_body_bytes)
     redaction = _redaction(config)
     if redaction.by_name is not None:
-        request = doc.get("request")  # a process cassette has none
-        if redaction.key is not None and request is not None:
-            request["fingerprint"] = fingerprint(redaction.by_name.secrets(request), redaction.key)
-        (redaction.sealing or redaction.by_name).document(doc)
+        (redaction.sealing or redaction.by_name).document(doc, redaction.key)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:

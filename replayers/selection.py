@@ -255,11 +255,10 @@ class CassetteLibrary:
             else None
         )
         headers = [list(h) for h in request.headers]
-        message = {"headers": headers, "query": request.query, "body": body}
-        secrets = redactor.secrets(message) if redactor is not None else []
-        query = redactor.query(request.query) if redactor is not None else request.query
-        if redactor is not None and body is not None:
-            redactor.body(body, headers)
+        message: dict[str, Any] = {"headers": headers, "query": request.query, "body": body}
+        # the query and body redacted as the recording's were (headers stay: they choose the body's kind)
+        secrets = redactor.request_secrets(message) if redactor is not None else []
+        query = message["query"]
         with self._lock:
             digest = content_digest(query, body, headers) if body is not None else None
             same_content = group.turns(digest, None)

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
@@ -25,7 +27,7 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.protocols import CallView, recorded_view
 from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import redactor_for
-from timetracer_otel.secret_values import ValueScrubber, collect, message_values
+from timetracer_otel.secret_values import ValueScrubber
 
 from .matching import (
     CallIndex,
@@ -170,6 +172,28 @@ def recorded_views(
     return [(index, call, view) for index, call, view in views if view is not None]
 
 
+def _copied(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a cassette document, for redaction to find its secrets in: the session keeps the
+    original (which the selection caches). orjson's round trip (a NaN, which no secret is, comes
+    back null), or a walk where orjson refuses (an integer beyond 64 bits, nesting beyond 254)."""
+    try:
+        return orjson.loads(orjson.dumps(document))
+    except orjson.JSONEncodeError:
+        pass
+    holder: list[Any] = [document]
+    pending: list[tuple[Any, Any]] = [(holder, 0)]
+    while pending:
+        parent, key = pending.pop()
+        item = parent[key]
+        if isinstance(item, dict):
+            parent[key] = item = dict(item)
+            pending.extend((item, name) for name in item)
+        elif isinstance(item, list):
+            parent[key] = item = list(item)
+            pending.extend((item, index) for index in range(len(item)))
+    return holder[0]
+
+
 class ReplaySession:
     """Answers outgoing calls from one cassette document and keeps account of them.
 
@@ -207,12 +231,13 @@ class ReplaySession:
         hidden the same way before it is matched. The values: the cassette's (opened, with the key)
         and those of the request the app received (``inbound``, which may carry supplied credentials).
         Found when the first call is made: a request that makes none does not need them."""
-        found = (
-            collect(self.redactor, self.document, message_values(self.redactor, self._inbound))
-            if self.redactor is not None
-            else ()
+        if self.redactor is None:
+            return ValueScrubber(())
+        inbound = {"request": self._inbound} if self._inbound is not None else {}
+        return ValueScrubber(
+            self.redactor.secret_values(_copied(self.document))
+            | self.redactor.secret_values(inbound)
         )
-        return ValueScrubber(found)
 
     def is_live(self, library: str) -> bool:
         """True when calls made with ``library`` must go to the real service."""

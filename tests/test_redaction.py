@@ -463,3 +463,67 @@ def test_deeply_nested_json_is_redacted_without_recursion_limits():
         node = node["child"]
     assert node == {"password": REDACTED, "keep": 1}
     assert deep["token"] == "t"  # the input is left as it was
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text form", "form with a binary part"])
+def test_a_password_sent_in_a_multipart_part_is_hidden_where_a_call_quotes_it(binary: bool) -> None:
+    """The value taken out of a part is its content, without the line break that ends the part:
+    that is what an SQL parameter or another call's URL quotes."""
+    import base64
+
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.redaction import Redactor
+
+    password = "p4ss-multipart-77"
+    body = (
+        b"--b0undary\r\n"
+        b'Content-Disposition: form-data; name="password"\r\n\r\n'
+        + password.encode()
+        + b"\r\n--b0undary\r\n"
+        + b'Content-Disposition: form-data; name="avatar"; filename="a.png"\r\n\r\n'
+        + (b"\x89PNG\xff\xfe" if binary else b"png")
+        + b"\r\n--b0undary--\r\n"
+    )
+    encoded = (
+        {"encoding": "base64", "base64": base64.b64encode(body).decode()}
+        if binary
+        else {"encoding": "text", "text": body.decode()}
+    )
+    doc = {
+        "request": {
+            "method": "POST",
+            "path": "/signup",
+            "query": "",
+            "headers": [["Content-Type", "multipart/form-data; boundary=b0undary"]],
+            "body": {"size": len(body), **encoded},
+        },
+        "calls": [
+            {
+                "protocol": "sql",
+                "request": encode_value(
+                    {
+                        "operation": "execute",
+                        "statement": "INSERT INTO audit VALUES (?)",
+                        "parameters": (f"signup with {password}",),
+                    }
+                ),
+                "response": None,
+                "error": None,
+            },
+            {
+                "protocol": "http",
+                "request": {
+                    "method": "GET",
+                    "url": f"http://upstream/check?p={password}",
+                    "headers": [],
+                    "body": None,
+                },
+                "response": None,
+                "error": None,
+            },
+        ],
+    }
+    Redactor().document(doc)
+    assert password not in json.dumps(doc)
+    assert doc["calls"][0]["request"]["parameters"]["items"] == [f"signup with {REDACTED}"]
+    assert doc["calls"][1]["request"]["url"] == f"http://upstream/check?p={REDACTED}"

@@ -4,7 +4,7 @@ Two requests that differ only in a redacted value (a wrong and a right password,
 ``Authorization`` header) look the same in their cassettes. The fingerprint, an
 HMAC-SHA256 under timetracer's key of every value redaction removes (with where it was),
 tells them apart in replay without storing the values: it cannot be reversed, and without
-the key it cannot be checked against guesses either. See :meth:`~timetracer_otel.redaction.Redactor.secrets`.
+the key it cannot be checked against guesses either. See :meth:`~timetracer_otel.redaction.Redactor.request_secrets`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SCHEME = "hmac-sha256"
 
 
 def fingerprint(secrets: list[tuple[str, str]], key: Key) -> str:
-    """``hmac-sha256:<key id>:<64 hex digits>`` of an inbound request's :meth:`Redactor.secrets`.
+    """``hmac-sha256:<key id>:<64 hex digits>`` of an inbound request's :meth:`Redactor.request_secrets`.
 
     A request without secrets has a fingerprint too (of nothing), so it is told apart from one with them.
     """

@@ -5,6 +5,10 @@ JSON, form and multipart bodies (JSON cut at the size limit too), query strings,
 URL-like span attributes and error messages quoting a URL, and the payloads of SQL,
 Redis and Mongo calls (see :mod:`timetracer_otel.protocols`). Which names are
 secret is decided by :class:`~timetracer_otel.secret_names.SecretNames` alone.
+
+One walk of the document both hides what is secret by name and notes each value it takes
+out: those are then hidden wherever else they appear (:mod:`.secret_values`), and the
+inbound request's make its fingerprint.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+from ._fingerprint import fingerprint
 from .cassette.body import header_value, load_json
 from .protocols import redact_call, redact_request
+from .protocols.typed import text as typed_text
 from .sealing import REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
-from .secret_values import ValueScrubber, collect
+from .secret_values import ValueScrubber, free_text_secrets, header_secrets, usable
 
 if TYPE_CHECKING:
+    from ._keys import Key
     from .config import TraceConfig
     from .sealing import Sealer
 
@@ -86,6 +93,34 @@ def _json_key(quoted: str) -> str:
     return key if isinstance(key, str) else quoted
 
 
+def _json_text(value: Any) -> str:
+    """A JSON member's value as it is searched for elsewhere: a string as it is, anything else as JSON."""
+    return (
+        value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    )
+
+
+def _utf8_part(content: str) -> str | None:
+    """A multipart part's content (bytes as latin-1 text) as UTF-8 text, or None when it is not."""
+    try:
+        return content.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class _Taken:
+    """What one pass of redaction by name takes out of a document."""
+
+    __slots__ = ("values", "pairs", "request")
+
+    def __init__(self) -> None:
+        # to hide wherever else they appear (see secret_values)
+        self.values: set[str] = set()
+        # (where, value) of each, while the inbound request is redacted; then kept, for its fingerprint
+        self.pairs: list[tuple[str, str]] | None = None
+        self.request: list[tuple[str, str]] = []
+
+
 class Redactor:
     """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document,
     or with the value sealed (see :mod:`timetracer_otel.sealing`) where replay needs it back."""
@@ -93,16 +128,41 @@ class Redactor:
     def __init__(self, names: SecretNames | None = None, sealer: Sealer | None = None) -> None:
         self.names = names or SecretNames()
         self._sealer = sealer
+        self._taken: _Taken | None = None  # on the copy that redacts one document (see _taking)
 
     def sealing(self, sealer: Sealer) -> Redactor:
         """The same redaction, sealing the values replay needs instead of dropping them."""
         return Redactor(self.names, sealer=sealer)
+
+    def _taking(self) -> Redactor:
+        """A copy that notes what it takes out: one walk both redacts and finds the values to hide elsewhere."""
+        taking = Redactor(self.names, self._sealer)
+        taking._taken = _Taken()
+        return taking
+
+    def _took(self, where: str, value: str, *more: str) -> None:
+        """Note ``value`` taken out (``more``: other forms of it to hide elsewhere); ``where`` names
+        it in the request's fingerprint."""
+        taken = self._taken
+        if taken is None:
+            return
+        taken.values.add(value)
+        taken.values.update(more)
+        if taken.pairs is not None:
+            taken.pairs.append((where, value))
 
     def _hidden(self, text: str, kind: str = "s") -> str:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
 
     def _hidden_value(self, value: Any) -> Any:
         return REDACTED if self._sealer is None else self._sealer.seal_json(value)
+
+    def _hidden_typed(self, value: Any) -> Any:
+        """A typed value of an SQL, Redis or Mongo call, hidden (and noted as text when it is some)."""
+        shown = typed_text(value) if self._taken is not None else None
+        if shown is not None:
+            self._took("call", shown)
+        return self._hidden_value(value)
 
     # -- primitives ---------------------------------------------------------------
     def is_secret_field(self, name: str) -> bool:
@@ -111,28 +171,42 @@ class Redactor:
     def headers(self, pairs: list | None) -> list | None:
         if not pairs:
             return pairs
-        return [[k, self._hidden(v)] if self.names.header(k) else [k, v] for k, v in pairs]
+        kept = []
+        for k, v in pairs:
+            if self.names.header(k):
+                self._took(f"header {k.lower()}", v, *header_secrets(k, v))
+                v = self._hidden(v)
+            kept.append([k, v])
+        return kept
 
     def json_value(self, value: Any) -> Any:
         """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep."""
         holder = [value]
-        pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+        # (container, key, item, the item's JSONPath-like place: "$.user.tokens[0]")
+        pending: list[tuple[Any, Any, Any, str]] = [(holder, 0, value, "$")]
         while pending:
-            parent, key, item = pending.pop()
+            parent, key, item, path = pending.pop()
             if isinstance(item, dict):
                 parent[key] = copy = {}
                 for name, child in item.items():
                     if isinstance(name, str) and self.is_secret_field(name):
+                        if self._taken is not None:
+                            self._took(f"body {path}.{name}", _json_text(child))
                         copy[name] = self._hidden_value(child)
                     else:
                         copy[name] = child
-                        pending.append((copy, name, child))
+                        if isinstance(child, (dict, list)):
+                            pending.append((copy, name, child, f"{path}.{name}"))
             elif isinstance(item, list):
                 parent[key] = items = list(item)
-                pending.extend((items, index, child) for index, child in enumerate(item))
+                pending.extend(
+                    (items, index, child, f"{path}[{index}]")
+                    for index, child in enumerate(item)
+                    if isinstance(child, (dict, list))
+                )
         return holder[0]
 
-    def query(self, query: str) -> str:
+    def query(self, query: str, where: str = "query") -> str:
         """Secret values of a query string (or form body) replaced where they stand; the rest is kept byte for byte.
 
         A sealed value holds the value as it was encoded, so opening it restores the query exactly.
@@ -143,7 +217,10 @@ class Redactor:
         changed = False
         for index, pair in enumerate(pairs):
             name, equals, value = pair.partition("=")
-            if equals and self.is_secret_field(unquote_plus(name)):
+            if not pair or not self.is_secret_field(decoded := unquote_plus(name)):
+                continue
+            self._took(f"{where} {decoded}", unquote_plus(value))
+            if equals:
                 pairs[index] = f"{name}={quote(self._hidden(value), safe='')}"
                 changed = True
         return "&".join(pairs) if changed else query
@@ -154,6 +231,7 @@ class Redactor:
         if query == parts.query and not parts.password:
             return url
         if parts.password:
+            self._took("url password", parts.password)
             netloc = parts.netloc.replace(
                 f":{parts.password}@", f":{self._hidden(parts.password)}@", 1
             )
@@ -182,7 +260,8 @@ class Redactor:
         """
         out: list[str] = []
         done = 0
-        for _, start, end in self._partial_secrets(text):
+        for key, start, end in self._partial_secrets(text):
+            self._took(f"body {key}", text[start:end])
             out.append(text[done:start] + f'"{self._hidden(text[start:end], "r")}"')
             done = end
         out.append(text[done:])
@@ -238,9 +317,11 @@ class Redactor:
         """Redact the content of form parts whose name is a secret field."""
         delimiter = f"--{boundary}"
         parts = text.split(delimiter)
-        for index, _, head, content in self._secret_parts(parts):
+        for index, name, head, content in self._secret_parts(parts):
             ending = "\r\n" if content.endswith("\r\n") else ""
-            parts[index] = head + self._hidden(content[: len(content) - len(ending)]) + ending
+            kept = content[: len(content) - len(ending)]
+            self._took(f"body {name}", content, kept)
+            parts[index] = head + self._hidden(kept) + ending
         return delimiter.join(parts)
 
     def binary_multipart(self, data: bytes, boundary: str) -> list[dict[str, str]] | None:
@@ -252,7 +333,9 @@ class Redactor:
         delimiter = f"--{boundary}"
         # one character per byte: the bytes come back exactly
         parts = data.decode("latin-1").split(delimiter)
-        secret = {index: (head, content) for index, _, head, content in self._secret_parts(parts)}
+        secret = {
+            index: (name, head, content) for index, name, head, content in self._secret_parts(parts)
+        }
         if not secret:
             return None
         segments: list[dict[str, str]] = []
@@ -262,22 +345,23 @@ class Redactor:
             if index not in secret:
                 kept.append(part)
                 continue
-            head, content = secret[index]
+            name, head, content = secret[index]
             ending = "\r\n" if content.endswith("\r\n") else ""
+            hidden = content[: len(content) - len(ending)]
+            as_text = _utf8_part(hidden)
+            self._took(f"body {name}", content, *(() if as_text is None else (as_text,)))
             segments += [
                 _latin1_segment("".join(kept) + head),
-                self._hidden_segment(content[: len(content) - len(ending)]),
+                self._hidden_segment(hidden, as_text),
             ]
             kept = [ending]
         return [*segments, _latin1_segment("".join(kept))]
 
-    def _hidden_segment(self, content: str) -> dict[str, str]:
-        """A secret part's content (bytes as latin-1 text), hidden: as text when it is UTF-8, else its base64."""
-        raw = content.encode("latin-1")
-        try:
-            return {"text": self._hidden(raw.decode("utf-8"))}
-        except UnicodeDecodeError:
-            return {"base64": self._hidden(base64.b64encode(raw).decode("ascii"))}
+    def _hidden_segment(self, content: str, as_text: str | None) -> dict[str, str]:
+        """A secret part's content (bytes as latin-1 text), hidden: as text when it is UTF-8 (``as_text``), else its base64."""
+        if as_text is not None:
+            return {"text": self._hidden(as_text)}
+        return {"base64": self._hidden(base64.b64encode(content.encode("latin-1")).decode("ascii"))}
 
     @staticmethod
     def _text_kind(text: str, headers: list | None) -> tuple[str, str | None]:
@@ -316,7 +400,7 @@ class Redactor:
         text = body["text"]
         kind, boundary = self._text_kind(text, headers)
         if kind == "form":
-            body["text"] = self.query(text)
+            body["text"] = self.query(text, "body")
         elif kind == "multipart":
             body["text"] = self.multipart(text, boundary or "")
         elif kind == "json":
@@ -329,86 +413,6 @@ class Redactor:
             if redacted != parsed:
                 del body["text"]
                 body.update(encoding="json", json=redacted, json_format="compact")
-
-    def _json_secrets(self, value: Any) -> Iterator[tuple[str, str]]:
-        """(path, value) of each member :meth:`json_value` would replace."""
-        pending: list[tuple[str, Any]] = [("$", value)]
-        while pending:
-            path, item = pending.pop()
-            members = (
-                item.items()
-                if isinstance(item, dict)
-                else enumerate(item)
-                if isinstance(item, list)
-                else ()
-            )
-            for name, child in members:
-                where = f"{path}.{name}" if isinstance(item, dict) else f"{path}[{name}]"
-                if isinstance(name, str) and self.is_secret_field(name):
-                    yield (
-                        where,
-                        child
-                        if isinstance(child, str)
-                        else json.dumps(child, sort_keys=True, ensure_ascii=False),
-                    )
-                else:
-                    pending.append((where, child))
-
-    def _body_secrets(self, body: dict | None, headers: list | None) -> Iterator[tuple[str, str]]:
-        if not body:
-            return
-        if body.get("encoding") == "json":
-            yield from self._json_secrets(body["json"])
-            return
-        if body.get("encoding") == "base64":
-            kind, boundary = self._text_kind("", headers)
-            if kind == "multipart":
-                parts = base64.b64decode(body["base64"]).decode("latin-1").split(f"--{boundary}")
-                yield from ((name, content) for _, name, _, content in self._secret_parts(parts))
-            return
-        if body.get("encoding") != "text":
-            return
-        text = body["text"]
-        kind, boundary = self._text_kind(text, headers)
-        if kind == "form":
-            yield from (
-                (name, value)
-                for name, value in parse_qsl(text, keep_blank_values=True)
-                if self.is_secret_field(name)
-            )
-        elif kind == "multipart":
-            yield from (
-                (name, content)
-                for _, name, _, content in self._secret_parts(text.split(f"--{boundary}"))
-            )
-        elif kind == "json":
-            try:
-                yield from self._json_secrets(load_json(text))
-            except ValueError:
-                yield from (
-                    (key, text[start:end]) for key, start, end in self._partial_secrets(text)
-                )
-
-    def secrets(self, message: dict | None) -> list[tuple[str, str]]:
-        """(where, value) of each value :meth:`message` would replace in an inbound request, sorted.
-
-        Taken before redaction, to fingerprint what redaction removes: the same names and
-        decisions as redaction, so the two never disagree about what is secret.
-        """
-        if not message:
-            return []
-        headers = message.get("headers")
-        found = [(f"header {k.lower()}", v) for k, v in headers or () if self.names.header(k)]
-        found += [
-            (f"query {k}", v)
-            for k, v in parse_qsl(message.get("query") or "", keep_blank_values=True)
-            if self.is_secret_field(k)
-        ]
-        found += [
-            (f"body {where}", value)
-            for where, value in self._body_secrets(message.get("body"), headers)
-        ]
-        return sorted(found)
 
     def message(self, message: dict | None) -> None:
         """Redact an HTTP request or response of the document in place."""
@@ -449,10 +453,44 @@ class Redactor:
         return redact_request(protocol, request, self.names, self._hidden_value)
 
     # -- the whole document -------------------------------------------------------
-    def document(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`)."""
-        found = collect(self, doc)  # before redaction by name takes them out
-        self.message(doc.get("request"))
+    def document(self, doc: dict[str, Any], key: Key | None = None) -> dict[str, Any]:
+        """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`).
+
+        With ``key``, the inbound request gets the fingerprint of what redaction takes out of
+        it: replay tells apart requests that differ only in their secrets.
+        """
+        taking = self._taking()
+        found = taking._by_name(doc)
+        request = doc.get("request")  # a process cassette has none
+        if key is not None and request is not None and taking._taken is not None:
+            request["fingerprint"] = fingerprint(taking._taken.request, key)
+        if found:
+            doc.update(ValueScrubber(found, self._sealer).value(doc))
+        return doc
+
+    def secret_values(self, doc: dict[str, Any]) -> frozenset[str]:
+        """The secret values of a cassette document, wherever they stand; ``doc`` is redacted by name to find them."""
+        return self._taking()._by_name(doc)
+
+    def request_secrets(self, message: dict[str, Any]) -> list[tuple[str, str]]:
+        """Redact an inbound request (headers, query, body) in place; (where, value) of each secret
+        taken out, sorted: what its fingerprint is made of."""
+        return self._taking()._inbound(message)
+
+    def _inbound(self, message: dict[str, Any] | None) -> list[tuple[str, str]]:
+        taken = self._taken
+        assert taken is not None, "only the copy made by _taking notes what it takes"
+        taken.pairs = []
+        self.message(message)
+        pairs, taken.pairs = taken.pairs, None
+        return sorted(pairs)
+
+    def _by_name(self, doc: dict[str, Any]) -> frozenset[str]:
+        """Redact ``doc`` by name in place; the values taken out, with the tokens its error texts quote."""
+        taken = self._taken
+        assert taken is not None, "only the copy made by _taking notes what it takes"
+        quoted = free_text_secrets(self, doc)  # before redaction hides them in their text
+        taken.request = self._inbound(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))
         for call in doc.get("calls", ()):
@@ -460,19 +498,20 @@ class Redactor:
                 self.message(call.get("request"))
                 self.message(call.get("response"))
             else:
-                redact_call(call, self.names, self._hidden_value)
+                redact_call(call, self.names, self._hidden_typed)
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
             self.span(span)
         self.draws(doc.get("draws"))
-        doc.update(ValueScrubber(found, self._sealer).value(doc))
-        return doc
+        return usable(taken.values | quoted)
 
     def draws(self, draws: Any) -> None:
         """Values drawn from ``secrets`` (or ``random.SystemRandom``) are tokens and keys: hidden (sealed
         with a key). In replay without the key such a draw finds no value and gets a fresh one (an extra draw)."""
         for draw in draws if isinstance(draws, list) else ():
             if isinstance(draw, dict) and draw.get("source") == "secrets":
+                if isinstance(draw["value"], str):
+                    self._took("draw", draw["value"])
                 draw["value"] = self._hidden_value(draw["value"])
 
 

@@ -2,9 +2,9 @@
 
 Redaction by name takes a bearer token out of an ``Authorization`` header, but the same
 token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
-or an error message. :func:`collect` gathers the values redaction by name takes out of a
-cassette (plus bearer tokens and JWTs quoted in error text),
-and :class:`ValueScrubber` hides every occurrence of them, verbatim, percent-encoded or
+or an error message. Redaction by name notes the values it takes out of a cassette
+(:func:`header_secrets` says which they are in a header; :func:`free_text_secrets` adds
+bearer tokens and JWTs quoted in error text), and :class:`ValueScrubber` hides every occurrence of them, verbatim, percent-encoded or
 JSON-escaped (:func:`spellings`): a whole value is
 sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
 occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
@@ -20,16 +20,22 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 
-from .protocols import secret_texts
 from .sealing import REDACTED, SEALED_TOKEN, is_sealed
 
 if TYPE_CHECKING:
     from .redaction import Redactor
     from .sealing import Sealer
 
-__all__ = ["MIN_LENGTH", "ValueScrubber", "collect", "message_values", "shaped_secrets"]
+__all__ = [
+    "MIN_LENGTH",
+    "ValueScrubber",
+    "free_text_secrets",
+    "header_secrets",
+    "shaped_secrets",
+    "usable",
+]
 
 MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
@@ -43,7 +49,7 @@ _BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace", "exception.type")
 
 
-def _header_values(name: str, value: str) -> list[str]:
+def header_secrets(name: str, value: str) -> list[str]:
     """The secrets in a secret header: the credentials without their scheme, each cookie's value."""
     name = name.lower()
     if name in ("authorization", "proxy-authorization"):
@@ -52,25 +58,6 @@ def _header_values(name: str, value: str) -> list[str]:
         pairs = value.split(";")[:1] if name == "set-cookie" else value.split(";")
         return [value, *(pair.partition("=")[2].strip() for pair in pairs)]
     return [value]
-
-
-def message_values(redactor: Redactor, message: dict | None) -> set[str]:
-    """The values redaction by name takes out of an HTTP message (a request, a response, a call's side)."""
-    if not message:
-        return set()
-    url = message.get("url")
-    if isinstance(url, str):
-        parts = urlsplit(url)
-        message = {**message, "query": parts.query}
-        found = {parts.password} if parts.password else set()
-    else:
-        found = set()
-    for where, value in redactor.secrets(message):
-        if where.startswith("header "):
-            found.update(_header_values(where[len("header ") :], value))
-        else:
-            found.add(value)
-    return found
 
 
 def shaped_secrets(text: str) -> set[str]:
@@ -124,29 +111,13 @@ def usable(values: Iterable[Any]) -> frozenset[str]:
     )
 
 
-def collect(redactor: Redactor, doc: dict[str, Any], extra: Iterable[str] = ()) -> frozenset[str]:
-    """The secret values of a cassette document, before redaction: ``extra`` (the live
-    request's, in replay), what redaction by name takes out (of HTTP messages and of SQL, Redis and
-    Mongo calls), secret draws, and tokens quoted in errors."""
-    found: set[str] = set(extra)
-    found |= message_values(redactor, doc.get("request"))
-    found |= message_values(redactor, doc.get("response"))
-    for call in doc.get("calls", ()):
-        if call.get("protocol", "http") == "http":
-            found |= message_values(redactor, call.get("request"))
-            found |= message_values(redactor, call.get("response"))
-        else:
-            found |= secret_texts(call, redactor.names)
-    for draw in doc.get("draws") or ():
-        if (
-            isinstance(draw, dict)
-            and draw.get("source") == "secrets"
-            and isinstance(draw.get("value"), str)
-        ):
-            found.add(draw["value"])
+def free_text_secrets(redactor: Redactor, doc: dict[str, Any]) -> set[str]:
+    """The secrets a cassette document's error texts quote: bearer tokens, JWTs, and values
+    given under a secret name (``password=...``); found before redaction hides the latter."""
+    found: set[str] = set()
     for text in _free_texts(doc):
         found |= shaped_secrets(text) | redactor.text_secrets(text)
-    return usable(found)
+    return found
 
 
 class ValueScrubber:

@@ -26,7 +26,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.libraries import LIBRARIES
 from timetracer_otel.secret_names import SecretNames
 
-from .typed import Hide, text
+from .typed import Hide
 from .view import CallView
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "usual_answer",
     "redact_call",
     "redact_request",
-    "secret_texts",
 ]
 
 PROTOCOLS = frozenset(library.protocol for library in LIBRARIES.values())
@@ -79,18 +78,3 @@ def redact_request(
     """A live call's request in cassette form, hidden the way :func:`redact_call` hides a recorded one (in place)."""
     _hook(protocol, "redact")(request, None, names, hide)
     return request
-
-
-def secret_texts(call: dict[str, Any], names: SecretNames) -> set[str]:
-    """The text of each value :func:`redact_call` would hide in ``call`` (which is left as it is),
-    so the same values can be hidden wherever else the cassette quotes them."""
-    found: set[str] = set()
-
-    def note(value: Any) -> Any:
-        shown = text(value)
-        if shown is not None:
-            found.add(shown)
-        return value
-
-    redact_call(call, names, note)
-    return found
