@@ -110,8 +110,9 @@ def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:
     )
 
 
-def _attribute(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Span or event attributes as the cassette holds them: a sequence (a tuple in the SDK) as a list."""
+    return {k: list(v) if type(v) is tuple else v for k, v in attributes.items()}
 
 
 def _span(span: FrozenSpan, origin_ns: int) -> dict[str, Any]:
@@ -127,12 +128,12 @@ def _span(span: FrozenSpan, origin_ns: int) -> dict[str, Any]:
         "start_time_unix_nano": start,
         "end_time_unix_nano": end,
         "status": {"code": span.status_code, "description": span.status_description},
-        "attributes": {k: _attribute(v) for k, v in span.attributes.items()},
+        "attributes": _attributes(span.attributes),
         "events": [
             {
                 "name": name,
                 "offset_ms": _ms(timestamp - origin_ns),
-                "attributes": {k: _attribute(v) for k, v in attributes.items()},
+                "attributes": _attributes(attributes),
             }
             for name, timestamp, attributes in span.events
         ],

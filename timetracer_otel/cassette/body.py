@@ -100,9 +100,16 @@ JSON_FORMATS: dict[str, dict[str, Any]] = {
 }
 
 
+# one encoder per format: ``json.dumps`` with options builds a new one at every call
+_ENCODE = {
+    name: json.JSONEncoder(allow_nan=False, **kwargs).encode
+    for name, kwargs in JSON_FORMATS.items()
+}
+
+
 def _dump_json(value: Any, fmt: str) -> str:
     name, newline = (fmt[:-3], "\n") if fmt.endswith("_nl") else (fmt, "")
-    return json.dumps(value, allow_nan=False, **JSON_FORMATS[name]) + newline
+    return _ENCODE[name](value) + newline
 
 
 def load_json(text: str) -> Any:
@@ -136,12 +143,11 @@ def _json_format_of(text: str) -> tuple[Any, str] | None:
         value = load_json(text)
         base, newline = (text[:-1], "_nl") if text.endswith("\n") else (text, "")
         for name in _candidates(base):
-            kwargs = JSON_FORMATS[name]
-            if json.dumps(value, allow_nan=False, **kwargs) == base:
+            if _ENCODE[name](value) == base:
                 # An escaped lone surrogate ("\ud800") parses to a str that a UTF-8
                 # cassette cannot hold: such a body stays text.
-                if kwargs["ensure_ascii"]:
-                    json.dumps(value, ensure_ascii=False).encode("utf-8")
+                if JSON_FORMATS[name]["ensure_ascii"]:
+                    _ENCODE["compact"](value).encode("utf-8")
                 return value, name + newline
     except ValueError:  # too deep, NaN, a lone surrogate (UnicodeEncodeError)
         return None

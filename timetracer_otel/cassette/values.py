@@ -50,9 +50,19 @@ def _encode_float(value: float) -> Any:
     }
 
 
+# JSON's own scalars: a value of exactly one of these types is its own encoding
+_SCALARS = frozenset((str, int, bool, type(None)))
+
+
 def _encode_dict(value: dict) -> Any:
-    if TYPE_KEY not in value and all(type(k) is str for k in value):
-        return {k: encode_value(v) for k, v in value.items()}
+    if TYPE_KEY not in value:
+        encoded = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                break
+            encoded[k] = v if type(v) in _SCALARS else encode_value(v)
+        else:
+            return encoded
     return {
         TYPE_KEY: "dict",
         "items": [[encode_value(k), encode_value(v)] for k, v in value.items()],
@@ -89,9 +99,9 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     int: lambda v: v,
     str: lambda v: v,
     float: _encode_float,
-    list: lambda v: [encode_value(item) for item in v],
+    list: lambda v: [item if type(item) in _SCALARS else encode_value(item) for item in v],
     dict: _encode_dict,
-    tuple: lambda v: {TYPE_KEY: "tuple", "items": [encode_value(item) for item in v]},
+    tuple: lambda v: {TYPE_KEY: "tuple", "items": _ENCODERS[list](v)},
     set: lambda v: {TYPE_KEY: "set", "items": _sorted_items(v)},
     frozenset: lambda v: {TYPE_KEY: "frozenset", "items": _sorted_items(v)},
     bytes: lambda v: {TYPE_KEY: "bytes", "base64": _b64(v)},
