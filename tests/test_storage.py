@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -251,6 +252,36 @@ def test_s3_never_overwrites_a_cassette(bucket: str) -> None:
         b'{"first": 1}',
         b'{"second": 2}',
     ]
+
+
+def test_on_disk_a_taken_name_gets_a_suffix_and_a_forked_child_writes_its_own_file(
+    tmp_path: Path,
+) -> None:
+    """Written whole, then named (an unnamed file where the file system has them): no temporary
+    file is left, a taken name is never replaced, and a child forked after the parent wrote links
+    its own file, not one of the parent's."""
+    relpath = "2026-01-22/GET____a7f2.json"
+    first = write_new(tmp_path, relpath, b'{"first": 1}')
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's outcome is its exit status
+        try:
+            written = write_new(tmp_path, relpath, b'{"child": 2}')
+            os._exit(0 if Path(written).read_bytes() == b'{"child": 2}' else 1)
+        finally:
+            os._exit(2)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    third = write_new(tmp_path, relpath, b'{"third": 3}')
+    folder = tmp_path / "2026-01-22"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "GET____a7f2-2.json",
+        "GET____a7f2-3.json",
+        "GET____a7f2.json",
+    ]
+    assert (Path(first).read_bytes(), Path(third).read_bytes()) == (
+        b'{"first": 1}',
+        b'{"third": 3}',
+    )
+    assert (folder / "GET____a7f2-2.json").read_bytes() == b'{"child": 2}'
 
 
 @pytest.mark.parametrize("where", ["s3", "disk"])
