@@ -9,6 +9,7 @@ the key it cannot be checked against guesses either. See :meth:`~timetracer_otel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -26,8 +27,20 @@ def fingerprint(secrets: list[tuple[str, str]], key: Key) -> str:
 
     A request without secrets has a fingerprint too (of nothing), so it is told apart from one with them.
     """
-    data = json.dumps(secrets, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return f"{SCHEME}:{key.key_id}:{hmac.new(key.material, data, hashlib.sha256).hexdigest()}"
+    if not secrets:
+        return _of_nothing(key)
+    return _digest(key, json.dumps(secrets, ensure_ascii=False, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=8)
+def _of_nothing(key: Key) -> str:
+    """The fingerprint of a request without secrets, most requests': worked out once per key."""
+    return _digest(key, "[]")
+
+
+def _digest(key: Key, data: str) -> str:
+    digest = hmac.new(key.material, data.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{SCHEME}:{key.key_id}:{digest}"
 
 
 def key_id_of(value: Any) -> str | None:

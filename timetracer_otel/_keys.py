@@ -46,10 +46,14 @@ class Key:
 
 def default_key_file() -> Path:
     """``$XDG_CONFIG_HOME/timetracer/key``, or ``~/.config/timetracer/key``."""
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.join(
-        os.path.expanduser("~"), ".config"
-    )
-    return Path(base, "timetracer", "key")
+    return Path(_default_key_path(os.environ.get("XDG_CONFIG_HOME", ""), os.environ.get("HOME")))
+
+
+@functools.lru_cache(maxsize=8)
+def _default_key_path(config_home: str, home: str | None) -> str:
+    """:func:`default_key_file` for these variables; replay looks for the key at every request."""
+    base = config_home.strip() or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "timetracer", "key")
 
 
 def _create(path: Path) -> bool:
@@ -115,7 +119,8 @@ def key_for(config: TraceConfig, create: bool = False) -> Key | None:
     Found once per process and setting (a key file that does not exist yet is looked for
     again); problems are logged once, never raised.
     """
-    setting = (config.secret_key, config.key_file or str(default_key_file()), create)
+    default = _default_key_path(os.environ.get("XDG_CONFIG_HOME", ""), os.environ.get("HOME"))
+    setting = (config.secret_key, config.key_file or default, create)
     with _found_lock:
         if setting in _found:
             return _found[setting]

@@ -18,6 +18,7 @@ replaying without its recording).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Any
@@ -46,6 +47,12 @@ def protocol_module(protocol: str) -> ModuleType | None:
     """The shared module of ``protocol``, or None for a protocol no library speaks."""
     if protocol not in PROTOCOLS:
         return None
+    return _imported(protocol)
+
+
+@functools.cache  # one entry per protocol: only known ones get here
+def _imported(protocol: str) -> ModuleType:
+    """Imported on first use (a cassette of one protocol needs no other): the import machinery once."""
     return importlib.import_module(f"{__name__}.{protocol}")
 
 
