@@ -117,16 +117,25 @@ class _Turns:
 class _Group:
     """The cassettes of one method and path (or route), indexed by content and fingerprint when first asked for."""
 
-    __slots__ = ("entries", "_turns")
+    __slots__ = ("entries", "_turns", "_contents")
 
     def __init__(self) -> None:
         self.entries: list[_Entry] = []
         self._turns: dict[tuple[str | None, str | None], _Turns] | None = None
+        self._contents = 0
+
+    @property
+    def contents_differ(self) -> bool:
+        """Whether its cassettes were recorded with different query strings or bodies: otherwise
+        those of the live request cannot change the choice, and need no digest."""
+        self.turns(None, None)
+        return self._contents > 1
 
     def turns(self, content: str | None, fingerprint: str | None) -> _Turns | None:
         """The cassettes with this content digest and fingerprint (None: any); None when there are none."""
         if self._turns is None:
             self._turns = {}
+            self._contents = len({entry.content for entry in self.entries})
             for entry in self.entries:
                 for key in {
                     (entry.content, entry.fingerprint),
@@ -260,7 +269,8 @@ class CassetteLibrary:
         secrets = redactor.request_secrets(message) if redactor is not None else []
         query = message["query"]
         with self._lock:
-            digest = content_digest(query, body, headers) if body is not None else None
+            differ = body is not None and group.contents_differ
+            digest = content_digest(query, body, headers) if differ else None
             same_content = group.turns(digest, None)
             digest = digest if same_content is not None else None
             candidates = same_content or group.turns(None, None)
