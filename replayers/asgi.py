@@ -89,8 +89,8 @@ class ReplayLayer:
         if self.library.needs_body:
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
-        # the route, like the body, takes part in the choice only among several cassettes
-        live = LiveRequest.from_scope(scope, body, routed=self.library.needs_body)
+        # the route takes part in the choice only for a path no cassette has
+        live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
         choice = self.library.select(live, self.config)
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(

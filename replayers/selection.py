@@ -62,7 +62,7 @@ class LiveRequest(NamedTuple):
 
     @classmethod
     def from_scope(cls, scope: Scope, body: bytes | None, routed: bool = True) -> LiveRequest:
-        """``routed``: work out the route template (a library of one cassette chooses without it)."""
+        """``routed``: work out the route template (see :meth:`CassetteLibrary.needs_route`)."""
         headers = [
             (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
             for k, v in scope.get("headers", ())
@@ -239,6 +239,11 @@ class CassetteLibrary:
     def needs_body(self) -> bool:
         """True when the request body takes part in the choice (more than one cassette)."""
         return len(self._entries) > 1
+
+    def needs_route(self, method: str, path: str) -> bool:
+        """True when the route template takes part in the choice: no cassette has this very path
+        (working it out matches the path against the application's routes)."""
+        return self.needs_body and (method, path) not in self._by_path
 
     def in_recording_order(self) -> list[str]:
         """Every cassette, in the order the requests were recorded."""

@@ -156,6 +156,40 @@ def test_an_unhandled_exception_is_recorded_as_500(base_url: str, cassette_dir: 
     assert server["status"]["code"] == "ERROR"
 
 
+def test_a_path_never_recorded_replays_the_cassette_of_its_route(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, record_config: TraceConfig
+) -> None:
+    """Among several cassettes a request is chosen by its very path first; a path no cassette has
+    (another id) gets the cassette of its route template, its upstream call answered from it."""
+    from _replay import new_reports
+
+    import timetracer_otel
+
+    recorder = serve(_app(upstream, record_config)).url
+    assert httpx.get(f"{recorder}/users/42").status_code == 200
+    assert httpx.get(f"{recorder}/api/v1/orders/A-9").status_code == 200
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    before = len(upstream.requests)
+
+    with new_reports() as reports:
+        server = serve(_app(upstream, TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        same, other = httpx.get(f"{server.url}/users/42"), httpx.get(f"{server.url}/users/43")
+        server.stop()  # each report is made after its response went out
+
+    assert (same.json(), other.json()) == (
+        {"user_id": 42, "login": "octocat"},
+        {"user_id": 43, "login": "octocat"},
+    )
+    assert len(upstream.requests) == before  # the call came from the cassette both times
+    assert [Path(r.cassette or "").name.split("__")[1] for r in reports] == ["users_user_id"] * 2
+    assert [len(r.answered) for r in reports] == [1, 1]
+    # the other id is the one difference the report names
+    assert (reports[0].differences, [d.split(":")[0] for d in reports[1].differences]) == (
+        [],
+        ["body $.user_id"],
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "path", "route"),
     [("GET", "/api/v2/invoices/8", "/api/v2/invoices/{invoice_id}"), ("GET", "/api/v1/orders/B-1", "/api/v1/orders/{order_id}"),
