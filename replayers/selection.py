@@ -128,11 +128,15 @@ class _Group:
     def contents_differ(self) -> bool:
         """Whether its cassettes were recorded with different query strings or bodies: otherwise
         those of the live request cannot change the choice, and need no digest."""
-        self.turns(None, None)
+        self._index()
         return self._contents > 1
 
     def turns(self, content: str | None, fingerprint: str | None) -> _Turns | None:
         """The cassettes with this content digest and fingerprint (None: any); None when there are none."""
+        return self._index().get((content, fingerprint))
+
+    def _index(self) -> dict[tuple[str | None, str | None], _Turns]:
+        """The turns by (content, fingerprint), made when first needed."""
         if self._turns is None:
             self._turns = {}
             self._contents = len({entry.content for entry in self.entries})
@@ -148,7 +152,7 @@ class _Group:
                 turns.fingerprints = frozenset(
                     e.fingerprint for e in turns.entries if e.fingerprint is not None
                 )
-        return self._turns.get((content, fingerprint))
+        return self._turns
 
 
 class _Documents:

@@ -46,12 +46,17 @@ class Key:
 
 def default_key_file() -> Path:
     """``$XDG_CONFIG_HOME/timetracer/key``, or ``~/.config/timetracer/key``."""
-    return Path(_default_key_path(os.environ.get("XDG_CONFIG_HOME", ""), os.environ.get("HOME")))
+    return Path(_default_key_path())
+
+
+def _default_key_path() -> str:
+    """:func:`default_key_file` as text, worked out once per value of the variables it depends on:
+    replay looks for the key at every request."""
+    return _key_path_for(os.environ.get("XDG_CONFIG_HOME", ""), os.environ.get("HOME"))
 
 
 @functools.lru_cache(maxsize=8)
-def _default_key_path(config_home: str, home: str | None) -> str:
-    """:func:`default_key_file` for these variables; replay looks for the key at every request."""
+def _key_path_for(config_home: str, home: str | None) -> str:
     base = config_home.strip() or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "timetracer", "key")
 
@@ -119,8 +124,7 @@ def key_for(config: TraceConfig, create: bool = False) -> Key | None:
     Found once per process and setting (a key file that does not exist yet is looked for
     again); problems are logged once, never raised.
     """
-    default = _default_key_path(os.environ.get("XDG_CONFIG_HOME", ""), os.environ.get("HOME"))
-    setting = (config.secret_key, config.key_file or default, create)
+    setting = (config.secret_key, config.key_file or _default_key_path(), create)
     with _found_lock:
         if setting in _found:
             return _found[setting]

@@ -111,14 +111,13 @@ def _utf8_part(content: str) -> str | None:
 class _Taken:
     """What one pass of redaction by name takes out of a document."""
 
-    __slots__ = ("values", "pairs", "request")
+    __slots__ = ("values", "pairs")
 
     def __init__(self) -> None:
         # to hide wherever else they appear (see secret_values)
         self.values: set[str] = set()
-        # (where, value) of each, while the inbound request is redacted; then kept, for its fingerprint
+        # (where, value) of each, while the inbound request is redacted (for its fingerprint)
         self.pairs: list[tuple[str, str]] | None = None
-        self.request: list[tuple[str, str]] = []
 
 
 class Redactor:
@@ -459,18 +458,17 @@ class Redactor:
         With ``key``, the inbound request gets the fingerprint of what redaction takes out of
         it: replay tells apart requests that differ only in their secrets.
         """
-        taking = self._taking()
-        found = taking._by_name(doc)
+        found, request_secrets = self._taking()._by_name(doc)
         request = doc.get("request")  # a process cassette has none
-        if key is not None and request is not None and taking._taken is not None:
-            request["fingerprint"] = fingerprint(taking._taken.request, key)
+        if key is not None and request is not None:
+            request["fingerprint"] = fingerprint(request_secrets, key)
         if found:
             doc.update(ValueScrubber(found, self._sealer).value(doc))
         return doc
 
     def secret_values(self, doc: dict[str, Any]) -> frozenset[str]:
         """The secret values of a cassette document, wherever they stand; ``doc`` is redacted by name to find them."""
-        return self._taking()._by_name(doc)
+        return self._taking()._by_name(doc)[0]
 
     def request_secrets(self, message: dict[str, Any]) -> list[tuple[str, str]]:
         """Redact an inbound request (headers, query, body) in place; (where, value) of each secret
@@ -485,12 +483,13 @@ class Redactor:
         pairs, taken.pairs = taken.pairs, None
         return sorted(pairs)
 
-    def _by_name(self, doc: dict[str, Any]) -> frozenset[str]:
-        """Redact ``doc`` by name in place; the values taken out, with the tokens its error texts quote."""
+    def _by_name(self, doc: dict[str, Any]) -> tuple[frozenset[str], list[tuple[str, str]]]:
+        """Redact ``doc`` by name in place: the values taken out, with the tokens its error texts
+        quote, and the inbound request's :meth:`request_secrets`."""
         taken = self._taken
         assert taken is not None, "only the copy made by _taking notes what it takes"
         quoted = free_text_secrets(self, doc)  # before redaction hides them in their text
-        taken.request = self._inbound(doc.get("request"))
+        request_secrets = self._inbound(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))
         for call in doc.get("calls", ()):
@@ -503,7 +502,7 @@ class Redactor:
         for span in doc.get("spans", ()):
             self.span(span)
         self.draws(doc.get("draws"))
-        return usable(taken.values | quoted)
+        return usable(taken.values | quoted), request_secrets
 
     def draws(self, draws: Any) -> None:
         """Values drawn from ``secrets`` (or ``random.SystemRandom``) are tokens and keys: hidden (sealed

@@ -4,9 +4,9 @@ Redaction by name takes a bearer token out of an ``Authorization`` header, but t
 token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
 or an error message. Redaction by name notes the values it takes out of a cassette
 (:func:`header_secrets` says which they are in a header; :func:`free_text_secrets` adds
-bearer tokens and JWTs quoted in error text), and :class:`ValueScrubber` hides every occurrence of them, verbatim, percent-encoded or
-JSON-escaped (:func:`spellings`): a whole value is
-sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
+bearer tokens and JWTs quoted in error text), and :class:`ValueScrubber` hides every
+occurrence of them, verbatim, percent-encoded or JSON-escaped (:func:`spellings`): a whole
+value is sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
 occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
 cassette's typed ``bytes``) holding a secret are hidden whole. Without a sealer each one
 reads ``[REDACTED]``; replay scrubs its live calls the same way before matching them.
