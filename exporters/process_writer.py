@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 
 from timetracer_otel import _diagnostics
-from timetracer_otel._diagnostics import counters, guarded, logger, report_failure
+from timetracer_otel._diagnostics import console, counters, guarded, report_failure
 from timetracer_otel._recording import TraceRecording
 from timetracer_otel.cassette.location import is_url
 from timetracer_otel.config import TraceConfig
@@ -252,7 +252,7 @@ class _Channel:
         for name, amount in report.counters.items():
             counters.add(name, amount)
         for level, text in report.logs:
-            logger.log(level, "%s", text)
+            console(text, level)
         for kind, message, details in report.errors:
             _diagnostics.errors.error(
                 kind, message if details is None else f"{message}\n{details.rstrip()}"

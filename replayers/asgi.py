@@ -12,7 +12,7 @@ import weakref
 from typing import Any
 
 from timetracer_otel import _network_guard
-from timetracer_otel._diagnostics import guarded, logger
+from timetracer_otel._diagnostics import console, guarded
 from timetracer_otel._recording import exception_info
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.document import Cassette
@@ -148,7 +148,7 @@ class ReplayLayer:
                 # draws made beyond the recorded ones
                 report.extra_draws = dict(draws.extra) if draws is not None else {}
                 remember(report)
-                logger.info(report.console_text())
+                console(report.console_text())
 
 
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:

@@ -39,10 +39,43 @@ class _StderrUnlessConfigured(logging.StreamHandler):
         super().emit(record)
 
 
-if not any(isinstance(h, _StderrUnlessConfigured) for h in logger.handlers):
-    logger.addHandler(_StderrUnlessConfigured())
+_stderr_handler = (
+    next((h for h in logger.handlers if isinstance(h, _StderrUnlessConfigured)), None)
+    or _StderrUnlessConfigured()
+)
+if _stderr_handler not in logger.handlers:
+    logger.addHandler(_stderr_handler)
 if logger.level == logging.NOTSET:
     logger.setLevel(logging.INFO)
+
+
+def console(text: str, level: int = logging.INFO) -> None:
+    """Log a console line (a cassette recorded, a request replayed) as ``logger.log`` would.
+
+    Where only timetracer's own stderr handler would see it (no other handler or filter,
+    and the application has not configured logging), the line is written straight to
+    stderr: logging's record, caller search and formatting cost more than replaying a
+    request without calls (13 against 2 µs a line here).
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _stderr_handler
+    if (
+        logger.handlers != [handler]
+        or logger.filters
+        or handler.filters
+        or level < handler.level
+        or logging.getLogger().handlers
+    ):
+        logger.log(level, "%s", text)
+        return
+    try:
+        with handler.lock:  # type: ignore[union-attr]  # Handler.lock: None until createLock, always called
+            stream = sys.stderr  # followed, as the handler does
+            stream.write(text + handler.terminator)
+            stream.flush()
+    except Exception:  # a closed or broken stderr: logging's own handling of it
+        logger.log(level, "%s", text)
 
 
 class _Counters:
