@@ -22,6 +22,7 @@ from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.redaction import Redactor
+from timetracer_otel.secret_values import ValueScrubber
 
 from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
@@ -184,7 +185,7 @@ def _report(
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
         unused=[call.view.label for call in session.unused()],
         calls=[*session.made, *(call_entry(None, None, c.index) for c in session.unused())],
-        error=error,
+        error=_shown_error(error, session),
         notes=choice.notes,
     )
     if choice.path is not None:
@@ -193,6 +194,15 @@ def _report(
     else:
         report.differences = ["no cassette was recorded for this request"]
     return report
+
+
+def _shown_error(error: dict[str, str] | None, session: ReplaySession) -> dict[str, str] | None:
+    """The app's exception as reports show it: its message redacted as a recording's is (values
+    under a secret name, the cassette's and the request's secret values, bearer tokens, JWTs)."""
+    if error is None or session.redactor is None:
+        return error
+    message = session.redactor.free_text(error["message"])
+    return {**error, "message": ValueScrubber(session.values.values, shapes=True).text(message)}
 
 
 def _compared(

@@ -22,6 +22,7 @@ from timetracer_otel.redaction import REDACTED, Redactor
 __all__ = ["ReplayReport", "ResponseComparison", "compare_response", "recent_reports"]
 
 _MAX_DIFF_LINES = 20
+_SHOWN = 120  # characters of a value a difference line shows
 # Headers set from the body (compared itself) or by the server, not by the app.
 _NOT_COMPARED = frozenset({"content-length", "date", "server"})
 _recent: deque[ReplayReport] = deque(maxlen=100)
@@ -92,6 +93,10 @@ class ReplayReport:
             f"  response={'same' if self.response_matches else 'differs'}{unverified}",
             f"  cassette: {self.cassette or '(none matched this request)'}",
         ]
+        if self.error:
+            message = self.error.get("message", "").strip().splitlines()
+            shown = f": {_cut(message[0])}" if message else ""
+            lines.append(f"  error: the app raised {self.error.get('type')}{shown}")
         lines.extend(f"  note: {text}" for text in self.notes)
         if self.supplied_credentials:
             lines.append(
@@ -128,22 +133,43 @@ def _without(value: Any, ignored: frozenset[str]) -> Any:
     return value
 
 
+def _cut(text: str, start: int = 0) -> str:
+    """``_SHOWN`` characters of ``text`` from ``start``, an ellipsis where some are left out."""
+    end = start + _SHOWN
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+def _shown_pair(recorded: Any, replayed: Any) -> tuple[str, str]:
+    """Two differing JSON values as shown in one line, both cut around where they first differ
+    (two long strings alike in their first characters would look the same cut at their start)."""
+    old, new = json.dumps(recorded), json.dumps(replayed)
+    pairs = zip(old, new, strict=False)
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(old), len(new)))
+    start = max(first - _SHOWN // 3, 0) if max(len(old), len(new)) > _SHOWN else 0
+    return _cut(old, start), _cut(new, start)
+
+
 def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
     if isinstance(recorded, dict) and isinstance(replayed, dict):
         for key in list(recorded) + [k for k in replayed if k not in recorded]:
             if key not in replayed:
-                yield f"{path}.{key}: recorded {json.dumps(recorded[key])[:120]}, replayed <absent>"
+                yield f"{path}.{key}: recorded {_cut(json.dumps(recorded[key]))}, replayed <absent>"
             elif key not in recorded:
-                yield f"{path}.{key}: recorded <absent>, replayed {json.dumps(replayed[key])[:120]}"
+                yield f"{path}.{key}: recorded <absent>, replayed {_cut(json.dumps(replayed[key]))}"
             else:
                 yield from _json_differences(recorded[key], replayed[key], f"{path}.{key}")
-    elif (
-        isinstance(recorded, list) and isinstance(replayed, list) and len(recorded) == len(replayed)
-    ):
+    elif isinstance(recorded, list) and isinstance(replayed, list):
+        if len(recorded) != len(replayed):
+            yield f"{path}: recorded {len(recorded)} items, replayed {len(replayed)}"
         for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):
             yield from _json_differences(a, b, f"{path}[{index}]")
+        for index in range(len(replayed), len(recorded)):
+            yield f"{path}[{index}]: recorded {_cut(json.dumps(recorded[index]))}, replayed <absent>"
+        for index in range(len(recorded), len(replayed)):
+            yield f"{path}[{index}]: recorded <absent>, replayed {_cut(json.dumps(replayed[index]))}"
     elif recorded != replayed or type(recorded) is not type(replayed):
-        yield f"{path}: recorded {json.dumps(recorded)[:120]}, replayed {json.dumps(replayed)[:120]}"
+        old, new = _shown_pair(recorded, replayed)
+        yield f"{path}: recorded {old}, replayed {new}"
 
 
 def _redacted_on_both_sides(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
@@ -182,7 +208,7 @@ def _header_differences(recorded: list, replayed: list, ignored: frozenset[str])
     for name in sorted(old.keys() | new.keys()):
         if old.get(name) != new.get(name):
             shown = [
-                json.dumps(", ".join(values))[:120] if values else "<absent>"
+                _cut(json.dumps(", ".join(values))) if values else "<absent>"
                 for values in (old.get(name), new.get(name))
             ]
             yield f"header {name}: recorded {shown[0]}, replayed {shown[1]}"

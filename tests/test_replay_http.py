@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
+import secrets
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +16,22 @@ from typing import Any
 
 import httpx
 import pytest
-from _replay import assert_same_response, cassette_files, record, replay, replay_config, send
+from _replay import (
+    Sent,
+    assert_same_response,
+    cassette_files,
+    record,
+    replay,
+    replay_config,
+    send,
+)
 from apps.replay_app import CALLS, HTTPX_CLIENTS, Hold, create_app, seen
 from conftest import Upstream, load_cassettes
 
+from timetracer_otel.cassette.body import encode_body
+from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
+from timetracer_otel.replayers.report import compare_response
 from timetracer_otel.sealing import redacted
 
 # (path, what the app caught: None when it got responses). "{gate}" holds the upstream's /slow.
@@ -335,6 +348,46 @@ def test_report_of_a_changed_app(
         serve, upstream, cassette, changed=True, ignore=("timestamp", "X-Version")
     )
     assert ignoring.differences == ['body $.added: recorded <absent>, replayed "new field"']
+
+
+def test_report_names_the_apps_exception_with_its_secrets_hidden(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """No server prints a traceback under ``timetracer replay``: the report says what the app raised.
+    The bearer token its message quotes is hidden there as in the cassette (the app got the real one)."""
+    token = "tok-" + secrets.token_hex(12)
+    sent: list[Sent] = [("GET", "/crash", {"headers": {"authorization": f"Bearer {token}"}})]
+    record(serve, upstream.url, cassette_dir, sent)
+    (cassette,) = cassette_files(cassette_dir)
+    _, (report,) = replay(serve, upstream.url, replay_config(cassette), sent)
+    assert report.status == 500
+    error_lines = [line for line in report.console_text().splitlines() if "error:" in line]
+    assert error_lines == [
+        "  error: the app raised LookupError: no profile page for octocat (as [REDACTED])"
+    ]
+    assert token not in json.dumps(report.to_dict())
+
+
+def test_report_shows_where_long_values_and_lists_differ() -> None:
+    """Values are cut around where they first differ, never to the same-looking prefix; lists
+    of other lengths say so, item by item."""
+    long = "value is not a valid email address: " + "x" * 150
+
+    def response(detail: list[str]) -> InboundResponse:
+        data = json.dumps({"detail": detail}).encode()
+        body = encode_body(data, size=len(data), truncated=False, limit=1 << 20)
+        return InboundResponse(200, [], body)  # type: ignore[arg-type]
+
+    replayed = json.dumps({"detail": [long + "!"]}).encode()
+    differences = compare_response(
+        response([long + "?", "second"]), 200, [], replayed, len(replayed), None
+    ).differences
+    assert differences[0] == "body $.detail: recorded 2 items, replayed 1"
+    old, new = re.fullmatch(
+        r"body \$\.detail\[0\]: recorded (.*), replayed (.*)", differences[1]
+    ).groups()  # type: ignore[union-attr]
+    assert old.startswith("…") and old.endswith('x?"') and new.endswith('x!"') and old != new
+    assert differences[2:] == ['body $.detail[1]: recorded "second", replayed <absent>']
 
 
 def test_multipart_upload_matches_despite_its_new_random_boundary(

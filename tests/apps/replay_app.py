@@ -208,9 +208,12 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         )
 
     async def crash(request: Request) -> JSONResponse:
-        """An exception out of the app after an upstream call: the client gets a 500."""
+        """An exception out of the app after an upstream call (its message quoting the credentials
+        sent, if any): the client gets a 500."""
         async with httpx.AsyncClient() as client:
             login = (await client.get(f"{upstream}/json")).json()["login"]
+        sent = request.headers.get("authorization")
+        login += f" (as {sent})" if sent else ""
         raise LookupError(f"no profile page for {login}")
 
     def in_a_thread(request: Request) -> JSONResponse:
