@@ -10,13 +10,17 @@ provider and enabled plugins (and would enable every plugin in this process when
 from __future__ import annotations
 
 import json
+import secrets
 import socket
+from pathlib import Path
 
 import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see below)
 import httpx
 import pytest
 from apps.replay_app import HTTPX_CLIENTS
 from conftest import running_upstream
+
+from timetracer_otel._keys import Key
 
 pytest_plugins = ["pytester"]
 
@@ -345,3 +349,68 @@ def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
             f"*calls: {len(tests)} answered from cassettes, 0 not answered*",
         ]
     )
+
+
+# The app answers from a secret it reads from its upstream (a stored token, as a password
+# hash is read from a row): replayed without its key it gets [REDACTED] and says no.
+_TEST_SEALED = """
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.timetracer
+
+
+async def check(request):
+    async with httpx.AsyncClient() as client:
+        stored = (await client.get("{upstream}/json")).json()["token"]
+    return JSONResponse({{"ok": stored == "upstream-secret"}})
+
+
+def test_the_app_reads_a_sealed_token():
+    assert TestClient(Starlette(routes=[Route("/check", check)])).get("/check").json() == {{"ok": True}}
+"""
+
+
+def test_the_report_says_when_tests_replay_without_their_sealed_secrets(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, key_file: Path
+) -> None:
+    """A CI runner without the key replays sealed secrets as [REDACTED]: the report counts those
+    tests and names the variable that supplies the key; with another key, the key id they need."""
+    with running_upstream() as live:
+        pytester.makepyfile(test_sealed=_TEST_SEALED.format(upstream=live.url))
+        pytester.runpytest_subprocess("--timetracer-mode=record").assert_outcomes(passed=1)
+    assert "[SEALED:" in next((pytester.path / "cassettes").rglob("*.json")).read_text("utf-8")
+
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(pytester.path / "no-key"))
+    without_key = pytester.runpytest_subprocess("--timetracer-mode=none")
+    without_key.assert_outcomes(failed=1)  # the app compared [REDACTED] with the token
+    without_key.stdout.fnmatch_lines(
+        [
+            "secrets: 1 test replayed without its secrets: sealed in its cassette and this process has no key, "
+            "so the app got [[]REDACTED] in their place (credentials, password hashes)",
+            "  to replay with the secrets, set TIMETRACER_SECRET_KEY to the key that sealed them: the content of "
+            "the key file they were recorded with (~/.config/timetracer/key by default); in CI, from a secret",
+        ]
+    )
+
+    needed = Key(key_file.read_text("ascii").strip().encode(), "file").key_id
+    monkeypatch.setenv("TIMETRACER_SECRET_KEY", secrets.token_hex(32))
+    other_key = pytester.runpytest_subprocess("--timetracer-mode=none")
+    other_key.assert_outcomes(errors=1)
+    other_key.stdout.fnmatch_lines(
+        [
+            f"secrets: 1 cassette not replayed: holds sealed secrets this process cannot open: "
+            f"it is sealed with key {needed}, and this process has key *; replay with that key "
+            "(TIMETRACER_SECRET_KEY or TIMETRACER_KEY_FILE)"
+        ]
+    )
+
+    monkeypatch.setenv("TIMETRACER_SECRET_KEY", key_file.read_text("ascii").strip())
+    with_key = pytester.runpytest_subprocess("--timetracer-mode=none")
+    with_key.assert_outcomes(passed=1)
+    with_key.stdout.fnmatch_lines(["tests: 1 replayed, 0 recorded"])
+    with_key.stdout.no_fnmatch_line("secrets:*")

@@ -14,8 +14,9 @@ default, except where the ``CI`` environment variable is set: there ``none``); `
 (or ``replay``) only replays and fails a test whose cassette is missing; ``all`` (or
 ``record``) re-records everything; ``rewrite`` re-records and removes the cassettes no
 test owns any more; ``off`` runs live. While a test replays, no connection leaves the
-process. A report at the end of the run counts what was replayed and recorded, and names
-stale cassettes (``--timetracer-prune`` removes them).
+process. A report at the end of the run counts what was replayed and recorded, what was
+replayed without the key to its sealed secrets, and names stale cassettes
+(``--timetracer-prune`` removes them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ from typing import Any, NoReturn
 import pytest
 
 from timetracer_otel import _network_guard
-from timetracer_otel._pytest.blocks import RECORD, REPLAY, BlockOutcome, CassetteBlock
+from timetracer_otel._pytest.blocks import (
+    RECORD,
+    REPLAY,
+    BlockOutcome,
+    CassetteBlock,
+    SealedSecretsError,
+)
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
@@ -130,7 +137,11 @@ class _Run:
     def block(self, path: Path, label: str, action: str, **options: Any) -> CassetteBlock:
         """A test's or fixture's cassette; from the first one on, apps served by uvicorn in this process are apps under test."""
         install_live_servers()
-        return CassetteBlock(path, label, action, allowed_hosts=self.allowed_hosts, **options)
+        try:
+            return CassetteBlock(path, label, action, allowed_hosts=self.allowed_hosts, **options)
+        except SealedSecretsError as exc:  # still fails; the report names the key
+            self.report.not_opened(exc)
+            raise
 
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
@@ -365,7 +376,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run.mode == "off" or hasattr(config, "workerinput"):
         return
     report = run.report
-    if not any(report.tests.values()) and not any(report.fixtures.values()):
+    if not any(report.tests.values()) and not any(report.fixtures.values()) and not report.unopened:
         return
     terminalreporter.section("timetracer")
     for line in report.lines():

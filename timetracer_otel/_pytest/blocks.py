@@ -18,10 +18,17 @@ from pathlib import Path
 
 from timetracer_otel import _network_guard
 from timetracer_otel._standalone import BlockRecording
-from timetracer_otel.cassette.reader import load_cassette
+from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 
-__all__ = ["BlockOutcome", "CassetteBlock", "RECORD", "REPLAY", "running_block"]
+__all__ = [
+    "BlockOutcome",
+    "CassetteBlock",
+    "RECORD",
+    "REPLAY",
+    "SealedSecretsError",
+    "running_block",
+]
 
 RECORD, REPLAY = "record", "replay"
 
@@ -39,6 +46,12 @@ class BlockOutcome:
     unused: list[str] = field(default_factory=list)  # labels of recorded calls never made
     unmatched: list[str] = field(default_factory=list)  # first lines of the mismatch errors
     refused: list[str] = field(default_factory=list)  # connections the network guard refused
+    locked: bool = False  # sealed secrets and no key here: the app got [REDACTED] for them
+
+
+class SealedSecretsError(CassetteError):
+    """A cassette whose sealed secrets this process cannot open (another key's, or damaged): told
+    apart from an unusable cassette so that the session report can name the key it needs."""
 
 
 _REFUSAL_HINT = (
@@ -69,7 +82,11 @@ class _Replay:
             if path.exists()
             else {"calls": [], "draws": []}
         )
-        opened = open_for_replay(document, str(path), config)
+        try:
+            opened = open_for_replay(document, str(path), config)
+        except CassetteError as exc:  # reading it raised above: here it is its secrets
+            raise SealedSecretsError(exc.path, exc.problem) from None
+        self.locked = opened.locked
         self.session = ReplaySession(
             opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path))
         )
@@ -164,6 +181,7 @@ class CassetteBlock:
             return outcome
         assert self._replay is not None
         outcome.kept = self.path.exists()
+        outcome.locked = self._replay.locked
         session = self._replay.session
         outcome.answered = len(session.answered)
         outcome.unused = [call.view.label for call in session.unused()]

@@ -1,4 +1,5 @@
-"""The session report: what the run replayed and recorded, what went unused, which cassettes are stale.
+"""The session report: what the run replayed and recorded, what went unused, which cassettes are stale,
+and which were replayed without their secrets (the usual reason a suite recorded elsewhere fails in CI).
 
 Under pytest-xdist each worker keeps its own :class:`RunReport` and hands it to the
 controller as plain data (:meth:`RunReport.as_data`), which merges them and reports once.
@@ -7,14 +8,17 @@ controller as plain data (:meth:`RunReport.as_data`), which merges them and repo
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blocks import RECORD, REPLAY, BlockOutcome
+from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 
 __all__ = ["RunReport"]
+
+_LOCKED = "locked"
 
 
 @dataclass
@@ -23,8 +27,11 @@ class RunReport:
 
     mode: str
     directory: str
-    tests: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, "missing": 0})
-    fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0})
+    # _LOCKED: of those replayed, how many had sealed secrets and no key to open them
+    tests: dict[str, int] = field(
+        default_factory=lambda: {RECORD: 0, REPLAY: 0, "missing": 0, _LOCKED: 0}
+    )
+    fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, _LOCKED: 0})
     answered: int = 0
     unmatched: int = 0
     unused: int = 0
@@ -32,10 +39,14 @@ class RunReport:
     # cassettes of every collected test, run or deselected
     owned: set[str] = field(default_factory=set)
     scopes: set[str] = field(default_factory=set)  # directories whose tests were all collected
+    # cassettes not replayed as their sealed secrets cannot be opened here: what opening says, by path
+    unopened: dict[str, str] = field(default_factory=dict)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if outcome.kept:
-            (self.tests if is_test else self.fixtures)[outcome.action] += 1
+            counts = self.tests if is_test else self.fixtures
+            counts[outcome.action] += 1
+            counts[_LOCKED] += outcome.locked
             self.used.add(outcome.path)
         self.answered += outcome.answered
         self.unmatched += len(outcome.unmatched)
@@ -44,6 +55,9 @@ class RunReport:
     def missing(self, path: str) -> None:
         self.tests["missing"] += 1
         self.owned.add(path)
+
+    def not_opened(self, error: SealedSecretsError) -> None:
+        self.unopened[error.path] = error.problem
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -55,6 +69,7 @@ class RunReport:
             "used": sorted(self.used),
             "owned": sorted(self.owned),
             "scopes": sorted(self.scopes),
+            "unopened": self.unopened,
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -67,6 +82,7 @@ class RunReport:
         self.used.update(data["used"])
         self.owned.update(data["owned"])
         self.scopes.update(data["scopes"])
+        self.unopened.update(data["unopened"])
 
     def stale(self) -> list[str]:
         """Cassettes under the directories of the collected test modules that no test or fixture of the run owns."""
@@ -86,7 +102,39 @@ class RunReport:
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
             f"calls: {self.answered} answered from cassettes, {self.unmatched} not answered, {self.unused} recorded but not made",
+            *self._locked_lines(),
+            *self._unopened_lines(),
         ]
+
+    def _locked_lines(self) -> list[str]:
+        """Tests replayed with [REDACTED] for their secrets pass or fail for that alone: say so, and how to give the key."""
+        tests, fixtures = self.tests[_LOCKED], self.fixtures[_LOCKED]
+        if not tests and not fixtures:
+            return []
+        what = " and ".join(
+            _counted(count, noun)
+            for count, noun in ((tests, "test"), (fixtures, "fixture scope"))
+            if count
+        )
+        its, cassette = ("its", "cassette") if tests + fixtures == 1 else ("their", "cassettes")
+        return [
+            f"secrets: {what} replayed without {its} secrets: sealed in {its} {cassette} and this process has no key, "
+            "so the app got [REDACTED] in their place (credentials, password hashes)",
+            "  to replay with the secrets, set TIMETRACER_SECRET_KEY to the key that sealed them: the content of "
+            "the key file they were recorded with (~/.config/timetracer/key by default); in CI, from a secret",
+        ]
+
+    def _unopened_lines(self) -> list[str]:
+        """One line per reason (the key each needs), in replay's own words."""
+        reasons = Counter(self.unopened.values())
+        return [
+            f"secrets: {_counted(count, 'cassette')} not replayed: {problem}"
+            for problem, count in sorted(reasons.items())
+        ]
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _cassettes_in(root: Path) -> Iterable[Path]:
