@@ -42,7 +42,11 @@ from .session import RecordedViews
 
 __all__ = ["CassetteLibrary", "Choice", "LiveRequest"]
 
-_CACHED_DOCUMENTS = 32
+# Cassettes kept parsed, by the size of their files: a parsed cassette takes 3 to 4 times its
+# file's size. Replay takes turns among the cassettes of one request: a directory of a few
+# thousand small ones stays parsed, where a count of 32 reloaded each on every turn.
+_CACHED_BYTES = 16 * 1024 * 1024
+_UNKNOWN_SIZE = 64 * 1024  # a cassette under a URL prefix, whose size the scan does not give
 _LOCKED = (
     "unverifiable without the key: the cassette's secrets are sealed and this process has no key, "
     "so the app got [REDACTED] in their place (credentials, password hashes); differences may come from that"
@@ -156,12 +160,14 @@ class _Group:
 
 
 class _Documents:
-    """The most recently chosen cassettes, parsed, with their call views."""
+    """The most recently chosen cassettes, parsed, with their call views, up to ``budget`` bytes of their files."""
 
-    def __init__(self, size: int, config: TraceConfig) -> None:
-        self._size = size
+    def __init__(self, budget: int, sizes: dict[str, int], config: TraceConfig) -> None:
+        self._budget = budget
+        self._sizes = sizes  # path -> its file's size
         self._config = config
         self._cache: OrderedDict[str, tuple[Opened, RecordedViews]] = OrderedDict()
+        self._held = 0  # bytes of the files of the cached cassettes
         self._lock = threading.Lock()
 
     def get(self, path: str) -> tuple[Opened, RecordedViews]:
@@ -176,9 +182,12 @@ class _Documents:
         )
         found = (opened, opened.views(path))
         with self._lock:
+            if path not in self._cache:
+                self._held += self._sizes.get(path, _UNKNOWN_SIZE)
             self._cache[path] = found
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            while self._held > self._budget and len(self._cache) > 1:
+                evicted, _ = self._cache.popitem(last=False)
+                self._held -= self._sizes.get(evicted, _UNKNOWN_SIZE)
         return found
 
 
@@ -236,7 +245,12 @@ class CassetteLibrary:
                 self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(
                     entry
                 )
-        self._documents = _Documents(_CACHED_DOCUMENTS, config)
+        sizes = {str(files[key]): index.size_of(key) for key in index.entries}
+        self._documents = _Documents(
+            _CACHED_BYTES,
+            {path: size for path, size in sizes.items() if size is not None},
+            config,
+        )
         self._lock = threading.Lock()
 
     @property

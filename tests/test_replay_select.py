@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _replay import Sent, assert_same_response, cassette_files, record, replay, replay_config, send
+from _replay import (
+    Sent,
+    assert_same_response,
+    cassette_files,
+    new_reports,
+    record,
+    replay,
+    replay_config,
+    send,
+)
 from apps.replay_app import create_app
 from conftest import Upstream
 
@@ -87,6 +96,27 @@ def test_each_signature_takes_its_cassettes_in_turn(
         f"name={options['json']['name']}" for _, _, options in sent
     ]
     assert all(r.ok for r in reports)
+
+
+def test_the_cassettes_of_a_request_taken_in_turn_stay_parsed_between_turns(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """40 recordings of one request, replayed twice over: the second round is answered with every
+    file gone, from the cassettes parsed in the first (they are kept by the size of their files,
+    not reloaded on every turn once there are more than a few dozen)."""
+    sent = [_lookup("ada")] * 40
+    recorded = record(serve, upstream.url, cassette_dir, sent)
+    server = serve(create_app(upstream.url, replay_config(cassette_dir)))
+    with new_reports() as first:
+        send(server.url, sent)
+    for path in cassette_files(cassette_dir):
+        path.unlink()
+    with new_reports() as second:
+        again = send(server.url, sent)
+    server.stop()
+    assert [r.cassette_id for r in second] == [r.cassette_id for r in first]
+    assert len({r.cassette_id for r in second}) == 40 and all(r.ok for r in second)
+    assert_same_response(recorded[0], again[0])
 
 
 def test_cassettes_are_taken_in_recording_order_not_file_name_order(

@@ -459,6 +459,11 @@ class CassetteIndex:
         path = self._file(key)
         return path if self._inside(path) else None
 
+    def size_of(self, key: str) -> int | None:
+        """The size in bytes of a local cassette file found by the last scan (None for a URL's)."""
+        record = self._tables.records.get(key)
+        return record[1] if record is not None else None
+
     def problem_of(self, key: str) -> str | None:
         """Why the file of a key found by the last scan is not a usable cassette; None if it is, or is unknown."""
         return self.problems.get(key)
