@@ -23,10 +23,9 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from overhead import ROUTES, _base_env, _make_database, _replay_cassettes, uvicorn_server
+from overhead import ROUTES, _replay_cassettes, reference_upstream
 
 _WARM_UP = 50
 
@@ -79,39 +78,32 @@ def main() -> None:
         _drive(args.drive[0], int(args.drive[1]))
         return
     modes, routes = args.modes.split(","), args.routes.split(",")
-    with tempfile.TemporaryDirectory(prefix="timetracer-bench-instructions-") as work:
-        workdir = Path(work)
-        database = workdir / "items.sqlite"
-        _make_database(database)
-        with uvicorn_server(
-            "upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False
-        ) as upstream:
-            base = _base_env(upstream.url, database)
-            settings = {
-                "otel": {},
-                "record": {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(workdir / "record")},
-                "replay": {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(workdir / "replay")},
-            }  # fmt: skip
-            if "replay" in modes:  # one cassette per route to replay, as bench/overhead.py does
-                for route in ROUTES:
-                    subprocess.run(
-                        [sys.executable, __file__, "--drive", route, "0"], check=True,
-                        env={**base, **settings["record"], "BENCH_MODE": "record"},
-                        stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                _replay_cassettes(workdir / "record", workdir / "replay")
-            counts: dict[tuple[str, str], float] = {}
-            for route in routes:
-                for mode in modes:
-                    env = {**base, "BENCH_MODE": mode, **settings[mode]}
-                    total = _count(env, route, args.requests, workdir / f"{mode}.out")
-                    counts[mode, route] = total / args.requests
-                    ratio = (
-                        f"  x{counts[mode, route] / counts['otel', route]:.2f} of otel"
-                        if ("otel", route) in counts and mode != "otel"
-                        else ""
-                    )
-                    print(f"{route:<7} {mode:<7} {counts[mode, route] / 1e6:6.3f} M instructions per request{ratio}", flush=True)  # fmt: skip
+    with reference_upstream("timetracer-bench-instructions-") as (workdir, base):
+        settings = {
+            "otel": {},
+            "record": {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(workdir / "record")},
+            "replay": {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(workdir / "replay")},
+        }  # fmt: skip
+        if "replay" in modes:  # one cassette per route to replay, as bench/overhead.py does
+            for route in ROUTES:
+                subprocess.run(
+                    [sys.executable, __file__, "--drive", route, "0"], check=True,
+                    env={**base, **settings["record"], "BENCH_MODE": "record"},
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            _replay_cassettes(workdir / "record", workdir / "replay")
+        counts: dict[tuple[str, str], float] = {}
+        for route in routes:
+            for mode in modes:
+                env = {**base, "BENCH_MODE": mode, **settings[mode]}
+                total = _count(env, route, args.requests, workdir / f"{mode}.out")
+                counts[mode, route] = total / args.requests
+                ratio = (
+                    f"  x{counts[mode, route] / counts['otel', route]:.2f} of otel"
+                    if ("otel", route) in counts and mode != "otel"
+                    else ""
+                )
+                print(f"{route:<7} {mode:<7} {counts[mode, route] / 1e6:6.3f} M instructions per request{ratio}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -143,6 +143,20 @@ def _base_env(upstream: str, database: Path) -> dict[str, str]:
     return {**env, "BENCH_UPSTREAM": upstream, "BENCH_SQLITE": str(database)}
 
 
+@contextlib.contextmanager
+def reference_upstream(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A temporary directory with the reference app's SQLite database, and its upstream running
+    on loopback: (the directory, the environment the app needs besides its mode)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        workdir = Path(work)
+        database = workdir / "items.sqlite"
+        _make_database(database)
+        with uvicorn_server(
+            "upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False
+        ) as upstream:
+            yield workdir, _base_env(upstream.url, database)
+
+
 def _files(directory: Path, pattern: str = "*.json") -> list[Path]:
     return [p for p in directory.rglob(pattern) if not p.name.startswith(".")]
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overhead import _base_env, _make_database, uvicorn_server
+from overhead import reference_upstream
 
 ROUTES = ("/dep", "/plain")
 TARGETS_US = {"/dep": 150, "/plain": 80}  # writer CPU per cassette (printed, never asserted)
@@ -168,19 +168,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="timetracer-bench-writer-") as work:
-        workdir = Path(work)
-        database = workdir / "items.sqlite"
-        _make_database(database)
-        with uvicorn_server(
-            "upstream", "_upstream:app", dict(os.environ), workdir / "upstream.log", factory=False
-        ) as upstream:
-            env = _base_env(upstream.url, database)
-            # uvicorn binds at once (inherited socket); this lets it start accepting
-            time.sleep(1.0)
-            made = _recordings(args.cassettes, env, str(workdir / "cassettes"))
-            config = made["/dep"][0].config
-            framed = {route: _messages(recordings) for route, recordings in made.items()}
+    with reference_upstream("timetracer-bench-writer-") as (workdir, env):
+        # uvicorn binds at once (inherited socket); this lets it start accepting
+        time.sleep(1.0)
+        made = _recordings(args.cassettes, env, str(workdir / "cassettes"))
+        config = made["/dep"][0].config
+        framed = {route: _messages(recordings) for route, recordings in made.items()}
         for route, records in framed.items():
             user, system = min(
                 (_writer_cpu(config, records, args.rate) for _ in range(args.runs)), key=sum
