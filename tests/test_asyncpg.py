@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from _replay import (
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
 from apps.asyncpg_app import create_app, create_tables
 from conftest import load_cassettes
+from starlette.testclient import TestClient
 
 import timetracer_otel
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.dashboard import create_app as create_dashboard
 from timetracer_otel.protocols.sql import asyncpg_request, live_view, recorded_view
 
 DSN = POSTGRES_ADMIN
@@ -167,6 +171,24 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
         [1, 2, 3],
         None,
     ]
+
+
+def test_show_and_the_dashboard_read_calls_whose_status_is_a_command_tag(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path
+) -> None:
+    """asyncpg's ``execute`` answers a command tag ("INSERT 0 1"), kept as the call's status: the
+    CLI and the dashboard show it as the call's outcome instead of failing on it as an HTTP status."""
+    _record(serve, schema, cassette_dir, [("GET", "/calls/1", {})])
+    (cassette,) = cassette_dir.rglob("*.json")
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "timetracer"), "show", str(cassette)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"\bINSERT 0 1\b", shown.stdout), shown.stdout
+    with TestClient(create_dashboard(str(cassette_dir), host="testserver")) as client:
+        page = client.get(f"/cassettes/{cassette.relative_to(cassette_dir).as_posix()}")
+    assert page.status_code == 200 and "INSERT 0 1" in page.text
 
 
 def test_secret_parameters_and_columns_are_hidden(

@@ -62,10 +62,12 @@ def call_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for index, call in enumerate(doc.get("calls", [])):
         response, error = call.get("response"), call.get("error")
+        # an HTTP status, or an SQL driver's command tag ("BEGIN", "INSERT 0 1")
+        status = response.get("status") if isinstance(response, dict) else None
         if error:
             outcome = error.get("type", "error")
-        elif isinstance(response, dict) and "status" in response:
-            outcome = str(response["status"])
+        elif isinstance(status, (int, str)) and not isinstance(status, bool):
+            outcome = str(status)
         else:
             outcome = "ok" if response is not None else "-"
         rows.append(
@@ -75,8 +77,7 @@ def call_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "library": call.get("library"),
                 "label": call_label(call),
                 "outcome": outcome,
-                "failed": bool(error)
-                or (isinstance(response, dict) and response.get("status", 0) >= 400),
+                "failed": bool(error) or (type(status) is int and status >= 400),
                 "offset_ms": call.get("start_offset_ms"),
                 "duration_ms": durations.get(call.get("span_id")),
             }
