@@ -155,9 +155,25 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
     (kinds,) = _sql_calls(by_path["/kinds"][0])[:1]
     row = kinds["response"]["rows"][0]
     assert [column[0] for column in kinds["response"]["description"]] == [
-        "id", "u", "n", "t", "j", "i", "f", "s", "b", "raw", "arr", "nothing",
+        "id", "u", "n", "t", "j", "i", "f", "s", "b", "raw", "arr", "nothing", "ip", "net", "r",
+        "bits", "pt", "bx", "circ", "seg", "ln",
     ]  # fmt: skip
-    assert row == [
+    assert row[12:16] == [
+        {"$type": "ip", "class": "IPv4Address", "value": "10.0.0.1"},
+        {"$type": "ip", "class": "IPv4Network", "value": "10.0.0.0/8"},
+        {"$type": "driver", "class": "asyncpg.types.Range", "lower": 1, "upper": 5,
+         "lower_inc": True, "upper_inc": False, "empty": False},
+        {"$type": "driver", "class": "asyncpg.pgproto.types.BitString", "bits": "1010 0"},
+    ]  # fmt: skip
+    # point, box, circle (asyncpg reads it as a plain tuple), line segment, line
+    assert [value["$type"] for value in row[16:]] == [
+        "driver",
+        "driver",
+        "tuple",
+        "driver",
+        "driver",
+    ]
+    assert row[:12] == [
         1,
         {"$type": "uuid", "value": "6f1c1f9e-9b3a-4a57-8f0e-2f5d0c7a1b23"},
         {"$type": "decimal", "value": "12.345"},

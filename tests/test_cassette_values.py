@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import ipaddress
 import json
 import math
 import uuid
 from collections import OrderedDict
 from decimal import Decimal
 
+import asyncpg
+import psycopg.types.range
 import pytest
 
 from timetracer_otel.cassette.values import ValueDecodeError, decode_value, encode_value
@@ -45,12 +48,49 @@ def _round_trip(value):
         dt.timedelta(days=-1, seconds=5, microseconds=7),
         Decimal("12.3400"),
         uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        ipaddress.ip_address("10.0.0.1"),
+        ipaddress.ip_address("2001:db8::1"),
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2001:db8::/32"),
+        ipaddress.ip_interface("10.0.0.1/24"),
+        ipaddress.ip_interface("2001:db8::1/64"),
+        asyncpg.Range(1, 5, upper_inc=True),
+        asyncpg.Range(dt.date(2026, 1, 1), None),
+        asyncpg.Range(empty=True),
+        asyncpg.BitString("10100"),
+        asyncpg.Point(1.5, -2.0),
+        asyncpg.Box((3, 4), (1, 2)),
+        asyncpg.Line(1, 2, 3),
+        asyncpg.LineSegment((1, 2), (3, 4)),
+        asyncpg.Circle((1, 2), 3.5),
+        psycopg.types.range.Range(Decimal("1.5"), Decimal("2"), "(]"),
+        psycopg.types.range.Range(empty=True),
     ],
 )
 def test_value_round_trips_with_its_exact_type(value):
     result = _round_trip(value)
     assert result == value
     assert type(result) is type(value)
+
+
+def test_driver_paths_and_polygons_keep_their_points_and_type():
+    """asyncpg's Path and Polygon compare by identity: their points and closedness are what must survive."""
+    for value in (
+        asyncpg.Path((1, 2), (3, 4), is_closed=True),
+        asyncpg.Path((1, 2), (3, 4)),
+        asyncpg.Polygon((0, 0), (1, 0), (1, 1)),
+    ):
+        result = _round_trip(value)
+        assert type(result) is type(value)
+        assert (result.points, result.is_closed) == (value.points, value.is_closed)
+
+
+def test_a_driver_type_out_of_the_list_is_refused_not_imported():
+    """A cassette names the class of a driver value: only the listed ones are ever imported."""
+    with pytest.raises(ValueDecodeError, match="no driver type 'os.system'"):
+        decode_value({"$type": "driver", "class": "os.system"})
+    with pytest.raises(ValueDecodeError, match="bad 'ip' value"):
+        decode_value({"$type": "ip", "class": "Path", "value": "/"})
 
 
 def test_non_finite_floats_round_trip():

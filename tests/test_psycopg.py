@@ -132,7 +132,7 @@ def test_every_way_of_calling_psycopg_is_recorded_on_its_client_span(
 
     kinds = _sql_calls(by_path["/kinds"][0])[0]
     assert [column[0] for column in kinds["response"]["description"]] == [
-        "id", "u", "n", "t", "j", "i", "f", "s", "b", "raw", "arr", "nothing",
+        "id", "u", "n", "t", "j", "i", "f", "s", "b", "raw", "arr", "nothing", "ip", "net", "r",
     ]  # fmt: skip
     assert kinds["response"]["rows"][0] == [
         1,
@@ -147,7 +147,11 @@ def test_every_way_of_calling_psycopg_is_recorded_on_its_client_span(
         {"$type": "bytes", "base64": "AP8="},
         [1, 2, 3],
         None,
-    ]
+        {"$type": "ip", "class": "IPv4Address", "value": "10.0.0.1"},
+        {"$type": "ip", "class": "IPv4Network", "value": "10.0.0.0/8"},
+        {"$type": "driver", "class": "psycopg.types.range.Range", "lower": 1, "upper": 5,
+         "bounds": "[)", "empty": False},
+    ]  # fmt: skip
 
 
 def test_secret_parameters_and_columns_are_hidden(

@@ -34,16 +34,22 @@ from timetracer_otel.integrations.starlette import auto_setup
 TABLES = """
 CREATE TABLE kinds (
     id int PRIMARY KEY, u uuid, n numeric(10, 3), t timestamptz, j jsonb, i int, f float8,
-    s text, b bool, raw bytea, arr int[], nothing int
+    s text, b bool, raw bytea, arr int[], nothing int, ip inet, net cidr, r int4range,
+    bits bit(5), pt point, bx box, circ circle, seg lseg, ln line
 );
 INSERT INTO kinds VALUES (
     1, '6f1c1f9e-9b3a-4a57-8f0e-2f5d0c7a1b23', 12.345, '2026-01-22 10:30:00.123+00',
-    '{"k": [1, "two"]}', 7, 2.5, 'text', true, '\\x00ff', ARRAY[1, 2, 3], NULL
+    '{"k": [1, "two"]}', 7, 2.5, 'text', true, '\\x00ff', ARRAY[1, 2, 3], NULL,
+    '10.0.0.1', '10.0.0.0/8', '[1,5)', B'10100', '(1.5,-2)', '((3,4),(1,2))',
+    '<(1,2),3.5>', '[(1,2),(3,4)]', '{1,2,3}'
 );
 CREATE TABLE users (id serial PRIMARY KEY, name text UNIQUE NOT NULL, password_hash text NOT NULL);
 CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
 """
-KINDS = "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing FROM kinds WHERE id = $1"
+KINDS = (
+    "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing, ip, net, r, bits, pt, bx, circ, seg,"
+    " ln FROM kinds WHERE id = $1"
+)
 
 
 async def create_tables(dsn: str, schema: str) -> None:

@@ -37,16 +37,19 @@ from timetracer_otel.integrations.starlette import auto_setup
 TABLES = """
 CREATE TABLE kinds (
     id int PRIMARY KEY, u uuid, n numeric(10, 3), t timestamptz, j jsonb, i int, f float8,
-    s text, b bool, raw bytea, arr int[], nothing int
+    s text, b bool, raw bytea, arr int[], nothing int, ip inet, net cidr, r int4range
 );
 INSERT INTO kinds VALUES (
     1, '6f1c1f9e-9b3a-4a57-8f0e-2f5d0c7a1b23', 12.345, '2026-01-22 10:30:00.123+00',
-    '{"k": [1, "two"]}', 7, 2.5, 'text', true, '\\x00ff', ARRAY[1, 2, 3], NULL
+    '{"k": [1, "two"]}', 7, 2.5, 'text', true, '\\x00ff', ARRAY[1, 2, 3], NULL,
+    '10.0.0.1', '10.0.0.0/8', '[1,5)'
 );
 CREATE TABLE users (id serial PRIMARY KEY, name text UNIQUE NOT NULL, password_hash text NOT NULL);
 CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
 """
-KINDS = "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing FROM kinds WHERE id = %s"
+KINDS = (
+    "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing, ip, net, r FROM kinds WHERE id = %s"
+)
 
 
 def create_tables(dsn: str, schema: str) -> None:

@@ -2,7 +2,8 @@
 
 JSON keeps ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists and string-keyed
 objects. Everything else is an object with a ``"$type"`` key: bytes, tuples, sets,
-datetimes, Decimal, UUID, BSON types, dicts with other keys. A dict that itself has a
+datetimes, Decimal, UUID, BSON types, IP addresses and networks, database drivers' ranges,
+bit strings and geometric types, dicts with other keys. A dict that itself has a
 ``"$type"`` key is wrapped too, so no recorded value can be mistaken for an encoding.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import importlib
+import ipaddress
 import math
 import re
 import uuid
@@ -204,11 +207,109 @@ def _register_bson() -> None:
 _register_bson()
 
 
+_IP_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        ipaddress.IPv4Address,
+        ipaddress.IPv6Address,
+        ipaddress.IPv4Network,
+        ipaddress.IPv6Network,
+        ipaddress.IPv4Interface,
+        ipaddress.IPv6Interface,
+    )
+}
+_ENCODERS.update(
+    {
+        cls: lambda v: {TYPE_KEY: "ip", "class": type(v).__name__, "value": str(v)}
+        for cls in _IP_CLASSES.values()
+    }
+)
+_DECODERS["ip"] = lambda d: _IP_CLASSES[d["class"]](d["value"])
+
+
+def _points(points: Any) -> list[list[Any]]:
+    return [[encode_value(p[0]), encode_value(p[1])] for p in points]
+
+
+def _driver_class(path: str) -> Any:
+    """A driver's class named by its path, imported when a value of it is decoded (in replay, where
+    the application's driver is installed); only the paths of :data:`_DRIVER_TYPES`."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{path} cannot be imported here ({exc})") from None
+
+
+# Database drivers' own value types (ranges, bit strings, geometry), found by their class path so
+# that encoding imports no driver: each as its parts, made again from them by the same class.
+_DRIVER_TYPES: dict[str, tuple[Callable[[Any], dict], Callable[[type, dict], Any]]] = {
+    "asyncpg.types.Range": (
+        lambda v: {"lower": encode_value(v.lower), "upper": encode_value(v.upper),
+                   "lower_inc": v.lower_inc, "upper_inc": v.upper_inc, "empty": v.isempty},
+        lambda cls, d: cls(decode_value(d["lower"]), decode_value(d["upper"]),
+                           lower_inc=d["lower_inc"], upper_inc=d["upper_inc"], empty=d["empty"]),
+    ),
+    "psycopg.types.range.Range": (
+        lambda v: {"lower": encode_value(v.lower), "upper": encode_value(v.upper),
+                   "bounds": v.bounds, "empty": v.isempty},
+        lambda cls, d: cls(decode_value(d["lower"]), decode_value(d["upper"]), d["bounds"], d["empty"]),
+    ),
+    "asyncpg.pgproto.types.BitString": (
+        lambda v: {"bits": v.as_string()},
+        lambda cls, d: cls(d["bits"]),
+    ),
+    "asyncpg.pgproto.types.Point": (
+        lambda v: {"points": _points([v])},
+        lambda cls, d: cls(*map(decode_value, d["points"][0])),
+    ),
+    "asyncpg.pgproto.types.Line": (
+        lambda v: {"items": [encode_value(c) for c in v]},
+        lambda cls, d: cls(*map(decode_value, d["items"])),
+    ),
+    "asyncpg.pgproto.types.Box": (
+        lambda v: {"points": _points(v)},
+        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"])),
+    ),
+    "asyncpg.pgproto.types.LineSegment": (
+        lambda v: {"points": _points(v)},
+        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"])),
+    ),
+    "asyncpg.pgproto.types.Path": (
+        lambda v: {"points": _points(v.points), "closed": v.is_closed},
+        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"]), is_closed=d["closed"]),
+    ),
+    "asyncpg.pgproto.types.Polygon": (
+        lambda v: {"points": _points(v.points)},
+        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"])),
+    ),
+    "asyncpg.pgproto.types.Circle": (
+        lambda v: {"points": _points([v[0]]), "radius": encode_value(v[1])},
+        lambda cls, d: cls(tuple(map(decode_value, d["points"][0])), decode_value(d["radius"])),
+    ),
+}  # fmt: skip
+
+
+def _decode_driver_value(data: dict) -> Any:
+    path = data["class"]
+    if path not in _DRIVER_TYPES:
+        raise ValueError(f"no driver type {path!r}")
+    return _DRIVER_TYPES[path][1](_driver_class(path), data)
+
+
+_DECODERS["driver"] = _decode_driver_value
+
+
 def encode_value(value: Any) -> Any:
     """``value`` as JSON-compatible data that :func:`decode_value` turns back into an equal value of the same type."""
     encoder = _ENCODERS.get(type(value))
     if encoder is not None:
         return encoder(value)
+    cls = type(value)
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    driver = _DRIVER_TYPES.get(path)
+    if driver is not None:  # before the bases: a driver's point is a tuple, but not only one
+        return {TYPE_KEY: "driver", "class": path, **driver[0](value)}
     bases: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
         (dict, _encode_dict),
         (list, _ENCODERS[list]),
@@ -224,8 +325,7 @@ def encode_value(value: Any) -> Any:
     for base, base_encoder in bases:
         if isinstance(value, base):  # a subclass (OrderedDict, an IntEnum): keep its plain content
             return base_encoder(base(value) if base in (int, float, str) else value)
-    cls = type(value)
-    return {TYPE_KEY: "repr", "type": f"{cls.__module__}.{cls.__qualname__}", "value": repr(value)}
+    return {TYPE_KEY: "repr", "type": path, "value": repr(value)}
 
 
 def decode_value(data: Any) -> Any:

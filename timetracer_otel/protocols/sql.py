@@ -95,7 +95,7 @@ def snapshot(value: Any) -> Any:
     """A copy of a parameter or row value as the cassette keeps it.
 
     Containers are copied (the application may change a JSON value after the statement)
-    with plain ``str`` keys; the drivers' parameter wrappers (psycopg2 ``Binary``, psycopg
+    with plain ``str`` keys, but for a driver's immutable tuple types, kept whole; the drivers' parameter wrappers (psycopg2 ``Binary``, psycopg
     ``Json``), whose ``repr`` holds a memory address, are replaced by what they wrap.
     """
     if isinstance(value, dict):
@@ -103,7 +103,12 @@ def snapshot(value: Any) -> Any:
     if isinstance(value, list):
         return [snapshot(item) for item in value]
     if isinstance(value, tuple):
-        return tuple(snapshot(item) for item in value)
+        items = tuple(snapshot(item) for item in value)
+        # a tuple of a driver's own type (asyncpg's Point, Box) holding nothing mutable stays itself
+        unchanged = type(value) is not tuple and all(
+            a is b for a, b in zip(items, value, strict=True)
+        )
+        return value if unchanged else items
     # mutable, or a view of a buffer the driver may reuse
     if isinstance(value, (bytearray, memoryview)):
         return type(value)(bytes(value))
