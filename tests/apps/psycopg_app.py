@@ -47,9 +47,7 @@ INSERT INTO kinds VALUES (
 CREATE TABLE users (id serial PRIMARY KEY, name text UNIQUE NOT NULL, password_hash text NOT NULL);
 CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
 """
-KINDS = (
-    "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing, ip, net, r FROM kinds WHERE id = %s"
-)
+KINDS = "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing, ip, net, r FROM kinds WHERE id = %s"
 
 
 def create_tables(dsn: str, schema: str) -> None:
