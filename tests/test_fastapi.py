@@ -10,7 +10,7 @@ import httpx
 import pytest
 from conftest import Upstream, load_cassettes
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.inbound import route_template
@@ -21,6 +21,11 @@ class Item(BaseModel):
     name: str
     price: float
     tags: list[str] = []
+
+
+class Signup(BaseModel):
+    user: str
+    password: str = Field(min_length=8)
 
 
 def _app(upstream: Upstream, config: TraceConfig) -> FastAPI:
@@ -35,6 +40,10 @@ def _app(upstream: Upstream, config: TraceConfig) -> FastAPI:
     @app.post("/items", status_code=201)
     async def create_item(item: Item) -> dict[str, Any]:
         return {"id": 7, **item.model_dump()}
+
+    @app.post("/signup", status_code=201)
+    async def signup(body: Signup) -> dict[str, str]:
+        return {"user": body.user}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -141,6 +150,20 @@ def test_a_validation_error_is_recorded_with_its_422(base_url: str, cassette_dir
     assert doc["request"]["body"]["json"] == {"name": "lamp", "price": "free"}
     assert doc["response"]["status"] == 422 and doc["error"] is None
     assert doc["response"]["body"]["json"] == response.json()
+
+
+def test_a_validation_error_about_a_password_keeps_its_echoed_input_out_of_the_cassette(
+    base_url: str, cassette_dir: Path
+) -> None:
+    """FastAPI's 422 echoes the value sent (``input``); for a password too short to be searched
+    for by value, the error's ``loc`` names the secret field and the echo is hidden too."""
+    response = httpx.post(f"{base_url}/signup", json={"user": "ada", "password": "pw12"})
+    assert response.status_code == 422 and response.json()["detail"][0]["input"] == "pw12"
+
+    doc, relative = _only_cassette(cassette_dir)
+    assert "pw12" not in (cassette_dir / relative).read_text("utf-8")
+    (detail,) = doc["response"]["body"]["json"]["detail"]
+    assert detail["loc"] == ["body", "password"] and detail["input"] != "pw12"
 
 
 def test_an_unhandled_exception_is_recorded_as_500(base_url: str, cassette_dir: Path) -> None:

@@ -187,8 +187,11 @@ class Redactor:
             parent, key, item, path = pending.pop()
             if isinstance(item, dict):
                 parent[key] = copy = {}
+                echoed = self._echoes_secret(item)
                 for name, child in item.items():
-                    if isinstance(name, str) and self.is_secret_field(name):
+                    if isinstance(name, str) and (
+                        self.is_secret_field(name) or (echoed and name == "input")
+                    ):
                         if self._taken is not None:
                             self._took(f"body {path}.{name}", _json_text(child))
                         copy[name] = self._hidden_value(child)
@@ -204,6 +207,15 @@ class Redactor:
                     if isinstance(child, (dict, list))
                 )
         return holder[0]
+
+    def _echoes_secret(self, item: dict) -> bool:
+        """A validation error (pydantic's, in FastAPI's 422) about a secret field: its ``input``
+        echoes the value sent, which may be too short to be found by value."""
+        loc = item.get("loc") if "input" in item else None
+        if not isinstance(loc, list):
+            return False
+        names = [part for part in loc if isinstance(part, str)]
+        return bool(names) and self.is_secret_field(names[-1])
 
     def query(self, query: str, where: str = "query") -> str:
         """Secret values of a query string (or form body) replaced where they stand; the rest is kept byte for byte.
