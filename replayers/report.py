@@ -149,13 +149,20 @@ def _shown_pair(recorded: Any, replayed: Any) -> tuple[str, str]:
     return _cut(old, start), _cut(new, start)
 
 
+def _one_side(path: str, value: Any, recorded: bool) -> str:
+    """The line for a member or item only one side has: the other reads ``<absent>``."""
+    shown = _cut(json.dumps(value))
+    old, new = (shown, "<absent>") if recorded else ("<absent>", shown)
+    return f"{path}: recorded {old}, replayed {new}"
+
+
 def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
     if isinstance(recorded, dict) and isinstance(replayed, dict):
         for key in list(recorded) + [k for k in replayed if k not in recorded]:
             if key not in replayed:
-                yield f"{path}.{key}: recorded {_cut(json.dumps(recorded[key]))}, replayed <absent>"
+                yield _one_side(f"{path}.{key}", recorded[key], recorded=True)
             elif key not in recorded:
-                yield f"{path}.{key}: recorded <absent>, replayed {_cut(json.dumps(replayed[key]))}"
+                yield _one_side(f"{path}.{key}", replayed[key], recorded=False)
             else:
                 yield from _json_differences(recorded[key], replayed[key], f"{path}.{key}")
     elif isinstance(recorded, list) and isinstance(replayed, list):
@@ -163,10 +170,11 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
             yield f"{path}: recorded {len(recorded)} items, replayed {len(replayed)}"
         for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):
             yield from _json_differences(a, b, f"{path}[{index}]")
-        for index in range(len(replayed), len(recorded)):
-            yield f"{path}[{index}]: recorded {_cut(json.dumps(recorded[index]))}, replayed <absent>"
-        for index in range(len(recorded), len(replayed)):
-            yield f"{path}[{index}]: recorded <absent>, replayed {_cut(json.dumps(replayed[index]))}"
+        longer, recorded_longer = (
+            (recorded, True) if len(recorded) > len(replayed) else (replayed, False)
+        )
+        for index in range(min(len(recorded), len(replayed)), len(longer)):
+            yield _one_side(f"{path}[{index}]", longer[index], recorded=recorded_longer)
     elif recorded != replayed or type(recorded) is not type(replayed):
         old, new = _shown_pair(recorded, replayed)
         yield f"{path}: recorded {old}, replayed {new}"

@@ -245,12 +245,12 @@ class CassetteLibrary:
                 self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(
                     entry
                 )
-        sizes = {str(files[key]): index.size_of(key) for key in index.entries}
-        self._documents = _Documents(
-            _CACHED_BYTES,
-            {path: size for path, size in sizes.items() if size is not None},
-            config,
-        )
+        sizes = {
+            str(files[key]): size
+            for key in index.entries
+            if (size := index.size_of(key)) is not None
+        }
+        self._documents = _Documents(_CACHED_BYTES, sizes, config)
         self._lock = threading.Lock()
 
     @property

@@ -231,6 +231,11 @@ def _points(points: Any) -> list[list[Any]]:
     return [[encode_value(p[0]), encode_value(p[1])] for p in points]
 
 
+def _decoded_points(data: dict) -> list[tuple[Any, Any]]:
+    """The ``points`` of a driver value (see :func:`_points`) as (x, y) tuples."""
+    return [(decode_value(x), decode_value(y)) for x, y in data["points"]]
+
+
 def _driver_class(path: str) -> Any:
     """A driver's class named by its path, imported when a value of it is decoded (in replay, where
     the application's driver is installed); only the paths of :data:`_DRIVER_TYPES`."""
@@ -261,7 +266,7 @@ _DRIVER_TYPES: dict[str, tuple[Callable[[Any], dict], Callable[[type, dict], Any
     ),
     "asyncpg.pgproto.types.Point": (
         lambda v: {"points": _points([v])},
-        lambda cls, d: cls(*map(decode_value, d["points"][0])),
+        lambda cls, d: cls(*_decoded_points(d)[0]),
     ),
     "asyncpg.pgproto.types.Line": (
         lambda v: {"items": [encode_value(c) for c in v]},
@@ -269,23 +274,23 @@ _DRIVER_TYPES: dict[str, tuple[Callable[[Any], dict], Callable[[type, dict], Any
     ),
     "asyncpg.pgproto.types.Box": (
         lambda v: {"points": _points(v)},
-        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"])),
+        lambda cls, d: cls(*_decoded_points(d)),
     ),
     "asyncpg.pgproto.types.LineSegment": (
         lambda v: {"points": _points(v)},
-        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"])),
+        lambda cls, d: cls(*_decoded_points(d)),
     ),
     "asyncpg.pgproto.types.Path": (
         lambda v: {"points": _points(v.points), "closed": v.is_closed},
-        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"]), is_closed=d["closed"]),
+        lambda cls, d: cls(*_decoded_points(d), is_closed=d["closed"]),
     ),
     "asyncpg.pgproto.types.Polygon": (
         lambda v: {"points": _points(v.points)},
-        lambda cls, d: cls(*(tuple(map(decode_value, p)) for p in d["points"])),
+        lambda cls, d: cls(*_decoded_points(d)),
     ),
     "asyncpg.pgproto.types.Circle": (
         lambda v: {"points": _points([v[0]]), "radius": encode_value(v[1])},
-        lambda cls, d: cls(tuple(map(decode_value, d["points"][0])), decode_value(d["radius"])),
+        lambda cls, d: cls(_decoded_points(d)[0], decode_value(d["radius"])),
     ),
 }  # fmt: skip
 

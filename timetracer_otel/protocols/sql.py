@@ -95,8 +95,10 @@ def snapshot(value: Any) -> Any:
     """A copy of a parameter or row value as the cassette keeps it.
 
     Containers are copied (the application may change a JSON value after the statement)
-    with plain ``str`` keys, but for a driver's immutable tuple types, kept whole; the drivers' parameter wrappers (psycopg2 ``Binary``, psycopg
-    ``Json``), whose ``repr`` holds a memory address, are replaced by what they wrap.
+    with plain ``str`` keys; a driver's own tuple type holding nothing mutable (asyncpg's
+    ``Point``) is kept whole, so it keeps its type. The drivers' parameter wrappers (psycopg2
+    ``Binary``, psycopg ``Json``), whose ``repr`` holds a memory address, are replaced by
+    what they wrap.
     """
     if isinstance(value, dict):
         return {(str(k) if isinstance(k, str) else k): snapshot(v) for k, v in value.items()}
@@ -104,7 +106,6 @@ def snapshot(value: Any) -> Any:
         return [snapshot(item) for item in value]
     if isinstance(value, tuple):
         items = tuple(snapshot(item) for item in value)
-        # a tuple of a driver's own type (asyncpg's Point, Box) holding nothing mutable stays itself
         unchanged = type(value) is not tuple and all(
             a is b for a, b in zip(items, value, strict=True)
         )
