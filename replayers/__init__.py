@@ -8,6 +8,13 @@ wrappers and answer from the current session; calls outside a session are untouc
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import threading
+from collections.abc import Callable
+from types import ModuleType
+
+from wrapt import register_post_import_hook
 
 from timetracer_otel.libraries import LIBRARIES
 
@@ -24,14 +31,35 @@ __all__ = [
 ]
 
 
+_hooked: set[str] = set()  # libraries whose replayer is installed when they are imported
+_hooked_lock = threading.Lock()
+
+
 def install_replayers() -> list[str]:
-    """Patch every installed client library for replay (idempotent); returns the libraries patched."""
-    installed = []
+    """Patch every installed client library for replay (idempotent); returns the libraries covered.
+
+    A library the app has imported is patched now; one installed but not imported yet is
+    patched when it is imported (a post-import hook), before the app can use it. Importing
+    every installed library up front doubled a replaying process's objects (and so the
+    cost of each garbage collection) for libraries the app may never use.
+    """
+    covered = []
     for library in LIBRARIES.values():
-        try:
-            importlib.import_module(library.name)
-        except ImportError:
+        if library.name in sys.modules:
+            importlib.import_module(library.replay).install()
+        elif importlib.util.find_spec(library.name) is None:
             continue
-        importlib.import_module(library.replay).install()
-        installed.append(library.name)
-    return installed
+        else:
+            with _hooked_lock:
+                if library.name not in _hooked:
+                    _hooked.add(library.name)
+                    register_post_import_hook(_installer(library.replay), library.name)
+        covered.append(library.name)
+    return covered
+
+
+def _installer(replay_module: str) -> Callable[[ModuleType], None]:
+    def install(_module: ModuleType) -> None:
+        importlib.import_module(replay_module).install()
+
+    return install

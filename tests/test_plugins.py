@@ -15,6 +15,7 @@ import aiohttp
 import anyio.to_thread
 import httpx
 import pytest
+import redis
 import requests
 import urllib3
 import wrapt
@@ -258,3 +259,61 @@ def test_disable_keeps_the_users_own_instrumentation(
     ) == 1
     assert disabled["calls"] == []  # timetracer's capture is gone ...
     assert len(_client_spans(disabled)) == 1  # ... the user's spans are not
+
+
+_LATE_IMPORT_APP = """
+import sys
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+mode, where, url = sys.argv[1:4]
+
+
+async def visits(request):
+    import redis  # first imported here, after timetracer was set up
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    return JSONResponse({"visits": client.incr("tt-test:late-import:" + where.replace("/", ":"))})
+
+
+app = Starlette(routes=[Route("/visits", visits)])
+config = TraceConfig(mode=mode, cassette_dir=where, cassette_path=where)
+auto_setup(app, config, plugins=["redis"] if mode == "record" else [])
+print("redis imported at start:", "redis" in sys.modules, flush=True)
+with TestClient(app) as client:
+    print(client.get("/visits").text, flush=True)
+timetracer_otel.flush(30)
+"""
+
+
+def test_a_library_first_imported_after_replay_started_is_answered_from_the_cassette(
+    tmp_path: Path,
+) -> None:
+    """Replay patches a client library when the app imports it, not by importing every installed
+    library at start (that doubled a replaying process's objects): a library first imported by a
+    request handler is still answered from the cassette, never from the network."""
+    script = tmp_path / "late_import_app.py"
+    script.write_text(_LATE_IMPORT_APP)
+    cassettes = tmp_path / "cassettes"
+    recorded = subprocess.run(
+        [sys.executable, str(script), "record", str(cassettes), "redis://127.0.0.1:6379/0"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    replayed = subprocess.run(
+        [sys.executable, str(script), "replay", str(cassettes), "redis://127.0.0.1:1/0"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(
+        "tt-test:late-import:" + str(cassettes).replace("/", ":")
+    )
+    recorded_lines, replayed_lines = recorded.stdout.splitlines(), replayed.stdout.splitlines()
+    assert recorded_lines[1] == '{"visits":1}', recorded.stderr
+    assert replayed_lines == ["redis imported at start: False", '{"visits":1}'], replayed.stderr
+    assert re.search(
+        r"\[OK\] replayed GET /visits .* calls=1/1  unused=0  response=same", replayed.stderr
+    )
