@@ -1,6 +1,6 @@
 """Instructions per request, counted by valgrind's callgrind: figures that do not move with the machine's load.
 
-    .venv/bin/python bench/instructions.py [--requests 1000] [--modes otel,record,replay] [--routes /plain,/dep]
+    .venv/bin/python bench/instructions.py [--requests 1000] [--modes otel,record,replay] [--routes /plain,/dep] [--keep DIR]
 
 Timings on a shared VM swing by 2x within the hour; an instruction count is the same for
 the same code and inputs whatever else runs. Each mode of the reference app
@@ -13,7 +13,8 @@ bench/overhead.py. Record mode's
 writer process is not counted (bench/writer_cpu.py measures it): this is the request path.
 The printed ratio is each mode's count over ``otel``'s for the same route. Count a
 thousand requests or more: where the garbage collector's collections fall moves a
-figure over a hundred by as much as 0.5 M.
+figure over a hundred by as much as 0.5 M. ``--keep DIR`` keeps each count's callgrind file
+(``DIR/<mode><route>.out``) for ``callgrind_annotate --inclusive=yes``: where the instructions go.
 """
 
 from __future__ import annotations
@@ -72,12 +73,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--modes", default="otel,record,replay")
     parser.add_argument("--routes", default="/plain,/dep")
+    parser.add_argument("--keep", type=Path, help="directory to keep the callgrind files in")
     parser.add_argument("--drive", nargs=2, metavar=("ROUTE", "REQUESTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         _drive(args.drive[0], int(args.drive[1]))
         return
     modes, routes = args.modes.split(","), args.routes.split(",")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with reference_upstream("timetracer-bench-instructions-") as (workdir, base):
         settings = {
             "otel": {},
@@ -96,7 +100,8 @@ def main() -> None:
         for route in routes:
             for mode in modes:
                 env = {**base, "BENCH_MODE": mode, **settings[mode]}
-                total = _count(env, route, args.requests, workdir / f"{mode}.out")
+                out = (args.keep or workdir) / f"{mode}{route.replace('/', '_')}.out"
+                total = _count(env, route, args.requests, out)
                 counts[mode, route] = total / args.requests
                 ratio = (
                     f"  x{counts[mode, route] / counts['otel', route]:.2f} of otel"
