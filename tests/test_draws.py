@@ -112,7 +112,9 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
         "value": recorded[0].json()["uuid4"],
     }
     urandom = by_path["/draw/urandom/1"]["draws"]
-    assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2
+    assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2 + [
+        ("urandom", "gensalt")
+    ] * 2
     assert urandom[0]["value"] == {
         "$type": "bytes",
         "base64": _b64_of_hex(recorded[1].json()["urandom"]),

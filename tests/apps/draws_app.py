@@ -28,6 +28,8 @@ from time import localtime, strftime, time, time_ns
 from typing import Any
 from uuid import uuid1, uuid4
 
+import bcrypt
+from bcrypt import gensalt
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -85,7 +87,11 @@ def _random() -> dict[str, Any]:
 
 
 def _urandom() -> dict[str, Any]:
-    return {"urandom": urandom(16).hex(), "os": os.urandom(8).hex()}
+    return {
+        "urandom": urandom(16).hex(), "os": os.urandom(8).hex(),
+        # a compiled library's own entropy: bcrypt's salt (Rust), imported by name and through the module
+        "bcrypt_hash": bcrypt.hashpw(b"s3cret-pw", gensalt(rounds=4)).decode(), "bcrypt_salt": bcrypt.gensalt().decode(),
+    }  # fmt: skip
 
 
 def _secrets() -> dict[str, Any]:

@@ -13,10 +13,14 @@
   ``os.urandom`` (``secrets``, ``SystemRandom``, salts, tokens). The module-level
   ``random.random``/``getrandbits`` and ``os.urandom`` are bound objects: they are
   replaced in the module and in every module that imported them by name.
+- Compiled libraries that read the operating system's entropy themselves: ``bcrypt.gensalt``
+  (Rust since bcrypt 4.1, so its salts never pass through ``os.urandom``) is replaced when
+  bcrypt is imported, in the module and where it was imported by name.
 """
 
 from __future__ import annotations
 
+import base64
 import inspect
 import os
 import random
@@ -27,6 +31,8 @@ import types
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from wrapt import register_post_import_hook
 
 from timetracer_otel._diagnostics import logger
 
@@ -229,6 +235,41 @@ def _install_uuids() -> None:
         function.__code__ = namespace[name].__code__
 
 
+# --------------------------------------------------------------------------- compiled libraries
+_BCRYPT_ALPHABET = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+)
+
+
+def _install_bcrypt(bcrypt: types.ModuleType) -> None:
+    """Route ``bcrypt.gensalt`` through the draws: a salt is 16 bytes of the system's entropy
+    that the Rust extension reads itself, and a password hash stored with another salt
+    would not match its recorded SQL parameter."""
+    real = getattr(bcrypt, "gensalt", None)
+    if real is None or getattr(real, "__module__", None) == __name__:
+        return
+
+    def gensalt(rounds: int = 12, prefix: bytes = b"2b") -> bytes:
+        draws = current()
+        if draws is None:
+            return real(rounds, prefix)
+        head = b"$%s$%02d$" % (bytes(prefix), rounds)
+
+        def seeded(rng: random.Random) -> bytes:
+            salt = _c_getrandbits(rng, 128).to_bytes(16, "little")
+            return head + base64.b64encode(salt).translate(_BCRYPT_ALPHABET)[:22]
+
+        return _draw(
+            draws, "gensalt", sys._getframe(1), lambda: real(rounds, prefix),
+            lambda value: type(value) is bytes and value.startswith(head) and len(value) == len(head) + 22,
+            seeded,
+        )  # fmt: skip
+
+    vars(bcrypt)["gensalt"] = gensalt
+    _rebind({id(real): (real, gensalt)})
+
+
 # --------------------------------------------------------------------------- names imported directly
 def _rebind(replacements: dict[int, tuple[Any, Any]]) -> None:
     """Replace, in every loaded module but this one, the names bound to a replaced object (``from os import urandom``)."""
@@ -260,3 +301,4 @@ def install(sources: Sequence[str]) -> None:
         _install_clock()
         _install_uuids()
         _rebind(_install_randomness())
+        register_post_import_hook(_install_bcrypt, "bcrypt")
