@@ -119,6 +119,20 @@ def test_subclasses_keep_their_plain_content():
     assert _round_trip(Colour.RED) == 1 and type(_round_trip(Colour.RED)) is int
 
 
+def test_a_str_enum_is_kept_as_the_text_drivers_send_not_its_name():
+    """``str()`` of a ``(str, Enum)`` member is ``Status.QUEUED``; redis-py, asyncpg and psycopg
+    send its content, ``queued`` (rq's job status, a model's status column)."""
+
+    class Status(str, enum.Enum):
+        QUEUED = "queued"
+
+    class Ratio(float, enum.Enum):
+        HALF = 0.5
+
+    assert encode_value(Status.QUEUED) == "queued"
+    assert _round_trip(Ratio.HALF) == 0.5 and type(_round_trip(Ratio.HALF)) is float
+
+
 def test_unknown_objects_are_kept_as_their_repr():
     class Opaque:
         def __repr__(self) -> str:

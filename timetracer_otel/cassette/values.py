@@ -305,6 +305,15 @@ def _decode_driver_value(data: dict) -> Any:
 _DECODERS["driver"] = _decode_driver_value
 
 
+# The content of a subclass of a plain type, as a driver sends it: ``str()`` of a ``(str, Enum)``
+# member is its name (``Status.QUEUED``), its content is its value.
+_PLAIN_CONTENT: dict[type[Any], Callable[[Any], Any]] = {
+    int: int.__int__,
+    float: float.__float__,
+    str: str.__str__,
+}
+
+
 def encode_value(value: Any) -> Any:
     """``value`` as JSON-compatible data that :func:`decode_value` turns back into an equal value of the same type."""
     encoder = _ENCODERS.get(type(value))
@@ -329,7 +338,8 @@ def encode_value(value: Any) -> Any:
     )
     for base, base_encoder in bases:
         if isinstance(value, base):  # a subclass (OrderedDict, an IntEnum): keep its plain content
-            return base_encoder(base(value) if base in (int, float, str) else value)
+            plain = _PLAIN_CONTENT.get(base)
+            return base_encoder(plain(value) if plain is not None else value)
     return {TYPE_KEY: "repr", "type": path, "value": repr(value)}
 
 
