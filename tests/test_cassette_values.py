@@ -119,6 +119,19 @@ def test_subclasses_keep_their_plain_content():
     assert _round_trip(Colour.RED) == 1 and type(_round_trip(Colour.RED)) is int
 
 
+def test_a_bson_subclass_is_kept_as_its_bson_type():
+    """Beanie's ``PydanticObjectId`` is an ObjectId: kept as one (as an insert's generated ``_id``
+    replay matches it by type), not as its repr."""
+    from bson import ObjectId
+
+    class PydanticObjectId(ObjectId):
+        pass
+
+    value = PydanticObjectId()
+    assert encode_value(value) == {"$type": "objectid", "value": str(value)}
+    assert _round_trip(value) == ObjectId(str(value))
+
+
 def test_a_str_enum_is_kept_as_the_text_drivers_send_not_its_name():
     """``str()`` of a ``(str, Enum)`` member is ``Status.QUEUED``; redis-py, asyncpg and psycopg
     send its content, ``queued`` (rq's job status, a model's status column)."""

@@ -162,6 +162,22 @@ _DECODERS: dict[str, Callable[[dict], Any]] = {
 }
 
 
+# A subclass of one of these (asyncpg's UUID, an IntEnum, Beanie's PydanticObjectId) is encoded as
+# its base; BSON's classes are put first when pymongo is installed.
+_BASES: list[tuple[type[Any], Callable[[Any], Any]]] = [
+    (dict, _encode_dict),
+    (list, _ENCODERS[list]),
+    (tuple, _ENCODERS[tuple]),
+    (str, _ENCODERS[str]),
+    (int, _ENCODERS[int]),
+    (float, _encode_float),
+    (uuid.UUID, _ENCODERS[uuid.UUID]),
+    (dt.datetime, _ENCODERS[dt.datetime]),  # before date: a datetime is a date
+    (dt.date, _ENCODERS[dt.date]),
+    (Decimal, _ENCODERS[Decimal]),
+]
+
+
 def _register_bson() -> None:
     """BSON types, when pymongo is installed: their encoders and decoders."""
     try:
@@ -190,6 +206,7 @@ def _register_bson() -> None:
             bson.MaxKey: lambda v: {TYPE_KEY: "maxkey"},
         }
     )
+    _BASES[:0] = [(cls, _ENCODERS[cls]) for cls in (ObjectId, Decimal128, Binary, Timestamp, Regex)]
     _DECODERS.update(
         {
             "objectid": lambda d: ObjectId(d["value"]),
@@ -324,19 +341,7 @@ def encode_value(value: Any) -> Any:
     driver = _DRIVER_TYPES.get(path)
     if driver is not None:  # before the bases: a driver's point is a tuple, but not only one
         return {TYPE_KEY: "driver", "class": path, **driver[0](value)}
-    bases: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
-        (dict, _encode_dict),
-        (list, _ENCODERS[list]),
-        (tuple, _ENCODERS[tuple]),
-        (str, _ENCODERS[str]),
-        (int, _ENCODERS[int]),
-        (float, _encode_float),
-        (uuid.UUID, _ENCODERS[uuid.UUID]),  # asyncpg's own UUID class
-        (dt.datetime, _ENCODERS[dt.datetime]),  # before date: a datetime is a date
-        (dt.date, _ENCODERS[dt.date]),
-        (Decimal, _ENCODERS[Decimal]),
-    )
-    for base, base_encoder in bases:
+    for base, base_encoder in _BASES:
         if isinstance(value, base):  # a subclass (OrderedDict, an IntEnum): keep its plain content
             plain = _PLAIN_CONTENT.get(base)
             return base_encoder(plain(value) if plain is not None else value)
