@@ -106,6 +106,7 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
     assert [(d["source"], d["kind"], d["caller"]) for d in uuids] == [
         ("uuid", "uuid4", "draws_app"), ("uuid", "uuid1", "draws_app"), ("uuid", "uuid4", "draws_app"),
         ("uuid", "uuid4", "draws_app"), ("clock", "time", "draws_app"),  # the model's id and created_at
+        ("uuid", "objectid", "draws_app"),
     ]  # fmt: skip
     assert [d["value"] for d in uuids if d["kind"] == "uuid4"][0] == {
         "$type": "uuid",

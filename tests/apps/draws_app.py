@@ -30,6 +30,7 @@ from uuid import uuid1, uuid4
 
 import bcrypt
 from bcrypt import gensalt
+from bson import ObjectId
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -73,6 +74,7 @@ def _uuid() -> dict[str, Any]:
         "uuid1": str(uuid1()),
         "module": str(uuid.uuid4()),
         "model": str(Order().id),
+        "objectid": str(ObjectId()),  # BSON's: its random part is the process's, drawn at import
     }
 
 

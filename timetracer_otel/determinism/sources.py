@@ -16,6 +16,9 @@
 - Compiled libraries that read the operating system's entropy themselves: ``bcrypt.gensalt``
   (Rust since bcrypt 4.1, so its salts never pass through ``os.urandom``) is replaced when
   bcrypt is imported, in the module and where it was imported by name.
+- BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
+  timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
+  new id is one draw of the ``uuid`` source.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ _SOURCE_OF_KIND = {
     "time": "clock",
     "uuid1": "uuid",
     "uuid4": "uuid",
+    "objectid": "uuid",
     "random": "random",
     "getrandbits": "random",
 }
@@ -270,6 +274,28 @@ def _install_bcrypt(bcrypt: types.ModuleType) -> None:
     _rebind({id(real): (real, gensalt)})
 
 
+def _install_objectid(bson: types.ModuleType) -> None:
+    """Route ``ObjectId()`` (a new id: Beanie's ``default_factory``, pymongo's insert ``_id``)
+    through the draws; an id given (``ObjectId(text)``) is built as before."""
+    from bson.objectid import ObjectId
+
+    real_init = ObjectId.__init__
+    if getattr(real_init, "__module__", None) == __name__:
+        return
+
+    def __init__(self: ObjectId, oid: Any = None) -> None:
+        if oid is None:
+            draws = current()
+            if draws is not None:
+                oid = _draw(
+                    draws, "objectid", sys._getframe(1), _bare(ObjectId, ()),
+                    lambda value: isinstance(value, ObjectId),
+                )  # fmt: skip
+        real_init(self, oid)
+
+    ObjectId.__init__ = __init__  # type: ignore[method-assign]
+
+
 # --------------------------------------------------------------------------- names imported directly
 def _rebind(replacements: dict[int, tuple[Any, Any]]) -> None:
     """Replace, in every loaded module but this one, the names bound to a replaced object (``from os import urandom``)."""
@@ -302,3 +328,4 @@ def install(sources: Sequence[str]) -> None:
         _install_uuids()
         _rebind(_install_randomness())
         register_post_import_hook(_install_bcrypt, "bcrypt")
+        register_post_import_hook(_install_objectid, "bson")
