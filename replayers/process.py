@@ -6,8 +6,10 @@ their calls were recorded into the process cassette, written beside the request 
 a directory holding several (several recording runs), the most recently recorded one
 answers. Its calls are answered in recorded order, as a request's are.
 
-A call it does not hold, or every call when there is no process cassette (a recording
-older than process cassettes, a cassette file given alone), gets the usual answer if it
+A cassette given alone is replayed with the process cassette of the recording it came from,
+found in the directory that recording wrote into. A call the process cassette does not
+hold, or every call when there is none (a recording older than process cassettes, a
+cassette copied away from its directory), gets the usual answer if it
 carries no data: a Redis ``PING``, ``SELECT`` or ``AUTH``, a SQL ``connect`` or
 ``SELECT 1``. Any other raises :class:`ReplayMismatchError`, naming the call.
 """
@@ -22,7 +24,13 @@ from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile
-from timetracer_otel.cassette.reader import CassetteError, load_cassette, process_cassette_files
+from timetracer_otel.cassette.reader import (
+    CassetteError,
+    is_cassette_file,
+    load_cassette,
+    process_cassette_files,
+    recording_directory,
+)
 from timetracer_otel.config import ReadLimits, TraceConfig
 from timetracer_otel.protocols import CallView, usual_answer
 
@@ -41,20 +49,44 @@ _session: ProcessSession | None = None
 def find_process_cassette(
     location: str | None, limits: ReadLimits | None = None
 ) -> tuple[CassetteFile, dict[str, Any]] | None:
-    """The most recently recorded usable process cassette below ``location`` (a directory or URL prefix),
-    loaded within ``limits``; None for a cassette file or a directory without one. Unusable ones are
-    named in a warning and left out."""
+    """The process cassette answering a replay of ``location``, loaded within ``limits``; None when there is none.
+
+    Below a directory or URL prefix, the most recently recorded. For a cassette given alone,
+    the one of the recording it came from: in the directory that recording wrote into, the
+    last of its service started before the cassette was recorded. Unusable ones are named
+    in a warning and left out.
+    """
     if not location:
         return None
+    before: Cassette | None = None
+    files = process_cassette_files(location)
+    if not files and is_cassette_file(location):
+        try:
+            before = Cassette(load_cassette(location, limits=limits))
+        except CassetteError:
+            return None  # the request cassette's own error stops the replay where it is loaded
+        files = process_cassette_files(recording_directory(location))
     found = []
-    for file in process_cassette_files(location):
+    for file in files:
         try:
             found.append((file, load_cassette(file, scope="process", limits=limits)))
         except CassetteError as error:
             logger.warning("%s; the replay goes on without it", printable(str(error)))
+    if before is not None:
+        found = _of_recording(found, before)
     return max(
         found, key=lambda entry: (Cassette(entry[1]).recorded_at, str(entry[0])), default=None
     )
+
+
+def _of_recording(
+    found: list[tuple[CassetteFile, dict[str, Any]]], request: Cassette
+) -> list[tuple[CassetteFile, dict[str, Any]]]:
+    """The process cassettes that may be of the recording ``request`` was made in: of its service,
+    started before it; where none is, all of them (a clock set back, a service renamed)."""
+    same_service = [e for e in found if Cassette(e[1]).service == request.service] or found
+    started_before = [e for e in same_service if Cassette(e[1]).recorded_at <= request.recorded_at]
+    return started_before or same_service
 
 
 class ProcessSession(ReplaySession):

@@ -173,10 +173,12 @@ def test_the_process_cassette_is_on_disk_once_startup_completed(
 def test_without_a_process_cassette_dependency_checks_get_their_usual_answers(
     cassette_dir: Path, suffix: str
 ) -> None:
-    """A request cassette given alone: startup's PING and SELECT 1 (engine with pool_pre_ping) are answered
-    as the servers answered them, nothing listening."""
+    """A request cassette whose recording left no process cassette: startup's PING and SELECT 1 (engine
+    with pool_pre_ping) are answered as the servers answered them, nothing listening."""
     (recorded,) = _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="checks")
     assert recorded.json() == {"ping": "True", "select1": "1"}
+    for process_file in process_cassette_files(cassette_dir):
+        Path(process_file).unlink()
     (request_file,) = cassette_files(cassette_dir)
     with uvicorn_process(
         _replay_env(request_file, suffix, STARTUP_APP_WORK="checks"), "startup_app:traced"
@@ -184,6 +186,24 @@ def test_without_a_process_cassette_dependency_checks_get_their_usual_answers(
         (replayed,) = send(server.url, SENT[:1])
     assert_same_response(recorded, replayed)
     assert ALL_ANSWERED.findall(server.stderr) == [("/state", "0")], server.stderr
+
+
+def test_a_cassette_given_alone_starts_with_the_process_cassette_of_its_own_recording(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """``TIMETRACER_CASSETTE`` (or ``timetracer replay``) naming one request cassette: startup is answered
+    by the process cassette of the run that recorded it, not by a later run's (which only checked
+    its dependencies, and holds no create_all)."""
+    recorded = _record(cassette_dir, suffix)
+    first_run = set(cassette_files(cassette_dir))
+    _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="checks")
+    assert len(process_cassette_files(cassette_dir)) == 2
+    (items_file,) = [f for f in first_run if "__items__" in Path(f).name]
+    with uvicorn_process(_replay_env(Path(items_file), suffix), "startup_app:traced") as server:
+        (replayed,) = send(server.url, SENT[1:])
+    assert_same_response(recorded[1], replayed)
+    assert [path for path, _ in ALL_ANSWERED.findall(server.stderr)] == ["/items"], server.stderr
+    assert "ReplayMismatchError" not in server.stderr
 
 
 def test_without_a_process_cassette_create_all_stops_the_app_naming_the_call(

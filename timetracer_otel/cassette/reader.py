@@ -16,6 +16,7 @@ the field and the problem.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +31,10 @@ from .safe_json import JSONProblem, loads
 from .validation import SCOPES, validate_document
 
 __all__ = [
-    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "walk", "directory_entries", "SCOPES",
+    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "is_cassette_file", "recording_directory", "walk", "directory_entries", "SCOPES",
 ]  # fmt: skip
 
+_DAY_DIRECTORY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a recording's <dir>/<YYYY-MM-DD>/
 _GZIP = 31  # zlib's wbits for one gzip member
 
 
@@ -158,6 +160,22 @@ def cassette_files(path: str | os.PathLike) -> list[CassetteFile]:
     if found is None:
         return [str(path)] if is_url(path) else [Path(path)]
     return [file for file in found if not is_process_cassette_name(_name(file))]
+
+
+def is_cassette_file(path: str | os.PathLike) -> bool:
+    """``path`` names one cassette (a file, or an object under a URL), not a directory or prefix."""
+    return _below(path) is None
+
+
+def recording_directory(cassette: str | os.PathLike) -> CassetteFile:
+    """The directory (or URL prefix) a recording wrote ``cassette`` into: above its day directory
+    (``<dir>/<YYYY-MM-DD>/<name>.json``), else the cassette's own."""
+    if is_url(cassette):
+        parent = str(cassette).rsplit("/", 1)[0]
+        above, _, day = parent.rpartition("/")
+        return above if _DAY_DIRECTORY.fullmatch(day) else parent
+    local = Path(cassette).parent
+    return local.parent if _DAY_DIRECTORY.fullmatch(local.name) else local
 
 
 def process_cassette_files(path: str | os.PathLike) -> list[CassetteFile]:
