@@ -89,6 +89,7 @@ class FrozenRecording(NamedTuple):
     path: str
     route: str | None
     query: str
+    client: tuple[str, int] | None
     headers: Headers
     request_body: FrozenBody | None
     status: int | None
@@ -168,6 +169,7 @@ def freeze(recording: TraceRecording) -> Wire:
         recording.path,
         recording.route,
         recording.query,
+        recording.client,
         recording.headers,
         _body(recording.request_body),
         recording.status,

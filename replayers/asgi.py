@@ -93,6 +93,9 @@ class ReplayLayer:
         # the route takes part in the choice only for a path no cassette has
         live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
         choice = self.library.select(live, self.config)
+        client = _recorded_client(choice.document)
+        if client is not None:  # the app sees the peer it saw (rate limits, audit rows keyed by it)
+            scope = {**scope, "client": client}
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(
             choice.document,
@@ -150,6 +153,13 @@ class ReplayLayer:
                 report.extra_draws = dict(draws.extra) if draws is not None else {}
                 remember(report)
                 console(report.console_text())
+
+
+def _recorded_client(document: dict[str, Any]) -> tuple[str, int] | None:
+    """The peer ``(host, port)`` the recorded request came from (checked when the cassette was read)."""
+    request = document.get("request")
+    client = request.get("client") if isinstance(request, dict) else None
+    return (client[0], client[1]) if client is not None else None
 
 
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:

@@ -18,7 +18,7 @@ import pytest
 from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
 from _replay import APPS_DIR, Sent, record
 from apps.mixed_app import Deps
-from conftest import Upstream
+from conftest import Upstream, load_cassettes
 
 from timetracer_otel.cli.index import CassetteIndex
 
@@ -342,6 +342,24 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
     assert ignoring.stdout.splitlines()[-1] == "replayed 5 cassettes: 5 ok, 0 differ"
     assert len(upstream.requests) == before
+
+
+def test_replay_gives_the_app_the_peer_address_it_was_recorded_with(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Recorded through uvicorn from 127.0.0.1, replayed through the command's test client (whose
+    peer is "testclient"): the app sees the recorded address, so its call keyed by it matches."""
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/visitor", {})])
+    assert recorded.json()["visitor"] == "127.0.0.1"
+    (cassette,) = load_cassettes(cassette_dir)
+    assert cassette["request"]["client"][0] == "127.0.0.1"
+    done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert (report["ok"], report["answered"]) == (
+        True,
+        [f"GET {upstream.url}/echo?visitor=127.0.0.1"],
+    ), report
 
 
 def test_replay_of_a_directory_sends_the_requests_in_recording_order(

@@ -182,6 +182,7 @@ class TraceRecording:
         query: str,
         headers: Headers,
         service: str,
+        client: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
         self.serial = next(_serials)
@@ -192,6 +193,7 @@ class TraceRecording:
         self.query = query
         self.headers = headers
         self.service = service
+        self.client = client  # the peer (host, port) the server gave the application
         self.route: str | None = None
         self.started_ns = time.time_ns()
         self.request_body = BodySink(config.max_body_bytes)

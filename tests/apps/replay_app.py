@@ -216,6 +216,13 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         login += f" (as {sent})" if sent else ""
         raise LookupError(f"no profile page for {login}")
 
+    async def visitor(request: Request) -> JSONResponse:
+        """An upstream call keyed by the peer's address, as rate limits and audit rows are."""
+        host = request.client.host if request.client else "unknown"
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{upstream}/echo", params={"visitor": host})
+        return JSONResponse({"visitor": host, "seen": answer.json()["query"]})
+
     def in_a_thread(request: Request) -> JSONResponse:
         """An upstream call from a plain thread, which does not carry the request's context."""
         outcome: dict[str, Any] = {}
@@ -250,6 +257,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/login", login, methods=["POST"]),
         Route("/token", token),
         Route("/crash", crash),
+        Route("/visitor", visitor),
     ]
 
 

@@ -28,6 +28,15 @@ def _latin1_headers(raw: Any) -> list[tuple[str, str]]:
     return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
 
 
+def _client(value: Any) -> tuple[str, int] | None:
+    """The ASGI scope's ``client`` as ``(host, port)``; None when the server gave none (or an odd one)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        host, port = value
+        if isinstance(host, str) and type(port) is int:
+            return host, port
+    return None
+
+
 class RecordingLayer:
     """Record each sampled HTTP request that passes through, with its response."""
 
@@ -60,6 +69,7 @@ class RecordingLayer:
             query=bytes(scope.get("query_string", b"")).decode("latin-1"),
             headers=_latin1_headers(scope.get("headers")),
             service=self._service,
+            client=_client(scope.get("client")),
         )
         _span_secrets.watch(recording)
         self._begin(recording)

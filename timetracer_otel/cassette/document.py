@@ -44,6 +44,7 @@ class InboundRequest(NamedTuple):
     headers: Headers
     body: Body | None
     fingerprint: str | None  # keyed digest of its secrets (sealing), when a key was at hand
+    client: list[Any] | None = None  # the peer [host, port] the server gave the application
 
 
 class InboundResponse(NamedTuple):
@@ -79,6 +80,8 @@ def request_document(
     }
     if request.fingerprint is not None:
         inbound["fingerprint"] = request.fingerprint
+    if request.client is not None:
+        inbound["client"] = request.client
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -155,6 +158,7 @@ class Cassette:
             request.get("headers") or [],
             request.get("body"),
             request.get("fingerprint"),
+            request.get("client"),
         )
 
     @property

@@ -226,6 +226,15 @@ def _inbound_request(value: Any, where: str) -> None:
     _headers(request["headers"], f"{where}.headers")
     _body(request["body"], f"{where}.body")
     _optional(request, "fingerprint", where, lambda v, at: _string(v, at, nullable=True))
+    _optional(request, "client", where, _client)
+
+
+def _client(value: Any, where: str) -> None:
+    """``[host, port]``, the ASGI scope's client."""
+    if len(_list(value, where)) != 2:
+        _fail(value, where, "[host, port]")
+    _string(value[0], f"{where}[0]")
+    _integer(value[1], f"{where}[1]", 0, 65535)
 
 
 def _status(value: Any, where: str) -> None:
