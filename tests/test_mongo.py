@@ -211,3 +211,67 @@ def test_pymongo_named_live_goes_to_the_server(
     assert (count, missing) == (3, None)
     assert mongo.commands[before:].count("aggregate") == 1 and "find" in mongo.commands[before:]
     assert not session.answered and not session.unmatched
+
+
+_EARLY_CLIENT_APP = """
+import sys
+
+sys.path.insert(0, sys.argv[2])
+from mongo_server import running_mongo
+from pymongo import MongoClient
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+with running_mongo() as server:
+    early = MongoClient(server.url)  # made at import, before auto_setup, as a db module does
+    clients = {"early": early}
+
+    def insert(request):
+        clients[request.path_params["which"]].shop.users.insert_one({"name": "ada"})
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/users/{which}", insert, methods=["POST"])])
+    auto_setup(app, TraceConfig(mode="record", cassette_dir=sys.argv[1]), plugins=["pymongo"])
+    clients["late"] = MongoClient(server.url)
+    with TestClient(app) as client:
+        for which in ("late", "early", "early"):
+            client.post(f"/users/{which}")
+            print(f"-- sent {which}", file=sys.stderr, flush=True)
+    timetracer_otel.flush(30)
+"""
+
+
+def test_a_client_made_before_the_plugin_is_named_in_a_warning_not_silently_unrecorded(
+    tmp_path: Path,
+) -> None:
+    """pymongo gives a client the listeners registered when it is made: one made before
+    auto_setup records nothing. The first of its commands in a recorded request is named once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "early_client_app.py"
+    script.write_text(_EARLY_CLIENT_APP)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cassettes"), str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = [
+        line for line in done.stderr.splitlines() if "MongoClient" in line or "-- sent" in line
+    ]
+    assert lines == [
+        "-- sent late",
+        "timetracer: a MongoClient created before timetracer's pymongo plugin was enabled sent "
+        "'insert' to 'shop' while a request was recorded; its commands are not recorded. Enable "
+        "the plugin before the client is made (timetracer_otel.plugins.enable_pymongo() before "
+        "the module that creates it is imported), or run the app under opentelemetry-instrument",
+        "-- sent early",
+        "-- sent early",
+    ], done.stderr
+    calls = {c["request"]["path"]: len(c["calls"]) for c in load_cassettes(tmp_path / "cassettes")}
+    assert calls == {"/users/late": 1, "/users/early": 0}

@@ -17,7 +17,10 @@ the documents afterwards; their secret fields are hidden (sealed with the key) b
 cassette writer, off the request path.
 
 Only commands of clients created after the instrumentor is enabled are seen:
-pymongo hands its global listeners to a client when it is constructed.
+pymongo hands its global listeners to a client when it is constructed. A command that a
+client made earlier sends while a request is recorded is not recorded: the first one is
+named in a warning (the usual layout makes the client in a module imported before
+``auto_setup`` runs, and its cassettes would otherwise hold no call, silently).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 from pymongo import errors, monitoring
+from pymongo.asynchronous import command_runner as async_runner
+from pymongo.synchronous import command_runner as sync_runner
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel._diagnostics import guarded
+from timetracer_otel._diagnostics import counters, guarded, logger
 from timetracer_otel._recording import ProtocolCall, current_recording
 from timetracer_otel.protocols.mongo import UNRECORDED, command_request
 
@@ -118,13 +123,58 @@ def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     return result
 
 
+_UNSEEN_WARNING = (
+    "timetracer: a MongoClient created before timetracer's pymongo plugin was enabled sent %s "
+    "while a request was recorded; its commands are not recorded. Enable the plugin before the "
+    "client is made (timetracer_otel.plugins.enable_pymongo() before the module that creates it "
+    "is imported), or run the app under opentelemetry-instrument"
+)
+_warned = False
+
+
+def _note_unseen(args: tuple, kwargs: dict) -> None:
+    """Warn (once) when a command in a recorded request goes to no listener of the instrumentor's."""
+    global _warned
+    if current_recording() is None:
+        return
+    with guarded("pymongo.unseen"):
+        # _run_command(conn, cmd, dbname, ..., client=...): the client's listeners, not the
+        # call's (a connection's handshake is published to none)
+        listeners = getattr(kwargs.get("client"), "_event_listeners", None)
+        tracer = PymongoInstrumentor()._commandtracer_instance
+        if listeners is None or tracer in listeners.event_listeners():
+            return
+        counters.add("unrecorded.pymongo")
+        if not _warned:
+            _warned = True
+            name = kwargs.get("command_name") or next(iter(args[1]), "a command")
+            logger.warning(_UNSEEN_WARNING, f"{name!r} to {args[2]!r}")
+
+
+def _run_command(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    _note_unseen(args, kwargs)
+    return wrapped(*args, **kwargs)
+
+
+async def _async_run_command(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    _note_unseen(args, kwargs)
+    return await wrapped(*args, **kwargs)
+
+
+_RUNNERS = ((sync_runner, _run_command), (async_runner, _async_run_command))
+
+
 def install() -> None:
     wrapper_layers.install(PymongoInstrumentor, "_instrument", _instrument)
     # instrumented before timetracer was enabled
     _chain(PymongoInstrumentor()._commandtracer_instance)
+    for runner, wrapper in _RUNNERS:
+        wrapper_layers.install(runner, "_run_command", wrapper)
 
 
 def uninstall() -> None:
+    for runner, _ in _RUNNERS:
+        wrapper_layers.uninstall(runner, "_run_command")
     wrapper_layers.uninstall(PymongoInstrumentor, "_instrument")
     tracer = PymongoInstrumentor()._commandtracer_instance
     for attribute in _HOOKS:
