@@ -408,6 +408,44 @@ app = Starlette(routes=[Route("/lookup", lookup, methods=["POST"])])
 """
 
 
+_STARTING_APP = """
+import contextlib
+import os
+
+import httpx
+from starlette.applications import Starlette
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    async with httpx.AsyncClient() as client:  # a warm-up call no process cassette holds
+        await client.get(os.environ["REPLAY_APP_UPSTREAM"] + "/json?warm=1")
+    yield
+
+
+app = Starlette(lifespan=lifespan)
+"""
+
+
+def test_replay_of_an_app_that_fails_to_start_is_one_message_naming_the_call(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """Its lifespan makes a call that nothing recorded: exit status 2 and the mismatch, call and
+    advice, on stderr; no traceback, nothing on standard output (``--json`` readers get no half list)."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/json", {})])
+    (tmp_path / "starting_app.py").write_text(_STARTING_APP, "utf-8")
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", "starting_app:app", "--app-dir", str(tmp_path), "--json",
+        upstream=upstream.url,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        "Error: the app failed to start: ReplayMismatchError: timetracer replay: no recorded call "
+        f"matches GET {upstream.url}/json?warm=1 (httpx)\ncassette: (no process cassette)\n"
+    ), done.stderr
+
+
 def test_replay_wraps_an_app_that_never_set_timetracer_up(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
 ) -> None:

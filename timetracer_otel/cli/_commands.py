@@ -43,8 +43,8 @@ class _Failure(click.ClickException):
 
     exit_code = _FAILED
 
-    def __init__(self, message: str) -> None:
-        super().__init__(printable(message))
+    def __init__(self, message: str, multiline: bool = False) -> None:
+        super().__init__(printable(message, multiline))
 
 
 def _limits() -> ReadLimits:
@@ -401,7 +401,7 @@ def replay(
     report names the requests that needed them.
     """
     from ._credentials import Credentials
-    from .replay import Replayer
+    from .replay import AppStartError, Replayer
 
     try:
         credentials = Credentials.parse(headers, cookies, credentials_hook)
@@ -412,6 +412,8 @@ def replay(
             unusable = len(replayer.library.unusable)
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
+    except AppStartError as exc:  # a replay mismatch names the call and the closest, over lines
+        raise _Failure(str(exc), multiline=True) from None
     verdicts = [r.verdict for r in reports]
     if as_json:
         _print_json([r.to_dict() for r in reports])

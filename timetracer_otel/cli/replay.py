@@ -36,7 +36,7 @@ from timetracer_otel.replayers.http import HttpAnswer
 from ._credentials import Credentials, RedactedRequest
 from ._imports import import_object
 
-__all__ = ["import_app", "Replayer"]
+__all__ = ["AppStartError", "import_app", "Replayer"]
 
 _NOT_SENT = {"content-length", "transfer-encoding"}  # the client sets them for the body it sends
 
@@ -52,6 +52,10 @@ def _request_body(body: dict[str, Any] | None) -> bytes:
     if body is None:
         return b""
     return HttpAnswer(0, [], decode_body(body), body.get("content_encoding")).wire_body()
+
+
+class AppStartError(Exception):
+    """The app raised while it started (its lifespan): no request can be replayed."""
 
 
 class Replayer:
@@ -104,8 +108,11 @@ class Replayer:
         self._stack.callback(logger.setLevel, level)
         self._stack.callback(self._restore_env)
         client = TestClient(self.app, raise_server_exceptions=False, follow_redirects=False)
-        # runs the app's lifespan once, as a server would
-        self._client = self._stack.enter_context(client)
+        try:  # runs the app's lifespan once, as a server would
+            self._client = self._stack.enter_context(client)
+        except Exception as exc:
+            self._stack.close()
+            raise AppStartError(f"the app failed to start: {type(exc).__name__}: {exc}") from exc
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
