@@ -267,7 +267,7 @@ def test_a_client_made_before_the_plugin_is_named_in_a_warning_not_silently_unre
     assert lines == [
         "-- sent late",
         "timetracer: a MongoClient created before timetracer's pymongo plugin was enabled sent "
-        "'insert' to 'shop' while a request was recorded; its commands are not recorded. Enable "
+        "'insert' to 'shop' while recording; its commands are not recorded. Enable "
         "the plugin before the client is made (timetracer_otel.plugins.enable_pymongo() before "
         "the module that creates it is imported), or run the app under opentelemetry-instrument",
         "-- sent early",

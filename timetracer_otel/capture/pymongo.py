@@ -18,8 +18,8 @@ cassette writer, off the request path.
 
 Only commands of clients created after the instrumentor is enabled are seen:
 pymongo hands its global listeners to a client when it is constructed. A command that a
-client made earlier sends while a request is recorded is not recorded: the first one is
-named in a warning (the usual layout makes the client in a module imported before
+client made earlier sends while recording is not recorded: the first one is named in a
+warning (the usual layout makes the client in a module imported before
 ``auto_setup`` runs, and its cassettes would otherwise hold no call, silently).
 """
 
@@ -125,7 +125,7 @@ def _instrument(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 _UNSEEN_WARNING = (
     "timetracer: a MongoClient created before timetracer's pymongo plugin was enabled sent %s "
-    "while a request was recorded; its commands are not recorded. Enable the plugin before the "
+    "while recording; its commands are not recorded. Enable the plugin before the "
     "client is made (timetracer_otel.plugins.enable_pymongo() before the module that creates it "
     "is imported), or run the app under opentelemetry-instrument"
 )
@@ -133,7 +133,7 @@ _warned = False
 
 
 def _note_unseen(args: tuple, kwargs: dict) -> None:
-    """Warn (once) when a command in a recorded request goes to no listener of the instrumentor's."""
+    """Warn (once) when a command made while recording (a request, or the process) reaches no listener of the instrumentor's."""
     global _warned
     if current_recording() is None:
         return
