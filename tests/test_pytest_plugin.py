@@ -341,10 +341,11 @@ def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
         ]
 
     monkeypatch.setenv("UPSTREAM_UP", "0")  # the upstream is not started: only the cassette answers
-    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=replay")
     replayed.assert_outcomes(passed=len(tests))
     replayed.stdout.fnmatch_lines(
         [
+            "*mode none (replay only), cassettes in cassettes*",  # pytest-recording's name, and what it does
             f"*tests: {len(tests)} replayed, 0 recorded*",
             f"*calls: {len(tests)} answered from cassettes, 0 not answered*",
         ]

@@ -21,6 +21,16 @@ __all__ = ["RunReport"]
 _LOCKED = "locked"
 
 
+# what each mode does, beside its pytest-recording name (``--timetracer-mode=replay`` is ``none``)
+_MEANING = {
+    "once": "replay, record what is missing",
+    "none": "replay only",
+    "all": "record",
+    "rewrite": "record, remove cassettes no test used",
+    "off": "live, no cassettes",
+}
+
+
 @dataclass
 class RunReport:
     """Outcomes of the run's blocks, and the cassettes its tests and fixtures own."""
@@ -97,7 +107,7 @@ class RunReport:
     def lines(self) -> list[str]:
         tests, fixtures = self.tests, self.fixtures
         return [
-            f"mode {self.mode}, cassettes in {self.directory}",
+            f"mode {self.mode} ({_MEANING.get(self.mode, self.mode)}), cassettes in {self.directory}",
             f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
