@@ -187,7 +187,7 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
             headers=_headers(recording.headers) or [],
             body=_body(recording.request_body, recording.headers, limit),
             fingerprint=None,  # set once redaction knows the secrets
-            client=list(recording.client) if recording.client is not None else None,
+            server_parts=recording.server_parts,
         ),
         response=InboundResponse(
             status=recording.status if recording.status is not None else 500,

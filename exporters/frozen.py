@@ -89,7 +89,7 @@ class FrozenRecording(NamedTuple):
     path: str
     route: str | None
     query: str
-    client: tuple[str, int] | None
+    server_parts: dict[str, Any]
     headers: Headers
     request_body: FrozenBody | None
     status: int | None
@@ -169,7 +169,7 @@ def freeze(recording: TraceRecording) -> Wire:
         recording.path,
         recording.route,
         recording.query,
-        recording.client,
+        recording.server_parts,
         recording.headers,
         _body(recording.request_body),
         recording.status,

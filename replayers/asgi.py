@@ -15,7 +15,7 @@ from timetracer_otel import _network_guard
 from timetracer_otel._diagnostics import console, guarded
 from timetracer_otel._recording import exception_info
 from timetracer_otel.cassette.body import BodySink
-from timetracer_otel.cassette.document import Cassette
+from timetracer_otel.cassette.document import SERVER_PARTS, Cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
@@ -93,9 +93,8 @@ class ReplayLayer:
         # the route takes part in the choice only for a path no cassette has
         live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
         choice = self.library.select(live, self.config)
-        client = _recorded_client(choice.document)
-        if client is not None:  # the app sees the peer it saw (rate limits, audit rows keyed by it)
-            scope = {**scope, "client": client}
+        # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
+        scope = {**scope, **_server_parts(choice.document)}
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(
             choice.document,
@@ -155,11 +154,15 @@ class ReplayLayer:
                 console(report.console_text())
 
 
-def _recorded_client(document: dict[str, Any]) -> tuple[str, int] | None:
-    """The peer ``(host, port)`` the recorded request came from (checked when the cassette was read)."""
+def _server_parts(document: dict[str, Any]) -> dict[str, Any]:
+    """The scope keys the recording's server set (checked when the cassette was read), as ASGI has them."""
     request = document.get("request")
-    client = request.get("client") if isinstance(request, dict) else None
-    return (client[0], client[1]) if client is not None else None
+    if not isinstance(request, dict):
+        return {}
+    parts = {key: request[key] for key in SERVER_PARTS if key in request}
+    if "client" in parts:
+        parts["client"] = tuple(parts["client"])
+    return parts
 
 
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:

@@ -14,13 +14,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
 from _replay import APPS_DIR, Sent, record
 from apps.mixed_app import Deps
+from apps.replay_app import create_app
 from conftest import Upstream, load_cassettes
 
+import timetracer_otel
 from timetracer_otel.cli.index import CassetteIndex
+from timetracer_otel.config import TraceConfig
 
 # the console script pip installed beside this python
 TIMETRACER = Path(sys.executable).with_name("timetracer")
@@ -344,21 +348,35 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     assert len(upstream.requests) == before
 
 
-def test_replay_gives_the_app_the_peer_address_it_was_recorded_with(
+def test_replay_gives_the_app_the_peer_scheme_and_root_path_it_was_recorded_with(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
-    """Recorded through uvicorn from 127.0.0.1, replayed through the command's test client (whose
-    peer is "testclient"): the app sees the recorded address, so its call keyed by it matches."""
-    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/visitor", {})])
-    assert recorded.json()["visitor"] == "127.0.0.1"
+    """Recorded behind a proxy (uvicorn trusting X-Forwarded-For and -Proto, mounted under /api),
+    replayed through the command's test client (peer "testclient", http, no root path): the app
+    sees what it saw, so its call keyed by the peer matches, its route is found and its links are
+    the recorded ones."""
+    app = create_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    server = serve(app, proxy_headers=True, forwarded_allow_ips="*", root_path="/api")
+    proxied = {"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+    recorded = httpx.get(f"{server.url}/visitor", headers=proxied, timeout=30)
+    assert timetracer_otel.flush(30)
+    assert recorded.json()["visitor"] == "203.0.113.7"
+    assert (
+        recorded.json()["link"].startswith("https://") and "/api/visitor" in recorded.json()["link"]
+    )
     (cassette,) = load_cassettes(cassette_dir)
-    assert cassette["request"]["client"][0] == "127.0.0.1"
+    request = cassette["request"]
+    assert (request["client"][0], request["scheme"], request["root_path"]) == (
+        "203.0.113.7",
+        "https",
+        "/api",
+    )
     done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
     assert done.returncode == 0, done.stdout + done.stderr
     (report,) = json.loads(done.stdout)
     assert (report["ok"], report["answered"]) == (
         True,
-        [f"GET {upstream.url}/echo?visitor=127.0.0.1"],
+        [f"GET {upstream.url}/echo?visitor=203.0.113.7"],
     ), report
 
 

@@ -182,7 +182,7 @@ class TraceRecording:
         query: str,
         headers: Headers,
         service: str,
-        client: tuple[str, int] | None = None,
+        server_parts: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.serial = next(_serials)
@@ -193,7 +193,8 @@ class TraceRecording:
         self.query = query
         self.headers = headers
         self.service = service
-        self.client = client  # the peer (host, port) the server gave the application
+        # scope keys the server set (client, scheme, root_path): see capture.asgi
+        self.server_parts = server_parts or {}
         self.route: str | None = None
         self.started_ns = time.time_ns()
         self.request_body = BodySink(config.max_body_bytes)

@@ -221,7 +221,8 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         host = request.client.host if request.client else "unknown"
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"{upstream}/echo", params={"visitor": host})
-        return JSONResponse({"visitor": host, "seen": answer.json()["query"]})
+        link = str(request.url_for("visitor"))  # the scheme and root path the server gave
+        return JSONResponse({"visitor": host, "seen": answer.json()["query"], "link": link})
 
     def in_a_thread(request: Request) -> JSONResponse:
         """An upstream call from a plain thread, which does not carry the request's context."""
@@ -257,7 +258,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/login", login, methods=["POST"]),
         Route("/token", token),
         Route("/crash", crash),
-        Route("/visitor", visitor),
+        Route("/visitor", visitor, name="visitor"),
     ]
 
 

@@ -28,13 +28,22 @@ def _latin1_headers(raw: Any) -> list[tuple[str, str]]:
     return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
 
 
-def _client(value: Any) -> tuple[str, int] | None:
-    """The ASGI scope's ``client`` as ``(host, port)``; None when the server gave none (or an odd one)."""
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        host, port = value
+def _server_parts(scope: Scope) -> dict[str, Any]:
+    """What the server, not the client's request, put in the scope and the app may read: the peer
+    (``request.client``: rate limits, audit rows), a scheme other than ``http`` and a root path
+    (``request.url``, redirects and links behind a proxy). Odd values are left out."""
+    parts: dict[str, Any] = {}
+    client = scope.get("client")
+    if isinstance(client, (tuple, list)) and len(client) == 2:
+        host, port = client
         if isinstance(host, str) and type(port) is int:
-            return host, port
-    return None
+            parts["client"] = [host, port]
+    scheme, root_path = scope.get("scheme"), scope.get("root_path")
+    if isinstance(scheme, str) and scheme != "http":
+        parts["scheme"] = scheme
+    if isinstance(root_path, str) and root_path:
+        parts["root_path"] = root_path
+    return parts
 
 
 class RecordingLayer:
@@ -69,7 +78,7 @@ class RecordingLayer:
             query=bytes(scope.get("query_string", b"")).decode("latin-1"),
             headers=_latin1_headers(scope.get("headers")),
             service=self._service,
-            client=_client(scope.get("client")),
+            server_parts=_server_parts(scope),
         )
         _span_secrets.watch(recording)
         self._begin(recording)

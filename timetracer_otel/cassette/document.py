@@ -26,12 +26,16 @@ __all__ = [
     "Cassette",
     "InboundRequest",
     "InboundResponse",
+    "SERVER_PARTS",
     "process_document",
     "request_document",
 ]
 
 Headers = list[list[str]]  # [[name, value], ...] as received or sent
 Body = dict[str, Any]  # a body in cassette form (cassette.body)
+
+
+SERVER_PARTS = ("client", "scheme", "root_path")  # request fields the server, not the client, set
 
 
 class InboundRequest(NamedTuple):
@@ -44,7 +48,8 @@ class InboundRequest(NamedTuple):
     headers: Headers
     body: Body | None
     fingerprint: str | None  # keyed digest of its secrets (sealing), when a key was at hand
-    client: list[Any] | None = None  # the peer [host, port] the server gave the application
+    # what the server set in the scope: "client" [host, port], "scheme" (not http), "root_path"
+    server_parts: dict[str, Any]
 
 
 class InboundResponse(NamedTuple):
@@ -80,8 +85,7 @@ def request_document(
     }
     if request.fingerprint is not None:
         inbound["fingerprint"] = request.fingerprint
-    if request.client is not None:
-        inbound["client"] = request.client
+    inbound.update(request.server_parts)
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -158,7 +162,7 @@ class Cassette:
             request.get("headers") or [],
             request.get("body"),
             request.get("fingerprint"),
-            request.get("client"),
+            {key: request[key] for key in SERVER_PARTS if key in request},
         )
 
     @property

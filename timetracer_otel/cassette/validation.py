@@ -227,6 +227,8 @@ def _inbound_request(value: Any, where: str) -> None:
     _body(request["body"], f"{where}.body")
     _optional(request, "fingerprint", where, lambda v, at: _string(v, at, nullable=True))
     _optional(request, "client", where, _client)
+    _optional(request, "scheme", where, lambda v, at: _string(v, at, empty=False))
+    _optional(request, "root_path", where, _string)
 
 
 def _client(value: Any, where: str) -> None:
