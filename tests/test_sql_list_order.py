@@ -1,7 +1,7 @@
 """SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does): recorded by one
 process, replayed by another whose string hashes order the set otherwise, with PostgreSQL
 unreachable. Every call is answered and every row's columns come back in the replaying
-process's order."""
+process's order. Likewise the rows of an executemany SQLAlchemy orders by object identity."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _replay import APPS_DIR, CONNECTS, Sent, audited_uvicorn_process, send, uvicorn_process
@@ -111,3 +112,80 @@ def test_only_a_statements_own_select_and_group_by_lists_are_order_free(
     """Order matters everywhere else: ORDER BY, a function's arguments, quoted text, a
     subquery, ``*`` (columns not told apart by expression), a script of statements."""
     assert (order_free(one) == order_free(other)) is same
+
+
+_LINK_APP = """
+import os
+import sys
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+mode, directory, database = sys.argv[1:4]
+engine = sa.create_engine(f"sqlite:///{database}")
+links = sa.Table("links", sa.MetaData(), sa.Column("post", sa.Integer), sa.Column("tag", sa.String))
+
+
+async def tag(request):
+    with engine.begin() as conn:  # the rows in the order of the ORM's objects: another per process
+        conn.execute(links.insert(), [{"post": 1, "tag": name} for name in os.environ["TAG_ORDER"].split(",")])
+    return JSONResponse({"tagged": True})
+
+
+app = Starlette(routes=[Route("/tag", tag, methods=["POST"])])
+auto_setup(app, TraceConfig(mode=mode, cassette_dir=directory, cassette_path=directory), plugins=["sqlalchemy"])
+with TestClient(app) as client:
+    print(client.post("/tag").json())
+timetracer_otel.flush(30)
+"""
+
+
+def test_the_rows_of_an_executemany_returning_nothing_match_in_any_order(tmp_path: Path) -> None:
+    """SQLAlchemy sends a many-to-many's association rows in the order of its objects' identities:
+    recorded as a, b, c, replayed as c, a, b, the executemany is still answered."""
+    import sqlalchemy as sa
+
+    database = tmp_path / "links.sqlite"
+    with sa.create_engine(f"sqlite:///{database}").begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE links (post INTEGER, tag TEXT)")
+    script = tmp_path / "link_app.py"
+    script.write_text(_LINK_APP)
+    cassettes = str(tmp_path / "cassettes")
+    for mode, order in (("record", "a,b,c"), ("replay", "c,a,b")):
+        done = subprocess.run(
+            [sys.executable, str(script), mode, cassettes, str(database)],
+            env={**os.environ, "TAG_ORDER": order}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.stdout.strip() == "{'tagged': True}", done.stderr
+    assert re.search(
+        r"\[OK\] replayed POST /tag .*calls=(\d+)/\1  unused=0  response=same", done.stderr
+    )
+
+
+def test_an_executemany_returning_rows_keeps_its_row_order() -> None:
+    """With RETURNING, the rows come back in the order sent: that order is part of the call."""
+    from timetracer_otel.protocols.sql import live_view
+
+    def key(statement: str, rows: list) -> Any:
+        return live_view(
+            {
+                "operation": "executemany",
+                "dialect": "sqlite",
+                "statement": statement,
+                "parameters": rows,
+            }
+        ).key
+
+    plain, returning = (
+        "INSERT INTO links (post, tag) VALUES (?, ?)",
+        "INSERT INTO t (a) VALUES (?) RETURNING id",
+    )
+    assert key(plain, [(1, "a"), (1, "b")]) == key(plain, [(1, "b"), (1, "a")])
+    assert key(returning, [(1,), (2,)]) != key(returning, [(2,), (1,)])

@@ -222,6 +222,20 @@ def _readable(encoded: Any) -> Any:
 
 
 _GENERATED_NAMES = re.compile(r"__asyncpg_savepoint_[0-9a-f]+__")
+_RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
+
+
+def _canonical_parameters(operation: Any, statement: str, parameters: Any) -> str:
+    """The parameters as matching compares them. The rows of an ``executemany`` that returns
+    nothing row by row are a multiset: an ORM sends the rows of an association table in the
+    order of its objects' identities (SQLAlchemy's many-to-many), another order in every process."""
+    if (
+        operation == "executemany"
+        and isinstance(parameters, list)
+        and not _RETURNING.search(statement)
+    ):
+        return _canonical(sorted(parameters, key=_canonical))
+    return _canonical(parameters)
 
 
 def _view(request: dict[str, Any]) -> CallView:
@@ -243,7 +257,13 @@ def _view(request: dict[str, Any]) -> CallView:
     return CallView(
         "sql",
         label,
-        ("sql", dialect, operation, signature, _canonical(parameters)),
+        (
+            "sql",
+            dialect,
+            operation,
+            signature,
+            _canonical_parameters(operation, statement, parameters),
+        ),
         {
             "operation": operation,
             "dialect": dialect,
