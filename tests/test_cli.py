@@ -380,6 +380,25 @@ def test_replay_gives_the_app_the_peer_scheme_and_root_path_it_was_recorded_with
     ), report
 
 
+def test_replay_sends_the_recorded_headers_and_no_others(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A request recorded from a client that sent no Accept-Encoding (curl) is replayed without
+    one: the test client's defaults (accept-encoding: gzip, its user-agent) would get another
+    response from an app that negotiates (GZipMiddleware)."""
+    app = create_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    server = serve(app)
+    with httpx.Client() as bare:
+        bare.headers.clear()
+        recorded = bare.get(f"{server.url}/header-names", headers={"x-trace": "1"})
+    assert timetracer_otel.flush(30)
+    assert "x-trace" in recorded.json() and "accept-encoding" not in recorded.json()
+    done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert report["ok"], report
+
+
 def test_replay_of_a_directory_sends_the_requests_in_recording_order(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

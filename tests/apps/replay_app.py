@@ -224,6 +224,10 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         link = str(request.url_for("visitor"))  # the scheme and root path the server gave
         return JSONResponse({"visitor": host, "seen": answer.json()["query"], "link": link})
 
+    async def header_names(request: Request) -> JSONResponse:
+        """The names of the headers the request came with (content negotiation reads them)."""
+        return JSONResponse(sorted(request.headers.keys()))
+
     def in_a_thread(request: Request) -> JSONResponse:
         """An upstream call from a plain thread, which does not carry the request's context."""
         outcome: dict[str, Any] = {}
@@ -259,6 +263,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/token", token),
         Route("/crash", crash),
         Route("/visitor", visitor, name="visitor"),
+        Route("/header-names", header_names),
     ]
 
 

@@ -108,6 +108,9 @@ class Replayer:
         self._stack.callback(logger.setLevel, level)
         self._stack.callback(self._restore_env)
         client = TestClient(self.app, raise_server_exceptions=False, follow_redirects=False)
+        # only the recorded headers: httpx's defaults (accept-encoding: gzip, the test client's
+        # user-agent) would get a request recorded without them another response
+        client.headers.clear()
         try:  # runs the app's lifespan once, as a server would
             self._client = self._stack.enter_context(client)
         except Exception as exc:
