@@ -157,6 +157,7 @@ def _process_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         service=recording.service,
         calls=[_call(c, recording.started_ns, limit) for c in calls],
         dropped_calls=recording.dropped_calls,
+        draws=encode_draws(recording.draws),
     )
 
 

@@ -1,7 +1,8 @@
 """The process session: answers the calls a replaying process makes outside every request.
 
 Startup (lifespan), code run at import, tasks and threads without a request's context:
-their calls were recorded into the process cassette, written beside the request cassettes
+their calls were recorded into the process cassette (with the clock, UUID and random values
+drawn while the app started, handed back until it has started), written beside the request cassettes
 (``<dir>/<YYYY-MM-DD>/process__<service>__<id>.json``). When ``TIMETRACER_CASSETTE`` names
 a directory holding several (several recording runs), the most recently recorded one
 answers. Its calls are answered in recorded order, as a request's are.
@@ -20,6 +21,7 @@ import threading
 from typing import Any
 
 from timetracer_otel._diagnostics import logger
+from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.document import Cassette
@@ -32,6 +34,7 @@ from timetracer_otel.cassette.reader import (
     recording_directory,
 )
 from timetracer_otel.config import ReadLimits, TraceConfig
+from timetracer_otel.determinism import DrawReplayer, real_time_ns, use_startup_draws
 from timetracer_otel.protocols import CallView, usual_answer
 
 from .matching import RecordedCall, describe_mismatch
@@ -131,6 +134,10 @@ def start(config: TraceConfig) -> None:
             _session = ProcessSession(
                 opened.answers, str(found[0]), config, views=opened.views(str(found[0]))
             )
+            # the app starts with the values it drew when recorded: its seeded rows match
+            draws = Cassette(opened.answers).draws
+            if config.draws and draws:
+                use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
         elif _session is None:
             _session = _empty(config)
 

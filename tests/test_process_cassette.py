@@ -38,6 +38,7 @@ from timetracer_otel.exporters.writer import CassetteWriter
 from timetracer_otel.protocols.redis import command_request, request_view, usual_answer
 from timetracer_otel.replayers import install_replayers
 from timetracer_otel.replayers.process import find_process_cassette
+from timetracer_otel.sealing import is_sealed
 
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
 REDIS = "redis://127.0.0.1:{port}/0"
@@ -154,6 +155,28 @@ def test_startup_and_background_calls_replay_from_the_process_cassette(
     assert [path for path, _ in ALL_ANSWERED.findall(server.stderr)] == ["/state", "/items"], (
         server.stderr
     )
+    assert "ReplayMismatchError" not in server.stderr
+
+
+def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """The clock, UUIDs and secrets drawn while the app starts are kept in the process cassette
+    (secrets sealed) and handed back while the replaying app starts: its seed command matches,
+    with Redis unreachable, and its signing key is the recorded one."""
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="seed")
+    (process_file,) = process_cassette_files(cassette_dir)
+    doc = load_cassette(process_file, scope="process")
+    assert sorted({(d["source"], d["kind"]) for d in doc["draws"]}) == [
+        ("clock", "time"), ("secrets", "urandom"), ("uuid", "uuid4"),
+    ]  # fmt: skip
+    assert all(is_sealed(d["value"]) for d in doc["draws"] if d["source"] == "secrets")
+    with uvicorn_process(
+        _replay_env(cassette_dir, suffix, STARTUP_APP_WORK="seed"), "startup_app:traced"
+    ) as server:
+        (replayed,) = send(server.url, SENT[:1])
+    assert_same_response(recorded, replayed)
+    assert ALL_ANSWERED.findall(server.stderr) == [("/state", "0")], server.stderr
     assert "ReplayMismatchError" not in server.stderr
 
 

@@ -8,7 +8,9 @@ unreachable. In a process started to record (``TIMETRACER_MODE=record``) and set
 per process. It is written as the process cassette once the lifespan startup completed
 (a process killed later still has it), and rewritten in place at shutdown with what came
 after. It keeps at most :data:`MAX_CALLS` calls: a process calling in the background
-forever drops the rest and counts them (``dropped.process_calls``).
+forever drops the rest and counts them (``dropped.process_calls``). The clock, UUID and
+random values drawn outside requests are kept until the app has started
+(:func:`~timetracer_otel.determinism.end_startup`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from ._diagnostics import counters, guarded
 from ._recording import (
     RecordingWriter,
     TraceRecording,
+    in_request,
     process_recording,
     use_process_recording,
 )
 from .cassette.location import is_url, join
 from .cassette.naming import process_cassette_relpath
 from .config import TraceConfig, process_mode
+from .determinism import DrawRecorder, use_startup_draws
 
 __all__ = ["MAX_CALLS", "ProcessRecording", "wanted", "start", "save"]
 
@@ -50,7 +54,9 @@ class ProcessRecording(TraceRecording):
             headers=[],
             service=service,
         )
-        self.draws = None  # the clock, UUIDs and randomness are recorded per request only
+        # the clock, UUID and random values drawn while the app starts (seeding, a generated
+        # signing key): the rest of the process's draws stay real
+        self.draws = DrawRecorder(config.draws) if config.draws else None
         self.dropped_calls = 0
         self.writer = writer
         started = datetime.fromtimestamp(self.started_ns / 1e9, tz=timezone.utc)
@@ -78,7 +84,10 @@ def wanted(config: TraceConfig) -> bool:
 
 def start(config: TraceConfig, service: str, writer: RecordingWriter) -> TraceRecording:
     """Record calls outside requests from now on; the first start in the process decides where they go."""
-    return use_process_recording(ProcessRecording(config, service, writer))
+    recording = use_process_recording(ProcessRecording(config, service, writer))
+    if isinstance(recording, ProcessRecording):
+        use_startup_draws(recording.draws, in_request)
+    return recording
 
 
 def save(timeout: float | None = None) -> None:
@@ -89,7 +98,7 @@ def save(timeout: float | None = None) -> None:
     """
     recording = process_recording()
     if not isinstance(recording, ProcessRecording) or not (
-        recording.calls or recording.dropped_calls
+        recording.calls or recording.dropped_calls or (recording.draws and recording.draws.draws)
     ):
         return
     with guarded("process.save"):

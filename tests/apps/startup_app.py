@@ -5,7 +5,8 @@ Its lifespan pings Redis, creates its PostgreSQL table with ``metadata.create_al
 background task that increments a Redis counter. ``/state`` answers what startup and the
 background task got; ``/items`` reads the cache and counts the table's rows in a request.
 With ``STARTUP_APP_WORK=checks`` startup only checks its dependencies: a Redis PING and a
-``SELECT 1`` on an engine with ``pool_pre_ping``.
+``SELECT 1`` on an engine with ``pool_pre_ping``; with ``seed`` it stores an admin keyed by
+a new ``uuid4()`` and stamped ``now()`` in Redis, as a first start seeds a database.
 
 ``STARTUP_APP_REDIS`` and ``STARTUP_APP_POSTGRES`` are the URLs, ``STARTUP_APP_SUFFIX``
 names the test's keys and table. ``uvicorn --factory startup_app:traced`` sets timetracer
@@ -16,8 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import secrets
+import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
 import redis.asyncio
@@ -55,6 +60,16 @@ async def _full_startup(app: Starlette) -> None:
     app.state.background = asyncio.create_task(cache.incr(key("ticks")))
 
 
+async def _seed(app: Starlette) -> None:
+    """A first-start seed: an admin row keyed by a new ``uuid4()``, stamped ``now()``, sent to Redis;
+    and a signing key made at start when none is configured (``/state`` shows its digest)."""
+    admin = f"{uuid.uuid4()}@{datetime.now(timezone.utc).isoformat()}"
+    await app.state.redis.set(key("admin"), admin)
+    app.state.found["admin"] = admin
+    signing_key = secrets.token_hex(16)
+    app.state.found["signing_key_id"] = hashlib.sha256(signing_key.encode()).hexdigest()[:12]
+
+
 async def _checks(app: Starlette) -> None:
     app.state.found["ping"] = await app.state.redis.ping()
     async with app.state.engine.connect() as conn:
@@ -69,7 +84,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.engine = create_async_engine(os.environ["STARTUP_APP_POSTGRES"], pool_pre_ping=True)
     app.state.found = {}
     app.state.background = None
-    await (_checks if os.environ.get("STARTUP_APP_WORK") == "checks" else _full_startup)(app)
+    work = os.environ.get("STARTUP_APP_WORK")
+    await {"checks": _checks, "seed": _seed}.get(work or "", _full_startup)(app)
     yield
     await app.state.redis.aclose()
     await app.state.engine.dispose()

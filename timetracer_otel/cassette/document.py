@@ -110,8 +110,9 @@ def process_document(
     service: str | None,
     calls: list[dict[str, Any]],
     dropped_calls: int,
+    draws: list[Any],
 ) -> dict[str, Any]:
-    """The process cassette: the calls made outside every request."""
+    """The process cassette: the calls made outside every request, and the draws made while the app started."""
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -121,6 +122,7 @@ def process_document(
         "service": service,
         "calls": calls,
         "dropped_calls": dropped_calls,
+        "draws": draws,
     }
 
 

@@ -7,7 +7,15 @@ recorded ones and the calls that carry them match. See ``docs/replay.md``.
 """
 
 from .sources import install, real_time_ns
-from .state import DrawRecorder, DrawReplayer, activate, current, deactivate
+from .state import (
+    DrawRecorder,
+    DrawReplayer,
+    activate,
+    current,
+    deactivate,
+    end_startup,
+    use_startup_draws,
+)
 
 __all__ = [
     "DrawRecorder",
@@ -15,6 +23,8 @@ __all__ = [
     "activate",
     "current",
     "deactivate",
+    "end_startup",
     "install",
     "real_time_ns",
+    "use_startup_draws",
 ]

@@ -15,12 +15,21 @@ import random
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from timetracer_otel._diagnostics import counters
 from timetracer_otel.cassette.values import decode_value, encode_value
 
-__all__ = ["DrawRecorder", "DrawReplayer", "encode_draws", "current", "activate", "deactivate"]
+__all__ = [
+    "DrawRecorder",
+    "DrawReplayer",
+    "encode_draws",
+    "current",
+    "activate",
+    "deactivate",
+    "use_startup_draws",
+    "end_startup",
+]
 
 # A request that draws more than this keeps the first ones; the rest are real in replay too.
 MAX_DRAWS_PER_REQUEST = 100_000
@@ -147,14 +156,42 @@ def _recorded(draws: Any) -> Iterable[tuple[str, str, Any]]:
         yield kind, caller, value
 
 
-_active: contextvars.ContextVar[DrawRecorder | DrawReplayer | None] = contextvars.ContextVar(
-    "timetracer_draws", default=None
+Draws = DrawRecorder | DrawReplayer
+_UNSET = (
+    object()
+)  # no request (and no helper running bare) chose: the process's start-up draws apply
+_active: contextvars.ContextVar[Draws | None | object] = contextvars.ContextVar(
+    "timetracer_draws", default=_UNSET
 )
+_startup: Draws | None = None  # the process's draws while it starts (see use_startup_draws)
+_serving_request: Callable[[], bool] = bool
 
-current = _active.get
+
+def current() -> Draws | None:
+    """The draws of the request this code runs for; outside every request while the process
+    starts, the start-up draws; else None (real values)."""
+    draws = _active.get()
+    if draws is _UNSET:
+        return _startup if _startup is not None and not _serving_request() else None
+    return cast("Draws | None", draws)
 
 
-def activate(draws: DrawRecorder | DrawReplayer | None) -> contextvars.Token:
+def use_startup_draws(draws: Draws | None, serving_request: Callable[[], bool]) -> None:
+    """Record (or replay) the draws made outside requests from now until :func:`end_startup`:
+    an app seeding its database at start (an admin user with a ``uuid4()`` id and a hashed
+    password, ``created_at=now()``) sends the recorded values, and its calls match.
+    ``serving_request`` tells code serving a request (its draws are the request's) apart."""
+    global _startup, _serving_request
+    _startup, _serving_request = draws, serving_request
+
+
+def end_startup() -> None:
+    """The app has started: later draws outside requests (background work) are real."""
+    global _startup
+    _startup = None
+
+
+def activate(draws: Draws | None) -> contextvars.Token:
     return _active.set(draws)
 
 

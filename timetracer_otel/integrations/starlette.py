@@ -22,6 +22,7 @@ from timetracer_otel._tracing import (
 )
 from timetracer_otel.capture.asgi import RecordingLayer
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import end_startup
 from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.plugins import check_plugin_names, enable, enable_installed
@@ -72,6 +73,7 @@ class TimeTracerMiddleware:
                 send if self._inner is self.app else self._writing_at_lifespan_ends(send),
             )
             return
+        end_startup()  # a server without lifespan events: started once it serves
         # recorded or not, replayed or not: no call made here belongs to the process
         token = enter_request()
         try:
@@ -96,6 +98,7 @@ class TimeTracerMiddleware:
 
         async def send_written(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
+                end_startup()  # draws outside requests are real from now on
                 await anyio.to_thread.run_sync(_process_recording.save, _STARTUP_WRITE_SECONDS)
             elif message["type"] == "lifespan.shutdown.complete":
                 with guarded("shutdown.flush"):
