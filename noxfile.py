@@ -33,8 +33,9 @@ from nox.command import CommandFailed
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 FULL_SUITE_PYTHON = "3.11"
 # What every other Python runs: each plugin recording and replaying, the databases, the
-# pytest plugin, the CLI, the cassette format and the app's draws (the wheel sessions run
-# the README's example on each).
+# pytest plugin, the CLI, the cassette format, the app's draws, and the process cassette
+# (start-up and exit differ: 3.12 starts no thread at interpreter exit) (the wheel sessions
+# run the README's example on each).
 REPRESENTATIVE = [
     "tests/test_record_httpx.py",
     "tests/test_record_requests.py",
@@ -59,6 +60,7 @@ REPRESENTATIVE = [
     "tests/test_cassette_format.py",
     "tests/test_cassette_values.py",
     "tests/test_draws.py",
+    "tests/test_process_cassette.py",
     # A load test (1000 concurrent requests, half a minute): how many, not which Python.
     "--deselect=tests/test_draws.py::test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws",
 ]

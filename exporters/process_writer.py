@@ -192,6 +192,11 @@ class _Channel:
             self._wake_locked()
 
     @property
+    def closing(self) -> bool:
+        """Told to exit (the writer was collected, the interpreter exits): it takes nothing more."""
+        return self._closing
+
+    @property
     def pid(self) -> int:
         return self.process.pid
 
@@ -337,7 +342,7 @@ class ProcessWriter:
             return False
         if sent:
             return True
-        if not channel.alive:
+        if not channel.alive or channel.closing:  # gone, or told to exit: this process writes it
             return self._fallback.submit(recording)
         count_drop()
         return False

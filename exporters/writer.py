@@ -77,7 +77,12 @@ class CassetteWriter:
         return self._enqueue(_Frozen(recording, config))
 
     def _enqueue(self, item: TraceRecording | _Frozen) -> bool:
-        self._ensure_thread()
+        try:
+            self._ensure_thread()
+        except RuntimeError:  # the interpreter exits and starts no thread: write it here, now
+            with guarded("write"):
+                self._write(item)
+            return True
         try:
             self._queue.put_nowait(item)
         except queue.Full:

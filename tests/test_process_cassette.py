@@ -180,6 +180,20 @@ def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
     assert "ReplayMismatchError" not in server.stderr
 
 
+def test_a_startup_that_fails_leaves_its_calls_in_the_process_cassette(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """The lifespan raises after its first calls: the process cassette is written when startup
+    failed (at exit no thread may start), and the process's exit reports no dropped recording."""
+    with uvicorn_process(
+        _record_env(cassette_dir, suffix, STARTUP_APP_WORK="fail"), "startup_app:traced"
+    ) as server:
+        assert server.process.wait(timeout=60) != 0
+    (process_file,) = process_cassette_files(cassette_dir)
+    assert _labels(load_cassette(process_file, scope="process")) == ["redis PING"]
+    assert "queue is full" not in server.stderr and "RuntimeError: no config" in server.stderr
+
+
 def test_the_process_cassette_is_on_disk_once_startup_completed(
     cassette_dir: Path, suffix: str
 ) -> None:

@@ -6,7 +6,8 @@ background task that increments a Redis counter. ``/state`` answers what startup
 background task got; ``/items`` reads the cache and counts the table's rows in a request.
 With ``STARTUP_APP_WORK=checks`` startup only checks its dependencies: a Redis PING and a
 ``SELECT 1`` on an engine with ``pool_pre_ping``; with ``seed`` it stores an admin keyed by
-a new ``uuid4()`` and stamped ``now()`` in Redis, as a first start seeds a database.
+a new ``uuid4()`` and stamped ``now()`` in Redis, as a first start seeds a database; with
+``fail`` it pings Redis and raises.
 
 ``STARTUP_APP_REDIS`` and ``STARTUP_APP_POSTGRES`` are the URLs, ``STARTUP_APP_SUFFIX``
 names the test's keys and table. ``uvicorn --factory startup_app:traced`` sets timetracer
@@ -70,6 +71,11 @@ async def _seed(app: Starlette) -> None:
     app.state.found["signing_key_id"] = hashlib.sha256(signing_key.encode()).hexdigest()[:12]
 
 
+async def _fail(app: Starlette) -> None:
+    await app.state.redis.ping()
+    raise RuntimeError("no config")
+
+
 async def _checks(app: Starlette) -> None:
     app.state.found["ping"] = await app.state.redis.ping()
     async with app.state.engine.connect() as conn:
@@ -85,7 +91,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.found = {}
     app.state.background = None
     work = os.environ.get("STARTUP_APP_WORK")
-    await {"checks": _checks, "seed": _seed}.get(work or "", _full_startup)(app)
+    await {"checks": _checks, "seed": _seed, "fail": _fail}.get(work or "", _full_startup)(app)
     yield
     await app.state.redis.aclose()
     await app.state.engine.dispose()

@@ -93,12 +93,13 @@ class TimeTracerMiddleware:
 
     def _writing_at_lifespan_ends(self, send: Send) -> Send:
         """Write the process cassette once startup completed, before the server takes requests (a process
-        killed later still has it). At shutdown, write it again and flush cassettes and exports: uvicorn
+        killed later still has it), or failed (replay shows the failure). At shutdown, write it again and flush cassettes and exports: uvicorn
         then ends the process by re-raising the stop signal, so no ``atexit`` handler (the SDK's flush) runs."""
 
         async def send_written(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
+            if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
                 end_startup()  # draws outside requests are real from now on
+                # failed: the calls that led there are what replay needs to show the failure
                 await anyio.to_thread.run_sync(_process_recording.save, _STARTUP_WRITE_SECONDS)
             elif message["type"] == "lifespan.shutdown.complete":
                 with guarded("shutdown.flush"):
