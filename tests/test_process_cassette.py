@@ -101,6 +101,18 @@ def _record(
     return responses
 
 
+def _replays_state(recorded: httpx.Response, cassette: Path, suffix: str, work: str) -> str:
+    """What a fresh process replaying ``/state`` from ``cassette`` (Redis and PostgreSQL at a closed
+    port) logged, once its response was found the recorded one and its calls all answered."""
+    with uvicorn_process(
+        _replay_env(cassette, suffix, STARTUP_APP_WORK=work), "startup_app:traced"
+    ) as server:
+        (replayed,) = send(server.url, SENT[:1])
+    assert_same_response(recorded, replayed)
+    assert ALL_ANSWERED.findall(server.stderr) == [("/state", "0")], server.stderr
+    return server.stderr
+
+
 def _labels(doc: dict[str, Any]) -> list[str]:
     """Each call of a cassette as ``redis GET key`` or ``sql <operation> <statement's first words>``."""
     labels = []
@@ -171,13 +183,7 @@ def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
         ("clock", "time"), ("secrets", "urandom"), ("uuid", "uuid4"),
     ]  # fmt: skip
     assert all(is_sealed(d["value"]) for d in doc["draws"] if d["source"] == "secrets")
-    with uvicorn_process(
-        _replay_env(cassette_dir, suffix, STARTUP_APP_WORK="seed"), "startup_app:traced"
-    ) as server:
-        (replayed,) = send(server.url, SENT[:1])
-    assert_same_response(recorded, replayed)
-    assert ALL_ANSWERED.findall(server.stderr) == [("/state", "0")], server.stderr
-    assert "ReplayMismatchError" not in server.stderr
+    assert "ReplayMismatchError" not in _replays_state(recorded, cassette_dir, suffix, "seed")
 
 
 def test_a_startup_that_fails_leaves_its_calls_in_the_process_cassette(
@@ -217,12 +223,7 @@ def test_without_a_process_cassette_dependency_checks_get_their_usual_answers(
     for process_file in process_cassette_files(cassette_dir):
         Path(process_file).unlink()
     (request_file,) = cassette_files(cassette_dir)
-    with uvicorn_process(
-        _replay_env(request_file, suffix, STARTUP_APP_WORK="checks"), "startup_app:traced"
-    ) as server:
-        (replayed,) = send(server.url, SENT[:1])
-    assert_same_response(recorded, replayed)
-    assert ALL_ANSWERED.findall(server.stderr) == [("/state", "0")], server.stderr
+    _replays_state(recorded, request_file, suffix, "checks")
 
 
 def test_a_cassette_given_alone_starts_with_the_process_cassette_of_its_own_recording(
