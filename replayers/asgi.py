@@ -15,7 +15,7 @@ from timetracer_otel import _network_guard
 from timetracer_otel._diagnostics import console, guarded
 from timetracer_otel._recording import exception_info
 from timetracer_otel.cassette.body import BodySink
-from timetracer_otel.cassette.document import SERVER_PARTS, Cassette
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
@@ -93,8 +93,11 @@ class ReplayLayer:
         # the route takes part in the choice only for a path no cassette has
         live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
         choice = self.library.select(live, self.config)
-        # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
-        scope = {**scope, **_server_parts(choice.document)}
+        parts = _server_parts(choice)
+        if (
+            parts
+        ):  # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
+            scope = {**scope, **parts}
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(
             choice.document,
@@ -154,15 +157,12 @@ class ReplayLayer:
                 console(report.console_text())
 
 
-def _server_parts(document: dict[str, Any]) -> dict[str, Any]:
+def _server_parts(choice: Choice) -> dict[str, Any]:
     """The scope keys the recording's server set (checked when the cassette was read), as ASGI has them."""
-    request = document.get("request")
-    if not isinstance(request, dict):
+    if choice.path is None:  # no cassette: nothing recorded to give
         return {}
-    parts = {key: request[key] for key in SERVER_PARTS if key in request}
-    if "client" in parts:
-        parts["client"] = tuple(parts["client"])
-    return parts
+    parts = Cassette(choice.document).request.server_parts
+    return {**parts, "client": tuple(parts["client"])} if "client" in parts else parts
 
 
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:

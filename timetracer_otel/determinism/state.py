@@ -157,9 +157,8 @@ def _recorded(draws: Any) -> Iterable[tuple[str, str, Any]]:
 
 
 Draws = DrawRecorder | DrawReplayer
-_UNSET = (
-    object()
-)  # no request (and no helper running bare) chose: the process's start-up draws apply
+# no request (and no helper running bare) chose: the process's start-up draws apply
+_UNSET = object()
 _active: contextvars.ContextVar[Draws | None | object] = contextvars.ContextVar(
     "timetracer_draws", default=_UNSET
 )
