@@ -39,8 +39,9 @@ from wrapt import register_post_import_hook
 
 from timetracer_otel._diagnostics import logger
 
+from . import state
 from .callers import attribute
-from .state import DrawRecorder, DrawReplayer, Fits, Seeded, activate, current, deactivate
+from .state import NO_DRAWS, DrawRecorder, DrawReplayer, Fits, Seeded, activate, deactivate
 
 __all__ = ["install", "real_time_ns"]
 
@@ -74,6 +75,8 @@ def _draw(
     fits: Fits | None,
     seeded: Seeded | None = None,
 ) -> Any:
+    if not draws.sources:
+        return real()
     caller, helper = attribute(frame)
     if caller is None:
         return real()
@@ -87,7 +90,7 @@ def _bare(real: Callable[..., Any], args: tuple) -> Callable[[], Any]:
     """``real(*args)`` run with no draw state: its inner draws (uuid4's urandom) are its own business."""
 
     def call() -> Any:
-        token = activate(None)
+        token = activate(NO_DRAWS)
         try:
             return real(*args)
         finally:
@@ -101,7 +104,7 @@ class _Clock:
     """A time-machine traveller: the real time, except for draws in recorded or replayed requests."""
 
     def time_ns(self) -> int:
-        draws = current()
+        draws = state.current()
         if draws is None:
             return _real_time_ns()
         return _draw(draws, "time", sys._getframe(1), _real_time_ns, _is_int)
@@ -135,14 +138,14 @@ _real_urandom = os.urandom
 
 
 def _random(self: random.Random) -> float:
-    draws = current()
+    draws = state.current()
     if draws is None:
         return _c_random(self)
     return _draw(draws, "random", sys._getframe(1), lambda: _c_random(self), _is_float, _c_random)
 
 
 def _getrandbits(self: random.Random, k: int, /) -> int:
-    draws = current()
+    draws = state.current()
     if draws is None:
         return _c_getrandbits(self, k)
     return _draw(
@@ -153,7 +156,7 @@ def _getrandbits(self: random.Random, k: int, /) -> int:
 
 
 def _urandom(size: int, /) -> bytes:
-    draws = current()
+    draws = state.current()
     if draws is None:
         return _real_urandom(size)
     return _draw(
@@ -195,7 +198,7 @@ _UUID_CODE = {  # the new bodies; they run with the uuid module's globals
 
 def _uuid(kind: str, *args: Any) -> uuid.UUID:
     real = _real_uuids[kind]
-    draws = current()
+    draws = state.current()
     if draws is None:
         return real(*args)
     seeded = (
@@ -255,7 +258,7 @@ def _install_bcrypt(bcrypt: types.ModuleType) -> None:
         return
 
     def gensalt(rounds: int = 12, prefix: bytes = b"2b") -> bytes:
-        draws = current()
+        draws = state.current()
         if draws is None:
             return real(rounds, prefix)
         head = b"$%s$%02d$" % (bytes(prefix), rounds)
@@ -285,8 +288,8 @@ def _install_objectid(bson: types.ModuleType) -> None:
 
     def __init__(self: ObjectId, oid: Any = None) -> None:
         if oid is None:
-            draws = current()
-            if draws is not None:
+            draws = state.current()
+            if draws is not None and draws.sources:  # not inside _bare's own ObjectId()
                 oid = _draw(
                     draws, "objectid", sys._getframe(1), _bare(ObjectId, ()),
                     lambda value: isinstance(value, ObjectId),

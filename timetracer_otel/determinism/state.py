@@ -15,7 +15,7 @@ import random
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 from timetracer_otel._diagnostics import counters
 from timetracer_otel.cassette.values import decode_value, encode_value
@@ -24,6 +24,7 @@ __all__ = [
     "DrawRecorder",
     "DrawReplayer",
     "encode_draws",
+    "decode_draws",
     "current",
     "activate",
     "deactivate",
@@ -101,14 +102,18 @@ class DrawReplayer:
     """
 
     def __init__(
-        self, recorded: Any, sources: Iterable[str], real_clock_ns: Callable[[], int]
+        self,
+        recorded: Iterable[tuple[str, str, Any]],
+        sources: Iterable[str],
+        real_clock_ns: Callable[[], int],
     ) -> None:
+        """``recorded``: the cassette's draws as :func:`decode_draws` gives them (decoded once per cassette)."""
         self.sources = frozenset(sources)
         self.extra: Counter[str] = Counter()
         self._streams: dict[tuple[str, str], deque[Any]] = {}
         self._lock = threading.Lock()
         last_clock: int | None = None
-        for kind, caller, value in _recorded(recorded):
+        for kind, caller, value in recorded:
             self._streams.setdefault((kind, caller), deque()).append(value)
             if kind == "time" and isinstance(value, int):
                 last_clock = value
@@ -138,11 +143,13 @@ class DrawReplayer:
             return now if recorded is None else recorded + max(now - real_then, 0)
 
 
-def _recorded(draws: Any) -> Iterable[tuple[str, str, Any]]:
-    """(kind, caller, value) of each well-formed recorded draw; others are skipped (a draw they
-    would have answered is then an extra draw, and the report says so)."""
+def decode_draws(draws: Any) -> list[tuple[str, str, Any]]:
+    """(kind, caller, value) of each well-formed draw a cassette stored (what :func:`encode_draws`
+    wrote); others are left out (a draw they would have answered is then an extra draw, and the
+    report says so)."""
+    decoded: list[tuple[str, str, Any]] = []
     if not isinstance(draws, list):
-        return
+        return decoded
     for entry in draws:
         if not isinstance(entry, dict):
             continue
@@ -153,26 +160,31 @@ def _recorded(draws: Any) -> Iterable[tuple[str, str, Any]]:
             value = decode_value(entry.get("value"))
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
-        yield kind, caller, value
+        decoded.append((kind, caller, value))
+    return decoded
 
 
 Draws = DrawRecorder | DrawReplayer
-# no request (and no helper running bare) chose: the process's start-up draws apply
-_UNSET = object()
-_active: contextvars.ContextVar[Draws | None | object] = contextvars.ContextVar(
-    "timetracer_draws", default=_UNSET
+_active: contextvars.ContextVar[Draws | None] = contextvars.ContextVar(
+    "timetracer_draws", default=None
 )
+# draws whose values are all real: code run bare (see sources._bare), even while the process starts
+NO_DRAWS: Draws = DrawRecorder(())
 _startup: Draws | None = None  # the process's draws while it starts (see use_startup_draws)
 _serving_request: Callable[[], bool] = bool
 
 
-def current() -> Draws | None:
-    """The draws of the request this code runs for; outside every request while the process
-    starts, the start-up draws; else None (real values)."""
+def _current_while_starting() -> Draws | None:
     draws = _active.get()
-    if draws is _UNSET:
-        return _startup if _startup is not None and not _serving_request() else None
-    return cast("Draws | None", draws)
+    if draws is None and not _serving_request():
+        return _startup
+    return draws
+
+
+# The draws of the request this code runs for (None: real values). Read as ``state.current``
+# on every intercepted clock read, so it is the context variable's own getter except while
+# the process starts, when code outside every request gets the start-up draws.
+current: Callable[[], Draws | None] = _active.get
 
 
 def use_startup_draws(draws: Draws | None, serving_request: Callable[[], bool]) -> None:
@@ -180,14 +192,15 @@ def use_startup_draws(draws: Draws | None, serving_request: Callable[[], bool]) 
     an app seeding its database at start (an admin user with a ``uuid4()`` id and a hashed
     password, ``created_at=now()``) sends the recorded values, and its calls match.
     ``serving_request`` tells code serving a request (its draws are the request's) apart."""
-    global _startup, _serving_request
+    global _startup, _serving_request, current
     _startup, _serving_request = draws, serving_request
+    current = _active.get if draws is None else _current_while_starting
 
 
 def end_startup() -> None:
     """The app has started: later draws outside requests (background work) are real."""
-    global _startup
-    _startup = None
+    global _startup, current
+    _startup, current = None, _active.get
 
 
 def activate(draws: Draws | None) -> contextvars.Token:
