@@ -31,7 +31,7 @@ from timetracer_otel.determinism import (
     install,
     real_time_ns,
 )
-from timetracer_otel.determinism.state import MAX_DRAWS_PER_REQUEST, encode_draws
+from timetracer_otel.determinism.state import MAX_DRAWS_PER_REQUEST, decode_draws, encode_draws
 
 FUNCTIONS: dict[
     str, Callable[[], Any]
@@ -66,7 +66,7 @@ def _best_ns_per_call(
     return best
 
 
-def _recorded(function: Callable[[], Any], calls: int) -> list[dict[str, Any]]:
+def _recorded(function: Callable[[], Any], calls: int) -> list[tuple[str, str, Any]]:
     """The draws of one request that called ``function`` as often as a timing run does."""
     recorder = DrawRecorder(DRAW_SOURCES)
     token = activate(recorder)
@@ -75,7 +75,7 @@ def _recorded(function: Callable[[], Any], calls: int) -> list[dict[str, Any]]:
             function()
     finally:
         deactivate(token)
-    return encode_draws(recorder.draws)
+    return decode_draws(encode_draws(recorder.draws))
 
 
 def measure(calls: int = 50_000) -> dict[str, dict[str, float]]:

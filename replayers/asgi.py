@@ -26,7 +26,7 @@ from timetracer_otel.secret_values import ValueScrubber
 
 from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
-from .selection import CassetteLibrary, Choice, LiveRequest
+from .selection import CassetteLibrary, Choice, LiveRequest, Prepared
 from .session import ReplaySession, activate, call_entry, deactivate
 
 __all__ = ["ReplayLayer", "library_for"]
@@ -93,11 +93,10 @@ class ReplayLayer:
         # the route takes part in the choice only for a path no cassette has
         live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
         choice = self.library.select(live, self.config)
-        parts = _server_parts(choice)
-        if (
-            parts
-        ):  # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
-            scope = {**scope, **parts}
+        prepared = choice.prepared
+        if prepared is not None and prepared.server_parts:
+            # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
+            scope = {**scope, **prepared.server_parts}
         inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(
             choice.document,
@@ -124,7 +123,7 @@ class ReplayLayer:
 
         error: dict[str, str] | None = None
         draws = (
-            DrawReplayer(Cassette(choice.document).draws, self.config.draws, real_time_ns)
+            DrawReplayer(prepared.draws if prepared else (), self.config.draws, real_time_ns)
             if self.config.draws
             else None
         )
@@ -157,14 +156,6 @@ class ReplayLayer:
                 console(report.console_text())
 
 
-def _server_parts(choice: Choice) -> dict[str, Any]:
-    """The scope keys the recording's server set (checked when the cassette was read), as ASGI has them."""
-    if choice.path is None:  # no cassette: nothing recorded to give
-        return {}
-    parts = Cassette(choice.document).request.server_parts
-    return {**parts, "client": tuple(parts["client"])} if "client" in parts else parts
-
-
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:
     """A receive callable that gives the buffered messages first, then the real ones."""
     pending = list(buffered)
@@ -192,7 +183,7 @@ def _report(
         method=method,
         path=path,
         cassette_id=cassette.id,
-        recorded_status=cassette.response.status if choice.path is not None else None,
+        recorded_status=choice.prepared.response.status if choice.prepared else None,
         status=replayed_status,
         answered=[call.view.label for _, call in session.answered],
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
@@ -201,8 +192,8 @@ def _report(
         error=_shown_error(error, session),
         notes=choice.notes,
     )
-    if choice.path is not None:
-        comparison = _compared(choice, session, replayed_status, headers, body)
+    if choice.prepared is not None:
+        comparison = _compared(choice, choice.prepared, session, replayed_status, headers, body)
         report.differences, report.unverified = comparison.differences, comparison.unverified
     else:
         report.differences = ["no cassette was recorded for this request"]
@@ -220,6 +211,7 @@ def _shown_error(error: dict[str, str] | None, session: ReplaySession) -> dict[s
 
 def _compared(
     choice: Choice,
+    prepared: Prepared,
     session: ReplaySession,
     status: int | None,
     headers: list[tuple[str, str]],
@@ -227,6 +219,8 @@ def _compared(
 ) -> ResponseComparison:
     """The replayed response against the recorded one. With the key that sealed the cassette the real
     values are compared, so secrets are verified too; what differs is always shown redacted."""
+    if prepared.response.same(status, headers, body.data, body.size):
+        return ResponseComparison([], [])
     config = session.config
 
     def compare(recorded: dict[str, Any], redactor: Redactor | None) -> ResponseComparison:

@@ -34,7 +34,12 @@ from timetracer_otel.cassette.reader import (
     recording_directory,
 )
 from timetracer_otel.config import ReadLimits, TraceConfig
-from timetracer_otel.determinism import DrawReplayer, real_time_ns, use_startup_draws
+from timetracer_otel.determinism import (
+    DrawReplayer,
+    decode_draws,
+    real_time_ns,
+    use_startup_draws,
+)
 from timetracer_otel.protocols import CallView, usual_answer
 
 from .matching import RecordedCall, describe_mismatch
@@ -135,7 +140,7 @@ def start(config: TraceConfig) -> None:
                 opened.answers, str(found[0]), config, views=opened.views(str(found[0]))
             )
             # the app starts with the values it drew when recorded: its seeded rows match
-            draws = Cassette(opened.answers).draws
+            draws = decode_draws(Cassette(opened.answers).draws)
             if config.draws and draws:
                 use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
         elif _session is None:

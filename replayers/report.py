@@ -19,7 +19,13 @@ from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.redaction import REDACTED, Redactor
 
-__all__ = ["ReplayReport", "ResponseComparison", "compare_response", "recent_reports"]
+__all__ = [
+    "RecordedResponse",
+    "ReplayReport",
+    "ResponseComparison",
+    "compare_response",
+    "recent_reports",
+]
 
 _MAX_DIFF_LINES = 20
 _SHOWN = 120  # characters of a value a difference line shows
@@ -84,15 +90,23 @@ class ReplayReport:
         }
 
     def console_text(self) -> str:
-        tag = f"[{self.verdict.upper()}]"
+        verdict = self.verdict
         calls = len(self.answered) + len(self.unmatched)
         unverified = f"  unverified={len(self.unverified)}" if self.unverified else ""
         lines = [
-            f"timetracer {tag} replayed {self.method} {self.path}  id={self.cassette_id or '-'}  status={self.status}"
+            f"timetracer [{verdict.upper()}] replayed {self.method} {self.path}  id={self.cassette_id or '-'}  status={self.status}"
             f"  calls={len(self.answered)}/{calls}  unused={len(self.unused)}"
-            f"  response={'same' if self.response_matches else 'differs'}{unverified}",
+            f"  response={'same' if not self.differences else 'differs'}{unverified}",
             f"  cassette: {self.cassette or '(none matched this request)'}",
         ]
+        details = (self.error, self.notes, self.supplied_credentials, self.unused, self.extra_draws)
+        if verdict != "ok" or any(details):
+            lines.extend(self._detail_lines())
+        return "\n".join(printable(line) for line in lines)  # recorded paths and values: escaped
+
+    def _detail_lines(self) -> list[str]:
+        """The console lines after the first two: what a request replayed as recorded has none of."""
+        lines = []
         if self.error:
             message = self.error.get("message", "").strip().splitlines()
             shown = f": {_cut(message[0])}" if message else ""
@@ -113,7 +127,7 @@ class ReplayReport:
             lines.append(f"  extra draws (not recorded, real values given): {counts}")
         lines.extend(f"  unverified: {text}" for text in self.unverified)
         lines.extend(f"  {text}" for text in self.differences)
-        return "\n".join(printable(line) for line in lines)  # recorded paths and values: escaped
+        return lines
 
 
 def remember(report: ReplayReport) -> None:
@@ -199,20 +213,26 @@ def _redacted_headers(recorded: list, replayed: list) -> list[str]:
     return [f"header {name}" for name in dict.fromkeys(names)]
 
 
+def _left_out(ignored: Iterable[str]) -> frozenset[str]:
+    """Header names not compared: ``ignored`` ones and those the body or the server decide."""
+    return _NOT_COMPARED | {name.lower() for name in ignored}
+
+
+def _by_name(pairs: Iterable[Any], left_out: frozenset[str]) -> dict[str, list[str]]:
+    """The compared headers' values by lower-case name, in the order sent."""
+    found: dict[str, list[str]] = {}
+    for name, value in pairs:
+        lowered = name.lower()
+        if lowered not in left_out:
+            found.setdefault(lowered, []).append(value)
+    return found
+
+
 def _header_differences(recorded: list, replayed: list, ignored: frozenset[str]) -> Iterable[str]:
     """``header <name>: recorded ..., replayed ...`` for each header the app sent otherwise (names in
     ``ignored`` and those the body or the server decide left out)."""
-
-    left_out = _NOT_COMPARED | {name.lower() for name in ignored}
-
-    def by_name(pairs: list) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for name, value in pairs:
-            if name.lower() not in left_out:
-                found.setdefault(name.lower(), []).append(value)
-        return found
-
-    old, new = by_name(recorded), by_name(replayed)
+    left_out = _left_out(ignored)
+    old, new = _by_name(recorded, left_out), _by_name(replayed, left_out)
     for name in sorted(old.keys() | new.keys()):
         if old.get(name) != new.get(name):
             shown = [
@@ -242,17 +262,46 @@ class ResponseComparison:
     unverified: list[str]  # parts redacted on both sides, which could not be compared
 
 
-def _same_bytes(recorded: dict[str, Any], body: bytes, size: int) -> bool:
-    """The replayed body is the recorded one byte for byte, whole, and nothing in it was hidden: the
-    body is equal and nothing in it unverified, known without encoding and redacting it again."""
-    if recorded.get("truncated") or recorded.get("size") != size or len(body) != size:
-        return False
-    if b"REDACTED" in body or b"SEALED" in body:
-        return False
+def _plain_bytes(recorded: dict[str, Any]) -> bytes | None:
+    """The recorded body's bytes when it was kept whole and nothing in it was hidden: a replayed
+    body equal to them is equal, and nothing in it unverified, without encoding and redacting it
+    again. None otherwise (the full comparison says how the bodies compare)."""
+    if recorded.get("truncated"):
+        return None
     try:
-        return decode_body(recorded) == body
-    except (ValueError, KeyError, TypeError):  # an odd recording: the full comparison says how
-        return False
+        data = decode_body(recorded)
+    except (ValueError, KeyError, TypeError):  # an odd recording
+        return None
+    if b"REDACTED" in data or b"SEALED" in data or recorded.get("size", len(data)) != len(data):
+        return None
+    return data
+
+
+class RecordedResponse:
+    """A cassette's response prepared once for the replays of that cassette: a replayed response
+    equal to it in status, compared headers and body bytes is known to be the same without
+    encoding, redacting or parsing it, which is what nearly every replayed request is."""
+
+    __slots__ = ("status", "_headers", "_body", "_left_out")
+
+    def __init__(self, recorded: InboundResponse, ignore_fields: Iterable[str] = ()) -> None:
+        self.status = recorded.status
+        self._left_out = _left_out(ignore_fields)
+        self._headers = _by_name(recorded.headers, self._left_out)
+        hidden = any(REDACTED in value for values in self._headers.values() for value in values)
+        self._body = None if hidden else _plain_bytes(recorded.body or {"encoding": "empty"})
+
+    def same(
+        self, status: int | None, headers: list[tuple[str, str]], body: bytes, size: int
+    ) -> bool:
+        """The replayed response (``body`` as kept, ``size`` its full length) is the recorded one."""
+        return (
+            self._body is not None
+            and status == self.status
+            and len(body) == size
+            and body == self._body
+            and _by_name(headers, self._left_out) == self._headers
+        )
 
 
 def compare_response(
@@ -281,7 +330,7 @@ def compare_response(
         differences.append(f"status: recorded {recorded.status}, replayed {status}")
     differences.extend(_header_differences(recorded.headers, replayed_headers, ignored))
     recorded_body = recorded.body or {"encoding": "empty"}
-    if _same_bytes(recorded_body, body, size):
+    if len(body) == size and body == _plain_bytes(recorded_body):
         return ResponseComparison(differences, unverified)
     replayed_body = encode_body(
         body[:limit],

@@ -30,17 +30,20 @@ from timetracer_otel._diagnostics import logger
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import decode_draws
 from timetracer_otel.inbound import Scope, route_template
 from timetracer_otel.protocols.http import content_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
 from .opening import Opened, open_for_replay
+from .report import RecordedResponse
 from .session import RecordedViews
 
-__all__ = ["CassetteLibrary", "Choice", "LiveRequest"]
+__all__ = ["CassetteLibrary", "Choice", "LiveRequest", "Prepared"]
 
 # Cassettes kept parsed, by the size of their files: a parsed cassette takes 3 to 4 times its
 # file's size. Replay takes turns among the cassettes of one request: a directory of a few
@@ -82,6 +85,32 @@ class LiveRequest(NamedTuple):
         )
 
 
+class Prepared(NamedTuple):
+    """A cassette as replay uses it, worked out once while it stays loaded: its calls' views,
+    its draws decoded, the scope parts its server set (as ASGI has them) and its response as
+    the replayed one is compared with."""
+
+    opened: Opened
+    views: RecordedViews
+    draws: list[tuple[str, str, Any]]
+    server_parts: dict[str, Any]
+    response: RecordedResponse
+
+    @classmethod
+    def of(cls, opened: Opened, path: str, config: TraceConfig) -> Prepared:
+        cassette = Cassette(opened.answers)
+        parts = cassette.request.server_parts
+        if "client" in parts:
+            parts = {**parts, "client": tuple(parts["client"])}
+        return cls(
+            opened,
+            opened.views(path),
+            decode_draws(cassette.draws),
+            parts,
+            RecordedResponse(cassette.response, config.replay_ignore_fields),
+        )
+
+
 @dataclass
 class Choice:
     """The cassette answering one request (``path`` None when none fits), and what the report should say about the choice."""
@@ -93,6 +122,7 @@ class Choice:
     shown: dict[str, Any] | None = (
         None  # the document with every secret as [REDACTED], when it differs
     )
+    prepared: Prepared | None = None  # None when no cassette fits
 
 
 class _Entry(NamedTuple):
@@ -166,11 +196,11 @@ class _Documents:
         self._budget = budget
         self._sizes = sizes  # path -> its file's size
         self._config = config
-        self._cache: OrderedDict[str, tuple[Opened, RecordedViews]] = OrderedDict()
+        self._cache: OrderedDict[str, Prepared] = OrderedDict()
         self._held = 0  # bytes of the files of the cached cassettes
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> tuple[Opened, RecordedViews]:
+    def get(self, path: str) -> Prepared:
         with self._lock:
             found = self._cache.get(path)
             if found is not None:
@@ -180,7 +210,7 @@ class _Documents:
         opened = open_for_replay(
             load_cassette(path, limits=self._config.read_limits), path, self._config
         )
-        found = (opened, opened.views(path))
+        found = Prepared.of(opened, path, self._config)
         with self._lock:
             if path not in self._cache:
                 self._held += self._sizes.get(path, _UNKNOWN_SIZE)
@@ -267,8 +297,8 @@ class CassetteLibrary:
         """Every cassette, in the order the requests were recorded."""
         return [entry.path for entry in self._entries]
 
-    def load(self, path: str) -> tuple[Opened, RecordedViews]:
-        """A cassette of this library opened for replay, and its call views (kept for the next few requests)."""
+    def load(self, path: str) -> Prepared:
+        """A cassette of this library opened for replay (kept for the next few requests)."""
         return self._documents.get(path)
 
     def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
@@ -331,11 +361,17 @@ class CassetteLibrary:
         return fingerprint(secrets, key), ""
 
     def _chosen(self, entry: _Entry, notes: list[str]) -> Choice:
-        opened, views = self.load(entry.path)
+        prepared = self.load(entry.path)
+        opened = prepared.opened
         if opened.locked:
             notes = [*notes, _LOCKED]
         return Choice(
-            entry.path, opened.answers, views, notes, opened.shown if opened.unsealed else None
+            entry.path,
+            opened.answers,
+            prepared.views,
+            notes,
+            opened.shown if opened.unsealed else None,
+            prepared,
         )
 
 

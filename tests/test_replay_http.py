@@ -31,7 +31,7 @@ from conftest import Upstream, load_cassettes
 from timetracer_otel.cassette.body import encode_body
 from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
-from timetracer_otel.replayers.report import compare_response
+from timetracer_otel.replayers.report import RecordedResponse, compare_response
 from timetracer_otel.sealing import redacted
 
 # (path, what the app caught: None when it got responses). "{gate}" holds the upstream's /slow.
@@ -388,6 +388,35 @@ def test_report_shows_where_long_values_and_lists_differ() -> None:
     ).groups()  # type: ignore[union-attr]
     assert old.startswith("…") and old.endswith('x?"') and new.endswith('x!"') and old != new
     assert differences[2:] == ['body $.detail[1]: recorded "second", replayed <absent>']
+
+
+def test_a_response_is_told_the_same_without_parsing_only_when_every_compared_part_is() -> None:
+    """The prepared recorded response answers "same" for the same status, compared headers (in any
+    case, the server's left out) and bytes; a header, the status or one byte otherwise, a cut
+    replayed body, or a recording with a hidden value goes through the full comparison."""
+    data = b'{"id": 7, "name": "ada"}'
+    headers = [["content-type", "application/json"], ["x-version", "1"], ["date", "Mon"]]
+    body = encode_body(data, size=len(data), truncated=False, limit=1 << 20)
+    recorded = RecordedResponse(
+        InboundResponse(200, headers, body), ignore_fields=("x-request-id",)
+    )
+    same = [("Content-Type", "application/json"), ("X-Version", "1"), ("date", "Tue")]
+    assert recorded.same(200, same, data, len(data))
+    assert recorded.same(200, [*same, ("x-request-id", "r2")], data, len(data))
+    assert not recorded.same(
+        200, [("content-type", "application/json"), ("x-version", "2")], data, len(data)
+    )
+    assert not recorded.same(200, same[:1], data, len(data))
+    assert not recorded.same(201, same, data, len(data))
+    assert not recorded.same(200, same, data.replace(b"ada", b"bob"), len(data))
+    assert not recorded.same(200, same, data[:10], len(data))
+    hidden = json.dumps({"token": "[REDACTED]"}).encode()
+    redacted_body = encode_body(hidden, size=len(hidden), truncated=False, limit=1 << 20)
+    assert not RecordedResponse(InboundResponse(200, [], redacted_body)).same(
+        200, [], hidden, len(hidden)
+    )
+    cookie = RecordedResponse(InboundResponse(200, [["set-cookie", "[REDACTED]"]], body))
+    assert not cookie.same(200, [("set-cookie", "[REDACTED]")], data, len(data))
 
 
 def test_multipart_upload_matches_despite_its_new_random_boundary(

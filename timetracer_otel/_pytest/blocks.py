@@ -65,6 +65,7 @@ class _Replay:
     def __init__(self, path: Path, live: tuple[str, ...], allowed_hosts: frozenset[str]) -> None:
         from timetracer_otel.determinism import (
             DrawReplayer,
+            decode_draws,
             real_time_ns,
         )
         from timetracer_otel.determinism import (
@@ -91,7 +92,9 @@ class _Replay:
             opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path))
         )
         install_draw_sources(config.draws)
-        self.draws = DrawReplayer(opened.answers.get("draws"), config.draws, real_time_ns)
+        self.draws = DrawReplayer(
+            decode_draws(opened.answers.get("draws")), config.draws, real_time_ns
+        )
         # a live library needs the network
         self.closure = (
             None if live else _network_guard.Closure(str(path), _REFUSAL_HINT, allowed_hosts)

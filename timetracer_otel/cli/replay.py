@@ -182,7 +182,7 @@ class Replayer:
     def replay(self, cassette: str) -> ReplayReport:
         """Send the recorded request of ``cassette`` to the app (its sealed secrets opened when this
         process holds the key); the replay report of that request."""
-        recorded = Cassette(self.library.load(cassette)[0].answers)
+        recorded = Cassette(self.library.load(cassette).opened.answers)
         request = recorded.request
         url = quote(request.path, safe="/:@!$&'()*+,;=-._~") + (
             f"?{request.query}" if request.query else ""
