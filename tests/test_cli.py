@@ -285,6 +285,38 @@ def test_diff_names_each_difference_and_exits_1_unless_ignored(
     }
 
 
+def test_diff_compares_sealed_secrets_by_what_they_seal_and_never_shows_them(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """Each value is sealed with its own nonce: two requests with the same token are the same
+    with the key, another token differs as two digests; without the key neither is told apart."""
+    tokens = ["tok-" + os.urandom(8).hex(), "tok-" + os.urandom(8).hex()]
+    sent: list[Sent] = [
+        (
+            "POST",
+            "/lookup",
+            {"json": {"name": "ada"}, "headers": {"authorization": f"Bearer {token}"}},
+        )
+        for token in (tokens[0], tokens[0], tokens[1])
+    ]
+    record(serve, upstream.url, cassette_dir, sent)
+    listed = timetracer("list", "--dir", str(cassette_dir), "--json")  # in recording order
+    first, again, other = (entry["id"] for entry in json.loads(listed.stdout))
+    where = ["--dir", str(cassette_dir)]
+    same = timetracer("diff", first, again, *where)
+    assert (same.returncode, same.stdout.splitlines()[-1]) == (0, "no differences"), same.stdout
+    differs = timetracer("diff", first, other, *where, "--json")
+    (difference,) = json.loads(differs.stdout)["differences"]
+    assert difference["where"] == "request.headers.authorization"
+    assert difference["a"].startswith("[SEALED #") and difference["a"] != difference["b"]
+    assert not any(token in differs.stdout for token in tokens)
+    env = {**os.environ, "TIMETRACER_KEY_FILE": str(tmp_path / "absent-key")}
+    keyless = subprocess.run(
+        [str(TIMETRACER), "diff", first, other, *where], capture_output=True, text=True, env=env
+    )
+    assert (keyless.returncode, keyless.stdout.splitlines()[-1]) == (0, "no differences")
+
+
 def test_search_finds_text_in_bodies_headers_and_urls(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

@@ -63,6 +63,9 @@ class Sealer:
     def __init__(self, key: Key) -> None:
         self.key_id = key.key_id
         self._aead = AESGCM(hmac.new(key.material, b"timetracer seal", hashlib.sha256).digest())
+        self._digest_key = hmac.new(
+            key.material, b"timetracer sealed digest", hashlib.sha256
+        ).digest()
 
     def seal(self, text: str, kind: str = TEXT) -> str:
         nonce = os.urandom(12)
@@ -78,6 +81,13 @@ class Sealer:
             if isinstance(value, str)
             else self.seal(json.dumps(value, ensure_ascii=False), JSON)
         )
+
+    def digest(self, kind: str, text: str) -> str:
+        """A short keyed digest of a sealed value: equal for equal values, and no way back to them
+        without the key (which opens the value anyway)."""
+        return hmac.new(
+            self._digest_key, (kind + text).encode("utf-8"), hashlib.sha256
+        ).hexdigest()[:12]
 
     def open(self, key_id: str, data: str) -> tuple[str, str]:
         """(kind, text) of a token's data; :class:`SealError` for another key or damaged data."""
@@ -134,6 +144,23 @@ def redacted(document: dict[str, Any]) -> dict[str, Any]:
         )
 
     return _strings(document, hide)
+
+
+def comparable(document: dict[str, Any], sealer: Sealer | None) -> dict[str, Any]:
+    """``document`` as two cassettes are compared: each sealed value as a keyed digest of what it
+    seals (``[SEALED #1a2b3c4d5e6f]``), so values sealed alike are equal although each was sealed
+    with its own nonce, and none is shown. Without the key that sealed it, ``[REDACTED]``."""
+    if sealer is None:
+        return redacted(document)
+
+    def digest(match: re.Match) -> str:
+        try:
+            kind, plain = sealer.open(match.group(2), match.group(3))
+        except SealError:
+            return match.group(1) + REDACTED + match.group(4)
+        return f"{match.group(1)}[SEALED #{sealer.digest(kind, plain)}]{match.group(4)}"
+
+    return _strings(document, lambda text: SEALED_TOKEN.sub(digest, text))
 
 
 def unsealed(document: dict[str, Any], sealer: Sealer) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import COMPRESSIONS, ReadLimits
 
 from . import _render
-from .diff import DEFAULT_IGNORED, diff_cassettes
+from .diff import DEFAULT_IGNORED, diff_cassettes, environment_sealer
 from .index import CassetteIndex, listing
 from .query import SORT_KEYS, Filters, select
 from .search import matches
@@ -274,7 +274,9 @@ def diff(
     limits = _limits()
     path_a, path_b = _resolve(a, directory, limits), _resolve(b, directory, limits)
     ignored = (*(() if no_default_ignores else DEFAULT_IGNORED), *ignore)
-    found = diff_cassettes(_load(path_a, limits), _load(path_b, limits), ignored)
+    found = diff_cassettes(
+        _load(path_a, limits), _load(path_b, limits), ignored, environment_sealer()
+    )
     if as_json:
         _print_json(
             {"a": str(path_a), "b": str(path_b), "differences": [d.to_dict() for d in found]}

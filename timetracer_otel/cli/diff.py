@@ -3,7 +3,8 @@
 Ids, times and spans always differ between two recordings and are not compared. Headers
 that change on every request (``date``, ``traceparent``, ``tracestate``) are ignored by
 default; ``ignore`` names more: a header or a JSON field at any depth (case-insensitive),
-or a location such as ``response.body`` or ``calls[1].request.headers``.
+or a location such as ``response.body`` or ``calls[1].request.headers``. Sealed secrets are
+compared by what they seal, with the key, and never shown (see ``sealing.comparable``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from timetracer_otel._keys import key_for
 from timetracer_otel.cassette.body import decode_body
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.sealing import Sealer
+from timetracer_otel.sealing import comparable as _sealed_comparable
 
-__all__ = ["Difference", "DEFAULT_IGNORED", "diff_cassettes", "show_value"]
+__all__ = ["Difference", "DEFAULT_IGNORED", "diff_cassettes", "environment_sealer", "show_value"]
 
 DEFAULT_IGNORED = ("date", "traceparent", "tracestate")
 _ABSENT = object()
@@ -135,12 +140,28 @@ def _under(where: str, location: str) -> bool:
     return where == location or where.startswith(location + ".") or where.startswith(location + "[")
 
 
+def environment_sealer() -> Sealer | None:
+    """The sealer of the key this environment names (``TIMETRACER_SECRET_KEY``, the key file), if any."""
+    key = key_for(TraceConfig())
+    return Sealer(key) if key is not None else None
+
+
 def diff_cassettes(
-    a: dict[str, Any], b: dict[str, Any], ignore: Iterable[str] = DEFAULT_IGNORED
+    a: dict[str, Any],
+    b: dict[str, Any],
+    ignore: Iterable[str] = DEFAULT_IGNORED,
+    sealer: Sealer | None = None,
 ) -> list[Difference]:
-    """Every difference between cassettes ``a`` and ``b``, in document order; empty when they agree."""
+    """Every difference between cassettes ``a`` and ``b``, in document order; empty when they agree.
+    Sealed values are equal when ``sealer``'s key opens them to the same value; without it, they
+    read as ``[REDACTED]`` and are not told apart."""
     ignored = [name.strip() for name in ignore if name.strip()]
     names = frozenset(n.lower() for n in ignored if "." not in n and "[" not in n)
     locations = [n for n in ignored if "." in n or "[" in n]
-    found = _walk(comparable(a), comparable(b), "", names)
+    found = _walk(
+        comparable(_sealed_comparable(a, sealer)),
+        comparable(_sealed_comparable(b, sealer)),
+        "",
+        names,
+    )
     return [d for d in found if not any(_under(d.where, loc) for loc in locations)]

@@ -35,7 +35,12 @@ from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.cassette.naming import sanitise
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.call_views import call_view
-from timetracer_otel.cli.diff import DEFAULT_IGNORED, diff_cassettes, show_value
+from timetracer_otel.cli.diff import (
+    DEFAULT_IGNORED,
+    diff_cassettes,
+    environment_sealer,
+    show_value,
+)
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.cli.query import SORT_KEYS, Filters, is_error, select
 from timetracer_otel.cli.search import matches
@@ -282,7 +287,7 @@ class _Pages:
         ignore_text = query.get("ignore", ", ".join(DEFAULT_IGNORED))
         ignore = [name.strip() for name in ignore_text.split(",")]
         (_, doc_a), (_, doc_b) = self._document(a), self._document(b)
-        found = diff_cassettes(doc_a, doc_b, ignore)
+        found = diff_cassettes(doc_a, doc_b, ignore, environment_sealer())
         return self.render(
             "diff.html",
             a=a,
