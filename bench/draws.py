@@ -31,7 +31,12 @@ from timetracer_otel.determinism import (
     install,
     real_time_ns,
 )
-from timetracer_otel.determinism.state import MAX_DRAWS_PER_REQUEST, decode_draws, encode_draws
+from timetracer_otel.determinism.state import (
+    MAX_DRAWS_PER_REQUEST,
+    RecordedDraws,
+    decode_draws,
+    encode_draws,
+)
 
 FUNCTIONS: dict[
     str, Callable[[], Any]
@@ -66,7 +71,7 @@ def _best_ns_per_call(
     return best
 
 
-def _recorded(function: Callable[[], Any], calls: int) -> list[tuple[str, str, Any]]:
+def _recorded(function: Callable[[], Any], calls: int) -> RecordedDraws:
     """The draws of one request that called ``function`` as often as a timing run does."""
     recorder = DrawRecorder(DRAW_SOURCES)
     token = activate(recorder)

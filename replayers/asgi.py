@@ -12,12 +12,12 @@ import weakref
 from typing import Any
 
 from timetracer_otel import _network_guard
-from timetracer_otel._diagnostics import console, guarded
+from timetracer_otel._diagnostics import console, guarded, report_failure
 from timetracer_otel._recording import exception_info
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.determinism import DrawReplayer, real_time_ns
+from timetracer_otel.determinism import NO_RECORDED_DRAWS, DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
@@ -97,33 +97,27 @@ class ReplayLayer:
         if prepared is not None and prepared.server_parts:
             # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
             scope = {**scope, **prepared.server_parts}
-        inbound = {"headers": [list(h) for h in live.headers], "query": live.query}
         session = ReplaySession(
             choice.document,
             choice.path or "(no cassette recorded for this request)",
             self.config,
             views=choice.views,
-            inbound=inbound,
+            inbound=lambda: {"headers": [list(h) for h in live.headers], "query": live.query},
         )
-        status: list[int] = []
-        headers: list[tuple[str, str]] = []
-        response_body = BodySink(self.config.max_body_bytes)
+        response = _Response(self.config.max_body_bytes)
 
         async def send_tee(message: Message) -> None:
-            with guarded("replay.response"):
-                if message["type"] == "http.response.start":
-                    status.append(int(message["status"]))
-                    headers.extend(
-                        (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
-                        for k, v in message.get("headers", ())
-                    )
-                elif message["type"] == "http.response.body":
-                    response_body.feed(message.get("body", b""))
+            try:
+                response.see(message)
+            except Exception as exc:  # the app's response goes on, whatever the report makes of it
+                report_failure("replay.response", exc)
             await send(message)
 
         error: dict[str, str] | None = None
         draws = (
-            DrawReplayer(prepared.draws if prepared else (), self.config.draws, real_time_ns)
+            DrawReplayer(
+                prepared.draws if prepared else NO_RECORDED_DRAWS, self.config.draws, real_time_ns
+            )
             if self.config.draws
             else None
         )
@@ -146,14 +140,35 @@ class ReplayLayer:
             deactivate_draws(draws_token)
             deactivate(token)
             with guarded("replay.report"):
-                report = _report(
-                    session, choice, method, path, status, headers, response_body, error
-                )
+                report = _report(session, choice, method, path, response, error)
                 report.refused = list(closure.refused) if closure is not None else []
                 # draws made beyond the recorded ones
-                report.extra_draws = dict(draws.extra) if draws is not None else {}
+                report.extra_draws = dict(draws.extra) if draws is not None and draws.extra else {}
                 remember(report)
                 console(report.console_text())
+
+
+class _Response:
+    """The response the replayed app sends, as ASGI has it: decoded only if it differs from the recorded one."""
+
+    __slots__ = ("status", "raw_headers", "body")
+
+    def __init__(self, limit: int) -> None:
+        self.status: int | None = None
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.body = BodySink(limit)
+
+    def see(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.raw_headers.extend(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            self.body.feed(message.get("body", b""))
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in self.raw_headers
+        ]
 
 
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:
@@ -171,29 +186,27 @@ def _report(
     choice: Choice,
     method: str,
     path: str,
-    status: list[int],
-    headers: list[tuple[str, str]],
-    body: BodySink,
+    response: _Response,
     error: dict[str, str] | None,
 ) -> ReplayReport:
-    cassette = Cassette(session.document)
-    replayed_status = status[0] if status else (500 if error else None)
+    replayed_status = response.status if response.status is not None else (500 if error else None)
+    unused = session.unused()
     report = ReplayReport(
         cassette=choice.path,
         method=method,
         path=path,
-        cassette_id=cassette.id,
+        cassette_id=choice.document.get("id"),
         recorded_status=choice.prepared.response.status if choice.prepared else None,
         status=replayed_status,
         answered=[call.view.label for _, call in session.answered],
         unmatched=[str(e).splitlines()[0] for e in session.unmatched],
-        unused=[call.view.label for call in session.unused()],
-        calls=[*session.made, *(call_entry(None, None, c.index) for c in session.unused())],
+        unused=[call.view.label for call in unused],
+        calls=[*session.made, *(call_entry(None, None, c.index) for c in unused)],
         error=_shown_error(error, session),
         notes=choice.notes,
     )
     if choice.prepared is not None:
-        comparison = _compared(choice, choice.prepared, session, replayed_status, headers, body)
+        comparison = _compared(choice, choice.prepared, session, replayed_status, response)
         report.differences, report.unverified = comparison.differences, comparison.unverified
     else:
         report.differences = ["no cassette was recorded for this request"]
@@ -214,14 +227,15 @@ def _compared(
     prepared: Prepared,
     session: ReplaySession,
     status: int | None,
-    headers: list[tuple[str, str]],
-    body: BodySink,
+    response: _Response,
 ) -> ResponseComparison:
     """The replayed response against the recorded one. With the key that sealed the cassette the real
     values are compared, so secrets are verified too; what differs is always shown redacted."""
-    if prepared.response.same(status, headers, body.data, body.size):
+    body = response.body
+    if prepared.response.same(status, response.raw_headers, body.data, body.size):
         return ResponseComparison([], [])
     config = session.config
+    headers = response.headers()
 
     def compare(recorded: dict[str, Any], redactor: Redactor | None) -> ResponseComparison:
         return compare_response(

@@ -141,7 +141,7 @@ def start(config: TraceConfig) -> None:
             )
             # the app starts with the values it drew when recorded: its seeded rows match
             draws = decode_draws(Cassette(opened.answers).draws)
-            if config.draws and draws:
+            if config.draws and draws.streams:
                 use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
         elif _session is None:
             _session = _empty(config)

@@ -280,28 +280,42 @@ def _plain_bytes(recorded: dict[str, Any]) -> bytes | None:
 class RecordedResponse:
     """A cassette's response prepared once for the replays of that cassette: a replayed response
     equal to it in status, compared headers and body bytes is known to be the same without
-    encoding, redacting or parsing it, which is what nearly every replayed request is."""
+    decoding, encoding, redacting or parsing it, which is what nearly every replayed request is."""
 
     __slots__ = ("status", "_headers", "_body", "_left_out")
 
     def __init__(self, recorded: InboundResponse, ignore_fields: Iterable[str] = ()) -> None:
         self.status = recorded.status
-        self._left_out = _left_out(ignore_fields)
-        self._headers = _by_name(recorded.headers, self._left_out)
-        hidden = any(REDACTED in value for values in self._headers.values() for value in values)
-        self._body = None if hidden else _plain_bytes(recorded.body or {"encoding": "empty"})
+        left_out = _left_out(ignore_fields)
+        # as the app sends them (ASGI's bytes); a name that is not ASCII is no header's
+        self._left_out = frozenset(name.encode() for name in left_out if name.isascii())
+        headers = _by_name(recorded.headers, left_out)
+        self._headers: dict[bytes, list[bytes]] | None = None
+        self._body: bytes | None = None
+        if any(REDACTED in value for values in headers.values() for value in values):
+            return
+        try:
+            self._headers = {
+                name.encode("latin-1"): [value.encode("latin-1") for value in values]
+                for name, values in headers.items()
+            }
+        except UnicodeEncodeError:  # not what a server sends: the full comparison says how
+            return
+        self._body = _plain_bytes(recorded.body or {"encoding": "empty"})
 
     def same(
-        self, status: int | None, headers: list[tuple[str, str]], body: bytes, size: int
+        self, status: int | None, headers: Iterable[tuple[bytes, bytes]], body: bytes, size: int
     ) -> bool:
-        """The replayed response (``body`` as kept, ``size`` its full length) is the recorded one."""
-        return (
-            self._body is not None
-            and status == self.status
-            and len(body) == size
-            and body == self._body
-            and _by_name(headers, self._left_out) == self._headers
-        )
+        """The replayed response is the recorded one: ``headers`` as the app sent them (ASGI),
+        ``body`` as kept and ``size`` its full length."""
+        if self._body is None or status != self.status or len(body) != size or body != self._body:
+            return False
+        sent: dict[bytes, list[bytes]] = {}
+        for name, value in headers:
+            lowered = bytes(name).lower()
+            if lowered not in self._left_out:
+                sent.setdefault(lowered, []).append(bytes(value))
+        return sent == self._headers
 
 
 def compare_response(

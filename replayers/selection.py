@@ -20,8 +20,10 @@ in memory.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -34,7 +36,7 @@ from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.determinism import decode_draws
+from timetracer_otel.determinism import RecordedDraws, decode_draws
 from timetracer_otel.inbound import Scope, route_template
 from timetracer_otel.protocols.http import content_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
@@ -57,30 +59,39 @@ _LOCKED = (
 _NO_CASSETTE: dict[str, Any] = {"calls": [], "response": {}, "id": None}
 
 
-class LiveRequest(NamedTuple):
+class LiveRequest:
     """The parts of an incoming request a cassette is chosen by."""
 
-    method: str
-    path: str
-    route: str | None
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes | None  # None when the library does not need it (see CassetteLibrary.needs_body)
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        route: str | None,
+        query: str,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        body: bytes
+        | None,  # None when the library does not need it (see CassetteLibrary.needs_body)
+    ) -> None:
+        self.method, self.path, self.route, self.query = method, path, route, query
+        self.body = body
+        self._raw_headers = raw_headers
+
+    @functools.cached_property
+    def headers(self) -> list[tuple[str, str]]:
+        """Decoded when asked for: a library of one cassette never needs them to choose."""
+        return [
+            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in self._raw_headers
+        ]
 
     @classmethod
     def from_scope(cls, scope: Scope, body: bytes | None, routed: bool = True) -> LiveRequest:
         """``routed``: work out the route template (see :meth:`CassetteLibrary.needs_route`)."""
-        headers = [
-            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
-            for k, v in scope.get("headers", ())
-        ]
-        query = bytes(scope.get("query_string", b"")).decode("latin-1")
         return cls(
             scope.get("method", "GET"),
             scope.get("path", ""),
             route_template(scope, scope) if routed else None,
-            query,
-            headers,
+            bytes(scope.get("query_string", b"")).decode("latin-1"),
+            scope.get("headers", ()),
             body,
         )
 
@@ -92,7 +103,7 @@ class Prepared(NamedTuple):
 
     opened: Opened
     views: RecordedViews
-    draws: list[tuple[str, str, Any]]
+    draws: RecordedDraws
     server_parts: dict[str, Any]
     response: RecordedResponse
 

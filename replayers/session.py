@@ -207,7 +207,7 @@ class ReplaySession:
         config: TraceConfig | None = None,
         live_libraries: Iterable[str] = (),
         views: RecordedViews | None = None,
-        inbound: dict[str, Any] | None = None,
+        inbound: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -229,11 +229,11 @@ class ReplaySession:
     def values(self) -> ValueScrubber:
         """The recording hid its secrets wherever they appeared (see secret_values); a live call is
         hidden the same way before it is matched. The values: the cassette's (opened, with the key)
-        and those of the request the app received (``inbound``, which may carry supplied credentials).
+        and those of the request the app received (``inbound()``, which may carry supplied credentials).
         Found when the first call is made: a request that makes none does not need them."""
         if self.redactor is None:
             return ValueScrubber(())
-        inbound = {"request": self._inbound} if self._inbound is not None else {}
+        inbound = {"request": self._inbound()} if self._inbound is not None else {}
         return ValueScrubber(
             self.redactor.secret_values(_copied(self.document))
             | self.redactor.secret_values(inbound)

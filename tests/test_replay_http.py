@@ -391,21 +391,21 @@ def test_report_shows_where_long_values_and_lists_differ() -> None:
 
 
 def test_a_response_is_told_the_same_without_parsing_only_when_every_compared_part_is() -> None:
-    """The prepared recorded response answers "same" for the same status, compared headers (in any
-    case, the server's left out) and bytes; a header, the status or one byte otherwise, a cut
-    replayed body, or a recording with a hidden value goes through the full comparison."""
+    """The prepared recorded response answers "same" for the same status, compared headers (as
+    ASGI sends them, in any case, the server's left out) and bytes; a header, the status or one
+    byte otherwise, a cut replayed body, or a recording with a hidden value goes through the full
+    comparison."""
     data = b'{"id": 7, "name": "ada"}'
     headers = [["content-type", "application/json"], ["x-version", "1"], ["date", "Mon"]]
     body = encode_body(data, size=len(data), truncated=False, limit=1 << 20)
     recorded = RecordedResponse(
         InboundResponse(200, headers, body), ignore_fields=("x-request-id",)
     )
-    same = [("Content-Type", "application/json"), ("X-Version", "1"), ("date", "Tue")]
+    same = [(b"Content-Type", b"application/json"), (b"X-Version", b"1"), (b"date", b"Tue")]
     assert recorded.same(200, same, data, len(data))
-    assert recorded.same(200, [*same, ("x-request-id", "r2")], data, len(data))
-    assert not recorded.same(
-        200, [("content-type", "application/json"), ("x-version", "2")], data, len(data)
-    )
+    assert recorded.same(200, [*same, (b"x-request-id", b"r2")], data, len(data))
+    changed = [(b"content-type", b"application/json"), (b"x-version", b"2")]
+    assert not recorded.same(200, changed, data, len(data))
     assert not recorded.same(200, same[:1], data, len(data))
     assert not recorded.same(201, same, data, len(data))
     assert not recorded.same(200, same, data.replace(b"ada", b"bob"), len(data))
@@ -416,7 +416,7 @@ def test_a_response_is_told_the_same_without_parsing_only_when_every_compared_pa
         200, [], hidden, len(hidden)
     )
     cookie = RecordedResponse(InboundResponse(200, [["set-cookie", "[REDACTED]"]], body))
-    assert not cookie.same(200, [("set-cookie", "[REDACTED]")], data, len(data))
+    assert not cookie.same(200, [(b"set-cookie", b"[REDACTED]")], data, len(data))
 
 
 def test_multipart_upload_matches_despite_its_new_random_boundary(

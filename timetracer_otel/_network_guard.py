@@ -88,7 +88,10 @@ def install() -> None:
     Again whenever the wrapper is no longer in place: something that patched the socket
     methods before the first replay (a test's connection recorder) may put its own back.
     """
-    if all(getattr(socket.socket, name) is _installed.get(name) for name in _METHODS):
+    if (  # once per replayed request: checked without a loop
+        socket.socket.connect is _installed.get("connect")
+        and socket.socket.connect_ex is _installed.get("connect_ex")
+    ):
         return
     with _lock:
         for name in _METHODS:

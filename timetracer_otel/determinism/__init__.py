@@ -8,8 +8,10 @@ recorded ones and the calls that carry them match. See ``docs/replay.md``.
 
 from .sources import install, real_time_ns
 from .state import (
+    NO_RECORDED_DRAWS,
     DrawRecorder,
     DrawReplayer,
+    RecordedDraws,
     activate,
     deactivate,
     decode_draws,
@@ -18,8 +20,10 @@ from .state import (
 )
 
 __all__ = [
+    "NO_RECORDED_DRAWS",
     "DrawRecorder",
     "DrawReplayer",
+    "RecordedDraws",
     "activate",
     "deactivate",
     "decode_draws",

@@ -13,9 +13,8 @@ import contextvars
 import hashlib
 import random
 import threading
-from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from timetracer_otel._diagnostics import counters
 from timetracer_otel.cassette.values import decode_value, encode_value
@@ -25,6 +24,8 @@ __all__ = [
     "DrawReplayer",
     "encode_draws",
     "decode_draws",
+    "RecordedDraws",
+    "NO_RECORDED_DRAWS",
     "current",
     "activate",
     "deactivate",
@@ -93,6 +94,17 @@ def encode_draws(draws: Iterable[tuple[str, str, str, Any]]) -> list[dict[str, A
     ]
 
 
+class RecordedDraws(NamedTuple):
+    """A cassette's draws as replay hands them out: the values per (kind, caller), in the order
+    drawn, and the last clock value. Decoded once per cassette (:func:`decode_draws`)."""
+
+    streams: dict[tuple[str, str], tuple[Any, ...]]
+    last_clock: int | None
+
+
+NO_RECORDED_DRAWS = RecordedDraws({}, None)
+
+
 class DrawReplayer:
     """Replay mode: each draw gets the next value recorded for its kind and caller.
 
@@ -102,22 +114,17 @@ class DrawReplayer:
     """
 
     def __init__(
-        self,
-        recorded: Iterable[tuple[str, str, Any]],
-        sources: Iterable[str],
-        real_clock_ns: Callable[[], int],
+        self, recorded: RecordedDraws, sources: Iterable[str], real_clock_ns: Callable[[], int]
     ) -> None:
-        """``recorded``: the cassette's draws as :func:`decode_draws` gives them (decoded once per cassette)."""
         self.sources = frozenset(sources)
-        self.extra: Counter[str] = Counter()
-        self._streams: dict[tuple[str, str], deque[Any]] = {}
+        self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
+        self._streams = recorded.streams
+        self._taken: dict[tuple[str, str], int] = {}  # values handed out, per stream
         self._lock = threading.Lock()
-        last_clock: int | None = None
-        for kind, caller, value in recorded:
-            self._streams.setdefault((kind, caller), deque()).append(value)
-            if kind == "time" and isinstance(value, int):
-                last_clock = value
-        self._anchor = (last_clock, real_clock_ns())  # (clock value handed out, real time then)
+        self._anchor = (
+            recorded.last_clock,
+            real_clock_ns(),
+        )  # (clock value handed out, real time then)
 
     def draw(
         self,
@@ -128,14 +135,18 @@ class DrawReplayer:
         fits: Fits | None = None,
         seeded: Seeded | None = None,
     ) -> Any:
+        key = (kind, caller)
         with self._lock:
-            stream = self._streams.get((kind, caller))
-            if stream and (fits is None or fits(stream[0])):
-                value = stream.popleft()
-                if kind == "time":
-                    self._anchor = (value, real())
-                return value
-            self.extra[source] += 1
+            stream = self._streams.get(key)
+            if stream is not None:
+                taken = self._taken.get(key, 0)
+                if taken < len(stream) and (fits is None or fits(stream[taken])):
+                    self._taken[key] = taken + 1
+                    value = stream[taken]
+                    if kind == "time":
+                        self._anchor = (value, real())
+                    return value
+            self.extra[source] = self.extra.get(source, 0) + 1
             now = real()
             if kind != "time":
                 return now
@@ -143,14 +154,13 @@ class DrawReplayer:
             return now if recorded is None else recorded + max(now - real_then, 0)
 
 
-def decode_draws(draws: Any) -> list[tuple[str, str, Any]]:
-    """(kind, caller, value) of each well-formed draw a cassette stored (what :func:`encode_draws`
-    wrote); others are left out (a draw they would have answered is then an extra draw, and the
-    report says so)."""
-    decoded: list[tuple[str, str, Any]] = []
-    if not isinstance(draws, list):
-        return decoded
-    for entry in draws:
+def decode_draws(draws: Any) -> RecordedDraws:
+    """A cassette's stored draws (what :func:`encode_draws` wrote) as replay hands them out.
+    Malformed entries are left out (a draw they would have answered is then an extra draw, and
+    the report says so)."""
+    streams: dict[tuple[str, str], list[Any]] = {}
+    last_clock: int | None = None
+    for entry in draws if isinstance(draws, list) else ():
         if not isinstance(entry, dict):
             continue
         kind, caller = entry.get("kind"), entry.get("caller")
@@ -160,8 +170,10 @@ def decode_draws(draws: Any) -> list[tuple[str, str, Any]]:
             value = decode_value(entry.get("value"))
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
-        decoded.append((kind, caller, value))
-    return decoded
+        streams.setdefault((kind, caller), []).append(value)
+        if kind == "time" and isinstance(value, int):
+            last_clock = value
+    return RecordedDraws({key: tuple(values) for key, values in streams.items()}, last_clock)
 
 
 Draws = DrawRecorder | DrawReplayer
