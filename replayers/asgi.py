@@ -208,9 +208,24 @@ def _report(
     if choice.prepared is not None:
         comparison = _compared(choice, choice.prepared, session, replayed_status, response)
         report.differences, report.unverified = comparison.differences, comparison.unverified
+        # an error the replay raised is on the report's error line; one it no longer raises is
+        # a difference (by type only: its message may quote a secret the key opened)
+        recorded_error, replayed_error = (
+            _error_type(choice.document.get("error")),
+            _error_type(error),
+        )
+        if recorded_error is not None and recorded_error != replayed_error:
+            replayed = f"the app raised {replayed_error}" if replayed_error else "none"
+            report.differences.insert(
+                0, f"error: recorded the app raised {recorded_error}, replayed {replayed}"
+            )
     else:
         report.differences = ["no cassette was recorded for this request"]
     return report
+
+
+def _error_type(error: Any) -> str | None:
+    return str(error.get("type")) if isinstance(error, dict) and error.get("type") else None
 
 
 def _shown_error(error: dict[str, str] | None, session: ReplaySession) -> dict[str, str] | None:

@@ -346,6 +346,11 @@ def compare_response(
     recorded_body = recorded.body or {"encoding": "empty"}
     if len(body) == size and body == _plain_bytes(recorded_body):
         return ResponseComparison(differences, unverified)
+    if recorded_body.get("complete") is False:  # the recorded error says why
+        differences.append(
+            f"body: the recording broke off after {recorded_body.get('size', 0)} bytes, replayed {size} bytes"
+        )
+        return ResponseComparison(differences, unverified)
     replayed_body = encode_body(
         body[:limit],
         size=size,

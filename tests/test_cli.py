@@ -24,6 +24,7 @@ from conftest import Upstream, load_cassettes
 
 import timetracer_otel
 from timetracer_otel.cli.index import CassetteIndex
+from timetracer_otel.cli.views import body_text
 from timetracer_otel.config import TraceConfig
 
 # the console script pip installed beside this python
@@ -315,6 +316,13 @@ def test_diff_compares_sealed_secrets_by_what_they_seal_and_never_shows_them(
         [str(TIMETRACER), "diff", first, other, *where], capture_output=True, text=True, env=env
     )
     assert (keyless.returncode, keyless.stdout.splitlines()[-1]) == (0, "no differences")
+
+
+def test_show_says_an_empty_body_was_not_read_to_its_end() -> None:
+    """A response that failed as it started (the server refused its headers) stored no bytes and
+    ``complete: false``: shown as not read to its end, not as a body that was empty."""
+    assert body_text({"encoding": "empty", "complete": False}).text == "(not read to its end)"
+    assert body_text({"encoding": "empty"}).text == ""
 
 
 def test_search_finds_text_in_bodies_headers_and_urls(

@@ -20,6 +20,7 @@ from _replay import (
     Sent,
     assert_same_response,
     cassette_files,
+    new_reports,
     record,
     replay,
     replay_config,
@@ -28,8 +29,10 @@ from _replay import (
 from apps.replay_app import CALLS, HTTPX_CLIENTS, Hold, create_app, seen
 from conftest import Upstream, load_cassettes
 
+import timetracer_otel
 from timetracer_otel.cassette.body import encode_body
 from timetracer_otel.cassette.document import InboundResponse
+from timetracer_otel.config import TraceConfig
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
 from timetracer_otel.replayers.report import RecordedResponse, compare_response
 from timetracer_otel.sealing import redacted
@@ -366,6 +369,45 @@ def test_report_names_the_apps_exception_with_its_secrets_hidden(
         "  error: the app raised LookupError: no profile page for octocat (as [REDACTED])"
     ]
     assert token not in json.dumps(report.to_dict())
+
+
+def test_a_response_that_broke_off_is_reported_with_the_error_that_ended_it(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Recorded: the app raised after its first chunk went out. Replayed by the same code it is
+    the same; by code that now sends the whole body, the report names the recorded error and says
+    the recording broke off, rather than showing a bare body diff."""
+
+    def get_broken(url: str) -> None:
+        with pytest.raises(httpx.RemoteProtocolError):  # the server dropped the connection mid-body
+            httpx.get(f"{url}/breaks-off", timeout=30)
+
+    get_broken(
+        serve(
+            create_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+        ).url
+    )
+    assert timetracer_otel.flush(30)
+    (cassette,) = cassette_files(cassette_dir)
+    for changed, expected in (
+        (False, []),
+        (
+            True,
+            [
+                "error: recorded the app raised RuntimeError, replayed none",
+                "body: the recording broke off after 6 bytes, replayed 12 bytes",
+            ],
+        ),
+    ):
+        with new_reports() as reports:
+            server = serve(create_app(upstream.url, replay_config(cassette), changed=changed))
+            if changed:
+                assert httpx.get(f"{server.url}/breaks-off", timeout=30).text == "first,second"
+            else:
+                get_broken(server.url)
+            server.stop()
+        (report,) = reports
+        assert report.differences == expected, report.console_text()
 
 
 def test_report_shows_where_long_values_and_lists_differ() -> None:

@@ -17,6 +17,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ import requests
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from timetracer_otel.config import TraceConfig
@@ -216,6 +217,18 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         login += f" (as {sent})" if sent else ""
         raise LookupError(f"no profile page for {login}")
 
+    async def breaks_off(request: Request) -> StreamingResponse:
+        """A response that breaks off: the app raises after its first chunk went out (the edited
+        version of the code sends it to its end)."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first,"
+            if not changed:
+                raise RuntimeError("the feed went away")
+            yield b"second"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
     async def visitor(request: Request) -> JSONResponse:
         """An upstream call keyed by the peer's address, as rate limits and audit rows are."""
         host = request.client.host if request.client else "unknown"
@@ -262,6 +275,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/login", login, methods=["POST"]),
         Route("/token", token),
         Route("/crash", crash),
+        Route("/breaks-off", breaks_off),
         Route("/visitor", visitor, name="visitor"),
         Route("/header-names", header_names),
     ]

@@ -116,7 +116,7 @@ def _json_text(value: Any, limit: int | None, indent: int | None = 2) -> Shown:
 
 def body_text(body: dict[str, Any] | None, limit: int | None = None) -> Shown:
     """A body as a person reads it: JSON indented, text as is, binary as a hex preview; cut at ``limit`` characters."""
-    if not body or body.get("encoding") == "empty":
+    if not body:
         return Shown("", False)
     notes = []
     if body.get("content_encoding"):
@@ -126,6 +126,8 @@ def body_text(body: dict[str, Any] | None, limit: int | None = None) -> Shown:
     if body.get("complete") is False:
         notes.append("(not read to its end)")
     encoding = body.get("encoding")
+    if encoding == "empty":  # nothing to show but whether it ended
+        return Shown("\n".join(notes), False)
     if encoding == "json":
         shown = _json_text(body["json"], limit)
     elif encoding == "text":
