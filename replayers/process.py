@@ -40,6 +40,7 @@ from timetracer_otel.determinism import (
     real_time_ns,
     use_startup_draws,
 )
+from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.protocols import CallView, usual_answer
 
 from .matching import RecordedCall, describe_mismatch
@@ -142,6 +143,7 @@ def start(config: TraceConfig) -> None:
             # the app starts with the values it drew when recorded: its seeded rows match
             draws = decode_draws(Cassette(opened.answers).draws)
             if config.draws and draws.streams:
+                install_draw_sources(config.draws)  # code run at import after auto_setup draws too
                 use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
         elif _session is None:
             _session = _empty(config)

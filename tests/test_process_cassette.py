@@ -90,23 +90,29 @@ def _replay_env(cassette: Path, suffix: str, **extra: str) -> dict[str, str]:
 
 
 def _record(
-    cassette_dir: Path, suffix: str, sent: list = SENT, **extra: str
+    cassette_dir: Path,
+    suffix: str,
+    sent: list = SENT,
+    factory: str = "startup_app:traced",
+    **extra: str,
 ) -> list[httpx.Response]:
     """The app's responses, recorded in a fresh uvicorn process that has shut down when this returns."""
-    with uvicorn_process(
-        _record_env(cassette_dir, suffix, **extra), "startup_app:traced"
-    ) as server:
+    with uvicorn_process(_record_env(cassette_dir, suffix, **extra), factory) as server:
         responses = send(server.url, sent)
     assert [r.status_code for r in responses] == [200] * len(sent), server.stderr
     return responses
 
 
-def _replays_state(recorded: httpx.Response, cassette: Path, suffix: str, work: str) -> str:
+def _replays_state(
+    recorded: httpx.Response,
+    cassette: Path,
+    suffix: str,
+    work: str,
+    factory: str = "startup_app:traced",
+) -> str:
     """What a fresh process replaying ``/state`` from ``cassette`` (Redis and PostgreSQL at a closed
     port) logged, once its response was found the recorded one and its calls all answered."""
-    with uvicorn_process(
-        _replay_env(cassette, suffix, STARTUP_APP_WORK=work), "startup_app:traced"
-    ) as server:
+    with uvicorn_process(_replay_env(cassette, suffix, STARTUP_APP_WORK=work), factory) as server:
         (replayed,) = send(server.url, SENT[:1])
     assert_same_response(recorded, replayed)
     assert ALL_ANSWERED.findall(server.stderr) == [("/state", "0")], server.stderr
@@ -184,6 +190,22 @@ def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
     ]  # fmt: skip
     assert all(is_sealed(d["value"]) for d in doc["draws"] if d["source"] == "secrets")
     assert "ReplayMismatchError" not in _replays_state(recorded, cassette_dir, suffix, "seed")
+
+
+def test_a_seed_run_at_import_after_auto_setup_replays_with_the_recorded_values(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """A seed run as the module is set up, after ``auto_setup`` and before the server starts,
+    draws through the hooks too: its ``uuid4()`` is in the process cassette, and the replaying
+    process sends the recorded value (its SET matches with Redis unreachable)."""
+    factory = "startup_app:seeded_at_import"
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], factory, STARTUP_APP_WORK="checks")
+    (process_file,) = process_cassette_files(cassette_dir)
+    doc = load_cassette(process_file, scope="process")
+    assert ("uuid", "uuid4") in {(d["source"], d["kind"]) for d in doc["draws"]}
+    assert "ReplayMismatchError" not in _replays_state(
+        recorded, cassette_dir, suffix, "checks", factory
+    )
 
 
 def test_a_startup_that_fails_leaves_its_calls_in_the_process_cassette(

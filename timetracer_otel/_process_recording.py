@@ -31,6 +31,7 @@ from .cassette.location import is_url, join
 from .cassette.naming import process_cassette_relpath
 from .config import TraceConfig, process_mode
 from .determinism import DrawRecorder, use_startup_draws
+from .determinism import install as install_draw_sources
 
 __all__ = ["MAX_CALLS", "ProcessRecording", "wanted", "start", "save"]
 
@@ -86,6 +87,9 @@ def start(config: TraceConfig, service: str, writer: RecordingWriter) -> TraceRe
     """Record calls outside requests from now on; the first start in the process decides where they go."""
     recording = use_process_recording(ProcessRecording(config, service, writer))
     if isinstance(recording, ProcessRecording):
+        # now, not when the middleware is built (the first lifespan event): a seed run at
+        # import after auto_setup draws through the hooks too
+        install_draw_sources(config.draws)
         use_startup_draws(recording.draws, in_request)
     return recording
 

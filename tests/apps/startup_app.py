@@ -99,6 +99,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def state(request: Request) -> JSONResponse:
     found: dict[str, Any] = dict(request.app.state.found)
+    if hasattr(request.app.state, "imported"):
+        found["imported"] = request.app.state.imported
     if request.app.state.background is not None:
         found["ticks"] = await request.app.state.background
     return JSONResponse({name: repr(value) for name, value in found.items()})
@@ -119,4 +121,15 @@ def traced() -> Starlette:
 
     app = plain()
     auto_setup(app, plugins=["redis", "sqlalchemy"])
+    return app
+
+
+def seeded_at_import() -> Starlette:
+    """``traced``, then a seed run as the module is set up, before the server starts (Piccolo
+    Admin's example): a row keyed by a new ``uuid4()``, sent to Redis with the sync client."""
+    app = traced()
+    admin = str(uuid.uuid4())
+    with redis.Redis.from_url(os.environ["STARTUP_APP_REDIS"], decode_responses=True) as cache:
+        cache.set(key("imported"), admin)
+    app.state.imported = admin
     return app
