@@ -388,6 +388,27 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     assert len(upstream.requests) == before
 
 
+def test_replay_sends_each_request_with_its_recorded_cookies_only(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A browser signs in (``/token`` sets a session cookie) and asks ``/whoami``; a fresh one asks
+    without a cookie. Replayed through one client, the cookie the replayed ``/token`` set must not
+    ride along with the fresh browser's request: each cassette answers its own request."""
+    server = serve(
+        create_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    )
+    with httpx.Client(base_url=server.url) as browser:
+        browser.get("/token")
+        assert browser.get("/whoami").json() == {"signed_in": True}
+    assert httpx.get(f"{server.url}/whoami").json() == {"signed_in": False}
+    assert timetracer_otel.flush(30)
+    every = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    reports = json.loads(every.stdout)
+    assert [r["path"] for r in reports] == ["/token", "/whoami", "/whoami"]
+    assert [r["verdict"] for r in reports[1:]] == ["ok", "ok"], every.stdout
+    assert len({r["cassette_id"] for r in reports}) == 3
+
+
 def test_replay_gives_the_app_the_peer_scheme_and_root_path_it_was_recorded_with(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

@@ -201,6 +201,10 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         response.set_cookie("session", secrets.token_hex(16))
         return response
 
+    async def whoami(request: Request) -> JSONResponse:
+        """Whether the request carries a session cookie (one ``/token`` set)."""
+        return JSONResponse({"signed_in": "session" in request.cookies})
+
     def mixed(request: Request) -> JSONResponse:
         with httpx.Client() as client:
             via_httpx = client.get(f"{upstream}/echo?via=httpx").json()
@@ -274,6 +278,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/mixed", mixed),
         Route("/login", login, methods=["POST"]),
         Route("/token", token),
+        Route("/whoami", whoami),
         Route("/crash", crash),
         Route("/breaks-off", breaks_off),
         Route("/visitor", visitor, name="visitor"),

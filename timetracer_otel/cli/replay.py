@@ -194,6 +194,8 @@ class Replayer:
         before = recent_reports()
         try:  # header bytes as received: ASGI gives them as latin-1
             sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            # the recorded cookies only: the client keeps those earlier responses set
+            self._client.cookies.clear()
             self._client.request(
                 request.method, url, headers=sent, content=_request_body(request.body)
             )
