@@ -341,8 +341,30 @@ class CassetteLibrary:
             assert candidates is not None  # every group has (None, None)
             printed, unknown = self._fingerprint(candidates, secrets, config)
             exact = group.turns(digest, printed) if printed is not None else None
+            if exact is None and differ:
+                exact = self._unread(group, request, config, same_content is not None)
             entry = (exact or candidates).take()
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
+
+    def _unread(
+        self, group: _Group, request: LiveRequest, config: TraceConfig, content_found: bool
+    ) -> _Turns | None:
+        """The cassettes recorded with this request's query and secrets where the app never read
+        the body (a CSRF check or an auth dependency refusing it first): replay reads the body to
+        choose, the recording only has what the app read. Without secrets to tell them apart,
+        only when no cassette has the body itself (``content_found``)."""
+        headers = [list(h) for h in request.headers]
+        message: dict[str, Any] = {"headers": headers, "query": request.query, "body": None}
+        redactor = redactor_for(config)
+        # the query redacted as the recording's was, as in select
+        secrets = redactor.request_secrets(message) if redactor is not None else []
+        unread = group.turns(content_digest(message["query"], None, headers), None)
+        if unread is None:
+            return None
+        printed, _ = self._fingerprint(unread, secrets, config)
+        if printed is not None:
+            return group.turns(unread.entries[0].content, printed)
+        return None if content_found or unread.fingerprints else unread
 
     @staticmethod
     def _fingerprint(

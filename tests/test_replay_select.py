@@ -157,6 +157,31 @@ def test_a_wrong_and_a_right_password_are_told_apart_by_their_fingerprint(
     assert all(r.ok and not r.notes for r in reports)
 
 
+def test_a_request_refused_before_its_body_was_read_gets_its_own_cassette(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path
+) -> None:
+    """A login without its CSRF header is refused before the app reads the body: its cassette has
+    no body and the fingerprint of its cookie only. Replayed beside an accepted login with the same
+    body, it is chosen by what the app read, not by the body replay reads in order to choose."""
+    body = {"user": "ada", "password": "right"}
+    refused: Sent = ("POST", "/login", {"json": body, "headers": {"cookie": "csrftoken=t1"}})
+    accepted: Sent = (
+        "POST",
+        "/login",
+        {"json": body, "headers": {"cookie": "csrftoken=t1", "x-csrftoken": "t1"}},
+    )
+    recorded = record(serve, upstream.url, cassette_dir, [refused, accepted])
+    assert [r.status_code for r in recorded] == [403, 200]
+    (_, refused_doc), (_, accepted_doc) = _in_recording_order(cassette_dir)
+    assert refused_doc["request"]["body"].get("complete") is False
+    replayed, reports = replay(
+        serve, upstream.url, replay_config(cassette_dir), [accepted, refused]
+    )
+    assert [r.status_code for r in replayed] == [200, 403]
+    assert [r.cassette_id for r in reports] == [accepted_doc["id"], refused_doc["id"]]
+    assert all(r.ok for r in reports), [r.console_text() for r in reports]
+
+
 def test_the_first_recording_makes_the_key_outside_the_cassette_directory(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

@@ -185,7 +185,11 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         return JSONResponse(body, headers={"x-version": "2" if changed else "1"})
 
     async def login(request: Request) -> JSONResponse:
-        """The upstream decides: 200 for the right password, 401 otherwise."""
+        """The upstream decides: 200 for the right password, 401 otherwise. A browser holding a
+        CSRF cookie must echo it in a header: refused first, its body never read."""
+        csrf = request.cookies.get("csrftoken")
+        if csrf is not None and request.headers.get("x-csrftoken") != csrf:
+            return JSONResponse({"detail": "CSRF token missing or incorrect"}, status_code=403)
         sent = await request.json()
         async with httpx.AsyncClient() as client:
             answer = await client.post(
