@@ -120,6 +120,7 @@ class DrawReplayer:
         self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
         self._streams = recorded.streams
         self._taken: dict[tuple[str, str], int] = {}  # values handed out, per stream
+        self._aliases: dict[tuple[str, str], tuple[str, str]] = {}  # see _recorded_as
         self._lock = threading.Lock()
         self._anchor = (
             recorded.last_clock,
@@ -138,6 +139,9 @@ class DrawReplayer:
         key = (kind, caller)
         with self._lock:
             stream = self._streams.get(key)
+            if stream is None and self._streams:
+                key = self._recorded_as(key)
+                stream = self._streams.get(key)
             if stream is not None:
                 taken = self._taken.get(key, 0)
                 if taken < len(stream) and (fits is None or fits(stream[taken])):
@@ -152,6 +156,22 @@ class DrawReplayer:
                 return now
             recorded, real_then = self._anchor
             return now if recorded is None else recorded + max(now - real_then, 0)
+
+    def _recorded_as(self, key: tuple[str, str]) -> tuple[str, str]:
+        """The recorded stream of a caller imported under another name: the app recorded as
+        ``app.models`` and replayed from its directory (``--app-dir app``) as ``models``. Only
+        when exactly one recorded caller of the kind is the same module; else ``key`` itself."""
+        found = self._aliases.get(key)
+        if found is None:
+            kind, caller = key
+            same = [
+                recorded
+                for recorded in self._streams
+                if recorded[0] == kind
+                and (recorded[1].endswith("." + caller) or caller.endswith("." + recorded[1]))
+            ]
+            found = self._aliases[key] = same[0] if len(same) == 1 else key
+        return found
 
 
 def decode_draws(draws: Any) -> RecordedDraws:
