@@ -1,6 +1,6 @@
-"""SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does): recorded by one
-process, replayed by another whose string hashes order the set otherwise, with PostgreSQL
-unreachable. Every call is answered and every row's columns come back in the replaying
+"""SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does), and IN lists
+bound from one: recorded by one process, replayed by another whose string hashes order the
+set otherwise, with PostgreSQL unreachable. Every call is answered and every row's columns come back in the replaying
 process's order. Likewise the rows of an executemany SQLAlchemy orders by object identity."""
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from _replay import APPS_DIR, CONNECTS, Sent, audited_uvicorn_process, send, uvi
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
 from apps.set_order_app import create_tables
 
-from timetracer_otel._sql_lists import order_free
+from timetracer_otel._sql_lists import in_list_parameters, order_free
 
 SENT: list[Sent] = [
     ("GET", "/authors/ada", {}),
     ("GET", "/authors/nobody", {}),
     ("GET", "/authors", {}),
+    ("GET", "/columns", {}),
 ]
 RECORD_SEED = "0"
 _REPORT = re.compile(
@@ -67,8 +68,9 @@ def test_lists_built_from_a_set_replay_in_another_process_order(
     record_env["SET_ORDER_APP_DSN"] = POSTGRES_ADMIN
     with uvicorn_process(record_env, "set_order_app:from_environment") as server:
         recorded = send(server.url, SENT)
-    assert [r.status_code for r in recorded] == [200, 200, 200], server.stderr
+    assert [r.status_code for r in recorded] == [200] * len(SENT), server.stderr
     assert recorded[0].json()["fetchrow"]["name"] == "ada"
+    assert recorded[3].json() == sorted(_order(RECORD_SEED))
 
     replay_env = {
         **env,
@@ -112,6 +114,31 @@ def test_only_a_statements_own_select_and_group_by_lists_are_order_free(
     """Order matters everywhere else: ORDER BY, a function's arguments, quoted text, a
     subquery, ``*`` (columns not told apart by expression), a script of statements."""
     assert (order_free(one) == order_free(other)) is same
+
+
+@pytest.mark.parametrize(
+    ("statement", "one", "other", "same"),
+    [
+        ("SELECT * FROM t WHERE a = %s AND n IN (%s, %s)", [1, "x", "y"], [1, "y", "x"], True),
+        ("SELECT * FROM t WHERE n IN ($2::TEXT, $3::TEXT) AND a = $1", [1, "x", "y"], [1, "y", "x"], True),
+        ("SELECT * FROM t WHERE n IN (%(n_1)s, %(n_2)s)", {"n_1": "x", "n_2": "y"}, {"n_1": "y", "n_2": "x"}, True),
+        ("SELECT * FROM t WHERE n NOT IN (:a, :b)", {"a": "x", "b": "y"}, {"a": "y", "b": "x"}, True),
+        ("SELECT * FROM t WHERE x = '?' AND n IN (?, ?)", ["x", "y"], ["y", "x"], True),
+        ("SELECT * FROM t WHERE a = %s AND n IN (%s, %s)", [1, "x", "y"], ["x", 1, "y"], False),
+        ("SELECT f(%s, %s) FROM t", ["x", "y"], ["y", "x"], False),
+        ("INSERT INTO t VALUES (%s, %s)", ["x", "y"], ["y", "x"], False),
+        ("SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE a = %s AND b = %s)", ["x", "y"], ["y", "x"], False),
+    ],
+)  # fmt: skip
+def test_only_the_values_bound_in_an_in_list_are_order_free(
+    statement: str, one: Any, other: Any, same: bool
+) -> None:
+    """A value outside the list, a function's arguments, a VALUES row and a subquery's
+    parameters keep their order; a '?' in quoted text is no parameter."""
+    assert (
+        in_list_parameters(statement, one, json.dumps)
+        == in_list_parameters(statement, other, json.dumps)
+    ) is same
 
 
 _LINK_APP = """

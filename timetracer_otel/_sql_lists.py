@@ -1,4 +1,5 @@
-"""A statement's order-free lists: its top-level ``SELECT`` list and ``GROUP BY`` list.
+"""A statement's order-free lists: its top-level ``SELECT`` list and ``GROUP BY`` list, and
+the values of its ``IN (...)`` lists.
 
 Some ORMs build these lists from a Python ``set`` (Tortoise ORM selects a model's columns
 from ``Model._meta.db_fields``), so their order changes from one process to the next with
@@ -11,6 +12,9 @@ cannot be told apart by expression.
 
 Statements are scanned at their top level only (outside parentheses and quotes), with their
 whitespace already normalised.
+
+An ``IN`` list's values are a set too (``Tag.name.in_(names)`` with ``names`` a ``set``): the
+parameters bound in one are compared in sorted order (:func:`in_list_parameters`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["order_free", "live_columns"]
+__all__ = ["in_list_parameters", "order_free", "live_columns"]
 
 _SELECT = re.compile(r"select\s+(?:all\s+|distinct\s+(?!on\b))?", re.IGNORECASE)
 _FROM = re.compile(r"\bfrom\b", re.IGNORECASE)
@@ -135,3 +139,53 @@ def live_columns(recorded: str, live: str, response: dict[str, Any]) -> dict[str
     if rows is not None:
         reordered["rows"] = [[row[i] for i in order] for row in rows]
     return reordered
+
+
+# a bound parameter in any DB-API style (a cast after it allowed), or quoted text to skip
+_PLACEHOLDER = r"(?:%\(\w+\)s|%s|\?|\$\d+|(?<![:\w]):\w+)(?:::\w+(?:\[\])?)?"
+_PARAMETER = re.compile(rf"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)|({_PLACEHOLDER})")
+_IN_LIST = re.compile(rf"\bin\s*\(\s*{_PLACEHOLDER}(?:\s*,\s*{_PLACEHOLDER})+\s*\)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1024)
+def _in_lists(statement: str) -> tuple[tuple[int | str, ...], ...]:
+    """Each ``IN`` list of bound parameters, as the parameters' keys: a position for ``%s`` and
+    ``?`` (counted over the whole statement) and ``$n``, a name for ``%(name)s`` and ``:name``."""
+    keys: list[tuple[int, int | str]] = []  # (where the parameter is, its key)
+    position = 0
+    for match in _PARAMETER.finditer(statement):
+        token = match.group(1)
+        if token is None:
+            continue
+        bare = token.split("::")[0]
+        if bare in ("%s", "?"):
+            key: int | str = position
+            position += 1
+        elif bare.startswith("$"):
+            key = int(bare[1:]) - 1
+        else:
+            key = bare.strip("%():s") if bare.startswith("%(") else bare[1:]
+        keys.append((match.start(), key))
+    lists = []
+    for found in _IN_LIST.finditer(statement):
+        inside = [key for at, key in keys if found.start() <= at < found.end()]
+        if len(inside) > 1:
+            lists.append(tuple(inside))
+    return tuple(lists)
+
+
+def in_list_parameters(statement: str, parameters: Any, canonical: Any) -> Any:
+    """``parameters`` (a list, or a mapping by name) with the values of each ``IN`` list in
+    ``canonical`` order: the same for any order of a set bound there. Others as they are."""
+    lists = _in_lists(statement)
+    if not lists:
+        return parameters
+    ordered = dict(parameters) if isinstance(parameters, dict) else list(parameters)
+    for keys in lists:
+        try:
+            values = sorted((ordered[key] for key in keys), key=canonical)  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):  # another style than the statement says
+            return parameters
+        for key, value in zip(keys, values, strict=True):
+            ordered[key] = value  # type: ignore[index]
+    return ordered

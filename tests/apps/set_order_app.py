@@ -5,7 +5,7 @@ Tortoise ORM builds a model's ``SELECT`` list (and a ``GROUP BY`` over its colum
 to the next with string hash randomisation (``PYTHONHASHSEED``). This app does the same with
 :data:`COLUMNS` and reads each row by position, in the order it selected them (as an ORM zips
 its column list with a row): a replay answering with the recorded column order would mix
-the values up.
+the values up. ``/columns`` binds the set's members in an ``IN`` list.
 
 ``from_environment()`` is the ``uvicorn --factory`` entry (``SET_ORDER_APP_DSN``,
 ``SET_ORDER_APP_SCHEMA``; the config comes from ``TIMETRACER_*``).
@@ -86,6 +86,17 @@ async def authors(request: Request) -> JSONResponse:
     return JSONResponse([[row["name"], row["n"]] for row in rows])
 
 
+async def columns(request: Request) -> JSONResponse:
+    """The model's columns the database has, asked with an ``IN`` list bound from the set."""
+    placeholders = ", ".join(f"${n}" for n in range(1, len(SELECTED) + 1))
+    rows = await request.app.state.pool.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        f"AND table_name = 'author' AND column_name IN ({placeholders})",
+        *SELECTED,
+    )
+    return JSONResponse(sorted(row["column_name"] for row in rows))
+
+
 def create_app(dsn: str, schema: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,7 +104,11 @@ def create_app(dsn: str, schema: str) -> Starlette:
         yield
         await app.state.pool.close()
 
-    routes = [Route("/authors/{name}", author), Route("/authors", authors)]
+    routes = [
+        Route("/authors/{name}", author),
+        Route("/authors", authors),
+        Route("/columns", columns),
+    ]
     app = Starlette(routes=routes, lifespan=lifespan)
     auto_setup(app, plugins=["asyncpg"])
     return app

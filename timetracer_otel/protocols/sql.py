@@ -37,7 +37,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
-from timetracer_otel._sql_lists import live_columns, order_free
+from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.secret_names import SecretNames
@@ -228,13 +228,19 @@ _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
 def _canonical_parameters(operation: Any, statement: str, parameters: Any) -> str:
     """The parameters as matching compares them. The rows of an ``executemany`` that returns
     nothing row by row are a multiset: an ORM sends the rows of an association table in the
-    order of its objects' identities (SQLAlchemy's many-to-many), another order in every process."""
-    if (
-        operation == "executemany"
-        and isinstance(parameters, list)
-        and not _RETURNING.search(statement)
-    ):
-        return _canonical(sorted(parameters, key=_canonical))
+    order of its objects' identities (SQLAlchemy's many-to-many), another order in every process.
+    The values bound in an ``IN (...)`` list are a set (see ``_sql_lists``)."""
+    if operation == "executemany":
+        if isinstance(parameters, list) and not _RETURNING.search(statement):
+            return _canonical(sorted(parameters, key=_canonical))
+        return _canonical(parameters)
+    if isinstance(parameters, dict) and parameters.get("$type") == "tuple":
+        items = parameters.get("items")
+        if isinstance(items, list):
+            ordered = in_list_parameters(statement, items, _canonical)
+            return _canonical({**parameters, "items": ordered})
+    if isinstance(parameters, list | dict):
+        return _canonical(in_list_parameters(statement, parameters, _canonical))
     return _canonical(parameters)
 
 
