@@ -117,6 +117,17 @@ def test_commands_match_as_redis_py_puts_them_on_the_wire() -> None:
     assert _key("GET", "a") != _key("GET", "b")
 
 
+def test_members_of_a_set_match_in_any_order_where_the_reply_does_not_depend_on_it() -> None:
+    """SADD's members, DEL's keys: an app passing a Python set of strings sends them in its
+    process's hash order. A list, and commands whose reply follows the arguments, keep theirs."""
+    assert _key("SADD", "tags", "a", "b", "c") == _key("sadd", "tags", "c", "a", "b")
+    assert _key("DEL", "k1", "k2") == _key("DEL", "k2", "k1")
+    assert _key("HDEL", "h", "f1", "f2") == _key("HDEL", "h", "f2", "f1")
+    assert _key("SADD", "tags", "a") != _key("SADD", "a", "tags")  # the key is no member
+    assert _key("RPUSH", "q", "a", "b") != _key("RPUSH", "q", "b", "a")
+    assert _key("MGET", "k1", "k2") != _key("MGET", "k2", "k1")
+
+
 def _pipeline(
     *commands: tuple, transaction: bool = True, raise_on_error: bool = True
 ) -> dict[str, Any]:

@@ -188,8 +188,21 @@ def _cut(text: str) -> str:
     return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
 
 
+# Commands whose arguments from this position on are a set: the reply does not depend on their
+# order, and an app passing a Python set of strings sends them in its process's hash order.
+_SET_ARGUMENTS = {
+    "DEL": 0, "UNLINK": 0, "EXISTS": 0, "TOUCH": 0,
+    "SADD": 1, "SREM": 1, "ZREM": 1, "HDEL": 1, "PFADD": 1,
+}  # fmt: skip
+
+
 def _command_key(entry: dict[str, Any]) -> tuple[Any, ...]:
-    return (command_name(entry["command"]), tuple(_wire(arg) for arg in entry["args"]))
+    name = command_name(entry["command"])
+    wired = tuple(_wire(arg) for arg in entry["args"])
+    start = _SET_ARGUMENTS.get(name)
+    if start is not None:
+        wired = wired[:start] + tuple(sorted(wired[start:], key=repr))
+    return (name, wired)
 
 
 def request_view(request: dict[str, Any]) -> CallView:
