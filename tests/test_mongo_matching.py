@@ -107,6 +107,27 @@ def test_what_the_application_asked_for_counts() -> None:
     )
 
 
+def test_the_operands_of_in_nin_and_all_match_in_any_order() -> None:
+    """A set of strings passed to ``$in`` is in its process's hash order; an array value, a
+    ``$push`` and a pipeline's stages keep theirs."""
+
+    def key(command: dict[str, Any]) -> Any:
+        return _view(command).key
+
+    assert key({"find": "t", "filter": {"tag": {"$in": ["a", "b"]}, "x": {"$nin": [1, 2]}}}) == key(
+        {"find": "t", "filter": {"tag": {"$in": ["b", "a"]}, "x": {"$nin": [2, 1]}}}
+    )
+    assert key({"find": "t", "filter": {"$or": [{"tags": {"$all": ["x", "y"]}}]}}) == key(
+        {"find": "t", "filter": {"$or": [{"tags": {"$all": ["y", "x"]}}]}}
+    )
+    assert key({"find": "t", "filter": {"tags": ["a", "b"]}}) != key(
+        {"find": "t", "filter": {"tags": ["b", "a"]}}
+    )
+    assert key({"update": "t", "updates": [{"u": {"$push": {"l": {"$each": [1, 2]}}}}]}) != key(
+        {"update": "t", "updates": [{"u": {"$push": {"l": {"$each": [2, 1]}}}}]}
+    )
+
+
 def test_generated_insert_ids_do_not_count_but_chosen_ids_do() -> None:
     def insert(*ids: Any) -> Any:
         return _view(

@@ -107,6 +107,24 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+_SET_OPERATORS = frozenset({"$in", "$nin", "$all"})
+
+
+def _sets_sorted(value: Any) -> Any:
+    """``value`` with the operands of ``$in``, ``$nin`` and ``$all`` in canonical order: a set of
+    strings passed there is in its process's hash order, and the operator's result is not."""
+    if isinstance(value, dict):
+        return {
+            key: sorted(item, key=_canonical)
+            if key in _SET_OPERATORS and isinstance(item, list)
+            else _sets_sorted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_sets_sorted(item) for item in value]
+    return value
+
+
 def command_view(database: str, name: str, command: dict[str, Any]) -> CallView:
     """The view of a command given as typed values (already redacted like a recording)."""
     fields = _significant(name, command)
@@ -120,7 +138,7 @@ def command_view(database: str, name: str, command: dict[str, Any]) -> CallView:
     return CallView(
         protocol="mongo",
         label=label,
-        key=("mongo", database, name, _canonical(fields)),
+        key=("mongo", database, name, _canonical(_sets_sorted(fields))),
         fields=shown,
     )
 
