@@ -233,3 +233,29 @@ def test_before_routing_the_route_is_found_through_nested_routers(
         "query_string": b"",
     }
     assert route_template(scope, dict(scope)) == route
+
+
+def test_a_route_behind_a_mounted_apps_middleware_is_found() -> None:
+    """An API app mounted behind its own middleware (Piccolo Admin wraps its API in CSRF and
+    session middleware): the template is the inner route's, not the mount's catch-all."""
+    from starlette.applications import Starlette
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.routing import Mount
+
+    api = FastAPI()
+
+    @api.get("/tables/{table_name}/")
+    async def rows(table_name: str) -> list[str]:
+        return []
+
+    root = Starlette(routes=[Mount("/api", app=CORSMiddleware(api, allow_origins=["*"]))])
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/tables/movie/",
+        "root_path": "",
+        "app": root,
+        "headers": [],
+        "query_string": b"",
+    }
+    assert route_template(scope, dict(scope)) == "/api/tables/{table_name}/"

@@ -49,12 +49,26 @@ def _match_routes(routes: Any, scope: Scope) -> str | None:
             continue
         path = getattr(route, "path", None)
         if isinstance(route, Mount):
-            inner = _match_routes(route.routes, {**scope, **child}) if route.routes else None
+            routes = route.routes or _routes_behind(route.app)
+            inner = _match_routes(routes, {**scope, **child}) if routes else None
             path = (route.path + inner) if inner else (route.path or "/") + "/{path:path}"
         if match == Match.FULL:
             return path
         partial = partial or path
     return partial
+
+
+def _routes_behind(app: Any, depth: int = 16) -> list[Any]:
+    """The routes of an app mounted behind middleware (``Mount("/api", app=CSRFMiddleware(api))``):
+    each middleware keeps the app it wraps as ``.app``."""
+    for _ in range(depth):
+        routes = getattr(app, "routes", None)
+        if isinstance(routes, list) and routes:
+            return routes
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return []
 
 
 def _fastapi_route(scope: Scope) -> str | None:
