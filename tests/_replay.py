@@ -107,7 +107,8 @@ def new_reports() -> Iterator[list[ReplayReport]]:
 
 
 def cassette_files(directory: Path) -> list[Path]:
-    return sorted(directory.rglob("*.json"))
+    """The request cassettes under ``directory`` (not the process cassette)."""
+    return sorted(p for p in directory.rglob("*.json") if not p.name.startswith("process__"))
 
 
 def assert_same_response(recorded: httpx.Response, replayed: httpx.Response) -> None:

@@ -257,9 +257,13 @@ def _clean_timetracer_env(monkeypatch: pytest.MonkeyPatch, key_file: Path) -> No
 
 
 def load_cassettes(directory: Path) -> list[dict[str, Any]]:
-    """Flush pending writes, then every cassette under ``directory``, oldest first."""
+    """Flush pending writes, then every request cassette under ``directory``, oldest first (not
+    the process cassette: a library drawing a random value at import, after the setup, makes one)."""
     assert timetracer_otel.flush(30), "cassette writer did not drain"
-    paths = sorted(directory.rglob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    paths = sorted(
+        (p for p in directory.rglob("*.json") if not p.name.startswith("process__")),
+        key=lambda p: p.stat().st_mtime_ns,
+    )
     return [json.loads(p.read_text("utf-8")) for p in paths]
 
 

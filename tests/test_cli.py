@@ -39,8 +39,8 @@ _SENT: list[Sent] = [
 _APP = ["--app", "replay_app:create_app", "--factory", "--app-dir", str(APPS_DIR)]
 
 
-def timetracer(*args: str, upstream: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream} if upstream else None
+def timetracer(*args: str, upstream: str = "", **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream, **extra_env} if upstream else None
     return subprocess.run(
         [str(TIMETRACER), *args], capture_output=True, text=True, timeout=25, env=env
     )
@@ -369,7 +369,11 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     assert one.stdout.splitlines()[0].startswith("timetracer [OK] replayed GET /async/httpx  id=")
     assert "calls=7/7  unused=0  response=same" in one.stdout
 
-    every = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    # the clock left real: /report's timestamp is new
+    real_clock = {"TIMETRACER_DRAWS": "none"}
+    every = timetracer(
+        "replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url, **real_clock
+    )
     assert every.returncode == 1, every.stderr
     reports = {(r["path"], r["cassette_id"]): r for r in json.loads(every.stdout)}
     # each request answered by its own cassette
@@ -381,7 +385,13 @@ def test_replay_answers_from_the_cassette_and_exits_1_when_the_response_differs(
     assert reports[("/fail/httpx", rec["GET /fail/httpx"]["id"])]["status"] == 502
 
     ignoring = timetracer(
-        "replay", str(cassette_dir), *_APP, "--ignore", "timestamp", upstream=upstream.url
+        "replay",
+        str(cassette_dir),
+        *_APP,
+        "--ignore",
+        "timestamp",
+        upstream=upstream.url,
+        **real_clock,
     )
     assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
     assert ignoring.stdout.splitlines()[-1] == "replayed 5 cassettes: 5 ok, 0 differ"
