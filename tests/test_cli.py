@@ -26,6 +26,7 @@ import timetracer_otel
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.cli.views import body_text
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import TimeTracerMiddleware
 
 # the console script pip installed beside this python
 TIMETRACER = Path(sys.executable).with_name("timetracer")
@@ -417,6 +418,21 @@ def test_replay_sends_each_request_with_its_recorded_cookies_only(
     assert [r["path"] for r in reports] == ["/token", "/whoami", "/whoami"]
     assert [r["verdict"] for r in reports[1:]] == ["ok", "ok"], every.stdout
     assert len({r["cassette_id"] for r in reports}) == 3
+
+
+def test_replay_reads_the_middleware_entry_of_starlette_before_0_35() -> None:
+    """An app pinning an older FastAPI gets Starlette's earlier ``Middleware``, whose arguments
+    are its ``options``: the replay reads and sets the config there."""
+    from timetracer_otel.cli.replay import _arguments, _set_arguments
+
+    class EarlierMiddleware:  # Starlette 0.27's entry: the class and its options
+        def __init__(self, cls: type, **options: Any) -> None:
+            self.cls, self.options = cls, options
+
+    entry = EarlierMiddleware(TimeTracerMiddleware, config="recorded")
+    assert _arguments(entry) == ((), {"config": "recorded"})
+    _set_arguments(entry, {"config": "replayed"})
+    assert entry.options == {"config": "replayed"}
 
 
 def test_replay_gives_the_app_the_peer_scheme_and_root_path_it_was_recorded_with(

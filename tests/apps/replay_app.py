@@ -305,6 +305,7 @@ def create_app(
         routes=_routes(upstream_url or os.environ["REPLAY_APP_UPSTREAM"], holds or {}, changed)
     )
     auto_setup(app, config=config, plugins=[*HTTPX_CLIENTS, "requests"])
+    print("replay_app: ready")  # as apps print at start: never in timetracer replay's report
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gc
@@ -408,7 +409,11 @@ def replay(
     try:
         credentials = Credentials.parse(headers, cookies, credentials_hook)
         location = str(_location(cassette, directory, _limits()))
-        with Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer:
+        # what the app prints goes to stderr: stdout is the report's (--json parses)
+        with (
+            contextlib.redirect_stdout(sys.stderr),
+            Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer,
+        ):
             reports = [replayer.replay(path) for path in replayer.cassettes()]
             # each named in a warning when the replay began
             unusable = len(replayer.library.unusable)

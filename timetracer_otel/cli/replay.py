@@ -141,7 +141,8 @@ class Replayer:
         ours = self._ours(app)
         existing = None
         if ours:
-            existing = ours[0].kwargs.get("config", ours[0].args[0] if ours[0].args else None)
+            args, kwargs = _arguments(ours[0])
+            existing = kwargs.get("config", args[0] if args else None)
         elif isinstance(app, TimeTracerMiddleware):
             existing = app.config
         base = existing if existing is not None else TraceConfig.from_env()
@@ -161,10 +162,7 @@ class Replayer:
         if isinstance(getattr(app, "user_middleware", None), list):
             ours = self._ours(app)
             for middleware in ours:
-                middleware.args, middleware.kwargs = (
-                    (),
-                    {**middleware.kwargs, "config": self.config},
-                )
+                _set_arguments(middleware, {**_arguments(middleware)[1], "config": self.config})
             app.middleware_stack = (
                 None  # Starlette builds the stack again, with the new config, on the next request
             )
@@ -225,3 +223,18 @@ class Replayer:
             recorded_status=recorded.response.status,
             differences=[why],
         )
+
+
+def _arguments(middleware: Any) -> tuple[tuple, dict[str, Any]]:
+    """A Starlette ``Middleware`` entry's arguments: ``args`` and ``kwargs`` since Starlette 0.35,
+    ``options`` before (an app pinning an older FastAPI)."""
+    if hasattr(middleware, "kwargs"):
+        return tuple(middleware.args), dict(middleware.kwargs)
+    return (), dict(getattr(middleware, "options", {}))
+
+
+def _set_arguments(middleware: Any, kwargs: dict[str, Any]) -> None:
+    if hasattr(middleware, "kwargs"):
+        middleware.args, middleware.kwargs = (), kwargs
+    else:
+        middleware.options = kwargs
