@@ -111,6 +111,20 @@ def test_a_call_carrying_a_new_uuid_and_the_time_replays(timetracer_record):
 """
 
 
+def test_a_mode_given_to_a_suite_that_never_opted_in_is_named_in_the_summary(
+    pytester: pytest.Pytester,
+) -> None:
+    """``--timetracer-mode=none`` without ``timetracer_autouse`` or a marker replays nothing:
+    the tests ran live, and the summary says how to opt in instead of saying nothing."""
+    pytester.makepyfile(test_live="def test_live():\n    assert True\n")
+    result = pytester.runpytest_subprocess("--timetracer-mode=none")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*--timetracer-mode=none was given, but no test used a cassette (they ran live): set "
+         "timetracer_autouse = true*"]
+    )  # fmt: skip
+
+
 def test_spec_example_records_then_replays_with_the_upstream_down(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

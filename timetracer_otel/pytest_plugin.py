@@ -377,6 +377,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     report = run.report
     if not any(report.tests.values()) and not any(report.fixtures.values()) and not report.unopened:
+        chosen = config.getoption("--timetracer-mode")
+        if chosen and not run.autouse:  # asked for, and nothing took it: the tests ran live
+            terminalreporter.section("timetracer")
+            terminalreporter.write_line(
+                f"--timetracer-mode={chosen} was given, but no test used a cassette (they ran live): set "
+                f"timetracer_autouse = true in the pytest configuration, or mark tests with @pytest.mark.{_MARKER}"
+            )
         return
     terminalreporter.section("timetracer")
     for line in report.lines():
