@@ -32,7 +32,7 @@ from timetracer_otel._diagnostics import logger
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel._terminal import printable
-from timetracer_otel.cassette.document import Cassette
+from timetracer_otel.cassette.document import BLOCK_METHOD, Cassette
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
@@ -278,6 +278,12 @@ class CassetteLibrary:
             _Entry(str(files[row["key"]]), row["content_digest"], row["fingerprint"])
             for row in rows
         ]
+        # cassettes of code blocks (the pytest plugin's): they have no request to send
+        self._blocks = {
+            entry.path
+            for row, entry in zip(rows, self._entries, strict=True)
+            if row["method"] == BLOCK_METHOD
+        }
         self._by_path: dict[tuple[str, str], _Group] = {}
         self._by_route: dict[tuple[str, str], _Group] = {}
         for row, entry in zip(rows, self._entries, strict=False):
@@ -305,8 +311,9 @@ class CassetteLibrary:
         return self.needs_body and (method, path) not in self._by_path
 
     def in_recording_order(self) -> list[str]:
-        """Every cassette, in the order the requests were recorded."""
-        return [entry.path for entry in self._entries]
+        """Every request cassette, in the order the requests were recorded (not those of code
+        blocks the pytest plugin recorded: it replays them)."""
+        return [entry.path for entry in self._entries if entry.path not in self._blocks]
 
     def load(self, path: str) -> Prepared:
         """A cassette of this library opened for replay (kept for the next few requests)."""

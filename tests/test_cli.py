@@ -435,6 +435,24 @@ def test_replay_reads_the_middleware_entry_of_starlette_before_0_35() -> None:
     assert entry.options == {"config": "replayed"}
 
 
+def test_replay_of_a_directory_sends_requests_only_not_the_cassettes_of_tests(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A pytest cassette beside the server's (one cassettes/ directory, as a quick start makes
+    it) has no request to send: the pytest plugin replays it, timetracer replay leaves it out."""
+    from timetracer_otel._standalone import record_block
+
+    record(serve, upstream.url, cassette_dir, [("GET", "/async/httpx", {})])
+    with record_block(cassette_dir / "home.json", "test_app.py::test_home"):
+        httpx.get(f"{upstream.url}/json")
+    assert timetracer_otel.flush(30)
+    listed = timetracer("list", "--dir", str(cassette_dir), "--json")
+    assert sorted(entry["method"] for entry in json.loads(listed.stdout)) == ["GET", "PYTEST"]
+    done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    assert done.returncode == 0, done.stdout
+    assert [r["path"] for r in json.loads(done.stdout)] == ["/async/httpx"]
+
+
 def test_replay_gives_the_app_the_peer_scheme_and_root_path_it_was_recorded_with(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

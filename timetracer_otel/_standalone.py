@@ -19,6 +19,7 @@ from opentelemetry import trace
 from . import plugins
 from ._recording import TraceRecording, activate, deactivate
 from ._tracing import cassette_processor, service_name, tracer_provider
+from .cassette.document import BLOCK_METHOD
 from .config import TraceConfig
 from .determinism import DrawRecorder
 from .determinism import activate as activate_draws
@@ -44,7 +45,7 @@ class BlockRecording:
             config,
             trace_id=span_context.trace_id,
             root_span_id=span_context.span_id,
-            method="PYTEST",
+            method=BLOCK_METHOD,
             path=label,
             query="",
             headers=[],

@@ -23,6 +23,7 @@ from . import FORMAT_NAME, FORMAT_VERSION
 from .calls import CassetteCall, ErrorInfo, calls_of
 
 __all__ = [
+    "BLOCK_METHOD",
     "Cassette",
     "InboundRequest",
     "InboundResponse",
@@ -35,6 +36,8 @@ Headers = list[list[str]]  # [[name, value], ...] as received or sent
 Body = dict[str, Any]  # a body in cassette form (cassette.body)
 
 
+# the method of a code block's cassette (a pytest test or fixture scope): it has no request
+BLOCK_METHOD = "PYTEST"
 SERVER_PARTS = ("client", "scheme", "root_path")  # request fields the server, not the client, set
 
 
