@@ -20,7 +20,7 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import NO_RECORDED_DRAWS, DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
-from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
+from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send, latin1_headers
 from timetracer_otel.redaction import Redactor
 from timetracer_otel.secret_values import ValueScrubber
 
@@ -166,9 +166,7 @@ class _Response:
             self.body.feed(message.get("body", b""))
 
     def headers(self) -> list[tuple[str, str]]:
-        return [
-            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in self.raw_headers
-        ]
+        return latin1_headers(self.raw_headers)
 
 
 def _replaying(buffered: list[Message], receive: Receive) -> Receive:

@@ -37,7 +37,7 @@ from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import RecordedDraws, decode_draws
-from timetracer_otel.inbound import Scope, route_template
+from timetracer_otel.inbound import Scope, latin1_headers, route_template
 from timetracer_otel.protocols.http import content_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
@@ -79,9 +79,7 @@ class LiveRequest:
     @functools.cached_property
     def headers(self) -> list[tuple[str, str]]:
         """Decoded when asked for: a library of one cassette never needs them to choose."""
-        return [
-            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in self._raw_headers
-        ]
+        return latin1_headers(self._raw_headers)
 
     @classmethod
     def from_scope(cls, scope: Scope, body: bytes | None, routed: bool = True) -> LiveRequest:
@@ -328,17 +326,13 @@ class CassetteLibrary:
             group = self._by_route.get((request.method, request.route))
         if group is None:
             return Choice(None, _NO_CASSETTE, [], [])
-        redactor = redactor_for(config)
         body = (
             live_body(request.body, request.headers, config.max_body_bytes)
             if request.body is not None
             else None
         )
-        headers = [list(h) for h in request.headers]
-        message: dict[str, Any] = {"headers": headers, "query": request.query, "body": body}
-        # the query and body redacted as the recording's were (headers stay: they choose the body's kind)
-        secrets = redactor.request_secrets(message) if redactor is not None else []
-        query = message["query"]
+        message, secrets = _as_recorded(request, body, config)
+        query, headers = message["query"], message["headers"]
         with self._lock:
             differ = body is not None and group.contents_differ
             digest = content_digest(query, body, headers) if differ else None
@@ -360,12 +354,8 @@ class CassetteLibrary:
         the body (a CSRF check or an auth dependency refusing it first): replay reads the body to
         choose, the recording only has what the app read. Without secrets to tell them apart,
         only when no cassette has the body itself (``content_found``)."""
-        headers = [list(h) for h in request.headers]
-        message: dict[str, Any] = {"headers": headers, "query": request.query, "body": None}
-        redactor = redactor_for(config)
-        # the query redacted as the recording's was, as in select
-        secrets = redactor.request_secrets(message) if redactor is not None else []
-        unread = group.turns(content_digest(message["query"], None, headers), None)
+        message, secrets = _as_recorded(request, None, config)
+        unread = group.turns(content_digest(message["query"], None, message["headers"]), None)
         if unread is None:
             return None
         printed, _ = self._fingerprint(unread, secrets, config)
@@ -413,6 +403,21 @@ class CassetteLibrary:
             opened.shown if opened.unsealed else None,
             prepared,
         )
+
+
+def _as_recorded(
+    request: LiveRequest, body: dict[str, Any] | None, config: TraceConfig
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The request's headers, query and ``body`` (cassette form) as its recording keeps them: the
+    query and body redacted (headers stay: they choose the body's kind); and the secrets taken out."""
+    message: dict[str, Any] = {
+        "headers": [list(h) for h in request.headers],
+        "query": request.query,
+        "body": body,
+    }
+    redactor = redactor_for(config)
+    secrets = redactor.request_secrets(message) if redactor is not None else []
+    return message, secrets
 
 
 def _notes(

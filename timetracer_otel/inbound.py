@@ -9,13 +9,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "route_template"]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "latin1_headers", "route_template"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def latin1_headers(raw: Any) -> list[tuple[str, str]]:
+    """ASGI's header pairs (bytes) as text: HTTP headers are latin-1, so every byte survives."""
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
 
 
 def _route_matches(route: Any, scope: Scope) -> tuple[Any, Scope]:

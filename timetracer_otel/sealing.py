@@ -133,17 +133,13 @@ def _strings(value: Any, change: Callable[[str], Any]) -> Any:
 def redacted(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` with every sealed value read as ``[REDACTED]`` (what a process without the key sees)."""
 
-    def hide(text: str) -> str:
-        return SEALED_TOKEN.sub(
-            lambda m: (
-                m.group(1)
-                + ("%5BREDACTED%5D" if m.group(0).lstrip('"').startswith("%") else REDACTED)
-                + m.group(4)
-            ),
-            text,
-        )
+    return _strings(document, lambda text: SEALED_TOKEN.sub(_hidden, text))
 
-    return _strings(document, hide)
+
+def _hidden(match: re.Match) -> str:
+    """A sealed token as ``[REDACTED]``, percent-encoded where the token was (a query, a form)."""
+    encoded = match.group(0).lstrip('"').startswith("%")
+    return match.group(1) + ("%5BREDACTED%5D" if encoded else REDACTED) + match.group(4)
 
 
 def comparable(document: dict[str, Any], sealer: Sealer | None) -> dict[str, Any]:
@@ -157,7 +153,7 @@ def comparable(document: dict[str, Any], sealer: Sealer | None) -> dict[str, Any
         try:
             kind, plain = sealer.open(match.group(2), match.group(3))
         except SealError:
-            return match.group(1) + REDACTED + match.group(4)
+            return _hidden(match)
         return f"{match.group(1)}[SEALED #{sealer.digest(kind, plain)}]{match.group(4)}"
 
     return _strings(document, lambda text: SEALED_TOKEN.sub(digest, text))

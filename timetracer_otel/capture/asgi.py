@@ -19,13 +19,17 @@ from timetracer_otel._recording import TraceRecording, activate, deactivate, exc
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
-from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send, route_template
+from timetracer_otel.inbound import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    latin1_headers,
+    route_template,
+)
 
 __all__ = ["RecordingLayer"]
-
-
-def _latin1_headers(raw: Any) -> list[tuple[str, str]]:
-    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
 
 
 def _server_parts(scope: Scope) -> dict[str, Any]:
@@ -76,7 +80,7 @@ class RecordingLayer:
             method=scope.get("method", "GET"),
             path=scope.get("path", ""),
             query=bytes(scope.get("query_string", b"")).decode("latin-1"),
-            headers=_latin1_headers(scope.get("headers")),
+            headers=latin1_headers(scope.get("headers")),
             service=self._service,
             server_parts=_server_parts(scope),
         )
@@ -114,7 +118,7 @@ class RecordingLayer:
                     # so freeze the recording, as soon as the body is sent: before this layer returns.
                     recording.route = route_template(scope, original_scope)
                     recording.status = int(message["status"])
-                    recording.response_headers = _latin1_headers(message.get("headers"))
+                    recording.response_headers = latin1_headers(message.get("headers"))
                 elif kind == "http.response.body":
                     recording.response_body.feed(message.get("body", b""))
                     if not message.get("more_body", False):
