@@ -212,7 +212,7 @@ def _capture_bug(*args: Any, **kwargs: Any) -> None:
 
 
 _FAULTS = {
-    "start": ("timetracer_otel.capture.asgi._latin1_headers", ["asgi.start"]),
+    "start": ("timetracer_otel.capture.asgi.latin1_headers", ["asgi.start"]),
     "bodies": ("timetracer_otel.cassette.body.BodySink.feed", ["asgi.request", "asgi.response"]),
     "route": ("timetracer_otel.capture.asgi.route_template", ["asgi.route"]),
 }
