@@ -103,6 +103,7 @@ class ReplayLayer:
             self.config,
             views=choice.views,
             inbound=lambda: {"headers": [list(h) for h in live.headers], "query": live.query},
+            earlier=self.library.earlier.answer,
         )
         response = _Response(self.config.max_body_bytes)
 
@@ -202,6 +203,10 @@ def _report(
         calls=[*session.made, *(call_entry(None, None, c.index) for c in unused)],
         error=_shown_error(error, session),
         notes=choice.notes,
+        from_earlier=[
+            f"{library} {label} (answered by {_file_name(path)}, recorded before)"
+            for library, label, path in session.from_earlier
+        ],
     )
     if choice.prepared is not None:
         comparison = _compared(choice, choice.prepared, session, replayed_status, response)
@@ -220,6 +225,10 @@ def _report(
     else:
         report.differences = ["no cassette was recorded for this request"]
     return report
+
+
+def _file_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def _error_type(error: Any) -> str | None:

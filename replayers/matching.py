@@ -40,6 +40,10 @@ class CallIndex:
         for call in calls:
             self._by_key.setdefault(call.view.key, deque()).append(call)
 
+    def holds(self, view: CallView) -> bool:
+        """Whether a recorded call has ``view``'s signature (used or not)."""
+        return view.key in self._by_key
+
     def take(self, view: CallView) -> RecordedCall | None:
         """The first unused recorded call with ``view``'s signature, marked used; None if none."""
         queue = self._by_key.get(view.key)

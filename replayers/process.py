@@ -101,7 +101,7 @@ def _of_recording(
 class ProcessSession(ReplaySession):
     """The process cassette's calls, and the usual answers for calls that carry no data."""
 
-    def _unrecorded_answer(self, view: CallView) -> RecordedCall | None:
+    def _unrecorded_answer(self, library: str, view: CallView) -> RecordedCall | None:
         document = usual_answer(view)
         return (
             None if document is None else RecordedCall(-1, CassetteCall(document), view, used=True)

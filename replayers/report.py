@@ -60,6 +60,8 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)
     # source -> draws the replayed request made beyond what was recorded (they got real values)
     extra_draws: dict[str, int] = field(default_factory=dict)
+    # calls the cassette does not hold, answered from an earlier request of its recording (replayers.earlier)
+    from_earlier: list[str] = field(default_factory=list)
     # credentials `timetracer replay --header/--cookie` supplied: the recorded ones could not be unsealed
     supplied_credentials: list[str] = field(default_factory=list)
 
@@ -99,7 +101,14 @@ class ReplayReport:
             f"  response={'same' if not self.differences else 'differs'}{unverified}",
             f"  cassette: {self.cassette or '(none matched this request)'}",
         ]
-        details = (self.error, self.notes, self.supplied_credentials, self.unused, self.extra_draws)
+        details = (
+            self.error,
+            self.notes,
+            self.supplied_credentials,
+            self.unused,
+            self.extra_draws,
+            self.from_earlier,
+        )
         if verdict != "ok" or any(details):
             lines.extend(self._detail_lines())
         return "\n".join(printable(line) for line in lines)  # recorded paths and values: escaped
@@ -116,6 +125,7 @@ class ReplayReport:
             lines.append(
                 f"  supplied credentials (the recorded ones could not be unsealed): {'; '.join(self.supplied_credentials)}"
             )
+        lines.extend(f"  from an earlier request: {text}" for text in self.from_earlier)
         lines.extend(f"  unmatched: {text}" for text in self.unmatched)
         lines.extend(
             f"  refused connection: {target}" + (f" ({times} times)" if times > 1 else "")

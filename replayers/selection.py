@@ -21,19 +21,25 @@ in memory.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel._terminal import printable
-from timetracer_otel.cassette.document import BLOCK_METHOD, Cassette
-from timetracer_otel.cassette.reader import CassetteError, load_cassette
+from timetracer_otel.cassette.document import BLOCK_METHOD, Cassette, recorded_instant
+from timetracer_otel.cassette.location import CassetteFile, is_url
+from timetracer_otel.cassette.reader import (
+    CassetteError,
+    is_cassette_file,
+    load_cassette,
+    recording_directory,
+)
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import RecordedDraws, decode_draws
@@ -41,6 +47,7 @@ from timetracer_otel.inbound import Scope, latin1_headers, route_template
 from timetracer_otel.protocols.http import content_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
+from .earlier import EarlierRequests, Recorded
 from .opening import Opened, open_for_replay
 from .report import RecordedResponse
 from .session import RecordedViews
@@ -230,19 +237,6 @@ class _Documents:
         return found
 
 
-def _instant(recorded_at: Any) -> str:
-    """``recorded_at`` as a string that sorts in time order ("" when absent or unreadable: first)."""
-    try:
-        when = datetime.fromisoformat(str(recorded_at).replace("Z", "+00:00"))
-    except ValueError:
-        return ""
-    return (
-        (when if when.tzinfo else when.replace(tzinfo=timezone.utc))
-        .astimezone(timezone.utc)
-        .isoformat(timespec="microseconds")
-    )
-
-
 class CassetteLibrary:
     """The cassettes at ``location`` (a cassette, a directory or an ``s3://`` prefix) and the choice of one per request.
 
@@ -270,7 +264,8 @@ class CassetteLibrary:
             logger.warning("%s; the replay goes on without it", printable(str(error)))
         files = index.files()
         rows = sorted(
-            index.entries.values(), key=lambda row: (_instant(row["recorded_at"]), row["key"])
+            index.entries.values(),
+            key=lambda row: (recorded_instant(row["recorded_at"]), row["key"]),
         )
         self._entries = [
             _Entry(str(files[row["key"]]), row["content_digest"], row["fingerprint"])
@@ -296,6 +291,18 @@ class CassetteLibrary:
             if (size := index.size_of(key)) is not None
         }
         self._documents = _Documents(_CACHED_BYTES, sizes, config)
+        if is_cassette_file(
+            location
+        ):  # given alone: the recording it came from is in its directory
+            own = self._entries[0].path
+            self.earlier = EarlierRequests(lambda: _recorded_beside(own, config), self._views)
+        else:
+            recorded = [
+                Recorded(recorded_instant(row["recorded_at"]), row["service"], entry.path)
+                for row, entry in zip(rows, self._entries, strict=True)
+                if entry.path not in self._blocks
+            ]
+            self.earlier = EarlierRequests(lambda: recorded, self._views)
         self._lock = threading.Lock()
 
     @property
@@ -316,6 +323,9 @@ class CassetteLibrary:
     def load(self, path: str) -> Prepared:
         """A cassette of this library opened for replay (kept for the next few requests)."""
         return self._documents.get(path)
+
+    def _views(self, path: str) -> RecordedViews:
+        return self.load(path).views
 
     def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
         """The cassette for ``request``; its query and body are compared redacted and cut per ``config``, its secrets by fingerprint."""
@@ -403,6 +413,26 @@ class CassetteLibrary:
             opened.shown if opened.unsealed else None,
             prepared,
         )
+
+
+def _recorded_beside(own: str, config: TraceConfig) -> list[Recorded]:
+    """The request cassettes of the directory the recording of ``own`` (a cassette given alone)
+    wrote into, ``own`` among them under its own name."""
+    index = CassetteIndex(recording_directory(own), config.read_limits).refresh()
+    same = _same_file(own)
+    return [
+        Recorded(
+            recorded_instant(row["recorded_at"]),
+            row["service"],
+            own if _same_file(file) == same else str(file),
+        )
+        for key, file in index.files().items()
+        if (row := index.entries[key])["method"] != BLOCK_METHOD
+    ]
+
+
+def _same_file(file: CassetteFile) -> str:
+    return str(file) if is_url(file) else os.path.realpath(file)
 
 
 def _as_recorded(

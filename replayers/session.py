@@ -86,15 +86,24 @@ def call_entry(
     recorded: int | None = None,
     closest: int | None = None,
     differences: Sequence[str] = (),
+    earlier: str | None = None,
 ) -> dict[str, Any]:
-    """One entry of the report's call-by-call comparison (:attr:`ReplayReport.calls`)."""
-    return {
+    """One entry of the report's call-by-call comparison (:attr:`ReplayReport.calls`).
+    ``earlier``: the cassette of an earlier request that answered it (see :mod:`.earlier`)."""
+    entry = {
         "library": library,
         "replayed": replayed,
         "recorded": recorded,
         "closest": closest,
         "differences": list(differences),
     }
+    if earlier is not None:
+        entry["earlier"] = earlier
+    return entry
+
+
+# (the path of the cassette replayed, a call it cannot answer) -> (another cassette's path, its call answering it)
+EarlierAnswer = Callable[[str, CallView], "tuple[str, RecordedCall] | None"]
 
 
 def current_session() -> ReplaySession | None:
@@ -208,6 +217,7 @@ class ReplaySession:
         live_libraries: Iterable[str] = (),
         views: RecordedViews | None = None,
         inbound: Callable[[], dict[str, Any]] | None = None,
+        earlier: EarlierAnswer | None = None,
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -216,6 +226,7 @@ class ReplaySession:
         self.live_libraries = frozenset((*config.live_plugins, *live_libraries))
         self.redactor = redactor_for(config)
         self._inbound = inbound
+        self._earlier = earlier
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
@@ -223,6 +234,8 @@ class ReplaySession:
         # Every call the app made, in order, beside the recorded call that answered it (or the closest one
         # and how it differs): the report's call-by-call comparison.
         self.made: list[dict[str, Any]] = []
+        # (library, label, path of the cassette) of each call an earlier request's cassette answered
+        self.from_earlier: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
 
     @functools.cached_property
@@ -259,7 +272,7 @@ class ReplaySession:
         if recorded is not None:
             return recorded
         with self._lock:
-            unrecorded = self._unrecorded_answer(view)
+            unrecorded = self._unrecorded_answer(library, view)
             if unrecorded is not None:
                 return unrecorded
             error = ReplayMismatchError(
@@ -286,9 +299,20 @@ class ReplaySession:
             self.unmatched.append(error)
             self.made.append(call_entry(error.library, error.call, differences=[error.candidates]))
 
-    def _unrecorded_answer(self, view: CallView) -> RecordedCall | None:
-        """An answer for a call the cassette does not hold; a request's session has none."""
-        return None
+    def _unrecorded_answer(self, library: str, view: CallView) -> RecordedCall | None:
+        """An answer for a call the cassette does not hold: the one the recording process had
+        from an earlier request (:mod:`.earlier`), noted for the report; not for a call the cassette
+        has with every answer used up (made more often than recorded). Called with the lock held."""
+        if self._earlier is None or self.index.holds(view):
+            return None
+        found = self._earlier(self.path, view)
+        if found is None:
+            return None
+        path, recorded = found
+        self.answered.append((library, recorded))
+        self.from_earlier.append((library, view.label, path))
+        self.made.append(call_entry(library, view.label, earlier=f"{path}#{recorded.index}"))
+        return recorded
 
     def _mismatch(self, library: str, view: CallView) -> str:
         """What the error for an unanswered call says after naming it."""

@@ -91,6 +91,7 @@ STEPS: list[Step] = [
     Step("alice updates bob's item", "PUT", f"{API}/items/{{bob_item}}", 403, auth="alice", json={"title": "Mine now"}),
     Step("alice reads item 1 after the update", "GET", f"{API}/items/{{item1}}", 200, auth="alice"),
     Step("alice gets item 1's price in EUR", "GET", f"{API}/items/{{item1}}/price", 200, auth="alice", params={"currency": "EUR"}),
+    Step("alice gets item 3's price in GBP", "GET", f"{API}/items/{{item3}}/price", 200, auth="alice", params={"currency": "GBP"}),
     Step("alice deletes item 2", "DELETE", f"{API}/items/{{item2}}", 200, auth="alice"),
     Step("alice deletes item 2 again", "DELETE", f"{API}/items/{{item2}}", 404, auth="alice"),
     Step("alice deletes bob's item", "DELETE", f"{API}/items/{{bob_item}}", 403, auth="alice"),

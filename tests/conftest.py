@@ -100,6 +100,8 @@ def _make_handler(state: Upstream) -> type[BaseHTTPRequestHandler]:
                     200,
                     json.dumps({"login": "octocat", "id": 1, "token": "upstream-secret"}).encode(),
                 )
+            elif route == "/currencies":  # what a rates API supports: services fetch it once
+                self._send(200, json.dumps(["EUR", "GBP", "JPY", "USD"]).encode())
             elif route == "/echo":
                 echo = {
                     "method": self.command,

@@ -330,6 +330,36 @@ def test_timetracer_replay_answers_every_cassette_as_recorded(
     )
 
 
+def test_a_cassette_replayed_alone_gets_the_answers_its_process_remembered(
+    auto_setup_recording: Recording,
+) -> None:
+    """The service asks the rates API for its currencies once per process: only the first price
+    request's cassette holds that call. The second, replayed alone in a fresh process, makes it
+    again and is answered from the first one's cassette, and its report says so."""
+    recording = auto_setup_recording
+    first, second = (
+        next(path for path, step in recording.step_of.items() if STEPS[step].name == name)
+        for name in ("alice gets item 1's price in EUR", "alice gets item 3's price in GBP")
+    )
+    command = [str(BIN / "timetracer"), "replay", second, "--app", "real_service.main:app"]
+    done = subprocess.run(
+        [*command, "--app-dir", str(APPS_DIR), "--json"],
+        env=recording.env,
+        cwd=APPS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (report,) = json.loads(done.stdout)
+    assert report["ok"] and report["unmatched"] == [], report
+    assert report["from_earlier"] == [
+        f"httpx GET {recording.env['RATES_API_URL']}/currencies (answered by {Path(first).name}, recorded before)"
+    ]
+    (entry,) = [call for call in report["calls"] if call.get("earlier")]
+    assert entry["earlier"].startswith(first + "#")
+
+
 def test_opentelemetry_instrument_records_and_replays_the_session(tmp_path: Path) -> None:
     """The same service with no timetracer code, recorded and replayed under ``opentelemetry-instrument``."""
     failures = replay_twice(record("opentelemetry-instrument", tmp_path))

@@ -16,7 +16,7 @@ accessors trust its shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from . import FORMAT_NAME, FORMAT_VERSION
@@ -29,6 +29,7 @@ __all__ = [
     "InboundResponse",
     "SERVER_PARTS",
     "process_document",
+    "recorded_instant",
     "request_document",
 ]
 
@@ -127,6 +128,20 @@ def process_document(
         "dropped_calls": dropped_calls,
         "draws": draws,
     }
+
+
+def recorded_instant(recorded_at: Any) -> str:
+    """A ``recorded_at`` value as text that sorts in time order, UTC, to the microsecond ("" when
+    absent or unreadable: it sorts first). Cassettes written in other offsets compare rightly."""
+    try:
+        when = datetime.fromisoformat(str(recorded_at).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return (
+        (when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+        .astimezone(timezone.utc)
+        .isoformat(timespec="microseconds")
+    )
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ class CallPair:
     replayed: (
         str  # the replayed call's label, or "" when the replay did not make this recorded call
     )
-    state: str  # "same", "changed" (no recorded call matched it), "not made" (left unused)
+    state: str  # "same", "changed" (no recorded call matched it), "not made" (left unused),
+    # "earlier request" (answered from the cassette of an earlier request of the recording)
     differences: tuple[str, ...]
 
 
@@ -110,6 +111,8 @@ def call_pairs(report: dict[str, Any], labels: list[str]) -> list[CallPair]:
         label = labels[index] if isinstance(index, int) and 0 <= index < len(labels) else ""
         if entry.get("replayed") is None:
             state = "not made"
+        elif entry.get("earlier"):
+            state, label = "earlier request", str(entry["earlier"]).rsplit("/", 1)[-1]
         else:
             state = "same" if recorded is not None else "changed"
         replayed = " ".join(

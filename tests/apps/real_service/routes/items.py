@@ -100,6 +100,17 @@ def delete_item(session: SessionDep, current_user: LimitedUser, id: uuid.UUID) -
     return Message(message="Item deleted successfully")
 
 
+_currencies: list[str] = []  # what the rates API supports: asked once per process
+
+
+async def supported_currencies(client: httpx.AsyncClient) -> list[str]:
+    if not _currencies:
+        response = await client.get("/currencies", headers={"apikey": settings.RATES_API_KEY})
+        response.raise_for_status()
+        _currencies.extend(response.json())
+    return _currencies
+
+
 @router.get("/{id}/price", response_model=PriceQuote)
 async def quote_item(
     session: SessionDep, current_user: LimitedUser, id: uuid.UUID, currency: str = "EUR"
@@ -108,6 +119,8 @@ async def quote_item(
     item = owned_item(session, current_user, id)
     try:
         async with httpx.AsyncClient(base_url=settings.RATES_API_URL, timeout=10) as client:
+            if currency not in await supported_currencies(client):
+                raise HTTPException(status_code=422, detail=f"No rates for {currency}")
             response = await client.get(
                 "/echo",  # the test's stand-in rates API answers every query on /echo
                 params={"base": "USD", "symbols": currency, "date": utcnow().date().isoformat()},

@@ -1,0 +1,107 @@
+"""Answers from an earlier request of the same recording, for what the recording process remembered.
+
+A library that makes a call once per process and keeps the answer (rq reads the Redis
+server's version at its first enqueue; a client caches a discovery document, a token, a
+settings row) makes it in the first request it serves, and only that request's cassette
+holds it. Replayed alone, or after other requests than when recorded, a later request
+makes the call again and its own cassette cannot answer. The recording process had that
+answer from an earlier request, so replay gives it: the call with the same signature in the
+most recent cassette of the same service recorded before this one (beside it in the
+directory replayed, or in the directory its recording wrote into when it is replayed alone).
+The report names each such call and the cassette it came from. A call that no earlier
+request made still fails where it is made.
+
+Searched only when a cassette cannot answer a call: then the cassettes of its service (the
+most recent :data:`SEARCHED`) are read once to index their calls by signature.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from typing import NamedTuple
+
+from timetracer_otel._diagnostics import logger
+from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.reader import CassetteError
+from timetracer_otel.protocols import CallView
+
+from .matching import RecordedCall
+from .session import RecordedViews
+
+__all__ = ["EarlierRequests", "Recorded", "SEARCHED"]
+
+SEARCHED = 5000  # the most recent cassettes of a service whose calls answer later requests
+
+
+class Recorded(NamedTuple):
+    """A request cassette, as the search orders and groups them."""
+
+    instant: str  # cassette.document.recorded_instant(recorded_at)
+    service: str | None
+    path: str
+
+
+class _Found(NamedTuple):
+    instant: str
+    path: str
+    position: int  # the call's index in its cassette
+
+
+class EarlierRequests:
+    """The calls of a directory's cassettes by signature, for answering a later request's.
+
+    ``cassettes()`` lists the request cassettes to search (asked when first needed), and
+    ``views(path)`` gives a cassette's calls as replay matches them.
+    """
+
+    def __init__(
+        self,
+        cassettes: Callable[[], Iterable[Recorded]],
+        views: Callable[[str], RecordedViews],
+    ) -> None:
+        self._cassettes = cassettes
+        self._views = views
+        self._lock = threading.Lock()
+        self._by_path: dict[str, Recorded] | None = None
+        self._by_service: dict[str | None, dict[Hashable, list[_Found]]] = {}
+
+    def answer(self, path: str, view: CallView) -> tuple[str, RecordedCall] | None:
+        """(the answering cassette's path, its call) for ``view`` made while replaying ``path``:
+        the same call in the most recent cassette of its service recorded before it; None when
+        no earlier request made it."""
+        with self._lock:
+            if self._by_path is None:
+                self._by_path = {entry.path: entry for entry in self._cassettes()}
+            me = self._by_path.get(path)
+            if me is None:
+                return None
+            calls = self._calls_of(me.service).get(view.key, [])
+            before = bisect.bisect_left(calls, me.instant, key=lambda found: found.instant)
+            found = next((f for f in reversed(calls[:before]) if f.path != path), None)
+        if found is None:
+            return None
+        for index, call, recorded in self._views(found.path):
+            if index == found.position:
+                return found.path, RecordedCall(index, call, recorded, used=True)
+        return None
+
+    def _calls_of(self, service: str | None) -> dict[Hashable, list[_Found]]:
+        """The calls of ``service``'s most recent :data:`SEARCHED` cassettes by signature, each
+        list in recording order (read once)."""
+        calls = self._by_service.get(service)
+        if calls is not None:
+            return calls
+        assert self._by_path is not None
+        recorded = sorted(e for e in self._by_path.values() if e.service == service)[-SEARCHED:]
+        calls = self._by_service[service] = {}
+        for entry in recorded:
+            try:
+                views = self._views(entry.path)
+            except CassetteError as error:
+                logger.warning("%s; not searched for earlier answers", printable(str(error)))
+                continue
+            for index, _, view in views:
+                calls.setdefault(view.key, []).append(_Found(entry.instant, entry.path, index))
+        return calls

@@ -1,0 +1,136 @@
+"""What the recording process remembered: an app that asks the upstream for its currencies once
+and keeps them (as services cache a discovery document or a settings row) makes that call in its
+first request only. A later request replayed alone, in a fresh app, makes it again: the answer
+comes from an earlier cassette of the same service, never from a later one or another service's,
+and a call made more often than its own cassette recorded it is not taken from elsewhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _replay import cassette_files, new_reports
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import timetracer_otel
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.dashboard._replay import call_pairs
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+def quote_app(
+    upstream_url: str, config: TraceConfig, known: list[str] | None = None, asks: int = 1
+) -> Starlette:
+    """``/quote?c=EUR``: the currencies the upstream supports, asked for ``asks`` times the first
+    time and kept (``known``: already kept when the app starts), then the quote itself."""
+    currencies: list[str] = list(known or ())
+
+    async def quote(request: Request) -> JSONResponse:
+        wanted = request.query_params["c"]
+        async with httpx.AsyncClient(base_url=upstream_url) as client:
+            for _ in range(asks if not currencies else 0):
+                currencies[:] = (await client.get("/currencies")).json()
+            if wanted not in currencies:
+                return JSONResponse({"error": f"no rates for {wanted}"}, status_code=422)
+            echo = (await client.get("/echo", params={"symbols": wanted})).json()
+        return JSONResponse({"currency": wanted, "query": echo["query"]})
+
+    app = Starlette(routes=[Route("/quote", quote)])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def _record(serve: Callable[..., Any], app: Starlette, *currencies: str) -> list[Path]:
+    """The cassettes of ``/quote?c=...`` for each currency, sent one after the other."""
+    url = serve(app).url
+    for currency in currencies:
+        assert httpx.get(f"{url}/quote", params={"c": currency}, timeout=30).status_code == 200
+    assert timetracer_otel.flush(30)
+    return cassette_files(Path(app.state.recorded_into))
+
+
+def _currency(cassette: Path) -> str:
+    """The currency the cassette's request asked for (its query is ``c=...``)."""
+    return str(json.loads(cassette.read_text("utf-8"))["request"]["query"]).removeprefix("c=")
+
+
+def _replayed_alone(
+    serve: Callable[..., Any], upstream_url: str, cassette: Path, **app: Any
+) -> tuple[httpx.Response, Any]:
+    """``cassette`` replayed in a fresh app, by itself: the response and the report."""
+    config = TraceConfig(mode="replay", cassette_path=str(cassette))
+    with new_reports() as reports:
+        server = serve(quote_app(upstream_url, config, **app))
+        response = httpx.get(f"{server.url}/quote", params={"c": _currency(cassette)}, timeout=30)
+        server.stop()
+    (report,) = reports
+    return response, report
+
+
+def _recording(upstream_url: str, directory: Path, service: str, **app: Any) -> Starlette:
+    config = TraceConfig(mode="record", cassette_dir=str(directory), service_name=service)
+    recording = quote_app(upstream_url, config, **app)
+    recording.state.recorded_into = str(directory)
+    return recording
+
+
+def test_a_later_request_alone_gets_the_answer_an_earlier_one_recorded(
+    serve: Callable[..., Any], upstream: Any, tmp_path: Path
+) -> None:
+    first, second = sorted(
+        _record(serve, _recording(upstream.url, tmp_path, "shop"), "EUR", "GBP"),
+        key=lambda path: _currency(path) == "GBP",
+    )
+    assert "/currencies" not in second.read_text("utf-8")
+
+    response, report = _replayed_alone(serve, upstream.url, second)
+
+    assert response.status_code == 200 and response.json()["currency"] == "GBP"
+    assert report.ok and report.unmatched == []
+    assert report.from_earlier == [
+        f"httpx GET {upstream.url}/currencies (answered by {first.name}, recorded before)"
+    ]
+    assert "  from an earlier request: httpx GET" in report.console_text()
+    # the dashboard's call-by-call rows: the call is not shown as one the recording lacks
+    (pair, _) = call_pairs(report.to_dict(), ["GET /echo"])
+    assert (pair.state, pair.recorded) == ("earlier request", f"{first.name}#0")
+
+
+def test_a_later_cassette_or_another_services_never_answers(
+    serve: Callable[..., Any], upstream: Any, tmp_path: Path
+) -> None:
+    """USD is recorded first by another service, asking for the currencies; EUR by an app that
+    already knew them; GBP later, asking: replayed in an app that must ask, EUR finds no answer."""
+    _record(serve, _recording(upstream.url, tmp_path, "billing"), "USD")
+    _record(serve, _recording(upstream.url, tmp_path, "shop", known=["EUR", "GBP"]), "EUR")
+    _record(serve, _recording(upstream.url, tmp_path, "shop"), "GBP")
+    (eur,) = [path for path in cassette_files(tmp_path) if _currency(path) == "EUR"]
+
+    response, report = _replayed_alone(serve, upstream.url, eur)
+
+    assert response.status_code == 500
+    assert report.from_earlier == []
+    assert report.unmatched == [
+        f"timetracer replay: no recorded call matches GET {upstream.url}/currencies (httpx)"
+    ]
+
+
+def test_a_call_made_more_often_than_its_cassette_recorded_is_not_taken_from_another(
+    serve: Callable[..., Any], upstream: Any, tmp_path: Path
+) -> None:
+    _record(serve, _recording(upstream.url, tmp_path, "shop"), "EUR")
+    _record(serve, _recording(upstream.url, tmp_path, "shop"), "GBP")
+    (gbp,) = [path for path in cassette_files(tmp_path) if _currency(path) == "GBP"]
+
+    response, report = _replayed_alone(serve, upstream.url, gbp, asks=2)
+
+    assert response.status_code == 500
+    assert report.from_earlier == []
+    (entry,) = [call for call in report.calls if call["recorded"] is None and call["replayed"]]
+    assert entry["differences"][-1] == "same call; every recorded answer for it is used up"
