@@ -4,8 +4,9 @@ and not one connection attempt to either."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,13 @@ from apps.mongo_app import CLOSED_URL, FIRST_ORDER, KINDS, create_app, run, scen
 from bson import json_util
 from conftest import load_cassettes
 from mongo_server import MongoWireServer, running_mongo
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
 from timetracer_otel.sealing import is_sealed
 
@@ -275,3 +281,57 @@ def test_a_client_made_before_the_plugin_is_named_in_a_warning_not_silently_unre
     ], done.stderr
     calls = {c["request"]["path"]: len(c["calls"]) for c in load_cassettes(tmp_path / "cassettes")}
     assert calls == {"/users/late": 1, "/users/early": 0}
+
+
+def _lazy_client_app(mongo_url: str, config: TraceConfig) -> Starlette:
+    """``/count``: the client is made by the first request that needs it, as many apps' ``get_db()`` does."""
+    clients: list[pymongo.AsyncMongoClient] = []
+
+    async def count(request: Request) -> JSONResponse:
+        if not clients:
+            clients.append(pymongo.AsyncMongoClient(mongo_url))
+        found = await clients[0]["shop"]["orders"].count_documents({})
+        return JSONResponse({"orders": found})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for client in clients:
+            await client.close()
+
+    app = Starlette(routes=[Route("/count", count)], lifespan=lifespan)
+    auto_setup(app, config=config, plugins=["pymongo"])
+    return app
+
+
+def test_a_client_made_in_a_request_leaves_its_own_ids_out_of_the_draws(
+    serve: Callable[..., Any], mongo: MongoWireServer, tmp_path: Path
+) -> None:
+    """pymongo's topology and session ids are drawn by whichever request makes the client: they
+    are not the app's draws, so a later request replayed alone (a new client) has none extra."""
+    recording = serve(
+        _lazy_client_app(mongo.url, TraceConfig(mode="record", cassette_dir=str(tmp_path))),
+        lifespan="on",
+    )
+    for _ in range(2):
+        assert httpx.get(f"{recording.url}/count", timeout=30).json() == {"orders": 0}
+    recording.stop()
+    paths = sorted(
+        cassette_files(tmp_path), key=lambda p: json.loads(p.read_text("utf-8"))["recorded_at"]
+    )
+    callers = {
+        draw["caller"]
+        for path in paths
+        for draw in json.loads(path.read_text("utf-8")).get("draws", [])
+    }
+    assert not {caller for caller in callers if caller.startswith("pymongo")}, callers
+
+    with new_reports() as reports:
+        replaying = serve(
+            _lazy_client_app(CLOSED_URL, TraceConfig(mode="replay", cassette_path=str(paths[1]))),
+            lifespan="on",
+        )
+        assert httpx.get(f"{replaying.url}/count", timeout=30).json() == {"orders": 0}
+        replaying.stop()
+    (report,) = reports
+    assert report.ok and report.extra_draws == {}, report.console_text()

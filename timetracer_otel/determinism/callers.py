@@ -3,9 +3,9 @@
 ``uuid.uuid4()`` draws from ``os.urandom`` and ``secrets.token_hex()`` from
 ``random.SystemRandom``: the caller is the first module outside those helpers (the app's
 own code, SQLAlchemy's column defaults, argon2's salt), and the outermost helper names
-the source. Draws by timetracer, OpenTelemetry, ``logging`` and SQLAlchemy's connection
-pool (the time a connection was opened: replay opens its connections anew) have no
-caller: they stay real.
+the source. Draws by timetracer, OpenTelemetry, ``logging``, SQLAlchemy's connection
+pool (the time a connection was opened: replay opens its connections anew) and pymongo's
+own ids have no caller: they stay real.
 """
 
 from __future__ import annotations
@@ -18,7 +18,20 @@ _HELPERS = frozenset({"random", "secrets", "uuid"})
 _OURS = (
     "timetracer_otel.determinism"  # the patched functions themselves: looked through, like a helper
 )
-_OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging", "sqlalchemy.pool")
+# pymongo's own ids and choices (the topology's ObjectId, server sessions' uuid4, wire request
+# ids, SCRAM nonces, retry jitter, server selection): drawn once per client or per message, in
+# whichever request first uses the client, and never seen by the app. Not its collection modules:
+# the _id an insert gives a document without one is the app's.
+_PYMONGO_OWN = tuple(
+    f"pymongo.{module}"
+    for module in (
+        "settings", "settings_shared", "client_session", "client_session_shared",
+        "synchronous.client_session", "asynchronous.client_session", "message", "_telemetry",
+        "auth", "auth_shared", "helpers", "helpers_shared", "topology", "synchronous.topology",
+        "asynchronous.topology", "srv_resolver", "synchronous.srv_resolver", "asynchronous.srv_resolver",
+    )
+)  # fmt: skip
+_OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging", "sqlalchemy.pool", *_PYMONGO_OWN)
 
 _APP, _HELPER, _THROUGH, _OWN = range(4)
 _kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
