@@ -429,3 +429,43 @@ def test_the_report_says_when_tests_replay_without_their_sealed_secrets(
     with_key.assert_outcomes(passed=1)
     with_key.stdout.fnmatch_lines(["tests: 1 replayed, 0 recorded"])
     with_key.stdout.no_fnmatch_line("secrets:*")
+
+
+_TEST_GARBAGE = """
+import gc
+import weakref
+
+import pytest
+
+class Node:
+    pass
+
+def _cycle():
+    node = Node()
+    node.me = node  # freed by the collector only
+    return weakref.ref(node)
+
+LEFT_BEFORE = _cycle()
+
+@pytest.mark.timetracer
+def test_a_cassette_test_starts_collected_and_collects_nothing_while_it_runs():
+    assert LEFT_BEFORE() is None  # collected when the test was set up
+    assert not gc.isenabled()
+    during = _cycle()
+    for _ in range(100_000):
+        [[]]  # allocations that would trigger a collection
+    assert during() is not None
+
+def test_a_test_without_a_cassette_runs_with_the_collector_as_it_was():
+    assert gc.isenabled()
+"""
+
+
+def test_garbage_is_collected_before_a_cassette_test_and_held_while_it_runs(
+    pytester: pytest.Pytester,
+) -> None:
+    """Whether an ORM sends a query can depend on when the collector frees an object (its
+    identity map holds them weakly): record and replay must free the same objects at the same points."""
+    pytester.makepyfile(test_garbage=_TEST_GARBAGE)
+    pytester.runpytest_subprocess("--timetracer-mode=record").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)

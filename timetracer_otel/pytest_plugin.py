@@ -22,6 +22,7 @@ replayed without the key to its sealed secrets, and names stale cassettes
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import os
 import uuid
@@ -154,6 +155,7 @@ _RUN = pytest.StashKey[_Run]()
 _TEST_BLOCK = pytest.StashKey[CassetteBlock | None]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _SETUP_FAILURE = pytest.StashKey[BaseException]()
+_GC_WAS_ENABLED = pytest.StashKey[bool]()
 
 
 def _shown(path: Path) -> str:
@@ -235,8 +237,19 @@ def _begin_test_block(item: pytest.Item, run: _Run) -> None:
         _fail_missing("for this test at", path, run.mode)
     options = _marker_options(item)
     block = run.block(path, item.nodeid, action, live=tuple(options.get("live", ())))
+    _hold_garbage_collection(item)
     block.activate()
     item.stash[_TEST_BLOCK] = block
+
+
+def _hold_garbage_collection(item: pytest.Item) -> None:
+    """Collect garbage now and none until the test's teardown: an ORM session's identity map
+    holds objects weakly, so whether a query is sent depends on whether the collector freed
+    an object in a reference cycle, which happens at other moments when recording (capture
+    allocates) than when replaying. Held, both runs free the same objects at the same points."""
+    gc.collect()
+    item.stash[_GC_WAS_ENABLED] = gc.isenabled()
+    gc.disable()
 
 
 class _SetupFailures:
@@ -275,6 +288,9 @@ def pytest_runtest_teardown(
     try:
         return (yield)
     finally:
+        if item.stash.get(_GC_WAS_ENABLED, False):
+            item.stash[_GC_WAS_ENABLED] = False
+            gc.enable()
         block = item.stash.get(_TEST_BLOCK, None)
         if block is not None:
             item.stash[_TEST_BLOCK] = None
