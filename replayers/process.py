@@ -108,16 +108,17 @@ class ProcessSession(ReplaySession):
         )
 
     def _mismatch(self, library: str, view: CallView) -> str:
-        live = f"or let {library} go live with TIMETRACER_LIVE_PLUGINS={library}."
+        live = f"let {library} go live with TIMETRACER_LIVE_PLUGINS={library}."
         if self.path == NO_CASSETTE:
             return (
                 "This call was made outside every request and no process cassette answered it: replay with\n"
                 "TIMETRACER_CASSETTE naming the directory the app recorded into (TIMETRACER_MODE=record keeps these\n"
-                f"calls in a process cassette there), {live}"
+                f"calls in a process cassette there), or {live}"
             )
         return (
             f"{describe_mismatch(view, self.index.calls)}\n"
-            f"This call was made outside every request and the process cassette does not answer it; {live}"
+            "This call was made outside every request and the process cassette does not answer it (background\n"
+            f"work that went on longer, or took another turn, than while recording): {live}"
         )
 
 

@@ -37,7 +37,8 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.writer import CassetteWriter
 from timetracer_otel.protocols.redis import command_request, request_view, usual_answer
 from timetracer_otel.replayers import install_replayers
-from timetracer_otel.replayers.process import find_process_cassette
+from timetracer_otel.replayers.process import ProcessSession, find_process_cassette
+from timetracer_otel.replayers.session import ReplayMismatchError
 from timetracer_otel.sealing import is_sealed
 
 PG = "postgresql+{driver}://postgres@127.0.0.1:{port}/test"
@@ -439,3 +440,18 @@ def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cass
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout
+
+
+def test_a_call_the_process_cassette_lacks_is_refused_saying_what_to_do() -> None:
+    """Background work that went on longer than the recording: the error says how to let it out."""
+    session = ProcessSession(
+        {"calls": []}, "process__shop__5d0c7a21.json", TraceConfig(mode="replay")
+    )
+    client = redis.Redis(decode_responses=True)
+    with pytest.raises(ReplayMismatchError) as error:
+        session.answer("redis", request_view(command_request(client, ("GET", "jobs:next"))))
+    assert str(error.value).endswith(
+        "This call was made outside every request and the process cassette does not answer it (background\n"
+        "work that went on longer, or took another turn, than while recording): let redis go live with "
+        "TIMETRACER_LIVE_PLUGINS=redis."
+    )
