@@ -79,9 +79,8 @@ def _service(directory: Path) -> Any:
         sys.modules.pop("celery_service", None)
 
 
-def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing(
-    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, queue: str
-) -> None:
+def _record_signups(serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path) -> str:
+    """Two sign-ups and the first job's state, recorded; the first job's id."""
     service = _service(tmp_path)
     auto_setup(service.app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
     server = serve(service.app)
@@ -91,24 +90,45 @@ def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing
         state = client.get(f"/jobs/{first.json()['job']}")
     assert (first.status_code, second.status_code, state.json()) == (202, 202, {"state": "PENDING"})
     assert timetracer_otel.flush(30)
+    return str(first.json()["job"])
+
+
+def _replayed(location: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """``timetracer replay LOCATION --json`` in a fresh process: the reports."""
+    done = subprocess.run(
+        [str(TIMETRACER), "replay", str(location), "--app", "celery_service:app",
+         "--app-dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return list(json.loads(done.stdout))
+
+
+def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, queue: str
+) -> None:
+    """Together, and the second sign-up alone: kombu checks the connection and binds the queue
+    once per process, in the first sign-up, and the second has those answers from its cassette."""
+    first_job = _record_signups(serve, cassette_dir, tmp_path)
     with redis.Redis.from_url(REDIS_URL) as client:
         queued = client.llen(queue)
         messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
     assert queued == 2
     assert {m["headers"]["origin"] for m in messages} == {f"gen{os.getpid()}@{os.uname().nodename}"}
 
-    done = subprocess.run(
-        [str(TIMETRACER), "replay", str(cassette_dir), "--app", "celery_service:app",
-         "--app-dir", str(tmp_path), "--json"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    reports = json.loads(done.stdout)
+    reports = _replayed(cassette_dir, tmp_path)
     assert [(r["method"], r["path"], r["verdict"]) for r in reports] == [
         ("POST", "/signup", "ok"),
         ("POST", "/signup", "ok"),
-        ("GET", f"/jobs/{first.json()['job']}", "ok"),
+        ("GET", f"/jobs/{first_job}", "ok"),
     ]
     assert all(r["refused"] == [] and r["unmatched"] == [] for r in reports)
+    first, second = sorted(
+        cassette_dir.rglob("POST__signup__*.json"),
+        key=lambda p: json.loads(p.read_text("utf-8"))["recorded_at"],
+    )
+    (alone,) = _replayed(second, tmp_path)
+    assert alone["verdict"] == "ok" and alone["from_earlier"], alone
+    assert all(f"(answered by {first.name}, recorded before)" in x for x in alone["from_earlier"])
     with redis.Redis.from_url(REDIS_URL) as client:
         assert client.llen(queue) == queued  # nothing was queued by the replay
