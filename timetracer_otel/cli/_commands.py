@@ -353,8 +353,8 @@ def search(
 @click.option(
     "--ignore",
     multiple=True,
-    metavar="FIELD",
-    help="A JSON field of the response to leave out of the comparison; repeat for several.",
+    metavar="NAME",
+    help="A JSON field or header of the response to leave out of the comparison; repeat for several.",
 )
 @click.option(
     "--header",
