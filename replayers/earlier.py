@@ -78,8 +78,9 @@ class EarlierRequests:
             if me is None:
                 return None
             calls = self._calls_of(me.service).get(view.key, [])
+            # recorded strictly before it: its own calls (same instant) are not among them
             before = bisect.bisect_left(calls, me.instant, key=lambda found: found.instant)
-            found = next((f for f in reversed(calls[:before]) if f.path != path), None)
+            found = calls[before - 1] if before else None
         if found is None:
             return None
         for index, call, recorded in self._views(found.path):

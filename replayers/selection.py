@@ -291,18 +291,12 @@ class CassetteLibrary:
             if (size := index.size_of(key)) is not None
         }
         self._documents = _Documents(_CACHED_BYTES, sizes, config)
-        if is_cassette_file(
-            location
-        ):  # given alone: the recording it came from is in its directory
-            own = self._entries[0].path
-            self.earlier = EarlierRequests(lambda: _recorded_beside(own, config), self._views)
-        else:
-            recorded = [
-                Recorded(recorded_instant(row["recorded_at"]), row["service"], entry.path)
-                for row, entry in zip(rows, self._entries, strict=True)
-                if entry.path not in self._blocks
-            ]
-            self.earlier = EarlierRequests(lambda: recorded, self._views)
+        # a cassette given alone: the recording it came from is in the directory it wrote into
+        own = self._entries[0].path if is_cassette_file(location) else None
+        self.earlier = EarlierRequests(
+            lambda: _recorded_in(recording_directory(own) if own else location, own, config),
+            self._views,
+        )
         self._lock = threading.Lock()
 
     @property
@@ -415,16 +409,16 @@ class CassetteLibrary:
         )
 
 
-def _recorded_beside(own: str, config: TraceConfig) -> list[Recorded]:
-    """The request cassettes of the directory the recording of ``own`` (a cassette given alone)
-    wrote into, ``own`` among them under its own name."""
-    index = CassetteIndex(recording_directory(own), config.read_limits).refresh()
-    same = _same_file(own)
+def _recorded_in(directory: CassetteFile, own: str | None, config: TraceConfig) -> list[Recorded]:
+    """The request cassettes in ``directory`` (its index, read again only when an earlier answer
+    is first needed); ``own``, a cassette given alone, among them under the name it was given."""
+    index = CassetteIndex(directory, config.read_limits).refresh()
+    same = _same_file(own) if own is not None else None
     return [
         Recorded(
             recorded_instant(row["recorded_at"]),
             row["service"],
-            own if _same_file(file) == same else str(file),
+            own if own is not None and _same_file(file) == same else str(file),
         )
         for key, file in index.files().items()
         if (row := index.entries[key])["method"] != BLOCK_METHOD
