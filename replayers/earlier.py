@@ -9,7 +9,8 @@ answer from an earlier request, so replay gives it: the call with the same signa
 most recent cassette of the same service recorded before this one (beside it in the
 directory replayed, or in the directory its recording wrote into when it is replayed alone).
 The report names each such call and the cassette it came from. A call that no earlier
-request made still fails where it is made.
+request made still fails where it is made. The pytest plugin does the same for a test's
+cassette, from the cassettes of the tests and fixtures recorded before it.
 
 Searched only when a cassette cannot answer a call: then the cassettes of its service (the
 most recent :data:`SEARCHED`) are read once to index their calls by signature.
@@ -18,19 +19,24 @@ most recent :data:`SEARCHED`) are read once to index their calls by signature.
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import NamedTuple
 
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.document import BLOCK_METHOD, recorded_instant
+from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.reader import CassetteError
+from timetracer_otel.cli.index import CassetteIndex
+from timetracer_otel.config import TraceConfig
 from timetracer_otel.protocols import CallView
 
 from .matching import RecordedCall
 from .session import RecordedViews
 
-__all__ = ["EarlierRequests", "Recorded", "SEARCHED"]
+__all__ = ["EarlierRequests", "Recorded", "SEARCHED", "recorded_in"]
 
 SEARCHED = 5000  # the most recent cassettes of a service whose calls answer later requests
 
@@ -106,3 +112,26 @@ class EarlierRequests:
             for index, _, view in views:
                 calls.setdefault(view.key, []).append(_Found(entry.instant, entry.path, index))
         return calls
+
+
+def recorded_in(
+    directory: CassetteFile, config: TraceConfig, *, blocks: bool = False, own: str | None = None
+) -> list[Recorded]:
+    """The request cassettes in ``directory`` or, with ``blocks``, those of the pytest plugin's
+    tests and fixtures (its index, read again only when an earlier answer is first needed);
+    ``own``, a cassette given alone, among them under the name it was given."""
+    index = CassetteIndex(directory, config.read_limits).refresh()
+    same = _same_file(own) if own is not None else None
+    return [
+        Recorded(
+            recorded_instant(row["recorded_at"]),
+            row["service"],
+            own if own is not None and _same_file(file) == same else str(file),
+        )
+        for key, file in index.files().items()
+        if ((row := index.entries[key])["method"] == BLOCK_METHOD) == blocks
+    ]
+
+
+def _same_file(file: CassetteFile) -> str:
+    return str(file) if is_url(file) else os.path.realpath(file)

@@ -21,7 +21,6 @@ in memory.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -33,7 +32,6 @@ from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.document import BLOCK_METHOD, Cassette, recorded_instant
-from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.reader import (
     CassetteError,
     is_cassette_file,
@@ -47,7 +45,7 @@ from timetracer_otel.inbound import Scope, latin1_headers, route_template
 from timetracer_otel.protocols.http import content_digest, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
-from .earlier import EarlierRequests, Recorded
+from .earlier import EarlierRequests, recorded_in
 from .opening import Opened, open_for_replay
 from .report import RecordedResponse
 from .session import RecordedViews
@@ -294,7 +292,7 @@ class CassetteLibrary:
         # a cassette given alone: the recording it came from is in the directory it wrote into
         own = self._entries[0].path if is_cassette_file(location) else None
         self.earlier = EarlierRequests(
-            lambda: _recorded_in(recording_directory(own) if own else location, own, config),
+            lambda: recorded_in(recording_directory(own) if own else location, config, own=own),
             self._views,
         )
         self._lock = threading.Lock()
@@ -407,26 +405,6 @@ class CassetteLibrary:
             opened.shown if opened.unsealed else None,
             prepared,
         )
-
-
-def _recorded_in(directory: CassetteFile, own: str | None, config: TraceConfig) -> list[Recorded]:
-    """The request cassettes in ``directory`` (its index, read again only when an earlier answer
-    is first needed); ``own``, a cassette given alone, among them under the name it was given."""
-    index = CassetteIndex(directory, config.read_limits).refresh()
-    same = _same_file(own) if own is not None else None
-    return [
-        Recorded(
-            recorded_instant(row["recorded_at"]),
-            row["service"],
-            own if own is not None and _same_file(file) == same else str(file),
-        )
-        for key, file in index.files().items()
-        if (row := index.entries[key])["method"] != BLOCK_METHOD
-    ]
-
-
-def _same_file(file: CassetteFile) -> str:
-    return str(file) if is_url(file) else os.path.realpath(file)
 
 
 def _as_recorded(

@@ -469,3 +469,79 @@ def test_garbage_is_collected_before_a_cassette_test_and_held_while_it_runs(
     pytester.makepyfile(test_garbage=_TEST_GARBAGE)
     pytester.runpytest_subprocess("--timetracer-mode=record").assert_outcomes(passed=2)
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
+
+
+# A rates client that asks the upstream for its currencies once per process and keeps them:
+# only the first test that quotes makes that call, so only its cassette holds it.
+_RATES = """
+import httpx
+
+UPSTREAM = "{upstream}"
+_currencies = []
+
+
+def quote(currency):
+    if not _currencies:
+        _currencies.extend(httpx.get(f"{{UPSTREAM}}/currencies").json())
+    if currency not in _currencies:
+        raise LookupError(currency)
+    return httpx.get(f"{{UPSTREAM}}/echo", params={{"symbols": currency}}).json()["query"]
+"""
+
+_TEST_RATES = """
+import pytest
+
+from rates import quote
+
+
+def test_euro():
+    assert quote("EUR") == "symbols=EUR"
+
+
+@pytest.mark.xdist_group("pound")
+def test_pound():
+    assert quote("GBP") == "symbols=GBP"
+"""
+
+
+def test_a_test_run_alone_gets_what_the_recording_process_had_from_an_earlier_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """Replayed alone, or first on its pytest-xdist worker, ``test_pound`` asks for the
+    currencies its cassette lacks: the answer comes from ``test_euro``'s, recorded before it,
+    and the report names it. Once ``test_euro`` is recorded again (after ``test_pound``), no
+    earlier cassette holds the call and ``test_pound`` fails where it is made."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:  # up throughout: in replay the network guard keeps it out
+        pytester.makepyfile(rates=_RATES.format(upstream=live.url), test_rates=_TEST_RATES)
+        pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=2)
+        pound = json.loads((pytester.path / "cassettes/test_rates/test_pound.json").read_text())
+        assert [call["request"]["url"] for call in pound["calls"]] == [
+            f"{live.url}/echo?symbols=GBP"
+        ]
+        report_lines = [
+            "*tests: 1 replayed, 0 recorded*",
+            "*calls: 2 answered from cassettes, 0 not answered, 0 recorded but not made",
+            "  1 call not in its test's cassette, answered from an earlier test's (the recording process had it from there):",
+            f"    cassettes/test_rates/test_pound.json: httpx GET {live.url}/currencies"
+            " (answered by cassettes/test_rates/test_euro.json)",
+        ]
+        alone = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_pound")
+        alone.assert_outcomes(passed=1, deselected=1)
+        alone.stdout.fnmatch_lines(report_lines)
+
+        # each test first on a worker of its own: the workers' reports are merged
+        spread = pytester.runpytest_subprocess(
+            "--timetracer-mode=none", "-n", "2", "--dist", "loadgroup"
+        )
+        spread.assert_outcomes(passed=2)
+        spread.stdout.fnmatch_lines(["*tests: 2 replayed, 0 recorded*", *report_lines[2:]])
+        assert len(live.requests) == 3  # those recorded; none in replay
+
+        # test_euro recorded again, now after test_pound: no earlier cassette holds the call
+        pytester.runpytest_subprocess("--timetracer-mode=all", "-k", "test_euro").assert_outcomes(
+            passed=1, deselected=1
+        )
+        later = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_pound")
+    later.assert_outcomes(failed=1, deselected=1)
+    later.stdout.fnmatch_lines(["*no recorded call matches GET*/currencies*"])

@@ -22,6 +22,7 @@ replayed without the key to its sealed secrets, and names stale cassettes
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
 import os
@@ -30,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -41,6 +42,7 @@ from timetracer_otel._pytest.blocks import (
     BlockOutcome,
     CassetteBlock,
     SealedSecretsError,
+    earlier_tests,
 )
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
@@ -48,7 +50,10 @@ from timetracer_otel._pytest.naming import (
     cassette_of_test,
     cassettes_of_module,
 )
-from timetracer_otel._pytest.report import RunReport
+from timetracer_otel._pytest.report import RunReport, shown
+
+if TYPE_CHECKING:
+    from timetracer_otel.replayers.session import EarlierAnswer
 
 __all__ = ["timetracer_replay", "timetracer_record"]
 
@@ -121,7 +126,7 @@ class _Run:
         # One id for the whole run, shared by pytest-xdist's workers.
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
         self.allowed_hosts = frozenset(config.getini("timetracer_allowed_hosts"))
-        self.report = RunReport(self.mode, _shown(self.directory))
+        self.report = RunReport(self.mode, shown(self.directory))
         self.fixture_blocks: dict[
             Any, CassetteBlock
         ] = {}  # by the fixturedef whose scope instance it records
@@ -138,11 +143,18 @@ class _Run:
     def block(self, path: Path, label: str, action: str, **options: Any) -> CassetteBlock:
         """A test's or fixture's cassette; from the first one on, apps served by uvicorn in this process are apps under test."""
         install_live_servers()
+        if action == REPLAY:
+            options["earlier"] = self.earlier
         try:
             return CassetteBlock(path, label, action, allowed_hosts=self.allowed_hosts, **options)
         except SealedSecretsError as exc:  # still fails; the report names the key
             self.report.not_opened(exc)
             raise
+
+    @functools.cached_property
+    def earlier(self) -> EarlierAnswer:
+        """Answers from earlier tests' cassettes (made when a replayed test first needs one)."""
+        return earlier_tests(self.directory)
 
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
@@ -156,12 +168,6 @@ _TEST_BLOCK = pytest.StashKey[CassetteBlock | None]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _SETUP_FAILURE = pytest.StashKey[BaseException]()
 _GC_WAS_ENABLED = pytest.StashKey[bool]()
-
-
-def _shown(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(Path.cwd()))
-    return str(path)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -265,7 +271,7 @@ class _SetupFailures:
 
 def _fail_missing(where: str, path: Path, mode: str) -> NoReturn:
     pytest.fail(
-        f"timetracer: no cassette {where} {_shown(path)} and --timetracer-mode={mode} only replays: "
+        f"timetracer: no cassette {where} {shown(path)} and --timetracer-mode={mode} only replays: "
         "record it with pytest --timetracer-mode=once",
         pytrace=False,
     )
@@ -313,7 +319,7 @@ def _fail_unless_faithful(outcome: BlockOutcome, strict: bool) -> None:
         lines += [f"  recorded but unused: {label}" for label in outcome.unused]
     if lines:
         pytest.fail(
-            "\n".join([f"timetracer replay of {_shown(Path(outcome.path))} failed:", *lines]),
+            "\n".join([f"timetracer replay of {shown(outcome.path)} failed:", *lines]),
             pytrace=False,
         )
 
@@ -416,7 +422,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"stale: {len(stale)} cassettes no test owns any more (remove them with --timetracer-prune):"
         )
         for path in stale:
-            terminalreporter.write_line(f"  {_shown(Path(path))}")
+            terminalreporter.write_line(f"  {shown(path)}")
 
 
 class _XdistController:

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from timetracer_otel import _network_guard
 from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
+
+if TYPE_CHECKING:
+    from timetracer_otel.replayers.opening import Opened
+    from timetracer_otel.replayers.session import EarlierAnswer, RecordedViews
 
 __all__ = [
     "BlockOutcome",
@@ -27,6 +33,7 @@ __all__ = [
     "RECORD",
     "REPLAY",
     "SealedSecretsError",
+    "earlier_tests",
     "running_block",
 ]
 
@@ -47,6 +54,8 @@ class BlockOutcome:
     unmatched: list[str] = field(default_factory=list)  # first lines of the mismatch errors
     refused: list[str] = field(default_factory=list)  # connections the network guard refused
     locked: bool = False  # sealed secrets and no key here: the app got [REDACTED] for them
+    # calls its cassette does not hold, answered from an earlier test's: (library, label, that cassette's path)
+    from_earlier: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class SealedSecretsError(CassetteError):
@@ -59,10 +68,48 @@ _REFUSAL_HINT = (
 )
 
 
+def _opened(path: Path, config: TraceConfig) -> Opened:
+    """The cassette at ``path`` opened with this process's key. No file (a fixture that made no
+    call when it was recorded): every call made now is unanswered."""
+    from timetracer_otel.replayers.opening import open_for_replay
+
+    document = (
+        load_cassette(path, limits=config.read_limits)
+        if path.exists()
+        else {"calls": [], "draws": []}
+    )
+    try:
+        return open_for_replay(document, str(path), config)
+    except CassetteError as exc:  # reading it raised above: here it is its secrets
+        raise SealedSecretsError(exc.path, exc.problem) from None
+
+
+def earlier_tests(directory: Path) -> EarlierAnswer:
+    """Answers, for a call a test's cassette does not hold, from the cassettes of the tests and
+    fixtures recorded before it in ``directory``: what the recording process remembered from an
+    earlier test (a value fetched once and cached) when the test now runs alone, first on its
+    pytest-xdist worker, or after other tests (see :mod:`timetracer_otel.replayers.earlier`)."""
+    from timetracer_otel.replayers.earlier import EarlierRequests, recorded_in
+
+    config = TraceConfig(mode="replay")
+
+    @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
+    def views(path: str) -> RecordedViews:
+        return _opened(Path(path), config).views(path)
+
+    return EarlierRequests(lambda: recorded_in(directory, config, blocks=True), views).answer
+
+
 class _Replay:
     """A cassette answering calls and draws, with the network closed while it is active."""
 
-    def __init__(self, path: Path, live: tuple[str, ...], allowed_hosts: frozenset[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        live: tuple[str, ...],
+        allowed_hosts: frozenset[str],
+        earlier: EarlierAnswer | None,
+    ) -> None:
         from timetracer_otel.determinism import (
             DrawReplayer,
             decode_draws,
@@ -72,24 +119,19 @@ class _Replay:
             install as install_draw_sources,
         )
         from timetracer_otel.replayers import install_replayers
-        from timetracer_otel.replayers.opening import open_for_replay
         from timetracer_otel.replayers.session import ReplaySession
 
         install_replayers()
         config = TraceConfig(mode="replay")
-        # No cassette (a fixture that made no call when it was recorded): every call it makes now is unanswered.
-        document = (
-            load_cassette(path, limits=config.read_limits)
-            if path.exists()
-            else {"calls": [], "draws": []}
-        )
-        try:
-            opened = open_for_replay(document, str(path), config)
-        except CassetteError as exc:  # reading it raised above: here it is its secrets
-            raise SealedSecretsError(exc.path, exc.problem) from None
+        opened = _opened(path, config)
         self.locked = opened.locked
         self.session = ReplaySession(
-            opened.answers, str(path), config, live_libraries=live, views=opened.views(str(path))
+            opened.answers,
+            str(path),
+            config,
+            live_libraries=live,
+            views=opened.views(str(path)),
+            earlier=earlier,
         )
         install_draw_sources(config.draws)
         self.draws = DrawReplayer(
@@ -144,13 +186,14 @@ class CassetteBlock:
         keep_empty: bool = True,
         seed: str | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
+        earlier: EarlierAnswer | None = None,
     ) -> None:
         self.path = path
         self.action = action
         self._recording = (
             BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
         )
-        self._replay = _Replay(path, live, allowed_hosts) if action == REPLAY else None
+        self._replay = _Replay(path, live, allowed_hosts, earlier) if action == REPLAY else None
 
     @property
     def state(self) -> object:
@@ -189,6 +232,7 @@ class CassetteBlock:
         outcome.answered = len(session.answered)
         outcome.unused = [call.view.label for call in session.unused()]
         outcome.unmatched = [str(error).splitlines()[0] for error in session.unmatched]
+        outcome.from_earlier = list(session.from_earlier)
         if self._replay.closure is not None:
             outcome.refused = list(self._replay.closure.refused)
         return outcome

@@ -7,6 +7,7 @@ controller as plain data (:meth:`RunReport.as_data`), which merges them and repo
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -16,9 +17,10 @@ from typing import Any
 
 from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 
-__all__ = ["RunReport"]
+__all__ = ["RunReport", "shown"]
 
 _LOCKED = "locked"
+_EARLIER_SHOWN = 5  # calls answered from earlier tests named in the report
 
 
 # what each mode does, beside its pytest-recording name (``--timetracer-mode=replay`` is ``none``)
@@ -51,6 +53,8 @@ class RunReport:
     scopes: set[str] = field(default_factory=set)  # directories whose tests were all collected
     # cassettes not replayed as their sealed secrets cannot be opened here: what opening says, by path
     unopened: dict[str, str] = field(default_factory=dict)
+    # calls a cassette did not hold, answered from an earlier test's: "<cassette>: <what answered it>"
+    from_earlier: list[str] = field(default_factory=list)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if outcome.kept:
@@ -61,6 +65,10 @@ class RunReport:
         self.answered += outcome.answered
         self.unmatched += len(outcome.unmatched)
         self.unused += len(outcome.unused)
+        self.from_earlier.extend(
+            f"{shown(outcome.path)}: {library} {label} (answered by {shown(path)})"
+            for library, label, path in outcome.from_earlier
+        )
 
     def missing(self, path: str) -> None:
         self.tests["missing"] += 1
@@ -80,6 +88,7 @@ class RunReport:
             "owned": sorted(self.owned),
             "scopes": sorted(self.scopes),
             "unopened": self.unopened,
+            "from_earlier": self.from_earlier,
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -93,6 +102,7 @@ class RunReport:
         self.owned.update(data["owned"])
         self.scopes.update(data["scopes"])
         self.unopened.update(data["unopened"])
+        self.from_earlier.extend(data["from_earlier"])
 
     def stale(self) -> list[str]:
         """Cassettes under the directories of the collected test modules that no test or fixture of the run owns."""
@@ -112,8 +122,23 @@ class RunReport:
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
             f"calls: {self.answered} answered from cassettes, {self.unmatched} not answered, {self.unused} recorded but not made",
+            *self._earlier_lines(),
             *self._locked_lines(),
             *self._unopened_lines(),
+        ]
+
+    def _earlier_lines(self) -> list[str]:
+        """The calls answered from an earlier test's cassette: made once per process and kept when
+        recorded, made again here (a test run alone, or first on its worker)."""
+        if not self.from_earlier:
+            return []
+        shown = sorted(self.from_earlier)[:_EARLIER_SHOWN]
+        more = len(self.from_earlier) - len(shown)
+        return [
+            f"  {_counted(len(self.from_earlier), 'call')} not in its test's cassette, answered from an earlier "
+            "test's (the recording process had it from there):",
+            *(f"    {line}" for line in shown),
+            *([f"    and {more} more"] if more else []),
         ]
 
     def _locked_lines(self) -> list[str]:
@@ -141,6 +166,13 @@ class RunReport:
             f"secrets: {_counted(count, 'cassette')} not replayed: {problem}"
             for problem, count in sorted(reasons.items())
         ]
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(Path.cwd()))
+    return str(path)
 
 
 def _counted(count: int, noun: str) -> str:
