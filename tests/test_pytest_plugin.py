@@ -545,3 +545,75 @@ def test_a_test_run_alone_gets_what_the_recording_process_had_from_an_earlier_te
         later = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_pound")
     later.assert_outcomes(failed=1, deselected=1)
     later.stdout.fnmatch_lines(["*no recorded call matches GET*/currencies*"])
+
+
+# Values drawn while pytest imports the suite: a signing key made when the conftest is
+# imported, test ids and a UUID drawn when a test module is.
+_CONFTEST_KEY = """
+import hashlib
+import hmac
+import secrets
+
+SIGNING_KEY = secrets.token_hex(16)
+
+
+def signed(text):
+    return hmac.new(SIGNING_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()[:16]
+"""
+
+_NAMES = """
+import random
+import string
+
+
+def random_name():
+    return "".join(random.choices(string.ascii_lowercase, k=8))
+"""
+
+_TEST_NAMES = """
+import uuid
+
+import httpx
+import pytest
+
+from conftest import signed
+from names import random_name
+
+UPSTREAM = "{upstream}"
+ORDER = str(uuid.uuid4())
+
+
+@pytest.mark.parametrize("name", [random_name(), random_name()])
+def test_{module}_signs(name):
+    query = {{"name": name, "order": ORDER, "signature": signed(name)}}
+    assert httpx.get(f"{{UPSTREAM}}/echo", params=query).json()["query"].startswith("name=" + name)
+"""
+
+
+def test_values_drawn_while_the_suite_is_imported_are_the_same_in_every_run(
+    pytester: pytest.Pytester,
+) -> None:
+    """A conftest's signing key, parametrized names and a module-level UUID are drawn before any
+    cassette is active: they come out the same in the replaying run, so each test finds its
+    cassette (named after its random parameter) and sends what it recorded, when its module is
+    collected alone too, and pytest-xdist's workers collect the same tests."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(
+            conftest=_CONFTEST_KEY,
+            names=_NAMES,
+            test_first=_TEST_NAMES.format(upstream=live.url, module="first"),
+            test_second=_TEST_NAMES.format(upstream=live.url, module="second"),
+        )
+        pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=4)
+        recorded = sorted(p.name for p in (pytester.path / "cassettes").rglob("*.json"))
+        assert len(recorded) == 4 and len(live.requests) == 4
+
+        pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
+        alone = pytester.runpytest_subprocess("--timetracer-mode=none", "test_second.py")
+        alone.assert_outcomes(passed=2)
+        alone.stdout.fnmatch_lines(["*tests: 2 replayed, 0 recorded*"])
+        workers = pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2")
+        workers.assert_outcomes(passed=4)
+        assert len(live.requests) == 4  # every run after the first replayed
+    assert sorted(p.name for p in (pytester.path / "cassettes").rglob("*.json")) == recorded

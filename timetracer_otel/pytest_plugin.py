@@ -44,6 +44,7 @@ from timetracer_otel._pytest.blocks import (
     SealedSecretsError,
     earlier_tests,
 )
+from timetracer_otel._pytest.collection import in_project, seeded_while_collecting
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
@@ -103,22 +104,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _chosen_mode(config: pytest.Config) -> str:
+    """The mode the options, the configuration or the ``CI`` variable choose. Read from the
+    options parsed early, so that it is known while the initial conftests are imported."""
+    chosen = getattr(config.known_args_namespace, "timetracer_mode", None) or config.getini(
+        "timetracer_mode"
+    )
+    default = (
+        "none"
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+        else "once"
+    )
+    mode = _MODES.get(str(chosen).strip().lower() or default)
+    if mode is None:
+        raise pytest.UsageError(f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}")
+    return mode
+
+
+def _seeding_collection(config: pytest.Config) -> AbstractContextManager[None]:
+    """Random values drawn while the suite is imported and collected are seeded (see
+    :mod:`timetracer_otel._pytest.collection`) when every test has a cassette."""
+    if config.getini("timetracer_autouse") and _chosen_mode(config) != "off":
+        return seeded_while_collecting(config.rootpath.resolve())
+    return contextlib.nullcontext()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, None, None]:
+    with _seeding_collection(early_config):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Generator[None, None, None]:
+    with _seeding_collection(session.config):
+        return (yield)
+
+
 class _Run:
     """The plugin's state for one pytest run."""
 
     def __init__(self, config: pytest.Config) -> None:
-        chosen = config.getoption("--timetracer-mode") or config.getini("timetracer_mode")
-        default = (
-            "none"
-            if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-            else "once"
-        )
-        mode = _MODES.get(str(chosen).strip().lower() or default)
-        if mode is None:
-            raise pytest.UsageError(
-                f"timetracer_mode = {chosen!r}: choose one of {', '.join(_MODES)}"
-            )
-        self.mode = mode
+        self.mode = _chosen_mode(config)
         directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
         self.rootpath = config.rootpath.resolve()
         self.directory = directory if directory.is_absolute() else config.rootpath / directory
@@ -367,9 +394,7 @@ def _project_fixture(fixturedef: pytest.FixtureDef[Any], run: _Run) -> bool:
         path = Path(inspect.getfile(fixturedef.func)).resolve()
     except (TypeError, OSError):
         return False
-    return path.is_relative_to(run.rootpath) and not {"site-packages", "dist-packages"} & set(
-        path.parts
-    )
+    return in_project(path, run.rootpath)
 
 
 def pytest_fixture_post_finalizer(
