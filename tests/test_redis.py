@@ -270,7 +270,7 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
     ]
     assert [entry["args"] for entry in shown[2]["pipeline"]] == [
         ["default", "[REDACTED]"],
-        ["x", "y", "[REDACTED]"],
+        [f"{prefix}:auth:pipe", "soon", "[REDACTED]"],
     ]
 
     (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/credentials"])

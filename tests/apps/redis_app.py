@@ -114,9 +114,10 @@ def credentials(client: Any, key: Callable[[str], str]) -> Scenario:
             "MIGRATE", "127.0.0.1", 1, "", 0, 100, "AUTH2", "u", "mig-s3cret", "KEYS", key("none")
         ),
     )
+    # the failing command quotes the password (redis-py hides AUTH's own arguments in errors)
     pipe = client.pipeline(transaction=False)
     pipe.execute_command("AUTH", "default", "pipe-s3cret").execute_command(
-        "AUTH", "x", "y", "pipe-s3cret"
+        "SETEX", key("pipe"), "soon", "pipe-s3cret"
     )
     try:
         yield "pipeline auth", pipe.execute()
