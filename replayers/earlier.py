@@ -79,7 +79,7 @@ class EarlierRequests:
         no earlier request made it."""
         with self._lock:
             if self._by_path is None:
-                self._by_path = {entry.path: entry for entry in self._cassettes()}
+                self._by_path = {entry.path: entry for entry in self._listed()}
             me = self._by_path.get(path)
             if me is None:
                 return None
@@ -93,6 +93,15 @@ class EarlierRequests:
             if index == found.position:
                 return found.path, RecordedCall(index, call, recorded, used=True)
         return None
+
+    def _listed(self) -> Iterable[Recorded]:
+        """The cassettes to search; none when they cannot be listed (the directory a cassette
+        was recorded into is gone): the call then fails as one no cassette holds."""
+        try:
+            return self._cassettes()
+        except CassetteError as error:
+            logger.warning("%s; no earlier request answers", printable(str(error)))
+            return ()
 
     def _calls_of(self, service: str | None) -> dict[Hashable, list[_Found]]:
         """The calls of ``service``'s most recent :data:`SEARCHED` cassettes by signature, each

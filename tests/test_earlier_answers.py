@@ -7,6 +7,7 @@ and a call made more often than its own cassette recorded it is not taken from e
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,24 @@ def test_a_call_made_more_often_than_its_cassette_recorded_is_not_taken_from_ano
     assert report.from_earlier == []
     (entry,) = [call for call in report.calls if call["recorded"] is None and call["replayed"]]
     assert entry["differences"][-1] == "same call; every recorded answer for it is used up"
+
+
+def test_a_cassette_whose_recording_directory_is_gone_fails_the_call_as_unrecorded(
+    serve: Callable[..., Any], upstream: Any, tmp_path: Path
+) -> None:
+    """Copied elsewhere and its recording directory removed, a cassette that lacks a call has no
+    earlier request to ask: the call fails where it is made, as one no cassette holds."""
+    recorded = _record(serve, _recording(upstream.url, tmp_path / "recorded", "shop"), "EUR", "GBP")
+    (gbp,) = [path for path in recorded if _currency(path) == "GBP"]
+    alone = tmp_path / "copied" / gbp.name
+    alone.parent.mkdir()
+    alone.write_bytes(gbp.read_bytes())
+    shutil.rmtree(tmp_path / "recorded")
+
+    response, report = _replayed_alone(serve, upstream.url, alone)
+
+    assert response.status_code == 500
+    assert report.from_earlier == []
+    assert report.unmatched == [
+        f"timetracer replay: no recorded call matches GET {upstream.url}/currencies (httpx)"
+    ]
