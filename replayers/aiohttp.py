@@ -35,7 +35,7 @@ from timetracer_otel import wrapper_layers
 from timetracer_otel.cassette.calls import CassetteCall
 
 from .http import HttpAnswer, error_kind, http_answer, recorded_exception_class
-from .session import ReplaySession, replay_session_for
+from .session import ReplaySession, replay_session_for, round_trip
 
 __all__ = ["install", "uninstall"]
 
@@ -260,6 +260,7 @@ async def _replay(
         call = replay.answer_http(
             "aiohttp", method, str(traced_url), body, list(request.headers.items())
         )
+        await round_trip()
         answer = http_answer(call)
         if answer is None:
             raise _recorded_error(call, request)

@@ -50,7 +50,7 @@ from timetracer_otel.protocols.sql import (
 )
 
 from .http import recorded_error_class
-from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, replay_session_for, round_trip
 
 __all__ = ["install", "uninstall"]
 
@@ -121,6 +121,7 @@ def _replay(owner: type, method: str) -> Callable[..., Any]:
             return await wrapped(*args, **kwargs)
         view = live_view(session.scrubbed(request), session.redactor)
         recorded = session.answer(LIBRARY, view)
+        await round_trip()
         if recorded.call.error:
             raise _error(recorded.call)
         response = recorded_response(recorded.call, recorded.view, view)

@@ -43,7 +43,7 @@ from timetracer_otel._grpc_messages import (
 )
 from timetracer_otel.protocols.grpc import call_request, live_view
 
-from .session import ReplaySession, replay_session_for
+from .session import ReplaySession, replay_session_for, round_trip
 
 __all__ = ["install", "uninstall"]
 
@@ -242,10 +242,14 @@ class _AioReplayed:
         if self._outcome is not None:
             return self._outcome
         if self._requests is None:
-            return self._settle(self._written)
-        if isinstance(self._requests, AsyncIterable):
-            return self._settle([message async for message in self._requests])
-        return self._settle(list(self._requests))
+            requests = self._written
+        elif isinstance(self._requests, AsyncIterable):
+            requests = [message async for message in self._requests]
+        else:
+            requests = list(self._requests)
+        outcome = self._settle(requests)
+        await round_trip()
+        return outcome
 
     def _error(self, response: dict[str, Any]) -> grpc.aio.AioRpcError | None:
         code = grpc.StatusCode[response["code"]]

@@ -14,7 +14,7 @@ from typing import Any
 from timetracer_otel import wrapper_layers
 
 from .http import error_kind, http_answer, recorded_exception_class
-from .session import ReplaySession, replay_session_for
+from .session import ReplaySession, replay_session_for, round_trip
 
 __all__ = ["TransportReplay", "install", "uninstall"]
 
@@ -80,7 +80,9 @@ class TransportReplay:
         session = self._session(request)
         if session is None:
             return await wrapped(*args, **kwargs)
-        return self._respond(session, request, await request.aread())
+        response = self._respond(session, request, await request.aread())
+        await round_trip()
+        return response
 
     def install(self) -> None:
         module = self._module = importlib.import_module(self._library)

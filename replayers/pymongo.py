@@ -55,7 +55,13 @@ from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.libraries import LIBRARIES
 from timetracer_otel.protocols.mongo import UNRECORDED, command_view
 
-from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
+from .session import (
+    ReplayMismatchError,
+    ReplaySession,
+    current_session,
+    replay_session_for,
+    round_trip,
+)
 
 __all__ = ["install", "uninstall"]
 
@@ -234,7 +240,9 @@ class _AsyncConnection(_Replaying, async_pool.AsyncConnection):
         """Nothing leaves the process: the answer was found in ``prepare``."""
 
     async def receive_message(self, request_id: int | None) -> _OpMsg:
-        return self.answer()
+        reply = self.answer()
+        await round_trip()
+        return reply
 
 
 def _connection(cls: type, pool: Any, socket: _NoSocket) -> Any:

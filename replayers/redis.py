@@ -43,7 +43,7 @@ from timetracer_otel.protocols.redis import (
 from timetracer_otel.redaction import Redactor
 
 from .http import recorded_error_class
-from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, replay_session_for, round_trip
 
 __all__ = ["install", "uninstall"]
 
@@ -159,7 +159,9 @@ def _async(answer: Callable[[ReplaySession, Any, tuple], Any]) -> Callable[..., 
         session = _session(lambda: command_request(instance, args)) if args else None
         if session is None:
             return await wrapped(*args, **kwargs)
-        return answer(session, instance, args)
+        reply = answer(session, instance, args)
+        await round_trip()
+        return reply
 
     return replay
 
@@ -189,9 +191,11 @@ async def _async_execute(wrapped: Callable[..., Any], pipe: Any, args: tuple, kw
     if pipe.scripts:
         await pipe.load_scripts()
     try:
-        return _pipeline_replies(session, pipe, args, kwargs)
+        replies = _pipeline_replies(session, pipe, args, kwargs)
     finally:
         await pipe.reset()
+    await round_trip()
+    return replies
 
 
 def _refuse(connection: Any) -> None:

@@ -9,6 +9,7 @@ library was named live.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import os
@@ -40,6 +41,7 @@ from .matching import (
 __all__ = [
     "ReplaySession",
     "ReplayMismatchError",
+    "round_trip",
     "call_entry",
     "current_session",
     "replay_session_for",
@@ -60,6 +62,14 @@ def _checked_view(call: CassetteCall, index: int, path: str) -> CallView | None:
         raise CassetteError(
             path, f"calls[{index}] cannot be replayed ({type(exc).__name__}: {exc})"
         ) from None
+
+
+async def round_trip() -> None:
+    """What a replayed async call awaits in place of the server's reply. The event loop runs the
+    other ready tasks once, as it did while the recorded call waited on its socket: a task the
+    request started (an audit write, a log sink) then draws its values and makes its calls in the
+    order it did when recorded, instead of after the request's own."""
+    await asyncio.sleep(0)
 
 
 class ReplayMismatchError(Exception):

@@ -52,7 +52,13 @@ from timetracer_otel.protocols.sql import (
     statement_request,
 )
 
-from .session import ReplayMismatchError, ReplaySession, current_session, replay_session_for
+from .session import (
+    ReplayMismatchError,
+    ReplaySession,
+    current_session,
+    replay_session_for,
+    round_trip,
+)
 
 __all__ = ["install", "uninstall"]
 
@@ -69,10 +75,6 @@ def _session(dialect: Dialect, describe: Callable[[], str]) -> ReplaySession | N
     if dialect.name == "sqlite" and current_session() is None:
         return None
     return replay_session_for(LIBRARY, describe)
-
-
-async def _round_trip() -> None:
-    """What an async driver awaits for each statement; here there is no server to wait for."""
 
 
 def _exception_class(
@@ -184,7 +186,7 @@ class _ReplayCursor:
             self._incomplete = (recorded.view.label, session.path)
         # AsyncConnection.execute() refuses a statement that never awaited (AwaitRequired)
         if dialect.is_async:
-            await_(_round_trip())
+            await_(round_trip())
 
     def _more(self) -> None:
         """Past the recorded rows of a result that had more: refuse rather than end it early."""
