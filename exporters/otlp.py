@@ -25,7 +25,7 @@ from timetracer_otel._own_io import own_io
 from timetracer_otel._recording import TraceRecording
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor, redactor_for
-from timetracer_otel.secret_values import ValueScrubber
+from timetracer_otel.secret_values import ValueScrubber, shaped_secrets
 
 from .builder import build_document
 from .frozen import freeze, thaw
@@ -173,7 +173,12 @@ class RedactingSpanExporter(SpanExporter):
             ready = self._ready(spans, everything)
             # Never sealed here: a collector has no key; bearer tokens and JWTs in the text go too.
             cleaned = [
-                self._clean(span, ValueScrubber(values, shapes=self._redactor is not None))
+                self._clean(
+                    span,
+                    ValueScrubber(
+                        values, shapes=shaped_secrets if self._redactor is not None else None
+                    ),
+                )
                 for span, values in ready
             ]
         except Exception as exc:  # noqa: BLE001 - a span we cannot redact is never sent as it is

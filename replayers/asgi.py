@@ -22,7 +22,7 @@ from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send, latin1_headers
 from timetracer_otel.redaction import Redactor
-from timetracer_otel.secret_values import ValueScrubber
+from timetracer_otel.secret_values import ValueScrubber, shaped_secrets
 
 from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
@@ -241,7 +241,10 @@ def _shown_error(error: dict[str, str] | None, session: ReplaySession) -> dict[s
     if error is None or session.redactor is None:
         return error
     message = session.redactor.free_text(error["message"])
-    return {**error, "message": ValueScrubber(session.values.values, shapes=True).text(message)}
+    return {
+        **error,
+        "message": ValueScrubber(session.values.values, shapes=shaped_secrets).text(message),
+    }
 
 
 def _compared(

@@ -27,7 +27,13 @@ from .protocols import redact_call, redact_request
 from .protocols.typed import text as typed_text
 from .sealing import REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
-from .secret_values import ValueScrubber, free_text_secrets, header_secrets, usable
+from .secret_values import (
+    ValueScrubber,
+    free_text_secrets,
+    header_secrets,
+    issued_tokens,
+    usable,
+)
 
 if TYPE_CHECKING:
     from ._keys import Key
@@ -500,7 +506,8 @@ class Redactor:
         quote, and the inbound request's :meth:`request_secrets`."""
         taken = self._taken
         assert taken is not None, "only the copy made by _taking notes what it takes"
-        quoted = free_text_secrets(self, doc)  # before redaction hides them in their text
+        # before redaction hides them in their text; and the tokens the app issued, wherever kept
+        quoted = free_text_secrets(self, doc) | issued_tokens(doc)
         request_secrets = self._inbound(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))

@@ -4,7 +4,8 @@ Redaction by name takes a bearer token out of an ``Authorization`` header, but t
 token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
 or an error message. Redaction by name notes the values it takes out of a cassette
 (:func:`header_secrets` says which they are in a header; :func:`free_text_secrets` adds
-bearer tokens and JWTs quoted in error text), and :class:`ValueScrubber` hides every
+bearer tokens and JWTs quoted in error text; :func:`issued_tokens` the JWTs anywhere in
+its recorded data), and :class:`ValueScrubber` hides every
 occurrence of them, verbatim, percent-encoded or JSON-escaped (:func:`spellings`): a whole
 value is sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
 occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
@@ -18,9 +19,11 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
+
+import orjson
 
 from .sealing import REDACTED, SEALED_TOKEN, is_sealed
 
@@ -33,6 +36,8 @@ __all__ = [
     "ValueScrubber",
     "free_text_secrets",
     "header_secrets",
+    "issued_tokens",
+    "jwts",
     "shaped_secrets",
     "usable",
 ]
@@ -40,6 +45,10 @@ __all__ = [
 MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_JWT_BYTES = re.compile(_JWT.pattern.encode())
+# "eyJ" (how a JWT starts) inside bytes a cassette stores in base64, at each of the 3 alignments
+_JWT_IN_BASE64 = ("ZXlK", "V5S", "leU")
+_JWT_IN_BASE64_LENGTH = 40  # the shortest JWT, three non-empty parts, is about 30 characters
 # Members holding ids and format markers, never payload: a secret is not searched there.
 _STRUCTURAL = frozenset(
     ("id", "span_id", "trace_id", "parent_span_id", "parent_id", "fingerprint", "recorded_at", "format_version",
@@ -60,11 +69,50 @@ def header_secrets(name: str, value: str) -> list[str]:
     return [value]
 
 
+def jwts(text: str) -> set[str]:
+    """The JWTs in ``text``."""
+    return {m.group(0) for m in _JWT.finditer(text)} if "eyJ" in text else set()
+
+
 def shaped_secrets(text: str) -> set[str]:
     """Bearer tokens and JWTs quoted in free text (an exception message, a log line)."""
-    if "earer" not in text and "eyJ" not in text:
-        return set()
-    return {m.group(1) for m in _BEARER.finditer(text)} | {m.group(0) for m in _JWT.finditer(text)}
+    bearers = {m.group(1) for m in _BEARER.finditer(text)} if "earer" in text else set()
+    return bearers | jwts(text)
+
+
+def issued_tokens(doc: dict[str, Any]) -> set[str]:
+    """JWTs anywhere in a cassette document's recorded data, text or bytes: a token the app issued
+    and keeps (a Redis set of a user's tokens, a sessions table) is a credential wherever it
+    stands, though no secret name announces it there. Searched in the document's JSON (one pass
+    in C); stored bytes are decoded only where their base64 can hold one."""
+    data = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
+    found = (
+        {m.group(0).decode("ascii") for m in _JWT_BYTES.finditer(data)} if b"eyJ" in data else set()
+    )
+    if any(hint.encode("ascii") in data for hint in _JWT_IN_BASE64):
+        for stored in _stored_bytes(doc):
+            found.update(m.group(0).decode("ascii") for m in _JWT_BYTES.finditer(stored))
+    return found
+
+
+def _stored_bytes(value: Any) -> Iterator[bytes]:
+    """The contents of the typed bytes (stored in base64) in a cassette value that may hold a JWT."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            encoded = item.get("base64")
+            if item.get("$type") not in _BYTES_TYPES or not isinstance(encoded, str):
+                pending.extend(item.values())
+            elif len(encoded) >= _JWT_IN_BASE64_LENGTH and any(
+                h in encoded for h in _JWT_IN_BASE64
+            ):
+                try:
+                    yield base64.b64decode(encoded)
+                except (binascii.Error, ValueError):
+                    pass
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
@@ -124,14 +172,16 @@ class ValueScrubber:
     """Hides known secret values wherever they appear in a value (a document, a call, attributes)."""
 
     def __init__(
-        self, values: Iterable[str], sealer: Sealer | None = None, shapes: bool = False
+        self,
+        values: Iterable[str],
+        sealer: Sealer | None = None,
+        shapes: Callable[[str], set[str]] | None = None,
     ) -> None:
         self._given = usable(values)
         self.values = usable(spellings(self._given))
         self._sealer = sealer
-        self._shapes = (
-            shapes  # also hide bearer tokens and JWTs found in the text itself (span text)
-        )
+        # also hide the secrets this finds in each text by their shape (JWTs, bearer tokens)
+        self._shapes = shapes
         # the longest first: a cookie header before its value
         ordered = sorted(self.values, key=len, reverse=True)
         # Sealed tokens are matched first and kept: a secret is never searched inside one.
@@ -142,7 +192,7 @@ class ValueScrubber:
         self._bytes = [v.encode("utf-8") for v in ordered]
 
     def __bool__(self) -> bool:
-        return bool(self.values) or self._shapes
+        return bool(self.values) or self._shapes is not None
 
     def _whole(self, value: Any) -> Any:
         return REDACTED if self._sealer is None else self._sealer.seal_json(value)
@@ -152,8 +202,8 @@ class ValueScrubber:
 
     def text(self, text: str) -> str:
         """``text`` with each secret hidden: sealed whole when it is the whole text, else in place."""
-        if self._shapes:
-            extra = usable(shaped_secrets(text)) - self.values
+        if self._shapes is not None:
+            extra = usable(self._shapes(text)) - self.values
             if extra:
                 return ValueScrubber(self._given | extra, self._sealer).text(text)
         if text in self.values:
