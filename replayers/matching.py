@@ -13,6 +13,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from timetracer_otel._terminal import cut, cut_pair
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols import CallView
 
@@ -57,11 +58,14 @@ class CallIndex:
         return [c for c in self.calls if not c.used]
 
 
-def _shown(value: Any) -> str:
-    text = (
+def _text(value: Any) -> str:
+    return (
         value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
     )
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    return cut(_text(value), _MAX_SHOWN)
 
 
 def _field_diff(name: str, recorded: Any, live: Any) -> list[str]:
@@ -84,7 +88,8 @@ def _field_diff(name: str, recorded: Any, live: Any) -> list[str]:
             return ["body differs:"] + [
                 f"  {line[:_MAX_SHOWN]}" for line in diff if line[:1] in "-+?"
             ][:6]
-    return [f"{name}: recorded {_shown(recorded)}, this call {_shown(live)}"]
+    old, new = cut_pair(_text(recorded), _text(live), _MAX_SHOWN)
+    return [f"{name}: recorded {old}, this call {new}"]
 
 
 def _similarity(a: CallView, b: CallView) -> int:

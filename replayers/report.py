@@ -12,9 +12,10 @@ import json
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
 from typing import Any
 
-from timetracer_otel._terminal import printable
+from timetracer_otel._terminal import cut, cut_pair, printable
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.redaction import REDACTED, Redactor
@@ -29,6 +30,7 @@ __all__ = [
 
 _MAX_DIFF_LINES = 20
 _SHOWN = 120  # characters of a value a difference line shows
+_DIFFERENCES_SHOWN = 3  # how an unmatched call differs from the closest recorded one, in lines
 # Headers set from the body (compared itself) or by the server, not by the app.
 _NOT_COMPARED = frozenset({"content-length", "date", "server"})
 _recent: deque[ReplayReport] = deque(maxlen=100)
@@ -113,12 +115,22 @@ class ReplayReport:
             lines.extend(self._detail_lines())
         return "\n".join(printable(line) for line in lines)  # recorded paths and values: escaped
 
+    def _unmatched_calls(self) -> list[dict[str, Any]]:
+        """The entries of :attr:`calls` for the calls no recorded call answered, in the order made."""
+        return [
+            entry
+            for entry in self.calls
+            if entry.get("replayed") is not None
+            and entry.get("recorded") is None
+            and "earlier" not in entry
+        ]
+
     def _detail_lines(self) -> list[str]:
         """The console lines after the first two: what a request replayed as recorded has none of."""
         lines = []
         if self.error:
             message = self.error.get("message", "").strip().splitlines()
-            shown = f": {_cut(message[0])}" if message else ""
+            shown = f": {cut(message[0], _SHOWN)}" if message else ""
             lines.append(f"  error: the app raised {self.error.get('type')}{shown}")
         lines.extend(f"  note: {text}" for text in self.notes)
         if self.supplied_credentials:
@@ -126,7 +138,12 @@ class ReplayReport:
                 f"  supplied credentials (the recorded ones could not be unsealed): {'; '.join(self.supplied_credentials)}"
             )
         lines.extend(f"  from an earlier request: {text}" for text in self.from_earlier)
-        lines.extend(f"  unmatched: {text}" for text in self.unmatched)
+        for text, entry in zip_longest(self.unmatched, self._unmatched_calls()):
+            lines.append(f"  unmatched: {text}")
+            if entry is not None and entry.get("closest") is not None:
+                lines.append(f"    closest recorded call: #{entry['closest']}")
+                differences = entry.get("differences") or []
+                lines.extend(f"      {line}" for line in differences[:_DIFFERENCES_SHOWN])
         lines.extend(
             f"  refused connection: {target}" + (f" ({times} times)" if times > 1 else "")
             for target, times in Counter(self.refused).items()
@@ -157,25 +174,9 @@ def _without(value: Any, ignored: frozenset[str]) -> Any:
     return value
 
 
-def _cut(text: str, start: int = 0) -> str:
-    """``_SHOWN`` characters of ``text`` from ``start``, an ellipsis where some are left out."""
-    end = start + _SHOWN
-    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
-
-
-def _shown_pair(recorded: Any, replayed: Any) -> tuple[str, str]:
-    """Two differing JSON values as shown in one line, both cut around where they first differ
-    (two long strings alike in their first characters would look the same cut at their start)."""
-    old, new = json.dumps(recorded), json.dumps(replayed)
-    pairs = zip(old, new, strict=False)
-    first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(old), len(new)))
-    start = max(first - _SHOWN // 3, 0) if max(len(old), len(new)) > _SHOWN else 0
-    return _cut(old, start), _cut(new, start)
-
-
 def _one_side(path: str, value: Any, recorded: bool) -> str:
     """The line for a member or item only one side has: the other reads ``<absent>``."""
-    shown = _cut(json.dumps(value))
+    shown = cut(json.dumps(value), _SHOWN)
     old, new = (shown, "<absent>") if recorded else ("<absent>", shown)
     return f"{path}: recorded {old}, replayed {new}"
 
@@ -200,7 +201,7 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
         for index in range(min(len(recorded), len(replayed)), len(longer)):
             yield _one_side(f"{path}[{index}]", longer[index], recorded=recorded_longer)
     elif recorded != replayed or type(recorded) is not type(replayed):
-        old, new = _shown_pair(recorded, replayed)
+        old, new = cut_pair(json.dumps(recorded), json.dumps(replayed), _SHOWN)
         yield f"{path}: recorded {old}, replayed {new}"
 
 
@@ -246,7 +247,7 @@ def _header_differences(recorded: list, replayed: list, ignored: frozenset[str])
     for name in sorted(old.keys() | new.keys()):
         if old.get(name) != new.get(name):
             shown = [
-                _cut(json.dumps(", ".join(values))) if values else "<absent>"
+                cut(json.dumps(", ".join(values)), _SHOWN) if values else "<absent>"
                 for values in (old.get(name), new.get(name))
             ]
             yield f"header {name}: recorded {shown[0]}, replayed {shown[1]}"

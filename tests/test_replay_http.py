@@ -343,6 +343,8 @@ def test_report_of_a_changed_app(
         f"timetracer [DIFF] replayed GET /report  id={doc['id']}  status=200  calls=1/2  unused=1  response=differs",
         f"  cassette: {cassette}",
         f"  unmatched: timetracer replay: no recorded call matches GET {upstream.url}/echo?step=3 (httpx)",
+        "    closest recorded call: #1",
+        "      query 'step': recorded 2, this call 3",
         f"  unused: GET {upstream.url}/echo?step=2",
         '  header x-version: recorded "1", replayed "2"',
         '  body $.added: recorded <absent>, replayed "new field"',

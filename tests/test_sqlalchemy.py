@@ -390,3 +390,53 @@ def test_matching_normalises_whitespace_but_keeps_parameter_types() -> None:
     assert _key({**connect, "engine": "sqlite:////a.db"}) == _key(
         {**connect, "engine": "sqlite:////elsewhere.db"}
     )
+
+
+def _long_query_app(url: str, column: str, config: TraceConfig) -> Any:
+    """``/members``: an ORM-sized SELECT (many columns) filtered by ``column`` at its very end."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from timetracer_otel.integrations.starlette import auto_setup
+
+    engine = sqlalchemy.create_engine(url)
+    columns = ", ".join(f"members.field_{n} AS members_field_{n}" for n in range(12))
+
+    def members(request: Any) -> JSONResponse:
+        statement = f"SELECT {columns} FROM members WHERE members.{column} = :wanted"
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text(statement), {"wanted": 7}).all()
+        return JSONResponse({"rows": len(rows)})
+
+    app = Starlette(routes=[Route("/members", members)])
+    auto_setup(app, config=config, plugins=["sqlalchemy"])
+    return app
+
+
+def test_a_long_statement_that_differs_at_its_end_is_shown_where_it_differs(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path
+) -> None:
+    """The console line of a request whose long statement changed (the filter's column) names the
+    closest recorded call and shows both statements cut around their first difference, not at
+    their start, where they are the same."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    with sqlite3.connect(tmp_path / "app.db") as db:
+        fields = ", ".join(f"field_{n} INTEGER" for n in range(12))
+        db.execute(f"CREATE TABLE members ({fields}, role_id INTEGER, team_id INTEGER)")
+    recording = serve(
+        _long_query_app(url, "role_id", TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    )
+    assert httpx.get(f"{recording.url}/members", timeout=30).json() == {"rows": 0}
+    assert timetracer_otel.flush(30)
+    (cassette,) = cassette_dir.rglob("*.json")
+
+    app = _long_query_app(url, "team_id", TraceConfig(mode="replay", cassette_path=str(cassette)))
+    (response,), (report,) = _replay(serve, app, [("GET", "/members", {})])
+
+    assert response.status_code == 500
+    lines = report.console_text().splitlines()
+    (at,) = [n for n, line in enumerate(lines) if line.startswith("    closest recorded call: #")]
+    assert lines[at - 1].startswith("  unmatched: timetracer replay: no recorded call matches")
+    (statement,) = [line for line in lines[at + 1 :] if line.startswith("      statement: ")]
+    assert "WHERE members.role_id = ?" in statement and "WHERE members.team_id = ?" in statement

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["printable", "printable_json"]
+__all__ = ["cut", "cut_pair", "printable", "printable_json"]
 
 # Control (C0, DEL, C1), format (bidi overrides, zero-width), surrogate (the bytes of a file
 # name that is not UTF-8) characters, and the line and paragraph separators.
@@ -76,3 +76,19 @@ def printable_json(text: str) -> str:
     """JSON text (as ``json.dumps`` writes it) with the same characters written as JSON escapes
     (``\\u001b``): still the same JSON, and safe on a terminal (a file name that is not UTF-8 too)."""
     return "\n".join(_line(line, _json_escape) for line in text.split("\n"))
+
+
+def cut(text: str, width: int, start: int = 0) -> str:
+    """``width`` characters of ``text`` from ``start``, an ellipsis where some are left out."""
+    end = start + width
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+def cut_pair(old: str, new: str, width: int) -> tuple[str, str]:
+    """Two differing texts, each cut to ``width`` characters around where they first differ: two
+    long texts alike in their first characters (an SQL statement that differs in its ``WHERE``
+    clause, a long JSON body) would look the same cut at their start."""
+    pairs = zip(old, new, strict=False)
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(old), len(new)))
+    start = max(first - width // 3, 0) if max(len(old), len(new)) > width else 0
+    return cut(old, width, start), cut(new, width, start)
