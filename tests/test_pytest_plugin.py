@@ -617,3 +617,64 @@ def test_values_drawn_while_the_suite_is_imported_are_the_same_in_every_run(
         workers.assert_outcomes(passed=4)
         assert len(live.requests) == 4  # every run after the first replayed
     assert sorted(p.name for p in (pytester.path / "cassettes").rglob("*.json")) == recorded
+
+
+# A plugin that wraps each fixture's function in one of its own, as pytest-asyncio 0.21 does
+# for async fixtures; it lives in site-packages, the fixture in the project's conftest.
+_WRAPPING_PLUGIN = """
+import functools
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_fixture_setup(fixturedef, request):
+    func = fixturedef.func
+    if not hasattr(func, "__wrapped__"):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            return func(*args, **kwargs)
+
+        fixturedef.func = wrapper
+    yield
+"""
+
+_CONFTEST_RATE = """
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def rate():
+    return httpx.get("{upstream}/echo", params={{"rate": "1.25"}}).json()["query"]
+"""
+
+_TEST_RATE = """
+def test_rate(rate):
+    assert rate == "rate=1.25"
+"""
+
+
+def test_a_fixture_wrapped_by_an_installed_plugin_keeps_its_own_cassette(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixture is the project's although the function pytest calls is the plugin's wrapper."""
+    site = pytester.path / "venv/lib/site-packages"
+    site.mkdir(parents=True)
+    (site / "wrapping_plugin.py").write_text(_WRAPPING_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(conftest=_CONFTEST_RATE.format(upstream=live.url), test_rate=_TEST_RATE)
+        recording = pytester.runpytest_subprocess("-p", "wrapping_plugin", "--timetracer-mode=once")
+        recording.assert_outcomes(passed=1)
+    cassettes = pytester.path / "cassettes"
+    assert sorted(str(p.relative_to(cassettes)) for p in cassettes.rglob("*.json")) == [
+        "test_rate/@fixtures/rate.json",
+        "test_rate/test_rate.json",
+    ]
+    fixture = json.loads((cassettes / "test_rate/@fixtures/rate.json").read_text())
+    assert [call["request"]["url"] for call in fixture["calls"]] == [f"{live.url}/echo?rate=1.25"]
+    replaying = pytester.runpytest_subprocess("-p", "wrapping_plugin", "--timetracer-mode=none")
+    replaying.assert_outcomes(passed=1)
+    replaying.stdout.fnmatch_lines(["fixture scopes: 1 replayed, 0 recorded"])

@@ -389,10 +389,11 @@ def pytest_fixture_setup(
 
 
 def _project_fixture(fixturedef: pytest.FixtureDef[Any], run: _Run) -> bool:
-    """A fixture of the project's own (a conftest or test module), not of an installed pytest plugin."""
+    """A fixture of the project's own (a conftest or test module), not of an installed pytest plugin;
+    seen through the wrapper a plugin may have put around it (pytest-asyncio 0.21 does, for async fixtures)."""
     try:
-        path = Path(inspect.getfile(fixturedef.func)).resolve()
-    except (TypeError, OSError):
+        path = Path(inspect.getfile(inspect.unwrap(fixturedef.func))).resolve()
+    except (TypeError, OSError, ValueError):
         return False
     return in_project(path, run.rootpath)
 
