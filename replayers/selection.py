@@ -334,7 +334,7 @@ class CassetteLibrary:
             else None
         )
         message, secrets = _as_recorded(request, body, config)
-        query, headers = message["query"], message["headers"]
+        query, headers, body = message["query"], message["headers"], message["body"]
         with self._lock:
             differ = body is not None and group.contents_differ
             digest = content_digest(query, body, headers) if differ else None
@@ -411,7 +411,8 @@ def _as_recorded(
     request: LiveRequest, body: dict[str, Any] | None, config: TraceConfig
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The request's headers, query and ``body`` (cassette form) as its recording keeps them: the
-    query and body redacted (headers stay: they choose the body's kind); and the secrets taken out."""
+    query and body redacted, by name and by value (the headers choose the body's kind); and the
+    secrets taken out by name."""
     message: dict[str, Any] = {
         "headers": [list(h) for h in request.headers],
         "query": request.query,

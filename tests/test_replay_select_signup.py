@@ -126,3 +126,40 @@ def test_a_query_string_chooses_its_own_cassette(
     assert [r.cassette_id for r in reports] == [second_id]
     assert_same_response(recorded[4], replayed)
     assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
+
+
+def test_a_login_whose_cookie_repeats_the_username_chooses_its_own_cassette(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path
+) -> None:
+    """After a first attempt, the browser sends back a ``login_hint`` cookie holding the username
+    (as fief does): the recording hides the cookie's value in that login's form too. Replay hides
+    it alike in the live form before comparing, so the retried login gets its own cassette, not
+    the first attempt's (whose form, without the cookie, kept the username)."""
+    name = "ada.lovelace"
+    form = {"username": name, "password": _PASSWORD}
+    hinted = {"data": form, "headers": {"cookie": f"login_hint={name}"}}
+    attempts: list[Sent] = [
+        ("POST", "/login", {"data": {**form, "password": "not-the-password"}}),
+        ("POST", "/login", hinted),
+        ("POST", "/login", {"data": form}),
+    ]
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    app = create_app(_POSTGRES, schema, _REDIS, _PREFIX, recording)
+    recorded = send(serve(app).url, [_sign_up(name), *attempts])
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert [r.status_code for r in recorded] == [201, 401, 200, 200]
+    ids = _ids_in_recording_order(cassette_dir)[1:]
+    forms = {
+        doc["id"]: doc["request"]["body"]["text"]
+        for doc in (json.loads(path.read_text("utf-8")) for path in cassette_files(cassette_dir))
+        if doc["request"]["path"] == "/login"
+    }
+    assert [name in forms[id_] for id_ in ids] == [True, False, True]
+
+    order = [1, 0, 2]
+    replayed, reports = _replayed_offline(serve, schema, cassette_dir, [attempts[i] for i in order])
+
+    assert [r.cassette_id for r in reports] == [ids[i] for i in order]
+    for index, after in zip(order, replayed, strict=True):
+        assert_same_response(recorded[index + 1], after)
+    assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]

@@ -489,9 +489,18 @@ class Redactor:
         return self._taking()._by_name(doc)[0]
 
     def request_secrets(self, message: dict[str, Any]) -> list[tuple[str, str]]:
-        """Redact an inbound request (headers, query, body) in place; (where, value) of each secret
-        taken out, sorted: what its fingerprint is made of."""
-        return self._taking()._inbound(message)
+        """Redact an inbound request (headers, query, body) in place as its recording was: by name,
+        then each value taken out (a cookie's, say) and each JWT hidden wherever else the request
+        repeats it (a form field holding the cookie's value). (where, value) of each secret taken
+        out by name, sorted: what its fingerprint is made of."""
+        taking = self._taking()
+        tokens = issued_tokens(message)
+        pairs = taking._inbound(message)
+        assert taking._taken is not None
+        found = usable(taking._taken.values | tokens)
+        if found:
+            message.update(ValueScrubber(found, self._sealer).value(message))
+        return pairs
 
     def _inbound(self, message: dict[str, Any] | None) -> list[tuple[str, str]]:
         taken = self._taken
