@@ -28,7 +28,7 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.protocols import CallView, recorded_view
 from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import redactor_for
-from timetracer_otel.secret_values import ValueScrubber, jwts
+from timetracer_otel.secret_values import ValueScrubber, credentials
 
 from .matching import (
     CallIndex,
@@ -257,11 +257,11 @@ class ReplaySession:
         if self.redactor is None:
             return ValueScrubber(())
         inbound = {"request": self._inbound()} if self._inbound is not None else {}
-        # the JWTs a live call carries too: the recording hid every one (secret_values.issued_tokens)
+        # the JWTs and private keys a live call carries too: the recording hid every one (secret_values.kept_credentials)
         return ValueScrubber(
             self.redactor.secret_values(_copied(self.document))
             | self.redactor.secret_values(inbound),
-            shapes=jwts,
+            shapes=credentials,
         )
 
     def is_live(self, library: str) -> bool:

@@ -31,7 +31,7 @@ from .secret_values import (
     ValueScrubber,
     free_text_secrets,
     header_secrets,
-    issued_tokens,
+    kept_credentials,
     usable,
 )
 
@@ -494,7 +494,7 @@ class Redactor:
         repeats it (a form field holding the cookie's value). (where, value) of each secret taken
         out by name, sorted: what its fingerprint is made of."""
         taking = self._taking()
-        tokens = issued_tokens(message)
+        tokens = kept_credentials(message)
         pairs = taking._inbound(message)
         assert taking._taken is not None
         found = usable(taking._taken.values | tokens)
@@ -516,7 +516,7 @@ class Redactor:
         taken = self._taken
         assert taken is not None, "only the copy made by _taking notes what it takes"
         # before redaction hides them in their text; and the tokens the app issued, wherever kept
-        quoted = free_text_secrets(self, doc) | issued_tokens(doc)
+        quoted = free_text_secrets(self, doc) | kept_credentials(doc)
         request_secrets = self._inbound(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))

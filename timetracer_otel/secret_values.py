@@ -4,8 +4,8 @@ Redaction by name takes a bearer token out of an ``Authorization`` header, but t
 token can stand in an SQL parameter, a Redis key, a Mongo document, another call's URL
 or an error message. Redaction by name notes the values it takes out of a cassette
 (:func:`header_secrets` says which they are in a header; :func:`free_text_secrets` adds
-bearer tokens and JWTs quoted in error text; :func:`issued_tokens` the JWTs anywhere in
-its recorded data), and :class:`ValueScrubber` hides every
+bearer tokens and JWTs quoted in error text; :func:`kept_credentials` the JWTs and private
+keys anywhere in its recorded data), and :class:`ValueScrubber` hides every
 occurrence of them, verbatim, percent-encoded or JSON-escaped (:func:`spellings`): a whole
 value is sealed whole (``Sealer.seal_json``, so replay with the key gets it back with its type), an
 occurrence inside a longer string becomes a sealed token in place. Bytes (raw, or a
@@ -36,19 +36,14 @@ __all__ = [
     "ValueScrubber",
     "free_text_secrets",
     "header_secrets",
-    "issued_tokens",
-    "jwts",
+    "credentials",
+    "kept_credentials",
     "shaped_secrets",
     "usable",
 ]
 
 MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_JWT_BYTES = re.compile(_JWT.pattern.encode())
-# "eyJ" (how a JWT starts) inside bytes a cassette stores in base64, at each of the 3 alignments
-_JWT_IN_BASE64 = ("ZXlK", "V5S", "leU")
-_JWT_IN_BASE64_LENGTH = 40  # the shortest JWT, three non-empty parts, is about 30 characters
 # Members holding ids and format markers, never payload: a secret is not searched there.
 _STRUCTURAL = frozenset(
     ("id", "span_id", "trace_id", "parent_span_id", "parent_id", "fingerprint", "recorded_at", "format_version",
@@ -69,34 +64,78 @@ def header_secrets(name: str, value: str) -> list[str]:
     return [value]
 
 
-def jwts(text: str) -> set[str]:
-    """The JWTs in ``text``."""
-    return {m.group(0) for m in _JWT.finditer(text)} if "eyJ" in text else set()
+class _Shapes:
+    """The patterns of credentials found by their shape, for text or for bytes (a document's JSON):
+    JWTs, PEM private keys and a JWK's private members. Quotes may be escaped (JSON text kept
+    inside a string: a JWK in an SQL row)."""
+
+    def __init__(self, encode: Callable[[str], Any]) -> None:
+        self.jwt = re.compile(encode(_JWT_PATTERN))
+        self.pem = re.compile(encode(_PEM_PATTERN))
+        self.jwk = re.compile(encode(_JWK_PATTERN))
+        self.jwk_private = re.compile(encode(_JWK_PRIVATE_PATTERN))
+        self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty")))
+
+    def found(self, data: Any) -> Iterator[Any]:
+        """Each credential in ``data`` (``str`` or ``bytes``, as the patterns were made for)."""
+        jwt_mark, pem_mark, jwk_mark = self.marks
+        if jwt_mark in data:
+            yield from (m.group(0) for m in self.jwt.finditer(data))
+        if pem_mark in data:
+            yield from (m.group(0) for m in self.pem.finditer(data))
+        if jwk_mark in data:
+            for jwk in self.jwk.finditer(data):
+                yield from (m.group(1) for m in self.jwk_private.finditer(jwk.group(0)))
+
+
+_JWT_PATTERN = r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+_PEM_PATTERN = r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----[\s\S]*?-----END \1PRIVATE KEY-----"
+# A JWK: a flat JSON object (strings and arrays) with a "kty" member; its private members (RFC 7518)
+_JWK_PATTERN = r'\{[^{}]*?\\*"kty\\*"[^{}]*\}'
+_JWK_PRIVATE_PATTERN = r'\\*"(?:d|p|q|dp|dq|qi|k)\\*"\s*:\s*\\*"([A-Za-z0-9_-]{16,})'
+_IN_TEXT = _Shapes(lambda pattern: pattern)
+_IN_BYTES = _Shapes(lambda pattern: pattern.encode("ascii"))
+# How the credentials start ("eyJ", "-----BEGIN", '"kty"') inside bytes a cassette stores in
+# base64, at each of the 3 alignments: only such bytes are decoded to be searched.
+_IN_BASE64 = ("ZXlK", "V5S", "leU", "LS0tLS1CRUdJ", "0tLS0tQkVH", "tLS0tLUJFR0lO", "Imt0", "JrdHki", "ia3R5")  # fmt: skip
+_IN_BASE64_LENGTH = 8
+
+
+def credentials(text: str) -> set[str]:
+    """The credentials in ``text`` found by their shape: JWTs, PEM private keys, a JWK's private members."""
+    return set(_IN_TEXT.found(text))
 
 
 def shaped_secrets(text: str) -> set[str]:
-    """Bearer tokens and JWTs quoted in free text (an exception message, a log line)."""
+    """Bearer tokens and :func:`credentials` quoted in free text (an exception message, a log line)."""
     bearers = {m.group(1) for m in _BEARER.finditer(text)} if "earer" in text else set()
-    return bearers | jwts(text)
+    return bearers | credentials(text)
 
 
-def issued_tokens(doc: dict[str, Any]) -> set[str]:
-    """JWTs anywhere in a cassette document's recorded data, text or bytes: a token the app issued
-    and keeps (a Redis set of a user's tokens, a sessions table) is a credential wherever it
-    stands, though no secret name announces it there. Searched in the document's JSON (one pass
-    in C); stored bytes are decoded only where their base64 can hold one."""
+def kept_credentials(doc: dict[str, Any]) -> set[str]:
+    """:func:`credentials` anywhere in a cassette document's recorded data, text or bytes: a token
+    the app issued and keeps (a Redis set of a user's tokens, a sessions table), a signing key in
+    a settings row, is a credential wherever it stands, though no secret name announces it there.
+    Searched in the document's JSON (one pass in C); stored bytes are decoded only where their
+    base64 can hold one."""
     data = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
-    found = (
-        {m.group(0).decode("ascii") for m in _JWT_BYTES.finditer(data)} if b"eyJ" in data else set()
-    )
-    if any(hint.encode("ascii") in data for hint in _JWT_IN_BASE64):
+    found = {_unescaped(fragment) for fragment in _IN_BYTES.found(data)}
+    if any(hint.encode("ascii") in data for hint in _IN_BASE64):
         for stored in _stored_bytes(doc):
-            found.update(m.group(0).decode("ascii") for m in _JWT_BYTES.finditer(stored))
+            found.update(m.decode("utf-8", "replace") for m in _IN_BYTES.found(stored))
     return found
 
 
+def _unescaped(fragment: bytes) -> str:
+    """A fragment of a document's JSON as the string the document holds (a PEM's line breaks)."""
+    try:
+        return json.loads(b'"' + fragment + b'"')
+    except ValueError:
+        return fragment.decode("utf-8", "replace")
+
+
 def _stored_bytes(value: Any) -> Iterator[bytes]:
-    """The contents of the typed bytes (stored in base64) in a cassette value that may hold a JWT."""
+    """The contents of the typed bytes (stored in base64) in a cassette value that may hold a credential."""
     pending = [value]
     while pending:
         item = pending.pop()
@@ -104,9 +143,7 @@ def _stored_bytes(value: Any) -> Iterator[bytes]:
             encoded = item.get("base64")
             if item.get("$type") not in _BYTES_TYPES or not isinstance(encoded, str):
                 pending.extend(item.values())
-            elif len(encoded) >= _JWT_IN_BASE64_LENGTH and any(
-                h in encoded for h in _JWT_IN_BASE64
-            ):
+            elif len(encoded) >= _IN_BASE64_LENGTH and any(h in encoded for h in _IN_BASE64):
                 try:
                     yield base64.b64decode(encoded)
                 except (binascii.Error, ValueError):

@@ -1,15 +1,18 @@
-"""Tokens the app issues and keeps: a login signs a JWT and adds it to the user's set of tokens
-in Redis; another request lists them. No secret name announces a token in a set member or in
-the reply listing them, and that request's own inbound request never carried them: the JWTs
-are still sealed wherever they stand, as text or as bytes, and replay with the key answers
-both requests as recorded, the login's SADD matched with the JWT the replay signs again.
+"""Credentials the app keeps where no secret name announces them, found by their shape.
 
-Recorded through uvicorn against the real Redis; replayed with Redis at a closed port."""
+Tokens it issues: a login signs a JWT and adds it to the user's set of tokens in Redis;
+another request lists them, though its own inbound request never carried them. Keys it
+signs with: a tenant's RSA key as a JWK in a PostgreSQL row (as fief keeps ``sign_jwk``), a
+webhook key as PEM bytes in Redis. Each is sealed wherever it stands, as text or as bytes,
+and replay with the key answers as recorded.
+
+Recorded through uvicorn against the real PostgreSQL and Redis; replayed with both at a closed port."""
 
 from __future__ import annotations
 
 import base64
 import datetime
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +20,14 @@ from typing import Any
 
 import httpx
 import jwt
+import psycopg
 import pytest
 import redis.asyncio
 from _replay import assert_same_response, cassette_files, new_reports
+from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -112,3 +120,74 @@ def test_tokens_the_app_issued_are_sealed_where_it_keeps_them_and_replay_answers
     assert_same_response(recorded[0], login)
     (report,) = reports
     assert report.unmatched == [] and report.answered == [f"SADD {prefix}:tokens:ada [REDACTED]"]
+
+
+def _signing_app(postgres_url: str, redis_url: str, prefix: str, config: TraceConfig) -> Starlette:
+    cache = redis.asyncio.Redis.from_url(redis_url)
+
+    async def token(request: Request) -> JSONResponse:
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            cursor = await connection.execute("SELECT sign_jwk FROM tenants WHERE slug = 'main'")
+            (sign_jwk,) = await cursor.fetchone() or ("",)
+        claims = {"sub": request.path_params["user"], "jti": str(uuid.uuid4())}
+        token = jwt.encode(claims, RSAAlgorithm.from_jwk(sign_jwk), algorithm="RS256")
+        webhook_key = serialization.load_pem_private_key(
+            await cache.get(f"{prefix}:webhook-key"), password=None
+        )
+        assert isinstance(webhook_key, rsa.RSAPrivateKey)
+        signature = webhook_key.sign(token.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return JSONResponse({"access_token": token, "signature": signature.hex()})
+
+    app = Starlette(routes=[Route("/token/{user}", token, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["psycopg", "redis"])
+    return app
+
+
+def _private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_signing_keys_kept_in_a_row_and_in_redis_are_sealed_and_replay_signs_with_them(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    sign_jwk = json.loads(RSAAlgorithm.to_jwk(_private_key()))
+    webhook_pem = _private_key().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    prefix = f"tt-test:{uuid.uuid4().hex[:12]}"
+    with postgres_schemas("") as schema, redis.Redis() as direct:
+        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE tenants (slug TEXT PRIMARY KEY, sign_jwk TEXT)")
+            connection.execute("INSERT INTO tenants VALUES ('main', %s)", (json.dumps(sign_jwk),))
+        direct.set(f"{prefix}:webhook-key", webhook_pem)
+        try:
+            config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+            recording = serve(_signing_app(url, "redis://127.0.0.1:6379/0", prefix, config))
+            recorded = httpx.post(f"{recording.url}/token/ada", timeout=30)
+        finally:
+            direct.delete(f"{prefix}:webhook-key")
+    assert recorded.status_code == 200
+    assert timetracer_otel.flush(30)
+
+    (cassette,) = cassette_files(cassette_dir)
+    text = cassette.read_text("utf-8")
+    private = [sign_jwk[member] for member in ("d", "p", "q", "dp", "dq", "qi")]
+    pem_lines = webhook_pem.decode().splitlines()[1:-1]
+    assert not [value for value in private + pem_lines if value in text]
+    assert base64.b64encode(webhook_pem).decode()[:40] not in text
+    assert recorded.json()["access_token"] not in text  # an issued token, in the response
+    assert sign_jwk["n"] in text  # the public members stay readable
+
+    down = closed_port()
+    replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    offline = url.replace(":5432/", f":{down}/")
+    with new_reports() as reports:
+        server = serve(_signing_app(offline, f"redis://127.0.0.1:{down}/0", prefix, replaying))
+        replayed = httpx.post(f"{server.url}/token/ada", timeout=30)
+        server.stop()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused
