@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
 _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
+# Headers holding a URL whose query may carry a credential (a redirect's OAuth code).
+_URL_HEADERS = frozenset(("location", "content-location", "referer"))
 # Span event attributes that hold free text, such as an error message quoting a URL.
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")
 _COLON = re.compile(r"\s*:\s*")
@@ -181,6 +183,8 @@ class Redactor:
             if self.names.header(k):
                 self._took(f"header {k.lower()}", v, *header_secrets(k, v))
                 v = self._hidden(v)
+            elif k.lower() in _URL_HEADERS and isinstance(v, str):
+                v = self.url(v)
             kept.append([k, v])
         return kept
 
@@ -231,10 +235,11 @@ class Redactor:
         if not query:
             return query
         pairs = query.split("&")
+        names = [unquote_plus(pair.partition("=")[0]) for pair in pairs]
         changed = False
-        for index, pair in enumerate(pairs):
+        for index, (pair, decoded) in enumerate(zip(pairs, names, strict=True)):
             name, equals, value = pair.partition("=")
-            if not pair or not self.is_secret_field(decoded := unquote_plus(name)):
+            if not pair or not self.names.parameter(decoded, names):
                 continue
             self._took(f"{where} {decoded}", unquote_plus(value))
             if equals:
@@ -243,9 +248,11 @@ class Redactor:
         return "&".join(pairs) if changed else query
 
     def url(self, url: str) -> str:
+        """``url`` with the secrets of its query and fragment (an implicit grant's
+        ``#access_token=...``) and its password hidden."""
         parts = urlsplit(url)
-        query = self.query(parts.query)
-        if query == parts.query and not parts.password:
+        query, fragment = self.query(parts.query), self.query(parts.fragment, "fragment")
+        if query == parts.query and fragment == parts.fragment and not parts.password:
             return url
         if parts.password:
             self._took("url password", parts.password)
@@ -253,7 +260,7 @@ class Redactor:
                 f":{parts.password}@", f":{self._hidden(parts.password)}@", 1
             )
             parts = parts._replace(netloc=netloc)
-        return urlunsplit(parts._replace(query=query))
+        return urlunsplit(parts._replace(query=query, fragment=fragment))
 
     def _partial_secrets(self, text: str) -> Iterator[tuple[str, int, int]]:
         """(key, start, end) of each secret member's value in JSON text that does not parse."""

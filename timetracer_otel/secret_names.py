@@ -29,8 +29,19 @@ DEFAULT_FIELDS = (
     "*apikey*",
     "*private_key*",
     "authorization",
+    "code_verifier",
+    "device_code",
 )
 DEFAULT_HEADERS = (*DEFAULT_FIELDS, "cookie", "set-cookie", "proxy-authorization", "x-*-token")
+
+
+# An OAuth 2.0 authorization code is a credential under a name too common to be one alone (an
+# error's or a country's code): in a query string or a form, it is one beside a parameter of
+# the exchange that carries it (the redirect's ``state``, the token request's ``grant_type``).
+_OAUTH_CODE = "code"
+_OAUTH_PARAMETERS = frozenset(
+    ("state", "granttype", "redirecturi", "clientid", "codeverifier", "codechallenge")
+)
 
 
 def normal(name: str) -> str:
@@ -62,6 +73,18 @@ class SecretNames:
         """Whether a field (JSON, form, query, multipart, SQL, Redis hash, Mongo) named ``name`` is secret."""
         key = normal(name)
         return self._fields.match(key) is not None and self._exempt.match(key) is None
+
+    def parameter(self, name: str, beside: Iterable[str]) -> bool:
+        """Whether a query or form parameter ``name`` is secret, given the names ``beside`` it in
+        the same query or form: a secret :meth:`field`, or an OAuth authorization ``code``."""
+        if self.field(name):
+            return True
+        key = normal(name)
+        return (
+            key == _OAUTH_CODE
+            and not _OAUTH_PARAMETERS.isdisjoint(map(normal, beside))
+            and self._exempt.match(key) is None
+        )
 
     def _header(self, name: str) -> bool:
         """Whether a header (or a span attribute naming one) called ``name`` is secret."""
