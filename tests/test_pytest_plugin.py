@@ -9,6 +9,7 @@ provider and enabled plugins (and would enable every plugin in this process when
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import socket
@@ -21,6 +22,7 @@ from apps.replay_app import HTTPX_CLIENTS
 from conftest import running_upstream
 
 from timetracer_otel._keys import Key
+from timetracer_otel._pytest.workers import as_worker
 
 pytest_plugins = ["pytester"]
 
@@ -678,3 +680,89 @@ def test_a_fixture_wrapped_by_an_installed_plugin_keeps_its_own_cassette(
     replaying = pytester.runpytest_subprocess("-p", "wrapping_plugin", "--timetracer-mode=none")
     replaying.assert_outcomes(passed=1)
     replaying.stdout.fnmatch_lines(["fixture scopes: 1 replayed, 0 recorded"])
+
+
+# A suite giving each pytest-xdist worker data of its own, named after it (as fief names its
+# test database fief-test-gw0): a session fixture stores the worker's settings in Redis, and
+# each test reads them back and counts its visit under the worker's prefix.
+_CONFTEST_WORKER_DATA = """
+import json
+
+import pytest
+import redis
+
+
+@pytest.fixture(scope="session")
+def store(worker_id):
+    client = redis.Redis(port=6379)
+    name = "{namespace}-" + worker_id
+    client.set(name + ":settings", json.dumps({{"database": name}}))
+    yield client, name
+    client.delete(name + ":settings", name + ":visits")
+"""
+
+_TEST_WORKER_DATA = """
+import json
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_reads_its_workers_settings(store, n):
+    client, name = store
+    assert json.loads(client.get(name + ":settings")) == {"database": name}
+    assert client.incr(name + ":visits") >= 1
+"""
+
+
+def test_cassettes_recorded_by_one_pytest_xdist_worker_replay_on_another(
+    pytester: pytest.Pytester,
+) -> None:
+    """Recorded without workers (xdist's ``master``), replayed by two workers, and the other
+    way round: each worker reads the cassettes as its own, its name in every key and answer."""
+    namespace = f"tt-workers-{secrets.token_hex(4)}"
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        conftest=_CONFTEST_WORKER_DATA.format(namespace=namespace), test_workers=_TEST_WORKER_DATA
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=4)
+    fixture = json.loads((pytester.path / "cassettes/@fixtures/store.json").read_text())
+    assert fixture["request"]["worker"] == "master"
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2")
+    replayed.assert_outcomes(passed=4)
+    replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
+
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
+    workers = {
+        json.loads(path.read_text())["request"]["worker"]
+        for path in (pytester.path / "cassettes").rglob("test_*.json")
+    }
+    assert workers == {"gw0", "gw1"}
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
+
+
+def test_a_cassette_reads_as_another_workers_its_sealed_values_and_other_names_untouched() -> None:
+    sealed = "[SEALED:0a1b2c3d:x-gw1-yz]"  # token data that happens to hold the name
+    stored = base64.b64encode(b"fief-test-gw1\x00").decode()
+    recorded = {
+        "request": {"worker": "gw1"},
+        "calls": [
+            {"statement": "CREATE DATABASE fief-test-gw1", "params": ["gw1", "gw12", "agw1"]},
+            {"args": [{"$type": "bytes", "base64": stored}, sealed, "test:gw1:n"]},
+        ],
+    }
+    replayed = as_worker(recorded, "gw0")
+    assert replayed["calls"] == [
+        {"statement": "CREATE DATABASE fief-test-gw0", "params": ["gw0", "gw12", "agw1"]},
+        {
+            "args": [
+                {"$type": "bytes", "base64": base64.b64encode(b"fief-test-gw0\x00").decode()},
+                sealed,
+                "test:gw0:n",
+            ]
+        },
+    ]
+    assert recorded["calls"][0]["params"][0] == "gw1"  # the loaded document is not changed
+    assert as_worker({"request": {"worker": "master"}, "calls": ["master", "db-master"]}, "gw3")[
+        "calls"
+    ] == ["master", "db-gw3"]

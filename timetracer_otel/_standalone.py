@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -31,8 +32,14 @@ class BlockRecording:
     """The cassette of a stretch of code, recorded while it is active; :meth:`finish` writes it."""
 
     def __init__(
-        self, path: Path, label: str, keep_empty: bool = True, seed: str | None = None
+        self,
+        path: Path,
+        label: str,
+        keep_empty: bool = True,
+        seed: str | None = None,
+        parts: dict[str, Any] | None = None,
     ) -> None:
+        """``parts``: request fields of the cassette beyond the label (the pytest-xdist worker that ran it)."""
         config = TraceConfig(mode="record", cassette_dir=str(path.parent))
         plugins.enable_installed()
         provider = tracer_provider(config.service_name)
@@ -50,6 +57,7 @@ class BlockRecording:
             query="",
             headers=[],
             service=service_name(provider, config.service_name),
+            server_parts=parts,
         )
         # randomness reproducible from the seed (see DrawRecorder)
         if seed is not None and config.draws:

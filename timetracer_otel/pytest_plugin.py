@@ -52,6 +52,7 @@ from timetracer_otel._pytest.naming import (
     cassettes_of_module,
 )
 from timetracer_otel._pytest.report import RunReport, shown
+from timetracer_otel._pytest.workers import xdist_worker
 
 if TYPE_CHECKING:
     from timetracer_otel.replayers.session import EarlierAnswer
@@ -153,6 +154,7 @@ class _Run:
         # One id for the whole run, shared by pytest-xdist's workers.
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
         self.allowed_hosts = frozenset(config.getini("timetracer_allowed_hosts"))
+        self.worker = xdist_worker(config)
         self.report = RunReport(self.mode, shown(self.directory))
         self.fixture_blocks: dict[
             Any, CassetteBlock
@@ -173,7 +175,9 @@ class _Run:
         if action == REPLAY:
             options["earlier"] = self.earlier
         try:
-            return CassetteBlock(path, label, action, allowed_hosts=self.allowed_hosts, **options)
+            return CassetteBlock(
+                path, label, action, allowed_hosts=self.allowed_hosts, worker=self.worker, **options
+            )
         except SealedSecretsError as exc:  # still fails; the report names the key
             self.report.not_opened(exc)
             raise
@@ -181,7 +185,7 @@ class _Run:
     @functools.cached_property
     def earlier(self) -> EarlierAnswer:
         """Answers from earlier tests' cassettes (made when a replayed test first needs one)."""
-        return earlier_tests(self.directory)
+        return earlier_tests(self.directory, self.worker)
 
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)

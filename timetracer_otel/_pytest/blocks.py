@@ -23,6 +23,8 @@ from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 
+from .workers import WORKER_FIELD, as_worker
+
 if TYPE_CHECKING:
     from timetracer_otel.replayers.opening import Opened
     from timetracer_otel.replayers.session import EarlierAnswer, RecordedViews
@@ -68,13 +70,14 @@ _REFUSAL_HINT = (
 )
 
 
-def _opened(path: Path, config: TraceConfig) -> Opened:
-    """The cassette at ``path`` opened with this process's key. No file (a fixture that made no
-    call when it was recorded): every call made now is unanswered."""
+def _opened(path: Path, config: TraceConfig, worker: str | None) -> Opened:
+    """The cassette at ``path`` opened with this process's key, as pytest-xdist's ``worker``
+    would have recorded it (see :mod:`.workers`). No file (a fixture that made no call when it
+    was recorded): every call made now is unanswered."""
     from timetracer_otel.replayers.opening import open_for_replay
 
     document = (
-        load_cassette(path, limits=config.read_limits)
+        as_worker(load_cassette(path, limits=config.read_limits), worker)
         if path.exists()
         else {"calls": [], "draws": []}
     )
@@ -84,7 +87,7 @@ def _opened(path: Path, config: TraceConfig) -> Opened:
         raise SealedSecretsError(exc.path, exc.problem) from None
 
 
-def earlier_tests(directory: Path) -> EarlierAnswer:
+def earlier_tests(directory: Path, worker: str | None) -> EarlierAnswer:
     """Answers, for a call a test's cassette does not hold, from the cassettes of the tests and
     fixtures recorded before it in ``directory``: what the recording process remembered from an
     earlier test (a value fetched once and cached) when the test now runs alone, first on its
@@ -95,7 +98,7 @@ def earlier_tests(directory: Path) -> EarlierAnswer:
 
     @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
     def views(path: str) -> RecordedViews:
-        return _opened(Path(path), config).views(path)
+        return _opened(Path(path), config, worker).views(path)
 
     return EarlierRequests(lambda: recorded_in(directory, config, blocks=True), views).answer
 
@@ -109,6 +112,7 @@ class _Replay:
         live: tuple[str, ...],
         allowed_hosts: frozenset[str],
         earlier: EarlierAnswer | None,
+        worker: str | None,
     ) -> None:
         from timetracer_otel.determinism import (
             DrawReplayer,
@@ -123,7 +127,7 @@ class _Replay:
 
         install_replayers()
         config = TraceConfig(mode="replay")
-        opened = _opened(path, config)
+        opened = _opened(path, config, worker)
         self.locked = opened.locked
         self.session = ReplaySession(
             opened.answers,
@@ -187,13 +191,20 @@ class CassetteBlock:
         seed: str | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
         earlier: EarlierAnswer | None = None,
+        worker: str | None = None,
     ) -> None:
         self.path = path
         self.action = action
         self._recording = (
-            BlockRecording(path, label, keep_empty, seed) if action == RECORD else None
+            BlockRecording(
+                path, label, keep_empty, seed, {WORKER_FIELD: worker} if worker else None
+            )
+            if action == RECORD
+            else None
         )
-        self._replay = _Replay(path, live, allowed_hosts, earlier) if action == REPLAY else None
+        self._replay = (
+            _Replay(path, live, allowed_hosts, earlier, worker) if action == REPLAY else None
+        )
 
     @property
     def state(self) -> object:

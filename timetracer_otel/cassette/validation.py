@@ -229,6 +229,7 @@ def _inbound_request(value: Any, where: str) -> None:
     _optional(request, "client", where, _client)
     _optional(request, "scheme", where, lambda v, at: _string(v, at, empty=False))
     _optional(request, "root_path", where, _string)
+    _optional(request, "worker", where, lambda v, at: _string(v, at, empty=False))
 
 
 def _client(value: Any, where: str) -> None:

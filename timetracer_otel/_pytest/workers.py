@@ -1,0 +1,90 @@
+"""pytest-xdist workers' names in what a test recorded.
+
+A suite run with pytest-xdist often gives each worker data of its own named after it: a
+database ``app-test-gw0`` (pytest-django's ``test_app_gw0``, fief's ``fief-test-gw0``),
+a Redis prefix ``test:gw1:``. The calls a test makes then carry the name of the worker
+that ran it, and which worker runs a test changes from one run to the next (and is
+``master``, xdist's ``worker_id`` in a run without workers). A cassette notes the worker
+that recorded it (its request's ``worker``); replayed on another, it is read as if that
+worker had recorded it: the recording worker's name, where it stands as a name of its own
+or at the end of one, is the replaying worker's, in the calls and their answers alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+import pytest
+
+from timetracer_otel.sealing import SEALED_TOKEN
+
+__all__ = ["WORKER_FIELD", "as_worker", "xdist_worker"]
+
+WORKER_FIELD = (
+    "worker"  # the request field of a block's cassette naming the worker that recorded it
+)
+_CONTROLLER = "master"  # xdist's worker_id where no worker runs the tests
+
+
+def xdist_worker(config: pytest.Config) -> str | None:
+    """This process's name for the suite's per-worker data, as xdist's ``worker_id`` fixture
+    gives it: its worker's (``gw0``), ``master`` with pytest-xdist installed but no workers
+    (even where ``PYTEST_XDIST_WORKER`` was inherited from an outer run), else None."""
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        return str(worker)
+    return _CONTROLLER if config.pluginmanager.hasplugin("xdist") else None
+
+
+def _name_pattern(worker: str) -> str:
+    """Where ``worker`` stands as a name: ``gw1`` alone or ending a name (``db-gw1``, not
+    ``gw12``); ``master`` only ending one (``fief-test-master``), as the word is common."""
+    before = r"(?<=[-_.:/])" if worker == _CONTROLLER else r"(?<![A-Za-z0-9])"
+    return f"{before}{re.escape(worker)}(?![A-Za-z0-9])"
+
+
+def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
+    """``document`` as ``worker`` would have recorded it (itself when the same worker did, or
+    either is unknown). Sealed values are left as they are (their data is not text to change);
+    stored bytes are changed as bytes."""
+    request = document.get("request")
+    recorded = request.get(WORKER_FIELD) if isinstance(request, dict) else None
+    if not isinstance(recorded, str) or not recorded or worker is None or recorded == worker:
+        return document
+    pattern = re.compile(f"(?P<sealed>{SEALED_TOKEN.pattern})|{_name_pattern(recorded)}")
+    in_bytes = re.compile(_name_pattern(recorded).encode("ascii"))
+    replacement = worker.encode("utf-8")
+
+    def text(value: str) -> str:
+        return pattern.sub(lambda m: m.group(0) if m.group("sealed") else worker, value)
+
+    def stored(encoded: str) -> str:
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return encoded
+        changed = in_bytes.sub(replacement, data)
+        return encoded if changed == data else base64.b64encode(changed).decode("ascii")
+
+    holder: list[Any] = [document]
+    pending: list[tuple[Any, Any, Any]] = [(holder, 0, document)]
+    while pending:
+        parent, key, item = pending.pop()
+        if isinstance(item, str):
+            parent[key] = text(item)
+        elif isinstance(item, dict):
+            parent[key] = copy = {}
+            for name, child in item.items():
+                name = text(name)
+                if name == "base64" and isinstance(child, str):
+                    copy[name] = stored(child)
+                else:
+                    copy[name] = child
+                    pending.append((copy, name, child))
+        elif isinstance(item, list):
+            parent[key] = items = list(item)
+            pending.extend((items, index, child) for index, child in enumerate(item))
+    return holder[0]
