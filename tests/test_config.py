@@ -176,6 +176,22 @@ def test_from_env_reads_the_mapping_it_is_given(monkeypatch: pytest.MonkeyPatch)
     assert (config.mode, config.sample_rate) == ("record", 0.0)
 
 
+def test_a_misspelt_variable_is_named_once_with_the_settings_it_resembles(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {"TIMETRACER_CASSETTE_DIR": "/srv/cassettes", "TIMETRACER_MDOE": "record"}
+    with caplog.at_level("WARNING", logger="timetracer"):
+        config = TraceConfig.from_env(environ)
+        TraceConfig.from_env(environ)
+    assert (config.mode, config.cassette_dir) == ("off", "./cassettes")
+    assert [record.getMessage() for record in caplog.records] == [
+        "timetracer: TIMETRACER_CASSETTE_DIR is not a timetracer setting (did you mean"
+        " TIMETRACER_CASSETTE or TIMETRACER_DIR?); it is ignored",
+        "timetracer: TIMETRACER_MDOE is not a timetracer setting (did you mean"
+        " TIMETRACER_MODE or TIMETRACER_DIR?); it is ignored",
+    ]
+
+
 def test_from_env_rejects_unknown_fields() -> None:
     with pytest.raises(TypeError, match="unknown TraceConfig field\\(s\\): sample"):
         TraceConfig.from_env(sample=0.5)

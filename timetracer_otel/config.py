@@ -7,6 +7,8 @@ or empty (as in the OpenTelemetry SDK).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -235,6 +237,26 @@ _SPEC: dict[str, tuple[None | str | tuple[str, ...], Callable[[Any], Any], Any]]
 }
 
 
+_KNOWN_VARIABLES = frozenset(
+    name
+    for names, _, _ in _SPEC.values()
+    for name in ((names,) if isinstance(names, str) else names or ())
+    if name.startswith("TIMETRACER_")
+)
+
+
+@functools.cache
+def _warn_unknown(names: frozenset[str]) -> None:
+    """A ``TIMETRACER_*`` variable no setting reads is a misspelt one (``TIMETRACER_CASSETTE_DIR``):
+    said once per process, with the closest setting, as it silently changes nothing."""
+    from ._diagnostics import logger
+
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, sorted(_KNOWN_VARIABLES), n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        logger.warning("timetracer: %s is not a timetracer setting%s; it is ignored", name, hint)
+
+
 def process_mode() -> str:
     """The mode the process was started in (``TIMETRACER_MODE``), ``""`` when unset.
 
@@ -360,6 +382,11 @@ class TraceConfig:
     def _resolve(self, environ: Mapping[str, str]) -> None:
         for f in fields(self):
             object.__setattr__(self, f.name, _setting(f.name, getattr(self, f.name), environ))
+        unknown = (
+            frozenset(name for name in environ if name.startswith("TIMETRACER_")) - _KNOWN_VARIABLES
+        )
+        if unknown:
+            _warn_unknown(unknown)
 
     @property
     def read_limits(self) -> ReadLimits:
