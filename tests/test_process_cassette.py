@@ -209,6 +209,27 @@ def test_a_seed_run_at_import_after_auto_setup_replays_with_the_recorded_values(
     )
 
 
+def test_values_drawn_while_the_apps_modules_are_imported_before_auto_setup_replay(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """The app's own modules, imported after timetracer's integration and before ``auto_setup``
+    runs, draw a ``uuid4()``, the time and a secret: the process cassette keeps them, and the
+    replaying process gets them back before its modules are imported, so the instance id it
+    announces in Redis matches and ``/state`` is the recorded one."""
+    factory = "import_draws_app:traced"
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], factory, STARTUP_APP_WORK="checks")
+    (process_file,) = process_cassette_files(cassette_dir)
+    draws = load_cassette(process_file, scope="process")["draws"]
+    assert {(d["source"], d["caller"]) for d in draws} >= {
+        ("uuid", "import_draws_settings"),
+        ("clock", "import_draws_settings"),
+        ("secrets", "import_draws_settings"),
+    }
+    assert "ReplayMismatchError" not in _replays_state(
+        recorded, cassette_dir, suffix, "checks", factory
+    )
+
+
 def test_a_startup_that_fails_leaves_its_calls_in_the_process_cassette(
     cassette_dir: Path, suffix: str
 ) -> None:

@@ -33,9 +33,11 @@ from .config import TraceConfig, process_mode
 from .determinism import DrawRecorder, use_startup_draws
 from .determinism import install as install_draw_sources
 
-__all__ = ["MAX_CALLS", "ProcessRecording", "wanted", "start", "save"]
+__all__ = ["MAX_CALLS", "ProcessRecording", "keep_startup_draws", "wanted", "start", "save"]
 
 MAX_CALLS = 1000
+# the draws kept before the process recording started (see keep_startup_draws)
+_early_draws: DrawRecorder | None = None
 
 
 class ProcessRecording(TraceRecording):
@@ -56,8 +58,8 @@ class ProcessRecording(TraceRecording):
             service=service,
         )
         # the clock, UUID and random values drawn while the app starts (seeding, a generated
-        # signing key): the rest of the process's draws stay real
-        self.draws = DrawRecorder(config.draws) if config.draws else None
+        # signing key), from those drawn as its modules were imported: the rest stay real
+        self.draws = (_early_draws or DrawRecorder(config.draws)) if config.draws else None
         self.dropped_calls = 0
         self.writer = writer
         started = datetime.fromtimestamp(self.started_ns / 1e9, tz=timezone.utc)
@@ -81,6 +83,17 @@ class ProcessRecording(TraceRecording):
 def wanted(config: TraceConfig) -> bool:
     """Whether setting up ``config`` starts the process recording: it records, and so does the process."""
     return config.mode == "record" and process_mode() == "record"
+
+
+def keep_startup_draws(config: TraceConfig) -> None:
+    """Keep the draws made outside requests from now on, before the process recording starts
+    (the app's modules being imported): the process recording goes on with them."""
+    global _early_draws
+    if not wanted(config) or _early_draws is not None or process_recording() is not None:
+        return
+    install_draw_sources(config.draws)
+    _early_draws = DrawRecorder(config.draws)
+    use_startup_draws(_early_draws, in_request)
 
 
 def start(config: TraceConfig, service: str, writer: RecordingWriter) -> TraceRecording:

@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 
-from timetracer_otel import _process_recording
+from timetracer_otel import _early_start, _process_recording
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import enter_request, leave_request
 from timetracer_otel._tracing import (
@@ -28,6 +28,9 @@ from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.plugins import check_plugin_names, enable, enable_installed
 
 __all__ = ["TimeTracerMiddleware", "auto_setup"]
+
+# in a process started to record or replay: what the app's own modules, imported next, draw
+_early_start.start()
 
 _SHUTDOWN_FLUSH_MILLIS = 10_000
 _STARTUP_WRITE_SECONDS = 10.0
