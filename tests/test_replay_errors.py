@@ -7,7 +7,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,29 @@ def test_unusable_cassette_stops_the_app_at_start(
     with pytest.raises(CassetteError) as raised:
         _START[start](replay_config(path))
     _assert_one_clear_error(raised, path, problem)
+
+
+def test_a_process_started_to_replay_an_unusable_cassette_stops_with_one_error(
+    tmp_path: Path,
+) -> None:
+    """Importing the integration starts answering the draws of the app's modules from the process
+    cassette: a cassette that cannot be used is left for ``auto_setup`` to name, once."""
+    missing = tmp_path / "cassette.json"
+    started = subprocess.run(
+        [sys.executable, "-c", "from timetracer_otel.integrations.starlette import auto_setup\n"
+         "from starlette.applications import Starlette\n"
+         "print('imported', flush=True)\n"
+         "auto_setup(Starlette())"],
+        env={**os.environ, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(missing)},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 1 and started.stdout == "imported\n"
+    lines = started.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", started.stderr
+    assert lines[-1] == (
+        f"timetracer_otel.cassette.errors.CassetteError: timetracer: cannot use cassette {missing}:"
+        " no such file or directory"
+    )
 
 
 def test_a_directory_replays_without_its_unusable_cassette_and_names_it(
