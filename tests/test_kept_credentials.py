@@ -191,3 +191,71 @@ def test_signing_keys_kept_in_a_row_and_in_redis_are_sealed_and_replay_signs_wit
     assert_same_response(recorded, replayed)
     (report,) = reports
     assert report.ok and not report.unmatched and not report.unused
+
+
+def _tenants_app(postgres_url: str, config: TraceConfig) -> Starlette:
+    """A tenant gets signing keys of its own when it is created (as fief's tenants do): an RSA key
+    for RS256 and an EC key for ES256, kept as JWKs in its row, and an Ed25519 key; the response
+    shows the public parts."""
+
+    async def create_tenant(request: Request) -> JSONResponse:
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+        from jwt.algorithms import ECAlgorithm
+
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ec_key = ec.generate_private_key(ec.SECP256R1())
+        ed_key = ed25519.Ed25519PrivateKey.generate()
+        row = (
+            request.path_params["slug"],
+            RSAAlgorithm.to_jwk(rsa_key),
+            ECAlgorithm.to_jwk(ec_key),
+        )
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            await connection.execute("INSERT INTO tenants VALUES (%s, %s, %s)", row)
+        public = {
+            "rs256": json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())),
+            "es256": json.loads(ECAlgorithm.to_jwk(ec_key.public_key())),
+            "eddsa": ed_key.public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            .hex(),
+        }
+        return JSONResponse(public, status_code=201)
+
+    app = Starlette(routes=[Route("/tenants/{slug}", create_tenant, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["psycopg"])
+    return app
+
+
+def test_keys_made_in_a_request_are_the_recorded_ones_in_replay(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """OpenSSL draws a new key's randomness itself: the key is kept as a sealed draw, and the
+    replayed request makes the same keys, so its INSERT matches and its response is the recorded one."""
+    with postgres_schemas("") as schema:
+        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE tenants (slug TEXT, sign_jwk TEXT, es_jwk TEXT)")
+        config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+        recording = serve(_tenants_app(url, config))
+        recorded = httpx.post(f"{recording.url}/tenants/bretagne", timeout=30)
+        with psycopg.connect(url) as connection:
+            (stored,) = connection.execute("SELECT sign_jwk FROM tenants").fetchone() or ("",)
+    assert recorded.status_code == 201
+    assert timetracer_otel.flush(30)
+    (cassette,) = cassette_files(cassette_dir)
+    text = cassette.read_text("utf-8")
+    assert json.loads(stored)["d"] not in text
+    assert "BEGIN PRIVATE KEY" not in text
+    keys = [d for d in json.loads(text)["draws"] if d["kind"] == "private_key"]
+    assert [d["source"] for d in keys] == ["secrets"] * 3
+    assert all(str(d["value"]).startswith("[SEALED:") for d in keys)
+
+    replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    offline = url.replace(":5432/", f":{closed_port()}/")
+    with new_reports() as reports:
+        server = serve(_tenants_app(offline, replaying))
+        replayed = httpx.post(f"{server.url}/tenants/bretagne", timeout=30)
+        server.stop()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused

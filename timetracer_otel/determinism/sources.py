@@ -16,6 +16,11 @@
 - Compiled libraries that read the operating system's entropy themselves: ``bcrypt.gensalt``
   (Rust since bcrypt 4.1, so its salts never pass through ``os.urandom``) is replaced when
   bcrypt is imported, in the module and where it was imported by name.
+- Private keys made with ``cryptography`` (``rsa`` and ``ec.generate_private_key``,
+  ``Ed25519PrivateKey.generate()``): OpenSSL draws their randomness itself. Each new key
+  is one draw of the ``secrets`` source, kept as PKCS#8 PEM (sealed, as every secret is),
+  so a signing key made in a request (a new tenant's) or at start is the recorded one in
+  replay.
 - BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
   timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
   new id is one draw of the ``uuid`` source.
@@ -58,6 +63,7 @@ _SOURCE_OF_KIND = {
     "objectid": "uuid",
     "random": "random",
     "getrandbits": "random",
+    "private_key": "secrets",
 }
 # random: SystemRandom
 _URANDOM_SOURCE_BY_HELPER = {
@@ -277,6 +283,71 @@ def _install_bcrypt(bcrypt: types.ModuleType) -> None:
     _rebind({id(real): (real, gensalt)})
 
 
+_PEM_KEY = b"-----BEGIN PRIVATE KEY-----"
+
+
+def _drawn_key(make: Callable[[], Any], same: Callable[[Any], bool]) -> Any:
+    """A new private key from ``make``, drawn (as PKCS#8 PEM): the recorded one in replay when
+    it is the kind of key asked for (``same``: its type, size or curve), else a new one."""
+    from cryptography.hazmat.primitives import serialization
+
+    draws = state.current()
+    if draws is None:
+        return make()
+
+    def pem() -> bytes:
+        return make().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def fits(value: Any) -> bool:
+        if type(value) is not bytes or not value.startswith(_PEM_KEY):
+            return False
+        try:
+            return same(serialization.load_pem_private_key(value, password=None))
+        except ValueError:
+            return False
+
+    drawn = _draw(draws, "private_key", sys._getframe(2), pem, fits)
+    return serialization.load_pem_private_key(drawn, password=None)
+
+
+def _install_private_keys(asymmetric: types.ModuleType) -> None:
+    """Route the private keys ``cryptography`` makes through the draws: OpenSSL draws their
+    randomness itself, and a JWT signing key made when a tenant is created (fief) or at start
+    would sign every token differently in replay."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    real_rsa, real_ec = rsa.generate_private_key, ec.generate_private_key
+    if getattr(real_rsa, "__module__", None) == __name__:
+        return
+    real_ed25519 = ed25519.Ed25519PrivateKey.generate
+
+    def generate_rsa(public_exponent: int, key_size: int, backend: Any = None) -> Any:
+        return _drawn_key(
+            lambda: real_rsa(public_exponent, key_size),
+            lambda key: isinstance(key, rsa.RSAPrivateKey) and key.key_size == key_size,
+        )
+
+    def generate_ec(curve: Any, backend: Any = None) -> Any:
+        return _drawn_key(
+            lambda: real_ec(curve),
+            lambda key: (
+                isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == curve.name
+            ),
+        )
+
+    def generate_ed25519() -> Any:
+        return _drawn_key(real_ed25519, lambda key: isinstance(key, ed25519.Ed25519PrivateKey))
+
+    vars(rsa)["generate_private_key"] = generate_rsa
+    vars(ec)["generate_private_key"] = generate_ec
+    ed25519.Ed25519PrivateKey.generate = staticmethod(generate_ed25519)  # type: ignore[method-assign]
+    _rebind({id(real_rsa): (real_rsa, generate_rsa), id(real_ec): (real_ec, generate_ec)})
+
+
 def _install_objectid(bson: types.ModuleType) -> None:
     """Route ``ObjectId()`` (a new id: Beanie's ``default_factory``, pymongo's insert ``_id``)
     through the draws; an id given (``ObjectId(text)``) is built as before."""
@@ -332,3 +403,6 @@ def install(sources: Sequence[str]) -> None:
         _rebind(_install_randomness())
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")
+        register_post_import_hook(
+            _install_private_keys, "cryptography.hazmat.primitives.asymmetric"
+        )
