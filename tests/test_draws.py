@@ -7,9 +7,12 @@ binds model defaults at import and keeps a ``random.Random`` made at import, as 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import io
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,14 @@ from _replay import Sent, assert_same_response, new_reports, send, uvicorn_proce
 from apps.draws_app import create_app
 from conftest import load_cassettes
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.sealing import redacted
 
 _SOURCES = ["clock", "uuid", "random", "urandom", "secrets"]
@@ -254,3 +262,53 @@ def test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws(
     assert [json.loads(r.content) for r in replayed] == [json.loads(r.content) for r in recorded]
     # the last 100 are kept
     assert reports and not [r for r in reports if r.extra_draws or not r.ok]
+
+
+def _logging_app(config: TraceConfig, lines: list[str]) -> Starlette:
+    """An app that logs with loguru and structlog, the time in each line, while it draws an id."""
+    import loguru
+    import structlog
+
+    logger = loguru.logger.bind()
+    logger.remove()
+    logger.add(lines.append, format="{time:YYYY-MM-DDTHH:mm:ss.SSSSSSZZ} {message}")
+    stamped = structlog.wrap_logger(
+        structlog.PrintLogger(io.StringIO()),
+        processors=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            lambda _, __, event: lines.append(event["timestamp"]) or event,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+    async def order(request: Request) -> JSONResponse:
+        order_id = str(uuid.uuid4())
+        logger.info("order {}", order_id)
+        stamped.info("order", id=order_id)
+        return JSONResponse({"id": order_id})
+
+    app = Starlette(routes=[Route("/orders", order, methods=["POST"])])
+    auto_setup(app, config=config, plugins=[])
+    return app
+
+
+def test_log_lines_keep_the_real_time_and_are_not_drawn(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """A log line's time is the logging library's, not the app's: loguru's and structlog's clock
+    reads stay real (as the ``logging`` module's do), so the cassette holds the app's own draw only
+    and the replayed request logs when it runs."""
+    lines: list[str] = []
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    (recorded,) = send(serve(_logging_app(config, lines)).url, [("POST", "/orders", {})])
+    assert timetracer_otel.flush(30)
+    (cassette,) = load_cassettes(cassette_dir)
+    assert [(d["source"], d["caller"]) for d in cassette["draws"]] == [("uuid", __name__)]
+
+    replay_started = datetime.datetime.now(datetime.timezone.utc)
+    lines.clear()
+    replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    (replayed,) = send(serve(_logging_app(replaying, lines)).url, [("POST", "/orders", {})])
+    assert_same_response(recorded, replayed)
+    assert len(lines) == 2
+    assert all(datetime.datetime.fromisoformat(line.split()[0]) >= replay_started for line in lines)

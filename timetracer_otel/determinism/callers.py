@@ -3,9 +3,10 @@
 ``uuid.uuid4()`` draws from ``os.urandom`` and ``secrets.token_hex()`` from
 ``random.SystemRandom``: the caller is the first module outside those helpers (the app's
 own code, SQLAlchemy's column defaults, argon2's salt), and the outermost helper names
-the source. Draws by timetracer, OpenTelemetry, ``logging``, SQLAlchemy's connection
-pool (the time a connection was opened: replay opens its connections anew) and pymongo's
-own ids have no caller: they stay real.
+the source. Draws by timetracer, OpenTelemetry, the logging libraries (``logging``,
+loguru, structlog: a log line's time), pytest's own timing, SQLAlchemy's connection pool
+(the time a connection was opened: replay opens its connections anew) and pymongo's own
+ids have no caller: they stay real.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ _PYMONGO_OWN = tuple(
         "asynchronous.topology", "srv_resolver", "synchronous.srv_resolver", "asynchronous.srv_resolver",
     )
 )  # fmt: skip
-_OWN_PREFIXES = ("timetracer_otel", "opentelemetry", "logging", "sqlalchemy.pool", *_PYMONGO_OWN)
+_OWN_PREFIXES = (
+    "timetracer_otel", "opentelemetry", "logging", "loguru", "structlog", "_pytest",
+    "sqlalchemy.pool", *_PYMONGO_OWN,
+)  # fmt: skip
 
 _APP, _HELPER, _THROUGH, _OWN = range(4)
 _kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
