@@ -97,7 +97,8 @@ _IN_TEXT = _Shapes(lambda pattern: pattern)
 _IN_BYTES = _Shapes(lambda pattern: pattern.encode("ascii"))
 # How the credentials start ("eyJ", "-----BEGIN", '"kty"') inside bytes a cassette stores in
 # base64, at each of the 3 alignments: only such bytes are decoded to be searched.
-_IN_BASE64 = ("ZXlK", "V5S", "leU", "LS0tLS1CRUdJ", "0tLS0tQkVH", "tLS0tLUJFR0lO", "Imt0", "JrdHki", "ia3R5")  # fmt: skip
+_IN_BASE64 = re.compile("ZXlK|V5S|leU|LS0tLS1CRUdJ|0tLS0tQkVH|tLS0tLUJFR0lO|Imt0|JrdHki|ia3R5")
+_IN_BASE64_BYTES = re.compile(_IN_BASE64.pattern.encode("ascii"))
 _IN_BASE64_LENGTH = 8
 
 
@@ -120,7 +121,7 @@ def kept_credentials(doc: dict[str, Any]) -> set[str]:
     base64 can hold one."""
     data = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
     found = {_unescaped(fragment) for fragment in _IN_BYTES.found(data)}
-    if any(hint.encode("ascii") in data for hint in _IN_BASE64):
+    if _IN_BASE64_BYTES.search(data) is not None:
         for stored in _stored_bytes(doc):
             found.update(m.decode("utf-8", "replace") for m in _IN_BYTES.found(stored))
     return found
@@ -143,7 +144,7 @@ def _stored_bytes(value: Any) -> Iterator[bytes]:
             encoded = item.get("base64")
             if item.get("$type") not in _BYTES_TYPES or not isinstance(encoded, str):
                 pending.extend(item.values())
-            elif len(encoded) >= _IN_BASE64_LENGTH and any(h in encoded for h in _IN_BASE64):
+            elif len(encoded) >= _IN_BASE64_LENGTH and _IN_BASE64.search(encoded) is not None:
                 try:
                     yield base64.b64decode(encoded)
                 except (binascii.Error, ValueError):
