@@ -574,6 +574,7 @@ def random_name():
 
 _TEST_NAMES = """
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -583,11 +584,14 @@ from names import random_name
 
 UPSTREAM = "{upstream}"
 ORDER = str(uuid.uuid4())
+PLACED_AT = datetime.now(timezone.utc)  # test data stamped as its module is imported
+EXPIRES_AT = PLACED_AT + timedelta(hours=1)
 
 
 @pytest.mark.parametrize("name", [random_name(), random_name()])
 def test_{module}_signs(name):
-    query = {{"name": name, "order": ORDER, "signature": signed(name)}}
+    assert PLACED_AT < datetime.now(timezone.utc) < EXPIRES_AT
+    query = {{"name": name, "order": ORDER, "at": PLACED_AT.isoformat(), "signature": signed(name)}}
     assert httpx.get(f"{{UPSTREAM}}/echo", params=query).json()["query"].startswith("name=" + name)
 """
 
@@ -595,10 +599,11 @@ def test_{module}_signs(name):
 def test_values_drawn_while_the_suite_is_imported_are_the_same_in_every_run(
     pytester: pytest.Pytester,
 ) -> None:
-    """A conftest's signing key, parametrized names and a module-level UUID are drawn before any
-    cassette is active: they come out the same in the replaying run, so each test finds its
-    cassette (named after its random parameter) and sends what it recorded, when its module is
-    collected alone too, and pytest-xdist's workers collect the same tests."""
+    """A conftest's signing key, parametrized names, a module-level UUID and time are drawn
+    before any cassette is active: they come out the same in the replaying run, so each test
+    finds its cassette (named after its random parameter) and sends what it recorded, when its
+    module is collected alone too, and pytest-xdist's workers collect the same tests. The
+    recording run's collection instant is kept beside the cassettes."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     with running_upstream() as live:
         pytester.makepyfile(
@@ -609,7 +614,7 @@ def test_values_drawn_while_the_suite_is_imported_are_the_same_in_every_run(
         )
         pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=4)
         recorded = sorted(p.name for p in (pytester.path / "cassettes").rglob("*.json"))
-        assert len(recorded) == 4 and len(live.requests) == 4
+        assert len(recorded) == 5 and "@collection.json" in recorded and len(live.requests) == 4
 
         pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
         alone = pytester.runpytest_subprocess("--timetracer-mode=none", "test_second.py")
@@ -672,6 +677,7 @@ def test_a_fixture_wrapped_by_an_installed_plugin_keeps_its_own_cassette(
         recording.assert_outcomes(passed=1)
     cassettes = pytester.path / "cassettes"
     assert sorted(str(p.relative_to(cassettes)) for p in cassettes.rglob("*.json")) == [
+        "@collection.json",
         "test_rate/@fixtures/rate.json",
         "test_rate/test_rate.json",
     ]

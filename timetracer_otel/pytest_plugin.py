@@ -44,7 +44,12 @@ from timetracer_otel._pytest.blocks import (
     SealedSecretsError,
     earlier_tests,
 )
-from timetracer_otel._pytest.collection import in_project, seeded_while_collecting
+from timetracer_otel._pytest.collection import (
+    in_project,
+    recorded_instant,
+    save_instant,
+    seeded_while_collecting,
+)
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
@@ -122,11 +127,44 @@ def _chosen_mode(config: pytest.Config) -> str:
     return mode
 
 
+def _cassette_directory(config: pytest.Config) -> Path:
+    directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
+    return directory if directory.is_absolute() else config.rootpath / directory
+
+
+_WORKER_INSTANT = (
+    "timetracer_collection_ns"  # the controller's collection instant, in a worker's input
+)
+_INSTANT = pytest.StashKey[tuple[int | None, bool]]()
+
+
+def _collection_instant(config: pytest.Config) -> tuple[int | None, bool]:
+    """(the clock while the suite is imported and collected, whether this run keeps it): the
+    instant a recording run kept, or now for a run that records; the real clock (None) for a
+    replaying run with none kept. A pytest-xdist worker takes its controller's."""
+    if _INSTANT not in config.stash:
+        from timetracer_otel.determinism import real_time_ns
+
+        mode = _chosen_mode(config)
+        kept = recorded_instant(_cassette_directory(config)) if mode in ("once", "none") else None
+        given = getattr(config, "workerinput", {}).get(_WORKER_INSTANT)
+        instant = (
+            int(given)
+            if given is not None
+            else kept
+            if kept is not None or mode == "none"
+            else real_time_ns()
+        )
+        config.stash[_INSTANT] = (instant, mode != "none" and kept is None)
+    return config.stash[_INSTANT]
+
+
 def _seeding_collection(config: pytest.Config) -> AbstractContextManager[None]:
-    """Random values drawn while the suite is imported and collected are seeded (see
-    :mod:`timetracer_otel._pytest.collection`) when every test has a cassette."""
+    """Random values drawn while the suite is imported and collected are seeded, and the clock
+    is the run's collection instant (see :mod:`timetracer_otel._pytest.collection`), when
+    every test has a cassette."""
     if config.getini("timetracer_autouse") and _chosen_mode(config) != "off":
-        return seeded_while_collecting(config.rootpath.resolve())
+        return seeded_while_collecting(config.rootpath.resolve(), _collection_instant(config)[0])
     return contextlib.nullcontext()
 
 
@@ -138,8 +176,23 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection(session: pytest.Session) -> Generator[None, None, None]:
-    with _seeding_collection(session.config):
-        return (yield)
+    config = session.config
+    with _seeding_collection(config):
+        result = yield
+    if _INSTANT in config.stash:
+        instant, keeps = config.stash[_INSTANT]
+        if keeps and instant is not None:
+            save_instant(_cassette_directory(config), instant)
+    return result
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: every worker imports the suite at the controller's collection instant."""
+    if _INSTANT in node.config.stash:
+        instant, _ = node.config.stash[_INSTANT]
+        if instant is not None:
+            node.workerinput[_WORKER_INSTANT] = instant
 
 
 class _Run:
@@ -147,9 +200,8 @@ class _Run:
 
     def __init__(self, config: pytest.Config) -> None:
         self.mode = _chosen_mode(config)
-        directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
         self.rootpath = config.rootpath.resolve()
-        self.directory = directory if directory.is_absolute() else config.rootpath / directory
+        self.directory = _cassette_directory(config)
         self.autouse: bool = config.getini("timetracer_autouse")
         # One id for the whole run, shared by pytest-xdist's workers.
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
