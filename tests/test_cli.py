@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
-from _replay import APPS_DIR, Sent, record
+from _replay import APPS_DIR, Sent, record, send, serving_process
 from apps.mixed_app import Deps
 from apps.replay_app import create_app
 from conftest import Upstream, load_cassettes
@@ -586,6 +586,56 @@ def test_replay_of_an_app_that_fails_to_start_is_one_message_naming_the_call(
         "Error: the app failed to start: ReplayMismatchError: timetracer replay: no recorded call "
         f"matches GET {upstream.url}/json?warm=1 (httpx)\ncassette: (no process cassette)\n"
     ), done.stderr
+
+
+# An app whose lifespan shutdown raises (a background task it awaits there failed): every
+# request was answered before, and its report is what the replay is for.
+_STOPPING_APP = """
+import contextlib
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+async def ping(request):
+    return JSONResponse({"pong": request.query_params.get("n")})
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    yield
+    raise RuntimeError("the heartbeat task failed")
+
+
+app = Starlette(routes=[Route("/ping", ping)], lifespan=lifespan)
+auto_setup(app, plugins=[])
+"""
+
+
+def test_replay_of_an_app_whose_shutdown_fails_reports_every_request_and_the_failure(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "stopping_app.py").write_text(_STOPPING_APP, "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "stopping_app:app"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        sent: list[Sent] = [("GET", "/ping", {"params": {"n": n}}) for n in ("1", "2")]
+        assert [r.json() for r in send(server.url, sent)] == [{"pong": "1"}, {"pong": "2"}]
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", "stopping_app:app", "--app-dir", str(tmp_path)
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:4] for line in lines if line.startswith("timetracer")] == [
+        ["timetracer", "[OK]", "replayed", "GET"]
+    ] * 2
+    assert lines[-2:] == [
+        "replayed 2 cassettes: 2 ok, 0 differ",
+        "the app's shutdown failed: RuntimeError: the heartbeat task failed",
+    ]
 
 
 def test_replay_wraps_an_app_that_never_set_timetracer_up(

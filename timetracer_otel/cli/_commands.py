@@ -395,9 +395,10 @@ def replay(
     every outgoing call answered from its cassette, and prints the replay report.
 
     CASSETTE is a cassette file, a directory (every cassette in it), or an id in --dir.
-    Exit status 1 when a response differs from the recording, a call went unanswered, or a
+    Exit status 1 when a response differs from the recording, a call went unanswered, a
     file in the directory is not a usable cassette (it is named, and the others replayed;
-    a response whose only unchecked parts are redacted values is not a failure).
+    a response whose only unchecked parts are redacted values is not a failure), or the
+    app's shutdown failed (named after the report).
     Without the key that sealed them, recorded credentials read [REDACTED]: --header and
     --cookie supply them, or --credentials names a function that does per request (it gets
     the request's method, path, query and headers, and returns {header name: value}); the
@@ -417,6 +418,7 @@ def replay(
             reports = [replayer.replay(path) for path in replayer.cassettes()]
             # each named in a warning when the replay began
             unusable = len(replayer.library.unusable)
+        stopped = replayer.shutdown_error
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     except AppStartError as exc:  # a replay mismatch names the call and the closest, over lines
@@ -439,7 +441,9 @@ def replay(
             click.echo(
                 f"{supplied} of {len(reports)} requests were sent with supplied credentials (their own could not be unsealed)"
             )
-    sys.exit(_DIFFERENT if "diff" in verdicts or unusable else 0)
+    if stopped is not None:  # on stderr with --json: standard output is the list
+        click.echo(f"the app's shutdown failed: {stopped}", err=as_json)
+    sys.exit(_DIFFERENT if "diff" in verdicts or unusable or stopped is not None else 0)
 
 
 @cli.command()

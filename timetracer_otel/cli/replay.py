@@ -92,6 +92,8 @@ class Replayer:
             raise
         self._stack = contextlib.ExitStack()
         self._client: Any = None
+        # what the app's lifespan shutdown raised: the replies are in, it is reported with them
+        self.shutdown_error: str | None = None
 
     def __enter__(self) -> Replayer:
         # Starlette >= 1.x suggests httpx2 for its test client; httpx works
@@ -119,7 +121,12 @@ class Replayer:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        except Exception as exc:
+            self.shutdown_error = (
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
 
     def _restore_env(self) -> None:
         for name, value in self._saved_env.items():

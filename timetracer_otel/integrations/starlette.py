@@ -96,7 +96,7 @@ class TimeTracerMiddleware:
 
     def _writing_at_lifespan_ends(self, send: Send) -> Send:
         """Write the process cassette once startup completed, before the server takes requests (a process
-        killed later still has it), or failed (replay shows the failure). At shutdown, write it again and flush cassettes and exports: uvicorn
+        killed later still has it), or failed (replay shows the failure). At shutdown, complete or failed, write it again and flush cassettes and exports: uvicorn
         then ends the process by re-raising the stop signal, so no ``atexit`` handler (the SDK's flush) runs."""
 
         async def send_written(message: Message) -> None:
@@ -104,7 +104,7 @@ class TimeTracerMiddleware:
                 end_startup()  # draws outside requests are real from now on
                 # failed: the calls that led there are what replay needs to show the failure
                 await anyio.to_thread.run_sync(_process_recording.save, _STARTUP_WRITE_SECONDS)
-            elif message["type"] == "lifespan.shutdown.complete":
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 with guarded("shutdown.flush"):
                     _process_recording.save()
                     await anyio.to_thread.run_sync(
