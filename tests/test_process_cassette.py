@@ -230,6 +230,22 @@ def test_values_drawn_while_the_apps_modules_are_imported_before_auto_setup_repl
     )
 
 
+def test_a_background_task_started_with_the_app_replays_its_recorded_values(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """A heartbeat started by the lifespan stamps Redis with ``now()`` after the app has started:
+    the task draws from the process cassette as its startup did, so each stamp it sends is the
+    recorded one and the process cassette answers its SETs in order."""
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="heartbeat")
+    beats = json.loads(recorded.json()["ticks"].replace("'", '"'))
+    assert len(beats) == 3
+    (process_file,) = process_cassette_files(cassette_dir)
+    assert _labels(load_cassette(process_file, scope="process")) == [
+        f"redis SET tt-startup:{suffix}:heartbeat {beat}" for beat in beats
+    ]
+    assert "ReplayMismatchError" not in _replays_state(recorded, cassette_dir, suffix, "heartbeat")
+
+
 def test_a_startup_that_fails_leaves_its_calls_in_the_process_cassette(
     cassette_dir: Path, suffix: str
 ) -> None:

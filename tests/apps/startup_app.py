@@ -7,7 +7,8 @@ background task got; ``/items`` reads the cache and counts the table's rows in a
 With ``STARTUP_APP_WORK=checks`` startup only checks its dependencies: a Redis PING and a
 ``SELECT 1`` on an engine with ``pool_pre_ping``; with ``seed`` it stores an admin keyed by
 a new ``uuid4()`` and stamped ``now()`` in Redis, as a first start seeds a database; with
-``fail`` it pings Redis and raises.
+``fail`` it pings Redis and raises; with ``heartbeat`` it starts a task that stamps a Redis
+key with ``now()`` three times, after startup (``/state`` shows the stamps).
 
 ``STARTUP_APP_REDIS`` and ``STARTUP_APP_POSTGRES`` are the URLs, ``STARTUP_APP_SUFFIX``
 names the test's keys and table. ``uvicorn --factory startup_app:traced`` sets timetracer
@@ -71,6 +72,19 @@ async def _seed(app: Starlette) -> None:
     app.state.found["signing_key_id"] = hashlib.sha256(signing_key.encode()).hexdigest()[:12]
 
 
+async def _beat(app: Starlette) -> list[str]:
+    stamps = []
+    for _ in range(3):
+        await asyncio.sleep(0.01)  # the app has started: this runs after the lifespan's startup
+        stamps.append(datetime.now(timezone.utc).isoformat())
+        await app.state.redis.set(key("heartbeat"), stamps[-1])
+    return stamps
+
+
+async def _heartbeat(app: Starlette) -> None:
+    app.state.background = asyncio.create_task(_beat(app))
+
+
 async def _fail(app: Starlette) -> None:
     await app.state.redis.ping()
     raise RuntimeError("no config")
@@ -91,7 +105,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.found = {}
     app.state.background = None
     work = os.environ.get("STARTUP_APP_WORK")
-    await {"checks": _checks, "seed": _seed, "fail": _fail}.get(work or "", _full_startup)(app)
+    await {"checks": _checks, "seed": _seed, "fail": _fail, "heartbeat": _heartbeat}.get(
+        work or "", _full_startup
+    )(app)
     yield
     await app.state.redis.aclose()
     await app.state.engine.dispose()

@@ -16,6 +16,7 @@ from .state import (
     deactivate,
     decode_draws,
     end_startup,
+    startup_draws,
     use_startup_draws,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "end_startup",
     "install",
     "real_time_ns",
+    "startup_draws",
     "use_startup_draws",
 ]

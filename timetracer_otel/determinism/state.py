@@ -30,6 +30,7 @@ __all__ = [
     "activate",
     "deactivate",
     "use_startup_draws",
+    "startup_draws",
     "end_startup",
 ]
 
@@ -227,6 +228,11 @@ def use_startup_draws(draws: Draws | None, serving_request: Callable[[], bool]) 
     global _startup, _serving_request, current
     _startup, _serving_request = draws, serving_request
     current = _active.get if draws is None else _current_while_starting
+
+
+def startup_draws() -> Draws | None:
+    """The draws of the process while it starts (see :func:`use_startup_draws`), None once started."""
+    return _startup
 
 
 def end_startup() -> None:

@@ -22,7 +22,9 @@ from timetracer_otel._tracing import (
 )
 from timetracer_otel.capture.asgi import RecordingLayer
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.determinism import end_startup
+from timetracer_otel.determinism import activate as activate_draws
+from timetracer_otel.determinism import deactivate as deactivate_draws
+from timetracer_otel.determinism import end_startup, startup_draws
 from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.plugins import check_plugin_names, enable, enable_installed
@@ -70,11 +72,19 @@ class TimeTracerMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(
-                scope,
-                receive,
-                send if self._inner is self.app else self._writing_at_lifespan_ends(send),
-            )
+            # the lifespan, and the tasks it starts (a heartbeat, a scheduler), draw as the
+            # process starts, before and after it has: a background loop's stamps replay too
+            draws = startup_draws()
+            token = activate_draws(draws) if draws is not None else None
+            try:
+                await self.app(
+                    scope,
+                    receive,
+                    send if self._inner is self.app else self._writing_at_lifespan_ends(send),
+                )
+            finally:
+                if token is not None:
+                    deactivate_draws(token)
             return
         end_startup()  # a server without lifespan events: started once it serves
         # recorded or not, replayed or not: no call made here belongs to the process
