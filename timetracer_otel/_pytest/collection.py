@@ -80,18 +80,21 @@ class _CollectionDraws(DrawRecorder):
         fits: Fits | None = None,
         seeded: Seeded | None = None,
     ) -> Any:
-        stream = f"{self._importing()}\0{caller}"
         if seeded is not None:
-            return seeded(self._generator(kind, stream))
+            return seeded(self._generator(kind, self._stream(caller)))
         if self._instant_ns is None or kind != "time":
             return real()
+        stream = self._stream(caller)
         reads = self._clock_reads[stream]
         self._clock_reads[stream] += 1
         return self._instant_ns + reads * _STEP_NS
 
+    def _stream(self, caller: str) -> str:
+        return f"{self._importing()}\0{caller}"
+
     def _importing(self) -> str:
         """The innermost project module being run at its top level, relative to the root."""
-        frame = sys._getframe(2)
+        frame = sys._getframe(3)
         while frame is not None:
             if frame.f_code.co_name == "<module>":
                 relative = _project_relative(frame.f_code.co_filename, self._root)
