@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -38,9 +36,11 @@ from timetracer_otel.cassette.document import (
     request_document,
 )
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
+from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import DrawRecorder
 from timetracer_otel.determinism.state import Fits, Real, Seeded, decode_draws, encode_draws
+from timetracer_otel.exporters.files import serialise
 
 __all__ = [
     "COLLECTION_CASSETTE",
@@ -142,10 +142,7 @@ def save_instant(directory: Path, instant_ns: int) -> None:
         spans=[],
     )
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / COLLECTION_CASSETTE
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
-    temporary.replace(path)
+    replace(directory / COLLECTION_CASSETTE, serialise(document))
 
 
 @contextlib.contextmanager
