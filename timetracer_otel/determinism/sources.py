@@ -294,24 +294,29 @@ def _drawn_key(make: Callable[[], Any], same: Callable[[Any], bool]) -> Any:
     draws = state.current()
     if draws is None:
         return make()
+    keys: dict[bytes, Any] = {}  # each key made or read here, by its PEM: none is parsed twice
 
     def pem() -> bytes:
-        return make().private_bytes(
+        key = make()
+        data = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        keys[data] = key
+        return data
 
     def fits(value: Any) -> bool:
         if type(value) is not bytes or not value.startswith(_PEM_KEY):
             return False
         try:
-            return same(serialization.load_pem_private_key(value, password=None))
+            keys[value] = serialization.load_pem_private_key(value, password=None)
         except ValueError:
             return False
+        return same(keys[value])
 
     drawn = _draw(draws, "private_key", sys._getframe(2), pem, fits)
-    return serialization.load_pem_private_key(drawn, password=None)
+    return keys.get(drawn) or serialization.load_pem_private_key(drawn, password=None)
 
 
 def _install_private_keys(asymmetric: types.ModuleType) -> None:
