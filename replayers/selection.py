@@ -5,7 +5,9 @@ else the route template; the query string and request body in canonical form (re
 cut as recorded); and the fingerprint of the secrets redaction removed, when this process
 holds the key the recording used. Where a part finds no cassette it is left out (another
 path of the same route, a query and body or secrets never recorded) and the report says so
-for secrets.
+for secrets. A recorded query or body that hides a value (``[REDACTED]``) also fits a live
+one showing any text there: the recording hid what its response or calls made secret (a
+cookie set to the username the login form sent), which the live request does not carry.
 Cassettes sharing a signature are used in recording order (``recorded_at``, then file
 name), with a turn counter per signature: the Nth request with signature S gets the Nth
 cassette recorded with S, and after the last one the first again.
@@ -42,7 +44,7 @@ from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import RecordedDraws, decode_draws
 from timetracer_otel.inbound import Scope, latin1_headers, route_template
-from timetracer_otel.protocols.http import content_digest, live_body
+from timetracer_otel.protocols.http import content_digest, content_fits, live_body
 from timetracer_otel.redaction import REDACTED, redactor_for
 
 from .earlier import EarlierRequests, recorded_in
@@ -142,6 +144,7 @@ class Choice:
 class _Entry(NamedTuple):
     path: str
     content: str  # the query string's and request body's digest (protocols.http.content_digest)
+    holes: bool  # whether they hide a value (protocols.http.content_holes)
     fingerprint: str | None
 
 
@@ -186,8 +189,7 @@ class _Group:
     def _index(self) -> dict[tuple[str | None, str | None], _Turns]:
         """The turns by (content, fingerprint), made when first needed."""
         if self._turns is None:
-            self._turns = {}
-            self._contents = len({entry.content for entry in self.entries})
+            turns: dict[tuple[str | None, str | None], _Turns] = {}
             for entry in self.entries:
                 for key in {
                     (entry.content, entry.fingerprint),
@@ -195,12 +197,23 @@ class _Group:
                     (None, entry.fingerprint),
                     (None, None),
                 }:
-                    self._turns.setdefault(key, _Turns()).entries.append(entry)
-            for turns in self._turns.values():
-                turns.fingerprints = frozenset(
-                    e.fingerprint for e in turns.entries if e.fingerprint is not None
+                    turns.setdefault(key, _Turns()).entries.append(entry)
+            for each in turns.values():
+                each.fingerprints = frozenset(
+                    e.fingerprint for e in each.entries if e.fingerprint is not None
                 )
+            self._contents = len({entry.content for entry in self.entries})
+            self._turns = turns  # whole when seen: read without the library's lock
         return self._turns
+
+    def holed_contents(self, other_than: str | None) -> dict[str, _Entry]:
+        """The first cassette of each content digest other than ``other_than`` whose query or
+        body hides a value, in recording order."""
+        found: dict[str, _Entry] = {}
+        for entry in self.entries:
+            if entry.holes and entry.content != other_than:
+                found.setdefault(entry.content, entry)
+        return found
 
 
 class _Documents:
@@ -266,7 +279,12 @@ class CassetteLibrary:
             key=lambda row: (recorded_instant(row["recorded_at"]), row["key"]),
         )
         self._entries = [
-            _Entry(str(files[row["key"]]), row["content_digest"], row["fingerprint"])
+            _Entry(
+                str(files[row["key"]]),
+                row["content_digest"],
+                row["content_holes"],
+                row["fingerprint"],
+            )
             for row in rows
         ]
         # cassettes of code blocks (the pytest plugin's): they have no request to send
@@ -335,19 +353,45 @@ class CassetteLibrary:
         )
         message, secrets = _as_recorded(request, body, config)
         query, headers, body = message["query"], message["headers"], message["body"]
+        differ = body is not None and group.contents_differ
+        digest = content_digest(query, body, headers) if differ else None
+        everything = group.turns(None, None)
+        assert everything is not None  # every group has (None, None)
+        same_content = group.turns(digest, None) if differ else None
+        printed, unknown = self._fingerprint(same_content or everything, secrets, config)
+        # the contents the request may have been recorded with, the one it shows first
+        contents = [digest] if same_content is not None else []
+        if differ and (
+            same_content is None
+            or (printed is not None and printed not in same_content.fingerprints)
+        ):
+            contents += self._fitting(group, digest, message)
+            same_content = group.turns(contents[0], None) if contents else None
+        candidates = same_content or everything
         with self._lock:
-            differ = body is not None and group.contents_differ
-            digest = content_digest(query, body, headers) if differ else None
-            same_content = group.turns(digest, None)
-            digest = digest if same_content is not None else None
-            candidates = same_content or group.turns(None, None)
-            assert candidates is not None  # every group has (None, None)
-            printed, unknown = self._fingerprint(candidates, secrets, config)
-            exact = group.turns(digest, printed) if printed is not None else None
+            exact = None
+            if printed is not None:
+                exact = next(
+                    filter(None, (group.turns(c, printed) for c in contents or [None])), None
+                )
             if exact is None and differ:
                 exact = self._unread(group, request, config, same_content is not None)
             entry = (exact or candidates).take()
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
+
+    def _fitting(self, group: _Group, digest: str | None, message: dict[str, Any]) -> list[str]:
+        """The content digests of the group's cassettes whose query and body, where they hide a
+        value, fit the live request's (``message``, as recorded): a value the recording hid
+        because its response or calls made it secret (a cookie set to the username the form
+        sent) shows in the live request, which does not carry that secret."""
+        live = (message["query"], message["body"], message["headers"])
+        fitting = []
+        for content, entry in group.holed_contents(digest).items():
+            request = self.load(entry.path).opened.shown["request"]
+            recorded = (request.get("query", ""), request.get("body"), request.get("headers"))
+            if content_fits(recorded, live):
+                fitting.append(content)
+        return fitting
 
     def _unread(
         self, group: _Group, request: LiveRequest, config: TraceConfig, content_found: bool

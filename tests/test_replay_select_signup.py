@@ -24,6 +24,7 @@ from apps.signup_app import create_app, create_tables
 import timetracer_otel
 from timetracer_otel._own_io import own_io
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.protocols.http import content_fits
 from timetracer_otel.replayers import ReplayReport
 
 _POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -61,13 +62,22 @@ def _ids_in_recording_order(directory: Path) -> list[str]:
 
 
 def _replayed_offline(
-    serve: Callable[..., Any], schema: str, cassette_dir: Path, sent: list[Sent]
+    serve: Callable[..., Any],
+    schema: str,
+    cassette_dir: Path,
+    sent: list[Sent],
+    login_hint: bool = False,
 ) -> tuple[list[httpx.Response], list[ReplayReport]]:
     """``sent`` replayed from ``cassette_dir`` by a server whose PostgreSQL and Redis are a closed port."""
     closed = closed_port()
     offline = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/test"
     app = create_app(
-        offline, schema, f"redis://127.0.0.1:{closed}/3", _PREFIX, replay_config(cassette_dir)
+        offline,
+        schema,
+        f"redis://127.0.0.1:{closed}/3",
+        _PREFIX,
+        replay_config(cassette_dir),
+        login_hint,
     )
     with new_reports() as reports:
         server = serve(app)
@@ -163,3 +173,88 @@ def test_a_login_whose_cookie_repeats_the_username_chooses_its_own_cassette(
     for index, after in zip(order, replayed, strict=True):
         assert_same_response(recorded[index + 1], after)
     assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
+
+
+def test_a_login_whose_answer_sets_a_cookie_holding_the_username_chooses_its_own_cassette(
+    serve: Callable[..., Any], schema: str, cassette_dir: Path
+) -> None:
+    """A wrong password, then the right one, whose answer sets the ``login_hint`` cookie to the
+    username: the recording hides the username in that login's form, the live request (sent
+    without the cookie) shows it, and so does the first attempt's form. Replay compares the
+    live form with the recorded one where the username was hidden, and the fingerprint of the
+    password tells the attempts apart: each login gets its own cassette, together or alone."""
+    name = "grace.hopper"
+    wrong = ("POST", "/login", {"data": {"username": name, "password": "not-the-password"}})
+    right = _login(name)
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    app = create_app(_POSTGRES, schema, _REDIS, _PREFIX, recording, login_hint=True)
+    recorded = send(serve(app).url, [_sign_up(name), wrong, right])
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert [r.status_code for r in recorded] == [201, 401, 200]
+    assert recorded[2].cookies["login_hint"] == name
+    _, wrong_id, right_id = _ids_in_recording_order(cassette_dir)
+
+    replayed, reports = _replayed_offline(serve, schema, cassette_dir, [wrong, right], True)
+    assert [r.cassette_id for r in reports] == [wrong_id, right_id]
+    for before, after in zip(recorded[1:], replayed, strict=True):
+        assert_same_response(before, after)
+    assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
+
+    (alone,), reports = _replayed_offline(serve, schema, cassette_dir, [right], True)
+    assert [r.cassette_id for r in reports] == [right_id]
+    assert_same_response(recorded[2], alone)
+    assert all(r.ok and not r.notes for r in reports), [r.console_text() for r in reports]
+
+
+_FORM = [["content-type", "application/x-www-form-urlencoded"]]
+_JSON = [["content-type", "application/json"]]
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"encoding": "text", "text": text}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "live", "fits"),
+    [
+        # a form field hidden whole, in any field order
+        (
+            ("", _text("username=%5BREDACTED%5D&password=%5BREDACTED%5D"), _FORM),
+            ("", _text("password=%5BREDACTED%5D&username=ada"), _FORM),
+            True,
+        ),
+        # another value where nothing was hidden
+        (
+            ("", _text("username=%5BREDACTED%5D&remember=on"), _FORM),
+            ("", _text("username=ada&remember=off"), _FORM),
+            False,
+        ),
+        # a JSON value hidden inside a text, at depth
+        (
+            ("", {"encoding": "json", "json": {"user": {"bio": "I am [REDACTED], hi"}}}, _JSON),
+            ("", {"encoding": "json", "json": {"user": {"bio": "I am ada, hi"}}}, _JSON),
+            True,
+        ),
+        # a hidden value stands for some text, never for none
+        (
+            ("", {"encoding": "json", "json": {"email": "[REDACTED]"}}, _JSON),
+            ("", {"encoding": "json", "json": {"email": ""}}, _JSON),
+            False,
+        ),
+        # a JSON member more or less does not fit
+        (
+            ("", {"encoding": "json", "json": {"email": "[REDACTED]"}}, _JSON),
+            ("", {"encoding": "json", "json": {"email": "a", "admin": True}}, _JSON),
+            False,
+        ),
+        # the query too
+        (("next=%5BREDACTED%5D&page=2", None, []), ("page=2&next=%2Fhome", None, []), True),
+        (("next=%5BREDACTED%5D&page=2", None, []), ("page=3&next=%2Fhome", None, []), False),
+    ],
+)
+def test_a_recorded_request_with_hidden_values_fits_the_live_requests_that_show_them(
+    recorded: tuple[str, dict | None, list], live: tuple[str, dict | None, list], fits: bool
+) -> None:
+    """Each ``[REDACTED]`` of a recorded query or body stands for any non-empty text of the live
+    request at that place; every other part must be equal."""
+    assert content_fits(recorded, live) is fits

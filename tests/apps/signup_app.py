@@ -71,8 +71,14 @@ def _shown(user: User) -> dict[str, str]:
 
 
 def create_app(
-    postgres_url: str, schema: str, redis_url: str, prefix: str, config: TraceConfig
+    postgres_url: str,
+    schema: str,
+    redis_url: str,
+    prefix: str,
+    config: TraceConfig,
+    login_hint: bool = False,
 ) -> Starlette:
+    """``login_hint``: a login answers with a cookie holding the username, as fief's does."""
     sessions = async_sessionmaker(engine_for(postgres_url, schema), expire_on_commit=False)
     cache = aioredis.Redis.from_url(redis_url)
 
@@ -99,7 +105,10 @@ def create_app(
         if user is None or user.hashed_password != _hashed(str(form["password"])):
             return JSONResponse({"detail": "Wrong username or password"}, status_code=401)
         await cache.incr(f"{prefix}:logins:{user.username}")
-        return JSONResponse(_shown(user))
+        response = JSONResponse(_shown(user))
+        if login_hint:  # the next login form is filled in with the last username
+            response.set_cookie("login_hint", user.username)
+        return response
 
     async def list_users(request: Request) -> JSONResponse:
         page = int(request.query_params.get("page", 1))

@@ -40,14 +40,15 @@ from timetracer_otel.cassette.reader import (
 )
 from timetracer_otel.cassette.storage import replace
 from timetracer_otel.config import ReadLimits
-from timetracer_otel.protocols.http import content_digest
+from timetracer_otel.protocols.http import content_digest, content_holes
 from timetracer_otel.replayers.session import recorded_views
 from timetracer_otel.sealing import redacted
 
 __all__ = ["FIELDS", "LISTED", "CassetteIndex", "index_home", "listing", "summarise"]
 
-# 3: kept in the user's cache, read limits, every field checked; 4: query and body digested redacted
-_INDEX_VERSION = 4
+# 3: kept in the user's cache, read limits, every field checked; 4: query and body digested
+# redacted; 5: whether they hide a value
+_INDEX_VERSION = 5
 _LEGACY_NAME = ".timetracer-index"  # where versions before 3 kept it: in the cassette directory
 _UNUSED_DAYS = 30
 _DAY_SECONDS = 86_400
@@ -66,10 +67,11 @@ LISTED = (
     "calls",
     "error",
 )
-# the last two choose a request's cassette in replay
+# the last three choose a request's cassette in replay
 FIELDS = (
     *LISTED,
     "content_digest",
+    "content_holes",
     "fingerprint",
 )
 
@@ -82,11 +84,13 @@ def listing(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """The listing fields of one cassette document, and what replay chooses it by (query and body digest, fingerprint)."""
+    """The listing fields of one cassette document, and what replay chooses it by (query and
+    body digest, whether they hide a value, fingerprint)."""
     cassette = Cassette(doc)
     request, error = cassette.request, cassette.error
     # digested as replay digests a live request: redacted, so a sealed secret (unique per cassette) reads [REDACTED]
     shown = redacted(doc["request"])
+    content = (shown.get("query", ""), shown["body"], shown["headers"])
     return {
         "key": key,
         "id": cassette.id,
@@ -100,7 +104,8 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": cassette.duration_ms,
         "calls": len(cassette.calls),
         "error": error.get("type") if isinstance(error, dict) else None,
-        "content_digest": content_digest(shown.get("query", ""), shown["body"], shown["headers"]),
+        "content_digest": content_digest(*content),
+        "content_holes": content_holes(*content),
         "fingerprint": request.fingerprint,
     }
 

@@ -11,6 +11,7 @@ by :class:`~timetracer_otel.redaction.Redactor`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from timetracer_otel.cassette.body import decode_body, encode_body, header_value, load_json
 from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.sealing import REDACTED
 
 from .view import CallView
 
@@ -30,6 +32,8 @@ __all__ = [
     "absolute_url",
     "body_digest",
     "content_digest",
+    "content_fits",
+    "content_holes",
     "live_body",
     "request_view",
     "recorded_view",
@@ -66,8 +70,9 @@ def _multipart(data: bytes, content_type: str) -> str | None:
     return "\n--\n".join(parts)
 
 
-def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
-    """(kind, canonical value) of an encoded cassette body."""
+def _body_content(body: dict | None, headers: list | None) -> tuple[str, Any]:
+    """(kind, value) of an encoded cassette body: a JSON body's value, a form's fields sorted
+    by name, a text; else a string standing for the content (multipart parts, a digest)."""
     if not body or body.get("encoding") in (None, "empty"):
         return "empty", ""
     if body.get("truncated"):
@@ -79,22 +84,26 @@ def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
             return "multipart", parts
     encoding = body["encoding"]
     if encoding == "json":
-        return "json", json.dumps(
-            body["json"], sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
+        return "json", body["json"]
     if encoding == "text":
         text = body["text"]
         if "application/x-www-form-urlencoded" in content_type.lower():
-            return "form", "&".join(
-                f"{k}={v}" for k, v in sorted(parse_qsl(text, keep_blank_values=True))
-            )
+            return "form", sorted(parse_qsl(text, keep_blank_values=True))
         try:
-            return "json", json.dumps(
-                load_json(text), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-            )
+            return "json", load_json(text)
         except ValueError:
             return "text", text
     return "bytes", hashlib.sha256(body.get("base64", "").encode("ascii")).hexdigest()
+
+
+def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
+    """(kind, canonical value) of an encoded cassette body: JSON with sorted keys, form fields sorted."""
+    kind, value = _body_content(body, headers)
+    if kind == "json":
+        return kind, json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    if kind == "form":
+        return kind, "&".join(f"{k}={v}" for k, v in value)
+    return kind, value
 
 
 def _digest(kind: str, canonical: Any) -> str:
@@ -113,6 +122,61 @@ def content_digest(query: str, body: dict | None, headers: list | None) -> str:
     return _digest(
         "content", f"{json.dumps(pairs, ensure_ascii=False)}\n{body_digest(body, headers)}"
     )
+
+
+def content_holes(query: str, body: dict | None, headers: list | None) -> bool:
+    """Whether a recorded query or body (redacted) hides a value: only such a request can
+    :func:`content_fits` a live one it does not equal."""
+    if any(REDACTED in value for _, value in _query_pairs(query)):
+        return True
+    kind, canonical = _canonical_body(body, headers)
+    return kind in ("json", "form", "text") and REDACTED in canonical
+
+
+def content_fits(
+    recorded: tuple[str, dict | None, list | None], live: tuple[str, dict | None, list | None]
+) -> bool:
+    """Whether a live request's (query, body, headers) are a recorded request's, where each
+    ``[REDACTED]`` in the recorded query or body stands for any text.
+
+    A recording hides by value what its response or its calls made secret (a cookie set to
+    the username the login form sent): the live request, which does not carry it, shows it.
+    """
+    recorded_query, recorded_body, recorded_headers = recorded
+    live_query, live_body_, live_headers = live
+    return _fits(_query_pairs(recorded_query), _query_pairs(live_query)) and _fits(
+        _body_content(recorded_body, recorded_headers), _body_content(live_body_, live_headers)
+    )
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    return sorted(parse_qsl(query, keep_blank_values=True), key=lambda pair: pair[0])
+
+
+def _fits(recorded: Any, live: Any) -> bool:
+    if isinstance(recorded, str):
+        if REDACTED not in recorded:
+            return recorded == live
+        return isinstance(live, str) and _template(recorded).fullmatch(live) is not None
+    if isinstance(recorded, dict):
+        return (
+            isinstance(live, dict)
+            and recorded.keys() == live.keys()
+            and all(_fits(value, live[name]) for name, value in recorded.items())
+        )
+    if isinstance(recorded, (list, tuple)):
+        return (
+            isinstance(live, (list, tuple))
+            and len(recorded) == len(live)
+            and all(map(_fits, recorded, live))
+        )
+    return recorded == live
+
+
+@functools.lru_cache(maxsize=256)
+def _template(recorded: str) -> re.Pattern[str]:
+    """A recorded text as a pattern: each ``[REDACTED]`` any text of one character or more."""
+    return re.compile(".+?".join(map(re.escape, recorded.split(REDACTED))), re.DOTALL)
 
 
 def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[str, Any]:
