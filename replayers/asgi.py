@@ -87,7 +87,7 @@ class ReplayLayer:
             return
         method, path = scope.get("method", "GET"), scope.get("path", "")
         body: bytes | None = None
-        if self.library.needs_body:
+        if self.library.needs_body(method, path):
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
         # the route takes part in the choice only for a path no cassette has

@@ -8,6 +8,8 @@ path of the same route, a query and body or secrets never recorded) and the repo
 for secrets. A recorded query or body that hides a value (``[REDACTED]``) also fits a live
 one showing any text there: the recording hid what its response or calls made secret (a
 cookie set to the username the login form sent), which the live request does not carry.
+A method and path that one cassette has are answered by it, as a cassette given alone
+answers every request: nothing else would change the choice.
 Cassettes sharing a signature are used in recording order (``recorded_at``, then file
 name), with a turn counter per signature: the Nth request with signature S gets the Nth
 cassette recorded with S, and after the last one the first again.
@@ -315,15 +317,18 @@ class CassetteLibrary:
         )
         self._lock = threading.Lock()
 
-    @property
-    def needs_body(self) -> bool:
-        """True when the request body takes part in the choice (more than one cassette)."""
-        return len(self._entries) > 1
+    def needs_body(self, method: str, path: str) -> bool:
+        """True when the request body can take part in the choice: more than one cassette has
+        this method and path, or none has it and the route decides."""
+        if len(self._entries) == 1:
+            return False
+        group = self._by_path.get((method, path))
+        return group is None or len(group.entries) > 1
 
     def needs_route(self, method: str, path: str) -> bool:
         """True when the route template takes part in the choice: no cassette has this very path
         (working it out matches the path against the application's routes)."""
-        return self.needs_body and (method, path) not in self._by_path
+        return len(self._entries) > 1 and (method, path) not in self._by_path
 
     def in_recording_order(self) -> list[str]:
         """Every request cassette, in the order the requests were recorded (not those of code
@@ -346,6 +351,8 @@ class CassetteLibrary:
             group = self._by_route.get((request.method, request.route))
         if group is None:
             return Choice(None, _NO_CASSETTE, [], [])
+        if len(group.entries) == 1:  # it answers, as a cassette given alone does
+            return self._chosen(group.entries[0], [])
         body = (
             live_body(request.body, request.headers, config.max_body_bytes)
             if request.body is not None
