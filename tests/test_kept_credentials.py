@@ -259,3 +259,63 @@ def test_keys_made_in_a_request_are_the_recorded_ones_in_replay(
     assert_same_response(recorded, replayed)
     (report,) = reports
     assert report.ok and not report.unmatched and not report.unused
+
+
+def _es256_app(redis_url: str, prefix: str, key_pem: bytes, config: TraceConfig) -> Starlette:
+    """A login issuing an ES256 access token, kept in Redis under its digest (as session stores
+    do), signed with the service's EC key read at start."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cache = redis.asyncio.Redis.from_url(redis_url)
+    signing_key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(signing_key, ec.EllipticCurvePrivateKey)
+
+    async def login(request: Request) -> JSONResponse:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        claims = {"sub": request.path_params["user"], "exp": now + datetime.timedelta(hours=1)}
+        token = jwt.encode(claims, signing_key, algorithm="ES256")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        await cache.set(f"{prefix}:session:{digest}", request.path_params["user"], ex=3600)
+        return JSONResponse({"access_token": token, "session": digest})
+
+    app = Starlette(routes=[Route("/login/{user}", login, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["redis"])
+    return app
+
+
+def test_an_es256_token_signed_in_a_request_is_the_recorded_one_in_replay(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """OpenSSL draws an ECDSA signature's nonce itself, so the same claims signed twice give two
+    tokens. Signed in a recorded or replayed request, the nonce is RFC 6979's (derived from the
+    key and the message): the replayed token is the recorded one, the Redis key made from its
+    digest matches, and the token still verifies with the public key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    prefix = f"tt-es256-{uuid.uuid4().hex[:8]}"
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    server = serve(_es256_app("redis://127.0.0.1:6379/0", prefix, key_pem, recording))
+    recorded = httpx.post(f"{server.url}/login/ada", timeout=30)
+    assert recorded.status_code == 200
+    claims = jwt.decode(recorded.json()["access_token"], key.public_key(), algorithms=["ES256"])
+    assert claims["sub"] == "ada"
+    assert timetracer_otel.flush(30)
+
+    replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    offline = f"redis://127.0.0.1:{closed_port()}/0"
+    with new_reports() as reports:
+        server = serve(_es256_app(offline, prefix, key_pem, replaying))
+        replayed = httpx.post(f"{server.url}/login/ada", timeout=30)
+        server.stop()
+    assert replayed.json() == recorded.json()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused

@@ -21,6 +21,9 @@
   is one draw of the ``secrets`` source, kept as PKCS#8 PEM (sealed, as every secret is),
   so a signing key made in a request (a new tenant's) or at start is the recorded one in
   replay.
+- ECDSA signatures (``ec.ECDSA``: ES256 JWTs): OpenSSL draws their nonce itself. Made in
+  recorded and replayed requests (and at start), they use RFC 6979's deterministic nonce:
+  the same key and message give the same valid signature, with nothing to keep.
 - BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
   timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
   new id is one draw of the ``uuid`` source.
@@ -353,6 +356,26 @@ def _install_private_keys(asymmetric: types.ModuleType) -> None:
     _rebind({id(real_rsa): (real_rsa, generate_rsa), id(real_ec): (real_ec, generate_ec)})
 
 
+def _install_deterministic_ecdsa(ec: types.ModuleType) -> None:
+    """Make ECDSA signatures deterministic (RFC 6979) where the ``secrets`` source is drawn: an
+    ES256 token signed in a request would differ in replay, and so would every response
+    carrying it. Needs cryptography 43 or later on an OpenSSL that supports it."""
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    real_init = ec.ECDSA.__init__
+    supported = getattr(backend, "ecdsa_deterministic_supported", None)
+    if getattr(real_init, "__module__", None) == __name__ or supported is None or not supported():
+        return
+
+    def __init__(self: Any, algorithm: Any, deterministic_signing: bool = False) -> None:
+        if not deterministic_signing:
+            draws = state.current()
+            deterministic_signing = draws is not None and "secrets" in draws.sources
+        real_init(self, algorithm, deterministic_signing)
+
+    ec.ECDSA.__init__ = __init__
+
+
 def _install_objectid(bson: types.ModuleType) -> None:
     """Route ``ObjectId()`` (a new id: Beanie's ``default_factory``, pymongo's insert ``_id``)
     through the draws; an id given (``ObjectId(text)``) is built as before."""
@@ -410,4 +433,7 @@ def install(sources: Sequence[str]) -> None:
         register_post_import_hook(_install_objectid, "bson")
         register_post_import_hook(
             _install_private_keys, "cryptography.hazmat.primitives.asymmetric"
+        )
+        register_post_import_hook(
+            _install_deterministic_ecdsa, "cryptography.hazmat.primitives.asymmetric.ec"
         )
