@@ -86,9 +86,9 @@ def measure(directory: str, requests: int) -> dict:
         for n in range(requests):
             route = _ROUTES[n % len(_ROUTES)]
             body = json.dumps({"page": (n // 7) % 10}).encode()
-            headers = [
-                ("content-type", "application/json"),
-                ("authorization", f"Bearer user-{n % 2}"),
+            headers = [  # raw, as ASGI gives them
+                (b"content-type", b"application/json"),
+                (b"authorization", f"Bearer user-{n % 2}".encode()),
             ]
             sent.append(
                 LiveRequest(
