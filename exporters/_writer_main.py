@@ -62,7 +62,7 @@ class _Collect(logging.Handler):
 
 class _Writer:
     def __init__(self, reports: BinaryIO) -> None:
-        self._reports = reports
+        self._reports: BinaryIO | None = reports  # None once the application is gone
         self._log = _Collect()
         self._files = CassetteFiles(announce=self._log.info)
         self._configs: dict[
@@ -118,7 +118,13 @@ class _Writer:
             handled=self._handled,
             acks=self._acks,
         )
-        self._reports.write(frame(report))
+        if self._reports is not None:
+            try:
+                self._reports.write(frame(report))
+            except BrokenPipeError:
+                # the application is gone (killed right after its last requests): what it
+                # handed over is still written, and reported to nobody
+                self._reports = None
         self._reported_counters = now
         self._log.lines, self._errors, self._acks, self._dirty = [], [], [], False
         self._last_report = time.monotonic()
@@ -158,10 +164,7 @@ def main() -> None:
         if urgent_fd is not None and urgent.poll(_GATHER_SECONDS * 1000):
             os.read(urgent_fd, 4096)  # a flush: read now
     if writer.report_due() is not None:
-        try:
-            writer.report()
-        except BrokenPipeError:  # the application is gone; the cassettes are written
-            pass
+        writer.report()
 
 
 if __name__ == "__main__":

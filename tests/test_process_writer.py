@@ -10,9 +10,11 @@ import logging
 import multiprocessing
 import multiprocessing.spawn
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -248,3 +250,73 @@ def test_without_an_interpreter_to_start_a_thread_writes(
         sum("cannot start the cassette writer process" in r.getMessage() for r in caplog.records)
         == 1
     )
+
+
+# An ASGI app without a lifespan: nothing flushes its recordings when its server stops.
+_BARE_APP = """
+from timetracer_otel.integrations.starlette import TimeTracerMiddleware
+
+
+import asyncio
+
+import timetracer_otel
+
+
+async def bare(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/flush":  # once the writer has written what it was handed
+        assert await asyncio.to_thread(timetracer_otel.flush, 30)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+app = TimeTracerMiddleware(bare)  # configured by TIMETRACER_*
+"""
+
+
+def _writer_of(cassette_dir: Path) -> int | None:
+    """The pid of the writer process started for ``cassette_dir`` (found by its environment), if it still runs."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile
+            continue
+        if b"_writer_main" in command and f"TIMETRACER_DIR={cassette_dir}".encode() in environment:
+            return int(entry.name)
+    return None
+
+
+def test_an_app_stopped_right_after_its_requests_still_gets_them_written(
+    tmp_path: Path, cassette_dir: Path
+) -> None:
+    """The writer outlives the application (its own session): stopped as soon as it answered, with
+    no lifespan to flush at, the app loses no cassette. The writer used to die reporting to the
+    application it had lost, before writing what it still had to."""
+    from _replay import send, serving_process
+
+    (tmp_path / "bare_app.py").write_text(_BARE_APP, "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "bare_app:app"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir),
+           "TIMETRACER_EXCLUDE_PATHS": "/flush"}  # fmt: skip
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        # the writer starts with the first recording, and has written it when /flush answers
+        answered = send(server.url, [("GET", "/n/0", {}), ("GET", "/flush", {})])
+        writer = _writer_of(cassette_dir)
+        assert writer is not None, "the app started no writer process"
+        # held until the application has gone: it reads the other recordings after that
+        os.kill(writer, signal.SIGSTOP)
+        stopped = time.monotonic()
+        answered += send(server.url, [("GET", f"/n/{n}", {}) for n in range(1, 5)])
+    assert [r.status_code for r in answered] == [200] * 6
+    # a report is due when it wakes: one is sent at most every 0.1 s (_writer_main._REPORT_SECONDS)
+    time.sleep(max(0.0, stopped + 0.1 - time.monotonic()))
+    ended = select.poll()
+    ended.register(os.pidfd_open(writer), select.POLLIN)
+    os.kill(writer, signal.SIGCONT)
+    assert ended.poll(30_000), "the writer did not end within 30 s"
+    written = sorted(load_cassette(str(p))["request"]["path"] for p in cassette_files(cassette_dir))
+    assert written == [f"/n/{n}" for n in range(5)]
