@@ -638,6 +638,72 @@ def test_replay_of_an_app_whose_shutdown_fails_reports_every_request_and_the_fai
     ]
 
 
+# An app keeping a client in its lifespan's state (``request.state``), and a bare ASGI app that
+# ignores the lifespan (it returns without answering, as many hand-written ones do).
+_STATEFUL_APPS = """
+import contextlib
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import TimeTracerMiddleware, auto_setup
+
+
+async def greet(request):
+    return JSONResponse({"greeting": request.state.greeting, "n": request.query_params["n"]})
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    yield {"greeting": "hello from the lifespan"}
+
+
+stateful = Starlette(routes=[Route("/greet", greet)], lifespan=lifespan)
+auto_setup(stateful, plugins=[])
+
+
+async def bare(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+bare_recorded = TimeTracerMiddleware(bare)  # configured by TIMETRACER_*
+"""
+
+
+@pytest.mark.parametrize(
+    ("recorded_app", "replayed_app", "target"),
+    [("stateful", "stateful", "/greet?n=1"), ("bare_recorded", "bare", "/bare")],
+)
+def test_replay_runs_the_app_as_a_server_does_with_its_lifespan_state_or_none(
+    cassette_dir: Path, tmp_path: Path, recorded_app: str, replayed_app: str, target: str
+) -> None:
+    """The command runs the app's lifespan once and gives each request a copy of the state it
+    keeps; an app that returns from the lifespan without answering has none, as uvicorn takes it."""
+    (tmp_path / "stateful_apps.py").write_text(_STATEFUL_APPS, "utf-8")
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(tmp_path),
+        f"stateful_apps:{recorded_app}",
+    ]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        (recorded,) = send(server.url, [("GET", target, {})])
+    assert recorded.status_code == 200
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", f"stateful_apps:{replayed_app}", "--app-dir", str(tmp_path), "--json"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert report["ok"] and report["status"] == 200, report
+
+
 def test_replay_wraps_an_app_that_never_set_timetracer_up(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
 ) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +32,7 @@ from timetracer_otel.replayers import ReplayReport, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 
+from ._app_runner import AppRunner
 from ._credentials import Credentials, RedactedRequest
 from ._imports import import_object
 
@@ -91,30 +91,19 @@ class Replayer:
             self._restore_env()
             raise
         self._stack = contextlib.ExitStack()
-        self._client: Any = None
+        self._runner: AppRunner | None = None
         # what the app's lifespan shutdown raised: the replies are in, it is reported with them
         self.shutdown_error: str | None = None
 
     def __enter__(self) -> Replayer:
-        # Starlette >= 1.x suggests httpx2 for its test client; httpx works
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="Using `httpx` with `starlette.testclient` is deprecated"
-            )
-            from starlette.testclient import TestClient
-
         logger = logging.getLogger("timetracer")
         level = logger.level
         # the report is printed by the caller, not logged a second time
         logger.setLevel(logging.WARNING)
         self._stack.callback(logger.setLevel, level)
         self._stack.callback(self._restore_env)
-        client = TestClient(self.app, raise_server_exceptions=False, follow_redirects=False)
-        # only the recorded headers: httpx's defaults (accept-encoding: gzip, the test client's
-        # user-agent) would get a request recorded without them another response
-        client.headers.clear()
         try:  # runs the app's lifespan once, as a server would
-            self._client = self._stack.enter_context(client)
+            self._runner = self._stack.enter_context(AppRunner(self.app))
         except Exception as exc:
             self._stack.close()
             raise AppStartError(f"the app failed to start: {type(exc).__name__}: {exc}") from exc
@@ -199,11 +188,8 @@ class Replayer:
         before = recent_reports()
         try:  # header bytes as received: ASGI gives them as latin-1
             sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-            # the recorded cookies only: the client keeps those earlier responses set
-            self._client.cookies.clear()
-            self._client.request(
-                request.method, url, headers=sent, content=_request_body(request.body)
-            )
+            assert self._runner is not None, "only inside the with block"
+            self._runner.request(request.method, url, sent, _request_body(request.body))
         except (ValueError, httpx.InvalidURL) as exc:  # a cassette no client could have sent
             return self._unreplayed(
                 cassette,

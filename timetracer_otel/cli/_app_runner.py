@@ -1,0 +1,148 @@
+"""An ASGI app run in this process as a server runs it: its lifespan once around the requests
+sent to it, on an event loop of its own thread, while the caller sends requests one at a time.
+
+Starlette's ``TestClient`` did this before; it ties the app's Starlette to an httpx that
+Starlette supports (Starlette 0.36, still pinned by FastAPI 0.109 projects, fails with
+httpx 0.28, and Starlette 1.x deprecates httpx there). Here the requests go through
+``httpx.ASGITransport``, which every httpx since 0.18 has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+
+from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["AppRunner", "LifespanError"]
+
+_T = TypeVar("_T")
+# who the app sees sending the requests, as TestClient named it
+_PEER = ("testclient", 50000)
+
+
+class LifespanError(Exception):
+    """The app's lifespan startup or shutdown failed: the message it sent, or what it raised."""
+
+
+class AppRunner:
+    """``with AppRunner(app) as runner: runner.request(...)``: entering runs the lifespan's
+    startup (:class:`LifespanError` when it fails), leaving runs its shutdown."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._state: dict[
+            str, Any
+        ] = {}  # what the lifespan keeps for every request (scope["state"])
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="timetracer-replay-app", daemon=True
+        )
+        self._lifespan: asyncio.Task[None] | None = None
+        self._to_app: asyncio.Queue[Message] | None = None
+        self._from_app: asyncio.Queue[Message] | None = None
+        self.client: httpx.AsyncClient | None = None
+
+    def __enter__(self) -> AppRunner:
+        self._thread.start()
+        try:
+            self._run(self._start())
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._run(self._shutdown())
+        finally:
+            self._stop_loop()
+
+    def request(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], content: bytes
+    ) -> httpx.Response:
+        """Send one request to the app and wait for its whole response; cookies earlier responses set are not sent."""
+        assert self.client is not None, "only inside the with block"
+        client = self.client
+        client.cookies.clear()
+        return self._run(client.request(method, url, headers=headers, content=content))
+
+    # -- on the app's loop ------------------------------------------------------
+    async def _start(self) -> None:
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(
+                app=self._with_state, raise_app_exceptions=False, client=_PEER
+            ),
+            base_url="http://testserver",
+            follow_redirects=False,
+        )
+        # only the headers sent: httpx's defaults (accept-encoding: gzip, its user-agent)
+        # would get a request recorded without them another response
+        self.client.headers.clear()
+        self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self._state,
+        }
+        self._lifespan = asyncio.get_running_loop().create_task(self._run_lifespan(scope))
+        await self._to_app.put({"type": "lifespan.startup"})
+        await self._answer("lifespan.startup")
+
+    async def _shutdown(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        if self._to_app is None or self._lifespan is None or self._lifespan.done():
+            return
+        await self._to_app.put({"type": "lifespan.shutdown"})
+        await self._answer("lifespan.shutdown")
+        await self._lifespan
+
+    async def _run_lifespan(self, scope: Scope) -> None:
+        assert self._to_app is not None and self._from_app is not None
+        to_app, from_app = self._to_app, self._from_app
+
+        async def receive() -> Message:
+            return await to_app.get()
+
+        async def send(message: Message) -> None:
+            await from_app.put(message)
+
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            await from_app.put({"type": "lifespan.ended"})  # the app returned or raised
+
+    async def _answer(self, step: str) -> None:
+        """Wait for the app's answer to ``step``. When it failed, what the app raised (else
+        :class:`LifespanError` with its message); an app that returns without answering has no
+        lifespan, as servers take it."""
+        assert self._from_app is not None and self._lifespan is not None
+        message = await self._from_app.get()
+        if message["type"] == f"{step}.complete":
+            return
+        await asyncio.wait({self._lifespan})
+        error = self._lifespan.exception()
+        if error is not None:
+            raise error
+        if message["type"] == f"{step}.failed":
+            raise LifespanError(str(message.get("message", "")) or f"{step} failed")
+
+    async def _with_state(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, given a copy of what its lifespan keeps in each request's scope (as servers do)."""
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "state": dict(self._state)}
+        await self._app(scope, receive, send)
+
+    # -- from the caller's thread -----------------------------------------------
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
