@@ -747,6 +747,84 @@ def test_cassettes_recorded_by_one_pytest_xdist_worker_replay_on_another(
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
 
 
+# Test data stamped with the clock as its module is imported (fief's tests/data.py), sent by a
+# session fixture that each pytest-xdist worker sets up (and records) itself.
+_DATA_STAMPED = """
+from datetime import datetime, timezone
+
+created_at = datetime.now(timezone.utc)
+"""
+
+_CONFTEST_STAMPED = """
+import pytest
+import sqlalchemy as sa
+
+from stamped import created_at
+
+
+@pytest.fixture(scope="session")
+def stored(tmp_path_factory):
+    engine = sa.create_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 't.db'}")
+    with engine.begin() as connection:
+        connection.execute(sa.text("create table t (created_at text)"))
+        connection.execute(sa.text("insert into t values (:c)"), {"c": created_at.isoformat()})
+    yield created_at
+    engine.dispose()
+"""
+
+_TEST_STAMPED = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_stored(stored, n, request):
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "serial")
+    (request.config.rootpath / f"stamp-{worker}").write_text(stored.isoformat())
+"""
+
+
+def _stamps(pytester: pytest.Pytester) -> dict[str, str]:
+    """The import-time stamp each process (``gw0``, ``gw1``, ``serial``) sent, taken out."""
+    found = {}
+    for path in pytester.path.glob("stamp-*"):
+        found[path.name.removeprefix("stamp-")] = path.read_text()
+        path.unlink()
+    return found
+
+
+def test_a_suite_recorded_by_pytest_xdist_workers_imports_at_the_one_kept_instant(
+    pytester: pytest.Pytester,
+) -> None:
+    """Every worker of a recording run imports the suite at its controller's collection instant,
+    the one kept in @collection.json: the stamp each worker's session fixture recorded at import
+    is the same, and the one a serial or parallel replay sends."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        stamped=_DATA_STAMPED, conftest=_CONFTEST_STAMPED, test_stamped=_TEST_STAMPED
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
+    recorded = _stamps(pytester)
+    assert sorted(recorded) == ["gw0", "gw1"] and len(set(recorded.values())) == 1, recorded
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
+    assert _stamps(pytester) == {"serial": recorded["gw0"]}
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=4)
+    assert set(_stamps(pytester).values()) == {recorded["gw0"]}
+
+
+def test_the_kept_instant_is_found_in_a_cassette_directory_given_on_the_command_line(
+    pytester: pytest.Pytester,
+) -> None:
+    """--timetracer-dir is known while the initial conftests are imported."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        stamped=_DATA_STAMPED, conftest=_CONFTEST_STAMPED, test_stamped=_TEST_STAMPED
+    )
+    directory = f"--timetracer-dir={pytester.path / 'elsewhere'}"
+    pytester.runpytest_subprocess("--timetracer-mode=all", directory).assert_outcomes(passed=4)
+    assert (pytester.path / "elsewhere/@collection.json").exists()
+    pytester.runpytest_subprocess("--timetracer-mode=none", directory).assert_outcomes(passed=4)
+
+
 def test_a_cassette_reads_as_another_workers_its_sealed_values_and_other_names_untouched() -> None:
     sealed = "[SEALED:0a1b2c3d:x-gw1-yz]"  # token data that happens to hold the name
     stored = base64.b64encode(b"fief-test-gw1\x00").decode()

@@ -128,34 +128,53 @@ def _chosen_mode(config: pytest.Config) -> str:
 
 
 def _cassette_directory(config: pytest.Config) -> Path:
-    directory = Path(config.getoption("--timetracer-dir") or config.getini("timetracer_dir"))
+    # also from the options parsed early: the initial conftests are imported (and the kept
+    # collection instant looked up) before config.option is filled in
+    directory = Path(
+        config.getoption("--timetracer-dir")
+        or getattr(config.known_args_namespace, "timetracer_dir", None)
+        or config.getini("timetracer_dir")
+    )
     return directory if directory.is_absolute() else config.rootpath / directory
 
 
-_WORKER_INSTANT = (
-    "timetracer_collection_ns"  # the controller's collection instant, in a worker's input
-)
 _INSTANT = pytest.StashKey[tuple[int | None, bool]]()
+# The controller's collection instant, "<its pid>:<instant ns>", in the environment its
+# pytest-xdist workers inherit: a worker imports the initial conftests (and the test data they
+# import) before xdist gives it its workerinput.
+_INSTANT_VARIABLE = "TIMETRACER_COLLECTION_INSTANT"
+
+
+def _controller_instant() -> int | None:
+    """In a pytest-xdist worker its controller (its parent) started, the controller's collection
+    instant; None elsewhere. Taken out of the environment: a pytest that one of its tests runs
+    chooses its own."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    pid, _, instant = os.environ.pop(_INSTANT_VARIABLE, "").partition(":")
+    if not pid.isdigit() or int(pid) != os.getppid() or not instant.isdigit():
+        return None
+    return int(instant)
 
 
 def _collection_instant(config: pytest.Config) -> tuple[int | None, bool]:
-    """(the clock while the suite is imported and collected, whether this run keeps it): the
-    instant a recording run kept, or now for a run that records; the real clock (None) for a
-    replaying run with none kept. A pytest-xdist worker takes its controller's."""
+    """(the clock while the suite is imported and collected, whether this process keeps it):
+    the instant a recording run kept, or now for a run that records; the real clock (None) for
+    a replaying run with none kept. A pytest-xdist worker takes its controller's, and keeps
+    none: the controller does."""
     if _INSTANT not in config.stash:
         from timetracer_otel.determinism import real_time_ns
 
+        given = _controller_instant()
+        if given is not None:
+            config.stash[_INSTANT] = (given, False)
+            return config.stash[_INSTANT]
         mode = _chosen_mode(config)
         kept = recorded_instant(_cassette_directory(config)) if mode in ("once", "none") else None
-        given = getattr(config, "workerinput", {}).get(_WORKER_INSTANT)
-        instant = (
-            int(given)
-            if given is not None
-            else kept
-            if kept is not None or mode == "none"
-            else real_time_ns()
-        )
+        instant = kept if kept is not None or mode == "none" else real_time_ns()
         config.stash[_INSTANT] = (instant, mode != "none" and kept is None)
+        if instant is not None:  # for the pytest-xdist workers it starts
+            os.environ[_INSTANT_VARIABLE] = f"{os.getpid()}:{instant}"
     return config.stash[_INSTANT]
 
 
@@ -184,15 +203,6 @@ def pytest_collection(session: pytest.Session) -> Generator[None, None, None]:
         if keeps and instant is not None:
             save_instant(_cassette_directory(config), instant)
     return result
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist: every worker imports the suite at the controller's collection instant."""
-    if _INSTANT in node.config.stash:
-        instant, _ = node.config.stash[_INSTANT]
-        if instant is not None:
-            node.workerinput[_WORKER_INSTANT] = instant
 
 
 class _Run:
