@@ -23,6 +23,7 @@ from conftest import running_upstream
 
 from timetracer_otel._keys import Key
 from timetracer_otel._pytest.workers import as_worker
+from timetracer_otel.cassette.reader import load_cassette
 
 pytest_plugins = ["pytester"]
 
@@ -850,3 +851,38 @@ def test_a_cassette_reads_as_another_workers_its_sealed_values_and_other_names_u
     assert as_worker({"request": {"worker": "master"}, "calls": ["master", "db-master"]}, "gw3")[
         "calls"
     ] == ["master", "db-gw3"]
+
+
+_RESPX_TESTS = """
+import httpx
+import pytest
+import respx
+
+
+def test_a_mocked_call():
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.get("https://api.example.test/users/1").respond(json={"id": 1})
+        response = httpx.get("https://api.example.test/users/1")
+    assert route.called and response.json() == {"id": 1}
+
+
+async def test_a_mocked_async_call():
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post("https://api.example.test/users").respond(201, json={"id": 2})
+        async with httpx.AsyncClient() as client:
+            response = await client.post("https://api.example.test/users", json={"n": 2})
+    assert route.called and response.status_code == 201
+"""
+
+
+def test_calls_a_test_mocks_with_respx_are_answered_by_its_mock_in_record_and_replay(
+    pytester: pytest.Pytester,
+) -> None:
+    """respx answers below httpx's transport, where timetracer records: its answers are the test's
+    mock, not calls to keep, and in replay the mock answers again, so ``route.called`` holds."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\nasyncio_mode = auto\n")
+    pytester.makepyfile(test_mocked=_RESPX_TESTS)
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+    stored = [load_cassette(str(path)) for path in (pytester.path / "cassettes").rglob("*.json")]
+    assert [call for cassette in stored for call in cassette.get("calls", [])] == []
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
