@@ -641,6 +641,7 @@ def test_replay_of_an_app_whose_shutdown_fails_reports_every_request_and_the_fai
 # An app keeping a client in its lifespan's state (``request.state``), and a bare ASGI app that
 # ignores the lifespan (it returns without answering, as many hand-written ones do).
 _STATEFUL_APPS = """
+import asyncio
 import contextlib
 
 from starlette.applications import Starlette
@@ -654,8 +655,14 @@ async def greet(request):
     return JSONResponse({"greeting": request.state.greeting, "n": request.query_params["n"]})
 
 
+async def heartbeat():
+    while True:
+        await asyncio.sleep(3600)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app):
+    asyncio.get_running_loop().create_task(heartbeat())  # left running, as some apps do
     yield {"greeting": "hello from the lifespan"}
 
 
@@ -682,7 +689,8 @@ def test_replay_runs_the_app_as_a_server_does_with_its_lifespan_state_or_none(
     cassette_dir: Path, tmp_path: Path, recorded_app: str, replayed_app: str, target: str
 ) -> None:
     """The command runs the app's lifespan once and gives each request a copy of the state it
-    keeps; an app that returns from the lifespan without answering has none, as uvicorn takes it."""
+    keeps; an app that returns from the lifespan without answering has none, as uvicorn takes it.
+    A task the app left running is ended with the command."""
     (tmp_path / "stateful_apps.py").write_text(_STATEFUL_APPS, "utf-8")
     command = [
         sys.executable,
@@ -702,6 +710,7 @@ def test_replay_runs_the_app_as_a_server_does_with_its_lifespan_state_or_none(
     assert done.returncode == 0, done.stdout + done.stderr
     (report,) = json.loads(done.stdout)
     assert report["ok"] and report["status"] == 200, report
+    assert "Task was destroyed" not in done.stderr, done.stderr  # a task left running ends with it
 
 
 def test_replay_wraps_an_app_that_never_set_timetracer_up(
