@@ -35,6 +35,7 @@ from timetracer_otel._diagnostics import logger
 from timetracer_otel._fingerprint import fingerprint, key_id_of
 from timetracer_otel._keys import key_for
 from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.body import header_value
 from timetracer_otel.cassette.document import BLOCK_METHOD, Cassette, recorded_instant
 from timetracer_otel.cassette.reader import (
     CassetteError,
@@ -170,10 +171,13 @@ class _Turns:
 class _Group:
     """The cassettes of one method and path (or route), indexed by content and fingerprint when first asked for."""
 
-    __slots__ = ("entries", "_turns", "_contents")
+    __slots__ = ("entries", "templates", "_turns", "_contents")
 
     def __init__(self) -> None:
         self.entries: list[_Entry] = []
+        # content digest -> the (query, body, content-type header) its cassettes were recorded
+        # with, hiding a value: read from a cassette once, then compared from here
+        self.templates: dict[str, tuple[str, Any, list]] = {}
         self._turns: dict[tuple[str | None, str | None], _Turns] | None = None
         self._contents = 0
 
@@ -394,8 +398,15 @@ class CassetteLibrary:
         live = (message["query"], message["body"], message["headers"])
         fitting = []
         for content, entry in group.holed_contents(digest).items():
-            request = self.load(entry.path).opened.shown["request"]
-            recorded = (request.get("query", ""), request.get("body"), request.get("headers"))
+            recorded = group.templates.get(content)
+            if recorded is None:
+                request = self.load(entry.path).opened.shown["request"]
+                kind = header_value(request.get("headers") or [], "content-type")
+                recorded = group.templates[content] = (
+                    request.get("query", ""),
+                    request.get("body"),
+                    [["content-type", kind]] if kind is not None else [],
+                )
             if content_fits(recorded, live):
                 fitting.append(content)
         return fitting
