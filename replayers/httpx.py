@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel._test_mocks import respx_mocking
+from timetracer_otel._test_mocks import mocked_by_test
 
 from .http import error_kind, http_answer, recorded_exception_class
 from .session import ReplaySession, replay_session_for, round_trip
@@ -63,7 +63,7 @@ class TransportReplay:
         )
 
     def _session(self, request: Any) -> ReplaySession | None:
-        if self._library == "httpx" and respx_mocking():  # the test's mock answers, as recorded
+        if mocked_by_test(self._library):  # the test's mock answers, as when recorded
             return None
         return replay_session_for(
             self._library, lambda: f"{request.method} {request.url}", str(request.url)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["respx_mocking"]
+__all__ = ["mocked_by_test"]
 
 
-def respx_mocking() -> bool:
-    """Whether a respx router is mocking httpcore now (``respx.mock``, its default ``using``)."""
+def mocked_by_test(library: str) -> bool:
+    """Whether the test mocks ``library``'s calls now: httpx's while a respx router mocks
+    httpcore (``respx.mock``, its default ``using``); httpx2 has a core of its own."""
+    if library != "httpx":
+        return False
     mocks = sys.modules.get("respx.mocks")
     if mocks is None:
         return False

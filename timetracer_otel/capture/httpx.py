@@ -21,7 +21,7 @@ from timetracer_otel import wrapper_layers
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import HttpCall, current_recording, exception_info
-from timetracer_otel._test_mocks import respx_mocking
+from timetracer_otel._test_mocks import mocked_by_test
 from timetracer_otel.cassette.body import BodySink
 
 __all__ = ["TransportCapture", "install", "uninstall"]
@@ -92,7 +92,7 @@ class TransportCapture:
             return None
         with guarded(f"{self._library}.request"):
             request = args[0] if args else kwargs["request"]
-            if is_app_under_test(str(request.url)) or self._mocked_by_test():
+            if is_app_under_test(str(request.url)) or mocked_by_test(self._library):
                 return None
             body = BodySink(recording.config.max_body_bytes)
             try:
@@ -106,9 +106,6 @@ class TransportCapture:
             recording.add_call(call)
             return call
         return None
-
-    def _mocked_by_test(self) -> bool:
-        return self._library == "httpx" and respx_mocking()
 
     def _failed(self, call: HttpCall, exc: Exception) -> None:
         with guarded(f"{self._library}.error"):

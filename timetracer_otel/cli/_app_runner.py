@@ -35,9 +35,8 @@ class AppRunner:
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
-        self._state: dict[
-            str, Any
-        ] = {}  # what the lifespan keeps for every request (scope["state"])
+        # what the lifespan keeps for every request (scope["state"])
+        self._state: dict[str, Any] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="timetracer-replay-app", daemon=True
@@ -45,7 +44,7 @@ class AppRunner:
         self._lifespan: asyncio.Task[None] | None = None
         self._to_app: asyncio.Queue[Message] | None = None
         self._from_app: asyncio.Queue[Message] | None = None
-        self.client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None
 
     def __enter__(self) -> AppRunner:
         self._thread.start()
@@ -66,14 +65,14 @@ class AppRunner:
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], content: bytes
     ) -> httpx.Response:
         """Send one request to the app and wait for its whole response; cookies earlier responses set are not sent."""
-        assert self.client is not None, "only inside the with block"
-        client = self.client
+        client = self._client
+        assert client is not None, "only inside the with block"
         client.cookies.clear()
         return self._run(client.request(method, url, headers=headers, content=content))
 
     # -- on the app's loop ------------------------------------------------------
     async def _start(self) -> None:
-        self.client = httpx.AsyncClient(
+        self._client = httpx.AsyncClient(
             transport=httpx.ASGITransport(
                 app=self._with_state, raise_app_exceptions=False, client=_PEER
             ),
@@ -82,7 +81,7 @@ class AppRunner:
         )
         # only the headers sent: httpx's defaults (accept-encoding: gzip, its user-agent)
         # would get a request recorded without them another response
-        self.client.headers.clear()
+        self._client.headers.clear()
         self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
         scope = {
             "type": "lifespan",
@@ -94,8 +93,8 @@ class AppRunner:
         await self._answer("lifespan.startup")
 
     async def _shutdown(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
         if self._to_app is None or self._lifespan is None or self._lifespan.done():
             return
         await self._to_app.put({"type": "lifespan.shutdown"})
