@@ -803,7 +803,9 @@ def test_a_suite_recorded_by_pytest_xdist_workers_imports_at_the_one_kept_instan
     pytester.makepyfile(
         stamped=_DATA_STAMPED, conftest=_CONFTEST_STAMPED, test_stamped=_TEST_STAMPED
     )
-    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
+    recording = pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2")
+    recording.assert_outcomes(passed=4)
+    assert "not a timetracer setting" not in recording.stderr.str()
     recorded = _stamps(pytester)
     assert sorted(recorded) == ["gw0", "gw1"] and len(set(recorded.values())) == 1, recorded
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)

@@ -141,8 +141,8 @@ def _cassette_directory(config: pytest.Config) -> Path:
 _INSTANT = pytest.StashKey[tuple[int | None, bool]]()
 # The controller's collection instant, "<its pid>:<instant ns>", in the environment its
 # pytest-xdist workers inherit: a worker imports the initial conftests (and the test data they
-# import) before xdist gives it its workerinput.
-_INSTANT_VARIABLE = "TIMETRACER_COLLECTION_INSTANT"
+# import) before xdist gives it its workerinput. Not a TIMETRACER_* name: it is no setting.
+_INSTANT_VARIABLE = "_TIMETRACER_COLLECTION_INSTANT"
 
 
 def _controller_instant() -> int | None:
