@@ -814,6 +814,68 @@ def test_a_suite_recorded_by_pytest_xdist_workers_imports_at_the_one_kept_instan
     assert set(_stamps(pytester).values()) == {recorded["gw0"]}
 
 
+# fief's test data: a session fixture stores rows whose created_at the ORM stamps with the
+# clock as the fixture runs (a Python-side default), each pytest-xdist worker in a database of
+# its own; tests then send a row, stamp included, to a webhook.
+_CONFTEST_FIXTURE_CLOCK = """
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+rows = sa.Table(
+    "rows", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.DateTime, default=lambda: datetime.now(timezone.utc)),
+)
+
+
+@pytest.fixture(scope="session")
+def stored(tmp_path_factory, worker_id):
+    engine = sa.create_engine(f"sqlite:///{{tmp_path_factory.mktemp(worker_id) / 'db.sqlite'}}")
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(rows.insert(), [{{"id": 1}}, {{"id": 2}}])
+        yield [dict(row._mapping) for row in connection.execute(rows.select())]
+    engine.dispose()
+"""
+
+_TEST_FIXTURE_CLOCK = """
+import httpx
+import pytest
+
+
+@pytest.mark.parametrize("n", range(8))
+def test_sends_a_stored_row(stored, n, request):
+    worker = getattr(request.config, "workerinput", {{}}).get("workerid", "serial")
+    (request.config.rootpath / f"ran-{{worker}}").touch()
+    row = stored[n % 2]
+    sent = {{"id": row["id"], "created_at": row["created_at"].isoformat(), "n": n}}
+    assert httpx.post("{upstream}/echo", json=sent).status_code == 200
+"""
+
+
+def test_a_session_fixture_recorded_by_pytest_xdist_workers_reads_one_clock(
+    pytester: pytest.Pytester,
+) -> None:
+    """Each worker sets the session fixture up, stamping its rows with the clock: every worker
+    reads the same instants, so the one fixture cassette (whichever worker wrote it last)
+    replays the stamps every test recorded, on any worker."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(
+            conftest=_CONFTEST_FIXTURE_CLOCK.format(),
+            test_webhook=_TEST_FIXTURE_CLOCK.format(upstream=live.url),
+        )
+        pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=8)
+    assert sorted(path.name for path in pytester.path.glob("ran-*")) == ["ran-gw0", "ran-gw1"]
+    sent = {json.loads(request["body"])["created_at"] for request in live.requests}
+    assert len(sent) == 2, sent  # one stamp per row, the same on both workers
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=8)
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=8)
+
+
 def test_the_kept_instant_is_found_in_a_cassette_directory_given_on_the_command_line(
     pytester: pytest.Pytester,
 ) -> None:

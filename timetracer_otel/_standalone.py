@@ -38,8 +38,10 @@ class BlockRecording:
         keep_empty: bool = True,
         seed: str | None = None,
         parts: dict[str, Any] | None = None,
+        clock_from: int | None = None,
     ) -> None:
-        """``parts``: request fields of the cassette beyond the label (the pytest-xdist worker that ran it)."""
+        """``parts``: request fields of the cassette beyond the label (the pytest-xdist worker that
+        ran it); ``seed`` and ``clock_from``: see :class:`DrawRecorder`."""
         config = TraceConfig(mode="record", cassette_dir=str(path.parent))
         plugins.enable_installed()
         provider = tracer_provider(config.service_name)
@@ -61,7 +63,7 @@ class BlockRecording:
         )
         # randomness reproducible from the seed (see DrawRecorder)
         if seed is not None and config.draws:
-            self.recording.draws = DrawRecorder(config.draws, seed)
+            self.recording.draws = DrawRecorder(config.draws, seed, clock_from)
         # absolute: the writer process may run in another directory
         self.recording.fixed_path = os.path.abspath(path)
         self.recording.status = 200

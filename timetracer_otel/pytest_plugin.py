@@ -57,6 +57,12 @@ from timetracer_otel._pytest.naming import (
     cassettes_of_module,
 )
 from timetracer_otel._pytest.report import RunReport, shown
+from timetracer_otel._pytest.shared_clock import (
+    WORKERINPUT_KEY,
+    first_instant,
+    new_directory,
+    remove_directory,
+)
 from timetracer_otel._pytest.workers import xdist_worker
 
 if TYPE_CHECKING:
@@ -217,6 +223,9 @@ class _Run:
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
         self.allowed_hosts = frozenset(config.getini("timetracer_allowed_hosts"))
         self.worker = xdist_worker(config)
+        # a pytest-xdist worker's: where the fixtures' first instants are kept (see ._pytest.shared_clock)
+        self.fixture_clocks: str | None = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
+        self._made_fixture_clocks = False
         self.report = RunReport(self.mode, shown(self.directory))
         self.fixture_blocks: dict[
             Any, CassetteBlock
@@ -252,8 +261,16 @@ class _Run:
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)
 
+    def fixture_clocks_for_workers(self) -> str:
+        """The controller's directory of its workers' fixture instants, made when the first starts."""
+        if self.fixture_clocks is None:
+            self.fixture_clocks, self._made_fixture_clocks = new_directory(), True
+        return self.fixture_clocks
+
     def close(self) -> None:
         _network_guard.uninstall()
+        if self._made_fixture_clocks and self.fixture_clocks is not None:
+            remove_directory(self.fixture_clocks)
 
 
 _RUN = pytest.StashKey[_Run]()
@@ -440,9 +457,22 @@ def pytest_fixture_setup(
         path = path.with_name(f"{path.stem}#{run.fixture_paths[path]}.json")
     # Replay-only and no cassette: the fixture made no call when it was recorded, and may make none now.
     action = run.action(path) or REPLAY
-    # Seeded with the run's id: each pytest-xdist worker setting this fixture up draws the same values.
+    # Seeded with the run's id, and on the clock of the first worker to set it up: each
+    # pytest-xdist worker setting this fixture up draws the same values.
     seed = f"{run.uid}\0{path}"
-    block = run.block(path, f"fixture {fixturedef.argname}", action, keep_empty=False, seed=seed)
+    clock_from = (
+        first_instant(Path(run.fixture_clocks), path)
+        if action == RECORD and run.fixture_clocks is not None
+        else None
+    )
+    block = run.block(
+        path,
+        f"fixture {fixturedef.argname}",
+        action,
+        keep_empty=False,
+        seed=seed,
+        clock_from=clock_from,
+    )
     run.fixture_blocks[fixturedef] = block
     block.activate()
     try:
@@ -478,6 +508,12 @@ def pytest_fixture_post_finalizer(
 
 
 # ----------------------------------------------------------------------------- the report, xdist
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, starting a worker: give it the run's fixture clocks."""
+    node.workerinput[WORKERINPUT_KEY] = node.config.stash[_RUN].fixture_clocks_for_workers()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash[_RUN]
     workeroutput = getattr(session.config, "workeroutput", None)

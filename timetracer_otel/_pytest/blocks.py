@@ -189,6 +189,7 @@ class CassetteBlock:
         live: tuple[str, ...] = (),
         keep_empty: bool = True,
         seed: str | None = None,
+        clock_from: int | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
         earlier: EarlierAnswer | None = None,
         worker: str | None = None,
@@ -197,7 +198,12 @@ class CassetteBlock:
         self.action = action
         self._recording = (
             BlockRecording(
-                path, label, keep_empty, seed, {WORKER_FIELD: worker} if worker else None
+                path,
+                label,
+                keep_empty,
+                seed,
+                {WORKER_FIELD: worker} if worker else None,
+                clock_from,
             )
             if action == RECORD
             else None

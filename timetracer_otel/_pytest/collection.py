@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +51,6 @@ __all__ = [
 
 COLLECTION_CASSETTE = "@collection.json"  # in the cassette directory: the run's collection instant
 _LABEL = "pytest collection"
-_STEP_NS = 1_000_000  # a clock read while collecting moves its stream on by a millisecond
 
 
 def in_project(path: Path, root: Path) -> bool:
@@ -66,10 +64,8 @@ class _CollectionDraws(DrawRecorder):
     the value, and the module that drew it."""
 
     def __init__(self, sources: Iterable[str], root: Path, instant_ns: int | None) -> None:
-        super().__init__(sources, seed="pytest collection")
+        super().__init__(sources, seed="pytest collection", clock_from=instant_ns)
         self._root = root
-        self._instant_ns = instant_ns
-        self._clock_reads: Counter[str] = Counter()
 
     def draw(
         self,
@@ -80,21 +76,14 @@ class _CollectionDraws(DrawRecorder):
         fits: Fits | None = None,
         seeded: Seeded | None = None,
     ) -> Any:
-        if seeded is not None:
-            return seeded(self._generator(kind, self._stream(caller)))
-        if self._instant_ns is None or kind != "time":
-            return real()
-        stream = self._stream(caller)
-        reads = self._clock_reads[stream]
-        self._clock_reads[stream] += 1
-        return self._instant_ns + reads * _STEP_NS
+        return self._reproducible(kind, caller, real, seeded)
 
     def _stream(self, caller: str) -> str:
         return f"{self._importing()}\0{caller}"
 
     def _importing(self) -> str:
         """The innermost project module being run at its top level, relative to the root."""
-        frame = sys._getframe(3)
+        frame = sys._getframe(1)
         while frame is not None:
             if frame.f_code.co_name == "<module>":
                 relative = _project_relative(frame.f_code.co_filename, self._root)

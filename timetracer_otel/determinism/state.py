@@ -36,6 +36,10 @@ __all__ = [
 
 # A request that draws more than this keeps the first ones; the rest are real in replay too.
 MAX_DRAWS_PER_REQUEST = 100_000
+_CLOCK_STEP_NS = (
+    1_000_000  # a reproducible clock (DrawRecorder's clock_from) moves on by a millisecond a read
+)
+_clock_lock = threading.Lock()
 
 Real = Callable[[], Any]
 Fits = Callable[[Any], bool]
@@ -47,15 +51,20 @@ class DrawRecorder:
 
     With a ``seed``, random values and ``uuid4()`` come from a generator seeded with it, its
     kind and its caller, instead of the system's: two processes recording the same code with
-    the same seed draw the same values (pytest-xdist workers setting up one fixture). The
-    clock stays real.
+    the same seed draw the same values (pytest-xdist workers setting up one fixture). With a
+    ``clock_from`` instant (ns) as well, so does the clock: each caller's reads step on by a
+    millisecond from it, so a deadline computed from it still lies ahead. Else the clock is real.
     """
 
-    def __init__(self, sources: Iterable[str], seed: str | None = None) -> None:
+    def __init__(
+        self, sources: Iterable[str], seed: str | None = None, clock_from: int | None = None
+    ) -> None:
         self.sources = frozenset(sources)
         self.draws: list[tuple[str, str, str, Any]] = []  # (source, kind, caller, value)
         self._seed = seed
         self._generators: dict[tuple[str, str], random.Random] = {}
+        self._clock_from = clock_from
+        self._clock_reads: dict[str, int] = {}  # per stream
 
     def draw(
         self,
@@ -66,11 +75,7 @@ class DrawRecorder:
         fits: Fits | None = None,
         seeded: Seeded | None = None,
     ) -> Any:
-        value = (
-            real()
-            if self._seed is None or seeded is None
-            else seeded(self._generator(kind, caller))
-        )
+        value = real() if self._seed is None else self._reproducible(kind, caller, real, seeded)
         if len(self.draws) < MAX_DRAWS_PER_REQUEST:
             # list.append is atomic: threads of the request may draw
             self.draws.append((source, kind, caller, value))
@@ -78,11 +83,27 @@ class DrawRecorder:
             counters.add("dropped.draws")
         return value
 
-    def _generator(self, kind: str, caller: str) -> random.Random:
-        generator = self._generators.get((kind, caller))
+    def _reproducible(self, kind: str, caller: str, real: Real, seeded: Seeded | None) -> Any:
+        """The value the seed (and ``clock_from``) give this draw; real where they give none."""
+        stream = self._stream(caller)
+        if seeded is not None:
+            return seeded(self._generator(kind, stream))
+        if kind != "time" or self._clock_from is None:
+            return real()
+        with _clock_lock:
+            reads = self._clock_reads.get(stream, 0)
+            self._clock_reads[stream] = reads + 1
+        return self._clock_from + reads * _CLOCK_STEP_NS
+
+    def _stream(self, caller: str) -> str:
+        """What names the generator and the clock of a draw from ``caller``."""
+        return caller
+
+    def _generator(self, kind: str, stream: str) -> random.Random:
+        generator = self._generators.get((kind, stream))
         if generator is None:
-            digest = hashlib.sha256(f"{self._seed}\0{kind}\0{caller}".encode()).digest()
-            generator = self._generators[(kind, caller)] = random.Random(digest)
+            digest = hashlib.sha256(f"{self._seed}\0{kind}\0{stream}".encode()).digest()
+            generator = self._generators[(kind, stream)] = random.Random(digest)
         return generator
 
 
