@@ -261,21 +261,127 @@ def test_keys_made_in_a_request_are_the_recorded_ones_in_replay(
     assert report.ok and not report.unmatched and not report.unused
 
 
-def _es256_app(redis_url: str, prefix: str, key_pem: bytes, config: TraceConfig) -> Starlette:
-    """A login issuing an ES256 access token, kept in Redis under its digest (as session stores
-    do), signed with the service's EC key read at start."""
+def _pem(key: Any, public: bool = False) -> bytes:
+    if public:
+        return key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+# Each issues a token for claims with the service's private key (PEM), and reads one back:
+# (issue(claims, pem) -> token, read(token, pem) -> claims). OpenSSL draws the nonce of an
+# ECDSA signature, the salt of an RSA-PSS one and the padding of RSA encryption itself.
+def _pyjwt(algorithm: str) -> tuple[Callable[..., str], Callable[..., dict[str, Any]]]:
+    return (
+        lambda claims, pem: jwt.encode(claims, pem, algorithm=algorithm),
+        lambda token, pem: jwt.decode(token, _public_pem(pem), algorithms=[algorithm]),
+    )
+
+
+def _public_pem(pem: bytes) -> bytes:
+    return _pem(serialization.load_pem_private_key(pem, password=None), public=True)
+
+
+def _jwcrypto(header: dict[str, str]) -> tuple[Callable[..., str], Callable[..., dict[str, Any]]]:
+    from jwcrypto import jwk
+    from jwcrypto import jwt as jwcrypto_jwt
+
+    def issue(claims: dict[str, Any], pem: bytes) -> str:
+        token = jwcrypto_jwt.JWT(header=header, claims=claims)
+        key = jwk.JWK.from_pem(pem)
+        if "enc" in header:  # encrypted to the public key, as fief encrypts ID tokens
+            token.make_encrypted_token(jwk.JWK.from_pem(_public_pem(pem)))
+        else:
+            token.make_signed_token(key)
+        return str(token.serialize())
+
+    def read(token: str, pem: bytes) -> dict[str, Any]:
+        kind = "JWE" if "enc" in header else "JWS"
+        read = jwcrypto_jwt.JWT(jwt=token, key=jwk.JWK.from_pem(pem), expected_type=kind)
+        return dict(json.loads(read.claims))
+
+    return issue, read
+
+
+def _joserfc(header: dict[str, str]) -> tuple[Callable[..., str], Callable[..., dict[str, Any]]]:
+    from joserfc import jwe
+    from joserfc import jwt as joserfc_jwt
+    from joserfc.jwk import RSAKey
+
+    algorithms = [*header.values()]
+
+    def issue(claims: dict[str, Any], pem: bytes) -> str:
+        if "enc" in header:
+            payload = json.dumps(claims).encode()
+            public = RSAKey.import_key(_public_pem(pem))
+            return jwe.encrypt_compact(header, payload, public, algorithms=algorithms)
+        return joserfc_jwt.encode(header, claims, RSAKey.import_key(pem), algorithms=algorithms)
+
+    def read(token: str, pem: bytes) -> dict[str, Any]:
+        key = RSAKey.import_key(pem)
+        if "enc" in header:
+            plaintext = jwe.decrypt_compact(token, key, algorithms=algorithms).plaintext
+            return dict(json.loads(plaintext or b"{}"))
+        return dict(joserfc_jwt.decode(token, key, algorithms=algorithms).claims)
+
+    return issue, read
+
+
+def _authlib(header: dict[str, str]) -> tuple[Callable[..., str], Callable[..., dict[str, Any]]]:
+    import warnings
+
+    with warnings.catch_warnings():  # authlib.jose is deprecated for joserfc, and still used
+        warnings.simplefilter("ignore")
+        from authlib.jose import JsonWebEncryption
+        from authlib.jose import jwt as authlib_jwt
+
+    def issue(claims: dict[str, Any], pem: bytes) -> str:
+        if "enc" in header:
+            data = JsonWebEncryption().serialize_compact(
+                header, json.dumps(claims).encode(), _public_pem(pem)
+            )
+            return bytes(data).decode()
+        return bytes(authlib_jwt.encode(header, claims, pem)).decode()
+
+    def read(token: str, pem: bytes) -> dict[str, Any]:
+        if "enc" in header:
+            return dict(json.loads(JsonWebEncryption().deserialize_compact(token, pem)["payload"]))
+        return dict(authlib_jwt.decode(token, _public_pem(pem)))
+
+    return issue, read
+
+
+_JWE_OAEP = {"alg": "RSA-OAEP-256", "enc": "A256GCM"}
+_TOKENS = {
+    "pyjwt-ES256": (_pyjwt("ES256"), "ec"),
+    "pyjwt-PS256": (_pyjwt("PS256"), "rsa"),
+    "jwcrypto-PS256": (_jwcrypto({"alg": "PS256"}), "rsa"),
+    "jwcrypto-RSA-OAEP-256": (_jwcrypto(_JWE_OAEP), "rsa"),
+    "joserfc-PS384": (_joserfc({"alg": "PS384"}), "rsa"),
+    "joserfc-RSA-OAEP-256": (_joserfc(_JWE_OAEP), "rsa"),
+    "authlib-PS512": (_authlib({"alg": "PS512"}), "rsa"),
+    "authlib-RSA-OAEP": (_authlib({"alg": "RSA-OAEP", "enc": "A128CBC-HS256"}), "rsa"),
+}
+
+
+def _token_app(
+    redis_url: str, prefix: str, key_pem: bytes, issue: Callable[..., str], config: TraceConfig
+) -> Starlette:
+    """A login issuing an access token, kept in Redis under its digest (as session stores do),
+    signed or encrypted with the service's key read at start."""
     import hashlib
 
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     cache = redis.asyncio.Redis.from_url(redis_url)
-    signing_key = serialization.load_pem_private_key(key_pem, password=None)
-    assert isinstance(signing_key, ec.EllipticCurvePrivateKey)
 
     async def login(request: Request) -> JSONResponse:
         now = datetime.datetime.now(datetime.timezone.utc)
-        claims = {"sub": request.path_params["user"], "exp": now + datetime.timedelta(hours=1)}
-        token = jwt.encode(claims, signing_key, algorithm="ES256")
+        claims = {"sub": request.path_params["user"], "exp": int(now.timestamp()) + 3600}
+        token = issue(claims, key_pem)
         digest = hashlib.sha256(token.encode()).hexdigest()
         await cache.set(f"{prefix}:session:{digest}", request.path_params["user"], ex=3600)
         return JSONResponse({"access_token": token, "session": digest})
@@ -285,37 +391,90 @@ def _es256_app(redis_url: str, prefix: str, key_pem: bytes, config: TraceConfig)
     return app
 
 
-def test_an_es256_token_signed_in_a_request_is_the_recorded_one_in_replay(
-    serve: Callable[..., Any], cassette_dir: Path
+@pytest.mark.parametrize("token_kind", _TOKENS)
+def test_a_token_openssl_randomises_is_the_recorded_one_in_replay(
+    serve: Callable[..., Any], cassette_dir: Path, token_kind: str
 ) -> None:
-    """OpenSSL draws an ECDSA signature's nonce itself, so the same claims signed twice give two
-    tokens. Signed in a recorded or replayed request, the nonce is RFC 6979's (derived from the
-    key and the message): the replayed token is the recorded one, the Redis key made from its
-    digest matches, and the token still verifies with the public key."""
+    """The same claims signed (ES256, PS*) or encrypted (JWE with RSA) twice give two tokens.
+    Made in a recorded request, the ECDSA nonce is RFC 6979's (derived from the key and the
+    message) and the RSA output is drawn: the replayed token is the recorded one, the Redis
+    key made from its digest matches, and the token still reads with the key."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+    (issue, read), key_type = _TOKENS[token_kind]
+    key = (
+        ec.generate_private_key(ec.SECP256R1())
+        if key_type == "ec"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
-    prefix = f"tt-es256-{uuid.uuid4().hex[:8]}"
+    key_pem = _pem(key)
+    assert issue({"sub": "x"}, key_pem) != issue({"sub": "x"}, key_pem)  # randomised
+    prefix = f"tt-tokens-{uuid.uuid4().hex[:8]}"
     recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
-    server = serve(_es256_app("redis://127.0.0.1:6379/0", prefix, key_pem, recording))
+    server = serve(_token_app("redis://127.0.0.1:6379/0", prefix, key_pem, issue, recording))
     recorded = httpx.post(f"{server.url}/login/ada", timeout=30)
     assert recorded.status_code == 200
-    claims = jwt.decode(recorded.json()["access_token"], key.public_key(), algorithms=["ES256"])
-    assert claims["sub"] == "ada"
+    assert read(recorded.json()["access_token"], key_pem)["sub"] == "ada"
     assert timetracer_otel.flush(30)
+    (cassette,) = cassette_files(cassette_dir)
+    drawn = [
+        draw
+        for draw in json.loads(cassette.read_text("utf-8"))["draws"]
+        if draw["kind"] in ("signature", "encryption")
+    ]
+    assert len(drawn) == (key_type == "rsa")  # RFC 6979 keeps nothing
+    assert all(str(draw["value"]).startswith("[SEALED:") for draw in drawn)
 
     replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
     offline = f"redis://127.0.0.1:{closed_port()}/0"
     with new_reports() as reports:
-        server = serve(_es256_app(offline, prefix, key_pem, replaying))
+        server = serve(_token_app(offline, prefix, key_pem, issue, replaying))
         replayed = httpx.post(f"{server.url}/login/ada", timeout=30)
         server.stop()
     assert replayed.json() == recorded.json()
     assert_same_response(recorded, replayed)
     (report,) = reports
     assert report.ok and not report.unmatched and not report.unused
+
+
+def test_a_drawn_signature_is_given_back_only_for_the_message_and_key_it_was_made_for() -> None:
+    """Replay hands the recorded PS256 signature to the same claims signed with the same key;
+    other claims, or another key, get a new signature that verifies."""
+    from timetracer_otel.determinism import (
+        DrawRecorder,
+        DrawReplayer,
+        activate,
+        deactivate,
+        decode_draws,
+        install,
+        real_time_ns,
+    )
+    from timetracer_otel.determinism.state import encode_draws
+
+    install(["secrets"])
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    recorder = DrawRecorder(["secrets"])
+    token = activate(recorder)
+    try:
+        recorded = jwt.encode({"sub": "ada"}, key, algorithm="PS256")
+    finally:
+        deactivate(token)
+    assert [draw[1] for draw in recorder.draws] == ["signature"]
+
+    def replayed(claims: dict[str, str], signing_key: Any) -> str:
+        replayer = DrawReplayer(
+            decode_draws(encode_draws(recorder.draws)), ["secrets"], real_time_ns
+        )
+        token = activate(replayer)
+        try:
+            return jwt.encode(claims, signing_key, algorithm="PS256")
+        finally:
+            deactivate(token)
+
+    assert replayed({"sub": "ada"}, key) == recorded
+    for claims, signing_key in (({"sub": "bob"}, key), ({"sub": "ada"}, other_key)):
+        new = replayed(claims, signing_key)
+        assert new.rsplit(".", 1)[1] != recorded.rsplit(".", 1)[1]
+        public = signing_key.public_key()
+        assert jwt.decode(new, public, algorithms=["PS256"]) == claims

@@ -67,6 +67,8 @@ _SOURCE_OF_KIND = {
     "random": "random",
     "getrandbits": "random",
     "private_key": "secrets",
+    "signature": "secrets",  # see .jose
+    "encryption": "secrets",
 }
 # random: SystemRandom
 _URANDOM_SOURCE_BY_HELPER = {
@@ -437,3 +439,7 @@ def install(sources: Sequence[str]) -> None:
         register_post_import_hook(
             _install_deterministic_ecdsa, "cryptography.hazmat.primitives.asymmetric.ec"
         )
+        from .jose import INSTALLERS
+
+        for module, installer in INSTALLERS.items():
+            register_post_import_hook(installer, module)
