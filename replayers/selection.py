@@ -25,6 +25,7 @@ in memory.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -54,6 +55,7 @@ from .earlier import EarlierRequests, recorded_in
 from .opening import Opened, open_for_replay
 from .report import RecordedResponse
 from .session import RecordedViews
+from .shared_turns import SharedTurns, shared_turns
 
 __all__ = ["CassetteLibrary", "Choice", "LiveRequest", "Prepared"]
 
@@ -154,16 +156,19 @@ class _Entry(NamedTuple):
 class _Turns:
     """The cassettes of one signature, in recording order, and how many requests took one."""
 
-    __slots__ = ("entries", "fingerprints", "taken")
+    __slots__ = ("signature", "entries", "fingerprints", "taken")
 
-    def __init__(self) -> None:
+    def __init__(self, signature: str) -> None:
+        self.signature = signature  # the same in every process replaying the directory
         self.entries: list[_Entry] = []
         self.fingerprints: frozenset[str] = frozenset()
         self.taken = 0
 
-    def take(self) -> _Entry:
-        """The next cassette in turn; after the last, the first again (call with the library's lock held)."""
-        entry = self.entries[self.taken % len(self.entries)]
+    def take(self, shared: SharedTurns | None) -> _Entry:
+        """The next cassette in turn, counted with the other processes replaying the directory
+        where ``shared``; after the last, the first again (call with the library's lock held)."""
+        taken = shared.take(self.signature) if shared is not None else None
+        entry = self.entries[(self.taken if taken is None else taken) % len(self.entries)]
         self.taken += 1
         return entry
 
@@ -171,9 +176,10 @@ class _Turns:
 class _Group:
     """The cassettes of one method and path (or route), indexed by content and fingerprint when first asked for."""
 
-    __slots__ = ("entries", "templates", "_turns", "_contents")
+    __slots__ = ("name", "entries", "templates", "_turns", "_contents")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name  # by path or by route, method and path or route
         self.entries: list[_Entry] = []
         # content digest -> the (query, body, content-type header) its cassettes were recorded
         # with, hiding a value: read from a cassette once, then compared from here
@@ -203,7 +209,9 @@ class _Group:
                     (None, entry.fingerprint),
                     (None, None),
                 }:
-                    turns.setdefault(key, _Turns()).entries.append(entry)
+                    if key not in turns:
+                        turns[key] = _Turns("\0".join((self.name, *(k or "" for k in key))))
+                    turns[key].entries.append(entry)
             for each in turns.values():
                 each.fingerprints = frozenset(
                     e.fingerprint for e in each.entries if e.fingerprint is not None
@@ -302,11 +310,15 @@ class CassetteLibrary:
         self._by_path: dict[tuple[str, str], _Group] = {}
         self._by_route: dict[tuple[str, str], _Group] = {}
         for row, entry in zip(rows, self._entries, strict=False):
-            self._by_path.setdefault((row["method"], row["path"]), _Group()).entries.append(entry)
-            if row["route"] is not None:
-                self._by_route.setdefault((row["method"], row["route"]), _Group()).entries.append(
-                    entry
-                )
+            for groups, kind, where in (
+                (self._by_path, "path", row["path"]),
+                (self._by_route, "route", row["route"]),
+            ):
+                if where is not None:
+                    key = (row["method"], where)
+                    if key not in groups:
+                        groups[key] = _Group(f"{kind} {row['method']} {where}")
+                    groups[key].entries.append(entry)
         sizes = {
             str(files[key]): size
             for key in index.entries
@@ -320,6 +332,12 @@ class CassetteLibrary:
             self._views,
         )
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def _shared_turns(self) -> SharedTurns | None:
+        """The turns of the processes replaying this directory, opened at the first turn taken
+        (with the library's lock held); None for a cassette given alone or in S3."""
+        return shared_turns(self.location) if os.path.isdir(self.location) else None
 
     def needs_body(self, method: str, path: str) -> bool:
         """True when the request body can take part in the choice: more than one cassette has
@@ -387,7 +405,7 @@ class CassetteLibrary:
                 )
             if exact is None and differ:
                 exact = self._unread(group, request, config, same_content is not None)
-            entry = (exact or candidates).take()
+            entry = (exact or candidates).take(self._shared_turns)
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
 
     def _fitting(self, group: _Group, digest: str | None, message: dict[str, Any]) -> list[str]:

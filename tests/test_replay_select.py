@@ -21,6 +21,7 @@ from _replay import (
     replay,
     replay_config,
     send,
+    uvicorn_process,
 )
 from apps.replay_app import create_app
 from conftest import Upstream
@@ -358,3 +359,27 @@ def test_with_the_key_sealed_values_are_replayed_and_verified(
         {},
         "ok",
     )
+
+
+def test_processes_replaying_one_directory_at_once_take_turns_together(
+    cassette_dir: Path,
+) -> None:
+    """A replay served by two worker processes: the same request, recorded four times with
+    four ids, sent to one worker then the other, gets the four recorded ids in order, as from
+    one process. A replay started after they stopped takes its turns from the first again."""
+    sent: list[Sent] = [("GET", "/draw/uuid/1", {})] * 4
+    record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(record_env, "draws_app:create_app") as server:
+        recorded = [response.json() for response in send(server.url, sent)]
+    assert len({json.dumps(ids) for ids in recorded}) == 4
+    replay_env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+    with (
+        uvicorn_process(replay_env, "draws_app:create_app") as first,
+        uvicorn_process(replay_env, "draws_app:create_app") as second,
+    ):
+        replayed = [
+            send(server.url, sent[:1])[0].json() for server in (first, second, second, first)
+        ]
+    assert replayed == recorded
+    with uvicorn_process(replay_env, "draws_app:create_app") as alone:
+        assert [response.json() for response in send(alone.url, sent[:2])] == recorded[:2]
