@@ -180,6 +180,47 @@ def test_changed_filter_raises_mismatch_naming_the_closest_command(
     assert not _ports(connects) & {mongo.port, 1}
 
 
+def test_a_clients_own_monitor_refused_in_a_replaying_block_is_not_the_tests_connection(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    mongo: MongoWireServer,
+    timetracer_replay: Callable[..., Any],
+) -> None:
+    """A client made before the block (at import, by a fixture) checks its server in threads of
+    its own, whenever its heartbeat comes: refused while the block replays, as every connection
+    is, but not the test's connection, so the test does not fail for it."""
+    import threading
+
+    from pymongo import monitoring
+
+    recorded, _, cassette = _record(serve, mongo, cassette_dir, "sync")
+    mongo.stop()
+    checked = threading.Event()
+
+    class Heartbeats(monitoring.ServerHeartbeatListener):
+        def started(self, event: Any) -> None: ...
+
+        def succeeded(self, event: Any) -> None: ...
+
+        def failed(self, event: Any) -> None:
+            checked.set()
+
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        mongo.url, heartbeatFrequencyMS=500, event_listeners=[Heartbeats()]
+    )
+    try:
+        with timetracer_replay(cassette):
+            checked.clear()
+            assert checked.wait(30), "the monitor did not check the server during the block"
+            result = run(scenario(client["shop"]))
+    finally:
+        client.close()
+    assert (
+        json.loads(json_util.dumps(result, json_options=json_util.CANONICAL_JSON_OPTIONS))
+        == recorded.json()
+    )
+
+
 def test_recorded_calls_answer_a_client_made_in_the_test(
     serve: Callable[..., Any],
     cassette_dir: Path,

@@ -7,11 +7,14 @@ unseen, and the replay reports it even if the code caught it. While a :class:`Cl
 is in force, everywhere (a replaying pytest block: the test's threads carry no context)
 or in one context (a request the replay middleware serves), connections are refused,
 except own traffic (the OTLP export), an app under test served in this process (a live
-server thread) and the closure's allowed hosts.
+server thread) and the closure's allowed hosts. A client library checking its servers in
+threads of its own (pymongo's monitors, made with a client before the replay began) is
+refused too, but not reported: that is not a call of the code replayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import socket
 import threading
@@ -117,6 +120,24 @@ def _host(address: Any) -> str:
     return str(address)  # a Unix socket path
 
 
+# The threads and tasks in which a client library checks its servers on its own (pymongo's
+# monitors, round-trip timers, SRV polling, cursor killer): a client made before a replaying
+# block keeps running them, whenever their heartbeat comes.
+_UPKEEP_PREFIX = "pymongo_"
+
+
+def _library_upkeep() -> bool:
+    """The connection is a client library's own upkeep, not a call of the code replayed: refused
+    like any other, and not reported (the test did not reach for the network)."""
+    if threading.current_thread().name.startswith(_UPKEEP_PREFIX):
+        return True
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return False
+    return task is not None and task.get_name().startswith(_UPKEEP_PREFIX)
+
+
 def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
     def connect(sock: socket.socket, address: Any, *args: Any) -> Any:
         closure = _everywhere or _in_context.get()
@@ -129,8 +150,9 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
             port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
             if not closure.allows(host, port):
                 target = host if port is None else f"{host}:{port}"
-                with _lock:
-                    closure.refused.append(target)
+                if not _library_upkeep():
+                    with _lock:
+                        closure.refused.append(target)
                 raise NetworkBlockedError(
                     f"timetracer: no connection to {target} while replaying {closure.label}: the "
                     "cassette answers the calls it recorded, and this one it cannot (a library "
