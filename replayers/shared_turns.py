@@ -1,12 +1,14 @@
-"""Turns counted together by the processes that replay one cassette directory at the same time.
+"""Turns counted together by the worker processes of one server replaying a cassette directory.
 
 A replay served by several worker processes (``gunicorn -w 4``, ``uvicorn --workers 4``)
 gives each request to one of them. Counted per process, the second request with a
 signature, sent to another worker, would get the first cassette recorded with it again.
-So the processes replaying a directory count their turns in one file of the temporary
-directory, named after the directory, under an advisory lock; beside it, the ids of the
-processes counting there. A process that finds no other one of them alive starts every
-count at zero, as a replay starts: a replay run after another does not go on from its turns.
+So the processes replaying one directory that one parent started (a server's workers) count
+their turns in one file of the temporary directory, named after the directory and the
+parent, under an advisory lock; beside it, the ids of the processes counting there. A
+process that finds no other one of them alive starts every count at zero, as a replay
+starts: a replay run after another does not go on from its turns. Replays of the directory
+started apart (two CI jobs on one machine) count their own.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def shared_turns(directory: str) -> SharedTurns | None:
     counts its own turns, and says so once."""
     if fcntl is None:
         return None
-    name = hashlib.sha256(os.path.realpath(directory).encode()).hexdigest()[:24]
+    where = f"{os.path.realpath(directory)}\0{os.getppid()}"
+    name = hashlib.sha256(where.encode()).hexdigest()[:24]
     try:
         return SharedTurns(Path(tempfile.gettempdir()) / f"timetracer-turns-{name}")
     except OSError as exc:

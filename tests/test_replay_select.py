@@ -362,11 +362,15 @@ def test_with_the_key_sealed_values_are_replayed_and_verified(
 
 
 def test_processes_replaying_one_directory_at_once_take_turns_together(
-    cassette_dir: Path,
+    serve: Callable[..., Any], cassette_dir: Path
 ) -> None:
-    """A replay served by two worker processes: the same request, recorded four times with
-    four ids, sent to one worker then the other, gets the four recorded ids in order, as from
-    one process. A replay started after they stopped takes its turns from the first again."""
+    """A replay served by two worker processes (started by one parent): the same request,
+    recorded four times with four ids, sent to one worker then the other, gets the four
+    recorded ids in order, as from one process. A replay started apart meanwhile (here, in
+    their parent) counts its own turns, and one started after they stopped counts from the
+    first again."""
+    from apps.draws_app import create_app as create_draws_app
+
     sent: list[Sent] = [("GET", "/draw/uuid/1", {})] * 4
     record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
     with uvicorn_process(record_env, "draws_app:create_app") as server:
@@ -377,9 +381,10 @@ def test_processes_replaying_one_directory_at_once_take_turns_together(
         uvicorn_process(replay_env, "draws_app:create_app") as first,
         uvicorn_process(replay_env, "draws_app:create_app") as second,
     ):
-        replayed = [
-            send(server.url, sent[:1])[0].json() for server in (first, second, second, first)
-        ]
+        replayed = [send(server.url, sent[:1])[0].json() for server in (first, second, second)]
+        apart = serve(create_draws_app(replay_config(cassette_dir)))
+        assert send(apart.url, sent[:1])[0].json() == recorded[0]
+        replayed += [send(first.url, sent[:1])[0].json()]
     assert replayed == recorded
     with uvicorn_process(replay_env, "draws_app:create_app") as alone:
         assert [response.json() for response in send(alone.url, sent[:2])] == recorded[:2]
