@@ -666,7 +666,11 @@ async def lifespan(app):
     yield {"greeting": "hello from the lifespan"}
 
 
-stateful = Starlette(routes=[Route("/greet", greet)], lifespan=lifespan)
+async def subject(request):  # a header name a server refuses (full-stack-fastapi-template's "subject:")
+    return JSONResponse({"sent": True}, headers={"subject:": "Password recovery"})
+
+
+stateful = Starlette(routes=[Route("/greet", greet), Route("/subject", subject)], lifespan=lifespan)
 auto_setup(stateful, plugins=[])
 
 
@@ -711,6 +715,37 @@ def test_replay_runs_the_app_as_a_server_does_with_its_lifespan_state_or_none(
     (report,) = json.loads(done.stdout)
     assert report["ok"] and report["status"] == 200, report
     assert "Task was destroyed" not in done.stderr, done.stderr  # a task left running ends with it
+
+
+def test_replay_refuses_the_header_names_and_values_a_server_refuses(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
+    """uvicorn raises in the app's ``send`` of a header named ``subject:``: the app raised and
+    the client got no response, as the cassette says. The command runs the app as a server
+    does, so its replay raises there too and is the same."""
+    (tmp_path / "stateful_apps.py").write_text(_STATEFUL_APPS, "utf-8")
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(tmp_path),
+        "stateful_apps:stateful",
+    ]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with serving_process([*command, "--log-level", "critical"], env) as server:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"{server.url}/subject", timeout=30)
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", "stateful_apps:stateful", "--app-dir", str(tmp_path), "--json"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert report["ok"] and not report["differences"], report
+    assert report["error"]["message"] in (
+        "Invalid HTTP header name.",
+        "Illegal header name b'subject:'",
+    )
 
 
 def test_replay_wraps_an_app_that_never_set_timetracer_up(

@@ -10,6 +10,9 @@ httpx 0.28, and Starlette 1.x deprecates httpx there). Here the requests go thro
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
+import re
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -132,10 +135,17 @@ class AppRunner:
             raise LifespanError(str(message.get("message", "")) or f"{step} failed")
 
     async def _with_state(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, given a copy of what its lifespan keeps in each request's scope (as servers do)."""
+        """The app, given a copy of what its lifespan keeps in each request's scope, and
+        refused the response headers a server refuses (as uvicorn does)."""
         if scope["type"] in ("http", "websocket"):
             scope = {**scope, "state": dict(self._state)}
-        await self._app(scope, receive, send)
+
+        async def checked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _check_start(message)
+            await send(message)
+
+        await self._app(scope, receive, checked_send)
 
     # -- from the caller's thread -----------------------------------------------
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -146,6 +156,32 @@ class AppRunner:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+# What uvicorn refuses in a response header, raising in the app's send: its httptools
+# protocol where httptools is installed, else its h11 protocol (h11 checks the response).
+_BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@functools.cache
+def _httptools() -> bool:
+    return importlib.util.find_spec("httptools") is not None
+
+
+def _check_start(message: Message) -> None:
+    """Raise what uvicorn raises for a response start it cannot send."""
+    headers = list(message.get("headers") or [])
+    if not _httptools():
+        import h11
+
+        h11.Response(status_code=message["status"], headers=headers)
+        return
+    for name, value in headers:
+        if _BAD_NAME.search(name):
+            raise RuntimeError("Invalid HTTP header name.")
+        if _BAD_VALUE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
 
 
 async def _cancel_the_rest() -> None:
