@@ -325,7 +325,8 @@ class TraceConfig:
 
     ``redact_headers`` and ``redact_fields`` add names or glob patterns to the built-in
     secret ones (``*password*``, ``*token*``, ...); ``redact_exempt`` names (or patterns)
-    that stay in clear even though a pattern matches them (``token_type``, ``page_token``);
+    that stay in clear even though a pattern matches them (``page_token``; OAuth's ``token_type``
+    always does);
     ``redact_hook`` receives each cassette document after built-in redaction and may
     change it in place or return a replacement. ``redact=False`` turns the built-in
     redaction off (the hook still runs). In replay, ``live_plugins`` names the client

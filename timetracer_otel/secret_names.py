@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from re import Pattern
 
-__all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS"]
+__all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "DEFAULT_EXEMPT"]
 
 DEFAULT_FIELDS = (
     "*password*",
@@ -33,6 +33,10 @@ DEFAULT_FIELDS = (
     "device_code",
 )
 DEFAULT_HEADERS = (*DEFAULT_FIELDS, "cookie", "set-cookie", "proxy-authorization", "x-*-token")
+# OAuth 2.0's names that ``*token*`` catches but whose values are a fixed vocabulary, never a
+# secret (``"token_type": "bearer"``): sealed, "bearer" would be taken out of every text that
+# says it.
+DEFAULT_EXEMPT = ("token_type", "token_type_hint")
 
 
 # An OAuth 2.0 authorization code is a credential under a name too common to be one alone (an
@@ -63,7 +67,7 @@ class SecretNames:
     ) -> None:
         self._headers = _compiled((*DEFAULT_HEADERS, *headers))
         self._fields = _compiled((*DEFAULT_FIELDS, *fields))
-        self._exempt = _compiled(exempt)
+        self._exempt = _compiled((*DEFAULT_EXEMPT, *exempt))
         # Per instance: names repeat across every call, and a method cache would keep the
         # instance alive for the life of the process.
         self.field = lru_cache(maxsize=4096)(self._field)
