@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,8 @@ class SharedTurns:
 
     def __init__(self, base: Path) -> None:
         self._pids = base.with_suffix(".pids")
-        self._fd = os.open(base.with_suffix(".turns"), os.O_RDWR | os.O_CREAT, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self._fd = os.open(base.with_suffix(".turns"), flags, 0o600)
         with self._locked():
             others = [pid for pid in self._registered() if pid != os.getpid() and _alive(pid)]
             if not others:  # the first of a new replay
@@ -95,7 +97,7 @@ def shared_turns(directory: str) -> SharedTurns | None:
     where = f"{os.path.realpath(directory)}\0{os.getppid()}"
     name = hashlib.sha256(where.encode()).hexdigest()[:24]
     try:
-        return SharedTurns(Path(tempfile.gettempdir()) / f"timetracer-turns-{name}")
+        return SharedTurns(_private_directory() / f"turns-{name}")
     except OSError as exc:
         counters.add("replay.turns_unshared")
         logger.warning(
@@ -105,3 +107,15 @@ def shared_turns(directory: str) -> SharedTurns | None:
             directory,
         )
         return None
+
+
+def _private_directory() -> Path:
+    """``timetracer-<uid>`` in the temporary directory, this user's alone (mode 0700): the
+    temporary directory is everyone's, and a file another user put there under the name the
+    counts take (a link to one of ours) must not be written through."""
+    path = Path(tempfile.gettempdir()) / f"timetracer-{os.geteuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        raise PermissionError(f"{path} is not a directory of this user's alone")
+    return path

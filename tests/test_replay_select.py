@@ -388,3 +388,38 @@ def test_processes_replaying_one_directory_at_once_take_turns_together(
     assert replayed == recorded
     with uvicorn_process(replay_env, "draws_app:create_app") as alone:
         assert [response.json() for response in send(alone.url, sent[:2])] == recorded[:2]
+
+
+@pytest.mark.parametrize("made_by_another", ["open to others", "a link"])
+def test_turns_are_shared_only_through_a_directory_of_the_users_alone(
+    tmp_path: Path,
+    cassette_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    made_by_another: str,
+) -> None:
+    """The temporary directory is everyone's: where the counts' directory is open to others, or
+    is a link someone put there, nothing is written through it and the process counts its own."""
+    import os
+    import tempfile
+
+    from timetracer_otel.replayers.shared_turns import shared_turns
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = tmp_path / f"timetracer-{os.geteuid()}"
+    assert shared_turns(str(cassette_dir)) is not None
+    assert mine.is_dir() and mine.stat().st_mode & 0o777 == 0o700
+    for path in mine.iterdir():
+        path.unlink()
+    mine.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if made_by_another == "a link":
+        mine.symlink_to(elsewhere)
+    else:
+        mine.mkdir()
+        mine.chmod(0o777)
+    with caplog.at_level(logging.WARNING, logger="timetracer"):
+        assert shared_turns(str(cassette_dir)) is None
+    assert "counted in this process only" in caplog.text
+    assert not any(mine.iterdir()) and not any(elsewhere.iterdir())
