@@ -627,6 +627,39 @@ def test_values_drawn_while_the_suite_is_imported_are_the_same_in_every_run(
     assert sorted(p.name for p in (pytester.path / "cassettes").rglob("*.json")) == recorded
 
 
+# An audit log sink that sends each line to a queue and swallows what goes wrong (fief's
+# loguru sink): a call its cassette cannot answer fails where it is made, and the test passes.
+_TEST_SWALLOWED = """
+import httpx
+
+
+def test_audited():
+    try:
+        httpx.post("{upstream}/echo", json={{"line": "{line}"}})
+    except Exception:
+        pass
+"""
+
+
+def test_the_report_names_the_calls_not_answered_even_where_the_test_passed(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(test_audit=_TEST_SWALLOWED.format(upstream=live.url, line="recorded"))
+        pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=1)
+        pytester.makepyfile(test_audit=_TEST_SWALLOWED.format(upstream=live.url, line="changed"))
+        replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=1)
+    replayed.stdout.fnmatch_lines(
+        [
+            "calls: 0 answered from cassettes, 1 not answered, 1 recorded but not made",
+            "  1 call not answered, each raised where it was made (where the code caught the error, its test may still have passed):",
+            f"    cassettes/test_audit/test_audited.json: timetracer replay: no recorded call matches POST {live.url}/echo (httpx)",
+        ]
+    )
+
+
 # A plugin that wraps each fixture's function in one of its own, as pytest-asyncio 0.21 does
 # for async fixtures; it lives in site-packages, the fixture in the project's conftest.
 _WRAPPING_PLUGIN = """

@@ -20,7 +20,7 @@ from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 __all__ = ["RunReport", "shown"]
 
 _LOCKED = "locked"
-_EARLIER_SHOWN = 5  # calls answered from earlier tests named in the report
+_SHOWN = 5  # calls named in the report under each heading
 
 
 # what each mode does, beside its pytest-recording name (``--timetracer-mode=replay`` is ``none``)
@@ -45,7 +45,8 @@ class RunReport:
     )
     fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, _LOCKED: 0})
     answered: int = 0
-    unmatched: int = 0
+    # calls no cassette answered, each raised where it was made: "<cassette>: <the error's first line>"
+    unmatched: list[str] = field(default_factory=list)
     unused: int = 0
     used: set[str] = field(default_factory=set)  # cassettes read or written by this run
     # cassettes of every collected test, run or deselected
@@ -63,7 +64,7 @@ class RunReport:
             counts[_LOCKED] += outcome.locked
             self.used.add(outcome.path)
         self.answered += outcome.answered
-        self.unmatched += len(outcome.unmatched)
+        self.unmatched.extend(f"{shown(outcome.path)}: {line}" for line in outcome.unmatched)
         self.unused += len(outcome.unused)
         self.from_earlier.extend(
             f"{shown(outcome.path)}: {library} {label} (answered by {shown(path)})"
@@ -96,7 +97,7 @@ class RunReport:
             for key, count in theirs.items():
                 mine[key] = mine.get(key, 0) + count
         self.answered += data["answered"]
-        self.unmatched += data["unmatched"]
+        self.unmatched.extend(data["unmatched"])
         self.unused += data["unused"]
         self.used.update(data["used"])
         self.owned.update(data["owned"])
@@ -121,24 +122,19 @@ class RunReport:
             f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
-            f"calls: {self.answered} answered from cassettes, {self.unmatched} not answered, {self.unused} recorded but not made",
-            *self._earlier_lines(),
+            f"calls: {self.answered} answered from cassettes, {len(self.unmatched)} not answered, {self.unused} recorded but not made",
+            *_itemised(
+                self.unmatched,
+                "not answered, each raised where it was made (where the code caught the error, "
+                "its test may still have passed):",
+            ),
+            *_itemised(
+                self.from_earlier,
+                "not in its test's cassette, answered from an earlier test's (the recording "
+                "process had it from there):",
+            ),
             *self._locked_lines(),
             *self._unopened_lines(),
-        ]
-
-    def _earlier_lines(self) -> list[str]:
-        """The calls answered from an earlier test's cassette: made once per process and kept when
-        recorded, made again here (a test run alone, or first on its worker)."""
-        if not self.from_earlier:
-            return []
-        shown = sorted(self.from_earlier)[:_EARLIER_SHOWN]
-        more = len(self.from_earlier) - len(shown)
-        return [
-            f"  {_counted(len(self.from_earlier), 'call')} not in its test's cassette, answered from an earlier "
-            "test's (the recording process had it from there):",
-            *(f"    {line}" for line in shown),
-            *([f"    and {more} more"] if more else []),
         ]
 
     def _locked_lines(self) -> list[str]:
@@ -173,6 +169,19 @@ def shown(path: str | Path) -> str:
     with contextlib.suppress(ValueError):
         return str(Path(path).relative_to(Path.cwd()))
     return str(path)
+
+
+def _itemised(calls: list[str], what: str) -> list[str]:
+    """The first few ``calls`` (sorted) under a heading counting them all; none, no lines."""
+    if not calls:
+        return []
+    first = sorted(calls)[:_SHOWN]
+    more = len(calls) - len(first)
+    return [
+        f"  {_counted(len(calls), 'call')} {what}",
+        *(f"    {line}" for line in first),
+        *([f"    and {more} more"] if more else []),
+    ]
 
 
 def _counted(count: int, noun: str) -> str:
