@@ -292,6 +292,55 @@ def _logging_app(config: TraceConfig, lines: list[str]) -> Starlette:
     return app
 
 
+def _audited_app(config: TraceConfig, upstream: str) -> Starlette:
+    """An app whose loguru sink sends each line, its time in it, to an audit service (as
+    fief's audit log sink queues its lines to Redis); the sink's errors are loguru's."""
+    import loguru
+
+    logger = loguru.logger.bind()
+    logger.remove()
+
+    def audit(message: Any) -> None:
+        record = message.record
+        line = {"time": record["time"].isoformat(), "text": record["message"]}
+        httpx.post(f"{upstream}/echo", json=line, timeout=10)
+
+    logger.add(audit, catch=True)
+
+    async def order(request: Request) -> JSONResponse:
+        order_id = str(uuid.uuid4())
+        logger.info("order {}", order_id)
+        return JSONResponse({"id": order_id})
+
+    app = Starlette(routes=[Route("/orders", order, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def test_log_lines_sent_out_replay_when_the_logs_source_is_drawn(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+) -> None:
+    """With ``logs`` among the sources, a log line's time is drawn like the app's clock: the
+    audit call carrying it matches in replay. Replayed without it, the time is the real one and
+    the call is not answered (loguru swallows the error; the report names it)."""
+    from timetracer_otel.config import DEFAULT_DRAW_SOURCES, DRAW_SOURCES
+
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir), draws=DRAW_SOURCES)
+    (recorded,) = send(serve(_audited_app(recording, upstream.url)).url, [("POST", "/orders", {})])
+    assert timetracer_otel.flush(30)
+    (cassette,) = load_cassettes(cassette_dir)
+    assert [d["caller"] for d in cassette["draws"] if d["source"] == "logs"] == ["loguru._datetime"]
+    for draws, answered in ((DRAW_SOURCES, True), (DEFAULT_DRAW_SOURCES, False)):
+        replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir), draws=draws)
+        with new_reports() as reports:
+            server = serve(_audited_app(replaying, upstream.url))
+            (replayed,) = send(server.url, [("POST", "/orders", {})])
+            server.stop()
+        assert_same_response(recorded, replayed)
+        (report,) = reports
+        assert (not report.unmatched) is answered, report.unmatched
+
+
 def test_log_lines_keep_the_real_time_and_are_not_drawn(
     serve: Callable[..., Any], cassette_dir: Path
 ) -> None:

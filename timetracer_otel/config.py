@@ -21,6 +21,7 @@ __all__ = [
     "MODES",
     "COMPRESSIONS",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_DRAW_SOURCES",
     "DRAW_SOURCES",
     "process_mode",
 ]
@@ -29,7 +30,9 @@ MODES = ("off", "record", "replay")
 COMPRESSIONS = ("none", "gzip")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Where the app's non-determinism comes from; each can be left out of recording and replay.
-DRAW_SOURCES = ("clock", "uuid", "random", "urandom", "secrets")
+DRAW_SOURCES = ("clock", "uuid", "random", "urandom", "secrets", "logs")
+# drawn unless told otherwise: not ``logs`` (a log line's time is the real one)
+DEFAULT_DRAW_SOURCES = DRAW_SOURCES[:-1]
 # orjson refuses documents nested deeper than this; the standard parser's recursion gives out about there too.
 _MOST_DEPTH = 1024
 
@@ -209,7 +212,7 @@ _SPEC: dict[str, tuple[None | str | tuple[str, ...], Callable[[Any], Any], Any]]
     "live_plugins": ("TIMETRACER_LIVE_PLUGINS", _parse_names, ()),
     "allowed_hosts": ("TIMETRACER_ALLOWED_HOSTS", _parse_names, ()),
     "replay_ignore_fields": ("TIMETRACER_REPLAY_IGNORE_FIELDS", _parse_names, ()),
-    "draws": ("TIMETRACER_DRAWS", _parse_draws, DRAW_SOURCES),
+    "draws": ("TIMETRACER_DRAWS", _parse_draws, DEFAULT_DRAW_SOURCES),
     # The standard OpenTelemetry variables, so one setting serves timetracer and any other OTel code.
     "otlp_endpoint": (
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -336,7 +339,8 @@ class TraceConfig:
     recorded one. ``draws`` names the sources of non-determinism whose values a request
     draws are recorded and handed back in replay (``DRAW_SOURCES``: ``clock``; ``uuid``;
     ``random``, the ``random`` module's generator; ``urandom``, ``os.urandom`` called
-    directly; ``secrets``, the ``secrets`` module and ``random.SystemRandom``). ``otlp_endpoint`` (default: the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+    directly; ``secrets``, the ``secrets`` module and ``random.SystemRandom``; ``logs``, the
+    times of log lines, not drawn by default: ``DEFAULT_DRAW_SOURCES``). ``otlp_endpoint`` (default: the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
     or ``OTEL_EXPORTER_OTLP_ENDPOINT``) sends the same spans to a collector over OTLP/HTTP,
     redacted like cassettes and without payload attributes unless ``export_payloads``.
     ``cassette_dir`` and ``cassette_path`` may be ``s3://bucket/prefix`` URLs;

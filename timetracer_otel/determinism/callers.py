@@ -3,17 +3,17 @@
 ``uuid.uuid4()`` draws from ``os.urandom`` and ``secrets.token_hex()`` from
 ``random.SystemRandom``: the caller is the first module outside those helpers (the app's
 own code, SQLAlchemy's column defaults, argon2's salt), and the outermost helper names
-the source. Draws by timetracer, OpenTelemetry, the logging libraries (``logging``,
-loguru, structlog: a log line's time), pytest's own timing, SQLAlchemy's connection pool
-(the time a connection was opened: replay opens its connections anew) and pymongo's own
-ids have no caller: they stay real.
+the source. Draws by timetracer, OpenTelemetry, pytest's own timing, SQLAlchemy's
+connection pool (the time a connection was opened: replay opens its connections anew) and
+pymongo's own ids have no caller: they stay real. The log libraries' (``logging``, loguru,
+structlog: a log line's time) are their own source, ``logs``, off unless asked for.
 """
 
 from __future__ import annotations
 
 from types import FrameType
 
-__all__ = ["attribute"]
+__all__ = ["LOG_HELPER", "attribute"]
 
 _HELPERS = frozenset({"random", "secrets", "uuid"})
 _OURS = (
@@ -33,11 +33,13 @@ _PYMONGO_OWN = tuple(
     )
 )  # fmt: skip
 _OWN_PREFIXES = (
-    "timetracer_otel", "opentelemetry", "logging", "loguru", "structlog", "_pytest",
-    "sqlalchemy.pool", *_PYMONGO_OWN,
+    "timetracer_otel", "opentelemetry", "_pytest", "sqlalchemy.pool", *_PYMONGO_OWN,
 )  # fmt: skip
+# The log libraries: their clock reads (a line's time) are drawn from the source ``logs`` only.
+_LOG_PREFIXES = ("logging", "loguru", "structlog")
+LOG_HELPER = "logging"  # the helper a log library's draw is reported through
 
-_APP, _HELPER, _THROUGH, _OWN = range(4)
+_APP, _HELPER, _THROUGH, _OWN, _LOG = range(5)
 _kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
 
 
@@ -50,6 +52,8 @@ def _kind(module: str) -> int:
             kind = _THROUGH
         elif any(module == prefix or module.startswith(prefix + ".") for prefix in _OWN_PREFIXES):
             kind = _OWN
+        elif any(module == prefix or module.startswith(prefix + ".") for prefix in _LOG_PREFIXES):
+            kind = _LOG
         else:
             kind = _APP
         _kinds[module] = kind
@@ -59,7 +63,8 @@ def _kind(module: str) -> int:
 def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
     """(caller module, outermost helper module) for a draw made in ``frame``.
 
-    The caller is None for a draw that stays real (timetracer's, OpenTelemetry's, ...).
+    The caller is None for a draw that stays real (timetracer's, OpenTelemetry's, ...); a
+    log library's draw has :data:`LOG_HELPER` for its helper.
     """
     helper: str | None = None
     kinds = _kinds
@@ -72,6 +77,8 @@ def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
             return module, helper
         if kind == _OWN:
             return None, helper
+        if kind == _LOG:
+            return module, LOG_HELPER
         if kind == _HELPER:
             helper = module
         frame = frame.f_back

@@ -48,7 +48,7 @@ from wrapt import register_post_import_hook
 from timetracer_otel._diagnostics import logger
 
 from . import state
-from .callers import attribute
+from .callers import LOG_HELPER, attribute
 from .state import NO_DRAWS, DrawRecorder, DrawReplayer, Fits, Seeded, activate, deactivate
 
 __all__ = ["install", "real_time_ns"]
@@ -91,7 +91,11 @@ def _draw(
     caller, helper = attribute(frame)
     if caller is None:
         return real()
-    source = _SOURCE_OF_KIND.get(kind) or _URANDOM_SOURCE_BY_HELPER.get(helper or "", "urandom")
+    source = (
+        "logs"
+        if helper == LOG_HELPER
+        else _SOURCE_OF_KIND.get(kind) or _URANDOM_SOURCE_BY_HELPER.get(helper or "", "urandom")
+    )
     if source not in draws.sources:
         return real()
     return draws.draw(source, kind, caller, real, fits, seeded)
