@@ -660,6 +660,32 @@ def test_the_report_names_the_calls_not_answered_even_where_the_test_passed(
     )
 
 
+_TEST_FROZEN = """
+import gc
+import json
+
+
+def test_the_collections_before_tests_leave_the_imports_out(request):
+    frozen = gc.get_freeze_count()
+    (request.config.rootpath / "frozen").write_text(json.dumps(frozen))
+"""
+
+
+def test_what_the_suite_imported_is_left_out_of_the_collection_before_each_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """The collection before each test with a cassette (which holds the ORM's weakly held
+    objects to the same moments in both modes) looks at what the tests made, not at the
+    modules, classes and functions the suite imported: frozen once, after collection. A run
+    with no cassette freezes nothing."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_frozen=_TEST_FROZEN)
+    for mode, frozen in (("all", True), ("off", False)):
+        pytester.runpytest_subprocess(f"--timetracer-mode={mode}").assert_outcomes(passed=1)
+        count = json.loads((pytester.path / "frozen").read_text())
+        assert (count > 10_000) is frozen, (mode, count)
+
+
 # A plugin that wraps each fixture's function in one of its own, as pytest-asyncio 0.21 does
 # for async fixtures; it lives in site-packages, the fixture in the project's conftest.
 _WRAPPING_PLUGIN = """

@@ -231,6 +231,7 @@ class _Run:
             Any, CassetteBlock
         ] = {}  # by the fixturedef whose scope instance it records
         self.fixture_paths: Counter[Path] = Counter()
+        self.froze_imports = False  # see _freeze_what_was_imported
 
     def action(self, path: Path) -> str | None:
         """RECORD or REPLAY for the cassette at ``path``; None when it is missing and this mode only replays."""
@@ -269,6 +270,8 @@ class _Run:
 
     def close(self) -> None:
         _network_guard.uninstall()
+        if self.froze_imports:
+            gc.unfreeze()
         if self._made_fixture_clocks and self.fixture_clocks is not None:
             remove_directory(self.fixture_clocks)
 
@@ -323,11 +326,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for arg in config.args
         if "::" in arg
     }
-    for item in session.items:
-        if run.opted_in(item):
-            run.report.owned.add(str(cassette_of_test(run.directory, item.nodeid)))
-            if item.path.resolve() not in partial:
-                run.report.scopes.add(str(cassettes_of_module(run.directory, item.nodeid)))
+    opted_in = [item for item in session.items if run.opted_in(item)]
+    for item in opted_in:
+        run.report.owned.add(str(cassette_of_test(run.directory, item.nodeid)))
+        if item.path.resolve() not in partial:
+            run.report.scopes.add(str(cassettes_of_module(run.directory, item.nodeid)))
+    if opted_in:
+        _freeze_what_was_imported(run)
 
 
 # ----------------------------------------------------------------------------- a test's cassette
@@ -356,6 +361,18 @@ def _begin_test_block(item: pytest.Item, run: _Run) -> None:
     _hold_garbage_collection(item)
     block.activate()
     item.stash[_TEST_BLOCK] = block
+
+
+def _freeze_what_was_imported(run: _Run) -> None:
+    """Set what the suite's imports and collection made (the app, its libraries: hundreds of
+    thousands of objects in a large service) apart from the collections before each test,
+    which then look at what the tests made alone. A full collection of fief's suite took
+    0.19 s, longer than most of its tests; those objects are its modules, classes and
+    functions, which no test frees. Given back to the collector when the run ends, unless
+    the suite had frozen objects itself."""
+    run.froze_imports = not gc.get_freeze_count()  # else the suite froze objects itself: left so
+    gc.collect()
+    gc.freeze()
 
 
 def _hold_garbage_collection(item: pytest.Item) -> None:
