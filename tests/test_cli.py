@@ -3,6 +3,7 @@ on cassettes this test records from the replay app against the real upstream."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -685,6 +686,26 @@ bare_recorded = TimeTracerMiddleware(bare)  # configured by TIMETRACER_*
 """
 
 
+def _recording_stateful(
+    tmp_path: Path, cassette_dir: Path, app: str, log_level: str = "warning"
+) -> contextlib.AbstractContextManager[Any]:
+    """uvicorn serving ``stateful_apps:<app>`` in record mode, in a process of its own."""
+    (tmp_path / "stateful_apps.py").write_text(_STATEFUL_APPS, "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), f"stateful_apps:{app}"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    return serving_process([*command, "--log-level", log_level], env)
+
+
+def _replayed_stateful(tmp_path: Path, cassette_dir: Path, app: str) -> tuple[dict[str, Any], str]:
+    """The report of ``timetracer replay`` of the one cassette by ``stateful_apps:<app>``, and its stderr."""
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", f"stateful_apps:{app}", "--app-dir", str(tmp_path), "--json"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    return report, done.stderr
+
+
 @pytest.mark.parametrize(
     ("recorded_app", "replayed_app", "target"),
     [("stateful", "stateful", "/greet?n=1"), ("bare_recorded", "bare", "/bare")],
@@ -695,26 +716,12 @@ def test_replay_runs_the_app_as_a_server_does_with_its_lifespan_state_or_none(
     """The command runs the app's lifespan once and gives each request a copy of the state it
     keeps; an app that returns from the lifespan without answering has none, as uvicorn takes it.
     A task the app left running is ended with the command."""
-    (tmp_path / "stateful_apps.py").write_text(_STATEFUL_APPS, "utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(tmp_path),
-        f"stateful_apps:{recorded_app}",
-    ]
-    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
-    with serving_process([*command, "--log-level", "warning"], env) as server:
+    with _recording_stateful(tmp_path, cassette_dir, recorded_app) as server:
         (recorded,) = send(server.url, [("GET", target, {})])
     assert recorded.status_code == 200
-    done = timetracer(
-        "replay", str(cassette_dir), "--app", f"stateful_apps:{replayed_app}", "--app-dir", str(tmp_path), "--json"
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    (report,) = json.loads(done.stdout)
+    report, stderr = _replayed_stateful(tmp_path, cassette_dir, replayed_app)
     assert report["ok"] and report["status"] == 200, report
-    assert "Task was destroyed" not in done.stderr, done.stderr  # a task left running ends with it
+    assert "Task was destroyed" not in stderr, stderr  # a task left running ends with it
 
 
 def test_replay_refuses_the_header_names_and_values_a_server_refuses(
@@ -723,24 +730,10 @@ def test_replay_refuses_the_header_names_and_values_a_server_refuses(
     """uvicorn raises in the app's ``send`` of a header named ``subject:``: the app raised and
     the client got no response, as the cassette says. The command runs the app as a server
     does, so its replay raises there too and is the same."""
-    (tmp_path / "stateful_apps.py").write_text(_STATEFUL_APPS, "utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(tmp_path),
-        "stateful_apps:stateful",
-    ]
-    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
-    with serving_process([*command, "--log-level", "critical"], env) as server:
+    with _recording_stateful(tmp_path, cassette_dir, "stateful", log_level="critical") as server:
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.get(f"{server.url}/subject", timeout=30)
-    done = timetracer(
-        "replay", str(cassette_dir), "--app", "stateful_apps:stateful", "--app-dir", str(tmp_path), "--json"
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    (report,) = json.loads(done.stdout)
+    report, _ = _replayed_stateful(tmp_path, cassette_dir, "stateful")
     assert report["ok"] and not report["differences"], report
     assert report["error"]["message"] in (
         "Invalid HTTP header name.",
