@@ -633,29 +633,40 @@ _TEST_SWALLOWED = """
 import httpx
 
 
-def test_audited():
+def audit(line):
     try:
-        httpx.post("{upstream}/echo", json={{"line": "{line}"}})
+        httpx.post("{upstream}/echo", json={{"line": line}})
     except Exception:
         pass
+
+
+def test_z_runs_first():
+    audit("{line}")
+
+
+def test_a_runs_second():
+    audit("{line}")
 """
 
 
 def test_the_report_names_the_calls_not_answered_even_where_the_test_passed(
     pytester: pytest.Pytester,
 ) -> None:
+    """In the order their tests ran: the first is often what failed the tests after it."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     with running_upstream() as live:
         pytester.makepyfile(test_audit=_TEST_SWALLOWED.format(upstream=live.url, line="recorded"))
-        pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=1)
+        pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
         pytester.makepyfile(test_audit=_TEST_SWALLOWED.format(upstream=live.url, line="changed"))
         replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
-    replayed.assert_outcomes(passed=1)
+    replayed.assert_outcomes(passed=2)
+    unmatched = f"timetracer replay: no recorded call matches POST {live.url}/echo (httpx)"
     replayed.stdout.fnmatch_lines(
         [
-            "calls: 0 answered from cassettes, 1 not answered, 1 recorded but not made",
-            "  1 call not answered, each raised where it was made (where the code caught the error, its test may still have passed):",
-            f"    cassettes/test_audit/test_audited.json: timetracer replay: no recorded call matches POST {live.url}/echo (httpx)",
+            "calls: 0 answered from cassettes, 2 not answered, 2 recorded but not made",
+            "  2 calls not answered, each raised where it was made (where the code caught the error, its test may still have passed):",
+            f"    cassettes/test_audit/test_z_runs_first.json: {unmatched}",
+            f"    cassettes/test_audit/test_a_runs_second.json: {unmatched}",
         ]
     )
 

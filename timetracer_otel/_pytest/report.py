@@ -172,10 +172,12 @@ def shown(path: str | Path) -> str:
 
 
 def _itemised(calls: list[str], what: str) -> list[str]:
-    """The first few ``calls`` (sorted) under a heading counting them all; none, no lines."""
+    """The first few ``calls``, in the order their tests ran (on each pytest-xdist worker), under
+    a heading counting them all; none, no lines. The first is often the cause of the rest: a
+    mismatch that rolls back an ORM session fails the tests after it in other ways."""
     if not calls:
         return []
-    first = sorted(calls)[:_SHOWN]
+    first = calls[:_SHOWN]
     more = len(calls) - len(first)
     return [
         f"  {_counted(len(calls), 'call')} {what}",
