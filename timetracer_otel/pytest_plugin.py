@@ -225,7 +225,7 @@ class _Run:
         self.worker = xdist_worker(config)
         # a pytest-xdist worker's: where the fixtures' first instants are kept (see ._pytest.shared_clock)
         self.fixture_clocks: str | None = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
-        self._made_fixture_clocks = False
+        self._clocks_for_workers: str | None = None  # the controller's, made for its workers
         self.report = RunReport(self.mode, shown(self.directory))
         self.fixture_blocks: dict[
             Any, CassetteBlock
@@ -264,16 +264,16 @@ class _Run:
 
     def fixture_clocks_for_workers(self) -> str:
         """The controller's directory of its workers' fixture instants, made when the first starts."""
-        if self.fixture_clocks is None:
-            self.fixture_clocks, self._made_fixture_clocks = new_directory(), True
-        return self.fixture_clocks
+        if self._clocks_for_workers is None:
+            self._clocks_for_workers = new_directory()
+        return self._clocks_for_workers
 
     def close(self) -> None:
         _network_guard.uninstall()
         if self.froze_imports:
             gc.unfreeze()
-        if self._made_fixture_clocks and self.fixture_clocks is not None:
-            remove_directory(self.fixture_clocks)
+        if self._clocks_for_workers is not None:
+            remove_directory(self._clocks_for_workers)
 
 
 _RUN = pytest.StashKey[_Run]()

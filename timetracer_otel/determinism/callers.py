@@ -43,16 +43,21 @@ _APP, _HELPER, _THROUGH, _OWN, _LOG = range(5)
 _kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
 
 
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    """``module`` is one of ``packages`` or inside one."""
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
 def _kind(module: str) -> int:
     kind = _kinds.get(module)
     if kind is None:
         if module in _HELPERS:
             kind = _HELPER
-        elif module == _OURS or module.startswith(_OURS + "."):
+        elif _within(module, (_OURS,)):
             kind = _THROUGH
-        elif any(module == prefix or module.startswith(prefix + ".") for prefix in _OWN_PREFIXES):
+        elif _within(module, _OWN_PREFIXES):
             kind = _OWN
-        elif any(module == prefix or module.startswith(prefix + ".") for prefix in _LOG_PREFIXES):
+        elif _within(module, _LOG_PREFIXES):
             kind = _LOG
         else:
             kind = _APP

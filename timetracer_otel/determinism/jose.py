@@ -63,21 +63,28 @@ def _replace(owner: Any, name: str, wrap: Callable[[Any], Callable[..., Any]]) -
         setattr(owner, name, wrap(real))
 
 
-def _jwk_signer(randomised: Callable[[Any], bool]) -> Callable[[Any], Callable[..., Any]]:
-    """``sign(self, msg, key)`` of a library whose keys give their cryptography key through
-    ``get_op_key`` (joserfc, Authlib), drawn where ``randomised(self)``."""
+def _signer(
+    key_of: Callable[[Any], Any], randomised: Callable[[Any], bool]
+) -> Callable[[Any], Callable[..., Any]]:
+    """``sign(self, msg, key)`` (PyJWT, joserfc, Authlib), drawn where ``randomised(self)``;
+    ``key_of(key)`` is the cryptography key it signs with."""
 
     def wrap(real: Callable[..., bytes]) -> Callable[..., bytes]:
         def sign(self: Any, msg: bytes, key: Any) -> bytes:
             if not randomised(self):
                 return real(self, msg, key)
             return _drawn_output(
-                "signature", lambda: key.get_op_key("sign"), msg, lambda: real(self, msg, key)
+                "signature", lambda: key_of(key), msg, lambda: real(self, msg, key)
             )
 
         return sign
 
     return wrap
+
+
+def _op_key(key: Any) -> Any:
+    """The cryptography key of a joserfc or Authlib key, for signing."""
+    return key.get_op_key("sign")
 
 
 def _key_wrapper(op_key: Callable[..., Any]) -> Callable[[Any], Callable[..., Any]]:
@@ -99,13 +106,11 @@ def _key_wrapper(op_key: Callable[..., Any]) -> Callable[[Any], Callable[..., An
 
 
 def _install_pyjwt(algorithms: types.ModuleType) -> None:
-    def wrap(real: Callable[..., bytes]) -> Callable[..., bytes]:
-        def sign(self: Any, msg: bytes, key: Any) -> bytes:
-            return _drawn_output("signature", lambda: key, msg, lambda: real(self, msg, key))
-
-        return sign
-
-    _replace(getattr(algorithms, "RSAPSSAlgorithm", None), "sign", wrap)
+    _replace(
+        getattr(algorithms, "RSAPSSAlgorithm", None),
+        "sign",
+        _signer(lambda key: key, lambda self: True),
+    )
 
 
 def _install_jwcrypto(jwa: types.ModuleType) -> None:
@@ -135,7 +140,7 @@ def _install_joserfc_jws(jws_algs: types.ModuleType) -> None:
     _replace(
         getattr(jws_algs, "_RSAAlgModel", None),
         "sign",
-        _jwk_signer(lambda self: _is_pss(getattr(self, "padding", None))),
+        _signer(_op_key, lambda self: _is_pss(getattr(self, "padding", None))),
     )
 
 
@@ -155,7 +160,9 @@ def _install_joserfc_jwe(jwe_algs: types.ModuleType) -> None:
 
 
 def _install_authlib_jws(jws_algs: types.ModuleType) -> None:
-    _replace(getattr(jws_algs, "RSAPSSAlgorithm", None), "sign", _jwk_signer(lambda self: True))
+    _replace(
+        getattr(jws_algs, "RSAPSSAlgorithm", None), "sign", _signer(_op_key, lambda self: True)
+    )
 
 
 def _install_authlib_jwe(jwe_algs: types.ModuleType) -> None:
