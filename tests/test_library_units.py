@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-from importlib.metadata import requires
+from importlib.metadata import entry_points, requires
 from pathlib import Path
 
 import pytest
@@ -127,3 +127,16 @@ def test_plugins_and_protocols_derive_from_the_declarations() -> None:
         for action in ("enable", "disable"):
             assert f"{action}_{name}" in plugins.__all__
             assert getattr(plugins, f"{action}_{name}").__name__ == f"{action}_{name}"
+
+
+def test_timetracers_own_instrumentors_are_entry_points_for_opentelemetry_instrument() -> None:
+    """``opentelemetry-instrument`` loads an instrumentor by its entry point: one timetracer
+    brings (for a library OpenTelemetry has none for) must be registered like contrib's."""
+    own = {
+        instrumentor
+        for library in LIBRARIES.values()
+        for instrumentor in library.instrumentors
+        if instrumentor.startswith("timetracer_otel.")
+    }
+    registered = {e.value for e in entry_points(group="opentelemetry_instrumentor")}
+    assert own and own <= registered

@@ -19,7 +19,7 @@ __all__ = ["Library", "LIBRARIES"]
 @dataclass(frozen=True)
 class Library:
     name: str  # the plugin name, and the module whose presence means the library is installed
-    extra: str  # pip extra that brings the library and the instrumentor
+    extra: str  # pip extra that brings the library and the instrumentor ("": nothing to bring)
     requires: tuple[str, ...]  # the library's requirements in that extra (pyproject.toml agrees)
     # "module:Class" of each OpenTelemetry instrumentor making the library's client spans
     # (grpc: one for sync channels, one for grpc.aio)
@@ -155,5 +155,14 @@ LIBRARIES: dict[str, Library] = _declared(
         capture="timetracer_otel.capture.grpc",
         replay="timetracer_otel.replayers.grpc",
         protocol="grpc",
+    ),
+    Library(
+        name="smtplib",
+        extra="",  # the standard library's; its instrumentor is timetracer's own
+        requires=(),
+        instrumentors=("timetracer_otel.instrumentation.smtplib:SmtplibInstrumentor",),
+        capture="timetracer_otel.capture.smtplib",
+        replay="timetracer_otel.replayers.smtplib",
+        protocol="smtp",
     ),
 )

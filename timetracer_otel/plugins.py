@@ -46,6 +46,8 @@ __all__ = [
     "disable_motor",
     "enable_grpc",
     "disable_grpc",
+    "enable_smtplib",
+    "disable_smtplib",
 ]
 
 
@@ -74,6 +76,8 @@ def _needs_extra(plugin: Library) -> Iterator[None]:
     try:
         yield
     except ImportError as exc:
+        if not plugin.extra:  # nothing to install: the error as it is
+            raise
         raise ImportError(
             f"timetracer plugin {plugin.name!r} needs {exc.name}: pip install 'timetracer-otel[{plugin.extra}]'"
         ) from exc
@@ -163,3 +167,4 @@ enable_redis, disable_redis = _pair("redis")
 enable_pymongo, disable_pymongo = _pair("pymongo")
 enable_motor, disable_motor = _pair("motor")
 enable_grpc, disable_grpc = _pair("grpc")
+enable_smtplib, disable_smtplib = _pair("smtplib")

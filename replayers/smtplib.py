@@ -1,0 +1,115 @@
+"""smtplib replay, under :class:`~timetracer_otel.instrumentation.smtplib.SmtplibInstrumentor`'s
+wrappers (so spans still appear).
+
+Connecting (``SMTP._get_socket``, ``SMTP_SSL``'s too) opens nothing: the connection gets a
+stand-in socket that keeps what the client sends (``send``), and each reply the client
+reads (``getreply``) is the recorded one for that exchange, matched as
+:mod:`timetracer_otel.protocols.smtp` describes. Everything above (``ehlo``, ``login``,
+``sendmail``, ``send_message``, ``quit``) is smtplib's own code, running as it did.
+``starttls`` is matched and answered like any command, and its TLS handshake is skipped:
+the stand-in stays as it is. A recorded failure (the server hanging up) is raised again.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Callable
+from typing import Any
+
+from timetracer_otel import wrapper_layers
+from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.protocols.smtp import Conversation, live_view, server_name
+
+from .http import recorded_error_class
+from .session import ReplaySession, replay_session_for
+
+__all__ = ["install", "uninstall"]
+
+
+class _Replayed:
+    """Stands in for the socket of a connection answered from a cassette: nothing reaches the
+    network, and what the client sends is kept for matching."""
+
+    def __init__(self, session: ReplaySession, server: str) -> None:
+        self.session = session
+        self.conversation = Conversation(server)
+
+    def close(self) -> None:
+        """Nothing was opened."""
+
+
+class _NoHandshake:
+    """The TLS context ``starttls`` is given in replay: the stand-in stays as it is."""
+
+    @staticmethod
+    def wrap_socket(sock: Any, server_hostname: str | None = None) -> Any:
+        return sock
+
+
+def _connecting(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
+    server = server_name(args[0], args[1])
+    session = replay_session_for("smtplib", lambda: f"SMTP {server} (connect)")
+    if session is None:
+        return wrapped(*args, **kwargs)
+    return _Replayed(session, server)
+
+
+def _send(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
+    replayed = client.sock
+    if not isinstance(replayed, _Replayed):
+        return wrapped(*args, **kwargs)
+    data = args[0] if args else kwargs["s"]
+    replayed.conversation.sending(
+        data.encode(client.command_encoding) if isinstance(data, str) else bytes(data)
+    )
+    return None
+
+
+def _exception(call: CassetteCall) -> Exception:
+    error = call.error or {"message": "the recording holds no reply for this exchange"}
+    cls = recorded_error_class(error, "smtplib", smtplib.SMTPServerDisconnected)
+    try:
+        return cls(error.get("message", ""))
+    except Exception:  # noqa: BLE001 - a class with another constructor (SMTPResponseException)
+        return smtplib.SMTPServerDisconnected(error.get("message", ""))
+
+
+def _reply(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
+    replayed = client.sock
+    if not isinstance(replayed, _Replayed):
+        return wrapped(*args, **kwargs)
+    session = replayed.session
+    request = replayed.conversation.awaiting()
+    call = session.answer("smtplib", live_view(session.scrubbed(request), session.redactor)).call
+    if call.error or call.response is None:
+        client.close()  # what smtplib does when the server hangs up
+        raise _exception(call)
+    response = call.decoded_response()
+    code, message = response["code"], response["message"]
+    replayed.conversation.replied(code)
+    return code, message.encode("utf-8") if isinstance(message, str) else message
+
+
+def _starttls(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
+    if not isinstance(client.sock, _Replayed):
+        return wrapped(*args, **kwargs)
+    return wrapped(context=_NoHandshake())
+
+
+_SEAMS = (
+    (smtplib.SMTP, "_get_socket", _connecting),
+    (smtplib.SMTP_SSL, "_get_socket", _connecting),
+    (smtplib.SMTP, "send", _send),
+    (smtplib.SMTP, "getreply", _reply),
+    (smtplib.SMTP, "starttls", _starttls),
+)
+
+
+def install() -> None:
+    for owner, name, wrapper in _SEAMS:
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
+
+
+def uninstall() -> None:
+    for owner, name, _ in _SEAMS:
+        wrapper_layers.uninstall(owner, name, layer="replay")

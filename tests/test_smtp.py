@@ -1,0 +1,251 @@
+"""Mail sent with smtplib (tests/apps/mail_app.py): recorded through uvicorn against a real SMTP
+server on loopback (aiosmtpd: STARTTLS, implicit TLS, AUTH PLAIN and LOGIN), replayed by
+another process with the server gone, no secret stored in clear."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _replay import CONNECTS, audited_uvicorn_process, cassette_files, uvicorn_process
+from _smtp_server import PASSWORD, USER, MailServer, running_mail_server
+from apps.mail_app import create_app, mail_message, mail_settings, send_over_starttls
+from conftest import load_cassettes
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.protocols.smtp import exchange_request, request_view
+from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
+from timetracer_otel.replayers.session import activate, deactivate
+from timetracer_otel.sealing import redacted
+
+# (path, what the app is asked) of each request, in order
+REQUESTS = [
+    ("/welcome?to=ada@example.org", "a welcome mail over STARTTLS after AUTH PLAIN"),
+    ("/reset?to=ada@example.org", "a reset link signed as a JWT, its HTML part in base64"),
+    ("/notice?to=bob@example.org", "SMTP_SSL, AUTH LOGIN's challenges, a line with a leading dot"),
+    ("/bad-login", "a login the server refuses"),
+]
+REPLAYED = re.compile(
+    r"^timetracer \[OK\] replayed POST (\S+)  id=\w+  status=(\d+)  calls=(\d+)/\3  unused=0  response=same$",
+    re.M,
+)
+
+
+@pytest.fixture
+def mail(tmp_path: Path) -> Iterator[tuple[MailServer, MailServer]]:
+    """A STARTTLS server and an implicit-TLS one, presenting one self-signed certificate."""
+    with (
+        running_mail_server(tmp_path) as starttls,
+        running_mail_server(tmp_path, tls="implicit") as implicit,
+    ):
+        yield starttls, implicit
+
+
+def _settings(servers: tuple[MailServer, MailServer]) -> dict[str, str]:
+    starttls, implicit = servers
+    return {
+        "MAIL_HOST": starttls.host,
+        "MAIL_PORT": str(starttls.port),
+        "MAIL_SSL_PORT": str(implicit.port),
+        "MAIL_CA_FILE": str(starttls.certificate),
+        "MAIL_USER": USER,
+        "MAIL_PASSWORD": PASSWORD,
+    }
+
+
+def _post_all(url: str) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        return [client.post(path) for path, _ in REQUESTS]
+
+
+def _reset_token(server: MailServer) -> str:
+    """The token of the reset link the server received (in the base64 HTML part)."""
+    (reset,) = [m for m in server.received if b"Subject: =?utf-8?" in m["data"]]
+    html = message_from_bytes(reset["data"], policy=policy.default).get_body(("html",))
+    found = re.search(r"token=([\w.-]+)", html.get_content())
+    assert found is not None
+    return found.group(1)
+
+
+def test_mail_replays_in_another_process_with_the_server_gone(
+    cassette_dir: Path, mail: tuple[MailServer, MailServer]
+) -> None:
+    cassettes = cassette_dir
+    settings = _settings(mail)
+    record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes)}
+    with uvicorn_process(record_env, app="mail_app:create_app") as server:
+        recorded = _post_all(server.url)
+    assert [r.status_code for r in recorded] == [200, 200, 200, 401], [r.text for r in recorded]
+    assert recorded[3].json() == {
+        "error": "SMTPAuthenticationError",
+        "code": 535,
+        "message": "5.7.8 Authentication credentials invalid",
+    }
+    starttls, implicit = mail
+    assert len(starttls.received) == 2 and len(implicit.received) == 1
+    assert implicit.received[0]["to"] == ["bob@example.org", "audit@service.test"]
+    token = _reset_token(starttls)
+    ports = {starttls.port, implicit.port}
+    for server_gone in mail:
+        server_gone.received.clear()
+
+    # the servers stop: nothing answers on their ports
+    replay_env = {**settings, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassettes)}
+    with audited_uvicorn_process(replay_env, app="mail_app:create_app") as server:
+        _stop(mail)
+        replayed = _post_all(server.url)
+    assert [(r.status_code, r.content) for r in replayed] == [
+        (r.status_code, r.content) for r in recorded
+    ]
+    reports = REPLAYED.findall(server.stderr)
+    assert [(path, status) for path, status, _ in reports] == [
+        ("/welcome", "200"),
+        ("/reset", "200"),
+        ("/notice", "200"),
+        ("/bad-login", "401"),
+    ], server.stderr
+    assert [int(calls) for *_, calls in reports] == [11, 11, 11, 6]
+    connected = [eval(found) for found in CONNECTS.findall(server.stderr)]  # noqa: S307 - our own repr
+    assert [a for a in connected if isinstance(a, tuple) and a[1] in ports] == []
+
+    # no secret in clear: the password, what AUTH sent for it, the reset link's token
+    stored = "\n".join(path.read_text("utf-8") for path in cassette_files(cassettes))
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    for secret in (PASSWORD, plain, base64.b64encode(PASSWORD.encode()).decode(), token):
+        assert secret not in stored
+    # and the mail reads as it was written: the HTML part decoded, the token sealed in it
+    assert "choose a new password" in stored and "it expires in an hour" in stored
+
+
+def _stop(servers: tuple[MailServer, MailServer]) -> None:
+    for server in servers:
+        server.stop()
+
+
+def _in_process(serve: Callable[..., Any], config: TraceConfig) -> str:
+    return serve(create_app(config)).url
+
+
+def test_a_different_recipient_fails_at_the_call_naming_the_recorded_one(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    record_config: TraceConfig,
+    mail: tuple[MailServer, MailServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in _settings(mail).items():
+        monkeypatch.setenv(name, value)
+    url = _in_process(serve, record_config)
+    assert httpx.post(f"{url}/welcome?to=ada@example.org", timeout=30).status_code == 200
+    (document,) = load_cassettes(cassette_dir)
+    _stop(mail)
+    install_replayers()
+    token = activate(ReplaySession(redacted(document), "welcome.json"))
+    try:
+        with pytest.raises(ReplayMismatchError) as raised:
+            send_over_starttls(
+                mail_settings(), mail_message("eve@example.org", "Welcome", "Hello eve")
+            )
+    finally:
+        deactivate(token)
+    port = mail[0].port
+    message = str(raised.value)
+    assert (
+        f"no recorded call matches SMTP 127.0.0.1:{port} RCPT TO:<eve@example.org> (smtplib)"
+        in message
+    )
+    assert f"SMTP 127.0.0.1:{port} RCPT TO:<ada@example.org>" in message
+
+
+def test_each_exchange_is_a_client_span_whose_name_never_holds_a_secret(
+    serve: Callable[..., Any],
+    record_config: TraceConfig,
+    mail: tuple[MailServer, MailServer],
+    monkeypatch: pytest.MonkeyPatch,
+    spans: InMemorySpanExporter,
+) -> None:
+    for name, value in _settings(mail).items():
+        monkeypatch.setenv(name, value)
+    url = _in_process(serve, record_config)
+    assert httpx.post(f"{url}/notice?to=bob@example.org", timeout=30).status_code == 200
+    client = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in client] == [
+        "SMTP connect",
+        "SMTP EHLO",
+        "SMTP AUTH",  # AUTH LOGIN: the server asks for the user name
+        "SMTP AUTH",  # the user name: the server asks for the password
+        "SMTP AUTH",  # the password: accepted
+        "SMTP MAIL",
+        "SMTP RCPT",
+        "SMTP RCPT",
+        "SMTP DATA",
+        "SMTP DATA",  # the message
+        "SMTP QUIT",
+    ]
+    assert {(s.attributes["server.address"], s.attributes["server.port"]) for s in client} == {
+        ("127.0.0.1", mail[1].port)
+    }
+    server = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER)
+    assert {s.parent.span_id for s in client if s.parent} == {server.context.span_id}
+
+
+@pytest.mark.parametrize(
+    ("sent", "after", "expected"),
+    [
+        (b"", None, {"connect": True}),
+        (b"ehlo [10.0.0.7]\r\n", 220, {"command": "EHLO", "args": "[10.0.0.7]"}),
+        (
+            b"AUTH PLAIN AGEAYg==\r\n",
+            250,
+            {"command": "AUTH", "args": "PLAIN", "credentials": "AGEAYg=="},
+        ),
+        (b"cGFzcw==\r\n", 334, {"auth_response": "cGFzcw=="}),
+        (b"NOOP\r\nNOOP\r\n", 250, {"sent": "NOOP\r\nNOOP\r\n"}),
+    ],
+)
+def test_an_exchange_is_read_by_the_reply_before_it(
+    sent: bytes, after: int | None, expected: dict[str, Any]
+) -> None:
+    assert exchange_request("mail.test:25", sent, after) == {"server": "mail.test:25", **expected}
+
+
+def _sent_message(message_id: str) -> bytes:
+    return (
+        b"Subject: hi\r\nMessage-ID: " + message_id.encode() + b"\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes("..caf\u00e9\r\n.end".encode())
+        + b".\r\n"
+    )
+
+
+def test_a_message_is_kept_decoded_and_matched_without_the_process_identity() -> None:
+    first = exchange_request("mail.test:25", _sent_message("<1.111.9@host-a>"), 354)
+    assert first["message"]["content"] == "..caf\u00e9\r\n.end"
+    again = exchange_request("mail.test:25", _sent_message("<1.222.9@host-b>"), 354)
+    assert request_view(first).key == request_view(again).key
+    other = exchange_request(
+        "mail.test:25", _sent_message("<1.111.9@host-a>").replace(b"hi", b"yo"), 354
+    )
+    assert request_view(other).key != request_view(first).key
+    # the size MAIL FROM declares counts the Message-ID: it never counts either
+    assert request_view(exchange_request("m:25", b"MAIL FROM:<a@b> SIZE=120\r\n", 250)).key == (
+        request_view(exchange_request("m:25", b"MAIL FROM:<a@b> size=1201\r\n", 250)).key
+    )
+    # the host name EHLO sends is the machine's: it never counts
+    assert (
+        request_view(exchange_request("m:25", b"EHLO a\r\n", 220)).key
+        == request_view(exchange_request("m:25", b"EHLO b\r\n", 220)).key
+    )
+
+
+def test_dot_stuffing_is_undone() -> None:
+    sent = b"Subject: x\r\n\r\n..leading\r\nplain\r\n.\r\n"
+    assert exchange_request("m:25", sent, 354)["message"]["content"] == ".leading\r\nplain\r\n"
