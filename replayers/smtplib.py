@@ -17,11 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.protocols.smtp import Conversation, live_view, server_name
+from timetracer_otel.protocols.smtp import Conversation, server_name
 
-from .http import recorded_error_class
 from .session import ReplaySession, replay_session_for
+from .smtp import recorded_reply
 
 __all__ = ["install", "uninstall"]
 
@@ -65,28 +64,17 @@ def _send(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -
     return None
 
 
-def _exception(call: CassetteCall) -> Exception:
-    error = call.error or {"message": "the recording holds no reply for this exchange"}
-    cls = recorded_error_class(error, "smtplib", smtplib.SMTPServerDisconnected)
-    try:
-        return cls(error.get("message", ""))
-    except Exception:  # noqa: BLE001 - a class with another constructor (SMTPResponseException)
-        return smtplib.SMTPServerDisconnected(error.get("message", ""))
-
-
 def _reply(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
     replayed = client.sock
     if not isinstance(replayed, _Replayed):
         return wrapped(*args, **kwargs)
-    session = replayed.session
-    request = replayed.conversation.awaiting()
-    call = session.answer("smtplib", live_view(session.scrubbed(request), session.redactor)).call
-    if call.error or call.response is None:
+    try:
+        code, message = recorded_reply(
+            replayed.session, replayed.conversation, "smtplib", smtplib.SMTPServerDisconnected
+        )
+    except smtplib.SMTPServerDisconnected:
         client.close()  # what smtplib does when the server hangs up
-        raise _exception(call)
-    response = call.decoded_response()
-    code, message = response["code"], response["message"]
-    replayed.conversation.replied(code)
+        raise
     return code, message.encode("utf-8") if isinstance(message, str) else message
 
 

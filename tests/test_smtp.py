@@ -4,8 +4,13 @@ another process with the server gone, no secret stored in clear."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import os
 import re
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -13,25 +18,44 @@ from typing import Any
 
 import httpx
 import pytest
-from _replay import CONNECTS, audited_uvicorn_process, cassette_files, uvicorn_process
+from _replay import (
+    APPS_DIR,
+    CONNECTS,
+    FreshServer,
+    audited_uvicorn_process,
+    cassette_files,
+    serving_process,
+    uvicorn_process,
+)
 from _smtp_server import PASSWORD, USER, MailServer, running_mail_server
-from apps.mail_app import create_app, mail_message, mail_settings, send_over_starttls
+from apps.mail_app import (
+    create_app,
+    mail_message,
+    mail_settings,
+    send_digest,
+    send_over_starttls,
+)
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+import timetracer_otel
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.protocols.smtp import exchange_request, request_view
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
 from timetracer_otel.replayers.session import activate, deactivate
 from timetracer_otel.sealing import redacted
 
+BIN = Path(sys.executable).parent
 # (path, what the app is asked) of each request, in order
 REQUESTS = [
     ("/welcome?to=ada@example.org", "a welcome mail over STARTTLS after AUTH PLAIN"),
     ("/reset?to=ada@example.org", "a reset link signed as a JWT, its HTML part in base64"),
     ("/notice?to=bob@example.org", "SMTP_SSL, AUTH LOGIN's challenges, a line with a leading dot"),
     ("/bad-login", "a login the server refuses"),
+    ("/digest?to=cy@example.org", "aiosmtplib.send: STARTTLS, AUTH PLAIN"),
+    ("/alert?to=dee@example.org", "aiosmtplib over implicit TLS, AUTH LOGIN, two recipients"),
+    ("/unreachable", "both clients at a closed port"),
 ]
 REPLAYED = re.compile(
     r"^timetracer \[OK\] replayed POST (\S+)  id=\w+  status=(\d+)  calls=(\d+)/\3  unused=0  response=same$",
@@ -49,12 +73,21 @@ def mail(tmp_path: Path) -> Iterator[tuple[MailServer, MailServer]]:
         yield starttls, implicit
 
 
-def _settings(servers: tuple[MailServer, MailServer]) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def closed_port() -> Iterator[int]:
+    """A loopback port bound for the tests where nothing listens: connecting is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def _settings(servers: tuple[MailServer, MailServer], closed_port: int) -> dict[str, str]:
     starttls, implicit = servers
     return {
         "MAIL_HOST": starttls.host,
         "MAIL_PORT": str(starttls.port),
         "MAIL_SSL_PORT": str(implicit.port),
+        "MAIL_CLOSED_PORT": str(closed_port),
         "MAIL_CA_FILE": str(starttls.certificate),
         "MAIL_USER": USER,
         "MAIL_PASSWORD": PASSWORD,
@@ -76,24 +109,28 @@ def _reset_token(server: MailServer) -> str:
 
 
 def test_mail_replays_in_another_process_with_the_server_gone(
-    cassette_dir: Path, mail: tuple[MailServer, MailServer]
+    cassette_dir: Path, mail: tuple[MailServer, MailServer], closed_port: int
 ) -> None:
     cassettes = cassette_dir
-    settings = _settings(mail)
+    settings = _settings(mail, closed_port)
     record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes)}
     with uvicorn_process(record_env, app="mail_app:create_app") as server:
         recorded = _post_all(server.url)
-    assert [r.status_code for r in recorded] == [200, 200, 200, 401], [r.text for r in recorded]
+    assert [r.status_code for r in recorded] == [200, 200, 200, 401, 200, 200, 503], [
+        r.text for r in recorded
+    ]
     assert recorded[3].json() == {
         "error": "SMTPAuthenticationError",
         "code": 535,
         "message": "5.7.8 Authentication credentials invalid",
     }
     starttls, implicit = mail
-    assert len(starttls.received) == 2 and len(implicit.received) == 1
+    assert len(starttls.received) == 3 and len(implicit.received) == 2
     assert implicit.received[0]["to"] == ["bob@example.org", "audit@service.test"]
     token = _reset_token(starttls)
-    ports = {starttls.port, implicit.port}
+    assert recorded[6].json()["smtplib"] == "ConnectionRefusedError"
+    assert recorded[6].json()["aiosmtplib"].startswith("SMTPConnectError: Error connecting")
+    ports = {starttls.port, implicit.port, closed_port}
     for server_gone in mail:
         server_gone.received.clear()
 
@@ -111,8 +148,11 @@ def test_mail_replays_in_another_process_with_the_server_gone(
         ("/reset", "200"),
         ("/notice", "200"),
         ("/bad-login", "401"),
+        ("/digest", "200"),
+        ("/alert", "200"),
+        ("/unreachable", "503"),
     ], server.stderr
-    assert [int(calls) for *_, calls in reports] == [11, 11, 11, 6]
+    assert [int(calls) for *_, calls in reports] == [11, 11, 11, 6, 10, 11, 2]
     connected = [eval(found) for found in CONNECTS.findall(server.stderr)]  # noqa: S307 - our own repr
     assert [a for a in connected if isinstance(a, tuple) and a[1] in ports] == []
 
@@ -125,6 +165,37 @@ def test_mail_replays_in_another_process_with_the_server_gone(
     assert "choose a new password" in stored and "it expires in an hour" in stored
 
 
+def _instrumented(env: dict[str, str]) -> contextlib.AbstractContextManager[FreshServer]:
+    """``opentelemetry-instrument uvicorn`` on the mail app without timetracer code."""
+    command = [
+        str(BIN / "opentelemetry-instrument"), str(BIN / "uvicorn"), "--factory",
+        "--app-dir", str(APPS_DIR), "mail_app:create_plain_app", "--log-level", "warning",
+    ]  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return serving_process(command, {**base, **env}, cwd=APPS_DIR)
+
+
+def test_opentelemetry_instrument_records_and_replays_mail_by_its_entry_points(
+    cassette_dir: Path, mail: tuple[MailServer, MailServer], closed_port: int
+) -> None:
+    """timetracer's own instrumentors load as contrib's do: an app with no timetracer code."""
+    settings = _settings(mail, closed_port)
+    paths = ["/welcome?to=ada@example.org", "/digest?to=cy@example.org"]
+    env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with _instrumented(env) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        recorded = [client.post(path) for path in paths]
+    assert [r.status_code for r in recorded] == [200, 200], server.stderr
+    assert "deps=smtp.client:11" in server.stderr and "deps=smtp.client:10" in server.stderr
+    _stop(mail)
+    env = {**settings, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+    with _instrumented(env) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        replayed = [client.post(path) for path in paths]
+    assert [(r.status_code, r.content) for r in replayed] == [
+        (r.status_code, r.content) for r in recorded
+    ]
+    assert [path for path, *_ in REPLAYED.findall(server.stderr)] == ["/welcome", "/digest"]
+
+
 def _stop(servers: tuple[MailServer, MailServer]) -> None:
     for server in servers:
         server.stop()
@@ -134,62 +205,111 @@ def _in_process(serve: Callable[..., Any], config: TraceConfig) -> str:
     return serve(create_app(config)).url
 
 
+def _smtplib_welcome(to: str) -> Any:
+    return send_over_starttls(mail_settings(), mail_message(to, "Welcome", f"Hello {to[:3]}"))
+
+
+def _aiosmtplib_digest(to: str) -> Any:
+    message = mail_message(to, "Your digest", f"Three new items for {to}.")
+    return asyncio.run(send_digest(mail_settings(), message))
+
+
+@pytest.mark.parametrize(
+    ("path", "send", "library"),
+    [
+        ("/welcome?to=ada@example.org", _smtplib_welcome, "smtplib"),
+        ("/digest?to=ada@example.org", _aiosmtplib_digest, "aiosmtplib"),
+    ],
+)
 def test_a_different_recipient_fails_at_the_call_naming_the_recorded_one(
     serve: Callable[..., Any],
     cassette_dir: Path,
     record_config: TraceConfig,
     mail: tuple[MailServer, MailServer],
+    closed_port: int,
     monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    send: Callable[[str], Any],
+    library: str,
 ) -> None:
-    for name, value in _settings(mail).items():
+    for name, value in _settings(mail, closed_port).items():
         monkeypatch.setenv(name, value)
     url = _in_process(serve, record_config)
-    assert httpx.post(f"{url}/welcome?to=ada@example.org", timeout=30).status_code == 200
+    assert httpx.post(f"{url}{path}", timeout=30).status_code == 200
     (document,) = load_cassettes(cassette_dir)
     _stop(mail)
     install_replayers()
-    token = activate(ReplaySession(redacted(document), "welcome.json"))
+    token = activate(ReplaySession(redacted(document), "mail.json"))
     try:
         with pytest.raises(ReplayMismatchError) as raised:
-            send_over_starttls(
-                mail_settings(), mail_message("eve@example.org", "Welcome", "Hello eve")
-            )
+            send("eve@example.org")
     finally:
         deactivate(token)
     port = mail[0].port
     message = str(raised.value)
     assert (
-        f"no recorded call matches SMTP 127.0.0.1:{port} RCPT TO:<eve@example.org> (smtplib)"
+        f"no recorded call matches SMTP 127.0.0.1:{port} RCPT TO:<eve@example.org> ({library})"
         in message
     )
     assert f"SMTP 127.0.0.1:{port} RCPT TO:<ada@example.org>" in message
 
 
+@pytest.mark.parametrize(
+    ("path", "names"),
+    [
+        (
+            "/notice?to=bob@example.org",  # smtplib.SMTP_SSL, AUTH LOGIN
+            [
+                "connect",
+                "EHLO",
+                "AUTH",
+                "AUTH",
+                "AUTH",
+                "MAIL",
+                "RCPT",
+                "RCPT",
+                "DATA",
+                "DATA",
+                "QUIT",
+            ],
+        ),
+        (
+            "/alert?to=dee@example.org",  # aiosmtplib with use_tls, AUTH LOGIN
+            [
+                "connect",
+                "EHLO",
+                "AUTH",
+                "AUTH",
+                "MAIL",
+                "RCPT",
+                "RCPT",
+                "DATA",
+                "DATA",
+                "NOOP",
+                "QUIT",
+            ],
+        ),
+    ],
+)
 def test_each_exchange_is_a_client_span_whose_name_never_holds_a_secret(
     serve: Callable[..., Any],
     record_config: TraceConfig,
     mail: tuple[MailServer, MailServer],
+    closed_port: int,
     monkeypatch: pytest.MonkeyPatch,
     spans: InMemorySpanExporter,
+    path: str,
+    names: list[str],
 ) -> None:
-    for name, value in _settings(mail).items():
+    """An answer to an AUTH challenge (the user name, the password) is a ``SMTP AUTH`` span;
+    the message is a second ``SMTP DATA``."""
+    for name, value in _settings(mail, closed_port).items():
         monkeypatch.setenv(name, value)
     url = _in_process(serve, record_config)
-    assert httpx.post(f"{url}/notice?to=bob@example.org", timeout=30).status_code == 200
+    assert httpx.post(f"{url}{path}", timeout=30).status_code == 200
+    assert timetracer_otel.flush(30)  # the cassette is written once the server span ended
     client = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
-    assert [s.name for s in client] == [
-        "SMTP connect",
-        "SMTP EHLO",
-        "SMTP AUTH",  # AUTH LOGIN: the server asks for the user name
-        "SMTP AUTH",  # the user name: the server asks for the password
-        "SMTP AUTH",  # the password: accepted
-        "SMTP MAIL",
-        "SMTP RCPT",
-        "SMTP RCPT",
-        "SMTP DATA",
-        "SMTP DATA",  # the message
-        "SMTP QUIT",
-    ]
+    assert [s.name for s in client] == [f"SMTP {name}" for name in names]
     assert {(s.attributes["server.address"], s.attributes["server.port"]) for s in client} == {
         ("127.0.0.1", mail[1].port)
     }

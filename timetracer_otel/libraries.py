@@ -165,4 +165,13 @@ LIBRARIES: dict[str, Library] = _declared(
         replay="timetracer_otel.replayers.smtplib",
         protocol="smtp",
     ),
+    Library(
+        name="aiosmtplib",
+        extra="aiosmtplib",
+        requires=("aiosmtplib>=3",),
+        instrumentors=("timetracer_otel.instrumentation.aiosmtplib:AiosmtplibInstrumentor",),
+        capture="timetracer_otel.capture.aiosmtplib",
+        replay="timetracer_otel.replayers.aiosmtplib",
+        protocol="smtp",
+    ),
 )

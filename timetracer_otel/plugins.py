@@ -48,6 +48,8 @@ __all__ = [
     "disable_grpc",
     "enable_smtplib",
     "disable_smtplib",
+    "enable_aiosmtplib",
+    "disable_aiosmtplib",
 ]
 
 
@@ -168,3 +170,4 @@ enable_pymongo, disable_pymongo = _pair("pymongo")
 enable_motor, disable_motor = _pair("motor")
 enable_grpc, disable_grpc = _pair("grpc")
 enable_smtplib, disable_smtplib = _pair("smtplib")
+enable_aiosmtplib, disable_aiosmtplib = _pair("aiosmtplib")

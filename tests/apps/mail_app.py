@@ -1,7 +1,8 @@
-"""A service that sends mail with smtplib, as web backends do: a welcome mail over STARTTLS
-after AUTH, a password-reset mail carrying a signed link (its HTML part base64-encoded, as
-UTF-8 text parts are), a notice over implicit TLS (``SMTP_SSL``) after AUTH LOGIN's
-challenges, and a login the server refuses.
+"""A service that sends mail with smtplib and aiosmtplib, as web backends do: a welcome mail
+over STARTTLS after AUTH, a password-reset mail carrying a signed link (its HTML part
+base64-encoded, as UTF-8 text parts are), a notice over implicit TLS (``SMTP_SSL``) after
+AUTH LOGIN's challenges, a login the server refuses; and with aiosmtplib a digest through
+``aiosmtplib.send`` (STARTTLS, AUTH PLAIN) and an alert over implicit TLS after AUTH LOGIN.
 
 Every route answers with what smtplib returned to it (the server's replies, its EHLO
 features, the refused recipients, the exception), so equal responses mean the app got the
@@ -20,6 +21,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+import aiosmtplib
 import jwt
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -139,14 +141,93 @@ async def bad_login(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(_refused_login, mail_settings()), status_code=401)
 
 
-def create_app(config: TraceConfig | None = None) -> Starlette:
-    app = Starlette(
+async def send_digest(settings: dict[str, Any], message: EmailMessage) -> dict[str, Any]:
+    """``aiosmtplib.send``: connect, STARTTLS, login, send, quit in one call."""
+    refused, reply = await aiosmtplib.send(
+        message,
+        hostname=settings["host"],
+        port=settings["port"],
+        start_tls=True,
+        tls_context=settings["context"],
+        username=settings["user"],
+        password=settings["password"],
+        timeout=10,
+    )
+    return {"refused": {k: list(v) for k, v in refused.items()}, "reply": reply}
+
+
+async def digest(request: Request) -> JSONResponse:
+    to = request.query_params["to"]
+    message = mail_message(to, "Your digest", f"Three new items for {to}.")
+    return JSONResponse(await send_digest(mail_settings(), message))
+
+
+def _refused_smtplib(port: int) -> str:
+    try:
+        smtplib.SMTP("127.0.0.1", port, timeout=10)
+    except OSError as exc:
+        return type(exc).__name__
+    return "connected"
+
+
+async def unreachable(request: Request) -> JSONResponse:
+    """Both clients at a port where nothing listens: what each raised."""
+    port = int(os.environ["MAIL_CLOSED_PORT"])
+    try:
+        await aiosmtplib.send(
+            "Subject: x\r\n\r\nx",
+            sender="a@b.test",
+            recipients=["c@d.test"],
+            hostname="127.0.0.1",
+            port=port,
+            timeout=10,
+        )
+        aio = "connected"
+    except aiosmtplib.SMTPException as exc:
+        aio = f"{type(exc).__name__}: {exc}"
+    sync = await run_in_threadpool(_refused_smtplib, port)
+    return JSONResponse({"smtplib": sync, "aiosmtplib": aio}, status_code=503)
+
+
+async def alert(request: Request) -> JSONResponse:
+    """An ``aiosmtplib.SMTP`` over implicit TLS, AUTH LOGIN's challenges, two recipients."""
+    settings = mail_settings()
+    to = request.query_params["to"]
+    client = aiosmtplib.SMTP(
+        hostname=settings["host"],
+        port=settings["ssl_port"],
+        use_tls=True,
+        tls_context=settings["context"],
+        timeout=10,
+    )
+    async with client:
+        await client.ehlo()
+        login = await client.auth_login(settings["user"], settings["password"])
+        refused, reply = await client.sendmail(
+            "noreply@service.test", [to, "audit@service.test"], b"Subject: alert\r\n\r\n.dot\r\n"
+        )
+        noop = await client.noop()
+    return JSONResponse(
+        {"login": list(login), "refused": refused, "reply": reply, "noop": list(noop)}
+    )
+
+
+def create_plain_app() -> Starlette:
+    """The app without timetracer code, for ``opentelemetry-instrument``."""
+    return Starlette(
         routes=[
             Route("/welcome", welcome, methods=["POST"]),
             Route("/reset", reset, methods=["POST"]),
             Route("/notice", notice, methods=["POST"]),
             Route("/bad-login", bad_login, methods=["POST"]),
+            Route("/digest", digest, methods=["POST"]),
+            Route("/alert", alert, methods=["POST"]),
+            Route("/unreachable", unreachable, methods=["POST"]),
         ]
     )
-    auto_setup(app, config=config, plugins=["smtplib"])
+
+
+def create_app(config: TraceConfig | None = None) -> Starlette:
+    app = create_plain_app()
+    auto_setup(app, config=config, plugins=["smtplib", "aiosmtplib"])
     return app

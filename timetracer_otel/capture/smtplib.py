@@ -2,10 +2,8 @@
 
 The wrappers sit under :class:`~timetracer_otel.instrumentation.smtplib.SmtplibInstrumentor`'s
 on the three points every byte of a conversation passes: ``_get_socket`` (connecting; also
-``SMTP_SSL``'s), ``send`` and ``getreply``. What is sent is kept until the reply comes;
-the reply makes the call, shaped by :mod:`timetracer_otel.protocols.smtp`, under the
-exchange's span. Only what is sent while a request is being recorded is kept. ``AUTH``
-credentials are sealed by the cassette writer, off the request path.
+``SMTP_SSL``'s), ``send`` and ``getreply``; the reply makes the call (see
+:mod:`timetracer_otel.capture._smtp`), under the exchange's span.
 """
 
 from __future__ import annotations
@@ -14,73 +12,54 @@ import smtplib
 import time
 from collections.abc import Callable
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from timetracer_otel import wrapper_layers
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import ProtocolCall, current_recording, exception_info
-from timetracer_otel.protocols.smtp import Conversation, reply_response, server_name
+from timetracer_otel.protocols.smtp import server_name
+
+from ._smtp import Connections
 
 __all__ = ["install", "uninstall"]
 
-
-class _Connection:
-    """A connection's conversation, and when its current exchange began."""
-
-    __slots__ = ("conversation", "started")
-
-    def __init__(self, server: str, started: int) -> None:
-        self.conversation = Conversation(server)
-        self.started: int | None = started
-
-
-_connections: WeakKeyDictionary[smtplib.SMTP, _Connection] = WeakKeyDictionary()
+_connections = Connections("smtplib")
 
 
 def _connecting(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
     started = time.time_ns()
-    sock = wrapped(*args, **kwargs)
+    server = server_name(args[0], args[1])
+    try:
+        sock = wrapped(*args, **kwargs)
+    except Exception as exc:
+        with guarded("smtplib.connect"):
+            _connections.refused(client, server, started, exc)
+        raise
     with guarded("smtplib.connect"):
-        _connections[client] = _Connection(server_name(args[0], args[1]), started)
+        _connections.opened(client, server, started)
     return sock
 
 
 def _send(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
-    connection = _connections.get(client)
-    if connection is not None and current_recording() is not None:
-        with guarded("smtplib.send"):
-            if connection.started is None:
-                connection.started = time.time_ns()
-            data = args[0] if args else kwargs["s"]
-            connection.conversation.sending(
-                data.encode(client.command_encoding) if isinstance(data, str) else bytes(data)
-            )
+    with guarded("smtplib.send"):
+        data = args[0] if args else kwargs["s"]
+        _connections.sending(
+            client, data.encode(client.command_encoding) if isinstance(data, str) else data
+        )
     return wrapped(*args, **kwargs)
 
 
 def _reply(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
-    connection = _connections.get(client)
-    recording = current_recording()
-    if connection is None:
+    if not _connections.knows(client):
         return wrapped(*args, **kwargs)
     call = None
     with guarded("smtplib.reply"):
-        request = connection.conversation.awaiting()
-        if recording is not None:
-            call = ProtocolCall("smtp", "smtplib", request)
-            call.started_ns = connection.started or call.started_ns
-            recording.add_call(call)
+        call = _connections.reading(client)
     try:
         code, message = wrapped(*args, **kwargs)
     except Exception as exc:
-        if call is not None:
-            call.error = exception_info(exc)
+        _connections.failed(call, exc)
         raise
     with guarded("smtplib.reply"):
-        if call is not None:
-            call.response = reply_response(code, message)
-        connection.conversation.replied(code)
-        connection.started = None
+        _connections.replied(client, call, code, message)
     return code, message
 
 

@@ -46,8 +46,11 @@ from .view import CallView
 __all__ = [
     "Conversation",
     "server_name",
+    "aiosmtplib_address",
     "exchange_request",
+    "exchange_verb",
     "reply_response",
+    "reply_wire",
     "redact",
     "request_view",
     "live_view",
@@ -67,6 +70,11 @@ _MAX_LABEL = 200
 def server_name(host: str, port: int) -> str:
     """``host:port`` (an IPv6 address in brackets), as calls name their server."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def aiosmtplib_address(client: Any) -> tuple[str, int]:
+    """(host, port) an aiosmtplib ``SMTP`` client connects to, its defaults applied as it applies them."""
+    return client.hostname or "localhost", client.port or client._get_default_port()
 
 
 class Conversation:
@@ -123,6 +131,17 @@ def exchange_request(server: str, sent: bytes, after: int | None) -> dict[str, A
     return request
 
 
+def exchange_verb(sent: bytes, after: int | None) -> str:
+    """What an exchange is, for a span's name: ``connect`` (the greeting), the command's verb,
+    ``AUTH`` for an answer to a challenge (never its content), ``DATA`` for the message."""
+    if after == _SEND_DATA:
+        return "DATA"
+    if after == _CHALLENGE:
+        return "AUTH"
+    verb = sent.split(b" ", 1)[0].strip().decode("latin-1").upper()
+    return verb or "connect"
+
+
 def _message(sent: bytes) -> dict[str, Any]:
     """The message sent after ``354``: its final ``.`` line dropped and dot-stuffing undone."""
     data = _UNSTUFFED.sub(b"", sent[:-3] if sent.endswith(b".\r\n") else sent)
@@ -155,8 +174,20 @@ def _content(part: email.message.Message) -> str | bytes:
 
 
 def reply_response(code: int, message: bytes | str) -> dict[str, Any]:
-    """The response of a reply: its code and its text (bytes when it is not UTF-8)."""
-    return {"code": code, "message": _text(message) if isinstance(message, bytes) else message}
+    """The response of a reply: its code and its text (bytes when it is not UTF-8; a client that
+    gives text decodes it with ``surrogateescape``)."""
+    data = message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
+    return {"code": code, "message": _text(data)}
+
+
+def reply_wire(code: int, message: bytes | str) -> bytes:
+    """A reply as the server sends it: one ``code-text`` line per line of ``message``, the last ``code text``."""
+    data = message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
+    lines = data.split(b"\n")
+    marks = [b"-"] * (len(lines) - 1) + [b" "]
+    return b"".join(
+        b"%d%s%s\r\n" % (code, mark, line) for mark, line in zip(marks, lines, strict=True)
+    )
 
 
 # --------------------------------------------------------------------------- secrets

@@ -1,0 +1,37 @@
+"""What the SMTP replayers (smtplib, aiosmtplib) share: answering an exchange of a conversation
+from the cassette."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timetracer_otel.protocols.smtp import Conversation, live_view
+
+from .http import recorded_error_class
+from .session import ReplaySession
+
+__all__ = ["recorded_reply"]
+
+
+def recorded_reply(
+    session: ReplaySession,
+    conversation: Conversation,
+    library: str,
+    default_error: type[Exception],
+) -> tuple[int, Any]:
+    """(code, text) of the recorded reply to the exchange ``conversation`` awaits a reply for;
+    raises :class:`ReplayMismatchError` when none was recorded, and the recorded error (as its
+    class when it is ``library``'s or a built-in one, else ``default_error``) when reading it failed."""
+    request = conversation.awaiting()
+    call = session.answer(library, live_view(session.scrubbed(request), session.redactor)).call
+    if call.error or call.response is None:
+        error = call.error or {"message": "the recording holds no reply for this exchange"}
+        message = error.get("message", "")
+        try:
+            exception = recorded_error_class(error, library, default_error)(message)
+        except TypeError:  # a class with another constructor (a response exception)
+            exception = default_error(message)
+        raise exception
+    response = call.decoded_response()
+    conversation.replied(response["code"])
+    return response["code"], response["message"]
