@@ -221,13 +221,24 @@ def build(session: nox.Session) -> None:
         session.run("python", "-m", "build", "--outdir", str(DIST), checkout)
 
 
+# Loads every entry point of the installed distribution (an instrumentor only where its
+# library, named as the entry point, is installed).
+_IMPORT_ENTRY_POINTS = """
+from importlib.metadata import distribution
+from importlib.util import find_spec
+for entry_point in distribution("timetracer-otel").entry_points:
+    if entry_point.group != "opentelemetry_instrumentor" or find_spec(entry_point.name):
+        entry_point.load()
+"""
+
+
 @nox.session(python=PYTHONS, requires=["build"], reuse_venv=False)
 def wheel(session: nox.Session) -> None:
     """The wheel in a new venv: it imports from there, ``timetracer --help`` works, the example records and replays."""
     (built,) = DIST.glob("timetracer_otel-*.whl")
     outcome = _outcome(session)
     outcome.wheel = "failed"
-    session.install(f"{built}[starlette,httpx,cli]")
+    session.install(f"{built}[starlette,httpx,cli]", "pytest")  # pytest: to load the plugin
     # not the source tree
     with (
         tempfile.TemporaryDirectory(prefix="timetracer-smoke-") as elsewhere,
@@ -241,6 +252,8 @@ def wheel(session: nox.Session) -> None:
                 f"timetracer_otel was imported from {where.strip()}, not from the installed wheel"
             )
         session.run("timetracer", "--help")
+        # every entry point's module imports from the wheel (a subpackage left out fails here)
+        session.run("python", "-c", _IMPORT_ENTRY_POINTS)
         # its cassette and key stay here
         env = {
             "TIMETRACER_DIR": elsewhere,
