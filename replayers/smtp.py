@@ -18,17 +18,28 @@ def recorded_reply(
     conversation: Conversation,
     library: str,
     default_error: type[Exception],
+    packages: tuple[str, ...] = (),
 ) -> tuple[int, Any]:
     """(code, text) of the recorded reply to the exchange ``conversation`` awaits a reply for;
     raises :class:`ReplayMismatchError` when none was recorded, and the recorded error (as its
-    class when it is ``library``'s or a built-in one, else ``default_error``) when reading it failed."""
+    class when it is a built-in one or of ``library`` or ``packages``, else ``default_error``)
+    when connecting or reading failed."""
     request = conversation.awaiting()
     call = session.answer(library, live_view(session.scrubbed(request), session.redactor)).call
     if call.error or call.response is None:
         error = call.error or {"message": "the recording holds no reply for this exchange"}
         message = error.get("message", "")
+        cls = next(
+            (
+                found
+                for package in (library, *packages)
+                if (found := recorded_error_class(error, package, default_error))
+                is not default_error
+            ),
+            default_error,
+        )
         try:
-            exception = recorded_error_class(error, library, default_error)(message)
+            exception = cls(message)
         except TypeError:  # a class with another constructor (a response exception)
             exception = default_error(message)
         raise exception

@@ -2,8 +2,9 @@
 wrappers (so spans still appear).
 
 Connecting (``SMTP._get_socket``, ``SMTP_SSL``'s too) opens nothing: the connection gets a
-stand-in socket that keeps what the client sends (``send``), and each reply the client
-reads (``getreply``) is the recorded one for that exchange, matched as
+stand-in socket, or raises what connecting raised when recorded (``ConnectionRefusedError``,
+``socket.gaierror``). The stand-in keeps what the client sends (``send``), and each reply
+the client reads (``getreply``) is the recorded one for that exchange, matched as
 :mod:`timetracer_otel.protocols.smtp` describes. Everything above (``ehlo``, ``login``,
 ``sendmail``, ``send_message``, ``quit``) is smtplib's own code, running as it did.
 ``starttls`` is matched and answered like any command, and its TLS handshake is skipped:
@@ -24,6 +25,9 @@ from .smtp import recorded_reply
 
 __all__ = ["install", "uninstall"]
 
+# where the errors of connecting and reading come from, besides smtplib and the built-ins
+_RAISED_BY = ("socket", "ssl")
+
 
 class _Replayed:
     """Stands in for the socket of a connection answered from a cassette: nothing reaches the
@@ -32,6 +36,14 @@ class _Replayed:
     def __init__(self, session: ReplaySession, server: str) -> None:
         self.session = session
         self.conversation = Conversation(server)
+        # the greeting, answered on connecting: a connection refused when recorded is refused here
+        self.greeting: tuple[int, Any] | None = self.reply()
+
+    def reply(self) -> tuple[int, Any]:
+        """The recorded reply to the exchange under way; raises what reading it raised when recorded."""
+        return recorded_reply(
+            self.session, self.conversation, "smtplib", smtplib.SMTPServerDisconnected, _RAISED_BY
+        )
 
     def close(self) -> None:
         """Nothing was opened."""
@@ -69,9 +81,8 @@ def _reply(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) 
     if not isinstance(replayed, _Replayed):
         return wrapped(*args, **kwargs)
     try:
-        code, message = recorded_reply(
-            replayed.session, replayed.conversation, "smtplib", smtplib.SMTPServerDisconnected
-        )
+        code, message = replayed.greeting or replayed.reply()
+        replayed.greeting = None
     except smtplib.SMTPServerDisconnected:
         client.close()  # what smtplib does when the server hangs up
         raise
