@@ -340,7 +340,13 @@ def test_documented_calls_and_typed_values_match_the_schema() -> None:
     examples = [
         json.loads(example) for example in re.findall(r"\| `(\{\"\$type\".*?\})` \|", typed)
     ]
-    assert sorted({call["protocol"] for call in documented}) == ["grpc", "mongo", "redis", "sql"]
+    assert sorted({call["protocol"] for call in documented}) == [
+        "grpc",
+        "mongo",
+        "redis",
+        "smtp",
+        "sql",
+    ]
     rows = re.findall(r"^\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)*) \|", typed, re.M)
     written = set(values._DECODERS)  # every $type values.py reads (and so writes)
     assert {name for row in rows for name in re.findall(r"`(\w+)`", row)} == written
