@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from timetracer_otel.protocols.smtp import Conversation, live_view
+from timetracer_otel.redaction import Redactor
 
 from .http import recorded_error_class
-from .session import ReplaySession
+from .session import ReplaySession, replay_session_for
 
 __all__ = ["recorded_reply"]
 
 
 def recorded_reply(
-    session: ReplaySession,
+    opened_by: ReplaySession,
     conversation: Conversation,
     library: str,
     default_error: type[Exception],
@@ -23,8 +24,17 @@ def recorded_reply(
     """(code, text) of the recorded reply to the exchange ``conversation`` awaits a reply for;
     raises :class:`ReplayMismatchError` when none was recorded, and the recorded error (as its
     class when it is a built-in one or of ``library`` or ``packages``, else ``default_error``)
-    when connecting or reading failed."""
+    when connecting or reading failed.
+
+    The cassette of the request the exchange is made for answers it: a connection kept open
+    across requests (a pool) is answered request by request; one used outside every request
+    is answered by the session it was opened in, ``opened_by``."""
     request = conversation.awaiting()
+
+    def shown() -> str:  # the exchange as an error names it, its secrets hidden
+        return live_view(request, Redactor()).label
+
+    session = replay_session_for(library, shown) or opened_by
     call = session.answer(library, live_view(session.scrubbed(request), session.redactor)).call
     if call.error or call.response is None:
         error = call.error or {"message": "the recording holds no reply for this exchange"}

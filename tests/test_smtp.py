@@ -56,6 +56,8 @@ REQUESTS = [
     ("/digest?to=cy@example.org", "aiosmtplib.send: STARTTLS, AUTH PLAIN"),
     ("/alert?to=dee@example.org", "aiosmtplib over implicit TLS, AUTH LOGIN, two recipients"),
     ("/unreachable", "both clients at a closed port"),
+    ("/pooled?to=ed@example.org", "a connection opened for this request and kept"),
+    ("/pooled?to=flo@example.org", "the kept connection: MAIL, RCPT, DATA only"),
 ]
 REPLAYED = re.compile(
     r"^timetracer \[OK\] replayed POST (\S+)  id=\w+  status=(\d+)  calls=(\d+)/\3  unused=0  response=same$",
@@ -116,7 +118,7 @@ def test_mail_replays_in_another_process_with_the_server_gone(
     record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes)}
     with uvicorn_process(record_env, app="mail_app:create_app") as server:
         recorded = _post_all(server.url)
-    assert [r.status_code for r in recorded] == [200, 200, 200, 401, 200, 200, 503], [
+    assert [r.status_code for r in recorded] == [200, 200, 200, 401, 200, 200, 503, 200, 200], [
         r.text for r in recorded
     ]
     assert recorded[3].json() == {
@@ -125,7 +127,7 @@ def test_mail_replays_in_another_process_with_the_server_gone(
         "message": "5.7.8 Authentication credentials invalid",
     }
     starttls, implicit = mail
-    assert len(starttls.received) == 3 and len(implicit.received) == 2
+    assert len(starttls.received) == 5 and len(implicit.received) == 2
     assert implicit.received[0]["to"] == ["bob@example.org", "audit@service.test"]
     token = _reset_token(starttls)
     assert recorded[6].json()["smtplib"] == "ConnectionRefusedError"
@@ -151,8 +153,10 @@ def test_mail_replays_in_another_process_with_the_server_gone(
         ("/digest", "200"),
         ("/alert", "200"),
         ("/unreachable", "503"),
+        ("/pooled", "200"),
+        ("/pooled", "200"),
     ], server.stderr
-    assert [int(calls) for *_, calls in reports] == [11, 11, 11, 6, 10, 11, 2]
+    assert [int(calls) for *_, calls in reports] == [11, 11, 11, 6, 10, 11, 2, 9, 4]
     connected = [eval(found) for found in CONNECTS.findall(server.stderr)]  # noqa: S307 - our own repr
     assert [a for a in connected if isinstance(a, tuple) and a[1] in ports] == []
 

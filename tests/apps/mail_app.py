@@ -212,6 +212,25 @@ async def alert(request: Request) -> JSONResponse:
     )
 
 
+_POOL: dict[str, smtplib.SMTP] = {}
+
+
+def _send_pooled(settings: dict[str, Any], message: EmailMessage) -> dict[str, Any]:
+    """One connection for every request, opened by the first (as mail pools keep one)."""
+    smtp = _POOL.get("smtp")
+    if smtp is None:
+        smtp = _POOL["smtp"] = smtplib.SMTP(settings["host"], settings["port"], timeout=10)
+        smtp.starttls(context=settings["context"])
+        smtp.login(settings["user"], settings["password"])
+    return {"refused": smtp.send_message(message)}
+
+
+async def pooled(request: Request) -> JSONResponse:
+    to = request.query_params["to"]
+    message = mail_message(to, "Pooled", f"Sent on a kept connection to {to}.")
+    return JSONResponse(await run_in_threadpool(_send_pooled, mail_settings(), message))
+
+
 def create_plain_app() -> Starlette:
     """The app without timetracer code, for ``opentelemetry-instrument``."""
     return Starlette(
@@ -223,6 +242,7 @@ def create_plain_app() -> Starlette:
             Route("/digest", digest, methods=["POST"]),
             Route("/alert", alert, methods=["POST"]),
             Route("/unreachable", unreachable, methods=["POST"]),
+            Route("/pooled", pooled, methods=["POST"]),
         ]
     )
 
