@@ -649,7 +649,7 @@ def test_a_runs_second():
 """
 
 
-def test_the_report_names_the_calls_not_answered_even_where_the_test_passed(
+def test_the_report_names_the_calls_not_answered_and_not_made_even_where_the_test_passed(
     pytester: pytest.Pytester,
 ) -> None:
     """In the order their tests ran: the first is often what failed the tests after it."""
@@ -667,6 +667,9 @@ def test_the_report_names_the_calls_not_answered_even_where_the_test_passed(
             "  2 calls not answered, each raised where it was made (where the code caught the error, its test may still have passed):",
             f"    cassettes/test_audit/test_z_runs_first.json: {unmatched}",
             f"    cassettes/test_audit/test_a_runs_second.json: {unmatched}",
+            "  2 calls recorded but not made (the replayed code made other calls, or fewer):",
+            f"    cassettes/test_audit/test_z_runs_first.json: POST {live.url}/echo",
+            f"    cassettes/test_audit/test_a_runs_second.json: POST {live.url}/echo",
         ]
     )
 

@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 import timetracer_otel
+from timetracer_otel.cli.labels import call_label
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.protocols.smtp import exchange_request, request_view
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
@@ -377,3 +378,32 @@ def test_a_message_is_kept_decoded_and_matched_without_the_process_identity() ->
 def test_dot_stuffing_is_undone() -> None:
     sent = b"Subject: x\r\n\r\n..leading\r\nplain\r\n.\r\n"
     assert exchange_request("m:25", sent, 354)["message"]["content"] == ".leading\r\nplain\r\n"
+
+
+def test_show_and_the_dashboard_name_each_exchange_and_never_its_credentials(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    record_config: TraceConfig,
+    mail: tuple[MailServer, MailServer],
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in _settings(mail, closed_port).items():
+        monkeypatch.setenv(name, value)
+    url = _in_process(serve, record_config)
+    assert httpx.post(f"{url}/notice?to=bob@example.org", timeout=30).status_code == 200
+    (document,) = load_cassettes(cassette_dir)
+    labels = [call_label(call) for call in document["calls"]]
+    assert labels[0] == f"smtp connect 127.0.0.1:{mail[1].port}"
+    assert labels[1].startswith("smtp EHLO ")
+    assert labels[2:] == [
+        "smtp AUTH LOGIN",
+        "smtp AUTH response",
+        "smtp AUTH response",
+        "smtp MAIL FROM:<noreply@service.test> size=39",
+        "smtp RCPT TO:<bob@example.org>",
+        "smtp RCPT TO:<audit@service.test>",
+        "smtp DATA",
+        "smtp message 'notice'",
+        "smtp QUIT",
+    ]

@@ -47,7 +47,8 @@ class RunReport:
     answered: int = 0
     # calls no cassette answered, each raised where it was made: "<cassette>: <the error's first line>"
     unmatched: list[str] = field(default_factory=list)
-    unused: int = 0
+    # recorded calls no replayed code made: "<cassette>: <the call>"
+    unused: list[str] = field(default_factory=list)
     used: set[str] = field(default_factory=set)  # cassettes read or written by this run
     # cassettes of every collected test, run or deselected
     owned: set[str] = field(default_factory=set)
@@ -65,7 +66,7 @@ class RunReport:
             self.used.add(outcome.path)
         self.answered += outcome.answered
         self.unmatched.extend(f"{shown(outcome.path)}: {line}" for line in outcome.unmatched)
-        self.unused += len(outcome.unused)
+        self.unused.extend(f"{shown(outcome.path)}: {label}" for label in outcome.unused)
         self.from_earlier.extend(
             f"{shown(outcome.path)}: {library} {label} (answered by {shown(path)})"
             for library, label, path in outcome.from_earlier
@@ -98,7 +99,7 @@ class RunReport:
                 mine[key] = mine.get(key, 0) + count
         self.answered += data["answered"]
         self.unmatched.extend(data["unmatched"])
-        self.unused += data["unused"]
+        self.unused.extend(data["unused"])
         self.used.update(data["used"])
         self.owned.update(data["owned"])
         self.scopes.update(data["scopes"])
@@ -122,11 +123,15 @@ class RunReport:
             f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
-            f"calls: {self.answered} answered from cassettes, {len(self.unmatched)} not answered, {self.unused} recorded but not made",
+            f"calls: {self.answered} answered from cassettes, {len(self.unmatched)} not answered, {len(self.unused)} recorded but not made",
             *_itemised(
                 self.unmatched,
                 "not answered, each raised where it was made (where the code caught the error, "
                 "its test may still have passed):",
+            ),
+            *_itemised(
+                self.unused,
+                "recorded but not made (the replayed code made other calls, or fewer):",
             ),
             *_itemised(
                 self.from_earlier,

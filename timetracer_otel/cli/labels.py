@@ -1,7 +1,8 @@
 """One line naming a call or a span by its library and its target, as ``timetracer show`` and the
 dashboard print it: ``httpx GET api.example.com/users/octocat``, ``sql SELECT FROM users``,
 ``redis INCRBY hits`` (a pipeline by its commands: ``redis MULTI/EXEC SET, GET``), ``pymongo find shop.users``,
-``grpc /shop.Catalog/GetItem NOT_FOUND`` (the status shown when it is not ``OK``).
+``grpc /shop.Catalog/GetItem NOT_FOUND`` (the status shown when it is not ``OK``),
+``smtp RCPT TO:<ada@example.com>``.
 
 A label is made from the cassette's recorded values only, never by decoding them into objects,
 so any document that passed validation gets one.
@@ -140,6 +141,31 @@ def _grpc(call: dict[str, Any], request: dict[str, Any]) -> str:
     return f"grpc {_text_of(request.get('method', '?'))}{status}"
 
 
+def _smtp(request: dict[str, Any]) -> str:
+    """``smtp MAIL FROM:<a@example.com>``, ``smtp AUTH PLAIN`` (never its credentials), ``smtp
+    message 'Welcome'`` (by its subject), ``smtp connect mail.example.com:587``."""
+    if request.get("connect"):
+        return f"smtp connect {_text_of(request.get('server', '?'))}"
+    if "auth_response" in request:
+        return "smtp AUTH response"
+    message = request.get("message")
+    if isinstance(message, dict):
+        headers = message.get("headers")
+        pairs = headers if isinstance(headers, list) else []
+        subject = next(
+            (
+                pair[1]
+                for pair in pairs
+                if isinstance(pair, list) and len(pair) == 2 and str(pair[0]).lower() == "subject"
+            ),
+            "",
+        )
+        return f"smtp message {_text_of(subject)!r}"
+    if "command" in request:
+        return f"smtp {_text_of(request['command'])} {_text_of(request.get('args', ''))}".rstrip()
+    return "smtp (lines sent together)"
+
+
 def call_label(call: dict[str, Any]) -> str:
     """The library (or protocol) and the call's target, in one line of at most 160 characters."""
     request = call.get("request")
@@ -155,6 +181,8 @@ def call_label(call: dict[str, Any]) -> str:
         label = _mongo(call, request)
     elif protocol == "grpc":
         label = _grpc(call, request)
+    elif protocol == "smtp":
+        label = _smtp(request)
     else:
         label = f"{protocol} {call.get('library') or ''}".rstrip()
     return _cut(label)
