@@ -32,6 +32,7 @@ __all__ = [
 
 
 _hooked: set[str] = set()  # libraries whose replayer is installed when they are imported
+_absent: set[str] = set()  # libraries not installed: looked for once (a lookup walks sys.path)
 _hooked_lock = threading.Lock()
 
 
@@ -47,7 +48,10 @@ def install_replayers() -> list[str]:
     for library in LIBRARIES.values():
         if library.name in sys.modules:
             importlib.import_module(library.replay).install()
-        elif importlib.util.find_spec(library.name) is None:
+        elif library.name in _absent:
+            continue
+        elif library.name not in _hooked and importlib.util.find_spec(library.name) is None:
+            _absent.add(library.name)
             continue
         else:
             with _hooked_lock:
