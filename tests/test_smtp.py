@@ -84,6 +84,20 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.fixture
+def recording(
+    serve: Callable[..., Any],
+    record_config: TraceConfig,
+    mail: tuple[MailServer, MailServer],
+    closed_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """The URL of the mail app recording in this process, its settings in the environment."""
+    for name, value in _settings(mail, closed_port).items():
+        monkeypatch.setenv(name, value)
+    return str(serve(create_app(record_config)).url)
+
+
 def _settings(servers: tuple[MailServer, MailServer], closed_port: int) -> dict[str, str]:
     starttls, implicit = servers
     return {
@@ -206,10 +220,6 @@ def _stop(servers: tuple[MailServer, MailServer]) -> None:
         server.stop()
 
 
-def _in_process(serve: Callable[..., Any], config: TraceConfig) -> str:
-    return serve(create_app(config)).url
-
-
 def _smtplib_welcome(to: str) -> Any:
     return send_over_starttls(mail_settings(), mail_message(to, "Welcome", f"Hello {to[:3]}"))
 
@@ -227,20 +237,14 @@ def _aiosmtplib_digest(to: str) -> Any:
     ],
 )
 def test_a_different_recipient_fails_at_the_call_naming_the_recorded_one(
-    serve: Callable[..., Any],
+    recording: str,
     cassette_dir: Path,
-    record_config: TraceConfig,
     mail: tuple[MailServer, MailServer],
-    closed_port: int,
-    monkeypatch: pytest.MonkeyPatch,
     path: str,
     send: Callable[[str], Any],
     library: str,
 ) -> None:
-    for name, value in _settings(mail, closed_port).items():
-        monkeypatch.setenv(name, value)
-    url = _in_process(serve, record_config)
-    assert httpx.post(f"{url}{path}", timeout=30).status_code == 200
+    assert httpx.post(f"{recording}{path}", timeout=30).status_code == 200
     (document,) = load_cassettes(cassette_dir)
     _stop(mail)
     install_replayers()
@@ -297,21 +301,15 @@ def test_a_different_recipient_fails_at_the_call_naming_the_recorded_one(
     ],
 )
 def test_each_exchange_is_a_client_span_whose_name_never_holds_a_secret(
-    serve: Callable[..., Any],
-    record_config: TraceConfig,
+    recording: str,
     mail: tuple[MailServer, MailServer],
-    closed_port: int,
-    monkeypatch: pytest.MonkeyPatch,
     spans: InMemorySpanExporter,
     path: str,
     names: list[str],
 ) -> None:
     """An answer to an AUTH challenge (the user name, the password) is a ``SMTP AUTH`` span;
     the message is a second ``SMTP DATA``."""
-    for name, value in _settings(mail, closed_port).items():
-        monkeypatch.setenv(name, value)
-    url = _in_process(serve, record_config)
-    assert httpx.post(f"{url}{path}", timeout=30).status_code == 200
+    assert httpx.post(f"{recording}{path}", timeout=30).status_code == 200
     assert timetracer_otel.flush(30)  # the cassette is written once the server span ended
     server = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER)
     # (the test's own httpx call has a client span when an earlier test instrumented httpx)
@@ -381,17 +379,11 @@ def test_dot_stuffing_is_undone() -> None:
 
 
 def test_show_and_the_dashboard_name_each_exchange_and_never_its_credentials(
-    serve: Callable[..., Any],
+    recording: str,
     cassette_dir: Path,
-    record_config: TraceConfig,
     mail: tuple[MailServer, MailServer],
-    closed_port: int,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in _settings(mail, closed_port).items():
-        monkeypatch.setenv(name, value)
-    url = _in_process(serve, record_config)
-    assert httpx.post(f"{url}/notice?to=bob@example.org", timeout=30).status_code == 200
+    assert httpx.post(f"{recording}/notice?to=bob@example.org", timeout=30).status_code == 200
     (document,) = load_cassettes(cassette_dir)
     labels = [call_label(call) for call in document["calls"]]
     assert labels[0] == f"smtp connect 127.0.0.1:{mail[1].port}"
