@@ -12,6 +12,7 @@ from collections import OrderedDict
 from decimal import Decimal
 
 import asyncpg
+import orjson
 import psycopg.types.range
 import pytest
 
@@ -97,6 +98,16 @@ def test_non_finite_floats_round_trip():
     assert math.isnan(_round_trip(float("nan")))
     assert _round_trip(float("inf")) == float("inf")
     assert _round_trip(float("-inf")) == float("-inf")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64 - 1, -(2**63), 2**64, -(2**63) - 1, 2**70_000, -(3**9_000), {"n": [2**100]}],
+    ids=["2**64-1", "-2**63", "2**64", "-2**63-1", "2**70000", "-3**9000", "nested"],
+)
+def test_ints_beyond_64_bits_round_trip_through_a_json_writer(value):
+    """orjson refuses an int beyond 64 bits (and Python's str() one of more than 4,300 digits)."""
+    assert decode_value(orjson.loads(orjson.dumps(encode_value(value)))) == value
 
 
 def test_nested_types_keep_their_types():

@@ -231,3 +231,21 @@ def test_app_instrumented_with_opentelemetry_first(
         serve, _get, _routes(upstream, client), record_config, client, "/script-async"
     )
     assert len(doc["calls"]) == len(SCRIPT)
+
+
+def test_a_json_body_with_an_int_beyond_64_bits_is_recorded(
+    serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+) -> None:
+    """An amount in wei (10**21) is no 64-bit int: the cassette is written all the same, the
+    body kept as the JSON it was."""
+    wei = 10**21
+
+    async def pay(request: Request) -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            sent = await client.post(f"{upstream.url}/echo", json={"wei": wei})
+        return JSONResponse(sent.json())
+
+    app = make_app([Route("/pay", pay, methods=["POST"])], record_config, "httpx")
+    assert httpx.post(serve(app).url + "/pay", timeout=30).status_code == 200
+    (document,) = load_cassettes(cassette_dir)
+    assert document["calls"][0]["request"]["body"]["json"] == {"wei": wei}

@@ -119,7 +119,10 @@ def kept_credentials(doc: dict[str, Any]) -> set[str]:
     a settings row, is a credential wherever it stands, though no secret name announces it there.
     Searched in the document's JSON (one pass in C); stored bytes are decoded only where their
     base64 can hold one."""
-    data = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        data = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits (a JSON body's): the standard library's
+        data = json.dumps(doc, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
     found = {_unescaped(fragment) for fragment in _IN_BYTES.found(data)}
     if _IN_BASE64_BYTES.search(data) is not None:
         for stored in _stored_bytes(doc):

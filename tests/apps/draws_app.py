@@ -84,6 +84,8 @@ def _random() -> dict[str, Any]:
     return {
         "random": random_float(), "choice": choice("abcdefgh"), "randint": randint(1, 10**6), "getrandbits": getrandbits(64),
         "shuffle": deck, "sample": random.sample(range(100), 5), "gauss": random.gauss(0, 1), "instance": RNG.random(),
+        # beyond 64 bits (a factory's big number): a JSON writer keeps no such int as a number
+        "wide": hex(getrandbits(20_000)), "wide_below": hex(-getrandbits(200)),
         "new_instance": random.Random().randint(1, 10**6),
     }  # fmt: skip
 

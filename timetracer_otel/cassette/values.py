@@ -53,8 +53,17 @@ def _encode_float(value: float) -> Any:
     }
 
 
-# JSON's own scalars: a value of exactly one of these types is its own encoding
-_SCALARS = frozenset((str, int, bool, type(None)))
+# JSON's own scalars: a value of exactly one of these types is its own encoding (an int only
+# within 64 bits, see _encode_int: it is encoded through encode_value)
+_SCALARS = frozenset((str, bool, type(None)))
+# the ints a JSON writer keeps as numbers (orjson: signed and unsigned 64-bit)
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _encode_int(value: int) -> Any:
+    """An int as itself; beyond 64 bits (``getrandbits(256)``, a factory's huge number) as its
+    hexadecimal digits, which no reader rounds and Python's digit limit for decimal text spares."""
+    return value if value in _INT_RANGE else {TYPE_KEY: "int", "hex": format(value, "x")}
 
 
 def _encode_dict(value: dict) -> Any:
@@ -99,7 +108,7 @@ def _decode_datetime(encoded: dict[str, Any]) -> dt.datetime:
 _ENCODERS: dict[type, Callable[[Any], Any]] = {
     type(None): lambda v: v,
     bool: lambda v: v,
-    int: lambda v: v,
+    int: _encode_int,
     str: lambda v: v,
     float: _encode_float,
     list: lambda v: [item if type(item) in _SCALARS else encode_value(item) for item in v],
@@ -143,6 +152,7 @@ def _offset_kept(parsed: _T, text: str) -> _T:
 
 _DECODERS: dict[str, Callable[[dict], Any]] = {
     "float": lambda d: float(d["value"]),
+    "int": lambda d: int(d["hex"], 16),
     "dict": lambda d: {decode_value(k): decode_value(v) for k, v in d["items"]},
     "tuple": lambda d: tuple(decode_value(v) for v in d["items"]),
     "set": lambda d: {decode_value(v) for v in d["items"]},
@@ -169,7 +179,7 @@ _BASES: list[tuple[type[Any], Callable[[Any], Any]]] = [
     (list, _ENCODERS[list]),
     (tuple, _ENCODERS[tuple]),
     (str, _ENCODERS[str]),
-    (int, _ENCODERS[int]),
+    (int, _encode_int),
     (float, _encode_float),
     (uuid.UUID, _ENCODERS[uuid.UUID]),
     (dt.datetime, _ENCODERS[dt.datetime]),  # before date: a datetime is a date
