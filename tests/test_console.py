@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +67,67 @@ def test_a_configured_root_logger_gets_the_line_instead_of_stderr(
     console(_LINE)
     assert seen == [_LINE]
     assert capsys.readouterr().err == ""
+
+
+# alembic's generated alembic.ini, as env.py hands it to logging.config.fileConfig
+_ALEMBIC_INI = """
+[loggers]
+keys = root,sqlalchemy,alembic
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+qualname =
+
+[logger_sqlalchemy]
+level = WARN
+handlers =
+qualname = sqlalchemy.engine
+
+[logger_alembic]
+level = INFO
+handlers =
+qualname = alembic
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+"""
+
+_AFTER_FILE_CONFIG = """
+import logging.config, sys
+from timetracer_otel._diagnostics import console, report_failure
+logging.config.fileConfig(sys.argv[1])  # as alembic's env.py, in a test suite's set-up
+console("timetracer [OK] recorded GET /items")
+report_failure("write", TypeError("Integer exceeds 64-bit range"))
+"""
+
+
+def test_logging_file_config_does_not_silence_lines_or_errors(tmp_path: Path) -> None:
+    """``fileConfig`` disables every logger it does not name: timetracer's stays heard, through
+    the handlers the configuration set up."""
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(_ALEMBIC_INI)
+    ran = subprocess.run(
+        [sys.executable, "-c", _AFTER_FILE_CONFIG, str(ini)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "INFO  [timetracer] timetracer [OK] recorded GET /items" in ran.stderr
+    assert (
+        "ERROR [timetracer] timetracer: write failed: TypeError: Integer exceeds 64-bit range"
+        in (ran.stderr)
+    )

@@ -16,7 +16,25 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+
+class _NotSilencedByConfig(logging.Logger):
+    """timetracer's logger, which ``logging.config`` cannot disable: ``fileConfig`` and
+    ``dictConfig`` disable every logger that exists and that the configuration leaves out
+    (``disable_existing_loggers``, on by default), and alembic's ``env.py`` calls ``fileConfig``
+    in-process, in a test suite's set-up: every console line and every recording error went
+    silent, cassettes that failed to be written among them. Its level quiets it."""
+
+    @property
+    def disabled(self) -> bool:
+        return False
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        """Ignored: see the class."""
+
+
 logger = logging.getLogger("timetracer")
+logger.__class__ = _NotSilencedByConfig
 
 _LOG_INTERVAL_SECONDS = 60.0
 
@@ -108,6 +126,7 @@ class _RateLimitedErrors:
         self, interval: float = _LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.forward: Callable[[str, str, str | None], None] | None = None
+        self.first: dict[str, str] = {}  # kind -> the first line of its first message here
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -122,6 +141,7 @@ class _RateLimitedErrors:
             return
         now = self._clock()
         with self._lock:
+            self.first.setdefault(kind, message.split("\n", 1)[0])
             last = self._last.get(kind)
             if last is not None and now - last < self._interval:
                 self._suppressed[kind] += 1
@@ -133,6 +153,17 @@ class _RateLimitedErrors:
 
 
 errors = _RateLimitedErrors()
+
+
+def failures(since: dict[str, int]) -> dict[str, tuple[int, str]]:
+    """kind -> (how many, the first message) of the failures inside timetracer counted since the
+    :attr:`counters` snapshot ``since``: recording errors the code under test never sees."""
+    found = {}
+    for name, count in counters.snapshot().items():
+        kind = name.removeprefix("errors.")
+        if kind != name and count > since.get(name, 0):
+            found[kind] = (count - since.get(name, 0), errors.first.get(kind, f"{kind} failed"))
+    return found
 
 
 def report_failure(kind: str, exc: BaseException) -> None:
