@@ -674,6 +674,26 @@ def test_the_report_names_the_calls_not_answered_and_not_made_even_where_the_tes
     )
 
 
+def test_the_report_names_a_cassette_the_writer_could_not_write(
+    pytester: pytest.Pytester,
+) -> None:
+    """A recording error never fails the test, so the report says it: else a run reads as all
+    recorded while those tests have nothing to replay."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    (pytester.path / "cassettes").mkdir()
+    (pytester.path / "cassettes" / "test_audit").write_text("a file where the directory goes")
+    with running_upstream() as live:
+        pytester.makepyfile(test_audit=_TEST_SWALLOWED.format(upstream=live.url, line="x"))
+        recorded = pytester.runpytest_subprocess("--timetracer-mode=all")
+    recorded.assert_outcomes(passed=2)
+    recorded.stdout.fnmatch_lines(
+        [
+            "errors inside timetracer (the log has each one's traceback):",
+            "  2 × write: write failed: *",
+        ]
+    )
+
+
 _TEST_FROZEN = """
 import gc
 import json

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from timetracer_otel import _network_guard
+from timetracer_otel._diagnostics import counters, failures
 from timetracer_otel._pytest.blocks import (
     RECORD,
     REPLAY,
@@ -227,6 +228,7 @@ class _Run:
         self.fixture_clocks: str | None = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
         self._clocks_for_workers: str | None = None  # the controller's, made for its workers
         self.report = RunReport(self.mode, shown(self.directory))
+        self.counted_before = counters.snapshot()  # timetracer's failures are this run's from here
         self.fixture_blocks: dict[
             Any, CassetteBlock
         ] = {}  # by the fixturedef whose scope instance it records
@@ -533,6 +535,9 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash[_RUN]
+    run.report.failures = {
+        kind: [count, first] for kind, (count, first) in failures(run.counted_before).items()
+    }
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # a pytest-xdist worker: the controller reports
         workeroutput["timetracer"] = run.report.as_data()

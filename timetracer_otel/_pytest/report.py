@@ -57,6 +57,8 @@ class RunReport:
     unopened: dict[str, str] = field(default_factory=dict)
     # calls a cassette did not hold, answered from an earlier test's: "<cassette>: <what answered it>"
     from_earlier: list[str] = field(default_factory=list)
+    # failures inside timetracer (a cassette not written): kind -> [how many, the first message]
+    failures: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if outcome.kept:
@@ -91,6 +93,7 @@ class RunReport:
             "scopes": sorted(self.scopes),
             "unopened": self.unopened,
             "from_earlier": self.from_earlier,
+            "failures": self.failures,
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -105,6 +108,8 @@ class RunReport:
         self.scopes.update(data["scopes"])
         self.unopened.update(data["unopened"])
         self.from_earlier.extend(data["from_earlier"])
+        for kind, (count, first) in data["failures"].items():
+            self.failures.setdefault(kind, [0, first])[0] += count
 
     def stale(self) -> list[str]:
         """Cassettes under the directories of the collected test modules that no test or fixture of the run owns."""
@@ -140,6 +145,20 @@ class RunReport:
             ),
             *self._locked_lines(),
             *self._unopened_lines(),
+            *self._failure_lines(),
+        ]
+
+    def _failure_lines(self) -> list[str]:
+        """timetracer's own failures, which the code under test never sees: a cassette the
+        writer could not write is a recorded test with nothing to replay."""
+        if not self.failures:
+            return []
+        return [
+            "errors inside timetracer (the log has each one's traceback):",
+            *(
+                f"  {count} × {kind}: {first}"
+                for kind, (count, first) in sorted(self.failures.items())
+            ),
         ]
 
     def _locked_lines(self) -> list[str]:
