@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.pool import NullPool, Pool
 
@@ -269,6 +269,22 @@ class _ReplayConnection:
     def close(self) -> None:
         pass
 
+    def set_read_only(self, value: bool) -> None:
+        """``postgresql_readonly`` on an async psycopg connection: nothing to set."""
+
+    def set_deferrable(self, value: bool) -> None:
+        """``postgresql_deferrable`` on an async psycopg connection: nothing to set."""
+
+
+def _isolation_level(wrapped: Any, dialect: Dialect, args: tuple, kwargs: dict) -> Any:
+    """An isolation level set on a replay connection (``execution_options(isolation_level=...)``,
+    a test suite's ``AUTOCOMMIT`` to create its database) or reset when it goes back to its pool:
+    there is no server to set it on, and what each dialect does to set it (a driver call, a
+    ``PRAGMA`` or ``SET SESSION`` statement) was no call of the recording."""
+    if isinstance(args[0] if args else None, _ReplayConnection):
+        return None
+    return wrapped(*args, **kwargs)
+
 
 _pools: weakref.WeakKeyDictionary[Pool, Pool] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
@@ -327,11 +343,19 @@ def _create_cursor(
     return _ReplayCursor(_ReplayConnection(instance.dialect))
 
 
+_SEAMS = (
+    (Engine, "raw_connection", _raw_connection),
+    (DefaultExecutionContext, "create_cursor", _create_cursor),
+    (DefaultDialect, "_assert_and_set_isolation_level", _isolation_level),
+    (DefaultDialect, "reset_isolation_level", _isolation_level),
+)
+
+
 def install() -> None:
-    wrapper_layers.install(Engine, "raw_connection", _raw_connection, layer="replay")
-    wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor, layer="replay")
+    for owner, name, wrapper in _SEAMS:
+        wrapper_layers.install(owner, name, wrapper, layer="replay")
 
 
 def uninstall() -> None:
-    wrapper_layers.uninstall(Engine, "raw_connection", layer="replay")
-    wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor", layer="replay")
+    for owner, name, _ in _SEAMS:
+        wrapper_layers.uninstall(owner, name, layer="replay")

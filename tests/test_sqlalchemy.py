@@ -37,6 +37,8 @@ SENT: list[Sent] = [
     ("GET", "/stream/all", {}),
     ("GET", "/stream/2", {}),
     ("GET", "/items/1", {}),
+    ("GET", "/isolation/AUTOCOMMIT", {}),
+    ("GET", "/isolation/SERIALIZABLE", {}),
 ]
 
 

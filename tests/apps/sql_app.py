@@ -196,6 +196,14 @@ def stream_work(session: Session, tables: Schema, take: int | None) -> Any:
     return shown(rows)
 
 
+def isolation_work(session: Session, tables: Schema, level: str) -> Any:
+    """A statement on a connection at an isolation level (test suites create their database in
+    AUTOCOMMIT): reset when the connection goes back to its pool."""
+    connection = session.connection(execution_options={"isolation_level": level})
+    count = connection.execute(select(func.count()).select_from(tables.items)).scalar_one()
+    return {"level": level, "count": count}
+
+
 def _routes(engine: Any, tables: Schema) -> list[Route]:
     async def run(work: Any, *args: Any) -> Any:
         if isinstance(engine, AsyncEngine):
@@ -214,7 +222,11 @@ def _routes(engine: Any, tables: Schema) -> list[Route]:
         take = request.path_params["take"]
         return JSONResponse(await run(stream_work, None if take == "all" else int(take)))
 
+    async def isolation(request: Request) -> JSONResponse:
+        return JSONResponse(await run(isolation_work, request.path_params["level"]))
+
     return [
+        Route("/isolation/{level}", isolation),
         Route("/orders/{tag}", orders, methods=["POST"]),
         Route("/items/{n:int}", item),
         Route("/stream/{take}", stream),
