@@ -86,6 +86,25 @@ def test_each_way_of_calling_replays_byte_for_byte_without_the_upstream(
     ]
 
 
+@pytest.mark.parametrize("how", ["run_in_executor", "submit"])
+def test_a_call_made_in_a_thread_pool_is_the_requests_and_replays(
+    how: str, serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """``loop.run_in_executor`` and ``ThreadPoolExecutor.submit`` run their work in the context
+    of the request that handed it over: recorded in its cassette, answered from it in replay."""
+    (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", f"/pool/{how}", {})])
+    (doc,) = load_cassettes(cassette_dir)
+    assert [call["request"]["url"] for call in doc["calls"]] == [f"{upstream.url}/json?from=pool"]
+    before = len(upstream.requests)
+    (cassette,) = cassette_files(cassette_dir)
+    (replayed,), (report,) = replay(
+        serve, upstream.url, replay_config(cassette), [("GET", f"/pool/{how}", {})]
+    )
+    assert len(upstream.requests) == before
+    assert_same_response(recorded, replayed)
+    assert report.ok and not report.unused
+
+
 def test_directory_gives_each_request_the_cassette_of_its_method_route_and_body(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

@@ -18,6 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import plugins
+from ._pool_context import install as carry_context_into_pools
 from ._recording import TraceRecording, activate, deactivate
 from ._tracing import cassette_processor, service_name, tracer_provider
 from .cassette.document import BLOCK_METHOD
@@ -70,6 +71,7 @@ class BlockRecording:
         self._keep_empty = keep_empty
         self._processor.begin(self.recording)
         install_draw_sources(config.draws)
+        carry_context_into_pools()
         self._tokens: list[tuple[object, object, object]] = []
 
     def activate(self) -> None:

@@ -8,7 +8,9 @@ In-process: ``create_app(upstream_url, config)``. As a fresh process:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import gzip
 import importlib
@@ -265,8 +267,21 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         thread.join(30)
         return JSONResponse(outcome)
 
+    async def in_a_pool(request: Request) -> JSONResponse:
+        """A blocking call handed to a thread pool: ``run_in_executor`` or ``submit``, neither of
+        which copies the caller's context as ``run_in_threadpool`` does."""
+
+        def work() -> dict[str, Any]:
+            return seen(httpx.get(f"{upstream}/json?from=pool"))
+
+        if request.path_params["how"] == "run_in_executor":
+            return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, work))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return JSONResponse(await asyncio.wrap_future(pool.submit(work)))
+
     return [
         Route("/thread", in_a_thread),
+        Route("/pool/{how}", in_a_pool),
         *(
             route
             for name in HTTPX_CLIENTS

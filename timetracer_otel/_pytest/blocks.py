@@ -3,7 +3,8 @@
 A block records or replays. It can be made active several times before it is closed, in
 the thread that runs the test: a module fixture's set-up and its teardown, tests apart,
 go to one cassette. Whatever runs in a context copied from an active one (the app behind
-``TestClient`` or ``httpx.ASGITransport``, threads started with ``asyncio.to_thread``)
+``TestClient`` or ``httpx.ASGITransport``, threads started with ``asyncio.to_thread``, work
+handed to a thread pool: see :mod:`timetracer_otel._pool_context`)
 records or replays into it too, and so does an app under test served by uvicorn in a
 thread of its own while the block is the innermost active one (:mod:`.live`).
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from timetracer_otel import _network_guard
+from timetracer_otel._pool_context import install as carry_context_into_pools
 from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
@@ -138,6 +140,7 @@ class _Replay:
             earlier=earlier,
         )
         install_draw_sources(config.draws)
+        carry_context_into_pools()
         self.draws = DrawReplayer(
             decode_draws(opened.answers.get("draws")), config.draws, real_time_ns
         )

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 
 from timetracer_otel import _early_start, _process_recording
 from timetracer_otel._diagnostics import guarded
+from timetracer_otel._pool_context import install as carry_context_into_pools
 from timetracer_otel._recording import enter_request, leave_request
 from timetracer_otel._tracing import (
     cassette_processor,
@@ -55,6 +56,7 @@ class TimeTracerMiddleware:
         if self.config.mode == "off":
             return
         install_draw_sources(self.config.draws)
+        carry_context_into_pools()
         provider = self._provider = tracer_provider(self.config.service_name)
         if self.config.otlp_endpoint:
             otlp_processor(provider, self.config)
