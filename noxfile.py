@@ -61,6 +61,8 @@ REPRESENTATIVE = [
     "tests/test_cassette_values.py",
     "tests/test_draws.py",
     "tests/test_process_cassette.py",
+    "tests/test_smtp.py",
+    "tests/test_packaging.py",
     # A load test (1000 concurrent requests, half a minute): how many, not which Python.
     "--deselect=tests/test_draws.py::test_1000_concurrent_requests_each_record_and_replay_only_their_own_draws",
 ]

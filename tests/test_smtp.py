@@ -329,6 +329,13 @@ def test_each_exchange_is_a_client_span_whose_name_never_holds_a_secret(
     [
         (b"", None, {"connect": True}),
         (b"ehlo [10.0.0.7]\r\n", 220, {"command": "EHLO", "args": "[10.0.0.7]"}),
+        # Python 3.13's smtplib: the keyword in lower case
+        (
+            b"mail from:<a@b.test> size=9\r\n",
+            250,
+            {"command": "MAIL", "args": "FROM:<a@b.test> size=9"},
+        ),
+        (b"rcpt to:<c@d.test>\r\n", 250, {"command": "RCPT", "args": "TO:<c@d.test>"}),
         (
             b"AUTH PLAIN AGEAYg==\r\n",
             250,

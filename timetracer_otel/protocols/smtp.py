@@ -5,7 +5,8 @@ reply, and the reply. Its request is one of
 
 - ``{"server": "host:port", "connect": true}``: the greeting, read on connecting;
 - ``{"server", "command": "MAIL", "args": "FROM:<a@example.com> SIZE=120"}``: a command
-  line, its verb upper-cased; ``AUTH`` keeps its mechanism in ``args`` and the initial
+  line, its verb and ``MAIL``'s ``FROM:`` and ``RCPT``'s ``TO:`` upper-cased (their case means
+  nothing to a server, and Python 3.13's smtplib sends them in lower case); ``AUTH`` keeps its mechanism in ``args`` and the initial
   response apart, in ``credentials``;
 - ``{"server", "auth_response": "..."}``: a line sent in answer to a ``334`` challenge;
 - ``{"server", "message": {"headers": [[name, value], ...], "content": ..., "parts": [...]}}``:
@@ -62,6 +63,8 @@ _CHALLENGE = 334  # AUTH goes on: the next line answers the server's challenge
 _SEND_DATA = 354  # DATA accepted: the next thing sent is the message
 _GREETINGS = frozenset({"EHLO", "HELO", "LHLO"})  # their argument is the client's host name
 _UNSTUFFED = re.compile(rb"^\.", re.M)
+# MAIL's FROM: and RCPT's TO:, which Python 3.13's smtplib sends in lower case: no server minds
+_KEYWORD = re.compile(rb"^(?:from|to):", re.I)
 # MAIL FROM's declared size: the message's, Message-ID included
 _SIZE = re.compile(r" SIZE=\d+", re.I)
 _MAX_LABEL = 200
@@ -127,7 +130,7 @@ def exchange_request(server: str, sent: bytes, after: int | None) -> dict[str, A
         if credentials:
             request["credentials"] = _text(credentials)
     else:
-        request["args"] = _text(args)
+        request["args"] = _text(_KEYWORD.sub(lambda m: m.group(0).upper(), args, count=1))
     return request
 
 
