@@ -129,8 +129,10 @@ def exchange_request(server: str, sent: bytes, after: int | None) -> dict[str, A
         request["args"] = _text(mechanism)
         if credentials:
             request["credentials"] = _text(credentials)
-    else:
+    elif request["command"] in ("MAIL", "RCPT"):
         request["args"] = _text(_KEYWORD.sub(lambda m: m.group(0).upper(), args, count=1))
+    else:
+        request["args"] = _text(args)
     return request
 
 
