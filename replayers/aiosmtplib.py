@@ -122,10 +122,8 @@ _SEAMS = (
 
 
 def install() -> None:
-    for owner, name, wrapper in _SEAMS:
-        wrapper_layers.install(owner, name, wrapper, layer="replay")
+    wrapper_layers.install_all(_SEAMS, layer="replay")
 
 
 def uninstall() -> None:
-    for owner, name, _ in _SEAMS:
-        wrapper_layers.uninstall(owner, name, layer="replay")
+    wrapper_layers.uninstall_all(_SEAMS, layer="replay")

@@ -11,12 +11,20 @@ whatever wraps it later lands on top. Each of our layers has a name ("capture",
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import wrapt
 
-__all__ = ["install", "uninstall", "is_installed", "original"]
+__all__ = [
+    "Seam",
+    "install",
+    "uninstall",
+    "install_all",
+    "uninstall_all",
+    "is_installed",
+    "original",
+]
 
 
 class _Layer(wrapt.FunctionWrapper):
@@ -67,3 +75,19 @@ def uninstall(owner: Any, name: str, layer: str = "capture") -> None:
             else:
                 layers[index - 1].__wrapped__ = item.__wrapped__
             return
+
+
+# (class or module, attribute, wrapper): one place a capture or a replayer wraps
+Seam = tuple[Any, str, Callable[..., Any]]
+
+
+def install_all(seams: Iterable[Seam], layer: str = "capture") -> None:
+    """:func:`install` each of ``seams`` (a library's capture or replayer, whole)."""
+    for owner, name, wrapper in seams:
+        install(owner, name, wrapper, layer)
+
+
+def uninstall_all(seams: Iterable[Seam], layer: str = "capture") -> None:
+    """:func:`uninstall` each of ``seams``."""
+    for owner, name, _ in seams:
+        uninstall(owner, name, layer)

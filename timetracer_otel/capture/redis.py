@@ -193,10 +193,8 @@ _SEAMS = (
 
 
 def install() -> None:
-    for owner, name, wrapper in _SEAMS:
-        wrapper_layers.install(owner, name, wrapper)
+    wrapper_layers.install_all(_SEAMS)
 
 
 def uninstall() -> None:
-    for owner, name, _ in _SEAMS:
-        wrapper_layers.uninstall(owner, name)
+    wrapper_layers.uninstall_all(_SEAMS)
