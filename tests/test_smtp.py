@@ -268,35 +268,11 @@ def test_a_different_recipient_fails_at_the_call_naming_the_recorded_one(
     [
         (
             "/notice?to=bob@example.org",  # smtplib.SMTP_SSL, AUTH LOGIN
-            [
-                "connect",
-                "EHLO",
-                "AUTH",
-                "AUTH",
-                "AUTH",
-                "MAIL",
-                "RCPT",
-                "RCPT",
-                "DATA",
-                "DATA",
-                "QUIT",
-            ],
+            "connect EHLO AUTH AUTH AUTH MAIL RCPT RCPT DATA DATA QUIT".split(),
         ),
         (
             "/alert?to=dee@example.org",  # aiosmtplib with use_tls, AUTH LOGIN
-            [
-                "connect",
-                "EHLO",
-                "AUTH",
-                "AUTH",
-                "MAIL",
-                "RCPT",
-                "RCPT",
-                "DATA",
-                "DATA",
-                "NOOP",
-                "QUIT",
-            ],
+            "connect EHLO AUTH AUTH MAIL RCPT RCPT DATA DATA NOOP QUIT".split(),
         ),
     ],
 )

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from wrapt import wrap_function_wrapper
 
 from timetracer_otel.protocols.smtp import exchange_verb
 
-__all__ = ["ExchangeSpans"]
+__all__ = ["ExchangeSpans", "wrap_all", "unwrap_all"]
 
 
 class _Connection:
@@ -77,3 +79,14 @@ class ExchangeSpans:
         connection.last, connection.verb, connection.started = code, None, None
         if span is not None and isinstance(code, int) and code >= 400:
             span.set_status(Status(StatusCode.ERROR, f"SMTP reply {code}"))
+
+
+def wrap_all(seams: list[tuple[Any, str, Any]]) -> None:
+    """Wrap each (owner, attribute, wrapper) as an instrumentor does, over any wrapper already there."""
+    for owner, name, wrapper in seams:
+        wrap_function_wrapper(owner, name, wrapper)
+
+
+def unwrap_all(seams: list[tuple[Any, str, Any]]) -> None:
+    for owner, name, _ in seams:
+        unwrap(owner, name)

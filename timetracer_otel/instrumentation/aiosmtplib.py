@@ -21,12 +21,10 @@ import aiosmtplib.protocol
 import aiosmtplib.smtp
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
 
 from timetracer_otel.protocols.smtp import aiosmtplib_address
 
-from ._smtp import ExchangeSpans
+from ._smtp import ExchangeSpans, unwrap_all, wrap_all
 
 __all__ = ["AiosmtplibInstrumentor"]
 
@@ -65,12 +63,10 @@ class AiosmtplibInstrumentor(BaseInstrumentor):
                 spans.replied(protocol, span, response.code)
             return response
 
-        for owner, name, wrapper in _seams(connecting, sending, replying):
-            wrap_function_wrapper(owner, name, wrapper)
+        wrap_all(_seams(connecting, sending, replying))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for owner, name, _ in _seams(None, None, None):
-            unwrap(owner, name)
+        unwrap_all(_seams(None, None, None))
 
 
 def _seams(connecting: Any, sending: Any, replying: Any) -> list[tuple[Any, str, Any]]:

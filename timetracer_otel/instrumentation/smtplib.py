@@ -19,10 +19,8 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
 
-from ._smtp import ExchangeSpans
+from ._smtp import ExchangeSpans, unwrap_all, wrap_all
 
 __all__ = ["SmtplibInstrumentor"]
 
@@ -52,12 +50,10 @@ class SmtplibInstrumentor(BaseInstrumentor):
                 spans.replied(client, span, code)
             return code, message
 
-        for owner, name, wrapper in _seams(connecting, sending, replying):
-            wrap_function_wrapper(owner, name, wrapper)
+        wrap_all(_seams(connecting, sending, replying))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for owner, name, _ in _seams(None, None, None):
-            unwrap(owner, name)
+        unwrap_all(_seams(None, None, None))
 
 
 def _seams(connecting: Any, sending: Any, replying: Any) -> list[tuple[Any, str, Any]]:
