@@ -57,13 +57,13 @@ def _encode_float(value: float) -> Any:
 # within 64 bits, see _encode_int: it is encoded through encode_value)
 _SCALARS = frozenset((str, bool, type(None)))
 # the ints a JSON writer keeps as numbers (orjson: signed and unsigned 64-bit)
-_INT_RANGE = range(-(2**63), 2**64)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def _encode_int(value: int) -> Any:
     """An int as itself; beyond 64 bits (``getrandbits(256)``, a factory's huge number) as its
     hexadecimal digits, which no reader rounds and Python's digit limit for decimal text spares."""
-    return value if value in _INT_RANGE else {TYPE_KEY: "int", "hex": format(value, "x")}
+    return value if _INT_MIN <= value <= _INT_MAX else {TYPE_KEY: "int", "hex": format(value, "x")}
 
 
 def _encode_dict(value: dict) -> Any:
@@ -72,7 +72,12 @@ def _encode_dict(value: dict) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 break
-            encoded[k] = v if type(v) in _SCALARS else encode_value(v)
+            kind = type(v)  # inline: a row of ints costs a call per value otherwise
+            encoded[k] = (
+                v
+                if kind in _SCALARS or (kind is int and _INT_MIN <= v <= _INT_MAX)
+                else encode_value(v)
+            )
         else:
             return encoded
     return {
@@ -111,7 +116,12 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     int: _encode_int,
     str: lambda v: v,
     float: _encode_float,
-    list: lambda v: [item if type(item) in _SCALARS else encode_value(item) for item in v],
+    list: lambda v: [
+        item
+        if (kind := type(item)) in _SCALARS or (kind is int and _INT_MIN <= item <= _INT_MAX)
+        else encode_value(item)
+        for item in v
+    ],
     dict: _encode_dict,
     tuple: lambda v: {TYPE_KEY: "tuple", "items": _ENCODERS[list](v)},
     set: lambda v: {TYPE_KEY: "set", "items": _sorted_items(v)},
