@@ -47,6 +47,12 @@ R = REDACTED
         ("INSERT INTO u (id) VALUES (%(id)s) ON CONFLICT (id) DO UPDATE SET password = %(p)s", {"id": 1, "p": S}, "execute", {"id": 1, "p": R}),
         ("UPDATE u SET note = %(note)s WHERE id = %(id)s", {"note": "n", "id": 1, "new_password": S}, "execute", {"note": "n", "id": 1, "new_password": R}),
         ("SELECT data ? %s FROM u WHERE password = %s", ("k", S), "execute", ("k", R)),  # PostgreSQL's jsonb "?" is no parameter
+        # JSON in a text column (a webhook payload): hidden whole when a member is named like a secret
+        ("INSERT INTO logs (payload) VALUES (%s)", ('{"client_id": "c1", "client_secret": "' + S + '"}',), "execute", (R,)),
+        ("INSERT INTO logs (payload) VALUES (%(p)s)", {"p": '[{"n": 1, "api_key": "' + S + '"}]'}, "execute", {"p": R}),
+        ("INSERT INTO logs (payload) VALUES (%s)", ('{"client_id": "c1"}',), "execute", ('{"client_id": "c1"}',)),
+        # a json/jsonb value the driver takes as a dict: its secret members alone
+        ("INSERT INTO logs (payload) VALUES (%s)", ({"client_id": "c1", "client_secret": S},), "execute", ({"client_id": "c1", "client_secret": R},)),
     ],
 )  # fmt: skip
 def test_parameters_meeting_a_secret_column_are_hidden(
@@ -122,3 +128,29 @@ def test_a_value_an_sql_error_quotes_under_a_secret_column_is_hidden_everywhere(
     assert "k-1234567890" not in json.dumps(doc)
     assert doc["calls"][0]["error"]["message"].endswith(f"Key (api_key)=({R}) already exists.")
     assert doc["spans"][0]["status"]["description"] == f"Key (org, api_key)=(acme, {R})"
+
+
+def test_rows_holding_json_with_a_secret_member_are_hidden() -> None:
+    """A text column of JSON (hidden whole) and a jsonb column the driver parsed (its member)."""
+    request = encode_value(
+        {
+            "operation": "execute",
+            "dialect": "postgresql+psycopg",
+            "statement": "SELECT payload, data FROM logs",
+            "parameters": (),
+        }
+    )
+    response = encode_value(
+        {
+            "description": [["payload"], ["data"]],
+            "rows": [
+                (
+                    '{"event": "client.updated", "client_secret": "' + S + '"}',
+                    {"refresh_token": S, "n": 2},
+                )
+            ],
+        }
+    )
+    call = {"protocol": "sql", "request": request, "response": response}
+    Redactor().document({"calls": [call]})
+    assert decode_value(call["response"])["rows"] == [(R, {"refresh_token": R, "n": 2})]

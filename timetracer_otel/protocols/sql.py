@@ -152,18 +152,39 @@ def error_attributes(exc: BaseException) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- secrets
+def _named_inside(value: Any, names: SecretNames, hide: typed.Hide) -> bool:
+    """Whether ``value`` is to be hidden whole: JSON text naming a secret. A JSON value the
+    driver parsed (a ``json``/``jsonb`` column, a dict parameter) has its secret members hidden
+    in place instead."""
+    if isinstance(value, list) or (
+        isinstance(value, dict) and value.get(typed.TYPE, "dict") == "dict"
+    ):
+        typed.hide_named_fields(value, names, hide)
+        return False
+    return typed.json_naming_a_secret(value, names)
+
+
 def _sql_parameters(
     parameters: Any, secret: set[Ref], names: SecretNames, hide: typed.Hide
 ) -> None:
-    """Hide, in place, the parameters named like a secret or meeting a secret column (``secret``)."""
+    """Hide, in place, the parameters named like a secret or meeting a secret column (``secret``),
+    and JSON text with a member named like one (whole: JSON inside a string is not parsed)."""
     if isinstance(parameters, dict) and typed.TYPE not in parameters:
-        for name in parameters:
-            if name in secret or names.field(name):
-                parameters[name] = hide(parameters[name])
+        for name, value in parameters.items():
+            if name in secret or names.field(name) or _named_inside(value, names, hide):
+                parameters[name] = hide(value)
         return
     items = typed.items(parameters)
     if items is not None:
-        typed.hide_at(items, [ref for ref in secret if isinstance(ref, int)], hide)
+        typed.hide_at(
+            items,
+            [
+                ref
+                for ref in range(len(items))
+                if ref in secret or _named_inside(items[ref], names, hide)
+            ],
+            hide,
+        )
 
 
 def _statement(statement: str, literals: list[tuple[int, int]], hide: typed.Hide) -> str:
@@ -202,8 +223,17 @@ def redact(
         for i, column in enumerate(description)
         if isinstance(column, list) and column and names.field(str(column[0]))
     ]
-    for row in (response or {}).get("rows") or () if secret_columns else ():
-        typed.hide_at(typed.items(row) or [], secret_columns, hide)
+    for row in (response or {}).get("rows") or ():
+        values = typed.items(row) or []
+        typed.hide_at(
+            values,
+            [
+                i
+                for i, value in enumerate(values)
+                if i in secret_columns or _named_inside(value, names, hide)
+            ],
+            hide,
+        )
 
 
 def _canonical(encoded: Any) -> str:

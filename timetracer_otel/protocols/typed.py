@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from typing import Any
 
 from timetracer_otel.secret_names import SecretNames
 
-__all__ = ["Hide", "TYPE", "text", "items", "hide_at", "hide_named_fields"]
+__all__ = ["Hide", "TYPE", "text", "items", "hide_at", "hide_named_fields", "json_naming_a_secret"]
 
 Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
 TYPE = "$type"
+_JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s*:')
 
 
 def text(value: Any) -> str | None:
@@ -68,3 +70,12 @@ def hide_named_fields(value: Any, names: SecretNames, hide: Hide) -> None:
                     item[name] = hide(child)
                 else:
                     pending.append(child)
+
+
+def json_naming_a_secret(value: Any, names: SecretNames) -> bool:
+    """Whether ``value`` is JSON text (an object or an array) with a member named like a secret,
+    at any depth: a webhook payload or an API response kept in a text column, whose
+    ``client_secret`` no column name announces."""
+    if not isinstance(value, str) or not value.startswith(("{", "[")):
+        return False
+    return any(names.field(found.group(1)) for found in _JSON_MEMBER.finditer(value))
