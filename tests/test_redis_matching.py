@@ -58,6 +58,12 @@ R = "[REDACTED]"
             ["user:1", "password", R],
         ),  # a hash field named like a secret
         (("SET", "user:1", "password"), ["user:1", "password"]),
+        # a cached object, as JSON text: hidden whole when a member names a secret
+        (
+            ("SET", "session:1", '{"user": 1, "access_token": "t-1"}', "EX", 60),
+            ["session:1", R, "EX", 60],
+        ),
+        (("SET", "user:1", b'{"name": "ann"}'), ["user:1", b'{"name": "ann"}']),
     ],
 )
 def test_password_arguments_are_redacted_and_sealed_with_the_key(
@@ -102,6 +108,20 @@ def test_secrets_are_hidden_in_config_replies_and_error_messages() -> None:
     assert (
         doc["calls"][1]["error"]["message"] == f"Command # 1 (AUTH x {R}) of pipeline caused error"
     )
+
+
+def test_replies_holding_json_with_a_secret_member_are_hidden() -> None:
+    calls = [
+        {"protocol": "redis", "request": encode_value({"command": "GET", "args": ["session:1"]}),
+         "response": encode_value({"reply": b'{"user": 1, "refresh_token": "r-1"}'})},
+        {"protocol": "redis", "request": encode_value({"command": "MGET", "args": ["a", "b"]}),
+         "response": encode_value({"reply": ['{"api_key": "k-1"}', '{"n": 2}']})},
+    ]  # fmt: skip
+    doc = Redactor().document({"calls": calls})
+    assert [decode_value(call["response"])["reply"] for call in doc["calls"]] == [
+        R,
+        [R, '{"n": 2}'],
+    ]
 
 
 def _key(command: Any, *args: Any, decode: bool = False) -> Any:

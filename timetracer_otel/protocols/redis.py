@@ -385,6 +385,22 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
         typed.hide_named_fields(reply, names, hide)
     elif name == "CONFIG GET":
         _secret_settings(reply, hide)
+    return _json_values(args, reply, names, hide)
+
+
+def _json_values(args: list[Any], reply: Any, names: SecretNames, hide: typed.Hide) -> Any:
+    """Hide, whole, the arguments and replies that are JSON naming a secret (a cached user
+    object with its token, ``SET session:1 '{"access_token": ...}'``); returns the reply."""
+
+    def naming(value: Any) -> bool:
+        return typed.json_naming_a_secret(typed.text(value), names)
+
+    typed.hide_at(args, [i for i, arg in enumerate(args) if naming(arg)], hide)
+    if naming(reply):
+        return hide(reply)
+    values = typed.items(reply)
+    if values is not None:
+        typed.hide_at(values, [i for i, value in enumerate(values) if naming(value)], hide)
     return reply
 
 
