@@ -259,3 +259,12 @@ def test_a_route_behind_a_mounted_apps_middleware_is_found() -> None:
         "query_string": b"",
     }
     assert route_template(scope, dict(scope)) == "/api/tables/{table_name}/"
+
+
+def test_the_openapi_document_is_recorded_whole(base_url: str, cassette_dir: Path) -> None:
+    """Its member names are schemas (``Signup``, with its ``password`` property) and paths, not a
+    payload's fields: nothing in it is sealed (a replay without the key can compare it)."""
+    served = httpx.get(f"{base_url}/openapi.json").json()
+    assert "password" in served["components"]["schemas"]["Signup"]["properties"]
+    doc, _ = _only_cassette(cassette_dir)
+    assert doc["response"]["body"]["json"] == served

@@ -189,7 +189,15 @@ class Redactor:
         return kept
 
     def json_value(self, value: Any) -> Any:
-        """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep."""
+        """A copy of ``value`` with secret fields replaced; iterative, so no depth is too deep.
+
+        An OpenAPI document (FastAPI's ``/openapi.json``) is left whole: its member names are
+        schema and path names (``Token``, ``NewPassword``, ``/login/access-token``), not the
+        fields of a payload, and sealing them made the document unreadable and its replay
+        unverifiable without the key. What redaction takes out elsewhere is still taken out
+        of it by value."""
+        if _describes_an_api(value):
+            return value
         holder = [value]
         # (container, key, item, the item's JSONPath-like place: "$.user.tokens[0]")
         pending: list[tuple[Any, Any, Any, str]] = [(holder, 0, value, "$")]
@@ -547,6 +555,15 @@ class Redactor:
                 if isinstance(draw["value"], str):
                     self._took("draw", draw["value"])
                 draw["value"] = self._hidden_value(draw["value"])
+
+
+def _describes_an_api(value: Any) -> bool:
+    """An OpenAPI 3 or Swagger 2 document: its version and its ``paths``."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("openapi", value.get("swagger")), str)
+        and isinstance(value.get("paths"), dict)
+    )
 
 
 def _latin1_segment(text: str) -> dict[str, str]:
