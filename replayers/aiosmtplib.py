@@ -70,7 +70,7 @@ class _ReplayedTransport(asyncio.Transport):
         return self._tls if name == "sslcontext" else default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.conversation.sending(bytes(data))
+        self.conversation.sending(data)
         self.answer()
 
     def is_closing(self) -> bool:

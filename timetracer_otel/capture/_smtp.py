@@ -43,10 +43,7 @@ class Connections:
     def greeted(self, key: Any, server: str, started: int, code: int, message: Any) -> None:
         """A connection to ``server`` whose greeting the client read already."""
         self.opened(key, server, started)
-        call = self.reading(key)
-        if call is not None:
-            self.replied(key, call, code, message)
-        self._open[key].conversation.replied(code)
+        self.replied(key, self.reading(key), code, message)
 
     def refused(self, key: Any, server: str, started: int, exc: BaseException) -> None:
         """A connection to ``server`` that failed to open: a call with the error."""

@@ -91,7 +91,7 @@ class Conversation:
         self._sent = bytearray()
         self._last: int | None = None  # the last reply's code; None until the greeting
 
-    def sending(self, data: bytes | str) -> None:
+    def sending(self, data: bytes | bytearray | memoryview | str) -> None:
         self._sent += data.encode("utf-8") if isinstance(data, str) else data
 
     def awaiting(self) -> dict[str, Any]:
@@ -151,15 +151,14 @@ def _message(sent: bytes) -> dict[str, Any]:
     """The message sent after ``354``: its final ``.`` line dropped and dot-stuffing undone."""
     data = _UNSTUFFED.sub(b"", sent[:-3] if sent.endswith(b".\r\n") else sent)
     message = email.message_from_bytes(data, policy=email.policy.compat32)
-    document: dict[str, Any] = {"headers": [[k, str(v)] for k, v in message.items()]}
+    document = _part(message)
     if message.is_multipart():
         document["parts"] = [_part(part) for part in message.walk() if part is not message]
-    else:
-        document["content"] = _content(message)
     return document
 
 
 def _part(part: email.message.Message) -> dict[str, Any]:
+    """A part's headers, and its content unless it is itself multipart."""
     found: dict[str, Any] = {"headers": [[k, str(v)] for k, v in part.items()]}
     if not part.is_multipart():
         found["content"] = _content(part)
@@ -178,17 +177,19 @@ def _content(part: email.message.Message) -> str | bytes:
     return data
 
 
+def _reply_bytes(message: bytes | str) -> bytes:
+    """A reply's text as the server sent it (a client that gives text decoded it with ``surrogateescape``)."""
+    return message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
+
+
 def reply_response(code: int, message: bytes | str) -> dict[str, Any]:
-    """The response of a reply: its code and its text (bytes when it is not UTF-8; a client that
-    gives text decodes it with ``surrogateescape``)."""
-    data = message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
-    return {"code": code, "message": _text(data)}
+    """The response of a reply: its code and its text (bytes when it is not UTF-8)."""
+    return {"code": code, "message": _text(_reply_bytes(message))}
 
 
 def reply_wire(code: int, message: bytes | str) -> bytes:
     """A reply as the server sends it: one ``code-text`` line per line of ``message``, the last ``code text``."""
-    data = message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
-    lines = data.split(b"\n")
+    lines = _reply_bytes(message).split(b"\n")
     marks = [b"-"] * (len(lines) - 1) + [b" "]
     return b"".join(
         b"%d%s%s\r\n" % (code, mark, line) for mark, line in zip(marks, lines, strict=True)
