@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 import socket
 from pathlib import Path
 
@@ -839,6 +840,67 @@ def test_cassettes_recorded_by_one_pytest_xdist_worker_replay_on_another(
     }
     assert workers == {"gw0", "gw1"}
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
+
+
+# Tests that depend on the tests before them in their process (fief's tests/data.py): the first
+# renames a module-level profile, and the later ones read a key named after it.
+_TESTS_IN_ORDER = """
+import os
+
+import redis
+
+PROFILE = {{"name": "alice"}}
+
+
+def _client():
+    return redis.Redis(port=6379)
+
+
+def test_0_renames_the_profile(request):
+    PROFILE["name"] = "alicia"
+    _client().set("{namespace}:" + PROFILE["name"], "renamed")
+
+
+@pytest.mark.parametrize("n", range(7))
+def test_reads_the_renamed_profile(n, request):
+    _client().get("{namespace}:" + PROFILE["name"])
+    ran = request.config.rootpath / "ran" / os.environ.get("PYTEST_XDIST_WORKER", "master")
+    ran.mkdir(parents=True, exist_ok=True)
+    (ran / str(n)).touch()
+"""
+
+
+def _ran_together(pytester: pytest.Pytester) -> set[frozenset[str]]:
+    """Which tests each process ran (by parameter), taken out."""
+    groups = {
+        frozenset(p.name for p in folder.iterdir()) for folder in (pytester.path / "ran").iterdir()
+    }
+    shutil.rmtree(pytester.path / "ran")
+    return groups
+
+
+def test_replaying_with_pytest_xdist_runs_each_recording_process_tests_on_one_worker(
+    pytester: pytest.Pytester,
+) -> None:
+    """Tests that depend on the tests before them replay under ``-n 2``: recorded serially, all
+    run on one worker; recorded by two workers, each worker's tests run together again."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        test_order="import pytest\n"
+        + _TESTS_IN_ORDER.format(namespace=f"tt-order-{secrets.token_hex(4)}")
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-p", "no:xdist").assert_outcomes(
+        passed=8
+    )
+    _ran_together(pytester)
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=8)
+    assert _ran_together(pytester) == {frozenset(map(str, range(7)))}
+
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=8)
+    recorded = _ran_together(pytester)
+    assert len(recorded) == 2
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=8)
+    assert _ran_together(pytester) == recorded
 
 
 # Test data stamped with the clock as its module is imported (fief's tests/data.py), sent by a

@@ -51,6 +51,7 @@ from timetracer_otel._pytest.collection import (
     save_instant,
     seeded_while_collecting,
 )
+from timetracer_otel._pytest.distribution import recorded_order_scheduler
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
@@ -576,10 +577,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 class _XdistController:
-    """Merges the workers' reports (registered only where pytest-xdist is installed)."""
+    """Merges the workers' reports, and replays each recording process's tests on one worker
+    (registered only where pytest-xdist is installed)."""
 
     def __init__(self, run: _Run) -> None:
         self.run = run
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """For a run that replays and distributes with ``load`` (what ``-n`` chooses), the
+        tests grouped as they were recorded (see :mod:`._pytest.distribution`); other
+        distributions are the user's choice, kept."""
+        if self.run.mode in ("all", "rewrite", "off") or config.getvalue("dist") != "load":
+            return None
+        return recorded_order_scheduler(config, log, self.run.directory)
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

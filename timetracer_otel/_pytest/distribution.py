@@ -1,0 +1,63 @@
+"""Replaying under pytest-xdist, each worker's tests together, in the order they were recorded.
+
+A test can depend on the tests that ran before it in the same process: a module-level ORM
+object an earlier test changed, a log sink one test installed for the rest of its worker, a
+client that fetched its settings once. Such a test sends other calls, and its cassette
+cannot answer them, when xdist's ``load`` distribution (the one ``-n`` chooses) gives it
+another worker than the recording run did. So a replaying run that distributes with
+``load`` gives each worker the tests one recording process ran, whole and in collection
+order (the order that process ran them): a suite recorded serially replays on one worker,
+one recorded with ``-n 2`` on two. Tests without a cassette (not opted in, or to be recorded
+now) are distributed freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .naming import cassette_of_test
+from .workers import WORKER_FIELD
+
+__all__ = ["recorded_worker", "recorded_order_scheduler"]
+
+_SERIAL = "master"  # xdist's worker_id where no worker runs the tests
+# A scope name no node id can be: node ids are paths and names, never a NUL.
+_GROUP_PREFIX = "\0recorded by "
+
+
+def recorded_worker(path: Path) -> str | None:
+    """The pytest-xdist worker (``gw0``, or ``master`` for a run without workers) that recorded
+    the test cassette at ``path``; None when there is no such cassette. One that names no
+    worker was recorded where pytest-xdist was not loaded: by a single process too."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    request = document.get("request")
+    worker = request.get(WORKER_FIELD) if isinstance(request, dict) else None
+    return worker if isinstance(worker, str) and worker else _SERIAL
+
+
+def recorded_order_scheduler(config: Any, log: Any, directory: Path) -> Any:
+    """pytest-xdist's scheduler of scopes, each scope the tests one recording process ran."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _RecordedOrder(LoadScopeScheduling):
+        """Whole scopes go to one worker each, in collection order: here a scope is the tests one
+        recording process ran, or a test alone where no cassette says which process ran it."""
+
+        def __init__(self, worker_of: Callable[[str], str | None]) -> None:
+            super().__init__(config, log)
+            self._worker_of = worker_of
+
+        def _split_scope(self, nodeid: str) -> str:
+            worker = self._worker_of(nodeid)
+            return nodeid if worker is None else _GROUP_PREFIX + worker
+
+    return _RecordedOrder(lambda nodeid: recorded_worker(cassette_of_test(directory, nodeid)))
