@@ -392,6 +392,27 @@ def test_report_names_the_apps_exception_with_its_secrets_hidden(
     assert token not in json.dumps(report.to_dict())
 
 
+def test_an_exception_whose_message_cannot_be_made_still_reaches_the_server(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """The app's exception, not the one its ``str()`` raises, reaches the server (a 500), recorded
+    and replayed; the cassette and the report name its class and say its message failed."""
+    sent: list[Sent] = [("GET", "/crash/unprintable", {})]
+    (recorded,) = record(serve, upstream.url, cassette_dir, sent)
+    assert recorded.status_code == 500
+    (cassette,) = cassette_files(cassette_dir)
+    doc = json.loads(cassette.read_text())
+    assert (doc["response"]["status"], doc["error"]) == (
+        500,
+        {"type": "apps.replay_app.Unprintable", "message": "<str() raised RuntimeError>"},
+    )
+    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), sent)
+    assert (replayed.status_code, report.status, report.ok) == (500, 500, True)
+    assert "  error: the app raised apps.replay_app.Unprintable: <str() raised RuntimeError>" in (
+        report.console_text().splitlines()
+    )
+
+
 def test_a_response_that_broke_off_is_reported_with_the_error_that_ended_it(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

@@ -103,13 +103,21 @@ def request_recording() -> TraceRecording | None:
 
 
 def exception_info(exc: BaseException) -> dict[str, str]:
-    """``{"type": "module.Class", "message": str(exc)}`` for a cassette."""
+    """``{"type": "module.Class", "message": str(exc)}`` for a cassette.
+
+    Never raises: an exception's ``__str__`` can (FastAPI's ``ResponseValidationError`` shows
+    ORM objects whose lazy attributes fail outside their session), and the app's exception,
+    not that one, must reach the server."""
     cls = type(exc)
     module = cls.__module__
     qualname = (
         cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
     )
-    return {"type": qualname, "message": str(exc)}
+    try:
+        message = str(exc)
+    except Exception as failure:  # as traceback prints it: "<exception str() failed>"
+        message = f"<str() raised {type(failure).__name__}>"
+    return {"type": qualname, "message": message}
 
 
 @dataclass

@@ -35,6 +35,15 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
 CLOSED_PORT_URL = "http://127.0.0.1:1/nothing"
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("Instance <Media> is not bound to a Session")
+
+
 # The httpx family: one API, two modules (httpx2 needs Python 3.11). Routes named
 # ``/{client}`` take either.
 HTTPX_CLIENTS = ("httpx", "httpx2") if sys.version_info >= (3, 11) else ("httpx",)
@@ -227,6 +236,13 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         login += f" (as {sent})" if sent else ""
         raise LookupError(f"no profile page for {login}")
 
+    async def crash_unprintable(request: Request) -> JSONResponse:
+        """An exception whose message cannot be made (FastAPI's ``ResponseValidationError``
+        showing an ORM object detached from its session): the client still gets a 500."""
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{upstream}/json")
+        raise Unprintable()
+
     async def breaks_off(request: Request) -> StreamingResponse:
         """A response that breaks off: the app raises after its first chunk went out (the edited
         version of the code sends it to its end)."""
@@ -299,6 +315,7 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         Route("/token", token),
         Route("/whoami", whoami),
         Route("/crash", crash),
+        Route("/crash/unprintable", crash_unprintable),
         Route("/breaks-off", breaks_off),
         Route("/visitor", visitor, name="visitor"),
         Route("/header-names", header_names),
