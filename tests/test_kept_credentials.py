@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hmac
 import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
+import boto3
+import botocore.config
 import httpx
 import jwt
 import psycopg
@@ -25,6 +29,7 @@ import pytest
 import redis.asyncio
 from _replay import assert_same_response, cassette_files, new_reports
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
+from conftest import Upstream
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jwt.algorithms import RSAAlgorithm
@@ -478,3 +483,72 @@ def test_a_drawn_signature_is_given_back_only_for_the_message_and_key_it_was_mad
         assert new.rsplit(".", 1)[1] != recorded.rsplit(".", 1)[1]
         public = signing_key.public_key()
         assert jwt.decode(new, public, algorithms=["PS256"]) == claims
+
+
+def _presigning_app(upstream_url: str, config: TraceConfig) -> Starlette:
+    """Signed URLs made in a request, as storage-backed services hand out downloads: an S3
+    presigned URL (boto3, from the clock and the credentials; fetched once to check it) and an
+    Azure-style SAS whose ``sig`` is an HMAC of its expiry."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=upstream_url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIAEXAMPLEEXAMPLE00",
+        aws_secret_access_key="the-test-secret-access-key-0123456789abc",
+        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+    async def download(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        presigned = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": "avatars", "Key": name}, ExpiresIn=3600
+        )
+        async with httpx.AsyncClient() as client:
+            fetched = await client.get(presigned)
+        expiry = (
+            datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        digest = hmac.new(_SIGNING_KEY.encode(), f"r\n{expiry}\n/{name}".encode(), "sha256")
+        sas = f"{upstream_url}/blobs/{name}?sv=2022-11-02&se={expiry}&sr=b&sp=r&sig=" + quote(
+            base64.b64encode(digest.digest()).decode(), safe=""
+        )
+        return JSONResponse({"url": presigned, "status": fetched.status_code, "sas": sas})
+
+    app = Starlette(routes=[Route("/download/{name}", download)])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def test_signed_urls_are_sealed_wherever_they_stand_and_replay_gives_them_back(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A signed URL grants access to whoever holds it until it expires: its signature is
+    sealed in the response that hands it out and in the call that fetches it, and replay with
+    the key answers the fetch and gives back the same URLs."""
+    recording = serve(
+        _presigning_app(upstream.url, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    )
+    with httpx.Client(base_url=recording.url, timeout=30) as client:
+        recorded = client.get("/download/ada.png")
+    assert timetracer_otel.flush(30)
+    urls = recorded.json()
+    signatures = [
+        parse_qs(urlsplit(urls["url"]).query)["X-Amz-Signature"][0],
+        urlsplit(urls["sas"]).query.rpartition("sig=")[2],
+    ]
+    assert urls["status"] == 404 and all(len(signature) > 40 for signature in signatures)
+    (cassette,) = cassette_files(cassette_dir)
+    text = cassette.read_text("utf-8")
+    assert [signature in text for signature in signatures] == [False, False]
+    assert "X-Amz-Credential=AKIAEXAMPLEEXAMPLE00" in text  # the key id names, it grants nothing
+
+    with new_reports() as reports:
+        server = serve(
+            _presigning_app(upstream.url, TraceConfig(mode="replay", cassette_path=str(cassette)))
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            replayed = client.get("/download/ada.png")
+        server.stop()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused, report.console_text()

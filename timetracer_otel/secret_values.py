@@ -66,19 +66,21 @@ def header_secrets(name: str, value: str) -> list[str]:
 
 class _Shapes:
     """The patterns of credentials found by their shape, for text or for bytes (a document's JSON):
-    JWTs, PEM private keys and a JWK's private members. Quotes may be escaped (JSON text kept
-    inside a string: a JWK in an SQL row)."""
+    JWTs, PEM private keys, a JWK's private members, and the signature of a signed URL (an S3 or
+    GCS presigned URL, an Azure SAS: whoever holds the URL has the access it grants until it
+    expires). Quotes may be escaped (JSON text kept inside a string: a JWK in an SQL row)."""
 
     def __init__(self, encode: Callable[[str], Any]) -> None:
         self.jwt = re.compile(encode(_JWT_PATTERN))
         self.pem = re.compile(encode(_PEM_PATTERN))
         self.jwk = re.compile(encode(_JWK_PATTERN))
         self.jwk_private = re.compile(encode(_JWK_PRIVATE_PATTERN))
-        self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty")))
+        self.signed_url = re.compile(encode(_SIGNED_URL_PATTERN))
+        self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty", "ignature=", "sig=")))
 
     def found(self, data: Any) -> Iterator[Any]:
         """Each credential in ``data`` (``str`` or ``bytes``, as the patterns were made for)."""
-        jwt_mark, pem_mark, jwk_mark = self.marks
+        jwt_mark, pem_mark, jwk_mark, signature_mark, sig_mark = self.marks
         if jwt_mark in data:
             yield from (m.group(0) for m in self.jwt.finditer(data))
         if pem_mark in data:
@@ -86,6 +88,8 @@ class _Shapes:
         if jwk_mark in data:
             for jwk in self.jwk.finditer(data):
                 yield from (m.group(1) for m in self.jwk_private.finditer(jwk.group(0)))
+        if signature_mark in data or sig_mark in data:
+            yield from (m.group(1) for m in self.signed_url.finditer(data))
 
 
 _JWT_PATTERN = r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
@@ -93,6 +97,10 @@ _PEM_PATTERN = r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----[\s\S]*?-----END \1
 # A JWK: a flat JSON object (strings and arrays) with a "kty" member; its private members (RFC 7518)
 _JWK_PATTERN = r'\{[^{}]*?\\*"kty\\*"[^{}]*\}'
 _JWK_PRIVATE_PATTERN = r'\\*"(?:d|p|q|dp|dq|qi|k)\\*"\s*:\s*\\*"([A-Za-z0-9_-]{16,})'
+# A signed URL's signature parameter: AWS SigV4 and SigV2 (CloudFront too), GCS V4, Azure SAS
+_SIGNED_URL_PATTERN = (
+    r"[?&](?i:x-amz-signature|x-goog-signature|signature|sig)=([A-Za-z0-9%+/=_.~-]{16,})"
+)
 _IN_TEXT = _Shapes(lambda pattern: pattern)
 _IN_BYTES = _Shapes(lambda pattern: pattern.encode("ascii"))
 # How the credentials start ("eyJ", "-----BEGIN", '"kty"') inside bytes a cassette stores in
@@ -103,7 +111,8 @@ _IN_BASE64_LENGTH = 8
 
 
 def credentials(text: str) -> set[str]:
-    """The credentials in ``text`` found by their shape: JWTs, PEM private keys, a JWK's private members."""
+    """The credentials in ``text`` found by their shape: JWTs, PEM private keys, a JWK's private
+    members, signed URLs' signatures."""
     return set(_IN_TEXT.found(text))
 
 
