@@ -183,6 +183,12 @@ def _one_side(path: str, value: Any, recorded: bool) -> str:
 
 def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
     if isinstance(recorded, dict) and isinstance(replayed, dict):
+        if list(recorded) != list(replayed) and recorded.keys() == replayed.keys():
+            # the bytes differ though a parser sees the same object (members filled from a set)
+            yield (
+                f"{path}: members in another order: recorded {_names(recorded)}, "
+                f"replayed {_names(replayed)}"
+            )
         for key in list(recorded) + [k for k in replayed if k not in recorded]:
             if key not in replayed:
                 yield _one_side(f"{path}.{key}", recorded[key], recorded=True)
@@ -203,6 +209,11 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
     elif recorded != replayed or type(recorded) is not type(replayed):
         old, new = cut_pair(json.dumps(recorded), json.dumps(replayed), _SHOWN)
         yield f"{path}: recorded {old}, replayed {new}"
+
+
+def _names(members: dict[str, Any], shown: int = 6) -> str:
+    names = list(members)
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def _redacted_on_both_sides(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
@@ -387,6 +398,11 @@ def compare_response(
             _without(replayed_body["json"], ignored),
         )
         found = list(_json_differences(recorded_json, replayed_json))
+        written = (recorded_body.get("json_format"), replayed_body.get("json_format"))
+        if not found and written[0] != written[1]:
+            found.append(
+                f"the same JSON written another way: recorded {written[0]}, replayed {written[1]}"
+            )
         differences.extend(f"body {line}" for line in found[:_MAX_DIFF_LINES])
         unverified.extend(
             f"body {path}" for path in _redacted_on_both_sides(recorded_json, replayed_json)

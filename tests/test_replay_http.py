@@ -474,6 +474,25 @@ def test_report_shows_where_long_values_and_lists_differ() -> None:
     assert differences[2:] == ['body $.detail[1]: recorded "second", replayed <absent>']
 
 
+def test_report_tells_the_same_json_in_other_bytes_apart() -> None:
+    """Bytes a parser reads as the recorded JSON are still not the recorded response: members in
+    another order (an ORM filling them from a set) and the same JSON spaced otherwise are named."""
+
+    def response(data: bytes) -> InboundResponse:
+        body = encode_body(data, size=len(data), truncated=False, limit=1 << 20)
+        return InboundResponse(200, [], body)  # type: ignore[arg-type]
+
+    recorded = response(b'{"data": {"team": {"name": "Z", "headquarters": "Q"}}}')
+    reordered = b'{"data": {"team": {"headquarters": "Q", "name": "Z"}}}'
+    assert compare_response(recorded, 200, [], reordered, len(reordered), None).differences == [
+        "body $.data.team: members in another order: recorded name, headquarters, replayed headquarters, name"
+    ]
+    compact = b'{"data":{"team":{"name":"Z","headquarters":"Q"}}}'
+    assert compare_response(recorded, 200, [], compact, len(compact), None).differences == [
+        "body the same JSON written another way: recorded spaced, replayed compact"
+    ]
+
+
 def test_a_response_is_told_the_same_without_parsing_only_when_every_compared_part_is() -> None:
     """The prepared recorded response answers "same" for the same status, compared headers (as
     ASGI sends them, in any case, the server's left out) and bytes; a header, the status or one
