@@ -99,13 +99,21 @@ def test_an_app_replayed_under_another_module_name_gets_its_recorded_draws(
 def test_secrets_draws_are_sealed_and_replay_identically_only_with_the_key(
     cassette_dir: Path, tmp_path: Path
 ) -> None:
-    """Tokens drawn from ``secrets`` never reach the cassette in clear: sealed with the key, replayed with it;
+    """Tokens drawn from ``secrets``, and those made of their bytes, never reach the cassette in clear:
+    sealed with the key, replayed with it;
     a process without the key gets new ones and says so."""
     (recorded,) = _record_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
     (cassette,) = load_cassettes(cassette_dir)
     assert {d["source"] for d in cassette["draws"]} == {"secrets"}
     assert {json.dumps(d["value"]) for d in redacted(cassette)["draws"]} == {'"[REDACTED]"'}
     assert _b64_of_hex(recorded.json()["token_hex"]) not in json.dumps(cassette)
+    # nor the tokens made of the drawn bytes (a Redis session key, a cookie): token_urlsafe's
+    # base64 and token_bytes's hex under names that say nothing of a secret
+    drawn = recorded.json()
+    assert [drawn[name] in json.dumps(cassette) for name in ("urlsafe", "token_bytes")] == [
+        False,
+        False,
+    ]
     (with_key,), log = _replay_in_process(cassette_dir, [("GET", "/draw/secrets/1", {})])
     assert_same_response(recorded, with_key)
     assert "extra draws" not in log

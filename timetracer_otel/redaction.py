@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from ._fingerprint import fingerprint
 from .cassette.body import header_value, load_json
+from .cassette.values import decode_value
 from .protocols import redact_call, redact_request
 from .protocols.typed import text as typed_text
 from .sealing import REDACTED
@@ -552,9 +553,31 @@ class Redactor:
         with a key). In replay without the key such a draw finds no value and gets a fresh one (an extra draw)."""
         for draw in draws if isinstance(draws, list) else ():
             if isinstance(draw, dict) and draw.get("source") == "secrets":
-                if isinstance(draw["value"], str):
-                    self._took("draw", draw["value"])
-                draw["value"] = self._hidden_value(draw["value"])
+                value = draw["value"]
+                if isinstance(value, str):
+                    self._took("draw", value)
+                elif isinstance(drawn := _drawn_bytes(value), bytes) and len(drawn) >= 8:
+                    self._took("draw", *_token_spellings(drawn))
+                draw["value"] = self._hidden_value(value)
+
+
+def _drawn_bytes(value: Any) -> Any:
+    """A draw's value as the app got it (bytes from ``os.urandom``), or None if it cannot be read."""
+    try:
+        return decode_value(value)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _token_spellings(drawn: bytes) -> tuple[str, str, str]:
+    """The tokens ``secrets`` makes of drawn bytes, and hand-made ones: ``token_urlsafe`` (base64url
+    without padding), ``token_hex``, and base64. A session key in Redis or a cookie made with
+    them holds no secret name, and was stored in clear though the draw was sealed."""
+    return (
+        base64.urlsafe_b64encode(drawn).rstrip(b"=").decode("ascii"),
+        drawn.hex(),
+        base64.b64encode(drawn).decode("ascii"),
+    )
 
 
 def _describes_an_api(value: Any) -> bool:
