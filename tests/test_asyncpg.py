@@ -222,6 +222,30 @@ def test_secret_parameters_and_columns_are_hidden(
     assert all(str(value).startswith("[SEALED:") for value in hidden), hidden
 
 
+def test_json_text_keeps_its_shape_with_its_secret_members_sealed(
+    serve: Callable[..., Any], cassette_dir: Path, schema: str, tmp_path: Path
+) -> None:
+    """jsonb read back as text: its ``client_secret`` is sealed where it stands, so the text still
+    parses in a replay without the key, and the app, reading the other members, answers as recorded."""
+    sent: list[Sent] = [("POST", "/webhooks/7", {})]
+    recorded = _record(serve, schema, cassette_dir, sent)
+    (doc,) = load_cassettes(cassette_dir)
+    assert "cs-7-b8f2e1d4" not in json.dumps(doc)
+    (call,) = _sql_calls(doc)
+    (stored,) = call["response"]["rows"][0]
+    assert stored.startswith(
+        '{"event": "client.updated", "client": {"id": "c7", "client_secret": "[SEALED:'
+    )
+    for env in ({}, {"TIMETRACER_KEY_FILE": str(tmp_path / "no-key")}):
+        replayed, stderr = _replay_fresh(cassette_dir, schema, lambda url: send(url, sent), **env)
+        assert_same_response(recorded[0], replayed[0])
+        assert recorded[0].json() == {
+            "event": "client.updated",
+            "client": "c7",
+            "members": ["client_secret", "id"],
+        }
+
+
 def test_requests_replay_in_a_fresh_process_with_postgresql_unreachable(
     serve: Callable[..., Any], cassette_dir: Path, schema: str
 ) -> None:

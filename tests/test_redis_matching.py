@@ -58,10 +58,14 @@ R = "[REDACTED]"
             ["user:1", "password", R],
         ),  # a hash field named like a secret
         (("SET", "user:1", "password"), ["user:1", "password"]),
-        # a cached object, as JSON text: hidden whole when a member names a secret
+        # a cached object, as JSON text: its members named like a secret hidden where they stand
         (
-            ("SET", "session:1", '{"user": 1, "access_token": "t-1"}', "EX", 60),
-            ["session:1", R, "EX", 60],
+            ("SET", "session:1", '{"user": 1, "access_token": "t-1", "scopes": ["a"]}', "EX", 60),
+            ["session:1", f'{{"user": 1, "access_token": "{R}", "scopes": ["a"]}}', "EX", 60],
+        ),
+        (  # as bytes, whole: a sealed value inside base64 could not be opened
+            ("SET", "session:2", b'{"user": 2, "access_token": "t-2"}'),
+            ["session:2", R],
         ),
         (("SET", "user:1", b'{"name": "ann"}'), ["user:1", b'{"name": "ann"}']),
     ],
@@ -120,7 +124,7 @@ def test_replies_holding_json_with_a_secret_member_are_hidden() -> None:
     doc = Redactor().document({"calls": calls})
     assert [decode_value(call["response"])["reply"] for call in doc["calls"]] == [
         R,
-        [R, '{"n": 2}'],
+        [f'{{"api_key": "{R}"}}', '{"n": 2}'],
     ]
 
 

@@ -47,9 +47,9 @@ R = REDACTED
         ("INSERT INTO u (id) VALUES (%(id)s) ON CONFLICT (id) DO UPDATE SET password = %(p)s", {"id": 1, "p": S}, "execute", {"id": 1, "p": R}),
         ("UPDATE u SET note = %(note)s WHERE id = %(id)s", {"note": "n", "id": 1, "new_password": S}, "execute", {"note": "n", "id": 1, "new_password": R}),
         ("SELECT data ? %s FROM u WHERE password = %s", ("k", S), "execute", ("k", R)),  # PostgreSQL's jsonb "?" is no parameter
-        # JSON in a text column (a webhook payload): hidden whole when a member is named like a secret
-        ("INSERT INTO logs (payload) VALUES (%s)", ('{"client_id": "c1", "client_secret": "' + S + '"}',), "execute", (R,)),
-        ("INSERT INTO logs (payload) VALUES (%(p)s)", {"p": '[{"n": 1, "api_key": "' + S + '"}]'}, "execute", {"p": R}),
+        # JSON in a text column (a webhook payload): its members named like a secret hidden where they stand
+        ("INSERT INTO logs (payload) VALUES (%s)", ('{"client_id": "c1", "client_secret": "' + S + '"}',), "execute", ('{"client_id": "c1", "client_secret": "' + R + '"}',)),
+        ("INSERT INTO logs (payload) VALUES (%(p)s)", {"p": '[{"n": 1, "api_key": {"v": "' + S + '"}}]'}, "execute", {"p": '[{"n": 1, "api_key": "' + R + '"}]'}),
         ("INSERT INTO logs (payload) VALUES (%s)", ('{"client_id": "c1"}',), "execute", ('{"client_id": "c1"}',)),
         # a json/jsonb value the driver takes as a dict: its secret members alone
         ("INSERT INTO logs (payload) VALUES (%s)", ({"client_id": "c1", "client_secret": S},), "execute", ({"client_id": "c1", "client_secret": R},)),
@@ -131,7 +131,7 @@ def test_a_value_an_sql_error_quotes_under_a_secret_column_is_hidden_everywhere(
 
 
 def test_rows_holding_json_with_a_secret_member_are_hidden() -> None:
-    """A text column of JSON (hidden whole) and a jsonb column the driver parsed (its member)."""
+    """A text column of JSON and a jsonb column the driver parsed: their secret members alone."""
     request = encode_value(
         {
             "operation": "execute",
@@ -153,4 +153,6 @@ def test_rows_holding_json_with_a_secret_member_are_hidden() -> None:
     )
     call = {"protocol": "sql", "request": request, "response": response}
     Redactor().document({"calls": [call]})
-    assert decode_value(call["response"])["rows"] == [(R, {"refresh_token": R, "n": 2})]
+    assert decode_value(call["response"])["rows"] == [
+        ('{"event": "client.updated", "client_secret": "' + R + '"}', {"refresh_token": R, "n": 2})
+    ]

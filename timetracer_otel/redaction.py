@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from ._fingerprint import fingerprint
+from ._json_text import member_text, with_members_hidden
 from .cassette.body import header_value, load_json
 from .cassette.values import decode_value
 from .protocols import redact_call, redact_request
+from .protocols.typed import RawJson
 from .protocols.typed import text as typed_text
-from .sealing import REDACTED
+from .sealing import RAW_JSON, REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 from .secret_values import (
     ValueScrubber,
@@ -48,58 +50,12 @@ _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
 _URL_HEADERS = frozenset(("location", "content-location", "referer"))
 # Span event attributes that hold free text, such as an error message quoting a URL.
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace")
-_COLON = re.compile(r"\s*:\s*")
-_SCALAR = re.compile(r"[^,}\]\s]*")
 # name=value in free text: a query string quoted by an error message.
 _TEXT_PAIR = re.compile(r"([A-Za-z0-9_.\-]+)=([^&\s'\"<>()]*)")
 # PostgreSQL's DETAIL of a key violation: "Key (api_key)=(sk-...) already exists.", "Key (a, b)=(1, x)".
 _KEY_DETAIL = re.compile(r"Key \(([^()]*)\)=\(([^()]*)\)")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _PART_NAME = re.compile(r'content-disposition:[^\r\n]*;\s*name="([^"]*)"', re.IGNORECASE)
-
-
-def _string_end(text: str, start: int) -> int:
-    """The index after the JSON string opening at ``start`` (the text's end if it is cut)."""
-    index = start + 1
-    while index < len(text):
-        if text[index] == "\\":
-            index += 2
-        elif text[index] == '"':
-            return index + 1
-        else:
-            index += 1
-    return len(text)
-
-
-def _value_end(text: str, start: int) -> int:
-    """The index after the JSON value at ``start``: a string, a whole container, or a scalar."""
-    if start >= len(text):
-        return start
-    if text[start] == '"':
-        return _string_end(text, start)
-    if text[start] not in "{[":
-        scalar = _SCALAR.match(text, start)
-        return scalar.end() if scalar is not None else start
-    depth, index = 0, start
-    while index < len(text):
-        char = text[index]
-        if char == '"':
-            index = _string_end(text, index)
-            continue
-        depth += char in "{["
-        depth -= char in "}]"
-        index += 1
-        if depth == 0:
-            break
-    return index
-
-
-def _json_key(quoted: str) -> str:
-    try:
-        key = json.loads(quoted)
-    except ValueError:
-        return quoted.strip('"')
-    return key if isinstance(key, str) else quoted
 
 
 def _json_text(value: Any) -> str:
@@ -163,13 +119,16 @@ class Redactor:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
 
     def _hidden_value(self, value: Any) -> Any:
+        if isinstance(value, RawJson):  # a member's value inside JSON text, put back as it was
+            return self._hidden(value, RAW_JSON)
         return REDACTED if self._sealer is None else self._sealer.seal_json(value)
 
     def _hidden_typed(self, value: Any) -> Any:
         """A typed value of an SQL, Redis or Mongo call, hidden (and noted as text when it is some)."""
-        shown = typed_text(value) if self._taken is not None else None
-        if shown is not None:
-            self._took("call", shown)
+        if self._taken is not None:
+            shown = member_text(value) if isinstance(value, RawJson) else typed_text(value)
+            if shown is not None:
+                self._took("call", shown)
         return self._hidden_value(value)
 
     # -- primitives ---------------------------------------------------------------
@@ -271,34 +230,18 @@ class Redactor:
             parts = parts._replace(netloc=netloc)
         return urlunsplit(parts._replace(query=query, fragment=fragment))
 
-    def _partial_secrets(self, text: str) -> Iterator[tuple[str, int, int]]:
-        """(key, start, end) of each secret member's value in JSON text that does not parse."""
-        index = 0
-        while index < len(text):
-            if text[index] != '"':
-                index += 1
-                continue
-            end = _string_end(text, index)
-            colon = _COLON.match(text, end)
-            if colon is not None and self.is_secret_field(key := _json_key(text[index:end])):
-                end = _value_end(text, colon.end())
-                yield key, colon.end(), end
-            index = end
-
     def partial_json(self, text: str) -> str:
         """Redact secret members of JSON text that does not parse (a body cut at the limit).
 
         The value of a secret key goes whole, nested containers included, even when the
         cut falls inside it.
         """
-        out: list[str] = []
-        done = 0
-        for key, start, end in self._partial_secrets(text):
-            self._took(f"body {key}", text[start:end])
-            out.append(text[done:start] + f'"{self._hidden(text[start:end], "r")}"')
-            done = end
-        out.append(text[done:])
-        return "".join(out)
+        return with_members_hidden(text, self.is_secret_field, self._hidden_member)
+
+    def _hidden_member(self, name: str, raw: str) -> str:
+        """A secret member's raw value in JSON text, noted and hidden (see :mod:`._json_text`)."""
+        self._took(f"body {name}", member_text(raw))
+        return self._hidden(raw, RAW_JSON)
 
     def _named_in_text(self, text: str) -> list[tuple[int, int]]:
         """(start, end) of each value a message quotes under a secret name: ``name=value`` (a URL

@@ -18,6 +18,7 @@ The tables live in the schema ``ASYNCPG_APP_SCHEMA`` names (the test creates the
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,6 +46,7 @@ INSERT INTO kinds VALUES (
 );
 CREATE TABLE users (id serial PRIMARY KEY, name text UNIQUE NOT NULL, password_hash text NOT NULL);
 CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
+CREATE TABLE hooks (id serial PRIMARY KEY, payload jsonb NOT NULL);
 """
 KINDS = (
     "SELECT id, u, n, t, j, i, f, s, b, raw, arr, nothing, ip, net, r, bits, pt, bx, circ, seg,"
@@ -168,6 +170,27 @@ async def add_user(request: Request) -> JSONResponse:
     return JSONResponse({"user": repr(row)})
 
 
+async def webhook(request: Request) -> JSONResponse:
+    """A webhook payload kept as ``jsonb`` and read back as text (asyncpg's default, which
+    Tortoise ORM's JSONField parses): the app reads its members that are no secret."""
+    n = int(request.path_params["n"])
+    payload = {
+        "event": "client.updated",
+        "client": {"id": f"c{n}", "client_secret": f"cs-{n}-b8f2e1d4"},
+    }
+    text = await request.app.state.pool.fetchval(
+        "INSERT INTO hooks (payload) VALUES ($1::jsonb) RETURNING payload", json.dumps(payload)
+    )
+    stored = json.loads(text)
+    return JSONResponse(
+        {
+            "event": stored["event"],
+            "client": stored["client"]["id"],
+            "members": sorted(stored["client"]),
+        }
+    )
+
+
 async def direct(request: Request) -> JSONResponse:
     """A connection of its own, opened and closed in the request."""
     app = request.app
@@ -199,6 +222,7 @@ def create_app(
         Route("/item/{n:int}", item),
         Route("/users/{name}", add_user, methods=["POST"]),
         Route("/direct", direct),
+        Route("/webhooks/{n:int}", webhook, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dsn, app.state.schema = dsn, schema

@@ -389,18 +389,13 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
 
 
 def _json_values(args: list[Any], reply: Any, names: SecretNames, hide: typed.Hide) -> Any:
-    """Hide, whole, the arguments and replies that are JSON naming a secret (a cached user
-    object with its token, ``SET session:1 '{"access_token": ...}'``); returns the reply."""
-
-    def naming(value: Any) -> bool:
-        return typed.json_naming_a_secret(typed.text(value), names)
-
-    typed.hide_at(args, [i for i, arg in enumerate(args) if naming(arg)], hide)
-    if naming(reply):
-        return hide(reply)
+    """Hide the secret members of the arguments and replies that are JSON (a cached user object
+    with its token, ``SET session:1 '{"access_token": ...}'``); returns the reply."""
+    args[:] = [typed.with_secret_members_hidden(arg, names, hide) for arg in args]
     values = typed.items(reply)
-    if values is not None:
-        typed.hide_at(values, [i for i, value in enumerate(values) if naming(value)], hide)
+    if values is None:
+        return typed.with_secret_members_hidden(reply, names, hide)
+    values[:] = [typed.with_secret_members_hidden(value, names, hide) for value in values]
     return reply
 
 

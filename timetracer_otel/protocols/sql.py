@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from timetracer_otel._sql_columns import Ref, columns_of
@@ -152,39 +153,42 @@ def error_attributes(exc: BaseException) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- secrets
-def _named_inside(value: Any, names: SecretNames, hide: typed.Hide) -> bool:
-    """Whether ``value`` is to be hidden whole: JSON text naming a secret. A JSON value the
-    driver parsed (a ``json``/``jsonb`` column, a dict parameter) has its secret members hidden
-    in place instead."""
+def _members_hidden(value: Any, names: SecretNames, hide: typed.Hide) -> Any:
+    """``value`` with the members named like a secret hidden, at any depth: in place in a JSON
+    value the driver parsed (a ``json``/``jsonb`` column, a dict parameter), where they stand in
+    JSON text (see :func:`typed.with_secret_members_hidden`)."""
     if isinstance(value, list) or (
         isinstance(value, dict) and value.get(typed.TYPE, "dict") == "dict"
     ):
         typed.hide_named_fields(value, names, hide)
-        return False
-    return typed.json_naming_a_secret(value, names)
+        return value
+    return typed.with_secret_members_hidden(value, names, hide)
 
 
 def _sql_parameters(
     parameters: Any, secret: set[Ref], names: SecretNames, hide: typed.Hide
 ) -> None:
     """Hide, in place, the parameters named like a secret or meeting a secret column (``secret``),
-    and JSON text with a member named like one (whole: JSON inside a string is not parsed)."""
+    and the secret members of JSON ones."""
     if isinstance(parameters, dict) and typed.TYPE not in parameters:
         for name, value in parameters.items():
-            if name in secret or names.field(name) or _named_inside(value, names, hide):
-                parameters[name] = hide(value)
+            parameters[name] = (
+                hide(value)
+                if name in secret or names.field(name)
+                else _members_hidden(value, names, hide)
+            )
         return
-    items = typed.items(parameters)
-    if items is not None:
-        typed.hide_at(
-            items,
-            [
-                ref
-                for ref in range(len(items))
-                if ref in secret or _named_inside(items[ref], names, hide)
-            ],
-            hide,
-        )
+    _hide_values(typed.items(parameters), secret, names, hide)
+
+
+def _hide_values(
+    values: list[Any] | None, secret: Collection[Any], names: SecretNames, hide: typed.Hide
+) -> None:
+    """Hide, in place, the values at the ``secret`` positions, and the secret members of JSON ones."""
+    if values is None:
+        return
+    for index, value in enumerate(values):
+        values[index] = hide(value) if index in secret else _members_hidden(value, names, hide)
 
 
 def _statement(statement: str, literals: list[tuple[int, int]], hide: typed.Hide) -> str:
@@ -224,16 +228,7 @@ def redact(
         if isinstance(column, list) and column and names.field(str(column[0]))
     ]
     for row in (response or {}).get("rows") or ():
-        values = typed.items(row) or []
-        typed.hide_at(
-            values,
-            [
-                i
-                for i, value in enumerate(values)
-                if i in secret_columns or _named_inside(value, names, hide)
-            ],
-            hide,
-        )
+        _hide_values(typed.items(row), secret_columns, names, hide)
 
 
 def _canonical(encoded: Any) -> str:

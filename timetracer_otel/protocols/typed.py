@@ -13,9 +13,19 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from timetracer_otel._json_text import with_members_hidden
 from timetracer_otel.secret_names import SecretNames
 
-__all__ = ["Hide", "TYPE", "text", "items", "hide_at", "hide_named_fields", "json_naming_a_secret"]
+__all__ = [
+    "Hide",
+    "TYPE",
+    "RawJson",
+    "text",
+    "items",
+    "hide_at",
+    "hide_named_fields",
+    "with_secret_members_hidden",
+]
 
 Hide = Callable[[Any], Any]  # a typed value -> what stands in its place
 TYPE = "$type"
@@ -72,10 +82,23 @@ def hide_named_fields(value: Any, names: SecretNames, hide: Hide) -> None:
                     pending.append(child)
 
 
-def json_naming_a_secret(value: Any, names: SecretNames) -> bool:
-    """Whether ``value`` is JSON text (an object or an array) with a member named like a secret,
-    at any depth: a webhook payload or an API response kept in a text column, whose
-    ``client_secret`` no column name announces."""
-    if not isinstance(value, str) or not value.startswith(("{", "[")):
-        return False
-    return any(names.field(found.group(1)) for found in _JSON_MEMBER.finditer(value))
+class RawJson(str):
+    """The raw text of a member's value inside JSON text, given to :data:`Hide`: what stands in
+    its place is put between quotes, and opened gives the raw text back, quotes and all."""
+
+
+def with_secret_members_hidden(value: Any, names: SecretNames, hide: Hide) -> Any:
+    """``value`` as it is stored: when it is JSON text (an object or an array) with members named
+    like a secret at any depth (a webhook payload or an API response kept in a text column, whose
+    ``client_secret`` no column name announces), that text with each such member's value hidden in
+    place and every other byte kept, so it still parses where the secret cannot be opened. JSON
+    text kept as bytes is hidden whole: a sealed value inside its base64 could not be opened."""
+    shown = text(value)
+    if shown is None or not shown.startswith(("{", "[")):
+        return value
+    # the names found in C first: the member-by-member walk is Python's, for the few that need it
+    if not any(names.field(found.group(1)) for found in _JSON_MEMBER.finditer(shown)):
+        return value
+    if not isinstance(value, str):
+        return hide(value)
+    return with_members_hidden(shown, names.field, lambda _name, raw: hide(RawJson(raw)))
