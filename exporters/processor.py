@@ -115,6 +115,15 @@ class CassetteSpanProcessor(SpanProcessor):
                 return
         self.writer.submit(recording)
 
+    def rewrite(self, recording: TraceRecording) -> None:
+        """Write again a recording already handed over that changed since (the app raised in a
+        background task after its response went out); one not yet handed over is written later
+        as it is by then."""
+        with self._lock:
+            if not recording.finished or recording.discarded or recording in self._waiting:
+                return
+        self.writer.submit(recording)
+
     def _release(self, recording: TraceRecording) -> None:
         """Queue ``recording`` if it is still waiting for spans (its grace period is over)."""
         with self._lock:

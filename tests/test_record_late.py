@@ -11,15 +11,18 @@ from typing import Any
 
 import httpx
 from _record_support import stat
+from _replay import new_reports
 from conftest import load_cassettes
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+import timetracer_otel
 from timetracer_otel._recording import TraceRecording, activate, deactivate
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters import CassetteSpanProcessor
@@ -214,3 +217,40 @@ def test_open_spans_are_bounded_and_the_oldest_evicted(tmp_path: Path) -> None:
         root.end()
     assert processor.force_flush(5_000), "flush still waits for requests whose spans were evicted"
     assert len(list(tmp_path.rglob("*.json"))) == 5
+
+
+def test_an_error_raised_after_the_response_is_in_the_cassette_and_replays(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+) -> None:
+    """A background task that calls upstream and then raises, after the response went out: the
+    cassette, first written with the response, is written again with the call and the error, so
+    replay, which raises it too, reports the same request."""
+
+    async def notify(name: str) -> None:
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{upstream.url}/status/404", params={"page": name})
+        raise LookupError(f"no page for {name}")
+
+    async def handler(request: Request) -> JSONResponse:
+        return JSONResponse({"queued": True}, background=BackgroundTask(notify, "ada"))
+
+    def app(config: TraceConfig) -> Starlette:
+        app = Starlette(routes=[Route("/summaries", handler, methods=["POST"])])
+        auto_setup(app, config=config, plugins=["httpx"])
+        return app
+
+    server = serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    recorded = httpx.post(server.url + "/summaries")
+    server.stop()  # its requests' tasks done
+    assert timetracer_otel.flush(30)
+    (doc,) = load_cassettes(cassette_dir)
+    assert (recorded.status_code, doc["response"]["status"], len(doc["calls"])) == (200, 200, 1)
+    assert doc["error"] == {"type": "LookupError", "message": "no page for ada"}
+
+    (cassette,) = cassette_dir.rglob("*.json")
+    with new_reports() as reports:
+        server = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette))))
+        assert httpx.post(server.url + "/summaries").content == recorded.content
+        server.stop()
+    (report,) = reports
+    assert report.ok and report.differences == [], report.console_text()

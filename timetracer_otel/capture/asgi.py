@@ -59,11 +59,13 @@ class RecordingLayer:
         config: TraceConfig,
         begin: Callable[[TraceRecording], None],
         service: str,
+        rewrite: Callable[[TraceRecording], None],
     ) -> None:
         self.app = app
         self.config = config
         self._begin = begin
         self._service = service
+        self._rewrite = rewrite  # a recording already handed over that changed since
 
     def _start(self, scope: Scope) -> TraceRecording | None:
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
@@ -130,9 +132,12 @@ class RecordingLayer:
             await self.app(scope, receive_tee, send_tee)
         except BaseException as exc:
             with guarded("asgi.error"):
-                recording.error = exception_info(exc)
                 if recording.status is None:
                     recording.status = 500
+                recording.error = exception_info(exc)
+                # raised after the response went out (a background task): its cassette, written
+                # then, is written again with the error, as replay will raise it
+                self._rewrite(recording)
             raise
         finally:
             deactivate_draws(draws_token)

@@ -66,7 +66,11 @@ class TimeTracerMiddleware:
             processor = cassette_processor(provider)
             record_process(self.config)
             self._inner = RecordingLayer(
-                app, self.config, processor.begin, service_name(provider, self.config.service_name)
+                app,
+                self.config,
+                processor.begin,
+                service_name(provider, self.config.service_name),
+                processor.rewrite,
             )
         self._traced = OpenTelemetryMiddleware(
             self._inner, tracer_provider=provider, exclude_spans=["receive", "send"]
