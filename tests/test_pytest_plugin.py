@@ -883,7 +883,8 @@ def test_replaying_with_pytest_xdist_runs_each_recording_process_tests_on_one_wo
     pytester: pytest.Pytester,
 ) -> None:
     """Tests that depend on the tests before them replay under ``-n 2``: recorded serially, all
-    run on one worker; recorded by two workers, each worker's tests run together again."""
+    run on one worker; recorded by two workers, each worker's tests run together again. Replayed
+    in one process, the report names the recording workers mixed there."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     pytester.makepyfile(
         test_order="import pytest\n"
@@ -901,6 +902,14 @@ def test_replaying_with_pytest_xdist_runs_each_recording_process_tests_on_one_wo
     assert len(recorded) == 2
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=8)
     assert _ran_together(pytester) == recorded
+    # in one process, some tests run after others than their recording worker's: the report says so
+    serial = pytester.runpytest_subprocess("--timetracer-mode=none")
+    assert serial.parseoutcomes()["failed"] >= 1
+    serial.stdout.fnmatch_lines(
+        [
+            "order: tests recorded by 2 processes (gw0, gw1) were replayed in one process, *; replay with -n 2 *"
+        ]
+    )
 
 
 # Test data stamped with the clock as its module is imported (fief's tests/data.py), sent by a

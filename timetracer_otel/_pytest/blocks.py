@@ -17,7 +17,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from timetracer_otel import _network_guard
 from timetracer_otel._pool_context import install as carry_context_into_pools
@@ -25,7 +25,7 @@ from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 
-from .workers import WORKER_FIELD, as_worker
+from .workers import WORKER_FIELD, as_worker, recorded_by
 
 if TYPE_CHECKING:
     from timetracer_otel.replayers.opening import Opened
@@ -60,6 +60,7 @@ class BlockOutcome:
     locked: bool = False  # sealed secrets and no key here: the app got [REDACTED] for them
     # calls its cassette does not hold, answered from an earlier test's: (library, label, that cassette's path)
     from_earlier: list[tuple[str, str, str]] = field(default_factory=list)
+    recorded_by: str | None = None  # replayed: the process that recorded it (see .workers)
 
 
 class SealedSecretsError(CassetteError):
@@ -72,19 +73,19 @@ _REFUSAL_HINT = (
 )
 
 
-def _opened(path: Path, config: TraceConfig, worker: str | None) -> Opened:
+def _opened(path: Path, config: TraceConfig, worker: str | None) -> tuple[Opened, str | None]:
     """The cassette at ``path`` opened with this process's key, as pytest-xdist's ``worker``
-    would have recorded it (see :mod:`.workers`). No file (a fixture that made no call when it
-    was recorded): every call made now is unanswered."""
+    would have recorded it (see :mod:`.workers`), and the process that did record it. No file
+    (a fixture that made no call when it was recorded): every call made now is unanswered."""
     from timetracer_otel.replayers.opening import open_for_replay
 
-    document = (
-        as_worker(load_cassette(path, limits=config.read_limits), worker)
-        if path.exists()
-        else {"calls": [], "draws": []}
-    )
+    document: dict[str, Any] = {"calls": [], "draws": []}
+    recorder = None
+    if path.exists():
+        document = load_cassette(path, limits=config.read_limits)
+        recorder = recorded_by(document)
     try:
-        return open_for_replay(document, str(path), config)
+        return open_for_replay(as_worker(document, worker), str(path), config), recorder
     except CassetteError as exc:  # reading it raised above: here it is its secrets
         raise SealedSecretsError(exc.path, exc.problem) from None
 
@@ -100,7 +101,7 @@ def earlier_tests(directory: Path, worker: str | None) -> EarlierAnswer:
 
     @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
     def views(path: str) -> RecordedViews:
-        return _opened(Path(path), config, worker).views(path)
+        return _opened(Path(path), config, worker)[0].views(path)
 
     return EarlierRequests(lambda: recorded_in(directory, config, blocks=True), views).answer
 
@@ -129,7 +130,7 @@ class _Replay:
 
         install_replayers()
         config = TraceConfig(mode="replay")
-        opened = _opened(path, config, worker)
+        opened, self.recorded_by = _opened(path, config, worker)
         self.locked = opened.locked
         self.session = ReplaySession(
             opened.answers,
@@ -248,6 +249,7 @@ class CassetteBlock:
         assert self._replay is not None
         outcome.kept = self.path.exists()
         outcome.locked = self._replay.locked
+        outcome.recorded_by = self._replay.recorded_by
         session = self._replay.session
         outcome.answered = len(session.answered)
         outcome.unused = [call.view.label for call in session.unused()]

@@ -20,28 +20,22 @@ from typing import Any
 import orjson
 
 from .naming import cassette_of_test
-from .workers import WORKER_FIELD
+from .workers import recorded_by
 
 __all__ = ["recorded_worker", "recorded_order_scheduler"]
 
-_SERIAL = "master"  # xdist's worker_id where no worker runs the tests
 # A scope name no node id can be: node ids are paths and names, never a NUL.
 _GROUP_PREFIX = "\0recorded by "
 
 
 def recorded_worker(path: Path) -> str | None:
-    """The pytest-xdist worker (``gw0``, or ``master`` for a run without workers) that recorded
-    the test cassette at ``path``; None when there is no such cassette. One that names no
-    worker was recorded where pytest-xdist was not loaded: by a single process too."""
+    """The process that recorded the test cassette at ``path`` (see :func:`.workers.recorded_by`);
+    None when there is no such cassette."""
     try:
         document = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    if not isinstance(document, dict):
-        return None
-    request = document.get("request")
-    worker = request.get(WORKER_FIELD) if isinstance(request, dict) else None
-    return worker if isinstance(worker, str) and worker else _SERIAL
+    return recorded_by(document) if isinstance(document, dict) else None
 
 
 def recorded_order_scheduler(config: Any, log: Any, directory: Path) -> Any:

@@ -59,6 +59,10 @@ class RunReport:
     from_earlier: list[str] = field(default_factory=list)
     # failures inside timetracer (a cassette not written): kind -> [how many, the first message]
     failures: dict[str, list[Any]] = field(default_factory=dict)
+    # the processes (gw0, master) that recorded the tests this process replayed
+    recorded_by: set[str] = field(default_factory=set)
+    # of each pytest-xdist worker that replayed the tests of several recording processes: those
+    mixed: list[list[str]] = field(default_factory=list)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if outcome.kept:
@@ -66,6 +70,8 @@ class RunReport:
             counts[outcome.action] += 1
             counts[_LOCKED] += outcome.locked
             self.used.add(outcome.path)
+        if is_test and outcome.recorded_by is not None:
+            self.recorded_by.add(outcome.recorded_by)
         self.answered += outcome.answered
         self.unmatched.extend(f"{shown(outcome.path)}: {line}" for line in outcome.unmatched)
         self.unused.extend(f"{shown(outcome.path)}: {label}" for label in outcome.unused)
@@ -94,7 +100,13 @@ class RunReport:
             "unopened": self.unopened,
             "from_earlier": self.from_earlier,
             "failures": self.failures,
+            "mixed": self._mixed(),
         }
+
+    def _mixed(self) -> list[list[str]]:
+        """This process's and its workers' recording processes, of each that replayed several."""
+        mine = [sorted(self.recorded_by)] if len(self.recorded_by) > 1 else []
+        return self.mixed + mine
 
     def merge(self, data: dict[str, Any]) -> None:
         for mine, theirs in ((self.tests, data["tests"]), (self.fixtures, data["fixtures"])):
@@ -108,6 +120,7 @@ class RunReport:
         self.scopes.update(data["scopes"])
         self.unopened.update(data["unopened"])
         self.from_earlier.extend(data["from_earlier"])
+        self.mixed.extend(data["mixed"])
         for kind, (count, first) in data["failures"].items():
             self.failures.setdefault(kind, [0, first])[0] += count
 
@@ -143,6 +156,7 @@ class RunReport:
                 "not in its test's cassette, answered from an earlier test's (the recording "
                 "process had it from there):",
             ),
+            *self._order_lines(),
             *self._locked_lines(),
             *self._unopened_lines(),
             *self._failure_lines(),
@@ -159,6 +173,21 @@ class RunReport:
                 f"  {count} × {kind}: {first}"
                 for kind, (count, first) in sorted(self.failures.items())
             ),
+        ]
+
+    def _order_lines(self) -> list[str]:
+        """A process that replayed the tests of several recording processes ran each test after
+        others than its recording process had: say so, and how to replay them apart."""
+        mixed = self._mixed()
+        if not mixed:
+            return []
+        recorders = sorted({name for names in mixed for name in names})
+        return [
+            f"order: tests recorded by {len(recorders)} processes ({', '.join(recorders)}) were "
+            f"replayed {'in one process' if len(mixed) == 1 else 'together'}, after others than "
+            "their recording process ran: a test that depends on the tests before it may send "
+            f"calls it did not record; replay with -n {len(recorders)} to give each recording "
+            "process's tests a worker of their own"
         ]
 
     def _locked_lines(self) -> list[str]:

@@ -21,7 +21,7 @@ import pytest
 
 from timetracer_otel.sealing import SEALED_TOKEN
 
-__all__ = ["WORKER_FIELD", "as_worker", "xdist_worker"]
+__all__ = ["WORKER_FIELD", "as_worker", "recorded_by", "xdist_worker"]
 
 WORKER_FIELD = (
     "worker"  # the request field of a block's cassette naming the worker that recorded it
@@ -37,6 +37,15 @@ def xdist_worker(config: pytest.Config) -> str | None:
     if worker:
         return str(worker)
     return _CONTROLLER if config.pluginmanager.hasplugin("xdist") else None
+
+
+def recorded_by(document: dict[str, Any]) -> str:
+    """The process that recorded a block's cassette: its pytest-xdist worker (``gw0``), or
+    ``master`` for a run without workers, as for a cassette that names none (recorded where
+    pytest-xdist was not loaded, by a single process too)."""
+    request = document.get("request")
+    worker = request.get(WORKER_FIELD) if isinstance(request, dict) else None
+    return worker if isinstance(worker, str) and worker else _CONTROLLER
 
 
 def _name_pattern(worker: str) -> str:
