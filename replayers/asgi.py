@@ -12,10 +12,12 @@ import weakref
 from typing import Any
 
 from timetracer_otel import _network_guard
-from timetracer_otel._diagnostics import console, guarded, report_failure
+from timetracer_otel._diagnostics import console, guarded, logger, report_failure
 from timetracer_otel._recording import exception_info
+from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.body import BodySink
 from timetracer_otel.cassette.document import Cassette
+from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import NO_RECORDED_DRAWS, DrawReplayer, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
@@ -72,6 +74,20 @@ async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
     return b"".join(chunks), messages
 
 
+async def _unreplayable(send: Send, error: CassetteError) -> None:
+    """The answer to a request whose cassette cannot be replayed (a damaged or hostile file): a
+    500 that says so, and the same line in the log; never another cassette's answer."""
+    text = str(error)  # "timetracer: cannot use cassette <path>: ..."
+    logger.error("%s", printable(text))
+    body = text.encode("utf-8", "replace")
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ReplayLayer:
     """Run each HTTP request with the replay session of its cassette; report afterwards."""
 
@@ -92,7 +108,11 @@ class ReplayLayer:
             receive = _replaying(buffered, receive)
         # the route takes part in the choice only for a path no cassette has
         live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
-        choice = self.library.select(live, self.config)
+        try:
+            choice = self.library.select(live, self.config)
+        except CassetteError as exc:
+            await _unreplayable(send, exc)
+            return
         prepared = choice.prepared
         if prepared is not None and prepared.server_parts:
             # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)

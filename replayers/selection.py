@@ -251,7 +251,10 @@ class _Documents:
         opened = open_for_replay(
             load_cassette(path, limits=self._config.read_limits), path, self._config
         )
-        found = Prepared.of(opened, path, self._config)
+        try:
+            found = Prepared.of(opened, path, self._config)
+        except Exception as exc:  # a file valid in form whose content cannot serve (a hostile one)
+            raise CassetteError(path, f"cannot be replayed: {type(exc).__name__}: {exc}") from None
         with self._lock:
             if path not in self._cache:
                 self._held += self._sizes.get(path, _UNKNOWN_SIZE)

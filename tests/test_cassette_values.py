@@ -10,6 +10,7 @@ import math
 import uuid
 from collections import OrderedDict
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import orjson
@@ -17,6 +18,8 @@ import psycopg.types.range
 import pytest
 
 from timetracer_otel.cassette.values import ValueDecodeError, decode_value, encode_value
+from timetracer_otel.cli.call_views import _cell
+from timetracer_otel.protocols import typed
 
 
 def _round_trip(value):
@@ -171,3 +174,26 @@ def test_unknown_type_tag_is_a_clear_error():
         decode_value({"$type": "martian"})
     with pytest.raises(ValueDecodeError, match="bad 'decimal' value"):
         decode_value({"$type": "decimal"})
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"$type": "decimal", "value": "zz"},
+        {"$type": "timedelta", "days": 10**12, "seconds": 0, "microseconds": 0},
+    ],
+)
+def test_a_value_no_type_can_hold_is_a_decode_error(stored: dict[str, Any]) -> None:
+    """A hostile file's value: the one error readers expect, not the type's own."""
+    with pytest.raises(ValueDecodeError):
+        decode_value(stored)
+
+
+def test_typed_values_of_the_wrong_shape_are_no_text_and_no_items() -> None:
+    assert typed.text({"$type": "bytes", "base64": 5}) is None
+    assert typed.items({"$type": "tuple", "items": 5}) is None
+
+
+def test_an_int_beyond_4300_digits_is_shown_by_its_size() -> None:
+    assert _cell(1 << 20_000).text == "<int of 20001 bits>"
+    assert _cell([1 << 20_000]).text == "<not shown>"

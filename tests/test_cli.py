@@ -4,6 +4,7 @@ on cassettes this test records from the replay app against the real upstream."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -18,7 +19,16 @@ from typing import Any
 import httpx
 import pytest
 from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
-from _replay import APPS_DIR, Sent, record, send, serving_process
+from _replay import (
+    APPS_DIR,
+    Sent,
+    cassette_files,
+    new_reports,
+    record,
+    replay_config,
+    send,
+    serving_process,
+)
 from apps.mixed_app import Deps
 from apps.replay_app import create_app
 from conftest import Upstream, load_cassettes
@@ -903,3 +913,49 @@ def test_a_recent_index_reads_again_only_the_directories_that_changed(
         and index.problems == {}
         and sorted(reads) == ["broken.json", "copy.json"]
     )
+
+
+def _unusable_copies(cassette: Path) -> dict[str, dict[str, Any]]:
+    """Copies of a real cassette that pass the format's check but that no replay here can use
+    whole: one holding a value sealed with another key, one whose draws are no values (a decimal
+    that is none, a timedelta beyond its range: left out, the draws are answered without them)."""
+    doc = json.loads(cassette.read_text("utf-8"))
+    other_key = copy.deepcopy(doc)
+    other_key["request"]["headers"].append(
+        ["authorization", "[SEALED:0badc0de:AAAAAAAAAAAAAAAAAAAAAAAA]"]
+    )
+    draws = copy.deepcopy(doc)
+    draws["draws"] += [
+        {"source": "clock", "kind": "time", "caller": "x", "value": {"$type": "decimal", "value": "zz"}},
+        {"source": "clock", "kind": "time", "caller": "x", "value": {"$type": "timedelta", "days": 10**12, "seconds": 0, "microseconds": 0}},
+    ]  # fmt: skip
+    return {"other-key": other_key, "draws": draws}
+
+
+def test_replay_names_each_cassette_it_cannot_use_and_replays_the_others(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """One cassette replay cannot use does not stop the others: the CLI reports it under its
+    request and goes on; uvicorn answers its request with a 500 naming it."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/async/httpx", {})])
+    (valid,) = cassette_files(cassette_dir)
+    unusable = tmp_path / "unusable"
+    unusable.mkdir()
+    for name, doc in _unusable_copies(valid).items():
+        (unusable / f"{name}.json").write_text(json.dumps(doc), "utf-8")
+    every = timetracer("replay", str(unusable), *_APP, "--json", upstream=upstream.url)
+    assert every.returncode == 1 and "Traceback" not in every.stderr, every.stderr
+    reports = {Path(r["cassette"]).name: r for r in json.loads(every.stdout)}
+    assert reports["draws.json"]["ok"], reports["draws.json"]
+    refused = reports["other-key.json"]
+    assert (refused["path"], refused["ok"]) == ("/async/httpx", False)
+    assert "it is sealed with key 0badc0de" in refused["differences"][0], refused
+
+    with new_reports():
+        server = serve(create_app(upstream.url, replay_config(unusable / "other-key.json")))
+        answered = httpx.get(f"{server.url}/async/httpx")
+        server.stop()
+    assert answered.status_code == 500
+    assert answered.text.startswith(
+        f"timetracer: cannot use cassette {unusable / 'other-key.json'}: holds sealed secrets"
+    ), answered.text

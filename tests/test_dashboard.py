@@ -436,3 +436,11 @@ def test_a_replay_through_changed_code_names_the_call_that_changed(
         "<absent>",
         '"new field"',
     ] in rows  # side by side
+
+
+def test_the_replay_button_passes_the_cassette_after_its_options() -> None:
+    """A file named like an option (``--credentials=x.json``, in a directory served as ``.``) is
+    still the cassette: it comes after ``--``."""
+    command = ReplayTarget("app:app", "src").command(Path("--credentials=os:getcwd.json"))
+    assert command[-2:] == ["--", "--credentials=os:getcwd.json"]
+    assert command.count("--credentials=os:getcwd.json") == 1

@@ -177,9 +177,10 @@ def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
         if isinstance(description, str):
             yield description
         for event in span.get("events", ()):
+            attributes = event.get("attributes") if isinstance(event, dict) else None
             yield from (
                 v
-                for k, v in (event.get("attributes") or {}).items()
+                for k, v in (attributes if isinstance(attributes, dict) else {}).items()
                 if k in _TEXT_ATTRIBUTES and isinstance(v, str)
             )
 

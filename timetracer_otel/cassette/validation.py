@@ -305,7 +305,15 @@ def _span(value: Any, where: str) -> None:
     for key in ("start_time_unix_nano", "end_time_unix_nano"):
         _optional(span, key, where, lambda v, at: _integer(v, at, 0))
     _optional(span, "attributes", where, _object)
-    _optional(span, "events", where, _list)
+    _optional(span, "events", where, _events)
+
+
+def _events(value: Any, where: str) -> None:
+    for index, item in enumerate(_list(value, where)):
+        event = _object(item, f"{where}[{index}]")
+        _required(event, f"{where}[{index}]", "name", "attributes")
+        _string(event["name"], f"{where}[{index}].name")
+        _object(event["attributes"], f"{where}[{index}].attributes")
 
 
 def _draw(value: Any, where: str) -> None:

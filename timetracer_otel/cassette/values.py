@@ -381,6 +381,7 @@ def decode_value(data: Any) -> Any:
             raise ValueDecodeError(f"unknown typed value {kind!r}")
         try:
             return decoder(data)
-        except (KeyError, TypeError, ValueError) as exc:
+        # ArithmeticError: a decimal that is none, a timedelta beyond its range
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ValueDecodeError(f"bad {kind!r} value: {exc}") from None
     return data

@@ -82,14 +82,17 @@ def _python_text(value: Any, limit: int | None) -> Shown:
 
 def _cell(value: Any) -> Cell:
     """A decoded value in a table: text as it reads (``NULL`` for None, bytes as ``b'...'``) and its type."""
-    if value is None:
-        text = "NULL"
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        text = repr(bytes(value))
-    elif isinstance(value, (list, tuple, dict, set, frozenset)):
-        text = repr(value)
-    else:
-        text = str(value)
+    try:
+        if value is None:
+            text = "NULL"
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            text = repr(bytes(value))
+        elif isinstance(value, (list, tuple, dict, set, frozenset)):
+            text = repr(value)
+        else:
+            text = str(value)
+    except ValueError:  # an int beyond Python's 4,300 digits, alone or inside
+        text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else "<not shown>"
     kind = "" if isinstance(value, _PLAIN_TYPES) else type(value).__name__
     return Cell(text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…", kind)
 

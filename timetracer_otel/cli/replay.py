@@ -25,6 +25,7 @@ import httpx
 
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.cassette.document import Cassette
+from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations import starlette as starlette_integration
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
@@ -176,7 +177,10 @@ class Replayer:
     def replay(self, cassette: str) -> ReplayReport:
         """Send the recorded request of ``cassette`` to the app (its sealed secrets opened when this
         process holds the key); the replay report of that request."""
-        recorded = Cassette(self.library.load(cassette).opened.answers)
+        try:
+            recorded = Cassette(self.library.load(cassette).opened.answers)
+        except CassetteError as exc:  # the others are still replayed
+            return self._unusable(cassette, exc)
         request = recorded.request
         url = quote(request.path, safe="/:@!$&'()*+,;=-._~") + (
             f"?{request.query}" if request.query else ""
@@ -205,6 +209,18 @@ class Replayer:
             recorded,
             "the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)",
         )
+
+    def _unusable(self, cassette: str, error: CassetteError) -> ReplayReport:
+        """A cassette whose content replay cannot use (sealed with another key, a hostile value),
+        reported under its recorded request as far as that can be read."""
+        try:
+            return self._unreplayed(
+                cassette,
+                Cassette(load_cassette(cassette, limits=self.config.read_limits)),
+                str(error),
+            )
+        except Exception:  # its request cannot be read either
+            return ReplayReport(cassette=cassette, method="-", path="-", differences=[str(error)])
 
     @staticmethod
     def _unreplayed(cassette: str, recorded: Cassette, why: str) -> ReplayReport:

@@ -40,7 +40,6 @@ class ReplayTarget:
             "-m",
             "timetracer_otel.cli",
             "replay",
-            str(cassette),
             "--app",
             self.app,
             "--json",
@@ -53,7 +52,8 @@ class ReplayTarget:
         command += [arg for cookie in self.cookies for arg in ("--cookie", cookie)]
         if self.credentials:
             command += ["--credentials", self.credentials]
-        return command
+        # after "--": a file named like an option ("--credentials=x.json") is still the cassette
+        return [*command, "--", str(cassette)]
 
 
 @dataclass(frozen=True)

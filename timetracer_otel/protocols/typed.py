@@ -39,7 +39,7 @@ def text(value: Any) -> str | None:
     if isinstance(value, dict) and value.get(TYPE) == "bytes":
         try:
             return base64.b64decode(value["base64"]).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError, TypeError, KeyError):  # a hostile file's shape
             return None
     return None
 
@@ -49,7 +49,8 @@ def items(value: Any) -> list[Any] | None:
     if isinstance(value, list):
         return value
     if isinstance(value, dict) and value.get(TYPE) == "tuple":
-        return value["items"]
+        found = value.get("items")
+        return found if isinstance(found, list) else None
     return None
 
 
