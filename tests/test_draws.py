@@ -30,9 +30,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import timetracer_otel
+from timetracer_otel._keys import key_for
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
-from timetracer_otel.sealing import redacted
+from timetracer_otel.sealing import Sealer, redacted, unsealed
 
 _SOURCES = ["clock", "uuid", "random", "urandom", "secrets"]
 _APP = "draws_app:create_app"
@@ -148,10 +149,15 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
     assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2 + [
         ("urandom", "gensalt")
     ] * 2
-    assert urandom[0]["value"] == {
+    # os.urandom's bytes make tokens and salts: sealed, and opened by the key they were sealed with
+    assert all(d["value"].startswith("[SEALED:") for d in urandom)
+    assert unsealed(by_path["/draw/urandom/1"], Sealer(key_for(TraceConfig())))["draws"][0][
+        "value"
+    ] == {
         "$type": "bytes",
         "base64": _b64_of_hex(recorded[1].json()["urandom"]),
     }
+    assert _b64_of_hex(recorded[1].json()["urandom"]) not in json.dumps(by_path["/draw/urandom/1"])
 
 
 def _b64_of_hex(text: str) -> str:

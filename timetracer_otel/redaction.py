@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
+# Draw sources whose values are secrets: ``os.urandom``'s bytes make reset tokens and salts.
+_SEALED_DRAWS = frozenset(("secrets", "urandom"))
 _URL_ATTRIBUTES = ("url.full", "http.url", "http.target", "url.query")
 # Headers holding a URL whose query may carry a credential (a redirect's OAuth code).
 _URL_HEADERS = frozenset(("location", "content-location", "referer"))
@@ -492,14 +494,21 @@ class Redactor:
         return usable(taken.values | quoted), request_secrets
 
     def draws(self, draws: Any) -> None:
-        """Values drawn from ``secrets`` (or ``random.SystemRandom``) are tokens and keys: hidden (sealed
-        with a key). In replay without the key such a draw finds no value and gets a fresh one (an extra draw)."""
+        """Values drawn from ``secrets``, ``random.SystemRandom`` or ``os.urandom`` are tokens,
+        keys and salts: hidden (sealed with a key). The tokens ``secrets`` makes of its bytes are
+        hidden wherever they stand too; ``os.urandom``'s are not looked for, since libraries draw
+        there what is no secret and must stay readable (httpx's multipart boundary). In replay
+        without the key such a draw finds no value and gets a fresh one (an extra draw)."""
         for draw in draws if isinstance(draws, list) else ():
-            if isinstance(draw, dict) and draw.get("source") == "secrets":
+            if isinstance(draw, dict) and draw.get("source") in _SEALED_DRAWS:
                 value = draw["value"]
                 if isinstance(value, str):
                     self._took("draw", value)
-                elif isinstance(drawn := _drawn_bytes(value), bytes) and len(drawn) >= 8:
+                elif (
+                    draw["source"] == "secrets"
+                    and isinstance(drawn := _drawn_bytes(value), bytes)
+                    and len(drawn) >= 8
+                ):
                     self._took("draw", *_token_spellings(drawn))
                 draw["value"] = self._hidden_value(value)
 
