@@ -115,6 +115,7 @@ class Prepared(NamedTuple):
     views: RecordedViews
     draws: RecordedDraws
     server_parts: dict[str, Any]
+    host: bytes | None  # the Host header the request came with: links and redirects are built on it
     response: RecordedResponse
 
     @classmethod
@@ -123,11 +124,13 @@ class Prepared(NamedTuple):
         parts = cassette.request.server_parts
         if "client" in parts:
             parts = {**parts, "client": tuple(parts["client"])}
+        host = header_value(cassette.request.headers, "host")
         return cls(
             opened,
             opened.views(path),
             decode_draws(cassette.draws),
             parts,
+            host.encode("latin-1", "replace") if host is not None else None,
             RecordedResponse(cassette.response, config.replay_ignore_fields),
         )
 

@@ -392,6 +392,19 @@ def test_report_names_the_apps_exception_with_its_secrets_hidden(
     assert token not in json.dumps(report.to_dict())
 
 
+def test_links_the_app_builds_name_the_host_it_was_recorded_on(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Replayed by a server on another port, the app still sees the Host it was asked for: an
+    absolute link (``url_for``, a redirect's ``Location``) is the recorded one."""
+    sent: list[Sent] = [("GET", "/visitor", {})]
+    (recorded,) = record(serve, upstream.url, cassette_dir, sent)
+    (cassette,) = cassette_files(cassette_dir)
+    (replayed,), (report,) = replay(serve, upstream.url, replay_config(cassette), sent)
+    assert replayed.json()["link"] == recorded.json()["link"]
+    assert report.ok, report.console_text()
+
+
 def test_an_exception_whose_message_cannot_be_made_still_reaches_the_server(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

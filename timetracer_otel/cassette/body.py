@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .safe_json import nesting
@@ -202,8 +202,8 @@ def _utf8_prefix(data: bytes, truncated: bool) -> str | None:
     return None
 
 
-def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
-    """The first value of header ``name`` (case-insensitive) in a list of pairs."""
+def header_value(headers: Iterable[Sequence[str]], name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive) in a list of ``(name, value)`` pairs."""
     name = name.lower()
     for key, value in headers:
         if key.lower() == name:
