@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from timetracer_otel._terminal import cut, cut_pair
@@ -56,6 +58,10 @@ class CallIndex:
 
     def unused(self) -> list[RecordedCall]:
         return [c for c in self.calls if not c.used]
+
+
+# A date and time as ISO 8601 and SQL write it, without its zone: what local time formats.
+_TIMES = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?")
 
 
 def _text(value: Any) -> str:
@@ -105,6 +111,23 @@ def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
     return sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))
 
 
+def _zone_shift(recorded: Any, live: Any) -> int | None:
+    """Hours by which every time in ``live`` is off the same time in ``recorded``, when that is a
+    whole, nonzero number a time zone could make (the app formatted local time); else None."""
+    pairs = list(zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False))
+    shifts = set()
+    for old, new in pairs:
+        try:
+            delta = datetime.fromisoformat(new) - datetime.fromisoformat(old)
+        except ValueError:
+            return None
+        shifts.add(delta.total_seconds() / 3600)
+    (shift,) = shifts if len(shifts) == 1 else (None,)
+    return (
+        int(shift) if shift is not None and shift == int(shift) and 0 < abs(shift) <= 14 else None
+    )
+
+
 def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
     """How the live call ``view`` differs from ``recorded``, one line per field (``path: recorded ..., this call ...``)."""
     lines = []
@@ -112,6 +135,12 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
         live = view.fields.get(name)
         if value != live:
             lines.extend(_field_diff(name, value, live))
+            shift = _zone_shift(value, live)
+            if shift is not None:
+                lines.append(
+                    f"{name}: its times are {shift:+d} h off the recorded ones: was this recorded in "
+                    "another time zone? Replay with the recording's TZ (TZ=UTC for most servers)"
+                )
     if recorded.view.key == view.key:
         lines.append("same call; every recorded answer for it is used up")
     return lines

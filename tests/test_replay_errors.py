@@ -4,6 +4,7 @@ go out in replay."""
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import logging
@@ -30,6 +31,9 @@ from starlette.applications import Starlette
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware, auto_setup
+from timetracer_otel.protocols import CallView
+from timetracer_otel.protocols.sql import live_view
+from timetracer_otel.replayers.matching import RecordedCall, call_differences
 
 
 def _without_request_method(good: bytes) -> bytes:
@@ -250,3 +254,23 @@ def test_a_call_too_malformed_to_match_is_a_cassette_error_at_start(tmp_path: Pa
         str(raised.value)
         == f"timetracer: cannot use cassette {cassette}: calls[0] cannot be replayed (ValueDecodeError: unknown typed value 'nope')"
     )
+
+
+def test_a_mismatch_whose_times_are_off_by_whole_hours_suggests_the_time_zone() -> None:
+    """A token blacklist's ``expires_at`` made with ``datetime.fromtimestamp``: local time, so
+    replayed under another TZ every time is off by the zones' difference. The mismatch says so."""
+    statement = "INSERT INTO token_blacklist (token, expires_at) VALUES (?, ?)"
+
+    def view(expires_at: datetime.datetime) -> CallView:
+        return live_view(
+            {"operation": "execute", "statement": statement, "parameters": ("t", expires_at)}
+        )
+
+    recorded = RecordedCall(0, None, view(datetime.datetime(2026, 12, 5, 10, 30, 0)))  # type: ignore[arg-type]
+    in_tokyo = call_differences(view(datetime.datetime(2026, 12, 5, 19, 30, 0)), recorded)
+    assert in_tokyo[-1] == (
+        "parameters: its times are +9 h off the recorded ones: was this recorded in another time "
+        "zone? Replay with the recording's TZ (TZ=UTC for most servers)"
+    )
+    a_second_later = call_differences(view(datetime.datetime(2026, 12, 5, 10, 30, 1)), recorded)
+    assert not any("time zone" in line for line in a_second_later)
