@@ -42,15 +42,17 @@ def _shown_path(path: str) -> str:
     return name if shown == "." else os.path.join(shown, name)
 
 
-def record_line(doc: dict[str, Any], path: str) -> str:
-    """``timetracer [OK] recorded GET /  id=...  status=200  total=145ms  deps=http.client:1`` and the path line."""
+def record_line(doc: dict[str, Any], path: str, updated: bool = False) -> str:
+    """``timetracer [OK] recorded GET /  id=...  status=200  total=145ms  deps=http.client:1`` and the
+    path line; ``updated``: the line again for a cassette that calls or an error made after the
+    response were added to."""
     cassette = Cassette(doc)
     request, status = cassette.request, cassette.response.status
     tag = "[OK]" if status < 500 and not cassette.error else "[ERR]"
     return (
         f"timetracer {tag} recorded {_printable(request.method)} {_printable(request.path)}"
         f"  id={cassette.id}  status={status}  total={round(cassette.duration_ms or 0)}ms"
-        f"  deps={_deps(cassette)}\n"
+        f"  deps={_deps(cassette)}{'  (updated after the response)' if updated else ''}\n"
         f"  cassette: {_shown_path(path)}"
     )
 

@@ -133,24 +133,29 @@ class CassetteFiles:
     """Writes cassettes and remembers where the recent ones went, so late spans rewrite the same file."""
 
     def __init__(self, announce: Callable[[str], None] = logger.info) -> None:
-        self._paths: OrderedDict[int, str] = OrderedDict()
+        # by recording: where its cassette went, and how many calls and whether an error it had
+        self._paths: OrderedDict[int, tuple[str, int, bool]] = OrderedDict()
         self._announce = announce  # the console line of a new cassette
 
     def write(self, recording: FrozenRecording, config: TraceConfig) -> None:
         """Write (or rewrite) ``recording``'s cassette; count it, and log the console line for a new one."""
         doc = prepare_document(recording, config)
         written = self._paths.get(recording.serial)
-        target = written or recording.fixed_path
+        target = written[0] if written else recording.fixed_path
+        calls, error = len(doc.get("calls") or ()), doc.get("error") is not None
         if target is not None:  # a rewrite for late spans, or a path chosen up front
             replace(target, encode(serialise(doc), target), config.fsync)
             counters.add("rewritten" if written else "recorded")
             if not written and Cassette(doc).is_process:
                 self._announce(process_line(doc, target))
+            elif written and not Cassette(doc).is_process and (calls, error) > written[1:]:
+                # a background task called out, or raised, after the response: the line said less
+                self._announce(record_line(doc, target, updated=True))
         else:
             target = str(store(doc, config.cassette_dir, config.compression, durable=config.fsync))
             counters.add("recorded")
             self._announce(record_line(doc, target))
-        self._paths[recording.serial] = target
+        self._paths[recording.serial] = (target, calls, error)
         self._paths.move_to_end(recording.serial)
         while len(self._paths) > _REMEMBERED_PATHS:
             self._paths.popitem(last=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from _record_support import stat
 from _replay import new_reports
 from conftest import load_cassettes
@@ -220,11 +221,11 @@ def test_open_spans_are_bounded_and_the_oldest_evicted(tmp_path: Path) -> None:
 
 
 def test_an_error_raised_after_the_response_is_in_the_cassette_and_replays(
-    serve: Callable[..., Any], upstream: Any, cassette_dir: Path
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A background task that calls upstream and then raises, after the response went out: the
     cassette, first written with the response, is written again with the call and the error, so
-    replay, which raises it too, reports the same request."""
+    replay, which raises it too, reports the same request. The console line is given again."""
 
     async def notify(name: str) -> None:
         async with httpx.AsyncClient() as client:
@@ -246,6 +247,14 @@ def test_an_error_raised_after_the_response_is_in_the_cassette_and_replays(
     (doc,) = load_cassettes(cassette_dir)
     assert (recorded.status_code, doc["response"]["status"], len(doc["calls"])) == (200, 200, 1)
     assert doc["error"] == {"type": "LookupError", "message": "no page for ada"}
+    lines = [
+        r.getMessage().split("\n")[0] for r in caplog.records if "recorded POST" in r.getMessage()
+    ]
+    assert (
+        lines[0].startswith("timetracer [OK] recorded POST /summaries") and "deps=none" in lines[0]
+    )
+    assert lines[-1].startswith("timetracer [ERR] recorded POST /summaries")
+    assert lines[-1].endswith("deps=http.client:1  (updated after the response)")
 
     (cassette,) = cassette_dir.rglob("*.json")
     with new_reports() as reports:
