@@ -38,8 +38,12 @@ def recorded_worker(path: Path) -> str | None:
     return recorded_by(document) if isinstance(document, dict) else None
 
 
-def recorded_order_scheduler(config: Any, log: Any, directory: Path) -> Any:
-    """pytest-xdist's scheduler of scopes, each scope the tests one recording process ran."""
+def recorded_order_scheduler(config: Any, log: Any, directory: Path) -> Any | None:
+    """pytest-xdist's scheduler of scopes, each scope the tests one recording process ran; None
+    where no cassette is recorded yet (a first run records every test: xdist's ``load`` sends
+    them in larger batches than a scope a test)."""
+    if next(directory.rglob("*.json"), None) is None:
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class _RecordedOrder(LoadScopeScheduling):
