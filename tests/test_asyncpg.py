@@ -367,10 +367,12 @@ def test_outside_requests_a_replaying_process_opens_a_stand_in_pool_and_refuses_
 ) -> None:
     """With no process cassette, a pool made at start-up opens nothing, its liveness check gets the
     usual answer and a query is refused naming it; named live, the same code reaches PostgreSQL."""
-    from timetracer_otel.replayers import ReplayMismatchError, install_replayers
+    from timetracer_otel.replayers import ReplayMismatchError, install_replayers, process
 
     install_replayers()
     monkeypatch.setenv("TIMETRACER_MODE", "replay")
+    # no process cassette, whatever an app replayed earlier in this process started from
+    monkeypatch.setattr(process, "_session", None)
 
     async def start_up(dsn: str) -> tuple[Any, Any]:
         pool = await asyncpg.create_pool(dsn, server_settings={"search_path": schema}, min_size=1)
