@@ -146,9 +146,10 @@ class CassetteFiles:
         if target is not None:  # a rewrite for late spans, or a path chosen up front
             replace(target, encode(serialise(doc), target), config.fsync)
             counters.add("rewritten" if written else "recorded")
-            if not written and Cassette(doc).is_process:
+            is_process = Cassette(doc).is_process
+            if not written and is_process:
                 self._announce(process_line(doc, target))
-            elif written and not Cassette(doc).is_process and (calls, error) > written[1:]:
+            elif written and not is_process and (calls, error) > written[1:]:
                 # a background task called out, or raised, after the response: the line said less
                 self._announce(record_line(doc, target, updated=True))
         else:

@@ -88,13 +88,6 @@ async def _unreplayable(send: Send, error: CassetteError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _with_host(headers: Any, host: bytes) -> list[tuple[bytes, bytes]]:
-    """``headers`` with the recorded ``host`` in place of the replaying client's (where it stood)."""
-    kept = [(name, value) for name, value in headers if name.lower() != b"host"]
-    at = next((i for i, (name, _) in enumerate(headers) if name.lower() == b"host"), 0)
-    return [*kept[:at], (b"host", host), *kept[at:]]
-
-
 class ReplayLayer:
     """Run each HTTP request with the replay session of its cassette; report afterwards."""
 
@@ -121,12 +114,8 @@ class ReplayLayer:
             await _unreplayable(send, exc)
             return
         prepared = choice.prepared
-        if prepared is not None and prepared.server_parts:
-            # the app sees the peer, scheme and root path it saw (rate limits, audit rows, links)
-            scope = {**scope, **prepared.server_parts}
-        if prepared is not None and prepared.host is not None:
-            # and the host it was asked for: absolute links and redirects name it
-            scope = {**scope, "headers": _with_host(scope.get("headers") or [], prepared.host)}
+        if prepared is not None:
+            scope = prepared.as_recorded(scope)
         session = ReplaySession(
             choice.document,
             choice.path or "(no cassette recorded for this request)",

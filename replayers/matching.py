@@ -114,9 +114,8 @@ def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
 def _zone_shift(recorded: Any, live: Any) -> int | None:
     """Hours by which every time in ``live`` is off the same time in ``recorded``, when that is a
     whole, nonzero number a time zone could make (the app formatted local time); else None."""
-    pairs = list(zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False))
     shifts = set()
-    for old, new in pairs:
+    for old, new in zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False):
         try:
             delta = datetime.fromisoformat(new) - datetime.fromisoformat(old)
         except ValueError:

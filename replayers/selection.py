@@ -28,7 +28,7 @@ import functools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -133,6 +133,21 @@ class Prepared(NamedTuple):
             host.encode("latin-1", "replace") if host is not None else None,
             RecordedResponse(cassette.response, config.replay_ignore_fields),
         )
+
+    def as_recorded(self, scope: MutableMapping[str, Any]) -> dict[str, Any]:
+        """``scope`` as the server showed the recorded request to the app: its peer, scheme and
+        root path (rate limits, audit rows, links) and its ``Host`` (absolute links, redirects)."""
+        scope = {**scope, **self.server_parts}
+        if self.host is not None:
+            scope["headers"] = _with_host(scope.get("headers") or [], self.host)
+        return scope
+
+
+def _with_host(headers: Any, host: bytes) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the recorded ``host`` in place of the replaying client's (where it stood)."""
+    kept = [(name, value) for name, value in headers if name.lower() != b"host"]
+    at = next((i for i, (name, _) in enumerate(headers) if name.lower() == b"host"), 0)
+    return [*kept[:at], (b"host", host), *kept[at:]]
 
 
 @dataclass

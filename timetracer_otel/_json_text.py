@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 
-__all__ = ["secret_members", "with_members_hidden", "member_text"]
+__all__ = ["with_members_hidden", "member_text"]
 
 _COLON = re.compile(r"\s*:\s*")
 _SCALAR = re.compile(r"[^,}\]\s]*")
@@ -63,7 +63,7 @@ def _json_key(quoted: str) -> str:
     return key if isinstance(key, str) else quoted
 
 
-def secret_members(text: str, is_secret: Callable[[str], bool]) -> Iterator[tuple[str, int, int]]:
+def _secret_members(text: str, is_secret: Callable[[str], bool]) -> Iterator[tuple[str, int, int]]:
     """(name, start, end) of each member's value whose name ``is_secret``, at any depth; a
     secret value goes whole, nested containers included, even where the text is cut inside it."""
     index = 0
@@ -85,7 +85,7 @@ def with_members_hidden(
     """``text`` with each secret member's raw value replaced by ``"<hide(name, raw value)>"``."""
     out: list[str] = []
     done = 0
-    for key, start, end in secret_members(text, is_secret):
+    for key, start, end in _secret_members(text, is_secret):
         out.append(f'{text[done:start]}"{hide(key, text[start:end])}"')
         done = end
     out.append(text[done:])

@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 from ._fingerprint import fingerprint
 from ._json_text import member_text, with_members_hidden
 from .cassette.body import header_value, load_json
-from .cassette.values import decode_value
+from .cassette.values import ValueDecodeError, decode_value
 from .protocols import redact_call, redact_request
 from .protocols.typed import RawJson
 from .protocols.typed import text as typed_text
@@ -517,7 +517,7 @@ def _drawn_bytes(value: Any) -> Any:
     """A draw's value as the app got it (bytes from ``os.urandom``), or None if it cannot be read."""
     try:
         return decode_value(value)
-    except (TypeError, ValueError, KeyError):
+    except ValueDecodeError:
         return None
 
 
