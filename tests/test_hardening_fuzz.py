@@ -17,6 +17,7 @@ nothing a terminal would act on, and the valid cassettes are still listed and se
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import functools
@@ -290,6 +291,15 @@ def _gzip_bomb() -> bytes:
     return gzip.compress(bytes(64 * _MIB), compresslevel=9, mtime=0) * 64
 
 
+def _answered_with_a_bomb(document: dict[str, Any]) -> bytes:
+    """``document`` whose first call was answered with a gzip bomb kept compressed, as the wire
+    carried it: the client it is replayed to would inflate it."""
+    call = document["calls"][0]
+    body = {"encoding": "base64", "base64": base64.b64encode(_gzip_bomb()).decode("ascii")}
+    response = dict(call["response"], headers=[["content-encoding", "gzip"]], body=body)
+    return json.dumps(dict(document, calls=[dict(call, response=response)])).encode()
+
+
 def _wrong(value: Any) -> Any:
     """A value of another JSON type than ``value``."""
     if isinstance(value, bool):
@@ -384,6 +394,7 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         + b"1"
         + b"}" * 100_001,
         "bomb.json.gz": _gzip_bomb(),
+        "body-bomb.json": _answered_with_a_bomb(valid[0]),
         "broken-" + _ESCAPES + ".json": recorded_pair[1][:100],
         _NOT_UTF8_BROKEN: random.Random(16).randbytes(512),
         "escapes.json": json.dumps(_escaping(lookup), ensure_ascii=False).encode(),
@@ -538,6 +549,10 @@ def test_what_each_problem_says(
     assert (
         problem("bomb.json.gz")
         == "expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when decompressed"
+    )
+    assert (
+        problem("body-bomb.json")
+        == "calls[0].response.body expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when its Content-Encoding is undone"
     )
     assert (
         problem("oversized.json") == "is 68157440 bytes; TIMETRACER_READ_MAX_BYTES allows 67108864"

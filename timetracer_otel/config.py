@@ -302,7 +302,8 @@ def _setting(name: str, given: Any, environ: Mapping[str, str]) -> Any:
 class ReadLimits:
     """How much one cassette may cost its readers, so that a hostile or broken file costs no more.
 
-    ``max_bytes``: the largest file read, and what a ``.json.gz`` may expand to;
+    ``max_bytes``: the largest file read, and what a ``.json.gz`` (or a compressed body
+    replay hands over) may expand to;
     ``max_depth``: how deeply its JSON may nest; ``max_digits``: the longest number in it;
     ``show_body_bytes``: how much of a body ``timetracer show`` and the dashboard print
     (the rest is a download, or ``show --payloads``).

@@ -21,6 +21,7 @@ __all__ = [
     "BodySink",
     "encode_body",
     "decode_body",
+    "expands_beyond",
     "header_value",
     "load_json",
     "JSON_FORMATS",
@@ -190,6 +191,12 @@ def _decompress(data: bytes, content_encoding: str, limit: int) -> tuple[bytes, 
     else:
         return None
     return next((r for r in (_inflate(data, w, limit) for w in wbits) if r is not None), None)
+
+
+def expands_beyond(data: bytes, content_encoding: str, limit: int) -> bool:
+    """Whether gzip/deflate ``data`` inflates to more than ``limit`` bytes (found without inflating the rest)."""
+    plain = _decompress(data, content_encoding, limit)
+    return plain is not None and plain[1]
 
 
 def _utf8_prefix(data: bytes, truncated: bool) -> str | None:

@@ -90,7 +90,7 @@ def load_cassette(
         doc = loads(raw, limits)
     except JSONProblem as exc:
         raise CassetteError(file, str(exc)) from None
-    return validate_document(doc, file, scope)
+    return validate_document(doc, file, scope, limits.max_bytes)
 
 
 def _below(path: str | os.PathLike) -> Sequence[CassetteFile] | None:

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from timetracer_otel.config import ReadLimits
+
 from . import FORMAT_NAME, FORMAT_VERSION
+from .body import decode_body, expands_beyond, header_value
 from .errors import CassetteError
 
 __all__ = ["SCOPES", "validate_document"]
@@ -280,6 +283,20 @@ def _call(value: Any, where: str) -> None:
             _optional(call, key, where, _nullable(_object))
 
 
+def _inflatable(message: dict[str, Any], where: str, limit: int) -> None:
+    """A body kept as the wire carried it, compressed, is inflated by the client or app it is
+    replayed to: a small file must not stand for more than ``limit`` bytes (a gzip bomb)."""
+    body = message.get("body")
+    if not body or "content_encoding" in body:  # stored decoded (what recording does)
+        return
+    encoding = header_value(message.get("headers") or (), "content-encoding")
+    if encoding and expands_beyond(decode_body(body), encoding, limit):
+        raise _Invalid(
+            f"{where}.body",
+            f"expands beyond TIMETRACER_READ_MAX_BYTES ({limit} bytes) when its Content-Encoding is undone",
+        )
+
+
 def _span(value: Any, where: str) -> None:
     span = _object(value, where)
     _required(
@@ -371,9 +388,24 @@ def _identity(doc: dict[str, Any], path: str | os.PathLike, scope: str) -> None:
         )
 
 
-def validate_document(doc: Any, path: str | os.PathLike, scope: str = "request") -> dict[str, Any]:
+def _bounded_bodies(doc: dict[str, Any], scope: str, limit: int | None) -> None:
+    """The compressed bodies replay hands over (the request to the app, each HTTP answer to its client)."""
+    if limit is None:
+        limit = ReadLimits.from_env().max_bytes
+    if scope == "request":
+        _inflatable(doc["request"], "request", limit)
+    for index, call in enumerate(doc["calls"]):
+        if call["protocol"] == "http" and call.get("response"):
+            _inflatable(call["response"], f"calls[{index}].response", limit)
+
+
+def validate_document(
+    doc: Any, path: str | os.PathLike, scope: str = "request", inflate_limit: int | None = None
+) -> dict[str, Any]:
     """``doc`` if it is a cassette recording ``scope`` whose every field readers use is usable;
-    else :class:`CassetteError` naming the field and what is wrong with it."""
+    else :class:`CassetteError` naming the field and what is wrong with it. ``inflate_limit``
+    (default: the environment's ``TIMETRACER_READ_MAX_BYTES``) bounds what a compressed body
+    given to a replayed client or app may expand to."""
     if not isinstance(doc, dict):
         raise CassetteError(
             path,
@@ -398,6 +430,7 @@ def validate_document(doc: Any, path: str | os.PathLike, scope: str = "request")
         _items(doc, "calls", _call, required=True)
         _items(doc, "spans", _span)
         _items(doc, "draws", _draw)
+        _bounded_bodies(doc, scope, inflate_limit)
     except _Invalid as exc:
         raise CassetteError(path, str(exc)) from None
     return doc
