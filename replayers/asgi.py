@@ -28,7 +28,7 @@ from timetracer_otel.secret_values import ValueScrubber, shaped_secrets
 
 from . import process
 from .report import ReplayReport, ResponseComparison, compare_response, remember
-from .selection import CassetteLibrary, Choice, LiveRequest, Prepared
+from .selection import PIN_HEADER, CassetteLibrary, Choice, LiveRequest, Prepared
 from .session import ReplaySession, activate, call_entry, deactivate
 
 __all__ = ["ReplayLayer", "library_for"]
@@ -88,6 +88,20 @@ async def _unreplayable(send: Send, error: CassetteError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_PIN = PIN_HEADER.encode("ascii")
+
+
+def _pin(scope: Scope) -> tuple[str | None, Scope]:
+    """The cassette the request names by its pin header, and the request without that header:
+    the app sees the request as it was recorded."""
+    headers = scope.get("headers") or ()
+    named = [value for name, value in headers if name.lower() == _PIN]
+    if not named:
+        return None, scope
+    kept = [(name, value) for name, value in headers if name.lower() != _PIN]
+    return named[0].decode("latin-1").strip(), {**scope, "headers": kept}
+
+
 class ReplayLayer:
     """Run each HTTP request with the replay session of its cassette; report afterwards."""
 
@@ -102,14 +116,20 @@ class ReplayLayer:
             await self.app(scope, receive, send)
             return
         method, path = scope.get("method", "GET"), scope.get("path", "")
+        pin, scope = _pin(scope)
         body: bytes | None = None
-        if self.library.needs_body(method, path):
+        if pin is None and self.library.needs_body(method, path):
             body, buffered = await _read_body(receive)
             receive = _replaying(buffered, receive)
         # the route takes part in the choice only for a path no cassette has
-        live = LiveRequest.from_scope(scope, body, routed=self.library.needs_route(method, path))
+        routed = pin is None and self.library.needs_route(method, path)
+        live = LiveRequest.from_scope(scope, body, routed=routed)
         try:
-            choice = self.library.select(live, self.config)
+            choice = (
+                self.library.pinned(pin)
+                if pin is not None
+                else self.library.select(live, self.config)
+            )
         except CassetteError as exc:
             await _unreplayable(send, exc)
             return

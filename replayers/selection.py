@@ -9,7 +9,9 @@ for secrets. A recorded query or body that hides a value (``[REDACTED]``) also f
 one showing any text there: the recording hid what its response or calls made secret (a
 cookie set to the username the login form sent), which the live request does not carry.
 A method and path that one cassette has are answered by it, as a cassette given alone
-answers every request: nothing else would change the choice.
+answers every request: nothing else would change the choice. A request may also name its
+cassette (:data:`PIN_HEADER`: an id, a file name or its start), to replay one recording of
+many alike.
 Cassettes sharing a signature are used in recording order (``recorded_at``, then file
 name), with a turn counter per signature: the Nth request with signature S gets the Nth
 cassette recorded with S, and after the last one the first again.
@@ -57,7 +59,9 @@ from .report import RecordedResponse
 from .session import RecordedViews
 from .shared_turns import SharedTurns, shared_turns
 
-__all__ = ["CassetteLibrary", "Choice", "LiveRequest", "Prepared"]
+__all__ = ["PIN_HEADER", "CassetteLibrary", "Choice", "LiveRequest", "Prepared"]
+
+PIN_HEADER = "x-timetracer-cassette"
 
 # Cassettes kept parsed, by the size of their files: a parsed cassette takes 3 to 4 times its
 # file's size. Replay takes turns among the cassettes of one request: a directory of a few
@@ -346,6 +350,8 @@ class CassetteLibrary:
             if (size := index.size_of(key)) is not None
         }
         self._documents = _Documents(_CACHED_BYTES, sizes, config)
+        self._index, self._files = index, files
+        self._by_file = {entry.path: entry for entry in self._entries}
         # a cassette given alone: the recording it came from is in the directory it wrote into
         own = self._entries[0].path if is_cassette_file(location) else None
         self.earlier = EarlierRequests(
@@ -428,6 +434,20 @@ class CassetteLibrary:
                 exact = self._unread(group, request, config, same_content is not None)
             entry = (exact or candidates).take(self._shared_turns)
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
+
+    def pinned(self, reference: str) -> Choice:
+        """The cassette a request names (its id, key, or the start of its key or file name),
+        taking no turn; :class:`CassetteError` when that names none or several."""
+        found = [str(self._files[key]) for key in self._index.find(reference)]
+        usable = [path for path in found if path in self._by_file]
+        if len(usable) != 1:
+            problem = (
+                f"holds {len(usable)} cassettes named by {reference!r}: {', '.join(sorted(usable)[:5])}"
+                if usable
+                else f"holds no cassette named by {reference!r} (an id, or a file name or its start)"
+            )
+            raise CassetteError(self.location, f"{problem}; the {PIN_HEADER} header chooses one")
+        return self._chosen(self._by_file[usable[0]], [f"chosen by its {PIN_HEADER} header"])
 
     def _fitting(self, group: _Group, digest: str | None, message: dict[str, Any]) -> list[str]:
         """The content digests of the group's cassettes whose query and body, where they hide a

@@ -423,3 +423,35 @@ def test_turns_are_shared_only_through_a_directory_of_the_users_alone(
         assert shared_turns(str(cassette_dir)) is None
     assert "counted in this process only" in caplog.text
     assert not any(mine.iterdir()) and not any(elsewhere.iterdir())
+
+
+def test_a_request_naming_its_cassette_gets_it_and_takes_no_turn(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """The pin header chooses a cassette by id or by the start of its file name, whatever the
+    turns say; the app never sees the header; a name that fits no cassette is a 500 naming it."""
+    names = ("GET", "/header-names", {})
+    recorded = record(serve, upstream.url, cassette_dir, [_lookup("ada")] * 3 + [names] * 2)
+    found = _in_recording_order(cassette_dir)
+    ada = [doc["id"] for _, doc in found if doc["request"]["path"] == "/lookup"]
+    second_names = [doc["id"] for _, doc in found if doc["request"]["path"] == "/header-names"][1]
+    second_ada_file = next(path for path, doc in found if doc["id"] == ada[1]).name
+
+    def pinned(sent: Sent, reference: str) -> Sent:
+        method, path, options = sent
+        return (method, path, {**options, "headers": {"x-timetracer-cassette": reference}})
+
+    sent = [
+        pinned(_lookup("ada"), ada[2]),
+        pinned(_lookup("ada"), second_ada_file[:-5]),  # the file name without ".json"
+        _lookup("ada"),
+        pinned(names, second_names),
+        pinned(_lookup("ada"), "nosuch"),
+    ]
+    replayed, reports = replay(serve, upstream.url, replay_config(cassette_dir), sent)
+    assert [r.cassette_id for r in reports[:4]] == [ada[2], ada[1], ada[0], second_names]
+    assert all(r.ok for r in reports[:4]), [r.console_text() for r in reports]
+    assert "x-timetracer-cassette" not in replayed[3].json()
+    assert_same_response(recorded[4], replayed[3])
+    assert replayed[4].status_code == 500
+    assert "holds no cassette named by 'nosuch'" in replayed[4].text
