@@ -123,6 +123,10 @@ def _raise_recorded(call: CassetteCall, dialect: Dialect) -> None:
     raise exc
 
 
+# drivers whose cursor's execute() and executemany() return the affected row count
+_ROWCOUNT_DRIVERS = frozenset({"pymysql", "mysqldb", "aiomysql", "asyncmy"})
+
+
 class _ReplayCursor:
     """A DBAPI cursor whose executions are answered by the current replay session."""
 
@@ -142,19 +146,24 @@ class _ReplayCursor:
 
     def execute(
         self, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any
-    ) -> _ReplayCursor:
+    ) -> _ReplayCursor | int:
         self._answer("execute", statement, parameters)
-        return self
+        return self._returned()
 
     def executemany(
         self, statement: Any, parameters: Any, *args: Any, **kwargs: Any
-    ) -> _ReplayCursor:
+    ) -> _ReplayCursor | int:
         self._answer(
             "executemany",
             statement,
             parameters if isinstance(parameters, (list, tuple)) else list(parameters),
         )
-        return self
+        return self._returned()
+
+    def _returned(self) -> _ReplayCursor | int:
+        """What the driver's ``execute`` returns: MySQL's drivers the row count (SQLAlchemy's
+        MySQL dialects take an ``executemany``'s from it), others the cursor, as sqlite3's."""
+        return self.rowcount if self.connection.dialect.driver in _ROWCOUNT_DRIVERS else self
 
     def _answer(self, operation: str, statement: Any, parameters: Any) -> None:
         self._reset()
@@ -305,9 +314,13 @@ def _replay_pool(engine: Engine) -> Pool:
 def _initialise(dialect: Dialect, state: dict[str, Any]) -> None:
     """Give a dialect that never connected what its ``initialize()`` learnt when the cassette was recorded."""
     known = vars(dialect)
-    for name, value in state.items():
-        if name not in known:
-            setattr(dialect, name, value)
+    learnt = {name: value for name, value in state.items() if name not in known}
+    if learnt.get("is_mariadb") and hasattr(dialect, "_set_mariadb"):
+        # A mysql:// URL that connected to MariaDB also switched types and quoting, which are
+        # not plain values: its UUID type (loaded ids are UUIDs, not text) above all.
+        dialect._set_mariadb(True, tuple(learnt.get("server_version_info") or ()))
+    for name, value in learnt.items():
+        setattr(dialect, name, value)
 
 
 def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -> Any:

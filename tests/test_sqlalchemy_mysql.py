@@ -1,6 +1,8 @@
 """SQLAlchemy on MariaDB (MySQL's protocol), sync through PyMySQL and asyncio through aiomysql:
-an ORM service with Python-side defaults (a UUID, the time) and auto-increment keys, recorded
-through uvicorn against the real server, replayed with the engines pointed at a closed port."""
+an ORM service with Python-side defaults (a UUID, the time), auto-increment keys and UUID
+keys, recorded through uvicorn against the real server, replayed with the engines pointed at
+a closed port. The URLs say ``mysql://``, as most MariaDB users' do: SQLAlchemy learns it is
+MariaDB when it connects (and then types UUIDs as MariaDB's own)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,17 @@ from _replay import new_reports
 from _services import closed_port, mariadb_database
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
-from sqlalchemy import JSON, DateTime, ForeignKey, Numeric, String, create_engine, func, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Numeric,
+    String,
+    Uuid,
+    create_engine,
+    func,
+    select,
+)
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -48,6 +60,12 @@ class _Order(_Base):
     total: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     customer: Mapped[_Customer] = relationship(back_populates="orders")
+
+
+class _Tag(_Base):
+    __tablename__ = "tags"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(50))
 
 
 class _NewCustomer(BaseModel):
@@ -107,6 +125,33 @@ def _service(database: str, config: TraceConfig) -> FastAPI:
                 "latest": [c.name for c in latest.scalars()],
             }
 
+    @app.post("/tags")
+    def tag(body: _NewCustomer) -> dict[str, Any]:
+        with Session(engine) as session:
+            session.add_all([_Tag(name=body.name), _Tag(name=body.name.upper())])
+            session.commit()
+            return {"tags": session.scalar(select(func.count(_Tag.id)))}
+
+    @app.post("/tags/rename")
+    def rename() -> dict[str, Any]:
+        """An UPDATE keyed by a UUID the ORM loaded: MariaDB's UUID type gives it back as one."""
+        with Session(engine) as session:
+            first = session.scalars(select(_Tag).order_by(_Tag.name)).first()
+            assert first is not None and isinstance(first.id, uuid.UUID), first
+            first.name = "renamed"
+            session.commit()
+            return {"renamed": str(first.id)}
+
+    @app.delete("/tags")
+    def purge() -> dict[str, Any]:
+        """The ORM deletes the loaded rows in one executemany and checks the rows it matched."""
+        with Session(engine) as session:
+            tags = session.scalars(select(_Tag)).all()
+            for tag in tags:
+                session.delete(tag)
+            session.commit()
+            return {"deleted": len(tags)}
+
     auto_setup(app, config=config, plugins=["sqlalchemy"])
     app.state.engine = engine
     return app
@@ -119,6 +164,9 @@ _SENT = [
     ("GET", "/customers/2", None),
     ("GET", "/customers/99", None),
     ("GET", "/async/stats", None),
+    ("POST", "/tags", {"name": "blue", "total": "0"}),
+    ("POST", "/tags/rename", None),
+    ("DELETE", "/tags", None),
 ]
 
 
@@ -143,9 +191,10 @@ def test_an_orm_service_on_mariadb_replays_every_request_with_the_server_unreach
     recording = _service(database, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
     recorded = _send(serve(recording).url)
     assert timetracer_otel.flush(30)
-    assert [status for status, _ in recorded] == [200, 200, 200, 200, 404, 200]
+    assert [status for status, _ in recorded] == [200, 200, 200, 200, 404, 200, 200, 200, 200]
     assert recorded[1][1] == {"name": "ada", "orders": [{"total": "12.50", "meta": {"via": "api"}}]}
     assert recorded[5][1] == {"customers": 2, "total": "15.60", "latest": ["grace", "ada"]}
+    assert recorded[6][1] == {"tags": 2} and recorded[8][1] == {"deleted": 2}
 
     unreachable = f"127.0.0.1:{closed_port()}/{database.split('/')[1]}"
     config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
