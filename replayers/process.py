@@ -53,6 +53,13 @@ NO_CASSETTE = "(no process cassette)"
 
 _lock = threading.Lock()
 _session: ProcessSession | None = None
+# the app's modules are being imported: timetracer's integration was, auto_setup has not run
+_importing = False
+_BEFORE_SETUP = (
+    "It was made while the app's modules were imported, before auto_setup, where recording\n"
+    "does not see calls yet: build the client after auto_setup (or in the app's lifespan), or\n"
+    "start the app with opentelemetry-instrument, which records from before the first import."
+)
 
 
 def find_process_cassette(
@@ -108,6 +115,8 @@ class ProcessSession(ReplaySession):
         )
 
     def _mismatch(self, library: str, view: CallView) -> str:
+        if _importing:
+            return f"{describe_mismatch(view, self.index.calls)}\n{_BEFORE_SETUP}"
         live = f"let {library} go live with TIMETRACER_LIVE_PLUGINS={library}."
         if self.path == NO_CASSETTE:
             return (
@@ -126,12 +135,14 @@ def _empty(config: TraceConfig) -> ProcessSession:
     return ProcessSession({"calls": []}, NO_CASSETTE, config)
 
 
-def start(config: TraceConfig) -> None:
+def start(config: TraceConfig, importing: bool = False) -> None:
     """Answer calls outside requests from the process cassette beside ``config.cassette_path``.
 
-    Called where the request cassettes are loaded. The first process cassette found stays in use.
+    Called where the request cassettes are loaded, and as the app's modules are imported
+    (``importing``). The first process cassette found stays in use.
     """
-    global _session
+    global _session, _importing
+    _importing = importing
     if _session is not None and _session.path != NO_CASSETTE:
         return
     found = find_process_cassette(config.cassette_path, config.read_limits)

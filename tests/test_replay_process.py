@@ -108,3 +108,27 @@ def test_a_replaying_process_refuses_calls_outside_any_replayed_request(
         "cassette: (no process cassette)",
     ]
     assert "no process cassette answered it" in outcome.json()["message"]
+
+
+def test_a_call_made_while_the_app_is_imported_is_answered_or_refused_never_sent(
+    upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A call made after timetracer's integration was imported and before ``auto_setup`` ran
+    (an engine checking its server as it is built) is not recorded; replay does not send it
+    either: it fails at the call site, saying why and what to do."""
+    env = {"REPLAY_APP_UPSTREAM": upstream.url}
+    recording = {**env, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(recording, "import_call_app:create") as server:
+        (recorded,) = send(server.url, [("GET", "/checked", {})])
+    assert '"login": "octocat"' in recorded.json()["checked"]  # the upstream's answer, live
+    before = len(upstream.requests)
+    replaying = {**env, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+    with audited_uvicorn_process(replaying, "import_call_app:create") as server:
+        (replayed,) = send(server.url, [("GET", "/checked", {})])
+    assert len(upstream.requests) == before
+    assert CONNECTS.findall(server.stderr) == [], server.stderr
+    checked = replayed.json()["checked"]
+    assert checked.startswith(
+        "ReplayMismatchError: timetracer replay: no recorded call matches GET"
+    ), checked
+    assert "before auto_setup" in checked and "opentelemetry-instrument" in checked
