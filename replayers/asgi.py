@@ -242,6 +242,7 @@ def _report(
         calls=[*session.made, *(call_entry(None, None, c.index) for c in unused)],
         error=_shown_error(error, session),
         notes=choice.notes,
+        sealed=choice.prepared is not None and choice.prepared.opened.locked,
         from_earlier=[
             f"{library} {label} (answered by {_file_name(path)}, recorded before)"
             for library, label, path in session.from_earlier

@@ -66,6 +66,8 @@ class ReplayReport:
     from_earlier: list[str] = field(default_factory=list)
     # credentials `timetracer replay --header/--cookie` supplied: the recorded ones could not be unsealed
     supplied_credentials: list[str] = field(default_factory=list)
+    # its cassette holds secrets sealed with a key this process does not hold: the app got [REDACTED]
+    sealed: bool = False
 
     @property
     def response_matches(self) -> bool:

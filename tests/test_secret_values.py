@@ -186,6 +186,14 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
     plain, reports = _replay(cassette_dir, upstream, db_url, "--json", key=key)
     assert reports["/me"]["status"] == (200 if key else 401)
     assert (plain.returncode, reports["/me"]["verdict"]) == ((0, "ok") if key else (1, "diff"))
+    assert [reports[p]["sealed"] for p in ("/me", "/boom", "/public")] == [not key, not key, False]
+    keyless, _ = _replay(cassette_dir, upstream, db_url, key=key)
+    hint = (
+        "2 of 3 requests were replayed with [REDACTED] in place of secrets sealed with a key this "
+        "process does not hold: replay with that key (TIMETRACER_SECRET_KEY, or TIMETRACER_KEY_FILE "
+        "naming its file), or supply the credentials with --header, --cookie or --credentials"
+    )
+    assert (hint in keyless.stdout) is not key, keyless.stdout
 
     header = f"Authorization=Bearer {TOKEN}"
     supplied, reports = _replay(
@@ -210,6 +218,7 @@ def test_replay_opens_the_token_with_the_key_and_needs_it_supplied_without(
         "2 of 3 requests were sent with supplied credentials (their own could not be unsealed)"
     )
     assert (expected in summary.stdout) is not key
+    assert "replayed with [REDACTED]" not in summary.stdout  # they were supplied
     assert len(upstream.requests) == before
 
 

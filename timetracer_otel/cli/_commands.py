@@ -441,6 +441,13 @@ def replay(
             click.echo(
                 f"{supplied} of {len(reports)} requests were sent with supplied credentials (their own could not be unsealed)"
             )
+        locked = sum(1 for r in reports if r.sealed and not r.supplied_credentials)
+        if locked:
+            click.echo(
+                f"{locked} of {len(reports)} requests were replayed with [REDACTED] in place of secrets sealed with a key "
+                "this process does not hold: replay with that key (TIMETRACER_SECRET_KEY, or TIMETRACER_KEY_FILE "
+                "naming its file), or supply the credentials with --header, --cookie or --credentials"
+            )
     if stopped is not None:  # on stderr with --json: standard output is the list
         click.echo(f"the app's shutdown failed: {stopped}", err=as_json)
     sys.exit(_DIFFERENT if "diff" in verdicts or unusable or stopped is not None else 0)
