@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from timetracer_otel import _network_guard
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
@@ -33,7 +34,7 @@ from timetracer_otel.cassette.reader import (
     process_cassette_files,
     recording_directory,
 )
-from timetracer_otel.config import ReadLimits, TraceConfig
+from timetracer_otel.config import ReadLimits, TraceConfig, process_mode
 from timetracer_otel.determinism import (
     DrawReplayer,
     decode_draws,
@@ -143,6 +144,8 @@ def start(config: TraceConfig, importing: bool = False) -> None:
     """
     global _session, _importing
     _importing = importing
+    if process_mode() == "replay" and not config.live_plugins:
+        _network_guard.watch_outside(frozenset(config.allowed_hosts))
     if _session is not None and _session.path != NO_CASSETTE:
         return
     found = find_process_cassette(config.cassette_path, config.read_limits)

@@ -4,6 +4,9 @@ such as a message broker's) is refused where it is made and reported, never sent
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _replay import new_reports
+from _replay import new_reports, send, uvicorn_process
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -129,3 +132,37 @@ def test_a_live_library_leaves_the_network_open(
     assert replayed == {"price_status": 200, "broker": "queued"}
     assert report.refused == []
     assert report.answered == []  # the httpx call went out, live
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["warned", "allowed"])
+def test_a_connection_outside_requests_goes_out_named_in_one_warning(
+    cassette_dir: Path, allowed: bool
+) -> None:
+    """An app opening its broker's connection as it starts (a library no replayer answers)
+    still starts in replay, but the connection is named once in a warning, unless the user
+    allowed that host; inside a request the same connection would be refused."""
+    with socket.socket() as broker:
+        broker.bind(("127.0.0.1", 0))
+        broker.listen(8)
+        address = f"127.0.0.1:{broker.getsockname()[1]}"
+        env = {"BROKER_APP_ADDRESS": address}
+        recording = {**env, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+        with uvicorn_process(recording, "broker_app:create") as server:
+            send(server.url, [("GET", "/ping", {})])
+        replaying = {**env, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+        if allowed:
+            replaying["TIMETRACER_ALLOWED_HOSTS"] = address
+        with uvicorn_process(replaying, "broker_app:create") as server:
+            (pong,) = send(server.url, [("GET", "/ping", {})])
+        accepted = 0
+        broker.settimeout(0)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                broker.accept()[0].close()
+                accepted += 1
+    assert pong.json() == {"pong": True}
+    assert accepted == 4  # two at each start: the app started in replay as it did recorded
+    warned = re.findall(
+        rf"a connection to {re.escape(address)} went out while replaying", server.stderr
+    )
+    assert len(warned) == (0 if allowed else 1), server.stderr

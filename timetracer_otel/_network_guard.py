@@ -10,6 +10,10 @@ except own traffic (the OTLP export), an app under test served in this process (
 server thread) and the closure's allowed hosts. A client library checking its servers in
 threads of its own (pymongo's monitors, made with a client before the replay began) is
 refused too, but not reported: that is not a call of the code replayed.
+
+Outside every replayed request, in a process started to replay, a connection goes out (an
+app that opens a message broker's connection as it starts needs it to start) but never
+silently: :func:`watch_outside` names each host and port in one warning.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from timetracer_otel._apps_under_test import is_app_address
+from timetracer_otel._diagnostics import logger
 from timetracer_otel._own_io import is_own_io
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "install",
     "reopen_context",
     "uninstall",
+    "watch_outside",
 ]
 
 
@@ -57,7 +63,33 @@ class Closure:
         )
 
 
+@dataclass(eq=False)
+class _Watch:
+    """Connections outside replayed requests: let through, each host and port named once."""
+
+    allowed_hosts: frozenset[str]
+    seen: set[str] = field(default_factory=set)
+
+    def see(self, host: str, port: Any) -> None:
+        target = f"{host}:{port}"
+        if target in self.seen or Closure("", "", self.allowed_hosts).allows(host, port):
+            return
+        with _lock:
+            if target in self.seen:
+                return
+            self.seen.add(target)
+        logger.warning(
+            "timetracer: a connection to %s went out while replaying, outside any request (start-up, a "
+            "background task): no replayer answers it, so it reached the real service (a library "
+            "timetracer does not replay, such as a message broker's). TIMETRACER_ALLOWED_HOSTS=%s lets "
+            "it go without this warning; inside a replayed request it is refused.",
+            target,
+            target,
+        )
+
+
 _everywhere: Closure | None = None
+_watched: _Watch | None = None
 _in_context: contextvars.ContextVar[Closure | None] = contextvars.ContextVar(
     "timetracer_network_closure", default=None
 )
@@ -65,6 +97,15 @@ _lock = threading.Lock()
 _METHODS = ("connect", "connect_ex")
 _originals: dict[str, Callable[..., Any]] = {}  # what each wrapper calls
 _installed: dict[str, Callable[..., Any]] = {}  # the wrappers, to tell whether they are in place
+
+
+def watch_outside(allowed_hosts: frozenset[str]) -> None:
+    """In a process started to replay: warn of each host and port connected to outside every
+    replayed request (except ``allowed_hosts``), once; the connection goes on."""
+    global _watched
+    install()
+    if _watched is None:
+        _watched = _Watch(allowed_hosts)
 
 
 def close_everywhere(closure: Closure | None) -> Closure | None:
@@ -124,6 +165,7 @@ def _host(address: Any) -> str:
 # monitors, round-trip timers, SRV polling, cursor killer): a client made before a replaying
 # block keeps running them, whenever their heartbeat comes.
 _UPKEEP_PREFIX = "pymongo_"
+_INTERNET = (socket.AF_INET, socket.AF_INET6)
 
 
 def _library_upkeep() -> bool:
@@ -141,6 +183,14 @@ def _library_upkeep() -> bool:
 def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
     def connect(sock: socket.socket, address: Any, *args: Any) -> Any:
         closure = _everywhere or _in_context.get()
+        if (
+            closure is None
+            and _watched is not None
+            and sock.family in _INTERNET
+            and isinstance(address, tuple)
+            and not is_own_io()
+        ):
+            _watched.see(_host(address), address[1] if len(address) > 1 else None)
         if (
             closure is not None
             and sock.family != getattr(socket, "AF_NETLINK", None)
