@@ -1024,8 +1024,8 @@ def test_a_session_fixture_recorded_by_pytest_xdist_workers_reads_one_clock(
     pytester: pytest.Pytester,
 ) -> None:
     """Each worker sets the session fixture up, stamping its rows with the clock: every worker
-    reads the same instants, so the one fixture cassette (whichever worker wrote it last)
-    replays the stamps every test recorded, on any worker."""
+    reads the same instants, so either worker's fixture cassette replays the stamps every
+    test recorded, on any worker and serially."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     with running_upstream() as live:
         pytester.makepyfile(
@@ -1038,6 +1038,57 @@ def test_a_session_fixture_recorded_by_pytest_xdist_workers_reads_one_clock(
     assert len(sent) == 2, sent  # one stamp per row, the same on both workers
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=8)
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=8)
+
+
+# A module fixture numbering its user from a sequence every pytest-xdist worker shares (one
+# database for the whole run, as most suites have): each worker's instance has its own number.
+_CONFTEST_SHARED_SEQUENCE = """
+import pytest
+import redis
+
+
+@pytest.fixture(scope="module")
+def user_number():
+    with redis.Redis(port=6379) as client:
+        number = client.incr("{namespace}:users")
+        client.set(f"{namespace}:user:{{number}}", "ada")
+    return number
+"""
+
+_TEST_SHARED_SEQUENCE = """
+import os
+
+import pytest
+import redis
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_reads_its_user(user_number, n, request):
+    with redis.Redis(port=6379) as client:
+        assert client.get(f"{namespace}:user:{{user_number}}") == b"ada"
+    ran = request.config.rootpath / "ran" / os.environ.get("PYTEST_XDIST_WORKER", "master")
+    ran.mkdir(parents=True, exist_ok=True)
+    (ran / str(n)).touch()
+"""
+
+
+def test_each_pytest_xdist_workers_fixture_instance_is_kept_and_replayed_for_its_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """Recorded with ``-n 2`` against one shared store, each worker's module fixture drew
+    another number from its sequence: each instance is kept, named for its worker, and each
+    test replays with the instance its recording worker made."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    namespace = f"tt-sequence-{secrets.token_hex(4)}"
+    pytester.makepyfile(
+        conftest=_CONFTEST_SHARED_SEQUENCE.format(namespace=namespace),
+        test_users=_TEST_SHARED_SEQUENCE.format(namespace=namespace),
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=6)
+    assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
+    kept = sorted(p.name for p in (pytester.path / "cassettes/test_users/@fixtures").iterdir())
+    assert kept == ["user_number@gw0.json", "user_number@gw1.json"]
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
 
 
 def test_the_kept_instant_is_found_in_a_cassette_directory_given_on_the_command_line(

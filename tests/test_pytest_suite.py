@@ -152,8 +152,11 @@ def test_the_suite_replays_offline_with_two_workers_and_serially(recorded: Recor
 def test_cassettes_recorded_with_two_workers_are_those_of_a_serial_run(
     recorded: Recorded,
 ) -> None:
-    """So they replay as the serial run's do, with or without workers (above)."""
-    assert recorded.workers.cassettes() == recorded.serial.cassettes()
+    """So they replay as the serial run's do, with or without workers (above); each worker's
+    instance of a fixture is kept under its name (``user@gw1.json``)."""
+    kept = recorded.workers.cassettes()
+    assert {re.sub(r"@gw\d+(?=\.json$)", "", name) for name in kept} == recorded.serial.cassettes()
+    assert any("@fixtures/" in name and "@gw1.json" in name for name in kept)
     assert len(recorded.serial.cassettes()) > TESTS  # the fixtures' cassettes too
 
 

@@ -51,7 +51,7 @@ from timetracer_otel._pytest.collection import (
     save_instant,
     seeded_while_collecting,
 )
-from timetracer_otel._pytest.distribution import recorded_order_scheduler
+from timetracer_otel._pytest.distribution import recorded_order_scheduler, recorded_worker
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
@@ -65,7 +65,7 @@ from timetracer_otel._pytest.shared_clock import (
     new_directory,
     remove_directory,
 )
-from timetracer_otel._pytest.workers import xdist_worker
+from timetracer_otel._pytest.workers import of_worker, xdist_worker
 
 if TYPE_CHECKING:
     from timetracer_otel.replayers.session import EarlierAnswer
@@ -243,6 +243,20 @@ class _Run:
         if path.exists():
             return REPLAY
         return RECORD if self.mode == "once" else None
+
+    def fixture_cassette(self, path: Path, item: pytest.Item) -> Path:
+        """Where an instance of a wider-scoped fixture is kept. Each pytest-xdist worker sets up
+        its own, and what a shared database made for it (a row id from one sequence) is its own:
+        recorded by a worker, it is named for it (``user@gw1.json``); replayed, the instance the
+        worker that recorded ``item`` made answers, else the one recorded without workers."""
+        own = of_worker(path, self.worker)
+        if self.mode in ("all", "rewrite"):
+            return own
+        recorder = recorded_worker(cassette_of_test(self.directory, item.nodeid))
+        return next(
+            (found for found in (of_worker(path, recorder), path) if found.exists()),
+            own,
+        )
 
     def block(self, path: Path, label: str, action: str, **options: Any) -> CassetteBlock:
         """A test's or fixture's cassette; from the first one on, apps served by uvicorn in this process are apps under test."""
@@ -468,20 +482,21 @@ def pytest_fixture_setup(
         or not _project_fixture(fixturedef, run)
     ):
         return (yield)
-    path = cassette_of_fixture(
+    instance = cassette_of_fixture(
         run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None)
     )
-    run.fixture_paths[path] += 1
+    run.fixture_paths[instance] += 1
     # the same scope instance again (a parametrised dependency changed)
-    if run.fixture_paths[path] > 1:
-        path = path.with_name(f"{path.stem}#{run.fixture_paths[path]}.json")
+    if run.fixture_paths[instance] > 1:
+        instance = instance.with_name(f"{instance.stem}#{run.fixture_paths[instance]}.json")
+    path = run.fixture_cassette(instance, item)
     # Replay-only and no cassette: the fixture made no call when it was recorded, and may make none now.
     action = run.action(path) or REPLAY
     # Seeded with the run's id, and on the clock of the first worker to set it up: each
     # pytest-xdist worker setting this fixture up draws the same values.
-    seed = f"{run.uid}\0{path}"
+    seed = f"{run.uid}\0{instance}"
     clock_from = (
-        first_instant(Path(run.fixture_clocks), path)
+        first_instant(Path(run.fixture_clocks), instance)
         if action == RECORD and run.fixture_clocks is not None
         else None
     )

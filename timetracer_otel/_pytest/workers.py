@@ -15,13 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from timetracer_otel.sealing import SEALED_TOKEN
 
-__all__ = ["WORKER_FIELD", "as_worker", "recorded_by", "xdist_worker"]
+__all__ = ["WORKER_FIELD", "as_worker", "of_worker", "recorded_by", "xdist_worker"]
 
 WORKER_FIELD = (
     "worker"  # the request field of a block's cassette naming the worker that recorded it
@@ -46,6 +47,14 @@ def recorded_by(document: dict[str, Any]) -> str:
     request = document.get("request")
     worker = request.get(WORKER_FIELD) if isinstance(request, dict) else None
     return worker if isinstance(worker, str) and worker else _CONTROLLER
+
+
+def of_worker(path: Path, worker: str | None) -> Path:
+    """The cassette ``path`` as pytest-xdist worker ``worker`` keeps its own (``user@gw1.json``);
+    ``path`` itself for a run without workers."""
+    if worker is None or worker == _CONTROLLER:
+        return path
+    return path.with_name(f"{path.name.removesuffix('.json')}@{worker}.json")
 
 
 def _name_pattern(worker: str) -> str:
