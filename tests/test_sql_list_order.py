@@ -155,8 +155,8 @@ import timetracer_otel
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
-mode, directory, database = sys.argv[1:4]
-engine = sa.create_engine(f"sqlite:///{database}")
+mode, directory, url = sys.argv[1:4]
+engine = sa.create_engine(url)
 links = sa.Table("links", sa.MetaData(), sa.Column("post", sa.Integer), sa.Column("tag", sa.String))
 
 
@@ -174,26 +174,42 @@ timetracer_otel.flush(30)
 """
 
 
-def test_the_rows_of_an_executemany_returning_nothing_match_in_any_order(tmp_path: Path) -> None:
-    """SQLAlchemy sends a many-to-many's association rows in the order of its objects' identities:
-    recorded as a, b, c, replayed as c, a, b, the executemany is still answered."""
+@pytest.fixture(params=["sqlite", "psycopg2"])
+def links_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty ``links`` table: SQLite sends SQLAlchemy's batch of rows as an executemany,
+    psycopg2 as one INSERT with a VALUES list ("insertmanyvalues")."""
     import sqlalchemy as sa
 
-    database = tmp_path / "links.sqlite"
-    with sa.create_engine(f"sqlite:///{database}").begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE links (post INTEGER, tag TEXT)")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'links.sqlite'}"
+        with sa.create_engine(url).begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE links (post INTEGER, tag TEXT)")
+        yield url
+        return
+    with postgres_schemas("") as schema:
+        url = f"{POSTGRES_ADMIN.replace('postgresql://', 'postgresql+psycopg2://')}?options=-csearch_path%3D{schema}"
+        with sa.create_engine(url).begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE links (post INTEGER, tag TEXT)")
+        yield url
+
+
+def test_the_rows_of_an_insert_returning_nothing_match_in_any_order(
+    tmp_path: Path, links_database: str
+) -> None:
+    """SQLAlchemy sends a many-to-many's association rows in the order of its objects' identities:
+    recorded as a, b, c, replayed as c, a, b, the insert is still answered."""
     script = tmp_path / "link_app.py"
     script.write_text(_LINK_APP)
     cassettes = str(tmp_path / "cassettes")
     for mode, order in (("record", "a,b,c"), ("replay", "c,a,b")):
         done = subprocess.run(
-            [sys.executable, str(script), mode, cassettes, str(database)],
+            [sys.executable, str(script), mode, cassettes, links_database],
             env={**os.environ, "TAG_ORDER": order}, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.stdout.strip() == "{'tagged': True}", done.stderr
     assert re.search(
         r"\[OK\] replayed POST /tag .*calls=(\d+)/\1  unused=0  response=same", done.stderr
-    )
+    ), done.stderr
 
 
 def test_an_executemany_returning_rows_keeps_its_row_order() -> None:
@@ -216,3 +232,26 @@ def test_an_executemany_returning_rows_keeps_its_row_order() -> None:
     )
     assert key(plain, [(1, "a"), (1, "b")]) == key(plain, [(1, "b"), (1, "a")])
     assert key(returning, [(1,), (2,)]) != key(returning, [(2,), (1,)])
+
+
+def test_only_an_inserts_batched_rows_are_order_free() -> None:
+    """One VALUES list of rows named ``<name>__<row>`` (psycopg2's batches) matches in any row
+    order; not with RETURNING, not other statements, not a row's own values swapped."""
+    from timetracer_otel.protocols.sql import live_view
+
+    def key(statement: str, parameters: dict) -> Any:
+        return live_view(
+            {"operation": "execute", "dialect": "postgresql", "statement": statement,
+             "parameters": parameters}
+        ).key  # fmt: skip
+
+    insert = (
+        "INSERT INTO links (post, tag) VALUES (%(post__0)s, %(tag__0)s), (%(post__1)s, %(tag__1)s)"
+    )
+    one, other = {"post__0": 1, "tag__0": "a", "post__1": 2, "tag__1": "b"}, {
+        "post__0": 2, "tag__0": "b", "post__1": 1, "tag__1": "a"}  # fmt: skip
+    assert key(insert, one) == key(insert, other)
+    assert key(insert, one) != key(insert, {**one, "tag__0": "b", "tag__1": "a"})
+    assert key(insert + " RETURNING id", one) != key(insert + " RETURNING id", other)
+    update = "UPDATE links SET tag = %(tag__0)s WHERE post = %(post__1)s"
+    assert key(update, {"tag__0": "a", "post__1": 1}) != key(update, {"tag__0": 1, "post__1": "a"})

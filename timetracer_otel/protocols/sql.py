@@ -250,15 +250,43 @@ _GENERATED_NAMES = re.compile(r"__asyncpg_savepoint_[0-9a-f]+__")
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
 
 
+_BATCHED_NAME = re.compile(r"(.+)__(\d+)")
+
+
+def _batched_rows(statement: str, parameters: Any) -> list[dict[str, Any]] | None:
+    """The rows of an INSERT whose rows SQLAlchemy sent in one VALUES list, each row's
+    parameters named ``<name>__<row>`` ("insertmanyvalues": psycopg2's executemany); None for
+    any other call."""
+    if (
+        not isinstance(parameters, dict)
+        or "$type" in parameters
+        or not statement.lstrip()[:6].lower() == "insert"
+    ):
+        return None
+    rows: dict[str, dict[str, Any]] = {}
+    for name, value in parameters.items():
+        match = _BATCHED_NAME.fullmatch(name)
+        if match is None:
+            return None
+        rows.setdefault(match.group(2), {})[match.group(1)] = value
+    found = list(rows.values())
+    return found if len(found) > 1 and all(row.keys() == found[0].keys() for row in found) else None
+
+
 def _canonical_parameters(operation: Any, statement: str, parameters: Any) -> str:
-    """The parameters as matching compares them. The rows of an ``executemany`` that returns
-    nothing row by row are a multiset: an ORM sends the rows of an association table in the
-    order of its objects' identities (SQLAlchemy's many-to-many), another order in every process.
-    The values bound in an ``IN (...)`` list are a set (see ``_sql_lists``)."""
+    """The parameters as matching compares them. The rows an INSERT that returns nothing sends
+    row by row (an ``executemany``, or one VALUES list SQLAlchemy batched them into) are a
+    multiset: an ORM sends the rows of an association table in the order of its objects'
+    identities (SQLAlchemy's many-to-many), another order in every process. The values bound
+    in an ``IN (...)`` list are a set (see ``_sql_lists``)."""
+    returns_rows = _RETURNING.search(statement) is not None
     if operation == "executemany":
-        if isinstance(parameters, list) and not _RETURNING.search(statement):
+        if isinstance(parameters, list) and not returns_rows:
             return _canonical(sorted(parameters, key=_canonical))
         return _canonical(parameters)
+    batched = None if returns_rows else _batched_rows(statement, parameters)
+    if batched is not None:
+        return _canonical(sorted(batched, key=_canonical))
     if isinstance(parameters, dict) and parameters.get("$type") == "tuple":
         items = parameters.get("items")
         if isinstance(items, list):
