@@ -70,7 +70,7 @@ _CACHED_BYTES = 16 * 1024 * 1024
 _UNKNOWN_SIZE = 64 * 1024  # a cassette under a URL prefix, whose size the scan does not give
 _LOCKED = (
     "unverifiable without the key: the cassette's secrets are sealed and this process has no key, "
-    "so the app got [REDACTED] in their place (credentials, password hashes); differences may come from that"
+    "so the app got [REDACTED] in their place (credentials, password hashes, random values it drew); differences may come from that"
 )
 _NO_CASSETTE: dict[str, Any] = {"calls": [], "response": {}, "id": None}
 

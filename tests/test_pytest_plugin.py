@@ -410,9 +410,10 @@ def test_the_report_says_when_tests_replay_without_their_sealed_secrets(
     without_key.stdout.fnmatch_lines(
         [
             "secrets: 1 test replayed without its secrets: sealed in its cassette and this process has no key, "
-            "so the app got [[]REDACTED] in their place (credentials, password hashes)",
-            "  to replay with the secrets, set TIMETRACER_SECRET_KEY to the key that sealed them: the content of "
-            "the key file they were recorded with (~/.config/timetracer/key by default); in CI, from a secret",
+            "so the app got [[]REDACTED] in their place (credentials, password hashes, random values it drew)",
+            "  to replay with the secrets, put the key file that sealed them where this process looks for it, "
+            f"{pytester.path / 'no-key'} (TIMETRACER_KEY_FILE), or set TIMETRACER_SECRET_KEY to its content; "
+            "in CI, from a secret",
         ]
     )
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from timetracer_otel._keys import default_key_file
+
 from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 
 __all__ = ["RunReport", "shown"]
@@ -203,9 +205,9 @@ class RunReport:
         its, cassette = ("its", "cassette") if tests + fixtures == 1 else ("their", "cassettes")
         return [
             f"secrets: {what} replayed without {its} secrets: sealed in {its} {cassette} and this process has no key, "
-            "so the app got [REDACTED] in their place (credentials, password hashes)",
-            "  to replay with the secrets, set TIMETRACER_SECRET_KEY to the key that sealed them: the content of "
-            "the key file they were recorded with (~/.config/timetracer/key by default); in CI, from a secret",
+            "so the app got [REDACTED] in their place (credentials, password hashes, random values it drew)",
+            "  to replay with the secrets, put the key file that sealed them where this process looks for it, "
+            f"{_key_file()} (TIMETRACER_KEY_FILE), or set TIMETRACER_SECRET_KEY to its content; in CI, from a secret",
         ]
 
     def _unopened_lines(self) -> list[str]:
@@ -215,6 +217,11 @@ class RunReport:
             f"secrets: {_counted(count, 'cassette')} not replayed: {problem}"
             for problem, count in sorted(reasons.items())
         ]
+
+
+def _key_file() -> str:
+    """Where this process looks for the key file (the pytest plugin takes its settings from the environment)."""
+    return os.environ.get("TIMETRACER_KEY_FILE", "").strip() or str(default_key_file())
 
 
 def shown(path: str | Path) -> str:
