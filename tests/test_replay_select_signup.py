@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ import redis
 from _replay import Sent, assert_same_response, cassette_files, new_reports, replay_config, send
 from _services import REDIS, closed_port, postgres_schemas
 from apps.signup_app import create_app, create_tables
+from hypothesis import given
+from hypothesis import strategies as st
 
 import timetracer_otel
 from timetracer_otel._own_io import own_io
@@ -258,3 +261,26 @@ def test_a_recorded_request_with_hidden_values_fits_the_live_requests_that_show_
     """Each ``[REDACTED]`` of a recorded query or body stands for any non-empty text of the live
     request at that place; every other part must be equal."""
     assert content_fits(recorded, live) is fits
+
+
+@given(
+    pieces=st.lists(st.text(alphabet="ab", max_size=3), min_size=2, max_size=5),
+    live=st.text(alphabet="ab", max_size=12),
+)
+def test_hidden_values_fit_exactly_the_texts_a_pattern_of_them_would(
+    pieces: list[str], live: str
+) -> None:
+    """Each [REDACTED] is one character or more of any text: the answer a regular expression
+    gives, found without one."""
+    recorded = "[REDACTED]".join(pieces)
+    pattern = ".+?".join(map(re.escape, pieces))
+    expected = re.fullmatch(pattern, live, re.DOTALL) is not None
+    assert content_fits(("", _text(recorded), []), ("", _text(live), [])) is expected
+
+
+def test_a_recording_with_many_hidden_values_is_compared_in_linear_time() -> None:
+    """A hostile recording of 16 markers against 100 characters: a regular expression backtracks
+    for hours; the comparison answers at once, and right."""
+    recorded = "q=" + "[REDACTED]a" * 16 + "b"
+    assert content_fits((recorded, None, []), ("q=" + "a" * 100, None, [])) is False
+    assert content_fits((recorded, None, []), ("q=" + "xa" * 16 + "b", None, [])) is True
