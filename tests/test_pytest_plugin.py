@@ -23,7 +23,7 @@ from apps.replay_app import HTTPX_CLIENTS
 from conftest import running_upstream
 
 from timetracer_otel._keys import Key
-from timetracer_otel._pytest.workers import as_worker
+from timetracer_otel._pytest.workers import as_worker, recorded_by
 from timetracer_otel.cassette.reader import load_cassette
 
 pytest_plugins = ["pytester"]
@@ -1131,6 +1131,18 @@ def test_a_cassette_reads_as_another_workers_its_sealed_values_and_other_names_u
     assert as_worker({"request": {"worker": "master"}, "calls": ["master", "db-master"]}, "gw3")[
         "calls"
     ] == ["master", "db-gw3"]
+
+
+@pytest.mark.parametrize("named", ["encoding", "$type", "gwé", "../../x", ""])
+def test_a_cassette_naming_no_worker_of_pytest_xdist_is_read_as_it_is(named: str) -> None:
+    """A worker name pytest-xdist never gives (a hand-made or hostile file) changes nothing:
+    not a member's name (``encoding``, ``$type``), not a path, and it cannot raise."""
+    recorded = {
+        "request": {"worker": named, "body": {"encoding": "empty"}},
+        "calls": [{"args": [{"$type": "bytes", "base64": "eA=="}, "gw0"]}],
+    }
+    assert as_worker(recorded, "gw0") is recorded
+    assert recorded_by(recorded) == "master"
 
 
 _RESPX_TESTS = """

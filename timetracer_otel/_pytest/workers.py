@@ -28,6 +28,8 @@ WORKER_FIELD = (
     "worker"  # the request field of a block's cassette naming the worker that recorded it
 )
 _CONTROLLER = "master"  # xdist's worker_id where no worker runs the tests
+# the names pytest-xdist gives (any other a cassette holds is no worker's: read as the controller's)
+_WORKER_NAME = re.compile(r"gw[0-9]{1,6}|master")
 
 
 def xdist_worker(config: pytest.Config) -> str | None:
@@ -46,7 +48,7 @@ def recorded_by(document: dict[str, Any]) -> str:
     pytest-xdist was not loaded, by a single process too)."""
     request = document.get("request")
     worker = request.get(WORKER_FIELD) if isinstance(request, dict) else None
-    return worker if isinstance(worker, str) and worker else _CONTROLLER
+    return worker if isinstance(worker, str) and _WORKER_NAME.fullmatch(worker) else _CONTROLLER
 
 
 def of_worker(path: Path, worker: str | None) -> Path:
@@ -70,7 +72,12 @@ def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
     stored bytes are changed as bytes."""
     request = document.get("request")
     recorded = request.get(WORKER_FIELD) if isinstance(request, dict) else None
-    if not isinstance(recorded, str) or not recorded or worker is None or recorded == worker:
+    if (
+        worker is None
+        or not isinstance(recorded, str)
+        or not _WORKER_NAME.fullmatch(recorded)  # names no worker (a hand-made file)
+        or recorded == worker
+    ):
         return document
     pattern = re.compile(f"(?P<sealed>{SEALED_TOKEN.pattern})|{_name_pattern(recorded)}")
     in_bytes = re.compile(_name_pattern(recorded).encode("ascii"))
