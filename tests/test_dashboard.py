@@ -200,7 +200,8 @@ def _raw_get(url: str, target: str) -> int:
 def test_nothing_outside_the_directory_is_served(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path, page: Page
 ) -> None:
-    """Dot segments, encoded or not, absolute paths, and a link leading out are all 404; a real key is 200."""
+    """Dot segments, encoded or not, absolute paths, a link leading out, and a call number that is
+    no number of calls (a superscript digit, 5000 digits) are all 404; a real key is 200."""
     url, docs = _dashboard(serve, upstream, cassette_dir)
     key = docs["GET /fail/httpx"]["key"]
     outside = tmp_path / "outside.json"
@@ -213,6 +214,7 @@ def test_nothing_outside_the_directory_is_served(
         "/diff?a=../outside.json&b=../outside.json", f"/diff?a={key}&b=%2e%2e%2Foutside.json",
         "/static/../app.py", "/static/%2e%2e/app.py", "/cassettes/../../../../etc/passwd",
         "/download/../outside.json?part=request", f"/download/{key}?part=../../outside.json",
+        f"/download/{key}?part=calls.%C2%B2.request", f"/download/{key}?part=calls.{'9' * 5000}.request",
     ]  # fmt: skip
     assert {target: _raw_get(url, target) for target in attempts} == {
         target: 404 for target in attempts

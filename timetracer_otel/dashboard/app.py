@@ -10,6 +10,7 @@ so a large or hostile cassette slows only the page that shows it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -77,6 +78,7 @@ _FILTER_FIELDS = (
 _COLUMNS = (("recorded_at", "recorded (UTC)"), ("method", "method"), ("path", "path"), ("status", "status"),
             ("route", "route"), ("duration", "ms"), ("calls", "calls"), ("service", "service"), ("id", "id"))  # fmt: skip
 _PARTS = ("request", "response")
+_CALL_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() takes others ("²" is not)
 _TICKS = 5  # time axis labels: at 0, 1/4, 1/2, 3/4 and the whole of the request
 
 
@@ -126,7 +128,12 @@ def _part(doc: dict[str, Any], name: str) -> tuple[Any, str]:
     """The body (or non-HTTP value) a download names, and its file suffix: ``request``, ``response``,
     ``calls.3.request``...; 404 for any other name."""
     where = name.split(".")
-    if len(where) == 3 and where[0] == "calls" and where[1].isdigit() and where[2] in _PARTS:
+    if (
+        len(where) == 3
+        and where[0] == "calls"
+        and _CALL_NUMBER.fullmatch(where[1])
+        and where[2] in _PARTS
+    ):
         calls = doc.get("calls", [])
         index = int(where[1])
         if index >= len(calls):
