@@ -344,7 +344,7 @@ def _escaping(document: dict[str, Any]) -> dict[str, Any]:
     changed = copy.deepcopy(document)
     changed["service"] = _ESCAPES
     changed["request"]["path"] += _ESCAPES
-    changed["request"]["headers"].append(["x-note" + _ESCAPES, _ESCAPES])
+    changed["request"]["headers"].append(["x-note", _ESCAPES])
     changed["response"]["body"] = {
         "size": 40,
         "encoding": "text",
@@ -395,6 +395,15 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         + b"}" * 100_001,
         "bomb.json.gz": _gzip_bomb(),
         "body-bomb.json": _answered_with_a_bomb(valid[0]),
+        "header-split.json": json.dumps(
+            dict(
+                lookup,
+                response=dict(lookup["response"], headers=[["x-up", "a\r\nSet-Cookie: pwn=1"]]),
+            )
+        ).encode(),
+        "header-name.json": json.dumps(
+            dict(lookup, request=dict(lookup["request"], headers=[["x-colon:evil", "v"]]))
+        ).encode(),
         "broken-" + _ESCAPES + ".json": recorded_pair[1][:100],
         _NOT_UTF8_BROKEN: random.Random(16).randbytes(512),
         "escapes.json": json.dumps(_escaping(lookup), ensure_ascii=False).encode(),
@@ -553,6 +562,13 @@ def test_what_each_problem_says(
     assert (
         problem("body-bomb.json")
         == "calls[0].response.body expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when its Content-Encoding is undone"
+    )
+    assert (
+        problem("header-split.json")
+        == "response.headers[0][1] holds a line break or NUL, which no header value does"
+    )
+    assert problem("header-name.json") == (
+        "request.headers[0][0] is 'x-colon:evil', expected a header name (letters, digits and !#$%&'*+-.^_`|~)"
     )
     assert (
         problem("oversized.json") == "is 68157440 bytes; TIMETRACER_READ_MAX_BYTES allows 67108864"

@@ -35,6 +35,8 @@ _PROTOCOL = re.compile(r"[a-z][a-z0-9_.-]*")
 # and a length divisible by 4 (a repeated group is slow on 50 MB)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _ID_CHARS = 64
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's token: what a header name is
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
 _MOST = 2**64 - 1  # the largest integer a count, size or time may be (OTLP's fixed64)
 _SHOWN_CHARS = 40
 
@@ -163,6 +165,7 @@ def _time(value: Any, where: str) -> None:
 
 
 def _headers(value: Any, where: str) -> None:
+    """Pairs no HTTP parser would refuse: replay hands them to the app and to its clients."""
     for index, pair in enumerate(_list(value, where)):
         if not (
             isinstance(pair, list)
@@ -170,6 +173,16 @@ def _headers(value: Any, where: str) -> None:
             and all(isinstance(part, str) for part in pair)
         ):
             _fail(pair, f"{where}[{index}]", "a [name, value] pair of strings")
+        if not _TOKEN.fullmatch(pair[0]):
+            _fail(
+                pair[0],
+                f"{where}[{index}][0]",
+                "a header name (letters, digits and !#$%&'*+-.^_`|~)",
+            )
+        if _LINE_BREAK.search(pair[1]):
+            raise _Invalid(
+                f"{where}[{index}][1]", "holds a line break or NUL, which no header value does"
+            )
 
 
 def _body(value: Any, where: str) -> None:
