@@ -51,5 +51,5 @@ def open_for_replay(document: dict[str, Any], path: str, config: TraceConfig) ->
     except SealError as exc:
         raise CassetteError(
             path,
-            f"holds sealed secrets this process cannot open: {exc}; replay with that key (TIMETRACER_SECRET_KEY or TIMETRACER_KEY_FILE)",
+            f"holds sealed secrets this process cannot open: {exc}",
         ) from None

@@ -254,6 +254,30 @@ def test_a_cassette_sealed_with_another_key_is_refused_naming_the_key_it_needs(
     )
 
 
+def test_a_sealed_value_changed_after_it_was_sealed_is_named_damaged_not_another_keys(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, key_file: Path
+) -> None:
+    """A sealed value with this process's key id that does not open (edited, or forged) is
+    refused as damaged: asking for "that key" would send the user after the key they have."""
+    record(serve, upstream.url, cassette_dir, [_login("right")])
+    ((path, _),) = _in_recording_order(cassette_dir)
+    key_id = Key(key_file.read_text("ascii").strip().encode(), "").key_id
+    text = path.read_text("utf-8")
+    token = re.search(rf"\[SEALED:{key_id}:([A-Za-z0-9_-]+)\]", text)
+    assert token is not None
+    data = token.group(1)
+    forged = data[:-2] + ("AA" if not data.endswith("AA") else "BB")
+    path.write_text(text.replace(data, forged, 1), "utf-8")
+    library = CassetteLibrary(str(cassette_dir), replay_config(cassette_dir))
+    with pytest.raises(CassetteError) as refused:
+        library.load(str(path))
+    assert str(refused.value) == (
+        f"timetracer: cannot use cassette {path}: holds sealed secrets this process cannot open: a value sealed "
+        f"with key {key_id}, this process's, is damaged (InvalidTag): it was changed after it was sealed, "
+        "or timetracer did not seal it"
+    )
+
+
 def test_a_cassette_is_read_when_chosen_and_no_other_is(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

@@ -93,14 +93,16 @@ class Sealer:
         """(kind, text) of a token's data; :class:`SealError` for another key or damaged data."""
         if key_id != self.key_id:
             raise SealError(
-                f"it is sealed with key {key_id}, and this process has key {self.key_id}"
+                f"it is sealed with key {key_id}, and this process has key {self.key_id}; "
+                "replay with that key (TIMETRACER_SECRET_KEY or TIMETRACER_KEY_FILE)"
             )
         try:
             raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
             plain = _unpad(self._aead.decrypt(raw[:12], raw[12:], _AAD)).decode("utf-8")
         except (InvalidTag, ValueError, binascii.Error) as exc:
             raise SealError(
-                f"a value sealed with key {key_id} is damaged ({type(exc).__name__})"
+                f"a value sealed with key {key_id}, this process's, is damaged ({type(exc).__name__}): "
+                "it was changed after it was sealed, or timetracer did not seal it"
             ) from None
         return plain[:1], plain[1:]
 
