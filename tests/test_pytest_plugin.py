@@ -394,6 +394,24 @@ def test_the_app_reads_a_sealed_token():
 """
 
 
+def test_the_report_names_the_key_a_recording_run_made(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest shows no log line: the run that made the key says so in its report, with -n 2 too
+    (a worker made it); a run that found it says nothing."""
+    made = pytester.path / "config" / "key"
+    monkeypatch.setenv("TIMETRACER_KEY_FILE", str(made))
+    line = f"key: created {made} (readable by you alone): replaying the secrets this run sealed needs it; *"
+    with running_upstream() as live:
+        pytester.makepyfile(test_sealed=_TEST_SEALED.format(upstream=live.url))
+        first = pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2")
+        first.assert_outcomes(passed=1)
+        first.stdout.fnmatch_lines([line])
+        again = pytester.runpytest_subprocess("--timetracer-mode=all")
+        again.assert_outcomes(passed=1)
+    assert made.is_file() and "key: created" not in again.stdout.str()
+
+
 def test_the_report_says_when_tests_replay_without_their_sealed_secrets(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, key_file: Path
 ) -> None:

@@ -58,7 +58,7 @@ from timetracer_otel._pytest.naming import (
     cassette_of_test,
     cassettes_of_module,
 )
-from timetracer_otel._pytest.report import RunReport, shown
+from timetracer_otel._pytest.report import RunReport, key_file, shown
 from timetracer_otel._pytest.shared_clock import (
     WORKERINPUT_KEY,
     first_instant,
@@ -235,6 +235,14 @@ class _Run:
         ] = {}  # by the fixturedef whose scope instance it records
         self.fixture_paths: Counter[Path] = Counter()
         self.froze_imports = False  # see _freeze_what_was_imported
+        # the key file while it does not exist: recording makes it (in its writer process)
+        missing = key_file()
+        self._missing_key = missing if missing is not None and not os.path.exists(missing) else None
+
+    def created_key(self) -> str | None:
+        """The key file this run made: it did not exist when the run began, and does now."""
+        made = self._missing_key
+        return made if made is not None and os.path.exists(made) else None
 
     def action(self, path: Path) -> str | None:
         """RECORD or REPLAY for the cassette at ``path``; None when it is missing and this mode only replays."""
@@ -574,6 +582,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             )
         return
     terminalreporter.section("timetracer")
+    report.created_key = run.created_key()
     for line in report.lines():
         terminalreporter.write_line(line)
     stale = report.stale()

@@ -19,7 +19,7 @@ from timetracer_otel._keys import default_key_file
 
 from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 
-__all__ = ["RunReport", "shown"]
+__all__ = ["RunReport", "key_file", "shown"]
 
 _LOCKED = "locked"
 _SHOWN = 5  # calls named in the report under each heading
@@ -65,6 +65,7 @@ class RunReport:
     recorded_by: set[str] = field(default_factory=set)
     # of each pytest-xdist worker that replayed the tests of several recording processes: those
     mixed: list[list[str]] = field(default_factory=list)
+    created_key: str | None = None  # the key file this run's recording made (the controller's to see)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if outcome.kept:
@@ -159,6 +160,7 @@ class RunReport:
                 "process had it from there):",
             ),
             *self._order_lines(),
+            *self._key_lines(),
             *self._locked_lines(),
             *self._unopened_lines(),
             *self._failure_lines(),
@@ -192,6 +194,15 @@ class RunReport:
             "process's tests a worker of their own"
         ]
 
+    def _key_lines(self) -> list[str]:
+        """The key this run made: what it sealed cannot be replayed without it (pytest shows no log line)."""
+        if self.created_key is None:
+            return []
+        return [
+            f"key: created {self.created_key} (readable by you alone): replaying the secrets this run sealed "
+            "needs it; keep it out of the repository, and give it to CI as TIMETRACER_SECRET_KEY from a secret"
+        ]
+
     def _locked_lines(self) -> list[str]:
         """Tests replayed with [REDACTED] for their secrets pass or fail for that alone: say so, and how to give the key."""
         tests, fixtures = self.tests[_LOCKED], self.fixtures[_LOCKED]
@@ -207,7 +218,7 @@ class RunReport:
             f"secrets: {what} replayed without {its} secrets: sealed in {its} {cassette} and this process has no key, "
             "so the app got [REDACTED] in their place (credentials, password hashes, random values it drew)",
             "  to replay with the secrets, put the key file that sealed them where this process looks for it, "
-            f"{_key_file()} (TIMETRACER_KEY_FILE), or set TIMETRACER_SECRET_KEY to its content; in CI, from a secret",
+            f"{key_file()} (TIMETRACER_KEY_FILE), or set TIMETRACER_SECRET_KEY to its content; in CI, from a secret",
         ]
 
     def _unopened_lines(self) -> list[str]:
@@ -219,8 +230,11 @@ class RunReport:
         ]
 
 
-def _key_file() -> str:
-    """Where this process looks for the key file (the pytest plugin takes its settings from the environment)."""
+def key_file() -> str | None:
+    """Where this process looks for the key file (the pytest plugin takes its settings from the
+    environment); None when ``TIMETRACER_SECRET_KEY`` gives the key."""
+    if os.environ.get("TIMETRACER_SECRET_KEY", "").strip():
+        return None
     return os.environ.get("TIMETRACER_KEY_FILE", "").strip() or str(default_key_file())
 
 
