@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/instructions.py [--requests 1000] [--modes otel,record,replay] [--routes /plain,/dep] [--keep DIR]
 
+Modes: ``otel`` (plain OpenTelemetry), ``record``, ``replay``, and two record modes whose
+requests are not recorded: ``unsampled`` (``TIMETRACER_SAMPLE_RATE=0``) and ``excluded``
+(both routes in ``TIMETRACER_EXCLUDE_PATHS``), which should cost what ``otel`` does.
+
 Timings on a shared VM swing by 2x within the hour; an instruction count is the same for
 the same code and inputs whatever else runs. Each mode of the reference app
 (bench/_app.py) is driven in-process through ``httpx.ASGITransport``, one request at a
@@ -87,6 +91,11 @@ def main() -> None:
             "otel": {},
             "record": {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(workdir / "record")},
             "replay": {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(workdir / "replay")},
+            "unsampled": {"BENCH_MODE": "record", "TIMETRACER_MODE": "record",
+                          "TIMETRACER_DIR": str(workdir / "unsampled"), "TIMETRACER_SAMPLE_RATE": "0"},
+            "excluded": {"BENCH_MODE": "record", "TIMETRACER_MODE": "record",
+                         "TIMETRACER_DIR": str(workdir / "excluded"),
+                         "TIMETRACER_EXCLUDE_PATHS": ",".join(ROUTES)},
         }  # fmt: skip
         if "replay" in modes:  # one cassette per route to replay, as bench/overhead.py does
             for route in ROUTES:

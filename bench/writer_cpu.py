@@ -8,7 +8,8 @@ recordings it finishes are kept, frozen and framed exactly as the application ha
 over. Then a real writer process (``timetracer_otel.exporters._writer_main``) is fed those
 messages through a pipe at ``--rate`` per second, one message per write (as requests
 finish), and its CPU time (user + system, from ``wait4``) is divided by the cassettes it
-wrote, counted from when it had handled the first 200 (start-up and imports left out);
+wrote, counted from when it had handled the first 200 to when it reports having handled
+them all (start-up, imports and the interpreter's exit left out);
 user and system time are shown apart (creating a file costs the kernel more on some file
 systems than writing the cassette costs timetracer), and the targets as PASS/FAIL.
 ``--profile`` also runs the writer's handling of the same messages under cProfile in this
@@ -125,8 +126,16 @@ def _writer_cpu(
                 *(r.handled for r in reports.feed(os.read(process.stdout.fileno(), 1 << 16))),
             ]
         )
-    drain = threading.Thread(target=process.stdout.read)  # its reports, so it never waits on them
-    drain.start()
+    everything = threading.Event()
+
+    def drain() -> None:
+        """Read its reports, so it never waits on them; note when it has handled every record."""
+        while data := os.read(process.stdout.fileno(), 1 << 16):
+            if any(r.handled >= len(records) for r in reports.feed(data)):
+                everything.set()
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
     before = _process_cpu(process.pid)
     started = time.perf_counter()
     for index, message in enumerate(records[warm_up:]):
@@ -135,12 +144,18 @@ def _writer_cpu(
             time.sleep(delay)
         process.stdin.write(message)
         process.stdin.flush()
+    everything.wait(60)
+    after = _process_cpu(
+        process.pid
+    )  # before it exits: the interpreter's teardown is once per process
     process.stdin.close()
-    drain.join()
+    drainer.join()
     _, status, usage = os.wait4(process.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    exiting = usage.ru_utime + usage.ru_stime - sum(after)
+    print(f"  (its exit, once everything was written: {exiting * 1e3:.0f} ms of CPU)")
     written = len(records) - warm_up
-    return (usage.ru_utime - before[0]) / written, (usage.ru_stime - before[1]) / written
+    return (after[0] - before[0]) / written, (after[1] - before[1]) / written
 
 
 def _profile(config: Any, records: list[bytes]) -> None:

@@ -52,12 +52,13 @@ _serials = itertools.count(1)
 def current_recording() -> TraceRecording | None:
     """The recording of the request this code runs for; outside every request, the process recording; or None
     (also for timetracer's own I/O, which no recording keeps)."""
-    if is_own_io():
-        return None
     recording = _current.get()
-    if recording is not None or _process is None or _in_request.get():
-        return recording
-    return _process
+    if recording is None:
+        # a request not recorded (not sampled, excluded): nothing more to ask
+        if _process is None or _in_request.get():
+            return None
+        recording = _process
+    return None if is_own_io() else recording
 
 
 class outer_call:  # noqa: N801 - used as a function: ``with outer_call():``
