@@ -181,9 +181,10 @@ class RunReport:
 
     def _order_lines(self) -> list[str]:
         """A process that replayed the tests of several recording processes ran each test after
-        others than its recording process had: say so, and how to replay them apart."""
+        others than its recording process had: where calls went unanswered, say so, and how to
+        replay them apart (where every call was answered, the order did no harm)."""
         mixed = self._mixed()
-        if not mixed:
+        if not mixed or not self.unmatched:
             return []
         recorders = sorted({name for names in mixed for name in names})
         return [
