@@ -291,6 +291,13 @@ def _gzip_bomb() -> bytes:
     return gzip.compress(bytes(64 * _MIB), compresslevel=9, mtime=0) * 64
 
 
+def _answered_with_headers(document: dict[str, Any], headers: list[list[str]]) -> bytes:
+    """``document`` whose first call was answered with ``headers``."""
+    call = document["calls"][0]
+    response = dict(call["response"], headers=headers)
+    return json.dumps(dict(document, calls=[dict(call, response=response)])).encode()
+
+
 def _answered_with_a_bomb(document: dict[str, Any]) -> bytes:
     """``document`` whose first call was answered with a gzip bomb kept compressed, as the wire
     carried it: the client it is replayed to would inflate it."""
@@ -395,12 +402,7 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         + b"}" * 100_001,
         "bomb.json.gz": _gzip_bomb(),
         "body-bomb.json": _answered_with_a_bomb(valid[0]),
-        "header-split.json": json.dumps(
-            dict(
-                lookup,
-                response=dict(lookup["response"], headers=[["x-up", "a\r\nSet-Cookie: pwn=1"]]),
-            )
-        ).encode(),
+        "header-split.json": _answered_with_headers(valid[0], [["x-up", "a\r\nSet-Cookie: pwn=1"]]),
         "header-name.json": json.dumps(
             dict(lookup, request=dict(lookup["request"], headers=[["x-colon:evil", "v"]]))
         ).encode(),
@@ -565,7 +567,7 @@ def test_what_each_problem_says(
     )
     assert (
         problem("header-split.json")
-        == "response.headers[0][1] holds a line break or NUL, which no header value does"
+        == "calls[0].response.headers[0][1] holds a line break (not a folded line's) or NUL, which no parsed header value does"
     )
     assert problem("header-name.json") == (
         "request.headers[0][0] is 'x-colon:evil', expected a header name (letters, digits and !#$%&'*+-.^_`|~)"

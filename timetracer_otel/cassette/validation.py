@@ -36,7 +36,9 @@ _PROTOCOL = re.compile(r"[a-z][a-z0-9_.-]*")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _ID_CHARS = 64
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's token: what a header name is
-_LINE_BREAK = re.compile(r"[\r\n\x00]")
+# a line break that is not a folded line's (obs-fold: CRLF then a space, which old servers send and
+# http.client keeps), or a NUL
+_LINE_BREAK = re.compile(r"\x00|\r(?!\n[ \t])|\n(?![ \t])")
 _MOST = 2**64 - 1  # the largest integer a count, size or time may be (OTLP's fixed64)
 _SHOWN_CHARS = 40
 
@@ -165,7 +167,6 @@ def _time(value: Any, where: str) -> None:
 
 
 def _headers(value: Any, where: str) -> None:
-    """Pairs no HTTP parser would refuse: replay hands them to the app and to its clients."""
     for index, pair in enumerate(_list(value, where)):
         if not (
             isinstance(pair, list)
@@ -173,15 +174,23 @@ def _headers(value: Any, where: str) -> None:
             and all(isinstance(part, str) for part in pair)
         ):
             _fail(pair, f"{where}[{index}]", "a [name, value] pair of strings")
-        if not _TOKEN.fullmatch(pair[0]):
+
+
+def _parsed_headers(value: Any, where: str) -> None:
+    """Headers an HTTP parser gave (the inbound request's, a call's answer): replay hands them to
+    the app as they were, and no parser lets through a name that is not a token, or a line
+    break or NUL in a value. What the app itself sent (its response's headers, its calls'
+    request headers) is kept whatever it was."""
+    _headers(value, where)
+    for index, (name, text) in enumerate(value):
+        if not _TOKEN.fullmatch(name):
             _fail(
-                pair[0],
-                f"{where}[{index}][0]",
-                "a header name (letters, digits and !#$%&'*+-.^_`|~)",
+                name, f"{where}[{index}][0]", "a header name (letters, digits and !#$%&'*+-.^_`|~)"
             )
-        if _LINE_BREAK.search(pair[1]):
+        if _LINE_BREAK.search(text):
             raise _Invalid(
-                f"{where}[{index}][1]", "holds a line break or NUL, which no header value does"
+                f"{where}[{index}][1]",
+                "holds a line break (not a folded line's) or NUL, which no parsed header value does",
             )
 
 
@@ -239,7 +248,7 @@ def _inbound_request(value: Any, where: str) -> None:
     _string(request["path"], f"{where}.path")
     _optional(request, "route", where, lambda v, at: _string(v, at, nullable=True))
     _optional(request, "query", where, _string)
-    _headers(request["headers"], f"{where}.headers")
+    _parsed_headers(request["headers"], f"{where}.headers")
     _body(request["body"], f"{where}.body")
     _optional(request, "fingerprint", where, lambda v, at: _string(v, at, nullable=True))
     _optional(request, "client", where, _client)
@@ -264,7 +273,7 @@ def _response(value: Any, where: str, outgoing: bool = False) -> None:
     response = _object(value, where)
     _required(response, where, "status", *(() if outgoing else ("headers", "body")))
     _status(response["status"], f"{where}.status")
-    _optional(response, "headers", where, _nullable(_headers) if outgoing else _headers)
+    _optional(response, "headers", where, _nullable(_parsed_headers) if outgoing else _headers)
     _optional(response, "body", where, _nullable(_body) if outgoing else _body)
 
 
