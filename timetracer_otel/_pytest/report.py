@@ -65,7 +65,8 @@ class RunReport:
     recorded_by: set[str] = field(default_factory=set)
     # of each pytest-xdist worker that replayed the tests of several recording processes: those
     mixed: list[list[str]] = field(default_factory=list)
-    created_key: str | None = None  # the key file this run's recording made (the controller's to see)
+    # the key file this run's recording made (the controller's to see)
+    created_key: str | None = None
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if outcome.kept:
