@@ -56,11 +56,16 @@ class Closure:
     refused: list[str] = field(default_factory=list)  # "host:port" of each refused connection
 
     def allows(self, host: str, port: Any) -> bool:
-        return (
-            host in self.allowed_hosts
-            or (port is not None and f"{host}:{port}" in self.allowed_hosts)
-            or is_app_address(host, port)
-        )
+        return _allowed(self.allowed_hosts, host, port)
+
+
+def _allowed(allowed_hosts: frozenset[str], host: str, port: Any) -> bool:
+    """A host (or host:port) the user allowed, or an app under test served in this process."""
+    return (
+        host in allowed_hosts
+        or (port is not None and f"{host}:{port}" in allowed_hosts)
+        or is_app_address(host, port)
+    )
 
 
 @dataclass(eq=False)
@@ -72,7 +77,7 @@ class _Watch:
 
     def see(self, host: str, port: Any) -> None:
         target = f"{host}:{port}"
-        if target in self.seen or Closure("", "", self.allowed_hosts).allows(host, port):
+        if target in self.seen or _allowed(self.allowed_hosts, host, port):
             return
         with _lock:
             if target in self.seen:
