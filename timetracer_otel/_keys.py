@@ -44,6 +44,16 @@ class Key:
         return hmac.new(self.material, b"timetracer key id", hashlib.sha256).hexdigest()[:8]
 
 
+def key_file_of(config: TraceConfig) -> str | None:
+    """The key file ``config`` takes its key from (its own, or the default one); None when
+    ``secret_key`` gives the key."""
+    return None if config.secret_key else _key_path(config)
+
+
+def _key_path(config: TraceConfig) -> str:
+    return config.key_file or _default_key_path()
+
+
 def default_key_file() -> Path:
     """``$XDG_CONFIG_HOME/timetracer/key``, or ``~/.config/timetracer/key``."""
     return Path(_default_key_path())
@@ -124,7 +134,7 @@ def key_for(config: TraceConfig, create: bool = False) -> Key | None:
     Found once per process and setting (a key file that does not exist yet is looked for
     again); problems are logged once, never raised.
     """
-    setting = (config.secret_key, config.key_file or _default_key_path(), create)
+    setting = (config.secret_key, _key_path(config), create)
     with _found_lock:
         if setting in _found:
             return _found[setting]

@@ -37,6 +37,7 @@ import pytest
 
 from timetracer_otel import _network_guard
 from timetracer_otel._diagnostics import counters, failures
+from timetracer_otel._keys import key_file_of
 from timetracer_otel._pytest.blocks import (
     RECORD,
     REPLAY,
@@ -58,7 +59,7 @@ from timetracer_otel._pytest.naming import (
     cassette_of_test,
     cassettes_of_module,
 )
-from timetracer_otel._pytest.report import RunReport, key_file, shown
+from timetracer_otel._pytest.report import RunReport, shown
 from timetracer_otel._pytest.shared_clock import (
     WORKERINPUT_KEY,
     first_instant,
@@ -66,6 +67,7 @@ from timetracer_otel._pytest.shared_clock import (
     remove_directory,
 )
 from timetracer_otel._pytest.workers import of_worker, xdist_worker
+from timetracer_otel.config import TraceConfig
 
 if TYPE_CHECKING:
     from timetracer_otel.replayers.session import EarlierAnswer
@@ -235,13 +237,17 @@ class _Run:
         ] = {}  # by the fixturedef whose scope instance it records
         self.fixture_paths: Counter[Path] = Counter()
         self.froze_imports = False  # see _freeze_what_was_imported
-        # the key file while it does not exist: recording makes it (in its writer process)
-        missing = key_file()
-        self._missing_key = missing if missing is not None and not os.path.exists(missing) else None
+        # where the blocks' config looks for the key; while the file does not exist, recording
+        # makes it (in its writer process)
+        self.key_file: str | None = None
+        if self.mode != "off":
+            with contextlib.suppress(ValueError):  # a bad setting: each block reports it
+                self.key_file = key_file_of(TraceConfig(mode="replay"))
+        self._key_was_missing = self.key_file is not None and not os.path.exists(self.key_file)
 
     def created_key(self) -> str | None:
         """The key file this run made: it did not exist when the run began, and does now."""
-        made = self._missing_key
+        made = self.key_file if self._key_was_missing else None
         return made if made is not None and os.path.exists(made) else None
 
     def action(self, path: Path) -> str | None:
@@ -582,7 +588,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             )
         return
     terminalreporter.section("timetracer")
-    report.created_key = run.created_key()
+    report.key_file, report.created_key = run.key_file, run.created_key()
     for line in report.lines():
         terminalreporter.write_line(line)
     stale = report.stale()

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from timetracer_otel._keys import default_key_file
-
 from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 
-__all__ = ["RunReport", "key_file", "shown"]
+__all__ = ["RunReport", "shown"]
 
 _LOCKED = "locked"
 _SHOWN = 5  # calls named in the report under each heading
@@ -65,7 +63,9 @@ class RunReport:
     recorded_by: set[str] = field(default_factory=set)
     # of each pytest-xdist worker that replayed the tests of several recording processes: those
     mixed: list[list[str]] = field(default_factory=list)
-    # the key file this run's recording made (the controller's to see)
+    # where this process looks for the key file, and the one this run's recording made (the
+    # controller's to see)
+    key_file: str | None = None
     created_key: str | None = None
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
@@ -220,7 +220,7 @@ class RunReport:
             f"secrets: {what} replayed without {its} secrets: sealed in {its} {cassette} and this process has no key, "
             "so the app got [REDACTED] in their place (credentials, password hashes, random values it drew)",
             "  to replay with the secrets, put the key file that sealed them where this process looks for it, "
-            f"{key_file()} (TIMETRACER_KEY_FILE), or set TIMETRACER_SECRET_KEY to its content; in CI, from a secret",
+            f"{self.key_file} (TIMETRACER_KEY_FILE), or set TIMETRACER_SECRET_KEY to its content; in CI, from a secret",
         ]
 
     def _unopened_lines(self) -> list[str]:
@@ -230,14 +230,6 @@ class RunReport:
             f"secrets: {_counted(count, 'cassette')} not replayed: {problem}"
             for problem, count in sorted(reasons.items())
         ]
-
-
-def key_file() -> str | None:
-    """Where this process looks for the key file (the pytest plugin takes its settings from the
-    environment); None when ``TIMETRACER_SECRET_KEY`` gives the key."""
-    if os.environ.get("TIMETRACER_SECRET_KEY", "").strip():
-        return None
-    return os.environ.get("TIMETRACER_KEY_FILE", "").strip() or str(default_key_file())
 
 
 def shown(path: str | Path) -> str:
