@@ -78,11 +78,13 @@ def find_process_cassette(
     before: Cassette | None = None
     files = process_cassette_files(location)
     if not files and is_cassette_file(location):
+        files = process_cassette_files(recording_directory(location))
+        if not files:
+            return None  # the request cassette is not read for nothing: it may be large
         try:
             before = Cassette(load_cassette(location, limits=limits))
         except CassetteError:
             return None  # the request cassette's own error stops the replay where it is loaded
-        files = process_cassette_files(recording_directory(location))
     found = []
     for file in files:
         try:
