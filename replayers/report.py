@@ -31,6 +31,7 @@ __all__ = [
 _MAX_DIFF_LINES = 20
 _SHOWN = 120  # characters of a value a difference line shows
 _DIFFERENCES_SHOWN = 3  # how an unmatched call differs from the closest recorded one, in lines
+_UNUSED_SHOWN = 10  # recorded calls left unused, named one per line (the report keeps them all)
 # Headers set from the body (compared itself) or by the server, not by the app.
 _NOT_COMPARED = frozenset({"content-length", "date", "server"})
 _recent: deque[ReplayReport] = deque(maxlen=100)
@@ -150,7 +151,9 @@ class ReplayReport:
             f"  refused connection: {target}" + (f" ({times} times)" if times > 1 else "")
             for target, times in Counter(self.refused).items()
         )
-        lines.extend(f"  unused: {text}" for text in self.unused)
+        lines.extend(f"  unused: {text}" for text in self.unused[:_UNUSED_SHOWN])
+        if len(self.unused) > _UNUSED_SHOWN:
+            lines.append(f"  unused: ... and {len(self.unused) - _UNUSED_SHOWN} more")
         if self.extra_draws:
             counts = " ".join(f"{source}={n}" for source, n in sorted(self.extra_draws.items()))
             lines.append(f"  extra draws (not recorded, real values given): {counts}")

@@ -374,6 +374,20 @@ def test_report_of_a_changed_app(
     assert ignoring.differences == ['body $.added: recorded <absent>, replayed "new field"']
 
 
+def test_report_names_the_first_unused_calls_and_counts_the_rest() -> None:
+    """A cassette whose calls the app no longer makes (hundreds, in an N+1 loop) gives ten
+    lines naming them and one counting the rest, not a line for each; the report keeps them all."""
+    unused = [f"GET http://127.0.0.1:8001/items/{n}" for n in range(250)]
+    report = ReplayReport("c.json", "GET", "/items", "c1", 200, 200, unused=unused)
+    assert report.console_text().splitlines() == [
+        "timetracer [OK] replayed GET /items  id=c1  status=200  calls=0/0  unused=250  response=same",
+        "  cassette: c.json",
+        *(f"  unused: GET http://127.0.0.1:8001/items/{n}" for n in range(10)),
+        "  unused: ... and 240 more",
+    ]
+    assert report.unused == unused
+
+
 def test_report_names_the_apps_exception_with_its_secrets_hidden(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
