@@ -29,6 +29,7 @@ from timetracer_otel.cassette.body import (
     decode_body,
     encode_body,
 )
+from timetracer_otel.cassette.safe_json import JSONProblem, loads
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters.builder import build_document
 from timetracer_otel.exporters.files import serialise
@@ -127,6 +128,28 @@ def test_json_nested_deeper_than_the_bound_is_text_on_every_python(depth: int) -
     body = _encode(data, limit=len(data))
     assert (body["encoding"], body["text"]) == ("text", data.decode())
     assert _replayed(body) == data
+
+
+@pytest.mark.parametrize("depth", [255, 256, 257, 600, 1023, 1024, 1025, 5000])
+def test_a_cassette_nested_beyond_the_read_bound_is_refused_whichever_parser_reads_it(
+    depth: int,
+) -> None:
+    """orjson reads up to 1024 levels and the standard parser fewer: below and above that, a file
+    nested deeper than ``TIMETRACER_READ_MAX_DEPTH`` is refused naming its depth, and brackets in
+    strings (or a wide file of many shallow values) do not count."""
+    limits = TraceConfig(mode="replay").read_limits
+    inside = json.dumps(["[{" * 300 + '\\"]', "x"])  # one level, however its strings look
+    data = _nested(depth, inside=inside)
+    if depth + 1 > limits.max_depth:
+        with pytest.raises(JSONProblem) as refused:
+            loads(data, limits)
+        assert str(refused.value) == (
+            f"is nested {depth + 1} levels deep; TIMETRACER_READ_MAX_DEPTH allows {limits.max_depth}"
+        )
+    else:
+        assert loads(data, limits) == json.loads(data)
+    wide = json.dumps([[["[[["], {"k": "{{"}]] * 3000).encode()
+    assert loads(wide, limits) == json.loads(wide)
 
 
 def test_json_nested_up_to_the_bound_is_json() -> None:

@@ -2,9 +2,11 @@
 
 The two parsers differ where a hostile file pushes them: orjson refuses nesting beyond
 1024 levels and reads integers beyond 64 bits as floats, the standard parser runs out of
-recursion near 1000 levels and refuses integers of more than 4300 digits. So, before either
-runs, a scan of the bytes with their strings emptied measures the nesting and the longest
-number, and one limit of each kind applies whichever parser then reads the text.
+recursion near 1000 levels and refuses integers of more than 4300 digits. So one limit of
+each kind applies whichever parser reads the text: what orjson read is measured as a tree
+(no copy of the text: a cassette of many small values would cost several times its size);
+before the standard parser runs, a scan of the bytes with their strings emptied measures the
+nesting and the longest number.
 """
 
 from __future__ import annotations
@@ -133,25 +135,53 @@ def _runs(text: bytes | bytearray, limits: ReadLimits) -> tuple[bool, bool]:
     return beyond_64_bits, beyond_64_bits and b"0" * (limits.max_digits + 1) in digits
 
 
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether the containers of a parsed ``document`` nest more than ``limit`` levels (iterative)."""
+    stack = [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > limit:
+            return True
+        for value in node.values() if type(node) is dict else node:
+            if type(value) is dict or type(value) is list:
+                stack.append((value, level + 1))
+    return False
+
+
+def _too_deep(depth: int, limits: ReadLimits) -> JSONProblem:
+    return JSONProblem(
+        f"is nested {depth} levels deep; TIMETRACER_READ_MAX_DEPTH allows {limits.max_depth}"
+    )
+
+
+def _skeleton(raw: bytes | bytearray, limits: ReadLimits) -> bytes:
+    """``raw`` without its strings (where digits and brackets mean nothing), its nesting within ``limits``."""
+    skeleton = _STRING.sub(b"", raw)
+    depth = _nesting(skeleton)
+    if depth > limits.max_depth:
+        raise _too_deep(depth, limits)
+    return skeleton
+
+
 def loads(raw: bytes | bytearray, limits: ReadLimits) -> Any:
     """The JSON value in ``raw``; :class:`JSONProblem` when it is no JSON or goes beyond ``limits``."""
     long_integer, long_number = _runs(raw, limits)
-    if long_integer or raw.count(b"[") + raw.count(b"{") > limits.max_depth:
-        # Look closer, without the strings (where digits and brackets mean nothing).
-        skeleton = _STRING.sub(b"", raw)
-        depth = _nesting(skeleton)
-        if depth > limits.max_depth:
-            raise JSONProblem(
-                f"is nested {depth} levels deep; TIMETRACER_READ_MAX_DEPTH allows {limits.max_depth}"
-            )
-        long_integer, long_number = _runs(skeleton, limits)
+    if long_integer:  # or only digits in strings: look closer
+        long_integer, long_number = _runs(_skeleton(raw, limits), limits)
     if long_integer:
         document = _standard(raw, limits)
     else:
         try:
-            return orjson.loads(raw)
+            document = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            document = _standard(raw, limits)  # NaN, or no JSON: the standard parser says where
+            # NaN, nesting beyond orjson's, or no JSON: the standard parser says where
+            _skeleton(raw, limits)
+            document = _standard(raw, limits)
+        else:
+            containers = raw.count(b"[") + raw.count(b"{")
+            if containers > limits.max_depth and _deeper_than(document, limits.max_depth):
+                raise _too_deep(_nesting(_STRING.sub(b"", raw)), limits)
+            return document
     found = _long_number(document) if long_number else None
     if found is not None:
         where, digits = found
