@@ -19,6 +19,7 @@ from pathlib import Path
 import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see below)
 import httpx
 import pytest
+import redis
 from apps.replay_app import HTTPX_CLIENTS
 from conftest import running_upstream
 
@@ -1110,6 +1111,59 @@ def test_each_pytest_xdist_workers_fixture_instance_is_kept_and_replayed_for_its
     assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
     kept = sorted(p.name for p in (pytester.path / "cassettes/test_users/@fixtures").iterdir())
     assert kept == ["user_number@gw0.json", "user_number@gw1.json"]
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
+
+
+# A module fixture storing an item under a uuid4() key, refused if taken (a primary key in the
+# one database every pytest-xdist worker shares, as an ORM's Python-side default makes it).
+_CONFTEST_UUID_KEY = """
+import uuid
+
+import pytest
+import redis
+
+
+@pytest.fixture(scope="module")
+def item_key():
+    key = f"{namespace}:item:{{uuid.uuid4()}}"
+    with redis.Redis(port=6379) as client:
+        assert client.set(key, "stored", nx=True), f"{{key}} is taken"
+    return key
+"""
+
+_TEST_UUID_KEY = """
+import os
+
+import pytest
+import redis
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_reads_its_item(item_key, n, request):
+    with redis.Redis(port=6379) as client:
+        assert client.get(item_key) == b"stored"
+    ran = request.config.rootpath / "ran" / os.environ.get("PYTEST_XDIST_WORKER", "master")
+    ran.mkdir(parents=True, exist_ok=True)
+    (ran / str(n)).touch()
+"""
+
+
+def test_pytest_xdist_workers_setting_up_one_fixture_draw_uuids_of_their_own(
+    pytester: pytest.Pytester,
+) -> None:
+    """Recorded with ``-n 2``, each worker's instance of a module fixture draws its own
+    ``uuid4()``, as without timetracer: one drawn alike by both collided in the store they
+    share (the second worker's insert refused), so the suite failed only while recorded."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    namespace = f"tt-uuid-key-{secrets.token_hex(4)}"
+    pytester.makepyfile(
+        conftest=_CONFTEST_UUID_KEY.format(namespace=namespace),
+        test_items=_TEST_UUID_KEY.format(namespace=namespace),
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=6)
+    assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
+    with redis.Redis(port=6379) as client:
+        assert len(client.keys(f"{namespace}:item:*")) == 2
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
 
 

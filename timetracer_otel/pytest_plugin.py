@@ -506,9 +506,10 @@ def pytest_fixture_setup(
     path = run.fixture_cassette(instance, item)
     # Replay-only and no cassette: the fixture made no call when it was recorded, and may make none now.
     action = run.action(path) or REPLAY
-    # Seeded with the run's id, and on the clock of the first worker to set it up: each
-    # pytest-xdist worker setting this fixture up draws the same values.
-    seed = f"{run.uid}\0{instance}"
+    # Seeded with the run's id and the worker's own instance, on the clock of the first worker
+    # to set it up: each pytest-xdist worker draws values of its own, as without timetracer (the
+    # same uuid4() on two workers collides in the database they share), at the same instants.
+    seed = f"{run.uid}\0{of_worker(instance, run.worker)}"
     clock_from = (
         first_instant(Path(run.fixture_clocks), instance)
         if action == RECORD and run.fixture_clocks is not None
