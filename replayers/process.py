@@ -57,9 +57,10 @@ _session: ProcessSession | None = None
 # the app's modules are being imported: timetracer's integration was, auto_setup has not run
 _importing = False
 _BEFORE_SETUP = (
-    "It was made while the app's modules were imported, before auto_setup, where recording\n"
-    "does not see calls yet: build the client after auto_setup (or in the app's lifespan), or\n"
-    "start the app with opentelemetry-instrument, which records from before the first import."
+    "It was made while the app's modules were imported, before auto_setup. Recording keeps such\n"
+    "calls in the process cassette from when timetracer's integration is imported: import it\n"
+    "before the module making this call (or start the app with opentelemetry-instrument, which\n"
+    "records from before the first import) and record again."
 )
 
 

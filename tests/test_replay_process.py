@@ -3,7 +3,10 @@ and Starlette's TestClient, answer as the recording did without reaching the ups
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from _replay import (
+    APPS_DIR,
     CONNECTS,
     assert_same_response,
     audited_uvicorn_process,
@@ -24,6 +28,8 @@ from _replay import (
 from apps.replay_app import HTTPX_CLIENTS, create_app
 from conftest import Upstream, load_cassettes
 from starlette.testclient import TestClient
+
+from timetracer_otel.cassette.reader import load_cassette
 
 _SENT = [
     ("GET", "/sync/requests", {}),
@@ -110,17 +116,49 @@ def test_a_replaying_process_refuses_calls_outside_any_replayed_request(
     assert "no process cassette answered it" in outcome.json()["message"]
 
 
-def test_a_call_made_while_the_app_is_imported_is_answered_or_refused_never_sent(
+def test_a_call_made_while_the_app_is_imported_is_recorded_and_answered_never_sent(
     upstream: Upstream, cassette_dir: Path
 ) -> None:
     """A call made after timetracer's integration was imported and before ``auto_setup`` ran
-    (an engine checking its server as it is built) is not recorded; replay does not send it
-    either: it fails at the call site, saying why and what to do."""
+    (an engine checking its server as it is built, ``create_all()`` at import) is kept in the
+    process cassette; replay answers it from there, in a server and in ``timetracer replay``,
+    and sends nothing."""
     env = {"REPLAY_APP_UPSTREAM": upstream.url}
     recording = {**env, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
     with uvicorn_process(recording, "import_call_app:create") as server:
         (recorded,) = send(server.url, [("GET", "/checked", {})])
     assert '"login": "octocat"' in recorded.json()["checked"]  # the upstream's answer, live
+    (process_cassette,) = cassette_dir.glob("*/process__*.json")
+    (call,) = load_cassette(process_cassette, scope="process")["calls"]
+    assert call["request"]["url"] == f"{upstream.url}/json?check=version"
+    before = len(upstream.requests)
+    replaying = {**env, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+    with audited_uvicorn_process(replaying, "import_call_app:create") as server:
+        (replayed,) = send(server.url, [("GET", "/checked", {})])
+    assert CONNECTS.findall(server.stderr) == [], server.stderr
+    assert replayed.json() == recorded.json()
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("timetracer")), "replay", str(cassette_dir),
+         "--app", "import_call_app:create", "--factory", "--app-dir", str(APPS_DIR)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "timetracer [OK] replayed GET /checked" in done.stdout
+    assert len(upstream.requests) == before
+
+
+def test_a_call_made_while_the_app_is_imported_and_not_recorded_is_refused_never_sent(
+    upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Recorded where the process cassette does not hold it (recorded by an earlier version, or
+    the module imported before timetracer's integration), such a call fails at the call site in
+    replay, saying why and what to do; it is not sent."""
+    env = {"REPLAY_APP_UPSTREAM": upstream.url}
+    recording = {**env, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(recording, "import_call_app:create") as server:
+        send(server.url, [("GET", "/checked", {})])
+    for process_cassette in cassette_dir.glob("*/process__*.json"):
+        process_cassette.unlink()
     before = len(upstream.requests)
     replaying = {**env, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
     with audited_uvicorn_process(replaying, "import_call_app:create") as server:

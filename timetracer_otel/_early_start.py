@@ -1,14 +1,14 @@
 """Values drawn, and calls made, while the app's own modules are imported, before ``auto_setup`` runs.
 
-``auto_setup(app)`` comes after the app's modules are imported, and those often draw as
-they are: a settings module stamps ``now()`` or makes a signing key when none is
-configured, a message broker takes a ``uuid4()`` id. In a process started to record or
-replay (``TIMETRACER_MODE``), the process's draws are kept (or handed back from its
-process cassette) from the moment timetracer's integration is imported, which an app's
-imports put before its own modules (third-party imports come first): ``auto_setup`` then
-goes on with them. A replaying process also answers the calls those modules make (a
-database engine checking the server's version as it is built) from then on, from its
-process cassette or with a loud mismatch, never from the network.
+``auto_setup(app)`` comes after the app's modules are imported, and those often draw and
+call as they are: a settings module stamps ``now()`` or makes a signing key when none is
+configured, a message broker takes a ``uuid4()`` id, ``create_all()`` checks the tables, an
+engine checks the server's version as it is built. In a process started to record or replay
+(``TIMETRACER_MODE``), the process's draws and the calls of every installed library are
+recorded in its process cassette (or answered from it) from the moment timetracer's
+integration is imported, which an app's imports put before its own modules (third-party
+imports come first): ``auto_setup`` then goes on with them. A replaying process answers
+those calls from its process cassette or with a loud mismatch, never from the network.
 ``opentelemetry-instrument`` starts earlier still, before anything is imported.
 """
 
@@ -24,9 +24,8 @@ __all__ = ["start"]
 
 
 def start() -> None:
-    """Keep (record) or hand back (replay) the draws made outside requests from now on, and
-    answer their calls (replay), in a process started to do so; never raises: a bad setting
-    is ``auto_setup``'s to report."""
+    """Record (record) or answer (replay) the draws and calls made outside requests from now on,
+    in a process started to do so; never raises: a bad setting is ``auto_setup``'s to report."""
     mode = process_mode()
     if mode not in ("record", "replay"):
         return
@@ -35,10 +34,10 @@ def start() -> None:
     except ValueError:
         return
     with guarded("early_start"):
-        if mode == "record" and config.draws:
-            from ._process_recording import keep_startup_draws
+        if mode == "record":
+            from ._process_recording import start_early
 
-            keep_startup_draws(config)
+            start_early(config)
         elif mode == "replay" and config.cassette_path:
             from .replayers import install_replayers
             from .replayers.process import start as answer_from_process_cassette

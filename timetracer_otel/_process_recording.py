@@ -5,7 +5,9 @@ threads that carry no request's context: a replay must answer their calls too, o
 whose startup pings Redis or creates its tables cannot start with its dependencies
 unreachable. In a process started to record (``TIMETRACER_MODE=record``) and set up by
 ``auto_setup``, ``TimeTracerMiddleware`` or the distro, these calls go to one recording
-per process. It is written as the process cassette once the lifespan startup completed
+per process, begun as timetracer's integration is imported (:func:`start_early`: the app's
+modules, imported next, may connect as they are) and given its service and writer when the
+app is set up. It is written as the process cassette once the lifespan startup completed
 (a process killed later still has it), and rewritten in place at shutdown with what came
 after. It keeps at most :data:`MAX_CALLS` calls: a process calling in the background
 forever drops the rest and counts them (``dropped.process_calls``). The clock, UUID and
@@ -33,11 +35,9 @@ from .config import TraceConfig, process_mode
 from .determinism import DrawRecorder, use_startup_draws
 from .determinism import install as install_draw_sources
 
-__all__ = ["MAX_CALLS", "ProcessRecording", "keep_startup_draws", "wanted", "start", "save"]
+__all__ = ["MAX_CALLS", "ProcessRecording", "start_early", "wanted", "start", "save"]
 
 MAX_CALLS = 1000
-# the draws kept before the process recording started (see keep_startup_draws)
-_early_draws: DrawRecorder | None = None
 
 
 class ProcessRecording(TraceRecording):
@@ -45,12 +45,14 @@ class ProcessRecording(TraceRecording):
 
     scope = "process"
 
-    def __init__(self, config: TraceConfig, service: str, writer: RecordingWriter) -> None:
-        cassette_number = int.from_bytes(os.urandom(4), "big")
+    def __init__(
+        self, config: TraceConfig, service: str = "", writer: RecordingWriter | None = None
+    ) -> None:
+        self._cassette_number = int.from_bytes(os.urandom(4), "big")
         super().__init__(
             config,
             trace_id=0,
-            root_span_id=cassette_number,
+            root_span_id=self._cassette_number,
             method="",
             path="",
             query="",
@@ -59,14 +61,20 @@ class ProcessRecording(TraceRecording):
         )
         # the clock, UUID and random values drawn while the app starts (seeding, a generated
         # signing key), from those drawn as its modules were imported: the rest stay real
-        self.draws = (_early_draws or DrawRecorder(config.draws)) if config.draws else None
+        self.draws = DrawRecorder(config.draws) if config.draws else None
         self.dropped_calls = 0
-        self.writer = writer
+        self.writer = writer  # None until the app is set up (begun as its modules were imported)
+        if writer is not None:
+            self.adopt(config, service, writer)
+
+    def adopt(self, config: TraceConfig, service: str, writer: RecordingWriter) -> None:
+        """Where the recording goes, known once the app is set up: its service, its writer, its file."""
+        self.config, self.service, self.writer = config, service, writer
         started = datetime.fromtimestamp(self.started_ns / 1e9, tz=timezone.utc)
         suffix = ".json.gz" if config.compression == "gzip" else ".json"
         path = join(
             config.cassette_dir,
-            process_cassette_relpath(service, f"{cassette_number:08x}", started, suffix),
+            process_cassette_relpath(service, f"{self._cassette_number:08x}", started, suffix),
         )
         self.fixed_path = str(path) if is_url(config.cassette_dir) else os.path.abspath(path)
 
@@ -85,20 +93,29 @@ def wanted(config: TraceConfig) -> bool:
     return config.mode == "record" and process_mode() == "record"
 
 
-def keep_startup_draws(config: TraceConfig) -> None:
-    """Keep the draws made outside requests from now on, before the process recording starts
-    (the app's modules being imported): the process recording goes on with them."""
-    global _early_draws
-    if not wanted(config) or _early_draws is not None or process_recording() is not None:
-        return
-    install_draw_sources(config.draws)
-    _early_draws = DrawRecorder(config.draws)
-    use_startup_draws(_early_draws, in_request)
+def start_early(config: TraceConfig) -> None:
+    """Record what the app does outside requests from now on, before it is set up (its modules
+    being imported: an engine built at import that checks the server, ``create_all()`` there):
+    the draws it makes, and the calls of every installed library, kept in the process recording
+    that :func:`start` goes on with."""
+    if not wanted(config) or process_recording() is not None:
+        return  # or the distro started recording before anything was imported
+    from .plugins import capture_early
+
+    recording = use_process_recording(ProcessRecording(config))
+    if recording.draws is not None:
+        install_draw_sources(config.draws)
+        use_startup_draws(recording.draws, in_request)
+    capture_early()
 
 
 def start(config: TraceConfig, service: str, writer: RecordingWriter) -> TraceRecording:
     """Record calls outside requests from now on; the first start in the process decides where they go."""
-    recording = use_process_recording(ProcessRecording(config, service, writer))
+    recording = process_recording()
+    if isinstance(recording, ProcessRecording) and recording.writer is None:
+        recording.adopt(config, service, writer)  # begun as the app's modules were imported
+    else:
+        recording = use_process_recording(ProcessRecording(config, service, writer))
     if isinstance(recording, ProcessRecording):
         # now, not when the middleware is built (the first lifespan event): a seed run at
         # import after auto_setup draws through the hooks too
@@ -114,7 +131,9 @@ def save(timeout: float | None = None) -> None:
     killed before its first request still leaves it); else only hand it over.
     """
     recording = process_recording()
-    if not isinstance(recording, ProcessRecording) or not (
+    if not isinstance(recording, ProcessRecording) or recording.writer is None:
+        return  # none, or begun at import by an app never set up: it has nowhere to go
+    if not (
         recording.calls or recording.dropped_calls or (recording.draws and recording.draws.draws)
     ):
         return

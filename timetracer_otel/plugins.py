@@ -7,13 +7,18 @@ application already did, and put timetracer's capture under the instrumentor's w
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
 from typing import Any
 
+from wrapt import register_post_import_hook
+
+from timetracer_otel._diagnostics import guarded
 from timetracer_otel.libraries import LIBRARIES, Library
 
 __all__ = [
@@ -56,9 +61,14 @@ __all__ = [
 # plugin name -> its declaration (timetracer_otel.libraries)
 PLUGINS: dict[str, Library] = LIBRARIES
 
-_lock = threading.Lock()
+# reentrant: a capture importing its library may set off another library's early capture
+_lock = threading.RLock()
 # (plugin name, instrumentor class) for each instrumentation timetracer turned on
 _instrumented_by_us: set[tuple[str, type]] = set()
+_enabled: set[str] = set()  # the plugins enabled and not disabled since
+# libraries captured before the app named its plugins (capture_early), until end_early_capture
+_early: set[str] = set()
+_early_ended = False
 
 
 def check_plugin_names(names: Iterable[str]) -> list[str]:
@@ -105,6 +115,7 @@ def enable(name: str) -> None:
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
                 _instrumented_by_us.add((name, type(instrumentor)))
+        _enabled.add(name)
 
 
 def _aliased(name: str) -> bool:
@@ -134,11 +145,48 @@ def disable(name: str) -> None:
     (name,) = check_plugin_names([name])
     plugin = PLUGINS[name]
     with _lock:
+        _enabled.discard(name)
         importlib.import_module(plugin.capture).uninstall()
         for instrumentor in _instrumentors(plugin):
             if (name, type(instrumentor)) in _instrumented_by_us:
                 instrumentor.uninstrument()
                 _instrumented_by_us.discard((name, type(instrumentor)))
+
+
+def capture_early() -> None:
+    """Record the calls of every installed library from now on, before the app names its
+    plugins (its modules being imported: an engine checking the server as it is built); a
+    library imported later is captured as it is imported. OpenTelemetry's instrumentors come
+    with :func:`enable`; :func:`end_early_capture` stops the libraries no plugin was enabled for."""
+    for name in PLUGINS:
+        if name in sys.modules:
+            _capture_early(name)
+        elif importlib.util.find_spec(name) is not None:
+            register_post_import_hook(functools.partial(_on_import, name), name)
+
+
+def _on_import(name: str, _module: ModuleType) -> None:
+    _capture_early(name)
+
+
+def _capture_early(name: str) -> None:
+    with _lock, guarded("capture_early"):
+        if _early_ended or name in _early or _aliased(name):
+            return
+        # what the capture needs is missing: no calls to record
+        with contextlib.suppress(ImportError):
+            importlib.import_module(PLUGINS[name].capture).install()
+            _early.add(name)
+
+
+def end_early_capture() -> None:
+    """The app is set up: libraries captured early that no plugin was enabled for are recorded no more."""
+    global _early_ended
+    with _lock, guarded("capture_early"):
+        _early_ended = True
+        for name in _early - _enabled:
+            importlib.import_module(PLUGINS[name].capture).uninstall()
+        _early.clear()
 
 
 def _pair(name: str) -> tuple[Callable[[], None], Callable[[], None]]:

@@ -29,7 +29,7 @@ from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations import starlette as starlette_integration
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
-from timetracer_otel.replayers import ReplayReport, process, recent_reports
+from timetracer_otel.replayers import ReplayReport, install_replayers, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 
@@ -79,8 +79,10 @@ class Replayer:
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
         try:
-            # its process cassette answers startup
-            process.start(TraceConfig(mode="replay", cassette_path=location))
+            # its process cassette answers startup, and what the app's modules call as they
+            # are imported (create_all() at import), as in a server started to replay
+            process.start(TraceConfig(mode="replay", cassette_path=location), importing=True)
+            install_replayers()
             app = import_app(spec, app_dir, factory)
             self.credentials = credentials.loaded(app_dir)
             self.ignore = tuple(ignore)

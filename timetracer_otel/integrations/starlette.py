@@ -28,7 +28,12 @@ from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.determinism import end_startup, startup_draws
 from timetracer_otel.determinism import install as install_draw_sources
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
-from timetracer_otel.plugins import check_plugin_names, enable, enable_installed
+from timetracer_otel.plugins import (
+    check_plugin_names,
+    enable,
+    enable_installed,
+    end_early_capture,
+)
 
 __all__ = ["TimeTracerMiddleware", "auto_setup"]
 
@@ -53,6 +58,7 @@ class TimeTracerMiddleware:
         self.config = config if config is not None else TraceConfig()
         self._traced: ASGIApp = app
         self._inner: ASGIApp = app
+        end_early_capture()  # the app enabled the plugins it wants by now
         if self.config.mode == "off":
             return
         install_draw_sources(self.config.draws)
@@ -167,6 +173,7 @@ def auto_setup(
     config = config if config is not None else TraceConfig.from_env()
     names = check_plugin_names(plugins) if plugins is not None else None
     if config.mode == "off":
+        end_early_capture()
         return config
     # fail at start, not at the first request, if the cassettes are unusable
     if config.mode == "replay":
@@ -180,6 +187,7 @@ def auto_setup(
         enable_installed()
     for name in names or ():
         enable(name)
+    end_early_capture()  # the libraries the app did not name, recorded while it was imported
     # now, not when the stack is built: clients the app makes next are covered too
     if config.mode == "replay":
         from timetracer_otel.replayers import install_replayers
