@@ -1114,8 +1114,9 @@ def test_each_pytest_xdist_workers_fixture_instance_is_kept_and_replayed_for_its
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
 
 
-# A module fixture storing an item under a uuid4() key, refused if taken (a primary key in the
-# one database every pytest-xdist worker shares, as an ORM's Python-side default makes it).
+# The module fixture of the shared-sequence suite, numbering its user with a uuid4() instead,
+# refused if taken (a primary key in the one database every pytest-xdist worker shares, as an
+# ORM's Python-side default makes it).
 _CONFTEST_UUID_KEY = """
 import uuid
 
@@ -1124,27 +1125,11 @@ import redis
 
 
 @pytest.fixture(scope="module")
-def item_key():
-    key = f"{namespace}:item:{{uuid.uuid4()}}"
+def user_number():
+    number = uuid.uuid4()
     with redis.Redis(port=6379) as client:
-        assert client.set(key, "stored", nx=True), f"{{key}} is taken"
-    return key
-"""
-
-_TEST_UUID_KEY = """
-import os
-
-import pytest
-import redis
-
-
-@pytest.mark.parametrize("n", range(6))
-def test_reads_its_item(item_key, n, request):
-    with redis.Redis(port=6379) as client:
-        assert client.get(item_key) == b"stored"
-    ran = request.config.rootpath / "ran" / os.environ.get("PYTEST_XDIST_WORKER", "master")
-    ran.mkdir(parents=True, exist_ok=True)
-    (ran / str(n)).touch()
+        assert client.set(f"{namespace}:user:{{number}}", "ada", nx=True), f"{{number}} is taken"
+    return number
 """
 
 
@@ -1158,12 +1143,12 @@ def test_pytest_xdist_workers_setting_up_one_fixture_draw_uuids_of_their_own(
     namespace = f"tt-uuid-key-{secrets.token_hex(4)}"
     pytester.makepyfile(
         conftest=_CONFTEST_UUID_KEY.format(namespace=namespace),
-        test_items=_TEST_UUID_KEY.format(namespace=namespace),
+        test_users=_TEST_SHARED_SEQUENCE.format(namespace=namespace),
     )
     pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=6)
     assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
     with redis.Redis(port=6379) as client:
-        assert len(client.keys(f"{namespace}:item:*")) == 2
+        assert len(client.keys(f"{namespace}:user:*")) == 2
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
 
 
