@@ -1095,20 +1095,27 @@ def test_reads_its_user(user_number, n, request):
 """
 
 
+def _record_on_a_shared_store(pytester: pytest.Pytester, conftest: str) -> str:
+    """Record the shared-sequence suite with ``conftest`` under ``-n 2``, both workers setting its
+    module fixture up; the namespace its Redis keys are in."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    namespace = f"tt-shared-{secrets.token_hex(4)}"
+    pytester.makepyfile(
+        conftest=conftest.format(namespace=namespace),
+        test_users=_TEST_SHARED_SEQUENCE.format(namespace=namespace),
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=6)
+    assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
+    return namespace
+
+
 def test_each_pytest_xdist_workers_fixture_instance_is_kept_and_replayed_for_its_tests(
     pytester: pytest.Pytester,
 ) -> None:
     """Recorded with ``-n 2`` against one shared store, each worker's module fixture drew
     another number from its sequence: each instance is kept, named for its worker, and each
     test replays with the instance its recording worker made."""
-    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
-    namespace = f"tt-sequence-{secrets.token_hex(4)}"
-    pytester.makepyfile(
-        conftest=_CONFTEST_SHARED_SEQUENCE.format(namespace=namespace),
-        test_users=_TEST_SHARED_SEQUENCE.format(namespace=namespace),
-    )
-    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=6)
-    assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
+    _record_on_a_shared_store(pytester, _CONFTEST_SHARED_SEQUENCE)
     kept = sorted(p.name for p in (pytester.path / "cassettes/test_users/@fixtures").iterdir())
     assert kept == ["user_number@gw0.json", "user_number@gw1.json"]
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
@@ -1139,14 +1146,7 @@ def test_pytest_xdist_workers_setting_up_one_fixture_draw_uuids_of_their_own(
     """Recorded with ``-n 2``, each worker's instance of a module fixture draws its own
     ``uuid4()``, as without timetracer: one drawn alike by both collided in the store they
     share (the second worker's insert refused), so the suite failed only while recorded."""
-    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
-    namespace = f"tt-uuid-key-{secrets.token_hex(4)}"
-    pytester.makepyfile(
-        conftest=_CONFTEST_UUID_KEY.format(namespace=namespace),
-        test_users=_TEST_SHARED_SEQUENCE.format(namespace=namespace),
-    )
-    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=6)
-    assert len(_ran_together(pytester)) == 2  # both workers set the fixture up
+    namespace = _record_on_a_shared_store(pytester, _CONFTEST_UUID_KEY)
     with redis.Redis(port=6379) as client:
         assert len(client.keys(f"{namespace}:user:*")) == 2
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
