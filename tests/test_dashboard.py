@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from _mixed_deps import deps, mongo, record_crash_and_mixed  # noqa: F401 - fixtures
 from _replay import APPS_DIR, Sent, record
@@ -318,6 +319,23 @@ def test_a_long_body_is_cut_and_links_to_the_whole_of_it(
     assert download.headers["content-disposition"].startswith("attachment;")
     # the call's request is short: whole, no link
     assert page.locator("#call-0-request p.cut").count() == 0
+
+
+def test_a_recording_of_many_calls_shows_a_thousand_and_counts_the_rest(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A page for every call of a cassette of thousands (a hostile file, an N+1 loop) would be
+    more than a browser opens: a thousand are shown, the rest counted."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
+    (path,) = cassette_dir.rglob("*.json")
+    doc = json.loads(path.read_text("utf-8"))
+    doc["calls"] = doc["calls"] * 700  # 1,400 calls; two have their span
+    path.write_text(json.dumps(doc), "utf-8")
+    url = serve(create_app(str(cassette_dir))).url
+    page = httpx.get(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}", timeout=60)
+    assert page.status_code == 200
+    assert page.text.count('<section class="call ') == 2 + 1000
+    assert "and 398 more calls, not shown: <code>timetracer show</code> lists them all" in page.text
 
 
 def _cells(row: Any) -> list[str]:
