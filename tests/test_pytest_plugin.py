@@ -130,6 +130,25 @@ def test_a_mode_given_to_a_suite_that_never_opted_in_is_named_in_the_summary(
     )  # fmt: skip
 
 
+def test_an_app_recording_on_its_own_records_into_the_tests_cassette_under_testclient(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest started with ``TIMETRACER_MODE=record`` (the app's auto_setup records too): a
+    request served through TestClient inside a test's cassette belongs to that cassette, calls
+    and all. The app took the test's span for its request's root, and the test's cassette was
+    never written."""
+    monkeypatch.setenv("TIMETRACER_MODE", "record")
+    monkeypatch.setenv("TIMETRACER_DIR", str(pytester.path / "app-cassettes"))
+    with running_upstream() as live:
+        pytester.makepyfile(app=_APP.format(upstream=live.url), test_app=_TEST_APP)
+        pytester.runpytest_subprocess("--timetracer-mode=record").assert_outcomes(passed=2)
+    cassette = json.loads((pytester.path / "cassettes" / "test_user.json").read_text("utf-8"))
+    assert [call["request"]["url"] for call in cassette["calls"]] == [live.url + "/json?user=1"]
+    assert not list((pytester.path / "app-cassettes").rglob("GET__*.json"))
+    monkeypatch.delenv("TIMETRACER_MODE")
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
+
+
 def test_spec_example_records_then_replays_with_the_upstream_down(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

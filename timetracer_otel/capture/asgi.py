@@ -15,7 +15,13 @@ from opentelemetry import trace
 
 from timetracer_otel import _span_secrets
 from timetracer_otel._diagnostics import counters, guarded
-from timetracer_otel._recording import TraceRecording, activate, deactivate, exception_info
+from timetracer_otel._recording import (
+    TraceRecording,
+    activate,
+    deactivate,
+    exception_info,
+    request_recording,
+)
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
@@ -68,6 +74,11 @@ class RecordingLayer:
         self._rewrite = rewrite  # a recording already handed over that changed since
 
     def _start(self, scope: Scope) -> TraceRecording | None:
+        if request_recording() is not None:
+            # served inside another recording (a pytest test's, through TestClient): the
+            # request and its calls are that recording's, whose span would otherwise be taken
+            # for this request's root and its cassette lost
+            return None
         if self.config.sample_rate < 1.0 and random.random() >= self.config.sample_rate:
             counters.add("skipped.sample_rate")
             return None
