@@ -1171,6 +1171,21 @@ def test_pytest_xdist_workers_setting_up_one_fixture_draw_uuids_of_their_own(
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
 
 
+def test_a_serial_replay_keeps_the_other_workers_fixture_instances_when_it_prunes(
+    pytester: pytest.Pytester,
+) -> None:
+    """A serial run uses one instance of a module fixture recorded with ``-n 2``: the other
+    worker's is not stale, and ``--timetracer-prune`` leaves it to the next ``-n 2`` replay."""
+    _record_on_a_shared_store(pytester, _CONFTEST_SHARED_SEQUENCE)
+    fixtures = pytester.path / "cassettes/test_users/@fixtures"
+    kept = sorted(p.name for p in fixtures.iterdir())
+    assert kept == ["user_number@gw0.json", "user_number@gw1.json"]
+    serial = pytester.runpytest_subprocess("--timetracer-mode=none", "--timetracer-prune")
+    assert "stale" not in serial.stdout.str()
+    assert sorted(p.name for p in fixtures.iterdir()) == kept
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=6)
+
+
 def test_the_kept_instant_is_found_in_a_cassette_directory_given_on_the_command_line(
     pytester: pytest.Pytester,
 ) -> None:

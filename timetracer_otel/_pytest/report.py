@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
+from .workers import instance_of
 
 __all__ = ["RunReport", "shown"]
 
@@ -129,13 +130,17 @@ class RunReport:
             self.failures.setdefault(kind, [0, first])[0] += count
 
     def stale(self) -> list[str]:
-        """Cassettes under the directories of the collected test modules that no test or fixture of the run owns."""
-        kept = self.used | self.owned
+        """Cassettes under the directories of the collected test modules that no test or fixture
+        of the run owns. Each pytest-xdist worker's instance of a fixture is owned with the one
+        the run used: a run uses one (a serial replay of a suite recorded with ``-n 2``)."""
+        kept = {instance_of(path) for path in self.used | self.owned}
         found: set[str] = set()
         for scope in self.scopes:
             root = Path(scope)
             if root.is_dir():
-                found.update(str(path) for path in _cassettes_in(root) if str(path) not in kept)
+                found.update(
+                    str(path) for path in _cassettes_in(root) if instance_of(str(path)) not in kept
+                )
         return sorted(found)
 
     def lines(self) -> list[str]:

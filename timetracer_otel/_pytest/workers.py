@@ -22,7 +22,7 @@ import pytest
 
 from timetracer_otel.sealing import SEALED_TOKEN
 
-__all__ = ["WORKER_FIELD", "as_worker", "of_worker", "recorded_by", "xdist_worker"]
+__all__ = ["WORKER_FIELD", "as_worker", "instance_of", "of_worker", "recorded_by", "xdist_worker"]
 
 WORKER_FIELD = (
     "worker"  # the request field of a block's cassette naming the worker that recorded it
@@ -57,6 +57,15 @@ def of_worker(path: Path, worker: str | None) -> Path:
     if worker is None or worker == _CONTROLLER:
         return path
     return path.with_name(f"{path.name.removesuffix('.json')}@{worker}.json")
+
+
+_WORKER_SUFFIX = re.compile(r"@gw[0-9]{1,6}(?=\.json$)")
+
+
+def instance_of(path: str) -> str:
+    """The cassette ``path`` whichever worker kept it (``user@gw1.json``: ``user.json``), as
+    :func:`of_worker` named it."""
+    return _WORKER_SUFFIX.sub("", path)
 
 
 def _name_pattern(worker: str) -> str:
