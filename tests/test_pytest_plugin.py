@@ -20,6 +20,7 @@ import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see belo
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 from apps.replay_app import HTTPX_CLIENTS
 from conftest import running_upstream
 
@@ -147,6 +148,69 @@ def test_an_app_recording_on_its_own_records_into_the_tests_cassette_under_testc
     assert not list((pytester.path / "app-cassettes").rglob("GET__*.json"))
     monkeypatch.delenv("TIMETRACER_MODE")
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
+
+
+# FastAPI's older SQL tutorial: the app module creates its tables as it is imported, and the
+# test module imports the app, so the calls are made while pytest collects the suite.
+_APP_CREATING_TABLES = """
+import os
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+engine = sa.create_engine(os.environ["APP_DB_URL"])
+metadata = sa.MetaData()
+items = sa.Table("{table}", metadata, sa.Column("id", sa.Integer, primary_key=True))
+metadata.create_all(engine)
+
+
+async def count(request):
+    with engine.connect() as connection:
+        return JSONResponse({{"items": connection.execute(sa.select(sa.func.count()).select_from(items)).scalar()}})
+
+
+app = Starlette(routes=[Route("/count", count)])
+auto_setup(app)
+"""
+
+_TEST_APP_CREATING_TABLES = """
+from starlette.testclient import TestClient
+
+from app import app
+
+
+def test_counts_the_items():
+    assert TestClient(app).get("/count").json() == {"items": 0}
+"""
+
+
+def test_calls_made_while_the_suite_is_imported_are_recorded_and_answered(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test module importing an app that runs ``create_all()`` on PostgreSQL at import: the
+    calls, made while pytest collects, are kept in ``@collection-calls.json`` and answered from
+    it, so the suite replays with the database unreachable, serially and on xdist's workers."""
+    table = f"tt_collected_{secrets.token_hex(4)}"
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        app=_APP_CREATING_TABLES.format(table=table), test_app=_TEST_APP_CREATING_TABLES
+    )
+    monkeypatch.setenv("APP_DB_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    try:
+        pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=1)
+    finally:
+        with sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test").begin() as db:
+            db.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    (kept,) = pytester.path.glob("cassettes/@collection-calls*.json")
+    statements = [call["request"].get("statement", "") for call in load_cassette(kept)["calls"]]
+    assert any(s.strip().startswith("CREATE TABLE") for s in statements), statements
+    monkeypatch.setenv("APP_DB_URL", "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=1)
 
 
 def test_spec_example_records_then_replays_with_the_upstream_down(

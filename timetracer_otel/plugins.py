@@ -158,24 +158,44 @@ def capture_early() -> None:
     plugins (its modules being imported: an engine checking the server as it is built); a
     library imported later is captured as it is imported. OpenTelemetry's instrumentors come
     with :func:`enable`; :func:`end_early_capture` stops the libraries no plugin was enabled for."""
+    _each_installed(_capture_early)
+
+
+def install_captures() -> None:
+    """Record the calls of every installed library from now on, as it is imported if it is not
+    yet, without OpenTelemetry's instrumentors (pytest collecting the suite, before the app's
+    own instrumentation is set up): blocks enable the plugins whole later."""
+    _each_installed(_install_capture)
+
+
+def _each_installed(install: Callable[[str], object]) -> None:
     for name in PLUGINS:
         if name in sys.modules:
-            _capture_early(name)
+            install(name)
         elif importlib.util.find_spec(name) is not None:
-            register_post_import_hook(functools.partial(_on_import, name), name)
+            register_post_import_hook(functools.partial(_on_import, install, name), name)
 
 
-def _on_import(name: str, _module: ModuleType) -> None:
-    _capture_early(name)
+def _on_import(install: Callable[[str], object], name: str, _module: ModuleType) -> None:
+    install(name)
+
+
+def _install_capture(name: str) -> bool:
+    """Whether the capture of ``name`` is installed now (not where what it needs is missing)."""
+    with _lock, guarded("capture_early"):
+        if _aliased(name):
+            return False
+        try:
+            importlib.import_module(PLUGINS[name].capture).install()
+        except ImportError:
+            return False
+        return True
+    return False  # it raised: counted and logged by guarded
 
 
 def _capture_early(name: str) -> None:
-    with _lock, guarded("capture_early"):
-        if _early_ended or name in _early or _aliased(name):
-            return
-        # what the capture needs is missing: no calls to record
-        with contextlib.suppress(ImportError):
-            importlib.import_module(PLUGINS[name].capture).install()
+    with _lock:
+        if not _early_ended and name not in _early and _install_capture(name):
             _early.add(name)
 
 

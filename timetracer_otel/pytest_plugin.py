@@ -52,6 +52,7 @@ from timetracer_otel._pytest.collection import (
     save_instant,
     seeded_while_collecting,
 )
+from timetracer_otel._pytest.collection_calls import CollectionCalls
 from timetracer_otel._pytest.distribution import recorded_order_scheduler, recorded_worker
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
@@ -188,26 +189,50 @@ def _collection_instant(config: pytest.Config) -> tuple[int | None, bool]:
     return config.stash[_INSTANT]
 
 
-def _seeding_collection(config: pytest.Config) -> AbstractContextManager[None]:
-    """Random values drawn while the suite is imported and collected are seeded, and the clock
-    is the run's collection instant (see :mod:`timetracer_otel._pytest.collection`), when
-    every test has a cassette."""
-    if config.getini("timetracer_autouse") and _chosen_mode(config) != "off":
-        return seeded_while_collecting(config.rootpath.resolve(), _collection_instant(config)[0])
-    return contextlib.nullcontext()
+_COLLECTION_CALLS = pytest.StashKey[CollectionCalls]()
+
+
+@contextlib.contextmanager
+def _collecting(config: pytest.Config) -> Iterator[None]:
+    """When every test has a cassette: random values drawn while the suite is imported and
+    collected are seeded, and the clock is the run's collection instant (see
+    :mod:`timetracer_otel._pytest.collection`); the calls made meanwhile are recorded or
+    answered (see :mod:`timetracer_otel._pytest.collection_calls`)."""
+    mode = _chosen_mode(config)
+    if not config.getini("timetracer_autouse") or mode == "off":
+        yield
+        return
+    if _COLLECTION_CALLS not in config.stash:
+        config.stash[_COLLECTION_CALLS] = CollectionCalls(
+            _cassette_directory(config),
+            mode,
+            # certain on a worker: xdist sets it before the conftests are imported
+            os.environ.get("PYTEST_XDIST_WORKER") or xdist_worker(config),
+            frozenset(config.getini("timetracer_allowed_hosts")),
+        )
+    calls = config.stash[_COLLECTION_CALLS]
+    calls.activate()
+    try:
+        with seeded_while_collecting(config.rootpath.resolve(), _collection_instant(config)[0]):
+            yield
+    finally:
+        calls.deactivate()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, None, None]:
-    with _seeding_collection(early_config):
+    with _collecting(early_config):
         return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection(session: pytest.Session) -> Generator[None, None, None]:
     config = session.config
-    with _seeding_collection(config):
+    with _collecting(config):
         result = yield
+    calls = config.stash.get(_COLLECTION_CALLS, None)
+    if calls is not None:
+        calls.close(xdist_worker(config))
     if _INSTANT in config.stash:
         instant, keeps = config.stash[_INSTANT]
         if keeps and instant is not None:
