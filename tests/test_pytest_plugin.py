@@ -213,6 +213,22 @@ def test_calls_made_while_the_suite_is_imported_are_recorded_and_answered(
     pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=1)
 
 
+def test_an_unusable_collection_cassette_stops_the_run_naming_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """The calls of the collection are answered before any test runs: a damaged cassette for
+    them stops a replaying run at once, with one line naming it."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    (pytester.path / "cassettes").mkdir()
+    (pytester.path / "cassettes/@collection-calls.json").write_text('{"format": "timetrac')
+    result = pytester.runpytest_subprocess("--timetracer-mode=none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: timetracer: cannot use cassette *@collection-calls.json: is truncated*"]
+    )
+
+
 def test_spec_example_records_then_replays_with_the_upstream_down(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

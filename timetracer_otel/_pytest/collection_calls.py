@@ -19,9 +19,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from timetracer_otel import plugins
 from timetracer_otel._recording import TraceRecording, activate, deactivate
 from timetracer_otel.cassette.document import BLOCK_METHOD
+from timetracer_otel.cassette.errors import CassetteError
 from timetracer_otel.config import TraceConfig
 
 from .blocks import REPLAY, CassetteBlock
@@ -60,9 +63,12 @@ class CollectionCalls:
         found = _found(directory, of_worker(directory / COLLECTION_CALLS, worker))
         if mode == "none":
             if found is not None:
-                self._replay = CassetteBlock(
-                    found, _LABEL, REPLAY, allowed_hosts=allowed_hosts, worker=worker
-                )
+                try:
+                    self._replay = CassetteBlock(
+                        found, _LABEL, REPLAY, allowed_hosts=allowed_hosts, worker=worker
+                    )
+                except CassetteError as exc:  # before any test: the run cannot start
+                    raise pytest.UsageError(str(exc)) from None
         elif mode in ("all", "rewrite") or found is None:
             self._recording = _new_recording(directory)
             plugins.install_captures()
