@@ -53,7 +53,7 @@ def _nesting(skeleton: bytes) -> int:
     return max(accumulate(array("b", brackets.translate(_STEPS))))
 
 
-def nesting(text: bytes) -> int:
+def nesting(text: bytes | bytearray) -> int:
     """How deeply the JSON ``text`` nests (its strings left out)."""
     return _nesting(_STRING.sub(b"", text))
 
@@ -180,7 +180,7 @@ def loads(raw: bytes | bytearray, limits: ReadLimits) -> Any:
         else:
             containers = raw.count(b"[") + raw.count(b"{")
             if containers > limits.max_depth and _deeper_than(document, limits.max_depth):
-                raise _too_deep(_nesting(_STRING.sub(b"", raw)), limits)
+                raise _too_deep(nesting(raw), limits)
             return document
     found = _long_number(document) if long_number else None
     if found is not None:
