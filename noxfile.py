@@ -4,7 +4,8 @@ Python, then the wheel, built from a clean checkout, installed and tried on each
 - ``lint`` runs ``ruff check``, ``ruff format --check`` and ``mypy`` (configured in
   pyproject.toml; their versions pinned in the ``test`` extra);
 - ``tests-3.11`` runs the whole suite; ``tests-3.10``, ``tests-3.12`` and ``tests-3.13`` a
-  representative part of it (recording, replay, the databases, the pytest plugin, the CLI);
+  representative part of it (recording, replay, the databases, the pytest plugin, the CLI),
+  each on two pytest-xdist workers;
 - ``build`` makes the sdist and the wheel from the repository's tracked files only;
 - ``wheel-3.x`` installs that wheel with pip in a new virtual environment and imports it,
   runs ``timetracer --help`` and records and replays the example;
@@ -196,7 +197,8 @@ def tests(session: nox.Session) -> None:
     report = Path(session.virtualenv.location) / "junit.xml"
     report.unlink(missing_ok=True)
     try:
-        session.run("python", "-m", "pytest", f"--junitxml={report}", *chosen)
+        # two workers: CI's machine has two cores; `-- -n 0` after chosen tests runs them in one
+        session.run("python", "-m", "pytest", "-n", "2", f"--junitxml={report}", *chosen)
     finally:
         if report.exists():
             suite = ET.parse(report).getroot().find("testsuite")
