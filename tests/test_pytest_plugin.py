@@ -794,6 +794,62 @@ def test_the_report_names_the_calls_not_answered_and_not_made_even_where_the_tes
     )
 
 
+_TEST_BROKEN_FIRST = """
+import os
+
+import httpx
+import pytest
+
+
+@pytest.fixture
+def user():
+    response = httpx.get("{upstream}/json", params={{"user": "ada"}})
+    if os.path.exists("fixture-broken"):
+        raise RuntimeError("the fixture broke")
+    return response.json()
+
+
+def test_sets_up_a_user(user):
+    assert user["login"]
+
+
+def test_fetches_a_user():
+    response = httpx.get("{upstream}/json", params={{"user": "bob"}})
+    assert not os.path.exists("test-broken"), response.status_code
+"""
+
+
+def test_a_test_that_fails_while_recording_keeps_no_cassette_and_the_next_run_records_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """A cassette of a failed test (a set-up that errored has no calls at all) would be replayed
+    by the next ``once`` run after the test is mended, and answer it with what went wrong."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    cassettes = pytester.path / "cassettes" / "test_users"
+    with running_upstream() as live:
+        pytester.makepyfile(test_users=_TEST_BROKEN_FIRST.format(upstream=live.url))
+        (pytester.path / "fixture-broken").touch()
+        (pytester.path / "test-broken").touch()
+        broken = pytester.runpytest_subprocess("--timetracer-mode=once")
+        broken.assert_outcomes(failed=1, errors=1)
+        broken.stdout.fnmatch_lines(
+            [
+                "tests: 0 replayed, 0 recorded, 2 failed while recording (not kept: recorded again by the next run that records)"
+            ]
+        )
+        assert not cassettes.exists()
+        (pytester.path / "fixture-broken").unlink()
+        (pytester.path / "test-broken").unlink()
+        mended = pytester.runpytest_subprocess("--timetracer-mode=once")
+        mended.assert_outcomes(passed=2)
+        mended.stdout.fnmatch_lines(["tests: 0 replayed, 2 recorded"])
+    assert sorted(path.name for path in cassettes.iterdir()) == [
+        "test_fetches_a_user.json",
+        "test_sets_up_a_user.json",
+    ]
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
+
+
 def test_the_report_names_a_cassette_the_writer_could_not_write(
     pytester: pytest.Pytester,
 ) -> None:

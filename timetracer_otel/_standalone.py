@@ -98,11 +98,12 @@ class BlockRecording:
         draws = self.recording.draws
         return not self.recording.calls and (draws is None or not draws.draws)
 
-    def finish(self, error: BaseException | None = None) -> bool:
-        """End the recording and wait until its cassette is written; False when it was empty and not kept."""
+    def finish(self, error: BaseException | None = None, discard: bool = False) -> bool:
+        """End the recording and wait until its cassette is written; False when it was not
+        kept: ``discard``, or empty and not to be kept empty."""
         if error is not None:
             self.recording.status = 500
-        kept = self._keep_empty or not self.empty
+        kept = not discard and (self._keep_empty or not self.empty)
         self.recording.discarded = not kept
         self._span.end()
         # other blocks (a fixture's) may still be open

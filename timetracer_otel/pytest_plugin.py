@@ -484,10 +484,11 @@ def pytest_runtest_teardown(
         if block is not None:
             item.stash[_TEST_BLOCK] = None
             block.deactivate()
-            outcome = block.close()
+            failed = item.stash.get(_CALL_FAILED, False)
+            outcome = block.close(failed=failed)
             run = item.config.stash[_RUN]
             run.report.add(outcome, is_test=True)
-            if not item.stash.get(_CALL_FAILED, False):
+            if not failed:
                 _fail_unless_faithful(
                     outcome, strict=bool(_marker_options(item).get("strict", False))
                 )

@@ -61,6 +61,8 @@ class BlockOutcome:
     # calls its cassette does not hold, answered from an earlier test's: (library, label, that cassette's path)
     from_earlier: list[tuple[str, str, str]] = field(default_factory=list)
     recorded_by: str | None = None  # replayed: the process that recorded it (see .workers)
+    # recorded by a test that failed: not kept, so the next run records it again
+    failed: bool = False
 
 
 class SealedSecretsError(CassetteError):
@@ -240,11 +242,14 @@ class CassetteBlock:
         finally:
             part.exit(tokens)  # type: ignore[union-attr, arg-type]
 
-    def close(self, error: BaseException | None = None) -> BlockOutcome:
-        """Write the recorded cassette, or account for the replayed one."""
+    def close(self, error: BaseException | None = None, failed: bool = False) -> BlockOutcome:
+        """Write the recorded cassette, unless the test that recorded it ``failed``: a cassette
+        of a failure would answer the next run's calls with what went wrong (a set-up that
+        errored records no calls at all); or account for the replayed one."""
         outcome = BlockOutcome(str(self.path), self.action)
         if self._recording is not None:
-            outcome.kept = self._recording.finish(error)
+            outcome.failed = failed
+            outcome.kept = self._recording.finish(error, discard=failed)
             return outcome
         assert self._replay is not None
         outcome.kept = self.path.exists()

@@ -21,6 +21,7 @@ from .workers import instance_of
 __all__ = ["RunReport", "shown"]
 
 _LOCKED = "locked"
+_FAILED = "failed"  # tests that failed while recording: their cassettes were not kept
 _SHOWN = 5  # calls named in the report under each heading
 
 
@@ -42,7 +43,7 @@ class RunReport:
     directory: str
     # _LOCKED: of those replayed, how many had sealed secrets and no key to open them
     tests: dict[str, int] = field(
-        default_factory=lambda: {RECORD: 0, REPLAY: 0, "missing": 0, _LOCKED: 0}
+        default_factory=lambda: {RECORD: 0, REPLAY: 0, _FAILED: 0, "missing": 0, _LOCKED: 0}
     )
     fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, _LOCKED: 0})
     answered: int = 0
@@ -70,6 +71,8 @@ class RunReport:
     created_key: str | None = None
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
+        if is_test and outcome.failed:
+            self.tests[_FAILED] += 1
         if outcome.kept:
             counts = self.tests if is_test else self.fixtures
             counts[outcome.action] += 1
@@ -148,6 +151,11 @@ class RunReport:
         return [
             f"mode {self.mode} ({_MEANING.get(self.mode, self.mode)}), cassettes in {self.directory}",
             f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
+            + (
+                f", {tests[_FAILED]} failed while recording (not kept: recorded again by the next run that records)"
+                if tests[_FAILED]
+                else ""
+            )
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
             f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
             f"calls: {self.answered} answered from cassettes, {len(self.unmatched)} not answered, {len(self.unused)} recorded but not made",
