@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from timetracer_otel import _network_guard
-from timetracer_otel._diagnostics import logger
+from timetracer_otel._diagnostics import console, logger
 from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
@@ -158,6 +158,8 @@ def start(config: TraceConfig, importing: bool = False) -> None:
             _session = ProcessSession(
                 opened.answers, str(found[0]), config, views=opened.views(str(found[0]))
             )
+            if process_mode() == "replay":
+                _announce(Cassette(opened.answers), str(found[0]))
             # the app starts with the values it drew when recorded: its seeded rows match
             draws = decode_draws(Cassette(opened.answers).draws)
             if config.draws and draws.streams:
@@ -165,6 +167,15 @@ def start(config: TraceConfig, importing: bool = False) -> None:
                 use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
         elif _session is None:
             _session = _empty(config)
+
+
+def _announce(cassette: Cassette, path: str) -> None:
+    """Say which process cassette answers the calls outside requests, as recording says which it wrote:
+    a directory of several recording runs has several, and the newest answers."""
+    console(
+        f"timetracer [OK] replaying calls outside requests  id={cassette.id}  calls={len(cassette.calls)}\n"
+        f"  cassette: {printable(path)}"
+    )
 
 
 def process_session() -> ReplaySession:

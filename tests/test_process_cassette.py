@@ -175,6 +175,12 @@ def test_startup_and_background_calls_replay_from_the_process_cassette(
         server.stderr
     )
     assert "ReplayMismatchError" not in server.stderr
+    # which process cassette answers, said once as the server starts (a directory may hold several)
+    announced = (
+        f"timetracer [OK] replaying calls outside requests  id={doc['id']}  calls={len(doc['calls'])}\n"
+        f"  cassette: {process_file}\n"
+    )
+    assert server.stderr.count(announced) == 1, server.stderr
 
 
 def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
