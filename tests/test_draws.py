@@ -10,7 +10,9 @@ import asyncio
 import datetime
 import io
 import json
+import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -379,3 +381,36 @@ def test_log_lines_keep_the_real_time_and_are_not_drawn(
         datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%f%z") for line in lines
     ]
     assert all(stamp >= replay_started for stamp in stamps)
+
+
+def test_an_extra_draw_whose_real_source_draws_again_gets_its_value() -> None:
+    """bcrypt before 4.1 made its salt of ``os.urandom`` in Python: a salt drawn beyond the
+    recorded ones (replayed without the key that sealed it) ran the real ``gensalt``, whose
+    ``os.urandom`` drew again through the hooks while the first draw held the replayer's lock:
+    the request, and with it the whole server, waited for ever."""
+    from timetracer_otel.determinism import (
+        NO_RECORDED_DRAWS,
+        DrawReplayer,
+        activate,
+        deactivate,
+        install,
+        real_time_ns,
+    )
+
+    install(["urandom"])
+    replayer = DrawReplayer(NO_RECORDED_DRAWS, ["urandom"], real_time_ns)
+    drawn: list[bytes] = []
+
+    def replay() -> None:
+        token = activate(replayer)
+        try:
+            drawn.append(replayer.draw("urandom", "gensalt", __name__, lambda: os.urandom(16)))
+        finally:
+            deactivate(token)
+
+    thread = threading.Thread(target=replay, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the draw waits on the lock it holds"
+    assert len(drawn[0]) == 16
+    assert replayer.extra == {"urandom": 2}  # the salt, and the bytes it was made of

@@ -283,7 +283,7 @@ def _install_bcrypt(bcrypt: types.ModuleType) -> None:
             return head + base64.b64encode(salt).translate(_BCRYPT_ALPHABET)[:22]
 
         return _draw(
-            draws, "gensalt", sys._getframe(1), lambda: real(rounds, prefix),
+            draws, "gensalt", sys._getframe(1), _bare(real, (rounds, prefix)),
             lambda value: type(value) is bytes and value.startswith(head) and len(value) == len(head) + 22,
             seeded,
         )  # fmt: skip

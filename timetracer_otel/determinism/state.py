@@ -44,6 +44,7 @@ _clock_lock = threading.Lock()
 Real = Callable[[], Any]
 Fits = Callable[[Any], bool]
 Seeded = Callable[[random.Random], Any]
+_NONE: Any = object()  # no recorded value was handed out (a recorded value may be None)
 
 
 class DrawRecorder:
@@ -159,6 +160,7 @@ class DrawReplayer:
         seeded: Seeded | None = None,
     ) -> Any:
         key = (kind, caller)
+        value: Any = _NONE
         with self._lock:
             stream = self._streams.get(key)
             if stream is None and self._streams:
@@ -169,15 +171,21 @@ class DrawReplayer:
                 if taken < len(stream) and (fits is None or fits(stream[taken])):
                     self._taken[key] = taken + 1
                     value = stream[taken]
-                    if kind == "time":
-                        self._anchor = (value, real())
-                    return value
-            self.extra[source] = self.extra.get(source, 0) + 1
-            now = real()
-            if kind != "time":
-                return now
-            recorded, real_then = self._anchor
-            return now if recorded is None else recorded + max(now - real_then, 0)
+            if value is _NONE:
+                self.extra[source] = self.extra.get(source, 0) + 1
+            anchor = self._anchor
+        if value is not _NONE and kind != "time":
+            return value
+        # outside the lock: a real source may draw again through the hooks (bcrypt before 4.1
+        # made its salt of os.urandom in Python), and would wait on this thread for ever
+        now = real()
+        if value is not _NONE:
+            self._anchor = (value, now)
+            return value
+        if kind != "time":
+            return now
+        recorded, real_then = anchor
+        return now if recorded is None else recorded + max(now - real_then, 0)
 
     def _recorded_as(self, key: tuple[str, str]) -> tuple[str, str]:
         """The recorded stream of a caller imported under another name: the app recorded as
