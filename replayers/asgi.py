@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from timetracer_otel import _network_guard
@@ -43,18 +44,21 @@ _libraries: dict[int, CassetteLibrary] = {}  # id(config) -> its cassettes, whil
 _libraries_lock = threading.Lock()
 
 
-def library_for(config: TraceConfig) -> CassetteLibrary:
+def library_for(
+    config: TraceConfig, only: Callable[[dict[str, Any]], bool] | None = None
+) -> CassetteLibrary:
     """The cassettes ``config.cassette_path`` names, indexed once per config object, and the
     process cassette beside them answering calls outside requests from now on.
 
     ``auto_setup`` (and the distro) build the library at start, so unusable cassettes stop
     the app there; the middleware built later for the same config, and ``timetracer
     replay`` sending the recorded requests, use the same library (and its turn counters).
+    ``only``: the cassettes to keep, by their index rows (see :class:`CassetteLibrary`).
     """
     with _libraries_lock:
         library = _libraries.get(id(config))
         if library is None:
-            library = _libraries[id(config)] = CassetteLibrary(config.cassette_path, config)
+            library = _libraries[id(config)] = CassetteLibrary(config.cassette_path, config, only)
             weakref.finalize(config, _libraries.pop, id(config), None)
     process.start(config)  # once per process: a later call keeps the process cassette found first
     return library

@@ -25,7 +25,7 @@ from timetracer_otel._diagnostics import console, logger
 from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.cassette.document import Cassette
+from timetracer_otel.cassette.document import Cassette, recorded_instant
 from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import (
     CassetteError,
@@ -48,7 +48,14 @@ from .matching import RecordedCall, describe_mismatch
 from .opening import open_for_replay
 from .session import ReplaySession
 
-__all__ = ["ProcessSession", "find_process_cassette", "start", "process_session"]
+__all__ = [
+    "ProcessSession",
+    "find_process_cassette",
+    "of_recording",
+    "process_cassettes",
+    "process_session",
+    "start",
+]
 
 NO_CASSETTE = "(no process cassette)"
 
@@ -64,49 +71,61 @@ _BEFORE_SETUP = (
 )
 
 
-def find_process_cassette(
-    location: str | None, limits: ReadLimits | None = None
-) -> tuple[CassetteFile, dict[str, Any]] | None:
-    """The process cassette answering a replay of ``location``, loaded within ``limits``; None when there is none.
+Found = tuple[CassetteFile, dict[str, Any]]  # a process cassette's file and document
 
-    Below a directory or URL prefix, the most recently recorded. For a cassette given alone,
-    the one of the recording it came from: in the directory that recording wrote into, the
-    last of its service started before the cassette was recorded. Unusable ones are named
-    in a warning and left out.
-    """
-    if not location:
-        return None
-    before: Cassette | None = None
-    files = process_cassette_files(location)
-    if not files and is_cassette_file(location):
-        files = process_cassette_files(recording_directory(location))
-        if not files:
-            return None  # the request cassette is not read for nothing: it may be large
-        try:
-            before = Cassette(load_cassette(location, limits=limits))
-        except CassetteError:
-            return None  # the request cassette's own error stops the replay where it is loaded
+
+def process_cassettes(location: str, limits: ReadLimits | None = None) -> list[Found]:
+    """The usable process cassettes below ``location``, loaded within ``limits``; unusable
+    ones are named in a warning and left out."""
     found = []
-    for file in files:
+    for file in process_cassette_files(location):
         try:
             found.append((file, load_cassette(file, scope="process", limits=limits)))
         except CassetteError as error:
             logger.warning("%s; the replay goes on without it", printable(str(error)))
-    if before is not None:
-        found = _of_recording(found, before)
+    return found
+
+
+def find_process_cassette(location: str | None, limits: ReadLimits | None = None) -> Found | None:
+    """The process cassette answering a replay of ``location``, loaded within ``limits``; None when there is none.
+
+    Below a directory or URL prefix, the most recently recorded. For a cassette given alone,
+    the one of the recording it came from (:func:`of_recording`), in the directory that
+    recording wrote into.
+    """
+    if not location:
+        return None
+    found = process_cassettes(location, limits)
+    if found or not is_cassette_file(location):
+        return _newest(found)
+    found = process_cassettes(str(recording_directory(location)), limits)
+    if not found:
+        return None  # the request cassette is not read for nothing: it may be large
+    try:
+        request = Cassette(load_cassette(location, limits=limits))
+    except CassetteError:
+        return None  # the request cassette's own error stops the replay where it is loaded
+    return of_recording(found, request.service, request.recorded_at)
+
+
+def of_recording(found: list[Found], service: str | None, recorded_at: Any) -> Found | None:
+    """The process cassette of the recording a request of ``service`` recorded at ``recorded_at``
+    was made in: the last of its service started before it; where none is, the last of its
+    service, or of all (a clock set back, a service renamed)."""
+    same_service = [e for e in found if Cassette(e[1]).service == service] or found
+    instant = recorded_instant(recorded_at)
+    started_before = [
+        e for e in same_service if recorded_instant(Cassette(e[1]).recorded_at) <= instant
+    ]
+    return _newest(started_before or same_service)
+
+
+def _newest(found: list[Found]) -> Found | None:
     return max(
-        found, key=lambda entry: (Cassette(entry[1]).recorded_at, str(entry[0])), default=None
+        found,
+        key=lambda entry: (recorded_instant(Cassette(entry[1]).recorded_at), str(entry[0])),
+        default=None,
     )
-
-
-def _of_recording(
-    found: list[tuple[CassetteFile, dict[str, Any]]], request: Cassette
-) -> list[tuple[CassetteFile, dict[str, Any]]]:
-    """The process cassettes that may be of the recording ``request`` was made in: of its service,
-    started before it; where none is, all of them (a clock set back, a service renamed)."""
-    same_service = [e for e in found if Cassette(e[1]).service == request.service] or found
-    started_before = [e for e in same_service if Cassette(e[1]).recorded_at <= request.recorded_at]
-    return started_before or same_service
 
 
 class ProcessSession(ReplaySession):
@@ -139,8 +158,9 @@ def _empty(config: TraceConfig) -> ProcessSession:
     return ProcessSession({"calls": []}, NO_CASSETTE, config)
 
 
-def start(config: TraceConfig, importing: bool = False) -> None:
-    """Answer calls outside requests from the process cassette beside ``config.cassette_path``.
+def start(config: TraceConfig, importing: bool = False, chosen: Found | None = None) -> None:
+    """Answer calls outside requests from the process cassette beside ``config.cassette_path``
+    (or the ``chosen`` one: ``timetracer replay`` of one of several recordings in a directory).
 
     Called where the request cassettes are loaded, and as the app's modules are imported
     (``importing``). The first process cassette found stays in use.
@@ -151,7 +171,7 @@ def start(config: TraceConfig, importing: bool = False) -> None:
         _network_guard.watch_outside(frozenset(config.allowed_hosts))
     if _session is not None and _session.path != NO_CASSETTE:
         return
-    found = find_process_cassette(config.cassette_path, config.read_limits)
+    found = chosen or find_process_cassette(config.cassette_path, config.read_limits)
     with _lock:
         if found is not None and (_session is None or _session.path == NO_CASSETTE):
             opened = open_for_replay(found[1], str(found[0]), config)
@@ -159,7 +179,9 @@ def start(config: TraceConfig, importing: bool = False) -> None:
                 opened.answers, str(found[0]), config, views=opened.views(str(found[0]))
             )
             if process_mode() == "replay":
-                _announce(Cassette(opened.answers), str(found[0]))
+                beside = process_cassette_files(config.cassette_path or "")
+                others = 0 if chosen else len(beside) - 1
+                _announce(Cassette(opened.answers), str(found[0]), others)
             # the app starts with the values it drew when recorded: its seeded rows match
             draws = decode_draws(Cassette(opened.answers).draws)
             if config.draws and draws.streams:
@@ -169,12 +191,20 @@ def start(config: TraceConfig, importing: bool = False) -> None:
             _session = _empty(config)
 
 
-def _announce(cassette: Cassette, path: str) -> None:
-    """Say which process cassette answers the calls outside requests, as recording says which it wrote:
-    a directory of several recording runs has several, and the newest answers."""
+def _announce(cassette: Cassette, path: str, others: int) -> None:
+    """Say which process cassette answers the calls outside requests, as recording says which it
+    wrote; and where ``others`` lie beside it (a directory several processes recorded into), that
+    their requests replay after this one's start."""
+    note = (
+        f"\n  note: the newest of {others + 1} process cassettes here: the requests other processes recorded "
+        "replay after this one's start (a key it generated, rows it seeded); timetracer replay starts the app "
+        "once for each"
+        if others > 0
+        else ""
+    )
     console(
         f"timetracer [OK] replaying calls outside requests  id={cassette.id}  calls={len(cassette.calls)}\n"
-        f"  cassette: {printable(path)}"
+        f"  cassette: {printable(path)}{note}"
     )
 
 

@@ -88,6 +88,11 @@ class ReplayReport:
         """The response is as recorded in every part, and every outgoing call was answered."""
         return self.verdict == "ok"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplayReport:
+        """The report :meth:`to_dict` gave (another process's: ``timetracer replay --json``)."""
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),

@@ -30,7 +30,7 @@ import functools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -59,7 +59,7 @@ from .report import RecordedResponse
 from .session import RecordedViews
 from .shared_turns import SharedTurns, shared_turns
 
-__all__ = ["PIN_HEADER", "CassetteLibrary", "Choice", "LiveRequest", "Prepared"]
+__all__ = ["PIN_HEADER", "CassetteLibrary", "Choice", "LiveRequest", "Prepared", "warn_unusable"]
 
 PIN_HEADER = "x-timetracer-cassette"
 
@@ -287,6 +287,13 @@ class _Documents:
         return found
 
 
+def warn_unusable(errors: list[CassetteError]) -> list[CassetteError]:
+    """Name each file left out of a replay, in a warning; ``errors`` again."""
+    for error in errors:
+        logger.warning("%s; the replay goes on without it", printable(str(error)))
+    return errors
+
+
 class CassetteLibrary:
     """The cassettes at ``location`` (a cassette, a directory or an ``s3://`` prefix) and the choice of one per request.
 
@@ -295,8 +302,14 @@ class CassetteLibrary:
     unusable file is named). Unusable files beside usable ones are left out: ``unusable``.
     """
 
-    def __init__(self, location: str | None, config: TraceConfig | None = None) -> None:
-        """``config``: whose key opens sealed secrets (default: the environment's)."""
+    def __init__(
+        self,
+        location: str | None,
+        config: TraceConfig | None = None,
+        only: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """``config``: whose key opens sealed secrets (default: the environment's); ``only``: which
+        of the index's rows to keep (the requests of one recording process)."""
         if not location:
             raise CassetteError(
                 "(unset)",
@@ -310,11 +323,12 @@ class CassetteLibrary:
             raise self.unusable[0]  # a file given alone, or a directory holding nothing usable
         if not index.entries:
             raise CassetteError(location, "the directory holds no cassettes")
-        for error in self.unusable:
-            logger.warning("%s; the replay goes on without it", printable(str(error)))
+        if only is not None:
+            self.unusable = []  # the replay of the whole directory names them
+        warn_unusable(self.unusable)
         files = index.files()
         rows = sorted(
-            index.entries.values(),
+            filter(only, index.entries.values()),
             key=lambda row: (recorded_instant(row["recorded_at"]), row["key"]),
         )
         self._entries = [

@@ -181,6 +181,16 @@ def test_startup_and_background_calls_replay_from_the_process_cassette(
         f"  cassette: {process_file}\n"
     )
     assert server.stderr.count(announced) == 1, server.stderr
+    # the path recording printed shows with `timetracer show`
+    shown = subprocess.run(
+        [str(BIN / "timetracer"), "show", str(process_file)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"calls outside requests  id={doc['id']}  service=startup-app")
+    assert "8 calls, " in lines[2]
+    assert f"INCRBY tt-startup:{suffix}:ticks" in shown.stdout
 
 
 def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
@@ -483,6 +493,42 @@ def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cass
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout
+
+
+def test_timetracer_replay_of_a_directory_two_processes_recorded_into_starts_the_app_for_each(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """Two runs of a server recorded into one directory (Monday's and Tuesday's), each drawing a
+    signing key as its modules were imported: each run's request replays after its own start,
+    in a process of its own, so the key it answers with is its run's."""
+    factory = "import_draws_app:traced"
+    recorded = [
+        _record(cassette_dir, suffix, SENT[:1], factory, STARTUP_APP_WORK="checks")[0]
+        for _ in range(2)
+    ]
+    assert recorded[0].json()["imported"] != recorded[1].json()["imported"]
+    process_files = sorted(map(str, process_cassette_files(cassette_dir)))
+    assert len(process_files) == 2
+    command = [
+        str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", factory,
+        "--app-dir", str(APPS_DIR), "--factory",
+    ]  # fmt: skip
+    env = {**os.environ, **_deps(suffix, CLOSED, CLOSED, STARTUP_APP_WORK="checks")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout, done.stdout + done.stderr
+    assert (
+        f"timetracer: 2 processes recorded into {cassette_dir}: the requests of each replay in a "
+        "process of their own, after its start"
+    ) in done.stderr
+    announced = re.findall(r"replaying calls outside requests .*\n  cassette: (.*)", done.stderr)
+    assert sorted(announced) == process_files, done.stderr
+    # a server replaying the directory starts once, from the newest, and says so
+    with uvicorn_process(
+        _replay_env(cassette_dir, suffix, STARTUP_APP_WORK="checks"), factory
+    ) as server:
+        send(server.url, SENT[:1])
+    assert "note: the newest of 2 process cassettes here" in server.stderr, server.stderr
 
 
 def test_a_call_the_process_cassette_lacks_is_refused_saying_what_to_do() -> None:

@@ -19,6 +19,7 @@ import click
 from timetracer_otel import __version__
 from timetracer_otel._terminal import printable, printable_json
 from timetracer_otel.cassette.location import CassetteFile, TooLarge, is_url, read_bytes
+from timetracer_otel.cassette.naming import is_process_cassette_name
 from timetracer_otel.cassette.reader import (
     CassetteError,
     cassette_files,
@@ -194,9 +195,9 @@ def _cassettes(reference: str, directory: str, limits: ReadLimits) -> list[Casse
     return paths
 
 
-def _load(path: CassetteFile, limits: ReadLimits) -> dict[str, Any]:
+def _load(path: CassetteFile, limits: ReadLimits, scope: str = "request") -> dict[str, Any]:
     try:
-        return load_cassette(path, limits=limits)
+        return load_cassette(path, scope, limits)
     except CassetteError as exc:
         raise _Failure(str(exc)) from None
 
@@ -244,11 +245,13 @@ def show(cassette: str, directory: str, payloads: bool, as_json: bool) -> None:
     """Show a cassette: request, response, calls, spans.
 
     The spans are drawn as a waterfall; --payloads adds every call's headers and bodies.
-    CASSETTE is a file, or a cassette id, key or file-name prefix in --dir.
+    CASSETTE is a file, or a cassette id, key or file-name prefix in --dir. A process
+    cassette (the calls made outside requests) shows its calls and spans.
     """
     limits = _limits()
     path = _resolve(cassette, directory, limits)
-    doc = _load(path, limits)
+    named = str(path).rstrip("/").rsplit("/", 1)[-1]
+    doc = _load(path, limits, "process" if is_process_cassette_name(named) else "request")
     if as_json:
         _print_json(doc)
         return
@@ -377,6 +380,8 @@ def search(
     help="A function choosing, per request, the values of its headers that cannot be unsealed.",
 )
 @_json_option
+# the requests of one recording process only: how a directory several wrote into is replayed
+@click.option("--recording", hidden=True)
 def replay(
     cassette: str,
     app_spec: str,
@@ -388,6 +393,7 @@ def replay(
     cookies: tuple[str, ...],
     credentials_hook: str | None,
     as_json: bool,
+    recording: str | None,
 ) -> None:
     """Replay recorded requests through an app, offline.
 
@@ -403,22 +409,47 @@ def replay(
     --cookie supply them, or --credentials names a function that does per request (it gets
     the request's method, path, query and headers, and returns {header name: value}); the
     report names the requests that needed them.
+    A directory that several processes recorded into (each wrote a process cassette) is
+    replayed one recording process at a time, each in a process of its own, so that each
+    request runs after the start its own process made.
     """
+    from timetracer_otel.replayers.selection import warn_unusable
+
     from ._credentials import Credentials
+    from .recordings import recordings_in, replay_each
     from .replay import AppStartError, Replayer
 
+    stopped: str | None = None  # what the app's shutdown raised
+    worst = 0  # the highest exit status of the processes replaying one recording each
     try:
         credentials = Credentials.parse(headers, cookies, credentials_hook)
         location = str(_location(cassette, directory, _limits()))
-        # what the app prints goes to stderr: stdout is the report's (--json parses)
-        with (
-            contextlib.redirect_stdout(sys.stderr),
-            Replayer(app_spec, location, app_dir, factory, ignore, credentials) as replayer,
-        ):
-            reports = [replayer.replay(path) for path in replayer.cassettes()]
-            # each named in a warning when the replay began
-            unusable = len(replayer.library.unusable)
-        stopped = replayer.shutdown_error
+        recordings = recordings_in(location, _limits()) if recording is None else []
+        if recordings:
+            click.echo(
+                f"timetracer: {len(recordings)} processes recorded into {printable(location)}: the "
+                "requests of each replay in a process of their own, after its start",
+                err=True,
+            )
+            unusable = len(warn_unusable(CassetteIndex(location, _limits()).refresh().unusable()))
+            options = _replay_options(
+                app_spec, app_dir, factory, directory, ignore, headers, cookies, credentials_hook
+            )
+            reports, worst = replay_each(location, recordings, options)
+            if worst > 1:
+                raise _Failure("the replay of a recording process stopped (why is above)")
+        else:
+            # what the app prints goes to stderr: stdout is the report's (--json parses)
+            with (
+                contextlib.redirect_stdout(sys.stderr),
+                Replayer(
+                    app_spec, location, app_dir, factory, ignore, credentials, recording
+                ) as replayer,
+            ):
+                reports = [replayer.replay(path) for path in replayer.cassettes()]
+                # each named in a warning when the replay began
+                unusable = len(replayer.library.unusable)
+            stopped = replayer.shutdown_error
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     except AppStartError as exc:  # a replay mismatch names the call and the closest, over lines
@@ -450,7 +481,29 @@ def replay(
             )
     if stopped is not None:  # on stderr with --json: standard output is the list
         click.echo(f"the app's shutdown failed: {stopped}", err=as_json)
-    sys.exit(_DIFFERENT if "diff" in verdicts or unusable or stopped is not None else 0)
+    failed = "diff" in verdicts or unusable or stopped is not None or worst
+    sys.exit(_DIFFERENT if failed else 0)
+
+
+def _replay_options(
+    app_spec: str,
+    app_dir: str | None,
+    factory: bool,
+    directory: str,
+    ignore: tuple[str, ...],
+    headers: tuple[str, ...],
+    cookies: tuple[str, ...],
+    credentials_hook: str | None,
+) -> list[str]:
+    """``timetracer replay``'s options as given, for the process replaying one recording."""
+    options = ["--app", app_spec, "--dir", directory]
+    options += ["--app-dir", app_dir] if app_dir else []
+    options += ["--factory"] if factory else []
+    options += ["--credentials", credentials_hook] if credentials_hook else []
+    for flag, values in (("--ignore", ignore), ("--header", headers), ("--cookie", cookies)):
+        for value in values:
+            options += [flag, value]
+    return options
 
 
 @cli.command()

@@ -223,6 +223,9 @@ def show(out: Console, doc: dict[str, Any], where: str, payloads: bool, limit: i
 
     Bodies are cut at ``limit`` characters and 20 lines, unless ``payloads``.
     """
+    if doc.get("scope") == "process":
+        _show_process(out, doc, where, payloads)
+        return
     request, response = doc["request"], doc["response"]
     target = request["path"] + (f"?{request['query']}" if request.get("query") else "")
     status = response["status"]
@@ -242,6 +245,31 @@ def show(out: Console, doc: dict[str, Any], where: str, payloads: bool, limit: i
     shown = None if payloads else limit
     out.print(_message("request", _text(f"{request['method']} {target}"), request, shown))
     out.print(_message("response", Text(str(status), style=_status_style(status)), response, shown))
+    _calls_and_spans(out, doc, payloads)
+
+
+def _show_process(out: Console, doc: dict[str, Any], where: str, payloads: bool) -> None:
+    """A process cassette: the calls made outside requests, and the values drawn as the app started."""
+    head = _text("calls outside requests", style="bold") + _text(
+        f"  id={doc.get('id')}  service={doc.get('service')}  recorded {doc.get('recorded_at')}"
+    )
+    out.print(head)
+    out.print(_text(f"cassette: {where}", style="dim"))
+    draws = len(doc.get("draws") or [])
+    dropped = doc.get("dropped_calls") or 0
+    out.print(
+        _text(
+            f"{len(doc.get('calls') or [])} calls, {draws} values drawn as it started"
+            + (f", {dropped} calls not kept" if dropped else ""),
+            style="dim",
+        )
+    )
+    out.print()
+    _calls_and_spans(out, doc, payloads)
+
+
+def _calls_and_spans(out: Console, doc: dict[str, Any], payloads: bool) -> None:
+    """The calls table, the span waterfall, and with ``payloads`` every call's headers and bodies."""
     if doc.get("calls"):
         out.print(_calls(doc))
         out.print()

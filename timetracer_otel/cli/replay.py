@@ -26,7 +26,7 @@ import httpx
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
-from timetracer_otel.config import TraceConfig
+from timetracer_otel.config import ReadLimits, TraceConfig
 from timetracer_otel.integrations import starlette as starlette_integration
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware
 from timetracer_otel.replayers import ReplayReport, install_replayers, process, recent_reports
@@ -36,6 +36,7 @@ from timetracer_otel.replayers.http import HttpAnswer
 from ._app_runner import AppRunner
 from ._credentials import Credentials, RedactedRequest
 from ._imports import import_object
+from .recordings import requests_of
 
 __all__ = ["AppStartError", "import_app", "Replayer"]
 
@@ -74,21 +75,31 @@ class Replayer:
         factory: bool = False,
         ignore: Sequence[str] = (),
         credentials: Credentials = Credentials(),
+        recording: str | None = None,
     ) -> None:
+        """``recording``: replay only the requests of the process that wrote this process
+        cassette, below the directory ``location``, after its start (see :mod:`.recordings`)."""
         self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": location}
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
         try:
+            chosen, only = (
+                requests_of(location, recording, ReadLimits.from_env())
+                if recording is not None
+                else (None, None)
+            )
             # its process cassette answers startup, and what the app's modules call as they
             # are imported (create_all() at import), as in a server started to replay
-            process.start(TraceConfig(mode="replay", cassette_path=location), importing=True)
+            process.start(
+                TraceConfig(mode="replay", cassette_path=location), importing=True, chosen=chosen
+            )
             install_replayers()
             app = import_app(spec, app_dir, factory)
             self.credentials = credentials.loaded(app_dir)
             self.ignore = tuple(ignore)
             self.config = self._config(app, location)
             # now: unusable cassettes stop here, before anything is sent
-            self.library = library_for(self.config)
+            self.library = library_for(self.config, only)
             self.app = self._target(app)
         except BaseException:
             self._restore_env()
