@@ -958,6 +958,39 @@ def test_a_fixture_wrapped_by_an_installed_plugin_keeps_its_own_cassette(
     replaying.stdout.fnmatch_lines(["fixture scopes: 1 replayed, 0 recorded"])
 
 
+_TEST_IDS = """
+import uuid
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_gets_an_id(n):
+    assert uuid.uuid4().version == 4
+"""
+
+
+def test_recording_with_pytest_xdist_in_the_default_mode_records_every_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """``pytest -n 2`` in mode ``once``: first with no cassette (the run's own files, written
+    before xdist's scheduler is made, are no test's), then with half of them. xdist asks a
+    test's scope again once it is done, and a test recorded meanwhile had another: the run
+    stopped with an internal error after two tests."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_ids=_TEST_IDS)
+    first = pytester.runpytest_subprocess("-n", "2")
+    first.assert_outcomes(passed=4)
+    first.stdout.fnmatch_lines(["tests: 0 replayed, 4 recorded"])
+    recorded = sorted((pytester.path / "cassettes" / "test_ids").iterdir())
+    assert len(recorded) == 4
+    for path in recorded[:2]:
+        path.unlink()
+    second = pytester.runpytest_subprocess("-n", "2")
+    second.assert_outcomes(passed=4)
+    second.stdout.fnmatch_lines(["tests: 2 replayed, 2 recorded"])
+
+
 # A suite giving each pytest-xdist worker data of its own, named after it (as fief names its
 # test database fief-test-gw0): a session fixture stores the worker's settings in Redis, and
 # each test reads them back and counts its visit under the worker's prefix.

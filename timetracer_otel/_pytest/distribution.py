@@ -40,9 +40,13 @@ def recorded_worker(path: Path) -> str | None:
 
 def recorded_order_scheduler(config: Any, log: Any, directory: Path) -> Any | None:
     """pytest-xdist's scheduler of scopes, each scope the tests one recording process ran; None
-    where no cassette is recorded yet (a first run records every test: xdist's ``load`` sends
-    them in larger batches than a scope a test)."""
-    if next(directory.rglob("*.json"), None) is None:
+    where no test's cassette is recorded yet (a first run records every test: xdist's ``load``
+    sends them in larger batches than a scope a test). The run's own files (``@fixtures/``,
+    ``@collection-calls.json``), written before the scheduler is made, are no test's."""
+    if not any(
+        not path.relative_to(directory).parts[0].startswith("@")
+        for path in directory.rglob("*.json")
+    ):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
@@ -53,9 +57,16 @@ def recorded_order_scheduler(config: Any, log: Any, directory: Path) -> Any | No
         def __init__(self, worker_of: Callable[[str], str | None]) -> None:
             super().__init__(config, log)
             self._worker_of = worker_of
+            self._scopes: dict[str, str] = {}
 
         def _split_scope(self, nodeid: str) -> str:
-            worker = self._worker_of(nodeid)
-            return nodeid if worker is None else _GROUP_PREFIX + worker
+            """Worked out once: xdist asks again when the test is done, and by then a test that
+            had no cassette has recorded one (xdist then looked for another scope, and failed)."""
+            scope = self._scopes.get(nodeid)
+            if scope is None:
+                worker = self._worker_of(nodeid)
+                scope = nodeid if worker is None else _GROUP_PREFIX + worker
+                self._scopes[nodeid] = scope
+            return scope
 
     return _RecordedOrder(lambda nodeid: recorded_worker(cassette_of_test(directory, nodeid)))
