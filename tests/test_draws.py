@@ -160,6 +160,8 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
         "base64": _b64_of_hex(recorded[1].json()["urandom"]),
     }
     assert _b64_of_hex(recorded[1].json()["urandom"]) not in json.dumps(by_path["/draw/urandom/1"])
+    # a bcrypt salt is hidden wherever it stands, as a column of its own is stored
+    assert recorded[1].json()["bcrypt_salt"] not in json.dumps(by_path["/draw/urandom/1"])
 
 
 def _b64_of_hex(text: str) -> str:

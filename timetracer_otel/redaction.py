@@ -495,21 +495,21 @@ class Redactor:
 
     def draws(self, draws: Any) -> None:
         """Values drawn from ``secrets``, ``random.SystemRandom`` or ``os.urandom`` are tokens,
-        keys and salts: hidden (sealed with a key). The tokens ``secrets`` makes of its bytes are
-        hidden wherever they stand too; ``os.urandom``'s are not looked for, since libraries draw
-        there what is no secret and must stay readable (httpx's multipart boundary). In replay
-        without the key such a draw finds no value and gets a fresh one (an extra draw)."""
+        keys and salts: hidden (sealed with a key). The tokens ``secrets`` makes of its bytes, and
+        bcrypt's salts (stored beside the user, a column of their own), are hidden wherever they
+        stand too; ``os.urandom``'s bytes are not looked for, since libraries draw there what is
+        no secret and must stay readable (httpx's multipart boundary). In replay without the key
+        such a draw finds no value and gets a fresh one (an extra draw)."""
         for draw in draws if isinstance(draws, list) else ():
             if isinstance(draw, dict) and draw.get("source") in _SEALED_DRAWS:
                 value = draw["value"]
                 if isinstance(value, str):
                     self._took("draw", value)
-                elif (
-                    draw["source"] == "secrets"
-                    and isinstance(drawn := _drawn_bytes(value), bytes)
-                    and len(drawn) >= 8
-                ):
-                    self._took("draw", *_token_spellings(drawn))
+                elif isinstance(drawn := _drawn_bytes(value), bytes):
+                    if draw.get("kind") == "gensalt":
+                        self._took("draw", drawn.decode("latin-1"))
+                    elif draw["source"] == "secrets" and len(drawn) >= 8:
+                        self._took("draw", *_token_spellings(drawn))
                 draw["value"] = self._hidden_value(value)
 
 
