@@ -795,7 +795,21 @@ def test_unusable_input_is_refused_with_exit_status_2(
         "--app",
         "no_such_module:app",
     )
-    assert wrong_app.returncode == 2 and "No module named 'no_such_module'" in wrong_app.stderr
+    assert (wrong_app.returncode, wrong_app.stderr.strip()) == (
+        2,
+        f"Error: cannot import the app 'no_such_module:app' from {os.getcwd()}: "
+        "No module named 'no_such_module'",
+    )
+    # an app importing what this environment lacks: the import that failed, and where
+    (tmp_path / "needs_a_dependency.py").write_text("import aiosql_not_installed\n", "utf-8")
+    missing_dependency = timetracer(
+        "replay", str(cassette_dir), "--app", "needs_a_dependency:app", "--app-dir", str(tmp_path)
+    )
+    assert (missing_dependency.returncode, missing_dependency.stderr.strip()) == (
+        2,
+        "Error: importing the app 'needs_a_dependency:app' failed: ModuleNotFoundError: "
+        f"No module named 'aiosql_not_installed' (imported at {tmp_path}/needs_a_dependency.py:1)",
+    )
 
 
 def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Path) -> None:
