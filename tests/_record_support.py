@@ -41,7 +41,7 @@ def run_python(script: str, *args: str, cwd: Path | None = None) -> subprocess.C
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
-        timeout=25,
+        timeout=120,
     )
 
 

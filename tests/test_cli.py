@@ -54,7 +54,7 @@ _APP = ["--app", "replay_app:create_app", "--factory", "--app-dir", str(APPS_DIR
 def timetracer(*args: str, upstream: str = "", **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream, **extra_env} if upstream else None
     return subprocess.run(
-        [str(TIMETRACER), *args], capture_output=True, text=True, timeout=25, env=env
+        [str(TIMETRACER), *args], capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -831,7 +831,7 @@ def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Pat
         done = timetracer(*args)
         assert (done.returncode, done.stderr) == (2, f"Error: {message}\n"), args
     limited = subprocess.run(
-        [str(TIMETRACER), "show", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=25,
+        [str(TIMETRACER), "show", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=120,
         env={**os.environ, "TIMETRACER_READ_MAX_BYTES": "10"},
     )  # fmt: skip
     assert (
@@ -872,7 +872,7 @@ def test_show_cuts_a_long_body_and_payloads_shows_it_all(
     (path,) = tmp_path.rglob("*.json")
     env = {**os.environ, "TIMETRACER_SHOW_MAX_BODY_BYTES": "1000"}
     short = subprocess.run(
-        [str(TIMETRACER), "show", str(path)], capture_output=True, text=True, timeout=25, env=env
+        [str(TIMETRACER), "show", str(path)], capture_output=True, text=True, timeout=120, env=env
     )
     unwrapped = short.stdout.replace("\n", "")  # long lines are wrapped at 160 columns
     assert short.returncode == 0 and "x" * 900 in unwrapped and "x" * 1000 not in unwrapped
@@ -882,7 +882,7 @@ def test_show_cuts_a_long_body_and_payloads_shows_it_all(
         [str(TIMETRACER), "show", str(path), "--payloads"],
         capture_output=True,
         text=True,
-        timeout=25,
+        timeout=120,
         env=env,
     )
     assert "x" * 5000 in full.stdout.replace("\n", "") and "the rest is cut" not in full.stdout
