@@ -432,9 +432,7 @@ def replay(
                 err=True,
             )
             unusable = len(warn_unusable(CassetteIndex(location, _limits()).refresh().unusable()))
-            options = _replay_options(
-                app_spec, app_dir, factory, directory, ignore, headers, cookies, credentials_hook
-            )
+            options = _replay_options(click.get_current_context(), ("as_json", "recording"))
             reports, worst = replay_each(location, recordings, options)
             if worst > 1:
                 raise _Failure("the replay of a recording process stopped (why is above)")
@@ -485,24 +483,22 @@ def replay(
     sys.exit(_DIFFERENT if failed else 0)
 
 
-def _replay_options(
-    app_spec: str,
-    app_dir: str | None,
-    factory: bool,
-    directory: str,
-    ignore: tuple[str, ...],
-    headers: tuple[str, ...],
-    cookies: tuple[str, ...],
-    credentials_hook: str | None,
-) -> list[str]:
-    """``timetracer replay``'s options as given, for the process replaying one recording."""
-    options = ["--app", app_spec, "--dir", directory]
-    options += ["--app-dir", app_dir] if app_dir else []
-    options += ["--factory"] if factory else []
-    options += ["--credentials", credentials_hook] if credentials_hook else []
-    for flag, values in (("--ignore", ignore), ("--header", headers), ("--cookie", cookies)):
-        for value in values:
-            options += [flag, value]
+def _replay_options(context: click.Context, leave_out: tuple[str, ...]) -> list[str]:
+    """The options this command was given, but ``leave_out``, as a command line: for the
+    process replaying one recording."""
+    options: list[str] = []
+    for parameter in context.command.params:
+        value = context.params.get(parameter.name or "")
+        if not isinstance(parameter, click.Option) or parameter.name in leave_out:
+            continue
+        flag = parameter.opts[0]
+        if parameter.is_flag:
+            options += [flag] if value else []
+        elif parameter.multiple:
+            for each in value or ():
+                options += [flag, str(each)]
+        elif value is not None:
+            options += [flag, str(value)]
     return options
 
 
