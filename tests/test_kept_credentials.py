@@ -552,3 +552,143 @@ def test_signed_urls_are_sealed_wherever_they_stand_and_replay_gives_them_back(
     assert_same_response(recorded, replayed)
     (report,) = reports
     assert report.ok and not report.unmatched and not report.unused, report.console_text()
+
+
+def _users_app(postgres_url: str, redis_url: str, prefix: str, config: TraceConfig) -> Starlette:
+    """Users kept as fastapi-realworld-example-app keeps them: a bcrypt salt in a column of its
+    own and the hash under a name no secret list holds (``pw``); an argon2 hash in Redis."""
+    import bcrypt
+    from argon2 import PasswordHasher
+
+    cache = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    argon2 = PasswordHasher()
+
+    async def register(request: Request) -> JSONResponse:
+        name = request.path_params["user"]
+        salt = bcrypt.gensalt()
+        row = (name, salt.decode(), bcrypt.hashpw(b"correct horse", salt).decode())
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            await connection.execute("INSERT INTO users VALUES (%s, %s, %s)", row)
+        await cache.set(f"{prefix}:argon2:{name}", argon2.hash("correct horse"))
+        return JSONResponse({"registered": name}, status_code=201)
+
+    async def check(request: Request) -> JSONResponse:
+        name = request.path_params["user"]
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            cursor = await connection.execute("SELECT salt, pw FROM users WHERE name = %s", (name,))
+            salt, pw = await cursor.fetchone() or ("", "")
+        stored = await cache.get(f"{prefix}:argon2:{name}")
+        return JSONResponse(
+            {
+                "bcrypt": bcrypt.hashpw(b"correct horse", salt.encode()).decode() == pw,
+                "argon2": argon2.verify(stored, "correct horse"),
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/users/{user}", register, methods=["POST"]),
+            Route("/users/{user}/check", check),
+        ]
+    )
+    auto_setup(app, config=config, plugins=["psycopg", "redis"])
+    return app
+
+
+def test_password_hashes_and_salts_read_back_are_sealed_by_their_shape(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """The request that reads a user back draws no salt of its own: its salt and hashes, under
+    ordinary names, are found by their shape, sealed, and opened by replay with the key."""
+    prefix = f"tt-test:{uuid.uuid4().hex[:12]}"
+    with postgres_schemas("") as schema, redis.Redis(decode_responses=True) as direct:
+        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE users (name TEXT PRIMARY KEY, salt TEXT, pw TEXT)")
+        try:
+            config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+            recording = serve(_users_app(url, "redis://127.0.0.1:6379/0", prefix, config))
+            with httpx.Client(base_url=recording.url, timeout=30) as client:
+                recorded = [client.post("/users/ada"), client.get("/users/ada/check")]
+            with psycopg.connect(url) as connection:
+                salt, pw = connection.execute("SELECT salt, pw FROM users").fetchone() or ("", "")
+            stored = direct.get(f"{prefix}:argon2:ada")
+        finally:
+            direct.delete(f"{prefix}:argon2:ada")
+    assert [r.status_code for r in recorded] == [201, 200]
+    assert recorded[1].json() == {"bcrypt": True, "argon2": True}
+    assert timetracer_otel.flush(30)
+    assert pw.startswith(salt) and stored.startswith("$argon2id$")
+    texts = "".join(path.read_text("utf-8") for path in cassette_files(cassette_dir))
+    assert [value for value in (salt, pw, stored, stored.rsplit("$", 1)[1]) if value in texts] == []
+
+    down = closed_port()
+    replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    offline = url.replace(":5432/", f":{down}/")
+    with new_reports() as reports:
+        server = serve(_users_app(offline, f"redis://127.0.0.1:{down}/0", prefix, replaying))
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            replayed = [client.post("/users/ada"), client.get("/users/ada/check")]
+        server.stop()
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)
+    assert len(reports) == 2 and all(r.ok and not r.unmatched and not r.unused for r in reports)
+
+
+def _links_app(postgres_url: str, config: TraceConfig) -> Starlette:
+    """Saved links fetched on save (as a summariser fetches the article it is given): a link
+    may carry its user and password, and is kept in a row and shown back as given."""
+
+    async def save(request: Request) -> JSONResponse:
+        link = (await request.json())["url"]
+        async with httpx.AsyncClient() as client:
+            fetched = await client.get(link)
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            await connection.execute("INSERT INTO links VALUES (%s)", (link,))
+        return JSONResponse({"url": link, "status": fetched.status_code}, status_code=201)
+
+    async def listed(request: Request) -> JSONResponse:
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            rows = await (await connection.execute("SELECT url FROM links")).fetchall()
+        return JSONResponse([url for (url,) in rows])
+
+    app = Starlette(
+        routes=[Route("/links", save, methods=["POST"]), Route("/links", listed, methods=["GET"])]
+    )
+    auto_setup(app, config=config, plugins=["httpx", "psycopg"])
+    return app
+
+
+def test_a_urls_password_is_sealed_wherever_the_url_stands_and_the_call_replays(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """In the call that fetched it, the request and response bodies, the SQL parameters and the
+    rows read back by a later request. Its sealed password once read as an IPv6 host when the
+    call was matched, and the cassette could not be replayed."""
+    password = f"Hunter2-{uuid.uuid4().hex[:8]}"
+    link = upstream.url.replace("://", f"://alice:{password}@") + "/json"
+    with postgres_schemas("") as schema:
+        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE links (url TEXT)")
+        config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+        recording = serve(_links_app(url, config))
+        with httpx.Client(base_url=recording.url, timeout=30) as client:
+            recorded = [client.post("/links", json={"url": link}), client.get("/links")]
+    assert [r.status_code for r in recorded] == [201, 200]
+    assert recorded[1].json() == [link]
+    assert timetracer_otel.flush(30)
+    texts = "".join(path.read_text("utf-8") for path in cassette_files(cassette_dir))
+    assert password not in texts and "alice:" in texts
+
+    offline = url.replace(":5432/", f":{closed_port()}/")
+    with new_reports() as reports:
+        server = serve(
+            _links_app(offline, TraceConfig(mode="replay", cassette_path=str(cassette_dir)))
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            replayed = [client.post("/links", json={"url": link}), client.get("/links")]
+        server.stop()
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)
+    assert len(reports) == 2 and all(r.ok and not r.unmatched and not r.unused for r in reports)

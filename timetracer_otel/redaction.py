@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, unquote_plus, urlsplit, urlunsplit
 
 from ._fingerprint import fingerprint
 from ._json_text import member_text, with_members_hidden
@@ -222,13 +222,15 @@ class Redactor:
         ``#access_token=...``) and its password hidden."""
         parts = urlsplit(url)
         query, fragment = self.query(parts.query), self.query(parts.fragment, "fragment")
-        if query == parts.query and fragment == parts.fragment and not parts.password:
+        # OpenTelemetry's own placeholder (a span's url.full) is no password
+        password = parts.password if parts.password != "REDACTED" else None
+        if query == parts.query and fragment == parts.fragment and not password:
             return url
-        if parts.password:
-            self._took("url password", parts.password)
-            netloc = parts.netloc.replace(
-                f":{parts.password}@", f":{self._hidden(parts.password)}@", 1
-            )
+        if password:
+            self._took("url password", unquote(password))
+            # encoded: a sealed value's brackets would read as an IPv6 host
+            hidden = quote(self._hidden(password), safe="")
+            netloc = parts.netloc.replace(f":{password}@", f":{hidden}@", 1)
             parts = parts._replace(netloc=netloc)
         return urlunsplit(parts._replace(query=query, fragment=fragment))
 
@@ -495,9 +497,9 @@ class Redactor:
 
     def draws(self, draws: Any) -> None:
         """Values drawn from ``secrets``, ``random.SystemRandom`` or ``os.urandom`` are tokens,
-        keys and salts: hidden (sealed with a key). The tokens ``secrets`` makes of its bytes, and
-        bcrypt's salts (stored beside the user, a column of their own), are hidden wherever they
-        stand too; ``os.urandom``'s bytes are not looked for, since libraries draw there what is
+        keys and salts: hidden (sealed with a key). The tokens ``secrets`` makes of its bytes are
+        hidden wherever they stand too (bcrypt's salts are found by their shape, see
+        secret_values); ``os.urandom``'s are not looked for, since libraries draw there what is
         no secret and must stay readable (httpx's multipart boundary). In replay without the key
         such a draw finds no value and gets a fresh one (an extra draw)."""
         for draw in draws if isinstance(draws, list) else ():
@@ -505,11 +507,12 @@ class Redactor:
                 value = draw["value"]
                 if isinstance(value, str):
                     self._took("draw", value)
-                elif isinstance(drawn := _drawn_bytes(value), bytes):
-                    if draw.get("kind") == "gensalt":
-                        self._took("draw", drawn.decode("latin-1"))
-                    elif draw["source"] == "secrets" and len(drawn) >= 8:
-                        self._took("draw", *_token_spellings(drawn))
+                elif (
+                    draw["source"] == "secrets"
+                    and isinstance(drawn := _drawn_bytes(value), bytes)
+                    and len(drawn) >= 8
+                ):
+                    self._took("draw", *_token_spellings(drawn))
                 draw["value"] = self._hidden_value(value)
 
 

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
+_PLACEHOLDERS = frozenset((REDACTED, "REDACTED"))
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 # Members holding ids and format markers, never payload: a secret is not searched there.
 _STRUCTURAL = frozenset(
@@ -66,9 +67,11 @@ def header_secrets(name: str, value: str) -> list[str]:
 
 class _Shapes:
     """The patterns of credentials found by their shape, for text or for bytes (a document's JSON):
-    JWTs, PEM private keys, a JWK's private members, and the signature of a signed URL (an S3 or
+    JWTs, PEM private keys, a JWK's private members, the signature of a signed URL (an S3 or
     GCS presigned URL, an Azure SAS: whoever holds the URL has the access it grants until it
-    expires). Quotes may be escaped (JSON text kept inside a string: a JWK in an SQL row)."""
+    expires), password hashes and bcrypt salts (an app's users table under any column
+    name: a hash is what an attacker cracks offline), and the password of a URL. Quotes may be escaped (JSON text kept
+    inside a string: a JWK in an SQL row)."""
 
     def __init__(self, encode: Callable[[str], Any]) -> None:
         self.jwt = re.compile(encode(_JWT_PATTERN))
@@ -76,11 +79,22 @@ class _Shapes:
         self.jwk = re.compile(encode(_JWK_PATTERN))
         self.jwk_private = re.compile(encode(_JWK_PRIVATE_PATTERN))
         self.signed_url = re.compile(encode(_SIGNED_URL_PATTERN))
-        self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty", "ignature=", "sig=")))
+        self.password_hash = re.compile(encode(_PASSWORD_HASH_PATTERN))
+        self.url_password = re.compile(encode(_URL_PASSWORD_PATTERN))
+        self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty", "ignature=", "sig=", "@")))
+        self.hash_marks = tuple(map(encode, ("$2", "$argon2", "pbkdf2", "$scrypt$")))
 
     def found(self, data: Any) -> Iterator[Any]:
         """Each credential in ``data`` (``str`` or ``bytes``, as the patterns were made for)."""
-        jwt_mark, pem_mark, jwk_mark, signature_mark, sig_mark = self.marks
+        jwt_mark, pem_mark, jwk_mark, signature_mark, sig_mark, at_mark = self.marks
+        if at_mark in data:
+            yield from (
+                m.group(1)
+                for m in self.url_password.finditer(data)
+                if m.group(1) not in _PLACEHOLDERS
+            )
+        if any(mark in data for mark in self.hash_marks):
+            yield from (m.group(0) for m in self.password_hash.finditer(data))
         if jwt_mark in data:
             yield from (m.group(0) for m in self.jwt.finditer(data))
         if pem_mark in data:
@@ -101,6 +115,17 @@ _JWK_PRIVATE_PATTERN = r'\\*"(?:d|p|q|dp|dq|qi|k)\\*"\s*:\s*\\*"([A-Za-z0-9_-]{1
 _SIGNED_URL_PATTERN = (
     r"[?&](?i:x-amz-signature|x-goog-signature|signature|sig)=([A-Za-z0-9%+/=_.~-]{16,})"
 )
+# Password hashes in the modular crypt formats web apps store (and a bcrypt salt alone, 22
+# characters after its cost): bcrypt, argon2, passlib's pbkdf2 and scrypt, Django's pbkdf2.
+_PASSWORD_HASH_PATTERN = (
+    r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{22}(?:[./A-Za-z0-9]{31})?"
+    r"|\$argon2(?:id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+(?:\$[A-Za-z0-9+/]+)?"
+    r"|\$(?:pbkdf2(?:-sha\d+)?|scrypt)\$[^\s\"'$]+\$[^\s\"'$]+(?:\$[^\s\"'$]+)?"
+    r"|\bpbkdf2_sha(?:1|256)\$\d+\$[^\s\"'$]+\$[^\s\"'$]+"
+)
+# The password of a URL written as text (a DSN in a settings row, a link a user saved): the
+# part between the user's ``:`` and the ``@`` of its authority.
+_URL_PASSWORD_PATTERN = r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:\"'\\]*:([^\s/?#@\"'\\\[]+)@"
 _IN_TEXT = _Shapes(lambda pattern: pattern)
 _IN_BYTES = _Shapes(lambda pattern: pattern.encode("ascii"))
 # How the credentials start ("eyJ", "-----BEGIN", '"kty"') inside bytes a cassette stores in
@@ -112,7 +137,7 @@ _IN_BASE64_LENGTH = 8
 
 def credentials(text: str) -> set[str]:
     """The credentials in ``text`` found by their shape: JWTs, PEM private keys, a JWK's private
-    members, signed URLs' signatures."""
+    members, signed URLs' signatures, password hashes and bcrypt salts, URLs' passwords."""
     return set(_IN_TEXT.found(text))
 
 
@@ -203,11 +228,15 @@ def spellings(values: Iterable[str]) -> set[str]:
 
 
 def usable(values: Iterable[Any]) -> frozenset[str]:
-    """The values worth searching for: strings long enough, not placeholders or sealed tokens."""
+    """The values worth searching for: strings long enough, not placeholders (timetracer's, and
+    the ``REDACTED`` OpenTelemetry puts for a URL's credentials in a span) or sealed tokens."""
     return frozenset(
         v
         for v in values
-        if isinstance(v, str) and len(v) >= MIN_LENGTH and v != REDACTED and not is_sealed(v)
+        if isinstance(v, str)
+        and len(v) >= MIN_LENGTH
+        and v not in _PLACEHOLDERS
+        and not is_sealed(v)
     )
 
 

@@ -200,9 +200,14 @@ def live_body(body: bytes, headers: list[tuple[str, str]], limit: int) -> dict[s
     )
 
 
+_WITHOUT_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
 def request_view(method: str, url: str, body: dict | None, headers: list | None) -> CallView:
-    """The view of an HTTP call whose body is already in cassette form (and redacted)."""
-    parts = urlsplit(url)
+    """The view of an HTTP call whose body is already in cassette form (and redacted). The URL's
+    user and password take no part (a hidden password, ``[SEALED:...]`` in a live URL that the
+    recording's values scrubbed, would read as an IPv6 host)."""
+    parts = urlsplit(_WITHOUT_USERINFO.sub(r"\1", url, count=1))
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     port = parts.port or _DEFAULT_PORTS.get(scheme)
