@@ -929,6 +929,28 @@ def test_a_recent_index_reads_again_only_the_directories_that_changed(
     )
 
 
+def test_an_index_another_release_saved_is_read_anew(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A cassette an earlier release found unusable may be one this release reads: the verdict
+    kept for a file whose time and size did not change is not trusted across releases."""
+    record(serve, upstream.url, cassette_dir, _SENT[2:3])
+    index = CassetteIndex(cassette_dir).refresh()
+    (key,) = index.entries
+    saved_file = index.index_file
+    assert saved_file is not None
+    saved = json.loads(saved_file.read_bytes())
+    saved["files"][key][2] = "is not a cassette this release could read"
+    saved_file.write_text(json.dumps(saved), "utf-8")
+    assert list(CassetteIndex(cassette_dir).refresh().problems) == [
+        key
+    ]  # the same release trusts it
+    saved["by"] = "0.0.1"
+    saved_file.write_text(json.dumps(saved), "utf-8")
+    again = CassetteIndex(cassette_dir).refresh()
+    assert list(again.entries) == [key] and again.problems == {}
+
+
 def _unusable_copies(cassette: Path) -> dict[str, dict[str, Any]]:
     """Copies of a real cassette that pass the format's check but that no replay here can use
     whole: one holding a value sealed with another key, one whose draws are no values (a decimal

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from timetracer_otel import __version__
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.naming import is_process_cassette_name
@@ -263,13 +264,14 @@ class CassetteIndex:
                 os.utime(index_file)  # in use: not pruned
             stamp = _stamp(index_file)
         header = (
-            (saved.get("version"), saved.get("fields"), saved.get("limits"))
+            (saved.get("version"), saved.get("fields"), saved.get("limits"), saved.get("by"))
             if isinstance(saved, dict)
             else None
         )
+        # another release may read what this one found unusable: its index is read anew
         files = (
             saved.get("files")
-            if header == (_INDEX_VERSION, list(FIELDS), self._limits_key())
+            if header == (_INDEX_VERSION, list(FIELDS), self._limits_key(), __version__)
             else None
         )
         if not isinstance(files, dict):
@@ -288,6 +290,7 @@ class CassetteIndex:
                 "version": _INDEX_VERSION,
                 "fields": list(FIELDS),
                 "limits": self._limits_key(),
+                "by": __version__,
                 "files": files,
             }
         )
