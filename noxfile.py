@@ -55,17 +55,12 @@ REPRESENTATIVE = [
     "tests/test_mongo.py",
     "tests/test_mongo_matching.py",
     # the plugin's hooks are Python's own on every version: its core, not each xdist case
-    *(
-        f"tests/test_pytest_plugin.py::{name}"
-        for name in (
-            "test_spec_example_records_then_replays_with_the_upstream_down",
-            "test_calls_made_while_the_suite_is_imported_are_recorded_and_answered",
-            "test_cassettes_recorded_by_one_pytest_xdist_worker_replay_on_another",
-            "test_recording_with_pytest_xdist_in_the_default_mode_records_every_test",
-            "test_garbage_is_collected_before_a_cassette_test_and_held_while_it_runs",
-            "test_the_report_says_when_tests_replay_without_their_sealed_secrets",
-        )
-    ),
+    "tests/test_pytest_plugin.py::test_spec_example_records_then_replays_with_the_upstream_down",
+    "tests/test_pytest_plugin.py::test_calls_made_while_the_suite_is_imported_are_recorded_and_answered",
+    "tests/test_pytest_plugin.py::test_cassettes_recorded_by_one_pytest_xdist_worker_replay_on_another",
+    "tests/test_pytest_plugin.py::test_recording_with_pytest_xdist_in_the_default_mode_records_every_test",
+    "tests/test_pytest_plugin.py::test_garbage_is_collected_before_a_cassette_test_and_held_while_it_runs",
+    "tests/test_pytest_plugin.py::test_the_report_says_when_tests_replay_without_their_sealed_secrets",
     "tests/test_cli.py",
     "tests/test_plugins.py",
     "tests/test_library_units.py",

@@ -979,14 +979,14 @@ def test_recording_with_pytest_xdist_in_the_default_mode_records_every_test(
     stopped with an internal error after two tests."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     pytester.makepyfile(test_ids=_TEST_IDS)
-    first = pytester.runpytest_subprocess("-n", "2")
+    first = pytester.runpytest_subprocess("-n", "2", "--timetracer-mode=once")
     first.assert_outcomes(passed=4)
     first.stdout.fnmatch_lines(["tests: 0 replayed, 4 recorded"])
     recorded = sorted((pytester.path / "cassettes" / "test_ids").iterdir())
     assert len(recorded) == 4
     for path in recorded[:2]:
         path.unlink()
-    second = pytester.runpytest_subprocess("-n", "2")
+    second = pytester.runpytest_subprocess("-n", "2", "--timetracer-mode=once")
     second.assert_outcomes(passed=4)
     second.stdout.fnmatch_lines(["tests: 2 replayed, 2 recorded"])
 
