@@ -11,11 +11,12 @@ Recorded through uvicorn against the real PostgreSQL and Redis; replayed with bo
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hmac
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -43,6 +44,16 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
 _SIGNING_KEY = "a-signing-key-of-the-service-32b!"
+
+
+@contextlib.contextmanager
+def _database(create: str) -> Iterator[str]:
+    """A schema of its own on the test PostgreSQL, holding the table ``create`` makes: its URL."""
+    with postgres_schemas("") as schema:
+        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(create)
+        yield url
 
 
 def _app(port: int, prefix: str, config: TraceConfig) -> Starlette:
@@ -236,10 +247,7 @@ def test_keys_made_in_a_request_are_the_recorded_ones_in_replay(
 ) -> None:
     """OpenSSL draws a new key's randomness itself: the key is kept as a sealed draw, and the
     replayed request makes the same keys, so its INSERT matches and its response is the recorded one."""
-    with postgres_schemas("") as schema:
-        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
-        with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute("CREATE TABLE tenants (slug TEXT, sign_jwk TEXT, es_jwk TEXT)")
+    with _database("CREATE TABLE tenants (slug TEXT, sign_jwk TEXT, es_jwk TEXT)") as url:
         config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
         recording = serve(_tenants_app(url, config))
         recorded = httpx.post(f"{recording.url}/tenants/bretagne", timeout=30)
@@ -667,10 +675,7 @@ def test_a_urls_password_is_sealed_wherever_the_url_stands_and_the_call_replays(
     call was matched, and the cassette could not be replayed."""
     password = f"Hunter2-{uuid.uuid4().hex[:8]}"
     link = upstream.url.replace("://", f"://alice:{password}@") + "/json"
-    with postgres_schemas("") as schema:
-        url = f"{POSTGRES_ADMIN}?options=-csearch_path%3D{schema}"
-        with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute("CREATE TABLE links (url TEXT)")
+    with _database("CREATE TABLE links (url TEXT)") as url:
         config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
         recording = serve(_links_app(url, config))
         with httpx.Client(base_url=recording.url, timeout=30) as client:
