@@ -93,19 +93,25 @@ def find_process_cassette(location: str | None, limits: ReadLimits | None = None
     the one of the recording it came from (:func:`of_recording`), in the directory that
     recording wrote into.
     """
+    return _find(location, limits)[0]
+
+
+def _find(location: str | None, limits: ReadLimits | None) -> tuple[Found | None, int]:
+    """:func:`find_process_cassette`, and how many others lie below the directory ``location``
+    (none for a cassette given alone: its own recording's is chosen)."""
     if not location:
-        return None
+        return None, 0
     found = process_cassettes(location, limits)
     if found or not is_cassette_file(location):
-        return _newest(found)
+        return _newest(found), max(len(found) - 1, 0)
     found = process_cassettes(str(recording_directory(location)), limits)
     if not found:
-        return None  # the request cassette is not read for nothing: it may be large
+        return None, 0  # the request cassette is not read for nothing: it may be large
     try:
         request = Cassette(load_cassette(location, limits=limits))
     except CassetteError:
-        return None  # the request cassette's own error stops the replay where it is loaded
-    return of_recording(found, request.service, request.recorded_at)
+        return None, 0  # the request cassette's own error stops the replay where it is loaded
+    return of_recording(found, request.service, request.recorded_at), 0
 
 
 def of_recording(found: list[Found], service: str | None, recorded_at: Any) -> Found | None:
@@ -171,19 +177,18 @@ def start(config: TraceConfig, importing: bool = False, chosen: Found | None = N
         _network_guard.watch_outside(frozenset(config.allowed_hosts))
     if _session is not None and _session.path != NO_CASSETTE:
         return
-    found = chosen or find_process_cassette(config.cassette_path, config.read_limits)
+    found, others = (chosen, 0) if chosen else _find(config.cassette_path, config.read_limits)
     with _lock:
         if found is not None and (_session is None or _session.path == NO_CASSETTE):
             opened = open_for_replay(found[1], str(found[0]), config)
             _session = ProcessSession(
                 opened.answers, str(found[0]), config, views=opened.views(str(found[0]))
             )
+            cassette = Cassette(opened.answers)
             if process_mode() == "replay":
-                beside = process_cassette_files(config.cassette_path or "")
-                others = 0 if chosen else len(beside) - 1
-                _announce(Cassette(opened.answers), str(found[0]), others)
+                _announce(cassette, str(found[0]), others)
             # the app starts with the values it drew when recorded: its seeded rows match
-            draws = decode_draws(Cassette(opened.answers).draws)
+            draws = decode_draws(cassette.draws)
             if config.draws and draws.streams:
                 install_draw_sources(config.draws)  # code run at import after auto_setup draws too
                 use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
