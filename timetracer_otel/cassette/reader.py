@@ -31,7 +31,7 @@ from .safe_json import JSONProblem, loads
 from .validation import SCOPES, validate_document
 
 __all__ = [
-    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "is_cassette_file", "recording_directory", "walk", "directory_entries", "SCOPES",
+    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "scope_of", "is_cassette_file", "recording_directory", "walk", "directory_entries", "SCOPES",
 ]  # fmt: skip
 
 _DAY_DIRECTORY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a recording's <dir>/<YYYY-MM-DD>/
@@ -160,6 +160,11 @@ def cassette_files(path: str | os.PathLike) -> list[CassetteFile]:
     if found is None:
         return [str(path)] if is_url(path) else [Path(path)]
     return [file for file in found if not is_process_cassette_name(_name(file))]
+
+
+def scope_of(file: CassetteFile) -> str:
+    """``"process"`` for a process cassette's file (by its name), else ``"request"``: what to load it as."""
+    return "process" if is_process_cassette_name(_name(file)) else "request"
 
 
 def is_cassette_file(path: str | os.PathLike) -> bool:

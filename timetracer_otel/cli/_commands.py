@@ -19,11 +19,11 @@ import click
 from timetracer_otel import __version__
 from timetracer_otel._terminal import printable, printable_json
 from timetracer_otel.cassette.location import CassetteFile, TooLarge, is_url, read_bytes
-from timetracer_otel.cassette.naming import is_process_cassette_name
 from timetracer_otel.cassette.reader import (
     CassetteError,
     cassette_files,
     load_cassette,
+    scope_of,
     validate_document,
 )
 from timetracer_otel.cassette.storage import replace
@@ -250,8 +250,7 @@ def show(cassette: str, directory: str, payloads: bool, as_json: bool) -> None:
     """
     limits = _limits()
     path = _resolve(cassette, directory, limits)
-    named = str(path).rstrip("/").rsplit("/", 1)[-1]
-    doc = _load(path, limits, "process" if is_process_cassette_name(named) else "request")
+    doc = _load(path, limits, scope_of(path))
     if as_json:
         _print_json(doc)
         return
@@ -421,17 +420,18 @@ def replay(
 
     stopped: str | None = None  # what the app's shutdown raised
     worst = 0  # the highest exit status of the processes replaying one recording each
+    limits = _limits()
     try:
         credentials = Credentials.parse(headers, cookies, credentials_hook)
-        location = str(_location(cassette, directory, _limits()))
-        recordings = recordings_in(location, _limits()) if recording is None else []
+        location = str(_location(cassette, directory, limits))
+        recordings = recordings_in(location, limits) if recording is None else []
         if recordings:
             click.echo(
                 f"timetracer: {len(recordings)} processes recorded into {printable(location)}: the "
                 "requests of each replay in a process of their own, after its start",
                 err=True,
             )
-            unusable = len(warn_unusable(CassetteIndex(location, _limits()).refresh().unusable()))
+            unusable = len(warn_unusable(CassetteIndex(location, limits).refresh().unusable()))
             options = _replay_options(click.get_current_context(), ("as_json", "recording"))
             reports, worst = replay_each(location, recordings, options)
             if worst > 1:
