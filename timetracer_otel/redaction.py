@@ -31,6 +31,7 @@ from .protocols.typed import text as typed_text
 from .sealing import RAW_JSON, REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 from .secret_values import (
+    OTEL_REDACTED,
     ValueScrubber,
     free_text_secrets,
     header_secrets,
@@ -223,7 +224,7 @@ class Redactor:
         parts = urlsplit(url)
         query, fragment = self.query(parts.query), self.query(parts.fragment, "fragment")
         # OpenTelemetry's own placeholder (a span's url.full) is no password
-        password = parts.password if parts.password != "REDACTED" else None
+        password = parts.password if parts.password != OTEL_REDACTED else None
         if query == parts.query and fragment == parts.fragment and not password:
             return url
         if password:

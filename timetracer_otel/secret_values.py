@@ -38,12 +38,15 @@ __all__ = [
     "header_secrets",
     "credentials",
     "kept_credentials",
+    "OTEL_REDACTED",
     "shaped_secrets",
     "usable",
 ]
 
 MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
-_PLACEHOLDERS = frozenset((REDACTED, "REDACTED"))
+# what OpenTelemetry's instrumentations put for a URL's user and password in a span (url.full)
+OTEL_REDACTED = "REDACTED"
+_PLACEHOLDERS = frozenset((REDACTED, OTEL_REDACTED))
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 # Members holding ids and format markers, never payload: a secret is not searched there.
 _STRUCTURAL = frozenset(
@@ -69,9 +72,9 @@ class _Shapes:
     """The patterns of credentials found by their shape, for text or for bytes (a document's JSON):
     JWTs, PEM private keys, a JWK's private members, the signature of a signed URL (an S3 or
     GCS presigned URL, an Azure SAS: whoever holds the URL has the access it grants until it
-    expires), password hashes and bcrypt salts (an app's users table under any column
-    name: a hash is what an attacker cracks offline), and the password of a URL. Quotes may be escaped (JSON text kept
-    inside a string: a JWK in an SQL row)."""
+    expires), password hashes and bcrypt salts (an app's users table under any column name:
+    a hash is what an attacker cracks offline), and the password of a URL. Quotes may be
+    escaped (JSON text kept inside a string: a JWK in an SQL row)."""
 
     def __init__(self, encode: Callable[[str], Any]) -> None:
         self.jwt = re.compile(encode(_JWT_PATTERN))
