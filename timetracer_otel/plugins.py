@@ -66,6 +66,7 @@ _lock = threading.RLock()
 # (plugin name, instrumentor class) for each instrumentation timetracer turned on
 _instrumented_by_us: set[tuple[str, type]] = set()
 _enabled: set[str] = set()  # the plugins enabled and not disabled since
+_awaited: set[str] = set()  # enable_installed's plugins whose library is not imported yet
 # libraries captured before the app named its plugins (capture_early), until end_early_capture
 _early: set[str] = set()
 _early_ended = False
@@ -127,17 +128,44 @@ def _aliased(name: str) -> bool:
 
 def enable_installed() -> list[str]:
     """Enable every plugin whose library is installed (as ``opentelemetry-instrument`` does);
-    the names enabled. A library whose OpenTelemetry instrumentor is missing is left out."""
+    the names enabled, or to be. A library not imported yet is enabled as it is imported (a
+    post-import hook), before the app can use it: importing every installed library and its
+    instrumentor up front took seconds (gRPC's, Celery's) for libraries the app may never
+    use. A library whose OpenTelemetry instrumentor is missing is left out."""
     enabled = []
     for name in PLUGINS:
-        if importlib.util.find_spec(name) is None or _aliased(name):
-            continue
-        try:
-            enable(name)
-        except ImportError:  # the library is here, its instrumentor is not
-            continue
-        enabled.append(name)
+        if name in sys.modules:
+            if _enable_imported(name):
+                enabled.append(name)
+        elif name in _awaited or importlib.util.find_spec(name) is not None:
+            with _lock:
+                hook = name not in _awaited
+                _awaited.add(name)
+            if hook:
+                register_post_import_hook(
+                    functools.partial(_on_import, _enable_awaited, name), name
+                )
+            enabled.append(name)
     return enabled
+
+
+def _enable_imported(name: str) -> bool:
+    """Whether plugin ``name``, its library imported, is enabled (not aliased, its instrumentor installed)."""
+    if _aliased(name):
+        return False
+    try:
+        enable(name)
+    except ImportError:  # the library is here, its instrumentor is not
+        return False
+    return True
+
+
+def _enable_awaited(name: str) -> None:
+    """The library of ``name`` was imported: enable it unless disabled since it was awaited."""
+    with _lock, guarded("plugins.enable"):
+        if name in _awaited:
+            _awaited.discard(name)
+            _enable_imported(name)
 
 
 def disable(name: str) -> None:
@@ -146,6 +174,7 @@ def disable(name: str) -> None:
     plugin = PLUGINS[name]
     with _lock:
         _enabled.discard(name)
+        _awaited.discard(name)
         importlib.import_module(plugin.capture).uninstall()
         for instrumentor in _instrumentors(plugin):
             if (name, type(instrumentor)) in _instrumented_by_us:
