@@ -495,6 +495,18 @@ def test_timetracer_replay_of_the_directory_starts_the_app_from_its_process_cass
     assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout
 
 
+def _replay_directory(
+    cassette_dir: Path, suffix: str, factory: str
+) -> subprocess.CompletedProcess[str]:
+    """``timetracer replay`` of the directory through ``factory``, its dependencies unreachable."""
+    command = [
+        str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", factory,
+        "--app-dir", str(APPS_DIR), "--factory",
+    ]  # fmt: skip
+    env = {**os.environ, **_deps(suffix, CLOSED, CLOSED, STARTUP_APP_WORK="checks")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+
+
 def test_timetracer_replay_of_a_directory_two_processes_recorded_into_starts_the_app_for_each(
     cassette_dir: Path, suffix: str
 ) -> None:
@@ -509,12 +521,7 @@ def test_timetracer_replay_of_a_directory_two_processes_recorded_into_starts_the
     assert recorded[0].json()["imported"] != recorded[1].json()["imported"]
     process_files = sorted(map(str, process_cassette_files(cassette_dir)))
     assert len(process_files) == 2
-    command = [
-        str(BIN / "timetracer"), "replay", str(cassette_dir), "--app", factory,
-        "--app-dir", str(APPS_DIR), "--factory",
-    ]  # fmt: skip
-    env = {**os.environ, **_deps(suffix, CLOSED, CLOSED, STARTUP_APP_WORK="checks")}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    done = _replay_directory(cassette_dir, suffix, factory)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "replayed 2 cassettes: 2 ok, 0 differ" in done.stdout, done.stdout + done.stderr
     assert (
@@ -529,6 +536,31 @@ def test_timetracer_replay_of_a_directory_two_processes_recorded_into_starts_the
     ) as server:
         send(server.url, SENT[:1])
     assert "note: the newest of 2 process cassettes here" in server.stderr, server.stderr
+
+
+def test_timetracer_replay_starts_the_app_from_the_run_that_recorded_not_a_later_one_that_only_started(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """A second run that served only health checks (excluded, not recorded) wrote the newest
+    process cassette: the recorded request still replays after its own run's start, whose
+    generated key it answered with."""
+    factory = "import_draws_app:traced"
+    _record(cassette_dir, suffix, SENT[:1], factory, STARTUP_APP_WORK="checks")
+    _record(
+        cassette_dir, suffix, SENT[:1], factory,
+        STARTUP_APP_WORK="checks", TIMETRACER_EXCLUDE_PATHS=SENT[0][1],
+    )  # fmt: skip
+    first, _ = sorted(
+        process_cassette_files(cassette_dir),
+        key=lambda path: load_cassette(path, scope="process")["recorded_at"],
+    )
+    assert len(cassette_files(cassette_dir)) == 1
+    done = _replay_directory(cassette_dir, suffix, factory)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.findall(r"replaying calls outside requests .*\n  cassette: (.*)", done.stderr) == [
+        str(first)
+    ], done.stderr
+    assert "response=same" in done.stdout, done.stdout + done.stderr
 
 
 def test_a_call_the_process_cassette_lacks_is_refused_saying_what_to_do() -> None:

@@ -425,7 +425,9 @@ def replay(
         credentials = Credentials.parse(headers, cookies, credentials_hook)
         location = str(_location(cassette, directory, limits))
         recordings = recordings_in(location, limits) if recording is None else []
-        if recordings:
+        if len(recordings) == 1:  # the others only started: replay after this one's start
+            recording = recordings[0].path
+        if len(recordings) > 1:
             click.echo(
                 f"timetracer: {len(recordings)} processes recorded into {printable(location)}: the "
                 "requests of each replay in a process of their own, after its start",

@@ -51,7 +51,9 @@ def _recorder(found: list[Found]) -> Callable[[dict[str, Any]], str]:
 
 def recordings_in(location: str, limits: ReadLimits) -> list[Recording]:
     """The processes whose requests are recorded below the local directory ``location``, in the
-    order they recorded; empty where one process cassette, or none, answers them all."""
+    order they recorded; empty where there is one process cassette, or none. One where one
+    process recorded every request, and another only started (its process cassette may be
+    the newest: the one a replay starts from by default)."""
     if not Path(location).is_dir():
         return []
     found = process_cassettes(location, limits)
@@ -67,8 +69,6 @@ def recordings_in(location: str, limits: ReadLimits) -> list[Recording]:
         counts[path] = counts.get(path, 0) + 1
         instant = recorded_instant(row["recorded_at"])
         firsts[path] = min(firsts.get(path, instant), instant)
-    if len(counts) < 2:
-        return []
     return [Recording(path, counts[path]) for path in sorted(counts, key=firsts.__getitem__)]
 
 
