@@ -458,7 +458,7 @@ class Redactor:
         repeats it (a form field holding the cookie's value). (where, value) of each secret taken
         out by name, sorted: what its fingerprint is made of."""
         taking = self._taking()
-        tokens = kept_credentials(message)
+        tokens = kept_credentials(message, self.names)
         pairs = taking._inbound(message)
         assert taking._taken is not None
         found = usable(taking._taken.values | tokens)
@@ -480,7 +480,7 @@ class Redactor:
         taken = self._taken
         assert taken is not None, "only the copy made by _taking notes what it takes"
         # before redaction hides them in their text; and the tokens the app issued, wherever kept
-        quoted = free_text_secrets(self, doc) | kept_credentials(doc)
+        quoted = free_text_secrets(self, doc) | kept_credentials(doc, self.names)
         request_secrets = self._inbound(doc.get("request"))
         self.message(doc.get("response"))
         self.error(doc.get("error"))
