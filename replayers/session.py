@@ -22,6 +22,7 @@ import orjson
 from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
+from timetracer_otel._request_scope import request_scoped
 from timetracer_otel.cassette.calls import CassetteCall, calls_of
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
@@ -49,8 +50,8 @@ __all__ = [
     "deactivate",
 ]
 
-_current: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
-    "timetracer_replay_session", default=None
+_current: contextvars.ContextVar[ReplaySession | None] = request_scoped(
+    contextvars.ContextVar("timetracer_replay_session", default=None)
 )
 
 

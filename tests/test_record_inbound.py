@@ -15,7 +15,8 @@ from typing import Any
 import anyio.to_thread
 import httpx
 import pytest
-from conftest import load_cassettes
+from _replay import new_reports
+from conftest import Upstream, load_cassettes
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -108,6 +109,49 @@ def test_app_and_cassette_get_the_exact_request_bytes(
     assert decode_body(body) == sent
     assert body["size"] == len(sent)
     assert "truncated" not in body
+
+
+def _uploads_then_calls_app(upstream: Upstream, config: TraceConfig) -> Starlette:
+    """``POST /upload`` digests the body; ``GET /hello`` calls the upstream."""
+
+    async def hello(request: Request) -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            called = await client.get(f"{upstream.url}/json")
+        return JSONResponse({"upstream": called.status_code})
+
+    app = Starlette(routes=[Route("/upload", _upload, methods=["POST"]), Route("/hello", hello)])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def _upload_then_calls(url: str) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, timeout=15) as client:  # one connection, kept alive
+        return [client.post("/upload", content=b"x" * 200_000)] + [
+            client.get("/hello") for _ in range(3)
+        ]
+
+
+def test_requests_after_a_large_body_on_the_same_connection_are_recorded_with_their_own_calls(
+    serve: Callable[..., Any], upstream: Upstream, record_config: TraceConfig, cassette_dir: Path
+) -> None:
+    """A body above the server's flow-control limit (uvicorn pauses reading at 64 KiB) makes it
+    resume reading from inside the request's receive, in a callback that copies the context:
+    the connection's next request started with the upload's recording current, was not
+    recorded, and its call went to the upload's cassette. Replay on one connection answers
+    each request from its own cassette."""
+    recorded = _upload_then_calls(serve(_uploads_then_calls_app(upstream, record_config)).url)
+    assert [r.status_code for r in recorded] == [200] * 4
+    kept = [(doc["request"]["path"], len(doc["calls"])) for doc in load_cassettes(cassette_dir)]
+    assert sorted(kept) == [("/hello", 1)] * 3 + [("/upload", 0)]
+
+    replay_config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    with new_reports() as reports:
+        server = serve(_uploads_then_calls_app(upstream, replay_config))
+        replayed = _upload_then_calls(server.url)
+        server.stop()
+    assert [r.json() for r in replayed] == [r.json() for r in recorded]
+    assert [(r.ok, len(r.unmatched), len(r.unused)) for r in reports] == [(True, 0, 0)] * 4
+    assert len(upstream.requests) == 3  # the recording's: replay sent none
 
 
 def test_five_mib_body_reaches_the_app_whole_and_the_cassette_truncated(

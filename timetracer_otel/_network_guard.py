@@ -29,6 +29,7 @@ from typing import Any
 from timetracer_otel._apps_under_test import is_app_address
 from timetracer_otel._diagnostics import logger
 from timetracer_otel._own_io import is_own_io
+from timetracer_otel._request_scope import request_scoped
 
 __all__ = [
     "Closure",
@@ -95,8 +96,8 @@ class _Watch:
 
 _everywhere: Closure | None = None
 _watched: _Watch | None = None
-_in_context: contextvars.ContextVar[Closure | None] = contextvars.ContextVar(
-    "timetracer_network_closure", default=None
+_in_context: contextvars.ContextVar[Closure | None] = request_scoped(
+    contextvars.ContextVar("timetracer_network_closure", default=None)
 )
 _lock = threading.Lock()
 _METHODS = ("connect", "connect_ex")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import trace
 
 from ._own_io import is_own_io
+from ._request_scope import request_scoped
 from .cassette.body import BodySink
 from .determinism import DrawRecorder
 
@@ -28,12 +29,12 @@ if TYPE_CHECKING:
 
     from .config import TraceConfig
 
-_current: contextvars.ContextVar[TraceRecording | None] = contextvars.ContextVar(
-    "timetracer_recording", default=None
+_current: contextvars.ContextVar[TraceRecording | None] = request_scoped(
+    contextvars.ContextVar("timetracer_recording", default=None)
 )
 # True inside an inbound request (an ASGI scope other than lifespan), recorded or not.
-_in_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "timetracer_in_request", default=False
+_in_request: contextvars.ContextVar[bool] = request_scoped(
+    contextvars.ContextVar("timetracer_in_request", default=False)
 )
 # True while a library records one call whole: the library it drives underneath records nothing of it.
 _outer_call: contextvars.ContextVar[bool] = contextvars.ContextVar(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from timetracer_otel._diagnostics import counters
+from timetracer_otel._request_scope import request_scoped
 from timetracer_otel.cassette.values import decode_value, encode_value
 
 __all__ = [
@@ -227,8 +228,8 @@ def decode_draws(draws: Any) -> RecordedDraws:
 
 
 Draws = DrawRecorder | DrawReplayer
-_active: contextvars.ContextVar[Draws | None] = contextvars.ContextVar(
-    "timetracer_draws", default=None
+_active: contextvars.ContextVar[Draws | None] = request_scoped(
+    contextvars.ContextVar("timetracer_draws", default=None)
 )
 # draws whose values are all real: code run bare (see sources._bare), even while the process starts
 NO_DRAWS: Draws = DrawRecorder(())

@@ -14,6 +14,7 @@ from timetracer_otel import _early_start, _process_recording
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._pool_context import install as carry_context_into_pools
 from timetracer_otel._recording import enter_request, leave_request
+from timetracer_otel._request_scope import outside_request
 from timetracer_otel._tracing import (
     cassette_processor,
     otlp_processor,
@@ -99,6 +100,8 @@ class TimeTracerMiddleware:
                     deactivate_draws(token)
             return
         end_startup()  # a server without lifespan events: started once it serves
+        # the server's callbacks never carry this request's recording on to the next one
+        receive, send = outside_request(receive), outside_request(send)
         # recorded or not, replayed or not: no call made here belongs to the process
         token = enter_request()
         try:
