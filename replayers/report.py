@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 _MAX_DIFF_LINES = 20
+_DIFF_LINE_SHOWN = (
+    240  # characters of a line of a text body's diff (one line may be the whole body)
+)
 _SHOWN = 120  # characters of a value a difference line shows
 _DIFFERENCES_SHOWN = 3  # how an unmatched call differs from the closest recorded one, in lines
 _UNUSED_SHOWN = 10  # recorded calls left unused, named one per line (the report keeps them all)
@@ -429,7 +432,25 @@ def compare_response(
             lineterm="",
         )
         differences.append("body differs:")
-        differences.extend(f"  {line}" for line in list(diff)[:_MAX_DIFF_LINES])
+        differences.extend(f"  {line}" for line in _bounded(list(diff)[:_MAX_DIFF_LINES]))
     elif REDACTED in _as_text(recorded_body):
         unverified.append("body (its redacted parts)")
     return ResponseComparison(differences, unverified)
+
+
+def _bounded(diff: list[str]) -> list[str]:
+    """A unified diff's lines cut to :data:`_DIFF_LINE_SHOWN` characters, a removed line and the
+    added line after it around where they first differ: a text body of one long line that
+    differs near its end printed both copies whole (a megabyte in one log line)."""
+    lines: list[str] = []
+    i = 0
+    while i < len(diff):
+        line, after = diff[i], diff[i + 1] if i + 1 < len(diff) else ""
+        if line[:1] == "-" and after[:1] == "+" and not line.startswith("---"):
+            removed, added = cut_pair(line[1:], after[1:], _DIFF_LINE_SHOWN)
+            lines += [f"-{removed}", f"+{added}"]
+            i += 2
+        else:
+            lines.append(line[:1] + cut(line[1:], _DIFF_LINE_SHOWN))
+            i += 1
+    return lines

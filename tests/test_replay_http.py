@@ -501,6 +501,27 @@ def test_report_shows_where_long_values_and_lists_differ() -> None:
     assert differences[2:] == ['body $.detail[1]: recorded "second", replayed <absent>']
 
 
+def test_a_text_body_of_one_long_line_shows_where_it_differs_in_a_bounded_line() -> None:
+    """A page of one 500,000-character line differing near its end printed both copies whole
+    (a megabyte in one log line of the replaying server)."""
+    page = "x" * 500_000 + " worker={}"
+    recorded_data, replayed = page.format(1).encode(), page.format(2).encode()
+    headers = [["content-type", "text/plain; charset=utf-8"]]
+    body = encode_body(recorded_data, size=len(recorded_data), truncated=False, limit=1 << 20)
+    differences = compare_response(
+        InboundResponse(200, headers, body),  # type: ignore[arg-type]
+        200,
+        [("content-type", "text/plain; charset=utf-8")],
+        replayed,
+        len(replayed),
+        None,
+    ).differences
+    assert differences[0] == "body differs:" and max(map(len, differences)) < 300
+    changed = [line for line in differences if line.startswith(("  -", "  +"))][-2:]
+    assert [line[:4] for line in changed] == ["  -…", "  +…"]
+    assert [line.rsplit(" ", 1)[-1] for line in changed] == ["worker=1", "worker=2"]
+
+
 def test_report_tells_the_same_json_in_other_bytes_apart() -> None:
     """Bytes a parser reads as the recorded JSON are still not the recorded response: members in
     another order (an ORM filling them from a set) and the same JSON spaced otherwise are named."""
