@@ -818,6 +818,16 @@ def test_each_unusable_input_gets_one_line_that_says_what_is_wrong(tmp_path: Pat
     (tmp_path / "notes.json").write_text("hello world\n", "utf-8")
     (tmp_path / "other.json").write_text('{"hello": "world"}', "utf-8")
     missing_dir = str(tmp_path / "nowhere")
+    damaged = tmp_path / "cassettes" / "2026-12-05" / "GET__orders__5eedbeef.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"format": "timetracer-cassette", "id": "5eedbeef"', "utf-8")
+    # asked for by the id its name carries: why it is unusable, not "matches no cassette"
+    by_id = timetracer("show", "5eedbeef", "--dir", str(damaged.parents[1]))
+    assert by_id.returncode == 2 and by_id.stderr.endswith(
+        f"Error: timetracer: cannot use cassette {damaged}: is truncated: the JSON ends early "
+        "(line 1 column 51: Expecting ',' delimiter)\n"
+    ), by_id.stderr
+    damaged.unlink()
     expected = {
         ("show", "missing.json", "--dir", missing_dir): "timetracer: cannot use cassette missing.json: no such file",
         ("show", "feedbeef", "--dir", missing_dir):

@@ -162,6 +162,9 @@ def _resolve(reference: str, directory: str, limits: ReadLimits) -> CassetteFile
                 )
             )
         )
+    unusable = index.find_unusable(reference) if not found else []
+    if len(unusable) == 1:  # named, but not a cassette replay or show can read
+        raise _Failure(str(unusable[0]))
     if len(found) != 1:
         problem = (
             "matches no cassette"

@@ -483,7 +483,19 @@ class CassetteIndex:
         return [
             key
             for key, entry in self.entries.items()
-            if entry["id"] == reference
-            or key.startswith(reference)
-            or key.rsplit("/", 1)[-1].startswith(reference)
+            if entry["id"] == reference or _named(key, reference)
         ]
+
+    def find_unusable(self, reference: str) -> list[CassetteError]:
+        """Why each unusable file that ``reference`` names (as :meth:`find` would, by the id its
+        name carries) could not be read: asked for by id, it is no cassette the scan kept."""
+        return [
+            CassetteError(self._file(key), problem)
+            for key, problem in sorted(self.problems.items())
+            if _named(key, reference) or Path(key).name.split(".")[0].endswith(f"__{reference}")
+        ]
+
+
+def _named(key: str, reference: str) -> bool:
+    """``reference`` is ``key`` or the start of it or of its file name."""
+    return key.startswith(reference) or key.rsplit("/", 1)[-1].startswith(reference)
