@@ -81,9 +81,16 @@ class CassetteSpanProcessor(SpanProcessor):
                 self._submit_if_done(stale, span_ended=False)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """A span started for the recording of the request current here, or under a span a
+        recording owns: an outer instrumentation's ``http send`` span starts where the server's
+        ``send`` is awaited, outside the request's recording (see _request_scope)."""
         recording = request_recording()
-        if recording is not None and span.context.trace_id == recording.trace_id:
-            self._own(span.context.span_id, recording)
+        if recording is None or span.context.trace_id != recording.trace_id:
+            parent = span.parent
+            recording = self._owner.get(parent.span_id) if parent is not None else None
+            if recording is None or span.context.trace_id != recording.trace_id:
+                return
+        self._own(span.context.span_id, recording)
 
     def on_end(self, span: ReadableSpan) -> None:
         span_id = span.context.span_id

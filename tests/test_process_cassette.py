@@ -355,8 +355,11 @@ def _distro_app(env: dict[str, str]) -> Any:
 def test_the_distro_records_and_replays_the_process_cassette(
     cassette_dir: Path, suffix: str
 ) -> None:
-    """The same through ``opentelemetry-instrument``: startup recorded, then answered with nothing reachable."""
-    with _distro_app(_record_env(cassette_dir, suffix)) as server:
+    """The same through ``opentelemetry-instrument``: startup recorded, then answered with nothing
+    reachable. A helper script the app runs as it starts loads the distro too, and wrote a
+    process cassette of its own at exit, the newest: the replay started the app from it and
+    failed."""
+    with _distro_app(_record_env(cassette_dir, suffix, STARTUP_APP_HELPER="1")) as server:
         recorded = send(server.url, SENT)
     assert [r.status_code for r in recorded] == [200, 200], server.stderr
     (process_file,) = process_cassette_files(cassette_dir)

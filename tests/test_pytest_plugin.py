@@ -37,6 +37,7 @@ def _inner_runs_leave_out_plugins_no_test_here_uses(monkeypatch: pytest.MonkeyPa
     them was 1.2 s of CPU of each inner run's 3 s, and no inner test uses them."""
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:faker")
 
+
 # pytester removes the modules a test imported first. httpx imports httpcore on its first
 # transport and maps httpcore's exception classes once: were that first import here, later
 # tests would get httpcore classes httpx no longer maps. So httpcore is imported up front.

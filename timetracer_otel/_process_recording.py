@@ -35,9 +35,14 @@ from .config import TraceConfig, process_mode
 from .determinism import DrawRecorder, use_startup_draws
 from .determinism import install as install_draw_sources
 
-__all__ = ["MAX_CALLS", "ProcessRecording", "start_early", "wanted", "start", "save"]
+__all__ = ["MAX_CALLS", "ProcessRecording", "app_set_up", "start_early", "wanted", "start", "save"]
 
 MAX_CALLS = 1000
+# An app of this process was set up to record (a TimeTracerMiddleware built): only such a process
+# writes its process cassette. A child the app or its server starts (a helper script,
+# multiprocessing's resource tracker) loads opentelemetry-instrument's start-up too, and its
+# cassette, written at its exit, was the newest: the one a replay started the app from.
+_app_set_up = False
 
 
 class ProcessRecording(TraceRecording):
@@ -124,14 +129,21 @@ def start(config: TraceConfig, service: str, writer: RecordingWriter) -> TraceRe
     return recording
 
 
+def app_set_up() -> None:
+    """Note that an app of this process records: :func:`save` writes from now on."""
+    global _app_set_up
+    _app_set_up = True
+
+
 def save(timeout: float | None = None) -> None:
-    """Write the process cassette if the recording holds calls (the first time a new file, then a rewrite).
+    """Write the process cassette if the recording holds calls (the first time a new file, then a
+    rewrite), in a process whose app was set up to record.
 
     ``timeout``: wait that long for the file to be written (after startup, so that a process
     killed before its first request still leaves it); else only hand it over.
     """
     recording = process_recording()
-    if not isinstance(recording, ProcessRecording) or recording.writer is None:
+    if not _app_set_up or not isinstance(recording, ProcessRecording) or recording.writer is None:
         return  # none, or begun at import by an app never set up: it has nowhere to go
     if not (
         recording.calls or recording.dropped_calls or (recording.draws and recording.draws.draws)

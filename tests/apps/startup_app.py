@@ -8,7 +8,9 @@ With ``STARTUP_APP_WORK=checks`` startup only checks its dependencies: a Redis P
 ``SELECT 1`` on an engine with ``pool_pre_ping``; with ``seed`` it stores an admin keyed by
 a new ``uuid4()`` and stamped ``now()`` in Redis, as a first start seeds a database; with
 ``fail`` it pings Redis and raises; with ``heartbeat`` it starts a task that stamps a Redis
-key with ``now()`` three times, after startup (``/state`` shows the stamps).
+key with ``now()`` three times, after startup (``/state`` shows the stamps). With
+``STARTUP_APP_HELPER`` set, startup also runs a helper script in a Python child process
+that draws a UUID (a migration or a check, started with the app's environment).
 
 ``STARTUP_APP_REDIS`` and ``STARTUP_APP_POSTGRES`` are the URLs, ``STARTUP_APP_SUFFIX``
 names the test's keys and table. ``uvicorn --factory startup_app:traced`` sets timetracer
@@ -22,6 +24,8 @@ import contextlib
 import hashlib
 import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -105,6 +109,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.found = {}
     app.state.background = None
     work = os.environ.get("STARTUP_APP_WORK")
+    if os.environ.get("STARTUP_APP_HELPER"):
+        helper = [sys.executable, "-c", "import uuid; uuid.uuid4()"]
+        await asyncio.to_thread(subprocess.run, helper, check=True, timeout=120)
     await {"checks": _checks, "seed": _seed, "fail": _fail, "heartbeat": _heartbeat}.get(
         work or "", _full_startup
     )(app)

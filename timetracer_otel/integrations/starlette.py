@@ -72,6 +72,7 @@ class TimeTracerMiddleware:
         else:
             processor = cassette_processor(provider)
             record_process(self.config)
+            _process_recording.app_set_up()
             self._inner = RecordingLayer(
                 app,
                 self.config,
