@@ -199,4 +199,5 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         calls=[_call(c, origin, limit) for c in calls],
         draws=encode_draws(recording.draws),
         spans=[_span(s, origin) for s in spans],
+        process=recording.process,
     )

@@ -102,6 +102,7 @@ class FrozenRecording(NamedTuple):
     draws: tuple[tuple[str, str, str, Any], ...]
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
+    process: str | None  # a request's: the id of its process's process cassette
 
 
 def _body(sink: BodySink | None) -> tuple | None:
@@ -181,6 +182,7 @@ def freeze(recording: TraceRecording) -> Wire:
         tuple(recording.draws.draws) if recording.draws is not None else (),
         recording.scope,
         recording.dropped_calls,
+        recording.process,
     )
 
 

@@ -111,13 +111,19 @@ def _find(location: str | None, limits: ReadLimits | None) -> tuple[Found | None
         request = Cassette(load_cassette(location, limits=limits))
     except CassetteError:
         return None, 0  # the request cassette's own error stops the replay where it is loaded
-    return of_recording(found, request.service, request.recorded_at), 0
+    return of_recording(found, request.service, request.recorded_at, request.process), 0
 
 
-def of_recording(found: list[Found], service: str | None, recorded_at: Any) -> Found | None:
+def of_recording(
+    found: list[Found], service: str | None, recorded_at: Any, process: str | None = None
+) -> Found | None:
     """The process cassette of the recording a request of ``service`` recorded at ``recorded_at``
-    was made in: the last of its service started before it; where none is, the last of its
+    was made in: the one whose id the request names (``process``: concurrent workers started
+    apart), else the last of its service started before it; where none is, the last of its
     service, or of all (a clock set back, a service renamed)."""
+    named = next((e for e in found if process and Cassette(e[1]).id == process), None)
+    if named is not None:
+        return named
     same_service = [e for e in found if Cassette(e[1]).service == service] or found
     instant = recorded_instant(recorded_at)
     started_before = [

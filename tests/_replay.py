@@ -181,10 +181,11 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def uvicorn_process(
-    env: dict[str, str], app: str = "replay_app:create_app"
+    env: dict[str, str], app: str = "replay_app:create_app", *options: str
 ) -> contextlib.AbstractContextManager[FreshServer]:
-    """``uvicorn --factory <app>`` (an app factory in tests/apps) in a fresh process with ``env`` added to ours."""
-    return serving_process(_uvicorn(["-m", "uvicorn"], app), {**os.environ, **env})
+    """``uvicorn --factory <app> *options`` (an app factory in tests/apps) in a fresh process with
+    ``env`` added to ours."""
+    return serving_process([*_uvicorn(["-m", "uvicorn"], app), *options], {**os.environ, **env})
 
 
 def audited_uvicorn_process(

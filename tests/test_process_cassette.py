@@ -566,6 +566,28 @@ def test_timetracer_replay_starts_the_app_from_the_run_that_recorded_not_a_later
     assert "response=same" in done.stdout, done.stdout + done.stderr
 
 
+def test_timetracer_replay_starts_each_request_after_the_start_of_the_worker_that_served_it(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """``uvicorn --workers 2``: both workers start at once, each drawing a signing key as its
+    modules are imported. A request cassette names its worker's process cassette, so it replays
+    after that worker's start: by time alone, every request went to the worker started last."""
+    factory = "import_draws_app:traced"
+    env = _record_env(cassette_dir, suffix, STARTUP_APP_WORK="checks")
+    keys: set[str] = set()
+    with uvicorn_process(env, factory, "--workers", "2") as server:
+        for _ in range(60):  # new connections until both workers have answered
+            keys.add(httpx.get(f"{server.url}/state", timeout=60).json()["imported"])
+            if len(keys) == 2:
+                break
+    assert len(keys) == 2 and len(process_cassette_files(cassette_dir)) == 2, server.stderr
+    done = _replay_directory(cassette_dir, suffix, factory)
+    sent = len(cassette_files(cassette_dir))
+    assert f"replayed {sent} cassettes: {sent} ok, 0 differ" in done.stdout, (
+        done.stdout + done.stderr
+    )
+
+
 def test_a_call_the_process_cassette_lacks_is_refused_saying_what_to_do() -> None:
     """Background work that went on longer than the recording: the error says how to let it out."""
     session = ProcessSession(

@@ -35,7 +35,16 @@ from .config import TraceConfig, process_mode
 from .determinism import DrawRecorder, use_startup_draws
 from .determinism import install as install_draw_sources
 
-__all__ = ["MAX_CALLS", "ProcessRecording", "app_set_up", "start_early", "wanted", "start", "save"]
+__all__ = [
+    "MAX_CALLS",
+    "ProcessRecording",
+    "app_set_up",
+    "process_id",
+    "start_early",
+    "wanted",
+    "start",
+    "save",
+]
 
 MAX_CALLS = 1000
 # An app of this process was set up to record (a TimeTracerMiddleware built): only such a process
@@ -133,6 +142,16 @@ def app_set_up() -> None:
     """Note that an app of this process records: :func:`save` writes from now on."""
     global _app_set_up
     _app_set_up = True
+
+
+def process_id() -> str | None:
+    """The id of the process cassette this process writes (None where it writes none): each
+    request cassette names it, so that a request served by one of several concurrent workers
+    replays after that worker's start."""
+    recording = process_recording()
+    if not _app_set_up or not isinstance(recording, ProcessRecording):
+        return None
+    return f"{recording.root_span_id:08x}"
 
 
 def save(timeout: float | None = None) -> None:

@@ -205,6 +205,8 @@ class TraceRecording:
         self.service = service
         # scope keys the server set (client, scheme, root_path): see capture.asgi
         self.server_parts = server_parts or {}
+        # the id of the process cassette of the process that served it (concurrent workers)
+        self.process: str | None = None
         self.route: str | None = None
         self.started_ns = time.time_ns()
         self.request_body = BodySink(config.max_body_bytes)

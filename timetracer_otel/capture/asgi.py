@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from timetracer_otel import _span_secrets
+from timetracer_otel import _process_recording, _span_secrets
 from timetracer_otel._diagnostics import counters, guarded
 from timetracer_otel._recording import (
     TraceRecording,
@@ -97,6 +97,7 @@ class RecordingLayer:
             service=self._service,
             server_parts=_server_parts(scope),
         )
+        recording.process = _process_recording.process_id()
         _span_secrets.watch(recording)
         self._begin(recording)
         return recording

@@ -77,8 +77,10 @@ def request_document(
     calls: list[dict[str, Any]],
     draws: list[Any],
     spans: list[dict[str, Any]],
+    process: str | None = None,
 ) -> dict[str, Any]:
-    """A request's cassette, calls laid out by :func:`.calls.call_document`."""
+    """A request's cassette, calls laid out by :func:`.calls.call_document`; ``process``: the id
+    of the process cassette of the process that served it, where that process keeps one."""
     inbound: dict[str, Any] = {
         "method": request.method,
         "path": request.path,
@@ -90,7 +92,7 @@ def request_document(
     if request.fingerprint is not None:
         inbound["fingerprint"] = request.fingerprint
     inbound.update(request.server_parts)
-    return {
+    document = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "id": cassette_id,
@@ -105,6 +107,9 @@ def request_document(
         "draws": draws,
         "spans": spans,
     }
+    if process is not None:
+        document["process"] = process
+    return document
 
 
 def process_document(
@@ -166,6 +171,12 @@ class Cassette:
     @property
     def service(self) -> str | None:
         return self.document.get("service")
+
+    @property
+    def process(self) -> str | None:
+        """A request's: the id of the process cassette of the process that served it, if named."""
+        process = self.document.get("process")
+        return process if isinstance(process, str) else None
 
     @property
     def duration_ms(self) -> float | None:

@@ -74,6 +74,7 @@ FIELDS = (
     "content_digest",
     "content_holes",
     "fingerprint",
+    "process",  # which process cassette replay starts the app from
 )
 
 _Stamp = tuple[int, int]  # a file's (mtime in ns, size)
@@ -108,6 +109,7 @@ def summarise(key: str, doc: dict[str, Any]) -> dict[str, Any]:
         "content_digest": content_digest(*content),
         "content_holes": content_holes(*content),
         "fingerprint": request.fingerprint,
+        "process": cassette.process,
     }
 
 

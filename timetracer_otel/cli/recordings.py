@@ -43,7 +43,7 @@ def _recorder(found: list[Found]) -> Callable[[dict[str, Any]], str]:
     """The path of the process cassette of the process that recorded an index row's request."""
 
     def recorder(row: dict[str, Any]) -> str:
-        chosen = of_recording(found, row["service"], row["recorded_at"])
+        chosen = of_recording(found, row["service"], row["recorded_at"], row.get("process"))
         return str(chosen[0]) if chosen is not None else ""
 
     return recorder
