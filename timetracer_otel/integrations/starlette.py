@@ -101,8 +101,9 @@ class TimeTracerMiddleware:
                     deactivate_draws(token)
             return
         end_startup()  # a server without lifespan events: started once it serves
-        # the server's callbacks never carry this request's recording on to the next one
-        receive, send = outside_request(receive), outside_request(send)
+        if self._inner is not self.app:  # mode off: the server's own callables, untouched
+            # the server's callbacks never carry this request's recording on to the next one
+            receive, send = outside_request(receive), outside_request(send)
         # recorded or not, replayed or not: no call made here belongs to the process
         token = enter_request()
         try:
