@@ -29,7 +29,7 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.protocols import CallView, recorded_view
 from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import redactor_for
-from timetracer_otel.secret_values import ValueScrubber, credentials
+from timetracer_otel.secret_values import ValueScrubber, credentials_in
 
 from .matching import (
     CallIndex,
@@ -262,7 +262,7 @@ class ReplaySession:
         return ValueScrubber(
             self.redactor.secret_values(_copied(self.document))
             | self.redactor.secret_values(inbound),
-            shapes=credentials,
+            shapes=functools.partial(credentials_in, names=self.redactor.names),
         )
 
     def is_live(self, library: str) -> bool:

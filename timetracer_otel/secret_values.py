@@ -38,6 +38,7 @@ __all__ = [
     "free_text_secrets",
     "header_secrets",
     "credentials",
+    "credentials_in",
     "kept_credentials",
     "OTEL_REDACTED",
     "shaped_secrets",
@@ -134,7 +135,9 @@ _PASSWORD_HASH_PATTERN = (
 _URL_PASSWORD_PATTERN = r"://[^\s/?#@:\"'\\]*:([^\s/?#@\"'\\\[]+)@"
 # A URL's query written as text, up to the quote, space or ``#`` that ends it (JSON escapes
 # ``\"`` and ``\\``, so a match never runs past the string holding it).
-_URL_QUERY = re.compile(rb"://[^\s\"'\\<>?#]*\?([^\s\"'\\<>#]+)")
+_URL_QUERY_PATTERN = r"://[^\s\"'\\<>?#]*\?([^\s\"'\\<>#]+)"
+_URL_QUERY = re.compile(_URL_QUERY_PATTERN)
+_URL_QUERY_BYTES = re.compile(_URL_QUERY_PATTERN.encode("ascii"))
 _IN_TEXT = _Shapes(lambda pattern: pattern)
 _IN_BYTES = _Shapes(lambda pattern: pattern.encode("ascii"))
 # How the credentials start ("eyJ", "-----BEGIN", '"kty"') inside bytes a cassette stores in
@@ -148,6 +151,15 @@ def credentials(text: str) -> set[str]:
     """The credentials in ``text`` found by their shape: JWTs, PEM private keys, a JWK's private
     members, signed URLs' signatures, password hashes and bcrypt salts, URLs' passwords."""
     return set(_IN_TEXT.found(text))
+
+
+def credentials_in(text: str, names: SecretNames) -> set[str]:
+    """:func:`credentials`, and the secret parameters (by ``names``) of a URL's query in ``text``:
+    what a recording hid in a live call's text, wherever no secret name announces it."""
+    found = credentials(text)
+    if "://" in text:
+        found.update(_url_query_secrets(text, names))
+    return found
 
 
 def shaped_secrets(text: str) -> set[str]:
@@ -177,14 +189,19 @@ def kept_credentials(doc: dict[str, Any], names: SecretNames) -> set[str]:
     return found
 
 
-def _url_query_secrets(data: bytes, names: SecretNames) -> Iterator[str]:
-    """The values of the secret parameters of each URL's query in ``data`` (a document's JSON),
-    as written and decoded, judged as a call's query is: the placeholder of one already hidden
-    is none."""
-    for match in _URL_QUERY.finditer(data):
+def _url_query_secrets(data: str | bytes, names: SecretNames) -> Iterator[str]:
+    """The values of the secret parameters of each URL's query in ``data`` (text, or a document's
+    JSON), as written and decoded, judged as a call's query is: the placeholder of one already
+    hidden is none."""
+    found = (
+        (m.group(1).decode("utf-8", "replace") for m in _URL_QUERY_BYTES.finditer(data))
+        if isinstance(data, bytes)
+        else (m.group(1) for m in _URL_QUERY.finditer(data))
+    )
+    for query in found:
         pairs = [
-            (unquote_plus(name.decode("utf-8", "replace")), value.decode("utf-8", "replace"))
-            for name, _, value in (part.partition(b"=") for part in match.group(1).split(b"&"))
+            (unquote_plus(name), value)
+            for name, _, value in (part.partition("=") for part in query.split("&"))
         ]
         beside = [name for name, _ in pairs]
         for name, value in pairs:
