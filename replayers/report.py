@@ -29,9 +29,8 @@ __all__ = [
 ]
 
 _MAX_DIFF_LINES = 20
-_DIFF_LINE_SHOWN = (
-    240  # characters of a line of a text body's diff (one line may be the whole body)
-)
+# characters of a line of a text body's diff shown (one line may be the whole body)
+_DIFF_LINE_SHOWN = 240
 _SHOWN = 120  # characters of a value a difference line shows
 _DIFFERENCES_SHOWN = 3  # how an unmatched call differs from the closest recorded one, in lines
 _UNUSED_SHOWN = 10  # recorded calls left unused, named one per line (the report keeps them all)

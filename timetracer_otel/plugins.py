@@ -130,8 +130,9 @@ def enable_installed() -> list[str]:
     """Enable every plugin whose library is installed (as ``opentelemetry-instrument`` does);
     the names enabled, or to be. A library not imported yet is enabled as it is imported (a
     post-import hook), before the app can use it: importing every installed library and its
-    instrumentor up front took seconds (gRPC's, Celery's) for libraries the app may never
-    use. A library whose OpenTelemetry instrumentor is missing is left out."""
+    instrumentor up front took seconds (gRPC's, PyMongo's) for libraries the app may never
+    use. An imported library whose OpenTelemetry instrumentor is missing is left out; one
+    imported later is left out when it is imported."""
     enabled = []
     for name in PLUGINS:
         if name in sys.modules:

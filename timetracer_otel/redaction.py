@@ -206,13 +206,10 @@ class Redactor:
         if not query:
             return query
         pairs = query.split("&")
-        names = [unquote_plus(pair.partition("=")[0]) for pair in pairs]
         changed = False
-        for index, (pair, decoded) in enumerate(zip(pairs, names, strict=True)):
-            name, equals, value = pair.partition("=")
-            if not pair or not self.names.parameter(decoded, names):
-                continue
+        for index, decoded, value in self.names.secret_parameters(pairs):
             self._took(f"{where} {decoded}", unquote_plus(value))
+            name, equals, _ = pairs[index].partition("=")
             if equals:
                 pairs[index] = f"{name}={quote(self._hidden(value), safe='')}"
                 changed = True

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from re import Pattern
+from urllib.parse import unquote_plus
 
 __all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "DEFAULT_EXEMPT"]
 
@@ -89,6 +90,14 @@ class SecretNames:
             and not _OAUTH_PARAMETERS.isdisjoint(map(normal, beside))
             and self._exempt.match(key) is None
         )
+
+    def secret_parameters(self, pairs: list[str]) -> Iterator[tuple[int, str, str]]:
+        """Of a query string or form body split at ``&``: (index, decoded name, value as
+        written) of each parameter that holds a secret (:meth:`parameter`, beside the others)."""
+        names = [unquote_plus(pair.partition("=")[0]) for pair in pairs]
+        for index, (pair, name) in enumerate(zip(pairs, names, strict=True)):
+            if pair and self.parameter(name, names):
+                yield index, name, pair.partition("=")[2]
 
     def _header(self, name: str) -> bool:
         """Whether a header (or a span attribute naming one) called ``name`` is secret."""

@@ -199,14 +199,9 @@ def _url_query_secrets(data: str | bytes, names: SecretNames) -> Iterator[str]:
         else (m.group(1) for m in _URL_QUERY.finditer(data))
     )
     for query in found:
-        pairs = [
-            (unquote_plus(name), value)
-            for name, _, value in (part.partition("=") for part in query.split("&"))
-        ]
-        beside = [name for name, _ in pairs]
-        for name, value in pairs:
+        for _, _, value in names.secret_parameters(query.split("&")):
             decoded = unquote_plus(value)
-            if usable((decoded,)) and names.parameter(name, beside):
+            if usable((decoded,)):
                 yield from (value, decoded)
 
 
