@@ -144,14 +144,21 @@ def app_set_up() -> None:
     _app_set_up = True
 
 
+def _written() -> ProcessRecording | None:
+    """The process recording, where this process writes it: its app was set up to record, and
+    it has a writer (one begun at import by an app never set up has nowhere to go)."""
+    recording = process_recording()
+    if _app_set_up and isinstance(recording, ProcessRecording) and recording.writer is not None:
+        return recording
+    return None
+
+
 def process_id() -> str | None:
     """The id of the process cassette this process writes (None where it writes none): each
     request cassette names it, so that a request served by one of several concurrent workers
     replays after that worker's start."""
-    recording = process_recording()
-    if not _app_set_up or not isinstance(recording, ProcessRecording):
-        return None
-    return f"{recording.root_span_id:08x}"
+    recording = _written()
+    return None if recording is None else f"{recording.root_span_id:08x}"
 
 
 def save(timeout: float | None = None) -> None:
@@ -161,9 +168,9 @@ def save(timeout: float | None = None) -> None:
     ``timeout``: wait that long for the file to be written (after startup, so that a process
     killed before its first request still leaves it); else only hand it over.
     """
-    recording = process_recording()
-    if not _app_set_up or not isinstance(recording, ProcessRecording) or recording.writer is None:
-        return  # none, or begun at import by an app never set up: it has nowhere to go
+    recording = _written()
+    if recording is None or recording.writer is None:
+        return
     if not (
         recording.calls or recording.dropped_calls or (recording.draws and recording.draws.draws)
     ):
