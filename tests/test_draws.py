@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -237,6 +238,39 @@ def test_opentelemetry_span_times_stay_real_in_replay(
     assert server_span.start_time >= replay_started > replayed.json()["time_ns"]
     assert re.fullmatch(r"[0-9a-f]{32}", format(server_span.context.trace_id, "032x"))
     assert format(server_span.context.trace_id, "032x") != cassette["trace_id"]
+
+
+def test_opentelemetry_span_clock_reads_and_ids_do_not_go_through_the_draw_hooks(
+    spans: Any,
+) -> None:
+    """The SDK's two clock reads and its ids per span are never the app's draws: they skip the
+    hooks (a trip through Python each), while the app's own read in the same request is drawn."""
+    from opentelemetry import trace
+
+    from timetracer_otel.determinism import sources, state
+
+    sources.install(_SOURCES)  # as recording and replay do, once per process
+    hooked: list[str] = []
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_globals.get("__name__") == sources.__name__:
+            hooked.append(frame.f_code.co_name)
+
+    recorder = state.DrawRecorder(_SOURCES)
+    token = state.activate(recorder)
+    sys.setprofile(watch)
+    try:
+        trace.get_tracer("test").start_span("inner").end()
+        spans_hooked = list(hooked)
+        time.time_ns()  # the app's own read
+    finally:
+        sys.setprofile(None)
+        state.deactivate(token)
+    assert spans_hooked == []
+    assert "time_ns" in hooked
+    assert [draw[:3] for draw in recorder.draws] == [("clock", "time", __name__)]
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "inner"]
+    assert span.start_time <= span.end_time and span.context.span_id != 0
 
 
 _CONCURRENT = 1000

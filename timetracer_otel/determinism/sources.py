@@ -27,11 +27,16 @@
 - BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
   timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
   new id is one draw of the ``uuid`` source.
+
+OpenTelemetry's SDK reads the clock twice per span and draws each span's ids: never the app's
+draws (see :mod:`.callers`), and the most frequent ones. Its modules get the functions as they
+were, so these reads skip the trip through Python every intercepted one takes.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import inspect
 import os
 import random
@@ -404,6 +409,31 @@ def _install_objectid(bson: types.ModuleType) -> None:
     ObjectId.__init__ = __init__  # type: ignore[method-assign]
 
 
+# --------------------------------------------------------------------------- OpenTelemetry's own draws
+# modules of the SDK that call ``time_ns`` imported by name: span start and end, events, log records
+_OPENTELEMETRY_CLOCK_READERS = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk._logs._internal",
+    "opentelemetry.sdk.metrics._internal",
+    "opentelemetry.sdk.metrics._internal._view_instrument_match",
+    "opentelemetry.sdk.metrics._internal.measurement_consumer",
+)
+
+
+def _unhook_opentelemetry_clock(module: types.ModuleType) -> None:
+    if getattr(module, "time_ns", None) is time.time_ns:
+        module.time_ns = _real_time_ns  # type: ignore[attr-defined]
+
+
+def _unhook_opentelemetry_ids(module: types.ModuleType) -> None:
+    """``RandomIdGenerator`` calls ``random.getrandbits``: the module's own generator (reseeded
+    in a forked child, seeded by ``random.seed``), reached without the hook."""
+    if getattr(module, "random", None) is random:
+        module.random = types.SimpleNamespace(  # type: ignore[attr-defined]
+            getrandbits=functools.partial(_c_getrandbits, random._inst)
+        )
+
+
 # --------------------------------------------------------------------------- names imported directly
 def _rebind(replacements: dict[int, tuple[Any, Any]]) -> None:
     """Replace, in every loaded module but this one, the names bound to a replaced object (``from os import urandom``)."""
@@ -437,6 +467,9 @@ def install(sources: Sequence[str]) -> None:
         _rebind(_install_randomness())
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")
+        for module in _OPENTELEMETRY_CLOCK_READERS:
+            register_post_import_hook(_unhook_opentelemetry_clock, module)
+        register_post_import_hook(_unhook_opentelemetry_ids, "opentelemetry.sdk.trace.id_generator")
         register_post_import_hook(
             _install_private_keys, "cryptography.hazmat.primitives.asymmetric"
         )
