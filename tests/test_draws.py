@@ -81,7 +81,7 @@ def _replays_identically(cassette_dir: Path, sources: list[str], **env: str) -> 
 def test_every_source_replays_identically_through_names_imported_directly(
     cassette_dir: Path,
 ) -> None:
-    _replays_identically(cassette_dir, [source for source in _SOURCES if source != "secrets"])
+    _replays_identically(cassette_dir, [*(s for s in _SOURCES if s != "secrets"), "ids"])
 
 
 def test_an_app_replayed_under_another_module_name_gets_its_recorded_draws(
@@ -135,7 +135,8 @@ def test_with_redaction_off_secrets_draws_replay_identically(cassette_dir: Path)
 
 def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_dir: Path) -> None:
     recorded = _record_in_process(
-        cassette_dir, [("GET", "/draw/uuid/1", {}), ("GET", "/draw/urandom/1", {})]
+        cassette_dir,
+        [("GET", "/draw/uuid/1", {}), ("GET", "/draw/urandom/1", {}), ("GET", "/draw/ids/1", {})],
     )
     by_path = {c["request"]["path"]: c for c in load_cassettes(cassette_dir)}
     uuids = by_path["/draw/uuid/1"]["draws"]
@@ -148,6 +149,12 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
         "$type": "uuid",
         "value": recorded[0].json()["uuid4"],
     }
+    # uuid-utils' ids are drawn whole; uuid6's and python-ulid's through their clock and entropy reads
+    assert [(d["source"], d["kind"], d["caller"]) for d in by_path["/draw/ids/1"]["draws"]] == [
+        ("uuid", "uuid7", "draws_app"), ("uuid", "uuid4", "draws_app"), ("uuid", "uuid7", "draws_app"),
+        ("clock", "time", "uuid6"), ("secrets", "urandom", "uuid6"), ("clock", "time", "ulid"),
+        ("urandom", "urandom", "ulid"),
+    ]  # fmt: skip
     urandom = by_path["/draw/urandom/1"]["draws"]
     assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2 + [
         ("urandom", "gensalt")

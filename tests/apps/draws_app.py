@@ -2,7 +2,7 @@
 imported at the top (``from time import time``), model defaults bound at import, a
 ``random.Random`` made at import, ``secrets`` tokens, tasks and worker threads.
 
-``/draw/{source}/{n}`` returns what one source gave; ``/gather/{n}`` draws from three tasks
+``/draw/{source}/{n}`` returns what one source gave (``ids``: libraries' time-ordered keys); ``/gather/{n}`` draws from three tasks
 and a worker thread; ``/extra/{n}`` draws ``$DRAWS_APP_EXTRA`` more values than usual;
 ``/outside/{n}`` draws in a thread started without the request's context; ``/many/{n}``
 waits at a barrier the test gives, then draws (the concurrency test).
@@ -29,6 +29,9 @@ from typing import Any
 from uuid import uuid1, uuid4
 
 import bcrypt
+import uuid6
+import uuid_utils
+import uuid_utils.compat
 from bcrypt import gensalt
 from bson import ObjectId
 from starlette.applications import Starlette
@@ -36,6 +39,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from ulid import ULID
+from uuid_utils import uuid7
 
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
@@ -78,6 +83,16 @@ def _uuid() -> dict[str, Any]:
     }
 
 
+def _ids() -> dict[str, Any]:
+    """Time-ordered keys from libraries: uuid-utils (Rust: it reads the clock and the entropy
+    itself), imported by name and through the module, and its stdlib-typed twin; uuid6 and
+    python-ulid (Python: their clock and entropy reads are drawn)."""
+    return {
+        "uuid_utils_uuid7": str(uuid7()), "uuid_utils_uuid4": str(uuid_utils.uuid4()),
+        "uuid_utils_compat": str(uuid_utils.compat.uuid7()), "uuid6_uuid7": str(uuid6.uuid7()), "ulid": str(ULID()),
+    }  # fmt: skip
+
+
 def _random() -> dict[str, Any]:
     deck = list(range(10))
     random.shuffle(deck)
@@ -107,6 +122,7 @@ def _secrets() -> dict[str, Any]:
 
 SOURCES: dict[str, Callable[[], dict[str, Any]]] = {
     "clock": _clock, "uuid": _uuid, "random": _random, "urandom": _urandom, "secrets": _secrets,
+    "ids": _ids,
 }  # fmt: skip
 
 

@@ -24,6 +24,11 @@
 - ECDSA signatures (``ec.ECDSA``: ES256 JWTs): OpenSSL draws their nonce itself. Made in
   recorded and replayed requests (and at start), they use RFC 6979's deterministic nonce:
   the same key and message give the same valid signature, with nothing to keep.
+- uuid-utils (``uuid_utils.uuid7()``, time-ordered primary keys): its Rust extension reads
+  the clock and the system's entropy itself. Its generators (``uuid1``, ``uuid4``, ``uuid6``,
+  ``uuid7``, in the module and in ``uuid_utils.compat``) are replaced when it is imported,
+  in the module and where they were imported by name; each new id is one draw of the
+  ``uuid`` source. (uuid6 and python-ulid are Python: their clock and entropy reads are drawn.)
 - BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
   timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
   new id is one draw of the ``uuid`` source.
@@ -69,6 +74,8 @@ _SOURCE_OF_KIND = {
     "uuid1": "uuid",
     "uuid4": "uuid",
     "objectid": "uuid",
+    "uuid6": "uuid",
+    "uuid7": "uuid",
     "random": "random",
     "getrandbits": "random",
     "private_key": "secrets",
@@ -387,6 +394,47 @@ def _install_deterministic_ecdsa(ec: types.ModuleType) -> None:
     ec.ECDSA.__init__ = __init__
 
 
+_UUID_UTILS_GENERATORS = (
+    "uuid1",
+    "uuid4",
+    "uuid6",
+    "uuid7",
+)  # uuid3, uuid5, uuid8: from their arguments
+
+
+def _install_uuid_utils(module: types.ModuleType) -> None:
+    """Route uuid-utils' generators through the draws. A drawn id is kept as a standard
+    ``uuid.UUID`` and given back in the module's own type (``uuid_utils.UUID``; the standard
+    one in ``uuid_utils.compat``)."""
+    returns = getattr(module, "UUID", uuid.UUID)
+    replacements: dict[int, tuple[Any, Any]] = {}
+    for kind in _UUID_UTILS_GENERATORS:
+        real = getattr(module, kind, None)
+        if real is None or getattr(real, "__module__", None) == __name__:
+            continue
+        generator = _drawn_uuid_utils(kind, real, returns)
+        vars(module)[kind] = generator
+        replacements[id(real)] = (real, generator)
+    _rebind(replacements)
+
+
+def _drawn_uuid_utils(kind: str, real: Callable[..., Any], returns: type) -> Callable[..., Any]:
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        draws = state.current()
+        if draws is None:
+            return real(*args, **kwargs)
+        drawn = _draw(
+            draws, kind, sys._getframe(1), _bare(lambda: uuid.UUID(int=real(*args, **kwargs).int), ()),
+            lambda value: isinstance(value, uuid.UUID),
+            (lambda rng: uuid.UUID(int=_c_getrandbits(rng, 128), version=4)) if kind == "uuid4" else None,
+        )  # fmt: skip
+        return drawn if returns is uuid.UUID else returns(int=drawn.int)
+
+    generate.__name__ = generate.__qualname__ = kind
+    generate.__doc__ = real.__doc__
+    return generate
+
+
 def _install_objectid(bson: types.ModuleType) -> None:
     """Route ``ObjectId()`` (a new id: Beanie's ``default_factory``, pymongo's insert ``_id``)
     through the draws; an id given (``ObjectId(text)``) is built as before."""
@@ -467,6 +515,8 @@ def install(sources: Sequence[str]) -> None:
         _rebind(_install_randomness())
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")
+        register_post_import_hook(_install_uuid_utils, "uuid_utils")
+        register_post_import_hook(_install_uuid_utils, "uuid_utils.compat")
         for module in _OPENTELEMETRY_CLOCK_READERS:
             register_post_import_hook(_unhook_opentelemetry_clock, module)
         register_post_import_hook(_unhook_opentelemetry_ids, "opentelemetry.sdk.trace.id_generator")
