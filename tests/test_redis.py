@@ -3,6 +3,7 @@ at 127.0.0.1:6379, replayed with the clients pointed at a closed port and no con
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio
 from _replay import get_at_once, new_reports
-from apps.redis_app import FLAVOURS, create_app
+from apps.redis_app import FLAVOURS, HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN, create_app
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -281,6 +282,32 @@ def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_th
         200,
         recorded.json(),
     )
+
+
+@pytest.mark.parametrize("flavour", ["sync-bytes", "async-str"])
+def test_hash_and_stream_fields_named_like_secrets_are_sealed_in_every_reply_that_names_them(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, flavour: str
+) -> None:
+    """HSCAN, HRANDFIELD WITHVALUES, XADD and the stream reads: a token read back in any of them
+    (and in the response that shows it) is sealed, and replay with the key gives it back."""
+    (recorded,) = _record(serve, cassette_dir, prefix, [f"/secret-fields/{flavour}"])
+    assert timetracer_otel.flush(30)
+    shown = recorded.text
+    for token in (HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN):
+        assert token in shown  # the app read them
+    (document,) = load_cassettes(cassette_dir)
+    text = json.dumps(document)
+    for token in (HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN):
+        assert token not in text
+        assert base64.b64encode(token.encode()).decode() not in text  # bytes replies
+    calls = {
+        call["request"]["command"]: decode_value(call) for call in _redis_calls(redacted(document))
+    }
+    assert calls["XADD"]["request"]["args"][-2:] == ["refresh_token", "[REDACTED]"]
+    assert "user" in repr(calls["XRANGE"]["response"])  # other fields are data
+
+    (replayed,), _ = _replay(serve, cassette_dir, prefix, [f"/secret-fields/{flavour}"])
+    assert (replayed.status_code, replayed.json()) == (200, recorded.json())
 
 
 def test_pubsub_records_its_commands_and_messages_and_replays_them_with_no_server(

@@ -273,6 +273,37 @@ def test_sealed_typed_values_open_to_the_same_typed_values() -> None:
     assert [decode_value(call) for call in unsealed(doc, sealer)["calls"]] == calls
 
 
+def test_redis_8_hash_field_commands_and_resp3_replies_hide_fields_named_like_secrets() -> None:
+    """Redis 8's HSETEX/HGETEX/HGETDEL (no Redis 8 here: their cassette form), HRANDFIELD's RESP3
+    pairs, and an XREAD RESP3 reply whose stream is named like a secret (a key, not a field)."""
+    calls = [
+        {"command": "HSETEX", "args": ["u:1", "EX", 60, "FIELDS", 2, "name", "ann", "api_token", "t-hsetex"], "reply": 1},
+        {"command": "HGETEX", "args": ["u:1", "PERSIST", "FIELDS", 2, "api_token", "name"], "reply": ["t-hgetex", "ann"]},
+        {"command": "HGETDEL", "args": ["u:1", "FIELDS", 1, "api_token"], "reply": ["t-hgetdel"]},
+        {"command": "HRANDFIELD", "args": ["u:1", 2, "WITHVALUES"], "reply": [["api_token", "t-pair"], ["name", "ann"]]},
+        {"command": "XREAD", "args": ["STREAMS", "tokens", 0],
+         "reply": {"tokens": [("1-0", {"user": "ann", "access_token": "t-xread"})]}},
+    ]  # fmt: skip
+    doc = {
+        "calls": [
+            encode_value(
+                {"protocol": "redis", "request": {"command": c["command"], "args": c["args"]}, "response": {"reply": c["reply"]}}
+            )
+            for c in calls
+        ]
+    }  # fmt: skip
+    Redactor().document(doc)
+    text = json.dumps(doc)
+    assert not [
+        token
+        for token in ("t-hsetex", "t-hgetex", "t-hgetdel", "t-pair", "t-xread")
+        if token in text
+    ]
+    replies = [decode_value(call["response"])["reply"] for call in doc["calls"]]
+    assert replies[1][1] == "ann" and replies[3][1] == ["name", "ann"]
+    assert replies[4]["tokens"][0][1]["user"] == "ann"  # the stream's name is no field
+
+
 def test_a_secret_found_in_a_database_call_is_hidden_wherever_else_it_appears() -> None:
     """A Redis hash password, a SQL ``hashed_password`` column and a Mongo ``secret`` field, quoted again by
     another call's URL, body and statement: none stays in clear, and each opens back with the key."""

@@ -125,6 +125,33 @@ def credentials(client: Any, key: Callable[[str], str]) -> Scenario:
         yield "pipeline auth refused", exc
 
 
+# values of fields named like secrets, each read back in a reply that names its field
+HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN = (
+    "hash-tok-5f2b9c0e",
+    "stream-tok-7d1a4b3c",
+    "trim-tok-8e6f0a9d",
+)
+
+
+def secret_fields(client: Any, key: Callable[[str], str]) -> Scenario:
+    """A user hash with an ``api_token`` and a stream of issued tokens, read every way that names the field."""
+    yield "hset", client.hset(key("user"), mapping={"name": "ann", "api_token": HASH_TOKEN})
+    yield "hscan", client.hscan(key("user"))
+    yield "hrandfield", client.hrandfield(key("user"), 2, withvalues=True)
+    yield "xadd", client.xadd(key("issued"), {"user": "ann", "access_token": STREAM_TOKEN})
+    yield (
+        "xadd trimmed",
+        client.xadd(key("issued"), {"refresh_token": TRIMMED_TOKEN}, maxlen=100, approximate=True),
+    )
+    yield "xrange", client.xrange(key("issued"))
+    yield "xrevrange", client.xrevrange(key("issued"), count=1)
+    yield "xread", client.xread({key("issued"): 0})
+    yield "xgroup", client.xgroup_create(key("issued"), "mailer", id=0)
+    yield "xreadgroup", client.xreadgroup("mailer", "one", {key("issued"): ">"}, count=1)
+    yield "xautoclaim", client.xautoclaim(key("issued"), "mailer", "two", 0)
+    yield "xinfo", client.xinfo_stream(key("issued"))
+
+
 def news(client: Any, key: Callable[[str], str]) -> Scenario:
     """Pub/sub: subscribe, publish, read the confirmation and the message, unsubscribe."""
     pubsub = client.pubsub()
@@ -208,6 +235,10 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
         flavour = request.path_params["flavour"]
         return await respond(flavour, news(clients[flavour], keys("news", flavour)))
 
+    async def secret_fields_route(request: Request) -> JSONResponse:
+        flavour = request.path_params["flavour"]
+        return await respond(flavour, secret_fields(clients[flavour], keys("secrets", flavour)))
+
     async def credentials_route(request: Request) -> JSONResponse:
         return await respond("sync-str", credentials(clients["sync-str"], keys("auth")))
 
@@ -226,6 +257,7 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
             Route("/item/{number}", item_route),
             Route("/lookup/{name}", lookup_route),
             Route("/credentials", credentials_route),
+            Route("/secret-fields/{flavour}", secret_fields_route),
             Route("/news/{flavour}", news_route),
         ],
         lifespan=lifespan,

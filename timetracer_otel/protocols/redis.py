@@ -15,8 +15,11 @@ for reply.
 
 Secrets (:func:`redact`): passwords (``AUTH``, ``HELLO ... AUTH``, ``MIGRATE ... AUTH``,
 ``CONFIG SET requirepass`` and the other secret settings, also in ``CONFIG GET`` replies,
-``ACL SETUSER`` rules) and hash fields (``HSET``/``HMSET``/``HSETNX`` arguments,
-``HGET``/``HMGET``/``HGETALL`` replies).
+``ACL SETUSER`` rules) and the values of fields named like secrets wherever a command
+names the field: hash fields (``HSET``/``HMSET``/``HSETNX``/``HSETEX`` arguments,
+``HGET``/``HMGET``/``HGETALL``/``HSCAN``/``HRANDFIELD ... WITHVALUES``/``HGETEX``/``HGETDEL``
+replies) and stream entry fields (``XADD`` arguments; ``XRANGE``, ``XREVRANGE``, ``XREAD``,
+``XREADGROUP``, ``XCLAIM``, ``XAUTOCLAIM``, ``XINFO STREAM`` replies).
 
 A command's key is its name (upper-cased, whitespace normalised) and its arguments as
 redis-py puts them on the wire: ``str`` as UTF-8, ``int`` and ``float`` as their
@@ -65,6 +68,12 @@ __all__ = [
 UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
 _MAX_LABEL = 200
 _HASH_WRITES = frozenset({"HSET", "HMSET", "HSETNX"})
+# replies holding field -> value maps (a stream entry's fields are a map, as a hash's are)
+_FIELD_MAP_REPLIES = frozenset(
+    {"HGETALL", "HSCAN", "XRANGE", "XREVRANGE", "XCLAIM", "XAUTOCLAIM", "XINFO STREAM"}
+)
+_STREAM_READS = frozenset({"XREAD", "XREADGROUP"})  # their RESP3 reply maps stream names
+_XADD_FLAGS = frozenset({"NOMKSTREAM", "KEEPREF", "DELREF", "ACKED"})
 _PASSWORD_COMMANDS = frozenset({"AUTH", "HELLO", "MIGRATE", "CONFIG", "SENTINEL", "ACL"})
 _SECRET_SETTINGS = frozenset(
     {"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass", "auth-pass"}
@@ -362,9 +371,16 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
         return reply
     _passwords(name, args, hide)
     if name in _HASH_WRITES:
+        typed.hide_at(args, _secret_values_of_pairs(args, 1, names), hide)
+    elif name == "XADD":
+        typed.hide_at(args, _secret_values_of_pairs(args, _xadd_id(args) + 1, names), hide)
+    elif name == "HSETEX":
+        typed.hide_at(args, _secret_values_of_pairs(args, _fields_start(args), names), hide)
+    elif name in ("HGETEX", "HGETDEL") and isinstance(reply, list):
+        start = _fields_start(args)
         typed.hide_at(
-            args,
-            [i + 1 for i in range(1, len(args) - 1, 2) if names.field(typed.text(args[i]) or "")],
+            reply,
+            [i - start for i in range(start, len(args)) if names.field(typed.text(args[i]) or "")],
             hide,
         )
     elif (
@@ -380,12 +396,80 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
             [i - 1 for i in range(1, len(args)) if names.field(typed.text(args[i]) or "")],
             hide,
         )
-    elif name == "HGETALL":
-        # a hash reply is a field -> value mapping, like a document
+    elif name in _FIELD_MAP_REPLIES:
+        # a hash (or a stream entry's fields) is a field -> value mapping, like a document
         typed.hide_named_fields(reply, names, hide)
+    elif name in _STREAM_READS:
+        for entries in _stream_values(reply):
+            typed.hide_named_fields(entries, names, hide)
+    elif name == "HRANDFIELD" and _has_word(args, "WITHVALUES"):
+        _hide_field_value_list(reply, names, hide)
     elif name == "CONFIG GET":
         _secret_settings(reply, hide)
     return _json_values(args, reply, names, hide)
+
+
+def _secret_values_of_pairs(values: list[Any], start: int, names: SecretNames) -> list[int]:
+    """Positions of the values whose field is named like a secret, in ``field value ...`` from ``start``."""
+    return [
+        i + 1 for i in range(start, len(values) - 1, 2) if names.field(typed.text(values[i]) or "")
+    ]
+
+
+def _has_word(args: list[Any], word: str) -> bool:
+    return any((typed.text(arg) or "").upper() == word for arg in args)
+
+
+def _xadd_id(args: list[Any]) -> int:
+    """The position of the entry id in ``XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] n [LIMIT c]] id field value ...``."""
+    index = 1
+    while index < len(args):
+        word = (typed.text(args[index]) or "").upper()
+        if word in _XADD_FLAGS:
+            index += 1
+        elif word in ("MAXLEN", "MINID"):
+            exact = index + 1 < len(args) and typed.text(args[index + 1]) in ("=", "~")
+            index += 3 if exact else 2
+        elif word == "LIMIT":
+            index += 2
+        else:
+            return index
+    return index
+
+
+def _fields_start(args: list[Any]) -> int:
+    """The position of the first field in ``... FIELDS numfields field ...`` (Redis 8's HSETEX, HGETEX, HGETDEL)."""
+    for index, arg in enumerate(args):
+        if (typed.text(arg) or "").upper() == "FIELDS":
+            return index + 2
+    return len(args)
+
+
+def _stream_values(reply: Any) -> list[Any]:
+    """What an ``XREAD`` reply holds per stream: a RESP3 reply maps the streams' names (keys, not
+    fields) to their entries; a RESP2 one lists ``[name, entries]`` pairs."""
+    if isinstance(reply, dict) and reply.get(typed.TYPE) == "dict":
+        return [
+            pair[1]
+            for pair in reply.get("items") or ()
+            if isinstance(pair, list) and len(pair) == 2
+        ]
+    if isinstance(reply, dict) and typed.TYPE not in reply:
+        return list(reply.values())
+    return [reply]
+
+
+def _hide_field_value_list(reply: Any, names: SecretNames, hide: typed.Hide) -> None:
+    """``HRANDFIELD ... WITHVALUES``: ``[field, value, ...]`` (RESP2) or ``[[field, value], ...]`` (RESP3)."""
+    values = typed.items(reply)
+    if not values:
+        return
+    pairs = [typed.items(value) for value in values]
+    if all(pair is not None and len(pair) == 2 for pair in pairs):
+        for pair in filter(None, pairs):
+            typed.hide_at(pair, _secret_values_of_pairs(pair, 0, names), hide)
+    else:
+        typed.hide_at(values, _secret_values_of_pairs(values, 0, names), hide)
 
 
 def _json_values(args: list[Any], reply: Any, names: SecretNames, hide: typed.Hide) -> Any:
