@@ -360,6 +360,35 @@ def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_v
     assert doc["spans"][0]["attributes"]["note"] == "theme=dark5 for [REDACTED]"
 
 
+def test_a_megabyte_password_is_sealed_wherever_it_is_quoted_and_opens_back() -> None:
+    """A huge secret value (a 1 MiB ``password`` field) is searched as it is: quoted inside
+    another call's body and in a span's text it is sealed in place, whole where it is whole,
+    and the key opens the document back to what was recorded."""
+    import secrets as secret_source
+
+    from timetracer_otel.redaction import Redactor
+
+    password = secret_source.token_urlsafe(800_000)[: 1 << 20]
+    doc = {
+        "request": {"method": "POST", "path": "/signup", "query": "", "headers": [],
+                    "body": {"size": 1, "encoding": "json", "json": {"password": password, "user": "ann"}}},
+        "response": {"status": 200, "headers": [], "body": {"size": 1, "encoding": "text", "text": f"saved {password}."}},
+        "calls": [{"protocol": "http", "request": {"method": "POST", "url": "http://127.0.0.1:9/audit", "headers": [],
+                   "body": {"size": 1, "encoding": "text", "text": f"user ann set password {password} and {password}"}},
+                   "response": None, "error": None}],
+        "spans": [{"span_id": "00000000000000aa", "attributes": {"note": password}, "events": []}],
+    }  # fmt: skip
+    original = json.loads(json.dumps(doc))
+    sealer = Sealer(Key(b"k" * 32, "test"))
+    Redactor().sealing(sealer).document(doc)
+    assert password not in json.dumps(doc)
+    assert doc["calls"][0]["request"]["body"]["text"].startswith("user ann set password [SEALED:")
+    assert is_sealed(doc["spans"][0]["attributes"]["note"])
+    opened = unsealed(doc, sealer)
+    for part in ("response", "calls", "spans"):
+        assert opened[part] == original[part]
+
+
 def test_the_dashboard_replay_page_names_the_supplied_credentials(
     serve: Callable[..., Any], cassette_dir: Path, me_without_the_key: Path
 ) -> None:

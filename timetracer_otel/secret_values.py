@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 MIN_LENGTH = 6  # shorter values would hide ordinary text ("admin", "1234")
+_LONGEST_IN_PATTERN = 256  # longer secret values are searched with ``in``, not a pattern
 # what OpenTelemetry's instrumentations put for a URL's user and password in a span (url.full)
 OTEL_REDACTED = "REDACTED"
 _PLACEHOLDERS = frozenset((REDACTED, OTEL_REDACTED))
@@ -305,8 +306,11 @@ class ValueScrubber:
         self._shapes = shapes
         # the longest first: a cookie header before its value
         ordered = sorted(self.values, key=len, reverse=True)
+        # Long values (a megabyte password field) are searched as they are: compiling them into
+        # the pattern costs seconds a megabyte. They are longer than any in the pattern.
+        self._long = [v for v in ordered if len(v) > _LONGEST_IN_PATTERN]
         # Sealed tokens are matched first and kept: a secret is never searched inside one.
-        secrets = "|".join(map(re.escape, ordered))
+        secrets = "|".join(re.escape(v) for v in ordered if len(v) <= _LONGEST_IN_PATTERN)
         self._pattern = re.compile(
             f"(?P<token>{SEALED_TOKEN.pattern})" + (f"|(?P<secret>{secrets})" if secrets else "")
         )
@@ -331,6 +335,9 @@ class ValueScrubber:
             return self._whole(text)
         if not self.values:
             return text
+        for secret in self._long:
+            if secret in text:
+                text = self._part(secret).join(text.split(secret))
         return self._pattern.sub(
             lambda m: m.group(0) if m.group("token") else self._part(m.group(0)), text
         )
