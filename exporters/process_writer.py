@@ -185,6 +185,11 @@ class _Channel:
         self.send(FlushMessage(flush_id), force=True, urgent=True)
         return done.wait(timeout)
 
+    def unhandled(self) -> int:
+        """Recordings sent (or waiting for room in the pipe) that the process has not reported handled."""
+        with self._lock:
+            return len(self._unhandled)
+
     def close(self) -> None:
         """Let the process go: it writes what it has, then exits."""
         with self._lock:
@@ -358,6 +363,11 @@ class ProcessWriter:
             done = channel.flush(timeout)
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return self._fallback.flush(remaining) and done
+
+    def unwritten(self) -> int:
+        channel = self._channel
+        handed = channel.unhandled() if channel is not None and self._pid == os.getpid() else 0
+        return handed + self._fallback.unwritten()
 
     def _current_channel(self) -> _Channel | None:
         channel = self._channel

@@ -177,10 +177,28 @@ class CassetteSpanProcessor(SpanProcessor):
         self._submit_waiting()
         return self.writer.flush(max(deadline - time.monotonic(), 0.0))
 
+    def flush_before_exit(self, seconds: float) -> bool:
+        """Wait for every finished request's cassette while the writer keeps writing them (each
+        ``seconds`` must see some written); say how many were not, as the process will end."""
+        left = self.writer.unwritten()
+        while not self.force_flush(int(seconds * 1000)):
+            now_left = self.writer.unwritten()
+            if now_left >= left:
+                counters.add("unwritten_at_exit", now_left)
+                errors.error(
+                    "unwritten_at_exit",
+                    f"{now_left} recorded requests were not written: the cassette writer wrote"
+                    f" none of them in {seconds:g} s as the application stopped; their cassettes"
+                    " may be missing",
+                )
+                return False
+            left = now_left
+        return True
+
     def shutdown(self) -> None:
         _process_recording.save()  # with what came after the last write (a process without lifespan events: the only one)
         self._submit_waiting()
-        self.writer.flush(5.0)
+        self.flush_before_exit(10.0)
 
     def _submit_waiting(self) -> None:
         """Queue every recording still waiting for open spans: a flush does not wait out grace periods."""

@@ -102,6 +102,10 @@ class CassetteWriter:
             return False
         return done.wait(timeout)
 
+    def unwritten(self) -> int:
+        thread = self._thread
+        return self._queue.qsize() if thread is not None and thread.is_alive() else 0
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()

@@ -127,6 +127,38 @@ def test_a_stopped_writer_never_blocks_the_application_and_catches_up(
     assert _written_paths(cassette_dir) == sorted(["/n/0", *kept])
 
 
+def test_a_writer_still_behind_when_the_app_stops_is_waited_for_while_it_writes_and_said_otherwise(
+    record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At exit the processor waits as long as the writer keeps writing; one that wrote nothing in
+    the time given is reported with how many recordings it had not written (they used to go
+    unmentioned: a recording server stopped behind a slow writer lost cassettes silently)."""
+    from timetracer_otel.exporters.processor import CassetteSpanProcessor
+
+    writer = ProcessWriter()
+    processor = CassetteSpanProcessor(writer)
+    assert writer.submit(_recording(record_config, 0)) and writer.flush(30)
+    pid = writer.process_id
+    assert pid is not None
+    unwritten_before = _stat("unwritten_at_exit")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert writer.submit(_recording(record_config, 1))
+        assert writer.submit(_recording(record_config, 2))
+        assert writer.unwritten() == 2
+        with caplog.at_level(logging.INFO, logger="timetracer"):
+            assert not processor.flush_before_exit(0.3)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert _stat("unwritten_at_exit") - unwritten_before == 2
+    assert [r.getMessage() for r in caplog.records if "were not written" in r.getMessage()] == [
+        "timetracer: 2 recorded requests were not written: the cassette writer wrote none of them"
+        " in 0.3 s as the application stopped; their cassettes may be missing"
+    ]
+    assert processor.flush_before_exit(30) and writer.unwritten() == 0
+    assert _written_paths(cassette_dir) == ["/n/0", "/n/1", "/n/2"]
+
+
 def test_a_killed_writer_hands_over_to_a_thread_and_nothing_is_lost(
     record_config: TraceConfig, cassette_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -261,7 +261,8 @@ class RecordingWriter(Protocol):
 
     Shaped like OpenTelemetry's ``SpanExporter``: ``submit`` hands a recording over
     without blocking the request (False: dropped, and counted), ``flush`` waits until
-    everything handed over before is written. A thread
+    everything handed over before is written, ``unwritten`` says how many are still
+    on their way. A thread
     (:class:`~timetracer_otel.exporters.writer.CassetteWriter`) and a writer process
     (:class:`~timetracer_otel.exporters.process_writer.ProcessWriter`) implement it.
     """
@@ -269,6 +270,10 @@ class RecordingWriter(Protocol):
     def submit(self, recording: TraceRecording) -> bool: ...
 
     def flush(self, timeout: float | None = None) -> bool: ...
+
+    def unwritten(self) -> int:
+        """How many recordings handed over are not written yet."""
+        ...
 
 
 def activate(recording: TraceRecording) -> contextvars.Token:

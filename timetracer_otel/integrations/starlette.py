@@ -28,6 +28,7 @@ from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.determinism import end_startup, startup_draws
 from timetracer_otel.determinism import install as install_draw_sources
+from timetracer_otel.exporters.processor import CassetteSpanProcessor
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 from timetracer_otel.plugins import (
     check_plugin_names,
@@ -59,6 +60,7 @@ class TimeTracerMiddleware:
         self.config = config if config is not None else TraceConfig()
         self._traced: ASGIApp = app
         self._inner: ASGIApp = app
+        self._processor: CassetteSpanProcessor | None = None  # recording's
         end_early_capture()  # the app enabled the plugins it wants by now
         if self.config.mode == "off":
             return
@@ -70,7 +72,7 @@ class TimeTracerMiddleware:
         if self.config.mode == "replay":
             self._inner = _replay_layer(app, self.config)
         else:
-            processor = cassette_processor(provider)
+            processor = self._processor = cassette_processor(provider)
             record_process(self.config)
             _process_recording.app_set_up()
             self._inner = RecordingLayer(
@@ -134,6 +136,10 @@ class TimeTracerMiddleware:
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 with guarded("shutdown.flush"):
                     _process_recording.save()
+                    if self._processor is not None:  # as long as the writer keeps writing
+                        await anyio.to_thread.run_sync(
+                            self._processor.flush_before_exit, _SHUTDOWN_FLUSH_MILLIS / 1000
+                        )
                     await anyio.to_thread.run_sync(
                         self._provider.force_flush, _SHUTDOWN_FLUSH_MILLIS
                     )
