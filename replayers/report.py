@@ -1,8 +1,9 @@
 """The replay report: which calls were answered, missed or left unused, and whether the
 response equals the recorded one (status and body, ignoring configured JSON fields).
 
-A value redacted in the recording cannot be compared: when the replayed response has it
-too (redacted the same way), it is listed as unverified, never counted as the same.
+A value redacted in the recording cannot be compared: when the replayed response has a value
+there (redacted the same way, or a secret drawn anew without the key), it is listed as
+unverified, never counted as the same.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class ReplayReport:
     calls: list[dict[str, Any]] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     error: dict[str, str] | None = None
-    # response parts redacted on both sides: not compared
+    # response parts redacted in the recording: not compared
     unverified: list[str] = field(default_factory=list)
     # why the cassette may not be the request's own (see selection)
     notes: list[str] = field(default_factory=list)
@@ -218,6 +219,8 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
         )
         for index in range(min(len(recorded), len(replayed)), len(longer)):
             yield _one_side(f"{path}[{index}]", longer[index], recorded=recorded_longer)
+    elif recorded == REDACTED:
+        return  # the recording kept no value here to compare with: unverified, see below
     elif recorded != replayed or type(recorded) is not type(replayed):
         old, new = cut_pair(json.dumps(recorded), json.dumps(replayed), _SHOWN)
         yield f"{path}: recorded {old}, replayed {new}"
@@ -228,15 +231,17 @@ def _names(members: dict[str, Any], shown: int = 6) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
-def _redacted_on_both_sides(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
-    """The JSON paths where both bodies hold the redaction marker."""
+def _redacted_in_recording(recorded: Any, replayed: Any, path: str = "$") -> Iterable[str]:
+    """The JSON paths both bodies have where the recorded one holds the redaction marker: whatever
+    was replayed there (redacted the same way, or a secret drawn anew without the key) cannot be
+    checked against it."""
     if isinstance(recorded, dict) and isinstance(replayed, dict):
-        for key in recorded.keys() & replayed.keys():
-            yield from _redacted_on_both_sides(recorded[key], replayed[key], f"{path}.{key}")
+        for key in (key for key in recorded if key in replayed):
+            yield from _redacted_in_recording(recorded[key], replayed[key], f"{path}.{key}")
     elif isinstance(recorded, list) and isinstance(replayed, list):
         for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):
-            yield from _redacted_on_both_sides(a, b, f"{path}[{index}]")
-    elif recorded == REDACTED and replayed == REDACTED:
+            yield from _redacted_in_recording(a, b, f"{path}[{index}]")
+    elif recorded == REDACTED:
         yield path
 
 
@@ -293,7 +298,7 @@ class ResponseComparison:
     """How a replayed response compares with the recorded one."""
 
     differences: list[str]  # empty when every compared part is equal
-    unverified: list[str]  # parts redacted on both sides, which could not be compared
+    unverified: list[str]  # parts redacted in the recording, which could not be compared
 
 
 def _plain_bytes(recorded: dict[str, Any]) -> bytes | None:
@@ -417,7 +422,7 @@ def compare_response(
             )
         differences.extend(f"body {line}" for line in found[:_MAX_DIFF_LINES])
         unverified.extend(
-            f"body {path}" for path in _redacted_on_both_sides(recorded_json, replayed_json)
+            f"body {path}" for path in _redacted_in_recording(recorded_json, replayed_json)
         )
         return ResponseComparison(differences, unverified)
     if {k: v for k, v in recorded_body.items() if k != "size"} != {

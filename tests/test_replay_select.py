@@ -337,11 +337,12 @@ def test_a_cassette_broken_since_the_index_was_saved_is_left_out_and_named(
     bob_path.unlink()  # only whole cassettes for the schema check
 
 
-def test_a_value_redacted_on_both_sides_is_unverified_not_the_same(
+def test_a_value_redacted_in_the_recording_is_unverified_not_the_same_nor_different(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
 ) -> None:
-    """/token answers a fresh access token and session cookie, drawn from ``secrets``: sealed in the cassette.
-    Replayed without the key, they are new and redacted on both sides, so the report cannot say they are the same."""
+    """/token answers a fresh access token, CSRF token and session cookie, drawn from ``secrets``: sealed in
+    the cassette. Replayed without the key, they are new: redacted on both sides, or (the CSRF token, no
+    secret by its name) new in clear, so the report cannot say they are the same, nor that they differ."""
     (recorded,) = record(serve, upstream.url, cassette_dir, [("GET", "/token", {})])
     ((cassette, doc),) = _in_recording_order(cassette_dir)
     config = replay_config(cassette, key_file=str(tmp_path / "no-key-here"))
@@ -349,19 +350,20 @@ def test_a_value_redacted_on_both_sides_is_unverified_not_the_same(
     assert replayed.json()["access_token"] != recorded.json()["access_token"]
     assert (report.differences, report.unverified) == (
         [],
-        ["header set-cookie", "body $.access_token"],
+        ["header set-cookie", "body $.access_token", "body $.csrf"],
     )
     assert (report.response_matches, report.verdict, report.ok) == (True, "unverified", False)
     assert [note.split(":")[0] for note in report.notes] == ["unverifiable without the key"]
     assert (
         report.console_text().splitlines()
         == [
-            f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=2",
+            f"timetracer [UNVERIFIED] replayed GET /token  id={doc['id']}  status=200  calls=1/1  unused=0  response=same  unverified=3",
             f"  cassette: {cassette}",
             f"  note: {report.notes[0]}",
-            "  extra draws (not recorded, real values given): secrets=2",  # their sealed values cannot be opened
+            "  extra draws (not recorded, real values given): secrets=3",  # their sealed values cannot be opened
             "  unverified: header set-cookie",
             "  unverified: body $.access_token",
+            "  unverified: body $.csrf",
         ]
     )
 

@@ -212,7 +212,14 @@ def _routes(upstream: str, holds: dict[str, Hold], changed: bool) -> list[Route]
         """A fresh access token and session cookie on every call: secrets the recording cannot keep."""
         async with httpx.AsyncClient() as client:
             login = (await client.get(f"{upstream}/json")).json()["login"]
-        response = JSONResponse({"user": login, "access_token": secrets.token_hex(16)})
+        # a CSRF token: no secret by its name, but drawn from ``secrets``, so sealed by its value
+        response = JSONResponse(
+            {
+                "user": login,
+                "access_token": secrets.token_hex(16),
+                "csrf": secrets.token_urlsafe(16),
+            }
+        )
         response.set_cookie("session", secrets.token_hex(16))
         return response
 
