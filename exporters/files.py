@@ -24,6 +24,7 @@ from timetracer_otel.cassette.storage import encode, replace, write_new
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.sealing import Sealer
+from timetracer_otel.secret_values import RecentSecrets
 
 from .builder import build_document
 from .console import process_line, record_line
@@ -42,6 +43,7 @@ class _Redaction(NamedTuple):
     by_name: Redactor | None
     key: Key | None
     sealing: Redactor | None  # ``by_name`` sealing with ``key``
+    recent: RecentSecrets  # the secrets of the last cassettes written with this config
 
 
 _redactions: dict[int, tuple[Any, _Redaction]] = {}  # id(config) -> (config, its redaction)
@@ -56,7 +58,9 @@ def _redaction(config: TraceConfig) -> _Redaction:
         return known[1]
     by_name = redactor_for(config)
     key = key_for(config, create=True) if by_name is not None else None
-    found = _Redaction(by_name, key, by_name.sealing(Sealer(key)) if by_name and key else None)
+    found = _Redaction(
+        by_name, key, by_name.sealing(Sealer(key)) if by_name and key else None, RecentSecrets()
+    )
     if by_name is None or key is not None:
         with _redactions_lock:
             if len(_redactions) >= _MAX_REDACTIONS:
@@ -75,7 +79,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     doc = build_document(recording, config.max_body_bytes)
     redaction = _redaction(config)
     if redaction.by_name is not None:
-        (redaction.sealing or redaction.by_name).document(doc, redaction.key)
+        (redaction.sealing or redaction.by_name).document(doc, redaction.key, redaction.recent)
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:

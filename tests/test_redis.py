@@ -310,6 +310,35 @@ def test_hash_and_stream_fields_named_like_secrets_are_sealed_in_every_reply_tha
     assert (replayed.status_code, replayed.json()) == (200, recorded.json())
 
 
+def test_a_secret_of_an_earlier_request_is_sealed_where_a_later_one_reads_it_back_unnamed(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str
+) -> None:
+    """/invite queues a job whose pickled arguments hold a fresh token (sealed in its cassette:
+    drawn from ``secrets``); /job reads the pickle back later, where nothing names the token.
+    Its cassette holds it nowhere, not even inside the stored bytes; replay with the key gives
+    the job back as read."""
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    server = serve(create_app(REDIS_URL, config, prefix), lifespan="on")
+    with httpx.Client(base_url=server.url) as client:
+        invited, read_back = client.get("/invite"), client.get("/job")
+    server.stop()
+    assert timetracer_otel.flush(30)
+    token = _steps(invited)["token"].strip("'")
+    assert token in read_back.text  # the app read it back
+    by_path = {doc["request"]["path"]: doc for doc in load_cassettes(cassette_dir)}
+    for document in by_path.values():
+        text = json.dumps(document)
+        stored = [decode_value(call["response"])["reply"] for call in _redis_calls(document)]
+        assert token not in text and not [s for s in stored if token.encode() in repr(s).encode()]
+    (reply,) = [
+        decode_value(c["response"])["reply"] for c in _redis_calls(redacted(by_path["/job"]))
+    ]
+    assert reply == "[REDACTED]"  # bytes holding a secret are hidden whole
+
+    (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/job"])
+    assert (replayed.status_code, replayed.json()) == (200, read_back.json())
+
+
 def test_pubsub_records_its_commands_and_messages_and_replays_them_with_no_server(
     serve: Callable[..., Any], cassette_dir: Path, prefix: str, connects: list[Any]
 ) -> None:

@@ -32,6 +32,7 @@ from .sealing import RAW_JSON, REDACTED
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
 from .secret_values import (
     OTEL_REDACTED,
+    RecentSecrets,
     ValueScrubber,
     free_text_secrets,
     header_secrets,
@@ -431,16 +432,23 @@ class Redactor:
         return redact_request(protocol, request, self.names, self._hidden_value)
 
     # -- the whole document -------------------------------------------------------
-    def document(self, doc: dict[str, Any], key: Key | None = None) -> dict[str, Any]:
+    def document(
+        self, doc: dict[str, Any], key: Key | None = None, recent: RecentSecrets | None = None
+    ) -> dict[str, Any]:
         """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`).
 
         With ``key``, the inbound request gets the fingerprint of what redaction takes out of
-        it: replay tells apart requests that differ only in their secrets.
+        it: replay tells apart requests that differ only in their secrets. ``recent``: the
+        secrets of earlier documents, hidden in this one too; this one's are added to them.
         """
         found, request_secrets = self._taking()._by_name(doc)
         request = doc.get("request")  # a process cassette has none
         if key is not None and request is not None:
             request["fingerprint"] = fingerprint(request_secrets, key)
+        if recent is not None:
+            earlier = recent.found_in(doc)
+            recent.remember(found)
+            found = found | earlier
         if found:
             doc.update(ValueScrubber(found, self._sealer).value(doc))
         return doc

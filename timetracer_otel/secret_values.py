@@ -19,6 +19,8 @@ import base64
 import binascii
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote_plus
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_LENGTH",
+    "RecentSecrets",
     "ValueScrubber",
     "free_text_secrets",
     "header_secrets",
@@ -169,6 +172,64 @@ def shaped_secrets(text: str) -> set[str]:
     return bearers | credentials(text)
 
 
+# Token characters (hex, base64 and base64url, a JWT's dots): a secret value of an earlier
+# cassette is looked for in a later one as a whole run of them, in its JSON and in the bytes it
+# stores. Every other byte becomes a space, so ``split`` (in C) gives the runs.
+_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.~+/=")
+_TO_RUNS = bytes(byte if byte in _TOKEN_CHARS else 0x20 for byte in range(256))
+_MIN_REMEMBERED = 16  # shorter runs are words and numbers
+
+
+class RecentSecrets:
+    """The token-like secret values of the last cassettes this process wrote, in its memory only.
+
+    One taken out of a request's cassette (an invitation token where it was issued, by name or
+    as a ``secrets`` draw) is hidden in a later request's cassette that holds it with nothing to
+    tell it is one: a queued job's pickled arguments read back, a cached object under another
+    name. Looked for as whole runs of token characters (one pattern over the document's JSON
+    and its stored bytes, then a set lookup each), so the cost does not grow with how many are
+    kept.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._values: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, values: Iterable[str]) -> None:
+        with self._lock:
+            for value in values:
+                if len(value) < _MIN_REMEMBERED or not value.isascii():
+                    continue
+                run = value.encode("ascii")
+                if run.translate(_TO_RUNS) == run:  # token characters only
+                    self._values[run] = None
+                    self._values.move_to_end(run)
+            while len(self._values) > self._size:
+                self._values.popitem(last=False)
+
+    def found_in(self, doc: dict[str, Any]) -> set[str]:
+        """The remembered values ``doc`` holds, in its text or inside the bytes it stores."""
+        if not self._values:
+            return set()
+        data = _json_bytes(doc)
+        blobs = list(_stored_bytes(doc, every=True)) if b'"base64":' in data else []
+        with self._lock:
+            known = self._values.keys()
+            found = set().union(
+                *(known & set(text.translate(_TO_RUNS).split()) for text in (data, *blobs))
+            )
+        return {run.decode("ascii") for run in found}
+
+
+def _json_bytes(doc: dict[str, Any]) -> bytes:
+    """``doc`` as JSON, in one pass in C where it can be."""
+    try:
+        return orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits (a JSON body's): the standard library's
+        return json.dumps(doc, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
 def kept_credentials(doc: dict[str, Any], names: SecretNames) -> set[str]:
     """:func:`credentials` anywhere in a cassette document's recorded data, text or bytes: a token
     the app issued and keeps (a Redis set of a user's tokens, a sessions table), a signing key in
@@ -176,10 +237,7 @@ def kept_credentials(doc: dict[str, Any], names: SecretNames) -> set[str]:
     And the secret parameters (by ``names``) of a URL written as text: a saved link or a webhook
     holding its ``?token=``. Searched in the document's JSON (one pass in C); stored bytes are
     decoded only where their base64 can hold one."""
-    try:
-        data = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:  # an int beyond 64 bits (a JSON body's): the standard library's
-        data = json.dumps(doc, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    data = _json_bytes(doc)
     found = {_unescaped(fragment) for fragment in _IN_BYTES.found(data)}
     if b"://" in data:
         found.update(_url_query_secrets(data, names))
@@ -214,8 +272,9 @@ def _unescaped(fragment: bytes) -> str:
         return fragment.decode("utf-8", "replace")
 
 
-def _stored_bytes(value: Any) -> Iterator[bytes]:
-    """The contents of the typed bytes (stored in base64) in a cassette value that may hold a credential."""
+def _stored_bytes(value: Any, every: bool = False) -> Iterator[bytes]:
+    """The contents of the typed bytes (stored in base64) in a cassette value that may hold a
+    credential by its shape; ``every``: all of them."""
     pending = [value]
     while pending:
         item = pending.pop()
@@ -223,7 +282,9 @@ def _stored_bytes(value: Any) -> Iterator[bytes]:
             encoded = item.get("base64")
             if item.get("$type") not in _BYTES_TYPES or not isinstance(encoded, str):
                 pending.extend(item.values())
-            elif len(encoded) >= _IN_BASE64_LENGTH and _IN_BASE64.search(encoded) is not None:
+            elif every or (
+                len(encoded) >= _IN_BASE64_LENGTH and _IN_BASE64.search(encoded) is not None
+            ):
                 try:
                     yield base64.b64decode(encoded)
                 except (binascii.Error, ValueError):

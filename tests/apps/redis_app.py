@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import pickle
+import secrets
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
@@ -152,6 +154,19 @@ def secret_fields(client: Any, key: Callable[[str], str]) -> Scenario:
     yield "xinfo", client.xinfo_stream(key("issued"))
 
 
+def invite(client: Any, key: Callable[[str], str]) -> Scenario:
+    """A job queued as a queue library does: its arguments pickled, an invitation token among them."""
+    token = secrets.token_urlsafe(24)
+    job = {"function": "send_invite", "kwargs": {"email": "ann@example.com", "invite_token": token}}
+    yield "queued", client.set(key("job"), pickle.dumps(job))
+    yield "token", token
+
+
+def job(client: Any, key: Callable[[str], str]) -> Scenario:
+    """The queued job read back in a later request (its status page): the token, with no name to tell."""
+    yield "job", client.get(key("job"))
+
+
 def news(client: Any, key: Callable[[str], str]) -> Scenario:
     """Pub/sub: subscribe, publish, read the confirmation and the message, unsubscribe."""
     pubsub = client.pubsub()
@@ -239,6 +254,12 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
         flavour = request.path_params["flavour"]
         return await respond(flavour, secret_fields(clients[flavour], keys("secrets", flavour)))
 
+    async def invite_route(request: Request) -> JSONResponse:
+        return await respond("sync-bytes", invite(clients["sync-bytes"], keys("jobs")))
+
+    async def job_route(request: Request) -> JSONResponse:
+        return await respond("sync-bytes", job(clients["sync-bytes"], keys("jobs")))
+
     async def credentials_route(request: Request) -> JSONResponse:
         return await respond("sync-str", credentials(clients["sync-str"], keys("auth")))
 
@@ -257,6 +278,8 @@ def create_app(redis_url: str, config: TraceConfig, prefix: str) -> Starlette:
             Route("/item/{number}", item_route),
             Route("/lookup/{name}", lookup_route),
             Route("/credentials", credentials_route),
+            Route("/invite", invite_route),
+            Route("/job", job_route),
             Route("/secret-fields/{flavour}", secret_fields_route),
             Route("/news/{flavour}", news_route),
         ],
