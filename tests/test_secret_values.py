@@ -389,6 +389,34 @@ def test_a_megabyte_password_is_sealed_wherever_it_is_quoted_and_opens_back() ->
         assert opened[part] == original[part]
 
 
+def test_a_token_of_an_earlier_cassette_is_hidden_at_a_line_start_and_in_bytes_of_a_later_one() -> (
+    None
+):
+    """The writer's memory of secrets: a bearer token taken out of one request's cassette is
+    hidden in the next one's text, where it starts a line (JSON writes ``\\n`` before it), and
+    in its stored bytes; a token it never saw, and short values, are left."""
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.redaction import Redactor
+    from timetracer_otel.secret_values import RecentSecrets
+
+    token, other = "tok_5f2b9c0e7d1a4b3c8e6f", "tok_0000111122223333aaaa"
+    recent, redactor = RecentSecrets(), Redactor()
+    first = {"request": {"method": "GET", "path": "/a", "query": "", "headers": [["Authorization", f"Bearer {token}"]], "body": None},
+             "calls": [], "spans": []}  # fmt: skip
+    redactor.document(first, recent=recent)
+    text = {"request": {"method": "GET", "path": "/b", "query": "", "headers": [], "body": None},
+            "response": {"status": 200, "headers": [], "body": {"size": 1, "encoding": "text", "text": f"sent:\n{token}\n{other}"}},
+            "calls": [], "spans": []}  # fmt: skip
+    stored = {"request": {"method": "GET", "path": "/c", "query": "", "headers": [], "body": None},
+              "calls": [{"protocol": "redis", "request": encode_value({"command": "GET", "args": ["job:1"]}),
+                         "response": encode_value({"reply": b"\x80\x05" + token.encode() + b"\x94."}), "error": None}],
+              "spans": []}  # fmt: skip
+    for later in (text, stored):
+        redactor.document(later, recent=recent)
+    assert text["response"]["body"]["text"] == f"sent:\n[REDACTED]\n{other}"
+    assert stored["calls"][0]["response"] == {"reply": "[REDACTED]"}
+
+
 def test_the_dashboard_replay_page_names_the_supplied_credentials(
     serve: Callable[..., Any], cassette_dir: Path, me_without_the_key: Path
 ) -> None:

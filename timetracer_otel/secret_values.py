@@ -178,6 +178,8 @@ def shaped_secrets(text: str) -> set[str]:
 _TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.~+/=")
 _TO_RUNS = bytes(byte if byte in _TOKEN_CHARS else 0x20 for byte in range(256))
 _MIN_REMEMBERED = 16  # shorter runs are words and numbers
+# JSON's escapes whose letter would join the run after it (a token at the start of a line)
+_JSON_ESCAPES = (b"\\n", b"\\t", b"\\r", b"\\b", b"\\f", b"\\/")
 
 
 class RecentSecrets:
@@ -186,9 +188,9 @@ class RecentSecrets:
     One taken out of a request's cassette (an invitation token where it was issued, by name or
     as a ``secrets`` draw) is hidden in a later request's cassette that holds it with nothing to
     tell it is one: a queued job's pickled arguments read back, a cached object under another
-    name. Looked for as whole runs of token characters (one pattern over the document's JSON
-    and its stored bytes, then a set lookup each), so the cost does not grow with how many are
-    kept.
+    name. Looked for as whole runs of token characters in the document's JSON and its stored
+    bytes (split apart in C, then a set lookup each), so the cost does not grow with how many
+    are kept.
     """
 
     def __init__(self, size: int = 4096) -> None:
@@ -214,6 +216,8 @@ class RecentSecrets:
             return set()
         data = _json_bytes(doc)
         blobs = list(_stored_bytes(doc, every=True)) if b'"base64":' in data else []
+        for escape in _JSON_ESCAPES:
+            data = data.replace(escape, b"  ")
         with self._lock:
             known = self._values.keys()
             found = set().union(
