@@ -30,6 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _callgrind import count_from_here, counted
 from overhead import ROUTES, _replay_cassettes, reference_upstream
 
 _WARM_UP = 50
@@ -47,8 +48,7 @@ def _drive(route: str, requests: int) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             for index in range(_WARM_UP + requests):
                 if index == _WARM_UP and counting:
-                    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())],
-                                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                    count_from_here()
                 response = await client.get(route)
                 assert response.status_code == 200, response.text
             if counting:
@@ -60,16 +60,7 @@ def _drive(route: str, requests: int) -> None:
 
 def _count(env: dict[str, str], route: str, requests: int, out: Path) -> int:
     """Instructions executed by ``requests`` requests to ``route`` in a process started with ``env``."""
-    subprocess.run(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         sys.executable, __file__, "--drive", route, str(requests)],
-        env={**env, "BENCH_COUNT": "1", "PYTHONHASHSEED": "0"}, check=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for line in out.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no total in {out}")
+    return counted([__file__, "--drive", route, str(requests)], {**env, "BENCH_COUNT": "1"}, out)
 
 
 def main() -> None:

@@ -25,12 +25,11 @@ import dataclasses
 import gc
 import os
 import pickle
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _callgrind import count_from_here, counted
 from overhead import reference_upstream
 from writer_cpu import ROUTES, _recordings
 
@@ -49,25 +48,11 @@ def _count(frames_file: Path) -> None:
         if index == _WARM_UP + 1:  # the config message first
             gc.collect()
             gc.disable()
-            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+            count_from_here()
         writer.handle(message)
         if writer.report_due() == 0:
             writer.report()
     os._exit(0)  # nothing after the cassettes is counted
-
-
-def _instructions(frames_file: Path, out: Path) -> int:
-    subprocess.run(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         sys.executable, __file__, "--count", str(frames_file)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
-    for line in out.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no total in {out}")
 
 
 def main() -> None:
@@ -95,7 +80,11 @@ def main() -> None:
             records = [frame(RecordMessage(0, freeze(r)), encode_foreign=True) for r in recordings]
             frames_file = workdir / f"frames{route.replace('/', '_')}.pickle"
             frames_file.write_bytes(pickle.dumps((config_frame, records)))
-            total = _instructions(frames_file, workdir / f"callgrind{route.replace('/', '_')}.out")
+            total = counted(
+                [__file__, "--count", str(frames_file)],
+                dict(os.environ),
+                workdir / f"callgrind{route.replace('/', '_')}.out",
+            )
             size = sum(map(len, records)) / len(records)
             print(f"{route:<7} {total / args.cassettes / 1e3:7.0f} K instructions per cassette"
                   f" ({size:,.0f} bytes handed over each)", flush=True)  # fmt: skip
