@@ -343,7 +343,7 @@ def _passwords(name: str, args: list[Any], hide: typed.Hide) -> None:
     head = name.split()
     if not head or head[0] not in _PASSWORD_COMMANDS:
         return
-    words = head + [(typed.text(arg) or "").upper() for arg in args]
+    words = head + [_word(arg) for arg in args]
     typed.hide_at(
         args,
         [position - len(head) for position in _password_positions(words) if position >= len(head)],
@@ -377,12 +377,7 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
     elif name == "HSETEX":
         typed.hide_at(args, _secret_values_of_pairs(args, _fields_start(args), names), hide)
     elif name in ("HGETEX", "HGETDEL") and isinstance(reply, list):
-        start = _fields_start(args)
-        typed.hide_at(
-            reply,
-            [i - start for i in range(start, len(args)) if names.field(typed.text(args[i]) or "")],
-            hide,
-        )
+        typed.hide_at(reply, _secret_fields_of_list(args, _fields_start(args), names), hide)
     elif (
         name == "HGET"
         and len(args) == 2
@@ -391,11 +386,7 @@ def _redis_entry(entry: dict[str, Any], reply: Any, names: SecretNames, hide: ty
     ):
         return hide(reply)
     elif name == "HMGET" and isinstance(reply, list):
-        typed.hide_at(
-            reply,
-            [i - 1 for i in range(1, len(args)) if names.field(typed.text(args[i]) or "")],
-            hide,
-        )
+        typed.hide_at(reply, _secret_fields_of_list(args, 1, names), hide)
     elif name in _FIELD_MAP_REPLIES:
         # a hash (or a stream entry's fields) is a field -> value mapping, like a document
         typed.hide_named_fields(reply, names, hide)
@@ -416,15 +407,26 @@ def _secret_values_of_pairs(values: list[Any], start: int, names: SecretNames) -
     ]
 
 
+def _secret_fields_of_list(args: list[Any], start: int, names: SecretNames) -> list[int]:
+    """Positions in the reply of the fields named like a secret among ``args[start:]``: the
+    reply lists one value per field asked for (``HMGET``, ``HGETEX``, ``HGETDEL``)."""
+    return [i - start for i in range(start, len(args)) if names.field(typed.text(args[i]) or "")]
+
+
+def _word(arg: Any) -> str:
+    """An argument as the option word it may be: upper-cased text, empty for any other value."""
+    return (typed.text(arg) or "").upper()
+
+
 def _has_word(args: list[Any], word: str) -> bool:
-    return any((typed.text(arg) or "").upper() == word for arg in args)
+    return any(_word(arg) == word for arg in args)
 
 
 def _xadd_id(args: list[Any]) -> int:
     """The position of the entry id in ``XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] n [LIMIT c]] id field value ...``."""
     index = 1
     while index < len(args):
-        word = (typed.text(args[index]) or "").upper()
+        word = _word(args[index])
         if word in _XADD_FLAGS:
             index += 1
         elif word in ("MAXLEN", "MINID"):
@@ -440,7 +442,7 @@ def _xadd_id(args: list[Any]) -> int:
 def _fields_start(args: list[Any]) -> int:
     """The position of the first field in ``... FIELDS numfields field ...`` (Redis 8's HSETEX, HGETEX, HGETDEL)."""
     for index, arg in enumerate(args):
-        if (typed.text(arg) or "").upper() == "FIELDS":
+        if _word(arg) == "FIELDS":
             return index + 2
     return len(args)
 
