@@ -223,22 +223,27 @@ _UUID_CODE = {  # the new bodies; they run with the uuid module's globals
 }
 
 
+def _is_uuid(value: Any) -> bool:
+    return isinstance(value, uuid.UUID)
+
+
+def _seeded_uuid4(rng: random.Random) -> uuid.UUID:
+    """A version 4 UUID from a seeded generator (a reproducible draw, see state.DrawRecorder)."""
+    return uuid.UUID(int=_c_getrandbits(rng, 128), version=4)
+
+
 def _uuid(kind: str, *args: Any) -> uuid.UUID:
     real = _real_uuids[kind]
     draws = state.current()
     if draws is None:
         return real(*args)
-    seeded = (
-        (lambda rng: uuid.UUID(int=_c_getrandbits(rng, 128), version=4))
-        if kind == "uuid4"
-        else None
-    )
+    seeded = _seeded_uuid4 if kind == "uuid4" else None
     return _draw(
         draws,
         kind,
         sys._getframe(1),
         _bare(real, args),
-        lambda value: isinstance(value, uuid.UUID),
+        _is_uuid,
         seeded,
     )
 
@@ -425,8 +430,8 @@ def _drawn_uuid_utils(kind: str, real: Callable[..., Any], returns: type) -> Cal
             return real(*args, **kwargs)
         drawn = _draw(
             draws, kind, sys._getframe(1), _bare(lambda: uuid.UUID(int=real(*args, **kwargs).int), ()),
-            lambda value: isinstance(value, uuid.UUID),
-            (lambda rng: uuid.UUID(int=_c_getrandbits(rng, 128), version=4)) if kind == "uuid4" else None,
+            _is_uuid,
+            _seeded_uuid4 if kind == "uuid4" else None,
         )  # fmt: skip
         return drawn if returns is uuid.UUID else returns(int=drawn.int)
 
