@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from timetracer_otel import _network_guard
+from timetracer_otel import _gc_hold, _network_guard
 from timetracer_otel._diagnostics import console, guarded, logger, report_failure
 from timetracer_otel._recording import exception_info
 from timetracer_otel._terminal import printable
@@ -173,12 +173,14 @@ class ReplayLayer:
         )
         token, draws_token = activate(session), activate_draws(draws)
         closed = _network_guard.close_in_context(closure) if closure is not None else None
+        _gc_hold.hold()
         try:
             await self.app(scope, receive, send_tee)
         except BaseException as exc:
             error = exception_info(exc)
             raise
         finally:
+            _gc_hold.release()
             if closed is not None:
                 _network_guard.reopen_context(closed)
             deactivate_draws(draws_token)

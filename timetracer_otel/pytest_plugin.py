@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from timetracer_otel import _network_guard
+from timetracer_otel import _gc_hold, _network_guard
 from timetracer_otel._diagnostics import counters, failures
 from timetracer_otel._keys import key_file_of
 from timetracer_otel._pytest.blocks import (
@@ -336,7 +336,7 @@ _RUN = pytest.StashKey[_Run]()
 _TEST_BLOCK = pytest.StashKey[CassetteBlock | None]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _SETUP_FAILURE = pytest.StashKey[BaseException]()
-_GC_WAS_ENABLED = pytest.StashKey[bool]()
+_GC_HELD = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -432,13 +432,11 @@ def _freeze_what_was_imported(run: _Run) -> None:
 
 
 def _hold_garbage_collection(item: pytest.Item) -> None:
-    """Collect garbage now and none until the test's teardown: an ORM session's identity map
-    holds objects weakly, so whether a query is sent depends on whether the collector freed
-    an object in a reference cycle, which happens at other moments when recording (capture
-    allocates) than when replaying. Held, both runs free the same objects at the same points."""
+    """Collect garbage now and none until the test's teardown (see :mod:`timetracer_otel._gc_hold`):
+    recording and replaying the test free the same objects at the same points."""
     gc.collect()
-    item.stash[_GC_WAS_ENABLED] = gc.isenabled()
-    gc.disable()
+    _gc_hold.hold()
+    item.stash[_GC_HELD] = True
 
 
 class _SetupFailures:
@@ -477,9 +475,9 @@ def pytest_runtest_teardown(
     try:
         return (yield)
     finally:
-        if item.stash.get(_GC_WAS_ENABLED, False):
-            item.stash[_GC_WAS_ENABLED] = False
-            gc.enable()
+        if item.stash.get(_GC_HELD, False):
+            item.stash[_GC_HELD] = False
+            _gc_hold.release()
         block = item.stash.get(_TEST_BLOCK, None)
         if block is not None:
             item.stash[_TEST_BLOCK] = None

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from timetracer_otel import _process_recording, _span_secrets
+from timetracer_otel import _gc_hold, _process_recording, _span_secrets
 from timetracer_otel._diagnostics import counters, guarded
 from timetracer_otel._recording import (
     TraceRecording,
@@ -140,6 +140,7 @@ class RecordingLayer:
             await send(message)
 
         token, draws_token = activate(recording), activate_draws(recording.draws)
+        _gc_hold.hold()
         try:
             await self.app(scope, receive_tee, send_tee)
         except BaseException as exc:
@@ -152,6 +153,7 @@ class RecordingLayer:
                 self._rewrite(recording)
             raise
         finally:
+            _gc_hold.release()
             deactivate_draws(draws_token)
             deactivate(token)
             if recording.route is None:

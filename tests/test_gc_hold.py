@@ -1,0 +1,183 @@
+"""No automatic garbage collection inside a recorded or replayed request: an ORM's identity
+map holds objects weakly, and a collection that fell inside a request in one run and not in
+the other made replay send a query the cassette did not have.
+
+The app (SQLAlchemy ORM on a SQLite file, through uvicorn) loads a role and its users, whose
+objects point at each other, builds a response from throwaway cyclic objects, then reads the
+role again; the collector's own callback counts the collections that ran meanwhile.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _replay import assert_same_response, new_reports, send
+from sqlalchemy import ForeignKey, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import timetracer_otel
+from timetracer_otel import _gc_hold
+from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Role(_Base):
+    __tablename__ = "roles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    users: Mapped[list[User]] = relationship(back_populates="role")
+
+
+class User(_Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str]
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"))
+    role: Mapped[Role] = relationship(back_populates="users")
+
+
+class _Node:
+    """A throwaway object in a reference cycle: what building a response leaves to the collector."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _create_app(url: str, config: TraceConfig) -> Starlette:
+    engine = create_engine(url)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def add_user(request: Request) -> JSONResponse:
+        collections: list[str] = []
+
+        def count(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                collections.append(phase)
+
+        statements.clear()
+        gc.callbacks.append(count)
+        try:
+            with Session(engine) as session:
+                role = session.scalars(select(Role).where(Role.name == "admin")).one()
+                user = User(email=request.path_params["email"], role=role)
+                session.add(user)
+                session.commit()
+                session.refresh(user)
+                garbage = [_Node() for _ in range(5_000)]
+                del garbage, role
+                members = sorted(u.email for u in user.role.users)
+        finally:
+            gc.callbacks.remove(count)
+        return JSONResponse(
+            {"members": members, "collections": len(collections), "queries": len(statements)}
+        )
+
+    app = Starlette(routes=[Route("/users/{email}", add_user, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["sqlalchemy"])
+    return app
+
+
+@pytest.fixture
+def eager_collector() -> Iterator[None]:
+    """A collector that runs after every 50 allocations (700 by default), so that the 5,000
+    cyclic objects of a request would start several collections if nothing held it."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def test_no_collection_runs_inside_a_recorded_or_replayed_request(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, eager_collector: None
+) -> None:
+    """Recorded and replayed, the request runs no collection, sends the same queries, and
+    the collector runs again once it is over; the database is gone for the replay."""
+    database = tmp_path / "app.db"
+    url = f"sqlite:///{database}"
+    setup = create_engine(url)
+    _Base.metadata.create_all(setup)
+    with Session(setup) as session:
+        session.add(Role(name="admin"))
+        session.commit()
+    setup.dispose()
+    sent = [("POST", "/users/ada@example.com", {}), ("POST", "/users/bob@example.com", {})]
+
+    record = serve(_create_app(url, TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    recorded = send(record.url, sent)
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert gc.isenabled()
+    database.unlink()
+
+    with new_reports() as reports:
+        replay = serve(
+            _create_app(url, TraceConfig(mode="replay", cassette_path=str(cassette_dir)))
+        )
+        replayed = send(replay.url, sent)
+        replay.stop()
+
+    assert [r.json()["collections"] for r in recorded] == [0, 0]
+    assert recorded[1].json()["members"] == ["ada@example.com", "bob@example.com"]
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)
+    assert all((r.unmatched, r.unused, r.differences) == ([], [], []) for r in reports), reports
+    assert not database.exists()
+    assert gc.isenabled()
+
+
+def test_a_hold_leaves_a_collector_the_app_turned_off_off() -> None:
+    gc.disable()
+    try:
+        _gc_hold.hold()
+        _gc_hold.release()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_overlapping_holds_give_collection_back_with_the_last_one() -> None:
+    _gc_hold.hold()
+    _gc_hold.hold()
+    _gc_hold.release()
+    assert not gc.isenabled()
+    _gc_hold.release()
+    assert gc.isenabled()
+
+
+def test_a_hold_overdue_collects_at_the_next_request(eager_collector: None) -> None:
+    """Requests that always overlap never let the collector run: past the limit, the next
+    request's start collects, so memory stays bounded."""
+    starts: list[int] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            starts.append(info["generation"])
+
+    _gc_hold.hold()
+    gc.callbacks.append(count)
+    try:
+        garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
+        del garbage
+        assert starts == []  # held: nothing collected while the requests ran
+        _gc_hold.hold()  # one more request starts while the first still runs
+        assert starts != []
+        assert gc.get_count()[0] < _gc_hold._OVERDUE
+    finally:
+        gc.callbacks.remove(count)
+        _gc_hold.release()
+        _gc_hold.release()
+    assert gc.isenabled()

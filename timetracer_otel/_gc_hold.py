@@ -1,0 +1,62 @@
+"""No automatic garbage collection while a recorded or replayed request runs.
+
+An ORM session's identity map holds loaded objects weakly: whether a query is sent (a
+relationship loaded again after ``refresh``, say) depends on whether the collector freed an
+object in a reference cycle first. The collector runs after a count of allocations, and
+capture allocates differently from replay, so a collection fell inside a request in one run
+and not in the other: the replay sent a query the cassette did not have. Held, neither run
+collects inside the request; the allocations are collected as usual once no recorded or
+replayed request runs.
+
+The hold is shared by concurrent requests (the collector is one per process) and gives way
+when it has lasted for :data:`_OVERDUE` allocations: a server never idle between requests
+still collects its garbage, at the start of a request.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+__all__ = ["hold", "release"]
+
+# net allocations of tracked objects after which a held collector collects anyway (the
+# default threshold is 700): memory stays bounded under requests that always overlap
+_OVERDUE = 100_000
+
+_lock = threading.Lock()
+_holders = 0
+_resume = False  # whether the collector was on when the hold began (the app may turn it off)
+
+
+def hold() -> None:
+    """Hold automatic collection for one more request; collect first if the hold is overdue."""
+    global _holders, _resume
+    with _lock:
+        if _holders == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _holders += 1
+        # a threshold of 0: the app turned automatic collection off itself
+        if _resume and gc.get_threshold()[0] and gc.get_count()[0] > _OVERDUE:
+            _collect_due()
+
+
+def release() -> None:
+    """End one request's hold; the last one gives collection back."""
+    global _holders
+    with _lock:
+        if _holders == 0:
+            return
+        _holders -= 1
+        if _holders == 0 and _resume:
+            gc.enable()
+
+
+def _collect_due() -> None:
+    """Collect the generations the collector would have, by the counts past their thresholds."""
+    counts, thresholds = gc.get_count(), gc.get_threshold()
+    oldest = next(
+        (generation for generation in (2, 1) if counts[generation] > thresholds[generation]), 0
+    )
+    gc.collect(oldest)
