@@ -86,7 +86,7 @@ def _uuid() -> dict[str, Any]:
 def _ids() -> dict[str, Any]:
     """Time-ordered keys from libraries: uuid-utils (Rust: it reads the clock and the entropy
     itself), imported by name and through the module, and its stdlib-typed twin; uuid6 and
-    python-ulid (Python: their clock and entropy reads are drawn)."""
+    python-ulid (Python, each keeping the last id's timestamp in its module)."""
     return {
         "uuid_utils_uuid7": str(uuid7()), "uuid_utils_uuid4": str(uuid_utils.uuid4()),
         "uuid_utils_compat": str(uuid_utils.compat.uuid7()), "uuid6_uuid7": str(uuid6.uuid7()), "ulid": str(ULID()),

@@ -24,11 +24,13 @@
 - ECDSA signatures (``ec.ECDSA``: ES256 JWTs): OpenSSL draws their nonce itself. Made in
   recorded and replayed requests (and at start), they use RFC 6979's deterministic nonce:
   the same key and message give the same valid signature, with nothing to keep.
-- uuid-utils (``uuid_utils.uuid7()``, time-ordered primary keys): its Rust extension reads
-  the clock and the system's entropy itself. Its generators (``uuid1``, ``uuid4``, ``uuid6``,
-  ``uuid7``, in the module and in ``uuid_utils.compat``) are replaced when it is imported,
-  in the module and where they were imported by name; each new id is one draw of the
-  ``uuid`` source. (uuid6 and python-ulid are Python: their clock and entropy reads are drawn.)
+- Generators of time-ordered ids: uuid-utils (``uuid_utils.uuid7()``) reads the clock and
+  the system's entropy in Rust; uuid6 (``uuid6.uuid7()``) and python-ulid (``ULID()``) are
+  Python but keep the last id's timestamp and make the next one from it. Their generators
+  (uuid-utils' ``uuid1``, ``uuid4``, ``uuid6``, ``uuid7``, also in ``uuid_utils.compat``;
+  uuid6's ``uuid6``, ``uuid7``, ``uuid8``; python-ulid's ``ULIDGenerator.generate``) are
+  replaced when they are imported, in the module and where they were imported by name; each
+  new id is one draw of the ``uuid`` source.
 - BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
   timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
   new id is one draw of the ``uuid`` source.
@@ -76,6 +78,8 @@ _SOURCE_OF_KIND = {
     "objectid": "uuid",
     "uuid6": "uuid",
     "uuid7": "uuid",
+    "uuid8": "uuid",
+    "ulid": "uuid",
     "random": "random",
     "getrandbits": "random",
     "private_key": "secrets",
@@ -399,31 +403,36 @@ def _install_deterministic_ecdsa(ec: types.ModuleType) -> None:
     ec.ECDSA.__init__ = __init__
 
 
-_UUID_UTILS_GENERATORS = (
-    "uuid1",
-    "uuid4",
-    "uuid6",
-    "uuid7",
-)  # uuid3, uuid5, uuid8: from their arguments
+# Generators of new ids replaced when their module is imported, in it and where they were
+# imported by name, so that each id is one draw of the ``uuid`` source. uuid-utils reads the
+# clock and the system's entropy in Rust; uuid6 is Python but keeps the last timestamp it
+# gave, and makes the next id from it when the clock is not past it (a request replayed twice
+# by one process got other ids the second time). uuid3, uuid5, uuid8 of uuid-utils: from
+# their arguments.
+_UUID_GENERATORS = {
+    "uuid_utils": ("uuid1", "uuid4", "uuid6", "uuid7"),
+    "uuid_utils.compat": ("uuid1", "uuid4", "uuid6", "uuid7"),
+    "uuid6": ("uuid6", "uuid7", "uuid8"),
+}
 
 
-def _install_uuid_utils(module: types.ModuleType) -> None:
-    """Route uuid-utils' generators through the draws. A drawn id is kept as a standard
-    ``uuid.UUID`` and given back in the module's own type (``uuid_utils.UUID``; the standard
-    one in ``uuid_utils.compat``)."""
+def _install_uuid_generators(module: types.ModuleType) -> None:
+    """Route ``module``'s generators (see :data:`_UUID_GENERATORS`) through the draws. A drawn
+    id is kept as a standard ``uuid.UUID`` and given back in the module's own type
+    (``uuid_utils.UUID``, ``uuid6.UUID``; the standard one in ``uuid_utils.compat``)."""
     returns = getattr(module, "UUID", uuid.UUID)
     replacements: dict[int, tuple[Any, Any]] = {}
-    for kind in _UUID_UTILS_GENERATORS:
+    for kind in _UUID_GENERATORS[module.__name__]:
         real = getattr(module, kind, None)
         if real is None or getattr(real, "__module__", None) == __name__:
             continue
-        generator = _drawn_uuid_utils(kind, real, returns)
+        generator = _drawn_id(kind, real, returns)
         vars(module)[kind] = generator
         replacements[id(real)] = (real, generator)
     _rebind(replacements)
 
 
-def _drawn_uuid_utils(kind: str, real: Callable[..., Any], returns: type) -> Callable[..., Any]:
+def _drawn_id(kind: str, real: Callable[..., Any], returns: type) -> Callable[..., Any]:
     def generate(*args: Any, **kwargs: Any) -> Any:
         draws = state.current()
         if draws is None:
@@ -438,6 +447,30 @@ def _drawn_uuid_utils(kind: str, real: Callable[..., Any], returns: type) -> Cal
     generate.__name__ = generate.__qualname__ = kind
     generate.__doc__ = real.__doc__
     return generate
+
+
+def _install_ulid(ulid: types.ModuleType) -> None:
+    """Route python-ulid's ``ULIDGenerator.generate`` (``ULID()``, ``ULID.from_timestamp``) through
+    the draws: it keeps the last timestamp and randomness it gave, and within the same
+    millisecond makes the next id from them rather than from new entropy. (Before its 4.0,
+    python-ulid had no such state: its clock and entropy reads are drawn.)"""
+    generator = getattr(ulid, "ULIDGenerator", None)
+    real = getattr(generator, "generate", None)
+    if real is None or getattr(real, "__module__", None) == __name__:
+        return
+
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        draws = state.current()
+        if draws is None:
+            return real(self, *args, **kwargs)
+        drawn = _draw(
+            draws, "ulid", sys._getframe(1),
+            _bare(lambda: uuid.UUID(bytes=real(self, *args, **kwargs).bytes), ()), _is_uuid,
+        )  # fmt: skip
+        return ulid.ULID.from_bytes(drawn.bytes)
+
+    generate.__doc__ = real.__doc__
+    generator.generate = generate  # type: ignore[union-attr]
 
 
 def _install_objectid(bson: types.ModuleType) -> None:
@@ -520,8 +553,9 @@ def install(sources: Sequence[str]) -> None:
         _rebind(_install_randomness())
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")
-        register_post_import_hook(_install_uuid_utils, "uuid_utils")
-        register_post_import_hook(_install_uuid_utils, "uuid_utils.compat")
+        for module in _UUID_GENERATORS:
+            register_post_import_hook(_install_uuid_generators, module)
+        register_post_import_hook(_install_ulid, "ulid")
         for module in _OPENTELEMETRY_CLOCK_READERS:
             register_post_import_hook(_unhook_opentelemetry_clock, module)
         register_post_import_hook(_unhook_opentelemetry_ids, "opentelemetry.sdk.trace.id_generator")
