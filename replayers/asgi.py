@@ -152,6 +152,7 @@ class ReplayLayer:
 
         async def send_tee(message: Message) -> None:
             try:
+                _gc_hold.collect_if_overdue()
                 response.see(message)
             except Exception as exc:  # the app's response goes on, whatever the report makes of it
                 report_failure("replay.response", exc)

@@ -20,7 +20,7 @@ from sqlalchemy import ForeignKey, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 import timetracer_otel
@@ -85,7 +85,34 @@ def _create_app(url: str, config: TraceConfig) -> Starlette:
             {"members": members, "collections": len(collections), "queries": len(statements)}
         )
 
-    app = Starlette(routes=[Route("/users/{email}", add_user, methods=["POST"])])
+    def stream(request: Request) -> StreamingResponse:
+        """A long response: each chunk made after more garbage than the hold lets pile up."""
+
+        def chunks() -> Iterator[bytes]:
+            collections: list[str] = []
+
+            def count(phase: str, info: dict[str, Any]) -> None:
+                if phase == "start":
+                    collections.append(phase)
+
+            gc.callbacks.append(count)
+            try:
+                for index in range(3):
+                    garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
+                    del garbage
+                    yield f"chunk {index}\n".encode()
+            finally:
+                gc.callbacks.remove(count)
+            yield f"collections while streaming: {bool(collections)}\n".encode()
+
+        return StreamingResponse(chunks())
+
+    app = Starlette(
+        routes=[
+            Route("/users/{email}", add_user, methods=["POST"]),
+            Route("/stream", stream),
+        ]
+    )
     auto_setup(app, config=config, plugins=["sqlalchemy"])
     return app
 
@@ -106,7 +133,8 @@ def test_no_collection_runs_inside_a_recorded_or_replayed_request(
     serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, eager_collector: None
 ) -> None:
     """Recorded and replayed, the request runs no collection, sends the same queries, and
-    the collector runs again once it is over; the database is gone for the replay."""
+    the collector runs again once it is over; the database is gone for the replay. A
+    response streamed past the hold's limit collects as it goes."""
     database = tmp_path / "app.db"
     url = f"sqlite:///{database}"
     setup = create_engine(url)
@@ -115,7 +143,11 @@ def test_no_collection_runs_inside_a_recorded_or_replayed_request(
         session.add(Role(name="admin"))
         session.commit()
     setup.dispose()
-    sent = [("POST", "/users/ada@example.com", {}), ("POST", "/users/bob@example.com", {})]
+    sent = [
+        ("POST", "/users/ada@example.com", {}),
+        ("POST", "/users/bob@example.com", {}),
+        ("GET", "/stream", {}),
+    ]
 
     record = serve(_create_app(url, TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
     recorded = send(record.url, sent)
@@ -130,7 +162,9 @@ def test_no_collection_runs_inside_a_recorded_or_replayed_request(
         replayed = send(replay.url, sent)
         replay.stop()
 
-    assert [r.json()["collections"] for r in recorded] == [0, 0]
+    assert [r.json()["collections"] for r in recorded[:2]] == [0, 0]
+    # held no longer than overdue, a response sent for long still lets the collector run
+    assert recorded[2].text.endswith("collections while streaming: True\n")
     assert recorded[1].json()["members"] == ["ada@example.com", "bob@example.com"]
     for before, after in zip(recorded, replayed, strict=True):
         assert_same_response(before, after)
@@ -179,5 +213,29 @@ def test_a_hold_overdue_collects_at_the_next_request(eager_collector: None) -> N
     finally:
         gc.callbacks.remove(count)
         _gc_hold.release()
+        _gc_hold.release()
+    assert gc.isenabled()
+
+
+def test_a_response_sent_long_after_the_hold_is_overdue_collects(eager_collector: None) -> None:
+    """A response streamed for hours with no other request starting: each message it sends
+    collects once the hold is overdue."""
+    starts: list[int] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            starts.append(info["generation"])
+
+    _gc_hold.hold()
+    gc.callbacks.append(count)
+    try:
+        _gc_hold.collect_if_overdue()
+        assert starts == []  # not overdue yet
+        garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
+        del garbage
+        _gc_hold.collect_if_overdue()
+        assert starts != []
+    finally:
+        gc.callbacks.remove(count)
         _gc_hold.release()
     assert gc.isenabled()

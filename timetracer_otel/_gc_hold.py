@@ -9,8 +9,9 @@ collects inside the request; the allocations are collected as usual once no reco
 replayed request runs.
 
 The hold is shared by concurrent requests (the collector is one per process) and gives way
-when it has lasted for :data:`_OVERDUE` allocations: a server never idle between requests
-still collects its garbage, at the start of a request.
+when it has lasted for :data:`_OVERDUE` allocations: a server never idle between requests,
+or a response streamed for hours, still collects its garbage, at the start of a request or
+as a response is sent.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from __future__ import annotations
 import gc
 import threading
 
-__all__ = ["hold", "release"]
+__all__ = ["hold", "release", "collect_if_overdue"]
 
 # net allocations of tracked objects after which a held collector collects anyway (the
 # default threshold is 700): memory stays bounded under requests that always overlap
 _OVERDUE = 100_000
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # a finalizer run by a collection may start a request
 _holders = 0
 _resume = False  # whether the collector was on when the hold began (the app may turn it off)
 
@@ -37,9 +38,7 @@ def hold() -> None:
             _resume = gc.isenabled()
             gc.disable()
         _holders += 1
-        # a threshold of 0: the app turned automatic collection off itself
-        if _resume and gc.get_threshold()[0] and gc.get_count()[0] > _OVERDUE:
-            _collect_due()
+        _collect_overdue()
 
 
 def release() -> None:
@@ -53,9 +52,19 @@ def release() -> None:
             gc.enable()
 
 
-def _collect_due() -> None:
-    """Collect the generations the collector would have, by the counts past their thresholds."""
+def collect_if_overdue() -> None:
+    """As a held request goes on (each message it sends): collect if the hold is overdue."""
+    if _holders and gc.get_count()[0] > _OVERDUE:
+        with _lock:
+            _collect_overdue()
+
+
+def _collect_overdue() -> None:
+    """Collect, with the lock held, the generations the collector would have, once overdue."""
     counts, thresholds = gc.get_count(), gc.get_threshold()
+    # a threshold of 0: the app turned automatic collection off itself
+    if not (_holders and _resume and thresholds[0] and counts[0] > _OVERDUE):
+        return
     oldest = next(
         (generation for generation in (2, 1) if counts[generation] > thresholds[generation]), 0
     )

@@ -126,6 +126,7 @@ class RecordingLayer:
 
         async def send_tee(message: Message) -> None:
             with guarded("asgi.response"):
+                _gc_hold.collect_if_overdue()
                 kind = message["type"]
                 if kind == "http.response.start":
                     # Routing is done; an outer OpenTelemetry middleware may end the root span, and
