@@ -147,6 +147,7 @@ class ReplayLayer:
             views=choice.views,
             inbound=lambda: {"headers": [list(h) for h in live.headers], "query": live.query},
             earlier=self.library.earlier.answer,
+            sealed=prepared.opened.secrets if prepared is not None else frozenset(),
         )
         response = _Response(self.config.max_body_bytes)
 
@@ -239,7 +240,8 @@ def _report(
     report = ReplayReport(
         cassette=choice.path,
         method=method,
-        path=path,
+        # as the cassette shows it: a token in it was sealed there (opened with the key here)
+        path=session.values.text(path) if session.sealed else path,
         cassette_id=choice.document.get("id"),
         recorded_status=choice.prepared.response.status if choice.prepared else None,
         status=replayed_status,

@@ -27,6 +27,9 @@ class Opened(NamedTuple):
     locked: bool = (
         False  # it holds sealed secrets and this process has no key: the app gets [REDACTED]
     )
+    # the values the key opened: the recording hid each wherever it appeared, named or not
+    # (a token an earlier request issued, in this one's URL and SQL)
+    secrets: frozenset[str] = frozenset()
 
     @property
     def unsealed(self) -> bool:
@@ -46,8 +49,9 @@ def open_for_replay(document: dict[str, Any], path: str, config: TraceConfig) ->
     key = key_for(config)
     if key is None:
         return Opened(shown, shown, locked=True)
+    secrets: set[str] = set()
     try:
-        return Opened(unsealed(document, Sealer(key)), shown)
+        return Opened(unsealed(document, Sealer(key), secrets), shown, secrets=frozenset(secrets))
     except SealError as exc:
         raise CassetteError(
             path,

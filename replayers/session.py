@@ -229,6 +229,7 @@ class ReplaySession:
         views: RecordedViews | None = None,
         inbound: Callable[[], dict[str, Any]] | None = None,
         earlier: EarlierAnswer | None = None,
+        sealed: frozenset[str] = frozenset(),
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -238,6 +239,7 @@ class ReplaySession:
         self.redactor = redactor_for(config)
         self._inbound = inbound
         self._earlier = earlier
+        self.sealed = sealed  # the values the key opened in ``document`` (see opening.Opened)
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
@@ -252,8 +254,9 @@ class ReplaySession:
     @functools.cached_property
     def values(self) -> ValueScrubber:
         """The recording hid its secrets wherever they appeared (see secret_values); a live call is
-        hidden the same way before it is matched. The values: the cassette's (opened, with the key)
-        and those of the request the app received (``inbound()``, which may carry supplied credentials).
+        hidden the same way before it is matched. The values: the cassette's (opened, with the key:
+        those found by name and every one that was sealed) and those of the request the app
+        received (``inbound()``, which may carry supplied credentials).
         Found when the first call is made: a request that makes none does not need them."""
         if self.redactor is None:
             return ValueScrubber(())
@@ -261,7 +264,8 @@ class ReplaySession:
         # the JWTs and private keys a live call carries too: the recording hid every one (secret_values.kept_credentials)
         return ValueScrubber(
             self.redactor.secret_values(_copied(self.document))
-            | self.redactor.secret_values(inbound),
+            | self.redactor.secret_values(inbound)
+            | self.sealed,
             shapes=functools.partial(credentials_in, names=self.redactor.names),
         )
 

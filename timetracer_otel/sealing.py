@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from timetracer_otel._json_text import member_text
 from timetracer_otel._keys import Key
 
 __all__ = ["REDACTED", "SEALED_TOKEN", "Sealer", "SealError", "redacted", "unsealed", "is_sealed"]
@@ -161,21 +162,33 @@ def comparable(document: dict[str, Any], sealer: Sealer | None) -> dict[str, Any
     return _strings(document, lambda text: SEALED_TOKEN.sub(digest, text))
 
 
-def unsealed(document: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
-    """``document`` with every sealed value opened; :class:`SealError` if one cannot be."""
+def unsealed(
+    document: dict[str, Any], sealer: Sealer, opened: set[str] | None = None
+) -> dict[str, Any]:
+    """``document`` with every sealed value opened; :class:`SealError` if one cannot be.
+
+    ``opened``: each value opened is added to it as the text it stands for (a JSON member's
+    raw text as its value's), the secrets the recording hid."""
 
     def open_all(text: str) -> Any:
         whole = SEALED_TOKEN.fullmatch(text)
         if whole is not None and not whole.group(1) and not whole.group(4):
-            kind, plain = sealer.open(whole.group(2), whole.group(3))
+            kind, plain = _open(whole, sealer, opened)
             return json.loads(plain) if kind == JSON else plain
-        return SEALED_TOKEN.sub(lambda m: _opened(m, sealer), text)
+        return SEALED_TOKEN.sub(lambda m: _opened(m, sealer, opened), text)
 
     return _strings(document, open_all)
 
 
-def _opened(match: re.Match, sealer: Sealer) -> str:
+def _open(match: re.Match, sealer: Sealer, opened: set[str] | None) -> tuple[str, str]:
     kind, plain = sealer.open(match.group(2), match.group(3))
+    if opened is not None:
+        opened.add(member_text(plain) if kind == RAW_JSON else plain)
+    return kind, plain
+
+
+def _opened(match: re.Match, sealer: Sealer, opened: set[str] | None) -> str:
+    kind, plain = _open(match, sealer, opened)
     if kind == RAW_JSON and match.group(1) and match.group(4):
         return plain  # the quotes stood for the raw text's own delimiters
     return match.group(1) + plain + match.group(4)

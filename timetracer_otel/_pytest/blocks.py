@@ -141,6 +141,7 @@ class _Replay:
             live_libraries=live,
             views=opened.views(str(path)),
             earlier=earlier,
+            sealed=opened.secrets,
         )
         install_draw_sources(config.draws)
         carry_context_into_pools()
