@@ -449,9 +449,14 @@ class CassetteLibrary:
             entry = (exact or candidates).take(self._shared_turns)
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
 
+    def reference_of(self, path: str) -> str | None:
+        """The key naming the cassette at ``path`` (one of :meth:`in_recording_order`) and no other."""
+        return next((key for key, file in self._files.items() if str(file) == path), None)
+
     def pinned(self, reference: str) -> Choice:
         """The cassette a request names (its id, key, or the start of its key or file name),
-        taking no turn; :class:`CassetteError` when that names none or several."""
+        taking no turn; :class:`CassetteError` when that names none or several. The report
+        notes the choice, unless the name is a whole key (``timetracer replay``'s own pin)."""
         found = [str(self._files[key]) for key in self._index.find(reference)]
         usable = [path for path in found if path in self._by_file]
         if len(usable) != 1:
@@ -461,7 +466,10 @@ class CassetteLibrary:
                 else f"holds no cassette named by {reference!r} (an id, or a file name or its start)"
             )
             raise CassetteError(self.location, f"{problem}; the {PIN_HEADER} header chooses one")
-        return self._chosen(self._by_file[usable[0]], [f"chosen by its {PIN_HEADER} header"])
+        whole_key = reference in self._files
+        return self._chosen(
+            self._by_file[usable[0]], [] if whole_key else [f"chosen by its {PIN_HEADER} header"]
+        )
 
     def _fitting(self, group: _Group, digest: str | None, message: dict[str, Any]) -> list[str]:
         """The content digests of the group's cassettes whose query and body, where they hide a

@@ -541,6 +541,34 @@ def test_replay_of_a_directory_sends_the_requests_in_recording_order(
     ]
 
 
+def test_replay_of_a_directory_answers_a_request_whose_body_was_cut_from_its_own_cassette(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """A body cut at the size limit fits no recorded request by its content: the command
+    still answers it from the cassette it replays (a difference, reported under that
+    cassette), never from another of the same path."""
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir), max_body_bytes=1000)
+    sent: list[Sent] = [
+        ("POST", "/lookup", {"json": {"name": "ada"}}),
+        ("POST", "/lookup", {"json": {"name": "x" * 2000}}),
+    ]
+    send(serve(create_app(upstream.url, config)).url, sent)
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    found = sorted(
+        (json.loads(path.read_text("utf-8")) for path in cassette_dir.rglob("*.json")),
+        key=lambda doc: doc["recorded_at"],
+    )
+    assert [doc["request"]["body"].get("truncated", False) for doc in found] == [False, True]
+
+    done = timetracer("replay", str(cassette_dir), *_APP, "--json", upstream=upstream.url)
+    reports = json.loads(done.stdout)
+    assert [(r["cassette_id"], r["ok"]) for r in reports] == [
+        (found[0]["id"], True),
+        (found[1]["id"], False),
+    ], [r["differences"] for r in reports]
+    assert reports[0]["notes"] == []
+
+
 _PLAIN_APP = """
 import os
 

@@ -32,6 +32,7 @@ from timetracer_otel.integrations.starlette import TimeTracerMiddleware
 from timetracer_otel.replayers import ReplayReport, install_replayers, process, recent_reports
 from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
+from timetracer_otel.replayers.selection import PIN_HEADER
 
 from ._app_runner import AppRunner
 from ._credentials import Credentials, RedactedRequest
@@ -40,7 +41,8 @@ from .recordings import requests_of
 
 __all__ = ["AppStartError", "import_app", "Replayer"]
 
-_NOT_SENT = {"content-length", "transfer-encoding"}  # the client sets them for the body it sends
+# the client sets the first two for the body it sends; the last is the replay's own (see _pin)
+_NOT_SENT = {"content-length", "transfer-encoding", PIN_HEADER}
 
 
 def import_app(spec: str, app_dir: str | None = None, factory: bool = False) -> Any:
@@ -205,6 +207,7 @@ class Replayer:
         before = recent_reports()
         try:  # header bytes as received: ASGI gives them as latin-1
             sent = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+            sent += self._pin(cassette)
             assert self._runner is not None, "only inside the with block"
             self._runner.request(request.method, url, sent, _request_body(request.body))
         except (ValueError, httpx.InvalidURL) as exc:  # a cassette no client could have sent
@@ -222,6 +225,15 @@ class Replayer:
             recorded,
             "the app did not replay this request (is its path in TIMETRACER_EXCLUDE_PATHS?)",
         )
+
+    def _pin(self, cassette: str) -> list[tuple[bytes, bytes]]:
+        """The header naming ``cassette`` to the replay layer: its request is answered from it
+        even where choosing by content cannot tell it from another (a body cut at the size
+        limit fits no recorded one); none for a name a header cannot carry."""
+        reference = self.library.reference_of(cassette)
+        if reference is None or not reference.isascii():
+            return []
+        return [(PIN_HEADER.encode("ascii"), reference.encode("ascii"))]
 
     def _unusable(self, cassette: str, error: CassetteError) -> ReplayReport:
         """A cassette whose content replay cannot use (sealed with another key, a hostile value),
