@@ -419,3 +419,63 @@ def test_a_replaying_process_refuses_redis_calls_outside_any_request(
     ):
         pipe.execute()
     assert _redis_connects(connects) == []
+
+
+def _counter_app(config: TraceConfig, key: str) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from timetracer_otel.integrations.starlette import auto_setup
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+
+    async def hit(request: Any) -> JSONResponse:
+        await client.delete(key)
+        return JSONResponse({"a": await client.incr(key), "b": await client.incr(key)})
+
+    app = Starlette(routes=[Route("/hit", hit)])
+    auto_setup(app, config=config, plugins=["redis"])
+    return app
+
+
+def test_a_library_that_wraps_execute_command_over_ours_gets_no_second_layer(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sentry-sdk's Redis integration replaces ``execute_command`` with a function made by
+    ``functools.wraps`` over what was there, timetracer's layer among it. Enabled after that,
+    the plugin added a second layer: every command was recorded twice, and replay answered
+    the second INCR with the first one's reply."""
+    import functools
+
+    from timetracer_otel.plugins import enable_redis
+
+    enable_redis()
+    for owner in (redis.Redis, redis.asyncio.Redis):
+        wrapped = owner.execute_command
+
+        def patch(wrapped: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(wrapped)
+            def sentry_patched_execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+                return wrapped(self, *args, **kwargs)
+
+            return sentry_patched_execute_command
+
+        monkeypatch.setattr(owner, "execute_command", patch(wrapped))
+    key = f"{prefix}:hits"
+    record = serve(_counter_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)), key))
+    recorded = httpx.get(f"{record.url}/hit")
+    assert timetracer_otel.flush(30)
+    assert recorded.json() == {"a": 1, "b": 2}
+    (document,) = load_cassettes(cassette_dir)
+    commands = [decode_value(call["request"])["command"] for call in _redis_calls(document)]
+    assert commands == ["DEL", "INCRBY", "INCRBY"]
+
+    with new_reports() as reports:
+        replay = serve(
+            _counter_app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)), key)
+        )
+        replayed = httpx.get(f"{replay.url}/hit")
+        replay.stop()
+    assert replayed.json() == {"a": 1, "b": 2}
+    assert [(r.unmatched, r.unused, r.differences) for r in reports] == [([], [], [])]

@@ -11,7 +11,7 @@ whatever wraps it later lands on top. Each of our layers has a name ("capture",
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import wrapt
@@ -50,8 +50,30 @@ def original(owner: Any, name: str) -> Any:
     return _chain(owner, name)[-1]
 
 
+_DEEPEST = 64  # wrappers looked through: a proxy may name a new object as wrapped each time
+
+
+def _beneath(owner: Any, name: str) -> Iterator[Any]:
+    """The attribute and everything it names as wrapped, outermost first: wrapt layers and
+    functions made with ``functools.wraps`` (sentry-sdk patches ``Redis.execute_command`` with
+    one, over ours), which cannot be re-linked but name what they call in ``__wrapped__``.
+    Such a function wraps the layers as the class gave them out, bound by wrapt: each bound
+    one is followed by the layer it was bound from."""
+    item: Any = inspect.getattr_static(owner, name)
+    for _ in range(_DEEPEST):
+        if item is None:
+            return
+        yield item
+        bound_from = getattr(item, "_self_parent", None)  # wrapt's, on a bound wrapper
+        if bound_from is not None:
+            yield bound_from
+        item = getattr(item, "__wrapped__", None)
+
+
 def is_installed(owner: Any, name: str, layer: str = "capture") -> bool:
-    return any(type(item) is _LAYERS[layer] for item in _chain(owner, name))
+    """Whether ``owner.name`` calls through our ``layer``, however deep under other wrappers:
+    installed again under a plain function that wraps it, every call was recorded twice."""
+    return any(type(item) is _LAYERS[layer] for item in _beneath(owner, name))
 
 
 def install(owner: Any, name: str, wrapper: Callable[..., Any], layer: str = "capture") -> None:
