@@ -627,6 +627,54 @@ def test_replay_of_an_app_that_fails_to_start_is_one_message_naming_the_call(
     ), done.stderr
 
 
+# An app that sends what it buffered as the process exits (sentry-sdk's flush of its events,
+# from an atexit handler), and swallows any failure doing so, as such clients do.
+_FLUSHING_APP = """
+import atexit
+import os
+
+import urllib3
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+def flush():
+    try:
+        urllib3.request("POST", os.environ["REPLAY_APP_UPSTREAM"] + "/echo?flushed=1", retries=False)
+    except Exception as exc:
+        print("flush failed:", type(exc).__name__)
+
+
+atexit.register(flush)
+
+
+async def json(request):
+    return JSONResponse({"ok": True})
+
+
+app = Starlette(routes=[Route("/json", json)])
+"""
+
+
+def test_replay_sends_nothing_the_app_calls_as_the_process_exits(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """The command's process replays until it ends: a call the app makes at exit, after the
+    last request, is refused, not sent to the network."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/json", {})])
+    before = len(upstream.requests)
+    (tmp_path / "flushing_app.py").write_text(_FLUSHING_APP, "utf-8")
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", "flushing_app:app", "--app-dir", str(tmp_path),
+        upstream=upstream.url,
+    )  # fmt: skip
+    assert "flush failed: ReplayMismatchError" in done.stdout + done.stderr, (
+        done.stdout + done.stderr
+    )
+    assert len(upstream.requests) == before
+
+
 # An app whose lifespan shutdown raises (a background task it awaits there failed): every
 # request was answered before, and its report is what the replay is for.
 _STOPPING_APP = """

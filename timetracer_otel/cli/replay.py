@@ -66,7 +66,10 @@ class Replayer:
     """Replays recorded requests through one app: ``with Replayer(spec, location) as r:``
     then ``r.replay(path)`` for each path of ``r.cassettes()``.
 
-    ``location`` is a cassette, a directory or an ``s3://`` prefix.
+    ``location`` is a cassette, a directory or an ``s3://`` prefix. Once the app is imported,
+    the process replays (``TIMETRACER_MODE=replay``) until it ends: what the app calls after
+    the last request, as the process exits (an error reporter's flush), is answered from the
+    process cassette or refused, never sent.
     """
 
     def __init__(
@@ -117,7 +120,6 @@ class Replayer:
         # the report is printed by the caller, not logged a second time
         logger.setLevel(logging.WARNING)
         self._stack.callback(logger.setLevel, level)
-        self._stack.callback(self._restore_env)
         try:  # runs the app's lifespan once, as a server would
             self._runner = self._stack.enter_context(AppRunner(self.app))
         except Exception as exc:
