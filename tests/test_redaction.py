@@ -527,3 +527,38 @@ def test_a_password_sent_in_a_multipart_part_is_hidden_where_a_call_quotes_it(bi
     assert password not in json.dumps(doc)
     assert doc["calls"][0]["request"]["parameters"]["items"] == [f"signup with {REDACTED}"]
     assert doc["calls"][1]["request"]["url"] == f"http://upstream/check?p={REDACTED}"
+
+
+def test_an_error_reporters_auth_header_key_is_hidden_wherever_the_call_repeats_it(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """sentry-sdk sends its DSN's key in ``X-Sentry-Auth: Sentry sentry_key=<key>, ...``, and
+    again in the envelope it posts (the DSN) and in its ``baggage``: hidden in all three."""
+    key = "0123456789abcdef0123456789abcdef"
+    dsn = f"http://{key}@127.0.0.1:9/1"
+
+    async def report(request: Request) -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            sent = await client.post(
+                f"{upstream.url}/echo",
+                json={"dsn": dsn, "event": "boom"},
+                headers={
+                    "X-Sentry-Auth": f"Sentry sentry_key={key}, sentry_version=7, sentry_client=sentry.python/2.19.0",
+                    "baggage": f"sentry-trace_id=abc,sentry-public_key={key},sentry-environment=prod",
+                },
+            )
+        return JSONResponse({"status": sent.status_code})
+
+    app = Starlette(routes=[Route("/report", report)])
+    auto_setup(app, TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["httpx"])
+    assert httpx.get(f"{serve(app).url}/report").json() == {"status": 200}
+    assert upstream.requests[-1]["headers"]["X-Sentry-Auth"].endswith("sentry.python/2.19.0")
+    (document,) = load_cassettes(cassette_dir)
+    assert key not in json.dumps(document)
+    (call,) = redacted(document)["calls"]
+    headers = dict(call["request"]["headers"])
+    assert headers["X-Sentry-Auth"] == REDACTED
+    assert (
+        headers["baggage"]
+        == f"sentry-trace_id=abc,sentry-public_key={REDACTED},sentry-environment=prod"
+    )

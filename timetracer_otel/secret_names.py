@@ -33,7 +33,14 @@ DEFAULT_FIELDS = (
     "code_verifier",
     "device_code",
 )
-DEFAULT_HEADERS = (*DEFAULT_FIELDS, "cookie", "set-cookie", "proxy-authorization", "x-*-token")
+DEFAULT_HEADERS = (
+    *DEFAULT_FIELDS,
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+    "x-*-token",
+    "x-*auth",  # X-Auth, X-Sentry-Auth (Sentry's DSN key)
+)
 # OAuth 2.0's names that ``*token*`` catches but whose values are a fixed vocabulary, never a
 # secret (``"token_type": "bearer"``): sealed, "bearer" would be taken out of every text that
 # says it.

@@ -63,15 +63,23 @@ _BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace", "exception.type")
 
 
+# name=value (or name="value") in a header's credentials, the value token-like and long
+# enough to be a key: Digest's response, an AWS signature, Sentry's key
+_TOKEN_PARAMETER = re.compile(r'[\w.-]+="?([A-Za-z0-9_\-]{16,})"?(?=[,;\s]|$)')
+
+
 def header_secrets(name: str, value: str) -> list[str]:
-    """The secrets in a secret header: the credentials without their scheme, each cookie's value."""
+    """The secrets in a secret header: the credentials without their scheme, each cookie's
+    value, and the token-like parameters of a scheme's (``Sentry sentry_key=<key>, sentry_version=7``:
+    the key, which the app's DSN and other calls' ``baggage`` repeat)."""
     name = name.lower()
     if name in ("authorization", "proxy-authorization"):
-        return [value, value.partition(" ")[2].strip()]
+        credentials = value.partition(" ")[2].strip()
+        return [value, credentials, *_TOKEN_PARAMETER.findall(credentials)]
     if name in ("cookie", "set-cookie"):
         pairs = value.split(";")[:1] if name == "set-cookie" else value.split(";")
         return [value, *(pair.partition("=")[2].strip() for pair in pairs)]
-    return [value]
+    return [value, *_TOKEN_PARAMETER.findall(value)]
 
 
 class _Shapes:
