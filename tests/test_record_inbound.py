@@ -211,3 +211,30 @@ def test_streaming_response_reaches_the_client_chunk_by_chunk(
     body = _cassette_for(cassette_dir, "case=stream")["response"]["body"]
     assert decode_body(body) == b"".join(_CHUNKS)
     assert body.get("complete", True) is True
+
+
+def test_the_route_of_a_path_is_found_on_a_starlette_without_get_route_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starlette before 0.35 has no ``get_route_path``: its routes match by ``matches``, and
+    the route template is still found (replay falls back to it for a path no cassette has,
+    one holding a sealed token, say); importing the name made it none."""
+    import builtins
+
+    from timetracer_otel.inbound import route_template
+
+    async def show(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/articles/{slug}", show)])
+    scope = {"type": "http", "method": "GET", "path": "/articles/a-b", "root_path": "", "app": app}
+    real_import = builtins.__import__
+
+    def import_of_an_older_starlette(name: str, *args: Any, **kwargs: Any) -> Any:
+        fromlist = kwargs.get("fromlist") or (args[2] if len(args) > 2 else ())
+        if name == "starlette.routing" and "get_route_path" in (fromlist or ()):
+            raise ImportError("cannot import name 'get_route_path' from 'starlette.routing'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", import_of_an_older_starlette)
+    assert route_template(scope, scope) == "/articles/{slug}"

@@ -25,11 +25,14 @@ def latin1_headers(raw: Any) -> list[tuple[str, str]]:
 
 def _route_matches(route: Any, scope: Scope) -> tuple[Any, Scope]:
     """``route.matches(scope)``, also for FastAPI's effective route contexts, which hold a compiled
-    path and methods but no ``matches``."""
-    from starlette.routing import Match, get_route_path
+    path and methods but no ``matches`` (and come with a Starlette that has ``get_route_path``:
+    one before 0.35 lacks it, and its routes all have ``matches``)."""
+    from starlette.routing import Match
 
     if hasattr(route, "matches"):
         return route.matches(scope)
+    from starlette.routing import get_route_path
+
     found = route.path_regex.match(get_route_path(scope))
     if found is None:
         return Match.NONE, {}
