@@ -458,3 +458,54 @@ def test_an_extra_draw_whose_real_source_draws_again_gets_its_value() -> None:
     assert not thread.is_alive(), "the draw waits on the lock it holds"
     assert len(drawn[0]) == 16
     assert replayer.extra == {"urandom": 2}  # the salt, and the bytes it was made of
+
+
+class _CreatedAt:
+    """A metrics middleware, as prometheus-fastapi-instrumentator is one: after the response
+    went out, the first request of a route makes its series, stamped with ``time.time()``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.series: dict[str, tuple[float, str]] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http" and scope["path"] not in self.series:
+                self.series[scope["path"]] = (time.time(), str(uuid.uuid4()))
+
+
+def test_draws_made_after_the_response_went_out_are_in_the_cassette_and_replayed(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """The response's end ends the server span, and the recording is handed over then: the
+    middleware's draws, later, were in no cassette, and replay made them anew (extra draws)."""
+
+    def create(config: TraceConfig) -> tuple[Starlette, _CreatedAt]:
+        async def hello(request: Any) -> JSONResponse:
+            return JSONResponse({"hello": "world"})
+
+        app = Starlette(routes=[Route("/hello", hello)])
+        made: list[_CreatedAt] = []
+        app.add_middleware(lambda inner: made.append(_CreatedAt(inner)) or made[0])
+        auto_setup(app, config=config, plugins=[])
+        return app, made
+
+    app, made = create(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    assert httpx.get(f"{serve(app).url}/hello").status_code == 200
+    assert timetracer_otel.flush(30)
+    (document,) = load_cassettes(cassette_dir)
+    assert [(d["source"], d["kind"]) for d in document["draws"]] == [
+        ("clock", "time"),
+        ("uuid", "uuid4"),
+    ]
+    recorded = made[0].series["/hello"]
+
+    app, made = create(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))
+    with new_reports() as reports:
+        server = serve(app)
+        assert httpx.get(f"{server.url}/hello").status_code == 200
+        server.stop()
+    assert made[0].series["/hello"] == recorded
+    assert [r.extra_draws for r in reports] == [{}]

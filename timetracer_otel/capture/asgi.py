@@ -114,6 +114,10 @@ class RecordingLayer:
             return
 
         original_scope = dict(scope)
+        # draws made once the response went out: its server span ended and the recording was
+        # handed over, so a draw after that (a background task's, a metrics middleware's) makes
+        # it be written again
+        drawn_by_response = [-1]
 
         async def receive_tee() -> Message:
             message = await receive()
@@ -138,6 +142,7 @@ class RecordingLayer:
                     recording.response_body.feed(message.get("body", b""))
                     if not message.get("more_body", False):
                         recording.response_body.finish()
+                        drawn_by_response[0] = _draws_made(recording)
             await send(message)
 
         token, draws_token = activate(recording), activate_draws(recording.draws)
@@ -160,3 +165,10 @@ class RecordingLayer:
             if recording.route is None:
                 with guarded("asgi.route"):
                     recording.route = route_template(scope, original_scope)
+            if 0 <= drawn_by_response[0] < _draws_made(recording):
+                with guarded("asgi.late_draws"):
+                    self._rewrite(recording)
+
+
+def _draws_made(recording: TraceRecording) -> int:
+    return len(recording.draws.draws) if recording.draws is not None else 0
