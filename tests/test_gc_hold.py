@@ -129,6 +129,17 @@ def eager_collector() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
+@pytest.fixture
+def own_hold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The hold as a process with no request running has it (a request another test left
+    running would hold it too), and the collector as it was afterwards."""
+    enabled = gc.isenabled()
+    monkeypatch.setattr(_gc_hold, "_holders", 0)
+    gc.enable()
+    yield
+    (gc.enable if enabled else gc.disable)()
+
+
 def test_no_collection_runs_inside_a_recorded_or_replayed_request(
     serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, eager_collector: None
 ) -> None:
@@ -149,10 +160,11 @@ def test_no_collection_runs_inside_a_recorded_or_replayed_request(
         ("GET", "/stream", {}),
     ]
 
+    held = _gc_hold._holders  # a request another test left running holds it too
     record = serve(_create_app(url, TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
     recorded = send(record.url, sent)
     assert timetracer_otel.flush(30), "cassette writer did not drain"
-    assert gc.isenabled()
+    assert _gc_hold._holders == held
     database.unlink()
 
     with new_reports() as reports:
@@ -170,10 +182,10 @@ def test_no_collection_runs_inside_a_recorded_or_replayed_request(
         assert_same_response(before, after)
     assert all((r.unmatched, r.unused, r.differences) == ([], [], []) for r in reports), reports
     assert not database.exists()
-    assert gc.isenabled()
+    assert _gc_hold._holders == held
 
 
-def test_a_hold_leaves_a_collector_the_app_turned_off_off() -> None:
+def test_a_hold_leaves_a_collector_the_app_turned_off_off(own_hold: None) -> None:
     gc.disable()
     try:
         _gc_hold.hold()
@@ -183,7 +195,7 @@ def test_a_hold_leaves_a_collector_the_app_turned_off_off() -> None:
         gc.enable()
 
 
-def test_overlapping_holds_give_collection_back_with_the_last_one() -> None:
+def test_overlapping_holds_give_collection_back_with_the_last_one(own_hold: None) -> None:
     _gc_hold.hold()
     _gc_hold.hold()
     _gc_hold.release()
@@ -192,7 +204,7 @@ def test_overlapping_holds_give_collection_back_with_the_last_one() -> None:
     assert gc.isenabled()
 
 
-def test_a_hold_overdue_collects_at_the_next_request(eager_collector: None) -> None:
+def test_a_hold_overdue_collects_at_the_next_request(eager_collector: None, own_hold: None) -> None:
     """Requests that always overlap never let the collector run: past the limit, the next
     request's start collects, so memory stays bounded."""
     starts: list[int] = []
@@ -217,7 +229,9 @@ def test_a_hold_overdue_collects_at_the_next_request(eager_collector: None) -> N
     assert gc.isenabled()
 
 
-def test_a_response_sent_long_after_the_hold_is_overdue_collects(eager_collector: None) -> None:
+def test_a_response_sent_long_after_the_hold_is_overdue_collects(
+    eager_collector: None, own_hold: None
+) -> None:
     """A response streamed for hours with no other request starting: each message it sends
     collects once the hold is overdue."""
     starts: list[int] = []
