@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -1449,3 +1450,58 @@ def test_calls_a_test_mocks_with_respx_are_answered_by_its_mock_in_record_and_re
     stored = [load_cassette(str(path)) for path in (pytester.path / "cassettes").rglob("*.json")]
     assert [call for cassette in stored for call in cassette.get("calls", [])] == []
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
+
+
+# AnyIO's way, which FastAPI's docs teach: a module-scoped backend and an async fixture of the
+# module keep one test runner, and one task, for every test of the module.
+_ANYIO_TESTS = """
+import uuid
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def client():
+    async with httpx.AsyncClient(base_url="{upstream}") as client:
+        yield client
+
+
+@pytest.mark.anyio
+async def test_first(client):
+    assert (await client.get("/json", params={{"test": "first"}})).status_code == 200
+    print("first", uuid.uuid4())
+
+
+@pytest.mark.anyio
+async def test_second(client):
+    answer = await client.get("/json", params={{"test": "second"}})
+    print("second", uuid.uuid4(), answer.status_code)
+"""
+
+
+def test_anyio_tests_sharing_a_module_runner_each_record_into_their_own_cassette(
+    pytester: pytest.Pytester,
+) -> None:
+    """AnyIO runs every test of the module in one task, whose context was copied once: every
+    test's calls and draws went to the first test's cassette, and a later test replayed
+    alone found none of its own."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(test_pages=_ANYIO_TESTS.format(upstream=live.url))
+        recorded = pytester.runpytest_subprocess("--timetracer-mode=record", "-s")
+        recorded.assert_outcomes(passed=2)
+    second = load_cassette(pytester.path / "cassettes/test_pages/test_second.json")
+    assert [c["request"]["url"] for c in second["calls"]] == [f"{live.url}/json?test=second"]
+    assert [d["kind"] for d in second["draws"]].count("uuid4") == 1
+    printed = re.search(r"second ([0-9a-f-]{36}) 200", recorded.stdout.str())
+    assert printed is not None, recorded.stdout.str()
+
+    alone = pytester.runpytest_subprocess("--timetracer-mode=none", "-s", "-k", "test_second")
+    alone.assert_outcomes(passed=1, deselected=1)
+    assert printed.group(0) in alone.stdout.str()

@@ -45,6 +45,7 @@ from timetracer_otel._pytest.blocks import (
     CassetteBlock,
     SealedSecretsError,
     earlier_tests,
+    running_block,
 )
 from timetracer_otel._pytest.collection import (
     in_project,
@@ -53,6 +54,7 @@ from timetracer_otel._pytest.collection import (
     seeded_while_collecting,
 )
 from timetracer_otel._pytest.collection_calls import CollectionCalls
+from timetracer_otel._pytest.coroutines import swapped
 from timetracer_otel._pytest.distribution import recorded_order_scheduler, recorded_worker
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
@@ -346,6 +348,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[_RUN] = _Run(config)
     config.pluginmanager.register(_SetupFailures(), "timetracer-setup-failures")
+    config.pluginmanager.register(_AsyncSteps(), "timetracer-async-steps")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -437,6 +440,29 @@ def _hold_garbage_collection(item: pytest.Item) -> None:
     gc.collect()
     _gc_hold.hold()
     item.stash[_GC_HELD] = True
+
+
+class _AsyncSteps:
+    """Async tests and fixtures run each step under the cassette active when pytest runs it,
+    whatever task their plugin runs them in (see :mod:`timetracer_otel._pytest.coroutines`);
+    around the plugins that run them (AnyIO's, pytest-asyncio's)."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+        if pyfuncitem.stash.get(_TEST_BLOCK, None) is None:
+            return (yield)
+        with swapped(pyfuncitem, "obj"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, Any, Any]:
+        # a fixture of a test class: AnyIO and pytest-asyncio bind it to the test's instance
+        if running_block() is None or inspect.ismethod(fixturedef.func):
+            return (yield)
+        with swapped(fixturedef, "func"):
+            return (yield)
 
 
 class _SetupFailures:
