@@ -9,6 +9,7 @@ role again; the collector's own callback counts the collections that ran meanwhi
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,32 +56,39 @@ class _Node:
         self.me = self
 
 
+@contextlib.contextmanager
+def _collections_started() -> Iterator[list[int]]:
+    """The generation of each collection that starts inside the block, as the collector's own
+    callback sees them."""
+    started: list[int] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(count)
+
+
 def _create_app(url: str, config: TraceConfig) -> Starlette:
     engine = create_engine(url)
     statements: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
 
     def add_user(request: Request) -> JSONResponse:
-        collections: list[str] = []
-
-        def count(phase: str, info: dict[str, Any]) -> None:
-            if phase == "start":
-                collections.append(phase)
-
         statements.clear()
-        gc.callbacks.append(count)
-        try:
-            with Session(engine) as session:
-                role = session.scalars(select(Role).where(Role.name == "admin")).one()
-                user = User(email=request.path_params["email"], role=role)
-                session.add(user)
-                session.commit()
-                session.refresh(user)
-                garbage = [_Node() for _ in range(5_000)]
-                del garbage, role
-                members = sorted(u.email for u in user.role.users)
-        finally:
-            gc.callbacks.remove(count)
+        with _collections_started() as collections, Session(engine) as session:
+            role = session.scalars(select(Role).where(Role.name == "admin")).one()
+            user = User(email=request.path_params["email"], role=role)
+            session.add(user)
+            session.commit()
+            session.refresh(user)
+            garbage = [_Node() for _ in range(5_000)]
+            del garbage, role
+            members = sorted(u.email for u in user.role.users)
         return JSONResponse(
             {"members": members, "collections": len(collections), "queries": len(statements)}
         )
@@ -89,20 +97,11 @@ def _create_app(url: str, config: TraceConfig) -> Starlette:
         """A long response: each chunk made after more garbage than the hold lets pile up."""
 
         def chunks() -> Iterator[bytes]:
-            collections: list[str] = []
-
-            def count(phase: str, info: dict[str, Any]) -> None:
-                if phase == "start":
-                    collections.append(phase)
-
-            gc.callbacks.append(count)
-            try:
+            with _collections_started() as collections:
                 for index in range(3):
                     garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
                     del garbage
                     yield f"chunk {index}\n".encode()
-            finally:
-                gc.callbacks.remove(count)
             yield f"collections while streaming: {bool(collections)}\n".encode()
 
         return StreamingResponse(chunks())
@@ -207,23 +206,16 @@ def test_overlapping_holds_give_collection_back_with_the_last_one(own_hold: None
 def test_a_hold_overdue_collects_at_the_next_request(eager_collector: None, own_hold: None) -> None:
     """Requests that always overlap never let the collector run: past the limit, the next
     request's start collects, so memory stays bounded."""
-    starts: list[int] = []
-
-    def count(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            starts.append(info["generation"])
-
     _gc_hold.hold()
-    gc.callbacks.append(count)
     try:
-        garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
-        del garbage
-        assert starts == []  # held: nothing collected while the requests ran
-        _gc_hold.hold()  # one more request starts while the first still runs
-        assert starts != []
-        assert gc.get_count()[0] < _gc_hold._OVERDUE
+        with _collections_started() as starts:
+            garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
+            del garbage
+            assert starts == []  # held: nothing collected while the requests ran
+            _gc_hold.hold()  # one more request starts while the first still runs
+            assert starts != []
+            assert gc.get_count()[0] < _gc_hold._OVERDUE
     finally:
-        gc.callbacks.remove(count)
         _gc_hold.release()
         _gc_hold.release()
     assert gc.isenabled()
@@ -234,22 +226,15 @@ def test_a_response_sent_long_after_the_hold_is_overdue_collects(
 ) -> None:
     """A response streamed for hours with no other request starting: each message it sends
     collects once the hold is overdue."""
-    starts: list[int] = []
-
-    def count(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            starts.append(info["generation"])
-
     _gc_hold.hold()
-    gc.callbacks.append(count)
     try:
-        _gc_hold.collect_if_overdue()
-        assert starts == []  # not overdue yet
-        garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
-        del garbage
-        _gc_hold.collect_if_overdue()
-        assert starts != []
+        with _collections_started() as starts:
+            _gc_hold.collect_if_overdue()
+            assert starts == []  # not overdue yet
+            garbage = [_Node() for _ in range(_gc_hold._OVERDUE + 1_000)]
+            del garbage
+            _gc_hold.collect_if_overdue()
+            assert starts != []
     finally:
-        gc.callbacks.remove(count)
         _gc_hold.release()
     assert gc.isenabled()
