@@ -451,7 +451,11 @@ class CassetteLibrary:
 
     def reference_of(self, path: str) -> str | None:
         """The key naming the cassette at ``path`` (one of :meth:`in_recording_order`) and no other."""
-        return next((key for key, file in self._files.items() if str(file) == path), None)
+        return self._keys_by_file.get(path)
+
+    @functools.cached_property
+    def _keys_by_file(self) -> dict[str, str]:
+        return {str(file): key for key, file in self._files.items()}
 
     def pinned(self, reference: str) -> Choice:
         """The cassette a request names (its id, key, or the start of its key or file name),
