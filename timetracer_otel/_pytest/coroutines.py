@@ -60,11 +60,7 @@ def swapped(owner: Any, name: str) -> Iterator[None]:
     """``owner.name`` (a test item's ``obj``, a fixture's ``func``) wrapped by
     :func:`in_running_block` while pytest runs it."""
     function = getattr(owner, name)
-    wrapped = in_running_block(function)
-    if wrapped is function:
-        yield
-        return
-    setattr(owner, name, wrapped)
+    setattr(owner, name, in_running_block(function))
     try:
         yield
     finally:

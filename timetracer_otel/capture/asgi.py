@@ -117,7 +117,7 @@ class RecordingLayer:
         # draws made once the response went out: its server span ended and the recording was
         # handed over, so a draw after that (a background task's, a metrics middleware's) makes
         # it be written again
-        drawn_by_response = [-1]
+        drawn_by_response = -1
 
         async def receive_tee() -> Message:
             message = await receive()
@@ -129,6 +129,7 @@ class RecordingLayer:
             return message
 
         async def send_tee(message: Message) -> None:
+            nonlocal drawn_by_response
             with guarded("asgi.response"):
                 _gc_hold.collect_if_overdue()
                 kind = message["type"]
@@ -142,7 +143,7 @@ class RecordingLayer:
                     recording.response_body.feed(message.get("body", b""))
                     if not message.get("more_body", False):
                         recording.response_body.finish()
-                        drawn_by_response[0] = _draws_made(recording)
+                        drawn_by_response = _draws_made(recording)
             await send(message)
 
         token, draws_token = activate(recording), activate_draws(recording.draws)
@@ -165,7 +166,7 @@ class RecordingLayer:
             if recording.route is None:
                 with guarded("asgi.route"):
                     recording.route = route_template(scope, original_scope)
-            if 0 <= drawn_by_response[0] < _draws_made(recording):
+            if 0 <= drawn_by_response < _draws_made(recording):
                 with guarded("asgi.late_draws"):
                     self._rewrite(recording)
 

@@ -421,30 +421,39 @@ def _install_uuid_generators(module: types.ModuleType) -> None:
     id is kept as a standard ``uuid.UUID`` and given back in the module's own type
     (``uuid_utils.UUID``, ``uuid6.UUID``; the standard one in ``uuid_utils.compat``)."""
     returns = getattr(module, "UUID", uuid.UUID)
+    given: Callable[[uuid.UUID], Any] = (
+        (lambda drawn: drawn) if returns is uuid.UUID else (lambda drawn: returns(int=drawn.int))
+    )
     replacements: dict[int, tuple[Any, Any]] = {}
     for kind in _UUID_GENERATORS[module.__name__]:
         real = getattr(module, kind, None)
         if real is None or getattr(real, "__module__", None) == __name__:
             continue
-        generator = _drawn_id(kind, real, returns)
+        generator = _drawn_id(kind, real, given)
         vars(module)[kind] = generator
         replacements[id(real)] = (real, generator)
     _rebind(replacements)
 
 
-def _drawn_id(kind: str, real: Callable[..., Any], returns: type) -> Callable[..., Any]:
+def _drawn_id(
+    kind: str, real: Callable[..., Any], given: Callable[[uuid.UUID], Any]
+) -> Callable[..., Any]:
+    """``real`` (a generator of new ids, or a method making one) with each id one draw of the
+    ``uuid`` source: kept as a standard ``uuid.UUID`` of its 128 bits, handed back by ``given``."""
+
     def generate(*args: Any, **kwargs: Any) -> Any:
         draws = state.current()
         if draws is None:
             return real(*args, **kwargs)
         drawn = _draw(
-            draws, kind, sys._getframe(1), _bare(lambda: uuid.UUID(int=real(*args, **kwargs).int), ()),
+            draws, kind, sys._getframe(1), _bare(lambda: uuid.UUID(int=int(real(*args, **kwargs))), ()),
             _is_uuid,
             _seeded_uuid4 if kind == "uuid4" else None,
         )  # fmt: skip
-        return drawn if returns is uuid.UUID else returns(int=drawn.int)
+        return given(drawn)
 
-    generate.__name__ = generate.__qualname__ = kind
+    generate.__name__ = getattr(real, "__name__", kind)
+    generate.__qualname__ = getattr(real, "__qualname__", kind)
     generate.__doc__ = real.__doc__
     return generate
 
@@ -458,19 +467,7 @@ def _install_ulid(ulid: types.ModuleType) -> None:
     real = getattr(generator, "generate", None)
     if real is None or getattr(real, "__module__", None) == __name__:
         return
-
-    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
-        draws = state.current()
-        if draws is None:
-            return real(self, *args, **kwargs)
-        drawn = _draw(
-            draws, "ulid", sys._getframe(1),
-            _bare(lambda: uuid.UUID(bytes=real(self, *args, **kwargs).bytes), ()), _is_uuid,
-        )  # fmt: skip
-        return ulid.ULID.from_bytes(drawn.bytes)
-
-    generate.__doc__ = real.__doc__
-    generator.generate = generate  # type: ignore[union-attr]
+    generator.generate = _drawn_id("ulid", real, lambda drawn: ulid.ULID.from_int(drawn.int))  # type: ignore[union-attr]
 
 
 def _install_objectid(bson: types.ModuleType) -> None:
