@@ -20,6 +20,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.sdk.trace import SpanProcessor
+
+from timetracer_otel import _tracing
+from timetracer_otel._tracing import otlp_processor, tracer_provider
+from timetracer_otel.config import TraceConfig
 
 
 @dataclass
@@ -113,3 +118,18 @@ def running_receiver(hold: threading.Event | None = None) -> Iterator[Receiver]:
             hold.set()
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def exporting_to_receiver() -> Iterator[tuple[Receiver, SpanProcessor]]:
+    """A collector on loopback and the process's processor exporting to it (the one
+    ``auto_setup`` finds for that endpoint), shut down after the block and forgotten: a later
+    collector given the same port gets a processor of its own, not this one, which sends nothing."""
+    provider = tracer_provider()
+    with running_receiver() as receiver:
+        processor = otlp_processor(provider, TraceConfig(mode="record", otlp_endpoint=receiver.url))
+        try:
+            yield receiver, processor
+        finally:
+            processor.shutdown()
+            _tracing._exporting[provider].pop(receiver.url, None)

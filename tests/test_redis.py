@@ -19,10 +19,9 @@ from apps.redis_app import FLAVOURS, HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN, cr
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from otlp_receiver import running_receiver
+from otlp_receiver import exporting_to_receiver
 
 import timetracer_otel
-from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.cli.labels import call_label
 from timetracer_otel.config import TraceConfig
@@ -235,15 +234,10 @@ def test_replayed_commands_still_make_opentelemetry_client_spans(
 def test_passwords_are_sealed_in_the_cassette_and_replay_with_the_key_answers_them(
     serve: Callable[..., Any], cassette_dir: Path, prefix: str
 ) -> None:
-    with running_receiver() as receiver:
-        processor = otlp_processor(
-            tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url)
-        )
-        try:
-            (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
-            assert timetracer_otel.flush(30) and processor.force_flush()
-        finally:
-            processor.shutdown()
+    with exporting_to_receiver() as (receiver, processor):
+        (recorded,) = _record(serve, cassette_dir, prefix, ["/credentials"])
+        assert timetracer_otel.flush(30), "cassette writer did not drain"
+        assert processor.force_flush()
     # The collector got the failing pipeline's span, its error message without the password.
     assert any(b"of pipeline caused error" in body for body in receiver.bodies)
     assert not [body for body in receiver.bodies if b"s3cret" in body]

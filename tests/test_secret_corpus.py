@@ -28,12 +28,11 @@ from _replay import new_reports, send
 from apps.secrets_app import Deps, Secrets, accounts, create_app
 from conftest import Upstream
 from mongo_server import running_mongo
-from otlp_receiver import running_receiver
+from otlp_receiver import exporting_to_receiver
 from sqlalchemy import create_engine
 
 import timetracer_otel
 from timetracer_otel._keys import Key
-from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.dashboard.app import create_app as create_dashboard
@@ -144,15 +143,9 @@ def test_no_secret_is_in_the_cassette_or_the_otlp_export_in_clear(
     ends, so a span that quotes a value before the request finds it secret is held until it does."""
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
-    with running_receiver() as receiver:
-        processor = otlp_processor(
-            tracer_provider(), TraceConfig(mode="record", otlp_endpoint=receiver.url)
-        )
-        try:
-            path = _record(serve, deps, secrets, cassette_dir, compression)
-            assert processor.force_flush()
-        finally:
-            processor.shutdown()
+    with exporting_to_receiver() as (receiver, processor):
+        path = _record(serve, deps, secrets, cassette_dir, compression)
+        assert processor.force_flush()
     exported = b"".join(receiver.bodies)
     assert [
         text for text in (*ERRORS, b"about to store", b"ON CONFLICT") if text not in exported

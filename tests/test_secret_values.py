@@ -20,11 +20,10 @@ import httpx
 import pytest
 from apps.token_app import JWT, create_app, create_schema
 from conftest import Upstream
-from otlp_receiver import running_receiver
+from otlp_receiver import exporting_to_receiver
 
 import timetracer_otel
 from timetracer_otel._keys import Key
-from timetracer_otel._tracing import otlp_processor, tracer_provider
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.dashboard._replay import ReplayTarget, run_replay
 from timetracer_otel.dashboard.app import create_app as create_dashboard
@@ -72,16 +71,12 @@ def test_a_token_seen_once_is_sealed_wherever_it_appears_and_never_exported(
 ) -> None:
     """Gzip cassettes and the OTLP protobuf hold no token in clear; the SQL parameter is sealed whole,
     the literal statement, the upstream URL and the error messages carry sealed tokens that open to it."""
-    with running_receiver() as receiver:
+    with exporting_to_receiver() as (receiver, processor):
         config = {"compression": "gzip", "otlp_endpoint": receiver.url}
-        processor = otlp_processor(tracer_provider(), TraceConfig(mode="record", **config))
-        try:
-            statuses = _record(
-                serve, upstream, cassette_dir, f"sqlite:///{tmp_path / 'db.sqlite'}", **config
-            )
-            assert processor.force_flush()
-        finally:
-            processor.shutdown()
+        statuses = _record(
+            serve, upstream, cassette_dir, f"sqlite:///{tmp_path / 'db.sqlite'}", **config
+        )
+        assert processor.force_flush()
     assert statuses == [200, 500, 200]
     cassettes = _cassette_bytes(cassette_dir)
     assert sorted(cassettes) == ["/boom", "/me", "/public"]
@@ -130,22 +125,19 @@ def test_a_password_seen_only_in_the_request_body_is_not_exported(
     password = "pw-only-in-the-body-5150"
     db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     create_schema(db_url, TOKEN, "ada")
-    with running_receiver() as receiver:
+    with exporting_to_receiver() as (receiver, processor):
         config = TraceConfig(
             mode="record", cassette_dir=str(cassette_dir), otlp_endpoint=receiver.url
         )
-        processor = otlp_processor(tracer_provider(), config)
-        try:
-            server = serve(create_app(upstream.url, config, db_url))
-            assert (
-                httpx.post(
-                    f"{server.url}/login", json={"user": "ada", "password": password}, timeout=30
-                ).status_code
-                == 500
-            )
-            assert timetracer_otel.flush(30) and processor.force_flush()
-        finally:
-            processor.shutdown()
+        server = serve(create_app(upstream.url, config, db_url))
+        assert (
+            httpx.post(
+                f"{server.url}/login", json={"user": "ada", "password": password}, timeout=30
+            ).status_code
+            == 500
+        )
+        assert timetracer_otel.flush(30), "cassette writer did not drain"
+        assert processor.force_flush()
     assert receiver.bodies and not [body for body in receiver.bodies if password.encode() in body]
     assert any(b"no account matches the password" in body for body in receiver.bodies)
     assert not [
