@@ -493,7 +493,9 @@ def test_draws_made_after_the_response_went_out_are_in_the_cassette_and_replayed
         return app, made
 
     app, made = create(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
-    assert httpx.get(f"{serve(app).url}/hello").status_code == 200
+    server = serve(app)
+    assert httpx.get(f"{server.url}/hello").status_code == 200
+    server.stop()  # the draws come after the client has the response
     assert timetracer_otel.flush(30)
     (document,) = load_cassettes(cassette_dir)
     assert [(d["source"], d["kind"]) for d in document["draws"]] == [
