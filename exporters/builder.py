@@ -148,16 +148,23 @@ def _recorded_at(nanoseconds: int) -> str:
     )
 
 
+def _call_order(recording: FrozenRecording) -> list[int]:
+    """The recording's numbers of its calls (their order of arrival) in the order they started:
+    the cassette's order."""
+    calls = recording.calls
+    return sorted(range(len(calls)), key=lambda number: calls[number].started_ns)
+
+
 def _process_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
     """The process cassette: the calls made outside every request, offsets from the recording's start."""
-    calls = sorted(recording.calls, key=lambda c: c.started_ns)
+    order = _call_order(recording)
     return process_document(
         cassette_id=cassette_id(recording.root_span_id),
         recorded_at=_recorded_at(recording.started_ns),
         service=recording.service,
-        calls=[_call(c, recording.started_ns, limit) for c in calls],
+        calls=[_call(recording.calls[n], recording.started_ns, limit) for n in order],
         dropped_calls=recording.dropped_calls,
-        draws=encode_draws(recording.draws),
+        draws=encode_draws(recording.draws, order),
     )
 
 
@@ -166,7 +173,7 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
     if recording.scope == "process":
         return _process_document(recording, limit)
     spans = sorted(recording.spans, key=lambda s: s.start_ns or 0)
-    calls = sorted(recording.calls, key=lambda c: c.started_ns)
+    order = _call_order(recording)
     root = next((s for s in spans if s.span_id == recording.root_span_id), None)
     origin = root.start_ns if root is not None and root.start_ns else recording.started_ns
     end = (
@@ -196,8 +203,8 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
             body=_body(recording.response_body, recording.response_headers, limit),
         ),
         error=recording.error,
-        calls=[_call(c, origin, limit) for c in calls],
-        draws=encode_draws(recording.draws),
+        calls=[_call(recording.calls[n], origin, limit) for n in order],
+        draws=encode_draws(recording.draws, order),
         spans=[_span(s, origin) for s in spans],
         process=recording.process,
     )

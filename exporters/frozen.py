@@ -98,8 +98,9 @@ class FrozenRecording(NamedTuple):
     error: dict[str, str] | None
     calls: tuple[Any, ...]  # FrozenHttpCall | FrozenProtocolCall
     spans: tuple[FrozenSpan, ...]
-    # the clock, UUID and random values drawn: (source, kind, caller, value)
-    draws: tuple[tuple[str, str, str, Any], ...]
+    # the clock, UUID and random values drawn: (source, kind, caller, value, the number of the
+    # call its task made last)
+    draws: tuple[tuple[str, str, str, Any, int | None], ...]
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
     process: str | None  # a request's: the id of its process's process cassette

@@ -26,6 +26,7 @@ from timetracer_otel._request_scope import request_scoped
 from timetracer_otel.cassette.calls import CassetteCall, calls_of
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
+from timetracer_otel.determinism import state as draw_state
 from timetracer_otel.protocols import CallView, recorded_view
 from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import redactor_for
@@ -278,10 +279,13 @@ class ReplaySession:
         that may find nothing (a pub/sub message), where finding nothing is an answer too."""
         with self._lock:
             recorded = self.index.take(view)
-            if recorded is not None:
-                self.answered.append((library, recorded))
-                self.made.append(call_entry(library, view.label, recorded.index))
-            return recorded
+            if recorded is None:
+                return None
+            self.answered.append((library, recorded))
+            self.made.append(call_entry(library, view.label, recorded.index))
+        # what the task draws next is what it drew after this call when recorded
+        draw_state.called(draw_state.current(), recorded.index)
+        return recorded
 
     def answer(self, library: str, view: CallView) -> RecordedCall:
         """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""

@@ -25,7 +25,7 @@ import pytest
 from _record_support import Barrier
 from _replay import Sent, assert_same_response, new_reports, send, uvicorn_process
 from apps.draws_app import create_app
-from conftest import load_cassettes
+from conftest import Upstream, load_cassettes
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -511,3 +511,51 @@ def test_draws_made_after_the_response_went_out_are_in_the_cassette_and_replayed
         server.stop()
     assert made[0].series["/hello"] == recorded
     assert [r.extra_draws for r in reports] == [{}]
+
+
+def test_tasks_of_one_request_get_the_values_they_drew_whichever_reply_came_first(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Two tasks await calls side by side and then draw: the second task's reply came first
+    when recorded, so it drew first. Replay answers both at once and the first task resumes
+    first: each must still get the values it drew, not the other's."""
+    gate = "fanout"
+
+    def create(config: TraceConfig) -> Starlette:
+        async def fanout(request: Request) -> JSONResponse:
+            async with httpx.AsyncClient() as client:
+
+                async def order(name: str, path: str) -> tuple[str, list[str]]:
+                    await client.get(f"{upstream.url}{path}")
+                    drawn = [str(uuid.uuid4()), datetime.datetime.now().isoformat()]
+                    if name == "fast":  # the slow reply comes once the fast task has drawn
+                        upstream.gate(gate).set()
+                    return name, drawn
+
+                pairs = await asyncio.gather(
+                    order("slow", f"/slow?gate={gate}"), order("fast", "/json")
+                )
+            return JSONResponse(dict(pairs))
+
+        app = Starlette(routes=[Route("/fanout", fanout)])
+        auto_setup(app, config=config, plugins=["httpx"])
+        return app
+
+    sent: list[Sent] = [("GET", "/fanout", {})]
+    record = serve(create(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    (recorded,) = send(record.url, sent)
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    (document,) = load_cassettes(cassette_dir)
+    assert [call["request"]["url"].split("?")[0] for call in document["calls"]] == [
+        f"{upstream.url}/slow",
+        f"{upstream.url}/json",
+    ]
+    # the fast task drew first, after the second call
+    assert [d.get("after") for d in document["draws"] if d["kind"] == "uuid4"] == [1, 0]
+
+    with new_reports() as reports:
+        replay = serve(create(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        (replayed,) = send(replay.url, sent)
+        replay.stop()
+    assert_same_response(recorded, replayed)
+    assert [(r.extra_draws, r.differences) for r in reports] == [({}, [])]

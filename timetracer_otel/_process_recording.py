@@ -32,7 +32,7 @@ from ._recording import (
 from .cassette.location import is_url, join
 from .cassette.naming import process_cassette_relpath
 from .config import TraceConfig, process_mode
-from .determinism import DrawRecorder, use_startup_draws
+from .determinism import DrawRecorder, called, use_startup_draws
 from .determinism import install as install_draw_sources
 
 __all__ = [
@@ -95,11 +95,16 @@ class ProcessRecording(TraceRecording):
     def add_call(self, call: Any) -> None:
         """Keep ``call`` (it belongs to no span of a recorded request) unless :data:`MAX_CALLS` are kept already."""
         with self._lock:
-            if len(self.calls) < MAX_CALLS:
+            kept = len(self.calls) < MAX_CALLS
+            if kept:
                 self.calls.append(call)
-                return
-            self.dropped_calls += 1
-        counters.add("dropped.process_calls")
+                number = len(self.calls) - 1
+            else:
+                self.dropped_calls += 1
+        if kept:
+            called(self.draws, number)
+        else:
+            counters.add("dropped.process_calls")
 
 
 def wanted(config: TraceConfig) -> bool:

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from ._own_io import is_own_io
 from ._request_scope import request_scoped
 from .cassette.body import BodySink
-from .determinism import DrawRecorder
+from .determinism import DrawRecorder, called
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -232,6 +232,8 @@ class TraceRecording:
         call.span_id = span_context.span_id if span_context.trace_id == self.trace_id else 0
         with self._lock:
             self.calls.append(call)
+            number = len(self.calls) - 1
+        called(self.draws, number)
 
     def add_span(self, span: ReadableSpan) -> None:
         with self._lock:

@@ -127,7 +127,7 @@ def save_instant(directory: Path, instant_ns: int) -> None:
         response=InboundResponse(200, [], empty),
         error=None,
         calls=[],
-        draws=encode_draws([("clock", "time", _LABEL, instant_ns)]),
+        draws=encode_draws([("clock", "time", _LABEL, instant_ns, None)]),
         spans=[],
     )
     directory.mkdir(parents=True, exist_ok=True)

@@ -5,15 +5,22 @@ pool reading the clock are separate streams, so a library that reads the clock o
 more in replay (a new connection) does not shift the values the app gets. The request's
 draw state lives in a contextvar: tasks of one request (``asyncio.gather``) and threads
 started with its context (``run_in_threadpool``) share it, other requests never see it.
+
+Each draw is also tied to the call its task made last (:func:`called`). Replay answers a
+call at once, so tasks of a request that awaited calls side by side resume in the order
+they made them, not the order their replies came in when recorded: handed out in order
+alone, the values would go to the wrong tasks. A draw takes the next value recorded after
+the same call, and the next in order only where there is none.
 """
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import hashlib
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from timetracer_otel._diagnostics import counters
@@ -29,6 +36,7 @@ __all__ = [
     "NO_RECORDED_DRAWS",
     "current",
     "activate",
+    "called",
     "deactivate",
     "use_startup_draws",
     "startup_draws",
@@ -47,6 +55,26 @@ Fits = Callable[[Any], bool]
 Seeded = Callable[[random.Random], Any]
 _NONE: Any = object()  # no recorded value was handed out (a recorded value may be None)
 
+# The call the running task (or thread) made last: (the draws of its request, the call's number
+# there). Its own for each task, as each task copies its context: see called().
+_last_call: contextvars.ContextVar[tuple[object, int] | None] = contextvars.ContextVar(
+    "timetracer_last_call", default=None
+)
+
+
+def called(draws: Draws | None, number: int) -> None:
+    """The running task made call ``number`` of the request whose draws are ``draws``: the
+    recording's order of the call (record) or its index in the cassette (replay). The draws
+    the task makes next are tied to it."""
+    if draws is not None:
+        _last_call.set((draws, number))
+
+
+def _after(draws: Draws) -> int | None:
+    """The number of the call the running task made last for ``draws``' request, or None."""
+    last = _last_call.get()
+    return last[1] if last is not None and last[0] is draws else None
+
 
 class DrawRecorder:
     """Record mode: each value the app draws, with its kind and caller, in the order drawn.
@@ -62,7 +90,8 @@ class DrawRecorder:
         self, sources: Iterable[str], seed: str | None = None, clock_from: int | None = None
     ) -> None:
         self.sources = frozenset(sources)
-        self.draws: list[tuple[str, str, str, Any]] = []  # (source, kind, caller, value)
+        # (source, kind, caller, value, the recording's number of the call its task made last)
+        self.draws: list[tuple[str, str, str, Any, int | None]] = []
         self._seed = seed
         self._generators: dict[tuple[str, str], random.Random] = {}
         self._clock_from = clock_from
@@ -80,7 +109,7 @@ class DrawRecorder:
         value = real() if self._seed is None else self._reproducible(kind, caller, real, seeded)
         if len(self.draws) < MAX_DRAWS_PER_REQUEST:
             # list.append is atomic: threads of the request may draw
-            self.draws.append((source, kind, caller, value))
+            self.draws.append((source, kind, caller, value, _after(self)))
         else:
             counters.add("dropped.draws")
         return value
@@ -109,28 +138,72 @@ class DrawRecorder:
         return generator
 
 
-def encode_draws(draws: Iterable[tuple[str, str, str, Any]]) -> list[dict[str, Any]]:
+def encode_draws(
+    draws: Iterable[tuple[str, str, str, Any, int | None]], calls: Sequence[int] = ()
+) -> list[dict[str, Any]]:
     """Draws as the cassette stores them (what :class:`DrawReplayer` reads): ``DrawRecorder.draws``,
-    encoded where the cassette is built."""
-    return [
-        {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
-        for source, kind, caller, value in draws
-    ]
+    encoded where the cassette is built. ``calls``: the recording's number of each of the
+    cassette's calls, in the cassette's order; a draw made after one of them says which."""
+    index = {number: position for position, number in enumerate(calls)}
+    encoded = []
+    for source, kind, caller, value, after in draws:
+        draw = {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
+        if after in index:
+            draw["after"] = index[after]
+        encoded.append(draw)
+    return encoded
 
 
 class RecordedDraws(NamedTuple):
     """A cassette's draws as replay hands them out: the values per (kind, caller), in the order
-    drawn, and the last clock value. Decoded once per cassette (:func:`decode_draws`)."""
+    drawn, the index of the call each was drawn after (None: before any of its task), and the
+    last clock value. Decoded once per cassette (:func:`decode_draws`)."""
 
     streams: dict[tuple[str, str], tuple[Any, ...]]
     last_clock: int | None
+    afters: dict[tuple[str, str], tuple[int | None, ...]] = {}
 
 
 NO_RECORDED_DRAWS = RecordedDraws({}, None)
 
 
+class _Stream:
+    """One (kind, caller)'s recorded values in one replayed request, and those handed out: a draw
+    gets the first left that was drawn after the same call, else the first left."""
+
+    __slots__ = ("values", "_afters", "_handed", "_first_left", "_by_after")
+
+    def __init__(self, values: tuple[Any, ...], afters: tuple[int | None, ...]) -> None:
+        self.values = values
+        self._afters = afters
+        self._handed = bytearray(len(values))
+        self._first_left = 0
+        self._by_after: dict[int | None, collections.deque[int]] | None = None
+
+    def next_index(self, after: int | None) -> int | None:
+        """The index of the value the next draw after call ``after`` gets, or None."""
+        handed = self._handed
+        if self._by_after is None:
+            self._by_after = collections.defaultdict(collections.deque)
+            for index, drawn_after in enumerate(self._afters):
+                self._by_after[drawn_after].append(index)
+        same = self._by_after.get(after)
+        while same and handed[same[0]]:
+            same.popleft()
+        if same:
+            return same[0]
+        while self._first_left < len(handed) and handed[self._first_left]:
+            self._first_left += 1
+        return self._first_left if self._first_left < len(handed) else None
+
+    def hand(self, index: int) -> Any:
+        self._handed[index] = 1
+        return self.values[index]
+
+
 class DrawReplayer:
-    """Replay mode: each draw gets the next value recorded for its kind and caller.
+    """Replay mode: each draw gets the next value recorded for its kind and caller, after the
+    same call of its task (see the module's docstring).
 
     A draw with nothing left to give (the replayed code draws more, or differently) is an
     *extra* draw, counted per source: the clock then continues from the last value handed
@@ -142,8 +215,8 @@ class DrawReplayer:
     ) -> None:
         self.sources = frozenset(sources)
         self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
-        self._streams = recorded.streams
-        self._taken: dict[tuple[str, str], int] = {}  # values handed out, per stream
+        self._recorded = recorded
+        self._streams: dict[tuple[str, str], _Stream] = {}  # made as first drawn from
         self._aliases: dict[tuple[str, str], tuple[str, str]] = {}  # see _recorded_as
         self._lock = threading.Lock()
         self._anchor = (
@@ -160,19 +233,18 @@ class DrawReplayer:
         fits: Fits | None = None,
         seeded: Seeded | None = None,
     ) -> Any:
-        key = (kind, caller)
         value: Any = _NONE
+        after = _after(self)
         with self._lock:
-            stream = self._streams.get(key)
-            if stream is None and self._streams:
-                key = self._recorded_as(key)
-                stream = self._streams.get(key)
-            if stream is not None:
-                taken = self._taken.get(key, 0)
-                if taken < len(stream) and (fits is None or fits(stream[taken])):
-                    self._taken[key] = taken + 1
-                    value = stream[taken]
-            if value is _NONE:
+            stream = self._stream((kind, caller))
+            index = stream.next_index(after) if stream is not None else None
+            if (
+                stream is not None
+                and index is not None
+                and (fits is None or fits(stream.values[index]))
+            ):
+                value = stream.hand(index)
+            else:
                 self.extra[source] = self.extra.get(source, 0) + 1
             anchor = self._anchor
         if value is not _NONE and kind != "time":
@@ -188,6 +260,19 @@ class DrawReplayer:
         recorded, real_then = anchor
         return now if recorded is None else recorded + max(now - real_then, 0)
 
+    def _stream(self, key: tuple[str, str]) -> _Stream | None:
+        """The stream a draw of ``key`` takes from (recorded under another name: see
+        _recorded_as), made as it is first drawn from; None when nothing was recorded for it."""
+        recorded = self._recorded.streams
+        if key not in recorded and recorded:
+            key = self._recorded_as(key)
+        stream = self._streams.get(key)
+        if stream is None and key in recorded:
+            values = recorded[key]
+            afters = self._recorded.afters.get(key) or (None,) * len(values)
+            stream = self._streams[key] = _Stream(values, afters)
+        return stream
+
     def _recorded_as(self, key: tuple[str, str]) -> tuple[str, str]:
         """The recorded stream of a caller imported under another name: the app recorded as
         ``app.models`` and replayed from its directory (``--app-dir app``) as ``models``. Only
@@ -197,7 +282,7 @@ class DrawReplayer:
             kind, caller = key
             same = [
                 recorded
-                for recorded in self._streams
+                for recorded in self._recorded.streams
                 if recorded[0] == kind
                 and (recorded[1].endswith("." + caller) or caller.endswith("." + recorded[1]))
             ]
@@ -210,6 +295,7 @@ def decode_draws(draws: Any) -> RecordedDraws:
     Malformed entries are left out (a draw they would have answered is then an extra draw, and
     the report says so)."""
     streams: dict[tuple[str, str], list[Any]] = {}
+    afters: dict[tuple[str, str], list[int | None]] = {}
     last_clock: int | None = None
     for entry in draws if isinstance(draws, list) else ():
         if not isinstance(entry, dict):
@@ -222,9 +308,17 @@ def decode_draws(draws: Any) -> RecordedDraws:
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
         streams.setdefault((kind, caller), []).append(value)
+        after = entry.get("after")
+        afters.setdefault((kind, caller), []).append(
+            after if isinstance(after, int) and not isinstance(after, bool) else None
+        )
         if kind == "time" and isinstance(value, int):
             last_clock = value
-    return RecordedDraws({key: tuple(values) for key, values in streams.items()}, last_clock)
+    return RecordedDraws(
+        {key: tuple(values) for key, values in streams.items()},
+        last_clock,
+        {key: tuple(numbers) for key, numbers in afters.items()},
+    )
 
 
 Draws = DrawRecorder | DrawReplayer
