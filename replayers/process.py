@@ -4,8 +4,8 @@ Startup (lifespan), code run at import, tasks and threads without a request's co
 their calls were recorded into the process cassette (with the clock, UUID and random values
 drawn while the app started, handed back until it has started), written beside the request cassettes
 (``<dir>/<YYYY-MM-DD>/process__<service>__<id>.json``). When ``TIMETRACER_CASSETTE`` names
-a directory holding several (several recording runs), the most recently recorded one
-answers. Its calls are answered in recorded order, as a request's are.
+a directory holding several (several recording runs, workers), the one whose process
+recorded the most of its requests answers. Its calls are answered in recorded order, as a request's are.
 
 A cassette given alone is replayed with the process cassette of the recording it came from,
 found in the directory that recording wrote into. A call the process cassette does not
@@ -25,7 +25,7 @@ from timetracer_otel._diagnostics import console, logger
 from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.cassette.document import Cassette, recorded_instant
+from timetracer_otel.cassette.document import BLOCK_METHOD, Cassette, recorded_instant
 from timetracer_otel.cassette.location import CassetteFile
 from timetracer_otel.cassette.reader import (
     CassetteError,
@@ -34,6 +34,7 @@ from timetracer_otel.cassette.reader import (
     process_cassette_files,
     recording_directory,
 )
+from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import ReadLimits, TraceConfig, process_mode
 from timetracer_otel.determinism import (
     DrawReplayer,
@@ -89,29 +90,67 @@ def process_cassettes(location: str, limits: ReadLimits | None = None) -> list[F
 def find_process_cassette(location: str | None, limits: ReadLimits | None = None) -> Found | None:
     """The process cassette answering a replay of ``location``, loaded within ``limits``; None when there is none.
 
-    Below a directory or URL prefix, the most recently recorded. For a cassette given alone,
-    the one of the recording it came from (:func:`of_recording`), in the directory that
-    recording wrote into.
+    Below a directory or URL prefix, the one whose process recorded the most of the requests
+    there (the newest of those). For a cassette given alone, the one of the recording it came
+    from (:func:`of_recording`), in the directory that recording wrote into.
     """
     return _find(location, limits)[0]
 
 
-def _find(location: str | None, limits: ReadLimits | None) -> tuple[Found | None, int]:
-    """:func:`find_process_cassette`, and how many others lie below the directory ``location``
-    (none for a cassette given alone: its own recording's is chosen)."""
+def _find(location: str | None, limits: ReadLimits | None) -> tuple[Found | None, str]:
+    """:func:`find_process_cassette`, and what to say of the others below the directory
+    ``location`` ("" when there are none, and for a cassette given alone: its own recording's
+    is chosen)."""
     if not location:
-        return None, 0
+        return None, ""
     found = process_cassettes(location, limits)
     if found or not is_cassette_file(location):
-        return _newest(found), max(len(found) - 1, 0)
+        return _busiest(location, found, limits)
     found = process_cassettes(str(recording_directory(location)), limits)
     if not found:
-        return None, 0  # the request cassette is not read for nothing: it may be large
+        return None, ""  # the request cassette is not read for nothing: it may be large
     try:
         request = Cassette(load_cassette(location, limits=limits))
     except CassetteError:
-        return None, 0  # the request cassette's own error stops the replay where it is loaded
-    return of_recording(found, request.service, request.recorded_at, request.process), 0
+        return None, ""  # the request cassette's own error stops the replay where it is loaded
+    return of_recording(found, request.service, request.recorded_at, request.process), ""
+
+
+def _busiest(
+    location: str, found: list[Found], limits: ReadLimits | None
+) -> tuple[Found | None, str]:
+    """Of the process cassettes below ``location``, the one whose process recorded the most
+    requests there, the newest of those: a run that only started (``uvicorn --workers 2``, one
+    worker idle) wrote the newest. And what to say of the others."""
+    if len(found) < 2:
+        return _newest(found), ""
+    recorded = recorded_requests(location, found, limits)
+    most = max((count for count, _ in recorded.values()), default=0)
+    chosen = _newest([entry for entry in found if recorded.get(str(entry[0]), (0,))[0] == most])
+    which = (
+        f"the one whose process recorded the most requests ({most} of {sum(c for c, _ in recorded.values())})"
+        if most
+        else "the newest"
+    )
+    return chosen, f"{which}, of {len(found)} process cassettes here"
+
+
+def recorded_requests(
+    location: str, found: list[Found], limits: ReadLimits | None
+) -> dict[str, tuple[int, str]]:
+    """By the path of its process cassette (one of ``found``), each process that recorded
+    requests below ``location``: how many, and when it recorded the first (index rows, see
+    :func:`of_recording`)."""
+    recorded: dict[str, tuple[int, str]] = {}
+    for row in CassetteIndex(location, limits).refresh().entries.values():
+        if row["method"] == BLOCK_METHOD:
+            continue  # the pytest plugin's: no request was served
+        chosen = of_recording(found, row["service"], row["recorded_at"], row.get("process"))
+        if chosen is not None:
+            path, instant = str(chosen[0]), recorded_instant(row["recorded_at"])
+            count, first = recorded.get(path, (0, instant))
+            recorded[path] = (count + 1, min(first, instant))
+    return recorded
 
 
 def of_recording(
@@ -183,7 +222,7 @@ def start(config: TraceConfig, importing: bool = False, chosen: Found | None = N
         _network_guard.watch_outside(frozenset(config.allowed_hosts))
     if _session is not None and _session.path != NO_CASSETTE:
         return
-    found, others = (chosen, 0) if chosen else _find(config.cassette_path, config.read_limits)
+    found, others = (chosen, "") if chosen else _find(config.cassette_path, config.read_limits)
     with _lock:
         if found is not None and (_session is None or _session.path == NO_CASSETTE):
             opened = open_for_replay(found[1], str(found[0]), config)
@@ -202,15 +241,14 @@ def start(config: TraceConfig, importing: bool = False, chosen: Found | None = N
             _session = _empty(config)
 
 
-def _announce(cassette: Cassette, path: str, others: int) -> None:
+def _announce(cassette: Cassette, path: str, others: str) -> None:
     """Say which process cassette answers the calls outside requests, as recording says which it
-    wrote; and where ``others`` lie beside it (a directory several processes recorded into), that
-    their requests replay after this one's start."""
+    wrote; and where others lie beside it (``others``: which this one is of them: a directory
+    several processes recorded into), that their requests replay after this one's start."""
     note = (
-        f"\n  note: the newest of {others + 1} process cassettes here: the requests other processes recorded "
-        "replay after this one's start (a key it generated, rows it seeded); timetracer replay starts the app "
-        "once for each"
-        if others > 0
+        f"\n  note: {others}: the requests other processes recorded replay after this one's start (a key it "
+        "generated, rows it seeded); timetracer replay starts the app once for each"
+        if others
         else ""
     )
     console(

@@ -533,12 +533,16 @@ def test_timetracer_replay_of_a_directory_two_processes_recorded_into_starts_the
     ) in done.stderr
     announced = re.findall(r"replaying calls outside requests .*\n  cassette: (.*)", done.stderr)
     assert sorted(announced) == process_files, done.stderr
-    # a server replaying the directory starts once, from the newest, and says so
+    # a server replaying the directory starts once, from the newest of the two that recorded
+    # one request each, and says so
     with uvicorn_process(
         _replay_env(cassette_dir, suffix, STARTUP_APP_WORK="checks"), factory
     ) as server:
         send(server.url, SENT[:1])
-    assert "note: the newest of 2 process cassettes here" in server.stderr, server.stderr
+    assert (
+        "note: the one whose process recorded the most requests (1 of 2), of 2 process "
+        "cassettes here"
+    ) in server.stderr, server.stderr
 
 
 def test_timetracer_replay_starts_the_app_from_the_run_that_recorded_not_a_later_one_that_only_started(
@@ -546,9 +550,10 @@ def test_timetracer_replay_starts_the_app_from_the_run_that_recorded_not_a_later
 ) -> None:
     """A second run that served only health checks (excluded, not recorded) wrote the newest
     process cassette: the recorded request still replays after its own run's start, whose
-    generated key it answered with."""
+    generated key it answered with, in ``timetracer replay`` and in a server replaying the
+    directory."""
     factory = "import_draws_app:traced"
-    _record(cassette_dir, suffix, SENT[:1], factory, STARTUP_APP_WORK="checks")
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], factory, STARTUP_APP_WORK="checks")
     _record(
         cassette_dir, suffix, SENT[:1], factory,
         STARTUP_APP_WORK="checks", TIMETRACER_EXCLUDE_PATHS=SENT[0][1],
@@ -564,6 +569,18 @@ def test_timetracer_replay_starts_the_app_from_the_run_that_recorded_not_a_later
         str(first)
     ], done.stderr
     assert "response=same" in done.stdout, done.stdout + done.stderr
+    with uvicorn_process(
+        _replay_env(cassette_dir, suffix, STARTUP_APP_WORK="checks"), factory
+    ) as server:
+        (replayed,) = send(server.url, SENT[:1])
+    assert_same_response(recorded, replayed)
+    assert re.findall(r"replaying calls outside requests .*\n  cassette: (.*)", server.stderr) == [
+        str(first)
+    ], server.stderr
+    assert (
+        "note: the one whose process recorded the most requests (1 of 1), of 2 process "
+        "cassettes here"
+    ) in server.stderr, server.stderr
 
 
 def test_timetracer_replay_starts_each_request_after_the_start_of_the_worker_that_served_it(

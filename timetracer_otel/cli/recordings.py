@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from timetracer_otel.cassette.document import BLOCK_METHOD, recorded_instant
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import ReadLimits
 from timetracer_otel.replayers import ReplayReport
-from timetracer_otel.replayers.process import Found, of_recording, process_cassettes
-
-from .index import CassetteIndex
+from timetracer_otel.replayers.process import (
+    Found,
+    of_recording,
+    process_cassettes,
+    recorded_requests,
+)
 
 __all__ = ["Recording", "recordings_in", "replay_each", "requests_of"]
 
@@ -52,24 +54,17 @@ def _recorder(found: list[Found]) -> Callable[[dict[str, Any]], str]:
 def recordings_in(location: str, limits: ReadLimits) -> list[Recording]:
     """The processes whose requests are recorded below the local directory ``location``, in the
     order they recorded; empty where there is one process cassette, or none. One where one
-    process recorded every request, and another only started (its process cassette may be
-    the newest: the one a replay starts from by default)."""
+    process recorded every request, and another only started."""
     if not Path(location).is_dir():
         return []
     found = process_cassettes(location, limits)
     if len(found) < 2:
         return []
-    recorder = _recorder(found)
-    firsts: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for row in CassetteIndex(location, limits).refresh().entries.values():
-        if row["method"] == BLOCK_METHOD:
-            continue  # the pytest plugin's: no request to send
-        path = recorder(row)
-        counts[path] = counts.get(path, 0) + 1
-        instant = recorded_instant(row["recorded_at"])
-        firsts[path] = min(firsts.get(path, instant), instant)
-    return [Recording(path, counts[path]) for path in sorted(counts, key=firsts.__getitem__)]
+    recorded = recorded_requests(location, found, limits)
+    return [
+        Recording(path, recorded[path][0])
+        for path in sorted(recorded, key=lambda path: recorded[path][1])
+    ]
 
 
 def requests_of(
