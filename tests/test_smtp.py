@@ -356,6 +356,23 @@ def test_a_message_is_kept_decoded_and_matched_without_the_process_identity() ->
     )
 
 
+def test_a_message_dated_in_another_time_zone_matches_the_same_instant() -> None:
+    """``formatdate(localtime=True)`` writes the process's time zone: recorded in UTC and
+    replayed in Tokyo, the same instant is another text."""
+
+    def dated(date: str) -> Any:
+        return request_view(
+            exchange_request(
+                "m:25", f"Subject: hi\r\nDate: {date}\r\n\r\nhello\r\n.\r\n".encode(), 354
+            )
+        ).key
+
+    recorded = dated("Sun, 06 Dec 2026 00:41:39 +0000")
+    assert dated("Sun, 06 Dec 2026 09:41:39 +0900") == recorded
+    assert dated("Sun, 06 Dec 2026 00:41:40 +0000") != recorded  # another instant
+    assert dated("not a date") != recorded
+
+
 def test_dot_stuffing_is_undone() -> None:
     sent = b"Subject: x\r\n\r\n..leading\r\nplain\r\n.\r\n"
     assert exchange_request("m:25", sent, 354)["message"]["content"] == ".leading\r\nplain\r\n"

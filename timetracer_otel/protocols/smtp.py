@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import json
 import re
+from datetime import timezone
 from typing import Any
 
 from timetracer_otel.cassette.calls import CassetteCall, call_document
@@ -68,6 +70,7 @@ _KEYWORD = re.compile(rb"^(?:from|to):", re.I)
 # MAIL FROM's declared size: the message's, Message-ID included
 _SIZE = re.compile(r" SIZE=\d+", re.I)
 _MAX_LABEL = 200
+_DATED = frozenset({"date", "resent-date"})  # headers compared as the instant they name
 
 
 def server_name(host: str, port: int) -> str:
@@ -221,9 +224,27 @@ def _canonical(value: Any) -> str:
 
 
 def _compared(message: dict[str, Any]) -> dict[str, Any]:
-    """A message less its ``Message-ID`` (made of the process id and the host name)."""
-    headers = [pair for pair in message.get("headers", ()) if pair[0].lower() != "message-id"]
+    """A message less its ``Message-ID`` (made of the process id and the host name), its dates
+    as the instants they name."""
+    headers = [
+        [pair[0], _instant(pair[1])] if pair[0].lower() in _DATED else pair
+        for pair in message.get("headers", ())
+        if pair[0].lower() != "message-id"
+    ]
     return {**message, "headers": headers}
+
+
+def _instant(value: Any) -> Any:
+    """A date header's value in UTC: ``formatdate(localtime=True)`` (the ``emails`` package,
+    Django) writes the time zone of the process, and a replay in another one sends the same
+    instant as another text."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return value
+    if when.tzinfo is None:
+        return value
+    return email.utils.format_datetime(when.astimezone(timezone.utc))
 
 
 def _subject(message: dict[str, Any]) -> str:
