@@ -94,6 +94,9 @@ def test_list_filters_sorts_and_prints_a_table(
     lookups = {ids["POST /lookup ada"], ids["POST /lookup Grace"]}
     where = ["--dir", str(cassette_dir), "--json"]
     assert set(_ids(timetracer("list", *where, "--method", "post"))) == lookups
+    # the directory as an argument, and -d for --dir
+    assert set(_ids(timetracer("list", str(cassette_dir), "--json"))) == set(ids.values())
+    assert set(_ids(timetracer("list", "-d", str(cassette_dir), "--json"))) == set(ids.values())
     assert _ids(timetracer("list", *where, "--status", "5xx")) == [ids["GET /fail/httpx"]]
     assert _ids(timetracer("list", *where, "--errors")) == [ids["GET /fail/httpx"]]
     assert set(_ids(timetracer("list", *where, "--status", "200-299", "--path", "/*/httpx"))) == {

@@ -136,13 +136,14 @@ def test_import_writes_each_cassette_once_and_names_what_is_incomplete(
     assert len(cassette_files(tmp_path / "partial")) == 1  # the complete one
 
 
-def test_export_needs_a_format_and_a_cassette_with_its_server_span(
+def test_export_writes_otlp_json_unasked_and_needs_a_cassette_with_its_server_span(
     cassette_dir: Path, upstream: Any, serve: Callable[..., Any]
 ) -> None:
     record(serve, upstream.url, cassette_dir, _SENT[:1])
     (path,) = cassette_files(cassette_dir)
-    no_format = timetracer("export", str(path))
-    assert no_format.returncode == 2 and "choose the format: --otlp-json" in no_format.stderr
+    unnamed, named = timetracer("export", str(path)), timetracer("export", "--otlp-json", str(path))
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert unnamed.stdout == named.stdout and '"resourceSpans"' in unnamed.stdout
     doc = json.loads(Path(path).read_text("utf-8"))
     doc["spans"] = [s for s in doc["spans"] if s["kind"] != "SERVER"]
     orphan = cassette_dir.parent / "orphan.json"

@@ -58,7 +58,7 @@ def _limits() -> ReadLimits:
 
 def _dir_option(function: Callable) -> Callable:
     return click.option(
-        "--dir", "directory", default="./cassettes", envvar="TIMETRACER_DIR", show_default=True,
+        "-d", "--dir", "directory", default="./cassettes", envvar="TIMETRACER_DIR", show_default=True,
         type=click.Path(file_okay=True, dir_okay=True), help="The cassette directory (or TIMETRACER_DIR).",
     )(function)  # fmt: skip
 
@@ -212,6 +212,7 @@ def cli() -> None:
 
 
 @cli.command("list")
+@click.argument("location", required=False, type=click.Path(file_okay=True, dir_okay=True))
 @_dir_option
 @_filter_options
 @click.option(
@@ -225,10 +226,16 @@ def cli() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
 @_json_option
 def list_command(
-    directory: str, filters: Filters, sort: str, desc: bool, limit: int | None, as_json: bool
+    location: str | None,
+    directory: str,
+    filters: Filters,
+    sort: str,
+    desc: bool,
+    limit: int | None,
+    as_json: bool,
 ) -> None:
-    """List the cassettes in a directory, filtered and sorted."""
-    index = _index(directory, _limits())
+    """List the cassettes in a directory (LOCATION, else --dir), filtered and sorted."""
+    index = _index(location or directory, _limits())
     rows = select(index.entries.values(), filters, sort, desc, limit)
     if as_json:
         _print_json([listing(row) for row in rows])
@@ -645,9 +652,9 @@ def _otlp_json() -> Any:
 @click.argument("cassettes", nargs=-1, required=True)
 @click.option(
     "--otlp-json",
-    "otlp_json",
     is_flag=True,
-    help="Write OTLP JSON, as the OpenTelemetry Collector's file exporter does.",
+    expose_value=False,
+    help="OTLP JSON, as the OpenTelemetry Collector's file exporter writes it: the format export writes.",
 )
 @click.option(
     "-o",
@@ -657,15 +664,13 @@ def _otlp_json() -> Any:
     help="The file (or s3:// URL) to write; - for standard output.",
 )
 @_dir_option
-def export(cassettes: tuple[str, ...], otlp_json: bool, output: str, directory: str) -> None:
-    """Write cassettes as OpenTelemetry data, one line per cassette.
+def export(cassettes: tuple[str, ...], output: str, directory: str) -> None:
+    """Write cassettes as OpenTelemetry data (OTLP JSON), one line per cassette.
 
     The spans carry the request, the response and every call as `timetracer.cassette.*`
     attributes, so `timetracer import` gives the same cassettes back.
     CASSETTE is a file, a directory or s3:// prefix (every cassette below it), or an id in --dir.
     """
-    if not otlp_json:
-        raise click.UsageError("choose the format: --otlp-json (the only one so far)")
     codec = _otlp_json()
     limits = _limits()
     files = [file for reference in cassettes for file in _cassettes(reference, directory, limits)]
