@@ -24,6 +24,7 @@ from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
 from timetracer_otel._request_scope import request_scoped
 from timetracer_otel.cassette.calls import CassetteCall, calls_of
+from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.determinism import state as draw_state
@@ -54,6 +55,13 @@ __all__ = [
 _current: contextvars.ContextVar[ReplaySession | None] = request_scoped(
     contextvars.ContextVar("timetracer_replay_session", default=None)
 )
+# When the reply came in, when recorded, to the call the running task awaits: set as the
+# session answers it, read by round_trip.
+_reply_came: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "timetracer_reply_came", default=None
+)
+# How many turns of the event loop a call waits at most for those whose replies came first
+_MAX_TURNS = 100
 
 
 def _checked_view(call: CassetteCall, index: int, path: str) -> CallView | None:
@@ -68,10 +76,17 @@ def _checked_view(call: CassetteCall, index: int, path: str) -> CallView | None:
 
 async def round_trip() -> None:
     """What a replayed async call awaits in place of the server's reply. The event loop runs the
-    other ready tasks once, as it did while the recorded call waited on its socket: a task the
+    other ready tasks, as it did while the recorded call waited on its socket: a task the
     request started (an audit write, a log sink) then draws its values and makes its calls in the
-    order it did when recorded, instead of after the request's own."""
-    await asyncio.sleep(0)
+    order it did when recorded, instead of after the request's own. Calls of the request awaited
+    side by side return in the order their replies came in when recorded, not the order they
+    were made: tasks resume as they did (``asyncio.as_completed`` gives them in that order)."""
+    came, session = _reply_came.get(), _current.get()
+    if came is None or session is None:
+        await asyncio.sleep(0)
+        return
+    _reply_came.set(None)
+    await session.in_recorded_order(came)
 
 
 class ReplayMismatchError(Exception):
@@ -251,6 +266,8 @@ class ReplaySession:
         # (library, label, path of the cassette) of each call an earlier request's cassette answered
         self.from_earlier: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
+        # when the replies came in to the calls being awaited now (see round_trip)
+        self._awaited: list[int] = []
 
     @functools.cached_property
     def values(self) -> ValueScrubber:
@@ -285,7 +302,26 @@ class ReplaySession:
             self.made.append(call_entry(library, view.label, recorded.index))
         # what the task draws next is what it drew after this call when recorded
         draw_state.called(draw_state.current(), recorded.index)
+        span_id = recorded.call.span_id
+        _reply_came.set(self._reply_times.get(span_id) if span_id else None)
         return recorded
+
+    @functools.cached_property
+    def _reply_times(self) -> dict[str, int]:
+        return Cassette(self.document).client_span_ends()
+
+    async def in_recorded_order(self, came: int) -> None:
+        """Return once no other call of the request being awaited had its reply before ``came``
+        when recorded (:func:`round_trip`); at most after :data:`_MAX_TURNS` turns of the loop."""
+        awaited = self._awaited
+        awaited.append(came)
+        try:
+            for _ in range(_MAX_TURNS):
+                await asyncio.sleep(0)
+                if came <= min(awaited):
+                    return
+        finally:
+            awaited.remove(came)
 
     def answer(self, library: str, view: CallView) -> RecordedCall:
         """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""
@@ -295,6 +331,7 @@ class ReplaySession:
         with self._lock:
             unrecorded = self._unrecorded_answer(library, view)
             if unrecorded is not None:
+                _reply_came.set(None)
                 return unrecorded
             error = ReplayMismatchError(
                 view.label, library, self.path, self._mismatch(library, view)

@@ -7,6 +7,7 @@ binds model defaults at import and keeps a ``random.Random`` made at import, as 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import io
 import json
@@ -35,6 +36,7 @@ from starlette.routing import Route
 import timetracer_otel
 from timetracer_otel._keys import key_for
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import DrawReplayer, called, decode_draws
 from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.sealing import Sealer, redacted, unsealed
 
@@ -513,12 +515,13 @@ def test_draws_made_after_the_response_went_out_are_in_the_cassette_and_replayed
     assert [r.extra_draws for r in reports] == [{}]
 
 
-def test_tasks_of_one_request_get_the_values_they_drew_whichever_reply_came_first(
+def test_tasks_of_one_request_resume_as_their_replies_came_and_get_the_values_they_drew(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:
     """Two tasks await calls side by side and then draw: the second task's reply came first
-    when recorded, so it drew first. Replay answers both at once and the first task resumes
-    first: each must still get the values it drew, not the other's."""
+    when recorded, so it finished first (``asyncio.as_completed`` says so) and drew first.
+    Replay answers both at once: the tasks still finish in that order and each gets the values
+    it drew, not the other's."""
     gate = "fanout"
 
     def create(config: TraceConfig) -> Starlette:
@@ -532,10 +535,12 @@ def test_tasks_of_one_request_get_the_values_they_drew_whichever_reply_came_firs
                         upstream.gate(gate).set()
                     return name, drawn
 
-                pairs = await asyncio.gather(
-                    order("slow", f"/slow?gate={gate}"), order("fast", "/json")
-                )
-            return JSONResponse(dict(pairs))
+                tasks = [
+                    asyncio.ensure_future(order("slow", f"/slow?gate={gate}")),
+                    asyncio.ensure_future(order("fast", "/json")),
+                ]
+                done = [(await task)[0] for task in asyncio.as_completed(tasks)]
+            return JSONResponse({"done": done, **dict(task.result() for task in tasks)})
 
         app = Starlette(routes=[Route("/fanout", fanout)])
         auto_setup(app, config=config, plugins=["httpx"])
@@ -544,6 +549,7 @@ def test_tasks_of_one_request_get_the_values_they_drew_whichever_reply_came_firs
     sent: list[Sent] = [("GET", "/fanout", {})]
     record = serve(create(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
     (recorded,) = send(record.url, sent)
+    assert recorded.json()["done"] == ["fast", "slow"]
     assert timetracer_otel.flush(30), "cassette writer did not drain"
     (document,) = load_cassettes(cassette_dir)
     assert [call["request"]["url"].split("?")[0] for call in document["calls"]] == [
@@ -559,3 +565,26 @@ def test_tasks_of_one_request_get_the_values_they_drew_whichever_reply_came_firs
         replay.stop()
     assert_same_response(recorded, replayed)
     assert [(r.extra_draws, r.differences) for r in reports] == [({}, [])]
+
+
+def test_a_draw_gets_the_value_recorded_after_the_call_its_task_made_last() -> None:
+    """Threads of a request (sync calls in a thread pool) resume in any order in replay: each
+    draw takes the value drawn after the same call, then the next left in order."""
+    recorded = decode_draws(
+        [
+            {"source": "uuid", "kind": "uuid4", "caller": "app.models", "value": "b", "after": 1},
+            {"source": "uuid", "kind": "uuid4", "caller": "app.models", "value": "a", "after": 0},
+            {"source": "uuid", "kind": "uuid4", "caller": "app.models", "value": "c"},
+        ]
+    )
+    replayer = DrawReplayer(recorded, ["uuid"], time.time_ns)
+
+    def in_a_task(after: int | None) -> Any:
+        if after is not None:
+            called(replayer, after)
+        # imported under another name than recorded: the same stream
+        return replayer.draw("uuid", "uuid4", "models", lambda: "real")
+
+    drawn = [contextvars.copy_context().run(in_a_task, after) for after in (0, 1, None, None)]
+    assert drawn == ["a", "b", "c", "real"]
+    assert replayer.extra == {"uuid": 1}

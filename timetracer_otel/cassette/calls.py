@@ -94,6 +94,11 @@ class CassetteCall:
         return self.document.get("library")
 
     @property
+    def span_id(self) -> str | None:
+        """The id of the span the call ran under (its client span, where its library makes one)."""
+        return self.document.get("span_id")
+
+    @property
     def request(self) -> Any:
         """The request in cassette form (typed values encoded), None for a call made up in memory."""
         return self.document.get("request")

@@ -214,3 +214,12 @@ class Cassette:
     @property
     def draws(self) -> list[Any]:
         return list(self.document.get("draws") or ())
+
+    def client_span_ends(self) -> dict[str, int]:
+        """When each client span ended (nanoseconds since the epoch), by span id: when its
+        call's reply came in."""
+        return {
+            span["span_id"]: span["end_time_unix_nano"]
+            for span in self.document.get("spans") or ()
+            if span.get("kind") == "CLIENT" and isinstance(span.get("end_time_unix_nano"), int)
+        }
