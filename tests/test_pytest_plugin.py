@@ -859,6 +859,55 @@ def test_a_test_that_fails_while_recording_keeps_no_cassette_and_the_next_run_re
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
 
 
+_TESTS_OF_A_DATABASE = """
+import pytest
+from sqlalchemy import create_engine, text
+
+
+@pytest.fixture(scope="module")
+def database():
+    engine = create_engine("sqlite:///app.db")
+    with engine.begin() as connection:  # replayed, the table is not made
+        connection.execute(text("CREATE TABLE items (name TEXT)"))
+    yield engine
+    engine.dispose()
+
+
+def test_reads(database):
+    with database.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM items")).scalar() == 0
+
+
+def test_writes(database):
+    with database.begin() as connection:
+        connection.execute(text("INSERT INTO items VALUES ('ada')"))
+"""
+
+
+def test_a_test_recorded_while_its_fixture_replays_fails_and_the_report_names_the_fixture(
+    pytester: pytest.Pytester,
+) -> None:
+    """``once`` with one test's cassette gone: the module fixture it uses replays from its
+    cassette, so its set-up does not run for real and the test recording against it fails,
+    run after run. The report says which fixture, and how to record it with its tests."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_db=_TESTS_OF_A_DATABASE)
+    pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=2)
+    (pytester.path / "app.db").unlink()  # the database is dropped
+    (pytester.path / "cassettes" / "test_db" / "test_writes.json").unlink()
+    again = pytester.runpytest_subprocess("--timetracer-mode=once")
+    again.assert_outcomes(passed=1, failed=1)
+    again.stdout.fnmatch_lines(
+        [
+            "  failed while recording, with these fixtures replayed from their cassettes (their set-up did not run for real):",
+            "    database",
+            "  record the fixtures with their tests: --timetracer-mode=all*",
+        ]
+    )
+    (pytester.path / "app.db").unlink(missing_ok=True)
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+
+
 def test_the_report_names_a_cassette_the_writer_could_not_write(
     pytester: pytest.Pytester,
 ) -> None:

@@ -491,7 +491,23 @@ def pytest_runtest_makereport(
     report = yield
     if report.when in ("setup", "call") and report.failed:
         item.stash[_CALL_FAILED] = True
+        _note_replayed_fixtures(item)
     return report
+
+
+def _note_replayed_fixtures(item: pytest.Item) -> None:
+    """A test failed while it recorded: the wider-scoped fixtures it uses that were replayed,
+    whose set-up did not run for real (a database they create), for the report to name."""
+    run = item.config.stash.get(_RUN, None)
+    block = item.stash.get(_TEST_BLOCK, None)
+    if run is None or block is None or block.action != RECORD:
+        return
+    used = getattr(item, "fixturenames", ())
+    run.report.replayed_for_failed.update(
+        fixturedef.argname
+        for fixturedef, fixture in run.fixture_blocks.items()
+        if fixture.action == REPLAY and fixturedef.argname in used
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -69,6 +69,8 @@ class RunReport:
     # controller's to see)
     key_file: str | None = None
     created_key: str | None = None
+    # the wider-scoped fixtures replayed from their cassettes for a test that failed while recording
+    replayed_for_failed: set[str] = field(default_factory=set)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
         if is_test and outcome.failed:
@@ -109,6 +111,7 @@ class RunReport:
             "from_earlier": self.from_earlier,
             "failures": self.failures,
             "mixed": self._mixed(),
+            "replayed_for_failed": sorted(self.replayed_for_failed),
         }
 
     def _mixed(self) -> list[list[str]]:
@@ -129,6 +132,7 @@ class RunReport:
         self.unopened.update(data["unopened"])
         self.from_earlier.extend(data["from_earlier"])
         self.mixed.extend(data["mixed"])
+        self.replayed_for_failed.update(data["replayed_for_failed"])
         for kind, (count, first) in data["failures"].items():
             self.failures.setdefault(kind, [0, first])[0] += count
 
@@ -174,10 +178,25 @@ class RunReport:
                 "process had it from there):",
             ),
             *self._order_lines(),
+            *self._replayed_fixture_lines(),
             *self._key_lines(),
             *self._locked_lines(),
             *self._unopened_lines(),
             *self._failure_lines(),
+        ]
+
+    def _replayed_fixture_lines(self) -> list[str]:
+        """A test recorded while a fixture it uses was replayed (``once``, its cassette missing):
+        the fixture's set-up (a database it creates, rows it seeds) did not run for real, and a
+        test that needs it fails, run after run. Say which, and how to record them together."""
+        if not self.replayed_for_failed:
+            return []
+        return [
+            "  failed while recording, with these fixtures replayed from their cassettes (their "
+            "set-up did not run for real):",
+            *(f"    {name}" for name in sorted(self.replayed_for_failed)),
+            "  record the fixtures with their tests: --timetracer-mode=all (the whole run, or "
+            "the tests using them)",
         ]
 
     def _failure_lines(self) -> list[str]:
