@@ -297,6 +297,7 @@ class ReplaySession:
         with self._lock:
             recorded = self.index.take(view)
             if recorded is None:
+                _reply_came.set(None)
                 return None
             self.answered.append((library, recorded))
             self.made.append(call_entry(library, view.label, recorded.index))
