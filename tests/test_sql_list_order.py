@@ -1,5 +1,5 @@
-"""SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does), and IN lists
-bound from one: recorded by one process, replayed by another whose string hashes order the
+"""SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does), IN lists bound
+from one, and a CREATE TABLE's constraints taken from one (alembic's batch mode does): recorded by one process, replayed by another whose string hashes order the
 set otherwise, with PostgreSQL unreachable. Every call is answered and every row's columns come back in the replaying
 process's order. Likewise the rows of an executemany SQLAlchemy orders by object identity."""
 
@@ -27,6 +27,7 @@ SENT: list[Sent] = [
     ("GET", "/authors/nobody", {}),
     ("GET", "/authors", {}),
     ("GET", "/columns", {}),
+    ("GET", "/copy", {}),
 ]
 RECORD_SEED = "0"
 _REPORT = re.compile(
@@ -41,9 +42,12 @@ def schema() -> Iterator[str]:
         yield name
 
 
-def _order(seed: str) -> list[str]:
-    """The app's column order in a process with ``PYTHONHASHSEED=seed``."""
-    probe = f"import sys; sys.path.insert(0, {str(APPS_DIR)!r}); import set_order_app; print(set_order_app.SELECTED)"
+def _orders(seed: str) -> tuple[list[str], list[str]]:
+    """The app's column order and constraint order in a process with ``PYTHONHASHSEED=seed``."""
+    probe = (
+        f"import json, sys; sys.path.insert(0, {str(APPS_DIR)!r}); import set_order_app as app; "
+        "print(json.dumps([app.SELECTED, list(app.CONSTRAINTS)]))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe],
         env={**os.environ, "PYTHONHASHSEED": seed},
@@ -51,13 +55,19 @@ def _order(seed: str) -> list[str]:
         text=True,
         check=True,
     ).stdout
-    return json.loads(out.replace("'", '"'))
+    columns, constraints = json.loads(out)
+    return columns, constraints
 
 
 def _replay_seed() -> str:
-    """A hash seed under which the app selects its columns in another order than the recording's."""
-    recorded = _order(RECORD_SEED)
-    return next(seed for seed in map(str, range(1, 50)) if _order(seed) != recorded)
+    """A hash seed under which the app selects its columns, and lists its constraints, in
+    another order than the recording's."""
+    recorded = _orders(RECORD_SEED)
+    return next(
+        seed
+        for seed in map(str, range(1, 200))
+        if all(mine != theirs for mine, theirs in zip(_orders(seed), recorded, strict=True))
+    )
 
 
 def test_lists_built_from_a_set_replay_in_another_process_order(
@@ -70,7 +80,8 @@ def test_lists_built_from_a_set_replay_in_another_process_order(
         recorded = send(server.url, SENT)
     assert [r.status_code for r in recorded] == [200] * len(SENT), server.stderr
     assert recorded[0].json()["fetchrow"]["name"] == "ada"
-    assert recorded[3].json() == sorted(_order(RECORD_SEED))
+    assert recorded[3].json() == sorted(_orders(RECORD_SEED)[0])
+    assert recorded[4].json() == {"copied": 2}
 
     replay_env = {
         **env,
@@ -106,13 +117,30 @@ def test_lists_built_from_a_set_replay_in_another_process_order(
         ("SELECT x FROM (SELECT a, b FROM t) s", "SELECT x FROM (SELECT b, a FROM t) s", False),
         ("SELECT t.*, u.* FROM t, u", "SELECT u.*, t.* FROM t, u", False),
         ("SELECT a, b FROM t; SELECT 1", "SELECT b, a FROM t; SELECT 1", False),
+        (
+            "CREATE TABLE t (a INTEGER, b TEXT, PRIMARY KEY (a), CHECK (b IN ('x', 'y')), FOREIGN KEY(a) REFERENCES p (id))",
+            "CREATE TABLE t (a INTEGER, b TEXT, FOREIGN KEY(a) REFERENCES p (id), PRIMARY KEY (a), CHECK (b IN ('x', 'y')))",
+            True,
+        ),
+        (
+            "CREATE TEMP TABLE t (a INT, UNIQUE (a), CHECK (a > 0))",
+            "CREATE TEMP TABLE t (a INT, CHECK (a > 0), UNIQUE (a))",
+            True,
+        ),
+        ("CREATE TABLE t (a INTEGER, b TEXT)", "CREATE TABLE t (b TEXT, a INTEGER)", False),
+        (
+            "CREATE TABLE t (unique_code INT, check_no INT)",
+            "CREATE TABLE t (check_no INT, unique_code INT)",
+            False,
+        ),
     ],
 )
-def test_only_a_statements_own_select_and_group_by_lists_are_order_free(
+def test_only_a_statements_own_select_and_group_by_lists_and_table_constraints_are_order_free(
     one: str, other: str, same: bool
 ) -> None:
     """Order matters everywhere else: ORDER BY, a function's arguments, quoted text, a
-    subquery, ``*`` (columns not told apart by expression), a script of statements."""
+    subquery, ``*`` (columns not told apart by expression), a script of statements, a
+    table's columns."""
     assert (order_free(one) == order_free(other)) is same
 
 

@@ -1,5 +1,5 @@
-"""A statement's order-free lists: its top-level ``SELECT`` list and ``GROUP BY`` list, and
-the values of its ``IN (...)`` lists.
+"""A statement's order-free lists: its top-level ``SELECT`` list and ``GROUP BY`` list, the
+table constraints of a ``CREATE TABLE``, and the values of its ``IN (...)`` lists.
 
 Some ORMs build these lists from a Python ``set`` (Tortoise ORM selects a model's columns
 from ``Model._meta.db_fields``), so their order changes from one process to the next with
@@ -9,6 +9,11 @@ back, only the order of their columns, so matching compares these lists as sets
 (:func:`order_free`) and the answer's columns are put in the live statement's order
 (:func:`live_columns`). A ``SELECT`` list with a ``*`` is kept as written: its columns
 cannot be told apart by expression.
+
+A ``CREATE TABLE``'s table constraints (``FOREIGN KEY``, ``UNIQUE``, ``CHECK``, ...) come from
+a set too: SQLAlchemy's ``Table.constraints``, which alembic's batch mode copies a SQLite table
+through, is ordered by the objects' addresses. They are compared as a set; its columns keep
+their order.
 
 Statements are scanned at their top level only (outside parentheses and quotes), with their
 whitespace already normalised.
@@ -30,6 +35,13 @@ _FROM = re.compile(r"\bfrom\b", re.IGNORECASE)
 _GROUP_BY = re.compile(r"\bgroup\s+by\b\s*", re.IGNORECASE)
 _COMMA = re.compile(",")
 _SEMICOLON = re.compile(";")
+_CREATE_TABLE = re.compile(
+    r"create\s+(?:(?:global\s+|local\s+)?(?:temporary|temp)\s+|unlogged\s+)?table\s+",
+    re.IGNORECASE,
+)
+_TABLE_CONSTRAINT = re.compile(
+    r"(?:constraint|primary\s+key|foreign\s+key|unique|check|exclude)\b", re.IGNORECASE
+)
 _AFTER_GROUP_BY = re.compile(
     r"\b(?:having|window|order\s+by|limit|offset|fetch|for|union|intersect|except)\b|;",
     re.IGNORECASE,
@@ -89,6 +101,34 @@ def _group_by_list(statement: str, mask: bytearray) -> _List | None:
     return None
 
 
+# what a list in parentheses is cut at: its commas, outside quotes and nested parentheses
+_NESTING = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)|[(),]")
+
+
+def _table_elements(statement: str) -> _List | None:
+    """A ``CREATE TABLE``'s columns, in their order, then its table constraints, sorted."""
+    head = _CREATE_TABLE.match(statement)
+    if head is None:
+        return None
+    depth, start, cuts = 0, -1, []
+    for token in _NESTING.finditer(statement, head.end()):
+        text = token.group()
+        if text == "(":
+            depth += 1
+            start = token.start() if start < 0 else start
+        elif text == ")":
+            depth -= 1
+            if depth == 0:
+                bounds = zip([start, *cuts], [*cuts, token.start()], strict=True)
+                items = [statement[a + 1 : b].strip() for a, b in bounds]
+                constraints = sorted(item for item in items if _TABLE_CONSTRAINT.match(item))
+                columns = [item for item in items if not _TABLE_CONSTRAINT.match(item)]
+                return start + 1, token.start(), columns + constraints
+        elif text == "," and depth == 1:
+            cuts.append(token.start())
+    return None
+
+
 def _one_statement(statement: str, mask: bytearray) -> bool:
     """Whether ``statement`` is a single statement (a script's results are left as recorded)."""
     body = statement.rstrip("; ")
@@ -97,13 +137,18 @@ def _one_statement(statement: str, mask: bytearray) -> bool:
 
 @lru_cache(maxsize=1024)
 def order_free(statement: str) -> str:
-    """``statement`` with its ``SELECT`` and ``GROUP BY`` lists sorted: the same for any order of them.
+    """``statement`` with its ``SELECT`` and ``GROUP BY`` lists sorted, and a ``CREATE TABLE``'s
+    constraints: the same for any order of them.
 
     Kept for the last statements seen: an application sends the same few again and again
     (each view of a call, recorded and live, asks), and scanning one costs tens of µs."""
     mask = _top_level(statement)
     if not _one_statement(statement, mask):
         return statement
+    table = _table_elements(statement)
+    if table is not None:
+        start, end, items = table
+        return statement[:start] + ",".join(items) + statement[end:]
     lists = [
         found for found in (_select_list(statement, mask), _group_by_list(statement, mask)) if found
     ]

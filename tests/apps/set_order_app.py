@@ -5,7 +5,9 @@ Tortoise ORM builds a model's ``SELECT`` list (and a ``GROUP BY`` over its colum
 to the next with string hash randomisation (``PYTHONHASHSEED``). This app does the same with
 :data:`COLUMNS` and reads each row by position, in the order it selected them (as an ORM zips
 its column list with a row): a replay answering with the recorded column order would mix
-the values up. ``/columns`` binds the set's members in an ``IN`` list.
+the values up. ``/columns`` binds the set's members in an ``IN`` list. ``/copy`` copies the
+table through one made with its constraints taken from a set, as alembic's batch mode copies
+a SQLite table with SQLAlchemy's ``Table.constraints``.
 
 ``from_environment()`` is the ``uvicorn --factory`` entry (``SET_ORDER_APP_DSN``,
 ``SET_ORDER_APP_SCHEMA``; the config comes from ``TIMETRACER_*``).
@@ -27,6 +29,12 @@ from timetracer_otel.integrations.starlette import auto_setup
 
 COLUMNS = {"id", "name", "meta", "created_at"}  # a set, as Tortoise's Model._meta.db_fields
 SELECTED = list(COLUMNS)  # this process's order
+CONSTRAINTS = {
+    "CONSTRAINT copy_pk PRIMARY KEY (id)",
+    "CONSTRAINT copy_name UNIQUE (name)",
+    "CHECK (length(name) > 0)",
+    "FOREIGN KEY (id) REFERENCES author (id)",
+}
 TABLES = """
 CREATE TABLE author (
     id uuid PRIMARY KEY, name text UNIQUE NOT NULL, meta jsonb NOT NULL, created_at timestamptz NOT NULL
@@ -97,6 +105,18 @@ async def columns(request: Request) -> JSONResponse:
     return JSONResponse(sorted(row["column_name"] for row in rows))
 
 
+async def copy(request: Request) -> JSONResponse:
+    """The table copied through a table made with its constraints in this process's order."""
+    async with request.app.state.pool.acquire() as connection, connection.transaction():
+        await connection.execute(
+            f"CREATE TABLE author_copy (id uuid, name text, {', '.join(CONSTRAINTS)})"
+        )
+        await connection.execute("INSERT INTO author_copy SELECT id, name FROM author")
+        copied = await connection.fetchval("SELECT count(*) FROM author_copy")
+        await connection.execute("DROP TABLE author_copy")
+    return JSONResponse({"copied": copied})
+
+
 def create_app(dsn: str, schema: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,6 +128,7 @@ def create_app(dsn: str, schema: str) -> Starlette:
         Route("/authors/{name}", author),
         Route("/authors", authors),
         Route("/columns", columns),
+        Route("/copy", copy),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     auto_setup(app, plugins=["asyncpg"])
