@@ -110,7 +110,7 @@ def _table_elements(statement: str) -> _List | None:
     head = _CREATE_TABLE.match(statement)
     if head is None:
         return None
-    depth, start, cuts = 0, -1, []
+    depth, start, cuts = 0, -1, list[int]()
     for token in _NESTING.finditer(statement, head.end()):
         text = token.group()
         if text == "(":
