@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from _replay import cassette_files, new_reports
+from sqlalchemy import Connection, create_engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -156,3 +157,64 @@ def test_a_cassette_whose_recording_directory_is_gone_fails_the_call_as_unrecord
     assert report.unmatched == [
         f"timetracer replay: no recorded call matches GET {upstream.url}/currencies (httpx)"
     ]
+
+
+def _kept_connection_app(database: Path, config: TraceConfig) -> Starlette:
+    """``/first`` opens a connection the app keeps (a long-lived session, a test module's
+    fixture); ``/both`` uses it and one more: when recorded after ``/first``, it opened one."""
+    engine = create_engine(f"sqlite:///{database}")
+    kept: list[Connection] = []
+
+    def count(connection: Connection) -> int:
+        return int(connection.execute(text("SELECT count(*) FROM sqlite_master")).scalar_one())
+
+    def kept_connection() -> Connection:
+        if not kept:
+            kept.append(engine.connect())
+        return kept[0]
+
+    async def first(request: Request) -> JSONResponse:
+        return JSONResponse({"tables": count(kept_connection())})
+
+    async def both(request: Request) -> JSONResponse:
+        with engine.connect() as other:
+            return JSONResponse({"tables": [count(kept_connection()), count(other)]})
+
+    app = Starlette(routes=[Route("/first", first), Route("/both", both)])
+    app.state.kept = kept
+    auto_setup(app, config=config, plugins=["sqlalchemy"])
+    return app
+
+
+def test_a_connection_opened_more_often_than_recorded_gets_the_recorded_connect_again(
+    serve: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Replayed alone, in a fresh app that keeps no connection yet, ``/both`` opens two
+    connections where its recording opened one: a ``connect`` carries no data, so the recorded one answers
+    again, and the statements still match the recording's."""
+    cassettes, database = tmp_path / "cassettes", tmp_path / "app.db"
+    app = _kept_connection_app(database, TraceConfig(mode="record", cassette_dir=str(cassettes)))
+    record = serve(app)
+    recorded = [httpx.get(f"{record.url}{path}", timeout=30) for path in ("/first", "/both")]
+    record.stop()
+    app.state.kept[0].close()
+    assert timetracer_otel.flush(30)
+    (both,) = [path for path in cassette_files(cassettes) if "both" in path.name]
+    connects = [
+        call for call in json.loads(both.read_text())["calls"]
+        if call["request"]["operation"] == "connect"
+    ]  # fmt: skip
+    assert len(connects) == 1
+    database.unlink()
+
+    with new_reports() as reports:
+        app = _kept_connection_app(database, TraceConfig(mode="replay", cassette_path=str(both)))
+        replay = serve(app)
+        replayed = httpx.get(f"{replay.url}/both", timeout=30)
+        replay.stop()
+    for connection in app.state.kept:
+        connection.close()
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json() == recorded[1].json()
+    assert [(r.unmatched, r.unused) for r in reports] == [([], [])]
+    assert not database.exists()
