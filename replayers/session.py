@@ -10,6 +10,7 @@ library was named live.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextvars
 import functools
 import os
@@ -314,15 +315,17 @@ class ReplaySession:
     async def in_recorded_order(self, came: int) -> None:
         """Return once no other call of the request being awaited had its reply before ``came``
         when recorded (:func:`round_trip`); at most after :data:`_MAX_TURNS` turns of the loop."""
-        awaited = self._awaited
-        awaited.append(came)
+        awaited = self._awaited  # kept sorted: a fan-out of many calls checks the first only
+        with self._lock:
+            bisect.insort(awaited, came)
         try:
             for _ in range(_MAX_TURNS):
                 await asyncio.sleep(0)
-                if came <= min(awaited):
+                if came <= awaited[0]:
                     return
         finally:
-            awaited.remove(came)
+            with self._lock:
+                del awaited[bisect.bisect_left(awaited, came)]
 
     def answer(self, library: str, view: CallView) -> RecordedCall:
         """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""
