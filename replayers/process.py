@@ -145,12 +145,19 @@ def recorded_requests(
     for row in CassetteIndex(location, limits).refresh().entries.values():
         if row["method"] == BLOCK_METHOD:
             continue  # the pytest plugin's: no request was served
-        chosen = of_recording(found, row["service"], row["recorded_at"], row.get("process"))
-        if chosen is not None:
-            path, instant = str(chosen[0]), recorded_instant(row["recorded_at"])
+        path = recorder_of(found, row)
+        if path:
+            instant = recorded_instant(row["recorded_at"])
             count, first = recorded.get(path, (0, instant))
             recorded[path] = (count + 1, min(first, instant))
     return recorded
+
+
+def recorder_of(found: list[Found], row: dict[str, Any]) -> str:
+    """The path of the process cassette (one of ``found``) of the process that recorded an index
+    row's request ("" when none is)."""
+    chosen = of_recording(found, row["service"], row["recorded_at"], row.get("process"))
+    return str(chosen[0]) if chosen is not None else ""
 
 
 def of_recording(

@@ -50,7 +50,8 @@ _AFTER_GROUP_BY = re.compile(
 
 # quoted text (to its end if unclosed) and parentheses: what hides a character from the top level
 _DEPTH = {"(": 1, ")": -1}
-_HIDING = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)|[()]")
+_QUOTED = r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)"
+_HIDING = re.compile(rf"{_QUOTED}|[()]")
 
 
 def _top_level(statement: str) -> bytearray:
@@ -102,7 +103,7 @@ def _group_by_list(statement: str, mask: bytearray) -> _List | None:
 
 
 # what a list in parentheses is cut at: its commas, outside quotes and nested parentheses
-_NESTING = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)|[(),]")
+_NESTING = re.compile(rf"{_QUOTED}|[(),]")
 
 
 def _table_elements(statement: str) -> _List | None:
@@ -121,9 +122,11 @@ def _table_elements(statement: str) -> _List | None:
             if depth == 0:
                 bounds = zip([start, *cuts], [*cuts, token.start()], strict=True)
                 items = [statement[a + 1 : b].strip() for a, b in bounds]
-                constraints = sorted(item for item in items if _TABLE_CONSTRAINT.match(item))
-                columns = [item for item in items if not _TABLE_CONSTRAINT.match(item)]
-                return start + 1, token.start(), columns + constraints
+                columns: list[str] = []
+                constraints: list[str] = []
+                for item in items:
+                    (constraints if _TABLE_CONSTRAINT.match(item) else columns).append(item)
+                return start + 1, token.start(), columns + sorted(constraints)
         elif text == "," and depth == 1:
             cuts.append(token.start())
     return None

@@ -25,9 +25,9 @@ from timetracer_otel.config import ReadLimits
 from timetracer_otel.replayers import ReplayReport
 from timetracer_otel.replayers.process import (
     Found,
-    of_recording,
     process_cassettes,
     recorded_requests,
+    recorder_of,
 )
 
 __all__ = ["Recording", "recordings_in", "replay_each", "requests_of"]
@@ -39,16 +39,6 @@ class Recording:
 
     path: str
     requests: int
-
-
-def _recorder(found: list[Found]) -> Callable[[dict[str, Any]], str]:
-    """The path of the process cassette of the process that recorded an index row's request."""
-
-    def recorder(row: dict[str, Any]) -> str:
-        chosen = of_recording(found, row["service"], row["recorded_at"], row.get("process"))
-        return str(chosen[0]) if chosen is not None else ""
-
-    return recorder
 
 
 def recordings_in(location: str, limits: ReadLimits) -> list[Recording]:
@@ -76,8 +66,7 @@ def requests_of(
     chosen = next((entry for entry in found if str(entry[0]) == recording), None)
     if chosen is None:
         raise CassetteError(recording, f"is not a usable process cassette below {location}")
-    recorder = _recorder(found)
-    return chosen, lambda row: recorder(row) == recording
+    return chosen, lambda row: recorder_of(found, row) == recording
 
 
 def replay_each(
