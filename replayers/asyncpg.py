@@ -41,9 +41,8 @@ from timetracer_otel import wrapper_layers
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import (
     ASYNCPG,
-    ASYNCPG_CONNECTION_METHODS,
-    ASYNCPG_STATEMENT_METHODS,
     asyncpg_arguments,
+    asyncpg_methods,
     asyncpg_request,
     live_view,
     recorded_response,
@@ -429,14 +428,11 @@ _OPENERS: list[tuple[Any, str, Callable[..., Any]]] = [
 ]
 
 
-def _methods() -> list[tuple[type, str]]:
-    return [(_Connection, method) for method in ASYNCPG_CONNECTION_METHODS] + [
-        (_Statement, method) for method in ASYNCPG_STATEMENT_METHODS
-    ]
+_METHODS = asyncpg_methods(_Connection, _Statement)
 
 
 def install() -> None:
-    for owner, method in _methods():
+    for owner, method in _METHODS:
         wrapper_layers.install(owner, method, _replay(owner, method), layer="replay")
     wrapper_layers.install(_Connection, "cursor", _cursor, layer="replay")
     for owner, name, wrapper in _OPENERS:
@@ -444,7 +440,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    for owner, method in _methods():
+    for owner, method in _METHODS:
         wrapper_layers.uninstall(owner, method, layer="replay")
     wrapper_layers.uninstall(_Connection, "cursor", layer="replay")
     for owner, name, _ in _OPENERS:

@@ -34,7 +34,7 @@ import timetracer_otel
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.dashboard import create_app as create_dashboard
-from timetracer_otel.protocols.sql import asyncpg_request, live_view, recorded_view
+from timetracer_otel.protocols.sql import asyncpg_methods, asyncpg_request, live_view, recorded_view
 
 DSN = POSTGRES_ADMIN
 SENT: list[Sent] = [
@@ -466,3 +466,26 @@ def test_a_statement_at_start_up_is_kept_in_the_process_cassette_and_replayed(
     )
     assert_same_response(recorded, replayed)
     assert CONNECTS.findall(stderr) == []
+
+
+def test_an_asyncpg_before_fetchmany_has_its_other_methods_recorded_and_replayed() -> None:
+    """asyncpg 0.29 (an application's pin) has no ``fetchmany``: installing the capture or the
+    replay wrapped it, raised ``AttributeError`` and left asyncpg half-wrapped."""
+    connection, statement = asyncpg.connection.Connection, asyncpg.prepared_stmt.PreparedStatement
+
+    def before_fetchmany(cls: type) -> type:
+        public = (name for name in dir(cls) if not name.startswith("_") and name != "fetchmany")
+        return type(cls.__name__, (), {name: getattr(cls, name) for name in public})
+
+    old_connection, old_statement = before_fetchmany(connection), before_fetchmany(statement)
+    assert asyncpg_methods(connection, statement) == [
+        *((connection, name) for name in ("fetch", "fetchrow", "fetchval", "execute")),
+        *((connection, name) for name in ("executemany", "fetchmany", "prepare")),
+        *((statement, name) for name in ("fetch", "fetchrow", "fetchval", "executemany")),
+        (statement, "fetchmany"),
+    ]
+    assert asyncpg_methods(old_connection, old_statement) == [
+        *((old_connection, name) for name in ("fetch", "fetchrow", "fetchval", "execute")),
+        *((old_connection, name) for name in ("executemany", "prepare")),
+        *((old_statement, name) for name in ("fetch", "fetchrow", "fetchval", "executemany")),
+    ]

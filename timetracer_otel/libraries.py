@@ -97,8 +97,8 @@ LIBRARIES: dict[str, Library] = _declared(
     Library(
         name="asyncpg",
         extra="asyncpg",
-        # 0.30: Connection.fetchmany and PreparedStatement.fetchmany
-        requires=("asyncpg>=0.30",),
+        # 0.29 has no fetchmany (0.30), which is then neither recorded nor replayed
+        requires=("asyncpg>=0.29",),
         instrumentors=("opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor",),
         capture="timetracer_otel.capture.asyncpg",
         replay="timetracer_otel.replayers.asyncpg",

@@ -37,9 +37,8 @@ from timetracer_otel._recording import (
     outer_call,
 )
 from timetracer_otel.protocols.sql import (
-    ASYNCPG_CONNECTION_METHODS,
-    ASYNCPG_STATEMENT_METHODS,
     asyncpg_arguments,
+    asyncpg_methods,
     asyncpg_request,
     error_attributes,
     snapshot,
@@ -261,21 +260,18 @@ async def _housekeeping(
         return await wrapped(*args, **kwargs)
 
 
-def _methods() -> list[tuple[type, str]]:
-    return [(_Connection, method) for method in ASYNCPG_CONNECTION_METHODS] + [
-        (_Statement, method) for method in ASYNCPG_STATEMENT_METHODS
-    ]
+_METHODS = asyncpg_methods(_Connection, _Statement)
 
 
 def install() -> None:
-    for owner, method in _methods():
+    for owner, method in _METHODS:
         wrapper_layers.install(owner, method, _capture(owner, method))
     wrapper_layers.install(_Connection, "reset", _housekeeping)
     wrapper_layers.install(_Connection, "cursor", _cursor)
 
 
 def uninstall() -> None:
-    for owner, method in _methods():
+    for owner, method in _METHODS:
         wrapper_layers.uninstall(owner, method)
     wrapper_layers.uninstall(_Connection, "reset")
     wrapper_layers.uninstall(_Connection, "cursor")

@@ -64,8 +64,7 @@ __all__ = [
     "recorded_response",
     "ASYNCPG",
     "ASYNCPG_METHODS",
-    "ASYNCPG_CONNECTION_METHODS",
-    "ASYNCPG_STATEMENT_METHODS",
+    "asyncpg_methods",
     "asyncpg_arguments",
     "asyncpg_request",
     "PSYCOPG",
@@ -397,7 +396,7 @@ ASYNCPG_METHODS: dict[str, str | None] = {
     "cursor": "args",
 }
 # The coroutine methods of those a Connection has (``cursor`` returns a cursor factory), and a PreparedStatement.
-ASYNCPG_CONNECTION_METHODS = (
+_ASYNCPG_CONNECTION_METHODS = (
     "fetch",
     "fetchrow",
     "fetchval",
@@ -406,7 +405,21 @@ ASYNCPG_CONNECTION_METHODS = (
     "fetchmany",
     "prepare",
 )
-ASYNCPG_STATEMENT_METHODS = ("fetch", "fetchrow", "fetchval", "executemany", "fetchmany")
+_ASYNCPG_STATEMENT_METHODS = ("fetch", "fetchrow", "fetchval", "executemany", "fetchmany")
+
+
+def asyncpg_methods(connection: type, statement: type) -> list[tuple[type, str]]:
+    """(class, name) of each of those methods the installed asyncpg has: ``fetchmany`` came
+    in 0.30, and an application pinned to an older one records and replays all the rest."""
+    return [
+        (owner, name)
+        for owner, names in (
+            (connection, _ASYNCPG_CONNECTION_METHODS),
+            (statement, _ASYNCPG_STATEMENT_METHODS),
+        )
+        for name in names
+        if hasattr(owner, name)
+    ]
 
 
 def asyncpg_arguments(method: str, args: tuple, kwargs: dict, prepared: bool) -> tuple[tuple, dict]:
