@@ -10,7 +10,11 @@ most recent cassette of the same service recorded before this one (beside it in 
 directory replayed, or in the directory its recording wrote into when it is replayed alone).
 The report names each such call and the cassette it came from. A call that no earlier
 request made still fails where it is made. The pytest plugin does the same for a test's
-cassette, from the cassettes of the tests and fixtures recorded before it.
+cassette, from the cassettes of the tests and fixtures recorded before it, else from those
+replayed before it in this process, else from the first recorded after it: a test run in
+another order than recorded (shuffled by pytest-randomly) meets the state the tests that ran
+before it left (a model an earlier test added to the metadata that every test's fixture
+creates), which the tests recorded after those met too.
 
 Searched only when a cassette cannot answer a call: then the cassettes of its service (the
 most recent :data:`SEARCHED`) are read once to index their calls by signature.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import NamedTuple
 
 from timetracer_otel._diagnostics import logger
@@ -59,24 +63,28 @@ class EarlierRequests:
     """The calls of a directory's cassettes by signature, for answering a later request's.
 
     ``cassettes()`` lists the request cassettes to search (asked when first needed), and
-    ``views(path)`` gives a cassette's calls as replay matches them.
+    ``views(path)`` gives a cassette's calls as replay matches them. ``replayed()``, given
+    for the pytest plugin's tests, lists the cassettes this process replayed so far, in order.
     """
 
     def __init__(
         self,
         cassettes: Callable[[], Iterable[Recorded]],
         views: Callable[[str], RecordedViews],
+        replayed: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self._cassettes = cassettes
         self._views = views
+        self._replayed = replayed
         self._lock = threading.Lock()
         self._by_path: dict[str, Recorded] | None = None
         self._by_service: dict[str | None, dict[Hashable, list[_Found]]] = {}
 
     def answer(self, path: str, view: CallView) -> tuple[str, RecordedCall] | None:
         """(the answering cassette's path, its call) for ``view`` made while replaying ``path``:
-        the same call in the most recent cassette of its service recorded before it; None when
-        no earlier request made it."""
+        the same call in the most recent cassette of its service recorded before it; for a
+        test, else in the one replayed last before it, else in the first recorded after it.
+        None when no other request made it."""
         with self._lock:
             if self._by_path is None:
                 self._by_path = {entry.path: entry for entry in self._listed()}
@@ -86,13 +94,25 @@ class EarlierRequests:
             calls = self._calls_of(me.service).get(view.key, [])
             # recorded strictly before it: its own calls (same instant) are not among them
             before = bisect.bisect_left(calls, me.instant, key=lambda found: found.instant)
-            found = calls[before - 1] if before else None
+            found = calls[before - 1] if before else self._in_other_tests(calls, before, path)
         if found is None:
             return None
         for index, call, recorded in self._views(found.path):
             if index == found.position:
                 return found.path, RecordedCall(index, call, recorded, used=True)
         return None
+
+    def _in_other_tests(self, calls: list[_Found], after: int, path: str) -> _Found | None:
+        """Of ``calls`` (``after`` the first recorded after ``path``'s), the last of the cassette
+        replayed most recently before ``path``, else the first recorded after it; None for a
+        request's cassette, which only an earlier request answers."""
+        if self._replayed is None:
+            return None
+        turns = {replayed: turn for turn, replayed in enumerate(self._replayed())}
+        ran = [found for found in calls if found.path != path and found.path in turns]
+        if ran:
+            return max(ran, key=lambda found: (turns[found.path], found.position))
+        return next((found for found in calls[after:] if found.path != path), None)
 
     def _listed(self) -> Iterable[Recorded]:
         """The cassettes to search; none when they cannot be listed (the directory a cassette

@@ -41,7 +41,9 @@ class CallIndex:
         self.calls = calls
         self._by_key: dict[Hashable, deque[RecordedCall]] = {}
         for call in calls:
-            self._by_key.setdefault(call.view.key, deque()).append(call)
+            queue = self._by_key.setdefault(call.view.key, deque())
+            if not call.used:
+                queue.append(call)
 
     def holds(self, view: CallView) -> bool:
         """Whether a recorded call has ``view``'s signature (used or not)."""

@@ -193,6 +193,9 @@ def deactivate(token: contextvars.Token) -> None:
 
 
 RecordedViews = list[tuple[int, CassetteCall, CallView]]
+# a call the cassette cannot answer -> the cassette read anew so that it can (its document and
+# views: the same calls, another pytest-xdist worker's names in them), or None
+Renamed = Callable[[CallView], "tuple[dict[str, Any], RecordedViews] | None"]
 
 
 def recorded_views(
@@ -247,6 +250,7 @@ class ReplaySession:
         inbound: Callable[[], dict[str, Any]] | None = None,
         earlier: EarlierAnswer | None = None,
         sealed: frozenset[str] = frozenset(),
+        renamed: Renamed | None = None,
     ) -> None:
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
@@ -256,6 +260,7 @@ class ReplaySession:
         self.redactor = redactor_for(config)
         self._inbound = inbound
         self._earlier = earlier
+        self._renamed = renamed
         self.sealed = sealed  # the values the key opened in ``document`` (see opening.Opened)
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
@@ -330,6 +335,8 @@ class ReplaySession:
     def answer(self, library: str, view: CallView) -> RecordedCall:
         """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""
         recorded = self.take(library, view)
+        if recorded is None and self._reopened(view):
+            recorded = self.take(library, view)
         if recorded is not None:
             return recorded
         with self._lock:
@@ -362,6 +369,24 @@ class ReplaySession:
         with self._lock:
             self.unmatched.append(error)
             self.made.append(call_entry(error.library, error.call, differences=[error.candidates]))
+
+    def _reopened(self, view: CallView) -> bool:
+        """Whether the cassette, read anew as ``renamed`` reads it for ``view``, now holds it;
+        it then answers every call from here on, the calls used so far kept used."""
+        if self._renamed is None:
+            return False
+        with self._lock:
+            reopened = self._renamed(view)
+            if reopened is None:
+                return False
+            self.document, views = reopened
+            used = {call.index for call in self.index.calls if call.used}
+            self.index = CallIndex(
+                [RecordedCall(index, call, v, index in used) for index, call, v in views]
+            )
+            for derived in ("values", "_reply_times"):  # found from the document when needed
+                self.__dict__.pop(derived, None)
+            return True
 
     def _unrecorded_answer(self, library: str, view: CallView) -> RecordedCall | None:
         """An answer for a call the cassette does not hold: the one the recording process had

@@ -641,8 +641,9 @@ def test_a_test_run_alone_gets_what_the_recording_process_had_from_an_earlier_te
 ) -> None:
     """Replayed alone, or first on its pytest-xdist worker, ``test_pound`` asks for the
     currencies its cassette lacks: the answer comes from ``test_euro``'s, recorded before it,
-    and the report names it. Once ``test_euro`` is recorded again (after ``test_pound``), no
-    earlier cassette holds the call and ``test_pound`` fails where it is made."""
+    and the report names it. Once ``test_euro`` is recorded again (after ``test_pound``), the
+    answer comes from it still, as the first test recorded after; with its cassette gone, no
+    other cassette holds the call and ``test_pound`` fails where it is made."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     with running_upstream() as live:  # up throughout: in replay the network guard keeps it out
         pytester.makepyfile(rates=_RATES.format(upstream=live.url), test_rates=_TEST_RATES)
@@ -654,7 +655,7 @@ def test_a_test_run_alone_gets_what_the_recording_process_had_from_an_earlier_te
         report_lines = [
             "*tests: 1 replayed, 0 recorded*",
             "*calls: 2 answered from cassettes, 0 not answered, 0 recorded but not made",
-            "  1 call not in its test's cassette, answered from an earlier test's (the recording process had it from there):",
+            "  1 call not in its test's cassette, answered from another test's (recorded or run before it, else recorded next: the process had it from there):",
             f"    cassettes/test_rates/test_pound.json: httpx GET {live.url}/currencies"
             " (answered by cassettes/test_rates/test_euro.json)",
         ]
@@ -670,13 +671,95 @@ def test_a_test_run_alone_gets_what_the_recording_process_had_from_an_earlier_te
         spread.stdout.fnmatch_lines(["*tests: 2 replayed, 0 recorded*", *report_lines[2:]])
         assert len(live.requests) == 3  # those recorded; none in replay
 
-        # test_euro recorded again, now after test_pound: no earlier cassette holds the call
+        # test_euro recorded again, now after test_pound: the first recorded after it answers
         pytester.runpytest_subprocess("--timetracer-mode=all", "-k", "test_euro").assert_outcomes(
             passed=1, deselected=1
         )
         later = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_pound")
-    later.assert_outcomes(failed=1, deselected=1)
-    later.stdout.fnmatch_lines(["*no recorded call matches GET*/currencies*"])
+        later.assert_outcomes(passed=1, deselected=1)
+        later.stdout.fnmatch_lines(report_lines)
+        (pytester.path / "cassettes/test_rates/test_euro.json").unlink()
+        unanswered = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_pound")
+    unanswered.assert_outcomes(failed=1, deselected=1)
+    unanswered.stdout.fnmatch_lines(["*no recorded call matches GET*/currencies*"])
+
+
+# Tests that leave state for the tests after them (sqladmin's tests/test_forms.py): one
+# defines a model on the module's metadata, whose table every later test's fixture creates.
+_TESTS_DEFINING_MODELS = """
+import os
+
+import pytest
+from sqlalchemy import Column, Integer, create_engine
+from sqlalchemy.orm import declarative_base
+
+engine = create_engine("sqlite:///" + os.environ["ORDER_DB"])
+Base = declarative_base()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id = Column(Integer, primary_key=True)
+
+
+@pytest.fixture(autouse=True)
+def tables():
+    Base.metadata.create_all(engine)
+    yield
+    Base.metadata.drop_all(engine)
+
+
+def _users():
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT count(*) FROM users").scalar()
+
+
+def test_counts_users():
+    assert _users() == 0
+
+
+def test_defines_a_model():
+    class Extra(Base):
+        __tablename__ = "extra"
+        id = Column(Integer, primary_key=True)
+
+
+def test_counts_users_again():
+    assert _users() == 0
+"""
+
+
+def test_a_test_run_after_others_than_when_recorded_gets_their_answers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replayed after ``test_defines_a_model`` (recorded after it, as pytest-randomly shuffles),
+    ``test_counts_users``'s fixture reads, creates and drops the table that test added: calls
+    its cassette lacks, answered from the cassette of the test that ran before it (which
+    looked for the table), else from the first recorded after it (which created it)."""
+    database = pytester.path / "order.sqlite"
+    monkeypatch.setenv("ORDER_DB", str(database))
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_order=_TESTS_DEFINING_MODELS)
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=3)
+    database.unlink()
+    shuffled = pytester.runpytest_subprocess(
+        "--timetracer-mode=none",
+        "test_order.py::test_defines_a_model",
+        "test_order.py::test_counts_users",
+        "test_order.py::test_counts_users_again",
+    )
+    shuffled.assert_outcomes(passed=3)
+    answered = "    cassettes/test_order/test_counts_users.json: sqlalchemy execute {} (answered by cassettes/test_order/{}.json)"
+    shuffled.stdout.fnmatch_lines(
+        [
+            "*calls: * answered from cassettes, 0 not answered, 0 recorded but not made",
+            "  5 calls not in its test's cassette, answered from another test's*",
+            answered.format('PRAGMA main.table_info("extra")', "test_defines_a_model"),
+            answered.format('PRAGMA temp.table_info("extra")', "test_defines_a_model"),
+            answered.format("CREATE TABLE extra*", "test_counts_users_again"),
+        ]
+    )
+    assert not database.exists()
 
 
 # Values drawn while pytest imports the suite: a signing key made when the conftest is
@@ -1106,6 +1189,40 @@ def test_cassettes_recorded_by_one_pytest_xdist_worker_replay_on_another(
     }
     assert workers == {"gw0", "gw1"}
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
+
+
+# The same suite naming its data after the environment, the way many conftests do (the
+# full-stack templates' ``os.getenv("PYTEST_XDIST_WORKER", "gw0")``): a run without workers
+# names it ``gw0``, where xdist's ``worker_id`` says ``master``.
+_CONFTEST_WORKER_FROM_ENVIRONMENT = _CONFTEST_WORKER_DATA.replace(
+    "def store(worker_id):", "def store():"
+).replace('"{namespace}-" + worker_id', '"{namespace}-" + os.getenv("PYTEST_XDIST_WORKER", "gw0")')
+
+
+def test_a_suite_naming_its_data_after_the_environment_replays_with_and_without_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    """Recorded by two workers, replayed without any (where the suite's data is named ``gw0``
+    and xdist's name is ``master``), and the other way round."""
+    namespace = f"tt-workers-{secrets.token_hex(4)}"
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        conftest="import os\n" + _CONFTEST_WORKER_FROM_ENVIRONMENT.format(namespace=namespace),
+        test_workers=_TEST_WORKER_DATA,
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
+    assert {
+        json.loads(path.read_text())["request"]["worker"]
+        for path in (pytester.path / "cassettes").rglob("test_*.json")
+    } == {"gw0", "gw1"}
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=4)
+    replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
+
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=4)
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2")
+    replayed.assert_outcomes(passed=4)
+    replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
 
 
 # Tests that depend on the tests before them in their process (fief's tests/data.py): the first

@@ -254,6 +254,7 @@ class _Run:
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
         self.allowed_hosts = frozenset(config.getini("timetracer_allowed_hosts"))
         self.worker = xdist_worker(config)
+        self.replayed: list[str] = []  # the cassettes of the tests and fixtures replayed, in order
         # a pytest-xdist worker's: where the fixtures' first instants are kept (see ._pytest.shared_clock)
         self.fixture_clocks: str | None = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
         self._clocks_for_workers: str | None = None  # the controller's, made for its workers
@@ -304,6 +305,7 @@ class _Run:
         install_live_servers()
         if action == REPLAY:
             options["earlier"] = self.earlier
+            self.replayed.append(str(path))
         try:
             return CassetteBlock(
                 path, label, action, allowed_hosts=self.allowed_hosts, worker=self.worker, **options
@@ -315,7 +317,7 @@ class _Run:
     @functools.cached_property
     def earlier(self) -> EarlierAnswer:
         """Answers from earlier tests' cassettes (made when a replayed test first needs one)."""
-        return earlier_tests(self.directory, self.worker)
+        return earlier_tests(self.directory, self.worker, lambda: self.replayed)
 
     def opted_in(self, item: pytest.Item) -> bool:
         return self.mode != "off" and (self.autouse or item.get_closest_marker(_MARKER) is not None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +25,10 @@ from timetracer_otel._standalone import BlockRecording
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 
-from .workers import WORKER_FIELD, as_worker, recorded_by
+from .workers import WORKER_FIELD, as_worker, learn_name, live_name, name_in_call, recorded_by
 
 if TYPE_CHECKING:
+    from timetracer_otel.protocols.view import CallView
     from timetracer_otel.replayers.opening import Opened
     from timetracer_otel.replayers.session import EarlierAnswer, RecordedViews
 
@@ -75,37 +76,64 @@ _REFUSAL_HINT = (
 )
 
 
-def _opened(path: Path, config: TraceConfig, worker: str | None) -> tuple[Opened, str | None]:
-    """The cassette at ``path`` opened with this process's key, as pytest-xdist's ``worker``
-    would have recorded it (see :mod:`.workers`), and the process that did record it. No file
-    (a fixture that made no call when it was recorded): every call made now is unanswered."""
+def _loaded(path: Path, config: TraceConfig) -> tuple[dict[str, Any], str | None]:
+    """The cassette at ``path`` and the process that recorded it. No file (a fixture that made
+    no call when it was recorded): no call, and every call made now is unanswered."""
+    if not path.exists():
+        return {"calls": [], "draws": []}, None
+    document = load_cassette(path, limits=config.read_limits)
+    return document, recorded_by(document)
+
+
+def _opened(
+    document: dict[str, Any], path: Path, config: TraceConfig, worker: str | None
+) -> Opened:
+    """``document`` opened with this process's key, as the suite's data names it in this
+    process, pytest-xdist's ``worker`` (see :mod:`.workers`)."""
     from timetracer_otel.replayers.opening import open_for_replay
 
-    document: dict[str, Any] = {"calls": [], "draws": []}
-    recorder = None
-    if path.exists():
-        document = load_cassette(path, limits=config.read_limits)
-        recorder = recorded_by(document)
     try:
-        return open_for_replay(as_worker(document, worker), str(path), config), recorder
+        return open_for_replay(as_worker(document, live_name(worker)), str(path), config)
     except CassetteError as exc:  # reading it raised above: here it is its secrets
         raise SealedSecretsError(exc.path, exc.problem) from None
 
 
-def earlier_tests(directory: Path, worker: str | None) -> EarlierAnswer:
+def earlier_tests(
+    directory: Path, worker: str | None, replayed: Callable[[], Sequence[str]]
+) -> EarlierAnswer:
     """Answers, for a call a test's cassette does not hold, from the cassettes of the tests and
     fixtures recorded before it in ``directory``: what the recording process remembered from an
     earlier test (a value fetched once and cached) when the test now runs alone, first on its
-    pytest-xdist worker, or after other tests (see :mod:`timetracer_otel.replayers.earlier`)."""
+    pytest-xdist worker, or after other tests; else from those ``replayed`` before it in this
+    process, when it runs after other tests (see :mod:`timetracer_otel.replayers.earlier`)."""
     from timetracer_otel.replayers.earlier import EarlierRequests, recorded_in
 
     config = TraceConfig(mode="replay")
 
     @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
     def views(path: str) -> RecordedViews:
-        return _opened(Path(path), config, worker)[0].views(path)
+        return _opened(_loaded(Path(path), config)[0], Path(path), config, worker).views(path)
 
-    return EarlierRequests(lambda: recorded_in(directory, config, blocks=True), views).answer
+    return EarlierRequests(
+        lambda: recorded_in(directory, config, blocks=True), views, replayed
+    ).answer
+
+
+def _renamed(
+    document: dict[str, Any], path: Path, config: TraceConfig, worker: str | None, view: CallView
+) -> tuple[dict[str, Any], RecordedViews] | None:
+    """``document`` read as the worker a call it cannot answer names, when this process's name
+    was a guess and it then answers the call (see :func:`.workers.name_in_call`); every cassette
+    opened after is read so too."""
+    name = name_in_call(view.key, live_name(worker))
+    if name is None:
+        return None
+    opened = _opened(document, path, config, name)
+    views = opened.views(str(path))
+    if not any(recorded.key == view.key for _, _, recorded in views):
+        return None
+    learn_name(name)
+    return opened.answers, views
 
 
 class _Replay:
@@ -132,7 +160,8 @@ class _Replay:
 
         install_replayers()
         config = TraceConfig(mode="replay")
-        opened, self.recorded_by = _opened(path, config, worker)
+        document, self.recorded_by = _loaded(path, config)
+        opened = _opened(document, path, config, worker)
         self.locked = opened.locked
         self.session = ReplaySession(
             opened.answers,
@@ -142,6 +171,7 @@ class _Replay:
             views=opened.views(str(path)),
             earlier=earlier,
             sealed=opened.secrets,
+            renamed=functools.partial(_renamed, document, path, config, worker),
         )
         install_draw_sources(config.draws)
         carry_context_into_pools()

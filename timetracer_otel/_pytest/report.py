@@ -174,8 +174,8 @@ class RunReport:
             ),
             *_itemised(
                 self.from_earlier,
-                "not in its test's cassette, answered from an earlier test's (the recording "
-                "process had it from there):",
+                "not in its test's cassette, answered from another test's (recorded or run "
+                "before it, else recorded next: the process had it from there):",
             ),
             *self._order_lines(),
             *self._replayed_fixture_lines(),

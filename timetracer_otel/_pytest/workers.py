@@ -8,13 +8,22 @@ that ran it, and which worker runs a test changes from one run to the next (and 
 that recorded it (its request's ``worker``); replayed on another, it is read as if that
 worker had recorded it: the recording worker's name, where it stands as a name of its own
 or at the end of one, is the replaying worker's, in the calls and their answers alike.
+
+Without workers, the name a suite gives its data is its own choice: xdist's ``worker_id``
+says ``master``, while ``os.getenv("PYTEST_XDIST_WORKER", "gw0")`` (a common conftest line)
+says ``gw0``. A cassette recorded so carries the name its calls do; a process replaying so
+learns its name from the first call that names another worker than it was guessed to be
+(see :func:`name_in_call`), and reads every cassette after as that worker's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import os
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +31,17 @@ import pytest
 
 from timetracer_otel.sealing import SEALED_TOKEN
 
-__all__ = ["WORKER_FIELD", "as_worker", "instance_of", "of_worker", "recorded_by", "xdist_worker"]
+__all__ = [
+    "WORKER_FIELD",
+    "as_worker",
+    "instance_of",
+    "learn_name",
+    "live_name",
+    "name_in_call",
+    "of_worker",
+    "recorded_by",
+    "xdist_worker",
+]
 
 WORKER_FIELD = (
     "worker"  # the request field of a block's cassette naming the worker that recorded it
@@ -75,6 +94,43 @@ def _name_pattern(worker: str) -> str:
     return f"{before}{re.escape(worker)}(?![A-Za-z0-9])"
 
 
+# a worker's name where it names something: as :func:`_name_pattern` finds either kind
+_NAMED_WORKER = re.compile(
+    r"(?<![A-Za-z0-9])gw[0-9]{1,6}(?![A-Za-z0-9])|(?<=[-_.:/])master(?![A-Za-z0-9])"
+)
+_learnt: list[str] = []  # the name this process's suite gives its data, once a call showed it
+
+
+def _carried_name(document: dict[str, Any], recorded: str) -> str:
+    """The worker name ``document``'s calls carry: ``recorded``'s, or for a run without workers
+    the one ``gwN`` its calls name where they name no ``master`` (the suite's own default)."""
+    if recorded != _CONTROLLER:
+        return recorded
+    named = set(_NAMED_WORKER.findall(json.dumps(document.get("calls"))))
+    return named.pop() if len(named) == 1 else recorded
+
+
+def live_name(worker: str | None) -> str | None:
+    """The name this process's suite gives its data: xdist's ``worker`` unless a call showed
+    another (:func:`learn_name`)."""
+    return _learnt[-1] if _learnt else worker
+
+
+def learn_name(name: str) -> None:
+    """Read every cassette opened from now on as if ``name`` had recorded it."""
+    _learnt.append(name)
+
+
+def name_in_call(key: Hashable, guessed: str | None) -> str | None:
+    """The worker name a live call (its view's ``key``) carries other than ``guessed``, when this
+    process's name is a guess (no pytest-xdist worker runs it, so the suite names its data as
+    it chooses) and the call carries exactly one such name; else None."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    named = set(_NAMED_WORKER.findall(repr(key))) - {guessed}
+    return named.pop() if len(named) == 1 else None
+
+
 def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
     """``document`` as ``worker`` would have recorded it (itself when the same worker did, or
     either is unknown). Sealed values are left as they are (their data is not text to change);
@@ -87,6 +143,9 @@ def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
         or not _WORKER_NAME.fullmatch(recorded)  # names no worker (a hand-made file)
         or recorded == worker
     ):
+        return document
+    recorded = _carried_name(document, recorded)
+    if recorded == worker:
         return document
     pattern = re.compile(f"(?P<sealed>{SEALED_TOKEN.pattern})|{_name_pattern(recorded)}")
     in_bytes = re.compile(_name_pattern(recorded).encode("ascii"))
