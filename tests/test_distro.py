@@ -4,7 +4,10 @@ that has no timetracer code (tests/apps/plain_app.py), each run in a fresh proce
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +295,43 @@ def test_the_writer_process_does_not_instrument_itself(
     entries = environ[b"PYTHONPATH"].decode().split(os.pathsep)
     assert entries and not [e for e in entries if e.rstrip("/").endswith("auto_instrumentation")]
     assert len(load_cassettes(cassette_dir)) == len(SENT)
+
+
+def test_each_forked_gunicorn_worker_writes_a_process_cassette_of_its_own(tmp_path: Path) -> None:
+    """``opentelemetry-instrument gunicorn -w 2``: the distro begins the process recording in
+    gunicorn's arbiter, which forks the workers. Each worker's calls and draws outside requests
+    go to a process cassette of its own, and its requests name it (both wrote one file)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "TIMETRACER_MODE": "record",
+        "TIMETRACER_DIR": str(tmp_path),
+    }
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        command = [
+            str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"), "--workers", "2",
+            "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"fd://{sock.fileno()}",
+            "--chdir", str(APPS_DIR), "worker_app:app",
+        ]  # fmt: skip
+        server = subprocess.Popen(
+            command, env=env, cwd=APPS_DIR, pass_fds=[sock.fileno()], start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/whoami"
+        keys: dict[int, str] = {}
+        try:
+            for _ in range(
+                500
+            ):  # each on a new connection: gunicorn's workers take turns accepting
+                answer = httpx.get(url, headers={"Connection": "close"}, timeout=30).json()
+                keys[answer["pid"]] = answer["key"]
+                if len(keys) == 2:
+                    break
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)  # the workers write their process cassettes
+            _, stderr = server.communicate(timeout=60)
+    assert len(keys) == 2, stderr.decode(errors="replace")[-2000:]
+    processes = [json.loads(p.read_text()) for p in tmp_path.rglob("process__*.json")]
+    assert len({process["id"] for process in processes}) == len(processes) == 2
+    assert {c["process"] for c in load_cassettes(tmp_path)} == {p["id"] for p in processes}

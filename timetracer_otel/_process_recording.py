@@ -18,6 +18,7 @@ random values drawn outside requests are kept until the app has started
 from __future__ import annotations
 
 import os
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,7 +33,7 @@ from ._recording import (
 from .cassette.location import is_url, join
 from .cassette.naming import process_cassette_relpath
 from .config import TraceConfig, process_mode
-from .determinism import DrawRecorder, called, use_startup_draws
+from .determinism import DrawRecorder, called, real_urandom, use_startup_draws
 from .determinism import install as install_draw_sources
 
 __all__ = [
@@ -62,7 +63,7 @@ class ProcessRecording(TraceRecording):
     def __init__(
         self, config: TraceConfig, service: str = "", writer: RecordingWriter | None = None
     ) -> None:
-        self._cassette_number = int.from_bytes(os.urandom(4), "big")
+        self._cassette_number = _new_number()
         super().__init__(
             config,
             trace_id=0,
@@ -92,6 +93,16 @@ class ProcessRecording(TraceRecording):
         )
         self.fixed_path = str(path) if is_url(config.cassette_dir) else os.path.abspath(path)
 
+    def forked(self) -> None:
+        """Go on as the recording of a worker forked from the process that began it (gunicorn's
+        arbiter, started by ``opentelemetry-instrument``): a process cassette of the worker's
+        own, under a new id, holding what it inherited and what it does next. Two workers wrote
+        one file, and every request cassette named it."""
+        self._lock = threading.Lock()  # another thread of the parent may have held it
+        self._cassette_number = self.root_span_id = _new_number()
+        if self.writer is not None:
+            self.adopt(self.config, self.service, self.writer)
+
     def add_call(self, call: Any) -> None:
         """Keep ``call`` (it belongs to no span of a recorded request) unless :data:`MAX_CALLS` are kept already."""
         with self._lock:
@@ -105,6 +116,19 @@ class ProcessRecording(TraceRecording):
             called(self.draws, number)
         else:
             counters.add("dropped.process_calls")
+
+
+def _new_number() -> int:
+    return int.from_bytes(real_urandom(4), "big")
+
+
+def _forked() -> None:
+    recording = process_recording()
+    if isinstance(recording, ProcessRecording):
+        recording.forked()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def wanted(config: TraceConfig) -> bool:

@@ -6,7 +6,7 @@ same values back, so keys, timestamps, salts and token expiry computed per run a
 recorded ones and the calls that carry them match. See ``docs/replay.md``.
 """
 
-from .sources import install, real_time_ns
+from .sources import install, real_time_ns, real_urandom
 from .state import (
     NO_RECORDED_DRAWS,
     DrawRecorder,
@@ -33,6 +33,7 @@ __all__ = [
     "end_startup",
     "install",
     "real_time_ns",
+    "real_urandom",
     "startup_draws",
     "use_startup_draws",
 ]

@@ -63,7 +63,7 @@ from . import state
 from .callers import LOG_HELPER, attribute
 from .state import NO_DRAWS, DrawRecorder, DrawReplayer, Fits, Seeded, activate, deactivate
 
-__all__ = ["install", "real_time_ns"]
+__all__ = ["install", "real_time_ns", "real_urandom"]
 
 _lock = threading.Lock()
 _installed = False
@@ -195,6 +195,11 @@ def _urandom(size: int, /) -> bytes:
         lambda value: type(value) is bytes and len(value) == size,
         lambda seeded: _c_getrandbits(seeded, size * 8).to_bytes(size, "little") if size else b"",
     )  # fmt: skip
+
+
+def real_urandom(size: int) -> bytes:
+    """Real random bytes, whatever the app is drawing: for timetracer's own ids."""
+    return _real_urandom(size)
 
 
 def _is_float(value: Any) -> bool:
