@@ -24,6 +24,7 @@ from timetracer_otel._apps_under_test import is_app_under_test
 from timetracer_otel._own_io import is_own_io
 from timetracer_otel._recording import in_request
 from timetracer_otel._request_scope import request_scoped
+from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall, calls_of
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError
@@ -102,9 +103,10 @@ class ReplayMismatchError(Exception):
         self.library = library
         self.cassette = cassette
         self.candidates = candidates
+        # written as escapes: a pickled job or a binary key would write raw control bytes into the log
         super().__init__(
-            f"timetracer replay: no recorded call matches {call} ({library})\n"
-            f"cassette: {cassette}\n{candidates}"
+            f"timetracer replay: no recorded call matches {printable(call)} ({library})\n"
+            f"cassette: {printable(cassette)}\n{printable(candidates, multiline=True)}"
         )
 
 

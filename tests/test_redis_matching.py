@@ -13,6 +13,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.protocols.redis import command_entry, recorded_view, request_view
 from timetracer_otel.redaction import Redactor
+from timetracer_otel.replayers.session import ReplayMismatchError, ReplaySession
 from timetracer_otel.sealing import Sealer, unsealed
 
 R = "[REDACTED]"
@@ -187,3 +188,21 @@ def test_a_recorded_call_has_the_view_of_its_live_twin() -> None:
         "args": "1 2.5 'x y'",
         "decode_responses": False,
     }
+
+
+def test_a_mismatch_writes_binary_arguments_as_escapes() -> None:
+    """arq enqueues a pickled job (``\\x80\\x04...``): the error naming the call that no recorded
+    call matches wrote its control bytes raw into the server's log."""
+    job = {"command": "SET", "args": [b"arq:job:1", b"\x80\x04\x95\x16\x00"], "decode_responses": False}  # fmt: skip
+    recorded = {**job, "args": [b"arq:job:1", b"\x80\x04\x95\x17\x00"]}
+    document = {
+        "calls": [
+            {"protocol": "redis", "library": "redis", "request": encode_value(recorded),
+             "response": encode_value({"reply": True})},
+        ]
+    }  # fmt: skip
+    with pytest.raises(ReplayMismatchError) as raised:
+        ReplaySession(document, "c.json").answer("redis", request_view(job))
+    message = str(raised.value)
+    assert all(c == "\n" or c.isprintable() for c in message), message
+    assert r"SET arq:job:1 \x80\x04\x95\x16\x00" in message
