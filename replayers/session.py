@@ -400,10 +400,20 @@ class ReplaySession:
         if found is None:
             return None
         path, recorded = found
+        if not self._knows_secrets_of(recorded):
+            return None
         self.answered.append((library, recorded))
         self.from_earlier.append((library, view.label, path))
         self.made.append(call_entry(library, view.label, earlier=f"{path}#{recorded.index}"))
         return recorded
+
+    def _knows_secrets_of(self, recorded: RecordedCall) -> bool:
+        """Whether every secret another request's call (opened with the key) carries is one
+        this request has too: its view, those hidden as a live call of this request is, is the
+        one it matched on. A token-blacklist lookup made with another user's token answered
+        "no row" for this user's. Without the key nothing was opened, and nothing is told apart."""
+        seen = recorded_view(CassetteCall(self.values.value(recorded.call.document)))
+        return seen is not None and seen.key == recorded.view.key
 
     def _repeated_answer(self, library: str, view: CallView) -> RecordedCall | None:
         """A call that carries no data (a SQL ``connect``, a liveness ``SELECT 1``, a Redis

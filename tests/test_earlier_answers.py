@@ -7,6 +7,7 @@ and a call made more often than its own cassette recorded it is not taken from e
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -218,3 +219,88 @@ def test_a_connection_opened_more_often_than_recorded_gets_the_recorded_connect_
     assert replayed.json() == recorded[1].json()
     assert [(r.unmatched, r.unused) for r in reports] == [([], [])]
     assert not database.exists()
+
+
+def _token_app(database: Path, config: TraceConfig, refresh_checks: bool) -> Starlette:
+    """``/me`` and ``/refresh`` with a bearer token, on SQLite: ``/me`` first looks the token up
+    in the revoked tokens; ``/refresh`` does too where ``refresh_checks`` (a later release)."""
+    engine = create_engine(f"sqlite:///{database}")
+
+    def revoked(request: Request) -> bool:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        with engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM revoked WHERE token = :token"), {"token": token}
+            )
+            return found.first() is not None
+
+    def me(request: Request) -> JSONResponse:
+        if revoked(request):
+            return JSONResponse({"error": "revoked"}, status_code=401)
+        return JSONResponse({"me": True})
+
+    def refresh(request: Request) -> JSONResponse:
+        if refresh_checks and revoked(request):
+            return JSONResponse({"error": "revoked"}, status_code=401)
+        return JSONResponse({"refreshed": True})
+
+    app = Starlette(routes=[Route("/me", me), Route("/refresh", refresh)])
+    auto_setup(app, config=config, plugins=["sqlalchemy"])
+    return app
+
+
+def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
+    serve: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Recorded: ``/me`` for bob and carol, then ``/refresh`` for alice (revoked) and carol, by a
+    release whose ``/refresh`` looks nothing up. Replayed alone by the release that looks the
+    token up, carol's lookup is answered from her ``/me`` (the same token), and alice's is not
+    answered from carol's: "no row" for carol's token said nothing of alice's."""
+    database, cassettes = tmp_path / "tokens.sqlite", tmp_path / "cassettes"
+    alice, bob, carol = (secrets.token_urlsafe(24) for _ in range(3))
+    with create_engine(f"sqlite:///{database}").begin() as connection:
+        connection.execute(text("CREATE TABLE revoked (token TEXT)"))
+        connection.execute(text("INSERT INTO revoked VALUES (:token)"), {"token": alice})
+    record = TraceConfig(mode="record", cassette_dir=str(cassettes), service_name="auth")
+    url = serve(_token_app(database, record, refresh_checks=False)).url
+    tokens = {"alice": alice, "bob": bob, "carol": carol}
+    for path, who in [
+        ("/me", "bob"),
+        ("/me", "carol"),
+        ("/refresh", "alice"),
+        ("/refresh", "carol"),
+    ]:
+        bearer = {"Authorization": f"Bearer {tokens[who]}"}
+        assert httpx.get(url + path, params={"who": who}, headers=bearer).is_success
+    assert timetracer_otel.flush(30)
+    database.unlink()
+    assert not any(token in path.read_text() for path in cassette_files(cassettes) for token in (alice, bob, carol))  # fmt: skip
+
+    def refresh_alone(who: str) -> tuple[httpx.Response, Any]:
+        (cassette,) = [
+            path for path in cassette_files(cassettes)
+            if json.loads(path.read_text())["request"]["path"] == "/refresh"
+            and json.loads(path.read_text())["request"]["query"] == f"who={who}"
+        ]  # fmt: skip
+        config = TraceConfig(mode="replay", cassette_path=str(cassette))
+        with new_reports() as reports:
+            server = serve(_token_app(database, config, refresh_checks=True))
+            bearer = {"Authorization": f"Bearer {tokens[who]}"}
+            response = httpx.get(f"{server.url}/refresh", params={"who": who}, headers=bearer)
+            server.stop()
+        return response, reports[0]
+
+    response, report = refresh_alone("carol")
+    assert response.json() == {"refreshed": True}
+    assert [line.split(" (answered by ")[0] for line in report.from_earlier] == [
+        "sqlalchemy connect sqlite+pysqlite",
+        "sqlalchemy execute SELECT 1 FROM revoked WHERE token = ?",
+    ]
+    response, report = refresh_alone("alice")
+    assert response.status_code == 500
+    assert [line.split(" (answered by ")[0] for line in report.from_earlier] == [
+        "sqlalchemy connect sqlite+pysqlite"
+    ]
+    assert report.unmatched == [
+        "timetracer replay: no recorded call matches execute SELECT 1 FROM revoked WHERE token = ? (sqlalchemy)"
+    ]
