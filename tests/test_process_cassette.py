@@ -209,6 +209,19 @@ def test_a_startup_seeding_with_uuid4_and_now_replays_with_the_recorded_values(
     assert "ReplayMismatchError" not in _replays_state(recorded, cassette_dir, suffix, "seed")
 
 
+def test_a_startup_that_migrates_with_thousands_of_calls_replays_every_one(
+    cassette_dir: Path, suffix: str
+) -> None:
+    """A start making more calls than a process cassette keeps after it (mealie's migrations):
+    the process cassette keeps them all, and the app starts in replay (it failed to start at
+    the first dropped call)."""
+    (recorded,) = _record(cassette_dir, suffix, SENT[:1], STARTUP_APP_WORK="migrate")
+    (process_file,) = process_cassette_files(cassette_dir)
+    doc = load_cassette(process_file, scope="process")
+    assert len(doc["calls"]) > MAX_CALLS and doc["dropped_calls"] == 0
+    assert "ReplayMismatchError" not in _replays_state(recorded, cassette_dir, suffix, "migrate")
+
+
 def test_a_seed_run_at_import_after_auto_setup_replays_with_the_recorded_values(
     cassette_dir: Path, suffix: str
 ) -> None:
@@ -374,11 +387,16 @@ def test_the_distro_records_and_replays_the_process_cassette(
 
 
 # --------------------------------------------------------------------------- the cassette itself
-def _process_recording(cassette_dir: Path, writer: CassetteWriter, calls: int) -> ProcessRecording:
+def _process_recording(
+    cassette_dir: Path, writer: CassetteWriter, calls: int, after_start: int = 0
+) -> ProcessRecording:
+    """A process recording given ``calls`` calls while the app starts and ``after_start`` after."""
     recording = ProcessRecording(
         TraceConfig(mode="record", cassette_dir=str(cassette_dir)), "svc", writer
     )
-    for number in range(calls):
+    for number in range(calls + after_start):
+        if number == calls:
+            recording.started()
         recording.add_call(
             ProtocolCall(
                 "redis",
@@ -390,16 +408,18 @@ def _process_recording(cassette_dir: Path, writer: CassetteWriter, calls: int) -
     return recording
 
 
-def test_a_process_recording_keeps_at_most_max_calls_and_counts_the_rest(
+def test_a_process_recording_keeps_its_start_and_at_most_max_calls_after_it(
     cassette_dir: Path,
 ) -> None:
+    """Every call made while the app starts (migrations make thousands) and :data:`MAX_CALLS`
+    after; the rest are dropped and counted."""
     before = _diagnostics.counters.snapshot().get("dropped.process_calls", 0)
     writer = CassetteWriter()
-    recording = _process_recording(cassette_dir, writer, MAX_CALLS + 3)
+    recording = _process_recording(cassette_dir, writer, MAX_CALLS + 10, MAX_CALLS + 3)
     writer.submit(recording)
     assert writer.flush(30)
     doc = load_cassette(recording.fixed_path, scope="process")
-    assert (len(doc["calls"]), doc["dropped_calls"]) == (MAX_CALLS, 3)
+    assert (len(doc["calls"]), doc["dropped_calls"]) == (2 * MAX_CALLS + 10, 3)
     assert _diagnostics.counters.snapshot()["dropped.process_calls"] - before == 3
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text("utf-8")))
     assert list(validator.iter_errors(doc)) == []

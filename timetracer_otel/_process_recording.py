@@ -9,8 +9,10 @@ per process, begun as timetracer's integration is imported (:func:`start_early`:
 modules, imported next, may connect as they are) and given its service and writer when the
 app is set up. It is written as the process cassette once the lifespan startup completed
 (a process killed later still has it), and rewritten in place at shutdown with what came
-after. It keeps at most :data:`MAX_CALLS` calls: a process calling in the background
-forever drops the rest and counts them (``dropped.process_calls``). The clock, UUID and
+after. It keeps every call made until the app has started (up to :data:`MAX_STARTUP_CALLS`:
+migrations run at start make thousands), and :data:`MAX_CALLS` more after: a process
+calling in the background forever drops the rest and counts them
+(``dropped.process_calls``). The clock, UUID and
 random values drawn outside requests are kept until the app has started
 (:func:`~timetracer_otel.determinism.end_startup`).
 """
@@ -38,8 +40,10 @@ from .determinism import install as install_draw_sources
 
 __all__ = [
     "MAX_CALLS",
+    "MAX_STARTUP_CALLS",
     "ProcessRecording",
     "app_set_up",
+    "app_started",
     "process_id",
     "start_early",
     "wanted",
@@ -47,7 +51,8 @@ __all__ = [
     "save",
 ]
 
-MAX_CALLS = 1000
+MAX_CALLS = 1000  # kept after the app has started
+MAX_STARTUP_CALLS = 50_000  # kept while it starts: a replay cannot start it without each one
 # An app of this process was set up to record (a TimeTracerMiddleware built): only such a process
 # writes its process cassette. A child the app or its server starts (a helper script,
 # multiprocessing's resource tracker) loads opentelemetry-instrument's start-up too, and its
@@ -78,6 +83,8 @@ class ProcessRecording(TraceRecording):
         # signing key), from those drawn as its modules were imported: the rest stay real
         self.draws = DrawRecorder(config.draws) if config.draws else None
         self.dropped_calls = 0
+        self.starting = True  # until the app has started (started())
+        self._kept_at_most = MAX_STARTUP_CALLS
         self.writer = writer  # None until the app is set up (begun as its modules were imported)
         if writer is not None:
             self.adopt(config, service, writer)
@@ -103,10 +110,18 @@ class ProcessRecording(TraceRecording):
         if self.writer is not None:
             self.adopt(self.config, self.service, self.writer)
 
-    def add_call(self, call: Any) -> None:
-        """Keep ``call`` (it belongs to no span of a recorded request) unless :data:`MAX_CALLS` are kept already."""
+    def started(self) -> None:
+        """The app has started: :data:`MAX_CALLS` more calls are kept from now on."""
         with self._lock:
-            kept = len(self.calls) < MAX_CALLS
+            if self.starting:
+                self.starting = False
+                self._kept_at_most = min(len(self.calls), MAX_STARTUP_CALLS) + MAX_CALLS
+
+    def add_call(self, call: Any) -> None:
+        """Keep ``call`` (it belongs to no span of a recorded request) unless as many as are kept
+        are kept already (see the module's docstring)."""
+        with self._lock:
+            kept = len(self.calls) < self._kept_at_most
             if kept:
                 self.calls.append(call)
                 number = len(self.calls) - 1
@@ -171,6 +186,13 @@ def app_set_up() -> None:
     """Note that an app of this process records: :func:`save` writes from now on."""
     global _app_set_up
     _app_set_up = True
+
+
+def app_started() -> None:
+    """Note that the app has started (its lifespan startup is over, or it serves a request)."""
+    recording = process_recording()
+    if isinstance(recording, ProcessRecording) and recording.starting:
+        recording.started()
 
 
 def _written() -> ProcessRecording | None:

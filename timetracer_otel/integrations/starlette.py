@@ -102,7 +102,7 @@ class TimeTracerMiddleware:
                 if token is not None:
                     deactivate_draws(token)
             return
-        end_startup()  # a server without lifespan events: started once it serves
+        _started()  # a server without lifespan events: started once it serves
         if self._inner is not self.app:  # mode off: the server's own callables, untouched
             # the server's callbacks never carry this request's recording on to the next one
             receive, send = outside_request(receive), outside_request(send)
@@ -130,7 +130,7 @@ class TimeTracerMiddleware:
 
         async def send_written(message: Message) -> None:
             if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
-                end_startup()  # draws outside requests are real from now on
+                _started()  # draws outside requests are real from now on
                 # failed: the calls that led there are what replay needs to show the failure
                 await anyio.to_thread.run_sync(_process_recording.save, _STARTUP_WRITE_SECONDS)
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
@@ -146,6 +146,13 @@ class TimeTracerMiddleware:
             await send(message)
 
         return send_written
+
+
+def _started() -> None:
+    """The app has started: draws outside requests are real from now on, and the process
+    recording keeps fewer calls."""
+    end_startup()
+    _process_recording.app_started()
 
 
 def _ends_through(provider: Any, span: trace.Span) -> bool:
