@@ -657,7 +657,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             )
         return
     terminalreporter.section("timetracer")
-    report.key_file, report.created_key = run.key_file, run.created_key()
+    recorded = report.tests[RECORD] or report.fixtures[RECORD]
+    # a run that only replayed made no key, whoever made one meanwhile
+    report.key_file, report.created_key = run.key_file, run.created_key() if recorded else None
     for line in report.lines():
         terminalreporter.write_line(line)
     stale = report.stale()

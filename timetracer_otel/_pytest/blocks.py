@@ -85,15 +85,13 @@ def _loaded(path: Path, config: TraceConfig) -> tuple[dict[str, Any], str | None
     return document, recorded_by(document)
 
 
-def _opened(
-    document: dict[str, Any], path: Path, config: TraceConfig, worker: str | None
-) -> Opened:
-    """``document`` opened with this process's key, as the suite's data names it in this
-    process, pytest-xdist's ``worker`` (see :mod:`.workers`)."""
+def _opened(document: dict[str, Any], path: Path, config: TraceConfig, name: str | None) -> Opened:
+    """``document`` opened with this process's key, as the worker the suite's data names
+    ``name`` would have recorded it (see :mod:`.workers`)."""
     from timetracer_otel.replayers.opening import open_for_replay
 
     try:
-        return open_for_replay(as_worker(document, live_name(worker)), str(path), config)
+        return open_for_replay(as_worker(document, name), str(path), config)
     except CassetteError as exc:  # reading it raised above: here it is its secrets
         raise SealedSecretsError(exc.path, exc.problem) from None
 
@@ -112,7 +110,8 @@ def earlier_tests(
 
     @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
     def views(path: str) -> RecordedViews:
-        return _opened(_loaded(Path(path), config)[0], Path(path), config, worker).views(path)
+        document = _loaded(Path(path), config)[0]
+        return _opened(document, Path(path), config, live_name(worker)).views(path)
 
     return EarlierRequests(
         lambda: recorded_in(directory, config, blocks=True), views, replayed
@@ -125,7 +124,7 @@ def _renamed(
     """``document`` read as the worker a call it cannot answer names, when this process's name
     was a guess and it then answers the call (see :func:`.workers.name_in_call`); every cassette
     opened after is read so too."""
-    name = name_in_call(view.key, live_name(worker))
+    name = name_in_call(view.key, worker)
     if name is None:
         return None
     opened = _opened(document, path, config, name)
@@ -161,7 +160,7 @@ class _Replay:
         install_replayers()
         config = TraceConfig(mode="replay")
         document, self.recorded_by = _loaded(path, config)
-        opened = _opened(document, path, config, worker)
+        opened = _opened(document, path, config, live_name(worker))
         self.locked = opened.locked
         self.session = ReplaySession(
             opened.answers,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 from collections.abc import Hashable
 from pathlib import Path
@@ -121,13 +120,14 @@ def learn_name(name: str) -> None:
     _learnt.append(name)
 
 
-def name_in_call(key: Hashable, guessed: str | None) -> str | None:
-    """The worker name a live call (its view's ``key``) carries other than ``guessed``, when this
-    process's name is a guess (no pytest-xdist worker runs it, so the suite names its data as
-    it chooses) and the call carries exactly one such name; else None."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+def name_in_call(key: Hashable, worker: str | None) -> str | None:
+    """The worker name a live call (its view's ``key``) carries other than the one this process
+    goes by (:func:`live_name`), when xdist's ``worker`` for it is a guess (no pytest-xdist
+    worker runs it, so the suite names its data as it chooses, from a ``PYTEST_XDIST_WORKER``
+    an outer run left too) and the call carries exactly one such name; else None."""
+    if worker not in (None, _CONTROLLER):
         return None
-    named = set(_NAMED_WORKER.findall(repr(key))) - {guessed}
+    named = set(_NAMED_WORKER.findall(repr(key))) - {live_name(worker)}
     return named.pop() if len(named) == 1 else None
 
 
