@@ -427,3 +427,40 @@ def test_the_dashboard_replay_page_names_the_supplied_credentials(
         page = client.post(f"/replay/{key}", data={"token": token}).text
     assert re.search(r"<th>supplied credential</th><td[^>]*>header authorization</td>", page), page
     assert TOKEN not in page
+
+
+def test_a_session_id_made_with_uuid4_hex_is_sealed_in_the_draws_too(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """fastapi-admin's login (``token = uuid.uuid4().hex``, set as a cookie): the cookie is
+    sealed, and so is the drawn UUID that spells it (it was kept in clear, dashes and all);
+    replayed with the key, the login sets the same cookie."""
+    import uuid
+
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    from timetracer_otel.integrations.starlette import auto_setup
+
+    def login(request: Any) -> RedirectResponse:
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie("access_token", uuid.uuid4().hex, httponly=True)
+        return response
+
+    def app(config: TraceConfig) -> Starlette:
+        made = Starlette(routes=[Route("/login", login, methods=["POST"])])
+        auto_setup(made, config=config, plugins=[])
+        return made
+
+    recording = serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    recorded = httpx.post(f"{recording.url}/login", data={"username": "ada"})
+    assert timetracer_otel.flush(30)
+    token = recorded.cookies["access_token"]
+    (raw,) = _cassette_bytes(cassette_dir).values()
+    assert token.encode() not in raw and str(uuid.UUID(token)).encode() not in raw
+    assert json.loads(raw)["draws"] and all(is_sealed(d["value"]) for d in json.loads(raw)["draws"])
+
+    replaying = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+    replayed = httpx.post(f"{replaying.url}/login", data={"username": "ada"})
+    assert replayed.cookies["access_token"] == token

@@ -20,6 +20,7 @@ import binascii
 import json
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -324,16 +325,23 @@ def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
             )
 
 
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
+
+
 def spellings(values: Iterable[str]) -> set[str]:
     """Each value as it is written where it gets quoted: as it is, percent-encoded (a URL, a
     form body: ``quote`` and ``quote_plus``), and escaped inside a JSON string (ASCII-only or
     not). A password with a space, a slash or an accent is thus found in another call's
-    query string or in a JSON body that quotes it, not only verbatim."""
+    query string or in a JSON body that quotes it, not only verbatim. A UUID's 32 hex digits
+    (``uuid4().hex``, a common session id) are also looked for as the UUID they spell, as the
+    app's drawn ``uuid4()`` is kept."""
     found = set()
     for value in values:
         if not isinstance(value, str):
             continue
         found.add(value)
+        if _UUID_HEX.fullmatch(value):  # a session id made with uuid4().hex: the draw names the UUID
+            found.add(str(uuid.UUID(value)))
         if value.isascii() and value.replace("-", "").replace("_", "").replace(".", "").isalnum():
             continue  # written the same everywhere: the usual token
         found.update((quote(value, safe=""), quote_plus(value, safe="")))
@@ -418,15 +426,21 @@ class ValueScrubber:
     def _holds_secret(self, data: bytes) -> bool:
         return any(secret in data for secret in self._bytes)
 
-    def _bytes_value(self, value: Any) -> Any:
-        """A cassette's typed bytes (hidden whole when they hold a secret), or None for any other dict."""
-        if value.get("$type") not in _BYTES_TYPES or not isinstance(value.get("base64"), str):
+    def _typed_value(self, value: Any) -> Any:
+        """A cassette's typed value (bytes, a UUID, a date...), hidden whole when it holds a
+        secret (the type's own form has no room for a sealed token), or None for any other dict."""
+        if "$type" not in value:
             return None
-        try:
-            data = base64.b64decode(value["base64"])
-        except (binascii.Error, ValueError):
-            return value
-        return self._whole(value) if self._holds_secret(data) else value
+        if value["$type"] in _BYTES_TYPES and isinstance(value.get("base64"), str):
+            try:
+                data = base64.b64decode(value["base64"])
+            except (binascii.Error, ValueError):
+                return value
+            return self._whole(value) if self._holds_secret(data) else value
+        text = value.get("value")
+        if not isinstance(text, str):
+            return None
+        return self._whole(value) if self.text(text) != text else value
 
     def value(self, value: Any) -> Any:
         """A copy of ``value`` with every secret hidden; iterative, so no depth is too deep."""
@@ -444,7 +458,7 @@ class ValueScrubber:
             elif isinstance(item, (bytes, bytearray)):
                 parent[key] = REDACTED if self._holds_secret(bytes(item)) else item
             elif isinstance(item, dict):
-                typed = self._bytes_value(item)
+                typed = self._typed_value(item)
                 if typed is not None:
                     parent[key] = typed
                     continue
