@@ -116,7 +116,7 @@ LIBRARIES: dict[str, Library] = _declared(
     Library(
         name="redis",
         extra="redis",
-        requires=("redis>=5",),
+        requires=("redis>=4.6",),
         instrumentors=("opentelemetry.instrumentation.redis:RedisInstrumentor",),
         capture="timetracer_otel.capture.redis",
         replay="timetracer_otel.replayers.redis",
