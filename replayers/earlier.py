@@ -63,8 +63,10 @@ class EarlierRequests:
     """The calls of a directory's cassettes by signature, for answering a later request's.
 
     ``cassettes()`` lists the request cassettes to search (asked when first needed), and
-    ``views(path)`` gives a cassette's calls as replay matches them. ``replayed()``, given
-    for the pytest plugin's tests, lists the cassettes this process replayed so far, in order.
+    ``views(path)`` gives a cassette's calls as replay matches them. ``credentials(path)``
+    gives the secrets its request came with (a server's requests have some). ``replayed()``,
+    given for the pytest plugin's tests, lists the cassettes this process replayed so far,
+    in order.
     """
 
     def __init__(
@@ -72,16 +74,19 @@ class EarlierRequests:
         cassettes: Callable[[], Iterable[Recorded]],
         views: Callable[[str], RecordedViews],
         replayed: Callable[[], Sequence[str]] | None = None,
+        credentials: Callable[[str], frozenset[str]] | None = None,
     ) -> None:
         self._cassettes = cassettes
         self._views = views
         self._replayed = replayed
+        self._credentials = credentials
         self._lock = threading.Lock()
         self._by_path: dict[str, Recorded] | None = None
         self._by_service: dict[str | None, dict[Hashable, list[_Found]]] = {}
 
-    def answer(self, path: str, view: CallView) -> tuple[str, RecordedCall] | None:
-        """(the answering cassette's path, its call) for ``view`` made while replaying ``path``:
+    def answer(self, path: str, view: CallView) -> tuple[str, RecordedCall, frozenset[str]] | None:
+        """(the answering cassette's path, its call, the secrets its request came with) for
+        ``view`` made while replaying ``path``:
         the same call in the most recent cassette of its service recorded before it; for a
         test, else in the one replayed last before it, else in the first recorded after it.
         None when no other request made it."""
@@ -99,7 +104,8 @@ class EarlierRequests:
             return None
         for index, call, recorded in self._views(found.path):
             if index == found.position:
-                return found.path, RecordedCall(index, call, recorded, used=True)
+                credentials = self._credentials(found.path) if self._credentials else frozenset()
+                return found.path, RecordedCall(index, call, recorded, used=True), credentials
         return None
 
     def _in_other_tests(self, calls: list[_Found], after: int, path: str) -> _Found | None:

@@ -51,12 +51,12 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import RecordedDraws, decode_draws
 from timetracer_otel.inbound import Scope, latin1_headers, route_template
 from timetracer_otel.protocols.http import content_digest, content_fits, live_body
-from timetracer_otel.redaction import REDACTED, redactor_for
+from timetracer_otel.redaction import REDACTED, Redactor, redactor_for
 
 from .earlier import EarlierRequests, recorded_in
 from .opening import Opened, open_for_replay
 from .report import RecordedResponse
-from .session import RecordedViews
+from .session import RecordedViews, credentials_of
 from .shared_turns import SharedTurns, shared_turns
 
 __all__ = ["PIN_HEADER", "CassetteLibrary", "Choice", "LiveRequest", "Prepared", "warn_unusable"]
@@ -371,6 +371,7 @@ class CassetteLibrary:
         self.earlier = EarlierRequests(
             lambda: recorded_in(recording_directory(own) if own else location, config, own=own),
             self._views,
+            credentials=functools.partial(self._credentials, redactor_for(config)),
         )
         self._lock = threading.Lock()
 
@@ -404,6 +405,13 @@ class CassetteLibrary:
 
     def _views(self, path: str) -> RecordedViews:
         return self.load(path).views
+
+    def _credentials(self, redactor: Redactor | None, path: str) -> frozenset[str]:
+        """The secrets the request a cassette recorded came with (opened with the key)."""
+        request = self.load(path).opened.answers.get("request")
+        if redactor is None or not isinstance(request, dict):
+            return frozenset()
+        return credentials_of(redactor, request)
 
     def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
         """The cassette for ``request``; its query and body are compared redacted and cut per ``config``, its secrets by fingerprint."""

@@ -32,7 +32,7 @@ from timetracer_otel.config import TraceConfig, process_mode
 from timetracer_otel.determinism import state as draw_state
 from timetracer_otel.protocols import CallView, recorded_view, usual_answer
 from timetracer_otel.protocols.http import live_view as live_http_view
-from timetracer_otel.redaction import redactor_for
+from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.secret_values import ValueScrubber, credentials_in
 
 from .matching import (
@@ -48,6 +48,7 @@ __all__ = [
     "ReplayMismatchError",
     "round_trip",
     "call_entry",
+    "credentials_of",
     "current_session",
     "replay_session_for",
     "activate",
@@ -133,7 +134,8 @@ def call_entry(
 
 
 # (the path of the cassette replayed, a call it cannot answer) -> (another cassette's path, its call answering it)
-EarlierAnswer = Callable[[str, CallView], "tuple[str, RecordedCall] | None"]
+# (and the secrets its request came with: its credentials)
+EarlierAnswer = Callable[[str, CallView], "tuple[str, RecordedCall, frozenset[str]] | None"]
 
 
 def current_session() -> ReplaySession | None:
@@ -214,6 +216,11 @@ def recorded_views(
     return [(index, call, view) for index, call, view in views if view is not None]
 
 
+def credentials_of(redactor: Redactor, request: dict[str, Any]) -> frozenset[str]:
+    """The secrets a recorded or live inbound request came with (``request`` is left as it is)."""
+    return redactor.secret_values(_copied({"request": request}))
+
+
 def _copied(document: dict[str, Any]) -> dict[str, Any]:
     """A copy of a cassette document, for redaction to find its secrets in: the session keeps the
     original (which the selection caches). orjson's round trip (a NaN, which no secret is, comes
@@ -286,12 +293,10 @@ class ReplaySession:
         Found when the first call is made: a request that makes none does not need them."""
         if self.redactor is None:
             return ValueScrubber(())
-        inbound = {"request": self._inbound()} if self._inbound is not None else {}
+        inbound = credentials_of(self.redactor, self._inbound()) if self._inbound else frozenset()
         # the JWTs and private keys a live call carries too: the recording hid every one (secret_values.kept_credentials)
         return ValueScrubber(
-            self.redactor.secret_values(_copied(self.document))
-            | self.redactor.secret_values(inbound)
-            | self.sealed,
+            self.redactor.secret_values(_copied(self.document)) | inbound | self.sealed,
             shapes=functools.partial(credentials_in, names=self.redactor.names),
         )
 
@@ -399,21 +404,25 @@ class ReplaySession:
         found = self._earlier(self.path, view)
         if found is None:
             return None
-        path, recorded = found
-        if not self._knows_secrets_of(recorded):
+        path, recorded, credentials = found
+        if self._carries_others_credentials(recorded, credentials):
             return None
         self.answered.append((library, recorded))
         self.from_earlier.append((library, view.label, path))
         self.made.append(call_entry(library, view.label, earlier=f"{path}#{recorded.index}"))
         return recorded
 
-    def _knows_secrets_of(self, recorded: RecordedCall) -> bool:
-        """Whether every secret another request's call (opened with the key) carries is one
-        this request has too: its view, those hidden as a live call of this request is, is the
-        one it matched on. A token-blacklist lookup made with another user's token answered
-        "no row" for this user's. Without the key nothing was opened, and nothing is told apart."""
-        seen = recorded_view(CassetteCall(self.values.value(recorded.call.document)))
-        return seen is not None and seen.key == recorded.view.key
+    def _carries_others_credentials(
+        self, recorded: RecordedCall, credentials: frozenset[str]
+    ) -> bool:
+        """Whether another request's call carries a secret that request came with
+        (``credentials``) and this one does not have: a token-blacklist lookup made with another
+        user's token answered "no row" for this user's. The service's own secrets (an API key
+        from its settings) came with no request, and are not compared; without the key nothing
+        was opened, and nothing is told apart."""
+        others = credentials - self.values.values
+        document = recorded.call.document
+        return bool(others) and ValueScrubber(others).value(document) != document
 
     def _repeated_answer(self, library: str, view: CallView) -> RecordedCall | None:
         """A call that carries no data (a SQL ``connect``, a liveness ``SELECT 1``, a Redis

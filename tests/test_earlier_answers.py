@@ -221,6 +221,9 @@ def test_a_connection_opened_more_often_than_recorded_gets_the_recorded_connect_
     assert not database.exists()
 
 
+API_KEY = "service-api-key-1"
+
+
 def _token_app(database: Path, config: TraceConfig, refresh_checks: bool) -> Starlette:
     """``/me`` and ``/refresh`` with a bearer token, on SQLite: ``/me`` first looks the token up
     in the revoked tokens; ``/refresh`` does too where ``refresh_checks`` (a later release)."""
@@ -229,8 +232,9 @@ def _token_app(database: Path, config: TraceConfig, refresh_checks: bool) -> Sta
     def revoked(request: Request) -> bool:
         token = request.headers["authorization"].removeprefix("Bearer ")
         with engine.connect() as connection:
-            found = connection.execute(
-                text("SELECT 1 FROM revoked WHERE token = :token"), {"token": token}
+            found = connection.execute(  # and a secret of the service's, the same for all
+                text("SELECT 1 FROM revoked WHERE token = :token AND api_key = :api_key"),
+                {"token": token, "api_key": API_KEY},
             )
             return found.first() is not None
 
@@ -255,12 +259,15 @@ def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
     """Recorded: ``/me`` for bob and carol, then ``/refresh`` for alice (revoked) and carol, by a
     release whose ``/refresh`` looks nothing up. Replayed alone by the release that looks the
     token up, carol's lookup is answered from her ``/me`` (the same token), and alice's is not
-    answered from carol's: "no row" for carol's token said nothing of alice's."""
+    answered from carol's: "no row" for carol's token said nothing of alice's. The service's
+    own API key, hidden by its name, is not compared: carol's cassette does not hold it."""
     database, cassettes = tmp_path / "tokens.sqlite", tmp_path / "cassettes"
     alice, bob, carol = (secrets.token_urlsafe(24) for _ in range(3))
     with create_engine(f"sqlite:///{database}").begin() as connection:
-        connection.execute(text("CREATE TABLE revoked (token TEXT)"))
-        connection.execute(text("INSERT INTO revoked VALUES (:token)"), {"token": alice})
+        connection.execute(text("CREATE TABLE revoked (token TEXT, api_key TEXT)"))
+        connection.execute(
+            text("INSERT INTO revoked VALUES (:token, :key)"), {"token": alice, "key": API_KEY}
+        )
     record = TraceConfig(mode="record", cassette_dir=str(cassettes), service_name="auth")
     url = serve(_token_app(database, record, refresh_checks=False)).url
     tokens = {"alice": alice, "bob": bob, "carol": carol}
@@ -274,7 +281,7 @@ def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
         assert httpx.get(url + path, params={"who": who}, headers=bearer).is_success
     assert timetracer_otel.flush(30)
     database.unlink()
-    assert not any(token in path.read_text() for path in cassette_files(cassettes) for token in (alice, bob, carol))  # fmt: skip
+    assert not any(token in path.read_text() for path in cassette_files(cassettes) for token in (alice, bob, carol, API_KEY))  # fmt: skip
 
     def refresh_alone(who: str) -> tuple[httpx.Response, Any]:
         (cassette,) = [
@@ -294,7 +301,7 @@ def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
     assert response.json() == {"refreshed": True}
     assert [line.split(" (answered by ")[0] for line in report.from_earlier] == [
         "sqlalchemy connect sqlite+pysqlite",
-        "sqlalchemy execute SELECT 1 FROM revoked WHERE token = ?",
+        "sqlalchemy execute SELECT 1 FROM revoked WHERE token = ? AND api_key = ?",
     ]
     response, report = refresh_alone("alice")
     assert response.status_code == 500
@@ -302,5 +309,5 @@ def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
         "sqlalchemy connect sqlite+pysqlite"
     ]
     assert report.unmatched == [
-        "timetracer replay: no recorded call matches execute SELECT 1 FROM revoked WHERE token = ? (sqlalchemy)"
+        "timetracer replay: no recorded call matches execute SELECT 1 FROM revoked WHERE token = ? AND api_key = ? (sqlalchemy)"
     ]
