@@ -140,7 +140,8 @@ def _new_number() -> int:
 def _forked() -> None:
     recording = process_recording()
     if isinstance(recording, ProcessRecording):
-        recording.forked()
+        with guarded("process.fork"):
+            recording.forked()
 
 
 os.register_at_fork(after_in_child=_forked)
