@@ -340,7 +340,8 @@ def spellings(values: Iterable[str]) -> set[str]:
         if not isinstance(value, str):
             continue
         found.add(value)
-        if _UUID_HEX.fullmatch(value):  # a session id made with uuid4().hex: the draw names the UUID
+        # a session id made with uuid4().hex: the app's draw holds the UUID it spells
+        if _UUID_HEX.fullmatch(value):
             found.add(str(uuid.UUID(value)))
         if value.isascii() and value.replace("-", "").replace("_", "").replace(".", "").isalnum():
             continue  # written the same everywhere: the usual token
