@@ -146,7 +146,7 @@ class ReplayLayer:
             self.config,
             views=choice.views,
             inbound=lambda: {"headers": [list(h) for h in live.headers], "query": live.query},
-            earlier=self.library.earlier.answer,
+            earlier=self.library.earlier.answers,
             sealed=prepared.opened.secrets if prepared is not None else frozenset(),
         )
         response = _Response(self.config.max_body_bytes)

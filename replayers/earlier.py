@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from timetracer_otel._diagnostics import logger
@@ -43,6 +43,7 @@ from .session import RecordedViews
 __all__ = ["EarlierRequests", "Recorded", "SEARCHED", "recorded_in"]
 
 SEARCHED = 5000  # the most recent cassettes of a service whose calls answer later requests
+_CANDIDATES = 16  # the calls of other cassettes tried for one call, the most fitting first
 
 
 class Recorded(NamedTuple):
@@ -84,41 +85,42 @@ class EarlierRequests:
         self._by_path: dict[str, Recorded] | None = None
         self._by_service: dict[str | None, dict[Hashable, list[_Found]]] = {}
 
-    def answer(self, path: str, view: CallView) -> tuple[str, RecordedCall, frozenset[str]] | None:
+    def answers(
+        self, path: str, view: CallView
+    ) -> Iterator[tuple[str, RecordedCall, frozenset[str]]]:
         """(the answering cassette's path, its call, the secrets its request came with) for
-        ``view`` made while replaying ``path``:
-        the same call in the most recent cassette of its service recorded before it; for a
-        test, else in the one replayed last before it, else in the first recorded after it.
-        None when no other request made it."""
+        ``view`` made while replaying ``path``, the most fitting first (at most
+        :data:`_CANDIDATES`): the same call in the cassettes of its service recorded before it,
+        the most recent first; for a test, then in those replayed before it in this process,
+        the last first, then in those recorded after it, the first first."""
         with self._lock:
             if self._by_path is None:
                 self._by_path = {entry.path: entry for entry in self._listed()}
             me = self._by_path.get(path)
             if me is None:
-                return None
+                return
             calls = self._calls_of(me.service).get(view.key, [])
             # recorded strictly before it: its own calls (same instant) are not among them
             before = bisect.bisect_left(calls, me.instant, key=lambda found: found.instant)
-            found = calls[before - 1] if before else self._in_other_tests(calls, before, path)
-        if found is None:
-            return None
-        for index, call, recorded in self._views(found.path):
-            if index == found.position:
-                credentials = self._credentials(found.path) if self._credentials else frozenset()
-                return found.path, RecordedCall(index, call, recorded, used=True), credentials
-        return None
+            candidates = calls[:before][::-1] + self._in_other_tests(calls, before, path)
+        for found in dict.fromkeys(candidates[:_CANDIDATES]):
+            for index, call, recorded in self._views(found.path):
+                if index == found.position:
+                    credentials = (
+                        self._credentials(found.path) if self._credentials else frozenset()
+                    )
+                    yield found.path, RecordedCall(index, call, recorded, used=True), credentials
 
-    def _in_other_tests(self, calls: list[_Found], after: int, path: str) -> _Found | None:
-        """Of ``calls`` (``after`` the first recorded after ``path``'s), the last of the cassette
-        replayed most recently before ``path``, else the first recorded after it; None for a
+    def _in_other_tests(self, calls: list[_Found], after: int, path: str) -> list[_Found]:
+        """Of ``calls`` (``after`` the first recorded after ``path``'s), those of the cassettes
+        replayed before ``path``, the last first, then those recorded after it; none for a
         request's cassette, which only an earlier request answers."""
         if self._replayed is None:
-            return None
+            return []
         turns = {replayed: turn for turn, replayed in enumerate(self._replayed())}
         ran = [found for found in calls if found.path != path and found.path in turns]
-        if ran:
-            return max(ran, key=lambda found: (turns[found.path], found.position))
-        return next((found for found in calls[after:] if found.path != path), None)
+        ran.sort(key=lambda found: (turns[found.path], found.position), reverse=True)
+        return ran + [found for found in calls[after:] if found.path != path]
 
     def _listed(self) -> Iterable[Recorded]:
         """The cassettes to search; none when they cannot be listed (the directory a cassette

@@ -134,8 +134,8 @@ def call_entry(
 
 
 # (the path of the cassette replayed, a call it cannot answer) -> (another cassette's path, its call answering it)
-# (and the secrets its request came with: its credentials)
-EarlierAnswer = Callable[[str, CallView], "tuple[str, RecordedCall, frozenset[str]] | None"]
+# (and the secrets its request came with: its credentials), the most fitting first
+EarlierAnswer = Callable[[str, CallView], "Iterable[tuple[str, RecordedCall, frozenset[str]]]"]
 
 
 def current_session() -> ReplaySession | None:
@@ -401,12 +401,17 @@ class ReplaySession:
         has with every answer used up (made more often than recorded). Called with the lock held."""
         if self._earlier is None or self.index.holds(view):
             return None
-        found = self._earlier(self.path, view)
+        found = next(
+            (
+                (path, recorded)
+                for path, recorded, credentials in self._earlier(self.path, view)
+                if not self._carries_others_credentials(recorded, credentials)
+            ),
+            None,
+        )
         if found is None:
             return None
-        path, recorded, credentials = found
-        if self._carries_others_credentials(recorded, credentials):
-            return None
+        path, recorded = found
         self.answered.append((library, recorded))
         self.from_earlier.append((library, view.label, path))
         self.made.append(call_entry(library, view.label, earlier=f"{path}#{recorded.index}"))

@@ -256,32 +256,37 @@ def _token_app(database: Path, config: TraceConfig, refresh_checks: bool) -> Sta
 def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
     serve: Callable[..., Any], tmp_path: Path
 ) -> None:
-    """Recorded: ``/me`` for bob and carol, then ``/refresh`` for alice (revoked) and carol, by a
-    release whose ``/refresh`` looks nothing up. Replayed alone by the release that looks the
-    token up, carol's lookup is answered from her ``/me`` (the same token), and alice's is not
-    answered from carol's: "no row" for carol's token said nothing of alice's. The service's
-    own API key, hidden by its name, is not compared: carol's cassette does not hold it."""
+    """Recorded: ``/me`` for dave (revoked), bob and carol, then ``/refresh`` for alice (revoked),
+    carol and dave, by a release whose ``/refresh`` looks nothing up. Replayed alone by the
+    release that looks the token up, carol's lookup is answered from her ``/me`` (the same
+    token), dave's from his (older than the others' ``/me``), and alice's is not answered from
+    another user's: "no row" for carol's token said nothing of alice's. The service's own API
+    key, hidden by its name, is not compared: carol's cassette does not hold it."""
     database, cassettes = tmp_path / "tokens.sqlite", tmp_path / "cassettes"
-    alice, bob, carol = (secrets.token_urlsafe(24) for _ in range(3))
+    alice, bob, carol, dave = (secrets.token_urlsafe(24) for _ in range(4))
     with create_engine(f"sqlite:///{database}").begin() as connection:
         connection.execute(text("CREATE TABLE revoked (token TEXT, api_key TEXT)"))
-        connection.execute(
-            text("INSERT INTO revoked VALUES (:token, :key)"), {"token": alice, "key": API_KEY}
-        )
+        for revoked in (alice, dave):
+            connection.execute(
+                text("INSERT INTO revoked VALUES (:token, :key)"),
+                {"token": revoked, "key": API_KEY},
+            )
     record = TraceConfig(mode="record", cassette_dir=str(cassettes), service_name="auth")
     url = serve(_token_app(database, record, refresh_checks=False)).url
-    tokens = {"alice": alice, "bob": bob, "carol": carol}
-    for path, who in [
-        ("/me", "bob"),
-        ("/me", "carol"),
-        ("/refresh", "alice"),
-        ("/refresh", "carol"),
+    tokens = {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
+    for path, who, status in [
+        ("/me", "dave", 401),
+        ("/me", "bob", 200),
+        ("/me", "carol", 200),
+        ("/refresh", "alice", 200),
+        ("/refresh", "carol", 200),
+        ("/refresh", "dave", 200),
     ]:
         bearer = {"Authorization": f"Bearer {tokens[who]}"}
-        assert httpx.get(url + path, params={"who": who}, headers=bearer).is_success
+        assert httpx.get(url + path, params={"who": who}, headers=bearer).status_code == status
     assert timetracer_otel.flush(30)
     database.unlink()
-    assert not any(token in path.read_text() for path in cassette_files(cassettes) for token in (alice, bob, carol, API_KEY))  # fmt: skip
+    assert not any(token in path.read_text() for path in cassette_files(cassettes) for token in (*tokens.values(), API_KEY))  # fmt: skip
 
     def refresh_alone(who: str) -> tuple[httpx.Response, Any]:
         (cassette,) = [
@@ -303,6 +308,12 @@ def test_a_lookup_by_another_requests_secret_is_not_answered_from_its_cassette(
         "sqlalchemy connect sqlite+pysqlite",
         "sqlalchemy execute SELECT 1 FROM revoked WHERE token = ? AND api_key = ?",
     ]
+    response, report = refresh_alone("dave")
+    assert response.status_code == 401
+    assert report.from_earlier[-1].startswith(
+        "sqlalchemy execute SELECT 1 FROM revoked WHERE token = ? AND api_key = ? (answered by GET__me__"
+    )
+    assert report.unmatched == []  # 401, as live: the release now refuses a revoked token
     response, report = refresh_alone("alice")
     assert response.status_code == 500
     assert [line.split(" (answered by ")[0] for line in report.from_earlier] == [

@@ -115,7 +115,7 @@ def earlier_tests(
 
     return EarlierRequests(
         lambda: recorded_in(directory, config, blocks=True), views, replayed
-    ).answer
+    ).answers
 
 
 def _renamed(
