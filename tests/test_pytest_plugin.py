@@ -1667,6 +1667,58 @@ async def test_second(client):
 """
 
 
+# An AnyIO async fixture of the session that calls as it is set up (lnbits' app fixture runs
+# the lifespan's migrations), stamping the call with the clock.
+_ANYIO_SESSION_FIXTURE = """
+import time
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="session")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+async def token():
+    async with httpx.AsyncClient() as client:
+        answer = await client.get("{upstream}/json", params={{"now": time.time_ns()}})
+    return answer.status_code
+
+
+@pytest.mark.anyio
+async def test_one(token):
+    assert token == 200
+
+
+@pytest.mark.anyio
+async def test_two(token):
+    assert token == 200
+"""
+
+
+def test_an_anyio_async_fixture_of_a_wider_scope_has_a_cassette_of_its_own(
+    pytester: pytest.Pytester,
+) -> None:
+    """AnyIO sets an async fixture up through a wrapper of its own module: the fixture was
+    taken for an installed plugin's, got no cassette, and its calls went to the first test
+    using it, so a later test replayed alone, or first, set it up with nothing to answer."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(test_tokens=_ANYIO_SESSION_FIXTURE.format(upstream=live.url))
+        pytester.runpytest_subprocess("--timetracer-mode=record").assert_outcomes(passed=2)
+    fixture = load_cassette(pytester.path / "cassettes/@fixtures/token.json")
+    assert [c["request"]["url"].split("?")[0] for c in fixture["calls"]] == [f"{live.url}/json"]
+    alone = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_two")
+    alone.assert_outcomes(passed=1, deselected=1)
+    backwards = pytester.runpytest_subprocess(
+        "--timetracer-mode=none", "test_tokens.py::test_two", "test_tokens.py::test_one"
+    )
+    backwards.assert_outcomes(passed=2)
+
+
 def test_anyio_tests_sharing_a_module_runner_each_record_into_their_own_cassette(
     pytester: pytest.Pytester,
 ) -> None:

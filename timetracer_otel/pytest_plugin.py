@@ -603,13 +603,26 @@ def pytest_fixture_setup(
 
 
 def _project_fixture(fixturedef: pytest.FixtureDef[Any], run: _Run) -> bool:
-    """A fixture of the project's own (a conftest or test module), not of an installed pytest plugin;
-    seen through the wrapper a plugin may have put around it (pytest-asyncio 0.21 does, for async fixtures)."""
+    """A fixture of the project's own (a conftest or test module), not of an installed pytest
+    plugin; seen through the wrapper a plugin may have put around it: pytest-asyncio 0.21 keeps
+    the fixture's function as the wrapper's ``__wrapped__``, AnyIO in the wrapper's closure."""
+    function = inspect.unwrap(fixturedef.func)
     try:
-        path = Path(inspect.getfile(inspect.unwrap(fixturedef.func))).resolve()
+        kept = list(inspect.getclosurevars(function).nonlocals.values())
+    except (TypeError, ValueError):
+        kept = []
+    return any(
+        _in_project(candidate, run.rootpath)
+        for candidate in (function, *(inspect.unwrap(v) for v in kept if inspect.isroutine(v)))
+    )
+
+
+def _in_project(function: Any, rootpath: Path) -> bool:
+    try:
+        path = Path(inspect.getfile(function)).resolve()
     except (TypeError, OSError, ValueError):
         return False
-    return in_project(path, run.rootpath)
+    return in_project(path, rootpath)
 
 
 def pytest_fixture_post_finalizer(
