@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
@@ -365,6 +366,12 @@ _SEAMS = (
 
 
 def install() -> None:
+    if not sqlalchemy.__version__.startswith(("2.", "3.")):
+        # 1.4 has none of the seams: say so, rather than fail on the first missing one
+        raise RuntimeError(
+            f"timetracer replays SQLAlchemy 2.0 or later, and SQLAlchemy {sqlalchemy.__version__}"
+            " is installed: install sqlalchemy>=2.0 to replay its calls"
+        )
     wrapper_layers.install_all(_SEAMS, layer="replay")
 
 
