@@ -130,10 +130,14 @@ class FreshServer:
 
 @contextlib.contextmanager
 def serving_process(
-    command: list[str], env: dict[str, str], cwd: Path | None = None
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path | None = None,
+    given: Callable[[int], list[str]] = lambda fd: ["--fd", str(fd)],
 ) -> Iterator[FreshServer]:
     """``command --fd N`` in a fresh process with exactly ``env``, serving on a socket bound
-    here (connectable at once). The process is terminated after the block; then ``stderr``
+    here (connectable at once); ``given`` says how the command takes the socket's descriptor
+    (gunicorn: ``--bind fd://N``). The process is terminated after the block; then ``stderr``
     holds what it printed.
 
     Its output goes to files, not pipes: nobody reads a pipe before the process ends, and a
@@ -143,7 +147,7 @@ def serving_process(
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
         process = subprocess.Popen(
-            [*command, "--fd", str(sock.fileno())],
+            [*command, *given(sock.fileno())],
             env=env,
             cwd=cwd,
             pass_fds=[sock.fileno()],

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -306,32 +304,22 @@ def test_each_forked_gunicorn_worker_writes_a_process_cassette_of_its_own(tmp_pa
         "TIMETRACER_MODE": "record",
         "TIMETRACER_DIR": str(tmp_path),
     }
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        command = [
-            str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"), "--workers", "2",
-            "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"fd://{sock.fileno()}",
-            "--chdir", str(APPS_DIR), "worker_app:app",
-        ]  # fmt: skip
-        server = subprocess.Popen(
-            command, env=env, cwd=APPS_DIR, pass_fds=[sock.fileno()], start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/whoami"
-        keys: dict[int, str] = {}
-        try:
-            for _ in range(
-                500
-            ):  # each on a new connection: gunicorn's workers take turns accepting
-                answer = httpx.get(url, headers={"Connection": "close"}, timeout=30).json()
-                keys[answer["pid"]] = answer["key"]
-                if len(keys) == 2:
-                    break
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)  # the workers write their process cassettes
-            _, stderr = server.communicate(timeout=60)
-    assert len(keys) == 2, stderr.decode(errors="replace")[-2000:]
+    command = [
+        str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"), "--workers", "2",
+        "--worker-class", "uvicorn.workers.UvicornWorker", "--chdir", str(APPS_DIR),
+        "worker_app:app",
+    ]  # fmt: skip
+    keys: dict[int, str] = {}
+    # stopped after the block: the workers write their process cassettes
+    with serving_process(command, env, APPS_DIR, lambda fd: ["--bind", f"fd://{fd}"]) as server:
+        # each request on a new connection: gunicorn's workers take turns accepting
+        for _ in range(500):
+            headers = {"Connection": "close"}
+            answer = httpx.get(f"{server.url}/whoami", headers=headers, timeout=30).json()
+            keys[answer["pid"]] = answer["key"]
+            if len(keys) == 2:
+                break
+    assert len(keys) == 2, server.stderr[-2000:]
     processes = [json.loads(p.read_text()) for p in tmp_path.rglob("process__*.json")]
     assert len({process["id"] for process in processes}) == len(processes) == 2
     assert {c["process"] for c in load_cassettes(tmp_path)} == {p["id"] for p in processes}

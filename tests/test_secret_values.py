@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,16 @@ import pytest
 from apps.token_app import JWT, create_app, create_schema
 from conftest import Upstream
 from otlp_receiver import exporting_to_receiver
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
 
 import timetracer_otel
 from timetracer_otel._keys import Key
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.dashboard._replay import ReplayTarget, run_replay
 from timetracer_otel.dashboard.app import create_app as create_dashboard
+from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.sealing import Sealer, is_sealed, unsealed
 
 TOKEN = "tok-3f9a1c77e2b04d18"
@@ -435,13 +440,6 @@ def test_a_session_id_made_with_uuid4_hex_is_sealed_in_the_draws_too(
     """fastapi-admin's login (``token = uuid.uuid4().hex``, set as a cookie): the cookie is
     sealed, and so is the drawn UUID that spells it (it was kept in clear, dashes and all);
     replayed with the key, the login sets the same cookie."""
-    import uuid
-
-    from starlette.applications import Starlette
-    from starlette.responses import RedirectResponse
-    from starlette.routing import Route
-
-    from timetracer_otel.integrations.starlette import auto_setup
 
     def login(request: Any) -> RedirectResponse:
         response = RedirectResponse("/", status_code=303)
