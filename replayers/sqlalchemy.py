@@ -366,11 +366,12 @@ _SEAMS = (
 
 
 def install() -> None:
-    if not sqlalchemy.__version__.startswith(("2.", "3.")):
-        # 1.4 has none of the seams: say so, rather than fail on the first missing one
+    missing = [f"{owner.__name__}.{name}" for owner, name, _ in _SEAMS if not hasattr(owner, name)]
+    if missing:  # SQLAlchemy 1.4: say so, rather than fail on the first seam it lacks
         raise RuntimeError(
             f"timetracer replays SQLAlchemy 2.0 or later, and SQLAlchemy {sqlalchemy.__version__}"
-            " is installed: install sqlalchemy>=2.0 to replay its calls"
+            f" is installed (it has no {', '.join(missing)}): install sqlalchemy>=2.0 to replay"
+            " its calls"
         )
     wrapper_layers.install_all(_SEAMS, layer="replay")
 
