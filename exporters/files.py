@@ -79,7 +79,9 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     doc = build_document(recording, config.max_body_bytes)
     redaction = _redaction(config)
     if redaction.by_name is not None:
-        (redaction.sealing or redaction.by_name).document(doc, redaction.key, redaction.recent)
+        (redaction.sealing or redaction.by_name).document(
+            doc, redaction.key, redaction.recent, recording.given_secrets
+        )
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)
         if replaced is not None:

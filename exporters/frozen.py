@@ -104,6 +104,7 @@ class FrozenRecording(NamedTuple):
     scope: str  # "request", or "process": the calls made outside every request
     dropped_calls: int  # calls not kept (a process recording is bounded)
     process: str | None  # a request's: the id of its process's process cassette
+    given_secrets: frozenset[str]  # see TraceRecording.given_secrets
 
 
 def _body(sink: BodySink | None) -> tuple | None:
@@ -184,6 +185,7 @@ def freeze(recording: TraceRecording) -> Wire:
         recording.scope,
         recording.dropped_calls,
         recording.process,
+        recording.given_secrets,
     )
 
 

@@ -25,7 +25,7 @@ from timetracer_otel._own_io import own_io
 from timetracer_otel._recording import TraceRecording
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor, redactor_for
-from timetracer_otel.secret_values import ValueScrubber, shaped_secrets
+from timetracer_otel.secret_values import ValueScrubber, shaped_secrets, usable
 
 from .builder import build_document
 from .frozen import freeze, thaw
@@ -54,10 +54,11 @@ class _Trace:
 
 
 def secret_values(recording: TraceRecording, redactor: Redactor) -> frozenset[str]:
-    """What redaction takes out of ``recording``'s cassette, wherever it stands (see :meth:`Redactor.secret_values`)."""
+    """What redaction takes out of ``recording``'s cassette, wherever it stands (see
+    :meth:`Redactor.secret_values`), and the secrets it was given."""
     return redactor.secret_values(
         build_document(thaw(freeze(recording)), recording.config.max_body_bytes)
-    )
+    ) | usable(recording.given_secrets)
 
 
 class RedactingSpanExporter(SpanExporter):

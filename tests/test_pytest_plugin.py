@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import socket
+import uuid
 from pathlib import Path
 
 import httpcore  # noqa: F401  (before pytester's sys.modules snapshot; see below)
@@ -1739,3 +1740,149 @@ def test_anyio_tests_sharing_a_module_runner_each_record_into_their_own_cassette
     alone = pytester.runpytest_subprocess("--timetracer-mode=none", "-s", "-k", "test_second")
     alone.assert_outcomes(passed=1, deselected=1)
     assert printed.group(0) in alone.stdout.str()
+
+
+# A wallet service as lnbits is: a wallet's key is a uuid4().hex the app makes, the test sends
+# it back in a header, a cookie or a query string, and the app looks it up in a column no
+# secret name covers. The tests note each key they got, for the scan below.
+_TEST_WALLET_KEYS = """
+import pathlib
+import threading
+import uuid
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+engine = sa.create_engine("sqlite:///wallets.db")
+with engine.begin() as connection:
+    connection.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS wallets (name TEXT, inkey TEXT, balance INTEGER)"
+    )
+
+
+def _key(request):
+    return request.headers.get("x-api-key") or request.cookies.get("wallet") or request.query_params.get("usr")
+
+
+async def create(request):
+    body = await request.json()
+    inkey = uuid.uuid4().hex
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO wallets VALUES (:name, :inkey, 10)"), {{"name": body["name"], "inkey": inkey}}
+        )
+    return JSONResponse({{"inkey": inkey}}, headers={{"set-cookie": f"wallet={{inkey}}"}})
+
+
+async def balance(request):
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.text("SELECT name, inkey, balance FROM wallets WHERE inkey = :key"), {{"key": _key(request)}}
+        ).first()
+    if row is None:
+        return JSONResponse({{"detail": "no such wallet"}}, status_code=401)
+    return JSONResponse({{"name": row.name, "balance": row.balance}})
+
+
+app = Starlette(routes=[Route("/wallets", create, methods=["POST"]), Route("/balance", balance)])
+
+
+def _noted(key):
+    with open("keys.txt", "a") as keys:
+        keys.write(key + "\\n")
+    return key
+
+
+@pytest.fixture(scope="module")
+def wallet():
+    return _noted(TestClient(app).post("/wallets", json={{"name": "module"}}).json()["inkey"])
+
+
+def test_balance_by_header(wallet):
+    answer = TestClient(app).get("/balance", headers={{"X-Api-Key": wallet}})
+    assert answer.json() == {{"name": "module", "balance": 10}}
+
+
+def test_balance_by_cookie():
+    client = TestClient(app)
+    _noted(client.post("/wallets", json={{"name": "cookie"}}).json()["inkey"])
+    assert client.get("/balance").json() == {{"name": "cookie", "balance": 10}}
+
+
+@pytest.mark.anyio
+async def test_balance_by_query_through_asgi_transport():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        key = _noted((await client.post("/wallets", json={{"name": "query"}})).json()["inkey"])
+        answer = await client.get("/balance", params={{"usr": key}})
+    assert answer.json() == {{"name": "query", "balance": 10}}
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config):
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def test_balance_through_a_live_server(wallet):
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.ready.wait(30)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{{port}}/balance", headers={{"X-Api-Key": wallet}})
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert answer.json() == {{"name": "module", "balance": 10}}
+"""
+
+
+def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_them(
+    pytester: pytest.Pytester,
+) -> None:
+    """A key the test sends the app in-process (TestClient, httpx.ASGITransport, a live server)
+    never passed redaction by name: the test's request is not recorded. In lnbits' suite 2,016
+    wallet keys stood in clear in SQL parameters and rows under ``inkey``. Now each is sealed,
+    as sent and as the UUID its app drew, and the suite replays with the key."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\nanyio_mode = strict\n")
+    pytester.makepyfile(test_wallets=_TEST_WALLET_KEYS.format())
+    pytester.runpytest_subprocess("--timetracer-mode=record", "-p", "anyio").assert_outcomes(
+        passed=4
+    )
+    keys = (pytester.path / "keys.txt").read_text().split()
+    assert len(keys) == 3
+    cassettes = {
+        path: path.read_text("utf-8") for path in (pytester.path / "cassettes").rglob("*.json")
+    }
+    spelled = [spelling for key in keys for spelling in (key, str(uuid.UUID(key)))]
+    in_clear = {
+        (path.name, spelling)
+        for path, text in cassettes.items()
+        for spelling in spelled
+        if spelling in text
+    }
+    assert not in_clear
+    holding_keys = {path.name for path, text in cassettes.items() if "[SEALED:" in text}
+    assert holding_keys == {  # the module fixture's and each test's
+        "wallet.json",
+        "test_balance_by_header.json",
+        "test_balance_by_cookie.json",
+        "test_balance_by_query_through_asgi_transport[asyncio].json",
+        "test_balance_through_a_live_server.json",
+    }
+
+    (pytester.path / "wallets.db").unlink()
+    (pytester.path / "keys.txt").unlink()
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "-p", "anyio")
+    replayed.assert_outcomes(passed=4)

@@ -224,6 +224,8 @@ class TraceRecording:
         self.fixed_path: str | None = None  # write exactly here instead of the dated directory
         # The clock, UUID and random values the request draws (None: config.draws is empty).
         self.draws: DrawRecorder | None = DrawRecorder(config.draws) if config.draws else None
+        # secrets the code recorded gave an app it serves in-process (see _given_secrets)
+        self.given_secrets: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def add_call(self, call: Any) -> None:
@@ -234,6 +236,11 @@ class TraceRecording:
             self.calls.append(call)
             number = len(self.calls) - 1
         called(self.draws, number)
+
+    def give(self, secrets: frozenset[str]) -> None:
+        """Note secrets hidden by value in this recording's cassette wherever they appear."""
+        with self._lock:
+            self.given_secrets = self.given_secrets | secrets
 
     def add_span(self, span: ReadableSpan) -> None:
         with self._lock:

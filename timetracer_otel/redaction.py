@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_plus, urlsplit, urlunsplit
@@ -433,15 +433,21 @@ class Redactor:
 
     # -- the whole document -------------------------------------------------------
     def document(
-        self, doc: dict[str, Any], key: Key | None = None, recent: RecentSecrets | None = None
+        self,
+        doc: dict[str, Any],
+        key: Key | None = None,
+        recent: RecentSecrets | None = None,
+        given: Iterable[str] = (),
     ) -> dict[str, Any]:
         """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`).
 
         With ``key``, the inbound request gets the fingerprint of what redaction takes out of
         it: replay tells apart requests that differ only in their secrets. ``recent``: the
         secrets of earlier documents, hidden in this one too; this one's are added to them.
+        ``given``: secrets found outside ``doc``, hidden in it by value as its own are.
         """
         found, request_secrets = self._taking()._by_name(doc)
+        found |= usable(given)
         request = doc.get("request")  # a process cassette has none
         if key is not None and request is not None:
             request["fingerprint"] = fingerprint(request_secrets, key)

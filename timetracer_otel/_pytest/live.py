@@ -7,7 +7,8 @@ fixture) that runs when the request arrives, and its listening ports are known a
 under test's (:mod:`timetracer_otel._apps_under_test`): the test's own HTTP calls to it
 go out to the app instead of being recorded or answered, and the network guard lets them.
 Calls the app makes while it serves a request, there or behind ``TestClient`` or
-``httpx.ASGITransport``, stay dependencies whatever server answers them.
+``httpx.ASGITransport``, stay dependencies whatever server answers them; the secrets the
+test and the app exchange are hidden in the cassette by value (:mod:`.._given_secrets`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 import wrapt
 
-from timetracer_otel import _apps_under_test
+from timetracer_otel import _apps_under_test, _given_secrets
+from timetracer_otel._diagnostics import guarded
 
 from .blocks import running_block
 
@@ -38,10 +40,53 @@ class _InRunningBlock:
         block = running_block()
         try:
             with block.serving() if block is not None else contextlib.nullcontext():
+                if serving is not None:
+                    send = _giving_secrets(scope, send)
                 await self.app(scope, receive, send)
         finally:
             if serving is not None:
                 _apps_under_test.end_serving(serving)
+
+
+def _latin1_text(data: Any) -> str:
+    return data.decode("latin-1") if isinstance(data, bytes) else ""
+
+
+def _latin1(headers: Any) -> list[tuple[str, str]]:
+    """ASGI headers as text (what is not a pair of bytes is left out: never raise into the app)."""
+    return [
+        (_latin1_text(pair[0]), _latin1_text(pair[1]))
+        for pair in headers or ()
+        if isinstance(pair, (tuple, list)) and len(pair) == 2
+    ]
+
+
+def _giving_secrets(scope: dict[str, Any], send: Any) -> Any:
+    """``send`` of a request the test sends the live server: the secrets of the request, and of
+    the answer as it is sent, are given (the block is active in both)."""
+    _given_secrets.give(_latin1(scope.get("headers")), _latin1_text(scope.get("query_string")))
+
+    async def answered(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.start":
+            _given_secrets.give(_latin1(message.get("headers")))
+        await send(message)
+
+    return answered
+
+
+def _give_exchanged(request: Any, response: Any = None) -> None:
+    """An httpx request the test sends the app in-process, or the app's answer: their secrets are given."""
+    with guarded("given secrets"):
+        if response is not None:
+            _given_secrets.give(response.headers.multi_items())
+            return
+        # the body when httpx holds it whole already (a stream is the app's to read, not ours)
+        body = getattr(request, "_content", None)
+        _given_secrets.give(
+            request.headers.multi_items(),
+            _latin1_text(request.url.query),
+            body if isinstance(body, bytes) else None,
+        )
 
 
 def _ports(server: Any) -> list[int]:
@@ -80,20 +125,28 @@ def _wrap_asgi_transport(module: Any) -> None:
 
 def _serving_in_process(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """``TestClient``'s transport: the app it calls serves a request (its calls are dependencies)."""
+    request = args[0] if args else kwargs.get("request")
+    _give_exchanged(request)
     token = _apps_under_test.serving_request()
     try:
-        return wrapped(*args, **kwargs)
+        response = wrapped(*args, **kwargs)
     finally:
         _apps_under_test.end_serving(token)
+    _give_exchanged(request, response)
+    return response
 
 
 async def _serving_in_process_async(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """``httpx.ASGITransport`` (or httpx2's): as :func:`_serving_in_process`."""
+    request = args[0] if args else kwargs.get("request")
+    _give_exchanged(request)
     token = _apps_under_test.serving_request()
     try:
-        return await wrapped(*args, **kwargs)
+        response = await wrapped(*args, **kwargs)
     finally:
         _apps_under_test.end_serving(token)
+    _give_exchanged(request, response)
+    return response
 
 
 async def _shutdown(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
