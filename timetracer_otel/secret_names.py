@@ -32,6 +32,15 @@ DEFAULT_FIELDS = (
     "authorization",
     "code_verifier",
     "device_code",
+    # two-factor logins: the codes, the recovery codes, and the QR code that enrols an
+    # authenticator app (a picture of its secret)
+    "otp",
+    "totp",
+    "*otp_code*",
+    "*mfa_code*",
+    "*recovery_code*",
+    "*backup_code*",
+    "*qr_code*",
 )
 DEFAULT_HEADERS = (
     *DEFAULT_FIELDS,
