@@ -24,13 +24,13 @@ from timetracer_otel.cassette.storage import encode, replace, write_new
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.sealing import Sealer
-from timetracer_otel.secret_values import RecentSecrets
+from timetracer_otel.secret_values import RecentSecrets, chosen_codes
 
 from .builder import build_document
 from .console import process_line, record_line
 from .frozen import FrozenRecording
 
-__all__ = ["CassetteFiles", "prepare_document", "serialise", "store"]
+__all__ = ["CassetteFiles", "given_secrets", "prepare_document", "serialise", "store"]
 
 # Late spans arrive within seconds of their request: this many recent cassettes are enough to find.
 _REMEMBERED_PATHS = 4096
@@ -69,6 +69,14 @@ def _redaction(config: TraceConfig) -> _Redaction:
     return found
 
 
+def given_secrets(recording: FrozenRecording, doc: dict[str, Any]) -> frozenset[str]:
+    """The secrets ``recording`` was given, and the codes its ``secrets.choice`` picks made in
+    ``doc`` (built, not yet redacted): hidden in it by value."""
+    if not recording.chosen:
+        return recording.given_secrets
+    return recording.given_secrets | chosen_codes(recording.chosen, doc)
+
+
 def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[str, Any]:
     """Build the cassette document and redact it as ``config`` says.
 
@@ -80,7 +88,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     redaction = _redaction(config)
     if redaction.by_name is not None:
         (redaction.sealing or redaction.by_name).document(
-            doc, redaction.key, redaction.recent, recording.given_secrets
+            doc, redaction.key, redaction.recent, given_secrets(recording, doc)
         )
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)

@@ -105,6 +105,7 @@ class FrozenRecording(NamedTuple):
     dropped_calls: int  # calls not kept (a process recording is bounded)
     process: str | None  # a request's: the id of its process's process cassette
     given_secrets: frozenset[str]  # see TraceRecording.given_secrets
+    chosen: str  # the characters secrets.choice picked, in order (see DrawRecorder.chosen)
 
 
 def _body(sink: BodySink | None) -> tuple | None:
@@ -186,6 +187,7 @@ def freeze(recording: TraceRecording) -> Wire:
         recording.dropped_calls,
         recording.process,
         recording.given_secrets,
+        "".join(recording.draws.chosen) if recording.draws is not None else "",
     )
 
 

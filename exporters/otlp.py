@@ -28,6 +28,7 @@ from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.secret_values import ValueScrubber, shaped_secrets, usable
 
 from .builder import build_document
+from .files import given_secrets
 from .frozen import freeze, thaw
 
 __all__ = [
@@ -56,9 +57,10 @@ class _Trace:
 def secret_values(recording: TraceRecording, redactor: Redactor) -> frozenset[str]:
     """What redaction takes out of ``recording``'s cassette, wherever it stands (see
     :meth:`Redactor.secret_values`), and the secrets it was given."""
-    return redactor.secret_values(
-        build_document(thaw(freeze(recording)), recording.config.max_body_bytes)
-    ) | usable(recording.given_secrets)
+    frozen = thaw(freeze(recording))
+    doc = build_document(frozen, recording.config.max_body_bytes)
+    given = given_secrets(frozen, doc)  # before redaction hides what they are found beside
+    return redactor.secret_values(doc) | usable(given)
 
 
 class RedactingSpanExporter(SpanExporter):

@@ -15,6 +15,9 @@ import contextlib
 import datetime
 import hmac
 import json
+import random
+import secrets
+import string
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -717,3 +720,73 @@ def test_a_urls_secret_is_sealed_wherever_the_url_stands_and_the_call_replays(
     replayed, reports = replay(key_file=str(cassette_dir.parent / "no-key"))
     assert [r.status_code for r in replayed] == [201, 200]
     assert len(reports) == 2 and all(not r.unmatched and not r.unused for r in reports)
+
+
+def _codes_app(redis_port: int, mail_url: str, prefix: str, config: TraceConfig) -> Starlette:
+    """Two-factor set-up as piccolo_admin and pyotp make it: recovery codes and a mailed one-time
+    code, each picked a character at a time with ``secrets.choice``, kept in Redis and sent on
+    under names no pattern covers."""
+    cache = redis.asyncio.Redis(port=redis_port, decode_responses=True)
+    alphabet = string.ascii_lowercase + string.digits
+
+    def group(length: int, characters: str = alphabet) -> str:
+        return "".join(secrets.choice(characters) for _ in range(length))
+
+    async def enrol(request: Request) -> JSONResponse:
+        user = request.path_params["user"]
+        codes = [f"{group(6)}-{group(6)}" for _ in range(4)]
+        once = "".join(random.SystemRandom().choice(string.digits) for _ in range(6))
+        await cache.rpush(f"{prefix}:codes:{user}", *codes)
+        await cache.set(f"{prefix}:once:{user}", once)
+        async with httpx.AsyncClient() as client:
+            await client.post(mail_url, content=f"Your code is {once}.")
+        return JSONResponse({"codes": codes})
+
+    app = Starlette(routes=[Route("/enrol/{user}", enrol, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["redis", "httpx"])
+    return app
+
+
+def test_codes_picked_with_secrets_choice_are_sealed_wherever_they_stand(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """Each draw behind ``secrets.choice`` is one byte picking one character, sealed as a draw,
+    while the codes made of them stood in clear in the response, in Redis and in the mail."""
+    prefix = f"tt-test:{uuid.uuid4().hex[:12]}"
+    mail = f"{upstream.url}/echo"
+    recording = serve(
+        _codes_app(6379, mail, prefix, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    )
+    try:
+        with httpx.Client(base_url=recording.url, timeout=30) as client:
+            recorded = client.post("/enrol/ada")
+        with redis.Redis(decode_responses=True) as direct:
+            once = direct.get(f"{prefix}:once:ada")
+    finally:
+        with redis.Redis() as direct:
+            direct.delete(f"{prefix}:codes:ada", f"{prefix}:once:ada")
+    codes = recorded.json()["codes"]
+    assert len(codes) == 4 and once is not None and len(once) == 6
+    assert timetracer_otel.flush(30)
+    texts = "".join(path.read_text("utf-8") for path in cassette_files(cassette_dir))
+    groups = [part for code in codes for part in code.split("-")]
+    assert [part for part in (*groups, once) if part in texts] == []
+    assert (
+        texts.count("[SEALED:") >= 4 + 4 + 1 + 1
+    )  # the answer's, the RPUSH's, the SET's, the mail's
+
+    with new_reports() as reports:
+        server = serve(
+            _codes_app(
+                closed_port(),
+                mail,
+                prefix,
+                TraceConfig(mode="replay", cassette_path=str(cassette_dir)),
+            )
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            replayed = client.post("/enrol/ada")
+        server.stop()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused

@@ -39,6 +39,7 @@ __all__ = [
     "MIN_LENGTH",
     "RecentSecrets",
     "ValueScrubber",
+    "chosen_codes",
     "free_text_secrets",
     "header_secrets",
     "credentials",
@@ -326,6 +327,30 @@ def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
 
 
 _UUID_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+def chosen_codes(chosen: str, doc: dict[str, Any]) -> set[str]:
+    """The runs of ``doc``'s text that ``secrets.choice`` picked one character at a time:
+    ``chosen`` holds the characters in the order picked, and each run of at least
+    :data:`MIN_LENGTH` of them standing in ``doc`` in that order is a code made of them (a
+    recovery code, a one-time password, a generated password). A code with separators
+    between its groups (``hujb3w-m0hpmb``) gives each group."""
+    if len(chosen) < MIN_LENGTH:
+        return set()
+    grams = {chosen[i : i + MIN_LENGTH] for i in range(len(chosen) - MIN_LENGTH + 1)}
+    text = _json_bytes(doc).decode("utf-8", "replace")
+    found: set[str] = set()
+    start, end = 0, len(text) - MIN_LENGTH
+    while start <= end:
+        if text[start : start + MIN_LENGTH] not in grams:
+            start += 1
+            continue
+        stop = start + MIN_LENGTH
+        while stop < len(text) and text[stop - MIN_LENGTH + 1 : stop + 1] in grams:
+            stop += 1
+        found.add(text[start:stop])
+        start = stop
+    return found
 
 
 def spellings(values: Iterable[str]) -> set[str]:

@@ -197,6 +197,33 @@ def _urandom(size: int, /) -> bytes:
     )  # fmt: skip
 
 
+_real_choice = random.SystemRandom.choice
+
+
+def _choice(self: random.SystemRandom, seq: Any) -> Any:
+    """``SystemRandom.choice`` (``secrets.choice``): a character it picks while a request is
+    recorded is noted, as a code, a recovery code or a one-time password is made of them and
+    no draw shows it (each draw is a byte that picks one); its drawing is unchanged."""
+    chosen = _real_choice(self, seq)
+    draws = state.current()
+    if isinstance(draws, DrawRecorder) and type(chosen) is str and len(chosen) == 1:
+        draws.chose(chosen)
+    return chosen
+
+
+def _install_choice(secrets_module: Any) -> None:
+    """Patch ``SystemRandom.choice``, and bind ``secrets.choice`` (a method bound when ``secrets``
+    was imported) and the names imported from it again."""
+    random.SystemRandom.choice = _choice  # type: ignore[method-assign, assignment]
+    bound = getattr(secrets_module, "choice", None)
+    sysrand = getattr(secrets_module, "_sysrand", None)
+    if (
+        isinstance(sysrand, random.SystemRandom)
+        and getattr(bound, "__func__", None) is _real_choice
+    ):
+        _rebind({id(bound): (bound, sysrand.choice)})
+
+
 def real_urandom(size: int) -> bytes:
     """Real random bytes, whatever the app is drawing: for timetracer's own ids."""
     return _real_urandom(size)
@@ -553,6 +580,7 @@ def install(sources: Sequence[str]) -> None:
         _install_clock()
         _install_uuids()
         _rebind(_install_randomness())
+        register_post_import_hook(_install_choice, "secrets")
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")
         for module in _UUID_GENERATORS:

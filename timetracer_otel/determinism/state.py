@@ -45,6 +45,7 @@ __all__ = [
 
 # A request that draws more than this keeps the first ones; the rest are real in replay too.
 MAX_DRAWS_PER_REQUEST = 100_000
+MAX_CHOSEN = 4096  # characters of codes drawn with ``secrets.choice`` kept per request
 _CLOCK_STEP_NS = (
     1_000_000  # a reproducible clock (DrawRecorder's clock_from) moves on by a millisecond a read
 )
@@ -96,6 +97,12 @@ class DrawRecorder:
         self._generators: dict[tuple[str, str], random.Random] = {}
         self._clock_from = clock_from
         self._clock_reads: dict[str, int] = {}  # per stream
+        # the characters ``secrets.choice`` picked, in order: codes built of them (see sources._choice)
+        self.chosen: list[str] = []
+
+    def chose(self, character: str) -> None:
+        if len(self.chosen) < MAX_CHOSEN:
+            self.chosen.append(character)  # atomic, as draws'
 
     def draw(
         self,
