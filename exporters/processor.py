@@ -29,7 +29,8 @@ class CassetteSpanProcessor(SpanProcessor):
     ends while spans of its request are still open (an inner ASGI middleware ends its span
     just after the server span; a handler's task is finishing), the cassette waits for
     them, at most ``grace_seconds``, so it is written once and whole. Spans that end after
-    it was written (background work) cause the cassette to be rewritten with them. Spans
+    it was written (background work) cause the cassette to be rewritten with them, once per
+    ``grace_seconds`` however many end (the first ``MAX_LATE`` are kept). Spans
     of unrecorded requests are ignored at the cost of one dict lookup. The table of open
     spans is bounded; the oldest entries are evicted and counted.
     """
@@ -49,6 +50,7 @@ class CassetteSpanProcessor(SpanProcessor):
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         self._waiting: set[TraceRecording] = set()  # root ended, spans still open: not yet queued
+        self._late: set[TraceRecording] = set()  # written, spans ended since: rewritten when due
 
     def begin(self, recording: TraceRecording) -> None:
         """Start collecting for a request whose server span is ``recording.root_span_id``."""
@@ -100,15 +102,16 @@ class CassetteSpanProcessor(SpanProcessor):
                 recording.open_spans -= 1
         if recording is None:
             return
-        recording.add_span(span)
+        kept = recording.add_span(span)
         if span_id == recording.root_span_id:
             self._finish(recording)
         else:
-            self._submit_if_done(recording)
+            self._submit_if_done(recording, span_ended=kept)
 
     def _submit_if_done(self, recording: TraceRecording, span_ended: bool = True) -> None:
         """Queue a finished recording that was waiting for its last open span; rewrite one already
-        queued when one of its spans ended late (``span_ended``)."""
+        queued when one of its spans ended late (``span_ended``), once per grace period: a
+        task the request left running may call on many times a second."""
         with self._lock:
             if not recording.finished or recording.discarded:
                 return
@@ -116,10 +119,27 @@ class CassetteSpanProcessor(SpanProcessor):
                 if recording.open_spans > 0:
                     return
                 self._waiting.discard(recording)
+                late = False
             elif span_ended:
                 counters.add("late_spans")
+                if recording in self._late:  # its rewrite, due, will hold this span too
+                    return
+                self._late.add(recording)
+                late = True
             else:
                 return
+        if late:
+            self._grace_timers.call_later(
+                self._grace_seconds, lambda: self._rewrite_late(recording)
+            )
+        else:
+            self.writer.submit(recording)
+
+    def _rewrite_late(self, recording: TraceRecording) -> None:
+        with self._lock:
+            if recording not in self._late:  # a flush wrote it
+                return
+            self._late.discard(recording)
         self.writer.submit(recording)
 
     def rewrite(self, recording: TraceRecording) -> None:
@@ -201,8 +221,10 @@ class CassetteSpanProcessor(SpanProcessor):
         self.flush_before_exit(10.0)
 
     def _submit_waiting(self) -> None:
-        """Queue every recording still waiting for open spans: a flush does not wait out grace periods."""
+        """Queue every recording still waiting for open spans, or for its late spans' rewrite: a
+        flush does not wait out grace periods."""
         with self._lock:
-            waiting, self._waiting = list(self._waiting), set()
+            waiting, self._waiting = [*self._waiting, *self._late], set()
+            self._late = set()
         for recording in waiting:
             self.writer.submit(recording)

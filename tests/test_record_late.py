@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 import timetracer_otel
-from timetracer_otel._recording import TraceRecording, activate, deactivate
+from timetracer_otel._recording import MAX_LATE, ProtocolCall, TraceRecording, activate, deactivate
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.exporters import CassetteSpanProcessor
 from timetracer_otel.integrations.starlette import auto_setup
@@ -156,6 +156,41 @@ def test_evicting_a_written_requests_open_span_does_not_rewrite_its_cassette(
     second_root.end()
     assert processor.force_flush(5_000)
     assert (stat("recorded") - recorded, stat("rewritten") - rewritten) == (2, 0)
+
+
+def test_a_task_calling_on_after_the_response_rewrites_once_per_grace_period_and_is_bounded(
+    tmp_path: Path,
+) -> None:
+    """A poller the request left running: each of its calls rewrote the whole cassette and
+    printed its console line again (300 of them for 300 calls), and the recording grew for
+    as long as the process lived. Now the late spans of a grace period make one rewrite, and
+    the first MAX_LATE calls and spans are kept."""
+    processor, tracer = _processor(grace_seconds=3600)
+    root, child = _start_request(processor, tracer, tmp_path)
+    recording = processor._owner[child.get_span_context().span_id]
+    child.end()
+    root.end()
+    assert processor.force_flush(5_000)
+    rewritten, dropped = stat("rewritten"), stat("dropped.late_spans")
+    late = MAX_LATE + 200
+    token = activate(recording)
+    try:
+        for index in range(late):
+            with tracer.start_as_current_span(
+                f"late {index}", context=trace.set_span_in_context(root)
+            ):
+                recording.add_call(
+                    ProtocolCall("redis", "redis", {"command": "GET", "args": [f"k{index}"]})
+                )
+    finally:
+        deactivate(token)
+    assert stat("rewritten") == rewritten  # due at the end of the grace period
+    assert processor.force_flush(5_000)
+    assert stat("rewritten") == rewritten + 1
+    [cassette] = load_cassettes(tmp_path)
+    assert len(cassette["spans"]) == 2 + MAX_LATE
+    assert [c["request"]["args"] for c in cassette["calls"]] == [[f"k{i}"] for i in range(MAX_LATE)]
+    assert stat("dropped.late_spans") - dropped == late - MAX_LATE
 
 
 def _calling_upstream(upstream: Any) -> Starlette:

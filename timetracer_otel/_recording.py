@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 
+from ._diagnostics import counters
 from ._own_io import is_own_io
 from ._request_scope import request_scoped
 from .cassette.body import BodySink
@@ -48,6 +49,9 @@ Headers = list[tuple[str, str]]
 
 # Identifies a recording within its process, also when seeded random numbers repeat trace and span ids.
 _serials = itertools.count(1)
+# Calls, and spans, a request's recording keeps after its response went out (a task it left
+# running, a poller, calling on for as long as the process lives): the rest are counted only.
+MAX_LATE = 1000
 
 
 def current_recording() -> TraceRecording | None:
@@ -226,6 +230,7 @@ class TraceRecording:
         self.draws: DrawRecorder | None = DrawRecorder(config.draws) if config.draws else None
         # secrets the code recorded gave an app it serves in-process (see _given_secrets)
         self.given_secrets: frozenset[str] = frozenset()
+        self._late: dict[str, int] = {}  # calls and spans that came after the response
         self._lock = threading.Lock()
 
     def add_call(self, call: Any) -> None:
@@ -233,6 +238,8 @@ class TraceRecording:
         span_context = trace.get_current_span().get_span_context()
         call.span_id = span_context.span_id if span_context.trace_id == self.trace_id else 0
         with self._lock:
+            if not self._keeps_late("calls"):
+                return
             self.calls.append(call)
             number = len(self.calls) - 1
         called(self.draws, number)
@@ -242,9 +249,23 @@ class TraceRecording:
         with self._lock:
             self.given_secrets = self.given_secrets | secrets
 
-    def add_span(self, span: ReadableSpan) -> None:
+    def add_span(self, span: ReadableSpan) -> bool:
+        """Keep ``span``; False when it came after the response and :data:`MAX_LATE` such did."""
         with self._lock:
+            if not self._keeps_late("spans"):
+                return False
             self.spans.append(span)
+            return True
+
+    def _keeps_late(self, kind: str) -> bool:
+        """Whether one more call or span is kept (under the lock): after the response, the first :data:`MAX_LATE`."""
+        if not self.finished:
+            return True
+        late = self._late[kind] = self._late.get(kind, 0) + 1
+        if late <= MAX_LATE:
+            return True
+        counters.add(f"dropped.late_{kind}")
+        return False
 
     def snapshot(self) -> tuple[list[Any], list[ReadableSpan]]:
         """The calls and spans so far, as lists the caller may iterate freely."""
