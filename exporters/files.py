@@ -24,6 +24,7 @@ from timetracer_otel.cassette.storage import encode, replace, write_new
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.sealing import Sealer
+from timetracer_otel.secret_columns import SecretColumns
 from timetracer_otel.secret_values import RecentSecrets, chosen_codes
 
 from .builder import build_document
@@ -44,6 +45,7 @@ class _Redaction(NamedTuple):
     key: Key | None
     sealing: Redactor | None  # ``by_name`` sealing with ``key``
     recent: RecentSecrets  # the secrets of the last cassettes written with this config
+    columns: SecretColumns  # the SQL columns they showed to hold secrets
 
 
 _redactions: dict[int, tuple[Any, _Redaction]] = {}  # id(config) -> (config, its redaction)
@@ -59,7 +61,11 @@ def _redaction(config: TraceConfig) -> _Redaction:
     by_name = redactor_for(config)
     key = key_for(config, create=True) if by_name is not None else None
     found = _Redaction(
-        by_name, key, by_name.sealing(Sealer(key)) if by_name and key else None, RecentSecrets()
+        by_name,
+        key,
+        by_name.sealing(Sealer(key)) if by_name and key else None,
+        RecentSecrets(),
+        SecretColumns(),
     )
     if by_name is None or key is not None:
         with _redactions_lock:
@@ -88,7 +94,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     redaction = _redaction(config)
     if redaction.by_name is not None:
         (redaction.sealing or redaction.by_name).document(
-            doc, redaction.key, redaction.recent, given_secrets(recording, doc)
+            doc, redaction.key, redaction.recent, given_secrets(recording, doc), redaction.columns
         )
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)

@@ -1790,7 +1790,19 @@ async def balance(request):
     return JSONResponse({{"name": row.name, "balance": row.balance}})
 
 
-app = Starlette(routes=[Route("/wallets", create, methods=["POST"]), Route("/balance", balance)])
+async def listing(request):
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT name, inkey FROM wallets ORDER BY name")).all()
+    if _key(request) not in [row.inkey for row in rows]:
+        return JSONResponse({{"detail": "no such wallet"}}, status_code=401)
+    return JSONResponse([row.name for row in rows])
+
+
+app = Starlette(routes=[
+    Route("/wallets", create, methods=["POST"]),
+    Route("/wallets", listing, methods=["GET"]),
+    Route("/balance", balance),
+])
 
 
 def _noted(key):
@@ -1845,6 +1857,15 @@ def test_balance_through_a_live_server(wallet):
         server.should_exit = True
         thread.join(30)
     assert answer.json() == {{"name": "module", "balance": 10}}
+
+
+def test_listing_shows_every_wallets_key_to_the_app(wallet):
+    answer = TestClient(app).get("/wallets", headers={{"X-Api-Key": wallet}})
+    assert answer.json() == ["cookie", "module", "query"]
+
+
+def test_zz_a_wallet_whose_key_is_never_sent():
+    _noted(TestClient(app).post("/wallets", json={{"name": "unused"}}).json()["inkey"])
 """
 
 
@@ -1854,14 +1875,16 @@ def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_
     """A key the test sends the app in-process (TestClient, httpx.ASGITransport, a live server)
     never passed redaction by name: the test's request is not recorded. In lnbits' suite 2,016
     wallet keys stood in clear in SQL parameters and rows under ``inkey``. Now each is sealed,
-    as sent and as the UUID its app drew, and the suite replays with the key."""
+    as sent and as the UUID its app drew, and the suite replays with the key. The column that
+    held one, ``inkey``, is learned: the other wallets' keys a listing reads, and the key of a
+    wallet a later test makes and never sends, are sealed too."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\nanyio_mode = strict\n")
     pytester.makepyfile(test_wallets=_TEST_WALLET_KEYS.format())
     pytester.runpytest_subprocess("--timetracer-mode=record", "-p", "anyio").assert_outcomes(
-        passed=4
+        passed=6
     )
     keys = (pytester.path / "keys.txt").read_text().split()
-    assert len(keys) == 3
+    assert len(keys) == 4
     cassettes = {
         path: path.read_text("utf-8") for path in (pytester.path / "cassettes").rglob("*.json")
     }
@@ -1880,9 +1903,11 @@ def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_
         "test_balance_by_cookie.json",
         "test_balance_by_query_through_asgi_transport[asyncio].json",
         "test_balance_through_a_live_server.json",
+        "test_listing_shows_every_wallets_key_to_the_app.json",
+        "test_zz_a_wallet_whose_key_is_never_sent.json",
     }
 
     (pytester.path / "wallets.db").unlink()
     (pytester.path / "keys.txt").unlink()
     replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "-p", "anyio")
-    replayed.assert_outcomes(passed=4)
+    replayed.assert_outcomes(passed=6)

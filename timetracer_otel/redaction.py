@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ._keys import Key
     from .config import TraceConfig
     from .sealing import Sealer
+    from .secret_columns import SecretColumns
 
 __all__ = ["Redactor", "REDACTED", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "redactor_for"]
 
@@ -438,6 +439,7 @@ class Redactor:
         key: Key | None = None,
         recent: RecentSecrets | None = None,
         given: Iterable[str] = (),
+        columns: SecretColumns | None = None,
     ) -> dict[str, Any]:
         """Redact ``doc`` in place, by name and then by value (see :mod:`.secret_values`).
 
@@ -445,14 +447,17 @@ class Redactor:
         it: replay tells apart requests that differ only in their secrets. ``recent``: the
         secrets of earlier documents, hidden in this one too; this one's are added to them.
         ``given``: secrets found outside ``doc``, hidden in it by value as its own are.
+        ``columns``: the SQL columns learned to hold secrets; their values are hidden too.
         """
         found, request_secrets = self._taking()._by_name(doc)
         found |= usable(given)
+        earlier = recent.found_in(doc) if recent is not None else set()
+        if columns is not None:
+            found |= usable(columns.values_in(doc, found | earlier))
         request = doc.get("request")  # a process cassette has none
         if key is not None and request is not None:
             request["fingerprint"] = fingerprint(request_secrets, key)
         if recent is not None:
-            earlier = recent.found_in(doc)
             recent.remember(found)
             found = found | earlier
         if found:

@@ -42,6 +42,7 @@ __all__ = [
     "chosen_codes",
     "free_text_secrets",
     "header_secrets",
+    "is_token_like",
     "credentials",
     "credentials_in",
     "kept_credentials",
@@ -192,6 +193,14 @@ _MIN_REMEMBERED = 16  # shorter runs are words and numbers
 _JSON_ESCAPES = (b"\\n", b"\\t", b"\\r", b"\\b", b"\\f", b"\\/")
 
 
+def is_token_like(value: str) -> bool:
+    """16 or more token characters only: a key or a token, not a word, a number or a flag."""
+    if len(value) < _MIN_REMEMBERED or not value.isascii():
+        return False
+    run = value.encode("ascii")
+    return run.translate(_TO_RUNS) == run
+
+
 class RecentSecrets:
     """The token-like secret values of the last cassettes this process wrote, in its memory only.
 
@@ -211,10 +220,8 @@ class RecentSecrets:
     def remember(self, values: Iterable[str]) -> None:
         with self._lock:
             for value in values:
-                if len(value) < _MIN_REMEMBERED or not value.isascii():
-                    continue
-                run = value.encode("ascii")
-                if run.translate(_TO_RUNS) == run:  # token characters only
+                if is_token_like(value):
+                    run = value.encode("ascii")
                     self._values[run] = None
                     self._values.move_to_end(run)
             while len(self._values) > self._size:

@@ -1,0 +1,108 @@
+"""Columns learned to hold secrets: an API key's column that no name says is secret.
+
+A secret found by value (an ``X-Api-Key`` the request sent, a token issued earlier) can
+stand in an SQL row or parameter under a column name no pattern covers (lnbits keeps its
+wallet keys in ``adminkey`` and ``inkey``). The column's other values are then keys too: the
+other rows a listing returns, the same column in the rows of later requests, the value an
+``INSERT`` writes there. :class:`SecretColumns` learns such a column the first time it
+holds a secret found by value, and from then on (for as long as the writing process lives)
+gives the token-like values it holds (16 or more token characters: not words, numbers or
+flags) to be hidden by value. Generic names (``id``, ``key``, ``value``) are never learned:
+a session table keyed by its token would otherwise hide every id of every table.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ._sql_columns import columns_of
+from .protocols import typed
+from .secret_names import normal
+from .secret_values import is_token_like, spellings
+
+__all__ = ["SecretColumns"]
+
+_GENERIC = frozenset(
+    ("id", "pk", "uuid", "key", "value", "name", "data", "code", "hash", "type", "kind", "state")
+)
+_MAX_COLUMNS = 256
+
+
+def _text(value: Any) -> str | None:
+    """A cell or parameter as text: a string, bytes, or a typed value's text form (a UUID)."""
+    shown = typed.text(value)
+    if shown is None and isinstance(value, dict) and isinstance(value.get("value"), str):
+        return value["value"]
+    return shown
+
+
+def _column_values(call: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(normalised column name, value as text) of an SQL call's rows and named parameters."""
+    response = call.get("response")
+    if isinstance(response, dict):
+        description = response.get("description")
+        rows = response.get("rows")
+        if isinstance(description, list) and isinstance(rows, list):
+            names = [
+                normal(str(column[0])) if isinstance(column, list) and column else ""
+                for column in description
+            ]
+            for row in rows:
+                for name, cell in zip(names, typed.items(row) or (), strict=False):
+                    if name and (shown := _text(cell)) is not None:
+                        yield name, shown
+    request = call.get("request")
+    if not isinstance(request, dict) or not isinstance(request.get("statement"), str):
+        return
+    met = columns_of(request["statement"]).parameters
+    if not met:
+        return
+    parameters = request.get("parameters")
+    sets = (
+        typed.items(parameters) or []
+        if request.get("operation") in ("executemany", "fetchmany")
+        else [parameters]
+    )
+    for each in sets:
+        if isinstance(each, dict) and typed.TYPE not in each:
+            pairs: Iterable[tuple[Any, Any]] = each.items()
+        else:
+            pairs = enumerate(typed.items(each) or ())
+        for ref, value in pairs:
+            if (shown := _text(value)) is not None:
+                for name in met.get(ref, ()):
+                    yield normal(name), shown
+
+
+class SecretColumns:
+    """The columns the cassettes written so far showed to hold secrets, in this process's memory."""
+
+    def __init__(self) -> None:
+        self._learned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def values_in(self, doc: dict[str, Any], found: Iterable[str]) -> set[str]:
+        """The token-like values ``doc``'s SQL calls hold in a column that held a secret of
+        ``found`` (in ``doc``) or of an earlier document."""
+        calls = [
+            c for c in doc.get("calls") or () if isinstance(c, dict) and c.get("protocol") == "sql"
+        ]
+        if not calls:
+            return set()
+        known = spellings(found)
+        by_column: dict[str, set[str]] = {}
+        for call in calls:
+            for name, value in _column_values(call):
+                if name not in _GENERIC:
+                    by_column.setdefault(name, set()).add(value)
+        with self._lock:
+            learned = {
+                name
+                for name, values in by_column.items()
+                if name in self._learned or not values.isdisjoint(known)
+            }
+            if len(self._learned) < _MAX_COLUMNS:
+                self._learned |= learned
+        return {value for name in learned for value in by_column[name] if is_token_like(value)}
