@@ -790,3 +790,58 @@ def test_codes_picked_with_secrets_choice_are_sealed_wherever_they_stand(
     assert_same_response(recorded, replayed)
     (report,) = reports
     assert report.ok and not report.unmatched and not report.unused
+
+
+_FERNET_KEYS = (
+    b"uSieBJ_695D2NA7bOPUJqFGCS2_qI8G4aI6L42WhjjM=",
+    b"Hd4d1y9wFYnVHKAa4d6M1Ffn1UTnF1r0j9NVLyl1pQU=",
+)
+
+
+def _fernet_app(postgres_url: str, config: TraceConfig) -> Starlette:
+    """An OAuth provider's client secret kept encrypted, as fief keeps it (a Fernet made from its
+    settings' key where it encrypts), and a key rotation through MultiFernet."""
+
+    async def provider(request: Request) -> JSONResponse:
+        # imported where the app imports it (a module's names are replaced, a function's are not)
+        from cryptography.fernet import Fernet, MultiFernet
+
+        old, new = (Fernet(key) for key in _FERNET_KEYS)
+        encrypted = old.encrypt(await request.body()).decode()
+        rotated = MultiFernet([new, old]).rotate(encrypted).decode()
+        async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+            await connection.execute(
+                "INSERT INTO providers (client_secret) VALUES (%s), (%s)", (encrypted, rotated)
+            )
+        return JSONResponse({"encrypted": encrypted, "rotated": rotated})
+
+    app = Starlette(routes=[Route("/providers", provider, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["psycopg"])
+    return app
+
+
+def test_a_fernet_encrypted_column_is_written_as_recorded_in_replay(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """cryptography 51's Fernet reads its IV from OpenSSL: replay wrote another ciphertext, and
+    fief's suite failed at its first fixture (665 errors) on an INSERT that matched nothing."""
+    from cryptography.fernet import Fernet
+
+    key = Fernet(_FERNET_KEYS[0])
+    assert key.encrypt(b"s") != key.encrypt(b"s")  # randomised
+    with _database("CREATE TABLE providers (client_secret TEXT)") as url:
+        config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+        recorded = httpx.post(f"{serve(_fernet_app(url, config)).url}/providers", content="cs-1")
+    assert recorded.status_code == 200
+    assert key.decrypt(recorded.json()["encrypted"]) == b"cs-1"
+    assert timetracer_otel.flush(30)
+
+    offline = url.replace(":5432/", f":{closed_port()}/")
+    with new_reports() as reports:
+        config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+        server = serve(_fernet_app(offline, config))
+        replayed = httpx.post(f"{server.url}/providers", content="cs-1")
+        server.stop()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused

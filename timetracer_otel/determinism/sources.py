@@ -21,6 +21,8 @@
   is one draw of the ``secrets`` source, kept as PKCS#8 PEM (sealed, as every secret is),
   so a signing key made in a request (a new tenant's) or at start is the recorded one in
   replay.
+- Fernet tokens: cryptography 51 draws their IV in OpenSSL; its classes are replaced by ones
+  that draw it with ``os.urandom`` (:mod:`.fernet`).
 - ECDSA signatures (``ec.ECDSA``: ES256 JWTs): OpenSSL draws their nonce itself. Made in
   recorded and replayed requests (and at start), they use RFC 6979's deterministic nonce:
   the same key and message give the same valid signature, with nothing to keep.
@@ -595,7 +597,10 @@ def install(sources: Sequence[str]) -> None:
         register_post_import_hook(
             _install_deterministic_ecdsa, "cryptography.hazmat.primitives.asymmetric.ec"
         )
+        from . import fernet
         from .jose import INSTALLERS
+
+        register_post_import_hook(fernet.install, "cryptography.fernet")
 
         for module, installer in INSTALLERS.items():
             register_post_import_hook(installer, module)
