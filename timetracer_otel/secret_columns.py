@@ -86,12 +86,12 @@ class SecretColumns:
     def values_in(self, doc: dict[str, Any], found: Iterable[str]) -> set[str]:
         """The token-like values ``doc``'s SQL calls hold in a column that held a secret of
         ``found`` (in ``doc``) or of an earlier document."""
+        known = spellings(found)
+        if not known and not self._learned:  # nothing a column could be learned from
+            return set()
         calls = [
             c for c in doc.get("calls") or () if isinstance(c, dict) and c.get("protocol") == "sql"
         ]
-        if not calls:
-            return set()
-        known = spellings(found)
         by_column: dict[str, set[str]] = {}
         for call in calls:
             for name, value in _column_values(call):
