@@ -12,11 +12,12 @@ import re
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from timetracer_otel._terminal import cut, cut_pair
 from timetracer_otel.cassette.calls import CassetteCall
+from timetracer_otel.determinism.sources import real_time_ns
 from timetracer_otel.protocols import CallView
 
 __all__ = ["RecordedCall", "CallIndex", "describe_mismatch", "closest_call", "call_differences"]
@@ -129,6 +130,27 @@ def _zone_shift(recorded: Any, live: Any) -> int | None:
     )
 
 
+_NOW_WITHIN = timedelta(minutes=10)
+
+
+def _reads_this_replays_time(recorded: Any, live: Any) -> bool:
+    """Whether ``live`` holds, where ``recorded`` has another time, the time this replay runs at
+    (in UTC or local time): a clock read the recording did not draw."""
+    now_ns = real_time_ns()
+    now = (
+        datetime.fromtimestamp(now_ns / 1e9, timezone.utc).replace(tzinfo=None),
+        datetime.fromtimestamp(now_ns / 1e9),
+    )
+    for old, new in zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False):
+        try:
+            read = datetime.fromisoformat(new)
+        except ValueError:
+            continue
+        if old != new and any(abs(read - moment) <= _NOW_WITHIN for moment in now):
+            return True
+    return False
+
+
 def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
     """How the live call ``view`` differs from ``recorded``, one line per field (``path: recorded ..., this call ...``)."""
     lines = []
@@ -141,6 +163,12 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
                 lines.append(
                     f"{name}: its times are {shift:+d} h off the recorded ones: was this recorded in "
                     "another time zone? Replay with the recording's TZ (TZ=UTC for most servers)"
+                )
+            elif _reads_this_replays_time(value, live):
+                lines.append(
+                    f"{name}: it holds the time of this replay where the recording has its own: a "
+                    "clock read timetracer does not draw. A log line's time (an audit log sent "
+                    "out): add the logs source, TIMETRACER_DRAWS=clock,uuid,random,urandom,secrets,logs"
                 )
     if recorded.view.key == view.key:
         lines.append("same call; every recorded answer for it is used up")

@@ -274,3 +274,24 @@ def test_a_mismatch_whose_times_are_off_by_whole_hours_suggests_the_time_zone() 
     )
     a_second_later = call_differences(view(datetime.datetime(2026, 12, 5, 10, 30, 1)), recorded)
     assert not any("time zone" in line for line in a_second_later)
+
+
+def test_a_mismatch_holding_the_time_of_the_replay_names_the_logs_source() -> None:
+    """fief's audit log sends each line out with loguru's time, which is not drawn unless the
+    logs source is: replayed, the line holds the time it runs at. The mismatch says so."""
+
+    def view(at: datetime.datetime) -> CallView:
+        line = json.dumps({"message": "user.login", "time": at.isoformat()})
+        statement = "INSERT INTO audit_log (line) VALUES (?)"
+        return live_view({"operation": "execute", "statement": statement, "parameters": (line,)})
+
+    recorded = RecordedCall(0, None, view(datetime.datetime(2026, 1, 2, 3, 4, 5)))  # type: ignore[arg-type]
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    replayed = call_differences(view(now), recorded)
+    assert replayed[-1] == (
+        "parameters: it holds the time of this replay where the recording has its own: a clock read "
+        "timetracer does not draw. A log line's time (an audit log sent out): add the logs "
+        "source, TIMETRACER_DRAWS=clock,uuid,random,urandom,secrets,logs"
+    )
+    another_day = call_differences(view(datetime.datetime(2026, 1, 3, 3, 4, 5)), recorded)
+    assert not any("this replay" in line for line in another_day)
