@@ -44,9 +44,13 @@ class _Redaction(NamedTuple):
     by_name: Redactor | None
     key: Key | None
     sealing: Redactor | None  # ``by_name`` sealing with ``key``
-    recent: RecentSecrets  # the secrets of the last cassettes written with this config
-    columns: SecretColumns  # the SQL columns they showed to hold secrets
 
+
+# What the cassettes this process wrote showed: the secrets of the last ones, and the SQL
+# columns that held secrets. One memory for every config: each pytest test and fixture
+# records with a config of its own, and a memory per config forgot all between two tests.
+_recent = RecentSecrets()
+_columns = SecretColumns()
 
 _redactions: dict[int, tuple[Any, _Redaction]] = {}  # id(config) -> (config, its redaction)
 _redactions_lock = threading.Lock()
@@ -64,8 +68,6 @@ def _redaction(config: TraceConfig) -> _Redaction:
         by_name,
         key,
         by_name.sealing(Sealer(key)) if by_name and key else None,
-        RecentSecrets(),
-        SecretColumns(),
     )
     if by_name is None or key is not None:
         with _redactions_lock:
@@ -94,7 +96,7 @@ def prepare_document(recording: FrozenRecording, config: TraceConfig) -> dict[st
     redaction = _redaction(config)
     if redaction.by_name is not None:
         (redaction.sealing or redaction.by_name).document(
-            doc, redaction.key, redaction.recent, given_secrets(recording, doc), redaction.columns
+            doc, redaction.key, _recent, given_secrets(recording, doc), _columns
         )
     if config.redact_hook is not None:
         replaced = config.redact_hook(doc)

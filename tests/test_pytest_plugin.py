@@ -1864,8 +1864,13 @@ def test_listing_shows_every_wallets_key_to_the_app(wallet):
     assert answer.json() == ["cookie", "module", "query"]
 
 
-def test_zz_a_wallet_whose_key_is_never_sent():
-    _noted(TestClient(app).post("/wallets", json={{"name": "unused"}}).json()["inkey"])
+def test_zz_a_wallet_made_by_the_test_itself():
+    inkey = _noted(uuid.uuid4().hex)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO wallets (name, inkey, balance) VALUES ('direct', :inkey, 0)"),
+            {{"inkey": inkey}},
+        )
 """
 
 
@@ -1877,7 +1882,7 @@ def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_
     wallet keys stood in clear in SQL parameters and rows under ``inkey``. Now each is sealed,
     as sent and as the UUID its app drew, and the suite replays with the key. The column that
     held one, ``inkey``, is learned: the other wallets' keys a listing reads, and the key of a
-    wallet a later test makes and never sends, are sealed too."""
+    wallet a later test writes itself, are sealed too."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\nanyio_mode = strict\n")
     pytester.makepyfile(test_wallets=_TEST_WALLET_KEYS.format())
     pytester.runpytest_subprocess("--timetracer-mode=record", "-p", "anyio").assert_outcomes(
@@ -1904,7 +1909,7 @@ def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_
         "test_balance_by_query_through_asgi_transport[asyncio].json",
         "test_balance_through_a_live_server.json",
         "test_listing_shows_every_wallets_key_to_the_app.json",
-        "test_zz_a_wallet_whose_key_is_never_sent.json",
+        "test_zz_a_wallet_made_by_the_test_itself.json",
     }
 
     (pytester.path / "wallets.db").unlink()
