@@ -351,7 +351,29 @@ def test_marked_tests_get_readable_cassettes_and_the_network_is_closed_in_replay
 # Two servers in the test process, both uvicorn in a thread: the app under test (a live
 # server the tests call over HTTP) and a fake upstream the app calls, started only while
 # recording. The app is also reached through TestClient.
-_TEST_LIVE = """
+# A uvicorn server in a thread of the test process, as suites serve a "live server" (no
+# braces: it goes into templates that are formatted).
+_SERVE_IN_A_THREAD = """
+class Server(uvicorn.Server):
+    def __init__(self, config):
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def serve(asgi_app, port):
+    server = Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.ready.wait(30)
+    return server, thread, server.servers[0].sockets[0].getsockname()[1]
+"""
+
+_TEST_LIVE = (
+    """
 import asyncio
 import importlib
 import os
@@ -382,23 +404,9 @@ async def price(request):
 app = Starlette(routes=[Route("/price", price)])
 
 
-class Server(uvicorn.Server):
-    def __init__(self, config):
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets=None):
-        await super().startup(sockets)
-        self.ready.set()
-
-
-def serve(asgi_app, port):
-    server = Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert server.ready.wait(30)
-    return server, thread, server.servers[0].sockets[0].getsockname()[1]
-
+"""
+    + _SERVE_IN_A_THREAD
+    + """
 
 @pytest.fixture(scope="module", autouse=True)
 def upstream():
@@ -438,6 +446,7 @@ def test_through_an_asgi_transport(client):
 
     assert asyncio.run(get()) == {{"price": 10.0}}
 """
+)
 
 
 def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
@@ -1745,7 +1754,8 @@ def test_anyio_tests_sharing_a_module_runner_each_record_into_their_own_cassette
 # A wallet service as lnbits is: a wallet's key is a uuid4().hex the app makes, the test sends
 # it back in a header, a cookie or a query string, and the app looks it up in a column no
 # secret name covers. The tests note each key they got, for the scan below.
-_TEST_WALLET_KEYS = """
+_TEST_WALLET_KEYS = (
+    """
 import pathlib
 import threading
 import uuid
@@ -1835,22 +1845,12 @@ async def test_balance_by_query_through_asgi_transport():
     assert answer.json() == {{"name": "query", "balance": 10}}
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config):
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets=None):
-        await super().startup(sockets)
-        self.ready.set()
-
+"""
+    + _SERVE_IN_A_THREAD
+    + """
 
 def test_balance_through_a_live_server(wallet):
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert server.ready.wait(30)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    server, thread, port = serve(app, 0)
     try:
         answer = httpx.get(f"http://127.0.0.1:{{port}}/balance", headers={{"X-Api-Key": wallet}})
     finally:
@@ -1872,6 +1872,7 @@ def test_zz_a_wallet_made_by_the_test_itself():
             {{"inkey": inkey}},
         )
 """
+)
 
 
 def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_them(
