@@ -4,12 +4,14 @@ whatever the placeholder style, and a live statement is hidden exactly as the re
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 
 from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.redaction import REDACTED, Redactor
+from timetracer_otel.secret_columns import SecretColumns
 
 S = "s3cret-value"  # what each statement below must hide
 
@@ -155,4 +157,52 @@ def test_rows_holding_json_with_a_secret_member_are_hidden() -> None:
     Redactor().document({"calls": [call]})
     assert decode_value(call["response"])["rows"] == [
         ('{"event": "client.updated", "client_secret": "' + R + '"}', {"refresh_token": R, "n": 2})
+    ]
+
+
+def test_a_column_that_held_a_secret_found_by_value_is_learned_and_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """lnbits' wallet keys under ``inkey``: the key a request sent is found by value; the other
+    rows' keys, and a later cassette's INSERT of one, are hidden too, and the log names the
+    column once. Ids and names stay readable."""
+    sent, other, later = (f"{n}" * 32 for n in "abc")
+
+    def cassette(*calls: dict[str, Any]) -> dict[str, Any]:
+        return {"calls": json.loads(json.dumps([encode_value(call) for call in calls]))}
+
+    listing = {
+        "protocol": "sql",
+        "request": {
+            "operation": "execute",
+            "statement": "SELECT id, name, inkey FROM wallets",
+            "parameters": [],
+        },
+        "response": {
+            "description": [["id"], ["name"], ["inkey"]],
+            "rows": [
+                ["w-000000000000000001", "mine", sent],
+                ["w-000000000000000002", "theirs", other],
+            ],
+        },
+    }
+    insert = {
+        "protocol": "sql",
+        "request": {
+            "operation": "execute",
+            "statement": "INSERT INTO wallets (id, name, inkey) VALUES ($1, $2, $3)",
+            "parameters": ["w-000000000000000003", "new", later],
+        },
+    }
+    columns = SecretColumns()
+    first, second = cassette(listing), cassette(insert)
+    with caplog.at_level(logging.WARNING, logger="timetracer"):
+        Redactor().document(first, given=[sent], columns=columns)
+        Redactor().document(second, columns=columns)
+        Redactor().document(cassette(insert), columns=columns)
+    text = json.dumps([first, second])
+    assert (sent in text, other in text, later in text) == (False, False, False)
+    assert "w-000000000000000001" in text and "theirs" in text and "w-000000000000000003" in text
+    assert [r.getMessage().split(":")[1] for r in caplog.records] == [
+        " column inkey holds secrets (one was found there by value)"
     ]

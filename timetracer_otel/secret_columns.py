@@ -8,7 +8,9 @@ other rows a listing returns, the same column in the rows of later requests, the
 holds a secret found by value, and from then on (for as long as the writing process lives)
 gives the token-like values it holds (16 or more token characters: not words, numbers or
 flags) to be hidden by value. Generic names (``id``, ``key``, ``value``) are never learned:
-a session table keyed by its token would otherwise hide every id of every table.
+a session table keyed by its token would otherwise hide every id of every table. A column
+learned is logged once, to be named in ``TIMETRACER_REDACT_FIELDS``: the cassettes written
+before it was learned keep its values.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ._diagnostics import logger
 from ._sql_columns import columns_of
 from .protocols import typed
 from .secret_names import normal
@@ -103,6 +106,14 @@ class SecretColumns:
                 for name, values in by_column.items()
                 if name in self._learned or not values.isdisjoint(known)
             }
+            new = learned - self._learned
             if len(self._learned) < _MAX_COLUMNS:
                 self._learned |= learned
+        for name in sorted(new):
+            logger.warning(
+                "timetracer: column %s holds secrets (one was found there by value): its values "
+                "are hidden from now on; name it in TIMETRACER_REDACT_FIELDS to hide them in "
+                "every cassette",
+                name,
+            )
         return {value for name in learned for value in by_column[name] if is_token_like(value)}
