@@ -345,18 +345,21 @@ def chosen_codes(chosen: str, doc: dict[str, Any]) -> set[str]:
     if len(chosen) < MIN_LENGTH:
         return set()
     grams = {chosen[i : i + MIN_LENGTH] for i in range(len(chosen) - MIN_LENGTH + 1)}
-    text = _json_bytes(doc).decode("utf-8", "replace")
+    # only the runs of the picked characters are looked through, a character at a time
+    runs = re.compile(f"[{''.join(map(re.escape, sorted(set(chosen))))}]{{{MIN_LENGTH},}}")
     found: set[str] = set()
-    start, end = 0, len(text) - MIN_LENGTH
-    while start <= end:
-        if text[start : start + MIN_LENGTH] not in grams:
-            start += 1
-            continue
-        stop = start + MIN_LENGTH
-        while stop < len(text) and text[stop - MIN_LENGTH + 1 : stop + 1] in grams:
-            stop += 1
-        found.add(text[start:stop])
-        start = stop
+    for run in runs.finditer(_json_bytes(doc).decode("utf-8", "replace")):
+        text = run.group()
+        start, end = 0, len(text) - MIN_LENGTH
+        while start <= end:
+            if text[start : start + MIN_LENGTH] not in grams:
+                start += 1
+                continue
+            stop = start + MIN_LENGTH
+            while stop < len(text) and text[stop - MIN_LENGTH + 1 : stop + 1] in grams:
+                stop += 1
+            found.add(text[start:stop])
+            start = stop
     return found
 
 
