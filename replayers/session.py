@@ -427,7 +427,7 @@ class ReplaySession:
         was opened, and nothing is told apart."""
         others = credentials - self.values.values
         document = recorded.call.document
-        return bool(others) and ValueScrubber(others).value(document) != document
+        return bool(others) and ValueScrubber(others).value(document, document=True) != document
 
     def _repeated_answer(self, library: str, view: CallView) -> RecordedCall | None:
         """A call that carries no data (a SQL ``connect``, a liveness ``SELECT 1``, a Redis

@@ -206,3 +206,39 @@ def test_a_column_that_held_a_secret_found_by_value_is_learned_and_named_once(
     assert [r.getMessage().split(":")[1] for r in caplog.records] == [
         " column inkey holds secrets (one was found there by value)"
     ]
+
+
+def test_a_secret_is_searched_in_payload_ids_and_never_in_the_cassettes_own_members() -> None:
+    """A draw's caller is the module that drew (slowapi's suite sent a token spelling a module
+    name, and the draw's caller was sealed: replayed without the key it matched nothing); a
+    JSON body's ``id`` is payload (a session listed as ``{"id": <its token>}`` was in clear)."""
+    token = "tests.test_sessions"
+    doc = {
+        "id": "c0ffee00",
+        "request": {"method": "GET", "path": "/", "headers": [["x-api-token", token]]},
+        "calls": [
+            {
+                "library": "httpx",
+                "request": {"method": "GET", "url": "http://127.0.0.1/s", "headers": []},
+                "response": {
+                    "status": 200,
+                    "body": {"encoding": "json", "json": [{"id": token, "kind": token}]},
+                },
+            }
+        ],
+        "draws": [{"source": "clock", "kind": "time", "caller": token, "value": 1}],
+        "spans": [
+            {
+                "span_id": "ab",
+                "name": "GET",
+                "kind": "CLIENT",
+                "attributes": {"id": token},
+                "events": [],
+            }
+        ],
+    }
+    Redactor().document(doc)
+    assert doc["draws"][0]["caller"] == token
+    assert doc["calls"][0]["response"]["body"]["json"] == [{"id": REDACTED, "kind": REDACTED}]
+    assert doc["spans"][0]["attributes"] == {"id": REDACTED}
+    assert (doc["spans"][0]["kind"], doc["calls"][0]["library"]) == ("CLIENT", "httpx")

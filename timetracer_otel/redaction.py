@@ -461,7 +461,7 @@ class Redactor:
             recent.remember(found)
             found = found | earlier
         if found:
-            doc.update(ValueScrubber(found, self._sealer).value(doc))
+            doc.update(ValueScrubber(found, self._sealer).value(doc, document=True))
         return doc
 
     def secret_values(self, doc: dict[str, Any]) -> frozenset[str]:

@@ -57,11 +57,17 @@ _LONGEST_IN_PATTERN = 256  # longer secret values are searched with ``in``, not 
 OTEL_REDACTED = "REDACTED"
 _PLACEHOLDERS = frozenset((REDACTED, OTEL_REDACTED))
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
-# Members holding ids and format markers, never payload: a secret is not searched there.
-_STRUCTURAL = frozenset(
+# A body's format markers, wherever they stand: a secret is not searched there.
+_FORMAT_MARKERS = frozenset(("encoding", "json_format", "$type", "content_encoding"))
+# The cassette's own members (ids, names of libraries, a draw's source and caller): a secret is
+# not searched there in the document and in its calls, spans, draws and events, where they
+# are the cassette's; in a payload (a JSON body's "id", a Mongo document's "kind") it is.
+_OWN_MEMBERS = frozenset(
     ("id", "span_id", "trace_id", "parent_span_id", "parent_id", "fingerprint", "recorded_at", "format_version",
-     "encoding", "json_format", "$type", "protocol", "library", "scope", "kind", "content_encoding")
-)  # fmt: skip
+     "protocol", "library", "scope", "kind", "source", "caller")
+) | _FORMAT_MARKERS  # fmt: skip
+_OWN_LISTS = frozenset(("calls", "spans", "draws", "events"))
+_PAYLOAD, _OWN, _OWN_ITEMS, _DOCUMENT = range(4)  # what a member of the walk is
 _BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace", "exception.type")
 
@@ -336,6 +342,15 @@ def _free_texts(doc: dict[str, Any]) -> Iterator[str]:
 _UUID_HEX = re.compile(r"[0-9a-f]{32}")
 
 
+def _member_role(name: str, role: int) -> int:
+    """What member ``name`` of one of the cassette's own objects (of ``role``) is: the lists of
+    calls, spans, draws and events hold own objects, and so does the document's request (its
+    fingerprint); the rest is payload."""
+    if name in _OWN_LISTS:
+        return _OWN_ITEMS
+    return _OWN if role == _DOCUMENT and name == "request" else _PAYLOAD
+
+
 def chosen_codes(chosen: str, doc: dict[str, Any]) -> set[str]:
     """The runs of ``doc``'s text that ``secrets.choice`` picked one character at a time:
     ``chosen`` holds the characters in the order picked, and each run of at least
@@ -478,17 +493,21 @@ class ValueScrubber:
             return None
         return self._whole(value) if self.text(text) != text else value
 
-    def value(self, value: Any) -> Any:
-        """A copy of ``value`` with every secret hidden; iterative, so no depth is too deep."""
+    def value(self, value: Any, document: bool = False) -> Any:
+        """A copy of ``value`` with every secret hidden; iterative, so no depth is too deep.
+        ``document``: ``value`` is a cassette document or one of its calls, whose own members
+        are left as they are."""
         if not self:
             return value
         holder: list[Any] = [value]
-        pending: list[tuple[Any, Any, Any]] = [(holder, 0, value)]
+        pending: list[tuple[Any, Any, Any, int]] = [
+            (holder, 0, value, _DOCUMENT if document else _PAYLOAD)
+        ]
         tuples: list[
             tuple[Any, Any]
         ] = []  # made tuples again once their items are done, the deepest first
         while pending:
-            parent, key, item = pending.pop()
+            parent, key, item, role = pending.pop()
             if isinstance(item, str):
                 parent[key] = self.text(item)
             elif isinstance(item, (bytes, bytearray)):
@@ -499,12 +518,22 @@ class ValueScrubber:
                     parent[key] = typed
                     continue
                 parent[key] = copy = dict(item)
-                pending.extend(
-                    (copy, name, child) for name, child in item.items() if name not in _STRUCTURAL
-                )
+                if role == _PAYLOAD or role == _OWN_ITEMS:
+                    pending.extend(
+                        (copy, name, child, _PAYLOAD)
+                        for name, child in item.items()
+                        if name not in _FORMAT_MARKERS
+                    )
+                else:
+                    pending.extend(
+                        (copy, name, child, _member_role(name, role))
+                        for name, child in item.items()
+                        if name not in _OWN_MEMBERS
+                    )
             elif isinstance(item, (list, tuple)):
                 parent[key] = items = list(item)
-                pending.extend((items, index, child) for index, child in enumerate(item))
+                each = _OWN if role == _OWN_ITEMS else _PAYLOAD
+                pending.extend((items, index, child, each) for index, child in enumerate(item))
                 if isinstance(item, tuple):
                     tuples.append((parent, key))
         for parent, key in reversed(tuples):
