@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._diagnostics import guarded
 from ._recording import current_recording
 from .cassette.body import encode_body
 from .redaction import redactor_for
@@ -23,18 +22,17 @@ __all__ = ["give"]
 
 def give(headers: Iterable[tuple[str, str]], query: str = "", body: bytes | None = None) -> None:
     """The code recorded now sends (or is answered with) a message of these parts; ``body``
-    only when it is at hand whole."""
+    only when it is at hand whole. Callers run it guarded, with what they took the parts from."""
     recording = current_recording()
     if recording is None:
         return
-    with guarded("given secrets"):
-        redactor = redactor_for(recording.config)
-        if redactor is None:
-            return
-        message: dict = {"headers": [[name, value] for name, value in headers], "query": query}
-        limit = recording.config.max_body_bytes
-        if body and len(body) <= limit:
-            message["body"] = encode_body(body, size=len(body), truncated=False, limit=limit)
-        found = redactor.secret_values({"request": message})
-        if found:
-            recording.give(found)
+    redactor = redactor_for(recording.config)
+    if redactor is None:
+        return
+    message: dict = {"headers": [[name, value] for name, value in headers], "query": query}
+    limit = recording.config.max_body_bytes
+    if body and len(body) <= limit:
+        message["body"] = encode_body(body, size=len(body), truncated=False, limit=limit)
+    found = redactor.secret_values({"request": message})
+    if found:
+        recording.give(found)

@@ -518,7 +518,7 @@ class ValueScrubber:
                     parent[key] = typed
                     continue
                 parent[key] = copy = dict(item)
-                if role == _PAYLOAD or role == _OWN_ITEMS:
+                if role in (_PAYLOAD, _OWN_ITEMS):
                     pending.extend(
                         (copy, name, child, _PAYLOAD)
                         for name, child in item.items()

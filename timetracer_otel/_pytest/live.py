@@ -20,6 +20,7 @@ import wrapt
 
 from timetracer_otel import _apps_under_test, _given_secrets
 from timetracer_otel._diagnostics import guarded
+from timetracer_otel.inbound import latin1_headers
 
 from .blocks import running_block
 
@@ -48,27 +49,17 @@ class _InRunningBlock:
                 _apps_under_test.end_serving(serving)
 
 
-def _latin1_text(data: Any) -> str:
-    return data.decode("latin-1") if isinstance(data, bytes) else ""
-
-
-def _latin1(headers: Any) -> list[tuple[str, str]]:
-    """ASGI headers as text (what is not a pair of bytes is left out: never raise into the app)."""
-    return [
-        (_latin1_text(pair[0]), _latin1_text(pair[1]))
-        for pair in headers or ()
-        if isinstance(pair, (tuple, list)) and len(pair) == 2
-    ]
-
-
 def _giving_secrets(scope: dict[str, Any], send: Any) -> Any:
     """``send`` of a request the test sends the live server: the secrets of the request, and of
     the answer as it is sent, are given (the block is active in both)."""
-    _given_secrets.give(_latin1(scope.get("headers")), _latin1_text(scope.get("query_string")))
+    with guarded("given secrets"):
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        _given_secrets.give(latin1_headers(scope.get("headers")), query)
 
     async def answered(message: dict[str, Any]) -> None:
         if message.get("type") == "http.response.start":
-            _given_secrets.give(_latin1(message.get("headers")))
+            with guarded("given secrets"):
+                _given_secrets.give(latin1_headers(message.get("headers")))
         await send(message)
 
     return answered
@@ -84,7 +75,7 @@ def _give_exchanged(request: Any, response: Any = None) -> None:
         body = getattr(request, "_content", None)
         _given_secrets.give(
             request.headers.multi_items(),
-            _latin1_text(request.url.query),
+            request.url.query.decode("latin-1"),
             body if isinstance(body, bytes) else None,
         )
 
