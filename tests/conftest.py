@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import uvicorn
+import uvloop
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -210,7 +211,9 @@ def start_uvicorn(app: Any, **config: Any) -> RunningServer:
     sock.listen(2048)
     options = {"log_level": "warning", "lifespan": "off", "timeout_graceful_shutdown": 5, **config}
     server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
+    # serve() runs on the loop that runs it, whatever the config says
+    run = uvloop.run if options.get("loop") == "uvloop" else asyncio.run
+    thread = threading.Thread(target=run, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()
     return RunningServer(f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread)
 

@@ -81,9 +81,14 @@ def _app(upstream_url: str, broker: _Broker, config: TraceConfig) -> Starlette:
 
 
 def _record_then_replay(
-    serve: Callable[..., Any], upstream: Any, broker: _Broker, cassette_dir: Path, **replay: Any
+    serve: Callable[..., Any],
+    upstream: Any,
+    broker: _Broker,
+    cassette_dir: Path,
+    loop: str = "asyncio",
+    **replay: Any,
 ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The recorded and the replayed response to ``/order``, and the replay's report."""
+    """The recorded and the replayed response to ``/order`` served on ``loop``, and the replay's report."""
     recording = serve(
         _app(upstream.url, broker, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
     )
@@ -91,17 +96,19 @@ def _record_then_replay(
     assert timetracer_otel.flush(30)
     config = TraceConfig(mode="replay", cassette_path=str(cassette_dir), **replay)
     with new_reports() as reports:
-        replaying = serve(_app(upstream.url, broker, config))
+        replaying = serve(_app(upstream.url, broker, config), loop=loop)
         replayed = httpx.get(f"{replaying.url}/order", timeout=30).json()
         replaying.stop()
     (report,) = reports
     return recorded, replayed, report
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_connection_no_replayer_answers_is_refused_at_its_call_site_and_reported(
-    serve: Callable[..., Any], upstream: Any, broker: _Broker, cassette_dir: Path
+    serve: Callable[..., Any], upstream: Any, broker: _Broker, cassette_dir: Path, loop: str
 ) -> None:
-    recorded, replayed, report = _record_then_replay(serve, upstream, broker, cassette_dir)
+    """uvloop (uvicorn's loop where it is installed) connects in C, not through the socket's methods."""
+    recorded, replayed, report = _record_then_replay(serve, upstream, broker, cassette_dir, loop)
     assert recorded == {"price_status": 200, "broker": "queued"}
     assert broker.lines == [b"order 1\n"]  # the recording published; the replay did not
     assert replayed == {"price_status": 200, "broker": "unreachable (NetworkBlockedError)"}
@@ -134,9 +141,13 @@ def test_a_live_library_leaves_the_network_open(
     assert report.answered == []  # the httpx call went out, live
 
 
-@pytest.mark.parametrize("allowed", [False, True], ids=["warned", "allowed"])
+@pytest.mark.parametrize(
+    ("allowed", "loop"),
+    [(False, "asyncio"), (False, "uvloop"), (True, "asyncio")],
+    ids=["warned", "warned-uvloop", "allowed"],
+)
 def test_a_connection_outside_requests_goes_out_named_in_one_warning(
-    cassette_dir: Path, allowed: bool
+    cassette_dir: Path, allowed: bool, loop: str
 ) -> None:
     """An app opening its broker's connection as it starts (a library no replayer answers)
     still starts in replay, but the connection is named once in a warning, unless the user
@@ -147,12 +158,12 @@ def test_a_connection_outside_requests_goes_out_named_in_one_warning(
         address = f"127.0.0.1:{broker.getsockname()[1]}"
         env = {"BROKER_APP_ADDRESS": address}
         recording = {**env, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
-        with uvicorn_process(recording, "broker_app:create") as server:
+        with uvicorn_process(recording, "broker_app:create", "--loop", loop) as server:
             send(server.url, [("GET", "/ping", {})])
         replaying = {**env, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
         if allowed:
             replaying["TIMETRACER_ALLOWED_HOSTS"] = address
-        with uvicorn_process(replaying, "broker_app:create") as server:
+        with uvicorn_process(replaying, "broker_app:create", "--loop", loop) as server:
             (pong,) = send(server.url, [("GET", "/ping", {})])
         accepted = 0
         broker.settimeout(0)

@@ -1,4 +1,5 @@
-"""No connection leaves a replay: ``socket.connect`` refuses at once, with the reason.
+"""No connection leaves a replay: ``socket.connect`` (and uvloop's, which connects in C)
+refuses at once, with the reason.
 
 Calls of the libraries timetracer replays never reach a socket. Anything else that tries
 (a client library timetracer does not cover, such as a message broker's; a call outside
@@ -13,7 +14,8 @@ refused too, but not reported: that is not a call of the code replayed.
 
 Outside every replayed request, in a process started to replay, a connection goes out (an
 app that opens a message broker's connection as it starts needs it to start) but never
-silently: :func:`watch_outside` names each host and port in one warning.
+silently: :func:`watch_outside` names each host and port in one warning, which says too that
+what the app sends on such a connection while it replays requests reaches the service.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,7 +91,8 @@ class _Watch:
             "timetracer: a connection to %s went out while replaying, outside any request (start-up, a "
             "background task): no replayer answers it, so it reached the real service (a library "
             "timetracer does not replay, such as a message broker's). TIMETRACER_ALLOWED_HOSTS=%s lets "
-            "it go without this warning; inside a replayed request it is refused.",
+            "it go without this warning. A new connection inside a replayed request is refused, but "
+            "what the app sends on this one while it replays reaches the service.",
             target,
             target,
         )
@@ -133,14 +137,17 @@ def reopen_context(token: contextvars.Token) -> None:
 
 
 def install() -> None:
-    """Wrap ``socket.socket.connect`` and ``connect_ex`` (a process that never replays is untouched).
+    """Wrap ``socket.socket.connect`` and ``connect_ex``, and uvloop's ``create_connection`` and
+    ``create_unix_connection`` (it connects in C, never through the socket's methods), once
+    uvloop is imported; a process that never replays is untouched.
 
-    Again whenever the wrapper is no longer in place: something that patched the socket
+    Again whenever a wrapper is no longer in place: something that patched the socket
     methods before the first replay (a test's connection recorder) may put its own back.
     """
     if (  # once per replayed request: checked without a loop
         socket.socket.connect is _installed.get("connect")
         and socket.socket.connect_ex is _installed.get("connect_ex")
+        and (_uvloop_guarded or "uvloop" not in sys.modules)
     ):
         return
     with _lock:
@@ -150,15 +157,39 @@ def install() -> None:
                 _originals[name] = current
                 _installed[name] = _guarded(current)
                 setattr(socket.socket, name, _installed[name])
+        _guard_uvloop()
+
+
+def _guard_uvloop() -> None:
+    """Wrap the connecting methods of ``uvloop.Loop`` (a Python class over uvloop's own), once it is imported."""
+    global _uvloop_guarded
+    uvloop = sys.modules.get("uvloop")
+    if _uvloop_guarded or uvloop is None:
+        return
+    loop_class = uvloop.Loop
+    for name, screen in _LOOP_METHODS.items():
+        _loop_originals[name] = loop_class.__dict__.get(name)
+        setattr(loop_class, name, _guarded_loop_method(getattr(loop_class, name), screen))
+    _uvloop_guarded = True
 
 
 def uninstall() -> None:
+    global _uvloop_guarded
     with _lock:
         for name, original in _originals.items():
             if getattr(socket.socket, name) is _installed.get(name):
                 setattr(socket.socket, name, original)
         _originals.clear()
         _installed.clear()
+        if _uvloop_guarded:
+            loop_class = sys.modules["uvloop"].Loop
+            for name, own in _loop_originals.items():
+                if own is None:
+                    delattr(loop_class, name)
+                else:
+                    setattr(loop_class, name, own)
+            _loop_originals.clear()
+            _uvloop_guarded = False
 
 
 def _host(address: Any) -> str:
@@ -186,34 +217,72 @@ def _library_upkeep() -> bool:
     return task is not None and task.get_name().startswith(_UPKEEP_PREFIX)
 
 
+def _screen(family: int, address: Any) -> None:
+    """Refuse a connection to ``address`` as the closure in force says (``NetworkBlockedError``);
+    outside every closure, in a process started to replay, note it for the warning."""
+    closure = _everywhere or _in_context.get()
+    if (
+        closure is None
+        and _watched is not None
+        and family in _INTERNET
+        and isinstance(address, tuple)
+        and not is_own_io()
+    ):
+        _watched.see(_host(address), address[1] if len(address) > 1 else None)
+    if closure is not None and family != getattr(socket, "AF_NETLINK", None) and not is_own_io():
+        host = _host(address)
+        port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
+        if not closure.allows(host, port):
+            target = host if port is None else f"{host}:{port}"
+            if not _library_upkeep():
+                with _lock:
+                    closure.refused.append(target)
+            raise NetworkBlockedError(
+                f"timetracer: no connection to {target} while replaying {closure.label}: the "
+                "cassette answers the calls it recorded, and this one it cannot (a library "
+                f"timetracer does not replay, or a call the recording did not make). {closure.hint}"
+            )
+
+
 def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
     def connect(sock: socket.socket, address: Any, *args: Any) -> Any:
-        closure = _everywhere or _in_context.get()
-        if (
-            closure is None
-            and _watched is not None
-            and sock.family in _INTERNET
-            and isinstance(address, tuple)
-            and not is_own_io()
-        ):
-            _watched.see(_host(address), address[1] if len(address) > 1 else None)
-        if (
-            closure is not None
-            and sock.family != getattr(socket, "AF_NETLINK", None)
-            and not is_own_io()
-        ):
-            host = _host(address)
-            port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
-            if not closure.allows(host, port):
-                target = host if port is None else f"{host}:{port}"
-                if not _library_upkeep():
-                    with _lock:
-                        closure.refused.append(target)
-                raise NetworkBlockedError(
-                    f"timetracer: no connection to {target} while replaying {closure.label}: the "
-                    "cassette answers the calls it recorded, and this one it cannot (a library "
-                    f"timetracer does not replay, or a call the recording did not make). {closure.hint}"
-                )
+        _screen(sock.family, address)
         return original(sock, address, *args)
+
+    return connect
+
+
+def _tcp_address(args: tuple, kwargs: dict) -> tuple[int, Any] | None:
+    """``create_connection(protocol_factory, host, port, ..., sock=None)``: the address it connects to, None for a socket given connected."""
+    if kwargs.get("sock") is not None:
+        return None
+    host = args[1] if len(args) > 1 else kwargs.get("host")
+    port = args[2] if len(args) > 2 else kwargs.get("port")
+    return socket.AF_INET, (host, port)
+
+
+def _unix_address(args: tuple, kwargs: dict) -> tuple[int, Any] | None:
+    """``create_unix_connection(protocol_factory, path, ..., sock=None)``: the path it connects to."""
+    if kwargs.get("sock") is not None:
+        return None
+    return socket.AF_UNIX, args[1] if len(args) > 1 else kwargs.get("path")
+
+
+_LOOP_METHODS: dict[str, Callable[[tuple, dict], tuple[int, Any] | None]] = {
+    "create_connection": _tcp_address,
+    "create_unix_connection": _unix_address,
+}
+_loop_originals: dict[str, Any] = {}  # the methods uvloop.Loop had of its own (None: inherited)
+_uvloop_guarded = False
+
+
+def _guarded_loop_method(
+    original: Callable[..., Any], address_of: Callable[[tuple, dict], tuple[int, Any] | None]
+) -> Callable[..., Any]:
+    async def connect(loop: Any, *args: Any, **kwargs: Any) -> Any:
+        target = address_of(args, kwargs)
+        if target is not None:
+            _screen(*target)
+        return await original(loop, *args, **kwargs)
 
     return connect

@@ -1,14 +1,14 @@
 """An app that opens its message broker's connection as it starts, with a client library
-timetracer does not replay (a raw socket here, as AMQP or NATS clients use), then serves
+timetracer does not replay (an asyncio stream here, as AMQP or NATS clients use), then serves
 ``/ping``. ``BROKER_APP_ADDRESS`` is the broker's ``host:port``.
 
 ``uvicorn --factory broker_app:create``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -19,16 +19,19 @@ from starlette.routing import Route
 from timetracer_otel.integrations.starlette import auto_setup
 
 
-def _announce() -> None:
+async def _announce() -> None:
     host, port = os.environ["BROKER_APP_ADDRESS"].rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as broker:
-        broker.sendall(b"hello\n")
+    _, broker = await asyncio.open_connection(host, int(port))
+    broker.write(b"hello\n")
+    await broker.drain()
+    broker.close()
+    await broker.wait_closed()
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    _announce()  # the connection, and a second one: a reconnect
-    _announce()
+    await _announce()  # the connection, and a second one: a reconnect
+    await _announce()
     yield
 
 
