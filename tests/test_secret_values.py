@@ -4,8 +4,11 @@ the OTLP export; ``timetracer replay`` without the key needs the token supplied.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
+import html
+import io
 import json
 import os
 import re
@@ -18,12 +21,15 @@ from typing import Any
 
 import anyio
 import httpx
+import markupsafe
 import pytest
+from _replay import new_reports
 from apps.token_app import JWT, create_app, create_schema
 from conftest import Upstream
 from otlp_receiver import exporting_to_receiver
 from starlette.applications import Starlette
-from starlette.responses import RedirectResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import timetracer_otel
@@ -462,3 +468,52 @@ def test_a_session_id_made_with_uuid4_hex_is_sealed_in_the_draws_too(
     replaying = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
     replayed = httpx.post(f"{replaying.url}/login", data={"username": "ada"})
     assert replayed.cookies["access_token"] == token
+
+
+def test_a_password_a_page_escapes_for_html_or_csv_is_sealed_there_and_replays(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Templates escape what they show (an edit form's ``value=``, a detail page) and a CSV export
+    doubles quotes: the password taken out of the form was in clear in those responses."""
+    password = 'Tr0ub4dor&3-"horse" <o\'k>'
+    written = {
+        html.escape(password),  # the standard library's, Django's
+        str(markupsafe.escape(password)),  # Jinja2's
+        html.escape(password, quote=False),  # text outside attributes
+        password.replace('"', '""'),  # csv
+    }
+
+    async def profile(request: Request) -> Response:
+        shown = str((await request.form())["password"])
+        if request.url.path == "/export":
+            buffer = io.StringIO()
+            csv.writer(buffer).writerow(["ada", shown])
+            return PlainTextResponse(buffer.getvalue(), media_type="text/csv")
+        page = (
+            f'<input name="password" value="{html.escape(shown)}">'
+            f"<p>{markupsafe.escape(shown)}</p><pre>{html.escape(shown, quote=False)}</pre>"
+        )
+        return HTMLResponse(page)
+
+    def app(config: TraceConfig) -> Starlette:
+        routes = [Route(path, profile, methods=["POST"]) for path in ("/profile", "/export")]
+        application = Starlette(routes=routes)
+        auto_setup(application, config=config)
+        return application
+
+    def send(url: str) -> list[httpx.Response]:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            return [
+                client.post(path, data={"password": password}) for path in ("/profile", "/export")
+            ]
+
+    recorded = send(serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url)
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert all(spelling in recorded[0].text + recorded[1].text for spelling in written)
+    cassettes = b"".join(_cassette_bytes(cassette_dir).values()).decode()
+    assert len(_cassette_bytes(cassette_dir)) == 2
+    assert [spelling for spelling in written if spelling in cassettes] == []
+    with new_reports() as reports:
+        replayed = send(serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url)
+    assert [r.content for r in replayed] == [r.content for r in recorded]
+    assert [report.verdict for report in reports] == ["ok", "ok"]

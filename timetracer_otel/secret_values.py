@@ -380,11 +380,12 @@ def chosen_codes(chosen: str, doc: dict[str, Any]) -> set[str]:
 
 def spellings(values: Iterable[str]) -> set[str]:
     """Each value as it is written where it gets quoted: as it is, percent-encoded (a URL, a
-    form body: ``quote`` and ``quote_plus``), and escaped inside a JSON string (ASCII-only or
-    not). A password with a space, a slash or an accent is thus found in another call's
-    query string or in a JSON body that quotes it, not only verbatim. A UUID's 32 hex digits
-    (``uuid4().hex``, a common session id) are also looked for as the UUID they spell, as the
-    app's drawn ``uuid4()`` is kept."""
+    form body: ``quote`` and ``quote_plus``), escaped inside a JSON string (ASCII-only or
+    not), escaped in HTML (a template shows it in a page or a form's ``value=``) and with its
+    double quotes doubled (a CSV export). A password with a space, a slash, a quote or an
+    accent is thus found in another call's query string, in a JSON body or a page that quotes
+    it, not only verbatim. A UUID's 32 hex digits (``uuid4().hex``, a common session id) are
+    also looked for as the UUID they spell, as the app's drawn ``uuid4()`` is kept."""
     found = set()
     for value in values:
         if not isinstance(value, str):
@@ -397,7 +398,22 @@ def spellings(values: Iterable[str]) -> set[str]:
             continue  # written the same everywhere: the usual token
         found.update((quote(value, safe=""), quote_plus(value, safe="")))
         found.update((json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]))
+        found.update(_html_spellings(value))
+        found.add(value.replace('"', '""'))
     return found
+
+
+# how HTML writers escape quotes: the standard library's html.escape (and Django's), MarkupSafe
+# (Jinja2's), and text outside attributes (``html.escape(quote=False)``)
+_HTML_QUOTES = (("&quot;", "&#x27;"), ("&#34;", "&#39;"), ('"', "'"))
+
+
+def _html_spellings(value: str) -> set[str]:
+    """``value`` as HTML templates escape it."""
+    if not any(c in value for c in "&<>\"'"):
+        return set()
+    text = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {text.replace('"', double).replace("'", single) for double, single in _HTML_QUOTES}
 
 
 def usable(values: Iterable[Any]) -> frozenset[str]:
