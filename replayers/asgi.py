@@ -329,6 +329,10 @@ def _compared(
     if not real.differences:
         return real
     shown = compare(choice.shown, session.redactor)
+    # the app got the opened secrets, and may answer them under a name that is no secret's
+    hidden = ValueScrubber(session.values.values, shapes=shaped_secrets).text
     return ResponseComparison(
-        shown.differences or ["body: a sealed secret differs (its values are not shown)"], []
+        [hidden(line) for line in shown.differences]
+        or ["body: a sealed secret differs (its values are not shown)"],
+        [],
     )

@@ -29,7 +29,13 @@ from conftest import Upstream
 from otlp_receiver import exporting_to_receiver
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 import timetracer_otel
@@ -514,6 +520,46 @@ def test_a_password_a_page_escapes_for_html_or_csv_is_sealed_there_and_replays(
     assert len(_cassette_bytes(cassette_dir)) == 2
     assert [spelling for spelling in written if spelling in cassettes] == []
     with new_reports() as reports:
-        replayed = send(serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url)
+        replaying = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        replayed = send(replaying.url)
+        replaying.stop()  # its requests' reports are made
     assert [r.content for r in replayed] == [r.content for r in recorded]
     assert [report.verdict for report in reports] == ["ok", "ok"]
+
+
+def test_a_replayed_response_quoting_an_opened_secret_under_another_name_is_reported_redacted(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """With the key, the app gets the recording's secrets back, and may answer them where no
+    secret name marks them: the differences the report shows hide them by value."""
+    token = "sk-live-opened-0123456789abcdef"
+    shape = {"member": "data"}
+
+    async def me(request: Request) -> Response:
+        async with httpx.AsyncClient() as client:
+            sent = request.headers["authorization"]
+            echoed = (await client.post(f"{upstream.url}/echo", content=sent)).json()
+        return JSONResponse({shape["member"]: echoed["body"]})
+
+    def app(config: TraceConfig) -> Starlette:
+        application = Starlette(routes=[Route("/me", me)])
+        auto_setup(application, config=config, plugins=["httpx"])
+        return application
+
+    def send(url: str) -> httpx.Response:
+        return httpx.get(f"{url}/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    assert send(
+        serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url
+    ).json() == {"data": f"Bearer {token}"}
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    shape["member"] = "result"
+    with new_reports() as reports:
+        replaying = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        replayed = send(replaying.url)
+        replaying.stop()  # its request's report is made
+    assert replayed.json() == {"result": f"Bearer {token}"}  # the app got the opened secret
+    (report,) = reports
+    assert report.verdict == "diff"
+    assert any("$.result" in line for line in report.differences)
+    assert token not in report.console_text() and token not in json.dumps(report.differences)
