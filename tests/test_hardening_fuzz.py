@@ -298,12 +298,16 @@ def _answered_with_headers(document: dict[str, Any], headers: list[list[str]]) -
     return json.dumps(dict(document, calls=[dict(call, response=response)])).encode()
 
 
-def _answered_with_a_bomb(document: dict[str, Any]) -> bytes:
+def _answered_with_a_bomb(
+    document: dict[str, Any], headers: list[list[str]], wrapped: bool = False
+) -> bytes:
     """``document`` whose first call was answered with a gzip bomb kept compressed, as the wire
-    carried it: the client it is replayed to would inflate it."""
+    carried it, with ``headers``: the client it is replayed to would inflate it. ``wrapped``: the
+    bomb gzipped once more (``Content-Encoding: gzip, gzip``, or two headers)."""
     call = document["calls"][0]
-    body = {"encoding": "base64", "base64": base64.b64encode(_gzip_bomb()).decode("ascii")}
-    response = dict(call["response"], headers=[["content-encoding", "gzip"]], body=body)
+    bomb = gzip.compress(_gzip_bomb(), mtime=0) if wrapped else _gzip_bomb()
+    body = {"encoding": "base64", "base64": base64.b64encode(bomb).decode("ascii")}
+    response = dict(call["response"], headers=headers, body=body)
     return json.dumps(dict(document, calls=[dict(call, response=response)])).encode()
 
 
@@ -401,8 +405,29 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
         + b"1"
         + b"}" * 100_001,
         "bomb.json.gz": _gzip_bomb(),
-        "body-bomb.json": _answered_with_a_bomb(valid[0]),
+        "body-bomb.json": _answered_with_a_bomb(valid[0], [["content-encoding", "gzip"]]),
+        "body-bomb-twice.json": _answered_with_a_bomb(
+            valid[0], [["content-encoding", "gzip, gzip"]], wrapped=True
+        ),
+        "body-bomb-two-headers.json": _answered_with_a_bomb(
+            valid[0],
+            [
+                ["content-encoding", "identity"],
+                ["content-encoding", "gzip"],
+                ["content-encoding", "gzip"],
+            ],
+            wrapped=True,
+        ),
         "header-split.json": _answered_with_headers(valid[0], [["x-up", "a\r\nSet-Cookie: pwn=1"]]),
+        "json-format.json": json.dumps(
+            dict(
+                lookup,
+                request=dict(
+                    lookup["request"],
+                    body={"encoding": "json", "json": {"name": "ada"}, "json_format": "weird"},
+                ),
+            )
+        ).encode(),
         "header-name.json": json.dumps(
             dict(lookup, request=dict(lookup["request"], headers=[["x-colon:evil", "v"]]))
         ).encode(),
@@ -561,9 +586,13 @@ def test_what_each_problem_says(
         problem("bomb.json.gz")
         == "expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when decompressed"
     )
-    assert (
-        problem("body-bomb.json")
-        == "calls[0].response.body expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when its Content-Encoding is undone"
+    for bomb in ("body-bomb.json", "body-bomb-twice.json", "body-bomb-two-headers.json"):
+        assert (
+            problem(bomb)
+            == "calls[0].response.body expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when its Content-Encoding is undone"
+        )
+    assert problem("json-format.json") == (
+        "request.body.json_format is 'weird', expected a JSON layout such as compact or indent2 (docs/cassette-format.md)"
     )
     assert (
         problem("header-split.json")

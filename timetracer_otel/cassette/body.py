@@ -180,6 +180,9 @@ def _inflate(data: bytes, wbits: int, limit: int) -> tuple[bytes, bool] | None:
             return None
 
 
+_NO_CODING = ("", "identity")
+
+
 def _decompress(data: bytes, content_encoding: str, limit: int) -> tuple[bytes, bool] | None:
     """Decode gzip/deflate ``data``; at most ``limit`` bytes out. None when it cannot."""
     encoding = content_encoding.strip().lower()
@@ -194,9 +197,19 @@ def _decompress(data: bytes, content_encoding: str, limit: int) -> tuple[bytes, 
 
 
 def expands_beyond(data: bytes, content_encoding: str, limit: int) -> bool:
-    """Whether gzip/deflate ``data`` inflates to more than ``limit`` bytes (found without inflating the rest)."""
-    plain = _decompress(data, content_encoding, limit)
-    return plain is not None and plain[1]
+    """Whether ``data`` inflates to more than ``limit`` bytes once its Content-Encoding is undone,
+    found without inflating the rest. ``content_encoding`` may list several codings (``gzip,
+    gzip``: the last one listed was applied last), each gzip or deflate one undone to at most
+    ``limit`` bytes in turn; the check ends at a coding it cannot undo."""
+    codings = [c for c in content_encoding.split(",") if c.strip().lower() not in _NO_CODING]
+    for coding in reversed(codings):
+        plain = _decompress(data, coding, limit)
+        if plain is None:
+            return False
+        data, cut = plain
+        if cut:
+            return True
+    return False
 
 
 def _utf8_prefix(data: bytes, truncated: bool) -> str | None:

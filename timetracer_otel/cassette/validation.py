@@ -19,7 +19,7 @@ from typing import Any
 from timetracer_otel.config import ReadLimits
 
 from . import FORMAT_NAME, FORMAT_VERSION
-from .body import decode_body, expands_beyond, header_value
+from .body import JSON_FORMATS, decode_body, expands_beyond
 from .errors import CassetteError
 
 __all__ = ["SCOPES", "validate_document"]
@@ -134,6 +134,12 @@ def _optional(
         check(message[key], f"{where}.{key}" if where else key)
 
 
+def _json_format(value: Any, where: str) -> None:
+    """One of :data:`JSON_FORMATS`' names, with ``_nl`` after it for a body ending in a line break."""
+    if not isinstance(value, str) or value.removesuffix("_nl") not in JSON_FORMATS:
+        _fail(value, where, "a JSON layout such as compact or indent2 (docs/cassette-format.md)")
+
+
 def _boolean(value: Any, where: str) -> None:
     if not isinstance(value, bool):
         _fail(value, where, "true or false")
@@ -209,7 +215,7 @@ def _body(value: Any, where: str) -> None:
         _string(body["text"], f"{where}.text")
     elif encoding == "json":
         _required(body, where, "json")
-        _optional(body, "json_format", where, _string)
+        _optional(body, "json_format", where, _json_format)
     elif encoding == "base64":
         _required(body, where, "base64")
         _string(body["base64"], f"{where}.base64")
@@ -311,7 +317,10 @@ def _inflatable(message: dict[str, Any], where: str, limit: int) -> None:
     body = message.get("body")
     if not body or "content_encoding" in body:  # stored decoded (what recording does)
         return
-    encoding = header_value(message.get("headers") or (), "content-encoding")
+    # every Content-Encoding header: a coding each
+    encoding = ", ".join(
+        value for name, value in message.get("headers") or () if name.lower() == "content-encoding"
+    )
     if encoding and expands_beyond(decode_body(body), encoding, limit):
         raise _Invalid(
             f"{where}.body",
