@@ -104,6 +104,8 @@ def test_list_filters_sorts_and_prints_a_table(
     }
     assert set(_ids(timetracer("list", *where, "--route", "/look*"))) == lookups
     assert _ids(timetracer("list", *where, "--since", "2999-01-01")) == []
+    # further back than the calendar goes: everything
+    assert set(_ids(timetracer("list", *where, "--since", "99999999d"))) == set(ids.values())
     assert (
         len(
             _ids(

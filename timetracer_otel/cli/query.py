@@ -56,7 +56,10 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     relative = _RELATIVE.fullmatch(spec)
     if relative:
         amount, unit = int(relative.group(1)), relative.group(2)
-        return (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[unit]: amount})
+        try:
+            return (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[unit]: amount})
+        except OverflowError:  # further back than the calendar goes: from its start
+            return datetime.min.replace(tzinfo=timezone.utc)
     try:
         moment = datetime.fromisoformat(spec.replace("Z", "+00:00"))
     except ValueError:
