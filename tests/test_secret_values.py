@@ -4,6 +4,7 @@ the OTLP export; ``timetracer replay`` without the key needs the token supplied.
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import gzip
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import bcrypt
 import httpx
 import markupsafe
 import pytest
+import sqlalchemy
 from _replay import new_reports
 from apps.token_app import JWT, create_app, create_schema
 from conftest import Upstream
@@ -563,3 +566,49 @@ def test_a_replayed_response_quoting_an_opened_secret_under_another_name_is_repo
     assert report.verdict == "diff"
     assert any("$.result" in line for line in report.differences)
     assert token not in report.console_text() and token not in json.dumps(report.differences)
+
+
+def test_a_bcrypt_salt_and_hash_kept_as_bytes_in_sql_are_sealed_and_replay(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path
+) -> None:
+    """A salt and a hash stored in a BLOB/BYTEA column are bytes in the cassette (base64): found by
+    their shape there too, as they are in text."""
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'salts.sqlite'}")
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE login (salt BLOB, digest BLOB)"))
+
+    def store(request: Request) -> Response:
+        salt = bcrypt.gensalt(rounds=4)
+        digest = bcrypt.hashpw(b"correct horse", salt)
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("INSERT INTO login (salt, digest) VALUES (:salt, :digest)"),
+                {"salt": salt, "digest": digest},
+            )
+            kept = connection.execute(sqlalchemy.text("SELECT digest FROM login")).scalars().all()
+        return JSONResponse(
+            {"stored": len(kept), "checks": bcrypt.checkpw(b"correct horse", kept[-1])}
+        )
+
+    def app(config: TraceConfig) -> Starlette:
+        application = Starlette(routes=[Route("/store", store, methods=["POST"])])
+        auto_setup(application, config=config, plugins=["sqlalchemy"])
+        return application
+
+    recording = serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    recorded = httpx.post(f"{recording.url}/store", timeout=30)
+    assert recorded.json() == {"stored": 1, "checks": True}
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    with engine.connect() as connection:
+        ((salt, digest),) = connection.execute(sqlalchemy.text("SELECT salt, digest FROM login"))
+    (cassette,) = _cassette_bytes(cassette_dir).values()
+    written = [salt, digest, base64.b64encode(salt), base64.b64encode(digest)]
+    assert [value for value in written if value in cassette] == []
+    engine.dispose()
+    (tmp_path / "salts.sqlite").unlink()  # replay needs no database
+    with new_reports() as reports:
+        replaying = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        replayed = httpx.post(f"{replaying.url}/store", timeout=30)
+        replaying.stop()  # its request's report is made
+    assert replayed.content == recorded.content
+    assert [report.verdict for report in reports] == ["ok"]

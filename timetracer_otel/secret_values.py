@@ -161,9 +161,33 @@ _URL_QUERY = re.compile(_URL_QUERY_PATTERN)
 _URL_QUERY_BYTES = re.compile(_URL_QUERY_PATTERN.encode("ascii"))
 _IN_TEXT = _Shapes(lambda pattern: pattern)
 _IN_BYTES = _Shapes(lambda pattern: pattern.encode("ascii"))
-# How the credentials start ("eyJ", "-----BEGIN", '"kty"') inside bytes a cassette stores in
-# base64, at each of the 3 alignments: only such bytes are decoded to be searched.
-_IN_BASE64 = re.compile("ZXlK|V5S|leU|LS0tLS1CRUdJ|0tLS0tQkVH|tLS0tLUJFR0lO|Imt0|JrdHki|ia3R5")
+
+
+def _base64_marks(start: bytes) -> Iterator[str]:
+    """The base64 characters that ``start`` alone decides, at each of the 3 alignments it may
+    have inside bytes encoded whole."""
+    for lead in range(3):
+        encoded = base64.b64encode(bytes(lead) + start + bytes(2)).decode("ascii")
+        first, end = 8 * lead, 8 * (lead + len(start))  # its bits
+        yield "".join(c for i, c in enumerate(encoded) if first <= 6 * i and 6 * i + 6 <= end)
+
+
+# How the credentials start (a JWT, a PEM key, a JWK, the password hashes and bcrypt salts of
+# _PASSWORD_HASH_PATTERN) inside bytes a cassette stores in base64: only such bytes are decoded
+# to be searched. A bcrypt salt kept in a BYTEA column was in clear.
+_CREDENTIAL_STARTS = (
+    b"eyJ",
+    b"-----BEGIN",
+    b'"kty"',
+    *(b"$2%s$" % version for version in (b"a", b"b", b"x", b"y")),
+    b"$argon2",
+    b"$pbkdf2",
+    b"$scrypt",
+    b"pbkdf2_sha",
+)
+_IN_BASE64 = re.compile(
+    "|".join(re.escape(mark) for start in _CREDENTIAL_STARTS for mark in _base64_marks(start))
+)
 _IN_BASE64_BYTES = re.compile(_IN_BASE64.pattern.encode("ascii"))
 _IN_BASE64_LENGTH = 8
 
