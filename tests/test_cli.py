@@ -572,6 +572,12 @@ def test_replay_of_a_directory_answers_a_request_whose_body_was_cut_from_its_own
         (found[1]["id"], False),
     ], [r["differences"] for r in reports]
     assert reports[0]["notes"] == []
+    # the difference follows from the cut, which the report says
+    size = found[1]["request"]["body"]["size"]
+    assert reports[1]["notes"] == [
+        f"the recording kept 1000 of the request body's {size} bytes"
+        " (TIMETRACER_MAX_BODY_BYTES): the app was sent only those"
+    ]
 
 
 _PLAIN_APP = """

@@ -221,6 +221,8 @@ class Replayer:
         made = [r for r in recent_reports() if all(r is not b for b in before)]
         if made:
             made[-1].supplied_credentials = supplied
+            if request.body and request.body.get("truncated"):
+                made[-1].notes.append(_cut_body_note(request.body))
             return made[-1]
         return self._unreplayed(
             cassette,
@@ -259,6 +261,15 @@ class Replayer:
             recorded_status=recorded.response.status,
             differences=[why],
         )
+
+
+def _cut_body_note(body: dict[str, Any]) -> str:
+    """What the report says of a request whose body the recording kept only the start of."""
+    kept = len(decode_body(body))
+    return (
+        f"the recording kept {kept} of the request body's {body.get('size')} bytes"
+        " (TIMETRACER_MAX_BODY_BYTES): the app was sent only those"
+    )
 
 
 def _arguments(middleware: Any) -> tuple[tuple, dict[str, Any]]:
