@@ -588,3 +588,26 @@ def test_a_draw_gets_the_value_recorded_after_the_call_its_task_made_last() -> N
     drawn = [contextvars.copy_context().run(in_a_task, after) for after in (0, 1, None, None)]
     assert drawn == ["a", "b", "c", "real"]
     assert replayer.extra == {"uuid": 1}
+
+
+def test_a_clock_or_random_draw_no_app_could_have_got_is_left_out_as_an_extra_draw() -> None:
+    """A hostile cassette's clock past 2262 (the app's dates overflow), before 1970, or a
+    ``random()`` outside [0, 1): the app gets real values, and the report counts them."""
+    recorded = decode_draws(
+        [
+            {"source": "clock", "kind": "time", "caller": "app", "value": 10**30},
+            {"source": "clock", "kind": "time", "caller": "app", "value": -5},
+            {
+                "source": "clock",
+                "kind": "time",
+                "caller": "app",
+                "value": 1_796_188_325_621_863_181,
+            },
+            {"source": "random", "kind": "random", "caller": "app", "value": 7.5},
+            {"source": "random", "kind": "random", "caller": "app", "value": 0.25},
+        ]
+    )
+    replayer = DrawReplayer(recorded, ["clock", "random"], time.time_ns)
+    assert replayer.draw("clock", "time", "app", time.time_ns) == 1_796_188_325_621_863_181
+    assert [replayer.draw("random", "random", "app", lambda: 0.5) for _ in range(2)] == [0.25, 0.5]
+    assert replayer.extra == {"random": 1}

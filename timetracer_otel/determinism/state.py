@@ -297,6 +297,19 @@ class DrawReplayer:
         return found
 
 
+_MAX_CLOCK_NS = 2**63 - 1  # the clock in nanoseconds, as a signed 64-bit integer holds it (to 2262)
+
+
+def _usable(kind: str, value: Any) -> bool:
+    """Whether a clock or ``random()`` value is one the app could have got: a clock past 2262
+    overflows the dates made of it, a ``random()`` of 7.5 what is computed from it."""
+    if kind == "time":
+        return type(value) is int and 0 <= value <= _MAX_CLOCK_NS
+    if kind == "random":
+        return type(value) is float and 0.0 <= value < 1.0
+    return True
+
+
 def decode_draws(draws: Any) -> RecordedDraws:
     """A cassette's stored draws (what :func:`encode_draws` wrote) as replay hands them out.
     Malformed entries are left out (a draw they would have answered is then an extra draw, and
@@ -313,6 +326,8 @@ def decode_draws(draws: Any) -> RecordedDraws:
         try:
             value = decode_value(entry.get("value"))
         except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+        if not _usable(kind, value):
             continue
         streams.setdefault((kind, caller), []).append(value)
         after = entry.get("after")
