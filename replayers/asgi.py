@@ -25,6 +25,7 @@ from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send, latin1_headers
 from timetracer_otel.redaction import Redactor
+from timetracer_otel.sealing import REDACTED, is_sealed
 from timetracer_otel.secret_values import ValueScrubber, shaped_secrets
 
 from . import process
@@ -188,7 +189,7 @@ class ReplayLayer:
             deactivate_draws(draws_token)
             deactivate(token)
             with guarded("replay.report"):
-                report = _report(session, choice, method, path, response, error)
+                report = _report(session, choice, live, response, error)
                 report.refused = list(closure.refused) if closure is not None else []
                 # draws made beyond the recorded ones
                 report.extra_draws = dict(draws.extra) if draws is not None and draws.extra else {}
@@ -230,11 +231,11 @@ def _replaying(buffered: list[Message], receive: Receive) -> Receive:
 def _report(
     session: ReplaySession,
     choice: Choice,
-    method: str,
-    path: str,
+    live: LiveRequest,
     response: _Response,
     error: dict[str, str] | None,
 ) -> ReplayReport:
+    method, path = live.method, live.path
     replayed_status = response.status if response.status is not None else (500 if error else None)
     unused = session.unused()
     report = ReplayReport(
@@ -271,9 +272,48 @@ def _report(
             report.differences.insert(
                 0, f"error: recorded the app raised {recorded_error}, replayed {replayed}"
             )
+        other = (
+            _other_secret_headers(session.redactor, live.headers, choice.document)
+            if report.differences
+            else []
+        )
+        if other and not report.notes:
+            one = len(other) == 1
+            report.notes = [
+                f"the request's {', '.join(other)} {'differs' if one else 'differ'} from the"
+                f" recorded request's: what the app read from {'it' if one else 'them'} may differ"
+                " (a session signed with the time it was made reads as expired or not yet valid"
+                " when the requests come in another order than recorded)"
+            ]
     else:
         report.differences = ["no cassette was recorded for this request"]
     return report
+
+
+def _other_secret_headers(
+    redactor: Redactor | None, live_headers: list[tuple[str, str]], document: dict[str, Any]
+) -> list[str]:
+    """The secret headers (``cookie``, ``authorization``) the request carried with other values
+    than its recording, where the cassette holds them readable (opened with the key)."""
+    if redactor is None:
+        return []
+    secret = redactor.names.header
+
+    def by_name(headers: Any) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name, value in headers or ():
+            if secret(name):
+                found.setdefault(name.lower(), []).append(value)
+        return found
+
+    live, recorded = by_name(live_headers), by_name(document["request"]["headers"])
+    if any(
+        value == REDACTED or is_sealed(value) for values in recorded.values() for value in values
+    ):
+        return []  # not opened: compared by the fingerprint, when several cassettes could answer
+    return sorted(
+        name for name in live.keys() | recorded.keys() if live.get(name) != recorded.get(name)
+    )
 
 
 def _file_name(path: str) -> str:

@@ -31,6 +31,8 @@ from apps.token_app import JWT, create_app, create_schema
 from conftest import Upstream
 from otlp_receiver import exporting_to_receiver
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -612,3 +614,46 @@ def test_a_bcrypt_salt_and_hash_kept_as_bytes_in_sql_are_sealed_and_replay(
         replaying.stop()  # its request's report is made
     assert replayed.content == recorded.content
     assert [report.verdict for report in reports] == ["ok"]
+
+
+def test_a_response_that_differs_for_a_request_sending_another_cookie_says_so(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Served replay takes the client's cookies as they come: a session from another request
+    (signed later than this one was recorded, or another user's) is no longer the recorded one."""
+
+    async def login(request: Request) -> Response:
+        request.session["user"] = request.query_params["user"]
+        return JSONResponse({"logged_in": True})
+
+    async def me(request: Request) -> Response:
+        return JSONResponse({"user": request.session.get("user")})
+
+    def app(config: TraceConfig) -> Starlette:
+        application = Starlette(
+            routes=[Route("/login", login, methods=["POST"]), Route("/me", me)],
+            middleware=[Middleware(SessionMiddleware, secret_key="signing-key-of-the-app")],
+        )
+        auto_setup(application, config=config)
+        return application
+
+    recording = serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    with httpx.Client(base_url=recording.url, timeout=30) as client:
+        client.post("/login", params={"user": "olga"})
+        assert client.get("/me").json() == {"user": "olga"}
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    with new_reports() as reports:
+        replaying = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+        with httpx.Client(base_url=replaying.url, timeout=30) as client:
+            assert client.get("/me").json() == {"user": None}  # no session sent
+            client.post("/login", params={"user": "olga"})
+            assert client.get("/me").json() == {"user": "olga"}
+        replaying.stop()  # its requests' reports are made
+    alone, _, again = reports
+    assert alone.verdict == "diff"
+    assert alone.notes == [
+        "the request's cookie differs from the recorded request's: what the app read from it may"
+        " differ (a session signed with the time it was made reads as expired or not yet valid"
+        " when the requests come in another order than recorded)"
+    ]
+    assert (again.verdict, again.notes) == ("ok", [])
