@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from timetracer_otel import _network_guard
-from timetracer_otel._diagnostics import console, logger
+from timetracer_otel._diagnostics import console
 from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
 from timetracer_otel.cassette.calls import CassetteCall
@@ -47,6 +47,7 @@ from timetracer_otel.protocols import CallView, usual_answer
 
 from .matching import RecordedCall, describe_mismatch
 from .opening import open_for_replay
+from .selection import warn_unusable
 from .session import ReplaySession
 
 __all__ = [
@@ -83,7 +84,7 @@ def process_cassettes(location: str, limits: ReadLimits | None = None) -> list[F
         try:
             found.append((file, load_cassette(file, scope="process", limits=limits)))
         except CassetteError as error:
-            logger.warning("%s; the replay goes on without it", printable(str(error)))
+            warn_unusable([error])
     return found
 
 

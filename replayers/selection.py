@@ -287,10 +287,17 @@ class _Documents:
         return found
 
 
+_warned: set[str] = set()  # the problems named so far in this process
+
+
 def warn_unusable(errors: list[CassetteError]) -> list[CassetteError]:
-    """Name each file left out of a replay, in a warning; ``errors`` again."""
+    """Name each file left out of a replay, in a warning, once per process (``timetracer replay``
+    reads the directory as the app it starts does); ``errors`` again."""
     for error in errors:
-        logger.warning("%s; the replay goes on without it", printable(str(error)))
+        text = str(error)
+        if text not in _warned:
+            _warned.add(text)
+            logger.warning("%s; the replay goes on without it", printable(text))
     return errors
 
 

@@ -1076,8 +1076,11 @@ def test_replay_names_each_cassette_it_cannot_use_and_replays_the_others(
     unusable.mkdir()
     for name, doc in _unusable_copies(valid).items():
         (unusable / f"{name}.json").write_text(json.dumps(doc), "utf-8")
+    (unusable / "empty.json").write_text("", "utf-8")
     every = timetracer("replay", str(unusable), *_APP, "--json", upstream=upstream.url)
     assert every.returncode == 1 and "Traceback" not in every.stderr, every.stderr
+    # named once, though the command and the app it starts both read the directory
+    assert every.stderr.count("empty.json: is empty; the replay goes on without it") == 1
     reports = {Path(r["cassette"]).name: r for r in json.loads(every.stdout)}
     assert reports["draws.json"]["ok"], reports["draws.json"]
     refused = reports["other-key.json"]
