@@ -419,6 +419,8 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
             wrapped=True,
         ),
         "header-split.json": _answered_with_headers(valid[0], [["x-up", "a\r\nSet-Cookie: pwn=1"]]),
+        "version-true.json": json.dumps(dict(lookup, version=True)).encode(),
+        "version-float.json": json.dumps(dict(lookup, version=1.0)).encode(),
         "json-format.json": json.dumps(
             dict(
                 lookup,
@@ -591,6 +593,12 @@ def test_what_each_problem_says(
             problem(bomb)
             == "calls[0].response.body expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when its Content-Encoding is undone"
         )
+    assert problem("version-true.json") == (
+        "format version true is not supported (this timetracer reads version 1)"
+    )
+    assert problem("version-float.json") == (
+        "format version 1.0 is not supported (this timetracer reads version 1)"
+    )
     assert problem("json-format.json") == (
         "request.body.json_format is 'weird', expected a JSON layout such as compact or indent2 (docs/cassette-format.md)"
     )

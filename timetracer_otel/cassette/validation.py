@@ -402,7 +402,7 @@ def _identity(doc: dict[str, Any], path: str | os.PathLike, scope: str) -> None:
             path, f"is JSON but not a timetracer cassette ({found}, expected {FORMAT_NAME!r})"
         )
     version = doc.get("version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # true and 1.0 equal 1
         raise CassetteError(
             path,
             f"format version {_shown(version)} is not supported (this timetracer reads version {FORMAT_VERSION})",
