@@ -5,6 +5,7 @@ replayed with the upstream down: the same calls answer the same bytes."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,22 @@ def test_export_import_round_trip_replays_byte_for_byte(
         assert_same_response(old, new)
     assert all(r.ok and not r.unused and not r.unmatched for r in reports)
     assert sorted(r.cassette_id for r in reports) == sorted(originals)
+
+
+def test_export_of_a_directory_names_each_cassette_it_cannot_read_and_exports_the_others(
+    serve: Callable[..., Any], upstream: Any, cassette_dir: Path, tmp_path: Path
+) -> None:
+    record(serve, upstream.url, cassette_dir, _SENT[:2])
+    mixed = tmp_path / "mixed"
+    shutil.copytree(cassette_dir, mixed)
+    (mixed / "broken.json").write_text('{"format": "timetracer-cassette"', "utf-8")
+    exported = tmp_path / "traces.json"
+    done = timetracer("export", "--otlp-json", str(mixed), "-o", str(exported))
+    assert done.returncode == 2  # the export is not whole
+    assert len(exported.read_text("utf-8").splitlines()) == 2
+    assert f"timetracer: cannot use cassette {mixed / 'broken.json'}: " in done.stderr
+    assert "; the export goes on without it" in done.stderr
+    assert "1 cassette(s) could not be exported (named above)" in done.stderr
 
 
 def test_import_writes_each_cassette_once_and_names_what_is_incomplete(

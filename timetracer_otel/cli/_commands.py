@@ -673,16 +673,19 @@ def export(cassettes: tuple[str, ...], output: str, directory: str) -> None:
     """
     codec = _otlp_json()
     limits = _limits()
-    files = [file for reference in cassettes for file in _cassettes(reference, directory, limits)]
-    lines = []
-    for file in files:
-        doc = _load(file, limits)
-        try:
-            lines.append(codec.to_line(doc) + "\n")
-        except ValueError as exc:
-            raise _Failure(f"{file}: {exc}") from None
-        except (KeyError, TypeError) as exc:
-            raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
+    lines, skipped = [], 0
+    for reference in cassettes:
+        target = _location(reference, directory, limits)
+        files = _cassettes(reference, directory, limits)
+        for file in files:
+            try:
+                lines.append(_exported_line(codec, file, limits))
+            except _Failure as exc:
+                if str(file) == str(target):  # a cassette named alone: the command fails
+                    raise
+                # below a directory, as the other commands do: named, and the export goes on
+                click.echo(f"{exc.message}; the export goes on without it", err=True)
+                skipped += 1
     if output == "-":
         # the same JSON, with no character a terminal acts on
         sys.stdout.write(printable_json("".join(lines)))
@@ -696,6 +699,19 @@ def export(cassettes: tuple[str, ...], output: str, directory: str) -> None:
         + ("" if output == "-" else f" to {output}"),
         err=True,
     )
+    if skipped:
+        raise _Failure(f"{skipped} cassette(s) could not be exported (named above)")
+
+
+def _exported_line(codec: Any, file: CassetteFile, limits: ReadLimits) -> str:
+    """The OTLP JSON line of the cassette ``file``; :class:`_Failure` naming it when it cannot be."""
+    doc = _load(file, limits)
+    try:
+        return codec.to_line(doc) + "\n"
+    except ValueError as exc:
+        raise _Failure(f"{file}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise _Failure(f"{file}: cannot be exported ({exc!r})") from None
 
 
 def _lines(file: str, limits: ReadLimits) -> list[tuple[str, bytes]]:
