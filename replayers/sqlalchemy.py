@@ -296,6 +296,25 @@ def _isolation_level(wrapped: Any, dialect: Dialect, args: tuple, kwargs: dict) 
     return wrapped(*args, **kwargs)
 
 
+def _actual_isolation_level(
+    wrapped: Any, connection: sqlalchemy.Connection, args: tuple, kwargs: dict
+) -> Any:
+    """``Connection.get_isolation_level()`` on a replay connection (Alembic's ``autocommit_block``
+    reads it before switching to ``AUTOCOMMIT``): the level the connection or its engine was
+    given, as the server reports it (``AUTOCOMMIT`` is none: the server's default then), else
+    the server's default, which the recorded ``connect`` call set. Asking the server (``SHOW
+    TRANSACTION ISOLATION LEVEL``, a ``PRAGMA``) was no call of the recording, and the replay
+    refused it."""
+    dbapi_connection = getattr(connection._dbapi_connection, "dbapi_connection", None)
+    if not isinstance(dbapi_connection, _ReplayConnection):
+        return wrapped(*args, **kwargs)
+    dialect = connection.dialect
+    given = connection.get_execution_options().get("isolation_level") or getattr(
+        dialect, "isolation_level", None
+    )
+    return given if given not in (None, "AUTOCOMMIT") else dialect.default_isolation_level
+
+
 _pools: weakref.WeakKeyDictionary[Pool, Pool] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
@@ -362,6 +381,7 @@ _SEAMS = (
     (DefaultExecutionContext, "create_cursor", _create_cursor),
     (DefaultDialect, "_assert_and_set_isolation_level", _isolation_level),
     (DefaultDialect, "reset_isolation_level", _isolation_level),
+    (sqlalchemy.Connection, "get_isolation_level", _actual_isolation_level),
 )
 
 
