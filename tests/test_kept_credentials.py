@@ -845,3 +845,54 @@ def test_a_fernet_encrypted_column_is_written_as_recorded_in_replay(
     assert_same_response(recorded, replayed)
     (report,) = reports
     assert report.ok and not report.unmatched and not report.unused
+
+
+def test_a_fernet_key_made_in_a_request_is_the_recorded_one_in_replay_and_never_in_clear(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Prefect makes its block encryption key with ``Fernet.generate_key()`` in the request that
+    first stores a secret, and keeps it in a settings row beside the ciphertexts: cryptography
+    51 drew it in OpenSSL (another key in replay, an INSERT matching nothing), and its bytes were
+    in clear in the cassette, which then opened every encrypted value."""
+
+    def app(postgres_url: str, config: TraceConfig) -> Starlette:
+        async def store(request: Request) -> JSONResponse:
+            from cryptography.fernet import Fernet
+
+            key = Fernet.generate_key()
+            token = Fernet(key).encrypt(await request.body()).decode()
+            async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+                await connection.execute(
+                    "INSERT INTO settings (fernet_key, block) VALUES (%s, %s)",
+                    (key.decode(), token),
+                )
+                (kept,) = await (
+                    await connection.execute("SELECT fernet_key FROM settings")
+                ).fetchone()
+            return JSONResponse(
+                {"opens": Fernet(kept).decrypt(token).decode(), "length": len(kept)}
+            )
+
+        application = Starlette(routes=[Route("/blocks", store, methods=["POST"])])
+        auto_setup(application, config=config, plugins=["psycopg"])
+        return application
+
+    with _database("CREATE TABLE settings (fernet_key TEXT, block TEXT)") as url:
+        config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+        recorded = httpx.post(f"{serve(app(url, config)).url}/blocks", content="webhook-token")
+        with psycopg.connect(url) as connection:
+            ((key,),) = connection.execute("SELECT fernet_key FROM settings").fetchall()
+    assert recorded.json() == {"opens": "webhook-token", "length": 44}
+    assert timetracer_otel.flush(30)
+    (cassette,) = [path.read_text("utf-8") for path in cassette_dir.rglob("*.json")]
+    assert key not in cassette and key.rstrip("=") not in cassette
+
+    offline = url.replace(":5432/", f":{closed_port()}/")
+    with new_reports() as reports:
+        config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+        server = serve(app(offline, config))
+        replayed = httpx.post(f"{server.url}/blocks", content="webhook-token")
+        server.stop()
+    assert_same_response(recorded, replayed)
+    (report,) = reports
+    assert report.ok and not report.unmatched and not report.unused and not report.extra_draws

@@ -8,11 +8,19 @@ replay and its ``INSERT`` matched no recorded one. The module's ``Fernet`` becom
 subclass that draws the IV with ``os.urandom`` and builds the token with the class's own
 ``_encrypt_from_parts`` (the time is ``time.time()``'s, as before), and ``MultiFernet`` a
 class around Rust's that encrypts with its first ``Fernet``.
+
+``Fernet.generate_key()`` (Rust's reads OpenSSL too; Python's ``os.urandom``) draws its 32
+bytes through ``secrets``, in either version: a key an app makes in a request (Prefect's
+block encryption key, stored in a settings row) is the recorded one in replay, and as a
+``secrets`` draw it is sealed and hidden wherever the app stores it. Its bytes through
+``os.urandom`` alone were not looked for: the key stood in clear beside what it encrypts.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import time
 import types
 from typing import Any
@@ -24,13 +32,20 @@ from .sources import _rebind
 __all__ = ["install"]
 
 _IV_SIZE = 16
+_KEY_SIZE = 32
 
 
 def install(module: types.ModuleType) -> None:
     """Replace ``cryptography.fernet``'s classes, where they are Rust's (and wherever imported by
-    name); a version this cannot handle keeps its own, and the failure is logged."""
+    name), and make ``Fernet.generate_key`` draw through ``secrets``; a version this cannot
+    handle keeps its own, and the failure is logged."""
     with guarded("draws.fernet"):
         _replace_classes(module)
+
+
+def _generate_key(cls: Any) -> bytes:
+    """A new key as cryptography makes it: 32 random bytes, URL-safe base64."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(_KEY_SIZE))
 
 
 def _replace_classes(module: types.ModuleType) -> None:
@@ -39,10 +54,13 @@ def _replace_classes(module: types.ModuleType) -> None:
     if not isinstance(rust_fernet, type) or not isinstance(rust_multi, type):
         return
     if rust_fernet.__module__ == module.__name__ or not hasattr(rust_fernet, "_encrypt_from_parts"):
-        return  # Python's class (draws through os.urandom), or ours already
+        # Python's class (its IV through os.urandom), or ours already
+        setattr(rust_fernet, "generate_key", classmethod(_generate_key))  # noqa: B010 - a type mypy reads as plain
+        return
 
     class Fernet(rust_fernet):
         __doc__ = rust_fernet.__doc__
+        generate_key = classmethod(_generate_key)
 
         def encrypt(self, data: bytes) -> bytes:
             return self.encrypt_at_time(data, int(time.time()))
