@@ -135,18 +135,23 @@ _NOW_WITHIN = timedelta(minutes=10)
 
 def _reads_this_replays_time(recorded: Any, live: Any) -> bool:
     """Whether ``live`` holds, where ``recorded`` has another time, the time this replay runs at
-    (in UTC or local time): a clock read the recording did not draw."""
+    (in UTC or local time): a clock read the recording did not draw. Not said of a recording
+    made just before the replay, whose own times are as near."""
     now_ns = real_time_ns()
     now = (
         datetime.fromtimestamp(now_ns / 1e9, timezone.utc).replace(tzinfo=None),
         datetime.fromtimestamp(now_ns / 1e9),
     )
-    for old, new in zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False):
+
+    def near_now(text: str) -> bool | None:
         try:
-            read = datetime.fromisoformat(new)
+            read = datetime.fromisoformat(text)
         except ValueError:
-            continue
-        if old != new and any(abs(read - moment) <= _NOW_WITHIN for moment in now):
+            return None
+        return any(abs(read - moment) <= _NOW_WITHIN for moment in now)
+
+    for old, new in zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False):
+        if old != new and near_now(new) and near_now(old) is False:
             return True
     return False
 

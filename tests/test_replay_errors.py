@@ -295,3 +295,7 @@ def test_a_mismatch_holding_the_time_of_the_replay_names_the_logs_source() -> No
     )
     another_day = call_differences(view(datetime.datetime(2026, 1, 3, 3, 4, 5)), recorded)
     assert not any("this replay" in line for line in another_day)
+    # recorded a minute before the replay: its own times are as near (Prefect's replays said so
+    # of a call differing in a key)
+    just_recorded = RecordedCall(0, None, view(now - datetime.timedelta(minutes=1)))  # type: ignore[arg-type]
+    assert not any("this replay" in line for line in call_differences(view(now), just_recorded))
