@@ -661,3 +661,42 @@ def test_a_response_that_differs_for_a_request_sending_another_cookie_says_so(
         " when the requests come in another order than recorded)"
     ]
     assert (again.verdict, again.notes) == ("ok", [])
+
+
+def test_api_keys_found_by_their_prefix_are_sealed_where_no_secret_name_marks_them(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """A settings row or a variable holding an API key (Prefect's ``openai_api_key`` variable:
+    a ``name`` and a ``value``), and a partner's key sent in a header of its own: their shape
+    says what they are."""
+    keys = {
+        "openai": "sk-proj-Xy7QpL2mNv8RtZ4sKw9BdF3hJc6",
+        "stripe": "sk_live_51HxYzAbCdEfGhIjKlMnOpQr",
+        "github": "ghp_R2d2C3p0BB8xWingsAndTie01234567890",
+    }
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'settings.sqlite'}")
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE variable (name TEXT, value TEXT)"))
+
+    async def variables(request: Request) -> Response:
+        variable = await request.json()
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("INSERT INTO variable (name, value) VALUES (:name, :value)"),
+                variable,
+            )
+        async with httpx.AsyncClient() as client:
+            partner = await client.post(
+                f"{upstream.url}/echo", content="sync", headers={"X-Partner": keys["stripe"]}
+            )
+        return JSONResponse({"stored": variable["name"], "partner": partner.status_code})
+
+    application = Starlette(routes=[Route("/variables", variables, methods=["POST"])])
+    auto_setup(application, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
+    server = serve(application)
+    for name in ("openai", "github"):
+        sent = {"name": f"{name}_token_for_the_flows", "value": keys[name]}
+        assert httpx.post(f"{server.url}/variables", json=sent, timeout=30).status_code == 200
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    cassettes = b"".join(_cassette_bytes(cassette_dir).values()).decode()
+    assert [name for name, key in keys.items() if key in cassettes] == []

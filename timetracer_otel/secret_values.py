@@ -106,9 +106,11 @@ class _Shapes:
         self.jwk_private = re.compile(encode(_JWK_PRIVATE_PATTERN))
         self.signed_url = re.compile(encode(_SIGNED_URL_PATTERN))
         self.password_hash = re.compile(encode(_PASSWORD_HASH_PATTERN))
+        self.api_key = re.compile(encode(_API_KEY_PATTERN))
         self.url_password = re.compile(encode(_URL_PASSWORD_PATTERN))
         self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty", "ignature=", "sig=", "@")))
         self.hash_marks = tuple(map(encode, ("$2", "$argon2", "pbkdf2", "$scrypt$")))
+        self.api_key_marks = tuple(map(encode, _API_KEY_MARKS))
 
     def found(self, data: Any) -> Iterator[Any]:
         """Each credential in ``data`` (``str`` or ``bytes``, as the patterns were made for)."""
@@ -121,6 +123,8 @@ class _Shapes:
             )
         if any(mark in data for mark in self.hash_marks):
             yield from (m.group(0) for m in self.password_hash.finditer(data))
+        if any(mark in data for mark in self.api_key_marks):
+            yield from (m.group(0) for m in self.api_key.finditer(data))
         if jwt_mark in data:
             yield from (m.group(0) for m in self.jwt.finditer(data))
         if pem_mark in data:
@@ -149,6 +153,18 @@ _PASSWORD_HASH_PATTERN = (
     r"|\$(?:pbkdf2(?:-sha\d+)?|scrypt)\$[^\s\"'$]+\$[^\s\"'$]+(?:\$[^\s\"'$]+)?"
     r"|\bpbkdf2_sha(?:1|256)\$\d+\$[^\s\"'$]+\$[^\s\"'$]+"
 )
+# API keys whose prefix says what they are, as secret scanners find them: OpenAI's and
+# Anthropic's (sk-, sk-proj-, sk-ant-...), Stripe's secret and restricted keys, GitHub's tokens,
+# Slack's, Google's, GitLab's. A key kept in a settings row or a variable (Prefect's
+# ``openai_api_key``) holds no secret name; written with a digit in it, so words are not taken.
+_API_KEY_PATTERN = (
+    r"(?<![A-Za-z0-9_-])(?:sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|gh[pousr]_|github_pat_"
+    r"|glpat-|xox[abposr]-|AIza)(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"
+)
+_API_KEY_MARKS = (
+    "sk-", "k_live_", "k_test_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-",
+    "xox", "AIza",
+)  # fmt: skip
 # The password of a URL written as text (a DSN in a settings row, a link a user saved): the
 # part between the user's ``:`` and the ``@`` of its authority. From the ``://``, a literal the
 # engine finds fast: a pattern starting with the scheme was tried at every word (30 µs a
