@@ -336,6 +336,17 @@ def test_a_recording_of_many_calls_shows_a_thousand_and_counts_the_rest(
     assert page.status_code == 200
     assert page.text.count('<section class="call ') == 2 + 1000
     assert "and 398 more calls, not shown: <code>timetracer show</code> lists them all" in page.text
+    # against the same recording with one call: a difference per call, a thousand shown
+    record(serve, upstream.url, cassette_dir, [("GET", "/report", {})])
+    (other,) = [p for p in cassette_dir.rglob("*.json") if p != path]
+    keys = [p.relative_to(cassette_dir).as_posix() for p in (path, other)]
+    diff = httpx.get(f"{url}/diff", params={"a": keys[0], "b": keys[1]}, timeout=60)
+    assert diff.status_code == 200
+    assert diff.text.count('<tr><td class="mono">') == 1000
+    assert (
+        '(the first 1000 shown; <span class="mono">timetracer diff</span> lists them all)'
+        in diff.text
+    )
 
 
 def _cells(row: Any) -> list[str]:

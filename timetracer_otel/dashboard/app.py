@@ -306,7 +306,8 @@ class _Pages:
             b=b,
             doc_a=doc_a,
             doc_b=doc_b,
-            found=found,
+            found=found[:_SHOWN_ROWS],
+            found_count=len(found),
             ignore=ignore_text,
             show=show_value,
         )
