@@ -1095,3 +1095,25 @@ def test_replay_names_each_cassette_it_cannot_use_and_replays_the_others(
     assert answered.text.startswith(
         f"timetracer: cannot use cassette {unusable / 'other-key.json'}: holds sealed secrets"
     ), answered.text
+
+
+def test_show_lays_out_a_hundred_headers_and_a_thousand_spans_and_counts_the_rest(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+) -> None:
+    """A hostile file of a million headers took two minutes to show, 100,000 spans 90 s."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/async/httpx", {})])
+    (recorded,) = cassette_dir.rglob("*.json")
+    doc = json.loads(recorded.read_text("utf-8"))
+    doc["request"]["headers"] += [[f"x-extra-{n}", "v"] for n in range(150)]
+    span = doc["spans"][-1]
+    doc["spans"] += [dict(span, span_id=f"{n + 1:016x}", name=f"extra {n}") for n in range(1200)]
+    heavy = tmp_path / "heavy.json"
+    heavy.write_text(json.dumps(doc), "utf-8")
+    headers = len(doc["request"]["headers"])
+    shown = timetracer("show", str(heavy), COLUMNS="200")
+    assert shown.returncode == 0, shown.stderr
+    assert f"… {headers - 100} more headers (--payloads shows all)" in shown.stdout
+    spans = len(doc["spans"])
+    assert f"… {spans - 1000} more spans (show --json has them all)" in shown.stdout
+    everything = timetracer("show", str(heavy), "--payloads", COLUMNS="200")
+    assert "x-extra-149: v" in everything.stdout and "more headers" not in everything.stdout

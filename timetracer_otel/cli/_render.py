@@ -22,6 +22,8 @@ __all__ = ["console", "list_lines", "show", "differences"]
 
 _BAR_CELLS = 40
 _PREVIEW_LINES = 20
+_PREVIEW_HEADERS = 100
+_SHOWN_SPANS = 1000  # the waterfall's rows: 100,000 spans took 90 s to lay out
 _LIST_COLUMNS = ("RECORDED (UTC)", "ID", "METHOD", "PATH", "STATUS", "MS", "CALLS", "SERVICE")
 
 
@@ -70,11 +72,15 @@ def _status_style(status: Any) -> str:
     )
 
 
-def _headers(pairs: Any) -> Text:
-    return Text(
-        "\n".join(f"{printable(name)}: {printable(value)}" for name, value in pairs or ())
-        or "(no headers)",
-        style="dim",
+def _headers(pairs: Any, full: bool) -> Text:
+    """The headers, one a line: the first :data:`_PREVIEW_HEADERS` unless ``full``, the rest counted
+    (a hostile file of a million headers took two minutes to lay out)."""
+    pairs = list(pairs or ())
+    shown = pairs if full else pairs[:_PREVIEW_HEADERS]
+    text = "\n".join(f"{printable(name)}: {printable(value)}" for name, value in shown)
+    left = len(pairs) - len(shown)
+    return Text(text or "(no headers)", style="dim") + Text(
+        f"\n… {left} more headers (--payloads shows all)" if left else "", style="dim"
     )
 
 
@@ -98,7 +104,7 @@ def _message(title: str, line: Text, message: dict[str, Any], limit: int | None)
     return Group(
         Text(title, style="bold"),
         line,
-        _headers(message.get("headers")),
+        _headers(message.get("headers"), limit is None),
         _body(message.get("body"), limit),
         Text(""),
     )
@@ -121,7 +127,8 @@ def _waterfall(doc: dict[str, Any]) -> Table:
         ("timeline", "left"),
     ):
         table.add_column(name, justify=justify, no_wrap=name != "span")  # type: ignore[arg-type]
-    for row in waterfall(doc):
+    rows = waterfall(doc)
+    for row in rows[:_SHOWN_SPANS]:
         failed = row["status"]["code"] == "ERROR"
         label = _text("  " * row["depth"] + row["label"], style="red" if failed else "")
         if row["call"] is not None:
@@ -130,6 +137,8 @@ def _waterfall(doc: dict[str, Any]) -> Table:
             label, _text(row["kind"]), Text(f"{row['start_offset_ms']:.1f}"), Text(f"{row['duration_ms']:.1f}"),
             _bar(row["start_offset_ms"], row["duration_ms"], total),
         )  # fmt: skip
+    if len(rows) > _SHOWN_SPANS:
+        table.caption = f"… {len(rows) - _SHOWN_SPANS} more spans (show --json has them all)"
     return table
 
 
