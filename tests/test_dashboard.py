@@ -236,6 +236,10 @@ def test_nothing_outside_the_directory_is_served(
     (
         cassette_dir / "2026-01-01" / "link.json"
     ).unlink()  # leave only real cassettes for the schema check
+    # a name with a line break is served as any other (Starlette's path parameters stop at one)
+    shutil.copy(cassette_dir / key, cassette_dir / "2026-01-01" / "line\nbreak.json")
+    assert _raw_get(url, "/cassettes/2026-01-01/line%0Abreak.json") == 200
+    assert _raw_get(url, "/download/2026-01-01/line%0Abreak.json?part=request") == 200
 
 
 def test_two_recordings_diff_and_one_replays_from_the_button(

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -108,6 +109,16 @@ def _shown(value: Any) -> Any:
 def _url_part(key: str) -> str:
     """A key in a URL; a file name that is not UTF-8 keeps its bytes (``%FF``)."""
     return quote(os.fsencode(key), safe="/")
+
+
+class _AnyPath(PathConvertor):
+    """A path parameter of any characters: a cassette's file name may hold a line break, which
+    Starlette's ``path`` (``.*``) does not take, and its page was not found."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", _AnyPath())
 
 
 def _key(request: Request, prefix: str) -> str:
@@ -374,11 +385,11 @@ def create_app(
     routes = [
         Route("/", _in_thread(lambda request: pages.table(request.query_params))),
         Route(
-            "/cassettes/{key:path}",
+            "/cassettes/{key:anypath}",
             _in_thread(lambda request: pages.detail(_key(request, "/cassettes/"))),
         ),
         Route(
-            "/download/{key:path}",
+            "/download/{key:anypath}",
             _in_thread(
                 lambda request: pages.download(
                     _key(request, "/download/"), request.query_params.get("part", "")
@@ -386,7 +397,7 @@ def create_app(
             ),
         ),
         Route("/diff", _in_thread(lambda request: pages.diff(_query(request)))),
-        Route("/replay/{key:path}", pages.replay, methods=["POST"]),
+        Route("/replay/{key:anypath}", pages.replay, methods=["POST"]),
         Mount(
             "/static",
             StaticFiles(packages=[("timetracer_otel.dashboard", "static")]),
