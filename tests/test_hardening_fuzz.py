@@ -419,6 +419,7 @@ def corpus(recorded_pair: list[bytes], tmp_path_factory: pytest.TempPathFactory)
             wrapped=True,
         ),
         "header-split.json": _answered_with_headers(valid[0], [["x-up", "a\r\nSet-Cookie: pwn=1"]]),
+        "id-path.json": json.dumps(dict(lookup, id="../../../etc/passwd")).encode(),
         "version-true.json": json.dumps(dict(lookup, version=True)).encode(),
         "version-float.json": json.dumps(dict(lookup, version=1.0)).encode(),
         "json-format.json": json.dumps(
@@ -593,6 +594,9 @@ def test_what_each_problem_says(
             problem(bomb)
             == "calls[0].response.body expands beyond TIMETRACER_READ_MAX_BYTES (67108864 bytes) when its Content-Encoding is undone"
         )
+    assert problem("id-path.json") == (
+        "id is '../../../etc/passwd', expected at most 64 letters, digits, '_', '.' or '-'"
+    )
     assert problem("version-true.json") == (
         "format version true is not supported (this timetracer reads version 1)"
     )

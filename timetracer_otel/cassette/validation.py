@@ -35,6 +35,7 @@ _PROTOCOL = re.compile(r"[a-z][a-z0-9_.-]*")
 # and a length divisible by 4 (a repeated group is slow on 50 MB)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _ID_CHARS = 64
+_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's token: what a header name is
 # a line break that is not a folded line's (obs-fold: CRLF then a space, which old servers send and
 # http.client keeps), or a NUL
@@ -372,9 +373,11 @@ def _draw(value: Any, where: str) -> None:
 
 
 def _id(value: Any, where: str) -> None:
+    """Letters, digits, ``_``, ``.`` and ``-``: an id names files (``GET__users__<id>.json``) and is
+    shown on the console, so it holds no path separator or control character."""
     _string(value, where, nullable=True)
-    if value is not None and len(value) > _ID_CHARS:
-        _fail(value, where, f"a string of at most {_ID_CHARS} characters")
+    if value is not None and not (_ID.fullmatch(value) and len(value) <= _ID_CHARS):
+        _fail(value, where, f"at most {_ID_CHARS} letters, digits, '_', '.' or '-'")
 
 
 def _items(
