@@ -836,15 +836,32 @@ def test_a_fernet_encrypted_column_is_written_as_recorded_in_replay(
     assert key.decrypt(recorded.json()["encrypted"]) == b"cs-1"
     assert timetracer_otel.flush(30)
 
+    replayed, report = _replayed_offline(
+        serve, _fernet_app, url, cassette_dir, "/providers", "cs-1"
+    )
+    assert_same_response(recorded, replayed)
+    assert report.ok and not report.unmatched and not report.unused
+
+
+def _replayed_offline(
+    serve: Callable[..., Any],
+    make_app: Callable[[str, TraceConfig], Starlette],
+    url: str,
+    cassette_dir: Path,
+    path: str,
+    content: str,
+) -> tuple[httpx.Response, Any]:
+    """The response to ``POST path`` of the app replaying ``cassette_dir`` with its PostgreSQL at
+    ``url`` unreachable, and the replay's report."""
     offline = url.replace(":5432/", f":{closed_port()}/")
     with new_reports() as reports:
-        config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
-        server = serve(_fernet_app(offline, config))
-        replayed = httpx.post(f"{server.url}/providers", content="cs-1")
+        server = serve(
+            make_app(offline, TraceConfig(mode="replay", cassette_path=str(cassette_dir)))
+        )
+        replayed = httpx.post(f"{server.url}{path}", content=content)
         server.stop()
-    assert_same_response(recorded, replayed)
     (report,) = reports
-    assert report.ok and not report.unmatched and not report.unused
+    return replayed, report
 
 
 def test_a_fernet_key_made_in_a_request_is_the_recorded_one_in_replay_and_never_in_clear(
@@ -887,12 +904,6 @@ def test_a_fernet_key_made_in_a_request_is_the_recorded_one_in_replay_and_never_
     (cassette,) = [path.read_text("utf-8") for path in cassette_dir.rglob("*.json")]
     assert key not in cassette and key.rstrip("=") not in cassette
 
-    offline = url.replace(":5432/", f":{closed_port()}/")
-    with new_reports() as reports:
-        config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
-        server = serve(app(offline, config))
-        replayed = httpx.post(f"{server.url}/blocks", content="webhook-token")
-        server.stop()
+    replayed, report = _replayed_offline(serve, app, url, cassette_dir, "/blocks", "webhook-token")
     assert_same_response(recorded, replayed)
-    (report,) = reports
     assert report.ok and not report.unmatched and not report.unused and not report.extra_draws
