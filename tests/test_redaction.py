@@ -465,6 +465,30 @@ def test_deeply_nested_json_is_redacted_without_recursion_limits():
     assert deep["token"] == "t"  # the input is left as it was
 
 
+def test_the_value_of_a_name_value_pair_whose_name_is_a_secrets_is_redacted() -> None:
+    """A settings entry or a variable (Prefect's ``openai_api_key``) keeps its secret under
+    ``value``; its ``name`` (or ``key``) says what it is. A 422 about a secret field echoes it
+    under ``input``."""
+    from timetracer_otel.redaction import Redactor
+
+    redacted = Redactor().json_value(
+        [
+            {"name": "openai_api_key", "value": "key-of-the-flows", "tags": []},
+            {"key": "DB_PASSWORD", "value": "hunter2-hunter2"},
+            {"name": "colour", "value": "teal"},
+            {"loc": ["body", "new_password"], "input": "short", "msg": "too short"},
+            {"loc": ["body", "email"], "input": "ada@example.com"},
+        ]
+    )
+    assert redacted == [
+        {"name": "openai_api_key", "value": REDACTED, "tags": []},
+        {"key": "DB_PASSWORD", "value": REDACTED},
+        {"name": "colour", "value": "teal"},
+        {"loc": ["body", "new_password"], "input": REDACTED, "msg": "too short"},
+        {"loc": ["body", "email"], "input": "ada@example.com"},
+    ]
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["text form", "form with a binary part"])
 def test_a_password_sent_in_a_multipart_part_is_hidden_where_a_call_quotes_it(binary: bool) -> None:
     """The value taken out of a part is its content, without the line break that ends the part:

@@ -170,11 +170,9 @@ class Redactor:
             parent, key, item, path = pending.pop()
             if isinstance(item, dict):
                 parent[key] = copy = {}
-                echoed = self._echoes_secret(item)
+                named = self._named_secret_member(item)
                 for name, child in item.items():
-                    if isinstance(name, str) and (
-                        self.is_secret_field(name) or (echoed and name == "input")
-                    ):
+                    if isinstance(name, str) and (self.is_secret_field(name) or name == named):
                         if self._taken is not None:
                             self._took(f"body {path}.{name}", _json_text(child))
                         copy[name] = self._hidden_value(child)
@@ -191,14 +189,18 @@ class Redactor:
                 )
         return holder[0]
 
-    def _echoes_secret(self, item: dict) -> bool:
-        """A validation error (pydantic's, in FastAPI's 422) about a secret field: its ``input``
-        echoes the value sent, which may be too short to be found by value."""
+    def _named_secret_member(self, item: dict) -> str | None:
+        """The member of ``item`` that a sibling says holds a secret: the ``input`` of a validation
+        error about a secret field (pydantic's, in FastAPI's 422: it echoes the value sent, which
+        may be too short to be found by value), or the ``value`` of a name-value pair whose
+        ``name`` (or ``key``) is a secret's (a settings entry, Prefect's variable
+        ``openai_api_key``)."""
         loc = item.get("loc") if "input" in item else None
-        if not isinstance(loc, list):
-            return False
-        names = [part for part in loc if isinstance(part, str)]
-        return bool(names) and self.is_secret_field(names[-1])
+        if isinstance(loc, list):
+            names = [part for part in loc if isinstance(part, str)]
+            return "input" if names and self.is_secret_field(names[-1]) else None
+        label = item.get("name", item.get("key")) if "value" in item else None
+        return "value" if isinstance(label, str) and self.is_secret_field(label) else None
 
     def query(self, query: str, where: str = "query") -> str:
         """Secret values of a query string (or form body) replaced where they stand; the rest is kept byte for byte.
