@@ -110,7 +110,21 @@ class _Shapes:
         self.url_password = re.compile(encode(_URL_PASSWORD_PATTERN))
         self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty", "ignature=", "sig=", "@")))
         self.hash_marks = tuple(map(encode, ("$2", "$argon2", "pbkdf2", "$scrypt$")))
-        self.api_key_marks = tuple(map(encode, _API_KEY_MARKS))
+        self.api_key_starts = tuple(map(encode, _API_KEY_STARTS))
+        self.key_chars = encode(_KEY_CHARS)
+
+    def _api_keys(self, data: Any) -> Iterator[Any]:
+        """The API keys in ``data``: each place one of their starts stands, not after a token's
+        character, matched there (a scan of the whole text with the pattern cost a tenth of the
+        writer's work per cassette)."""
+        for start in self.api_key_starts:
+            at = data.find(start)
+            while at != -1:
+                if at == 0 or data[at - 1 : at] not in self.key_chars:
+                    key = self.api_key.match(data, at)
+                    if key is not None:
+                        yield key.group(0)
+                at = data.find(start, at + 1)
 
     def found(self, data: Any) -> Iterator[Any]:
         """Each credential in ``data`` (``str`` or ``bytes``, as the patterns were made for)."""
@@ -123,8 +137,7 @@ class _Shapes:
             )
         if any(mark in data for mark in self.hash_marks):
             yield from (m.group(0) for m in self.password_hash.finditer(data))
-        if any(mark in data for mark in self.api_key_marks):
-            yield from (m.group(0) for m in self.api_key.finditer(data))
+        yield from self._api_keys(data)
         if jwt_mark in data:
             yield from (m.group(0) for m in self.jwt.finditer(data))
         if pem_mark in data:
@@ -158,13 +171,12 @@ _PASSWORD_HASH_PATTERN = (
 # Slack's, Google's, GitLab's. A key kept in a settings row or a variable (Prefect's
 # ``openai_api_key``) holds no secret name; written with a digit in it, so words are not taken.
 _API_KEY_PATTERN = (
-    r"(?<![A-Za-z0-9_-])(?:sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|gh[pousr]_|github_pat_"
-    r"|glpat-|xox[abposr]-|AIza)(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"
+    r"(?:sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|AIza)"
+    r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"
 )
-_API_KEY_MARKS = (
-    "sk-", "k_live_", "k_test_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-",
-    "xox", "AIza",
-)  # fmt: skip
+# where a match may begin: each a search of a document's JSON, about 2.5 instructions a byte
+_API_KEY_STARTS = ("sk-", "sk_", "rk_", "gh", "glpat-", "xox", "AIza")
+_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 # The password of a URL written as text (a DSN in a settings row, a link a user saved): the
 # part between the user's ``:`` and the ``@`` of its authority. From the ``://``, a literal the
 # engine finds fast: a pattern starting with the scheme was tried at every word (30 µs a
