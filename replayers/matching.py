@@ -114,6 +114,28 @@ def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
     return sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))
 
 
+def _reordered(recorded: Any, live: Any) -> bool:
+    """Whether ``live`` holds the same items as ``recorded`` with some list in another order
+    (a JSON text inside is read as its value: ``json.dumps(list(a_set))`` sent as a parameter)."""
+    return recorded != live and _unordered(recorded) == _unordered(live)
+
+
+def _unordered(value: Any, depth: int = 0) -> Any:
+    """``value`` with every list's items sorted, to compare what two values hold in any order."""
+    if depth > 32:  # as deep as a real parameter goes; past it, compared as it is
+        return value
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return sorted(((repr(k), _unordered(v, depth + 1)) for k, v in value.items()), key=repr)
+    if isinstance(value, (list, tuple)):
+        return sorted((_unordered(item, depth + 1) for item in value), key=repr)
+    return value
+
+
 def _zone_shift(recorded: Any, live: Any) -> int | None:
     """Hours by which every time in ``live`` is off the same time in ``recorded``, when that is a
     whole, nonzero number a time zone could make (the app formatted local time); else None."""
@@ -168,6 +190,12 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
                 lines.append(
                     f"{name}: its times are {shift:+d} h off the recorded ones: was this recorded in "
                     "another time zone? Replay with the recording's TZ (TZ=UTC for most servers)"
+                )
+            elif _reordered(value, live):
+                lines.append(
+                    f"{name}: the same items in another order: a set's (its order follows the "
+                    "process's hash seed). Record and replay with the same PYTHONHASHSEED "
+                    "(PYTHONHASHSEED=0 for both)"
                 )
             elif _reads_this_replays_time(value, live):
                 lines.append(

@@ -276,6 +276,25 @@ def test_a_mismatch_whose_times_are_off_by_whole_hours_suggests_the_time_zone() 
     assert not any("time zone" in line for line in a_second_later)
 
 
+def test_a_mismatch_only_in_the_order_of_a_list_names_the_hash_seed() -> None:
+    """Prefect writes a block schema's capabilities as ``list(a_set)``: in another process the
+    set's order, and so the JSON, differ. The mismatch says so, not a generic difference."""
+    statement = "INSERT INTO block_schema (capabilities) VALUES (?)"
+
+    def view(capabilities: list[str]) -> CallView:
+        parameters = (json.dumps(capabilities),)
+        return live_view({"operation": "execute", "statement": statement, "parameters": parameters})
+
+    recorded = RecordedCall(0, None, view(["read-path", "write-path", "get-directory"]))  # type: ignore[arg-type]
+    reordered = call_differences(view(["get-directory", "read-path", "write-path"]), recorded)
+    assert reordered[-1] == (
+        "parameters: the same items in another order: a set's (its order follows the process's "
+        "hash seed). Record and replay with the same PYTHONHASHSEED (PYTHONHASHSEED=0 for both)"
+    )
+    changed = call_differences(view(["get-directory", "read-path", "delete-path"]), recorded)
+    assert not any("hash seed" in line for line in changed)
+
+
 def test_a_mismatch_holding_the_time_of_the_replay_names_the_logs_source() -> None:
     """fief's audit log sends each line out with loguru's time, which is not drawn unless the
     logs source is: replayed, the line holds the time it runs at. The mismatch says so."""
