@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 
@@ -313,8 +313,11 @@ def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
         return wrapped(*args, **kwargs)
 
 
-def _transaction_end(wrapped: Any, instance: Dialect, args: tuple, kwargs: dict) -> Any:
-    """``do_commit``/``do_rollback``: the driver's COMMIT and ROLLBACK belong to SQLAlchemy's calls."""
+def _outer(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """What SQLAlchemy runs on the driver outside its statements, which replay never sends: the
+    dialect's ``do_commit``/``do_rollback`` (COMMIT and ROLLBACK belong to SQLAlchemy's calls) and
+    ``Connection.get_isolation_level()`` (``SHOW TRANSACTION ISOLATION LEVEL``, which replay
+    answers from the dialect). A driver recorded on its own stands aside."""
     with outer_call():
         return wrapped(*args, **kwargs)
 
@@ -352,7 +355,8 @@ def install() -> None:
     wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
     wrapper_layers.install(Engine, "raw_connection", _raw_connection)
     for name in _TRANSACTION_ENDS:
-        wrapper_layers.install(DefaultDialect, name, _transaction_end)
+        wrapper_layers.install(DefaultDialect, name, _outer)
+    wrapper_layers.install(Connection, "get_isolation_level", _outer)
 
 
 def uninstall() -> None:
@@ -360,3 +364,4 @@ def uninstall() -> None:
     wrapper_layers.uninstall(Engine, "raw_connection")
     for name in _TRANSACTION_ENDS:
         wrapper_layers.uninstall(DefaultDialect, name)
+    wrapper_layers.uninstall(Connection, "get_isolation_level")
