@@ -239,6 +239,24 @@ def test_an_unusable_collection_cassette_stops_the_run_naming_it(
     )
 
 
+def test_a_cassette_that_is_a_link_to_nothing_fails_the_test_and_is_not_recorded_over(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In mode once a missing cassette is recorded; a link whose target is gone is a cassette
+    that cannot be read: its calls went out live and the link was replaced by a recording."""
+    monkeypatch.delenv("CI", raising=False)
+    with running_upstream() as live:
+        pytester.makepyfile(app=_APP.format(upstream=live.url), test_app=_TEST_APP)
+        (pytester.path / "cassettes").mkdir()
+        link = pytester.path / "cassettes" / "test_user.json"
+        link.symlink_to("moved-away.json")
+        result = pytester.runpytest_subprocess("test_app.py")
+        assert live.requests == []
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*timetracer: cannot use cassette *test_user.json: no such file*"])
+    assert link.is_symlink() and not link.exists()
+
+
 def test_spec_example_records_then_replays_with_the_upstream_down(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -282,7 +282,8 @@ class _Run:
         """RECORD or REPLAY for the cassette at ``path``; None when it is missing and this mode only replays."""
         if self.mode in ("all", "rewrite"):
             return RECORD
-        if path.exists():
+        # a link to nothing is a cassette that cannot be read, not one to record
+        if path.exists() or path.is_symlink():
             return REPLAY
         return RECORD if self.mode == "once" else None
 

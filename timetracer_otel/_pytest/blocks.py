@@ -79,7 +79,7 @@ _REFUSAL_HINT = (
 def _loaded(path: Path, config: TraceConfig) -> tuple[dict[str, Any], str | None]:
     """The cassette at ``path`` and the process that recorded it. No file (a fixture that made
     no call when it was recorded): no call, and every call made now is unanswered."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():  # a link to nothing: refused below
         return {"calls": [], "draws": []}, None
     document = load_cassette(path, limits=config.read_limits)
     return document, recorded_by(document)
