@@ -296,6 +296,11 @@ def _isolation_level(wrapped: Any, dialect: Dialect, args: tuple, kwargs: dict) 
     return wrapped(*args, **kwargs)
 
 
+def _replays(pooled: Any) -> bool:
+    """Whether a pooled connection (a ``Connection``'s or an execution context's) is a replay one."""
+    return isinstance(getattr(pooled, "dbapi_connection", None), _ReplayConnection)
+
+
 def _actual_isolation_level(
     wrapped: Any, connection: sqlalchemy.Connection, args: tuple, kwargs: dict
 ) -> Any:
@@ -305,8 +310,7 @@ def _actual_isolation_level(
     the server's default, which the recorded ``connect`` call set. Asking the server (``SHOW
     TRANSACTION ISOLATION LEVEL``, a ``PRAGMA``) was no call of the recording, and the replay
     refused it."""
-    dbapi_connection = getattr(connection._dbapi_connection, "dbapi_connection", None)
-    if not isinstance(dbapi_connection, _ReplayConnection):
+    if not _replays(connection._dbapi_connection):
         return wrapped(*args, **kwargs)
     dialect = connection.dialect
     given = connection.get_execution_options().get("isolation_level") or getattr(
@@ -363,7 +367,7 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
 def _create_cursor(
     wrapped: Any, instance: DefaultExecutionContext, args: tuple, kwargs: dict
 ) -> Any:
-    if isinstance(getattr(instance._dbapi_connection, "dbapi_connection", None), _ReplayConnection):
+    if _replays(instance._dbapi_connection):
         return wrapped(*args, **kwargs)
     engine = instance.root_connection.engine
     session = _session(

@@ -188,7 +188,11 @@ def _location(reference: str, directory: str, limits: ReadLimits) -> CassetteFil
 
 def _cassettes(reference: str, directory: str, limits: ReadLimits) -> list[CassetteFile]:
     """The cassettes ``reference`` names: a directory or URL prefix (all below it), else one cassette as for ``show``."""
-    target = _location(reference, directory, limits)
+    return _cassettes_at(_location(reference, directory, limits))
+
+
+def _cassettes_at(target: CassetteFile) -> list[CassetteFile]:
+    """The cassettes at ``target``: all below a directory or URL prefix, else ``target`` itself."""
     try:
         paths = cassette_files(target)
     except CassetteError as exc:
@@ -676,8 +680,7 @@ def export(cassettes: tuple[str, ...], output: str, directory: str) -> None:
     lines, skipped = [], 0
     for reference in cassettes:
         target = _location(reference, directory, limits)
-        files = _cassettes(reference, directory, limits)
-        for file in files:
+        for file in _cassettes_at(target):
             try:
                 lines.append(_exported_line(codec, file, limits))
             except _Failure as exc:
