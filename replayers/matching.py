@@ -34,6 +34,11 @@ class RecordedCall:
     view: CallView
     used: bool = False
 
+    @property
+    def loopback_port(self) -> int | None:
+        """The port of the loopback service the call went to; None for any other call."""
+        return self.view.loopback[0] if self.view.loopback is not None else None
+
 
 class CallIndex:
     """Recorded calls by signature; ``take`` gives the first unused one, in recorded order."""
@@ -41,10 +46,15 @@ class CallIndex:
     def __init__(self, calls: list[RecordedCall]) -> None:
         self.calls = calls
         self._by_key: dict[Hashable, deque[RecordedCall]] = {}
+        self._by_portless_key: dict[Hashable, list[RecordedCall]] = {}
         for call in calls:
             queue = self._by_key.setdefault(call.view.key, deque())
             if not call.used:
                 queue.append(call)
+            if call.view.loopback is not None:
+                self._by_portless_key.setdefault(call.view.loopback[1], []).append(call)
+        # the loopback ports the recording called
+        self.ports = frozenset(c.loopback_port for c in calls if c.loopback_port is not None)
 
     def holds(self, view: CallView) -> bool:
         """Whether a recorded call has ``view``'s signature (used or not)."""
@@ -53,11 +63,20 @@ class CallIndex:
     def take(self, view: CallView) -> RecordedCall | None:
         """The first unused recorded call with ``view``'s signature, marked used; None if none."""
         queue = self._by_key.get(view.key)
+        while queue and queue[0].used:  # taken as a moved call (see moved)
+            queue.popleft()
         if not queue:
             return None
         found = queue.popleft()
         found.used = True
         return found
+
+    def moved(self, view: CallView) -> list[RecordedCall]:
+        """The unused recorded calls that ``view`` (a call to a loopback service) would match on
+        another port, in recorded order: the same call to the same service, listening elsewhere."""
+        if view.loopback is None:
+            return []
+        return [c for c in self._by_portless_key.get(view.loopback[1], ()) if not c.used]
 
     def unused(self) -> list[RecordedCall]:
         return [c for c in self.calls if not c.used]

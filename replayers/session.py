@@ -283,6 +283,8 @@ class ReplaySession:
         self._lock = threading.Lock()
         # when the replies came in to the calls being awaited now (see round_trip)
         self._awaited: list[int] = []
+        # a loopback service's port in this replay -> its port when recorded (_moved_service_call)
+        self._moved_ports: dict[int, int] = {}
 
     @functools.cached_property
     def values(self) -> ValueScrubber:
@@ -308,7 +310,7 @@ class ReplaySession:
         """The recorded call answering ``view``, or None without counting a mismatch: for a read
         that may find nothing (a pub/sub message), where finding nothing is an answer too."""
         with self._lock:
-            recorded = self.index.take(view)
+            recorded = self.index.take(view) or self._moved_service_call(view)
             if recorded is None:
                 _reply_came.set(None)
                 return None
@@ -319,6 +321,34 @@ class ReplaySession:
         span_id = recorded.call.span_id
         _reply_came.set(self._reply_times.get(span_id) if span_id else None)
         return recorded
+
+    def _moved_service_call(self, view: CallView) -> RecordedCall | None:
+        """The recorded call answering ``view``, a call to a loopback service that listens on
+        another port than when recorded (a test's stub server on a port the OS picked), marked
+        used. The first such call ties its port to the recorded port of the earliest unused call
+        it matches; later calls to that port are answered from that port's calls only, and no
+        other port is tied to it, so two stub servers are never taken for each other. A port the
+        recording called itself is not moved: a call to it that matches nothing is a mismatch.
+        Called with the lock held."""
+        if view.loopback is None:
+            return None
+        port = view.loopback[0]
+        recorded_port = self._moved_ports.get(port)
+        candidates = self.index.moved(view)
+        if recorded_port is None:
+            if port in self.index.ports:
+                return None
+            tied = set(self._moved_ports.values())
+            recorded_port = next(
+                (c.loopback_port for c in candidates if c.loopback_port not in tied), None
+            )
+            if recorded_port is None:
+                return None
+            self._moved_ports[port] = recorded_port
+        found = next((c for c in candidates if c.loopback_port == recorded_port), None)
+        if found is not None:
+            found.used = True
+        return found
 
     @functools.cached_property
     def _reply_times(self) -> dict[str, int]:

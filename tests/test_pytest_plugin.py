@@ -507,6 +507,77 @@ def test_a_live_servers_calls_replay_while_the_tests_requests_reach_it(
     )
 
 
+# A suite's fake upstream, started by a fixture on a port the OS picks (another one each run),
+# counting what reaches it; the app under test reads its address from the fixture.
+_TEST_STUB_PORT = (
+    """
+import os
+import threading
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.timetracer
+REACHED = []
+
+
+async def rate(request):
+    REACHED.append(request.url.path)
+    return JSONResponse({"rate": 1.25, "currency": request.query_params["currency"]})
+
+
+"""
+    + _SERVE_IN_A_THREAD
+    + """
+
+@pytest.fixture(scope="module")
+def upstream():
+    server, thread, port = serve(Starlette(routes=[Route("/rate", rate)]), 0)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture
+def client(upstream):
+    async def price(request):
+        async with httpx.AsyncClient(base_url=upstream) as http:
+            answer = await http.get("/rate", params={"currency": request.query_params["in"]})
+        return JSONResponse({"price": 8 * answer.json()["rate"], **answer.json()})
+
+    return TestClient(Starlette(routes=[Route("/price", price)]))
+
+
+@pytest.mark.parametrize("currency", ["EUR", "GBP"])
+def test_price(client, currency):
+    assert client.get("/price", params={"in": currency}).json() == {
+        "price": 10.0, "rate": 1.25, "currency": currency
+    }
+    assert len(REACHED) == int(os.environ["REACHES_UPSTREAM"])
+    REACHED.clear()
+"""
+)
+
+
+def test_a_stub_server_on_a_port_the_os_picks_replays(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's fake upstream is on another port in the replaying run; its calls are answered
+    from the cassettes all the same, and nothing reaches it."""
+    pytester.makepyfile(test_stub=_TEST_STUB_PORT)
+    monkeypatch.setenv("REACHES_UPSTREAM", "1")
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+    monkeypatch.setenv("REACHES_UPSTREAM", "0")
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=replay")
+    replayed.assert_outcomes(passed=2)
+    replayed.stdout.fnmatch_lines(["*calls: 2 answered from cassettes, 0 not answered*"])
+
+
 # The app answers from a secret it reads from its upstream (a stored token, as a password
 # hash is read from a row): replayed without its key it gets [REDACTED] and says no.
 _TEST_SEALED = """

@@ -215,6 +215,34 @@ def test_opentelemetry_instrument_records_and_replays_mail_by_its_entry_points(
     assert [path for path, *_ in REPLAYED.findall(server.stderr)] == ["/welcome", "/digest"]
 
 
+def test_a_mail_server_on_another_port_is_answered_as_the_recorded_one(
+    recording: str,
+    cassette_dir: Path,
+    mail: tuple[MailServer, MailServer],
+    serve: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A suite's mail server listens where the OS put it, another port each run (smtplib and
+    aiosmtplib alike)."""
+    paths = ["/welcome?to=ada@example.org", "/digest?to=cy@example.org"]
+    recorded = [httpx.post(f"{recording}{path}", timeout=30) for path in paths]
+    assert timetracer_otel.flush(30)
+    _stop(mail)
+    (tmp_path / "again").mkdir()
+    with running_mail_server(tmp_path / "again") as moved:
+        monkeypatch.setenv("MAIL_PORT", str(moved.port))
+        monkeypatch.setenv("MAIL_CA_FILE", str(moved.certificate))
+        config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+        url = serve(create_app(config)).url
+        replayed = [httpx.post(f"{url}{path}", timeout=30) for path in paths]
+        assert moved.received == []
+    assert moved.port != mail[0].port
+    assert [(r.status_code, r.content) for r in replayed] == [
+        (r.status_code, r.content) for r in recorded
+    ]
+
+
 def _stop(servers: tuple[MailServer, MailServer]) -> None:
     for server in servers:
         server.stop()

@@ -11,9 +11,10 @@ dependency.
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import threading
 from urllib.parse import urlsplit
+
+from timetracer_otel.protocols.view import is_loopback
 
 __all__ = ["end_serving", "is_app_address", "is_app_under_test", "serve", "serving_request", "stop"]
 
@@ -48,18 +49,9 @@ def end_serving(token: contextvars.Token[bool]) -> None:
     _serving.reset(token)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def is_app_address(host: str, port: int | None) -> bool:
     """Whether a connection to ``host:port`` reaches an app under test of this process."""
-    return bool(_ports) and port in _ports and _loopback(host)
+    return bool(_ports) and port in _ports and is_loopback(host)
 
 
 def is_app_under_test(url: str) -> bool:

@@ -21,7 +21,7 @@ from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.sealing import REDACTED
 
-from .view import CallView
+from .view import CallView, is_loopback
 
 if TYPE_CHECKING:
     from timetracer_otel.redaction import Redactor
@@ -214,20 +214,24 @@ def request_view(method: str, url: str, body: dict | None, headers: list | None)
     query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
     kind, canonical = _canonical_body(body, headers)
     digest = _digest(kind, canonical)
-    target = (method.upper(), scheme, host, port, parts.path or "/", query)
+    method = method.upper()
+    path = parts.path or "/"
     return CallView(
         protocol="http",
-        label=f"{method.upper()} {url}",
-        key=("http", *target, digest),
+        label=f"{method} {url}",
+        key=("http", method, scheme, host, port, path, query, digest),
         fields={
-            "method": method.upper(),
+            "method": method,
             "host": f"{host}:{port}",
-            "path": parts.path or "/",
+            "path": path,
             "query": dict(query),
             "body": canonical
             if kind != "truncated"
             else f"<{canonical} bytes, truncated in the cassette>",
         },
+        loopback=(port, ("http", method, scheme, host, path, query, digest))
+        if port is not None and is_loopback(host)
+        else None,
     )
 
 

@@ -44,7 +44,7 @@ from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
-from .view import CallView
+from .view import CallView, is_loopback
 
 __all__ = [
     "Conversation",
@@ -282,11 +282,15 @@ def request_view(request: dict[str, Any]) -> CallView:
     else:
         what, key = "(sent)", ("sent", _canonical(request.get("sent")))
         fields = {"sent": _canonical(request.get("sent"))}
+    host, _, port = str(server).rpartition(":")
     return CallView(
         protocol="smtp",
         label=_cut(f"SMTP {server} {what}"),
         key=("smtp", server, *key),
         fields={"server": server, **fields},
+        loopback=(int(port), ("smtp", host, *key))
+        if port.isdecimal() and len(port) <= 5 and is_loopback(host)
+        else None,
     )
 
 
