@@ -20,7 +20,15 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.determinism.sources import real_time_ns
 from timetracer_otel.protocols import CallView
 
-__all__ = ["RecordedCall", "CallIndex", "describe_mismatch", "closest_call", "call_differences"]
+__all__ = [
+    "RecordedCall",
+    "CallIndex",
+    "describe_mismatch",
+    "closest_call",
+    "call_differences",
+    "reordered",
+    "reordered_note",
+]
 
 _MAX_SHOWN = 200
 
@@ -133,10 +141,19 @@ def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
     return sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))
 
 
-def _reordered(recorded: Any, live: Any) -> bool:
+def reordered(recorded: Any, live: Any) -> bool:
     """Whether ``live`` holds the same items as ``recorded`` with some list in another order
     (a JSON text inside is read as its value: ``json.dumps(list(a_set))`` sent as a parameter)."""
     return recorded != live and _unordered(recorded) == _unordered(live)
+
+
+def reordered_note(where: str) -> str:
+    """What a call's or a response's difference that :func:`reordered` finds most likely is."""
+    return (
+        f"{where}: the same items in another order: a set's (its order follows the "
+        "process's hash seed). Record and replay with the same PYTHONHASHSEED "
+        "(PYTHONHASHSEED=0 for both)"
+    )
 
 
 def _unordered(value: Any, depth: int = 0) -> Any:
@@ -210,12 +227,8 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
                     f"{name}: its times are {shift:+d} h off the recorded ones: was this recorded in "
                     "another time zone? Replay with the recording's TZ (TZ=UTC for most servers)"
                 )
-            elif _reordered(value, live):
-                lines.append(
-                    f"{name}: the same items in another order: a set's (its order follows the "
-                    "process's hash seed). Record and replay with the same PYTHONHASHSEED "
-                    "(PYTHONHASHSEED=0 for both)"
-                )
+            elif reordered(value, live):
+                lines.append(reordered_note(name))
             elif _reads_this_replays_time(value, live):
                 lines.append(
                     f"{name}: it holds the time of this replay where the recording has its own: a "

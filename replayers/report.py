@@ -21,6 +21,8 @@ from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.redaction import REDACTED, Redactor
 
+from .matching import reordered, reordered_note
+
 __all__ = [
     "RecordedResponse",
     "ReplayReport",
@@ -210,6 +212,9 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
             else:
                 yield from _json_differences(recorded[key], replayed[key], f"{path}.{key}")
     elif isinstance(recorded, list) and isinstance(replayed, list):
+        if reordered(recorded, replayed):  # one line, not one per item
+            yield reordered_note(path)
+            return
         if len(recorded) != len(replayed):
             yield f"{path}: recorded {len(recorded)} items, replayed {len(replayed)}"
         for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):

@@ -541,6 +541,25 @@ def test_report_tells_the_same_json_in_other_bytes_apart() -> None:
     ]
 
 
+def test_a_list_of_the_same_items_in_another_order_is_one_difference_naming_the_hash_seed() -> None:
+    """fastapi_best_architecture's ``/auth/codes`` answers ``list(a_set)``: another process gave
+    the permissions in another order, and the report showed a line per item with no hint."""
+    codes = [f"sys:menu:{action}" for action in ("add", "edit", "del", "view", "export")]
+    data = json.dumps({"code": 200, "data": codes}).encode()
+    recorded = InboundResponse(
+        200, [], encode_body(data, size=len(data), truncated=False, limit=1 << 20)
+    )  # type: ignore[arg-type]
+    other = json.dumps({"code": 200, "data": codes[::-1]}).encode()
+    assert compare_response(recorded, 200, [], other, len(other), None).differences == [
+        "body $.data: the same items in another order: a set's (its order follows the process's "
+        "hash seed). Record and replay with the same PYTHONHASHSEED (PYTHONHASHSEED=0 for both)"
+    ]
+    changed = json.dumps({"code": 200, "data": [*codes[:-1], "sys:menu:import"]}).encode()
+    assert compare_response(recorded, 200, [], changed, len(changed), None).differences == [
+        'body $.data[4]: recorded "sys:menu:export", replayed "sys:menu:import"'
+    ]
+
+
 def test_a_response_is_told_the_same_without_parsing_only_when_every_compared_part_is() -> None:
     """The prepared recorded response answers "same" for the same status, compared headers (as
     ASGI sends them, in any case, the server's left out) and bytes; a header, the status or one
