@@ -278,7 +278,8 @@ def test_opentelemetry_span_clock_reads_and_ids_do_not_go_through_the_draw_hooks
         state.deactivate(token)
     assert spans_hooked == []
     assert "time_ns" in hooked
-    assert [draw[:3] for draw in recorder.draws] == [("clock", "time", __name__)]
+    this = sys._getframe().f_code.co_name
+    assert [draw[:3] for draw in recorder.draws] == [("clock", "time", f"{__name__}:{this}")]
     (span,) = [s for s in spans.get_finished_spans() if s.name == "inner"]
     assert span.start_time <= span.end_time and span.context.span_id != 0
 
@@ -611,3 +612,73 @@ def test_a_clock_or_random_draw_no_app_could_have_got_is_left_out_as_an_extra_dr
     assert replayer.draw("clock", "time", "app", time.time_ns) == 1_796_188_325_621_863_181
     assert [replayer.draw("random", "random", "app", lambda: 0.5) for _ in range(2)] == [0.25, 0.5]
     assert replayer.extra == {"random": 1}
+
+
+def _limited_orders_app(config: TraceConfig) -> Starlette:
+    """Orders behind a rate limiter whose bucket, made on first use, notes when it started (as
+    pyrate_limiter's leak task and a lazy ``_started = time.time()`` do): work done once per
+    process, in the first request, in the same module as the orders' own draws."""
+    bucket: dict[str, float] = {}
+
+    def _bucket() -> dict[str, float]:
+        if not bucket:
+            bucket["started"] = time.time()
+        return bucket
+
+    async def order(request: Request) -> JSONResponse:
+        _bucket()
+        return JSONResponse(
+            {"id": str(uuid.uuid4()), "at": datetime.datetime.now().isoformat(), "t": time.time()}
+        )
+
+    app = Starlette(routes=[Route("/orders/{n}", order)])
+    auto_setup(app, config=config, plugins=[])
+    return app
+
+
+def _sites_left_out(directory: Path) -> None:
+    """The cassettes as a release that kept a draw's module only wrote them."""
+    for path in directory.rglob("*.json"):
+        document = json.loads(path.read_text("utf-8"))
+        for draw in document.get("draws", ()):
+            draw.pop("site", None)
+        path.write_text(json.dumps(document), "utf-8")
+
+
+def test_a_request_replayed_without_the_one_that_did_once_per_process_work_gets_its_values(
+    cassette_dir: Path, serve: Callable[..., Any]
+) -> None:
+    """The third order replayed alone by a fresh app: its bucket starts in it this time, and
+    that read is an extra draw, not the value the order's own ``now()`` had. A cassette
+    without sites still replays per module, in recording order."""
+    sent: list[Sent] = [("GET", f"/orders/{n}", {}) for n in (1, 2, 3)]
+    recorded = send(
+        serve(_limited_orders_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url,
+        sent,
+    )
+    assert timetracer_otel.flush(30)
+    (third,) = [
+        path
+        for path in cassette_dir.rglob("*.json")
+        if json.loads(path.read_text("utf-8"))["request"]["path"] == "/orders/3"
+    ]
+    draws = json.loads(third.read_text("utf-8"))["draws"]
+    assert [(d["caller"], d["site"]) for d in draws][:1] == [(__name__, "order")]
+
+    with new_reports() as reports:
+        server = serve(_limited_orders_app(TraceConfig(mode="replay", cassette_path=str(third))))
+        (alone,) = send(server.url, sent[2:])
+        server.stop()
+    assert_same_response(recorded[2], alone)
+    (report,) = reports
+    assert report.extra_draws == {"clock": 1}  # the bucket's start
+
+    _sites_left_out(cassette_dir)
+    with new_reports() as reports:
+        config = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+        server = serve(_limited_orders_app(config))
+        replayed = send(server.url, sent)
+        server.stop()
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)
+    assert [r.extra_draws for r in reports] == [{}, {}, {}]

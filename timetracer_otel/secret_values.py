@@ -59,12 +59,12 @@ _PLACEHOLDERS = frozenset((REDACTED, OTEL_REDACTED))
 _BEARER = re.compile(r"\bBearer\s+([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 # A body's format markers, wherever they stand: a secret is not searched there.
 _FORMAT_MARKERS = frozenset(("encoding", "json_format", "$type", "content_encoding"))
-# The cassette's own members (ids, names of libraries, a draw's source and caller): a secret is
+# The cassette's own members (ids, names of libraries, a draw's source, caller and site): a secret is
 # not searched there in the document and in its calls, spans, draws and events, where they
 # are the cassette's; in a payload (a JSON body's "id", a Mongo document's "kind") it is.
 _OWN_MEMBERS = frozenset(
     ("id", "span_id", "trace_id", "parent_span_id", "parent_id", "fingerprint", "recorded_at", "format_version",
-     "protocol", "library", "scope", "kind", "source", "caller")
+     "protocol", "library", "scope", "kind", "source", "caller", "site")
 ) | _FORMAT_MARKERS  # fmt: skip
 _OWN_LISTS = frozenset(("calls", "spans", "draws", "events"))
 _PAYLOAD, _OWN, _OWN_ITEMS, _DOCUMENT = range(4)  # what a member of the walk is

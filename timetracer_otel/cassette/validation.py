@@ -370,6 +370,8 @@ def _draw(value: Any, where: str) -> None:
     _required(draw, where, "source", "kind", "caller", "value")
     for key in ("source", "kind", "caller"):
         _string(draw[key], f"{where}.{key}")
+    if "site" in draw:
+        _string(draw["site"], f"{where}.site")
 
 
 def _id(value: Any, where: str) -> None:

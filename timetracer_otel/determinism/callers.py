@@ -1,4 +1,4 @@
-"""Who drew a value: the module that asked for it, seen through the standard library's helpers.
+"""Who drew a value: the module and function that asked for it, seen through the standard library's helpers.
 
 ``uuid.uuid4()`` draws from ``os.urandom`` and ``secrets.token_hex()`` from
 ``random.SystemRandom``: the caller is the first module outside those helpers (the app's
@@ -7,6 +7,12 @@ the source. Draws by timetracer, OpenTelemetry, pytest's own timing, SQLAlchemy'
 connection pool (the time a connection was opened: replay opens its connections anew) and
 pymongo's own ids have no caller: they stay real. The log libraries' (``logging``, loguru,
 structlog: a log line's time) are their own source, ``logs``, off unless asked for.
+
+The caller is written ``module:function``: work a process does once (a rate limiter's task
+started by the first request, a lazily set start time) draws in another function than the
+requests' own code in the same module, so replaying a request without the one that did that
+work does not shift the values the request's own code gets. A comprehension's draws are its
+function's, as Python 3.12 runs them inline.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ _OWN_PREFIXES = (
 _LOG_PREFIXES = ("logging", "loguru", "structlog")
 LOG_HELPER = "logging"  # the helper a log library's draw is reported through
 
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>"})
 _APP, _HELPER, _THROUGH, _OWN, _LOG = range(5)
 _kinds: dict[str, int] = {}  # module name -> kind; a dict lookup per frame once seen
 
@@ -65,8 +72,15 @@ def _kind(module: str) -> int:
     return kind
 
 
+def _function(frame: FrameType) -> str:
+    name = frame.f_code.co_name
+    if name in _COMPREHENSIONS and frame.f_back is not None:
+        return frame.f_back.f_code.co_name
+    return name
+
+
 def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
-    """(caller module, outermost helper module) for a draw made in ``frame``.
+    """(caller ``module:function``, outermost helper module) for a draw made in ``frame``.
 
     The caller is None for a draw that stays real (timetracer's, OpenTelemetry's, ...); a
     log library's draw has :data:`LOG_HELPER` for its helper.
@@ -79,11 +93,11 @@ def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
         if kind is None:
             kind = _kind(module)
         if kind == _APP:
-            return module, helper
+            return f"{module}:{_function(frame)}", helper
         if kind == _OWN:
             return None, helper
         if kind == _LOG:
-            return module, LOG_HELPER
+            return f"{module}:{_function(frame)}", LOG_HELPER
         if kind == _HELPER:
             helper = module
         frame = frame.f_back

@@ -122,8 +122,10 @@ class DrawRecorder:
         return value
 
     def _reproducible(self, kind: str, caller: str, real: Real, seeded: Seeded | None) -> Any:
-        """The value the seed (and ``clock_from``) give this draw; real where they give none."""
-        stream = self._stream(caller)
+        """The value the seed (and ``clock_from``) give this draw; real where they give none.
+        Streams are named by the caller's module, not its function: a seed gives the values it
+        gave before draws named their function, which replaying runs make again."""
+        stream = self._stream(caller.partition(":")[0])
         if seeded is not None:
             return seeded(self._generator(kind, stream))
         if kind != "time" or self._clock_from is None:
@@ -154,7 +156,10 @@ def encode_draws(
     index = {number: position for position, number in enumerate(calls)}
     encoded = []
     for source, kind, caller, value, after in draws:
-        draw = {"source": source, "kind": kind, "caller": caller, "value": encode_value(value)}
+        module, _, function = caller.partition(":")
+        draw = {"source": source, "kind": kind, "caller": module, "value": encode_value(value)}
+        if function:
+            draw["site"] = function
         if after in index:
             draw["after"] = index[after]
         encoded.append(draw)
@@ -273,6 +278,9 @@ class DrawReplayer:
         recorded = self._recorded.streams
         if key not in recorded and recorded:
             key = self._recorded_as(key)
+            if key not in recorded:  # recorded before draws named their function: per module
+                kind, caller = key
+                key = self._recorded_as((kind, caller.partition(":")[0]))
         stream = self._streams.get(key)
         if stream is None and key in recorded:
             values = recorded[key]
@@ -282,8 +290,9 @@ class DrawReplayer:
 
     def _recorded_as(self, key: tuple[str, str]) -> tuple[str, str]:
         """The recorded stream of a caller imported under another name: the app recorded as
-        ``app.models`` and replayed from its directory (``--app-dir app``) as ``models``. Only
-        when exactly one recorded caller of the kind is the same module; else ``key`` itself."""
+        ``app.models:create`` and replayed from its directory (``--app-dir app``) as
+        ``models:create``. Only when exactly one recorded caller of the kind is the same module
+        and function; else ``key`` itself."""
         found = self._aliases.get(key)
         if found is None:
             kind, caller = key
@@ -320,9 +329,11 @@ def decode_draws(draws: Any) -> RecordedDraws:
     for entry in draws if isinstance(draws, list) else ():
         if not isinstance(entry, dict):
             continue
-        kind, caller = entry.get("kind"), entry.get("caller")
+        kind, caller, site = entry.get("kind"), entry.get("caller"), entry.get("site")
         if not isinstance(kind, str) or not isinstance(caller, str):
             continue
+        if isinstance(site, str) and site:  # a cassette before sites keeps a stream per module
+            caller = f"{caller}:{site}"
         try:
             value = decode_value(entry.get("value"))
         except (TypeError, ValueError, KeyError, AttributeError):
