@@ -190,6 +190,12 @@ def _newest(found: list[Found]) -> Found | None:
 class ProcessSession(ReplaySession):
     """The process cassette's calls, and the usual answers for calls that carry no data."""
 
+    @property
+    def quiet_reads_wait(self) -> bool:
+        """A listener started with the app was still waiting when the recording process ended,
+        unless the cassette stopped keeping calls (its later messages are not in it)."""
+        return not self.document.get("dropped_calls")
+
     def _unrecorded_answer(self, library: str, view: CallView) -> RecordedCall | None:
         document = usual_answer(view)
         return (

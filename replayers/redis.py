@@ -112,11 +112,16 @@ def _read_arguments(args: tuple, kwargs: dict) -> tuple[bool, float | None]:
     return bool(block), timeout
 
 
-def _next_message(session: ReplaySession, pubsub: Any, block: bool) -> tuple[bool, Any]:
-    """(found, the next recorded message read from ``pubsub``); a blocking read that finds
-    none raises :class:`ReplayMismatchError` instead of waiting for ever."""
+def _next_message(
+    session: ReplaySession, pubsub: Any, block: bool, may_wait: bool = False
+) -> tuple[bool, Any]:
+    """(found, the next recorded message read from ``pubsub``). A blocking read that finds none
+    raises :class:`ReplayMismatchError` instead of waiting for ever, unless the caller
+    ``may_wait`` (an asyncio task: cancelling it ends the wait) and the session's recording
+    ended with that read waiting (:attr:`ReplaySession.quiet_reads_wait`)."""
     view = live_view(pubsub_read_request(pubsub), session.redactor)
-    recorded = session.answer("redis", view) if block else session.take("redis", view)
+    waits = may_wait and session.quiet_reads_wait
+    recorded = session.answer("redis", view) if block and not waits else session.take("redis", view)
     if recorded is None:
         return False, None
     return True, _response(recorded.call)["reply"]
@@ -138,7 +143,9 @@ async def _async_read(wrapped: Callable[..., Any], pubsub: Any, args: tuple, kwa
     if session is None:
         return await wrapped(*args, **kwargs)
     block, timeout = _read_arguments(args, kwargs)
-    found, message = _next_message(session, pubsub, block)
+    found, message = _next_message(session, pubsub, block, may_wait=True)
+    if not found and block:  # a listener started with the app: it waits until it is stopped
+        await asyncio.get_running_loop().create_future()
     if not found and timeout:
         await asyncio.sleep(timeout)  # nothing came within the timeout, as when it was recorded
     return message

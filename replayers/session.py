@@ -302,6 +302,13 @@ class ReplaySession:
             shapes=functools.partial(credentials_in, names=self.redactor.names),
         )
 
+    @property
+    def quiet_reads_wait(self) -> bool:
+        """Whether a blocking read of messages (Redis pub/sub) that finds none left waits, as
+        the recording's did when its process ended: not in a request, which got what it
+        waited for (see :class:`replayers.process.ProcessSession`)."""
+        return False
+
     def is_live(self, library: str) -> bool:
         """True when calls made with ``library`` must go to the real service."""
         return library in self.live_libraries

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
-from _replay import get_at_once, new_reports
+from _replay import get_at_once, new_reports, uvicorn_process
 from apps.redis_app import FLAVOURS, HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN, create_app
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -381,6 +381,31 @@ def test_a_blocking_pubsub_read_with_no_recorded_message_left_raises_instead_of_
         deactivate(token)
     assert len(session.unmatched) == 2
     assert _redis_connects(connects) == []
+
+
+def test_a_listener_started_with_the_app_waits_in_replay_once_its_messages_are_used_up(
+    cassette_dir: Path, prefix: str
+) -> None:
+    """fastapi_best_architecture's cache invalidation listener, started in the lifespan: when
+    recorded it was still waiting for a message as the process ended. Replayed, it got its
+    recorded messages and then a mismatch, subscribed again, failed again, every few seconds
+    for as long as the app ran; now it waits, and stops when the app does."""
+    env = {"LISTENER_APP_REDIS": REDIS_URL, "LISTENER_APP_CHANNEL": f"{prefix}:invalidate"}
+    record = {**env, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(record, "listener_app:from_environment") as server:
+        recorded = httpx.post(f"{server.url}/invalidate", params={"key": "k1"}, timeout=30)
+    assert recorded.json() == {"receivers": 1}
+    assert "listener_app: stopped, 0 listener errors" in server.stderr, server.stderr
+
+    replay = {**env, "LISTENER_APP_REDIS": CLOSED_URL, "TIMETRACER_MODE": "replay"}
+    replay["TIMETRACER_CASSETTE"] = str(cassette_dir)
+    with uvicorn_process(replay, "listener_app:from_environment") as server:
+        replayed = httpx.post(f"{server.url}/invalidate", params={"key": "k1"}, timeout=30)
+        # sent after the listener's read found nothing left: any failure of it is seen here
+        health = httpx.get(f"{server.url}/health", timeout=30)
+    assert replayed.json() == recorded.json() and health.status_code == 200
+    assert "listener_app: stopped, 0 listener errors" in server.stderr, server.stderr
+    assert "ReplayMismatchError" not in server.stderr
 
 
 def test_live_redis_goes_to_the_server_while_the_rest_replays(prefix: str) -> None:
