@@ -170,19 +170,27 @@ class _UpstreamServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
+def served_in_a_thread(server: ThreadingHTTPServer) -> Iterator[None]:
+    """``server`` serving from a thread for the block; afterwards its port refuses connections."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
 def running_upstream() -> Iterator[Upstream]:
     """An upstream server for the block; afterwards its port refuses connections (the upstream is down)."""
     state = Upstream(url="")
     server = _UpstreamServer(("127.0.0.1", 0), _make_handler(state))
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served_in_a_thread(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import requests
 from _replay import assert_same_response, cassette_files, new_reports, replay_config, send
+from conftest import served_in_a_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -54,14 +54,8 @@ def _running_stub() -> Iterator[Stub]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     stub = Stub(f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served_in_a_thread(server):
         yield stub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def _app(rates: str, stock: str, config: TraceConfig, third: str = "rates") -> Starlette:
