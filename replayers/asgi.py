@@ -7,6 +7,7 @@ built when the middleware is, so a missing or broken cassette stops the app at s
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable
@@ -163,7 +164,12 @@ class ReplayLayer:
         error: dict[str, str] | None = None
         draws = (
             DrawReplayer(
-                prepared.draws if prepared else NO_RECORDED_DRAWS, self.config.draws, real_time_ns
+                prepared.draws if prepared else NO_RECORDED_DRAWS,
+                self.config.draws,
+                real_time_ns,
+                functools.partial(self.library.earlier.stream, choice.path)
+                if choice.path
+                else None,
             )
             if self.config.draws
             else None
@@ -192,7 +198,11 @@ class ReplayLayer:
                 report = _report(session, choice, live, response, error)
                 report.refused = list(closure.refused) if closure is not None else []
                 # draws made beyond the recorded ones
-                report.extra_draws = dict(draws.extra) if draws is not None and draws.extra else {}
+                if draws is not None:
+                    report.extra_draws, report.earlier_draws = (
+                        dict(draws.extra),
+                        dict(draws.from_earlier),
+                    )
                 remember(report)
                 console(report.console_text())
 

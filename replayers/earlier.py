@@ -9,7 +9,10 @@ answer from an earlier request, so replay gives it: the call with the same signa
 most recent cassette of the same service recorded before this one (beside it in the
 directory replayed, or in the directory its recording wrote into when it is replayed alone).
 The report names each such call and the cassette it came from. A call that no earlier
-request made still fails where it is made. The pytest plugin does the same for a test's
+request made still fails where it is made. The same holds for values the app draws (the
+clock, UUIDs): a stream of draws the cassette does not hold (a rate limiter's task started by
+the first request, in a function of its own) gets the values the most recent earlier
+request drew from it, and the report counts them. The pytest plugin does the same for a test's
 cassette, from the cassettes of the tests and fixtures recorded before it, else from those
 replayed before it in this process, else from the first recorded after it: a test run in
 another order than recorded (shuffled by pytest-randomly) meets the state the tests that ran
@@ -35,6 +38,7 @@ from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.cli.index import CassetteIndex
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.determinism import RecordedDraws, RecordedStream
 from timetracer_otel.protocols import CallView
 
 from .matching import RecordedCall
@@ -76,14 +80,17 @@ class EarlierRequests:
         views: Callable[[str], RecordedViews],
         replayed: Callable[[], Sequence[str]] | None = None,
         credentials: Callable[[str], frozenset[str]] | None = None,
+        draws: Callable[[str], RecordedDraws] | None = None,
     ) -> None:
         self._cassettes = cassettes
         self._views = views
         self._replayed = replayed
         self._credentials = credentials
+        self._draws = draws
         self._lock = threading.Lock()
         self._by_path: dict[str, Recorded] | None = None
         self._by_service: dict[str | None, dict[Hashable, list[_Found]]] = {}
+        self._draws_by_service: dict[str | None, dict[tuple[str, str], list[_Found]]] = {}
 
     def answers(
         self, path: str, view: CallView
@@ -110,6 +117,48 @@ class EarlierRequests:
                         self._credentials(found.path) if self._credentials else frozenset()
                     )
                     yield found.path, RecordedCall(index, call, recorded, used=True), credentials
+
+    def stream(self, path: str, key: tuple[str, str]) -> RecordedStream | None:
+        """The values (and the calls they were drawn after) of draw stream ``key`` (kind,
+        caller) in the most recent cassette of ``path``'s service recorded before it that holds
+        it: a value the recording process drew once, in an earlier request (a rate limiter's
+        task started on first use), which a request replayed without that one draws again.
+        None when no earlier request drew it."""
+        with self._lock:
+            if self._draws is None:
+                return None
+            if self._by_path is None:
+                self._by_path = {entry.path: entry for entry in self._listed()}
+            me = self._by_path.get(path)
+            if me is None:
+                return None
+            found = self._draws_of(me.service).get(key, [])
+            before = bisect.bisect_left(found, me.instant, key=lambda entry: entry.instant)
+            candidates = found[:before][::-1] + self._in_other_tests(found, before, path)
+        if not candidates:
+            return None
+        recorded = self._draws(candidates[0].path)
+        values = recorded.streams[key]
+        return values, recorded.afters.get(key) or (None,) * len(values)
+
+    def _draws_of(self, service: str | None) -> dict[tuple[str, str], list[_Found]]:
+        """The draw streams of ``service``'s most recent :data:`SEARCHED` cassettes, each list
+        of cassettes in recording order (read once). Called with the lock held."""
+        streams = self._draws_by_service.get(service)
+        if streams is not None:
+            return streams
+        assert self._by_path is not None and self._draws is not None
+        recorded = sorted(e for e in self._by_path.values() if e.service == service)[-SEARCHED:]
+        streams = self._draws_by_service[service] = {}
+        for entry in recorded:
+            try:
+                keys = self._draws(entry.path).streams
+            except CassetteError as error:
+                logger.warning("%s; not searched for earlier draws", printable(str(error)))
+                continue
+            for key in keys:
+                streams.setdefault(key, []).append(_Found(entry.instant, entry.path, 0))
+        return streams
 
     def _in_other_tests(self, calls: list[_Found], after: int, path: str) -> list[_Found]:
         """Of ``calls`` (``after`` the first recorded after ``path``'s), those of the cassettes

@@ -68,6 +68,8 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)
     # source -> draws the replayed request made beyond what was recorded (they got real values)
     extra_draws: dict[str, int] = field(default_factory=dict)
+    # source -> values of draws the cassette does not hold, given as an earlier request of its recording drew them
+    earlier_draws: dict[str, int] = field(default_factory=dict)
     # calls the cassette does not hold, answered from an earlier request of its recording (replayers.earlier)
     from_earlier: list[str] = field(default_factory=list)
     # credentials `timetracer replay --header/--cookie` supplied: the recorded ones could not be unsealed
@@ -122,6 +124,7 @@ class ReplayReport:
             self.supplied_credentials,
             self.unused,
             self.extra_draws,
+            self.earlier_draws,
             self.from_earlier,
         )
         if verdict != "ok" or any(details):
@@ -167,6 +170,11 @@ class ReplayReport:
         if self.extra_draws:
             counts = " ".join(f"{source}={n}" for source, n in sorted(self.extra_draws.items()))
             lines.append(f"  extra draws (not recorded, real values given): {counts}")
+        if self.earlier_draws:
+            counts = " ".join(f"{source}={n}" for source, n in sorted(self.earlier_draws.items()))
+            lines.append(
+                f"  draws an earlier request made (the recording process drew them there): {counts}"
+            )
         lines.extend(f"  unverified: {text}" for text in self.unverified)
         lines.extend(f"  {text}" for text in self.differences)
         return lines

@@ -379,6 +379,7 @@ class CassetteLibrary:
             lambda: recorded_in(recording_directory(own) if own else location, config, own=own),
             self._views,
             credentials=functools.partial(self._credentials, redactor_for(config)),
+            draws=lambda path: self.load(path).draws,
         )
         self._lock = threading.Lock()
 

@@ -649,8 +649,8 @@ def test_a_request_replayed_without_the_one_that_did_once_per_process_work_gets_
     cassette_dir: Path, serve: Callable[..., Any]
 ) -> None:
     """The third order replayed alone by a fresh app: its bucket starts in it this time, and
-    that read is an extra draw, not the value the order's own ``now()`` had. A cassette
-    without sites still replays per module, in recording order."""
+    that read gets the first request's value for it, not the value the order's own ``now()``
+    had. A cassette without sites still replays per module, in recording order."""
     sent: list[Sent] = [("GET", f"/orders/{n}", {}) for n in (1, 2, 3)]
     recorded = send(
         serve(_limited_orders_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url,
@@ -671,7 +671,8 @@ def test_a_request_replayed_without_the_one_that_did_once_per_process_work_gets_
         server.stop()
     assert_same_response(recorded[2], alone)
     (report,) = reports
-    assert report.extra_draws == {"clock": 1}  # the bucket's start
+    # the bucket's start: the value the first request drew for it
+    assert report.earlier_draws == {"clock": 1} and report.extra_draws == {}
 
     _sites_left_out(cassette_dir)
     with new_reports() as reports:

@@ -792,6 +792,54 @@ def test_a_test_run_alone_gets_what_the_recording_process_had_from_an_earlier_te
     unanswered.stdout.fnmatch_lines(["*no recorded call matches GET*/currencies*"])
 
 
+# A rates client that opens a session with the upstream once per process, stamped with the
+# time it reads in a function of its own (as a token's issue time): only the first test that
+# quotes opens it, and its cassette alone holds the draw and the call.
+_SESSION_RATES = """
+import time
+
+import httpx
+
+UPSTREAM = "{upstream}"
+_session = {{}}
+
+
+def _open_session():
+    opened = time.time_ns()
+    httpx.post(f"{{UPSTREAM}}/echo", params={{"session": "open", "at": opened}})
+    _session["opened"] = opened
+
+
+def quote(currency):
+    if not _session:
+        _open_session()
+    return httpx.get(f"{{UPSTREAM}}/echo", params={{"symbols": currency}}).json()["query"]
+"""
+
+
+def test_a_test_run_alone_gets_the_values_an_earlier_test_drew_for_once_per_process_work(
+    pytester: pytest.Pytester,
+) -> None:
+    """``test_pound`` replayed alone opens the session itself: the time it reads there is the
+    one ``test_euro``'s recording read (the process read it there), so the call it makes with
+    it is ``test_euro``'s, answered from its cassette; with a time of its own, no cassette would
+    hold the call."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(rates=_SESSION_RATES.format(upstream=live.url), test_rates=_TEST_RATES)
+        pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=2)
+        alone = pytester.runpytest_subprocess("--timetracer-mode=none", "-k", "test_pound")
+        alone.assert_outcomes(passed=1, deselected=1)
+        alone.stdout.fnmatch_lines(
+            [
+                "*calls: 2 answered from cassettes, 0 not answered, 0 recorded but not made",
+                f"    cassettes/test_rates/test_pound.json: httpx POST {live.url}/echo?session=open&at=*"
+                " (answered by cassettes/test_rates/test_euro.json)",
+            ]
+        )
+        assert len(live.requests) == 3  # those recorded; none in replay
+
+
 # Tests that leave state for the tests after them (sqladmin's tests/test_forms.py): one
 # defines a model on the module's metadata, whose table every later test's fixture creates.
 _TESTS_DEFINING_MODELS = """

@@ -3,8 +3,11 @@ at 127.0.0.1:6379, replayed with the clients pointed at a closed port and no con
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,17 +17,22 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
-from _replay import get_at_once, new_reports, uvicorn_process
+from _replay import assert_same_response, get_at_once, new_reports, send, uvicorn_process
 from apps.redis_app import FLAVOURS, HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN, create_app
 from conftest import load_cassettes
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from otlp_receiver import exporting_to_receiver
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import timetracer_otel
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.cli.labels import call_label
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.replayers import ReplayMismatchError, ReplaySession, install_replayers
 from timetracer_otel.replayers.session import activate, deactivate
 from timetracer_otel.sealing import redacted
@@ -406,6 +414,66 @@ def test_a_listener_started_with_the_app_waits_in_replay_once_its_messages_are_u
     assert replayed.json() == recorded.json() and health.status_code == 200
     assert "listener_app: stopped, 0 listener errors" in server.stderr, server.stderr
     assert "ReplayMismatchError" not in server.stderr
+
+
+def _limiter_app(config: TraceConfig, prefix: str, url: str = REDIS_URL) -> Starlette:
+    """A sliding-window rate limiter on a Redis sorted set, as pyrate_limiter's Redis bucket:
+    its leak task, started by the first request that hits it, trims the window with the time
+    it reads in its own function; each hit adds itself and counts the window."""
+    client = redis.asyncio.Redis.from_url(url)
+    window = f"{prefix}:window"
+    tasks: list[asyncio.Task[None]] = []
+
+    async def leak() -> None:
+        while True:
+            await client.zremrangebyscore(window, 0, time.time_ns() // 10**6 - 60_000)
+            await asyncio.sleep(60)
+
+    async def hit(request: Request) -> JSONResponse:
+        if not tasks:
+            tasks.append(asyncio.create_task(leak()))
+        now = time.time_ns() // 10**6
+        await client.zadd(window, {f"{request.path_params['name']}:{now}": now})
+        return JSONResponse({"in_window": await client.zcount(window, now - 60_000, now)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield
+        for task in tasks:
+            task.cancel()
+
+    app = Starlette(routes=[Route("/hit/{name}", hit)], lifespan=lifespan)
+    auto_setup(app, config=config, plugins=["redis"])
+    return app
+
+
+def test_a_request_replayed_without_the_one_that_started_a_poller_gets_what_that_one_drew(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str
+) -> None:
+    """The second hit replayed alone starts the leak task itself: its clock read is the one
+    the first request's task made (the recording process made it there), so its trim is the
+    first request's, answered from that request's cassette, and the report says both."""
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    server = serve(_limiter_app(config, prefix), lifespan="on")
+    recorded = send(server.url, [("GET", "/hit/a", {}), ("GET", "/hit/b", {})])
+    server.stop()
+    assert timetracer_otel.flush(30)
+    assert [r.json() for r in recorded] == [{"in_window": 1}, {"in_window": 2}]
+    (second,) = [
+        path for path in cassette_dir.rglob("*.json") if '"/hit/b"' in path.read_text("utf-8")
+    ]
+    with new_reports() as reports:
+        replaying = TraceConfig(mode="replay", cassette_path=str(second))
+        server = serve(_limiter_app(replaying, prefix, CLOSED_URL), lifespan="on")
+        (alone,) = send(server.url, [("GET", "/hit/b", {})])
+        server.stop()
+    assert_same_response(recorded[1], alone)
+    (report,) = reports
+    assert report.ok, report.console_text()
+    assert report.earlier_draws == {"clock": 1} and report.extra_draws == {}
+    assert [text.split(" (answered by")[0] for text in report.from_earlier] == [
+        f"redis ZREMRANGEBYSCORE {prefix}:window 0 {report.from_earlier[0].split()[4]}"
+    ]
 
 
 def test_live_redis_goes_to_the_server_while_the_rest_replays(prefix: str) -> None:

@@ -73,7 +73,7 @@ from timetracer_otel._pytest.workers import of_worker, xdist_worker
 from timetracer_otel.config import TraceConfig
 
 if TYPE_CHECKING:
-    from timetracer_otel.replayers.session import EarlierAnswer
+    from timetracer_otel.replayers.earlier import EarlierRequests
 
 __all__ = ["timetracer_replay", "timetracer_record"]
 
@@ -316,8 +316,8 @@ class _Run:
             raise
 
     @functools.cached_property
-    def earlier(self) -> EarlierAnswer:
-        """Answers from earlier tests' cassettes (made when a replayed test first needs one)."""
+    def earlier(self) -> EarlierRequests:
+        """Answers and draws from earlier tests' cassettes (made when a replayed test first needs one)."""
         return earlier_tests(self.directory, self.worker, lambda: self.replayed)
 
     def opted_in(self, item: pytest.Item) -> bool:

@@ -28,9 +28,11 @@ from timetracer_otel.config import TraceConfig
 from .workers import WORKER_FIELD, as_worker, learn_name, live_name, name_in_call, recorded_by
 
 if TYPE_CHECKING:
+    from timetracer_otel.determinism import RecordedDraws
     from timetracer_otel.protocols.view import CallView
+    from timetracer_otel.replayers.earlier import EarlierRequests
     from timetracer_otel.replayers.opening import Opened
-    from timetracer_otel.replayers.session import EarlierAnswer, RecordedViews
+    from timetracer_otel.replayers.session import RecordedViews
 
 __all__ = [
     "BlockOutcome",
@@ -98,24 +100,32 @@ def _opened(document: dict[str, Any], path: Path, config: TraceConfig, name: str
 
 def earlier_tests(
     directory: Path, worker: str | None, replayed: Callable[[], Sequence[str]]
-) -> EarlierAnswer:
+) -> EarlierRequests:
     """Answers, for a call a test's cassette does not hold, from the cassettes of the tests and
     fixtures recorded before it in ``directory``: what the recording process remembered from an
     earlier test (a value fetched once and cached) when the test now runs alone, first on its
     pytest-xdist worker, or after other tests; else from those ``replayed`` before it in this
-    process, when it runs after other tests (see :mod:`timetracer_otel.replayers.earlier`)."""
+    process, when it runs after other tests; and the values those drew where the test's
+    cassette has none (see :mod:`timetracer_otel.replayers.earlier`)."""
+    from timetracer_otel.determinism import decode_draws
     from timetracer_otel.replayers.earlier import EarlierRequests, recorded_in
 
     config = TraceConfig(mode="replay")
 
     @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
-    def views(path: str) -> RecordedViews:
+    def opened(path: str) -> Opened:
         document = _loaded(Path(path), config)[0]
-        return _opened(document, Path(path), config, live_name(worker)).views(path)
+        return _opened(document, Path(path), config, live_name(worker))
+
+    def views(path: str) -> RecordedViews:
+        return opened(path).views(path)
+
+    def draws(path: str) -> RecordedDraws:
+        return decode_draws(opened(path).answers.get("draws"))
 
     return EarlierRequests(
-        lambda: recorded_in(directory, config, blocks=True), views, replayed
-    ).answers
+        lambda: recorded_in(directory, config, blocks=True), views, replayed, draws=draws
+    )
 
 
 def _renamed(
@@ -143,7 +153,7 @@ class _Replay:
         path: Path,
         live: tuple[str, ...],
         allowed_hosts: frozenset[str],
-        earlier: EarlierAnswer | None,
+        earlier: EarlierRequests | None,
         worker: str | None,
     ) -> None:
         from timetracer_otel.determinism import (
@@ -168,14 +178,17 @@ class _Replay:
             config,
             live_libraries=live,
             views=opened.views(str(path)),
-            earlier=earlier,
+            earlier=earlier.answers if earlier is not None else None,
             sealed=opened.secrets,
             renamed=functools.partial(_renamed, document, path, config, worker),
         )
         install_draw_sources(config.draws)
         carry_context_into_pools()
         self.draws = DrawReplayer(
-            decode_draws(opened.answers.get("draws")), config.draws, real_time_ns
+            decode_draws(opened.answers.get("draws")),
+            config.draws,
+            real_time_ns,
+            functools.partial(earlier.stream, str(path)) if earlier is not None else None,
         )
         # a live library needs the network
         self.closure = (
@@ -227,7 +240,7 @@ class CassetteBlock:
         seed: str | None = None,
         clock_from: int | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
-        earlier: EarlierAnswer | None = None,
+        earlier: EarlierRequests | None = None,
         worker: str | None = None,
     ) -> None:
         self.path = path

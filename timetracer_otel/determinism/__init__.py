@@ -1,7 +1,7 @@
 """The app's non-determinism as part of the recording: clock, UUIDs and randomness.
 
 During a recorded request every value the app draws from the clock, from UUIDs and from
-randomness is kept, in order, per calling module; in replay the same request gets the
+randomness is kept, in order, per calling module and function; in replay the same request gets the
 same values back, so keys, timestamps, salts and token expiry computed per run are the
 recorded ones and the calls that carry them match. See ``docs/replay.md``.
 """
@@ -12,6 +12,7 @@ from .state import (
     DrawRecorder,
     DrawReplayer,
     RecordedDraws,
+    RecordedStream,
     activate,
     called,
     deactivate,
@@ -26,6 +27,7 @@ __all__ = [
     "DrawRecorder",
     "DrawReplayer",
     "RecordedDraws",
+    "RecordedStream",
     "activate",
     "called",
     "deactivate",

@@ -33,6 +33,7 @@ __all__ = [
     "encode_draws",
     "decode_draws",
     "RecordedDraws",
+    "RecordedStream",
     "NO_RECORDED_DRAWS",
     "current",
     "activate",
@@ -166,6 +167,10 @@ def encode_draws(
     return encoded
 
 
+# one (kind, caller)'s values, in the order drawn, and the index of the call each was drawn after
+RecordedStream = tuple[tuple[Any, ...], tuple[int | None, ...]]
+
+
 class RecordedDraws(NamedTuple):
     """A cassette's draws as replay hands them out: the values per (kind, caller), in the order
     drawn, the index of the call each was drawn after (None: before any of its task), and the
@@ -183,10 +188,13 @@ class _Stream:
     """One (kind, caller)'s recorded values in one replayed request, and those handed out: a draw
     gets the first left that was drawn after the same call, else the first left."""
 
-    __slots__ = ("values", "_afters", "_handed", "_first_left", "_by_after")
+    __slots__ = ("values", "earlier", "_afters", "_handed", "_first_left", "_by_after")
 
-    def __init__(self, values: tuple[Any, ...], afters: tuple[int | None, ...]) -> None:
+    def __init__(
+        self, values: tuple[Any, ...], afters: tuple[int | None, ...], earlier: bool = False
+    ) -> None:
         self.values = values
+        self.earlier = earlier  # the values of an earlier request (see DrawReplayer's earlier)
         self._afters = afters
         self._handed = bytearray(len(values))
         self._first_left = 0
@@ -220,14 +228,25 @@ class DrawReplayer:
     A draw with nothing left to give (the replayed code draws more, or differently) is an
     *extra* draw, counted per source: the clock then continues from the last value handed
     out plus the real time elapsed since, UUIDs and random values are real.
+
+    ``earlier(key)`` gives, for a (kind, caller) the recording does not hold at all, the values
+    an earlier request of the same recording drew from it (``replayers.earlier``): work the
+    recording process did once, in that request, and does again in this one.
     """
 
     def __init__(
-        self, recorded: RecordedDraws, sources: Iterable[str], real_clock_ns: Callable[[], int]
+        self,
+        recorded: RecordedDraws,
+        sources: Iterable[str],
+        real_clock_ns: Callable[[], int],
+        earlier: Callable[[tuple[str, str]], RecordedStream | None] | None = None,
     ) -> None:
         self.sources = frozenset(sources)
         self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
+        self.from_earlier: dict[str, int] = {}  # source -> values an earlier request drew
         self._recorded = recorded
+        self._earlier = earlier
+        self._asked: set[tuple[str, str]] = set()  # the keys ``earlier`` was asked for
         self._streams: dict[tuple[str, str], _Stream] = {}  # made as first drawn from
         self._aliases: dict[tuple[str, str], tuple[str, str]] = {}  # see _recorded_as
         self._lock = threading.Lock()
@@ -247,8 +266,11 @@ class DrawReplayer:
     ) -> Any:
         value: Any = _NONE
         after = _after(self)
+        key = (kind, caller)
+        if self._earlier is not None and key not in self._asked:
+            self._ask_earlier(key)
         with self._lock:
-            stream = self._stream((kind, caller))
+            stream = self._stream(key)
             index = stream.next_index(after) if stream is not None else None
             if (
                 stream is not None
@@ -256,6 +278,8 @@ class DrawReplayer:
                 and (fits is None or fits(stream.values[index]))
             ):
                 value = stream.hand(index)
+                if stream.earlier:
+                    self.from_earlier[source] = self.from_earlier.get(source, 0) + 1
             else:
                 self.extra[source] = self.extra.get(source, 0) + 1
             anchor = self._anchor
@@ -272,20 +296,42 @@ class DrawReplayer:
         recorded, real_then = anchor
         return now if recorded is None else recorded + max(now - real_then, 0)
 
+    def _ask_earlier(self, key: tuple[str, str]) -> None:
+        """Take ``key``'s stream from an earlier request when this recording has none; outside
+        the lock, as it may read cassettes."""
+        with self._lock:
+            if key in self._asked:
+                return
+            self._asked.add(key)
+            if self._stream(key) is not None:
+                return
+        assert self._earlier is not None
+        found = self._earlier(key)
+        if found is not None:
+            with self._lock:
+                self._streams.setdefault(key, _Stream(*found, earlier=True))
+
     def _stream(self, key: tuple[str, str]) -> _Stream | None:
         """The stream a draw of ``key`` takes from (recorded under another name: see
         _recorded_as), made as it is first drawn from; None when nothing was recorded for it."""
-        recorded = self._recorded.streams
-        if key not in recorded and recorded:
-            key = self._recorded_as(key)
-            if key not in recorded:  # recorded before draws named their function: per module
-                kind, caller = key
-                key = self._recorded_as((kind, caller.partition(":")[0]))
         stream = self._streams.get(key)
-        if stream is None and key in recorded:
-            values = recorded[key]
-            afters = self._recorded.afters.get(key) or (None,) * len(values)
-            stream = self._streams[key] = _Stream(values, afters)
+        if stream is not None:
+            return stream
+        recorded = self._recorded.streams
+        found = key
+        if found not in recorded and recorded:
+            found = self._recorded_as(found)
+            if found not in recorded:  # recorded before draws named their function: per module
+                kind, caller = found
+                found = self._recorded_as((kind, caller.partition(":")[0]))
+        if found not in recorded:
+            return None
+        stream = self._streams.get(found)
+        if stream is None:
+            values = recorded[found]
+            afters = self._recorded.afters.get(found) or (None,) * len(values)
+            stream = self._streams[found] = _Stream(values, afters)
+        self._streams[key] = stream
         return stream
 
     def _recorded_as(self, key: tuple[str, str]) -> tuple[str, str]:
