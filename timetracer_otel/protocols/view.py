@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class CallView:
     loopback: tuple[int, Hashable] | None = field(default=None, compare=False)
 
 
+@functools.lru_cache(maxsize=256)  # a few hosts, asked for every call
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address, an IPv6 one possibly in brackets) is this machine."""
     if host == "localhost":
