@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,28 @@ def test_a_configured_root_logger_gets_the_line_instead_of_stderr(
     console(_LINE)
     assert seen == [_LINE]
     assert capsys.readouterr().err == ""
+
+
+def test_a_root_logger_that_only_exports_or_drops_records_leaves_the_line_on_stderr(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FastAPI template's OpenTelemetry set-up puts OpenTelemetry's ``LoggingHandler`` on the
+    root logger: it exports records, shows none, and every console line went nowhere. The
+    exporter still gets the line."""
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    _unconfigure(monkeypatch)
+    exported = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exported))
+    with warnings.catch_warnings():  # the SDK's handler, as the template uses it, is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        exporting = LoggingHandler(logger_provider=provider)
+    logging.getLogger().handlers.extend([logging.NullHandler(), exporting])
+    console(_LINE)
+    assert capsys.readouterr().err == _LINE + "\n"
+    assert [record.log_record.body for record in exported.get_finished_logs()] == [_LINE]
 
 
 # alembic's generated alembic.ini, as env.py hands it to logging.config.fileConfig

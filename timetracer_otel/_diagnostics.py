@@ -39,11 +39,23 @@ logger.__class__ = _NotSilencedByConfig
 _LOG_INTERVAL_SECONDS = 60.0
 
 
+def _root_shows_records() -> bool:
+    """Whether the application configured the root logger to show records somewhere: a
+    handler other than a ``NullHandler`` or OpenTelemetry's ``LoggingHandler`` (which only
+    exports them: the FastAPI template's OpenTelemetry set-up adds one, and every console
+    line went nowhere)."""
+    return any(
+        not isinstance(handler, logging.NullHandler)
+        and not type(handler).__module__.startswith("opentelemetry.")
+        for handler in logging.getLogger().handlers
+    )
+
+
 class _StderrUnlessConfigured(logging.StreamHandler):
     """Print to stderr only while the application has not configured logging itself.
 
-    When the root logger has handlers, records propagate there instead, so a line is
-    never printed twice and the application's own logging setup decides the format.
+    When the root logger has handlers that show records, records propagate there instead, so
+    a line is never printed twice and the application's own logging setup decides the format.
     """
 
     def __init__(self) -> None:
@@ -51,7 +63,7 @@ class _StderrUnlessConfigured(logging.StreamHandler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if logging.getLogger().handlers:
+        if _root_shows_records():
             return
         self.stream = sys.stderr  # follow redirections (pytest capsys, contextlib.redirect_stderr)
         super().emit(record)
