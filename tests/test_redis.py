@@ -20,6 +20,7 @@ import redis.asyncio
 from _replay import assert_same_response, get_at_once, new_reports, send, uvicorn_process
 from apps.redis_app import FLAVOURS, HASH_TOKEN, STREAM_TOKEN, TRIMMED_TOKEN, create_app
 from conftest import load_cassettes
+from opentelemetry import propagate
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from otlp_receiver import exporting_to_receiver
@@ -474,6 +475,51 @@ def test_a_request_replayed_without_the_one_that_started_a_poller_gets_what_that
     assert [text.split(" (answered by")[0] for text in report.from_earlier] == [
         f"redis ZREMRANGEBYSCORE {prefix}:window 0 {report.from_earlier[0].split()[4]}"
     ]
+
+
+def _queueing_app(config: TraceConfig, prefix: str, url: str = REDIS_URL) -> Starlette:
+    """Queues a task message with the request's trace context in its labels, as taskiq's and
+    Celery's OpenTelemetry instrumentations do (``propagate.inject``)."""
+    client = redis.asyncio.Redis.from_url(url)
+
+    async def send_mail(request: Request) -> JSONResponse:
+        labels: dict[str, str] = {}
+        propagate.inject(labels)
+        task = {"task": "send_mail", "args": [request.path_params["to"]], "labels": labels}
+        queued = await client.lpush(f"{prefix}:tasks", json.dumps(task))
+        return JSONResponse({"queued": queued})
+
+    app = Starlette(routes=[Route("/mail/{to}", send_mail, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["redis"])
+    return app
+
+
+def test_a_message_carrying_the_trace_context_replays(
+    serve: Callable[..., Any], cassette_dir: Path, prefix: str
+) -> None:
+    """The replayed request runs under new trace and span ids: the message's ``traceparent``
+    differs from the recorded one and is left out of matching, the rest of it is not."""
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    url = serve(_queueing_app(config, prefix)).url
+    recorded = send(url, [("POST", "/mail/ada", {}), ("POST", "/mail/bob", {})])
+    assert timetracer_otel.flush(30)
+    (queued,) = redis.Redis.from_url(REDIS_URL).lrange(f"{prefix}:tasks", 0, 0)
+    assert json.loads(queued)["labels"]["traceparent"].startswith("00-")
+
+    with new_reports() as reports:
+        replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+        server = serve(_queueing_app(replaying, prefix, CLOSED_URL))
+        replayed = send(server.url, [("POST", "/mail/ada", {}), ("POST", "/mail/bob", {})])
+        server.stop()
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)
+    assert [report.ok for report in reports] == [True, True]
+
+    with new_reports() as reports:
+        server = serve(_queueing_app(replaying, prefix, CLOSED_URL))
+        (other,) = send(server.url, [("POST", "/mail/cy", {})])
+        server.stop()
+    assert other.status_code == 500 and not reports[0].ok
 
 
 def test_live_redis_goes_to_the_server_while_the_rest_replays(prefix: str) -> None:

@@ -39,6 +39,7 @@ from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
+from .trace_context import without_trace_context
 from .view import CallView
 
 if TYPE_CHECKING:
@@ -132,8 +133,8 @@ def redact(
 
 # --------------------------------------------------------------------------- matching
 def _canonical(value: Any) -> str:
-    return json.dumps(
-        encode_value(value), ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    return without_trace_context(
+        json.dumps(encode_value(value), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     )
 
 

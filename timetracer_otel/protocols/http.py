@@ -21,6 +21,7 @@ from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.sealing import REDACTED
 
+from .trace_context import without_trace_context
 from .view import CallView, is_loopback
 
 if TYPE_CHECKING:
@@ -99,10 +100,10 @@ def _canonical_body(body: dict | None, headers: list | None) -> tuple[str, Any]:
     """(kind, canonical value) of an encoded cassette body: JSON with sorted keys, form fields sorted."""
     kind, value = _body_content(body, headers)
     if kind == "json":
-        return kind, json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    if kind == "form":
-        return kind, "&".join(f"{k}={v}" for k, v in value)
-    return kind, value
+        value = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    elif kind == "form":
+        value = "&".join(f"{k}={v}" for k, v in value)
+    return kind, without_trace_context(value) if kind in ("json", "form", "text") else value
 
 
 def _digest(kind: str, canonical: Any) -> str:

@@ -28,6 +28,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
+from .trace_context import without_trace_context
 from .view import CallView
 
 __all__ = [
@@ -104,7 +105,7 @@ def _significant(name: str, command: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return without_trace_context(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 _SET_OPERATORS = frozenset({"$in", "$nin", "$all"})

@@ -42,6 +42,7 @@ from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
+from .trace_context import without_trace_context
 from .view import CallView
 
 if TYPE_CHECKING:
@@ -164,17 +165,16 @@ def _kombu_message(data: bytes) -> Hashable | None:
         return None
     headers.pop("origin", None)
     properties.pop("reply_to", None)
-    return ("kombu message", json.dumps(message, sort_keys=True))
+    return ("kombu message", without_trace_context(json.dumps(message, sort_keys=True)))
 
 
 def _wire(value: Any) -> Hashable:
     """An argument as redis-py sends it; values it refuses to send stay distinct by type."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        return (data.startswith(_KOMBU_MESSAGE) and _kombu_message(data)) or data
-    if isinstance(value, str):
-        data = value.encode("utf-8", "surrogatepass")
-        return (data.startswith(_KOMBU_MESSAGE) and _kombu_message(data)) or data
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+        return (data.startswith(_KOMBU_MESSAGE) and _kombu_message(data)) or without_trace_context(
+            data
+        )
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int):

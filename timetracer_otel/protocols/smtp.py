@@ -44,6 +44,7 @@ from timetracer_otel.cassette.values import decode_value, encode_value
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
+from .trace_context import without_trace_context
 from .view import CallView, is_loopback
 
 __all__ = [
@@ -218,8 +219,8 @@ def redact(
 
 # --------------------------------------------------------------------------- matching
 def _canonical(value: Any) -> str:
-    return json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=repr
+    return without_trace_context(
+        json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=repr)
     )
 
 

@@ -44,6 +44,7 @@ from timetracer_otel.cassette.values import encode_value
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
+from .trace_context import without_trace_context
 from .view import CallView
 
 if TYPE_CHECKING:
@@ -231,7 +232,9 @@ def redact(
 
 
 def _canonical(encoded: Any) -> str:
-    return json.dumps(encoded, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return without_trace_context(
+        json.dumps(encoded, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    )
 
 
 def _readable(encoded: Any) -> Any:
@@ -306,7 +309,7 @@ def _view(request: dict[str, Any]) -> CallView:
             ("sql", dialect, "connect"),
             {"operation": operation, "dialect": dialect},
         )
-    statement = " ".join(str(request.get("statement", "")).split())
+    statement = without_trace_context(" ".join(str(request.get("statement", "")).split()))
     parameters = request.get("parameters")
     label = f"{operation} {statement}"
     if len(label) > _LABEL_CHARS:
