@@ -1385,6 +1385,34 @@ def test_a_suite_naming_its_data_after_the_environment_replays_with_and_without_
     replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
 
 
+# The same suite naming its data pytest-django's way: after the worker under xdist
+# (``tt-workers-x_gw0``), after none without workers (``tt-workers-x``).
+_CONFTEST_WORKER_OR_NONE = _CONFTEST_WORKER_DATA.replace(
+    "def store(worker_id):", "def store():"
+).replace(
+    '"{namespace}-" + worker_id',
+    '"{namespace}" + ("_" + os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else "")',
+)
+
+
+def test_a_suite_naming_its_data_after_no_worker_without_workers_replays_a_recording_with_them(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded by two workers, replayed without any: the first call names no worker where the
+    cassette names ``gw0``, and every cassette is read with the workers' names taken off."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    namespace = f"tt-workers-{secrets.token_hex(4)}"
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        conftest="import os\n" + _CONFTEST_WORKER_OR_NONE.format(namespace=namespace),
+        test_workers=_TEST_WORKER_DATA,
+    )
+    pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=4)
+    replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
+
+
 # Tests that depend on the tests before them in their process (fief's tests/data.py): the first
 # renames a module-level profile, and the later ones read a key named after it.
 _TESTS_IN_ORDER = """

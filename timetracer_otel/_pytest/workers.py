@@ -10,10 +10,12 @@ worker had recorded it: the recording worker's name, where it stands as a name o
 or at the end of one, is the replaying worker's, in the calls and their answers alike.
 
 Without workers, the name a suite gives its data is its own choice: xdist's ``worker_id``
-says ``master``, while ``os.getenv("PYTEST_XDIST_WORKER", "gw0")`` (a common conftest line)
-says ``gw0``. A cassette recorded so carries the name its calls do; a process replaying so
-learns its name from the first call that names another worker than it was guessed to be
-(see :func:`name_in_call`), and reads every cassette after as that worker's.
+says ``master``, ``os.getenv("PYTEST_XDIST_WORKER", "gw0")`` (a common conftest line) says
+``gw0``, and pytest-django's way names none (``test_app``, ``test_app_gw0`` under xdist). A
+cassette recorded so carries the name its calls do; a process replaying so learns its name
+from the first call that names another worker than it was guessed to be, or that names none
+where the cassette names one (see :func:`name_in_call`), and reads every cassette after as
+that worker's.
 """
 
 from __future__ import annotations
@@ -86,11 +88,16 @@ def instance_of(path: str) -> str:
     return _WORKER_SUFFIX.sub("", path)
 
 
-def _name_pattern(worker: str) -> str:
+_NO_NAME = ""  # a suite that names its data after no worker without workers (pytest-django)
+
+
+def _name_pattern(worker: str, separator: bool = False) -> str:
     """Where ``worker`` stands as a name: ``gw1`` alone or ending a name (``db-gw1``, not
-    ``gw12``); ``master`` only ending one (``fief-test-master``), as the word is common."""
+    ``gw12``); ``master`` only ending one (``fief-test-master``), as the word is common. With
+    ``separator``, the ``-``, ``_``, ``.``, ``:`` or ``/`` before it too (to take the name off)."""
     before = r"(?<=[-_.:/])" if worker == _CONTROLLER else r"(?<![A-Za-z0-9])"
-    return f"{before}{re.escape(worker)}(?![A-Za-z0-9])"
+    name = f"{before}{re.escape(worker)}(?![A-Za-z0-9])"
+    return f"(?:[-_.:/]{name}|{name})" if separator else name
 
 
 # a worker's name where it names something: as :func:`_name_pattern` finds either kind
@@ -124,10 +131,14 @@ def name_in_call(key: Hashable, worker: str | None) -> str | None:
     """The worker name a live call (its view's ``key``) carries other than the one this process
     goes by (:func:`live_name`), when xdist's ``worker`` for it is a guess (no pytest-xdist
     worker runs it, so the suite names its data as it chooses, from a ``PYTEST_XDIST_WORKER``
-    an outer run left too) and the call carries exactly one such name; else None."""
+    an outer run left too) and the call carries exactly one such name; ``""`` when it carries
+    none (the suite may name no worker: tried against the cassette); else None."""
     if worker not in (None, _CONTROLLER):
         return None
-    named = set(_NAMED_WORKER.findall(repr(key))) - {live_name(worker)}
+    named = set(_NAMED_WORKER.findall(repr(key)))
+    if not named:
+        return None if live_name(worker) == _NO_NAME else _NO_NAME
+    named -= {live_name(worker)}
     return named.pop() if len(named) == 1 else None
 
 
@@ -147,8 +158,9 @@ def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
     recorded = _carried_name(document, recorded)
     if recorded == worker:
         return document
-    pattern = re.compile(f"(?P<sealed>{SEALED_TOKEN.pattern})|{_name_pattern(recorded)}")
-    in_bytes = re.compile(_name_pattern(recorded).encode("ascii"))
+    named = _name_pattern(recorded, separator=worker == _NO_NAME)
+    pattern = re.compile(f"(?P<sealed>{SEALED_TOKEN.pattern})|{named}")
+    in_bytes = re.compile(named.encode("ascii"))
     replacement = worker.encode("utf-8")
 
     def text(value: str) -> str:
