@@ -13,7 +13,7 @@ from timetracer_otel.cassette.document import (
     process_document,
     request_document,
 )
-from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.cassette.values import Encoded, encode_value
 from timetracer_otel.determinism.state import encode_draws
 
 from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
@@ -111,8 +111,16 @@ def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:
 
 
 def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Span or event attributes as the cassette holds them: a sequence (a tuple in the SDK) as a list."""
-    return {k: list(v) if type(v) is tuple else v for k, v in attributes.items()}
+    """Span or event attributes as the cassette holds them: a sequence (a tuple in the SDK) as a
+    list, a value of the app's own type that OpenTelemetry takes (a ``str`` enum: Prefect's state
+    type) as the plain value it stands for."""
+    return {k: _attribute(v) for k, v in attributes.items()}
+
+
+def _attribute(value: Any) -> Any:
+    if type(value) is tuple or type(value) is list:
+        return [_attribute(item) for item in value]
+    return value.value if isinstance(value, Encoded) else value
 
 
 def _span(span: FrozenSpan, origin_ns: int) -> dict[str, Any]:

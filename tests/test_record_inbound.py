@@ -6,6 +6,7 @@ the body it read, and the cassette's body (decoded) is compared with the bytes s
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
@@ -17,11 +18,13 @@ import httpx
 import pytest
 from _replay import new_reports
 from conftest import Upstream, load_cassettes
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+import timetracer_otel
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.config import DEFAULT_MAX_BODY_BYTES, TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
@@ -238,3 +241,32 @@ def test_the_route_of_a_path_is_found_on_a_starlette_without_get_route_path(
 
     monkeypatch.setattr(builtins, "__import__", import_of_an_older_starlette)
     assert route_template(scope, scope) == "/articles/{slug}"
+
+
+class _StateType(str, enum.Enum):
+    """A ``str`` enum, as Prefect's ``StateType``: OpenTelemetry takes it as a string attribute."""
+
+    RUNNING = "RUNNING"
+
+
+def test_a_span_event_whose_attribute_is_the_apps_str_enum_is_kept_as_its_value(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Prefect's run telemetry adds span events with its state type: the writer failed on the
+    value the app's own type travels as, and the request's cassette was never written."""
+
+    async def run(request: Request) -> JSONResponse:
+        tracer = trace.get_tracer("flows")
+        with tracer.start_as_current_span("flow-run") as span:
+            span.add_event("Running", attributes={"state.type": _StateType.RUNNING})
+            span.set_attribute("state.types", [_StateType.RUNNING, "PENDING"])
+        return JSONResponse({"state": _StateType.RUNNING.value})
+
+    app = Starlette(routes=[Route("/run", run)])
+    auto_setup(app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=[])
+    assert httpx.get(f"{serve(app).url}/run").json() == {"state": "RUNNING"}
+    assert timetracer_otel.flush(30)
+    (document,) = load_cassettes(cassette_dir)
+    (flow_run,) = [span for span in document["spans"] if span["name"] == "flow-run"]
+    assert flow_run["events"][0]["attributes"] == {"state.type": "RUNNING"}
+    assert flow_run["attributes"]["state.types"] == ["RUNNING", "PENDING"]
