@@ -1413,6 +1413,38 @@ def test_a_suite_naming_its_data_after_no_worker_without_workers_replays_a_recor
     replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
 
 
+# Prefect's setup_db lists SQLite's tables: the word master in sqlite_master names no worker.
+_TEST_SQLITE_TABLES = """
+import os
+
+import sqlalchemy as sa
+
+
+def test_lists_its_tables():
+    engine = sa.create_engine("sqlite:///" + os.environ["TABLES_DB"])
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY)"))
+        query = sa.text("SELECT name FROM sqlite_master WHERE type = 'table'")
+        assert connection.execute(query).scalars().all() == ["item"]
+
+
+def test_nothing():
+    pass
+"""
+
+
+def test_sqlites_own_tables_are_not_taken_for_a_workers_data(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded without workers, replayed by two: ``sqlite_master`` was read as the controller's
+    data and renamed ``sqlite_gw0``, and every test of Prefect's suite failed."""
+    monkeypatch.setenv("TABLES_DB", str(pytester.path / "tables.sqlite"))
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_tables=_TEST_SQLITE_TABLES)
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2").assert_outcomes(passed=2)
+
+
 # Tests that depend on the tests before them in their process (fief's tests/data.py): the first
 # renames a module-level profile, and the later ones read a key named after it.
 _TESTS_IN_ORDER = """

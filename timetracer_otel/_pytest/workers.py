@@ -91,19 +91,23 @@ def instance_of(path: str) -> str:
 _NO_NAME = ""  # a suite that names its data after no worker without workers (pytest-django)
 
 
+# ``master`` where it names a worker: ending a name (``fief-test-master``, ``test_master``), as the
+# word is common; not SQLite's own tables (``sqlite_master``) nor a path's (``refs/heads/master``)
+_MASTER = r"(?<=[-_.:])(?<!sqlite_)(?<!sqlite_temp_)master(?![A-Za-z0-9])"
+
+
 def _name_pattern(worker: str, separator: bool = False) -> str:
     """Where ``worker`` stands as a name: ``gw1`` alone or ending a name (``db-gw1``, not
-    ``gw12``); ``master`` only ending one (``fief-test-master``), as the word is common. With
-    ``separator``, the ``-``, ``_``, ``.``, ``:`` or ``/`` before it too (to take the name off)."""
-    before = r"(?<=[-_.:/])" if worker == _CONTROLLER else r"(?<![A-Za-z0-9])"
-    name = f"{before}{re.escape(worker)}(?![A-Za-z0-9])"
+    ``gw12``); ``master`` as :data:`_MASTER` finds it. With ``separator``, the ``-``, ``_``,
+    ``.``, ``:`` or ``/`` before it too (to take the name off)."""
+    name = (
+        _MASTER if worker == _CONTROLLER else f"(?<![A-Za-z0-9]){re.escape(worker)}(?![A-Za-z0-9])"
+    )
     return f"(?:[-_.:/]{name}|{name})" if separator else name
 
 
 # a worker's name where it names something: as :func:`_name_pattern` finds either kind
-_NAMED_WORKER = re.compile(
-    r"(?<![A-Za-z0-9])gw[0-9]{1,6}(?![A-Za-z0-9])|(?<=[-_.:/])master(?![A-Za-z0-9])"
-)
+_NAMED_WORKER = re.compile(rf"(?<![A-Za-z0-9])gw[0-9]{{1,6}}(?![A-Za-z0-9])|{_MASTER}")
 _learnt: list[str] = []  # the name this process's suite gives its data, once a call showed it
 
 
