@@ -93,20 +93,24 @@ class EarlierRequests:
         self._draws_by_service: dict[str | None, dict[tuple[str, str], list[_Found]]] = {}
 
     def answers(
-        self, path: str, view: CallView
+        self, path: str, view: CallView, any_port: bool = False
     ) -> Iterator[tuple[str, RecordedCall, frozenset[str]]]:
         """(the answering cassette's path, its call, the secrets its request came with) for
         ``view`` made while replaying ``path``, the most fitting first (at most
         :data:`_CANDIDATES`): the same call in the cassettes of its service recorded before it,
         the most recent first; for a test, then in those replayed before it in this process,
-        the last first, then in those recorded after it, the first first."""
+        the last first, then in those recorded after it, the first first. With ``any_port``,
+        ``view`` being a call to a loopback service, the same call to that host on any port."""
+        if any_port and view.loopback is None:
+            return
         with self._lock:
             if self._by_path is None:
                 self._by_path = {entry.path: entry for entry in self._listed()}
             me = self._by_path.get(path)
             if me is None:
                 return
-            calls = self._calls_of(me.service).get(view.key, [])
+            key = _any_port(view.loopback[1]) if any_port and view.loopback else view.key
+            calls = self._calls_of(me.service).get(key, [])
             # recorded strictly before it: its own calls (same instant) are not among them
             before = bisect.bisect_left(calls, me.instant, key=lambda found: found.instant)
             candidates = calls[:before][::-1] + self._in_other_tests(calls, before, path)
@@ -196,8 +200,17 @@ class EarlierRequests:
                 logger.warning("%s; not searched for earlier answers", printable(str(error)))
                 continue
             for index, _, view in views:
-                calls.setdefault(view.key, []).append(_Found(entry.instant, entry.path, index))
+                found = _Found(entry.instant, entry.path, index)
+                calls.setdefault(view.key, []).append(found)
+                if view.loopback is not None:
+                    calls.setdefault(_any_port(view.loopback[1]), []).append(found)
         return calls
+
+
+def _any_port(portless: Hashable) -> Hashable:
+    """The index's key of the calls to a loopback service with ``portless`` as their signature
+    without the port (see :class:`~timetracer_otel.protocols.view.CallView`)."""
+    return ("any port", portless)
 
 
 def recorded_in(

@@ -135,7 +135,8 @@ def call_entry(
 
 # (the path of the cassette replayed, a call it cannot answer) -> (another cassette's path, its call answering it)
 # (and the secrets its request came with: its credentials), the most fitting first
-EarlierAnswer = Callable[[str, CallView], "Iterable[tuple[str, RecordedCall, frozenset[str]]]"]
+# (``any_port``: the same call to a loopback service on any port: see EarlierRequests.answers)
+EarlierAnswer = Callable[..., "Iterable[tuple[str, RecordedCall, frozenset[str]]]"]
 
 
 def current_session() -> ReplaySession | None:
@@ -243,6 +244,12 @@ def _copied(document: dict[str, Any]) -> dict[str, Any]:
     return holder[0]
 
 
+def _picked_by_os(port: int) -> bool:
+    """Whether ``port`` is in the range operating systems pick listening ports from when asked
+    for any (from 32768 on Linux, 49152 elsewhere)."""
+    return port >= 32768
+
+
 class ReplaySession:
     """Answers outgoing calls from one cassette document and keeps account of them.
 
@@ -332,30 +339,35 @@ class ReplaySession:
     def _moved_service_call(self, view: CallView) -> RecordedCall | None:
         """The recorded call answering ``view``, a call to a loopback service that listens on
         another port than when recorded (a test's stub server on a port the OS picked), marked
-        used. The first such call ties its port to the recorded port of the earliest unused call
-        it matches; later calls to that port are answered from that port's calls only, and no
-        other port is tied to it, so two stub servers are never taken for each other. A port the
+        used: from the recorded port this port is tied to (:meth:`_tied_port`). A port the
         recording called itself is not moved: a call to it that matches nothing is a mismatch.
         Called with the lock held."""
-        if view.loopback is None:
+        if view.loopback is None or view.loopback[0] in self.index.ports:
             return None
-        port = view.loopback[0]
-        recorded_port = self._moved_ports.get(port)
         candidates = self.index.moved(view)
-        if recorded_port is None:
-            if port in self.index.ports:
-                return None
-            tied = set(self._moved_ports.values())
-            recorded_port = next(
-                (c.loopback_port for c in candidates if c.loopback_port not in tied), None
-            )
-            if recorded_port is None:
-                return None
-            self._moved_ports[port] = recorded_port
+        recorded_port = self._tied_port(view.loopback[0], [c.loopback_port for c in candidates])
         found = next((c for c in candidates if c.loopback_port == recorded_port), None)
         if found is not None:
             found.used = True
         return found
+
+    def _tied_port(self, port: int, offered: list[int | None]) -> int | None:
+        """The recorded port ``port`` stands for, among ``offered`` (those of the recorded calls
+        a call to it matches, in order): the one it was tied to, else the first no other port
+        is tied to (one the OS would pick first, when ``port`` is one: a stub on a fixed port
+        is not taken for it), which it is tied to from now on. One port to one: two stub
+        servers are never taken for each other. Called with the lock held."""
+        tied = self._moved_ports.get(port)
+        if tied is not None:
+            return tied if tied in offered else None
+        taken = set(self._moved_ports.values())
+        free = [p for p in dict.fromkeys(offered) if p is not None and p not in taken]
+        chosen = next((p for p in free if _picked_by_os(p) == _picked_by_os(port)), None)
+        if chosen is None and free:
+            chosen = free[0]
+        if chosen is not None:
+            self._moved_ports[port] = chosen
+        return chosen
 
     @functools.cached_property
     def _reply_times(self) -> dict[str, int]:
@@ -445,7 +457,7 @@ class ReplaySession:
                 if not self._carries_others_credentials(recorded, credentials)
             ),
             None,
-        )
+        ) or self._moved_earlier_answer(view)
         if found is None:
             return None
         path, recorded = found
@@ -453,6 +465,23 @@ class ReplaySession:
         self.from_earlier.append((library, view.label, path))
         self.made.append(call_entry(library, view.label, earlier=f"{path}#{recorded.index}"))
         return recorded
+
+    def _moved_earlier_answer(self, view: CallView) -> tuple[str, RecordedCall] | None:
+        """An earlier request's answer for a call to a loopback service on another port than
+        recorded (a test run alone calls the suite's stub server, whose polls the first test's
+        cassette holds), from the recorded port this port is tied to (:meth:`_tied_port`).
+        Called with the lock held."""
+        if self._earlier is None or view.loopback is None or view.loopback[0] in self.index.ports:
+            return None
+        offered = [
+            (path, recorded)
+            for path, recorded, credentials in self._earlier(self.path, view, any_port=True)
+            if not self._carries_others_credentials(recorded, credentials)
+        ]
+        recorded_port = self._tied_port(
+            view.loopback[0], [recorded.loopback_port for _, recorded in offered]
+        )
+        return next((o for o in offered if o[1].loopback_port == recorded_port), None)
 
     def _carries_others_credentials(
         self, recorded: RecordedCall, credentials: frozenset[str]

@@ -578,6 +578,70 @@ def test_a_stub_server_on_a_port_the_os_picks_replays(
     replayed.stdout.fnmatch_lines(["*calls: 2 answered from cassettes, 0 not answered*"])
 
 
+# The same stub, which the suite's client waits for once per process (as Prefect's hosted API
+# server is polled on /api/health): only the first test's cassette holds that poll.
+_TEST_STUB_POLLED = """
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.timetracer
+READY = []
+
+
+class Stub(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"/health": {"status": "ok"}, "/rate": {"rate": 1.25}}[self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def client(upstream):
+    if not READY:
+        READY.append(httpx.get(f"{upstream}/health").json())
+    return httpx.Client(base_url=upstream)
+
+
+def test_first(upstream):
+    assert client(upstream).get("/rate").json() == {"rate": 1.25}
+
+
+def test_second(upstream):
+    assert client(upstream).get("/rate").json() == {"rate": 1.25}
+"""
+
+
+def test_a_test_run_alone_gets_the_earlier_tests_answer_from_the_stub_on_its_new_port(
+    pytester: pytest.Pytester,
+) -> None:
+    """Replayed alone, ``test_second`` polls the stub itself, on another port: the poll is in
+    ``test_first``'s cassette only, made to the port the stub had then."""
+    pytester.makepyfile(test_polled=_TEST_STUB_POLLED)
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+    alone = pytester.runpytest_subprocess("--timetracer-mode=replay", "-k", "test_second")
+    alone.assert_outcomes(passed=1, deselected=1)
+    alone.stdout.fnmatch_lines(
+        [
+            "*cassettes/test_polled/test_second.json: httpx GET http://127.0.0.1:*/health (answered by cassettes/test_polled/test_first.json)"
+        ]
+    )
+
+
 # The app answers from a secret it reads from its upstream (a stored token, as a password
 # hash is read from a row): replayed without its key it gets [REDACTED] and says no.
 _TEST_SEALED = """

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +40,9 @@ class Stub:
 
 
 @contextlib.contextmanager
-def _running_stub() -> Iterator[Stub]:
+def _running_stub(port: int = 0) -> Iterator[Stub]:
+    """A stub on ``port``, or on one the OS picks."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             stub.requests.append(self.path)
@@ -52,7 +56,7 @@ def _running_stub() -> Iterator[Stub]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     stub = Stub(f"http://127.0.0.1:{server.server_address[1]}")
     with served_in_a_thread(server):
         yield stub
@@ -152,3 +156,54 @@ def test_a_port_the_recording_called_is_not_moved(
     assert replayed.status_code == 500
     (error,) = report.unmatched
     assert f"no recorded call matches GET {recorded_stock}/quote?n=2" in error
+
+
+def _fixed_port() -> int:
+    """A free port below those the OS picks, as a service's configured port is."""
+    for port in random.sample(range(20_000, 32_000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 32000")
+
+
+def _fixed_and_stub_app(stub: str, fixed: str, config: TraceConfig, stub_first: bool) -> Starlette:
+    """Asks the suite's stub (on a port the OS picks) and a service on a fixed port the same,
+    in the order given; answers with what each said, the stub's first."""
+
+    async def both(request: Request) -> JSONResponse:
+        order = (stub, fixed) if stub_first else (fixed, stub)
+        async with httpx.AsyncClient() as client:
+            answers = {url: (await client.get(f"{url}/quote")).json() for url in order}
+        return JSONResponse([answers[stub], answers[fixed]])
+
+    app = Starlette(routes=[Route("/both", both)])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def test_a_new_port_the_os_picked_is_tied_to_the_recorded_one_the_os_picked(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Recorded asking the service on its fixed port first; replayed asking the stub, on its
+    new port, first: the stub takes the stub's recorded answer, not the fixed service's (the
+    earliest recorded call asked that way), and the service still gets its own."""
+    fixed = _fixed_port()
+    with _running_stub(fixed) as service:
+        with _running_stub() as stub:
+            config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+            app = _fixed_and_stub_app(stub.url, service.url, config, stub_first=False)
+            recorded = send(serve(app).url, [("GET", "/both", {})])
+        assert timetracer_otel.flush(30)
+        with _running_stub() as stub, new_reports() as reports:
+            replaying = replay_config(cassette_files(cassette_dir)[0])
+            app = _fixed_and_stub_app(stub.url, service.url, replaying, stub_first=True)
+            server = serve(app)
+            (replayed,) = send(server.url, [("GET", "/both", {})])
+            server.stop()
+            assert stub.requests == [] and service.requests == ["/quote"]
+    assert replayed.json() == recorded[0].json()
+    assert reports[0].ok
