@@ -642,6 +642,37 @@ def test_a_test_run_alone_gets_the_earlier_tests_answer_from_the_stub_on_its_new
     )
 
 
+# Prefect's states carry the current trace context (prefect.states._traced): a test's call
+# sends whatever propagate.inject finds.
+_TEST_TRACE_CONTEXT = """
+import httpx
+import pytest
+from opentelemetry import propagate
+
+pytestmark = pytest.mark.timetracer
+
+
+def test_sends_its_trace_context():
+    carrier = {{}}
+    propagate.inject(carrier)
+    answer = httpx.post("{upstream}/echo", json={{"state": {{"traceparent": carrier.get("traceparent")}}}})
+    assert answer.status_code == 200
+"""
+
+
+def test_a_tests_trace_context_is_there_in_replay_as_when_recorded(
+    pytester: pytest.Pytester,
+) -> None:
+    """Recorded, the test ran under the span of its cassette, and the state it sent carried that
+    span's trace context; replayed, it ran under none and sent null, and nothing matched."""
+    with running_upstream() as live:
+        pytester.makepyfile(test_context=_TEST_TRACE_CONTEXT.format(upstream=live.url))
+        pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=1)
+        (request,) = live.requests
+        pytester.runpytest_subprocess("--timetracer-mode=replay").assert_outcomes(passed=1)
+    assert b'"traceparent":"00-' in request["body"]
+
+
 # The app answers from a secret it reads from its upstream (a stored token, as a password
 # hash is read from a row): replayed without its key it gets [REDACTED] and says no.
 _TEST_SEALED = """

@@ -12,16 +12,19 @@ thread of its own while the block is the innermost active one (:mod:`.live`).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from timetracer_otel import _network_guard
 from timetracer_otel._pool_context import install as carry_context_into_pools
 from timetracer_otel._standalone import BlockRecording
+from timetracer_otel._tracing import tracer_provider
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 
@@ -151,6 +154,7 @@ class _Replay:
     def __init__(
         self,
         path: Path,
+        label: str,
         live: tuple[str, ...],
         allowed_hosts: frozenset[str],
         earlier: EarlierRequests | None,
@@ -194,9 +198,14 @@ class _Replay:
         self.closure = (
             None if live else _network_guard.Closure(str(path), _REFUSAL_HINT, allowed_hosts)
         )
-        self._tokens: list[
-            tuple[contextvars.Token, contextvars.Token, _network_guard.Closure | None]
-        ] = []
+        # the span the recording ran under, made anew: code that hands the trace context on
+        # (propagate.inject into a task message, a row) finds one, as it did when recorded
+        self._span = (
+            tracer_provider(config.service_name)
+            .get_tracer("timetracer_otel.pytest")
+            .start_span(label, kind=trace.SpanKind.INTERNAL)
+        )
+        self._tokens: list[tuple[object, object, object, _network_guard.Closure | None]] = []
 
     def activate(self) -> None:
         previous = (
@@ -205,25 +214,30 @@ class _Replay:
         self._tokens.append((*self.enter(), previous))
 
     def deactivate(self) -> None:
-        token, draws_token, previous = self._tokens.pop()
-        self.exit((token, draws_token))
+        *tokens, previous = self._tokens.pop()
+        self.exit(tuple(tokens))  # type: ignore[arg-type]
         if self.closure is not None:
             _network_guard.close_everywhere(previous)
 
-    def enter(self) -> tuple[contextvars.Token, contextvars.Token]:
+    def enter(self) -> tuple[object, object, object]:
         """Answer the calls and draws of this context only (another thread's); the network stays as it is."""
         from timetracer_otel.determinism import activate as activate_draws
         from timetracer_otel.replayers.session import activate
 
-        return activate(self.session), activate_draws(self.draws)
+        span_token = otel_context.attach(trace.set_span_in_context(self._span))
+        return span_token, activate(self.session), activate_draws(self.draws)
 
-    def exit(self, tokens: tuple[contextvars.Token, contextvars.Token]) -> None:
+    def exit(self, tokens: tuple[object, object, object]) -> None:
         from timetracer_otel.determinism import deactivate as deactivate_draws
         from timetracer_otel.replayers.session import deactivate
 
-        token, draws_token = tokens
-        deactivate_draws(draws_token)
-        deactivate(token)
+        span_token, token, draws_token = tokens
+        deactivate_draws(draws_token)  # type: ignore[arg-type]
+        deactivate(token)  # type: ignore[arg-type]
+        otel_context.detach(span_token)  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        self._span.end()
 
 
 class CassetteBlock:
@@ -258,7 +272,7 @@ class CassetteBlock:
             else None
         )
         self._replay = (
-            _Replay(path, live, allowed_hosts, earlier, worker) if action == REPLAY else None
+            _Replay(path, label, live, allowed_hosts, earlier, worker) if action == REPLAY else None
         )
 
     @property
@@ -283,7 +297,7 @@ class CassetteBlock:
         try:
             yield
         finally:
-            part.exit(tokens)  # type: ignore[union-attr, arg-type]
+            part.exit(tokens)  # type: ignore[union-attr]
 
     def close(self, error: BaseException | None = None, failed: bool = False) -> BlockOutcome:
         """Write the recorded cassette, unless the test that recorded it ``failed``: a cassette
@@ -295,6 +309,7 @@ class CassetteBlock:
             outcome.kept = self._recording.finish(error, discard=failed)
             return outcome
         assert self._replay is not None
+        self._replay.finish()
         outcome.kept = self.path.exists()
         outcome.locked = self._replay.locked
         outcome.recorded_by = self._replay.recorded_by
