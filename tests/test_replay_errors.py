@@ -32,6 +32,7 @@ from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import TimeTracerMiddleware, auto_setup
 from timetracer_otel.protocols import CallView
+from timetracer_otel.protocols.http import request_view
 from timetracer_otel.protocols.sql import live_view
 from timetracer_otel.replayers.matching import RecordedCall, call_differences
 
@@ -293,6 +294,21 @@ def test_a_mismatch_only_in_the_order_of_a_list_names_the_hash_seed() -> None:
     )
     changed = call_differences(view(["get-directory", "read-path", "delete-path"]), recorded)
     assert not any("hash seed" in line for line in changed)
+
+
+def test_a_long_body_that_differs_late_is_shown_where_it_differs() -> None:
+    """Prefect's flow-run body differed in a field past its 200th character: both lines of the
+    mismatch showed the same start."""
+
+    def view(traceparent: str | None) -> CallView:
+        state = {"type": "PENDING", "name": "Pending", "message": "x" * 300, "tp": traceparent}
+        body = {"encoding": "json", "json": {"flow_id": "f" * 36, "state": state}}
+        return request_view("POST", "http://127.0.0.1:4200/api/flow_runs/", body, [])
+
+    recorded = RecordedCall(0, None, view("00-" + "a" * 32 + "-" + "b" * 16 + "-01"))  # type: ignore[arg-type]
+    lines = call_differences(view(None), recorded)
+    assert lines[0] == "body differs:"
+    assert '"tp":"00-' in lines[1] and '"tp":null' in lines[2]
 
 
 def test_a_mismatch_holding_the_time_of_the_replay_names_the_logs_source() -> None:
