@@ -1450,18 +1450,26 @@ _CONFTEST_WORKER_FROM_ENVIRONMENT = _CONFTEST_WORKER_DATA.replace(
 ).replace('"{namespace}-" + worker_id', '"{namespace}-" + os.getenv("PYTEST_XDIST_WORKER", "gw0")')
 
 
+def _suite_naming_its_data(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, conftest: str
+) -> None:
+    """The worker-data suite with ``conftest`` (naming the data from the environment), outside
+    this suite's own pytest-xdist worker."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this suite's own worker's
+    namespace = f"tt-workers-{secrets.token_hex(4)}"
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        conftest="import os\n" + conftest.format(namespace=namespace),
+        test_workers=_TEST_WORKER_DATA,
+    )
+
+
 def test_a_suite_naming_its_data_after_the_environment_replays_with_and_without_workers(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Recorded by two workers, replayed without any (where the suite's data is named ``gw0``
     and xdist's name is ``master``), and the other way round."""
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this suite's own worker's
-    namespace = f"tt-workers-{secrets.token_hex(4)}"
-    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
-    pytester.makepyfile(
-        conftest="import os\n" + _CONFTEST_WORKER_FROM_ENVIRONMENT.format(namespace=namespace),
-        test_workers=_TEST_WORKER_DATA,
-    )
+    _suite_naming_its_data(pytester, monkeypatch, _CONFTEST_WORKER_FROM_ENVIRONMENT)
     pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
     assert {
         json.loads(path.read_text())["request"]["worker"]
@@ -1495,13 +1503,7 @@ def test_a_suite_naming_its_data_after_no_worker_without_workers_replays_a_recor
 ) -> None:
     """Recorded by two workers, replayed without any: the first call names no worker where the
     cassette names ``gw0``, and every cassette is read with the workers' names taken off."""
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    namespace = f"tt-workers-{secrets.token_hex(4)}"
-    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
-    pytester.makepyfile(
-        conftest="import os\n" + _CONFTEST_WORKER_OR_NONE.format(namespace=namespace),
-        test_workers=_TEST_WORKER_DATA,
-    )
+    _suite_naming_its_data(pytester, monkeypatch, _CONFTEST_WORKER_OR_NONE)
     pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
     replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
     replayed.assert_outcomes(passed=4)
