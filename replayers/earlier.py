@@ -69,7 +69,8 @@ class EarlierRequests:
 
     ``cassettes()`` lists the request cassettes to search (asked when first needed), and
     ``views(path)`` gives a cassette's calls as replay matches them. ``credentials(path)``
-    gives the secrets its request came with (a server's requests have some). ``replayed()``,
+    gives the secrets its request came with (a server's requests have some), ``draws(path)``
+    the values its request drew. ``replayed()``,
     given for the pytest plugin's tests, lists the cassettes this process replayed so far,
     in order.
     """
@@ -89,8 +90,9 @@ class EarlierRequests:
         self._draws = draws
         self._lock = threading.Lock()
         self._by_path: dict[str, Recorded] | None = None
+        # per service: its cassettes by the signature of each call they hold (and, for a call
+        # to a loopback service, by that signature on any port) and by each draw stream
         self._by_service: dict[str | None, dict[Hashable, list[_Found]]] = {}
-        self._draws_by_service: dict[str | None, dict[tuple[str, str], list[_Found]]] = {}
 
     def answers(
         self, path: str, view: CallView, any_port: bool = False
@@ -103,18 +105,8 @@ class EarlierRequests:
         ``view`` being a call to a loopback service, the same call to that host on any port."""
         if any_port and view.loopback is None:
             return
-        with self._lock:
-            if self._by_path is None:
-                self._by_path = {entry.path: entry for entry in self._listed()}
-            me = self._by_path.get(path)
-            if me is None:
-                return
-            key = _any_port(view.loopback[1]) if any_port and view.loopback else view.key
-            calls = self._calls_of(me.service).get(key, [])
-            # recorded strictly before it: its own calls (same instant) are not among them
-            before = bisect.bisect_left(calls, me.instant, key=lambda found: found.instant)
-            candidates = calls[:before][::-1] + self._in_other_tests(calls, before, path)
-        for found in dict.fromkeys(candidates[:_CANDIDATES]):
+        key = _any_port(view.loopback[1]) if any_port and view.loopback else view.key
+        for found in dict.fromkeys(self._candidates(path, key)[:_CANDIDATES]):
             for index, call, recorded in self._views(found.path):
                 if index == found.position:
                     credentials = (
@@ -124,45 +116,33 @@ class EarlierRequests:
 
     def stream(self, path: str, key: tuple[str, str]) -> RecordedStream | None:
         """The values (and the calls they were drawn after) of draw stream ``key`` (kind,
-        caller) in the most recent cassette of ``path``'s service recorded before it that holds
-        it: a value the recording process drew once, in an earlier request (a rate limiter's
-        task started on first use), which a request replayed without that one draws again.
-        None when no earlier request drew it."""
-        with self._lock:
-            if self._draws is None:
-                return None
-            if self._by_path is None:
-                self._by_path = {entry.path: entry for entry in self._listed()}
-            me = self._by_path.get(path)
-            if me is None:
-                return None
-            found = self._draws_of(me.service).get(key, [])
-            before = bisect.bisect_left(found, me.instant, key=lambda entry: entry.instant)
-            candidates = found[:before][::-1] + self._in_other_tests(found, before, path)
+        caller) in the most fitting cassette that holds it, chosen as :meth:`answers` chooses:
+        a value the recording process drew once, in an earlier request (a rate limiter's task
+        started on first use), which a request replayed without that one draws again. None
+        when no earlier request drew it."""
+        if self._draws is None:
+            return None
+        candidates = self._candidates(path, _draw_stream(key))
         if not candidates:
             return None
         recorded = self._draws(candidates[0].path)
         values = recorded.streams[key]
         return values, recorded.afters.get(key) or (None,) * len(values)
 
-    def _draws_of(self, service: str | None) -> dict[tuple[str, str], list[_Found]]:
-        """The draw streams of ``service``'s most recent :data:`SEARCHED` cassettes, each list
-        of cassettes in recording order (read once). Called with the lock held."""
-        streams = self._draws_by_service.get(service)
-        if streams is not None:
-            return streams
-        assert self._by_path is not None and self._draws is not None
-        recorded = sorted(e for e in self._by_path.values() if e.service == service)[-SEARCHED:]
-        streams = self._draws_by_service[service] = {}
-        for entry in recorded:
-            try:
-                keys = self._draws(entry.path).streams
-            except CassetteError as error:
-                logger.warning("%s; not searched for earlier draws", printable(str(error)))
-                continue
-            for key in keys:
-                streams.setdefault(key, []).append(_Found(entry.instant, entry.path, 0))
-        return streams
+    def _candidates(self, path: str, key: Hashable) -> list[_Found]:
+        """The cassettes of ``path``'s service holding ``key`` (see ``_by_service``), the most
+        fitting first: those recorded before it, the most recent first, then for a test those
+        of :meth:`_in_other_tests`."""
+        with self._lock:
+            if self._by_path is None:
+                self._by_path = {entry.path: entry for entry in self._listed()}
+            me = self._by_path.get(path)
+            if me is None:
+                return []
+            found = self._indexed(me.service).get(key, [])
+            # recorded strictly before it: its own calls (same instant) are not among them
+            before = bisect.bisect_left(found, me.instant, key=lambda entry: entry.instant)
+            return found[:before][::-1] + self._in_other_tests(found, before, path)
 
     def _in_other_tests(self, calls: list[_Found], after: int, path: str) -> list[_Found]:
         """Of ``calls`` (``after`` the first recorded after ``path``'s), those of the cassettes
@@ -184,33 +164,42 @@ class EarlierRequests:
             logger.warning("%s; no earlier request answers", printable(str(error)))
             return ()
 
-    def _calls_of(self, service: str | None) -> dict[Hashable, list[_Found]]:
-        """The calls of ``service``'s most recent :data:`SEARCHED` cassettes by signature, each
-        list in recording order (read once)."""
-        calls = self._by_service.get(service)
-        if calls is not None:
-            return calls
+    def _indexed(self, service: str | None) -> dict[Hashable, list[_Found]]:
+        """``service``'s most recent :data:`SEARCHED` cassettes by what they hold (see
+        ``_by_service``), each list in recording order: each cassette read once, for its calls
+        and its draws alike. Called with the lock held."""
+        index = self._by_service.get(service)
+        if index is not None:
+            return index
         assert self._by_path is not None
         recorded = sorted(e for e in self._by_path.values() if e.service == service)[-SEARCHED:]
-        calls = self._by_service[service] = {}
+        index = self._by_service[service] = {}
         for entry in recorded:
             try:
                 views = self._views(entry.path)
+                streams = self._draws(entry.path).streams if self._draws is not None else {}
             except CassetteError as error:
                 logger.warning("%s; not searched for earlier answers", printable(str(error)))
                 continue
-            for index, _, view in views:
-                found = _Found(entry.instant, entry.path, index)
-                calls.setdefault(view.key, []).append(found)
+            for position, _, view in views:
+                found = _Found(entry.instant, entry.path, position)
+                index.setdefault(view.key, []).append(found)
                 if view.loopback is not None:
-                    calls.setdefault(_any_port(view.loopback[1]), []).append(found)
-        return calls
+                    index.setdefault(_any_port(view.loopback[1]), []).append(found)
+            for key in streams:
+                index.setdefault(_draw_stream(key), []).append(_Found(entry.instant, entry.path, 0))
+        return index
 
 
 def _any_port(portless: Hashable) -> Hashable:
     """The index's key of the calls to a loopback service with ``portless`` as their signature
     without the port (see :class:`~timetracer_otel.protocols.view.CallView`)."""
     return ("any port", portless)
+
+
+def _draw_stream(key: tuple[str, str]) -> Hashable:
+    """The index's key of the cassettes holding draws of stream ``key`` (kind, caller)."""
+    return ("draws", key)
 
 
 def recorded_in(

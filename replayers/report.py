@@ -168,16 +168,22 @@ class ReplayReport:
         if len(self.unused) > _UNUSED_SHOWN:
             lines.append(f"  unused: ... and {len(self.unused) - _UNUSED_SHOWN} more")
         if self.extra_draws:
-            counts = " ".join(f"{source}={n}" for source, n in sorted(self.extra_draws.items()))
-            lines.append(f"  extra draws (not recorded, real values given): {counts}")
-        if self.earlier_draws:
-            counts = " ".join(f"{source}={n}" for source, n in sorted(self.earlier_draws.items()))
             lines.append(
-                f"  draws an earlier request made (the recording process drew them there): {counts}"
+                f"  extra draws (not recorded, real values given): {_per_source(self.extra_draws)}"
+            )
+        if self.earlier_draws:
+            lines.append(
+                "  draws an earlier request made (the recording process drew them there): "
+                + _per_source(self.earlier_draws)
             )
         lines.extend(f"  unverified: {text}" for text in self.unverified)
         lines.extend(f"  {text}" for text in self.differences)
         return lines
+
+
+def _per_source(counts: dict[str, int]) -> str:
+    """``clock=2 uuid=1``: draws counted per source."""
+    return " ".join(f"{source}={n}" for source, n in sorted(counts.items()))
 
 
 def remember(report: ReplayReport) -> None:

@@ -15,7 +15,7 @@ import contextvars
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -450,14 +450,7 @@ class ReplaySession:
         has with every answer used up (made more often than recorded). Called with the lock held."""
         if self._earlier is None or self.index.holds(view):
             return None
-        found = next(
-            (
-                (path, recorded)
-                for path, recorded, credentials in self._earlier(self.path, view)
-                if not self._carries_others_credentials(recorded, credentials)
-            ),
-            None,
-        ) or self._moved_earlier_answer(view)
+        found = next(self._earlier_offered(view), None) or self._moved_earlier_answer(view)
         if found is None:
             return None
         path, recorded = found
@@ -471,17 +464,23 @@ class ReplaySession:
         recorded (a test run alone calls the suite's stub server, whose polls the first test's
         cassette holds), from the recorded port this port is tied to (:meth:`_tied_port`).
         Called with the lock held."""
-        if self._earlier is None or view.loopback is None or view.loopback[0] in self.index.ports:
+        if view.loopback is None or view.loopback[0] in self.index.ports:
             return None
-        offered = [
-            (path, recorded)
-            for path, recorded, credentials in self._earlier(self.path, view, any_port=True)
-            if not self._carries_others_credentials(recorded, credentials)
-        ]
+        offered = list(self._earlier_offered(view, any_port=True))
         recorded_port = self._tied_port(
             view.loopback[0], [recorded.loopback_port for _, recorded in offered]
         )
         return next((o for o in offered if o[1].loopback_port == recorded_port), None)
+
+    def _earlier_offered(
+        self, view: CallView, any_port: bool = False
+    ) -> Iterator[tuple[str, RecordedCall]]:
+        """(path, call) of the earlier requests' calls answering ``view`` (on any port, with
+        ``any_port``), the most fitting first, but those carrying another request's credentials."""
+        assert self._earlier is not None
+        for path, recorded, credentials in self._earlier(self.path, view, any_port=any_port):
+            if not self._carries_others_credentials(recorded, credentials):
+                yield path, recorded
 
     def _carries_others_credentials(
         self, recorded: RecordedCall, credentials: frozenset[str]

@@ -29,6 +29,14 @@ from .determinism import deactivate as deactivate_draws
 from .determinism import install as install_draw_sources
 
 
+def block_span(provider: trace.TracerProvider, label: str) -> trace.Span:
+    """The root span a block's code runs under, recorded or replayed: calls' spans are its
+    children, and code that hands the trace context on (``propagate.inject``) finds one."""
+    return provider.get_tracer("timetracer_otel.pytest").start_span(
+        label, kind=trace.SpanKind.INTERNAL
+    )
+
+
 class BlockRecording:
     """The cassette of a stretch of code, recorded while it is active; :meth:`finish` writes it."""
 
@@ -47,9 +55,7 @@ class BlockRecording:
         plugins.enable_installed()
         provider = tracer_provider(config.service_name)
         self._processor = cassette_processor(provider)
-        self._span = provider.get_tracer("timetracer_otel.pytest").start_span(
-            label, kind=trace.SpanKind.INTERNAL
-        )
+        self._span = block_span(provider, label)
         span_context = self._span.get_span_context()
         self.recording = TraceRecording(
             config,

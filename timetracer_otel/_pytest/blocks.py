@@ -23,7 +23,7 @@ from opentelemetry import trace
 
 from timetracer_otel import _network_guard
 from timetracer_otel._pool_context import install as carry_context_into_pools
-from timetracer_otel._standalone import BlockRecording
+from timetracer_otel._standalone import BlockRecording, block_span
 from timetracer_otel._tracing import tracer_provider
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
@@ -198,13 +198,8 @@ class _Replay:
         self.closure = (
             None if live else _network_guard.Closure(str(path), _REFUSAL_HINT, allowed_hosts)
         )
-        # the span the recording ran under, made anew: code that hands the trace context on
-        # (propagate.inject into a task message, a row) finds one, as it did when recorded
-        self._span = (
-            tracer_provider(config.service_name)
-            .get_tracer("timetracer_otel.pytest")
-            .start_span(label, kind=trace.SpanKind.INTERNAL)
-        )
+        # the span the recording ran under, made anew
+        self._span = block_span(tracer_provider(config.service_name), label)
         self._tokens: list[tuple[object, object, object, _network_guard.Closure | None]] = []
 
     def activate(self) -> None:

@@ -126,7 +126,7 @@ class DrawRecorder:
         """The value the seed (and ``clock_from``) give this draw; real where they give none.
         Streams are named by the caller's module, not its function: a seed gives the values it
         gave before draws named their function, which replaying runs make again."""
-        stream = self._stream(caller.partition(":")[0])
+        stream = self._stream(_module(caller))
         if seeded is not None:
             return seeded(self._generator(kind, stream))
         if kind != "time" or self._clock_from is None:
@@ -146,6 +146,11 @@ class DrawRecorder:
             digest = hashlib.sha256(f"{self._seed}\0{kind}\0{stream}".encode()).digest()
             generator = self._generators[(kind, stream)] = random.Random(digest)
         return generator
+
+
+def _module(caller: str) -> str:
+    """The module of a caller (``app.models:create``: see ``callers.attribute``)."""
+    return caller.partition(":")[0]
 
 
 def encode_draws(
@@ -322,8 +327,7 @@ class DrawReplayer:
         if found not in recorded and recorded:
             found = self._recorded_as(found)
             if found not in recorded:  # recorded before draws named their function: per module
-                kind, caller = found
-                found = self._recorded_as((kind, caller.partition(":")[0]))
+                found = self._recorded_as((found[0], _module(found[1])))
         if found not in recorded:
             return None
         stream = self._streams.get(found)
