@@ -38,6 +38,7 @@ import pytest
 from timetracer_otel import _gc_hold, _network_guard
 from timetracer_otel._diagnostics import counters, failures
 from timetracer_otel._keys import key_file_of
+from timetracer_otel._pytest import tmp_paths
 from timetracer_otel._pytest.blocks import (
     RECORD,
     REPLAY,
@@ -331,6 +332,7 @@ class _Run:
 
     def close(self) -> None:
         _network_guard.uninstall()
+        tmp_paths.uninstall()
         if self.froze_imports:
             gc.unfreeze()
         if self._clocks_for_workers is not None:
@@ -349,7 +351,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{_MARKER}(strict=False, live=()): give this test a cassette of its own (see timetracer's pytest docs)",
     )
-    config.stash[_RUN] = _Run(config)
+    run = config.stash[_RUN] = _Run(config)
+    if run.mode != "off":
+        tmp_paths.install(claims=run.fixture_clocks)
     config.pluginmanager.register(_SetupFailures(), "timetracer-setup-failures")
     config.pluginmanager.register(_AsyncSteps(), "timetracer-async-steps")
 

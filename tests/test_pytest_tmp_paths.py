@@ -1,0 +1,120 @@
+"""pytest's temporary directories replayed as recorded: a suite that sends ``tmp_path`` (or a
+session fixture's ``tmp_path_factory.mktemp``) to a service gets the recorded directory back,
+made anew and empty, so its calls match; serially, on pytest-xdist's workers, and across the
+two. A recorded directory outside this user's pytest root is never made or removed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import running_upstream
+
+pytest_plugins = ["pytester"]
+
+_CONFTEST = """
+import os
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    made = tmp_path_factory.mktemp("data")
+    assert list(made.iterdir()) == []  # new, or made anew: empty either way
+    (made / "seed.txt").write_text("seed")
+    sent = httpx.post(os.environ["UPSTREAM"] + "/echo", json={"register": str(made)})
+    assert sent.json()["body"] == '{"register":"' + str(made) + '"}'
+    return made
+"""
+
+_TESTS = """
+import os
+import sqlite3
+
+import httpx
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_sends_its_directories(data_dir, tmp_path, n):
+    assert list(tmp_path.iterdir()) == []
+    assert (data_dir / "seed.txt").read_text() == "seed"
+    body = {"data": str(data_dir), "own": str(tmp_path / "upload.bin"), "n": n}
+    echoed = httpx.post(os.environ["UPSTREAM"] + "/echo", json=body).json()["body"]
+    assert echoed == httpx.Request("POST", "http://x", json=body).content.decode()
+    (tmp_path / "upload.bin").write_bytes(b"x")
+
+
+def test_a_sqlite_file_in_tmp_path(tmp_path):
+    db = sqlite3.connect(tmp_path / "app.db")  # sqlite3 itself: not a call
+    db.execute("create table t (x text)")
+    echoed = httpx.post(os.environ["UPSTREAM"] + "/echo", content=str(tmp_path / "app.db"))
+    assert echoed.json()["body"] == str(tmp_path / "app.db")
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """The suite, run as ``python -m pytest`` in a temporary root of its own: pytester's own
+    runs would give each run a ``--basetemp`` of its own."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:faker -p no:cacheprovider")
+    monkeypatch.setenv("PYTEST_DEBUG_TEMPROOT", str(pytester.path / "temproot"))
+    (pytester.path / "temproot").mkdir()
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makeconftest(_CONFTEST)
+    pytester.makepyfile(test_paths=_TESTS)
+    return pytester
+
+
+def _run(suite: pytest.Pytester, *options: str) -> pytest.RunResult:
+    return suite.run(sys.executable, "-m", "pytest", *options)
+
+
+def _record(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *options: str) -> None:
+    with running_upstream() as live:
+        monkeypatch.setenv("UPSTREAM", live.url)
+        _run(suite, "--timetracer-mode=all", *options).assert_outcomes(passed=5)
+        assert len(live.requests) == 5 + (2 if options else 1)  # the fixture once per worker
+
+
+@pytest.mark.parametrize("recorded_with", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_directories_sent_to_a_service_replay_as_recorded(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, recorded_with: tuple[str, ...]
+) -> None:
+    """Recorded serially or on two workers, replayed twice each way with the upstream down:
+    every call is answered, and each directory is empty when the test gets it."""
+    _record(suite, monkeypatch, *recorded_with)
+    for replayed_with in ((), (), ("-n", "2"), ("-n", "2")):
+        replayed = _run(suite, "--timetracer-mode=none", *replayed_with)
+        replayed.assert_outcomes(passed=5)
+        replayed.stdout.fnmatch_lines(["*0 not answered, 0 recorded but not made*"])
+
+
+def test_a_recorded_directory_outside_the_users_pytest_root_is_not_made(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cassette naming a directory elsewhere (edited, or from another machine's layout):
+    the test gets a new one, the call it sends then differs and fails where it is made, and
+    the named directory is neither made nor emptied."""
+    _record(suite, monkeypatch)
+    kept = suite.path / "elsewhere/test_a_sqlite_file_in_tmp_pa0"
+    kept.mkdir(parents=True)
+    (kept / "precious").write_text("kept")
+    cassette = suite.path / "cassettes/test_paths/test_a_sqlite_file_in_tmp_path.json"
+    document = json.loads(cassette.read_text())
+    (draw,) = [draw for draw in document["draws"] if draw["kind"] == "tmp_path"]
+    draw["value"] = str(kept)
+    cassette.write_text(json.dumps(document))
+    missing = suite.path / "temproot/pytest-of-x/pytest-1/nowhere/test_a_sqlite_file_in_tmp_pa0"
+    replayed = _run(suite, "--timetracer-mode=none", "-k", "sqlite")
+    replayed.assert_outcomes(failed=1)
+    replayed.stdout.fnmatch_lines(["*no recorded call matches POST*"])
+    assert (kept / "precious").read_text() == "kept"
+    draw["value"] = str(missing)
+    cassette.write_text(json.dumps(document))
+    _run(suite, "--timetracer-mode=none", "-k", "sqlite").assert_outcomes(failed=1)
+    assert not missing.parent.parent.exists()

@@ -1,0 +1,139 @@
+"""The temporary directories pytest gives a test, as the recording got them.
+
+``tmp_path`` (and ``tmp_path_factory.mktemp``, ``tmpdir``) is a new numbered directory in
+each run: ``/tmp/pytest-of-me/pytest-12/test_upload0`` recorded, ``pytest-13/...`` replayed.
+A test that sends its path to a service (a file to import, a SQLite URL, a storage
+location) or stores it in a row makes calls its cassette does not hold, and compares the
+answers with a path that is no longer its own. So each directory made for a test's or a
+fixture's cassette is one of its draws: replayed, the recorded directory is made anew,
+empty, and handed out instead of a new one. Only where that is safe: in this user's own
+pytest root (``pytest-of-<user>/pytest-N[/popen-gwK]/name``, a directory pytest itself
+removes in time), owned by this user, and taken by no other process of the run (two
+pytest-xdist workers replaying one fixture's instance); else the new directory, as
+without timetracer. A ``--basetemp`` given to both runs already gives the same paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from _pytest.pathlib import rm_rf
+from _pytest.tmpdir import TempPathFactory
+
+from timetracer_otel.determinism import state
+
+from .blocks import running_block
+
+__all__ = ["install", "uninstall"]
+
+_SOURCE, _KIND, _CALLER = "pytest", "tmp_path", "_pytest.tmpdir:mktemp"
+_RUN_DIRECTORY = re.compile(r"pytest-\d+")
+_WORKER_DIRECTORY = re.compile(r"popen-\w+")  # a worker's (gw0; read as another worker: master)
+
+_real_mktemp = TempPathFactory.mktemp
+_claims: str | None = None  # the run's directory shared by its pytest-xdist workers, if any
+_taken: set[str] = set()  # the recorded directories this process made anew
+
+
+def install(claims: str | None) -> None:
+    """Hand recorded directories to the blocks' draws; ``claims``: the directory where a
+    pytest-xdist worker claims one before the run's other workers can."""
+    global _claims
+    _claims = claims
+    TempPathFactory.mktemp = _mktemp  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    TempPathFactory.mktemp = _real_mktemp  # type: ignore[method-assign]
+    _taken.clear()
+
+
+def _mktemp(self: TempPathFactory, basename: str, numbered: bool = True) -> Path:
+    draws = state.current() if running_block() is not None else None
+    if draws is None:
+        return _real_mktemp(self, basename, numbered)
+    made: list[Path] = []
+
+    def new() -> str:
+        made.append(_real_mktemp(self, basename, numbered))
+        return str(made[0])
+
+    value = draws.draw(
+        _SOURCE, _KIND, _CALLER, new, lambda recorded: _named(recorded, basename, numbered)
+    )
+    if made:  # recording, or nothing recorded for it
+        return made[0]
+    return _made_anew(Path(value), self.getbasetemp()) or _real_mktemp(self, basename, numbered)
+
+
+def _named(recorded: Any, basename: str, numbered: bool) -> bool:
+    """Whether ``recorded`` is a directory ``mktemp(basename, numbered)`` could have made."""
+    if not isinstance(recorded, str):
+        return False
+    name = Path(recorded).name
+    return bool(re.fullmatch(re.escape(basename) + r"\d+", name)) if numbered else name == basename
+
+
+def _made_anew(recorded: Path, basetemp: Path) -> Path | None:
+    """``recorded`` made anew and empty, when it is in the same user's pytest root as
+    ``basetemp`` (see the module's docstring); None where it cannot be."""
+    root = next(
+        (parent for parent in basetemp.parents if parent.name.startswith("pytest-of-")), None
+    )
+    if root is None or not recorded.is_absolute():
+        return None
+    with contextlib.suppress(ValueError, OSError):
+        parts = recorded.relative_to(root).parts
+        inner = parts[1:-1]
+        if not (
+            len(parts) in (2, 3)
+            and _RUN_DIRECTORY.fullmatch(parts[0])
+            and all(_WORKER_DIRECTORY.fullmatch(part) for part in inner)
+            and _owned_directory(root, parts[:-1])
+            and _claim(recorded)
+        ):
+            return None
+        if recorded.is_symlink():
+            return None
+        if recorded.exists():
+            rm_rf(recorded)
+        recorded.mkdir(mode=0o700)
+        return recorded
+    return None
+
+
+def _owned_directory(root: Path, parts: tuple[str, ...]) -> bool:
+    """``root`` joined with ``parts`` is a directory (made if missing), each step a real
+    directory of this user's."""
+    directory = root
+    for part in parts:
+        directory = directory / part
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+        status = os.lstat(directory)
+        if not stat.S_ISDIR(status.st_mode):
+            return False
+        if hasattr(os, "getuid") and status.st_uid != os.getuid():
+            return False
+    return True
+
+
+def _claim(recorded: Path) -> bool:
+    """Whether this process may make ``recorded`` anew: no other process of the run made it."""
+    key = str(recorded)
+    if key in _taken:
+        return True
+    if _claims is not None:
+        token = Path(_claims) / f"tmp-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        try:
+            token.mkdir()
+        except FileExistsError:
+            return False
+    _taken.add(key)
+    return True
