@@ -1502,10 +1502,17 @@ def test_a_suite_naming_its_data_after_no_worker_without_workers_replays_a_recor
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Recorded by two workers, replayed without any: the first call names no worker where the
-    cassette names ``gw0``, and every cassette is read with the workers' names taken off."""
+    cassette names ``gw0``, and every cassette is read with the workers' names taken off. And
+    recorded without workers, replayed by two: each worker's first call names its data
+    ``x_gw0`` where the cassette says ``x``, and every cassette is read with the name added."""
     _suite_naming_its_data(pytester, monkeypatch, _CONFTEST_WORKER_OR_NONE)
     pytester.runpytest_subprocess("--timetracer-mode=all", "-n", "2").assert_outcomes(passed=4)
     replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=4)
+    replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
+
+    pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=4)
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "-n", "2")
     replayed.assert_outcomes(passed=4)
     replayed.stdout.fnmatch_lines(["*calls: * answered from cassettes, 0 not answered*"])
 

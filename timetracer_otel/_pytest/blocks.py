@@ -28,7 +28,17 @@ from timetracer_otel._tracing import tracer_provider
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
 from timetracer_otel.config import TraceConfig
 
-from .workers import WORKER_FIELD, as_worker, learn_name, live_name, name_in_call, recorded_by
+from .workers import (
+    WORKER_FIELD,
+    as_worker,
+    forget_names,
+    learn_name,
+    learn_names,
+    live_name,
+    name_in_call,
+    names_in_call,
+    recorded_by,
+)
 
 if TYPE_CHECKING:
     from timetracer_otel.determinism import RecordedDraws
@@ -135,16 +145,22 @@ def _renamed(
     document: dict[str, Any], path: Path, config: TraceConfig, worker: str | None, view: CallView
 ) -> tuple[dict[str, Any], RecordedViews] | None:
     """``document`` read as the worker a call it cannot answer names, when this process's name
-    was a guess and it then answers the call (see :func:`.workers.name_in_call`); every cassette
-    opened after is read so too."""
+    was a guess (see :func:`.workers.name_in_call`), or with the worker's name added to the
+    names the call gives with it (a worker replaying a recording that named no worker: see
+    :func:`.workers.names_in_call`), when it then answers the call; every cassette opened after
+    is read so too."""
     name = name_in_call(view.key, worker)
-    if name is None:
+    names = names_in_call(view.key, worker, document) if name is None else {}
+    if name is None and not names:
         return None
-    opened = _opened(document, path, config, name)
+    learn_names(names)
+    opened = _opened(document, path, config, live_name(worker) if name is None else name)
     views = opened.views(str(path))
     if not any(recorded.key == view.key for _, _, recorded in views):
+        forget_names(names)
         return None
-    learn_name(name)
+    if name is not None:
+        learn_name(name)
     return opened.answers, views
 
 

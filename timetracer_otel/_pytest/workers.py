@@ -15,7 +15,10 @@ says ``master``, ``os.getenv("PYTEST_XDIST_WORKER", "gw0")`` (a common conftest 
 cassette recorded so carries the name its calls do; a process replaying so learns its name
 from the first call that names another worker than it was guessed to be, or that names none
 where the cassette names one (see :func:`name_in_call`), and reads every cassette after as
-that worker's.
+that worker's. A worker replaying a recording that names no worker learns, from the first
+call naming it at the end of a name (``test_app_gw0``), which names the recording gave
+without it (``test_app``: :func:`names_in_call`), and reads every cassette after with its
+name added to those.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +39,12 @@ __all__ = [
     "WORKER_FIELD",
     "as_worker",
     "instance_of",
+    "forget_names",
     "learn_name",
+    "learn_names",
     "live_name",
     "name_in_call",
+    "names_in_call",
     "of_worker",
     "recorded_by",
     "xdist_worker",
@@ -120,6 +126,11 @@ def _carried_name(document: dict[str, Any], recorded: str) -> str:
     return named.pop() if len(named) == 1 else recorded
 
 
+def _names_no_worker(document: dict[str, Any]) -> bool:
+    """Whether ``document``'s calls name no worker, ``master`` included."""
+    return _NAMED_WORKER.search(json.dumps(document.get("calls"))) is None
+
+
 def live_name(worker: str | None) -> str | None:
     """The name this process's suite gives its data: xdist's ``worker`` unless a call showed
     another (:func:`learn_name`)."""
@@ -146,6 +157,39 @@ def name_in_call(key: Hashable, worker: str | None) -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
+# a name ending with a worker's (``test_app_gw0``, ``cache:gw1``): the name, and what joins them
+_BEFORE_WORKER = (
+    r"(?<![A-Za-z0-9_.-])([A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*)([-_.:]){worker}(?![A-Za-z0-9])"
+)
+_suffixed: dict[str, str] = {}  # names a recording gave without the worker -> this worker's
+
+
+def names_in_call(key: Hashable, worker: str | None, document: dict[str, Any]) -> dict[str, str]:
+    """For pytest-xdist worker ``worker`` replaying ``document``, recorded without workers by a
+    suite that named its data after none (pytest-django's way): the names the live call (its
+    view's ``key``) gives with the worker's added (``{"test_app": "test_app_gw0"}``); empty
+    for any other pair."""
+    if worker is None or worker == _CONTROLLER:
+        return {}
+    request = document.get("request")
+    recorded = request.get(WORKER_FIELD) if isinstance(request, dict) else None
+    if recorded != _CONTROLLER or not _names_no_worker(document):
+        return {}
+    found = re.findall(_BEFORE_WORKER.format(worker=re.escape(worker)), repr(key))
+    return {name: f"{name}{joint}{worker}" for name, joint in found if name not in _suffixed}
+
+
+def learn_names(names: dict[str, str]) -> None:
+    """Read every cassette opened from now on with ``names`` (:func:`names_in_call`) given as this
+    worker's."""
+    _suffixed.update(names)
+
+
+def forget_names(names: dict[str, str]) -> None:
+    for name in names:
+        _suffixed.pop(name, None)
+
+
 def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
     """``document`` as ``worker`` would have recorded it (itself when the same worker did, or
     either is unknown). Sealed values are left as they are (their data is not text to change);
@@ -162,20 +206,28 @@ def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
     recorded = _carried_name(document, recorded)
     if recorded == worker:
         return document
+    if recorded == _CONTROLLER and worker != _NO_NAME and _suffixed and _names_no_worker(document):
+        names = "|".join(re.escape(name) for name in sorted(_suffixed, key=len, reverse=True))
+        named = f"(?<![A-Za-z0-9_-])(?:{names})(?![A-Za-z0-9_-])"
+        return _rewritten(document, named, lambda found: _suffixed[found])
     named = _name_pattern(recorded, separator=worker == _NO_NAME)
+    return _rewritten(document, named, lambda found: worker)
+
+
+def _rewritten(document: dict[str, Any], named: str, given: Callable[[str], str]) -> dict[str, Any]:
+    """``document`` with each text ``named`` matches (a pattern of ASCII) written as ``given`` says, in every string, key and stored body, sealed values left as they are."""
     pattern = re.compile(f"(?P<sealed>{SEALED_TOKEN.pattern})|{named}")
     in_bytes = re.compile(named.encode("ascii"))
-    replacement = worker.encode("utf-8")
 
     def text(value: str) -> str:
-        return pattern.sub(lambda m: m.group(0) if m.group("sealed") else worker, value)
+        return pattern.sub(lambda m: m.group(0) if m.group("sealed") else given(m.group(0)), value)
 
     def stored(encoded: str) -> str:
         try:
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             return encoded
-        changed = in_bytes.sub(replacement, data)
+        changed = in_bytes.sub(lambda m: given(m.group(0).decode("ascii")).encode("utf-8"), data)
         return encoded if changed == data else base64.b64encode(changed).decode("ascii")
 
     holder: list[Any] = [document]
