@@ -11,6 +11,7 @@ waits at a barrier the test gives, then draws (the concurrency test).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import random
 import secrets
@@ -40,10 +41,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ulid import ULID
+from uuid_extensions import uuid7 as extensions_uuid7
 from uuid_utils import uuid7
 
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
+
+# uuid6 copied into the app's own package: apps.shop_ids from the tests, shop_ids under uvicorn
+shop_uuid7 = importlib.import_module(
+    f"{__package__}.shop_ids.uuid6" if __package__ else "shop_ids.uuid6"
+).uuid7
 
 
 @dataclass
@@ -85,11 +92,13 @@ def _uuid() -> dict[str, Any]:
 
 def _ids() -> dict[str, Any]:
     """Time-ordered keys from libraries: uuid-utils (Rust: it reads the clock and the entropy
-    itself), imported by name and through the module, and its stdlib-typed twin; uuid6 and
-    python-ulid (Python, each keeping the last id's timestamp in its module)."""
+    itself), imported by name and through the module, and its stdlib-typed twin; uuid6, a copy
+    of it in the app's own package, the uuid7 package and python-ulid (Python, each keeping the
+    last id's timestamp in its module)."""
     return {
         "uuid_utils_uuid7": str(uuid7()), "uuid_utils_uuid4": str(uuid_utils.uuid4()),
         "uuid_utils_compat": str(uuid_utils.compat.uuid7()), "uuid6_uuid7": str(uuid6.uuid7()), "ulid": str(ULID()),
+        "vendored_uuid7": str(shop_uuid7()), "extensions_uuid7": extensions_uuid7(as_type="str"),
     }  # fmt: skip
 
 

@@ -28,11 +28,13 @@
   the same key and message give the same valid signature, with nothing to keep.
 - Generators of time-ordered ids: uuid-utils (``uuid_utils.uuid7()``) reads the clock and
   the system's entropy in Rust; uuid6 (``uuid6.uuid7()``) and python-ulid (``ULID()``) are
-  Python but keep the last id's timestamp and make the next one from it. Their generators
-  (uuid-utils' ``uuid1``, ``uuid4``, ``uuid6``, ``uuid7``, also in ``uuid_utils.compat``;
-  uuid6's ``uuid6``, ``uuid7``, ``uuid8``; python-ulid's ``ULIDGenerator.generate``) are
-  replaced when they are imported, in the module and where they were imported by name; each
-  new id is one draw of the ``uuid`` source.
+  Python but keep the last id's timestamp and make the next one from it, and so does the
+  uuid7 package (``uuid_extensions.uuid7()``). Their generators (uuid-utils' ``uuid1``,
+  ``uuid4``, ``uuid6``, ``uuid7``, also in ``uuid_utils.compat``; uuid6's ``uuid6``,
+  ``uuid7``, ``uuid8``, in a copy of it inside an app too; ``uuid_extensions.uuid7``;
+  python-ulid's ``ULIDGenerator.generate``) are replaced when they are imported, in the
+  module and where they were imported by name; each new id is one draw of the ``uuid``
+  source.
 - BSON's ``ObjectId()``: its random part is drawn once per process, at import, so only its
   timestamp would be a draw; ``ObjectId.__init__`` is replaced when bson is imported and a
   new id is one draw of the ``uuid`` source.
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib.abc
 import inspect
 import os
 import random
@@ -441,27 +444,44 @@ def _install_deterministic_ecdsa(ec: types.ModuleType) -> None:
 # imported by name, so that each id is one draw of the ``uuid`` source. uuid-utils reads the
 # clock and the system's entropy in Rust; uuid6 is Python but keeps the last timestamp it
 # gave, and makes the next id from it when the clock is not past it (a request replayed twice
-# by one process got other ids the second time). uuid3, uuid5, uuid8 of uuid-utils: from
-# their arguments.
+# by one process got other ids the second time); so does the uuid7 package
+# (``uuid_extensions``), with a counter. uuid3, uuid5, uuid8 of uuid-utils: from their
+# arguments. A copy of uuid6 inside an app (``app/utils/uuid6.py``, as a widely forked
+# template ships it) is replaced as the package is.
 _UUID_GENERATORS = {
     "uuid_utils": ("uuid1", "uuid4", "uuid6", "uuid7"),
     "uuid_utils.compat": ("uuid1", "uuid4", "uuid6", "uuid7"),
     "uuid6": ("uuid6", "uuid7", "uuid8"),
+    "uuid_extensions": ("uuid7",),
 }
+_VENDORED = "uuid6"  # the last part of the name of a module copied into apps
+
+
+def _generators_of(name: str) -> tuple[str, ...]:
+    """The generators to replace in the module named ``name`` (a vendored uuid6's too)."""
+    found = _UUID_GENERATORS.get(name)
+    if found is None and name.rpartition(".")[2] == _VENDORED:
+        found = _UUID_GENERATORS[_VENDORED]
+    return found or ()
 
 
 def _install_uuid_generators(module: types.ModuleType) -> None:
     """Route ``module``'s generators (see :data:`_UUID_GENERATORS`) through the draws. A drawn
-    id is kept as a standard ``uuid.UUID`` and given back in the module's own type
-    (``uuid_utils.UUID``, ``uuid6.UUID``; the standard one in ``uuid_utils.compat``)."""
+    id is kept as a standard ``uuid.UUID`` and given back as the generator gives it
+    (``uuid_utils.UUID``, ``uuid6.UUID``, the standard one in ``uuid_utils.compat``; the type
+    ``uuid_extensions.uuid7``'s ``as_type`` names)."""
     returns = getattr(module, "UUID", uuid.UUID)
-    given: Callable[[uuid.UUID], Any] = (
-        (lambda drawn: drawn) if returns is uuid.UUID else (lambda drawn: returns(int=drawn.int))
+    given: Callable[[uuid.UUID, tuple, dict], Any] = (
+        (lambda drawn, args, kwargs: drawn)
+        if not isinstance(returns, type) or returns is uuid.UUID
+        else (lambda drawn, args, kwargs: returns(int=drawn.int))
     )
+    if module.__name__ == "uuid_extensions":
+        given = _as_type
     replacements: dict[int, tuple[Any, Any]] = {}
-    for kind in _UUID_GENERATORS[module.__name__]:
+    for kind in _generators_of(module.__name__):
         real = getattr(module, kind, None)
-        if real is None or getattr(real, "__module__", None) == __name__:
+        if not callable(real) or getattr(real, "__module__", None) == __name__:
             continue
         generator = _drawn_id(kind, real, given)
         vars(module)[kind] = generator
@@ -469,8 +489,26 @@ def _install_uuid_generators(module: types.ModuleType) -> None:
     _rebind(replacements)
 
 
+def _as_type(drawn: uuid.UUID, args: tuple, kwargs: dict) -> Any:
+    """``drawn`` as ``uuid_extensions.uuid7(ns, as_type)`` gives it."""
+    as_type = kwargs.get("as_type", args[1] if len(args) > 1 else None)
+    converted: dict[Any, Callable[[uuid.UUID], Any]] = {
+        "str": str, "int": int, "hex": lambda u: u.hex, "bytes": lambda u: u.bytes,
+    }  # fmt: skip
+    return converted.get(as_type, lambda u: u)(drawn)
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    """A generator's id as a standard UUID, whatever type it gave it in."""
+    if isinstance(value, bytes):
+        return uuid.UUID(bytes=value)
+    if isinstance(value, str):
+        return uuid.UUID(value)
+    return uuid.UUID(int=int(value))
+
+
 def _drawn_id(
-    kind: str, real: Callable[..., Any], given: Callable[[uuid.UUID], Any]
+    kind: str, real: Callable[..., Any], given: Callable[[uuid.UUID, tuple, dict], Any]
 ) -> Callable[..., Any]:
     """``real`` (a generator of new ids, or a method making one) with each id one draw of the
     ``uuid`` source: kept as a standard ``uuid.UUID`` of its 128 bits, handed back by ``given``."""
@@ -480,16 +518,50 @@ def _drawn_id(
         if draws is None:
             return real(*args, **kwargs)
         drawn = _draw(
-            draws, kind, sys._getframe(1), _bare(lambda: uuid.UUID(int=int(real(*args, **kwargs))), ()),
+            draws, kind, sys._getframe(1), _bare(lambda: _as_uuid(real(*args, **kwargs)), ()),
             _is_uuid,
             _seeded_uuid4 if kind == "uuid4" else None,
         )  # fmt: skip
-        return given(drawn)
+        return given(drawn, args, kwargs)
 
     generate.__name__ = getattr(real, "__name__", kind)
     generate.__qualname__ = getattr(real, "__qualname__", kind)
     generate.__doc__ = real.__doc__
     return generate
+
+
+class _VendoredGenerators(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: a module copied into an app under uuid6's name is replaced as it is
+    loaded (see :func:`_generators_of`), as wrapt's hooks replace the package's."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if "." not in fullname or fullname.rpartition(".")[2] != _VENDORED:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if finder is not self and find else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is not None and hasattr(loader, "exec_module"):
+            real_exec = loader.exec_module
+
+            def exec_module(module: types.ModuleType) -> None:
+                real_exec(module)
+                _install_uuid_generators(module)
+
+            loader.exec_module = exec_module
+        return spec
+
+
+def _install_vendored_generators() -> None:
+    """Replace the generators of the copies loaded already, and of those loaded from now on."""
+    for name, module in list(sys.modules.items()):
+        if "." in name and name.rpartition(".")[2] == _VENDORED and module is not None:
+            _install_uuid_generators(module)
+    sys.meta_path.insert(0, _VendoredGenerators())
 
 
 def _install_ulid(ulid: types.ModuleType) -> None:
@@ -501,7 +573,9 @@ def _install_ulid(ulid: types.ModuleType) -> None:
     real = getattr(generator, "generate", None)
     if real is None or getattr(real, "__module__", None) == __name__:
         return
-    generator.generate = _drawn_id("ulid", real, lambda drawn: ulid.ULID.from_int(drawn.int))  # type: ignore[union-attr]
+    generator.generate = _drawn_id(  # type: ignore[union-attr]
+        "ulid", real, lambda drawn, args, kwargs: ulid.ULID.from_int(drawn.int)
+    )
 
 
 def _install_objectid(bson: types.ModuleType) -> None:
@@ -587,6 +661,7 @@ def install(sources: Sequence[str]) -> None:
         register_post_import_hook(_install_objectid, "bson")
         for module in _UUID_GENERATORS:
             register_post_import_hook(_install_uuid_generators, module)
+        _install_vendored_generators()
         register_post_import_hook(_install_ulid, "ulid")
         for module in _OPENTELEMETRY_CLOCK_READERS:
             register_post_import_hook(_unhook_opentelemetry_clock, module)
