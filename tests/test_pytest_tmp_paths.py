@@ -118,3 +118,24 @@ def test_a_recorded_directory_outside_the_users_pytest_root_is_not_made(
     cassette.write_text(json.dumps(document))
     _run(suite, "--timetracer-mode=none", "-k", "sqlite").assert_outcomes(failed=1)
     assert not missing.parent.parent.exists()
+
+
+@pytest.mark.parametrize("user", ["tt-no-such-user", "nobody"])
+def test_another_users_recording_is_replayed_where_no_user_here_has_that_name(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, user: str
+) -> None:
+    """Recorded by a user this machine does not have (a laptop's recording replayed in CI):
+    that user's pytest root is made here and the suite replays. A user this machine has
+    (``nobody``) keeps their root: the test gets a new directory, and its call differs."""
+    _record(suite, monkeypatch)
+    (own,) = (suite.path / "temproot").glob("pytest-of-*")
+    for cassette in (suite.path / "cassettes").rglob("*.json"):
+        text = cassette.read_text()
+        cassette.write_text(text.replace(f"temproot/{own.name}/", f"temproot/pytest-of-{user}/"))
+    replayed = _run(suite, "--timetracer-mode=none")
+    if user == "nobody":
+        assert replayed.parseoutcomes().get("passed", 0) == 0
+        assert not (suite.path / "temproot/pytest-of-nobody").exists()
+    else:
+        replayed.assert_outcomes(passed=5)
+        assert (suite.path / f"temproot/pytest-of-{user}").stat().st_mode & 0o777 == 0o700

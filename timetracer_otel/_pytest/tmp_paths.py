@@ -6,11 +6,13 @@ A test that sends its path to a service (a file to import, a SQLite URL, a stora
 location) or stores it in a row makes calls its cassette does not hold, and compares the
 answers with a path that is no longer its own. So each directory made for a test's or a
 fixture's cassette is one of its draws: replayed, the recorded directory is made anew,
-empty, and handed out instead of a new one. Only where that is safe: in this user's own
-pytest root (``pytest-of-<user>/pytest-N[/popen-gwK]/name``, a directory pytest itself
-removes in time), owned by this user, and taken by no other process of the run (two
-pytest-xdist workers replaying one fixture's instance); else the new directory, as
-without timetracer. A ``--basetemp`` given to both runs already gives the same paths.
+empty, and handed out instead of a new one. Only where that is safe: in a pytest root of
+this machine's temporary directory (``pytest-of-<user>/pytest-N[/popen-gwK]/name``, a
+directory pytest itself removes in time), this user's, or another user's that no user of
+this machine has (recorded on a laptop, replayed in CI), every step owned by this user,
+and taken by no other process of the run (two pytest-xdist workers replaying one fixture's
+instance); else the new directory, as without timetracer. A ``--basetemp`` given to both
+runs already gives the same paths.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .blocks import running_block
 __all__ = ["install", "uninstall"]
 
 _SOURCE, _KIND, _CALLER = "pytest", "tmp_path", "_pytest.tmpdir:mktemp"
+_USER_ROOT = "pytest-of-"  # pytest's root of one user's runs, in the temporary directory
 _RUN_DIRECTORY = re.compile(r"pytest-\d+")
 _WORKER_DIRECTORY = re.compile(r"popen-\w+")  # a worker's (gw0; read as another worker: master)
 
@@ -81,21 +84,21 @@ def _named(recorded: Any, basename: str, numbered: bool) -> bool:
 
 
 def _made_anew(recorded: Path, basetemp: Path) -> Path | None:
-    """``recorded`` made anew and empty, when it is in the same user's pytest root as
-    ``basetemp`` (see the module's docstring); None where it cannot be."""
-    root = next(
-        (parent for parent in basetemp.parents if parent.name.startswith("pytest-of-")), None
-    )
-    if root is None or not recorded.is_absolute():
+    """``recorded`` made anew and empty, when it is in a pytest root of ``basetemp``'s
+    temporary directory, this user's or one no user of this machine has (see the module's
+    docstring); None where it cannot be."""
+    own = next((parent for parent in basetemp.parents if parent.name.startswith(_USER_ROOT)), None)
+    if own is None or not recorded.is_absolute():
         return None
     with contextlib.suppress(ValueError, OSError):
-        parts = recorded.relative_to(root).parts
-        inner = parts[1:-1]
+        parts = recorded.relative_to(own.parent).parts
         if not (
-            len(parts) in (2, 3)
-            and _RUN_DIRECTORY.fullmatch(parts[0])
-            and all(_WORKER_DIRECTORY.fullmatch(part) for part in inner)
-            and _owned_directory(root, parts[:-1])
+            len(parts) in (3, 4)
+            and parts[0].startswith(_USER_ROOT)
+            and (parts[0] == own.name or _nobodys(parts[0].removeprefix(_USER_ROOT)))
+            and _RUN_DIRECTORY.fullmatch(parts[1])
+            and all(_WORKER_DIRECTORY.fullmatch(part) for part in parts[2:-1])
+            and _owned_directory(own.parent, parts[:-1])
             and _claim(recorded)
         ):
             return None
@@ -106,6 +109,20 @@ def _made_anew(recorded: Path, basetemp: Path) -> Path | None:
         recorded.mkdir(mode=0o700)
         return recorded
     return None
+
+
+def _nobodys(user: str) -> bool:
+    """Whether no user of this machine is called ``user``: a recording made by another user
+    elsewhere (a laptop's, replayed in CI) takes no one's pytest root here."""
+    try:
+        import pwd
+    except ImportError:  # Windows: no such check, no such root taken
+        return False
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return bool(user) and "/" not in user
+    return False
 
 
 def _owned_directory(root: Path, parts: tuple[str, ...]) -> bool:
