@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -124,8 +125,33 @@ def _install_capture(config: TraceConfig) -> None:
             with guarded(f"distro.{name}"):
                 if plugin.skip_dep_check:
                     plugins.enable(name)
+                    _quiet_conflict(entry_point.name)
                 elif config.mode == "record":
                     importlib.import_module(plugin.capture).install()
+
+
+class _InstrumentedHere(logging.Filter):
+    """Drops auto-instrumentation's error that an instrumentor's declared range excludes the
+    installed library (SQLAlchemy 2.1), for those timetracer instruments itself: the error
+    says nothing was instrumented, and the library's calls are recorded all the same."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(message.startswith(f"{name} only instruments ") for name in self.names)
+
+
+_instrumented_here = _InstrumentedHere()
+
+
+def _quiet_conflict(entry_point: str) -> None:
+    loader = logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load")
+    if _instrumented_here not in loader.filters:
+        loader.addFilter(_instrumented_here)
+    _instrumented_here.names.add(entry_point)
 
 
 def _patch_starlette(config: TraceConfig) -> None:
