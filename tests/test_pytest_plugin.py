@@ -257,6 +257,87 @@ def test_a_cassette_that_is_a_link_to_nothing_fails_the_test_and_is_not_recorded
     assert link.is_symlink() and not link.exists()
 
 
+# A module fixture fetching from the upstream, used by two tests.
+_TEST_MODULE_FIXTURE = """
+import httpx
+import pytest
+
+UPSTREAM = "{upstream}"
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return httpx.get(UPSTREAM + "/json").json()
+
+
+def test_first(profile):
+    assert profile["login"] == "octocat"
+
+
+def test_second(profile):
+    assert profile["id"] == 1
+"""
+
+
+def _record_module_fixture_suite(pytester: pytest.Pytester) -> Path:
+    """The suite above recorded; its fixture's cassette."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(test_profile=_TEST_MODULE_FIXTURE.format(upstream=live.url))
+        pytester.runpytest_subprocess("--timetracer-mode=all").assert_outcomes(passed=2)
+    (fixture,) = (pytester.path / "cassettes").rglob("@fixtures/profile*.json")
+    return fixture
+
+
+def test_a_damaged_fixture_cassette_fails_each_test_using_it_and_is_never_pruned(
+    pytester: pytest.Pytester,
+) -> None:
+    """Every test using the fixture fails naming the file (the second got pytest's own bare
+    AssertionError), and the file, which a fixture owns, is not called stale nor removed."""
+    fixture = _record_module_fixture_suite(pytester)
+    fixture.write_text('{"format": "timetrac')
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "--timetracer-prune")
+    replayed.assert_outcomes(errors=2)
+    # one line each, naming the file; no traceback through timetracer's frames
+    assert replayed.stdout.str().count("profile.json: is truncated") == 2, replayed.stdout.str()
+    assert "blocks.py" not in replayed.stdout.str()
+    assert "stale" not in replayed.stdout.str() and "removed" not in replayed.stdout.str()
+    assert fixture.read_text() == '{"format": "timetrac'
+
+
+def test_a_cassette_linked_out_of_the_cassette_directory_is_not_read(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """A cassette travels: a link in it to another file of the reader's is refused, naming the
+    link, as the command line and the dashboard refuse it; the target is not read."""
+    _record_module_fixture_suite(pytester)
+    test = pytester.path / "cassettes/test_profile/test_first.json"
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text('{"format": "SECRET-FROM-OUTSIDE"}')
+    test.unlink()
+    test.symlink_to(outside)
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=1, errors=1)
+    replayed.stdout.fnmatch_lines(
+        ["*test_first.json*is a link to a file outside the cassette directory*"]
+    )
+    assert "SECRET-FROM-OUTSIDE" not in replayed.stdout.str()
+
+
+def test_control_characters_a_cassette_holds_reach_the_terminal_escaped(
+    pytester: pytest.Pytester,
+) -> None:
+    """A recorded call's URL with a terminal's escape sequences (clear the screen, set the
+    title) is listed, as recorded but not made, with them written as escapes."""
+    fixture = _record_module_fixture_suite(pytester)
+    document = json.loads(fixture.read_text())
+    document["calls"][0]["request"]["url"] += "?\u001b]0;PWN\u0007\u001b[2J"
+    fixture.write_text(json.dumps(document))
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    assert "\x1b" not in replayed.stdout.str() and "\a" not in replayed.stdout.str()
+    replayed.stdout.fnmatch_lines(["*recorded but not made*", "*\\x1b]0;PWN\\x07\\x1b[2J*"])
+
+
 def test_spec_example_records_then_replays_with_the_upstream_down(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,11 @@ two. A recorded directory outside this user's pytest root is never made or remov
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import running_upstream
@@ -139,3 +143,32 @@ def test_another_users_recording_is_replayed_where_no_user_here_has_that_name(
     else:
         replayed.assert_outcomes(passed=5)
         assert (suite.path / f"temproot/pytest-of-{user}").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_cassette_naming_a_directory_in_use_or_not_a_directory_never_empties_it(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile cassette: the test's directory named as the one the session fixture was
+    given in this run, then as a FIFO where the recorded directory was. Neither is opened or
+    emptied; the test gets a new directory, its call differs, and the run ends."""
+    _record(suite, monkeypatch)
+    (own,) = (suite.path / "temproot").glob("pytest-of-*")
+    cassette = suite.path / "cassettes/test_paths/test_a_sqlite_file_in_tmp_path.json"
+    document = json.loads(cassette.read_text())
+    (draw,) = [draw for draw in document["draws"] if draw["kind"] == "tmp_path"]
+    recorded = Path(draw["value"])
+    in_use = own / "pytest-0/data0"  # recorded, and made anew for the session fixture first
+    draw["value"] = str(in_use)
+    cassette.write_text(json.dumps(document))
+    _run(suite, "--timetracer-mode=none").assert_outcomes(passed=4, failed=1)
+    assert (in_use / "seed.txt").read_text() == "seed"
+
+    draw["value"] = str(recorded)
+    cassette.write_text(json.dumps(document))
+    shutil.rmtree(recorded)
+    os.mkfifo(recorded)
+    replayed = suite.run(
+        sys.executable, "-m", "pytest", "--timetracer-mode=none", "-k", "sqlite", timeout=120
+    )
+    replayed.assert_outcomes(failed=1)
+    assert stat.S_ISFIFO(os.lstat(recorded).st_mode)

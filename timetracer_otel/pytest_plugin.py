@@ -71,6 +71,8 @@ from timetracer_otel._pytest.shared_clock import (
     remove_directory,
 )
 from timetracer_otel._pytest.workers import of_worker, xdist_worker
+from timetracer_otel._terminal import printable
+from timetracer_otel.cassette.errors import CassetteError
 from timetracer_otel.config import TraceConfig
 
 if TYPE_CHECKING:
@@ -310,7 +312,13 @@ class _Run:
             self.replayed.append(str(path))
         try:
             return CassetteBlock(
-                path, label, action, allowed_hosts=self.allowed_hosts, worker=self.worker, **options
+                path,
+                label,
+                action,
+                allowed_hosts=self.allowed_hosts,
+                worker=self.worker,
+                root=self.directory if path.is_relative_to(self.directory) else None,
+                **options,
             )
         except SealedSecretsError as exc:  # still fails; the report names the key
             self.report.not_opened(exc)
@@ -412,7 +420,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         try:
             _begin_test_block(item, run)
         except (Exception, pytest.fail.Exception) as exc:
-            item.stash[_SETUP_FAILURE] = exc
+            item.stash[_SETUP_FAILURE] = _one_line(exc)
     return (yield)
 
 
@@ -481,6 +489,14 @@ class _SetupFailures:
         failure = item.stash.get(_SETUP_FAILURE, None)
         if failure is not None:
             raise failure
+
+
+def _one_line(error: BaseException) -> BaseException:
+    """A cassette that cannot be used as the one line that names it and says why, without the
+    traceback through timetracer's frames; any other error as it is."""
+    if isinstance(error, CassetteError):
+        return pytest.fail.Exception(str(error), pytrace=False)
+    return error
 
 
 def _fail_missing(where: str, path: Path, mode: str) -> NoReturn:
@@ -588,14 +604,20 @@ def pytest_fixture_setup(
         if action == RECORD and run.fixture_clocks is not None
         else None
     )
-    block = run.block(
-        path,
-        f"fixture {fixturedef.argname}",
-        action,
-        keep_empty=False,
-        seed=seed,
-        clock_from=clock_from,
-    )
+    run.report.owned.add(str(path))  # even when it cannot be opened: never stale
+    try:
+        block = run.block(
+            path,
+            f"fixture {fixturedef.argname}",
+            action,
+            keep_empty=False,
+            seed=seed,
+            clock_from=clock_from,
+        )
+    except Exception as exc:
+        failure = _one_line(exc)
+        _fixture_failed(fixturedef, request, failure)
+        raise failure from None
     run.fixture_blocks[fixturedef] = block
     block.activate()
     try:
@@ -605,6 +627,15 @@ def pytest_fixture_setup(
     # runs first at teardown: the fixture's own teardown comes next
     fixturedef.addfinalizer(block.activate)
     return result
+
+
+def _fixture_failed(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest, error: BaseException
+) -> None:
+    """Keep ``error`` as the fixture's outcome, as pytest does when the fixture itself raises:
+    each test using this instance then fails with it, not with pytest's own assertion."""
+    failure: Any = (error, error.__traceback__) if pytest.version_tuple >= (8, 2) else error
+    fixturedef.cached_result = (None, fixturedef.cache_key(request), failure)  # type: ignore[arg-type]
 
 
 def _project_fixture(fixturedef: pytest.FixtureDef[Any], run: _Run) -> bool:
@@ -678,8 +709,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     recorded = report.tests[RECORD] or report.fixtures[RECORD]
     # a run that only replayed made no key, whoever made one meanwhile
     report.key_file, report.created_key = run.key_file, run.created_key() if recorded else None
-    for line in report.lines():
-        terminalreporter.write_line(line)
+    for line in report.lines():  # a cassette's labels and file names: never raw on the terminal
+        terminalreporter.write_line(printable(line))
     stale = report.stale()
     if stale and (config.getoption("--timetracer-prune") or run.mode == "rewrite"):
         for path in stale:
@@ -692,7 +723,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"stale: {len(stale)} cassettes no test owns any more (remove them with --timetracer-prune):"
         )
         for path in stale:
-            terminalreporter.write_line(f"  {shown(path)}")
+            terminalreporter.write_line(f"  {printable(shown(path))}")
 
 
 class _XdistController:

@@ -25,7 +25,12 @@ from timetracer_otel import _network_guard
 from timetracer_otel._pool_context import install as carry_context_into_pools
 from timetracer_otel._standalone import BlockRecording, block_span
 from timetracer_otel._tracing import tracer_provider
-from timetracer_otel.cassette.reader import CassetteError, load_cassette
+from timetracer_otel.cassette.reader import (
+    LEADS_OUTSIDE,
+    CassetteError,
+    leads_outside,
+    load_cassette,
+)
 from timetracer_otel.config import TraceConfig
 
 from .workers import (
@@ -91,11 +96,14 @@ _REFUSAL_HINT = (
 )
 
 
-def _loaded(path: Path, config: TraceConfig) -> tuple[dict[str, Any], str | None]:
-    """The cassette at ``path`` and the process that recorded it. No file (a fixture that made
-    no call when it was recorded): no call, and every call made now is unanswered."""
+def _loaded(path: Path, config: TraceConfig, root: Path) -> tuple[dict[str, Any], str | None]:
+    """The cassette at ``path`` (in the directory ``root``) and the process that recorded it.
+    No file (a fixture that made no call when it was recorded): no call, and every call made
+    now is unanswered. A link out of ``root`` is never read."""
     if not path.exists() and not path.is_symlink():  # a link to nothing: refused below
         return {"calls": [], "draws": []}, None
+    if leads_outside(path, root):
+        raise CassetteError(str(path), LEADS_OUTSIDE)
     document = load_cassette(path, limits=config.read_limits)
     return document, recorded_by(document)
 
@@ -127,7 +135,7 @@ def earlier_tests(
 
     @functools.lru_cache(maxsize=8)  # the cassette an answer comes from is read again to give it
     def opened(path: str) -> Opened:
-        document = _loaded(Path(path), config)[0]
+        document = _loaded(Path(path), config, directory)[0]
         return _opened(document, Path(path), config, live_name(worker))
 
     def views(path: str) -> RecordedViews:
@@ -175,6 +183,7 @@ class _Replay:
         allowed_hosts: frozenset[str],
         earlier: EarlierRequests | None,
         worker: str | None,
+        root: Path,
     ) -> None:
         from timetracer_otel.determinism import (
             DrawReplayer,
@@ -189,7 +198,7 @@ class _Replay:
 
         install_replayers()
         config = TraceConfig(mode="replay")
-        document, self.recorded_by = _loaded(path, config)
+        document, self.recorded_by = _loaded(path, config, root)
         opened = _opened(document, path, config, live_name(worker))
         self.locked = opened.locked
         self.session = ReplaySession(
@@ -267,7 +276,9 @@ class CassetteBlock:
         allowed_hosts: frozenset[str] = frozenset(),
         earlier: EarlierRequests | None = None,
         worker: str | None = None,
+        root: Path | None = None,
     ) -> None:
+        """``root``: the cassette directory (``path``'s own directory when not given)."""
         self.path = path
         self.action = action
         self._recording = (
@@ -283,7 +294,9 @@ class CassetteBlock:
             else None
         )
         self._replay = (
-            _Replay(path, label, live, allowed_hosts, earlier, worker) if action == REPLAY else None
+            _Replay(path, label, live, allowed_hosts, earlier, worker, root or path.parent)
+            if action == REPLAY
+            else None
         )
 
     @property

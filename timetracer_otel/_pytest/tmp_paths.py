@@ -36,12 +36,14 @@ __all__ = ["install", "uninstall"]
 
 _SOURCE, _KIND, _CALLER = "pytest", "tmp_path", "_pytest.tmpdir:mktemp"
 _USER_ROOT = "pytest-of-"  # pytest's root of one user's runs, in the temporary directory
-_RUN_DIRECTORY = re.compile(r"pytest-\d+")
-_WORKER_DIRECTORY = re.compile(r"popen-\w+")  # a worker's (gw0; read as another worker: master)
+_RUN_DIRECTORY = re.compile(r"pytest-[0-9]{1,9}")
+_WORKER_DIRECTORY = re.compile(
+    r"popen-[A-Za-z0-9_]{1,32}"
+)  # a worker's (gw0; read as another worker: master)
 
 _real_mktemp = TempPathFactory.mktemp
 _claims: str | None = None  # the run's directory shared by its pytest-xdist workers, if any
-_taken: set[str] = set()  # the recorded directories this process made anew
+_taken: set[str] = set()  # the recorded directories this process made anew, each once
 
 
 def install(claims: str | None) -> None:
@@ -80,7 +82,9 @@ def _named(recorded: Any, basename: str, numbered: bool) -> bool:
     if not isinstance(recorded, str):
         return False
     name = Path(recorded).name
-    return bool(re.fullmatch(re.escape(basename) + r"\d+", name)) if numbered else name == basename
+    return (
+        bool(re.fullmatch(re.escape(basename) + "[0-9]+", name)) if numbered else name == basename
+    )
 
 
 def _made_anew(recorded: Path, basetemp: Path) -> Path | None:
@@ -95,20 +99,35 @@ def _made_anew(recorded: Path, basetemp: Path) -> Path | None:
         if not (
             len(parts) in (3, 4)
             and parts[0].startswith(_USER_ROOT)
-            and (parts[0] == own.name or _nobodys(parts[0].removeprefix(_USER_ROOT)))
             and _RUN_DIRECTORY.fullmatch(parts[1])
             and all(_WORKER_DIRECTORY.fullmatch(part) for part in parts[2:-1])
+            and _an_earlier_run(parts[:2], own, basetemp)
             and _owned_directory(own.parent, parts[:-1])
+            and not (own.parent / parts[0] / parts[1] / ".lock").exists()  # a run going on
             and _claim(recorded)
         ):
             return None
-        if recorded.is_symlink():
-            return None
-        if recorded.exists():
+        try:
+            status = os.lstat(recorded)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISDIR(status.st_mode):  # a link, a file, a FIFO: never opened
+                return None
             rm_rf(recorded)
         recorded.mkdir(mode=0o700)
         return recorded
     return None
+
+
+def _an_earlier_run(run: tuple[str, ...], own: Path, basetemp: Path) -> bool:
+    """Whether ``run`` (``pytest-of-<user>``, ``pytest-N``) is a run before this one in this
+    user's root (pytest numbers runs up; this run's own directories are never made anew), or
+    a run in a root no user of this machine has."""
+    if run[0] != own.name:
+        return _nobodys(run[0].removeprefix(_USER_ROOT))
+    this_run = basetemp.relative_to(own).parts[0]
+    return _RUN_DIRECTORY.fullmatch(this_run) is not None and int(run[1][7:]) < int(this_run[7:])
 
 
 def _nobodys(user: str) -> bool:
@@ -142,10 +161,11 @@ def _owned_directory(root: Path, parts: tuple[str, ...]) -> bool:
 
 
 def _claim(recorded: Path) -> bool:
-    """Whether this process may make ``recorded`` anew: no other process of the run made it."""
+    """Whether this process may make ``recorded`` anew: neither it nor another process of the
+    run made it already."""
     key = str(recorded)
-    if key in _taken:
-        return True
+    if key in _taken:  # handed out already in this run: in use
+        return False
     if _claims is not None:
         token = Path(_claims) / f"tmp-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
         try:

@@ -31,7 +31,7 @@ from .safe_json import JSONProblem, loads
 from .validation import SCOPES, validate_document
 
 __all__ = [
-    "CassetteError", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "scope_of", "is_cassette_file", "recording_directory", "walk", "directory_entries", "SCOPES",
+    "CassetteError", "LEADS_OUTSIDE", "leads_outside", "load_cassette", "validate_document", "cassette_files", "process_cassette_files", "scope_of", "is_cassette_file", "recording_directory", "walk", "directory_entries", "SCOPES",
 ]  # fmt: skip
 
 _DAY_DIRECTORY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a recording's <dir>/<YYYY-MM-DD>/
@@ -91,6 +91,16 @@ def load_cassette(
     except JSONProblem as exc:
         raise CassetteError(file, str(exc)) from None
     return validate_document(doc, file, scope, limits.max_bytes)
+
+
+LEADS_OUTSIDE = "is a link to a file outside the cassette directory"
+
+
+def leads_outside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether the local file ``path``, in the directory ``root``, is reached through a link
+    that leads out of it: such a file is never read (a cassette travels, and a link in it
+    could point at any file of the reader's)."""
+    return not os.path.realpath(path).startswith(os.path.realpath(root) + os.sep)
 
 
 def _below(path: str | os.PathLike) -> Sequence[CassetteFile] | None:

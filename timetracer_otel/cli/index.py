@@ -33,6 +33,7 @@ from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.location import CassetteFile, is_url
 from timetracer_otel.cassette.naming import is_process_cassette_name
 from timetracer_otel.cassette.reader import (
+    LEADS_OUTSIDE,
     CassetteError,
     cassette_files,
     directory_entries,
@@ -53,7 +54,6 @@ _INDEX_VERSION = 5
 _LEGACY_NAME = ".timetracer-index"  # where versions before 3 kept it: in the cassette directory
 _UNUSED_DAYS = 30
 _DAY_SECONDS = 86_400
-_OUTSIDE = "is a link to a file outside the cassette directory"
 LISTED = (
     "key",
     "id",
@@ -380,7 +380,7 @@ class CassetteIndex:
         if stamp is None or record is None or (record[0], record[1]) != stamp:
             record = [
                 *(stamp or (None, None)),
-                self._read(key, path) if self._inside(path) else _OUTSIDE,
+                self._read(key, path) if self._inside(path) else LEADS_OUTSIDE,
             ]
         tables.put(key, path, record, local)
 
