@@ -1104,6 +1104,7 @@ def test_show_lays_out_a_hundred_headers_and_a_thousand_spans_and_counts_the_res
     record(serve, upstream.url, cassette_dir, [("GET", "/async/httpx", {})])
     (recorded,) = cassette_dir.rglob("*.json")
     doc = json.loads(recorded.read_text("utf-8"))
+    doc["request"]["headers"] += [["x-long", "y" * 300_000]]  # a 50 MB one printed 50 MB
     doc["request"]["headers"] += [[f"x-extra-{n}", "v"] for n in range(150)]
     span = doc["spans"][-1]
     doc["spans"] += [dict(span, span_id=f"{n + 1:016x}", name=f"extra {n}") for n in range(1200)]
@@ -1113,7 +1114,9 @@ def test_show_lays_out_a_hundred_headers_and_a_thousand_spans_and_counts_the_res
     shown = timetracer("show", str(heavy), COLUMNS="200")
     assert shown.returncode == 0, shown.stderr
     assert f"… {headers - 100} more headers (--payloads shows all)" in shown.stdout
+    assert "x-long:" in shown.stdout and 4096 <= shown.stdout.count("y") < 4200
     spans = len(doc["spans"])
     assert f"… {spans - 1000} more spans (show --json has them all)" in shown.stdout
     everything = timetracer("show", str(heavy), "--payloads", COLUMNS="200")
     assert "x-extra-149: v" in everything.stdout and "more headers" not in everything.stdout
+    assert everything.stdout.count("y") > 300_000

@@ -334,10 +334,15 @@ def test_a_recording_of_many_calls_shows_a_thousand_and_counts_the_rest(
     (path,) = cassette_dir.rglob("*.json")
     doc = json.loads(path.read_text("utf-8"))
     doc["calls"] = doc["calls"] * 700  # 1,400 calls; two have their span
+    # and a header and an attribute of 300,000 characters (a 50 MB one made a 50 MB page)
+    doc["request"]["headers"].append(["x-long", "y" * 300_000])
+    doc["spans"][0].setdefault("attributes", {})["app.long"] = "z" * 300_000
     path.write_text(json.dumps(doc), "utf-8")
     url = serve(create_app(str(cassette_dir))).url
     page = httpx.get(f"{url}/cassettes/{path.relative_to(cassette_dir).as_posix()}", timeout=60)
     assert page.status_code == 200
+    assert "<td>" + "y" * 4096 + "…</td>" in page.text and "y" * 4097 not in page.text
+    assert "z" * 4097 not in page.text
     assert page.text.count('<section class="call ') == 2 + 1000
     assert "and 398 more calls, not shown: <code>timetracer show</code> lists them all" in page.text
     # against the same recording with one call: a difference per call, a thousand shown

@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from timetracer_otel._terminal import printable
+from timetracer_otel._terminal import cut, printable
 
 from .call_views import CallView, SqlResult, call_view
 from .diff import Difference
@@ -23,6 +23,7 @@ __all__ = ["console", "list_lines", "show", "differences"]
 _BAR_CELLS = 40
 _PREVIEW_LINES = 20
 _PREVIEW_HEADERS = 100
+_PREVIEW_VALUE_CHARS = 4096  # of a header's value, without --payloads
 _SHOWN_SPANS = 1000  # the waterfall's rows: 100,000 spans took 90 s to lay out
 _LIST_COLUMNS = ("RECORDED (UTC)", "ID", "METHOD", "PATH", "STATUS", "MS", "CALLS", "SERVICE")
 
@@ -77,11 +78,18 @@ def _headers(pairs: Any, full: bool) -> Text:
     (a hostile file of a million headers took two minutes to lay out)."""
     pairs = list(pairs or ())
     shown = pairs if full else pairs[:_PREVIEW_HEADERS]
-    text = "\n".join(f"{printable(name)}: {printable(value)}" for name, value in shown)
+    width = None if full else _PREVIEW_VALUE_CHARS
+    text = "\n".join(f"{_value(name, width)}: {_value(value, width)}" for name, value in shown)
     left = len(pairs) - len(shown)
     return Text(text or "(no headers)", style="dim") + Text(
         f"\n… {left} more headers (--payloads shows all)" if left else "", style="dim"
     )
+
+
+def _value(value: Any, width: int | None) -> str:
+    """A header's name or value: cut to ``width`` characters (a hostile file's 50 MB value)."""
+    text = str(value)
+    return printable(text if width is None else cut(text, width))
 
 
 def _shown(shown: Shown, full: bool) -> Text:

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from timetracer_otel._terminal import printable
+from timetracer_otel._terminal import cut, printable
 from timetracer_otel.cassette.body import decode_body
 from timetracer_otel.cassette.naming import sanitise
 from timetracer_otel.cassette.reader import CassetteError, load_cassette
@@ -104,6 +104,15 @@ def _shown(value: Any) -> Any:
         if isinstance(value, str) and not isinstance(value, Markup)
         else value
     )
+
+
+_VALUE_CHARS = 4096  # of a header's or a span attribute's value shown on a page
+
+
+def _short(value: Any) -> str:
+    """A header's or an attribute's value, cut (a hostile file's 50 MB header made a 50 MB
+    page); the whole of it is in the cassette, which the page offers to download."""
+    return cut(str(value), _VALUE_CHARS)
 
 
 def _url_part(key: str) -> str:
@@ -185,6 +194,7 @@ class _Pages:
             finalize=_shown,
         )
         self.env.filters["urlencode"] = _url_part
+        self.env.filters["short"] = _short
         self._scan_lock = threading.Lock()
         self._scanned()  # now, so the first page is as quick as the next
 
