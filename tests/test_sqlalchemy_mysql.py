@@ -152,6 +152,13 @@ def _service(database: str, config: TraceConfig) -> FastAPI:
             session.commit()
             return {"deleted": len(tags)}
 
+    @app.get("/schema/{table}")
+    def has_table(table: str) -> dict[str, Any]:
+        """SQLAlchemy's ``has_table`` on MySQL: ``DESCRIBE``, and the driver's error 1146 for a
+        table that does not exist (read from the error's ``args``: ``create_all`` checks so)."""
+        with engine.connect() as connection:
+            return {"exists": engine.dialect.has_table(connection, table)}
+
     auto_setup(app, config=config, plugins=["sqlalchemy"])
     app.state.engine = engine
     return app
@@ -167,6 +174,8 @@ _SENT = [
     ("POST", "/tags", {"name": "blue", "total": "0"}),
     ("POST", "/tags/rename", None),
     ("DELETE", "/tags", None),
+    ("GET", "/schema/customers", None),
+    ("GET", "/schema/no_such_table", None),
 ]
 
 
@@ -191,7 +200,8 @@ def test_an_orm_service_on_mariadb_replays_every_request_with_the_server_unreach
     recording = _service(database, TraceConfig(mode="record", cassette_dir=str(cassette_dir)))
     recorded = _send(serve(recording).url)
     assert timetracer_otel.flush(30)
-    assert [status for status, _ in recorded] == [200, 200, 200, 200, 404, 200, 200, 200, 200]
+    assert [status for status, _ in recorded] == [200] * 4 + [404] + [200] * 6
+    assert recorded[-2:] == [(200, {"exists": True}), (200, {"exists": False})]
     assert recorded[1][1] == {"name": "ada", "orders": [{"total": "12.50", "meta": {"via": "api"}}]}
     assert recorded[5][1] == {"customers": 2, "total": "15.60", "latest": ["grace", "ada"]}
     assert recorded[6][1] == {"tags": 2} and recorded[8][1] == {"deleted": 2}

@@ -142,14 +142,24 @@ def error_attributes(exc: BaseException) -> dict[str, Any]:
     """The plain public attributes of a driver's error (SQLSTATE, detail, constraint, ...), for replay to set again.
 
     psycopg2 keeps ``pgcode``/``pgerror`` where only pickling sees them, hence ``__reduce__``.
+    The error's ``args`` too where they are more than its message: PyMySQL's
+    ``(1146, "Table ... doesn't exist")``, whose number SQLAlchemy reads (``has_table``,
+    ``create_all``, telling a lost connection).
     """
     state = exc.__reduce__()[2:3]
     found = {**(state[0] if state and isinstance(state[0], dict) else {}), **vars(exc)}
-    return {
+    attributes = {
         k: v
         for k, v in found.items()
         if isinstance(k, str) and not k.startswith("_") and type(v) in PLAIN
     }
+    args = exc.args
+    if args != (str(exc),) and len(args) <= _MOST_ARGS and all(type(a) in PLAIN for a in args):
+        attributes["args"] = list(args)
+    return attributes
+
+
+_MOST_ARGS = 8  # of an error's args kept
 
 
 # --------------------------------------------------------------------------- secrets
