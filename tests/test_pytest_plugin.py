@@ -1240,6 +1240,17 @@ def test_sets_up_a_user(user):
 def test_fetches_a_user():
     response = httpx.get("{upstream}/json", params={{"user": "bob"}})
     assert not os.path.exists("test-broken"), response.status_code
+
+
+@pytest.fixture
+def session():
+    yield httpx.get("{upstream}/json", params={{"user": "cy"}}).json()
+    if os.path.exists("teardown-broken"):
+        raise RuntimeError("the logout broke")
+
+
+def test_logs_in(session):
+    assert session["login"]
 """
 
 
@@ -1252,26 +1263,27 @@ def test_a_test_that_fails_while_recording_keeps_no_cassette_and_the_next_run_re
     cassettes = pytester.path / "cassettes" / "test_users"
     with running_upstream() as live:
         pytester.makepyfile(test_users=_TEST_BROKEN_FIRST.format(upstream=live.url))
-        (pytester.path / "fixture-broken").touch()
-        (pytester.path / "test-broken").touch()
+        for broken in ("fixture-broken", "test-broken", "teardown-broken"):
+            (pytester.path / broken).touch()
         broken = pytester.runpytest_subprocess("--timetracer-mode=once")
-        broken.assert_outcomes(failed=1, errors=1)
+        broken.assert_outcomes(passed=1, failed=1, errors=2)  # the teardown's error is its own
         broken.stdout.fnmatch_lines(
             [
-                "tests: 0 replayed, 0 recorded, 2 failed while recording (not kept: recorded again by the next run that records)"
+                "tests: 0 replayed, 0 recorded, 3 failed while recording (not kept: recorded again by the next run that records)"
             ]
         )
         assert not cassettes.exists()
-        (pytester.path / "fixture-broken").unlink()
-        (pytester.path / "test-broken").unlink()
+        for broken in ("fixture-broken", "test-broken", "teardown-broken"):
+            (pytester.path / broken).unlink()
         mended = pytester.runpytest_subprocess("--timetracer-mode=once")
-        mended.assert_outcomes(passed=2)
-        mended.stdout.fnmatch_lines(["tests: 0 replayed, 2 recorded"])
+        mended.assert_outcomes(passed=3)
+        mended.stdout.fnmatch_lines(["tests: 0 replayed, 3 recorded"])
     assert sorted(path.name for path in cassettes.iterdir()) == [
         "test_fetches_a_user.json",
+        "test_logs_in.json",
         "test_sets_up_a_user.json",
     ]
-    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=3)
 
 
 _TESTS_OF_A_DATABASE = """

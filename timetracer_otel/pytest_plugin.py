@@ -537,8 +537,14 @@ def _note_replayed_fixtures(item: pytest.Item) -> None:
 def pytest_runtest_teardown(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, None, None]:
+    errored = False
     try:
         return (yield)
+    except pytest.skip.Exception:
+        raise
+    except BaseException:
+        errored = True  # a teardown error: its cassette would answer with what went wrong
+        raise
     finally:
         if item.stash.get(_GC_HELD, False):
             item.stash[_GC_HELD] = False
@@ -547,7 +553,7 @@ def pytest_runtest_teardown(
         if block is not None:
             item.stash[_TEST_BLOCK] = None
             block.deactivate()
-            failed = item.stash.get(_CALL_FAILED, False)
+            failed = item.stash.get(_CALL_FAILED, False) or errored
             outcome = block.close(failed=failed)
             run = item.config.stash[_RUN]
             run.report.add(outcome, is_test=True)
