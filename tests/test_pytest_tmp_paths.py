@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,12 +64,23 @@ def test_a_sqlite_file_in_tmp_path(tmp_path):
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """The suite, run as ``python -m pytest`` in a temporary root of its own: pytester's own
-    runs would give each run a ``--basetemp`` of its own."""
+def temproot() -> Iterator[Path]:
+    """The suite's own temporary root, outside this run's: under pytest-xdist this run's
+    directories are named after its worker (``popen-gw1``), which the suite's replaying
+    workers would read as a name of their own."""
+    made = Path(tempfile.mkdtemp(prefix="tt-temproot-"))
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
+@pytest.fixture
+def suite(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, temproot: Path
+) -> pytest.Pytester:
+    """The suite, run as ``python -m pytest`` in ``temproot``: pytester's own runs would give
+    each run a ``--basetemp`` of its own."""
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:faker -p no:cacheprovider")
-    monkeypatch.setenv("PYTEST_DEBUG_TEMPROOT", str(pytester.path / "temproot"))
-    (pytester.path / "temproot").mkdir()
+    monkeypatch.setenv("PYTEST_DEBUG_TEMPROOT", str(temproot))
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     pytester.makeconftest(_CONFTEST)
     pytester.makepyfile(test_paths=_TESTS)
@@ -99,7 +112,7 @@ def test_directories_sent_to_a_service_replay_as_recorded(
 
 
 def test_a_recorded_directory_outside_the_users_pytest_root_is_not_made(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, temproot: Path
 ) -> None:
     """A cassette naming a directory elsewhere (edited, or from another machine's layout):
     the test gets a new one, the call it sends then differs and fails where it is made, and
@@ -113,7 +126,7 @@ def test_a_recorded_directory_outside_the_users_pytest_root_is_not_made(
     (draw,) = [draw for draw in document["draws"] if draw["kind"] == "tmp_path"]
     draw["value"] = str(kept)
     cassette.write_text(json.dumps(document))
-    missing = suite.path / "temproot/pytest-of-x/pytest-1/nowhere/test_a_sqlite_file_in_tmp_pa0"
+    missing = temproot / "pytest-of-x/pytest-1/nowhere/test_a_sqlite_file_in_tmp_pa0"
     replayed = _run(suite, "--timetracer-mode=none", "-k", "sqlite")
     replayed.assert_outcomes(failed=1)
     replayed.stdout.fnmatch_lines(["*no recorded call matches POST*"])
@@ -126,33 +139,33 @@ def test_a_recorded_directory_outside_the_users_pytest_root_is_not_made(
 
 @pytest.mark.parametrize("user", ["tt-no-such-user", "nobody"])
 def test_another_users_recording_is_replayed_where_no_user_here_has_that_name(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, user: str
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, temproot: Path, user: str
 ) -> None:
     """Recorded by a user this machine does not have (a laptop's recording replayed in CI):
     that user's pytest root is made here and the suite replays. A user this machine has
     (``nobody``) keeps their root: the test gets a new directory, and its call differs."""
     _record(suite, monkeypatch)
-    (own,) = (suite.path / "temproot").glob("pytest-of-*")
+    (own,) = temproot.glob("pytest-of-*")
     for cassette in (suite.path / "cassettes").rglob("*.json"):
         text = cassette.read_text()
-        cassette.write_text(text.replace(f"temproot/{own.name}/", f"temproot/pytest-of-{user}/"))
+        cassette.write_text(text.replace(f"{own}/", f"{temproot}/pytest-of-{user}/"))
     replayed = _run(suite, "--timetracer-mode=none")
     if user == "nobody":
         assert replayed.parseoutcomes().get("passed", 0) == 0
-        assert not (suite.path / "temproot/pytest-of-nobody").exists()
+        assert not (temproot / "pytest-of-nobody").exists()
     else:
         replayed.assert_outcomes(passed=5)
-        assert (suite.path / f"temproot/pytest-of-{user}").stat().st_mode & 0o777 == 0o700
+        assert (temproot / f"pytest-of-{user}").stat().st_mode & 0o777 == 0o700
 
 
 def test_a_cassette_naming_a_directory_in_use_or_not_a_directory_never_empties_it(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, temproot: Path
 ) -> None:
     """A hostile cassette: the test's directory named as the one the session fixture was
     given in this run, then as a FIFO where the recorded directory was. Neither is opened or
     emptied; the test gets a new directory, its call differs, and the run ends."""
     _record(suite, monkeypatch)
-    (own,) = (suite.path / "temproot").glob("pytest-of-*")
+    (own,) = temproot.glob("pytest-of-*")
     cassette = suite.path / "cassettes/test_paths/test_a_sqlite_file_in_tmp_path.json"
     document = json.loads(cassette.read_text())
     (draw,) = [draw for draw in document["draws"] if draw["kind"] == "tmp_path"]
