@@ -37,9 +37,8 @@ __all__ = ["install", "uninstall"]
 _SOURCE, _KIND, _CALLER = "pytest", "tmp_path", "_pytest.tmpdir:mktemp"
 _USER_ROOT = "pytest-of-"  # pytest's root of one user's runs, in the temporary directory
 _RUN_DIRECTORY = re.compile(r"pytest-[0-9]{1,9}")
-_WORKER_DIRECTORY = re.compile(
-    r"popen-[A-Za-z0-9_]{1,32}"
-)  # a worker's (gw0; read as another worker: master)
+# a pytest-xdist worker's (popen-gw0; popen-master when read as recorded without workers)
+_WORKER_DIRECTORY = re.compile(r"popen-[A-Za-z0-9_]{1,32}")
 
 _real_mktemp = TempPathFactory.mktemp
 _claims: str | None = None  # the run's directory shared by its pytest-xdist workers, if any
