@@ -489,3 +489,24 @@ def test_an_asyncpg_before_fetchmany_has_its_other_methods_recorded_and_replayed
         *((old_connection, name) for name in ("executemany", "prepare")),
         *((old_statement, name) for name in ("fetch", "fetchrow", "fetchval", "executemany")),
     ]
+
+
+def test_sqlalchemy_on_asyncpg_set_up_with_the_asyncpg_plugin_replays(cassette_dir: Path) -> None:
+    """``plugins=["asyncpg"]`` for a service whose engine is SQLAlchemy's: replay answers
+    SQLAlchemy's calls, so they are recorded as SQLAlchemy's (every request was a 500)."""
+    sent: list[Sent] = [("GET", f"/square/{n}", {}) for n in (3, 4)]
+    record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(
+        {**record_env, "APP_DB_URL": DSN.replace("postgresql://", "postgresql+asyncpg://")},
+        "sqlalchemy_asyncpg_app:create_app",
+    ) as server:
+        recorded = send(server.url, sent)
+    assert [r.json() for r in recorded] == [{"square": 9}, {"square": 16}]
+    unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/test"
+    replay_env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+    with uvicorn_process(
+        {**replay_env, "APP_DB_URL": unreachable}, "sqlalchemy_asyncpg_app:create_app"
+    ) as server:
+        replayed = send(server.url, sent)
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)

@@ -30,6 +30,10 @@ class Library:
     # The instrumentor's declared version range lags the library (SQLAlchemy 2.1): the
     # capture layer supports the newer versions, so the range check is skipped.
     skip_dep_check: bool = False
+    # Plugins enabled with this one where their library is installed: a library that drives
+    # this one (SQLAlchemy on asyncpg) is answered at its own layer in replay, so its calls
+    # must be recorded there, not as this library's.
+    companions: tuple[str, ...] = ()
 
 
 def _declared(*libraries: Library) -> dict[str, Library]:
@@ -103,6 +107,7 @@ LIBRARIES: dict[str, Library] = _declared(
         capture="timetracer_otel.capture.asyncpg",
         replay="timetracer_otel.replayers.asyncpg",
         protocol="sql",
+        companions=("sqlalchemy",),
     ),
     Library(
         name="psycopg",
@@ -112,6 +117,7 @@ LIBRARIES: dict[str, Library] = _declared(
         capture="timetracer_otel.capture.psycopg",
         replay="timetracer_otel.replayers.psycopg",
         protocol="sql",
+        companions=("sqlalchemy",),
     ),
     Library(
         name="redis",

@@ -105,7 +105,8 @@ def _instrumentors(plugin: Library) -> list[Any]:
 
 
 def enable(name: str) -> None:
-    """Record calls made with library ``name`` (one of :data:`PLUGINS`). Idempotent."""
+    """Record calls made with library ``name`` (one of :data:`PLUGINS`), and with its
+    companions that are installed (``asyncpg``: SQLAlchemy, which drives it). Idempotent."""
     (name,) = check_plugin_names([name])
     plugin = PLUGINS[name]
     with _lock:
@@ -117,6 +118,9 @@ def enable(name: str) -> None:
                 instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
                 _instrumented_by_us.add((name, type(instrumentor)))
         _enabled.add(name)
+        for companion in plugin.companions:
+            if companion not in _enabled and importlib.util.find_spec(companion) is not None:
+                enable(companion)
 
 
 def _aliased(name: str) -> bool:
