@@ -117,18 +117,18 @@ _NAMED_WORKER = re.compile(rf"(?<![A-Za-z0-9])gw[0-9]{{1,6}}(?![A-Za-z0-9])|{_MA
 _learnt: list[str] = []  # the name this process's suite gives its data, once a call showed it
 
 
-def _carried_name(document: dict[str, Any], recorded: str) -> str:
-    """The worker name ``document``'s calls carry: ``recorded``'s, or for a run without workers
-    the one ``gwN`` its calls name where they name no ``master`` (the suite's own default)."""
-    if recorded != _CONTROLLER:
+def _named_workers(document: dict[str, Any]) -> set[str]:
+    """The worker names ``document``'s calls carry (``master`` included)."""
+    return set(_NAMED_WORKER.findall(json.dumps(document.get("calls"))))
+
+
+def _carried_name(recorded: str, named: set[str]) -> str:
+    """The worker name a cassette's calls carry, given the names they carry (``named``):
+    ``recorded``'s, or for a run without workers the one ``gwN`` they name where they name no
+    ``master`` (the suite's own default)."""
+    if recorded != _CONTROLLER or len(named) != 1:
         return recorded
-    named = set(_NAMED_WORKER.findall(json.dumps(document.get("calls"))))
-    return named.pop() if len(named) == 1 else recorded
-
-
-def _names_no_worker(document: dict[str, Any]) -> bool:
-    """Whether ``document``'s calls name no worker, ``master`` included."""
-    return _NAMED_WORKER.search(json.dumps(document.get("calls"))) is None
+    return next(iter(named))
 
 
 def live_name(worker: str | None) -> str | None:
@@ -173,7 +173,7 @@ def names_in_call(key: Hashable, worker: str | None, document: dict[str, Any]) -
         return {}
     request = document.get("request")
     recorded = request.get(WORKER_FIELD) if isinstance(request, dict) else None
-    if recorded != _CONTROLLER or not _names_no_worker(document):
+    if recorded != _CONTROLLER or _named_workers(document):
         return {}
     found = re.findall(_BEFORE_WORKER.format(worker=re.escape(worker)), repr(key))
     return {name: f"{name}{joint}{worker}" for name, joint in found if name not in _suffixed}
@@ -186,6 +186,7 @@ def learn_names(names: dict[str, str]) -> None:
 
 
 def forget_names(names: dict[str, str]) -> None:
+    """Take back :func:`learn_names` (the cassette read so did not answer the call either)."""
     for name in names:
         _suffixed.pop(name, None)
 
@@ -203,10 +204,11 @@ def as_worker(document: dict[str, Any], worker: str | None) -> dict[str, Any]:
         or recorded == worker
     ):
         return document
-    recorded = _carried_name(document, recorded)
+    carried = _named_workers(document) if recorded == _CONTROLLER else set()
+    recorded = _carried_name(recorded, carried)
     if recorded == worker:
         return document
-    if recorded == _CONTROLLER and worker != _NO_NAME and _suffixed and _names_no_worker(document):
+    if recorded == _CONTROLLER and worker != _NO_NAME and _suffixed and not carried:
         names = "|".join(re.escape(name) for name in sorted(_suffixed, key=len, reverse=True))
         named = f"(?<![A-Za-z0-9_-])(?:{names})(?![A-Za-z0-9_-])"
         return _rewritten(document, named, lambda found: _suffixed[found])

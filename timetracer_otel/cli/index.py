@@ -37,6 +37,7 @@ from timetracer_otel.cassette.reader import (
     CassetteError,
     cassette_files,
     directory_entries,
+    leads_outside,
     load_cassette,
     walk,
 )
@@ -460,7 +461,7 @@ class CassetteIndex:
             if not self._local_dir():  # one file, or a URL: everything found is what was asked for
                 return True
             self._real_root = os.path.realpath(self.root)  # once: a scan asks for every new file
-        return os.path.realpath(path).startswith(self._real_root + os.sep)
+        return not leads_outside(path, self._real_root)
 
     def path_of(self, key: str) -> CassetteFile | None:
         """The file of a key found by the last scan, or None (unknown keys never become paths)."""

@@ -457,12 +457,14 @@ _UUID_GENERATORS = {
 _VENDORED = "uuid6"  # the last part of the name of a module copied into apps
 
 
+def _vendored(name: str) -> bool:
+    """Whether the module named ``name`` is a copy of uuid6 inside a package of an app's."""
+    return "." in name and name.rpartition(".")[2] == _VENDORED
+
+
 def _generators_of(name: str) -> tuple[str, ...]:
     """The generators to replace in the module named ``name`` (a vendored uuid6's too)."""
-    found = _UUID_GENERATORS.get(name)
-    if found is None and name.rpartition(".")[2] == _VENDORED:
-        found = _UUID_GENERATORS[_VENDORED]
-    return found or ()
+    return _UUID_GENERATORS.get(name) or (_UUID_GENERATORS[_VENDORED] if _vendored(name) else ())
 
 
 def _install_uuid_generators(module: types.ModuleType) -> None:
@@ -535,7 +537,7 @@ class _VendoredGenerators(importlib.abc.MetaPathFinder):
     loaded (see :func:`_generators_of`), as wrapt's hooks replace the package's."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if "." not in fullname or fullname.rpartition(".")[2] != _VENDORED:
+        if not _vendored(fullname):
             return None
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
@@ -559,7 +561,7 @@ class _VendoredGenerators(importlib.abc.MetaPathFinder):
 def _install_vendored_generators() -> None:
     """Replace the generators of the copies loaded already, and of those loaded from now on."""
     for name, module in list(sys.modules.items()):
-        if "." in name and name.rpartition(".")[2] == _VENDORED and module is not None:
+        if _vendored(name) and module is not None:
             _install_uuid_generators(module)
     sys.meta_path.insert(0, _VendoredGenerators())
 
