@@ -57,6 +57,7 @@ REPRESENTATIVE = [
     "tests/test_mongo.py",
     "tests/test_mongo_matching.py",
     "tests/test_smtp.py",
+    "tests/test_amqp.py",
     "tests/test_plugins.py",
     "tests/test_library_units.py",
     "tests/test_cassette_format.py",

@@ -478,13 +478,13 @@ def test_schema_leaves_calls_of_other_protocols_open(tmp_path: Path) -> None:
     doc = _built_document(tmp_path)
     doc["calls"].append(
         {
-            "kind": "amqp.client",
-            "protocol": "amqp",
-            "library": "aio-pika",
+            "kind": "kafka.client",
+            "protocol": "kafka",
+            "library": "aiokafka",
             "span_id": None,
             "start_offset_ms": 1.5,
-            "request": {"exchange": "orders", "body": [1]},
-            "response": {"ack": True},
+            "request": {"topic": "orders", "body": [1]},
+            "response": {"offset": 7},
             "error": None,
         }
     )

@@ -1,6 +1,7 @@
-"""Celery on Redis (broker and result backend), the most common job queue of Python
-services: tasks queued while requests are recorded replay in a fresh process without
-queueing anything, although every process sends its own identity with each message."""
+"""Celery, the most common job queue of Python services, on its two usual brokers: Redis
+(kombu over redis-py) and RabbitMQ (kombu over py-amqp), its results in Redis. Tasks queued
+while requests are recorded replay in a fresh process without queueing anything, although
+every process sends its own identity with each message."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import amqp
 import httpx
 import pytest
 import redis
@@ -23,6 +25,7 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 TIMETRACER = Path(sys.executable).with_name("timetracer")
 
 _SERVICE = """
@@ -35,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-celery = Celery("service", broker=os.environ["BROKER_URL"], backend=os.environ["BROKER_URL"])
+celery = Celery("service", broker=os.environ["BROKER_URL"], backend=os.environ["BACKEND_URL"])
 celery.conf.task_default_queue = os.environ["QUEUE"]
 
 
@@ -58,15 +61,33 @@ app = Starlette(routes=[Route("/signup", signup, methods=["POST"]), Route("/jobs
 """
 
 
-@pytest.fixture
-def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A queue of the test's own in the shared Redis, deleted afterwards."""
+@pytest.fixture(params=["redis", "amqp"])
+def queue(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A queue of the test's own on the broker (the shared Redis, or RabbitMQ), deleted afterwards."""
     name = f"tt-celery-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("QUEUE", name)
-    monkeypatch.setenv("BROKER_URL", REDIS_URL)
+    monkeypatch.setenv("BROKER_URL", REDIS_URL if request.param == "redis" else AMQP_URL)
+    monkeypatch.setenv("BACKEND_URL", REDIS_URL)
     yield name
     with redis.Redis.from_url(REDIS_URL) as client:
         client.delete(name, f"_kombu.binding.{name}")
+    if request.param == "amqp":
+        with amqp.Connection("127.0.0.1:5672") as connection:
+            connection.channel().queue_delete(name)
+
+
+def _queued(queue: str) -> list[dict[str, Any]]:
+    """The messages waiting in ``queue``, each with its headers, left where they are."""
+    if os.environ["BROKER_URL"] == REDIS_URL:
+        with redis.Redis.from_url(REDIS_URL) as client:
+            return [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    messages = []
+    with amqp.Connection("127.0.0.1:5672") as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(queue)) is not None:
+            messages.append({"headers": message.headers})
+        channel.close()  # the messages go back to the queue, unacknowledged
+    return messages
 
 
 def _service(directory: Path) -> Any:
@@ -110,10 +131,8 @@ def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing
     """Together, and the second sign-up alone: kombu checks the connection and binds the queue
     once per process, in the first sign-up, and the second has those answers from its cassette."""
     first_job = _record_signups(serve, cassette_dir, tmp_path)
-    with redis.Redis.from_url(REDIS_URL) as client:
-        queued = client.llen(queue)
-        messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
-    assert queued == 2
+    messages = _queued(queue)
+    assert len(messages) == 2
     assert {m["headers"]["origin"] for m in messages} == {f"gen{os.getpid()}@{os.uname().nodename}"}
 
     reports = _replayed(cassette_dir, tmp_path)
@@ -130,5 +149,4 @@ def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing
     (alone,) = _replayed(second, tmp_path)
     assert alone["verdict"] == "ok" and alone["from_earlier"], alone
     assert all(f"(answered by {first.name}, recorded before)" in x for x in alone["from_earlier"])
-    with redis.Redis.from_url(REDIS_URL) as client:
-        assert client.llen(queue) == queued  # nothing was queued by the replay
+    assert len(_queued(queue)) == 2  # nothing was queued by the replay

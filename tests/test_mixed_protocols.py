@@ -341,6 +341,7 @@ def test_documented_calls_and_typed_values_match_the_schema() -> None:
         json.loads(example) for example in re.findall(r"\| `(\{\"\$type\".*?\})` \|", typed)
     ]
     assert sorted({call["protocol"] for call in documented}) == [
+        "amqp",
         "grpc",
         "mongo",
         "redis",

@@ -180,4 +180,14 @@ LIBRARIES: dict[str, Library] = _declared(
         replay="timetracer_otel.replayers.aiosmtplib",
         protocol="smtp",
     ),
+    Library(
+        name="amqp",
+        extra="amqp",
+        # py-amqp, under kombu's amqp:// transport and Celery's publishing
+        requires=("amqp>=5.1",),
+        instrumentors=("timetracer_otel.instrumentation.amqp:AmqpInstrumentor",),
+        capture="timetracer_otel.capture.amqp",
+        replay="timetracer_otel.replayers.amqp",
+        protocol="amqp",
+    ),
 )

@@ -55,6 +55,8 @@ __all__ = [
     "disable_smtplib",
     "enable_aiosmtplib",
     "disable_aiosmtplib",
+    "enable_amqp",
+    "disable_amqp",
 ]
 
 
@@ -273,3 +275,4 @@ enable_motor, disable_motor = _pair("motor")
 enable_grpc, disable_grpc = _pair("grpc")
 enable_smtplib, disable_smtplib = _pair("smtplib")
 enable_aiosmtplib, disable_aiosmtplib = _pair("aiosmtplib")
+enable_amqp, disable_amqp = _pair("amqp")

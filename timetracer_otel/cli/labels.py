@@ -141,6 +141,18 @@ def _grpc(call: dict[str, Any], request: dict[str, Any]) -> str:
     return f"grpc {_text_of(request.get('method', '?'))}{status}"
 
 
+def _amqp(request: dict[str, Any]) -> str:
+    """``amqp connect 127.0.0.1:5672``, ``amqp Basic.Publish exchange='orders' routing_key='orders.new'``
+    (a publish by where it goes), ``amqp Queue.Declare`` (any other method by its name)."""
+    if request.get("connect"):
+        return f"amqp connect {_text_of(request.get('server', '?'))}"
+    method = _text_of(request.get("method", "?"))
+    args = request.get("args")
+    if method == "Basic.Publish" and isinstance(args, list) and len(args) >= 3:
+        return f"amqp {method} exchange={_text_of(args[1])!r} routing_key={_text_of(args[2])!r}"
+    return f"amqp {method}"
+
+
 def _smtp(request: dict[str, Any]) -> str:
     """``smtp MAIL FROM:<a@example.com>``, ``smtp AUTH PLAIN`` (never its credentials), ``smtp
     message 'Welcome'`` (by its subject), ``smtp connect mail.example.com:587``."""
@@ -183,6 +195,8 @@ def call_label(call: dict[str, Any]) -> str:
         label = _grpc(call, request)
     elif protocol == "smtp":
         label = _smtp(request)
+    elif protocol == "amqp":
+        label = _amqp(request)
     else:
         label = f"{protocol} {call.get('library') or ''}".rstrip()
     return _cut(label)
