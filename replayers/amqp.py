@@ -78,12 +78,25 @@ class _Replayed:
 
         session = replay_session_for(_LIBRARY, shown) or self.session
         self._last = shown()
-        call = session.answer(_LIBRARY, live_view(session.scrubbed(request), session.redactor)).call
+        view = live_view(session.scrubbed(request), session.redactor)
+        self._queue(request, session.answer(_LIBRARY, view).call)
+
+    def _waited(self) -> bool:
+        """Whether the broker sent something, when recorded, while the client waited in the
+        request now replayed: queued if so. Not a mismatch when not: a wait may time out."""
+        request = {"server": self.server, "wait": True}
+        session = replay_session_for(_LIBRARY, lambda: self._last) or self.session
+        recorded = session.take_due(_LIBRARY, live_view(request, None))
+        if recorded is not None:
+            self._queue(request, recorded.call)
+        return bool(self._incoming)
+
+    def _queue(self, request: dict[str, Any], call: Any) -> None:
         if call.error:
             message = call.error.get("message", "")
             raise recorded_error_class(call.error, _LIBRARY, ConnectionError)(message)
         recorded_channel = (call.decoded_request() or {}).get("channel", 1)
-        live_channel = request.get("channel", 0)
+        live_channel = request.get("channel", recorded_channel)
         for sent in (call.decoded_response() or {}).get("frames", ()):
             channel = live_channel if sent["channel"] == recorded_channel else sent["channel"]
             self._incoming.extend(_method_frames(sent, channel))
@@ -101,7 +114,7 @@ class _Replayed:
             self._timeout = None
 
     def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
-        if self._incoming:
+        if self._incoming or self._waited():
             return self._incoming.popleft()
         if self._timeout is not None:
             raise TimeoutError("timed out")  # socket.timeout

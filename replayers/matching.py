@@ -78,6 +78,15 @@ class CallIndex:
         found.used = True
         return found
 
+    def due(self, view: CallView) -> bool:
+        """Whether the first unused recorded call with ``view``'s signature was recorded after
+        every call of its protocol that replay has not made yet (none is pending before it)."""
+        first = next((c for c in self._by_key.get(view.key, ()) if not c.used), None)
+        return first is not None and not any(
+            not c.used and c.index < first.index and c.view.protocol == view.protocol
+            for c in self.calls
+        )
+
     def moved(self, view: CallView) -> list[RecordedCall]:
         """The unused recorded calls that ``view`` (a call to a loopback service) would match on
         another port, in recorded order: the same call to the same service, listening elsewhere."""

@@ -320,6 +320,14 @@ class ReplaySession:
         """True when calls made with ``library`` must go to the real service."""
         return library in self.live_libraries
 
+    def take_due(self, library: str, view: CallView) -> RecordedCall | None:
+        """:meth:`take`, only once every call of its protocol recorded before it has been made:
+        what a broker sent a waiting client after the request's publish is not read before it."""
+        with self._lock:
+            if not self.index.due(view):
+                return None
+        return self.take(library, view)
+
     def take(self, library: str, view: CallView) -> RecordedCall | None:
         """The recorded call answering ``view``, or None without counting a mismatch: for a read
         that may find nothing (a pub/sub message), where finding nothing is an answer too."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 
 import amqp
 import httpx
+import kombu.pools
 import pytest
 import redis
 
@@ -47,6 +49,16 @@ def send_welcome(address: str) -> str:
     return f"welcome sent to {address}"
 
 
+@celery.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def total(request: Request) -> JSONResponse:
+    job = add.delay(int(request.query_params["x"]), 2)
+    return JSONResponse({"job": job.id, "sum": job.get(timeout=60)})
+
+
 async def signup(request: Request) -> JSONResponse:
     address = (await request.json())["email"]
     job = send_welcome.delay(address)
@@ -57,13 +69,21 @@ async def job_state(request: Request) -> JSONResponse:
     return JSONResponse({"state": AsyncResult(request.path_params["job"], app=celery).state})
 
 
-app = Starlette(routes=[Route("/signup", signup, methods=["POST"]), Route("/jobs/{job}", job_state)])
+app = Starlette(
+    routes=[
+        Route("/signup", signup, methods=["POST"]),
+        Route("/jobs/{job}", job_state),
+        Route("/sum", total),
+    ]
+)
 """
 
 
 @pytest.fixture(params=["redis", "amqp"])
 def queue(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A queue of the test's own on the broker (the shared Redis, or RabbitMQ), deleted afterwards."""
+    if request.param == "amqp":
+        _broker_up()
     name = f"tt-celery-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("QUEUE", name)
     monkeypatch.setenv("BROKER_URL", REDIS_URL if request.param == "redis" else AMQP_URL)
@@ -72,8 +92,18 @@ def queue(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     with redis.Redis.from_url(REDIS_URL) as client:
         client.delete(name, f"_kombu.binding.{name}")
     if request.param == "amqp":
-        with amqp.Connection("127.0.0.1:5672") as connection:
-            connection.channel().queue_delete(name)
+        _delete_queue(name)
+
+
+def _broker_up() -> None:
+    """The RabbitMQ of this machine answers (.ci/run starts it): fail, never skip, without it."""
+    with socket.create_connection(("127.0.0.1", 5672), timeout=5):
+        pass
+
+
+def _delete_queue(name: str) -> None:
+    with amqp.Connection("127.0.0.1:5672") as connection:
+        connection.channel().queue_delete(name)
 
 
 def _queued(queue: str) -> list[dict[str, Any]]:
@@ -150,3 +180,44 @@ def test_tasks_queued_while_recording_replay_in_a_fresh_process_without_queueing
     assert alone["verdict"] == "ok" and alone["from_earlier"], alone
     assert all(f"(answered by {first.name}, recorded before)" in x for x in alone["from_earlier"])
     assert len(_queued(queue)) == 2  # nothing was queued by the replay
+
+
+def test_results_waited_for_over_rpc_replay_with_no_broker_and_no_worker(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery's ``rpc://`` result backend on RabbitMQ: each process consumes its results from a
+    reply queue named by kombu's ``oid_from`` (the node, the process id, the thread), which the
+    replaying process names as recorded; a result delivered while a later request waits is
+    that request's, handed to it only after its task is sent."""
+    _broker_up()
+    kombu.pools.reset()  # Celery's producers are kombu's, per broker URL: none from another test
+    queue = f"tt-celery-{uuid.uuid4().hex[:12]}"
+    for name, value in (("QUEUE", queue), ("BROKER_URL", AMQP_URL), ("BACKEND_URL", "rpc://")):
+        monkeypatch.setenv(name, value)
+    service = _service(tmp_path)
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_service.celery", "worker",
+             "-Q", queue, "--pool", "solo", "-l", "warning"],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, stdout=log, stderr=log,
+        )  # fmt: skip
+        try:
+            auto_setup(
+                service.app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+            )
+            server = serve(service.app)
+            with httpx.Client(base_url=server.url, timeout=90) as client:
+                sums = [client.get("/sum", params={"x": x}).json() for x in (1, 5, 7)]
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert [s["sum"] for s in sums] == [3, 7, 9], (tmp_path / "worker.log").read_text()
+    assert timetracer_otel.flush(30)
+    _delete_queue(queue)
+
+    reports = _replayed(cassette_dir, tmp_path)
+    assert [(r["path"], r["verdict"]) for r in reports] == [("/sum", "ok")] * 3, reports
+    assert all(r["refused"] == [] and r["unmatched"] == [] for r in reports)

@@ -6,7 +6,9 @@ Three seams every method passes: ``Connection.connect`` (the connection's openin
 whose response is the server's ``Connection.Start``; a refusal is its error),
 ``AbstractChannel.send_method`` (each method a channel or the connection sends) and
 ``Connection.on_inbound_method`` (each method the server sends, added to the response of
-the connection's last call). Heartbeats are neither. The shapes are
+the connection's last call, or of a ``wait`` call when it is read for another request than
+that call's: a task's result delivered to a reply queue consumed since an earlier request).
+Heartbeats are neither. The shapes are
 :mod:`timetracer_otel.protocols.amqp`'s.
 """
 
@@ -28,8 +30,9 @@ from timetracer_otel.protocols.amqp import broker_address, frame, sent_request
 __all__ = ["install", "uninstall"]
 
 _LIBRARY = "amqp"
-# the call whose response each open connection's incoming methods go to (None: not recorded)
-_last_call: WeakKeyDictionary[Any, ProtocolCall | None] = WeakKeyDictionary()
+# each open connection's last call, whose response its incoming methods go to, and the
+# recording holding it (None, None: not recorded)
+_last_call: WeakKeyDictionary[Any, tuple[ProtocolCall | None, Any]] = WeakKeyDictionary()
 
 
 def _begin(connection: Any, request: dict[str, Any]) -> ProtocolCall | None:
@@ -39,7 +42,7 @@ def _begin(connection: Any, request: dict[str, Any]) -> ProtocolCall | None:
     if recording is not None:
         call = ProtocolCall("amqp", _LIBRARY, request, response={"frames": []})
         recording.add_call(call)
-    _last_call[connection] = call
+    _last_call[connection] = (call, recording)
     return call
 
 
@@ -67,7 +70,9 @@ def _sending(wrapped: Callable[..., Any], channel: Any, args: tuple, kwargs: dic
 
 def _receiving(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
     with guarded("amqp.receive"):
-        call = _last_call.get(connection)
+        call, recording = _last_call.get(connection, (None, None))
+        if recording is not current_recording():  # read for another request than the last call's
+            call = _begin(connection, {"server": broker_address(connection.host), "wait": True})
         if call is not None:
             channel_id, sig, payload, content = args[:4]
             receiver = connection.channels.get(channel_id) if connection.channels else None

@@ -146,6 +146,8 @@ def _amqp(request: dict[str, Any]) -> str:
     (a publish by where it goes), ``amqp Queue.Declare`` (any other method by its name)."""
     if request.get("connect"):
         return f"amqp connect {_text_of(request.get('server', '?'))}"
+    if request.get("wait"):
+        return f"amqp waiting on {_text_of(request.get('server', '?'))}"
     method = _text_of(request.get("method", "?"))
     args = request.get("args")
     if method == "Basic.Publish" and isinstance(args, list) and len(args) >= 3:

@@ -85,6 +85,7 @@ _SOURCE_OF_KIND = {
     "uuid7": "uuid",
     "uuid8": "uuid",
     "ulid": "uuid",
+    "oid": "uuid",
     "random": "random",
     "getrandbits": "random",
     "private_key": "secrets",
@@ -580,6 +581,17 @@ def _install_ulid(ulid: types.ModuleType) -> None:
     )
 
 
+def _install_kombu_oid(common: types.ModuleType) -> None:
+    """Route kombu's ``generate_oid`` (what ``oid_from`` returns: Celery's ``app.oid`` and
+    ``thread_oid``, the name of the reply queue of its ``rpc://`` result backend and every
+    task's ``reply_to``) through the draws: it is a UUID made of the machine's node, the process
+    id, the thread and an object's address, another in each process."""
+    real = getattr(common, "generate_oid", None)
+    if real is None or getattr(real, "__module__", None) == __name__:
+        return
+    vars(common)["generate_oid"] = _drawn_id("oid", real, lambda drawn, args, kwargs: str(drawn))
+
+
 def _install_objectid(bson: types.ModuleType) -> None:
     """Route ``ObjectId()`` (a new id: Beanie's ``default_factory``, pymongo's insert ``_id``)
     through the draws; an id given (``ObjectId(text)``) is built as before."""
@@ -665,6 +677,7 @@ def install(sources: Sequence[str]) -> None:
             register_post_import_hook(_install_uuid_generators, module)
         _install_vendored_generators()
         register_post_import_hook(_install_ulid, "ulid")
+        register_post_import_hook(_install_kombu_oid, "kombu.common")
         for module in _OPENTELEMETRY_CLOCK_READERS:
             register_post_import_hook(_unhook_opentelemetry_clock, module)
         register_post_import_hook(_unhook_opentelemetry_ids, "opentelemetry.sdk.trace.id_generator")

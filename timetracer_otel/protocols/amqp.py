@@ -5,6 +5,9 @@ sent before the client's next one (none for a publish without confirms). Its req
 
 - ``{"server": "host:port", "connect": true}``: opening the connection; its response holds
   the server's ``Connection.Start``;
+- ``{"server", "wait": true}``: what the broker sent while the client waited, for a request
+  that sent nothing on the connection before (deliveries to a consumer started by an earlier
+  request, such as the reply queue of Celery's ``rpc://`` result backend);
 - ``{"server", "channel": 1, "method": "Basic.Publish", "args": [0, "", "celery", false, false]}``:
   a method and its arguments in the protocol's order, with ``"content": {"properties": {...},
   "body": ...}`` for a method that carries a message (the body as text when it is UTF-8).
@@ -227,6 +230,8 @@ def request_view(request: dict[str, Any]) -> CallView:
     fields: dict[str, Any]
     if request.get("connect"):
         what, key, fields = "(connect)", ("connect",), {}
+    elif request.get("wait"):
+        what, key, fields = "(waiting for the broker)", ("wait",), {}
     else:
         method = str(request.get("method", ""))
         args = _compared_args(method, list(request.get("args") or ()))
