@@ -1,9 +1,11 @@
-"""RabbitMQ through kombu and py-amqp (tests/apps/amqp_app.py): recorded through uvicorn against
-the RabbitMQ of this machine, the connection opened as the app starts; replayed by a fresh
-process that reaches no broker, publishes nothing and answers as the broker did."""
+"""RabbitMQ through kombu and py-amqp (tests/apps/amqp_app.py) and through aio-pika and aiormq
+(tests/apps/aio_pika_app.py): recorded through uvicorn against the RabbitMQ of this machine,
+the connection opened as the app starts; replayed by a fresh process that reaches no broker,
+publishes nothing and answers as the broker did."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -24,6 +26,11 @@ ORDERS = [
     {"item": "lamp", "card_token": "card-5c1d7e0f9a"},
     {"item": "desk", "card_token": "card-88b2e4a61c"},
 ]
+# each app, and what its client raises for a broker that is not there
+APPS = {
+    "amqp_app:create_app": "ConnectionRefusedError",
+    "aio_pika_app:create_app": "AMQPConnectionError",
+}
 REPLAYED = re.compile(
     r"^timetracer \[OK\] replayed (GET|POST) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/\4  unused=0  response=same$",
     re.M,
@@ -43,7 +50,9 @@ def queue() -> Iterator[str]:
     name = f"tt-orders-{uuid.uuid4().hex[:12]}"
     yield name
     with amqp.Connection(f"{BROKER[0]}:{BROKER[1]}") as connection:
-        connection.channel().queue_delete(name)
+        channel = connection.channel()
+        channel.queue_delete(name)
+        channel.exchange_delete(name)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +95,7 @@ def _settings(queue: str, closed_port: int) -> dict[str, str]:
     return {
         "AMQP_URL": f"amqp://guest:guest@{BROKER[0]}:{BROKER[1]}//",
         "AMQP_QUEUE": queue,
+        "AMQP_EXCHANGE": queue,
         "AMQP_CLOSED": f"127.0.0.1:{closed_port}",
     }
 
@@ -99,23 +109,24 @@ def _calls(directory: Path) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize("app", list(APPS))
 def test_orders_published_while_recording_replay_with_no_broker_and_publish_nothing(
-    cassette_dir: Path, queue: str, closed_port: int
+    cassette_dir: Path, queue: str, closed_port: int, app: str
 ) -> None:
     settings = _settings(queue, closed_port)
     record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
-    with uvicorn_process(record_env, app="amqp_app:create_app") as server:
+    with uvicorn_process(record_env, app=app) as server:
         recorded = _session(server.url)
     assert [r.status_code for r in recorded] == [201, 201, 200, 200, 200, 503], server.stderr
     first_order = recorded[0].json()["order"]
     assert recorded[2].json() == {"waiting": 2, "consumers": 0}
     assert recorded[3].json() == {"order": first_order, "item": "lamp", "signed": True}
     assert recorded[4].json() == {"waiting": 1, "consumers": 0}
-    assert recorded[5].json() == {"error": "ConnectionRefusedError"}
+    assert recorded[5].json() == {"error": APPS[app]}
     _move_on(queue)
 
     replay_env = {**settings, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
-    with audited_uvicorn_process(replay_env, app="amqp_app:create_app") as server:
+    with audited_uvicorn_process(replay_env, app=app) as server:
         replayed = _session(server.url)
     assert [(r.status_code, r.content) for r in replayed] == [
         (r.status_code, r.content) for r in recorded
@@ -151,24 +162,24 @@ def test_orders_published_while_recording_replay_with_no_broker_and_publish_noth
     assert '"x-api-token": "[SEALED:' in stored
 
 
+@pytest.mark.parametrize("app", list(APPS))
 def test_a_message_not_recorded_fails_at_the_publish_naming_it_and_the_closest_recorded(
-    cassette_dir: Path, queue: str, closed_port: int
+    cassette_dir: Path, queue: str, closed_port: int, app: str
 ) -> None:
     settings = _settings(queue, closed_port)
     record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
-    with uvicorn_process(record_env, app="amqp_app:create_app") as server:
+    with uvicorn_process(record_env, app=app) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.post("/orders", json=ORDERS[0]).status_code == 201
 
     replay_env = {**settings, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
-    with audited_uvicorn_process(replay_env, app="amqp_app:create_app") as server:
+    with audited_uvicorn_process(replay_env, app=app) as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             other = client.post("/orders", json={**ORDERS[0], "item": "chair"})
     assert other.status_code == 500
     assert "ReplayMismatchError" in server.stderr, server.stderr
-    assert (
-        "AMQP 127.0.0.1:5672 Basic.Publish exchange='tt-orders' routing_key='orders.created'"
-        in (server.stderr)
+    assert f"AMQP 127.0.0.1:5672 Basic.Publish exchange='{queue}' routing_key='orders.created'" in (
+        server.stderr
     )
     assert '"item": "chair"' in server.stderr or "chair" in server.stderr
     assert _waiting(queue) == 1  # only the recorded order reached the broker
@@ -190,3 +201,23 @@ def test_matching_leaves_out_what_each_process_sends_of_itself() -> None:
     assert one == published(2, "0b1c2d3e", "gen2@b", '[["ada"], {}]')
     assert one != published(1, "6eaeaca8", "gen1@a", '[["grace"], {}]')
     assert one.label == "AMQP h:5672 Basic.Publish exchange='' routing_key='q'"
+
+
+def test_a_replayed_aio_pika_connection_answers_each_heartbeat_and_nothing_else() -> None:
+    """aiormq closes a connection that has read nothing for three heartbeat intervals: the
+    stand-in it writes to in replay answers each heartbeat with one, and a frame no recorded
+    answer waits for with nothing."""
+    from timetracer_otel._aiormq import HEARTBEAT
+    from timetracer_otel.replayers.aio_pika import _Writer
+
+    async def written(*frames: bytes) -> bytes:
+        reader = asyncio.StreamReader()
+        writer = _Writer(reader)
+        for data in frames:
+            writer.write(data)
+        writer.close()
+        return await reader.read()
+
+    publish = b"\x01\x00\x01\x00\x00\x00\x0b\x00<\x00(\x00\x00\x01x\x01r\x00\xce"
+    assert asyncio.run(written(HEARTBEAT, publish, HEARTBEAT)) == HEARTBEAT * 2
+    assert asyncio.run(written(publish)) == b""

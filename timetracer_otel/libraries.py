@@ -190,4 +190,14 @@ LIBRARIES: dict[str, Library] = _declared(
         replay="timetracer_otel.replayers.amqp",
         protocol="amqp",
     ),
+    Library(
+        name="aio_pika",
+        extra="aio-pika",
+        # aio-pika runs aiormq, which capture and replay meet; FastStream's RabbitMQ broker too
+        requires=("aio-pika>=9.4",),
+        instrumentors=("opentelemetry.instrumentation.aio_pika:AioPikaInstrumentor",),
+        capture="timetracer_otel.capture.aio_pika",
+        replay="timetracer_otel.replayers.aio_pika",
+        protocol="amqp",
+    ),
 )

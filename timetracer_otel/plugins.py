@@ -57,6 +57,8 @@ __all__ = [
     "disable_aiosmtplib",
     "enable_amqp",
     "disable_amqp",
+    "enable_aio_pika",
+    "disable_aio_pika",
 ]
 
 
@@ -276,3 +278,4 @@ enable_grpc, disable_grpc = _pair("grpc")
 enable_smtplib, disable_smtplib = _pair("smtplib")
 enable_aiosmtplib, disable_aiosmtplib = _pair("aiosmtplib")
 enable_amqp, disable_amqp = _pair("amqp")
+enable_aio_pika, disable_aio_pika = _pair("aio_pika")

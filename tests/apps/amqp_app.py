@@ -1,7 +1,7 @@
 """An order service on RabbitMQ, as services use it: kombu over py-amqp, its connection opened
 as the app starts, publishing with confirms; orders carry a payment token and the producer
 an API token in each message's headers. ``AMQP_URL`` names the broker, ``AMQP_QUEUE`` the
-queue of this run, ``AMQP_CLOSED`` a ``host:port`` nothing listens on.
+queue of this run and ``AMQP_EXCHANGE`` its exchange, ``AMQP_CLOSED`` a ``host:port`` nothing listens on.
 
 ``uvicorn --factory amqp_app:create_app``."""
 
@@ -23,12 +23,19 @@ from starlette.routing import Route
 from timetracer_otel.integrations.starlette import auto_setup
 
 API_TOKEN = "tok-7f3a9c2e51d84b06a1e2"  # a secret the producer sends with each message
-ORDERS = Exchange("tt-orders", type="topic", durable=False)
+
+
+def _exchange() -> Exchange:
+    return Exchange(os.environ["AMQP_EXCHANGE"], type="topic", durable=False)
 
 
 def _queue() -> Queue:
     return Queue(
-        os.environ["AMQP_QUEUE"], ORDERS, routing_key="orders.#", durable=False, auto_delete=False
+        os.environ["AMQP_QUEUE"],
+        _exchange(),
+        routing_key="orders.#",
+        durable=False,
+        auto_delete=False,
     )
 
 
@@ -47,7 +54,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     connection = Connection(os.environ["AMQP_URL"], transport_options={"confirm_publish": True})
     connection.connect()
     _broker.connection = connection
-    _broker.producer = Producer(connection.channel(), exchange=ORDERS)
+    _broker.producer = Producer(connection.channel(), exchange=_exchange())
     _queue().bind(_broker.producer.channel).declare()
     yield
     connection.release()

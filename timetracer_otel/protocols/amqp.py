@@ -44,6 +44,7 @@ __all__ = [
     "METHODS",
     "SIGNATURES",
     "broker_address",
+    "broker_name",
     "method_name",
     "method_request",
     "sent_request",
@@ -100,8 +101,12 @@ def broker_address(host: str) -> str:
         name, _, port = host.partition(":")
     else:  # a bare name, or an IPv6 address without brackets
         name, port = host, ""
-    port = port if port.isdecimal() else str(_PORT)
-    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+    return broker_name(name, int(port) if port.isdecimal() else _PORT)
+
+
+def broker_name(host: str, port: int) -> str:
+    """``host:port`` (an IPv6 address in brackets), as calls name their server."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def method_name(sig: Sequence[int]) -> str:

@@ -1,0 +1,185 @@
+"""aio-pika replay (aiormq underneath): a connection answered from the cassette, with no broker.
+
+Connecting (``Connection.connect``; aiormq's ``asyncio.open_connection`` inside it) opens
+nothing: aiormq gets a stand-in stream whose reader holds what the broker sent while it logged
+in, or raises what connecting raised when recorded. Each method the application's code hands
+aiormq (``ChannelFrame.marshall``, in the request's context) is matched as
+:mod:`timetracer_otel.protocols.amqp` describes, where it is made, so a message the cassette
+does not hold fails at the publish; the broker's recorded answer is read by aiormq's own
+reader once the frame is written, as from a broker. aiormq's heartbeats are answered, so an
+idle replayed connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import aiormq
+from aiormq.abc import ChannelFrame
+
+from timetracer_otel import wrapper_layers
+from timetracer_otel._aiormq import HEARTBEAT, caller_connection, client_methods, server, wire
+from timetracer_otel.protocols.amqp import SIGNATURES, live_view, method_request
+from timetracer_otel.redaction import Redactor
+
+from .http import recorded_error_class
+from .session import ReplaySession, replay_session_for
+
+__all__ = ["install", "uninstall"]
+
+_LIBRARY = "aio_pika"
+
+
+class _Transport:
+    """What aiormq asks of a stream's transport when it closes one."""
+
+    def abort(self) -> None:
+        """Nothing is open."""
+
+    def is_closing(self) -> bool:
+        return True
+
+
+class _Writer:
+    """Stands in for aiormq's stream writer: nothing reaches the network; a frame written
+    lets the reader have the broker's recorded answer to it, a heartbeat a heartbeat."""
+
+    transport = _Transport()
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self._answers: dict[int, tuple[bytes, bytes]] = {}  # id(payload) -> (payload, answer)
+        self._closing = False
+
+    def answer_when_written(self, payload: bytes, answer: bytes) -> None:
+        self._answers[id(payload)] = (payload, answer)
+
+    def write(self, data: Any) -> None:
+        pending = self._answers.pop(id(data), None)
+        if pending is not None and pending[0] is data:
+            self._reader.feed_data(pending[1])
+        elif bytes(data) == HEARTBEAT and not self._reader.at_eof():
+            self._reader.feed_data(HEARTBEAT)
+
+    async def drain(self) -> None:
+        """Nothing waits to be sent."""
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        """Nothing was opened."""
+
+    def close(self) -> None:
+        self._closing = True
+        if not self._reader.at_eof():
+            self._reader.feed_eof()
+
+    async def wait_closed(self) -> None:
+        """Closed at once."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _Replayed:
+    """One connection answered from a cassette: the session it was opened in, its stand-in stream."""
+
+    def __init__(self, session: ReplaySession, server: str) -> None:
+        self.session = session
+        self.server = server
+        self.reader = asyncio.StreamReader()
+        self.writer = _Writer(self.reader)
+
+    def answer(self, request: dict[str, Any]) -> bytes:
+        """The broker's recorded answer to ``request``, as bytes; raises what the recorded call raised."""
+
+        def shown() -> str:  # the call as an error names it, its secrets hidden
+            return live_view(request, Redactor()).label
+
+        session = replay_session_for(_LIBRARY, shown) or self.session
+        view = live_view(session.scrubbed(request), session.redactor)
+        call = session.answer(_LIBRARY, view).call
+        if call.error:
+            message = call.error.get("message", "")
+            raise recorded_error_class(call.error, "aiormq", ConnectionError)(message)
+        recorded_channel = (call.decoded_request() or {}).get("channel", 1)
+        live_channel = request.get("channel", recorded_channel)
+        return wire(
+            {
+                **sent,
+                "channel": live_channel if sent["channel"] == recorded_channel else sent["channel"],
+            }
+            for sent in (call.decoded_response() or {}).get("frames", ())
+        )
+
+    def open(self) -> tuple[asyncio.StreamReader, _Writer]:
+        self.reader.feed_data(self.answer({"server": self.server, "connect": True}))
+        return self.reader, self.writer
+
+
+_connections: WeakKeyDictionary[Any, _Replayed] = WeakKeyDictionary()
+_opening: contextvars.ContextVar[_Replayed | None] = contextvars.ContextVar(
+    "timetracer_aio_pika_replay_opening", default=None
+)
+
+
+async def _connecting(wrapped: Callable[..., Any], client: Any, args: tuple, kwargs: dict) -> Any:
+    broker = server(client)
+    session = replay_session_for(_LIBRARY, lambda: f"AMQP {broker} (connect)")
+    if session is None:
+        return await wrapped(*args, **kwargs)
+    replayed = _connections[client] = _Replayed(session, broker)
+    token = _opening.set(replayed)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _opening.reset(token)
+
+
+async def _open_connection(wrapped: Callable[..., Any], _: Any, args: tuple, kwargs: dict) -> Any:
+    replayed = _opening.get()
+    if replayed is None:
+        return await wrapped(*args, **kwargs)
+    return replayed.open()
+
+
+def _marshalling(wrapped: Callable[..., Any], _: Any, args: tuple, kwargs: dict) -> Any:
+    marshalled = wrapped(*args, **kwargs)
+    replayed = _connections.get(caller_connection())
+    if replayed is None:
+        return marshalled
+    given = {**dict(zip(("channel_number", "frames"), args, strict=False)), **kwargs}
+    answer = b"".join(
+        replayed.answer(
+            method_request(replayed.server, channel, SIGNATURES.get(name, (0, 0)), values, content)
+        )
+        for channel, name, values, content in client_methods(
+            given["channel_number"], given["frames"]
+        )
+    )
+    if answer:
+        replayed.writer.answer_when_written(marshalled.payload, answer)
+    return marshalled
+
+
+_SEAMS = (
+    (aiormq.Connection, "connect", _connecting),
+    (asyncio, "open_connection", _open_connection),
+    (ChannelFrame, "marshall", _marshalling),
+)
+
+
+def install() -> None:
+    wrapper_layers.install_all(_SEAMS, layer="replay")
+
+
+def uninstall() -> None:
+    wrapper_layers.uninstall_all(_SEAMS, layer="replay")
