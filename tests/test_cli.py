@@ -736,6 +736,50 @@ def test_replay_of_an_app_whose_shutdown_fails_reports_every_request_and_the_fai
     ]
 
 
+# An app keeping, as Celery keeps its current app, a value per thread set as its module is
+# imported: uvicorn imports it on the thread that serves it.
+_THREAD_LOCAL_APP = """
+import threading
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+_current = threading.local()
+_current.app = "set at import"
+
+
+def which(request):  # sync: Starlette runs it in a worker thread, as Celery's apps run
+    return JSONResponse({"current": getattr(_current, "app", None)})
+
+
+async def which_async(request):
+    return JSONResponse({"current": getattr(_current, "app", None)})
+
+
+app = Starlette(routes=[Route("/sync", which), Route("/async", which_async)])
+auto_setup(app, plugins=[])
+"""
+
+
+def test_replay_imports_the_app_on_the_thread_serving_it_as_uvicorn_does(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "thread_local_app.py").write_text(_THREAD_LOCAL_APP, "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "thread_local_app:app"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        recorded = send(server.url, [("GET", "/async", {}), ("GET", "/sync", {})])
+    assert [r.json() for r in recorded] == [{"current": "set at import"}, {"current": None}]
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", "thread_local_app:app", "--app-dir", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "replayed 2 cassettes: 2 ok, 0 differ"
+
+
 # An app keeping a client in its lifespan's state (``request.state``), and a bare ASGI app that
 # ignores the lifespan (it returns without answering, as many hand-written ones do).
 _STATEFUL_APPS = """

@@ -1,5 +1,6 @@
-"""An ASGI app run in this process as a server runs it: its lifespan once around the requests
-sent to it, on an event loop of its own thread, while the caller sends requests one at a time.
+"""An ASGI app run in this process as a server runs it: imported, then its lifespan once around
+the requests sent to it, on one thread with its event loop (:class:`AppThread`), while the
+caller sends requests one at a time.
 
 Starlette's ``TestClient`` did this before; it ties the app's Starlette to an httpx that
 Starlette supports (Starlette 0.36, still pinned by FastAPI 0.109 projects, fails with
@@ -14,14 +15,14 @@ import functools
 import importlib.util
 import re
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import httpx
 
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AppRunner", "LifespanError"]
+__all__ = ["AppRunner", "AppThread", "LifespanError"]
 
 _T = TypeVar("_T")
 # who the app sees sending the requests, as TestClient named it
@@ -32,37 +33,67 @@ class LifespanError(Exception):
     """The app's lifespan startup or shutdown failed: the message it sent, or what it raised."""
 
 
-class AppRunner:
-    """``with AppRunner(app) as runner: runner.request(...)``: entering runs the lifespan's
-    startup (:class:`LifespanError` when it fails), leaving runs its shutdown."""
+class AppThread:
+    """The thread an app is imported on and then served from, its event loop running, as
+    uvicorn imports an app inside its loop on the thread serving it: what the app's modules
+    keep per thread as they are imported (Celery's current app) is there for its requests."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="timetracer-replay-app", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, function: Callable[[], _T]) -> _T:
+        """``function()``, called on this thread (inside its loop); what it raises is raised here."""
+
+        async def called() -> _T:
+            return function()
+
+        return self.run(called())
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self) -> None:
+        """End the tasks left running, then the loop and the thread."""
+        if self.loop.is_closed():
+            return
+        self.run(_cancel_the_rest())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class AppRunner:
+    """``with AppRunner(app, thread) as runner: runner.request(...)``: entering runs the
+    lifespan's startup on ``thread`` (:class:`LifespanError` when it fails), leaving runs its
+    shutdown and stops the thread."""
+
+    def __init__(self, app: ASGIApp, thread: AppThread) -> None:
         self._app = app
         # what the lifespan keeps for every request (scope["state"])
         self._state: dict[str, Any] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="timetracer-replay-app", daemon=True
-        )
+        self._thread = thread
         self._lifespan: asyncio.Task[None] | None = None
         self._to_app: asyncio.Queue[Message] | None = None
         self._from_app: asyncio.Queue[Message] | None = None
         self._client: httpx.AsyncClient | None = None
 
     def __enter__(self) -> AppRunner:
-        self._thread.start()
         try:
-            self._run(self._start())
+            self._thread.run(self._start())
         except BaseException:
-            self._stop_loop()
+            self._thread.stop()
             raise
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         try:
-            self._run(self._shutdown())
+            self._thread.run(self._shutdown())
         finally:
-            self._stop_loop()
+            self._thread.stop()
 
     def request(
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], content: bytes
@@ -71,7 +102,7 @@ class AppRunner:
         client = self._client
         assert client is not None, "only inside the with block"
         client.cookies.clear()
-        return self._run(client.request(method, url, headers=headers, content=content))
+        return self._thread.run(client.request(method, url, headers=headers, content=content))
 
     # -- on the app's loop ------------------------------------------------------
     async def _start(self) -> None:
@@ -146,16 +177,6 @@ class AppRunner:
             await send(message)
 
         await self._app(scope, receive, checked_send)
-
-    # -- from the caller's thread -----------------------------------------------
-    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def _stop_loop(self) -> None:
-        self._run(_cancel_the_rest())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
 
 
 # What uvicorn refuses in a response header, raising in the app's send: its httptools

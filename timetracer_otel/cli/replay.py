@@ -34,7 +34,7 @@ from timetracer_otel.replayers.asgi import library_for
 from timetracer_otel.replayers.http import HttpAnswer
 from timetracer_otel.replayers.selection import PIN_HEADER
 
-from ._app_runner import AppRunner
+from ._app_runner import AppRunner, AppThread
 from ._credentials import Credentials, RedactedRequest
 from ._imports import import_object
 from .recordings import requests_of
@@ -87,6 +87,8 @@ class Replayer:
         self._env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": location}
         self._saved_env = {name: os.environ.get(name) for name in self._env}
         os.environ.update(self._env)
+        # the app is imported on the thread serving it, as uvicorn does
+        self._thread = AppThread()
         try:
             chosen, only = (
                 requests_of(location, recording, ReadLimits.from_env())
@@ -99,7 +101,7 @@ class Replayer:
                 TraceConfig(mode="replay", cassette_path=location), importing=True, chosen=chosen
             )
             install_replayers()
-            app = import_app(spec, app_dir, factory)
+            app = self._thread.call(lambda: import_app(spec, app_dir, factory))
             self.credentials = credentials.loaded(app_dir)
             self.ignore = tuple(ignore)
             self.config = self._config(app, location)
@@ -107,6 +109,7 @@ class Replayer:
             self.library = library_for(self.config, only)
             self.app = self._target(app)
         except BaseException:
+            self._thread.stop()
             self._restore_env()
             raise
         self._stack = contextlib.ExitStack()
@@ -121,7 +124,7 @@ class Replayer:
         logger.setLevel(logging.WARNING)
         self._stack.callback(logger.setLevel, level)
         try:  # runs the app's lifespan once, as a server would
-            self._runner = self._stack.enter_context(AppRunner(self.app))
+            self._runner = self._stack.enter_context(AppRunner(self.app, self._thread))
         except Exception as exc:
             self._stack.close()
             raise AppStartError(f"the app failed to start: {type(exc).__name__}: {exc}") from exc
