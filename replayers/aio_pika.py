@@ -23,10 +23,9 @@ from aiormq.abc import ChannelFrame
 
 from timetracer_otel import wrapper_layers
 from timetracer_otel._aiormq import HEARTBEAT, caller_connection, client_methods, server, wire
-from timetracer_otel.protocols.amqp import SIGNATURES, live_view, method_request
-from timetracer_otel.redaction import Redactor
+from timetracer_otel.protocols.amqp import SIGNATURES, method_request
 
-from .http import recorded_error_class
+from .rabbitmq import recorded_frames
 from .session import ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -100,25 +99,7 @@ class _Replayed:
 
     def answer(self, request: dict[str, Any]) -> bytes:
         """The broker's recorded answer to ``request``, as bytes; raises what the recorded call raised."""
-
-        def shown() -> str:  # the call as an error names it, its secrets hidden
-            return live_view(request, Redactor()).label
-
-        session = replay_session_for(_LIBRARY, shown) or self.session
-        view = live_view(session.scrubbed(request), session.redactor)
-        call = session.answer(_LIBRARY, view).call
-        if call.error:
-            message = call.error.get("message", "")
-            raise recorded_error_class(call.error, "aiormq", ConnectionError)(message)
-        recorded_channel = (call.decoded_request() or {}).get("channel", 1)
-        live_channel = request.get("channel", recorded_channel)
-        return wire(
-            {
-                **sent,
-                "channel": live_channel if sent["channel"] == recorded_channel else sent["channel"],
-            }
-            for sent in (call.decoded_response() or {}).get("frames", ())
-        )
+        return wire(recorded_frames(self.session, _LIBRARY, request, "aiormq", ConnectionError))
 
     def open(self) -> tuple[asyncio.StreamReader, _Writer]:
         self.reader.feed_data(self.answer({"server": self.server, "connect": True}))

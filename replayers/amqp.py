@@ -15,7 +15,7 @@ else :class:`ReplayMismatchError`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from struct import pack
 from typing import Any
@@ -28,7 +28,7 @@ from timetracer_otel import wrapper_layers
 from timetracer_otel.protocols.amqp import SIGNATURES, broker_address, live_view, sent_request
 from timetracer_otel.redaction import Redactor
 
-from .http import recorded_error_class
+from .rabbitmq import recorded_frames
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
@@ -37,8 +37,9 @@ _LIBRARY = "amqp"
 _FRAME_END = b"\xce"
 
 
-def _method_frames(sent: dict[str, Any], channel: int) -> list[tuple[int, int, bytes]]:
+def _method_frames(sent: dict[str, Any]) -> list[tuple[int, int, bytes]]:
     """The frames (type, channel, payload) the broker sent for one recorded method."""
+    channel = sent["channel"]
     sig = SIGNATURES[sent["method"]]
     owner = amqp.Connection if channel == 0 else amqp.Channel
     method = owner._METHODS.get(sig)
@@ -72,14 +73,8 @@ class _Replayed:
 
     def answer(self, request: dict[str, Any]) -> None:
         """Queue the recorded answer to ``request``; raise what the recorded call raised."""
-
-        def shown() -> str:  # the call as an error names it, its secrets hidden
-            return live_view(request, Redactor()).label
-
-        session = replay_session_for(_LIBRARY, shown) or self.session
-        self._last = shown()
-        view = live_view(session.scrubbed(request), session.redactor)
-        self._queue(request, session.answer(_LIBRARY, view).call)
+        self._last = live_view(request, Redactor()).label
+        self._queue(recorded_frames(self.session, _LIBRARY, request, _LIBRARY, ConnectionError))
 
     def _waited(self) -> bool:
         """Whether the broker sent something, when recorded, while the client waited in the
@@ -88,18 +83,12 @@ class _Replayed:
         session = replay_session_for(_LIBRARY, lambda: self._last) or self.session
         recorded = session.take_due(_LIBRARY, live_view(request, None))
         if recorded is not None:
-            self._queue(request, recorded.call)
+            self._queue((recorded.call.decoded_response() or {}).get("frames", ()))
         return bool(self._incoming)
 
-    def _queue(self, request: dict[str, Any], call: Any) -> None:
-        if call.error:
-            message = call.error.get("message", "")
-            raise recorded_error_class(call.error, _LIBRARY, ConnectionError)(message)
-        recorded_channel = (call.decoded_request() or {}).get("channel", 1)
-        live_channel = request.get("channel", recorded_channel)
-        for sent in (call.decoded_response() or {}).get("frames", ()):
-            channel = live_channel if sent["channel"] == recorded_channel else sent["channel"]
-            self._incoming.extend(_method_frames(sent, channel))
+    def _queue(self, frames: Iterable[dict[str, Any]]) -> None:
+        for sent in frames:
+            self._incoming.extend(_method_frames(sent))
 
     def connect(self) -> None:
         self.answer({"server": self.server, "connect": True})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def total(request: Request) -> JSONResponse:
 
 async def signup(request: Request) -> JSONResponse:
     address = (await request.json())["email"]
-    job = send_welcome.delay(address)
+    job = send_welcome.delay(address.upper() if os.environ.get("SHOUT") else address)
     return JSONResponse({"email": address, "job": job.id}, status_code=202)
 
 
@@ -144,14 +145,15 @@ def _record_signups(serve: Callable[..., Any], cassette_dir: Path, tmp_path: Pat
     return str(first.json()["job"])
 
 
-def _replayed(location: Path, tmp_path: Path) -> list[dict[str, Any]]:
-    """``timetracer replay LOCATION --json`` in a fresh process: the reports."""
+def _replayed(location: Path, tmp_path: Path, same: bool = True) -> list[dict[str, Any]]:
+    """``timetracer replay LOCATION --json`` in a fresh process: the reports; ``same``: every
+    response the recorded one."""
     done = subprocess.run(
         [str(TIMETRACER), "replay", str(location), "--app", "celery_service:app",
          "--app-dir", str(tmp_path), "--json"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == (0 if same else 1), done.stdout + done.stderr
     return list(json.loads(done.stdout))
 
 
@@ -221,3 +223,25 @@ def test_results_waited_for_over_rpc_replay_with_no_broker_and_no_worker(
     reports = _replayed(cassette_dir, tmp_path)
     assert [(r["path"], r["verdict"]) for r in reports] == [("/sum", "ok")] * 3, reports
     assert all(r["refused"] == [] and r["unmatched"] == [] for r in reports)
+
+
+def test_a_task_sent_with_other_arguments_fails_at_its_publish_not_at_the_close_after_it(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    tmp_path: Path,
+    queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the publish fails, kombu closes the channel and Celery retries: the error the app
+    gets, and the report names, is the publish the cassette does not hold, with its arguments."""
+    _record_signups(serve, cassette_dir, tmp_path)
+    monkeypatch.setenv("SHOUT", "1")  # the app now sends the address in capitals
+    first, *_ = _replayed(cassette_dir, tmp_path, same=False)
+    assert first["verdict"] == "diff"
+    assert first["error"]["type"].endswith(".ReplayMismatchError"), first
+    message = first["error"]["message"]
+    assert re.match(
+        r"timetracer replay: no recorded call matches (AMQP \S+ Basic\.Publish|LPUSH )", message
+    ), message
+    if os.environ["BROKER_URL"] == AMQP_URL:  # Redis carries the message in base64
+        assert "ADA@EXAMPLE.COM" in message, message
