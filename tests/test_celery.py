@@ -85,6 +85,7 @@ def queue(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     """A queue of the test's own on the broker (the shared Redis, or RabbitMQ), deleted afterwards."""
     if request.param == "amqp":
         _broker_up()
+    kombu.pools.reset()  # Celery's producers are kombu's, per broker URL: none from another test
     name = f"tt-celery-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("QUEUE", name)
     monkeypatch.setenv("BROKER_URL", REDIS_URL if request.param == "redis" else AMQP_URL)
