@@ -1251,6 +1251,18 @@ def session():
         raise RuntimeError("the logout broke")
 
 
+@pytest.fixture(scope="module")
+def admin():
+    response = httpx.get("{upstream}/json", params={{"user": "root"}})
+    if os.path.exists("module-fixture-broken"):
+        raise LookupError("no admin yet")
+    return response.json()
+
+
+def test_uses_the_admin(admin):
+    assert admin["login"]
+
+
 def test_logs_in(session):
     assert session["login"]
 """
@@ -1265,27 +1277,33 @@ def test_a_test_that_fails_while_recording_keeps_no_cassette_and_the_next_run_re
     cassettes = pytester.path / "cassettes" / "test_users"
     with running_upstream() as live:
         pytester.makepyfile(test_users=_TEST_BROKEN_FIRST.format(upstream=live.url))
-        for broken in ("fixture-broken", "test-broken", "teardown-broken"):
+        every = ("fixture-broken", "test-broken", "teardown-broken", "module-fixture-broken")
+        for broken in every:
             (pytester.path / broken).touch()
         broken = pytester.runpytest_subprocess("--timetracer-mode=once")
-        broken.assert_outcomes(passed=1, failed=1, errors=2)  # the teardown's error is its own
+        broken.assert_outcomes(passed=1, failed=1, errors=3)  # the teardown's error is its own
         broken.stdout.fnmatch_lines(
             [
-                "tests: 0 replayed, 0 recorded, 3 failed while recording (not kept: recorded again by the next run that records)"
+                "tests: 0 replayed, 0 recorded, 4 failed while recording (not kept: recorded again by the next run that records)",
+                "fixture scopes: 0 replayed, 0 recorded, 1 failed while recording*",
             ]
         )
-        assert not cassettes.exists()
-        for broken in ("fixture-broken", "test-broken", "teardown-broken"):
+        assert not cassettes.exists()  # the module-scoped fixture's neither
+        for broken in every:
             (pytester.path / broken).unlink()
         mended = pytester.runpytest_subprocess("--timetracer-mode=once")
-        mended.assert_outcomes(passed=3)
-        mended.stdout.fnmatch_lines(["tests: 0 replayed, 3 recorded"])
-    assert sorted(path.name for path in cassettes.iterdir()) == [
+        mended.assert_outcomes(passed=4)
+        mended.stdout.fnmatch_lines(
+            ["tests: 0 replayed, 4 recorded", "fixture scopes: 0 replayed, 1 recorded"]
+        )
+    assert sorted(path.relative_to(cassettes).as_posix() for path in cassettes.rglob("*.json")) == [
+        "@fixtures/admin.json",
         "test_fetches_a_user.json",
         "test_logs_in.json",
         "test_sets_up_a_user.json",
+        "test_uses_the_admin.json",
     ]
-    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
 
 
 _TESTS_OF_A_DATABASE = """

@@ -628,8 +628,14 @@ def pytest_fixture_setup(
     block.activate()
     try:
         result = yield
-    finally:
+    except BaseException as exc:
         block.deactivate()
+        if not isinstance(exc, pytest.skip.Exception):
+            # its set-up raised: a cassette would replay what went wrong, so none is kept
+            run.fixture_blocks.pop(fixturedef, None)
+            run.report.add(block.close(failed=block.action == RECORD), is_test=False)
+        raise
+    block.deactivate()
     # runs first at teardown: the fixture's own teardown comes next
     fixturedef.addfinalizer(block.activate)
     return result

@@ -45,7 +45,9 @@ class RunReport:
     tests: dict[str, int] = field(
         default_factory=lambda: {RECORD: 0, REPLAY: 0, _FAILED: 0, "missing": 0, _LOCKED: 0}
     )
-    fixtures: dict[str, int] = field(default_factory=lambda: {RECORD: 0, REPLAY: 0, _LOCKED: 0})
+    fixtures: dict[str, int] = field(
+        default_factory=lambda: {RECORD: 0, REPLAY: 0, _FAILED: 0, _LOCKED: 0}
+    )
     answered: int = 0
     # calls no cassette answered, each raised where it was made: "<cassette>: <the error's first line>"
     unmatched: list[str] = field(default_factory=list)
@@ -73,8 +75,8 @@ class RunReport:
     replayed_for_failed: set[str] = field(default_factory=set)
 
     def add(self, outcome: BlockOutcome, is_test: bool) -> None:
-        if is_test and outcome.failed:
-            self.tests[_FAILED] += 1
+        if outcome.failed:
+            (self.tests if is_test else self.fixtures)[_FAILED] += 1
         if outcome.kept:
             counts = self.tests if is_test else self.fixtures
             counts[outcome.action] += 1
@@ -154,14 +156,9 @@ class RunReport:
         tests, fixtures = self.tests, self.fixtures
         return [
             f"mode {self.mode} ({_MEANING.get(self.mode, self.mode)}), cassettes in {self.directory}",
-            f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded"
-            + (
-                f", {tests[_FAILED]} failed while recording (not kept: recorded again by the next run that records)"
-                if tests[_FAILED]
-                else ""
-            )
+            f"tests: {tests[REPLAY]} replayed, {tests[RECORD]} recorded{_failed(tests)}"
             + (f", {tests['missing']} without a cassette" if tests["missing"] else ""),
-            f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded",
+            f"fixture scopes: {fixtures[REPLAY]} replayed, {fixtures[RECORD]} recorded{_failed(fixtures)}",
             f"calls: {self.answered} answered from cassettes, {len(self.unmatched)} not answered, {len(self.unused)} recorded but not made",
             *_itemised(
                 self.unmatched,
@@ -295,3 +292,10 @@ def _cassettes_in(root: Path) -> Iterable[Path]:
         for name in names:
             if name.endswith((".json", ".json.gz")):
                 yield Path(directory, name)
+
+
+def _failed(counts: dict[str, int]) -> str:
+    """What the count of blocks that failed while recording adds to its line."""
+    if not counts[_FAILED]:
+        return ""
+    return f", {counts[_FAILED]} failed while recording (not kept: recorded again by the next run that records)"
