@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from timetracer_otel import _time_zone as time_zone
 from timetracer_otel.cassette.body import encode_body, header_value
 from timetracer_otel.cassette.calls import call_document
 from timetracer_otel.cassette.document import (
@@ -173,6 +174,7 @@ def _process_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         calls=[_call(recording.calls[n], recording.started_ns, limit) for n in order],
         dropped_calls=recording.dropped_calls,
         draws=encode_draws(recording.draws, order),
+        time_zone=time_zone.current(),  # the app's: this process holds its environment
     )
 
 
@@ -215,4 +217,5 @@ def build_document(recording: FrozenRecording, limit: int) -> dict[str, Any]:
         draws=encode_draws(recording.draws, order),
         spans=[_span(s, origin) for s in spans],
         process=recording.process,
+        time_zone=time_zone.current(),  # the app's: this process holds its environment
     )

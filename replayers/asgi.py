@@ -142,6 +142,7 @@ class ReplayLayer:
         prepared = choice.prepared
         if prepared is not None:
             scope = prepared.as_recorded(scope)
+        process.take_up_time_zone(choice.document.get("time_zone"))
         session = ReplaySession(
             choice.document,
             choice.path or "(no cassette recorded for this request)",

@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from timetracer_otel import _network_guard
+from timetracer_otel import _time_zone as time_zone
 from timetracer_otel._diagnostics import console
 from timetracer_otel._recording import in_request
 from timetracer_otel._terminal import printable
@@ -52,6 +53,7 @@ from .session import ReplaySession
 
 __all__ = [
     "ProcessSession",
+    "take_up_time_zone",
     "find_process_cassette",
     "of_recording",
     "process_cassettes",
@@ -246,6 +248,7 @@ def start(config: TraceConfig, importing: bool = False, chosen: Found | None = N
             cassette = Cassette(opened.answers)
             if process_mode() == "replay":
                 _announce(cassette, str(found[0]), others)
+                take_up_time_zone(cassette.document.get("time_zone"))
             # the app starts with the values it drew when recorded: its seeded rows match
             draws = decode_draws(cassette.draws)
             if config.draws and draws.streams:
@@ -253,6 +256,20 @@ def start(config: TraceConfig, importing: bool = False, chosen: Found | None = N
                 use_startup_draws(DrawReplayer(draws, config.draws, real_time_ns), in_request)
         elif _session is None:
             _session = _empty(config)
+
+
+def take_up_time_zone(zone: Any) -> None:
+    """In a process started to replay, run in the recording's time ``zone`` (a cassette's), so
+    its naive local times come out as recorded (a laptop's recording replayed in CI); say so
+    when this machine's was another."""
+    if process_mode() != "replay":
+        return
+    replaced = time_zone.replay_in(zone)
+    if replaced is not None:
+        console(
+            f"timetracer: replaying in the recording's time zone, TZ={zone} "
+            f"(this machine's: {replaced or 'unnamed'})"
+        )
 
 
 def _announce(cassette: Cassette, path: str, others: str) -> None:

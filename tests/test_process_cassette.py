@@ -23,7 +23,7 @@ from _replay import ALL_ANSWERED, assert_same_response, send, serving_process, u
 from click.testing import CliRunner
 from conftest import SCHEMA_PATH
 
-from timetracer_otel import _diagnostics
+from timetracer_otel import _diagnostics, _time_zone
 from timetracer_otel._process_recording import MAX_CALLS, ProcessRecording
 from timetracer_otel._recording import ProtocolCall
 from timetracer_otel.cassette.reader import (
@@ -638,3 +638,80 @@ def test_a_call_the_process_cassette_lacks_is_refused_saying_what_to_do() -> Non
         "work that went on longer, or took another turn, than while recording): let redis go live with "
         "TIMETRACER_LIVE_PLUGINS=redis."
     )
+
+
+# An app telling the time as naive local time, the way many do (``datetime.now()`` in a
+# response, ``fromtimestamp`` of a token's expiry)
+_LOCAL_TIME_APP = """
+import time
+from datetime import datetime
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+
+async def now(request):
+    return JSONResponse({"now": datetime.now().isoformat(), "zone": time.strftime("%Z")})
+
+
+app = Starlette(routes=[Route("/now", now)])
+auto_setup(app, plugins=[])
+"""
+
+
+def test_a_process_replays_in_the_time_zone_it_was_recorded_in(tmp_path: Path) -> None:
+    """Recorded in Tokyo, replayed on a machine set to New York: each cassette keeps the zone,
+    and the replaying process takes it up, so naive local times come out as recorded."""
+    (tmp_path / "local_time_app.py").write_text(_LOCAL_TIME_APP, "utf-8")
+    cassettes = tmp_path / "cassettes"
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "local_time_app:app",
+               "--log-level", "warning"]  # fmt: skip
+    recording = {**os.environ, "TZ": "Asia/Tokyo", "TIMETRACER_MODE": "record",
+                 "TIMETRACER_DIR": str(cassettes)}  # fmt: skip
+    with serving_process(command, recording) as server:
+        (recorded,) = send(server.url, [("GET", "/now", {})])
+    assert recorded.json()["zone"] == "JST"
+    (cassette,) = cassettes.rglob("GET__now__*.json")  # no process cassette: nothing at start
+    assert json.loads(cassette.read_text("utf-8"))["time_zone"] == "Asia/Tokyo"
+
+    replaying = {**os.environ, "TZ": "America/New_York", "TIMETRACER_MODE": "replay",
+                 "TIMETRACER_CASSETTE": str(cassettes)}  # fmt: skip
+    with serving_process(command, replaying) as server:
+        (replayed,) = send(server.url, [("GET", "/now", {})])
+    assert_same_response(recorded, replayed)
+    assert (
+        "timetracer: replaying in the recording's time zone, TZ=Asia/Tokyo (this machine's: America/New_York)"
+        in server.stderr
+    )
+    assert ALL_ANSWERED.search(server.stderr) or "response=same" in server.stderr, server.stderr
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "/etc/passwd",
+        "../../etc/passwd",
+        ":/etc/localtime",
+        "EST5EDT,M3.2.0,M11.1.0",
+        "No/Such_Zone",
+        5,
+        None,
+    ],
+)
+def test_a_time_zone_from_a_cassette_is_taken_up_only_by_its_iana_name(zone: Any) -> None:
+    """A hostile file's path or rule is never set as the process's TZ, nor a name this machine lacks."""
+    before = os.environ.get("TZ")
+    assert _time_zone.replay_in(zone) is None
+    assert os.environ.get("TZ") == before
+
+
+def test_a_time_zone_named_otherwise_with_the_same_rules_is_not_taken_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``UTC`` recorded, ``Etc/UTC`` here: nothing to take up, nothing said."""
+    monkeypatch.setenv("TZ", "Etc/UTC")
+    assert _time_zone.replay_in("UTC") is None
+    assert os.environ["TZ"] == "Etc/UTC"

@@ -3,7 +3,8 @@
 A request's cassette is ``{"format", "version", "id", "trace_id", "recorded_at",
 "service", "duration_ms", "request", "response", "error", "calls", "draws", "spans"}``;
 the process cassette (calls made outside every request) is ``{"format", "version",
-"scope": "process", "id", "recorded_at", "service", "calls", "dropped_calls"}``
+"scope": "process", "id", "recorded_at", "service", "calls", "dropped_calls", "draws",
+"time_zone"}``
 (``docs/cassette-format.md``). The cassette builder lays documents out with
 :func:`request_document` and :func:`process_document`; what acts on a loaded cassette
 (replay, the writer's console line and file name, ``timetracer replay``, the index)
@@ -78,6 +79,7 @@ def request_document(
     draws: list[Any],
     spans: list[dict[str, Any]],
     process: str | None = None,
+    time_zone: str | None = None,
 ) -> dict[str, Any]:
     """A request's cassette, calls laid out by :func:`.calls.call_document`; ``process``: the id
     of the process cassette of the process that served it, where that process keeps one."""
@@ -109,6 +111,8 @@ def request_document(
     }
     if process is not None:
         document["process"] = process
+    if time_zone is not None:
+        document["time_zone"] = time_zone
     return document
 
 
@@ -120,9 +124,11 @@ def process_document(
     calls: list[dict[str, Any]],
     dropped_calls: int,
     draws: list[Any],
+    time_zone: str | None = None,
 ) -> dict[str, Any]:
-    """The process cassette: the calls made outside every request, and the draws made while the app started."""
-    return {
+    """The process cassette: the calls made outside every request, the draws made while the app
+    started, and the time zone it ran in."""
+    document = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "scope": "process",
@@ -133,6 +139,9 @@ def process_document(
         "dropped_calls": dropped_calls,
         "draws": draws,
     }
+    if time_zone is not None:
+        document["time_zone"] = time_zone
+    return document
 
 
 def recorded_instant(recorded_at: Any) -> str:
