@@ -22,8 +22,7 @@ import aiormq
 from aiormq.abc import ChannelFrame
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel._aiormq import HEARTBEAT, caller_connection, client_methods, server, wire
-from timetracer_otel.protocols.amqp import SIGNATURES, method_request
+from timetracer_otel._aiormq import HEARTBEAT, caller_connection, marshalled_requests, server, wire
 
 from .rabbitmq import recorded_frames
 from .session import ReplaySession, replay_session_for
@@ -137,14 +136,8 @@ def _marshalling(wrapped: Callable[..., Any], _: Any, args: tuple, kwargs: dict)
     replayed = _connections.get(caller_connection())
     if replayed is None:
         return marshalled
-    given = {**dict(zip(("channel_number", "frames"), args, strict=False)), **kwargs}
     answer = b"".join(
-        replayed.answer(
-            method_request(replayed.server, channel, SIGNATURES.get(name, (0, 0)), values, content)
-        )
-        for channel, name, values, content in client_methods(
-            given["channel_number"], given["frames"]
-        )
+        replayed.answer(request) for request in marshalled_requests(replayed.server, args, kwargs)
     )
     if answer:
         replayed.writer.answer_when_written(marshalled.payload, answer)

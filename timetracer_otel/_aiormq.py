@@ -3,7 +3,7 @@ FastStream: its connections, and AMQP 0-9-1 frames as pamqp (aiormq's) reads and
 turned into the methods :mod:`timetracer_otel.protocols.amqp` stores and back.
 
 Capture reads the broker's bytes with :class:`Incoming` and the client's frames as aiormq hands
-them to be sent with :func:`client_methods`; replay writes the recorded methods back as bytes
+them to be sent with :func:`marshalled_requests`; replay writes the recorded methods back as bytes
 with :func:`wire`. A message's properties keep py-amqp's names (``application_headers``,
 ``type``), so a cassette reads the same whichever client recorded it.
 """
@@ -23,9 +23,9 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
-from timetracer_otel.protocols.amqp import SIGNATURES, broker_name, frame
+from timetracer_otel.protocols.amqp import SIGNATURES, broker_name, frame, method_request
 
-__all__ = ["HEARTBEAT", "Incoming", "caller_connection", "client_methods", "server", "wire"]
+__all__ = ["HEARTBEAT", "Incoming", "caller_connection", "marshalled_requests", "server", "wire"]
 
 HEARTBEAT = pamqp.frame.marshal(Heartbeat(), 0)
 _PROTOCOL_HEADER = b"AMQP"
@@ -106,14 +106,16 @@ def _args(method: Any) -> list[Any]:
     return [value for _, value in method]
 
 
-def client_methods(channel: int, frames: Iterable[Any]) -> Iterator[tuple[int, str, list, Any]]:
-    """(channel, method name, arguments, message) of each method in ``frames`` (what aiormq
-    marshals into one write); heartbeats are none."""
-    messages = _Messages()
-    for part in frames:
+def marshalled_requests(server: str, args: tuple, kwargs: dict) -> Iterator[dict[str, Any]]:
+    """The request of each method ``ChannelFrame.marshall(*args, **kwargs)`` puts into one write
+    to ``server``; heartbeats are none."""
+    given = {**dict(zip(("channel_number", "frames"), args, strict=False)), **kwargs}
+    channel, messages = given["channel_number"], _Messages()
+    for part in given["frames"]:
         done = messages.add(channel, part)
         if done is not None:
-            yield done[0], done[1].name, _args(done[1]), done[2]
+            sig = SIGNATURES.get(done[1].name, (0, 0))
+            yield method_request(server, channel, sig, _args(done[1]), done[2])
 
 
 class Incoming:

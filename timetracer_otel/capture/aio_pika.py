@@ -23,10 +23,9 @@ import aiormq
 from aiormq.abc import ChannelFrame
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel._aiormq import Incoming, caller_connection, client_methods, server
+from timetracer_otel._aiormq import Incoming, caller_connection, marshalled_requests, server
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording, exception_info
-from timetracer_otel.protocols.amqp import SIGNATURES, method_request
 
 __all__ = ["install", "uninstall"]
 
@@ -115,13 +114,8 @@ def _marshalling(wrapped: Callable[..., Any], _: Any, args: tuple, kwargs: dict)
     with guarded("aio_pika.send"):
         connection = _connections.get(caller_connection())
         if connection is not None:
-            given = {**dict(zip(("channel_number", "frames"), args, strict=False)), **kwargs}
-            for channel, name, values, content in client_methods(
-                given["channel_number"], given["frames"]
-            ):
-                sig = SIGNATURES.get(name, (0, 0))
-                request = method_request(connection.server, channel, sig, values, content)
-                connection.begin(channel, request)
+            for request in marshalled_requests(connection.server, args, kwargs):
+                connection.begin(request["channel"], request)
     return marshalled
 
 

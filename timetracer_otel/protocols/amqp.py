@@ -38,7 +38,7 @@ from timetracer_otel.secret_names import SecretNames
 
 from . import typed
 from .trace_context import without_trace_context
-from .view import CallView, is_loopback
+from .view import CallView, server_view
 
 __all__ = [
     "METHODS",
@@ -85,7 +85,6 @@ _CREDENTIALS = {"Connection.StartOk": 2, "Connection.SecureOk": 0}  # the argume
 # a process's own identity in a message: Celery's reply queue and its "gen<pid>@<host>" origin
 _OWN_PROPERTIES = frozenset({"reply_to"})
 _OWN_HEADERS = frozenset({"origin"})
-_MAX_LABEL = 200
 
 
 _PORT = 5672
@@ -214,10 +213,6 @@ def _compared_args(method: str, args: list[Any]) -> list[Any]:
     return args
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
-
-
 def _shown(method: str, args: list[Any]) -> str:
     """The arguments a reader names a call by: the exchange and routing key of a publish, else
     the first few that are words."""
@@ -248,16 +243,7 @@ def request_view(request: dict[str, Any]) -> CallView:
         if compared is not None:
             fields["properties"] = _canonical(compared["properties"])
             fields["body"] = _canonical(compared["body"])
-    host, _, port = server.rpartition(":")
-    return CallView(
-        protocol="amqp",
-        label=_cut(f"AMQP {server} {what}"),
-        key=("amqp", server, *key),
-        fields={"server": server, **fields},
-        loopback=(int(port), ("amqp", host, *key))
-        if port.isdecimal() and len(port) <= 5 and is_loopback(host)
-        else None,
-    )
+    return server_view("amqp", server, what, key, fields)
 
 
 def live_view(request: dict[str, Any], redactor: Any) -> CallView:

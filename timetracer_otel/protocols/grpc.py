@@ -40,7 +40,7 @@ from timetracer_otel.secret_names import SecretNames
 
 from . import typed
 from .trace_context import without_trace_context
-from .view import CallView
+from .view import CallView, cut_label
 
 if TYPE_CHECKING:
     from timetracer_otel.redaction import Redactor
@@ -66,7 +66,6 @@ VOLATILE_METADATA = frozenset(
         "grpc-accept-encoding",
     }
 )
-_MAX_LABEL = 200
 
 
 def call_request(
@@ -153,10 +152,6 @@ def _shown_message(message: Any) -> str:
     return _canonical(message)
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
-
-
 def request_view(request: dict[str, Any]) -> CallView:
     """The view of a gRPC call request (plain values, secrets already hidden like a recording's)."""
     method = str(request["method"])
@@ -165,7 +160,7 @@ def request_view(request: dict[str, Any]) -> CallView:
     shown = [_shown_message(message) for message in messages]
     return CallView(
         protocol="grpc",
-        label=_cut(f"{method} {'; '.join(shown)}"),
+        label=cut_label(f"{method} {'; '.join(shown)}"),
         key=(
             "grpc",
             method,

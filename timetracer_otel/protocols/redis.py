@@ -43,7 +43,7 @@ from timetracer_otel.secret_names import SecretNames
 
 from . import typed
 from .trace_context import without_trace_context
-from .view import CallView
+from .view import CallView, cut_label
 
 if TYPE_CHECKING:
     from timetracer_otel.redaction import Redactor
@@ -67,7 +67,6 @@ __all__ = [
 
 # Pipeline commands after which a connection no longer watches keys (as redis-py's Pipeline).
 UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
-_MAX_LABEL = 200
 _HASH_WRITES = frozenset({"HSET", "HMSET", "HSETNX"})
 # replies holding field -> value maps (a stream entry's fields are a map, as a hash's are)
 _FIELD_MAP_REPLIES = frozenset(
@@ -193,10 +192,6 @@ def _words(entry: dict[str, Any]) -> str:
     return " ".join([command_name(entry["command"]), *map(_shown, entry["args"])])
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
-
-
 # Commands whose arguments from this position on are a set: the reply does not depend on their
 # order, and an app passing a Python set of strings sends them in its process's hash order.
 _SET_ARGUMENTS = {
@@ -223,7 +218,7 @@ def request_view(request: dict[str, Any]) -> CallView:
         raise_on_error = bool(request.get("raise_on_error", True))
         return CallView(
             protocol="redis",
-            label=_cut(f"{kind} [{'; '.join(commands)}]"),
+            label=cut_label(f"{kind} [{'; '.join(commands)}]"),
             key=(
                 "redis",
                 kind,
@@ -249,7 +244,7 @@ def request_view(request: dict[str, Any]) -> CallView:
     kind = "pubsub" if request.get("pubsub") else "command"
     return CallView(
         protocol="redis",
-        label=_cut(("(pub/sub) " if request.get("pubsub") else "") + _words(request)),
+        label=cut_label(("(pub/sub) " if request.get("pubsub") else "") + _words(request)),
         key=("redis", kind, decode, _command_key(request)),
         fields={
             "command": command_name(request["command"]),

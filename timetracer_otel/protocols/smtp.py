@@ -45,7 +45,7 @@ from timetracer_otel.secret_names import SecretNames
 
 from . import typed
 from .trace_context import without_trace_context
-from .view import CallView, is_loopback
+from .view import CallView, server_view
 
 __all__ = [
     "Conversation",
@@ -70,7 +70,6 @@ _UNSTUFFED = re.compile(rb"^\.", re.M)
 _KEYWORD = re.compile(rb"^(?:from|to):", re.I)
 # MAIL FROM's declared size: the message's, Message-ID included
 _SIZE = re.compile(r" SIZE=\d+", re.I)
-_MAX_LABEL = 200
 _DATED = frozenset({"date", "resent-date"})  # headers compared as the instant they name
 
 
@@ -252,10 +251,6 @@ def _subject(message: dict[str, Any]) -> str:
     return next((str(v) for k, v in message.get("headers", ()) if k.lower() == "subject"), "")
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
-
-
 def request_view(request: dict[str, Any]) -> CallView:
     """The view of an SMTP exchange's request (secrets already hidden like a recording's)."""
     server = request["server"]
@@ -283,16 +278,7 @@ def request_view(request: dict[str, Any]) -> CallView:
     else:
         what, key = "(sent)", ("sent", _canonical(request.get("sent")))
         fields = {"sent": _canonical(request.get("sent"))}
-    host, _, port = str(server).rpartition(":")
-    return CallView(
-        protocol="smtp",
-        label=_cut(f"SMTP {server} {what}"),
-        key=("smtp", server, *key),
-        fields={"server": server, **fields},
-        loopback=(int(port), ("smtp", host, *key))
-        if port.isdecimal() and len(port) <= 5 and is_loopback(host)
-        else None,
-    )
+    return server_view("smtp", str(server), what, key, fields)
 
 
 def live_view(request: dict[str, Any], redactor: Any) -> CallView:

@@ -8,7 +8,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallView", "is_loopback"]
+__all__ = ["CallView", "cut_label", "is_loopback", "server_view"]
+
+_MAX_LABEL = 200
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def cut_label(text: str) -> str:
+    """A call's label, cut to what a message shows of it."""
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
+
+
+def server_view(
+    protocol: str, server: str, what: str, key: tuple[Any, ...], fields: dict[str, Any]
+) -> CallView:
+    """The view of a call of ``protocol`` to ``server`` (``host:port``): labelled
+    ``PROTOCOL server what``, its signature ``key`` under the protocol and the server, and for a
+    loopback server its port apart (a stub server listening on another port each run)."""
+    host, _, port = server.rpartition(":")
+    return CallView(
+        protocol=protocol,
+        label=cut_label(f"{protocol.upper()} {server} {what}"),
+        key=(protocol, server, *key),
+        fields={"server": server, **fields},
+        loopback=(int(port), (protocol, host, *key))
+        if port.isdecimal() and len(port) <= 5 and is_loopback(host)
+        else None,
+    )
