@@ -22,7 +22,15 @@ import aiormq
 from aiormq.abc import ChannelFrame
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel._aiormq import HEARTBEAT, caller_connection, marshalled_requests, server, wire
+from timetracer_otel._aiormq import (
+    HEARTBEAT,
+    Publishes,
+    caller_connection,
+    confirming,
+    marshalled_requests,
+    server,
+    wire,
+)
 
 from .rabbitmq import recorded_frames
 from .session import ReplaySession, replay_session_for
@@ -95,10 +103,12 @@ class _Replayed:
         self.server = server
         self.reader = asyncio.StreamReader()
         self.writer = _Writer(self.reader)
+        self.publishes = Publishes()
 
     def answer(self, request: dict[str, Any]) -> bytes:
         """The broker's recorded answer to ``request``, as bytes; raises what the recorded call raised."""
-        return wire(recorded_frames(self.session, _LIBRARY, request, "aiormq", ConnectionError))
+        frames = recorded_frames(self.session, _LIBRARY, request, "aiormq", ConnectionError)
+        return wire(confirming(frames, self.publishes.sent(request)))
 
     def open(self) -> tuple[asyncio.StreamReader, _Writer]:
         self.reader.feed_data(self.answer({"server": self.server, "connect": True}))

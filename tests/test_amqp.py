@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +20,12 @@ from typing import Any
 import amqp
 import httpx
 import pytest
-from _replay import CONNECTS, audited_uvicorn_process, cassette_files, uvicorn_process
+from _replay import APPS_DIR, CONNECTS, audited_uvicorn_process, cassette_files, uvicorn_process
 
 from timetracer_otel.protocols.amqp import method_request, request_view
 
 BROKER = ("127.0.0.1", 5672)
+TIMETRACER = str(Path(sys.executable).with_name("timetracer"))
 ORDERS = [
     {"item": "lamp", "card_token": "card-5c1d7e0f9a"},
     {"item": "desk", "card_token": "card-88b2e4a61c"},
@@ -227,3 +231,34 @@ def test_a_replayed_aio_pika_connection_answers_each_heartbeat_and_nothing_else(
     publish = b"\x01\x00\x01\x00\x00\x00\x0b\x00<\x00(\x00\x00\x01x\x01r\x00\xce"
     assert asyncio.run(written(HEARTBEAT, publish, HEARTBEAT)) == HEARTBEAT * 2
     assert asyncio.run(written(publish)) == b""
+
+
+@pytest.mark.parametrize("app", list(APPS))
+def test_orders_placed_at_once_replay_together_and_each_alone_confirmed_as_recorded(
+    cassette_dir: Path, queue: str, closed_port: int, app: str
+) -> None:
+    """Eight orders at once, their publishes confirmed by the broker in any order (one confirm
+    may cover several); replayed together, and each alone, where its delivery tag is another."""
+    settings = _settings(queue, closed_port)
+    record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    orders = [{"item": f"item-{n}", "card_token": f"card-{n:04d}"} for n in range(8)]
+    with uvicorn_process(record_env, app=app) as server:
+        placed = asyncio.run(_posted_at_once(server.url, orders))
+    assert sorted(r.json()["item"] for r in placed) == sorted(o["item"] for o in orders)
+    last = max(cassette_dir.rglob("POST__orders__*.json"), key=lambda p: p.stat().st_mtime_ns)
+    for location in (cassette_dir, last):
+        done = subprocess.run(
+            [TIMETRACER, "replay", str(location), "--app", app, "--factory",
+             "--app-dir", str(APPS_DIR)],
+            env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        reports = re.findall(
+            r"^timetracer \[OK\] replayed POST /orders .* response=same$", done.stdout, re.M
+        )
+        assert len(reports) == (8 if location == cassette_dir else 1), done.stdout
+
+
+async def _posted_at_once(url: str, orders: list[dict[str, str]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        return list(await asyncio.gather(*(client.post("/orders", json=o) for o in orders)))

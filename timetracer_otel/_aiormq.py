@@ -25,13 +25,24 @@ from pamqp.heartbeat import Heartbeat
 
 from timetracer_otel.protocols.amqp import SIGNATURES, broker_name, frame, method_request
 
-__all__ = ["HEARTBEAT", "Incoming", "caller_connection", "marshalled_requests", "server", "wire"]
+__all__ = [
+    "CONFIRMS",
+    "HEARTBEAT",
+    "Incoming",
+    "Publishes",
+    "caller_connection",
+    "confirming",
+    "marshalled_requests",
+    "server",
+    "wire",
+]
 
 HEARTBEAT = pamqp.frame.marshal(Heartbeat(), 0)
 _PROTOCOL_HEADER = b"AMQP"
 _RENAMED = {"headers": "application_headers", "message_type": "type"}  # pamqp's -> py-amqp's
 _PAMQP_NAMES = {ours: theirs for theirs, ours in _RENAMED.items()}
 _CONTENT_METHODS = frozenset({"Basic.Publish", "Basic.Deliver", "Basic.GetOk", "Basic.Return"})
+CONFIRMS = frozenset({"Basic.Ack", "Basic.Nack"})  # a broker's confirms of publishes
 
 _PORTS = {"amqp": 5672, "amqps": 5671}
 _LOOKED_UP = 4  # frames looked through for the code that called ChannelFrame.marshall
@@ -116,6 +127,50 @@ def marshalled_requests(server: str, args: tuple, kwargs: dict) -> Iterator[dict
         if done is not None:
             sig = SIGNATURES.get(done[1].name, (0, 0))
             yield method_request(server, channel, sig, _args(done[1]), done[2])
+
+
+class Publishes:
+    """The publishes on each channel by delivery tag, as a broker numbers them in its confirms:
+    from 1 on each channel opened. Publishes overlap on a channel (concurrent requests), and a
+    confirm may cover several (``multiple``): each is given its own."""
+
+    def __init__(self) -> None:
+        self._count: dict[int, int] = {}
+        self._unconfirmed: dict[int, dict[int, Any]] = {}
+
+    def sent(self, request: dict[str, Any], publish: Any = None) -> int:
+        """The delivery tag of ``request`` (0 for what is not a publish); ``publish``: what
+        :meth:`confirmed` gives back for it."""
+        channel, method = request.get("channel", 0), request.get("method")
+        if method == "Channel.Open":
+            self._count[channel] = 0
+            self._unconfirmed[channel] = {}
+        if method != "Basic.Publish":
+            return 0
+        tag = self._count[channel] = self._count.get(channel, 0) + 1
+        if publish is not None:
+            self._unconfirmed.setdefault(channel, {})[tag] = publish
+        return tag
+
+    def confirmed(self, confirm: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+        """(publish, its own confirm) of each publish a broker's ``Basic.Ack`` or ``Nack`` confirms."""
+        tag, multiple, *rest = confirm["args"]
+        unconfirmed = self._unconfirmed.get(confirm["channel"], {})
+        tags = sorted(t for t in unconfirmed if t <= tag) if multiple else [tag]
+        return [
+            (unconfirmed.pop(t), {**confirm, "args": [t, False, *rest]})
+            for t in tags
+            if t in unconfirmed
+        ]
+
+
+def confirming(frames: list[dict[str, Any]], tag: int) -> list[dict[str, Any]]:
+    """A publish's recorded answer, its confirm given the live ``tag``: replayed in another order
+    than recorded, or alone, a publish has another delivery tag."""
+    return [
+        {**f, "args": [tag, False, *f["args"][2:]]} if tag and f["method"] in CONFIRMS else f
+        for f in frames
+    ]
 
 
 class Incoming:

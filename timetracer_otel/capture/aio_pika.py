@@ -23,7 +23,14 @@ import aiormq
 from aiormq.abc import ChannelFrame
 
 from timetracer_otel import wrapper_layers
-from timetracer_otel._aiormq import Incoming, caller_connection, marshalled_requests, server
+from timetracer_otel._aiormq import (
+    CONFIRMS,
+    Incoming,
+    Publishes,
+    caller_connection,
+    marshalled_requests,
+    server,
+)
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording, exception_info
 
@@ -33,12 +40,14 @@ _LIBRARY = "aio_pika"
 
 
 class _Connection:
-    """What is recorded of one connection: its broker, and each channel's last call."""
+    """What is recorded of one connection: its broker, each channel's last call, and its
+    publishes awaiting the broker's confirm (which go to the publish they confirm)."""
 
     def __init__(self, server: str) -> None:
         self.server = server
         self.last: dict[int, ProtocolCall | None] = {}
         self.incoming = Incoming()
+        self.publishes = Publishes()
 
     def begin(self, channel: int, request: dict[str, Any]) -> ProtocolCall | None:
         recording = current_recording()
@@ -47,13 +56,19 @@ class _Connection:
             call = ProtocolCall("amqp", _LIBRARY, request, response={"frames": []})
             recording.add_call(call)
         self.last[channel] = call
+        self.publishes.sent(request, call)
         return call
 
     def received(self, data: bytes) -> None:
         for sent in self.incoming.read(data):
-            call = self.last.get(sent["channel"])
-            if call is not None:
-                call.response["frames"].append(sent)  # type: ignore[index]
+            answered = (
+                self.publishes.confirmed(sent)
+                if sent["method"] in CONFIRMS
+                else [(self.last.get(sent["channel"]), sent)]
+            )
+            for call, frame in answered:
+                if call is not None:
+                    call.response["frames"].append(frame)  # type: ignore[index]
 
 
 _connections: WeakKeyDictionary[Any, _Connection] = WeakKeyDictionary()
