@@ -104,8 +104,11 @@ def _broker_up() -> None:
 
 
 def _delete_queue(name: str) -> None:
+    """The queue, and the exchange of its name Celery declared for it."""
     with amqp.Connection("127.0.0.1:5672") as connection:
-        connection.channel().queue_delete(name)
+        channel = connection.channel()
+        channel.queue_delete(name)
+        channel.exchange_delete(name)
 
 
 def _queued(queue: str) -> list[dict[str, Any]]:
