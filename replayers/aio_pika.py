@@ -23,6 +23,7 @@ from aiormq.abc import ChannelFrame
 
 from timetracer_otel import wrapper_layers
 from timetracer_otel._aiormq import (
+    CONFIRMS,
     HEARTBEAT,
     Publishes,
     caller_connection,
@@ -31,9 +32,11 @@ from timetracer_otel._aiormq import (
     server,
     wire,
 )
+from timetracer_otel.protocols.amqp import live_view
+from timetracer_otel.redaction import Redactor
 
 from .rabbitmq import recorded_frames
-from .session import ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -104,10 +107,30 @@ class _Replayed:
         self.reader = asyncio.StreamReader()
         self.writer = _Writer(self.reader)
         self.publishes = Publishes()
+        self._confirming: set[int] = set()  # channels whose publishes the broker confirms
 
     def answer(self, request: dict[str, Any]) -> bytes:
-        """The broker's recorded answer to ``request``, as bytes; raises what the recorded call raised."""
+        """The broker's recorded answer to ``request``, as bytes; raises what the recorded call
+        raised, and :class:`ReplayMismatchError` for a publish the broker confirms whose confirm
+        the recording does not hold (aiormq would wait for it forever)."""
         frames = recorded_frames(self.session, _LIBRARY, request, "aiormq", ConnectionError)
+        channel, method = request.get("channel", 0), request.get("method")
+        if method == "Channel.Open":
+            self._confirming.discard(channel)
+        elif method == "Confirm.Select":
+            self._confirming.add(channel)
+        elif (
+            method == "Basic.Publish"
+            and channel in self._confirming
+            and not any(f["method"] in _SETTLING for f in frames)
+        ):
+            raise ReplayMismatchError(
+                live_view(request, Redactor()).label,
+                _LIBRARY,
+                "(the publish's recorded answer)",
+                "The broker confirms this channel's publishes, and the recording holds no confirm of\n"
+                "this one (its confirm came after the request ended): aiormq would wait for it forever.",
+            )
         return wire(confirming(frames, self.publishes.sent(request)))
 
     def open(self) -> tuple[asyncio.StreamReader, _Writer]:
@@ -115,6 +138,8 @@ class _Replayed:
         return self.reader, self.writer
 
 
+# what ends a publish on a confirming channel: its confirm, or the broker returning it first
+_SETTLING = CONFIRMS | {"Basic.Return"}
 _connections: WeakKeyDictionary[Any, _Replayed] = WeakKeyDictionary()
 _opening: contextvars.ContextVar[_Replayed | None] = contextvars.ContextVar(
     "timetracer_aio_pika_replay_opening", default=None

@@ -262,3 +262,33 @@ def test_orders_placed_at_once_replay_together_and_each_alone_confirmed_as_recor
 async def _posted_at_once(url: str, orders: list[dict[str, str]]) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         return list(await asyncio.gather(*(client.post("/orders", json=o) for o in orders)))
+
+
+def test_a_confirmed_publish_whose_confirm_the_recording_lacks_fails_at_the_publish(
+    cassette_dir: Path, queue: str, closed_port: int
+) -> None:
+    """aiormq would wait forever for a confirm no broker sends: the publish fails instead,
+    saying why (a confirm that came after its request ended is not in its cassette)."""
+    settings = _settings(queue, closed_port)
+    record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(record_env, app="aio_pika_app:create_app") as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/orders", json=ORDERS[0]).status_code == 201
+    (path,) = cassette_dir.rglob("POST__orders__*.json")
+    document = json.loads(path.read_text("utf-8"))
+    (publish,) = [c for c in document["calls"] if c["request"].get("method") == "Basic.Publish"]
+    assert [f["method"] for f in publish["response"]["frames"]] == ["Basic.Ack"]
+    publish["response"]["frames"] = []
+    path.write_text(json.dumps(document), "utf-8")
+    done = subprocess.run(
+        [TIMETRACER, "replay", str(path), "--app", "aio_pika_app:create_app", "--factory",
+         "--app-dir", str(APPS_DIR)],
+        env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(
+        r"^  error: the app raised \S+ReplayMismatchError: timetracer replay: no recorded call "
+        r"matches AMQP 127\.0\.0\.1:5672 Basic\.Publish",
+        done.stdout,
+        re.M,
+    ), done.stdout
