@@ -113,7 +113,9 @@ class _Replayed:
         """The broker's recorded answer to ``request``, as bytes; raises what the recorded call
         raised, and :class:`ReplayMismatchError` for a publish the broker confirms whose confirm
         the recording does not hold (aiormq would wait for it forever)."""
-        frames = recorded_frames(self.session, _LIBRARY, request, "aiormq", ConnectionError)
+        frames: list[dict[str, Any]] = recorded_frames(
+            self.session, _LIBRARY, request, "aiormq", ConnectionError, _checked
+        )
         channel, method = request.get("channel", 0), request.get("method")
         if method == "Channel.Open":
             self._confirming.discard(channel)
@@ -136,6 +138,12 @@ class _Replayed:
     def open(self) -> tuple[asyncio.StreamReader, _Writer]:
         self.reader.feed_data(self.answer({"server": self.server, "connect": True}))
         return self.reader, self.writer
+
+
+def _checked(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The broker's recorded methods, once pamqp frames them (the live delivery tag comes after)."""
+    wire(methods)
+    return methods
 
 
 # what ends a publish on a confirming channel: its confirm, or the broker returning it first

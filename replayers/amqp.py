@@ -28,13 +28,18 @@ from timetracer_otel import wrapper_layers
 from timetracer_otel.protocols.amqp import SIGNATURES, broker_address, live_view, sent_request
 from timetracer_otel.redaction import Redactor
 
-from .rabbitmq import recorded_frames
+from .rabbitmq import framed_answer, recorded_frames
 from .session import ReplayMismatchError, ReplaySession, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
 _LIBRARY = "amqp"
 _FRAME_END = b"\xce"
+
+
+def _framed(methods: Iterable[dict[str, Any]]) -> list[tuple[int, int, bytes]]:
+    """The frames of the broker's recorded methods."""
+    return [frame for sent in methods for frame in _method_frames(sent)]
 
 
 def _method_frames(sent: dict[str, Any]) -> list[tuple[int, int, bytes]]:
@@ -74,7 +79,9 @@ class _Replayed:
     def answer(self, request: dict[str, Any]) -> None:
         """Queue the recorded answer to ``request``; raise what the recorded call raised."""
         self._last = live_view(request, Redactor()).label
-        self._queue(recorded_frames(self.session, _LIBRARY, request, _LIBRARY, ConnectionError))
+        self._incoming.extend(
+            recorded_frames(self.session, _LIBRARY, request, _LIBRARY, ConnectionError, _framed)
+        )
 
     def _waited(self) -> bool:
         """Whether the broker sent something, when recorded, while the client waited in the
@@ -83,12 +90,10 @@ class _Replayed:
         session = replay_session_for(_LIBRARY, lambda: self._last) or self.session
         recorded = session.take_due(_LIBRARY, live_view(request, None))
         if recorded is not None:
-            self._queue((recorded.call.decoded_response() or {}).get("frames", ()))
+            self._incoming.extend(
+                framed_answer(session, recorded.call, request, lambda: self._last, _framed)
+            )
         return bool(self._incoming)
-
-    def _queue(self, frames: Iterable[dict[str, Any]]) -> None:
-        for sent in frames:
-            self._incoming.extend(_method_frames(sent))
 
     def connect(self) -> None:
         self.answer({"server": self.server, "connect": True})

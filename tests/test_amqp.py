@@ -292,3 +292,42 @@ def test_a_confirmed_publish_whose_confirm_the_recording_lacks_fails_at_the_publ
         done.stdout,
         re.M,
     ), done.stdout
+
+
+@pytest.mark.parametrize("app", list(APPS))
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [{"channel": 1, "method": "Basic.Nope", "args": []}],
+        [{"channel": 1, "method": "Basic.Ack", "args": ["one", "two"]}],
+        {"frames": "not a list"},
+    ],
+    ids=["unknown method", "arguments of another type", "not methods"],
+)
+def test_a_damaged_answer_fails_the_call_naming_the_cassette(
+    tmp_path: Path, queue: str, closed_port: int, app: str, answer: Any
+) -> None:
+    """A cassette whose broker answer no broker could send (a damaged or hostile file) fails
+    the replayed call with a cassette error naming the file, never anything of the client's."""
+    settings = _settings(queue, closed_port)
+    cassette_dir = tmp_path / "damaged"  # not checked against the schema afterwards, as others are
+    record_env = {**settings, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with uvicorn_process(record_env, app=app) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/orders", json=ORDERS[0]).status_code == 201
+    (path,) = cassette_dir.rglob("POST__orders__*.json")
+    document = json.loads(path.read_text("utf-8"))
+    (publish,) = [c for c in document["calls"] if c["request"].get("method") == "Basic.Publish"]
+    publish["response"] = answer if isinstance(answer, dict) else {"frames": answer}
+    path.write_text(json.dumps(document), "utf-8")
+    done = subprocess.run(
+        [TIMETRACER, "replay", str(path), "--app", app, "--factory", "--app-dir", str(APPS_DIR)],
+        env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(
+        r"^  error: the app raised timetracer_otel\.cassette\.errors\.CassetteError: timetracer: "
+        r"cannot use cassette /",
+        done.stdout,
+        re.M,
+    ), done.stdout
