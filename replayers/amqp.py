@@ -34,7 +34,6 @@ from .session import ReplayMismatchError, ReplaySession, replay_session_for
 __all__ = ["install", "uninstall"]
 
 _LIBRARY = "amqp"
-_FRAME_END = b"\xce"
 
 
 def _framed(methods: Iterable[dict[str, Any]]) -> list[tuple[int, int, bytes]]:
@@ -49,7 +48,7 @@ def _method_frames(sent: dict[str, Any]) -> list[tuple[int, int, bytes]]:
     owner = amqp.Connection if channel == 0 else amqp.Channel
     method = owner._METHODS.get(sig)
     arguments = dumps(method.args, sent["args"]) if method is not None and method.args else b""
-    frames = [(1, channel, pack(">HH", *sig) + (arguments or b""))]
+    frames = [(1, channel, pack(">HH", *sig) + arguments)]
     content = sent.get("content")
     if content is not None:
         body = content.get("body", b"")
@@ -74,11 +73,15 @@ class _Replayed:
         self.sock = None
         self._incoming: deque[tuple[int, int, bytes]] = deque()
         self._timeout: float | None = None
-        self._last = f"AMQP {server} (connect)"
+        self._last: dict[str, Any] = {"server": server, "connect": True}  # the last method sent
+
+    def _shown(self) -> str:
+        """The last method sent, as an error names it (its secrets hidden)."""
+        return live_view(self._last, Redactor()).label
 
     def answer(self, request: dict[str, Any]) -> None:
         """Queue the recorded answer to ``request``; raise what the recorded call raised."""
-        self._last = live_view(request, Redactor()).label
+        self._last = request
         self._incoming.extend(
             recorded_frames(self.session, _LIBRARY, request, _LIBRARY, ConnectionError, _framed)
         )
@@ -87,11 +90,11 @@ class _Replayed:
         """Whether the broker sent something, when recorded, while the client waited in the
         request now replayed: queued if so. Not a mismatch when not: a wait may time out."""
         request = {"server": self.server, "wait": True}
-        session = replay_session_for(_LIBRARY, lambda: self._last) or self.session
+        session = replay_session_for(_LIBRARY, self._shown) or self.session
         recorded = session.take_due(_LIBRARY, live_view(request, None))
         if recorded is not None:
             self._incoming.extend(
-                framed_answer(session, recorded.call, request, lambda: self._last, _framed)
+                framed_answer(session, recorded.call, request, self._shown, _framed)
             )
         return bool(self._incoming)
 
@@ -113,7 +116,7 @@ class _Replayed:
         if self._timeout is not None:
             raise TimeoutError("timed out")  # socket.timeout
         raise ReplayMismatchError(
-            f"{self._last} (waiting for the broker)",
+            f"{self._shown()} (waiting for the broker)",
             _LIBRARY,
             "(the recording)",
             "The client waits, with no timeout, for a method the broker did not send when recorded.",
