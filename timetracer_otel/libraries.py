@@ -120,6 +120,17 @@ LIBRARIES: dict[str, Library] = _declared(
         companions=("sqlalchemy",),
     ),
     Library(
+        name="aiosqlite",
+        extra="aiosqlite",
+        # Tortoise ORM's and databases' SQLite backends run on it
+        requires=("aiosqlite>=0.17",),
+        instrumentors=("timetracer_otel.instrumentation.aiosqlite:AiosqliteInstrumentor",),
+        capture="timetracer_otel.capture.aiosqlite",
+        replay="timetracer_otel.replayers.aiosqlite",
+        protocol="sql",
+        companions=("sqlalchemy",),
+    ),
+    Library(
         name="redis",
         extra="redis",
         requires=("redis>=4.6",),

@@ -70,6 +70,8 @@ __all__ = [
     "asyncpg_request",
     "PSYCOPG",
     "psycopg_request",
+    "AIOSQLITE",
+    "aiosqlite_request",
 ]
 
 PLAIN = (type(None), bool, int, float, str)
@@ -478,11 +480,28 @@ def psycopg_statement(query: Any) -> Any:
     return as_string(None) if callable(as_string) else query
 
 
-def psycopg_request(operation: str, query: Any, parameters: Any) -> dict[str, Any]:
-    """The request of a psycopg cursor's ``execute(query, params)`` or ``executemany(query, params_seq)``
-    (the sequence made a list of the parameter sets, so it can be both recorded and sent)."""
+def _parameter_sets(operation: str, parameters: Any) -> Any:
+    """A cursor's parameters as the request keeps them: a sequence as a tuple (a list and a tuple
+    send the same), ``executemany``'s sets as a list of them (the caller made it one, so the
+    sets can be both recorded and sent)."""
     if operation == "executemany":
-        parameters = [each if isinstance(each, dict) else tuple(each) for each in parameters]
-    elif parameters is not None and not isinstance(parameters, dict):
-        parameters = tuple(parameters)
-    return driver_request(PSYCOPG, operation, psycopg_statement(query), parameters)
+        return [each if isinstance(each, dict) else tuple(each) for each in parameters]
+    if parameters is not None and not isinstance(parameters, dict):
+        return tuple(parameters)
+    return parameters
+
+
+def psycopg_request(operation: str, query: Any, parameters: Any) -> dict[str, Any]:
+    """The request of a psycopg cursor's ``execute(query, params)`` or ``executemany(query, params_seq)``."""
+    return driver_request(
+        PSYCOPG, operation, psycopg_statement(query), _parameter_sets(operation, parameters)
+    )
+
+
+AIOSQLITE = "sqlite+aiosqlite"
+
+
+def aiosqlite_request(operation: str, sql: str, parameters: Any = None) -> dict[str, Any]:
+    """The request of an aiosqlite statement: ``execute``, ``executemany``, ``executescript`` (no
+    parameters), ``execute_insert`` or ``execute_fetchall``. aiosqlite sends ``[]`` for none."""
+    return driver_request(AIOSQLITE, operation, sql, _parameter_sets(operation, parameters))

@@ -1,0 +1,155 @@
+"""aiosqlite capture: each statement an application runs on aiosqlite directly, as a ``sql`` call.
+
+aiosqlite runs sqlite3 in a thread of its own; everything it does there passes one seam in
+the caller's task, ``Connection._execute(fn, *args)``, where the request's context is still
+at hand. A call is made where ``fn`` runs a statement (a connection's or a cursor's
+``execute``/``executemany``/``executescript``, and the ``execute_insert`` and
+``execute_fetchall`` helpers); its response is the cursor's description, ``rowcount`` and
+``lastrowid``, and the rows as the application fetches them (``fetchone``, ``fetchmany``,
+``fetchall``, ``async for``): sqlite3 steps through a result only as it is read, so the rows
+are kept where sqlite3 hands each to the cursor's row factory, as plain tuples, whatever
+that factory makes of them. Tortoise ORM's and ``databases``' SQLite backends run on
+aiosqlite, so their statements are recorded here; SQLAlchemy's ``sqlite+aiosqlite`` are
+SQLAlchemy's calls, and this capture stands aside (``in_outer_call``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import aiosqlite
+
+from timetracer_otel import _aiosqlite, wrapper_layers
+from timetracer_otel._diagnostics import guarded
+from timetracer_otel._recording import (
+    ProtocolCall,
+    current_recording,
+    exception_info,
+    in_outer_call,
+)
+from timetracer_otel.protocols.sql import aiosqlite_request, error_attributes, snapshot
+
+__all__ = ["install", "uninstall"]
+
+LIBRARY = "aiosqlite"
+# each sqlite3 cursor's last call, whose response the rows fetched from it go to
+_calls: WeakKeyDictionary[sqlite3.Cursor, ProtocolCall] = WeakKeyDictionary()
+
+
+def _fetched(fetch: Callable[..., Any], cursor: sqlite3.Cursor, kept: list[Any]) -> Any:
+    """Run ``fetch`` on the cursor (in aiosqlite's thread), keeping each row as sqlite3 read it
+    before the cursor's row factory made it the application's."""
+    factory = cursor.row_factory
+
+    def keep(reader: Any, row: tuple[Any, ...]) -> Any:
+        kept.append(list(snapshot(row)))
+        return row if factory is None else factory(reader, row)
+
+    cursor.row_factory = keep
+    try:
+        return fetch()
+    finally:
+        cursor.row_factory = factory
+
+
+def _described(cursor: sqlite3.Cursor) -> dict[str, Any]:
+    """A statement's answer before its rows: ``complete`` once they were read to their end."""
+    description = cursor.description
+    return {
+        "description": None if description is None else [[c[0], None] for c in description],
+        "rowcount": cursor.rowcount,
+        "lastrowid": cursor.lastrowid,
+        "rows": [],
+        "complete": description is None,
+    }
+
+
+def _read_to_end(operation: str, rest: tuple, cursor: sqlite3.Cursor, fetched: Any) -> bool:
+    if operation == "fetchone":
+        return fetched is None
+    if operation == "fetchmany":
+        return len(fetched) < (rest[0] if rest else cursor.arraysize)
+    return True  # fetchall
+
+
+def _helper(
+    name: str, connection: sqlite3.Connection, sql: str, parameters: Any
+) -> tuple[Any, dict]:
+    """``execute_insert``/``execute_fetchall`` as aiosqlite runs them (in its thread), the rows kept."""
+    cursor = connection.execute(sql, parameters)
+    response = _described(cursor)
+    response["complete"] = True
+    if name == "execute_insert":
+        cursor.execute("SELECT last_insert_rowid()")
+        response["description"] = [[c[0], None] for c in cursor.description]
+        return _fetched(cursor.fetchone, cursor, response["rows"]), response
+    return _fetched(cursor.fetchall, cursor, response["rows"]), response
+
+
+async def _executing(
+    wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict
+) -> Any:
+    operation = _aiosqlite.operation(args[0]) if args else None
+    if operation is None or operation == "cursor":
+        return await wrapped(*args, **kwargs)
+    fn, rest = args[0], args[1:]
+    owner = fn.__self__
+    recording = None if in_outer_call() else current_recording()
+    if recording is None:
+        if operation in _aiosqlite.STATEMENTS and isinstance(owner, sqlite3.Cursor):
+            _calls.pop(owner, None)  # the rows it reads now are no recorded call's
+        return await wrapped(*args, **kwargs)
+    if operation in _aiosqlite.FETCHES:
+        call = _calls.get(owner)
+        if call is None or call.response is None:
+            return await wrapped(*args, **kwargs)
+        kept: list[Any] = []
+        try:
+            fetched = await wrapped(_fetched, lambda: fn(*rest, **kwargs), owner, kept)
+        finally:
+            with guarded("aiosqlite.rows"):
+                call.response["rows"].extend(kept)
+        with guarded("aiosqlite.rows"):
+            if _read_to_end(operation, rest, owner, fetched):
+                call.response["complete"] = True
+        return fetched
+    call = None
+    with guarded("aiosqlite.request"):
+        if operation == "executemany" and len(rest) > 1:
+            rest = (rest[0], list(rest[1]), *rest[2:])
+        call = ProtocolCall("sql", LIBRARY, aiosqlite_request(operation, *rest))
+        recording.add_call(call)
+    try:
+        if operation in _aiosqlite.HELPERS:
+            result, response = await wrapped(_helper, operation, owner._conn, *rest, **kwargs)
+        else:
+            result = await wrapped(fn, *rest, **kwargs)
+            response = None
+    except Exception as exc:
+        if call is not None:
+            with guarded("aiosqlite.error"):
+                call.error = exception_info(exc)
+                call.response = {"dbapi_error": None, "error_attributes": error_attributes(exc)}
+        raise
+    if call is not None:
+        with guarded("aiosqlite.response"):
+            if response is None:
+                cursor = result if isinstance(result, sqlite3.Cursor) else owner
+                response = _described(cursor)
+                _calls[cursor] = call
+            call.response = response
+    return result
+
+
+_SEAMS = ((aiosqlite.Connection, "_execute", _executing),)
+
+
+def install() -> None:
+    wrapper_layers.install_all(_SEAMS)
+
+
+def uninstall() -> None:
+    wrapper_layers.uninstall_all(_SEAMS)
