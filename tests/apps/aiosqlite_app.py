@@ -4,8 +4,8 @@ Its connection is opened in the lifespan (``row_factory = aiosqlite.Row``), whic
 the schema (``executescript``). Users sign up with a salted PBKDF2 hash (``os.urandom``) and are
 inserted with ``execute_insert``; a second sign-up with the same e-mail is the UNIQUE
 constraint's ``IntegrityError`` (409). Notes get a ``uuid4`` id and a ``now()`` time stamp made
-in Python, and are listed with ``execute_fetchall``; search runs on a cursor of its own with a
-dict row factory, read with ``async for`` (``fetchmany`` in chunks); ``/notes/first`` reads one
+in Python, and are listed with ``execute_fetchall``; search runs on a connection of its own with a
+dict row factory, its cursor read with ``async for`` (``fetchmany`` in chunks); ``/notes/first`` reads one
 row of a longer result; ``/import`` opens a connection of its own per request and runs
 ``executemany`` in a transaction; ``/sqlalchemy`` runs SQLAlchemy's ``sqlite+aiosqlite``
 engine on the same file. Responses hold the ``repr`` of what aiosqlite gave, so equal
@@ -117,17 +117,17 @@ def _as_dict(cursor: Any, row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 async def search(request: Request) -> JSONResponse:
-    db: aiosqlite.Connection = request.app.state.db
-    cursor = await db.cursor()
-    cursor.row_factory = _as_dict
-    cursor.iter_chunk_size = 2
-    await cursor.execute(
-        "SELECT n.body, u.email FROM notes n JOIN users u ON u.id = n.user_id"
-        " WHERE n.body LIKE :q ORDER BY n.body",
-        {"q": f"%{request.query_params['q']}%"},
-    )
-    found = [row async for row in cursor]
-    await cursor.close()
+    async with aiosqlite.connect(request.app.state.path) as db:
+        db.row_factory = _as_dict
+        cursor = await db.cursor()
+        cursor.iter_chunk_size = 2
+        await cursor.execute(
+            "SELECT n.body, u.email FROM notes n JOIN users u ON u.id = n.user_id"
+            " WHERE n.body LIKE :q ORDER BY n.body",
+            {"q": f"%{request.query_params['q']}%"},
+        )
+        found = [row async for row in cursor]
+        await cursor.close()
     return JSONResponse({"found": repr(found)})
 
 
