@@ -96,12 +96,14 @@ class _ReplayCursor:
         recorded = session.answer(LIBRARY, view)
         if recorded.call.error:
             raise _error(recorded.call)
-        response = recorded_response(recorded.call, recorded.view, view)
+        response = recorded_response(recorded.call, recorded.view, view, session.path)
         description = response.get("description")
         self.description = (
             None
             if description is None
-            else tuple((column[0], None, None, None, None, None, None) for column in description)
+            else tuple(
+                (str(column[0]), None, None, None, None, None, None) for column in description
+            )
         )
         self.rowcount = response.get("rowcount", -1)
         self.lastrowid = response.get("lastrowid")

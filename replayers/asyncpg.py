@@ -123,7 +123,7 @@ def _replay(owner: type, method: str) -> Callable[..., Any]:
         await round_trip()
         if recorded.call.error:
             raise _error(recorded.call)
-        response = recorded_response(recorded.call, recorded.view, view)
+        response = recorded_response(recorded.call, recorded.view, view, session.path)
         if method == "prepare":
             return _ReplayStatement(instance, request["statement"])
         return _result(method, response, kwargs.get("column", 0))
@@ -208,7 +208,7 @@ def _cursor(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
         return wrapped(*args, **kwargs)
     view = live_view(session.scrubbed(request), session.redactor)
     recorded = session.answer(LIBRARY, view)
-    response = recorded_response(recorded.call, recorded.view, view)
+    response = recorded_response(recorded.call, recorded.view, view, session.path)
     return _ReplayCursorFactory(
         _ReplayCursor(recorded.call, response, recorded.view.label, session.path)
     )

@@ -136,7 +136,7 @@ class _ReplayCursor:
         recorded = session.answer(LIBRARY, view)
         if recorded.call.error:
             raise _error(recorded.call)
-        response = recorded_response(recorded.call, recorded.view, view)
+        response = recorded_response(recorded.call, recorded.view, view, session.path)
         self._results = [_Result(each) for each in response.get("results") or [response]]
         self._rowcount = int(response.get("rowcount", -1))
         self._select(0)

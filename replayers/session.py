@@ -303,9 +303,20 @@ class ReplaySession:
         if self.redactor is None:
             return ValueScrubber(())
         inbound = credentials_of(self.redactor, self._inbound()) if self._inbound else frozenset()
+        try:
+            recorded = self.redactor.secret_values(_copied(self.document))
+        except (
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as exc:  # a damaged or hostile file
+            raise CassetteError(
+                self.path, f"its calls cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
         # the JWTs and private keys a live call carries too: the recording hid every one (secret_values.kept_credentials)
         return ValueScrubber(
-            self.redactor.secret_values(_copied(self.document)) | inbound | self.sealed,
+            recorded | inbound | self.sealed,
             shapes=functools.partial(credentials_in, names=self.redactor.names),
         )
 

@@ -183,7 +183,7 @@ class _ReplayCursor:
             view = live_view(session.scrubbed(request), session.redactor)
         recorded = session.answer(LIBRARY, view)
         _raise_recorded(recorded.call, dialect)
-        response = recorded_response(recorded.call, recorded.view, view)
+        response = recorded_response(recorded.call, recorded.view, view, session.path)
         description = response.get("description")
         self.description = (
             None if description is None else [tuple(column) for column in description]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from _replay import (
     CONNECTS,
     Sent,
@@ -24,7 +25,13 @@ from _replay import (
 from conftest import load_cassettes
 
 from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.protocols.sql import aiosqlite_request, live_view, recorded_view
+from timetracer_otel.cassette.errors import CassetteError
+from timetracer_otel.protocols.sql import (
+    aiosqlite_request,
+    live_view,
+    recorded_response,
+    recorded_view,
+)
 
 SENT: list[Sent] = [
     ("POST", "/users", {"json": {"email": "ann@example.com", "password": "correct horse 1"}}),
@@ -180,7 +187,8 @@ def test_a_changed_parameter_and_reading_past_the_recorded_rows_are_refused(
     cassette_dir: Path, tmp_path: Path
 ) -> None:
     """``/users/2`` replayed from ``/users/1``'s cassette is refused at the execute, naming the
-    recorded call; a cassette whose result was read no row deep refuses the row ``/users/1`` reads."""
+    recorded call; a cassette whose result was read no row deep refuses the row ``/users/1`` reads;
+    a damaged answer is a CassetteError naming the file."""
     database = tmp_path / "app.db"
     _record(cassette_dir, database, [SENT[0], ("GET", "/users/1", {})])
     (cassette,) = [p for p in cassette_dir.rglob("*.json") if "GET" in p.name]
@@ -196,6 +204,7 @@ def test_a_changed_parameter_and_reading_past_the_recorded_rows_are_refused(
 
     doc = json.loads(cassette.read_text())
     (call,) = _sql_calls(doc)
+    answer = dict(call["response"])
     call["response"].update(rows=[], complete=False)
     cassette.write_text(json.dumps(doc))
     (response,), stderr = _replay(
@@ -204,6 +213,44 @@ def test_a_changed_parameter_and_reading_past_the_recorded_rows_are_refused(
     assert response.status_code == 500
     assert "execute SELECT id, email, created_at FROM users WHERE id = ? (more rows)" in stderr
     assert "the recording stopped fetching this result here" in stderr
+
+    for damaged, problem in (
+        ({"description": 7}, "the answer to execute SELECT id, email, created_at FROM users WHERE"
+         " id = ? is no driver's: its description is no list of columns"),
+        ({"rows": 5}, "its calls cannot be read (TypeError: 'int' object is not iterable)"),
+    ):  # fmt: skip
+        hostile = tmp_path / "hostile.json"  # outside cassette_dir, whose files must stay valid
+        call["response"] = {**answer, **damaged}
+        hostile.write_text(json.dumps(doc))
+        (response,), stderr = _replay(
+            hostile, database, lambda url: send(url, [("GET", "/users/1", {})])
+        )
+        assert response.status_code == 500
+        assert f"CassetteError: timetracer: cannot use cassette {hostile}: {problem}" in stderr
+
+
+@pytest.mark.parametrize(
+    ("response", "problem"),
+    [
+        ([1], "is no driver's: list instead of an object"),
+        ({"description": 7}, "is no driver's: its description is no list of columns"),
+        ({"description": [[]]}, "is no driver's: its description is no list of columns"),
+        ({"rows": [1, 2]}, "is no driver's: its rows are no list of rows"),
+        ({"rowcount": "3"}, "is no driver's: its rowcount is no integer"),
+        ({"results": [{"rows": "x"}]}, "is no driver's: its rows are no list of rows"),
+        ({"rows": [[{"$type": "nope"}]]}, "cannot be read: unknown typed value 'nope'"),
+    ],
+)
+def test_a_recorded_answer_no_driver_gives_is_a_cassette_error(response: Any, problem: str) -> None:
+    """Every SQL replayer reads its answers here: a damaged or hostile one names the file and the call."""
+    request = aiosqlite_request("execute", "SELECT ?", (1,))
+    call = CassetteCall({"protocol": "sql", "request": request, "response": response})
+    view = live_view(request)
+    with pytest.raises(CassetteError) as raised:
+        recorded_response(call, recorded_view(call), view, "hostile.json")
+    assert str(raised.value) == (
+        f"timetracer: cannot use cassette hostile.json: the answer to execute SELECT ? {problem}"
+    )
 
 
 def test_a_live_call_and_its_recording_share_their_key() -> None:

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 from timetracer_otel._sql_columns import Ref, columns_of
 from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
-from timetracer_otel.cassette.values import encode_value
+from timetracer_otel.cassette.errors import CassetteError
+from timetracer_otel.cassette.values import ValueDecodeError, encode_value
 from timetracer_otel.secret_names import SecretNames
 
 from . import typed
@@ -358,13 +359,49 @@ def live_view(request: dict[str, Any], redactor: Redactor | None = None) -> Call
     return _view(redactor.protocol_request("sql", encoded) if redactor is not None else encoded)
 
 
-def recorded_response(recorded: CassetteCall, answered: CallView, live: CallView) -> dict[str, Any]:
+def recorded_response(
+    recorded: CassetteCall, answered: CallView, live: CallView, path: str
+) -> dict[str, Any]:
     """The decoded response of ``recorded`` (whose view is ``answered``) for the ``live`` call
-    it answers: its columns in the live statement's ``SELECT`` order."""
-    response = recorded.decoded_response() or {}
+    it answers: its columns in the live statement's ``SELECT`` order.
+
+    :class:`CassetteError` naming the file ``path`` for an answer no driver gives (a damaged or
+    hostile cassette): a value that does not decode, rows that are no list of rows, ...
+    """
+    try:
+        response = recorded.decoded_response() or {}
+    except ValueDecodeError as exc:
+        raise CassetteError(path, f"the answer to {answered.label} cannot be read: {exc}") from None
+    problem = _unusable(response)
+    if problem is not None:
+        raise CassetteError(path, f"the answer to {answered.label} is no driver's: {problem}")
     if "statement" not in answered.fields or "statement" not in live.fields:
         return response
     return live_columns(answered.fields["statement"], live.fields["statement"], response)
+
+
+def _unusable(response: Any, nested: bool = False) -> str | None:
+    """What makes a decoded statement answer one no driver gives, or None."""
+    if not isinstance(response, dict):
+        return f"{type(response).__name__} instead of an object"
+    description, rows = response.get("description"), response.get("rows")
+    if description is not None and not (
+        isinstance(description, list)
+        and all(isinstance(column, (list, tuple)) and column for column in description)
+    ):
+        return "its description is no list of columns"
+    if rows is not None and not (
+        isinstance(rows, list) and all(isinstance(row, (list, tuple)) for row in rows)
+    ):
+        return "its rows are no list of rows"
+    if type(response.get("rowcount", -1)) is not int:
+        return "its rowcount is no integer"
+    results = response.get("results")
+    if results is not None and not nested:
+        if not isinstance(results, list):
+            return "its results are no list"
+        return next(filter(None, (_unusable(result, nested=True) for result in results)), None)
+    return None
 
 
 def usual_answer(view: CallView) -> dict[str, Any] | None:
