@@ -19,19 +19,16 @@ answered: its statements are refused.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 
 from timetracer_otel import _aiosqlite, wrapper_layers
 from timetracer_otel._recording import in_outer_call
-from timetracer_otel.cassette.calls import CassetteCall
-from timetracer_otel.protocols.sql import aiosqlite_request, live_view, recorded_response
+from timetracer_otel.protocols.sql import AIOSQLITE, live_view, sqlite_request
 
-from .http import recorded_error_class
+from ._sqlite import RecordedResult
 from .session import ReplayMismatchError, ReplaySession, current_session, round_trip
 
 __all__ = ["install", "uninstall"]
@@ -39,119 +36,25 @@ __all__ = ["install", "uninstall"]
 LIBRARY = "aiosqlite"
 
 
-def _error(call: CassetteCall) -> Exception:
-    """The recorded error as sqlite3's class (or a builtin), its attributes set again."""
-    error = call.error or {}
-    exc = recorded_error_class(error, "sqlite3", sqlite3.Error)(error.get("message", ""))
-    for name, value in ((call.decoded_response() or {}).get("error_attributes") or {}).items():
-        if name != "args":
-            try:
-                setattr(exc, name, value)
-            except (AttributeError, TypeError):
-                continue
-    return exc
-
-
-class _Described:
-    """Real sqlite3 cursors carrying a recorded description, for ``sqlite3.Row``: it reads the
-    column names from a cursor of sqlite3's own type, never from an attribute."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-
-    def cursor(self, names: list[str]) -> sqlite3.Cursor:
-        columns = ", ".join('NULL AS "{}"'.format(name.replace('"', '""')) for name in names)
-        with self._lock:
-            if self._connection is None:
-                self._connection = sqlite3.connect(":memory:", check_same_thread=False)
-            return self._connection.execute(f"SELECT {columns} WHERE 0")
-
-
-_described = _Described()
-
-
-class _ReplayCursor:
-    """A sqlite3 cursor's API over a recorded answer, on the application's real connection
-    (whose ``row_factory`` a new cursor takes, as sqlite3's does)."""
+class _ReplayCursor(RecordedResult):
+    """What aiosqlite's cursor wraps in replay: sqlite3's cursor API over recorded answers, on
+    the application's real connection (whose ``row_factory`` a new cursor takes, as sqlite3's does)."""
 
     def __init__(self, connection: sqlite3.Connection, session: ReplaySession) -> None:
+        super().__init__(LIBRARY, AIOSQLITE, session, connection.row_factory)
         self.connection = connection
-        self.row_factory = connection.row_factory
-        self.arraysize = 1
-        self.description: tuple[tuple[Any, ...], ...] | None = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
-        self._session = session
-        self._rows: deque[tuple[Any, ...]] = deque()
-        self._unread: str | None = (
-            None  # the label of a result the recording did not read to its end
-        )
-        self._reader: Any = self
-
-    def answer(self, operation: str, sql: str, parameters: Any = None) -> _ReplayCursor:
-        request = aiosqlite_request(operation, sql, parameters)
-        session = self._session
-        view = live_view(session.scrubbed(request), session.redactor)
-        recorded = session.answer(LIBRARY, view)
-        if recorded.call.error:
-            raise _error(recorded.call)
-        response = recorded_response(recorded.call, recorded.view, view, session.path)
-        description = response.get("description")
-        self.description = (
-            None
-            if description is None
-            else tuple(
-                (str(column[0]), None, None, None, None, None, None) for column in description
-            )
-        )
-        self.rowcount = response.get("rowcount", -1)
-        self.lastrowid = response.get("lastrowid")
-        self._rows = deque(tuple(row) for row in response.get("rows") or ())
-        self._unread = None if response.get("complete", True) else recorded.view.label
-        self._reader = (
-            _described.cursor([column[0] for column in self.description])
-            if self.row_factory is sqlite3.Row and self.description is not None
-            else self
-        )
-        return self
 
     def execute(self, sql: str, parameters: Any = ()) -> _ReplayCursor:
-        return self.answer("execute", sql, parameters)
+        self.answer("execute", sql, parameters)
+        return self
 
     def executemany(self, sql: str, parameters: Any) -> _ReplayCursor:
-        return self.answer("executemany", sql, list(parameters))
+        self.answer("executemany", sql, list(parameters))
+        return self
 
     def executescript(self, sql_script: str) -> _ReplayCursor:
-        return self.answer("executescript", sql_script)
-
-    def _take(self, count: int) -> list[Any]:
-        if count > len(self._rows) and self._unread is not None:
-            raise ReplayMismatchError(
-                f"{self._unread} (more rows)",
-                LIBRARY,
-                self._session.path,
-                "the recording stopped fetching this result here",
-            )
-        rows = [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
-        factory = self.row_factory
-        return rows if factory is None else [factory(self._reader, row) for row in rows]
-
-    def fetchone(self) -> Any:
-        taken = self._take(1)
-        return taken[0] if taken else None
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._take(self.arraysize if size is None else size)
-
-    def fetchall(self) -> list[Any]:
-        return self._take(len(self._rows) + (self._unread is not None))
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.fetchone, None)
-
-    def close(self) -> None:
-        self._rows.clear()
+        self.answer("executescript", sql_script)
+        return self
 
 
 def _session() -> ReplaySession | None:
@@ -180,17 +83,17 @@ def _answered(session: ReplaySession, connection: Any, fn: Any, rest: tuple, kwa
     if operation is None or operation in _aiosqlite.FETCHES:
         return fn
     if isinstance(owner, sqlite3.Cursor):
-        raise _refused(session, live_view(aiosqlite_request(operation, *rest)).label)
+        raise _refused(session, live_view(sqlite_request(AIOSQLITE, operation, *rest)).label)
     real = owner if isinstance(owner, sqlite3.Connection) else connection._conn
     cursor = _ReplayCursor(real, session)
     if operation == "cursor":
         return cursor
-    answer = cursor.answer(operation, *rest, **kwargs)
+    cursor.answer(operation, *rest, **kwargs)
     if operation == "execute_insert":
-        return answer.fetchone()
+        return cursor.fetchone()
     if operation == "execute_fetchall":
-        return answer.fetchall()
-    return answer
+        return cursor.fetchall()
+    return cursor
 
 
 async def _executing(

@@ -27,10 +27,11 @@ from conftest import load_cassettes
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.errors import CassetteError
 from timetracer_otel.protocols.sql import (
-    aiosqlite_request,
+    AIOSQLITE,
     live_view,
     recorded_response,
     recorded_view,
+    sqlite_request,
 )
 
 SENT: list[Sent] = [
@@ -243,7 +244,7 @@ def test_a_changed_parameter_and_reading_past_the_recorded_rows_are_refused(
 )
 def test_a_recorded_answer_no_driver_gives_is_a_cassette_error(response: Any, problem: str) -> None:
     """Every SQL replayer reads its answers here: a damaged or hostile one names the file and the call."""
-    request = aiosqlite_request("execute", "SELECT ?", (1,))
+    request = sqlite_request(AIOSQLITE, "execute", "SELECT ?", (1,))
     call = CassetteCall({"protocol": "sql", "request": request, "response": response})
     view = live_view(request)
     with pytest.raises(CassetteError) as raised:
@@ -255,14 +256,20 @@ def test_a_recorded_answer_no_driver_gives_is_a_cassette_error(response: Any, pr
 
 def test_a_live_call_and_its_recording_share_their_key() -> None:
     """A list and a tuple of parameters send the same; the operation and the values make the key."""
-    request = aiosqlite_request("execute", "SELECT ?", [1])
+    request = sqlite_request(AIOSQLITE, "execute", "SELECT ?", [1])
     recorded = CassetteCall({"protocol": "sql", "request": json.loads(json.dumps(
         {**request, "parameters": {"$type": "tuple", "items": [1]}}
     ))})  # fmt: skip
     assert recorded_view(recorded).key == live_view(request).key
-    assert live_view(aiosqlite_request("execute", "SELECT ?", (1,))).key == live_view(request).key
     assert (
-        live_view(aiosqlite_request("execute_fetchall", "SELECT ?", (1,))).key
+        live_view(sqlite_request(AIOSQLITE, "execute", "SELECT ?", (1,))).key
+        == live_view(request).key
+    )
+    assert (
+        live_view(sqlite_request(AIOSQLITE, "execute_fetchall", "SELECT ?", (1,))).key
         != live_view(request).key
     )
-    assert live_view(aiosqlite_request("execute", "SELECT ?", ("1",))).key != live_view(request).key
+    assert (
+        live_view(sqlite_request(AIOSQLITE, "execute", "SELECT ?", ("1",))).key
+        != live_view(request).key
+    )

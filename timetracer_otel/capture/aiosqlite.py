@@ -30,7 +30,7 @@ from timetracer_otel._recording import (
     exception_info,
     in_outer_call,
 )
-from timetracer_otel.protocols.sql import aiosqlite_request, error_attributes, snapshot
+from timetracer_otel.protocols.sql import AIOSQLITE, error_attributes, snapshot, sqlite_request
 
 __all__ = ["install", "uninstall"]
 
@@ -120,7 +120,7 @@ async def _executing(
     with guarded("aiosqlite.request"):
         if operation == "executemany" and len(rest) > 1:
             rest = (rest[0], list(rest[1]), *rest[2:])
-        call = ProtocolCall("sql", LIBRARY, aiosqlite_request(operation, *rest))
+        call = ProtocolCall("sql", LIBRARY, sqlite_request(AIOSQLITE, operation, *rest))
         recording.add_call(call)
     try:
         if operation in _aiosqlite.HELPERS:

@@ -71,8 +71,9 @@ __all__ = [
     "asyncpg_request",
     "PSYCOPG",
     "psycopg_request",
+    "SQLITE3",
     "AIOSQLITE",
-    "aiosqlite_request",
+    "sqlite_request",
 ]
 
 PLAIN = (type(None), bool, int, float, str)
@@ -535,10 +536,14 @@ def psycopg_request(operation: str, query: Any, parameters: Any) -> dict[str, An
     )
 
 
+SQLITE3 = "sqlite+pysqlite"
 AIOSQLITE = "sqlite+aiosqlite"
 
 
-def aiosqlite_request(operation: str, sql: str, parameters: Any = None) -> dict[str, Any]:
-    """The request of an aiosqlite statement: ``execute``, ``executemany``, ``executescript`` (no
-    parameters), ``execute_insert`` or ``execute_fetchall``. aiosqlite sends ``[]`` for none."""
-    return driver_request(AIOSQLITE, operation, sql, _parameter_sets(operation, parameters))
+def sqlite_request(
+    dialect: str, operation: str, sql: str, parameters: Any = None
+) -> dict[str, Any]:
+    """The request of a statement on sqlite3 (:data:`SQLITE3`) or aiosqlite (:data:`AIOSQLITE`):
+    ``execute``, ``executemany``, ``executescript`` (no parameters), or aiosqlite's
+    ``execute_insert`` and ``execute_fetchall``. aiosqlite sends ``[]`` for no parameters."""
+    return driver_request(dialect, operation, sql, _parameter_sets(operation, parameters))
