@@ -18,7 +18,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import aiosqlite
 
@@ -30,49 +29,13 @@ from timetracer_otel._recording import (
     exception_info,
     in_outer_call,
 )
-from timetracer_otel.protocols.sql import AIOSQLITE, error_attributes, snapshot, sqlite_request
+from timetracer_otel.protocols.sql import AIOSQLITE, error_attributes, sqlite_request
+
+from ._sqlite import answer_before_rows, fetched, last_calls, reached_end, rows_read
 
 __all__ = ["install", "uninstall"]
 
 LIBRARY = "aiosqlite"
-# each sqlite3 cursor's last call, whose response the rows fetched from it go to
-_calls: WeakKeyDictionary[sqlite3.Cursor, ProtocolCall] = WeakKeyDictionary()
-
-
-def _fetched(fetch: Callable[..., Any], cursor: sqlite3.Cursor, kept: list[Any]) -> Any:
-    """Run ``fetch`` on the cursor (in aiosqlite's thread), keeping each row as sqlite3 read it
-    before the cursor's row factory made it the application's."""
-    factory = cursor.row_factory
-
-    def keep(reader: Any, row: tuple[Any, ...]) -> Any:
-        kept.append(list(snapshot(row)))
-        return row if factory is None else factory(reader, row)
-
-    cursor.row_factory = keep
-    try:
-        return fetch()
-    finally:
-        cursor.row_factory = factory
-
-
-def _described(cursor: sqlite3.Cursor) -> dict[str, Any]:
-    """A statement's answer before its rows: ``complete`` once they were read to their end."""
-    description = cursor.description
-    return {
-        "description": None if description is None else [[c[0], None] for c in description],
-        "rowcount": cursor.rowcount,
-        "lastrowid": cursor.lastrowid,
-        "rows": [],
-        "complete": description is None,
-    }
-
-
-def _read_to_end(operation: str, rest: tuple, cursor: sqlite3.Cursor, fetched: Any) -> bool:
-    if operation == "fetchone":
-        return fetched is None
-    if operation == "fetchmany":
-        return len(fetched) < (rest[0] if rest else cursor.arraysize)
-    return True  # fetchall
 
 
 def _helper(
@@ -80,13 +43,13 @@ def _helper(
 ) -> tuple[Any, dict]:
     """``execute_insert``/``execute_fetchall`` as aiosqlite runs them (in its thread), the rows kept."""
     cursor = connection.execute(sql, parameters)
-    response = _described(cursor)
+    response = answer_before_rows(cursor)
     response["complete"] = True
     if name == "execute_insert":
         cursor.execute("SELECT last_insert_rowid()")
         response["description"] = [[c[0], None] for c in cursor.description]
-        return _fetched(cursor.fetchone, cursor, response["rows"]), response
-    return _fetched(cursor.fetchall, cursor, response["rows"]), response
+        return fetched(cursor.fetchone, cursor, response["rows"]), response
+    return fetched(cursor.fetchall, cursor, response["rows"]), response
 
 
 async def _executing(
@@ -100,22 +63,21 @@ async def _executing(
     recording = None if in_outer_call() else current_recording()
     if recording is None:
         if operation in _aiosqlite.STATEMENTS and isinstance(owner, sqlite3.Cursor):
-            _calls.pop(owner, None)  # the rows it reads now are no recorded call's
+            last_calls.pop(owner, None)  # the rows it reads now are no recorded call's
         return await wrapped(*args, **kwargs)
     if operation in _aiosqlite.FETCHES:
-        call = _calls.get(owner)
-        if call is None or call.response is None:
+        call = last_calls.get(owner)
+        if call is None:
             return await wrapped(*args, **kwargs)
         kept: list[Any] = []
         try:
-            fetched = await wrapped(_fetched, lambda: fn(*rest, **kwargs), owner, kept)
-        finally:
-            with guarded("aiosqlite.rows"):
-                call.response["rows"].extend(kept)
-        with guarded("aiosqlite.rows"):
-            if _read_to_end(operation, rest, owner, fetched):
-                call.response["complete"] = True
-        return fetched
+            result = await wrapped(fetched, lambda: fn(*rest, **kwargs), owner, kept)
+        except BaseException:
+            rows_read(call, kept, end=False)
+            raise
+        size = rest[0] if rest else owner.arraysize
+        rows_read(call, kept, reached_end(operation, size, result))
+        return result
     call = None
     with guarded("aiosqlite.request"):
         if operation == "executemany" and len(rest) > 1:
@@ -138,8 +100,8 @@ async def _executing(
         with guarded("aiosqlite.response"):
             if response is None:
                 cursor = result if isinstance(result, sqlite3.Cursor) else owner
-                response = _described(cursor)
-                _calls[cursor] = call
+                response = answer_before_rows(cursor)
+                last_calls[cursor] = call
             call.response = response
     return result
 
