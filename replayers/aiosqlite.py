@@ -12,8 +12,9 @@ to its end is refused rather than ended early.
 The rest runs on the real connection: opening it, ``commit``, ``rollback``, ``close``,
 functions and pragmas. A SQLite file is local, no dependency the request recorded, and outside
 every replayed request (the application's schema set-up as it starts) statements run for real,
-as SQLAlchemy's do on SQLite. A cursor opened before the replay session began cannot be
-answered: its statements are refused.
+as SQLAlchemy's do on SQLite. Where the file cannot be opened (its folder does not exist where
+the replay runs), an empty in-memory database stands in, with a warning. A cursor opened
+before the replay session began cannot be answered: its statements are refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any
 import aiosqlite
 
 from timetracer_otel import _aiosqlite, wrapper_layers
+from timetracer_otel._diagnostics import logger
 from timetracer_otel._recording import in_outer_call
+from timetracer_otel.config import process_mode
 from timetracer_otel.protocols.sql import AIOSQLITE, live_view, sqlite_request
 
 from ._sqlite import RecordedResult
@@ -113,7 +116,37 @@ async def _executing(
     return answered
 
 
-_SEAMS = ((aiosqlite.Connection, "_execute", _executing),)
+def _opening(connector: Callable[[], sqlite3.Connection]) -> Callable[[], sqlite3.Connection]:
+    """``connector``, or a new in-memory database where the file cannot be opened (its folder
+    gone on the machine that replays): replay answers the statements, set-up runs on it."""
+
+    def opening() -> sqlite3.Connection:
+        try:
+            return connector()
+        except sqlite3.OperationalError as exc:
+            logger.warning(
+                "replay cannot open an aiosqlite database (%s): an empty in-memory database stands in",
+                exc,
+            )
+            return sqlite3.connect(":memory:")
+
+    return opening
+
+
+async def _connecting(
+    wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict
+) -> Any:
+    if connection._connection is None and (
+        current_session() is not None or process_mode() == "replay"
+    ):
+        connection._connector = _opening(connection._connector)
+    return await wrapped(*args, **kwargs)
+
+
+_SEAMS = (
+    (aiosqlite.Connection, "_execute", _executing),
+    (aiosqlite.Connection, "_connect", _connecting),
+)
 
 
 def install() -> None:

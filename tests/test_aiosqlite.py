@@ -165,11 +165,12 @@ def test_requests_replay_on_an_empty_database_file_and_write_nothing(
 ) -> None:
     """Replayed on a new database (the schema the lifespan makes, no rows), every response is the
     recorded one: rows, ``aiosqlite.Row`` keys, the dict row factory, ``async for``, ids, the
-    IntegrityError's class and code. Replayed on the recorded database, nothing in it changes."""
+    IntegrityError's class and code. Replayed on the recorded database, nothing in it changes;
+    replayed where the database's folder does not exist, an in-memory database stands in."""
     database = tmp_path / "app.db"
     recorded = _record(cassette_dir, database, SENT)
     before = _rows(database)
-    for target in (tmp_path / "empty.db", database):
+    for target in (tmp_path / "empty.db", database, tmp_path / "gone" / "app.db"):
         replayed, stderr = _replay(cassette_dir, target, lambda url: send(url, SENT))
         for was, now in zip(recorded, replayed, strict=True):
             assert_same_response(was, now)
@@ -178,6 +179,10 @@ def test_requests_replay_on_an_empty_database_file_and_write_nothing(
             ("OK", True, "0", "same")
         ] * len(SENT), stderr
         assert CONNECTS.findall(stderr) == []
+    assert (
+        "replay cannot open an aiosqlite database (unable to open database file): an empty in-memory database stands in"
+        in stderr
+    )
     assert _rows(database) == before
     assert _rows(tmp_path / "empty.db") == []
     assert "'email': 'ann@example.com'" in replayed[9].json()["found"]
