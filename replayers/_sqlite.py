@@ -15,13 +15,14 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from timetracer_otel._diagnostics import logger
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import live_view, recorded_response, sqlite_request
 
 from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession
 
-__all__ = ["RecordedResult"]
+__all__ = ["RecordedResult", "standing_in"]
 
 
 def _error(call: CassetteCall) -> Exception:
@@ -37,6 +38,14 @@ def _error(call: CassetteCall) -> Exception:
     return exc
 
 
+def standing_in(exc: sqlite3.OperationalError) -> None:
+    """Say that an in-memory database stands in for one replay cannot open (its folder missing
+    where the replay runs): replay answers the statements, the set-up runs on it."""
+    logger.warning(
+        "replay cannot open a SQLite database (%s): an empty in-memory database stands in", exc
+    )
+
+
 class _Described:
     """Real sqlite3 cursors carrying a recorded description, for ``sqlite3.Row``."""
 
@@ -48,7 +57,8 @@ class _Described:
         columns = ", ".join('NULL AS "{}"'.format(name.replace('"', '""')) for name in names)
         with self._lock:
             if self._connection is None:
-                self._connection = sqlite3.connect(":memory:", check_same_thread=False)
+                # the class itself, not connect(): a connection of the plugin's would be replayed
+                self._connection = sqlite3.Connection(":memory:", check_same_thread=False)
             return self._connection.execute(f"SELECT {columns} WHERE 0")
 
 

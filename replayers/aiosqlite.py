@@ -26,12 +26,11 @@ from typing import Any
 import aiosqlite
 
 from timetracer_otel import _aiosqlite, wrapper_layers
-from timetracer_otel._diagnostics import logger
 from timetracer_otel._recording import in_outer_call
 from timetracer_otel.config import process_mode
 from timetracer_otel.protocols.sql import AIOSQLITE, live_view, sqlite_request
 
-from ._sqlite import RecordedResult
+from ._sqlite import RecordedResult, standing_in
 from .session import ReplayMismatchError, ReplaySession, current_session, round_trip
 
 __all__ = ["install", "uninstall"]
@@ -124,10 +123,7 @@ def _opening(connector: Callable[[], sqlite3.Connection]) -> Callable[[], sqlite
         try:
             return connector()
         except sqlite3.OperationalError as exc:
-            logger.warning(
-                "replay cannot open an aiosqlite database (%s): an empty in-memory database stands in",
-                exc,
-            )
+            standing_in(exc)
             return sqlite3.connect(":memory:")
 
     return opening

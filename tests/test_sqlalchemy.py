@@ -133,7 +133,9 @@ def test_requests_replay_with_no_database(
     for before, after in zip(recorded, replayed, strict=False):
         assert_same_response(before, after)
     assert sorted(r.path for r in reports) == sorted(path for _, path, _ in SENT)
-    assert all((r.unmatched, r.unused, r.differences) == ([], [], []) for r in reports), reports
+    assert all((r.unmatched, r.unused, r.differences) == ([], [], []) for r in reports), [
+        (r.path, r.unmatched, r.unused, r.differences) for r in reports
+    ]
     assert opened == []
     assert [
         address for address in connects if isinstance(address, tuple) and address[1] in DB_PORTS

@@ -120,6 +120,16 @@ LIBRARIES: dict[str, Library] = _declared(
         companions=("sqlalchemy",),
     ),
     Library(
+        name="sqlite3",
+        extra="",  # the standard library's
+        requires=(),
+        instrumentors=("timetracer_otel.instrumentation.sqlite3:Sqlite3Instrumentor",),
+        capture="timetracer_otel.capture.sqlite3",
+        replay="timetracer_otel.replayers.sqlite3",
+        protocol="sql",
+        companions=("sqlalchemy", "aiosqlite"),
+    ),
+    Library(
         name="aiosqlite",
         extra="aiosqlite",
         # Tortoise ORM's and databases' SQLite backends run on it

@@ -28,6 +28,7 @@ from timetracer_otel._recording import (
     current_recording,
     exception_info,
     in_outer_call,
+    outer_call,
 )
 from timetracer_otel.protocols.sql import AIOSQLITE, error_attributes, sqlite_request
 
@@ -52,6 +53,13 @@ def _helper(
     return fetched(cursor.fetchall, cursor, response["rows"]), response
 
 
+def _aiosqlites(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn`` run in aiosqlite's thread as aiosqlite's call: the sqlite3 capture stands aside
+    (that thread holds no request's context, so it would record into the process's cassette)."""
+    with outer_call():
+        return fn(*args, **kwargs)
+
+
 async def _executing(
     wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict
 ) -> Any:
@@ -64,14 +72,14 @@ async def _executing(
     if recording is None:
         if operation in _aiosqlite.STATEMENTS and isinstance(owner, sqlite3.Cursor):
             last_calls.pop(owner, None)  # the rows it reads now are no recorded call's
-        return await wrapped(*args, **kwargs)
+        return await wrapped(_aiosqlites, *args, **kwargs)
     if operation in _aiosqlite.FETCHES:
         call = last_calls.get(owner)
         if call is None:
-            return await wrapped(*args, **kwargs)
+            return await wrapped(_aiosqlites, *args, **kwargs)
         kept: list[Any] = []
         try:
-            result = await wrapped(fetched, lambda: fn(*rest, **kwargs), owner, kept)
+            result = await wrapped(_aiosqlites, fetched, lambda: fn(*rest, **kwargs), owner, kept)
         except BaseException:
             rows_read(call, kept, end=False)
             raise
@@ -86,9 +94,11 @@ async def _executing(
         recording.add_call(call)
     try:
         if operation in _aiosqlite.HELPERS:
-            result, response = await wrapped(_helper, operation, owner._conn, *rest, **kwargs)
+            result, response = await wrapped(
+                _aiosqlites, _helper, operation, owner._conn, *rest, **kwargs
+            )
         else:
-            result = await wrapped(fn, *rest, **kwargs)
+            result = await wrapped(_aiosqlites, fn, *rest, **kwargs)
             response = None
     except Exception as exc:
         if call is not None:

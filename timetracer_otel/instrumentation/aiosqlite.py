@@ -4,8 +4,9 @@ OpenTelemetry instruments sqlite3, but aiosqlite runs it in a thread of its own,
 request's span is not current: its statements' spans would be roots of their own traces.
 These spans are made where the application awaits the statement instead, named by the
 statement's first keyword (``SELECT``, ``INSERT``) as OpenTelemetry's database spans are,
-with ``db.system`` (``sqlite``) and ``db.statement``. Connections are covered whenever they
-were opened; so are Tortoise ORM's and ``databases``' SQLite backends, which run on aiosqlite.
+with ``db.system`` (``sqlite``) and ``db.statement``; SQLAlchemy's statements on aiosqlite have
+SQLAlchemy's spans, none is made for them here. Connections are covered whenever they were
+opened; so are Tortoise ORM's and ``databases``' SQLite backends, which run on aiosqlite.
 
 Usage::
 
@@ -25,15 +26,21 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import SpanKind
 
 from timetracer_otel import _aiosqlite
+from timetracer_otel._recording import in_outer_call
 
 from ._smtp import unwrap_all, wrap_all
 
 __all__ = ["AiosqliteInstrumentor"]
 
 
-def _span_name(statement: Any, operation: str) -> str:
+def statement_span(tracer: trace.Tracer, statement: Any, operation: str) -> Any:
+    """A CLIENT span for a SQLite statement, named by its first keyword (or ``operation``)."""
     words = statement.split(None, 1) if isinstance(statement, str) else []
-    return words[0].upper() if words else operation
+    return tracer.start_as_current_span(
+        words[0].upper() if words else operation,
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "sqlite", "db.statement": str(statement)},
+    )
 
 
 class AiosqliteInstrumentor(BaseInstrumentor):
@@ -49,14 +56,11 @@ class AiosqliteInstrumentor(BaseInstrumentor):
             wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict
         ) -> Any:
             operation = _aiosqlite.operation(args[0]) if args else None
-            if operation not in _aiosqlite.STATEMENTS and operation not in _aiosqlite.HELPERS:
-                return await wrapped(*args, **kw)
-            statement = args[1] if len(args) > 1 else ""
-            with tracer.start_as_current_span(
-                _span_name(statement, operation),
-                kind=SpanKind.CLIENT,
-                attributes={"db.system": "sqlite", "db.statement": str(statement)},
+            if in_outer_call() or (
+                operation not in _aiosqlite.STATEMENTS and operation not in _aiosqlite.HELPERS
             ):
+                return await wrapped(*args, **kw)
+            with statement_span(tracer, args[1] if len(args) > 1 else "", str(operation)):
                 return await wrapped(*args, **kw)
 
         wrap_all([(aiosqlite.Connection, "_execute", executing)])
