@@ -47,6 +47,7 @@ REPRESENTATIVE = [
     "tests/test_asyncpg.py",
     "tests/test_psycopg.py",
     "tests/test_aiosqlite.py",
+    "tests/test_sqlite3.py",
     "tests/test_grpc.py",
     "tests/test_record_inbound.py",
     "tests/test_replay_http.py",
