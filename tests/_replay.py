@@ -43,6 +43,13 @@ ALL_ANSWERED = re.compile(
     re.M,
 )
 
+# A replaying process's report of any request: verdict, method, path, status, calls answered and
+# made, unused calls, and whether the response was the recorded one.
+REPLAYED = re.compile(
+    r"^timetracer \[(\w+)\] replayed (\w+) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$",
+    re.M,
+)
+
 # (method, path, httpx keyword arguments) of a request to the app
 Sent = tuple[str, str, dict[str, Any]]
 _SET_BY_SERVER = {"date", "server"}  # uvicorn's own headers, new on every response

@@ -6,7 +6,6 @@ and the recorded database is left as it was."""
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from _replay import (
     CONNECTS,
+    REPLAYED,
     Sent,
     assert_same_response,
     audited_uvicorn_process,
@@ -51,10 +51,6 @@ SENT: list[Sent] = [
 ]
 # sqlite3's errors name their code from Python 3.11 on
 ERROR_NAME = "SQLITE_CONSTRAINT_UNIQUE" if sys.version_info >= (3, 11) else None
-_REPORT = re.compile(
-    r"^timetracer \[(\w+)\] replayed (\w+) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$",
-    re.M,
-)
 
 
 def _record(directory: Path, database: Path, sent: list[Sent]) -> list[httpx.Response]:
@@ -175,7 +171,7 @@ def test_requests_replay_on_an_empty_database_file_and_write_nothing(
         replayed, stderr = _replay(cassette_dir, target, lambda url: send(url, SENT))
         for was, now in zip(recorded, replayed, strict=True):
             assert_same_response(was, now)
-        reports = _REPORT.findall(stderr)
+        reports = REPLAYED.findall(stderr)
         assert [(r[0], r[4] == r[5], r[6], r[7]) for r in reports] == [
             ("OK", True, "0", "same")
         ] * len(SENT), stderr

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from _replay import (
     CONNECTS,
+    REPLAYED,
     Sent,
     assert_same_response,
     audited_uvicorn_process,
@@ -44,10 +45,6 @@ SENT: list[Sent] = [
     ("POST", "/users/ann", {}),
     ("POST", "/users/ann", {}),
 ]
-_REPORT = re.compile(
-    r"^timetracer \[(\w+)\] replayed (\w+) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$",
-    re.M,
-)
 
 
 @pytest.fixture
@@ -257,7 +254,7 @@ def test_requests_replay_in_a_fresh_process_with_postgresql_unreachable(
     for before, after in zip(recorded, replayed, strict=True):
         assert after.text == before.text
         assert_same_response(before, after)
-    reports = _REPORT.findall(stderr)
+    reports = REPLAYED.findall(stderr)
     assert [(r[0], r[2], r[4] == r[5], r[6], r[7]) for r in reports] == [
         ("OK", path, True, "0", "same") for _, path, _ in SENT
     ], stderr
@@ -291,7 +288,7 @@ def test_fifty_concurrent_requests_record_and_replay_their_own_calls(
     )
     for before, after in zip(recorded, replayed, strict=True):
         assert_same_response(before, after)
-    assert len([r for r in _REPORT.findall(stderr) if r[0] == "OK" and r[7] == "same"]) == 50, (
+    assert len([r for r in REPLAYED.findall(stderr) if r[0] == "OK" and r[7] == "same"]) == 50, (
         stderr
     )
     assert CONNECTS.findall(stderr) == []

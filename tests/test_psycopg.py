@@ -5,7 +5,6 @@ at a closed port, its ``psycopg_pool.ConnectionPool`` opened in the lifespan, an
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 from _replay import (
     CONNECTS,
+    REPLAYED,
     Sent,
     assert_same_response,
     audited_uvicorn_process,
@@ -39,10 +39,6 @@ SENT: list[Sent] = [
     ("POST", "/users/ann", {}),
     ("GET", "/async/2", {}),
 ]
-_REPORT = re.compile(
-    r"^timetracer \[(\w+)\] replayed (\w+) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$",
-    re.M,
-)
 
 
 @pytest.fixture
@@ -179,7 +175,7 @@ def test_requests_replay_in_a_fresh_process_with_postgresql_unreachable(
     for before, after in zip(recorded, replayed, strict=True):
         assert after.text == before.text
         assert_same_response(before, after)
-    reports = _REPORT.findall(stderr)
+    reports = REPLAYED.findall(stderr)
     assert [(r[0], r[2], r[4] == r[5], r[6], r[7]) for r in reports] == [
         ("OK", path, True, "0", "same") for _, path, _ in SENT
     ], stderr
@@ -240,7 +236,7 @@ def test_twenty_five_concurrent_requests_record_and_replay_their_own_calls(
     )
     for before, after in zip(recorded, replayed, strict=True):
         assert_same_response(before, after)
-    assert len([r for r in _REPORT.findall(stderr) if r[0] == "OK" and r[7] == "same"]) == 25, (
+    assert len([r for r in REPLAYED.findall(stderr) if r[0] == "OK" and r[7] == "same"]) == 25, (
         stderr
     )
     assert CONNECTS.findall(stderr) == []
@@ -282,7 +278,7 @@ def test_copy_and_server_side_cursors_are_refused_in_replay(
         "ReplayMismatchError: timetracer replay: no recorded call matches cursor 'named' (psycopg)"
     )
     assert "server-side cursors are not replayed" in replayed.json()["named"]
-    (report,) = _REPORT.findall(stderr)
+    (report,) = REPLAYED.findall(stderr)
     assert (report[0], report[4], report[5]) == ("DIFF", "0", "2"), stderr
     assert "unmatched: timetracer replay: no recorded call matches copy COPY" in stderr
     assert CONNECTS.findall(stderr) == []
@@ -304,7 +300,7 @@ def test_sqlalchemy_on_psycopg_is_recorded_once_as_sqlalchemy_and_replays(
         cassette_dir, schema, lambda url: send(url, [("GET", "/sqlalchemy", {})])
     )
     assert_same_response(recorded, replayed)
-    (report,) = _REPORT.findall(stderr)
+    (report,) = REPLAYED.findall(stderr)
     assert (report[0], report[4] == report[5], report[7]) == ("OK", True, "same"), stderr
     assert CONNECTS.findall(stderr) == []
 

@@ -4,7 +4,6 @@ file, on the recorded one (which stays as it was) and where the file's folder do
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 from _replay import (
     CONNECTS,
+    REPLAYED,
     Sent,
     assert_same_response,
     audited_uvicorn_process,
@@ -42,10 +42,6 @@ SENT: list[Sent] = [
 ]
 # sqlite3's errors name their code from Python 3.11 on
 ERROR_NAME = "SQLITE_CONSTRAINT_UNIQUE" if sys.version_info >= (3, 11) else None
-_REPORT = re.compile(
-    r"^timetracer \[(\w+)\] replayed (\w+) (\S+)  id=\w+  status=(\d+)  calls=(\d+)/(\d+)  unused=(\d+)  response=(\w+)$",
-    re.M,
-)
 
 
 def _record(directory: Path, database: Path) -> list[httpx.Response]:
@@ -127,7 +123,7 @@ def test_requests_replay_without_the_database(cassette_dir: Path, tmp_path: Path
             replayed = send(server.url, SENT)
         for was, now in zip(recorded, replayed, strict=True):
             assert_same_response(was, now)
-        reports = _REPORT.findall(server.stderr)
+        reports = REPLAYED.findall(server.stderr)
         assert [(r[0], r[4] == r[5], r[6], r[7]) for r in reports] == [
             ("OK", True, "0", "same")
         ] * len(SENT), server.stderr

@@ -26,13 +26,12 @@ from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
     current_recording,
-    exception_info,
     in_outer_call,
     outer_call,
 )
-from timetracer_otel.protocols.sql import AIOSQLITE, error_attributes, sqlite_request
+from timetracer_otel.protocols.sql import AIOSQLITE, sqlite_request
 
-from ._sqlite import answer_before_rows, fetched, last_calls, reached_end, rows_read
+from ._sqlite import answer_before_rows, failed, fetched, last_calls, reached_end, rows_read
 
 __all__ = ["install", "uninstall"]
 
@@ -101,10 +100,7 @@ async def _executing(
             result = await wrapped(_aiosqlites, fn, *rest, **kwargs)
             response = None
     except Exception as exc:
-        if call is not None:
-            with guarded("aiosqlite.error"):
-                call.error = exception_info(exc)
-                call.response = {"dbapi_error": None, "error_attributes": error_attributes(exc)}
+        failed(call, exc)
         raise
     if call is not None:
         with guarded("aiosqlite.response"):

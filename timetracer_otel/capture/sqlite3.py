@@ -20,12 +20,11 @@ from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
     current_recording,
-    exception_info,
     in_outer_call,
 )
-from timetracer_otel.protocols.sql import SQLITE3, error_attributes, sqlite_request
+from timetracer_otel.protocols.sql import SQLITE3, sqlite_request
 
-from ._sqlite import answer_before_rows, fetched, last_calls, reached_end, rows_read
+from ._sqlite import answer_before_rows, failed, fetched, last_calls, reached_end, rows_read
 
 __all__ = ["install", "uninstall"]
 
@@ -46,10 +45,7 @@ def _statement(operation: str) -> Callable[..., Any]:
         try:
             result = wrapped(*args, **kwargs)
         except Exception as exc:
-            if call is not None:
-                with guarded("sqlite3.error"):
-                    call.error = exception_info(exc)
-                    call.response = {"dbapi_error": None, "error_attributes": error_attributes(exc)}
+            failed(call, exc)
             raise
         if call is not None:
             with guarded("sqlite3.response"):
