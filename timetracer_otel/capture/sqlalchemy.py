@@ -315,9 +315,11 @@ def _checkout(wrapped: Any, args: tuple, kwargs: dict) -> Any:
 
 def _outer(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """What SQLAlchemy runs on the driver outside its statements, which replay never sends: the
-    dialect's ``do_commit``/``do_rollback`` (COMMIT and ROLLBACK belong to SQLAlchemy's calls) and
-    ``Connection.get_isolation_level()`` (``SHOW TRANSACTION ISOLATION LEVEL``, which replay
-    answers from the dialect). A driver recorded on its own stands aside."""
+    dialect's ``do_commit``/``do_rollback`` (COMMIT and ROLLBACK belong to SQLAlchemy's calls),
+    its setting and resetting of a connection's isolation level (SQLite's ``PRAGMA
+    read_uncommitted``), the pool's ``do_ping``, and ``Connection.get_isolation_level()`` (``SHOW
+    TRANSACTION ISOLATION LEVEL``, which replay answers from the dialect). A driver recorded on its
+    own stands aside."""
     with outer_call():
         return wrapped(*args, **kwargs)
 
@@ -348,13 +350,19 @@ def _raw_connection(wrapped: Any, instance: Engine, args: tuple, kwargs: dict) -
     return connection
 
 
-_TRANSACTION_ENDS = ("do_commit", "do_rollback")
+_HOUSEKEEPING = (
+    "do_commit",
+    "do_rollback",
+    "_assert_and_set_isolation_level",
+    "reset_isolation_level",
+    "do_ping",
+)
 
 
 def install() -> None:
     wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
     wrapper_layers.install(Engine, "raw_connection", _raw_connection)
-    for name in _TRANSACTION_ENDS:
+    for name in _HOUSEKEEPING:
         wrapper_layers.install(DefaultDialect, name, _outer)
     wrapper_layers.install(Connection, "get_isolation_level", _outer)
 
@@ -362,6 +370,6 @@ def install() -> None:
 def uninstall() -> None:
     wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor")
     wrapper_layers.uninstall(Engine, "raw_connection")
-    for name in _TRANSACTION_ENDS:
+    for name in _HOUSEKEEPING:
         wrapper_layers.uninstall(DefaultDialect, name)
     wrapper_layers.uninstall(Connection, "get_isolation_level")
