@@ -38,11 +38,23 @@ def _error(call: CassetteCall) -> Exception:
     return exc
 
 
-def standing_in(exc: sqlite3.OperationalError) -> None:
-    """Say that an in-memory database stands in for one replay cannot open (its folder missing
-    where the replay runs): replay answers the statements, the set-up runs on it."""
+_stood_in: set[str] = set()
+_stood_in_lock = threading.Lock()
+
+
+def standing_in(database: str, exc: sqlite3.OperationalError) -> None:
+    """Say, once for each ``database``, that an in-memory database stands in for one replay cannot
+    open (its folder missing where the replay runs): replay answers the statements, and the
+    application's set-up outside its requests runs on it."""
+    with _stood_in_lock:
+        if database in _stood_in:
+            return
+        _stood_in.add(database)
     logger.warning(
-        "replay cannot open a SQLite database (%s): an empty in-memory database stands in", exc
+        "timetracer: replay cannot open the SQLite database %s (%s): an empty in-memory database"
+        " stands in for it",
+        database,
+        exc,
     )
 
 

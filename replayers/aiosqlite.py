@@ -123,7 +123,7 @@ def _opening(connector: Callable[[], sqlite3.Connection]) -> Callable[[], sqlite
         try:
             return connector()
         except sqlite3.OperationalError as exc:
-            standing_in(exc)
+            standing_in("of an aiosqlite connection", exc)
             return sqlite3.connect(":memory:")
 
     return opening

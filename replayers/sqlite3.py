@@ -72,7 +72,7 @@ def _connecting(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs:
     except sqlite3.OperationalError as exc:
         if current_session() is None and process_mode() != "replay":
             raise
-        standing_in(exc)
+        standing_in(str(args[0] if args else kwargs.get("database")), exc)
         if args:
             args = (":memory:", *args[1:])
         else:

@@ -225,6 +225,37 @@ def test_an_app_importing_httpx2_as_httpx_gets_one_client_span_per_call(
     assert [span["span_id"] for span in _client_spans(doc)] == [doc["calls"][0]["span_id"]]
 
 
+_COMPANION_IMPORTED_BY_ITS_ENABLE = """
+import sys
+from timetracer_otel import plugins
+from timetracer_otel._diagnostics import counters
+assert "aiosqlite" not in sys.modules
+plugins.enable_installed()  # aiosqlite awaited: enabled when it is imported
+plugins.enable("aiosqlite")  # its instrumentor's module imports aiosqlite
+import aiosqlite
+failed = {k: v for k, v in counters.snapshot().items() if k.startswith("errors.")}
+assert failed == {}, failed
+assert "aiosqlite" in plugins._enabled
+from timetracer_otel import wrapper_layers
+assert wrapper_layers.is_installed(aiosqlite.Connection, "_execute")  # its capture
+print("enabled")
+"""
+
+
+def test_a_library_first_imported_by_its_own_plugin_is_enabled_once_without_error() -> None:
+    """Enabling a plugin imports its instrumentor's module, which imports the library: the
+    library's post-import hook (``enable_installed``) must not enable it a second time from
+    inside that half-made module (an error was logged for every such plugin)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPANION_IMPORTED_BY_ITS_ENABLE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "enabled"), done.stderr
+    assert "plugins.enable failed" not in done.stderr
+
+
 @pytest.mark.parametrize("library", list(CALLERS))
 def test_disable_stops_recording_the_library(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, library: str

@@ -2,7 +2,7 @@
 
 sqlite3's classes are C types whose methods cannot be wrapped, and ``Connection.execute`` runs
 its statement in C, past any cursor method. ``sqlite3.connect`` is given a ``factory`` of
-timetracer's (mixed with the application's own, when it passes one): a connection whose
+timetracer's (mixed under the application's own, when it passes one): a connection whose
 cursors are :class:`Cursor`, whose statements and fetches are Python methods that the capture
 and the replayer wrap, and whose ``execute``/``executemany``/``executescript`` shortcuts go
 through them. A cursor answered by replay carries that answer (:attr:`Cursor.answer`); its
@@ -84,14 +84,16 @@ class Connection(sqlite3.Connection):
 
 @functools.lru_cache(maxsize=64)
 def _mixed(ours: type, factory: Any) -> Any:
-    """``factory`` with ``ours`` (a subclass of sqlite3's class) first in its bases; a factory
+    """``factory`` with ``ours`` (a subclass of sqlite3's class) mixed in; a factory
     that is no subclass of sqlite3's class (a function) is left as it is, unrecorded."""
     base = ours.__bases__[0]
     if factory is base:
         return ours
     if not isinstance(factory, type) or not issubclass(factory, base) or issubclass(factory, ours):
         return factory
-    return type(factory.__name__, (ours, factory), {"__module__": factory.__module__})
+    # the application's class first: its own methods (a cursor() choosing its cursor class, an
+    # execute() of its own) run as before, and reach timetracer's through super()
+    return type(factory.__name__, (factory, ours), {"__module__": factory.__module__})
 
 
 def statement_arguments(operation: str, args: tuple) -> tuple:

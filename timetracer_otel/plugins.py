@@ -75,6 +75,10 @@ _lock = threading.RLock()
 _instrumented_by_us: set[tuple[str, type]] = set()
 _enabled: set[str] = set()  # the plugins enabled and not disabled since
 _awaited: set[str] = set()  # enable_installed's plugins whose library is not imported yet
+# plugins whose modules are being imported (by enable() or an early capture): importing their
+# library sets off its own hooks, and those of plugins it imports in turn (aiosqlite: sqlite3's)
+_setting_up: set[str] = set()
+_deferred: set[str] = set()  # plugins to enable once their set-up is done
 # libraries captured before the app named its plugins (capture_early), until end_early_capture
 _early: set[str] = set()
 _early_ended = False
@@ -118,17 +122,39 @@ def enable(name: str) -> None:
     (name,) = check_plugin_names([name])
     plugin = PLUGINS[name]
     with _lock:
-        instrumentors = _instrumentors(plugin)
-        with _needs_extra(plugin):  # a capture imports its library when installed
-            importlib.import_module(plugin.capture).install()
-        for instrumentor in instrumentors:
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
-                _instrumented_by_us.add((name, type(instrumentor)))
-        _enabled.add(name)
+        with _set_up(name):
+            instrumentors = _instrumentors(plugin)
+            with _needs_extra(plugin):  # a capture imports its library when installed
+                importlib.import_module(plugin.capture).install()
+            for instrumentor in instrumentors:
+                if not instrumentor.is_instrumented_by_opentelemetry:
+                    instrumentor.instrument(skip_dep_check=plugin.skip_dep_check)
+                    _instrumented_by_us.add((name, type(instrumentor)))
+            _enabled.add(name)
         for companion in plugin.companions:
-            if companion not in _enabled and importlib.util.find_spec(companion) is not None:
+            if companion in _setting_up:
+                _deferred.add(companion)
+            elif companion not in _enabled and importlib.util.find_spec(companion) is not None:
                 enable(companion)
+
+
+@contextlib.contextmanager
+def _set_up(name: str) -> Iterator[None]:
+    """Mark plugin ``name``'s modules as being imported: a hook its library's import sets off
+    enables it once they are whole (enabling it from the hook met them half made), unless the
+    block enabled it already."""
+    outermost = name not in _setting_up
+    _setting_up.add(name)
+    try:
+        yield
+    finally:
+        if outermost:
+            _setting_up.discard(name)
+            if name in _deferred:
+                _deferred.discard(name)
+                if name not in _enabled:
+                    with guarded("plugins.enable"):
+                        _enable_imported(name)
 
 
 def _aliased(name: str) -> bool:
@@ -178,7 +204,10 @@ def _enable_awaited(name: str) -> None:
     with _lock, guarded("plugins.enable"):
         if name in _awaited:
             _awaited.discard(name)
-            _enable_imported(name)
+            if name in _setting_up:
+                _deferred.add(name)
+            else:
+                _enable_imported(name)
 
 
 def disable(name: str) -> None:
@@ -224,7 +253,7 @@ def _on_import(install: Callable[[str], object], name: str, _module: ModuleType)
 
 def _install_capture(name: str) -> bool:
     """Whether the capture of ``name`` is installed now (not where what it needs is missing)."""
-    with _lock, guarded("capture_early"):
+    with _lock, guarded("capture_early"), _set_up(name):
         if _aliased(name):
             return False
         try:

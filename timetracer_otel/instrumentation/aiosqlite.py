@@ -23,24 +23,14 @@ from typing import Any
 import aiosqlite
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.trace import SpanKind
 
 from timetracer_otel import _aiosqlite
 from timetracer_otel._recording import in_outer_call
 
 from ._smtp import unwrap_all, wrap_all
+from ._sqlite import statement_span
 
 __all__ = ["AiosqliteInstrumentor"]
-
-
-def statement_span(tracer: trace.Tracer, statement: Any, operation: str) -> Any:
-    """A CLIENT span for a SQLite statement, named by its first keyword (or ``operation``)."""
-    words = statement.split(None, 1) if isinstance(statement, str) else []
-    return tracer.start_as_current_span(
-        words[0].upper() if words else operation,
-        kind=SpanKind.CLIENT,
-        attributes={"db.system": "sqlite", "db.statement": str(statement)},
-    )
 
 
 class AiosqliteInstrumentor(BaseInstrumentor):

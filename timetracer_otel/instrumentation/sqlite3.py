@@ -26,7 +26,7 @@ from timetracer_otel import _sqlite3
 from timetracer_otel._recording import in_outer_call
 
 from ._smtp import unwrap_all, wrap_all
-from .aiosqlite import statement_span
+from ._sqlite import statement_span
 
 __all__ = ["Sqlite3Instrumentor"]
 
