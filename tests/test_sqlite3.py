@@ -143,18 +143,32 @@ def test_requests_replay_without_the_database(cassette_dir: Path, tmp_path: Path
 
 def test_connections_keep_the_applications_classes(tmp_path: Path) -> None:
     """A connection and cursor class of the application's own are kept, timetracer's mixed in
-    first: its methods and attributes work as before, and its statements are recorded."""
+    under them: their own methods run as before (a ``cursor()`` choosing its cursor class, an
+    ``execute()`` of its own), their attributes are there, and their statements are recorded."""
+    executed: list[str] = []
 
-    class Audited(sqlite3.Connection):
+    class Audited(sqlite3.Cursor):
+        audited = True
+
+    class Logged(sqlite3.Connection):
         opened = True
+
+        def cursor(self, factory: Any = Audited) -> Any:
+            return super().cursor(factory)
+
+        def execute(self, sql: str, *parameters: Any) -> Any:
+            executed.append(sql)
+            return super().execute(sql, *parameters)
 
     sqlite3_capture.install()
     try:
-        connection = sqlite3.connect(str(tmp_path / "x.db"), factory=Audited)
-        assert isinstance(connection, Audited) and isinstance(connection, _sqlite3.Connection)
+        connection = sqlite3.connect(str(tmp_path / "x.db"), factory=Logged)
+        assert isinstance(connection, Logged) and isinstance(connection, _sqlite3.Connection)
         assert connection.opened
         cursor = connection.execute("SELECT 1 AS one")
-        assert isinstance(cursor, _sqlite3.Cursor) and cursor.fetchall() == [(1,)]
+        assert executed == ["SELECT 1 AS one"]
+        assert isinstance(cursor, Audited) and isinstance(cursor, _sqlite3.Cursor)
+        assert cursor.audited and cursor.fetchall() == [(1,)]
         plain = sqlite3.connect(":memory:", 5.0, 0, "DEFERRED", True, sqlite3.Connection)
         assert type(plain) is _sqlite3.Connection
         connection.close()
