@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
+import sys
 import threading
 import weakref
 from collections import deque
@@ -121,7 +122,31 @@ def _raise_recorded(call: CassetteCall, dialect: Dialect) -> None:
     if readonly and hasattr(exc, "__setstate__"):  # psycopg2's pgcode/pgerror
         with contextlib.suppress(Exception):
             exc.__setstate__(readonly)
-    raise exc
+    cause = _recorded_cause((response or {}).get("cause"))
+    if cause is None:
+        raise exc
+    raise exc from cause
+
+
+def _recorded_cause(recorded: Any) -> Exception | None:
+    """The driver's error the recorded one was raised from, as its own class: only a class of a
+    module the process has imported (the driver's), never one a cassette names into being."""
+    if not isinstance(recorded, dict):
+        return None
+    module, _, name = str(recorded.get("type", "")).rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    try:
+        cause = cls(str(recorded.get("message", "")))
+    except Exception:  # a constructor wanting more than a message
+        return None
+    attributes = recorded.get("attributes")
+    for attribute, value in (attributes if isinstance(attributes, dict) else {}).items():
+        if isinstance(attribute, str) and attribute != "args":
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(cause, attribute, value)
+    return cause
 
 
 # drivers whose cursor's execute() and executemany() return the affected row count

@@ -105,9 +105,10 @@ def test_requests_replay_with_no_database(
     connects: list[Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """ORM insert + query, Core select, executemany, RETURNING, a handled IntegrityError, streamed
-    results read fully and in part: the same responses with the tables dropped and the database
-    unreachable; the dialect opens no connection, no socket goes to a database port, no file appears."""
+    """ORM insert + query, Core select, executemany, RETURNING, a handled IntegrityError (with
+    the driver's error it was raised from, asyncpg's), streamed results read fully and in part:
+    the same responses with the tables dropped and the database unreachable; the dialect opens
+    no connection, no socket goes to a database port, no file appears."""
     url, replay_url, db_file = _urls(driver, tmp_path)
     create_schema(url, suffix, items=3)
     try:
@@ -115,6 +116,9 @@ def test_requests_replay_with_no_database(
     finally:
         drop_schema(url, suffix)
     assert [r.status_code for r in recorded] == [200] * len(SENT), recorded[0].text
+    if driver == "asyncpg":
+        assert recorded[0].json()["cause"] == "asyncpg.exceptions.UniqueViolationError"
+        assert recorded[0].json()["cause_constraint"].endswith("_tag_key")
     assert (
         recorded[0]
         .json()["integrity_error"]

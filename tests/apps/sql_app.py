@@ -175,6 +175,9 @@ def orders_work(session: Session, tables: Schema, tag: str) -> dict[str, Any]:
         cls = type(exc.orig)
         out["integrity_error"] = f"{cls.__module__}.{cls.__qualname__}"
         out["sqlstate"] = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        cause = exc.orig.__cause__  # asyncpg's UniqueViolationError under SQLAlchemy's adapter
+        out["cause"] = None if cause is None else f"{type(cause).__module__}.{type(cause).__name__}"
+        out["cause_constraint"] = getattr(cause, "constraint_name", None)
     return out
 
 

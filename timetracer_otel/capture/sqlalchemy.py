@@ -102,16 +102,22 @@ def _description(description: Any) -> list[list[Any]] | None:
 
 
 def error_response(exc: BaseException, dialect: Dialect) -> dict[str, Any] | None:
-    """What replay needs besides the type and message: the PEP 249 class it derives from, its plain attributes."""
+    """What replay needs besides the type and message: the PEP 249 class it derives from, its plain
+    attributes, and the driver's own error it was raised from (``__cause__``: SQLAlchemy's asyncpg
+    adapter raises its IntegrityError from asyncpg's UniqueViolationError, which apps inspect)."""
     dbapi = getattr(dialect, "loaded_dbapi", None)
     standard = next(
         (cls.__name__ for cls in type(exc).__mro__ if getattr(dbapi, cls.__name__, None) is cls),
         None,
     )
     attributes = error_attributes(exc)
-    if standard is None and not attributes:
+    cause = exc.__cause__
+    if standard is None and not attributes and cause is None:
         return None
-    return {"dbapi_error": standard, "error_attributes": attributes}
+    response: dict[str, Any] = {"dbapi_error": standard, "error_attributes": attributes}
+    if isinstance(cause, Exception):
+        response["cause"] = {**exception_info(cause), "attributes": error_attributes(cause)}
+    return response
 
 
 # --------------------------------------------------------------------------- the tee cursor
