@@ -123,6 +123,7 @@ def test_every_way_of_calling_aiosqlite_is_one_call_on_its_client_span(
     (conflict,) = _sql_calls(docs[("POST", "/users", 409)])
     assert conflict["request"]["operation"] == "execute_insert"
     assert conflict["error"]["type"] == "sqlite3.IntegrityError"
+    assert conflict["response"]["dbapi_error"] == "IntegrityError"
     assert conflict["response"]["error_attributes"].get("sqlite_errorname") == ERROR_NAME
     assert "pbkdf2$" not in json.dumps(docs[("POST", "/users", 201)])
 

@@ -75,6 +75,7 @@ def test_statements_are_recorded_with_the_rows_read(cassette_dir: Path, tmp_path
     (conflict,) = _sql_calls(docs[("POST", "/accounts/ann", 409)])
     assert (conflict["library"], conflict["request"]["dialect"]) == ("sqlite3", "sqlite+pysqlite")
     assert conflict["error"]["type"] == "sqlite3.IntegrityError"
+    assert conflict["response"]["dbapi_error"] == "IntegrityError"
     assert conflict["response"]["error_attributes"].get("sqlite_errorname") == ERROR_NAME
     (signed_up,) = _sql_calls(docs[("POST", "/accounts/ann", 201)])
     assert signed_up["request"]["parameters"]["items"][0] == "ann"

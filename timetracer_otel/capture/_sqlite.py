@@ -36,11 +36,16 @@ def answer_before_rows(cursor: sqlite3.Cursor) -> dict[str, Any]:
 
 
 def failed(call: ProtocolCall | None, exc: BaseException) -> None:
-    """``call``'s statement raised ``exc``: its class, message and attributes (``sqlite_errorcode``)."""
+    """``call``'s statement raised ``exc``: its class, message, the PEP 249 class it is (or derives
+    from), and its attributes (``sqlite_errorcode``)."""
     if call is not None:
         with guarded("sqlite.error"):
             call.error = exception_info(exc)
-            call.response = {"dbapi_error": None, "error_attributes": error_attributes(exc)}
+            standard = next(
+                (c.__name__ for c in type(exc).__mro__ if getattr(sqlite3, c.__name__, None) is c),
+                None,
+            )
+            call.response = {"dbapi_error": standard, "error_attributes": error_attributes(exc)}
 
 
 def fetched(fetch: Callable[[], Any], cursor: sqlite3.Cursor, kept: list[Any]) -> Any:
