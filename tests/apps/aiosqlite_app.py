@@ -183,7 +183,7 @@ def create_app(path: str) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    auto_setup(app, plugins=["aiosqlite", "sqlalchemy"])
+    auto_setup(app)  # every installed plugin: sqlite3's too, under aiosqlite
     return app
 
 

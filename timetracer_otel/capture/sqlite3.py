@@ -58,7 +58,8 @@ def _statement(operation: str) -> Callable[..., Any]:
 
 def _fetch(operation: str) -> Callable[..., Any]:
     def capture(wrapped: Callable[..., Any], cursor: Any, args: tuple, kwargs: dict) -> Any:
-        call = last_calls.get(cursor)
+        # aiosqlite's fetch, in its thread: aiosqlite's capture keeps the rows
+        call = None if in_outer_call() else last_calls.get(cursor)
         if call is None:
             return wrapped(*args, **kwargs)
         kept: list[Any] = []
