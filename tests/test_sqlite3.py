@@ -177,3 +177,16 @@ def test_connections_keep_the_applications_classes(tmp_path: Path) -> None:
     finally:
         sqlite3_capture.uninstall()
     assert not wrapper_layers.is_installed(sqlite3, "connect")
+
+
+def test_a_tools_own_database_is_left_alone(tmp_path: Path) -> None:
+    """coverage.py keeps its measurements in SQLite while the suite runs (at every test, with
+    dynamic contexts): a connection it opens is sqlite3's own, never recorded nor answered."""
+    sqlite3_capture.install()
+    try:
+        tool: dict[str, Any] = {"__name__": "coverage.sqlitedb", "sqlite3": sqlite3}
+        exec("def open_data(path):\n    return sqlite3.connect(path)", tool)  # noqa: S102
+        assert type(tool["open_data"](str(tmp_path / ".coverage"))) is sqlite3.Connection
+        assert type(sqlite3.connect(str(tmp_path / "app.db"))) is _sqlite3.Connection
+    finally:
+        sqlite3_capture.uninstall()

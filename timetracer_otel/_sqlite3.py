@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
+from types import FrameType
 from typing import Any
 
 __all__ = ["Connection", "Cursor", "STATEMENTS", "FETCHES", "connecting", "statement_arguments"]
@@ -111,8 +113,31 @@ def statement_arguments(operation: str, args: tuple) -> tuple:
 _FACTORY_AT = 5  # sqlite3.connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, ...)
 
 
+# Tools that keep their own data in SQLite while the application runs, never the application's:
+# coverage.py writes its measurements (and with dynamic contexts, at every test) to .coverage.
+_TOOLS = ("coverage.",)
+_FRAMES_LOOKED_AT = 8
+
+
+def _opened_by_a_tool() -> bool:
+    """Whether the code calling ``sqlite3.connect`` (past timetracer's and wrapt's frames) is one
+    of :data:`_TOOLS`'."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_FRAMES_LOOKED_AT):
+        if frame is None:
+            return False
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(("timetracer_otel", "wrapt")):
+            return module.startswith(_TOOLS)
+        frame = frame.f_back
+    return False
+
+
 def connecting(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """``sqlite3.connect`` with :class:`Connection` mixed into its ``factory``."""
+    """``sqlite3.connect`` with :class:`Connection` mixed into its ``factory``; a tool's own
+    connection (:data:`_TOOLS`) is left as sqlite3 makes it, neither recorded nor replayed."""
+    if _opened_by_a_tool():
+        return wrapped(*args, **kwargs)
     if len(args) > _FACTORY_AT:
         args = (
             *args[:_FACTORY_AT],
