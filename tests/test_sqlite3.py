@@ -4,6 +4,7 @@ file, on the recorded one (which stays as it was) and where the file's folder do
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 from pathlib import Path
@@ -190,3 +191,31 @@ def test_a_tools_own_database_is_left_alone(tmp_path: Path) -> None:
         assert type(sqlite3.connect(str(tmp_path / "app.db"))) is _sqlite3.Connection
     finally:
         sqlite3_capture.uninstall()
+
+
+def test_a_failed_shortcut_statement_holds_no_lock_once_its_connection_closed(
+    tmp_path: Path,
+) -> None:
+    """``conn.execute`` failing (a UNIQUE violation) while its error is kept (pytest keeps a failed
+    test's): once the connection is closed, another connection writes, as without timetracer."""
+    database = str(tmp_path / "locks.db")
+    kept: list[BaseException] = []
+    sqlite3_capture.install()
+    try:
+        with contextlib.closing(sqlite3.connect(database)) as first:
+            first.execute("CREATE TABLE t (k PRIMARY KEY)")
+            first.execute("INSERT INTO t VALUES (1)")
+            first.commit()
+        failing = sqlite3.connect(database)
+        try:
+            failing.execute("INSERT INTO t VALUES (1)")
+        except sqlite3.IntegrityError as exc:
+            kept.append(exc)
+        failing.close()
+        with contextlib.closing(sqlite3.connect(database, timeout=0.2)) as other:
+            other.execute("INSERT INTO t VALUES (2)")
+            other.commit()
+            assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]
+    finally:
+        sqlite3_capture.uninstall()
+    assert kept and isinstance(kept[0], sqlite3.IntegrityError)

@@ -75,13 +75,25 @@ class Connection(sqlite3.Connection):
         return super().cursor(_mixed(Cursor, factory))
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
-        return self.cursor().execute(sql, parameters)
+        return _run(self.cursor(), "execute", sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
-        return self.cursor().executemany(sql, parameters)
+        return _run(self.cursor(), "executemany", sql, parameters)
 
     def executescript(self, sql_script: str, /) -> Any:
-        return self.cursor().executescript(sql_script)
+        return _run(self.cursor(), "executescript", sql_script)
+
+
+def _run(cursor: Cursor, method: str, *args: Any) -> Any:
+    """A shortcut's statement on its own cursor. sqlite3 makes that cursor in C, where nothing
+    keeps it once the statement failed; here the error's traceback does (pytest keeps a failed
+    test's), and an unfinished statement holds the database's write lock after the connection
+    closes: the cursor is closed first."""
+    try:
+        return getattr(cursor, method)(*args)
+    except BaseException:
+        cursor.close()
+        raise
 
 
 @functools.lru_cache(maxsize=64)
