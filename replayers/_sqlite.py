@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from timetracer_otel._diagnostics import logger
+from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import live_view, recorded_response, sqlite_request
 
 from .http import recorded_error_class
-from .session import ReplayMismatchError, ReplaySession
+from .session import ReplayMismatchError, ReplaySession, current_session
 
-__all__ = ["RecordedResult", "standing_in"]
+__all__ = ["RecordedResult", "session_for", "standing_in"]
 
 
 def _error(call: CassetteCall) -> Exception:
@@ -40,6 +41,14 @@ def _error(call: CassetteCall) -> Exception:
 
 _stood_in: set[str] = set()
 _stood_in_lock = threading.Lock()
+
+
+def session_for(library: str) -> ReplaySession | None:
+    """The replayed request's session answering ``library``, or None: outside every replayed
+    request SQLite runs (a local file, the application's set-up), and so does what a library
+    above runs on it live (``in_outer_call``: SQLAlchemy, aiosqlite over sqlite3)."""
+    session = None if in_outer_call() else current_session()
+    return None if session is None or session.is_live(library) else session
 
 
 def standing_in(database: str, exc: sqlite3.OperationalError) -> None:

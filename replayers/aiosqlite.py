@@ -26,11 +26,10 @@ from typing import Any
 import aiosqlite
 
 from timetracer_otel import _aiosqlite, wrapper_layers
-from timetracer_otel._recording import in_outer_call
 from timetracer_otel.config import process_mode
 from timetracer_otel.protocols.sql import AIOSQLITE, live_view, sqlite_request
 
-from ._sqlite import RecordedResult, standing_in
+from ._sqlite import RecordedResult, session_for, standing_in
 from .session import ReplayMismatchError, ReplaySession, current_session, round_trip
 
 __all__ = ["install", "uninstall"]
@@ -57,13 +56,6 @@ class _ReplayCursor(RecordedResult):
     def executescript(self, sql_script: str) -> _ReplayCursor:
         self.answer("executescript", sql_script)
         return self
-
-
-def _session() -> ReplaySession | None:
-    """The replayed request's session, or None: outside every replayed request SQLite runs (a local
-    file), and so does what SQLAlchemy's ``sqlite+aiosqlite`` runs live (``in_outer_call``)."""
-    session = None if in_outer_call() else current_session()
-    return None if session is None or session.is_live(LIBRARY) else session
 
 
 def _refused(session: ReplaySession, what: str) -> ReplayMismatchError:
@@ -105,7 +97,7 @@ async def _executing(
     if isinstance(getattr(fn, "__self__", None), _ReplayCursor):
         await round_trip()
         return fn(*args[1:], **kwargs)  # type: ignore[misc]
-    session = _session() if fn is not None else None
+    session = session_for(LIBRARY) if fn is not None else None
     if session is None:
         return await wrapped(*args, **kwargs)
     answered = _answered(session, connection, fn, args[1:], kwargs)

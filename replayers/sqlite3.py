@@ -19,28 +19,20 @@ from collections.abc import Callable
 from typing import Any
 
 from timetracer_otel import _sqlite3, wrapper_layers
-from timetracer_otel._recording import in_outer_call
 from timetracer_otel.config import process_mode
 from timetracer_otel.protocols.sql import SQLITE3
 
-from ._sqlite import RecordedResult, standing_in
-from .session import ReplaySession, current_session
+from ._sqlite import RecordedResult, session_for, standing_in
+from .session import current_session
 
 __all__ = ["install", "uninstall"]
 
 LIBRARY = "sqlite3"
 
 
-def _session() -> ReplaySession | None:
-    """The replayed request's session, or None: outside every replayed request SQLite runs, and so
-    does what SQLAlchemy and aiosqlite run on sqlite3 (``in_outer_call``: they answer it themselves)."""
-    session = None if in_outer_call() else current_session()
-    return None if session is None or session.is_live(LIBRARY) else session
-
-
 def _statement(operation: str) -> Callable[..., Any]:
     def replay(wrapped: Callable[..., Any], cursor: Any, args: tuple, kwargs: dict) -> Any:
-        session = _session()
+        session = session_for(LIBRARY)
         if session is None:
             return wrapped(*args, **kwargs)
         args = _sqlite3.statement_arguments(operation, args)

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiosqlite
 
-from timetracer_otel import _aiosqlite, wrapper_layers
+from timetracer_otel import _aiosqlite, _sqlite3, wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
@@ -87,8 +87,7 @@ async def _executing(
         return result
     call = None
     with guarded("aiosqlite.request"):
-        if operation == "executemany" and len(rest) > 1:
-            rest = (rest[0], list(rest[1]), *rest[2:])
+        rest = _sqlite3.statement_arguments(operation, rest)
         call = ProtocolCall("sql", LIBRARY, sqlite_request(AIOSQLITE, operation, *rest))
         recording.add_call(call)
     try:
