@@ -9,6 +9,7 @@ so a call recorded with one library can fail the same way in another.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import gzip
 import importlib
 import zlib
@@ -22,8 +23,10 @@ __all__ = [
     "HttpAnswer",
     "http_answer",
     "error_kind",
+    "recorded_error_class",
     "recorded_exception_class",
     "request_body_bytes",
+    "with_recorded_attributes",
 ]
 
 
@@ -111,3 +114,18 @@ def recorded_error_class(
         else recorded_exception_class(error, package, Exception)
     )
     return found if isinstance(found, type) and issubclass(found, Exception) else default
+
+
+def with_recorded_attributes(exc: _Error, attributes: dict[str, Any]) -> _Error:
+    """``exc`` with a driver error's recorded attributes set again: those it will not take as
+    attributes (psycopg2's ``pgcode``/``pgerror``) through its ``__setstate__``."""
+    readonly = {}
+    for name, value in attributes.items():
+        try:
+            setattr(exc, name, value)
+        except (AttributeError, TypeError):
+            readonly[name] = value
+    if readonly and hasattr(exc, "__setstate__"):
+        with contextlib.suppress(Exception):
+            exc.__setstate__(readonly)
+    return exc

@@ -54,6 +54,7 @@ from timetracer_otel.protocols.sql import (
     statement_request,
 )
 
+from .http import with_recorded_attributes
 from .session import (
     ReplayMismatchError,
     ReplaySession,
@@ -113,15 +114,7 @@ def _raise_recorded(call: CassetteCall, dialect: Dialect) -> None:
     except TypeError:  # a constructor wanting more than a message
         cls = dialect.loaded_dbapi.Error
         exc = cls(error.get("message", ""))
-    readonly = {}
-    for name, value in ((response or {}).get("error_attributes") or {}).items():
-        try:
-            setattr(exc, name, value)
-        except (AttributeError, TypeError):
-            readonly[name] = value
-    if readonly and hasattr(exc, "__setstate__"):  # psycopg2's pgcode/pgerror
-        with contextlib.suppress(Exception):
-            exc.__setstate__(readonly)
+    with_recorded_attributes(exc, (response or {}).get("error_attributes") or {})
     cause = _recorded_cause((response or {}).get("cause"))
     if cause is None:
         raise exc

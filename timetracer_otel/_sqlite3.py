@@ -11,11 +11,12 @@ through them. A cursor answered by replay carries that answer (:attr:`Cursor.ans
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import sys
 from types import FrameType
 from typing import Any
+
+from timetracer_otel._class_mixing import mixed
 
 __all__ = ["Connection", "Cursor", "STATEMENTS", "FETCHES", "connecting", "statement_arguments"]
 
@@ -72,7 +73,7 @@ class Connection(sqlite3.Connection):
     """sqlite3's connection, its cursors :class:`Cursor` and its shortcuts through them."""
 
     def cursor(self, factory: Any = Cursor) -> Any:
-        return super().cursor(_mixed(Cursor, factory))
+        return super().cursor(mixed(Cursor, factory))
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
         return _run(self.cursor(), "execute", sql, parameters)
@@ -94,20 +95,6 @@ def _run(cursor: Cursor, method: str, *args: Any) -> Any:
     except BaseException:
         cursor.close()
         raise
-
-
-@functools.lru_cache(maxsize=64)
-def _mixed(ours: type, factory: Any) -> Any:
-    """``factory`` with ``ours`` (a subclass of sqlite3's class) mixed in; a factory
-    that is no subclass of sqlite3's class (a function) is left as it is, unrecorded."""
-    base = ours.__bases__[0]
-    if factory is base:
-        return ours
-    if not isinstance(factory, type) or not issubclass(factory, base) or issubclass(factory, ours):
-        return factory
-    # the application's class first: its own methods (a cursor() choosing its cursor class, an
-    # execute() of its own) run as before, and reach timetracer's through super()
-    return type(factory.__name__, (factory, ours), {"__module__": factory.__module__})
 
 
 def statement_arguments(operation: str, args: tuple) -> tuple:
@@ -153,12 +140,12 @@ def connecting(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     if len(args) > _FACTORY_AT:
         args = (
             *args[:_FACTORY_AT],
-            _mixed(Connection, args[_FACTORY_AT]),
+            mixed(Connection, args[_FACTORY_AT]),
             *args[_FACTORY_AT + 1 :],
         )
     else:
         kwargs = {
             **kwargs,
-            "factory": _mixed(Connection, kwargs.get("factory", sqlite3.Connection)),
+            "factory": mixed(Connection, kwargs.get("factory", sqlite3.Connection)),
         }
     return wrapped(*args, **kwargs)

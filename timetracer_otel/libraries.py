@@ -120,6 +120,16 @@ LIBRARIES: dict[str, Library] = _declared(
         companions=("sqlalchemy",),
     ),
     Library(
+        name="psycopg2",
+        extra="psycopg2",
+        requires=(),  # psycopg2 or psycopg2-binary: the application brings the one it uses
+        instrumentors=("opentelemetry.instrumentation.psycopg2:Psycopg2Instrumentor",),
+        capture="timetracer_otel.capture.psycopg2",
+        replay="timetracer_otel.replayers.psycopg2",
+        protocol="sql",
+        companions=("sqlalchemy",),
+    ),
+    Library(
         name="sqlite3",
         extra="",  # the standard library's
         requires=(),

@@ -43,6 +43,8 @@ __all__ = [
     "disable_asyncpg",
     "enable_psycopg",
     "disable_psycopg",
+    "enable_psycopg2",
+    "disable_psycopg2",
     "enable_sqlite3",
     "disable_sqlite3",
     "enable_aiosqlite",
@@ -304,6 +306,7 @@ enable_urllib3, disable_urllib3 = _pair("urllib3")
 enable_sqlalchemy, disable_sqlalchemy = _pair("sqlalchemy")
 enable_asyncpg, disable_asyncpg = _pair("asyncpg")
 enable_psycopg, disable_psycopg = _pair("psycopg")
+enable_psycopg2, disable_psycopg2 = _pair("psycopg2")
 enable_sqlite3, disable_sqlite3 = _pair("sqlite3")
 enable_aiosqlite, disable_aiosqlite = _pair("aiosqlite")
 enable_redis, disable_redis = _pair("redis")

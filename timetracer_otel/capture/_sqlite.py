@@ -14,10 +14,10 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from timetracer_otel._diagnostics import guarded
-from timetracer_otel._recording import ProtocolCall, exception_info
-from timetracer_otel.protocols.sql import error_attributes, snapshot
+from timetracer_otel._recording import ProtocolCall
+from timetracer_otel.protocols.sql import snapshot
 
-__all__ = ["answer_before_rows", "failed", "fetched", "last_calls", "reached_end", "rows_read"]
+__all__ = ["answer_before_rows", "fetched", "last_calls", "reached_end", "rows_read"]
 
 # each sqlite3 cursor's last recorded call, whose response the rows fetched from it go to
 last_calls: WeakKeyDictionary[sqlite3.Cursor, ProtocolCall] = WeakKeyDictionary()
@@ -33,19 +33,6 @@ def answer_before_rows(cursor: sqlite3.Cursor) -> dict[str, Any]:
         "rows": [],
         "complete": description is None,
     }
-
-
-def failed(call: ProtocolCall | None, exc: BaseException) -> None:
-    """``call``'s statement raised ``exc``: its class, message, the PEP 249 class it is (or derives
-    from), and its attributes (``sqlite_errorcode``)."""
-    if call is not None:
-        with guarded("sqlite.error"):
-            call.error = exception_info(exc)
-            standard = next(
-                (c.__name__ for c in type(exc).__mro__ if getattr(sqlite3, c.__name__, None) is c),
-                None,
-            )
-            call.response = {"dbapi_error": standard, "error_attributes": error_attributes(exc)}
 
 
 def fetched(fetch: Callable[[], Any], cursor: sqlite3.Cursor, kept: list[Any]) -> Any:

@@ -31,7 +31,8 @@ from timetracer_otel._recording import (
 )
 from timetracer_otel.protocols.sql import AIOSQLITE, sqlite_request
 
-from ._sqlite import answer_before_rows, failed, fetched, last_calls, reached_end, rows_read
+from ._dbapi import failed
+from ._sqlite import answer_before_rows, fetched, last_calls, reached_end, rows_read
 
 __all__ = ["install", "uninstall"]
 
@@ -99,7 +100,7 @@ async def _executing(
             result = await wrapped(_aiosqlites, fn, *rest, **kwargs)
             response = None
     except Exception as exc:
-        failed(call, exc)
+        failed(call, exc, sqlite3)
         raise
     if call is not None:
         with guarded("aiosqlite.response"):

@@ -24,7 +24,8 @@ from timetracer_otel._recording import (
 )
 from timetracer_otel.protocols.sql import SQLITE3, sqlite_request
 
-from ._sqlite import answer_before_rows, failed, fetched, last_calls, reached_end, rows_read
+from ._dbapi import failed
+from ._sqlite import answer_before_rows, fetched, last_calls, reached_end, rows_read
 
 __all__ = ["install", "uninstall"]
 
@@ -45,7 +46,7 @@ def _statement(operation: str) -> Callable[..., Any]:
         try:
             result = wrapped(*args, **kwargs)
         except Exception as exc:
-            failed(call, exc)
+            failed(call, exc, sqlite3)
             raise
         if call is not None:
             with guarded("sqlite3.response"):

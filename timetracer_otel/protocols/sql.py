@@ -71,6 +71,8 @@ __all__ = [
     "asyncpg_request",
     "PSYCOPG",
     "psycopg_request",
+    "PSYCOPG2",
+    "psycopg2_request",
     "SQLITE3",
     "AIOSQLITE",
     "sqlite_request",
@@ -534,6 +536,16 @@ def psycopg_request(operation: str, query: Any, parameters: Any) -> dict[str, An
     return driver_request(
         PSYCOPG, operation, psycopg_statement(query), _parameter_sets(operation, parameters)
     )
+
+
+PSYCOPG2 = "postgresql+psycopg2"
+
+
+def psycopg2_request(operation: str, statement: Any, parameters: Any) -> dict[str, Any]:
+    """The request of a psycopg2 cursor's ``execute(query, vars)``, ``executemany(query,
+    vars_list)`` or ``callproc(procname, parameters)``; ``statement``: the query as text
+    (``timetracer_otel._psycopg2.statement``), the procedure's name for ``callproc``."""
+    return driver_request(PSYCOPG2, operation, statement, _parameter_sets(operation, parameters))
 
 
 SQLITE3 = "sqlite+pysqlite"
