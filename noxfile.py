@@ -46,6 +46,7 @@ REPRESENTATIVE = [
     "tests/test_urllib3.py",
     "tests/test_asyncpg.py",
     "tests/test_psycopg.py",
+    "tests/test_psycopg2.py",
     "tests/test_aiosqlite.py",
     "tests/test_sqlite3.py",
     "tests/test_grpc.py",

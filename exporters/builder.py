@@ -19,7 +19,7 @@ from timetracer_otel.determinism.state import encode_draws
 
 from .frozen import FrozenBody, FrozenHttpCall, FrozenProtocolCall, FrozenRecording, FrozenSpan
 
-__all__ = ["build_document", "cassette_id"]
+__all__ = ["attribute_value", "build_document", "cassette_id"]
 
 
 def cassette_id(root_span_id: int) -> str:
@@ -112,15 +112,18 @@ def _call(call: Any, origin_ns: int, limit: int) -> dict[str, Any]:
 
 
 def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Span or event attributes as the cassette holds them: a sequence (a tuple in the SDK) as a
+    return {k: attribute_value(v) for k, v in attributes.items()}
+
+
+def attribute_value(value: Any) -> Any:
+    """A span or event attribute as the cassette holds it: a sequence (a tuple in the SDK) as a
     list, a value of the app's own type that OpenTelemetry takes (a ``str`` enum: Prefect's state
-    type) as the plain value it stands for."""
-    return {k: _attribute(v) for k, v in attributes.items()}
-
-
-def _attribute(value: Any) -> Any:
+    type) as the plain value it stands for, bytes as text (OpenTelemetry's psycopg2 statement
+    of ``execute_values``), which redaction reads."""
     if type(value) is tuple or type(value) is list:
-        return [_attribute(item) for item in value]
+        return [attribute_value(item) for item in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     return value.value if isinstance(value, Encoded) else value
 
 

@@ -27,7 +27,7 @@ from timetracer_otel.config import TraceConfig
 from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.secret_values import ValueScrubber, shaped_secrets, usable
 
-from .builder import build_document
+from .builder import attribute_value, build_document
 from .files import given_secrets
 from .frozen import freeze, thaw
 
@@ -93,6 +93,8 @@ class RedactingSpanExporter(SpanExporter):
             if self._keep_payloads or not k.startswith(PAYLOAD_PREFIX)
         }
         if self._redactor is not None:
+            # bytes (psycopg2's statements) as the text redaction reads
+            kept = {k: attribute_value(v) for k, v in kept.items()}
             self._redactor.attributes(kept)
             kept = values.value(kept)
         return kept

@@ -20,8 +20,10 @@ objects, two-phase commits, and asynchronous connections (aiopg's).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from types import FunctionType, SimpleNamespace
 from typing import Any
 
 import psycopg2
@@ -57,11 +59,35 @@ def _refusal(what: str, why: str) -> ReplayMismatchError:
 
 
 def _error(call: CassetteCall) -> Exception:
-    """The recorded error as psycopg2's class (or a builtin), its ``pgcode`` and ``pgerror`` set again."""
+    """The recorded error as psycopg2's class (or a builtin), its ``pgcode``, ``pgerror`` and
+    ``diag`` as recorded."""
     error = call.error or {}
-    exc = recorded_error_class(error, "psycopg2", psycopg2.Error)(error.get("message", ""))
-    attributes = (call.decoded_response() or {}).get("error_attributes") or {}
-    return with_recorded_attributes(exc, attributes)
+    response = call.decoded_response() or {}
+    cls: Any = recorded_error_class(error, "psycopg2", psycopg2.Error)
+    diagnostics = response.get("diagnostics")
+    if isinstance(diagnostics, dict) and issubclass(cls, psycopg2.Error):
+        exc = _diagnosed(cls)(error.get("message", ""))
+        exc.recorded_diag = SimpleNamespace(
+            **{name: diagnostics.get(name) for name in _psycopg2.DIAGNOSTICS}
+        )
+    else:
+        exc = cls(error.get("message", ""))
+    return with_recorded_attributes(exc, response.get("error_attributes") or {})
+
+
+@functools.lru_cache(maxsize=64)
+def _diagnosed(cls: Any) -> Any:
+    """``cls`` whose ``diag`` is the recorded one: psycopg2 reads it from the server's result, which
+    replay has not. Named as ``cls``, so handlers, ``except`` clauses and its ``repr`` see no change."""
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "diag": property(lambda exc: exc.recorded_diag),
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- rows
@@ -283,6 +309,15 @@ class _ReplayConnection:
         self.async_ = 0
         self.notices: list[str] = []
         self.notifies: list[Any] = []
+        self._connection_class = kind
+
+    def __getattr__(self, name: str) -> Any:
+        """The application's own connection methods (``LoggingConnection.initialize``), on the stand-in."""
+        for owner in self.__dict__.get("_connection_class", object).__mro__:
+            found = owner.__dict__.get(name)
+            if isinstance(found, FunctionType):
+                return found.__get__(self)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _open(self) -> None:
         if self.closed:

@@ -139,6 +139,8 @@ def _span_with_payload(provider: TracerProvider) -> None:
         span.set_attribute("timetracer.response.body", '{"card": "4111"}')
         span.set_attribute("http.request.header.authorization", ["Bearer header-secret"])
         span.set_attribute("url.full", "http://shop/pay?token=query-secret&page=2")
+        # OpenTelemetry's SDK keeps bytes (psycopg2's instrumentor sets such a db.statement)
+        span.set_attribute("http.url", b"http://shop/pay?token=query-secret")
         span.add_event(
             "exception", {"exception.message": "GET http://shop/pay?token=query-secret failed"}
         )
@@ -163,6 +165,7 @@ def test_payload_attributes_leave_only_when_asked_secrets_never(
     assert ("timetracer.response.body" in span.attributes) is opted_in
     assert span.attributes["http.request.header.authorization"] == ["[REDACTED]"]
     assert span.attributes["url.full"] == "http://shop/pay?token=%5BREDACTED%5D&page=2"
+    assert span.attributes["http.url"] == "http://shop/pay?token=%5BREDACTED%5D"
     assert not [secret for secret in SECRETS for body in receiver.bodies if secret.encode() in body]
 
 

@@ -134,6 +134,7 @@ def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: s
     assert violation["error"]["type"] == "psycopg2.errors.UniqueViolation"
     assert violation["response"]["dbapi_error"] == "IntegrityError"
     assert violation["response"]["error_attributes"]["pgcode"] == "23505"
+    assert violation["response"]["diagnostics"]["constraint_name"] == "users_email_key"
 
     (tagged,) = docs[("POST", "/posts/2/tags")]
     values, many = _sql_calls(tagged)
@@ -141,6 +142,9 @@ def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: s
         "INSERT INTO tags (post_id, name) VALUES (2,'a'),(2,'b''s') RETURNING id, name"
     )
     assert values["response"]["rows"] == [[1, "a"], [2, "b's"]]
+    # OpenTelemetry's span holds the statement execute_values made as bytes: kept as its text
+    spans = {span["span_id"]: span for span in tagged["spans"]}
+    assert spans[values["span_id"]]["attributes"]["db.statement"] == values["request"]["statement"]
     assert many["request"]["operation"] == "executemany"
     assert many["request"]["parameters"] == [
         {"$type": "tuple", "items": [2, "a-copy"]},
@@ -195,7 +199,10 @@ def test_requests_replay_in_a_fresh_process_with_postgresql_unreachable(
     kinds = replayed[12].json()
     assert kinds["dict"].startswith("{'id': 1, 'u': '6f1c1f9e-9b3a-4a57-8f0e-2f5d0c7a1b23'")
     assert kinds["by_index"] == "(1, Decimal('12.345'), b'\\x00\\xff')"
-    assert "UniqueViolation" in replayed[9].json()["error"]
+    assert replayed[9].json()["error"] == (
+        "(<class 'psycopg2.errors.UniqueViolation'>, '23505', 'users_email_key',"
+        " 'Key (email)=(ann@example.com) already exists.')"
+    )
     assert replayed[10].json()["access_token"].count(".") == 2
 
 

@@ -15,7 +15,12 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.sql
 
-__all__ = ["asynchronous", "literal", "mogrified", "statement"]
+__all__ = ["DIAGNOSTICS", "asynchronous", "literal", "mogrified", "statement"]
+
+# What an error's ``diag`` holds: the server's diagnostics (``constraint_name``, ``message_detail``, ...)
+DIAGNOSTICS = tuple(
+    name for name in dir(psycopg2.extensions.Diagnostics) if not name.startswith("_")
+)
 
 
 def statement(query: Any) -> Any:

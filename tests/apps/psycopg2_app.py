@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import io
+import logging
 import os
 import time
 import uuid
@@ -96,6 +97,13 @@ def _token(user_id: str) -> str:
     return f"{claims}.{signature}"
 
 
+def _pooled(request: Request) -> Any:
+    """A connection of the pool, its statements logged (``LoggingConnection``)."""
+    pooled = request.app.state.pool.getconn()
+    pooled.initialize(logging.getLogger("psycopg2_app.sql"))
+    return pooled
+
+
 def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> FastAPI:
     options = f"-c search_path={schema}"
     while True:  # as the tutorials have it: wait for the database
@@ -111,7 +119,9 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = psycopg2.pool.ThreadedConnectionPool(1, 5, dsn, options=options)
+        app.state.pool = psycopg2.pool.ThreadedConnectionPool(
+            1, 5, dsn, options=options, connection_factory=psycopg2.extras.LoggingConnection
+        )
         yield
         app.state.pool.closeall()
 
@@ -167,7 +177,7 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
     @app.post("/users", status_code=201)
     def create_user(user: Credentials, request: Request) -> Any:
         pool = request.app.state.pool
-        pooled = pool.getconn()
+        pooled = _pooled(request)
         try:
             with pooled, pooled.cursor(cursor_factory=psycopg2.extras.DictCursor) as cur:
                 cur.execute(
@@ -182,9 +192,8 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
                 )
                 row = cur.fetchone()
         except psycopg2.errors.UniqueViolation as exc:
-            return JSONResponse(
-                {"detail": f"{user.email} is taken", "error": repr((type(exc), exc.pgcode))}, 409
-            )
+            error = (type(exc), exc.pgcode, exc.diag.constraint_name, exc.diag.message_detail)
+            return JSONResponse({"detail": f"{user.email} is taken", "error": repr(error)}, 409)
         finally:
             pool.putconn(pooled)
         return {"id": row["id"], "email": row[1], "created_at": repr(row["created_at"])}
@@ -192,7 +201,7 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
     @app.post("/login")
     def login(user: Credentials, request: Request) -> dict[str, Any]:
         pool = request.app.state.pool
-        pooled = pool.getconn()
+        pooled = _pooled(request)
         try:
             with pooled.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor) as cur:
                 cur.execute(
@@ -213,7 +222,7 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
     @app.get("/kinds")
     def kinds(request: Request) -> dict[str, str]:
         statement = "SELECT id, u, n, t, d, j, arr, raw, nothing FROM kinds WHERE id = %s"
-        pooled = request.app.state.pool.getconn()
+        pooled = _pooled(request)
         try:
             with pooled.cursor(cursor_factory=psycopg2.extras.DictCursor) as cur:
                 cur.execute(statement, (1,))
@@ -233,8 +242,9 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
         }
 
     @app.post("/posts/{id}/tags")
-    def tag_post(id: int, names: list[str]) -> dict[str, str]:  # noqa: A002
-        with conn.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor) as cur:
+    def tag_post(id: int, names: list[str], request: Request) -> dict[str, str]:  # noqa: A002
+        pooled = _pooled(request)
+        with pooled, pooled.cursor() as cur:  # the pool's: OpenTelemetry's traced cursor
             added = psycopg2.extras.execute_values(
                 cur,
                 "INSERT INTO tags (post_id, name) VALUES %s RETURNING id, name",
@@ -247,7 +257,7 @@ def create_app(dsn: str, schema: str, config: TraceConfig | None = None) -> Fast
             )
             many = cur.rowcount
             quoted = cur.mogrify("SELECT %s, %s", ("it's", [1, 2]))
-        conn.commit()
+        request.app.state.pool.putconn(pooled)
         return {"added": repr(added), "many": repr(many), "mogrify": repr(quoted)}
 
     @app.get("/stats")

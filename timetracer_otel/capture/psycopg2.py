@@ -58,12 +58,23 @@ def _run(
     try:
         result = method(query, parameters)
     except Exception as exc:
-        failed(call, exc, psycopg2)
+        _failed(call, exc)
         raise
     if call is not None:
         with guarded("psycopg2.response"):
             call.response = _answer(cursor)
     return result
+
+
+def _failed(call: ProtocolCall | None, exc: Exception) -> None:
+    """The error as every DB-API driver's, and the server's diagnostics psycopg2 gives it (``diag``)."""
+    failed(call, exc, psycopg2)
+    if call is not None and isinstance(call.response, dict):
+        with guarded("psycopg2.error"):
+            diagnostics = getattr(exc, "diag", None)
+            found = {name: getattr(diagnostics, name, None) for name in _psycopg2.DIAGNOSTICS}
+            if any(value is not None for value in found.values()):
+                call.response["diagnostics"] = found
 
 
 def _answer(cursor: _Cursor) -> dict[str, Any]:
