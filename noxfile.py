@@ -47,6 +47,7 @@ REPRESENTATIVE = [
     "tests/test_asyncpg.py",
     "tests/test_psycopg.py",
     "tests/test_psycopg2.py",
+    "tests/test_mysql_drivers.py",
     "tests/test_aiosqlite.py",
     "tests/test_sqlite3.py",
     "tests/test_grpc.py",

@@ -184,6 +184,9 @@ def live_columns(recorded: str, live: str, response: dict[str, Any]) -> dict[str
     free = list(range(len(before)))
     order = [free.pop(next(i for i, at in enumerate(free) if before[at] == item)) for item in after]
     reordered = {**response, "description": [description[i] for i in order]}
+    tables = response.get("tables")  # PyMySQL's: each column's table
+    if isinstance(tables, list) and len(tables) == len(order):
+        reordered["tables"] = [tables[i] for i in order]
     if rows is not None:
         reordered["rows"] = [[row[i] for i in order] for row in rows]
     return reordered

@@ -130,6 +130,28 @@ LIBRARIES: dict[str, Library] = _declared(
         companions=("sqlalchemy",),
     ),
     Library(
+        name="pymysql",
+        extra="pymysql",
+        requires=("pymysql>=1.0",),
+        instrumentors=("opentelemetry.instrumentation.pymysql:PyMySQLInstrumentor",),
+        capture="timetracer_otel.capture.pymysql",
+        replay="timetracer_otel.replayers.pymysql",
+        protocol="sql",
+        companions=("sqlalchemy",),
+    ),
+    Library(
+        name="aiomysql",
+        extra="aiomysql",
+        # Tortoise ORM's and databases' MySQL backends run on it (or on asyncmy); OpenTelemetry
+        # has no instrumentor for it: its calls belong to the request's span
+        requires=("aiomysql>=0.2",),
+        instrumentors=(),
+        capture="timetracer_otel.capture.aiomysql",
+        replay="timetracer_otel.replayers.aiomysql",
+        protocol="sql",
+        companions=("sqlalchemy",),
+    ),
+    Library(
         name="sqlite3",
         extra="",  # the standard library's
         requires=(),

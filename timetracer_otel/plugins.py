@@ -45,6 +45,10 @@ __all__ = [
     "disable_psycopg",
     "enable_psycopg2",
     "disable_psycopg2",
+    "enable_pymysql",
+    "disable_pymysql",
+    "enable_aiomysql",
+    "disable_aiomysql",
     "enable_sqlite3",
     "disable_sqlite3",
     "enable_aiosqlite",
@@ -307,6 +311,8 @@ enable_sqlalchemy, disable_sqlalchemy = _pair("sqlalchemy")
 enable_asyncpg, disable_asyncpg = _pair("asyncpg")
 enable_psycopg, disable_psycopg = _pair("psycopg")
 enable_psycopg2, disable_psycopg2 = _pair("psycopg2")
+enable_pymysql, disable_pymysql = _pair("pymysql")
+enable_aiomysql, disable_aiomysql = _pair("aiomysql")
 enable_sqlite3, disable_sqlite3 = _pair("sqlite3")
 enable_aiosqlite, disable_aiosqlite = _pair("aiosqlite")
 enable_redis, disable_redis = _pair("redis")

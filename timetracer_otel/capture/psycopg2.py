@@ -85,8 +85,9 @@ def _answer(cursor: _Cursor) -> dict[str, Any]:
         else [[c.name, c.type_code] for c in description],
         "rowcount": cursor.rowcount,
         "lastrowid": cursor.lastrowid,
-        "status": cursor.statusmessage,
     }
+    if cursor.statusmessage is not None:
+        answer["status"] = cursor.statusmessage
     if description is not None and cursor.name is None:
         answer["rows"] = _rows(cursor)
     return answer

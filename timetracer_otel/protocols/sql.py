@@ -75,6 +75,9 @@ __all__ = [
     "psycopg2_request",
     "SQLITE3",
     "AIOSQLITE",
+    "PYMYSQL",
+    "AIOMYSQL",
+    "mysql_request",
     "sqlite_request",
 ]
 
@@ -559,3 +562,13 @@ def sqlite_request(
     ``execute``, ``executemany``, ``executescript`` (no parameters), or aiosqlite's
     ``execute_insert`` and ``execute_fetchall``. aiosqlite sends ``[]`` for no parameters."""
     return driver_request(dialect, operation, sql, _parameter_sets(operation, parameters))
+
+
+PYMYSQL = "mysql+pymysql"
+AIOMYSQL = "mysql+aiomysql"
+
+
+def mysql_request(dialect: str, statement: str) -> dict[str, Any]:
+    """The request of a statement PyMySQL (:data:`PYMYSQL`) or aiomysql (:data:`AIOMYSQL`) sends:
+    the text their connection's ``query`` is given, its parameters already quoted into it."""
+    return driver_request(dialect, "execute", statement, None)
