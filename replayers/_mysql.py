@@ -23,7 +23,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import live_view, mysql_request, recorded_response
 
 from .http import recorded_error_class, with_recorded_attributes
-from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for
 
 __all__ = ["LIVE", "answer", "opens_nothing"]
 
@@ -57,14 +57,11 @@ def answer(library: str, dialect: str, connection: Any, args: tuple, kwargs: dic
         return LIVE
     view = live_view(session.scrubbed(request), session.redactor)
     if args[1:2] == (True,) or kwargs.get("unbuffered"):
-        error = ReplayMismatchError(
-            view.label,
+        raise refusal(
             library,
-            session.path,
+            view.label,
             "unbuffered queries (SSCursor) are not replayed: their rows are read after the call",
         )
-        session.refuse(error)
-        raise error
     recorded = session.answer(library, view)
     connection._result = None
     if recorded.call.error:

@@ -49,7 +49,7 @@ from timetracer_otel.protocols.sql import (
 )
 
 from .http import recorded_error_class
-from .session import ReplayMismatchError, ReplaySession, replay_session_for, round_trip
+from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for, round_trip
 
 __all__ = ["install", "uninstall"]
 
@@ -404,18 +404,14 @@ async def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwar
 async def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
     """Below every way in: a connection something still opens in a replay session (a ``connect``
     imported before timetracer was set up) is refused, not opened."""
-    session = _session(_opening)
-    if session is None:
+    if _session(_opening) is None:
         return await wrapped(*args, **kwargs)
-    error = ReplayMismatchError(
-        _opening(),
+    raise refusal(
         LIBRARY,
-        session.path,
+        _opening(),
         "asyncpg was about to open a connection during replay (asyncpg.connect or create_pool\n"
         "bound before timetracer was set up?); nothing was opened",
     )
-    session.refuse(error)
-    raise error
 
 
 # (owner, name, wrapper): the module functions that open connections

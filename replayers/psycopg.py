@@ -34,7 +34,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import PSYCOPG, live_view, psycopg_request, recorded_response
 
 from .http import recorded_error_class
-from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -44,15 +44,6 @@ _OUTSIDE = "a replay connection was used outside its replay session"
 
 def _session(describe: Callable[[], str]) -> ReplaySession | None:
     return replay_session_for(LIBRARY, describe)
-
-
-def _refusal(what: str, why: str) -> ReplayMismatchError:
-    """The error for what replay never answers, noted in the session (the report fails even if the app catches it)."""
-    session = _session(lambda: what)
-    error = ReplayMismatchError(what, LIBRARY, session.path if session else "(none)", why)
-    if session is not None:
-        session.refuse(error)
-    return error
 
 
 # --------------------------------------------------------------------------- answers
@@ -237,13 +228,17 @@ class _ReplayCursor:
 
     # ---- refused
     def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
-        raise _refusal(
-            f"copy {statement}", "COPY is not replayed: its data never reaches the cassette"
+        raise refusal(
+            LIBRARY,
+            f"copy {statement}",
+            "COPY is not replayed: its data never reaches the cassette",
         )
 
     def stream(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        raise _refusal(
-            f"stream {query}", "cursor.stream() is not replayed: use execute() and fetch its rows"
+        raise refusal(
+            LIBRARY,
+            f"stream {query}",
+            "cursor.stream() is not replayed: use execute() and fetch its rows",
         )
 
 
@@ -303,7 +298,8 @@ class _ReplayConnection:
 
     def cursor(self, name: str = "", *, row_factory: Any = None, **kwargs: Any) -> _ReplayCursor:
         if name:
-            raise _refusal(
+            raise refusal(
+                LIBRARY,
                 f"cursor {name!r}",
                 "server-side cursors are not replayed: use a client-side cursor (no name)",
             )
@@ -318,7 +314,7 @@ class _ReplayConnection:
         return _ReplayTransaction(self)
 
     def pipeline(self) -> Any:
-        raise _refusal("pipeline", "psycopg pipelines are not replayed")
+        raise refusal(LIBRARY, "pipeline", "psycopg pipelines are not replayed")
 
     def commit(self) -> None:
         pass
@@ -476,7 +472,8 @@ def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
     """Below every way in: a connection still being opened in a replay session is refused, not opened."""
     if not _replaying_connect():
         return wrapped(*args, **kwargs)
-    raise _refusal(
+    raise refusal(
+        LIBRARY,
         _opening(),
         "psycopg was about to open a connection during replay (psycopg.connect bound before\n"
         "timetracer was set up?); nothing was opened",

@@ -36,7 +36,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import PSYCOPG2, live_view, psycopg2_request, recorded_response
 
 from .http import recorded_error_class, with_recorded_attributes
-from .session import ReplayMismatchError, ReplaySession, replay_session_for
+from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for
 
 __all__ = ["install", "uninstall"]
 
@@ -47,15 +47,6 @@ _extras = psycopg2.extras
 
 def _session(describe: Callable[[], str]) -> ReplaySession | None:
     return replay_session_for(LIBRARY, describe)
-
-
-def _refusal(what: str, why: str) -> ReplayMismatchError:
-    """The error for what replay never answers, noted in the session (the report fails even if the app catches it)."""
-    session = _session(lambda: what)
-    error = ReplayMismatchError(what, LIBRARY, session.path if session else "(none)", why)
-    if session is not None:
-        session.refuse(error)
-    return error
 
 
 def _error(call: CassetteCall) -> Exception:
@@ -246,7 +237,7 @@ class _ReplayCursor:
 
     # ---- refused
     def _copy(self, what: str) -> Any:
-        raise _refusal(what, "COPY is not replayed: its data never reaches the cassette")
+        raise refusal(LIBRARY, what, "COPY is not replayed: its data never reaches the cassette")
 
     def copy_from(self, file: Any, table: str, *args: Any, **kwargs: Any) -> None:
         self._copy(f"copy_from {table}")
@@ -332,7 +323,8 @@ class _ReplayConnection:
     ) -> _ReplayCursor:
         self._open()
         if name is not None:
-            raise _refusal(
+            raise refusal(
+                LIBRARY,
                 f"cursor {name!r}",
                 "server-side cursors are not replayed: use a client-side cursor (no name)",
             )
@@ -395,10 +387,10 @@ class _ReplayConnection:
 
     # ---- refused
     def lobject(self, *args: Any, **kwargs: Any) -> Any:
-        raise _refusal("lobject", "large objects are not replayed")
+        raise refusal(LIBRARY, "lobject", "large objects are not replayed")
 
     def tpc_begin(self, xid: Any) -> None:
-        raise _refusal("tpc_begin", "two-phase commits are not replayed")
+        raise refusal(LIBRARY, "tpc_begin", "two-phase commits are not replayed")
 
 
 # --------------------------------------------------------------------------- opening
@@ -412,7 +404,8 @@ def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: di
     if in_outer_call() or _session(_opening) is None:
         return wrapped(*args, **kwargs)
     if _psycopg2.asynchronous(kwargs):
-        raise _refusal(
+        raise refusal(
+            LIBRARY,
             _opening(),
             "asynchronous psycopg2 connections (aiopg) are not replayed; nothing was opened",
         )

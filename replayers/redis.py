@@ -43,7 +43,7 @@ from timetracer_otel.protocols.redis import (
 from timetracer_otel.redaction import Redactor
 
 from .http import recorded_error_class
-from .session import ReplayMismatchError, ReplaySession, replay_session_for, round_trip
+from .session import ReplaySession, refusal, replay_session_for, round_trip
 
 __all__ = ["install", "uninstall"]
 
@@ -213,16 +213,12 @@ def _refuse(connection: Any) -> None:
         else getattr(connection, "path", "?")
     )
     call = f"a connection to the redis server at {where}"
-    session = replay_session_for("redis", lambda: call)
-    if session is not None:
-        error = ReplayMismatchError(
-            call,
+    if replay_session_for("redis", lambda: call) is not None:
+        raise refusal(
             "redis",
-            session.path,
+            call,
             "only commands, pipelines, transactions and pub/sub replay; MONITOR and cluster clients would connect",
         )
-        session.refuse(error)
-        raise error
 
 
 def _connect(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:

@@ -51,6 +51,7 @@ __all__ = [
     "credentials_of",
     "current_session",
     "replay_session_for",
+    "refusal",
     "activate",
     "deactivate",
 ]
@@ -179,6 +180,16 @@ def replay_session_for(
 
         session = process_session()
     return None if session is None or session.is_live(library) else session
+
+
+def refusal(library: str, what: str, why: str) -> ReplayMismatchError:
+    """The error for ``what`` (a call of ``library``) replay never answers, saying ``why``; noted in
+    the session that answers ``library``, so its report fails even if the application catches it."""
+    session = replay_session_for(library, lambda: what)
+    error = ReplayMismatchError(what, library, session.path if session else "(none)", why)
+    if session is not None:
+        session.refuse(error)
+    return error
 
 
 def goes_live(library: str) -> bool:
