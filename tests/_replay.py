@@ -135,6 +135,20 @@ class FreshServer:
     stderr: str = ""  # filled in once the process has ended
 
 
+def assert_replayed_alike(
+    recorded: list[httpx.Response], replayed: list[httpx.Response], stderr: str, sent: list[Sent]
+) -> None:
+    """Each replayed response byte-identical to its recording, and the replaying process's report
+    of each request ``OK``: every recorded call answered, none unused, the response the same."""
+    for before, after in zip(recorded, replayed, strict=True):
+        assert after.text == before.text
+        assert_same_response(before, after)
+    reports = REPLAYED.findall(stderr)
+    assert [(r[0], r[2], r[4] == r[5], r[6], r[7]) for r in reports] == [
+        ("OK", path, True, "0", "same") for _, path, _ in sent
+    ], stderr
+
+
 @contextlib.contextmanager
 def serving_process(
     command: list[str],
@@ -206,6 +220,21 @@ def audited_uvicorn_process(
     socket the process connected (:data:`CONNECTS` finds them)."""
     command = _uvicorn(["-c", AUDIT_HOOK + "from uvicorn.main import main\nmain()"], app)
     return serving_process(command, {**os.environ, **env})
+
+
+def run_fresh(
+    app: str, run: Callable[[str], list[httpx.Response]], **env: str
+) -> tuple[list[httpx.Response], str]:
+    """``run(url)``'s responses from the app factory ``app`` of tests/apps in a fresh audited uvicorn
+    process with ``env`` (the mode from the environment, as in production: timetracer starts
+    before the app's modules open their connections), and what that process printed."""
+    with audited_uvicorn_process(env, app) as server:
+        try:
+            responses = run(server.url)
+        except httpx.HTTPError:
+            responses = []
+    assert responses, server.stderr
+    return responses, server.stderr
 
 
 def _uvicorn(start: list[str], app: str) -> list[str]:

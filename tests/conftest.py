@@ -280,6 +280,19 @@ def load_cassettes(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text("utf-8")) for p in paths]
 
 
+def cassettes_by_request(directory: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The request cassettes under ``directory`` by (method, path), each request's in the order recorded."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for doc in sorted(load_cassettes(directory), key=lambda doc: doc["recorded_at"]):
+        found.setdefault((doc["request"]["method"], doc["request"]["path"]), []).append(doc)
+    return found
+
+
+def sql_calls(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``sql`` calls of a cassette, in order."""
+    return [call for call in doc["calls"] if call["protocol"] == "sql"]
+
+
 def _validate_all(directory: Path) -> None:
     import jsonschema
 

@@ -7,14 +7,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from _replay import CONNECTS, REPLAYED, Sent, assert_same_response, audited_uvicorn_process, send
+from _replay import (
+    CONNECTS,
+    REPLAYED,
+    Sent,
+    assert_replayed_alike,
+    run_fresh,
+    send,
+)
 from _services import closed_port, mariadb_database
 from apps.mysql_app import create_tables
-from conftest import load_cassettes
+from conftest import cassettes_by_request, load_cassettes, sql_calls
 
 ANN = {"email": "ann@example.com", "password": "correct horse"}
 SENT: list[Sent] = [
@@ -40,19 +46,9 @@ def database() -> Iterator[str]:
         yield name
 
 
-def _fresh(run: Callable[[str], Any], **env: str) -> tuple[list[httpx.Response], str]:
-    """``run(url)``'s responses from the app in a fresh uvicorn process with ``env``, and what it printed."""
-    with audited_uvicorn_process(env, "mysql_app:from_environment") as server:
-        try:
-            responses = run(server.url)
-        except httpx.HTTPError:
-            responses = []
-    assert responses, server.stderr
-    return responses, server.stderr
-
-
 def _record(database: str, directory: Path, sent: list[Sent]) -> list[httpx.Response]:
-    responses, _ = _fresh(
+    responses, _ = run_fresh(
+        "mysql_app:from_environment",
         lambda url: send(url, sent),
         TIMETRACER_MODE="record",
         TIMETRACER_DIR=str(directory),
@@ -65,23 +61,13 @@ def _replay(
     cassette: Path, database: str, run: Callable[[str], list[httpx.Response]]
 ) -> tuple[list[httpx.Response], str]:
     """Replayed with the database at a closed port."""
-    return _fresh(
+    return run_fresh(
+        "mysql_app:from_environment",
         run,
         TIMETRACER_MODE="replay",
         TIMETRACER_CASSETTE=str(cassette),
         MYSQL_APP_DATABASE=f"127.0.0.1:{closed_port()}/{database.split('/')[1]}",
     )
-
-
-def _sql_calls(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call for call in doc["calls"] if call["protocol"] == "sql"]
-
-
-def _by_request(directory: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for doc in sorted(load_cassettes(directory), key=lambda doc: doc["recorded_at"]):
-        found.setdefault((doc["request"]["method"], doc["request"]["path"]), []).append(doc)
-    return found
 
 
 def test_statements_are_recorded_as_sent_with_their_results(
@@ -93,9 +79,9 @@ def test_statements_are_recorded_as_sent_with_their_results(
     and commits are no calls; the password hash is sealed where it stands in a statement or a row."""
     responses = _record(database, cassette_dir, SENT)
     assert [r.status_code for r in responses] == STATUSES, [r.text for r in responses]
-    docs = _by_request(cassette_dir)
+    docs = cassettes_by_request(cassette_dir)
 
-    insert, select = _sql_calls(docs[("POST", "/users")][0])
+    insert, select = sql_calls(docs[("POST", "/users")][0])
     assert (insert["library"], insert["request"]["dialect"]) == ("pymysql", "mysql+pymysql")
     assert insert["request"]["statement"].startswith(
         "INSERT INTO users (id, email, password, created_at) VALUES ('"
@@ -104,26 +90,26 @@ def test_statements_are_recorded_as_sent_with_their_results(
     assert (insert["response"]["rowcount"], insert["response"]["description"]) == (1, None)
     assert [c[0] for c in select["response"]["description"]] == ["id", "email", "created_at"]
 
-    (duplicate,) = _sql_calls(docs[("POST", "/users")][1])
+    (duplicate,) = sql_calls(docs[("POST", "/users")][1])
     assert duplicate["error"]["type"] == "pymysql.err.IntegrityError"
     assert duplicate["response"]["error_attributes"]["args"][0] == 1062
 
-    (lookup,) = _sql_calls(docs[("POST", "/login")][0])
+    (lookup,) = sql_calls(docs[("POST", "/login")][0])
     assert str(lookup["response"]["rows"][0][1]).startswith("[SEALED:")
 
-    find, many, joined = _sql_calls(docs[("POST", "/users/ann@example.com/notes")][0])
+    find, many, joined = sql_calls(docs[("POST", "/users/ann@example.com/notes")][0])
     assert many["request"]["statement"].endswith("'one'),(") is False
     assert many["request"]["statement"].count("),(") == 2  # PyMySQL's one batched INSERT
     assert (many["response"]["rowcount"], many["response"]["lastrowid"]) == (3, 1)
     assert joined["response"]["tables"] == ["notes", "users", "notes"]
 
-    (async_select,) = _sql_calls(docs[("GET", "/async/users/ann@example.com/notes")][0])
+    (async_select,) = sql_calls(docs[("GET", "/async/users/ann@example.com/notes")][0])
     assert (async_select["library"], async_select["request"]["dialect"]) == (
         "aiomysql",
         "mysql+aiomysql",
     )
     assert async_select["response"]["rows"] == [["one"], ["two's"], ["three"]]
-    assert [c["library"] for c in _sql_calls(docs[("POST", "/async/users")][1])] == ["aiomysql"]
+    assert [c["library"] for c in sql_calls(docs[("POST", "/async/users")][1])] == ["aiomysql"]
 
     for doc in load_cassettes(cassette_dir):
         assert ANN["password"] not in json.dumps(doc)
@@ -138,13 +124,7 @@ def test_requests_replay_in_a_fresh_process_with_mariadb_unreachable(
     pool are stand-ins."""
     recorded = _record(database, cassette_dir, SENT)
     replayed, stderr = _replay(cassette_dir, database, lambda url: send(url, SENT))
-    for before, after in zip(recorded, replayed, strict=True):
-        assert after.text == before.text
-        assert_same_response(before, after)
-    reports = REPLAYED.findall(stderr)
-    assert [(r[0], r[2], r[4] == r[5], r[6], r[7]) for r in reports] == [
-        ("OK", path, True, "0", "same") for _, path, _ in SENT
-    ], stderr
+    assert_replayed_alike(recorded, replayed, stderr, SENT)
     assert CONNECTS.findall(stderr) == []
     assert "'users.id'" in replayed[4].json()["notes"]
     assert replayed[7].json() == {"doubled": "[{'doubled': 42}]"}

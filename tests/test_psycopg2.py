@@ -14,10 +14,10 @@ import httpx
 import psycopg2
 import psycopg2.extras
 import pytest
-from _replay import REPLAYED, Sent, assert_same_response, audited_uvicorn_process, send
+from _replay import REPLAYED, Sent, assert_replayed_alike, run_fresh, send
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
 from apps.psycopg2_app import create_tables
-from conftest import load_cassettes
+from conftest import cassettes_by_request, load_cassettes, sql_calls
 from psycopg2 import sql
 
 from timetracer_otel import _psycopg2
@@ -56,25 +56,11 @@ def schema() -> Iterator[str]:
         yield name
 
 
-def _fresh(schema: str, run: Callable[[str], Any], **env: str) -> tuple[list[httpx.Response], str]:
-    """``run(url)``'s responses from the app in a fresh uvicorn process with ``env``, and what that
-    process printed. The mode comes from the environment, as in production: timetracer starts
-    before the app opens its start-up connection."""
-    with audited_uvicorn_process(
-        {"PSYCOPG2_APP_SCHEMA": schema, **env}, "psycopg2_app:from_environment"
-    ) as server:
-        try:
-            responses = run(server.url)
-        except httpx.HTTPError:
-            responses = []
-    assert responses, server.stderr
-    return responses, server.stderr
-
-
 def _record(schema: str, directory: Path, sent: list[Sent]) -> list[httpx.Response]:
-    responses, _ = _fresh(
-        schema,
+    responses, _ = run_fresh(
+        "psycopg2_app:from_environment",
         lambda url: send(url, sent),
+        PSYCOPG2_APP_SCHEMA=schema,
         TIMETRACER_MODE="record",
         TIMETRACER_DIR=str(directory),
         PSYCOPG2_APP_DSN=DSN,
@@ -86,24 +72,14 @@ def _replay(
     cassette: Path, schema: str, run: Callable[[str], list[httpx.Response]]
 ) -> tuple[list[httpx.Response], str]:
     """Replayed with the DSN at a closed port."""
-    return _fresh(
-        schema,
+    return run_fresh(
+        "psycopg2_app:from_environment",
         run,
+        PSYCOPG2_APP_SCHEMA=schema,
         TIMETRACER_MODE="replay",
         TIMETRACER_CASSETTE=str(cassette),
         PSYCOPG2_APP_DSN=f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
     )
-
-
-def _sql_calls(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call for call in doc["calls"] if call["protocol"] == "sql"]
-
-
-def _by_request(directory: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for doc in sorted(load_cassettes(directory), key=lambda doc: doc["recorded_at"]):
-        found.setdefault((doc["request"]["method"], doc["request"]["path"]), []).append(doc)
-    return found
 
 
 def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: str) -> None:
@@ -113,10 +89,10 @@ def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: s
     and the unique violation's class and ``pgcode``."""
     responses = _record(schema, cassette_dir, SENT)
     assert [r.status_code for r in responses] == STATUSES, [r.text for r in responses]
-    docs = _by_request(cassette_dir)
+    docs = cassettes_by_request(cassette_dir)
 
     (created, _) = docs[("POST", "/posts")]
-    (call,) = _sql_calls(created)
+    (call,) = sql_calls(created)
     assert (call["library"], call["request"]["dialect"], call["request"]["operation"]) == (
         "psycopg2",
         "postgresql+psycopg2",
@@ -130,14 +106,14 @@ def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: s
     assert call["response"]["status"] == "INSERT 0 1"
 
     (taken,) = docs[("POST", "/users")][1:]
-    (violation,) = _sql_calls(taken)
+    (violation,) = sql_calls(taken)
     assert violation["error"]["type"] == "psycopg2.errors.UniqueViolation"
     assert violation["response"]["dbapi_error"] == "IntegrityError"
     assert violation["response"]["error_attributes"]["pgcode"] == "23505"
     assert violation["response"]["diagnostics"]["constraint_name"] == "users_email_key"
 
     (tagged,) = docs[("POST", "/posts/2/tags")]
-    values, many = _sql_calls(tagged)
+    values, many = sql_calls(tagged)
     assert values["request"]["statement"] == (
         "INSERT INTO tags (post_id, name) VALUES (2,'a'),(2,'b''s') RETURNING id, name"
     )
@@ -152,7 +128,7 @@ def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: s
     ]
 
     (stats,) = docs[("GET", "/stats")]
-    composed, callproc, series = _sql_calls(stats)
+    composed, callproc, series = sql_calls(stats)
     assert composed["request"]["statement"] == (
         'SELECT count(*) FROM "posts" WHERE published = true'
     )
@@ -164,16 +140,16 @@ def test_every_way_of_calling_psycopg2_is_recorded(cassette_dir: Path, schema: s
     assert series["response"]["rows"] == [[n] for n in range(1, 6)]
 
     (orm,) = docs[("GET", "/orm")]
-    assert {c["library"] for c in _sql_calls(orm)} == {"sqlalchemy"}
+    assert {c["library"] for c in sql_calls(orm)} == {"sqlalchemy"}
 
 
 def test_password_hashes_are_sealed_in_parameters_and_rows(cassette_dir: Path, schema: str) -> None:
     """The ``password`` column: the hash in the sign-up's INSERT and the login's row is sealed, and
     the plain password is in no cassette."""
     _record(schema, cassette_dir, SENT[8:11])
-    docs = _by_request(cassette_dir)
-    (signup,) = _sql_calls(docs[("POST", "/users")][0])
-    (lookup,) = _sql_calls(docs[("POST", "/login")][0])
+    docs = cassettes_by_request(cassette_dir)
+    (signup,) = sql_calls(docs[("POST", "/users")][0])
+    (lookup,) = sql_calls(docs[("POST", "/login")][0])
     hidden = (signup["request"]["parameters"]["items"][2], lookup["response"]["rows"][0][2])
     assert all(str(value).startswith("[SEALED:") for value in hidden), hidden
     assert lookup["response"]["rows"][0][1] == ANN["email"]
@@ -189,13 +165,7 @@ def test_requests_replay_in_a_fresh_process_with_postgresql_unreachable(
     answered; the connection opened at start-up and the pool's are stand-ins."""
     recorded = _record(schema, cassette_dir, SENT)
     replayed, stderr = _replay(cassette_dir, schema, lambda url: send(url, SENT))
-    for before, after in zip(recorded, replayed, strict=True):
-        assert after.text == before.text
-        assert_same_response(before, after)
-    reports = REPLAYED.findall(stderr)
-    assert [(r[0], r[2], r[4] == r[5], r[6], r[7]) for r in reports] == [
-        ("OK", path, True, "0", "same") for _, path, _ in SENT
-    ], stderr
+    assert_replayed_alike(recorded, replayed, stderr, SENT)
     kinds = replayed[12].json()
     assert kinds["dict"].startswith("{'id': 1, 'u': '6f1c1f9e-9b3a-4a57-8f0e-2f5d0c7a1b23'")
     assert kinds["by_index"] == "(1, Decimal('12.345'), b'\\x00\\xff')"
