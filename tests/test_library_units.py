@@ -141,3 +141,10 @@ def test_timetracers_own_instrumentors_are_entry_points_for_opentelemetry_instru
     }
     registered = {e.value for e in entry_points(group="opentelemetry_instrumentor")}
     assert own and own <= registered
+
+
+@pytest.mark.parametrize("name", LIBRARIES)
+def test_each_library_has_an_instrumentor_opentelemetry_instrument_finds(name: str) -> None:
+    """``opentelemetry-instrument`` installs a library's capture with its instrumentor: a library
+    without one recorded nothing there, its cassettes saying ``deps=none`` (aiomysql did)."""
+    assert LIBRARIES[name].instrumentors

@@ -142,10 +142,9 @@ LIBRARIES: dict[str, Library] = _declared(
     Library(
         name="aiomysql",
         extra="aiomysql",
-        # Tortoise ORM's and databases' MySQL backends run on it (or on asyncmy); OpenTelemetry
-        # has no instrumentor for it: its calls belong to the request's span
+        # Tortoise ORM's and databases' MySQL backends run on it (or on asyncmy)
         requires=("aiomysql>=0.2",),
-        instrumentors=(),
+        instrumentors=("timetracer_otel.instrumentation.aiomysql:AiomysqlInstrumentor",),
         capture="timetracer_otel.capture.aiomysql",
         replay="timetracer_otel.replayers.aiomysql",
         protocol="sql",

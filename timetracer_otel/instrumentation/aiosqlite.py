@@ -28,7 +28,7 @@ from timetracer_otel import _aiosqlite
 from timetracer_otel._recording import in_outer_call
 
 from ._smtp import unwrap_all, wrap_all
-from ._sqlite import statement_span
+from ._sql import statement_span
 
 __all__ = ["AiosqliteInstrumentor"]
 
@@ -50,7 +50,7 @@ class AiosqliteInstrumentor(BaseInstrumentor):
                 operation not in _aiosqlite.STATEMENTS and operation not in _aiosqlite.HELPERS
             ):
                 return await wrapped(*args, **kw)
-            with statement_span(tracer, args[1] if len(args) > 1 else "", str(operation)):
+            with statement_span(tracer, "sqlite", args[1] if len(args) > 1 else "", str(operation)):
                 return await wrapped(*args, **kw)
 
         wrap_all([(aiosqlite.Connection, "_execute", executing)])

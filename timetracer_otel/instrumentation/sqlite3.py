@@ -26,7 +26,7 @@ from timetracer_otel import _sqlite3
 from timetracer_otel._recording import in_outer_call
 
 from ._smtp import unwrap_all, wrap_all
-from ._sqlite import statement_span
+from ._sql import statement_span
 
 __all__ = ["Sqlite3Instrumentor"]
 
@@ -43,7 +43,9 @@ class Sqlite3Instrumentor(BaseInstrumentor):
         def executing(wrapped: Callable[..., Any], cursor: Any, args: tuple, kw: dict) -> Any:
             if in_outer_call():
                 return wrapped(*args, **kw)
-            with statement_span(tracer, args[0] if args else kw.get("sql", ""), wrapped.__name__):
+            with statement_span(
+                tracer, "sqlite", args[0] if args else kw.get("sql", ""), wrapped.__name__
+            ):
                 return wrapped(*args, **kw)
 
         wrap_all([(_sqlite3.Cursor, name, executing) for name in _sqlite3.STATEMENTS])
