@@ -109,6 +109,15 @@ def test_statements_are_recorded_as_sent_with_their_results(
         "mysql+aiomysql",
     )
     assert async_select["response"]["rows"] == [["one"], ["two's"], ["three"]]
+    spans = {
+        s["span_id"]: s for s in docs[("GET", "/async/users/ann@example.com/notes")][0]["spans"]
+    }
+    client = spans[async_select["span_id"]]  # timetracer's AiomysqlInstrumentor's
+    assert (client["name"], client["kind"], client["attributes"]["db.system"]) == (
+        "SELECT",
+        "CLIENT",
+        "mysql",
+    )
     assert [c["library"] for c in sql_calls(docs[("POST", "/async/users")][1])] == ["aiomysql"]
 
     for doc in load_cassettes(cassette_dir):
