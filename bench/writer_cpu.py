@@ -11,7 +11,8 @@ finish), and its CPU time (user + system, from ``wait4``) is divided by the cass
 wrote, counted from when it had handled the first 200 to when it reports having handled
 them all (start-up, imports and the interpreter's exit left out);
 user and system time are shown apart (creating a file costs the kernel more on some file
-systems than writing the cassette costs timetracer), and the targets as PASS/FAIL.
+systems than writing the cassette costs timetracer; the cost of creating a plain file in the
+same directory is printed first), and the targets as PASS/FAIL.
 ``--profile`` also runs the writer's handling of the same messages under cProfile in this
 process and prints the top functions.
 """
@@ -176,6 +177,22 @@ def _profile(config: Any, records: list[bytes]) -> None:
     )
 
 
+def _file_creation_cpu(directory: Path, count: int = 2000) -> float:
+    """System CPU seconds this file system takes to create, write and close one small file in
+    ``directory`` (the floor under any cassette writer there; it differs tenfold between two
+    directories of one disk on some machines)."""
+    import resource
+
+    directory.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=directory))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    for number in range(count):
+        descriptor = os.open(folder / f"{number}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(descriptor, b"x" * 2800)
+        os.close(descriptor)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_stime - before) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cassettes", type=int, default=2000)
@@ -189,6 +206,10 @@ def main() -> None:
         made = _recordings(args.cassettes, env, str(workdir / "cassettes"))
         config = made["/dep"][0].config
         framed = {route: _messages(recordings) for route, recordings in made.items()}
+        floor = _file_creation_cpu(Path(config.cassette_dir))
+        print(
+            f"creating a file in {config.cassette_dir}: {floor * 1e6:.0f} µs of system CPU (TMPDIR moves it)"
+        )
         for route, records in framed.items():
             user, system = min(
                 (_writer_cpu(config, records, args.rate) for _ in range(args.runs)), key=sum
