@@ -167,7 +167,9 @@ def _unordered(value: Any, depth: int = 0) -> Any:
     """``value`` with every list's items sorted, to compare what two values hold in any order."""
     if depth > 32:  # as deep as a real parameter goes; past it, compared as it is
         return value
-    if isinstance(value, str) and value[:1] in ("[", "{"):
+    if isinstance(value, str) and value[:1] not in ("[", "{"):
+        return _literals_unordered(value, depth) if ("'{" in value or "'[" in value) else value
+    if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
@@ -177,6 +179,27 @@ def _unordered(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return sorted((_unordered(item, depth + 1) for item in value), key=repr)
     return value
+
+
+# a SQL string literal: '' or a backslash escape (MySQL's) inside
+_SQL_TEXT = re.compile(r"'((?:[^'\\]|''|\\.)*)'", re.S)
+_SQL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "Z": "\x1a"}
+_SQL_ESCAPE = re.compile(r"\\(.)|''", re.S)
+
+
+def _literals_unordered(statement: str, depth: int) -> list[Any]:
+    """A statement with each string literal holding JSON read as its value in any order: a JSON
+    text quoted into the statement (PyMySQL's and aiomysql's parameters, an audit log's row)."""
+    parts: list[Any] = []
+    end = 0
+    for literal in _SQL_TEXT.finditer(statement):
+        text = _SQL_ESCAPE.sub(
+            lambda m: "'" if m.group(1) is None else _SQL_ESCAPES.get(m.group(1), m.group(1)),
+            literal.group(1),
+        )
+        parts += [statement[end : literal.start()], _unordered(text, depth + 1)]
+        end = literal.end()
+    return [*parts, statement[end:]]
 
 
 def _zone_shift(recorded: Any, live: Any) -> int | None:
@@ -228,7 +251,7 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
         live = view.fields.get(name)
         if value != live:
             lines.extend(_field_diff(name, value, live))
-            shift = _zone_shift(value, live)
+            shift = None if reordered(value, live) else _zone_shift(value, live)
             if shift is not None:
                 lines.append(
                     f"{name}: its times are {shift:+d} h off the recorded ones: was this recorded in "

@@ -296,6 +296,34 @@ def test_a_mismatch_only_in_the_order_of_a_list_names_the_hash_seed() -> None:
     assert not any("hash seed" in line for line in changed)
 
 
+def test_json_quoted_into_a_statement_in_another_order_names_the_hash_seed() -> None:
+    """An audit log's INSERT, PyMySQL quoting the response's JSON into it: a Tortoise model's
+    fields (a set) in another order gave the JSON another member order, and the mismatch blamed
+    an undrawn clock (the row holds a time in the app's zone)."""
+
+    def view(body: dict[str, Any]) -> CallView:
+        quoted = json.dumps(body).replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
+        statement = (
+            f"INSERT INTO auditlog (response_body, at) VALUES ('{quoted}', '2026-12-05 18:30:00')"
+        )
+        return live_view({"operation": "execute", "statement": statement, "parameters": None})
+
+    row = {"id": 1, "username": "admin's", "last_login": "2026-12-05 10:30:00", "roles": [1, 2]}
+    recorded = RecordedCall(0, None, view(row))  # type: ignore[arg-type]
+    shuffled = {
+        "roles": [2, 1],
+        "last_login": "2026-12-05 10:30:00",
+        "username": "admin's",
+        "id": 1,
+    }
+    assert call_differences(view(shuffled), recorded)[-1] == (
+        "statement: the same items in another order: a set's (its order follows the process's "
+        "hash seed). Record and replay with the same PYTHONHASHSEED (PYTHONHASHSEED=0 for both)"
+    )
+    changed = call_differences(view({**shuffled, "id": 2}), recorded)
+    assert not any("hash seed" in line for line in changed)
+
+
 def test_a_long_body_that_differs_late_is_shown_where_it_differs() -> None:
     """Prefect's flow-run body differed in a field past its 200th character: both lines of the
     mismatch showed the same start."""
