@@ -13,7 +13,7 @@ every row of a client-side cursor, which holds them all once ``execute`` returns
 plain tuples before the application's row class (``RealDictRow``, ``DictRow``, namedtuples)
 makes them its own, the cursor then rewound so the application reads them as before. A
 server-side (named) cursor's rows stay on the server: its statement is recorded, its rows are
-not. An error keeps its class, message and ``pgcode``/``pgerror``. What SQLAlchemy runs on
+not. An error keeps its class, message, ``pgcode``/``pgerror`` and the server's diagnostics. What SQLAlchemy runs on
 psycopg2 is SQLAlchemy's call: this capture stands aside (``in_outer_call``).
 """
 
@@ -46,9 +46,8 @@ def _run(
     recording = None if in_outer_call() else current_recording()
     if recording is None:
         return method(query, parameters)
-    if (
-        operation == "executemany"
-    ):  # an iterator is read once: by the recording and the driver alike
+    # an iterator is read once: by the recording and the driver alike
+    if operation == "executemany":
         parameters = list(parameters)
     call = None
     with guarded("psycopg2.request"):
@@ -79,10 +78,9 @@ def _failed(call: ProtocolCall | None, exc: Exception) -> None:
 
 def _answer(cursor: _Cursor) -> dict[str, Any]:
     description = cursor.description
+    columns = None if description is None else [[c.name, c.type_code] for c in description]
     answer: dict[str, Any] = {
-        "description": None
-        if description is None
-        else [[c.name, c.type_code] for c in description],
+        "description": columns,
         "rowcount": cursor.rowcount,
         "lastrowid": cursor.lastrowid,
     }
