@@ -22,14 +22,14 @@ from _replay import (
     Sent,
     assert_replayed_alike,
     assert_same_response,
-    audited_uvicorn_process,
     get_at_once,
+    run_fresh,
     send,
     uvicorn_process,
 )
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
 from apps.asyncpg_app import create_app, create_tables
-from conftest import load_cassettes
+from conftest import load_cassettes, sql_calls
 from starlette.testclient import TestClient
 
 import timetracer_otel
@@ -72,24 +72,15 @@ def _replay_fresh(
 ) -> tuple[list[httpx.Response], str]:
     """``run(url)``'s responses from the app in a fresh replaying uvicorn process whose DSN is a closed port,
     and what that process printed (its socket connects audited)."""
-    replay_env = {
-        "TIMETRACER_MODE": "replay",
-        "TIMETRACER_CASSETTE": str(cassette),
-        "ASYNCPG_APP_DSN": f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
-        "ASYNCPG_APP_SCHEMA": schema,
+    return run_fresh(
+        "asyncpg_app:from_environment",
+        run,
+        TIMETRACER_MODE="replay",
+        TIMETRACER_CASSETTE=str(cassette),
+        ASYNCPG_APP_DSN=f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
+        ASYNCPG_APP_SCHEMA=schema,
         **env,
-    }
-    with audited_uvicorn_process(replay_env, "asyncpg_app:from_environment") as server:
-        try:
-            responses = run(server.url)
-        except httpx.HTTPError:
-            responses = []
-    assert responses, server.stderr
-    return responses, server.stderr
-
-
-def _sql_calls(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call for call in doc["calls"] if call["protocol"] == "sql"]
+    )
 
 
 def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
@@ -103,7 +94,7 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
     by_path = {}
     for doc in load_cassettes(cassette_dir):
         by_path.setdefault(doc["request"]["path"], []).append(doc)
-    calls = _sql_calls(by_path["/calls/1"][0])
+    calls = sql_calls(by_path["/calls/1"][0])
     assert {(c["library"], c["request"]["dialect"]) for c in calls} == {
         ("asyncpg", "postgresql+asyncpg")
     }
@@ -150,7 +141,7 @@ def test_every_way_of_calling_asyncpg_is_recorded_on_its_client_span(
     assert {kind for operation, kind in kinds if operation in own} == {"SERVER"}
     assert {kind for operation, kind in kinds if operation not in own} == {"CLIENT"}
 
-    (kinds,) = _sql_calls(by_path["/kinds"][0])[:1]
+    (kinds,) = sql_calls(by_path["/kinds"][0])[:1]
     row = kinds["response"]["rows"][0]
     assert [column[0] for column in kinds["response"]["description"]] == [
         "id", "u", "n", "t", "j", "i", "f", "s", "b", "raw", "arr", "nothing", "ip", "net", "r",
@@ -213,7 +204,7 @@ def test_secret_parameters_and_columns_are_hidden(
     (doc,) = load_cassettes(cassette_dir)
     text = json.dumps(doc)
     assert "argon2-hash-of-bob" not in text
-    (call,) = _sql_calls(doc)
+    (call,) = sql_calls(doc)
     assert call["request"]["parameters"]["items"][0] == "bob"
     assert call["response"]["rows"][0][0] == "bob"
     hidden = (call["request"]["parameters"]["items"][1], call["response"]["rows"][0][1])
@@ -229,7 +220,7 @@ def test_json_text_keeps_its_shape_with_its_secret_members_sealed(
     recorded = _record(serve, schema, cassette_dir, sent)
     (doc,) = load_cassettes(cassette_dir)
     assert "cs-7-b8f2e1d4" not in json.dumps(doc)
-    (call,) = _sql_calls(doc)
+    (call,) = sql_calls(doc)
     (stored,) = call["response"]["rows"][0]
     assert stored.startswith(
         '{"event": "client.updated", "client": {"id": "c7", "client_secret": "[SEALED:'

@@ -18,13 +18,13 @@ from _replay import (
     Sent,
     assert_replayed_alike,
     assert_same_response,
-    audited_uvicorn_process,
     get_at_once,
+    run_fresh,
     send,
 )
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
 from apps.psycopg_app import create_app, create_tables
-from conftest import load_cassettes
+from conftest import load_cassettes, sql_calls
 from psycopg.rows import dict_row, namedtuple_row
 
 import timetracer_otel
@@ -66,23 +66,14 @@ def _replay_fresh(
 ) -> tuple[list[httpx.Response], str]:
     """``run(url)``'s responses from the app in a fresh replaying uvicorn process whose DSN is a closed port,
     and what that process printed (its socket connects audited)."""
-    replay_env = {
-        "TIMETRACER_MODE": "replay",
-        "TIMETRACER_CASSETTE": str(cassette),
-        "PSYCOPG_APP_DSN": f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
-        "PSYCOPG_APP_SCHEMA": schema,
-    }
-    with audited_uvicorn_process(replay_env, "psycopg_app:from_environment") as server:
-        try:
-            responses = run(server.url)
-        except httpx.HTTPError:
-            responses = []
-    assert responses, server.stderr
-    return responses, server.stderr
-
-
-def _sql_calls(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call for call in doc["calls"] if call["protocol"] == "sql"]
+    return run_fresh(
+        "psycopg_app:from_environment",
+        run,
+        TIMETRACER_MODE="replay",
+        TIMETRACER_CASSETTE=str(cassette),
+        PSYCOPG_APP_DSN=f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
+        PSYCOPG_APP_SCHEMA=schema,
+    )
 
 
 def test_every_way_of_calling_psycopg_is_recorded_on_its_client_span(
@@ -96,7 +87,7 @@ def test_every_way_of_calling_psycopg_is_recorded_on_its_client_span(
     by_path: dict[str, list[dict[str, Any]]] = {}
     for doc in load_cassettes(cassette_dir):
         by_path.setdefault(doc["request"]["path"], []).append(doc)
-    calls = _sql_calls(by_path["/calls/1"][0])
+    calls = sql_calls(by_path["/calls/1"][0])
     assert {(c["library"], c["request"]["dialect"]) for c in calls} == {
         ("psycopg", "postgresql+psycopg")
     }
@@ -127,7 +118,7 @@ def test_every_way_of_calling_psycopg_is_recorded_on_its_client_span(
     spans = {s["span_id"]: s for s in by_path["/calls/1"][0]["spans"]}
     assert {spans[c["span_id"]]["kind"] for c in calls} == {"CLIENT"}
 
-    kinds = _sql_calls(by_path["/kinds"][0])[0]
+    kinds = sql_calls(by_path["/kinds"][0])[0]
     assert [column[0] for column in kinds["response"]["description"]] == [
         "id", "u", "n", "t", "j", "i", "f", "s", "b", "raw", "arr", "nothing", "ip", "net", "r",
     ]  # fmt: skip
@@ -158,7 +149,7 @@ def test_secret_parameters_and_columns_are_hidden(
     _record(serve, schema, cassette_dir, [("POST", "/users/bob", {})])
     (doc,) = load_cassettes(cassette_dir)
     assert "argon2-hash-of-bob" not in json.dumps(doc)
-    (call,) = _sql_calls(doc)
+    (call,) = sql_calls(doc)
     assert call["request"]["parameters"]["items"][0] == "bob"
     assert call["response"]["rows"][0][0] == "bob"
     hidden = (call["request"]["parameters"]["items"][1], call["response"]["rows"][0][1])
@@ -191,7 +182,7 @@ def test_the_asyncio_api_is_recorded_on_its_client_spans(
     (response,) = _record(serve, schema, cassette_dir, [("GET", "/async/3", {})])
     assert response.status_code == 200
     (doc,) = load_cassettes(cassette_dir)
-    calls = _sql_calls(doc)
+    calls = sql_calls(doc)
     assert [(c["library"], c["request"]["operation"]) for c in calls] == [
         ("psycopg", "execute"),
         ("psycopg", "execute"),
@@ -286,7 +277,7 @@ def test_sqlalchemy_on_psycopg_is_recorded_once_as_sqlalchemy_and_replays(
     capture stands aside), and they replay with PostgreSQL unreachable, nothing connected."""
     (recorded,) = _record(serve, schema, cassette_dir, [("GET", "/sqlalchemy", {})])
     (doc,) = load_cassettes(cassette_dir)
-    assert [(c["library"], c["request"]["operation"]) for c in _sql_calls(doc)] == [
+    assert [(c["library"], c["request"]["operation"]) for c in sql_calls(doc)] == [
         ("sqlalchemy", "connect"),
         ("sqlalchemy", "execute"),
         ("sqlalchemy", "execute"),
