@@ -251,13 +251,14 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
         live = view.fields.get(name)
         if value != live:
             lines.extend(_field_diff(name, value, live))
-            shift = None if reordered(value, live) else _zone_shift(value, live)
+            in_another_order = reordered(value, live)
+            shift = None if in_another_order else _zone_shift(value, live)
             if shift is not None:
                 lines.append(
                     f"{name}: its times are {shift:+d} h off the recorded ones: was this recorded in "
                     "another time zone? Replay with the recording's TZ (TZ=UTC for most servers)"
                 )
-            elif reordered(value, live):
+            elif in_another_order:
                 lines.append(reordered_note(name))
             elif _reads_this_replays_time(value, live):
                 lines.append(
