@@ -20,6 +20,7 @@ from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import live_view, recorded_response, sqlite_request
 
+from ._fetches import Fetches
 from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession, current_session
 
@@ -86,7 +87,7 @@ class _Described:
 _described = _Described()
 
 
-class RecordedResult:
+class RecordedResult(Fetches):
     """A statement answered from ``session`` for ``library``, read as a sqlite3 cursor reads
     (``row_factory`` is the application's, read when rows are taken)."""
 
@@ -151,15 +152,10 @@ class RecordedResult:
         reader = self._reader(factory)
         return [factory(reader, row) for row in rows]
 
-    def fetchone(self) -> Any:
-        taken = self._take(1)
-        return taken[0] if taken else None
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._take(self.arraysize if size is None else size)
-
-    def fetchall(self) -> list[Any]:
-        return self._take(len(self._rows) + (self._unread is not None))
+    def _left(self) -> int:
+        return len(self._rows) + (
+            self._unread is not None
+        )  # past the end, if the recording stopped
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchone, None)

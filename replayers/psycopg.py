@@ -33,6 +33,7 @@ from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import PSYCOPG, live_view, psycopg_request, recorded_response
 
+from ._fetches import Fetches
 from .http import recorded_error_class
 from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for
 
@@ -101,7 +102,7 @@ class _Result:
 
 
 # --------------------------------------------------------------------------- cursors
-class _ReplayCursor:
+class _ReplayCursor(Fetches):
     """What a replay connection's ``cursor()`` gives: psycopg's cursor API over recorded results."""
 
     _encoding = "utf-8"  # what the row factories decode column names with
@@ -186,15 +187,11 @@ class _ReplayCursor:
         self._position += len(rows)
         return [self._make_row(row) for row in rows]
 
-    def fetchone(self) -> Any:
-        taken = self._take(1)
-        return taken[0] if taken else None
+    def _left(self) -> int:
+        return len(self._rows()) - self._position
 
-    def fetchmany(self, size: int = 0) -> list[Any]:
-        return self._take(size or self.arraysize)
-
-    def fetchall(self) -> list[Any]:
-        return self._take(len(self._rows()))
+    def fetchmany(self, size: int | None = 0) -> list[Any]:
+        return self._take(size or self.arraysize)  # psycopg's: 0 for the array size
 
     def __iter__(self) -> Iterator[Any]:
         while (row := self.fetchone()) is not None:

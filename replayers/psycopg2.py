@@ -35,6 +35,7 @@ from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import PSYCOPG2, live_view, psycopg2_request, recorded_response
 
+from ._fetches import Fetches
 from .http import recorded_error_class, with_recorded_attributes
 from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for
 
@@ -110,7 +111,7 @@ _CONNECTION_CURSORS = (
 
 
 # --------------------------------------------------------------------------- cursors
-class _ReplayCursor:
+class _ReplayCursor(Fetches):
     """What a replay connection's ``cursor()`` gives: psycopg2's cursor API over a recorded answer."""
 
     def __init__(self, connection: _ReplayConnection, cursor_class: Any) -> None:
@@ -124,7 +125,7 @@ class _ReplayCursor:
         self.rownumber = 0
         self.lastrowid: int | None = None
         self.statusmessage: str | None = None
-        self.query: bytes | None = None
+        self._executed: tuple[Any, Any] | None = None  # the last execute's query and parameters
         self._make_row = _row_maker(cursor_class)
         self._names: list[str] = []
         self._rows: list[tuple] | None = None
@@ -159,7 +160,7 @@ class _ReplayCursor:
 
     def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002 - psycopg2's name
         self._answer("execute", query, vars)
-        self.query = self._quoted(query, vars)
+        self._executed = (query, vars)
 
     def executemany(self, query: Any, vars_list: Any) -> None:
         self._answer("executemany", query, list(vars_list))
@@ -171,11 +172,13 @@ class _ReplayCursor:
     def mogrify(self, query: Any, vars: Any = None) -> bytes:  # noqa: A002
         return _psycopg2.mogrified(query, vars)
 
-    @staticmethod
-    def _quoted(query: Any, parameters: Any) -> bytes | None:
-        """``cursor.query``: the statement as sent, where it can be quoted here."""
+    @property
+    def query(self) -> bytes | None:
+        """The last execute's statement as sent, quoted when read (few applications read it)."""
+        if self._executed is None:
+            return None
         try:
-            return _psycopg2.mogrified(query, parameters)
+            return _psycopg2.mogrified(*self._executed)
         except Exception:  # a value psycopg2 adapts only with a live connection
             return None
 
@@ -192,15 +195,8 @@ class _ReplayCursor:
         self.rownumber += len(rows)
         return [self._make_row(self._names, row) for row in rows]
 
-    def fetchone(self) -> Any:
-        taken = self._take(1)
-        return taken[0] if taken else None
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._take(self.arraysize if size is None else size)
-
-    def fetchall(self) -> list[Any]:
-        return self._take(len(self._result()))
+    def _left(self) -> int:
+        return len(self._result()) - self.rownumber
 
     def __iter__(self) -> Iterator[Any]:
         return self
