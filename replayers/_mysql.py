@@ -12,7 +12,6 @@ with :class:`ReplayMismatchError`, since its rows are read after the call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pymysql.err
@@ -23,7 +22,7 @@ from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import live_view, mysql_request, recorded_response
 
 from .http import recorded_error_class, with_recorded_attributes
-from .session import ReplayMismatchError, ReplaySession, refusal, replay_session_for
+from .session import ReplayMismatchError, refusal, replay_session_for
 
 __all__ = ["LIVE", "answer", "opens_nothing"]
 
@@ -40,17 +39,15 @@ def _error(call: CassetteCall) -> Exception:
     )
 
 
-def _session(library: str, describe: Callable[[], str]) -> ReplaySession | None:
-    return replay_session_for(library, describe)
-
-
 def answer(library: str, dialect: str, connection: Any, args: tuple, kwargs: dict) -> Any:
     """Answer ``connection.query(*args, **kwargs)`` from the session: the affected rows, with the
     recorded result left on the connection; :data:`LIVE` where no session answers (outside every
     replay, a call SQLAlchemy lets go live)."""
     sql = args[0] if args else kwargs["sql"]
     request = mysql_request(dialect, _mysql.statement_of(sql, connection.encoding))
-    session = None if in_outer_call() else _session(library, lambda: live_view(request).label)
+    session = (
+        None if in_outer_call() else replay_session_for(library, lambda: live_view(request).label)
+    )
     if session is None:
         if _mysql.replaying(connection):
             raise ReplayMismatchError(live_view(request).label, library, "(none)", _OUTSIDE)
@@ -75,7 +72,7 @@ def answer(library: str, dialect: str, connection: Any, args: tuple, kwargs: dic
 def opens_nothing(library: str, connection: Any) -> bool:
     """Whether ``connection``, being opened, is replay's to stand in for (then it is made one):
     not outside every replay, nor one SQLAlchemy opens live (``in_outer_call``)."""
-    if in_outer_call() or _session(library, lambda: f"connect {library}") is None:
+    if in_outer_call() or replay_session_for(library, lambda: f"connect {library}") is None:
         return False
     _mysql.stand_in(connection)
     return True
