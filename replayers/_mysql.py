@@ -1,9 +1,9 @@
-"""What the PyMySQL and aiomysql replayers share: a connection's ``query`` answered from the cassette.
+"""What the PyMySQL, aiomysql and asyncmy replayers share: a connection's ``query`` answered from the cassette.
 
 A query in a replay session leaves the recorded result on the connection
 (:class:`timetracer_otel._mysql.RecordedResult`), where the driver's own cursor code reads it:
 rows come as its cursor class makes them (tuples, ``DictCursor``'s dicts, the application's
-own). A recorded error is raised as PyMySQL's class with its arguments
+own). A recorded error is raised as the driver's class with its arguments
 (``IntegrityError(1062, "Duplicate entry ...")``). A connection opened in a replay session is
 stood in for (:func:`timetracer_otel._mysql.stand_in`): its set-up statements, ``COMMIT``,
 ``ROLLBACK``, ``BEGIN`` and pings send nothing. An unbuffered query (``SSCursor``) is refused
@@ -12,9 +12,8 @@ with :class:`ReplayMismatchError`, since its rows are read after the call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-
-import pymysql.err
 
 from timetracer_otel import _mysql
 from timetracer_otel._recording import in_outer_call
@@ -24,27 +23,35 @@ from timetracer_otel.protocols.sql import live_view, mysql_request, recorded_res
 from .http import recorded_error_class, with_recorded_attributes
 from .session import ReplayMismatchError, refusal, replay_session_for
 
-__all__ = ["LIVE", "answer", "opens_nothing"]
+__all__ = ["LIVE", "answer", "async_seams", "opens_nothing"]
 
 LIVE = object()  # what :func:`answer` returns for a query it leaves to the driver
 _OUTSIDE = "a replay connection was used outside its replay session"
 
 
-def _error(call: CassetteCall) -> Exception:
+def _error(call: CassetteCall, errors: Any) -> Exception:
     error = call.error or {}
-    cls = recorded_error_class(error, "pymysql", pymysql.err.Error)
+    cls = recorded_error_class(error, errors.__name__.partition(".")[0], errors.Error)
     exc = cls(error.get("message", ""))
     return with_recorded_attributes(
         exc, (call.decoded_response() or {}).get("error_attributes") or {}
     )
 
 
-def answer(library: str, dialect: str, connection: Any, args: tuple, kwargs: dict) -> Any:
+def answer(
+    driver: _mysql.Driver,
+    connection: Any,
+    args: tuple,
+    kwargs: dict,
+    result: Callable[[Any, dict[str, Any]], Any] = lambda _, answer: _mysql.RecordedResult(answer),
+) -> Any:
     """Answer ``connection.query(*args, **kwargs)`` from the session: the affected rows, with the
-    recorded result left on the connection; :data:`LIVE` where no session answers (outside every
-    replay, a call SQLAlchemy lets go live)."""
+    recorded result left on the connection (made by ``result`` of the connection and the
+    recorded answer); :data:`LIVE` where no session answers (outside every replay, a call
+    SQLAlchemy lets go live)."""
+    library = driver.library
     sql = args[0] if args else kwargs["sql"]
-    request = mysql_request(dialect, _mysql.statement_of(sql, connection.encoding))
+    request = mysql_request(driver.dialect, _mysql.statement_of(sql, connection))
     session = (
         None if in_outer_call() else replay_session_for(library, lambda: live_view(request).label)
     )
@@ -62,9 +69,9 @@ def answer(library: str, dialect: str, connection: Any, args: tuple, kwargs: dic
     recorded = session.answer(library, view)
     connection._result = None
     if recorded.call.error:
-        raise _error(recorded.call)
+        raise _error(recorded.call, driver.errors)
     response = recorded_response(recorded.call, recorded.view, view, session.path)
-    connection._result = _mysql.RecordedResult(response)
+    connection._result = result(connection, response)
     connection._affected_rows = connection._result.affected_rows
     return connection._affected_rows
 
@@ -76,3 +83,43 @@ def opens_nothing(library: str, connection: Any) -> bool:
         return False
     _mysql.stand_in(connection)
     return True
+
+
+Seam = tuple[type, str, Callable[..., Any]]
+
+
+def async_seams(
+    driver: _mysql.Driver,
+    connection_class: type,
+    connect: str,
+    opened: Callable[[Any], None],
+    result: Callable[[Any, dict[str, Any]], Any] | None = None,
+) -> tuple[Seam, ...]:
+    """The replay of an asyncio driver on PyMySQL's protocol (aiomysql, asyncmy): its connection
+    class's ``query`` answered (``result`` makes the recorded result the driver's cursors read),
+    its method ``connect`` opening nothing (``opened`` gives the connection what a connected one
+    has, with no server), and the commands sent outside queries (``COMMIT``, a ping) and the
+    server's OK sending and reading nothing."""
+    answered: dict[str, Any] = {} if result is None else {"result": result}
+
+    async def querying(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
+        found = answer(driver, connection, args, kw, **answered)
+        return await wrapped(*args, **kw) if found is LIVE else found
+
+    async def connecting(
+        wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict
+    ) -> Any:
+        if not opens_nothing(driver.library, connection):
+            return await wrapped(*args, **kw)
+        opened(connection)
+        return None
+
+    async def unsent(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
+        return None if _mysql.replaying(connection) else await wrapped(*args, **kw)
+
+    return (
+        (connection_class, "query", querying),
+        (connection_class, connect, connecting),
+        (connection_class, "_execute_command", unsent),
+        (connection_class, "_read_ok_packet", unsent),
+    )

@@ -13,7 +13,6 @@ from typing import Any
 import pymysql.connections
 
 from timetracer_otel import _mysql, wrapper_layers
-from timetracer_otel.protocols.sql import PYMYSQL
 
 from ._mysql import LIVE, answer, opens_nothing
 
@@ -23,7 +22,7 @@ LIBRARY = "pymysql"
 
 
 def _query(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
-    answered = answer(LIBRARY, PYMYSQL, connection, args, kwargs)
+    answered = answer(_mysql.PYMYSQL_DRIVER, connection, args, kwargs)
     return wrapped(*args, **kwargs) if answered is LIVE else answered
 
 

@@ -1,4 +1,4 @@
-"""PyMySQL and aiomysql used directly, through uvicorn: recorded against the real MariaDB at
+"""PyMySQL, aiomysql and asyncmy used directly, through uvicorn: recorded against the real MariaDB at
 127.0.0.1:3306 (a database of the test's own), replayed in a fresh ``TIMETRACER_MODE=replay``
 process whose database address is a closed port, with not one socket connect."""
 
@@ -35,8 +35,12 @@ SENT: list[Sent] = [
     ("GET", "/async/users/ann@example.com/notes", {}),
     ("POST", "/async/users", {"json": {"email": "bob@example.com", "password": "pw"}}),
     ("POST", "/async/users", {"json": {"email": "bob@example.com", "password": "pw"}}),
+    ("POST", "/asyncmy/users", {"json": {"email": "cy@example.com", "password": "pw2"}}),
+    ("POST", "/asyncmy/users", {"json": {"email": "cy@example.com", "password": "pw2"}}),
+    ("POST", "/asyncmy/users/cy@example.com/notes", {"json": ["four", "five"]}),
+    ("GET", "/asyncmy/kinds", {}),
 ]
-STATUSES = [201, 409, 200, 403, 200, 404, 200, 200, 200, 201, 409]
+STATUSES = [201, 409, 200, 403, 200, 404, 200, 200, 200, 201, 409, 201, 409, 200, 200]
 
 
 @pytest.fixture
@@ -120,6 +124,21 @@ def test_statements_are_recorded_as_sent_with_their_results(
     )
     assert [c["library"] for c in sql_calls(docs[("POST", "/async/users")][1])] == ["aiomysql"]
 
+    insert, count = sql_calls(docs[("POST", "/asyncmy/users")][0])
+    assert (insert["library"], insert["request"]["dialect"]) == ("asyncmy", "mysql+asyncmy")
+    assert "[SEALED:" in insert["request"]["statement"]
+    assert count["response"]["rows"] == [[3]]
+    (duplicate,) = sql_calls(docs[("POST", "/asyncmy/users")][1])
+    assert duplicate["error"]["type"] == "asyncmy.errors.IntegrityError"
+    assert duplicate["response"]["error_attributes"]["args"][0] == 1062
+    find, many, joined = sql_calls(docs[("POST", "/asyncmy/users/cy@example.com/notes")][0])
+    assert many["request"]["statement"].count("),(") == 1  # asyncmy's one batched INSERT
+    assert joined["response"]["tables"] == ["notes", "users", "notes", "users"]
+    asyncmy_spans = {
+        s["span_id"]: s for s in docs[("POST", "/asyncmy/users/cy@example.com/notes")][0]["spans"]
+    }
+    assert asyncmy_spans[many["span_id"]]["name"] == "INSERT"  # timetracer's AsyncmyInstrumentor's
+
     for doc in load_cassettes(cassette_dir):
         assert ANN["password"] not in json.dumps(doc)
 
@@ -138,6 +157,9 @@ def test_requests_replay_in_a_fresh_process_with_mariadb_unreachable(
     assert "'users.id'" in replayed[4].json()["notes"]
     assert replayed[7].json() == {"doubled": "[{'doubled': 42}]"}
     assert "1062" in replayed[1].json()["error"]
+    assert "1062" in replayed[12].json()["error"]
+    assert "'users.id'" in replayed[13].json()["notes"]
+    assert "Decimal('12.345')" in replayed[14].json()["row"]
 
 
 def test_a_changed_parameter_and_an_unbuffered_cursor_are_refused_in_replay(

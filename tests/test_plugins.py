@@ -132,7 +132,7 @@ def _client_spans(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_unknown_plugin_names_raise_and_change_nothing(record_config: TraceConfig) -> None:
     app = Starlette()
-    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, httpx2, requests, aiohttp, urllib3, sqlalchemy, asyncpg, psycopg, psycopg2, pymysql, aiomysql, sqlite3, aiosqlite, redis, pymongo, motor, grpc, smtplib, aiosmtplib, amqp, aio_pika"
+    message = "unknown timetracer plugin(s): 'nope'; known plugins: httpx, httpx2, requests, aiohttp, urllib3, sqlalchemy, asyncpg, psycopg, psycopg2, pymysql, aiomysql, asyncmy, sqlite3, aiosqlite, redis, pymongo, motor, grpc, smtplib, aiosmtplib, amqp, aio_pika"
     # counted, not assumed 0: a replay test earlier in the process leaves its replay layer
     layers = _wrappers(httpx.AsyncHTTPTransport, "handle_async_request")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):

@@ -1,6 +1,6 @@
-"""What the PyMySQL and aiomysql plugins share: a query's answer, recorded and stood in for.
+"""What the PyMySQL, aiomysql and asyncmy plugins share: a query's answer, recorded and stood in for.
 
-Both drivers send every statement through their connection's ``query(sql)`` (a cursor's
+The drivers send every statement through their connection's ``query(sql)`` (a cursor's
 ``execute``, each batch of an ``executemany``, ``callproc``'s ``SET`` and ``CALL``), which
 leaves a ``MySQLResult`` on the connection for the cursor to read: its rows, description,
 fields, affected rows and insert id. Capture keeps that result; replay leaves a
@@ -13,19 +13,25 @@ application's own) reads as it reads the server's. A replay connection opens no 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
-from types import SimpleNamespace
-from typing import Any
+from types import ModuleType, SimpleNamespace
+from typing import Any, NamedTuple
 
 from pymysql.constants import SERVER_STATUS
 
-from timetracer_otel.protocols.sql import snapshot
+from timetracer_otel.protocols.sql import AIOMYSQL, ASYNCMY, PYMYSQL, snapshot
 
 __all__ = [
+    "AIOMYSQL_DRIVER",
+    "ASYNCMY_DRIVER",
+    "Driver",
+    "PYMYSQL_DRIVER",
     "RecordedResult",
     "Unconnected",
     "answer_of",
     "connecting",
+    "encoding_of",
     "replaying",
     "setting_up",
     "stand_in",
@@ -35,10 +41,32 @@ __all__ = [
 _REPLAYING = "_timetracer_replaying"  # set on a connection replay stands in for
 
 
-def statement_of(sql: Any, encoding: str) -> str:
-    """The statement a connection's ``query`` was given, as text (``executemany`` batches are bytes)."""
+class Driver(NamedTuple):
+    """One MySQL driver as its plugin records and replays it."""
+
+    library: str  # the plugin's name, each call's ``library``
+    dialect: str  # each request's ``dialect`` (``mysql+aiomysql``)
+    errors_module: str  # where its PEP 249 error classes are (aiomysql raises PyMySQL's)
+
+    @property
+    def errors(self) -> ModuleType:
+        return importlib.import_module(self.errors_module)
+
+
+PYMYSQL_DRIVER = Driver("pymysql", PYMYSQL, "pymysql.err")
+AIOMYSQL_DRIVER = Driver("aiomysql", AIOMYSQL, "pymysql.err")
+ASYNCMY_DRIVER = Driver("asyncmy", ASYNCMY, "asyncmy.errors")
+
+
+def encoding_of(connection: Any) -> str:
+    """The text encoding of ``connection``'s statements (asyncmy keeps it as ``_encoding``)."""
+    return str(getattr(connection, "encoding", None) or getattr(connection, "_encoding", "utf-8"))
+
+
+def statement_of(sql: Any, connection: Any) -> str:
+    """The statement ``connection``'s ``query`` was given, as text (``executemany`` batches are bytes)."""
     if isinstance(sql, (bytes, bytearray, memoryview)):
-        return bytes(sql).decode(encoding or "utf-8", "surrogateescape")
+        return bytes(sql).decode(encoding_of(connection), "surrogateescape")
     return str(sql)
 
 
@@ -82,8 +110,8 @@ class RecordedResult:
 
 
 class Unconnected:
-    """The socket (PyMySQL), or stream reader and writer (aiomysql), of a replay connection:
-    nothing is sent, nothing comes."""
+    """The socket (PyMySQL), stream reader and writer (aiomysql) or transport (asyncmy) of a
+    replay connection: nothing is sent, nothing comes."""
 
     eof_received = False  # aiomysql's pool reads it of its connections' readers
 
@@ -103,6 +131,9 @@ class Unconnected:
         pass
 
     def at_eof(self) -> bool:
+        return False
+
+    def is_closing(self) -> bool:
         return False
 
     def exception(self) -> None:

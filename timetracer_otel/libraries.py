@@ -142,11 +142,22 @@ LIBRARIES: dict[str, Library] = _declared(
     Library(
         name="aiomysql",
         extra="aiomysql",
-        # Tortoise ORM's and databases' MySQL backends run on it (or on asyncmy)
+        # Tortoise ORM's and databases' MySQL backends run on it when asyncmy is not installed
         requires=("aiomysql>=0.2",),
         instrumentors=("timetracer_otel.instrumentation.aiomysql:AiomysqlInstrumentor",),
         capture="timetracer_otel.capture.aiomysql",
         replay="timetracer_otel.replayers.aiomysql",
+        protocol="sql",
+        companions=("sqlalchemy",),
+    ),
+    Library(
+        name="asyncmy",
+        extra="asyncmy",
+        # what Tortoise ORM's and databases' MySQL backends take when it is installed
+        requires=("asyncmy>=0.2",),
+        instrumentors=("timetracer_otel.instrumentation.asyncmy:AsyncmyInstrumentor",),
+        capture="timetracer_otel.capture.asyncmy",
+        replay="timetracer_otel.replayers.asyncmy",
         protocol="sql",
         companions=("sqlalchemy",),
     ),

@@ -49,6 +49,8 @@ __all__ = [
     "disable_pymysql",
     "enable_aiomysql",
     "disable_aiomysql",
+    "enable_asyncmy",
+    "disable_asyncmy",
     "enable_sqlite3",
     "disable_sqlite3",
     "enable_aiosqlite",
@@ -313,6 +315,7 @@ enable_psycopg, disable_psycopg = _pair("psycopg")
 enable_psycopg2, disable_psycopg2 = _pair("psycopg2")
 enable_pymysql, disable_pymysql = _pair("pymysql")
 enable_aiomysql, disable_aiomysql = _pair("aiomysql")
+enable_asyncmy, disable_asyncmy = _pair("asyncmy")
 enable_sqlite3, disable_sqlite3 = _pair("sqlite3")
 enable_aiosqlite, disable_aiosqlite = _pair("aiosqlite")
 enable_redis, disable_redis = _pair("redis")

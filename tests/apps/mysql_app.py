@@ -1,9 +1,9 @@
-"""The application of the PyMySQL and aiomysql tests: a users-and-notes service on MariaDB with the
-drivers used directly, as many services are written.
+"""The application of the PyMySQL, aiomysql and asyncmy tests: a users-and-notes service on MariaDB
+with the drivers used directly, as many services are written.
 
 Sync routes take a PyMySQL connection per request from a dependency
 (``cursorclass=DictCursor``, committed and closed after); async routes use an aiomysql pool
-opened in the lifespan. Sign-up makes a ``uuid4`` id, a ``now()`` and a salted PBKDF2 hash in
+opened in the lifespan, and ``/asyncmy/...`` routes an asyncmy pool opened there too. Sign-up makes a ``uuid4`` id, a ``now()`` and a salted PBKDF2 hash in
 Python, and answers a duplicate e-mail 409 from MariaDB's error number; login checks the hash
 and signs a token that expires in an hour. Other routes run what remains of the drivers' API:
 ``executemany`` (which PyMySQL batches into one statement), a join whose repeated column
@@ -29,6 +29,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import aiomysql
+import asyncmy
+import asyncmy.cursors
+import asyncmy.errors
 import pymysql
 import pymysql.cursors
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -104,9 +107,14 @@ def create_app(database: str) -> FastAPI:
             host=address["host"], port=address["port"], user="root", db=address["database"],
             minsize=1, maxsize=5,
         )  # fmt: skip
+        app.state.asyncmy_pool = await asyncmy.create_pool(
+            host=address["host"], port=address["port"], user="root", db=address["database"],
+            minsize=1, maxsize=5, autocommit=False,
+        )  # fmt: skip
         yield
-        app.state.pool.close()
-        await app.state.pool.wait_closed()
+        for pool in (app.state.pool, app.state.asyncmy_pool):
+            pool.close()
+            await pool.wait_closed()
 
     app = FastAPI(lifespan=lifespan)
     app.state.address = address
@@ -218,7 +226,56 @@ def create_app(database: str) -> FastAPI:
             await conn.commit()
         return {"users": count}
 
-    auto_setup(app, plugins=["pymysql", "aiomysql"])
+    @app.post("/asyncmy/users", status_code=201)
+    async def asyncmy_sign_up(user: Credentials, request: Request) -> Any:
+        async with request.app.state.asyncmy_pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                try:
+                    await cur.execute(
+                        "INSERT INTO users (id, email, password, created_at)"
+                        " VALUES (%s, %s, %s, %s)",
+                        (str(uuid.uuid4()), user.email, _hash(user.password), datetime.now()),
+                    )
+                except asyncmy.errors.IntegrityError as exc:
+                    await conn.rollback()
+                    return JSONResponse({"detail": "taken", "error": repr(exc.args)}, 409)
+                await cur.execute("SELECT COUNT(*) FROM users")
+                (count,) = await cur.fetchone()
+            await conn.commit()
+        return {"users": count}
+
+    @app.post("/asyncmy/users/{email}/notes")
+    async def asyncmy_add_notes(email: str, bodies: list[str], request: Request) -> Any:
+        async with request.app.state.asyncmy_pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT id FROM users WHERE email = %s", (email,))
+                row = await cur.fetchone()
+                if row is None:
+                    raise HTTPException(404, "no such user")
+                added = await cur.executemany(
+                    "INSERT INTO notes (user_id, body) VALUES (%s, %s)",
+                    [(row[0], body) for body in bodies],
+                )
+                first = cur.lastrowid
+            async with conn.cursor(asyncmy.cursors.DictCursor) as cur:
+                await cur.execute(
+                    "SELECT notes.id, users.id, body, created_at FROM notes"
+                    " JOIN users ON users.id = notes.user_id WHERE users.email = %s"
+                    " ORDER BY notes.id",
+                    (email,),
+                )
+                notes = await cur.fetchall()
+            await conn.commit()
+        return {"added": repr((added, first)), "notes": repr(notes)}
+
+    @app.get("/asyncmy/kinds")
+    async def asyncmy_kinds(request: Request) -> dict[str, str]:
+        async with request.app.state.asyncmy_pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT * FROM kinds WHERE id = %s", (1,))
+                return {"row": repr(await cur.fetchone()), "description": repr(cur.description)}
+
+    auto_setup(app, plugins=["pymysql", "aiomysql", "asyncmy"])
     return app
 
 

@@ -1,10 +1,9 @@
-"""What the PyMySQL and aiomysql captures share: the call a connection's ``query`` makes."""
+"""What the PyMySQL, aiomysql and asyncmy captures share: the call a connection's ``query`` makes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-
-import pymysql.err
 
 from timetracer_otel import _mysql
 from timetracer_otel._diagnostics import guarded
@@ -13,31 +12,30 @@ from timetracer_otel.protocols.sql import mysql_request
 
 from ._dbapi import failed
 
-__all__ = ["Query"]
+__all__ = ["Query", "async_seams"]
 
 
 class Query:
     """The call a connection's ``query(sql, unbuffered)`` makes, or None where nothing is recorded."""
 
-    def __init__(
-        self, library: str, dialect: str, connection: Any, args: tuple, kwargs: dict
-    ) -> None:
+    def __init__(self, driver: _mysql.Driver, connection: Any, args: tuple, kwargs: dict) -> None:
         self.call: ProtocolCall | None = None
+        self._driver = driver
         self.unbuffered = bool(args[1] if len(args) > 1 else kwargs.get("unbuffered"))
         recording = (
             None if in_outer_call() or _mysql.connecting(connection) else current_recording()
         )
         if recording is None:
             return
-        with guarded(f"{library}.request"):
+        with guarded(f"{driver.library}.request"):
             sql = args[0] if args else kwargs["sql"]
-            statement = _mysql.statement_of(sql, connection.encoding)
-            call = ProtocolCall("sql", library, mysql_request(dialect, statement))
+            statement = _mysql.statement_of(sql, connection)
+            call = ProtocolCall("sql", driver.library, mysql_request(driver.dialect, statement))
             recording.add_call(call)
             self.call = call
 
     def failed(self, exc: Exception) -> None:
-        failed(self.call, exc, pymysql.err)
+        failed(self.call, exc, self._driver.errors)
 
     def answered(self, connection: Any) -> None:
         if self.call is not None:
@@ -46,3 +44,29 @@ class Query:
                 if self.unbuffered:
                     answer.pop("rows", None)
                 self.call.response = answer
+
+
+Seam = tuple[type, str, Callable[..., Any]]
+
+
+def async_seams(driver: _mysql.Driver, connection_class: type, connect: str) -> tuple[Seam, ...]:
+    """The capture of an asyncio driver on PyMySQL's protocol (aiomysql, asyncmy): its connection
+    class's ``query``, and its method ``connect`` that opens a connection and runs its set-up."""
+
+    async def querying(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
+        query = Query(driver, connection, args, kw)
+        try:
+            result = await wrapped(*args, **kw)
+        except Exception as exc:
+            query.failed(exc)
+            raise
+        query.answered(connection)
+        return result
+
+    async def connecting(
+        wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict
+    ) -> Any:
+        with _mysql.setting_up(connection):
+            return await wrapped(*args, **kw)
+
+    return ((connection_class, "query", querying), (connection_class, connect, connecting))

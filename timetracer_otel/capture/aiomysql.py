@@ -8,41 +8,17 @@ statements, and what SQLAlchemy runs on aiomysql, are not recorded).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import aiomysql.connection
 
 from timetracer_otel import _mysql, wrapper_layers
-from timetracer_otel.protocols.sql import AIOMYSQL
 
-from ._mysql import Query
+from ._mysql import async_seams
 
 __all__ = ["install", "uninstall"]
 
 LIBRARY = "aiomysql"
 
-
-async def _query(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
-    query = Query(LIBRARY, AIOMYSQL, connection, args, kwargs)
-    try:
-        result = await wrapped(*args, **kwargs)
-    except Exception as exc:
-        query.failed(exc)
-        raise
-    query.answered(connection)
-    return result
-
-
-async def _connect(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
-    with _mysql.setting_up(connection):
-        return await wrapped(*args, **kwargs)
-
-
-_SEAMS = (
-    (aiomysql.connection.Connection, "query", _query),
-    (aiomysql.connection.Connection, "_connect", _connect),
-)
+_SEAMS = async_seams(_mysql.AIOMYSQL_DRIVER, aiomysql.connection.Connection, "_connect")
 
 
 def install() -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import pymysql.connections
 
 from timetracer_otel import _mysql, wrapper_layers
-from timetracer_otel.protocols.sql import PYMYSQL
 
 from ._mysql import Query
 
@@ -28,7 +27,7 @@ LIBRARY = "pymysql"
 
 
 def _query(wrapped: Callable[..., Any], connection: Any, args: tuple, kwargs: dict) -> Any:
-    query = Query(LIBRARY, PYMYSQL, connection, args, kwargs)
+    query = Query(_mysql.PYMYSQL_DRIVER, connection, args, kwargs)
     try:
         result = wrapped(*args, **kwargs)
     except Exception as exc:

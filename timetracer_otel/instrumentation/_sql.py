@@ -1,4 +1,4 @@
-"""The span of a statement, as timetracer's own SQL instrumentors (sqlite3, aiosqlite, aiomysql) make it."""
+"""The span of a statement, as timetracer's own SQL instrumentors (sqlite3, aiosqlite, aiomysql, asyncmy) make it."""
 
 from __future__ import annotations
 

@@ -77,6 +77,7 @@ __all__ = [
     "AIOSQLITE",
     "PYMYSQL",
     "AIOMYSQL",
+    "ASYNCMY",
     "mysql_request",
     "sqlite_request",
 ]
@@ -566,9 +567,11 @@ def sqlite_request(
 
 PYMYSQL = "mysql+pymysql"
 AIOMYSQL = "mysql+aiomysql"
+ASYNCMY = "mysql+asyncmy"
 
 
 def mysql_request(dialect: str, statement: str) -> dict[str, Any]:
-    """The request of a statement PyMySQL (:data:`PYMYSQL`) or aiomysql (:data:`AIOMYSQL`) sends:
+    """The request of a statement PyMySQL (:data:`PYMYSQL`), aiomysql (:data:`AIOMYSQL`) or asyncmy
+    (:data:`ASYNCMY`) sends:
     the text their connection's ``query`` is given, its parameters already quoted into it."""
     return driver_request(dialect, "execute", statement, None)
