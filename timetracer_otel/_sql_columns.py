@@ -7,6 +7,8 @@ a live call has only its text. The statement is tokenized by sqlparse's lexer (s
 quoted names, comments and every placeholder style); then:
 
 * ``INSERT INTO t (a, b) VALUES (x, y), (...)``: the n-th value of each row goes to the n-th column;
+  so does each row value of ``INSERT INTO t (a, b) SELECT p0, p1 FROM (VALUES (x, y), ...) AS
+  v(p0, p1)`` to the column of the expression that selects it (SQLAlchemy's multi-row insert);
 * a comparison or assignment, ``col = x``, ``x <> col``, ``col IN (x, y)``, ``col LIKE x``
   (``UPDATE ... SET``, ``ON CONFLICT ... DO UPDATE SET`` and ``WHERE`` alike): the values on
   one side go to the columns named on the other (``lower(token) = lower(?)`` included).
@@ -175,16 +177,58 @@ def _inserts(tokens: list[_Token], target: dict[int, set[str]]) -> None:
         columns = [
             _identifiers(tokens, start, end) for start, end in _items(tokens, opening, closing)
         ]
-        row = (
-            closing + 2
-            if closing + 2 < len(tokens) and tokens[closing + 1].word == "VALUES"
-            else len(tokens)
-        )
-        while row < len(tokens) and tokens[row].text == "(":
-            end = _closing(tokens, row)
-            for names, (start, stop) in zip(columns, _items(tokens, row, end), strict=False):
-                _meets(target, tokens, start, stop, names)
-            row = end + 2 if end + 1 < len(tokens) and tokens[end + 1].text == "," else len(tokens)
+        following = tokens[closing + 1].word if closing + 1 < len(tokens) else ""
+        if following == "VALUES":
+            _rows(tokens, closing + 2, dict(enumerate(columns)), target)
+        elif following == "SELECT":
+            _selected_values(tokens, closing + 1, columns, target)
+
+
+def _rows(
+    tokens: list[_Token], row: int, columns: dict[int, frozenset[str]], target: dict[int, set[str]]
+) -> None:
+    """``(row), (row)`` from ``tokens[row]``: each row's n-th value meets ``columns[n]``."""
+    while row < len(tokens) and tokens[row].text == "(":
+        end = _closing(tokens, row)
+        for position, (start, stop) in enumerate(_items(tokens, row, end)):
+            _meets(target, tokens, start, stop, columns.get(position, frozenset()))
+        row = end + 2 if end + 1 < len(tokens) and tokens[end + 1].text == "," else len(tokens)
+
+
+def _selected_values(
+    tokens: list[_Token], select: int, columns: list[frozenset[str]], target: dict[int, set[str]]
+) -> None:
+    """``INSERT INTO t (cols) SELECT p0, p1::TYPE FROM (VALUES (row), ...) AS v(p0, p1, n)``, as
+    SQLAlchemy sends a multi-row insert that returns rows in order ("insertmanyvalues"): the
+    n-th selected expression goes to the n-th column, and the row values it names to it."""
+    depth, source = 0, select + 1
+    while source < len(tokens) and not (depth == 0 and tokens[source].word == "FROM"):
+        depth += tokens[source].opens()
+        source += 1
+    opening = source + 1
+    if opening + 1 >= len(tokens) or tokens[opening].text != "(":
+        return
+    if tokens[opening + 1].word != "VALUES":
+        return
+    closing = _closing(tokens, opening)
+    alias = next(
+        (i for i in range(closing + 1, min(closing + 4, len(tokens))) if tokens[i].text == "("),
+        None,
+    )
+    names = (
+        [_identifiers(tokens, *item) for item in _items(tokens, alias, _closing(tokens, alias))]
+        if alias is not None
+        else []
+    )
+    positions: dict[int, frozenset[str]] = {}
+    for selected, (start, stop) in enumerate(_items(tokens, select, source)):
+        if selected >= len(columns):
+            break
+        used = _identifiers(tokens, start, stop)
+        for position, name in enumerate(names) if names else [(selected, used)]:
+            if name & used:
+                positions[position] = positions.get(position, frozenset()) | columns[selected]
+    _rows(tokens, opening + 2, positions, target)
 
 
 def _reference(text: str, style: str, counter: list[int]) -> Ref | None:
