@@ -354,6 +354,7 @@ def test_search_finds_text_in_bodies_headers_and_urls(
         "response.body",
         "calls[0].request.url",
         "calls[0].response.body",
+        "spans[1]",  # the client span's URL
     ]
     assert json.loads(timetracer("search", "grace", "--case-sensitive", *where).stdout) == []
     by_header = {
@@ -364,7 +365,7 @@ def test_search_finds_text_in_bodies_headers_and_urls(
     assert {e["method"] for e in post_only} == {"POST"} and len(post_only) == 2
     table = timetracer("search", "Grace", "--dir", str(cassette_dir))
     assert table.stdout.splitlines()[1].endswith(
-        "request.body, response.body, calls[0].request.url, calls[0].response.body"
+        "request.body, response.body, calls[0].request.url, calls[0].response.body, spans[1]"
     )
 
 

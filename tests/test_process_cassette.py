@@ -440,6 +440,32 @@ def test_request_cassette_readers_leave_the_process_cassette_alone(cassette_dir:
     assert "process__" not in listed.output and recording.fixed_path not in listed.output
 
 
+def test_search_and_show_reach_the_process_cassette(cassette_dir: Path) -> None:
+    """A search for a secret must see every file: the process cassette's calls are searched (not
+    when a filter that only requests answer is given), and ``show`` finds it by its id."""
+    writer = CassetteWriter()
+    recording = _process_recording(cassette_dir, writer, 2)
+    writer.submit(recording)
+    assert writer.flush(30)
+    runner = CliRunner()
+    found = runner.invoke(cli, ["search", "k1", "--dir", str(cassette_dir), "--json"])
+    assert (found.exit_code, json.loads(found.stdout)) == (
+        0,
+        [{"process_cassette": recording.fixed_path, "matches": ["calls[1].request"]}],
+    )
+    table = runner.invoke(cli, ["search", "k1", "--dir", str(cassette_dir)])
+    assert table.stdout.startswith(f"process cassette {recording.fixed_path}  FOUND IN calls[1]")
+    assert "1 of 1 cassettes contain 'k1' (1 of them process cassettes)" in table.stderr
+    filtered = runner.invoke(cli, ["search", "k1", "--method", "GET", "--dir", str(cassette_dir)])
+    assert filtered.exit_code == 1
+    process_id = Path(recording.fixed_path).name.rsplit("__", 1)[1].split(".")[0]
+    shown = runner.invoke(cli, ["show", process_id[:6], "--dir", str(cassette_dir), "--json"])
+    assert (shown.exit_code, json.loads(shown.stdout)["calls"][1]["request"]["args"]) == (
+        0,
+        ["k1"],
+    )
+
+
 def test_the_most_recently_recorded_process_cassette_answers(cassette_dir: Path) -> None:
     """Several recording runs in one directory: the latest ``recorded_at`` wins, whatever the names."""
     writer = CassetteWriter()

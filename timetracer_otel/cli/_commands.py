@@ -23,6 +23,7 @@ from timetracer_otel.cassette.reader import (
     CassetteError,
     cassette_files,
     load_cassette,
+    process_cassette_files,
     scope_of,
     validate_document,
 )
@@ -165,6 +166,9 @@ def _resolve(reference: str, directory: str, limits: ReadLimits) -> CassetteFile
     unusable = index.find_unusable(reference) if not found else []
     if len(unusable) == 1:  # named, but not a cassette replay or show can read
         raise _Failure(str(unusable[0]))
+    processes = [] if found else _process_cassettes_named(reference, directory)
+    if len(processes) == 1:
+        return processes[0]
     if len(found) != 1:
         problem = (
             "matches no cassette"
@@ -175,6 +179,16 @@ def _resolve(reference: str, directory: str, limits: ReadLimits) -> CassetteFile
     path = index.path_of(found[0])
     assert path is not None  # found keys come from the same scan
     return path
+
+
+def _process_cassettes_named(reference: str, directory: str) -> list[CassetteFile]:
+    """The process cassettes in ``directory`` whose id or file name starts with ``reference``."""
+    return [
+        file
+        for file in process_cassette_files(directory)
+        if (name := Path(str(file)).name).startswith(reference)
+        or name.rsplit("__", 1)[-1].startswith(reference)
+    ]
 
 
 def _location(reference: str, directory: str, limits: ReadLimits) -> CassetteFile:
@@ -303,6 +317,16 @@ def diff(
     sys.exit(_DIFFERENT if found else 0)
 
 
+def _found_in(path: CassetteFile, text: str, case_sensitive: bool, limits: ReadLimits) -> list[str]:
+    """Where ``text`` stands in the cassette at ``path``; nowhere if it changed since the scan."""
+    try:
+        return matches(
+            load_cassette(path, limits=limits, scope=scope_of(path)), text, case_sensitive
+        )
+    except CassetteError:
+        return []
+
+
 @cli.command()
 @click.argument("text")
 @_dir_option
@@ -314,38 +338,51 @@ def search(
 ) -> None:
     """Find cassettes that contain TEXT; exit status 1 if none does, as grep's.
 
-    Searches the headers, bodies and URLs of the request, the response and every call.
+    Searches everything a cassette holds: the headers, bodies and URLs of the request, the
+    response and every call, and the spans, errors and draws; the process cassettes too
+    (the calls made outside requests) unless a filter is given.
     """
     limits = _limits()
     index = _index(directory, limits)
     found = []
     for entry in select(index.entries.values(), filters):
         path = index.path_of(entry["key"])
-        try:
-            places = (
-                matches(load_cassette(path, limits=limits), text, case_sensitive)
-                if path is not None
-                else []
-            )
-        except CassetteError:  # changed since the scan
-            continue
+        places = _found_in(path, text, case_sensitive, limits) if path is not None else []
         if places:
             found.append({**listing(entry), "matches": places})
+    processes = process_cassette_files(directory) if filters.keeps_everything else []
+    in_processes = [
+        {"process_cassette": str(path), "matches": places}
+        for path in processes
+        if (places := _found_in(path, text, case_sensitive, limits))
+    ]
     if as_json:
-        _print_json(found)
-    elif found:
-        lines = _render.list_lines(found)
-        width = len(lines[0])
-        out = [lines[0].ljust(width) + "  FOUND IN"]
+        _print_json([*found, *in_processes])
+    elif found or in_processes:
+        lines = _render.list_lines(found) if found else []
+        width = len(lines[0]) if found else 0
+        out = [lines[0].ljust(width) + "  FOUND IN"] if found else []
         out.extend(
             line.ljust(width) + "  " + ", ".join(entry["matches"])
             for line, entry in zip(lines[1:], found, strict=False)
         )
+        out.extend(
+            printable(
+                f"process cassette {entry['process_cassette']}  FOUND IN {', '.join(entry['matches'])}"
+            )
+            for entry in in_processes
+        )
         sys.stdout.write("\n".join(out) + "\n")
     if not as_json:
+        total = len(index.entries) + len(processes)
         click.echo(
-            printable(f"{len(found)} of {len(index.entries)} cassettes contain {text!r}"), err=True
+            printable(
+                f"{len(found) + len(in_processes)} of {total} cassettes contain {text!r}"
+                + (f" ({len(processes)} of them process cassettes)" if processes else "")
+            ),
+            err=True,
         )
+    found += in_processes
     if not found:
         sys.exit(_DIFFERENT)
 

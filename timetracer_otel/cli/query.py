@@ -127,6 +127,11 @@ class Filters:
     def __call__(self, entry: dict[str, Any]) -> bool:
         return all(test(entry) for test in self._tests)
 
+    @property
+    def keeps_everything(self) -> bool:
+        """No filter set: what no request describes (a process cassette) is kept too."""
+        return not self._tests
+
 
 def select(
     entries: Iterable[dict[str, Any]],

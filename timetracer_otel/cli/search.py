@@ -1,4 +1,5 @@
-"""Finding text in cassettes: headers, bodies and URLs of the request, the response and each call."""
+"""Finding text in cassettes: headers, bodies and URLs of the request, the response and each call,
+and the spans, errors and draws."""
 
 from __future__ import annotations
 
@@ -33,14 +34,24 @@ def _message(message: Any, where: str, url: str) -> Iterator[tuple[str, str]]:
     yield f"{where}.body", _body(message.get("body"))
 
 
+def _text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def places(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """``(where, text)`` for every searchable part of a cassette, in document order."""
-    request = doc["request"]
-    target = request["path"] + (f"?{request['query']}" if request.get("query") else "")
-    yield from _message(request, "request", target)
-    yield from _message(doc["response"], "response", "")
-    for index, call in enumerate(doc.get("calls", [])):
+    """``(where, text)`` for every part of a cassette, in document order: a search for a secret
+    must see all that a file holds (a process cassette has no request or response)."""
+    request = doc.get("request")
+    if isinstance(request, dict):
+        target = request.get("path", "") + (f"?{request['query']}" if request.get("query") else "")
+        yield from _message(request, "request", target)
+    yield from _message(doc.get("response"), "response", "")
+    if doc.get("error"):
+        yield "error", _text(doc["error"])
+    for index, call in enumerate(doc.get("calls") or ()):
         where = f"calls[{index}]"
+        if not isinstance(call, dict):
+            continue
         if call.get("protocol") == "http":
             yield from _message(
                 call.get("request"), f"{where}.request", (call.get("request") or {}).get("url", "")
@@ -48,9 +59,13 @@ def places(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield from _message(call.get("response"), f"{where}.response", "")
         else:
             for part in ("request", "response"):
-                yield f"{where}.{part}", json.dumps(call.get(part), ensure_ascii=False, default=str)
+                yield f"{where}.{part}", _text(call.get(part))
         if call.get("error"):
-            yield f"{where}.error", json.dumps(call["error"], ensure_ascii=False)
+            yield f"{where}.error", _text(call["error"])
+    for index, span in enumerate(doc.get("spans") or ()):
+        yield f"spans[{index}]", _text(span)
+    if doc.get("draws"):
+        yield "draws", _text(doc["draws"])
 
 
 def matches(doc: dict[str, Any], text: str, case_sensitive: bool = False) -> list[str]:
