@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,11 +206,16 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def uvicorn_process(
-    env: dict[str, str], app: str = "replay_app:create_app", *options: str
+    env: dict[str, str],
+    app: str = "replay_app:create_app",
+    *options: str,
+    wrapper: Sequence[str] = (),
 ) -> contextlib.AbstractContextManager[FreshServer]:
     """``uvicorn --factory <app> *options`` (an app factory in tests/apps) in a fresh process with
-    ``env`` added to ours."""
-    return serving_process([*_uvicorn(["-m", "uvicorn"], app), *options], {**os.environ, **env})
+    ``env`` added to ours, run by ``wrapper`` if given (``faketime -f -1d``)."""
+    return serving_process(
+        [*wrapper, *_uvicorn(["-m", "uvicorn"], app), *options], {**os.environ, **env}
+    )
 
 
 def audited_uvicorn_process(

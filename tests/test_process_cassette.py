@@ -440,6 +440,23 @@ def test_request_cassette_readers_leave_the_process_cassette_alone(cassette_dir:
     assert "process__" not in listed.output and recording.fixed_path not in listed.output
 
 
+def test_a_thread_reading_the_clock_across_the_start_sees_no_jump_in_replay(
+    cassette_dir: Path,
+) -> None:
+    """A start-up watchdog's thread reads the clock from before the app started to after: in
+    replay it was given the recorded times while the app started and then the real ones, a jump
+    of the time between recording and replay (recorded a day earlier here, under faketime)."""
+    recording = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    earlier = ["faketime", "-f", "-1d"]
+    with uvicorn_process(recording, "watchdog_app:create_app", wrapper=earlier) as server:
+        recorded = httpx.get(f"{server.url}/steps", timeout=60)
+    assert recorded.json() == {"finished": True, "smooth": True}, server.stderr
+    replaying = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassette_dir)}
+    with uvicorn_process(replaying, "watchdog_app:create_app") as server:
+        replayed = httpx.get(f"{server.url}/steps", timeout=60)
+    assert replayed.json() == {"finished": True, "smooth": True}, server.stderr
+
+
 def test_search_and_show_reach_the_process_cassette(cassette_dir: Path) -> None:
     """A search for a secret must see every file: the process cassette's calls are searched (not
     when a filter that only requests answer is given), and ``show`` finds it by its id."""

@@ -438,14 +438,20 @@ def use_startup_draws(draws: Draws | None, serving_request: Callable[[], bool]) 
 
 
 def startup_draws() -> Draws | None:
-    """The draws of the process while it starts (see :func:`use_startup_draws`), None once started."""
+    """The draws of the process while it starts (see :func:`use_startup_draws`), None once
+    started to record (a replay's go on: see :func:`end_startup`)."""
     return _startup
 
 
 def end_startup() -> None:
-    """The app has started: later draws outside requests (background work) are real."""
+    """The app has started: later draws outside requests (background work) are real when
+    recording. When replaying they go on from the start-up's replayed values (the clock from
+    the last one handed out, plus the real time elapsed since): a thread that reads the clock
+    from before the app started to after (a start-up watchdog's deadline) saw the recorded
+    time and then the real one, a jump of the time between recording and replay."""
     global _startup, current
-    _startup, current = None, _active.get
+    if not isinstance(_startup, DrawReplayer):
+        _startup, current = None, _active.get
 
 
 def activate(draws: Draws | None) -> contextvars.Token:

@@ -130,7 +130,7 @@ class TimeTracerMiddleware:
 
         async def send_written(message: Message) -> None:
             if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
-                _started()  # draws outside requests are real from now on
+                _started()  # draws outside requests are no longer recorded from now on
                 # failed: the calls that led there are what replay needs to show the failure
                 await anyio.to_thread.run_sync(_process_recording.save, _STARTUP_WRITE_SECONDS)
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
@@ -149,7 +149,7 @@ class TimeTracerMiddleware:
 
 
 def _started() -> None:
-    """The app has started: draws outside requests are real from now on, and the process
+    """The app has started: draws outside requests are no longer recorded (see end_startup), and the process
     recording keeps fewer calls."""
     end_startup()
     _process_recording.app_started()
