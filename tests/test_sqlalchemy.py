@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from sqlalchemy.orm import Session
 
 import timetracer_otel
+from timetracer_otel import _diagnostics
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
@@ -108,13 +109,16 @@ def test_requests_replay_with_no_database(
     """ORM insert + query, Core select, executemany, RETURNING, a handled IntegrityError (with
     the driver's error it was raised from, asyncpg's), streamed results read fully and in part:
     the same responses with the tables dropped and the database unreachable; the dialect opens
-    no connection, no socket goes to a database port, no file appears."""
+    no connection, no socket goes to a database port, no file appears. Recording fails at
+    nothing (a closed aiosqlite stream has no ``rowcount`` left to read)."""
     url, replay_url, db_file = _urls(driver, tmp_path)
     create_schema(url, suffix, items=3)
+    before = _diagnostics.counters.snapshot()
     try:
         recorded = _record(serve, url, cassette_dir, suffix, SENT)
     finally:
         drop_schema(url, suffix)
+    assert _diagnostics.failures(before) == {}
     assert [r.status_code for r in recorded] == [200] * len(SENT), recorded[0].text
     if driver == "asyncpg":
         assert recorded[0].json()["cause"] == "asyncpg.exceptions.UniqueViolationError"

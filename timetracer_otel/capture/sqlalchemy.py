@@ -203,13 +203,20 @@ class _TeeCursor:
         return self if result is self._cursor else result
 
     def close(self) -> None:
-        """Close; a driver that resets ``rowcount`` on close (psycopg) is recorded doing so."""
+        """Close; a driver that resets ``rowcount`` on close (psycopg) is recorded doing so.
+        One whose closed cursor has no ``rowcount`` left (SQLAlchemy's aiosqlite adapter drops
+        the cursor it reads it from) keeps the recorded one."""
         self._cursor.close()
         response = self._response
-        if response is not None:
-            with guarded("sqlalchemy.close"):
-                if self._cursor.rowcount != response["rowcount"]:
-                    response["rowcount_after_close"] = self._cursor.rowcount
+        if response is None:
+            return
+        try:
+            after = self._cursor.rowcount
+        except AttributeError:
+            return
+        with guarded("sqlalchemy.close"):
+            if after != response["rowcount"]:
+                response["rowcount_after_close"] = after
 
     def _answer(self, rows: list[Any] | None) -> dict[str, Any]:
         cursor = self._cursor
