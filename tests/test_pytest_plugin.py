@@ -2331,3 +2331,36 @@ def test_keys_a_test_sends_the_app_it_serves_are_sealed_wherever_the_app_passes_
     (pytester.path / "keys.txt").unlink()
     replayed = pytester.runpytest_subprocess("--timetracer-mode=none", "-p", "anyio")
     replayed.assert_outcomes(passed=6)
+
+
+_API_TEST = """
+import sqlite3
+
+
+def test_same():
+    assert sqlite3.connect(":memory:").execute("SELECT '{name}'").fetchone() == ("{name}",)
+"""
+
+
+def test_test_files_pytest_gives_one_node_id_keep_a_cassette_each(
+    pytester: pytest.Pytester,
+) -> None:
+    """Collected from outside the rootdir (its configuration in another directory),
+    ``pa/tests/test_api.py`` and ``pb/tests/test_api.py`` are both ``test_api.py`` to pytest: each
+    keeps its own cassette, named by its path, and replays from it."""
+    pytester.makefile(
+        ".toml", **{"cfg/pyproject": "[tool.pytest.ini_options]\ntimetracer_autouse = true\n"}
+    )
+    for name in ("pa", "pb"):
+        tests = pytester.path / name / "tests"
+        tests.mkdir(parents=True)
+        (pytester.path / name / "__init__.py").write_text("")
+        (tests / "__init__.py").write_text("")
+        (tests / "test_api.py").write_text(_API_TEST.format(name=name))
+    command = ("-c", "cfg/pyproject.toml", "pa/tests", "pb/tests")
+    recorded = pytester.runpytest_subprocess(*command)
+    recorded.assert_outcomes(passed=2)
+    recorded.stdout.fnmatch_lines(["tests: 0 replayed, 2 recorded"])
+    replayed = pytester.runpytest_subprocess(*command, "--timetracer-mode=none")
+    replayed.assert_outcomes(passed=2)
+    replayed.stdout.fnmatch_lines(["tests: 2 replayed, 0 recorded"])

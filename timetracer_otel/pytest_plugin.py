@@ -59,6 +59,7 @@ from timetracer_otel._pytest.coroutines import swapped
 from timetracer_otel._pytest.distribution import recorded_order_scheduler, recorded_worker
 from timetracer_otel._pytest.live import install as install_live_servers
 from timetracer_otel._pytest.naming import (
+    NodeNames,
     cassette_of_fixture,
     cassette_of_test,
     cassettes_of_module,
@@ -252,6 +253,7 @@ class _Run:
         self.mode = _chosen_mode(config)
         self.rootpath = config.rootpath.resolve()
         self.directory = _cassette_directory(config)
+        self.names = NodeNames(self.rootpath)  # what each test's and fixture's cassette is named by
         self.autouse: bool = config.getini("timetracer_autouse")
         # One id for the whole run, shared by pytest-xdist's workers.
         self.uid = str(getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex)
@@ -298,7 +300,7 @@ class _Run:
         own = of_worker(path, self.worker)
         if self.mode in ("all", "rewrite"):
             return own
-        recorder = recorded_worker(cassette_of_test(self.directory, item.nodeid))
+        recorder = recorded_worker(cassette_of_test(self.directory, self.names.of(item)))
         return next(
             (found for found in (of_worker(path, recorder), path) if found.exists()),
             own,
@@ -380,13 +382,19 @@ def _marker_options(item: pytest.Item) -> dict[str, Any]:
 _DESELECTED = pytest.StashKey[set[Path]]()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Learn the node ids shared by several files, before any is deselected."""
+    config.stash[_RUN].names.learn(items)
+
+
 def pytest_deselected(items: list[pytest.Item]) -> None:
     """A deselected test still owns its cassette, and its module was not run whole."""
     for item in items:
         run = item.config.stash[_RUN]
         item.config.stash.setdefault(_DESELECTED, set()).add(item.path)
         if run.opted_in(item):
-            run.report.owned.add(str(cassette_of_test(run.directory, item.nodeid)))
+            run.report.owned.add(str(cassette_of_test(run.directory, run.names.of(item))))
 
 
 @pytest.hookimpl(trylast=True)
@@ -402,9 +410,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     }
     opted_in = [item for item in session.items if run.opted_in(item)]
     for item in opted_in:
-        run.report.owned.add(str(cassette_of_test(run.directory, item.nodeid)))
+        run.report.owned.add(str(cassette_of_test(run.directory, run.names.of(item))))
         if item.path.resolve() not in partial:
-            run.report.scopes.add(str(cassettes_of_module(run.directory, item.nodeid)))
+            run.report.scopes.add(str(cassettes_of_module(run.directory, run.names.of(item))))
     if opted_in:
         _freeze_what_was_imported(run)
 
@@ -425,7 +433,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _begin_test_block(item: pytest.Item, run: _Run) -> None:
-    path = cassette_of_test(run.directory, item.nodeid)
+    path = cassette_of_test(run.directory, run.names.of(item))
     action = run.action(path)
     if action is None:
         run.report.missing(str(path))
@@ -592,7 +600,10 @@ def pytest_fixture_setup(
     ):
         return (yield)
     instance = cassette_of_fixture(
-        run.directory, request.node.nodeid, fixturedef.argname, getattr(request, "param", None)
+        run.directory,
+        run.names.of(request.node),
+        fixturedef.argname,
+        getattr(request, "param", None),
     )
     run.fixture_paths[instance] += 1
     # the same scope instance again (a parametrised dependency changed)

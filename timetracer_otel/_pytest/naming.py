@@ -4,17 +4,22 @@
 ``<dir>/tests/api/test_users/TestMe/test_update[alice-1].json``: each part of the node id a
 directory, readable, and safe on every file system (Windows included). A part that had to
 change to be safe, or that is too long, ends with a short hash of the original, so two
-ids never share a cassette.
+ids never share a cassette. Two files pytest gives the same node id (test files outside the
+rootdir, ``plugins/a/tests/test_api.py`` and ``plugins/b/tests/test_api.py``, are both
+``test_api.py``) are told apart by their paths (:class:`NodeNames`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = [
+    "NodeNames",
     "safe_part",
     "cassette_of_test",
     "cassette_of_fixture",
@@ -72,3 +77,30 @@ def cassette_of_fixture(
 def cassettes_of_module(directory: Path, nodeid: str) -> Path:
     """The directory holding the cassettes of the tests of ``nodeid``'s module."""
     return directory.joinpath(*_node_parts(nodeid.split("::")[0]))
+
+
+class NodeNames:
+    """The id a node's cassettes are named by: its node id, unless pytest gave the same id to
+    another file or directory (collected from outside the rootdir), whose tests would then
+    replay this one's cassettes; then its path from the rootdir takes the place of that part."""
+
+    def __init__(self, rootpath: Path) -> None:
+        self._root = rootpath
+        self._shared: frozenset[str] = frozenset()
+
+    def learn(self, items: Iterable[Any]) -> None:
+        """Find the node ids of ``items``' files and directories that stand for several paths."""
+        paths: dict[str, set[Path]] = {}
+        for item in items:
+            for node in item.listchain():
+                if "::" not in node.nodeid and node.nodeid:
+                    paths.setdefault(node.nodeid, set()).add(Path(node.path))
+        self._shared = frozenset(nodeid for nodeid, found in paths.items() if len(found) > 1)
+
+    def of(self, node: Any) -> str:
+        """The id ``node``'s cassettes are named by."""
+        where, separator, rest = node.nodeid.partition("::")
+        if where not in self._shared:
+            return str(node.nodeid)
+        path = PurePosixPath(Path(os.path.relpath(node.path, self._root)).as_posix())
+        return f"{path}{separator}{rest}"
