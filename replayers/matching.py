@@ -150,8 +150,21 @@ def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
 
 def reordered(recorded: Any, live: Any) -> bool:
     """Whether ``live`` holds the same items as ``recorded`` with some list in another order
-    (a JSON text inside is read as its value: ``json.dumps(list(a_set))`` sent as a parameter)."""
-    return recorded != live and _unordered(recorded) == _unordered(live)
+    (a JSON text inside is read as its value: ``json.dumps(list(a_set))`` sent as a parameter),
+    or the same values under other names of the same mapping (``dict(zip(a_set, values))``:
+    named SQL parameters)."""
+    return recorded != live and (
+        _unordered(recorded) == _unordered(live) or _names_swapped(recorded, live)
+    )
+
+
+def _names_swapped(recorded: Any, live: Any) -> bool:
+    return (
+        isinstance(recorded, dict)
+        and isinstance(live, dict)
+        and recorded.keys() == live.keys()
+        and sorted(map(repr, recorded.values())) == sorted(map(repr, live.values()))
+    )
 
 
 def reordered_note(where: str) -> str:

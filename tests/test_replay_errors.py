@@ -296,6 +296,24 @@ def test_a_mismatch_only_in_the_order_of_a_list_names_the_hash_seed() -> None:
     assert not any("hash seed" in line for line in changed)
 
 
+def test_named_parameters_given_each_others_values_name_the_hash_seed() -> None:
+    """warren's test factory zips ``{"source_id", "target_id"}`` (a set) with the two ids it made:
+    in another process the ids change names. The mismatch says why."""
+    statement = "INSERT INTO relation (source_id, target_id) VALUES (:source_id, :target_id)"
+
+    def view(parameters: dict[str, str]) -> CallView:
+        return live_view({"operation": "execute", "statement": statement, "parameters": parameters})
+
+    recorded = RecordedCall(0, None, view({"source_id": "exp-A", "target_id": "exp-B"}))  # type: ignore[arg-type]
+    swapped = call_differences(view({"source_id": "exp-B", "target_id": "exp-A"}), recorded)
+    assert swapped[-1] == (
+        "parameters: the same items in another order: a set's (its order follows the process's "
+        "hash seed). Record and replay with the same PYTHONHASHSEED (PYTHONHASHSEED=0 for both)"
+    )
+    changed = call_differences(view({"source_id": "exp-B", "target_id": "exp-C"}), recorded)
+    assert not any("hash seed" in line for line in changed)
+
+
 def test_json_quoted_into_a_statement_in_another_order_names_the_hash_seed() -> None:
     """An audit log's INSERT, PyMySQL quoting the response's JSON into it: a Tortoise model's
     fields (a set) in another order gave the JSON another member order, and the mismatch blamed
