@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import contextvars
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -66,6 +68,8 @@ _reply_came: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 # How many turns of the event loop a call waits at most for those whose replies came first
 _MAX_TURNS = 100
+# Turns in a row with no other task ready before a reply that came after another's is given
+_QUIET_TURNS = 3
 
 
 def _checked_view(call: CassetteCall, index: int, path: str) -> CallView | None:
@@ -91,6 +95,48 @@ async def round_trip() -> None:
         return
     _reply_came.set(None)
     await session.in_recorded_order(came)
+
+
+async def _settled() -> None:
+    """Return once the event loop has run what was ready: a reply that came after another's,
+    when recorded, came once the loop had run what that one set going (its task went on and
+    called a DataLoader's ``load``, whose batch was sent before this reply came); answered at
+    the next turn, the second task's loads joined the first batch, a query no recording holds.
+    Settled: for :data:`_QUIET_TURNS` turns in a row, every other task waits on something (a
+    callback the loop runs next, a DataLoader's dispatch, makes its task a turn later)."""
+    current = asyncio.current_task()
+    quiet = 0
+    with _waiting_here(current):
+        for _ in range(_MAX_TURNS):
+            await asyncio.sleep(0)
+            quiet = 0 if _others_ready(current) else quiet + 1
+            if quiet >= _QUIET_TURNS:
+                return
+
+
+# the tasks waiting in in_recorded_order or _settled: none is work the others wait for
+_waiting: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def _waiting_here(task: asyncio.Task[Any] | None) -> Iterator[None]:
+    if task is not None:
+        _waiting.add(task)
+    try:
+        yield
+    finally:
+        _waiting.discard(task)  # type: ignore[arg-type]
+
+
+def _others_ready(current: asyncio.Task[Any] | None) -> bool:
+    """Whether a task other than ``current`` (and those waiting here) is ready to run."""
+    return any(
+        task is not current
+        and task not in _waiting
+        and not task.done()
+        and getattr(task, "_fut_waiter", True) is None  # awaiting no future: scheduled to run
+        for task in asyncio.all_tasks()
+    )
 
 
 class ReplayMismatchError(Exception):
@@ -405,18 +451,24 @@ class ReplaySession:
 
     async def in_recorded_order(self, came: int) -> None:
         """Return once no other call of the request being awaited had its reply before ``came``
-        when recorded (:func:`round_trip`); at most after :data:`_MAX_TURNS` turns of the loop."""
+        when recorded (:func:`round_trip`), at most after :data:`_MAX_TURNS` turns of the loop;
+        one that waited for another's, once the loop has run what that one set going."""
         awaited = self._awaited  # kept sorted: a fan-out of many calls checks the first only
         with self._lock:
             bisect.insort(awaited, came)
+            after_another = awaited[0] < came
         try:
-            for _ in range(_MAX_TURNS):
-                await asyncio.sleep(0)
-                if came <= awaited[0]:
-                    return
+            with _waiting_here(asyncio.current_task()):
+                for _ in range(_MAX_TURNS):
+                    await asyncio.sleep(0)
+                    if came <= awaited[0]:
+                        break
+                    after_another = True
         finally:
             with self._lock:
                 del awaited[bisect.bisect_left(awaited, came)]
+        if after_another:
+            await _settled()
 
     def answer(self, library: str, view: CallView) -> RecordedCall:
         """The recorded call answering ``view``; raises :class:`ReplayMismatchError` if none does."""

@@ -2364,3 +2364,40 @@ def test_test_files_pytest_gives_one_node_id_keep_a_cassette_each(
     replayed = pytester.runpytest_subprocess(*command, "--timetracer-mode=none")
     replayed.assert_outcomes(passed=2)
     replayed.stdout.fnmatch_lines(["tests: 2 replayed, 0 recorded"])
+
+
+_SESSION_FIXTURE = """
+import sqlite3
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def database():
+    connection = sqlite3.connect(":memory:")
+    connection.execute("SELECT 'set up'").fetchone()
+    yield connection
+"""
+
+
+def test_a_fixture_replayed_while_a_new_test_records_leaves_its_calls_out_of_the_tests_cassette(
+    pytester: pytest.Pytester,
+) -> None:
+    """``once``, a test added beside recorded ones: the session fixture it uses replays from its
+    cassette while the new test records; the fixture's calls stay the fixture's (they were in
+    the test's cassette too, which a replay then reported as recorded but not made)."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makeconftest(_SESSION_FIXTURE)
+    pytester.makepyfile(test_b="def test_b(database):\n    assert database\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    pytester.makepyfile(test_a="def test_a(database):\n    assert database\n")
+    added = pytester.runpytest_subprocess()
+    added.assert_outcomes(passed=2)
+    added.stdout.fnmatch_lines(["tests: 1 replayed, 1 recorded"])
+    recorded = json.loads((pytester.path / "cassettes" / "test_a" / "test_a.json").read_text())
+    assert recorded["calls"] == []
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    replayed.assert_outcomes(passed=2)
+    replayed.stdout.fnmatch_lines(
+        ["calls: 1 answered from cassettes, 0 not answered, 0 recorded but not made"]
+    )

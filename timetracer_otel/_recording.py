@@ -314,6 +314,12 @@ def deactivate(token: contextvars.Token) -> None:
     _current.reset(token)
 
 
+def activate_none() -> contextvars.Token:
+    """No request's recording for the code that follows (until :func:`deactivate`): what a
+    replay answers there (a replayed fixture set up while its test records) is no call of it."""
+    return _current.set(None)
+
+
 def enter_request() -> contextvars.Token:
     """Mark the code that follows as serving an inbound request: its calls never go to the process recording."""
     return _in_request.set(True)

@@ -78,7 +78,7 @@ class BlockRecording:
         self._processor.begin(self.recording)
         install_draw_sources(config.draws)
         carry_context_into_pools()
-        self._tokens: list[tuple[object, object, object]] = []
+        self._tokens: list[tuple[object, ...]] = []
 
     def activate(self) -> None:
         """Make the calls and draws that follow (in this context and those copied from it) part of this cassette."""
@@ -87,12 +87,12 @@ class BlockRecording:
     def deactivate(self) -> None:
         self.exit(self._tokens.pop())
 
-    def enter(self) -> tuple[object, object, object]:
+    def enter(self) -> tuple[object, ...]:
         """:meth:`activate` for one context only (another thread's): give the tokens back to :meth:`exit`."""
         span_token = otel_context.attach(trace.set_span_in_context(self._span))
         return span_token, activate(self.recording), activate_draws(self.recording.draws)
 
-    def exit(self, tokens: tuple[object, object, object]) -> None:
+    def exit(self, tokens: tuple[object, ...]) -> None:
         span_token, token, draws_token = tokens
         deactivate_draws(draws_token)  # type: ignore[arg-type]
         deactivate(token)  # type: ignore[arg-type]

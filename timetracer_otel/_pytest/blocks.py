@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from timetracer_otel import _network_guard
+from timetracer_otel import _network_guard, _recording
 from timetracer_otel._pool_context import install as carry_context_into_pools
 from timetracer_otel._standalone import BlockRecording, block_span
 from timetracer_otel._tracing import tracer_provider
@@ -225,7 +225,7 @@ class _Replay:
         )
         # the span the recording ran under, made anew
         self._span = block_span(tracer_provider(config.service_name), label)
-        self._tokens: list[tuple[object, object, object, _network_guard.Closure | None]] = []
+        self._tokens: list[tuple[object, ...]] = []  # enter()'s, then the network's closure before
 
     def activate(self) -> None:
         previous = (
@@ -235,25 +235,28 @@ class _Replay:
 
     def deactivate(self) -> None:
         *tokens, previous = self._tokens.pop()
-        self.exit(tuple(tokens))  # type: ignore[arg-type]
+        self.exit(tuple(tokens))
         if self.closure is not None:
-            _network_guard.close_everywhere(previous)
+            _network_guard.close_everywhere(previous)  # type: ignore[arg-type]
 
-    def enter(self) -> tuple[object, object, object]:
-        """Answer the calls and draws of this context only (another thread's); the network stays as it is."""
+    def enter(self) -> tuple[object, ...]:
+        """Answer the calls and draws of this context only (another thread's); the network stays
+        as it is. A test recording around it (its fixture replays) keeps none of them."""
         from timetracer_otel.determinism import activate as activate_draws
         from timetracer_otel.replayers.session import activate
 
         span_token = otel_context.attach(trace.set_span_in_context(self._span))
-        return span_token, activate(self.session), activate_draws(self.draws)
+        unrecorded = _recording.activate_none()
+        return span_token, unrecorded, activate(self.session), activate_draws(self.draws)
 
-    def exit(self, tokens: tuple[object, object, object]) -> None:
+    def exit(self, tokens: tuple[object, ...]) -> None:
         from timetracer_otel.determinism import deactivate as deactivate_draws
         from timetracer_otel.replayers.session import deactivate
 
-        span_token, token, draws_token = tokens
+        span_token, unrecorded, token, draws_token = tokens
         deactivate_draws(draws_token)  # type: ignore[arg-type]
         deactivate(token)  # type: ignore[arg-type]
+        _recording.deactivate(unrecorded)  # type: ignore[arg-type]
         otel_context.detach(span_token)  # type: ignore[arg-type]
 
     def finish(self) -> None:
