@@ -17,7 +17,7 @@ from timetracer_otel import _gc_hold, _network_guard
 from timetracer_otel._diagnostics import console, guarded, logger, report_failure
 from timetracer_otel._recording import exception_info
 from timetracer_otel._terminal import printable
-from timetracer_otel.cassette.body import BodySink
+from timetracer_otel.cassette.body import BodySink, header_value
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
@@ -270,7 +270,7 @@ def _report(
         ],
     )
     if choice.prepared is not None:
-        comparison = _compared(choice, choice.prepared, session, replayed_status, response)
+        comparison = _compared(choice, choice.prepared, session, replayed_status, response, live)
         report.differences, report.unverified = comparison.differences, comparison.unverified
         # an error the replay raised is on the report's error line; one it no longer raises is
         # a difference (by type only: its message may quote a secret the key opened)
@@ -353,14 +353,21 @@ def _compared(
     session: ReplaySession,
     status: int | None,
     response: _Response,
+    live: LiveRequest,
 ) -> ResponseComparison:
     """The replayed response against the recorded one. With the key that sealed the cassette the real
-    values are compared, so secrets are verified too; what differs is always shown redacted."""
+    values are compared, so secrets are verified too; what differs is always shown redacted. A
+    request that asked for another encoding than the recorded one (``Accept-Encoding``: a
+    cassette recorded for a client without gzip answering one with it) may get another
+    ``Content-Encoding``; its body is compared decoded."""
     body = response.body
     if prepared.response.same(status, response.raw_headers, body.data, body.size):
         return ResponseComparison([], [])
     config = session.config
     headers = response.headers()
+    asked = header_value(live.headers, "accept-encoding")
+    recorded_asked = header_value(Cassette(choice.document).request.headers, "accept-encoding")
+    negotiated = ("content-encoding",) if asked != recorded_asked else ()
 
     def compare(recorded: dict[str, Any], redactor: Redactor | None) -> ResponseComparison:
         return compare_response(
@@ -372,6 +379,7 @@ def _compared(
             redactor,
             config.replay_ignore_fields,
             config.max_body_bytes,
+            negotiated,
         )
 
     if choice.shown is None:

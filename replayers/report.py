@@ -385,12 +385,15 @@ def compare_response(
     redactor: Redactor | None,
     ignore_fields: Iterable[str] = (),
     limit: int = 1024 * 1024,
+    negotiated: Iterable[str] = (),
 ) -> ResponseComparison:
     """Compare the replayed response with the recorded one: status, the headers the app sent, and body.
 
     ``body`` is the replayed body as kept (at most ``limit`` bytes), ``size`` its full length.
     The replayed response is redacted as the recording was first, so a redacted value equals
-    the marker on both sides: it is reported as unverified, not as equal.
+    the marker on both sides: it is reported as unverified, not as equal. ``negotiated``: the
+    headers the request asked otherwise than the recorded one (``content-encoding``), whose
+    differences are noted, not counted; bodies are compared decoded.
     """
     differences: list[str] = []
     replayed_headers = [list(h) for h in headers]
@@ -400,7 +403,14 @@ def compare_response(
     ignored = frozenset(ignore_fields)
     if status != recorded.status:
         differences.append(f"status: recorded {recorded.status}, replayed {status}")
-    differences.extend(_header_differences(recorded.headers, replayed_headers, ignored))
+    asked_otherwise = frozenset(negotiated)
+    for line in _header_differences(recorded.headers, replayed_headers, ignored):
+        if line.split(":", 1)[0].removeprefix("header ") in asked_otherwise:
+            unverified.append(
+                f"{line} (the request asked for another encoding than the recorded one)"
+            )
+        else:
+            differences.append(line)
     recorded_body = recorded.body or {"encoding": "empty"}
     if len(body) == size and body == _plain_bytes(recorded_body):
         return ResponseComparison(differences, unverified)
@@ -444,9 +454,7 @@ def compare_response(
             f"body {path}" for path in _redacted_in_recording(recorded_json, replayed_json)
         )
         return ResponseComparison(differences, unverified)
-    if {k: v for k, v in recorded_body.items() if k != "size"} != {
-        k: v for k, v in replayed_body.items() if k != "size"
-    }:
+    if _content(recorded_body) != _content(replayed_body):
         diff = difflib.unified_diff(
             _as_text(recorded_body).splitlines(),
             _as_text(replayed_body).splitlines(),
@@ -459,6 +467,12 @@ def compare_response(
     elif REDACTED in _as_text(recorded_body):
         unverified.append("body (its redacted parts)")
     return ResponseComparison(differences, unverified)
+
+
+def _content(body: dict[str, Any]) -> dict[str, Any]:
+    """What a body holds, decoded: not its size, nor the encoding it was sent in (a header,
+    compared as one)."""
+    return {k: v for k, v in body.items() if k not in ("size", "content_encoding")}
 
 
 def _bounded(diff: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ from _replay import (
     record,
     replay,
     replay_config,
+    run_fresh,
     send,
 )
 from apps.replay_app import CALLS, HTTPX_CLIENTS, Hold, create_app, seen
@@ -637,3 +638,33 @@ def test_replayed_calls_still_make_opentelemetry_client_spans(
         if span.kind is SpanKind.CLIENT
     )
     assert client_urls == [upstream.url + "/json?via=httpx", upstream.url + "/json?via=requests"]
+
+
+def test_a_request_asking_for_another_encoding_than_the_recorded_one_compares_decoded(
+    cassette_dir: Path,
+) -> None:
+    """A health check recorded from a client that accepts no gzip (curl), replayed for one that
+    does: the app compresses its answer, as it should. The report notes the other
+    ``Content-Encoding`` and compares the bodies decoded: the response is the same."""
+    plain: list[Sent] = [("GET", "/health", {"headers": {"accept-encoding": "identity"}})]
+    recorded, _ = run_fresh(
+        "gzip_app:create_app",
+        lambda url: send(url, plain),
+        TIMETRACER_MODE="record",
+        TIMETRACER_DIR=str(cassette_dir),
+    )
+    assert "content-encoding" not in recorded[0].headers
+    compressed: list[Sent] = [("GET", "/health", {"headers": {"accept-encoding": "gzip"}})]
+    replayed, stderr = run_fresh(
+        "gzip_app:create_app",
+        lambda url: send(url, compressed),
+        TIMETRACER_MODE="replay",
+        TIMETRACER_CASSETTE=str(cassette_dir),
+    )
+    assert replayed[0].headers["content-encoding"] == "gzip"
+    assert replayed[0].text == recorded[0].text
+    assert "[UNVERIFIED] replayed GET /health" in stderr and "response=same" in stderr, stderr
+    assert (
+        'unverified: header content-encoding: recorded <absent>, replayed "gzip" (the request '
+        "asked for another encoding than the recorded one)" in stderr
+    )
