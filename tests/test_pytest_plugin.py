@@ -2401,3 +2401,44 @@ def test_a_fixture_replayed_while_a_new_test_records_leaves_its_calls_out_of_the
     replayed.stdout.fnmatch_lines(
         ["calls: 1 answered from cassettes, 0 not answered, 0 recorded but not made"]
     )
+
+
+_ISOLATED_ASYNCIO_TESTS = """
+import sqlite3
+import unittest
+
+
+class TestAccounts(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        self.db = sqlite3.connect("accounts.db")
+        self.db.execute("CREATE TABLE IF NOT EXISTS account (name TEXT)")
+
+    async def test_adds_an_account(self):
+        self.db.execute("INSERT INTO account VALUES ('ann')")
+        self.assertEqual(self.db.execute("SELECT count(*) FROM account").fetchone(), (1,))
+
+    async def asyncTearDown(self):
+        self.db.close()
+"""
+
+
+def test_an_isolated_asyncio_test_case_records_and_replays(pytester: pytest.Pytester) -> None:
+    """``unittest.IsolatedAsyncioTestCase`` (Tortoise ORM's test classes) runs in a context copied
+    when pytest made its instance, as it collected: its calls went to no cassette, and every
+    test failed in replay with the database gone."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(test_accounts=_ISOLATED_ASYNCIO_TESTS)
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    cassette = (
+        pytester.path / "cassettes" / "test_accounts" / "TestAccounts" / "test_adds_an_account.json"
+    )
+    statements = [
+        call["request"]["statement"] for call in json.loads(cassette.read_text())["calls"]
+    ]
+    assert statements == [
+        "CREATE TABLE IF NOT EXISTS account (name TEXT)",
+        "INSERT INTO account VALUES ('ann')",
+        "SELECT count(*) FROM account",
+    ]
+    (pytester.path / "accounts.db").unlink()
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=1)

@@ -22,6 +22,7 @@ replayed without the key to its sealed secrets, and names stale cassettes
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import gc
 import inspect
@@ -442,7 +443,18 @@ def _begin_test_block(item: pytest.Item, run: _Run) -> None:
     block = run.block(path, item.nodeid, action, live=tuple(options.get("live", ())))
     _hold_garbage_collection(item)
     block.activate()
+    _in_the_tests_context(item)
     item.stash[_TEST_BLOCK] = block
+
+
+def _in_the_tests_context(item: pytest.Item) -> None:
+    """``unittest.IsolatedAsyncioTestCase`` (Python 3.11 and later) runs ``setUp``, the test and
+    ``tearDown`` in a copy of the context taken when its instance was made, which pytest makes
+    as it collects: without the test's cassette, so nothing was recorded (Tortoise ORM's
+    ``contrib.test.TestCase``). A copy taken now has it."""
+    instance = getattr(item, "instance", None)
+    if isinstance(getattr(instance, "_asyncioTestContext", None), contextvars.Context):
+        instance._asyncioTestContext = contextvars.copy_context()  # type: ignore[union-attr]
 
 
 def _freeze_what_was_imported(run: _Run) -> None:
