@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -684,3 +685,17 @@ def test_a_request_replayed_without_the_one_that_did_once_per_process_work_gets_
     for before, after in zip(recorded, replayed, strict=True):
         assert_same_response(before, after)
     assert [r.extra_draws for r in reports] == [{}, {}, {}]
+
+
+def test_a_service_that_draws_does_not_import_pytest() -> None:
+    """time-machine imports pytest, where it is installed, to offer its fixture: a service
+    started to record or replay spent a third of a second of its start importing it."""
+    code = (
+        "import sys, time\n"
+        "from timetracer_otel.determinism import install\n"
+        "install(('clock',))\n"
+        "time.time()\n"
+        "print('pytest' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -159,13 +159,31 @@ def _is_int(value: Any) -> bool:
 def _install_clock() -> None:
     global _real_time_ns
     import _time_machine
-    import time_machine
+
+    time_machine = _time_machine_without_pytest()
 
     if not time_machine.traveller_stack:
         _time_machine.patch()
     _real_time_ns = _time_machine.original_time_ns
-    # Typed for time-machine's own Traveller; its C clock patch asks the one on top only for time_ns().
-    time_machine.traveller_stack.insert(0, _Clock())  # type: ignore[arg-type]
+    # in place of time-machine's own Traveller: its C clock patch asks the one on top only for time_ns()
+    time_machine.traveller_stack.insert(0, _Clock())
+
+
+def _time_machine_without_pytest() -> Any:
+    """``time_machine``, imported without pytest where pytest is not imported yet: it imports
+    pytest to offer its fixture when pytest is installed, and a service started to record or
+    replay spent a third of a second importing it (a pytest run imports pytest first, and
+    time-machine's fixture is there)."""
+    if "pytest" in sys.modules or "time_machine" in sys.modules:
+        import time_machine
+
+        return time_machine
+    sys.modules["pytest"] = None  # type: ignore[assignment]  # ``import pytest`` fails at once
+    try:
+        import time_machine
+    finally:
+        del sys.modules["pytest"]
+    return time_machine
 
 
 # --------------------------------------------------------------------------- randomness
