@@ -470,7 +470,7 @@ def test_search_and_show_reach_the_process_cassette(cassette_dir: Path) -> None:
         0,
         [{"process_cassette": recording.fixed_path, "matches": ["calls[1].request"]}],
     )
-    table = runner.invoke(cli, ["search", "k1", "--dir", str(cassette_dir)])
+    table = runner.invoke(cli, ["search", "k1", str(cassette_dir)])  # the directory given as list's
     assert table.stdout.startswith(f"process cassette {recording.fixed_path}  FOUND IN calls[1]")
     assert "1 of 1 cassettes contain 'k1' (1 of them process cassettes)" in table.stderr
     filtered = runner.invoke(cli, ["search", "k1", "--method", "GET", "--dir", str(cassette_dir)])

@@ -329,20 +329,27 @@ def _found_in(path: CassetteFile, text: str, case_sensitive: bool, limits: ReadL
 
 @cli.command()
 @click.argument("text")
+@click.argument("location", required=False, type=click.Path(file_okay=True, dir_okay=True))
 @_dir_option
 @_filter_options
 @click.option("--case-sensitive", is_flag=True, help="Match case exactly.")
 @_json_option
 def search(
-    text: str, directory: str, filters: Filters, case_sensitive: bool, as_json: bool
+    text: str,
+    location: str | None,
+    directory: str,
+    filters: Filters,
+    case_sensitive: bool,
+    as_json: bool,
 ) -> None:
-    """Find cassettes that contain TEXT; exit status 1 if none does, as grep's.
+    """Find cassettes (in LOCATION, else --dir) that contain TEXT; exit status 1 if none does, as grep's.
 
     Searches everything a cassette holds: the headers, bodies and URLs of the request, the
     response and every call, and the spans, errors and draws; the process cassettes too
     (the calls made outside requests) unless a filter is given.
     """
     limits = _limits()
+    directory = location or directory
     index = _index(directory, limits)
     found = []
     for entry in select(index.entries.values(), filters):
