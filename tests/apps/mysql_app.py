@@ -98,6 +98,25 @@ def get_db(request: Request) -> Iterator[pymysql.connections.Connection]:
 Db = Annotated[Any, Depends(get_db)]
 
 
+async def _pooled_sign_up(pool: Any, user: Credentials, duplicate: type[Exception]) -> Any:
+    """Sign-up on a connection of an asyncio pool (aiomysql's or asyncmy's); ``duplicate``: the
+    driver's error for a taken e-mail."""
+    async with pool.acquire() as conn:
+        async with conn.cursor() as cur:
+            try:
+                await cur.execute(
+                    "INSERT INTO users (id, email, password, created_at) VALUES (%s, %s, %s, %s)",
+                    (str(uuid.uuid4()), user.email, _hash(user.password), datetime.now()),
+                )
+            except duplicate as exc:
+                await conn.rollback()
+                return JSONResponse({"detail": "taken", "error": repr(exc.args)}, 409)
+            await cur.execute("SELECT COUNT(*) FROM users")
+            (count,) = await cur.fetchone()
+        await conn.commit()
+    return {"users": count}
+
+
 def create_app(database: str) -> FastAPI:
     address = _address(database)
 
@@ -210,39 +229,13 @@ def create_app(database: str) -> FastAPI:
 
     @app.post("/async/users", status_code=201)
     async def async_sign_up(user: Credentials, request: Request) -> Any:
-        async with request.app.state.pool.acquire() as conn:
-            async with conn.cursor() as cur:
-                try:
-                    await cur.execute(
-                        "INSERT INTO users (id, email, password, created_at)"
-                        " VALUES (%s, %s, %s, %s)",
-                        (str(uuid.uuid4()), user.email, _hash(user.password), datetime.now()),
-                    )
-                except pymysql.err.IntegrityError as exc:
-                    await conn.rollback()
-                    return JSONResponse({"detail": "taken", "error": repr(exc.args)}, 409)
-                await cur.execute("SELECT COUNT(*) FROM users")
-                (count,) = await cur.fetchone()
-            await conn.commit()
-        return {"users": count}
+        return await _pooled_sign_up(request.app.state.pool, user, pymysql.err.IntegrityError)
 
     @app.post("/asyncmy/users", status_code=201)
     async def asyncmy_sign_up(user: Credentials, request: Request) -> Any:
-        async with request.app.state.asyncmy_pool.acquire() as conn:
-            async with conn.cursor() as cur:
-                try:
-                    await cur.execute(
-                        "INSERT INTO users (id, email, password, created_at)"
-                        " VALUES (%s, %s, %s, %s)",
-                        (str(uuid.uuid4()), user.email, _hash(user.password), datetime.now()),
-                    )
-                except asyncmy.errors.IntegrityError as exc:
-                    await conn.rollback()
-                    return JSONResponse({"detail": "taken", "error": repr(exc.args)}, 409)
-                await cur.execute("SELECT COUNT(*) FROM users")
-                (count,) = await cur.fetchone()
-            await conn.commit()
-        return {"users": count}
+        return await _pooled_sign_up(
+            request.app.state.asyncmy_pool, user, asyncmy.errors.IntegrityError
+        )
 
     @app.post("/asyncmy/users/{email}/notes")
     async def asyncmy_add_notes(email: str, bodies: list[str], request: Request) -> Any:
