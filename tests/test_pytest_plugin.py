@@ -2358,7 +2358,7 @@ def test_test_files_pytest_gives_one_node_id_keep_a_cassette_each(
         (tests / "__init__.py").write_text("")
         (tests / "test_api.py").write_text(_API_TEST.format(name=name))
     command = ("-c", "cfg/pyproject.toml", "pa/tests", "pb/tests")
-    recorded = pytester.runpytest_subprocess(*command)
+    recorded = pytester.runpytest_subprocess(*command, "--timetracer-mode=once")
     recorded.assert_outcomes(passed=2)
     recorded.stdout.fnmatch_lines(["tests: 0 replayed, 2 recorded"])
     replayed = pytester.runpytest_subprocess(*command, "--timetracer-mode=none")
@@ -2389,9 +2389,9 @@ def test_a_fixture_replayed_while_a_new_test_records_leaves_its_calls_out_of_the
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     pytester.makeconftest(_SESSION_FIXTURE)
     pytester.makepyfile(test_b="def test_b(database):\n    assert database\n")
-    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=1)
     pytester.makepyfile(test_a="def test_a(database):\n    assert database\n")
-    added = pytester.runpytest_subprocess()
+    added = pytester.runpytest_subprocess("--timetracer-mode=once")
     added.assert_outcomes(passed=2)
     added.stdout.fnmatch_lines(["tests: 1 replayed, 1 recorded"])
     recorded = json.loads((pytester.path / "cassettes" / "test_a" / "test_a.json").read_text())
@@ -2428,7 +2428,7 @@ def test_an_isolated_asyncio_test_case_records_and_replays(pytester: pytest.Pyte
     test failed in replay with the database gone."""
     pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
     pytester.makepyfile(test_accounts=_ISOLATED_ASYNCIO_TESTS)
-    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("--timetracer-mode=once").assert_outcomes(passed=1)
     cassette = (
         pytester.path / "cassettes" / "test_accounts" / "TestAccounts" / "test_adds_an_account.json"
     )
