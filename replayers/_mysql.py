@@ -19,11 +19,12 @@ from timetracer_otel import _mysql
 from timetracer_otel._recording import in_outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import live_view, mysql_request, recorded_response
+from timetracer_otel.wrapper_layers import Seam
 
 from .http import recorded_error_class, with_recorded_attributes
 from .session import ReplayMismatchError, refusal, replay_session_for
 
-__all__ = ["LIVE", "answer", "async_seams", "opens_nothing"]
+__all__ = ["LIVE", "answer", "async_seams", "opens_nothing", "recorded_result", "sends_nothing"]
 
 LIVE = object()  # what :func:`answer` returns for a query it leaves to the driver
 _OUTSIDE = "a replay connection was used outside its replay session"
@@ -38,12 +39,17 @@ def _error(call: CassetteCall, errors: Any) -> Exception:
     )
 
 
+def recorded_result(connection: Any, answer: dict[str, Any]) -> Any:
+    """The result PyMySQL's and aiomysql's cursors read, of a recorded answer."""
+    return _mysql.RecordedResult(answer)
+
+
 def answer(
     driver: _mysql.Driver,
     connection: Any,
     args: tuple,
     kwargs: dict,
-    result: Callable[[Any, dict[str, Any]], Any] = lambda _, answer: _mysql.RecordedResult(answer),
+    result: Callable[[Any, dict[str, Any]], Any] = recorded_result,
 ) -> Any:
     """Answer ``connection.query(*args, **kwargs)`` from the session: the affected rows, with the
     recorded result left on the connection (made by ``result`` of the connection and the
@@ -85,7 +91,10 @@ def opens_nothing(library: str, connection: Any) -> bool:
     return True
 
 
-Seam = tuple[type, str, Callable[..., Any]]
+async def sends_nothing(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
+    """An asyncio driver's method that talks to the server outside queries (``COMMIT``, a ping,
+    the server's OK; asyncmy's prepared statements): nothing on a replay connection."""
+    return None if _mysql.replaying(connection) else await wrapped(*args, **kw)
 
 
 def async_seams(
@@ -93,17 +102,16 @@ def async_seams(
     connection_class: type,
     connect: str,
     opened: Callable[[Any], None],
-    result: Callable[[Any, dict[str, Any]], Any] | None = None,
+    result: Callable[[Any, dict[str, Any]], Any] = recorded_result,
 ) -> tuple[Seam, ...]:
     """The replay of an asyncio driver on PyMySQL's protocol (aiomysql, asyncmy): its connection
     class's ``query`` answered (``result`` makes the recorded result the driver's cursors read),
     its method ``connect`` opening nothing (``opened`` gives the connection what a connected one
-    has, with no server), and the commands sent outside queries (``COMMIT``, a ping) and the
-    server's OK sending and reading nothing."""
-    answered: dict[str, Any] = {} if result is None else {"result": result}
+    has, with no server), and the commands sent outside queries and the server's OK sending and
+    reading nothing."""
 
     async def querying(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
-        found = answer(driver, connection, args, kw, **answered)
+        found = answer(driver, connection, args, kw, result)
         return await wrapped(*args, **kw) if found is LIVE else found
 
     async def connecting(
@@ -114,12 +122,9 @@ def async_seams(
         opened(connection)
         return None
 
-    async def unsent(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
-        return None if _mysql.replaying(connection) else await wrapped(*args, **kw)
-
     return (
         (connection_class, "query", querying),
         (connection_class, connect, connecting),
-        (connection_class, "_execute_command", unsent),
-        (connection_class, "_read_ok_packet", unsent),
+        (connection_class, "_execute_command", sends_nothing),
+        (connection_class, "_read_ok_packet", sends_nothing),
     )

@@ -18,7 +18,7 @@ import asyncmy.connection
 
 from timetracer_otel import _mysql, wrapper_layers
 
-from ._mysql import async_seams
+from ._mysql import async_seams, sends_nothing
 from .session import refusal
 
 __all__ = ["install", "uninstall"]
@@ -55,11 +55,6 @@ async def _closing(wrapped: Callable[..., Any], connection: Any, args: tuple, kw
     return None
 
 
-async def _cached(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
-    """No prepared statement for a replay connection: its statements take ``query``, answered."""
-    return None if _mysql.replaying(connection) else await wrapped(*args, **kw)
-
-
 async def _prepare(wrapped: Callable[..., Any], connection: Any, args: tuple, kw: dict) -> Any:
     if not _mysql.replaying(connection):
         return await wrapped(*args, **kw)
@@ -75,7 +70,8 @@ _CONNECTION = asyncmy.connection.Connection
 _SEAMS = (
     *async_seams(_mysql.ASYNCMY_DRIVER, _CONNECTION, "connect", _opened, _result),
     (_CONNECTION, "ensure_closed", _closing),
-    (_CONNECTION, "_acquire_cached_statement", _cached),
+    # no cached prepared statement: a replay connection's statements take ``query``, answered
+    (_CONNECTION, "_acquire_cached_statement", sends_nothing),
     (_CONNECTION, "prepare", _prepare),
 )
 

@@ -9,6 +9,7 @@ from timetracer_otel import _mysql
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import ProtocolCall, current_recording, in_outer_call
 from timetracer_otel.protocols.sql import mysql_request
+from timetracer_otel.wrapper_layers import Seam
 
 from ._dbapi import failed
 
@@ -44,9 +45,6 @@ class Query:
                 if self.unbuffered:
                     answer.pop("rows", None)
                 self.call.response = answer
-
-
-Seam = tuple[type, str, Callable[..., Any]]
 
 
 def async_seams(driver: _mysql.Driver, connection_class: type, connect: str) -> tuple[Seam, ...]:
