@@ -104,9 +104,8 @@ async def _settled() -> None:
     the next turn, the second task's loads joined the first batch, a query no recording holds.
     Settled: for :data:`_QUIET_TURNS` turns in a row, every other task waits on something (a
     callback the loop runs next, a DataLoader's dispatch, makes its task a turn later)."""
-    current = asyncio.current_task()
     quiet = 0
-    with _waiting_here(current):
+    with _waiting_here() as current:
         for _ in range(_MAX_TURNS):
             await asyncio.sleep(0)
             quiet = 0 if _others_ready(current) else quiet + 1
@@ -119,13 +118,17 @@ _waiting: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
 
 @contextlib.contextmanager
-def _waiting_here(task: asyncio.Task[Any] | None) -> Iterator[None]:
-    if task is not None:
-        _waiting.add(task)
+def _waiting_here() -> Iterator[asyncio.Task[Any] | None]:
+    """The current task, noted as waiting here for the block."""
+    task = asyncio.current_task()
+    if task is None:  # outside a task: no other task waits on it
+        yield None
+        return
+    _waiting.add(task)
     try:
-        yield
+        yield task
     finally:
-        _waiting.discard(task)  # type: ignore[arg-type]
+        _waiting.discard(task)
 
 
 def _others_ready(current: asyncio.Task[Any] | None) -> bool:
@@ -458,7 +461,7 @@ class ReplaySession:
             bisect.insort(awaited, came)
             after_another = awaited[0] < came
         try:
-            with _waiting_here(asyncio.current_task()):
+            with _waiting_here():
                 for _ in range(_MAX_TURNS):
                     await asyncio.sleep(0)
                     if came <= awaited[0]:

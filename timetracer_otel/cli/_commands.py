@@ -365,22 +365,24 @@ def search(
     ]
     if as_json:
         _print_json([*found, *in_processes])
-    elif found or in_processes:
-        lines = _render.list_lines(found) if found else []
-        width = len(lines[0]) if found else 0
-        out = [lines[0].ljust(width) + "  FOUND IN"] if found else []
-        out.extend(
-            line.ljust(width) + "  " + ", ".join(entry["matches"])
-            for line, entry in zip(lines[1:], found, strict=False)
-        )
+    else:
+        out = []
+        if found:
+            header, *rows = _render.list_lines(found)
+            width = len(header)
+            out.append(header.ljust(width) + "  FOUND IN")
+            out.extend(
+                row.ljust(width) + "  " + ", ".join(entry["matches"])
+                for row, entry in zip(rows, found, strict=False)
+            )
         out.extend(
             printable(
                 f"process cassette {entry['process_cassette']}  FOUND IN {', '.join(entry['matches'])}"
             )
             for entry in in_processes
         )
-        sys.stdout.write("\n".join(out) + "\n")
-    if not as_json:
+        if out:
+            sys.stdout.write("\n".join(out) + "\n")
         total = len(index.entries) + len(processes)
         click.echo(
             printable(
@@ -389,8 +391,7 @@ def search(
             ),
             err=True,
         )
-    found += in_processes
-    if not found:
+    if not found and not in_processes:
         sys.exit(_DIFFERENT)
 
 
