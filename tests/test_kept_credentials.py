@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import hmac
 import json
 import random
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import bcrypt
 import boto3
 import botocore.config
 import httpx
@@ -33,6 +35,7 @@ import pytest
 import redis.asyncio
 from _replay import assert_same_response, cassette_files, new_reports
 from _services import POSTGRES_ADMIN, closed_port, postgres_schemas
+from argon2 import PasswordHasher
 from conftest import Upstream
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -45,6 +48,8 @@ from starlette.routing import Route
 import timetracer_otel
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
+from timetracer_otel.secret_names import SecretNames
+from timetracer_otel.secret_values import kept_credentials
 
 _SIGNING_KEY = "a-signing-key-of-the-service-32b!"
 
@@ -907,3 +912,36 @@ def test_a_fernet_key_made_in_a_request_is_the_recorded_one_in_replay_and_never_
     replayed, report = _replayed_offline(serve, app, url, cassette_dir, "/blocks", "webhook-token")
     assert_same_response(recorded, replayed)
     assert report.ok and not report.unmatched and not report.unused and not report.extra_draws
+
+
+def _password_hashes() -> dict[str, str]:
+    """A hash of one password in each format web apps store, made as each library makes it."""
+    salt = secrets.token_hex(8)
+    derived = hashlib.pbkdf2_hmac("sha256", b"correct horse", salt.encode(), 1000)
+    scrypted = hashlib.scrypt(b"correct horse", salt=salt.encode(), n=16384, r=8, p=1)
+    ab64 = base64.b64encode(derived).decode().rstrip("=").replace("+", ".")
+    return {
+        "bcrypt": bcrypt.hashpw(b"correct horse", bcrypt.gensalt(4)).decode(),
+        "argon2": PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("correct horse"),
+        "passlib_pbkdf2": f"$pbkdf2-sha256$1000${salt}${ab64}",
+        "django": f"pbkdf2_sha256$1000${salt}${base64.b64encode(derived).decode()}",
+        "werkzeug_pbkdf2": f"pbkdf2:sha256:1000${salt}${derived.hex()}",
+        "werkzeug_scrypt": f"scrypt:16384:8:1${salt}${scrypted.hex()}",
+    }
+
+
+def test_every_password_hash_format_is_found_by_its_shape_among_typed_values() -> None:
+    """Each format is found in a document's rows under a name no secret list holds, also where
+    typed values (``$type``) stand before it."""
+    hashes = _password_hashes()
+    typed = {"$type": "decimal", "value": "1.50"}
+    doc = {
+        "calls": [
+            {
+                "protocol": "sql",
+                "response": {"rows": [[typed, name, value] for name, value in hashes.items()]},
+            }
+        ]
+    }
+    found = kept_credentials(doc, SecretNames())
+    assert {name: value in found for name, value in hashes.items()} == dict.fromkeys(hashes, True)
