@@ -113,21 +113,23 @@ class _Shapes:
         # runs at memory speed (memchr), one for a word about thirty times slower.
         self.gates = tuple(map(encode, ("J", "V", "=", "$")))
         self.hash_marks = tuple(map(encode, ("$2", "$argon2", "pbkdf2", "scrypt")))
-        self.api_key_starts = tuple(map(encode, _API_KEY_STARTS))
+        self.api_key_gate = re.compile(encode(_API_KEY_GATE))
+        self.k = encode("k")
         self.key_chars = encode(_KEY_CHARS)
 
     def _api_keys(self, data: Any) -> Iterator[Any]:
-        """The API keys in ``data``: each place one of their starts stands, not after a token's
-        character, matched there (a scan of the whole text with the pattern cost a tenth of the
-        writer's work per cassette)."""
-        for start in self.api_key_starts:
-            at = data.find(start)
-            while at != -1:
-                if at == 0 or data[at - 1 : at] not in self.key_chars:
-                    key = self.api_key.match(data, at)
-                    if key is not None:
-                        yield key.group(0)
-                at = data.find(start, at + 1)
+        """The API keys in ``data``: each place where two characters of their starts stand (found
+        in one scan: its first characters are few), not after a token's character, matched there
+        (a scan of the whole text with the pattern cost a tenth of the writer's work per cassette,
+        one search for each start 18 µs of a ``/dep`` cassette's JSON)."""
+        for gate in self.api_key_gate.finditer(data):
+            at = gate.start()
+            if data[at : at + 1] == self.k:  # the k of sk-, sk_ and rk_
+                at -= 1
+            if at == 0 or (at > 0 and data[at - 1 : at] not in self.key_chars):
+                key = self.api_key.match(data, at)
+                if key is not None:
+                    yield key.group(0)
 
     def _password_hash_marked(self, data: Any) -> bool:
         """Whether a password hash's mark stands near a ``$`` of ``data``: each format has one,
@@ -193,8 +195,9 @@ _API_KEY_PATTERN = (
     r"(?:sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|AIza)"
     r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{20,}"
 )
-# where a match may begin: each a search of a document's JSON, about 2.5 instructions a byte
-_API_KEY_STARTS = ("sk-", "sk_", "rk_", "gh", "glpat-", "xox", "AIza")
+# Two characters of each start, the first of them few (the engine skips to those): a match
+# of the pattern may begin there, or one character before for the k of sk-, sk_ and rk_.
+_API_KEY_GATE = r"k[-_]|gh|gl|github_pat_|xo|AI"
 _KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 # The password of a URL written as text (a DSN in a settings row, a link a user saved): the
 # part between the user's ``:`` and the ``@`` of its authority. From the ``://``, a literal the
