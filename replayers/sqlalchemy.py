@@ -44,7 +44,7 @@ try:  # SQLAlchemy 2.1 calls it await_; 2.0 only has await_only
 except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
-from timetracer_otel import wrapper_layers
+from timetracer_otel import _orm_order, wrapper_layers
 from timetracer_otel._recording import outer_call
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.protocols.sql import (
@@ -415,8 +415,10 @@ def install() -> None:
             f" is installed (it has no {', '.join(missing)}): install sqlalchemy>=2.0 to replay"
             " its calls"
         )
+    _orm_order.install()
     wrapper_layers.install_all(_SEAMS, layer="replay")
 
 
 def uninstall() -> None:
+    _orm_order.uninstall()
     wrapper_layers.uninstall_all(_SEAMS, layer="replay")

@@ -18,13 +18,19 @@ from _replay import Sent, assert_same_response, new_reports, send
 from apps.sql_app import ORDER, create_app, create_schema, drop_schema, item_work, schema
 from conftest import load_cassettes
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, String, create_engine
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import timetracer_otel
 from timetracer_otel import _diagnostics
 from timetracer_otel.cassette.calls import CassetteCall
 from timetracer_otel.cassette.values import decode_value
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.plugins import enable_sqlalchemy
 from timetracer_otel.protocols.sql import live_view, recorded_view
 from timetracer_otel.replayers import ReplaySession, install_replayers
@@ -452,3 +458,60 @@ def test_a_long_statement_that_differs_at_its_end_is_shown_where_it_differs(
     assert lines[at - 1].startswith("  unmatched: timetracer replay: no recorded call matches")
     (statement,) = [line for line in lines[at + 1 :] if line.startswith("      statement: ")]
     assert "WHERE members.role_id = ?" in statement and "WHERE members.team_id = ?" in statement
+
+
+_COLUMNS = [
+    f"{name}_{n}"
+    for n, name in enumerate(["title", "body", "state", "owner", "slug", "tag", "kind", "note"] * 2)
+]
+
+
+def _ordered_app(url: str, config: TraceConfig) -> Starlette:
+    """Rows of a sixteen-column model, shown as FastAPI's ``jsonable_encoder`` shows an object
+    without a response model: its ``__dict__``, in the order the ORM set its attributes, once
+    loaded whole (``GET``) and once refreshed after the commit expired it (``POST``)."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    columns = {name: mapped_column(String(40), default="") for name in _COLUMNS}
+    row = type("Row", (Base,), {
+        "__tablename__": "rows", "id": mapped_column(Integer, primary_key=True), **columns,
+    })  # fmt: skip
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+
+    def members(obj: Any) -> list[str]:
+        return [name for name in vars(obj) if not name.startswith("_sa_")]
+
+    def add(request: Request) -> JSONResponse:
+        with Session(engine) as session:
+            obj = row(**{name: name.upper() for name in _COLUMNS})
+            session.add(obj)
+            session.commit()
+            obj.id  # noqa: B018 - the refresh of an expired object
+            return JSONResponse({"id": obj.id, "members": members(obj)})
+
+    def get(request: Request) -> JSONResponse:
+        with Session(engine) as session:
+            return JSONResponse(members(session.get(row, int(request.path_params["id"]))))
+
+    app = Starlette(routes=[Route("/rows", add, methods=["POST"]), Route("/rows/{id}", get)])
+    auto_setup(app, config=config, plugins=["sqlalchemy"])
+    return app
+
+
+def test_objects_the_orm_loads_list_their_members_in_declared_order(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path
+) -> None:
+    """SQLAlchemy's own order follows the properties' memory addresses, another in a replaying
+    process: loaded whole or refreshed, an object's members come in the model's order."""
+    url = f"sqlite:///{tmp_path / 'rows.sqlite'}"
+    record = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    server = serve(_ordered_app(url, record))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        added = client.post("/rows")
+        got = client.get(f"/rows/{added.json()['id']}")
+    server.stop()
+    assert added.json()["members"] == ["id", *_COLUMNS]
+    assert got.json() == ["id", *_COLUMNS]

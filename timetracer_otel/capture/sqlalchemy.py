@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.default import DefaultDialect, DefaultExecutionContext
 from sqlalchemy.engine.interfaces import Dialect
 
-from timetracer_otel import wrapper_layers
+from timetracer_otel import _orm_order, wrapper_layers
 from timetracer_otel._diagnostics import guarded
 from timetracer_otel._recording import (
     ProtocolCall,
@@ -373,6 +373,7 @@ _HOUSEKEEPING = (
 
 
 def install() -> None:
+    _orm_order.install()
     wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
     wrapper_layers.install(Engine, "raw_connection", _raw_connection)
     for name in _HOUSEKEEPING:
@@ -381,6 +382,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    _orm_order.uninstall()
     wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor")
     wrapper_layers.uninstall(Engine, "raw_connection")
     for name in _HOUSEKEEPING:
