@@ -2442,3 +2442,39 @@ def test_an_isolated_asyncio_test_case_records_and_replays(pytester: pytest.Pyte
     ]
     (pytester.path / "accounts.db").unlink()
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=1)
+
+
+_TEST_ONE_FAILING = """
+import os
+
+import httpx
+
+
+def test_passes():
+    assert httpx.get("{upstream}/json").status_code == 200
+
+
+def test_fails_while_told():
+    assert httpx.get("{upstream}/json").status_code == 200
+    assert not os.environ.get("MAKE_IT_FAIL")
+"""
+
+
+def test_a_last_failed_run_leaves_the_cassettes_of_the_tests_it_did_not_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--lf`` drops a module's passed tests as it collects it, telling no hook: the module is
+    not run whole, so their cassettes are neither stale nor removed by a rewrite."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    with running_upstream() as live:
+        pytester.makepyfile(test_calls=_TEST_ONE_FAILING.format(upstream=live.url))
+        monkeypatch.setenv("MAKE_IT_FAIL", "1")
+        first = pytester.runpytest_subprocess("--timetracer-mode=all")
+        first.assert_outcomes(passed=1, failed=1)
+        monkeypatch.delenv("MAKE_IT_FAIL")
+        again = pytester.runpytest_subprocess("--lf", "--timetracer-mode=rewrite")
+        again.assert_outcomes(passed=1)
+    assert "stale" not in again.stdout.str() and "removed" not in again.stdout.str()
+    names = {path.name for path in (pytester.path / "cassettes").rglob("*.json")}
+    assert {"test_passes.json", "test_fails_while_told.json"} <= names
+    pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2)

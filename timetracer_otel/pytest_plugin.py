@@ -409,10 +409,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for arg in config.args
         if "::" in arg
     }
+    # --lf drops the tests of a module that passed as it collects the module, telling no hook
+    whole_modules_known = not config.getoption("lf", False)
     opted_in = [item for item in session.items if run.opted_in(item)]
     for item in opted_in:
         run.report.owned.add(str(cassette_of_test(run.directory, run.names.of(item))))
-        if item.path.resolve() not in partial:
+        if whole_modules_known and item.path.resolve() not in partial:
             run.report.scopes.add(str(cassettes_of_module(run.directory, run.names.of(item))))
     if opted_in:
         _freeze_what_was_imported(run)
