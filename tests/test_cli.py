@@ -605,14 +605,23 @@ _STARTING_APP = """
 import contextlib
 import os
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 
 
+async def warm_up():
+    async with httpx.AsyncClient() as client:  # a call no process cassette holds
+        await client.get(os.environ["REPLAY_APP_UPSTREAM"] + "/json?warm=1")
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app):
-    async with httpx.AsyncClient() as client:  # a warm-up call no process cassette holds
-        await client.get(os.environ["REPLAY_APP_UPSTREAM"] + "/json?warm=1")
+    if {in_a_task_group}:  # as a scheduler started at start-up runs it: the error comes in a group
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(warm_up)
+    else:
+        await warm_up()
     yield
 
 
@@ -620,13 +629,20 @@ app = Starlette(lifespan=lifespan)
 """
 
 
+@pytest.mark.parametrize("in_a_task_group", [False, True], ids=["awaited", "in-a-task-group"])
 def test_replay_of_an_app_that_fails_to_start_is_one_message_naming_the_call(
-    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, tmp_path: Path
+    serve: Callable[..., Any],
+    upstream: Upstream,
+    cassette_dir: Path,
+    tmp_path: Path,
+    in_a_task_group: bool,
 ) -> None:
     """Its lifespan makes a call that nothing recorded: exit status 2 and the mismatch, call and
-    advice, on stderr; no traceback, nothing on standard output (``--json`` readers get no half list)."""
+    advice, on stderr, also where a task group raised it; no traceback, nothing on standard
+    output (``--json`` readers get no half list)."""
     record(serve, upstream.url, cassette_dir, [("GET", "/json", {})])
-    (tmp_path / "starting_app.py").write_text(_STARTING_APP, "utf-8")
+    app = _STARTING_APP.format(in_a_task_group=in_a_task_group)
+    (tmp_path / "starting_app.py").write_text(app, "utf-8")
     done = timetracer(
         "replay", str(cassette_dir), "--app", "starting_app:app", "--app-dir", str(tmp_path), "--json",
         upstream=upstream.url,

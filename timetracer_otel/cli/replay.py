@@ -62,6 +62,19 @@ class AppStartError(Exception):
     """The app raised while it started (its lifespan): no request can be replayed."""
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The innermost exceptions of an exception group (a task group's in a lifespan), or ``exc``."""
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, tuple) and hasattr(exc, "derive"):
+        return [leaf for each in inner for leaf in _leaves(each)]
+    return [exc]
+
+
+def _described(exc: BaseException) -> str:
+    """``Type: message`` of each exception the app raised, not of the group wrapping them."""
+    return "\n".join(f"{type(leaf).__name__}: {leaf}" for leaf in _leaves(exc))
+
+
 class Replayer:
     """Replays recorded requests through one app: ``with Replayer(spec, location) as r:``
     then ``r.replay(path)`` for each path of ``r.cassettes()``.
@@ -127,16 +140,14 @@ class Replayer:
             self._runner = self._stack.enter_context(AppRunner(self.app, self._thread))
         except Exception as exc:
             self._stack.close()
-            raise AppStartError(f"the app failed to start: {type(exc).__name__}: {exc}") from exc
+            raise AppStartError(f"the app failed to start: {_described(exc)}") from exc
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         try:
             self._stack.close()
         except Exception as exc:
-            self.shutdown_error = (
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
+            self.shutdown_error = _described(exc).splitlines()[0]
 
     def _restore_env(self) -> None:
         for name, value in self._saved_env.items():
