@@ -424,7 +424,7 @@ class CassetteLibrary:
     def select(self, request: LiveRequest, config: TraceConfig) -> Choice:
         """The cassette for ``request``; its query and body are compared redacted and cut per ``config``, its secrets by fingerprint."""
         if len(self._entries) == 1:
-            return self._chosen(self._entries[0], [])
+            return self._chosen(self._entries[0], self._alone_notes(request))
         group = self._by_path.get((request.method, request.path))
         if group is None and request.route is not None:
             group = self._by_route.get((request.method, request.route))
@@ -464,6 +464,19 @@ class CassetteLibrary:
                 exact = self._unread(group, request, config, same_content is not None)
             entry = (exact or candidates).take(self._shared_turns)
         return self._chosen(entry, _notes(candidates, secrets, printed, exact is not None, unknown))
+
+    def _alone_notes(self, request: LiveRequest) -> list[str]:
+        """A cassette given alone answers every request: the report says so when this one is not
+        its method and path (or route), as that explains every difference that follows."""
+        recorded = next(iter(self._by_path))
+        if recorded == (request.method, request.path) or (
+            request.route is not None and (request.method, request.route) in self._by_route
+        ):
+            return []
+        return [
+            f"the cassette given alone was recorded for {recorded[0]} {printable(recorded[1])}, and answered"
+            f" {request.method} {printable(request.path)}"
+        ]
 
     def reference_of(self, path: str) -> str | None:
         """The key naming the cassette at ``path`` (one of :meth:`in_recording_order`) and no other."""

@@ -375,6 +375,22 @@ def test_report_of_a_changed_app(
     assert ignoring.differences == ['body $.added: recorded <absent>, replayed "new field"']
 
 
+def test_a_cassette_given_alone_answering_another_path_says_so_first(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """It answers every request; where the request is another method and path than its
+    recording, that explains the differences, not the session cookie the request carries."""
+    record(serve, upstream.url, cassette_dir, [("GET", "/whoami", {})])
+    (cassette,) = cassette_files(cassette_dir)
+    sent: list[Sent] = [("GET", "/whoami", {}), ("GET", "/token", {"cookies": {"session": "s"}})]
+    _, reports = replay(serve, upstream.url, replay_config(cassette), sent)
+    assert [r.notes for r in reports] == [
+        [],
+        ["the cassette given alone was recorded for GET /whoami, and answered GET /token"],
+    ]
+    assert not reports[1].ok
+
+
 def test_report_names_the_first_unused_calls_and_counts_the_rest() -> None:
     """A cassette whose calls the app no longer makes (hundreds, in an N+1 loop) gives ten
     lines naming them and one counting the rest, not a line for each; the report keeps them all."""
