@@ -59,6 +59,11 @@ R = REDACTED
         ("INSERT INTO logs (payload) VALUES (%s)", ('{"client_id": "c1"}',), "execute", ('{"client_id": "c1"}',)),
         # a json/jsonb value the driver takes as a dict: its secret members alone
         ("INSERT INTO logs (payload) VALUES (%s)", ({"client_id": "c1", "client_secret": S},), "execute", ({"client_id": "c1", "client_secret": R},)),
+        # a settings table of name-value pairs: the value whose name or key is a secret's
+        ("INSERT INTO sys_config (name, key, value) VALUES ($1, $2, $3)", ("Mail password", "EMAIL_PASSWORD", S), "execute", ("Mail password", "EMAIL_PASSWORD", R)),
+        ("INSERT INTO settings (key, value) VALUES (%s, %s)", [("SITE_TITLE", "Shop"), ("smtp_password", S)], "executemany", [("SITE_TITLE", "Shop"), ("smtp_password", R)]),
+        ("UPDATE settings SET value = :v WHERE key = :k", {"v": S, "k": "api_token"}, "execute", {"v": R, "k": "api_token"}),
+        ("UPDATE settings SET value = :v WHERE key = :k", {"v": "Shop", "k": "SITE_TITLE"}, "execute", {"v": "Shop", "k": "SITE_TITLE"}),
     ],
 )  # fmt: skip
 def test_parameters_meeting_a_secret_column_are_hidden(
@@ -246,3 +251,21 @@ def test_a_secret_is_searched_in_payload_ids_and_never_in_the_cassettes_own_memb
     assert doc["calls"][0]["response"]["body"]["json"] == [{"id": REDACTED, "kind": REDACTED}]
     assert doc["spans"][0]["attributes"] == {"id": REDACTED}
     assert (doc["spans"][0]["kind"], doc["calls"][0]["library"]) == ("CLIENT", "httpx")
+
+
+def test_the_value_of_a_name_value_row_whose_name_or_key_is_a_secrets_is_hidden() -> None:
+    """A settings table read back (a service's mail settings), and the same row as its API shows
+    it: the value alone, where the name or the key names a secret, a title beside the key too."""
+    request = encode_value(
+        {"operation": "execute", "dialect": "postgresql+asyncpg",
+         "statement": "SELECT name, key, value FROM sys_config", "parameters": ()}
+    )  # fmt: skip
+    rows = [("Site title", "SITE_TITLE", "Shop"), ("邮箱密码", "EMAIL_PASSWORD", S)]
+    response = encode_value({"description": [["name"], ["key"], ["value"]], "rows": rows})
+    call = {"protocol": "sql", "request": request, "response": response}
+    shown = [dict(zip(("name", "key", "value"), row, strict=True)) for row in rows]
+    body = {"size": 1, "encoding": "json", "json": {"data": shown}, "json_format": "compact"}
+    doc = {"response": {"status": 200, "headers": [], "body": body}, "calls": [call]}
+    Redactor().document(doc)
+    assert decode_value(call["response"])["rows"] == [rows[0], ("邮箱密码", "EMAIL_PASSWORD", R)]
+    assert [item["value"] for item in doc["response"]["body"]["json"]["data"]] == ["Shop", R]

@@ -29,7 +29,7 @@ from .protocols import redact_call, redact_request
 from .protocols.typed import RawJson
 from .protocols.typed import text as typed_text
 from .sealing import RAW_JSON, REDACTED
-from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, SecretNames
+from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, PAIR_LABELS, SecretNames
 from .secret_values import (
     OTEL_REDACTED,
     RecentSecrets,
@@ -193,14 +193,18 @@ class Redactor:
         """The member of ``item`` that a sibling says holds a secret: the ``input`` of a validation
         error about a secret field (pydantic's, in FastAPI's 422: it echoes the value sent, which
         may be too short to be found by value), or the ``value`` of a name-value pair whose
-        ``name`` (or ``key``) is a secret's (a settings entry, Prefect's variable
-        ``openai_api_key``)."""
+        ``name`` or ``key`` is a secret's (a settings entry, Prefect's variable
+        ``openai_api_key``; a config row shown with both, ``{"name": "Mail password", "key":
+        "EMAIL_PASSWORD", "value": ...}``)."""
         loc = item.get("loc") if "input" in item else None
         if isinstance(loc, list):
             names = [part for part in loc if isinstance(part, str)]
             return "input" if names and self.is_secret_field(names[-1]) else None
-        label = item.get("name", item.get("key")) if "value" in item else None
-        return "value" if isinstance(label, str) and self.is_secret_field(label) else None
+        if "value" not in item:
+            return None
+        labels = (item.get(name) for name in PAIR_LABELS)
+        secret = any(isinstance(label, str) and self.is_secret_field(label) for label in labels)
+        return "value" if secret else None
 
     def query(self, query: str, where: str = "query") -> str:
         """Secret values of a query string (or form body) replaced where they stand; the rest is kept byte for byte.

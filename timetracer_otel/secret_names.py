@@ -19,7 +19,7 @@ from functools import lru_cache
 from re import Pattern
 from urllib.parse import unquote_plus
 
-__all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "DEFAULT_EXEMPT"]
+__all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "DEFAULT_EXEMPT", "PAIR_LABELS"]
 
 DEFAULT_FIELDS = (
     "*password*",
@@ -74,6 +74,11 @@ def _compiled(patterns: Iterable[str]) -> Pattern[str]:
     """One regular expression matching any of ``patterns`` (globs, compared in :func:`normal` form)."""
     parts = [fnmatch.translate(normal(p)) for p in patterns if p.strip()]
     return re.compile("|".join(parts) or r"(?!)")
+
+
+# The members (and SQL columns) naming what the ``value`` beside them is: a settings entry's
+# value is a secret where its name or key is a secret's.
+PAIR_LABELS = ("name", "key")
 
 
 class SecretNames:

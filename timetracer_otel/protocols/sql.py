@@ -34,15 +34,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from timetracer_otel._sql_columns import Ref, columns_of
 from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.errors import CassetteError
 from timetracer_otel.cassette.values import ValueDecodeError, encode_value
-from timetracer_otel.secret_names import SecretNames
+from timetracer_otel.secret_names import PAIR_LABELS, SecretNames
 
 from . import typed
 from .trace_context import without_trace_context
@@ -218,11 +218,47 @@ def _statement(statement: str, literals: list[tuple[int, int]], hide: typed.Hide
     return statement
 
 
+class _Pairs(NamedTuple):
+    """Where a row or a parameter set holds a name-value pair: the places meeting a
+    :data:`PAIR_LABELS` column, and those meeting a ``value`` column."""
+
+    labels: list[Any]
+    values: list[Any]
+
+    @classmethod
+    def of(cls, met: Iterable[tuple[Any, Iterable[str]]]) -> _Pairs | None:
+        labels, values = [], []
+        for place, columns in met:
+            lowered = {str(column).lower() for column in columns}
+            if lowered & _LABELS:
+                labels.append(place)
+            if "value" in lowered:
+                values.append(place)
+        return cls(labels, values) if labels and values else None
+
+    def secret(self, values: list[Any] | dict[str, Any], names: SecretNames) -> list[Any]:
+        """The places of ``values`` (a row, a parameter list or dict) to hide: its ``value`` where
+        its name or key is a secret's (a settings table's ``EMAIL_PASSWORD`` row)."""
+
+        def at(place: Any) -> Any:
+            if isinstance(values, dict):
+                return values.get(place)
+            return values[place] if isinstance(place, int) and 0 <= place < len(values) else None
+
+        labels = (at(place) for place in self.labels)
+        named = any(isinstance(label, str) and names.field(label) for label in labels)
+        return self.values if named else []
+
+
+_LABELS = frozenset(PAIR_LABELS)
+
+
 def redact(
     request: dict[str, Any], response: dict[str, Any] | None, names: SecretNames, hide: typed.Hide
 ) -> None:
     """Hide a call's secret parameters, literals and result columns in place (in cassette form)."""
     statement = request.get("statement")
+    pairs = None
     if isinstance(statement, str):
         columns = columns_of(statement)
         secret = {ref for ref, met in columns.parameters.items() if any(map(names.field, met))}
@@ -231,24 +267,34 @@ def redact(
         ]
         if literals:
             request["statement"] = _statement(statement, literals, hide)
+        pairs = _Pairs.of(columns.parameters.items())
     else:
         secret = set()
     parameters = request.get("parameters")
-    if request.get("operation") in ("executemany", "fetchmany"):
-        for each in typed.items(parameters) or ():
-            _sql_parameters(each, secret, names, hide)
-    else:
-        _sql_parameters(parameters, secret, names, hide)
+    many = request.get("operation") in ("executemany", "fetchmany")
+    for each in (typed.items(parameters) or ()) if many else (parameters,):
+        paired = _paired(each, pairs, names)
+        _sql_parameters(each, secret.union(paired) if paired else secret, names, hide)
     description = (response or {}).get("description")
     if not isinstance(description, list):
         return
-    secret_columns = [
-        i
-        for i, column in enumerate(description)
-        if isinstance(column, list) and column and names.field(str(column[0]))
-    ]
+    named = [str(c[0]) if isinstance(c, list) and c else "" for c in description]
+    secret_columns = [i for i, name in enumerate(named) if name and names.field(name)]
+    row_pairs = _Pairs.of((i, (name,)) for i, name in enumerate(named))
     for row in (response or {}).get("rows") or ():
-        _hide_values(typed.items(row), secret_columns, names, hide)
+        values = typed.items(row)
+        paired = row_pairs.secret(values, names) if row_pairs and values is not None else []
+        _hide_values(values, [*secret_columns, *paired], names, hide)
+
+
+def _paired(parameters: Any, pairs: _Pairs | None, names: SecretNames) -> list[Any]:
+    """The ``value`` parameters of a name-value pair ``parameters`` holds whose name is a secret's."""
+    if pairs is None:
+        return []
+    if isinstance(parameters, dict) and typed.TYPE not in parameters:
+        return pairs.secret(parameters, names)
+    values = typed.items(parameters)
+    return pairs.secret(values, names) if values is not None else []
 
 
 def _canonical(encoded: Any) -> str:
