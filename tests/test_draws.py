@@ -154,11 +154,12 @@ def test_the_cassette_holds_each_draw_with_its_source_kind_and_caller(cassette_d
         "$type": "uuid",
         "value": recorded[0].json()["uuid4"],
     }
-    # the time-ordered ids of uuid-utils, uuid6 (and a copy of it), uuid7 and python-ulid are drawn whole
+    # the time-ordered ids of uuid-utils, uuid6 (and a copy of it), uuid7, python-ulid and
+    # fastuuid are drawn whole
     assert [(d["source"], d["kind"], d["caller"]) for d in by_path["/draw/ids/1"]["draws"]] == [
         ("uuid", "uuid7", "draws_app"), ("uuid", "uuid4", "draws_app"), ("uuid", "uuid7", "draws_app"),
         ("uuid", "uuid7", "draws_app"), ("uuid", "ulid", "ulid"), ("uuid", "uuid7", "draws_app"),
-        ("uuid", "uuid7", "draws_app"),
+        ("uuid", "uuid7", "draws_app"), ("uuid", "uuid4", "draws_app"), ("uuid", "uuid7", "draws_app"),
     ]  # fmt: skip
     urandom = by_path["/draw/urandom/1"]["draws"]
     assert [(d["source"], d["kind"]) for d in urandom] == [("urandom", "urandom")] * 2 + [

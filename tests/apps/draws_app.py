@@ -30,6 +30,7 @@ from typing import Any
 from uuid import uuid1, uuid4
 
 import bcrypt
+import fastuuid
 import uuid6
 import uuid_utils
 import uuid_utils.compat
@@ -91,14 +92,15 @@ def _uuid() -> dict[str, Any]:
 
 
 def _ids() -> dict[str, Any]:
-    """Time-ordered keys from libraries: uuid-utils (Rust: it reads the clock and the entropy
-    itself), imported by name and through the module, and its stdlib-typed twin; uuid6, a copy
+    """Time-ordered keys from libraries: uuid-utils and fastuuid (Rust: they read the clock and
+    the entropy themselves), imported by name and through the module, and its stdlib-typed twin; uuid6, a copy
     of it in the app's own package, the uuid7 package and python-ulid (Python, each keeping the
     last id's timestamp in its module)."""
     return {
         "uuid_utils_uuid7": str(uuid7()), "uuid_utils_uuid4": str(uuid_utils.uuid4()),
         "uuid_utils_compat": str(uuid_utils.compat.uuid7()), "uuid6_uuid7": str(uuid6.uuid7()), "ulid": str(ULID()),
         "vendored_uuid7": str(shop_uuid7()), "extensions_uuid7": extensions_uuid7(as_type="str"),
+        "fastuuid_uuid4": str(fastuuid.uuid4()), "fastuuid_uuid7": str(fastuuid.uuid7()),
     }  # fmt: skip
 
 

@@ -472,6 +472,7 @@ _UUID_GENERATORS = {
     "uuid_utils.compat": ("uuid1", "uuid4", "uuid6", "uuid7"),
     "uuid6": ("uuid6", "uuid7", "uuid8"),
     "uuid_extensions": ("uuid7",),
+    "fastuuid": ("uuid1", "uuid4", "uuid7"),  # Rust (LiteLLM's call ids)
 }
 _VENDORED = "uuid6"  # the last part of the name of a module copied into apps
 
@@ -489,8 +490,8 @@ def _generators_of(name: str) -> tuple[str, ...]:
 def _install_uuid_generators(module: types.ModuleType) -> None:
     """Route ``module``'s generators (see :data:`_UUID_GENERATORS`) through the draws. A drawn
     id is kept as a standard ``uuid.UUID`` and given back as the generator gives it
-    (``uuid_utils.UUID``, ``uuid6.UUID``, the standard one in ``uuid_utils.compat``; the type
-    ``uuid_extensions.uuid7``'s ``as_type`` names)."""
+    (``uuid_utils.UUID``, ``uuid6.UUID``, ``fastuuid.UUID``, the standard one in
+    ``uuid_utils.compat``; the type ``uuid_extensions.uuid7``'s ``as_type`` names)."""
     returns = getattr(module, "UUID", uuid.UUID)
     given: Callable[[uuid.UUID, tuple, dict], Any] = (
         (lambda drawn, args, kwargs: drawn)
