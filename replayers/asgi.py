@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from timetracer_otel import _gc_hold, _network_guard
 from timetracer_otel._diagnostics import console, guarded, logger, report_failure
 from timetracer_otel._recording import exception_info
@@ -195,6 +197,8 @@ class ReplayLayer:
                 _network_guard.reopen_context(closed)
             deactivate_draws(draws_token)
             deactivate(token)
+            if error is None:
+                await _late_calls_made(session, choice.document)
             with guarded("replay.report"):
                 report = _report(session, choice, live, response, error)
                 report.refused = list(closure.refused) if closure is not None else []
@@ -206,6 +210,45 @@ class ReplayLayer:
                     )
                 remember(report)
                 console(report.console_text())
+
+
+# How long a replayed request's report waits for the calls its recording made after the
+# response (a task the request left running: a post-call hook, an audit log), beyond how long
+# after it they came when recorded; at most _LATE_MOST_SECONDS in all.
+_LATE_MARGIN_SECONDS = 0.5
+_LATE_MOST_SECONDS = 5.0
+_LATE_POLL_SECONDS = 0.01
+
+
+async def _late_calls_made(session: ReplaySession, document: dict[str, Any]) -> None:
+    """Wait until the calls the recording made after the response are made again, or until
+    they are overdue: reported before, they read as unused (never checked, or a false
+    difference) though the app was about to make them."""
+    duration = document.get("duration_ms")
+    if not isinstance(duration, (int, float)):
+        return
+
+    def late() -> list[Any]:
+        return [
+            recorded
+            for recorded in session.unused()
+            if _offset_ms(recorded.call.document) > duration
+        ]
+
+    waiting = late()
+    if not waiting:
+        return
+    after = max(_offset_ms(recorded.call.document) for recorded in waiting) - duration
+    seconds = min(after / 1000 + _LATE_MARGIN_SECONDS, _LATE_MOST_SECONDS)
+    deadline = real_time_ns() + int(seconds * 1e9)
+    while waiting and real_time_ns() < deadline:
+        await anyio.sleep(_LATE_POLL_SECONDS)
+        waiting = late()
+
+
+def _offset_ms(call: dict[str, Any]) -> float:
+    offset = call.get("start_offset_ms")
+    return offset if isinstance(offset, (int, float)) else 0.0
 
 
 class _Response:

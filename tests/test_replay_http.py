@@ -3,11 +3,13 @@ reaching the upstream; sessions stay per request; mismatches are explained; the 
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
 import re
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +31,16 @@ from _replay import (
 )
 from apps.replay_app import CALLS, HTTPX_CLIENTS, Hold, create_app, seen
 from conftest import Upstream, load_cassettes
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import timetracer_otel
 from timetracer_otel.cassette.body import encode_body
 from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.config import TraceConfig
+from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.replayers import ReplayMismatchError, ReplayReport
 from timetracer_otel.replayers.report import RecordedResponse, compare_response
 from timetracer_otel.sealing import redacted
@@ -389,6 +396,56 @@ def test_a_cassette_given_alone_answering_another_path_says_so_first(
         ["the cassette given alone was recorded for GET /whoami, and answered GET /token"],
     ]
     assert not reports[1].ok
+
+
+def _leaves_a_task_app(upstream_url: str, config: TraceConfig, done: threading.Event) -> Starlette:
+    """A post-call hook as LLM gateways run one: a task the request leaves running, which calls
+    out once the response is gone."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def after() -> None:
+        await asyncio.sleep(0.05)
+        async with httpx.AsyncClient() as client:
+            await client.post(f"{upstream_url}/echo?hook=usage", json={"tokens": 12})
+        done.set()
+
+    async def answer(request: Request) -> JSONResponse:
+        task = asyncio.create_task(after())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return JSONResponse({"answer": 42})
+
+    app = Starlette(routes=[Route("/answer", answer)])
+    auto_setup(app, config=config, plugins=["httpx"])
+    return app
+
+
+def test_calls_made_after_the_response_are_waited_for_before_the_report(
+    serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
+) -> None:
+    """The report waits, bounded, for the calls recorded after the response: made before it is
+    done, they are answered and checked, not listed unused."""
+    recorded_hook = threading.Event()
+    config = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    server = serve(_leaves_a_task_app(upstream.url, config, recorded_hook))
+    assert httpx.get(f"{server.url}/answer", timeout=30).status_code == 200
+    assert recorded_hook.wait(30)
+    server.stop()
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    (doc,) = load_cassettes(cassette_dir)
+    assert doc["calls"][0]["start_offset_ms"] > doc["duration_ms"]
+
+    replayed_hook = threading.Event()
+    with new_reports() as reports:
+        replaying = replay_config(cassette_dir)
+        server = serve(_leaves_a_task_app(upstream.url, replaying, replayed_hook))
+        assert httpx.get(f"{server.url}/answer", timeout=30).json() == {"answer": 42}
+        server.stop()
+    (report,) = reports
+    assert (report.ok, report.unused, report.answered) == (
+        True, [], [f"POST {upstream.url}/echo?hook=usage"]
+    )  # fmt: skip
+    assert replayed_hook.is_set()
 
 
 def test_report_names_the_first_unused_calls_and_counts_the_rest() -> None:
