@@ -220,6 +220,9 @@ def test_replay_without_the_key_matches_every_call(
         ("client_secret", True), ("refresh_token", True), ("X-API-Key", True), ("ssh_private_key", True),
         ("authorization", True), ("page", False), ("message", False), ("shipping", False), ("author", False),
         ("token_type", False), ("token_type_hint", False), ("access_token", True),
+        # an LLM API's token counts (LiteLLM's usage), but not a list of tokens
+        ("prompt_tokens", False), ("completion_tokens_details", False), ("max_tokens", False),
+        ("cache_read_input_tokens", False), ("refresh_tokens", True), ("api_tokens", True),
         # two-factor logins (piccolo_admin's MFA set-up answered its recovery codes in clear)
         ("otp", True), ("TOTP", True), ("totp_code", True), ("mfa_code", True), ("recovery_codes", True),
         ("backupCodes", True), ("qrcode_image", True), ("qr_code", True), ("footprint", False),

@@ -50,10 +50,36 @@ DEFAULT_HEADERS = (
     "x-*-token",
     "x-*auth",  # X-Auth, X-Sentry-Auth (Sentry's DSN key)
 )
-# OAuth 2.0's names that ``*token*`` catches but whose values are a fixed vocabulary, never a
-# secret (``"token_type": "bearer"``): sealed, "bearer" would be taken out of every text that
-# says it.
-DEFAULT_EXEMPT = ("token_type", "token_type_hint")
+# Names that ``*token*`` catches but whose values are no secret: OAuth 2.0's fixed vocabulary
+# (``"token_type": "bearer"``: sealed, "bearer" would be taken out of every text that says it),
+# and the token counts of LLM APIs (OpenAI's, Anthropic's usage and limits: hidden, a count
+# read back as "[REDACTED]" without the key broke the app's arithmetic).
+DEFAULT_EXEMPT = (
+    "token_type",
+    "token_type_hint",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "audio_tokens",
+    "text_tokens",
+    "image_tokens",
+    "accepted_prediction_tokens",
+    "rejected_prediction_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "input_tokens_details",
+    "output_tokens_details",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "max_new_tokens",
+)
 
 
 # An OAuth 2.0 authorization code is a credential under a name too common to be one alone (an
