@@ -23,7 +23,7 @@ from timetracer_otel.cassette.body import BodySink, header_value
 from timetracer_otel.cassette.document import Cassette
 from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
-from timetracer_otel.determinism import NO_RECORDED_DRAWS, DrawReplayer, real_time_ns
+from timetracer_otel.determinism import NO_RECORDED_DRAWS, DrawReplayer, own_task, real_time_ns
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
 from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send, latin1_headers
@@ -184,6 +184,7 @@ class ReplayLayer:
             else _network_guard.Closure(f"{method} {path}", _REFUSAL_HINT, self._allowed_hosts)
         )
         token, draws_token = activate(session), activate_draws(draws)
+        own_task(draws)
         closed = _network_guard.close_in_context(closure) if closure is not None else None
         _gc_hold.hold()
         try:

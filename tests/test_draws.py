@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ from apps.draws_app import create_app
 from conftest import Upstream, load_cassettes
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 import timetracer_otel
@@ -700,3 +702,108 @@ def test_a_service_that_draws_does_not_import_pytest() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+class _Limiter:
+    """A rate limiter built on first use, as pyrate-limiter's is: it starts a task that reads
+    the clock through the same function as the requests do (its leak loop's first pass)."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.leaked_at: list[float] = []
+        self.task = asyncio.create_task(self._leak())
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    async def _leak(self) -> None:
+        self.leaked_at.append(self.now())
+        await self.stop.wait()
+
+
+def _limited_app(config: TraceConfig) -> tuple[Starlette, list[_Limiter]]:
+    built: list[_Limiter] = []
+
+    async def stamp(request: Request) -> JSONResponse:
+        if not built:
+            built.append(_Limiter())
+        await asyncio.sleep(0)  # the limiter's task runs its first pass here
+        return JSONResponse({"n": request.path_params["n"], "at": built[0].now()})
+
+    app = Starlette(routes=[Route("/stamp/{n}", stamp)])
+    auto_setup(app, config=config, plugins=[])
+    return app, built
+
+
+def test_a_task_an_earlier_request_started_does_not_take_a_request_replayed_alone_its_draws(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """The second request, replayed alone, starts the limiter's task again: the task's clock
+    read is kept apart from the request's, which gets its recorded time."""
+    recording = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    app, built = _limited_app(recording)
+    server = serve(app)
+    recorded = send(server.url, [("GET", "/stamp/1", {}), ("GET", "/stamp/2", {})])
+    built[0].stop.set()
+    server.stop()
+    assert timetracer_otel.flush(30)
+    tasks = {d.get("task") for doc in load_cassettes(cassette_dir) for d in doc["draws"]}
+    assert tasks == {None, "_Limiter._leak"}
+
+    with new_reports() as reports:
+        app, built = _limited_app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))
+        server = serve(app)
+        (alone,) = send(server.url, [("GET", "/stamp/2", {})])
+        built[0].stop.set()
+        server.stop()
+    assert_same_response(recorded[1], alone)
+    (report,) = reports
+    assert (report.ok, report.extra_draws) == (True, {}), report.console_text()
+
+
+def _middleware_app(config: TraceConfig) -> Starlette:
+    """A request-id middleware (a ``BaseHTTPMiddleware``, as ``@app.middleware("http")``
+    makes: the endpoint runs in a task of its own) and a streamed response whose generator draws as it is sent (another task)."""
+
+    async def ids(request: Request) -> StreamingResponse:
+        async def lines() -> AsyncIterator[bytes]:
+            yield f"{uuid.uuid4()}\n".encode()
+            yield f"{time.time()}\n".encode()
+
+        return StreamingResponse(lines(), headers={"x-made": str(uuid.uuid4())})
+
+    async def request_id(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-request-id"] = str(uuid.uuid4())
+        return response
+
+    app = Starlette(
+        routes=[Route("/ids", ids)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=request_id)],
+    )
+    auto_setup(app, config=config, plugins=[])
+    return app
+
+
+def test_draws_in_the_tasks_a_middleware_and_a_streamed_response_run_replay_as_recorded(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Those tasks are the same when replaying: their draws, kept apart by coroutine, are
+    handed back as recorded."""
+    server = serve(_middleware_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir))))
+    recorded = send(server.url, [("GET", "/ids", {})] * 2)
+    server.stop()
+    assert timetracer_otel.flush(30)
+    tasks = {d.get("task") for doc in load_cassettes(cassette_dir) for d in doc["draws"]}
+    assert len(tasks) > 1 and None in tasks
+
+    with new_reports() as reports:
+        replaying = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+        server = serve(_middleware_app(replaying))
+        replayed = send(server.url, [("GET", "/ids", {})] * 2)
+        server.stop()
+    for before, after in zip(recorded, replayed, strict=True):
+        assert_same_response(before, after)
+        assert before.headers["x-request-id"] == after.headers["x-request-id"]
+    assert [(r.ok, r.extra_draws) for r in reports] == [(True, {})] * 2

@@ -25,6 +25,7 @@ from timetracer_otel._recording import (
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.determinism import activate as activate_draws
 from timetracer_otel.determinism import deactivate as deactivate_draws
+from timetracer_otel.determinism import own_task
 from timetracer_otel.inbound import (
     ASGIApp,
     Message,
@@ -147,6 +148,7 @@ class RecordingLayer:
             await send(message)
 
         token, draws_token = activate(recording), activate_draws(recording.draws)
+        own_task(recording.draws)
         _gc_hold.hold()
         try:
             await self.app(scope, receive_tee, send_tee)

@@ -18,6 +18,7 @@ from .state import (
     deactivate,
     decode_draws,
     end_startup,
+    own_task,
     startup_draws,
     use_startup_draws,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "decode_draws",
     "end_startup",
     "install",
+    "own_task",
     "real_time_ns",
     "real_urandom",
     "startup_draws",

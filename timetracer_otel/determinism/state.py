@@ -11,10 +11,16 @@ call at once, so tasks of a request that awaited calls side by side resume in th
 they made them, not the order their replies came in when recorded: handed out in order
 alone, the values would go to the wrong tasks. A draw takes the next value recorded after
 the same call, and the next in order only where there is none.
+
+A request's draws made in an asyncio task other than the one serving it (a task it started,
+or a rate limiter's started on first use) are kept apart, per the task's coroutine
+(:func:`own_task`): a task that an earlier request started when recording, and this one
+starts when replayed alone, does not take the values the request's own code drew.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextvars
 import hashlib
@@ -38,6 +44,7 @@ __all__ = [
     "current",
     "activate",
     "called",
+    "own_task",
     "deactivate",
     "use_startup_draws",
     "startup_draws",
@@ -78,6 +85,34 @@ def _after(draws: Draws) -> int | None:
     return last[1] if last is not None and last[0] is draws else None
 
 
+def _running_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # a thread without an event loop (a threadpool's)
+        return None
+
+
+def own_task(draws: Draws | None) -> None:
+    """The running task serves the request of ``draws``: draws made in other asyncio tasks are
+    kept apart, per coroutine (see the module's docstring). Threads draw as the request does."""
+    if draws is not None:
+        draws.owner = _running_task()
+
+
+_TASK = "@"  # between a caller and the coroutine of the task that drew apart from the request
+
+
+def _of_task(draws: Draws, caller: str) -> str:
+    """``caller``, followed by the task's coroutine where another task than the request's drew."""
+    owner = draws.owner
+    if owner is None:
+        return caller
+    task = _running_task()
+    if task is None or task is owner:
+        return caller
+    return f"{caller}{_TASK}{getattr(task.get_coro(), '__qualname__', 'task')}"
+
+
 class DrawRecorder:
     """Record mode: each value the app draws, with its kind and caller, in the order drawn.
 
@@ -92,6 +127,7 @@ class DrawRecorder:
         self, sources: Iterable[str], seed: str | None = None, clock_from: int | None = None
     ) -> None:
         self.sources = frozenset(sources)
+        self.owner: asyncio.Task[Any] | None = None  # the task serving the request (own_task)
         # (source, kind, caller, value, the recording's number of the call its task made last)
         self.draws: list[tuple[str, str, str, Any, int | None]] = []
         self._seed = seed
@@ -117,7 +153,7 @@ class DrawRecorder:
         value = real() if self._seed is None else self._reproducible(kind, caller, real, seeded)
         if len(self.draws) < MAX_DRAWS_PER_REQUEST:
             # list.append is atomic: threads of the request may draw
-            self.draws.append((source, kind, caller, value, _after(self)))
+            self.draws.append((source, kind, _of_task(self, caller), value, _after(self)))
         else:
             counters.add("dropped.draws")
         return value
@@ -162,10 +198,13 @@ def encode_draws(
     index = {number: position for position, number in enumerate(calls)}
     encoded = []
     for source, kind, caller, value, after in draws:
+        caller, _, task = caller.partition(_TASK)
         module, _, function = caller.partition(":")
         draw = {"source": source, "kind": kind, "caller": module, "value": encode_value(value)}
         if function:
             draw["site"] = function
+        if task:
+            draw["task"] = task
         if after in index:
             draw["after"] = index[after]
         encoded.append(draw)
@@ -247,6 +286,7 @@ class DrawReplayer:
         earlier: Callable[[tuple[str, str]], RecordedStream | None] | None = None,
     ) -> None:
         self.sources = frozenset(sources)
+        self.owner: asyncio.Task[Any] | None = None  # the task serving the request (own_task)
         self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
         self.from_earlier: dict[str, int] = {}  # source -> values an earlier request drew
         self._recorded = recorded
@@ -271,7 +311,7 @@ class DrawReplayer:
     ) -> Any:
         value: Any = _NONE
         after = _after(self)
-        key = (kind, caller)
+        key = (kind, _of_task(self, caller))
         if self._earlier is not None and key not in self._asked:
             self._ask_earlier(key)
         with self._lock:
@@ -384,6 +424,9 @@ def decode_draws(draws: Any) -> RecordedDraws:
             continue
         if isinstance(site, str) and site:  # a cassette before sites keeps a stream per module
             caller = f"{caller}:{site}"
+        task = entry.get("task")
+        if isinstance(task, str) and task:
+            caller = f"{caller}{_TASK}{task}"
         try:
             value = decode_value(entry.get("value"))
         except (TypeError, ValueError, KeyError, AttributeError):
