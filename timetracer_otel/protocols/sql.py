@@ -282,13 +282,13 @@ def redact(
     secret_columns = [i for i, name in enumerate(named) if name and names.field(name)]
     row_pairs = _Pairs.of((i, (name,)) for i, name in enumerate(named))
     for row in (response or {}).get("rows") or ():
-        values = typed.items(row)
-        paired = row_pairs.secret(values, names) if row_pairs and values is not None else []
-        _hide_values(values, [*secret_columns, *paired], names, hide)
+        paired = _paired(row, row_pairs, names)
+        _hide_values(typed.items(row), [*secret_columns, *paired], names, hide)
 
 
 def _paired(parameters: Any, pairs: _Pairs | None, names: SecretNames) -> list[Any]:
-    """The ``value`` parameters of a name-value pair ``parameters`` holds whose name is a secret's."""
+    """The places of the ``value`` of a name-value pair ``parameters`` (a parameter set, or a
+    row) holds whose name is a secret's."""
     if pairs is None:
         return []
     if isinstance(parameters, dict) and typed.TYPE not in parameters:
