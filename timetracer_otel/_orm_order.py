@@ -44,14 +44,13 @@ def _prop_set(mapper: Any) -> _DeclaredOrder:
 _original: Any = None
 
 
-def _forget_memoized(mapper_class: Any) -> None:
+def _forget_memoized() -> None:
     """Mappers that have already loaded an object hold the set they made then."""
     from sqlalchemy.orm import mapperlib
 
     for registry in list(mapperlib._mapper_registries):
         for mapper in registry.mappers:
-            if isinstance(mapper, mapper_class):
-                mapper.__dict__.pop("_prop_set", None)
+            mapper.__dict__.pop("_prop_set", None)
 
 
 def install() -> None:
@@ -65,7 +64,7 @@ def install() -> None:
         return
     _original = current
     Mapper._prop_set = HasMemoized.memoized_attribute(_prop_set)  # type: ignore[method-assign]
-    _forget_memoized(Mapper)
+    _forget_memoized()
 
 
 def uninstall() -> None:
@@ -76,4 +75,4 @@ def uninstall() -> None:
         return
     Mapper._prop_set = _original  # type: ignore[method-assign]
     _original = None
-    _forget_memoized(Mapper)
+    _forget_memoized()
