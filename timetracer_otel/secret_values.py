@@ -111,7 +111,8 @@ class _Shapes:
         self.marks = tuple(map(encode, ("eyJ", "PRIVATE KEY", "kty", "ignature=", "sig=", "@")))
         # A byte each mark holds that JSON seldom does, looked for first: a search for one byte
         # runs at memory speed (memchr), one for a word about thirty times slower.
-        self.gates = tuple(map(encode, ("J", "V", "=", "$")))
+        self.gates = tuple(map(encode, ("J", "V", "=")))
+        self.dollar = encode("$")  # every password hash format's
         self.hash_marks = tuple(map(encode, ("$2", "$argon2", "pbkdf2", "scrypt")))
         self.api_key_gate = re.compile(encode(_API_KEY_GATE))
         self.k = encode("k")
@@ -135,19 +136,18 @@ class _Shapes:
         """Whether a password hash's mark stands near a ``$`` of ``data``: each format has one,
         after its mark or at most 32 characters before it, and typed values (``"$type"``) bring
         a few."""
-        dollar = self.gates[3]
-        at = data.find(dollar)
+        at = data.find(self.dollar)
         while at != -1:
             near = data[max(at - 32, 0) : at + 8]
             if any(mark in near for mark in self.hash_marks):
                 return True
-            at = data.find(dollar, at + 1)
+            at = data.find(self.dollar, at + 1)
         return False
 
     def found(self, data: Any) -> Iterator[Any]:
         """Each credential in ``data`` (``str`` or ``bytes``, as the patterns were made for)."""
         jwt_mark, pem_mark, jwk_mark, signature_mark, sig_mark, at_mark = self.marks
-        jwt_gate, pem_gate, signature_gate, _ = self.gates
+        jwt_gate, pem_gate, signature_gate = self.gates
         if at_mark in data:
             yield from (
                 m.group(1)
