@@ -415,10 +415,10 @@ def install() -> None:
             f" is installed (it has no {', '.join(missing)}): install sqlalchemy>=2.0 to replay"
             " its calls"
         )
-    _orm_order.install()
+    _orm_order.install("replay")
     wrapper_layers.install_all(_SEAMS, layer="replay")
 
 
 def uninstall() -> None:
-    _orm_order.uninstall()
+    _orm_order.uninstall("replay")
     wrapper_layers.uninstall_all(_SEAMS, layer="replay")

@@ -515,3 +515,33 @@ def test_objects_the_orm_loads_list_their_members_in_declared_order(
     server.stop()
     assert added.json()["members"] == ["id", *_COLUMNS]
     assert got.json() == ["id", *_COLUMNS]
+
+
+def test_declared_order_stays_while_capture_or_replay_still_holds_it() -> None:
+    """Capture and replay each install the declared order; uninstalling one leaves it for the
+    other, and SQLAlchemy's own order comes back when neither holds it."""
+    from sqlalchemy.orm import Mapper
+
+    from timetracer_otel import _orm_order
+
+    class Base(DeclarativeBase):
+        pass
+
+    columns = {name: mapped_column(String(40)) for name in _COLUMNS}
+    mapper: Mapper[Any] = sqlalchemy.inspect(
+        type(
+            "Held",
+            (Base,),
+            {"__tablename__": "held", "id": mapped_column(Integer, primary_key=True), **columns},
+        )
+    )
+    declared = list(mapper._props.values())
+    _orm_order.install("capture")
+    _orm_order.install("replay")
+    try:
+        _orm_order.uninstall("capture")
+        assert list(mapper._prop_set) == declared
+    finally:
+        _orm_order.uninstall("replay")
+        _orm_order.uninstall("capture")
+    assert type(mapper._prop_set) is frozenset

@@ -42,6 +42,9 @@ def _prop_set(mapper: Any) -> _DeclaredOrder:
 
 
 _original: Any = None
+_holders: set[str] = (
+    set()
+)  # who asked for the order ("capture", "replay"): restored when none is left
 
 
 def _forget_memoized() -> None:
@@ -53,12 +56,14 @@ def _forget_memoized() -> None:
             mapper.__dict__.pop("_prop_set", None)
 
 
-def install() -> None:
-    """Make every mapper's property set iterate in declared order (once; SQLAlchemy 2)."""
+def install(holder: str) -> None:
+    """Make every mapper's property set iterate in declared order (SQLAlchemy 2), for ``holder``
+    until it uninstalls: capture and replay each install it, and either may be uninstalled alone."""
     global _original
     from sqlalchemy.orm import Mapper
     from sqlalchemy.util import HasMemoized
 
+    _holders.add(holder)
     current = Mapper.__dict__.get("_prop_set")
     if current is None or getattr(current, "fget", None) is _prop_set:
         return
@@ -67,11 +72,12 @@ def install() -> None:
     _forget_memoized()
 
 
-def uninstall() -> None:
+def uninstall(holder: str) -> None:
     global _original
     from sqlalchemy.orm import Mapper
 
-    if _original is None:
+    _holders.discard(holder)
+    if _original is None or _holders:
         return
     Mapper._prop_set = _original  # type: ignore[method-assign]
     _original = None

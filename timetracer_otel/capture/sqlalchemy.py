@@ -373,7 +373,7 @@ _HOUSEKEEPING = (
 
 
 def install() -> None:
-    _orm_order.install()
+    _orm_order.install("capture")
     wrapper_layers.install(DefaultExecutionContext, "create_cursor", _create_cursor)
     wrapper_layers.install(Engine, "raw_connection", _raw_connection)
     for name in _HOUSEKEEPING:
@@ -382,7 +382,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    _orm_order.uninstall()
+    _orm_order.uninstall("capture")
     wrapper_layers.uninstall(DefaultExecutionContext, "create_cursor")
     wrapper_layers.uninstall(Engine, "raw_connection")
     for name in _HOUSEKEEPING:
