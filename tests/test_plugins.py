@@ -256,6 +256,35 @@ def test_a_library_first_imported_by_its_own_plugin_is_enabled_once_without_erro
     assert "plugins.enable failed" not in done.stderr
 
 
+_SIBLING_IMPORTED_BY_SHARED_INSTRUMENTOR = """
+import sys
+from timetracer_otel import plugins
+from timetracer_otel._diagnostics import counters
+assert "httpx" not in sys.modules and "httpx2" not in sys.modules
+plugins.enable_installed()  # both awaited: enabled when imported
+import {first}  # its instrumentor module, httpx's and httpx2's, imports the other one too
+failed = {{k: v for k, v in counters.snapshot().items() if k.startswith("errors.")}}
+assert failed == {{}}, failed
+print(sorted(plugins._enabled & {{"httpx", "httpx2"}}))
+"""
+
+
+@pytest.mark.skipif("httpx2" not in HTTPX_CLIENTS, reason="httpx2 needs Python 3.11")
+@pytest.mark.parametrize("first", ["httpx", "httpx2"])
+def test_httpx_and_httpx2_are_both_enabled_whichever_the_app_imports_first(first: str) -> None:
+    """httpx and httpx2 share one instrumentor module, which imports both: the hook of the one
+    it imports fired while that module was half made, and its plugin was never enabled (its
+    calls went out unrecorded)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SIBLING_IMPORTED_BY_SHARED_INSTRUMENTOR.format(first=first)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "['httpx', 'httpx2']"), done.stderr
+    assert "plugins.enable failed" not in done.stderr
+
+
 @pytest.mark.parametrize("library", list(CALLERS))
 def test_disable_stops_recording_the_library(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path, library: str

@@ -84,9 +84,10 @@ _instrumented_by_us: set[tuple[str, type]] = set()
 _enabled: set[str] = set()  # the plugins enabled and not disabled since
 _awaited: set[str] = set()  # enable_installed's plugins whose library is not imported yet
 # plugins whose modules are being imported (by enable() or an early capture): importing their
-# library sets off its own hooks, and those of plugins it imports in turn (aiosqlite: sqlite3's)
+# library sets off its own hooks, and those of plugins it imports in turn (aiosqlite: sqlite3's,
+# and httpx's and httpx2's each other's: they share one instrumentor module, which imports both)
 _setting_up: set[str] = set()
-_deferred: set[str] = set()  # plugins to enable once their set-up is done
+_deferred: set[str] = set()  # plugins to enable once no set-up is under way
 # libraries captured before the app named its plugins (capture_early), until end_early_capture
 _early: set[str] = set()
 _early_ended = False
@@ -140,7 +141,7 @@ def enable(name: str) -> None:
                     _instrumented_by_us.add((name, type(instrumentor)))
             _enabled.add(name)
         for companion in plugin.companions:
-            if companion in _setting_up:
+            if _setting_up:
                 _deferred.add(companion)
             elif companion not in _enabled and importlib.util.find_spec(companion) is not None:
                 enable(companion)
@@ -148,9 +149,10 @@ def enable(name: str) -> None:
 
 @contextlib.contextmanager
 def _set_up(name: str) -> Iterator[None]:
-    """Mark plugin ``name``'s modules as being imported: a hook its library's import sets off
-    enables it once they are whole (enabling it from the hook met them half made), unless the
-    block enabled it already."""
+    """Mark plugin ``name``'s modules as being imported: a hook that an import sets off
+    meanwhile enables its plugin once every set-up under way is done, unless one enabled it
+    already (enabled from the hook, it met modules half made: its own, or the instrumentor
+    module it shares with the plugin being set up)."""
     outermost = name not in _setting_up
     _setting_up.add(name)
     try:
@@ -158,11 +160,11 @@ def _set_up(name: str) -> Iterator[None]:
     finally:
         if outermost:
             _setting_up.discard(name)
-            if name in _deferred:
-                _deferred.discard(name)
-                if name not in _enabled:
+            while _deferred and not _setting_up:
+                deferred = _deferred.pop()
+                if deferred not in _enabled:
                     with guarded("plugins.enable"):
-                        _enable_imported(name)
+                        _enable_imported(deferred)
 
 
 def _aliased(name: str) -> bool:
@@ -212,7 +214,7 @@ def _enable_awaited(name: str) -> None:
     with _lock, guarded("plugins.enable"):
         if name in _awaited:
             _awaited.discard(name)
-            if name in _setting_up:
+            if _setting_up:
                 _deferred.add(name)
             else:
                 _enable_imported(name)
