@@ -596,6 +596,26 @@ def test_a_draw_gets_the_value_recorded_after_the_call_its_task_made_last() -> N
     assert replayer.extra == {"uuid": 1}
 
 
+def test_the_performance_counter_continues_from_its_last_recorded_value_after_them() -> None:
+    """A replay that reads the performance counter more often than recorded gets the recorded
+    readings, then readings going on from the last one by the real time elapsed: durations
+    measured across them stay positive and small, whatever the replaying process's counter is."""
+    recorded = decode_draws(
+        [
+            {"source": "clock", "kind": "perf_counter", "caller": "app.timing", "value": v}
+            for v in (5_000_000_000, 5_250_000_000)
+        ]
+    )
+    real = iter([10**15, 10**15 + 7, 10**15 + 9])
+    replayer = DrawReplayer(recorded, ["clock"], time.time_ns)
+    drawn = [
+        replayer.draw("clock", "perf_counter", "app.timing:dispatch", lambda: next(real))
+        for _ in range(3)
+    ]
+    assert drawn == [5_000_000_000, 5_250_000_000, 5_250_000_002]
+    assert replayer.extra == {"clock": 1}
+
+
 def test_a_clock_or_random_draw_no_app_could_have_got_is_left_out_as_an_extra_draw() -> None:
     """A hostile cassette's clock past 2262 (the app's dates overflow), before 1970, or a
     ``random()`` outside [0, 1): the app gets real values, and the report counts them."""
@@ -807,3 +827,42 @@ def test_draws_in_the_tasks_a_middleware_and_a_streamed_response_run_replay_as_r
         assert_same_response(before, after)
         assert before.headers["x-request-id"] == after.headers["x-request-id"]
     assert [(r.ok, r.extra_draws) for r in reports] == [(True, {})] * 2
+
+
+class _ProcessTime(BaseHTTPMiddleware):
+    """FastAPI's documented middleware: the time the app took, in a response header."""
+
+    async def dispatch(self, request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Process-Time"] = str(time.perf_counter() - start)
+        return response
+
+
+def _timed_app(config: TraceConfig, upstream_url: str) -> Starlette:
+    async def fetch(request: Request) -> JSONResponse:
+        async with httpx.AsyncClient() as client:
+            got = await client.get(f"{upstream_url}/json")
+        return JSONResponse({"status": got.status_code})
+
+    app = Starlette(routes=[Route("/fetch", fetch)], middleware=[Middleware(_ProcessTime)])
+    auto_setup(app, config=config)
+    return app
+
+
+def test_a_duration_the_app_measures_and_sends_is_the_recorded_one_and_library_timers_stay_real(
+    cassette_dir: Path, serve: Callable[..., Any], upstream: Upstream
+) -> None:
+    """The app's ``time.perf_counter()`` reads (FastAPI's X-Process-Time header) are drawn, so
+    the replayed header is the recorded one; httpx's own reads for ``Response.elapsed`` are not."""
+    record = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    server = serve(_timed_app(record, upstream.url))
+    recorded = send(server.url, [("GET", "/fetch", {})])
+    server.stop()
+    (doc,) = load_cassettes(cassette_dir)
+    timers = [(d["caller"], d.get("site")) for d in doc["draws"] if d["kind"] == "perf_counter"]
+    assert timers == [(__name__, "dispatch")] * 2
+    replay = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    replayed = send(serve(_timed_app(replay, upstream.url)).url, [("GET", "/fetch", {})])
+    assert_same_response(recorded[0], replayed[0])
+    assert float(replayed[0].headers["x-process-time"]) > 0

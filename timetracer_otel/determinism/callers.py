@@ -17,9 +17,10 @@ function's, as Python 3.12 runs them inline.
 
 from __future__ import annotations
 
+import sys
 from types import FrameType
 
-__all__ = ["LOG_HELPER", "attribute"]
+__all__ = ["LOG_HELPER", "attribute", "library_timer"]
 
 _HELPERS = frozenset({"random", "secrets", "uuid"})
 _OURS = (
@@ -44,6 +45,21 @@ _OWN_PREFIXES = (
 # The log libraries: their clock reads (a line's time) are drawn from the source ``logs`` only.
 _LOG_PREFIXES = ("logging", "loguru", "structlog")
 LOG_HELPER = "logging"  # the helper a log library's draw is reported through
+
+# Libraries whose reads of the performance counter time their own work (httpx's and requests'
+# ``elapsed``, SQLAlchemy's compile times, Prometheus' histograms) or schedule it (trio's clock,
+# which anyio runs on): never part of a response, made again or not by a replay whatever the
+# app does, and a recorded reading would set a live timer. They stay real, as the standard
+# library's do.
+_LIBRARY_TIMERS = (
+    "httpx",
+    "httpcore",
+    "requests",
+    "sqlalchemy",
+    "prometheus_client",
+    "trio",
+    "anyio",
+)
 
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>"})
 _APP, _HELPER, _THROUGH, _OWN, _LOG = range(5)
@@ -102,3 +118,17 @@ def attribute(frame: FrameType | None) -> tuple[str | None, str | None]:
             helper = module
         frame = frame.f_back
     return "__main__", helper
+
+
+_timers: dict[str, bool] = {}  # module name -> library_timer's answer
+
+
+def library_timer(caller: str) -> bool:
+    """Whether ``caller`` (``module:function``) is a library timing its own work (see _LIBRARY_TIMERS)."""
+    module = caller.partition(":")[0]
+    found = _timers.get(module)
+    if found is None:
+        found = _timers[module] = module.partition(".")[0] in sys.stdlib_module_names or _within(
+            module, _LIBRARY_TIMERS
+        )
+    return found

@@ -6,6 +6,10 @@
   asks the top traveller of its stack for the time. Ours sits at the bottom of that stack
   (a user's own ``time_machine.travel`` still wins) and answers with the real time outside
   recorded and replayed requests.
+- The performance counter: ``time.perf_counter`` and ``perf_counter_ns`` are replaced in the
+  module and where they were imported by name (``timeit.default_timer``): a duration the app
+  measures and sends (FastAPI's ``X-Process-Time`` middleware) is the recorded one.
+  ``time.monotonic`` is not: the event loop schedules its timers with it.
 - UUIDs: ``uuid.uuid1`` and ``uuid.uuid4`` get a new code object, so every reference to
   them (``from uuid import uuid4``, ``Field(default_factory=uuid.uuid4)``) draws through us.
 - Randomness: ``random.Random.random`` and ``getrandbits`` on the class (every function
@@ -65,7 +69,7 @@ from wrapt import register_post_import_hook
 from timetracer_otel._diagnostics import logger
 
 from . import state
-from .callers import LOG_HELPER, attribute
+from .callers import LOG_HELPER, attribute, library_timer
 from .state import NO_DRAWS, DrawRecorder, DrawReplayer, Fits, Seeded, activate, deactivate
 
 __all__ = ["install", "real_time_ns", "real_urandom"]
@@ -78,6 +82,7 @@ _real_time_ns: Callable[[], int] = time.time_ns  # time-machine's original once 
 # kind -> its source; os.urandom's depends on the helper it was reached through
 _SOURCE_OF_KIND = {
     "time": "clock",
+    "perf_counter": "clock",
     "uuid1": "uuid",
     "uuid4": "uuid",
     "objectid": "uuid",
@@ -118,7 +123,7 @@ def _draw(
         if helper == LOG_HELPER
         else _SOURCE_OF_KIND.get(kind) or _URANDOM_SOURCE_BY_HELPER.get(helper or "", "urandom")
     )
-    if source not in draws.sources:
+    if source not in draws.sources or (kind == "perf_counter" and library_timer(caller)):
         return real()
     return draws.draw(source, kind, caller, real, fits, seeded)
 
@@ -145,6 +150,35 @@ class _Clock:
         if draws is None:
             return _real_time_ns()
         return _draw(draws, "time", sys._getframe(1), _real_time_ns, _is_int)
+
+
+_real_perf_counter_ns = time.perf_counter_ns
+_real_perf_counter = time.perf_counter
+
+
+def _perf_counter_ns() -> int:
+    draws = state.current()
+    if draws is None:
+        return _real_perf_counter_ns()
+    return _draw(draws, "perf_counter", sys._getframe(1), _real_perf_counter_ns, _is_int)
+
+
+def _perf_counter() -> float:
+    """``time.perf_counter()``: the drawn nanoseconds in seconds, as CPython converts them."""
+    draws = state.current()
+    if draws is None:
+        return _real_perf_counter()
+    drawn: int = _draw(draws, "perf_counter", sys._getframe(1), _real_perf_counter_ns, _is_int)
+    return drawn / 1e9
+
+
+def _install_perf_counter() -> dict[int, tuple[Any, Any]]:
+    """Patch ``time``; returns {id(old): (old, new)} for the names bound elsewhere."""
+    time.perf_counter, time.perf_counter_ns = _perf_counter, _perf_counter_ns
+    return {
+        id(_real_perf_counter): (_real_perf_counter, _perf_counter),
+        id(_real_perf_counter_ns): (_real_perf_counter_ns, _perf_counter_ns),
+    }
 
 
 def real_time_ns() -> int:
@@ -688,7 +722,7 @@ def install(sources: Sequence[str]) -> None:
         _installed = True
         _install_clock()
         _install_uuids()
-        _rebind(_install_randomness())
+        _rebind({**_install_randomness(), **_install_perf_counter()})
         register_post_import_hook(_install_choice, "secrets")
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")

@@ -218,11 +218,12 @@ RecordedStream = tuple[tuple[Any, ...], tuple[int | None, ...]]
 class RecordedDraws(NamedTuple):
     """A cassette's draws as replay hands them out: the values per (kind, caller), in the order
     drawn, the index of the call each was drawn after (None: before any of its task), and the
-    last clock value. Decoded once per cassette (:func:`decode_draws`)."""
+    last clock value (and performance counter's). Decoded once per cassette (:func:`decode_draws`)."""
 
     streams: dict[tuple[str, str], tuple[Any, ...]]
     last_clock: int | None
     afters: dict[tuple[str, str], tuple[int | None, ...]] = {}
+    last_perf_counter: int | None = None
 
 
 NO_RECORDED_DRAWS = RecordedDraws({}, None)
@@ -270,8 +271,9 @@ class DrawReplayer:
     same call of its task (see the module's docstring).
 
     A draw with nothing left to give (the replayed code draws more, or differently) is an
-    *extra* draw, counted per source: the clock then continues from the last value handed
-    out plus the real time elapsed since, UUIDs and random values are real.
+    *extra* draw, counted per source: the clock (and the performance counter) then continues
+    from the last value handed out plus the real time elapsed since, UUIDs and random values
+    are real.
 
     ``earlier(key)`` gives, for a (kind, caller) the recording does not hold at all, the values
     an earlier request of the same recording drew from it (``replayers.earlier``): work the
@@ -295,10 +297,11 @@ class DrawReplayer:
         self._streams: dict[tuple[str, str], _Stream] = {}  # made as first drawn from
         self._aliases: dict[tuple[str, str], tuple[str, str]] = {}  # see _recorded_as
         self._lock = threading.Lock()
-        self._anchor = (
-            recorded.last_clock,
-            real_clock_ns(),
-        )  # (clock value handed out, real time then)
+        # per continuing kind: (the value last handed out, the real reading then; None: not read yet)
+        self._anchors: dict[str, tuple[int | None, int | None]] = {
+            "time": (recorded.last_clock, real_clock_ns()),
+            "perf_counter": (recorded.last_perf_counter, None),
+        }
 
     def draw(
         self,
@@ -327,19 +330,24 @@ class DrawReplayer:
                     self.from_earlier[source] = self.from_earlier.get(source, 0) + 1
             else:
                 self.extra[source] = self.extra.get(source, 0) + 1
-            anchor = self._anchor
-        if value is not _NONE and kind != "time":
+            anchor = self._anchors.get(kind)
+        if anchor is None and value is not _NONE:
             return value
         # outside the lock: a real source may draw again through the hooks (bcrypt before 4.1
         # made its salt of os.urandom in Python), and would wait on this thread for ever
         now = real()
         if value is not _NONE:
-            self._anchor = (value, now)
+            self._anchors[kind] = (value, now)
             return value
-        if kind != "time":
+        if anchor is None:
             return now
         recorded, real_then = anchor
-        return now if recorded is None else recorded + max(now - real_then, 0)
+        if recorded is None:
+            return now
+        if real_then is None:  # the first read: the clock goes on from here
+            self._anchors[kind] = (recorded, now)
+            return recorded
+        return recorded + max(now - real_then, 0)
 
     def _ask_earlier(self, key: tuple[str, str]) -> None:
         """Take ``key``'s stream from an earlier request when this recording has none; outside
@@ -402,7 +410,7 @@ _MAX_CLOCK_NS = 2**63 - 1  # the clock in nanoseconds, as a signed 64-bit intege
 def _usable(kind: str, value: Any) -> bool:
     """Whether a clock or ``random()`` value is one the app could have got: a clock past 2262
     overflows the dates made of it, a ``random()`` of 7.5 what is computed from it."""
-    if kind == "time":
+    if kind in ("time", "perf_counter"):
         return type(value) is int and 0 <= value <= _MAX_CLOCK_NS
     if kind == "random":
         return type(value) is float and 0.0 <= value < 1.0
@@ -415,7 +423,7 @@ def decode_draws(draws: Any) -> RecordedDraws:
     the report says so)."""
     streams: dict[tuple[str, str], list[Any]] = {}
     afters: dict[tuple[str, str], list[int | None]] = {}
-    last_clock: int | None = None
+    last: dict[str, int] = {}  # the continuing kinds' last values
     for entry in draws if isinstance(draws, list) else ():
         if not isinstance(entry, dict):
             continue
@@ -438,12 +446,13 @@ def decode_draws(draws: Any) -> RecordedDraws:
         afters.setdefault((kind, caller), []).append(
             after if isinstance(after, int) and not isinstance(after, bool) else None
         )
-        if kind == "time" and isinstance(value, int):
-            last_clock = value
+        if kind in ("time", "perf_counter"):
+            last[kind] = value
     return RecordedDraws(
         {key: tuple(values) for key, values in streams.items()},
-        last_clock,
+        last.get("time"),
         {key: tuple(numbers) for key, numbers in afters.items()},
+        last.get("perf_counter"),
     )
 
 
