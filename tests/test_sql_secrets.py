@@ -269,3 +269,47 @@ def test_the_value_of_a_name_value_row_whose_name_or_key_is_a_secrets_is_hidden(
     Redactor().document(doc)
     assert decode_value(call["response"])["rows"] == [rows[0], ("邮箱密码", "EMAIL_PASSWORD", R)]
     assert [item["value"] for item in doc["response"]["body"]["json"]["data"]] == ["Shop", R]
+
+
+def test_result_columns_are_judged_by_the_column_their_label_selects() -> None:
+    """SQLAlchemy labels the columns of joined and legacy queries with the table's name
+    (``invite_tokens.group_id AS invite_tokens_group_id``): a table named like a secret made
+    every column of it secret, its ids were then hidden by value wherever they stood, and their
+    columns learned, in every later cassette (a suite's group and user ids). The token column
+    stays hidden, and so does a secret column selected under a harmless label."""
+    group, user = "0fb3aaec36c24557a2298e0e5e55901c", "65d83829a48243b9b5936bccc6939afc"
+    statement = (
+        "SELECT invite_tokens.token AS invite_tokens_token, invite_tokens.group_id AS"
+        " invite_tokens_group_id, long_live_tokens_1.user_id AS long_live_tokens_1_user_id,"
+        " users.password AS pw FROM invite_tokens JOIN users ON users.group_id ="
+        " invite_tokens.group_id LEFT OUTER JOIN long_live_tokens AS long_live_tokens_1 ON"
+        " long_live_tokens_1.user_id = users.id WHERE invite_tokens.group_id = ?"
+    )
+    labels = [
+        "invite_tokens_token",
+        "invite_tokens_group_id",
+        "long_live_tokens_1_user_id",
+        "pw",
+    ]
+    call = {
+        "protocol": "sql",
+        "request": {"operation": "execute", "statement": statement, "parameters": [group]},
+        "response": {"description": [[n] for n in labels], "rows": [[S, group, user, S + "2"]]},
+    }
+    later = {
+        "protocol": "sql",
+        "request": {
+            "operation": "execute",
+            "statement": "SELECT users.id, users.group_id FROM users",
+            "parameters": [],
+        },
+        "response": {"description": [["id"], ["group_id"]], "rows": [[user, group]]},
+    }
+    columns = SecretColumns()
+    first, second = ({"calls": [encode_value(c)]} for c in (call, later))
+    Redactor().document(first, columns=columns)
+    Redactor().document(second, columns=columns)
+    (row,) = decode_value(first["calls"][0]["response"])["rows"]
+    assert row == [R, group, user, R]
+    assert decode_value(first["calls"][0]["request"])["parameters"] == [group]
+    assert decode_value(second["calls"][0]["response"])["rows"] == [[user, group]]

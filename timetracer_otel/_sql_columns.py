@@ -15,6 +15,10 @@ quoted names, comments and every placeholder style); then:
 
 Placeholders are referred to by position (``?`` and ``%s`` in order, ``$1`` and ``:1`` by
 number, from 0) or by name (``%(name)s``, ``:name``).
+
+A result column is named by its label: ``invite_tokens.group_id AS invite_tokens_group_id``,
+as SQLAlchemy labels the columns of joined and legacy queries, says which column each label
+stands for (:func:`judged_names`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import NamedTuple
 from sqlparse import tokens as T
 from sqlparse.lexer import Lexer
 
-__all__ = ["Columns", "columns_of"]
+__all__ = ["Columns", "columns_of", "judged_names"]
 
 Ref = int | str  # a positional parameter's index, or a named parameter's name
 _BOUNDARIES = frozenset(
@@ -45,6 +49,8 @@ class Columns(NamedTuple):
     parameters: dict[Ref, frozenset[str]]
     # (start, end) of the literal's content in the text
     literals: tuple[tuple[int, int, frozenset[str]], ...]
+    # a result column's label -> (the qualifier, or "", and the column it selects): ``t.c AS label``
+    labels: dict[str, tuple[str, str]] = {}
 
 
 class _Token(NamedTuple):
@@ -231,6 +237,39 @@ def _selected_values(
     _rows(tokens, opening + 2, positions, target)
 
 
+def _is_name(token: _Token) -> bool:
+    return (
+        token.kind in T.Name and token.kind not in T.Name.Placeholder
+    ) or token.kind in T.Literal.String.Symbol
+
+
+def _labels(tokens: list[_Token]) -> dict[str, tuple[str, str]]:
+    """Each label given to a column with ``AS`` (``t.c AS label``, ``c AS label``), with what it selects."""
+    labels = {}
+    for index in range(1, len(tokens) - 1):
+        if tokens[index].kind not in T.Keyword or tokens[index].word != "AS":
+            continue
+        column, label = tokens[index - 1], tokens[index + 1]
+        if not (_is_name(column) and _is_name(label)):
+            continue
+        qualified = index >= 3 and tokens[index - 2].text == "." and _is_name(tokens[index - 3])
+        qualifier = _column(tokens[index - 3]) if qualified else ""
+        labels[_column(label)] = (qualifier, _column(column))
+    return labels
+
+
+def judged_names(label: str, labels: dict[str, tuple[str, str]]) -> tuple[str, ...]:
+    """The names a result column labelled ``label`` is judged secret by: its own and the column
+    it selects, or only that column where the label is the table's name and the column's
+    (``invite_tokens_group_id``: a table named like a secret makes no secret of its ids)."""
+    qualifier, column = labels.get(label, ("", ""))
+    if not column:
+        return (label,)
+    if qualifier and label.lower() == f"{qualifier}_{column}".lower():
+        return (column,)
+    return (label, column) if label != column else (label,)
+
+
 def _reference(text: str, style: str, counter: list[int]) -> Ref | None:
     if text in ("?", "%s"):
         # a "?" in a %s statement is an operator (PostgreSQL's jsonb ?), not a parameter
@@ -259,7 +298,9 @@ def _analyse(statement: str) -> Columns:
                 parameters[ref] = parameters.get(ref, frozenset()) | columns
         elif token.kind in T.Literal.String.Single and columns:
             literals.append((token.start + 1, token.start + len(token.text) - 1, columns))
-    return Columns({ref: names for ref, names in parameters.items() if names}, tuple(literals))
+    return Columns(
+        {ref: names for ref, names in parameters.items() if names}, tuple(literals), _labels(tokens)
+    )
 
 
 _cached = lru_cache(maxsize=1024)(_analyse)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._diagnostics import logger
-from ._sql_columns import columns_of
+from ._sql_columns import columns_of, judged_names
 from .protocols import typed
 from .secret_names import normal
 from .secret_values import is_token_like, spellings
@@ -42,24 +42,29 @@ def _text(value: Any) -> str | None:
 
 
 def _column_values(call: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(normalised column name, value as text) of an SQL call's rows and named parameters."""
+    """(normalised column name, value as text) of an SQL call's rows and named parameters; a
+    result column is named by the column its label selects (``invite_tokens_id``: ``id``)."""
+    request = call.get("request")
+    statement = request.get("statement") if isinstance(request, dict) else None
     response = call.get("response")
     if isinstance(response, dict):
         description = response.get("description")
         rows = response.get("rows")
         if isinstance(description, list) and isinstance(rows, list):
+            labels = columns_of(statement).labels if isinstance(statement, str) else {}
             names = [
-                normal(str(column[0])) if isinstance(column, list) and column else ""
+                normal(judged_names(str(column[0]), labels)[-1])
+                if isinstance(column, list) and column
+                else ""
                 for column in description
             ]
             for row in rows:
                 for name, cell in zip(names, typed.items(row) or (), strict=False):
                     if name and (shown := _text(cell)) is not None:
                         yield name, shown
-    request = call.get("request")
-    if not isinstance(request, dict) or not isinstance(request.get("statement"), str):
+    if not isinstance(statement, str):
         return
-    met = columns_of(request["statement"]).parameters
+    met = columns_of(statement).parameters
     if not met:
         return
     parameters = request.get("parameters")

@@ -37,7 +37,7 @@ import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from timetracer_otel._sql_columns import Ref, columns_of
+from timetracer_otel._sql_columns import Ref, columns_of, judged_names
 from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.errors import CassetteError
@@ -259,8 +259,10 @@ def redact(
     """Hide a call's secret parameters, literals and result columns in place (in cassette form)."""
     statement = request.get("statement")
     pairs = None
+    labels: dict[str, tuple[str, str]] = {}
     if isinstance(statement, str):
         columns = columns_of(statement)
+        labels = columns.labels
         secret = {ref for ref, met in columns.parameters.items() if any(map(names.field, met))}
         literals = [
             (start, end) for start, end, met in columns.literals if any(map(names.field, met))
@@ -278,9 +280,11 @@ def redact(
     description = (response or {}).get("description")
     if not isinstance(description, list):
         return
-    named = [str(c[0]) if isinstance(c, list) and c else "" for c in description]
-    secret_columns = [i for i, name in enumerate(named) if name and names.field(name)]
-    row_pairs = _Pairs.of((i, (name,)) for i, name in enumerate(named))
+    judged = [
+        judged_names(str(c[0]), labels) if isinstance(c, list) and c else () for c in description
+    ]
+    secret_columns = [i for i, those in enumerate(judged) if any(map(names.field, those))]
+    row_pairs = _Pairs.of(enumerate(judged))
     for row in (response or {}).get("rows") or ():
         paired = _paired(row, row_pairs, names)
         _hide_values(typed.items(row), [*secret_columns, *paired], names, hide)
