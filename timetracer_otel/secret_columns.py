@@ -62,7 +62,7 @@ def _column_values(call: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 for name, cell in zip(names, typed.items(row) or (), strict=False):
                     if name and (shown := _text(cell)) is not None:
                         yield name, shown
-    if not isinstance(statement, str):
+    if not isinstance(request, dict) or not isinstance(statement, str):
         return
     met = columns_of(statement).parameters
     if not met:
