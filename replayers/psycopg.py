@@ -109,7 +109,6 @@ class _ReplayCursor(Fetches):
 
     def __init__(self, connection: _ReplayConnection, row_factory: Any) -> None:
         self.connection = connection
-        self.row_factory = row_factory
         self.arraysize = 1
         self.closed = False
         self._results: list[_Result] = []
@@ -117,6 +116,18 @@ class _ReplayCursor(Fetches):
         self._position = 0
         self._rowcount = -1
         self._make_row: Callable[[Sequence[Any]], Any] = tuple
+        self.row_factory = row_factory
+
+    @property
+    def row_factory(self) -> Any:
+        return self._row_factory
+
+    @row_factory.setter
+    def row_factory(self, row_factory: Any) -> None:
+        """As psycopg's: set after ``execute()``, it makes the rows fetched next."""
+        self._row_factory = row_factory
+        if self._results:
+            self._make_row = row_factory(self)
 
     # ---- answering
     def _answer(self, operation: str, query: Any, parameters: Any) -> None:
@@ -345,6 +356,12 @@ class _ReplayAsyncCursor:
     def __getattr__(self, name: str) -> Any:
         # description, rowcount, rownumber, statusmessage, pgresult, nextset, close, copy, stream, ...
         return getattr(self._cursor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("connection", "_cursor"):
+            object.__setattr__(self, name, value)
+        else:  # row_factory, arraysize
+            setattr(self._cursor, name, value)
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _ReplayAsyncCursor:
         self._cursor.execute(query, params, **kwargs)

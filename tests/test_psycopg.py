@@ -342,3 +342,63 @@ def test_row_factories_build_their_rows_from_the_recording() -> None:
         deactivate(token)
     assert replayed == live
     assert type(replayed[1]) is type(live[1])
+
+
+def _set_afterwards(conn: Any) -> tuple[Any, Any]:
+    """A row factory set on a sync cursor before and after ``execute()``."""
+    statement = "SELECT 1 AS a, 'x' AS b"
+    before = conn.cursor()
+    before.row_factory = dict_row
+    after = conn.cursor().execute(statement)
+    after.row_factory = namedtuple_row
+    return before.execute(statement).fetchall(), after.fetchone()
+
+
+async def _set_on_async(conn: Any) -> Any:
+    """A row factory set on an async cursor after it was made (fastapi-pagination's counts)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    cursor.row_factory = psycopg.rows.tuple_row
+    await cursor.execute("SELECT 1 AS a, 'x' AS b")
+    return await cursor.fetchall()
+
+
+def test_a_row_factory_set_on_a_cursor_after_it_was_made_builds_the_rows() -> None:
+    """Assigned to a cursor, sync or async, before or after ``execute()``, a row factory makes
+    the rows a replay cursor fetches, as on PostgreSQL (an async cursor kept the one it was made with)."""
+    import asyncio
+
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.replayers import install_replayers
+    from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
+
+    async def on_async(url: str) -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await _set_on_async(conn)
+
+    with psycopg.connect(DSN) as conn:
+        live = (*_set_afterwards(conn), asyncio.run(on_async(DSN)))
+    call = {
+        "protocol": "sql",
+        "library": "psycopg",
+        "request": encode_value(psycopg_request("execute", "SELECT 1 AS a, 'x' AS b", None)),
+        "response": {
+            "description": [["a", 23], ["b", 25]],
+            "rowcount": 1,
+            "lastrowid": None,
+            "rows": [[1, "x"]],
+            "status": "SELECT 1",
+        },
+        "error": None,
+    }
+    install_replayers()
+    token = activate(ReplaySession({"calls": [call] * 3}, "in-memory"))
+    try:
+        unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+        replayed = (
+            *_set_afterwards(psycopg.connect(unreachable)),
+            asyncio.run(on_async(unreachable)),
+        )
+    finally:
+        deactivate(token)
+    assert replayed == live
+    assert [type(rows) for rows in replayed] == [type(rows) for rows in live]
