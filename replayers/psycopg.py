@@ -26,6 +26,7 @@ import psycopg
 import psycopg.adapt
 import psycopg.errors
 import psycopg.rows
+import psycopg.sql
 from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 
 from timetracer_otel import wrapper_layers
@@ -252,7 +253,10 @@ class _ReplayCursor(Fetches):
 
 # --------------------------------------------------------------------------- connections
 class _PGconn:
-    """The few ``pgconn`` fields ``psycopg_pool`` reads of a connection it holds."""
+    """The few ``pgconn`` fields ``psycopg_pool`` reads of a connection it holds, and the
+    encoding ``psycopg.sql`` renders text in."""
+
+    _encoding = "utf-8"
 
     def __init__(self) -> None:
         self.status = ConnStatus.OK
@@ -299,6 +303,11 @@ class _ReplayConnection:
         self.adapters = psycopg.adapt.AdaptersMap(psycopg.adapters)
         self.broken = False
         self.prepare_threshold: int | None = 5
+
+    @property
+    def connection(self) -> _ReplayConnection:
+        """Itself, as a psycopg connection is the adaptation context's connection."""
+        return self
 
     @property
     def closed(self) -> bool:
@@ -494,13 +503,27 @@ def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dic
     )
 
 
-# (owner, name, wrapper): what opens connections
+def _rendered(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    """``psycopg.sql``'s identifiers and literals rendered for a replay connection or its cursor
+    (``as_string(conn)``): escaped as psycopg escapes them without a connection, since libpq's
+    escaping needs a live one. The statement recorded was rendered without one too."""
+    context = args[0] if args else kwargs.get("context")
+    if isinstance(
+        getattr(context, "connection", None), (_ReplayConnection, _ReplayAsyncConnection)
+    ):
+        return wrapped(None)
+    return wrapped(*args, **kwargs)
+
+
+# (owner, name, wrapper): what opens connections, and what renders SQL for one
 _OPENERS: list[tuple[Any, str, Callable[..., Any]]] = [
     (psycopg, "connect", _connect),
     (psycopg.Connection, "connect", _connect),
     (psycopg.Connection, "_connect_gen", _refuse),
     (psycopg.AsyncConnection, "connect", _connect_async),
     (psycopg.AsyncConnection, "_connect_gen", _refuse),
+    (psycopg.sql.Identifier, "as_bytes", _rendered),
+    (psycopg.sql.Literal, "as_bytes", _rendered),
 ]
 
 

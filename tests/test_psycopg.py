@@ -402,3 +402,60 @@ def test_a_row_factory_set_on_a_cursor_after_it_was_made_builds_the_rows() -> No
         deactivate(token)
     assert replayed == live
     assert [type(rows) for rows in replayed] == [type(rows) for rows in live]
+
+
+def _composed(conn: Any) -> tuple[str, str, Any]:
+    """``psycopg.sql`` rendered for a connection and for its cursor, then executed."""
+    from psycopg import sql
+
+    query = sql.SQL("SELECT {} AS {} WHERE {} = {}").format(
+        sql.Literal("it's"), sql.Identifier("a b"), sql.Literal(1), sql.Literal(1)
+    )
+    cursor = conn.cursor()
+    return query.as_string(conn), query.as_string(cursor), cursor.execute(query).fetchall()
+
+
+async def _composed_async(conn: Any) -> tuple[str, str]:
+    from psycopg import sql
+
+    query = sql.SQL("SELECT {}").format(sql.Identifier("users", "name"))
+    return query.as_string(conn), query.as_string(conn.cursor())
+
+
+def test_psycopg_sql_compositions_render_for_a_replay_connection_and_execute() -> None:
+    """``sql.SQL(...).format(sql.Identifier(...), sql.Literal(...)).as_string(conn)`` needs
+    libpq's escaping on a live connection: for a replay connection or its cursor (sync and
+    async) it renders as on PostgreSQL, and the composed statement is answered."""
+    import asyncio
+
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.replayers import install_replayers
+    from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
+
+    async def on_async(url: str) -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await _composed_async(conn)
+
+    with psycopg.connect(DSN) as conn:
+        live = (*_composed(conn), asyncio.run(on_async(DSN)))
+    call = {
+        "protocol": "sql",
+        "library": "psycopg",
+        "request": encode_value(psycopg_request("execute", live[0], None)),
+        "response": {
+            "description": [["a b", 25]],
+            "rowcount": 1,
+            "lastrowid": None,
+            "rows": [["it's"]],
+            "status": "SELECT 1",
+        },
+        "error": None,
+    }
+    install_replayers()
+    token = activate(ReplaySession({"calls": [call]}, "in-memory"))
+    try:
+        unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+        replayed = (*_composed(psycopg.connect(unreachable)), asyncio.run(on_async(unreachable)))
+    finally:
+        deactivate(token)
+    assert replayed == live
