@@ -296,7 +296,7 @@ class _ReplayStatement:
 class _Acquire:
     """``pool.acquire()``: awaited, or entered as ``async with``."""
 
-    def __init__(self, pool: _ReplayPool) -> None:
+    def __init__(self, pool: _ReplayPoolAPI) -> None:
         self._pool = pool
         self._connection: _ReplayConnection | None = None
 
@@ -312,20 +312,22 @@ class _Acquire:
             await self._pool.release(self._connection)
 
 
-class _ReplayPool:
-    """What ``asyncpg.create_pool()`` gives in replay: each acquire a new replay connection."""
+class _ReplayPoolAPI:
+    """asyncpg's pool API, each acquire a new replay connection (its sizes and state in the
+    attributes asyncpg's ``Pool`` keeps them in)."""
 
-    def __init__(self, min_size: int = 10, max_size: int = 10) -> None:
-        self._min_size, self._max_size = min_size, max_size
-        self._closing = False
+    __slots__ = ()  # laid out as asyncpg's Pool, which _ReplayedPool is
+    _minsize: int
+    _maxsize: int
+    _closing: bool
 
-    def __await__(self) -> Generator[Any, None, _ReplayPool]:
+    def __await__(self) -> Generator[Any, None, Any]:
         return self._ready().__await__()
 
-    async def _ready(self) -> _ReplayPool:
+    async def _ready(self) -> Any:
         return self
 
-    async def __aenter__(self) -> _ReplayPool:
+    async def __aenter__(self) -> Any:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -343,19 +345,19 @@ class _ReplayPool:
         connection._pool_release_ctr += 1
 
     async def close(self) -> None:
-        self._closing = True
+        self.terminate()
 
     def terminate(self) -> None:
-        self._closing = True
+        self._closing = True  # type: ignore[misc]  # a slot of each subclass (asyncpg's Pool's)
 
     def is_closing(self) -> bool:
         return self._closing
 
     def get_min_size(self) -> int:
-        return self._min_size
+        return self._minsize
 
     def get_max_size(self) -> int:
-        return self._max_size
+        return self._maxsize
 
     def get_size(self) -> int:
         return 0
@@ -367,7 +369,7 @@ class _ReplayPool:
         pass
 
     def _shortcut(name: str) -> Callable[..., Any]:  # type: ignore[misc]
-        async def method(self: _ReplayPool, *args: Any, **kwargs: Any) -> Any:
+        async def method(self: _ReplayPoolAPI, *args: Any, **kwargs: Any) -> Any:
             async with self.acquire() as connection:
                 return await getattr(connection, name)(*args, **kwargs)
 
@@ -383,6 +385,24 @@ class _ReplayPool:
     del _shortcut
 
 
+class _ReplayPool(_ReplayPoolAPI):
+    """What ``asyncpg.create_pool()`` gives in replay."""
+
+    __slots__ = ("_minsize", "_maxsize", "_closing")
+
+    def __init__(self, min_size: int = 10, max_size: int = 10) -> None:
+        self._minsize, self._maxsize = min_size, max_size
+        self._closing = False
+
+
+class _ReplayedPool(_ReplayPoolAPI, asyncpg.pool.Pool):
+    """A pool made outside a replay session and first awaited in one (a test suite's fixture
+    calls ``create_pool()`` without awaiting it, the app's lifespan then enters it): it
+    becomes a replay pool there, as one made in the session is (see :func:`_initialize`)."""
+
+    __slots__ = ()
+
+
 # --------------------------------------------------------------------------- opening
 def _opening() -> str:
     """How a connection being opened is named in a refusal."""
@@ -393,6 +413,17 @@ def _create_pool(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs
     if _session(_opening) is None:
         return wrapped(*args, **kwargs)
     return _ReplayPool(kwargs.get("min_size", 10), kwargs.get("max_size", 10))
+
+
+async def _initialize(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    """``await pool`` (``async with pool``) of a pool made outside a replay session, in one:
+    it opens nothing and answers as a replay pool (asyncpg's own would refuse the replay
+    connections, which are not its ``Connection`` class)."""
+    if instance._initialized or instance._initializing or _session(_opening) is None:
+        return await wrapped(*args, **kwargs)
+    instance.__class__ = _ReplayedPool
+    instance._initialized, instance._closing = True, False
+    return instance
 
 
 async def _connect(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -414,12 +445,13 @@ async def _refuse(wrapped: Callable[..., Any], instance: Any, args: tuple, kwarg
     )
 
 
-# (owner, name, wrapper): the module functions that open connections
+# (owner, name, wrapper): what opens connections
 _OPENERS: list[tuple[Any, str, Callable[..., Any]]] = [
     (asyncpg, "connect", _connect),
     (asyncpg.connection, "connect", _connect),
     (asyncpg, "create_pool", _create_pool),
     (asyncpg.pool, "create_pool", _create_pool),
+    (asyncpg.pool.Pool, "_async__init__", _initialize),
     (asyncpg.connect_utils, "_connect", _refuse),
 ]
 

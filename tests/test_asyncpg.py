@@ -493,3 +493,38 @@ def test_sqlalchemy_on_asyncpg_set_up_with_the_asyncpg_plugin_replays(cassette_d
         replayed = send(server.url, sent)
     for before, after in zip(recorded, replayed, strict=True):
         assert_same_response(before, after)
+
+
+def test_a_pool_made_outside_a_replay_session_and_entered_in_one_replays() -> None:
+    """A suite's fixture calls ``create_pool()`` without awaiting it, and the app's lifespan
+    enters the pool inside the test: asyncpg's own pool refused the replay connections (not
+    its ``Connection`` class); it now opens nothing and answers from the cassette."""
+    from timetracer_otel.cassette.values import encode_value
+    from timetracer_otel.replayers import ReplaySession, install_replayers
+    from timetracer_otel.replayers.session import activate, deactivate
+
+    count = "SELECT count(*) FROM users"
+    call = {
+        "protocol": "sql",
+        "library": "asyncpg",
+        "request": encode_value(asyncpg_request("fetchval", (count,), {})),
+        "response": {"description": [["count"]], "rowcount": 1, "lastrowid": None, "rows": [[100]]},
+        "error": None,
+    }
+    install_replayers()
+
+    async def main() -> tuple[Any, ...]:
+        pool = asyncpg.create_pool(
+            f"postgresql://postgres@127.0.0.1:{closed_port()}/test", min_size=1, max_size=1
+        )  # outside the session, not awaited
+        token = activate(ReplaySession({"calls": [call]}, "in-memory"))
+        try:
+            async with pool:
+                async with pool.acquire() as conn:
+                    counted = await conn.fetchval(count)
+                sizes = (pool.get_min_size(), pool.get_max_size())
+        finally:
+            deactivate(token)
+        return counted, sizes, pool.is_closing()
+
+    assert asyncio.run(main()) == (100, (1, 1), True)

@@ -289,10 +289,13 @@ def test_requests_on_a_large_heap_leave_full_collections_to_the_interpreters_rul
     a suite replaying thousands of tests on a growing heap slowed down test after test."""
     kept = [[n] for n in range(200_000)]  # a service's long-lived objects
     gc.collect()
+    each = (
+        gc.get_threshold()[0] + 100
+    )  # a request's garbage: more than a young collection waits for
     with _collections_started() as starts:
         for _ in range(300):
             _gc_hold.hold()
-            garbage = [_Node() for _ in range(1_000)]
+            garbage = [_Node() for _ in range(each)]
             del garbage
             _gc_hold.release()
     assert starts.count(0) >= 250, starts  # each request's garbage, as it ends
