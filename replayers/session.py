@@ -327,7 +327,9 @@ class ReplaySession:
         earlier: EarlierAnswer | None = None,
         sealed: frozenset[str] = frozenset(),
         renamed: Renamed | None = None,
+        absent: str | None = None,
     ) -> None:
+        """``absent``: why ``document`` holds no call, where no file holds it; said in each mismatch."""
         config = config if config is not None else TraceConfig(mode="replay")
         self.document = document
         self.path = path
@@ -338,6 +340,7 @@ class ReplaySession:
         self._earlier = earlier
         self._renamed = renamed
         self.sealed = sealed  # the values the key opened in ``document`` (see opening.Opened)
+        self._absent = absent
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
         self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
@@ -593,7 +596,8 @@ class ReplaySession:
 
     def _mismatch(self, library: str, view: CallView) -> str:
         """What the error for an unanswered call says after naming it."""
-        return describe_mismatch(view, self.index.calls)
+        described = describe_mismatch(view, self.index.calls)
+        return described if self._absent is None else f"{described}: {self._absent}"
 
     def answer_http(
         self, library: str, method: str, url: str, body: bytes, headers: list[tuple[str, str]]

@@ -307,6 +307,20 @@ def test_a_damaged_fixture_cassette_fails_each_test_using_it_and_is_never_pruned
     assert fixture.read_text() == '{"format": "timetrac'
 
 
+def test_a_fixture_instance_without_a_cassette_names_the_missing_file_where_its_call_fails(
+    pytester: pytest.Pytester,
+) -> None:
+    """A wider-scoped fixture set up more often than when recorded (the suite run in another
+    order) has no file: a call it makes says so, with the file's name and how to record it,
+    rather than only that "the cassette" holds no such call."""
+    fixture = _record_module_fixture_suite(pytester)
+    fixture.unlink()
+    replayed = pytester.runpytest_subprocess("--timetracer-mode=none")
+    output = replayed.stdout.str()
+    assert f"no file {fixture.relative_to(pytester.path)} holds it" in output, output
+    assert "record it again with pytest --timetracer-mode=once" in output
+
+
 def test_a_cassette_linked_out_of_the_cassette_directory_is_not_read(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:

@@ -64,8 +64,9 @@ from timetracer_otel._pytest.naming import (
     cassette_of_fixture,
     cassette_of_test,
     cassettes_of_module,
+    shown,
 )
-from timetracer_otel._pytest.report import RunReport, shown
+from timetracer_otel._pytest.report import RunReport
 from timetracer_otel._pytest.shared_clock import (
     WORKERINPUT_KEY,
     first_instant,

@@ -33,6 +33,7 @@ from timetracer_otel.cassette.reader import (
 )
 from timetracer_otel.config import TraceConfig
 
+from .naming import shown
 from .workers import (
     WORKER_FIELD,
     as_worker,
@@ -93,6 +94,14 @@ class SealedSecretsError(CassetteError):
 
 _REFUSAL_HINT = (
     "Record it with --timetracer-mode=once, or allow the host with timetracer_allowed_hosts."
+)
+
+
+# why a test's or fixture's cassette holds no call, where it has no file
+_ABSENT = (
+    "no file {} holds it: the recording made no call there, or did not get there (a fixture"
+    " of a wider scope set up more times than when recorded, its tests run in another order"
+    " or selection): record it again with pytest --timetracer-mode=once"
 )
 
 
@@ -210,6 +219,7 @@ class _Replay:
             earlier=earlier.answers if earlier is not None else None,
             sealed=opened.secrets,
             renamed=functools.partial(_renamed, document, path, config, worker),
+            absent=None if path.exists() or path.is_symlink() else _ABSENT.format(shown(path)),
         )
         install_draw_sources(config.draws)
         carry_context_into_pools()

@@ -11,6 +11,7 @@ rootdir, ``plugins/a/tests/test_api.py`` and ``plugins/b/tests/test_api.py``, ar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -104,3 +105,10 @@ class NodeNames:
             return str(node.nodeid)
         path = PurePosixPath(Path(os.path.relpath(node.path, self._root)).as_posix())
         return f"{path}{separator}{rest}"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(Path.cwd()))
+    return str(path)

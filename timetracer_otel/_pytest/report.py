@@ -7,7 +7,6 @@ controller as plain data (:meth:`RunReport.as_data`), which merges them and repo
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
+from .naming import shown
 from .workers import instance_of
 
 __all__ = ["RunReport", "shown"]
@@ -259,13 +259,6 @@ class RunReport:
             f"secrets: {_counted(count, 'cassette')} not replayed: {problem}"
             for problem, count in sorted(reasons.items())
         ]
-
-
-def shown(path: str | Path) -> str:
-    """``path`` relative to the working directory when it is below it."""
-    with contextlib.suppress(ValueError):
-        return str(Path(path).relative_to(Path.cwd()))
-    return str(path)
 
 
 def _itemised(calls: list[str], what: str) -> list[str]:
