@@ -344,62 +344,80 @@ def test_row_factories_build_their_rows_from_the_recording() -> None:
     assert type(replayed[1]) is type(live[1])
 
 
+def _live_and_replayed(
+    sync_part: Callable[[Any], tuple[Any, ...]],
+    async_part: Callable[[Any], Any],
+    recorded: Callable[[tuple[Any, ...]], list[dict[str, Any]]],
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """What ``sync_part(conn)`` and ``async_part(async conn)`` give on PostgreSQL, then on replay
+    connections (PostgreSQL unreachable) answering the calls ``recorded(live results)``."""
+    import asyncio
+
+    from timetracer_otel.replayers import install_replayers
+    from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
+
+    async def on_async(url: str) -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await async_part(conn)
+
+    with psycopg.connect(DSN) as conn:
+        live = (*sync_part(conn), asyncio.run(on_async(DSN)))
+    install_replayers()
+    token = activate(ReplaySession({"calls": recorded(live)}, "in-memory"))
+    try:
+        unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+        replayed = (*sync_part(psycopg.connect(unreachable)), asyncio.run(on_async(unreachable)))
+    finally:
+        deactivate(token)
+    return live, replayed
+
+
+def _answered(
+    statement: str, description: list[list[Any]], rows: list[list[Any]]
+) -> dict[str, Any]:
+    """A recorded psycopg ``execute`` of ``statement`` answering ``rows``."""
+    from timetracer_otel.cassette.values import encode_value
+
+    return {
+        "protocol": "sql",
+        "library": "psycopg",
+        "request": encode_value(psycopg_request("execute", statement, None)),
+        "response": {
+            "description": description,
+            "rowcount": len(rows),
+            "lastrowid": None,
+            "rows": rows,
+            "status": f"SELECT {len(rows)}",
+        },
+        "error": None,
+    }
+
+
+_ONE_ROW = "SELECT 1 AS a, 'x' AS b"
+
+
 def _set_afterwards(conn: Any) -> tuple[Any, Any]:
     """A row factory set on a sync cursor before and after ``execute()``."""
-    statement = "SELECT 1 AS a, 'x' AS b"
     before = conn.cursor()
     before.row_factory = dict_row
-    after = conn.cursor().execute(statement)
+    after = conn.cursor().execute(_ONE_ROW)
     after.row_factory = namedtuple_row
-    return before.execute(statement).fetchall(), after.fetchone()
+    return before.execute(_ONE_ROW).fetchall(), after.fetchone()
 
 
 async def _set_on_async(conn: Any) -> Any:
     """A row factory set on an async cursor after it was made (fastapi-pagination's counts)."""
     cursor = conn.cursor(row_factory=dict_row)
     cursor.row_factory = psycopg.rows.tuple_row
-    await cursor.execute("SELECT 1 AS a, 'x' AS b")
+    await cursor.execute(_ONE_ROW)
     return await cursor.fetchall()
 
 
 def test_a_row_factory_set_on_a_cursor_after_it_was_made_builds_the_rows() -> None:
     """Assigned to a cursor, sync or async, before or after ``execute()``, a row factory makes
     the rows a replay cursor fetches, as on PostgreSQL (an async cursor kept the one it was made with)."""
-    import asyncio
-
-    from timetracer_otel.cassette.values import encode_value
-    from timetracer_otel.replayers import install_replayers
-    from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
-
-    async def on_async(url: str) -> Any:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            return await _set_on_async(conn)
-
-    with psycopg.connect(DSN) as conn:
-        live = (*_set_afterwards(conn), asyncio.run(on_async(DSN)))
-    call = {
-        "protocol": "sql",
-        "library": "psycopg",
-        "request": encode_value(psycopg_request("execute", "SELECT 1 AS a, 'x' AS b", None)),
-        "response": {
-            "description": [["a", 23], ["b", 25]],
-            "rowcount": 1,
-            "lastrowid": None,
-            "rows": [[1, "x"]],
-            "status": "SELECT 1",
-        },
-        "error": None,
-    }
-    install_replayers()
-    token = activate(ReplaySession({"calls": [call] * 3}, "in-memory"))
-    try:
-        unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
-        replayed = (
-            *_set_afterwards(psycopg.connect(unreachable)),
-            asyncio.run(on_async(unreachable)),
-        )
-    finally:
-        deactivate(token)
+    call = _answered(_ONE_ROW, [["a", 23], ["b", 25]], [[1, "x"]])
+    live, replayed = _live_and_replayed(_set_afterwards, _set_on_async, lambda _: [call] * 3)
     assert replayed == live
     assert [type(rows) for rows in replayed] == [type(rows) for rows in live]
 
@@ -426,36 +444,9 @@ def test_psycopg_sql_compositions_render_for_a_replay_connection_and_execute() -
     """``sql.SQL(...).format(sql.Identifier(...), sql.Literal(...)).as_string(conn)`` needs
     libpq's escaping on a live connection: for a replay connection or its cursor (sync and
     async) it renders as on PostgreSQL, and the composed statement is answered."""
-    import asyncio
-
-    from timetracer_otel.cassette.values import encode_value
-    from timetracer_otel.replayers import install_replayers
-    from timetracer_otel.replayers.session import ReplaySession, activate, deactivate
-
-    async def on_async(url: str) -> Any:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            return await _composed_async(conn)
-
-    with psycopg.connect(DSN) as conn:
-        live = (*_composed(conn), asyncio.run(on_async(DSN)))
-    call = {
-        "protocol": "sql",
-        "library": "psycopg",
-        "request": encode_value(psycopg_request("execute", live[0], None)),
-        "response": {
-            "description": [["a b", 25]],
-            "rowcount": 1,
-            "lastrowid": None,
-            "rows": [["it's"]],
-            "status": "SELECT 1",
-        },
-        "error": None,
-    }
-    install_replayers()
-    token = activate(ReplaySession({"calls": [call]}, "in-memory"))
-    try:
-        unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
-        replayed = (*_composed(psycopg.connect(unreachable)), asyncio.run(on_async(unreachable)))
-    finally:
-        deactivate(token)
+    live, replayed = _live_and_replayed(
+        _composed,
+        _composed_async,
+        lambda live: [_answered(live[0], [["a b", 25]], [["it's"]])],
+    )
     assert replayed == live
