@@ -47,16 +47,20 @@ _LOG_PREFIXES = ("logging", "loguru", "structlog")
 LOG_HELPER = "logging"  # the helper a log library's draw is reported through
 
 # Libraries whose reads of the performance counter time their own work (httpx's and requests'
-# ``elapsed``, SQLAlchemy's compile times, Prometheus' histograms) or schedule it (trio's clock,
-# which anyio runs on): never part of a response, made again or not by a replay whatever the
-# app does, and a recorded reading would set a live timer. They stay real, as the standard
-# library's do.
+# ``elapsed``, SQLAlchemy's compile times, Prometheus' histograms, an error tracker's or APM
+# agent's spans) or schedule it (trio's clock, which anyio runs on): never part of a response,
+# made again or not by a replay whatever the app does, and a recorded reading would set a live
+# timer. They stay real, as the standard library's do.
 _LIBRARY_TIMERS = (
     "httpx",
     "httpcore",
     "requests",
     "sqlalchemy",
     "prometheus_client",
+    "sentry_sdk",
+    "ddtrace",
+    "newrelic",
+    "elasticapm",
     "trio",
     "anyio",
 )
