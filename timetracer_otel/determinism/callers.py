@@ -18,6 +18,7 @@ function's, as Python 3.12 runs them inline.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import FrameType
 
 __all__ = ["LOG_HELPER", "attribute", "library_timer"]
@@ -45,25 +46,6 @@ _OWN_PREFIXES = (
 # The log libraries: their clock reads (a line's time) are drawn from the source ``logs`` only.
 _LOG_PREFIXES = ("logging", "loguru", "structlog")
 LOG_HELPER = "logging"  # the helper a log library's draw is reported through
-
-# Libraries whose reads of the performance counter time their own work (httpx's and requests'
-# ``elapsed``, SQLAlchemy's compile times, Prometheus' histograms, an error tracker's or APM
-# agent's spans) or schedule it (trio's clock, which anyio runs on): never part of a response,
-# made again or not by a replay whatever the app does, and a recorded reading would set a live
-# timer. They stay real, as the standard library's do.
-_LIBRARY_TIMERS = (
-    "httpx",
-    "httpcore",
-    "requests",
-    "sqlalchemy",
-    "prometheus_client",
-    "sentry_sdk",
-    "ddtrace",
-    "newrelic",
-    "elasticapm",
-    "trio",
-    "anyio",
-)
 
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>"})
 _APP, _HELPER, _THROUGH, _OWN, _LOG = range(5)
@@ -128,11 +110,18 @@ _timers: dict[str, bool] = {}  # module name -> library_timer's answer
 
 
 def library_timer(caller: str) -> bool:
-    """Whether ``caller`` (``module:function``) is a library timing its own work (see _LIBRARY_TIMERS)."""
+    """Whether ``caller`` (``module:function``) reads the performance counter as a library: the
+    standard library or an installed package (in ``site-packages``) timing or scheduling its own
+    work (httpx's ``elapsed``, SQLAlchemy's compile times, an APM agent's spans, trio's clock,
+    pytest-xdist's durations). Never part of a response, read again or not by a replay whatever
+    the app does, and a recorded reading would set a live timer: only the app's own modules'
+    reads are drawn."""
     module = caller.partition(":")[0]
     found = _timers.get(module)
     if found is None:
-        found = _timers[module] = module.partition(".")[0] in sys.stdlib_module_names or _within(
-            module, _LIBRARY_TIMERS
+        file = getattr(sys.modules.get(module), "__file__", None) or ""
+        installed = {"site-packages", "dist-packages"} & set(Path(file).parts)
+        found = _timers[module] = module.partition(".")[0] in sys.stdlib_module_names or bool(
+            installed
         )
     return found
