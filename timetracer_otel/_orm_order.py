@@ -42,9 +42,8 @@ def _prop_set(mapper: Any) -> _DeclaredOrder:
 
 
 _original: Any = None
-_holders: set[str] = (
-    set()
-)  # who asked for the order ("capture", "replay"): restored when none is left
+# who asked for the order ("capture", "replay"): SQLAlchemy's comes back when none is left
+_holders: set[str] = set()
 
 
 def _forget_memoized() -> None:

@@ -46,12 +46,13 @@ def _column_values(call: dict[str, Any]) -> Iterator[tuple[str, str]]:
     result column is named by the column its label selects (``invite_tokens_id``: ``id``)."""
     request = call.get("request")
     statement = request.get("statement") if isinstance(request, dict) else None
+    columns = columns_of(statement) if isinstance(statement, str) else None
     response = call.get("response")
     if isinstance(response, dict):
         description = response.get("description")
         rows = response.get("rows")
         if isinstance(description, list) and isinstance(rows, list):
-            labels = columns_of(statement).labels if isinstance(statement, str) else {}
+            labels = columns.labels if columns is not None else {}
             names = [
                 normal(judged_names(str(column[0]), labels)[-1])
                 if isinstance(column, list) and column
@@ -62,9 +63,9 @@ def _column_values(call: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 for name, cell in zip(names, typed.items(row) or (), strict=False):
                     if name and (shown := _text(cell)) is not None:
                         yield name, shown
-    if not isinstance(request, dict) or not isinstance(statement, str):
+    if not isinstance(request, dict) or columns is None:
         return
-    met = columns_of(statement).parameters
+    met = columns.parameters
     if not met:
         return
     parameters = request.get("parameters")

@@ -105,11 +105,16 @@ _ABSENT = (
 )
 
 
+def _has_file(path: Path) -> bool:
+    """Whether a cassette's file is there (a link to nothing counts: it is refused as it is read)."""
+    return path.exists() or path.is_symlink()
+
+
 def _loaded(path: Path, config: TraceConfig, root: Path) -> tuple[dict[str, Any], str | None]:
     """The cassette at ``path`` (in the directory ``root``) and the process that recorded it.
     No file (a fixture that made no call when it was recorded): no call, and every call made
     now is unanswered. A link out of ``root`` is never read."""
-    if not path.exists() and not path.is_symlink():  # a link to nothing: refused below
+    if not _has_file(path):
         return {"calls": [], "draws": []}, None
     if leads_outside(path, root):
         raise CassetteError(str(path), LEADS_OUTSIDE)
@@ -219,7 +224,7 @@ class _Replay:
             earlier=earlier.answers if earlier is not None else None,
             sealed=opened.secrets,
             renamed=functools.partial(_renamed, document, path, config, worker),
-            absent=None if path.exists() or path.is_symlink() else _ABSENT.format(shown(path)),
+            absent=None if _has_file(path) else _ABSENT.format(shown(path)),
         )
         install_draw_sources(config.draws)
         carry_context_into_pools()

@@ -18,7 +18,7 @@ from .blocks import RECORD, REPLAY, BlockOutcome, SealedSecretsError
 from .naming import shown
 from .workers import instance_of
 
-__all__ = ["RunReport", "shown"]
+__all__ = ["RunReport"]
 
 _LOCKED = "locked"
 _FAILED = "failed"  # tests that failed while recording: their cassettes were not kept

@@ -164,12 +164,11 @@ def _perf_counter_ns() -> int:
 
 
 def _perf_counter() -> float:
-    """``time.perf_counter()``: the drawn nanoseconds in seconds, as CPython converts them."""
-    draws = state.current()
-    if draws is None:
+    """``time.perf_counter()``: the drawn nanoseconds in seconds, as CPython converts them
+    (this frame is timetracer's, looked through to find who drew)."""
+    if state.current() is None:
         return _real_perf_counter()
-    drawn: int = _draw(draws, "perf_counter", sys._getframe(1), _real_perf_counter_ns, _is_int)
-    return drawn / 1e9
+    return _perf_counter_ns() / 1e9
 
 
 def _install_perf_counter() -> dict[int, tuple[Any, Any]]:

@@ -404,13 +404,14 @@ class DrawReplayer:
         return found
 
 
+_CLOCKS = ("time", "perf_counter")  # the kinds whose extra draws continue from the last value
 _MAX_CLOCK_NS = 2**63 - 1  # the clock in nanoseconds, as a signed 64-bit integer holds it (to 2262)
 
 
 def _usable(kind: str, value: Any) -> bool:
     """Whether a clock or ``random()`` value is one the app could have got: a clock past 2262
     overflows the dates made of it, a ``random()`` of 7.5 what is computed from it."""
-    if kind in ("time", "perf_counter"):
+    if kind in _CLOCKS:
         return type(value) is int and 0 <= value <= _MAX_CLOCK_NS
     if kind == "random":
         return type(value) is float and 0.0 <= value < 1.0
@@ -446,7 +447,7 @@ def decode_draws(draws: Any) -> RecordedDraws:
         afters.setdefault((kind, caller), []).append(
             after if isinstance(after, int) and not isinstance(after, bool) else None
         )
-        if kind in ("time", "perf_counter"):
+        if kind in _CLOCKS:
             last[kind] = value
     return RecordedDraws(
         {key: tuple(values) for key, values in streams.items()},
