@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -572,29 +573,38 @@ def _counter_app(config: TraceConfig, key: str) -> Any:
     return app
 
 
-def test_a_library_that_wraps_execute_command_over_ours_gets_no_second_layer(
-    serve: Callable[..., Any], cassette_dir: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """sentry-sdk's Redis integration replaces ``execute_command`` with a function made by
-    ``functools.wraps`` over what was there, timetracer's layer among it. Enabled after that,
-    the plugin added a second layer: every command was recorded twice, and replay answered
-    the second INCR with the first one's reply."""
-    import functools
+def _patched_with_wraps(wrapped: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(wrapped)
+    def sentry_patched_execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return wrapped(self, *args, **kwargs)
 
+    return sentry_patched_execute_command
+
+
+def _patched_in_a_closure(old_execute_command: Callable[..., Any]) -> Callable[..., Any]:
+    def sentry_patched_execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return old_execute_command(self, *args, **kwargs)
+
+    return sentry_patched_execute_command
+
+
+@pytest.mark.parametrize("patch", [_patched_with_wraps, _patched_in_a_closure])
+def test_a_library_that_wraps_execute_command_over_ours_gets_no_second_layer(
+    serve: Callable[..., Any],
+    cassette_dir: Path,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    patch: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> None:
+    """sentry-sdk's Redis integration replaces ``execute_command`` with a function over what
+    was there, timetracer's layer among it: made by ``functools.wraps``, or (2.18) keeping it
+    in its closure only. Enabled after that, the plugin added a second layer: every command
+    was recorded twice, and replay answered the second INCR with the first one's reply."""
     from timetracer_otel.plugins import enable_redis
 
     enable_redis()
     for owner in (redis.Redis, redis.asyncio.Redis):
-        wrapped = owner.execute_command
-
-        def patch(wrapped: Callable[..., Any]) -> Callable[..., Any]:
-            @functools.wraps(wrapped)
-            def sentry_patched_execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
-                return wrapped(self, *args, **kwargs)
-
-            return sentry_patched_execute_command
-
-        monkeypatch.setattr(owner, "execute_command", patch(wrapped))
+        monkeypatch.setattr(owner, "execute_command", patch(owner.execute_command))
     key = f"{prefix}:hits"
     record = serve(_counter_app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)), key))
     recorded = httpx.get(f"{record.url}/hit")

@@ -54,11 +54,12 @@ _DEEPEST = 64  # wrappers looked through: a proxy may name a new object as wrapp
 
 
 def _beneath(owner: Any, name: str) -> Iterator[Any]:
-    """The attribute and everything it names as wrapped, outermost first: wrapt layers and
-    functions made with ``functools.wraps`` (sentry-sdk patches ``Redis.execute_command`` with
-    one, over ours), which cannot be re-linked but name what they call in ``__wrapped__``.
-    Such a function wraps the layers as the class gave them out, bound by wrapt: each bound
-    one is followed by the layer it was bound from."""
+    """The attribute and everything it names as wrapped, outermost first: wrapt layers, and
+    plain functions patched over them, which cannot be re-linked but name what they call in
+    ``__wrapped__`` (made with ``functools.wraps``) or keep it in their closure (sentry-sdk
+    2.18 patches ``Redis.execute_command`` with ``old = cls.execute_command`` and a function
+    calling ``old``). Such a function wraps the layers as the class gave them out, bound by
+    wrapt: each bound one is followed by the layer it was bound from."""
     item: Any = inspect.getattr_static(owner, name)
     for _ in range(_DEEPEST):
         if item is None:
@@ -67,7 +68,20 @@ def _beneath(owner: Any, name: str) -> Iterator[Any]:
         bound_from = getattr(item, "_self_parent", None)  # wrapt's, on a bound wrapper
         if bound_from is not None:
             yield bound_from
-        item = getattr(item, "__wrapped__", None)
+        item = getattr(item, "__wrapped__", None) or _wrapper_in_closure(item)
+
+
+def _wrapper_in_closure(function: Any) -> Any:
+    """The wrapt wrapper a plain function keeps in its closure, or None."""
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+        # type(): a wrapt proxy gives the wrapped function's __class__ to isinstance
+        if issubclass(type(content), (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)):
+            return content
+    return None
 
 
 def is_installed(owner: Any, name: str, layer: str = "capture") -> bool:
