@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -751,6 +752,51 @@ def test_replay_of_an_app_whose_shutdown_fails_reports_every_request_and_the_fai
         "replayed 2 cassettes: 2 ok, 0 differ",
         "the app's shutdown failed: RuntimeError: the heartbeat task failed",
     ]
+
+
+# An app that logs at INFO, as many configure their logging (fief, and any
+# ``logging.basicConfig(level=logging.INFO)``): an httpx client sending it a request logs the URL.
+_LOGGING_APP = """
+import logging
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+logging.basicConfig(level=logging.INFO)
+
+
+async def reset(request):
+    return JSONResponse({"length": len(request.query_params["token"])})
+
+
+app = Starlette(routes=[Route("//reset", reset)])
+auto_setup(app, plugins=[])
+"""
+
+
+def test_replay_sends_the_path_as_recorded_and_never_logs_a_secret_the_key_opened_in_it(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
+    """A password reset link's token is sealed in the cassette's query and opened with the key to
+    be sent again; the command's own request is no client's, so nothing logs its URL, and its
+    path (``//reset``, which a client reads as host ``reset``) reaches the app as recorded."""
+    (tmp_path / "logging_app.py").write_text(_LOGGING_APP, "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "logging_app:app"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    token = secrets.token_urlsafe(24)
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        with httpx.Client() as client:
+            got = client.get(f"{server.url}//reset", params={"token": token})
+        assert got.json() == {"length": len(token)}
+    done = timetracer(
+        "replay", str(cassette_dir), "--app", "logging_app:app", "--app-dir", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[OK] replayed GET //reset" in done.stdout, done.stdout
+    assert token not in done.stdout + done.stderr
 
 
 # An app keeping, as Celery keeps its current app, a value per thread set as its module is

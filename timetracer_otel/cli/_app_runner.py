@@ -25,8 +25,9 @@ from timetracer_otel.inbound import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["AppRunner", "AppThread", "LifespanError"]
 
 _T = TypeVar("_T")
-# who the app sees sending the requests, as TestClient named it
+# who the app sees sending the requests, and the host they are sent to, as TestClient named them
 _PEER = ("testclient", 50000)
+_ORIGIN = "http://testserver"
 
 
 class LifespanError(Exception):
@@ -79,7 +80,7 @@ class AppRunner:
         self._lifespan: asyncio.Task[None] | None = None
         self._to_app: asyncio.Queue[Message] | None = None
         self._from_app: asyncio.Queue[Message] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._transport: httpx.ASGITransport | None = None
 
     def __enter__(self) -> AppRunner:
         try:
@@ -98,24 +99,28 @@ class AppRunner:
     def request(
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], content: bytes
     ) -> httpx.Response:
-        """Send one request to the app and wait for its whole response; cookies earlier responses set are not sent."""
-        client = self._client
-        assert client is not None, "only inside the with block"
-        client.cookies.clear()
-        return self._thread.run(client.request(method, url, headers=headers, content=content))
+        """Send one request to the app (``url``: its path and query) and wait for its whole response."""
+        return self._thread.run(self._send(method, url, headers, content))
 
     # -- on the app's loop ------------------------------------------------------
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], content: bytes
+    ) -> httpx.Response:
+        """Through the transport, not a client: only the headers given are sent (a client's
+        defaults, ``accept-encoding: gzip`` and its user-agent, would get a request recorded
+        without them another response), no cookie an earlier response set, the path as it is
+        (a client reads ``//a/b`` as host ``a``), and no client log line: httpx's quotes the
+        URL, with a token the key opened in it."""
+        assert self._transport is not None, "only inside the with block"
+        request = httpx.Request(method, _ORIGIN + url, headers=headers, content=content)
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return response
+
     async def _start(self) -> None:
-        self._client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(
-                app=self._with_state, raise_app_exceptions=False, client=_PEER
-            ),
-            base_url="http://testserver",
-            follow_redirects=False,
+        self._transport = httpx.ASGITransport(
+            app=self._with_state, raise_app_exceptions=False, client=_PEER
         )
-        # only the headers sent: httpx's defaults (accept-encoding: gzip, its user-agent)
-        # would get a request recorded without them another response
-        self._client.headers.clear()
         self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
         scope = {
             "type": "lifespan",
@@ -127,8 +132,6 @@ class AppRunner:
         await self._answer("lifespan.startup")
 
     async def _shutdown(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
         if self._to_app is None or self._lifespan is None or self._lifespan.done():
             return
         await self._to_app.put({"type": "lifespan.shutdown"})
