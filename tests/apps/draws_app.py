@@ -25,7 +25,16 @@ from os import urandom
 from random import choice, getrandbits, randint
 from random import random as random_float
 from secrets import token_bytes, token_hex
-from time import localtime, perf_counter, perf_counter_ns, strftime, time, time_ns
+from time import (
+    localtime,
+    monotonic,
+    monotonic_ns,
+    perf_counter,
+    perf_counter_ns,
+    strftime,
+    time,
+    time_ns,
+)
 from timeit import default_timer
 from typing import Any
 from uuid import uuid1, uuid4
@@ -81,6 +90,7 @@ def _clock() -> dict[str, Any]:
         "hour_window": int(time()) // 3600,
         # the durations an app measures and sends (FastAPI's X-Process-Time middleware)
         "perf_counter": perf_counter(), "perf_counter_ns": perf_counter_ns(), "default_timer": default_timer(),
+        "monotonic": monotonic(), "monotonic_ns": monotonic_ns(),
     }  # fmt: skip
 
 

@@ -110,12 +110,12 @@ _timers: dict[str, bool] = {}  # module name -> library_timer's answer
 
 
 def library_timer(caller: str) -> bool:
-    """Whether ``caller`` (``module:function``) reads the performance counter as a library: the
-    standard library or an installed package (in ``site-packages``) timing or scheduling its own
-    work (httpx's ``elapsed``, SQLAlchemy's compile times, an APM agent's spans, trio's clock,
-    pytest-xdist's durations). Never part of a response, read again or not by a replay whatever
-    the app does, and a recorded reading would set a live timer: only the app's own modules'
-    reads are drawn."""
+    """Whether ``caller`` (``module:function``) reads the performance counter or the monotonic
+    clock as a library: the standard library or an installed package (in ``site-packages``)
+    timing or scheduling its own work (the event loop's timers, httpx's ``elapsed``,
+    SQLAlchemy's compile times, an APM agent's spans, trio's clock, pytest-xdist's durations).
+    Never part of a response, read again or not by a replay whatever the app does, and a
+    recorded reading would set a live timer: only the app's own modules' reads are drawn."""
     module = caller.partition(":")[0]
     found = _timers.get(module)
     if found is None:

@@ -6,10 +6,12 @@
   asks the top traveller of its stack for the time. Ours sits at the bottom of that stack
   (a user's own ``time_machine.travel`` still wins) and answers with the real time outside
   recorded and replayed requests.
-- The performance counter: ``time.perf_counter`` and ``perf_counter_ns`` are replaced in the
-  module and where they were imported by name (``timeit.default_timer``): a duration the app
-  measures and sends (FastAPI's ``X-Process-Time`` middleware) is the recorded one.
-  ``time.monotonic`` is not: the event loop schedules its timers with it.
+- The counters: ``time.perf_counter``, ``time.monotonic`` and their ``_ns`` twins are replaced
+  in the module and where they were imported by name (``timeit.default_timer``): a duration
+  the app measures and sends (FastAPI's ``X-Process-Time`` middleware, written with either)
+  is the recorded one. Only the app's own modules' reads are drawn: the event loop schedules
+  its timers with ``time.monotonic``, and the standard library and installed packages keep
+  reading the real counters (:func:`.callers.library_timer`).
 - UUIDs: ``uuid.uuid1`` and ``uuid.uuid4`` get a new code object, so every reference to
   them (``from uuid import uuid4``, ``Field(default_factory=uuid.uuid4)``) draws through us.
 - Randomness: ``random.Random.random`` and ``getrandbits`` on the class (every function
@@ -83,6 +85,7 @@ _real_time_ns: Callable[[], int] = time.time_ns  # time-machine's original once 
 _SOURCE_OF_KIND = {
     "time": "clock",
     "perf_counter": "clock",
+    "monotonic": "clock",
     "uuid1": "uuid",
     "uuid4": "uuid",
     "objectid": "uuid",
@@ -123,7 +126,7 @@ def _draw(
         if helper == LOG_HELPER
         else _SOURCE_OF_KIND.get(kind) or _URANDOM_SOURCE_BY_HELPER.get(helper or "", "urandom")
     )
-    if source not in draws.sources or (kind == "perf_counter" and library_timer(caller)):
+    if source not in draws.sources or (kind in _COUNTERS and library_timer(caller)):
         return real()
     return draws.draw(source, kind, caller, real, fits, seeded)
 
@@ -152,32 +155,45 @@ class _Clock:
         return _draw(draws, "time", sys._getframe(1), _real_time_ns, _is_int)
 
 
-_real_perf_counter_ns = time.perf_counter_ns
-_real_perf_counter = time.perf_counter
+def _counter(kind: str, real: Callable[[], float], real_ns: Callable[[], int]) -> tuple[Any, Any]:
+    """A counter the app times itself with (``time.perf_counter``, ``time.monotonic``) and its
+    ``_ns`` twin, drawn as ``kind`` in nanoseconds when the app's own modules read them."""
+
+    @functools.wraps(real_ns)
+    def counter_ns() -> int:
+        draws = state.current()
+        if draws is None:
+            return real_ns()
+        return _draw(draws, kind, sys._getframe(1), real_ns, _is_int)
+
+    @functools.wraps(real)
+    def counter() -> float:
+        """The drawn nanoseconds in seconds, as CPython converts them (this frame is
+        timetracer's, looked through to find who drew)."""
+        if state.current() is None:
+            return real()
+        return counter_ns() / 1e9
+
+    return counter, counter_ns
 
 
-def _perf_counter_ns() -> int:
-    draws = state.current()
-    if draws is None:
-        return _real_perf_counter_ns()
-    return _draw(draws, "perf_counter", sys._getframe(1), _real_perf_counter_ns, _is_int)
+# kind -> the ``time`` functions in seconds and in nanoseconds
+_COUNTERS = {
+    "perf_counter": ("perf_counter", "perf_counter_ns"),
+    "monotonic": ("monotonic", "monotonic_ns"),
+}
 
 
-def _perf_counter() -> float:
-    """``time.perf_counter()``: the drawn nanoseconds in seconds, as CPython converts them
-    (this frame is timetracer's, looked through to find who drew)."""
-    if state.current() is None:
-        return _real_perf_counter()
-    return _perf_counter_ns() / 1e9
-
-
-def _install_perf_counter() -> dict[int, tuple[Any, Any]]:
-    """Patch ``time``; returns {id(old): (old, new)} for the names bound elsewhere."""
-    time.perf_counter, time.perf_counter_ns = _perf_counter, _perf_counter_ns
-    return {
-        id(_real_perf_counter): (_real_perf_counter, _perf_counter),
-        id(_real_perf_counter_ns): (_real_perf_counter_ns, _perf_counter_ns),
-    }
+def _install_counters() -> dict[int, tuple[Any, Any]]:
+    """Patch ``time``'s counters; returns {id(old): (old, new)} for the names bound elsewhere
+    (``timeit.default_timer``, ``from time import monotonic``)."""
+    replaced: dict[int, tuple[Any, Any]] = {}
+    for kind, names in _COUNTERS.items():
+        reals = [getattr(time, name) for name in names]
+        for name, real, patched in zip(names, reals, _counter(kind, *reals), strict=True):
+            setattr(time, name, patched)
+            replaced[id(real)] = (real, patched)
+    return replaced
 
 
 def real_time_ns() -> int:
@@ -721,7 +737,7 @@ def install(sources: Sequence[str]) -> None:
         _installed = True
         _install_clock()
         _install_uuids()
-        _rebind({**_install_randomness(), **_install_perf_counter()})
+        _rebind({**_install_randomness(), **_install_counters()})
         register_post_import_hook(_install_choice, "secrets")
         register_post_import_hook(_install_bcrypt, "bcrypt")
         register_post_import_hook(_install_objectid, "bson")

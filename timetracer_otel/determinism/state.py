@@ -217,16 +217,17 @@ RecordedStream = tuple[tuple[Any, ...], tuple[int | None, ...]]
 
 class RecordedDraws(NamedTuple):
     """A cassette's draws as replay hands them out: the values per (kind, caller), in the order
-    drawn, the index of the call each was drawn after (None: before any of its task), and the
-    last clock value (and performance counter's). Decoded once per cassette (:func:`decode_draws`)."""
+    drawn, the index of the call each was drawn after (None: before any of its task), the
+    last value of each of the clocks (:data:`_CLOCKS`) drawn, and the sources drawn from.
+    Decoded once per cassette (:func:`decode_draws`)."""
 
     streams: dict[tuple[str, str], tuple[Any, ...]]
-    last_clock: int | None
     afters: dict[tuple[str, str], tuple[int | None, ...]] = {}
-    last_perf_counter: int | None = None
+    last: dict[str, int] = {}
+    sources: frozenset[str] = frozenset()
 
 
-NO_RECORDED_DRAWS = RecordedDraws({}, None)
+NO_RECORDED_DRAWS = RecordedDraws({})
 
 
 class _Stream:
@@ -287,7 +288,9 @@ class DrawReplayer:
         real_clock_ns: Callable[[], int],
         earlier: Callable[[tuple[str, str]], RecordedStream | None] | None = None,
     ) -> None:
-        self.sources = frozenset(sources)
+        # and the sources the recording drew from, whichever the replaying process names: a
+        # recording that drew log times (``logs``, off by default) replays them
+        self.sources = frozenset(sources) | recorded.sources
         self.owner: asyncio.Task[Any] | None = None  # the task serving the request (own_task)
         self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
         self.from_earlier: dict[str, int] = {}  # source -> values an earlier request drew
@@ -297,10 +300,11 @@ class DrawReplayer:
         self._streams: dict[tuple[str, str], _Stream] = {}  # made as first drawn from
         self._aliases: dict[tuple[str, str], tuple[str, str]] = {}  # see _recorded_as
         self._lock = threading.Lock()
-        # per continuing kind: (the value last handed out, the real reading then; None: not read yet)
+        # per clock: (the value last handed out, the real reading then; None: not read yet). The
+        # wall clock's real reading is taken now: real_clock_ns reads that one, not the counters.
         self._anchors: dict[str, tuple[int | None, int | None]] = {
-            "time": (recorded.last_clock, real_clock_ns()),
-            "perf_counter": (recorded.last_perf_counter, None),
+            kind: (recorded.last.get(kind), real_clock_ns() if kind == "time" else None)
+            for kind in _CLOCKS
         }
 
     def draw(
@@ -404,7 +408,9 @@ class DrawReplayer:
         return found
 
 
-_CLOCKS = ("time", "perf_counter")  # the kinds whose extra draws continue from the last value
+# The kinds whose extra draws continue from the last value: the wall clock, and the counters
+# (performance counter, monotonic clock) the app times itself with.
+_CLOCKS = ("time", "perf_counter", "monotonic")
 _MAX_CLOCK_NS = 2**63 - 1  # the clock in nanoseconds, as a signed 64-bit integer holds it (to 2262)
 
 
@@ -425,6 +431,7 @@ def decode_draws(draws: Any) -> RecordedDraws:
     streams: dict[tuple[str, str], list[Any]] = {}
     afters: dict[tuple[str, str], list[int | None]] = {}
     last: dict[str, int] = {}  # the continuing kinds' last values
+    sources: set[str] = set()
     for entry in draws if isinstance(draws, list) else ():
         if not isinstance(entry, dict):
             continue
@@ -449,11 +456,13 @@ def decode_draws(draws: Any) -> RecordedDraws:
         )
         if kind in _CLOCKS:
             last[kind] = value
+        if isinstance(entry.get("source"), str):
+            sources.add(entry["source"])
     return RecordedDraws(
         {key: tuple(values) for key, values in streams.items()},
-        last.get("time"),
         {key: tuple(numbers) for key, numbers in afters.items()},
-        last.get("perf_counter"),
+        last,
+        frozenset(sources),
     )
 
 
