@@ -7,6 +7,7 @@ be equal for a recorded call to answer a live one.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import deque
 from collections.abc import Hashable
@@ -143,9 +144,39 @@ def _similarity(a: CallView, b: CallView) -> int:
 
 
 def _ranked(view: CallView, calls: list[RecordedCall]) -> list[RecordedCall]:
-    """The recorded calls of ``view``'s protocol, the most alike first (unused before used)."""
+    """The recorded calls of ``view``'s protocol, the most alike first (unused before used).
+
+    Calls alike in the same fields (every ``EVALSHA`` of one script: its arguments differ in
+    each) come closest first by how much of each differing field they share: a queued job's
+    message that differs only in the time a log line put in it, not the first job queued."""
     candidates = [c for c in calls if c.view.protocol == view.protocol]
-    return sorted(candidates, key=lambda c: (-_similarity(view, c.view), c.used, c.index))
+    scored = sorted(
+        ((-_similarity(view, c.view), c.used, c.index, c) for c in candidates),
+        key=lambda entry: entry[:3],
+    )
+    tied = [entry for entry in scored[:_MOST_TIED] if entry[:2] == scored[0][:2]]
+    if len(tied) > 1:
+        tied.sort(key=lambda entry: (-_closeness(view, entry[3].view), entry[2]))
+        scored[: len(tied)] = tied
+    return [entry[3] for entry in scored]
+
+
+_MOST_TIED = 64  # calls alike in the same fields compared further: the mismatch is already an error
+_MOST_COMPARED = 4096  # characters of a field compared
+
+
+def _closeness(a: CallView, b: CallView) -> float:
+    """How much of the fields in which ``a`` and ``b`` differ they share: the start and the end
+    of each field's text in common, as a fraction of the longer one."""
+    shared = 0.0
+    for name, value in a.fields.items():
+        other = b.fields.get(name)
+        if other != value:
+            left, right = _text(value)[:_MOST_COMPARED], _text(other)[:_MOST_COMPARED]
+            start = len(os.path.commonprefix([left, right]))
+            end = len(os.path.commonprefix([left[start:][::-1], right[start:][::-1]]))
+            shared += (start + end) / max(len(left), len(right), 1)
+    return shared
 
 
 def reordered(recorded: Any, live: Any) -> bool:

@@ -380,3 +380,26 @@ def test_a_mismatch_holding_the_time_of_the_replay_names_the_logs_source() -> No
     # of a call differing in a key)
     just_recorded = RecordedCall(0, None, view(now - datetime.timedelta(minutes=1)))  # type: ignore[arg-type]
     assert not any("this replay" in line for line in call_differences(view(now), just_recorded))
+
+
+def test_the_closest_of_calls_alike_in_the_same_fields_is_the_one_sharing_most_of_them() -> None:
+    """Every ``EVALSHA`` of dramatiq's enqueue script has the same command and script and
+    differs in its message: the call differing only by the log time in its message comes
+    first, not the first job queued (fief's audit log replayed without its log times)."""
+    from timetracer_otel.protocols.redis import request_view
+    from timetracer_otel.replayers.matching import describe_mismatch
+
+    def enqueue(actor: str, message_id: str, logged_at: str) -> CallView:
+        message = json.dumps(
+            {"actor_name": actor, "args": [{"time": logged_at}], "message_id": message_id}
+        )
+        return request_view({"command": "EVALSHA", "args": ["5e1f", 1, "dramatiq", message]})
+
+    recorded = [
+        RecordedCall(0, None, enqueue("trigger_webhooks", "b1c2", "2026-12-07T10:00:00")),  # type: ignore[arg-type]
+        RecordedCall(1, None, enqueue("write_audit_log", "a7d9", "2026-12-07T10:00:01")),  # type: ignore[arg-type]
+        RecordedCall(2, None, enqueue("send_mail", "c3e4", "2026-12-07T10:00:02")),  # type: ignore[arg-type]
+    ]
+    live = enqueue("write_audit_log", "a7d9", "2026-12-07T16:42:17")
+    closest = describe_mismatch(live, recorded).splitlines()[1]
+    assert closest.startswith("  #1 EVALSHA"), closest
