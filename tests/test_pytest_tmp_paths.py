@@ -37,6 +37,22 @@ def data_dir(tmp_path_factory):
     return made
 """
 
+_CONFTEST += """
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    # what any other pytest session of this user does as it starts and ends: old runs' directories go
+    if os.environ.get("ANOTHER_SESSION_CLEANS_UP"):
+        import time
+
+        from _pytest.pathlib import LOCK_TIMEOUT, cleanup_numbered_dir
+
+        root = item.config._tmp_path_factory.getbasetemp().parent
+        cleanup_numbered_dir(root, "pytest-", 0, time.time() - LOCK_TIMEOUT)
+        assert item.funcargs["tmp_path"].is_dir(), "removed while the test was using it"
+    return (yield)
+"""
+
 _TESTS = """
 import os
 import sqlite3
@@ -185,3 +201,17 @@ def test_a_cassette_naming_a_directory_in_use_or_not_a_directory_never_empties_i
     )
     replayed.assert_outcomes(failed=1)
     assert stat.S_ISFIFO(os.lstat(recorded).st_mode)
+
+
+def test_a_directory_made_anew_outlives_another_sessions_clean_up_of_old_runs(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, temproot: Path
+) -> None:
+    """The recorded directory is made anew in the recording run's directory, an old run by
+    now: a pytest session starting or ending meanwhile removes old runs it finds unlocked, and
+    removed it while the test was using it. The replaying run holds that run's lock, as pytest
+    does its own, and gives it back at its end."""
+    _record(suite, monkeypatch)
+    monkeypatch.setenv("ANOTHER_SESSION_CLEANS_UP", "1")
+    _run(suite, "--timetracer-mode=none", "-k", "sqlite").assert_outcomes(passed=1)
+    (own,) = temproot.glob("pytest-of-*")
+    assert not list(own.glob("*/.lock"))

@@ -11,12 +11,15 @@ this machine's temporary directory (``pytest-of-<user>/pytest-N[/popen-gwK]/name
 directory pytest itself removes in time), this user's, or another user's that no user of
 this machine has (recorded on a laptop, replayed in CI), every step owned by this user,
 and taken by no other process of the run (two pytest-xdist workers replaying one fixture's
-instance); else the new directory, as without timetracer. A ``--basetemp`` given to both
-runs already gives the same paths.
+instance); else the new directory, as without timetracer. The replaying run holds pytest's
+lock on the recorded run's directory until it ends, so that no pytest session cleaning up
+old runs removes a directory in use. A ``--basetemp`` given to both runs already gives the
+same paths.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -25,7 +28,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from _pytest.pathlib import rm_rf
+from _pytest.pathlib import create_cleanup_lock, register_cleanup_lock_removal, rm_rf
 from _pytest.tmpdir import TempPathFactory
 
 from timetracer_otel.determinism import state
@@ -43,6 +46,8 @@ _WORKER_DIRECTORY = re.compile(r"popen-[A-Za-z0-9_]{1,32}")
 _real_mktemp = TempPathFactory.mktemp
 _claims: str | None = None  # the run's directory shared by its pytest-xdist workers, if any
 _taken: set[str] = set()  # the recorded directories this process made anew, each once
+# the earlier runs' directories whose lock this run holds: the lock this process took, if it did
+_held_runs: dict[str, Path | None] = {}
 
 
 def install(claims: str | None) -> None:
@@ -56,6 +61,10 @@ def install(claims: str | None) -> None:
 def uninstall() -> None:
     TempPathFactory.mktemp = _real_mktemp  # type: ignore[method-assign]
     _taken.clear()
+    for lock in _held_runs.values():
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+    _held_runs.clear()
 
 
 def _mktemp(self: TempPathFactory, basename: str, numbered: bool = True) -> Path:
@@ -102,7 +111,7 @@ def _made_anew(recorded: Path, basetemp: Path) -> Path | None:
             and all(_WORKER_DIRECTORY.fullmatch(part) for part in parts[2:-1])
             and _an_earlier_run(parts[:2], own, basetemp)
             and _owned_directory(own.parent, parts[:-1])
-            and not (own.parent / parts[0] / parts[1] / ".lock").exists()  # a run going on
+            and _held(own.parent / parts[0] / parts[1])
             and _claim(recorded)
         ):
             return None
@@ -156,6 +165,30 @@ def _owned_directory(root: Path, parts: tuple[str, ...]) -> bool:
             return False
         if hasattr(os, "getuid") and status.st_uid != os.getuid():
             return False
+    return True
+
+
+def _held(run: Path) -> bool:
+    """Whether this run holds pytest's lock on ``run`` (an earlier run's directory), taken
+    here when no run holds it: pytest's clean-up of old runs, which any session of this user
+    does as it starts and ends, then leaves the directories made anew in it alone (it removed
+    one while its test was using it), and another run replaying there makes new ones. The
+    run's pytest-xdist workers share the lock: the first to want it takes it."""
+    key = str(run)
+    if key in _held_runs:
+        return True
+    if _claims is not None:
+        try:
+            (Path(_claims) / f"run-{hashlib.sha256(key.encode()).hexdigest()[:32]}").mkdir()
+        except FileExistsError:  # a worker of this run took it, or is taking it
+            _held_runs[key] = None
+            return True
+    try:
+        lock = create_cleanup_lock(run)
+    except OSError:  # a run going on there
+        return False
+    register_cleanup_lock_removal(lock, atexit.register)  # at exit, if the session does not end
+    _held_runs[key] = lock
     return True
 
 
