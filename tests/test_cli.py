@@ -155,6 +155,20 @@ def test_list_filters_sorts_and_prints_a_table(
     assert bad.returncode == 2 and "invalid status '2x'" in bad.stderr
 
 
+def test_a_path_with_a_sealed_token_does_not_widen_every_line_of_the_listing() -> None:
+    """A reset link's token is sealed in the cassette's path (some 900 characters): the
+    listing cuts that path, rather than padding every line to it."""
+    from timetracer_otel.cli._render import list_lines
+
+    entry = {"recorded_at": "2026-12-07T10:00:00", "id": "a1b2c3d4", "method": "GET",
+             "query": "", "status": 200, "error": False, "duration_ms": 3.5, "calls": 1,
+             "service": "fief"}  # fmt: skip
+    sealed = {**entry, "path": "/reset/" + "[SEALED:" + "x" * 900 + "]"}
+    header, first, second = list_lines([{**entry, "path": "/login"}, sealed])
+    assert max(map(len, (header, first, second))) < 200
+    assert second.split()[4].endswith("…") and first.split()[4] == "/login"
+
+
 def test_the_index_follows_added_changed_and_removed_cassettes(
     serve: Callable[..., Any], upstream: Upstream, cassette_dir: Path
 ) -> None:

@@ -26,6 +26,9 @@ _PREVIEW_HEADERS = 100
 _PREVIEW_VALUE_CHARS = 4096  # of a header's value, without --payloads
 _SHOWN_SPANS = 1000  # the waterfall's rows: 100,000 spans took 90 s to lay out
 _LIST_COLUMNS = ("RECORDED (UTC)", "ID", "METHOD", "PATH", "STATUS", "MS", "CALLS", "SERVICE")
+# of a path and query in the listing: a sealed token in one (a reset link's) is some 900
+# characters, and every line was padded to it
+_LIST_PATH_CHARS = 120
 
 
 def _text(value: Any, style: str = "", multiline: bool = False) -> Text:
@@ -45,7 +48,7 @@ def _cells(entry: dict[str, Any]) -> tuple[str, ...]:
         printable((entry["recorded_at"] or "")[:19].replace("T", " ")),
         printable(entry["id"] or ""),
         printable(entry["method"]),
-        printable(entry["path"] + (f"?{entry['query']}" if entry["query"] else "")),
+        cut(printable(entry["path"] + (f"?{entry['query']}" if entry["query"] else "")), _LIST_PATH_CHARS),
         f"{entry['status']}{'!' if entry['error'] else ''}",
         f"{duration:.1f}" if duration is not None else "",
         str(entry["calls"]),
