@@ -28,6 +28,8 @@ __all__ = [
     "call_differences",
     "reordered",
     "reordered_note",
+    "hashed_otherwise",
+    "hash_note",
 ]
 
 _MAX_SHOWN = 200
@@ -198,6 +200,30 @@ def _names_swapped(recorded: Any, live: Any) -> bool:
     )
 
 
+# A number as long as Python's hash() of a str or a tuple gives (64 bits), signed
+_HASH_SIZED = re.compile(r"-?\d{15,20}")
+
+
+def hashed_otherwise(recorded: str, replayed: str) -> bool:
+    """Whether two texts differ only in numbers the size of Python's ``hash()``: fastapi-cache2's
+    ``ETag: W/<hash(...)>``, a cache key made with ``hash()``; they follow the process's hash seed."""
+    numbers = _HASH_SIZED.findall(recorded)
+    return (
+        bool(numbers)
+        and numbers != _HASH_SIZED.findall(replayed)
+        and _HASH_SIZED.split(recorded) == _HASH_SIZED.split(replayed)
+    )
+
+
+def hash_note(where: str) -> str:
+    """What a difference :func:`hashed_otherwise` finds most likely is."""
+    return (
+        f"{where}: only a number the size of Python's hash() differs (an ETag made with hash()): "
+        "it follows the process's hash seed. Record and replay with the same PYTHONHASHSEED "
+        "(PYTHONHASHSEED=0 for both)"
+    )
+
+
 def reordered_note(where: str) -> str:
     """What a call's or a response's difference that :func:`reordered` finds most likely is."""
     return (
@@ -304,6 +330,8 @@ def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:
                 )
             elif in_another_order:
                 lines.append(reordered_note(name))
+            elif hashed_otherwise(_text(value), _text(live)):
+                lines.append(hash_note(name))
             elif _reads_this_replays_time(value, live):
                 lines.append(
                     f"{name}: it holds the time of this replay where the recording has its own: a "

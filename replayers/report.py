@@ -21,7 +21,7 @@ from timetracer_otel.cassette.body import decode_body, encode_body, header_value
 from timetracer_otel.cassette.document import InboundResponse
 from timetracer_otel.redaction import REDACTED, Redactor
 
-from .matching import reordered, reordered_note
+from .matching import hash_note, hashed_otherwise, reordered, reordered_note
 
 __all__ = [
     "RecordedResponse",
@@ -243,6 +243,9 @@ def _json_differences(recorded: Any, replayed: Any, path: str = "$") -> Iterable
     elif recorded != replayed or type(recorded) is not type(replayed):
         old, new = cut_pair(json.dumps(recorded), json.dumps(replayed), _SHOWN)
         yield f"{path}: recorded {old}, replayed {new}"
+        if isinstance(recorded, str) and isinstance(replayed, str):
+            if hashed_otherwise(recorded, replayed):
+                yield hash_note(path)
 
 
 def _names(members: dict[str, Any], shown: int = 6) -> str:
@@ -300,6 +303,9 @@ def _header_differences(
                 for values in (old.get(name), new.get(name))
             ]
             yield name, f"header {name}: recorded {shown[0]}, replayed {shown[1]}"
+            both = [", ".join(values or ()) for values in (old.get(name), new.get(name))]
+            if hashed_otherwise(*both):
+                yield name, hash_note(f"header {name}")
 
 
 def _as_text(body: dict[str, Any]) -> str:

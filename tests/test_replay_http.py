@@ -741,3 +741,21 @@ def test_a_request_asking_for_another_encoding_than_the_recorded_one_compares_de
         'unverified: header content-encoding: recorded <absent>, replayed "gzip" (the request '
         "asked for another encoding than the recorded one)" in stderr
     )
+
+
+def test_a_number_the_size_of_a_hash_that_differs_alone_names_the_hash_seed() -> None:
+    """fastapi-cache2 answers ``ETag: W/<hash(...)>`` and a body may carry such a hash: replayed
+    in another process, only that number differs, and the report says why; a timestamp in
+    milliseconds that differs is not taken for one."""
+    data = json.dumps({"version": "4722081356421869315", "at": 1733570000123}).encode()
+    recorded = InboundResponse(
+        200,
+        [["etag", "W/4722081356421869315"]],
+        encode_body(data, size=len(data), truncated=False, limit=1 << 20),
+    )  # type: ignore[arg-type]
+    replayed = json.dumps({"version": "-885604717262004433", "at": 1733570000456}).encode()
+    headers = [("etag", "W/-885604717262004433")]
+    differences = compare_response(recorded, 200, headers, replayed, len(replayed), None)
+    notes = [line for line in differences.differences if "PYTHONHASHSEED" in line]
+    assert [note.split(":")[0] for note in notes] == ["header etag", "body $.version"]
+    assert notes[0].startswith("header etag: only a number the size of Python's hash() differs")

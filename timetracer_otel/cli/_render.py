@@ -48,7 +48,10 @@ def _cells(entry: dict[str, Any]) -> tuple[str, ...]:
         printable((entry["recorded_at"] or "")[:19].replace("T", " ")),
         printable(entry["id"] or ""),
         printable(entry["method"]),
-        cut(printable(entry["path"] + (f"?{entry['query']}" if entry["query"] else "")), _LIST_PATH_CHARS),
+        cut(
+            printable(entry["path"] + (f"?{entry['query']}" if entry["query"] else "")),
+            _LIST_PATH_CHARS,
+        ),
         f"{entry['status']}{'!' if entry['error'] else ''}",
         f"{duration:.1f}" if duration is not None else "",
         str(entry["calls"]),
