@@ -103,6 +103,9 @@ class CallIndex:
 
 # A date and time as ISO 8601 and SQL write it, without its zone: what local time formats.
 _TIMES = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?")
+# Seconds since the epoch as ``time.time()`` and ``logging``'s ``record.created`` give them
+# (2001 to 2033), a number of their own: not part of a longer one.
+_EPOCH_SECONDS = re.compile(r"(?<![\d.])1\d{9}(?:\.\d{1,9})?(?![\d.])")
 
 
 def _text(value: Any) -> str:
@@ -311,7 +314,16 @@ def _reads_this_replays_time(recorded: Any, live: Any) -> bool:
     for old, new in zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False):
         if old != new and near_now(new) and near_now(old) is False:
             return True
-    return False
+    within = _NOW_WITHIN.total_seconds()
+    pairs = zip(
+        _EPOCH_SECONDS.findall(_text(recorded)), _EPOCH_SECONDS.findall(_text(live)), strict=False
+    )
+    return any(
+        old != new
+        and abs(float(new) - now_ns / 1e9) <= within
+        and abs(float(old) - now_ns / 1e9) > within
+        for old, new in pairs
+    )
 
 
 def call_differences(view: CallView, recorded: RecordedCall) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -380,6 +381,25 @@ def test_a_mismatch_holding_the_time_of_the_replay_names_the_logs_source() -> No
     # of a call differing in a key)
     just_recorded = RecordedCall(0, None, view(now - datetime.timedelta(minutes=1)))  # type: ignore[arg-type]
     assert not any("this replay" in line for line in call_differences(view(now), just_recorded))
+
+
+def test_a_mismatch_holding_the_replays_time_in_epoch_seconds_names_the_logs_source() -> None:
+    """A ``logging`` handler sending ``record.created`` (seconds since the epoch, a float) out:
+    replayed without the logs source, the call holds the time it runs at. The mismatch says so;
+    not of a number that only looks like one (a ten-digit id, far from now on both sides)."""
+
+    from timetracer_otel.protocols.redis import request_view as redis_view
+
+    def view(created: float, request_id: int) -> CallView:
+        return redis_view(
+            {"command": "RPUSH", "args": ["audit", json.dumps([created, request_id])]}
+        )
+
+    recorded = RecordedCall(0, None, view(1733570000.123456, 1234567890))  # type: ignore[arg-type]
+    replayed = call_differences(view(time.time(), 1234567890), recorded)
+    assert "add the logs source" in replayed[-1], replayed
+    another_id = call_differences(view(1733570000.123456, 1234567891), recorded)
+    assert not any("this replay" in line for line in another_id)
 
 
 def test_the_closest_of_calls_alike_in_the_same_fields_is_the_one_sharing_most_of_them() -> None:
