@@ -311,12 +311,13 @@ def _reads_this_replays_time(recorded: Any, live: Any) -> bool:
             return None
         return any(abs(read - moment) <= _NOW_WITHIN for moment in now)
 
-    for old, new in zip(_TIMES.findall(_text(recorded)), _TIMES.findall(_text(live)), strict=False):
+    recorded_text, live_text = _text(recorded), _text(live)
+    for old, new in zip(_TIMES.findall(recorded_text), _TIMES.findall(live_text), strict=False):
         if old != new and near_now(new) and near_now(old) is False:
             return True
     within = _NOW_WITHIN.total_seconds()
     pairs = zip(
-        _EPOCH_SECONDS.findall(_text(recorded)), _EPOCH_SECONDS.findall(_text(live)), strict=False
+        _EPOCH_SECONDS.findall(recorded_text), _EPOCH_SECONDS.findall(live_text), strict=False
     )
     return any(
         old != new

@@ -177,12 +177,9 @@ def _held(run: Path) -> bool:
     key = str(run)
     if key in _held_runs:
         return True
-    if _claims is not None:
-        try:
-            (Path(_claims) / f"run-{hashlib.sha256(key.encode()).hexdigest()[:32]}").mkdir()
-        except FileExistsError:  # a worker of this run took it, or is taking it
-            _held_runs[key] = None
-            return True
+    if not _first_of_the_run("run", key):  # a worker of this run took it, or is taking it
+        _held_runs[key] = None
+        return True
     try:
         lock = create_cleanup_lock(run)
     except OSError:  # a run going on there
@@ -198,11 +195,19 @@ def _claim(recorded: Path) -> bool:
     key = str(recorded)
     if key in _taken:  # handed out already in this run: in use
         return False
-    if _claims is not None:
-        token = Path(_claims) / f"tmp-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
-        try:
-            token.mkdir()
-        except FileExistsError:
-            return False
+    if not _first_of_the_run("tmp", key):
+        return False
     _taken.add(key)
+    return True
+
+
+def _first_of_the_run(kind: str, key: str) -> bool:
+    """Whether this process is the first of the run's pytest-xdist workers to ask for ``key``
+    (of ``kind``); always, without workers."""
+    if _claims is None:
+        return True
+    try:
+        (Path(_claims) / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}").mkdir()
+    except FileExistsError:
+        return False
     return True
