@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import gzip
 import importlib
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -90,23 +91,35 @@ _Error = TypeVar("_Error", bound=BaseException)
 
 
 def recorded_exception_class(
-    error: ErrorInfo, package: str, base: type[_Error]
+    error: ErrorInfo, package: str | None, base: type[_Error]
 ) -> type[_Error] | None:
-    """The exact recorded exception class, if it belongs to ``package``, can be imported and is a ``base``."""
-    module_name, _, class_name = error.get("type", "").rpartition(".")
-    if not module_name or module_name.split(".")[0] != package:
+    """The exact recorded exception class, if it is a ``base`` of ``package`` (``None``: of any
+    package this process has imported, a drop-in driver such as sqlean's) and can be imported;
+    a nested class (``module.Outer.Inner``) too. Only modules of that package are imported:
+    never a package a cassette names into being."""
+    path = error.get("type", "").split(".")
+    if (
+        len(path) < 2
+        or path[0] != (package or path[0])
+        or (package is None and path[0] not in sys.modules)
+    ):
         return None
-    try:
-        found = getattr(importlib.import_module(module_name), class_name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) and issubclass(found, base) else None
+    for cut in range(len(path) - 1, 0, -1):  # "pkg.module.Outer.Inner": find where the module ends
+        try:
+            found: Any = importlib.import_module(".".join(path[:cut]))
+        except (ImportError, ValueError):
+            continue
+        for name in path[cut:]:
+            found = getattr(found, name, None)
+        return found if isinstance(found, type) and issubclass(found, base) else None
+    return None
 
 
 def recorded_error_class(
-    error: ErrorInfo, package: str, default: type[Exception]
+    error: ErrorInfo, package: str | None, default: type[Exception]
 ) -> type[Exception]:
-    """The recorded class when it is a built-in exception or one of ``package``'s, else ``default``."""
+    """The recorded class when it is a built-in exception or one of ``package``'s (see
+    :func:`recorded_exception_class`), else ``default``."""
     name = error.get("type", "")
     found = (
         getattr(builtins, name, None)

@@ -23,9 +23,7 @@ application's own set-up there (``create_all()`` at import or start-up) runs for
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import importlib
 import sys
 import threading
 import weakref
@@ -54,7 +52,7 @@ from timetracer_otel.protocols.sql import (
     statement_request,
 )
 
-from .http import with_recorded_attributes
+from .http import recorded_error_class, with_recorded_attributes
 from .session import (
     ReplayMismatchError,
     ReplaySession,
@@ -83,23 +81,14 @@ def _session(dialect: Dialect, describe: Callable[[], str]) -> ReplaySession | N
 def _exception_class(
     error: dict[str, Any], response: dict[str, Any] | None, dialect: Dialect
 ) -> type[BaseException]:
-    """The recorded class if it is a builtin exception or imports as one of the driver's errors; else its PEP 249 base."""
+    """The recorded class: a builtin exception, the driver's error, or one of a drop-in driver
+    the app passes SQLAlchemy (sqlean's errors, which it lets through unwrapped as it did
+    live); else its PEP 249 base."""
     dbapi = dialect.loaded_dbapi
-    path = error.get("type", "").split(".")
-    builtin = getattr(builtins, path[0], None) if len(path) == 1 else None
-    if isinstance(builtin, type) and issubclass(builtin, Exception):
-        return builtin
-    for cut in range(len(path) - 1, 0, -1):  # "pkg.module.Outer.Inner": find where the module ends
-        try:
-            found: Any = importlib.import_module(".".join(path[:cut]))
-        except ImportError:
-            continue
-        for name in path[cut:]:
-            found = getattr(found, name, None)
-        if isinstance(found, type) and issubclass(found, dbapi.Error):
-            return found
-        break
-    return getattr(dbapi, (response or {}).get("dbapi_error") or "Error", dbapi.Error)
+    base = getattr(dbapi, str((response or {}).get("dbapi_error") or "Error"), None)
+    if not (isinstance(base, type) and issubclass(base, dbapi.Error)):
+        base = dbapi.Error  # a name that is none of its error classes (``connect``)
+    return recorded_error_class(error, None, base)
 
 
 def _raise_recorded(call: CassetteCall, dialect: Dialect) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sqlite3
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -545,3 +546,74 @@ def test_declared_order_stays_while_capture_or_replay_still_holds_it() -> None:
         _orm_order.uninstall("replay")
         _orm_order.uninstall("capture")
     assert type(mapper._prop_set) is frozenset
+
+
+def _duplicate_app(engine: Any, config: TraceConfig) -> Starlette:
+    """One route inserting the same tag twice on ``engine``, answering with the class of what
+    the second insert raised, as an app inspecting its driver's errors does."""
+
+    def insert(request: Request) -> JSONResponse:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS tags (tag TEXT UNIQUE)")
+        raised = None
+        for _ in range(2):
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql("INSERT INTO tags (tag) VALUES ('a')")
+            except Exception as exc:
+                raised = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return JSONResponse({"raised": raised})
+
+    app = Starlette(routes=[Route("/tags", insert, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["sqlalchemy"])
+    return app
+
+
+def test_a_drop_in_drivers_error_is_raised_again_as_its_own_class(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path
+) -> None:
+    """sqlean (a drop-in sqlite3, Phoenix's driver) given to SQLAlchemy as ``creator``: its
+    errors are no sqlite3 error, so SQLAlchemy lets them through unwrapped. Replay raises the
+    recorded class again, not sqlite3's base class that SQLAlchemy would wrap in ``DBAPIError``."""
+    import sqlean
+
+    path = tmp_path / "app.db"
+
+    def engine() -> Any:
+        return create_engine("sqlite://", creator=lambda: sqlean.connect(str(path)))
+
+    record = TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+    (recorded,) = send(serve(_duplicate_app(engine(), record)).url, [("POST", "/tags", {})])
+    assert timetracer_otel.flush(30), "cassette writer did not drain"
+    assert recorded.json() == {"raised": "sqlean.dbapi2.IntegrityError"}
+    path.unlink()
+
+    replay = TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    (replayed,), (report,) = _replay(
+        serve, _duplicate_app(engine(), replay), [("POST", "/tags", {})]
+    )
+    assert replayed.json() == recorded.json()
+    assert (report.unmatched, report.differences) == ([], [])
+    assert not path.exists()
+
+
+def test_a_cassette_naming_an_error_of_a_package_never_imported_imports_nothing() -> None:
+    """A cassette is read as untrusted input: the error class it names is looked up only in
+    packages the process has imported (the driver's), never imported into being (``this``
+    prints as it is imported), and a PEP 249 name that is none of the driver's error classes
+    (``connect``) gives its base class."""
+    from timetracer_otel.replayers.sqlalchemy import _exception_class
+
+    dialect = create_engine("sqlite://").dialect
+    assert "this" not in sys.modules
+    named = {"type": "this.Error", "message": "x"}
+    assert (
+        _exception_class(named, {"dbapi_error": "IntegrityError"}, dialect)
+        is sqlite3.IntegrityError
+    )
+    assert "this" not in sys.modules
+    assert _exception_class(named, {"dbapi_error": "connect"}, dialect) is sqlite3.Error
+    assert (
+        _exception_class({"type": "sqlite3.OperationalError"}, None, dialect)
+        is sqlite3.OperationalError
+    )
