@@ -768,6 +768,94 @@ def test_replay_of_an_app_whose_shutdown_fails_reports_every_request_and_the_fai
     ]
 
 
+# An app whose worker, started with the app, reports to the upstream once the first request
+# came, naming the run it belongs to; it logs a failure and goes on, as pollers and heartbeats do.
+_WORKER_APP = """
+import asyncio
+import contextlib
+import logging
+import os
+
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+came = asyncio.Event()
+
+
+async def report():
+    await came.wait()
+    try:
+        async with httpx.AsyncClient() as client:
+            await client.get(os.environ["WORKER_UPSTREAM"] + "/json", params={"run": os.environ["WORKER_RUN"]})
+    except Exception:
+        logging.getLogger("worker").exception("the report failed")
+
+
+async def ping(request):
+    came.set()
+    return JSONResponse({"pong": True})
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    task = asyncio.create_task(report())
+    yield
+    await task
+
+
+app = Starlette(routes=[Route("/ping", ping)], lifespan=lifespan)
+auto_setup(app, plugins=["httpx"])
+"""
+
+
+def test_replay_fails_when_a_call_outside_requests_went_unanswered(
+    cassette_dir: Path, tmp_path: Path, upstream: Upstream
+) -> None:
+    """A worker started with the app makes a call the process cassette does not answer (it
+    names another run): the worker logs the error and goes on, every request replays as
+    recorded, and the command still names the call and exits 1."""
+    (tmp_path / "worker_app.py").write_text(_WORKER_APP, "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "worker_app:app"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    env.update(WORKER_UPSTREAM=upstream.url, WORKER_RUN="first")
+    before = len(upstream.requests)  # the upstream serves the module's other tests too
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        assert send(server.url, [("GET", "/ping", {})])[0].json() == {"pong": True}
+    assert [r["query"] for r in upstream.requests[before:]] == ["run=first"]
+
+    app = ["--app", "worker_app:app", "--app-dir", str(tmp_path)]
+    same_run = timetracer(
+        "replay",
+        str(cassette_dir),
+        *app,
+        upstream=upstream.url,
+        WORKER_UPSTREAM=upstream.url,
+        WORKER_RUN="first",
+    )
+    assert same_run.returncode == 0, same_run.stdout + same_run.stderr
+    other_run = timetracer(
+        "replay",
+        str(cassette_dir),
+        *app,
+        upstream=upstream.url,
+        WORKER_UPSTREAM=upstream.url,
+        WORKER_RUN="second",
+    )
+    assert other_run.returncode == 1, other_run.stdout + other_run.stderr
+    lines = other_run.stdout.splitlines()
+    assert lines[0].startswith("timetracer [OK] replayed GET /ping"), other_run.stdout
+    assert lines[-2:] == [
+        "1 call(s) made outside requests (background work, the app's start or shutdown) were not"
+        " answered by the process cassette:",
+        f"  timetracer replay: no recorded call matches GET {upstream.url}/json?run=second (httpx)",
+    ]
+    assert len(upstream.requests) == before + 1
+
+
 # An app that logs at INFO, as many configure their logging (fief, and any
 # ``logging.basicConfig(level=logging.INFO)``): an httpx client sending it a request logs the URL.
 _LOGGING_APP = """
