@@ -1,5 +1,6 @@
 """SELECT and GROUP BY lists an ORM builds from a set (Tortoise ORM does), IN lists bound
-from one, and a CREATE TABLE's constraints taken from one (alembic's batch mode does): recorded by one process, replayed by another whose string hashes order the
+from one, a CREATE TABLE's constraints taken from one (alembic's batch mode does), and JSON
+text whose keys come from one (Phoenix's span attributes): recorded by one process, replayed by another whose string hashes order the
 set otherwise, with PostgreSQL unreachable. Every call is answered and every row's columns come back in the replaying
 process's order. Likewise the rows of an executemany SQLAlchemy orders by object identity."""
 
@@ -28,6 +29,7 @@ SENT: list[Sent] = [
     ("GET", "/authors", {}),
     ("GET", "/columns", {}),
     ("GET", "/copy", {}),
+    ("GET", "/meta", {}),
 ]
 RECORD_SEED = "0"
 _REPORT = re.compile(
@@ -82,6 +84,7 @@ def test_lists_built_from_a_set_replay_in_another_process_order(
     assert recorded[0].json()["fetchrow"]["name"] == "ada"
     assert recorded[3].json() == sorted(_orders(RECORD_SEED)[0])
     assert recorded[4].json() == {"copied": 2}
+    assert recorded[5].json() == {"status": "UPDATE 1"}
 
     replay_env = {
         **env,
@@ -283,3 +286,36 @@ def test_only_an_inserts_batched_rows_are_order_free() -> None:
     assert key(insert + " RETURNING id", one) != key(insert + " RETURNING id", other)
     update = "UPDATE links SET tag = %(tag__0)s WHERE post = %(post__1)s"
     assert key(update, {"tag__0": "a", "post__1": 1}) != key(update, {"tag__0": 1, "post__1": "a"})
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        ('{"a": 1, "b": {"c": 2, "d": 3}}', '{"b": {"d": 3, "c": 2}, "a": 1}', True),
+        ('{"a": [1, 2]}', '{"a": [2, 1]}', False),
+        ("[1, 2]", "[2, 1]", False),
+        ('{"a": 1}', '{"a": 2}', False),
+        ("{not json}", "{not json}", True),
+        ("{not json}", "{json not}", False),
+    ],
+)
+def test_only_the_keys_of_a_json_objects_text_are_order_free(
+    one: str, other: str, same: bool
+) -> None:
+    """A parameter holding a JSON object's text matches one with the same keys and values in
+    another order, named or bound by position; arrays and other text keep their order."""
+    from timetracer_otel.protocols.sql import live_view
+
+    for wrap in (lambda text: [text, 7], lambda text: {"meta": text}):
+        keys = [
+            live_view(
+                {
+                    "operation": "execute",
+                    "dialect": "postgresql",
+                    "statement": "UPDATE t SET meta=%s",
+                    "parameters": wrap(text),
+                }
+            ).key
+            for text in (one, other)
+        ]
+        assert (keys[0] == keys[1]) is same

@@ -7,7 +7,8 @@ to the next with string hash randomisation (``PYTHONHASHSEED``). This app does t
 its column list with a row): a replay answering with the recorded column order would mix
 the values up. ``/columns`` binds the set's members in an ``IN`` list. ``/copy`` copies the
 table through one made with its constraints taken from a set, as alembic's batch mode copies
-a SQLite table with SQLAlchemy's ``Table.constraints``.
+a SQLite table with SQLAlchemy's ``Table.constraints``. ``/meta`` writes a ``jsonb`` value from
+JSON text whose keys come in the set's order.
 
 ``from_environment()`` is the ``uvicorn --factory`` entry (``SET_ORDER_APP_DSN``,
 ``SET_ORDER_APP_SCHEMA``; the config comes from ``TIMETRACER_*``).
@@ -16,6 +17,7 @@ a SQLite table with SQLAlchemy's ``Table.constraints``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 
@@ -117,6 +119,16 @@ async def copy(request: Request) -> JSONResponse:
     return JSONResponse({"copied": copied})
 
 
+async def meta(request: Request) -> JSONResponse:
+    """An author's ``jsonb`` written from JSON text whose keys come in the set's order (an app
+    serialising attributes it gathered in a set)."""
+    written = json.dumps({column: len(column) for column in COLUMNS})
+    status = await request.app.state.pool.execute(
+        'UPDATE "author" SET "meta"=$1::jsonb WHERE "name"=$2', written, "alan"
+    )
+    return JSONResponse({"status": status})
+
+
 def create_app(dsn: str, schema: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -129,6 +141,7 @@ def create_app(dsn: str, schema: str) -> Starlette:
         Route("/authors", authors),
         Route("/columns", columns),
         Route("/copy", copy),
+        Route("/meta", meta),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     auto_setup(app, plugins=["asyncpg"])

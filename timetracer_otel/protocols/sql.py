@@ -345,12 +345,37 @@ def _batched_rows(statement: str, parameters: Any) -> list[dict[str, Any]] | Non
     return found if len(found) > 1 and all(row.keys() == found[0].keys() for row in found) else None
 
 
+def _objects_in_key_order(value: Any) -> Any:
+    """Parameters with each one holding a JSON object's text written with its keys sorted: an
+    app may write an object's keys in a set's order (Phoenix's span attributes), another in
+    every process (the hash seed), and the database reads the same object. Arrays keep
+    their order; any other value is as it is."""
+    if isinstance(value, str):
+        if value[:1] != "{" or value[-1:] != "}":
+            return value
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+        return json.dumps(parsed, sort_keys=True) if isinstance(parsed, dict) else value
+    if isinstance(value, list):
+        return [_objects_in_key_order(item) for item in value]
+    if isinstance(value, dict):
+        if value.get("$type") == "tuple" and isinstance(value.get("items"), list):
+            return {**value, "items": _objects_in_key_order(value["items"])}
+        if "$type" not in value:
+            return {key: _objects_in_key_order(item) for key, item in value.items()}
+    return value
+
+
 def _canonical_parameters(operation: Any, statement: str, parameters: Any) -> str:
     """The parameters as matching compares them. The rows an INSERT that returns nothing sends
     row by row (an ``executemany``, or one VALUES list SQLAlchemy batched them into) are a
     multiset: an ORM sends the rows of an association table in the order of its objects'
     identities (SQLAlchemy's many-to-many), another order in every process. The values bound
-    in an ``IN (...)`` list are a set (see ``_sql_lists``)."""
+    in an ``IN (...)`` list are a set (see ``_sql_lists``), and a JSON object's text an
+    object (:func:`_objects_in_key_order`)."""
+    parameters = _objects_in_key_order(parameters)
     returns_rows = _RETURNING.search(statement) is not None
     if operation == "executemany":
         if isinstance(parameters, list) and not returns_rows:
