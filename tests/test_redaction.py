@@ -586,3 +586,46 @@ def test_an_error_reporters_auth_header_key_is_hidden_wherever_the_call_repeats_
         headers["baggage"]
         == f"sentry-trace_id=abc,sentry-public_key={REDACTED},sentry-environment=prod"
     )
+
+
+def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """A ``password_needs_reset`` column (PostgreSQL boolean) and JSON flags and nulls under
+    secret names hold no secret: they stay as they are in the cassette, so a replay without the
+    key gives the app the recorded flag, not a truthy ``[REDACTED]``; a password beside them is
+    still hidden, and so is a token count only under a name no count pattern exempts."""
+    import psycopg
+    from _services import POSTGRES_ADMIN
+
+    def account(request: Request) -> JSONResponse:
+        with psycopg.connect(POSTGRES_ADMIN) as connection:
+            row = connection.execute(
+                "SELECT 'hunter2-hunter2' AS password, true AS password_needs_reset, NULL AS reset_token"
+            ).fetchone()
+        return JSONResponse(
+            {
+                "password": row[0],
+                "password_needs_reset": row[1],
+                "reset_token": row[2],
+                "has_api_key": False,
+                "llm_token_count_total": 120,
+            }
+        )
+
+    app = Starlette(routes=[Route("/account", account)])
+    auto_setup(
+        app, config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)), plugins=["psycopg"]
+    )
+    response = httpx.get(serve(app).url + "/account")
+    assert response.json()["password_needs_reset"] is True
+    (doc,) = [redacted(each) for each in load_cassettes(cassette_dir)]  # as read without the key
+    assert doc["response"]["body"]["json"] == {
+        "password": REDACTED,
+        "password_needs_reset": True,
+        "reset_token": None,
+        "has_api_key": False,
+        "llm_token_count_total": 120,
+    }
+    (query,) = [call for call in doc["calls"] if "SELECT" in str(call["request"])]
+    assert query["response"]["rows"] == [[REDACTED, True, None]]

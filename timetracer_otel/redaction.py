@@ -124,6 +124,11 @@ class Redactor:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
 
     def _hidden_value(self, value: Any) -> Any:
+        """``value`` sealed or redacted; a boolean or null as it is: no secret, and read back as
+        ``[REDACTED]`` without the key (a ``password_needs_reset`` column, truthy) it changed
+        what the app did."""
+        if value is None or isinstance(value, bool):
+            return value
         if isinstance(value, RawJson):  # a member's value inside JSON text, put back as it was
             return self._hidden(value, RAW_JSON)
         return REDACTED if self._sealer is None else self._sealer.seal_json(value)

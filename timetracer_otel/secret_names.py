@@ -53,10 +53,12 @@ DEFAULT_HEADERS = (
 # Names that ``*token*`` catches but whose values are no secret: OAuth 2.0's fixed vocabulary
 # (``"token_type": "bearer"``: sealed, "bearer" would be taken out of every text that says it),
 # and the token counts of LLM APIs (OpenAI's, Anthropic's usage and limits: hidden, a count
-# read back as "[REDACTED]" without the key broke the app's arithmetic).
+# read back as "[REDACTED]" without the key broke the app's arithmetic; OpenInference's
+# ``llm.token_count.prompt``, Phoenix's ``llm_token_count_total`` columns).
 DEFAULT_EXEMPT = (
     "token_type",
     "token_type_hint",
+    "*token_count*",
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
