@@ -1320,6 +1320,56 @@ def test_a_test_that_fails_while_recording_keeps_no_cassette_and_the_next_run_re
     pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=4)
 
 
+_SESSION_TEARDOWN_FAILS = """
+import sqlite3
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def db(tmp_path_factory):
+    connection = sqlite3.connect(tmp_path_factory.mktemp("d") / "x.db")
+    connection.execute("CREATE TABLE t (x INT)")
+    yield connection
+    raise RuntimeError("DROP DATABASE failed: sessions are still open")
+
+
+@pytest.fixture
+def row(db):
+    yield db.execute("SELECT count(*) FROM t").fetchone()
+    if {own_teardown_fails}:
+        raise RuntimeError("the test's own fixture failed")
+
+
+def test_one(row):
+    assert row == (0,)
+
+
+def test_two(row):
+    assert row == (0,)
+"""
+
+
+@pytest.mark.parametrize("own_teardown_fails", [False, True], ids=["session", "function"])
+def test_a_session_fixtures_failed_teardown_after_the_last_test_keeps_its_cassette(
+    pytester: pytest.Pytester, own_teardown_fails: bool
+) -> None:
+    """pytest tears a session fixture down in the last test's teardown (a suite dropping its
+    database while sessions are open, as Netflix Dispatch's does): its error is the fixture's,
+    whose calls are in its own cassette, and the last test's cassette is kept, so replay passes
+    what recording passed. A function-scoped fixture's failed teardown is still the test's."""
+    pytester.makeini("[pytest]\ntimetracer_autouse = true\n")
+    pytester.makepyfile(
+        test_db=_SESSION_TEARDOWN_FAILS.format(own_teardown_fails=own_teardown_fails)
+    )
+    recorded = pytester.runpytest_subprocess("--timetracer-mode=record")
+    recorded.assert_outcomes(passed=2, errors=2 if own_teardown_fails else 1)
+    kept = sorted(p.name for p in (pytester.path / "cassettes" / "test_db").glob("*.json"))
+    assert kept == ([] if own_teardown_fails else ["test_one.json", "test_two.json"])
+    if not own_teardown_fails:
+        pytester.runpytest_subprocess("--timetracer-mode=none").assert_outcomes(passed=2, errors=1)
+
+
 _TESTS_OF_A_DATABASE = """
 import pytest
 from sqlalchemy import create_engine, text

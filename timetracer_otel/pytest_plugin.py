@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+from _pytest.fixtures import FixtureDef  # pytest.FixtureDef from pytest 8.1 on
 
 from timetracer_otel import _gc_hold, _network_guard
 from timetracer_otel._diagnostics import counters, failures
@@ -565,8 +566,10 @@ def pytest_runtest_teardown(
         return (yield)
     except pytest.skip.Exception:
         raise
-    except BaseException:
-        errored = True  # a teardown error: its cassette would answer with what went wrong
+    except BaseException as exc:
+        # a teardown error: its cassette would answer with what went wrong; not one of a wider
+        # fixture torn down after the last test of its scope (its calls are in its own cassette)
+        errored = not _raised_by_wider_fixtures(exc)
         raise
     finally:
         if item.stash.get(_GC_HELD, False):
@@ -584,6 +587,24 @@ def pytest_runtest_teardown(
                 _fail_unless_faithful(
                     outcome, strict=bool(_marker_options(item).get("strict", False))
                 )
+
+
+def _raised_by_wider_fixtures(exc: BaseException) -> bool:
+    """Whether each error of ``exc`` (an exception group's too) was raised as a fixture wider than
+    a function was torn down: the innermost fixture finishing in its traceback is a class,
+    module, package or session one (a session fixture dropping its database after the last
+    test)."""
+    leaves = getattr(exc, "exceptions", None)
+    if isinstance(leaves, tuple) and leaves:
+        return all(_raised_by_wider_fixtures(leaf) for leaf in leaves)
+    scope = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        finishing = traceback.tb_frame.f_locals.get("self")
+        if traceback.tb_frame.f_code.co_name == "finish" and isinstance(finishing, FixtureDef):
+            scope = finishing.scope
+        traceback = traceback.tb_next
+    return scope is not None and scope != "function"
 
 
 def _fail_unless_faithful(outcome: BlockOutcome, strict: bool) -> None:
