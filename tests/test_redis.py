@@ -337,7 +337,7 @@ def test_a_secret_of_an_earlier_request_is_sealed_where_a_later_one_reads_it_bac
     (reply,) = [
         decode_value(c["response"])["reply"] for c in _redis_calls(redacted(by_path["/job"]))
     ]
-    assert reply == "[REDACTED]"  # bytes holding a secret are hidden whole
+    assert reply == b"[REDACTED]"  # bytes holding a secret are hidden whole, still bytes
 
     (replayed,), _ = _replay(serve, cassette_dir, prefix, ["/job"])
     assert (replayed.status_code, replayed.json()) == (200, read_back.json())

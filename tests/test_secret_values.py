@@ -372,7 +372,7 @@ def test_cookie_values_are_hidden_in_redis_bytes_and_mongo_documents_and_short_v
     }
     Redactor().document(doc)
     redis, mongo = doc["calls"]
-    assert redis["request"]["args"] == ["[REDACTED]"]
+    assert redis["request"]["args"] == [{"$type": "bytes", "base64": "[REDACTED]"}]
     assert mongo["request"]["command"]["filter"] == {"session": "[REDACTED]", "csrf": "[REDACTED]"}
     assert doc["spans"][0]["attributes"]["note"] == "theme=dark5 for [REDACTED]"
 
@@ -431,7 +431,7 @@ def test_a_token_of_an_earlier_cassette_is_hidden_at_a_line_start_and_in_bytes_o
     for later in (text, stored):
         redactor.document(later, recent=recent)
     assert text["response"]["body"]["text"] == f"sent:\n[REDACTED]\n{other}"
-    assert stored["calls"][0]["response"] == {"reply": "[REDACTED]"}
+    assert stored["calls"][0]["response"] == {"reply": {"$type": "bytes", "base64": "[REDACTED]"}}
 
 
 def test_the_dashboard_replay_page_names_the_supplied_credentials(
@@ -705,3 +705,90 @@ def test_api_keys_found_by_their_prefix_are_sealed_where_no_secret_name_marks_th
     assert timetracer_otel.flush(30), "cassette writer did not drain"
     cassettes = b"".join(_every_cassette(cassette_dir)).decode()
     assert [name for name, key in keys.items() if key in cassettes] == []
+
+
+_BYTES_HASH_APP = """
+import os
+
+import bcrypt
+from sqlalchemy import Column, Integer, LargeBinary, String, create_engine, select
+from sqlalchemy.orm import Session, declarative_base
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+engine = create_engine(os.environ["BYTES_HASH_DB"])
+Base = declarative_base()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id = Column(Integer, primary_key=True)
+    email = Column(String)
+    hashed_password = Column(LargeBinary)
+
+
+Base.metadata.create_all(engine)
+
+
+async def sign_up(request):
+    with Session(engine) as session:
+        user = User(email="ada@example.com", hashed_password=bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt()))
+        session.add(user)
+        session.commit()
+        return JSONResponse({"id": user.id})
+
+
+async def profile(request):
+    with Session(engine) as session:
+        user = session.execute(select(User).where(User.id == 1)).scalar_one()
+        return JSONResponse({"email": user.email, "hashed": type(user.hashed_password).__name__})
+
+
+app = Starlette(routes=[Route("/users", sign_up, methods=["POST"]), Route("/users/1", profile)])
+auto_setup(app, plugins=["sqlalchemy"])
+"""
+
+
+def test_bytes_under_a_secret_column_replay_as_bytes_without_the_key(
+    serve: Callable[..., Any], cassette_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bcrypt hash kept as bytes (a ``LargeBinary``/``bytea`` column, as Netflix Dispatch keeps
+    it) is sealed with its type kept: replayed without the key, the app gets ``b"[REDACTED]"``,
+    bytes, where a string made SQLAlchemy's ``bytes(value)`` raise and every request read 500."""
+    database = tmp_path / "app.db"
+    (tmp_path / "bytes_hash_app.py").write_text(_BYTES_HASH_APP, "utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("BYTES_HASH_DB", f"sqlite:///{database}")
+    monkeypatch.setenv("TIMETRACER_MODE", "record")
+    monkeypatch.setenv("TIMETRACER_DIR", str(cassette_dir))
+    import bytes_hash_app
+
+    server = serve(bytes_hash_app.app)
+    with httpx.Client(base_url=server.url) as client:
+        assert client.post("/users").json() == {"id": 1}
+        assert client.get("/users/1").json() == {"email": "ada@example.com", "hashed": "bytes"}
+    assert timetracer_otel.flush(30)
+    written = "".join(p.read_text("utf-8") for p in cassette_dir.rglob("*.json"))
+    assert '"$type": "bytes",\n' in written and "$2b$" not in written
+    database.unlink()
+
+    env = {**os.environ, "TIMETRACER_KEY_FILE": str(tmp_path / "no-such-key")}
+    command = [
+        str(TIMETRACER),
+        "replay",
+        str(cassette_dir),
+        "--app",
+        "bytes_hash_app:app",
+        "--app-dir",
+        str(tmp_path),
+        "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    reports = json.loads(done.stdout)
+    assert [(r["path"], r["status"], r["verdict"], r["unmatched"]) for r in reports] == [
+        ("/users", 200, "ok", []),
+        ("/users/1", 200, "ok", []),
+    ], done.stderr

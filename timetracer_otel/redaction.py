@@ -14,6 +14,7 @@ inbound request's make its fingerprint.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,7 @@ from .cassette.values import ValueDecodeError, decode_value
 from .protocols import redact_call, redact_request
 from .protocols.typed import RawJson
 from .protocols.typed import text as typed_text
-from .sealing import RAW_JSON, REDACTED
+from .sealing import RAW_JSON, REDACTED, hidden_whole
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, PAIR_LABELS, SecretNames
 from .secret_values import (
     OTEL_REDACTED,
@@ -123,7 +124,7 @@ class Redactor:
     def _hidden(self, text: str, kind: str = "s") -> str:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
 
-    def _hidden_value(self, value: Any) -> Any:
+    def _hidden_value(self, value: Any, keep_type: bool = True) -> Any:
         """``value`` sealed or redacted; a boolean or null as it is: no secret, and read back as
         ``[REDACTED]`` without the key (a ``password_needs_reset`` column, truthy) it changed
         what the app did."""
@@ -131,15 +132,15 @@ class Redactor:
             return value
         if isinstance(value, RawJson):  # a member's value inside JSON text, put back as it was
             return self._hidden(value, RAW_JSON)
-        return REDACTED if self._sealer is None else self._sealer.seal_json(value)
+        return hidden_whole(value, self._sealer, keep_type)
 
-    def _hidden_typed(self, value: Any) -> Any:
+    def _hidden_typed(self, value: Any, keep_type: bool = True) -> Any:
         """A typed value of an SQL, Redis or Mongo call, hidden (and noted as text when it is some)."""
         if self._taken is not None:
             shown = member_text(value) if isinstance(value, RawJson) else typed_text(value)
             if shown is not None:
                 self._took("call", shown)
-        return self._hidden_value(value)
+        return self._hidden_value(value, keep_type)
 
     # -- primitives ---------------------------------------------------------------
     def is_secret_field(self, name: str) -> bool:
@@ -441,7 +442,12 @@ class Redactor:
 
     def protocol_request(self, protocol: str, request: dict[str, Any]) -> dict[str, Any]:
         """A live SQL, Redis or Mongo request in cassette form (typed values), hidden in place as a recording's is."""
-        return redact_request(protocol, request, self.names, self._hidden_value)
+        hide = self._hidden_value if protocol != "grpc" else self._hidden_whole
+        return redact_request(protocol, request, self.names, hide)
+
+    def _hidden_whole(self, value: Any) -> Any:
+        """A gRPC message's value hidden whole, bytes too: its serialized form is parsed in replay."""
+        return self._hidden_value(value, keep_type=False)
 
     # -- the whole document -------------------------------------------------------
     def document(
@@ -516,7 +522,10 @@ class Redactor:
                 self.message(call.get("request"))
                 self.message(call.get("response"))
             else:
-                redact_call(call, self.names, self._hidden_typed)
+                typed = call.get("protocol") != "grpc"  # a message's bytes are parsed in replay
+                redact_call(
+                    call, self.names, functools.partial(self._hidden_typed, keep_type=typed)
+                )
             self.error(call.get("error"))
         for span in doc.get("spans", ()):
             self.span(span)
@@ -541,7 +550,8 @@ class Redactor:
                     and len(drawn) >= 8
                 ):
                     self._took("draw", *_token_spellings(drawn))
-                draw["value"] = self._hidden_value(value)
+                # whole: bytes standing for a drawn salt would be taken for one of another length
+                draw["value"] = self._hidden_value(value, keep_type=False)
 
 
 def _drawn_bytes(value: Any) -> Any:

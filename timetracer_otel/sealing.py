@@ -27,7 +27,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from timetracer_otel._json_text import member_text
 from timetracer_otel._keys import Key
 
-__all__ = ["REDACTED", "SEALED_TOKEN", "Sealer", "SealError", "redacted", "unsealed", "is_sealed"]
+__all__ = [
+    "REDACTED",
+    "SEALED_TOKEN",
+    "Sealer",
+    "SealError",
+    "hidden_whole",
+    "redacted",
+    "unsealed",
+    "is_sealed",
+]
 
 REDACTED = "[REDACTED]"  # what stands for a secret that is not sealed (no key), and what a sealed one reads as without it
 # A token, raw or percent-encoded (in a form body or query), with the JSON quotes around it if any.
@@ -131,6 +140,33 @@ def _strings(value: Any, change: Callable[[str], Any]) -> Any:
             parent[key] = items = list(item)
             pending.extend((items, index, child) for index, child in enumerate(item))
     return holder[0] if changed else value
+
+
+# A cassette's typed bytes (see cassette.values): hidden, they keep their type around the hidden text
+_BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
+
+
+def hidden_whole(value: Any, sealer: Sealer | None, keep_type: bool = True) -> Any:
+    """A member's value (a cassette's JSON form) hidden whole: sealed, which replay with the key
+    opens to the value with its type, or ``[REDACTED]``. Typed bytes keep their type around
+    the hidden text, so a replay without the key gives the app ``b"[REDACTED]"``, bytes as it
+    expects, not a string (a bcrypt hash kept in a ``bytea`` column: SQLAlchemy's
+    ``bytes(value)`` raised). ``keep_type`` False: bytes hidden whole too, where bytes standing
+    for the hidden ones would be taken for real (a drawn salt of another length, a gRPC
+    message's serialized form)."""
+    if (
+        keep_type
+        and isinstance(value, dict)
+        and value.get("$type") in _BYTES_TYPES
+        and isinstance(value.get("base64"), str)
+        and len(value) == 2
+    ):
+        text = value["base64"]
+        return {
+            "$type": value["$type"],
+            "base64": REDACTED if sealer is None else sealer.seal(text),
+        }
+    return REDACTED if sealer is None else sealer.seal_json(value)
 
 
 def redacted(document: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from urllib.parse import quote, quote_plus, unquote_plus
 
 import orjson
 
-from .sealing import REDACTED, SEALED_TOKEN, is_sealed
+from .cassette.values import Encoded, encode_value
+from .sealing import REDACTED, SEALED_TOKEN, hidden_whole, is_sealed
 
 if TYPE_CHECKING:
     from .redaction import Redactor
@@ -542,7 +543,7 @@ class ValueScrubber:
         return bool(self.values) or self._shapes is not None
 
     def _whole(self, value: Any) -> Any:
-        return REDACTED if self._sealer is None else self._sealer.seal_json(value)
+        return hidden_whole(value, self._sealer)
 
     def _part(self, text: str) -> str:
         return REDACTED if self._sealer is None else self._sealer.seal(text)
@@ -601,7 +602,9 @@ class ValueScrubber:
             if isinstance(item, str):
                 parent[key] = self.text(item)
             elif isinstance(item, (bytes, bytearray)):
-                parent[key] = REDACTED if self._holds_secret(bytes(item)) else item
+                # a live call's plain bytes, hidden as the recording's typed bytes were
+                held = self._holds_secret(bytes(item))
+                parent[key] = Encoded(self._whole(encode_value(item))) if held else item
             elif isinstance(item, dict):
                 typed = self._typed_value(item)
                 if typed is not None:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from timetracer_otel.sealing import REDACTED, SEALED_TOKEN
+
 __all__ = ["encode_value", "decode_value", "Encoded", "ValueDecodeError"]
 
 TYPE_KEY = "$type"
@@ -167,9 +169,9 @@ _DECODERS: dict[str, Callable[[dict], Any]] = {
     "tuple": lambda d: tuple(decode_value(v) for v in d["items"]),
     "set": lambda d: {decode_value(v) for v in d["items"]},
     "frozenset": lambda d: frozenset(decode_value(v) for v in d["items"]),
-    "bytes": lambda d: base64.b64decode(d["base64"]),
-    "bytearray": lambda d: bytearray(base64.b64decode(d["base64"])),
-    "memoryview": lambda d: memoryview(base64.b64decode(d["base64"])),
+    "bytes": lambda d: _bytes_of(d),
+    "bytearray": lambda d: bytearray(_bytes_of(d)),
+    "memoryview": lambda d: memoryview(_bytes_of(d)),
     "datetime": _decode_datetime,
     "date": lambda d: dt.date.fromisoformat(d["value"]),
     "time": lambda d: _offset_kept(dt.time.fromisoformat(d["value"]), d["value"]),
@@ -271,6 +273,15 @@ def _points(points: Any) -> list[list[Any]]:
 def _decoded_points(data: dict) -> list[tuple[Any, Any]]:
     """The ``points`` of a driver value (see :func:`_points`) as (x, y) tuples."""
     return [(decode_value(x), decode_value(y)) for x, y in data["points"]]
+
+
+def _bytes_of(data: dict) -> bytes:
+    """Typed bytes' content; ``b"[REDACTED]"`` for hidden bytes (see ``sealing.hidden_whole``)
+    not opened with the key: base64 would read the marker's letters as data."""
+    text = data["base64"]
+    if text == REDACTED or SEALED_TOKEN.fullmatch(text):
+        return REDACTED.encode("ascii")
+    return base64.b64decode(text)
 
 
 def _driver_class(path: str) -> Any:
