@@ -827,24 +827,15 @@ def test_replay_fails_when_a_call_outside_requests_went_unanswered(
         assert send(server.url, [("GET", "/ping", {})])[0].json() == {"pong": True}
     assert [r["query"] for r in upstream.requests[before:]] == ["run=first"]
 
-    app = ["--app", "worker_app:app", "--app-dir", str(tmp_path)]
-    same_run = timetracer(
-        "replay",
-        str(cassette_dir),
-        *app,
-        upstream=upstream.url,
-        WORKER_UPSTREAM=upstream.url,
-        WORKER_RUN="first",
-    )
+    def replayed(run: str) -> subprocess.CompletedProcess:
+        """``timetracer replay`` of the recording, the worker naming ``run``."""
+        app = ["--app", "worker_app:app", "--app-dir", str(tmp_path)]
+        worker = {"WORKER_UPSTREAM": upstream.url, "WORKER_RUN": run}
+        return timetracer("replay", str(cassette_dir), *app, upstream=upstream.url, **worker)
+
+    same_run = replayed("first")
     assert same_run.returncode == 0, same_run.stdout + same_run.stderr
-    other_run = timetracer(
-        "replay",
-        str(cassette_dir),
-        *app,
-        upstream=upstream.url,
-        WORKER_UPSTREAM=upstream.url,
-        WORKER_RUN="second",
-    )
+    other_run = replayed("second")
     assert other_run.returncode == 1, other_run.stdout + other_run.stderr
     lines = other_run.stdout.splitlines()
     assert lines[0].startswith("timetracer [OK] replayed GET /ping"), other_run.stdout
