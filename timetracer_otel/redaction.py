@@ -91,6 +91,11 @@ class _Taken:
         self.pairs: list[tuple[str, str]] | None = None
 
 
+# Protocols whose hidden bytes are hidden whole, not as bytes: a gRPC message's serialized form
+# is parsed in replay, and b"[REDACTED]" standing for it would be taken for one.
+_WHOLE_BYTES = frozenset(("grpc",))
+
+
 class Redactor:
     """Replaces secret header values and fields with ``[REDACTED]`` in a cassette document,
     or with the value sealed (see :mod:`timetracer_otel.sealing`) where replay needs it back."""
@@ -442,12 +447,8 @@ class Redactor:
 
     def protocol_request(self, protocol: str, request: dict[str, Any]) -> dict[str, Any]:
         """A live SQL, Redis or Mongo request in cassette form (typed values), hidden in place as a recording's is."""
-        hide = self._hidden_value if protocol != "grpc" else self._hidden_whole
+        hide = functools.partial(self._hidden_value, keep_type=protocol not in _WHOLE_BYTES)
         return redact_request(protocol, request, self.names, hide)
-
-    def _hidden_whole(self, value: Any) -> Any:
-        """A gRPC message's value hidden whole, bytes too: its serialized form is parsed in replay."""
-        return self._hidden_value(value, keep_type=False)
 
     # -- the whole document -------------------------------------------------------
     def document(
@@ -522,7 +523,7 @@ class Redactor:
                 self.message(call.get("request"))
                 self.message(call.get("response"))
             else:
-                typed = call.get("protocol") != "grpc"  # a message's bytes are parsed in replay
+                typed = call.get("protocol") not in _WHOLE_BYTES
                 redact_call(
                     call, self.names, functools.partial(self._hidden_typed, keep_type=typed)
                 )
