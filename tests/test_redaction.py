@@ -629,3 +629,53 @@ def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
     }
     (query,) = [call for call in doc["calls"] if "SELECT" in str(call["request"])]
     assert query["response"]["rows"] == [[REDACTED, True, None]]
+
+
+def test_a_form_field_holding_json_with_a_secret_member_is_hidden_wherever_it_goes(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """A form field no name calls secret holding a config as JSON text with an ``api_key``
+    (fastapi-admin's config editor), written to MariaDB with PyMySQL, which inlines it into the
+    statement with its quotes escaped: the field is hidden in the form, and the key wherever
+    the statement and its span repeat it; the app and the database get the real values."""
+    import pymysql
+    from _services import mariadb_database
+
+    config = '{"host": "smtp.local", "api_key": "cfg-apikey-77AA-x"}'
+    with mariadb_database() as where:
+        host_port, database = where.split("/")
+        host, port = host_port.split(":")
+
+        def connect() -> Any:
+            return pymysql.connect(host=host, port=int(port), user="root", database=database)
+
+        with connect() as connection:
+            connection.cursor().execute("CREATE TABLE settings (name TEXT, value TEXT)")
+
+        async def save(request: Request) -> JSONResponse:
+            form = await request.form()
+            with connect() as connection:
+                connection.cursor().execute(
+                    "INSERT INTO settings (name, value) VALUES (%s, %s)",
+                    (form["name"], form["value"]),
+                )
+                connection.commit()
+            return JSONResponse({"saved": form["value"] == config})
+
+        app = Starlette(routes=[Route("/settings", save, methods=["POST"])])
+        auto_setup(
+            app,
+            config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)),
+            plugins=["pymysql"],
+        )
+        response = httpx.post(serve(app).url + "/settings", data={"name": "mail", "value": config})
+        assert response.json() == {"saved": True}
+        with connect() as connection:
+            cursor = connection.cursor()
+            cursor.execute("SELECT value FROM settings")
+            assert cursor.fetchall() == ((config,),)
+    (doc,) = load_cassettes(cassette_dir)
+    written = json.dumps(doc)
+    assert "cfg-apikey-77AA-x" not in written
+    assert "smtp.local" not in redacted(doc)["request"]["body"]["text"]  # the field, hidden whole
+    assert any("INSERT INTO settings" in json.dumps(call) for call in doc["calls"])

@@ -27,7 +27,7 @@ from ._json_text import member_text, with_members_hidden
 from .cassette.body import header_value, load_json
 from .cassette.values import ValueDecodeError, decode_value
 from .protocols import redact_call, redact_request
-from .protocols.typed import RawJson
+from .protocols.typed import RawJson, names_a_secret_member
 from .protocols.typed import text as typed_text
 from .sealing import RAW_JSON, REDACTED, hidden_whole
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, PAIR_LABELS, SecretNames
@@ -226,13 +226,31 @@ class Redactor:
             return query
         pairs = query.split("&")
         changed = False
-        for index, decoded, value in self.names.secret_parameters(pairs):
-            self._took(f"{where} {decoded}", unquote_plus(value))
-            name, equals, _ = pairs[index].partition("=")
+        secret = {index for index, _, _ in self.names.secret_parameters(pairs)}
+        for index, pair in enumerate(pairs):
+            name, equals, value = pair.partition("=")
+            if index not in secret and not (
+                value[:1] in ("{", "[", "%") and self._holds_secret_members(unquote_plus(value))
+            ):
+                continue
+            self._took(f"{where} {unquote_plus(name)}", unquote_plus(value))
             if equals:
                 pairs[index] = f"{name}={quote(self._hidden(value), safe='')}"
                 changed = True
         return "&".join(pairs) if changed else query
+
+    def _holds_secret_members(self, text: str) -> bool:
+        """Whether ``text`` is JSON text with members named like a secret (a form field holding a
+        config, ``{"host": ..., "api_key": ...}``): hidden whole where it stands, and each such
+        member's value noted, to be hidden wherever else it appears (the SQL statement a MySQL
+        driver inlines it into, its span)."""
+        if not names_a_secret_member(text, self.names):
+            return False
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            return False
+        return bool(self.json_value(parsed) != parsed)
 
     def url(self, url: str) -> str:
         """``url`` with the secrets of its query and fragment (an implicit grant's

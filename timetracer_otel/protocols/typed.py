@@ -22,6 +22,7 @@ __all__ = [
     "RawJson",
     "text",
     "items",
+    "names_a_secret_member",
     "hide_at",
     "hide_named_fields",
     "with_secret_members_hidden",
@@ -88,6 +89,15 @@ class RawJson(str):
     its place is put between quotes, and opened gives the raw text back, quotes and all."""
 
 
+def names_a_secret_member(shown: str, names: SecretNames) -> bool:
+    """Whether ``shown`` looks like JSON text (an object or an array) naming a member like a
+    secret; the names are found in C first: the member-by-member walk is Python's, for the few
+    that need it."""
+    return shown.startswith(("{", "[")) and any(
+        names.field(found.group(1)) for found in _JSON_MEMBER.finditer(shown)
+    )
+
+
 def with_secret_members_hidden(value: Any, names: SecretNames, hide: Hide) -> Any:
     """``value`` as it is stored: when it is JSON text (an object or an array) with members named
     like a secret at any depth (a webhook payload or an API response kept in a text column, whose
@@ -95,10 +105,7 @@ def with_secret_members_hidden(value: Any, names: SecretNames, hide: Hide) -> An
     place and every other byte kept, so it still parses where the secret cannot be opened. JSON
     text kept as bytes is hidden whole: a sealed value inside its base64 could not be opened."""
     shown = text(value)
-    if shown is None or not shown.startswith(("{", "[")):
-        return value
-    # the names found in C first: the member-by-member walk is Python's, for the few that need it
-    if not any(names.field(found.group(1)) for found in _JSON_MEMBER.finditer(shown)):
+    if shown is None or not names_a_secret_member(shown, names):
         return value
     if not isinstance(value, str):
         return hide(value)
