@@ -98,11 +98,8 @@ def recorded_exception_class(
     a nested class (``module.Outer.Inner``) too. Only modules of that package are imported:
     never a package a cassette names into being."""
     path = error.get("type", "").split(".")
-    if (
-        len(path) < 2
-        or path[0] != (package or path[0])
-        or (package is None and path[0] not in sys.modules)
-    ):
+    allowed = path[0] == package if package is not None else path[0] in sys.modules
+    if len(path) < 2 or not allowed:
         return None
     for cut in range(len(path) - 1, 0, -1):  # "pkg.module.Outer.Inner": find where the module ends
         try:

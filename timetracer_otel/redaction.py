@@ -226,14 +226,17 @@ class Redactor:
             return query
         pairs = query.split("&")
         changed = False
-        secret = {index for index, _, _ in self.names.secret_parameters(pairs)}
+        secret = {index: name for index, name, _ in self.names.secret_parameters(pairs)}
         for index, pair in enumerate(pairs):
             name, equals, value = pair.partition("=")
-            if index not in secret and not (
-                value[:1] in ("{", "[", "%") and self._holds_secret_members(unquote_plus(value))
+            if index in secret:
+                self._took(f"{where} {secret[index]}", unquote_plus(value))
+            elif value[:1] in ("{", "[", "%") and self._holds_secret_members(
+                decoded := unquote_plus(value)
             ):
+                self._took(f"{where} {unquote_plus(name)}", decoded)
+            else:
                 continue
-            self._took(f"{where} {unquote_plus(name)}", unquote_plus(value))
             if equals:
                 pairs[index] = f"{name}={quote(self._hidden(value), safe='')}"
                 changed = True

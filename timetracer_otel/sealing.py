@@ -28,6 +28,7 @@ from timetracer_otel._json_text import member_text
 from timetracer_otel._keys import Key
 
 __all__ = [
+    "BYTES_TYPES",
     "REDACTED",
     "SEALED_TOKEN",
     "Sealer",
@@ -142,8 +143,9 @@ def _strings(value: Any, change: Callable[[str], Any]) -> Any:
     return holder[0] if changed else value
 
 
-# A cassette's typed bytes (see cassette.values): hidden, they keep their type around the hidden text
-_BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
+# The ``$type`` names of a cassette's typed bytes (see cassette.values): hidden, they keep their
+# type around the hidden text
+BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
 
 
 def hidden_whole(value: Any, sealer: Sealer | None, keep_type: bool = True) -> Any:
@@ -157,7 +159,7 @@ def hidden_whole(value: Any, sealer: Sealer | None, keep_type: bool = True) -> A
     if (
         keep_type
         and isinstance(value, dict)
-        and value.get("$type") in _BYTES_TYPES
+        and value.get("$type") in BYTES_TYPES
         and isinstance(value.get("base64"), str)
         and len(value) == 2
     ):

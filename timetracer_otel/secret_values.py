@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import orjson
 
 from .cassette.values import Encoded, encode_value
-from .sealing import REDACTED, SEALED_TOKEN, hidden_whole, is_sealed
+from .sealing import BYTES_TYPES, REDACTED, SEALED_TOKEN, hidden_whole, is_sealed
 
 if TYPE_CHECKING:
     from .redaction import Redactor
@@ -69,7 +69,6 @@ _OWN_MEMBERS = frozenset(
 ) | _FORMAT_MARKERS  # fmt: skip
 _OWN_LISTS = frozenset(("calls", "spans", "draws", "events"))
 _PAYLOAD, _OWN, _OWN_ITEMS, _DOCUMENT = range(4)  # what a member of the walk is
-_BYTES_TYPES = frozenset(("bytes", "bytearray", "memoryview"))
 _TEXT_ATTRIBUTES = ("exception.message", "exception.stacktrace", "exception.type")
 
 
@@ -382,7 +381,7 @@ def _stored_bytes(value: Any, every: bool = False) -> Iterator[bytes]:
         item = pending.pop()
         if isinstance(item, dict):
             encoded = item.get("base64")
-            if item.get("$type") not in _BYTES_TYPES or not isinstance(encoded, str):
+            if item.get("$type") not in BYTES_TYPES or not isinstance(encoded, str):
                 pending.extend(item.values())
             elif every or (
                 len(encoded) >= _IN_BASE64_LENGTH and _IN_BASE64.search(encoded) is not None
@@ -573,7 +572,7 @@ class ValueScrubber:
         secret (the type's own form has no room for a sealed token), or None for any other dict."""
         if "$type" not in value:
             return None
-        if value["$type"] in _BYTES_TYPES and isinstance(value.get("base64"), str):
+        if value["$type"] in BYTES_TYPES and isinstance(value.get("base64"), str):
             try:
                 data = base64.b64decode(value["base64"])
             except (binascii.Error, ValueError):
