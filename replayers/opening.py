@@ -16,6 +16,7 @@ from timetracer_otel.cassette.reader import CassetteError
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.sealing import Sealer, SealError, redacted, unsealed
 
+from ._opened_secrets import note_opened
 from .session import RecordedViews, recorded_views
 
 __all__ = ["Opened", "open_for_replay"]
@@ -51,9 +52,11 @@ def open_for_replay(document: dict[str, Any], path: str, config: TraceConfig) ->
         return Opened(shown, shown, locked=True)
     secrets: set[str] = set()
     try:
-        return Opened(unsealed(document, Sealer(key), secrets), shown, secrets=frozenset(secrets))
+        answers = unsealed(document, Sealer(key), secrets)
     except SealError as exc:
         raise CassetteError(
             path,
             f"holds sealed secrets this process cannot open: {exc}",
         ) from None
+    note_opened(secrets)
+    return Opened(answers, shown, secrets=frozenset(secrets))

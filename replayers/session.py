@@ -37,6 +37,7 @@ from timetracer_otel.protocols.http import live_view as live_http_view
 from timetracer_otel.redaction import Redactor, redactor_for
 from timetracer_otel.secret_values import ValueScrubber, credentials_in
 
+from ._opened_secrets import hidden_opened
 from .matching import (
     CallIndex,
     RecordedCall,
@@ -150,10 +151,11 @@ class ReplayMismatchError(Exception):
     """
 
     def __init__(self, call: str, library: str, cassette: str, candidates: str) -> None:
-        self.call = call
+        # a live value may be a secret the key opened in another cassette (a fixture's draw)
+        self.call = call = hidden_opened(call)
         self.library = library
         self.cassette = cassette
-        self.candidates = candidates
+        self.candidates = candidates = hidden_opened(candidates)
         # written as escapes: a pickled job or a binary key would write raw control bytes into the log
         super().__init__(
             f"timetracer replay: no recorded call matches {printable(call)} ({library})\n"
@@ -496,14 +498,17 @@ class ReplaySession:
             closest = closest_call(view, self.index.calls)
             self.unmatched.append(error)
             if closest is None:
-                self.made.append(call_entry(library, view.label))
+                self.made.append(call_entry(library, error.call))
             else:
                 self.made.append(
                     call_entry(
                         library,
-                        view.label,
+                        error.call,
                         closest=closest.index,
-                        differences=call_differences(view, closest),
+                        differences=[
+                            hidden_opened(difference)
+                            for difference in call_differences(view, closest)
+                        ],
                     )
                 )
         raise error
