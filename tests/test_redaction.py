@@ -6,10 +6,11 @@ file (span attributes, events and all) proves none was written.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import requests
+from _replay import new_reports
+from _services import closed_port
 from conftest import Upstream, load_cassettes
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -631,6 +634,57 @@ def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
     assert query["response"]["rows"] == [[REDACTED, True, None]]
 
 
+def _settings_app(
+    port: int,
+    database: str,
+    value_of: Callable[[Request], Awaitable[tuple[str, str]]],
+    config: TraceConfig,
+) -> Starlette:
+    """A service that saves a setting (``value_of`` the request: its name and value) in MariaDB's
+    ``settings`` table with PyMySQL, which inlines the value into the statement, quotes escaped."""
+    import pymysql
+
+    async def save(request: Request) -> JSONResponse:
+        name, value = await value_of(request)
+        with pymysql.connect(
+            host="127.0.0.1", port=port, user="root", database=database
+        ) as connection:
+            connection.cursor().execute(
+                "INSERT INTO settings (name, value) VALUES (%s, %s)", (name, value)
+            )
+            connection.commit()
+        return JSONResponse({"saved": len(value)})
+
+    app = Starlette(routes=[Route("/settings", save, methods=["POST"])])
+    auto_setup(app, config=config, plugins=["pymysql"])
+    return app
+
+
+@contextlib.contextmanager
+def _settings_database() -> Iterator[tuple[int, str, Callable[[], list[str]]]]:
+    """A fresh MariaDB database with a ``settings`` table: its port, its name, and its values."""
+    import pymysql
+    from _services import mariadb_database
+
+    with mariadb_database() as where:
+        host_port, database = where.split("/")
+        port = int(host_port.split(":")[1])
+
+        def values() -> list[str]:
+            with pymysql.connect(
+                host="127.0.0.1", port=port, user="root", database=database
+            ) as connection:
+                cursor = connection.cursor()
+                cursor.execute("SELECT value FROM settings")
+                return [row[0] for row in cursor.fetchall()]
+
+        with pymysql.connect(
+            host="127.0.0.1", port=port, user="root", database=database
+        ) as connection:
+            connection.cursor().execute("CREATE TABLE settings (name TEXT, value TEXT)")
+        yield port, database, values
+
+
 def test_a_form_field_holding_json_with_a_secret_member_is_hidden_wherever_it_goes(
     serve: Callable[..., Any], cassette_dir: Path
 ) -> None:
@@ -638,44 +692,55 @@ def test_a_form_field_holding_json_with_a_secret_member_is_hidden_wherever_it_go
     (fastapi-admin's config editor), written to MariaDB with PyMySQL, which inlines it into the
     statement with its quotes escaped: the field is hidden in the form, and the key wherever
     the statement and its span repeat it; the app and the database get the real values."""
-    import pymysql
-    from _services import mariadb_database
-
     config = '{"host": "smtp.local", "api_key": "cfg-apikey-77AA-x"}'
-    with mariadb_database() as where:
-        host_port, database = where.split("/")
-        host, port = host_port.split(":")
 
-        def connect() -> Any:
-            return pymysql.connect(host=host, port=int(port), user="root", database=database)
+    async def from_form(request: Request) -> tuple[str, str]:
+        form = await request.form()
+        return str(form["name"]), str(form["value"])
 
-        with connect() as connection:
-            connection.cursor().execute("CREATE TABLE settings (name TEXT, value TEXT)")
-
-        async def save(request: Request) -> JSONResponse:
-            form = await request.form()
-            with connect() as connection:
-                connection.cursor().execute(
-                    "INSERT INTO settings (name, value) VALUES (%s, %s)",
-                    (form["name"], form["value"]),
-                )
-                connection.commit()
-            return JSONResponse({"saved": form["value"] == config})
-
-        app = Starlette(routes=[Route("/settings", save, methods=["POST"])])
-        auto_setup(
-            app,
-            config=TraceConfig(mode="record", cassette_dir=str(cassette_dir)),
-            plugins=["pymysql"],
+    with _settings_database() as (port, database, values):
+        app = _settings_app(
+            port, database, from_form, TraceConfig(mode="record", cassette_dir=str(cassette_dir))
         )
         response = httpx.post(serve(app).url + "/settings", data={"name": "mail", "value": config})
-        assert response.json() == {"saved": True}
-        with connect() as connection:
-            cursor = connection.cursor()
-            cursor.execute("SELECT value FROM settings")
-            assert cursor.fetchall() == ((config,),)
+        assert response.json() == {"saved": len(config)}
+        assert values() == [config]
     (doc,) = load_cassettes(cassette_dir)
     written = json.dumps(doc)
     assert "cfg-apikey-77AA-x" not in written
     assert "smtp.local" not in redacted(doc)["request"]["body"]["text"]  # the field, hidden whole
     assert any("INSERT INTO settings" in json.dumps(call) for call in doc["calls"])
+
+
+def test_json_text_the_app_builds_with_a_secret_member_is_hidden_in_the_inlined_statement(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """The app builds the JSON itself (a provider's ``key`` in the request, no secret's name,
+    kept as ``api_key``) and PyMySQL inlines it: the key is found as the member of the literal
+    and hidden there, in the span and in the request's body; replayed with the key and no
+    database, the statement still matches."""
+    key = "prov-key-5Qx9-zz81"
+
+    async def built(request: Request) -> tuple[str, str]:
+        body = await request.json()
+        return body["provider"], json.dumps({"provider": body["provider"], "api_key": body["key"]})
+
+    sent = {"provider": "mailer", "key": key}
+    with _settings_database() as (port, database, values):
+        record = _settings_app(
+            port, database, built, TraceConfig(mode="record", cassette_dir=str(cassette_dir))
+        )
+        recorded = httpx.post(serve(record).url + "/settings", json=sent)
+        assert values() == [json.dumps({"provider": "mailer", "api_key": key})]
+    (doc,) = load_cassettes(cassette_dir)
+    assert key not in json.dumps(doc)
+    (insert,) = [call for call in doc["calls"] if "INSERT INTO settings" in json.dumps(call)]
+    assert "mailer" in json.dumps(insert)  # the rest of the literal stays readable
+
+    replay = _settings_app(
+        closed_port(), database, built, TraceConfig(mode="replay", cassette_path=str(cassette_dir))
+    )
+    with new_reports() as reports:
+        replayed = httpx.post(serve(replay).url + "/settings", json=sent)
+    assert replayed.json() == recorded.json()
+    assert [(r.unmatched, r.unused) for r in reports] == [([], [])]

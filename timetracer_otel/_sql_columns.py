@@ -47,7 +47,7 @@ class Columns(NamedTuple):
     """The columns each parameter and each string literal of a statement meets."""
 
     parameters: dict[Ref, frozenset[str]]
-    # (start, end) of the literal's content in the text
+    # (start, end) of each string literal's content in the text, and the columns it meets
     literals: tuple[tuple[int, int, frozenset[str]], ...]
     # a result column's label -> (the qualifier, or "", and the column it selects): ``t.c AS label``
     labels: dict[str, tuple[str, str]] = {}
@@ -296,7 +296,7 @@ def _analyse(statement: str) -> Columns:
             ref = _reference(token.text, style, counter)
             if ref is not None:
                 parameters[ref] = parameters.get(ref, frozenset()) | columns
-        elif token.kind in T.Literal.String.Single and columns:
+        elif token.kind in T.Literal.String.Single:
             literals.append((token.start + 1, token.start + len(token.text) - 1, columns))
     return Columns(
         {ref: names for ref, names in parameters.items() if names}, tuple(literals), _labels(tokens)

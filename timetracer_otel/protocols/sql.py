@@ -37,6 +37,7 @@ import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from timetracer_otel._json_text import secret_member_values
 from timetracer_otel._sql_columns import Ref, columns_of, judged_names
 from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
@@ -211,6 +212,35 @@ def _hide_values(
         values[index] = hide(value) if index in secret else _members_hidden(value, names, hide)
 
 
+_BACKSLASH_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_MYSQL_ESCAPES = {"0": "\0", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a", "b": "\b"}
+
+
+def _literal_texts(content: str) -> set[str]:
+    """What a string literal's content may stand for: with standard SQL's doubled quotes undone,
+    and also with MySQL's backslash escapes undone where it has some (PyMySQL, aiomysql and
+    asyncmy inline JSON text as ``{\\"api_key\\": ...}``)."""
+    plain = content.replace("''", "'")
+    if "\\" not in plain:
+        return {plain}
+    return {plain, _BACKSLASH_ESCAPE.sub(lambda m: _MYSQL_ESCAPES.get(m[1], m[1]), plain)}
+
+
+def _note_secret_members(
+    statement: str, literals: Iterable[tuple[int, int]], names: SecretNames, hide: typed.Hide
+) -> None:
+    """Hand ``hide`` each value a member named like a secret has in JSON text a string literal
+    holds (a config the app wrote with its ``api_key``, inlined by a MySQL driver): noted so, it
+    is hidden wherever it stands, in this statement and its span too."""
+    for start, end in literals:
+        if statement[start : start + 1] not in ("{", "["):
+            continue
+        for text in _literal_texts(statement[start:end]):
+            if typed.names_a_secret_member(text, names):
+                for raw in secret_member_values(text, names.field):
+                    hide(typed.RawJson(raw))
+
+
 def _statement(statement: str, literals: list[tuple[int, int]], hide: typed.Hide) -> str:
     """``statement`` with the content of each secret string literal hidden in place."""
     for start, end in reversed(literals):
@@ -267,6 +297,12 @@ def redact(
         literals = [
             (start, end) for start, end, met in columns.literals if any(map(names.field, met))
         ]
+        _note_secret_members(
+            statement,
+            ((start, end) for start, end, met in columns.literals if not any(map(names.field, met))),
+            names,
+            hide,
+        )
         if literals:
             request["statement"] = _statement(statement, literals, hide)
         pairs = _Pairs.of(columns.parameters.items())
