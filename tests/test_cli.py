@@ -936,8 +936,9 @@ def test_replay_imports_the_app_on_the_thread_serving_it_as_uvicorn_does(
     assert done.stdout.splitlines()[-1] == "replayed 2 cassettes: 2 ok, 0 differ"
 
 
-# An app keeping a client in its lifespan's state (``request.state``), and a bare ASGI app that
-# ignores the lifespan (it returns without answering, as many hand-written ones do).
+# An app keeping a client in its lifespan's state (``request.state``) and a count of its requests
+# in memory, and a bare ASGI app that ignores the lifespan (it returns without answering, as
+# many hand-written ones do).
 _STATEFUL_APPS = """
 import asyncio
 import contextlib
@@ -951,6 +952,14 @@ from timetracer_otel.integrations.starlette import TimeTracerMiddleware, auto_se
 
 async def greet(request):
     return JSONResponse({"greeting": request.state.greeting, "n": request.query_params["n"]})
+
+
+hits = {"count": 0}
+
+
+async def hit(request):
+    hits["count"] += 1
+    return JSONResponse({"hits": hits["count"]})
 
 
 async def heartbeat():
@@ -968,7 +977,9 @@ async def subject(request):  # a header name a server refuses (full-stack-fastap
     return JSONResponse({"sent": True}, headers={"subject:": "Password recovery"})
 
 
-stateful = Starlette(routes=[Route("/greet", greet), Route("/subject", subject)], lifespan=lifespan)
+stateful = Starlette(
+    routes=[Route("/greet", greet), Route("/subject", subject), Route("/hit/{name}", hit)], lifespan=lifespan
+)
 auto_setup(stateful, plugins=[])
 
 
@@ -1019,6 +1030,38 @@ def test_replay_runs_the_app_as_a_server_does_with_its_lifespan_state_or_none(
     report, stderr = _replayed_stateful(tmp_path, cassette_dir, replayed_app)
     assert report["ok"] and report["status"] == 200, report
     assert "Task was destroyed" not in stderr, stderr  # a task left running ends with it
+
+
+def test_replay_in_another_order_or_each_alone_shows_what_a_request_took_from_earlier_ones(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
+    """Three requests to an app counting them in memory replay as recorded in recording order;
+    reversed, shuffled (by a seed printed, the same order again with it) and each in a process
+    of its own, each request sent after a count it was not recorded after differs."""
+    with _recording_stateful(tmp_path, cassette_dir, "stateful") as server:
+        recorded = send(server.url, [("GET", f"/hit/{name}", {}) for name in "abc"])
+    assert [r.json()["hits"] for r in recorded] == [1, 2, 3]
+
+    def replayed(*options: str) -> tuple[list[tuple[str, bool]], subprocess.CompletedProcess]:
+        done = timetracer(
+            "replay", str(cassette_dir), "--app", "stateful_apps:stateful", "--app-dir", str(tmp_path),
+            "--json", *options,
+        )  # fmt: skip
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        return [(r["path"][-1], r["ok"]) for r in json.loads(done.stdout)], done
+
+    in_order, done = replayed()
+    assert (in_order, done.returncode) == ([("a", True), ("b", True), ("c", True)], 0)
+    reversed_, done = replayed("--order", "reversed")
+    assert (reversed_, done.returncode) == ([("c", False), ("b", True), ("a", False)], 1)
+    alone, done = replayed("--alone")
+    assert (alone, done.returncode) == ([("a", True), ("b", False), ("c", False)], 1)
+
+    shuffled, done = replayed("--order", "shuffled")
+    seed = done.stderr.split("--seed ")[1].split()[0]
+    again, _ = replayed("--order", "shuffled", "--seed", seed)
+    assert sorted(again) == sorted(shuffled) and [p for p, _ in again] == [p for p, _ in shuffled]
+    assert [ok for _, ok in shuffled] == [path == "abc"[n] for n, (path, _) in enumerate(shuffled)]
 
 
 def test_replay_refuses_the_header_names_and_values_a_server_refuses(

@@ -28,11 +28,12 @@ from timetracer_otel.cassette.reader import (
     validate_document,
 )
 from timetracer_otel.cassette.storage import replace
-from timetracer_otel.config import COMPRESSIONS, ReadLimits
+from timetracer_otel.config import COMPRESSIONS, ReadLimits, TraceConfig
 
 from . import _render
 from .diff import DEFAULT_IGNORED, diff_cassettes, environment_sealer
 from .index import CassetteIndex, listing
+from .order import ORDERS, in_order, new_seed
 from .query import SORT_KEYS, Filters, select
 from .search import matches
 
@@ -437,6 +438,19 @@ def search(
     metavar="MODULE:FUNCTION",
     help="A function choosing, per request, the values of its headers that cannot be unsealed.",
 )
+@click.option(
+    "--order",
+    type=click.Choice(ORDERS),
+    default="recorded",
+    show_default=True,
+    help="The order to send the requests in.",
+)
+@click.option("--seed", type=int, help="The seed of --order shuffled (one is chosen and printed).")
+@click.option(
+    "--alone",
+    is_flag=True,
+    help="Replay each request in a process of its own, the app imported and started anew.",
+)
 @_json_option
 # the requests of one recording process only: how a directory several wrote into is replayed
 @click.option("--recording", hidden=True)
@@ -450,6 +464,9 @@ def replay(
     headers: tuple[str, ...],
     cookies: tuple[str, ...],
     credentials_hook: str | None,
+    order: str,
+    seed: int | None,
+    alone: bool,
     as_json: bool,
     recording: str | None,
 ) -> None:
@@ -470,11 +487,14 @@ def replay(
     A directory that several processes recorded into (each wrote a process cassette) is
     replayed one recording process at a time, each in a process of its own, so that each
     request runs after the start its own process made.
+    --order reversed or shuffled, or --alone (each request in a process of its own), shows
+    what a request takes from those sent before it: state an earlier one left in the app's
+    memory, which no cassette holds.
     """
-    from timetracer_otel.replayers.selection import warn_unusable
+    from timetracer_otel.replayers.selection import CassetteLibrary, warn_unusable
 
     from ._credentials import Credentials
-    from .recordings import recordings_in, replay_each
+    from .recordings import recordings_in, replay_apart, replay_each
     from .replay import AppStartError, Replayer
 
     stopped: str | None = None  # what the app's shutdown raised
@@ -484,10 +504,21 @@ def replay(
     try:
         credentials = Credentials.parse(headers, cookies, credentials_hook)
         location = str(_location(cassette, directory, limits))
-        recordings = recordings_in(location, limits) if recording is None else []
+        if order == "shuffled" and seed is None and recording is None:
+            seed = new_seed()
+            click.echo(f"timetracer: requests sent shuffled, --seed {seed}", err=True)
+        recordings = recordings_in(location, limits) if recording is None and not alone else []
         if len(recordings) == 1:  # the others only started: replay after this one's start
             recording = recordings[0].path
-        if len(recordings) > 1:
+        if alone:
+            options = _replay_options(click.get_current_context(), ("as_json", "alone"))
+            library = CassetteLibrary(location, TraceConfig(mode="replay", cassette_path=location))
+            unusable = len(library.unusable)
+            paths = in_order(library.in_recording_order(), order, seed or 0)
+            reports, worst = replay_apart([[path, *options] for path in paths])
+            if worst > 1:
+                raise _Failure("the replay of a request stopped (why is above)")
+        elif len(recordings) > 1:
             click.echo(
                 f"timetracer: {len(recordings)} processes recorded into {printable(location)}: the "
                 "requests of each replay in a process of their own, after its start",
@@ -506,7 +537,8 @@ def replay(
                     app_spec, location, app_dir, factory, ignore, credentials, recording
                 ) as replayer,
             ):
-                reports = [replayer.replay(path) for path in replayer.cassettes()]
+                paths = in_order(replayer.cassettes(), order, seed or 0)
+                reports = [replayer.replay(path) for path in paths]
                 # each named in a warning when the replay began
                 unusable = len(replayer.library.unusable)
             stopped = replayer.shutdown_error

@@ -30,7 +30,7 @@ from timetracer_otel.replayers.process import (
     recorder_of,
 )
 
-__all__ = ["Recording", "recordings_in", "replay_each", "requests_of"]
+__all__ = ["Recording", "recordings_in", "replay_apart", "replay_each", "requests_of"]
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,20 @@ def requests_of(
 def replay_each(
     location: str, recordings: list[Recording], options: list[str]
 ) -> tuple[list[ReplayReport], int]:
-    """The reports of each recording's requests, replayed by ``timetracer replay`` with ``options``
-    in a process of its own, in turn; and the highest exit status of those processes (what
-    the app printed, and why one stopped, went to standard error)."""
+    """The reports of each recording's requests, replayed with ``options`` in a process of its
+    own, in turn; and the highest exit status of those processes."""
+    return replay_apart([[location, *options, "--recording", r.path] for r in recordings])
+
+
+def replay_apart(runs: list[list[str]]) -> tuple[list[ReplayReport], int]:
+    """The reports of ``timetracer replay`` given each of ``runs`` (its arguments) in a process
+    of its own, in turn; and the highest exit status of those processes (what the app printed,
+    and why one stopped, went to standard error)."""
     reports: list[ReplayReport] = []
     worst = 0
-    for recording in recordings:
+    for arguments in runs:
         done = subprocess.run(
-            [sys.executable, "-m", "timetracer_otel.cli", "replay", location, *options]
-            + ["--json", "--recording", recording.path],
+            [sys.executable, "-m", "timetracer_otel.cli", "replay", *arguments, "--json"],
             stdout=subprocess.PIPE,
             text=True,
             check=False,
