@@ -294,15 +294,11 @@ def redact(
         columns = columns_of(statement)
         labels = columns.labels
         secret = {ref for ref, met in columns.parameters.items() if any(map(names.field, met))}
-        literals = [
-            (start, end) for start, end, met in columns.literals if any(map(names.field, met))
-        ]
-        _note_secret_members(
-            statement,
-            ((start, end) for start, end, met in columns.literals if not any(map(names.field, met))),
-            names,
-            hide,
-        )
+        literals: list[tuple[int, int]] = []  # of secret columns: hidden whole
+        others: list[tuple[int, int]] = []
+        for start, end, met in columns.literals:
+            (literals if any(map(names.field, met)) else others).append((start, end))
+        _note_secret_members(statement, others, names, hide)
         if literals:
             request["statement"] = _statement(statement, literals, hide)
         pairs = _Pairs.of(columns.parameters.items())
