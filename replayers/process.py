@@ -17,6 +17,7 @@ carries no data: a Redis ``PING``, ``SELECT`` or ``AUTH``, a SQL ``connect`` or
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -189,8 +190,41 @@ def _newest(found: list[Found]) -> Found | None:
     )
 
 
+class _Recent(collections.deque):
+    """The most recent items of an account, and how many were added in all."""
+
+    def __init__(self) -> None:
+        super().__init__(maxlen=_KEPT)
+        self.added = 0
+
+    def append(self, item: Any) -> None:
+        self.added += 1
+        super().append(item)
+
+
+_KEPT = 1000  # of each account of calls outside requests
+
+
 class ProcessSession(ReplaySession):
-    """The process cassette's calls, and the usual answers for calls that carry no data."""
+    """The process cassette's calls, and the usual answers for calls that carry no data.
+
+    It answers for as long as the process replays (a replay server, for days, with a poller
+    started at start-up): its accounts of the calls keep the most recent ones only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answered, self.unmatched, self.made, self.from_earlier = (
+            _Recent(),
+            _Recent(),
+            _Recent(),
+            _Recent(),
+        )
+
+    @property
+    def unmatched_in_all(self) -> int:
+        """How many calls it could not answer, those no longer kept included."""
+        assert isinstance(self.unmatched, _Recent)
+        return self.unmatched.added
 
     @property
     def quiet_reads_wait(self) -> bool:
@@ -288,7 +322,7 @@ def _announce(cassette: Cassette, path: str, others: str) -> None:
     )
 
 
-def process_session() -> ReplaySession:
+def process_session() -> ProcessSession:
     """The session answering calls outside every request (with usual answers only until :func:`start` found a cassette)."""
     global _session
     with _lock:

@@ -17,7 +17,7 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
 from typing import Any
 
 import orjson
@@ -345,13 +345,13 @@ class ReplaySession:
         self._absent = absent
         views = recorded_views(document, path) if views is None else views
         self.index = CallIndex([RecordedCall(index, call, view) for index, call, view in views])
-        self.answered: list[tuple[str, RecordedCall]] = []  # (library, recorded call)
-        self.unmatched: list[ReplayMismatchError] = []
+        self.answered: MutableSequence[tuple[str, RecordedCall]] = []  # (library, recorded call)
+        self.unmatched: MutableSequence[ReplayMismatchError] = []
         # Every call the app made, in order, beside the recorded call that answered it (or the closest one
         # and how it differs): the report's call-by-call comparison.
-        self.made: list[dict[str, Any]] = []
+        self.made: MutableSequence[dict[str, Any]] = []
         # (library, label, path of the cassette) of each call an earlier request's cassette answered
-        self.from_earlier: list[tuple[str, str, str]] = []
+        self.from_earlier: MutableSequence[tuple[str, str, str]] = []
         self._lock = threading.Lock()
         # when the replies came in to the calls being awaited now (see round_trip)
         self._awaited: list[int] = []

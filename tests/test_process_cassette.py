@@ -683,6 +683,23 @@ def test_a_call_the_process_cassette_lacks_is_refused_saying_what_to_do() -> Non
     )
 
 
+def test_calls_outside_requests_are_accounted_for_in_bounded_memory() -> None:
+    """A replay server runs for days beside a poller started with the app, whose every call
+    fails: the process session keeps the most recent of its mismatches only, and counts all."""
+    session = ProcessSession(
+        {"calls": []}, "process__shop__5d0c7a21.json", TraceConfig(mode="replay")
+    )
+    client = redis.Redis(decode_responses=True)
+    for number in range(2500):
+        with pytest.raises(ReplayMismatchError):
+            session.answer(
+                "redis", request_view(command_request(client, ("GET", f"jobs:{number}")))
+            )
+    kept = (len(session.unmatched), len(session.made), session.unmatched_in_all)
+    assert kept == (1000, 1000, 2500)
+    assert "GET jobs:2499" in str(session.unmatched[-1])
+
+
 # An app telling the time as naive local time, the way many do (``datetime.now()`` in a
 # response, ``fromtimestamp`` of a token's expiry)
 _LOCAL_TIME_APP = """

@@ -499,6 +499,7 @@ def replay(
 
     stopped: str | None = None  # what the app's shutdown raised
     outside: list[str] = []  # calls outside requests the process cassette did not answer
+    outside_in_all = 0  # those too many to keep included
     worst = 0  # the highest exit status of the processes replaying one recording each
     limits = _limits()
     try:
@@ -542,7 +543,7 @@ def replay(
                 # each named in a warning when the replay began
                 unusable = len(replayer.library.unusable)
             stopped = replayer.shutdown_error
-            outside = _unanswered_outside_requests()
+            outside, outside_in_all = _unanswered_outside_requests()
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     except AppStartError as exc:  # a replay mismatch names the call and the closest, over lines
@@ -576,14 +577,14 @@ def replay(
         click.echo(f"the app's shutdown failed: {stopped}", err=as_json)
     if outside:
         click.echo(
-            f"{len(outside)} call(s) made outside requests (background work, the app's start or"
+            f"{outside_in_all} call(s) made outside requests (background work, the app's start or"
             " shutdown) were not answered by the process cassette:",
             err=as_json,
         )
         for line in outside[:_OUTSIDE_SHOWN]:
             click.echo(f"  {line}", err=as_json)
-        if len(outside) > _OUTSIDE_SHOWN:
-            click.echo(f"  and {len(outside) - _OUTSIDE_SHOWN} more", err=as_json)
+        if outside_in_all > _OUTSIDE_SHOWN:
+            click.echo(f"  and {outside_in_all - _OUTSIDE_SHOWN} more", err=as_json)
     failed = "diff" in verdicts or unusable or stopped is not None or worst or outside
     sys.exit(_DIFFERENT if failed else 0)
 
@@ -591,12 +592,15 @@ def replay(
 _OUTSIDE_SHOWN = 5
 
 
-def _unanswered_outside_requests() -> list[str]:
-    """The first line of each mismatch raised outside every request while the app was replayed:
-    a background task's call raised where it was made, and the task (not a request) saw it."""
+def _unanswered_outside_requests() -> tuple[list[str], int]:
+    """The first line of each mismatch raised outside every request while the app was replayed
+    (the most recent ones), and how many there were: a background task's call raised where it
+    was made, and the task (not a request) saw it."""
     from timetracer_otel.replayers.process import process_session
 
-    return [printable(str(error).splitlines()[0]) for error in process_session().unmatched]
+    session = process_session()
+    shown = [printable(str(error).splitlines()[0]) for error in session.unmatched]
+    return shown, session.unmatched_in_all
 
 
 def _replay_options(context: click.Context, leave_out: tuple[str, ...]) -> list[str]:
