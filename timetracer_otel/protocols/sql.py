@@ -187,19 +187,38 @@ def _members_hidden(value: Any, names: SecretNames, hide: typed.Hide) -> Any:
 
 
 def _sql_parameters(
-    parameters: Any, secret: set[Ref], names: SecretNames, hide: typed.Hide
+    parameters: Any,
+    secret: set[Ref],
+    names: SecretNames,
+    hide: typed.Hide,
+    by_column: Collection[Ref] = (),
 ) -> None:
     """Hide, in place, the parameters named like a secret or meeting a secret column (``secret``),
-    and the secret members of JSON ones."""
+    and the secret members of JSON ones; those ``by_column`` are judged by their column alone."""
     if isinstance(parameters, dict) and typed.TYPE not in parameters:
         for name, value in parameters.items():
             parameters[name] = (
                 hide(value)
-                if name in secret or names.field(name)
+                if name in secret or (names.field(name) and name not in by_column)
                 else _members_hidden(value, names, hide)
             )
         return
     _hide_values(typed.items(parameters), secret, names, hide)
+
+
+def _named_after_its_table(ref: Ref, met: frozenset[str], statement: str) -> bool:
+    """Whether the parameter ``ref`` is named ``<table>_<column>`` after the qualified column it
+    meets (``WHERE api_key.id = %(api_key_id)s``, as SQLAlchemy names it): judged by the column
+    alone, as a result column's label is (a table named like a secret makes no secret of its ids)."""
+    if not isinstance(ref, str):
+        return False
+    name = ref.lower()
+    written = statement.lower().replace('"', "").replace("`", "")
+    return any(
+        name.endswith(f"_{column.lower()}")
+        and f"{name[: -len(column) - 1]}.{column.lower()}" in written
+        for column in met
+    )
 
 
 def _hide_values(
@@ -302,13 +321,18 @@ def redact(
         if literals:
             request["statement"] = _statement(statement, literals, hide)
         pairs = _Pairs.of(columns.parameters.items())
+        by_column = {
+            ref
+            for ref, met in columns.parameters.items()
+            if ref not in secret and _named_after_its_table(ref, met, statement)
+        }
     else:
-        secret = set()
+        secret, by_column = set(), set()
     parameters = request.get("parameters")
     many = request.get("operation") in ("executemany", "fetchmany")
     for each in (typed.items(parameters) or ()) if many else (parameters,):
         paired = _paired(each, pairs, names)
-        _sql_parameters(each, secret.union(paired) if paired else secret, names, hide)
+        _sql_parameters(each, secret.union(paired) if paired else secret, names, hide, by_column)
     description = (response or {}).get("description")
     if not isinstance(description, list):
         return
