@@ -594,17 +594,20 @@ def test_an_error_reporters_auth_header_key_is_hidden_wherever_the_call_repeats_
 def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
     serve: Callable[..., Any], cassette_dir: Path
 ) -> None:
-    """A ``password_needs_reset`` column (PostgreSQL boolean) and JSON flags and nulls under
-    secret names hold no secret: they stay as they are in the cassette, so a replay without the
-    key gives the app the recorded flag, not a truthy ``[REDACTED]``; a password beside them is
-    still hidden, and so is a token count only under a name no count pattern exempts."""
+    """A ``password_needs_reset`` column (PostgreSQL boolean) and JSON flags, nulls and empty
+    lists and objects under secret names hold no secret, in a body or in JSON text a column
+    holds (ZenML's pipeline configuration, ``"secrets": []``): they stay as they are in the
+    cassette, so a replay without the key gives the app the recorded flag or list, not a truthy
+    ``[REDACTED]``; a password beside them is still hidden, and so is a token count only under a
+    name no count pattern exempts."""
     import psycopg
     from _services import POSTGRES_ADMIN
 
     def account(request: Request) -> JSONResponse:
         with psycopg.connect(POSTGRES_ADMIN) as connection:
             row = connection.execute(
-                "SELECT 'hunter2-hunter2' AS password, true AS password_needs_reset, NULL AS reset_token"
+                "SELECT 'hunter2-hunter2' AS password, true AS password_needs_reset, NULL AS reset_token,"
+                f" '{CONFIG}' AS config"
             ).fetchone()
         return JSONResponse(
             {
@@ -613,6 +616,8 @@ def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
                 "reset_token": row[2],
                 "has_api_key": False,
                 "llm_token_count_total": 120,
+                "secrets": json.loads(row[3])["secrets"],
+                "api_keys": {},
             }
         )
 
@@ -629,9 +634,16 @@ def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
         "reset_token": None,
         "has_api_key": False,
         "llm_token_count_total": 120,
+        "secrets": [],
+        "api_keys": {},
     }
     (query,) = [call for call in doc["calls"] if "SELECT" in str(call["request"])]
-    assert query["response"]["rows"] == [[REDACTED, True, None]]
+    shown = CONFIG.replace("sk-0123456789", REDACTED)
+    assert query["response"]["rows"] == [[REDACTED, True, None, shown]]
+
+
+# a pipeline's configuration kept as JSON text
+CONFIG = '{"name": "train", "secrets": [], "secret_refs": { }, "password_set": false, "api_key": "sk-0123456789"}'
 
 
 def _settings_app(

@@ -17,6 +17,7 @@ __all__ = ["with_members_hidden", "member_text", "secret_member_values"]
 
 _COLON = re.compile(r"\s*:\s*")
 _SCALAR = re.compile(r"[^,}\]\s]*")
+_HOLDING_NOTHING = re.compile(r"null|true|false|\[\s*\]|\{\s*\}")
 
 
 def _string_end(text: str, start: int) -> int:
@@ -65,7 +66,9 @@ def _json_key(quoted: str) -> str:
 
 def _secret_members(text: str, is_secret: Callable[[str], bool]) -> Iterator[tuple[str, int, int]]:
     """(name, start, end) of each member's value whose name ``is_secret``, at any depth; a
-    secret value goes whole, nested containers included, even where the text is cut inside it."""
+    secret value goes whole, nested containers included, even where the text is cut inside it.
+    A value that holds nothing (``null``, ``false``, ``[]``) is left where it stands: hidden,
+    it read as a truthy string in a replay without the key (a ``"secrets": []`` list)."""
     index = 0
     while index < len(text):
         if text[index] != '"':
@@ -75,7 +78,8 @@ def _secret_members(text: str, is_secret: Callable[[str], bool]) -> Iterator[tup
         colon = _COLON.match(text, end)
         if colon is not None and is_secret(key := _json_key(text[index:end])):
             end = _value_end(text, colon.end())
-            yield key, colon.end(), end
+            if _HOLDING_NOTHING.fullmatch(text, colon.end(), end) is None:
+                yield key, colon.end(), end
         index = end
 
 

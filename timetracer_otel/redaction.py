@@ -130,10 +130,14 @@ class Redactor:
         return REDACTED if self._sealer is None else self._sealer.seal(text, kind)
 
     def _hidden_value(self, value: Any, keep_type: bool = True) -> Any:
-        """``value`` sealed or redacted; a boolean or null as it is: no secret, and read back as
-        ``[REDACTED]`` without the key (a ``password_needs_reset`` column, truthy) it changed
-        what the app did."""
-        if value is None or isinstance(value, bool):
+        """``value`` sealed or redacted; a boolean, a null or an empty list or object as it is:
+        no secret, and read back as ``[REDACTED]`` without the key (a ``password_needs_reset``
+        column, truthy; ZenML's ``"secrets": []``, ten long) it changed what the app did."""
+        if (
+            value is None
+            or isinstance(value, bool)
+            or (isinstance(value, (list, dict)) and not value)
+        ):
             return value
         if isinstance(value, RawJson):  # a member's value inside JSON text, put back as it was
             return self._hidden(value, RAW_JSON)
