@@ -6,9 +6,11 @@ file (span attributes, events and all) proves none was written.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -756,3 +758,46 @@ def test_json_text_the_app_builds_with_a_secret_member_is_hidden_in_the_inlined_
         replayed = httpx.post(serve(replay).url + "/settings", json=sent)
     assert replayed.json() == recorded.json()
     assert [(r.unmatched, r.unused) for r in reports] == [([], [])]
+
+
+def test_a_drawn_key_an_app_wraps_in_base64_is_hidden_inside_it(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """ZenML's API keys are ``ZENKEY_`` and the base64 of a JSON object holding a key drawn with
+    ``secrets``, under a member no secret's name (``key``): the drawn key is hidden inside the
+    base64, in both alphabets, the rest of it kept; replayed with the key, the app answers the
+    same keys."""
+
+    def create(request: Request) -> JSONResponse:
+        drawn = secrets.token_hex(32)
+        wrapped = json.dumps({"id": "k1", "key": drawn}).encode()
+        return JSONResponse(
+            {
+                "key": "APPKEY_" + base64.b64encode(wrapped).decode(),
+                "url_safe": base64.urlsafe_b64encode(b"x" + wrapped).decode(),
+            }
+        )
+
+    def app(config: TraceConfig) -> Starlette:
+        built = Starlette(routes=[Route("/api_keys", create, methods=["POST"])])
+        auto_setup(built, config=config, plugins=[])
+        return built
+
+    recorded = httpx.post(
+        serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url + "/api_keys"
+    )
+    wrapped = base64.b64decode(recorded.json()["key"].removeprefix("APPKEY_"))
+    drawn = json.loads(wrapped)["key"]
+    (doc,) = load_cassettes(cassette_dir)
+    written = json.dumps(doc)
+    for shown in (recorded.json()["key"], recorded.json()["url_safe"], drawn):
+        assert shown[12:-12] not in written
+    assert "APPKEY_eyJpZCI6ICJrMSIsICJrZXkiOiAi" in written  # {"id": "k1", "key": " stays
+
+    with new_reports() as reports:
+        replayed = httpx.post(
+            serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url
+            + "/api_keys"
+        )
+    assert replayed.json() == recorded.json()
+    assert [r.ok for r in reports] == [True]
