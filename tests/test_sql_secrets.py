@@ -69,6 +69,7 @@ RB = REDACTED.encode()  # bytes hidden stay bytes: a replay without the key give
         # (ZenML's api_key) makes no secret of its ids; a secret column stays one
         ("UPDATE api_key SET name=%(name)s WHERE api_key.id = %(api_key_id)s", {"name": "n", "api_key_id": "k1"}, "execute", {"name": "n", "api_key_id": "k1"}),
         ('UPDATE "api_key" SET name=%(name)s WHERE "api_key".id = %(api_key_id)s', {"name": "n", "api_key_id": "k1"}, "execute", {"name": "n", "api_key_id": "k1"}),
+        ("UPDATE app.api_key SET name=%(name)s WHERE app.api_key.id = %(api_key_id)s", {"name": "n", "api_key_id": "k1"}, "execute", {"name": "n", "api_key_id": "k1"}),
         ("SELECT t.id FROM t WHERE t.token = %(t_token)s", {"t_token": S}, "execute", {"t_token": R}),
         ("UPDATE api_key SET name=%(name)s WHERE id = %(api_key_id)s", {"name": "n", "api_key_id": S}, "execute", {"name": "n", "api_key_id": R}),
     ],

@@ -206,19 +206,27 @@ def _sql_parameters(
     _hide_values(typed.items(parameters), secret, names, hide)
 
 
-def _named_after_its_table(ref: Ref, met: frozenset[str], statement: str) -> bool:
-    """Whether the parameter ``ref`` is named ``<table>_<column>`` after the qualified column it
-    meets (``WHERE api_key.id = %(api_key_id)s``, as SQLAlchemy names it): judged by the column
-    alone, as a result column's label is (a table named like a secret makes no secret of its ids)."""
-    if not isinstance(ref, str):
-        return False
-    name = ref.lower()
-    written = statement.lower().replace('"', "").replace("`", "")
-    return any(
-        name.endswith(f"_{column.lower()}")
-        and f"{name[: -len(column) - 1]}.{column.lower()}" in written
+def _named_after_their_tables(parameters: dict[Ref, frozenset[str]], statement: str) -> set[Ref]:
+    """The parameters named ``<table>_<column>`` after the qualified column they meet (``WHERE
+    api_key.id = %(api_key_id)s``, as SQLAlchemy names them): judged by the column alone, as a
+    result column's label is (a table named like a secret makes no secret of its ids)."""
+    qualified = {
+        ref: f"{ref[: -len(column) - 1]}.{column}".lower()
+        for ref, met in parameters.items()
+        if isinstance(ref, str)
         for column in met
-    )
+        if ref.lower().endswith(f"_{column.lower()}")
+    }
+    if not qualified:
+        return set()
+    written = {
+        f"{table}.{column}".lower()
+        for table, column in _QUALIFIED_COLUMN.findall(statement.replace('"', "").replace("`", ""))
+    }
+    return {ref for ref, column in qualified.items() if column in written}
+
+
+_QUALIFIED_COLUMN = re.compile(r"(\w+)(?=\.(\w+))")  # schema.table.column: both pairs
 
 
 def _hide_values(
@@ -321,11 +329,7 @@ def redact(
         if literals:
             request["statement"] = _statement(statement, literals, hide)
         pairs = _Pairs.of(columns.parameters.items())
-        by_column = {
-            ref
-            for ref, met in columns.parameters.items()
-            if ref not in secret and _named_after_its_table(ref, met, statement)
-        }
+        by_column = _named_after_their_tables(columns.parameters, statement) - secret
     else:
         secret, by_column = set(), set()
     parameters = request.get("parameters")
