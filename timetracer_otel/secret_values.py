@@ -469,7 +469,7 @@ def spellings(values: Iterable[str]) -> set[str]:
         # a session id made with uuid4().hex: the app's draw holds the UUID it spells
         if _UUID_HEX.fullmatch(value):
             found.add(str(uuid.UUID(value)))
-        if len(value) >= _IN_BASE64_FROM:
+        if _IN_BASE64_FROM <= len(value) <= _IN_BASE64_UP_TO:
             found.update(_base64_spellings(value))
         if value.isascii() and value.replace("-", "").replace("_", "").replace(".", "").isalnum():
             continue  # written the same everywhere: the usual token
@@ -481,6 +481,7 @@ def spellings(values: Iterable[str]) -> set[str]:
 
 
 _IN_BASE64_FROM = 16  # the length from which a value is looked for inside base64 too
+_IN_BASE64_UP_TO = 4096  # a PEM key; not a megabyte password field six times over
 _URL_SAFE = str.maketrans("+/", "-_")
 
 
