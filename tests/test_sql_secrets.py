@@ -65,6 +65,11 @@ RB = REDACTED.encode()  # bytes hidden stay bytes: a replay without the key give
         ("INSERT INTO settings (key, value) VALUES (%s, %s)", [("SITE_TITLE", "Shop"), ("smtp_password", S)], "executemany", [("SITE_TITLE", "Shop"), ("smtp_password", R)]),
         ("UPDATE settings SET value = :v WHERE key = :k", {"v": S, "k": "api_token"}, "execute", {"v": R, "k": "api_token"}),
         ("UPDATE settings SET value = :v WHERE key = :k", {"v": "Shop", "k": "SITE_TITLE"}, "execute", {"v": "Shop", "k": "SITE_TITLE"}),
+        # a multi-row insert of tags (Dagster's run tags): each row's value by its own key
+        ("INSERT INTO kv (key, value) VALUES (%(key_m0)s, %(value_m0)s), (%(key_m1)s, %(value_m1)s)",
+         {"key_m0": "color", "value_m0": "green", "key_m1": "api_token", "value_m1": S}, "execute",
+         {"key_m0": "color", "value_m0": "green", "key_m1": "api_token", "value_m1": R}),
+        ("INSERT INTO kv (key, value) VALUES (?, ?), (?, ?)", ("api_token", S, "color", "green"), "execute", ("api_token", R, "color", "green")),
         # SQLAlchemy names a comparison's parameter <table>_<column>: a table named like a secret
         # (ZenML's api_key) makes no secret of its ids; a secret column stays one
         ("UPDATE api_key SET name=%(name)s WHERE api_key.id = %(api_key_id)s", {"name": "n", "api_key_id": "k1"}, "execute", {"name": "n", "api_key_id": "k1"}),

@@ -302,9 +302,10 @@ class _Pairs(NamedTuple):
                 return values.get(place)
             return values[place] if isinstance(place, int) and 0 <= place < len(values) else None
 
-        labels = (at(place) for place in self.labels)
-        named = any(isinstance(label, str) and names.field(label) for label in labels)
-        return self.values if named else []
+        named = [isinstance(label, str) and names.field(label) for label in map(at, self.labels)]
+        if len(self.labels) == len(self.values) > 1:  # the rows of a multi-row insert: pair by pair
+            return [place for place, secret in zip(self.values, named, strict=True) if secret]
+        return self.values if any(named) else []
 
 
 _LABELS = frozenset(PAIR_LABELS)
