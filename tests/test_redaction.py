@@ -801,3 +801,41 @@ def test_a_drawn_key_an_app_wraps_in_base64_is_hidden_inside_it(
         )
     assert replayed.json() == recorded.json()
     assert [r.ok for r in reports] == [True]
+
+
+def test_a_secret_inside_a_compressed_download_is_hidden_with_the_whole_body(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Dagster's debug download is a gzip file of the run's configuration, whose ``api_key`` the
+    request sent: the key is hidden in the request by its name, and the download that repeats it
+    compressed is hidden whole; replayed with the key, the app's bytes come back exactly, and a
+    download holding no secret stays as it is."""
+    import gzip
+
+    async def export(request: Request) -> Response:
+        config = await request.json()
+        data = gzip.compress(json.dumps({"config": config}).encode(), mtime=0)
+        return Response(data, media_type="application/gzip")
+
+    def app(config: TraceConfig) -> Starlette:
+        built = Starlette(routes=[Route("/export", export, methods=["POST"])])
+        auto_setup(built, config=config, plugins=[])
+        return built
+
+    sent = [{"api_key": "ak_live_9f8e7d6c5b4a"}, {"region": "eu-west-quiet"}]
+    url = serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url
+    recorded = [httpx.post(url + "/export", json=body) for body in sent]
+    assert json.loads(gzip.decompress(recorded[0].content)) == {"config": sent[0]}
+    with_key, without = sorted(
+        load_cassettes(cassette_dir), key=lambda doc: "api_key" not in json.dumps(doc)
+    )
+    assert with_key["response"]["body"]["encoding"] == "segments"
+    assert "ak_live_9f8e7d6c5b4a" not in json.dumps(with_key)
+    plain = base64.b64decode(without["response"]["body"]["base64"])
+    assert json.loads(gzip.decompress(plain)) == {"config": sent[1]}
+
+    replay = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url
+    with new_reports() as reports:
+        replayed = [httpx.post(replay + "/export", json=body) for body in sent]
+    assert [r.content for r in replayed] == [r.content for r in recorded]
+    assert [r.ok for r in reports] == [True, True]

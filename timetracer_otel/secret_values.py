@@ -21,6 +21,7 @@ import json
 import re
 import threading
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -480,6 +481,27 @@ def spellings(values: Iterable[str]) -> set[str]:
     return found
 
 
+# the members a cassette body of bytes may have (cassette.body.encode_body)
+_BODY_MEMBERS = frozenset(
+    ("encoding", "base64", "size", "truncated", "complete", "content_encoding")
+)
+_INFLATED_AT_MOST = 16 << 20  # of a compressed body, searched for secrets
+
+
+def _inflated(data: bytes) -> bytes:
+    """``data`` decompressed where it is gzip or zlib (up to 16 MiB of it), else nothing."""
+    if data[:2] == b"\x1f\x8b":
+        wbits = 16 + zlib.MAX_WBITS
+    elif len(data) > 1 and data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0:
+        wbits = zlib.MAX_WBITS
+    else:
+        return b""
+    try:
+        return zlib.decompressobj(wbits).decompress(data, _INFLATED_AT_MOST)
+    except zlib.error:
+        return b""
+
+
 _IN_BASE64_FROM = 16  # the length from which a value is looked for inside base64 too
 _IN_BASE64_UP_TO = 4096  # a PEM key; not a megabyte password field six times over
 _URL_SAFE = str.maketrans("+/", "-_")
@@ -604,6 +626,23 @@ class ValueScrubber:
             return None
         return self._whole(value) if self.text(text) != text else value
 
+    def _binary_body(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A cassette body of bytes (``{"encoding": "base64", ...}``) holding a secret, as it is
+        or compressed with gzip or zlib (a downloaded archive of a run's configuration): its
+        bytes hidden whole, as the one segment of a body (see ``Redactor.binary_multipart``);
+        as it is without a secret; None for any other dict."""
+        if body.get("encoding") != "base64" or not _BODY_MEMBERS.issuperset(body):
+            return None
+        try:
+            data = base64.b64decode(body["base64"], validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            return None
+        if not (self._holds_secret(data) or self._holds_secret(_inflated(data))):
+            return body
+        hidden = {name: value for name, value in body.items() if name != "base64"}
+        hidden.update(encoding="segments", segments=[{"base64": self._part(body["base64"])}])
+        return hidden
+
     def value(self, value: Any, document: bool = False) -> Any:
         """A copy of ``value`` with every secret hidden; iterative, so no depth is too deep.
         ``document``: ``value`` is a cassette document or one of its calls, whose own members
@@ -627,6 +666,8 @@ class ValueScrubber:
                 parent[key] = Encoded(self._whole(encode_value(item))) if held else item
             elif isinstance(item, dict):
                 typed = self._typed_value(item)
+                if typed is None:
+                    typed = self._binary_body(item)
                 if typed is not None:
                     parent[key] = typed
                     continue
