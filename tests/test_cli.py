@@ -1064,6 +1064,55 @@ def test_replay_in_another_order_or_each_alone_shows_what_a_request_took_from_ea
     assert [ok for _, ok in shuffled] == [path == "abc"[n] for n, (path, _) in enumerate(shuffled)]
 
 
+# An app naming a temporary file as it is imported (Dagster names its code server's socket so)
+_TEMP_NAME_APP = """
+import tempfile
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from timetracer_otel.integrations.starlette import auto_setup
+
+with tempfile.NamedTemporaryFile(dir={folder!r}) as file:
+    NAME = file.name
+
+
+async def name(request):
+    return JSONResponse({{"name": NAME}})
+
+
+app = Starlette(routes=[Route("/name", name)])
+auto_setup(app, plugins=[])
+"""
+
+
+def test_replay_names_who_drew_values_outside_requests_beyond_those_recorded(
+    cassette_dir: Path, tmp_path: Path
+) -> None:
+    """The app names a temporary file as it starts, from values the process cassette holds; a
+    file of that name left behind makes tempfile draw another name, real: the command says who
+    drew beyond the recording, after the report of the request that differs."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (tmp_path / "temp_name_app.py").write_text(_TEMP_NAME_APP.format(folder=str(folder)), "utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "temp_name_app:app"]
+    env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir)}
+    with serving_process([*command, "--log-level", "warning"], env) as server:
+        (recorded,) = send(server.url, [("GET", "/name", {})])
+    replay = ["replay", str(cassette_dir), "--app", "temp_name_app:app", "--app-dir", str(tmp_path)]
+    done = timetracer(*replay)
+    assert done.returncode == 0 and "drew values beyond" not in done.stderr, (
+        done.stdout + done.stderr
+    )
+
+    Path(recorded.json()["name"]).touch()  # left behind: tempfile takes another name
+    done = timetracer(*replay)
+    assert done.returncode == 1 and "body $.name" in done.stdout, done.stdout
+    assert "drew values beyond those recorded" in done.stderr, done.stderr
+    assert "tempfile:__next__ (" in done.stderr
+
+
 def test_replay_refuses_the_header_names_and_values_a_server_refuses(
     cassette_dir: Path, tmp_path: Path
 ) -> None:

@@ -500,6 +500,7 @@ def replay(
     stopped: str | None = None  # what the app's shutdown raised
     outside: list[str] = []  # calls outside requests the process cassette did not answer
     outside_in_all = 0  # those too many to keep included
+    extra_draws = ""  # who drew values outside requests that the process cassette did not hold
     worst = 0  # the highest exit status of the processes replaying one recording each
     limits = _limits()
     try:
@@ -544,6 +545,7 @@ def replay(
                 unusable = len(replayer.library.unusable)
             stopped = replayer.shutdown_error
             outside, outside_in_all = _unanswered_outside_requests()
+            extra_draws = _extra_draws_outside_requests()
     except (CassetteError, ValueError, ImportError) as exc:
         raise _Failure(str(exc)) from None
     except AppStartError as exc:  # a replay mismatch names the call and the closest, over lines
@@ -575,6 +577,13 @@ def replay(
             )
     if stopped is not None:  # on stderr with --json: standard output is the list
         click.echo(f"the app's shutdown failed: {stopped}", err=as_json)
+    if extra_draws:
+        click.echo(
+            "outside requests the app drew values beyond those recorded, and was given real"
+            f" ones: {extra_draws} (a temporary file's name the recording's still holds? see the"
+            " replay limits)",
+            err=True,
+        )
     if outside:
         click.echo(
             f"{outside_in_all} call(s) made outside requests (background work, the app's start or"
@@ -601,6 +610,17 @@ def _unanswered_outside_requests() -> tuple[list[str], int]:
     session = process_session()
     shown = [printable(str(error).splitlines()[0]) for error in session.unmatched]
     return shown, session.unmatched_in_all
+
+
+def _extra_draws_outside_requests() -> str:
+    """Who drew values outside every request beyond those the process cassette recorded (real
+    values were given), and how many: ``tempfile:__next__ (8)``; empty where none did."""
+    from timetracer_otel.determinism.state import DrawReplayer, startup_draws
+
+    draws = startup_draws()
+    if not isinstance(draws, DrawReplayer):
+        return ""
+    return ", ".join(f"{caller} ({count})" for caller, count in draws.extra_callers.items())
 
 
 def _replay_options(context: click.Context, leave_out: tuple[str, ...]) -> list[str]:

@@ -293,6 +293,8 @@ class DrawReplayer:
         self.sources = frozenset(sources) | recorded.sources
         self.owner: asyncio.Task[Any] | None = None  # the task serving the request (own_task)
         self.extra: dict[str, int] = {}  # source -> draws beyond the recorded ones
+        # caller -> those of them not of a clock (a clock goes on by design): who drew them
+        self.extra_callers: dict[str, int] = {}
         self.from_earlier: dict[str, int] = {}  # source -> values an earlier request drew
         self._recorded = recorded
         self._earlier = earlier
@@ -334,6 +336,10 @@ class DrawReplayer:
                     self.from_earlier[source] = self.from_earlier.get(source, 0) + 1
             else:
                 self.extra[source] = self.extra.get(source, 0) + 1
+                if kind not in _CLOCKS and (
+                    caller in self.extra_callers or len(self.extra_callers) < _CALLERS_KEPT
+                ):
+                    self.extra_callers[caller] = self.extra_callers.get(caller, 0) + 1
             anchor = self._anchors.get(kind)
         if anchor is None and value is not _NONE:
             return value
@@ -411,6 +417,7 @@ class DrawReplayer:
 # The kinds whose extra draws continue from the last value: the wall clock, and the counters
 # (performance counter, monotonic clock) the app times itself with.
 _CLOCKS = ("time", "perf_counter", "monotonic")
+_CALLERS_KEPT = 100  # of the extra draws' callers
 _MAX_CLOCK_NS = 2**63 - 1  # the clock in nanoseconds, as a signed 64-bit integer holds it (to 2262)
 
 
