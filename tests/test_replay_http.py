@@ -615,6 +615,36 @@ def test_report_tells_the_same_json_in_other_bytes_apart() -> None:
     ]
 
 
+def test_a_text_the_app_quoted_a_redacted_secret_in_its_own_way_is_unverified_not_different() -> (
+    None
+):
+    """Without the key the app gets ``[REDACTED]`` and may write it its own way (Dagster's YAML
+    quotes it): where the replayed text is the recorded one with other text in place of each
+    marker, the part is unverified; any other change is still a difference."""
+
+    def response(data: bytes) -> InboundResponse:
+        body = encode_body(data, size=len(data), truncated=False, limit=1 << 20)
+        return InboundResponse(200, [], body)  # type: ignore[arg-type]
+
+    recorded_yaml = "ops:\n  api_key: [REDACTED]\n  region: eu\n  token: [REDACTED]\n"
+    recorded = response(json.dumps({"yaml": recorded_yaml}).encode())
+    for replayed_yaml, differs in [
+        ("ops:\n  api_key: '[REDACTED]'\n  region: eu\n  token: '[REDACTED]'\n", False),
+        ("ops:\n  api_key: '[REDACTED]'\n  region: us\n  token: '[REDACTED]'\n", True),
+        ("ops:\n  api_key: x\n", True),
+    ]:
+        replayed = json.dumps({"yaml": replayed_yaml}).encode()
+        compared = compare_response(recorded, 200, [], replayed, len(replayed), None)
+        assert (bool(compared.differences), compared.unverified) == (
+            differs,
+            [] if differs else ["body $.yaml"],
+        ), compared
+    text = response(b"api_key: [REDACTED]\nregion: eu\n")
+    quoted = b"api_key: '[REDACTED]'\nregion: eu\n"
+    compared = compare_response(text, 200, [], quoted, len(quoted), None)
+    assert (compared.differences, compared.unverified) == ([], ["body (its redacted parts)"])
+
+
 def test_a_list_of_the_same_items_in_another_order_is_one_difference_naming_the_hash_seed() -> None:
     """fastapi_best_architecture's ``/auth/codes`` answers ``list(a_set)``: another process gave
     the permissions in another order, and the report showed a line per item with no hint."""
