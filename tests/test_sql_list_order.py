@@ -153,6 +153,9 @@ def test_only_a_statements_own_select_and_group_by_lists_and_table_constraints_a
         ("SELECT * FROM t WHERE a = %s AND n IN (%s, %s)", [1, "x", "y"], [1, "y", "x"], True),
         ("SELECT * FROM t WHERE n IN ($2::TEXT, $3::TEXT) AND a = $1", [1, "x", "y"], [1, "y", "x"], True),
         ("SELECT * FROM t WHERE n IN (%(n_1)s, %(n_2)s)", {"n_1": "x", "n_2": "y"}, {"n_1": "y", "n_2": "x"}, True),
+        # names starting or ending in "s" (Airflow's task_instance.state IN (%(state_1_1)s, ...))
+        ("SELECT * FROM ti WHERE ti.state IN (%(state_1_1)s, %(state_1_2)s)", {"state_1_1": "x", "state_1_2": "y"}, {"state_1_1": "y", "state_1_2": "x"}, True),
+        ("SELECT * FROM t WHERE id IN (%(firsts)s, %(lasts)s)", {"firsts": "x", "lasts": "y"}, {"firsts": "y", "lasts": "x"}, True),
         ("SELECT * FROM t WHERE n NOT IN (:a, :b)", {"a": "x", "b": "y"}, {"a": "y", "b": "x"}, True),
         ("SELECT * FROM t WHERE x = '?' AND n IN (?, ?)", ["x", "y"], ["y", "x"], True),
         ("SELECT * FROM t WHERE a = %s AND n IN (%s, %s)", [1, "x", "y"], ["x", 1, "y"], False),

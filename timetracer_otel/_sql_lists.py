@@ -215,7 +215,7 @@ def _in_lists(statement: str) -> tuple[tuple[int | str, ...], ...]:
         elif bare.startswith("$"):
             key = int(bare[1:]) - 1
         else:
-            key = bare.strip("%():s") if bare.startswith("%(") else bare[1:]
+            key = bare[2:-2] if bare.startswith("%(") else bare[1:]  # %(name)s, :name
         keys.append((match.start(), key))
     lists = []
     for found in _IN_LIST.finditer(statement):
