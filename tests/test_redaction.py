@@ -839,3 +839,60 @@ def test_a_secret_inside_a_compressed_download_is_hidden_with_the_whole_body(
         replayed = [httpx.post(replay + "/export", json=body) for body in sent]
     assert [r.content for r in replayed] == [r.content for r in recorded]
     assert [r.ok for r in reports] == [True, True]
+
+
+def test_json_text_sent_as_a_string_member_has_its_secret_members_hidden(
+    serve: Callable[..., Any], cassette_dir: Path
+) -> None:
+    """Airflow takes a connection's ``extra`` as a string of JSON text, and writes the request's
+    body into an audit row as JSON text again: the token in ``extra`` is hidden in the request,
+    in the row's parameter and in a list of such strings, the rest of the text kept; the app and
+    the database get the real values, and the replay with the key answers as recorded."""
+    import psycopg
+    from _services import postgres_schema
+
+    token = "tok_live_4Fq9zZ81xx"
+    extra = json.dumps({"host": "smtp.local", "api_token": token})
+    sent = {"conn_id": "mail", "extra": extra, "extras": [extra]}
+
+    with postgres_schema() as url:
+        plain = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute("CREATE TABLE log (event TEXT, extra TEXT)")
+
+        async def create(request: Request) -> JSONResponse:
+            body = await request.json()
+            with psycopg.connect(plain, autocommit=True) as connection:
+                connection.execute(
+                    "INSERT INTO log (event, extra) VALUES (%s, %s)", ("create", json.dumps(body))
+                )
+            return JSONResponse(
+                {"conn_id": body["conn_id"], "host": json.loads(body["extra"])["host"]}
+            )
+
+        def app(config: TraceConfig) -> Starlette:
+            built = Starlette(routes=[Route("/connections", create, methods=["POST"])])
+            auto_setup(built, config=config, plugins=["psycopg"])
+            return built
+
+        recorded = httpx.post(
+            serve(app(TraceConfig(mode="record", cassette_dir=str(cassette_dir)))).url
+            + "/connections",
+            json=sent,
+        )
+        with psycopg.connect(plain) as connection:
+            assert connection.execute("SELECT extra FROM log").fetchone() == (json.dumps(sent),)
+    (doc,) = load_cassettes(cassette_dir)
+    assert token not in json.dumps(doc)
+    shown = redacted(doc)["request"]["body"]["json"]
+    assert json.loads(shown["extra"]) == {"host": "smtp.local", "api_token": REDACTED}
+    assert shown["extras"] == [shown["extra"]]
+
+    with new_reports() as reports:
+        replayed = httpx.post(
+            serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url
+            + "/connections",
+            json=sent,
+        )
+    assert replayed.json() == recorded.json() == {"conn_id": "mail", "host": "smtp.local"}
+    assert [(r.ok, r.unmatched) for r in reports] == [(True, [])]

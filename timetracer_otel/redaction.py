@@ -191,18 +191,33 @@ class Redactor:
                         if self._taken is not None:
                             self._took(f"body {path}.{name}", _json_text(child))
                         copy[name] = self._hidden_value(child)
+                    elif isinstance(child, str):
+                        copy[name] = self._json_text_members(child, f"{path}.{name}")
                     else:
                         copy[name] = child
                         if isinstance(child, (dict, list)):
                             pending.append((copy, name, child, f"{path}.{name}"))
             elif isinstance(item, list):
                 parent[key] = items = list(item)
-                pending.extend(
-                    (items, index, child, f"{path}[{index}]")
-                    for index, child in enumerate(item)
-                    if isinstance(child, (dict, list))
-                )
+                for index, child in enumerate(item):
+                    if isinstance(child, (dict, list)):
+                        pending.append((items, index, child, f"{path}[{index}]"))
+                    elif isinstance(child, str):
+                        items[index] = self._json_text_members(child, f"{path}[{index}]")
         return holder[0]
+
+    def _json_text_members(self, text: str, path: str) -> str:
+        """``text``, where it is JSON text with members named like a secret (a connection's
+        ``extra`` that Airflow takes as a string), with each such member's value hidden in place."""
+        if text[:1] not in ("{", "[") or not names_a_secret_member(text, self.names):
+            return text
+
+        def hide(name: str, raw: str) -> str:
+            if self._taken is not None:
+                self._took(f"body {path}.{name}", member_text(raw))
+            return str(self._hidden_value(RawJson(raw)))
+
+        return with_members_hidden(text, self.names.field, hide)
 
     def _named_secret_member(self, item: dict) -> str | None:
         """The member of ``item`` that a sibling says holds a secret: the ``input`` of a validation

@@ -62,12 +62,17 @@ def hide_at(values: list[Any], positions: list[int], hide: Hide) -> None:
 
 
 def hide_named_fields(value: Any, names: SecretNames, hide: Hide) -> None:
-    """Hide, in place, every member with a secret name in a document of typed values, at any depth."""
+    """Hide, in place, every member with a secret name in a document of typed values, at any
+    depth, and in JSON text it holds as a string (an audit row's ``extra``)."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, list):
-            pending.extend(item)
+            for index, child in enumerate(item):
+                if isinstance(child, str):
+                    item[index] = with_secret_members_hidden(child, names, hide)
+                else:
+                    pending.append(child)
         elif isinstance(item, dict) and item.get(TYPE) == "dict":
             for pair in item["items"]:
                 if names.field(text(pair[0]) or ""):
@@ -80,6 +85,8 @@ def hide_named_fields(value: Any, names: SecretNames, hide: Hide) -> None:
             for name, child in item.items():
                 if names.field(name):
                     item[name] = hide(child)
+                elif isinstance(child, str):
+                    item[name] = with_secret_members_hidden(child, names, hide)
                 else:
                     pending.append(child)
 
