@@ -70,6 +70,10 @@ RB = REDACTED.encode()  # bytes hidden stay bytes: a replay without the key give
          {"key_m0": "color", "value_m0": "green", "key_m1": "api_token", "value_m1": S}, "execute",
          {"key_m0": "color", "value_m0": "green", "key_m1": "api_token", "value_m1": R}),
         ("INSERT INTO kv (key, value) VALUES (?, ?), (?, ?)", ("api_token", S, "color", "green"), "execute", ("api_token", R, "color", "green")),
+        # Airflow's variable table: its value column is "val"
+        ("INSERT INTO variable (key, val, description) VALUES (%(key)s, %(val)s, %(description)s)",
+         {"key": "api_secret_key", "val": S, "description": "d"}, "execute", {"key": "api_secret_key", "val": R, "description": "d"}),
+        ("UPDATE variable SET val=%(val)s WHERE variable.key = %(key_1)s", {"val": S, "key_1": "db_password"}, "execute", {"val": R, "key_1": "db_password"}),
         # SQLAlchemy names a comparison's parameter <table>_<column>: a table named like a secret
         # (ZenML's api_key) makes no secret of its ids; a secret column stays one
         ("UPDATE api_key SET name=%(name)s WHERE api_key.id = %(api_key_id)s", {"name": "n", "api_key_id": "k1"}, "execute", {"name": "n", "api_key_id": "k1"}),

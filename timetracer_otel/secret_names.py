@@ -19,7 +19,9 @@ from functools import lru_cache
 from re import Pattern
 from urllib.parse import unquote_plus
 
-__all__ = ["SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "DEFAULT_EXEMPT", "PAIR_LABELS"]
+__all__ = [
+    "SecretNames", "DEFAULT_HEADERS", "DEFAULT_FIELDS", "DEFAULT_EXEMPT", "PAIR_LABELS", "PAIR_VALUES",
+]  # fmt: skip
 
 DEFAULT_FIELDS = (
     "*password*",
@@ -107,6 +109,8 @@ def _compiled(patterns: Iterable[str]) -> Pattern[str]:
 # The members (and SQL columns) naming what the ``value`` beside them is: a settings entry's
 # value is a secret where its name or key is a secret's.
 PAIR_LABELS = ("name", "key")
+# The SQL columns holding that value (Airflow's ``variable`` table names it ``val``).
+PAIR_VALUES = ("value", "val")
 
 
 class SecretNames:

@@ -43,7 +43,7 @@ from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_f
 from timetracer_otel.cassette.calls import CassetteCall, call_document
 from timetracer_otel.cassette.errors import CassetteError
 from timetracer_otel.cassette.values import ValueDecodeError, encode_value
-from timetracer_otel.secret_names import PAIR_LABELS, SecretNames
+from timetracer_otel.secret_names import PAIR_LABELS, PAIR_VALUES, SecretNames
 
 from . import typed
 from .trace_context import without_trace_context
@@ -289,7 +289,7 @@ class _Pairs(NamedTuple):
             lowered = {str(column).lower() for column in columns}
             if lowered & _LABELS:
                 labels.append(place)
-            if "value" in lowered:
+            if lowered & _VALUES:
                 values.append(place)
         return cls(labels, values) if labels and values else None
 
@@ -309,6 +309,7 @@ class _Pairs(NamedTuple):
 
 
 _LABELS = frozenset(PAIR_LABELS)
+_VALUES = frozenset(PAIR_VALUES)
 
 
 def redact(
