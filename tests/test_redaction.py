@@ -14,7 +14,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -31,7 +31,10 @@ from starlette.routing import Route
 from timetracer_otel.config import TraceConfig
 from timetracer_otel.integrations.starlette import auto_setup
 from timetracer_otel.redaction import REDACTED
+from timetracer_otel.replayers import ReplayReport
 from timetracer_otel.sealing import redacted
+
+T = TypeVar("T")
 
 MARK = "s3cr3t"
 SECRET_HEADERS = ("Authorization", "Cookie", "Set-Cookie", "Proxy-Authorization", "X-Api-Key")
@@ -648,6 +651,15 @@ def test_a_flag_or_a_null_under_a_secret_name_stays_as_it_is(
 CONFIG = '{"name": "train", "secrets": [], "secret_refs": { }, "password_set": false, "api_key": "sk-0123456789"}'
 
 
+def _replayed(server: Any, sent: Callable[[str], T]) -> tuple[T, list[ReplayReport]]:
+    """What ``sent(url)`` got from ``server`` (replaying), and the replay reports of its
+    requests: taken once the server has stopped, when every report has been made."""
+    with new_reports() as reports:
+        got = sent(server.url)
+        server.stop()
+    return got, reports
+
+
 def _settings_app(
     port: int,
     database: str,
@@ -754,8 +766,9 @@ def test_json_text_the_app_builds_with_a_secret_member_is_hidden_in_the_inlined_
     replay = _settings_app(
         closed_port(), database, built, TraceConfig(mode="replay", cassette_path=str(cassette_dir))
     )
-    with new_reports() as reports:
-        replayed = httpx.post(serve(replay).url + "/settings", json=sent)
+    replayed, reports = _replayed(
+        serve(replay), lambda url: httpx.post(url + "/settings", json=sent)
+    )
     assert replayed.json() == recorded.json()
     assert [(r.unmatched, r.unused) for r in reports] == [([], [])]
 
@@ -794,11 +807,8 @@ def test_a_drawn_key_an_app_wraps_in_base64_is_hidden_inside_it(
         assert shown[12:-12] not in written
     assert "APPKEY_eyJpZCI6ICJrMSIsICJrZXkiOiAi" in written  # {"id": "k1", "key": " stays
 
-    with new_reports() as reports:
-        replayed = httpx.post(
-            serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url
-            + "/api_keys"
-        )
+    replay = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+    replayed, reports = _replayed(replay, lambda url: httpx.post(url + "/api_keys"))
     assert replayed.json() == recorded.json()
     assert [r.ok for r in reports] == [True]
 
@@ -834,9 +844,10 @@ def test_a_secret_inside_a_compressed_download_is_hidden_with_the_whole_body(
     plain = base64.b64decode(without["response"]["body"]["base64"])
     assert json.loads(gzip.decompress(plain)) == {"config": sent[1]}
 
-    replay = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url
-    with new_reports() as reports:
-        replayed = [httpx.post(replay + "/export", json=body) for body in sent]
+    replay = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+    replayed, reports = _replayed(
+        replay, lambda url: [httpx.post(url + "/export", json=body) for body in sent]
+    )
     assert [r.content for r in replayed] == [r.content for r in recorded]
     assert [r.ok for r in reports] == [True, True]
 
@@ -888,11 +899,7 @@ def test_json_text_sent_as_a_string_member_has_its_secret_members_hidden(
     assert json.loads(shown["extra"]) == {"host": "smtp.local", "api_token": REDACTED}
     assert shown["extras"] == [shown["extra"]]
 
-    with new_reports() as reports:
-        replayed = httpx.post(
-            serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir)))).url
-            + "/connections",
-            json=sent,
-        )
+    replay = serve(app(TraceConfig(mode="replay", cassette_path=str(cassette_dir))))
+    replayed, reports = _replayed(replay, lambda url: httpx.post(url + "/connections", json=sent))
     assert replayed.json() == recorded.json() == {"conn_id": "mail", "host": "smtp.local"}
     assert [(r.ok, r.unmatched) for r in reports] == [(True, [])]
