@@ -173,7 +173,6 @@ class ReplayLayer:
                 functools.partial(self.library.earlier.stream, choice.path)
                 if choice.path
                 else None,
-                self.library.earlier.drawn_in,
             )
             if self.config.draws
             else None

@@ -123,17 +123,10 @@ class EarlierRequests:
         if self._draws is None:
             return None
         candidates = self._candidates(path, _draw_stream(key))
-        return self.drawn_in(candidates[0].path, key) if candidates else None
-
-    def drawn_in(self, path: str, key: tuple[str, str]) -> RecordedStream | None:
-        """The values (and the calls they were drawn after) of draw stream ``key`` that the
-        request of the cassette at ``path`` drew; None where it drew none."""
-        if self._draws is None:
+        if not candidates:
             return None
-        recorded = self._draws(path)
-        values = recorded.streams.get(key)
-        if values is None:
-            return None
+        recorded = self._draws(candidates[0].path)
+        values = recorded.streams[key]
         return values, recorded.afters.get(key) or (None,) * len(values)
 
     def _candidates(self, path: str, key: Hashable) -> list[_Found]:

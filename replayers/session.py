@@ -550,8 +550,6 @@ class ReplaySession:
         self.answered.append((library, recorded))
         self.from_earlier.append((library, view.label, path))
         self.made.append(call_entry(library, view.label, earlier=f"{path}#{recorded.index}"))
-        # what the task draws next is first what that request drew after this call
-        draw_state.called_earlier(draw_state.current(), path, recorded.index)
         return recorded
 
     def _moved_earlier_answer(self, view: CallView) -> tuple[str, RecordedCall] | None:

@@ -53,7 +53,7 @@ _APP = ["--app", "replay_app:create_app", "--factory", "--app-dir", str(APPS_DIR
 
 
 def timetracer(*args: str, upstream: str = "", **extra_env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **({"REPLAY_APP_UPSTREAM": upstream} if upstream else {}), **extra_env}
+    env = {**os.environ, "REPLAY_APP_UPSTREAM": upstream, **extra_env} if upstream else None
     return subprocess.run(
         [str(TIMETRACER), *args], capture_output=True, text=True, timeout=120, env=env
     )
@@ -1111,83 +1111,6 @@ def test_replay_names_who_drew_values_outside_requests_beyond_those_recorded(
     assert done.returncode == 1 and "body $.name" in done.stdout, done.stdout
     assert "drew values beyond those recorded" in done.stderr, done.stderr
     assert "tempfile:__next__ (" in done.stderr
-
-
-# Settings loaded once per process, with a query and a clock read, by whichever request comes
-# first; every clock read through one helper (as Airflow's timezone.utcnow)
-_CACHED_SETTINGS_APP = """
-import datetime
-import os
-
-import sqlalchemy as sa
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
-from timetracer_otel.integrations.starlette import auto_setup
-
-engine = sa.create_engine(os.environ["CACHED_SETTINGS_DB"])
-_cache = {}
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def settings(connection):
-    if "settings" not in _cache:
-        _cache["settings"] = {"v": connection.execute(sa.text("SELECT 42")).scalar(), "at": utcnow()}
-    return _cache["settings"]
-
-
-def warm(request):
-    with engine.connect() as connection:
-        return JSONResponse({"v": settings(connection)["v"]})
-
-
-def stamp(request):
-    with engine.connect() as connection:
-        loaded = settings(connection)
-        stamped = connection.execute(sa.text("SELECT CAST(:at AS timestamptz)"), {"at": utcnow()}).scalar()
-    return JSONResponse({"v": loaded["v"], "at": stamped.isoformat()})
-
-
-app = Starlette(routes=[Route("/warm", warm), Route("/stamp", stamp, methods=["POST"])])
-auto_setup(app, plugins=["sqlalchemy"])
-"""
-
-
-def test_a_request_replayed_alone_draws_what_an_earlier_one_drew_after_the_call_it_answers(
-    cassette_dir: Path, tmp_path: Path
-) -> None:
-    """Replayed alone, ``/stamp`` loads the settings an earlier request loaded when recorded: the
-    query is answered from that request's cassette, and the clock read after it gets what that
-    request read there, not ``/stamp``'s own time stamp, which its own statement then carries."""
-    from _services import POSTGRES, closed_port, postgres_schema
-
-    (tmp_path / "cached_settings_app.py").write_text(_CACHED_SETTINGS_APP, "utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(tmp_path),
-        "cached_settings_app:app",
-    ]
-    with postgres_schema() as url:
-        env = {**os.environ, "TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassette_dir),
-               "CACHED_SETTINGS_DB": url}  # fmt: skip
-        with serving_process([*command, "--log-level", "warning"], env) as server:
-            send(server.url, [("GET", "/warm", {}), ("POST", "/stamp", {})])
-    offline = POSTGRES.replace("5432", str(closed_port()))
-    done = timetracer(
-        "replay", str(cassette_dir), "--app", "cached_settings_app:app", "--app-dir", str(tmp_path),
-        "--alone", "--json", CACHED_SETTINGS_DB=offline,
-    )  # fmt: skip
-    reports = json.loads(done.stdout)
-    assert [(r["path"], r["ok"]) for r in reports] == [("/warm", True), ("/stamp", True)], (
-        done.stdout
-    )
 
 
 def test_replay_refuses_the_header_names_and_values_a_server_refuses(

@@ -233,7 +233,6 @@ class _Replay:
             config.draws,
             real_time_ns,
             functools.partial(earlier.stream, str(path)) if earlier is not None else None,
-            earlier.drawn_in if earlier is not None else None,
         )
         # a live library needs the network
         self.closure = (

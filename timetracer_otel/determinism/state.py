@@ -44,7 +44,6 @@ __all__ = [
     "current",
     "activate",
     "called",
-    "called_earlier",
     "own_task",
     "deactivate",
     "use_startup_draws",
@@ -65,20 +64,10 @@ Fits = Callable[[Any], bool]
 Seeded = Callable[[random.Random], Any]
 _NONE: Any = object()  # no recorded value was handed out (a recorded value may be None)
 
-
-class _EarlierCall(NamedTuple):
-    """A call an earlier request's cassette answered (``replayers.earlier``): its path, and the
-    call's index there."""
-
-    path: str
-    number: int
-
-
 # The call the running task (or thread) made last: (the draws of its request, the call's number
-# there, and the earlier request's call that answered a call made since, if one did). Its own
-# for each task, as each task copies its context: see called().
-_last_call: contextvars.ContextVar[tuple[object, int | None, _EarlierCall | None] | None] = (
-    contextvars.ContextVar("timetracer_last_call", default=None)
+# there). Its own for each task, as each task copies its context: see called().
+_last_call: contextvars.ContextVar[tuple[object, int] | None] = contextvars.ContextVar(
+    "timetracer_last_call", default=None
 )
 
 
@@ -87,27 +76,13 @@ def called(draws: Draws | None, number: int) -> None:
     recording's order of the call (record) or its index in the cassette (replay). The draws
     the task makes next are tied to it."""
     if draws is not None:
-        _last_call.set((draws, number, None))
-
-
-def called_earlier(draws: Draws | None, path: str, number: int) -> None:
-    """The running task's last call was answered by call ``number`` of the earlier request's
-    cassette at ``path``: work the recording process did once, in that request. The draws the
-    task makes next are first those that request made after that call (see DrawReplayer)."""
-    if draws is not None:
-        _last_call.set((draws, _after(draws), _EarlierCall(path, number)))
+        _last_call.set((draws, number))
 
 
 def _after(draws: Draws) -> int | None:
     """The number of the call the running task made last for ``draws``' request, or None."""
     last = _last_call.get()
     return last[1] if last is not None and last[0] is draws else None
-
-
-def _after_earlier(draws: Draws) -> _EarlierCall | None:
-    """The earlier request's call that answered the running task's last call, or None."""
-    last = _last_call.get()
-    return last[2] if last is not None and last[0] is draws else None
 
 
 def _running_task() -> asyncio.Task[Any] | None:
@@ -271,9 +246,8 @@ class _Stream:
         self._first_left = 0
         self._by_after: dict[int | None, collections.deque[int]] | None = None
 
-    def next_index(self, after: int | None, only_after: bool = False) -> int | None:
-        """The index of the value the next draw after call ``after`` gets, or None; with
-        ``only_after``, only one drawn after that call."""
+    def next_index(self, after: int | None) -> int | None:
+        """The index of the value the next draw after call ``after`` gets, or None."""
         handed = self._handed
         if self._by_after is None:
             self._by_after = collections.defaultdict(collections.deque)
@@ -284,8 +258,6 @@ class _Stream:
             same.popleft()
         if same:
             return same[0]
-        if only_after:
-            return None
         while self._first_left < len(handed) and handed[self._first_left]:
             self._first_left += 1
         return self._first_left if self._first_left < len(handed) else None
@@ -306,11 +278,7 @@ class DrawReplayer:
 
     ``earlier(key)`` gives, for a (kind, caller) the recording does not hold at all, the values
     an earlier request of the same recording drew from it (``replayers.earlier``): work the
-    recording process did once, in that request, and does again in this one. ``drawn_in(path,
-    key)`` gives those the earlier request at ``path`` drew: after a call its cassette answered
-    (a cache loaded once), the task's draws are first those that request made after that call,
-    even where this one drew from the same (kind, caller) too (an app reading the clock through
-    one helper): they do not take this request's own values.
+    recording process did once, in that request, and does again in this one.
     """
 
     def __init__(
@@ -319,7 +287,6 @@ class DrawReplayer:
         sources: Iterable[str],
         real_clock_ns: Callable[[], int],
         earlier: Callable[[tuple[str, str]], RecordedStream | None] | None = None,
-        drawn_in: Callable[[str, tuple[str, str]], RecordedStream | None] | None = None,
     ) -> None:
         # and the sources the recording drew from, whichever the replaying process names: a
         # recording that drew log times (``logs``, off by default) replays them
@@ -331,9 +298,6 @@ class DrawReplayer:
         self.from_earlier: dict[str, int] = {}  # source -> values an earlier request drew
         self._recorded = recorded
         self._earlier = earlier
-        self._drawn_in = drawn_in
-        # (an earlier request's path, key) -> its stream, None where it drew nothing of key
-        self._earlier_streams: dict[tuple[str, tuple[str, str]], _Stream | None] = {}
         self._asked: set[tuple[str, str]] = set()  # the keys ``earlier`` was asked for
         self._streams: dict[tuple[str, str], _Stream] = {}  # made as first drawn from
         self._aliases: dict[tuple[str, str], tuple[str, str]] = {}  # see _recorded_as
@@ -359,16 +323,9 @@ class DrawReplayer:
         key = (kind, _of_task(self, caller))
         if self._earlier is not None and key not in self._asked:
             self._ask_earlier(key)
-        earlier_call = _after_earlier(self) if self._drawn_in is not None else None
-        earlier = None if earlier_call is None else self._earlier_stream(earlier_call.path, key)
         with self._lock:
             stream = self._stream(key)
-            index = None
-            if earlier is not None and earlier_call is not None:
-                index = earlier.next_index(earlier_call.number, only_after=True)
-                stream = earlier if index is not None else stream
-            if index is None and stream is not None:
-                index = stream.next_index(after)
+            index = stream.next_index(after) if stream is not None else None
             if (
                 stream is not None
                 and index is not None
@@ -401,19 +358,6 @@ class DrawReplayer:
             self._anchors[kind] = (recorded, now)
             return recorded
         return recorded + max(now - real_then, 0)
-
-    def _earlier_stream(self, path: str, key: tuple[str, str]) -> _Stream | None:
-        """What the earlier request at ``path`` drew of ``key``; outside the lock, as it may
-        read its cassette."""
-        found_key = (path, key)
-        if found_key not in self._earlier_streams:
-            assert self._drawn_in is not None
-            found = self._drawn_in(path, key)
-            with self._lock:
-                self._earlier_streams.setdefault(
-                    found_key, None if found is None else _Stream(*found, earlier=True)
-                )
-        return self._earlier_streams[found_key]
 
     def _ask_earlier(self, key: tuple[str, str]) -> None:
         """Take ``key``'s stream from an earlier request when this recording has none; outside
