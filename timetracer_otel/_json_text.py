@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 
-__all__ = ["with_members_hidden", "member_text", "secret_member_values"]
+__all__ = ["with_members_hidden", "member_text"]
 
 _COLON = re.compile(r"\s*:\s*")
 _SCALAR = re.compile(r"[^,}\]\s]*")
@@ -94,11 +94,6 @@ def with_members_hidden(
         done = end
     out.append(text[done:])
     return "".join(out)
-
-
-def secret_member_values(text: str, is_secret: Callable[[str], bool]) -> list[str]:
-    """The raw value of each member of ``text`` whose name ``is_secret``, at any depth."""
-    return [text[start:end] for _key, start, end in _secret_members(text, is_secret)]
 
 
 def member_text(raw: str) -> str:

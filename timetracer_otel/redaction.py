@@ -27,7 +27,7 @@ from ._json_text import member_text, with_members_hidden
 from .cassette.body import header_value, load_json
 from .cassette.values import ValueDecodeError, decode_value
 from .protocols import redact_call, redact_request
-from .protocols.typed import RawJson, names_a_secret_member
+from .protocols.typed import RawJson, names_a_secret_member, with_secret_members_hidden
 from .protocols.typed import text as typed_text
 from .sealing import RAW_JSON, REDACTED, hidden_whole
 from .secret_names import DEFAULT_FIELDS, DEFAULT_HEADERS, PAIR_LABELS, SecretNames
@@ -209,15 +209,13 @@ class Redactor:
     def _json_text_members(self, text: str, path: str) -> str:
         """``text``, where it is JSON text with members named like a secret (a connection's
         ``extra`` that Airflow takes as a string), with each such member's value hidden in place."""
-        if text[:1] not in ("{", "[") or not names_a_secret_member(text, self.names):
-            return text
 
-        def hide(name: str, raw: str) -> str:
+        def hide(raw: Any) -> Any:
             if self._taken is not None:
-                self._took(f"body {path}.{name}", member_text(raw))
-            return str(self._hidden_value(RawJson(raw)))
+                self._took(f"body {path}", member_text(raw))
+            return self._hidden_value(raw)
 
-        return with_members_hidden(text, self.names.field, hide)
+        return str(with_secret_members_hidden(text, self.names, hide))
 
     def _named_secret_member(self, item: dict) -> str | None:
         """The member of ``item`` that a sibling says holds a secret: the ``input`` of a validation

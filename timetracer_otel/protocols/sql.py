@@ -37,7 +37,6 @@ import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from timetracer_otel._json_text import secret_member_values
 from timetracer_otel._sql_columns import Ref, columns_of, judged_names
 from timetracer_otel._sql_lists import in_list_parameters, live_columns, order_free
 from timetracer_otel.cassette.calls import CassetteCall, call_document
@@ -260,12 +259,9 @@ def _note_secret_members(
     holds (a config the app wrote with its ``api_key``, inlined by a MySQL driver): noted so, it
     is hidden wherever it stands, in this statement and its span too."""
     for start, end in literals:
-        if statement[start : start + 1] not in ("{", "["):
-            continue
-        for text in _literal_texts(statement[start:end]):
-            if typed.names_a_secret_member(text, names):
-                for raw in secret_member_values(text, names.field):
-                    hide(typed.RawJson(raw))
+        if statement[start : start + 1] in ("{", "["):
+            for text in _literal_texts(statement[start:end]):
+                typed.with_secret_members_hidden(text, names, hide)
 
 
 def _statement(statement: str, literals: list[tuple[int, int]], hide: typed.Hide) -> str:
